@@ -1,0 +1,10 @@
+//! Logical time: peer ids, vector clocks for causality, and the hybrid
+//! logical clock that orders Last-Write-Wins.
+
+mod hlc;
+mod peer_id;
+mod vector_clock;
+
+pub use hlc::{ClockSkewError, HybridClock, Timestamp};
+pub use peer_id::{ParsePeerIdError, PeerId};
+pub use vector_clock::{ClockOrdering, VectorClock};

@@ -1,0 +1,157 @@
+//! The state digest: a Merkle tree over entity hashes.
+//!
+//! Keys fall into 4,096 leaves by the first 12 bits of their blake3 hash; a
+//! leaf hashes its `(key, entity hash)` pairs in key order; inner nodes hash
+//! their 16 children. Two peers compare roots in one message, and descend
+//! level by level to the leaves that differ. An empty subtree hashes to zero,
+//! so the tree costs nothing where there are no keys.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use super::event::Hash32;
+
+pub const FANOUT: usize = 16;
+/// Depth of the leaves: root is depth 0, leaves are depth 3.
+pub const LEAF_DEPTH: u32 = 3;
+pub const LEAVES: usize = FANOUT * FANOUT * FANOUT;
+
+/// The leaf a key belongs to.
+pub fn leaf_of(key: &str) -> u16 {
+    let h = blake3::hash(key.as_bytes());
+    let b = h.as_bytes();
+    ((b[0] as u16) << 4) | (b[1] as u16 >> 4)
+}
+
+#[derive(Debug, Clone)]
+pub struct MerkleDigest {
+    leaves: BTreeMap<u16, BTreeMap<Arc<str>, Hash32>>,
+    stale_leaves: BTreeSet<u16>,
+    /// Node hashes by depth: 1, 16, 256 and 4,096 of them.
+    levels: [Vec<Hash32>; 4],
+}
+
+impl Default for MerkleDigest {
+    fn default() -> Self {
+        MerkleDigest {
+            leaves: BTreeMap::new(),
+            stale_leaves: BTreeSet::new(),
+            levels: [1, FANOUT, FANOUT * FANOUT, LEAVES].map(|n| vec![Hash32::default(); n]),
+        }
+    }
+}
+
+fn hash_children(children: &[Hash32]) -> Hash32 {
+    if children.iter().all(|h| *h == Hash32::default()) {
+        return Hash32::default();
+    }
+    let mut hasher = blake3::Hasher::new();
+    for child in children {
+        hasher.update(&child.0);
+    }
+    Hash32(*hasher.finalize().as_bytes())
+}
+
+impl MerkleDigest {
+    /// Records the current hash of `key`'s entity.
+    pub fn update(&mut self, key: &Arc<str>, hash: Hash32) {
+        let leaf = leaf_of(key);
+        self.leaves.entry(leaf).or_default().insert(key.clone(), hash);
+        self.stale_leaves.insert(leaf);
+    }
+
+    pub fn clear(&mut self) {
+        *self = MerkleDigest::default();
+    }
+
+    /// The root, recomputing only what changed since the last call.
+    pub fn root(&mut self) -> Hash32 {
+        if self.stale_leaves.is_empty() {
+            return self.levels[0][0];
+        }
+        for leaf in std::mem::take(&mut self.stale_leaves) {
+            let mut hasher = blake3::Hasher::new();
+            for (key, hash) in self.leaves.get(&leaf).into_iter().flatten() {
+                hasher.update(&(key.len() as u64).to_le_bytes());
+                hasher.update(key.as_bytes());
+                hasher.update(&hash.0);
+            }
+            self.levels[3][leaf as usize] = Hash32(*hasher.finalize().as_bytes());
+        }
+        for depth in (0..3).rev() {
+            let (upper, lower) = self.levels.split_at_mut(depth + 1);
+            for (i, node) in upper[depth].iter_mut().enumerate() {
+                *node = hash_children(&lower[0][i * FANOUT..(i + 1) * FANOUT]);
+            }
+        }
+        self.levels[0][0]
+    }
+
+    /// The hash of node `index` at `depth` (as of the last [`root`](Self::root)).
+    pub fn node(&self, depth: u32, index: usize) -> Option<Hash32> {
+        self.levels.get(depth as usize)?.get(index).copied()
+    }
+
+    /// The 16 children of a node above the leaves.
+    pub fn children(&self, depth: u32, index: usize) -> Option<&[Hash32]> {
+        let lower = self.levels.get(depth as usize + 1)?;
+        lower.get(index * FANOUT..(index + 1) * FANOUT)
+    }
+
+    /// The `(key, entity hash)` pairs of a leaf.
+    pub fn leaf(&self, index: u16) -> impl Iterator<Item = (&Arc<str>, &Hash32)> {
+        self.leaves.get(&index).into_iter().flatten()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(n: u8) -> Hash32 {
+        Hash32([n; 32])
+    }
+
+    #[test]
+    fn root_is_independent_of_insertion_order_and_sensitive_to_content() {
+        let keys: Vec<Arc<str>> = (0..100).map(|i| format!("k{i}").into()).collect();
+        let mut a = MerkleDigest::default();
+        let mut b = MerkleDigest::default();
+        for (i, k) in keys.iter().enumerate() {
+            a.update(k, h(i as u8));
+        }
+        for (i, k) in keys.iter().enumerate().rev() {
+            b.update(k, h(i as u8));
+        }
+        assert_eq!(a.root(), b.root());
+        assert_ne!(a.root(), Hash32::default());
+        b.update(&keys[7], h(200));
+        assert_ne!(a.root(), b.root());
+        b.update(&keys[7], h(7));
+        assert_eq!(a.root(), b.root());
+    }
+
+    #[test]
+    fn descent_finds_the_differing_leaf() {
+        let mut a = MerkleDigest::default();
+        let mut b = MerkleDigest::default();
+        let key: Arc<str> = "needle".into();
+        for i in 0..50 {
+            let k: Arc<str> = format!("k{i}").into();
+            a.update(&k, h(1));
+            b.update(&k, h(1));
+        }
+        a.update(&key, h(1));
+        b.update(&key, h(2));
+        a.root();
+        b.root();
+        let mut index = 0;
+        for depth in 0..LEAF_DEPTH {
+            let (ca, cb) = (a.children(depth, index).unwrap(), b.children(depth, index).unwrap());
+            let differing: Vec<usize> = (0..FANOUT).filter(|&i| ca[i] != cb[i]).collect();
+            assert_eq!(differing.len(), 1);
+            index = index * FANOUT + differing[0];
+        }
+        assert_eq!(index, leaf_of("needle") as usize);
+    }
+}

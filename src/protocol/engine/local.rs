@@ -1,0 +1,106 @@
+use super::ReconciliationEngine;
+use crate::protocol::entity::EntityState;
+use crate::protocol::error::EngineError;
+use crate::protocol::event::{CounterOp, EventId, Kind, Operation, P2PEvent, RegisterOp, SetOp};
+use crate::protocol::value::JsonValue;
+
+/// Local operations. Each one makes an event, applies it here, and returns it
+/// for the caller to persist and send.
+impl ReconciliationEngine {
+    /// Writes a register. On a `multi-value` or `reconcile` key with siblings,
+    /// this resolves them: the write observes every sibling.
+    pub fn set(&mut self, key: &str, value: JsonValue, now_ms: u64) -> Result<P2PEvent, EngineError> {
+        self.write(key, value, false, now_ms)
+    }
+
+    pub(super) fn write(
+        &mut self,
+        key: &str,
+        value: JsonValue,
+        resolution: bool,
+        now_ms: u64,
+    ) -> Result<P2PEvent, EngineError> {
+        let observed = match self.shown(key, Kind::Register)? {
+            Some(EntityState::Register(r)) => r.observed(),
+            _ => Default::default(),
+        };
+        let op = RegisterOp::Write {
+            value,
+            observed,
+            resolution,
+        };
+        Ok(self.local(key, Operation::Register(op), now_ms))
+    }
+
+    /// Deletes whatever the key holds, as far as this peer has seen it: an
+    /// update concurrent with the delete survives it. `None` when there is
+    /// nothing to delete.
+    pub fn delete(&mut self, key: &str, now_ms: u64) -> Result<Option<P2PEvent>, EngineError> {
+        let op = match self.entity(key) {
+            Some(e) if e.is_present() => match e.shown() {
+                EntityState::Register(r) => Operation::Register(RegisterOp::Delete {
+                    observed: r.observed(),
+                }),
+                EntityState::Counter(c) => Operation::Counter(CounterOp::Delete { observed: c.shares() }),
+                EntityState::Set(s) => Operation::Set(SetOp::Delete {
+                    observed: s.observed_all(),
+                }),
+            },
+            _ => return Ok(None),
+        };
+        Ok(Some(self.local(key, op, now_ms)))
+    }
+
+    pub fn increment(&mut self, key: &str, by: i64, now_ms: u64) -> Result<P2PEvent, EngineError> {
+        self.shown(key, Kind::Counter)?;
+        Ok(self.local(key, Operation::Counter(CounterOp::Increment { by }), now_ms))
+    }
+
+    pub fn add(&mut self, key: &str, member: JsonValue, now_ms: u64) -> Result<P2PEvent, EngineError> {
+        let observed = match self.shown(key, Kind::Set)? {
+            Some(EntityState::Set(s)) => s.observed(&member),
+            _ => Default::default(),
+        };
+        Ok(self.local(key, Operation::Set(SetOp::Add { member, observed }), now_ms))
+    }
+
+    /// `None` when the member is not in the set.
+    pub fn remove(&mut self, key: &str, member: JsonValue, now_ms: u64) -> Result<Option<P2PEvent>, EngineError> {
+        let observed = match self.shown(key, Kind::Set)? {
+            Some(EntityState::Set(s)) if s.contains(&member) => s.observed(&member),
+            _ => return Ok(None),
+        };
+        Ok(Some(self.local(key, Operation::Set(SetOp::Remove { member, observed }), now_ms)))
+    }
+
+    /// Writes `value` over every sibling of `key`: the app's resolution of a
+    /// conflict. The same as [`set`](Self::set); named for what it means.
+    pub fn resolve(&mut self, key: &str, value: JsonValue, now_ms: u64) -> Result<P2PEvent, EngineError> {
+        self.set(key, value, now_ms)
+    }
+
+    /// The state shown on `key`, checked to be of kind `kind`.
+    fn shown(&self, key: &str, kind: Kind) -> Result<Option<&EntityState>, EngineError> {
+        match self.entity(key) {
+            Some(e) if e.kind() != kind => Err(EngineError::KindMismatch {
+                key: key.to_string(),
+                actual: e.kind(),
+                attempted: kind,
+            }),
+            Some(e) => Ok(Some(e.shown())),
+            None => Ok(None),
+        }
+    }
+
+    fn local(&mut self, key: &str, op: Operation, now_ms: u64) -> P2PEvent {
+        let event = P2PEvent {
+            id: EventId::new(self.peer, self.applied.get(self.peer) + 1),
+            key: key.into(),
+            op,
+            deps: std::mem::take(&mut self.unsent_deps),
+            hlc: self.clock.tick(now_ms),
+        };
+        self.apply(event.clone());
+        event
+    }
+}

@@ -1,0 +1,81 @@
+use std::collections::HashMap;
+
+use crate::protocol::clock::{PeerId, VectorClock};
+use crate::protocol::event::{EventId, P2PEvent};
+
+/// Applied events by origin, dense by sequence number: what anti-entropy
+/// sends to a peer that lacks them. Events before an origin's `first_seq`
+/// have been folded into a snapshot.
+#[derive(Debug, Default)]
+pub struct EventLog {
+    origins: HashMap<PeerId, OriginLog>,
+    len: usize,
+}
+
+#[derive(Debug)]
+struct OriginLog {
+    first_seq: u64,
+    events: Vec<P2PEvent>,
+}
+
+impl EventLog {
+    /// Appends the next event of its origin (the engine applies in order).
+    pub fn append(&mut self, event: P2PEvent) {
+        let log = self.origins.entry(event.id.peer).or_insert(OriginLog {
+            first_seq: event.id.seq,
+            events: Vec::new(),
+        });
+        debug_assert_eq!(log.first_seq + log.events.len() as u64, event.id.seq);
+        log.events.push(event);
+        self.len += 1;
+    }
+
+    pub fn get(&self, id: EventId) -> Option<&P2PEvent> {
+        let log = self.origins.get(&id.peer)?;
+        let index = id.seq.checked_sub(log.first_seq)?;
+        log.events.get(usize::try_from(index).ok()?)
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Logged events that `known` does not cover, by origin then sequence.
+    pub fn missing_from<'a>(&'a self, known: &'a VectorClock) -> impl Iterator<Item = &'a P2PEvent> {
+        let mut origins: Vec<(&PeerId, &OriginLog)> = self.origins.iter().collect();
+        origins.sort_by_key(|(p, _)| **p);
+        origins.into_iter().flat_map(move |(&peer, log)| {
+            let skip = known.get(peer).saturating_sub(log.first_seq - 1);
+            log.events.iter().skip(usize::try_from(skip).unwrap_or(usize::MAX))
+        })
+    }
+
+    /// Every logged event, by origin then sequence.
+    pub fn iter(&self) -> impl Iterator<Item = &P2PEvent> {
+        static NOTHING: VectorClock = VectorClock::new();
+        self.missing_from(&NOTHING)
+    }
+
+    /// Events of `peer` up to `seq` arrived folded in a snapshot: the log of
+    /// that origin restarts after them.
+    pub fn skip_to(&mut self, peer: PeerId, seq: u64) {
+        let log = self.origins.entry(peer).or_insert(OriginLog {
+            first_seq: seq + 1,
+            events: Vec::new(),
+        });
+        if log.first_seq + (log.events.len() as u64) <= seq {
+            self.len -= log.events.len();
+            log.events.clear();
+            log.first_seq = seq + 1;
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.origins.clear();
+        self.len = 0;
+    }
+}

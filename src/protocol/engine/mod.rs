@@ -1,0 +1,191 @@
+//! The `ReconciliationEngine`: local operations in, events out; remote events
+//! in, applied in causal order; state, conflicts and digests out.
+
+mod holding;
+mod local;
+mod log;
+mod policy;
+mod reconcile;
+mod remote;
+mod snapshot;
+mod view;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use foldhash::fast::FixedState;
+
+pub use holding::HoldingQueue;
+pub use log::EventLog;
+pub use policy::{ConflictPolicy, Policies, UnknownPolicy};
+pub use reconcile::{ReconcileHandler, ReconcileStep, RECONCILIATION_RETRY_MS};
+pub use remote::Receipt;
+pub use view::{Candidate, Conflict};
+
+use super::clock::{HybridClock, PeerId, VectorClock};
+use super::digest::MerkleDigest;
+use super::entity::Entity;
+
+/// Knobs of an engine. Randomness comes in here too (`hash_seed`): the core
+/// has no RNG of its own.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Events waiting for dependencies, at most. See [`HoldingQueue::hold`].
+    pub holding_capacity: usize,
+    /// How far ahead of local wall time a remote timestamp may be.
+    pub max_clock_skew_ms: u64,
+    /// Seeds the entity map's hasher, so a peer cannot aim keys at one bucket.
+    pub hash_seed: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            holding_capacity: 100_000,
+            max_clock_skew_ms: HybridClock::DEFAULT_MAX_SKEW_MS,
+            hash_seed: 0x5eed,
+        }
+    }
+}
+
+/// Counters of what the engine saw and refused, for the app and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct EngineStats {
+    pub applied: u64,
+    pub duplicates: u64,
+    pub held: u64,
+    pub refused_malformed: u64,
+    pub refused_impossible: u64,
+    pub refused_clock_skew: u64,
+    pub refused_queue_full: u64,
+    pub equivocations: u64,
+}
+
+/// An entity with the engine's bookkeeping flags.
+#[derive(Debug)]
+struct Slot {
+    entity: Entity,
+    /// Changed since the digest was last computed.
+    digest_stale: bool,
+    /// Changed since the app last asked ([`ReconciliationEngine::take_changes`]).
+    changed: bool,
+}
+
+/// The core of a peer, per the protocol: turns local operations into
+/// [`P2PEvent`](super::P2PEvent)s, applies remote events only once their
+/// dependencies are met (holding the rest), resolves concurrent updates per
+/// the conflict matrix, and runs the reconciliation exchange.
+///
+/// Sans-IO: every method that needs the time takes `now_ms`; nothing here
+/// sends, sleeps or reads a clock.
+#[derive(Debug)]
+pub struct ReconciliationEngine {
+    peer: PeerId,
+    config: EngineConfig,
+    clock: HybridClock,
+    /// The version vector: per origin, how many of its events are applied.
+    applied: VectorClock,
+    /// Entries of `applied` that grew since our last local event: the next
+    /// local event's `deps`.
+    unsent_deps: VectorClock,
+    entities: HashMap<Arc<str>, Slot, FixedState>,
+    log: EventLog,
+    holding: HoldingQueue,
+    policies: Policies,
+    digest: MerkleDigest,
+    stale: Vec<Arc<str>>,
+    changed: Vec<Arc<str>>,
+    /// Register keys with concurrent siblings (any policy).
+    conflicted: BTreeSet<Arc<str>>,
+    /// Siblings we already asked a resolver about, per key.
+    requested: HashMap<Arc<str>, (VectorClock, u64)>,
+    stats: EngineStats,
+}
+
+impl ReconciliationEngine {
+    pub fn new(peer: PeerId, config: EngineConfig) -> Self {
+        ReconciliationEngine {
+            peer,
+            clock: HybridClock::new(config.max_clock_skew_ms),
+            applied: VectorClock::new(),
+            unsent_deps: VectorClock::new(),
+            entities: HashMap::with_hasher(FixedState::with_seed(config.hash_seed)),
+            log: EventLog::default(),
+            holding: HoldingQueue::new(config.holding_capacity),
+            policies: Policies::default(),
+            digest: MerkleDigest::default(),
+            stale: Vec::new(),
+            changed: Vec::new(),
+            conflicted: BTreeSet::new(),
+            requested: HashMap::new(),
+            stats: EngineStats::default(),
+            config,
+        }
+    }
+
+    pub fn peer(&self) -> PeerId {
+        self.peer
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// The version vector of applied events.
+    pub fn clock(&self) -> &VectorClock {
+        &self.applied
+    }
+
+    pub fn holding(&self) -> &HoldingQueue {
+        &self.holding
+    }
+
+    pub fn log(&self) -> &EventLog {
+        &self.log
+    }
+
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
+    }
+
+    pub fn set_policy(&mut self, prefix: &str, policy: ConflictPolicy) {
+        self.policies.set(prefix, policy);
+    }
+
+    pub fn policy(&self, key: &str) -> ConflictPolicy {
+        self.policies.get(key)
+    }
+
+    /// Keys changed since the last call, each once.
+    pub fn take_changes(&mut self) -> Vec<Arc<str>> {
+        let keys = std::mem::take(&mut self.changed);
+        for key in &keys {
+            if let Some(slot) = self.entities.get_mut(key) {
+                slot.changed = false;
+            }
+        }
+        keys
+    }
+
+    /// The Merkle root of the state: equal on two peers exactly when their
+    /// replicated states are equal, whatever order events arrived in.
+    pub fn digest(&mut self) -> super::Hash32 {
+        for key in std::mem::take(&mut self.stale) {
+            if let Some(slot) = self.entities.get_mut(&key) {
+                slot.digest_stale = false;
+                let hash = slot.entity.hash(&key);
+                self.digest.update(&key, hash);
+            }
+        }
+        self.digest.root()
+    }
+
+    pub fn merkle(&mut self) -> &MerkleDigest {
+        self.digest();
+        &self.digest
+    }
+
+    pub(crate) fn entity(&self, key: &str) -> Option<&Entity> {
+        self.entities.get(key).map(|s| &s.entity)
+    }
+}

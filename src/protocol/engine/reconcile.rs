@@ -1,0 +1,173 @@
+use std::sync::Arc;
+
+use super::view::{candidates, Candidate};
+use super::{ConflictPolicy, ReconciliationEngine};
+use crate::protocol::clock::{PeerId, VectorClock};
+use crate::protocol::entity::{EntityState, Register};
+use crate::protocol::error::EngineError;
+use crate::protocol::event::P2PEvent;
+use crate::protocol::reconciliation::{ReconciliationRequest, ReconciliationResponse, RequestType, ResponseType};
+use crate::protocol::value::JsonValue;
+
+/// The app's reconcile handler: the value that settles a conflict, or `None`
+/// for the default (the Last-Write-Wins value).
+pub type ReconcileHandler<'a> = dyn FnMut(&str, &[Candidate]) -> Option<JsonValue> + 'a;
+
+/// What [`ReconciliationEngine::request_reconciliation`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReconcileStep {
+    /// Send this request to `target_peer_id`.
+    Request(ReconciliationRequest),
+    /// This peer is the resolver and wrote the resolution: gossip it.
+    Resolved(P2PEvent),
+}
+
+/// A request is asked again when no answer came within this time.
+pub const RECONCILIATION_RETRY_MS: u64 = 5_000;
+
+impl ReconciliationEngine {
+    fn conflicted_register(&self, key: &str) -> Result<&Register, EngineError> {
+        match self.entity(key).map(|e| e.shown()) {
+            Some(EntityState::Register(r)) if r.is_conflicted() => Ok(r),
+            _ => Err(EngineError::NoConflict(key.to_string())),
+        }
+    }
+
+    /// The resolver of a conflict: the lowest peer id among the origins of
+    /// its siblings. Every peer that sees the same siblings picks the same one.
+    pub fn resolver(&self, key: &str) -> Option<PeerId> {
+        let register = self.conflicted_register(key).ok()?;
+        register.siblings().iter().map(|s| s.dot.peer).min()
+    }
+
+    /// Conflicted `reconcile` keys with no request in flight (or whose
+    /// request went unanswered for [`RECONCILIATION_RETRY_MS`]).
+    pub fn pending_reconciliations(&self, now_ms: u64) -> Vec<Arc<str>> {
+        self.conflicted
+            .iter()
+            .filter(|key| self.policies.get(key) == ConflictPolicy::Reconcile)
+            .filter(|key| match (self.requested.get(*key), self.conflicted_register(key)) {
+                (Some((asked, at)), Ok(r)) => {
+                    *asked != r.observed() || now_ms >= at.saturating_add(RECONCILIATION_RETRY_MS)
+                }
+                _ => true,
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// The protocol's `request_reconciliation` for a conflicted key: when this
+    /// peer is the resolver it runs `handler` and writes the resolution;
+    /// otherwise it builds the request for the resolver.
+    pub fn request_reconciliation(
+        &mut self,
+        key: &str,
+        handler: &mut ReconcileHandler<'_>,
+        now_ms: u64,
+    ) -> Result<ReconcileStep, EngineError> {
+        let register = self.conflicted_register(key)?;
+        let resolver = register.siblings().iter().map(|s| s.dot.peer).min();
+        if resolver == Some(self.peer) {
+            return self.settle(key, handler, now_ms).map(ReconcileStep::Resolved);
+        }
+        let siblings = register.observed();
+        let request = ReconciliationRequest {
+            message_type: RequestType::ReconciliationRequest,
+            source_peer_id: self.peer,
+            target_peer_id: resolver.unwrap_or(self.peer),
+            conflicting_events: self.events_of(&siblings),
+        };
+        self.requested.insert(key.into(), (siblings, now_ms));
+        Ok(ReconcileStep::Request(request))
+    }
+
+    /// Runs [`request_reconciliation`](Self::request_reconciliation) for
+    /// every pending key. Keys whose conflict vanished meanwhile are skipped.
+    pub fn reconcile(&mut self, handler: &mut ReconcileHandler<'_>, now_ms: u64) -> Vec<ReconcileStep> {
+        let keys = self.pending_reconciliations(now_ms);
+        keys.iter()
+            .filter_map(|key| self.request_reconciliation(key, handler, now_ms).ok())
+            .collect()
+    }
+
+    /// The resolver's side. It applies the conflicting events it lacks, then
+    /// settles the conflict with `handler`; if the conflict is already
+    /// settled it answers with the events that settled it. `Ok(None)` when
+    /// some conflicting event still waits for its dependencies here: the
+    /// requester asks again later.
+    pub fn handle_reconciliation_request(
+        &mut self,
+        request: &ReconciliationRequest,
+        handler: &mut ReconcileHandler<'_>,
+        now_ms: u64,
+    ) -> Result<Option<ReconciliationResponse>, EngineError> {
+        if request.target_peer_id != self.peer {
+            return Err(EngineError::Malformed(format!(
+                "reconciliation request for {} reached {}",
+                request.target_peer_id, self.peer
+            )));
+        }
+        let Some(key) = request.conflicting_events.first().map(|e| e.key.clone()) else {
+            return Err(EngineError::Malformed("reconciliation request without events".into()));
+        };
+        if request.conflicting_events.iter().any(|e| e.key != key) {
+            return Err(EngineError::Malformed("reconciliation request spans several keys".into()));
+        }
+        for event in &request.conflicting_events {
+            self.receive(event.clone(), now_ms)?;
+        }
+        if request
+            .conflicting_events
+            .iter()
+            .any(|e| e.id.seq > self.applied.get(e.id.peer))
+        {
+            return Ok(None);
+        }
+        let resolution_events = match self.conflicted_register(&key) {
+            Ok(_) => vec![self.settle(&key, handler, now_ms)?],
+            Err(_) => match self.entity(&key).map(|e| e.shown()) {
+                Some(EntityState::Register(r)) => self.events_of(&r.observed()),
+                _ => Vec::new(),
+            },
+        };
+        Ok(Some(ReconciliationResponse {
+            message_type: ResponseType::ReconciliationResponse,
+            source_peer_id: self.peer,
+            target_peer_id: request.source_peer_id,
+            resolution_events,
+        }))
+    }
+
+    /// The requester's side: applies the resolution. Returns how many events
+    /// were applied (0 when they were already known or are held).
+    pub fn handle_reconciliation_response(
+        &mut self,
+        response: &ReconciliationResponse,
+        now_ms: u64,
+    ) -> Result<usize, EngineError> {
+        let before = self.stats.applied;
+        for event in &response.resolution_events {
+            self.receive(event.clone(), now_ms)?;
+        }
+        Ok((self.stats.applied - before) as usize)
+    }
+
+    /// Writes the resolution of `key`'s conflict: the handler's value, or the
+    /// LWW value, observing every sibling.
+    fn settle(&mut self, key: &str, handler: &mut ReconcileHandler<'_>, now_ms: u64) -> Result<P2PEvent, EngineError> {
+        let register = self.conflicted_register(key)?;
+        let lww = register.winner().map(|s| s.value.clone());
+        let value = handler(key, &candidates(register))
+            .or(lww)
+            .unwrap_or_else(|| JsonValue::from(&serde_json::Value::Null));
+        self.write(key, value, true, now_ms)
+    }
+
+    /// Logged events of the given dots (those still in the log).
+    fn events_of(&self, dots: &VectorClock) -> Vec<P2PEvent> {
+        dots.iter()
+            .filter_map(|(peer, seq)| self.log.get(crate::protocol::event::EventId::new(peer, seq)))
+            .cloned()
+            .collect()
+    }
+}

@@ -1,0 +1,169 @@
+use super::{ReconciliationEngine, Slot};
+use crate::protocol::entity::{Entity, EntityState};
+use crate::protocol::error::EngineError;
+use crate::protocol::event::{EventId, P2PEvent};
+
+/// What happened to a received event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Receipt {
+    /// Applied, together with `released - 1` held events it unblocked.
+    Applied { released: usize },
+    /// Kept in the holding queue until its dependencies arrive.
+    Held,
+    /// Already applied or already held: nothing to do.
+    Duplicate,
+}
+
+impl ReconciliationEngine {
+    /// Takes a remote event: applies it when its dependencies are met (and
+    /// then whatever it unblocks), otherwise holds it. Refusals are typed
+    /// and counted in [`stats`](Self::stats); the engine is unchanged by them.
+    pub fn receive(&mut self, event: P2PEvent, now_ms: u64) -> Result<Receipt, EngineError> {
+        let result = self.receive_inner(event, now_ms);
+        if let Err(e) = &result {
+            let stats = &mut self.stats;
+            match e {
+                EngineError::Malformed(_) => stats.refused_malformed += 1,
+                EngineError::ImpossibleDependency { .. } => stats.refused_impossible += 1,
+                EngineError::ClockSkew { .. } => stats.refused_clock_skew += 1,
+                EngineError::HoldingQueueFull { .. } => stats.refused_queue_full += 1,
+                EngineError::Equivocation { .. } => stats.equivocations += 1,
+                _ => {}
+            }
+        }
+        result
+    }
+
+    fn receive_inner(&mut self, event: P2PEvent, now_ms: u64) -> Result<Receipt, EngineError> {
+        event.check()?;
+        let id = event.id;
+        if id.seq <= self.applied.get(id.peer) {
+            if let Some(known) = self.log.get(id) {
+                if *known != event {
+                    return Err(EngineError::Equivocation { id });
+                }
+            }
+            self.stats.duplicates += 1;
+            return Ok(Receipt::Duplicate);
+        }
+        if self.holding.contains(id) {
+            self.stats.duplicates += 1;
+            return Ok(Receipt::Duplicate);
+        }
+        self.clock
+            .check(event.hlc, now_ms)
+            .map_err(|source| EngineError::ClockSkew { id, source })?;
+        match self.first_missing(&event) {
+            Some(missing) => {
+                self.holding.hold(event, missing)?;
+                self.stats.held += 1;
+                Ok(Receipt::Held)
+            }
+            None => Ok(Receipt::Applied {
+                released: self.apply_and_release(event),
+            }),
+        }
+    }
+
+    /// Takes events in the order given; refusals are counted and skipped.
+    pub fn receive_all(&mut self, events: impl IntoIterator<Item = P2PEvent>, now_ms: u64) -> usize {
+        let before = self.stats.applied;
+        for event in events {
+            let _ = self.receive(event, now_ms);
+        }
+        (self.stats.applied - before) as usize
+    }
+
+    /// The protocol's `resolve_conflicts`: takes every held event and applies
+    /// those whose dependencies are now met (say, after a snapshot was
+    /// loaded); the rest go back to the queue. Returns how many applied.
+    pub fn resolve_conflicts(&mut self) -> usize {
+        let mut applied = 0;
+        for event in self.holding.drain() {
+            if event.id.seq <= self.applied.get(event.id.peer) {
+                continue;
+            }
+            match self.first_missing(&event) {
+                Some(missing) => self.holding.repark(event, missing),
+                None => applied += self.apply_and_release(event),
+            }
+        }
+        applied
+    }
+
+    /// The first event `event` waits for, or `None` when it is ready: its
+    /// origin's previous event, its `deps` and every dot it observed are
+    /// applied.
+    fn first_missing(&self, event: &P2PEvent) -> Option<EventId> {
+        let next = |peer| EventId::new(peer, self.applied.get(peer) + 1);
+        let origin = event.id.peer;
+        if self.applied.get(origin) + 1 < event.id.seq {
+            return Some(next(origin));
+        }
+        let deps = event.deps.iter().map(|(p, n)| EventId::new(p, n));
+        deps.chain(event.op.observed())
+            .find(|d| self.applied.get(d.peer) < d.seq)
+            .map(|d| next(d.peer))
+    }
+
+    /// Applies a ready event and, transitively, the held events it wakes.
+    fn apply_and_release(&mut self, event: P2PEvent) -> usize {
+        let mut ready = vec![event];
+        let mut count = 0;
+        while let Some(event) = ready.pop() {
+            let id = event.id;
+            self.apply(event);
+            count += 1;
+            for waiter in self.holding.wake(id) {
+                match self.first_missing(&waiter) {
+                    Some(missing) => self.holding.repark(waiter, missing),
+                    None => ready.push(waiter),
+                }
+            }
+        }
+        count
+    }
+
+    /// Applies a causally ready event to the state, the version vector and
+    /// the log. Local and remote events both come through here.
+    pub(super) fn apply(&mut self, event: P2PEvent) {
+        let id = event.id;
+        self.clock.observe(event.hlc);
+        self.applied.observe(id.peer, id.seq);
+        if id.peer != self.peer {
+            self.unsent_deps.observe(id.peer, id.seq);
+        }
+        let slot = match self.entities.entry(event.key.clone()) {
+            std::collections::hash_map::Entry::Occupied(o) => {
+                let slot = o.into_mut();
+                slot.entity.apply(&event);
+                slot
+            }
+            std::collections::hash_map::Entry::Vacant(v) => v.insert(Slot {
+                entity: Entity::new(&event),
+                digest_stale: false,
+                changed: false,
+            }),
+        };
+        if !slot.digest_stale {
+            slot.digest_stale = true;
+            self.stale.push(event.key.clone());
+        }
+        if !slot.changed {
+            slot.changed = true;
+            self.changed.push(event.key.clone());
+        }
+        if let EntityState::Register(register) = slot.entity.shown() {
+            if register.is_conflicted() {
+                if !self.conflicted.contains(&*event.key) {
+                    self.conflicted.insert(event.key.clone());
+                }
+            } else if self.conflicted.contains(&*event.key) {
+                self.conflicted.remove(&*event.key);
+                self.requested.remove(&*event.key);
+            }
+        }
+        self.stats.applied += 1;
+        self.log.append(event);
+    }
+}

@@ -1,0 +1,106 @@
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::clock::PeerId;
+use crate::protocol::event::{CounterOp, CounterShare, EventId};
+
+/// A PN-counter with observed-reset delete: every increment counts once; a
+/// delete cancels exactly the contributions its writer had seen, so an
+/// increment concurrent with the delete survives it ("update wins").
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counter {
+    /// Per origin: (its latest contributing event, its running sum).
+    contributions: BTreeMap<PeerId, (u64, i64)>,
+    /// Per origin: the latest contribution some delete has cancelled.
+    cancelled: BTreeMap<PeerId, (u64, i64)>,
+}
+
+impl Counter {
+    pub fn apply(&mut self, dot: EventId, op: &CounterOp) {
+        match op {
+            CounterOp::Increment { by } => {
+                let entry = self.contributions.entry(dot.peer).or_insert((0, 0));
+                *entry = (dot.seq, entry.1.wrapping_add(*by));
+            }
+            CounterOp::Delete { observed } => {
+                for share in observed {
+                    let entry = self.cancelled.entry(share.peer).or_insert((0, 0));
+                    if share.seq > entry.0 {
+                        *entry = (share.seq, share.sum);
+                    }
+                }
+            }
+        }
+    }
+
+    /// State-based join: per origin, the later contribution and the later
+    /// cancellation.
+    pub fn merge(&mut self, other: &Counter) {
+        for (mine, theirs) in [
+            (&mut self.contributions, &other.contributions),
+            (&mut self.cancelled, &other.cancelled),
+        ] {
+            for (&peer, &(seq, sum)) in theirs {
+                let entry = mine.entry(peer).or_insert((0, 0));
+                if seq > entry.0 {
+                    *entry = (seq, sum);
+                }
+            }
+        }
+    }
+
+    pub fn value(&self) -> i64 {
+        let total = self.contributions.values().fold(0i64, |a, c| a.wrapping_add(c.1));
+        let gone = self.cancelled.values().fold(0i64, |a, c| a.wrapping_add(c.1));
+        total.wrapping_sub(gone)
+    }
+
+    /// Present while some contribution is not cancelled.
+    pub fn is_present(&self) -> bool {
+        self.contributions
+            .iter()
+            .any(|(p, c)| c.0 > self.cancelled.get(p).map_or(0, |x| x.0))
+    }
+
+    /// What a local delete observes.
+    pub fn shares(&self) -> Vec<CounterShare> {
+        self.contributions
+            .iter()
+            .map(|(&peer, &(seq, sum))| CounterShare { peer, seq, sum })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inc(c: &mut Counter, p: u64, s: u64, by: i64) {
+        c.apply(EventId::new(PeerId(p), s), &CounterOp::Increment { by });
+    }
+
+    #[test]
+    fn every_increment_counts_once() {
+        let mut c = Counter::default();
+        inc(&mut c, 1, 1, 5);
+        inc(&mut c, 2, 1, -2);
+        inc(&mut c, 1, 2, 1);
+        assert_eq!(c.value(), 4);
+    }
+
+    #[test]
+    fn delete_cancels_only_what_it_saw() {
+        let mut c = Counter::default();
+        inc(&mut c, 1, 1, 5);
+        let observed = c.shares();
+        inc(&mut c, 2, 1, 3); // concurrent with the delete
+        c.apply(EventId::new(PeerId(3), 1), &CounterOp::Delete { observed });
+        assert_eq!(c.value(), 3);
+        assert!(c.is_present());
+        let observed = c.shares();
+        c.apply(EventId::new(PeerId(3), 2), &CounterOp::Delete { observed });
+        assert_eq!(c.value(), 0);
+        assert!(!c.is_present());
+    }
+}

@@ -1,0 +1,200 @@
+//! Entity kinds and the conflict resolution matrix.
+//!
+//! | kind (operation)            | concurrent updates resolve by          |
+//! |-----------------------------|----------------------------------------|
+//! | register (`set`)            | siblings; shown by LWW, or as conflict |
+//! | counter (`increment`)       | PN-counter                             |
+//! | set (`add`, `remove`)       | add-wins observed-remove set           |
+//! | delete vs concurrent update | update wins (delete removes observed)  |
+
+mod counter;
+mod or_set;
+mod register;
+
+use serde::{Deserialize, Serialize};
+
+pub use counter::Counter;
+pub use or_set::OrSet;
+pub use register::{Register, Sibling};
+
+use super::clock::{Timestamp, VectorClock};
+use super::event::{EventId, Hash32, Kind, Operation, P2PEvent};
+
+/// The replicated state of one key, of one kind.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntityState {
+    Register(Register),
+    Counter(Counter),
+    Set(OrSet),
+}
+
+impl EntityState {
+    fn new(kind: Kind) -> Self {
+        match kind {
+            Kind::Register => EntityState::Register(Register::default()),
+            Kind::Counter => EntityState::Counter(Counter::default()),
+            Kind::Set => EntityState::Set(OrSet::default()),
+        }
+    }
+
+    pub fn kind(&self) -> Kind {
+        match self {
+            EntityState::Register(_) => Kind::Register,
+            EntityState::Counter(_) => Kind::Counter,
+            EntityState::Set(_) => Kind::Set,
+        }
+    }
+
+    pub fn is_present(&self) -> bool {
+        match self {
+            EntityState::Register(r) => r.is_present(),
+            EntityState::Counter(c) => c.is_present(),
+            EntityState::Set(s) => s.is_present(),
+        }
+    }
+
+    fn merge(&mut self, other: &EntityState, ours: &VectorClock, theirs: &VectorClock) {
+        match (self, other) {
+            (EntityState::Register(a), EntityState::Register(b)) => a.merge(b, ours, theirs),
+            (EntityState::Counter(a), EntityState::Counter(b)) => a.merge(b),
+            (EntityState::Set(a), EntityState::Set(b)) => a.merge(b, ours, theirs),
+            // Entity::merge pairs states of the same kind.
+            _ => {}
+        }
+    }
+
+    fn apply(&mut self, dot: EventId, hlc: Timestamp, op: &Operation) {
+        match (self, op) {
+            (EntityState::Register(r), Operation::Register(op)) => r.apply(dot, hlc, op),
+            (EntityState::Counter(c), Operation::Counter(op)) => c.apply(dot, op),
+            (EntityState::Set(s), Operation::Set(op)) => s.apply(dot, op),
+            // Entity::apply picks the state of the operation's kind.
+            _ => {}
+        }
+    }
+}
+
+/// One kind's state on a key, with the earliest operation of that kind.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Claim {
+    first: (Timestamp, EventId),
+    state: EntityState,
+}
+
+/// A key's replicated state.
+///
+/// A key's kind is fixed by its first operation, and a local operation of
+/// another kind is refused. Two peers can still write different kinds to a
+/// new key concurrently. Refusing the remote event would stall its origin and
+/// leave peers disagreeing, so every kind written is kept and the key shows
+/// the kind whose first operation has the smallest `(hlc, dot)`: the same
+/// pick on every peer, and nothing lost.
+#[derive(Debug, Clone, Serialize)]
+pub struct Entity {
+    claims: Vec<Claim>,
+}
+
+/// Decoding checks the invariants `apply` keeps: at least one claim, one per
+/// kind, earliest first.
+impl<'de> Deserialize<'de> for Entity {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let mut claims = Vec::<Claim>::deserialize(deserializer)?;
+        claims.sort_by_key(|c| c.first);
+        let mut kinds: Vec<Kind> = claims.iter().map(|c| c.state.kind()).collect();
+        kinds.sort();
+        kinds.dedup();
+        if claims.is_empty() || kinds.len() != claims.len() {
+            return Err(serde::de::Error::custom("entity needs one state per kind, at least one"));
+        }
+        Ok(Entity { claims })
+    }
+}
+
+impl Entity {
+    pub fn new(event: &P2PEvent) -> Self {
+        let mut entity = Entity { claims: Vec::new() };
+        entity.apply(event);
+        entity
+    }
+
+    /// An entity with no state yet, to [`merge`](Self::merge) into.
+    pub(crate) fn empty() -> Self {
+        Entity { claims: Vec::new() }
+    }
+
+    pub fn apply(&mut self, event: &P2PEvent) {
+        let kind = event.op.kind();
+        let first = (event.hlc, event.id);
+        let claim = match self.claims.iter_mut().position(|c| c.state.kind() == kind) {
+            Some(i) => &mut self.claims[i],
+            None => {
+                self.claims.push(Claim {
+                    first,
+                    state: EntityState::new(kind),
+                });
+                self.claims.last_mut().expect("just pushed")
+            }
+        };
+        claim.first = claim.first.min(first);
+        claim.state.apply(event.id, event.hlc, &event.op);
+        if self.claims.len() > 1 {
+            self.claims.sort_by_key(|c| c.first);
+        }
+    }
+
+    /// State-based join with another replica's entity for the same key;
+    /// `ours` and `theirs` are the replicas' version vectors.
+    pub fn merge(&mut self, other: &Entity, ours: &VectorClock, theirs: &VectorClock) {
+        for claim in &other.claims {
+            let kind = claim.state.kind();
+            let Some(mine) = self.claims.iter_mut().find(|c| c.state.kind() == kind) else {
+                let mut fresh = Claim {
+                    first: claim.first,
+                    state: EntityState::new(kind),
+                };
+                fresh.state.merge(&claim.state, ours, theirs);
+                self.claims.push(fresh);
+                continue;
+            };
+            mine.first = mine.first.min(claim.first);
+            mine.state.merge(&claim.state, ours, theirs);
+        }
+        self.claims.sort_by_key(|c| c.first);
+    }
+
+    /// The largest timestamp in the entity: a loaded snapshot moves the
+    /// local clock past it.
+    pub fn max_hlc(&self) -> Timestamp {
+        self.claims
+            .iter()
+            .map(|c| match &c.state {
+                EntityState::Register(r) => r.max_hlc().max(c.first.0),
+                _ => c.first.0,
+            })
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// The state the key shows.
+    pub fn shown(&self) -> &EntityState {
+        &self.claims[0].state
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.shown().kind()
+    }
+
+    pub fn is_present(&self) -> bool {
+        self.shown().is_present()
+    }
+
+    /// Content hash of the whole replicated state of `key` (all kinds).
+    pub fn hash(&self, key: &str) -> Hash32 {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&(key.len() as u64).to_le_bytes());
+        hasher.update(key.as_bytes());
+        hasher.update(&postcard::to_allocvec(self).unwrap_or_default());
+        Hash32(*hasher.finalize().as_bytes())
+    }
+}

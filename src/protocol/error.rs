@@ -1,0 +1,32 @@
+use super::clock::ClockSkewError;
+use super::event::{EventId, Kind};
+use super::value::InvalidJson;
+
+/// Why the engine refused an operation or an event. Messages say what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    #[error("key {key:?} holds a {actual}; a {attempted} operation cannot apply to it")]
+    KindMismatch {
+        key: String,
+        actual: Kind,
+        attempted: Kind,
+    },
+    #[error(transparent)]
+    InvalidValue(#[from] InvalidJson),
+    #[error("event {id} is impossible: {reason}")]
+    ImpossibleDependency { id: EventId, reason: String },
+    #[error("event {id} refused: {source}; it will be accepted when offered again within the skew")]
+    ClockSkew {
+        id: EventId,
+        #[source]
+        source: ClockSkewError,
+    },
+    #[error("holding queue is full ({capacity} events); event {id} refused until its dependencies arrive")]
+    HoldingQueueFull { id: EventId, capacity: usize },
+    #[error("event {id} differs from the event already known under that id")]
+    Equivocation { id: EventId },
+    #[error("malformed event: {0}")]
+    Malformed(String),
+    #[error("key {0:?} has no conflict to reconcile")]
+    NoConflict(String),
+}

@@ -1,0 +1,275 @@
+//! `P2PEvent`: the unit of exchange.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::clock::{PeerId, Timestamp, VectorClock};
+use super::error::EngineError;
+use super::value::JsonValue;
+
+/// An event's identity: its origin peer and the origin's sequence number
+/// (1, 2, 3, ...). It is also the event's *dot* in the CRDTs.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct EventId {
+    pub peer: PeerId,
+    pub seq: u64,
+}
+
+impl EventId {
+    pub fn new(peer: PeerId, seq: u64) -> Self {
+        EventId { peer, seq }
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.peer, self.seq)
+    }
+}
+
+impl fmt::Debug for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// An entity kind, fixed by the first operation on its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Register,
+    Counter,
+    Set,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::Register => "register",
+            Kind::Counter => "counter",
+            Kind::Set => "set",
+        })
+    }
+}
+
+/// What an event does to its entity.
+///
+/// Operations that supersede earlier ones carry `observed`: the entity-level
+/// vector clock of what the writer had seen (the spec's per-entity clock). A
+/// receiver removes exactly the dots `(p, n)` with `n <= observed[p]`; anything
+/// else present is concurrent and survives. That one rule gives multi-value
+/// registers, add-wins sets and "update wins over a concurrent delete".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Operation {
+    Register(RegisterOp),
+    Counter(CounterOp),
+    Set(SetOp),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RegisterOp {
+    /// `resolution` marks the answer to a reconciliation request: concurrent
+    /// resolutions of one conflict settle by resolver id, never by another round.
+    Write {
+        value: JsonValue,
+        observed: VectorClock,
+        resolution: bool,
+    },
+    Delete { observed: VectorClock },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CounterOp {
+    Increment { by: i64 },
+    /// Cancels the contributions the deleter had seen, origin by origin.
+    Delete { observed: Vec<CounterShare> },
+}
+
+/// One origin's contribution to a counter: its running sum as of its event `seq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CounterShare {
+    pub peer: PeerId,
+    pub seq: u64,
+    pub sum: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SetOp {
+    Add {
+        member: JsonValue,
+        observed: VectorClock,
+    },
+    Remove {
+        member: JsonValue,
+        observed: VectorClock,
+    },
+    Delete { observed: VectorClock },
+}
+
+impl Operation {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Operation::Register(_) => Kind::Register,
+            Operation::Counter(_) => Kind::Counter,
+            Operation::Set(_) => Kind::Set,
+        }
+    }
+
+    /// Every dot the operation says it observed. They are dependencies too:
+    /// an event is applied only after everything it supersedes.
+    pub fn observed(&self) -> impl Iterator<Item = EventId> + '_ {
+        let clock = match self {
+            Operation::Register(RegisterOp::Write { observed, .. })
+            | Operation::Register(RegisterOp::Delete { observed })
+            | Operation::Set(SetOp::Add { observed, .. })
+            | Operation::Set(SetOp::Remove { observed, .. })
+            | Operation::Set(SetOp::Delete { observed }) => Some(observed),
+            Operation::Counter(_) => None,
+        };
+        let shares = match self {
+            Operation::Counter(CounterOp::Delete { observed }) => observed.as_slice(),
+            _ => &[],
+        };
+        clock
+            .into_iter()
+            .flat_map(|c| c.iter().map(|(p, n)| EventId::new(p, n)))
+            .chain(shares.iter().map(|s| EventId::new(s.peer, s.seq)))
+    }
+}
+
+/// The fundamental unit of data exchange.
+///
+/// `deps` are its causal dependencies as a *delta*: the entries of the
+/// origin's version vector that grew since the origin's previous event. The
+/// previous event of the same origin is an implicit dependency, so an event is
+/// ready exactly when `applied[origin] == seq - 1`, every `deps` entry and every
+/// observed dot is covered by the receiver's version vector. That keeps events
+/// small (usually no entry at all) where a full version vector would carry one
+/// entry per peer in the room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct P2PEvent {
+    pub id: EventId,
+    pub key: Arc<str>,
+    pub op: Operation,
+    pub deps: VectorClock,
+    pub hlc: Timestamp,
+}
+
+/// A blake3 hash, shown as hex.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Hash32(pub [u8; 32]);
+
+impl fmt::Display for Hash32 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl fmt::Debug for Hash32 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Hash32({self})")
+    }
+}
+
+impl P2PEvent {
+    /// Content address: blake3 over the binary encoding.
+    pub fn hash(&self) -> Hash32 {
+        Hash32(*blake3::hash(&self.encode()).as_bytes())
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        // Serializing plain data into a Vec cannot fail.
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, EngineError> {
+        let event: P2PEvent =
+            postcard::from_bytes(bytes).map_err(|e| EngineError::Malformed(e.to_string()))?;
+        event.check()?;
+        Ok(event)
+    }
+
+    /// Checks what can be checked without any state: the event does not
+    /// depend on itself or on its origin's future.
+    pub fn check(&self) -> Result<(), EngineError> {
+        let impossible = |reason: &str| {
+            Err(EngineError::ImpossibleDependency {
+                id: self.id,
+                reason: reason.to_string(),
+            })
+        };
+        if self.id.seq == 0 {
+            return impossible("sequence numbers start at 1");
+        }
+        if self.deps.get(self.id.peer) >= self.id.seq {
+            return impossible("it depends on itself or a later event of its origin");
+        }
+        if self.op.observed().any(|d| d.peer == self.id.peer && d.seq >= self.id.seq) {
+            return impossible("it observed itself or a later event of its origin");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(peer: u64, seq: u64, value: &str) -> P2PEvent {
+        P2PEvent {
+            id: EventId::new(PeerId(peer), seq),
+            key: "k".into(),
+            op: Operation::Register(RegisterOp::Write {
+                value: JsonValue::parse(value).unwrap(),
+                observed: VectorClock::new(),
+                resolution: false,
+            }),
+            deps: VectorClock::new(),
+            hlc: Timestamp::new(1000, 0),
+        }
+    }
+
+    #[test]
+    fn encode_decode_and_hash() {
+        let e = write(7, 1, "\"hi\"");
+        let bytes = e.encode();
+        assert!(bytes.len() < 40, "{} bytes", bytes.len());
+        assert_eq!(P2PEvent::decode(&bytes).unwrap(), e);
+        assert_eq!(e.hash(), P2PEvent::decode(&bytes).unwrap().hash());
+        assert_ne!(e.hash(), write(7, 1, "\"ho\"").hash());
+    }
+
+    #[test]
+    fn impossible_dependencies_are_typed_errors() {
+        let mut e = write(7, 0, "1");
+        assert!(matches!(e.check(), Err(EngineError::ImpossibleDependency { .. })));
+        e.id.seq = 3;
+        e.deps.set(PeerId(7), 3);
+        assert!(matches!(e.check(), Err(EngineError::ImpossibleDependency { .. })));
+        let mut e = write(7, 3, "1");
+        if let Operation::Register(RegisterOp::Write { observed, .. }) = &mut e.op {
+            observed.set(PeerId(7), 4);
+        }
+        assert!(e.check().is_err());
+    }
+
+    #[test]
+    fn json_form_is_readable() {
+        let json = serde_json::to_value(write(255, 2, "{\"a\":1}")).unwrap();
+        assert_eq!(json["id"]["peer"], "00000000000000ff");
+        assert_eq!(json["op"]["register"]["write"]["value"]["a"], 1);
+    }
+
+    #[test]
+    fn garbage_bytes_are_errors_not_panics() {
+        for bytes in [&[][..], &[1, 2, 3], &[0xff; 64]] {
+            assert!(P2PEvent::decode(bytes).is_err());
+        }
+    }
+}

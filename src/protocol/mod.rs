@@ -1,0 +1,24 @@
+//! The protocol core: pure Rust, sans-IO. No web crate, no clock, no RNG:
+//! time and randomness are passed in, so everything here runs natively,
+//! deterministically and fast.
+
+pub mod clock;
+pub mod digest;
+pub mod engine;
+pub mod entity;
+pub mod error;
+pub mod event;
+pub mod reconciliation;
+pub mod snapshot;
+pub mod value;
+
+pub use clock::{ClockOrdering, HybridClock, PeerId, Timestamp, VectorClock};
+pub use engine::{
+    Candidate, Conflict, ConflictPolicy, EngineConfig, EngineStats, Receipt, ReconcileStep,
+    ReconciliationEngine,
+};
+pub use error::EngineError;
+pub use event::{EventId, Hash32, Kind, Operation, P2PEvent};
+pub use reconciliation::{ReconciliationRequest, ReconciliationResponse};
+pub use snapshot::{SnapshotError, StateSnapshot};
+pub use value::JsonValue;
