@@ -56,7 +56,10 @@ impl MerkleDigest {
     /// Records the current hash of `key`'s entity.
     pub fn update(&mut self, key: &Arc<str>, hash: Hash32) {
         let leaf = leaf_of(key);
-        self.leaves.entry(leaf).or_default().insert(key.clone(), hash);
+        self.leaves
+            .entry(leaf)
+            .or_default()
+            .insert(key.clone(), hash);
         self.stale_leaves.insert(leaf);
     }
 
@@ -147,7 +150,10 @@ mod tests {
         b.root();
         let mut index = 0;
         for depth in 0..LEAF_DEPTH {
-            let (ca, cb) = (a.children(depth, index).unwrap(), b.children(depth, index).unwrap());
+            let (ca, cb) = (
+                a.children(depth, index).unwrap(),
+                b.children(depth, index).unwrap(),
+            );
             let differing: Vec<usize> = (0..FANOUT).filter(|&i| ca[i] != cb[i]).collect();
             assert_eq!(differing.len(), 1);
             index = index * FANOUT + differing[0];

@@ -15,7 +15,9 @@ pub enum EngineError {
     InvalidValue(#[from] InvalidJson),
     #[error("event {id} is impossible: {reason}")]
     ImpossibleDependency { id: EventId, reason: String },
-    #[error("event {id} refused: {source}; it will be accepted when offered again within the skew")]
+    #[error(
+        "event {id} refused: {source}; it will be accepted when offered again within the skew"
+    )]
     ClockSkew {
         id: EventId,
         #[source]

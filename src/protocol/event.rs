@@ -79,15 +79,21 @@ pub enum RegisterOp {
         observed: VectorClock,
         resolution: bool,
     },
-    Delete { observed: VectorClock },
+    Delete {
+        observed: VectorClock,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CounterOp {
-    Increment { by: i64 },
+    Increment {
+        by: i64,
+    },
     /// Cancels the contributions the deleter had seen, origin by origin.
-    Delete { observed: Vec<CounterShare> },
+    Delete {
+        observed: Vec<CounterShare>,
+    },
 }
 
 /// One origin's contribution to a counter: its running sum as of its event `seq`.
@@ -109,7 +115,9 @@ pub enum SetOp {
         member: JsonValue,
         observed: VectorClock,
     },
-    Delete { observed: VectorClock },
+    Delete {
+        observed: VectorClock,
+    },
 }
 
 impl Operation {
@@ -195,6 +203,16 @@ impl P2PEvent {
         Ok(event)
     }
 
+    /// Every event this one needs applied first: its origin's previous event,
+    /// its `deps` and the dots it observed.
+    pub fn dependencies(&self) -> impl Iterator<Item = EventId> + '_ {
+        let previous = (self.id.seq > 1).then(|| EventId::new(self.id.peer, self.id.seq - 1));
+        previous
+            .into_iter()
+            .chain(self.deps.iter().map(|(p, n)| EventId::new(p, n)))
+            .chain(self.op.observed())
+    }
+
     /// Checks what can be checked without any state: the event does not
     /// depend on itself or on its origin's future.
     pub fn check(&self) -> Result<(), EngineError> {
@@ -210,7 +228,11 @@ impl P2PEvent {
         if self.deps.get(self.id.peer) >= self.id.seq {
             return impossible("it depends on itself or a later event of its origin");
         }
-        if self.op.observed().any(|d| d.peer == self.id.peer && d.seq >= self.id.seq) {
+        if self
+            .op
+            .observed()
+            .any(|d| d.peer == self.id.peer && d.seq >= self.id.seq)
+        {
             return impossible("it observed itself or a later event of its origin");
         }
         Ok(())
@@ -248,10 +270,16 @@ mod tests {
     #[test]
     fn impossible_dependencies_are_typed_errors() {
         let mut e = write(7, 0, "1");
-        assert!(matches!(e.check(), Err(EngineError::ImpossibleDependency { .. })));
+        assert!(matches!(
+            e.check(),
+            Err(EngineError::ImpossibleDependency { .. })
+        ));
         e.id.seq = 3;
         e.deps.set(PeerId(7), 3);
-        assert!(matches!(e.check(), Err(EngineError::ImpossibleDependency { .. })));
+        assert!(matches!(
+            e.check(),
+            Err(EngineError::ImpossibleDependency { .. })
+        ));
         let mut e = write(7, 3, "1");
         if let Operation::Register(RegisterOp::Write { observed, .. }) = &mut e.op {
             observed.set(PeerId(7), 4);

@@ -80,7 +80,10 @@ mod tests {
     fn binary_form_is_eight_bytes() {
         let bytes = postcard::to_allocvec(&PeerId(u64::MAX)).unwrap();
         assert_eq!(bytes.len(), 8);
-        assert_eq!(postcard::from_bytes::<PeerId>(&bytes).unwrap(), PeerId(u64::MAX));
+        assert_eq!(
+            postcard::from_bytes::<PeerId>(&bytes).unwrap(),
+            PeerId(u64::MAX)
+        );
         let json = serde_json::to_string(&PeerId(255)).unwrap();
         assert_eq!(json, "\"00000000000000ff\"");
     }

@@ -198,10 +198,22 @@ mod tests {
         assert_eq!(vc(&[(1, 1)]).compare(&vc(&[(1, 2)])), ClockOrdering::Before);
         assert_eq!(vc(&[(1, 2)]).compare(&vc(&[(1, 1)])), ClockOrdering::After);
         assert_eq!(vc(&[]).compare(&vc(&[(2, 1)])), ClockOrdering::Before);
-        assert_eq!(vc(&[(1, 1), (2, 1)]).compare(&vc(&[(2, 1)])), ClockOrdering::After);
-        assert_eq!(vc(&[(1, 1)]).compare(&vc(&[(2, 1)])), ClockOrdering::Concurrent);
-        assert_eq!(vc(&[(1, 2), (2, 1)]).compare(&vc(&[(1, 1), (2, 2)])), ClockOrdering::Concurrent);
-        assert_eq!(vc(&[(1, 2), (3, 1)]).compare(&vc(&[(2, 1), (3, 1)])), ClockOrdering::Concurrent);
+        assert_eq!(
+            vc(&[(1, 1), (2, 1)]).compare(&vc(&[(2, 1)])),
+            ClockOrdering::After
+        );
+        assert_eq!(
+            vc(&[(1, 1)]).compare(&vc(&[(2, 1)])),
+            ClockOrdering::Concurrent
+        );
+        assert_eq!(
+            vc(&[(1, 2), (2, 1)]).compare(&vc(&[(1, 1), (2, 2)])),
+            ClockOrdering::Concurrent
+        );
+        assert_eq!(
+            vc(&[(1, 2), (3, 1)]).compare(&vc(&[(2, 1), (3, 1)])),
+            ClockOrdering::Concurrent
+        );
     }
 
     #[test]
@@ -231,6 +243,9 @@ mod tests {
         let bytes = postcard::to_allocvec(&vc(&[(1, 3), (2, 200)])).unwrap();
         // length + 2 x (8-byte id + varint)
         assert_eq!(bytes.len(), 1 + 8 + 1 + 8 + 2);
-        assert_eq!(postcard::from_bytes::<VectorClock>(&bytes).unwrap(), vc(&[(1, 3), (2, 200)]));
+        assert_eq!(
+            postcard::from_bytes::<VectorClock>(&bytes).unwrap(),
+            vc(&[(1, 3), (2, 200)])
+        );
     }
 }

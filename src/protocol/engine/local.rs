@@ -9,7 +9,12 @@ use crate::protocol::value::JsonValue;
 impl ReconciliationEngine {
     /// Writes a register. On a `multi-value` or `reconcile` key with siblings,
     /// this resolves them: the write observes every sibling.
-    pub fn set(&mut self, key: &str, value: JsonValue, now_ms: u64) -> Result<P2PEvent, EngineError> {
+    pub fn set(
+        &mut self,
+        key: &str,
+        value: JsonValue,
+        now_ms: u64,
+    ) -> Result<P2PEvent, EngineError> {
         self.write(key, value, false, now_ms)
     }
 
@@ -41,7 +46,9 @@ impl ReconciliationEngine {
                 EntityState::Register(r) => Operation::Register(RegisterOp::Delete {
                     observed: r.observed(),
                 }),
-                EntityState::Counter(c) => Operation::Counter(CounterOp::Delete { observed: c.shares() }),
+                EntityState::Counter(c) => Operation::Counter(CounterOp::Delete {
+                    observed: c.shares(),
+                }),
                 EntityState::Set(s) => Operation::Set(SetOp::Delete {
                     observed: s.observed_all(),
                 }),
@@ -56,7 +63,12 @@ impl ReconciliationEngine {
         Ok(self.local(key, Operation::Counter(CounterOp::Increment { by }), now_ms))
     }
 
-    pub fn add(&mut self, key: &str, member: JsonValue, now_ms: u64) -> Result<P2PEvent, EngineError> {
+    pub fn add(
+        &mut self,
+        key: &str,
+        member: JsonValue,
+        now_ms: u64,
+    ) -> Result<P2PEvent, EngineError> {
         let observed = match self.shown(key, Kind::Set)? {
             Some(EntityState::Set(s)) => s.observed(&member),
             _ => Default::default(),
@@ -65,17 +77,31 @@ impl ReconciliationEngine {
     }
 
     /// `None` when the member is not in the set.
-    pub fn remove(&mut self, key: &str, member: JsonValue, now_ms: u64) -> Result<Option<P2PEvent>, EngineError> {
+    pub fn remove(
+        &mut self,
+        key: &str,
+        member: JsonValue,
+        now_ms: u64,
+    ) -> Result<Option<P2PEvent>, EngineError> {
         let observed = match self.shown(key, Kind::Set)? {
             Some(EntityState::Set(s)) if s.contains(&member) => s.observed(&member),
             _ => return Ok(None),
         };
-        Ok(Some(self.local(key, Operation::Set(SetOp::Remove { member, observed }), now_ms)))
+        Ok(Some(self.local(
+            key,
+            Operation::Set(SetOp::Remove { member, observed }),
+            now_ms,
+        )))
     }
 
     /// Writes `value` over every sibling of `key`: the app's resolution of a
     /// conflict. The same as [`set`](Self::set); named for what it means.
-    pub fn resolve(&mut self, key: &str, value: JsonValue, now_ms: u64) -> Result<P2PEvent, EngineError> {
+    pub fn resolve(
+        &mut self,
+        key: &str,
+        value: JsonValue,
+        now_ms: u64,
+    ) -> Result<P2PEvent, EngineError> {
         self.set(key, value, now_ms)
     }
 

@@ -45,12 +45,17 @@ impl EventLog {
     }
 
     /// Logged events that `known` does not cover, by origin then sequence.
-    pub fn missing_from<'a>(&'a self, known: &'a VectorClock) -> impl Iterator<Item = &'a P2PEvent> {
+    pub fn missing_from<'a>(
+        &'a self,
+        known: &'a VectorClock,
+    ) -> impl Iterator<Item = &'a P2PEvent> {
         let mut origins: Vec<(&PeerId, &OriginLog)> = self.origins.iter().collect();
         origins.sort_by_key(|(p, _)| **p);
         origins.into_iter().flat_map(move |(&peer, log)| {
             let skip = known.get(peer).saturating_sub(log.first_seq - 1);
-            log.events.iter().skip(usize::try_from(skip).unwrap_or(usize::MAX))
+            log.events
+                .iter()
+                .skip(usize::try_from(skip).unwrap_or(usize::MAX))
         })
     }
 

@@ -100,6 +100,8 @@ pub struct ReconciliationEngine {
     /// Siblings we already asked a resolver about, per key.
     requested: HashMap<Arc<str>, (VectorClock, u64)>,
     stats: EngineStats,
+    /// Apply order, when recording (tests check causal delivery with it).
+    journal: Option<Vec<super::EventId>>,
 }
 
 impl ReconciliationEngine {
@@ -119,6 +121,7 @@ impl ReconciliationEngine {
             conflicted: BTreeSet::new(),
             requested: HashMap::new(),
             stats: EngineStats::default(),
+            journal: None,
             config,
         }
     }
@@ -146,6 +149,16 @@ impl ReconciliationEngine {
 
     pub fn stats(&self) -> &EngineStats {
         &self.stats
+    }
+
+    /// Starts recording the order events are applied in.
+    pub fn record_apply_order(&mut self) {
+        self.journal.get_or_insert_with(Vec::new);
+    }
+
+    /// Event ids in the order they were applied, since recording started.
+    pub fn apply_order(&self) -> &[super::EventId] {
+        self.journal.as_deref().unwrap_or_default()
     }
 
     pub fn set_policy(&mut self, prefix: &str, policy: ConflictPolicy) {

@@ -6,7 +6,9 @@ use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::entity::{EntityState, Register};
 use crate::protocol::error::EngineError;
 use crate::protocol::event::P2PEvent;
-use crate::protocol::reconciliation::{ReconciliationRequest, ReconciliationResponse, RequestType, ResponseType};
+use crate::protocol::reconciliation::{
+    ReconciliationRequest, ReconciliationResponse, RequestType, ResponseType,
+};
 use crate::protocol::value::JsonValue;
 
 /// The app's reconcile handler: the value that settles a conflict, or `None`
@@ -46,12 +48,15 @@ impl ReconciliationEngine {
         self.conflicted
             .iter()
             .filter(|key| self.policies.get(key) == ConflictPolicy::Reconcile)
-            .filter(|key| match (self.requested.get(*key), self.conflicted_register(key)) {
-                (Some((asked, at)), Ok(r)) => {
-                    *asked != r.observed() || now_ms >= at.saturating_add(RECONCILIATION_RETRY_MS)
-                }
-                _ => true,
-            })
+            .filter(
+                |key| match (self.requested.get(*key), self.conflicted_register(key)) {
+                    (Some((asked, at)), Ok(r)) => {
+                        *asked != r.observed()
+                            || now_ms >= at.saturating_add(RECONCILIATION_RETRY_MS)
+                    }
+                    _ => true,
+                },
+            )
             .cloned()
             .collect()
     }
@@ -68,7 +73,9 @@ impl ReconciliationEngine {
         let register = self.conflicted_register(key)?;
         let resolver = register.siblings().iter().map(|s| s.dot.peer).min();
         if resolver == Some(self.peer) {
-            return self.settle(key, handler, now_ms).map(ReconcileStep::Resolved);
+            return self
+                .settle(key, handler, now_ms)
+                .map(ReconcileStep::Resolved);
         }
         let siblings = register.observed();
         let request = ReconciliationRequest {
@@ -83,7 +90,11 @@ impl ReconciliationEngine {
 
     /// Runs [`request_reconciliation`](Self::request_reconciliation) for
     /// every pending key. Keys whose conflict vanished meanwhile are skipped.
-    pub fn reconcile(&mut self, handler: &mut ReconcileHandler<'_>, now_ms: u64) -> Vec<ReconcileStep> {
+    pub fn reconcile(
+        &mut self,
+        handler: &mut ReconcileHandler<'_>,
+        now_ms: u64,
+    ) -> Vec<ReconcileStep> {
         let keys = self.pending_reconciliations(now_ms);
         keys.iter()
             .filter_map(|key| self.request_reconciliation(key, handler, now_ms).ok())
@@ -108,10 +119,14 @@ impl ReconciliationEngine {
             )));
         }
         let Some(key) = request.conflicting_events.first().map(|e| e.key.clone()) else {
-            return Err(EngineError::Malformed("reconciliation request without events".into()));
+            return Err(EngineError::Malformed(
+                "reconciliation request without events".into(),
+            ));
         };
         if request.conflicting_events.iter().any(|e| e.key != key) {
-            return Err(EngineError::Malformed("reconciliation request spans several keys".into()));
+            return Err(EngineError::Malformed(
+                "reconciliation request spans several keys".into(),
+            ));
         }
         for event in &request.conflicting_events {
             self.receive(event.clone(), now_ms)?;
@@ -154,7 +169,12 @@ impl ReconciliationEngine {
 
     /// Writes the resolution of `key`'s conflict: the handler's value, or the
     /// LWW value, observing every sibling.
-    fn settle(&mut self, key: &str, handler: &mut ReconcileHandler<'_>, now_ms: u64) -> Result<P2PEvent, EngineError> {
+    fn settle(
+        &mut self,
+        key: &str,
+        handler: &mut ReconcileHandler<'_>,
+        now_ms: u64,
+    ) -> Result<P2PEvent, EngineError> {
         let register = self.conflicted_register(key)?;
         let lww = register.winner().map(|s| s.value.clone());
         let value = handler(key, &candidates(register))
@@ -166,7 +186,10 @@ impl ReconciliationEngine {
     /// Logged events of the given dots (those still in the log).
     fn events_of(&self, dots: &VectorClock) -> Vec<P2PEvent> {
         dots.iter()
-            .filter_map(|(peer, seq)| self.log.get(crate::protocol::event::EventId::new(peer, seq)))
+            .filter_map(|(peer, seq)| {
+                self.log
+                    .get(crate::protocol::event::EventId::new(peer, seq))
+            })
             .cloned()
             .collect()
     }

@@ -66,7 +66,11 @@ impl ReconciliationEngine {
     }
 
     /// Takes events in the order given; refusals are counted and skipped.
-    pub fn receive_all(&mut self, events: impl IntoIterator<Item = P2PEvent>, now_ms: u64) -> usize {
+    pub fn receive_all(
+        &mut self,
+        events: impl IntoIterator<Item = P2PEvent>,
+        now_ms: u64,
+    ) -> usize {
         let before = self.stats.applied;
         for event in events {
             let _ = self.receive(event, now_ms);
@@ -164,6 +168,9 @@ impl ReconciliationEngine {
             }
         }
         self.stats.applied += 1;
+        if let Some(journal) = &mut self.journal {
+            journal.push(id);
+        }
         self.log.append(event);
     }
 }

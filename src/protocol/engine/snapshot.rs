@@ -14,7 +14,11 @@ impl ReconciliationEngine {
     pub fn snapshot(&self) -> StateSnapshot {
         StateSnapshot {
             version_vector: self.applied.clone(),
-            entities: self.entities.iter().map(|(k, s)| (k.clone(), s.entity.clone())).collect(),
+            entities: self
+                .entities
+                .iter()
+                .map(|(k, s)| (k.clone(), s.entity.clone()))
+                .collect(),
         }
     }
 
@@ -51,7 +55,8 @@ impl ReconciliationEngine {
                 slot.changed = true;
                 self.changed.push(key.clone());
             }
-            let conflicted = matches!(slot.entity.shown(), EntityState::Register(r) if r.is_conflicted());
+            let conflicted =
+                matches!(slot.entity.shown(), EntityState::Register(r) if r.is_conflicted());
             if conflicted {
                 self.conflicted.insert(key);
             } else {

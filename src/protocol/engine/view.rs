@@ -95,7 +95,8 @@ impl ReconciliationEngine {
     }
 
     pub fn get(&self, key: &str) -> Option<serde_json::Value> {
-        self.get_json(key).and_then(|t| serde_json::from_str(&t).ok())
+        self.get_json(key)
+            .and_then(|t| serde_json::from_str(&t).ok())
     }
 
     /// Conflicts on `multi-value` and `reconcile` keys, by key. `lww` keys

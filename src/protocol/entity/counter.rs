@@ -51,8 +51,14 @@ impl Counter {
     }
 
     pub fn value(&self) -> i64 {
-        let total = self.contributions.values().fold(0i64, |a, c| a.wrapping_add(c.1));
-        let gone = self.cancelled.values().fold(0i64, |a, c| a.wrapping_add(c.1));
+        let total = self
+            .contributions
+            .values()
+            .fold(0i64, |a, c| a.wrapping_add(c.1));
+        let gone = self
+            .cancelled
+            .values()
+            .fold(0i64, |a, c| a.wrapping_add(c.1));
         total.wrapping_sub(gone)
     }
 

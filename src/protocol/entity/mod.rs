@@ -105,7 +105,9 @@ impl<'de> Deserialize<'de> for Entity {
         kinds.sort();
         kinds.dedup();
         if claims.is_empty() || kinds.len() != claims.len() {
-            return Err(serde::de::Error::custom("entity needs one state per kind, at least one"));
+            return Err(serde::de::Error::custom(
+                "entity needs one state per kind, at least one",
+            ));
         }
         Ok(Entity { claims })
     }

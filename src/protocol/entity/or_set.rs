@@ -44,14 +44,23 @@ impl OrSet {
 
     /// State-based join; see [`Register::merge`](super::Register::merge).
     pub fn merge(&mut self, other: &OrSet, ours: &VectorClock, theirs: &VectorClock) {
-        let keys: Vec<JsonValue> = self.members.keys().chain(other.members.keys()).cloned().collect();
+        let keys: Vec<JsonValue> = self
+            .members
+            .keys()
+            .chain(other.members.keys())
+            .cloned()
+            .collect();
         for member in keys {
             let mine = self.members.get(&member).cloned().unwrap_or_default();
             let their = other.members.get(&member).cloned().unwrap_or_default();
             let mut dots: Vec<EventId> = mine
                 .iter()
                 .filter(|d| their.contains(d) || d.seq > theirs.get(d.peer))
-                .chain(their.iter().filter(|d| !mine.contains(d) && d.seq > ours.get(d.peer)))
+                .chain(
+                    their
+                        .iter()
+                        .filter(|d| !mine.contains(d) && d.seq > ours.get(d.peer)),
+                )
                 .copied()
                 .collect();
             dots.sort_unstable();
@@ -108,24 +117,63 @@ mod tests {
     #[test]
     fn concurrent_add_wins_over_remove() {
         let mut s = OrSet::default();
-        s.apply(EventId::new(PeerId(1), 1), &SetOp::Add { member: m("\"x\""), observed: VectorClock::new() });
+        s.apply(
+            EventId::new(PeerId(1), 1),
+            &SetOp::Add {
+                member: m("\"x\""),
+                observed: VectorClock::new(),
+            },
+        );
         let seen = s.observed(&m("\"x\""));
         // Peer 2 re-adds x concurrently with peer 3's remove of what it saw.
-        s.apply(EventId::new(PeerId(2), 1), &SetOp::Add { member: m("\"x\""), observed: VectorClock::new() });
-        s.apply(EventId::new(PeerId(3), 1), &SetOp::Remove { member: m("\"x\""), observed: seen });
+        s.apply(
+            EventId::new(PeerId(2), 1),
+            &SetOp::Add {
+                member: m("\"x\""),
+                observed: VectorClock::new(),
+            },
+        );
+        s.apply(
+            EventId::new(PeerId(3), 1),
+            &SetOp::Remove {
+                member: m("\"x\""),
+                observed: seen,
+            },
+        );
         assert!(s.contains(&m("\"x\"")));
         let seen = s.observed(&m("\"x\""));
-        s.apply(EventId::new(PeerId(3), 2), &SetOp::Remove { member: m("\"x\""), observed: seen });
+        s.apply(
+            EventId::new(PeerId(3), 2),
+            &SetOp::Remove {
+                member: m("\"x\""),
+                observed: seen,
+            },
+        );
         assert!(!s.is_present());
     }
 
     #[test]
     fn delete_removes_only_observed_members() {
         let mut s = OrSet::default();
-        s.apply(EventId::new(PeerId(1), 1), &SetOp::Add { member: m("1"), observed: VectorClock::new() });
+        s.apply(
+            EventId::new(PeerId(1), 1),
+            &SetOp::Add {
+                member: m("1"),
+                observed: VectorClock::new(),
+            },
+        );
         let seen = s.observed_all();
-        s.apply(EventId::new(PeerId(2), 1), &SetOp::Add { member: m("2"), observed: VectorClock::new() });
-        s.apply(EventId::new(PeerId(3), 1), &SetOp::Delete { observed: seen });
+        s.apply(
+            EventId::new(PeerId(2), 1),
+            &SetOp::Add {
+                member: m("2"),
+                observed: VectorClock::new(),
+            },
+        );
+        s.apply(
+            EventId::new(PeerId(3), 1),
+            &SetOp::Delete { observed: seen },
+        );
         assert_eq!(s.members(), vec![&m("2")]);
     }
 
@@ -133,9 +181,21 @@ mod tests {
     fn re_adding_replaces_the_old_dot() {
         let mut s = OrSet::default();
         let x = m("\"x\"");
-        s.apply(EventId::new(PeerId(1), 1), &SetOp::Add { member: x.clone(), observed: VectorClock::new() });
+        s.apply(
+            EventId::new(PeerId(1), 1),
+            &SetOp::Add {
+                member: x.clone(),
+                observed: VectorClock::new(),
+            },
+        );
         let seen = s.observed(&x);
-        s.apply(EventId::new(PeerId(1), 2), &SetOp::Add { member: x.clone(), observed: seen });
+        s.apply(
+            EventId::new(PeerId(1), 2),
+            &SetOp::Add {
+                member: x.clone(),
+                observed: seen,
+            },
+        );
         assert_eq!(s.observed(&x).len(), 1);
         assert_eq!(s.observed(&x).get(PeerId(1)), 2);
     }

@@ -52,7 +52,8 @@ impl Register {
 
     fn supersede(&mut self, observed: &VectorClock) {
         if !observed.is_empty() {
-            self.siblings.retain(|s| s.dot.seq > observed.get(s.dot.peer));
+            self.siblings
+                .retain(|s| s.dot.seq > observed.get(s.dot.peer));
         }
     }
 
@@ -63,7 +64,9 @@ impl Register {
         if self.siblings.len() > 1 && self.siblings.iter().all(|s| s.resolution) {
             return self.siblings.iter().min_by_key(|s| s.dot);
         }
-        self.siblings.iter().max_by_key(|s| (s.hlc, s.dot.peer, s.dot.seq))
+        self.siblings
+            .iter()
+            .max_by_key(|s| (s.hlc, s.dot.peer, s.dot.seq))
     }
 
     /// Concurrent values that the app should see (and may resolve).
@@ -88,7 +91,10 @@ impl Register {
 
     /// The entity clock a superseding write attaches: every sibling's dot.
     pub fn observed(&self) -> VectorClock {
-        self.siblings.iter().map(|s| (s.dot.peer, s.dot.seq)).collect()
+        self.siblings
+            .iter()
+            .map(|s| (s.dot.peer, s.dot.seq))
+            .collect()
     }
 
     /// State-based join with another replica's register. `ours` and
@@ -96,8 +102,10 @@ impl Register {
     /// holds survives unless the other side has seen its event (and so
     /// superseded it).
     pub fn merge(&mut self, other: &Register, ours: &VectorClock, theirs: &VectorClock) {
-        let mine: std::collections::HashSet<EventId> = self.siblings.iter().map(|s| s.dot).collect();
-        let their_dots: std::collections::HashSet<EventId> = other.siblings.iter().map(|s| s.dot).collect();
+        let mine: std::collections::HashSet<EventId> =
+            self.siblings.iter().map(|s| s.dot).collect();
+        let their_dots: std::collections::HashSet<EventId> =
+            other.siblings.iter().map(|s| s.dot).collect();
         self.siblings
             .retain(|s| their_dots.contains(&s.dot) || s.dot.seq > theirs.get(s.dot.peer));
         let fresh = other
@@ -110,7 +118,11 @@ impl Register {
     }
 
     pub fn max_hlc(&self) -> Timestamp {
-        self.siblings.iter().map(|s| s.hlc).max().unwrap_or_default()
+        self.siblings
+            .iter()
+            .map(|s| s.hlc)
+            .max()
+            .unwrap_or_default()
     }
 
     pub fn from_siblings(mut siblings: Vec<Sibling>) -> Self {
@@ -160,7 +172,11 @@ mod tests {
         r.apply(dot(2, 1), Timestamp::new(9, 0), &write("\"b\"", &[]));
         assert_eq!(r.winner().unwrap().value.as_str(), "\"a\"");
         r.apply(dot(0, 1), Timestamp::new(10, 0), &write("\"c\"", &[]));
-        assert_eq!(r.winner().unwrap().value.as_str(), "\"a\"", "tie: higher peer id");
+        assert_eq!(
+            r.winner().unwrap().value.as_str(),
+            "\"a\"",
+            "tie: higher peer id"
+        );
         r.apply(dot(3, 1), Timestamp::new(10, 0), &write("\"d\"", &[]));
         assert_eq!(r.winner().unwrap().value.as_str(), "\"d\"");
         assert!(r.is_conflicted());
@@ -171,7 +187,11 @@ mod tests {
         let mut r = Register::default();
         r.apply(dot(1, 1), Timestamp::new(1, 0), &write("1", &[]));
         r.apply(dot(2, 1), Timestamp::new(1, 0), &write("2", &[]));
-        r.apply(dot(1, 2), Timestamp::new(2, 0), &write("3", &[(1, 1), (2, 1)]));
+        r.apply(
+            dot(1, 2),
+            Timestamp::new(2, 0),
+            &write("3", &[(1, 1), (2, 1)]),
+        );
         assert_eq!(r.siblings().len(), 1);
         assert!(!r.is_conflicted());
     }

@@ -1,0 +1,115 @@
+//! Helpers shared by the native integration tests.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+
+use cpc_sync::protocol::{
+    EngineConfig, EventId, JsonValue, P2PEvent, PeerId, ReconciliationEngine,
+};
+
+/// splitmix64: small, fast, and the same everywhere, so a seed replays.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n.max(1) as u64) as usize
+    }
+
+    pub fn chance(&mut self, p: f64) -> bool {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= p
+    }
+
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            items.swap(i, self.below(i + 1));
+        }
+    }
+}
+
+/// The seed for a randomized test: `CPC_SEED` replays one, otherwise a
+/// fresh one. Either way it is printed first.
+pub fn seed(test: &str) -> u64 {
+    let seed = std::env::var("CPC_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        });
+    println!("{test}: seed {seed} (replay with CPC_SEED={seed})");
+    seed
+}
+
+pub fn peer(n: u64) -> PeerId {
+    PeerId(n)
+}
+
+pub fn engine(n: u64) -> ReconciliationEngine {
+    let mut e = ReconciliationEngine::new(PeerId(n), EngineConfig::default());
+    e.record_apply_order();
+    e
+}
+
+pub fn json(text: &str) -> JsonValue {
+    JsonValue::parse(text).expect("test JSON")
+}
+
+/// Delivers `events` to `to`, expecting each to be taken (applied or held).
+pub fn deliver(to: &mut ReconciliationEngine, events: &[P2PEvent], now: u64) {
+    for e in events {
+        to.receive(e.clone(), now).expect("event taken");
+    }
+}
+
+/// Checks that `engine` applied no event before its dependencies, using its
+/// recorded apply order and its log.
+pub fn assert_causal(engine: &ReconciliationEngine) {
+    let order = engine.apply_order();
+    let position: HashMap<EventId, usize> =
+        order.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+    for (i, id) in order.iter().enumerate() {
+        let event = engine.log().get(*id).expect("applied events are logged");
+        for dep in event.dependencies() {
+            let at = position.get(&dep).copied();
+            assert!(
+                at.is_some_and(|at| at < i),
+                "peer {}: {id} applied at {i} before its dependency {dep} (at {at:?})",
+                engine.peer()
+            );
+        }
+    }
+}
+
+/// Asserts that all engines show the same state, clock and digest, and hold
+/// nothing.
+pub fn assert_converged(engines: &mut [ReconciliationEngine]) {
+    let reference = engines[0].state_json();
+    let clock = engines[0].clock().clone();
+    let digest = engines[0].digest();
+    for e in engines.iter_mut() {
+        assert_eq!(e.state_json(), reference, "state of {}", e.peer());
+        assert_eq!(e.clock(), &clock, "clock of {}", e.peer());
+        assert_eq!(e.digest(), digest, "digest of {}", e.peer());
+        assert!(
+            e.holding().is_empty(),
+            "{} still holds {} events",
+            e.peer(),
+            e.holding().len()
+        );
+    }
+}

@@ -1,0 +1,209 @@
+//! The reconciliation request/response exchange on `reconcile` keys.
+
+mod common;
+
+use common::{assert_converged, deliver, engine, json};
+use cpc_sync::protocol::{
+    Candidate, ConflictPolicy, EngineError, JsonValue, PeerId, ReconcileStep, ReconciliationEngine,
+    ReconciliationRequest, ReconciliationResponse,
+};
+use serde_json::json as j;
+
+fn reconcile_peers(n: u64) -> Vec<ReconciliationEngine> {
+    (1..=n)
+        .map(|i| {
+            let mut e = engine(i);
+            e.set_policy("doc/", ConflictPolicy::Reconcile);
+            e
+        })
+        .collect()
+}
+
+/// The app's handler: joins the candidates' strings in peer order.
+fn join(_key: &str, candidates: &[Candidate]) -> Option<JsonValue> {
+    let mut parts: Vec<String> = candidates
+        .iter()
+        .map(|c| c.value.to_value().as_str().unwrap_or_default().to_string())
+        .collect();
+    parts.sort();
+    Some(JsonValue::from(&serde_json::Value::String(parts.join("+"))))
+}
+
+#[test]
+fn the_requester_asks_the_lowest_origin_and_applies_its_answer() {
+    let mut peers = reconcile_peers(3);
+    let e1 = peers[0].set("doc/title", json("\"one\""), 1_000).unwrap();
+    let e3 = peers[2].set("doc/title", json("\"three\""), 1_000).unwrap();
+    deliver(&mut peers[2], &[e1.clone()], 1_000);
+    deliver(&mut peers[1], &[e1.clone(), e3.clone()], 1_000);
+
+    // Peer 3 sees the conflict; peer 1 (lowest origin) is the resolver.
+    assert_eq!(peers[2].resolver("doc/title"), Some(PeerId(1)));
+    assert_eq!(peers[2].pending_reconciliations(1_000).len(), 1);
+    let step = peers[2]
+        .request_reconciliation("doc/title", &mut join, 1_000)
+        .unwrap();
+    let ReconcileStep::Request(request) = step else {
+        panic!("peer 3 is not the resolver")
+    };
+    assert!(
+        peers[2].pending_reconciliations(1_001).is_empty(),
+        "asked once"
+    );
+
+    // The JSON form has exactly the spec's shape.
+    let wire = serde_json::to_value(&request).unwrap();
+    assert_eq!(wire["type"], "RECONCILIATION_REQUEST");
+    assert_eq!(wire["source_peer_id"], "0000000000000003");
+    assert_eq!(wire["target_peer_id"], "0000000000000001");
+    assert_eq!(wire["conflicting_events"].as_array().unwrap().len(), 2);
+    assert_eq!(wire.as_object().unwrap().len(), 4);
+    let back: ReconciliationRequest = serde_json::from_value(wire).unwrap();
+    assert_eq!(back, request);
+
+    // The resolver (which has not yet seen e3) applies the events it lacks.
+    let response = peers[0]
+        .handle_reconciliation_request(&request, &mut join, 1_100)
+        .unwrap()
+        .expect("resolved");
+    let wire = serde_json::to_value(&response).unwrap();
+    assert_eq!(wire["type"], "RECONCILIATION_RESPONSE");
+    assert_eq!(wire["target_peer_id"], "0000000000000003");
+    let resolution = response.resolution_events[0].clone();
+    assert!(
+        resolution.dependencies().count() >= 2,
+        "descends every sibling"
+    );
+
+    assert_eq!(
+        peers[2]
+            .handle_reconciliation_response(&response, 1_200)
+            .unwrap(),
+        1
+    );
+    assert_eq!(peers[2].get("doc/title"), Some(j!("one+three")));
+    assert!(peers[2].conflicts().is_empty());
+    deliver(&mut peers[1], &[resolution], 1_200);
+    assert!(peers[1].conflicts().is_empty());
+    let (p2, p3) = (peers[2].clone_events(), peers[0].clone_events());
+    deliver(&mut peers[0], &p2, 1_300);
+    deliver(&mut peers[2], &p3, 1_300);
+    assert_converged(&mut peers);
+}
+
+#[test]
+fn the_resolver_settles_its_own_conflict_without_a_request() {
+    let mut peers = reconcile_peers(2);
+    let e1 = peers[0].set("doc/a", json("\"x\""), 1_000).unwrap();
+    let e2 = peers[1].set("doc/a", json("\"y\""), 1_000).unwrap();
+    deliver(&mut peers[0], &[e2], 1_000);
+    deliver(&mut peers[1], &[e1], 1_000);
+    let steps = peers[0].reconcile(&mut join, 1_000);
+    let [ReconcileStep::Resolved(resolution)] = steps.as_slice() else {
+        panic!("{steps:?}")
+    };
+    deliver(&mut peers[1], &[resolution.clone()], 1_000);
+    assert_eq!(peers[1].get("doc/a"), Some(j!("x+y")));
+    assert_converged(&mut peers);
+}
+
+#[test]
+fn a_request_after_settlement_is_answered_with_the_settling_event() {
+    let mut peers = reconcile_peers(2);
+    let e1 = peers[0].set("doc/a", json("\"x\""), 1_000).unwrap();
+    let e2 = peers[1].set("doc/a", json("\"y\""), 1_000).unwrap();
+    deliver(&mut peers[0], &[e2], 1_000);
+    deliver(&mut peers[1], &[e1], 1_000);
+    let ReconcileStep::Request(request) = peers[1]
+        .request_reconciliation("doc/a", &mut join, 1_000)
+        .unwrap()
+    else {
+        panic!()
+    };
+    peers[0].reconcile(&mut join, 1_000);
+    let mut never_called =
+        |_: &str, _: &[Candidate]| -> Option<JsonValue> { panic!("already settled") };
+    let response = peers[0]
+        .handle_reconciliation_request(&request, &mut never_called, 1_100)
+        .unwrap()
+        .unwrap();
+    peers[1]
+        .handle_reconciliation_response(&response, 1_100)
+        .unwrap();
+    assert_converged(&mut peers);
+}
+
+#[test]
+fn concurrent_resolutions_settle_by_resolver_id_without_another_round() {
+    // Peers 1 and 2 each see a different conflict on one key and resolve
+    // concurrently; the results are siblings that settle by resolver id.
+    let mut peers = reconcile_peers(4);
+    let e1 = peers[0].set("doc/k", json("\"1\""), 1_000).unwrap();
+    let e2 = peers[1].set("doc/k", json("\"2\""), 1_000).unwrap();
+    let e3 = peers[2].set("doc/k", json("\"3\""), 1_000).unwrap();
+    let e4 = peers[3].set("doc/k", json("\"4\""), 1_000).unwrap();
+    deliver(&mut peers[0], &[e3.clone()], 1_000);
+    deliver(&mut peers[1], &[e4.clone()], 1_000);
+    let r1 = match peers[0].reconcile(&mut join, 1_000).pop() {
+        Some(ReconcileStep::Resolved(e)) => e,
+        other => panic!("{other:?}"),
+    };
+    let r2 = match peers[1].reconcile(&mut join, 1_000).pop() {
+        Some(ReconcileStep::Resolved(e)) => e,
+        other => panic!("{other:?}"),
+    };
+    let everything = [e1, e2, e3, e4, r1, r2];
+    for p in peers.iter_mut() {
+        for e in &everything {
+            let _ = p.receive(e.clone(), 2_000).unwrap();
+        }
+    }
+    for p in peers.iter_mut() {
+        assert!(p.conflicts().is_empty(), "peer {}", p.peer());
+        assert!(p.pending_reconciliations(2_000).is_empty());
+        assert_eq!(p.get("doc/k"), Some(j!("1+3")), "resolver 1 wins");
+    }
+    assert_converged(&mut peers);
+}
+
+#[test]
+fn malformed_requests_are_typed_errors() {
+    let mut a = engine(1);
+    let request = ReconciliationRequest {
+        message_type: Default::default(),
+        source_peer_id: PeerId(2),
+        target_peer_id: PeerId(9),
+        conflicting_events: vec![],
+    };
+    let mut lww = |_: &str, _: &[Candidate]| None;
+    let err = a
+        .handle_reconciliation_request(&request, &mut lww, 0)
+        .unwrap_err();
+    assert!(matches!(err, EngineError::Malformed(_)), "{err}");
+    let request = ReconciliationRequest {
+        target_peer_id: PeerId(1),
+        ..request
+    };
+    assert!(a
+        .handle_reconciliation_request(&request, &mut lww, 0)
+        .is_err());
+    assert!(matches!(
+        a.request_reconciliation("nothing", &mut lww, 0),
+        Err(EngineError::NoConflict(_))
+    ));
+    let response: Result<ReconciliationResponse, _> = serde_json::from_value(
+        j!({"type": "RECONCILIATION_REQUEST", "source_peer_id": "1", "target_peer_id": "2", "resolution_events": []}),
+    );
+    assert!(response.is_err(), "the type tag is checked");
+}
+
+/// Every event an engine has applied, for catching another engine up.
+trait CloneEvents {
+    fn clone_events(&self) -> Vec<cpc_sync::protocol::P2PEvent>;
+}
+
+impl CloneEvents for ReconciliationEngine {
+    fn clone_events(&self) -> Vec<cpc_sync::protocol::P2PEvent> {
+        self.log().iter().cloned().collect()
+    }
+}

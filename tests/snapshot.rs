@@ -1,0 +1,147 @@
+//! `StateSnapshot`: round trips, loading then replaying, and bad bytes.
+
+mod common;
+
+use common::{assert_converged, deliver, engine, json};
+use cpc_sync::protocol::{
+    EngineConfig, PeerId, ReconciliationEngine, SnapshotError, StateSnapshot,
+};
+
+fn busy_engine() -> ReconciliationEngine {
+    let (mut a, mut b) = (engine(1), engine(2));
+    a.set("r", json("{\"x\":[1,2]}"), 1_000).unwrap();
+    a.increment("c", 4, 1_001).unwrap();
+    a.add("s", json("\"m\""), 1_002).unwrap();
+    let eb = b.set("r", json("\"concurrent\""), 1_003).unwrap();
+    b.increment("c", -1, 1_004).unwrap();
+    a.receive(eb, 1_005).unwrap();
+    let events: Vec<_> = b.log().iter().cloned().collect();
+    for e in events {
+        a.receive(e, 1_005).unwrap();
+    }
+    a.set("gone", json("1"), 1_006).unwrap();
+    a.delete("gone", 1_007).unwrap();
+    a
+}
+
+#[test]
+fn encode_decode_load_is_identity() {
+    let mut a = busy_engine();
+    let bytes = a.encode_snapshot();
+    let snapshot = StateSnapshot::decode(&bytes).unwrap();
+    let mut b = ReconciliationEngine::from_snapshot(PeerId(3), EngineConfig::default(), snapshot);
+    assert_eq!(b.state_json(), a.state_json());
+    assert_eq!(b.clock(), a.clock());
+    assert_eq!(b.digest(), a.digest());
+    // Re-encoding the loaded state gives the same state again.
+    let again = StateSnapshot::decode(&b.encode_snapshot()).unwrap();
+    let mut c = ReconciliationEngine::from_snapshot(PeerId(4), EngineConfig::default(), again);
+    assert_eq!(c.digest(), a.digest());
+}
+
+#[test]
+fn a_new_peer_loads_a_snapshot_then_replays_held_events() {
+    let mut a = busy_engine();
+    let snapshot = StateSnapshot::decode(&a.encode_snapshot()).unwrap();
+    // Events written after the snapshot reach the new peer first: held.
+    let later = vec![
+        a.increment("c", 10, 2_000).unwrap(),
+        a.set("r", json("\"after\""), 2_001).unwrap(),
+    ];
+    let mut fresh = engine(9);
+    deliver(&mut fresh, &later, 2_002);
+    assert_eq!(fresh.holding().len(), 2);
+    fresh.load_snapshot(snapshot);
+    assert!(fresh.holding().is_empty());
+    assert_converged(&mut [a, fresh]);
+}
+
+#[test]
+fn loading_joins_states_so_neither_side_loses_writes() {
+    let mut a = busy_engine();
+    let mut b = engine(7);
+    // b has writes of its own that a's snapshot lacks.
+    b.set("mine", json("true"), 1_500).unwrap();
+    b.increment("c", 100, 1_500).unwrap();
+    let b_events: Vec<_> = b.log().iter().cloned().collect();
+    b.load_snapshot(StateSnapshot::decode(&a.encode_snapshot()).unwrap());
+    deliver(&mut a, &b_events, 2_000);
+    assert_eq!(b.get("c"), Some(serde_json::json!(103)));
+    // b's next write depends on everything it has now.
+    let next = b.set("after", json("1"), 3_000).unwrap();
+    assert!(next.deps.get(PeerId(1)) > 0);
+    deliver(&mut a, &[next], 3_000);
+    assert_converged(&mut [a, b]);
+}
+
+#[test]
+fn a_snapshot_is_no_larger_than_its_event_log() {
+    let mut a = engine(1);
+    for i in 0..1_000 {
+        a.set(&format!("key{}", i % 100), json(&i.to_string()), 1_000 + i)
+            .unwrap();
+    }
+    let log_bytes: usize = a.log().iter().map(|e| e.encode().len()).sum();
+    let snapshot = a.encode_snapshot();
+    assert!(
+        snapshot.len() * 5 < log_bytes,
+        "{} vs {log_bytes}",
+        snapshot.len()
+    );
+}
+
+#[test]
+fn malformed_snapshots_are_typed_errors_never_panics() {
+    let good = busy_engine().encode_snapshot();
+    assert_eq!(
+        StateSnapshot::decode(b"").unwrap_err(),
+        SnapshotError::BadMagic
+    );
+    assert_eq!(
+        StateSnapshot::decode(b"JUNKJUNK").unwrap_err(),
+        SnapshotError::BadMagic
+    );
+    let mut future = good.clone();
+    future[4] = 99;
+    assert_eq!(
+        StateSnapshot::decode(&future).unwrap_err(),
+        SnapshotError::UnsupportedFormat(99)
+    );
+    // Every truncation and many single-byte corruptions: an error or a valid
+    // snapshot, never a panic.
+    for len in 0..good.len() {
+        assert!(
+            StateSnapshot::decode(&good[..len]).is_err(),
+            "truncated at {len}"
+        );
+    }
+    for i in 5..good.len() {
+        for flip in [0x01, 0x80, 0xff] {
+            let mut bad = good.clone();
+            bad[i] ^= flip;
+            if let Ok(snapshot) = StateSnapshot::decode(&bad) {
+                let mut e = engine(5);
+                e.load_snapshot(snapshot);
+                let _ = e.state_json();
+                let _ = e.digest();
+            }
+        }
+    }
+    // A length prefix claiming billions of entities fails without allocating them.
+    let mut huge = b"CPCS\x01\x00".to_vec();
+    huge.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
+    assert!(matches!(
+        StateSnapshot::decode(&huge),
+        Err(SnapshotError::Malformed(_))
+    ));
+}
+
+#[test]
+fn duplicate_keys_are_rejected() {
+    let a = busy_engine();
+    let mut snapshot = a.snapshot();
+    let first = snapshot.entities[0].clone();
+    snapshot.entities.push(first);
+    let err = StateSnapshot::decode(&snapshot.encode()).unwrap_err();
+    assert!(matches!(err, SnapshotError::DuplicateKey(_)), "{err}");
+}
