@@ -185,6 +185,35 @@ impl fmt::Debug for Hash32 {
     }
 }
 
+impl Serialize for Hash32 {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            serializer.collect_str(self)
+        } else {
+            self.0.serialize(serializer)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Hash32 {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        if deserializer.is_human_readable() {
+            let hex = String::deserialize(deserializer)?;
+            let bad = || serde::de::Error::custom("a hash is 64 hex digits");
+            if hex.len() != 64 || !hex.is_ascii() {
+                return Err(bad());
+            }
+            let mut out = [0u8; 32];
+            for (i, byte) in out.iter_mut().enumerate() {
+                *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+            }
+            Ok(Hash32(out))
+        } else {
+            <[u8; 32]>::deserialize(deserializer).map(Hash32)
+        }
+    }
+}
+
 impl P2PEvent {
     /// Content address: blake3 over the binary encoding.
     pub fn hash(&self) -> Hash32 {

@@ -10,6 +10,7 @@ pub mod error;
 pub mod event;
 pub mod reconciliation;
 pub mod snapshot;
+pub mod sync;
 pub mod value;
 
 pub use clock::{ClockOrdering, HybridClock, PeerId, Timestamp, VectorClock};

@@ -105,15 +105,16 @@ impl ReconciliationEngine {
         self.set(key, value, now_ms)
     }
 
-    /// The state shown on `key`, checked to be of kind `kind`.
+    /// `key`'s state of kind `kind`; an error while the key shows another
+    /// kind.
     fn shown(&self, key: &str, kind: Kind) -> Result<Option<&EntityState>, EngineError> {
         match self.entity(key) {
-            Some(e) if e.kind() != kind => Err(EngineError::KindMismatch {
+            Some(e) if e.is_present() && e.kind() != kind => Err(EngineError::KindMismatch {
                 key: key.to_string(),
                 actual: e.kind(),
                 attempted: kind,
             }),
-            Some(e) => Ok(Some(e.shown())),
+            Some(e) => Ok(e.state_of(kind)),
             None => Ok(None),
         }
     }

@@ -65,6 +65,31 @@ impl EventLog {
         self.missing_from(&NOTHING)
     }
 
+    /// Per origin, the last sequence number folded out of the log (into a
+    /// snapshot): a peer that has less than this needs a snapshot.
+    pub fn horizon(&self) -> VectorClock {
+        self.origins
+            .iter()
+            .map(|(&p, log)| (p, log.first_seq - 1))
+            .collect()
+    }
+
+    /// Drops events covered by `stable` (everyone has them).
+    pub fn prune(&mut self, stable: &VectorClock) {
+        for (&peer, log) in self.origins.iter_mut() {
+            let upto = stable.get(peer);
+            if upto < log.first_seq {
+                continue;
+            }
+            let drop = usize::try_from(upto + 1 - log.first_seq)
+                .unwrap_or(usize::MAX)
+                .min(log.events.len());
+            log.events.drain(..drop);
+            log.first_seq += drop as u64;
+            self.len -= drop;
+        }
+    }
+
     /// Events of `peer` up to `seq` arrived folded in a snapshot: the log of
     /// that origin restarts after them.
     pub fn skip_to(&mut self, peer: PeerId, seq: u64) {

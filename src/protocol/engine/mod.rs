@@ -1,6 +1,7 @@
 //! The `ReconciliationEngine`: local operations in, events out; remote events
 //! in, applied in causal order; state, conflicts and digests out.
 
+mod compaction;
 mod holding;
 mod local;
 mod log;

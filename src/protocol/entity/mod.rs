@@ -21,7 +21,7 @@ use super::clock::{Timestamp, VectorClock};
 use super::event::{EventId, Hash32, Kind, Operation, P2PEvent};
 
 /// The replicated state of one key, of one kind.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EntityState {
     Register(Register),
@@ -76,7 +76,7 @@ impl EntityState {
 }
 
 /// One kind's state on a key, with the earliest operation of that kind.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Claim {
     first: (Timestamp, EventId),
     state: EntityState,
@@ -84,13 +84,14 @@ struct Claim {
 
 /// A key's replicated state.
 ///
-/// A key's kind is fixed by its first operation, and a local operation of
-/// another kind is refused. Two peers can still write different kinds to a
+/// A key's kind is fixed by its first operation, and while the key holds a
+/// value a local operation of another kind is refused (once deleted, the key
+/// may be reused for any kind). Two peers can still write different kinds to a
 /// new key concurrently. Refusing the remote event would stall its origin and
 /// leave peers disagreeing, so every kind written is kept and the key shows
 /// the kind whose first operation has the smallest `(hlc, dot)`: the same
 /// pick on every peer, and nothing lost.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Entity {
     claims: Vec<Claim>,
 }
@@ -178,9 +179,23 @@ impl Entity {
             .unwrap_or_default()
     }
 
-    /// The state the key shows.
+    /// The state the key shows: the earliest claimed kind that is present
+    /// (a deleted key may be reused for another kind), else the earliest.
     pub fn shown(&self) -> &EntityState {
-        &self.claims[0].state
+        let claim = self
+            .claims
+            .iter()
+            .find(|c| c.state.is_present())
+            .unwrap_or(&self.claims[0]);
+        &claim.state
+    }
+
+    /// This key's state of `kind`, if any operation of that kind reached it.
+    pub fn state_of(&self, kind: Kind) -> Option<&EntityState> {
+        self.claims
+            .iter()
+            .map(|c| &c.state)
+            .find(|s| s.kind() == kind)
     }
 
     pub fn kind(&self) -> Kind {

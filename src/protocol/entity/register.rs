@@ -135,6 +135,14 @@ impl Register {
     }
 }
 
+impl PartialEq for Register {
+    fn eq(&self, other: &Self) -> bool {
+        self.siblings() == other.siblings()
+    }
+}
+
+impl Eq for Register {}
+
 /// A register serializes as its siblings in canonical order.
 impl Serialize for Register {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {

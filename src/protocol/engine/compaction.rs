@@ -1,0 +1,37 @@
+use super::ReconciliationEngine;
+use crate::protocol::clock::VectorClock;
+use crate::protocol::event::P2PEvent;
+
+impl ReconciliationEngine {
+    /// Per origin, the last event folded out of the log. A peer whose clock
+    /// is below this for some origin cannot be sent events: it needs a
+    /// snapshot.
+    pub fn horizon(&self) -> VectorClock {
+        self.log.horizon()
+    }
+
+    /// Whether a peer with `clock` is behind the compaction horizon.
+    pub fn needs_snapshot(&self, clock: &VectorClock) -> bool {
+        self.log
+            .horizon()
+            .iter()
+            .any(|(p, folded)| clock.get(p) < folded)
+    }
+
+    /// The logged events a peer with `clock` lacks, in an order it can
+    /// apply them in (per origin, by sequence; the receiver's holding queue
+    /// orders across origins).
+    pub fn events_missing_from(&self, clock: &VectorClock) -> Vec<P2PEvent> {
+        self.log.missing_from(clock).cloned().collect()
+    }
+
+    /// Compaction: drops logged events that every known peer has (`stable`,
+    /// the pointwise minimum of their version vectors and ours). The state
+    /// keeps their effect; a peer behind the new horizon gets a snapshot.
+    pub fn compact(&mut self, stable: &VectorClock) -> usize {
+        let stable = VectorClock::meet([stable, &self.applied].into_iter());
+        let before = self.log.len();
+        self.log.prune(&stable);
+        before - self.log.len()
+    }
+}

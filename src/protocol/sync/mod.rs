@@ -1,0 +1,4 @@
+//! Synchronization between engines: the wire format, and (sans-IO) the
+//! per-peer anti-entropy session.
+
+pub mod wire;

@@ -1,0 +1,315 @@
+//! The wire format: one versioned message enum, compact binary (postcard),
+//! every frame at most [`MAX_FRAME`] bytes.
+//!
+//! A frame is `[version][kind][body]`:
+//! - kind 0, a whole message: `body` is the postcard encoding of [`Message`];
+//! - kind 1, a chunk of a message too large for one frame: `body` is a
+//!   [`Chunk`]; the receiver's [`Reassembler`] joins the chunks.
+//!
+//! 64 KiB is the largest message every WebRTC data channel implementation
+//! delivers whole. Decoding checks sizes before allocating and returns typed
+//! errors; it never panics.
+
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::clock::VectorClock;
+use crate::protocol::entity::Entity;
+use crate::protocol::event::{Hash32, P2PEvent};
+use crate::protocol::reconciliation::{ReconciliationRequest, ReconciliationResponse};
+
+pub const PROTOCOL_VERSION: u8 = 1;
+/// The largest frame sent or accepted.
+pub const MAX_FRAME: usize = 64 * 1024;
+/// The largest message reassembled from chunks (a snapshot travels in its
+/// own resumable transfer, not as one message).
+pub const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+
+const WHOLE: u8 = 0;
+const CHUNK: u8 = 1;
+const HEADER: usize = 2;
+
+/// Everything two sync sessions say to each other.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// "Here is what I have": sent on connect and every gossip interval.
+    /// The receiver answers with what the sender lacks: events, or a
+    /// snapshot offer when the sender is behind the receiver's compaction
+    /// horizon (only the side holding the log knows where that is).
+    Digest {
+        clock: VectorClock,
+        root: Hash32,
+    },
+    /// Events the receiver lacks (or freshly written ones, gossiped).
+    Events(Vec<P2PEvent>),
+    /// Asks for a snapshot transfer, from `offset` of snapshot `id` when
+    /// resuming one (`id` zero: a new one).
+    SnapshotRequest {
+        id: Hash32,
+        offset: u64,
+    },
+    /// Part of a snapshot: `total` bytes in all.
+    SnapshotChunk {
+        id: Hash32,
+        offset: u64,
+        total: u64,
+        bytes: Vec<u8>,
+    },
+    /// Asks for the children of Merkle node `index` at `depth` (when clocks
+    /// agree but roots do not).
+    MerkleQuery {
+        depth: u8,
+        index: u32,
+    },
+    /// The children of a Merkle node.
+    MerkleNodes {
+        depth: u8,
+        index: u32,
+        children: Vec<Hash32>,
+    },
+    /// Asks for the entities of a Merkle leaf.
+    LeafQuery {
+        index: u32,
+    },
+    /// The entities of a Merkle leaf, with the sender's version vector, for a
+    /// state join.
+    LeafEntities {
+        index: u32,
+        clock: VectorClock,
+        entities: Vec<(String, Entity)>,
+    },
+    ReconciliationRequest(ReconciliationRequest),
+    ReconciliationResponse(ReconciliationResponse),
+}
+
+/// A slice of a message too large for one frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chunk {
+    pub message_id: u32,
+    pub index: u32,
+    pub count: u32,
+    pub bytes: Vec<u8>,
+}
+
+/// Why a frame was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("frame of {0} bytes exceeds the {MAX_FRAME}-byte limit")]
+    FrameTooLarge(usize),
+    #[error("frame too short to hold a header")]
+    Truncated,
+    #[error("protocol version {0} is not supported (this peer speaks {PROTOCOL_VERSION})")]
+    Version(u8),
+    #[error("unknown frame kind {0}")]
+    Kind(u8),
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    #[error("message of {0} chunks exceeds the {MAX_MESSAGE}-byte limit")]
+    MessageTooLarge(u64),
+    #[error("chunk {index} of {count} does not fit the message being reassembled")]
+    BadChunk { index: u32, count: u32 },
+}
+
+fn frame(kind: u8, body: &impl Serialize) -> Vec<u8> {
+    let mut out = vec![PROTOCOL_VERSION, kind];
+    // Serializing plain data into a Vec cannot fail.
+    postcard::to_extend(body, out).unwrap_or_default()
+}
+
+/// Encodes a message into frames of at most [`MAX_FRAME`] bytes (usually
+/// one). `message_id` tells the chunks of different messages apart.
+pub fn encode(message: &Message, message_id: u32) -> Vec<Vec<u8>> {
+    let whole = frame(WHOLE, message);
+    if whole.len() <= MAX_FRAME {
+        return vec![whole];
+    }
+    let body = &whole[HEADER..];
+    // Room for the chunk header (ids and lengths as varints) in each frame.
+    let per_chunk = MAX_FRAME - HEADER - 24;
+    let count = body.len().div_ceil(per_chunk) as u32;
+    body.chunks(per_chunk)
+        .enumerate()
+        .map(|(index, bytes)| {
+            let chunk = Chunk {
+                message_id,
+                index: index as u32,
+                count,
+                bytes: bytes.to_vec(),
+            };
+            frame(CHUNK, &chunk)
+        })
+        .collect()
+}
+
+/// What one frame decoded to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decoded {
+    Message(Message),
+    Chunk(Chunk),
+}
+
+/// Decodes one frame.
+pub fn decode(frame: &[u8]) -> Result<Decoded, WireError> {
+    if frame.len() > MAX_FRAME {
+        return Err(WireError::FrameTooLarge(frame.len()));
+    }
+    let [version, kind, body @ ..] = frame else {
+        return Err(WireError::Truncated);
+    };
+    if *version != PROTOCOL_VERSION {
+        return Err(WireError::Version(*version));
+    }
+    let malformed = |e: postcard::Error| WireError::Malformed(e.to_string());
+    match *kind {
+        WHOLE => decode_message(body).map(Decoded::Message),
+        CHUNK => postcard::from_bytes(body)
+            .map(Decoded::Chunk)
+            .map_err(malformed),
+        other => Err(WireError::Kind(other)),
+    }
+}
+
+fn decode_message(body: &[u8]) -> Result<Message, WireError> {
+    let message: Message =
+        postcard::from_bytes(body).map_err(|e| WireError::Malformed(e.to_string()))?;
+    let events = match &message {
+        Message::Events(events) => events.as_slice(),
+        Message::ReconciliationRequest(r) => r.conflicting_events.as_slice(),
+        Message::ReconciliationResponse(r) => r.resolution_events.as_slice(),
+        _ => &[],
+    };
+    for event in events {
+        event
+            .check()
+            .map_err(|e| WireError::Malformed(e.to_string()))?;
+    }
+    Ok(message)
+}
+
+/// Joins the chunks of one large message at a time, within [`MAX_MESSAGE`].
+/// A chunk of another message abandons the one in progress (the sender
+/// sends a message's chunks back to back on an ordered channel).
+#[derive(Debug, Default)]
+pub struct Reassembler {
+    current: Option<Partial>,
+}
+
+#[derive(Debug)]
+struct Partial {
+    message_id: u32,
+    count: u32,
+    next: u32,
+    body: Vec<u8>,
+}
+
+impl Reassembler {
+    /// Takes a chunk; returns the message once its last chunk is in.
+    pub fn push(&mut self, chunk: Chunk) -> Result<Option<Message>, WireError> {
+        let Chunk {
+            message_id,
+            index,
+            count,
+            bytes,
+        } = chunk;
+        if count as u64 * MAX_FRAME as u64 > MAX_MESSAGE as u64 + MAX_FRAME as u64 {
+            return Err(WireError::MessageTooLarge(count as u64));
+        }
+        if index == 0 {
+            self.current = Some(Partial {
+                message_id,
+                count,
+                next: 0,
+                body: Vec::new(),
+            });
+        }
+        let partial = match &mut self.current {
+            Some(p) if p.message_id == message_id && p.count == count && p.next == index => p,
+            _ => {
+                self.current = None;
+                return Err(WireError::BadChunk { index, count });
+            }
+        };
+        partial.body.extend_from_slice(&bytes);
+        partial.next += 1;
+        if partial.next < count {
+            return Ok(None);
+        }
+        let body = std::mem::take(&mut partial.body);
+        self.current = None;
+        decode_message(&body).map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::clock::PeerId;
+
+    fn round_trip(message: &Message) -> Message {
+        let mut reassembler = Reassembler::default();
+        let mut out = None;
+        for f in encode(message, 7) {
+            assert!(f.len() <= MAX_FRAME);
+            match decode(&f).unwrap() {
+                Decoded::Message(m) => out = Some(m),
+                Decoded::Chunk(c) => out = reassembler.push(c).unwrap().or(out),
+            }
+        }
+        out.expect("a message")
+    }
+
+    #[test]
+    fn small_messages_are_one_frame() {
+        let clock: VectorClock = [(PeerId(1), 5), (PeerId(2), 300)].into_iter().collect();
+        let digest = Message::Digest {
+            clock,
+            root: Hash32([7; 32]),
+        };
+        let frames = encode(&digest, 1);
+        assert_eq!(frames.len(), 1);
+        // header + tag + clock (1 + 2*(8+varint)) + root
+        assert_eq!(frames[0].len(), 2 + 1 + 1 + 9 + 10 + 32);
+        assert_eq!(round_trip(&digest), digest);
+    }
+
+    #[test]
+    fn large_messages_are_chunked_and_reassembled() {
+        let big = Message::SnapshotChunk {
+            id: Hash32([1; 32]),
+            offset: 0,
+            total: 300_000,
+            bytes: (0..300_000u32).map(|i| i as u8).collect(),
+        };
+        assert!(encode(&big, 3).len() >= 5);
+        assert_eq!(round_trip(&big), big);
+    }
+
+    #[test]
+    fn bad_frames_are_typed_errors() {
+        assert_eq!(decode(&[]), Err(WireError::Truncated));
+        assert_eq!(decode(&[9, 0]), Err(WireError::Version(9)));
+        assert_eq!(decode(&[PROTOCOL_VERSION, 5]), Err(WireError::Kind(5)));
+        assert!(matches!(
+            decode(&[PROTOCOL_VERSION, 0, 0xff, 0xff]),
+            Err(WireError::Malformed(_))
+        ));
+        assert_eq!(
+            decode(&vec![0; MAX_FRAME + 1]),
+            Err(WireError::FrameTooLarge(MAX_FRAME + 1))
+        );
+        let mut r = Reassembler::default();
+        let stray = Chunk {
+            message_id: 1,
+            index: 3,
+            count: 4,
+            bytes: vec![],
+        };
+        assert!(r.push(stray).is_err());
+        let huge = Chunk {
+            message_id: 1,
+            index: 0,
+            count: u32::MAX,
+            bytes: vec![],
+        };
+        assert!(matches!(r.push(huge), Err(WireError::MessageTooLarge(_))));
+    }
+}
