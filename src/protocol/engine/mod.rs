@@ -25,7 +25,7 @@ pub use view::{Candidate, Conflict};
 
 use super::clock::{HybridClock, PeerId, VectorClock};
 use super::digest::MerkleDigest;
-use super::entity::Entity;
+use super::entity::{Entity, EntityState};
 
 /// Knobs of an engine. Randomness comes in here too (`hash_seed`): the core
 /// has no RNG of its own.
@@ -47,6 +47,16 @@ impl Default for EngineConfig {
             hash_seed: 0x5eed,
         }
     }
+}
+
+/// One step of the apply journal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JournalEntry {
+    /// An event applied.
+    Applied(super::EventId),
+    /// Everything up to this clock arrived at once (a snapshot, or what the
+    /// engine held when recording started).
+    Loaded(VectorClock),
 }
 
 /// Counters of what the engine saw and refused, for the app and tests.
@@ -72,6 +82,41 @@ struct Slot {
     changed: bool,
 }
 
+/// What changed since it was last looked at: kept apart from the entity map
+/// so both can be borrowed at once.
+#[derive(Debug, Default)]
+struct Books {
+    /// Keys whose entity hash is stale in the digest.
+    stale: Vec<Arc<str>>,
+    /// Keys changed since the app last asked.
+    changed: Vec<Arc<str>>,
+    /// Register keys with concurrent siblings (any policy).
+    conflicted: BTreeSet<Arc<str>>,
+}
+
+impl Books {
+    /// Records that `key`'s entity (in `slot`) changed.
+    fn touch(&mut self, key: &Arc<str>, slot: &mut Slot) {
+        if !slot.digest_stale {
+            slot.digest_stale = true;
+            self.stale.push(key.clone());
+        }
+        if !slot.changed {
+            slot.changed = true;
+            self.changed.push(key.clone());
+        }
+        let conflicted =
+            matches!(slot.entity.shown(), EntityState::Register(r) if r.is_conflicted());
+        if conflicted {
+            if !self.conflicted.contains(key) {
+                self.conflicted.insert(key.clone());
+            }
+        } else if !self.conflicted.is_empty() {
+            self.conflicted.remove(key);
+        }
+    }
+}
+
 /// The core of a peer, per the protocol: turns local operations into
 /// [`P2PEvent`](super::P2PEvent)s, applies remote events only once their
 /// dependencies are met (holding the rest), resolves concurrent updates per
@@ -94,15 +139,12 @@ pub struct ReconciliationEngine {
     holding: HoldingQueue,
     policies: Policies,
     digest: MerkleDigest,
-    stale: Vec<Arc<str>>,
-    changed: Vec<Arc<str>>,
-    /// Register keys with concurrent siblings (any policy).
-    conflicted: BTreeSet<Arc<str>>,
+    books: Books,
     /// Siblings we already asked a resolver about, per key.
     requested: HashMap<Arc<str>, (VectorClock, u64)>,
     stats: EngineStats,
     /// Apply order, when recording (tests check causal delivery with it).
-    journal: Option<Vec<super::EventId>>,
+    journal: Option<Vec<JournalEntry>>,
 }
 
 impl ReconciliationEngine {
@@ -117,9 +159,7 @@ impl ReconciliationEngine {
             holding: HoldingQueue::new(config.holding_capacity),
             policies: Policies::default(),
             digest: MerkleDigest::default(),
-            stale: Vec::new(),
-            changed: Vec::new(),
-            conflicted: BTreeSet::new(),
+            books: Books::default(),
             requested: HashMap::new(),
             stats: EngineStats::default(),
             journal: None,
@@ -154,11 +194,12 @@ impl ReconciliationEngine {
 
     /// Starts recording the order events are applied in.
     pub fn record_apply_order(&mut self) {
-        self.journal.get_or_insert_with(Vec::new);
+        let start = JournalEntry::Loaded(self.applied.clone());
+        self.journal.get_or_insert_with(|| vec![start]);
     }
 
-    /// Event ids in the order they were applied, since recording started.
-    pub fn apply_order(&self) -> &[super::EventId] {
+    /// What was applied, in order, since recording started.
+    pub fn apply_order(&self) -> &[JournalEntry] {
         self.journal.as_deref().unwrap_or_default()
     }
 
@@ -172,7 +213,7 @@ impl ReconciliationEngine {
 
     /// Keys changed since the last call, each once.
     pub fn take_changes(&mut self) -> Vec<Arc<str>> {
-        let keys = std::mem::take(&mut self.changed);
+        let keys = std::mem::take(&mut self.books.changed);
         for key in &keys {
             if let Some(slot) = self.entities.get_mut(key) {
                 slot.changed = false;
@@ -184,7 +225,7 @@ impl ReconciliationEngine {
     /// The Merkle root of the state: equal on two peers exactly when their
     /// replicated states are equal, whatever order events arrived in.
     pub fn digest(&mut self) -> super::Hash32 {
-        for key in std::mem::take(&mut self.stale) {
+        for key in std::mem::take(&mut self.books.stale) {
             if let Some(slot) = self.entities.get_mut(&key) {
                 slot.digest_stale = false;
                 let hash = slot.entity.hash(&key);

@@ -45,7 +45,8 @@ impl ReconciliationEngine {
     /// Conflicted `reconcile` keys with no request in flight (or whose
     /// request went unanswered for [`RECONCILIATION_RETRY_MS`]).
     pub fn pending_reconciliations(&self, now_ms: u64) -> Vec<Arc<str>> {
-        self.conflicted
+        self.books
+            .conflicted
             .iter()
             .filter(|key| self.policies.get(key) == ConflictPolicy::Reconcile)
             .filter(

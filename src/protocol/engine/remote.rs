@@ -1,5 +1,5 @@
 use super::{ReconciliationEngine, Slot};
-use crate::protocol::entity::{Entity, EntityState};
+use crate::protocol::entity::Entity;
 use crate::protocol::error::EngineError;
 use crate::protocol::event::{EventId, P2PEvent};
 
@@ -149,27 +149,13 @@ impl ReconciliationEngine {
                 changed: false,
             }),
         };
-        if !slot.digest_stale {
-            slot.digest_stale = true;
-            self.stale.push(event.key.clone());
-        }
-        if !slot.changed {
-            slot.changed = true;
-            self.changed.push(event.key.clone());
-        }
-        if let EntityState::Register(register) = slot.entity.shown() {
-            if register.is_conflicted() {
-                if !self.conflicted.contains(&*event.key) {
-                    self.conflicted.insert(event.key.clone());
-                }
-            } else if self.conflicted.contains(&*event.key) {
-                self.conflicted.remove(&*event.key);
-                self.requested.remove(&*event.key);
-            }
+        self.books.touch(&event.key, slot);
+        if !self.books.conflicted.contains(&*event.key) {
+            self.requested.remove(&*event.key);
         }
         self.stats.applied += 1;
         if let Some(journal) = &mut self.journal {
-            journal.push(id);
+            journal.push(super::JournalEntry::Applied(id));
         }
         self.log.append(event);
     }

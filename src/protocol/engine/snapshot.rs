@@ -1,7 +1,11 @@
 use std::collections::hash_map::Entry;
+use std::collections::HashSet;
+use std::sync::Arc;
 
 use super::{ReconciliationEngine, Slot};
-use crate::protocol::entity::{Entity, EntityState};
+use crate::protocol::clock::VectorClock;
+use crate::protocol::digest;
+use crate::protocol::entity::Entity;
 use crate::protocol::snapshot::StateSnapshot;
 
 impl ReconciliationEngine {
@@ -30,38 +34,7 @@ impl ReconciliationEngine {
         let theirs = snapshot.version_vector;
         let ours = self.applied.clone();
         for (key, entity) in snapshot.entities {
-            self.clock.observe(entity.max_hlc());
-            let slot = match self.entities.entry(key.clone()) {
-                Entry::Occupied(o) => {
-                    let slot = o.into_mut();
-                    slot.entity.merge(&entity, &ours, &theirs);
-                    slot
-                }
-                Entry::Vacant(v) => {
-                    let mut fresh = Entity::empty();
-                    fresh.merge(&entity, &ours, &theirs);
-                    v.insert(Slot {
-                        entity: fresh,
-                        digest_stale: false,
-                        changed: false,
-                    })
-                }
-            };
-            if !slot.digest_stale {
-                slot.digest_stale = true;
-                self.stale.push(key.clone());
-            }
-            if !slot.changed {
-                slot.changed = true;
-                self.changed.push(key.clone());
-            }
-            let conflicted =
-                matches!(slot.entity.shown(), EntityState::Register(r) if r.is_conflicted());
-            if conflicted {
-                self.conflicted.insert(key);
-            } else {
-                self.conflicted.remove(&key);
-            }
+            self.join_entity(key, &entity, &ours, &theirs);
         }
         for (peer, seq) in theirs.iter() {
             if seq > self.applied.get(peer) {
@@ -72,7 +45,69 @@ impl ReconciliationEngine {
                 }
             }
         }
+        if let Some(journal) = &mut self.journal {
+            journal.push(super::JournalEntry::Loaded(theirs));
+        }
         self.resolve_conflicts();
+    }
+
+    /// The entities of one Merkle leaf, for a repair.
+    pub fn leaf_entities(&mut self, leaf: u16) -> Vec<(String, Entity)> {
+        self.digest();
+        self.digest
+            .leaf(leaf)
+            .filter_map(|(key, _)| Some((key.to_string(), self.entities.get(key)?.entity.clone())))
+            .collect()
+    }
+
+    /// Repairs one Merkle leaf from a peer's copy of it (clocks agree, roots
+    /// do not). A key only one side has joins with an empty entity, so both
+    /// sides end with the same leaf.
+    pub fn join_leaf(&mut self, leaf: u16, theirs: &VectorClock, entities: Vec<(String, Entity)>) {
+        let ours = self.applied.clone();
+        let mine: Vec<Arc<str>> = {
+            self.digest();
+            self.digest.leaf(leaf).map(|(k, _)| k.clone()).collect()
+        };
+        let their_keys: HashSet<&str> = entities.iter().map(|(k, _)| k.as_str()).collect();
+        for key in mine.into_iter().filter(|k| !their_keys.contains(&**k)) {
+            self.join_entity(key, &Entity::empty(), &ours, theirs);
+        }
+        for (key, entity) in entities {
+            if digest::leaf_of(&key) == leaf {
+                self.join_entity(key.into(), &entity, &ours, theirs);
+            }
+        }
+    }
+
+    fn join_entity(
+        &mut self,
+        key: Arc<str>,
+        entity: &Entity,
+        ours: &VectorClock,
+        theirs: &VectorClock,
+    ) {
+        self.clock.observe(entity.max_hlc());
+        let slot = match self.entities.entry(key.clone()) {
+            Entry::Occupied(o) => {
+                let slot = o.into_mut();
+                slot.entity.merge(entity, ours, theirs);
+                slot
+            }
+            Entry::Vacant(v) => {
+                let mut fresh = Entity::empty();
+                fresh.merge(entity, ours, theirs);
+                if fresh.is_empty() {
+                    return;
+                }
+                v.insert(Slot {
+                    entity: fresh,
+                    digest_stale: false,
+                    changed: false,
+                })
+            }
+        };
+        self.books.touch(&key, slot);
     }
 
     /// A new engine with a snapshot's state.

@@ -102,7 +102,8 @@ impl ReconciliationEngine {
     /// Conflicts on `multi-value` and `reconcile` keys, by key. `lww` keys
     /// keep siblings too, but show the winner and no conflict.
     pub fn conflicts(&self) -> Vec<Conflict> {
-        self.conflicted
+        self.books
+            .conflicted
             .iter()
             .filter(|key| self.policies.get(key) != ConflictPolicy::Lww)
             .filter_map(|key| match self.entity(key)?.shown() {

@@ -43,7 +43,9 @@ impl Counter {
         ] {
             for (&peer, &(seq, sum)) in theirs {
                 let entry = mine.entry(peer).or_insert((0, 0));
-                if seq > entry.0 {
+                // Equal sequences with different sums only follow a fault;
+                // the larger wins on both sides.
+                if (seq, sum) > *entry {
                     *entry = (seq, sum);
                 }
             }

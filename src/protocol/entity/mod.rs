@@ -121,6 +121,11 @@ impl Entity {
         entity
     }
 
+    /// No kind was ever written (only an [`empty`](Self::empty) one is).
+    pub fn is_empty(&self) -> bool {
+        self.claims.is_empty()
+    }
+
     /// An entity with no state yet, to [`merge`](Self::merge) into.
     pub(crate) fn empty() -> Self {
         Entity { claims: Vec::new() }

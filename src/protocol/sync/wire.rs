@@ -1,7 +1,9 @@
 //! The wire format: one versioned message enum, compact binary (postcard),
 //! every frame at most [`MAX_FRAME`] bytes.
 //!
-//! A frame is `[version][kind][body]`:
+//! A frame is `[version][kind][body][check]`, `check` being the first 4
+//! bytes of the blake3 hash of what precedes it, so a corrupted or truncated
+//! frame is refused instead of read as another valid message:
 //! - kind 0, a whole message: `body` is the postcard encoding of [`Message`];
 //! - kind 1, a chunk of a message too large for one frame: `body` is a
 //!   [`Chunk`]; the receiver's [`Reassembler`] joins the chunks.
@@ -27,6 +29,7 @@ pub const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 const WHOLE: u8 = 0;
 const CHUNK: u8 = 1;
 const HEADER: usize = 2;
+const CHECK: usize = 4;
 
 /// Everything two sync sessions say to each other.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +100,8 @@ pub enum WireError {
     FrameTooLarge(usize),
     #[error("frame too short to hold a header")]
     Truncated,
+    #[error("frame checksum mismatch (corrupted or truncated in transit)")]
+    Checksum,
     #[error("protocol version {0} is not supported (this peer speaks {PROTOCOL_VERSION})")]
     Version(u8),
     #[error("unknown frame kind {0}")]
@@ -109,10 +114,20 @@ pub enum WireError {
     BadChunk { index: u32, count: u32 },
 }
 
+fn check(bytes: &[u8]) -> [u8; CHECK] {
+    let hash = blake3::hash(bytes);
+    let mut out = [0; CHECK];
+    out.copy_from_slice(&hash.as_bytes()[..CHECK]);
+    out
+}
+
 fn frame(kind: u8, body: &impl Serialize) -> Vec<u8> {
-    let mut out = vec![PROTOCOL_VERSION, kind];
+    let out = vec![PROTOCOL_VERSION, kind];
     // Serializing plain data into a Vec cannot fail.
-    postcard::to_extend(body, out).unwrap_or_default()
+    let mut out = postcard::to_extend(body, out).unwrap_or_default();
+    let sum = check(&out);
+    out.extend_from_slice(&sum);
+    out
 }
 
 /// Encodes a message into frames of at most [`MAX_FRAME`] bytes (usually
@@ -122,9 +137,9 @@ pub fn encode(message: &Message, message_id: u32) -> Vec<Vec<u8>> {
     if whole.len() <= MAX_FRAME {
         return vec![whole];
     }
-    let body = &whole[HEADER..];
+    let body = &whole[HEADER..whole.len() - CHECK];
     // Room for the chunk header (ids and lengths as varints) in each frame.
-    let per_chunk = MAX_FRAME - HEADER - 24;
+    let per_chunk = MAX_FRAME - HEADER - CHECK - 24;
     let count = body.len().div_ceil(per_chunk) as u32;
     body.chunks(per_chunk)
         .enumerate()
@@ -152,12 +167,20 @@ pub fn decode(frame: &[u8]) -> Result<Decoded, WireError> {
     if frame.len() > MAX_FRAME {
         return Err(WireError::FrameTooLarge(frame.len()));
     }
-    let [version, kind, body @ ..] = frame else {
+    let [version, kind, ..] = frame else {
         return Err(WireError::Truncated);
     };
     if *version != PROTOCOL_VERSION {
         return Err(WireError::Version(*version));
     }
+    if frame.len() < HEADER + CHECK {
+        return Err(WireError::Truncated);
+    }
+    let (signed, sum) = frame.split_at(frame.len() - CHECK);
+    if check(signed) != sum {
+        return Err(WireError::Checksum);
+    }
+    let body = &signed[HEADER..];
     let malformed = |e: postcard::Error| WireError::Malformed(e.to_string());
     match *kind {
         WHOLE => decode_message(body).map(Decoded::Message),
@@ -267,7 +290,7 @@ mod tests {
         let frames = encode(&digest, 1);
         assert_eq!(frames.len(), 1);
         // header + tag + clock (1 + 2*(8+varint)) + root
-        assert_eq!(frames[0].len(), 2 + 1 + 1 + 9 + 10 + 32);
+        assert_eq!(frames[0].len(), 2 + 1 + 1 + 9 + 10 + 32 + 4);
         assert_eq!(round_trip(&digest), digest);
     }
 
@@ -287,11 +310,17 @@ mod tests {
     fn bad_frames_are_typed_errors() {
         assert_eq!(decode(&[]), Err(WireError::Truncated));
         assert_eq!(decode(&[9, 0]), Err(WireError::Version(9)));
-        assert_eq!(decode(&[PROTOCOL_VERSION, 5]), Err(WireError::Kind(5)));
-        assert!(matches!(
-            decode(&[PROTOCOL_VERSION, 0, 0xff, 0xff]),
-            Err(WireError::Malformed(_))
-        ));
+        let signed = |bytes: &[u8]| [bytes, &check(bytes)[..]].concat();
+        assert_eq!(
+            decode(&signed(&[PROTOCOL_VERSION, 5])),
+            Err(WireError::Kind(5))
+        );
+        let junk = signed(&[PROTOCOL_VERSION, 0, 0xff, 0xff]);
+        assert!(matches!(decode(&junk), Err(WireError::Malformed(_))));
+        assert_eq!(decode(&[PROTOCOL_VERSION, 0, 1]), Err(WireError::Truncated));
+        let mut good = encode(&Message::Events(vec![]), 1).remove(0);
+        good[2] ^= 1;
+        assert_eq!(decode(&good), Err(WireError::Checksum));
         assert_eq!(
             decode(&vec![0; MAX_FRAME + 1]),
             Err(WireError::FrameTooLarge(MAX_FRAME + 1))
