@@ -144,7 +144,7 @@ impl World {
 
     fn reconcile(&mut self, p: usize) -> usize {
         let now = self.clock(p);
-        let steps = self.peers[p].reconcile(&mut handler, now);
+        let steps = self.peers[p].reconcile(&mut handler, &|_| true, now);
         let count = steps.len();
         for step in steps {
             match step {

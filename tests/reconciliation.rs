@@ -41,7 +41,7 @@ fn the_requester_asks_the_lowest_origin_and_applies_its_answer() {
     assert_eq!(peers[2].resolver("doc/title"), Some(PeerId(1)));
     assert_eq!(peers[2].pending_reconciliations(1_000).len(), 1);
     let step = peers[2]
-        .request_reconciliation("doc/title", &mut join, 1_000)
+        .request_reconciliation("doc/title", &mut join, &|_| true, 1_000)
         .unwrap();
     let ReconcileStep::Request(request) = step else {
         panic!("peer 3 is not the resolver")
@@ -98,7 +98,7 @@ fn the_resolver_settles_its_own_conflict_without_a_request() {
     let e2 = peers[1].set("doc/a", json("\"y\""), 1_000).unwrap();
     deliver(&mut peers[0], &[e2], 1_000);
     deliver(&mut peers[1], &[e1], 1_000);
-    let steps = peers[0].reconcile(&mut join, 1_000);
+    let steps = peers[0].reconcile(&mut join, &|_| true, 1_000);
     let [ReconcileStep::Resolved(resolution)] = steps.as_slice() else {
         panic!("{steps:?}")
     };
@@ -115,12 +115,12 @@ fn a_request_after_settlement_is_answered_with_the_settling_event() {
     deliver(&mut peers[0], &[e2], 1_000);
     deliver(&mut peers[1], &[e1], 1_000);
     let ReconcileStep::Request(request) = peers[1]
-        .request_reconciliation("doc/a", &mut join, 1_000)
+        .request_reconciliation("doc/a", &mut join, &|_| true, 1_000)
         .unwrap()
     else {
         panic!()
     };
-    peers[0].reconcile(&mut join, 1_000);
+    peers[0].reconcile(&mut join, &|_| true, 1_000);
     let mut never_called =
         |_: &str, _: &[Candidate]| -> Option<JsonValue> { panic!("already settled") };
     let response = peers[0]
@@ -144,11 +144,11 @@ fn concurrent_resolutions_settle_by_resolver_id_without_another_round() {
     let e4 = peers[3].set("doc/k", json("\"4\""), 1_000).unwrap();
     deliver(&mut peers[0], &[e3.clone()], 1_000);
     deliver(&mut peers[1], &[e4.clone()], 1_000);
-    let r1 = match peers[0].reconcile(&mut join, 1_000).pop() {
+    let r1 = match peers[0].reconcile(&mut join, &|_| true, 1_000).pop() {
         Some(ReconcileStep::Resolved(e)) => e,
         other => panic!("{other:?}"),
     };
-    let r2 = match peers[1].reconcile(&mut join, 1_000).pop() {
+    let r2 = match peers[1].reconcile(&mut join, &|_| true, 1_000).pop() {
         Some(ReconcileStep::Resolved(e)) => e,
         other => panic!("{other:?}"),
     };
@@ -188,7 +188,7 @@ fn malformed_requests_are_typed_errors() {
         .handle_reconciliation_request(&request, &mut lww, 0)
         .is_err());
     assert!(matches!(
-        a.request_reconciliation("nothing", &mut lww, 0),
+        a.request_reconciliation("nothing", &mut lww, &|_| true, 0),
         Err(EngineError::NoConflict(_))
     ));
     let response: Result<ReconciliationResponse, _> = serde_json::from_value(

@@ -232,6 +232,23 @@ impl P2PEvent {
         Ok(event)
     }
 
+    /// About how many bytes the event encodes to, without encoding it.
+    pub fn approx_size(&self) -> usize {
+        let payload = match &self.op {
+            Operation::Register(RegisterOp::Write {
+                value, observed, ..
+            }) => value.as_str().len() + 12 * observed.len(),
+            Operation::Set(
+                SetOp::Add { member, observed } | SetOp::Remove { member, observed },
+            ) => member.as_str().len() + 12 * observed.len(),
+            Operation::Register(RegisterOp::Delete { observed })
+            | Operation::Set(SetOp::Delete { observed }) => 12 * observed.len(),
+            Operation::Counter(CounterOp::Delete { observed }) => 24 * observed.len(),
+            Operation::Counter(CounterOp::Increment { .. }) => 10,
+        };
+        32 + self.key.len() + 12 * self.deps.len() + payload
+    }
+
     /// Every event this one needs applied first: its origin's previous event,
     /// its `deps` and the dots it observed.
     pub fn dependencies(&self) -> impl Iterator<Item = EventId> + '_ {

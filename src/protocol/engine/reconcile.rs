@@ -36,7 +36,9 @@ impl ReconciliationEngine {
     }
 
     /// The resolver of a conflict: the lowest peer id among the origins of
-    /// its siblings. Every peer that sees the same siblings picks the same one.
+    /// its siblings. Every peer that sees the same siblings picks the same
+    /// one; [`request_reconciliation`](Self::request_reconciliation) skips
+    /// origins that are not reachable.
     pub fn resolver(&self, key: &str) -> Option<PeerId> {
         let register = self.conflicted_register(key).ok()?;
         register.siblings().iter().map(|s| s.dot.peer).min()
@@ -62,18 +64,27 @@ impl ReconciliationEngine {
             .collect()
     }
 
-    /// The protocol's `request_reconciliation` for a conflicted key: when this
-    /// peer is the resolver it runs `handler` and writes the resolution;
-    /// otherwise it builds the request for the resolver.
+    /// The protocol's `request_reconciliation` for a conflicted key. The
+    /// resolver is the lowest reachable origin among the siblings (this peer
+    /// counts as reachable): when that is this peer it runs `handler` and
+    /// writes the resolution; otherwise it builds the request for it.
     pub fn request_reconciliation(
         &mut self,
         key: &str,
         handler: &mut ReconcileHandler<'_>,
+        reachable: &dyn Fn(PeerId) -> bool,
         now_ms: u64,
     ) -> Result<ReconcileStep, EngineError> {
         let register = self.conflicted_register(key)?;
-        let resolver = register.siblings().iter().map(|s| s.dot.peer).min();
-        if resolver == Some(self.peer) {
+        let me = self.peer;
+        let resolver = register
+            .siblings()
+            .iter()
+            .map(|s| s.dot.peer)
+            .filter(|&p| p == me || reachable(p))
+            .min()
+            .unwrap_or(me);
+        if resolver == self.peer {
             return self
                 .settle(key, handler, now_ms)
                 .map(ReconcileStep::Resolved);
@@ -82,7 +93,7 @@ impl ReconciliationEngine {
         let request = ReconciliationRequest {
             message_type: RequestType::ReconciliationRequest,
             source_peer_id: self.peer,
-            target_peer_id: resolver.unwrap_or(self.peer),
+            target_peer_id: resolver,
             conflicting_events: self.events_of(&siblings),
         };
         self.requested.insert(key.into(), (siblings, now_ms));
@@ -94,11 +105,15 @@ impl ReconciliationEngine {
     pub fn reconcile(
         &mut self,
         handler: &mut ReconcileHandler<'_>,
+        reachable: &dyn Fn(PeerId) -> bool,
         now_ms: u64,
     ) -> Vec<ReconcileStep> {
         let keys = self.pending_reconciliations(now_ms);
         keys.iter()
-            .filter_map(|key| self.request_reconciliation(key, handler, now_ms).ok())
+            .filter_map(|key| {
+                self.request_reconciliation(key, handler, reachable, now_ms)
+                    .ok()
+            })
             .collect()
     }
 

@@ -19,6 +19,16 @@ impl ReconciliationEngine {
     /// then whatever it unblocks), otherwise holds it. Refusals are typed
     /// and counted in [`stats`](Self::stats); the engine is unchanged by them.
     pub fn receive(&mut self, event: P2PEvent, now_ms: u64) -> Result<Receipt, EngineError> {
+        self.take(event, Some(now_ms))
+    }
+
+    /// Takes an event from this peer's own storage: it was accepted once, so
+    /// the clock-skew bound is not checked again.
+    pub fn replay(&mut self, event: P2PEvent) -> Result<Receipt, EngineError> {
+        self.take(event, None)
+    }
+
+    fn take(&mut self, event: P2PEvent, now_ms: Option<u64>) -> Result<Receipt, EngineError> {
         let result = self.receive_inner(event, now_ms);
         if let Err(e) = &result {
             let stats = &mut self.stats;
@@ -34,7 +44,11 @@ impl ReconciliationEngine {
         result
     }
 
-    fn receive_inner(&mut self, event: P2PEvent, now_ms: u64) -> Result<Receipt, EngineError> {
+    fn receive_inner(
+        &mut self,
+        event: P2PEvent,
+        now_ms: Option<u64>,
+    ) -> Result<Receipt, EngineError> {
         event.check()?;
         let id = event.id;
         if id.seq <= self.applied.get(id.peer) {
@@ -50,9 +64,11 @@ impl ReconciliationEngine {
             self.stats.duplicates += 1;
             return Ok(Receipt::Duplicate);
         }
-        self.clock
-            .check(event.hlc, now_ms)
-            .map_err(|source| EngineError::ClockSkew { id, source })?;
+        if let Some(now_ms) = now_ms {
+            self.clock
+                .check(event.hlc, now_ms)
+                .map_err(|source| EngineError::ClockSkew { id, source })?;
+        }
         match self.first_missing(&event) {
             Some(missing) => {
                 self.holding.hold(event, missing)?;

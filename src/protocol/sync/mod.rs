@@ -1,4 +1,10 @@
 //! Synchronization between engines: the wire format, and (sans-IO) the
-//! per-peer anti-entropy session.
+//! per-peer anti-entropy sessions of a [`SyncNode`].
 
+mod node;
+pub mod session;
+pub mod transfer;
 pub mod wire;
+
+pub use node::{BoxedHandler, Output, SyncConfig, SyncNode};
+pub use session::SessionStats;

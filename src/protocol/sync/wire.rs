@@ -69,16 +69,20 @@ pub enum Message {
         index: u32,
         children: Vec<Hash32>,
     },
-    /// Asks for the entities of a Merkle leaf.
-    LeafQuery {
-        index: u32,
-    },
-    /// The entities of a Merkle leaf, with the sender's version vector, for a
-    /// state join.
+    /// The entities of a Merkle leaf that differs, with the sender's version
+    /// vector, for a state join; `reply` asks the receiver for its own copy.
     LeafEntities {
         index: u32,
         clock: VectorClock,
         entities: Vec<(String, Entity)>,
+        reply: bool,
+    },
+    /// A snapshot this peer can send (the receiver is behind its horizon),
+    /// with the version vector it covers.
+    SnapshotOffer {
+        id: Hash32,
+        total: u64,
+        clock: VectorClock,
     },
     ReconciliationRequest(ReconciliationRequest),
     ReconciliationResponse(ReconciliationResponse),

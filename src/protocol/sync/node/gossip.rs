@@ -1,0 +1,202 @@
+//! Digests, events, relay, reconciliation messages and compaction.
+
+use super::{Output, SyncNode};
+use crate::protocol::clock::{PeerId, VectorClock};
+use crate::protocol::engine::ReconcileStep;
+use crate::protocol::event::{Hash32, P2PEvent};
+use crate::protocol::reconciliation::{ReconciliationRequest, ReconciliationResponse};
+use crate::protocol::sync::wire::{Message, MAX_FRAME};
+
+/// Target encoded size of one `Events` message: a frame, with room to spare.
+const EVENTS_PER_MESSAGE_BYTES: usize = MAX_FRAME - 4 * 1024;
+
+impl SyncNode {
+    pub(super) fn send_digest(&mut self, to: PeerId) {
+        let clock = self.engine.clock().clone();
+        let root = self.engine.digest();
+        self.send(to, &Message::Digest { clock, root });
+    }
+
+    /// Answers a digest with exactly what the sender lacks: events, or a
+    /// snapshot offer when it is behind our compaction horizon. Equal clocks
+    /// with different roots start a Merkle descent.
+    pub(super) fn on_digest(&mut self, from: PeerId, clock: VectorClock, root: Hash32) {
+        if let Some(session) = self.sessions.get_mut(&from) {
+            session.their_clock = clock.clone();
+            session.synced = true;
+        }
+        if self.engine.needs_snapshot(&clock) {
+            self.offer_snapshot(from);
+            return;
+        }
+        let missing = self.engine.events_missing_from(&clock);
+        if !missing.is_empty() {
+            self.send_events(from, missing);
+        }
+        if clock == *self.engine.clock() && root != self.engine.digest() {
+            self.send(from, &Message::MerkleQuery { depth: 0, index: 0 });
+        }
+    }
+
+    pub(super) fn on_events(&mut self, from: PeerId, events: Vec<P2PEvent>, now_ms: u64) {
+        let before = self.engine.clock().clone();
+        if let Some(session) = self.sessions.get_mut(&from) {
+            session.stats.events_in += events.len() as u64;
+            for e in &events {
+                session.their_clock.observe(e.id.peer, e.id.seq);
+            }
+        }
+        for event in events {
+            if let Err(e) = self.engine.receive(event, now_ms) {
+                self.reject(from, &e);
+            }
+        }
+        self.absorb(Some(from), &before);
+    }
+
+    /// Persists and relays the events applied since `before` (learned from
+    /// `from`, or made here when `None`).
+    pub(super) fn absorb(&mut self, from: Option<PeerId>, before: &VectorClock) {
+        let fresh = self.engine.events_missing_from(before);
+        if !fresh.is_empty() {
+            self.spread(fresh, from);
+        }
+    }
+
+    /// Persist, then push to every connected peer but `except` that does not
+    /// have them yet (gossip relay, duplicates suppressed).
+    pub(super) fn spread(&mut self, events: Vec<P2PEvent>, except: Option<PeerId>) {
+        self.outputs.push(Output::PersistEvents(events.clone()));
+        let peers: Vec<PeerId> = self
+            .sessions
+            .keys()
+            .copied()
+            .filter(|p| Some(*p) != except)
+            .collect();
+        for peer in peers {
+            let Some(session) = self.sessions.get(&peer) else {
+                continue;
+            };
+            let lacking: Vec<P2PEvent> = events
+                .iter()
+                .filter(|e| session.their_clock.get(e.id.peer) < e.id.seq)
+                .cloned()
+                .collect();
+            if !lacking.is_empty() {
+                self.send_events(peer, lacking);
+            }
+        }
+    }
+
+    /// Sends events in messages of about one frame each.
+    pub(super) fn send_events(&mut self, to: PeerId, events: Vec<P2PEvent>) {
+        if let Some(session) = self.sessions.get_mut(&to) {
+            session.stats.events_out += events.len() as u64;
+            for e in &events {
+                session.their_clock.observe(e.id.peer, e.id.seq);
+            }
+        }
+        let mut batch = Vec::new();
+        let mut size = 0;
+        for event in events {
+            let approx = event.approx_size();
+            if !batch.is_empty() && size + approx > EVENTS_PER_MESSAGE_BYTES {
+                self.send(to, &Message::Events(std::mem::take(&mut batch)));
+                size = 0;
+            }
+            size += approx;
+            batch.push(event);
+        }
+        if !batch.is_empty() {
+            self.send(to, &Message::Events(batch));
+        }
+    }
+
+    /// Runs the reconciliation exchange for conflicted `reconcile` keys;
+    /// the resolver is the lowest *connected* origin (or this peer).
+    pub(super) fn reconcile(&mut self, now_ms: u64) {
+        let before = self.engine.clock().clone();
+        let connected: std::collections::BTreeSet<PeerId> = self.sessions.keys().copied().collect();
+        let steps = self
+            .engine
+            .reconcile(&mut *self.handler, &|p| connected.contains(&p), now_ms);
+        for step in steps {
+            if let ReconcileStep::Request(request) = step {
+                let to = request.target_peer_id;
+                self.log_reconciliation(to, true, &request);
+                self.send(to, &Message::ReconciliationRequest(request));
+            }
+        }
+        self.absorb(None, &before);
+    }
+
+    pub(super) fn on_request(&mut self, from: PeerId, request: ReconciliationRequest, now_ms: u64) {
+        self.log_reconciliation(from, false, &request);
+        let before = self.engine.clock().clone();
+        match self
+            .engine
+            .handle_reconciliation_request(&request, &mut *self.handler, now_ms)
+        {
+            Ok(Some(response)) => {
+                self.log_reconciliation(from, true, &response);
+                if let Some(session) = self.sessions.get_mut(&from) {
+                    for e in &response.resolution_events {
+                        session.their_clock.observe(e.id.peer, e.id.seq);
+                    }
+                }
+                self.absorb(Some(from), &before);
+                self.send(from, &Message::ReconciliationResponse(response));
+            }
+            Ok(None) => self.absorb(Some(from), &before),
+            Err(e) => {
+                self.reject(from, &e);
+                self.absorb(Some(from), &before);
+            }
+        }
+    }
+
+    pub(super) fn on_response(
+        &mut self,
+        from: PeerId,
+        response: ReconciliationResponse,
+        now_ms: u64,
+    ) {
+        self.log_reconciliation(from, false, &response);
+        let before = self.engine.clock().clone();
+        if let Err(e) = self
+            .engine
+            .handle_reconciliation_response(&response, now_ms)
+        {
+            self.reject(from, &e);
+        }
+        self.absorb(Some(from), &before);
+    }
+
+    fn log_reconciliation(
+        &mut self,
+        peer: PeerId,
+        outgoing: bool,
+        message: &impl serde::Serialize,
+    ) {
+        if let Ok(json) = serde_json::to_string(message) {
+            self.outputs.push(Output::Reconciliation {
+                peer,
+                outgoing,
+                json,
+            });
+        }
+    }
+
+    /// Folds the log into a snapshot once it is long: events every known
+    /// peer has are dropped, and storage is replaced by the snapshot.
+    pub(super) fn compact(&mut self) {
+        if self.engine.log().len() < self.config.compact_after {
+            return;
+        }
+        let stable = self.stable_clock();
+        if self.engine.compact(&stable) > 0 {
+            self.outputs
+                .push(Output::PersistSnapshot(self.engine.encode_snapshot()));
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! `SyncNode`: a `ReconciliationEngine` with one anti-entropy session per
+//! remote peer, sans-IO in the style of iroh-gossip's `proto`: inputs are
+//! method calls (`connect`, `receive_frame`, `tick`, local writes) that take
+//! the time; outputs ([`Output`]) are drained by the caller, which does the
+//! I/O in their order: persist before send.
+
+mod gossip;
+mod repair;
+
+use std::collections::BTreeMap;
+
+use super::session::{Session, SessionStats};
+use super::transfer::{Incoming, Outgoing};
+use super::wire::{self, Decoded, Message, WireError};
+use crate::protocol::clock::{PeerId, VectorClock};
+use crate::protocol::engine::{Candidate, EngineConfig, ReconciliationEngine};
+use crate::protocol::error::EngineError;
+use crate::protocol::event::P2PEvent;
+use crate::protocol::snapshot::{SnapshotError, StateSnapshot};
+use crate::protocol::value::JsonValue;
+
+/// Timing and size knobs of the sync layer.
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    /// How often every session sends a digest.
+    pub gossip_interval_ms: u64,
+    /// Log length that triggers compaction.
+    pub compact_after: usize,
+    /// Snapshot bytes per chunk (a chunk message fits one frame).
+    pub snapshot_chunk: usize,
+    /// Largest snapshot accepted from a peer.
+    pub max_snapshot: u64,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            gossip_interval_ms: 1_000,
+            compact_after: 50_000,
+            snapshot_chunk: 60 * 1024,
+            max_snapshot: 512 * 1024 * 1024,
+        }
+    }
+}
+
+/// What the caller must do, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Send a frame to a connected peer.
+    Send { to: PeerId, frame: Vec<u8> },
+    /// Close the connection to a peer (it sent an oversized frame).
+    Close { peer: PeerId, reason: String },
+    /// Append these events to durable storage, before any later `Send`.
+    PersistEvents(Vec<P2PEvent>),
+    /// Replace durable storage with this snapshot: it covers every event
+    /// persisted so far.
+    PersistSnapshot(Vec<u8>),
+    /// These keys changed.
+    Changed(Vec<String>),
+    /// A snapshot from `from` is arriving.
+    SnapshotProgress {
+        from: PeerId,
+        received: u64,
+        total: u64,
+    },
+    /// Something `peer` sent was refused; counted in its session stats.
+    Rejected { peer: PeerId, error: String },
+    /// A reconciliation message went out or came in, as its spec JSON.
+    Reconciliation {
+        peer: PeerId,
+        outgoing: bool,
+        json: String,
+    },
+}
+
+/// The app's reconcile handler (see [`ReconcileHandler`](crate::protocol::engine::ReconcileHandler)).
+pub type BoxedHandler = Box<dyn FnMut(&str, &[Candidate]) -> Option<JsonValue>>;
+
+/// A peer's protocol state: the engine, its sessions, and the transfers in
+/// flight.
+pub struct SyncNode {
+    engine: ReconciliationEngine,
+    config: SyncConfig,
+    sessions: BTreeMap<PeerId, Session>,
+    outputs: Vec<Output>,
+    next_message_id: u32,
+    next_gossip_ms: u64,
+    /// Recent snapshots encoded for transfers (oldest first).
+    outgoing: Vec<Outgoing>,
+    incoming: Option<Incoming>,
+    handler: BoxedHandler,
+}
+
+impl std::fmt::Debug for SyncNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncNode")
+            .field("peer", &self.engine.peer())
+            .field("sessions", &self.sessions.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SyncNode {
+    pub fn new(engine: ReconciliationEngine, config: SyncConfig) -> Self {
+        SyncNode {
+            engine,
+            config,
+            sessions: BTreeMap::new(),
+            outputs: Vec::new(),
+            next_message_id: 0,
+            next_gossip_ms: 0,
+            outgoing: Vec::new(),
+            incoming: None,
+            handler: Box::new(|_, _| None),
+        }
+    }
+
+    /// Rebuilds a node from what it persisted: the last snapshot, then the
+    /// events appended after it.
+    pub fn restore(
+        peer: PeerId,
+        engine_config: EngineConfig,
+        config: SyncConfig,
+        snapshot: Option<&[u8]>,
+        events: impl IntoIterator<Item = P2PEvent>,
+    ) -> Result<Self, SnapshotError> {
+        let mut engine = ReconciliationEngine::new(peer, engine_config);
+        if let Some(bytes) = snapshot {
+            engine.load_snapshot(StateSnapshot::decode(bytes)?);
+        }
+        for event in events {
+            // Our own storage: a refusal here means the store was damaged;
+            // the event is skipped and anti-entropy fetches it again.
+            let _ = engine.replay(event);
+        }
+        engine.take_changes();
+        Ok(SyncNode::new(engine, config))
+    }
+
+    pub fn engine(&self) -> &ReconciliationEngine {
+        &self.engine
+    }
+
+    /// For configuration (policies) and reads that need `&mut` (digest).
+    /// Writes go through [`SyncNode::write`], so they are persisted and sent.
+    pub fn engine_mut(&mut self) -> &mut ReconciliationEngine {
+        &mut self.engine
+    }
+
+    pub fn peer(&self) -> PeerId {
+        self.engine.peer()
+    }
+
+    pub fn set_reconcile_handler(&mut self, handler: BoxedHandler) {
+        self.handler = handler;
+    }
+
+    /// Connected peers and their counters.
+    pub fn sessions(&self) -> impl Iterator<Item = (PeerId, &SessionStats)> {
+        self.sessions.iter().map(|(p, s)| (*p, &s.stats))
+    }
+
+    /// A snapshot being received: `(from, received, total)`.
+    pub fn snapshot_progress(&self) -> Option<(PeerId, u64, u64)> {
+        self.incoming
+            .as_ref()
+            .map(|i| (i.from, i.bytes.len() as u64, i.total))
+    }
+
+    /// When [`tick`](Self::tick) wants to run next.
+    pub fn next_timer(&self) -> u64 {
+        self.next_gossip_ms
+    }
+
+    pub fn take_outputs(&mut self) -> Vec<Output> {
+        std::mem::take(&mut self.outputs)
+    }
+
+    /// A local write: `op` runs on the engine; the event it makes is
+    /// persisted, then gossiped to every connected peer.
+    pub fn write(
+        &mut self,
+        now_ms: u64,
+        op: impl FnOnce(&mut ReconciliationEngine) -> Result<Option<P2PEvent>, EngineError>,
+    ) -> Result<Option<P2PEvent>, EngineError> {
+        let event = op(&mut self.engine)?;
+        if let Some(event) = &event {
+            self.spread(vec![event.clone()], None);
+        }
+        self.after(now_ms);
+        Ok(event)
+    }
+
+    /// A connection to `peer` opened: both sides send a digest at once.
+    pub fn connect(&mut self, peer: PeerId, now_ms: u64) {
+        self.sessions.insert(peer, Session::default());
+        if self.incoming.as_ref().is_some_and(|i| i.from == peer) {
+            self.request_window(now_ms);
+        }
+        self.send_digest(peer);
+        self.after(now_ms);
+    }
+
+    /// The connection to `peer` is gone; what was queued on it is lost. A
+    /// partial snapshot from it is kept, to resume.
+    pub fn disconnect(&mut self, peer: PeerId) {
+        self.sessions.remove(&peer);
+    }
+
+    /// Timer: gossip digests, run reconciliation, compact.
+    pub fn tick(&mut self, now_ms: u64) {
+        if now_ms < self.next_gossip_ms {
+            return;
+        }
+        self.next_gossip_ms = now_ms + self.config.gossip_interval_ms;
+        let peers: Vec<PeerId> = self.sessions.keys().copied().collect();
+        for peer in peers {
+            self.send_digest(peer);
+        }
+        self.reconcile(now_ms);
+        self.compact();
+        self.tend_transfer(now_ms);
+        self.after(now_ms);
+    }
+
+    /// A frame arrived from `from`. Bad frames are refused, counted and
+    /// reported; an oversized one also closes the connection.
+    pub fn receive_frame(&mut self, from: PeerId, frame: &[u8], now_ms: u64) {
+        let Some(session) = self.sessions.get_mut(&from) else {
+            return;
+        };
+        session.stats.frames_in += 1;
+        session.stats.bytes_in += frame.len() as u64;
+        let message = match wire::decode(frame) {
+            Ok(Decoded::Message(m)) => Some(m),
+            Ok(Decoded::Chunk(c)) => match session.reassembler.push(c) {
+                Ok(m) => m,
+                Err(e) => return self.reject(from, &e),
+            },
+            Err(e @ WireError::FrameTooLarge(_)) => {
+                self.reject(from, &e);
+                self.sessions.remove(&from);
+                self.outputs.push(Output::Close {
+                    peer: from,
+                    reason: e.to_string(),
+                });
+                return;
+            }
+            Err(e) => return self.reject(from, &e),
+        };
+        if let Some(message) = message {
+            self.handle(from, message, now_ms);
+        }
+        self.after(now_ms);
+    }
+
+    fn handle(&mut self, from: PeerId, message: Message, now_ms: u64) {
+        match message {
+            Message::Digest { clock, root } => self.on_digest(from, clock, root),
+            Message::Events(events) => self.on_events(from, events, now_ms),
+            Message::SnapshotOffer { id, total, clock } => {
+                self.on_offer(from, id, total, clock, now_ms)
+            }
+            Message::SnapshotRequest { id, offset } => self.on_snapshot_request(from, id, offset),
+            Message::SnapshotChunk {
+                id,
+                offset,
+                total,
+                bytes,
+            } => self.on_chunk(from, id, offset, total, &bytes, now_ms),
+            Message::MerkleQuery { depth, index } => self.on_merkle_query(from, depth, index),
+            Message::MerkleNodes {
+                depth,
+                index,
+                children,
+            } => self.on_merkle_nodes(from, depth, index, &children),
+            Message::LeafEntities {
+                index,
+                clock,
+                entities,
+                reply,
+            } => self.on_leaf(from, index, &clock, entities, reply),
+            Message::ReconciliationRequest(request) => self.on_request(from, request, now_ms),
+            Message::ReconciliationResponse(response) => self.on_response(from, response, now_ms),
+        }
+    }
+
+    fn send(&mut self, to: PeerId, message: &Message) {
+        let Some(session) = self.sessions.get_mut(&to) else {
+            return;
+        };
+        self.next_message_id = self.next_message_id.wrapping_add(1);
+        for frame in wire::encode(message, self.next_message_id) {
+            session.stats.frames_out += 1;
+            session.stats.bytes_out += frame.len() as u64;
+            self.outputs.push(Output::Send { to, frame });
+        }
+    }
+
+    fn reject(&mut self, peer: PeerId, error: &dyn std::fmt::Display) {
+        let error = error.to_string();
+        if let Some(session) = self.sessions.get_mut(&peer) {
+            session.stats.rejected += 1;
+            session.stats.last_error = Some(error.clone());
+        }
+        self.outputs.push(Output::Rejected { peer, error });
+    }
+
+    /// After every input: report changed keys.
+    fn after(&mut self, _now_ms: u64) {
+        let changed = self.engine.take_changes();
+        if !changed.is_empty() {
+            self.outputs.push(Output::Changed(
+                changed.iter().map(|k| k.to_string()).collect(),
+            ));
+        }
+    }
+
+    /// The version vectors of the connected, synced peers and ours: what
+    /// everyone known has.
+    fn stable_clock(&self) -> VectorClock {
+        let clocks = self
+            .sessions
+            .values()
+            .filter(|s| s.synced)
+            .map(|s| &s.their_clock);
+        VectorClock::meet(clocks.chain(std::iter::once(self.engine.clock())))
+    }
+}

@@ -1,0 +1,274 @@
+//! Catching up beyond the event log: snapshot transfer for peers behind the
+//! compaction horizon, Merkle descent for states that differ under equal
+//! clocks.
+
+use super::{Output, SyncNode};
+use crate::protocol::clock::{PeerId, VectorClock};
+use crate::protocol::digest::{FANOUT, LEAF_DEPTH, LEAVES};
+use crate::protocol::entity::Entity;
+use crate::protocol::event::Hash32;
+use crate::protocol::snapshot::StateSnapshot;
+use crate::protocol::sync::transfer::{Incoming, Outgoing, KEPT_SNAPSHOTS, WINDOW_BYTES};
+use crate::protocol::sync::wire::Message;
+
+impl SyncNode {
+    /// The snapshot to offer: the newest kept one while the log still
+    /// reaches back to it, else a fresh one (the oldest kept is dropped).
+    fn outgoing_snapshot(&mut self) -> Outgoing {
+        match self.outgoing.last() {
+            Some(o) if !self.engine.needs_snapshot(&o.clock) => o.clone(),
+            _ => {
+                let fresh =
+                    Outgoing::new(self.engine.clock().clone(), self.engine.encode_snapshot());
+                self.outgoing.push(fresh.clone());
+                if self.outgoing.len() > KEPT_SNAPSHOTS {
+                    self.outgoing.remove(0);
+                }
+                fresh
+            }
+        }
+    }
+
+    pub(super) fn offer_snapshot(&mut self, to: PeerId) {
+        let snapshot = self.outgoing_snapshot();
+        let offer = Message::SnapshotOffer {
+            id: snapshot.id,
+            total: snapshot.bytes.len() as u64,
+            clock: snapshot.clock.clone(),
+        };
+        self.send(to, &offer);
+    }
+
+    /// How long a transfer may go without a byte before it is asked for
+    /// again, or another offer is taken.
+    fn patience_ms(&self) -> u64 {
+        2 * self.config.gossip_interval_ms
+    }
+
+    /// Takes an offer unless this peer already has what it covers, or is
+    /// receiving another snapshot that is still progressing (offers from
+    /// every neighbour must not make it start over again and again).
+    pub(super) fn on_offer(
+        &mut self,
+        from: PeerId,
+        id: Hash32,
+        total: u64,
+        clock: VectorClock,
+        now_ms: u64,
+    ) {
+        if total > self.config.max_snapshot {
+            let error = format!(
+                "snapshot of {total} bytes exceeds the {}-byte limit",
+                self.config.max_snapshot
+            );
+            return self.reject(from, &error);
+        }
+        if self.engine.clock().descends(&clock) {
+            return;
+        }
+        let patience = self.patience_ms();
+        match &mut self.incoming {
+            // The same snapshot: resume it, unless a window is on its way.
+            Some(i) if i.id == id && i.total == total => {
+                if !i.is_stalled(now_ms, patience) && i.from == from {
+                    return;
+                }
+                i.from = from;
+            }
+            Some(i) if self.sessions.contains_key(&i.from) && !i.is_stalled(now_ms, patience) => {
+                return
+            }
+            _ => {
+                self.incoming = Some(Incoming {
+                    from,
+                    id,
+                    clock,
+                    total,
+                    bytes: Vec::new(),
+                    requested_until: 0,
+                    last_progress_ms: now_ms,
+                })
+            }
+        }
+        self.request_window(now_ms);
+    }
+
+    /// Asks the source for the next window, from what has arrived.
+    pub(super) fn request_window(&mut self, now_ms: u64) {
+        let Some(incoming) = &mut self.incoming else {
+            return;
+        };
+        let offset = incoming.received();
+        incoming.requested_until = (offset + WINDOW_BYTES).min(incoming.total);
+        incoming.last_progress_ms = now_ms;
+        let (to, id) = (incoming.from, incoming.id);
+        self.send(to, &Message::SnapshotRequest { id, offset });
+    }
+
+    /// Serves one window of a kept snapshot; an unknown id gets the current
+    /// offer instead.
+    pub(super) fn on_snapshot_request(&mut self, from: PeerId, id: Hash32, offset: u64) {
+        let Some(snapshot) = self.outgoing.iter().find(|o| o.id == id).cloned() else {
+            return self.offer_snapshot(from);
+        };
+        let total = snapshot.bytes.len();
+        let chunk = self.config.snapshot_chunk.max(1);
+        let start = (offset as usize).min(total);
+        let end = (start + WINDOW_BYTES as usize).min(total);
+        for at in (start..end).step_by(chunk) {
+            let message = Message::SnapshotChunk {
+                id,
+                offset: at as u64,
+                total: total as u64,
+                bytes: snapshot.bytes[at..(at + chunk).min(end)].to_vec(),
+            };
+            self.send(from, &message);
+        }
+    }
+
+    pub(super) fn on_chunk(
+        &mut self,
+        from: PeerId,
+        id: Hash32,
+        offset: u64,
+        total: u64,
+        bytes: &[u8],
+        now_ms: u64,
+    ) {
+        let Some(incoming) = &mut self.incoming else {
+            return self.reject(from, &"snapshot chunk without an offer");
+        };
+        if !incoming.accept(id, offset, total, bytes, now_ms) {
+            // A repeated window, or one from an abandoned source: harmless.
+            return;
+        }
+        let received = incoming.received();
+        self.outputs.push(Output::SnapshotProgress {
+            from,
+            received,
+            total,
+        });
+        if incoming.window_done() {
+            return self.request_window(now_ms);
+        }
+        if !incoming.is_complete() {
+            return;
+        }
+        let Some(done) = self.incoming.take() else {
+            return;
+        };
+        match StateSnapshot::decode(&done.bytes) {
+            Ok(snapshot) => {
+                self.engine.load_snapshot(snapshot);
+                self.outputs
+                    .push(Output::PersistSnapshot(self.engine.encode_snapshot()));
+                let peers: Vec<PeerId> = self.sessions.keys().copied().collect();
+                for peer in peers {
+                    self.send_digest(peer);
+                }
+            }
+            Err(e) => self.reject(from, &e),
+        }
+    }
+
+    /// On the timer: forgets a transfer this peer no longer needs, and asks
+    /// a stalled one again.
+    pub(super) fn tend_transfer(&mut self, now_ms: u64) {
+        let patience = self.patience_ms();
+        let Some(incoming) = &self.incoming else {
+            return;
+        };
+        if self.engine.clock().descends(&incoming.clock) {
+            self.incoming = None;
+        } else if incoming.is_stalled(now_ms, patience)
+            && self.sessions.contains_key(&incoming.from)
+        {
+            self.request_window(now_ms);
+        }
+    }
+
+    pub(super) fn on_merkle_query(&mut self, from: PeerId, depth: u8, index: u32) {
+        self.engine.digest();
+        let children = self
+            .engine
+            .merkle()
+            .children(depth as u32, index as usize)
+            .map(|c| c.to_vec());
+        match children {
+            Some(children) => self.send(
+                from,
+                &Message::MerkleNodes {
+                    depth,
+                    index,
+                    children,
+                },
+            ),
+            None => self.reject(from, &format!("no Merkle node {index} at depth {depth}")),
+        }
+    }
+
+    /// Descends into the children that differ; at the leaves, sends ours
+    /// and asks for theirs.
+    pub(super) fn on_merkle_nodes(
+        &mut self,
+        from: PeerId,
+        depth: u8,
+        index: u32,
+        theirs: &[Hash32],
+    ) {
+        let mine = match self.engine.merkle().children(depth as u32, index as usize) {
+            Some(mine) if mine.len() == theirs.len() => mine.to_vec(),
+            _ => return self.reject(from, &format!("bad Merkle node {index} at depth {depth}")),
+        };
+        for (i, (a, b)) in mine.iter().zip(theirs).enumerate() {
+            if a == b {
+                continue;
+            }
+            let child = index as usize * FANOUT + i;
+            if depth as u32 + 1 < LEAF_DEPTH {
+                self.send(
+                    from,
+                    &Message::MerkleQuery {
+                        depth: depth + 1,
+                        index: child as u32,
+                    },
+                );
+            } else {
+                self.send_leaf(from, child as u16, true);
+            }
+        }
+    }
+
+    fn send_leaf(&mut self, to: PeerId, leaf: u16, reply: bool) {
+        let entities = self.engine.leaf_entities(leaf);
+        let clock = self.engine.clock().clone();
+        self.send(
+            to,
+            &Message::LeafEntities {
+                index: leaf as u32,
+                clock,
+                entities,
+                reply,
+            },
+        );
+    }
+
+    /// Joins a peer's copy of a leaf with ours; when asked, first sends our
+    /// copy as it was, so both sides join the same two copies.
+    pub(super) fn on_leaf(
+        &mut self,
+        from: PeerId,
+        index: u32,
+        clock: &VectorClock,
+        entities: Vec<(String, Entity)>,
+        reply: bool,
+    ) {
+        if index as usize >= LEAVES {
+            return self.reject(from, &format!("no Merkle leaf {index}"));
+        }
+        if reply {
+            self.send_leaf(from, index as u16, false);
+        }
+        self.engine.join_leaf(index as u16, clock, entities);
+    }
+}

@@ -1,0 +1,93 @@
+//! Snapshot transfer: chunked, windowed, with progress, resumable after a
+//! dropped connection.
+//!
+//! The side with the log offers a snapshot (`SnapshotOffer`) to a peer
+//! behind its compaction horizon. The receiver drives the transfer: it asks
+//! for a window of bytes from an offset (`SnapshotRequest`), and for the next
+//! window once that one is in. A window that does not arrive (lost frames, a
+//! dropped connection) is asked for again, from the same offset, after a
+//! stall; the sender keeps its recent snapshots so the offset stays valid.
+
+use crate::protocol::clock::{PeerId, VectorClock};
+use crate::protocol::event::Hash32;
+
+/// Bytes per window: one request, this much back (in chunks of one frame).
+/// Large enough that round trips do not bound the throughput, small enough
+/// that a stalled window costs little to send again.
+pub const WINDOW_BYTES: u64 = 1024 * 1024;
+
+/// How many encoded snapshots a sender keeps for transfers in progress.
+pub const KEPT_SNAPSHOTS: usize = 2;
+
+/// A snapshot this node encoded to send.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub id: Hash32,
+    pub clock: VectorClock,
+    pub bytes: std::sync::Arc<[u8]>,
+}
+
+impl Outgoing {
+    pub fn new(clock: VectorClock, bytes: Vec<u8>) -> Self {
+        Outgoing {
+            id: Hash32(*blake3::hash(&bytes).as_bytes()),
+            clock,
+            bytes: bytes.into(),
+        }
+    }
+}
+
+/// A snapshot being received.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    pub from: PeerId,
+    pub id: Hash32,
+    /// The version vector the snapshot covers: once ours descends it, the
+    /// transfer is no longer needed.
+    pub clock: VectorClock,
+    pub total: u64,
+    pub bytes: Vec<u8>,
+    /// The end of the window last asked for.
+    pub requested_until: u64,
+    /// When a byte last arrived (or the transfer started).
+    pub last_progress_ms: u64,
+}
+
+impl Incoming {
+    /// Takes a chunk if it continues the transfer; returns whether it did.
+    pub fn accept(
+        &mut self,
+        id: Hash32,
+        offset: u64,
+        total: u64,
+        chunk: &[u8],
+        now_ms: u64,
+    ) -> bool {
+        let fits = self.id == id
+            && self.total == total
+            && offset == self.bytes.len() as u64
+            && offset + chunk.len() as u64 <= total;
+        if fits {
+            self.bytes.extend_from_slice(chunk);
+            self.last_progress_ms = now_ms;
+        }
+        fits
+    }
+
+    pub fn received(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.received() == self.total
+    }
+
+    /// Whether the current window is in and the next should be asked for.
+    pub fn window_done(&self) -> bool {
+        self.received() >= self.requested_until && !self.is_complete()
+    }
+
+    pub fn is_stalled(&self, now_ms: u64, patience_ms: u64) -> bool {
+        now_ms.saturating_sub(self.last_progress_ms) > patience_ms
+    }
+}

@@ -1,0 +1,515 @@
+//! The deterministic simulator: N sync nodes over a simulated network with
+//! virtual time and a seeded RNG, under faults; then healing, and checks.
+
+pub mod network;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use cpc_sync::protocol::sync::{Output, SyncConfig, SyncNode};
+use cpc_sync::protocol::{
+    Candidate, ConflictPolicy, EngineConfig, JsonValue, P2PEvent, PeerId, ReconciliationEngine,
+};
+
+use crate::common::{assert_causal, json, Rng};
+use network::Network;
+
+/// What a peer wrote to durable storage: a snapshot and the events after it.
+#[derive(Debug, Default, Clone)]
+pub struct Storage {
+    pub snapshot: Option<Vec<u8>>,
+    pub events: Vec<P2PEvent>,
+}
+
+pub struct SimPeer {
+    pub id: PeerId,
+    /// `None` while crashed.
+    pub node: Option<SyncNode>,
+    pub storage: Storage,
+    pub restart_at: u64,
+}
+
+/// Faults and their odds per step (per link for frame faults).
+#[derive(Debug, Clone)]
+pub struct Faults {
+    pub drop: f64,
+    pub duplicate: f64,
+    pub corrupt: f64,
+    pub disconnect: f64,
+    pub partition: f64,
+    pub crash: f64,
+}
+
+#[derive(Default)]
+struct Acknowledged {
+    counter_sums: BTreeMap<String, i64>,
+    added: BTreeMap<String, BTreeSet<String>>,
+    removed: BTreeMap<String, BTreeSet<String>>,
+}
+
+pub struct World {
+    pub rng: Rng,
+    pub now: u64,
+    pub peers: Vec<SimPeer>,
+    /// Which pairs are meant to be connected (not all: relays are tested).
+    pub topology: BTreeSet<(usize, usize)>,
+    pub net: Network,
+    pub faults: Faults,
+    sync: SyncConfig,
+    partition_until: u64,
+    acked: Acknowledged,
+}
+
+fn handler(_key: &str, candidates: &[Candidate]) -> Option<JsonValue> {
+    candidates.iter().map(|c| c.value.clone()).max()
+}
+
+fn configure(node: &mut SyncNode) {
+    node.set_reconcile_handler(Box::new(handler));
+    let engine = node.engine_mut();
+    engine.set_policy("m/", ConflictPolicy::MultiValue);
+    engine.set_policy("rc/", ConflictPolicy::Reconcile);
+    engine.record_apply_order();
+}
+
+impl World {
+    pub fn new(seed: u64) -> Self {
+        let mut rng = Rng::new(seed);
+        let n = 3 + rng.below(6);
+        let sync = SyncConfig {
+            gossip_interval_ms: 200,
+            compact_after: [20, 60, 10_000][rng.below(3)],
+            snapshot_chunk: [256, 4096][rng.below(2)],
+            ..SyncConfig::default()
+        };
+        let peers = (0..n)
+            .map(|_| {
+                let id = PeerId(rng.next_u64() >> 1);
+                let mut node = SyncNode::new(
+                    ReconciliationEngine::new(id, EngineConfig::default()),
+                    sync.clone(),
+                );
+                configure(&mut node);
+                SimPeer {
+                    id,
+                    node: Some(node),
+                    storage: Storage::default(),
+                    restart_at: 0,
+                }
+            })
+            .collect();
+        // A ring (so the graph stays connected), plus random chords.
+        let mut topology = BTreeSet::new();
+        for i in 0..n {
+            topology.insert((i.min((i + 1) % n), i.max((i + 1) % n)));
+            for j in i + 1..n {
+                if rng.chance(0.5) {
+                    topology.insert((i, j));
+                }
+            }
+        }
+        topology.retain(|(a, b)| a != b);
+        let faults = Faults {
+            drop: 0.02,
+            duplicate: 0.02,
+            corrupt: 0.01,
+            disconnect: 0.004,
+            partition: 0.002,
+            crash: 0.002,
+        };
+        let mut world = World {
+            rng,
+            now: 1_700_000_000_000,
+            peers,
+            topology,
+            net: Network::default(),
+            faults,
+            sync,
+            partition_until: 0,
+            acked: Acknowledged::default(),
+        };
+        world.connect_all();
+        world
+    }
+
+    fn alive(&self, i: usize) -> bool {
+        self.peers[i].node.is_some()
+    }
+
+    /// Opens every link of the topology whose ends are alive and not cut off.
+    fn connect_all(&mut self) {
+        let pairs: Vec<(usize, usize)> = self.topology.iter().copied().collect();
+        for (a, b) in pairs {
+            let (pa, pb) = (self.peers[a].id, self.peers[b].id);
+            if self.alive(a) && self.alive(b) && !self.net.is_up(pa, pb) && !self.partitioned(a, b)
+            {
+                self.net.open(pa, pb);
+                let now = self.now;
+                self.with_node(a, |n| n.connect(pb, now));
+                self.with_node(b, |n| n.connect(pa, now));
+            }
+        }
+    }
+
+    fn partitioned(&self, a: usize, b: usize) -> bool {
+        self.now < self.partition_until && (a % 2) != (b % 2)
+    }
+
+    fn cut(&mut self, a: usize, b: usize) {
+        let (pa, pb) = (self.peers[a].id, self.peers[b].id);
+        if self.net.is_up(pa, pb) {
+            self.net.close(pa, pb);
+            if let Some(n) = &mut self.peers[a].node {
+                n.disconnect(pb);
+            }
+            if let Some(n) = &mut self.peers[b].node {
+                n.disconnect(pa);
+            }
+        }
+    }
+
+    /// Runs `f` on peer `i`'s node, then carries out its outputs in order.
+    fn with_node(&mut self, i: usize, f: impl FnOnce(&mut SyncNode)) {
+        let Some(node) = &mut self.peers[i].node else {
+            return;
+        };
+        f(node);
+        let outputs = node.take_outputs();
+        let me = self.peers[i].id;
+        for output in outputs {
+            match output {
+                Output::Send { to, frame } => {
+                    let latency = 1 + self.rng.below(40) as u64;
+                    self.net.send(me, to, frame, self.now + latency);
+                }
+                Output::PersistEvents(events) => self.peers[i].storage.events.extend(events),
+                Output::PersistSnapshot(bytes) => {
+                    self.peers[i].storage = Storage {
+                        snapshot: Some(bytes),
+                        events: Vec::new(),
+                    }
+                }
+                Output::Close { peer, .. } => {
+                    if let Some(j) = self.peers.iter().position(|p| p.id == peer) {
+                        self.cut(i, j);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn local_op(&mut self, i: usize) {
+        let now = self.now;
+        let n = self.rng.below(3);
+        let roll = if self.rng.chance(0.02) {
+            10
+        } else {
+            self.rng.below(10)
+        };
+        let value = json(&self.rng.below(1000).to_string());
+        let member = format!("\"m{}\"", self.rng.below(5));
+        let by = self.rng.below(7) as i64 - 2;
+        let delete_prefix = ["r/", "m/", "ds/", "rc/", "dc/"][self.rng.below(5)];
+        let mut acked = None;
+        self.with_node(i, |node| {
+            let result = node.write(now, |e| match roll {
+                0 | 1 => e.set(&format!("r/{n}"), value, now).map(Some),
+                2 => e.set(&format!("m/{n}"), value, now).map(Some),
+                3 => e.set(&format!("rc/{n}"), value, now).map(Some),
+                4 => e.increment(&format!("c/{n}"), by, now).map(Some),
+                5 => e.increment(&format!("dc/{n}"), 1, now).map(Some),
+                6 => e.add(&format!("s/{n}"), json(&member), now).map(Some),
+                7 => e.remove(&format!("s/{n}"), json(&member), now),
+                8 => e.add(&format!("ds/{n}"), json(&member), now).map(Some),
+                9 => e.delete(&format!("{delete_prefix}{n}"), now),
+                _ => e
+                    .set(
+                        &format!("big/{n}"),
+                        json(&format!("\"{}\"", "x".repeat(70_000))),
+                        now,
+                    )
+                    .map(Some),
+            });
+            acked = result.ok().flatten().map(|_| ());
+        });
+        // The write returned and its output (persist first) was carried out:
+        // it is acknowledged.
+        if acked.is_some() {
+            match roll {
+                4 => *self.acked.counter_sums.entry(format!("c/{n}")).or_default() += by,
+                6 => {
+                    self.acked
+                        .added
+                        .entry(format!("s/{n}"))
+                        .or_default()
+                        .insert(member);
+                }
+                7 => {
+                    self.acked
+                        .removed
+                        .entry(format!("s/{n}"))
+                        .or_default()
+                        .insert(member);
+                }
+                _ => {}
+            }
+        } else if roll == 7 {
+            self.acked
+                .removed
+                .entry(format!("s/{n}"))
+                .or_default()
+                .insert(member);
+        }
+    }
+
+    /// Delivers every frame due, links in random order (so frames from
+    /// different senders interleave differently every time).
+    fn deliver_due(&mut self, faulty: bool) {
+        loop {
+            let mut due = self.net.due(self.now);
+            if due.is_empty() {
+                return;
+            }
+            self.rng.shuffle(&mut due);
+            for (from, to) in due {
+                self.deliver(from, to, faulty);
+            }
+        }
+    }
+
+    fn deliver(&mut self, from: PeerId, to: PeerId, faulty: bool) {
+        {
+            let Some(mut frame) = self.net.pop(from, to) else {
+                return;
+            };
+            let Some(i) = self.peers.iter().position(|p| p.id == to) else {
+                return;
+            };
+            if faulty {
+                if self.rng.chance(self.faults.drop) {
+                    return;
+                }
+                if self.rng.chance(self.faults.corrupt) && !frame.is_empty() {
+                    let at = self.rng.below(frame.len());
+                    if self.rng.chance(0.5) {
+                        frame[at] ^= 1 << self.rng.below(8);
+                    } else {
+                        frame.truncate(at);
+                    }
+                }
+                if self.rng.chance(self.faults.duplicate) {
+                    let copy = frame.clone();
+                    let now = self.now;
+                    self.with_node(i, |n| n.receive_frame(from, &copy, now));
+                }
+            }
+            if let Ok(trace) = std::env::var("CPC_SIM_TRACE") {
+                let (f, t) = (from.to_string(), to.to_string());
+                if trace
+                    .split(',')
+                    .all(|p| f.starts_with(p) || t.starts_with(p))
+                {
+                    let what = match cpc_sync::protocol::sync::wire::decode(&frame) {
+                        Ok(cpc_sync::protocol::sync::wire::Decoded::Message(m)) => {
+                            let text = format!("{m:?}");
+                            text.chars().take(160).collect::<String>()
+                        }
+                        other => format!("{other:?}").chars().take(100).collect(),
+                    };
+                    println!("{} {}->{}: {what}", self.now, &f[..4], &t[..4]);
+                }
+            }
+            let now = self.now;
+            self.with_node(i, |n| n.receive_frame(from, &frame, now));
+        }
+    }
+
+    fn crash(&mut self, i: usize) {
+        let pairs: Vec<usize> = (0..self.peers.len()).filter(|&j| j != i).collect();
+        for j in pairs {
+            self.cut(i, j);
+        }
+        // Nothing in memory survives; storage does.
+        self.peers[i].node = None;
+        self.peers[i].restart_at = self.now + 100 + self.rng.below(1500) as u64;
+    }
+
+    fn restart(&mut self, i: usize) {
+        let p = &self.peers[i];
+        let storage = p.storage.clone();
+        let mut node = SyncNode::restore(
+            p.id,
+            EngineConfig::default(),
+            self.sync.clone(),
+            storage.snapshot.as_deref(),
+            storage.events,
+        )
+        .expect("own storage restores");
+        configure(&mut node);
+        self.peers[i].node = Some(node);
+    }
+
+    fn inject_faults(&mut self) {
+        let n = self.peers.len();
+        if self.rng.chance(self.faults.disconnect) {
+            let (a, b) = (self.rng.below(n), self.rng.below(n));
+            if a != b {
+                self.cut(a, b);
+            }
+        }
+        if self.rng.chance(self.faults.partition) && self.now >= self.partition_until {
+            self.partition_until = self.now + 300 + self.rng.below(2000) as u64;
+            for a in 0..n {
+                for b in a + 1..n {
+                    if self.partitioned(a, b) {
+                        self.cut(a, b);
+                    }
+                }
+            }
+        }
+        if self.rng.chance(self.faults.crash) {
+            let i = self.rng.below(n);
+            if self.alive(i) {
+                self.crash(i);
+            }
+        }
+    }
+
+    /// One 10 ms step.
+    fn step(&mut self, faulty: bool, writes: bool) {
+        self.now += 10;
+        for i in 0..self.peers.len() {
+            if !self.alive(i)
+                && self.now >= self.peers[i].restart_at
+                && (!faulty || self.rng.chance(0.2))
+            {
+                self.restart(i);
+            }
+        }
+        if faulty {
+            self.inject_faults();
+        }
+        if self.rng.chance(0.05) || !faulty {
+            self.connect_all();
+        }
+        self.deliver_due(faulty);
+        let now = self.now;
+        for i in 0..self.peers.len() {
+            self.with_node(i, |n| n.tick(now));
+        }
+        if writes && self.rng.chance(0.3) {
+            let i = self.rng.below(self.peers.len());
+            self.local_op(i);
+        }
+    }
+
+    /// Faults and writes for `ms` of virtual time.
+    pub fn run_faulty(&mut self, ms: u64) {
+        let end = self.now + ms;
+        while self.now < end {
+            self.step(true, true);
+        }
+    }
+
+    /// Heals everything and runs until converged; returns the number of
+    /// gossip intervals it took, or `None` within `max_rounds`.
+    pub fn heal(&mut self, max_rounds: u64) -> Option<u64> {
+        self.partition_until = 0;
+        for p in self.peers.iter_mut() {
+            p.restart_at = 0;
+        }
+        let interval = self.sync.gossip_interval_ms;
+        for round in 0..=max_rounds {
+            let end = self.now + interval;
+            while self.now < end {
+                self.step(false, false);
+            }
+            if self.converged() {
+                return Some(round);
+            }
+        }
+        None
+    }
+
+    /// What each peer has, for a failure message.
+    pub fn diagnose(&mut self) -> String {
+        let mut out = String::new();
+        for p in self.peers.iter_mut() {
+            let Some(node) = &mut p.node else {
+                out += &format!("{}: crashed\n", p.id);
+                continue;
+            };
+            let digest = node.engine_mut().digest();
+            let e = node.engine();
+            out += &format!(
+                "{}: clock {:?} digest {} held {} pending {:?} snapshot {:?} log {} horizon {:?} sessions {:?} stats {:?}\n",
+                p.id,
+                e.clock(),
+                &digest.to_string()[..8],
+                e.holding().len(),
+                e.pending_reconciliations(u64::MAX),
+                node.snapshot_progress(),
+                e.log().len(),
+                e.horizon(),
+                node.sessions().map(|(p, s)| (p, s.rejected, s.last_error.clone())).collect::<Vec<_>>(),
+                e.stats(),
+            );
+        }
+        out += &format!("links up: {}\n", self.net.links.len() / 2);
+        out
+    }
+
+    fn converged(&mut self) -> bool {
+        let mut digests = BTreeSet::new();
+        for p in self.peers.iter_mut() {
+            let Some(node) = &mut p.node else {
+                return false;
+            };
+            if !node.engine().holding().is_empty() || node.snapshot_progress().is_some() {
+                return false;
+            }
+            let pending = node.engine().pending_reconciliations(u64::MAX);
+            if !pending.is_empty() {
+                return false;
+            }
+            digests.insert((
+                node.engine_mut().digest(),
+                format!("{:?}", node.engine().clock()),
+            ));
+        }
+        digests.len() == 1
+    }
+
+    /// The end-state checks: same state everywhere, nothing held, every
+    /// acknowledged write present, causal delivery respected.
+    pub fn check(&mut self) {
+        let states: BTreeSet<String> = self
+            .peers
+            .iter()
+            .map(|p| p.node.as_ref().expect("alive").engine().state_json())
+            .collect();
+        assert_eq!(states.len(), 1, "states differ: {states:#?}");
+        let state: serde_json::Value =
+            serde_json::from_str(states.iter().next().expect("one")).expect("JSON");
+        for p in &self.peers {
+            let engine = p.node.as_ref().expect("alive").engine();
+            assert_causal(engine);
+            assert!(engine.holding().is_empty());
+        }
+        for (key, sum) in &self.acked.counter_sums {
+            assert_eq!(
+                state[key],
+                serde_json::json!(sum),
+                "counter {key} lost increments"
+            );
+        }
+        for (key, added) in &self.acked.added {
+            let removed = self.acked.removed.get(key).cloned().unwrap_or_default();
+            let members = state[key].as_array().cloned().unwrap_or_default();
+            for member in added.difference(&removed) {
+                let member: serde_json::Value = serde_json::from_str(member).expect("JSON");
+                assert!(members.contains(&member), "{key} lost {member}");
+            }
+        }
+    }
+}
