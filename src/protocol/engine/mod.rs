@@ -240,6 +240,11 @@ impl ReconciliationEngine {
         &self.digest
     }
 
+    #[doc(hidden)]
+    pub fn entity_debug(&self, key: &str) -> Option<&Entity> {
+        self.entity(key)
+    }
+
     pub(crate) fn entity(&self, key: &str) -> Option<&Entity> {
         self.entities.get(key).map(|s| &s.entity)
     }

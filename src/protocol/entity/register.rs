@@ -1,4 +1,5 @@
 use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -102,12 +103,20 @@ impl Register {
     /// holds survives unless the other side has seen its event (and so
     /// superseded it).
     pub fn merge(&mut self, other: &Register, ours: &VectorClock, theirs: &VectorClock) {
-        let mine: std::collections::HashSet<EventId> =
-            self.siblings.iter().map(|s| s.dot).collect();
-        let their_dots: std::collections::HashSet<EventId> =
-            other.siblings.iter().map(|s| s.dot).collect();
+        let mine: HashSet<EventId> = self.siblings.iter().map(|s| s.dot).collect();
+        let their_dots: HashMap<EventId, &Sibling> =
+            other.siblings.iter().map(|s| (s.dot, s)).collect();
         self.siblings
-            .retain(|s| their_dots.contains(&s.dot) || s.dot.seq > theirs.get(s.dot.peer));
+            .retain(|s| their_dots.contains_key(&s.dot) || s.dot.seq > theirs.get(s.dot.peer));
+        // Two replicas disagree on one dot's content only after a fault (or a
+        // forger); both keep the larger, so they still converge.
+        for s in self.siblings.iter_mut() {
+            if let Some(t) = their_dots.get(&s.dot) {
+                if (&t.value, t.hlc, t.resolution) > (&s.value, s.hlc, s.resolution) {
+                    *s = (*t).clone();
+                }
+            }
+        }
         let fresh = other
             .siblings
             .iter()
