@@ -1,16 +1,59 @@
 use std::collections::{HashMap, HashSet};
 
+use foldhash::fast::FixedState;
+
 use crate::protocol::error::EngineError;
 use crate::protocol::event::{EventId, P2PEvent};
 
 /// Events received before their dependencies, each parked under the one
-/// event it waits for (the next missing event of some origin). Applying that
-/// event wakes exactly its waiters: no rescans.
+/// event it waits for. Applying that event wakes exactly its waiters: no
+/// rescans.
 #[derive(Debug, Default)]
 pub struct HoldingQueue {
-    waiting: HashMap<EventId, Vec<P2PEvent>>,
-    held: HashSet<EventId>,
+    waiting: HashMap<EventId, Waiters, FixedState>,
+    held: HashSet<EventId, FixedState>,
     capacity: usize,
+}
+
+/// Usually one event waits for a given event (its origin's successor), so
+/// the common case needs no allocation of its own.
+#[derive(Debug)]
+enum Waiters {
+    One(P2PEvent),
+    Many(Vec<P2PEvent>),
+}
+
+impl Waiters {
+    fn push(&mut self, event: P2PEvent) {
+        match self {
+            Waiters::Many(v) => v.push(event),
+            Waiters::One(_) => {
+                let Waiters::One(first) =
+                    std::mem::replace(self, Waiters::Many(Vec::with_capacity(2)))
+                else {
+                    return;
+                };
+                if let Waiters::Many(v) = self {
+                    v.push(first);
+                    v.push(event);
+                }
+            }
+        }
+    }
+
+    fn into_vec(self) -> Vec<P2PEvent> {
+        match self {
+            Waiters::One(e) => vec![e],
+            Waiters::Many(v) => v,
+        }
+    }
+
+    fn iter(&self) -> std::slice::Iter<'_, P2PEvent> {
+        match self {
+            Waiters::One(e) => std::slice::from_ref(e).iter(),
+            Waiters::Many(v) => v.iter(),
+        }
+    }
 }
 
 impl HoldingQueue {
@@ -47,8 +90,7 @@ impl HoldingQueue {
                 capacity: self.capacity,
             });
         }
-        self.held.insert(event.id);
-        self.waiting.entry(waits_for).or_default().push(event);
+        self.repark(event, waits_for);
         Ok(())
     }
 
@@ -56,12 +98,24 @@ impl HoldingQueue {
     /// was already counted, so the capacity does not apply.
     pub fn repark(&mut self, event: P2PEvent, waits_for: EventId) {
         self.held.insert(event.id);
-        self.waiting.entry(waits_for).or_default().push(event);
+        match self.waiting.entry(waits_for) {
+            std::collections::hash_map::Entry::Occupied(mut o) => o.get_mut().push(event),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(Waiters::One(event));
+            }
+        }
     }
 
     /// The events that waited for `id`, removed from the queue.
     pub fn wake(&mut self, id: EventId) -> Vec<P2PEvent> {
-        let events = self.waiting.remove(&id).unwrap_or_default();
+        if self.held.is_empty() {
+            return Vec::new();
+        }
+        let events = self
+            .waiting
+            .remove(&id)
+            .map(Waiters::into_vec)
+            .unwrap_or_default();
         for e in &events {
             self.held.remove(&e.id);
         }
@@ -71,12 +125,16 @@ impl HoldingQueue {
     /// Everything held, removed, in `(origin, seq)` order.
     pub fn drain(&mut self) -> Vec<P2PEvent> {
         self.held.clear();
-        let mut all: Vec<P2PEvent> = self.waiting.drain().flat_map(|(_, v)| v).collect();
+        let mut all: Vec<P2PEvent> = self
+            .waiting
+            .drain()
+            .flat_map(|(_, w)| w.into_vec())
+            .collect();
         all.sort_by_key(|e| e.id);
         all
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &P2PEvent> {
-        self.waiting.values().flatten()
+        self.waiting.values().flat_map(Waiters::iter)
     }
 }

@@ -114,16 +114,18 @@ impl ReconciliationEngine {
     /// The first event `event` waits for, or `None` when it is ready: its
     /// origin's previous event, its `deps` and every dot it observed are
     /// applied.
+    ///
+    /// It names the exact event missing (not "the next one of that origin"):
+    /// a run of held events from one origin then wakes one at a time, each
+    /// by its predecessor, instead of all being re-parked at every step.
     fn first_missing(&self, event: &P2PEvent) -> Option<EventId> {
-        let next = |peer| EventId::new(peer, self.applied.get(peer) + 1);
         let origin = event.id.peer;
         if self.applied.get(origin) + 1 < event.id.seq {
-            return Some(next(origin));
+            return Some(EventId::new(origin, event.id.seq - 1));
         }
         let deps = event.deps.iter().map(|(p, n)| EventId::new(p, n));
         deps.chain(event.op.observed())
             .find(|d| self.applied.get(d.peer) < d.seq)
-            .map(|d| next(d.peer))
     }
 
     /// Applies a ready event and, transitively, the held events it wakes.
@@ -166,7 +168,7 @@ impl ReconciliationEngine {
             }),
         };
         self.books.touch(&event.key, slot);
-        if !self.books.conflicted.contains(&*event.key) {
+        if !self.requested.is_empty() && !self.books.conflicted.contains(&*event.key) {
             self.requested.remove(&*event.key);
         }
         self.stats.applied += 1;
