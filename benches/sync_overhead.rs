@@ -5,6 +5,9 @@
 
 use std::time::Instant;
 
+/// Wall time for the nodes: after every event's timestamp.
+const NOW: u64 = 1 << 40;
+
 use cpc_sync::protocol::sync::wire::{self, Decoded, Message};
 use cpc_sync::protocol::sync::{Output, SyncConfig, SyncNode};
 use cpc_sync::protocol::{EngineConfig, JsonValue, P2PEvent, PeerId, ReconciliationEngine};
@@ -65,8 +68,8 @@ fn sends(node: &mut SyncNode) -> Vec<Vec<u8>> {
 /// Connects two nodes and moves frames until both go quiet.
 fn settle(a: &mut SyncNode, b: &mut SyncNode) -> Outcome {
     let start = Instant::now();
-    a.connect(b.peer(), 0);
-    b.connect(a.peer(), 0);
+    a.connect(b.peer(), NOW);
+    b.connect(a.peer(), NOW);
     let mut out = Outcome {
         bytes: [0; 2],
         event_bytes: 0,
@@ -88,10 +91,10 @@ fn settle(a: &mut SyncNode, b: &mut SyncNode) -> Outcome {
             }
         }
         for f in &to_b {
-            b.receive_frame(a.peer(), f, 0);
+            b.receive_frame(a.peer(), f, NOW);
         }
         for f in &to_a {
-            a.receive_frame(b.peer(), f, 0);
+            a.receive_frame(b.peer(), f, NOW);
         }
     }
     out.micros = start.elapsed().as_micros();

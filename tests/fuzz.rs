@@ -37,7 +37,7 @@ fn sample_frames() -> Vec<Vec<u8>> {
         a.delete("c", 13).unwrap().unwrap(),
     ];
     let snapshot = a.encode_snapshot();
-    let messages = vec![
+    let messages = [
         Message::Digest {
             clock: a.clock().clone(),
             root: a.digest(),

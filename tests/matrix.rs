@@ -173,7 +173,7 @@ fn concurrent_first_writes_of_different_kinds_converge() {
 fn events_wait_in_the_holding_queue_for_their_dependencies() {
     let (mut a, mut b, mut c) = (engine(1), engine(2), engine(3));
     let e1 = a.set("x", json("1"), 1_000).unwrap();
-    deliver(&mut b, &[e1.clone()], 1_000);
+    deliver(&mut b, std::slice::from_ref(&e1), 1_000);
     let e2 = b.set("x", json("2"), 1_001).unwrap(); // depends on e1
     let e3 = b.increment("n", 1, 1_002).unwrap(); // depends on e2
     assert_eq!(c.receive(e3.clone(), 2_000), Ok(Receipt::Held));

@@ -34,7 +34,7 @@ fn the_requester_asks_the_lowest_origin_and_applies_its_answer() {
     let mut peers = reconcile_peers(3);
     let e1 = peers[0].set("doc/title", json("\"one\""), 1_000).unwrap();
     let e3 = peers[2].set("doc/title", json("\"three\""), 1_000).unwrap();
-    deliver(&mut peers[2], &[e1.clone()], 1_000);
+    deliver(&mut peers[2], std::slice::from_ref(&e1), 1_000);
     deliver(&mut peers[1], &[e1.clone(), e3.clone()], 1_000);
 
     // Peer 3 sees the conflict; peer 1 (lowest origin) is the resolver.
@@ -102,7 +102,7 @@ fn the_resolver_settles_its_own_conflict_without_a_request() {
     let [ReconcileStep::Resolved(resolution)] = steps.as_slice() else {
         panic!("{steps:?}")
     };
-    deliver(&mut peers[1], &[resolution.clone()], 1_000);
+    deliver(&mut peers[1], std::slice::from_ref(resolution), 1_000);
     assert_eq!(peers[1].get("doc/a"), Some(j!("x+y")));
     assert_converged(&mut peers);
 }
@@ -142,8 +142,8 @@ fn concurrent_resolutions_settle_by_resolver_id_without_another_round() {
     let e2 = peers[1].set("doc/k", json("\"2\""), 1_000).unwrap();
     let e3 = peers[2].set("doc/k", json("\"3\""), 1_000).unwrap();
     let e4 = peers[3].set("doc/k", json("\"4\""), 1_000).unwrap();
-    deliver(&mut peers[0], &[e3.clone()], 1_000);
-    deliver(&mut peers[1], &[e4.clone()], 1_000);
+    deliver(&mut peers[0], std::slice::from_ref(&e3), 1_000);
+    deliver(&mut peers[1], std::slice::from_ref(&e4), 1_000);
     let r1 = match peers[0].reconcile(&mut join, &|_| true, 1_000).pop() {
         Some(ReconcileStep::Resolved(e)) => e,
         other => panic!("{other:?}"),

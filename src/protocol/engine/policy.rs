@@ -51,7 +51,8 @@ impl Policies {
     pub fn set(&mut self, prefix: &str, policy: ConflictPolicy) {
         self.0.retain(|(p, _)| p != prefix);
         self.0.push((prefix.to_string(), policy));
-        self.0.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        self.0
+            .sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
     }
 
     pub fn get(&self, key: &str) -> ConflictPolicy {

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Release build: the wasm npm package in pkg/, then the cpc-signal server.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo build --release --target wasm32-unknown-unknown --lib
+rm -rf pkg
+wasm-bindgen --target web --out-dir pkg --out-name cpc_sync \
+  target/wasm32-unknown-unknown/release/cpc_sync.wasm
+# wasm-opt from npm's binaryen: Debian's (108) rewrites wasm-bindgen's
+# externref table into one the browser refuses.
+node_modules/.bin/wasm-opt -Oz \
+  --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
+  --enable-mutable-globals --enable-reference-types --enable-multivalue \
+  pkg/cpc_sync_bg.wasm -o pkg/cpc_sync_bg.wasm
+
+version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
+cat > pkg/package.json <<JSON
+{
+  "name": "cpc-sync",
+  "version": "$version",
+  "description": "Peer-to-peer sync engine for the browser: vector clocks, causal delivery, conflict resolution, anti-entropy over WebRTC.",
+  "license": "MIT OR Apache-2.0",
+  "type": "module",
+  "main": "cpc_sync.js",
+  "module": "cpc_sync.js",
+  "types": "cpc_sync.d.ts",
+  "exports": {
+    ".": { "types": "./cpc_sync.d.ts", "import": "./cpc_sync.js" },
+    "./cpc_sync_bg.wasm": "./cpc_sync_bg.wasm"
+  },
+  "files": ["cpc_sync.js", "cpc_sync.d.ts", "cpc_sync_bg.wasm", "cpc_sync_bg.wasm.d.ts", "README.md"],
+  "sideEffects": false
+}
+JSON
+[ -f README.md ] && cp README.md pkg/
+
+raw=$(wc -c < pkg/cpc_sync_bg.wasm)
+gz=$(gzip -9 -c pkg/cpc_sync_bg.wasm | wc -c)
+echo "build: pkg/cpc_sync_bg.wasm is $raw bytes, $gz bytes gzipped"
+
+cargo build --release --features server --bin cpc-signal

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Installs what cpc-sync needs and skips what is present, so it is quick to
+# run again. `setup.sh build` for `npm start`; `setup.sh test` also installs
+# the browser for the tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode="${1:-build}"
+ok() { printf 'setup: ok  %s\n' "$*"; }
+doing() { printf 'setup: ... %s\n' "$*"; }
+
+if ! command -v cargo >/dev/null || ! command -v rustup >/dev/null; then
+  echo "setup: cargo and rustup are required (https://rustup.rs)" >&2
+  exit 1
+fi
+if ! command -v npm >/dev/null; then
+  echo "setup: node and npm are required" >&2
+  exit 1
+fi
+
+# Rust: the wasm target and the lint tools.
+if rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+  ok "rust target wasm32-unknown-unknown"
+else
+  doing "rustup target add wasm32-unknown-unknown"
+  rustup target add wasm32-unknown-unknown
+fi
+for component in rustfmt clippy; do
+  if rustup component list --installed | grep -q "^$component"; then
+    ok "rustup component $component"
+  else
+    doing "rustup component add $component"
+    rustup component add "$component"
+  fi
+done
+
+# wasm-bindgen-cli at exactly the crate's wasm-bindgen version.
+want=$(sed -n 's/^wasm-bindgen = "=\([0-9.]*\)"$/\1/p' Cargo.toml)
+have=$(wasm-bindgen --version 2>/dev/null | awk '{print $2}' || true)
+if [ "$have" = "$want" ]; then
+  ok "wasm-bindgen-cli $want"
+else
+  doing "cargo install wasm-bindgen-cli --version $want (takes minutes)"
+  cargo install wasm-bindgen-cli --version "$want" --force
+fi
+
+# Debian packages: Chromium and its driver, for the tests.
+packages=()
+if [ "$mode" = test ]; then
+  [ -x /usr/bin/chromium ] || packages+=(chromium)
+  [ -x /usr/bin/chromedriver ] || packages+=(chromium-driver)
+fi
+if [ ${#packages[@]} -eq 0 ]; then
+  if [ "$mode" = test ]; then ok "chromium, chromedriver"; fi
+else
+  sudo=""
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null || { echo "setup: need root or sudo to install ${packages[*]}" >&2; exit 1; }
+    sudo="sudo"
+  fi
+  doing "apt-get install ${packages[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${packages[@]}" >/dev/null
+fi
+
+# npm packages (playwright-core; binaryen for wasm-opt), when missing or
+# older than the lock file.
+if [ -f node_modules/.package-lock.json ] && [ node_modules/.package-lock.json -nt package-lock.json ]; then
+  ok "npm packages"
+else
+  doing "npm ci"
+  npm ci --no-audit --no-fund --loglevel=error
+fi

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# `npm test`: every check, in order, stopping at the first failure. CI runs
+# exactly this (`.ci/run`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CHROMEDRIVER=${CHROMEDRIVER:-/usr/bin/chromedriver}
+
+step() {
+  local name=$1
+  shift
+  printf '\n=== %s\n' "$name"
+  local start=$SECONDS
+  "$@"
+  printf '=== %s: ok (%ss)\n' "$name" "$((SECONDS - start))"
+}
+
+# The protocol core must build natively with no web crate at all.
+core_has_no_web_crates() {
+  local host
+  host=$(rustc -vV | sed -n 's/^host: //p')
+  local tree
+  tree=$(cargo tree -e normal --prefix none --target "$host" -p cpc-sync)
+  if grep -E '^(web-sys|js-sys|wasm-bindgen) ' <<<"$tree"; then
+    echo "the native library depends on a web crate (above)" >&2
+    return 1
+  fi
+  echo "native dependency tree: $(wc -l <<<"$tree") crates, none of web-sys, js-sys, wasm-bindgen"
+}
+
+step "setup" bash scripts/setup.sh test
+step "rustfmt" cargo fmt --all --check
+step "clippy (native)" cargo clippy --all-targets --features server -- -D warnings
+step "clippy (wasm32)" cargo clippy --target wasm32-unknown-unknown --lib --test browser -- -D warnings
+step "core has no web crates" core_has_no_web_crates
+# The simulator runs 500 seeds here (a soak runs 10,000: see README).
+step "native tests" env CPC_SIM_SEEDS="${CPC_SIM_SEEDS:-500}" cargo test --profile ci --features server
+step "browser tests (wasm-bindgen-test, headless Chromium)" \
+  cargo test --target wasm32-unknown-unknown --test browser
+step "release build" bash scripts/build.sh
+step "end-to-end (Playwright, headless Chromium)" node --test --test-concurrency=1 tests/e2e/

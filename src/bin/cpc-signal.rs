@@ -1,0 +1,90 @@
+//! `cpc-signal`: the signaling + static server of cpc-sync.
+//!
+//! Serves the page (`www/`) at `/` and the built npm package (`pkg/`) at
+//! `/pkg/`, and (in a later release) relays WebRTC signaling per room over
+//! WebSocket at `/signal`. Listens on 127.0.0.1:8080; `PORT=n` for another
+//! port, `PORT=0` for any free one. `CPC_WWW` and `CPC_PKG` override the
+//! folders served.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use axum::http::StatusCode;
+use axum::routing::any;
+use axum::Router;
+use tower_http::services::ServeDir;
+
+fn folder(var: &str, default: &str) -> PathBuf {
+    std::env::var_os(var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(default))
+}
+
+fn app() -> Router {
+    Router::new()
+        .route(
+            "/signal",
+            any(|| async {
+                (
+                    StatusCode::NOT_IMPLEMENTED,
+                    "WebSocket signaling is not implemented yet\n",
+                )
+            }),
+        )
+        .nest_service("/pkg", ServeDir::new(folder("CPC_PKG", "pkg")))
+        .fallback_service(ServeDir::new(folder("CPC_WWW", "www")))
+}
+
+async fn shutdown() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let port: u16 = match std::env::var("PORT").map(|p| p.parse()) {
+        Err(_) => 8080,
+        Ok(Ok(port)) => port,
+        Ok(Err(_)) => {
+            eprintln!("cpc-signal: PORT must be a number from 0 to 65535");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let listener =
+        match tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("cpc-signal: cannot listen on 127.0.0.1:{port}: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        };
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    println!("cpc-signal listening on http://{addr}/");
+    if let Err(e) = axum::serve(listener, app())
+        .with_graceful_shutdown(shutdown())
+        .await
+    {
+        eprintln!("cpc-signal: {e}");
+        return std::process::ExitCode::FAILURE;
+    }
+    std::process::ExitCode::SUCCESS
+}

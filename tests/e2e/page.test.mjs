@@ -1,0 +1,39 @@
+// The page as a person opens it: served by cpc-signal, rendered by wasm.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdir } from "node:fs/promises";
+import { startServer, launchBrowser, openPage, crateVersion } from "./harness.mjs";
+
+let server;
+let browser;
+
+before(async () => {
+  server = await startServer();
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+test("the page loads the wasm module and shows the engine version", async () => {
+  const { page, errors } = await openPage(browser, server.url);
+  await page.waitForSelector("body[data-ready]");
+  assert.equal(await page.getAttribute("body", "data-ready"), "true");
+  assert.equal(await page.textContent("#version"), `engine v${await crateVersion()}`);
+  assert.equal(await page.evaluate(() => typeof window.cpc.module.version), "function");
+  await mkdir("tests/e2e/screenshots", { recursive: true });
+  await page.screenshot({ path: "tests/e2e/screenshots/page.png" });
+  assert.deepEqual(errors, []);
+});
+
+test("the server serves the wasm with its content type and answers /signal", async () => {
+  const wasm = await fetch(new URL("/pkg/cpc_sync_bg.wasm", server.url));
+  assert.equal(wasm.status, 200);
+  assert.equal(wasm.headers.get("content-type"), "application/wasm");
+  const signal = await fetch(new URL("/signal", server.url));
+  assert.equal(signal.status, 501);
+  const missing = await fetch(new URL("/no-such-file", server.url));
+  assert.equal(missing.status, 404);
+});
