@@ -1,0 +1,108 @@
+//! Native benchmarks of the protocol core (criterion): causal apply, many
+//! peers, snapshots. Sizes are printed once, before the timings.
+//! `cargo bench --bench core`.
+
+mod workload;
+
+use std::io::Write;
+use std::time::Duration;
+
+use cpc_sync::protocol::{EngineConfig, P2PEvent, PeerId, ReconciliationEngine, StateSnapshot};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+
+const NOW: u64 = 1 << 40;
+
+fn engine() -> ReconciliationEngine {
+    ReconciliationEngine::new(PeerId(1), EngineConfig::default())
+}
+
+fn apply(events: Vec<P2PEvent>) -> ReconciliationEngine {
+    let mut e = engine();
+    for event in events {
+        e.receive(event, NOW).expect("taken");
+    }
+    e
+}
+
+fn causal_apply(c: &mut Criterion) {
+    let events = workload::rounds(1_000_000, 64, 10_000, 16, 7);
+    let order = workload::displace(&events, 0.2, 2_000, 8);
+    let check = apply(order.clone());
+    let held = check.stats().held;
+    assert!(check.holding().is_empty());
+    assert_eq!(
+        check.state_json(),
+        apply(events.clone()).state_json(),
+        "order does not matter"
+    );
+    println!("causal_apply: 1M events, 64 peers, 10k keys, 20% displaced; {held} went through the holding queue");
+    let mut group = c.benchmark_group("causal_apply");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(30));
+    group.bench_function("1M events, 20% out of causal order", |b| {
+        b.iter_batched(|| order.clone(), apply, BatchSize::PerIteration)
+    });
+    group.bench_function("1M events, in causal order", |b| {
+        b.iter_batched(|| events.clone(), apply, BatchSize::PerIteration)
+    });
+    group.finish();
+}
+
+fn many_peers(c: &mut Criterion) {
+    let c12 = workload::one_write_each(30_000, false);
+    let b31 = workload::one_write_each(1_540, true);
+    let per_update = b31.iter().map(|e| e.encode().len()).sum::<usize>() as f64 / b31.len() as f64;
+    let merged = apply(c12.clone());
+    let vv = postcard::to_allocvec(merged.clock())
+        .expect("encodes")
+        .len();
+    println!("B3.1: {per_update:.1} bytes per update; C1.2: version vector of 30,000 peers encodes to {vv} bytes");
+    let mut group = c.benchmark_group("many_peers");
+    group.sample_size(20);
+    group.bench_function("C1.2: 30,000 peers set one key each", |b| {
+        b.iter_batched(|| c12.clone(), apply, BatchSize::PerIteration)
+    });
+    group.bench_function("B3.1: 1,540 peers set the same key", |b| {
+        b.iter_batched(|| b31.clone(), apply, BatchSize::PerIteration)
+    });
+    group.finish();
+}
+
+fn gzip_len(bytes: &[u8]) -> usize {
+    let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    z.write_all(bytes).expect("in memory");
+    z.finish().expect("in memory").len()
+}
+
+fn snapshot(c: &mut Criterion) {
+    let events = workload::rounds(1_000_000, 64, 1_000_000, 16, 9);
+    let state = apply(events);
+    let bytes = state.encode_snapshot();
+    let json = state.state_json();
+    println!(
+        "snapshot of {} entities: {} bytes; state JSON {} bytes, gzipped {} bytes",
+        state.keys().count(),
+        bytes.len(),
+        json.len(),
+        gzip_len(json.as_bytes())
+    );
+    let mut group = c.benchmark_group("snapshot");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(20));
+    group.bench_function("encode 1M entities", |b| b.iter(|| state.encode_snapshot()));
+    group.bench_function("decode 1M entities", |b| {
+        b.iter(|| StateSnapshot::decode(&bytes).expect("decodes"))
+    });
+    group.bench_function("decode to ready (from_snapshot)", |b| {
+        b.iter(|| {
+            let snapshot = StateSnapshot::decode(&bytes).expect("decodes");
+            ReconciliationEngine::from_snapshot(PeerId(2), EngineConfig::default(), snapshot)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, many_peers, causal_apply, snapshot);
+criterion_main!(benches);

@@ -1,0 +1,146 @@
+//! Deterministic workloads for the core benchmarks, built directly as
+//! events (what 64 live engines would send, without running them).
+
+use cpc_sync::protocol::event::RegisterOp;
+use cpc_sync::protocol::{EventId, JsonValue, Operation, P2PEvent, PeerId, Timestamp, VectorClock};
+
+/// splitmix64.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+pub fn peer(i: u64) -> PeerId {
+    PeerId(0x1000_0000_0000 + i * 0x9E37_79B9)
+}
+
+fn write(
+    id: EventId,
+    key: &str,
+    value: u64,
+    observed: VectorClock,
+    deps: VectorClock,
+    ms: u64,
+) -> P2PEvent {
+    P2PEvent {
+        id,
+        key: key.into(),
+        op: Operation::Register(RegisterOp::Write {
+            value: JsonValue::parse(&value.to_string()).expect("number"),
+            observed,
+            resolution: false,
+        }),
+        deps,
+        hlc: Timestamp::new(ms, 0),
+    }
+}
+
+/// `total` register writes from `peers` writers over `keys` keys, in rounds:
+/// every writer writes `per_round` events, then hears every other writer's
+/// round. So events carry real dependencies (the others' previous round) and
+/// real observed siblings, and writes of one round to one key are concurrent.
+/// Returned in causal order.
+pub fn rounds(total: usize, peers: u64, keys: u64, per_round: usize, seed: u64) -> Vec<P2PEvent> {
+    let mut rng = Rng(seed);
+    let mut events = Vec::with_capacity(total);
+    let mut seq = vec![0u64; peers as usize];
+    // Per key: the siblings every writer knows at the start of a round.
+    let mut siblings: Vec<Vec<EventId>> = vec![Vec::new(); keys as usize];
+    let mut round = 0u64;
+    while events.len() < total {
+        let start_seq = seq.clone();
+        let mut written: Vec<Vec<EventId>> = vec![Vec::new(); keys as usize];
+        for w in 0..peers as usize {
+            for i in 0..per_round {
+                if events.len() == total {
+                    break;
+                }
+                let k = (rng.next() % keys) as usize;
+                seq[w] += 1;
+                let id = EventId::new(peer(w as u64), seq[w]);
+                let mut observed: VectorClock =
+                    siblings[k].iter().map(|d| (d.peer, d.seq)).collect();
+                if let Some(own) = written[k].iter().rev().find(|d| d.peer == id.peer) {
+                    observed.observe(own.peer, own.seq);
+                }
+                // The first event of a round depends on everyone's last round.
+                let deps: VectorClock = if i == 0 && round > 0 {
+                    (0..peers as usize)
+                        .filter(|&o| o != w && start_seq[o] > 0)
+                        .map(|o| (peer(o as u64), start_seq[o]))
+                        .collect()
+                } else {
+                    VectorClock::new()
+                };
+                let ms = 1_000_000 + events.len() as u64;
+                events.push(write(
+                    id,
+                    &format!("key{k}"),
+                    rng.next() % 1000,
+                    observed,
+                    deps,
+                    ms,
+                ));
+                written[k].retain(|d| d.peer != id.peer);
+                written[k].push(id);
+            }
+        }
+        for (k, dots) in written.into_iter().enumerate() {
+            if !dots.is_empty() {
+                siblings[k] = dots;
+            }
+        }
+        round += 1;
+    }
+    events
+}
+
+/// `events` in causal order with a fraction displaced later (by up to
+/// `reach` positions): those arrive before their dependencies' successors
+/// are in, so part of the stream goes through the holding queue.
+pub fn displace(events: &[P2PEvent], fraction: f64, reach: usize, seed: u64) -> Vec<P2PEvent> {
+    let mut rng = Rng(seed);
+    let mut keyed: Vec<(usize, &P2PEvent)> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let late = (rng.next() >> 11) as f64 / (1u64 << 53) as f64 <= fraction;
+            let at = if late {
+                i + 1 + (rng.next() as usize % reach)
+            } else {
+                i
+            };
+            (at, e)
+        })
+        .collect();
+    keyed.sort_by_key(|(at, _)| *at);
+    keyed.into_iter().map(|(_, e)| e.clone()).collect()
+}
+
+/// `n` peers each writing once: to its own key, or all to one key.
+pub fn one_write_each(n: u64, same_key: bool) -> Vec<P2PEvent> {
+    (0..n)
+        .map(|i| {
+            let key = if same_key {
+                "shared".to_string()
+            } else {
+                format!("key{i}")
+            };
+            write(
+                EventId::new(peer(i), 1),
+                &key,
+                i,
+                VectorClock::new(),
+                VectorClock::new(),
+                1_000_000 + i,
+            )
+        })
+        .collect()
+}
