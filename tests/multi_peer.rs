@@ -266,22 +266,5 @@ fn run_seed(seed: u64) {
 
 #[test]
 fn random_peers_converge_without_losing_acknowledged_writes() {
-    let base = common::seed("multi_peer");
-    let seeds: u64 = std::env::var("CPC_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(40);
-    let seeds = if std::env::var("CPC_SEED").is_ok() {
-        1
-    } else {
-        seeds
-    };
-    for i in 0..seeds {
-        let seed = base.wrapping_add(i);
-        let outcome = std::panic::catch_unwind(|| run_seed(seed));
-        if let Err(panic) = outcome {
-            eprintln!("multi_peer failed at seed {seed}: replay with CPC_SEED={seed}");
-            std::panic::resume_unwind(panic);
-        }
-    }
+    common::for_seeds("multi_peer", "CPC_SEEDS", 40, run_seed);
 }

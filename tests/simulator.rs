@@ -30,21 +30,5 @@ fn run_seed(seed: u64) {
 
 #[test]
 fn peers_converge_after_faults() {
-    let base = common::seed("simulator");
-    let count: u64 = std::env::var("CPC_SIM_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(60);
-    let count = if std::env::var("CPC_SEED").is_ok() {
-        1
-    } else {
-        count
-    };
-    for i in 0..count {
-        let seed = base.wrapping_add(i);
-        if let Err(panic) = std::panic::catch_unwind(|| run_seed(seed)) {
-            eprintln!("simulator failed at seed {seed}: replay with CPC_SEED={seed}");
-            std::panic::resume_unwind(panic);
-        }
-    }
+    common::for_seeds("simulator", "CPC_SIM_SEEDS", 60, run_seed);
 }

@@ -53,6 +53,33 @@ pub fn seed(test: &str) -> u64 {
     seed
 }
 
+/// Runs `run` over consecutive seeds from a printed base: `CPC_SEED=n`
+/// replays one seed, `count_var` sets how many run (else `default_count`).
+/// A failure names the seed that replays it.
+pub fn for_seeds(
+    test: &str,
+    count_var: &str,
+    default_count: u64,
+    run: impl Fn(u64) + std::panic::RefUnwindSafe,
+) {
+    let base = seed(test);
+    let count = if std::env::var("CPC_SEED").is_ok() {
+        1
+    } else {
+        std::env::var(count_var)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default_count)
+    };
+    for i in 0..count {
+        let seed = base.wrapping_add(i);
+        if let Err(panic) = std::panic::catch_unwind(|| run(seed)) {
+            eprintln!("{test} failed at seed {seed}: replay with CPC_SEED={seed}");
+            std::panic::resume_unwind(panic);
+        }
+    }
+}
+
 pub fn peer(n: u64) -> PeerId {
     PeerId(n)
 }
