@@ -8,7 +8,7 @@ use cpc_sync::protocol::{EventId, JsonValue, Operation, P2PEvent, PeerId, Timest
 pub struct Rng(pub u64);
 
 impl Rng {
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -57,14 +57,14 @@ pub fn rounds(total: usize, peers: u64, keys: u64, per_round: usize, seed: u64) 
     while events.len() < total {
         let start_seq = seq.clone();
         let mut written: Vec<Vec<EventId>> = vec![Vec::new(); keys as usize];
-        for w in 0..peers as usize {
+        for (w, next) in seq.iter_mut().enumerate() {
             for i in 0..per_round {
                 if events.len() == total {
                     break;
                 }
-                let k = (rng.next() % keys) as usize;
-                seq[w] += 1;
-                let id = EventId::new(peer(w as u64), seq[w]);
+                let k = (rng.next_u64() % keys) as usize;
+                *next += 1;
+                let id = EventId::new(peer(w as u64), *next);
                 let mut observed: VectorClock =
                     siblings[k].iter().map(|d| (d.peer, d.seq)).collect();
                 if let Some(own) = written[k].iter().rev().find(|d| d.peer == id.peer) {
@@ -83,7 +83,7 @@ pub fn rounds(total: usize, peers: u64, keys: u64, per_round: usize, seed: u64) 
                 events.push(write(
                     id,
                     &format!("key{k}"),
-                    rng.next() % 1000,
+                    rng.next_u64() % 1000,
                     observed,
                     deps,
                     ms,
@@ -111,9 +111,9 @@ pub fn displace(events: &[P2PEvent], fraction: f64, reach: usize, seed: u64) -> 
         .iter()
         .enumerate()
         .map(|(i, e)| {
-            let late = (rng.next() >> 11) as f64 / (1u64 << 53) as f64 <= fraction;
+            let late = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= fraction;
             let at = if late {
-                i + 1 + (rng.next() as usize % reach)
+                i + 1 + (rng.next_u64() as usize % reach)
             } else {
                 i
             };
