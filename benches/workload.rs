@@ -46,8 +46,9 @@ fn write(
 /// every writer writes `per_round` events, then hears every other writer's
 /// round. So events carry real dependencies (the others' previous round) and
 /// real observed siblings, and writes of one round to one key are concurrent.
-/// Returned in causal order.
+/// Returned in causal order. `keys == total as u64` writes every key once.
 pub fn rounds(total: usize, peers: u64, keys: u64, per_round: usize, seed: u64) -> Vec<P2PEvent> {
+    let every_key_once = keys == total as u64;
     let mut rng = Rng(seed);
     let mut events = Vec::with_capacity(total);
     let mut seq = vec![0u64; peers as usize];
@@ -62,7 +63,11 @@ pub fn rounds(total: usize, peers: u64, keys: u64, per_round: usize, seed: u64) 
                 if events.len() == total {
                     break;
                 }
-                let k = (rng.next_u64() % keys) as usize;
+                let k = if every_key_once {
+                    events.len()
+                } else {
+                    (rng.next_u64() % keys) as usize
+                };
                 *next += 1;
                 let id = EventId::new(peer(w as u64), *next);
                 let mut observed: VectorClock =

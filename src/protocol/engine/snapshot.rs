@@ -33,8 +33,23 @@ impl ReconciliationEngine {
     pub fn load_snapshot(&mut self, snapshot: StateSnapshot) {
         let theirs = snapshot.version_vector;
         let ours = self.applied.clone();
-        for (key, entity) in snapshot.entities {
-            self.join_entity(key, &entity, &ours, &theirs);
+        if ours.is_empty() && self.entities.is_empty() {
+            // A fresh engine: the join with nothing is the snapshot itself.
+            self.entities.reserve(snapshot.entities.len());
+            for (key, entity) in snapshot.entities {
+                self.clock.observe(entity.max_hlc());
+                let mut slot = Slot {
+                    entity,
+                    digest_stale: false,
+                    changed: false,
+                };
+                self.books.touch(&key, &mut slot);
+                self.entities.insert(key, slot);
+            }
+        } else {
+            for (key, entity) in snapshot.entities {
+                self.join_entity(key, &entity, &ours, &theirs);
+            }
         }
         for (peer, seq) in theirs.iter() {
             if seq > self.applied.get(peer) {
