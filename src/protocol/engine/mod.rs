@@ -11,7 +11,7 @@ mod remote;
 mod snapshot;
 mod view;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use foldhash::fast::FixedState;
@@ -91,7 +91,8 @@ struct Books {
     /// Keys changed since the app last asked.
     changed: Vec<Arc<str>>,
     /// Register keys with concurrent siblings (any policy).
-    conflicted: BTreeSet<Arc<str>>,
+    /// (A hash set: every register write probes it; readers sort.)
+    conflicted: HashSet<Arc<str>, FixedState>,
 }
 
 impl Books {

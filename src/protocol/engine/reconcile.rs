@@ -47,7 +47,8 @@ impl ReconciliationEngine {
     /// Conflicted `reconcile` keys with no request in flight (or whose
     /// request went unanswered for [`RECONCILIATION_RETRY_MS`]).
     pub fn pending_reconciliations(&self, now_ms: u64) -> Vec<Arc<str>> {
-        self.books
+        let mut keys = self
+            .books
             .conflicted
             .iter()
             .filter(|key| self.policies.get(key) == ConflictPolicy::Reconcile)
@@ -61,7 +62,9 @@ impl ReconciliationEngine {
                 },
             )
             .cloned()
-            .collect()
+            .collect::<Vec<_>>();
+        keys.sort();
+        keys
     }
 
     /// The protocol's `request_reconciliation` for a conflicted key. The

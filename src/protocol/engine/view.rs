@@ -102,7 +102,8 @@ impl ReconciliationEngine {
     /// Conflicts on `multi-value` and `reconcile` keys, by key. `lww` keys
     /// keep siblings too, but show the winner and no conflict.
     pub fn conflicts(&self) -> Vec<Conflict> {
-        self.books
+        let mut conflicts = self
+            .books
             .conflicted
             .iter()
             .filter(|key| self.policies.get(key) != ConflictPolicy::Lww)
@@ -113,7 +114,9 @@ impl ReconciliationEngine {
                 }),
                 _ => None,
             })
-            .collect()
+            .collect::<Vec<_>>();
+        conflicts.sort_by(|a, b| a.key.cmp(&b.key));
+        conflicts
     }
 
     /// Keys in the state (present or deleted), unordered.
