@@ -22,7 +22,16 @@ impl ReconciliationEngine {
     /// apply them in (per origin, by sequence; the receiver's holding queue
     /// orders across origins).
     pub fn events_missing_from(&self, clock: &VectorClock) -> Vec<P2PEvent> {
-        self.log.missing_from(clock).cloned().collect()
+        // Walks our version vector (sorted) and slices each origin's log: no
+        // scan of origins the peer is level with beyond one comparison.
+        let mut out = Vec::new();
+        for (peer, have) in self.applied.iter() {
+            let theirs = clock.get(peer);
+            if have > theirs {
+                out.extend_from_slice(self.log.range(peer, theirs, have));
+            }
+        }
+        out
     }
 
     /// Compaction: drops logged events that every known peer has (`stable`,

@@ -59,6 +59,18 @@ impl EventLog {
         })
     }
 
+    /// The logged events of `peer` after `after`, up to `upto` (those still
+    /// in the log).
+    pub fn range(&self, peer: PeerId, after: u64, upto: u64) -> &[P2PEvent] {
+        let Some(log) = self.origins.get(&peer) else {
+            return &[];
+        };
+        let index =
+            |seq: u64| usize::try_from(seq.saturating_sub(log.first_seq - 1)).unwrap_or(usize::MAX);
+        let (from, to) = (index(after), index(upto).min(log.events.len()));
+        log.events.get(from..to).unwrap_or_default()
+    }
+
     /// Every logged event, by origin then sequence.
     pub fn iter(&self) -> impl Iterator<Item = &P2PEvent> {
         static NOTHING: VectorClock = VectorClock::new();

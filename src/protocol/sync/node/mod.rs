@@ -187,7 +187,7 @@ impl SyncNode {
         if let Some(event) = &event {
             self.spread(vec![event.clone()], None);
         }
-        self.after(now_ms);
+        self.report_changes();
         Ok(event)
     }
 
@@ -198,7 +198,7 @@ impl SyncNode {
             self.request_window(now_ms);
         }
         self.send_digest(peer);
-        self.after(now_ms);
+        self.report_changes();
     }
 
     /// The connection to `peer` is gone; what was queued on it is lost. A
@@ -220,7 +220,7 @@ impl SyncNode {
         self.reconcile(now_ms);
         self.compact();
         self.tend_transfer(now_ms);
-        self.after(now_ms);
+        self.report_changes();
     }
 
     /// A frame arrived from `from`. Bad frames are refused, counted and
@@ -251,7 +251,7 @@ impl SyncNode {
         if let Some(message) = message {
             self.handle(from, message, now_ms);
         }
-        self.after(now_ms);
+        self.report_changes();
     }
 
     fn handle(&mut self, from: PeerId, message: Message, now_ms: u64) {
@@ -306,8 +306,8 @@ impl SyncNode {
         self.outputs.push(Output::Rejected { peer, error });
     }
 
-    /// After every input: report changed keys.
-    fn after(&mut self, _now_ms: u64) {
+    /// After every input: which keys changed.
+    fn report_changes(&mut self) {
         let changed = self.engine.take_changes();
         if !changed.is_empty() {
             self.outputs.push(Output::Changed(
