@@ -122,7 +122,7 @@ proptest! {
             }
         }
         n.take_outputs();
-        n.write(200, |e| e.increment("still-works", 1, 200).map(Some)).expect("node still works");
+        n.write(|e| e.increment("still-works", 1, 200).map(Some)).expect("node still works");
     }
 
     #[test]

@@ -78,10 +78,8 @@ fn sends(outputs: Vec<Output>) -> Vec<Vec<u8>> {
 
 fn write_many(n: &mut SyncNode, count: usize, now: u64) {
     for i in 0..count {
-        n.write(now, |e| {
-            e.set(&format!("k{i}"), json(&i.to_string()), now).map(Some)
-        })
-        .unwrap();
+        n.write(|e| e.set(&format!("k{i}"), json(&i.to_string()), now).map(Some))
+            .unwrap();
     }
     n.take_outputs();
 }
@@ -127,8 +125,7 @@ fn relayed_events_reach_peers_that_are_not_connected() {
     b.connect(PeerId(3), 1_000);
     c.connect(PeerId(2), 1_000);
     route(&mut [&mut a, &mut b, &mut c], 1_000);
-    a.write(1_100, |e| e.set("k", json("1"), 1_100).map(Some))
-        .unwrap();
+    a.write(|e| e.set("k", json("1"), 1_100).map(Some)).unwrap();
     let traffic = route(&mut [&mut a, &mut b, &mut c], 1_100);
     assert_eq!(traffic.rounds, 2, "a to b, b to c: {traffic:?}");
     assert_eq!(c.engine().get("k"), Some(serde_json::json!(1)));
@@ -178,10 +175,8 @@ fn a_peer_behind_the_horizon_gets_a_snapshot_that_resumes_after_a_disconnect() {
     let mut b = node(2);
     for i in 0..3000 {
         let value = json(&format!("\"{}\"", "v".repeat(i % 700)));
-        a.write(1_000, |e| {
-            e.set(&format!("key/{i}"), value, 1_000).map(Some)
-        })
-        .unwrap();
+        a.write(|e| e.set(&format!("key/{i}"), value, 1_000).map(Some))
+            .unwrap();
     }
     a.tick(1_000); // compacts: nobody else is known
     a.take_outputs();
@@ -253,8 +248,7 @@ fn bad_frames_are_refused_counted_and_the_session_goes_on() {
     assert_eq!(stats.rejected, 1);
     assert!(stats.last_error.unwrap().contains("checksum"));
     // Still syncing.
-    a.write(1_200, |e| e.increment("n", 1, 1_200).map(Some))
-        .unwrap();
+    a.write(|e| e.increment("n", 1, 1_200).map(Some)).unwrap();
     exchange(&mut a, &mut b, 1_200);
     assert_eq!(b.engine().get("n"), Some(serde_json::json!(1)));
     // An oversized frame closes the connection.
@@ -270,8 +264,7 @@ fn bad_frames_are_refused_counted_and_the_session_goes_on() {
 fn local_writes_are_persisted_before_they_are_sent() {
     let (mut a, mut b) = (node(1), node(2));
     sync(&mut a, &mut b, 1_000);
-    a.write(1_100, |e| e.add("s", json("1"), 1_100).map(Some))
-        .unwrap();
+    a.write(|e| e.add("s", json("1"), 1_100).map(Some)).unwrap();
     let outputs = a.take_outputs();
     let persisted = outputs
         .iter()

@@ -212,7 +212,7 @@ impl World {
         let delete_prefix = ["r/", "m/", "ds/", "rc/", "dc/"][self.rng.below(5)];
         let mut acked = None;
         self.with_node(i, |node| {
-            let result = node.write(now, |e| match roll {
+            let result = node.write(|e| match roll {
                 0 | 1 => e.set(&format!("r/{n}"), value, now).map(Some),
                 2 => e.set(&format!("m/{n}"), value, now).map(Some),
                 3 => e.set(&format!("rc/{n}"), value, now).map(Some),

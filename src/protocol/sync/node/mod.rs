@@ -180,7 +180,6 @@ impl SyncNode {
     /// persisted, then gossiped to every connected peer.
     pub fn write(
         &mut self,
-        now_ms: u64,
         op: impl FnOnce(&mut ReconciliationEngine) -> Result<Option<P2PEvent>, EngineError>,
     ) -> Result<Option<P2PEvent>, EngineError> {
         let event = op(&mut self.engine)?;
