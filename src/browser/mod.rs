@@ -1,6 +1,12 @@
-//! The browser edge: `#[wasm_bindgen]` facade over the protocol core.
+//! The browser edge: `#[wasm_bindgen]` facade over the protocol core. It
+//! converts values and moves bytes; the protocol lives in `protocol`.
+
+mod convert;
+mod peer;
 
 use wasm_bindgen::prelude::*;
+
+pub use peer::Peer;
 
 /// The engine version compiled into this `.wasm`.
 #[wasm_bindgen]

@@ -1,0 +1,100 @@
+// The Peer API as an app calls it, in the page, in headless Chromium.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { startServer, launchBrowser, openPage } from "./harness.mjs";
+
+let server;
+let browser;
+
+before(async () => {
+  server = await startServer();
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+test("a memory peer: writes of every kind, state, clock, digest, events", async () => {
+  const { page, errors } = await openPage(browser, server.url);
+  await page.waitForSelector("body[data-ready=true]");
+  const result = await page.evaluate(async () => {
+    const { Peer } = window.cpc.module;
+    const peer = await Peer.open({ room: "e2e", storage: "memory" });
+    const changes = [];
+    peer.addEventListener("change", (e) => changes.push(...e.keys));
+    await peer.set("title", { text: "<b>hi</b>", n: 1 });
+    await peer.increment("likes", 2);
+    await peer.increment("likes", -1);
+    await peer.add("tags", "b");
+    await peer.add("tags", "a");
+    await peer.remove("tags", "b");
+    await peer.set("gone", true);
+    await peer.delete("gone");
+    let kindError = null;
+    try {
+      await peer.increment("title", 1);
+    } catch (e) {
+      kindError = String(e.message);
+    }
+    let valueError = null;
+    try {
+      await peer.set("bad", undefined);
+    } catch (e) {
+      valueError = String(e.message);
+    }
+    return {
+      id: peer.id,
+      state: peer.state(),
+      title: peer.get("title"),
+      missing: peer.get("nope") === undefined,
+      clock: peer.clock(),
+      digest: peer.digest(),
+      conflicts: peer.conflicts(),
+      peers: peer.peers(),
+      changes,
+      kindError,
+      valueError,
+    };
+  });
+  assert.match(result.id, /^[0-9a-f]{16}$/);
+  assert.deepEqual(result.state, { likes: 1, tags: ["a"], title: { n: 1, text: "<b>hi</b>" } });
+  assert.deepEqual(result.title, { n: 1, text: "<b>hi</b>" });
+  assert.ok(result.missing);
+  assert.deepEqual(result.clock, { [result.id]: 8 });
+  assert.match(result.digest, /^[0-9a-f]{64}$/);
+  assert.deepEqual(result.conflicts, []);
+  assert.deepEqual(result.peers, []);
+  assert.deepEqual([...new Set(result.changes)].sort(), ["gone", "likes", "tags", "title"]);
+  assert.match(result.kindError, /holds a register/);
+  assert.match(result.valueError, /JSON/);
+  assert.deepEqual(errors, []);
+});
+
+test("Peer.open refuses bad options with a clear error", async () => {
+  const { page } = await openPage(browser, server.url);
+  await page.waitForSelector("body[data-ready=true]");
+  const messages = await page.evaluate(async () => {
+    const { Peer } = window.cpc.module;
+    const out = [];
+    for (const options of [{}, { room: "r", storage: "floppy" }]) {
+      try {
+        await Peer.open(options);
+        out.push("opened");
+      } catch (e) {
+        out.push(String(e.message));
+      }
+    }
+    const peer = await Peer.open({ room: "r" });
+    try {
+      peer.setPolicy("doc/", "sometimes");
+    } catch (e) {
+      out.push(String(e.message));
+    }
+    return out;
+  });
+  assert.match(messages[0], /needs \{ room \}/);
+  assert.match(messages[1], /unknown storage/);
+  assert.match(messages[2], /unknown conflict policy/);
+});
