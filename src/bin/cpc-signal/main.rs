@@ -1,16 +1,18 @@
 //! `cpc-signal`: the signaling + static server of cpc-sync.
 //!
 //! Serves the page (`www/`) at `/` and the built npm package (`pkg/`) at
-//! `/pkg/`, and (in a later release) relays WebRTC signaling per room over
-//! WebSocket at `/signal`. Listens on 127.0.0.1:8080; `PORT=n` for another
+//! `/pkg/`, and relays WebRTC signaling per room over WebSocket at
+//! `/signal` (see `signaling.rs`). Listens on 127.0.0.1:8080; `PORT=n` for another
 //! port, `PORT=0` for any free one. `CPC_WWW` and `CPC_PKG` override the
 //! folders served.
 
+mod signaling;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use axum::http::StatusCode;
-use axum::routing::any;
+use axum::routing::get;
 use axum::Router;
 use tower_http::services::ServeDir;
 
@@ -22,15 +24,8 @@ fn folder(var: &str, default: &str) -> PathBuf {
 
 fn app() -> Router {
     Router::new()
-        .route(
-            "/signal",
-            any(|| async {
-                (
-                    StatusCode::NOT_IMPLEMENTED,
-                    "WebSocket signaling is not implemented yet\n",
-                )
-            }),
-        )
+        .route("/signal", get(signaling::upgrade))
+        .with_state(Arc::new(signaling::Rooms::default()))
         .nest_service("/pkg", ServeDir::new(folder("CPC_PKG", "pkg")))
         .fallback_service(ServeDir::new(folder("CPC_WWW", "www")))
 }
