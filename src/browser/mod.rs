@@ -3,6 +3,7 @@
 
 mod convert;
 mod peer;
+pub mod storage;
 
 use wasm_bindgen::prelude::*;
 

@@ -1,0 +1,213 @@
+//! IndexedDB persistence of one peer: its event log and its latest snapshot,
+//! in a database of its own.
+//!
+//! - store `log`: one record per event (the event's binary encoding), keys
+//!   auto-incremented, so the log reads back in append order;
+//! - store `snapshot`: the latest `StateSnapshot` under the key `"state"`.
+//!
+//! A batch of events is appended in one transaction, and the future
+//! resolves once that transaction has committed (durable). Writing a
+//! snapshot clears the log in the same transaction: the snapshot covers it.
+//! Callbacks are the `resolve`/`reject` functions of a JS promise, so no
+//! Rust closure outlives its request.
+
+use js_sys::{Array, Promise, Uint8Array};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{IdbDatabase, IdbObjectStore, IdbRequest, IdbTransaction, IdbTransactionMode};
+
+use crate::protocol::P2PEvent;
+
+const LOG: &str = "log";
+const SNAPSHOT: &str = "snapshot";
+const STATE_KEY: &str = "state";
+const VERSION: u32 = 1;
+
+/// Why storage failed; the message names the IndexedDB operation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("IndexedDB {operation} failed: {detail}")]
+pub struct StorageError {
+    pub operation: &'static str,
+    pub detail: String,
+}
+
+fn failed(operation: &'static str) -> impl Fn(JsValue) -> StorageError {
+    move |e| StorageError {
+        operation,
+        detail: e
+            .dyn_ref::<js_sys::Error>()
+            .map(|e| String::from(e.message()))
+            .or_else(|| e.dyn_ref::<web_sys::DomException>().map(|e| e.message()))
+            .or_else(|| e.as_string())
+            .unwrap_or_else(|| format!("{e:?}")),
+    }
+}
+
+/// Waits for a request's `success` (or fails on its `error`).
+async fn request(req: &IdbRequest, operation: &'static str) -> Result<JsValue, StorageError> {
+    let done = Promise::new(&mut |resolve, reject| {
+        req.set_onsuccess(Some(&resolve));
+        req.set_onerror(Some(&reject));
+    });
+    JsFuture::from(done).await.map_err(failed(operation))?;
+    req.result().map_err(failed(operation))
+}
+
+/// Waits for a transaction to commit (or fails on `error`/`abort`).
+async fn committed(tx: &IdbTransaction, operation: &'static str) -> Result<(), StorageError> {
+    let done = Promise::new(&mut |resolve, reject| {
+        tx.set_oncomplete(Some(&resolve));
+        tx.set_onerror(Some(&reject));
+        tx.set_onabort(Some(&reject));
+    });
+    JsFuture::from(done)
+        .await
+        .map(|_| ())
+        .map_err(failed(operation))
+}
+
+/// What a peer had persisted.
+#[derive(Debug, Default)]
+pub struct Persisted {
+    pub snapshot: Option<Vec<u8>>,
+    pub events: Vec<P2PEvent>,
+    /// Log records that did not decode (skipped; anti-entropy refetches).
+    pub damaged: usize,
+}
+
+/// One peer's database.
+pub struct Storage {
+    db: IdbDatabase,
+}
+
+impl Storage {
+    /// Opens (creating on first use) the database `name`.
+    pub async fn open(name: &str) -> Result<Storage, StorageError> {
+        let open = failed("open");
+        let factory = web_sys::window()
+            .ok_or_else(|| open(JsValue::from_str("no window")))?
+            .indexed_db()
+            .map_err(&open)?
+            .ok_or_else(|| open(JsValue::from_str("IndexedDB is not available")))?;
+        let req = factory.open_with_u32(name, VERSION).map_err(&open)?;
+        // Creates the stores on first open; owned here, dropped after.
+        let upgrade = Closure::<dyn FnMut(web_sys::IdbVersionChangeEvent)>::new(
+            move |event: web_sys::IdbVersionChangeEvent| {
+                let Some(db) = event
+                    .target()
+                    .and_then(|t| t.dyn_into::<IdbRequest>().ok())
+                    .and_then(|r| r.result().ok())
+                    .and_then(|r| r.dyn_into::<IdbDatabase>().ok())
+                else {
+                    return;
+                };
+                let params = web_sys::IdbObjectStoreParameters::new();
+                params.set_auto_increment(true);
+                let _ = db.create_object_store_with_optional_parameters(LOG, &params);
+                let _ = db.create_object_store(SNAPSHOT);
+            },
+        );
+        req.set_onupgradeneeded(Some(upgrade.as_ref().unchecked_ref()));
+        let db = request(&req, "open").await?;
+        req.set_onupgradeneeded(None);
+        drop(upgrade);
+        Ok(Storage {
+            db: db.dyn_into().map_err(&open)?,
+        })
+    }
+
+    fn store(
+        &self,
+        tx: &IdbTransaction,
+        name: &str,
+        operation: &'static str,
+    ) -> Result<IdbObjectStore, StorageError> {
+        tx.object_store(name).map_err(failed(operation))
+    }
+
+    /// Appends events in one transaction; resolves once it has committed.
+    pub async fn append(&self, events: &[P2PEvent]) -> Result<(), StorageError> {
+        let op = "append";
+        let tx = self
+            .db
+            .transaction_with_str_and_mode(LOG, IdbTransactionMode::Readwrite)
+            .map_err(failed(op))?;
+        let log = self.store(&tx, LOG, op)?;
+        for event in events {
+            let bytes = Uint8Array::from(event.encode().as_slice());
+            log.add(&bytes).map_err(failed(op))?;
+        }
+        committed(&tx, op).await
+    }
+
+    /// Replaces everything persisted by `snapshot` (which covers the log).
+    pub async fn write_snapshot(&self, snapshot: &[u8]) -> Result<(), StorageError> {
+        let op = "snapshot write";
+        let stores = Array::of2(&LOG.into(), &SNAPSHOT.into());
+        let tx = self
+            .db
+            .transaction_with_str_sequence_and_mode(&stores, IdbTransactionMode::Readwrite)
+            .map_err(failed(op))?;
+        self.store(&tx, LOG, op)?.clear().map_err(failed(op))?;
+        let bytes = Uint8Array::from(snapshot);
+        self.store(&tx, SNAPSHOT, op)?
+            .put_with_key(&bytes, &STATE_KEY.into())
+            .map_err(failed(op))?;
+        committed(&tx, op).await
+    }
+
+    /// Reads the snapshot and the log after it.
+    pub async fn load(&self) -> Result<Persisted, StorageError> {
+        let op = "load";
+        let stores = Array::of2(&LOG.into(), &SNAPSHOT.into());
+        let tx = self
+            .db
+            .transaction_with_str_sequence(&stores)
+            .map_err(failed(op))?;
+        let snapshot = request(
+            &self
+                .store(&tx, SNAPSHOT, op)?
+                .get(&STATE_KEY.into())
+                .map_err(failed(op))?,
+            op,
+        )
+        .await?;
+        let records = request(
+            &self.store(&tx, LOG, op)?.get_all().map_err(failed(op))?,
+            op,
+        )
+        .await?;
+        let mut persisted = Persisted {
+            snapshot: snapshot.dyn_ref::<Uint8Array>().map(Uint8Array::to_vec),
+            ..Persisted::default()
+        };
+        for record in Array::from(&records).iter() {
+            match record
+                .dyn_ref::<Uint8Array>()
+                .map(|b| P2PEvent::decode(&b.to_vec()))
+            {
+                Some(Ok(event)) => persisted.events.push(event),
+                _ => persisted.damaged += 1,
+            }
+        }
+        Ok(persisted)
+    }
+
+    /// Puts raw bytes in the log, as a damaged record would be (for tests).
+    #[doc(hidden)]
+    pub async fn append_raw(&self, bytes: &[u8]) -> Result<(), StorageError> {
+        let tx = self
+            .db
+            .transaction_with_str_and_mode(LOG, IdbTransactionMode::Readwrite)
+            .map_err(failed("append"))?;
+        self.store(&tx, LOG, "append")?
+            .add(&Uint8Array::from(bytes))
+            .map_err(failed("append"))?;
+        committed(&tx, "append").await
+    }
+
+    pub fn close(&self) {
+        self.db.close();
+    }
+}
