@@ -16,6 +16,7 @@ if ! command -v npm >/dev/null; then
   echo "setup: node and npm are required" >&2
   exit 1
 fi
+ok "$(cargo --version | cut -d' ' -f1-2), node $(node --version), npm $(npm --version 2>/dev/null)"
 
 # Rust: the wasm target and the lint tools.
 if rustup target list --installed | grep -qx wasm32-unknown-unknown; then
@@ -33,8 +34,19 @@ for component in rustfmt clippy; do
   fi
 done
 
-# wasm-bindgen-cli at exactly the crate's wasm-bindgen version.
-want=$(sed -n 's/^wasm-bindgen = "=\([0-9.]*\)"$/\1/p' Cargo.toml)
+# wasm-bindgen-cli at exactly the crate's wasm-bindgen version: the one
+# Cargo.lock resolved, else the `=0.2.x` pin of Cargo.toml.
+want=""
+if [ -f Cargo.lock ]; then
+  want=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/[^0-9.]/, ""); print; exit }' Cargo.lock)
+fi
+if [ -z "$want" ]; then
+  want=$(sed -n 's/^wasm-bindgen = "=\([0-9.]*\)"$/\1/p' Cargo.toml)
+fi
+if [ -z "$want" ]; then
+  echo "setup: no wasm-bindgen version in Cargo.lock or Cargo.toml" >&2
+  exit 1
+fi
 have=$(wasm-bindgen --version 2>/dev/null | awk '{print $2}' || true)
 if [ "$have" = "$want" ]; then
   ok "wasm-bindgen-cli $want"
@@ -62,11 +74,13 @@ else
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${packages[@]}" >/dev/null
 fi
 
-# npm packages (playwright-core; binaryen for wasm-opt), when missing or
-# older than the lock file.
+# npm packages, when missing or older than the lock file: playwright-core,
+# and binaryen for wasm-opt (Debian's binaryen 108 breaks wasm-bindgen's
+# externref table, so the build uses npm's).
 if [ -f node_modules/.package-lock.json ] && [ node_modules/.package-lock.json -nt package-lock.json ]; then
   ok "npm packages"
 else
   doing "npm ci"
   npm ci --no-audit --no-fund --loglevel=error
 fi
+ok "wasm-opt $(node_modules/.bin/wasm-opt --version | awk '{print $3}')"

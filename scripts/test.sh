@@ -30,7 +30,10 @@ core_has_no_web_crates() {
 step "setup" bash scripts/setup.sh test
 step "rustfmt" cargo fmt --all --check
 step "clippy (native)" cargo clippy --all-targets --features server -- -D warnings
-step "clippy (wasm32)" cargo clippy --target wasm32-unknown-unknown --lib --test browser -- -D warnings
+# `--profile test` lints the library's unit tests too; of the integration
+# tests only browser.rs is for wasm32 (the rest use native-only dev deps).
+step "clippy (wasm32)" cargo clippy --target wasm32-unknown-unknown --profile test \
+  --lib --test browser -- -D warnings
 step "core has no web crates" core_has_no_web_crates
 # The simulator runs 500 seeds here (a soak runs 10,000: see README).
 step "native tests" env CPC_SIM_SEEDS="${CPC_SIM_SEEDS:-500}" cargo test --profile ci --features server

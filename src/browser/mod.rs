@@ -2,6 +2,7 @@
 //! converts values and moves bytes; the protocol lives in `protocol`.
 
 mod convert;
+mod identity;
 mod peer;
 pub mod storage;
 

@@ -1,17 +1,23 @@
 //! `Peer`: the JS API of DESIGN.md, a thin facade over [`SyncNode`]. It
 //! converts values and calls the core; the protocol lives in the core.
 //!
-//! This first slice keeps state in memory (`storage: "memory"`) and has no
-//! transport yet: `peers()` is empty until the WebRTC layer lands.
+//! State is kept in IndexedDB (`storage: "indexeddb"`, the default) or in
+//! memory. There is no transport yet: `peers()` is empty until the WebRTC
+//! layer lands.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
+
+use gloo::timers::callback::Interval;
+use wasm_bindgen_futures::{future_to_promise, JsFuture};
 
 use js_sys::{Array, Function, Object, Promise, Reflect};
 use wasm_bindgen::prelude::*;
 
 use super::convert::{error, from_json, to_js, to_json};
+use super::identity::{self, Slot};
+use super::storage::Storage;
 use crate::protocol::engine::ConflictPolicy;
 use crate::protocol::sync::{Output, SyncConfig, SyncNode};
 use crate::protocol::{EngineConfig, EngineError, P2PEvent, PeerId, ReconciliationEngine};
@@ -42,6 +48,16 @@ struct Inner {
     node: SyncNode,
     room: String,
     listeners: HashMap<String, Vec<Function>>,
+    /// `None` with memory storage.
+    storage: Option<Rc<Storage>>,
+    /// Events made or learned and not yet committed, and a snapshot to write.
+    unsaved: Vec<P2PEvent>,
+    unsaved_snapshot: Option<Vec<u8>>,
+    /// The commit this tick's writes share, while it is being scheduled.
+    flush: Option<Promise>,
+    /// Held while open; dropping them releases the slot and stops the timer.
+    _slot: Option<Slot>,
+    timer: Option<Interval>,
 }
 
 /// A peer of a room: the shared state, its writes and its events.
@@ -75,24 +91,12 @@ impl Peer {
     /// Opens a peer of `options.room`.
     #[wasm_bindgen(unchecked_return_type = "Promise<Peer>")]
     pub fn open(#[wasm_bindgen(unchecked_param_type = "PeerOptions")] options: JsValue) -> Promise {
-        match Peer::create(&options) {
-            Ok(peer) => Promise::resolve(&JsValue::from(peer)),
-            Err(e) => Promise::reject(&e),
-        }
+        future_to_promise(async move { Peer::create(&options).await.map(JsValue::from) })
     }
 
-    fn create(options: &JsValue) -> Result<Peer, JsValue> {
+    async fn create(options: &JsValue) -> Result<Peer, JsValue> {
         let room =
             option_string(options, "room").ok_or_else(|| error("Peer.open needs { room }"))?;
-        match option_string(options, "storage").as_deref() {
-            None | Some("memory") => {}
-            Some("indexeddb") => {
-                return Err(error(
-                    "storage \"indexeddb\" is not available yet; use \"memory\"",
-                ))
-            }
-            Some(other) => return Err(error(format!("unknown storage {other:?}: use \"memory\""))),
-        }
         let mut seed = [0u8; 8];
         if let Some(w) = web_sys::window() {
             w.crypto()?.get_random_values_with_u8_array(&mut seed)?;
@@ -101,15 +105,59 @@ impl Peer {
             hash_seed: u64::from_le_bytes(seed),
             ..EngineConfig::default()
         };
-        let engine = ReconciliationEngine::new(random_peer_id()?, config);
-        let inner = Inner {
-            node: SyncNode::new(engine, SyncConfig::default()),
+        let (node, storage, slot) = match option_string(options, "storage").as_deref() {
+            Some("memory") => {
+                let engine = ReconciliationEngine::new(random_peer_id()?, config);
+                (SyncNode::new(engine, SyncConfig::default()), None, None)
+            }
+            None | Some("indexeddb") => {
+                let slot = identity::claim(&room).await?;
+                let storage = Storage::open(&format!("cpc-sync:{room}:slot:{}", slot.index))
+                    .await
+                    .map_err(error)?;
+                let persisted = storage.load().await.map_err(error)?;
+                let peer = match persisted.identity.as_deref().map(str::parse::<PeerId>) {
+                    Some(Ok(peer)) => peer,
+                    _ => {
+                        let peer = random_peer_id()?;
+                        storage
+                            .save_identity(&peer.to_string())
+                            .await
+                            .map_err(error)?;
+                        peer
+                    }
+                };
+                let node = SyncNode::restore(
+                    peer,
+                    config,
+                    SyncConfig::default(),
+                    persisted.snapshot.as_deref(),
+                    persisted.events,
+                )
+                .map_err(error)?;
+                (node, Some(Rc::new(storage)), Some(slot))
+            }
+            Some(other) => {
+                return Err(error(format!(
+                    "unknown storage {other:?}: use \"indexeddb\" or \"memory\""
+                )))
+            }
+        };
+        let inner = Rc::new(RefCell::new(Inner {
+            node,
             room,
             listeners: HashMap::new(),
-        };
-        Ok(Peer {
-            inner: Rc::new(RefCell::new(inner)),
-        })
+            storage,
+            unsaved: Vec::new(),
+            unsaved_snapshot: None,
+            flush: None,
+            _slot: slot,
+            timer: None,
+        }));
+        let weak = Rc::downgrade(&inner);
+        let interval = SyncConfig::default().gossip_interval_ms as u32;
+        inner.borrow_mut().timer = Some(Interval::new(interval, move || tick(&weak)));
+        Ok(Peer { inner })
     }
 
     /// This peer's id (16 hex digits).
@@ -298,11 +346,23 @@ impl Peer {
         }
     }
 
-    /// Closes the peer; its listeners are dropped.
+    /// Closes the peer: waits for unsaved writes, then releases its storage,
+    /// its identity slot, its timer and its listeners.
     #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
     pub fn close(&self) -> Promise {
-        self.inner.borrow_mut().listeners.clear();
-        Promise::resolve(&JsValue::UNDEFINED)
+        let saved = flush(&self.inner);
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            JsFuture::from(saved).await?;
+            let mut inner = inner.borrow_mut();
+            inner.timer = None;
+            inner.listeners.clear();
+            inner._slot = None;
+            if let Some(storage) = inner.storage.take() {
+                storage.close();
+            }
+            Ok(JsValue::UNDEFINED)
+        })
     }
 }
 
@@ -316,7 +376,7 @@ fn js(e: JsError) -> JsValue {
 
 impl Peer {
     /// Runs a local write, carries out the node's outputs, and tells the
-    /// listeners. Memory storage makes the write durable at once.
+    /// listeners. The promise resolves once the write is durable.
     fn write(
         &self,
         op: impl FnOnce(&mut ReconciliationEngine, u64) -> Result<Option<P2PEvent>, JsValue>,
@@ -340,33 +400,94 @@ impl Peer {
         if let Err(e) = result {
             return Promise::reject(&error(e));
         }
-        self.dispatch_outputs();
-        Promise::resolve(&JsValue::UNDEFINED)
+        dispatch(&self.inner);
+        flush(&self.inner)
     }
+}
 
-    fn dispatch_outputs(&self) {
-        let outputs = self.inner.borrow_mut().node.take_outputs();
-        for output in outputs {
-            if let Output::Changed(keys) = output {
+/// The timer: gossip, compaction, and what they output.
+fn tick(inner: &Weak<RefCell<Inner>>) {
+    let Some(inner) = inner.upgrade() else { return };
+    inner.borrow_mut().node.tick(now_ms());
+    dispatch(&inner);
+    let _ = flush(&inner);
+}
+
+/// Carries out the node's outputs: what to persist is queued for the next
+/// commit; changes go to the listeners.
+fn dispatch(inner: &Rc<RefCell<Inner>>) {
+    let outputs = inner.borrow_mut().node.take_outputs();
+    for output in outputs {
+        match output {
+            Output::PersistEvents(events) => inner.borrow_mut().unsaved.extend(events),
+            Output::PersistSnapshot(bytes) => {
+                let mut inner = inner.borrow_mut();
+                // The snapshot covers every event so far.
+                inner.unsaved.clear();
+                inner.unsaved_snapshot = Some(bytes);
+            }
+            Output::Changed(keys) => {
                 let detail = Object::new();
                 let _ = Reflect::set(&detail, &"type".into(), &"change".into());
                 let _ = Reflect::set(&detail, &"keys".into(), &to_js(&keys));
-                self.emit("change", &detail.into());
+                emit(inner, "change", &detail.into());
             }
+            _ => {}
         }
     }
+}
 
-    fn emit(&self, kind: &str, detail: &JsValue) {
-        // Clone the list first: a listener may add or remove listeners.
-        let listeners = self
-            .inner
-            .borrow()
-            .listeners
-            .get(kind)
-            .cloned()
-            .unwrap_or_default();
-        for listener in listeners {
-            let _ = listener.call1(&JsValue::NULL, detail);
-        }
+fn emit(inner: &Rc<RefCell<Inner>>, kind: &str, detail: &JsValue) {
+    // Clone the list first: a listener may add or remove listeners, or write.
+    let listeners = inner
+        .borrow()
+        .listeners
+        .get(kind)
+        .cloned()
+        .unwrap_or_default();
+    for listener in listeners {
+        let _ = listener.call1(&JsValue::NULL, detail);
     }
+}
+
+/// The commit of everything unsaved, shared by all writes of this tick: the
+/// first write schedules it after the current task's microtasks, later ones
+/// join it. Resolves once the IndexedDB transaction has committed.
+fn flush(inner: &Rc<RefCell<Inner>>) -> Promise {
+    let pending = {
+        let state = inner.borrow();
+        if state.storage.is_none() {
+            return Promise::resolve(&JsValue::UNDEFINED);
+        }
+        state.flush.clone()
+    };
+    if let Some(pending) = pending {
+        return pending;
+    }
+    let shared = inner.clone();
+    let commit = future_to_promise(async move {
+        // Let the rest of this tick's writes join the batch.
+        JsFuture::from(Promise::resolve(&JsValue::UNDEFINED)).await?;
+        let (storage, events, snapshot) = {
+            let mut state = shared.borrow_mut();
+            state.flush = None;
+            (
+                state.storage.clone(),
+                std::mem::take(&mut state.unsaved),
+                state.unsaved_snapshot.take(),
+            )
+        };
+        let Some(storage) = storage else {
+            return Ok(JsValue::UNDEFINED);
+        };
+        if let Some(bytes) = snapshot {
+            storage.write_snapshot(&bytes).await.map_err(error)?;
+        }
+        if !events.is_empty() {
+            storage.append(&events).await.map_err(error)?;
+        }
+        Ok(JsValue::UNDEFINED)
+    });
+    inner.borrow_mut().flush = Some(commit.clone());
+    commit
 }

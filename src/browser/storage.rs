@@ -22,6 +22,7 @@ use crate::protocol::P2PEvent;
 const LOG: &str = "log";
 const SNAPSHOT: &str = "snapshot";
 const STATE_KEY: &str = "state";
+const IDENTITY_KEY: &str = "identity";
 const VERSION: u32 = 1;
 
 /// Why storage failed; the message names the IndexedDB operation.
@@ -70,6 +71,8 @@ async fn committed(tx: &IdbTransaction, operation: &'static str) -> Result<(), S
 /// What a peer had persisted.
 #[derive(Debug, Default)]
 pub struct Persisted {
+    /// The peer id this database belongs to, once one was saved.
+    pub identity: Option<String>,
     pub snapshot: Option<Vec<u8>>,
     pub events: Vec<P2PEvent>,
     /// Log records that did not decode (skipped; anti-entropy refetches).
@@ -178,7 +181,16 @@ impl Storage {
             op,
         )
         .await?;
+        let identity = request(
+            &self
+                .store(&tx, SNAPSHOT, op)?
+                .get(&IDENTITY_KEY.into())
+                .map_err(failed(op))?,
+            op,
+        )
+        .await?;
         let mut persisted = Persisted {
+            identity: identity.as_string(),
             snapshot: snapshot.dyn_ref::<Uint8Array>().map(Uint8Array::to_vec),
             ..Persisted::default()
         };
@@ -192,6 +204,19 @@ impl Storage {
             }
         }
         Ok(persisted)
+    }
+
+    /// Records the peer id this database belongs to.
+    pub async fn save_identity(&self, peer: &str) -> Result<(), StorageError> {
+        let op = "identity write";
+        let tx = self
+            .db
+            .transaction_with_str_and_mode(SNAPSHOT, IdbTransactionMode::Readwrite)
+            .map_err(failed(op))?;
+        self.store(&tx, SNAPSHOT, op)?
+            .put_with_key(&peer.into(), &IDENTITY_KEY.into())
+            .map_err(failed(op))?;
+        committed(&tx, op).await
     }
 
     /// Puts raw bytes in the log, as a damaged record would be (for tests).
