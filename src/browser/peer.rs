@@ -56,7 +56,7 @@ struct Inner {
     /// The commit this tick's writes share, while it is being scheduled.
     flush: Option<Promise>,
     /// Held while open; dropping them releases the slot and stops the timer.
-    _slot: Option<Slot>,
+    slot: Option<Slot>,
     timer: Option<Interval>,
 }
 
@@ -151,7 +151,7 @@ impl Peer {
             unsaved: Vec::new(),
             unsaved_snapshot: None,
             flush: None,
-            _slot: slot,
+            slot,
             timer: None,
         }));
         let weak = Rc::downgrade(&inner);
@@ -357,7 +357,7 @@ impl Peer {
             let mut inner = inner.borrow_mut();
             inner.timer = None;
             inner.listeners.clear();
-            inner._slot = None;
+            inner.slot = None;
             if let Some(storage) = inner.storage.take() {
                 storage.close();
             }
