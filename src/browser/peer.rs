@@ -37,10 +37,16 @@ export interface Conflict {
 }
 export type ConflictPolicy = "lww" | "multi-value" | "reconcile";
 export type PeerEventType = "change" | "peer" | "conflict" | "message";
-/** What a listener receives; `keys` on "change". */
+/** What a listener receives: `keys` on "change", `conflicts` on
+ * "conflict", a reconciliation message in the spec's JSON shape on
+ * "message". */
 export interface PeerEvent {
   type: PeerEventType;
   keys?: string[];
+  conflicts?: Conflict[];
+  peer?: string;
+  outgoing?: boolean;
+  message?: any;
 }
 "#;
 
@@ -58,6 +64,7 @@ struct Inner {
     /// Held while open; dropping them releases the slot and stops the timer.
     slot: Option<Slot>,
     timer: Option<Interval>,
+    closed: bool,
 }
 
 /// A peer of a room: the shared state, its writes and its events.
@@ -153,6 +160,7 @@ impl Peer {
             flush: None,
             slot,
             timer: None,
+            closed: false,
         }));
         let weak = Rc::downgrade(&inner);
         let interval = SyncConfig::default().gossip_interval_ms as u32;
@@ -355,6 +363,7 @@ impl Peer {
         future_to_promise(async move {
             JsFuture::from(saved).await?;
             let mut inner = inner.borrow_mut();
+            inner.closed = true;
             inner.timer = None;
             inner.listeners.clear();
             inner.slot = None;
@@ -381,6 +390,9 @@ impl Peer {
         &self,
         op: impl FnOnce(&mut ReconciliationEngine, u64) -> Result<Option<P2PEvent>, JsValue>,
     ) -> Promise {
+        if self.inner.borrow().closed {
+            return Promise::reject(&error("the peer is closed"));
+        }
         let now = now_ms();
         let mut failure = None;
         let result = self
@@ -427,14 +439,45 @@ fn dispatch(inner: &Rc<RefCell<Inner>>) {
                 inner.unsaved_snapshot = Some(bytes);
             }
             Output::Changed(keys) => {
-                let detail = Object::new();
-                let _ = Reflect::set(&detail, &"type".into(), &"change".into());
-                let _ = Reflect::set(&detail, &"keys".into(), &to_js(&keys));
-                emit(inner, "change", &detail.into());
+                emit(inner, "change", &event("change", &[("keys", to_js(&keys))]));
+                let conflicts: Vec<_> = {
+                    let state = inner.borrow();
+                    let all = state.node.engine().conflicts();
+                    all.into_iter().filter(|c| keys.contains(&c.key)).collect()
+                };
+                if !conflicts.is_empty() {
+                    emit(
+                        inner,
+                        "conflict",
+                        &event("conflict", &[("conflicts", to_js(&conflicts))]),
+                    );
+                }
+            }
+            Output::Reconciliation {
+                peer,
+                outgoing,
+                json,
+            } => {
+                let fields = [
+                    ("peer", JsValue::from(peer.to_string())),
+                    ("outgoing", JsValue::from(outgoing)),
+                    ("message", from_json(&json)),
+                ];
+                emit(inner, "message", &event("message", &fields));
             }
             _ => {}
         }
     }
+}
+
+/// `{ type, ...fields }`, what a listener receives.
+fn event(kind: &str, fields: &[(&str, JsValue)]) -> JsValue {
+    let detail = Object::new();
+    let _ = Reflect::set(&detail, &"type".into(), &kind.into());
+    for (name, value) in fields {
+        let _ = Reflect::set(&detail, &(*name).into(), value);
+    }
+    detail.into()
 }
 
 fn emit(inner: &Rc<RefCell<Inner>>, kind: &str, detail: &JsValue) {

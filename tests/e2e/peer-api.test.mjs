@@ -86,9 +86,16 @@ test("Peer.open refuses bad options with a clear error", async () => {
         out.push(String(e.message));
       }
     }
-    const peer = await Peer.open({ room: "r" });
+    const peer = await Peer.open({ room: "r", storage: "memory" });
     try {
       peer.setPolicy("doc/", "sometimes");
+    } catch (e) {
+      out.push(String(e.message));
+    }
+    await peer.close();
+    try {
+      await peer.set("k", 1);
+      out.push("wrote after close");
     } catch (e) {
       out.push(String(e.message));
     }
@@ -97,4 +104,5 @@ test("Peer.open refuses bad options with a clear error", async () => {
   assert.match(messages[0], /needs \{ room \}/);
   assert.match(messages[1], /unknown storage/);
   assert.match(messages[2], /unknown conflict policy/);
+  assert.match(messages[3], /the peer is closed/);
 });
