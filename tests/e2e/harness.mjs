@@ -1,6 +1,7 @@
 // Shared pieces of the end-to-end suite: a real cpc-signal process and a
 // real headless Chromium (Debian's, driven by playwright-core).
 import { spawn } from "node:child_process";
+import { before, after } from "node:test";
 import { once } from "node:events";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
@@ -71,3 +72,29 @@ export const crateVersion = async () => {
   const toml = await readFile(path.join(root, "Cargo.toml"), "utf8");
   return toml.match(/^version = "(.*)"$/m)[1];
 };
+
+/**
+ * Registers before/after hooks that start a cpc-signal and a Chromium for
+ * the file's tests; returns an object whose `server` and `browser` are set
+ * once `ready` resolves (other hooks of the file await it).
+ */
+export function serverAndBrowser() {
+  const env = {};
+  let started;
+  env.ready = new Promise((resolve, reject) => (started = { resolve, reject }));
+  before(async () => {
+    try {
+      env.server = await startServer();
+      env.browser = await launchBrowser();
+      started.resolve();
+    } catch (error) {
+      started.reject(error);
+      throw error;
+    }
+  });
+  after(async () => {
+    await env.browser?.close();
+    await env.server?.stop();
+  });
+  return env;
+}

@@ -1,24 +1,14 @@
 // The page as a person opens it: served by cpc-signal, rendered by wasm.
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdir } from "node:fs/promises";
-import { startServer, launchBrowser, openPage, crateVersion } from "./harness.mjs";
+import { serverAndBrowser, openPage, crateVersion } from "./harness.mjs";
 
-let server;
-let browser;
+const env = serverAndBrowser();
 
-before(async () => {
-  server = await startServer();
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
 
 test("the page loads the wasm module and shows the engine version", async () => {
-  const { page, errors } = await openPage(browser, server.url);
+  const { page, errors } = await openPage(env.browser, env.server.url);
   await page.waitForSelector("body[data-ready]");
   assert.equal(await page.getAttribute("body", "data-ready"), "true");
   assert.equal(await page.textContent("#version"), `engine v${await crateVersion()}`);
@@ -29,11 +19,11 @@ test("the page loads the wasm module and shows the engine version", async () => 
 });
 
 test("the server serves the wasm with its content type; /signal wants a WebSocket", async () => {
-  const wasm = await fetch(new URL("/pkg/cpc_sync_bg.wasm", server.url));
+  const wasm = await fetch(new URL("/pkg/cpc_sync_bg.wasm", env.server.url));
   assert.equal(wasm.status, 200);
   assert.equal(wasm.headers.get("content-type"), "application/wasm");
-  const signal = await fetch(new URL("/signal", server.url));
+  const signal = await fetch(new URL("/signal", env.server.url));
   assert.ok(signal.status >= 400 && signal.status < 500, `plain GET /signal: ${signal.status}`);
-  const missing = await fetch(new URL("/no-such-file", server.url));
+  const missing = await fetch(new URL("/no-such-file", env.server.url));
   assert.equal(missing.status, 404);
 });

@@ -1,23 +1,13 @@
 // The Peer API as an app calls it, in the page, in headless Chromium.
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { startServer, launchBrowser, openPage } from "./harness.mjs";
+import { serverAndBrowser, openPage } from "./harness.mjs";
 
-let server;
-let browser;
+const env = serverAndBrowser();
 
-before(async () => {
-  server = await startServer();
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
 
 test("a memory peer: writes of every kind, state, clock, digest, events", async () => {
-  const { page, errors } = await openPage(browser, server.url);
+  const { page, errors } = await openPage(env.browser, env.server.url);
   await page.waitForSelector("body[data-ready=true]");
   const result = await page.evaluate(async () => {
     const { Peer } = window.cpc.module;
@@ -73,7 +63,7 @@ test("a memory peer: writes of every kind, state, clock, digest, events", async 
 });
 
 test("Peer.open refuses bad options with a clear error", async () => {
-  const { page } = await openPage(browser, server.url);
+  const { page } = await openPage(env.browser, env.server.url);
   await page.waitForSelector("body[data-ready=true]");
   const messages = await page.evaluate(async () => {
     const { Peer } = window.cpc.module;

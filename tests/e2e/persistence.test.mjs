@@ -1,22 +1,12 @@
 // IndexedDB persistence and identity slots, as a person meets them: reload
 // a tab and its peer comes back with the same id and state; a second open
 // tab of the same room is another peer.
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { startServer, launchBrowser } from "./harness.mjs";
+import { serverAndBrowser } from "./harness.mjs";
 
-let server;
-let browser;
+const env = serverAndBrowser();
 
-before(async () => {
-  server = await startServer();
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
 
 const open = (page, room) =>
   page.evaluate(async (room) => {
@@ -25,9 +15,9 @@ const open = (page, room) =>
   }, room);
 
 test("a reloaded tab keeps its id and state; two open tabs are two peers", async () => {
-  const context = await browser.newContext();
+  const context = await env.browser.newContext();
   const tab = await context.newPage();
-  await tab.goto(server.url);
+  await tab.goto(env.server.url);
   await tab.waitForSelector("body[data-ready=true]");
   const first = await open(tab, "persist");
   assert.deepEqual(first.state, {});
@@ -43,7 +33,7 @@ test("a reloaded tab keeps its id and state; two open tabs are two peers", async
   });
 
   const other = await context.newPage();
-  await other.goto(server.url);
+  await other.goto(env.server.url);
   await other.waitForSelector("body[data-ready=true]");
   const second = await open(other, "persist");
   assert.notEqual(second.id, first.id, "an open tab's identity is not shared");

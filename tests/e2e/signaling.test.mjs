@@ -1,18 +1,16 @@
 // cpc-signal's WebSocket signaling, with real browser WebSockets against
 // the real server: rooms, notices, relay to the addressed peer only, and
 // bad input that must not take the server down.
-import { test, before, after } from "node:test";
+import { test, before } from "node:test";
 import assert from "node:assert/strict";
-import { startServer, launchBrowser, openPage } from "./harness.mjs";
+import { serverAndBrowser, openPage } from "./harness.mjs";
 
-let server;
-let browser;
+const env = serverAndBrowser();
 let page;
 
 before(async () => {
-  server = await startServer();
-  browser = await launchBrowser();
-  ({ page } = await openPage(browser, server.url));
+  await env.ready;
+  ({ page } = await openPage(env.browser, env.server.url));
   // Helpers inside the page: sockets that record what they receive.
   await page.evaluate(() => {
     window.connect = (peer, room) =>
@@ -30,11 +28,6 @@ before(async () => {
       });
     window.settle = () => new Promise((r) => setTimeout(r, 150));
   });
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
 });
 
 test("joining tells who is there; signals reach the addressed peer only", async () => {
