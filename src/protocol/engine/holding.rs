@@ -130,7 +130,7 @@ impl HoldingQueue {
             .drain()
             .flat_map(|(_, w)| w.into_vec())
             .collect();
-        all.sort_by_key(|e| e.id);
+        all.sort_unstable_by_key(|e| e.id);
         all
     }
 

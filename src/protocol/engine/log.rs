@@ -50,7 +50,7 @@ impl EventLog {
         known: &'a VectorClock,
     ) -> impl Iterator<Item = &'a P2PEvent> {
         let mut origins: Vec<(&PeerId, &OriginLog)> = self.origins.iter().collect();
-        origins.sort_by_key(|(p, _)| **p);
+        origins.sort_unstable_by_key(|(p, _)| **p);
         origins.into_iter().flat_map(move |(&peer, log)| {
             let skip = known.get(peer).saturating_sub(log.first_seq - 1);
             log.events

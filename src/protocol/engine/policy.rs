@@ -52,7 +52,7 @@ impl Policies {
         self.0.retain(|(p, _)| p != prefix);
         self.0.push((prefix.to_string(), policy));
         self.0
-            .sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
+            .sort_unstable_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
     }
 
     pub fn get(&self, key: &str) -> ConflictPolicy {

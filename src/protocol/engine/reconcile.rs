@@ -63,7 +63,7 @@ impl ReconciliationEngine {
             )
             .cloned()
             .collect::<Vec<_>>();
-        keys.sort();
+        keys.sort_unstable();
         keys
     }
 

@@ -115,7 +115,7 @@ impl ReconciliationEngine {
                 _ => None,
             })
             .collect::<Vec<_>>();
-        conflicts.sort_by(|a, b| a.key.cmp(&b.key));
+        conflicts.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         conflicts
     }
 

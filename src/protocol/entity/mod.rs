@@ -101,9 +101,9 @@ pub struct Entity {
 impl<'de> Deserialize<'de> for Entity {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let mut claims = Vec::<Claim>::deserialize(deserializer)?;
-        claims.sort_by_key(|c| c.first);
+        claims.sort_unstable_by_key(|c| c.first);
         let mut kinds: Vec<Kind> = claims.iter().map(|c| c.state.kind()).collect();
-        kinds.sort();
+        kinds.sort_unstable();
         kinds.dedup();
         if claims.is_empty() || kinds.len() != claims.len() {
             return Err(serde::de::Error::custom(
@@ -147,7 +147,7 @@ impl Entity {
         claim.first = claim.first.min(first);
         claim.state.apply(event.id, event.hlc, &event.op);
         if self.claims.len() > 1 {
-            self.claims.sort_by_key(|c| c.first);
+            self.claims.sort_unstable_by_key(|c| c.first);
         }
     }
 
@@ -168,7 +168,7 @@ impl Entity {
             mine.first = mine.first.min(claim.first);
             mine.state.merge(&claim.state, ours, theirs);
         }
-        self.claims.sort_by_key(|c| c.first);
+        self.claims.sort_unstable_by_key(|c| c.first);
     }
 
     /// The largest timestamp in the entity: a loaded snapshot moves the

@@ -83,7 +83,7 @@ impl OrSet {
     /// Members in display order (see [`JsonValue::display_cmp`]).
     pub fn members(&self) -> Vec<&JsonValue> {
         let mut out: Vec<&JsonValue> = self.members.keys().collect();
-        out.sort_by(|a, b| a.display_cmp(b));
+        out.sort_unstable_by(|a, b| a.display_cmp(b));
         out
     }
 
