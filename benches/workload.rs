@@ -4,18 +4,10 @@
 use cpc_sync::protocol::event::RegisterOp;
 use cpc_sync::protocol::{EventId, JsonValue, Operation, P2PEvent, PeerId, Timestamp, VectorClock};
 
-/// splitmix64.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
+#[allow(dead_code)]
+#[path = "../tests/common/rng.rs"]
+mod rng;
+pub use rng::Rng;
 
 pub fn peer(i: u64) -> PeerId {
     PeerId(0x1000_0000_0000 + i * 0x9E37_79B9)
@@ -49,7 +41,7 @@ fn write(
 /// Returned in causal order. `keys == total as u64` writes every key once.
 pub fn rounds(total: usize, peers: u64, keys: u64, per_round: usize, seed: u64) -> Vec<P2PEvent> {
     let every_key_once = keys == total as u64;
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut events = Vec::with_capacity(total);
     let mut seq = vec![0u64; peers as usize];
     // Per key: the siblings every writer knows at the start of a round.
@@ -111,7 +103,7 @@ pub fn rounds(total: usize, peers: u64, keys: u64, per_round: usize, seed: u64) 
 /// `reach` positions): those arrive before their dependencies' successors
 /// are in, so part of the stream goes through the holding queue.
 pub fn displace(events: &[P2PEvent], fraction: f64, reach: usize, seed: u64) -> Vec<P2PEvent> {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut keyed: Vec<(usize, &P2PEvent)> = events
         .iter()
         .enumerate()

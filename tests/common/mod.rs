@@ -5,37 +5,9 @@ use cpc_sync::protocol::{
     EngineConfig, JournalEntry, JsonValue, P2PEvent, PeerId, ReconciliationEngine, VectorClock,
 };
 
-/// splitmix64: small, fast, and the same everywhere, so a seed replays.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n.max(1) as u64) as usize
-    }
-
-    pub fn chance(&mut self, p: f64) -> bool {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= p
-    }
-
-    pub fn shuffle<T>(&mut self, items: &mut [T]) {
-        for i in (1..items.len()).rev() {
-            items.swap(i, self.below(i + 1));
-        }
-    }
-}
+mod rng;
+#[allow(unused_imports)] // not every test binary uses it
+pub use rng::Rng;
 
 /// The seed for a randomized test: `CPC_SEED` replays one, otherwise a
 /// fresh one. Either way it is printed first.
