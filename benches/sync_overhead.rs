@@ -55,12 +55,22 @@ struct Outcome {
     micros: u128,
 }
 
+/// The frames a node sends, without the round-trip probes (`Ping`/`Pong`
+/// on connect): they measure the link, not anti-entropy.
 fn sends(node: &mut SyncNode) -> Vec<Vec<u8>> {
     node.take_outputs()
         .into_iter()
         .filter_map(|o| match o {
             Output::Send { frame, .. } => Some(frame),
             _ => None,
+        })
+        .filter(|f| {
+            !matches!(
+                wire::decode(f),
+                Ok(Decoded::Message(
+                    Message::Ping { .. } | Message::Pong { .. }
+                ))
+            )
         })
         .collect()
 }

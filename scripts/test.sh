@@ -31,13 +31,14 @@ step "setup" bash scripts/setup.sh test
 step "rustfmt" cargo fmt --all --check
 step "clippy (native)" cargo clippy --all-targets --features server -- -D warnings
 # `--profile test` lints the library's unit tests too; of the integration
-# tests only browser.rs is for wasm32 (the rest use native-only dev deps).
+# tests only browser.rs and browser_peer.rs are for wasm32 (the rest use
+# native-only dev deps).
 step "clippy (wasm32)" cargo clippy --target wasm32-unknown-unknown --profile test \
-  --lib --test browser -- -D warnings
+  --lib --test browser --test browser_peer -- -D warnings
 step "core has no web crates" core_has_no_web_crates
 # The simulator runs 500 seeds here (a soak runs 10,000: see README).
 step "native tests" env CPC_SIM_SEEDS="${CPC_SIM_SEEDS:-500}" cargo test --profile ci --features server
 step "browser tests (wasm-bindgen-test, headless Chromium)" \
-  cargo test --target wasm32-unknown-unknown --test browser
+  cargo test --target wasm32-unknown-unknown --test browser --test browser_peer
 step "release build" bash scripts/build.sh
 step "end-to-end (Playwright, headless Chromium)" node --test --test-concurrency=1 tests/e2e/

@@ -5,6 +5,7 @@ mod convert;
 mod identity;
 mod peer;
 pub mod storage;
+pub mod transport;
 
 use wasm_bindgen::prelude::*;
 

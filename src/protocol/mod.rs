@@ -9,6 +9,7 @@ pub mod entity;
 pub mod error;
 pub mod event;
 pub mod reconciliation;
+pub mod signal;
 pub mod snapshot;
 pub mod sync;
 pub mod value;

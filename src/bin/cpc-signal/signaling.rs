@@ -20,7 +20,7 @@ use std::time::Duration;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
-use serde::{Deserialize, Serialize};
+use cpc_sync::protocol::signal::{ClientMessage, ServerMessage, MAX_NAME};
 use tokio::sync::mpsc;
 
 /// Largest message relayed.
@@ -29,45 +29,6 @@ pub const MAX_MESSAGE: usize = 64 * 1024;
 pub const MAX_FRAME: usize = 256 * 1024;
 /// A socket that sends nothing (not even a ping) for this long is closed.
 pub const IDLE: Duration = Duration::from_secs(60);
-const MAX_NAME: usize = 128;
-
-#[derive(Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
-enum ClientMessage {
-    Join { room: String, peer: String },
-    Signal { to: String, data: serde_json::Value },
-    Leave,
-    Ping,
-}
-
-#[derive(Serialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-enum ServerMessage<'a> {
-    Peers {
-        room: &'a str,
-        peers: Vec<&'a str>,
-    },
-    Joined {
-        peer: &'a str,
-    },
-    Left {
-        peer: &'a str,
-    },
-    Signal {
-        from: &'a str,
-        data: &'a serde_json::Value,
-    },
-    Error {
-        message: String,
-    },
-    Pong,
-}
-
-impl ServerMessage<'_> {
-    fn text(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
-    }
-}
 
 type Outbox = mpsc::UnboundedSender<String>;
 
@@ -94,12 +55,15 @@ impl Rooms {
             .collect();
         let _ = outbox.send(
             ServerMessage::Peers {
-                room,
-                peers: others,
+                room: room.to_string(),
+                peers: others.into_iter().map(String::from).collect(),
             }
-            .text(),
+            .to_text(),
         );
-        let notice = ServerMessage::Joined { peer }.text();
+        let notice = ServerMessage::Joined {
+            peer: peer.to_string(),
+        }
+        .to_text();
         for (other, out) in members.iter() {
             if other != peer {
                 let _ = out.send(notice.clone());
@@ -118,7 +82,10 @@ impl Rooms {
             return; // replaced by a newer socket of the same peer
         }
         members.remove(peer);
-        let notice = ServerMessage::Left { peer }.text();
+        let notice = ServerMessage::Left {
+            peer: peer.to_string(),
+        }
+        .to_text();
         for out in members.values() {
             let _ = out.send(notice.clone());
         }
@@ -131,7 +98,13 @@ impl Rooms {
         let rooms = self.lock();
         match rooms.get(room).and_then(|m| m.get(to)) {
             Some(out) => out
-                .send(ServerMessage::Signal { from, data }.text())
+                .send(
+                    ServerMessage::Signal {
+                        from: from.to_string(),
+                        data: data.clone(),
+                    }
+                    .to_text(),
+                )
                 .is_ok(),
             None => false,
         }
@@ -158,14 +131,14 @@ async fn session(mut socket: WebSocket, rooms: Arc<Rooms>) {
                     Ok(Some(Ok(Message::Text(text)))) => text,
                     Ok(Some(Ok(Message::Binary(_)))) => {
                         let error = ServerMessage::Error { message: "messages are JSON text".into() };
-                        let _ = outbox.send(error.text());
+                        let _ = outbox.send(error.to_text());
                         continue;
                     }
                     Ok(Some(Ok(Message::Close(_)))) | Ok(Some(Err(_))) | Ok(None) | Err(_) => break,
                     Ok(Some(Ok(_))) => continue,
                 };
                 if let Some(reply) = handle(&rooms, &mut joined, &outbox, text.as_str()) {
-                    let _ = outbox.send(reply.text());
+                    let _ = outbox.send(reply.to_text());
                 }
             }
             Some(text) = inbox.recv() => {
@@ -186,7 +159,7 @@ fn handle(
     joined: &mut Option<(String, String)>,
     outbox: &Outbox,
     text: &str,
-) -> Option<ServerMessage<'static>> {
+) -> Option<ServerMessage> {
     let error = |message: String| Some(ServerMessage::Error { message });
     if text.len() > MAX_MESSAGE {
         return error(format!(

@@ -1,10 +1,12 @@
 //! Synchronization between engines: the wire format, and (sans-IO) the
 //! per-peer anti-entropy sessions of a [`SyncNode`].
 
+pub mod mesh;
 mod node;
 pub mod session;
 pub mod transfer;
 pub mod wire;
 
+pub use mesh::{LinkState, Mesh, MeshAction, MeshConfig};
 pub use node::{BoxedHandler, Output, SyncConfig, SyncNode};
 pub use session::SessionStats;

@@ -6,7 +6,7 @@ use super::wire::Reassembler;
 use crate::protocol::clock::VectorClock;
 
 /// Counters for one connection, shown to the app per peer.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct SessionStats {
     pub frames_in: u64,
     pub frames_out: u64,
@@ -17,6 +17,18 @@ pub struct SessionStats {
     /// Frames or events from this peer that were refused.
     pub rejected: u64,
     pub last_error: Option<String>,
+    /// Smoothed round-trip time of the sync messages (RFC 6298's SRTT).
+    pub rtt_ms: Option<f64>,
+}
+
+impl SessionStats {
+    /// Folds one round-trip sample into the smoothed estimate.
+    pub fn sample_rtt(&mut self, rtt_ms: f64) {
+        self.rtt_ms = Some(match self.rtt_ms {
+            None => rtt_ms,
+            Some(srtt) => srtt + (rtt_ms - srtt) / 8.0,
+        });
+    }
 }
 
 /// One remote peer's sync session.
@@ -30,4 +42,6 @@ pub struct Session {
     pub synced: bool,
     pub reassembler: Reassembler,
     pub stats: SessionStats,
+    /// When to measure the round trip again.
+    pub next_ping_ms: u64,
 }

@@ -86,6 +86,14 @@ pub enum Message {
     },
     ReconciliationRequest(ReconciliationRequest),
     ReconciliationResponse(ReconciliationResponse),
+    /// Measures the round trip: answered at once with a `Pong` carrying the
+    /// same time (the sender's clock; the receiver only echoes it).
+    Ping {
+        sent_ms: u64,
+    },
+    Pong {
+        sent_ms: u64,
+    },
 }
 
 /// A slice of a message too large for one frame.

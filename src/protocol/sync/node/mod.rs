@@ -43,6 +43,12 @@ impl Default for SyncConfig {
     }
 }
 
+/// How often the round-trip time to each peer is measured.
+pub const PING_INTERVAL_MS: u64 = 10_000;
+
+/// How many disconnected peers' counters are kept.
+pub const KEPT_STATS: usize = 1024;
+
 /// What the caller must do, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
@@ -82,6 +88,9 @@ pub struct SyncNode {
     engine: ReconciliationEngine,
     config: SyncConfig,
     sessions: BTreeMap<PeerId, Session>,
+    /// Counters of peers not connected now, carried into their next
+    /// session (at most [`KEPT_STATS`] peers).
+    past_stats: BTreeMap<PeerId, SessionStats>,
     outputs: Vec<Output>,
     next_message_id: u32,
     next_gossip_ms: u64,
@@ -106,6 +115,7 @@ impl SyncNode {
             engine,
             config,
             sessions: BTreeMap::new(),
+            past_stats: BTreeMap::new(),
             outputs: Vec::new(),
             next_message_id: 0,
             next_gossip_ms: 0,
@@ -160,6 +170,14 @@ impl SyncNode {
         self.sessions.iter().map(|(p, s)| (*p, &s.stats))
     }
 
+    /// A peer's counters over all its connections so far.
+    pub fn stats(&self, peer: PeerId) -> Option<&SessionStats> {
+        self.sessions
+            .get(&peer)
+            .map(|s| &s.stats)
+            .or_else(|| self.past_stats.get(&peer))
+    }
+
     /// A snapshot being received: `(from, received, total)`.
     pub fn snapshot_progress(&self) -> Option<(PeerId, u64, u64)> {
         self.incoming
@@ -192,18 +210,35 @@ impl SyncNode {
 
     /// A connection to `peer` opened: both sides send a digest at once.
     pub fn connect(&mut self, peer: PeerId, now_ms: u64) {
-        self.sessions.insert(peer, Session::default());
+        let stats = self.past_stats.remove(&peer).unwrap_or_default();
+        self.sessions.insert(
+            peer,
+            Session {
+                stats,
+                ..Session::default()
+            },
+        );
         if self.incoming.as_ref().is_some_and(|i| i.from == peer) {
             self.request_window(now_ms);
         }
         self.send_digest(peer);
+        self.ping_if_due(peer, now_ms);
         self.report_changes();
     }
 
     /// The connection to `peer` is gone; what was queued on it is lost. A
     /// partial snapshot from it is kept, to resume.
     pub fn disconnect(&mut self, peer: PeerId) {
-        self.sessions.remove(&peer);
+        self.end_session(peer);
+    }
+
+    fn end_session(&mut self, peer: PeerId) {
+        if let Some(session) = self.sessions.remove(&peer) {
+            if self.past_stats.len() >= KEPT_STATS {
+                self.past_stats.pop_first();
+            }
+            self.past_stats.insert(peer, session.stats);
+        }
     }
 
     /// Timer: gossip digests, run reconciliation, compact.
@@ -215,6 +250,7 @@ impl SyncNode {
         let peers: Vec<PeerId> = self.sessions.keys().copied().collect();
         for peer in peers {
             self.send_digest(peer);
+            self.ping_if_due(peer, now_ms);
         }
         self.reconcile(now_ms);
         self.compact();
@@ -238,7 +274,7 @@ impl SyncNode {
             },
             Err(e @ WireError::FrameTooLarge(_)) => {
                 self.reject(from, &e);
-                self.sessions.remove(&from);
+                self.end_session(from);
                 self.outputs.push(Output::Close {
                     peer: from,
                     reason: e.to_string(),
@@ -281,7 +317,29 @@ impl SyncNode {
             } => self.on_leaf(from, index, &clock, entities, reply),
             Message::ReconciliationRequest(request) => self.on_request(from, request, now_ms),
             Message::ReconciliationResponse(response) => self.on_response(from, response, now_ms),
+            Message::Ping { sent_ms } => self.send(from, &Message::Pong { sent_ms }),
+            Message::Pong { sent_ms } => {
+                if let Some(session) = self.sessions.get_mut(&from) {
+                    if sent_ms <= now_ms {
+                        session.stats.sample_rtt((now_ms - sent_ms) as f64);
+                    }
+                }
+            }
         }
+    }
+
+    /// Measures the round trip to `peer` on connect and every
+    /// [`PING_INTERVAL_MS`] (not every digest: the digest alone is the
+    /// steady-state cost of anti-entropy).
+    fn ping_if_due(&mut self, peer: PeerId, now_ms: u64) {
+        let Some(session) = self.sessions.get_mut(&peer) else {
+            return;
+        };
+        if now_ms < session.next_ping_ms {
+            return;
+        }
+        session.next_ping_ms = now_ms + PING_INTERVAL_MS;
+        self.send(peer, &Message::Ping { sent_ms: now_ms });
     }
 
     fn send(&mut self, to: PeerId, message: &Message) {

@@ -2,12 +2,13 @@
 //! converts values and calls the core; the protocol lives in the core.
 //!
 //! State is kept in IndexedDB (`storage: "indexeddb"`, the default) or in
-//! memory. There is no transport yet: `peers()` is empty until the WebRTC
-//! layer lands.
+//! memory; other peers are reached over WebRTC (see `transport`).
+
+mod io;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 
 use gloo::timers::callback::Interval;
 use wasm_bindgen_futures::{future_to_promise, JsFuture};
@@ -15,11 +16,13 @@ use wasm_bindgen_futures::{future_to_promise, JsFuture};
 use js_sys::{Array, Function, Object, Promise, Reflect};
 use wasm_bindgen::prelude::*;
 
+use self::io::{dispatch, flush, tick};
 use super::convert::{error, from_json, to_js, to_json};
 use super::identity::{self, Slot};
 use super::storage::Storage;
+use super::transport::{Transport, TransportConfig};
 use crate::protocol::engine::ConflictPolicy;
-use crate::protocol::sync::{Output, SyncConfig, SyncNode};
+use crate::protocol::sync::{SyncConfig, SyncNode};
 use crate::protocol::{EngineConfig, EngineError, P2PEvent, PeerId, ReconciliationEngine};
 
 #[wasm_bindgen(typescript_custom_section)]
@@ -27,8 +30,29 @@ const TYPES: &'static str = r#"
 /** Options of `Peer.open`. */
 export interface PeerOptions {
   room: string;
+  /** URL of a `cpc-signal` server's `/signal` (ws:, wss:, http:, https:
+   * or a path on this origin); absent or "none": tabs of this browser only,
+   * over BroadcastChannel. */
   signaling?: string;
   storage?: "indexeddb" | "memory";
+  /** `RTCConfiguration.iceServers`, for peers beyond one network. */
+  iceServers?: RTCIceServer[];
+  /** Log length at which the log is folded into the snapshot. */
+  compactAfter?: number;
+}
+/** A known peer and its connection. */
+export interface PeerInfo {
+  id: string;
+  state: "connecting" | "open" | "closed";
+  /** Smoothed round-trip time of sync messages, ms. */
+  rtt?: number;
+  /** Frames or events from it that were refused, and the last reason. */
+  rejected: number;
+  lastError?: string;
+  bytesIn: number;
+  bytesOut: number;
+  /** Bytes waiting to be sent to it. */
+  buffered: number;
 }
 /** A conflicted key and its concurrent values. */
 export interface Conflict {
@@ -36,17 +60,21 @@ export interface Conflict {
   candidates: { value: any; peer: string }[];
 }
 export type ConflictPolicy = "lww" | "multi-value" | "reconcile";
-export type PeerEventType = "change" | "peer" | "conflict" | "message";
-/** What a listener receives: `keys` on "change", `conflicts` on
- * "conflict", a reconciliation message in the spec's JSON shape on
- * "message". */
+export type PeerEventType = "change" | "peer" | "conflict" | "message" | "snapshot";
+/** What a listener receives: `keys` on "change"; `conflicts` on
+ * "conflict"; `peer` and its `state` on "peer"; a reconciliation message in
+ * the spec's JSON shape on "message"; `received` of `total` bytes on
+ * "snapshot" while a snapshot arrives from `peer`. */
 export interface PeerEvent {
   type: PeerEventType;
   keys?: string[];
   conflicts?: Conflict[];
   peer?: string;
+  state?: "connecting" | "open" | "closed";
   outgoing?: boolean;
   message?: any;
+  received?: number;
+  total?: number;
 }
 "#;
 
@@ -59,8 +87,11 @@ struct Inner {
     /// Events made or learned and not yet committed, and a snapshot to write.
     unsaved: Vec<P2PEvent>,
     unsaved_snapshot: Option<Vec<u8>>,
+    /// Frames that wait for the commit of `unsaved` (persist before send).
+    held: Vec<(PeerId, Vec<u8>)>,
     /// The commit this tick's writes share, while it is being scheduled.
     flush: Option<Promise>,
+    transport: Option<Transport>,
     /// Held while open; dropping them releases the slot and stops the timer.
     slot: Option<Slot>,
     timer: Option<Interval>,
@@ -87,10 +118,44 @@ fn random_peer_id() -> Result<PeerId, JsValue> {
     Ok(PeerId(u64::from_le_bytes(bytes)))
 }
 
+fn option(options: &JsValue, name: &str) -> JsValue {
+    Reflect::get(options, &JsValue::from_str(name)).unwrap_or(JsValue::UNDEFINED)
+}
+
 fn option_string(options: &JsValue, name: &str) -> Option<String> {
-    Reflect::get(options, &JsValue::from_str(name))
-        .ok()
-        .and_then(|v| v.as_string())
+    option(options, name).as_string()
+}
+
+/// The WebSocket URL of a `signaling` option: `ws:`/`wss:` as is, `http:`/
+/// `https:` switched over, a path resolved against this page; `None` for
+/// absent or `"none"`.
+fn signaling_url(option: Option<String>) -> Result<Option<String>, JsValue> {
+    let Some(url) = option.filter(|u| !u.is_empty() && u != "none") else {
+        return Ok(None);
+    };
+    if url.starts_with("ws://") || url.starts_with("wss://") {
+        return Ok(Some(url));
+    }
+    if let Some(rest) = url.strip_prefix("http://") {
+        return Ok(Some(format!("ws://{rest}")));
+    }
+    if let Some(rest) = url.strip_prefix("https://") {
+        return Ok(Some(format!("wss://{rest}")));
+    }
+    if url.starts_with('/') {
+        let location = web_sys::window()
+            .ok_or_else(|| error("no window"))?
+            .location();
+        let scheme = if location.protocol()? == "https:" {
+            "wss"
+        } else {
+            "ws"
+        };
+        return Ok(Some(format!("{scheme}://{}{url}", location.host()?)));
+    }
+    Err(error(format!(
+        "signaling must be a ws:, wss:, http: or https: URL, a path, or \"none\"; got {url:?}"
+    )))
 }
 
 #[wasm_bindgen]
@@ -112,10 +177,19 @@ impl Peer {
             hash_seed: u64::from_le_bytes(seed),
             ..EngineConfig::default()
         };
+        let mut sync = SyncConfig::default();
+        if let Some(n) = option(options, "compactAfter").as_f64() {
+            if !(n >= 1.0 && n.fract() == 0.0) {
+                return Err(error("compactAfter takes a positive integer"));
+            }
+            sync.compact_after = n as usize;
+        }
+        let signaling = signaling_url(option_string(options, "signaling"))?;
+        let ice_servers = option(options, "iceServers");
         let (node, storage, slot) = match option_string(options, "storage").as_deref() {
             Some("memory") => {
                 let engine = ReconciliationEngine::new(random_peer_id()?, config);
-                (SyncNode::new(engine, SyncConfig::default()), None, None)
+                (SyncNode::new(engine, sync), None, None)
             }
             None | Some("indexeddb") => {
                 let slot = identity::claim(&room).await?;
@@ -137,7 +211,7 @@ impl Peer {
                 let node = SyncNode::restore(
                     peer,
                     config,
-                    SyncConfig::default(),
+                    sync,
                     persisted.snapshot.as_deref(),
                     persisted.events,
                 )
@@ -157,14 +231,32 @@ impl Peer {
             storage,
             unsaved: Vec::new(),
             unsaved_snapshot: None,
+            held: Vec::new(),
             flush: None,
+            transport: None,
             slot,
             timer: None,
             closed: false,
         }));
         let weak = Rc::downgrade(&inner);
         let interval = SyncConfig::default().gossip_interval_ms as u32;
-        inner.borrow_mut().timer = Some(Interval::new(interval, move || tick(&weak)));
+        let timer = Interval::new(interval, move || tick(&weak));
+        let weak = Rc::downgrade(&inner);
+        let me = inner.borrow().node.peer();
+        let transport = Transport::new(
+            me,
+            TransportConfig {
+                room: inner.borrow().room.clone(),
+                signaling,
+                ice_servers,
+            },
+            Rc::new(move |event| io::on_transport(&weak, event)),
+        );
+        {
+            let mut i = inner.borrow_mut();
+            i.timer = Some(timer);
+            i.transport = Some(transport);
+        }
         Ok(Peer { inner })
     }
 
@@ -313,18 +405,53 @@ impl Peer {
             }));
     }
 
-    /// Connected peers: `[{ id, state, rtt? }]`.
-    #[wasm_bindgen(unchecked_return_type = "{ id: string; state: string; rtt?: number }[]")]
+    /// Known peers: `[{ id, state, rtt?, rejected, lastError?, bytesIn,
+    /// bytesOut, buffered }]`.
+    #[wasm_bindgen(unchecked_return_type = "PeerInfo[]")]
     pub fn peers(&self) -> JsValue {
         let inner = self.inner.borrow();
         let list = Array::new();
-        for (peer, _) in inner.node.sessions() {
+        let Some(transport) = &inner.transport else {
+            return list.into();
+        };
+        for (peer, state, buffered) in transport.links() {
             let entry = Object::new();
-            let _ = Reflect::set(&entry, &"id".into(), &peer.to_string().into());
-            let _ = Reflect::set(&entry, &"state".into(), &"open".into());
+            let set = |name: &str, value: JsValue| {
+                let _ = Reflect::set(&entry, &name.into(), &value);
+            };
+            set("id", peer.to_string().into());
+            set("state", state.as_str().into());
+            let stats = inner.node.stats(peer).cloned().unwrap_or_default();
+            if let Some(rtt) = stats.rtt_ms {
+                set("rtt", rtt.into());
+            }
+            set("rejected", (stats.rejected as f64).into());
+            if let Some(e) = stats.last_error {
+                set("lastError", e.into());
+            }
+            set("bytesIn", (stats.bytes_in as f64).into());
+            set("bytesOut", (stats.bytes_out as f64).into());
+            set("buffered", (buffered as f64).into());
             list.push(&entry);
         }
         list.into()
+    }
+
+    /// Drops every connection and stops finding peers, until `goOnline()`.
+    /// Writes go on locally and sync once back.
+    #[wasm_bindgen(js_name = goOffline)]
+    pub fn go_offline(&self) {
+        if let Some(transport) = &self.inner.borrow().transport {
+            transport.go_offline();
+        }
+    }
+
+    /// Finds the room's peers again and reconnects.
+    #[wasm_bindgen(js_name = goOnline)]
+    pub fn go_online(&self) {
+        if let Some(transport) = &self.inner.borrow().transport {
+            transport.go_online();
+        }
     }
 
     /// Listens to `"change"` (detail: `{ keys }`), `"peer"`, `"conflict"`
@@ -365,6 +492,7 @@ impl Peer {
             let mut inner = inner.borrow_mut();
             inner.closed = true;
             inner.timer = None;
+            inner.transport = None;
             inner.listeners.clear();
             inner.slot = None;
             if let Some(storage) = inner.storage.take() {
@@ -415,122 +543,4 @@ impl Peer {
         dispatch(&self.inner);
         flush(&self.inner)
     }
-}
-
-/// The timer: gossip, compaction, and what they output.
-fn tick(inner: &Weak<RefCell<Inner>>) {
-    let Some(inner) = inner.upgrade() else { return };
-    inner.borrow_mut().node.tick(now_ms());
-    dispatch(&inner);
-    let _ = flush(&inner);
-}
-
-/// Carries out the node's outputs: what to persist is queued for the next
-/// commit; changes go to the listeners.
-fn dispatch(inner: &Rc<RefCell<Inner>>) {
-    let outputs = inner.borrow_mut().node.take_outputs();
-    for output in outputs {
-        match output {
-            Output::PersistEvents(events) => inner.borrow_mut().unsaved.extend(events),
-            Output::PersistSnapshot(bytes) => {
-                let mut inner = inner.borrow_mut();
-                // The snapshot covers every event so far.
-                inner.unsaved.clear();
-                inner.unsaved_snapshot = Some(bytes);
-            }
-            Output::Changed(keys) => {
-                emit(inner, "change", &event("change", &[("keys", to_js(&keys))]));
-                let conflicts: Vec<_> = {
-                    let state = inner.borrow();
-                    let all = state.node.engine().conflicts();
-                    all.into_iter().filter(|c| keys.contains(&c.key)).collect()
-                };
-                if !conflicts.is_empty() {
-                    emit(
-                        inner,
-                        "conflict",
-                        &event("conflict", &[("conflicts", to_js(&conflicts))]),
-                    );
-                }
-            }
-            Output::Reconciliation {
-                peer,
-                outgoing,
-                json,
-            } => {
-                let fields = [
-                    ("peer", JsValue::from(peer.to_string())),
-                    ("outgoing", JsValue::from(outgoing)),
-                    ("message", from_json(&json)),
-                ];
-                emit(inner, "message", &event("message", &fields));
-            }
-            _ => {}
-        }
-    }
-}
-
-/// `{ type, ...fields }`, what a listener receives.
-fn event(kind: &str, fields: &[(&str, JsValue)]) -> JsValue {
-    let detail = Object::new();
-    let _ = Reflect::set(&detail, &"type".into(), &kind.into());
-    for (name, value) in fields {
-        let _ = Reflect::set(&detail, &(*name).into(), value);
-    }
-    detail.into()
-}
-
-fn emit(inner: &Rc<RefCell<Inner>>, kind: &str, detail: &JsValue) {
-    // Clone the list first: a listener may add or remove listeners, or write.
-    let listeners = inner
-        .borrow()
-        .listeners
-        .get(kind)
-        .cloned()
-        .unwrap_or_default();
-    for listener in listeners {
-        let _ = listener.call1(&JsValue::NULL, detail);
-    }
-}
-
-/// The commit of everything unsaved, shared by all writes of this tick: the
-/// first write schedules it after the current task's microtasks, later ones
-/// join it. Resolves once the IndexedDB transaction has committed.
-fn flush(inner: &Rc<RefCell<Inner>>) -> Promise {
-    let pending = {
-        let state = inner.borrow();
-        if state.storage.is_none() {
-            return Promise::resolve(&JsValue::UNDEFINED);
-        }
-        state.flush.clone()
-    };
-    if let Some(pending) = pending {
-        return pending;
-    }
-    let shared = inner.clone();
-    let commit = future_to_promise(async move {
-        // Let the rest of this tick's writes join the batch.
-        JsFuture::from(Promise::resolve(&JsValue::UNDEFINED)).await?;
-        let (storage, events, snapshot) = {
-            let mut state = shared.borrow_mut();
-            state.flush = None;
-            (
-                state.storage.clone(),
-                std::mem::take(&mut state.unsaved),
-                state.unsaved_snapshot.take(),
-            )
-        };
-        let Some(storage) = storage else {
-            return Ok(JsValue::UNDEFINED);
-        };
-        if let Some(bytes) = snapshot {
-            storage.write_snapshot(&bytes).await.map_err(error)?;
-        }
-        if !events.is_empty() {
-            storage.append(&events).await.map_err(error)?;
-        }
-        Ok(JsValue::UNDEFINED)
-    });
-    inner.borrow_mut().flush = Some(commit.clone());
-    commit
 }

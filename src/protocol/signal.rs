@@ -1,0 +1,184 @@
+//! Signaling: how two peers find each other and exchange the WebRTC offers,
+//! answers and ICE candidates that open a data channel between them. The
+//! messages are JSON text, shared by the browser and the `cpc-signal`
+//! server; the browser carries them over a WebSocket to the server, or over
+//! a BroadcastChannel between tabs of one browser.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Longest room or peer name accepted by the server.
+pub const MAX_NAME: usize = 128;
+
+/// From a browser to `cpc-signal` (`/signal`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum ClientMessage {
+    Join {
+        room: String,
+        peer: String,
+    },
+    /// Relay `data` to peer `to` of the same room.
+    Signal {
+        to: String,
+        data: Value,
+    },
+    Leave,
+    Ping,
+}
+
+/// From `cpc-signal` to a browser.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ServerMessage {
+    /// The answer to a join: who was in the room before.
+    Peers {
+        room: String,
+        peers: Vec<String>,
+    },
+    Joined {
+        peer: String,
+    },
+    Left {
+        peer: String,
+    },
+    Signal {
+        from: String,
+        data: Value,
+    },
+    Error {
+        message: String,
+    },
+    Pong,
+}
+
+/// Between tabs of one browser, on the BroadcastChannel of the room: every
+/// tab hears every message and keeps those addressed to it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum TabMessage {
+    /// A tab joined; the others answer `Here`.
+    Hello {
+        from: String,
+    },
+    Here {
+        from: String,
+        to: String,
+    },
+    Signal {
+        from: String,
+        to: String,
+        data: Value,
+    },
+    Bye {
+        from: String,
+    },
+}
+
+/// The `data` of a signal: one step of the WebRTC negotiation of one
+/// connection, named by its `epoch`: a new, larger epoch means the sender
+/// started over, so the receiver drops its old connection; smaller ones are
+/// late messages of an old connection and are ignored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Negotiation {
+    /// An SDP offer or answer.
+    Description {
+        epoch: u64,
+        #[serde(rename = "type")]
+        kind: SdpKind,
+        sdp: String,
+    },
+    /// A trickled ICE candidate.
+    Candidate {
+        epoch: u64,
+        candidate: String,
+        #[serde(rename = "sdpMid", default)]
+        sdp_mid: Option<String>,
+        #[serde(rename = "sdpMLineIndex", default)]
+        sdp_m_line_index: Option<u16>,
+    },
+}
+
+impl Negotiation {
+    pub fn epoch(&self) -> u64 {
+        match self {
+            Negotiation::Description { epoch, .. } | Negotiation::Candidate { epoch, .. } => *epoch,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SdpKind {
+    Offer,
+    Answer,
+}
+
+impl ServerMessage {
+    pub fn to_text(&self) -> String {
+        // Plain data with string keys: serializing cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+impl ClientMessage {
+    pub fn to_text(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+impl TabMessage {
+    pub fn to_text(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn negotiation_json() {
+        let offer = Negotiation::Description {
+            epoch: 7,
+            kind: SdpKind::Offer,
+            sdp: "v=0".into(),
+        };
+        let text = serde_json::to_string(&offer).unwrap();
+        assert_eq!(
+            text,
+            r#"{"description":{"epoch":7,"type":"offer","sdp":"v=0"}}"#
+        );
+        assert_eq!(serde_json::from_str::<Negotiation>(&text).unwrap(), offer);
+        let candidate: Negotiation = serde_json::from_str(
+            r#"{"candidate":{"epoch":1,"candidate":"c","sdpMid":"0","sdpMLineIndex":0}}"#,
+        )
+        .unwrap();
+        assert_eq!(candidate.epoch(), 1);
+        assert!(matches!(
+            candidate,
+            Negotiation::Candidate {
+                sdp_m_line_index: Some(0),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn messages_have_the_documented_shape() {
+        let join: ClientMessage =
+            serde_json::from_str(r#"{"type":"join","room":"r","peer":"p"}"#).unwrap();
+        assert_eq!(
+            join,
+            ClientMessage::Join {
+                room: "r".into(),
+                peer: "p".into()
+            }
+        );
+        assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"join","room":"r"}"#).is_err());
+        assert_eq!(ServerMessage::Pong.to_text(), r#"{"type":"pong"}"#);
+        let hello = TabMessage::Hello { from: "a".into() };
+        assert_eq!(hello.to_text(), r#"{"type":"hello","from":"a"}"#);
+    }
+}

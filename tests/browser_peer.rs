@@ -1,0 +1,275 @@
+//! The browser peer in a real headless Chromium (wasm-bindgen-test): peers
+//! of one page connect over real RTCPeerConnections, signaled over a real
+//! BroadcastChannel, and are driven through the JS API as an app would.
+#![cfg(target_arch = "wasm32")]
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use cpc_sync::browser::transport::{Sink, Transport, TransportConfig, TransportEvent};
+use cpc_sync::browser::Peer;
+use cpc_sync::protocol::sync::LinkState;
+use cpc_sync::protocol::PeerId;
+use js_sys::{Array, Function, Object, Promise, Reflect};
+use wasm_bindgen::convert::TryFromJsValue;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+fn room(test: &str) -> String {
+    format!("test-{test}-{}", js_sys::Math::random())
+}
+
+async fn sleep(ms: i32) {
+    let promise = Promise::new(&mut |resolve, _| {
+        let _ = web_sys::window()
+            .unwrap()
+            .set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms);
+    });
+    let _ = JsFuture::from(promise).await;
+}
+
+/// Polls `ready` every 50 ms for up to `seconds`.
+async fn wait_for(what: &str, seconds: u32, mut ready: impl FnMut() -> bool) {
+    for _ in 0..seconds * 20 {
+        if ready() {
+            return;
+        }
+        sleep(50).await;
+    }
+    panic!("timed out after {seconds} s waiting for {what}");
+}
+
+fn options(pairs: &[(&str, JsValue)]) -> JsValue {
+    let object = Object::new();
+    for (name, value) in pairs {
+        Reflect::set(&object, &(*name).into(), value).unwrap();
+    }
+    object.into()
+}
+
+async fn open(options: JsValue) -> Peer {
+    let value = JsFuture::from(Peer::open(options)).await.expect("opens");
+    // What JS holds is the Peer itself; take it back as Rust sees it.
+    Peer::try_from_js_value(value).expect("a Peer")
+}
+
+async fn done(promise: Promise) {
+    JsFuture::from(promise).await.expect("resolves");
+}
+
+fn json(value: JsValue) -> String {
+    js_sys::JSON::stringify(&value).unwrap().into()
+}
+
+/// `peers()` entries as (id, state, rejected).
+fn links(peer: &Peer) -> Vec<(String, String, f64)> {
+    Array::from(&peer.peers())
+        .iter()
+        .map(|p| {
+            let get = |name: &str| Reflect::get(&p, &name.into()).unwrap();
+            (
+                get("id").as_string().unwrap(),
+                get("state").as_string().unwrap(),
+                get("rejected").as_f64().unwrap_or(0.0),
+            )
+        })
+        .collect()
+}
+
+fn is_open_to(peer: &Peer, other: &str) -> bool {
+    links(peer)
+        .iter()
+        .any(|(id, state, _)| id == other && state == "open")
+}
+
+#[wasm_bindgen_test]
+async fn two_peers_in_one_page_converge_over_webrtc() {
+    let room = room("converge");
+    let memory = || options(&[("room", room.clone().into()), ("storage", "memory".into())]);
+    let a = open(memory()).await;
+    let b = open(memory()).await;
+    wait_for("the data channel", 20, || {
+        is_open_to(&a, &b.id()) && is_open_to(&b, &a.id())
+    })
+    .await;
+
+    done(a.set("title".into(), "from a".into())).await;
+    done(b.increment("count".into(), 2.0)).await;
+    done(a.increment("count".into(), 3.0)).await;
+    done(b.add("tags".into(), "x".into())).await;
+    wait_for("convergence", 10, || a.digest() == b.digest()).await;
+    assert_eq!(
+        json(a.state()),
+        r#"{"count":5,"tags":["x"],"title":"from a"}"#
+    );
+    assert_eq!(json(a.state()), json(b.state()));
+    assert_eq!(json(a.clock()), json(b.clock()));
+
+    wait_for("a round-trip time", 10, || {
+        Array::from(&a.peers())
+            .iter()
+            .any(|p| Reflect::get(&p, &"rtt".into()).unwrap().as_f64().is_some())
+    })
+    .await;
+
+    // Offline: the connection goes, writes go on; online: they sync.
+    a.go_offline();
+    wait_for("the link to drop", 10, || !is_open_to(&b, &a.id())).await;
+    done(a.set("title".into(), "offline write".into())).await;
+    done(b.increment("count".into(), 10.0)).await;
+    a.go_online();
+    wait_for("reconnection", 20, || is_open_to(&a, &b.id())).await;
+    wait_for("convergence after going online", 10, || {
+        a.digest() == b.digest()
+    })
+    .await;
+    assert_eq!(
+        json(b.state()),
+        r#"{"count":15,"tags":["x"],"title":"offline write"}"#
+    );
+    done(a.close()).await;
+    done(b.close()).await;
+}
+
+#[wasm_bindgen_test]
+async fn a_megabyte_snapshot_crosses_a_data_channel_in_chunks() {
+    let room = room("snapshot");
+    let a = open(options(&[
+        ("room", room.clone().into()),
+        ("storage", "memory".into()),
+        ("compactAfter", 100.into()),
+    ]))
+    .await;
+    let value = "v".repeat(1100);
+    for i in 0..1000 {
+        // Not awaited one by one: writes of one tick share a commit.
+        let _ = a.set(format!("key{i:04}"), value.clone().into());
+    }
+    // The next gossip tick folds the log into a snapshot (a is alone, so
+    // every event is stable), leaving nothing to replay event by event.
+    sleep(1500).await;
+
+    let b = open(options(&[
+        ("room", room.into()),
+        ("storage", "memory".into()),
+    ]))
+    .await;
+    let progress = Rc::new(RefCell::new(Vec::<(f64, f64)>::new()));
+    let record = progress.clone();
+    let listener = Closure::<dyn Fn(JsValue)>::new(move |event: JsValue| {
+        let get = |name: &str| {
+            Reflect::get(&event, &name.into())
+                .unwrap()
+                .as_f64()
+                .unwrap()
+        };
+        record.borrow_mut().push((get("received"), get("total")));
+    });
+    b.add_event_listener(
+        "snapshot".into(),
+        listener.as_ref().unchecked_ref::<Function>().clone(),
+    );
+    wait_for("the snapshot", 30, || a.digest() == b.digest()).await;
+
+    let progress = progress.borrow().clone();
+    let (_, total) = *progress.last().expect("progress events");
+    assert!(total > 1_000_000.0, "a snapshot of {total} bytes");
+    assert!(
+        progress.len() >= 16,
+        "{} chunks of at most 64 KiB",
+        progress.len()
+    );
+    assert!(
+        progress.windows(2).all(|w| w[0].0 < w[1].0),
+        "progress only grows"
+    );
+    assert_eq!(json(b.get("key0999".into())), json(JsValue::from(value)));
+    done(a.close()).await;
+    done(b.close()).await;
+}
+
+/// A raw transport to a peer: sends it whatever bytes a test likes.
+struct Raw {
+    transport: Transport,
+    open: Rc<RefCell<Vec<PeerId>>>,
+    frames: Rc<RefCell<usize>>,
+}
+
+fn raw(room: &str, me: PeerId) -> Raw {
+    let open = Rc::new(RefCell::new(Vec::new()));
+    let frames = Rc::new(RefCell::new(0));
+    let (o, f) = (open.clone(), frames.clone());
+    let sink: Sink = Rc::new(move |event| match event {
+        TransportEvent::Link(peer, LinkState::Open) => o.borrow_mut().push(peer),
+        TransportEvent::Link(peer, _) => o.borrow_mut().retain(|p| *p != peer),
+        TransportEvent::Frame(..) => *f.borrow_mut() += 1,
+    });
+    let config = TransportConfig {
+        room: room.to_string(),
+        signaling: None,
+        ice_servers: JsValue::UNDEFINED,
+    };
+    Raw {
+        transport: Transport::new(me, config, sink),
+        open,
+        frames,
+    }
+}
+
+#[wasm_bindgen_test]
+async fn bad_frames_are_counted_and_an_oversized_one_closes_the_connection() {
+    let room = room("hostile");
+    let peer = open(options(&[
+        ("room", room.clone().into()),
+        ("storage", "memory".into()),
+    ]))
+    .await;
+    let me: PeerId = peer.id().parse().unwrap();
+    let hostile_id = PeerId(0x0bad);
+    let hostile = raw(&room, hostile_id);
+    wait_for("the hostile link", 20, || {
+        hostile.open.borrow().contains(&me)
+    })
+    .await;
+    wait_for("the peer's first frames", 10, || {
+        *hostile.frames.borrow() > 0
+    })
+    .await;
+
+    for junk in [vec![], vec![1], vec![1, 0, 9, 9, 9, 9, 9], vec![0xff; 100]] {
+        hostile.transport.send(me, junk);
+    }
+    let hostile_hex = hostile_id.to_string();
+    wait_for("four refusals", 10, || {
+        links(&peer)
+            .iter()
+            .any(|(id, _, rejected)| *id == hostile_hex && *rejected >= 4.0)
+    })
+    .await;
+    // Still connected, still working.
+    assert!(is_open_to(&peer, &hostile_hex));
+    done(peer.set("k".into(), 1.into())).await;
+
+    hostile.transport.send(me, vec![1; 65 * 1024]);
+    wait_for("the connection to close", 10, || {
+        !is_open_to(&peer, &hostile_hex)
+    })
+    .await;
+    let last_error = Array::from(&peer.peers())
+        .iter()
+        .find(|p| {
+            Reflect::get(p, &"id".into())
+                .unwrap()
+                .as_string()
+                .as_deref()
+                == Some(&hostile_hex)
+        })
+        .and_then(|p| Reflect::get(&p, &"lastError".into()).unwrap().as_string())
+        .expect("the reason is shown");
+    assert!(last_error.contains("exceeds"), "{last_error}");
+    assert_eq!(json(peer.state()), r#"{"k":1}"#, "the peer keeps its state");
+    done(peer.close()).await;
+}
