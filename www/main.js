@@ -1,14 +1,55 @@
 // The page only renders: everything it shows comes from the wasm module.
+//
+// URL parameters: `room` (default "demo"), `signaling` (a cpc-signal URL,
+// or "none" for tabs of this browser only; default: the server that served
+// the page, if it is cpc-signal), `storage` ("indexeddb" or "memory").
 import init, * as cpc from "/pkg/cpc_sync.js";
 
 const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+
+/** The signaling URL: `?signaling=`, else this server's if it is cpc-signal. */
+async function signalingUrl() {
+  const chosen = params.get("signaling");
+  if (chosen !== null) return chosen;
+  try {
+    const response = await fetch("/.well-known/cpc-signal");
+    if (response.ok) return (await response.json()).signaling;
+  } catch {
+    // Not served by cpc-signal: tabs of this browser only.
+  }
+  return "none";
+}
+
+function render(peer) {
+  $("peer-id").textContent = peer.id;
+  $("state").textContent = JSON.stringify(peer.state(), null, 2);
+  const list = $("peers");
+  list.replaceChildren(
+    ...peer.peers().map((p) => {
+      const item = document.createElement("li");
+      const rtt = p.rtt === undefined ? "" : ` · ${p.rtt.toFixed(1)} ms`;
+      item.textContent = `${p.id} · ${p.state}${rtt}`;
+      return item;
+    }),
+  );
+}
 
 async function main() {
   try {
     await init();
     $("version").textContent = `engine v${cpc.version()}`;
-    $("status").textContent = "ready";
     window.cpc = { module: cpc };
+    const room = params.get("room") ?? "demo";
+    const signaling = await signalingUrl();
+    const storage = params.get("storage") ?? "indexeddb";
+    $("room").textContent = room;
+    $("signaling").textContent = signaling === "none" ? "this browser's tabs" : signaling;
+    const peer = await cpc.Peer.open({ room, signaling, storage });
+    window.cpc.peer = peer;
+    for (const type of ["change", "peer"]) peer.addEventListener(type, () => render(peer));
+    render(peer);
+    $("status").textContent = "ready";
     document.body.dataset.ready = "true";
   } catch (error) {
     $("status").textContent = `failed to load: ${error}`;

@@ -49,6 +49,43 @@ export async function startServer() {
   };
 }
 
+const TYPES = {
+  ".html": "text/html",
+  ".js": "text/javascript",
+  ".css": "text/css",
+  ".wasm": "application/wasm",
+  ".json": "application/json",
+};
+
+/**
+ * A plain static server for www/ and pkg/ (no signaling): pages served by
+ * it find each other over BroadcastChannel only. Resolves to { url, stop }.
+ */
+export async function startStaticServer() {
+  const http = await import("node:http");
+  const { readFile } = await import("node:fs/promises");
+  const server = http.createServer(async (request, response) => {
+    const { pathname } = new URL(request.url, "http://localhost");
+    const file = pathname.startsWith("/pkg/")
+      ? path.join(root, pathname)
+      : path.join(root, "www", pathname === "/" ? "index.html" : pathname);
+    if (!file.startsWith(root)) return response.writeHead(403).end();
+    try {
+      const body = await readFile(file);
+      response.writeHead(200, { "content-type": TYPES[path.extname(file)] ?? "application/octet-stream" });
+      response.end(body);
+    } catch {
+      response.writeHead(404).end();
+    }
+  });
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  return {
+    url: `http://127.0.0.1:${server.address().port}/`,
+    stop: () => new Promise((resolve) => server.close(resolve)),
+  };
+}
+
 export async function launchBrowser() {
   return chromium.launch({
     executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
@@ -65,6 +102,37 @@ export async function openPage(browser, url) {
   page.on("pageerror", (e) => errors.push(String(e)));
   await page.goto(url);
   return { page, errors };
+}
+
+/** Opens the page for `query` and waits for its peer (`window.cpc.peer`). */
+export async function openPeerPage(browserOrContext, url, query) {
+  const { page, errors } = await openPage(browserOrContext, `${url}?${query}`);
+  await page.waitForSelector("body[data-ready=true]", { timeout: 20_000 });
+  return { page, errors, id: await page.evaluate(() => window.cpc.peer.id) };
+}
+
+/** Waits until `page`'s peer has an open connection to peer `id`. */
+export async function connected(page, id, timeout = 30_000) {
+  await page.waitForFunction(
+    (id) => window.cpc.peer.peers().some((p) => p.id === id && p.state === "open"),
+    id,
+    { timeout },
+  );
+}
+
+/** Waits until every page's peer has the same digest; returns their states. */
+export async function converged(pages, timeout = 30_000) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    const seen = await Promise.all(
+      pages.map((p) => p.evaluate(() => ({ digest: window.cpc.peer.digest(), state: window.cpc.peer.state() }))),
+    );
+    if (seen.every((s) => s.digest === seen[0].digest)) return seen.map((s) => s.state);
+    if (Date.now() > deadline) {
+      throw new Error(`no convergence in ${timeout} ms: ${JSON.stringify(seen)}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
 }
 
 export const crateVersion = async () => {

@@ -2,7 +2,8 @@
 //!
 //! Serves the page (`www/`) at `/` and the built npm package (`pkg/`) at
 //! `/pkg/`, and relays WebRTC signaling per room over WebSocket at
-//! `/signal` (see `signaling.rs`). Listens on 127.0.0.1:8080; `PORT=n` for another
+//! `/signal` (see `signaling.rs`); `/.well-known/cpc-signal` tells the page
+//! so. Listens on 127.0.0.1:8080; `PORT=n` for another
 //! port, `PORT=0` for any free one. `CPC_WWW` and `CPC_PKG` override the
 //! folders served.
 
@@ -13,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::routing::get;
-use axum::Router;
+use axum::{Json, Router};
 use tower_http::services::ServeDir;
 
 fn folder(var: &str, default: &str) -> PathBuf {
@@ -22,8 +23,14 @@ fn folder(var: &str, default: &str) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(default))
 }
 
+/// Tells a page served from here where to signal (`www/main.js` asks).
+async fn discovery() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "signaling": "/signal", "version": cpc_sync::VERSION }))
+}
+
 fn app() -> Router {
     Router::new()
+        .route("/.well-known/cpc-signal", get(discovery))
         .route("/signal", get(signaling::upgrade))
         .with_state(Arc::new(signaling::Rooms::default()))
         .nest_service("/pkg", ServeDir::new(folder("CPC_PKG", "pkg")))
