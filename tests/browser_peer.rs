@@ -273,3 +273,29 @@ async fn bad_frames_are_counted_and_an_oversized_one_closes_the_connection() {
     assert_eq!(json(peer.state()), r#"{"k":1}"#, "the peer keeps its state");
     done(peer.close()).await;
 }
+
+#[wasm_bindgen_test]
+async fn both_sides_offering_at_once_still_connect() {
+    let room = room("glare");
+    let (ida, idb) = (PeerId(0xa11ce), PeerId(0xb0b));
+    let a = raw(&room, ida);
+    let b = raw(&room, idb);
+    let both_open =
+        |a: &Raw, b: &Raw| a.open.borrow().contains(&idb) && b.open.borrow().contains(&ida);
+    wait_for("the first connection", 20, || both_open(&a, &b)).await;
+    for round in 0..5 {
+        // Both drop the connection and offer in the same tick: the offers
+        // cross; the polite side (the higher id) yields.
+        a.transport.redial(idb);
+        b.transport.redial(ida);
+        sleep(10).await;
+        assert!(
+            !both_open(&a, &b),
+            "round {round}: the old connection is gone"
+        );
+        wait_for("the new connection", 20, || both_open(&a, &b)).await;
+        a.transport.send(idb, vec![round]);
+        let before = *b.frames.borrow();
+        wait_for("a frame over it", 10, || *b.frames.borrow() > before).await;
+    }
+}

@@ -122,6 +122,17 @@ impl Transport {
         run_later(&Rc::downgrade(&self.state), |s, out| s.hang_up(peer, out));
     }
 
+    /// Drops the connection to `peer` and dials it at once (both sides
+    /// doing so together is the perfect-negotiation case).
+    pub fn redial(&self, peer: PeerId) {
+        run_later(&Rc::downgrade(&self.state), |s, out| {
+            if s.online {
+                s.mesh.redial(peer, now_ms());
+                s.act(out);
+            }
+        });
+    }
+
     /// Leaves signaling and drops every connection.
     pub fn go_offline(&self) {
         run_later(&Rc::downgrade(&self.state), |s, out| {

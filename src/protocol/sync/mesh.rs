@@ -76,6 +76,17 @@ struct Link {
     retry_at_ms: Option<u64>,
 }
 
+impl Link {
+    fn closed(now_ms: u64) -> Link {
+        Link {
+            state: LinkState::Closed,
+            failures: 0,
+            since_ms: now_ms,
+            retry_at_ms: None,
+        }
+    }
+}
+
 /// The peers this peer knows of through signaling, and its connections.
 #[derive(Debug)]
 pub struct Mesh {
@@ -107,12 +118,10 @@ impl Mesh {
         if peer == self.me {
             return;
         }
-        let link = self.links.entry(peer).or_insert(Link {
-            state: LinkState::Closed,
-            failures: 0,
-            since_ms: now_ms,
-            retry_at_ms: None,
-        });
+        let link = self
+            .links
+            .entry(peer)
+            .or_insert_with(|| Link::closed(now_ms));
         if link.state == LinkState::Closed {
             if dial {
                 link.state = LinkState::Connecting;
@@ -126,17 +135,30 @@ impl Mesh {
         }
     }
 
+    /// Dial `peer` now, whatever the state of its connection.
+    pub fn redial(&mut self, peer: PeerId, now_ms: u64) {
+        if peer == self.me {
+            return;
+        }
+        let link = self
+            .links
+            .entry(peer)
+            .or_insert_with(|| Link::closed(now_ms));
+        link.state = LinkState::Connecting;
+        link.since_ms = now_ms;
+        link.retry_at_ms = None;
+        self.actions.push(MeshAction::Dial(peer));
+    }
+
     /// `peer` started a connection to us (its first offer arrived).
     pub fn incoming(&mut self, peer: PeerId, now_ms: u64) {
         if peer == self.me {
             return;
         }
-        let link = self.links.entry(peer).or_insert(Link {
-            state: LinkState::Closed,
-            failures: 0,
-            since_ms: now_ms,
-            retry_at_ms: None,
-        });
+        let link = self
+            .links
+            .entry(peer)
+            .or_insert_with(|| Link::closed(now_ms));
         if link.state != LinkState::Open {
             link.state = LinkState::Connecting;
             link.since_ms = now_ms;
