@@ -21,9 +21,16 @@ async function signalingUrl() {
   return "none";
 }
 
+/** Keys shown; a large state is summarized, not laid out whole. */
+const SHOWN = 200;
+
 function render(peer) {
   $("peer-id").textContent = peer.id;
-  $("state").textContent = JSON.stringify(peer.state(), null, 2);
+  const state = peer.state();
+  const keys = Object.keys(state);
+  const shown = Object.fromEntries(keys.slice(0, SHOWN).map((k) => [k, state[k]]));
+  const more = keys.length > SHOWN ? `\n… and ${keys.length - SHOWN} more keys` : "";
+  $("state").textContent = JSON.stringify(shown, null, 2) + more;
   const list = $("peers");
   list.replaceChildren(
     ...peer.peers().map((p) => {
@@ -38,6 +45,7 @@ function render(peer) {
 async function main() {
   try {
     await init();
+    performance.mark("cpc:wasm-ready");
     $("version").textContent = `engine v${cpc.version()}`;
     window.cpc = { module: cpc };
     const room = params.get("room") ?? "demo";
@@ -45,9 +53,23 @@ async function main() {
     const storage = params.get("storage") ?? "indexeddb";
     $("room").textContent = room;
     $("signaling").textContent = signaling === "none" ? "this browser's tabs" : signaling;
+    performance.mark("cpc:open");
     const peer = await cpc.Peer.open({ room, signaling, storage });
+    // Time to a ready peer, for benchmarks and the curious.
+    performance.measure("cpc:Peer.open", "cpc:open");
+    performance.mark("cpc:peer-ready");
     window.cpc.peer = peer;
-    for (const type of ["change", "peer"]) peer.addEventListener(type, () => render(peer));
+    // At most one render per frame, however many changes arrive.
+    let scheduled = false;
+    const schedule = () => {
+      if (scheduled) return;
+      scheduled = true;
+      requestAnimationFrame(() => {
+        scheduled = false;
+        render(peer);
+      });
+    };
+    for (const type of ["change", "peer"]) peer.addEventListener(type, schedule);
     render(peer);
     $("status").textContent = "ready";
     document.body.dataset.ready = "true";

@@ -1,8 +1,10 @@
 //! IndexedDB persistence of one peer: its event log and its latest snapshot,
 //! in a database of its own.
 //!
-//! - store `log`: one record per event (the event's binary encoding), keys
-//!   auto-incremented, so the log reads back in append order;
+//! - store `log`: one record per commit, holding that commit's events
+//!   ([`P2PEvent::encode_batch`]), keys auto-incremented, so the log reads
+//!   back in append order (one record per event would cap appends at the
+//!   browser's rate of IndexedDB requests, some 20k a second);
 //! - store `snapshot`: the latest `StateSnapshot` under the key `"state"`.
 //!
 //! A batch of events is appended in one transaction, and the future
@@ -136,11 +138,8 @@ impl Storage {
             .db
             .transaction_with_str_and_mode(LOG, IdbTransactionMode::Readwrite)
             .map_err(failed(op))?;
-        let log = self.store(&tx, LOG, op)?;
-        for event in events {
-            let bytes = Uint8Array::from(event.encode().as_slice());
-            log.add(&bytes).map_err(failed(op))?;
-        }
+        let bytes = Uint8Array::from(P2PEvent::encode_batch(events).as_slice());
+        self.store(&tx, LOG, op)?.add(&bytes).map_err(failed(op))?;
         committed(&tx, op).await
     }
 
@@ -197,9 +196,9 @@ impl Storage {
         for record in Array::from(&records).iter() {
             match record
                 .dyn_ref::<Uint8Array>()
-                .map(|b| P2PEvent::decode(&b.to_vec()))
+                .map(|b| P2PEvent::decode_batch(&b.to_vec()))
             {
-                Some(Ok(event)) => persisted.events.push(event),
+                Some(Ok(events)) => persisted.events.extend(events),
                 _ => persisted.damaged += 1,
             }
         }

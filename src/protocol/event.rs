@@ -232,6 +232,21 @@ impl P2PEvent {
         Ok(event)
     }
 
+    /// Several events in one buffer (a storage record of one commit).
+    pub fn encode_batch(events: &[P2PEvent]) -> Vec<u8> {
+        postcard::to_allocvec(events).unwrap_or_default()
+    }
+
+    /// The events of [`encode_batch`](Self::encode_batch), each checked.
+    pub fn decode_batch(bytes: &[u8]) -> Result<Vec<Self>, EngineError> {
+        let events: Vec<P2PEvent> =
+            postcard::from_bytes(bytes).map_err(|e| EngineError::Malformed(e.to_string()))?;
+        for event in &events {
+            event.check()?;
+        }
+        Ok(events)
+    }
+
     /// About how many bytes the event encodes to, without encoding it.
     pub fn approx_size(&self) -> usize {
         let payload = match &self.op {
@@ -311,6 +326,15 @@ mod tests {
         assert_eq!(P2PEvent::decode(&bytes).unwrap(), e);
         assert_eq!(e.hash(), P2PEvent::decode(&bytes).unwrap().hash());
         assert_ne!(e.hash(), write(7, 1, "\"ho\"").hash());
+    }
+
+    #[test]
+    fn batches_round_trip_and_refuse_bad_events() {
+        let batch = vec![write(7, 1, "1"), write(7, 2, "2"), write(9, 1, "[]")];
+        let bytes = P2PEvent::encode_batch(&batch);
+        assert_eq!(P2PEvent::decode_batch(&bytes).unwrap(), batch);
+        assert!(P2PEvent::decode_batch(&bytes[..bytes.len() - 3]).is_err());
+        assert!(P2PEvent::decode_batch(&P2PEvent::encode_batch(&[write(7, 0, "1")])).is_err());
     }
 
     #[test]

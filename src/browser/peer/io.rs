@@ -88,19 +88,14 @@ pub(super) fn dispatch(inner: &Rc<RefCell<Inner>>) {
                 }
             }
             Output::Changed(keys) => {
-                emit(
-                    inner,
-                    "change",
-                    &event_object("change", &[("keys", to_js(&keys))]),
-                );
-                let conflicts: Vec<_> = {
-                    let state = inner.borrow();
-                    let all = state.node.engine().conflicts();
-                    all.into_iter().filter(|c| keys.contains(&c.key)).collect()
+                let schedule = {
+                    let mut i = inner.borrow_mut();
+                    i.changed.extend(keys);
+                    !std::mem::replace(&mut i.change_scheduled, true)
                 };
-                if !conflicts.is_empty() {
-                    let fields = [("conflicts", to_js(&conflicts))];
-                    emit(inner, "conflict", &event_object("conflict", &fields));
+                if schedule {
+                    let inner = inner.clone();
+                    wasm_bindgen_futures::spawn_local(async move { emit_changes(&inner) });
                 }
             }
             Output::SnapshotProgress {
@@ -132,6 +127,35 @@ pub(super) fn dispatch(inner: &Rc<RefCell<Inner>>) {
                 emit(inner, "message", &event_object("message", &fields));
             }
         }
+    }
+}
+
+/// One "change" event for every key changed since the last one (a burst of
+/// writes in one task is one event), and a "conflict" event if any of them
+/// is conflicted. Runs in a microtask, before any awaiting caller resumes.
+fn emit_changes(inner: &Rc<RefCell<Inner>>) {
+    let (keys, conflicts) = {
+        let mut i = inner.borrow_mut();
+        i.change_scheduled = false;
+        let mut keys = std::mem::take(&mut i.changed);
+        keys.sort_unstable();
+        keys.dedup();
+        let mut conflicts = i.node.engine().conflicts();
+        conflicts.retain(|c| keys.binary_search(&c.key).is_ok());
+        (keys, conflicts)
+    };
+    if keys.is_empty() {
+        return;
+    }
+    let list: js_sys::Array = keys.iter().map(|k| JsValue::from_str(k)).collect();
+    emit(
+        inner,
+        "change",
+        &event_object("change", &[("keys", list.into())]),
+    );
+    if !conflicts.is_empty() {
+        let fields = [("conflicts", to_js(&conflicts))];
+        emit(inner, "conflict", &event_object("conflict", &fields));
     }
 }
 

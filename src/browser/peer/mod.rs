@@ -87,6 +87,10 @@ struct Inner {
     /// Events made or learned and not yet committed, and a snapshot to write.
     unsaved: Vec<P2PEvent>,
     unsaved_snapshot: Option<Vec<u8>>,
+    /// Keys changed since the last "change" event, and whether one is
+    /// scheduled.
+    changed: Vec<String>,
+    change_scheduled: bool,
     /// Frames that wait for the commit of `unsaved` (persist before send).
     held: Vec<(PeerId, Vec<u8>)>,
     /// The commit this tick's writes share, while it is being scheduled.
@@ -231,6 +235,8 @@ impl Peer {
             storage,
             unsaved: Vec::new(),
             unsaved_snapshot: None,
+            changed: Vec::new(),
+            change_scheduled: false,
             held: Vec::new(),
             flush: None,
             transport: None,
@@ -481,10 +487,15 @@ impl Peer {
         }
     }
 
-    /// Closes the peer: waits for unsaved writes, then releases its storage,
+    /// Closes the peer: folds its log into a snapshot (so the next start is
+    /// quick), waits for unsaved writes, then releases its storage,
     /// its identity slot, its timer and its listeners.
     #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
     pub fn close(&self) -> Promise {
+        if !self.inner.borrow().closed && self.inner.borrow().storage.is_some() {
+            self.inner.borrow_mut().node.fold();
+            dispatch(&self.inner);
+        }
         let saved = flush(&self.inner);
         let inner = self.inner.clone();
         future_to_promise(async move {

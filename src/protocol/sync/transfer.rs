@@ -4,7 +4,7 @@
 //! The side with the log offers a snapshot (`SnapshotOffer`) to a peer
 //! behind its compaction horizon. The receiver drives the transfer: it asks
 //! for a window of bytes from an offset (`SnapshotRequest`), and for the next
-//! window once that one is in. A window that does not arrive (lost frames, a
+//! window once half of that one is in. A window that does not arrive (lost frames, a
 //! dropped connection) is asked for again, from the same offset, after a
 //! stall; the sender keeps its recent snapshots so the offset stays valid.
 
@@ -82,9 +82,13 @@ impl Incoming {
         self.received() == self.total
     }
 
-    /// Whether the current window is in and the next should be asked for.
-    pub fn window_done(&self) -> bool {
-        self.received() >= self.requested_until && !self.is_complete()
+    /// Whether to ask for the next window now: half of what was asked for
+    /// is in, so the next one is on its way while the rest arrives (two
+    /// windows in flight keep the channel busy across the request's round
+    /// trip).
+    pub fn wants_next_window(&self) -> bool {
+        self.requested_until < self.total
+            && self.requested_until - self.received().min(self.requested_until) <= WINDOW_BYTES / 2
     }
 
     pub fn is_stalled(&self, now_ms: u64, patience_ms: u64) -> bool {

@@ -193,6 +193,16 @@ impl SyncNode {
         if self.engine.log().len() < self.config.compact_after {
             return;
         }
+        self.fold();
+    }
+
+    /// Folds every stable logged event into a snapshot to persist, however
+    /// short the log (on close, so the next start reads one snapshot
+    /// instead of replaying a log).
+    pub fn fold(&mut self) {
+        if self.engine.log().is_empty() {
+            return;
+        }
         let stable = self.stable_clock();
         if self.engine.compact(&stable) > 0 {
             self.outputs

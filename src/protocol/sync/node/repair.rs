@@ -93,12 +93,27 @@ impl SyncNode {
         self.request_window(now_ms);
     }
 
-    /// Asks the source for the next window, from what has arrived.
+    /// Asks the source for a window from what has arrived (on start, and
+    /// again after a stall or a reconnect).
     pub(super) fn request_window(&mut self, now_ms: u64) {
+        let Some(incoming) = &self.incoming else {
+            return;
+        };
+        self.ask_window(incoming.received(), now_ms);
+    }
+
+    /// Asks for the window after the last one asked for (pipelined).
+    fn request_next_window(&mut self, now_ms: u64) {
+        let Some(incoming) = &self.incoming else {
+            return;
+        };
+        self.ask_window(incoming.requested_until, now_ms);
+    }
+
+    fn ask_window(&mut self, offset: u64, now_ms: u64) {
         let Some(incoming) = &mut self.incoming else {
             return;
         };
-        let offset = incoming.received();
         incoming.requested_until = (offset + WINDOW_BYTES).min(incoming.total);
         incoming.last_progress_ms = now_ms;
         let (to, id) = (incoming.from, incoming.id);
@@ -148,8 +163,8 @@ impl SyncNode {
             received,
             total,
         });
-        if incoming.window_done() {
-            return self.request_window(now_ms);
+        if incoming.wants_next_window() {
+            return self.request_next_window(now_ms);
         }
         if !incoming.is_complete() {
             return;
