@@ -1,9 +1,13 @@
-// The page only renders: everything it shows comes from the wasm module.
+// The page only renders what the peer reports, and calls its API.
 //
 // URL parameters: `room` (default "demo"), `signaling` (a cpc-signal URL,
 // or "none" for tabs of this browser only; default: the server that served
 // the page, if it is cpc-signal), `storage` ("indexeddb" or "memory").
 import init, * as cpc from "/pkg/cpc_sync.js";
+import { stateView } from "./ui/state.js";
+import { peersView } from "./ui/peers.js";
+import { conflictsView } from "./ui/conflicts.js";
+import { logView } from "./ui/log.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -21,56 +25,86 @@ async function signalingUrl() {
   return "none";
 }
 
-/** Keys shown; a large state is summarized, not laid out whole. */
-const SHOWN = 200;
+function notify(text) {
+  const notice = $("notice");
+  notice.textContent = text;
+  notice.hidden = false;
+  clearTimeout(notify.timer);
+  notify.timer = setTimeout(() => (notice.hidden = true), 6000);
+}
 
-function render(peer) {
-  $("peer-id").textContent = peer.id;
-  const state = peer.state();
-  const keys = Object.keys(state);
-  const shown = Object.fromEntries(keys.slice(0, SHOWN).map((k) => [k, state[k]]));
-  const more = keys.length > SHOWN ? `\n… and ${keys.length - SHOWN} more keys` : "";
-  $("state").textContent = JSON.stringify(shown, null, 2) + more;
-  const list = $("peers");
-  list.replaceChildren(
-    ...peer.peers().map((p) => {
-      const item = document.createElement("li");
-      const rtt = p.rtt === undefined ? "" : ` · ${p.rtt.toFixed(1)} ms`;
-      item.textContent = `${p.id} · ${p.state}${rtt}`;
-      return item;
-    }),
+function header(peer, room, signaling) {
+  $("room").textContent = room;
+  const link = new URL(location.pathname, location.href);
+  link.searchParams.set("room", room);
+  if (params.get("signaling")) link.searchParams.set("signaling", params.get("signaling"));
+  $("share").href = link.href;
+  $("copy").addEventListener("click", () =>
+    navigator.clipboard?.writeText(link.href).then(() => notify("link copied"), () => notify(link.href)),
   );
+  $("signaling").textContent = signaling === "none" ? "this browser's tabs (BroadcastChannel)" : signaling;
+  $("peer-id").textContent = peer.id;
+  $("online").addEventListener("change", (e) => (e.target.checked ? peer.goOnline() : peer.goOffline()));
+}
+
+function transferBar(event) {
+  const done = event.received >= event.total;
+  $("transfer").hidden = done;
+  $("transfer-peer").textContent = event.peer.slice(0, 8);
+  $("transfer-progress").value = event.total ? event.received / event.total : 0;
+  $("transfer-bytes").textContent = `${(event.received / 1e6).toFixed(1)} of ${(event.total / 1e6).toFixed(1)} MB`;
 }
 
 async function main() {
   try {
     await init();
     performance.mark("cpc:wasm-ready");
-    $("version").textContent = `engine v${cpc.version()}`;
+    $("version").textContent = `v${cpc.version()}`;
     window.cpc = { module: cpc };
     const room = params.get("room") ?? "demo";
     const signaling = await signalingUrl();
     const storage = params.get("storage") ?? "indexeddb";
-    $("room").textContent = room;
-    $("signaling").textContent = signaling === "none" ? "this browser's tabs" : signaling;
     performance.mark("cpc:open");
     const peer = await cpc.Peer.open({ room, signaling, storage });
     // Time to a ready peer, for benchmarks and the curious.
     performance.measure("cpc:Peer.open", "cpc:open");
     performance.mark("cpc:peer-ready");
     window.cpc.peer = peer;
-    // At most one render per frame, however many changes arrive.
+    header(peer, room, signaling);
+
+    const views = [stateView(peer, notify), peersView(peer), conflictsView(peer, notify)];
+    const log = logView();
+    $("app").append(...views.map((v) => v.node), log.node);
+    // At most one render per frame, however many events arrive.
     let scheduled = false;
-    const schedule = () => {
+    const render = () => {
       if (scheduled) return;
       scheduled = true;
       requestAnimationFrame(() => {
         scheduled = false;
-        render(peer);
+        for (const v of views) v.render();
       });
     };
-    for (const type of ["change", "peer"]) peer.addEventListener(type, schedule);
-    render(peer);
+    peer.addEventListener("change", (e) => {
+      log.add("change", { keys: e.keys.length > 10 ? [...e.keys.slice(0, 10), "…"] : e.keys });
+      render();
+    });
+    peer.addEventListener("peer", (e) => {
+      log.add("peer", { peer: e.peer, state: e.state });
+      render();
+    });
+    peer.addEventListener("message", (e) => {
+      log.add(`${e.message.type} ${e.outgoing ? "to" : "from"} ${e.peer.slice(0, 8)}`, e.message);
+      views[2].onMessage(e);
+      render();
+    });
+    peer.addEventListener("snapshot", (e) => {
+      if (e.received === e.total) log.add("snapshot", { from: e.peer, bytes: e.total });
+      transferBar(e);
+    });
+    // Clocks, digests and round trips change without a change event.
+    setInterval(render, 1000);
+    render();
     $("status").textContent = "ready";
     document.body.dataset.ready = "true";
   } catch (error) {

@@ -40,6 +40,16 @@ export interface PeerOptions {
   /** Log length at which the log is folded into the snapshot. */
   compactAfter?: number;
 }
+/** A key of the state, as a table shows it. */
+export interface Entry {
+  key: string;
+  kind: "register" | "counter" | "set";
+  value: any;
+  /** The winning write's origin (registers), else the last origin applied. */
+  writer: string | null;
+  /** Concurrent values wait to be resolved (multi-value, reconcile). */
+  conflicted: boolean;
+}
 /** A known peer and its connection. */
 export interface PeerInfo {
   id: string;
@@ -53,6 +63,9 @@ export interface PeerInfo {
   bytesOut: number;
   /** Bytes waiting to be sent to it. */
   buffered: number;
+  /** What it last said it has (once synced): version vector, Merkle root. */
+  clock?: Record<string, number>;
+  digest?: string;
 }
 /** A conflicted key and its concurrent values. */
 export interface Conflict {
@@ -367,6 +380,13 @@ impl Peer {
         from_json(&self.inner.borrow().node.engine().state_json())
     }
 
+    /// The state as a table shows it: `[{ key, kind, value, writer,
+    /// conflicted }]`, by key.
+    #[wasm_bindgen(unchecked_return_type = "Entry[]")]
+    pub fn entries(&self) -> JsValue {
+        from_json(&self.inner.borrow().node.engine().entries_json())
+    }
+
     /// This peer's version vector: `{ peerId: counter, ... }`.
     #[wasm_bindgen(unchecked_return_type = "Record<string, number>")]
     pub fn clock(&self) -> JsValue {
@@ -438,6 +458,12 @@ impl Peer {
             set("bytesIn", (stats.bytes_in as f64).into());
             set("bytesOut", (stats.bytes_out as f64).into());
             set("buffered", (buffered as f64).into());
+            if let Some((clock, root)) = inner.node.remote_view(peer) {
+                set("clock", to_js(clock));
+                if let Some(root) = root {
+                    set("digest", root.to_string().into());
+                }
+            }
             list.push(&entry);
         }
         list.into()

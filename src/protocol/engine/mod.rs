@@ -80,6 +80,9 @@ struct Slot {
     digest_stale: bool,
     /// Changed since the app last asked ([`ReconciliationEngine::take_changes`]).
     changed: bool,
+    /// The origin of the last event this engine applied to the key (not
+    /// replicated: unknown after a snapshot load).
+    last_writer: Option<PeerId>,
 }
 
 /// What changed since it was last looked at: kept apart from the entity map

@@ -159,12 +159,14 @@ impl ReconciliationEngine {
             std::collections::hash_map::Entry::Occupied(o) => {
                 let slot = o.into_mut();
                 slot.entity.apply(&event);
+                slot.last_writer = Some(id.peer);
                 slot
             }
             std::collections::hash_map::Entry::Vacant(v) => v.insert(Slot {
                 entity: Entity::new(&event),
                 digest_stale: false,
                 changed: false,
+                last_writer: Some(id.peer),
             }),
         };
         self.books.touch(&event.key, slot);

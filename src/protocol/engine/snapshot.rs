@@ -42,6 +42,7 @@ impl ReconciliationEngine {
                     entity,
                     digest_stale: false,
                     changed: false,
+                    last_writer: None,
                 };
                 self.books.touch(&key, &mut slot);
                 self.entities.insert(key, slot);
@@ -119,6 +120,7 @@ impl ReconciliationEngine {
                     entity: fresh,
                     digest_stale: false,
                     changed: false,
+                    last_writer: None,
                 })
             }
         };

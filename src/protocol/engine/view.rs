@@ -81,6 +81,62 @@ impl ReconciliationEngine {
         out
     }
 
+    /// The state as a table shows it, as JSON text: `[{ key, kind, value,
+    /// writer, conflicted }]` by key, for present keys. `writer` is the
+    /// winning write's origin for a register, else the origin of the last
+    /// event this peer applied to the key (`null` when unknown, after a
+    /// snapshot); `conflicted` is whether concurrent values wait to be
+    /// resolved (under `multi-value` and `reconcile` policies).
+    pub fn entries_json(&self) -> String {
+        let mut keys: Vec<&str> = self
+            .entities
+            .iter()
+            .filter(|(_, slot)| slot.entity.is_present())
+            .map(|(k, _)| &**k)
+            .collect();
+        keys.sort_unstable();
+        let mut out = String::with_capacity(keys.len() * 64 + 2);
+        out.push('[');
+        for (i, key) in keys.iter().enumerate() {
+            let Some(slot) = self.entities.get(*key) else {
+                continue;
+            };
+            let shown = slot.entity.shown();
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str("{\"key\":");
+            push_json_string(&mut out, key);
+            out.push_str(",\"kind\":\"");
+            out.push_str(&shown.kind().to_string());
+            out.push_str("\",\"value\":");
+            write_shown(&mut out, shown);
+            let writer = match shown {
+                EntityState::Register(r) => r.winner().map(|s| s.dot.peer),
+                _ => None,
+            }
+            .or(slot.last_writer);
+            out.push_str(",\"writer\":");
+            match writer {
+                Some(peer) => {
+                    out.push('"');
+                    out.push_str(&peer.to_string());
+                    out.push('"');
+                }
+                None => out.push_str("null"),
+            }
+            let conflicted = self.books.conflicted.contains(*key)
+                && self.policies.get(key) != ConflictPolicy::Lww;
+            out.push_str(if conflicted {
+                ",\"conflicted\":true}"
+            } else {
+                ",\"conflicted\":false}"
+            });
+        }
+        out.push(']');
+        out
+    }
+
     /// The shared state as a JSON value.
     pub fn state(&self) -> serde_json::Value {
         serde_json::from_str(&self.state_json()).unwrap_or_default()
@@ -122,5 +178,37 @@ impl ReconciliationEngine {
     /// Keys in the state (present or deleted), unordered.
     pub fn keys(&self) -> impl Iterator<Item = &str> {
         self.entities.keys().map(|k| &**k)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::protocol::engine::{ConflictPolicy, EngineConfig, ReconciliationEngine};
+    use crate::protocol::{JsonValue, PeerId};
+
+    #[test]
+    fn entries_show_kind_writer_and_conflicts() {
+        let mut a = ReconciliationEngine::new(PeerId(1), EngineConfig::default());
+        let mut b = ReconciliationEngine::new(PeerId(2), EngineConfig::default());
+        for e in [&mut a, &mut b] {
+            e.set_policy("doc/", ConflictPolicy::MultiValue);
+        }
+        let json = |t: &str| JsonValue::parse(t).unwrap();
+        let x = a.set("doc/x", json("1"), 10).unwrap();
+        let y = b.set("doc/x", json("2"), 11).unwrap();
+        let n = b.increment("n", 3, 12).unwrap();
+        a.receive(y, 20).unwrap();
+        a.receive(n, 20).unwrap();
+        b.receive(x, 20).unwrap();
+        let entries: serde_json::Value = serde_json::from_str(&a.entries_json()).unwrap();
+        assert_eq!(
+            entries,
+            serde_json::json!([
+                {"key": "doc/x", "kind": "register", "value": 2,
+                 "writer": PeerId(2).to_string(), "conflicted": true},
+                {"key": "n", "kind": "counter", "value": 3,
+                 "writer": PeerId(2).to_string(), "conflicted": false},
+            ])
+        );
     }
 }

@@ -4,6 +4,7 @@ use serde::Serialize;
 
 use super::wire::Reassembler;
 use crate::protocol::clock::VectorClock;
+use crate::protocol::event::Hash32;
 
 /// Counters for one connection, shown to the app per peer.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -40,6 +41,8 @@ pub struct Session {
     pub their_clock: VectorClock,
     /// Whether a digest from the peer has arrived on this connection.
     pub synced: bool,
+    /// The Merkle root of its last digest.
+    pub their_root: Option<Hash32>,
     pub reassembler: Reassembler,
     pub stats: SessionStats,
     /// When to measure the round trip again.

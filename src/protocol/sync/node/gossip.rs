@@ -23,6 +23,7 @@ impl SyncNode {
     pub(super) fn on_digest(&mut self, from: PeerId, clock: VectorClock, root: Hash32) {
         if let Some(session) = self.sessions.get_mut(&from) {
             session.their_clock = clock.clone();
+            session.their_root = Some(root);
             session.synced = true;
         }
         if self.engine.needs_snapshot(&clock) {

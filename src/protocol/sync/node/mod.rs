@@ -15,7 +15,7 @@ use super::wire::{self, Decoded, Message, WireError};
 use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::engine::{Candidate, EngineConfig, ReconciliationEngine};
 use crate::protocol::error::EngineError;
-use crate::protocol::event::P2PEvent;
+use crate::protocol::event::{Hash32, P2PEvent};
 use crate::protocol::snapshot::{SnapshotError, StateSnapshot};
 use crate::protocol::value::JsonValue;
 
@@ -168,6 +168,15 @@ impl SyncNode {
     /// Connected peers and their counters.
     pub fn sessions(&self) -> impl Iterator<Item = (PeerId, &SessionStats)> {
         self.sessions.iter().map(|(p, s)| (*p, &s.stats))
+    }
+
+    /// What a connected peer last said it has: its version vector (with
+    /// what was sent to it since) and its Merkle root.
+    pub fn remote_view(&self, peer: PeerId) -> Option<(&VectorClock, Option<Hash32>)> {
+        self.sessions
+            .get(&peer)
+            .filter(|s| s.synced)
+            .map(|s| (&s.their_clock, s.their_root))
     }
 
     /// A peer's counters over all its connections so far.

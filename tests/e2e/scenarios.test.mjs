@@ -1,0 +1,218 @@
+// The page as people use it, in headless Chromium: three peers (two tabs of
+// one browser and a second browser through cpc-signal), conflicts shown and
+// settled, a reconcile key, a peer that goes offline, a reload, a hostile
+// value, and the page's own controls. Screenshots go to
+// tests/e2e/screenshots/ (ignored by git).
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { serverAndBrowser, launchBrowser, openPeerPage, connected, converged } from "./harness.mjs";
+
+const env = serverAndBrowser();
+const shots = path.join(path.dirname(fileURLToPath(import.meta.url)), "screenshots");
+const DESKTOP = { width: 1280, height: 800 };
+
+let other;
+let tabs;
+/** Pages of the room: a and b are tabs of one browser, c another browser. */
+let a, b, c;
+
+before(async () => {
+  await env.ready;
+  other = await launchBrowser();
+  tabs = await env.browser.newContext({ viewport: DESKTOP });
+  const query = `room=scenarios-${Math.random().toString(36).slice(2)}&storage=memory`;
+  a = await openPeerPage(tabs, env.server.url, query);
+  b = await openPeerPage(tabs, env.server.url, query);
+  const remote = await other.newContext({ viewport: DESKTOP });
+  c = await openPeerPage(remote, env.server.url, query);
+  for (const [x, y] of [[a, b], [a, c], [b, c]]) {
+    await connected(x.page, y.id);
+    await connected(y.page, x.id);
+  }
+});
+
+after(async () => {
+  await other?.close();
+});
+
+const all = () => [a, b, c];
+const onAll = (fn, arg) => Promise.all(all().map((p) => p.page.evaluate(fn, arg)));
+
+/** Drops and restores every connection of `pages` around `writes`. */
+async function whileApart(pages, writes) {
+  await Promise.all(pages.map((p) => p.page.evaluate(() => window.cpc.peer.goOffline())));
+  await writes();
+  await Promise.all(pages.map((p) => p.page.evaluate(() => window.cpc.peer.goOnline())));
+}
+
+test("1. three peers reach one state and digest after concurrent writes of every kind", async () => {
+  await Promise.all([
+    a.page.evaluate(async () => {
+      const p = window.cpc.peer;
+      await Promise.all([p.set("title", "from a"), p.increment("votes", 2), p.add("tags", "a"), p.set("gone", 1)]);
+    }),
+    b.page.evaluate(async () => {
+      const p = window.cpc.peer;
+      await Promise.all([p.set("title", "from b"), p.increment("votes", -1), p.add("tags", "b"), p.add("tags", "x")]);
+    }),
+    c.page.evaluate(async () => {
+      const p = window.cpc.peer;
+      await Promise.all([p.increment("votes", 10), p.add("tags", "c"), p.set("obj", { nested: [1, 2] })]);
+    }),
+  ]);
+  await converged(all().map((p) => p.page));
+  await Promise.all([
+    b.page.evaluate(() => window.cpc.peer.remove("tags", "x")),
+    c.page.evaluate(() => window.cpc.peer.delete("gone")),
+  ]);
+  const states = await converged(all().map((p) => p.page));
+  const { title, ...rest } = states[0];
+  assert.ok(["from a", "from b"].includes(title), title);
+  assert.deepEqual(rest, { obj: { nested: [1, 2] }, tags: ["a", "b", "c"], votes: 11 });
+  await a.page.screenshot({ path: path.join(shots, "page-1280x800.png") });
+});
+
+test("2. a multi-value conflict shows on every peer; resolving it on one clears it everywhere", async () => {
+  await onAll(() => window.cpc.peer.setPolicy("doc/", "multi-value"));
+  await whileApart([a, c], () =>
+    Promise.all([
+      a.page.evaluate(() => window.cpc.peer.set("doc/intro", "draft by a")),
+      c.page.evaluate(() => window.cpc.peer.set("doc/intro", "draft by c")),
+    ]),
+  );
+  for (const p of all()) {
+    await p.page.waitForSelector('#conflicts-card article[data-key="doc/intro"] .sibling:nth-child(2)', {
+      timeout: 30_000,
+    });
+  }
+  const conflicts = await onAll(() => window.cpc.peer.conflicts());
+  for (const list of conflicts) {
+    assert.deepEqual(list.map((x) => x.candidates.map((k) => k.value).sort()), [["draft by a", "draft by c"]]);
+  }
+  await b.page.screenshot({ path: path.join(shots, "conflict-1280x800.png") });
+  // Settle it with the page's own button, on b (which wrote neither).
+  await b.page
+    .locator('#conflicts-card article[data-key="doc/intro"] .sibling', { hasText: "draft by c" })
+    .getByRole("button", { name: "keep this" })
+    .click();
+  for (const p of all()) {
+    await p.page.waitForFunction(() => window.cpc.peer.conflicts().length === 0, null, { timeout: 30_000 });
+  }
+  const states = await converged(all().map((p) => p.page));
+  assert.equal(states[0]["doc/intro"], "draft by c");
+});
+
+test("3. a reconcile key: the resolver's handler answers and the log shows the exchange", async () => {
+  await onAll(() => {
+    window.cpc.peer.setPolicy("rec/", "reconcile");
+    window.cpc.peer.onReconcile((key, candidates) =>
+      candidates.map((c) => c.value).sort().join(" + "),
+    );
+  });
+  await whileApart([b, c], () =>
+    Promise.all([
+      b.page.evaluate(() => window.cpc.peer.set("rec/total", "b's")),
+      c.page.evaluate(() => window.cpc.peer.set("rec/total", "c's")),
+    ]),
+  );
+  for (const p of all()) {
+    await p.page.waitForFunction(() => window.cpc.peer.get("rec/total") === "b's + c's", null, { timeout: 30_000 });
+  }
+  await converged(all().map((p) => p.page));
+  const logs = await onAll(() => document.getElementById("log-card").textContent);
+  const both = logs.filter((t) => t.includes("RECONCILIATION_REQUEST") && t.includes("RECONCILIATION_RESPONSE"));
+  assert.ok(both.length >= 1, "the requesting and the resolving peer log both messages");
+  // The spec's shape, as the log shows it.
+  const request = await onAll(() => {
+    const pre = [...document.querySelectorAll("#log-card li")].find((li) =>
+      li.textContent.includes("RECONCILIATION_REQUEST"),
+    );
+    return pre ? JSON.parse(pre.querySelector("pre").textContent) : null;
+  });
+  const shown = request.find(Boolean);
+  assert.equal(shown.type, "RECONCILIATION_REQUEST");
+  for (const field of ["source_peer_id", "target_peer_id", "conflicting_events"]) assert.ok(field in shown, field);
+});
+
+test("4. a peer goes offline, both sides write, it comes back: nothing acknowledged is lost", async () => {
+  // The page's own switch.
+  await c.page.locator("#online").uncheck();
+  await a.page.waitForFunction((id) => !window.cpc.peer.peers().some((p) => p.id === id && p.state === "open"), c.id);
+  await c.page.evaluate(async () => {
+    for (let i = 0; i < 20; i++) await window.cpc.peer.set(`offline/c${i}`, i);
+  });
+  await a.page.evaluate(async () => {
+    for (let i = 0; i < 20; i++) await window.cpc.peer.set(`offline/a${i}`, i);
+    await window.cpc.peer.increment("votes", 100);
+  });
+  await c.page.locator("#online").check();
+  const states = await converged(all().map((p) => p.page), 45_000);
+  for (let i = 0; i < 20; i++) {
+    assert.equal(states[0][`offline/a${i}`], i);
+    assert.equal(states[0][`offline/c${i}`], i);
+  }
+  assert.equal(states[0].votes, 111);
+});
+
+test("5. a reloaded tab restores its state and catches up", async () => {
+  const context = await env.browser.newContext({ viewport: DESKTOP });
+  const query = `room=reload-${Math.random().toString(36).slice(2)}`;
+  const x = await openPeerPage(context, env.server.url, query);
+  const y = await openPeerPage(context, env.server.url, query);
+  await connected(x.page, y.id);
+  await x.page.evaluate(() => window.cpc.peer.set("kept", "before reload"));
+  await converged([x.page, y.page]);
+  await x.page.evaluate(() => window.cpc.peer.close());
+  await x.page.reload();
+  await y.page.evaluate(() => window.cpc.peer.set("missed", "during reload"));
+  await x.page.waitForSelector("body[data-ready=true]");
+  assert.equal(await x.page.evaluate(() => window.cpc.peer.id), x.id);
+  await x.page.waitForSelector('#state-table tr[data-key="missed"]', { timeout: 30_000 });
+  const rows = await x.page.locator("#state-table tbody tr").evaluateAll((r) => r.map((t) => t.dataset.key));
+  assert.deepEqual(rows, ["kept", "missed"]);
+  await context.close();
+});
+
+test("6. a hostile value shows as text on the other peers and runs nothing", async () => {
+  const hostile = `<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>`;
+  await a.page.evaluate((v) => window.cpc.peer.set("hostile", v), hostile);
+  for (const p of [b, c]) {
+    const cell = p.page.locator('#state-table tr[data-key="hostile"] td.value');
+    await cell.waitFor({ timeout: 30_000 });
+    assert.equal(await cell.textContent(), JSON.stringify(hostile));
+    await p.page.waitForTimeout(300);
+    assert.equal(await p.page.evaluate(() => window.__pwned), undefined);
+    assert.equal(await p.page.locator("#app img, #app script").count(), 0);
+  }
+});
+
+test("7. the page's controls change the state on another peer", async () => {
+  await a.page.evaluate(async () => {
+    await window.cpc.peer.increment("clicks", 1);
+    await window.cpc.peer.add("labels", "first");
+  });
+  await a.page.fill('form.write input[name="key"]', "typed");
+  await a.page.selectOption('form.write select[name="op"]', "set");
+  await a.page.fill('form.write input[name="value"]', '{"by":"hand"}');
+  await a.page.click('form.write button[type="submit"]');
+  await c.page.waitForFunction(() => window.cpc.peer.get("typed")?.by === "hand", null, { timeout: 30_000 });
+  await a.page.click('#state-table tr[data-key="clicks"] button[data-action="+1"]');
+  await c.page.waitForFunction(() => window.cpc.peer.get("clicks") === 2, null, { timeout: 30_000 });
+  await a.page.fill('#state-table tr[data-key="labels"] input', '"typed-label"');
+  await a.page.click('#state-table tr[data-key="labels"] button[data-action="add"]');
+  await c.page.waitForFunction(() => window.cpc.peer.get("labels")?.includes("typed-label"), null, {
+    timeout: 30_000,
+  });
+  await a.page.click('#state-table tr[data-key="typed"] button[data-action="delete"]');
+  await c.page.waitForFunction(() => window.cpc.peer.get("typed") === undefined, null, { timeout: 30_000 });
+  await converged(all().map((p) => p.page));
+  const phone = await tabs.newPage({ viewport: { width: 390, height: 844 } });
+  await phone.setViewportSize({ width: 390, height: 844 });
+  await phone.goto(a.page.url());
+  await phone.waitForSelector("body[data-ready=true]");
+  await phone.waitForTimeout(1500);
+  await phone.screenshot({ path: path.join(shots, "page-390-phone.png"), fullPage: true });
+  assert.deepEqual([...a.errors, ...b.errors, ...c.errors], []);
+});

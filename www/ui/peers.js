@@ -1,0 +1,81 @@
+// Who is connected, how far, and who is behind: this peer's clock and
+// digest beside each connected peer's.
+import { el, short } from "./dom.js";
+
+/** A version vector as short ids and counters, one per line. */
+const clockText = (clock) =>
+  Object.entries(clock)
+    .map(([id, n]) => `${short(id)}: ${n}`)
+    .join("\n") || "{}";
+
+/** How `theirs` stands against `ours` (version vectors). */
+function standing(ours, theirs, sameDigest) {
+  const ids = new Set([...Object.keys(ours), ...Object.keys(theirs)]);
+  let behind = false;
+  let ahead = false;
+  for (const id of ids) {
+    if ((theirs[id] ?? 0) < (ours[id] ?? 0)) behind = true;
+    if ((theirs[id] ?? 0) > (ours[id] ?? 0)) ahead = true;
+  }
+  if (behind && ahead) return "concurrent";
+  if (behind) return "behind";
+  if (ahead) return "ahead";
+  return sameDigest ? "in sync" : "syncing";
+}
+
+export function peersView(peer) {
+  const body = el("tbody");
+  function render() {
+    const clock = peer.clock();
+    const digest = peer.digest();
+    const rows = [
+      el(
+        "tr",
+        { class: "me" },
+        el("td", { class: "mono", title: peer.id }, `${short(peer.id)} (you)`),
+        el("td", {}, "—"),
+        el("td", {}, "—"),
+        el("td", { class: "mono clock", title: JSON.stringify(clock) }, el("pre", {}, clockText(clock))),
+        el("td", { class: "mono", title: digest }, digest.slice(0, 12)),
+        el("td", {}, ""),
+      ),
+    ];
+    for (const p of peer.peers()) {
+      const stand = p.clock ? standing(clock, p.clock, p.digest === digest) : "";
+      rows.push(
+        el(
+          "tr",
+          { "data-peer": p.id, "data-state": p.state },
+          el("td", { class: "mono", title: p.id }, short(p.id)),
+          el("td", {}, el("span", { class: `link ${p.state}` }, p.state)),
+          el("td", { class: "rtt" }, p.rtt === undefined ? "—" : `${p.rtt.toFixed(1)} ms`),
+          el("td", { class: "mono clock", title: JSON.stringify(p.clock ?? {}) }, p.clock ? el("pre", {}, clockText(p.clock)) : "—"),
+          el("td", { class: "mono", title: p.digest ?? "" }, p.digest ? p.digest.slice(0, 12) : "—"),
+          el(
+            "td",
+            { title: p.lastError ?? "" },
+            stand && el("span", { class: `standing ${stand.replaceAll(" ", "-")}` }, stand),
+            p.rejected ? el("span", { class: "bad" }, ` ${p.rejected} refused`) : "",
+          ),
+        ),
+      );
+    }
+    body.replaceChildren(...rows);
+  }
+  const node = el(
+    "section",
+    { class: "card", id: "peers-card" },
+    el("h2", {}, "Peers"),
+    el(
+      "div",
+      { class: "scroll" },
+      el(
+        "table",
+        { id: "peers-table" },
+        el("thead", {}, el("tr", {}, ["Peer", "Link", "RTT", "Version vector", "Digest", ""].map((h) => el("th", {}, h)))),
+        body,
+      ),
+    ),
+  );
+  return { node, render };
+}
