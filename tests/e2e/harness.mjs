@@ -7,7 +7,7 @@ import { fileURLToPath } from "node:url";
 import path from "node:path";
 import { chromium } from "playwright-core";
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+export const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 
 export const CHROMIUM_ARGS = [
   "--no-sandbox",
@@ -58,18 +58,23 @@ const TYPES = {
 };
 
 /**
- * A plain static server for www/ and pkg/ (no signaling): pages served by
- * it find each other over BroadcastChannel only. Resolves to { url, stop }.
+ * A plain static server (no signaling) for www/ and pkg/, or for the folder
+ * `dir`: pages served by it find each other over BroadcastChannel only.
+ * Resolves to { url, stop }.
  */
-export async function startStaticServer() {
+export async function startStaticServer(dir) {
   const http = await import("node:http");
   const { readFile } = await import("node:fs/promises");
   const server = http.createServer(async (request, response) => {
     const { pathname } = new URL(request.url, "http://localhost");
-    const file = pathname.startsWith("/pkg/")
-      ? path.join(root, pathname)
-      : path.join(root, "www", pathname === "/" ? "index.html" : pathname);
-    if (!file.startsWith(root)) return response.writeHead(403).end();
+    const page = pathname === "/" ? "index.html" : pathname;
+    const base = dir ?? root;
+    const file = dir
+      ? path.join(dir, page)
+      : pathname.startsWith("/pkg/")
+        ? path.join(root, pathname)
+        : path.join(root, "www", page);
+    if (!file.startsWith(base)) return response.writeHead(403).end();
     try {
       const body = await readFile(file);
       response.writeHead(200, { "content-type": TYPES[path.extname(file)] ?? "application/octet-stream" });

@@ -11,7 +11,7 @@ test("the page loads the wasm module and shows the engine version", async () => 
   const { page, errors } = await openPage(env.browser, env.server.url);
   await page.waitForSelector("body[data-ready]");
   assert.equal(await page.getAttribute("body", "data-ready"), "true");
-  assert.equal(await page.textContent("#version"), `engine v${await crateVersion()}`);
+  assert.equal(await page.textContent("#version"), `v${await crateVersion()}`);
   assert.equal(await page.evaluate(() => typeof window.cpc.module.version), "function");
   await mkdir("tests/e2e/screenshots", { recursive: true });
   await page.screenshot({ path: "tests/e2e/screenshots/page.png" });
@@ -24,6 +24,8 @@ test("the server serves the wasm with its content type; /signal wants a WebSocke
   assert.equal(wasm.headers.get("content-type"), "application/wasm");
   const signal = await fetch(new URL("/signal", env.server.url));
   assert.ok(signal.status >= 400 && signal.status < 500, `plain GET /signal: ${signal.status}`);
+  const discovery = await fetch(new URL("/.well-known/cpc-signal", env.server.url));
+  assert.equal((await discovery.json()).signaling, "/signal", "pages find the signaling endpoint");
   const missing = await fetch(new URL("/no-such-file", env.server.url));
   assert.equal(missing.status, 404);
 });

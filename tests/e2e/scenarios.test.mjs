@@ -6,6 +6,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
+import { mkdir } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import { serverAndBrowser, launchBrowser, openPeerPage, connected, converged } from "./harness.mjs";
 
@@ -20,6 +21,7 @@ let a, b, c;
 
 before(async () => {
   await env.ready;
+  await mkdir(shots, { recursive: true });
   other = await launchBrowser();
   tabs = await env.browser.newContext({ viewport: DESKTOP });
   const query = `room=scenarios-${Math.random().toString(36).slice(2)}&storage=memory`;

@@ -3,13 +3,13 @@
 //! Serves the page (`www/`) at `/` and the built npm package (`pkg/`) at
 //! `/pkg/`, and relays WebRTC signaling per room over WebSocket at
 //! `/signal` (see `signaling.rs`); `/.well-known/cpc-signal` tells the page
-//! so. Listens on 127.0.0.1:8080; `PORT=n` for another
-//! port, `PORT=0` for any free one. `CPC_WWW` and `CPC_PKG` override the
-//! folders served.
+//! so. Listens on 127.0.0.1:8080; `PORT=n` for another port, `PORT=0` for
+//! any free one, `HOST=0.0.0.0` to be reachable from other machines.
+//! `CPC_WWW` and `CPC_PKG` override the folders served.
 
 mod signaling;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -68,14 +68,21 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let listener =
-        match tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("cpc-signal: cannot listen on 127.0.0.1:{port}: {e}");
-                return std::process::ExitCode::FAILURE;
-            }
-        };
+    let host: IpAddr = match std::env::var("HOST").map(|h| h.parse()) {
+        Err(_) => IpAddr::from([127, 0, 0, 1]),
+        Ok(Ok(host)) => host,
+        Ok(Err(_)) => {
+            eprintln!("cpc-signal: HOST must be an IP address, like 0.0.0.0");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(SocketAddr::from((host, port))).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("cpc-signal: cannot listen on {host}:{port}: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let addr = listener
         .local_addr()
         .map(|a| a.to_string())
