@@ -55,9 +55,8 @@ fn push_json_string(out: &mut String, s: &str) {
 }
 
 impl ReconciliationEngine {
-    /// The shared state as JSON text: `{ key: value, ... }`, keys sorted,
-    /// deleted keys absent.
-    pub fn state_json(&self) -> String {
+    /// Keys whose entity is present (not deleted), sorted.
+    fn present_keys(&self) -> Vec<&str> {
         let mut keys: Vec<&str> = self
             .entities
             .iter()
@@ -65,6 +64,13 @@ impl ReconciliationEngine {
             .map(|(k, _)| &**k)
             .collect();
         keys.sort_unstable();
+        keys
+    }
+
+    /// The shared state as JSON text: `{ key: value, ... }`, keys sorted,
+    /// deleted keys absent.
+    pub fn state_json(&self) -> String {
+        let keys = self.present_keys();
         let mut out = String::with_capacity(keys.len() * 16 + 2);
         out.push('{');
         for (i, key) in keys.iter().enumerate() {
@@ -88,13 +94,7 @@ impl ReconciliationEngine {
     /// snapshot); `conflicted` is whether concurrent values wait to be
     /// resolved (under `multi-value` and `reconcile` policies).
     pub fn entries_json(&self) -> String {
-        let mut keys: Vec<&str> = self
-            .entities
-            .iter()
-            .filter(|(_, slot)| slot.entity.is_present())
-            .map(|(k, _)| &**k)
-            .collect();
-        keys.sort_unstable();
+        let keys = self.present_keys();
         let mut out = String::with_capacity(keys.len() * 64 + 2);
         out.push('[');
         for (i, key) in keys.iter().enumerate() {

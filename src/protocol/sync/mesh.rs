@@ -85,6 +85,12 @@ impl Link {
             retry_at_ms: None,
         }
     }
+
+    fn connecting(&mut self, now_ms: u64) {
+        self.state = LinkState::Connecting;
+        self.since_ms = now_ms;
+        self.retry_at_ms = None;
+    }
 }
 
 /// The peers this peer knows of through signaling, and its connections.
@@ -124,9 +130,7 @@ impl Mesh {
             .or_insert_with(|| Link::closed(now_ms));
         if link.state == LinkState::Closed {
             if dial {
-                link.state = LinkState::Connecting;
-                link.since_ms = now_ms;
-                link.retry_at_ms = None;
+                link.connecting(now_ms);
                 self.actions.push(MeshAction::Dial(peer));
             } else {
                 // It will call; if it does not, dial ourselves later.
@@ -144,9 +148,7 @@ impl Mesh {
             .links
             .entry(peer)
             .or_insert_with(|| Link::closed(now_ms));
-        link.state = LinkState::Connecting;
-        link.since_ms = now_ms;
-        link.retry_at_ms = None;
+        link.connecting(now_ms);
         self.actions.push(MeshAction::Dial(peer));
     }
 
@@ -160,9 +162,7 @@ impl Mesh {
             .entry(peer)
             .or_insert_with(|| Link::closed(now_ms));
         if link.state != LinkState::Open {
-            link.state = LinkState::Connecting;
-            link.since_ms = now_ms;
-            link.retry_at_ms = None;
+            link.connecting(now_ms);
         }
     }
 
@@ -238,9 +238,7 @@ impl Mesh {
         }
         for (peer, link) in &mut self.links {
             if link.state == LinkState::Closed && link.retry_at_ms.is_some_and(|t| now_ms >= t) {
-                link.state = LinkState::Connecting;
-                link.since_ms = now_ms;
-                link.retry_at_ms = None;
+                link.connecting(now_ms);
                 self.actions.push(MeshAction::Dial(*peer));
             }
         }
