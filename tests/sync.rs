@@ -293,3 +293,22 @@ fn local_writes_are_persisted_before_they_are_sent() {
     assert!(persisted.unwrap() < sent.unwrap(), "{outputs:?}");
     let _ = EventId::new(PeerId(1), 1);
 }
+
+#[test]
+fn a_large_change_is_hashed_in_slices_without_stalling_sync() {
+    let (mut a, mut b) = (node(1), node(2));
+    write_many(&mut a, 5_000, 1_000);
+    // b takes 5,000 events; while their hashes wait, its digests carry no
+    // root and roots are not compared, yet the clocks settle.
+    sync(&mut a, &mut b, 2_000);
+    assert_eq!(b.engine().clock(), a.engine().clock());
+    let mut slices = 1;
+    while !b.refresh_digest() {
+        slices += 1;
+    }
+    assert!(slices >= 3, "{slices} slices of at most 2,000 entities");
+    assert_eq!(b.engine_mut().digest(), a.engine_mut().digest());
+    // With both digests fresh, equal states exchange digests and nothing else.
+    let traffic = exchange_again(&mut a, &mut b, 3_000);
+    assert_eq!(traffic.frames, [1, 1], "{traffic:?}");
+}

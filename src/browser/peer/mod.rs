@@ -112,6 +112,7 @@ struct Inner {
     /// Held while open; dropping them releases the slot and stops the timer.
     slot: Option<Slot>,
     timer: Option<Interval>,
+    hashing: Option<Interval>,
     closed: bool,
 }
 
@@ -120,6 +121,9 @@ struct Inner {
 pub struct Peer {
     inner: Rc<RefCell<Inner>>,
 }
+
+/// How often a slice of changed entities is hashed into the digest.
+const DIGEST_SLICE_MS: u32 = 50;
 
 fn now_ms() -> u64 {
     js_sys::Date::now() as u64
@@ -255,11 +259,20 @@ impl Peer {
             transport: None,
             slot,
             timer: None,
+            hashing: None,
             closed: false,
         }));
         let weak = Rc::downgrade(&inner);
         let interval = SyncConfig::default().gossip_interval_ms as u32;
         let timer = Interval::new(interval, move || tick(&weak));
+        // A burst of remote events is hashed into the digest in slices of a
+        // few milliseconds, not in one long pause.
+        let weak = Rc::downgrade(&inner);
+        let hashing = Interval::new(DIGEST_SLICE_MS, move || {
+            if let Some(inner) = weak.upgrade() {
+                inner.borrow_mut().node.refresh_digest();
+            }
+        });
         let weak = Rc::downgrade(&inner);
         let me = inner.borrow().node.peer();
         let transport = Transport::new(
@@ -274,6 +287,7 @@ impl Peer {
         {
             let mut i = inner.borrow_mut();
             i.timer = Some(timer);
+            i.hashing = Some(hashing);
             i.transport = Some(transport);
         }
         Ok(Peer { inner })
@@ -529,6 +543,7 @@ impl Peer {
             let mut inner = inner.borrow_mut();
             inner.closed = true;
             inner.timer = None;
+            inner.hashing = None;
             inner.transport = None;
             inner.listeners.clear();
             inner.slot = None;

@@ -239,6 +239,32 @@ impl ReconciliationEngine {
         self.digest.root()
     }
 
+    /// The Merkle root if at most `budget` entities need rehashing first;
+    /// `None` otherwise (the caller does without, and slices the work with
+    /// [`refresh_digest`](Self::refresh_digest)).
+    pub fn digest_within(&mut self, budget: usize) -> Option<super::Hash32> {
+        (self.books.stale.len() <= budget).then(|| self.digest())
+    }
+
+    /// Rehashes at most `budget` changed entities into the Merkle tree, so
+    /// a large change (a burst of remote events) is hashed in slices rather
+    /// than in one long pause. Returns whether the digest is up to date.
+    pub fn refresh_digest(&mut self, budget: usize) -> bool {
+        if self.books.stale.len() <= budget {
+            self.digest();
+            return true;
+        }
+        let rest = self.books.stale.len() - budget;
+        for key in self.books.stale.split_off(rest) {
+            if let Some(slot) = self.entities.get_mut(&key) {
+                slot.digest_stale = false;
+                let hash = slot.entity.hash(&key);
+                self.digest.update(&key, hash);
+            }
+        }
+        false
+    }
+
     pub fn merkle(&mut self) -> &MerkleDigest {
         self.digest();
         &self.digest

@@ -7,13 +7,24 @@ use crate::protocol::event::{Hash32, P2PEvent};
 use crate::protocol::reconciliation::{ReconciliationRequest, ReconciliationResponse};
 use crate::protocol::sync::wire::{Message, MAX_FRAME};
 
+/// Entities rehashed at a time into the Merkle digest (a few ms of work).
+pub const DIGEST_SLICE: usize = 2_000;
+
 /// Target encoded size of one `Events` message: a frame, with room to spare.
 const EVENTS_PER_MESSAGE_BYTES: usize = MAX_FRAME - 4 * 1024;
 
 impl SyncNode {
+    /// Sends our version vector and Merkle root. While many entities wait
+    /// to be rehashed (after a burst of events) the root is left out (all
+    /// zeros): it is only compared when clocks are equal, and computing it
+    /// at once would stall the peer; [`SyncNode::refresh_digest`] catches
+    /// up in slices.
     pub(super) fn send_digest(&mut self, to: PeerId) {
         let clock = self.engine.clock().clone();
-        let root = self.engine.digest();
+        let root = self
+            .engine
+            .digest_within(DIGEST_SLICE)
+            .unwrap_or(Hash32([0; 32]));
         self.send(to, &Message::Digest { clock, root });
     }
 
@@ -34,7 +45,13 @@ impl SyncNode {
         if !missing.is_empty() {
             self.send_events(from, missing);
         }
-        if clock == *self.engine.clock() && root != self.engine.digest() {
+        if clock == *self.engine.clock()
+            && root != Hash32([0; 32])
+            && self
+                .engine
+                .digest_within(DIGEST_SLICE)
+                .is_some_and(|ours| ours != root)
+        {
             self.send(from, &Message::MerkleQuery { depth: 0, index: 0 });
         }
     }

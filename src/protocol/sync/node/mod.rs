@@ -194,6 +194,13 @@ impl SyncNode {
             .map(|i| (i.from, i.bytes.len() as u64, i.total))
     }
 
+    /// Rehashes a slice of the changed entities into the Merkle digest;
+    /// returns whether it is up to date. Call it often while it returns
+    /// `false` (the tick calls it too).
+    pub fn refresh_digest(&mut self) -> bool {
+        self.engine.refresh_digest(gossip::DIGEST_SLICE)
+    }
+
     /// When [`tick`](Self::tick) wants to run next.
     pub fn next_timer(&self) -> u64 {
         self.next_gossip_ms
@@ -256,6 +263,7 @@ impl SyncNode {
             return;
         }
         self.next_gossip_ms = now_ms + self.config.gossip_interval_ms;
+        self.refresh_digest();
         let peers: Vec<PeerId> = self.sessions.keys().copied().collect();
         for peer in peers {
             self.send_digest(peer);
