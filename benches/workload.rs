@@ -1,8 +1,17 @@
 //! Deterministic workloads for the core benchmarks, built directly as
-//! events (what 64 live engines would send, without running them).
+//! events (what 64 live engines would send, without running them), and the
+//! anti-entropy exchange between two sync nodes. Shared by the native
+//! benches and the wasm bench build (`src/browser/bench.rs`); each uses
+//! part of it.
+#![allow(dead_code)]
 
 use cpc_sync::protocol::event::RegisterOp;
-use cpc_sync::protocol::{EventId, JsonValue, Operation, P2PEvent, PeerId, Timestamp, VectorClock};
+use cpc_sync::protocol::sync::wire::{self, Decoded, Message};
+use cpc_sync::protocol::sync::{Output, SyncConfig, SyncNode};
+use cpc_sync::protocol::{
+    EngineConfig, EventId, JsonValue, Operation, P2PEvent, PeerId, ReconciliationEngine, Timestamp,
+    VectorClock,
+};
 
 #[allow(dead_code)]
 #[path = "../tests/common/rng.rs"]
@@ -140,4 +149,107 @@ pub fn one_write_each(n: u64, same_key: bool) -> Vec<P2PEvent> {
             )
         })
         .collect()
+}
+
+// Anti-entropy between two sync nodes (the sync-overhead benchmarks).
+
+/// Wall time for sync nodes: after every event's timestamp.
+const SYNC_NOW: u64 = 1 << 40;
+
+fn sync_config() -> SyncConfig {
+    SyncConfig {
+        compact_after: usize::MAX,
+        ..SyncConfig::default()
+    }
+}
+
+/// `total` events from `origins` writers over 10k keys, in causal order.
+pub fn history(total: usize, origins: u64) -> Vec<P2PEvent> {
+    let mut writers: Vec<ReconciliationEngine> = (1..=origins)
+        .map(|p| ReconciliationEngine::new(PeerId(p * 0x1111_1111), EngineConfig::default()))
+        .collect();
+    let mut events = Vec::with_capacity(total);
+    let mut i = 0;
+    while events.len() < total {
+        let w = i % origins as usize;
+        let value = JsonValue::parse(&(i % 1000).to_string()).expect("number");
+        events.push(
+            writers[w]
+                .set(&format!("key{}", i % 10_000), value, 1_000 + i as u64)
+                .expect("set"),
+        );
+        i += 1;
+    }
+    events
+}
+
+/// A sync node that has applied `events`.
+pub fn node_with(events: &[P2PEvent], id: u64) -> SyncNode {
+    let mut engine = ReconciliationEngine::new(PeerId(id), EngineConfig::default());
+    for e in events {
+        engine.receive(e.clone(), u64::MAX / 2).expect("taken");
+    }
+    engine.digest();
+    SyncNode::new(engine, sync_config())
+}
+
+/// What settling two nodes cost: bytes each way (a to b, b to a), the
+/// missing events' own bytes, and message rounds.
+pub struct Outcome {
+    pub bytes: [usize; 2],
+    pub event_bytes: usize,
+    pub rounds: usize,
+}
+
+/// The frames a node sends, without the round-trip probes (`Ping`/`Pong`
+/// on connect): they measure the link, not anti-entropy.
+fn sends(node: &mut SyncNode) -> Vec<Vec<u8>> {
+    node.take_outputs()
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Send { frame, .. } => Some(frame),
+            _ => None,
+        })
+        .filter(|f| {
+            !matches!(
+                wire::decode(f),
+                Ok(Decoded::Message(
+                    Message::Ping { .. } | Message::Pong { .. }
+                ))
+            )
+        })
+        .collect()
+}
+
+/// Connects two nodes and moves frames until both go quiet.
+pub fn settle(a: &mut SyncNode, b: &mut SyncNode) -> Outcome {
+    a.connect(b.peer(), SYNC_NOW);
+    b.connect(a.peer(), SYNC_NOW);
+    let mut out = Outcome {
+        bytes: [0; 2],
+        event_bytes: 0,
+        rounds: 0,
+    };
+    loop {
+        let (to_b, to_a) = (sends(a), sends(b));
+        if to_a.is_empty() && to_b.is_empty() {
+            break;
+        }
+        out.rounds += 1;
+        for (dir, frames) in [(0, &to_b), (1, &to_a)] {
+            for f in frames {
+                out.bytes[dir] += f.len();
+                if let Ok(Decoded::Message(Message::Events(events))) = wire::decode(f) {
+                    out.event_bytes += events.iter().map(|e| e.encode().len()).sum::<usize>();
+                }
+            }
+        }
+        for f in &to_b {
+            b.receive_frame(a.peer(), f, SYNC_NOW);
+        }
+        for f in &to_a {
+            a.receive_frame(b.peer(), f, SYNC_NOW);
+        }
+    }
+    out
 }

@@ -34,7 +34,7 @@ step "clippy (native)" cargo clippy --all-targets --features server -- -D warnin
 # tests only browser.rs and browser_peer.rs are for wasm32 (the rest use
 # native-only dev deps).
 step "clippy (wasm32)" cargo clippy --target wasm32-unknown-unknown --profile test \
-  --lib --test browser --test browser_peer -- -D warnings
+  --lib --test browser --test browser_peer --features bench -- -D warnings
 step "core has no web crates" core_has_no_web_crates
 # The simulator runs 500 seeds here (a soak runs 10,000: see README).
 step "native tests" env CPC_SIM_SEEDS="${CPC_SIM_SEEDS:-500}" cargo test --profile ci --features server
@@ -42,3 +42,6 @@ step "browser tests (wasm-bindgen-test, headless Chromium)" \
   cargo test --target wasm32-unknown-unknown --test browser --test browser_peer
 step "release build" bash scripts/build.sh
 step "end-to-end (Playwright, headless Chromium)" node --test --test-concurrency=1 tests/e2e/
+# The side-by-side benchmark at small sizes, so its harness cannot rot (the
+# full run is `npm run bench`; figures are in BENCHMARKS.md, not asserted).
+step "benchmark smoke (cpc-sync, Yjs, Automerge, Loro)" env CPC_BENCH_QUICK=1 bash scripts/bench.sh

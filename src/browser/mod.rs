@@ -1,6 +1,8 @@
 //! The browser edge: `#[wasm_bindgen]` facade over the protocol core. It
 //! converts values and moves bytes; the protocol lives in `protocol`.
 
+#[cfg(feature = "bench")]
+pub mod bench;
 mod convert;
 mod identity;
 mod peer;

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# `npm run bench`: the release package, a bench build of the wasm (feature
+# `bench`, in target/bench/pkg), then cpc-sync beside Yjs, Automerge and
+# Loro in one headless Chromium (bench/browser/compare.mjs).
+# CPC_BENCH_QUICK=1 runs small sizes (npm test does, as a smoke test).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -f pkg/cpc_sync_bg.wasm ] && [ "${CPC_BENCH_QUICK:-}" = 1 ] || bash scripts/build.sh
+cargo build --release --target wasm32-unknown-unknown --lib --features bench
+wasm-bindgen --target web --out-dir target/bench/pkg --out-name cpc_sync \
+  target/wasm32-unknown-unknown/release/cpc_sync.wasm
+node bench/browser/compare.mjs

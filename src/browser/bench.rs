@@ -1,0 +1,163 @@
+//! Benchmark entry points, compiled only with the `bench` feature into a
+//! separate package (`target/bench/pkg`) for `npm run bench`, which runs
+//! the same workloads against Yjs, Automerge and Loro in one browser.
+//!
+//! What a library's users do is measured from JS (apply an encoded update
+//! per call); workloads too large to cross the boundary event by event
+//! (1M events) are generated, applied and timed inside wasm.
+
+use js_sys::{Array, Object, Reflect, Uint8Array};
+use wasm_bindgen::prelude::*;
+
+#[path = "../../benches/workload.rs"]
+mod workload;
+
+use crate::protocol::{EngineConfig, JsonValue, P2PEvent, ReconciliationEngine, StateSnapshot};
+
+const NOW: u64 = 2_000_000_000_000;
+
+fn now_ms() -> f64 {
+    js_sys::Date::now()
+}
+
+fn engine(index: u32) -> ReconciliationEngine {
+    ReconciliationEngine::new(workload::peer(index as u64), EngineConfig::default())
+}
+
+/// One replica, driven from JS like a document of another library.
+#[wasm_bindgen]
+pub struct BenchReplica {
+    engine: ReconciliationEngine,
+}
+
+#[wasm_bindgen]
+impl BenchReplica {
+    #[wasm_bindgen(constructor)]
+    pub fn new(index: u32) -> BenchReplica {
+        BenchReplica {
+            engine: engine(index),
+        }
+    }
+
+    /// Writes `key` (a JSON text value); returns the encoded event.
+    pub fn set(&mut self, key: &str, json: &str) -> Result<Vec<u8>, JsError> {
+        let value = JsonValue::parse(json).map_err(|e| JsError::new(&e.to_string()))?;
+        let event = self
+            .engine
+            .set(key, value, NOW)
+            .map_err(|e| JsError::new(&e.to_string()))?;
+        Ok(event.encode())
+    }
+
+    /// Decodes and applies one encoded event.
+    pub fn apply(&mut self, bytes: &[u8]) -> Result<(), JsError> {
+        let event = P2PEvent::decode(bytes).map_err(|e| JsError::new(&e.to_string()))?;
+        self.engine
+            .receive(event, NOW)
+            .map(|_| ())
+            .map_err(|e| JsError::new(&e.to_string()))
+    }
+
+    /// The version vector's encoded size, bytes.
+    #[wasm_bindgen(js_name = clockBytes)]
+    pub fn clock_bytes(&self) -> usize {
+        postcard::to_allocvec(self.engine.clock()).map_or(0, |b| b.len())
+    }
+
+    #[wasm_bindgen(js_name = stateJson)]
+    pub fn state_json(&self) -> String {
+        self.engine.state_json()
+    }
+}
+
+/// `n` peers' single writes (to one shared key, or each to its own), as
+/// encoded events: the updates of B3.1 and C1.2.
+#[wasm_bindgen(js_name = oneWriteEach)]
+pub fn one_write_each(n: u32, same_key: bool) -> Array {
+    workload::one_write_each(n as u64, same_key)
+        .iter()
+        .map(|e| JsValue::from(Uint8Array::from(e.encode().as_slice())))
+        .collect()
+}
+
+fn result(fields: &[(&str, f64)]) -> JsValue {
+    let out = Object::new();
+    for (name, value) in fields {
+        let _ = Reflect::set(&out, &(*name).into(), &(*value).into());
+    }
+    out.into()
+}
+
+/// Causal apply: `total` events from `peers` writers over `keys` keys,
+/// `displaced` of them (a fraction) moved up to 2,000 positions later.
+/// Returns `{ ms, held, in_order_ms }`.
+#[wasm_bindgen(js_name = causalApply)]
+pub fn causal_apply(total: u32, peers: u32, keys: u32, displaced: f64) -> JsValue {
+    let events = workload::rounds(total as usize, peers as u64, keys as u64, 16, 7);
+    let order = workload::displace(&events, displaced, 2_000, 8);
+    let run = |events: Vec<P2PEvent>| {
+        let mut e = engine(0);
+        let start = now_ms();
+        for event in events {
+            let _ = e.receive(event, NOW);
+        }
+        (now_ms() - start, e.stats().held)
+    };
+    let (ms, held) = run(order);
+    let (in_order_ms, _) = run(events);
+    result(&[
+        ("ms", ms),
+        ("held", held as f64),
+        ("in_order_ms", in_order_ms),
+    ])
+}
+
+/// A snapshot of `entities` keys: `{ encode_ms, decode_ms, ready_ms,
+/// bytes }`, and the state's JSON text for the caller to compare against
+/// (`json`).
+#[wasm_bindgen(js_name = snapshot)]
+pub fn snapshot(entities: u32) -> JsValue {
+    let events = workload::rounds(entities as usize, 64, entities as u64, 16, 9);
+    let mut state = engine(0);
+    for event in events {
+        let _ = state.receive(event, NOW);
+    }
+    let start = now_ms();
+    let bytes = state.encode_snapshot();
+    let encode_ms = now_ms() - start;
+    let start = now_ms();
+    let decoded = StateSnapshot::decode(&bytes).ok();
+    let decode_ms = now_ms() - start;
+    let start = now_ms();
+    let ready = decoded.map(|s| {
+        ReconciliationEngine::from_snapshot(workload::peer(1), EngineConfig::default(), s)
+    });
+    let ready_ms = decode_ms + (now_ms() - start);
+    let out = result(&[
+        ("encode_ms", encode_ms),
+        ("decode_ms", decode_ms),
+        ("ready_ms", ready_ms),
+        ("bytes", bytes.len() as f64),
+        ("entities", ready.map_or(0, |e| e.keys().count()) as f64),
+    ]);
+    let _ = Reflect::set(&out, &"json".into(), &state.state_json().into());
+    out
+}
+
+/// Anti-entropy between two replicas of `total` events from `origins`
+/// writers, the second lacking the last `d`: `{ a_to_b, b_to_a,
+/// event_bytes, round_trips }` (bytes each way and the missing events' own
+/// bytes).
+#[wasm_bindgen(js_name = syncOverhead)]
+pub fn sync_overhead(total: u32, origins: u32, d: u32) -> JsValue {
+    let events = workload::history(total as usize, origins as u64);
+    let mut a = workload::node_with(&events, 0xA);
+    let mut b = workload::node_with(&events[..(total - d) as usize], 0xB);
+    let o = workload::settle(&mut a, &mut b);
+    result(&[
+        ("a_to_b", o.bytes[0] as f64),
+        ("b_to_a", o.bytes[1] as f64),
+        ("event_bytes", o.event_bytes as f64),
+        ("round_trips", o.rounds.div_ceil(2) as f64),
+    ])
+}
