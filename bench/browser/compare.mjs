@@ -2,7 +2,9 @@
 // (issue 7's workloads): B3.1, C1.2, causal apply, snapshot, and bundle
 // sizes. `npm run bench` builds and runs it in full; CPC_BENCH_QUICK=1
 // (what `npm test` runs) uses small sizes so the harness cannot rot.
-// Figures go to stdout and target/bench/compare.json.
+// Figures go to stdout and target/bench/compare.json. CPC_BENCH_ONLY picks
+// one section: many (B3.1, C1.2), sync, cpc (cpc-sync's own workloads),
+// responsiveness.
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import { mkdir, writeFile, readdir, readFile, rm } from "node:fs/promises";
@@ -25,7 +27,8 @@ const SIZES = QUICK
       causal: 1_000_000,
       snapshot: 1_000_000,
       ingest: 100_000,
-      sync: 100_000,
+      // Automerge takes minutes to build two replicas of 100k changes.
+      sync: Number(process.env.CPC_BENCH_SYNC ?? 20_000),
       diffs: [0, 1, 100, 10_000],
     };
 
@@ -145,45 +148,50 @@ async function main() {
   try {
     const { page, errors } = await openPage(browser, server.url);
     await page.waitForSelector("body[data-ready=true]", { state: "attached", timeout: 30_000 });
-    results = await page.evaluate((sizes) => window.bench.run(sizes), SIZES);
+    const only = process.env.CPC_BENCH_ONLY ?? null;
+    results = await page.evaluate((options) => window.bench.run(options), { ...SIZES, only });
     if (errors.length) throw new Error(`page errors: ${errors.join("; ")}`);
     results.browser = `Chromium ${browser.version()}`;
-    results.responsiveness = await responsiveness(browser, SIZES.ingest);
+    if (!process.env.CPC_BENCH_ONLY) results.responsiveness = await responsiveness(browser, SIZES.ingest);
   } finally {
     await browser.close();
     await server.stop();
   }
-  results.bundle = await bundles();
+  if (!process.env.CPC_BENCH_ONLY) results.bundle = await bundles();
   results.machine = `${os.cpus()[0]?.model ?? "?"} x${os.cpus().length}, ${Math.round(os.totalmem() / 2 ** 30)} GiB`;
   results.sizes = SIZES;
   results.quick = QUICK;
 
   const fixed = (d) => (x) => (typeof x === "number" ? x.toFixed(d) : String(x));
-  table(`B3.1: ${SIZES.b31} peers set one key (apply all at one peer)`, results.B3_1, [
+  if (results.B3_1) table(`B3.1: ${SIZES.b31} peers set one key (apply all at one peer)`, results.B3_1, [
     ["ms", (r) => fixed(2)(r.ms)],
     ["bytes/update", (r) => fixed(1)(r.bytes_per_update)],
   ]);
-  table(`C1.2: ${SIZES.c12} peers set a key each`, results.C1_2, [
+  if (results.C1_2) table(`C1.2: ${SIZES.c12} peers set a key each`, results.C1_2, [
     ["ms", (r) => fixed(1)(r.ms)],
     ["version vector bytes", (r) => r.vv_bytes],
   ]);
   console.log(`\nsync: ${SIZES.sync} updates, the second replica lacking d (bytes a->b / b->a, round trips)`);
-  for (const [name, byD] of Object.entries(results.sync)) {
+  for (const [name, byD] of Object.entries(results.sync ?? {})) {
     if (name === "updates") continue;
     const cells = Object.entries(byD).map(([d, r]) => `d=${d}: ${r.a_to_b}/${r.b_to_a} B, ${r.round_trips} RT`);
     console.log(`  ${name.padEnd(10)} ${cells.join("  ")}`);
   }
-  console.log(`\ncausal apply (cpc-sync): ${JSON.stringify(results.causal_apply)}`);
-  console.log(`snapshot (cpc-sync): ${JSON.stringify(results.snapshot)}`);
-  console.log(`responsiveness (cpc-sync, a tab ingesting events over WebRTC): ${JSON.stringify(results.responsiveness)}`);
-  table("bundle, gzipped (Vite build)", results.bundle, [
+  if (results.causal_apply) {
+    console.log(`\ncausal apply (cpc-sync): ${JSON.stringify(results.causal_apply)}`);
+    console.log(`snapshot (cpc-sync): ${JSON.stringify(results.snapshot)}`);
+  }
+  if (results.responsiveness) {
+    console.log(`responsiveness (cpc-sync, a tab ingesting events over WebRTC): ${JSON.stringify(results.responsiveness)}`);
+  }
+  if (results.bundle) table("bundle, gzipped (Vite build)", results.bundle, [
     ["js", (r) => r.js_gzip],
     ["wasm", (r) => r.wasm_gzip],
     ["total", (r) => r.total_gzip],
   ]);
   await writeFile(path.join(out, "compare.json"), JSON.stringify(results, null, 2));
   for (const workload of ["B3_1", "C1_2"]) {
-    for (const [name, r] of Object.entries(results[workload])) {
+    for (const [name, r] of Object.entries(results[workload] ?? {})) {
       if (!(r.ms >= 0)) throw new Error(`${workload} ${name}: no time measured`);
     }
   }

@@ -74,7 +74,8 @@ const LIBRARIES = {
 };
 
 /**
- * Sync: two replicas of `n` updates from one writer over 10k keys, the
+ * Sync: two replicas of `n` updates from one writer over 10k keys (each
+ * write sets its key to the round number, so no write is a no-op), the
  * second lacking the last `d`; each library's own sync protocol brings
  * them level. Replicas are built by the same writer identity doing the
  * same writes, so their shared history is identical.
@@ -92,8 +93,8 @@ const SYNC = {
     };
     const [a, b] = [writer(), writer()];
     for (let i = 0; i < n; i++) {
-      a.getMap("m").set(`key${i % 10_000}`, i % 1000);
-      if (i < n - d) b.getMap("m").set(`key${i % 10_000}`, i % 1000);
+      a.getMap("m").set(`key${i % 10_000}`, Math.floor(i / 10_000));
+      if (i < n - d) b.getMap("m").set(`key${i % 10_000}`, Math.floor(i / 10_000));
     }
     // y-protocols: each side sends its state vector (step 1) and answers
     // the other's with the update it lacks (step 2).
@@ -109,7 +110,7 @@ const SYNC = {
     const [a, b] = [writer(), writer()];
     for (let i = 0; i < n; i++) {
       const write = (doc) => {
-        doc[`key${i % 10_000}`] = i % 1000;
+        doc[`key${i % 10_000}`] = Math.floor(i / 10_000);
       };
       a.doc = A.change(a.doc, { time: 0 }, write);
       if (i < n - d) b.doc = A.change(b.doc, { time: 0 }, write);
@@ -146,10 +147,10 @@ const SYNC = {
     };
     const [a, b] = [writer(), writer()];
     for (let i = 0; i < n; i++) {
-      a.getMap("m").set(`key${i % 10_000}`, i % 1000);
+      a.getMap("m").set(`key${i % 10_000}`, Math.floor(i / 10_000));
       a.commit();
       if (i < n - d) {
-        b.getMap("m").set(`key${i % 10_000}`, i % 1000);
+        b.getMap("m").set(`key${i % 10_000}`, Math.floor(i / 10_000));
         b.commit();
       }
     }
@@ -195,14 +196,27 @@ async function run({
   snapshot = 1_000_000,
   sync = 100_000,
   diffs = [0, 1, 100, 10_000],
+  only = null,
 }) {
+  const wanted = (section) => !only || only === section;
   await initCpc();
   await A.initializeWasm(automergeWasm);
-  const results = { B3_1: {}, C1_2: {} };
-  for (const [name, lib] of Object.entries(LIBRARIES)) {
-    results.B3_1[name] = manyPeers(lib, b31, true, runs);
-    results.C1_2[name] = manyPeers(lib, c12, false, runs);
+  const results = {};
+  if (wanted("many")) {
+    results.B3_1 = {};
+    results.C1_2 = {};
+    for (const [name, lib] of Object.entries(LIBRARIES)) {
+      results.B3_1[name] = manyPeers(lib, b31, true, runs);
+      results.C1_2[name] = manyPeers(lib, c12, false, runs);
+    }
   }
+  if (wanted("sync")) {
+    results.sync = { updates: sync };
+    for (const [name, measure] of Object.entries(SYNC)) {
+      results.sync[name] = Object.fromEntries(diffs.map((d) => [d, measure(sync, d)]));
+    }
+  }
+  if (only && only !== "cpc") return results;
   const causalRuns = [];
   for (let r = 0; r < Math.max(1, Math.min(runs, 3)); r++) causalRuns.push(cpc.causalApply(causal, 64, Math.min(10_000, causal), 0.2));
   results.causal_apply = {
@@ -212,10 +226,6 @@ async function run({
     in_order_us_per_event: (median(causalRuns.map((c) => c.in_order_ms)) * 1000) / causal,
     held: causalRuns[0].held,
   };
-  results.sync = { updates: sync };
-  for (const [name, measure] of Object.entries(SYNC)) {
-    results.sync[name] = Object.fromEntries(diffs.map((d) => [d, measure(sync, d)]));
-  }
   const s = cpc.snapshot(snapshot);
   results.snapshot = {
     entities: s.entities,
