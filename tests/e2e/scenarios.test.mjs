@@ -107,12 +107,19 @@ test("2. a multi-value conflict shows on every peer; resolving it on one clears 
 });
 
 test("3. a reconcile key: the resolver's handler answers and the log shows the exchange", async () => {
-  await onAll(() => {
-    window.cpc.peer.setPolicy("rec/", "reconcile");
+  // b and c write concurrently; the resolver is the lower id of the two.
+  // Only the higher id puts "rec/" under "reconcile", so it alone starts a
+  // reconciliation: it asks the resolver (RECONCILIATION_REQUEST), whose
+  // handler answers (RECONCILIATION_RESPONSE). Were every peer on
+  // "reconcile", the resolver might settle the conflict on its own first,
+  // with no exchange to see.
+  const [resolver, asker] = b.id < c.id ? [b, c] : [c, b];
+  await onAll(() =>
     window.cpc.peer.onReconcile((key, candidates) =>
       candidates.map((c) => c.value).sort().join(" + "),
-    );
-  });
+    ),
+  );
+  await asker.page.evaluate(() => window.cpc.peer.setPolicy("rec/", "reconcile"));
   await whileApart([b, c], () =>
     Promise.all([
       b.page.evaluate(() => window.cpc.peer.set("rec/total", "b's")),
@@ -123,19 +130,23 @@ test("3. a reconcile key: the resolver's handler answers and the log shows the e
     await p.page.waitForFunction(() => window.cpc.peer.get("rec/total") === "b's + c's", null, { timeout: 30_000 });
   }
   await converged(all().map((p) => p.page));
-  const logs = await onAll(() => document.getElementById("log-card").textContent);
-  const both = logs.filter((t) => t.includes("RECONCILIATION_REQUEST") && t.includes("RECONCILIATION_RESPONSE"));
-  assert.ok(both.length >= 1, "the requesting and the resolving peer log both messages");
+  const log = (p) => p.page.evaluate(() => document.getElementById("log-card").textContent);
+  for (const p of [asker, resolver]) {
+    const text = await log(p);
+    assert.ok(text.includes("RECONCILIATION_REQUEST"), "the request is in the log");
+    assert.ok(text.includes("RECONCILIATION_RESPONSE"), "the response is in the log");
+  }
   // The spec's shape, as the log shows it.
-  const request = await onAll(() => {
-    const pre = [...document.querySelectorAll("#log-card li")].find((li) =>
+  const shown = await asker.page.evaluate(() => {
+    const li = [...document.querySelectorAll("#log-card li")].find((li) =>
       li.textContent.includes("RECONCILIATION_REQUEST"),
     );
-    return pre ? JSON.parse(pre.querySelector("pre").textContent) : null;
+    return JSON.parse(li.querySelector("pre").textContent);
   });
-  const shown = request.find(Boolean);
   assert.equal(shown.type, "RECONCILIATION_REQUEST");
-  for (const field of ["source_peer_id", "target_peer_id", "conflicting_events"]) assert.ok(field in shown, field);
+  assert.equal(shown.source_peer_id, asker.id);
+  assert.equal(shown.target_peer_id, resolver.id);
+  assert.ok(Array.isArray(shown.conflicting_events));
 });
 
 test("4. a peer goes offline, both sides write, it comes back: nothing acknowledged is lost", async () => {
