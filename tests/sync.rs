@@ -312,3 +312,24 @@ fn a_large_change_is_hashed_in_slices_without_stalling_sync() {
     let traffic = exchange_again(&mut a, &mut b, 3_000);
     assert_eq!(traffic.frames, [1, 1], "{traffic:?}");
 }
+
+#[test]
+fn standing_compares_clocks_then_roots() {
+    use cpc_sync::protocol::sync::Standing;
+    let (mut a, mut b) = (node(1), node(2));
+    write_many(&mut a, 10, 1_000);
+    assert_eq!(a.standing(PeerId(2)), None, "not connected yet");
+    a.connect(PeerId(2), 2_000);
+    b.connect(PeerId(1), 2_000);
+    // b's (empty) digest reaches a, which answers with its events: a
+    // counts them as b's, so the clocks agree while the roots do not yet.
+    for frame in sends(b.take_outputs()) {
+        a.receive_frame(PeerId(2), &frame, 2_000);
+    }
+    assert_eq!(a.standing(PeerId(2)), Some(Standing::Syncing));
+    exchange(&mut a, &mut b, 2_000);
+    let t = exchange_again(&mut a, &mut b, 3_000);
+    assert!(t.rounds >= 1);
+    assert_eq!(a.standing(PeerId(2)), Some(Standing::InSync));
+    assert_eq!(b.standing(PeerId(1)), Some(Standing::InSync));
+}

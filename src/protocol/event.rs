@@ -173,6 +173,12 @@ pub struct P2PEvent {
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Hash32(pub [u8; 32]);
 
+impl Hash32 {
+    /// All zeros: "no hash" where one is optional on the wire (a digest
+    /// sent before the Merkle tree caught up).
+    pub const ZERO: Hash32 = Hash32([0; 32]);
+}
+
 impl fmt::Display for Hash32 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))

@@ -8,21 +8,6 @@ const clockText = (clock) =>
     .map(([id, n]) => `${short(id)}: ${n}`)
     .join("\n") || "{}";
 
-/** How `theirs` stands against `ours` (version vectors). */
-function standing(ours, theirs, sameDigest) {
-  const ids = new Set([...Object.keys(ours), ...Object.keys(theirs)]);
-  let behind = false;
-  let ahead = false;
-  for (const id of ids) {
-    if ((theirs[id] ?? 0) < (ours[id] ?? 0)) behind = true;
-    if ((theirs[id] ?? 0) > (ours[id] ?? 0)) ahead = true;
-  }
-  if (behind && ahead) return "concurrent";
-  if (behind) return "behind";
-  if (ahead) return "ahead";
-  return sameDigest ? "in sync" : "syncing";
-}
-
 export function peersView(peer) {
   const body = el("tbody");
   function render() {
@@ -41,7 +26,7 @@ export function peersView(peer) {
       ),
     ];
     for (const p of peer.peers()) {
-      const stand = p.clock ? standing(clock, p.clock, p.digest === digest) : "";
+      const stand = p.standing ?? "";
       rows.push(
         el(
           "tr",

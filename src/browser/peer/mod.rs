@@ -66,6 +66,8 @@ export interface PeerInfo {
   /** What it last said it has (once synced): version vector, Merkle root. */
   clock?: Record<string, number>;
   digest?: string;
+  /** How it stands against this peer (once synced). */
+  standing?: "in sync" | "syncing" | "behind" | "ahead" | "concurrent";
 }
 /** A conflicted key and its concurrent values. */
 export interface Conflict {
@@ -449,7 +451,9 @@ impl Peer {
     /// bytesOut, buffered }]`.
     #[wasm_bindgen(unchecked_return_type = "PeerInfo[]")]
     pub fn peers(&self) -> JsValue {
-        let inner = self.inner.borrow();
+        // Mutable: comparing Merkle roots may bring ours up to date.
+        let mut guard = self.inner.borrow_mut();
+        let inner = &mut *guard;
         let list = Array::new();
         let Some(transport) = &inner.transport else {
             return list.into();
@@ -477,6 +481,9 @@ impl Peer {
                 if let Some(root) = root {
                     set("digest", root.to_string().into());
                 }
+            }
+            if let Some(standing) = inner.node.standing(peer) {
+                set("standing", standing.as_str().into());
             }
             list.push(&entry);
         }

@@ -112,6 +112,18 @@ impl Mesh {
         }
     }
 
+    /// The link to `peer`, made (closed) if new; `None` for ourselves.
+    fn link(&mut self, peer: PeerId, now_ms: u64) -> Option<&mut Link> {
+        if peer == self.me {
+            return None;
+        }
+        Some(
+            self.links
+                .entry(peer)
+                .or_insert_with(|| Link::closed(now_ms)),
+        )
+    }
+
     /// Whether this side yields when both offer at once (perfect
     /// negotiation's "polite" peer): the higher id does.
     pub fn polite(&self, peer: PeerId) -> bool {
@@ -121,46 +133,36 @@ impl Mesh {
     /// Signaling says `peer` is in the room. `dial`: it was there before us
     /// (we joined), so we call it; otherwise it calls us.
     pub fn discovered(&mut self, peer: PeerId, dial: bool, now_ms: u64) {
-        if peer == self.me {
+        let timeout = self.config.connect_timeout_ms;
+        let Some(link) = self.link(peer, now_ms) else {
+            return;
+        };
+        if link.state != LinkState::Closed {
             return;
         }
-        let link = self
-            .links
-            .entry(peer)
-            .or_insert_with(|| Link::closed(now_ms));
-        if link.state == LinkState::Closed {
-            if dial {
-                link.connecting(now_ms);
-                self.actions.push(MeshAction::Dial(peer));
-            } else {
-                // It will call; if it does not, dial ourselves later.
-                link.retry_at_ms = Some(now_ms + self.config.connect_timeout_ms);
-            }
+        if dial {
+            link.connecting(now_ms);
+            self.actions.push(MeshAction::Dial(peer));
+        } else {
+            // It will call; if it does not, dial ourselves later.
+            link.retry_at_ms = Some(now_ms + timeout);
         }
     }
 
     /// Dial `peer` now, whatever the state of its connection.
     pub fn redial(&mut self, peer: PeerId, now_ms: u64) {
-        if peer == self.me {
+        let Some(link) = self.link(peer, now_ms) else {
             return;
-        }
-        let link = self
-            .links
-            .entry(peer)
-            .or_insert_with(|| Link::closed(now_ms));
+        };
         link.connecting(now_ms);
         self.actions.push(MeshAction::Dial(peer));
     }
 
     /// `peer` started a connection to us (its first offer arrived).
     pub fn incoming(&mut self, peer: PeerId, now_ms: u64) {
-        if peer == self.me {
+        let Some(link) = self.link(peer, now_ms) else {
             return;
-        }
-        let link = self
-            .links
-            .entry(peer)
-            .or_insert_with(|| Link::closed(now_ms));
+        };
         if link.state != LinkState::Open {
             link.connecting(now_ms);
         }

@@ -9,4 +9,4 @@ pub mod wire;
 
 pub use mesh::{LinkState, Mesh, MeshAction, MeshConfig};
 pub use node::{BoxedHandler, Output, SyncConfig, SyncNode};
-pub use session::SessionStats;
+pub use session::{SessionStats, Standing};

@@ -32,6 +32,33 @@ impl SessionStats {
     }
 }
 
+/// How a connected peer stands against this one, from its last digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// Same version vector, same Merkle root.
+    InSync,
+    /// Same version vector, but the roots differ or are not known yet.
+    Syncing,
+    /// It lacks events we have, and has none we lack.
+    Behind,
+    /// It has events we lack, and lacks none of ours.
+    Ahead,
+    /// Each has events the other lacks.
+    Concurrent,
+}
+
+impl Standing {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Standing::InSync => "in sync",
+            Standing::Syncing => "syncing",
+            Standing::Behind => "behind",
+            Standing::Ahead => "ahead",
+            Standing::Concurrent => "concurrent",
+        }
+    }
+}
+
 /// One remote peer's sync session.
 #[derive(Debug, Default)]
 pub struct Session {

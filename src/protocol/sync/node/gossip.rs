@@ -24,7 +24,7 @@ impl SyncNode {
         let root = self
             .engine
             .digest_within(DIGEST_SLICE)
-            .unwrap_or(Hash32([0; 32]));
+            .unwrap_or(Hash32::ZERO);
         self.send(to, &Message::Digest { clock, root });
     }
 
@@ -46,7 +46,7 @@ impl SyncNode {
             self.send_events(from, missing);
         }
         if clock == *self.engine.clock()
-            && root != Hash32([0; 32])
+            && root != Hash32::ZERO
             && self
                 .engine
                 .digest_within(DIGEST_SLICE)

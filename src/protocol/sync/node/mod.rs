@@ -9,10 +9,10 @@ mod repair;
 
 use std::collections::BTreeMap;
 
-use super::session::{Session, SessionStats};
+use super::session::{Session, SessionStats, Standing};
 use super::transfer::{Incoming, Outgoing};
 use super::wire::{self, Decoded, Message, WireError};
-use crate::protocol::clock::{PeerId, VectorClock};
+use crate::protocol::clock::{ClockOrdering, PeerId, VectorClock};
 use crate::protocol::engine::{Candidate, EngineConfig, ReconciliationEngine};
 use crate::protocol::error::EngineError;
 use crate::protocol::event::{Hash32, P2PEvent};
@@ -177,6 +177,26 @@ impl SyncNode {
             .get(&peer)
             .filter(|s| s.synced)
             .map(|s| (&s.their_clock, s.their_root))
+    }
+
+    /// How a connected, synced peer stands against us. Roots are compared
+    /// only when ours is at hand (see [`SyncNode::refresh_digest`]).
+    pub fn standing(&mut self, peer: PeerId) -> Option<Standing> {
+        let session = self.sessions.get(&peer).filter(|s| s.synced)?;
+        let root = session.their_root;
+        Some(match self.engine.clock().compare(&session.their_clock) {
+            ClockOrdering::After => Standing::Behind,
+            ClockOrdering::Before => Standing::Ahead,
+            ClockOrdering::Concurrent => Standing::Concurrent,
+            ClockOrdering::Equal => {
+                let ours = self.engine.digest_within(gossip::DIGEST_SLICE);
+                if root.is_some() && root == ours {
+                    Standing::InSync
+                } else {
+                    Standing::Syncing
+                }
+            }
+        })
     }
 
     /// A peer's counters over all its connections so far.
