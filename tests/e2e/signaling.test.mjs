@@ -1,6 +1,6 @@
 // cpc-signal's WebSocket signaling, with real browser WebSockets against
 // the real server: rooms, notices, relay to the addressed peer only, and
-// bad input that must not take the server down.
+// bad input (floods, crowds) that must not take the server down.
 import { test, before } from "node:test";
 import assert from "node:assert/strict";
 import { serverAndBrowser, openPage } from "./harness.mjs";
@@ -94,4 +94,60 @@ test("malformed and oversized messages are dropped; huge frames close only that 
   assert.equal(r.bClosed, true, "a frame over 256 KiB closes that socket");
   assert.ok(r.a.some((m) => m.type === "left" && m.peer === "b"));
   assert.deepEqual(r.c[0].peers, ["a"], "the server still serves the room");
+});
+
+test("a flooding socket is told once, then closed; its room keeps working", async () => {
+  const r = await page.evaluate(async () => {
+    const a = await connect("a", "flood");
+    const b = await connect("b", "flood");
+    const c = await connect("c", "flood");
+    await settle();
+    for (let i = 0; i < 5000; i++) a.send(JSON.stringify({ type: "signal", to: "b", data: i }));
+    const deadline = Date.now() + 5000;
+    while (!a.closed && Date.now() < deadline) await settle();
+    c.send(JSON.stringify({ type: "signal", to: "b", data: "after the flood" }));
+    b.send(JSON.stringify({ type: "ping" }));
+    await settle();
+    const out = { a: a.got, aClosed: a.closed, b: b.got, bClosed: b.closed };
+    b.close();
+    c.close();
+    return out;
+  });
+  const errors = r.a.filter((m) => m.type === "error").map((m) => m.message);
+  assert.equal(r.aClosed, true, "the flooding socket is closed");
+  assert.equal(errors.length, 2, JSON.stringify(errors));
+  assert.match(errors[0], /over the rate limit of 100 messages\/s \(burst 1000\)/);
+  assert.match(errors[1], /^closed: still flooding/);
+  const relayed = r.b.filter((m) => m.type === "signal" && m.from === "a").length;
+  assert.ok(relayed >= 1000 && relayed < 1500, `${relayed} of 5000 relayed: the burst, not the flood`);
+  assert.ok(r.b.some((m) => m.type === "left" && m.peer === "a"));
+  assert.ok(r.b.some((m) => m.type === "signal" && m.from === "c" && m.data === "after the flood"));
+  assert.ok(r.b.some((m) => m.type === "pong"));
+  assert.equal(r.bClosed, false);
+});
+
+test("a room takes 64 peers: the 65th join gets room full until one leaves", async () => {
+  const r = await page.evaluate(async () => {
+    const members = [];
+    for (let i = 0; i < 64; i++) members.push(await connect(`p${i}`, "crowd"));
+    await settle();
+    const late = await connect("late", "crowd");
+    const reloaded = await connect("p1", "crowd"); // a reloaded tab takes its place
+    await settle();
+    members[2].close();
+    await settle();
+    late.send(JSON.stringify({ type: "join", room: "crowd", peer: "late" }));
+    await settle();
+    const out = { late: late.got, reloaded: reloaded.got, p0: members[0].got };
+    for (const ws of [...members, late, reloaded]) ws.close();
+    return out;
+  });
+  assert.equal(r.late[0].type, "error", JSON.stringify(r.late[0]));
+  assert.match(r.late[0].message, /^room full: "crowd" has 64 peers/);
+  assert.equal(r.late[1].type, "peers", "joins once a peer left");
+  assert.equal(r.late[1].peers.length, 63);
+  assert.equal(r.reloaded[0].type, "peers");
+  assert.equal(r.reloaded[0].peers.length, 63);
+  const notices = r.p0.filter((m) => m.type !== "peers").map((m) => `${m.type} ${m.peer}`);
+  assert.deepEqual(notices.slice(-3), ["joined p1", "left p2", "joined late"]);
 });

@@ -7,6 +7,7 @@
 //! any free one, `HOST=0.0.0.0` to be reachable from other machines.
 //! `CPC_WWW` and `CPC_PKG` override the folders served.
 
+mod limits;
 mod signaling;
 
 use std::net::{IpAddr, SocketAddr};
