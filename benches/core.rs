@@ -1,5 +1,5 @@
 //! Native benchmarks of the protocol core (criterion): causal apply, many
-//! peers, snapshots. Sizes are printed once, before the timings.
+//! peers (also with every update verified), seals, snapshots. Sizes are printed once, before the timings.
 //! `cargo bench --bench core`.
 
 mod workload;
@@ -7,6 +7,7 @@ mod workload;
 use std::io::Write;
 use std::time::Duration;
 
+use cpc_sync::protocol::seal;
 use cpc_sync::protocol::{EngineConfig, P2PEvent, PeerId, ReconciliationEngine, StateSnapshot};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 
@@ -66,6 +67,42 @@ fn many_peers(c: &mut Criterion) {
     group.bench_function("B3.1: 1,540 peers set the same key", |b| {
         b.iter_batched(|| b31.clone(), apply, BatchSize::PerIteration)
     });
+    // The same in a signed room: every update's seal verified first.
+    let c12 = workload::one_write_each_signed(30_000, false);
+    let b31 = workload::one_write_each_signed(1_540, true);
+    let verified = |events| {
+        let mut e = engine();
+        workload::apply_verified(&mut e, events, NOW);
+        e
+    };
+    group.bench_function("C1.2 verified: 30,000 peers set one key each", |b| {
+        b.iter_batched(|| c12.clone(), verified, BatchSize::PerIteration)
+    });
+    group.bench_function("B3.1 verified: 1,540 peers set the same key", |b| {
+        b.iter_batched(|| b31.clone(), verified, BatchSize::PerIteration)
+    });
+    group.finish();
+}
+
+/// Seals: signing and verifying runs of 1 and of 1,024 events.
+fn seals(c: &mut Criterion) {
+    let mut group = c.benchmark_group("seal");
+    for len in [1, 1024] {
+        let (identity, runs) = workload::runs_to_seal(len, 1);
+        let run = runs.into_iter().next().expect("one run");
+        group.bench_function(format!("sign a run of {len}"), |b| {
+            b.iter_batched(
+                || run.clone(),
+                |mut run| seal::seal(&identity, &mut run),
+                BatchSize::SmallInput,
+            )
+        });
+        let mut sealed = run.clone();
+        seal::seal(&identity, &mut sealed);
+        group.bench_function(format!("verify a run of {len}"), |b| {
+            b.iter(|| seal::verify_run(&sealed).expect("verifies"))
+        });
+    }
     group.finish();
 }
 
@@ -104,5 +141,5 @@ fn snapshot(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, many_peers, causal_apply, snapshot);
+criterion_group!(benches, many_peers, seals, causal_apply, snapshot);
 criterion_main!(benches);

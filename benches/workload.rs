@@ -6,11 +6,12 @@
 #![allow(dead_code)]
 
 use cpc_sync::protocol::event::RegisterOp;
+use cpc_sync::protocol::seal;
 use cpc_sync::protocol::sync::wire::{self, Decoded, Message};
 use cpc_sync::protocol::sync::{Output, SyncConfig, SyncNode};
 use cpc_sync::protocol::{
-    EngineConfig, EventId, JsonValue, Operation, P2PEvent, PeerId, ReconciliationEngine, Timestamp,
-    VectorClock,
+    EngineConfig, EventId, Identity, JsonValue, Operation, P2PEvent, PeerId, ReconciliationEngine,
+    Timestamp, VectorClock,
 };
 
 #[allow(dead_code)]
@@ -40,6 +41,7 @@ fn write(
         }),
         deps,
         hlc: Timestamp::new(ms, 0),
+        seal: None,
     }
 }
 
@@ -149,6 +151,59 @@ pub fn one_write_each(n: u64, same_key: bool) -> Vec<P2PEvent> {
             )
         })
         .collect()
+}
+
+/// [`one_write_each`] in a signed room: each write sealed by its origin,
+/// whose id is its key's.
+pub fn one_write_each_signed(n: u64, same_key: bool) -> Vec<P2PEvent> {
+    one_write_each(n, same_key)
+        .into_iter()
+        .zip(0..)
+        .map(|(event, i)| {
+            let identity = Identity::from_seed(i);
+            let mut run = [P2PEvent {
+                id: EventId::new(identity.peer(), 1),
+                ..event
+            }];
+            seal::seal(&identity, &mut run);
+            let [event] = run;
+            event
+        })
+        .collect()
+}
+
+/// Verifies each event's seal (every event is a run of one here), then
+/// applies it: what a peer of a signed room does with what it receives.
+pub fn apply_verified(engine: &mut ReconciliationEngine, events: Vec<P2PEvent>, now: u64) {
+    let (verified, refused) = seal::open_seals(events);
+    assert!(refused.is_empty(), "{refused:?}");
+    for event in verified {
+        let _ = engine.receive(event, now);
+    }
+}
+
+/// `runs` runs of `len` consecutive events of one origin, unsealed, and
+/// the identity to seal them with.
+pub fn runs_to_seal(len: usize, runs: usize) -> (Identity, Vec<Vec<P2PEvent>>) {
+    let identity = Identity::from_seed(42);
+    let all: Vec<Vec<P2PEvent>> = (0..runs)
+        .map(|r| {
+            (0..len)
+                .map(|i| {
+                    let seq = (r * len + i) as u64 + 1;
+                    write(
+                        EventId::new(identity.peer(), seq),
+                        &format!("key{}", seq % 10_000),
+                        seq,
+                        VectorClock::new(),
+                        VectorClock::new(),
+                        1_000_000 + seq,
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    (identity, all)
 }
 
 // Anti-entropy between two sync nodes (the sync-overhead benchmarks).

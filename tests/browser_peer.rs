@@ -8,8 +8,9 @@ use std::rc::Rc;
 
 use cpc_sync::browser::transport::{Sink, Transport, TransportConfig, TransportEvent};
 use cpc_sync::browser::Peer;
-use cpc_sync::protocol::sync::LinkState;
-use cpc_sync::protocol::PeerId;
+use cpc_sync::protocol::sync::wire::{self, Message};
+use cpc_sync::protocol::sync::{LinkState, SyncConfig, SyncNode};
+use cpc_sync::protocol::{EngineConfig, Identity, JsonValue, PeerId, ReconciliationEngine};
 use js_sys::{Array, Function, Object, Promise, Reflect};
 use wasm_bindgen::convert::TryFromJsValue;
 use wasm_bindgen::prelude::*;
@@ -249,6 +250,31 @@ async fn bad_frames_are_counted_and_an_oversized_one_closes_the_connection() {
             .any(|(id, _, rejected)| *id == hostile_hex && *rejected >= 4.0)
     })
     .await;
+    // A run under the peer's own id, sealed by another key: a forgery.
+    let mallory = Identity::from_seed(666);
+    let mut forger = SyncNode::new(
+        ReconciliationEngine::new(mallory.peer(), EngineConfig::default()),
+        SyncConfig {
+            identity: Some(mallory),
+            ..SyncConfig::default()
+        },
+    );
+    forger
+        .write(|e| e.set("k", JsonValue::parse("666").unwrap(), 1).map(Some))
+        .unwrap();
+    let _ = forger.take_outputs();
+    let mut forged: Vec<_> = forger.engine().log().iter().cloned().collect();
+    forged[0].id.peer = me;
+    for frame in wire::encode(&Message::Events(forged), 1) {
+        hostile.transport.send(me, frame);
+    }
+    wait_for("the forgery refused", 10, || {
+        links(&peer)
+            .iter()
+            .any(|(id, _, rejected)| *id == hostile_hex && *rejected >= 5.0)
+    })
+    .await;
+    assert_eq!(json(peer.state()), "{}", "nothing forged got in");
     // Still connected, still working.
     assert!(is_open_to(&peer, &hostile_hex));
     done(peer.set("k".into(), 1.into())).await;

@@ -32,3 +32,22 @@ fn run_seed(seed: u64) {
 fn peers_converge_after_faults() {
     common::for_seeds("simulator", "CPC_SIM_SEEDS", 60, run_seed);
 }
+
+/// One more peer, hostile (see `sim/adversary.rs`), linked to all others
+/// in a signed room, under the same faults: the honest peers still
+/// converge, lose no acknowledged write, take nothing hostile in, and hold
+/// at most their per-origin share of its dependency bombs.
+#[test]
+fn honest_peers_converge_beside_a_hostile_one() {
+    common::for_seeds("adversary", "CPC_SIM_SEEDS", 60, |seed| {
+        let mut world = World::with_adversary(seed);
+        world.run_faulty(4_000);
+        if world.heal(MAX_ROUNDS).is_none() {
+            panic!(
+                "seed {seed}: honest peers not converged within {MAX_ROUNDS} gossip rounds\n{}",
+                world.diagnose()
+            );
+        }
+        world.check();
+    });
+}

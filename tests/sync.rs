@@ -251,7 +251,8 @@ fn a_peer_behind_the_horizon_gets_a_snapshot_that_resumes_after_a_disconnect() {
 fn bad_frames_are_refused_counted_and_the_session_goes_on() {
     let (mut a, mut b) = (node(1), node(2));
     sync(&mut a, &mut b, 1_000);
-    b.receive_frame(PeerId(1), &[1, 0, 0xde, 0xad, 0xbe, 0xef], 1_100);
+    let bad = [wire::PROTOCOL_VERSION, 0, 0xde, 0xad, 0xbe, 0xef];
+    b.receive_frame(PeerId(1), &bad, 1_100);
     let outputs = b.take_outputs();
     assert!(
         outputs.iter().any(|o| matches!(o, Output::Rejected { .. })),

@@ -124,7 +124,7 @@ async function bundles() {
 function table(title, rows, columns) {
   console.log(`\n${title}`);
   for (const [name, r] of Object.entries(rows)) {
-    console.log(`  ${name.padEnd(10)} ${columns.map(([label, get]) => `${label} ${get(r)}`).join("  ")}`);
+    console.log(`  ${name.padEnd(20)} ${columns.map(([label, get]) => `${label} ${get(r)}`).join("  ")}`);
   }
 }
 
@@ -175,11 +175,14 @@ async function main() {
   for (const [name, byD] of Object.entries(results.sync ?? {})) {
     if (name === "updates") continue;
     const cells = Object.entries(byD).map(([d, r]) => `d=${d}: ${r.a_to_b}/${r.b_to_a} B, ${r.round_trips} RT`);
-    console.log(`  ${name.padEnd(10)} ${cells.join("  ")}`);
+    console.log(`  ${name.padEnd(20)} ${cells.join("  ")}`);
   }
   if (results.causal_apply) {
     console.log(`\ncausal apply (cpc-sync): ${JSON.stringify(results.causal_apply)}`);
     console.log(`snapshot (cpc-sync): ${JSON.stringify(results.snapshot)}`);
+  }
+  if (results.seal) {
+    console.log(`seal (cpc-sync, µs per event): ${JSON.stringify(results.seal)}`);
   }
   if (results.responsiveness) {
     console.log(`responsiveness (cpc-sync, a tab ingesting events over WebRTC): ${JSON.stringify(results.responsiveness)}`);

@@ -12,6 +12,7 @@ use wasm_bindgen::prelude::*;
 #[path = "../../benches/workload.rs"]
 mod workload;
 
+use crate::protocol::seal;
 use crate::protocol::{EngineConfig, JsonValue, P2PEvent, ReconciliationEngine, StateSnapshot};
 
 const NOW: u64 = 2_000_000_000_000;
@@ -58,6 +59,22 @@ impl BenchReplica {
             .map_err(|e| JsError::new(&e.to_string()))
     }
 
+    /// Decodes one encoded event, verifies its seal, and applies it: a peer
+    /// of a signed room.
+    #[wasm_bindgen(js_name = applyVerified)]
+    pub fn apply_verified(&mut self, bytes: &[u8]) -> Result<(), JsError> {
+        let event = P2PEvent::decode(bytes).map_err(|e| JsError::new(&e.to_string()))?;
+        let (mut verified, refused) = seal::open_seals(vec![event]);
+        if let Some(e) = refused.first() {
+            return Err(JsError::new(&e.to_string()));
+        }
+        let event = verified.pop().ok_or_else(|| JsError::new("no event"))?;
+        self.engine
+            .receive(event, NOW)
+            .map(|_| ())
+            .map_err(|e| JsError::new(&e.to_string()))
+    }
+
     /// The version vector's encoded size, bytes.
     #[wasm_bindgen(js_name = clockBytes)]
     pub fn clock_bytes(&self) -> usize {
@@ -78,6 +95,38 @@ pub fn one_write_each(n: u32, same_key: bool) -> Array {
         .iter()
         .map(|e| JsValue::from(Uint8Array::from(e.encode().as_slice())))
         .collect()
+}
+
+/// [`one_write_each`], each write sealed by its origin (a signed room).
+#[wasm_bindgen(js_name = oneWriteEachSigned)]
+pub fn one_write_each_signed(n: u32, same_key: bool) -> Array {
+    workload::one_write_each_signed(n as u64, same_key)
+        .iter()
+        .map(|e| JsValue::from(Uint8Array::from(e.encode().as_slice())))
+        .collect()
+}
+
+/// Sealing `runs` runs of `len` events, then verifying them:
+/// `{ sign_ms, verify_ms }` in all.
+#[wasm_bindgen(js_name = sealCost)]
+pub fn seal_cost(len: u32, runs: u32) -> JsValue {
+    let (identity, mut all) = workload::runs_to_seal(len as usize, runs as usize);
+    let start = now_ms();
+    for run in &mut all {
+        seal::seal(&identity, run);
+    }
+    let sign_ms = now_ms() - start;
+    let start = now_ms();
+    let verified = all
+        .iter()
+        .filter(|run| seal::verify_run(run).is_ok())
+        .count();
+    let verify_ms = now_ms() - start;
+    result(&[
+        ("sign_ms", sign_ms),
+        ("verify_ms", verify_ms),
+        ("verified", verified as f64),
+    ])
 }
 
 fn result(fields: &[(&str, f64)]) -> JsValue {

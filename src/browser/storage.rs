@@ -25,7 +25,9 @@ const LOG: &str = "log";
 const SNAPSHOT: &str = "snapshot";
 const STATE_KEY: &str = "state";
 const IDENTITY_KEY: &str = "identity";
-const VERSION: u32 = 1;
+/// Version 2: events carry seals, and the identity is a secret key. A
+/// version 1 database (unsigned events, a bare peer id) is cleared.
+const VERSION: u32 = 2;
 
 /// Why storage failed; the message names the IndexedDB operation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -73,8 +75,9 @@ async fn committed(tx: &IdbTransaction, operation: &'static str) -> Result<(), S
 /// What a peer had persisted.
 #[derive(Debug, Default)]
 pub struct Persisted {
-    /// The peer id this database belongs to, once one was saved.
-    pub identity: Option<String>,
+    /// The secret key of the identity this database belongs to, once one
+    /// was saved.
+    pub identity: Option<[u8; 32]>,
     pub snapshot: Option<Vec<u8>>,
     pub events: Vec<P2PEvent>,
     /// Log records that did not decode (skipped; anti-entropy refetches).
@@ -107,6 +110,11 @@ impl Storage {
                 else {
                     return;
                 };
+                if event.old_version() < f64::from(VERSION) {
+                    // Written by an older version: unreadable now.
+                    let _ = db.delete_object_store(LOG);
+                    let _ = db.delete_object_store(SNAPSHOT);
+                }
                 let params = web_sys::IdbObjectStoreParameters::new();
                 params.set_auto_increment(true);
                 let _ = db.create_object_store_with_optional_parameters(LOG, &params);
@@ -189,7 +197,9 @@ impl Storage {
         )
         .await?;
         let mut persisted = Persisted {
-            identity: identity.as_string(),
+            identity: identity
+                .dyn_ref::<Uint8Array>()
+                .and_then(|b| <[u8; 32]>::try_from(b.to_vec()).ok()),
             snapshot: snapshot.dyn_ref::<Uint8Array>().map(Uint8Array::to_vec),
             ..Persisted::default()
         };
@@ -205,15 +215,16 @@ impl Storage {
         Ok(persisted)
     }
 
-    /// Records the peer id this database belongs to.
-    pub async fn save_identity(&self, peer: &str) -> Result<(), StorageError> {
+    /// Records the secret key of the identity this database belongs to.
+    /// It is readable by the page's origin, like the data it signs.
+    pub async fn save_identity(&self, secret: &[u8; 32]) -> Result<(), StorageError> {
         let op = "identity write";
         let tx = self
             .db
             .transaction_with_str_and_mode(SNAPSHOT, IdbTransactionMode::Readwrite)
             .map_err(failed(op))?;
         self.store(&tx, SNAPSHOT, op)?
-            .put_with_key(&peer.into(), &IDENTITY_KEY.into())
+            .put_with_key(&Uint8Array::from(&secret[..]), &IDENTITY_KEY.into())
             .map_err(failed(op))?;
         committed(&tx, op).await
     }

@@ -23,6 +23,12 @@ pub enum EngineError {
         #[source]
         source: ClockSkewError,
     },
+    #[error("event {id} depends on {dependency}, more than {gap} events beyond what is known of that origin")]
+    DependencyTooFar {
+        id: EventId,
+        dependency: EventId,
+        gap: u64,
+    },
     #[error("holding queue is full ({capacity} events); event {id} refused until its dependencies arrive")]
     HoldingQueueFull { id: EventId, capacity: usize },
     #[error("event {id} differs from the event already known under that id")]

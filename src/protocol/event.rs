@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::clock::{PeerId, Timestamp, VectorClock};
 use super::error::EngineError;
+use super::seal::Seal;
 use super::value::JsonValue;
 
 /// An event's identity: its origin peer and the origin's sequence number
@@ -167,6 +168,19 @@ pub struct P2PEvent {
     pub op: Operation,
     pub deps: VectorClock,
     pub hlc: Timestamp,
+    /// Set on the last event of a signed run (see [`crate::protocol::seal`]);
+    /// not part of the event's content.
+    pub seal: Option<Box<Seal>>,
+}
+
+/// What a seal signs and a hash covers: the event without its seal.
+#[derive(Serialize)]
+struct Content<'a> {
+    id: &'a EventId,
+    key: &'a str,
+    op: &'a Operation,
+    deps: &'a VectorClock,
+    hlc: &'a Timestamp,
 }
 
 /// A blake3 hash, shown as hex.
@@ -221,9 +235,32 @@ impl<'de> Deserialize<'de> for Hash32 {
 }
 
 impl P2PEvent {
-    /// Content address: blake3 over the binary encoding.
+    /// Content address: blake3 over the binary encoding of the content
+    /// (the seal left out).
     pub fn hash(&self) -> Hash32 {
-        Hash32(*blake3::hash(&self.encode()).as_bytes())
+        Hash32(*blake3::hash(&self.content_bytes()).as_bytes())
+    }
+
+    /// The binary encoding of everything but the seal.
+    pub fn content_bytes(&self) -> Vec<u8> {
+        let content = Content {
+            id: &self.id,
+            key: &self.key,
+            op: &self.op,
+            deps: &self.deps,
+            hlc: &self.hlc,
+        };
+        postcard::to_allocvec(&content).unwrap_or_default()
+    }
+
+    /// Same content, whatever the seals (a relayed copy may be compared
+    /// with one sealed here later).
+    pub fn same_content(&self, other: &P2PEvent) -> bool {
+        self.id == other.id
+            && self.key == other.key
+            && self.op == other.op
+            && self.deps == other.deps
+            && self.hlc == other.hlc
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -306,22 +343,29 @@ impl P2PEvent {
     }
 }
 
+/// A register write of `value` to key "k", unsealed: the unit tests' event.
+#[cfg(test)]
+pub(crate) fn sample(origin: PeerId, seq: u64, value: &str) -> P2PEvent {
+    P2PEvent {
+        id: EventId::new(origin, seq),
+        key: "k".into(),
+        op: Operation::Register(RegisterOp::Write {
+            value: JsonValue::parse(value).unwrap(),
+            observed: VectorClock::new(),
+            resolution: false,
+        }),
+        deps: VectorClock::new(),
+        hlc: Timestamp::new(1000, 0),
+        seal: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn write(peer: u64, seq: u64, value: &str) -> P2PEvent {
-        P2PEvent {
-            id: EventId::new(PeerId(peer), seq),
-            key: "k".into(),
-            op: Operation::Register(RegisterOp::Write {
-                value: JsonValue::parse(value).unwrap(),
-                observed: VectorClock::new(),
-                resolution: false,
-            }),
-            deps: VectorClock::new(),
-            hlc: Timestamp::new(1000, 0),
-        }
+        sample(PeerId(peer), seq, value)
     }
 
     #[test]

@@ -8,7 +8,9 @@ pub mod engine;
 pub mod entity;
 pub mod error;
 pub mod event;
+pub mod identity;
 pub mod reconciliation;
+pub mod seal;
 pub mod signal;
 pub mod snapshot;
 pub mod sync;
@@ -21,6 +23,7 @@ pub use engine::{
 };
 pub use error::EngineError;
 pub use event::{EventId, Hash32, Kind, Operation, P2PEvent};
+pub use identity::Identity;
 pub use reconciliation::{ReconciliationRequest, ReconciliationResponse};
 pub use snapshot::{SnapshotError, StateSnapshot};
 pub use value::JsonValue;

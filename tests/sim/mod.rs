@@ -1,16 +1,19 @@
 //! The deterministic simulator: N sync nodes over a simulated network with
 //! virtual time and a seeded RNG, under faults; then healing, and checks.
 
+pub mod adversary;
 pub mod network;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use cpc_sync::protocol::sync::{Output, SyncConfig, SyncNode};
 use cpc_sync::protocol::{
-    Candidate, ConflictPolicy, EngineConfig, JsonValue, P2PEvent, PeerId, ReconciliationEngine,
+    Candidate, ConflictPolicy, EngineConfig, Identity, JsonValue, P2PEvent, PeerId,
+    ReconciliationEngine,
 };
 
 use crate::common::{assert_causal, json, Rng};
+use adversary::Adversary;
 use network::Network;
 
 /// What a peer wrote to durable storage: a snapshot and the events after it.
@@ -22,6 +25,8 @@ pub struct Storage {
 
 pub struct SimPeer {
     pub id: PeerId,
+    /// Signs its events (a signed world) or not.
+    pub identity: Option<Identity>,
     /// `None` while crashed.
     pub node: Option<SyncNode>,
     pub storage: Storage,
@@ -55,6 +60,11 @@ pub struct World {
     pub net: Network,
     pub faults: Faults,
     sync: SyncConfig,
+    /// Every event is sealed and verified (half the seeds).
+    pub signed: bool,
+    /// A hostile peer among the others (see `adversary.rs`).
+    pub adversary: Option<Adversary>,
+    engine_config: EngineConfig,
     partition_until: u64,
     acked: Acknowledged,
 }
@@ -73,6 +83,10 @@ fn configure(node: &mut SyncNode) {
 
 impl World {
     pub fn new(seed: u64) -> Self {
+        World::build(seed, false, EngineConfig::default())
+    }
+
+    fn build(seed: u64, always_signed: bool, engine_config: EngineConfig) -> Self {
         let mut rng = Rng::new(seed);
         let n = 3 + rng.below(6);
         let sync = SyncConfig {
@@ -81,16 +95,23 @@ impl World {
             snapshot_chunk: [256, 4096][rng.below(2)],
             ..SyncConfig::default()
         };
+        let signed = rng.chance(0.5) || always_signed;
         let peers = (0..n)
             .map(|_| {
-                let id = PeerId(rng.next_u64() >> 1);
-                let mut node = SyncNode::new(
-                    ReconciliationEngine::new(id, EngineConfig::default()),
-                    sync.clone(),
-                );
+                let identity = signed.then(|| Identity::from_seed(rng.next_u64()));
+                let id = identity
+                    .as_ref()
+                    .map_or_else(|| PeerId(rng.next_u64() >> 1), Identity::peer);
+                let config = SyncConfig {
+                    identity: identity.clone(),
+                    ..sync.clone()
+                };
+                let mut node =
+                    SyncNode::new(ReconciliationEngine::new(id, engine_config.clone()), config);
                 configure(&mut node);
                 SimPeer {
                     id,
+                    identity,
                     node: Some(node),
                     storage: Storage::default(),
                     restart_at: 0,
@@ -124,11 +145,51 @@ impl World {
             net: Network::default(),
             faults,
             sync,
+            signed,
+            adversary: None,
+            engine_config,
             partition_until: 0,
             acked: Acknowledged::default(),
         };
         world.connect_all();
         world
+    }
+
+    /// A signed world with one more peer, hostile, linked to every other;
+    /// honest peers hold at most 300 events of any one origin.
+    pub fn with_adversary(seed: u64) -> Self {
+        let engine_config = EngineConfig {
+            holding_per_origin: 300,
+            ..EngineConfig::default()
+        };
+        let mut world = World::build(seed, true, engine_config);
+        let identity = Identity::from_seed(world.rng.next_u64());
+        let id = identity.peer();
+        let node = SyncNode::new(
+            ReconciliationEngine::new(id, EngineConfig::default()),
+            SyncConfig {
+                identity: Some(identity.clone()),
+                ..world.sync.clone()
+            },
+        );
+        let index = world.peers.len();
+        world.peers.push(SimPeer {
+            id,
+            identity: Some(identity.clone()),
+            node: Some(node),
+            storage: Storage::default(),
+            restart_at: 0,
+        });
+        for j in 0..index {
+            world.topology.insert((j, index));
+        }
+        world.adversary = Some(Adversary::new(index, identity));
+        world.connect_all();
+        world
+    }
+
+    fn hostile(&self, i: usize) -> bool {
+        self.adversary.as_ref().is_some_and(|a| a.index == i)
     }
 
     fn alive(&self, i: usize) -> bool {
@@ -319,6 +380,9 @@ impl World {
                     println!("{} {}->{}: {what}", self.now, &f[..4], &t[..4]);
                 }
             }
+            if let Some(adversary) = self.adversary.as_mut().filter(|a| a.index == i) {
+                adversary.capture(&frame);
+            }
             let now = self.now;
             self.with_node(i, |n| n.receive_frame(from, &frame, now));
         }
@@ -339,8 +403,11 @@ impl World {
         let storage = p.storage.clone();
         let mut node = SyncNode::restore(
             p.id,
-            EngineConfig::default(),
-            self.sync.clone(),
+            self.engine_config.clone(),
+            SyncConfig {
+                identity: p.identity.clone(),
+                ..self.sync.clone()
+            },
             storage.snapshot.as_deref(),
             storage.events,
         )
@@ -369,7 +436,7 @@ impl World {
         }
         if self.rng.chance(self.faults.crash) {
             let i = self.rng.below(n);
-            if self.alive(i) {
+            if self.alive(i) && !self.hostile(i) {
                 self.crash(i);
             }
         }
@@ -399,7 +466,12 @@ impl World {
         }
         if writes && self.rng.chance(0.3) {
             let i = self.rng.below(self.peers.len());
-            self.local_op(i);
+            if !self.hostile(i) {
+                self.local_op(i);
+            }
+        }
+        if faulty && self.rng.chance(0.2) {
+            self.attack();
         }
     }
 
@@ -455,19 +527,55 @@ impl World {
                 e.stats(),
             );
         }
-        out += &format!("links up: {}\n", self.net.links.len() / 2);
+        out += &format!(
+            "links up: {}, signed: {}\n",
+            self.net.links.len() / 2,
+            self.signed
+        );
         out
+    }
+
+    fn diagnose_peers(&self) -> String {
+        self.peers
+            .iter()
+            .filter_map(|p| p.node.as_ref().map(|n| (p.id, n)))
+            .map(|(id, n)| {
+                let errors: Vec<_> = n
+                    .sessions()
+                    .map(|(q, s)| (q, s.last_error.clone()))
+                    .collect();
+                format!("{id}: {:?} {errors:?}\n", n.engine().stats())
+            })
+            .collect()
+    }
+
+    /// The hostile peer's id, if there is one.
+    fn hostile_id(&self) -> Option<PeerId> {
+        self.adversary.as_ref().map(|a| self.peers[a.index].id)
+    }
+
+    /// Whether an honest engine holds nothing but the hostile peer's bombs.
+    fn holds_only_bombs(&self, engine: &ReconciliationEngine) -> bool {
+        let hostile = self.hostile_id();
+        engine.holding().iter().all(|e| Some(e.id.peer) == hostile)
     }
 
     fn converged(&mut self) -> bool {
         let mut digests = BTreeSet::new();
-        for p in self.peers.iter_mut() {
-            let Some(node) = &mut p.node else {
+        let hostile = self.hostile_id();
+        for i in 0..self.peers.len() {
+            if Some(self.peers[i].id) == hostile {
+                continue;
+            }
+            let Some(node) = &self.peers[i].node else {
                 return false;
             };
-            if !node.engine().holding().is_empty() || node.snapshot_progress().is_some() {
+            if !self.holds_only_bombs(node.engine()) || node.snapshot_progress().is_some() {
                 return false;
             }
+            let Some(node) = &mut self.peers[i].node else {
+                return false;
+            };
             let pending = node.engine().pending_reconciliations(u64::MAX);
             if !pending.is_empty() {
                 return false;
@@ -483,19 +591,43 @@ impl World {
     /// The end-state checks: same state everywhere, nothing held, every
     /// acknowledged write present, causal delivery respected.
     pub fn check(&mut self) {
-        let states: BTreeSet<String> = self
+        let hostile = self.hostile_id();
+        let honest: Vec<&SimPeer> = self
             .peers
+            .iter()
+            .filter(|p| Some(p.id) != hostile)
+            .collect();
+        let states: BTreeSet<String> = honest
             .iter()
             .map(|p| p.node.as_ref().expect("alive").engine().state_json())
             .collect();
         assert_eq!(states.len(), 1, "states differ: {states:#?}");
         let state: serde_json::Value =
             serde_json::from_str(states.iter().next().expect("one")).expect("JSON");
-        for p in &self.peers {
+        for p in &honest {
             let engine = p.node.as_ref().expect("alive").engine();
             assert_causal(engine);
-            assert!(engine.holding().is_empty());
+            assert!(self.holds_only_bombs(engine));
+            assert!(engine.holding().len() <= self.engine_config.holding_per_origin);
+            // Honest peers send sealed runs whole: none is ever refused.
+            if hostile.is_none() && engine.stats().refused_seal != 0 {
+                panic!("{} refused seals\n{}", p.id, self.diagnose_peers());
+            }
         }
+        if hostile.is_some() {
+            // The attacks happened and were refused (not merely missed).
+            let refused: u64 = honest
+                .iter()
+                .map(|p| p.node.as_ref().expect("alive").engine().stats())
+                .map(|s| s.refused_seal + s.refused_far_ahead)
+                .sum();
+            assert!(refused > 0, "no hostile input was refused");
+        }
+        let text = states.iter().next().expect("one");
+        assert!(
+            !text.contains(adversary::EVIL) && !text.contains("bomb/") && !text.contains("\"far\""),
+            "hostile writes got in: {text}"
+        );
         for (key, sum) in &self.acked.counter_sums {
             assert_eq!(
                 state[key],

@@ -19,6 +19,16 @@ const LIBRARIES = {
     },
     vvBytes: (t) => t.clockBytes(),
   },
+  // The same in a signed room: every update carries its origin's seal,
+  // verified before it is applied.
+  "cpc-sync (verified)": {
+    updates: (n, sameKey) => cpc.oneWriteEachSigned(n, sameKey),
+    target: () => new cpc.BenchReplica(4_000_000),
+    applyAll: (t, updates) => {
+      for (const u of updates) t.applyVerified(u);
+    },
+    vvBytes: (t) => t.clockBytes(),
+  },
   yjs: {
     updates: (n, sameKey) => {
       const out = [];
@@ -217,6 +227,17 @@ async function run({
     }
   }
   if (only && only !== "cpc") return results;
+  // Seal cost per event: runs of one event (a write alone) and of 1,024.
+  const sealRuns = (len, runs) => {
+    const samples = [];
+    for (let r = 0; r < Math.max(1, Math.min(runs, 5)); r++) samples.push(cpc.sealCost(len, Math.ceil(2_000 / len) + 1));
+    const events = len * (Math.ceil(2_000 / len) + 1);
+    return {
+      sign_us_per_event: (median(samples.map((s) => s.sign_ms)) * 1000) / events,
+      verify_us_per_event: (median(samples.map((s) => s.verify_ms)) * 1000) / events,
+    };
+  };
+  results.seal = { run_of_1: sealRuns(1, runs), run_of_1024: sealRuns(1024, runs) };
   const causalRuns = [];
   for (let r = 0; r < Math.max(1, Math.min(runs, 3)); r++) causalRuns.push(cpc.causalApply(causal, 64, Math.min(10_000, causal), 0.2));
   results.causal_apply = {

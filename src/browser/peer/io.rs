@@ -52,6 +52,19 @@ pub(super) fn on_transport(inner: &Weak<RefCell<Inner>>, event: TransportEvent) 
     let _ = flush(&inner);
 }
 
+/// The writes of this tick leave together, in a microtask queued before
+/// their commit: sealed as one run (one signature), then persisted and sent.
+pub(super) fn schedule_writes(inner: &Rc<RefCell<Inner>>) {
+    if std::mem::replace(&mut inner.borrow_mut().writes_scheduled, true) {
+        return;
+    }
+    let inner = inner.clone();
+    wasm_bindgen_futures::spawn_local(async move {
+        inner.borrow_mut().writes_scheduled = false;
+        dispatch(&inner);
+    });
+}
+
 /// Carries out the node's outputs in order: what to persist is queued for
 /// the next commit, and a frame sent after it waits for that commit; changes
 /// go to the listeners.

@@ -16,14 +16,16 @@ use wasm_bindgen_futures::{future_to_promise, JsFuture};
 use js_sys::{Array, Function, Object, Promise, Reflect};
 use wasm_bindgen::prelude::*;
 
-use self::io::{dispatch, flush, tick};
+use self::io::{dispatch, flush, schedule_writes, tick};
 use super::convert::{error, from_json, to_js, to_json};
 use super::identity::{self, Slot};
 use super::storage::Storage;
 use super::transport::{Transport, TransportConfig};
 use crate::protocol::engine::ConflictPolicy;
 use crate::protocol::sync::{SyncConfig, SyncNode};
-use crate::protocol::{EngineConfig, EngineError, P2PEvent, PeerId, ReconciliationEngine};
+use crate::protocol::{
+    EngineConfig, EngineError, Identity, P2PEvent, PeerId, ReconciliationEngine,
+};
 
 #[wasm_bindgen(typescript_custom_section)]
 const TYPES: &'static str = r#"
@@ -106,6 +108,9 @@ struct Inner {
     /// scheduled.
     changed: Vec<String>,
     change_scheduled: bool,
+    /// Whether this tick's writes are already due to leave (one seal for
+    /// all of them).
+    writes_scheduled: bool,
     /// Frames that wait for the commit of `unsaved` (persist before send).
     held: Vec<(PeerId, Vec<u8>)>,
     /// The commit this tick's writes share, while it is being scheduled.
@@ -132,13 +137,14 @@ fn now_ms() -> u64 {
 }
 
 /// 64 random bits from the browser's CSPRNG.
-fn random_peer_id() -> Result<PeerId, JsValue> {
-    let mut bytes = [0u8; 8];
+/// A new identity from the browser's CSPRNG.
+fn new_identity() -> Result<Identity, JsValue> {
+    let mut secret = [0u8; 32];
     let crypto = web_sys::window()
         .ok_or_else(|| error("no window"))?
         .crypto()?;
-    crypto.get_random_values_with_u8_array(&mut bytes)?;
-    Ok(PeerId(u64::from_le_bytes(bytes)))
+    crypto.get_random_values_with_u8_array(&mut secret)?;
+    Ok(Identity::from_secret(&secret))
 }
 
 fn option(options: &JsValue, name: &str) -> JsValue {
@@ -211,7 +217,9 @@ impl Peer {
         let ice_servers = option(options, "iceServers");
         let (node, storage, slot) = match option_string(options, "storage").as_deref() {
             Some("memory") => {
-                let engine = ReconciliationEngine::new(random_peer_id()?, config);
+                let identity = new_identity()?;
+                let engine = ReconciliationEngine::new(identity.peer(), config);
+                sync.identity = Some(identity);
                 (SyncNode::new(engine, sync), None, None)
             }
             None | Some("indexeddb") => {
@@ -220,17 +228,19 @@ impl Peer {
                     .await
                     .map_err(error)?;
                 let persisted = storage.load().await.map_err(error)?;
-                let peer = match persisted.identity.as_deref().map(str::parse::<PeerId>) {
-                    Some(Ok(peer)) => peer,
-                    _ => {
-                        let peer = random_peer_id()?;
+                let identity = match &persisted.identity {
+                    Some(secret) => Identity::from_secret(secret),
+                    None => {
+                        let identity = new_identity()?;
                         storage
-                            .save_identity(&peer.to_string())
+                            .save_identity(&identity.secret())
                             .await
                             .map_err(error)?;
-                        peer
+                        identity
                     }
                 };
+                let peer = identity.peer();
+                sync.identity = Some(identity);
                 let node = SyncNode::restore(
                     peer,
                     config,
@@ -256,6 +266,7 @@ impl Peer {
             unsaved_snapshot: None,
             changed: Vec::new(),
             change_scheduled: false,
+            writes_scheduled: false,
             held: Vec::new(),
             flush: None,
             transport: None,
@@ -599,7 +610,7 @@ impl Peer {
         if let Err(e) = result {
             return Promise::reject(&error(e));
         }
-        dispatch(&self.inner);
+        schedule_writes(&self.inner);
         flush(&self.inner)
     }
 }

@@ -25,11 +25,43 @@ pub enum ClockOrdering {
 #[serde(transparent)]
 pub struct VectorClock(BTreeMap<PeerId, u64>);
 
+/// The most entries a clock read from a peer or a file may have (the
+/// C1.2 room of 30,000 peers fits twice over); beyond it decoding fails
+/// without reading the rest.
+pub const MAX_CLOCK_ENTRIES: usize = 65_536;
+
 impl<'de> Deserialize<'de> for VectorClock {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let mut map = BTreeMap::<PeerId, u64>::deserialize(deserializer)?;
-        map.retain(|_, v| *v > 0);
-        Ok(VectorClock(map))
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = VectorClock;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(
+                    f,
+                    "a map of at most {MAX_CLOCK_ENTRIES} peer ids to counters"
+                )
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<VectorClock, A::Error> {
+                let mut clock = BTreeMap::new();
+                while let Some((peer, value)) = map.next_entry::<PeerId, u64>()? {
+                    if clock.len() >= MAX_CLOCK_ENTRIES {
+                        return Err(serde::de::Error::custom(format!(
+                            "a version vector has more than {MAX_CLOCK_ENTRIES} entries"
+                        )));
+                    }
+                    if value > 0 {
+                        clock.insert(peer, value);
+                    }
+                }
+                Ok(VectorClock(clock))
+            }
+        }
+        deserializer.deserialize_map(Entries)
     }
 }
 

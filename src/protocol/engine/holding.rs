@@ -2,6 +2,7 @@ use std::collections::{HashMap, HashSet};
 
 use foldhash::fast::FixedState;
 
+use crate::protocol::clock::PeerId;
 use crate::protocol::error::EngineError;
 use crate::protocol::event::{EventId, P2PEvent};
 
@@ -12,7 +13,10 @@ use crate::protocol::event::{EventId, P2PEvent};
 pub struct HoldingQueue {
     waiting: HashMap<EventId, Waiters, FixedState>,
     held: HashSet<EventId, FixedState>,
+    /// Held events per origin: one origin cannot fill the queue.
+    per_origin: HashMap<PeerId, usize, FixedState>,
     capacity: usize,
+    origin_capacity: usize,
 }
 
 /// Usually one event waits for a given event (its origin's successor), so
@@ -57,9 +61,10 @@ impl Waiters {
 }
 
 impl HoldingQueue {
-    pub fn new(capacity: usize) -> Self {
+    pub fn new(capacity: usize, origin_capacity: usize) -> Self {
         HoldingQueue {
             capacity,
+            origin_capacity,
             ..Default::default()
         }
     }
@@ -90,6 +95,12 @@ impl HoldingQueue {
                 capacity: self.capacity,
             });
         }
+        if self.per_origin.get(&event.id.peer).copied().unwrap_or(0) >= self.origin_capacity {
+            return Err(EngineError::HoldingQueueFull {
+                id: event.id,
+                capacity: self.origin_capacity,
+            });
+        }
         self.repark(event, waits_for);
         Ok(())
     }
@@ -98,6 +109,7 @@ impl HoldingQueue {
     /// was already counted, so the capacity does not apply.
     pub fn repark(&mut self, event: P2PEvent, waits_for: EventId) {
         self.held.insert(event.id);
+        *self.per_origin.entry(event.id.peer).or_default() += 1;
         match self.waiting.entry(waits_for) {
             std::collections::hash_map::Entry::Occupied(mut o) => o.get_mut().push(event),
             std::collections::hash_map::Entry::Vacant(v) => {
@@ -118,6 +130,12 @@ impl HoldingQueue {
             .unwrap_or_default();
         for e in &events {
             self.held.remove(&e.id);
+            if let Some(n) = self.per_origin.get_mut(&e.id.peer) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_origin.remove(&e.id.peer);
+                }
+            }
         }
         events
     }
@@ -125,6 +143,7 @@ impl HoldingQueue {
     /// Everything held, removed, in `(origin, seq)` order.
     pub fn drain(&mut self) -> Vec<P2PEvent> {
         self.held.clear();
+        self.per_origin.clear();
         let mut all: Vec<P2PEvent> = self
             .waiting
             .drain()

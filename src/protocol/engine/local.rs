@@ -2,6 +2,8 @@ use super::ReconciliationEngine;
 use crate::protocol::entity::EntityState;
 use crate::protocol::error::EngineError;
 use crate::protocol::event::{CounterOp, EventId, Kind, Operation, P2PEvent, RegisterOp, SetOp};
+use crate::protocol::identity::Identity;
+use crate::protocol::seal::{self, MAX_RUN};
 use crate::protocol::value::JsonValue;
 
 /// Local operations. Each one makes an event, applies it here, and returns it
@@ -119,6 +121,36 @@ impl ReconciliationEngine {
         }
     }
 
+    /// This peer's events after `after`, in the log: sealed by `identity`
+    /// in runs of at most [`MAX_RUN`] when there is one, so relays keep the
+    /// seals. The caller sends them.
+    pub fn seal_own(&mut self, identity: Option<&Identity>, after: u64) -> Vec<P2PEvent> {
+        let (peer, upto) = (self.peer, self.applied.get(self.peer));
+        let run = self.log.range_mut(peer, after, upto);
+        if let Some(identity) = identity {
+            debug_assert_eq!(identity.peer(), peer, "the engine's id is the identity's");
+            for chunk in run.chunks_mut(MAX_RUN) {
+                seal::seal(identity, chunk);
+            }
+        }
+        run.to_vec()
+    }
+
+    /// Up to where this peer's own events are sealed (with `signed`), or
+    /// all of them (unsigned): where a new node starts flushing.
+    pub fn sealed_own(&self, signed: bool) -> u64 {
+        let applied = self.applied.get(self.peer);
+        if !signed {
+            return applied;
+        }
+        let logged = self.log.range(self.peer, 0, applied);
+        match logged.iter().rposition(|e| e.seal.is_some()) {
+            Some(i) => logged[i].id.seq,
+            // Nothing of ours sealed in the log: seal whatever is there.
+            None => logged.first().map_or(applied, |e| e.id.seq - 1),
+        }
+    }
+
     fn local(&mut self, key: &str, op: Operation, now_ms: u64) -> P2PEvent {
         let event = P2PEvent {
             id: EventId::new(self.peer, self.applied.get(self.peer) + 1),
@@ -126,6 +158,7 @@ impl ReconciliationEngine {
             op,
             deps: std::mem::take(&mut self.unsent_deps),
             hlc: self.clock.tick(now_ms),
+            seal: None,
         };
         self.apply(event.clone());
         event

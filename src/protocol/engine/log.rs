@@ -2,6 +2,7 @@ use std::collections::HashMap;
 
 use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::event::{EventId, P2PEvent};
+use crate::protocol::seal::MAX_RUN;
 
 /// Applied events by origin, dense by sequence number: what anti-entropy
 /// sends to a peer that lacks them. Events before an origin's `first_seq`
@@ -20,14 +21,72 @@ struct OriginLog {
 
 impl EventLog {
     /// Appends the next event of its origin (the engine applies in order).
+    ///
+    /// A sealed run that began before the log did (the log restarted after
+    /// a snapshot) cannot be sent whole, so it is dropped as if folded: a
+    /// peer that lacks it gets a snapshot, not a run it would refuse.
     pub fn append(&mut self, event: P2PEvent) {
         let log = self.origins.entry(event.id.peer).or_insert(OriginLog {
             first_seq: event.id.seq,
             events: Vec::new(),
         });
         debug_assert_eq!(log.first_seq + log.events.len() as u64, event.id.seq);
+        if event.seal.as_ref().is_some_and(|s| s.first < log.first_seq) {
+            self.len -= log.events.len();
+            log.events.clear();
+            log.first_seq = event.id.seq + 1;
+            return;
+        }
         log.events.push(event);
         self.len += 1;
+    }
+
+    /// Where the sealed run holding `id` starts (`id.seq` itself for an
+    /// unsealed event with no seal after it, as in an unsigned room).
+    pub fn run_start(&self, id: EventId) -> u64 {
+        let Some(log) = self.origins.get(&id.peer) else {
+            return id.seq;
+        };
+        let Some(index) = id
+            .seq
+            .checked_sub(log.first_seq)
+            .and_then(|i| usize::try_from(i).ok())
+        else {
+            return id.seq;
+        };
+        log.events
+            .iter()
+            .skip(index)
+            .take(MAX_RUN)
+            .find_map(|e| e.seal.as_ref())
+            .map_or(id.seq, |seal| seal.first.min(id.seq))
+    }
+
+    /// The whole sealed run holding `id`, if all of it is in the log.
+    pub fn run_of(&self, id: EventId) -> Option<&[P2PEvent]> {
+        let log = self.origins.get(&id.peer)?;
+        let index = usize::try_from(id.seq.checked_sub(log.first_seq)?).ok()?;
+        let end = index
+            + log
+                .events
+                .get(index..)?
+                .iter()
+                .take(MAX_RUN)
+                .position(|e| e.seal.is_some())?;
+        let first = log.events[end].seal.as_ref()?.first;
+        let start = usize::try_from(first.checked_sub(log.first_seq)?).ok()?;
+        (start <= index).then(|| &log.events[start..=end])
+    }
+
+    /// This origin's events `after+1..=upto`, to seal in place.
+    pub fn range_mut(&mut self, peer: PeerId, after: u64, upto: u64) -> &mut [P2PEvent] {
+        let Some(log) = self.origins.get_mut(&peer) else {
+            return &mut [];
+        };
+        let index =
+            |seq: u64| usize::try_from(seq.saturating_sub(log.first_seq - 1)).unwrap_or(usize::MAX);
+        let (from, to) = (index(after), index(upto).min(log.events.len()));
+        log.events.get_mut(from..to).unwrap_or_default()
     }
 
     pub fn get(&self, id: EventId) -> Option<&P2PEvent> {
@@ -60,8 +119,11 @@ impl EventLog {
     }
 
     /// The logged events of `peer` after `after`, up to `upto` (those still
-    /// in the log).
+    /// in the log), from the start of the sealed run holding `after + 1`.
     pub fn range(&self, peer: PeerId, after: u64, upto: u64) -> &[P2PEvent] {
+        let after = self
+            .run_start(EventId::new(peer, after + 1))
+            .saturating_sub(1);
         let Some(log) = self.origins.get(&peer) else {
             return &[];
         };
@@ -86,10 +148,19 @@ impl EventLog {
             .collect()
     }
 
-    /// Drops events covered by `stable` (everyone has them).
+    /// Drops events covered by `stable` (everyone has them), whole sealed
+    /// runs only.
     pub fn prune(&mut self, stable: &VectorClock) {
-        for (&peer, log) in self.origins.iter_mut() {
-            let upto = stable.get(peer);
+        let starts: Vec<(PeerId, u64)> = self
+            .origins
+            .keys()
+            .map(|&p| (p, self.run_start(EventId::new(p, stable.get(p) + 1))))
+            .collect();
+        for (peer, start) in starts {
+            let Some(log) = self.origins.get_mut(&peer) else {
+                continue;
+            };
+            let upto = start.saturating_sub(1);
             if upto < log.first_seq {
                 continue;
             }

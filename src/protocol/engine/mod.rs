@@ -33,6 +33,14 @@ use super::entity::{Entity, EntityState};
 pub struct EngineConfig {
     /// Events waiting for dependencies, at most. See [`HoldingQueue::hold`].
     pub holding_capacity: usize,
+    /// Events of one origin waiting for dependencies, at most: a peer that
+    /// sends events depending on what never comes fills only its share.
+    pub holding_per_origin: usize,
+    /// How far beyond what this peer has applied of an origin an event may
+    /// depend on: an event depending on `(p, n)` with `n` further ahead is
+    /// refused (it could only sit in the holding queue; a peer that far
+    /// behind is sent a snapshot).
+    pub max_dependency_gap: u64,
     /// How far ahead of local wall time a remote timestamp may be.
     pub max_clock_skew_ms: u64,
     /// Seeds the entity map's hasher, so a peer cannot aim keys at one bucket.
@@ -43,6 +51,8 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             holding_capacity: 100_000,
+            holding_per_origin: 25_000,
+            max_dependency_gap: 1_000_000,
             max_clock_skew_ms: HybridClock::DEFAULT_MAX_SKEW_MS,
             hash_seed: 0x5eed,
         }
@@ -70,6 +80,9 @@ pub struct EngineStats {
     pub refused_clock_skew: u64,
     pub refused_queue_full: u64,
     pub equivocations: u64,
+    pub refused_far_ahead: u64,
+    /// Runs of events refused for a missing, foreign or bad seal.
+    pub refused_seal: u64,
 }
 
 /// An entity with the engine's bookkeeping flags.
@@ -160,7 +173,7 @@ impl ReconciliationEngine {
             unsent_deps: VectorClock::new(),
             entities: HashMap::with_hasher(FixedState::with_seed(config.hash_seed)),
             log: EventLog::default(),
-            holding: HoldingQueue::new(config.holding_capacity),
+            holding: HoldingQueue::new(config.holding_capacity, config.holding_per_origin),
             policies: Policies::default(),
             digest: MerkleDigest::default(),
             books: Books::default(),

@@ -15,6 +15,10 @@ pub enum Receipt {
 }
 
 impl ReconciliationEngine {
+    /// Counts a run of events the sync layer refused for its seal.
+    pub fn count_refused_seal(&mut self) {
+        self.stats.refused_seal += 1;
+    }
     /// Takes a remote event: applies it when its dependencies are met (and
     /// then whatever it unblocks), otherwise holds it. Refusals are typed
     /// and counted in [`stats`](Self::stats); the engine is unchanged by them.
@@ -37,6 +41,7 @@ impl ReconciliationEngine {
                 EngineError::ImpossibleDependency { .. } => stats.refused_impossible += 1,
                 EngineError::ClockSkew { .. } => stats.refused_clock_skew += 1,
                 EngineError::HoldingQueueFull { .. } => stats.refused_queue_full += 1,
+                EngineError::DependencyTooFar { .. } => stats.refused_far_ahead += 1,
                 EngineError::Equivocation { .. } => stats.equivocations += 1,
                 _ => {}
             }
@@ -53,7 +58,7 @@ impl ReconciliationEngine {
         let id = event.id;
         if id.seq <= self.applied.get(id.peer) {
             if let Some(known) = self.log.get(id) {
-                if *known != event {
+                if !known.same_content(&event) {
                     return Err(EngineError::Equivocation { id });
                 }
             }
@@ -71,6 +76,17 @@ impl ReconciliationEngine {
         }
         match self.first_missing(&event) {
             Some(missing) => {
+                let gap = self.config.max_dependency_gap;
+                if let Some(dependency) = event
+                    .dependencies()
+                    .find(|d| d.seq > self.applied.get(d.peer).saturating_add(gap))
+                {
+                    return Err(EngineError::DependencyTooFar {
+                        id,
+                        dependency,
+                        gap,
+                    });
+                }
                 self.holding.hold(event, missing)?;
                 self.stats.held += 1;
                 Ok(Receipt::Held)

@@ -8,5 +8,5 @@ pub mod transfer;
 pub mod wire;
 
 pub use mesh::{LinkState, Mesh, MeshAction, MeshConfig};
-pub use node::{BoxedHandler, Output, SyncConfig, SyncNode};
+pub use node::{BoxedHandler, Output, SyncConfig, SyncNode, FORGERY_POINTS, PENALTY_LIMIT};
 pub use session::{SessionStats, Standing};

@@ -74,4 +74,6 @@ pub struct Session {
     pub stats: SessionStats,
     /// When to measure the round trip again.
     pub next_ping_ms: u64,
+    /// Points for forged or malformed input; see `PENALTY_LIMIT`.
+    pub penalty: u32,
 }

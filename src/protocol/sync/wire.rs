@@ -19,7 +19,8 @@ use crate::protocol::entity::Entity;
 use crate::protocol::event::{Hash32, P2PEvent};
 use crate::protocol::reconciliation::{ReconciliationRequest, ReconciliationResponse};
 
-pub const PROTOCOL_VERSION: u8 = 1;
+/// 2: events carry seals (signed rooms).
+pub const PROTOCOL_VERSION: u8 = 2;
 /// The largest frame sent or accepted.
 pub const MAX_FRAME: usize = 64 * 1024;
 /// The largest message reassembled from chunks (a snapshot travels in its

@@ -1,10 +1,12 @@
 //! Digests, events, relay, reconciliation messages and compaction.
 
-use super::{Output, SyncNode};
+use super::{Output, SyncNode, FORGERY_POINTS};
 use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::engine::ReconcileStep;
+use crate::protocol::error::EngineError;
 use crate::protocol::event::{Hash32, P2PEvent};
 use crate::protocol::reconciliation::{ReconciliationRequest, ReconciliationResponse};
+use crate::protocol::seal;
 use crate::protocol::sync::wire::{Message, MAX_FRAME};
 
 /// Entities rehashed at a time into the Merkle digest (a few ms of work).
@@ -57,6 +59,7 @@ impl SyncNode {
     }
 
     pub(super) fn on_events(&mut self, from: PeerId, events: Vec<P2PEvent>, now_ms: u64) {
+        let events = self.open_seals(from, events);
         let before = self.engine.clock().clone();
         if let Some(session) = self.sessions.get_mut(&from) {
             session.stats.events_in += events.len() as u64;
@@ -67,15 +70,50 @@ impl SyncNode {
         for event in events {
             if let Err(e) = self.engine.receive(event, now_ms) {
                 self.reject(from, &e);
+                if matches!(
+                    e,
+                    EngineError::Malformed(_)
+                        | EngineError::ImpossibleDependency { .. }
+                        | EngineError::Equivocation { .. }
+                ) {
+                    self.penalize(from, 1);
+                }
             }
         }
         self.absorb(Some(from), &before);
     }
 
-    /// Persists and relays the events applied since `before` (learned from
-    /// `from`, or made here when `None`).
+    /// In a signed room, the events of runs whose seals verify; the others
+    /// are refused, counted and penalized. Unsigned, seals are stripped: an
+    /// unsigned node cannot vouch for them.
+    fn open_seals(&mut self, from: PeerId, mut events: Vec<P2PEvent>) -> Vec<P2PEvent> {
+        if !self.signed() {
+            events.iter_mut().for_each(|e| e.seal = None);
+            return events;
+        }
+        let (accepted, errors) = seal::open_seals(events);
+        for error in errors {
+            self.engine.count_refused_seal();
+            self.reject(from, &error);
+            self.penalize(
+                from,
+                if error.is_forgery() {
+                    FORGERY_POINTS
+                } else {
+                    5
+                },
+            );
+        }
+        accepted
+    }
+
+    /// Persists and relays the events from others applied since `before`
+    /// (learned from `from`). Events made here leave through
+    /// [`SyncNode::flush_local`], sealed.
     pub(super) fn absorb(&mut self, from: Option<PeerId>, before: &VectorClock) {
-        let fresh = self.engine.events_missing_from(before);
+        let me = self.engine.peer();
+        let mut fresh = self.engine.events_missing_from(before);
+        fresh.retain(|e| e.id.peer != me);
         if !fresh.is_empty() {
             self.spread(fresh, from);
         }
@@ -85,6 +123,7 @@ impl SyncNode {
     /// have them yet (gossip relay, duplicates suppressed).
     pub(super) fn spread(&mut self, events: Vec<P2PEvent>, except: Option<PeerId>) {
         self.outputs.push(Output::PersistEvents(events.clone()));
+        let signed = self.signed();
         let peers: Vec<PeerId> = self
             .sessions
             .keys()
@@ -95,19 +134,23 @@ impl SyncNode {
             let Some(session) = self.sessions.get(&peer) else {
                 continue;
             };
-            let lacking: Vec<P2PEvent> = events
-                .iter()
-                .filter(|e| session.their_clock.get(e.id.peer) < e.id.seq)
-                .cloned()
-                .collect();
+            let their = &session.their_clock;
+            let lacking = seal::whole_runs(&events, |e| their.get(e.id.peer) < e.id.seq, signed);
             if !lacking.is_empty() {
                 self.send_events(peer, lacking);
             }
         }
     }
 
-    /// Sends events in messages of about one frame each.
+    /// Sends events in messages of about one frame each, sealed runs whole
+    /// (a partial run is left out: the receiver would refuse it).
     pub(super) fn send_events(&mut self, to: PeerId, events: Vec<P2PEvent>) {
+        let signed = self.signed();
+        let events = if signed {
+            seal::whole_runs(&events, |_| true, true)
+        } else {
+            events
+        };
         if let Some(session) = self.sessions.get_mut(&to) {
             session.stats.events_out += events.len() as u64;
             for e in &events {
@@ -118,7 +161,8 @@ impl SyncNode {
         let mut size = 0;
         for event in events {
             let approx = event.approx_size();
-            if !batch.is_empty() && size + approx > EVENTS_PER_MESSAGE_BYTES {
+            let run_ended = !signed || batch.last().is_some_and(|e: &P2PEvent| e.seal.is_some());
+            if run_ended && size + approx > EVENTS_PER_MESSAGE_BYTES {
                 self.send(to, &Message::Events(std::mem::take(&mut batch)));
                 size = 0;
             }
@@ -139,23 +183,55 @@ impl SyncNode {
             .engine
             .reconcile(&mut *self.handler, &|p| connected.contains(&p), now_ms);
         for step in steps {
-            if let ReconcileStep::Request(request) = step {
+            if let ReconcileStep::Request(mut request) = step {
                 let to = request.target_peer_id;
+                if self.signed() {
+                    request.conflicting_events = self.widen_to_runs(&request.conflicting_events);
+                }
                 self.log_reconciliation(to, true, &request);
                 self.send(to, &Message::ReconciliationRequest(request));
             }
         }
         self.absorb(None, &before);
+        self.flush_local();
     }
 
-    pub(super) fn on_request(&mut self, from: PeerId, request: ReconciliationRequest, now_ms: u64) {
+    pub(super) fn on_request(
+        &mut self,
+        from: PeerId,
+        mut request: ReconciliationRequest,
+        now_ms: u64,
+    ) {
         self.log_reconciliation(from, false, &request);
+        // The siblings it carries are single events, not whole runs: in a
+        // signed room only those that verify (a one-event run) are taken;
+        // anti-entropy brings the others. Our own writes so far leave as
+        // their own run, so the resolution events below form one.
         let before = self.engine.clock().clone();
+        if self.signed() {
+            let runs = std::mem::take(&mut request.conflicting_events);
+            let key = runs.last().map(|e| e.key.clone());
+            for event in self.open_seals(from, runs) {
+                if Some(&event.key) == key.as_ref() {
+                    request.conflicting_events.push(event);
+                } else if let Err(e) = self.engine.receive(event, now_ms) {
+                    self.reject(from, &e);
+                }
+            }
+            if request.conflicting_events.is_empty() {
+                return self.absorb(Some(from), &before);
+            }
+        }
+        self.flush_local();
         match self
             .engine
             .handle_reconciliation_request(&request, &mut *self.handler, now_ms)
         {
-            Ok(Some(response)) => {
+            Ok(Some(mut response)) => {
+                self.flush_local();
+                if self.signed() {
+                    response.resolution_events = self.widen_to_runs(&response.resolution_events);
+                }
                 self.log_reconciliation(from, true, &response);
                 if let Some(session) = self.sessions.get_mut(&from) {
                     for e in &response.resolution_events {
@@ -180,6 +256,8 @@ impl SyncNode {
         now_ms: u64,
     ) {
         self.log_reconciliation(from, false, &response);
+        let mut response = response;
+        response.resolution_events = self.open_seals(from, response.resolution_events);
         let before = self.engine.clock().clone();
         if let Err(e) = self
             .engine
@@ -188,6 +266,22 @@ impl SyncNode {
             self.reject(from, &e);
         }
         self.absorb(Some(from), &before);
+    }
+
+    /// `events` widened to the whole sealed runs holding them, as logged
+    /// here (a run not wholly in the log is left out), by origin and
+    /// sequence: what a receiver in a signed room can verify.
+    fn widen_to_runs(&self, events: &[P2PEvent]) -> Vec<P2PEvent> {
+        let mut runs = std::collections::BTreeMap::new();
+        for event in events {
+            if runs.contains_key(&event.id) {
+                continue;
+            }
+            for e in self.engine.log().run_of(event.id).unwrap_or_default() {
+                runs.insert(e.id, e.clone());
+            }
+        }
+        runs.into_values().collect()
     }
 
     fn log_reconciliation(
@@ -218,6 +312,8 @@ impl SyncNode {
     /// short the log (on close, so the next start reads one snapshot
     /// instead of replaying a log).
     pub fn fold(&mut self) {
+        // Our unsent writes leave (sealed) before the log they are in folds.
+        self.flush_local();
         if self.engine.log().is_empty() {
             return;
         }

@@ -16,6 +16,7 @@ use crate::protocol::clock::{ClockOrdering, PeerId, VectorClock};
 use crate::protocol::engine::{Candidate, EngineConfig, ReconciliationEngine};
 use crate::protocol::error::EngineError;
 use crate::protocol::event::{Hash32, P2PEvent};
+use crate::protocol::identity::Identity;
 use crate::protocol::snapshot::{SnapshotError, StateSnapshot};
 use crate::protocol::value::JsonValue;
 
@@ -30,6 +31,12 @@ pub struct SyncConfig {
     pub snapshot_chunk: usize,
     /// Largest snapshot accepted from a peer.
     pub max_snapshot: u64,
+    /// Signs this peer's events, and makes the node refuse every event
+    /// that is not under a valid seal of its origin (see
+    /// [`crate::protocol::seal`]). The engine's peer id must be the
+    /// identity's. `None`: an unsigned room, where seals are stripped on
+    /// receipt (tests and benchmarks of the protocol without signatures).
+    pub identity: Option<Identity>,
 }
 
 impl Default for SyncConfig {
@@ -39,6 +46,7 @@ impl Default for SyncConfig {
             compact_after: 50_000,
             snapshot_chunk: 60 * 1024,
             max_snapshot: 512 * 1024 * 1024,
+            identity: None,
         }
     }
 }
@@ -48,6 +56,12 @@ pub const PING_INTERVAL_MS: u64 = 10_000;
 
 /// How many disconnected peers' counters are kept.
 pub const KEPT_STATS: usize = 1024;
+
+/// Penalty points at which a connection is closed. A forged or altered
+/// run costs [`FORGERY_POINTS`], a malformed frame or event 1: four
+/// forgeries, or a hundred bad frames, and the peer is cut off.
+pub const PENALTY_LIMIT: u32 = 100;
+pub const FORGERY_POINTS: u32 = 25;
 
 /// What the caller must do, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,6 +112,8 @@ pub struct SyncNode {
     outgoing: Vec<Outgoing>,
     incoming: Option<Incoming>,
     handler: BoxedHandler,
+    /// This peer's events up to here have been sealed and spread.
+    sealed_upto: u64,
 }
 
 impl std::fmt::Debug for SyncNode {
@@ -111,7 +127,9 @@ impl std::fmt::Debug for SyncNode {
 
 impl SyncNode {
     pub fn new(engine: ReconciliationEngine, config: SyncConfig) -> Self {
+        let sealed_upto = engine.sealed_own(config.identity.is_some());
         SyncNode {
+            sealed_upto,
             engine,
             config,
             sessions: BTreeMap::new(),
@@ -226,20 +244,37 @@ impl SyncNode {
         self.next_gossip_ms
     }
 
+    /// What to do now. Local writes made since the last call leave here:
+    /// sealed as one run (one signature per burst of writes), persisted,
+    /// then sent.
     pub fn take_outputs(&mut self) -> Vec<Output> {
+        self.flush_local();
         std::mem::take(&mut self.outputs)
     }
 
+    /// Seals the events made here since the last flush and spreads them.
+    fn flush_local(&mut self) {
+        let upto = self.engine.clock().get(self.engine.peer());
+        if upto <= self.sealed_upto {
+            return;
+        }
+        let events = self
+            .engine
+            .seal_own(self.config.identity.as_ref(), self.sealed_upto);
+        self.sealed_upto = upto;
+        if !events.is_empty() {
+            self.spread(events, None);
+        }
+    }
+
     /// A local write: `op` runs on the engine; the event it makes is
-    /// persisted, then gossiped to every connected peer.
+    /// sealed, persisted and gossiped to every connected peer at the next
+    /// [`take_outputs`](Self::take_outputs) or tick.
     pub fn write(
         &mut self,
         op: impl FnOnce(&mut ReconciliationEngine) -> Result<Option<P2PEvent>, EngineError>,
     ) -> Result<Option<P2PEvent>, EngineError> {
         let event = op(&mut self.engine)?;
-        if let Some(event) = &event {
-            self.spread(vec![event.clone()], None);
-        }
         self.report_changes();
         Ok(event)
     }
@@ -283,6 +318,7 @@ impl SyncNode {
             return;
         }
         self.next_gossip_ms = now_ms + self.config.gossip_interval_ms;
+        self.flush_local();
         self.refresh_digest();
         let peers: Vec<PeerId> = self.sessions.keys().copied().collect();
         for peer in peers {
@@ -307,7 +343,10 @@ impl SyncNode {
             Ok(Decoded::Message(m)) => Some(m),
             Ok(Decoded::Chunk(c)) => match session.reassembler.push(c) {
                 Ok(m) => m,
-                Err(e) => return self.reject(from, &e),
+                Err(e) => {
+                    self.reject(from, &e);
+                    return self.penalize(from, 1);
+                }
             },
             Err(e @ WireError::FrameTooLarge(_)) => {
                 self.reject(from, &e);
@@ -318,7 +357,10 @@ impl SyncNode {
                 });
                 return;
             }
-            Err(e) => return self.reject(from, &e),
+            Err(e) => {
+                self.reject(from, &e);
+                return self.penalize(from, 1);
+            }
         };
         if let Some(message) = message {
             self.handle(from, message, now_ms);
@@ -398,6 +440,29 @@ impl SyncNode {
             session.stats.last_error = Some(error.clone());
         }
         self.outputs.push(Output::Rejected { peer, error });
+    }
+
+    /// Adds penalty points to `peer`'s connection; at [`PENALTY_LIMIT`] it
+    /// is closed. Only what no honest peer sends counts (not, say, events
+    /// refused for clock skew or a full holding queue).
+    fn penalize(&mut self, peer: PeerId, points: u32) {
+        let Some(session) = self.sessions.get_mut(&peer) else {
+            return;
+        };
+        session.penalty = session.penalty.saturating_add(points);
+        if session.penalty >= PENALTY_LIMIT {
+            self.end_session(peer);
+            self.outputs.push(Output::Close {
+                peer,
+                reason: format!(
+                    "{PENALTY_LIMIT} penalty points: too many forged or malformed messages"
+                ),
+            });
+        }
+    }
+
+    fn signed(&self) -> bool {
+        self.config.identity.is_some()
     }
 
     /// After every input: which keys changed.

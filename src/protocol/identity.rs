@@ -1,0 +1,111 @@
+//! A peer's identity: an Ed25519 key pair. The [`PeerId`] is derived from
+//! the public key, so an event's origin names the key that must have
+//! signed it, and nobody can write under another peer's id without its
+//! secret key.
+//!
+//! The core draws no randomness: [`Identity::from_secret`] takes 32 bytes
+//! the caller drew from a CSPRNG (the browser's `crypto.getRandomValues`).
+
+use std::fmt;
+
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+
+use super::clock::PeerId;
+
+/// An Ed25519 public key, as its 32-byte encoding.
+pub type PublicKey = [u8; 32];
+
+/// The peer id a public key signs for: the first 8 bytes of its blake3
+/// hash. Finding a second key with a given id takes ~2^64 key generations.
+pub fn peer_id_of(key: &PublicKey) -> PeerId {
+    let hash = blake3::hash(key);
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&hash.as_bytes()[..8]);
+    PeerId(u64::from_le_bytes(id))
+}
+
+/// A key pair and the peer id it signs for.
+#[derive(Clone)]
+pub struct Identity {
+    key: SigningKey,
+    peer: PeerId,
+}
+
+impl Identity {
+    /// The identity of a 32-byte secret (random bytes, or ones stored
+    /// earlier from [`Identity::secret`]).
+    pub fn from_secret(secret: &[u8; 32]) -> Self {
+        let key = SigningKey::from_bytes(secret);
+        let peer = peer_id_of(key.verifying_key().as_bytes());
+        Identity { key, peer }
+    }
+
+    /// A deterministic identity for tests and simulations: the secret is
+    /// the blake3 hash of `seed`. Never use it for a real peer.
+    pub fn from_seed(seed: u64) -> Self {
+        Self::from_secret(blake3::hash(&seed.to_le_bytes()).as_bytes())
+    }
+
+    pub fn peer(&self) -> PeerId {
+        self.peer
+    }
+
+    pub fn public_key(&self) -> PublicKey {
+        self.key.verifying_key().to_bytes()
+    }
+
+    /// The 32 secret bytes, to store the identity.
+    pub fn secret(&self) -> [u8; 32] {
+        self.key.to_bytes()
+    }
+
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+        self.key.sign(message).to_bytes()
+    }
+}
+
+impl fmt::Debug for Identity {
+    /// The secret key is never printed.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Identity({})", self.peer)
+    }
+}
+
+/// Checks `signature` over `message` by `key` (strict verification: no
+/// malleable signatures, no small-order keys).
+pub fn verify(key: &PublicKey, message: &[u8], signature: &[u8; 64]) -> bool {
+    let Ok(key) = VerifyingKey::from_bytes(key) else {
+        return false;
+    };
+    key.verify_strict(message, &ed25519_dalek::Signature::from_bytes(signature))
+        .is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_peer_id_follows_the_key() {
+        let a = Identity::from_seed(1);
+        let again = Identity::from_secret(&a.secret());
+        assert_eq!(a.peer(), again.peer());
+        assert_eq!(a.peer(), peer_id_of(&a.public_key()));
+        assert_ne!(a.peer(), Identity::from_seed(2).peer());
+        assert_eq!(format!("{a:?}"), format!("Identity({})", a.peer()));
+    }
+
+    #[test]
+    fn signatures_verify_only_for_their_key_and_message() {
+        let a = Identity::from_seed(1);
+        let b = Identity::from_seed(2);
+        let signature = a.sign(b"hello");
+        assert!(verify(&a.public_key(), b"hello", &signature));
+        assert!(!verify(&a.public_key(), b"hellO", &signature));
+        assert!(!verify(&b.public_key(), b"hello", &signature));
+        let mut bent = signature;
+        bent[10] ^= 1;
+        assert!(!verify(&a.public_key(), b"hello", &bent));
+        assert!(!verify(&[0xff; 32], b"hello", &signature));
+    }
+}

@@ -1,0 +1,320 @@
+//! Seals: an origin's signature over a *run* of its consecutive events,
+//! carried by the run's last event.
+//!
+//! Signing every event would cost an Ed25519 signature per write; a seal
+//! costs one per burst of writes (up to [`MAX_RUN`] events), and relays keep
+//! it, because it travels inside the event. The price is that a run is
+//! verified whole: senders send whole runs ([`whole_runs`]), receivers
+//! verify each run before any of its events reaches the engine
+//! ([`open_seals`]), and a run that is not whole is not sent at all.
+//!
+//! What is signed is a 32-byte blake3 digest over a domain tag, the origin,
+//! the run's bounds and each event's content (its encoding without the
+//! seal), so verifying costs one Ed25519 verification per run plus hashing.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::clock::PeerId;
+use super::event::{EventId, P2PEvent};
+use super::identity::{self, peer_id_of, Identity, PublicKey};
+
+/// The most events one seal covers.
+pub const MAX_RUN: usize = 1024;
+
+const DOMAIN: &[u8] = b"cpc-sync seal v1";
+
+/// The signature of a run `first..=last` of one origin's events, `last`
+/// being the event that carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seal {
+    pub first: u64,
+    /// The origin's public key; the origin's id must be derived from it.
+    pub key: PublicKey,
+    /// The Ed25519 signature, in two halves (serde has no 64-byte arrays).
+    pub signature: [[u8; 32]; 2],
+}
+
+/// Why a run of events was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SealError {
+    #[error("event {0} arrived without a seal covering it")]
+    Unsealed(EventId),
+    #[error("the seal on {0} is by a key that does not derive its origin's id")]
+    ForeignKey(EventId),
+    #[error("the seal on {0} covers events that are not all present in order")]
+    BrokenRun(EventId),
+    #[error("the seal on {id} covers {len} events; at most {MAX_RUN} are allowed")]
+    RunTooLong { id: EventId, len: u64 },
+    #[error("the seal on {0} does not verify: forged or altered events")]
+    BadSignature(EventId),
+}
+
+impl SealError {
+    /// Forgery, as opposed to a sender that split a run (a bug, not an
+    /// attack): it weighs more against the connection.
+    pub fn is_forgery(&self) -> bool {
+        matches!(self, SealError::ForeignKey(_) | SealError::BadSignature(_))
+    }
+}
+
+fn digest(origin: PeerId, first: u64, run: &[P2PEvent]) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(DOMAIN);
+    hasher.update(&origin.0.to_le_bytes());
+    hasher.update(&first.to_le_bytes());
+    hasher.update(&(run.len() as u64).to_le_bytes());
+    for event in run {
+        let content = event.content_bytes();
+        hasher.update(&(content.len() as u64).to_le_bytes());
+        hasher.update(&content);
+    }
+    *hasher.finalize().as_bytes()
+}
+
+/// Signs `run`, consecutive events of `identity`'s own origin, and attaches
+/// the seal to its last event. Returns the seal (also for the log's copy).
+pub fn seal(identity: &Identity, run: &mut [P2PEvent]) -> Option<Seal> {
+    let first = run.first()?.id.seq;
+    debug_assert!(run.len() <= MAX_RUN);
+    debug_assert!(run
+        .iter()
+        .enumerate()
+        .all(|(i, e)| e.id.peer == identity.peer() && e.id.seq == first + i as u64));
+    let signature = identity.sign(&digest(identity.peer(), first, run));
+    let mut halves = [[0u8; 32]; 2];
+    halves[0].copy_from_slice(&signature[..32]);
+    halves[1].copy_from_slice(&signature[32..]);
+    let seal = Seal {
+        first,
+        key: identity.public_key(),
+        signature: halves,
+    };
+    run.last_mut()?.seal = Some(Box::new(seal.clone()));
+    Some(seal)
+}
+
+/// Verifies one run: `run` ends with the sealed event and must be exactly
+/// its `first..=last`.
+pub fn verify_run(run: &[P2PEvent]) -> Result<(), SealError> {
+    let Some(last) = run.last() else {
+        return Ok(());
+    };
+    let Some(seal) = &last.seal else {
+        return Err(SealError::Unsealed(last.id));
+    };
+    let len = last.id.seq.saturating_sub(seal.first) + 1;
+    if seal.first == 0 || seal.first > last.id.seq || len > MAX_RUN as u64 {
+        return Err(SealError::RunTooLong { id: last.id, len });
+    }
+    let in_order = run.len() as u64 == len
+        && run
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.id.peer == last.id.peer && e.id.seq == seal.first + i as u64);
+    if !in_order {
+        return Err(SealError::BrokenRun(last.id));
+    }
+    if peer_id_of(&seal.key) != last.id.peer {
+        return Err(SealError::ForeignKey(last.id));
+    }
+    let mut signature = [0u8; 64];
+    signature[..32].copy_from_slice(&seal.signature[0]);
+    signature[32..].copy_from_slice(&seal.signature[1]);
+    if !identity::verify(
+        &seal.key,
+        &digest(last.id.peer, seal.first, run),
+        &signature,
+    ) {
+        return Err(SealError::BadSignature(last.id));
+    }
+    Ok(())
+}
+
+/// Splits a received batch into the events of runs that verify, and the
+/// errors of those that do not (a refused run's events are all dropped).
+/// Events of one origin must come in sequence order, each run whole.
+pub fn open_seals(events: Vec<P2PEvent>) -> (Vec<P2PEvent>, Vec<SealError>) {
+    let mut open: HashMap<PeerId, Vec<P2PEvent>> = HashMap::new();
+    let mut accepted = Vec::with_capacity(events.len());
+    let mut errors = Vec::new();
+    for event in events {
+        let origin = event.id.peer;
+        let sealed = event.seal.is_some();
+        let run = open.entry(origin).or_default();
+        run.push(event);
+        if !sealed {
+            if run.len() > MAX_RUN {
+                // Cannot be covered by any seal: refuse now, keep memory bounded.
+                errors.push(SealError::Unsealed(run[0].id));
+                run.clear();
+            }
+            continue;
+        }
+        // Events before the seal's first belong to no seal.
+        let first = run
+            .last()
+            .and_then(|e| e.seal.as_ref())
+            .map_or(0, |s| s.first);
+        if let Some(stray) = run.iter().position(|e| e.id.seq >= first) {
+            if stray > 0 {
+                errors.push(SealError::Unsealed(run[0].id));
+                run.drain(..stray);
+            }
+        }
+        match verify_run(run) {
+            Ok(()) => accepted.append(run),
+            Err(e) => {
+                errors.push(e);
+                run.clear();
+            }
+        }
+    }
+    for (_, run) in open {
+        if let Some(first) = run.first() {
+            errors.push(SealError::Unsealed(first.id));
+        }
+    }
+    (accepted, errors)
+}
+
+/// The events of `events` to send to a peer: those it `lacks`, widened to
+/// whole runs (a run is verified whole). With `signed`, events no seal in
+/// `events` covers (a partial run) are left out: the receiver would refuse
+/// them. Events of one origin must be contiguous and in sequence order.
+pub fn whole_runs(
+    events: &[P2PEvent],
+    lacks: impl Fn(&P2PEvent) -> bool,
+    signed: bool,
+) -> Vec<P2PEvent> {
+    // Backwards: a run's seal comes before its other events.
+    let mut covered: HashMap<PeerId, u64> = HashMap::new();
+    let mut out: Vec<P2PEvent> = Vec::new();
+    for event in events.iter().rev() {
+        let origin = event.id.peer;
+        let mut keep = false;
+        if let Some(seal) = &event.seal {
+            if lacks(event) {
+                covered.insert(origin, seal.first);
+                keep = true;
+            } else {
+                covered.remove(&origin);
+            }
+        } else if covered
+            .get(&origin)
+            .is_some_and(|&from| event.id.seq >= from)
+        {
+            keep = true;
+        } else {
+            keep = !signed && lacks(event);
+        }
+        if keep {
+            out.push(event.clone());
+        }
+    }
+    out.reverse();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(origin: PeerId, seq: u64, value: &str) -> P2PEvent {
+        crate::protocol::event::sample(origin, seq, value)
+    }
+
+    fn sealed(identity: &Identity, seqs: std::ops::RangeInclusive<u64>) -> Vec<P2PEvent> {
+        let mut run: Vec<P2PEvent> = seqs
+            .map(|s| event(identity.peer(), s, &s.to_string()))
+            .collect();
+        seal(identity, &mut run);
+        run
+    }
+
+    #[test]
+    fn a_sealed_run_verifies_and_survives_encoding() {
+        let a = Identity::from_seed(1);
+        let run = sealed(&a, 1..=5);
+        assert!(run[..4].iter().all(|e| e.seal.is_none()));
+        assert_eq!(verify_run(&run), Ok(()));
+        let decoded = P2PEvent::decode_batch(&P2PEvent::encode_batch(&run)).unwrap();
+        assert_eq!(verify_run(&decoded), Ok(()));
+        let (accepted, errors) = open_seals(decoded);
+        assert_eq!((accepted.len(), errors.len()), (5, 0));
+    }
+
+    #[test]
+    fn altered_forged_and_split_runs_are_refused() {
+        let a = Identity::from_seed(1);
+        let mallory = Identity::from_seed(2);
+
+        let mut altered = sealed(&a, 1..=3);
+        altered[1] = event(a.peer(), 2, "\"evil\"");
+        assert_eq!(
+            verify_run(&altered),
+            Err(SealError::BadSignature(altered[2].id))
+        );
+
+        // Mallory signs events claiming to be a's: her key is not a's id.
+        let mut forged: Vec<P2PEvent> = (1..=2).map(|s| event(a.peer(), s, "1")).collect();
+        let signature = mallory.sign(&digest(a.peer(), 1, &forged));
+        forged[1].seal = Some(Box::new(Seal {
+            first: 1,
+            key: mallory.public_key(),
+            signature: [
+                signature[..32].try_into().unwrap(),
+                signature[32..].try_into().unwrap(),
+            ],
+        }));
+        assert_eq!(
+            verify_run(&forged),
+            Err(SealError::ForeignKey(forged[1].id))
+        );
+        assert!(SealError::ForeignKey(forged[1].id).is_forgery());
+
+        // A run missing its middle, or events with no seal at all.
+        let run = sealed(&a, 1..=3);
+        let (accepted, errors) = open_seals(vec![run[0].clone(), run[2].clone()]);
+        assert!(accepted.is_empty());
+        assert_eq!(errors, vec![SealError::BrokenRun(run[2].id)]);
+        let (accepted, errors) = open_seals(vec![run[0].clone(), run[1].clone()]);
+        assert!(accepted.is_empty());
+        assert_eq!(errors, vec![SealError::Unsealed(run[0].id)]);
+    }
+
+    #[test]
+    fn a_bad_run_does_not_take_good_ones_with_it() {
+        let a = Identity::from_seed(1);
+        let b = Identity::from_seed(2);
+        let mut bad = sealed(&b, 1..=2);
+        bad[0] = event(b.peer(), 1, "666");
+        let mut batch = sealed(&a, 1..=2);
+        batch.extend(bad);
+        batch.extend(sealed(&a, 3..=4));
+        let (accepted, errors) = open_seals(batch);
+        assert_eq!(accepted.len(), 4);
+        assert!(accepted.iter().all(|e| e.id.peer == a.peer()));
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].is_forgery());
+    }
+
+    #[test]
+    fn whole_runs_widens_to_runs_and_drops_partial_ones() {
+        let a = Identity::from_seed(1);
+        let mut events = sealed(&a, 1..=3);
+        events.extend(sealed(&a, 4..=6));
+        events.push(event(a.peer(), 7, "7")); // not sealed yet
+        let seqs = |v: Vec<P2PEvent>| v.iter().map(|e| e.id.seq).collect::<Vec<_>>();
+        // The peer has 1..=4: it gets the whole second run, not the tail.
+        let lacks = |e: &P2PEvent| e.id.seq > 4;
+        assert_eq!(seqs(whole_runs(&events, lacks, true)), vec![4, 5, 6]);
+        // Unsigned, a tail goes as it is.
+        assert_eq!(seqs(whole_runs(&events, lacks, false)), vec![4, 5, 6, 7]);
+        assert_eq!(
+            seqs(whole_runs(&events, |_| true, true)),
+            vec![1, 2, 3, 4, 5, 6]
+        );
+    }
+}

@@ -1,0 +1,358 @@
+//! Hostile peers against honest ones in a signed room: forged origins,
+//! altered relays, junk, giant clocks, dependency bombs, oversized
+//! snapshots. Honest peers refuse and count what is bad, cut repeat
+//! offenders off, keep their memory bounded, and still converge with each
+//! other, losing nothing.
+
+mod common;
+
+use common::{json, Rng};
+use cpc_sync::protocol::clock::MAX_CLOCK_ENTRIES;
+use cpc_sync::protocol::seal;
+use cpc_sync::protocol::sync::wire::{self, Decoded, Message};
+use cpc_sync::protocol::sync::{Output, SyncConfig, SyncNode, PENALTY_LIMIT};
+use cpc_sync::protocol::{
+    EngineConfig, EventId, Hash32, Identity, JsonValue, Operation, P2PEvent, PeerId,
+    ReconciliationEngine, VectorClock,
+};
+
+const NOW: u64 = 1_700_000_000_000;
+
+fn signed_node(seed: u64, config: EngineConfig) -> SyncNode {
+    let identity = Identity::from_seed(seed);
+    let engine = ReconciliationEngine::new(identity.peer(), config);
+    SyncNode::new(
+        engine,
+        SyncConfig {
+            identity: Some(identity),
+            ..SyncConfig::default()
+        },
+    )
+}
+
+/// Two honest peers, connected and in sync, and the id Mallory uses; both
+/// honest peers have a connection open to her.
+struct Room {
+    a: SyncNode,
+    b: SyncNode,
+    mallory: SyncNode,
+}
+
+impl Room {
+    fn new(config: EngineConfig) -> Room {
+        let mut room = Room {
+            a: signed_node(1, config.clone()),
+            b: signed_node(2, config.clone()),
+            mallory: signed_node(666, config),
+        };
+        let (a, b, m) = (room.a.peer(), room.b.peer(), room.mallory.peer());
+        room.a.connect(b, NOW);
+        room.b.connect(a, NOW);
+        room.a.connect(m, NOW);
+        room.b.connect(m, NOW);
+        room.pump();
+        room
+    }
+
+    /// Carries frames between the honest peers until they are quiet;
+    /// whatever they send Mallory is dropped. Returns the peers the
+    /// honest ones closed.
+    fn pump(&mut self) -> Vec<(PeerId, PeerId)> {
+        let mut closed = Vec::new();
+        for _ in 0..100 {
+            let mut frames = Vec::new();
+            for node in [&mut self.a, &mut self.b] {
+                let from = node.peer();
+                for output in node.take_outputs() {
+                    match output {
+                        Output::Send { to, frame } => frames.push((from, to, frame)),
+                        Output::Close { peer, .. } => closed.push((from, peer)),
+                        _ => {}
+                    }
+                }
+            }
+            if frames.is_empty() {
+                return closed;
+            }
+            for (from, to, frame) in frames {
+                if to == self.a.peer() {
+                    self.a.receive_frame(from, &frame, NOW);
+                } else if to == self.b.peer() {
+                    self.b.receive_frame(from, &frame, NOW);
+                }
+            }
+        }
+        panic!("the honest peers do not go quiet");
+    }
+
+    /// Mallory sends `message` to `a`.
+    fn mallory_sends(&mut self, message: &Message) {
+        let from = self.mallory.peer();
+        for frame in wire::encode(message, 7) {
+            self.a.receive_frame(from, &frame, NOW);
+        }
+    }
+
+    /// What Mallory's own node would send for her writes: valid, sealed
+    /// events of her own origin.
+    fn mallory_writes(&mut self, writes: impl FnOnce(&mut ReconciliationEngine)) -> Vec<P2PEvent> {
+        self.mallory
+            .write(|e| {
+                writes(e);
+                Ok(None)
+            })
+            .unwrap();
+        let before = self.mallory.engine().log().len();
+        let _ = self.mallory.take_outputs();
+        assert!(before > 0);
+        self.mallory.engine().log().iter().cloned().collect()
+    }
+
+    fn converged(&mut self) -> bool {
+        self.a.engine().state_json() == self.b.engine().state_json()
+            && self.a.engine().clock() == self.b.engine().clock()
+    }
+
+    fn a_rejected_from_mallory(&self) -> u64 {
+        self.a.stats(self.mallory.peer()).map_or(0, |s| s.rejected)
+    }
+
+    /// The honest peers still work: a write on each reaches the other.
+    fn still_converge(&mut self, round: u64) {
+        let (ka, kb) = (format!("after/{round}/a"), format!("after/{round}/b"));
+        self.a
+            .write(|e| e.set(&ka, json("1"), NOW).map(Some))
+            .unwrap();
+        self.b
+            .write(|e| e.set(&kb, json("2"), NOW).map(Some))
+            .unwrap();
+        self.pump();
+        assert!(self.converged(), "honest peers diverged");
+        let state = self.a.engine().state_json();
+        assert!(state.contains(&ka) && state.contains(&kb), "{state}");
+    }
+}
+
+fn value_of(event: &P2PEvent) -> Option<&JsonValue> {
+    match &event.op {
+        Operation::Register(cpc_sync::protocol::event::RegisterOp::Write { value, .. }) => {
+            Some(value)
+        }
+        _ => None,
+    }
+}
+
+#[test]
+fn forged_origins_are_refused_and_the_forger_is_cut_off() {
+    let mut room = Room::new(EngineConfig::default());
+    let b = room.b.peer();
+    let mut closed = false;
+    for round in 0..10 {
+        // Mallory's genuine, sealed event, renamed to be b's.
+        let mut events = room.mallory_writes(|e| {
+            e.set(&format!("forged/{round}"), json("\"evil\""), NOW)
+                .unwrap();
+        });
+        events.retain(|e| e.key.starts_with(&format!("forged/{round}")));
+        for e in &mut events {
+            e.id.peer = b;
+        }
+        room.mallory_sends(&Message::Events(events));
+        if room
+            .a
+            .take_outputs()
+            .iter()
+            .any(|o| matches!(o, Output::Close { peer, .. } if *peer == room.mallory.peer()))
+        {
+            closed = true;
+            // Four forgeries at 25 points each reach the limit of 100.
+            assert_eq!(round, 3, "cut off after the fourth forgery");
+            break;
+        }
+    }
+    assert!(closed, "the forger was never disconnected");
+    assert!(!room.a.engine().state_json().contains("forged/"));
+    assert_eq!(room.a.engine().stats().refused_seal, 4);
+    assert_eq!(room.a_rejected_from_mallory(), 4);
+    room.still_converge(0);
+}
+
+#[test]
+fn an_altered_relay_is_refused_and_the_genuine_run_accepted() {
+    let mut room = Room::new(EngineConfig::default());
+    let (a, b) = (room.a.peer(), room.b.peer());
+    room.b
+        .write(|e| e.set("x", json("\"genuine\""), NOW).map(Some))
+        .unwrap();
+    let frames: Vec<Vec<u8>> = room
+        .b
+        .take_outputs()
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Send { to, frame } if to == a => Some(frame),
+            _ => None,
+        })
+        .collect();
+    // Mallory saw b's run go by, relays it with another value.
+    let Ok(Decoded::Message(Message::Events(mut events))) = wire::decode(&frames[0]) else {
+        panic!("b sent its write first");
+    };
+    assert!(events.last().and_then(|e| e.seal.as_ref()).is_some());
+    if let Operation::Register(cpc_sync::protocol::event::RegisterOp::Write { value, .. }) =
+        &mut events[0].op
+    {
+        *value = json("\"evil\"");
+    }
+    room.mallory_sends(&Message::Events(events));
+    assert!(!room.a.engine().state_json().contains("\"x\""));
+    assert_eq!(room.a_rejected_from_mallory(), 1);
+    // A replay with the seal stripped is refused too.
+    let Ok(Decoded::Message(Message::Events(mut stripped))) = wire::decode(&frames[0]) else {
+        unreachable!()
+    };
+    stripped.iter_mut().for_each(|e| e.seal = None);
+    room.mallory_sends(&Message::Events(stripped));
+    assert!(!room.a.engine().state_json().contains("\"x\""));
+    // The genuine run, from b, goes in.
+    for frame in &frames {
+        room.a.receive_frame(b, frame, NOW);
+    }
+    room.pump();
+    let x = room
+        .a
+        .engine()
+        .log()
+        .iter()
+        .find(|e| &*e.key == "x")
+        .cloned();
+    assert_eq!(value_of(&x.unwrap()), Some(&json("\"genuine\"")));
+    room.still_converge(0);
+}
+
+#[test]
+fn junk_frames_are_counted_then_the_sender_cut_off() {
+    let seed = common::seed("junk_frames");
+    let mut rng = Rng::new(seed);
+    let mut room = Room::new(EngineConfig::default());
+    let m = room.mallory.peer();
+    let mut closed_after = None;
+    for i in 0..200 {
+        let len = 1 + rng.below(2000);
+        let junk: Vec<u8> = (0..len).map(|_| rng.below(256) as u8).collect();
+        room.a.receive_frame(m, &junk, NOW);
+        if room
+            .a
+            .take_outputs()
+            .iter()
+            .any(|o| matches!(o, Output::Close { peer, .. } if *peer == m))
+        {
+            closed_after = Some(i + 1);
+            break;
+        }
+    }
+    assert_eq!(closed_after, Some(PENALTY_LIMIT as usize), "seed {seed}");
+    // Frames from a closed session are ignored, not counted again.
+    room.a.receive_frame(m, b"more junk", NOW);
+    assert_eq!(room.a_rejected_from_mallory(), u64::from(PENALTY_LIMIT));
+    room.still_converge(0);
+}
+
+#[test]
+fn giant_clocks_are_refused_or_harmless() {
+    let mut room = Room::new(EngineConfig::default());
+    // More entries than any clock may have: refused when decoded.
+    let giant: VectorClock = (1..=MAX_CLOCK_ENTRIES as u64 + 1)
+        .map(|p| (PeerId(p), 1))
+        .collect();
+    room.mallory_sends(&Message::Digest {
+        clock: giant,
+        root: Hash32::ZERO,
+    });
+    assert_eq!(room.a_rejected_from_mallory(), 1);
+    // Counters at u64::MAX: she claims to be far ahead; nothing breaks.
+    let huge: VectorClock = (1..=1000).map(|p| (PeerId(p), u64::MAX)).collect();
+    room.mallory_sends(&Message::Digest {
+        clock: huge.clone(),
+        root: Hash32::ZERO,
+    });
+    let _ = room.a.take_outputs();
+    room.a.tick(NOW + 5_000);
+    room.still_converge(0);
+    assert!(room.a.engine().holding().is_empty());
+}
+
+#[test]
+fn dependency_bombs_fill_only_their_share_and_far_ones_are_refused() {
+    let config = EngineConfig {
+        holding_per_origin: 500,
+        ..EngineConfig::default()
+    };
+    let mut room = Room::new(config);
+    // Mallory's own, validly sealed events 2..=2001, all waiting for her
+    // event 1, which she never sends.
+    let events = room.mallory_writes(|e| {
+        for i in 0..2001 {
+            e.set(&format!("bomb/{i}"), json("0"), NOW).unwrap();
+        }
+    });
+    // Whole runs only: the first run is 1..=1024, so she sends the second.
+    let second_run: Vec<P2PEvent> = events.into_iter().filter(|e| e.id.seq > 1024).collect();
+    assert_eq!(second_run.len(), 977);
+    room.mallory_sends(&Message::Events(second_run));
+    let held = room.a.engine().holding().len();
+    assert_eq!(held, 500, "one origin holds at most its share");
+    assert_eq!(room.a.engine().stats().refused_queue_full, 477);
+    // One depending on something a billion events ahead is refused
+    // outright, even validly sealed: it could only sit in the queue.
+    let mut far = vec![P2PEvent {
+        id: EventId::new(room.mallory.peer(), 5000),
+        ..room.mallory.engine().log().iter().next().unwrap().clone()
+    }];
+    far[0].deps.set(room.b.peer(), 1_000_000_000);
+    far[0].seal = None;
+    seal::seal(&Identity::from_seed(666), &mut far);
+    room.mallory_sends(&Message::Events(far));
+    assert_eq!(room.a.engine().stats().refused_far_ahead, 1);
+    assert_eq!(room.a.engine().holding().len(), 500);
+    // Honest events keep flowing past the bomb.
+    room.still_converge(1);
+    assert_eq!(room.a.engine().holding().len(), 500);
+}
+
+#[test]
+fn a_far_ahead_dependency_is_a_typed_refusal() {
+    let mut engine = ReconciliationEngine::new(PeerId(1), EngineConfig::default());
+    let mut other = ReconciliationEngine::new(PeerId(2), EngineConfig::default());
+    let mut event = other.set("k", json("1"), NOW).unwrap();
+    event.deps.set(PeerId(3), 5_000_000);
+    let error = engine.receive(event, NOW).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            cpc_sync::protocol::EngineError::DependencyTooFar { .. }
+        ),
+        "{error}"
+    );
+    assert_eq!(engine.stats().refused_far_ahead, 1);
+    assert!(engine.holding().is_empty());
+}
+
+#[test]
+fn an_oversized_snapshot_offer_is_refused_before_any_transfer() {
+    let mut room = Room::new(EngineConfig::default());
+    let mut ahead = VectorClock::new();
+    ahead.set(room.mallory.peer(), 5);
+    room.mallory_sends(&Message::SnapshotOffer {
+        id: Hash32([7; 32]),
+        total: u64::MAX,
+        clock: ahead,
+    });
+    assert_eq!(room.a_rejected_from_mallory(), 1);
+    assert!(room.a.snapshot_progress().is_none());
+    let asked = room.a.take_outputs().into_iter().any(|o| {
+        matches!(&o, Output::Send { frame, .. }
+            if matches!(wire::decode(frame), Ok(Decoded::Message(Message::SnapshotRequest { .. }))))
+    });
+    assert!(!asked, "no snapshot was requested");
+    room.still_converge(0);
+}

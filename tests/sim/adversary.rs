@@ -1,0 +1,154 @@
+//! A hostile peer in the simulator: it is connected like any other, relays
+//! what honest peers send it, and now and then sends a neighbour something
+//! hostile: events forged under an honest peer's id, a relayed run with an
+//! altered payload, a giant version vector, junk, a dependency bomb (its
+//! own validly sealed events that wait forever), or an event depending on
+//! something a billion events ahead.
+
+use cpc_sync::protocol::clock::MAX_CLOCK_ENTRIES;
+use cpc_sync::protocol::event::RegisterOp;
+use cpc_sync::protocol::seal;
+use cpc_sync::protocol::sync::wire::{self, Decoded, Message};
+use cpc_sync::protocol::{
+    EventId, Hash32, Identity, Operation, P2PEvent, PeerId, Timestamp, VectorClock,
+};
+
+use super::World;
+use crate::common::json;
+
+/// The value every hostile write carries: it must never show up in an
+/// honest peer's state.
+pub const EVIL: &str = "\"evil\"";
+
+pub struct Adversary {
+    pub index: usize,
+    identity: Identity,
+    /// Event batches it received, to alter and replay.
+    captured: Vec<Vec<P2PEvent>>,
+    /// Its next sequence number for bombs (never 1: everything waits).
+    next_seq: u64,
+    /// A digest whose clock has too many entries, encoded once.
+    giant: Vec<Vec<u8>>,
+}
+
+impl Adversary {
+    pub fn new(index: usize, identity: Identity) -> Self {
+        let clock: VectorClock = (1..=MAX_CLOCK_ENTRIES as u64 + 1)
+            .map(|p| (PeerId(p), u64::MAX))
+            .collect();
+        let giant = wire::encode(
+            &Message::Digest {
+                clock,
+                root: Hash32::ZERO,
+            },
+            1,
+        );
+        Adversary {
+            index,
+            identity,
+            captured: Vec::new(),
+            next_seq: 2,
+            giant,
+        }
+    }
+
+    /// Remembers an `Events` message it was sent (the last few).
+    pub fn capture(&mut self, frame: &[u8]) {
+        if let Ok(Decoded::Message(Message::Events(events))) = wire::decode(frame) {
+            if self.captured.len() >= 8 {
+                self.captured.remove(0);
+            }
+            self.captured.push(events);
+        }
+    }
+
+    fn event(&self, seq: u64, key: &str, now: u64) -> P2PEvent {
+        P2PEvent {
+            id: EventId::new(self.identity.peer(), seq),
+            key: key.into(),
+            op: Operation::Register(RegisterOp::Write {
+                value: json(EVIL),
+                observed: VectorClock::new(),
+                resolution: false,
+            }),
+            deps: VectorClock::new(),
+            hlc: Timestamp::new(now, 0),
+            seal: None,
+        }
+    }
+}
+
+impl World {
+    /// One hostile act against a random connected neighbour: the frames to
+    /// deliver to it.
+    pub(super) fn attack(&mut self) {
+        let Some(adversary) = &self.adversary else {
+            return;
+        };
+        let me = self.peers[adversary.index].id;
+        let neighbours: Vec<usize> = (0..self.peers.len())
+            .filter(|&j| self.peers[j].id != me && self.net.is_up(me, self.peers[j].id))
+            .collect();
+        if neighbours.is_empty() {
+            return;
+        }
+        let victim = neighbours[self.rng.below(neighbours.len())];
+        let honest = self.peers[self.rng.below(self.peers.len())].id;
+        let now = self.now;
+        let roll = self.rng.below(6);
+        let junk_len = 1 + self.rng.below(3000);
+        let junk: Vec<u8> = (0..junk_len).map(|_| self.rng.below(256) as u8).collect();
+        let pick = self.rng.next_u64() as usize;
+        let Some(adversary) = &mut self.adversary else {
+            return;
+        };
+        let frames = match roll {
+            // An event under an honest peer's id, sealed with its own key.
+            0 => {
+                let mut run = vec![adversary.event(adversary.next_seq, "forged", now)];
+                seal::seal(&adversary.identity, &mut run);
+                run[0].id.peer = honest;
+                wire::encode(&Message::Events(run), 2)
+            }
+            // A run it relays, with one payload altered.
+            1 => {
+                let Some(mut events) = adversary
+                    .captured
+                    .get(pick % adversary.captured.len().max(1))
+                    .cloned()
+                else {
+                    return;
+                };
+                let Some(event) = events.first_mut() else {
+                    return;
+                };
+                event.op = adversary.event(1, "", now).op;
+                wire::encode(&Message::Events(events), 3)
+            }
+            2 => adversary.giant.clone(),
+            3 => vec![junk],
+            // Its own events, validly sealed, all waiting for its event 1.
+            4 => {
+                let start = adversary.next_seq;
+                let mut run: Vec<P2PEvent> = (start..start + 50)
+                    .map(|seq| adversary.event(seq, &format!("bomb/{seq}"), now))
+                    .collect();
+                adversary.next_seq += 50;
+                seal::seal(&adversary.identity, &mut run);
+                wire::encode(&Message::Events(run), 4)
+            }
+            // One depending on an honest peer's event a billion ahead.
+            _ => {
+                let mut run = vec![adversary.event(adversary.next_seq, "far", now)];
+                adversary.next_seq += 1;
+                run[0].deps.set(honest, 1_000_000_000);
+                seal::seal(&adversary.identity, &mut run);
+                wire::encode(&Message::Events(run), 5)
+            }
+        };
+        let at = self.now + 1;
+        for frame in frames {
+            self.net.send(me, self.peers[victim].id, frame, at);
+        }
+    }
+}
