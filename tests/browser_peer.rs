@@ -210,6 +210,7 @@ fn raw(room: &str, me: PeerId) -> Raw {
     });
     let config = TransportConfig {
         room: room.to_string(),
+        codec: Default::default(),
         signaling: None,
         ice_servers: JsValue::UNDEFINED,
     };

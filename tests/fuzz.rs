@@ -140,3 +140,57 @@ fn sample_frames_decode() {
         assert!(matches!(wire::decode(&f), Ok(Decoded::Message(_))));
     }
 }
+
+/// A node of a room with a secret, connected to peer 1, its `Hello` sent.
+fn secret_node() -> SyncNode {
+    let identity = cpc_sync::protocol::Identity::from_seed(9);
+    let mut n = SyncNode::new(
+        ReconciliationEngine::new(identity.peer(), EngineConfig::default()),
+        SyncConfig {
+            identity: Some(identity),
+            room: Some(cpc_sync::protocol::room::RoomSecret::new("r", "k")),
+            ..SyncConfig::default()
+        },
+    );
+    n.connect(PeerId(1), 0);
+    n.take_outputs();
+    n
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Handshake fuzz: any sequence of hellos, proofs (random bytes) and
+    /// other messages from a peer without the secret never panics and
+    /// never opens the session: the node sends nothing but one proof.
+    #[test]
+    fn the_handshake_never_opens_to_a_stranger(
+        steps in prop::collection::vec((0u8..3, any::<[u8; 32]>(), any::<[u8; 32]>(), any::<[u8; 32]>()), 1..6),
+        which in any::<prop::sample::Index>(),
+    ) {
+        let mut n = secret_node();
+        let others = sample_frames();
+        for (step, a, b, c) in steps {
+            let message = match step {
+                0 => Message::Hello { nonce: a },
+                1 => Message::Proof(cpc_sync::protocol::room::Proof { key: a, mac: b, signature: [c, a] }),
+                _ => match wire::decode(&others[which.index(others.len())]) {
+                    Ok(Decoded::Message(m)) => m,
+                    _ => Message::Hello { nonce: c },
+                },
+            };
+            for f in wire::encode(&message, 3) {
+                n.receive_frame(PeerId(1), &f, 100);
+            }
+            for output in n.take_outputs() {
+                if let cpc_sync::protocol::sync::Output::Send { frame, .. } = output {
+                    let decoded = wire::decode(&frame);
+                    prop_assert!(
+                        matches!(decoded, Ok(Decoded::Message(Message::Proof(_)))),
+                        "sent {decoded:?} before the peer proved the secret"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -3,6 +3,8 @@
 // URL parameters: `room` (default "demo"), `signaling` (a cpc-signal URL,
 // or "none" for tabs of this browser only; default: the server that served
 // the page, if it is cpc-signal), `storage` ("indexeddb" or "memory").
+// A room's secret goes in the fragment, `#secret=...`, which browsers never
+// send to a server; with one, only pages that know it join the room.
 import init, * as cpc from "/pkg/cpc_sync.js";
 import { stateView } from "./ui/state.js";
 import { peersView } from "./ui/peers.js";
@@ -11,6 +13,7 @@ import { logView } from "./ui/log.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
+const secret = new URLSearchParams(location.hash.slice(1)).get("secret") || undefined;
 
 /** The signaling URL: `?signaling=`, else this server's if it is cpc-signal. */
 async function signalingUrl() {
@@ -34,10 +37,11 @@ function notify(text) {
 }
 
 function header(peer, room, signaling) {
-  $("room").textContent = room;
+  $("room").textContent = secret ? `${room} (secret)` : room;
   const link = new URL(location.pathname, location.href);
   link.searchParams.set("room", room);
   if (params.get("signaling")) link.searchParams.set("signaling", params.get("signaling"));
+  if (secret) link.hash = new URLSearchParams({ secret }).toString();
   $("share").href = link.href;
   $("copy").addEventListener("click", () =>
     navigator.clipboard?.writeText(link.href).then(() => notify("link copied"), () => notify(link.href)),
@@ -65,7 +69,7 @@ async function main() {
     const signaling = await signalingUrl();
     const storage = params.get("storage") ?? "indexeddb";
     performance.mark("cpc:open");
-    const peer = await cpc.Peer.open({ room, signaling, storage });
+    const peer = await cpc.Peer.open({ room, signaling, storage, secret });
     // Time to a ready peer, for benchmarks and the curious.
     performance.measure("cpc:Peer.open", "cpc:open");
     performance.mark("cpc:peer-ready");

@@ -10,6 +10,7 @@ pub mod error;
 pub mod event;
 pub mod identity;
 pub mod reconciliation;
+pub mod room;
 pub mod seal;
 pub mod signal;
 pub mod snapshot;

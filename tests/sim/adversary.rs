@@ -29,6 +29,8 @@ pub struct Adversary {
     next_seq: u64,
     /// A digest whose clock has too many entries, encoded once.
     giant: Vec<Vec<u8>>,
+    /// What honest peers refused from it (counted as they say so).
+    pub refused: u64,
 }
 
 impl Adversary {
@@ -49,6 +51,7 @@ impl Adversary {
             captured: Vec::new(),
             next_seq: 2,
             giant,
+            refused: 0,
         }
     }
 

@@ -20,8 +20,9 @@ use self::io::{dispatch, flush, schedule_writes, tick};
 use super::convert::{error, from_json, to_js, to_json};
 use super::identity::{self, Slot};
 use super::storage::Storage;
-use super::transport::{Transport, TransportConfig};
+use super::transport::{SignalCodec, Transport, TransportConfig};
 use crate::protocol::engine::ConflictPolicy;
+use crate::protocol::room::RoomSecret;
 use crate::protocol::sync::{SyncConfig, SyncNode};
 use crate::protocol::{
     EngineConfig, EngineError, Identity, P2PEvent, PeerId, ReconciliationEngine,
@@ -41,6 +42,10 @@ export interface PeerOptions {
   iceServers?: RTCIceServer[];
   /** Log length at which the log is folded into the snapshot. */
   compactAfter?: number;
+  /** The room's secret: only peers that know it can join or read the
+   * room; signaling goes encrypted under an opaque room id. Use a long
+   * random string, not a password. */
+  secret?: string;
 }
 /** A key of the state, as a table shows it. */
 export interface Entry {
@@ -199,14 +204,33 @@ impl Peer {
         let room =
             option_string(options, "room").ok_or_else(|| error("Peer.open needs { room }"))?;
         let mut seed = [0u8; 8];
+        let mut nonce_seed = [0u8; 32];
         if let Some(w) = web_sys::window() {
             w.crypto()?.get_random_values_with_u8_array(&mut seed)?;
+            w.crypto()?
+                .get_random_values_with_u8_array(&mut nonce_seed)?;
         }
+        // A room with a secret goes by an opaque id everywhere outside its
+        // peers: signaling, the BroadcastChannel, storage, the slot locks.
+        let secret = match option(options, "secret") {
+            v if v.is_undefined() || v.is_null() => None,
+            v => match v.as_string() {
+                Some(s) if !s.is_empty() => Some(Rc::new(RoomSecret::new(&room, &s))),
+                _ => return Err(error("secret takes a non-empty string")),
+            },
+        };
+        let public_room = secret
+            .as_ref()
+            .map_or_else(|| room.clone(), |s| s.room_id().to_string());
         let config = EngineConfig {
             hash_seed: u64::from_le_bytes(seed),
             ..EngineConfig::default()
         };
-        let mut sync = SyncConfig::default();
+        let mut sync = SyncConfig {
+            room: secret.as_deref().cloned(),
+            nonce_seed,
+            ..SyncConfig::default()
+        };
         if let Some(n) = option(options, "compactAfter").as_f64() {
             if !(n >= 1.0 && n.fract() == 0.0) {
                 return Err(error("compactAfter takes a positive integer"));
@@ -223,8 +247,8 @@ impl Peer {
                 (SyncNode::new(engine, sync), None, None)
             }
             None | Some("indexeddb") => {
-                let slot = identity::claim(&room).await?;
-                let storage = Storage::open(&format!("cpc-sync:{room}:slot:{}", slot.index))
+                let slot = identity::claim(&public_room).await?;
+                let storage = Storage::open(&format!("cpc-sync:{public_room}:slot:{}", slot.index))
                     .await
                     .map_err(error)?;
                 let persisted = storage.load().await.map_err(error)?;
@@ -291,7 +315,8 @@ impl Peer {
         let transport = Transport::new(
             me,
             TransportConfig {
-                room: inner.borrow().room.clone(),
+                room: public_room,
+                codec: SignalCodec(secret),
                 signaling,
                 ice_servers,
             },

@@ -17,6 +17,7 @@ use gloo::timers::callback::Interval;
 use wasm_bindgen::prelude::*;
 
 use self::connection::{Connection, Happening};
+pub use self::signaling::SignalCodec;
 use self::signaling::{Server, SignalEvent, Tabs};
 use crate::protocol::signal::Negotiation;
 use crate::protocol::sync::{LinkState, Mesh, MeshAction, MeshConfig};
@@ -34,7 +35,11 @@ pub type Sink = Rc<dyn Fn(TransportEvent)>;
 
 /// How a transport finds peers.
 pub struct TransportConfig {
+    /// The room's public name: its name, or in a room with a secret the
+    /// opaque id derived from it.
     pub room: String,
+    /// Seals signaling payloads in a room with a secret.
+    pub codec: SignalCodec,
     /// A `ws:`/`wss:` URL of `cpc-signal`'s `/signal`; `None`: tabs only.
     pub signaling: Option<String>,
     /// `RTCConfiguration.iceServers`, or `undefined` (loopback and LAN).
@@ -158,7 +163,7 @@ impl Transport {
                 let weak = weak.clone();
                 Rc::new(move |event| run(&weak, |s, out| s.on_signal(event, false, out)))
             };
-            match Tabs::open(&s.config.room, me, from_tabs) {
+            match Tabs::open(&s.config.room, me, s.config.codec.clone(), from_tabs) {
                 Ok(tabs) => s.tabs = Some(tabs),
                 Err(e) => web_sys::console::warn_2(&"cpc-sync: no BroadcastChannel".into(), &e),
             }
@@ -166,7 +171,13 @@ impl Transport {
                 let weak = weak.clone();
                 let from_server =
                     Rc::new(move |event| run(&weak, |s, out| s.on_signal(event, true, out)));
-                s.server = Some(Server::open(&url, &s.config.room, me, from_server));
+                s.server = Some(Server::open(
+                    &url,
+                    &s.config.room,
+                    me,
+                    s.config.codec.clone(),
+                    from_server,
+                ));
             }
         });
     }

@@ -11,6 +11,9 @@ use gloo::timers::callback::{Interval, Timeout};
 use wasm_bindgen::prelude::*;
 use web_sys::{BroadcastChannel, MessageEvent, WebSocket};
 
+use serde_json::Value;
+
+use crate::protocol::room::RoomSecret;
 use crate::protocol::signal::{ClientMessage, Negotiation, ServerMessage, TabMessage};
 use crate::protocol::PeerId;
 
@@ -32,6 +35,40 @@ pub enum SignalEvent {
 
 pub type Handler = Rc<dyn Fn(SignalEvent)>;
 
+/// How a signal's payload travels: as JSON, or, in a room with a secret,
+/// sealed with the room's signal key (the server relays a hex string it
+/// can neither read nor forge).
+#[derive(Clone, Default)]
+pub struct SignalCodec(pub Option<Rc<RoomSecret>>);
+
+impl SignalCodec {
+    fn encode(&self, data: &Negotiation) -> Value {
+        let json = serde_json::to_value(data).unwrap_or_default();
+        let Some(room) = &self.0 else {
+            return json;
+        };
+        let mut nonce = [0u8; 12];
+        let drawn = web_sys::window()
+            .and_then(|w| w.crypto().ok())
+            .is_some_and(|c| c.get_random_values_with_u8_array(&mut nonce).is_ok());
+        if !drawn {
+            // No CSPRNG, no sealed signal: better none than a reused nonce.
+            return Value::Null;
+        }
+        Value::String(room.seal_signal(json.to_string().as_bytes(), nonce))
+    }
+
+    fn decode(&self, data: Value) -> Option<Negotiation> {
+        match &self.0 {
+            None => serde_json::from_value(data).ok(),
+            Some(room) => {
+                let plain = room.open_signal(data.as_str()?).ok()?;
+                serde_json::from_slice(&plain).ok()
+            }
+        }
+    }
+}
+
 fn parse_peer(text: &str) -> Option<PeerId> {
     text.parse().ok()
 }
@@ -45,13 +82,20 @@ fn warn(text: &str) {
 pub struct Tabs {
     channel: BroadcastChannel,
     me: PeerId,
+    codec: SignalCodec,
     _listener: EventListener,
 }
 
 impl Tabs {
-    pub fn open(room: &str, me: PeerId, handler: Handler) -> Result<Tabs, JsValue> {
+    pub fn open(
+        room: &str,
+        me: PeerId,
+        codec: SignalCodec,
+        handler: Handler,
+    ) -> Result<Tabs, JsValue> {
         let channel = BroadcastChannel::new(&format!("cpc-sync:{room}"))?;
         let reply = channel.clone();
+        let decoder = codec.clone();
         let listener = EventListener::new(&channel, "message", move |event| {
             let Some(text) = event
                 .dyn_ref::<MessageEvent>()
@@ -83,8 +127,7 @@ impl Tabs {
                     SignalEvent::Present(vec![peer])
                 }
                 TabMessage::Signal { from, to, data } if mine(&to) => {
-                    let (Some(from), Ok(data)) = (parse_peer(&from), serde_json::from_value(data))
-                    else {
+                    let (Some(from), Some(data)) = (parse_peer(&from), decoder.decode(data)) else {
                         warn("cpc-sync: malformed tab signal dropped");
                         return;
                     };
@@ -103,6 +146,7 @@ impl Tabs {
         let tabs = Tabs {
             channel,
             me,
+            codec,
             _listener: listener,
         };
         tabs.post(&TabMessage::Hello {
@@ -121,7 +165,7 @@ impl Tabs {
         self.post(&TabMessage::Signal {
             from: self.me.to_string(),
             to: to.to_string(),
-            data: serde_json::to_value(data).unwrap_or_default(),
+            data: self.codec.encode(data),
         });
     }
 }
@@ -150,6 +194,7 @@ struct ServerState {
     url: String,
     room: String,
     me: PeerId,
+    codec: SignalCodec,
     handler: Handler,
     socket: Option<WebSocket>,
     listeners: Vec<EventListener>,
@@ -159,11 +204,12 @@ struct ServerState {
 }
 
 impl Server {
-    pub fn open(url: &str, room: &str, me: PeerId, handler: Handler) -> Server {
+    pub fn open(url: &str, room: &str, me: PeerId, codec: SignalCodec, handler: Handler) -> Server {
         let state = Rc::new(RefCell::new(ServerState {
             url: url.to_string(),
             room: room.to_string(),
             me,
+            codec,
             handler,
             socket: None,
             listeners: Vec::new(),
@@ -176,9 +222,10 @@ impl Server {
     }
 
     pub fn signal(&self, to: PeerId, data: &Negotiation) {
-        self.state.borrow().send(&ClientMessage::Signal {
+        let state = self.state.borrow();
+        state.send(&ClientMessage::Signal {
             to: to.to_string(),
-            data: serde_json::to_value(data).unwrap_or_default(),
+            data: state.codec.encode(data),
         });
     }
 }
@@ -244,8 +291,9 @@ fn connect(state: &Rc<RefCell<ServerState>>) {
                     None => return,
                 },
                 Ok(ServerMessage::Signal { from, data }) => {
-                    match (parse_peer(&from), serde_json::from_value(data)) {
-                        (Some(from), Ok(data)) => SignalEvent::Signal { from, data },
+                    let data = state.borrow().codec.decode(data);
+                    match (parse_peer(&from), data) {
+                        (Some(from), Some(data)) => SignalEvent::Signal { from, data },
                         _ => SignalEvent::Error(format!("malformed signal from {from:?} dropped")),
                     }
                 }

@@ -5,6 +5,7 @@ use serde::Serialize;
 use super::wire::Reassembler;
 use crate::protocol::clock::VectorClock;
 use crate::protocol::event::Hash32;
+use crate::protocol::room::Handshake;
 
 /// Counters for one connection, shown to the app per peer.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -76,4 +77,7 @@ pub struct Session {
     pub next_ping_ms: u64,
     /// Points for forged or malformed input; see `PENALTY_LIMIT`.
     pub penalty: u32,
+    /// In a room with a secret, the handshake until it succeeds: nothing
+    /// but `Hello` and `Proof` crosses the connection before.
+    pub handshake: Option<Handshake>,
 }

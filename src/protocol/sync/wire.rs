@@ -18,6 +18,7 @@ use crate::protocol::clock::VectorClock;
 use crate::protocol::entity::Entity;
 use crate::protocol::event::{Hash32, P2PEvent};
 use crate::protocol::reconciliation::{ReconciliationRequest, ReconciliationResponse};
+use crate::protocol::room::Proof;
 
 /// 2: events carry seals (signed rooms).
 pub const PROTOCOL_VERSION: u8 = 2;
@@ -95,6 +96,13 @@ pub enum Message {
     Pong {
         sent_ms: u64,
     },
+    /// Rooms with a secret: the first message on a connection, a fresh
+    /// nonce for the other side to prove the secret over.
+    Hello {
+        nonce: [u8; 32],
+    },
+    /// Rooms with a secret: the answer to the other side's `Hello`.
+    Proof(Proof),
 }
 
 /// A slice of a message too large for one frame.

@@ -17,6 +17,7 @@ use crate::protocol::engine::{Candidate, EngineConfig, ReconciliationEngine};
 use crate::protocol::error::EngineError;
 use crate::protocol::event::{Hash32, P2PEvent};
 use crate::protocol::identity::Identity;
+use crate::protocol::room::{Handshake, RoomSecret};
 use crate::protocol::snapshot::{SnapshotError, StateSnapshot};
 use crate::protocol::value::JsonValue;
 
@@ -37,6 +38,14 @@ pub struct SyncConfig {
     /// identity's. `None`: an unsigned room, where seals are stripped on
     /// receipt (tests and benchmarks of the protocol without signatures).
     pub identity: Option<Identity>,
+    /// A room with a secret: every connection starts with a handshake in
+    /// which each side proves it knows the secret and holds the key of its
+    /// id; a peer that fails it is disconnected before anything else is
+    /// said. Needs `identity`.
+    pub room: Option<RoomSecret>,
+    /// Seeds the handshake nonces (32 random bytes; with a fixed seed the
+    /// nonces are predictable).
+    pub nonce_seed: [u8; 32],
 }
 
 impl Default for SyncConfig {
@@ -47,6 +56,8 @@ impl Default for SyncConfig {
             snapshot_chunk: 60 * 1024,
             max_snapshot: 512 * 1024 * 1024,
             identity: None,
+            room: None,
+            nonce_seed: [0; 32],
         }
     }
 }
@@ -114,6 +125,8 @@ pub struct SyncNode {
     handler: BoxedHandler,
     /// This peer's events up to here have been sealed and spread.
     sealed_upto: u64,
+    /// Handshake nonces drawn so far.
+    nonces: u64,
 }
 
 impl std::fmt::Debug for SyncNode {
@@ -130,6 +143,7 @@ impl SyncNode {
         let sealed_upto = engine.sealed_own(config.identity.is_some());
         SyncNode {
             sealed_upto,
+            nonces: 0,
             engine,
             config,
             sessions: BTreeMap::new(),
@@ -282,19 +296,90 @@ impl SyncNode {
     /// A connection to `peer` opened: both sides send a digest at once.
     pub fn connect(&mut self, peer: PeerId, now_ms: u64) {
         let stats = self.past_stats.remove(&peer).unwrap_or_default();
+        let handshake = self.needs_handshake().then(|| {
+            self.nonces += 1;
+            let nonce = blake3::keyed_hash(&self.config.nonce_seed, &self.nonces.to_le_bytes());
+            Handshake::new(self.peer(), peer, *nonce.as_bytes())
+        });
+        let hello = handshake.as_ref().map(|h| Message::Hello {
+            nonce: h.my_nonce(),
+        });
         self.sessions.insert(
             peer,
             Session {
                 stats,
+                handshake,
                 ..Session::default()
             },
         );
+        match hello {
+            Some(hello) => self.send(peer, &hello),
+            None => self.start_session(peer, now_ms),
+        }
+        self.report_changes();
+    }
+
+    fn needs_handshake(&self) -> bool {
+        self.config.room.is_some() && self.config.identity.is_some()
+    }
+
+    /// The session with `peer` may begin: digests, round-trip probes, and a
+    /// snapshot transfer from it to resume.
+    fn start_session(&mut self, peer: PeerId, now_ms: u64) {
         if self.incoming.as_ref().is_some_and(|i| i.from == peer) {
             self.request_window(now_ms);
         }
         self.send_digest(peer);
         self.ping_if_due(peer, now_ms);
-        self.report_changes();
+    }
+
+    /// A handshake message, or anything else from a peer still owing one.
+    /// Returns whether `message` is left for the session to handle.
+    fn handshake(&mut self, from: PeerId, message: &Message, now_ms: u64) -> bool {
+        let (Some(room), Some(identity)) = (&self.config.room, &self.config.identity) else {
+            // No secret here: a handshake message is out of place.
+            return !matches!(message, Message::Hello { .. } | Message::Proof(_));
+        };
+        let Some(session) = self.sessions.get_mut(&from) else {
+            return false;
+        };
+        let Some(handshake) = &mut session.handshake else {
+            // Done already: a second handshake on one connection is junk.
+            if matches!(message, Message::Hello { .. } | Message::Proof(_)) {
+                self.reject(from, &"a second handshake on one connection");
+                self.penalize(from, 1);
+                return false;
+            }
+            return true;
+        };
+        let outcome = match message {
+            Message::Hello { nonce } => match handshake.prove(*nonce, room, identity) {
+                Some(proof) => {
+                    self.send(from, &Message::Proof(proof));
+                    return false;
+                }
+                None => Err("a second Hello on one connection".to_string()),
+            },
+            Message::Proof(proof) => handshake.check(proof, room).map_err(|e| e.to_string()),
+            _ => Err("it spoke before proving it knows the room secret".to_string()),
+        };
+        match outcome {
+            Ok(()) => {
+                if let Some(session) = self.sessions.get_mut(&from) {
+                    session.handshake = None;
+                }
+                self.start_session(from, now_ms);
+            }
+            Err(reason) => {
+                self.reject(from, &reason);
+                self.end_session(from);
+                self.outputs.push(Output::Close {
+                    peer: from,
+                    reason: format!("room handshake failed: {reason}"),
+                });
+            }
+        }
+        false
     }
 
     /// The connection to `peer` is gone; what was queued on it is lost. A
@@ -369,7 +454,12 @@ impl SyncNode {
     }
 
     fn handle(&mut self, from: PeerId, message: Message, now_ms: u64) {
+        if !self.handshake(from, &message, now_ms) {
+            return;
+        }
         match message {
+            // Taken by the handshake.
+            Message::Hello { .. } | Message::Proof(_) => {}
             Message::Digest { clock, root } => self.on_digest(from, clock, root),
             Message::Events(events) => self.on_events(from, events, now_ms),
             Message::SnapshotOffer { id, total, clock } => {
@@ -425,6 +515,11 @@ impl SyncNode {
         let Some(session) = self.sessions.get_mut(&to) else {
             return;
         };
+        let handshake_message = matches!(message, Message::Hello { .. } | Message::Proof(_));
+        if session.handshake.is_some() && !handshake_message {
+            // Not a word before the peer proved the secret.
+            return;
+        }
         self.next_message_id = self.next_message_id.wrapping_add(1);
         for frame in wire::encode(message, self.next_message_id) {
             session.stats.frames_out += 1;

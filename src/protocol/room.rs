@@ -1,0 +1,297 @@
+//! Room secrets: what a room's peers derive from the secret they share.
+//!
+//! - the **room id** the signaling server and the BroadcastChannel see, an
+//!   opaque hash of the room name and the secret;
+//! - the **signal key** that encrypts every signaling payload (SDP offers,
+//!   answers, ICE candidates) with ChaCha20-Poly1305, so the server relays
+//!   what it cannot read or forge;
+//! - the **handshake key** with which two peers prove, on a fresh data
+//!   channel and before anything else crosses it, that each knows the
+//!   secret ([`Handshake`]).
+//!
+//! The keys are blake3 `derive_key` outputs of the secret: a secret must be
+//! long and random (the page makes 128-bit ones), not a password, since
+//! whoever sees the room id can test guesses offline.
+
+use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use serde::{Deserialize, Serialize};
+
+use super::clock::PeerId;
+use super::identity::{self, peer_id_of, Identity, PublicKey};
+
+/// Why a signaling payload or a handshake was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RoomError {
+    #[error("signal is not hex of a nonce and a ciphertext")]
+    Encoding,
+    #[error("signal does not decrypt with this room's secret (another secret, or altered)")]
+    Decrypt,
+    #[error("the peer does not know the room secret")]
+    WrongSecret,
+    #[error("the peer's handshake is not signed by the key of its id")]
+    WrongKey,
+}
+
+/// The keys of one room with a secret.
+#[derive(Clone)]
+pub struct RoomSecret {
+    room_id: String,
+    signal: [u8; 32],
+    handshake: [u8; 32],
+}
+
+impl std::fmt::Debug for RoomSecret {
+    /// Keys are never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RoomSecret({})", self.room_id)
+    }
+}
+
+fn derive(context: &str, room: &str, secret: &str) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new_derive_key(context);
+    hasher.update(&(room.len() as u64).to_le_bytes());
+    hasher.update(room.as_bytes());
+    hasher.update(secret.as_bytes());
+    *hasher.finalize().as_bytes()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 || !text.is_ascii() {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
+        .collect()
+}
+
+impl RoomSecret {
+    pub fn new(room: &str, secret: &str) -> Self {
+        let id = derive("cpc-sync 2026 room id", room, secret);
+        RoomSecret {
+            room_id: format!("secret-{}", hex(&id[..16])),
+            signal: derive("cpc-sync 2026 signal key", room, secret),
+            handshake: derive("cpc-sync 2026 handshake key", room, secret),
+        }
+    }
+
+    /// The name the room goes by outside its peers.
+    pub fn room_id(&self) -> &str {
+        &self.room_id
+    }
+
+    /// Encrypts a signaling payload: hex of `nonce || ciphertext`. The
+    /// 12-byte nonce must never repeat under this key: draw it at random.
+    pub fn seal_signal(&self, plaintext: &[u8], nonce: [u8; 12]) -> String {
+        let cipher = ChaCha20Poly1305::new(Key::from_slice(&self.signal));
+        // Encrypting into a Vec cannot fail.
+        let ciphertext = cipher
+            .encrypt(Nonce::from_slice(&nonce), plaintext)
+            .unwrap_or_default();
+        let mut out = hex(&nonce);
+        out.push_str(&hex(&ciphertext));
+        out
+    }
+
+    /// Decrypts what [`seal_signal`](Self::seal_signal) made with this key.
+    pub fn open_signal(&self, text: &str) -> Result<Vec<u8>, RoomError> {
+        let bytes = unhex(text).ok_or(RoomError::Encoding)?;
+        if bytes.len() < 12 + 16 {
+            return Err(RoomError::Encoding);
+        }
+        let (nonce, ciphertext) = bytes.split_at(12);
+        ChaCha20Poly1305::new(Key::from_slice(&self.signal))
+            .decrypt(Nonce::from_slice(nonce), ciphertext)
+            .map_err(|_| RoomError::Decrypt)
+    }
+}
+
+/// The handshake's second message: proof of the secret (a MAC keyed by it)
+/// and of the identity (a signature by the key the prover's id derives
+/// from), both over a transcript naming both peers and both fresh nonces,
+/// so it cannot be replayed on another connection or reflected back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proof {
+    pub key: PublicKey,
+    pub mac: [u8; 32],
+    pub signature: [[u8; 32]; 2],
+}
+
+fn transcript(
+    prover: PeerId,
+    verifier: PeerId,
+    prover_nonce: &[u8; 32],
+    verifier_nonce: &[u8; 32],
+) -> Vec<u8> {
+    let mut t = b"cpc-sync handshake v1".to_vec();
+    t.extend_from_slice(&prover.0.to_le_bytes());
+    t.extend_from_slice(&verifier.0.to_le_bytes());
+    t.extend_from_slice(prover_nonce);
+    t.extend_from_slice(verifier_nonce);
+    t
+}
+
+/// One side of the handshake on one connection: both sides send a fresh
+/// nonce (`Hello`); each answers the other's nonce with a [`Proof`]; each
+/// checks the other's. Nothing else is sent or accepted until then.
+#[derive(Debug, Clone)]
+pub struct Handshake {
+    me: PeerId,
+    them: PeerId,
+    my_nonce: [u8; 32],
+    their_nonce: Option<[u8; 32]>,
+}
+
+impl Handshake {
+    pub fn new(me: PeerId, them: PeerId, my_nonce: [u8; 32]) -> Self {
+        Handshake {
+            me,
+            them,
+            my_nonce,
+            their_nonce: None,
+        }
+    }
+
+    pub fn my_nonce(&self) -> [u8; 32] {
+        self.my_nonce
+    }
+
+    /// Takes the peer's nonce and returns our proof for it. A second nonce
+    /// on one connection is refused (`None`): one proof per connection.
+    pub fn prove(
+        &mut self,
+        their_nonce: [u8; 32],
+        room: &RoomSecret,
+        identity: &Identity,
+    ) -> Option<Proof> {
+        if self.their_nonce.is_some() {
+            return None;
+        }
+        self.their_nonce = Some(their_nonce);
+        let t = transcript(self.me, self.them, &self.my_nonce, &their_nonce);
+        let signature = identity.sign(&t);
+        let mut halves = [[0u8; 32]; 2];
+        halves[0].copy_from_slice(&signature[..32]);
+        halves[1].copy_from_slice(&signature[32..]);
+        Some(Proof {
+            key: identity.public_key(),
+            mac: *blake3::keyed_hash(&room.handshake, &t).as_bytes(),
+            signature: halves,
+        })
+    }
+
+    /// Checks the peer's proof against our nonce (it must have seen it, so
+    /// its nonce came first).
+    pub fn check(&self, proof: &Proof, room: &RoomSecret) -> Result<(), RoomError> {
+        let their_nonce = self.their_nonce.ok_or(RoomError::WrongSecret)?;
+        let t = transcript(self.them, self.me, &their_nonce, &self.my_nonce);
+        let expected = blake3::keyed_hash(&room.handshake, &t);
+        // blake3's Hash compares in constant time.
+        if expected != blake3::Hash::from(proof.mac) {
+            return Err(RoomError::WrongSecret);
+        }
+        let mut signature = [0u8; 64];
+        signature[..32].copy_from_slice(&proof.signature[0]);
+        signature[32..].copy_from_slice(&proof.signature[1]);
+        if peer_id_of(&proof.key) != self.them || !identity::verify(&proof.key, &t, &signature) {
+            return Err(RoomError::WrongKey);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_room_id_hides_the_room_and_depends_on_the_secret() {
+        let a = RoomSecret::new("team", "s3cret-long-random");
+        assert!(!a.room_id().contains("team"));
+        assert_eq!(
+            a.room_id(),
+            RoomSecret::new("team", "s3cret-long-random").room_id()
+        );
+        assert_ne!(a.room_id(), RoomSecret::new("team", "other").room_id());
+        assert_ne!(
+            a.room_id(),
+            RoomSecret::new("team2", "s3cret-long-random").room_id()
+        );
+        assert!(!format!("{a:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn signals_open_only_with_the_same_secret_and_unaltered() {
+        let a = RoomSecret::new("r", "k1");
+        let sealed = a.seal_signal(b"v=0 offer", [7; 12]);
+        assert!(!sealed.contains("offer"));
+        assert_eq!(a.open_signal(&sealed).unwrap(), b"v=0 offer");
+        assert_eq!(
+            RoomSecret::new("r", "k2").open_signal(&sealed),
+            Err(RoomError::Decrypt)
+        );
+        let mut bent = sealed.clone().into_bytes();
+        let last = bent.len() - 1;
+        bent[last] = if bent[last] == b'0' { b'1' } else { b'0' };
+        assert_eq!(
+            a.open_signal(std::str::from_utf8(&bent).unwrap()),
+            Err(RoomError::Decrypt)
+        );
+        assert_eq!(a.open_signal("zz"), Err(RoomError::Encoding));
+        assert_eq!(a.open_signal(""), Err(RoomError::Encoding));
+    }
+
+    fn pair(secret_a: &str, secret_b: &str) -> (Result<(), RoomError>, Result<(), RoomError>) {
+        let (ia, ib) = (Identity::from_seed(1), Identity::from_seed(2));
+        let (ra, rb) = (
+            RoomSecret::new("r", secret_a),
+            RoomSecret::new("r", secret_b),
+        );
+        let mut a = Handshake::new(ia.peer(), ib.peer(), [1; 32]);
+        let mut b = Handshake::new(ib.peer(), ia.peer(), [2; 32]);
+        let proof_a = a.prove(b.my_nonce(), &ra, &ia).unwrap();
+        let proof_b = b.prove(a.my_nonce(), &rb, &ib).unwrap();
+        (a.check(&proof_b, &ra), b.check(&proof_a, &rb))
+    }
+
+    #[test]
+    fn peers_with_the_secret_pass_and_others_do_not() {
+        assert_eq!(pair("k", "k"), (Ok(()), Ok(())));
+        assert_eq!(
+            pair("k", "x"),
+            (Err(RoomError::WrongSecret), Err(RoomError::WrongSecret))
+        );
+    }
+
+    #[test]
+    fn a_proof_does_not_carry_over_to_another_connection_or_peer() {
+        let (ia, ib, ic) = (
+            Identity::from_seed(1),
+            Identity::from_seed(2),
+            Identity::from_seed(3),
+        );
+        let room = RoomSecret::new("r", "k");
+        let mut a = Handshake::new(ia.peer(), ib.peer(), [1; 32]);
+        let mut b = Handshake::new(ib.peer(), ia.peer(), [2; 32]);
+        a.prove(b.my_nonce(), &room, &ia).unwrap();
+        let proof_b = b.prove(a.my_nonce(), &room, &ib).unwrap();
+        assert!(
+            b.prove([9; 32], &room, &ib).is_none(),
+            "one proof per connection"
+        );
+        // Replayed on a new connection (a new nonce of a's): refused.
+        let mut a2 = Handshake::new(ia.peer(), ib.peer(), [3; 32]);
+        a2.prove([2; 32], &room, &ia).unwrap();
+        assert_eq!(a2.check(&proof_b, &room), Err(RoomError::WrongSecret));
+        // c knows the secret but claims b's id: its signature gives it away.
+        let mut c = Handshake::new(ib.peer(), ia.peer(), [2; 32]);
+        let proof_c = c.prove(a.my_nonce(), &room, &ic).unwrap();
+        assert_eq!(a.check(&proof_c, &room), Err(RoomError::WrongKey));
+        assert_eq!(a.check(&proof_b, &room), Ok(()));
+    }
+}

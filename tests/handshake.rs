@@ -1,0 +1,117 @@
+//! Rooms with a secret: two peers prove the secret (and the key of their
+//! id) before anything else crosses their connection; a peer without it is
+//! cut off having learned nothing.
+
+mod common;
+
+use common::json;
+use cpc_sync::protocol::room::RoomSecret;
+use cpc_sync::protocol::sync::wire::{self, Decoded, Message};
+use cpc_sync::protocol::sync::{Output, SyncConfig, SyncNode};
+use cpc_sync::protocol::{EngineConfig, Identity, PeerId, ReconciliationEngine};
+
+const NOW: u64 = 1_700_000_000_000;
+
+pub fn secret_node(seed: u64, secret: Option<&str>) -> SyncNode {
+    let identity = Identity::from_seed(seed);
+    let engine = ReconciliationEngine::new(identity.peer(), EngineConfig::default());
+    SyncNode::new(
+        engine,
+        SyncConfig {
+            identity: Some(identity),
+            room: secret.map(|s| RoomSecret::new("room", s)),
+            nonce_seed: *blake3::hash(&seed.to_be_bytes()).as_bytes(),
+            ..SyncConfig::default()
+        },
+    )
+}
+
+/// What crossed, and who closed whom, once both sides went quiet.
+#[derive(Default)]
+struct Seen {
+    messages: Vec<(PeerId, Message)>,
+    closed: Vec<(PeerId, String)>,
+}
+
+fn run(a: &mut SyncNode, b: &mut SyncNode) -> Seen {
+    let (ida, idb) = (a.peer(), b.peer());
+    a.connect(idb, NOW);
+    b.connect(ida, NOW);
+    let mut seen = Seen::default();
+    for _ in 0..50 {
+        let mut frames = Vec::new();
+        for n in [&mut *a, &mut *b] {
+            let from = n.peer();
+            for output in n.take_outputs() {
+                match output {
+                    Output::Send { to, frame } => frames.push((from, to, frame)),
+                    Output::Close { reason, .. } => seen.closed.push((from, reason)),
+                    _ => {}
+                }
+            }
+        }
+        if frames.is_empty() {
+            return seen;
+        }
+        for (from, to, frame) in frames {
+            if let Ok(Decoded::Message(m)) = wire::decode(&frame) {
+                seen.messages.push((from, m));
+            }
+            let n = if to == ida { &mut *a } else { &mut *b };
+            n.receive_frame(from, &frame, NOW);
+        }
+    }
+    panic!("the exchange does not end");
+}
+
+fn kind(m: &Message) -> &'static str {
+    match m {
+        Message::Hello { .. } => "hello",
+        Message::Proof(_) => "proof",
+        _ => "other",
+    }
+}
+
+#[test]
+fn peers_with_the_secret_prove_it_then_sync() {
+    let (mut a, mut b) = (secret_node(1, Some("k")), secret_node(2, Some("k")));
+    a.write(|e| e.set("x", json("1"), NOW).map(Some)).unwrap();
+    let seen = run(&mut a, &mut b);
+    assert!(seen.closed.is_empty(), "{:?}", seen.closed);
+    // Hello and Proof first, each way; then the session.
+    let first: Vec<&str> = seen.messages.iter().take(4).map(|(_, m)| kind(m)).collect();
+    assert_eq!(first, ["hello", "hello", "proof", "proof"]);
+    assert_eq!(a.engine().state_json(), b.engine().state_json());
+    assert!(b.engine().state_json().contains("\"x\""));
+}
+
+#[test]
+fn a_wrong_secret_is_cut_off_having_learned_nothing() {
+    let (mut a, mut b) = (secret_node(1, Some("k")), secret_node(2, Some("guess")));
+    a.write(|e| e.set("x", json("\"private\""), NOW).map(Some))
+        .unwrap();
+    let seen = run(&mut a, &mut b);
+    assert_eq!(seen.closed.len(), 2, "both sides hang up");
+    assert!(seen.closed.iter().all(|(_, r)| r.contains("room secret")));
+    assert!(seen.messages.iter().all(|(_, m)| kind(m) != "other"));
+    assert!(!b.engine().state_json().contains("private"));
+}
+
+#[test]
+fn a_peer_without_a_secret_is_cut_off_at_its_first_word() {
+    let (mut a, mut stranger) = (secret_node(1, Some("k")), secret_node(3, None));
+    a.write(|e| e.set("x", json("\"private\""), NOW).map(Some))
+        .unwrap();
+    let seen = run(&mut a, &mut stranger);
+    assert_eq!(seen.closed.len(), 1);
+    assert_eq!(seen.closed[0].0, a.peer());
+    // All a ever said was its nonce.
+    let from_a: Vec<&str> = seen
+        .messages
+        .iter()
+        .filter(|(from, _)| *from == a.peer())
+        .map(|(_, m)| kind(m))
+        .collect();
+    assert_eq!(from_a, ["hello"]);
+    assert!(!stranger.engine().state_json().contains("private"));
+}
