@@ -8,9 +8,12 @@ mod common;
 
 use common::{json, Rng};
 use cpc_sync::protocol::clock::MAX_CLOCK_ENTRIES;
+use cpc_sync::protocol::reconciliation::ReconciliationRequest;
 use cpc_sync::protocol::seal;
 use cpc_sync::protocol::sync::wire::{self, Decoded, Message};
-use cpc_sync::protocol::sync::{Output, SyncConfig, SyncNode, PENALTY_LIMIT};
+use cpc_sync::protocol::sync::{
+    Output, SyncConfig, SyncNode, MAX_REQUESTS_PER_INTERVAL, PENALTY_LIMIT,
+};
 use cpc_sync::protocol::{
     EngineConfig, EventId, Hash32, Identity, JsonValue, Operation, P2PEvent, PeerId,
     ReconciliationEngine, VectorClock,
@@ -126,6 +129,10 @@ impl Room {
         self.b
             .write(|e| e.set(&kb, json("2"), NOW).map(Some))
             .unwrap();
+        // A gossip round too: digests repair what a test dropped.
+        let later = NOW + 10_000 * (round + 1);
+        self.a.tick(later);
+        self.b.tick(later);
         self.pump();
         assert!(self.converged(), "honest peers diverged");
         let state = self.a.engine().state_json();
@@ -354,5 +361,51 @@ fn an_oversized_snapshot_offer_is_refused_before_any_transfer() {
             if matches!(wire::decode(frame), Ok(Decoded::Message(Message::SnapshotRequest { .. }))))
     });
     assert!(!asked, "no snapshot was requested");
+    room.still_converge(0);
+}
+
+#[test]
+fn reconciliation_requests_are_answered_at_most_so_many_per_interval() {
+    let mut room = Room::new(EngineConfig::default());
+    let (a, m) = (room.a.peer(), room.mallory.peer());
+    // Her writes, each a run of its own, each the subject of a request.
+    let mut requests = Vec::new();
+    for i in 0..100 {
+        let key = format!("rc/{i}");
+        room.mallory
+            .write(|e| e.set(&key, json("1"), NOW).map(Some))
+            .unwrap();
+        let _ = room.mallory.take_outputs();
+        let event = room.mallory.engine().log().iter().last().unwrap().clone();
+        requests.push(Message::ReconciliationRequest(ReconciliationRequest {
+            message_type: Default::default(),
+            source_peer_id: m,
+            target_peer_id: a,
+            conflicting_events: vec![event],
+        }));
+    }
+    let answers = |room: &mut Room| {
+        room.a
+            .take_outputs()
+            .into_iter()
+            .filter(|o| {
+                matches!(o, Output::Send { to, frame } if *to == m
+                    && matches!(wire::decode(frame), Ok(Decoded::Message(Message::ReconciliationResponse(_)))))
+            })
+            .count()
+    };
+    for request in &requests {
+        room.mallory_sends(request);
+    }
+    let limit = MAX_REQUESTS_PER_INTERVAL as usize;
+    assert_eq!(answers(&mut room), limit);
+    assert_eq!(room.a_rejected_from_mallory(), (100 - limit) as u64);
+    // The next interval answers again.
+    room.a.tick(NOW + 2_000);
+    let _ = room.a.take_outputs();
+    for request in &requests[limit..] {
+        room.mallory_sends(request);
+    }
+    assert_eq!(answers(&mut room), 100 - limit);
     room.still_converge(0);
 }

@@ -8,5 +8,8 @@ pub mod transfer;
 pub mod wire;
 
 pub use mesh::{LinkState, Mesh, MeshAction, MeshConfig};
-pub use node::{BoxedHandler, Output, SyncConfig, SyncNode, FORGERY_POINTS, PENALTY_LIMIT};
+pub use node::{
+    BoxedHandler, Output, SyncConfig, SyncNode, FORGERY_POINTS, MAX_REQUESTS_PER_INTERVAL,
+    PENALTY_LIMIT,
+};
 pub use session::{SessionStats, Standing};

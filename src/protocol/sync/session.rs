@@ -80,4 +80,6 @@ pub struct Session {
     /// In a room with a secret, the handshake until it succeeds: nothing
     /// but `Hello` and `Proof` crosses the connection before.
     pub handshake: Option<Handshake>,
+    /// Reconciliation requests answered this gossip interval.
+    pub requests: u32,
 }

@@ -1,6 +1,6 @@
 //! Digests, events, relay, reconciliation messages and compaction.
 
-use super::{Output, SyncNode, FORGERY_POINTS};
+use super::{Output, SyncNode, FORGERY_POINTS, MAX_REQUESTS_PER_INTERVAL};
 use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::engine::ReconcileStep;
 use crate::protocol::error::EngineError;
@@ -203,10 +203,20 @@ impl SyncNode {
         now_ms: u64,
     ) {
         self.log_reconciliation(from, false, &request);
-        // The siblings it carries are single events, not whole runs: in a
-        // signed room only those that verify (a one-event run) are taken;
-        // anti-entropy brings the others. Our own writes so far leave as
-        // their own run, so the resolution events below form one.
+        let Some(session) = self.sessions.get_mut(&from) else {
+            return;
+        };
+        if session.requests >= MAX_REQUESTS_PER_INTERVAL {
+            return self.reject(
+                from,
+                &format!("more than {MAX_REQUESTS_PER_INTERVAL} reconciliation requests in one gossip interval"),
+            );
+        }
+        session.requests += 1;
+        // In a signed room the siblings come in the whole runs holding
+        // them: those verify, and the events of other keys in them are
+        // taken like any events. Our own writes so far leave as their own
+        // run, so the resolution events below form one.
         let before = self.engine.clock().clone();
         if self.signed() {
             let runs = std::mem::take(&mut request.conflicting_events);

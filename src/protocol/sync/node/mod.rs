@@ -74,6 +74,12 @@ pub const KEPT_STATS: usize = 1024;
 pub const PENALTY_LIMIT: u32 = 100;
 pub const FORGERY_POINTS: u32 = 25;
 
+/// Reconciliation requests answered per peer per gossip interval. Each
+/// answer may be a write of ours (a resolution): a peer must not make us
+/// write without bound. Refused ones are asked again by an honest requester
+/// after `RECONCILIATION_RETRY_MS`.
+pub const MAX_REQUESTS_PER_INTERVAL: u32 = 64;
+
 /// What the caller must do, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
@@ -403,6 +409,9 @@ impl SyncNode {
             return;
         }
         self.next_gossip_ms = now_ms + self.config.gossip_interval_ms;
+        for session in self.sessions.values_mut() {
+            session.requests = 0;
+        }
         self.flush_local();
         self.refresh_digest();
         let peers: Vec<PeerId> = self.sessions.keys().copied().collect();
