@@ -37,7 +37,8 @@ step "clippy (wasm32)" cargo clippy --target wasm32-unknown-unknown --profile te
   --lib --test browser --test browser_peer --features bench -- -D warnings
 step "core has no web crates" core_has_no_web_crates
 # The simulator runs 500 seeds here (a soak runs 10,000: see README).
-step "native tests" env CPC_SIM_SEEDS="${CPC_SIM_SEEDS:-500}" cargo test --profile ci --features server
+step "native tests" env CPC_SIM_SEEDS="${CPC_SIM_SEEDS:-500}" \
+  CPC_ADVERSARY_SEEDS="${CPC_ADVERSARY_SEEDS:-150}" cargo test --profile ci --features server
 step "browser tests (wasm-bindgen-test, headless Chromium)" \
   cargo test --target wasm32-unknown-unknown --test browser --test browser_peer
 step "release build" bash scripts/build.sh

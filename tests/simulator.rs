@@ -5,7 +5,9 @@
 //! gossip rounds and no acknowledged write may be lost.
 //!
 //! `CPC_SEED=n` replays one seed; `CPC_SIM_SEEDS=n` sets how many run
-//! (default 60; `npm test` runs 500 in release, the soak 10,000).
+//! (default 60; `npm test` runs 500 in release, the soak 10,000), and
+//! `CPC_ADVERSARY_SEEDS=n` how many worlds with a hostile peer (default 60;
+//! `npm test` runs 150).
 
 mod common;
 mod sim;
@@ -39,7 +41,7 @@ fn peers_converge_after_faults() {
 /// at most their per-origin share of its dependency bombs.
 #[test]
 fn honest_peers_converge_beside_a_hostile_one() {
-    common::for_seeds("adversary", "CPC_SIM_SEEDS", 60, |seed| {
+    common::for_seeds("adversary", "CPC_ADVERSARY_SEEDS", 60, |seed| {
         let mut world = World::with_adversary(seed);
         world.run_faulty(4_000);
         if world.heal(MAX_ROUNDS).is_none() {

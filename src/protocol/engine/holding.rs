@@ -118,17 +118,16 @@ impl HoldingQueue {
         }
     }
 
-    /// The events that waited for `id`, removed from the queue.
-    pub fn wake(&mut self, id: EventId) -> Vec<P2PEvent> {
+    /// Removes the events that waited for `id`, handing each to `take` (no
+    /// allocation for the usual single waiter).
+    pub fn wake_each(&mut self, id: EventId, mut take: impl FnMut(P2PEvent)) {
         if self.held.is_empty() {
-            return Vec::new();
+            return;
         }
-        let events = self
-            .waiting
-            .remove(&id)
-            .map(Waiters::into_vec)
-            .unwrap_or_default();
-        for e in &events {
+        let Some(waiters) = self.waiting.remove(&id) else {
+            return;
+        };
+        let mut each = |e: P2PEvent| {
             self.held.remove(&e.id);
             if let Some(n) = self.per_origin.get_mut(&e.id.peer) {
                 *n -= 1;
@@ -136,8 +135,12 @@ impl HoldingQueue {
                     self.per_origin.remove(&e.id.peer);
                 }
             }
+            take(e);
+        };
+        match waiters {
+            Waiters::One(e) => each(e),
+            Waiters::Many(v) => v.into_iter().for_each(each),
         }
-        events
     }
 
     /// Everything held, removed, in `(origin, seq)` order.

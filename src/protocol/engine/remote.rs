@@ -146,16 +146,22 @@ impl ReconciliationEngine {
 
     /// Applies a ready event and, transitively, the held events it wakes.
     fn apply_and_release(&mut self, event: P2PEvent) -> usize {
-        let mut ready = vec![event];
+        // No allocation unless the event wakes something (most do not).
+        let mut ready = Vec::new();
+        let mut next = Some(event);
         let mut count = 0;
-        while let Some(event) = ready.pop() {
+        while let Some(event) = next.take().or_else(|| ready.pop()) {
             let id = event.id;
             self.apply(event);
             count += 1;
-            for waiter in self.holding.wake(id) {
-                match self.first_missing(&waiter) {
-                    Some(missing) => self.holding.repark(waiter, missing),
-                    None => ready.push(waiter),
+            let woken = ready.len();
+            self.holding.wake_each(id, |waiter| ready.push(waiter));
+            let mut i = ready.len();
+            while i > woken {
+                i -= 1;
+                if let Some(missing) = self.first_missing(&ready[i]) {
+                    let waiter = ready.swap_remove(i);
+                    self.holding.repark(waiter, missing);
                 }
             }
         }
