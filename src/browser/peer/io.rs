@@ -151,10 +151,16 @@ fn emit_changes(inner: &Rc<RefCell<Inner>>) {
         let mut i = inner.borrow_mut();
         i.change_scheduled = false;
         let mut keys = std::mem::take(&mut i.changed);
+        let heard = |kind: &str| i.listeners.get(kind).is_some_and(|l| !l.is_empty());
+        if !heard("change") && !heard("conflict") {
+            // Nobody listens: no strings cross into JS (100k of them, when
+            // a new peer catches up, would stall the page).
+            return;
+        }
         keys.sort_unstable();
         keys.dedup();
         let mut conflicts = i.node.engine().conflicts();
-        conflicts.retain(|c| keys.binary_search(&c.key).is_ok());
+        conflicts.retain(|c| keys.binary_search_by(|k| (**k).cmp(c.key.as_str())).is_ok());
         (keys, conflicts)
     };
     if keys.is_empty() {

@@ -9,6 +9,7 @@ mod io;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use gloo::timers::callback::Interval;
 use wasm_bindgen_futures::{future_to_promise, JsFuture};
@@ -111,7 +112,7 @@ struct Inner {
     unsaved_snapshot: Option<Vec<u8>>,
     /// Keys changed since the last "change" event, and whether one is
     /// scheduled.
-    changed: Vec<String>,
+    changed: Vec<Arc<str>>,
     change_scheduled: bool,
     /// Whether this tick's writes are already due to leave (one seal for
     /// all of them).

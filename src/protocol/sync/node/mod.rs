@@ -8,6 +8,7 @@ mod gossip;
 mod repair;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::session::{Session, SessionStats, Standing};
 use super::transfer::{Incoming, Outgoing};
@@ -93,7 +94,7 @@ pub enum Output {
     /// persisted so far.
     PersistSnapshot(Vec<u8>),
     /// These keys changed.
-    Changed(Vec<String>),
+    Changed(Vec<Arc<str>>),
     /// A snapshot from `from` is arriving.
     SnapshotProgress {
         from: PeerId,
@@ -573,9 +574,7 @@ impl SyncNode {
     fn report_changes(&mut self) {
         let changed = self.engine.take_changes();
         if !changed.is_empty() {
-            self.outputs.push(Output::Changed(
-                changed.iter().map(|k| k.to_string()).collect(),
-            ));
+            self.outputs.push(Output::Changed(changed));
         }
     }
 
