@@ -15,7 +15,8 @@
 //! gets an `error` ("room full"). Each socket may send a burst of 1000
 //! messages, then 100 per second (`limits.rs`); beyond that messages are
 //! dropped, with one `error` per burst of drops, and a socket that keeps
-//! flooding is closed.
+//! flooding is closed. At most [`OUTBOX`] messages wait for one socket;
+//! signals beyond that are dropped, not queued.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -39,7 +40,13 @@ pub const IDLE: Duration = Duration::from_secs(60);
 /// of 64 already asks 63 WebRTC connections of each browser.
 pub const MAX_PEERS_PER_ROOM: usize = 64;
 
-type Outbox = mpsc::UnboundedSender<String>;
+/// Messages queued for one socket at most; beyond, what is relayed to it
+/// is dropped (a reader that slow loses signals, not the server memory).
+/// A newcomer to a full room is called by 63 peers at once, an offer and
+/// a dozen candidates each: ~800 messages.
+pub const OUTBOX: usize = 1024;
+
+type Outbox = mpsc::Sender<String>;
 type RoomMap = HashMap<String, HashMap<String, Outbox>>;
 
 /// Every room and its peers' outboxes.
@@ -85,7 +92,7 @@ impl Rooms {
             .filter(|p| *p != peer)
             .map(String::as_str)
             .collect();
-        let _ = outbox.send(
+        let _ = outbox.try_send(
             ServerMessage::Peers {
                 room: room.to_string(),
                 peers: others.into_iter().map(String::from).collect(),
@@ -98,7 +105,7 @@ impl Rooms {
         .to_text();
         for (other, out) in members.iter() {
             if other != peer {
-                let _ = out.send(notice.clone());
+                let _ = out.try_send(notice.clone());
             }
         }
         // A peer id joining again (a reloaded tab) replaces its old socket.
@@ -113,15 +120,18 @@ impl Rooms {
     fn relay(&self, room: &str, from: &str, to: &str, data: &serde_json::Value) -> bool {
         let rooms = self.lock();
         match rooms.get(room).and_then(|m| m.get(to)) {
-            Some(out) => out
-                .send(
+            // A full outbox drops the signal (a reader that slow); only a
+            // closed one means the peer is gone.
+            Some(out) => !matches!(
+                out.try_send(
                     ServerMessage::Signal {
                         from: from.to_string(),
                         data: data.clone(),
                     }
                     .to_text(),
-                )
-                .is_ok(),
+                ),
+                Err(mpsc::error::TrySendError::Closed(_))
+            ),
             None => false,
         }
     }
@@ -140,7 +150,7 @@ fn leave(rooms: &mut RoomMap, room: &str, peer: &str, outbox: &Outbox) {
     }
     .to_text();
     for out in members.values() {
-        let _ = out.send(notice.clone());
+        let _ = out.try_send(notice.clone());
     }
     if members.is_empty() {
         rooms.remove(room);
@@ -158,7 +168,7 @@ fn valid_name(name: &str) -> bool {
 }
 
 async fn session(mut socket: WebSocket, rooms: Arc<Rooms>) {
-    let (outbox, mut inbox) = mpsc::unbounded_channel::<String>();
+    let (outbox, mut inbox) = mpsc::channel::<String>(OUTBOX);
     let mut joined: Option<(String, String)> = None;
     let mut limit = RateLimit::new(tokio::time::Instant::now().into_std());
     let mut flooded = false;
@@ -178,7 +188,7 @@ async fn session(mut socket: WebSocket, rooms: Arc<Rooms>) {
                                  messages dropped, {} so far",
                                 limit.dropped()
                             );
-                            let _ = outbox.send(ServerMessage::Error { message }.to_text());
+                            let _ = outbox.try_send(ServerMessage::Error { message }.to_text());
                         }
                         continue;
                     }
@@ -191,13 +201,13 @@ async fn session(mut socket: WebSocket, rooms: Arc<Rooms>) {
                     Message::Text(text) => text,
                     Message::Binary(_) => {
                         let error = ServerMessage::Error { message: "messages are JSON text".into() };
-                        let _ = outbox.send(error.to_text());
+                        let _ = outbox.try_send(error.to_text());
                         continue;
                     }
                     _ => continue,
                 };
                 if let Some(reply) = handle(&rooms, &mut joined, &outbox, text.as_str()) {
-                    let _ = outbox.send(reply.to_text());
+                    let _ = outbox.try_send(reply.to_text());
                 }
             }
             Some(text) = inbox.recv() => {
@@ -218,11 +228,7 @@ async fn session(mut socket: WebSocket, rooms: Arc<Rooms>) {
 /// Sends what is queued (the rate limit's `error` among it), says why and
 /// closes, a second for each; a client that does not read cannot hold it
 /// up longer.
-async fn close_flooding(
-    mut socket: WebSocket,
-    mut inbox: mpsc::UnboundedReceiver<String>,
-    dropped: u64,
-) {
+async fn close_flooding(mut socket: WebSocket, mut inbox: mpsc::Receiver<String>, dropped: u64) {
     let message = format!("closed: still flooding after {dropped} messages over the rate limit");
     let close = CloseFrame {
         code: close_code::POLICY,
@@ -308,12 +314,12 @@ fn handle(
 mod tests {
     use super::*;
 
-    type Inbox = mpsc::UnboundedReceiver<String>;
+    type Inbox = mpsc::Receiver<String>;
     /// A socket of a test: its outbox, what it received, where it joined.
     type Member = (Outbox, Inbox, Option<(String, String)>);
 
     fn socket() -> (Outbox, Inbox) {
-        mpsc::unbounded_channel()
+        mpsc::channel(OUTBOX)
     }
 
     fn drain(inbox: &mut Inbox) -> Vec<ServerMessage> {
@@ -408,5 +414,23 @@ mod tests {
         assert!(matches!(reply, Some(ServerMessage::Error { .. })));
         assert_eq!(joined, Some(("other".into(), "me".into())));
         assert!(rooms.lock()["other"].contains_key("me"));
+    }
+
+    #[test]
+    fn a_full_outbox_drops_signals_and_keeps_the_peer() {
+        let rooms = Rooms::default();
+        let (a, _from_a) = socket();
+        let (b, mut to_b) = socket();
+        assert!(rooms.join("r", "a", &a, None));
+        assert!(rooms.join("r", "b", &b, None));
+        drain(&mut to_b);
+        for _ in 0..OUTBOX + 10 {
+            assert!(rooms.relay("r", "a", "b", &serde_json::json!(1)));
+        }
+        assert_eq!(drain(&mut to_b).len(), OUTBOX);
+        assert!(
+            rooms.relay("r", "a", "b", &serde_json::json!(2)),
+            "b is still there"
+        );
     }
 }
