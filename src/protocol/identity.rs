@@ -15,6 +15,10 @@ use super::clock::PeerId;
 /// An Ed25519 public key, as its 32-byte encoding.
 pub type PublicKey = [u8; 32];
 
+/// An Ed25519 signature, in two halves: serde has no 64-byte arrays, and it
+/// travels inside serde messages (seals, handshake proofs).
+pub type Signature = [[u8; 32]; 2];
+
 /// The peer id a public key signs for: the first 8 bytes of its blake3
 /// hash. Finding a second key with a given id takes ~2^64 key generations.
 pub fn peer_id_of(key: &PublicKey) -> PeerId {
@@ -59,8 +63,12 @@ impl Identity {
         self.key.to_bytes()
     }
 
-    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
-        self.key.sign(message).to_bytes()
+    pub fn sign(&self, message: &[u8]) -> Signature {
+        let bytes = self.key.sign(message).to_bytes();
+        let mut halves = [[0u8; 32]; 2];
+        halves[0].copy_from_slice(&bytes[..32]);
+        halves[1].copy_from_slice(&bytes[32..]);
+        halves
     }
 }
 
@@ -73,11 +81,14 @@ impl fmt::Debug for Identity {
 
 /// Checks `signature` over `message` by `key` (strict verification: no
 /// malleable signatures, no small-order keys).
-pub fn verify(key: &PublicKey, message: &[u8], signature: &[u8; 64]) -> bool {
+pub fn verify(key: &PublicKey, message: &[u8], signature: &Signature) -> bool {
     let Ok(key) = VerifyingKey::from_bytes(key) else {
         return false;
     };
-    key.verify_strict(message, &ed25519_dalek::Signature::from_bytes(signature))
+    let mut bytes = [0u8; 64];
+    bytes[..32].copy_from_slice(&signature[0]);
+    bytes[32..].copy_from_slice(&signature[1]);
+    key.verify_strict(message, &ed25519_dalek::Signature::from_bytes(&bytes))
         .is_ok()
 }
 
@@ -104,7 +115,7 @@ mod tests {
         assert!(!verify(&a.public_key(), b"hellO", &signature));
         assert!(!verify(&b.public_key(), b"hello", &signature));
         let mut bent = signature;
-        bent[10] ^= 1;
+        bent[0][10] ^= 1;
         assert!(!verify(&a.public_key(), b"hello", &bent));
         assert!(!verify(&[0xff; 32], b"hello", &signature));
     }

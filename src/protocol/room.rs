@@ -18,7 +18,7 @@ use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use serde::{Deserialize, Serialize};
 
 use super::clock::PeerId;
-use super::identity::{self, peer_id_of, Identity, PublicKey};
+use super::identity::{self, peer_id_of, Identity, PublicKey, Signature};
 
 /// Why a signaling payload or a handshake was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -119,7 +119,7 @@ impl RoomSecret {
 pub struct Proof {
     pub key: PublicKey,
     pub mac: [u8; 32],
-    pub signature: [[u8; 32]; 2],
+    pub signature: Signature,
 }
 
 fn transcript(
@@ -174,14 +174,10 @@ impl Handshake {
         }
         self.their_nonce = Some(their_nonce);
         let t = transcript(self.me, self.them, &self.my_nonce, &their_nonce);
-        let signature = identity.sign(&t);
-        let mut halves = [[0u8; 32]; 2];
-        halves[0].copy_from_slice(&signature[..32]);
-        halves[1].copy_from_slice(&signature[32..]);
         Some(Proof {
             key: identity.public_key(),
             mac: *blake3::keyed_hash(&room.handshake, &t).as_bytes(),
-            signature: halves,
+            signature: identity.sign(&t),
         })
     }
 
@@ -195,10 +191,9 @@ impl Handshake {
         if expected != blake3::Hash::from(proof.mac) {
             return Err(RoomError::WrongSecret);
         }
-        let mut signature = [0u8; 64];
-        signature[..32].copy_from_slice(&proof.signature[0]);
-        signature[32..].copy_from_slice(&proof.signature[1]);
-        if peer_id_of(&proof.key) != self.them || !identity::verify(&proof.key, &t, &signature) {
+        if peer_id_of(&proof.key) != self.them
+            || !identity::verify(&proof.key, &t, &proof.signature)
+        {
             return Err(RoomError::WrongKey);
         }
         Ok(())

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::clock::PeerId;
 use super::event::{EventId, P2PEvent};
-use super::identity::{self, peer_id_of, Identity, PublicKey};
+use super::identity::{self, peer_id_of, Identity, PublicKey, Signature};
 
 /// The most events one seal covers.
 pub const MAX_RUN: usize = 1024;
@@ -32,8 +32,7 @@ pub struct Seal {
     pub first: u64,
     /// The origin's public key; the origin's id must be derived from it.
     pub key: PublicKey,
-    /// The Ed25519 signature, in two halves (serde has no 64-byte arrays).
-    pub signature: [[u8; 32]; 2],
+    pub signature: Signature,
 }
 
 /// Why a run of events was refused.
@@ -74,25 +73,24 @@ fn digest(origin: PeerId, first: u64, run: &[P2PEvent]) -> [u8; 32] {
 }
 
 /// Signs `run`, consecutive events of `identity`'s own origin, and attaches
-/// the seal to its last event. Returns the seal (also for the log's copy).
-pub fn seal(identity: &Identity, run: &mut [P2PEvent]) -> Option<Seal> {
-    let first = run.first()?.id.seq;
+/// the seal to its last event.
+pub fn seal(identity: &Identity, run: &mut [P2PEvent]) {
+    let Some(first) = run.first().map(|e| e.id.seq) else {
+        return;
+    };
     debug_assert!(run.len() <= MAX_RUN);
     debug_assert!(run
         .iter()
         .enumerate()
         .all(|(i, e)| e.id.peer == identity.peer() && e.id.seq == first + i as u64));
-    let signature = identity.sign(&digest(identity.peer(), first, run));
-    let mut halves = [[0u8; 32]; 2];
-    halves[0].copy_from_slice(&signature[..32]);
-    halves[1].copy_from_slice(&signature[32..]);
     let seal = Seal {
         first,
         key: identity.public_key(),
-        signature: halves,
+        signature: identity.sign(&digest(identity.peer(), first, run)),
     };
-    run.last_mut()?.seal = Some(Box::new(seal.clone()));
-    Some(seal)
+    if let Some(last) = run.last_mut() {
+        last.seal = Some(Box::new(seal));
+    }
 }
 
 /// Verifies one run: `run` ends with the sealed event and must be exactly
@@ -119,13 +117,10 @@ pub fn verify_run(run: &[P2PEvent]) -> Result<(), SealError> {
     if peer_id_of(&seal.key) != last.id.peer {
         return Err(SealError::ForeignKey(last.id));
     }
-    let mut signature = [0u8; 64];
-    signature[..32].copy_from_slice(&seal.signature[0]);
-    signature[32..].copy_from_slice(&seal.signature[1]);
     if !identity::verify(
         &seal.key,
         &digest(last.id.peer, seal.first, run),
-        &signature,
+        &seal.signature,
     ) {
         return Err(SealError::BadSignature(last.id));
     }
@@ -179,19 +174,21 @@ pub fn open_seals(events: Vec<P2PEvent>) -> (Vec<P2PEvent>, Vec<SealError>) {
     (accepted, errors)
 }
 
-/// The events of `events` to send to a peer: those it `lacks`, widened to
-/// whole runs (a run is verified whole). With `signed`, events no seal in
-/// `events` covers (a partial run) are left out: the receiver would refuse
-/// them. Events of one origin must be contiguous and in sequence order.
+/// Which of `events` to send to a peer, one flag per event: those it
+/// `lacks`, widened to whole runs (a run is verified whole). With `signed`,
+/// events no seal in `events` covers (a partial run) are left out: the
+/// receiver would refuse them. Events of one origin must be contiguous and
+/// in sequence order. Flags rather than events, so a caller that owns the
+/// events keeps them without a copy.
 pub fn whole_runs(
     events: &[P2PEvent],
     lacks: impl Fn(&P2PEvent) -> bool,
     signed: bool,
-) -> Vec<P2PEvent> {
+) -> Vec<bool> {
     // Backwards: a run's seal comes before its other events.
     let mut covered: HashMap<PeerId, u64> = HashMap::new();
-    let mut out: Vec<P2PEvent> = Vec::new();
-    for event in events.iter().rev() {
+    let mut out = vec![false; events.len()];
+    for (event, send) in events.iter().zip(out.iter_mut()).rev() {
         let origin = event.id.peer;
         let mut keep = false;
         if let Some(seal) = &event.seal {
@@ -209,11 +206,8 @@ pub fn whole_runs(
         } else {
             keep = !signed && lacks(event);
         }
-        if keep {
-            out.push(event.clone());
-        }
+        *send = keep;
     }
-    out.reverse();
     out
 }
 
@@ -259,14 +253,10 @@ mod tests {
 
         // Mallory signs events claiming to be a's: her key is not a's id.
         let mut forged: Vec<P2PEvent> = (1..=2).map(|s| event(a.peer(), s, "1")).collect();
-        let signature = mallory.sign(&digest(a.peer(), 1, &forged));
         forged[1].seal = Some(Box::new(Seal {
             first: 1,
             key: mallory.public_key(),
-            signature: [
-                signature[..32].try_into().unwrap(),
-                signature[32..].try_into().unwrap(),
-            ],
+            signature: mallory.sign(&digest(a.peer(), 1, &forged)),
         }));
         assert_eq!(
             verify_run(&forged),
@@ -306,7 +296,13 @@ mod tests {
         let mut events = sealed(&a, 1..=3);
         events.extend(sealed(&a, 4..=6));
         events.push(event(a.peer(), 7, "7")); // not sealed yet
-        let seqs = |v: Vec<P2PEvent>| v.iter().map(|e| e.id.seq).collect::<Vec<_>>();
+        let seqs = |sent: Vec<bool>| {
+            events
+                .iter()
+                .zip(sent)
+                .filter_map(|(e, send)| send.then_some(e.id.seq))
+                .collect::<Vec<_>>()
+        };
         // The peer has 1..=4: it gets the whole second run, not the tail.
         let lacks = |e: &P2PEvent| e.id.seq > 4;
         assert_eq!(seqs(whole_runs(&events, lacks, true)), vec![4, 5, 6]);

@@ -7,6 +7,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::room::RoomSecret;
+
 /// Longest room or peer name accepted by the server.
 pub const MAX_NAME: usize = 128;
 
@@ -106,6 +108,30 @@ impl Negotiation {
             Negotiation::Description { epoch, .. } | Negotiation::Candidate { epoch, .. } => *epoch,
         }
     }
+
+    /// The `data` of a signal carrying this step: its JSON, or in a room
+    /// with a secret, the JSON sealed with the room's signal key (a hex
+    /// string the server can neither read nor forge). `nonce`: 12 random
+    /// bytes, never used twice under one secret.
+    pub fn to_data(&self, room: Option<&RoomSecret>, nonce: [u8; 12]) -> Value {
+        let json = serde_json::to_value(self).unwrap_or_default();
+        match room {
+            None => json,
+            Some(room) => Value::String(room.seal_signal(json.to_string().as_bytes(), nonce)),
+        }
+    }
+
+    /// The step a signal's `data` carries; `None` when it is malformed, or
+    /// sealed with another secret, or altered.
+    pub fn from_data(data: Value, room: Option<&RoomSecret>) -> Option<Negotiation> {
+        match room {
+            None => serde_json::from_value(data).ok(),
+            Some(room) => {
+                let plain = room.open_signal(data.as_str()?).ok()?;
+                serde_json::from_slice(&plain).ok()
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -180,5 +206,29 @@ mod tests {
         assert_eq!(ServerMessage::Pong.to_text(), r#"{"type":"pong"}"#);
         let hello = TabMessage::Hello { from: "a".into() };
         assert_eq!(hello.to_text(), r#"{"type":"hello","from":"a"}"#);
+    }
+
+    #[test]
+    fn signal_data_is_sealed_in_a_room_with_a_secret() {
+        let step = Negotiation::Candidate {
+            epoch: 3,
+            candidate: "candidate:1 1 udp 1 127.0.0.1 5000 typ host".into(),
+            sdp_mid: Some("0".into()),
+            sdp_m_line_index: Some(0),
+        };
+        let plain = step.to_data(None, [0; 12]);
+        assert_eq!(Negotiation::from_data(plain, None), Some(step.clone()));
+        let room = RoomSecret::new("r", "k");
+        let sealed = step.to_data(Some(&room), [1; 12]);
+        assert!(!sealed.to_string().contains("candidate"));
+        assert_eq!(
+            Negotiation::from_data(sealed.clone(), Some(&room)),
+            Some(step)
+        );
+        assert_eq!(
+            Negotiation::from_data(sealed.clone(), Some(&RoomSecret::new("r", "x"))),
+            None
+        );
+        assert_eq!(Negotiation::from_data(sealed, None), None);
     }
 }

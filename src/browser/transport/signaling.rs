@@ -43,29 +43,21 @@ pub struct SignalCodec(pub Option<Rc<RoomSecret>>);
 
 impl SignalCodec {
     fn encode(&self, data: &Negotiation) -> Value {
-        let json = serde_json::to_value(data).unwrap_or_default();
-        let Some(room) = &self.0 else {
-            return json;
-        };
         let mut nonce = [0u8; 12];
-        let drawn = web_sys::window()
-            .and_then(|w| w.crypto().ok())
-            .is_some_and(|c| c.get_random_values_with_u8_array(&mut nonce).is_ok());
-        if !drawn {
-            // No CSPRNG, no sealed signal: better none than a reused nonce.
-            return Value::Null;
+        if self.0.is_some() {
+            let drawn = web_sys::window()
+                .and_then(|w| w.crypto().ok())
+                .is_some_and(|c| c.get_random_values_with_u8_array(&mut nonce).is_ok());
+            if !drawn {
+                // No CSPRNG, no sealed signal: better none than a reused nonce.
+                return Value::Null;
+            }
         }
-        Value::String(room.seal_signal(json.to_string().as_bytes(), nonce))
+        data.to_data(self.0.as_deref(), nonce)
     }
 
     fn decode(&self, data: Value) -> Option<Negotiation> {
-        match &self.0 {
-            None => serde_json::from_value(data).ok(),
-            Some(room) => {
-                let plain = room.open_signal(data.as_str()?).ok()?;
-                serde_json::from_slice(&plain).ok()
-            }
-        }
+        Negotiation::from_data(data, self.0.as_deref())
     }
 }
 

@@ -19,6 +19,27 @@ struct OriginLog {
     events: Vec<P2PEvent>,
 }
 
+impl OriginLog {
+    /// Where event `seq` is in `events`, if the log reaches back to it.
+    fn index(&self, seq: u64) -> Option<usize> {
+        usize::try_from(seq.checked_sub(self.first_seq)?).ok()
+    }
+
+    /// The `events` bounds of sequence numbers `after+1..=upto`.
+    fn bounds(&self, after: u64, upto: u64) -> (usize, usize) {
+        let index = |seq: u64| {
+            usize::try_from(seq.saturating_sub(self.first_seq - 1)).unwrap_or(usize::MAX)
+        };
+        (index(after), index(upto).min(self.events.len()))
+    }
+
+    /// Where the event sealing the run that holds `events[index]` is.
+    fn sealing(&self, index: usize) -> Option<usize> {
+        let mut after = self.events.get(index..)?.iter().take(MAX_RUN);
+        Some(index + after.position(|e| e.seal.is_some())?)
+    }
+}
+
 impl EventLog {
     /// Appends the next event of its origin (the engine applies in order).
     ///
@@ -44,37 +65,20 @@ impl EventLog {
     /// Where the sealed run holding `id` starts (`id.seq` itself for an
     /// unsealed event with no seal after it, as in an unsigned room).
     pub fn run_start(&self, id: EventId) -> u64 {
-        let Some(log) = self.origins.get(&id.peer) else {
-            return id.seq;
+        let first = || {
+            let log = self.origins.get(&id.peer)?;
+            let end = log.sealing(log.index(id.seq)?)?;
+            Some(log.events[end].seal.as_ref()?.first)
         };
-        let Some(index) = id
-            .seq
-            .checked_sub(log.first_seq)
-            .and_then(|i| usize::try_from(i).ok())
-        else {
-            return id.seq;
-        };
-        log.events
-            .iter()
-            .skip(index)
-            .take(MAX_RUN)
-            .find_map(|e| e.seal.as_ref())
-            .map_or(id.seq, |seal| seal.first.min(id.seq))
+        first().map_or(id.seq, |first| first.min(id.seq))
     }
 
     /// The whole sealed run holding `id`, if all of it is in the log.
     pub fn run_of(&self, id: EventId) -> Option<&[P2PEvent]> {
         let log = self.origins.get(&id.peer)?;
-        let index = usize::try_from(id.seq.checked_sub(log.first_seq)?).ok()?;
-        let end = index
-            + log
-                .events
-                .get(index..)?
-                .iter()
-                .take(MAX_RUN)
-                .position(|e| e.seal.is_some())?;
-        let first = log.events[end].seal.as_ref()?.first;
-        let start = usize::try_from(first.checked_sub(log.first_seq)?).ok()?;
+        let index = log.index(id.seq)?;
+        let end = log.sealing(index)?;
+        let start = log.index(log.events[end].seal.as_ref()?.first)?;
         (start <= index).then(|| &log.events[start..=end])
     }
 
@@ -83,16 +87,13 @@ impl EventLog {
         let Some(log) = self.origins.get_mut(&peer) else {
             return &mut [];
         };
-        let index =
-            |seq: u64| usize::try_from(seq.saturating_sub(log.first_seq - 1)).unwrap_or(usize::MAX);
-        let (from, to) = (index(after), index(upto).min(log.events.len()));
+        let (from, to) = log.bounds(after, upto);
         log.events.get_mut(from..to).unwrap_or_default()
     }
 
     pub fn get(&self, id: EventId) -> Option<&P2PEvent> {
         let log = self.origins.get(&id.peer)?;
-        let index = id.seq.checked_sub(log.first_seq)?;
-        log.events.get(usize::try_from(index).ok()?)
+        log.events.get(log.index(id.seq)?)
     }
 
     pub fn len(&self) -> usize {
@@ -127,9 +128,7 @@ impl EventLog {
         let Some(log) = self.origins.get(&peer) else {
             return &[];
         };
-        let index =
-            |seq: u64| usize::try_from(seq.saturating_sub(log.first_seq - 1)).unwrap_or(usize::MAX);
-        let (from, to) = (index(after), index(upto).min(log.events.len()));
+        let (from, to) = log.bounds(after, upto);
         log.events.get(from..to).unwrap_or_default()
     }
 

@@ -151,6 +151,14 @@ fn frame(kind: u8, body: &impl Serialize) -> Vec<u8> {
     out
 }
 
+impl Message {
+    /// `Hello` or `Proof`: what crosses a connection of a room with a
+    /// secret before the handshake succeeded.
+    pub fn is_handshake(&self) -> bool {
+        matches!(self, Message::Hello { .. } | Message::Proof(_))
+    }
+}
+
 /// Encodes a message into frames of at most [`MAX_FRAME`] bytes (usually
 /// one). `message_id` tells the chunks of different messages apart.
 pub fn encode(message: &Message, message_id: u32) -> Vec<Vec<u8>> {

@@ -1,6 +1,6 @@
 //! Digests, events, relay, reconciliation messages and compaction.
 
-use super::{Output, SyncNode, FORGERY_POINTS, MAX_REQUESTS_PER_INTERVAL};
+use super::{Output, SyncNode, FORGERY_POINTS, MAX_REQUESTS_PER_INTERVAL, UNSEALED_POINTS};
 use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::engine::ReconcileStep;
 use crate::protocol::error::EngineError;
@@ -95,14 +95,12 @@ impl SyncNode {
         for error in errors {
             self.engine.count_refused_seal();
             self.reject(from, &error);
-            self.penalize(
-                from,
-                if error.is_forgery() {
-                    FORGERY_POINTS
-                } else {
-                    5
-                },
-            );
+            let points = if error.is_forgery() {
+                FORGERY_POINTS
+            } else {
+                UNSEALED_POINTS
+            };
+            self.penalize(from, points);
         }
         accepted
     }
@@ -135,7 +133,13 @@ impl SyncNode {
                 continue;
             };
             let their = &session.their_clock;
-            let lacking = seal::whole_runs(&events, |e| their.get(e.id.peer) < e.id.seq, signed);
+            let sent = seal::whole_runs(&events, |e| their.get(e.id.peer) < e.id.seq, signed);
+            let lacking: Vec<P2PEvent> = events
+                .iter()
+                .zip(sent)
+                .filter(|(_, send)| *send)
+                .map(|(e, _)| e.clone())
+                .collect();
             if !lacking.is_empty() {
                 self.send_events(peer, lacking);
             }
@@ -146,8 +150,13 @@ impl SyncNode {
     /// (a partial run is left out: the receiver would refuse it).
     pub(super) fn send_events(&mut self, to: PeerId, events: Vec<P2PEvent>) {
         let signed = self.signed();
-        let events = if signed {
-            seal::whole_runs(&events, |_| true, true)
+        let events: Vec<P2PEvent> = if signed {
+            let sent = seal::whole_runs(&events, |_| true, true);
+            events
+                .into_iter()
+                .zip(sent)
+                .filter_map(|(e, send)| send.then_some(e))
+                .collect()
         } else {
             events
         };
@@ -262,11 +271,10 @@ impl SyncNode {
     pub(super) fn on_response(
         &mut self,
         from: PeerId,
-        response: ReconciliationResponse,
+        mut response: ReconciliationResponse,
         now_ms: u64,
     ) {
         self.log_reconciliation(from, false, &response);
-        let mut response = response;
         response.resolution_events = self.open_seals(from, response.resolution_events);
         let before = self.engine.clock().clone();
         if let Err(e) = self

@@ -74,6 +74,9 @@ pub const KEPT_STATS: usize = 1024;
 /// forgeries, or a hundred bad frames, and the peer is cut off.
 pub const PENALTY_LIMIT: u32 = 100;
 pub const FORGERY_POINTS: u32 = 25;
+/// A run with events no seal covers, or a seal whose run is not all
+/// there: what an honest sender never sends, but no forgery either.
+pub const UNSEALED_POINTS: u32 = 5;
 
 /// Reconciliation requests answered per peer per gossip interval. Each
 /// answer may be a write of ours (a resolution): a peer must not make us
@@ -345,14 +348,14 @@ impl SyncNode {
     fn handshake(&mut self, from: PeerId, message: &Message, now_ms: u64) -> bool {
         let (Some(room), Some(identity)) = (&self.config.room, &self.config.identity) else {
             // No secret here: a handshake message is out of place.
-            return !matches!(message, Message::Hello { .. } | Message::Proof(_));
+            return !message.is_handshake();
         };
         let Some(session) = self.sessions.get_mut(&from) else {
             return false;
         };
         let Some(handshake) = &mut session.handshake else {
             // Done already: a second handshake on one connection is junk.
-            if matches!(message, Message::Hello { .. } | Message::Proof(_)) {
+            if message.is_handshake() {
                 self.reject(from, &"a second handshake on one connection");
                 self.penalize(from, 1);
                 return false;
@@ -379,11 +382,7 @@ impl SyncNode {
             }
             Err(reason) => {
                 self.reject(from, &reason);
-                self.end_session(from);
-                self.outputs.push(Output::Close {
-                    peer: from,
-                    reason: format!("room handshake failed: {reason}"),
-                });
+                self.close(from, format!("room handshake failed: {reason}"));
             }
         }
         false
@@ -445,11 +444,7 @@ impl SyncNode {
             },
             Err(e @ WireError::FrameTooLarge(_)) => {
                 self.reject(from, &e);
-                self.end_session(from);
-                self.outputs.push(Output::Close {
-                    peer: from,
-                    reason: e.to_string(),
-                });
+                self.close(from, e.to_string());
                 return;
             }
             Err(e) => {
@@ -525,8 +520,7 @@ impl SyncNode {
         let Some(session) = self.sessions.get_mut(&to) else {
             return;
         };
-        let handshake_message = matches!(message, Message::Hello { .. } | Message::Proof(_));
-        if session.handshake.is_some() && !handshake_message {
+        if session.handshake.is_some() && !message.is_handshake() {
             // Not a word before the peer proved the secret.
             return;
         }
@@ -556,14 +550,17 @@ impl SyncNode {
         };
         session.penalty = session.penalty.saturating_add(points);
         if session.penalty >= PENALTY_LIMIT {
-            self.end_session(peer);
-            self.outputs.push(Output::Close {
-                peer,
-                reason: format!(
-                    "{PENALTY_LIMIT} penalty points: too many forged or malformed messages"
-                ),
-            });
+            let reason =
+                format!("{PENALTY_LIMIT} penalty points: too many forged or malformed messages");
+            self.close(peer, reason);
         }
+    }
+
+    /// Ends the session with `peer` and tells the caller to close the
+    /// connection.
+    fn close(&mut self, peer: PeerId, reason: String) {
+        self.end_session(peer);
+        self.outputs.push(Output::Close { peer, reason });
     }
 
     fn signed(&self) -> bool {
