@@ -8,6 +8,8 @@ mod common;
 
 use common::{json, Rng};
 use cpc_sync::protocol::clock::MAX_CLOCK_ENTRIES;
+use cpc_sync::protocol::digest;
+use cpc_sync::protocol::event::RegisterOp;
 use cpc_sync::protocol::reconciliation::ReconciliationRequest;
 use cpc_sync::protocol::seal;
 use cpc_sync::protocol::sync::wire::{self, Decoded, Message};
@@ -15,8 +17,8 @@ use cpc_sync::protocol::sync::{
     Output, SyncConfig, SyncNode, MAX_REQUESTS_PER_INTERVAL, PENALTY_LIMIT,
 };
 use cpc_sync::protocol::{
-    EngineConfig, EventId, Hash32, Identity, JsonValue, Operation, P2PEvent, PeerId,
-    ReconciliationEngine, VectorClock,
+    EngineConfig, EngineError, EventId, Hash32, Identity, JsonValue, Operation, P2PEvent, PeerId,
+    ReconciliationEngine, SnapshotError, StateSnapshot, Timestamp, Trust, VectorClock,
 };
 
 const NOW: u64 = 1_700_000_000_000;
@@ -134,7 +136,14 @@ impl Room {
         self.a.tick(later);
         self.b.tick(later);
         self.pump();
-        assert!(self.converged(), "honest peers diverged");
+        assert!(
+            self.converged(),
+            "honest peers diverged: {} vs {} origins, {:?} / {:?}",
+            self.a.engine().clock().len(),
+            self.b.engine().clock().len(),
+            self.a.engine().stats(),
+            self.b.engine().stats()
+        );
         let state = self.a.engine().state_json();
         assert!(state.contains(&ka) && state.contains(&kb), "{state}");
     }
@@ -142,9 +151,7 @@ impl Room {
 
 fn value_of(event: &P2PEvent) -> Option<&JsonValue> {
     match &event.op {
-        Operation::Register(cpc_sync::protocol::event::RegisterOp::Write { value, .. }) => {
-            Some(value)
-        }
+        Operation::Register(RegisterOp::Write { value, .. }) => Some(value),
         _ => None,
     }
 }
@@ -408,4 +415,248 @@ fn reconciliation_requests_are_answered_at_most_so_many_per_interval() {
     }
     assert_eq!(answers(&mut room), 100 - limit);
     room.still_converge(0);
+}
+
+// --- State that arrives whole: snapshots and Merkle leaves -----------------
+
+/// A register write Mallory makes up in another peer's name: a value, a dot
+/// far ahead, a timestamp in the year ~10889, under a seal of her key.
+fn made_up_write(victim: PeerId, mallory: &Identity, key: &str, value: &str) -> P2PEvent {
+    P2PEvent {
+        id: EventId::new(victim, 5_000_000),
+        key: key.into(),
+        op: Operation::Register(RegisterOp::Write {
+            value: json(value),
+            observed: VectorClock::new(),
+            resolution: false,
+        }),
+        deps: VectorClock::new(),
+        hlc: Timestamp::new(280_000_000_000_000, 0),
+        seal: Some(Box::new(seal::Seal {
+            first: 5_000_000,
+            key: mallory.public_key(),
+            signature: mallory.sign(&[0; 32]),
+        })),
+    }
+}
+
+/// Mallory sends `bytes` as a whole snapshot she offers with `clock`.
+fn offer_snapshot(room: &mut Room, clock: VectorClock, bytes: Vec<u8>) {
+    let id = Hash32(*blake3::hash(&bytes).as_bytes());
+    let total = bytes.len() as u64;
+    room.mallory_sends(&Message::SnapshotOffer { id, total, clock });
+    room.mallory_sends(&Message::SnapshotChunk {
+        id,
+        offset: 0,
+        total,
+        bytes,
+    });
+}
+
+#[test]
+fn unasked_leaf_entities_are_refused_and_change_nothing() {
+    let mut room = Room::new(EngineConfig::default());
+    room.a
+        .write(|e| e.set("doc", json("\"honest\""), NOW).map(Some))
+        .unwrap();
+    room.pump();
+    let b = room.b.peer();
+    let poison = made_up_write(b, &Identity::from_seed(666), "doc", "\"pwned\"");
+    let mut everyone_ahead = room.a.engine().clock().clone();
+    everyone_ahead.set(b, 5_000_000);
+    let state = StateSnapshot {
+        version_vector: everyone_ahead,
+        events: vec![poison],
+        live: vec![true],
+    };
+    let index = u32::from(digest::leaf_of("doc"));
+    room.mallory_sends(&Message::LeafState {
+        index,
+        state: state.encode(),
+    });
+    assert_eq!(room.a_rejected_from_mallory(), 1);
+    assert_eq!(room.a.engine().stats().refused_state, 1);
+    // Even had a asked, the copy would not verify: wrong seal, a dot and a
+    // clock beyond what b signed, a timestamp far ahead.
+    let trust = Trust {
+        signed: true,
+        now_ms: Some(NOW),
+    };
+    let leaf = digest::leaf_of("doc");
+    assert!(room
+        .a
+        .engine_mut()
+        .join_leaf(leaf, state, trust)
+        .is_ok_and(|joined| !joined));
+    let mut equal_clock = StateSnapshot {
+        version_vector: room.a.engine().clock().clone(),
+        events: vec![made_up_write(
+            b,
+            &Identity::from_seed(666),
+            "doc",
+            "\"pwned\"",
+        )],
+        live: vec![true],
+    };
+    assert!(room
+        .a
+        .engine_mut()
+        .join_leaf(leaf, equal_clock.clone(), trust)
+        .is_err());
+    equal_clock.events[0].id.seq = 1;
+    assert!(room
+        .a
+        .engine_mut()
+        .join_leaf(leaf, equal_clock, trust)
+        .is_err());
+    // Nothing moved: the value, its writer, the clock and the next write's
+    // timestamp; the poison spreads nowhere and the peers keep working.
+    room.a.tick(NOW + 1_000);
+    room.pump();
+    for node in [&room.a, &room.b] {
+        assert_eq!(node.engine().get("doc"), Some(serde_json::json!("honest")));
+        assert!(!node.engine().state_json().contains("pwned"));
+        assert!(node.engine().clock().get(b) < 5_000_000);
+    }
+    let next = room
+        .a
+        .write(|e| e.set("doc", json("\"later\""), NOW + 2_000).map(Some))
+        .unwrap()
+        .unwrap();
+    assert!(next.hlc.millis() <= NOW + 2_000);
+    room.still_converge(0);
+}
+
+#[test]
+fn a_forged_snapshot_cannot_inflate_an_honest_origins_clock() {
+    let mut room = Room::new(EngineConfig::default());
+    let b = room.b.peer();
+    // Mallory's snapshot: her genuine events, and a clock claiming b is at
+    // a billion (she holds nothing b signed there).
+    let mine = room.mallory_writes(|e| {
+        e.set("hers", json("1"), NOW).unwrap();
+    });
+    let mut clock = VectorClock::new();
+    clock.set(room.mallory.peer(), mine.len() as u64);
+    clock.set(b, 1_000_000_000);
+    let forged = StateSnapshot {
+        version_vector: clock.clone(),
+        live: vec![true; mine.len()],
+        events: mine,
+    };
+    offer_snapshot(&mut room, clock, forged.encode());
+    assert!(room.a_rejected_from_mallory() >= 1);
+    assert_eq!(room.a.engine().stats().refused_state, 1);
+    assert_eq!(room.a.engine().clock().get(b), 0);
+    // b's genuine write still reaches a, and a offers no poison to anyone.
+    room.b
+        .write(|e| e.set("from-b", json("\"genuine\""), NOW).map(Some))
+        .unwrap();
+    room.pump();
+    assert_eq!(
+        room.a.engine().get("from-b"),
+        Some(serde_json::json!("genuine"))
+    );
+    assert_eq!(room.a.engine().horizon().get(b), 0);
+    room.still_converge(0);
+}
+
+#[test]
+fn no_snapshot_can_raise_our_own_count() {
+    let mut room = Room::new(EngineConfig::default());
+    let a = room.a.peer();
+    room.a
+        .write(|e| e.set("x", json("1"), NOW).map(Some))
+        .unwrap();
+    room.pump();
+    let mut clock = VectorClock::new();
+    clock.set(a, u64::MAX);
+    offer_snapshot(&mut room, clock.clone(), Vec::new());
+    assert!(room.a_rejected_from_mallory() >= 1);
+    // Refused at the offer: nothing was asked for.
+    assert!(room.a.snapshot_progress().is_none());
+    // The engine refuses it too, whatever the sync layer lets through.
+    let snapshot = StateSnapshot {
+        version_vector: clock,
+        ..StateSnapshot::default()
+    };
+    let trust = Trust {
+        signed: true,
+        now_ms: Some(NOW),
+    };
+    let err = room
+        .a
+        .engine_mut()
+        .load_snapshot(snapshot, trust)
+        .unwrap_err();
+    assert!(matches!(err, SnapshotError::RaisesOwnClock { .. }), "{err}");
+    // A remote event in our name beyond what we wrote is refused too.
+    let mut fake = made_up_write(a, &Identity::from_seed(666), "x", "2");
+    fake.seal = None;
+    let err = room.a.engine_mut().receive(fake, NOW).unwrap_err();
+    assert!(matches!(err, EngineError::NotOurs { .. }), "{err}");
+    // Our sequence keeps rising, and every peer takes the next write.
+    let next = room
+        .a
+        .write(|e| e.set("x", json("3"), NOW).map(Some))
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.id.seq, 2);
+    room.still_converge(0);
+    assert_eq!(room.b.engine().get("x"), Some(serde_json::json!(3)));
+}
+
+#[test]
+fn an_origin_flood_stops_at_the_bound_and_the_victim_still_restarts() {
+    let limit = 300;
+    let config = EngineConfig {
+        max_origins: limit,
+        ..EngineConfig::default()
+    };
+    let mut room = Room::new(config.clone());
+    // The members write before the flood: it fills the room's remaining
+    // places for origins (newcomers are refused once it is full; a room
+    // secret keeps strangers out), but cannot break the members.
+    room.still_converge(0);
+    // Throwaway identities, one validly sealed event each.
+    let flood: Vec<P2PEvent> = (0..limit as u64 + 100)
+        .map(|i| {
+            let identity = Identity::from_seed(100_000 + i);
+            let mut engine = ReconciliationEngine::new(identity.peer(), EngineConfig::default());
+            let mut run = vec![engine.set("spam", json("1"), NOW).unwrap()];
+            seal::seal(&identity, &mut run);
+            run.remove(0)
+        })
+        .collect();
+    for batch in flood.chunks(100) {
+        room.mallory_sends(&Message::Events(batch.to_vec()));
+    }
+    let a = room.a.engine();
+    assert!(a.clock().len() <= limit, "{} origins", a.clock().len());
+    assert!(a.stats().refused_origins >= 100);
+    // The victim's own digest and snapshot still decode, and it restarts
+    // from its own snapshot.
+    let digest = Message::Digest {
+        clock: a.clock().clone(),
+        root: Hash32::ZERO,
+    };
+    for frame in wire::encode(&digest, 1) {
+        assert!(wire::decode(&frame).is_ok());
+    }
+    let bytes = a.encode_snapshot();
+    let identity = Identity::from_seed(1);
+    let restored = SyncNode::restore(
+        identity.peer(),
+        config,
+        SyncConfig {
+            identity: Some(identity),
+            ..SyncConfig::default()
+        },
+        Some(&bytes),
+        Vec::new(),
+    )
+    .expect("restarts from its own snapshot");
+    assert_eq!(restored.engine().clock(), room.a.engine().clock());
+    room.still_converge(1);
+    assert!(room.a.engine().clock().len() <= limit);
 }

@@ -24,7 +24,8 @@ fn two_engines_converge_in_wasm() {
     assert_eq!(a.state_json(), r#"{"k":"a","n":2}"#);
     assert_eq!(a.digest(), b.digest());
     let snapshot = StateSnapshot::decode(&a.encode_snapshot()).unwrap();
-    let c = ReconciliationEngine::from_snapshot(PeerId(3), EngineConfig::default(), snapshot);
+    let c =
+        ReconciliationEngine::from_snapshot(PeerId(3), EngineConfig::default(), snapshot).unwrap();
     assert_eq!(c.state_json(), a.state_json());
 }
 

@@ -55,11 +55,10 @@ fn sample_frames() -> Vec<Vec<u8>> {
             bytes: snapshot,
         },
         Message::MerkleQuery { depth: 1, index: 3 },
-        Message::LeafEntities {
+        Message::LeafQuery { index: 7 },
+        Message::LeafState {
             index: 7,
-            clock: a.clock().clone(),
-            entities: vec![],
-            reply: true,
+            state: a.leaf_state(7).encode(),
         },
     ];
     messages.iter().flat_map(|m| wire::encode(m, 1)).collect()
@@ -148,7 +147,11 @@ fn secret_node() -> SyncNode {
         ReconciliationEngine::new(identity.peer(), EngineConfig::default()),
         SyncConfig {
             identity: Some(identity),
-            room: Some(cpc_sync::protocol::room::RoomSecret::new("r", "k")),
+            room: Some(cpc_sync::protocol::room::RoomSecret::with_cost(
+                "r",
+                "k",
+                cpc_sync::protocol::room::KdfCost::TEST,
+            )),
             ..SyncConfig::default()
         },
     );

@@ -7,7 +7,7 @@
 mod common;
 
 use common::{engine, json, Rng};
-use cpc_sync::protocol::{P2PEvent, ReconciliationEngine, StateSnapshot};
+use cpc_sync::protocol::{P2PEvent, ReconciliationEngine, StateSnapshot, Trust};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed};
 
@@ -72,7 +72,11 @@ fn apply_shuffled(events: &[P2PEvent], seed: u64, id: u64) -> ReconciliationEngi
 }
 
 fn join(into: &mut ReconciliationEngine, from: &ReconciliationEngine) {
-    into.load_snapshot(StateSnapshot::decode(&from.encode_snapshot()).expect("decodes"));
+    into.load_snapshot(
+        StateSnapshot::decode(&from.encode_snapshot()).expect("decodes"),
+        Trust::OWN,
+    )
+    .expect("verifies");
 }
 
 fn config() -> Config {
@@ -176,7 +180,7 @@ proptest! {
         let bytes = original.encode_snapshot();
         let snapshot = StateSnapshot::decode(&bytes).expect("decodes");
         let mut loaded = engine(41);
-        loaded.load_snapshot(snapshot);
+        loaded.load_snapshot(snapshot, Trust::OWN).expect("verifies");
         prop_assert_eq!(loaded.state_json(), original.state_json());
         prop_assert_eq!(loaded.clock(), original.clock());
         prop_assert_eq!(loaded.digest(), original.digest());

@@ -4,7 +4,7 @@ mod common;
 
 use common::{assert_converged, deliver, engine, json};
 use cpc_sync::protocol::{
-    EngineConfig, PeerId, ReconciliationEngine, SnapshotError, StateSnapshot,
+    EngineConfig, PeerId, ReconciliationEngine, SnapshotError, StateSnapshot, Trust,
 };
 
 fn busy_engine() -> ReconciliationEngine {
@@ -29,13 +29,15 @@ fn encode_decode_load_is_identity() {
     let mut a = busy_engine();
     let bytes = a.encode_snapshot();
     let snapshot = StateSnapshot::decode(&bytes).unwrap();
-    let mut b = ReconciliationEngine::from_snapshot(PeerId(3), EngineConfig::default(), snapshot);
+    let mut b =
+        ReconciliationEngine::from_snapshot(PeerId(3), EngineConfig::default(), snapshot).unwrap();
     assert_eq!(b.state_json(), a.state_json());
     assert_eq!(b.clock(), a.clock());
     assert_eq!(b.digest(), a.digest());
     // Re-encoding the loaded state gives the same state again.
     let again = StateSnapshot::decode(&b.encode_snapshot()).unwrap();
-    let mut c = ReconciliationEngine::from_snapshot(PeerId(4), EngineConfig::default(), again);
+    let mut c =
+        ReconciliationEngine::from_snapshot(PeerId(4), EngineConfig::default(), again).unwrap();
     assert_eq!(c.digest(), a.digest());
 }
 
@@ -51,7 +53,7 @@ fn a_new_peer_loads_a_snapshot_then_replays_held_events() {
     let mut fresh = engine(9);
     deliver(&mut fresh, &later, 2_002);
     assert_eq!(fresh.holding().len(), 2);
-    fresh.load_snapshot(snapshot);
+    fresh.load_snapshot(snapshot, Trust::OWN).unwrap();
     assert!(fresh.holding().is_empty());
     assert_converged(&mut [a, fresh]);
 }
@@ -64,7 +66,11 @@ fn loading_joins_states_so_neither_side_loses_writes() {
     b.set("mine", json("true"), 1_500).unwrap();
     b.increment("c", 100, 1_500).unwrap();
     let b_events: Vec<_> = b.log().iter().cloned().collect();
-    b.load_snapshot(StateSnapshot::decode(&a.encode_snapshot()).unwrap());
+    b.load_snapshot(
+        StateSnapshot::decode(&a.encode_snapshot()).unwrap(),
+        Trust::OWN,
+    )
+    .unwrap();
     deliver(&mut a, &b_events, 2_000);
     assert_eq!(b.get("c"), Some(serde_json::json!(103)));
     // b's next write depends on everything it has now.
@@ -121,14 +127,14 @@ fn malformed_snapshots_are_typed_errors_never_panics() {
             bad[i] ^= flip;
             if let Ok(snapshot) = StateSnapshot::decode(&bad) {
                 let mut e = engine(5);
-                e.load_snapshot(snapshot);
+                let _ = e.load_snapshot(snapshot, Trust::OWN);
                 let _ = e.state_json();
                 let _ = e.digest();
             }
         }
     }
     // A length prefix claiming billions of entities fails without allocating them.
-    let mut huge = b"CPCS\x01\x00".to_vec();
+    let mut huge = b"CPCS\x02\x00".to_vec();
     huge.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
     assert!(matches!(
         StateSnapshot::decode(&huge),
@@ -137,11 +143,12 @@ fn malformed_snapshots_are_typed_errors_never_panics() {
 }
 
 #[test]
-fn duplicate_keys_are_rejected() {
+fn events_out_of_order_or_repeated_are_rejected() {
     let a = busy_engine();
     let mut snapshot = a.snapshot();
-    let first = snapshot.entities[0].clone();
-    snapshot.entities.push(first);
+    let first = snapshot.events[0].clone();
+    snapshot.events.push(first);
+    snapshot.live.push(true);
     let err = StateSnapshot::decode(&snapshot.encode()).unwrap_err();
-    assert!(matches!(err, SnapshotError::DuplicateKey(_)), "{err}");
+    assert!(matches!(err, SnapshotError::Malformed(_)), "{err}");
 }

@@ -46,9 +46,25 @@ function header(peer, room, signaling) {
   $("copy").addEventListener("click", () =>
     navigator.clipboard?.writeText(link.href).then(() => notify("link copied"), () => notify(link.href)),
   );
+  $("private-room").addEventListener("click", () => location.assign(privateRoomLink()));
   $("signaling").textContent = signaling === "none" ? "this browser's tabs (BroadcastChannel)" : signaling;
   $("peer-id").textContent = peer.id;
   $("online").addEventListener("change", (e) => (e.target.checked ? peer.goOnline() : peer.goOffline()));
+}
+
+/**
+ * A link to a new room with a random 128-bit secret. The secret lives in
+ * the fragment, which browsers never send to a server; the room's keys come
+ * from it through a slow KDF, so the opaque room id the server sees cannot
+ * be tested against guesses at hash speed.
+ */
+function privateRoomLink() {
+  const hex = (n) => [...crypto.getRandomValues(new Uint8Array(n))].map((b) => b.toString(16).padStart(2, "0")).join("");
+  const link = new URL(location.pathname, location.href);
+  link.searchParams.set("room", `private-${hex(4)}`);
+  for (const kept of ["signaling", "storage"]) if (params.get(kept)) link.searchParams.set(kept, params.get(kept));
+  link.hash = new URLSearchParams({ secret: hex(16) }).toString();
+  return link.href;
 }
 
 function transferBar(event) {

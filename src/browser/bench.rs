@@ -178,8 +178,8 @@ pub fn snapshot(entities: u32) -> JsValue {
     let decoded = StateSnapshot::decode(&bytes).ok();
     let decode_ms = now_ms() - start;
     let start = now_ms();
-    let ready = decoded.map(|s| {
-        ReconciliationEngine::from_snapshot(workload::peer(1), EngineConfig::default(), s)
+    let ready = decoded.and_then(|s| {
+        ReconciliationEngine::from_snapshot(workload::peer(1), EngineConfig::default(), s).ok()
     });
     let ready_ms = decode_ms + (now_ms() - start);
     let out = result(&[

@@ -25,9 +25,12 @@ const LOG: &str = "log";
 const SNAPSHOT: &str = "snapshot";
 const STATE_KEY: &str = "state";
 const IDENTITY_KEY: &str = "identity";
-/// Version 2: events carry seals, and the identity is a secret key. A
-/// version 1 database (unsigned events, a bare peer id) is cleared.
-const VERSION: u32 = 2;
+/// Version 2: events carry seals, and the identity is a secret key.
+/// Version 3: snapshots are the signed runs the state rests on, and
+/// counter increments carry their running sum. An older database is
+/// cleared, identity included (a kept identity with a cleared log would
+/// reuse its sequence numbers).
+const VERSION: u32 = 3;
 
 /// Why storage failed; the message names the IndexedDB operation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

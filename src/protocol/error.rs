@@ -37,4 +37,10 @@ pub enum EngineError {
     Malformed(String),
     #[error("key {0:?} has no conflict to reconcile")]
     NoConflict(String),
+    #[error("event {id} is from a new origin, and this room already has {limit} (the bound on distinct origins)")]
+    TooManyOrigins { id: EventId, limit: usize },
+    #[error("event {id} claims to be ours, beyond what we wrote: only we can write as us")]
+    NotOurs { id: EventId },
+    #[error("this peer's sequence numbers are exhausted")]
+    SequenceExhausted,
 }

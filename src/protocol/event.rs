@@ -88,13 +88,12 @@ pub enum RegisterOp {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CounterOp {
-    Increment {
-        by: i64,
-    },
+    /// `sum` is the origin's running total on this key after this
+    /// increment: a counter's state is then backed by one event per origin
+    /// (its latest), which is what a verified snapshot carries.
+    Increment { by: i64, sum: i64 },
     /// Cancels the contributions the deleter had seen, origin by origin.
-    Delete {
-        observed: Vec<CounterShare>,
-    },
+    Delete { observed: Vec<CounterShare> },
 }
 
 /// One origin's contribution to a counter: its running sum as of its event `seq`.

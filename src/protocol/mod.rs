@@ -20,7 +20,7 @@ pub mod value;
 pub use clock::{ClockOrdering, HybridClock, PeerId, Timestamp, VectorClock};
 pub use engine::{
     Candidate, Conflict, ConflictPolicy, EngineConfig, EngineStats, JournalEntry, Receipt,
-    ReconcileHandler, ReconcileStep, ReconciliationEngine, RECONCILIATION_RETRY_MS,
+    ReconcileHandler, ReconcileStep, ReconciliationEngine, Trust, RECONCILIATION_RETRY_MS,
 };
 pub use error::EngineError;
 pub use event::{EventId, Hash32, Kind, Operation, P2PEvent};

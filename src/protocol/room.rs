@@ -9,11 +9,13 @@
 //!   channel and before anything else crosses it, that each knows the
 //!   secret ([`Handshake`]).
 //!
-//! The keys are blake3 `derive_key` outputs of the secret: a secret must be
-//! long and random (the page makes 128-bit ones), not a password, since
-//! whoever sees the room id can test guesses offline.
+//! The keys are blake3 `derive_key` outputs of one room key, which is
+//! Argon2id of the secret salted by the room name ([`KdfCost`]): whoever
+//! sees the room id can still test guesses offline, but each guess costs
+//! the KDF (about 100 ms in a browser; BENCHMARKS.md), not one hash. A
+//! secret should still be long and random (the page makes 128-bit ones).
 
-use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use serde::{Deserialize, Serialize};
 
@@ -48,12 +50,48 @@ impl std::fmt::Debug for RoomSecret {
     }
 }
 
-fn derive(context: &str, room: &str, secret: &str) -> [u8; 32] {
-    let mut hasher = blake3::Hasher::new_derive_key(context);
-    hasher.update(&(room.len() as u64).to_le_bytes());
-    hasher.update(room.as_bytes());
-    hasher.update(secret.as_bytes());
-    *hasher.finalize().as_bytes()
+/// What deriving a room key from its secret costs (Argon2id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KdfCost {
+    pub memory_kib: u32,
+    pub passes: u32,
+}
+
+impl KdfCost {
+    /// OWASP's Argon2id minimum (19 MiB, 2 passes, 1 lane): about 100 ms a
+    /// guess in Chromium's wasm (BENCHMARKS.md).
+    pub const DEFAULT: KdfCost = KdfCost {
+        memory_kib: 19 * 1024,
+        passes: 2,
+    };
+    /// For tests and simulations that build many rooms: no protection.
+    pub const TEST: KdfCost = KdfCost {
+        memory_kib: 64,
+        passes: 1,
+    };
+}
+
+/// Argon2id of the secret, salted by the room name: the room key.
+fn room_key(room: &str, secret: &str, cost: KdfCost) -> [u8; 32] {
+    let mut salt = blake3::Hasher::new_derive_key("cpc-sync 2026 room salt");
+    salt.update(room.as_bytes());
+    let salt = salt.finalize();
+    let mut key = [0u8; 32];
+    let argon = argon2::Params::new(cost.memory_kib.max(8), cost.passes.max(1), 1, Some(32)).map(
+        |params| argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params),
+    );
+    let hashed = argon
+        .and_then(|a| a.hash_password_into(secret.as_bytes(), &salt.as_bytes()[..16], &mut key));
+    if hashed.is_err() {
+        // Only out-of-range parameters fail, and `max` keeps them in range;
+        // still, never fall back to a weaker key silently.
+        key = *blake3::hash(b"cpc-sync: argon2 parameters out of range").as_bytes();
+    }
+    key
+}
+
+fn derive(context: &str, room_key: &[u8; 32]) -> [u8; 32] {
+    blake3::derive_key(context, room_key)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -71,13 +109,31 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
 }
 
 impl RoomSecret {
+    /// The keys of `room` with `secret`, at the default KDF cost.
     pub fn new(room: &str, secret: &str) -> Self {
-        let id = derive("cpc-sync 2026 room id", room, secret);
+        Self::with_cost(room, secret, KdfCost::DEFAULT)
+    }
+
+    pub fn with_cost(room: &str, secret: &str, cost: KdfCost) -> Self {
+        let key = room_key(room, secret, cost);
+        let id = derive("cpc-sync 2026 room id", &key);
         RoomSecret {
             room_id: format!("secret-{}", hex(&id[..16])),
-            signal: derive("cpc-sync 2026 signal key", room, secret),
-            handshake: derive("cpc-sync 2026 handshake key", room, secret),
+            signal: derive("cpc-sync 2026 signal key", &key),
+            handshake: derive("cpc-sync 2026 handshake key", &key),
         }
+    }
+
+    /// What a sealed signal is bound to: this room, its sender and its
+    /// recipient, so a server can neither replay it in another room nor
+    /// redirect it to another peer or pass it off as another's.
+    fn associated_data(&self, from: &str, to: &str) -> Vec<u8> {
+        let mut aad = Vec::with_capacity(64 + from.len() + to.len());
+        for part in [self.room_id.as_str(), from, to] {
+            aad.extend_from_slice(&(part.len() as u64).to_le_bytes());
+            aad.extend_from_slice(part.as_bytes());
+        }
+        aad
     }
 
     /// The name the room goes by outside its peers.
@@ -85,28 +141,41 @@ impl RoomSecret {
         &self.room_id
     }
 
-    /// Encrypts a signaling payload: hex of `nonce || ciphertext`. The
-    /// 12-byte nonce must never repeat under this key: draw it at random.
-    pub fn seal_signal(&self, plaintext: &[u8], nonce: [u8; 12]) -> String {
+    /// Encrypts a signaling payload from `from` to `to`: hex of `nonce ||
+    /// ciphertext`. The 12-byte nonce must never repeat under this key:
+    /// draw it at random.
+    pub fn seal_signal(&self, plaintext: &[u8], nonce: [u8; 12], from: &str, to: &str) -> String {
         let cipher = ChaCha20Poly1305::new(Key::from_slice(&self.signal));
+        let aad = self.associated_data(from, to);
+        let payload = Payload {
+            msg: plaintext,
+            aad: &aad,
+        };
         // Encrypting into a Vec cannot fail.
         let ciphertext = cipher
-            .encrypt(Nonce::from_slice(&nonce), plaintext)
+            .encrypt(Nonce::from_slice(&nonce), payload)
             .unwrap_or_default();
         let mut out = hex(&nonce);
         out.push_str(&hex(&ciphertext));
         out
     }
 
-    /// Decrypts what [`seal_signal`](Self::seal_signal) made with this key.
-    pub fn open_signal(&self, text: &str) -> Result<Vec<u8>, RoomError> {
+    /// Decrypts what [`seal_signal`](Self::seal_signal) made with this key,
+    /// from `from` to `to` (a payload relayed as from another peer, or to
+    /// another, does not open).
+    pub fn open_signal(&self, text: &str, from: &str, to: &str) -> Result<Vec<u8>, RoomError> {
         let bytes = unhex(text).ok_or(RoomError::Encoding)?;
         if bytes.len() < 12 + 16 {
             return Err(RoomError::Encoding);
         }
         let (nonce, ciphertext) = bytes.split_at(12);
+        let aad = self.associated_data(from, to);
+        let payload = Payload {
+            msg: ciphertext,
+            aad: &aad,
+        };
         ChaCha20Poly1305::new(Key::from_slice(&self.signal))
-            .decrypt(Nonce::from_slice(nonce), ciphertext)
+            .decrypt(Nonce::from_slice(nonce), payload)
             .map_err(|_| RoomError::Decrypt)
     }
 }
@@ -202,6 +271,35 @@ impl Handshake {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn room_keys_come_from_argon2id_of_the_secret() {
+        let cost = KdfCost::TEST;
+        let a = RoomSecret::with_cost("r", "k", cost);
+        assert_eq!(a.room_id(), RoomSecret::with_cost("r", "k", cost).room_id());
+        assert_ne!(
+            a.room_id(),
+            RoomSecret::with_cost("r", "k2", cost).room_id()
+        );
+        assert_ne!(
+            a.room_id(),
+            RoomSecret::with_cost("r2", "k", cost).room_id()
+        );
+        // The cost is part of the key: a cheaper KDF is another room.
+        assert_ne!(a.room_id(), RoomSecret::new("r", "k").room_id());
+        // Known answer: the room key is Argon2id(secret, salt(room)).
+        let salt = blake3::Hasher::new_derive_key("cpc-sync 2026 room salt")
+            .update(b"r")
+            .finalize();
+        let params = argon2::Params::new(64, 1, 1, Some(32)).unwrap();
+        let mut key = [0u8; 32];
+        argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+            .hash_password_into(b"k", &salt.as_bytes()[..16], &mut key)
+            .unwrap();
+        let id = blake3::derive_key("cpc-sync 2026 room id", &key);
+        assert_eq!(a.room_id(), format!("secret-{}", hex(&id[..16])));
+    }
+
     use super::*;
 
     #[test]
@@ -223,22 +321,22 @@ mod tests {
     #[test]
     fn signals_open_only_with_the_same_secret_and_unaltered() {
         let a = RoomSecret::new("r", "k1");
-        let sealed = a.seal_signal(b"v=0 offer", [7; 12]);
+        let sealed = a.seal_signal(b"v=0 offer", [7; 12], "a", "b");
         assert!(!sealed.contains("offer"));
-        assert_eq!(a.open_signal(&sealed).unwrap(), b"v=0 offer");
+        assert_eq!(a.open_signal(&sealed, "a", "b").unwrap(), b"v=0 offer");
         assert_eq!(
-            RoomSecret::new("r", "k2").open_signal(&sealed),
+            RoomSecret::new("r", "k2").open_signal(&sealed, "a", "b"),
             Err(RoomError::Decrypt)
         );
         let mut bent = sealed.clone().into_bytes();
         let last = bent.len() - 1;
         bent[last] = if bent[last] == b'0' { b'1' } else { b'0' };
         assert_eq!(
-            a.open_signal(std::str::from_utf8(&bent).unwrap()),
+            a.open_signal(std::str::from_utf8(&bent).unwrap(), "a", "b"),
             Err(RoomError::Decrypt)
         );
-        assert_eq!(a.open_signal("zz"), Err(RoomError::Encoding));
-        assert_eq!(a.open_signal(""), Err(RoomError::Encoding));
+        assert_eq!(a.open_signal("zz", "a", "b"), Err(RoomError::Encoding));
+        assert_eq!(a.open_signal("", "a", "b"), Err(RoomError::Encoding));
     }
 
     fn pair(secret_a: &str, secret_b: &str) -> (Result<(), RoomError>, Result<(), RoomError>) {

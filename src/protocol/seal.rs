@@ -127,6 +127,37 @@ pub fn verify_run(run: &[P2PEvent]) -> Result<(), SealError> {
     Ok(())
 }
 
+/// Verifies events sorted by id that must all be in whole sealed runs (a
+/// snapshot's): the first run that does not verify is the error.
+pub fn verify_runs(events: &[P2PEvent]) -> Result<(), SealError> {
+    let mut start = 0;
+    for (i, event) in events.iter().enumerate() {
+        let Some(seal) = &event.seal else {
+            let next_is_other_origin = events.get(i + 1).is_none_or(|n| n.id.peer != event.id.peer);
+            if next_is_other_origin {
+                return Err(SealError::Unsealed(events[start].id));
+            }
+            continue;
+        };
+        // The run is `seal.first..=event.id.seq`, and must start at `start`.
+        let len = event.id.seq.saturating_sub(seal.first).saturating_add(1);
+        let run_start = usize::try_from(len)
+            .ok()
+            .and_then(|len| (i + 1).checked_sub(len))
+            .ok_or(SealError::BrokenRun(event.id))?;
+        if run_start != start {
+            return Err(if run_start > start {
+                SealError::Unsealed(events[start].id)
+            } else {
+                SealError::BrokenRun(event.id)
+            });
+        }
+        verify_run(&events[start..=i])?;
+        start = i + 1;
+    }
+    Ok(())
+}
+
 /// Splits a received batch into the events of runs that verify, and the
 /// errors of those that do not (a refused run's events are all dropped).
 /// Events of one origin must come in sequence order, each run whole.
@@ -288,6 +319,24 @@ mod tests {
         assert!(accepted.iter().all(|e| e.id.peer == a.peer()));
         assert_eq!(errors.len(), 1);
         assert!(errors[0].is_forgery());
+    }
+
+    #[test]
+    fn verify_runs_takes_whole_runs_only() {
+        let a = Identity::from_seed(1);
+        let b = Identity::from_seed(2);
+        let mut events = sealed(&a, 1..=3);
+        events.extend(sealed(&a, 4..=5));
+        events.extend(sealed(&b, 1..=2));
+        assert_eq!(verify_runs(&events), Ok(()));
+        let mut gap = events.clone();
+        gap.remove(3);
+        assert!(verify_runs(&gap).is_err());
+        let tail = &events[1..];
+        assert!(verify_runs(tail).is_err());
+        let mut altered = events.clone();
+        altered[5] = event(b.peer(), 1, "\"evil\"");
+        assert!(verify_runs(&altered).unwrap_err().is_forgery());
     }
 
     #[test]

@@ -112,22 +112,37 @@ impl Negotiation {
     /// The `data` of a signal carrying this step: its JSON, or in a room
     /// with a secret, the JSON sealed with the room's signal key (a hex
     /// string the server can neither read nor forge). `nonce`: 12 random
-    /// bytes, never used twice under one secret.
-    pub fn to_data(&self, room: Option<&RoomSecret>, nonce: [u8; 12]) -> Value {
+    /// bytes, never used twice under one secret. Sealed, it is bound to
+    /// the room, `from` and `to` (peer ids as signaled).
+    pub fn to_data(
+        &self,
+        room: Option<&RoomSecret>,
+        nonce: [u8; 12],
+        from: &str,
+        to: &str,
+    ) -> Value {
         let json = serde_json::to_value(self).unwrap_or_default();
         match room {
             None => json,
-            Some(room) => Value::String(room.seal_signal(json.to_string().as_bytes(), nonce)),
+            Some(room) => {
+                Value::String(room.seal_signal(json.to_string().as_bytes(), nonce, from, to))
+            }
         }
     }
 
-    /// The step a signal's `data` carries; `None` when it is malformed, or
-    /// sealed with another secret, or altered.
-    pub fn from_data(data: Value, room: Option<&RoomSecret>) -> Option<Negotiation> {
+    /// The step a signal's `data` carries; `None` when it is malformed,
+    /// sealed with another secret, altered, or sealed for another sender
+    /// or recipient.
+    pub fn from_data(
+        data: Value,
+        room: Option<&RoomSecret>,
+        from: &str,
+        to: &str,
+    ) -> Option<Negotiation> {
         match room {
             None => serde_json::from_value(data).ok(),
             Some(room) => {
-                let plain = room.open_signal(data.as_str()?).ok()?;
+                let plain = room.open_signal(data.as_str()?, from, to).ok()?;
                 serde_json::from_slice(&plain).ok()
             }
         }
@@ -216,19 +231,37 @@ mod tests {
             sdp_mid: Some("0".into()),
             sdp_m_line_index: Some(0),
         };
-        let plain = step.to_data(None, [0; 12]);
-        assert_eq!(Negotiation::from_data(plain, None), Some(step.clone()));
-        let room = RoomSecret::new("r", "k");
-        let sealed = step.to_data(Some(&room), [1; 12]);
+        let plain = step.to_data(None, [0; 12], "a", "b");
+        assert_eq!(
+            Negotiation::from_data(plain, None, "a", "b"),
+            Some(step.clone())
+        );
+        let cost = crate::protocol::room::KdfCost::TEST;
+        let room = RoomSecret::with_cost("r", "k", cost);
+        let sealed = step.to_data(Some(&room), [1; 12], "a", "b");
         assert!(!sealed.to_string().contains("candidate"));
         assert_eq!(
-            Negotiation::from_data(sealed.clone(), Some(&room)),
+            Negotiation::from_data(sealed.clone(), Some(&room), "a", "b"),
             Some(step)
         );
+        let other = RoomSecret::with_cost("r", "x", cost);
         assert_eq!(
-            Negotiation::from_data(sealed.clone(), Some(&RoomSecret::new("r", "x"))),
+            Negotiation::from_data(sealed.clone(), Some(&other), "a", "b"),
             None
         );
-        assert_eq!(Negotiation::from_data(sealed, None), None);
+        // A server cannot redirect it, pass it off as another's, or replay
+        // it in another room with the same secret.
+        for (from, to) in [("a", "c"), ("c", "b"), ("b", "a")] {
+            assert_eq!(
+                Negotiation::from_data(sealed.clone(), Some(&room), from, to),
+                None
+            );
+        }
+        let elsewhere = RoomSecret::with_cost("r2", "k", cost);
+        assert_eq!(
+            Negotiation::from_data(sealed.clone(), Some(&elsewhere), "a", "b"),
+            None
+        );
+        assert_eq!(Negotiation::from_data(sealed, None, "a", "b"), None);
     }
 }

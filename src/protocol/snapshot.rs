@@ -1,18 +1,31 @@
-//! `StateSnapshot`: the whole state and its version vector, in a compact
-//! binary form.
+//! `StateSnapshot`: the whole state and its version vector, as the signed
+//! events it rests on.
+//!
+//! A snapshot is not a copy of the state taken on trust: it is the sealed
+//! runs still needed to rebuild the state (each entity's first operation per
+//! kind and every dot it holds), plus, for every entry of the version
+//! vector, the run holding that origin's latest event (its *head*). Checking
+//! a snapshot is checking events: every run's seal verifies, every clock
+//! entry is an event its origin signed, nothing lies beyond the clock. The
+//! receiver rebuilds the entities from the events marked live
+//! ([`Entity::rebuild`]); a sender can leave events out, but it cannot
+//! make up a value, a dot, a writer or a clock entry.
 
-use std::collections::HashSet;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::clock::VectorClock;
+use super::clock::{PeerId, VectorClock};
 use super::entity::Entity;
+use super::event::{EventId, P2PEvent};
+use super::seal::{self, SealError};
 
 const MAGIC: &[u8; 4] = b"CPCS";
-const FORMAT: u8 = 1;
+const FORMAT: u8 = 2;
 
-/// Snapshot bytes that cannot be loaded.
+/// Snapshot bytes that cannot be loaded, or a snapshot that does not
+/// verify.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SnapshotError {
     #[error("not a cpc-sync snapshot (bad magic bytes)")]
@@ -21,35 +34,94 @@ pub enum SnapshotError {
     UnsupportedFormat(u8),
     #[error("snapshot is malformed: {0}")]
     Malformed(String),
-    #[error("snapshot holds key {0:?} twice")]
-    DuplicateKey(String),
+    #[error("snapshot run refused: {0}")]
+    Seal(#[from] SealError),
+    #[error("snapshot claims {origin} is at {seq}, but holds no event of it there signed by it")]
+    UnbackedClock { origin: PeerId, seq: u64 },
+    #[error("snapshot event {0} (or something it depends on) lies beyond the snapshot's clock")]
+    BeyondClock(EventId),
+    #[error("snapshot claims our own origin is at {claimed}; we wrote {ours}")]
+    RaisesOwnClock { claimed: u64, ours: u64 },
+    #[error("snapshot has {count} origins; this room allows {limit}")]
+    TooManyOrigins { count: usize, limit: usize },
+    #[error("snapshot event {0} is timestamped too far ahead of our clock")]
+    ClockSkew(EventId),
+    #[error("state arrived that we did not ask for")]
+    Unasked,
 }
 
-/// A peer's replicated state as of `version_vector`.
-#[derive(Debug, Clone)]
+impl SnapshotError {
+    /// A lie (forged, inflated or inconsistent state), as opposed to bytes
+    /// we cannot read or a clock that is merely ahead: weighs like a forgery.
+    pub fn is_lie(&self) -> bool {
+        !matches!(
+            self,
+            SnapshotError::ClockSkew(_)
+                | SnapshotError::BadMagic
+                | SnapshotError::UnsupportedFormat(_)
+        )
+    }
+}
+
+/// A peer's replicated state as of `version_vector`, as the events it
+/// rests on.
+#[derive(Debug, Clone, Default)]
 pub struct StateSnapshot {
     pub version_vector: VectorClock,
-    pub entities: Vec<(Arc<str>, Entity)>,
+    /// Whole sealed runs, by origin then sequence.
+    pub events: Vec<P2PEvent>,
+    /// Per event: whether the state holds its dot (else it is there for its
+    /// run's seal, a kind's first operation, or as a head).
+    pub live: Vec<bool>,
 }
 
-/// The wire layout; encoding borrows from the engine instead of cloning it.
+/// The wire layout; encoding borrows instead of cloning.
 #[derive(Serialize)]
 struct Wire<'a> {
     version_vector: &'a VectorClock,
-    entities: Vec<(&'a str, &'a Entity)>,
+    events: &'a [&'a P2PEvent],
+    live: Vec<u8>,
+}
+
+#[derive(Deserialize)]
+struct Owned {
+    version_vector: VectorClock,
+    events: Vec<P2PEvent>,
+    live: Vec<u8>,
+}
+
+/// What a receiver checks a snapshot against.
+#[derive(Debug, Clone)]
+pub struct Checks {
+    /// Our own id, and how many events we wrote: no snapshot may raise it.
+    pub me: PeerId,
+    pub own_seq: u64,
+    /// Runs must carry valid seals (a signed room).
+    pub signed: bool,
+    /// Every clock entry must be an event in the snapshot (a whole
+    /// snapshot; a Merkle leaf's clock is checked against ours instead).
+    pub heads: bool,
+    pub max_origins: usize,
 }
 
 impl StateSnapshot {
-    /// Encodes borrowed parts: `MAGIC`, the format byte, then postcard.
-    pub fn encode_parts<'a>(
-        version_vector: &'a VectorClock,
-        entities: impl Iterator<Item = (&'a str, &'a Entity)>,
+    /// Encodes borrowed events (sorted by id): `MAGIC`, the format byte,
+    /// then postcard.
+    pub fn encode_parts(
+        version_vector: &VectorClock,
+        events: &[&P2PEvent],
+        live: &[bool],
     ) -> Vec<u8> {
+        let mut bits = vec![0u8; live.len().div_ceil(8)];
+        for (i, _) in live.iter().enumerate().filter(|(_, l)| **l) {
+            bits[i / 8] |= 1 << (i % 8);
+        }
         let wire = Wire {
             version_vector,
-            entities: entities.collect(),
+            events,
+            live: bits,
         };
-        let mut out = Vec::with_capacity(16 + wire.entities.len() * 32);
+        let mut out = Vec::with_capacity(16 + events.len() * 48);
         out.extend_from_slice(MAGIC);
         out.push(FORMAT);
         // Writing plain data into a growing Vec cannot fail.
@@ -57,28 +129,93 @@ impl StateSnapshot {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let entities = self.entities.iter().map(|(k, e)| (&**k, e));
-        Self::encode_parts(&self.version_vector, entities)
+        let events: Vec<&P2PEvent> = self.events.iter().collect();
+        Self::encode_parts(&self.version_vector, &events, &self.live)
     }
 
-    /// Decodes and checks a snapshot; any defect is an error, never a panic.
+    /// Decodes a snapshot; any defect is an error, never a panic. Decoding
+    /// checks the form; [`verify`](Self::verify) checks what it claims.
     pub fn decode(bytes: &[u8]) -> Result<Self, SnapshotError> {
         let body = bytes.strip_prefix(MAGIC).ok_or(SnapshotError::BadMagic)?;
         let (&format, body) = body.split_first().ok_or(SnapshotError::BadMagic)?;
         if format != FORMAT {
             return Err(SnapshotError::UnsupportedFormat(format));
         }
-        let (version_vector, entities): (VectorClock, Vec<(Arc<str>, Entity)>) =
+        let owned: Owned =
             postcard::from_bytes(body).map_err(|e| SnapshotError::Malformed(e.to_string()))?;
-        let mut seen = HashSet::with_capacity(entities.len());
-        for (key, _) in &entities {
-            if !seen.insert(&**key) {
-                return Err(SnapshotError::DuplicateKey(key.to_string()));
-            }
+        if owned.live.len() != owned.events.len().div_ceil(8) {
+            return Err(SnapshotError::Malformed(
+                "the live bitmap does not match the events".into(),
+            ));
+        }
+        let live = (0..owned.events.len())
+            .map(|i| owned.live[i / 8] & (1 << (i % 8)) != 0)
+            .collect();
+        let sorted = owned.events.windows(2).all(|w| w[0].id < w[1].id);
+        if !sorted {
+            return Err(SnapshotError::Malformed(
+                "events are not sorted by id, or repeat".into(),
+            ));
         }
         Ok(StateSnapshot {
-            version_vector,
-            entities,
+            version_vector: owned.version_vector,
+            events: owned.events,
+            live,
         })
+    }
+
+    /// Checks everything the snapshot claims, except timestamps (the
+    /// engine checks those against its clock): seals, that every clock
+    /// entry is backed by its origin's event, that nothing lies beyond the
+    /// clock, that our own entry is not raised, and the bound on origins.
+    pub fn verify(&self, checks: &Checks) -> Result<(), SnapshotError> {
+        let clock = &self.version_vector;
+        if clock.len() > checks.max_origins {
+            return Err(SnapshotError::TooManyOrigins {
+                count: clock.len(),
+                limit: checks.max_origins,
+            });
+        }
+        let own = clock.get(checks.me);
+        if own > checks.own_seq {
+            return Err(SnapshotError::RaisesOwnClock {
+                claimed: own,
+                ours: checks.own_seq,
+            });
+        }
+        if checks.signed {
+            seal::verify_runs(&self.events)?;
+        }
+        for event in &self.events {
+            event
+                .check()
+                .map_err(|e| SnapshotError::Malformed(e.to_string()))?;
+            if event.dependencies().any(|d| d.seq > clock.get(d.peer))
+                || event.id.seq > clock.get(event.id.peer)
+            {
+                return Err(SnapshotError::BeyondClock(event.id));
+            }
+        }
+        if checks.heads {
+            for (origin, seq) in clock.iter() {
+                let head = EventId::new(origin, seq);
+                if self.events.binary_search_by_key(&head, |e| e.id).is_err() {
+                    return Err(SnapshotError::UnbackedClock { origin, seq });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The entities the live events rebuild, by key.
+    pub fn rebuild(&self) -> Vec<(Arc<str>, Entity)> {
+        let mut by_key: BTreeMap<&Arc<str>, Vec<(&P2PEvent, bool)>> = BTreeMap::new();
+        for (event, live) in self.events.iter().zip(&self.live) {
+            by_key.entry(&event.key).or_default().push((event, *live));
+        }
+        by_key
+            .into_iter()
+            .map(|(key, mut events)| (key.clone(), Entity::rebuild(&mut events)))
+            .collect()
     }
 }

@@ -2,15 +2,19 @@
 //! what honest peers send it, and now and then sends a neighbour something
 //! hostile: events forged under an honest peer's id, a relayed run with an
 //! altered payload, a giant version vector, junk, a dependency bomb (its
-//! own validly sealed events that wait forever), or an event depending on
-//! something a billion events ahead.
+//! own validly sealed events that wait forever), an event depending on
+//! something a billion events ahead; and state that arrives whole: Merkle
+//! leaves nobody asked for, forged snapshots claiming an honest origin is
+//! far ahead, snapshots raising the victim's own count, and floods of
+//! throwaway identities.
 
 use cpc_sync::protocol::clock::MAX_CLOCK_ENTRIES;
+use cpc_sync::protocol::digest;
 use cpc_sync::protocol::event::RegisterOp;
 use cpc_sync::protocol::seal;
 use cpc_sync::protocol::sync::wire::{self, Decoded, Message};
 use cpc_sync::protocol::{
-    EventId, Hash32, Identity, Operation, P2PEvent, PeerId, Timestamp, VectorClock,
+    EventId, Hash32, Identity, Operation, P2PEvent, PeerId, StateSnapshot, Timestamp, VectorClock,
 };
 
 use super::World;
@@ -31,7 +35,13 @@ pub struct Adversary {
     giant: Vec<Vec<u8>>,
     /// What honest peers refused from it (counted as they say so).
     pub refused: u64,
+    /// Throwaway identities used so far.
+    throwaways: u64,
 }
+
+/// What flood events carry: valid writes of throwaway members, so honest
+/// peers may take them (below the bound on origins).
+pub const SPAM: &str = "\"spam\"";
 
 impl Adversary {
     pub fn new(index: usize, identity: Identity) -> Self {
@@ -52,6 +62,7 @@ impl Adversary {
             next_seq: 2,
             giant,
             refused: 0,
+            throwaways: 0,
         }
     }
 
@@ -98,7 +109,8 @@ impl World {
         let victim = neighbours[self.rng.below(neighbours.len())];
         let honest = self.peers[self.rng.below(self.peers.len())].id;
         let now = self.now;
-        let roll = self.rng.below(6);
+        let roll = self.rng.below(10);
+        let victim_id = self.peers[victim].id;
         let junk_len = 1 + self.rng.below(3000);
         let junk: Vec<u8> = (0..junk_len).map(|_| self.rng.below(256) as u8).collect();
         let pick = self.rng.next_u64() as usize;
@@ -139,6 +151,87 @@ impl World {
                 adversary.next_seq += 50;
                 seal::seal(&adversary.identity, &mut run);
                 wire::encode(&Message::Events(run), 4)
+            }
+            // A Merkle leaf nobody asked for, with a made-up value in an
+            // honest peer's name and a clock claiming everyone is far ahead.
+            6 => {
+                let mut run = vec![adversary.event(5_000_000, "doc", now + 1_000_000_000)];
+                seal::seal(&adversary.identity, &mut run);
+                run[0].id.peer = honest;
+                let clock: VectorClock = [(honest, 5_000_000), (victim_id, 1_000)]
+                    .into_iter()
+                    .collect();
+                let state = StateSnapshot {
+                    version_vector: clock,
+                    events: run,
+                    live: vec![true],
+                };
+                let index = u32::from(digest::leaf_of("doc"));
+                let message = Message::LeafState {
+                    index,
+                    state: state.encode(),
+                };
+                wire::encode(&message, 6)
+            }
+            // A snapshot of its own sealed events whose clock says an
+            // honest origin is at a billion (7), or that the victim itself
+            // is at u64::MAX (8).
+            7 | 8 => {
+                let start = adversary.next_seq;
+                let mut run: Vec<P2PEvent> = (start..start + 3)
+                    .map(|seq| adversary.event(seq, &format!("snap/{seq}"), now))
+                    .collect();
+                adversary.next_seq += 3;
+                seal::seal(&adversary.identity, &mut run);
+                let mut clock: VectorClock = [(adversary.identity.peer(), start + 2)]
+                    .into_iter()
+                    .collect();
+                if roll == 7 {
+                    clock.set(honest, 1_000_000_000);
+                } else {
+                    clock.set(victim_id, u64::MAX);
+                }
+                let bytes = StateSnapshot {
+                    version_vector: clock.clone(),
+                    live: vec![true; run.len()],
+                    events: run,
+                }
+                .encode();
+                let id = Hash32(*blake3::hash(&bytes).as_bytes());
+                let total = bytes.len() as u64;
+                let mut frames = wire::encode(&Message::SnapshotOffer { id, total, clock }, 7);
+                let chunk = Message::SnapshotChunk {
+                    id,
+                    offset: 0,
+                    total,
+                    bytes,
+                };
+                frames.extend(wire::encode(&chunk, 8));
+                frames
+            }
+            // Throwaway identities, one validly sealed event each.
+            9 => {
+                let events: Vec<P2PEvent> = (0..20)
+                    .map(|_| {
+                        adversary.throwaways += 1;
+                        let identity = Identity::from_seed(1 << 40 | adversary.throwaways);
+                        let mut run = vec![P2PEvent {
+                            id: EventId::new(identity.peer(), 1),
+                            key: format!("spam/{}", adversary.throwaways).into(),
+                            op: Operation::Register(RegisterOp::Write {
+                                value: json(SPAM),
+                                observed: VectorClock::new(),
+                                resolution: false,
+                            }),
+                            deps: VectorClock::new(),
+                            hlc: Timestamp::new(now, 0),
+                            seal: None,
+                        }];
+                        seal::seal(&identity, &mut run);
+                        run.remove(0)
+                    })
+                    .collect();
+                wire::encode(&Message::Events(events), 9)
             }
             // One depending on an honest peer's event a billion ahead.
             _ => {

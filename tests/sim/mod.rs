@@ -14,7 +14,7 @@ use cpc_sync::protocol::{
 
 use crate::common::{assert_causal, json, Rng};
 use adversary::Adversary;
-use cpc_sync::protocol::room::RoomSecret;
+use cpc_sync::protocol::room::{KdfCost, RoomSecret};
 use network::Network;
 
 /// What a peer wrote to durable storage: a snapshot and the events after it.
@@ -94,7 +94,7 @@ impl World {
         // Half the signed worlds are rooms with a secret (handshakes on
         // every reconnect); not the one with a hostile insider.
         let room = (signed && !always_signed && rng.chance(0.5))
-            .then(|| RoomSecret::new("sim", "a long random secret"));
+            .then(|| RoomSecret::with_cost("sim", "a long random secret", KdfCost::TEST));
         let sync = SyncConfig {
             gossip_interval_ms: 200,
             compact_after: [20, 60, 10_000][rng.below(3)],

@@ -42,7 +42,9 @@ pub type Handler = Rc<dyn Fn(SignalEvent)>;
 pub struct SignalCodec(pub Option<Rc<RoomSecret>>);
 
 impl SignalCodec {
-    fn encode(&self, data: &Negotiation) -> Value {
+    /// Sealed, a payload is bound to its sender and recipient (see
+    /// `RoomSecret::seal_signal`).
+    fn encode(&self, data: &Negotiation, from: PeerId, to: PeerId) -> Value {
         let mut nonce = [0u8; 12];
         if self.0.is_some() {
             let drawn = web_sys::window()
@@ -53,11 +55,11 @@ impl SignalCodec {
                 return Value::Null;
             }
         }
-        data.to_data(self.0.as_deref(), nonce)
+        data.to_data(self.0.as_deref(), nonce, &from.to_string(), &to.to_string())
     }
 
-    fn decode(&self, data: Value) -> Option<Negotiation> {
-        Negotiation::from_data(data, self.0.as_deref())
+    fn decode(&self, data: Value, from: PeerId, to: PeerId) -> Option<Negotiation> {
+        Negotiation::from_data(data, self.0.as_deref(), &from.to_string(), &to.to_string())
     }
 }
 
@@ -119,7 +121,11 @@ impl Tabs {
                     SignalEvent::Present(vec![peer])
                 }
                 TabMessage::Signal { from, to, data } if mine(&to) => {
-                    let (Some(from), Some(data)) = (parse_peer(&from), decoder.decode(data)) else {
+                    let Some(from) = parse_peer(&from) else {
+                        warn("cpc-sync: malformed tab signal dropped");
+                        return;
+                    };
+                    let Some(data) = decoder.decode(data, from, me) else {
                         warn("cpc-sync: malformed tab signal dropped");
                         return;
                     };
@@ -157,7 +163,7 @@ impl Tabs {
         self.post(&TabMessage::Signal {
             from: self.me.to_string(),
             to: to.to_string(),
-            data: self.codec.encode(data),
+            data: self.codec.encode(data, self.me, to),
         });
     }
 }
@@ -217,7 +223,7 @@ impl Server {
         let state = self.state.borrow();
         state.send(&ClientMessage::Signal {
             to: to.to_string(),
-            data: state.codec.encode(data),
+            data: state.codec.encode(data, state.me, to),
         });
     }
 }
@@ -283,7 +289,10 @@ fn connect(state: &Rc<RefCell<ServerState>>) {
                     None => return,
                 },
                 Ok(ServerMessage::Signal { from, data }) => {
-                    let data = state.borrow().codec.decode(data);
+                    let data = parse_peer(&from).and_then(|peer| {
+                        let state = state.borrow();
+                        state.codec.decode(data, peer, state.me)
+                    });
                     match (parse_peer(&from), data) {
                         (Some(from), Some(data)) => SignalEvent::Signal { from, data },
                         _ => SignalEvent::Error(format!("malformed signal from {from:?} dropped")),

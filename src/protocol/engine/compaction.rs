@@ -39,8 +39,11 @@ impl ReconciliationEngine {
     /// keeps their effect; a peer behind the new horizon gets a snapshot.
     pub fn compact(&mut self, stable: &VectorClock) -> usize {
         let stable = VectorClock::meet([stable, &self.applied].into_iter());
-        let before = self.log.len();
-        self.log.prune(&stable);
-        before - self.log.len()
+        let folded = self.log.prune(&stable);
+        let count = folded.len();
+        if count > 0 {
+            self.keep_evidence(folded);
+        }
+        count
     }
 }

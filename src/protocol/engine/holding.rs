@@ -81,6 +81,16 @@ impl HoldingQueue {
         self.capacity
     }
 
+    /// Whether some held event is from `origin`.
+    pub fn holds_origin(&self, origin: PeerId) -> bool {
+        self.per_origin.contains_key(&origin)
+    }
+
+    /// Distinct origins of held events.
+    pub fn origins(&self) -> usize {
+        self.per_origin.len()
+    }
+
     pub fn contains(&self, id: EventId) -> bool {
         self.held.contains(&id)
     }

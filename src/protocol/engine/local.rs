@@ -36,7 +36,7 @@ impl ReconciliationEngine {
             observed,
             resolution,
         };
-        Ok(self.local(key, Operation::Register(op), now_ms))
+        self.local(key, Operation::Register(op), now_ms)
     }
 
     /// Deletes whatever the key holds, as far as this peer has seen it: an
@@ -57,12 +57,16 @@ impl ReconciliationEngine {
             },
             _ => return Ok(None),
         };
-        Ok(Some(self.local(key, op, now_ms)))
+        self.local(key, op, now_ms).map(Some)
     }
 
     pub fn increment(&mut self, key: &str, by: i64, now_ms: u64) -> Result<P2PEvent, EngineError> {
-        self.shown(key, Kind::Counter)?;
-        Ok(self.local(key, Operation::Counter(CounterOp::Increment { by }), now_ms))
+        let sum = match self.shown(key, Kind::Counter)? {
+            Some(EntityState::Counter(c)) => c.contribution(self.peer).wrapping_add(by),
+            _ => by,
+        };
+        let op = Operation::Counter(CounterOp::Increment { by, sum });
+        self.local(key, op, now_ms)
     }
 
     pub fn add(
@@ -75,7 +79,7 @@ impl ReconciliationEngine {
             Some(EntityState::Set(s)) => s.observed(&member),
             _ => Default::default(),
         };
-        Ok(self.local(key, Operation::Set(SetOp::Add { member, observed }), now_ms))
+        self.local(key, Operation::Set(SetOp::Add { member, observed }), now_ms)
     }
 
     /// `None` when the member is not in the set.
@@ -89,11 +93,8 @@ impl ReconciliationEngine {
             Some(EntityState::Set(s)) if s.contains(&member) => s.observed(&member),
             _ => return Ok(None),
         };
-        Ok(Some(self.local(
-            key,
-            Operation::Set(SetOp::Remove { member, observed }),
-            now_ms,
-        )))
+        let op = Operation::Set(SetOp::Remove { member, observed });
+        self.local(key, op, now_ms).map(Some)
     }
 
     /// Writes `value` over every sibling of `key`: the app's resolution of a
@@ -151,9 +152,16 @@ impl ReconciliationEngine {
         }
     }
 
-    fn local(&mut self, key: &str, op: Operation, now_ms: u64) -> P2PEvent {
+    fn local(&mut self, key: &str, op: Operation, now_ms: u64) -> Result<P2PEvent, EngineError> {
+        // Only a lie could bring our own count near the end (nothing remote
+        // may raise it), but a wrap would reuse sequence 0: refuse instead.
+        let seq = self
+            .applied
+            .get(self.peer)
+            .checked_add(1)
+            .ok_or(EngineError::SequenceExhausted)?;
         let event = P2PEvent {
-            id: EventId::new(self.peer, self.applied.get(self.peer) + 1),
+            id: EventId::new(self.peer, seq),
             key: key.into(),
             op,
             deps: std::mem::take(&mut self.unsent_deps),
@@ -161,6 +169,6 @@ impl ReconciliationEngine {
             seal: None,
         };
         self.apply(event.clone());
-        event
+        Ok(event)
     }
 }

@@ -55,7 +55,7 @@ impl EventLog {
         if event.seal.as_ref().is_some_and(|s| s.first < log.first_seq) {
             self.len -= log.events.len();
             log.events.clear();
-            log.first_seq = event.id.seq + 1;
+            log.first_seq = event.id.seq.saturating_add(1);
             return;
         }
         log.events.push(event);
@@ -123,7 +123,7 @@ impl EventLog {
     /// in the log), from the start of the sealed run holding `after + 1`.
     pub fn range(&self, peer: PeerId, after: u64, upto: u64) -> &[P2PEvent] {
         let after = self
-            .run_start(EventId::new(peer, after + 1))
+            .run_start(EventId::new(peer, after.saturating_add(1)))
             .saturating_sub(1);
         let Some(log) = self.origins.get(&peer) else {
             return &[];
@@ -147,13 +147,24 @@ impl EventLog {
             .collect()
     }
 
+    /// Where the log of `peer` starts: events before it were folded.
+    pub fn first_seq(&self, peer: PeerId) -> u64 {
+        self.origins.get(&peer).map_or(1, |log| log.first_seq)
+    }
+
     /// Drops events covered by `stable` (everyone has them), whole sealed
-    /// runs only.
-    pub fn prune(&mut self, stable: &VectorClock) {
+    /// runs only, and returns them.
+    pub fn prune(&mut self, stable: &VectorClock) -> Vec<P2PEvent> {
+        let mut folded = Vec::new();
         let starts: Vec<(PeerId, u64)> = self
             .origins
             .keys()
-            .map(|&p| (p, self.run_start(EventId::new(p, stable.get(p) + 1))))
+            .map(|&p| {
+                (
+                    p,
+                    self.run_start(EventId::new(p, stable.get(p).saturating_add(1))),
+                )
+            })
             .collect();
         for (peer, start) in starts {
             let Some(log) = self.origins.get_mut(&peer) else {
@@ -166,23 +177,25 @@ impl EventLog {
             let drop = usize::try_from(upto + 1 - log.first_seq)
                 .unwrap_or(usize::MAX)
                 .min(log.events.len());
-            log.events.drain(..drop);
+            folded.extend(log.events.drain(..drop));
             log.first_seq += drop as u64;
             self.len -= drop;
         }
+        folded.sort_unstable_by_key(|e| e.id);
+        folded
     }
 
     /// Events of `peer` up to `seq` arrived folded in a snapshot: the log of
     /// that origin restarts after them.
     pub fn skip_to(&mut self, peer: PeerId, seq: u64) {
         let log = self.origins.entry(peer).or_insert(OriginLog {
-            first_seq: seq + 1,
+            first_seq: seq.saturating_add(1),
             events: Vec::new(),
         });
         if log.first_seq + (log.events.len() as u64) <= seq {
             self.len -= log.events.len();
             log.events.clear();
-            log.first_seq = seq + 1;
+            log.first_seq = seq.saturating_add(1);
         }
     }
 

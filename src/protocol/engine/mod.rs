@@ -1,6 +1,7 @@
 //! The `ReconciliationEngine`: local operations in, events out; remote events
 //! in, applied in causal order; state, conflicts and digests out.
 
+mod archive;
 mod compaction;
 mod holding;
 mod local;
@@ -16,14 +17,16 @@ use std::sync::Arc;
 
 use foldhash::fast::FixedState;
 
+pub use archive::Archive;
 pub use holding::HoldingQueue;
 pub use log::EventLog;
 pub use policy::{ConflictPolicy, Policies, UnknownPolicy};
 pub use reconcile::{ReconcileHandler, ReconcileStep, RECONCILIATION_RETRY_MS};
 pub use remote::Receipt;
+pub use snapshot::Trust;
 pub use view::{Candidate, Conflict};
 
-use super::clock::{HybridClock, PeerId, VectorClock};
+use super::clock::{HybridClock, PeerId, VectorClock, MAX_CLOCK_ENTRIES};
 use super::digest::MerkleDigest;
 use super::entity::{Entity, EntityState};
 
@@ -45,7 +48,16 @@ pub struct EngineConfig {
     pub max_clock_skew_ms: u64,
     /// Seeds the entity map's hasher, so a peer cannot aim keys at one bucket.
     pub hash_seed: u64,
+    /// Distinct origins (writers) a room may have, at most. Every version
+    /// vector this peer sends or stores has at most this many entries, so
+    /// it stays under the decode bound ([`MAX_CLOCK_ENTRIES`]) and a peer
+    /// can always decode its own digest and snapshot.
+    pub max_origins: usize,
 }
+
+/// The default bound on distinct origins: a quarter of the decode bound,
+/// so that applied, held and snapshot clocks all stay decodable.
+pub const MAX_ORIGINS: usize = MAX_CLOCK_ENTRIES / 4;
 
 impl Default for EngineConfig {
     fn default() -> Self {
@@ -55,6 +67,7 @@ impl Default for EngineConfig {
             max_dependency_gap: 1_000_000,
             max_clock_skew_ms: HybridClock::DEFAULT_MAX_SKEW_MS,
             hash_seed: 0x5eed,
+            max_origins: MAX_ORIGINS,
         }
     }
 }
@@ -83,6 +96,12 @@ pub struct EngineStats {
     pub refused_far_ahead: u64,
     /// Runs of events refused for a missing, foreign or bad seal.
     pub refused_seal: u64,
+    /// Events refused because their origin would pass `max_origins`.
+    pub refused_origins: u64,
+    /// Remote events claiming our own origin beyond what we wrote.
+    pub refused_not_ours: u64,
+    /// Snapshots and Merkle leaves refused (unverifiable, inflated, forged).
+    pub refused_state: u64,
 }
 
 /// An entity with the engine's bookkeeping flags.
@@ -153,6 +172,8 @@ pub struct ReconciliationEngine {
     unsent_deps: VectorClock,
     entities: HashMap<Arc<str>, Slot, FixedState>,
     log: EventLog,
+    /// Runs out of the log that the state still rests on.
+    archive: Archive,
     holding: HoldingQueue,
     policies: Policies,
     digest: MerkleDigest,
@@ -173,6 +194,7 @@ impl ReconciliationEngine {
             unsent_deps: VectorClock::new(),
             entities: HashMap::with_hasher(FixedState::with_seed(config.hash_seed)),
             log: EventLog::default(),
+            archive: Archive::default(),
             holding: HoldingQueue::new(config.holding_capacity, config.holding_per_origin),
             policies: Policies::default(),
             digest: MerkleDigest::default(),
@@ -192,9 +214,18 @@ impl ReconciliationEngine {
         &self.config
     }
 
+    /// The bound on distinct origins, never above the decode bound.
+    pub fn max_origins(&self) -> usize {
+        self.config.max_origins.min(MAX_CLOCK_ENTRIES)
+    }
+
     /// The version vector of applied events.
     pub fn clock(&self) -> &VectorClock {
         &self.applied
+    }
+
+    pub fn archive(&self) -> &Archive {
+        &self.archive
     }
 
     pub fn holding(&self) -> &HoldingQueue {

@@ -19,6 +19,12 @@ impl ReconciliationEngine {
     pub fn count_refused_seal(&mut self) {
         self.stats.refused_seal += 1;
     }
+
+    /// Counts a snapshot or leaf the sync layer refused before it reached
+    /// the engine (unasked, or an impossible offer).
+    pub fn count_refused_state(&mut self) {
+        self.stats.refused_state += 1;
+    }
     /// Takes a remote event: applies it when its dependencies are met (and
     /// then whatever it unblocks), otherwise holds it. Refusals are typed
     /// and counted in [`stats`](Self::stats); the engine is unchanged by them.
@@ -43,6 +49,8 @@ impl ReconciliationEngine {
                 EngineError::HoldingQueueFull { .. } => stats.refused_queue_full += 1,
                 EngineError::DependencyTooFar { .. } => stats.refused_far_ahead += 1,
                 EngineError::Equivocation { .. } => stats.equivocations += 1,
+                EngineError::TooManyOrigins { .. } => stats.refused_origins += 1,
+                EngineError::NotOurs { .. } => stats.refused_not_ours += 1,
                 _ => {}
             }
         }
@@ -69,11 +77,17 @@ impl ReconciliationEngine {
             self.stats.duplicates += 1;
             return Ok(Receipt::Duplicate);
         }
+        if id.peer == self.peer && now_ms.is_some() {
+            // Every event of ours was made here: one we lack is a lie (our
+            // own storage replays them with no `now_ms`).
+            return Err(EngineError::NotOurs { id });
+        }
         if let Some(now_ms) = now_ms {
             self.clock
                 .check(event.hlc, now_ms)
                 .map_err(|source| EngineError::ClockSkew { id, source })?;
         }
+        self.check_origin_bound(id)?;
         match self.first_missing(&event) {
             Some(missing) => {
                 let gap = self.config.max_dependency_gap;
@@ -95,6 +109,24 @@ impl ReconciliationEngine {
                 released: self.apply_and_release(event),
             }),
         }
+    }
+
+    /// Refuses an event from a new origin once the room has `max_origins`
+    /// (ours always has a place: our own writes are never refused). Held
+    /// origins count too: a flood of throwaway identities must not grow any
+    /// version vector past what every peer can decode.
+    pub(super) fn check_origin_bound(&self, id: EventId) -> Result<(), EngineError> {
+        let known = self.applied.get(id.peer) > 0 || self.holding.holds_origin(id.peer);
+        if known {
+            return Ok(());
+        }
+        let limit = self.max_origins();
+        let ours = usize::from(self.applied.get(self.peer) > 0);
+        let others = self.applied.len() - ours + self.holding.origins();
+        if others + 1 >= limit {
+            return Err(EngineError::TooManyOrigins { id, limit });
+        }
+        Ok(())
     }
 
     /// Takes events in the order given; refusals are counted and skipped.
@@ -136,7 +168,7 @@ impl ReconciliationEngine {
     /// by its predecessor, instead of all being re-parked at every step.
     fn first_missing(&self, event: &P2PEvent) -> Option<EventId> {
         let origin = event.id.peer;
-        if self.applied.get(origin) + 1 < event.id.seq {
+        if self.applied.get(origin).saturating_add(1) < event.id.seq {
             return Some(EventId::new(origin, event.id.seq - 1));
         }
         let deps = event.deps.iter().map(|(p, n)| EventId::new(p, n));

@@ -1,42 +1,174 @@
 use std::collections::hash_map::Entry;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
+use foldhash::fast::FixedState;
+
 use super::{ReconciliationEngine, Slot};
-use crate::protocol::clock::VectorClock;
+use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::digest;
 use crate::protocol::entity::Entity;
-use crate::protocol::snapshot::StateSnapshot;
+use crate::protocol::event::{EventId, P2PEvent};
+use crate::protocol::snapshot::{Checks, SnapshotError, StateSnapshot};
+
+/// How a snapshot or a leaf is to be checked.
+#[derive(Debug, Clone, Copy)]
+pub struct Trust {
+    /// Runs must carry valid seals.
+    pub signed: bool,
+    /// Timestamps are checked against our clock at this time. `None`: our
+    /// own storage, accepted once already, which alone may set our own
+    /// origin's entry.
+    pub now_ms: Option<u64>,
+}
+
+impl Trust {
+    /// Our own storage: structure is checked, seals and timestamps not.
+    pub const OWN: Trust = Trust {
+        signed: false,
+        now_ms: None,
+    };
+}
 
 impl ReconciliationEngine {
-    /// Encodes the state and version vector ([`StateSnapshot`]).
+    /// The live events the state rests on, and the first operations of
+    /// each kind ([`crate::protocol::entity::Entity::dots`], `firsts`).
+    fn live_dots(&self) -> (HashSet<EventId, FixedState>, Vec<EventId>) {
+        let mut live = HashSet::with_hasher(FixedState::default());
+        let mut firsts = Vec::with_capacity(self.entities.len());
+        for slot in self.entities.values() {
+            live.extend(slot.entity.dots());
+            firsts.extend(slot.entity.firsts());
+        }
+        (live, firsts)
+    }
+
+    /// Each origin's latest applied event.
+    fn heads(&self) -> impl Iterator<Item = EventId> + '_ {
+        self.applied.iter().map(|(p, n)| EventId::new(p, n))
+    }
+
+    /// The whole run holding `id`, from the log or the archive (a lone
+    /// event where no seal covers it).
+    fn run_of(&self, id: EventId) -> Option<&[P2PEvent]> {
+        self.log
+            .run_of(id)
+            .or_else(|| self.archive.run_of(id))
+            .or_else(|| self.log.get(id).map(std::slice::from_ref))
+    }
+
+    /// The runs holding `ids`, each once, sorted by id, with which events
+    /// are `live`.
+    fn evidence<'a>(
+        &'a self,
+        ids: impl Iterator<Item = EventId>,
+        live: &HashSet<EventId, FixedState>,
+    ) -> (Vec<&'a P2PEvent>, Vec<bool>) {
+        let mut picked: BTreeMap<EventId, &P2PEvent> = BTreeMap::new();
+        for id in ids {
+            if picked.contains_key(&id) {
+                continue;
+            }
+            for event in self.run_of(id).unwrap_or_default() {
+                picked.insert(event.id, event);
+            }
+        }
+        let events: Vec<&P2PEvent> = picked.into_values().collect();
+        let flags = events.iter().map(|e| live.contains(&e.id)).collect();
+        (events, flags)
+    }
+
+    /// Encodes the state as a [`StateSnapshot`]: the sealed runs it rests
+    /// on and each origin's head. Our own events must be sealed first (the
+    /// sync layer flushes before it encodes).
     pub fn encode_snapshot(&self) -> Vec<u8> {
-        let entities = self.entities.iter().map(|(k, s)| (&**k, &s.entity));
-        StateSnapshot::encode_parts(&self.applied, entities)
+        let (live, firsts) = self.live_dots();
+        let ids = live.iter().copied().chain(firsts).chain(self.heads());
+        let (events, flags) = self.evidence(ids, &live);
+        StateSnapshot::encode_parts(&self.applied, &events, &flags)
     }
 
     pub fn snapshot(&self) -> StateSnapshot {
+        let (live, firsts) = self.live_dots();
+        let ids = live.iter().copied().chain(firsts).chain(self.heads());
+        let (events, live) = self.evidence(ids, &live);
         StateSnapshot {
             version_vector: self.applied.clone(),
-            entities: self
-                .entities
-                .iter()
-                .map(|(k, s)| (k.clone(), s.entity.clone()))
-                .collect(),
+            events: events.into_iter().cloned().collect(),
+            live,
         }
     }
 
-    /// Loads a snapshot: joins its state with this engine's (a fresh engine
-    /// simply takes it), then applies whatever held events became ready.
-    /// Events this engine had beyond the snapshot stay applied; nothing
-    /// either side has is lost.
-    pub fn load_snapshot(&mut self, snapshot: StateSnapshot) {
-        let theirs = snapshot.version_vector;
+    /// What a snapshot or a leaf from elsewhere is checked against.
+    fn checks(&self, trust: Trust, heads: bool) -> Checks {
+        let own_seq = match trust.now_ms {
+            Some(_) => self.applied.get(self.peer),
+            None => u64::MAX,
+        };
+        Checks {
+            me: self.peer,
+            own_seq,
+            signed: trust.signed,
+            heads,
+            max_origins: self.max_origins(),
+        }
+    }
+
+    /// Timestamps within the skew bound, and origins within their bound
+    /// once joined with ours.
+    fn check_joinable(
+        &self,
+        snapshot: &StateSnapshot,
+        now_ms: Option<u64>,
+    ) -> Result<(), SnapshotError> {
+        if let Some(now_ms) = now_ms {
+            if let Some(e) = snapshot
+                .events
+                .iter()
+                .find(|e| self.clock.check(e.hlc, now_ms).is_err())
+            {
+                return Err(SnapshotError::ClockSkew(e.id));
+            }
+        }
+        let new = snapshot
+            .version_vector
+            .iter()
+            .filter(|(p, _)| self.applied.get(*p) == 0)
+            .count();
+        let count = self.applied.len() + new;
+        if count > self.max_origins() {
+            return Err(SnapshotError::TooManyOrigins {
+                count,
+                limit: self.max_origins(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Verifies and loads a snapshot: joins its state with this engine's (a
+    /// fresh engine simply takes it), then applies whatever held events
+    /// became ready. Events this engine had beyond the snapshot stay
+    /// applied; nothing either side has is lost. A snapshot that does not
+    /// verify changes nothing; the refusal is counted.
+    pub fn load_snapshot(
+        &mut self,
+        snapshot: StateSnapshot,
+        trust: Trust,
+    ) -> Result<(), SnapshotError> {
+        let checked = snapshot
+            .verify(&self.checks(trust, true))
+            .and_then(|()| self.check_joinable(&snapshot, trust.now_ms));
+        if let Err(e) = checked {
+            self.stats.refused_state += 1;
+            return Err(e);
+        }
+        let theirs = snapshot.version_vector.clone();
+        let entities = snapshot.rebuild();
         let ours = self.applied.clone();
         if ours.is_empty() && self.entities.is_empty() {
             // A fresh engine: the join with nothing is the snapshot itself.
-            self.entities.reserve(snapshot.entities.len());
-            for (key, entity) in snapshot.entities {
+            self.entities.reserve(entities.len());
+            for (key, entity) in entities {
                 self.clock.observe(entity.max_hlc());
                 let mut slot = Slot {
                     entity,
@@ -48,7 +180,7 @@ impl ReconciliationEngine {
                 self.entities.insert(key, slot);
             }
         } else {
-            for (key, entity) in snapshot.entities {
+            for (key, entity) in entities {
                 self.join_entity(key, &entity, &ours, &theirs);
             }
         }
@@ -61,39 +193,106 @@ impl ReconciliationEngine {
                 }
             }
         }
+        self.archive.insert(snapshot.events);
         if let Some(journal) = &mut self.journal {
             journal.push(super::JournalEntry::Loaded(theirs));
         }
         self.resolve_conflicts();
+        Ok(())
     }
 
-    /// The entities of one Merkle leaf, for a repair.
-    pub fn leaf_entities(&mut self, leaf: u16) -> Vec<(String, Entity)> {
+    /// Keeps verified runs that began before the log of their origin did
+    /// (after a snapshot): the log cannot hold them whole, and the state
+    /// may come to rest on their newer events.
+    pub fn keep_straddling_runs(&mut self, events: &[P2PEvent]) {
+        for event in events {
+            let Some(seal) = &event.seal else { continue };
+            let origin = event.id.peer;
+            let logged_from = self.log.first_seq(origin);
+            if seal.first < logged_from && event.id.seq >= logged_from {
+                let first = EventId::new(origin, seal.first);
+                let run: Vec<P2PEvent> = events
+                    .iter()
+                    .filter(|e| e.id >= first && e.id <= event.id)
+                    .cloned()
+                    .collect();
+                self.archive.insert_run(run);
+            }
+        }
+    }
+
+    /// One Merkle leaf of the state, as a snapshot restricted to its keys
+    /// (no heads: a leaf is only taken under equal clocks).
+    pub fn leaf_state(&mut self, leaf: u16) -> StateSnapshot {
         self.digest();
-        self.digest
-            .leaf(leaf)
-            .filter_map(|(key, _)| Some((key.to_string(), self.entities.get(key)?.entity.clone())))
-            .collect()
+        let mut live = HashSet::with_hasher(FixedState::default());
+        let mut firsts = Vec::new();
+        for (key, _) in self.digest.leaf(leaf) {
+            if let Some(slot) = self.entities.get(key) {
+                live.extend(slot.entity.dots());
+                firsts.extend(slot.entity.firsts());
+            }
+        }
+        let (events, flags) = self.evidence(live.iter().copied().chain(firsts), &live);
+        StateSnapshot {
+            version_vector: self.applied.clone(),
+            events: events.into_iter().cloned().collect(),
+            live: flags,
+        }
     }
 
     /// Repairs one Merkle leaf from a peer's copy of it (clocks agree, roots
-    /// do not). A key only one side has joins with an empty entity, so both
-    /// sides end with the same leaf.
-    pub fn join_leaf(&mut self, leaf: u16, theirs: &VectorClock, entities: Vec<(String, Entity)>) {
-        let ours = self.applied.clone();
+    /// do not): verified like a snapshot, then joined. A key only one side
+    /// has joins with an empty entity, so both sides end with the same leaf.
+    /// `Ok(false)`: our clock moved since we asked; the copy is dropped.
+    pub fn join_leaf(
+        &mut self,
+        leaf: u16,
+        theirs: StateSnapshot,
+        trust: Trust,
+    ) -> Result<bool, SnapshotError> {
+        if theirs.version_vector != self.applied {
+            return Ok(false);
+        }
+        let checked = theirs
+            .verify(&self.checks(trust, false))
+            .and_then(|()| self.check_joinable(&theirs, trust.now_ms))
+            .and_then(|()| {
+                match theirs
+                    .events
+                    .iter()
+                    .find(|e| digest::leaf_of(&e.key) != leaf)
+                {
+                    Some(e) => Err(SnapshotError::Malformed(format!(
+                        "event {} is not of Merkle leaf {leaf}",
+                        e.id
+                    ))),
+                    None => Ok(()),
+                }
+            });
+        if let Err(e) = checked {
+            self.stats.refused_state += 1;
+            return Err(e);
+        }
+        let clock = self.applied.clone();
+        let entities = theirs.rebuild();
         let mine: Vec<Arc<str>> = {
             self.digest();
             self.digest.leaf(leaf).map(|(k, _)| k.clone()).collect()
         };
-        let their_keys: HashSet<&str> = entities.iter().map(|(k, _)| k.as_str()).collect();
-        for key in mine.into_iter().filter(|k| !their_keys.contains(&**k)) {
-            self.join_entity(key, &Entity::empty(), &ours, theirs);
+        let their_keys: HashSet<&str> = entities.iter().map(|(k, _)| &**k).collect();
+        let missing: Vec<Arc<str>> = mine
+            .into_iter()
+            .filter(|k| !their_keys.contains(&**k))
+            .collect();
+        for key in missing {
+            self.join_entity(key, &Entity::empty(), &clock, &clock);
         }
         for (key, entity) in entities {
-            if digest::leaf_of(&key) == leaf {
-                self.join_entity(key.into(), &entity, &ours, theirs);
-            }
+            self.join_entity(key, &entity, &clock, &clock);
         }
+        self.archive.insert(theirs.events);
+        Ok(true)
     }
 
     fn join_entity(
@@ -127,14 +326,35 @@ impl ReconciliationEngine {
         self.books.touch(&key, slot);
     }
 
-    /// A new engine with a snapshot's state.
+    /// Folds the archive and the runs leaving the log (`folded`) down to
+    /// what the state rests on, after a compaction.
+    pub(super) fn keep_evidence(&mut self, folded: Vec<P2PEvent>) {
+        let (mut wanted_ids, firsts) = self.live_dots();
+        wanted_ids.extend(firsts);
+        wanted_ids.extend(self.heads());
+        let wanted = |run: &[P2PEvent]| run.iter().any(|e| wanted_ids.contains(&e.id));
+        self.archive.retain(wanted);
+        let mut kept = Vec::new();
+        let mut fresh = super::Archive::default();
+        fresh.insert(folded);
+        for run in fresh.take_runs() {
+            if wanted(&run) {
+                kept.push(run);
+            }
+        }
+        for run in kept {
+            self.archive.insert_run(run);
+        }
+    }
+
+    /// A new engine with a snapshot's state (from our own storage).
     pub fn from_snapshot(
-        peer: crate::protocol::clock::PeerId,
+        peer: PeerId,
         config: super::EngineConfig,
         snapshot: StateSnapshot,
-    ) -> Self {
+    ) -> Result<Self, SnapshotError> {
         let mut engine = ReconciliationEngine::new(peer, config);
-        engine.load_snapshot(snapshot);
-        engine
+        engine.load_snapshot(snapshot, Trust::OWN)?;
+        Ok(engine)
     }
 }

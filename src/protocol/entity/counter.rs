@@ -12,22 +12,29 @@ use crate::protocol::event::{CounterOp, CounterShare, EventId};
 pub struct Counter {
     /// Per origin: (its latest contributing event, its running sum).
     contributions: BTreeMap<PeerId, (u64, i64)>,
-    /// Per origin: the latest contribution some delete has cancelled.
-    cancelled: BTreeMap<PeerId, (u64, i64)>,
+    /// Per origin: the latest contribution some delete has cancelled, and
+    /// the delete that did (the event a verified snapshot needs for it).
+    cancelled: BTreeMap<PeerId, (u64, i64, EventId)>,
 }
 
 impl Counter {
     pub fn apply(&mut self, dot: EventId, op: &CounterOp) {
         match op {
-            CounterOp::Increment { by } => {
+            CounterOp::Increment { sum, .. } => {
                 let entry = self.contributions.entry(dot.peer).or_insert((0, 0));
-                *entry = (dot.seq, entry.1.wrapping_add(*by));
+                if dot.seq > entry.0 {
+                    *entry = (dot.seq, *sum);
+                }
             }
             CounterOp::Delete { observed } => {
                 for share in observed {
-                    let entry = self.cancelled.entry(share.peer).or_insert((0, 0));
-                    if share.seq > entry.0 {
-                        *entry = (share.seq, share.sum);
+                    let entry = self.cancelled.entry(share.peer).or_insert((
+                        0,
+                        0,
+                        EventId::new(PeerId(0), 0),
+                    ));
+                    if (share.seq, share.sum, dot) > *entry {
+                        *entry = (share.seq, share.sum, dot);
                     }
                 }
             }
@@ -37,18 +44,18 @@ impl Counter {
     /// State-based join: per origin, the later contribution and the later
     /// cancellation.
     pub fn merge(&mut self, other: &Counter) {
-        for (mine, theirs) in [
-            (&mut self.contributions, &other.contributions),
-            (&mut self.cancelled, &other.cancelled),
-        ] {
-            for (&peer, &(seq, sum)) in theirs {
-                let entry = mine.entry(peer).or_insert((0, 0));
-                // Equal sequences with different sums only follow a fault;
-                // the larger wins on both sides.
-                if (seq, sum) > *entry {
-                    *entry = (seq, sum);
-                }
-            }
+        // Equal sequences with different sums only follow a fault; the
+        // larger wins on both sides.
+        for (&peer, &theirs) in &other.contributions {
+            let entry = self.contributions.entry(peer).or_insert((0, 0));
+            *entry = theirs.max(*entry);
+        }
+        for (&peer, &theirs) in &other.cancelled {
+            let entry = self
+                .cancelled
+                .entry(peer)
+                .or_insert((0, 0, EventId::new(PeerId(0), 0)));
+            *entry = theirs.max(*entry);
         }
     }
 
@@ -71,6 +78,21 @@ impl Counter {
             .any(|(p, c)| c.0 > self.cancelled.get(p).map_or(0, |x| x.0))
     }
 
+    /// This origin's running total, for its next increment.
+    pub fn contribution(&self, peer: PeerId) -> i64 {
+        self.contributions.get(&peer).map_or(0, |c| c.1)
+    }
+
+    /// The events the state rests on: each origin's latest increment, and
+    /// the delete behind each cancellation.
+    pub fn dots(&self) -> impl Iterator<Item = EventId> + '_ {
+        let contributions = self
+            .contributions
+            .iter()
+            .map(|(&peer, &(seq, _))| EventId::new(peer, seq));
+        contributions.chain(self.cancelled.values().map(|c| c.2))
+    }
+
     /// What a local delete observes.
     pub fn shares(&self) -> Vec<CounterShare> {
         self.contributions
@@ -85,7 +107,11 @@ mod tests {
     use super::*;
 
     fn inc(c: &mut Counter, p: u64, s: u64, by: i64) {
-        c.apply(EventId::new(PeerId(p), s), &CounterOp::Increment { by });
+        let sum = c.contribution(PeerId(p)) + by;
+        c.apply(
+            EventId::new(PeerId(p), s),
+            &CounterOp::Increment { by, sum },
+        );
     }
 
     #[test]

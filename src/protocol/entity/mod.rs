@@ -151,6 +151,55 @@ impl Entity {
         }
     }
 
+    /// The live events this state rests on: every dot it holds. With
+    /// [`firsts`](Self::firsts), what a verified snapshot carries (in their
+    /// sealed runs); [`rebuild`](Self::rebuild) gets the same entity back.
+    pub fn dots(&self) -> impl Iterator<Item = EventId> + '_ {
+        self.claims.iter().flat_map(|c| {
+            let state: Box<dyn Iterator<Item = EventId>> = match &c.state {
+                EntityState::Register(r) => Box::new(r.dots()),
+                EntityState::Counter(k) => Box::new(k.dots()),
+                EntityState::Set(s) => Box::new(s.dots()),
+            };
+            state
+        })
+    }
+
+    /// Each kind's first operation (part of the entity's hash).
+    pub fn firsts(&self) -> impl Iterator<Item = EventId> + '_ {
+        self.claims.iter().map(|c| c.first.1)
+    }
+
+    /// A key's entity from the events it rests on, each with whether the
+    /// state holds its dot (`live`): live events are applied, the others
+    /// only count toward their kind's first operation. Events are taken in
+    /// `(hlc, dot)` order, which extends causal order (a hybrid clock
+    /// orders whatever an event observed before it).
+    pub fn rebuild(events: &mut [(&P2PEvent, bool)]) -> Entity {
+        events.sort_unstable_by_key(|(e, _)| (e.hlc, e.id));
+        let mut entity = Entity::empty();
+        for (event, live) in events.iter() {
+            let kind = event.op.kind();
+            let at = match entity.claims.iter().position(|c| c.state.kind() == kind) {
+                Some(at) => at,
+                None => {
+                    entity.claims.push(Claim {
+                        first: (event.hlc, event.id),
+                        state: EntityState::new(kind),
+                    });
+                    entity.claims.len() - 1
+                }
+            };
+            if *live {
+                entity.claims[at]
+                    .state
+                    .apply(event.id, event.hlc, &event.op);
+            }
+        }
+        entity.claims.sort_unstable_by_key(|c| c.first);
+        entity
+    }
+
     /// State-based join with another replica's entity for the same key;
     /// `ours` and `theirs` are the replicas' version vectors.
     pub fn merge(&mut self, other: &Entity, ours: &VectorClock, theirs: &VectorClock) {

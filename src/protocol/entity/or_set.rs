@@ -72,6 +72,11 @@ impl OrSet {
         }
     }
 
+    /// The add events the present members rest on.
+    pub fn dots(&self) -> impl Iterator<Item = EventId> + '_ {
+        self.members.values().flatten().copied()
+    }
+
     pub fn is_present(&self) -> bool {
         !self.members.is_empty()
     }

@@ -82,4 +82,6 @@ pub struct Session {
     pub handshake: Option<Handshake>,
     /// Reconciliation requests answered this gossip interval.
     pub requests: u32,
+    /// Merkle leaves we asked this peer for: only those answers are taken.
+    pub asked_leaves: std::collections::BTreeSet<u16>,
 }

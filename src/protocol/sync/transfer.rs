@@ -51,7 +51,15 @@ pub struct Incoming {
     pub requested_until: u64,
     /// When a byte last arrived (or the transfer started).
     pub last_progress_ms: u64,
+    /// Windows asked for again since the last byte arrived: a source that
+    /// never answers (gone quiet, or lying) is given up after
+    /// [`MAX_STALLS`].
+    pub stalls: u32,
 }
+
+/// Times a stalled transfer is asked for again before it is given up (a
+/// later offer starts afresh).
+pub const MAX_STALLS: u32 = 5;
 
 impl Incoming {
     /// Takes a chunk if it continues the transfer; returns whether it did.
@@ -70,6 +78,7 @@ impl Incoming {
         if fits {
             self.bytes.extend_from_slice(chunk);
             self.last_progress_ms = now_ms;
+            self.stalls = 0;
         }
         fits
     }

@@ -15,7 +15,6 @@
 use serde::{Deserialize, Serialize};
 
 use crate::protocol::clock::VectorClock;
-use crate::protocol::entity::Entity;
 use crate::protocol::event::{Hash32, P2PEvent};
 use crate::protocol::reconciliation::{ReconciliationRequest, ReconciliationResponse};
 use crate::protocol::room::Proof;
@@ -71,13 +70,16 @@ pub enum Message {
         index: u32,
         children: Vec<Hash32>,
     },
-    /// The entities of a Merkle leaf that differs, with the sender's version
-    /// vector, for a state join; `reply` asks the receiver for its own copy.
-    LeafEntities {
+    /// Asks for the sender's copy of a Merkle leaf that differs.
+    LeafQuery {
         index: u32,
-        clock: VectorClock,
-        entities: Vec<(String, Entity)>,
-        reply: bool,
+    },
+    /// The answer to a `LeafQuery`: the leaf's state as an encoded
+    /// [`StateSnapshot`](crate::protocol::StateSnapshot) restricted to its
+    /// keys (the signed events it rests on), verified before it is joined.
+    LeafState {
+        index: u32,
+        state: Vec<u8>,
     },
     /// A snapshot this peer can send (the receiver is behind its horizon),
     /// with the version vector it covers.

@@ -60,6 +60,7 @@ impl SyncNode {
 
     pub(super) fn on_events(&mut self, from: PeerId, events: Vec<P2PEvent>, now_ms: u64) {
         let events = self.open_seals(from, events);
+        self.engine.keep_straddling_runs(&events);
         let before = self.engine.clock().clone();
         if let Some(session) = self.sessions.get_mut(&from) {
             session.stats.events_in += events.len() as u64;

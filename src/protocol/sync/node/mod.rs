@@ -14,7 +14,7 @@ use super::session::{Session, SessionStats, Standing};
 use super::transfer::{Incoming, Outgoing};
 use super::wire::{self, Decoded, Message, WireError};
 use crate::protocol::clock::{ClockOrdering, PeerId, VectorClock};
-use crate::protocol::engine::{Candidate, EngineConfig, ReconciliationEngine};
+use crate::protocol::engine::{Candidate, EngineConfig, ReconciliationEngine, Trust};
 use crate::protocol::error::EngineError;
 use crate::protocol::event::{Hash32, P2PEvent};
 use crate::protocol::identity::Identity;
@@ -178,7 +178,7 @@ impl SyncNode {
     ) -> Result<Self, SnapshotError> {
         let mut engine = ReconciliationEngine::new(peer, engine_config);
         if let Some(bytes) = snapshot {
-            engine.load_snapshot(StateSnapshot::decode(bytes)?);
+            engine.load_snapshot(StateSnapshot::decode(bytes)?, Trust::OWN)?;
         }
         for event in events {
             // Our own storage: a refusal here means the store was damaged;
@@ -483,12 +483,8 @@ impl SyncNode {
                 index,
                 children,
             } => self.on_merkle_nodes(from, depth, index, &children),
-            Message::LeafEntities {
-                index,
-                clock,
-                entities,
-                reply,
-            } => self.on_leaf(from, index, &clock, entities, reply),
+            Message::LeafQuery { index } => self.on_leaf_query(from, index),
+            Message::LeafState { index, state } => self.on_leaf(from, index, &state, now_ms),
             Message::ReconciliationRequest(request) => self.on_request(from, request, now_ms),
             Message::ReconciliationResponse(response) => self.on_response(from, response, now_ms),
             Message::Ping { sent_ms } => self.send(from, &Message::Pong { sent_ms }),

@@ -5,16 +5,20 @@
 use super::{Output, SyncNode};
 use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::digest::{FANOUT, LEAF_DEPTH, LEAVES};
-use crate::protocol::entity::Entity;
+use crate::protocol::engine::Trust;
 use crate::protocol::event::Hash32;
-use crate::protocol::snapshot::StateSnapshot;
-use crate::protocol::sync::transfer::{Incoming, Outgoing, KEPT_SNAPSHOTS, WINDOW_BYTES};
+use crate::protocol::snapshot::{SnapshotError, StateSnapshot};
+use crate::protocol::sync::transfer::{
+    Incoming, Outgoing, KEPT_SNAPSHOTS, MAX_STALLS, WINDOW_BYTES,
+};
 use crate::protocol::sync::wire::Message;
 
 impl SyncNode {
     /// The snapshot to offer: the newest kept one while the log still
     /// reaches back to it, else a fresh one (the oldest kept is dropped).
     fn outgoing_snapshot(&mut self) -> Outgoing {
+        // Our writes are sealed first: a snapshot carries signed runs only.
+        self.flush_local();
         match self.outgoing.last() {
             Some(o) if !self.engine.needs_snapshot(&o.clock) => o.clone(),
             _ => {
@@ -63,6 +67,17 @@ impl SyncNode {
             );
             return self.reject(from, &error);
         }
+        // What the offer claims is checked again once the snapshot is in;
+        // a claim no snapshot could back is refused before any transfer.
+        let me = self.peer();
+        if clock.get(me) > self.engine.clock().get(me) || clock.len() > self.engine.max_origins() {
+            self.engine.count_refused_state();
+            self.reject(
+                from,
+                &"a snapshot offer claiming more of us, or more origins, than can be",
+            );
+            return self.penalize(from, super::FORGERY_POINTS);
+        }
         if self.engine.clock().descends(&clock) {
             return;
         }
@@ -87,6 +102,7 @@ impl SyncNode {
                     bytes: Vec::new(),
                     requested_until: 0,
                     last_progress_ms: now_ms,
+                    stalls: 0,
                 })
             }
         }
@@ -172,9 +188,20 @@ impl SyncNode {
         let Some(done) = self.incoming.take() else {
             return;
         };
-        match StateSnapshot::decode(&done.bytes) {
-            Ok(snapshot) => {
-                self.engine.load_snapshot(snapshot);
+        let trust = Trust {
+            signed: self.signed(),
+            now_ms: Some(now_ms),
+        };
+        let loaded = StateSnapshot::decode(&done.bytes).and_then(|snapshot| {
+            if snapshot.version_vector != done.clock {
+                return Err(SnapshotError::Malformed(
+                    "its clock is not the one offered".into(),
+                ));
+            }
+            self.engine.load_snapshot(snapshot, trust)
+        });
+        match loaded {
+            Ok(()) => {
                 self.outputs
                     .push(Output::PersistSnapshot(self.engine.encode_snapshot()));
                 let peers: Vec<PeerId> = self.sessions.keys().copied().collect();
@@ -182,7 +209,7 @@ impl SyncNode {
                     self.send_digest(peer);
                 }
             }
-            Err(e) => self.reject(from, &e),
+            Err(e) => self.refuse_state(from, &e),
         }
     }
 
@@ -193,11 +220,14 @@ impl SyncNode {
         let Some(incoming) = &self.incoming else {
             return;
         };
-        if self.engine.clock().descends(&incoming.clock) {
+        if self.engine.clock().descends(&incoming.clock) || incoming.stalls >= MAX_STALLS {
             self.incoming = None;
         } else if incoming.is_stalled(now_ms, patience)
             && self.sessions.contains_key(&incoming.from)
         {
+            if let Some(incoming) = &mut self.incoming {
+                incoming.stalls += 1;
+            }
             self.request_window(now_ms);
         }
     }
@@ -248,42 +278,63 @@ impl SyncNode {
                         index: child as u32,
                     },
                 );
-            } else {
-                self.send_leaf(from, child as u16, true);
+            } else if let Some(session) = self.sessions.get_mut(&from) {
+                if session.asked_leaves.len() < LEAVES {
+                    session.asked_leaves.insert(child as u16);
+                }
+                self.send(
+                    from,
+                    &Message::LeafQuery {
+                        index: child as u32,
+                    },
+                );
             }
         }
     }
 
-    fn send_leaf(&mut self, to: PeerId, leaf: u16, reply: bool) {
-        let entities = self.engine.leaf_entities(leaf);
-        let clock = self.engine.clock().clone();
-        self.send(
-            to,
-            &Message::LeafEntities {
-                index: leaf as u32,
-                clock,
-                entities,
-                reply,
-            },
-        );
+    /// A refused snapshot or leaf: counted, and a lie weighs like a
+    /// forgery (a clock merely ahead of ours is not penalized).
+    fn refuse_state(&mut self, from: PeerId, error: &SnapshotError) {
+        self.reject(from, error);
+        if error.is_lie() {
+            self.penalize(from, super::FORGERY_POINTS);
+        }
     }
 
-    /// Joins a peer's copy of a leaf with ours; when asked, first sends our
-    /// copy as it was, so both sides join the same two copies.
-    pub(super) fn on_leaf(
-        &mut self,
-        from: PeerId,
-        index: u32,
-        clock: &VectorClock,
-        entities: Vec<(String, Entity)>,
-        reply: bool,
-    ) {
+    /// Answers a leaf query with our copy: the signed events it rests on.
+    pub(super) fn on_leaf_query(&mut self, from: PeerId, index: u32) {
         if index as usize >= LEAVES {
-            return self.reject(from, &format!("no Merkle leaf {index}"));
+            self.reject(from, &format!("no Merkle leaf {index}"));
+            return self.penalize(from, 1);
         }
-        if reply {
-            self.send_leaf(from, index as u16, false);
+        // Our writes are sealed first: the copy carries signed runs only.
+        self.flush_local();
+        let state = self.engine.leaf_state(index as u16).encode();
+        self.send(from, &Message::LeafState { index, state });
+    }
+
+    /// Joins a peer's copy of a leaf we asked it for, once it verifies.
+    /// Unasked copies are refused: state that arrives whole is taken only
+    /// in answer to a request of ours.
+    pub(super) fn on_leaf(&mut self, from: PeerId, index: u32, state: &[u8], now_ms: u64) {
+        let asked = index < LEAVES as u32
+            && self
+                .sessions
+                .get_mut(&from)
+                .is_some_and(|s| s.asked_leaves.remove(&(index as u16)));
+        if !asked {
+            self.engine.count_refused_state();
+            self.reject(from, &SnapshotError::Unasked);
+            return self.penalize(from, super::FORGERY_POINTS);
         }
-        self.engine.join_leaf(index as u16, clock, entities);
+        let trust = Trust {
+            signed: self.signed(),
+            now_ms: Some(now_ms),
+        };
+        let joined = StateSnapshot::decode(state)
+            .and_then(|state| self.engine.join_leaf(index as u16, state, trust));
+        if let Err(e) = joined {
+            self.refuse_state(from, &e);
+        }
     }
 }
