@@ -8,7 +8,10 @@ use std::io::Write;
 use std::time::Duration;
 
 use cpc_sync::protocol::seal;
-use cpc_sync::protocol::{EngineConfig, P2PEvent, PeerId, ReconciliationEngine, StateSnapshot};
+use cpc_sync::protocol::snapshot::Checks;
+use cpc_sync::protocol::{
+    EngineConfig, P2PEvent, PeerId, ReconciliationEngine, StateSnapshot, Trust,
+};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 
 const NOW: u64 = 1 << 40;
@@ -136,10 +139,73 @@ fn snapshot(c: &mut Criterion) {
         b.iter(|| {
             let snapshot = StateSnapshot::decode(&bytes).expect("decodes");
             ReconciliationEngine::from_snapshot(PeerId(2), EngineConfig::default(), snapshot)
+                .expect("loads")
         })
     });
     group.finish();
 }
 
-criterion_group!(benches, many_peers, seals, causal_apply, snapshot);
+/// Issue 13's figure: a verified snapshot of 100k entities from 64 signed
+/// origins (runs of 16 events, and of 1,024), against the unverifiable
+/// entity-only encoding the snapshot used to be.
+fn verified_snapshot(c: &mut Criterion) {
+    let mut group = c.benchmark_group("verified snapshot");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(10));
+    for run in [16, 1024] {
+        let events = workload::signed_rounds(100_000, 64, 100_000, run, 9);
+        let mut state = engine();
+        workload::apply_verified(&mut state, events, NOW);
+        let bytes = state.encode_snapshot();
+        let decoded = StateSnapshot::decode(&bytes).expect("decodes");
+        let entities = decoded.rebuild();
+        let old = postcard::to_allocvec(&(state.clock(), &entities)).expect("encodes");
+        println!(
+            "verified snapshot, 100k entities, 64 origins, runs of {run}: {} bytes ({} gzipped); entity-only encoding {} bytes ({} gzipped)",
+            bytes.len(),
+            gzip_len(&bytes),
+            old.len(),
+            gzip_len(&old)
+        );
+        let checks = Checks {
+            me: PeerId(2),
+            own_seq: 0,
+            signed: true,
+            heads: true,
+            max_origins: 1024,
+        };
+        group.bench_function(format!("encode (runs of {run})"), |b| {
+            b.iter(|| state.encode_snapshot())
+        });
+        group.bench_function(format!("decode (runs of {run})"), |b| {
+            b.iter(|| StateSnapshot::decode(&bytes).expect("decodes"))
+        });
+        group.bench_function(format!("verify (runs of {run})"), |b| {
+            b.iter(|| decoded.verify(&checks).expect("verifies"))
+        });
+        group.bench_function(format!("decode, verify, load (runs of {run})"), |b| {
+            b.iter(|| {
+                let snapshot = StateSnapshot::decode(&bytes).expect("decodes");
+                let mut fresh = ReconciliationEngine::new(PeerId(2), EngineConfig::default());
+                let trust = Trust {
+                    signed: true,
+                    now_ms: Some(NOW),
+                };
+                fresh.load_snapshot(snapshot, trust).expect("verifies");
+                fresh
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    many_peers,
+    seals,
+    causal_apply,
+    snapshot,
+    verified_snapshot
+);
 criterion_main!(benches);

@@ -110,6 +110,51 @@ pub fn rounds(total: usize, peers: u64, keys: u64, per_round: usize, seed: u64) 
     events
 }
 
+/// [`rounds`] in a signed room: each writer is an identity (its peer id
+/// derived from its key, in every id, dependency and observed dot), and each
+/// writer's events of one round are one sealed run of `per_round` events.
+pub fn signed_rounds(
+    total: usize,
+    peers: u64,
+    keys: u64,
+    per_round: usize,
+    seed: u64,
+) -> Vec<P2PEvent> {
+    let identities: Vec<Identity> = (0..peers).map(|i| Identity::from_seed(900 + i)).collect();
+    let ids: std::collections::HashMap<PeerId, usize> =
+        (0..peers).map(|i| (peer(i), i as usize)).collect();
+    let map = |p: PeerId| identities[ids[&p]].peer();
+    let remap =
+        |clock: &VectorClock| -> VectorClock { clock.iter().map(|(p, n)| (map(p), n)).collect() };
+    let mut events: Vec<P2PEvent> = rounds(total, peers, keys, per_round, seed)
+        .into_iter()
+        .map(|mut e| {
+            e.id.peer = map(e.id.peer);
+            e.deps = remap(&e.deps);
+            if let Operation::Register(RegisterOp::Write { observed, .. }) = &mut e.op {
+                *observed = remap(observed);
+            }
+            e
+        })
+        .collect();
+    // Each writer's events of a round are consecutive in the stream.
+    let mut start = 0;
+    while start < events.len() {
+        let origin = events[start].id.peer;
+        let mut end = start + 1;
+        while end < events.len() && events[end].id.peer == origin && end - start < per_round {
+            end += 1;
+        }
+        let identity = &identities[identities
+            .iter()
+            .position(|i| i.peer() == origin)
+            .expect("a writer")];
+        seal::seal(identity, &mut events[start..end]);
+        start = end;
+    }
+    events
+}
+
 /// `events` in causal order with a fraction displaced later (by up to
 /// `reach` positions): those arrive before their dependencies' successors
 /// are in, so part of the stream goes through the holding queue.
@@ -172,8 +217,8 @@ pub fn one_write_each_signed(n: u64, same_key: bool) -> Vec<P2PEvent> {
         .collect()
 }
 
-/// Verifies each event's seal (every event is a run of one here), then
-/// applies it: what a peer of a signed room does with what it receives.
+/// Verifies every run's seal, then applies the events: what a peer of a
+/// signed room does with what it receives.
 pub fn apply_verified(engine: &mut ReconciliationEngine, events: Vec<P2PEvent>, now: u64) {
     let (verified, refused) = seal::open_seals(events);
     assert!(refused.is_empty(), "{refused:?}");

@@ -180,6 +180,8 @@ async function main() {
   if (results.causal_apply) {
     console.log(`\ncausal apply (cpc-sync): ${JSON.stringify(results.causal_apply)}`);
     console.log(`snapshot (cpc-sync): ${JSON.stringify(results.snapshot)}`);
+    console.log(`verified snapshots (cpc-sync): ${JSON.stringify(results.snapshot_verified)}`);
+    console.log(`room key (Argon2id), ms per derivation: ${results.room_key_ms}`);
   }
   if (results.seal) {
     console.log(`seal (cpc-sync, µs per event): ${JSON.stringify(results.seal)}`);
@@ -196,6 +198,12 @@ async function main() {
   for (const workload of ["B3_1", "C1_2"]) {
     for (const [name, r] of Object.entries(results[workload] ?? {})) {
       if (!(r.ms >= 0)) throw new Error(`${workload} ${name}: no time measured`);
+    }
+  }
+  for (const s of [results.snapshot, ...(results.snapshot_verified ?? [])].filter(Boolean)) {
+    // A snapshot that did not verify, or did not load whole, is a failure.
+    if (!(s.verify_ms >= 0) || s.entities !== s.requested) {
+      throw new Error(`verified snapshot did not verify or load: ${JSON.stringify(s)}`);
     }
   }
 }

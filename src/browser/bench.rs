@@ -12,8 +12,12 @@ use wasm_bindgen::prelude::*;
 #[path = "../../benches/workload.rs"]
 mod workload;
 
+use crate::protocol::room::RoomSecret;
 use crate::protocol::seal;
-use crate::protocol::{EngineConfig, JsonValue, P2PEvent, ReconciliationEngine, StateSnapshot};
+use crate::protocol::snapshot::Checks;
+use crate::protocol::{
+    EngineConfig, JsonValue, P2PEvent, ReconciliationEngine, StateSnapshot, Trust,
+};
 
 const NOW: u64 = 2_000_000_000_000;
 
@@ -161,36 +165,75 @@ pub fn causal_apply(total: u32, peers: u32, keys: u32, displaced: f64) -> JsValu
     ])
 }
 
-/// A snapshot of `entities` keys: `{ encode_ms, decode_ms, ready_ms,
-/// bytes }`, and the state's JSON text for the caller to compare against
-/// (`json`).
+/// A verified snapshot of `entities` keys from 64 signed origins writing
+/// in runs of `run` events (the path a browser peer runs): `{ encode_ms,
+/// decode_ms, verify_ms, ready_ms, bytes, entity_bytes }` (`ready_ms`:
+/// decode, verify and load into a fresh engine; `entity_bytes`: the
+/// unverifiable entity-only encoding snapshots used to be), and the state's
+/// JSON text for the caller to compare against (`json`).
 #[wasm_bindgen(js_name = snapshot)]
-pub fn snapshot(entities: u32) -> JsValue {
-    let events = workload::rounds(entities as usize, 64, entities as u64, 16, 9);
+pub fn snapshot(entities: u32, run: u32) -> JsValue {
+    let events = workload::signed_rounds(entities as usize, 64, entities as u64, run as usize, 9);
     let mut state = engine(0);
-    for event in events {
-        let _ = state.receive(event, NOW);
-    }
+    workload::apply_verified(&mut state, events, NOW);
     let start = now_ms();
     let bytes = state.encode_snapshot();
     let encode_ms = now_ms() - start;
     let start = now_ms();
     let decoded = StateSnapshot::decode(&bytes).ok();
     let decode_ms = now_ms() - start;
+    let checks = Checks {
+        me: workload::peer(1),
+        own_seq: 0,
+        signed: true,
+        heads: true,
+        max_origins: 1024,
+    };
     let start = now_ms();
-    let ready = decoded.and_then(|s| {
-        ReconciliationEngine::from_snapshot(workload::peer(1), EngineConfig::default(), s).ok()
+    let verified = decoded.as_ref().is_some_and(|s| s.verify(&checks).is_ok());
+    let verify_ms = now_ms() - start;
+    let entity_bytes = decoded.as_ref().map_or(0, |s| {
+        postcard::to_allocvec(&(state.clock(), s.rebuild())).map_or(0, |b| b.len())
     });
-    let ready_ms = decode_ms + (now_ms() - start);
+    let start = now_ms();
+    let ready = StateSnapshot::decode(&bytes).ok().and_then(|s| {
+        let mut fresh = ReconciliationEngine::new(workload::peer(1), EngineConfig::default());
+        let trust = Trust {
+            signed: true,
+            now_ms: Some(NOW),
+        };
+        fresh.load_snapshot(s, trust).ok().map(|()| fresh)
+    });
+    let ready_ms = now_ms() - start;
     let out = result(&[
         ("encode_ms", encode_ms),
         ("decode_ms", decode_ms),
+        ("verify_ms", if verified { verify_ms } else { f64::NAN }),
         ("ready_ms", ready_ms),
         ("bytes", bytes.len() as f64),
+        ("entity_bytes", entity_bytes as f64),
         ("entities", ready.map_or(0, |e| e.keys().count()) as f64),
     ]);
     let _ = Reflect::set(&out, &"json".into(), &state.state_json().into());
     out
+}
+
+/// Milliseconds to derive one room's keys from its secret (Argon2id at the
+/// default cost): what each guess at a secret costs whoever sees the room
+/// id. The median of `times` derivations.
+#[wasm_bindgen(js_name = roomKeyCost)]
+pub fn room_key_cost(times: u32) -> f64 {
+    let mut samples: Vec<f64> = (0..times.max(1))
+        .map(|i| {
+            let start = now_ms();
+            let room = RoomSecret::new("bench", &format!("guess {i}"));
+            let took = now_ms() - start;
+            std::hint::black_box(room);
+            took
+        })
+        .collect();
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
 }
 
 /// Anti-entropy between two replicas of `total` events from `origins`

@@ -99,3 +99,36 @@ impl Archive {
         self.len = 0;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::event::sample;
+    use crate::protocol::identity::Identity;
+    use crate::protocol::seal;
+
+    #[test]
+    fn events_are_kept_as_their_sealed_runs() {
+        let a = Identity::from_seed(1);
+        let b = PeerId(7);
+        let mut first: Vec<P2PEvent> = (1..=3).map(|s| sample(a.peer(), s, "1")).collect();
+        seal::seal(&a, &mut first);
+        let mut second: Vec<P2PEvent> = (4..=5).map(|s| sample(a.peer(), s, "1")).collect();
+        seal::seal(&a, &mut second);
+        let mut events = first.clone();
+        events.extend(second.clone());
+        // Unsealed events (an unsigned room): each its own run.
+        events.extend((1..=2).map(|s| sample(b, s, "2")));
+        events.sort_unstable_by_key(|e| e.id);
+        let mut archive = Archive::default();
+        archive.insert(events);
+        assert_eq!(archive.len(), 7);
+        assert_eq!(archive.run_of(EventId::new(a.peer(), 2)), Some(&first[..]));
+        assert_eq!(archive.run_of(EventId::new(a.peer(), 5)), Some(&second[..]));
+        assert_eq!(archive.run_of(EventId::new(b, 2)).map(<[_]>::len), Some(1));
+        assert_eq!(archive.run_of(EventId::new(a.peer(), 6)), None);
+        archive.retain(|run| run[0].id.peer == b);
+        assert_eq!(archive.len(), 2);
+        assert_eq!(archive.run_of(EventId::new(a.peer(), 2)), None);
+    }
+}

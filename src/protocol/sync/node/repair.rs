@@ -202,6 +202,8 @@ impl SyncNode {
         });
         match loaded {
             Ok(()) => {
+                // Our writes are sealed first: a stored snapshot is sent on.
+                self.flush_local();
                 self.outputs
                     .push(Output::PersistSnapshot(self.engine.encode_snapshot()));
                 let peers: Vec<PeerId> = self.sessions.keys().copied().collect();
