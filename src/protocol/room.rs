@@ -58,11 +58,13 @@ pub struct KdfCost {
 }
 
 impl KdfCost {
-    /// OWASP's Argon2id minimum (19 MiB, 2 passes, 1 lane): about 100 ms a
-    /// guess in Chromium's wasm (BENCHMARKS.md).
+    /// OWASP's Argon2id memory (19 MiB, 1 lane) with 3 passes instead of
+    /// its minimum 2: about 90 ms a guess in Chromium's wasm
+    /// (BENCHMARKS.md). More memory would cost as much time per guess, but
+    /// a wasm heap never shrinks: every page of the room would keep it.
     pub const DEFAULT: KdfCost = KdfCost {
         memory_kib: 19 * 1024,
-        passes: 2,
+        passes: 3,
     };
     /// For tests and simulations that build many rooms: no protection.
     pub const TEST: KdfCost = KdfCost {
@@ -304,28 +306,31 @@ mod tests {
 
     #[test]
     fn the_room_id_hides_the_room_and_depends_on_the_secret() {
-        let a = RoomSecret::new("team", "s3cret-long-random");
+        let a = RoomSecret::with_cost("team", "s3cret-long-random", KdfCost::TEST);
         assert!(!a.room_id().contains("team"));
         assert_eq!(
             a.room_id(),
-            RoomSecret::new("team", "s3cret-long-random").room_id()
+            RoomSecret::with_cost("team", "s3cret-long-random", KdfCost::TEST).room_id()
         );
-        assert_ne!(a.room_id(), RoomSecret::new("team", "other").room_id());
         assert_ne!(
             a.room_id(),
-            RoomSecret::new("team2", "s3cret-long-random").room_id()
+            RoomSecret::with_cost("team", "other", KdfCost::TEST).room_id()
+        );
+        assert_ne!(
+            a.room_id(),
+            RoomSecret::with_cost("team2", "s3cret-long-random", KdfCost::TEST).room_id()
         );
         assert!(!format!("{a:?}").contains("s3cret"));
     }
 
     #[test]
     fn signals_open_only_with_the_same_secret_and_unaltered() {
-        let a = RoomSecret::new("r", "k1");
+        let a = RoomSecret::with_cost("r", "k1", KdfCost::TEST);
         let sealed = a.seal_signal(b"v=0 offer", [7; 12], "a", "b");
         assert!(!sealed.contains("offer"));
         assert_eq!(a.open_signal(&sealed, "a", "b").unwrap(), b"v=0 offer");
         assert_eq!(
-            RoomSecret::new("r", "k2").open_signal(&sealed, "a", "b"),
+            RoomSecret::with_cost("r", "k2", KdfCost::TEST).open_signal(&sealed, "a", "b"),
             Err(RoomError::Decrypt)
         );
         let mut bent = sealed.clone().into_bytes();
@@ -342,8 +347,8 @@ mod tests {
     fn pair(secret_a: &str, secret_b: &str) -> (Result<(), RoomError>, Result<(), RoomError>) {
         let (ia, ib) = (Identity::from_seed(1), Identity::from_seed(2));
         let (ra, rb) = (
-            RoomSecret::new("r", secret_a),
-            RoomSecret::new("r", secret_b),
+            RoomSecret::with_cost("r", secret_a, KdfCost::TEST),
+            RoomSecret::with_cost("r", secret_b, KdfCost::TEST),
         );
         let mut a = Handshake::new(ia.peer(), ib.peer(), [1; 32]);
         let mut b = Handshake::new(ib.peer(), ia.peer(), [2; 32]);
@@ -368,7 +373,7 @@ mod tests {
             Identity::from_seed(2),
             Identity::from_seed(3),
         );
-        let room = RoomSecret::new("r", "k");
+        let room = RoomSecret::with_cost("r", "k", KdfCost::TEST);
         let mut a = Handshake::new(ia.peer(), ib.peer(), [1; 32]);
         let mut b = Handshake::new(ib.peer(), ia.peer(), [2; 32]);
         a.prove(b.my_nonce(), &room, &ia).unwrap();

@@ -57,6 +57,7 @@ impl SnapshotError {
         !matches!(
             self,
             SnapshotError::ClockSkew(_)
+                | SnapshotError::Unasked
                 | SnapshotError::BadMagic
                 | SnapshotError::UnsupportedFormat(_)
         )

@@ -82,6 +82,7 @@ pub struct Session {
     pub handshake: Option<Handshake>,
     /// Reconciliation requests answered this gossip interval.
     pub requests: u32,
-    /// Merkle leaves we asked this peer for: only those answers are taken.
-    pub asked_leaves: std::collections::BTreeSet<u16>,
+    /// Merkle leaves we asked this peer for, with how many answers are
+    /// due (a slow answer may be asked for again): only those are taken.
+    pub asked_leaves: std::collections::BTreeMap<u16, u8>,
 }

@@ -281,9 +281,8 @@ impl SyncNode {
                     },
                 );
             } else if let Some(session) = self.sessions.get_mut(&from) {
-                if session.asked_leaves.len() < LEAVES {
-                    session.asked_leaves.insert(child as u16);
-                }
+                let due = session.asked_leaves.entry(child as u16).or_default();
+                *due = due.saturating_add(1);
                 self.send(
                     from,
                     &Message::LeafQuery {
@@ -320,14 +319,20 @@ impl SyncNode {
     /// in answer to a request of ours.
     pub(super) fn on_leaf(&mut self, from: PeerId, index: u32, state: &[u8], now_ms: u64) {
         let asked = index < LEAVES as u32
-            && self
-                .sessions
-                .get_mut(&from)
-                .is_some_and(|s| s.asked_leaves.remove(&(index as u16)));
+            && self.sessions.get_mut(&from).is_some_and(|s| {
+                let leaf = index as u16;
+                let due = s.asked_leaves.get(&leaf).copied().unwrap_or(0);
+                match due {
+                    0 => false,
+                    1 => s.asked_leaves.remove(&leaf).is_some(),
+                    _ => s.asked_leaves.insert(leaf, due - 1).is_some(),
+                }
+            });
         if !asked {
+            // Not what an honest peer sends, but no lie either.
             self.engine.count_refused_state();
             self.reject(from, &SnapshotError::Unasked);
-            return self.penalize(from, super::FORGERY_POINTS);
+            return self.penalize(from, super::UNSEALED_POINTS);
         }
         let trust = Trust {
             signed: self.signed(),
