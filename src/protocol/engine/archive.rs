@@ -26,7 +26,9 @@ impl Archive {
             let inside = covered.is_some_and(|(peer, first)| {
                 peer == event.id.peer
                     && event.id.seq >= first
-                    && run.last().is_some_and(|l| l.id.seq == event.id.seq + 1)
+                    && run
+                        .last()
+                        .is_some_and(|l| Some(l.id.seq) == event.id.seq.checked_add(1))
             });
             if !inside {
                 self.insert_reversed(&mut run);

@@ -17,6 +17,9 @@ pub struct EventLog {
 struct OriginLog {
     first_seq: u64,
     events: Vec<P2PEvent>,
+    /// Whether any event here may carry a seal: in an unsigned room none
+    /// does, and looking for one would scan `MAX_RUN` events each time.
+    sealed: bool,
 }
 
 impl OriginLog {
@@ -35,6 +38,9 @@ impl OriginLog {
 
     /// Where the event sealing the run that holds `events[index]` is.
     fn sealing(&self, index: usize) -> Option<usize> {
+        if !self.sealed {
+            return None;
+        }
         let mut after = self.events.get(index..)?.iter().take(MAX_RUN);
         Some(index + after.position(|e| e.seal.is_some())?)
     }
@@ -50,7 +56,9 @@ impl EventLog {
         let log = self.origins.entry(event.id.peer).or_insert(OriginLog {
             first_seq: event.id.seq,
             events: Vec::new(),
+            sealed: false,
         });
+        log.sealed |= event.seal.is_some();
         debug_assert_eq!(log.first_seq + log.events.len() as u64, event.id.seq);
         if event.seal.as_ref().is_some_and(|s| s.first < log.first_seq) {
             self.len -= log.events.len();
@@ -87,6 +95,7 @@ impl EventLog {
         let Some(log) = self.origins.get_mut(&peer) else {
             return &mut [];
         };
+        log.sealed = true;
         let (from, to) = log.bounds(after, upto);
         log.events.get_mut(from..to).unwrap_or_default()
     }
@@ -191,6 +200,7 @@ impl EventLog {
         let log = self.origins.entry(peer).or_insert(OriginLog {
             first_seq: seq.saturating_add(1),
             events: Vec::new(),
+            sealed: false,
         });
         if log.first_seq + (log.events.len() as u64) <= seq {
             self.len -= log.events.len();

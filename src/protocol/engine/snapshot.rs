@@ -1,5 +1,5 @@
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use foldhash::fast::FixedState;
@@ -64,16 +64,27 @@ impl ReconciliationEngine {
         ids: impl Iterator<Item = EventId>,
         live: &HashSet<EventId, FixedState>,
     ) -> (Vec<&'a P2PEvent>, Vec<bool>) {
-        let mut picked: BTreeMap<EventId, &P2PEvent> = BTreeMap::new();
+        // Runs, each found once (finding one scans to its seal): events of
+        // runs already taken are skipped by a hash set, not a sorted map.
+        let mut covered: HashSet<EventId, FixedState> = HashSet::with_hasher(FixedState::default());
+        let mut runs: Vec<&[P2PEvent]> = Vec::new();
         for id in ids {
-            if picked.contains_key(&id) {
+            if covered.contains(&id) {
                 continue;
             }
-            for event in self.run_of(id).unwrap_or_default() {
-                picked.insert(event.id, event);
+            let run = self.run_of(id).unwrap_or_default();
+            covered.extend(run.iter().map(|e| e.id));
+            if !run.is_empty() {
+                runs.push(run);
             }
         }
-        let events: Vec<&P2PEvent> = picked.into_values().collect();
+        runs.sort_unstable_by_key(|run| run[0].id);
+        let mut events: Vec<&P2PEvent> = runs.into_iter().flatten().collect();
+        // Runs never overlap (a seal covers its own range), but a snapshot
+        // with an event twice would be refused: make sure (already sorted,
+        // so this is one pass).
+        events.sort_by_key(|e| e.id);
+        events.dedup_by_key(|e| e.id);
         let flags = events.iter().map(|e| live.contains(&e.id)).collect();
         (events, flags)
     }
