@@ -92,6 +92,34 @@ fn the_requester_asks_the_lowest_origin_and_applies_its_answer() {
 }
 
 #[test]
+fn a_request_after_compaction_still_carries_every_sibling() {
+    let mut peers = reconcile_peers(3);
+    let e1 = peers[0].set("doc/title", json("\"one\""), 1_000).unwrap();
+    let e3 = peers[2].set("doc/title", json("\"three\""), 1_000).unwrap();
+    deliver(&mut peers[2], std::slice::from_ref(&e1), 1_000);
+    // Peer 3 folds its whole log (everyone it knows has it): the siblings
+    // leave the log but stay in the archive, since the state rests on them.
+    let everything = peers[2].clock().clone();
+    assert!(peers[2].compact(&everything) > 0);
+    assert!(peers[2].log().is_empty());
+    let step = peers[2]
+        .request_reconciliation("doc/title", &mut join, &|_| true, 1_000)
+        .unwrap();
+    let ReconcileStep::Request(request) = step else {
+        panic!("peer 3 is not the resolver")
+    };
+    assert_eq!(request.conflicting_events, vec![e1, e3]);
+    let response = peers[0]
+        .handle_reconciliation_request(&request, &mut join, 1_100)
+        .unwrap()
+        .expect("resolved");
+    peers[2]
+        .handle_reconciliation_response(&response, 1_200)
+        .unwrap();
+    assert_eq!(peers[2].get("doc/title"), Some(j!("one+three")));
+}
+
+#[test]
 fn the_resolver_settles_its_own_conflict_without_a_request() {
     let mut peers = reconcile_peers(2);
     let e1 = peers[0].set("doc/a", json("\"x\""), 1_000).unwrap();

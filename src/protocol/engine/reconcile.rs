@@ -203,11 +203,13 @@ impl ReconciliationEngine {
     }
 
     /// Logged events of the given dots (those still in the log).
+    /// The siblings' events: in the log, or (after a compaction, a fold or
+    /// a snapshot) in the archive, which keeps every event the state rests
+    /// on; so a request is complete whenever it is made.
     fn events_of(&self, dots: &VectorClock) -> Vec<P2PEvent> {
         dots.iter()
             .filter_map(|(peer, seq)| {
-                self.log
-                    .get(crate::protocol::event::EventId::new(peer, seq))
+                self.kept_event(crate::protocol::event::EventId::new(peer, seq))
             })
             .cloned()
             .collect()

@@ -57,6 +57,20 @@ impl ReconciliationEngine {
             .or_else(|| self.log.get(id).map(std::slice::from_ref))
     }
 
+    /// An applied event still kept here: in the log, or in the archive
+    /// when the state rests on it.
+    pub fn kept_event(&self, id: EventId) -> Option<&P2PEvent> {
+        self.log.get(id).or_else(|| {
+            let run = self.archive.run_of(id)?;
+            run.get(usize::try_from(id.seq - run.first()?.id.seq).ok()?)
+        })
+    }
+
+    /// The whole sealed run holding `id`, from the log or the archive.
+    pub fn sealed_run_of(&self, id: EventId) -> Option<&[P2PEvent]> {
+        self.log.run_of(id).or_else(|| self.archive.run_of(id))
+    }
+
     /// The runs holding `ids`, each once, sorted by id, with which events
     /// are `live`.
     fn evidence<'a>(

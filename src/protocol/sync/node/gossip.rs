@@ -287,8 +287,8 @@ impl SyncNode {
         self.absorb(Some(from), &before);
     }
 
-    /// `events` widened to the whole sealed runs holding them, as logged
-    /// here (a run not wholly in the log is left out), by origin and
+    /// `events` widened to the whole sealed runs holding them, as kept here
+    /// (log or archive; a run not kept whole is left out), by origin and
     /// sequence: what a receiver in a signed room can verify.
     fn widen_to_runs(&self, events: &[P2PEvent]) -> Vec<P2PEvent> {
         let mut runs = std::collections::BTreeMap::new();
@@ -296,7 +296,7 @@ impl SyncNode {
             if runs.contains_key(&event.id) {
                 continue;
             }
-            for e in self.engine.log().run_of(event.id).unwrap_or_default() {
+            for e in self.engine.sealed_run_of(event.id).unwrap_or_default() {
                 runs.insert(e.id, e.clone());
             }
         }
