@@ -159,6 +159,19 @@ fn verified_snapshot(c: &mut Criterion) {
         workload::apply_verified(&mut state, events, NOW);
         let bytes = state.encode_snapshot();
         let decoded = StateSnapshot::decode(&bytes).expect("decodes");
+        let mut loaded = ReconciliationEngine::new(PeerId(2), EngineConfig::default());
+        let trust = Trust {
+            signed: true,
+            now_ms: Some(NOW),
+        };
+        loaded
+            .load_snapshot(decoded.clone(), trust)
+            .expect("verifies");
+        assert_eq!(
+            loaded.state_json(),
+            state.state_json(),
+            "loaded state differs"
+        );
         let entities = decoded.rebuild();
         let old = postcard::to_allocvec(&(state.clock(), &entities)).expect("encodes");
         println!(

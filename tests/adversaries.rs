@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{json, Rng};
+use common::{json, register_write, Rng};
 use cpc_sync::protocol::clock::MAX_CLOCK_ENTRIES;
 use cpc_sync::protocol::digest;
 use cpc_sync::protocol::event::RegisterOp;
@@ -18,7 +18,7 @@ use cpc_sync::protocol::sync::{
 };
 use cpc_sync::protocol::{
     EngineConfig, EngineError, EventId, Hash32, Identity, JsonValue, Operation, P2PEvent, PeerId,
-    ReconciliationEngine, SnapshotError, StateSnapshot, Timestamp, Trust, VectorClock,
+    ReconciliationEngine, SnapshotError, StateSnapshot, Trust, VectorClock,
 };
 
 const NOW: u64 = 1_700_000_000_000;
@@ -422,22 +422,14 @@ fn reconciliation_requests_are_answered_at_most_so_many_per_interval() {
 /// A register write Mallory makes up in another peer's name: a value, a dot
 /// far ahead, a timestamp in the year ~10889, under a seal of her key.
 fn made_up_write(victim: PeerId, mallory: &Identity, key: &str, value: &str) -> P2PEvent {
-    P2PEvent {
-        id: EventId::new(victim, 5_000_000),
-        key: key.into(),
-        op: Operation::Register(RegisterOp::Write {
-            value: json(value),
-            observed: VectorClock::new(),
-            resolution: false,
-        }),
-        deps: VectorClock::new(),
-        hlc: Timestamp::new(280_000_000_000_000, 0),
-        seal: Some(Box::new(seal::Seal {
-            first: 5_000_000,
-            key: mallory.public_key(),
-            signature: mallory.sign(&[0; 32]),
-        })),
-    }
+    let id = EventId::new(victim, 5_000_000);
+    let mut event = register_write(id, key, value, 280_000_000_000_000);
+    event.seal = Some(Box::new(seal::Seal {
+        first: 5_000_000,
+        key: mallory.public_key(),
+        signature: mallory.sign(&[0; 32]),
+    }));
+    event
 }
 
 /// Mallory sends `bytes` as a whole snapshot she offers with `clock`.

@@ -4,8 +4,8 @@ mod common;
 
 use common::{assert_converged, deliver, engine, json};
 use cpc_sync::protocol::{
-    Candidate, ConflictPolicy, EngineError, JsonValue, PeerId, ReconcileStep, ReconciliationEngine,
-    ReconciliationRequest, ReconciliationResponse,
+    Candidate, ConflictPolicy, EngineError, JsonValue, P2PEvent, PeerId, ReconcileStep,
+    ReconciliationEngine, ReconciliationRequest, ReconciliationResponse,
 };
 use serde_json::json as j;
 
@@ -29,23 +29,35 @@ fn join(_key: &str, candidates: &[Candidate]) -> Option<JsonValue> {
     Some(JsonValue::from(&serde_json::Value::String(parts.join("+"))))
 }
 
-#[test]
-fn the_requester_asks_the_lowest_origin_and_applies_its_answer() {
+/// Peers 1 and 3 write `doc/title` concurrently; peer 3 sees both.
+fn a_conflict_at_peer_3() -> (Vec<ReconciliationEngine>, P2PEvent, P2PEvent) {
     let mut peers = reconcile_peers(3);
     let e1 = peers[0].set("doc/title", json("\"one\""), 1_000).unwrap();
     let e3 = peers[2].set("doc/title", json("\"three\""), 1_000).unwrap();
     deliver(&mut peers[2], std::slice::from_ref(&e1), 1_000);
-    deliver(&mut peers[1], &[e1.clone(), e3.clone()], 1_000);
+    (peers, e1, e3)
+}
 
-    // Peer 3 sees the conflict; peer 1 (lowest origin) is the resolver.
-    assert_eq!(peers[2].resolver("doc/title"), Some(PeerId(1)));
-    assert_eq!(peers[2].pending_reconciliations(1_000).len(), 1);
+/// Peer 3's request to its resolver, peer 1.
+fn request_from_peer_3(peers: &mut [ReconciliationEngine]) -> ReconciliationRequest {
     let step = peers[2]
         .request_reconciliation("doc/title", &mut join, &|_| true, 1_000)
         .unwrap();
     let ReconcileStep::Request(request) = step else {
         panic!("peer 3 is not the resolver")
     };
+    request
+}
+
+#[test]
+fn the_requester_asks_the_lowest_origin_and_applies_its_answer() {
+    let (mut peers, e1, e3) = a_conflict_at_peer_3();
+    deliver(&mut peers[1], &[e1.clone(), e3.clone()], 1_000);
+
+    // Peer 3 sees the conflict; peer 1 (lowest origin) is the resolver.
+    assert_eq!(peers[2].resolver("doc/title"), Some(PeerId(1)));
+    assert_eq!(peers[2].pending_reconciliations(1_000).len(), 1);
+    let request = request_from_peer_3(&mut peers);
     assert!(
         peers[2].pending_reconciliations(1_001).is_empty(),
         "asked once"
@@ -93,21 +105,13 @@ fn the_requester_asks_the_lowest_origin_and_applies_its_answer() {
 
 #[test]
 fn a_request_after_compaction_still_carries_every_sibling() {
-    let mut peers = reconcile_peers(3);
-    let e1 = peers[0].set("doc/title", json("\"one\""), 1_000).unwrap();
-    let e3 = peers[2].set("doc/title", json("\"three\""), 1_000).unwrap();
-    deliver(&mut peers[2], std::slice::from_ref(&e1), 1_000);
+    let (mut peers, e1, e3) = a_conflict_at_peer_3();
     // Peer 3 folds its whole log (everyone it knows has it): the siblings
     // leave the log but stay in the archive, since the state rests on them.
     let everything = peers[2].clock().clone();
     assert!(peers[2].compact(&everything) > 0);
     assert!(peers[2].log().is_empty());
-    let step = peers[2]
-        .request_reconciliation("doc/title", &mut join, &|_| true, 1_000)
-        .unwrap();
-    let ReconcileStep::Request(request) = step else {
-        panic!("peer 3 is not the resolver")
-    };
+    let request = request_from_peer_3(&mut peers);
     assert_eq!(request.conflicting_events, vec![e1, e3]);
     let response = peers[0]
         .handle_reconciliation_request(&request, &mut join, 1_100)

@@ -212,7 +212,13 @@ pub fn snapshot(entities: u32, run: u32) -> JsValue {
         ("ready_ms", ready_ms),
         ("bytes", bytes.len() as f64),
         ("entity_bytes", entity_bytes as f64),
-        ("entities", ready.map_or(0, |e| e.keys().count()) as f64),
+        // Only a load that ends in the writer's exact state counts.
+        (
+            "entities",
+            ready
+                .filter(|e| e.state_json() == state.state_json())
+                .map_or(0, |e| e.keys().count()) as f64,
+        ),
     ]);
     let _ = Reflect::set(&out, &"json".into(), &state.state_json().into());
     out

@@ -12,7 +12,7 @@
 //! The keys are blake3 `derive_key` outputs of one room key, which is
 //! Argon2id of the secret salted by the room name ([`KdfCost`]): whoever
 //! sees the room id can still test guesses offline, but each guess costs
-//! the KDF (about 100 ms in a browser; BENCHMARKS.md), not one hash. A
+//! the KDF (about 90 ms in a browser; BENCHMARKS.md), not one hash. A
 //! secret should still be long and random (the page makes 128-bit ones).
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
@@ -85,9 +85,12 @@ fn room_key(room: &str, secret: &str, cost: KdfCost) -> [u8; 32] {
     let hashed = argon
         .and_then(|a| a.hash_password_into(secret.as_bytes(), &salt.as_bytes()[..16], &mut key));
     if hashed.is_err() {
-        // Only out-of-range parameters fail, and `max` keeps them in range;
-        // still, never fall back to a weaker key silently.
-        key = *blake3::hash(b"cpc-sync: argon2 parameters out of range").as_bytes();
+        // Only out-of-range parameters fail, and `max` keeps them in range.
+        // Were it to happen, the key must still come from the secret (a
+        // fast hash of it), never be one key shared by every room.
+        let mut fast = blake3::Hasher::new_keyed(salt.as_bytes());
+        fast.update(secret.as_bytes());
+        key = *fast.finalize().as_bytes();
     }
     key
 }

@@ -1,8 +1,10 @@
 //! Helpers shared by the native integration tests.
 #![allow(dead_code)]
 
+use cpc_sync::protocol::event::RegisterOp;
 use cpc_sync::protocol::{
-    EngineConfig, JournalEntry, JsonValue, P2PEvent, PeerId, ReconciliationEngine, VectorClock,
+    EngineConfig, EventId, JournalEntry, JsonValue, Operation, P2PEvent, PeerId,
+    ReconciliationEngine, Timestamp, VectorClock,
 };
 
 mod rng;
@@ -60,6 +62,23 @@ pub fn engine(n: u64) -> ReconciliationEngine {
     let mut e = ReconciliationEngine::new(PeerId(n), EngineConfig::default());
     e.record_apply_order();
     e
+}
+
+/// An unsealed register write of `value` (JSON text), with no dependencies
+/// and nothing observed, timestamped `ms`.
+pub fn register_write(id: EventId, key: &str, value: &str, ms: u64) -> P2PEvent {
+    P2PEvent {
+        id,
+        key: key.into(),
+        op: Operation::Register(RegisterOp::Write {
+            value: json(value),
+            observed: VectorClock::new(),
+            resolution: false,
+        }),
+        deps: VectorClock::new(),
+        hlc: Timestamp::new(ms, 0),
+        seal: None,
+    }
 }
 
 pub fn json(text: &str) -> JsonValue {

@@ -10,15 +10,12 @@
 
 use cpc_sync::protocol::clock::MAX_CLOCK_ENTRIES;
 use cpc_sync::protocol::digest;
-use cpc_sync::protocol::event::RegisterOp;
 use cpc_sync::protocol::seal;
 use cpc_sync::protocol::sync::wire::{self, Decoded, Message};
-use cpc_sync::protocol::{
-    EventId, Hash32, Identity, Operation, P2PEvent, PeerId, StateSnapshot, Timestamp, VectorClock,
-};
+use cpc_sync::protocol::{EventId, Hash32, Identity, P2PEvent, PeerId, StateSnapshot, VectorClock};
 
 use super::World;
-use crate::common::json;
+use crate::common::register_write;
 
 /// The value every hostile write carries: it must never show up in an
 /// honest peer's state.
@@ -77,18 +74,7 @@ impl Adversary {
     }
 
     fn event(&self, seq: u64, key: &str, now: u64) -> P2PEvent {
-        P2PEvent {
-            id: EventId::new(self.identity.peer(), seq),
-            key: key.into(),
-            op: Operation::Register(RegisterOp::Write {
-                value: json(EVIL),
-                observed: VectorClock::new(),
-                resolution: false,
-            }),
-            deps: VectorClock::new(),
-            hlc: Timestamp::new(now, 0),
-            seal: None,
-        }
+        register_write(EventId::new(self.identity.peer(), seq), key, EVIL, now)
     }
 }
 
@@ -215,18 +201,9 @@ impl World {
                     .map(|_| {
                         adversary.throwaways += 1;
                         let identity = Identity::from_seed(1 << 40 | adversary.throwaways);
-                        let mut run = vec![P2PEvent {
-                            id: EventId::new(identity.peer(), 1),
-                            key: format!("spam/{}", adversary.throwaways).into(),
-                            op: Operation::Register(RegisterOp::Write {
-                                value: json(SPAM),
-                                observed: VectorClock::new(),
-                                resolution: false,
-                            }),
-                            deps: VectorClock::new(),
-                            hlc: Timestamp::new(now, 0),
-                            seal: None,
-                        }];
+                        let id = EventId::new(identity.peer(), 1);
+                        let key = format!("spam/{}", adversary.throwaways);
+                        let mut run = vec![register_write(id, &key, SPAM, now)];
                         seal::seal(&identity, &mut run);
                         run.remove(0)
                     })

@@ -81,12 +81,6 @@ impl Archive {
         self.len = len;
     }
 
-    /// Takes every run out (to be sorted through again).
-    pub fn take_runs(&mut self) -> Vec<Vec<P2PEvent>> {
-        self.len = 0;
-        std::mem::take(&mut self.runs).into_values().collect()
-    }
-
     /// Events kept.
     pub fn len(&self) -> usize {
         self.len
@@ -94,11 +88,6 @@ impl Archive {
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
-    }
-
-    pub fn clear(&mut self) {
-        self.runs.clear();
-        self.len = 0;
     }
 }
 

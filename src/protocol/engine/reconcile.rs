@@ -202,7 +202,6 @@ impl ReconciliationEngine {
         self.write(key, value, true, now_ms)
     }
 
-    /// Logged events of the given dots (those still in the log).
     /// The siblings' events: in the log, or (after a compaction, a fold or
     /// a snapshot) in the archive, which keeps every event the state rests
     /// on; so a request is complete whenever it is made.

@@ -31,16 +31,28 @@ impl Trust {
 }
 
 impl ReconciliationEngine {
-    /// The live events the state rests on, and the first operations of
-    /// each kind ([`crate::protocol::entity::Entity::dots`], `firsts`).
-    fn live_dots(&self) -> (HashSet<EventId, FixedState>, Vec<EventId>) {
+    /// The live events `slots` rest on, and the first operations of each
+    /// kind ([`crate::protocol::entity::Entity::dots`], `firsts`).
+    fn backing<'a>(
+        &self,
+        slots: impl Iterator<Item = &'a Slot>,
+    ) -> (HashSet<EventId, FixedState>, Vec<EventId>) {
         let mut live = HashSet::with_hasher(FixedState::default());
         let mut firsts = Vec::with_capacity(self.entities.len());
-        for slot in self.entities.values() {
+        for slot in slots {
             live.extend(slot.entity.dots());
             firsts.extend(slot.entity.firsts());
         }
         (live, firsts)
+    }
+
+    /// What a snapshot of the whole state carries: the runs holding every
+    /// live dot, every kind's first operation and every origin's head, with
+    /// which events are live.
+    fn whole_evidence(&self) -> (Vec<&P2PEvent>, Vec<bool>) {
+        let (live, firsts) = self.backing(self.entities.values());
+        let ids = live.iter().copied().chain(firsts).chain(self.heads());
+        self.evidence(ids, &live)
     }
 
     /// Each origin's latest applied event.
@@ -51,9 +63,7 @@ impl ReconciliationEngine {
     /// The whole run holding `id`, from the log or the archive (a lone
     /// event where no seal covers it).
     fn run_of(&self, id: EventId) -> Option<&[P2PEvent]> {
-        self.log
-            .run_of(id)
-            .or_else(|| self.archive.run_of(id))
+        self.sealed_run_of(id)
             .or_else(|| self.log.get(id).map(std::slice::from_ref))
     }
 
@@ -107,16 +117,12 @@ impl ReconciliationEngine {
     /// on and each origin's head. Our own events must be sealed first (the
     /// sync layer flushes before it encodes).
     pub fn encode_snapshot(&self) -> Vec<u8> {
-        let (live, firsts) = self.live_dots();
-        let ids = live.iter().copied().chain(firsts).chain(self.heads());
-        let (events, flags) = self.evidence(ids, &live);
+        let (events, flags) = self.whole_evidence();
         StateSnapshot::encode_parts(&self.applied, &events, &flags)
     }
 
     pub fn snapshot(&self) -> StateSnapshot {
-        let (live, firsts) = self.live_dots();
-        let ids = live.iter().copied().chain(firsts).chain(self.heads());
-        let (events, live) = self.evidence(ids, &live);
+        let (events, live) = self.whole_evidence();
         StateSnapshot {
             version_vector: self.applied.clone(),
             events: events.into_iter().cloned().collect(),
@@ -230,18 +236,17 @@ impl ReconciliationEngine {
     /// (after a snapshot): the log cannot hold them whole, and the state
     /// may come to rest on their newer events.
     pub fn keep_straddling_runs(&mut self, events: &[P2PEvent]) {
-        for event in events {
+        for (i, event) in events.iter().enumerate() {
             let Some(seal) = &event.seal else { continue };
-            let origin = event.id.peer;
-            let logged_from = self.log.first_seq(origin);
-            if seal.first < logged_from && event.id.seq >= logged_from {
-                let first = EventId::new(origin, seal.first);
-                let run: Vec<P2PEvent> = events
-                    .iter()
-                    .filter(|e| e.id >= first && e.id <= event.id)
-                    .cloned()
-                    .collect();
-                self.archive.insert_run(run);
+            let logged_from = self.log.first_seq(event.id.peer);
+            if seal.first >= logged_from || event.id.seq < logged_from {
+                continue;
+            }
+            // Verified runs stand whole and in order: this one ends at `i`.
+            let len = usize::try_from(event.id.seq - seal.first).ok();
+            let run = len.and_then(|n| events.get(i.checked_sub(n)?..=i));
+            if let Some(run) = run.filter(|r| r[0].id == EventId::new(event.id.peer, seal.first)) {
+                self.archive.insert_run(run.to_vec());
             }
         }
     }
@@ -250,14 +255,11 @@ impl ReconciliationEngine {
     /// (no heads: a leaf is only taken under equal clocks).
     pub fn leaf_state(&mut self, leaf: u16) -> StateSnapshot {
         self.digest();
-        let mut live = HashSet::with_hasher(FixedState::default());
-        let mut firsts = Vec::new();
-        for (key, _) in self.digest.leaf(leaf) {
-            if let Some(slot) = self.entities.get(key) {
-                live.extend(slot.entity.dots());
-                firsts.extend(slot.entity.firsts());
-            }
-        }
+        let slots = self
+            .digest
+            .leaf(leaf)
+            .filter_map(|(key, _)| self.entities.get(key));
+        let (live, firsts) = self.backing(slots);
         let (events, flags) = self.evidence(live.iter().copied().chain(firsts), &live);
         StateSnapshot {
             version_vector: self.applied.clone(),
@@ -354,22 +356,12 @@ impl ReconciliationEngine {
     /// Folds the archive and the runs leaving the log (`folded`) down to
     /// what the state rests on, after a compaction.
     pub(super) fn keep_evidence(&mut self, folded: Vec<P2PEvent>) {
-        let (mut wanted_ids, firsts) = self.live_dots();
-        wanted_ids.extend(firsts);
-        wanted_ids.extend(self.heads());
-        let wanted = |run: &[P2PEvent]| run.iter().any(|e| wanted_ids.contains(&e.id));
-        self.archive.retain(wanted);
-        let mut kept = Vec::new();
-        let mut fresh = super::Archive::default();
-        fresh.insert(folded);
-        for run in fresh.take_runs() {
-            if wanted(&run) {
-                kept.push(run);
-            }
-        }
-        for run in kept {
-            self.archive.insert_run(run);
-        }
+        let (mut wanted, firsts) = self.backing(self.entities.values());
+        wanted.extend(firsts);
+        wanted.extend(self.heads());
+        self.archive.insert(folded);
+        self.archive
+            .retain(|run| run.iter().any(|e| wanted.contains(&e.id)));
     }
 
     /// A new engine with a snapshot's state (from our own storage).

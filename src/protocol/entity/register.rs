@@ -79,12 +79,12 @@ impl Register {
         !self.siblings.is_empty()
     }
 
-    /// Siblings ordered by dot: the canonical order for hashing and snapshots.
     /// The writes the siblings rest on.
     pub fn dots(&self) -> impl Iterator<Item = EventId> + '_ {
         self.siblings.iter().map(|s| s.dot)
     }
 
+    /// Siblings ordered by dot: the canonical order for hashing and snapshots.
     pub fn siblings(&self) -> Cow<'_, [Sibling]> {
         if self.sorted || self.siblings.len() < 2 {
             Cow::Borrowed(&self.siblings)
