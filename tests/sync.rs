@@ -6,7 +6,7 @@ mod common;
 use common::json;
 use cpc_sync::protocol::sync::wire::{self, Message};
 use cpc_sync::protocol::sync::{Output, SyncConfig, SyncNode};
-use cpc_sync::protocol::{EngineConfig, EventId, PeerId, ReconciliationEngine};
+use cpc_sync::protocol::{EngineConfig, PeerId, ReconciliationEngine};
 
 fn node(id: u64) -> SyncNode {
     let engine = ReconciliationEngine::new(PeerId(id), EngineConfig::default());
@@ -277,22 +277,6 @@ fn bad_frames_are_refused_counted_and_the_session_goes_on() {
         .iter()
         .any(|o| matches!(o, Output::Close { .. })));
     assert_eq!(b.sessions().count(), 0);
-}
-
-#[test]
-fn local_writes_are_persisted_before_they_are_sent() {
-    let (mut a, mut b) = (node(1), node(2));
-    sync(&mut a, &mut b, 1_000);
-    a.write(|e| e.add("s", json("1"), 1_100).map(Some)).unwrap();
-    let outputs = a.take_outputs();
-    let persisted = outputs
-        .iter()
-        .position(|o| matches!(o, Output::PersistEvents(_)));
-    let sent = outputs
-        .iter()
-        .position(|o| matches!(o, Output::Send { .. }));
-    assert!(persisted.unwrap() < sent.unwrap(), "{outputs:?}");
-    let _ = EventId::new(PeerId(1), 1);
 }
 
 #[test]

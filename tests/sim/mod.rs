@@ -3,26 +3,20 @@
 
 pub mod adversary;
 pub mod network;
+pub mod storage;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use cpc_sync::protocol::sync::{Output, SyncConfig, SyncNode};
+use cpc_sync::protocol::sync::{Output, Persist, SyncConfig, SyncNode};
 use cpc_sync::protocol::{
-    Candidate, ConflictPolicy, EngineConfig, Identity, JsonValue, P2PEvent, PeerId,
-    ReconciliationEngine,
+    Candidate, ConflictPolicy, EngineConfig, Identity, JsonValue, PeerId, ReconciliationEngine,
 };
 
 use crate::common::{assert_causal, json, Rng};
 use adversary::Adversary;
 use cpc_sync::protocol::room::{KdfCost, RoomSecret};
 use network::Network;
-
-/// What a peer wrote to durable storage: a snapshot and the events after it.
-#[derive(Debug, Default, Clone)]
-pub struct Storage {
-    pub snapshot: Option<Vec<u8>>,
-    pub events: Vec<P2PEvent>,
-}
+use storage::{Disk, Witness};
 
 pub struct SimPeer {
     pub id: PeerId,
@@ -30,8 +24,19 @@ pub struct SimPeer {
     pub identity: Option<Identity>,
     /// `None` while crashed.
     pub node: Option<SyncNode>,
-    pub storage: Storage,
+    pub disk: Disk,
     pub restart_at: u64,
+    /// Writes made here and not yet durable: `(sequence number, what the
+    /// write promises once it is)`.
+    pub unacked: Vec<(u64, Ack)>,
+}
+
+/// What an acknowledged write promises about the final state.
+#[derive(Debug, Clone)]
+pub enum Ack {
+    Increment { key: String, by: i64 },
+    Add { key: String, member: String },
+    Remove { key: String, member: String },
 }
 
 /// Faults and their odds per step (per link for frame faults).
@@ -68,6 +73,7 @@ pub struct World {
     engine_config: EngineConfig,
     partition_until: u64,
     acked: Acknowledged,
+    witness: Witness,
 }
 
 fn handler(_key: &str, candidates: &[Candidate]) -> Option<JsonValue> {
@@ -100,6 +106,7 @@ impl World {
             compact_after: [20, 60, 10_000][rng.below(3)],
             snapshot_chunk: [256, 4096][rng.below(2)],
             room,
+            durable: true,
             ..SyncConfig::default()
         };
         let peers = (0..n)
@@ -119,8 +126,9 @@ impl World {
                     id,
                     identity,
                     node: Some(node),
-                    storage: Storage::default(),
+                    disk: Disk::default(),
                     restart_at: 0,
+                    unacked: Vec::new(),
                 }
             })
             .collect();
@@ -156,6 +164,7 @@ impl World {
             engine_config,
             partition_until: 0,
             acked: Acknowledged::default(),
+            witness: Witness::default(),
         };
         world.connect_all();
         world
@@ -183,8 +192,9 @@ impl World {
             id,
             identity: Some(identity.clone()),
             node: Some(node),
-            storage: Storage::default(),
+            disk: Disk::default(),
             restart_at: 0,
+            unacked: Vec::new(),
         });
         for j in 0..index {
             world.topology.insert((j, index));
@@ -248,12 +258,19 @@ impl World {
                     let latency = 1 + self.rng.below(40) as u64;
                     self.net.send(me, to, frame, self.now + latency);
                 }
-                Output::PersistEvents(events) => self.peers[i].storage.events.extend(events),
-                Output::PersistSnapshot(bytes) => {
-                    self.peers[i].storage = Storage {
-                        snapshot: Some(bytes),
-                        events: Vec::new(),
+                Output::Persist { token, write } => {
+                    if let Persist::Events(events) = &write {
+                        // Others' events: someone has seen them already.
+                        // Ours count once committed (see `commit_due`).
+                        let hostile = self.hostile_id();
+                        for e in events.iter().filter(|e| e.id.peer != me) {
+                            if Some(e.id.peer) != hostile && Some(me) != hostile {
+                                self.witness.see(e, me);
+                            }
+                        }
                     }
+                    let now = self.now;
+                    self.peers[i].disk.ask(token, write, now, &mut self.rng);
                 }
                 Output::Rejected { peer, .. } => {
                     if let Some(adversary) = self.adversary.as_mut() {
@@ -266,6 +283,57 @@ impl World {
                     }
                 }
                 _ => {}
+            }
+        }
+        self.acknowledge_durable(i);
+    }
+
+    /// The writes of peer `i` that storage has committed (and the node
+    /// heard of) are acknowledged: the final state must keep them.
+    fn acknowledge_durable(&mut self, i: usize) {
+        let Some(node) = &self.peers[i].node else {
+            return;
+        };
+        let durable = node.durable_upto();
+        let (done, waiting) = std::mem::take(&mut self.peers[i].unacked)
+            .into_iter()
+            .partition(|(seq, _)| *seq <= durable);
+        self.peers[i].unacked = waiting;
+        for (_, ack) in done {
+            self.acknowledge(ack);
+        }
+    }
+
+    fn acknowledge(&mut self, ack: Ack) {
+        match ack {
+            Ack::Increment { key, by } => *self.acked.counter_sums.entry(key).or_default() += by,
+            Ack::Add { key, member } => {
+                self.acked.added.entry(key).or_default().insert(member);
+            }
+            Ack::Remove { key, member } => {
+                self.acked.removed.entry(key).or_default().insert(member);
+            }
+        }
+    }
+
+    /// Commits what each peer's disk has due, and delivers the
+    /// acknowledgements due.
+    fn run_disks(&mut self) {
+        let now = self.now;
+        for i in 0..self.peers.len() {
+            if !self.alive(i) {
+                continue;
+            }
+            let me = self.peers[i].id;
+            let committed = self.peers[i].disk.commit_due(now, &mut self.rng);
+            if Some(me) != self.hostile_id() {
+                for e in committed.iter().filter(|e| e.id.peer == me) {
+                    self.witness.see(e, me);
+                }
+            }
+            let acks = self.peers[i].disk.acks_due(now);
+            if !acks.is_empty() {
+                self.with_node(i, |n| acks.into_iter().for_each(|t| n.persisted(t)));
             }
         }
     }
@@ -282,7 +350,7 @@ impl World {
         let member = format!("\"m{}\"", self.rng.below(5));
         let by = self.rng.below(7) as i64 - 2;
         let delete_prefix = ["r/", "m/", "ds/", "rc/", "dc/"][self.rng.below(5)];
-        let mut acked = None;
+        let mut made = None;
         self.with_node(i, |node| {
             let result = node.write(|e| match roll {
                 0 | 1 => e.set(&format!("r/{n}"), value, now).map(Some),
@@ -302,35 +370,32 @@ impl World {
                     )
                     .map(Some),
             });
-            acked = result.ok().flatten().map(|_| ());
+            made = result.ok().flatten().map(|e| e.id.seq);
         });
-        // The write returned and its output (persist first) was carried out:
-        // it is acknowledged.
-        if acked.is_some() {
-            match roll {
-                4 => *self.acked.counter_sums.entry(format!("c/{n}")).or_default() += by,
-                6 => {
-                    self.acked
-                        .added
-                        .entry(format!("s/{n}"))
-                        .or_default()
-                        .insert(member);
-                }
-                7 => {
-                    self.acked
-                        .removed
-                        .entry(format!("s/{n}"))
-                        .or_default()
-                        .insert(member);
-                }
-                _ => {}
+        // The write is acknowledged once durable (see `acknowledge_durable`).
+        let ack = match roll {
+            4 => Some(Ack::Increment {
+                key: format!("c/{n}"),
+                by,
+            }),
+            6 => Some(Ack::Add {
+                key: format!("s/{n}"),
+                member,
+            }),
+            7 => Some(Ack::Remove {
+                key: format!("s/{n}"),
+                member,
+            }),
+            _ => None,
+        };
+        match (made, ack) {
+            (Some(seq), Some(ack)) => {
+                self.peers[i].unacked.push((seq, ack));
+                self.acknowledge_durable(i);
             }
-        } else if roll == 7 {
-            self.acked
-                .removed
-                .entry(format!("s/{n}"))
-                .or_default()
-                .insert(member);
+            // A remove of a member not there writes nothing: it is absent.
+            (None, Some(ack @ Ack::Remove { .. })) => self.acknowledge(ack),
+            _ => {}
         }
     }
 
@@ -404,14 +469,15 @@ impl World {
         for j in pairs {
             self.cut(i, j);
         }
-        // Nothing in memory survives; storage does.
+        // Nothing in memory survives; what storage committed does.
         self.peers[i].node = None;
+        self.peers[i].disk.crash();
         self.peers[i].restart_at = self.now + 100 + self.rng.below(1500) as u64;
     }
 
     fn restart(&mut self, i: usize) {
         let p = &self.peers[i];
-        let storage = p.storage.clone();
+        let storage = p.disk.stored.clone();
         let mut node = SyncNode::restore(
             p.id,
             self.engine_config.clone(),
@@ -425,6 +491,11 @@ impl World {
         .expect("own storage restores");
         configure(&mut node);
         self.peers[i].node = Some(node);
+        // Writes committed before the crash survive (their acknowledgement
+        // was lost with it); the rest are gone, and their sequence numbers
+        // will name other writes.
+        self.acknowledge_durable(i);
+        self.peers[i].unacked.clear();
     }
 
     fn inject_faults(&mut self) {
@@ -471,6 +542,7 @@ impl World {
             self.connect_all();
         }
         self.deliver_due(faulty);
+        self.run_disks();
         let now = self.now;
         for i in 0..self.peers.len() {
             self.with_node(i, |n| n.tick(now));

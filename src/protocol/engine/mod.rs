@@ -291,6 +291,11 @@ impl ReconciliationEngine {
         (self.books.stale.len() <= budget).then(|| self.digest())
     }
 
+    /// Changed entities not yet rehashed into the Merkle tree.
+    pub fn digest_backlog(&self) -> usize {
+        self.books.stale.len()
+    }
+
     /// Rehashes at most `budget` changed entities into the Merkle tree, so
     /// a large change (a burst of remote events) is hashed in slices rather
     /// than in one long pause. Returns whether the digest is up to date.

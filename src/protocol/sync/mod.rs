@@ -9,7 +9,7 @@ pub mod wire;
 
 pub use mesh::{LinkState, Mesh, MeshAction, MeshConfig};
 pub use node::{
-    BoxedHandler, Output, SyncConfig, SyncNode, FORGERY_POINTS, MAX_REQUESTS_PER_INTERVAL,
-    PENALTY_LIMIT,
+    BoxedHandler, LocalWrite, Output, PeerReport, Persist, SyncConfig, SyncNode, DIGEST_PAUSE_MS,
+    FORGERY_POINTS, MAX_REQUESTS_PER_INTERVAL, PENALTY_LIMIT,
 };
 pub use session::{SessionStats, Standing};

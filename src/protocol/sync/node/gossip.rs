@@ -1,6 +1,8 @@
 //! Digests, events, relay, reconciliation messages and compaction.
 
-use super::{Output, SyncNode, FORGERY_POINTS, MAX_REQUESTS_PER_INTERVAL, UNSEALED_POINTS};
+use super::{
+    Output, Persist, SyncNode, FORGERY_POINTS, MAX_REQUESTS_PER_INTERVAL, UNSEALED_POINTS,
+};
 use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::engine::ReconcileStep;
 use crate::protocol::error::EngineError;
@@ -114,14 +116,22 @@ impl SyncNode {
         let mut fresh = self.engine.events_missing_from(before);
         fresh.retain(|e| e.id.peer != me);
         if !fresh.is_empty() {
-            self.spread(fresh, from);
+            self.spread(fresh, from, None);
         }
     }
 
     /// Persist, then push to every connected peer but `except` that does not
-    /// have them yet (gossip relay, duplicates suppressed).
-    pub(super) fn spread(&mut self, events: Vec<P2PEvent>, except: Option<PeerId>) {
-        self.outputs.push(Output::PersistEvents(events.clone()));
+    /// have them yet (gossip relay, duplicates suppressed). `own_upto`: they
+    /// are our own writes, up to this sequence number.
+    pub(super) fn spread(
+        &mut self,
+        events: Vec<P2PEvent>,
+        except: Option<PeerId>,
+        own_upto: Option<u64>,
+    ) {
+        if self.config.durable {
+            self.persist(Persist::Events(events.clone()), own_upto);
+        }
         let signed = self.signed();
         let peers: Vec<PeerId> = self
             .sessions
@@ -338,8 +348,7 @@ impl SyncNode {
         }
         let stable = self.stable_clock();
         if self.engine.compact(&stable) > 0 {
-            self.outputs
-                .push(Output::PersistSnapshot(self.engine.encode_snapshot()));
+            self.persist_snapshot();
         }
     }
 }

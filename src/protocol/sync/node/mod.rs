@@ -2,10 +2,19 @@
 //! remote peer, sans-IO in the style of iroh-gossip's `proto`: inputs are
 //! method calls (`connect`, `receive_frame`, `tick`, local writes) that take
 //! the time; outputs ([`Output`]) are drained by the caller, which does the
-//! I/O in their order: persist before send.
+//! I/O. The node keeps the order that matters: a frame that may reflect a
+//! write of ours waits until storage has acknowledged that write (see
+//! `durability`); time comes in with every call and [`SyncNode::next_timer`]
+//! says when to call [`SyncNode::tick`] next.
 
+mod app;
+mod durability;
 mod gossip;
 mod repair;
+
+pub use app::{LocalWrite, PeerReport};
+use durability::Durability;
+pub use durability::Persist;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -47,6 +56,11 @@ pub struct SyncConfig {
     /// Seeds the handshake nonces (32 random bytes; with a fixed seed the
     /// nonces are predictable).
     pub nonce_seed: [u8; 32],
+    /// The caller keeps durable storage: the node asks for every write with
+    /// [`Output::Persist`] and holds each frame that may reflect a write of
+    /// its own until [`SyncNode::persisted`] says that write is committed.
+    /// `false`: nothing is persisted, nothing is held (a peer in memory).
+    pub durable: bool,
 }
 
 impl Default for SyncConfig {
@@ -59,9 +73,14 @@ impl Default for SyncConfig {
             identity: None,
             room: None,
             nonce_seed: [0; 32],
+            durable: false,
         }
     }
 }
+
+/// The pause between slices of digest hashing after a large change: the
+/// page stays responsive while a snapshot's worth of entities is hashed.
+pub const DIGEST_PAUSE_MS: u64 = 20;
 
 /// How often the round-trip time to each peer is measured.
 pub const PING_INTERVAL_MS: u64 = 10_000;
@@ -91,11 +110,10 @@ pub enum Output {
     Send { to: PeerId, frame: Vec<u8> },
     /// Close the connection to a peer (it sent an oversized frame).
     Close { peer: PeerId, reason: String },
-    /// Append these events to durable storage, before any later `Send`.
-    PersistEvents(Vec<P2PEvent>),
-    /// Replace durable storage with this snapshot: it covers every event
-    /// persisted so far.
-    PersistSnapshot(Vec<u8>),
+    /// Make `write` durable, after every write of a lower token, then call
+    /// [`SyncNode::persisted`] with `token` (only with
+    /// [`SyncConfig::durable`]).
+    Persist { token: u64, write: Persist },
     /// These keys changed.
     Changed(Vec<Arc<str>>),
     /// A snapshot from `from` is arriving.
@@ -137,6 +155,9 @@ pub struct SyncNode {
     sealed_upto: u64,
     /// Handshake nonces drawn so far.
     nonces: u64,
+    durability: Durability,
+    /// The latest time an input brought (timers are set from it).
+    last_input_ms: u64,
 }
 
 impl std::fmt::Debug for SyncNode {
@@ -151,8 +172,12 @@ impl std::fmt::Debug for SyncNode {
 impl SyncNode {
     pub fn new(engine: ReconciliationEngine, config: SyncConfig) -> Self {
         let sealed_upto = engine.sealed_own(config.identity.is_some());
+        // What a node starts with is what it restored: durable.
+        let durability = Durability::new(config.durable, engine.clock().get(engine.peer()));
         SyncNode {
             sealed_upto,
+            durability,
+            last_input_ms: 0,
             nonces: 0,
             engine,
             config,
@@ -263,9 +288,17 @@ impl SyncNode {
         self.engine.refresh_digest(gossip::DIGEST_SLICE)
     }
 
-    /// When [`tick`](Self::tick) wants to run next.
+    /// When [`tick`](Self::tick) wants to run next: at the gossip interval,
+    /// or in [`DIGEST_PAUSE_MS`] while changed entities wait to be hashed
+    /// into the digest. The caller arms one timer for it (an idle node
+    /// wakes once per gossip interval).
     pub fn next_timer(&self) -> u64 {
-        self.next_gossip_ms
+        if self.engine.digest_backlog() > 0 {
+            self.next_gossip_ms
+                .min(self.last_input_ms + DIGEST_PAUSE_MS)
+        } else {
+            self.next_gossip_ms
+        }
     }
 
     /// What to do now. Local writes made since the last call leave here:
@@ -287,7 +320,16 @@ impl SyncNode {
             .seal_own(self.config.identity.as_ref(), self.sealed_upto);
         self.sealed_upto = upto;
         if !events.is_empty() {
-            self.spread(events, None);
+            self.spread(events, None, Some(upto));
+        }
+    }
+
+    /// Replaces what storage holds with a snapshot of the state (encoded
+    /// only for a node with storage).
+    fn persist_snapshot(&mut self) {
+        if self.config.durable {
+            let bytes = self.engine.encode_snapshot();
+            self.persist(Persist::Snapshot(bytes), None);
         }
     }
 
@@ -305,6 +347,7 @@ impl SyncNode {
 
     /// A connection to `peer` opened: both sides send a digest at once.
     pub fn connect(&mut self, peer: PeerId, now_ms: u64) {
+        self.last_input_ms = self.last_input_ms.max(now_ms);
         let stats = self.past_stats.remove(&peer).unwrap_or_default();
         let handshake = self.needs_handshake().then(|| {
             self.nonces += 1;
@@ -395,6 +438,7 @@ impl SyncNode {
     }
 
     fn end_session(&mut self, peer: PeerId) {
+        self.drop_held(peer);
         if let Some(session) = self.sessions.remove(&peer) {
             if self.past_stats.len() >= KEPT_STATS {
                 self.past_stats.pop_first();
@@ -403,9 +447,14 @@ impl SyncNode {
         }
     }
 
-    /// Timer: gossip digests, run reconciliation, compact.
+    /// Timer: hash a slice of the changed entities; at the gossip interval,
+    /// gossip digests, run reconciliation, compact.
     pub fn tick(&mut self, now_ms: u64) {
+        self.last_input_ms = self.last_input_ms.max(now_ms);
         if now_ms < self.next_gossip_ms {
+            if self.engine.digest_backlog() > 0 {
+                self.refresh_digest();
+            }
             return;
         }
         self.next_gossip_ms = now_ms + self.config.gossip_interval_ms;
@@ -428,6 +477,7 @@ impl SyncNode {
     /// A frame arrived from `from`. Bad frames are refused, counted and
     /// reported; an oversized one also closes the connection.
     pub fn receive_frame(&mut self, from: PeerId, frame: &[u8], now_ms: u64) {
+        self.last_input_ms = self.last_input_ms.max(now_ms);
         let Some(session) = self.sessions.get_mut(&from) else {
             return;
         };
@@ -521,10 +571,13 @@ impl SyncNode {
             return;
         }
         self.next_message_id = self.next_message_id.wrapping_add(1);
-        for frame in wire::encode(message, self.next_message_id) {
+        let frames = wire::encode(message, self.next_message_id);
+        for frame in &frames {
             session.stats.frames_out += 1;
             session.stats.bytes_out += frame.len() as u64;
-            self.outputs.push(Output::Send { to, frame });
+        }
+        for frame in frames {
+            self.emit_frame(to, frame);
         }
     }
 

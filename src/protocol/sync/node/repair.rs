@@ -204,8 +204,7 @@ impl SyncNode {
             Ok(()) => {
                 // Our writes are sealed first: a stored snapshot is sent on.
                 self.flush_local();
-                self.outputs
-                    .push(Output::PersistSnapshot(self.engine.encode_snapshot()));
+                self.persist_snapshot();
                 let peers: Vec<PeerId> = self.sessions.keys().copied().collect();
                 for peer in peers {
                     self.send_digest(peer);

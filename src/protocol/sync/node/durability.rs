@@ -1,0 +1,148 @@
+//! Durability order: persist, then send.
+//!
+//! A node with storage ([`SyncConfig::durable`](super::SyncConfig)) asks for
+//! every write with a numbered [`Output::Persist`] and learns of its commit
+//! through [`SyncNode::persisted`]. A frame that could carry or reflect one
+//! of our own writes not yet durable (the events themselves, a digest with
+//! our raised clock entry, a Merkle node, a snapshot, a resolution) is held
+//! here until that write's commit is acknowledged. Without it, a tab that
+//! dies after sending a write but before committing it would reload,
+//! reuse the write's sequence number for another write, and every peer
+//! that saw the first would see an equivocation.
+//!
+//! Storage commits in order (an IndexedDB transaction, a database
+//! transaction, an fsync'd file append all do), so an acknowledgement
+//! covers every earlier token: acknowledgements may arrive late, batched
+//! or out of order.
+
+use std::collections::VecDeque;
+
+use super::{Output, SyncNode};
+use crate::protocol::clock::PeerId;
+use crate::protocol::event::P2PEvent;
+
+/// A write to durable storage, to make in token order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Persist {
+    /// Append these events.
+    Events(Vec<P2PEvent>),
+    /// Replace everything stored with this snapshot: it covers every event
+    /// persisted so far.
+    Snapshot(Vec<u8>),
+}
+
+/// Tokens issued, tokens acknowledged, and the frames waiting on them.
+#[derive(Debug, Default)]
+pub(super) struct Durability {
+    enabled: bool,
+    issued: u64,
+    acknowledged: u64,
+    /// The last token that carries writes of ours (or a snapshot): frames
+    /// made after it wait for it.
+    barrier: u64,
+    /// `(token, own sequence number)`: our writes up to the number are
+    /// durable once the token is.
+    own: VecDeque<(u64, u64)>,
+    /// Our own events up to here are durable.
+    own_durable: u64,
+    /// Frames in the order they were made, each with the token it waits on.
+    held: VecDeque<(u64, PeerId, Vec<u8>)>,
+    held_bytes: usize,
+}
+
+impl Durability {
+    pub(super) fn new(enabled: bool, own_durable: u64) -> Self {
+        Durability {
+            enabled,
+            own_durable,
+            ..Durability::default()
+        }
+    }
+}
+
+impl SyncNode {
+    /// Asks the caller to persist `write`. `own_upto`: the write holds our
+    /// own events up to this sequence number; frames made from now on wait
+    /// for it. A snapshot holds every frame too (it replaces storage).
+    pub(super) fn persist(&mut self, write: Persist, own_upto: Option<u64>) {
+        let d = &mut self.durability;
+        if !d.enabled {
+            return;
+        }
+        d.issued += 1;
+        let token = d.issued;
+        if own_upto.is_some() || matches!(write, Persist::Snapshot(_)) {
+            d.barrier = token;
+        }
+        if let Some(seq) = own_upto {
+            d.own.push_back((token, seq));
+        }
+        self.outputs.push(Output::Persist { token, write });
+    }
+
+    /// Storage committed every write up to `token` (and so every earlier
+    /// one). Frames that waited for them leave at the next
+    /// [`take_outputs`](Self::take_outputs). A token never issued is
+    /// ignored.
+    pub fn persisted(&mut self, token: u64) {
+        let d = &mut self.durability;
+        if token > d.issued || token <= d.acknowledged {
+            return;
+        }
+        d.acknowledged = token;
+        while let Some(&(t, seq)) = d.own.front() {
+            if t > token {
+                break;
+            }
+            d.own_durable = d.own_durable.max(seq);
+            d.own.pop_front();
+        }
+        while d.held.front().is_some_and(|(t, _, _)| *t <= token) {
+            let Some((_, to, frame)) = d.held.pop_front() else {
+                break;
+            };
+            d.held_bytes -= frame.len();
+            self.outputs.push(Output::Send { to, frame });
+        }
+    }
+
+    /// Our own events up to this sequence number are durable (all of them
+    /// on a node without storage): a write is acknowledged to the app once
+    /// its number is here.
+    pub fn durable_upto(&self) -> u64 {
+        if self.durability.enabled {
+            self.durability.own_durable
+        } else {
+            self.engine.clock().get(self.engine.peer())
+        }
+    }
+
+    /// Frames waiting for a commit, and their bytes.
+    pub fn held(&self) -> (usize, usize) {
+        (self.durability.held.len(), self.durability.held_bytes)
+    }
+
+    /// Queues a frame: out now, or after the commit it may reflect.
+    pub(super) fn emit_frame(&mut self, to: PeerId, frame: Vec<u8>) {
+        let d = &mut self.durability;
+        if d.barrier > d.acknowledged {
+            d.held_bytes += frame.len();
+            d.held.push_back((d.barrier, to, frame));
+        } else {
+            self.outputs.push(Output::Send { to, frame });
+        }
+    }
+
+    /// The connection to `peer` is gone: what waited for it is dropped (a
+    /// new connection starts a new session, with a handshake first).
+    pub(super) fn drop_held(&mut self, peer: PeerId) {
+        let d = &mut self.durability;
+        d.held.retain(|(_, to, frame)| {
+            let keep = *to != peer;
+            if !keep {
+                d.held_bytes -= frame.len();
+            }
+            keep
+        });
+    }
+}

@@ -1,0 +1,221 @@
+//! Durability order: a frame that may reflect a write of ours leaves only
+//! once storage has committed that write, so a peer that dies between the
+//! two never reuses a sequence number that others have seen.
+
+mod common;
+
+use common::json;
+use cpc_sync::protocol::sync::wire::{self, Decoded, Message};
+use cpc_sync::protocol::sync::{Output, Persist, SyncConfig, SyncNode};
+use cpc_sync::protocol::{EngineConfig, Identity, P2PEvent, PeerId, ReconciliationEngine};
+
+fn durable_node(seed: u64) -> SyncNode {
+    let identity = Identity::from_seed(seed);
+    let engine = ReconciliationEngine::new(identity.peer(), EngineConfig::default());
+    SyncNode::new(
+        engine,
+        SyncConfig {
+            identity: Some(identity),
+            durable: true,
+            ..SyncConfig::default()
+        },
+    )
+}
+
+/// What a node asked for and what it sent, in order.
+#[derive(Default, Debug)]
+struct Seen {
+    persists: Vec<(u64, Persist)>,
+    sends: Vec<(PeerId, Vec<u8>)>,
+}
+
+fn drain(node: &mut SyncNode) -> Seen {
+    let mut seen = Seen::default();
+    for output in node.take_outputs() {
+        match output {
+            Output::Persist { token, write } => seen.persists.push((token, write)),
+            Output::Send { to, frame } => seen.sends.push((to, frame)),
+            _ => {}
+        }
+    }
+    seen
+}
+
+/// The events carried by `frames`.
+fn events_in(frames: &[(PeerId, Vec<u8>)]) -> Vec<P2PEvent> {
+    frames
+        .iter()
+        .filter_map(|(_, f)| match wire::decode(f) {
+            Ok(Decoded::Message(Message::Events(events))) => Some(events),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+/// Shuttles frames between two durable nodes, committing every persist at
+/// once, until both are quiet.
+fn settle(a: &mut SyncNode, b: &mut SyncNode, now: u64) {
+    for _ in 0..100 {
+        let quiet = step(a, b, now) & step(b, a, now);
+        if quiet {
+            return;
+        }
+    }
+    panic!("the exchange does not end");
+}
+
+/// `x` commits what it asked to persist and delivers its frames to `y`;
+/// returns whether it had nothing to do.
+fn step(x: &mut SyncNode, y: &mut SyncNode, now: u64) -> bool {
+    let seen = drain(x);
+    let mut quiet = true;
+    if let Some((token, _)) = seen.persists.last() {
+        x.persisted(*token);
+        quiet = false;
+    }
+    for (_, frame) in seen.sends {
+        quiet = false;
+        y.receive_frame(x.peer(), &frame, now);
+    }
+    quiet
+}
+
+fn connected_pair() -> (SyncNode, SyncNode) {
+    let (mut a, mut b) = (durable_node(1), durable_node(2));
+    a.connect(b.peer(), 1_000);
+    b.connect(a.peer(), 1_000);
+    settle(&mut a, &mut b, 1_000);
+    (a, b)
+}
+
+#[test]
+fn a_write_is_held_until_its_commit_is_acknowledged() {
+    let (mut a, b) = connected_pair();
+    a.write(|e| e.add("s", json("1"), 1_100).map(Some)).unwrap();
+    let seen = drain(&mut a);
+    let [(token, Persist::Events(events))] = &seen.persists[..] else {
+        panic!("one persist of the write: {:?}", seen.persists);
+    };
+    assert_eq!(events.len(), 1);
+    assert!(
+        seen.sends.is_empty(),
+        "sent before durable: {:?}",
+        seen.sends
+    );
+    assert_eq!(a.durable_upto(), 0);
+    // A digest asked for meanwhile carries our raised clock: it waits too.
+    a.tick(5_000);
+    assert!(drain(&mut a).sends.is_empty());
+    assert!(a.held().0 >= 2, "the events and the digest wait");
+
+    a.persisted(*token);
+    assert_eq!(a.durable_upto(), 1);
+    let seen = drain(&mut a);
+    let sent = events_in(&seen.sends);
+    assert_eq!(sent.len(), 1, "the write leaves once durable");
+    assert_eq!(sent[0].id, events[0].id);
+    assert!(seen.sends.iter().all(|(to, _)| *to == b.peer()));
+    assert_eq!(a.held(), (0, 0));
+}
+
+#[test]
+fn acknowledgements_are_cumulative_and_late_or_bogus_ones_are_ignored() {
+    let (mut a, _b) = connected_pair();
+    let mut tokens = Vec::new();
+    for (i, ms) in [1_100, 1_200, 1_300].into_iter().enumerate() {
+        a.write(|e| e.increment("n", 1 + i as i64, ms).map(Some))
+            .unwrap();
+        tokens.extend(drain(&mut a).persists.into_iter().map(|(t, _)| t));
+    }
+    assert_eq!(tokens.len(), 3);
+    a.persisted(tokens[2] + 7); // never issued
+    assert_eq!(a.durable_upto(), 0);
+    a.persisted(tokens[1]);
+    assert_eq!(a.durable_upto(), 2, "the second commit covers the first");
+    assert_eq!(events_in(&drain(&mut a).sends).len(), 2);
+    a.persisted(tokens[0]); // late: already covered
+    assert!(drain(&mut a).sends.is_empty());
+    a.persisted(tokens[2]);
+    assert_eq!(a.durable_upto(), 3);
+    assert_eq!(events_in(&drain(&mut a).sends).len(), 1);
+}
+
+#[test]
+fn relayed_events_are_persisted_without_holding_frames() {
+    let (mut a, mut b) = connected_pair();
+    let mut c = durable_node(3);
+    b.connect(c.peer(), 1_000);
+    c.connect(b.peer(), 1_000);
+    settle(&mut b, &mut c, 1_000);
+    a.write(|e| e.set("k", json("1"), 1_100).map(Some)).unwrap();
+    let from_a = drain(&mut a);
+    a.persisted(from_a.persists[0].0);
+    let frames = drain(&mut a).sends;
+    for (_, frame) in &frames {
+        b.receive_frame(a.peer(), frame, 1_100);
+    }
+    // b persists a's write, and relays it to c before that commit: it is
+    // not b's own write, and a has it durable.
+    let from_b = drain(&mut b);
+    assert_eq!(from_b.persists.len(), 1, "{from_b:?}");
+    let relayed = events_in(&from_b.sends);
+    assert_eq!(relayed.len(), 1, "relayed at once");
+    assert!(from_b.sends.iter().all(|(to, _)| *to == c.peer()));
+    assert_eq!(b.held(), (0, 0));
+}
+
+#[test]
+fn a_crash_before_the_commit_loses_only_what_no_one_saw() {
+    let (mut a, mut b) = connected_pair();
+    let (a_id, b_id) = (a.peer(), b.peer());
+    // Committed and acknowledged: the first write.
+    a.write(|e| e.set("k", json("\"kept\""), 1_100).map(Some))
+        .unwrap();
+    let mut stored: Vec<P2PEvent> = Vec::new();
+    for (token, write) in drain(&mut a).persists {
+        if let Persist::Events(events) = write {
+            stored.extend(events);
+        }
+        a.persisted(token);
+    }
+    settle(&mut a, &mut b, 1_100);
+    // The second write is never committed; the tab dies.
+    a.write(|e| e.set("k", json("\"lost\""), 1_200).map(Some))
+        .unwrap();
+    let mut sent = drain(&mut a);
+    assert_eq!(sent.persists.len(), 1);
+    a.tick(9_000);
+    sent.sends.extend(drain(&mut a).sends);
+    // Whatever did leave reaches b before the crash.
+    for (_, frame) in &sent.sends {
+        b.receive_frame(a_id, frame, 1_200);
+    }
+    let leaked = events_in(&sent.sends);
+    assert!(leaked.is_empty(), "an uncommitted write left: {leaked:?}");
+    drop(a);
+
+    // The reloaded tab writes again under the same sequence number.
+    let mut a = SyncNode::restore(
+        a_id,
+        EngineConfig::default(),
+        SyncConfig {
+            identity: Some(Identity::from_seed(1)),
+            durable: true,
+            ..SyncConfig::default()
+        },
+        None,
+        stored,
+    )
+    .expect("restores");
+    a.write(|e| e.set("k", json("\"again\""), 1_300).map(Some))
+        .unwrap();
+    a.connect(b_id, 1_400);
+    b.disconnect(a_id);
+    b.connect(a_id, 1_400);
+    settle(&mut a, &mut b, 1_400);
+    // b never saw the lost write, so the reuse is no equivocation.
+    assert_eq!(b.engine().stats().equivocations, 0);
+    assert_eq!(b.engine().get("k"), Some(serde_json::json!("again")));
+    assert_eq!(a.engine().clock(), b.engine().clock());
+}
