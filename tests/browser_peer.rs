@@ -98,8 +98,8 @@ async fn two_peers_in_one_page_converge_over_webrtc() {
     .await;
 
     done(a.set("title".into(), "from a".into())).await;
-    done(b.increment("count".into(), 2.0)).await;
-    done(a.increment("count".into(), 3.0)).await;
+    done(b.increment("count".into(), 2.0.into())).await;
+    done(a.increment("count".into(), 3.0.into())).await;
     done(b.add("tags".into(), "x".into())).await;
     wait_for("convergence", 10, || a.digest() == b.digest()).await;
     assert_eq!(
@@ -120,7 +120,7 @@ async fn two_peers_in_one_page_converge_over_webrtc() {
     a.go_offline();
     wait_for("the link to drop", 10, || !is_open_to(&b, &a.id())).await;
     done(a.set("title".into(), "offline write".into())).await;
-    done(b.increment("count".into(), 10.0)).await;
+    done(b.increment("count".into(), 10.0.into())).await;
     a.go_online();
     wait_for("reconnection", 20, || is_open_to(&a, &b.id())).await;
     wait_for("convergence after going online", 10, || {

@@ -3,17 +3,19 @@
 
 use wasm_bindgen::prelude::*;
 
+use super::error::{Code, PeerError};
 use crate::protocol::JsonValue;
 
 /// A JS value as a canonical JSON value; `undefined`, functions and cycles
-/// are errors.
-pub fn to_json(value: &JsValue) -> Result<JsonValue, JsError> {
+/// are `INVALID_JSON` `TypeError`s.
+pub fn to_json(value: &JsValue) -> Result<JsonValue, PeerError> {
+    let invalid = |why: &str| PeerError::type_error(Code::InvalidJson, why);
     let text = js_sys::JSON::stringify(value)
-        .map_err(|_| JsError::new("value cannot be turned into JSON (a cycle, or a BigInt)"))?;
+        .map_err(|_| invalid("the value cannot be turned into JSON (a cycle, or a BigInt)"))?;
     let text = text
         .as_string()
-        .ok_or_else(|| JsError::new("value must be a JSON value, not undefined or a function"))?;
-    JsonValue::parse(&text).map_err(|e| JsError::new(&e.to_string()))
+        .ok_or_else(|| invalid("the value must be JSON, not undefined or a function"))?;
+    JsonValue::parse(&text).map_err(|e| invalid(&e.to_string()))
 }
 
 /// JSON text as a JS value.
@@ -26,8 +28,4 @@ pub fn to_js(value: &impl serde::Serialize) -> JsValue {
     serde_json::to_string(value)
         .map(|text| from_json(&text))
         .unwrap_or(JsValue::UNDEFINED)
-}
-
-pub fn error(e: impl std::fmt::Display) -> JsValue {
-    JsError::new(&e.to_string()).into()
 }

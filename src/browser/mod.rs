@@ -4,6 +4,7 @@
 #[cfg(feature = "bench")]
 pub mod bench;
 mod convert;
+pub mod error;
 mod identity;
 mod peer;
 pub mod storage;

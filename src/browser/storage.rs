@@ -19,6 +19,7 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{IdbDatabase, IdbObjectStore, IdbRequest, IdbTransaction, IdbTransactionMode};
 
+use crate::protocol::sync::Persist;
 use crate::protocol::P2PEvent;
 
 const LOG: &str = "log";
@@ -167,6 +168,45 @@ impl Storage {
         self.store(&tx, SNAPSHOT, op)?
             .put_with_key(&bytes, &STATE_KEY.into())
             .map_err(failed(op))?;
+        committed(&tx, op).await
+    }
+
+    /// Makes the node's persist requests durable, in one transaction: the
+    /// last snapshot among them replaces everything (it covers what came
+    /// before it), and the events after it are appended as one record.
+    /// Resolves once the transaction has committed.
+    pub async fn commit(&self, writes: &[Persist]) -> Result<(), StorageError> {
+        let op = "commit";
+        let last_snapshot = writes
+            .iter()
+            .rposition(|w| matches!(w, Persist::Snapshot(_)));
+        let (snapshot, events) = match last_snapshot {
+            Some(at) => (Some(&writes[at]), &writes[at + 1..]),
+            None => (None, writes),
+        };
+        let events: Vec<P2PEvent> = events
+            .iter()
+            .flat_map(|w| match w {
+                Persist::Events(events) => events.as_slice(),
+                Persist::Snapshot(_) => &[],
+            })
+            .cloned()
+            .collect();
+        let stores = Array::of2(&LOG.into(), &SNAPSHOT.into());
+        let tx = self
+            .db
+            .transaction_with_str_sequence_and_mode(&stores, IdbTransactionMode::Readwrite)
+            .map_err(failed(op))?;
+        if let Some(Persist::Snapshot(bytes)) = snapshot {
+            self.store(&tx, LOG, op)?.clear().map_err(failed(op))?;
+            self.store(&tx, SNAPSHOT, op)?
+                .put_with_key(&Uint8Array::from(bytes.as_slice()), &STATE_KEY.into())
+                .map_err(failed(op))?;
+        }
+        if !events.is_empty() {
+            let bytes = Uint8Array::from(P2PEvent::encode_batch(&events).as_slice());
+            self.store(&tx, LOG, op)?.add(&bytes).map_err(failed(op))?;
+        }
         committed(&tx, op).await
     }
 

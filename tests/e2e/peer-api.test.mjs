@@ -62,6 +62,88 @@ test("a memory peer: writes of every kind, state, clock, digest, events", async 
   assert.deepEqual(errors, []);
 });
 
+test("every refusal is an Error subclass with a stable code", async () => {
+  const { page } = await openPage(env.browser, env.server.url);
+  await page.waitForSelector("body[data-ready=true]");
+  const seen = await page.evaluate(async () => {
+    const { Peer } = window.cpc.module;
+    const out = [];
+    const record = (what, e) =>
+      out.push({
+        what,
+        class: e instanceof RangeError ? "RangeError" : e instanceof TypeError ? "TypeError" : e instanceof Error ? "Error" : typeof e,
+        code: e && e.code,
+        message: String(e && e.message),
+      });
+    const attempt = async (what, f) => {
+      try {
+        await f();
+        out.push({ what, class: "none" });
+      } catch (e) {
+        record(what, e);
+      }
+    };
+    await attempt("no room", () => Peer.open({}));
+    await attempt("not an object", () => Peer.open("room"));
+    await attempt("bad storage", () => Peer.open({ room: "r", storage: "floppy" }));
+    await attempt("bad compactAfter", () => Peer.open({ room: "r", storage: "memory", compactAfter: -1 }));
+    await attempt("bad signaling", () => Peer.open({ room: "r", storage: "memory", signaling: "ftp://x" }));
+    const peer = await Peer.open({ room: "r", storage: "memory" });
+    await peer.set("title", "x");
+    await attempt("bad policy", () => peer.setPolicy("doc/", "sometimes"));
+    await attempt("kind mismatch", () => peer.increment("title", 1));
+    await attempt("not JSON", () => peer.set("bad", undefined));
+    await attempt("a cycle", () => {
+      const o = {};
+      o.o = o;
+      return peer.add("s", o);
+    });
+    await attempt("fraction", () => peer.increment("n", 1.5));
+    await attempt("not a number", () => peer.increment("n", "1"));
+    await peer.close();
+    await attempt("closed", () => peer.set("k", 1));
+    return out;
+  });
+  const expected = {
+    "no room": ["TypeError", "INVALID_OPTION"],
+    "not an object": ["TypeError", "INVALID_OPTION"],
+    "bad storage": ["RangeError", "INVALID_OPTION"],
+    "bad compactAfter": ["RangeError", "INVALID_OPTION"],
+    "bad signaling": ["RangeError", "INVALID_OPTION"],
+    "bad policy": ["RangeError", "INVALID_ARGUMENT"],
+    "kind mismatch": ["Error", "KIND_MISMATCH"],
+    "not JSON": ["TypeError", "INVALID_JSON"],
+    "a cycle": ["TypeError", "INVALID_JSON"],
+    fraction: ["RangeError", "INVALID_ARGUMENT"],
+    "not a number": ["TypeError", "INVALID_ARGUMENT"],
+    closed: ["Error", "CLOSED"],
+  };
+  for (const entry of seen) {
+    assert.deepEqual([entry.class, entry.code], expected[entry.what], JSON.stringify(entry));
+  }
+  assert.equal(seen.length, Object.keys(expected).length);
+});
+
+test("a write to IndexedDB resolves once committed, and survives a reopen", async () => {
+  const { page } = await openPage(env.browser, env.server.url);
+  await page.waitForSelector("body[data-ready=true]");
+  const result = await page.evaluate(async () => {
+    const { Peer } = window.cpc.module;
+    const room = `durable-${Math.random()}`;
+    let peer = await Peer.open({ room, signaling: "none" });
+    const writes = [];
+    for (let i = 0; i < 50; i++) writes.push(peer.increment("n", 1));
+    await Promise.all(writes);
+    await peer.set("last", "written");
+    await peer.close();
+    peer = await Peer.open({ room, signaling: "none" });
+    const state = peer.state();
+    await peer.close();
+    return state;
+  });
+  assert.deepEqual(result, { last: "written", n: 50 });
+});
+
 test("Peer.open refuses bad options with a clear error", async () => {
   const { page } = await openPage(env.browser, env.server.url);
   await page.waitForSelector("body[data-ready=true]");

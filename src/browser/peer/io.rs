@@ -1,37 +1,30 @@
 //! What a peer does with its node's outputs and its transport's events:
-//! persist, then send; tell the listeners.
+//! commit what the node asks to persist, send what it releases, tell the
+//! listeners, and wake the node when it asks to be woken.
 
 use std::cell::RefCell;
 use std::rc::{Rc, Weak};
 
-use js_sys::{Object, Promise, Reflect};
+use gloo::timers::callback::Timeout;
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::{future_to_promise, JsFuture};
 
-use super::{now_ms, Inner};
-use crate::browser::convert::{error, from_json, to_js};
+use super::events::event_object;
+use super::{commit, now_ms, Inner};
+use crate::browser::convert::{from_json, to_js};
 use crate::browser::transport::TransportEvent;
 use crate::protocol::sync::{LinkState, Output};
-
-/// The timer: gossip, compaction, and what they output.
-pub(super) fn tick(inner: &Weak<RefCell<Inner>>) {
-    let Some(inner) = inner.upgrade() else { return };
-    inner.borrow_mut().node.tick(now_ms());
-    dispatch(&inner);
-    let _ = flush(&inner);
-}
 
 /// A connection changed state or a frame arrived.
 pub(super) fn on_transport(inner: &Weak<RefCell<Inner>>, event: TransportEvent) {
     let Some(inner) = inner.upgrade() else { return };
+    if inner.borrow().closed {
+        return;
+    }
     let now = now_ms();
     match event {
         TransportEvent::Link(peer, state) => {
             {
                 let mut i = inner.borrow_mut();
-                if i.closed {
-                    return;
-                }
                 if state == LinkState::Open {
                     i.node.connect(peer, now);
                 } else {
@@ -49,11 +42,10 @@ pub(super) fn on_transport(inner: &Weak<RefCell<Inner>>, event: TransportEvent) 
         }
     }
     dispatch(&inner);
-    let _ = flush(&inner);
 }
 
-/// The writes of this tick leave together, in a microtask queued before
-/// their commit: sealed as one run (one signature), then persisted and sent.
+/// The writes of this task leave together, in a microtask: sealed as one
+/// run (one signature), then persisted, then sent.
 pub(super) fn schedule_writes(inner: &Rc<RefCell<Inner>>) {
     if std::mem::replace(&mut inner.borrow_mut().writes_scheduled, true) {
         return;
@@ -65,18 +57,14 @@ pub(super) fn schedule_writes(inner: &Rc<RefCell<Inner>>) {
     });
 }
 
-/// Carries out the node's outputs in order: what to persist is queued for
-/// the next commit, and a frame sent after it waits for that commit; changes
-/// go to the listeners.
+/// Carries out the node's outputs in order. The node has already held back
+/// every frame that must wait for a commit, so frames go out as they come.
 pub(super) fn dispatch(inner: &Rc<RefCell<Inner>>) {
     let outputs = inner.borrow_mut().node.take_outputs();
     for output in outputs {
         match output {
             Output::Send { to, frame } => {
-                let mut i = inner.borrow_mut();
-                if i.storage.is_some() && (!i.unsaved.is_empty() || i.unsaved_snapshot.is_some()) {
-                    i.held.push((to, frame));
-                } else if let Some(transport) = &i.transport {
+                if let Some(transport) = &inner.borrow().transport {
                     transport.send(to, frame);
                 }
             }
@@ -86,25 +74,12 @@ pub(super) fn dispatch(inner: &Rc<RefCell<Inner>>) {
                     transport.close(peer);
                 }
             }
-            Output::PersistEvents(events) => {
-                let mut i = inner.borrow_mut();
-                if i.storage.is_some() {
-                    i.unsaved.extend(events);
-                }
-            }
-            Output::PersistSnapshot(bytes) => {
-                let mut i = inner.borrow_mut();
-                if i.storage.is_some() {
-                    // The snapshot covers every event so far.
-                    i.unsaved.clear();
-                    i.unsaved_snapshot = Some(bytes);
-                }
-            }
+            Output::Persist { token, write } => inner.borrow_mut().commits.push(token, write),
             Output::Changed(keys) => {
                 let schedule = {
                     let mut i = inner.borrow_mut();
-                    i.changed.extend(keys);
-                    !std::mem::replace(&mut i.change_scheduled, true)
+                    i.listeners.changed.extend(keys);
+                    !std::mem::replace(&mut i.listeners.change_scheduled, true)
                 };
                 if schedule {
                     let inner = inner.clone();
@@ -141,6 +116,46 @@ pub(super) fn dispatch(inner: &Rc<RefCell<Inner>>) {
             }
         }
     }
+    commit::start(inner);
+    {
+        let mut i = inner.borrow_mut();
+        let durable = i.node.durable_upto();
+        i.commits.settle(durable);
+    }
+    arm_timer(inner);
+}
+
+/// Sets the one timer to the node's next wake-up (the gossip interval when
+/// idle; sooner while a large change is being hashed into the digest).
+pub(super) fn arm_timer(inner: &Rc<RefCell<Inner>>) {
+    let mut i = inner.borrow_mut();
+    if i.closed {
+        return;
+    }
+    let at = i.node.next_timer();
+    if i.timer.as_ref().is_some_and(|(armed, _)| *armed == at) {
+        return;
+    }
+    let delay = at.saturating_sub(now_ms()).min(i32::MAX as u64) as u32;
+    let weak = Rc::downgrade(inner);
+    // Replacing a pending timeout cancels it (it is not the one running:
+    // `wake` takes that one out first).
+    i.timer = Some((at, Timeout::new(delay, move || wake(&weak))));
+}
+
+fn wake(inner: &Weak<RefCell<Inner>>) {
+    let Some(inner) = inner.upgrade() else { return };
+    {
+        let mut i = inner.borrow_mut();
+        // This timeout is running: it is dropped at the next wake, not
+        // from inside its own callback.
+        i.spent_timer = i.timer.take().map(|(_, t)| t);
+        if i.closed {
+            return;
+        }
+        i.node.tick(now_ms());
+    }
+    dispatch(&inner);
 }
 
 /// One "change" event for every key changed since the last one (a burst of
@@ -149,10 +164,9 @@ pub(super) fn dispatch(inner: &Rc<RefCell<Inner>>) {
 fn emit_changes(inner: &Rc<RefCell<Inner>>) {
     let (keys, conflicts) = {
         let mut i = inner.borrow_mut();
-        i.change_scheduled = false;
-        let mut keys = std::mem::take(&mut i.changed);
-        let heard = |kind: &str| i.listeners.get(kind).is_some_and(|l| !l.is_empty());
-        if !heard("change") && !heard("conflict") {
+        i.listeners.change_scheduled = false;
+        let mut keys = std::mem::take(&mut i.listeners.changed);
+        if !i.listeners.heard("change") && !i.listeners.heard("conflict") {
             // Nobody listens: no strings cross into JS (100k of them, when
             // a new peer catches up, would stall the page).
             return;
@@ -178,73 +192,9 @@ fn emit_changes(inner: &Rc<RefCell<Inner>>) {
     }
 }
 
-/// `{ type, ...fields }`, what a listener receives.
-pub(super) fn event_object(kind: &str, fields: &[(&str, JsValue)]) -> JsValue {
-    let detail = Object::new();
-    let _ = Reflect::set(&detail, &"type".into(), &kind.into());
-    for (name, value) in fields {
-        let _ = Reflect::set(&detail, &(*name).into(), value);
-    }
-    detail.into()
-}
-
 pub(super) fn emit(inner: &Rc<RefCell<Inner>>, kind: &str, detail: &JsValue) {
-    // Clone the list first: a listener may add or remove listeners, or write.
-    let listeners = inner
-        .borrow()
-        .listeners
-        .get(kind)
-        .cloned()
-        .unwrap_or_default();
+    let listeners = inner.borrow().listeners.of(kind);
     for listener in listeners {
         let _ = listener.call1(&JsValue::NULL, detail);
     }
-}
-
-/// The commit of everything unsaved, shared by all writes of this tick: the
-/// first write schedules it after the current task's microtasks, later ones
-/// join it. Resolves once the IndexedDB transaction has committed; then the
-/// frames that waited for it go out.
-pub(super) fn flush(inner: &Rc<RefCell<Inner>>) -> Promise {
-    let pending = {
-        let state = inner.borrow();
-        if state.storage.is_none() {
-            return Promise::resolve(&JsValue::UNDEFINED);
-        }
-        state.flush.clone()
-    };
-    if let Some(pending) = pending {
-        return pending;
-    }
-    let shared = inner.clone();
-    let commit = future_to_promise(async move {
-        // Let the rest of this tick's writes join the batch.
-        JsFuture::from(Promise::resolve(&JsValue::UNDEFINED)).await?;
-        let (storage, events, snapshot, held) = {
-            let mut state = shared.borrow_mut();
-            state.flush = None;
-            (
-                state.storage.clone(),
-                std::mem::take(&mut state.unsaved),
-                state.unsaved_snapshot.take(),
-                std::mem::take(&mut state.held),
-            )
-        };
-        if let Some(storage) = storage {
-            if let Some(bytes) = snapshot {
-                storage.write_snapshot(&bytes).await.map_err(error)?;
-            }
-            if !events.is_empty() {
-                storage.append(&events).await.map_err(error)?;
-            }
-        }
-        if let Some(transport) = &shared.borrow().transport {
-            for (to, frame) in held {
-                transport.send(to, frame);
-            }
-        }
-        Ok(JsValue::UNDEFINED)
-    });
-    inner.borrow_mut().flush = Some(commit.clone());
-    commit
 }

@@ -1,0 +1,174 @@
+//! Errors a JS caller can act on: every rejection is an `Error` (a
+//! `TypeError` for an argument of the wrong type, a `RangeError` for a value
+//! out of bounds) with a stable `code`, listed in the README and the
+//! `.d.ts`.
+
+use js_sys::Reflect;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+
+use crate::browser::storage::StorageError;
+use crate::protocol::{EngineError, SnapshotError};
+
+#[wasm_bindgen(typescript_custom_section)]
+const TYPES: &'static str = r#"
+/** The `code` of every error cpc-sync throws, rejects with, or reports in
+ * an "error" event. */
+export type ErrorCode =
+  | "INVALID_OPTION"
+  | "INVALID_ARGUMENT"
+  | "INVALID_JSON"
+  | "KIND_MISMATCH"
+  | "CLOSED"
+  | "STORAGE"
+  | "TRANSPORT"
+  | "UNSUPPORTED"
+  | "EXHAUSTED";
+/** An error of cpc-sync: `Error`, `TypeError` or `RangeError`, with a code. */
+export interface PeerError extends Error {
+  code: ErrorCode;
+}
+"#;
+
+/// What went wrong, as the app's code sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    /// An option of `Peer.open` has the wrong type or value.
+    InvalidOption,
+    /// An argument has the wrong type or is out of bounds.
+    InvalidArgument,
+    /// A value is not JSON (undefined, a function, a cycle, a BigInt).
+    InvalidJson,
+    /// An operation of one kind on a key that holds another.
+    KindMismatch,
+    /// The peer is closed.
+    Closed,
+    /// IndexedDB failed (quota, a blocked upgrade, a private window).
+    Storage,
+    /// Signaling or a connection failed (reported as an "error" event).
+    Transport,
+    /// The browser lacks something needed (crypto, IndexedDB, a window).
+    Unsupported,
+    /// This peer has used up its sequence numbers.
+    Exhausted,
+}
+
+impl Code {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::InvalidOption => "INVALID_OPTION",
+            Code::InvalidArgument => "INVALID_ARGUMENT",
+            Code::InvalidJson => "INVALID_JSON",
+            Code::KindMismatch => "KIND_MISMATCH",
+            Code::Closed => "CLOSED",
+            Code::Storage => "STORAGE",
+            Code::Transport => "TRANSPORT",
+            Code::Unsupported => "UNSUPPORTED",
+            Code::Exhausted => "EXHAUSTED",
+        }
+    }
+}
+
+/// Which JS class an error is made as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    Error,
+    /// An argument of the wrong type.
+    Type,
+    /// A value out of bounds.
+    Range,
+}
+
+/// An error on its way to JS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerError {
+    pub code: Code,
+    pub class: Class,
+    pub message: String,
+}
+
+impl PeerError {
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        PeerError {
+            code,
+            class: Class::Error,
+            message: message.into(),
+        }
+    }
+
+    /// A `TypeError`: an argument of the wrong type.
+    pub fn type_error(code: Code, message: impl Into<String>) -> Self {
+        PeerError {
+            class: Class::Type,
+            ..PeerError::new(code, message)
+        }
+    }
+
+    /// A `RangeError`: a value out of bounds.
+    pub fn range_error(code: Code, message: impl Into<String>) -> Self {
+        PeerError {
+            class: Class::Range,
+            ..PeerError::new(code, message)
+        }
+    }
+
+    pub fn closed() -> Self {
+        PeerError::new(Code::Closed, "the peer is closed")
+    }
+
+    pub fn unsupported(what: &str) -> Self {
+        PeerError::new(Code::Unsupported, format!("this browser has no {what}"))
+    }
+}
+
+impl From<PeerError> for JsValue {
+    fn from(e: PeerError) -> JsValue {
+        let error: js_sys::Error = match e.class {
+            Class::Error => js_sys::Error::new(&e.message),
+            Class::Type => js_sys::TypeError::new(&e.message).into(),
+            Class::Range => js_sys::RangeError::new(&e.message).into(),
+        };
+        let _ = Reflect::set(&error, &"code".into(), &e.code.as_str().into());
+        error.into()
+    }
+}
+
+impl From<EngineError> for PeerError {
+    fn from(e: EngineError) -> Self {
+        let code = match &e {
+            EngineError::KindMismatch { .. } => Code::KindMismatch,
+            EngineError::InvalidValue(_) => {
+                return PeerError::type_error(Code::InvalidJson, e.to_string())
+            }
+            EngineError::SequenceExhausted => Code::Exhausted,
+            // Not made by local writes; kept apart from them all the same.
+            _ => Code::InvalidArgument,
+        };
+        PeerError::new(code, e.to_string())
+    }
+}
+
+impl From<StorageError> for PeerError {
+    fn from(e: StorageError) -> Self {
+        PeerError::new(Code::Storage, e.to_string())
+    }
+}
+
+impl From<SnapshotError> for PeerError {
+    fn from(e: SnapshotError) -> Self {
+        PeerError::new(
+            Code::Storage,
+            format!("the stored snapshot is unreadable: {e}"),
+        )
+    }
+}
+
+/// A JS exception from a browser API (crypto, a lock) as an error of ours.
+pub fn from_js(code: Code, what: &str, e: JsValue) -> PeerError {
+    let detail = e
+        .dyn_ref::<js_sys::Error>()
+        .map(|e| String::from(e.message()))
+        .or_else(|| e.as_string())
+        .unwrap_or_else(|| format!("{e:?}"));
+    PeerError::new(code, format!("{what}: {detail}"))
+}

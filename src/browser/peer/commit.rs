@@ -1,0 +1,142 @@
+//! Commits what the node asks to persist, one IndexedDB transaction at a
+//! time, and reports each commit back to the node (which then releases the
+//! frames that waited for it); settles the write promises once durable.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use js_sys::{Function, Promise};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
+
+use super::io::{dispatch, emit};
+use super::Inner;
+use crate::browser::error::PeerError;
+use crate::browser::peer::events::error_event;
+use crate::protocol::sync::Persist;
+
+/// A write promise, settled once its sequence number is durable.
+struct Waiter {
+    seq: u64,
+    resolve: Function,
+    reject: Function,
+}
+
+/// Persist requests not yet committed, and who waits for them.
+#[derive(Default)]
+pub struct Commits {
+    queue: Vec<(u64, Persist)>,
+    running: bool,
+    waiting: Vec<Waiter>,
+    /// `close()` waits here for the queue to drain.
+    drained: Vec<(Function, Function)>,
+}
+
+impl Commits {
+    pub fn push(&mut self, token: u64, write: Persist) {
+        self.queue.push((token, write));
+    }
+
+    /// A promise for the write `seq`, settled when it is durable.
+    pub fn wait_for(&mut self, seq: u64) -> Promise {
+        let mut waiter = None;
+        let promise = Promise::new(&mut |resolve, reject| {
+            waiter = Some(Waiter {
+                seq,
+                resolve,
+                reject,
+            })
+        });
+        self.waiting.extend(waiter);
+        promise
+    }
+
+    /// Resolves the writes durable up to `durable`.
+    pub fn settle(&mut self, durable: u64) {
+        self.waiting.retain(|w| {
+            let done = w.seq <= durable;
+            if done {
+                let _ = w.resolve.call0(&JsValue::NULL);
+            }
+            !done
+        });
+    }
+
+    /// A promise settled once nothing waits to be committed.
+    pub fn drained(&mut self) -> Promise {
+        if self.queue.is_empty() && !self.running {
+            return Promise::resolve(&JsValue::UNDEFINED);
+        }
+        let mut slot = None;
+        let promise = Promise::new(&mut |resolve, reject| slot = Some((resolve, reject)));
+        self.drained.extend(slot);
+        promise
+    }
+
+    fn fail(&mut self, error: &PeerError) {
+        let value = JsValue::from(error.clone());
+        for w in self.waiting.drain(..) {
+            let _ = w.reject.call1(&JsValue::NULL, &value);
+        }
+        for (_, reject) in self.drained.drain(..) {
+            let _ = reject.call1(&JsValue::NULL, &value);
+        }
+    }
+
+    fn finish(&mut self) {
+        self.running = false;
+        for (resolve, _) in self.drained.drain(..) {
+            let _ = resolve.call0(&JsValue::NULL);
+        }
+    }
+}
+
+/// Starts committing the queue unless a commit is running: batches go one
+/// after another, each what gathered while the previous one committed.
+pub fn start(inner: &Rc<RefCell<Inner>>) {
+    {
+        let mut i = inner.borrow_mut();
+        if i.commits.running || i.commits.queue.is_empty() {
+            return;
+        }
+        i.commits.running = true;
+    }
+    let inner = inner.clone();
+    wasm_bindgen_futures::spawn_local(async move {
+        // Let the rest of this task's writes join the first batch.
+        let _ = JsFuture::from(Promise::resolve(&JsValue::UNDEFINED)).await;
+        loop {
+            let (storage, batch) = {
+                let mut i = inner.borrow_mut();
+                (i.storage.clone(), std::mem::take(&mut i.commits.queue))
+            };
+            let (Some(storage), Some(&(last, _))) = (storage, batch.last()) else {
+                break;
+            };
+            let (tokens, writes): (Vec<u64>, Vec<Persist>) = batch.into_iter().unzip();
+            match storage.commit(&writes).await {
+                Ok(()) => {
+                    inner.borrow_mut().node.persisted(last);
+                    dispatch(&inner);
+                }
+                Err(e) => {
+                    // Kept, to be tried again with the next commit; what
+                    // waited on them is told now.
+                    let error = PeerError::from(e);
+                    {
+                        let mut i = inner.borrow_mut();
+                        let mut back: Vec<(u64, Persist)> =
+                            tokens.into_iter().zip(writes).collect();
+                        back.append(&mut i.commits.queue);
+                        i.commits.queue = back;
+                        i.commits.fail(&error);
+                        i.commits.running = false;
+                    }
+                    emit(&inner, "error", &error_event(error, None));
+                    return;
+                }
+            }
+        }
+        inner.borrow_mut().commits.finish();
+    });
+}

@@ -1,0 +1,64 @@
+//! The app's listeners and what they receive.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use js_sys::{Function, Object, Reflect};
+use wasm_bindgen::prelude::*;
+
+use crate::browser::error::PeerError;
+
+/// Listeners by event type, and the keys changed since the last "change".
+#[derive(Default)]
+pub struct Listeners {
+    by_kind: HashMap<String, Vec<Function>>,
+    /// Keys changed since the last "change" event, and whether one is
+    /// scheduled.
+    pub changed: Vec<Arc<str>>,
+    pub change_scheduled: bool,
+}
+
+impl Listeners {
+    pub fn add(&mut self, kind: String, listener: Function) {
+        self.by_kind.entry(kind).or_default().push(listener);
+    }
+
+    pub fn remove(&mut self, kind: &str, listener: &Function) {
+        if let Some(list) = self.by_kind.get_mut(kind) {
+            list.retain(|f| f != listener);
+        }
+    }
+
+    pub fn heard(&self, kind: &str) -> bool {
+        self.by_kind.get(kind).is_some_and(|l| !l.is_empty())
+    }
+
+    /// The listeners of `kind`, cloned: a listener may add or remove
+    /// listeners, or write, while the list is walked.
+    pub fn of(&self, kind: &str) -> Vec<Function> {
+        self.by_kind.get(kind).cloned().unwrap_or_default()
+    }
+
+    pub fn clear(&mut self) {
+        self.by_kind.clear();
+    }
+}
+
+/// `{ type, ...fields }`, what a listener receives.
+pub fn event_object(kind: &str, fields: &[(&str, JsValue)]) -> JsValue {
+    let detail = Object::new();
+    let _ = Reflect::set(&detail, &"type".into(), &kind.into());
+    for (name, value) in fields {
+        let _ = Reflect::set(&detail, &(*name).into(), value);
+    }
+    detail.into()
+}
+
+/// The "error" event's detail: `{ type: "error", error, peer? }`.
+pub fn error_event(error: PeerError, peer: Option<String>) -> JsValue {
+    let mut fields = vec![("error", JsValue::from(error))];
+    if let Some(peer) = peer {
+        fields.push(("peer", peer.into()));
+    }
+    event_object("error", &fields)
+}

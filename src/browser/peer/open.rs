@@ -1,0 +1,102 @@
+//! Opening a peer: its identity, its storage, and the node restored from it.
+
+use std::rc::Rc;
+
+use super::options::{Options, StorageKind};
+use crate::browser::error::{from_js, Code, PeerError};
+use crate::browser::identity::{self, Slot};
+use crate::browser::storage::Storage;
+use crate::protocol::room::RoomSecret;
+use crate::protocol::sync::{SyncConfig, SyncNode};
+use crate::protocol::{EngineConfig, Identity, ReconciliationEngine};
+
+/// A peer's node and what it holds open.
+pub struct Opened {
+    pub node: SyncNode,
+    /// `None` with memory storage.
+    pub storage: Option<Rc<Storage>>,
+    pub slot: Option<Slot>,
+    /// The name the room goes by outside its peers: its name, or with a
+    /// secret an opaque id derived from it.
+    pub public_room: String,
+    pub secret: Option<Rc<RoomSecret>>,
+}
+
+/// Random bytes from the browser's CSPRNG.
+fn random<const N: usize>() -> Result<[u8; N], PeerError> {
+    let mut bytes = [0u8; N];
+    let crypto = web_sys::window()
+        .ok_or_else(|| PeerError::unsupported("window"))?
+        .crypto()
+        .map_err(|e| from_js(Code::Unsupported, "crypto", e))?;
+    crypto
+        .get_random_values_with_u8_array(&mut bytes)
+        .map_err(|e| from_js(Code::Unsupported, "crypto.getRandomValues", e))?;
+    Ok(bytes)
+}
+
+pub async fn open(options: &Options) -> Result<Opened, PeerError> {
+    // A room with a secret goes by an opaque id everywhere outside its
+    // peers: signaling, the BroadcastChannel, storage, the slot locks.
+    let secret = options
+        .secret
+        .as_ref()
+        .map(|s| Rc::new(RoomSecret::new(&options.room, s)));
+    let public_room = secret
+        .as_ref()
+        .map_or_else(|| options.room.clone(), |s| s.room_id().to_string());
+    let config = EngineConfig {
+        hash_seed: u64::from_le_bytes(random()?),
+        ..EngineConfig::default()
+    };
+    let mut sync = SyncConfig {
+        room: secret.as_deref().cloned(),
+        nonce_seed: random()?,
+        durable: options.storage == StorageKind::IndexedDb,
+        ..SyncConfig::default()
+    };
+    if let Some(n) = options.compact_after {
+        sync.compact_after = n;
+    }
+    let (node, storage, slot) = match options.storage {
+        StorageKind::Memory => {
+            let identity = Identity::from_secret(&random()?);
+            let engine = ReconciliationEngine::new(identity.peer(), config);
+            sync.identity = Some(identity);
+            (SyncNode::new(engine, sync), None, None)
+        }
+        StorageKind::IndexedDb => {
+            let slot = identity::claim(&public_room)
+                .await
+                .map_err(|e| from_js(Code::Storage, "claiming an identity slot", e))?;
+            let name = format!("cpc-sync:{public_room}:slot:{}", slot.index);
+            let storage = Storage::open(&name).await?;
+            let persisted = storage.load().await?;
+            let identity = match &persisted.identity {
+                Some(secret) => Identity::from_secret(secret),
+                None => {
+                    let identity = Identity::from_secret(&random()?);
+                    storage.save_identity(&identity.secret()).await?;
+                    identity
+                }
+            };
+            let peer = identity.peer();
+            sync.identity = Some(identity);
+            let node = SyncNode::restore(
+                peer,
+                config,
+                sync,
+                persisted.snapshot.as_deref(),
+                persisted.events,
+            )?;
+            (node, Some(Rc::new(storage)), Some(slot))
+        }
+    };
+    Ok(Opened {
+        node,
+        storage,
+        slot,
+        public_room,
+        secret,
+    })
+}

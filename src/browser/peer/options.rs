@@ -1,0 +1,138 @@
+//! `Peer.open`'s options, read and checked in one place.
+
+use js_sys::Reflect;
+use wasm_bindgen::prelude::*;
+
+use crate::browser::error::{Code, PeerError};
+
+/// Where a peer keeps its state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageKind {
+    IndexedDb,
+    Memory,
+}
+
+/// The options of `Peer.open`, checked.
+pub struct Options {
+    pub room: String,
+    pub secret: Option<String>,
+    /// A `ws:`/`wss:` URL of `cpc-signal`'s `/signal`; `None`: tabs only.
+    pub signaling: Option<String>,
+    pub storage: StorageKind,
+    /// `RTCConfiguration.iceServers`, passed through (`undefined` if unset).
+    pub ice_servers: JsValue,
+    pub compact_after: Option<usize>,
+}
+
+fn get(options: &JsValue, name: &str) -> JsValue {
+    Reflect::get(options, &JsValue::from_str(name)).unwrap_or(JsValue::UNDEFINED)
+}
+
+fn absent(value: &JsValue) -> bool {
+    value.is_undefined() || value.is_null()
+}
+
+/// An optional string option.
+fn string(options: &JsValue, name: &str) -> Result<Option<String>, PeerError> {
+    let value = get(options, name);
+    if absent(&value) {
+        return Ok(None);
+    }
+    value.as_string().map(Some).ok_or_else(|| {
+        PeerError::type_error(Code::InvalidOption, format!("option {name} takes a string"))
+    })
+}
+
+impl Options {
+    pub fn parse(options: &JsValue) -> Result<Options, PeerError> {
+        if !options.is_object() {
+            return Err(PeerError::type_error(
+                Code::InvalidOption,
+                "Peer.open takes an options object: { room }",
+            ));
+        }
+        let room = string(options, "room")?
+            .filter(|r| !r.is_empty())
+            .ok_or_else(|| {
+                PeerError::type_error(Code::InvalidOption, "Peer.open needs { room }")
+            })?;
+        let secret = match string(options, "secret")? {
+            Some(s) if s.is_empty() => {
+                return Err(PeerError::range_error(
+                    Code::InvalidOption,
+                    "secret takes a non-empty string",
+                ))
+            }
+            s => s,
+        };
+        let storage = match string(options, "storage")?.as_deref() {
+            None | Some("indexeddb") => StorageKind::IndexedDb,
+            Some("memory") => StorageKind::Memory,
+            Some(other) => {
+                return Err(PeerError::range_error(
+                    Code::InvalidOption,
+                    format!("unknown storage {other:?}: use \"indexeddb\" or \"memory\""),
+                ))
+            }
+        };
+        let compact_after = match get(options, "compactAfter") {
+            v if absent(&v) => None,
+            v => match v.as_f64() {
+                Some(n) if n >= 1.0 && n.fract() == 0.0 && n <= u32::MAX as f64 => Some(n as usize),
+                Some(_) => {
+                    return Err(PeerError::range_error(
+                        Code::InvalidOption,
+                        "compactAfter takes a positive integer",
+                    ))
+                }
+                None => {
+                    return Err(PeerError::type_error(
+                        Code::InvalidOption,
+                        "compactAfter takes a number",
+                    ))
+                }
+            },
+        };
+        Ok(Options {
+            room,
+            secret,
+            signaling: signaling_url(string(options, "signaling")?)?,
+            storage,
+            ice_servers: get(options, "iceServers"),
+            compact_after,
+        })
+    }
+}
+
+/// The WebSocket URL of a `signaling` option: `ws:`/`wss:` as is, `http:`/
+/// `https:` switched over, a path resolved against this page; `None` for
+/// absent or `"none"`.
+fn signaling_url(option: Option<String>) -> Result<Option<String>, PeerError> {
+    let Some(url) = option.filter(|u| !u.is_empty() && u != "none") else {
+        return Ok(None);
+    };
+    if url.starts_with("ws://") || url.starts_with("wss://") {
+        return Ok(Some(url));
+    }
+    if let Some(rest) = url.strip_prefix("http://") {
+        return Ok(Some(format!("ws://{rest}")));
+    }
+    if let Some(rest) = url.strip_prefix("https://") {
+        return Ok(Some(format!("wss://{rest}")));
+    }
+    if url.starts_with('/') {
+        let location = web_sys::window()
+            .ok_or_else(|| PeerError::unsupported("window"))?
+            .location();
+        let secure = location.protocol().is_ok_and(|p| p == "https:");
+        let scheme = if secure { "wss" } else { "ws" };
+        let host = location.host().unwrap_or_default();
+        return Ok(Some(format!("{scheme}://{host}{url}")));
+    }
+    Err(PeerError::range_error(
+        Code::InvalidOption,
+        format!(
+            "signaling must be a ws:, wss:, http: or https: URL, a path, or \"none\"; got {url:?}"
+        ),
+    ))
+}
