@@ -98,9 +98,9 @@ pub(super) fn dispatch(inner: &Rc<RefCell<Inner>>) {
                 ];
                 emit(inner, "snapshot", &event_object("snapshot", &fields));
             }
-            Output::Rejected { peer, error } => {
+            Output::Rejected { peer, refusal } => {
                 // Counted per peer by the node (see `peers()`).
-                web_sys::console::warn_1(&format!("cpc-sync: refused from {peer}: {error}").into());
+                web_sys::console::warn_1(&format!("cpc-sync: refused from {peer}: {refusal}").into());
             }
             Output::Reconciliation {
                 peer,

@@ -3,6 +3,7 @@
 
 pub mod mesh;
 mod node;
+pub mod refusal;
 pub mod session;
 pub mod transfer;
 pub mod wire;
@@ -10,6 +11,7 @@ pub mod wire;
 pub use mesh::{LinkState, Mesh, MeshAction, MeshConfig};
 pub use node::{
     BoxedHandler, LocalWrite, Output, PeerReport, Persist, SyncConfig, SyncNode, DIGEST_PAUSE_MS,
-    FORGERY_POINTS, MAX_REQUESTS_PER_INTERVAL, PENALTY_LIMIT,
+    MAX_REQUESTS_PER_INTERVAL, PENALTY_LIMIT,
 };
+pub use refusal::{Refusal, FORGERY_POINTS, UNSEALED_POINTS};
 pub use session::{SessionStats, Standing};

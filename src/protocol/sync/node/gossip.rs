@@ -1,14 +1,12 @@
 //! Digests, events, relay, reconciliation messages and compaction.
 
-use super::{
-    Output, Persist, SyncNode, FORGERY_POINTS, MAX_REQUESTS_PER_INTERVAL, UNSEALED_POINTS,
-};
+use super::{Output, Persist, SyncNode, MAX_REQUESTS_PER_INTERVAL};
 use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::engine::ReconcileStep;
-use crate::protocol::error::EngineError;
 use crate::protocol::event::{Hash32, P2PEvent};
 use crate::protocol::reconciliation::{ReconciliationRequest, ReconciliationResponse};
 use crate::protocol::seal;
+use crate::protocol::sync::refusal::Refusal;
 use crate::protocol::sync::wire::{Message, MAX_FRAME};
 
 /// Entities rehashed at a time into the Merkle digest (a few ms of work).
@@ -72,15 +70,7 @@ impl SyncNode {
         }
         for event in events {
             if let Err(e) = self.engine.receive(event, now_ms) {
-                self.reject(from, &e);
-                if matches!(
-                    e,
-                    EngineError::Malformed(_)
-                        | EngineError::ImpossibleDependency { .. }
-                        | EngineError::Equivocation { .. }
-                ) {
-                    self.penalize(from, 1);
-                }
+                self.refuse(from, e.into());
             }
         }
         self.absorb(Some(from), &before);
@@ -97,13 +87,7 @@ impl SyncNode {
         let (accepted, errors) = seal::open_seals(events);
         for error in errors {
             self.engine.count_refused_seal();
-            self.reject(from, &error);
-            let points = if error.is_forgery() {
-                FORGERY_POINTS
-            } else {
-                UNSEALED_POINTS
-            };
-            self.penalize(from, points);
+            self.refuse(from, error.into());
         }
         accepted
     }
@@ -227,10 +211,7 @@ impl SyncNode {
             return;
         };
         if session.requests >= MAX_REQUESTS_PER_INTERVAL {
-            return self.reject(
-                from,
-                &format!("more than {MAX_REQUESTS_PER_INTERVAL} reconciliation requests in one gossip interval"),
-            );
+            return self.refuse(from, Refusal::TooManyRequests(MAX_REQUESTS_PER_INTERVAL));
         }
         session.requests += 1;
         // In a signed room the siblings come in the whole runs holding
@@ -245,7 +226,7 @@ impl SyncNode {
                 if Some(&event.key) == key.as_ref() {
                     request.conflicting_events.push(event);
                 } else if let Err(e) = self.engine.receive(event, now_ms) {
-                    self.reject(from, &e);
+                    self.refuse(from, e.into());
                 }
             }
             if request.conflicting_events.is_empty() {
@@ -273,7 +254,7 @@ impl SyncNode {
             }
             Ok(None) => self.absorb(Some(from), &before),
             Err(e) => {
-                self.reject(from, &e);
+                self.refuse(from, e.into());
                 self.absorb(Some(from), &before);
             }
         }
@@ -292,7 +273,7 @@ impl SyncNode {
             .engine
             .handle_reconciliation_response(&response, now_ms)
         {
-            self.reject(from, &e);
+            self.refuse(from, e.into());
         }
         self.absorb(Some(from), &before);
     }

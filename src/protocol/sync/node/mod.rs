@@ -19,9 +19,10 @@ pub use durability::Persist;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use super::refusal::Refusal;
 use super::session::{Session, SessionStats, Standing};
 use super::transfer::{Incoming, Outgoing};
-use super::wire::{self, Decoded, Message, WireError};
+use super::wire::{self, Decoded, Message};
 use crate::protocol::clock::{ClockOrdering, PeerId, VectorClock};
 use crate::protocol::engine::{Candidate, EngineConfig, ReconciliationEngine, Trust};
 use crate::protocol::error::EngineError;
@@ -89,13 +90,10 @@ pub const PING_INTERVAL_MS: u64 = 10_000;
 pub const KEPT_STATS: usize = 1024;
 
 /// Penalty points at which a connection is closed. A forged or altered
-/// run costs [`FORGERY_POINTS`], a malformed frame or event 1: four
-/// forgeries, or a hundred bad frames, and the peer is cut off.
+/// run costs [`FORGERY_POINTS`](super::refusal::FORGERY_POINTS), a
+/// malformed frame or event 1 (see [`Refusal::points`]): four forgeries,
+/// or a hundred bad frames, and the peer is cut off.
 pub const PENALTY_LIMIT: u32 = 100;
-pub const FORGERY_POINTS: u32 = 25;
-/// A run with events no seal covers, or a seal whose run is not all
-/// there: what an honest sender never sends, but no forgery either.
-pub const UNSEALED_POINTS: u32 = 5;
 
 /// Reconciliation requests answered per peer per gossip interval. Each
 /// answer may be a write of ours (a resolution): a peer must not make us
@@ -123,7 +121,7 @@ pub enum Output {
         total: u64,
     },
     /// Something `peer` sent was refused; counted in its session stats.
-    Rejected { peer: PeerId, error: String },
+    Rejected { peer: PeerId, refusal: Refusal },
     /// A reconciliation message went out or came in, as its spec JSON.
     Reconciliation {
         peer: PeerId,
@@ -399,8 +397,7 @@ impl SyncNode {
         let Some(handshake) = &mut session.handshake else {
             // Done already: a second handshake on one connection is junk.
             if message.is_handshake() {
-                self.reject(from, &"a second handshake on one connection");
-                self.penalize(from, 1);
+                self.refuse(from, Refusal::SecondHandshake);
                 return false;
             }
             return true;
@@ -411,10 +408,10 @@ impl SyncNode {
                     self.send(from, &Message::Proof(proof));
                     return false;
                 }
-                None => Err("a second Hello on one connection".to_string()),
+                None => Err(Refusal::SecondHandshake),
             },
-            Message::Proof(proof) => handshake.check(proof, room).map_err(|e| e.to_string()),
-            _ => Err("it spoke before proving it knows the room secret".to_string()),
+            Message::Proof(proof) => handshake.check(proof, room).map_err(Refusal::from),
+            _ => Err(Refusal::SpokeBeforeProof),
         };
         match outcome {
             Ok(()) => {
@@ -423,9 +420,12 @@ impl SyncNode {
                 }
                 self.start_session(from, now_ms);
             }
-            Err(reason) => {
-                self.reject(from, &reason);
-                self.close(from, format!("room handshake failed: {reason}"));
+            Err(refusal) if refusal.closes() => self.refuse(from, refusal),
+            Err(refusal) => {
+                // A second Hello: junk, and the handshake cannot go on.
+                let reason = format!("room handshake failed: {refusal}");
+                self.refuse(from, refusal);
+                self.close(from, reason);
             }
         }
         false
@@ -487,20 +487,9 @@ impl SyncNode {
             Ok(Decoded::Message(m)) => Some(m),
             Ok(Decoded::Chunk(c)) => match session.reassembler.push(c) {
                 Ok(m) => m,
-                Err(e) => {
-                    self.reject(from, &e);
-                    return self.penalize(from, 1);
-                }
+                Err(e) => return self.refuse(from, e.into()),
             },
-            Err(e @ WireError::FrameTooLarge(_)) => {
-                self.reject(from, &e);
-                self.close(from, e.to_string());
-                return;
-            }
-            Err(e) => {
-                self.reject(from, &e);
-                return self.penalize(from, 1);
-            }
+            Err(e) => return self.refuse(from, e.into()),
         };
         if let Some(message) = message {
             self.handle(from, message, now_ms);
@@ -581,18 +570,25 @@ impl SyncNode {
         }
     }
 
-    fn reject(&mut self, peer: PeerId, error: &dyn std::fmt::Display) {
-        let error = error.to_string();
+    /// Counts and reports a refusal of what `peer` sent, and charges its
+    /// points; the connection closes at [`PENALTY_LIMIT`], or at once for a
+    /// refusal that [`closes`](Refusal::closes) it.
+    fn refuse(&mut self, peer: PeerId, refusal: Refusal) {
+        let points = refusal.points();
+        let closes = refusal.closes().then(|| refusal.to_string());
         if let Some(session) = self.sessions.get_mut(&peer) {
             session.stats.rejected += 1;
-            session.stats.last_error = Some(error.clone());
+            session.stats.last_error = Some(refusal.to_string());
         }
-        self.outputs.push(Output::Rejected { peer, error });
+        self.outputs.push(Output::Rejected { peer, refusal });
+        if let Some(reason) = closes {
+            return self.close(peer, reason);
+        }
+        self.penalize(peer, points);
     }
 
     /// Adds penalty points to `peer`'s connection; at [`PENALTY_LIMIT`] it
-    /// is closed. Only what no honest peer sends counts (not, say, events
-    /// refused for clock skew or a full holding queue).
+    /// is closed.
     fn penalize(&mut self, peer: PeerId, points: u32) {
         let Some(session) = self.sessions.get_mut(&peer) else {
             return;

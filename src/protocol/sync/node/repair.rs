@@ -8,6 +8,7 @@ use crate::protocol::digest::{FANOUT, LEAF_DEPTH, LEAVES};
 use crate::protocol::engine::Trust;
 use crate::protocol::event::Hash32;
 use crate::protocol::snapshot::{SnapshotError, StateSnapshot};
+use crate::protocol::sync::refusal::Refusal;
 use crate::protocol::sync::transfer::{
     Incoming, Outgoing, KEPT_SNAPSHOTS, MAX_STALLS, WINDOW_BYTES,
 };
@@ -61,22 +62,15 @@ impl SyncNode {
         now_ms: u64,
     ) {
         if total > self.config.max_snapshot {
-            let error = format!(
-                "snapshot of {total} bytes exceeds the {}-byte limit",
-                self.config.max_snapshot
-            );
-            return self.reject(from, &error);
+            let limit = self.config.max_snapshot;
+            return self.refuse(from, Refusal::SnapshotTooLarge { total, limit });
         }
         // What the offer claims is checked again once the snapshot is in;
         // a claim no snapshot could back is refused before any transfer.
         let me = self.peer();
         if clock.get(me) > self.engine.clock().get(me) || clock.len() > self.engine.max_origins() {
             self.engine.count_refused_state();
-            self.reject(
-                from,
-                &"a snapshot offer claiming more of us, or more origins, than can be",
-            );
-            return self.penalize(from, super::FORGERY_POINTS);
+            return self.refuse(from, Refusal::ImpossibleOffer);
         }
         if self.engine.clock().descends(&clock) {
             return;
@@ -167,7 +161,7 @@ impl SyncNode {
         now_ms: u64,
     ) {
         let Some(incoming) = &mut self.incoming else {
-            return self.reject(from, &"snapshot chunk without an offer");
+            return self.refuse(from, Refusal::ChunkWithoutOffer);
         };
         if !incoming.accept(id, offset, total, bytes, now_ms) {
             // A repeated window, or one from an abandoned source: harmless.
@@ -210,7 +204,7 @@ impl SyncNode {
                     self.send_digest(peer);
                 }
             }
-            Err(e) => self.refuse_state(from, &e),
+            Err(e) => self.refuse(from, e.into()),
         }
     }
 
@@ -249,7 +243,7 @@ impl SyncNode {
                     children,
                 },
             ),
-            None => self.reject(from, &format!("no Merkle node {index} at depth {depth}")),
+            None => self.refuse(from, Refusal::NoMerkleNode { depth, index }),
         }
     }
 
@@ -264,7 +258,7 @@ impl SyncNode {
     ) {
         let mine = match self.engine.merkle().children(depth as u32, index as usize) {
             Some(mine) if mine.len() == theirs.len() => mine.to_vec(),
-            _ => return self.reject(from, &format!("bad Merkle node {index} at depth {depth}")),
+            _ => return self.refuse(from, Refusal::NoMerkleNode { depth, index }),
         };
         for (i, (a, b)) in mine.iter().zip(theirs).enumerate() {
             if a == b {
@@ -292,20 +286,10 @@ impl SyncNode {
         }
     }
 
-    /// A refused snapshot or leaf: counted, and a lie weighs like a
-    /// forgery (a clock merely ahead of ours is not penalized).
-    fn refuse_state(&mut self, from: PeerId, error: &SnapshotError) {
-        self.reject(from, error);
-        if error.is_lie() {
-            self.penalize(from, super::FORGERY_POINTS);
-        }
-    }
-
     /// Answers a leaf query with our copy: the signed events it rests on.
     pub(super) fn on_leaf_query(&mut self, from: PeerId, index: u32) {
         if index as usize >= LEAVES {
-            self.reject(from, &format!("no Merkle leaf {index}"));
-            return self.penalize(from, 1);
+            return self.refuse(from, Refusal::NoLeaf(index));
         }
         // Our writes are sealed first: the copy carries signed runs only.
         self.flush_local();
@@ -330,8 +314,7 @@ impl SyncNode {
         if !asked {
             // Not what an honest peer sends, but no lie either.
             self.engine.count_refused_state();
-            self.reject(from, &SnapshotError::Unasked);
-            return self.penalize(from, super::UNSEALED_POINTS);
+            return self.refuse(from, SnapshotError::Unasked.into());
         }
         let trust = Trust {
             signed: self.signed(),
@@ -340,7 +323,7 @@ impl SyncNode {
         let joined = StateSnapshot::decode(state)
             .and_then(|state| self.engine.join_leaf(index as u16, state, trust));
         if let Err(e) = joined {
-            self.refuse_state(from, &e);
+            self.refuse(from, e.into());
         }
     }
 }

@@ -1,0 +1,121 @@
+//! Why something a peer sent was refused, and what it costs the peer.
+//!
+//! Every refusal is counted in the peer's session, reported as
+//! [`Output::Rejected`](super::Output::Rejected), and weighs
+//! [`points`](Refusal::points) toward the connection's penalty limit
+//! ([`PENALTY_LIMIT`](super::PENALTY_LIMIT)): only what no honest peer sends
+//! weighs anything.
+
+use super::wire::WireError;
+use crate::protocol::error::EngineError;
+use crate::protocol::room::RoomError;
+use crate::protocol::seal::SealError;
+use crate::protocol::snapshot::SnapshotError;
+
+/// Penalty points of a forged or altered run, or of state that lies: four
+/// of them and the peer is cut off.
+pub const FORGERY_POINTS: u32 = 25;
+/// A run with events no seal covers, a seal whose run is not all there, or
+/// state nobody asked for: what an honest sender never sends, but no
+/// forgery either.
+pub const UNSEALED_POINTS: u32 = 5;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// A frame that does not decode.
+    #[error(transparent)]
+    Frame(#[from] WireError),
+    /// An event the engine refused.
+    #[error(transparent)]
+    Event(#[from] EngineError),
+    /// A run whose seal does not verify.
+    #[error(transparent)]
+    Seal(#[from] SealError),
+    /// A snapshot or a Merkle leaf's state that does not verify, or that
+    /// nobody asked for.
+    #[error(transparent)]
+    State(#[from] SnapshotError),
+    /// The room handshake failed: the connection is closed.
+    #[error("room handshake failed: {0}")]
+    Handshake(#[from] RoomError),
+    #[error("room handshake failed: it spoke before proving it knows the room secret")]
+    SpokeBeforeProof,
+    #[error("a second handshake on one connection")]
+    SecondHandshake,
+    #[error("more than {0} reconciliation requests in one gossip interval")]
+    TooManyRequests(u32),
+    #[error("snapshot of {total} bytes exceeds the {limit}-byte limit")]
+    SnapshotTooLarge { total: u64, limit: u64 },
+    #[error("a snapshot offer claiming more of us, or more origins, than can be")]
+    ImpossibleOffer,
+    #[error("snapshot chunk without an offer")]
+    ChunkWithoutOffer,
+    /// A Merkle query or answer for a node our tree does not have (trees
+    /// of different shapes, or junk).
+    #[error("no Merkle node {index} at depth {depth}")]
+    NoMerkleNode { depth: u8, index: u32 },
+    #[error("no Merkle leaf {0}")]
+    NoLeaf(u32),
+}
+
+impl Refusal {
+    /// What the refusal costs the sender.
+    pub fn points(&self) -> u32 {
+        match self {
+            Refusal::Frame(_) | Refusal::SecondHandshake | Refusal::NoLeaf(_) => 1,
+            Refusal::Event(e) => match e {
+                EngineError::Malformed(_)
+                | EngineError::ImpossibleDependency { .. }
+                | EngineError::Equivocation { .. } => 1,
+                // Skew, a full holding queue, too many origins: an honest
+                // peer may send these; they are refused, not punished.
+                _ => 0,
+            },
+            Refusal::Seal(e) if e.is_forgery() => FORGERY_POINTS,
+            Refusal::Seal(_) => UNSEALED_POINTS,
+            Refusal::State(SnapshotError::Unasked) => UNSEALED_POINTS,
+            Refusal::State(e) if e.is_lie() => FORGERY_POINTS,
+            Refusal::State(_) => 0,
+            Refusal::ImpossibleOffer => FORGERY_POINTS,
+            Refusal::Handshake(_) | Refusal::SpokeBeforeProof => 0,
+            Refusal::TooManyRequests(_)
+            | Refusal::SnapshotTooLarge { .. }
+            | Refusal::ChunkWithoutOffer
+            | Refusal::NoMerkleNode { .. } => 0,
+        }
+    }
+
+    /// Whether the connection closes at once (a failed handshake, a frame
+    /// too large to read).
+    pub fn closes(&self) -> bool {
+        matches!(
+            self,
+            Refusal::Handshake(_)
+                | Refusal::SpokeBeforeProof
+                | Refusal::Frame(WireError::FrameTooLarge(_))
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::clock::PeerId;
+    use crate::protocol::event::EventId;
+
+    #[test]
+    fn only_what_no_honest_peer_sends_weighs() {
+        let id = EventId::new(PeerId(1), 1);
+        let forged = Refusal::Seal(SealError::BadSignature(id));
+        assert_eq!(forged.points(), FORGERY_POINTS);
+        assert_eq!(Refusal::Seal(SealError::Unsealed(id)).points(), UNSEALED_POINTS);
+        assert_eq!(Refusal::State(SnapshotError::Unasked).points(), UNSEALED_POINTS);
+        assert_eq!(Refusal::Event(EngineError::Equivocation { id }).points(), 1);
+        let full = EngineError::HoldingQueueFull { id, capacity: 10 };
+        assert_eq!(Refusal::Event(full).points(), 0, "an honest peer may send it");
+        assert_eq!(Refusal::Frame(WireError::Checksum).points(), 1);
+        assert!(Refusal::Frame(WireError::FrameTooLarge(1 << 20)).closes());
+        assert!(!Refusal::Frame(WireError::Checksum).closes());
+        assert!(Refusal::SpokeBeforeProof.closes());
+    }
+}
