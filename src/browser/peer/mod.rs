@@ -311,12 +311,7 @@ impl Peer {
 
     /// The Merkle root of the state, as hex.
     pub fn digest(&self) -> String {
-        self.inner
-            .borrow_mut()
-            .node
-            .engine_mut()
-            .digest()
-            .to_string()
+        self.inner.borrow_mut().node.digest().to_string()
     }
 
     /// Keys with concurrent values on `multi-value` and `reconcile` policies.

@@ -286,6 +286,11 @@ impl SyncNode {
         self.engine.refresh_digest(gossip::DIGEST_SLICE)
     }
 
+    /// The Merkle root of the state, every change hashed in first.
+    pub fn digest(&mut self) -> Hash32 {
+        self.engine.digest()
+    }
+
     /// When [`tick`](Self::tick) wants to run next: at the gossip interval,
     /// or in [`DIGEST_PAUSE_MS`] while changed entities wait to be hashed
     /// into the digest. The caller arms one timer for it (an idle node
