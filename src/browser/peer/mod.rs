@@ -82,6 +82,8 @@ export interface Conflict {
   key: string;
   candidates: { value: any; peer: string }[];
 }
+/** How registers under a prefix show concurrent writes; `setPolicy` sets it
+ * for the whole room (replicated: every peer follows the room's). */
 export type ConflictPolicy = "lww" | "multi-value" | "reconcile";
 export type PeerEventType = "change" | "peer" | "conflict" | "message" | "snapshot";
 /** What a listener receives: `keys` on "change"; `conflicts` on
@@ -401,22 +403,26 @@ impl Peer {
         })
     }
 
-    /// Sets how registers under `prefix` show concurrent writes.
-    #[wasm_bindgen(js_name = setPolicy)]
+    /// Sets the room's policy for keys under `prefix`: how their registers
+    /// show concurrent writes. Replicated room state: every peer of the
+    /// room follows it (the longest matching prefix wins; concurrent
+    /// settings of one prefix settle by Last-Write-Wins). Resolves once
+    /// the write is durable.
+    #[wasm_bindgen(js_name = setPolicy, unchecked_return_type = "Promise<void>")]
     pub fn set_policy(
         &self,
         prefix: String,
         #[wasm_bindgen(unchecked_param_type = "ConflictPolicy")] policy: String,
-    ) -> Result<(), JsError> {
-        let policy: ConflictPolicy = policy
-            .parse()
-            .map_err(|e: crate::protocol::engine::UnknownPolicy| JsError::new(&e.to_string()))?;
-        self.inner
-            .borrow_mut()
-            .node
-            .engine_mut()
-            .set_policy(&prefix, policy);
-        Ok(())
+    ) -> Promise {
+        let policy: ConflictPolicy = match policy.parse() {
+            Ok(policy) => policy,
+            Err(e) => return Promise::reject(&error(e)),
+        };
+        self.write(|e, now| {
+            Ok(Some(
+                e.set_room_policy(&prefix, policy, now).map_err(engine)?,
+            ))
+        })
     }
 
     /// The value of `key`, or `undefined`.
