@@ -78,7 +78,7 @@ test("Peer.open refuses bad options with a clear error", async () => {
     }
     const peer = await Peer.open({ room: "r", storage: "memory" });
     try {
-      peer.setPolicy("doc/", "sometimes");
+      await peer.setPolicy("doc/", "sometimes");
     } catch (e) {
       out.push(String(e.message));
     }
