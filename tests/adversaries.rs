@@ -652,3 +652,54 @@ fn an_origin_flood_stops_at_the_bound_and_the_victim_still_restarts() {
     room.still_converge(1);
     assert!(room.a.engine().clock().len() <= limit);
 }
+
+// --- Room state ---------------------------------------------------------------
+
+/// Mallory, a member, may set the room's policies (a write like any), and
+/// it reaches everyone. A sealed run of hers that turns a policy key into
+/// a counter (whose earlier first operation would hide the policy) is
+/// refused by every honest peer alike: the policy stays, the honest peers
+/// still converge, and the refusal is counted against her connection.
+#[test]
+fn a_member_sets_policies_but_cannot_forge_room_state() {
+    use cpc_sync::protocol::engine::policy_key;
+    use cpc_sync::protocol::event::CounterOp;
+    use cpc_sync::protocol::ConflictPolicy;
+    let mut room = Room::new(EngineConfig::default());
+    let mallory = room.mallory.peer();
+    let genuine = room.mallory_writes(|e| {
+        e.set_room_policy("doc/", ConflictPolicy::MultiValue, NOW)
+            .unwrap();
+    });
+    room.mallory_sends(&Message::Events(genuine.clone()));
+    room.pump();
+    for node in [&room.a, &room.b] {
+        assert_eq!(
+            node.engine().room_policy("doc/"),
+            Some(ConflictPolicy::MultiValue)
+        );
+    }
+
+    let mut run = room.mallory_writes(|e| {
+        e.set("scratch", json("0"), NOW).unwrap();
+    });
+    let mut forged = run.pop().expect("her second run");
+    forged.key = policy_key("doc/").into();
+    forged.op = Operation::Counter(CounterOp::Increment { by: 1, sum: 1 });
+    forged.hlc = genuine[0].hlc;
+    forged.seal = None;
+    seal::seal(&Identity::from_seed(666), std::slice::from_mut(&mut forged));
+    let rejected = room.a_rejected_from_mallory();
+    room.mallory_sends(&Message::Events(vec![forged]));
+    room.pump();
+    assert!(room.a_rejected_from_mallory() > rejected);
+    assert_eq!(room.a.engine().stats().refused_malformed, 1);
+    assert_eq!(room.a.engine().clock().get(mallory), 1);
+    for node in [&room.a, &room.b] {
+        assert_eq!(
+            node.engine().room_policy("doc/"),
+            Some(ConflictPolicy::MultiValue)
+        );
+    }
+    room.still_converge(0);
+}

@@ -152,3 +152,48 @@ fn events_out_of_order_or_repeated_are_rejected() {
     let err = StateSnapshot::decode(&snapshot.encode()).unwrap_err();
     assert!(matches!(err, SnapshotError::Malformed(_)), "{err}");
 }
+
+/// Room policies are state: they survive compaction (the log folded away),
+/// travel in snapshots, and join into an engine that had its own.
+#[test]
+fn room_policies_survive_compaction_and_snapshots() {
+    use cpc_sync::protocol::ConflictPolicy;
+    let mut a = busy_engine();
+    a.set_room_policy("r", ConflictPolicy::MultiValue, 1_100)
+        .unwrap();
+    a.set_room_policy("doc/", ConflictPolicy::Reconcile, 1_101)
+        .unwrap();
+    a.set_room_policy("doc/", ConflictPolicy::Lww, 1_102)
+        .unwrap();
+    let clock = a.clock().clone();
+    assert!(a.compact(&clock) > 0);
+    assert!(a.log().is_empty());
+    assert_eq!(a.conflicts().len(), 1, "busy_engine's concurrent \"r\"");
+
+    let snapshot = StateSnapshot::decode(&a.encode_snapshot()).unwrap();
+    let mut b =
+        ReconciliationEngine::from_snapshot(PeerId(3), EngineConfig::default(), snapshot).unwrap();
+    assert_eq!(b.room_policies(), a.room_policies());
+    assert_eq!(b.policy("r"), ConflictPolicy::MultiValue);
+    assert_eq!(b.conflicts(), a.conflicts());
+    assert_eq!(b.state_json(), a.state_json());
+
+    // Joined into an engine with a policy of its own (another prefix).
+    let mut c = engine(4);
+    c.set_room_policy("c/", ConflictPolicy::MultiValue, 1_103)
+        .unwrap();
+    let snapshot = StateSnapshot::decode(&a.encode_snapshot()).unwrap();
+    c.load_snapshot(snapshot, Trust::OWN).unwrap();
+    assert_eq!(c.room_policy("doc/"), Some(ConflictPolicy::Lww));
+    assert_eq!(c.room_policy("c/"), Some(ConflictPolicy::MultiValue));
+    assert_eq!(c.conflicts(), a.conflicts());
+
+    // And b, a copy of a, compacts and re-encodes: still there.
+    let clock = b.clock().clone();
+    b.compact(&clock);
+    let again = StateSnapshot::decode(&b.encode_snapshot()).unwrap();
+    let mut d =
+        ReconciliationEngine::from_snapshot(PeerId(5), EngineConfig::default(), again).unwrap();
+    assert_eq!(d.room_policies(), a.room_policies());
+    assert_eq!(d.digest(), a.digest());
+}

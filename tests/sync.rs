@@ -5,7 +5,7 @@ mod common;
 
 use common::json;
 use cpc_sync::protocol::sync::wire::{self, Message};
-use cpc_sync::protocol::sync::{Output, SyncConfig, SyncNode};
+use cpc_sync::protocol::sync::{Output, Persist, SyncConfig, SyncNode};
 use cpc_sync::protocol::{EngineConfig, PeerId, ReconciliationEngine};
 
 fn node(id: u64) -> SyncNode {
@@ -317,4 +317,123 @@ fn standing_compares_clocks_then_roots() {
     assert!(t.rounds >= 1);
     assert_eq!(a.standing(PeerId(2)), Some(Standing::InSync));
     assert_eq!(b.standing(PeerId(1)), Some(Standing::InSync));
+}
+
+/// A room policy set on one node reaches a node it is not connected to
+/// (relayed like any write), and there the conflict it governs shows and
+/// gets reconciled, though that node had a different local default.
+#[test]
+fn a_room_policy_reaches_other_peers_through_sync() {
+    use cpc_sync::protocol::ConflictPolicy;
+    let (mut a, mut b, mut c) = (node(1), node(2), node(3));
+    c.engine_mut().set_policy("doc/", ConflictPolicy::Lww);
+    sync(&mut a, &mut b, 1_000);
+    b.connect(PeerId(3), 1_000);
+    c.connect(PeerId(2), 1_000);
+    route(&mut [&mut a, &mut b, &mut c], 1_000);
+    a.write(|e| e.set("doc/x", json("\"a\""), 1_100).map(Some))
+        .unwrap();
+    c.write(|e| e.set("doc/x", json("\"c\""), 1_100).map(Some))
+        .unwrap();
+    route(&mut [&mut a, &mut b, &mut c], 1_100);
+    assert!(c.engine().conflicts().is_empty(), "lww: nothing shown yet");
+
+    a.write(|e| {
+        e.set_room_policy("doc/", ConflictPolicy::Reconcile, 1_200)
+            .map(Some)
+    })
+    .unwrap();
+    route(&mut [&mut a, &mut b, &mut c], 1_200);
+    for n in [&a, &b, &c] {
+        let e = n.engine();
+        assert_eq!(e.room_policy("doc/"), Some(ConflictPolicy::Reconcile));
+        assert_eq!(e.conflicts().len(), 1, "peer {}", e.peer());
+    }
+    // Reconcile ticks settle it; every node ends equal and unconflicted.
+    for round in 0..5u64 {
+        let now = 2_000 + round * 1_000;
+        for n in [&mut a, &mut b, &mut c] {
+            n.tick(now);
+        }
+        route(&mut [&mut a, &mut b, &mut c], now);
+    }
+    let digest = a.engine_mut().digest();
+    for n in [&mut a, &mut b, &mut c] {
+        assert!(n.engine().conflicts().is_empty());
+        assert_eq!(n.engine_mut().digest(), digest);
+        assert_eq!(n.engine().state_json(), r#"{"doc/x":"c"}"#);
+    }
+}
+
+/// A peer behind the compaction horizon learns the room's policies from
+/// the snapshot it is sent, and a node restored from its own storage
+/// (snapshot, then events) keeps them.
+#[test]
+fn room_policies_cross_in_snapshot_transfers_and_restores() {
+    use cpc_sync::protocol::ConflictPolicy;
+    let config = SyncConfig {
+        compact_after: 10,
+        ..SyncConfig::default()
+    };
+    let mut a = SyncNode::new(
+        ReconciliationEngine::new(PeerId(1), EngineConfig::default()),
+        config.clone(),
+    );
+    a.write(|e| {
+        e.set_room_policy("m/", ConflictPolicy::MultiValue, 1_000)
+            .map(Some)
+    })
+    .unwrap();
+    write_many(&mut a, 50, 1_000);
+    a.tick(1_000);
+    a.take_outputs();
+    assert!(a.engine().log().is_empty(), "compacted");
+    let mut b = node(2);
+    sync(&mut a, &mut b, 2_000);
+    assert_eq!(
+        b.engine().room_policies(),
+        [("m/".to_string(), ConflictPolicy::MultiValue)]
+    );
+    assert_eq!(b.engine_mut().digest(), a.engine_mut().digest());
+
+    // c restores from a snapshot of what it synced, then its own later
+    // events (as storage keeps them).
+    let mut c = SyncNode::new(
+        ReconciliationEngine::new(PeerId(3), EngineConfig::default()),
+        SyncConfig {
+            durable: true,
+            ..config.clone()
+        },
+    );
+    sync(&mut b, &mut c, 3_000);
+    let snapshot = Some(c.engine().encode_snapshot());
+    c.write(|e| {
+        e.set_room_policy("rc/", ConflictPolicy::Reconcile, 3_100)
+            .map(Some)
+    })
+    .unwrap();
+    let mut events = Vec::new();
+    for o in c.take_outputs() {
+        if let Output::Persist {
+            write: Persist::Events(e),
+            ..
+        } = o
+        {
+            events.extend(e);
+        }
+    }
+    assert_eq!(events.len(), 1);
+    let restored = SyncNode::restore(
+        PeerId(3),
+        EngineConfig::default(),
+        config,
+        snapshot.as_deref(),
+        events,
+    )
+    .unwrap();
+    assert_eq!(
+        restored.engine().room_policies(),
+        c.engine().room_policies()
+    );
+    assert_eq!(restored.engine().room_policies().len(), 2);
 }

@@ -19,6 +19,7 @@ export type ErrorCode =
   | "INVALID_ARGUMENT"
   | "INVALID_JSON"
   | "KIND_MISMATCH"
+  | "RESERVED_KEY"
   | "CLOSED"
   | "STORAGE"
   | "TRANSPORT"
@@ -41,6 +42,8 @@ pub enum Code {
     InvalidJson,
     /// An operation of one kind on a key that holds another.
     KindMismatch,
+    /// A key of the room's own state (`"\u0000cpc/"...`): not the app's.
+    ReservedKey,
     /// The peer is closed.
     Closed,
     /// IndexedDB failed (quota, a blocked upgrade, a private window).
@@ -60,6 +63,7 @@ impl Code {
             Code::InvalidArgument => "INVALID_ARGUMENT",
             Code::InvalidJson => "INVALID_JSON",
             Code::KindMismatch => "KIND_MISMATCH",
+            Code::ReservedKey => "RESERVED_KEY",
             Code::Closed => "CLOSED",
             Code::Storage => "STORAGE",
             Code::Transport => "TRANSPORT",
@@ -141,6 +145,9 @@ impl From<EngineError> for PeerError {
                 return PeerError::type_error(Code::InvalidJson, e.to_string())
             }
             EngineError::SequenceExhausted => Code::Exhausted,
+            EngineError::ReservedKey { .. } => {
+                return PeerError::range_error(Code::ReservedKey, e.to_string())
+            }
             // Not made by local writes; kept apart from them all the same.
             _ => Code::InvalidArgument,
         };

@@ -43,4 +43,14 @@ pub enum EngineError {
     NotOurs { id: EventId },
     #[error("this peer's sequence numbers are exhausted")]
     SequenceExhausted,
+    /// The app wrote (or named as a policy prefix) a key of the namespace
+    /// the room's own state lives in (see
+    /// [`RESERVED_PREFIX`](crate::protocol::engine::RESERVED_PREFIX)).
+    #[error("key {key:?} is reserved for room state (keys starting with \"\\u0000cpc/\"); choose another key, and set policies with setPolicy")]
+    ReservedKey { key: String },
+    /// A remote event writes room state that no honest peer writes: a key
+    /// of the reserved namespace with another kind, a value that is not a
+    /// policy, or a key that holds no room state.
+    #[error("event {id} refused: {reason}")]
+    InvalidRoomState { id: EventId, reason: String },
 }

@@ -98,6 +98,7 @@ test("every refusal is an Error subclass with a stable code", async () => {
       o.o = o;
       return peer.add("s", o);
     });
+    await attempt("reserved key", () => peer.set("\u0000cpc/policy/x", "lww"));
     await attempt("fraction", () => peer.increment("n", 1.5));
     await attempt("not a number", () => peer.increment("n", "1"));
     await peer.close();
@@ -114,6 +115,7 @@ test("every refusal is an Error subclass with a stable code", async () => {
     "kind mismatch": ["Error", "KIND_MISMATCH"],
     "not JSON": ["TypeError", "INVALID_JSON"],
     "a cycle": ["TypeError", "INVALID_JSON"],
+    "reserved key": ["RangeError", "RESERVED_KEY"],
     fraction: ["RangeError", "INVALID_ARGUMENT"],
     "not a number": ["TypeError", "INVALID_ARGUMENT"],
     closed: ["Error", "CLOSED"],
@@ -160,7 +162,7 @@ test("Peer.open refuses bad options with a clear error", async () => {
     }
     const peer = await Peer.open({ room: "r", storage: "memory" });
     try {
-      peer.setPolicy("doc/", "sometimes");
+      await peer.setPolicy("doc/", "sometimes");
     } catch (e) {
       out.push(String(e.message));
     }

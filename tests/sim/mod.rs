@@ -80,10 +80,16 @@ fn handler(_key: &str, candidates: &[Candidate]) -> Option<JsonValue> {
     candidates.iter().map(|c| c.value.clone()).max()
 }
 
+/// Local defaults differ between peers (half show `m/` conflicts, half
+/// not) until the room sets its own policies (see `local_op`).
 fn configure(node: &mut SyncNode) {
     node.set_reconcile_handler(Box::new(handler));
+    let m = match node.peer().0 % 2 {
+        0 => ConflictPolicy::Lww,
+        _ => ConflictPolicy::MultiValue,
+    };
     let engine = node.engine_mut();
-    engine.set_policy("m/", ConflictPolicy::MultiValue);
+    engine.set_policy("m/", m);
     engine.set_policy("rc/", ConflictPolicy::Reconcile);
     engine.record_apply_order();
 }
@@ -343,9 +349,17 @@ impl World {
         let n = self.rng.below(3);
         let roll = if self.rng.chance(0.02) {
             10
+        } else if self.rng.chance(0.03) {
+            11
         } else {
             self.rng.below(10)
         };
+        let policy_prefix = ["m/", "rc/"][self.rng.below(2)];
+        let policy = [
+            ConflictPolicy::Lww,
+            ConflictPolicy::MultiValue,
+            ConflictPolicy::Reconcile,
+        ][self.rng.below(3)];
         let value = json(&self.rng.below(1000).to_string());
         let member = format!("\"m{}\"", self.rng.below(5));
         let by = self.rng.below(7) as i64 - 2;
@@ -362,6 +376,7 @@ impl World {
                 7 => e.remove(&format!("s/{n}"), json(&member), now),
                 8 => e.add(&format!("ds/{n}"), json(&member), now).map(Some),
                 9 => e.delete(&format!("{delete_prefix}{n}"), now),
+                11 => e.set_room_policy(policy_prefix, policy, now).map(Some),
                 _ => e
                     .set(
                         &format!("big/{n}"),

@@ -163,11 +163,11 @@ export function stateView(peer, report) {
     {
       class: "write",
       on: {
-        submit: (event) => {
+        submit: async (event) => {
           event.preventDefault();
           try {
-            peer.setPolicy(prefix.value, policy.value);
-            report(`policy of "${prefix.value}*" is now ${policy.value} (on this peer)`);
+            await peer.setPolicy(prefix.value, policy.value);
+            report(`policy of "${prefix.value}*" is now ${policy.value} (for the whole room)`);
           } catch (e) {
             report(`policy failed: ${e.message ?? e}`);
           }

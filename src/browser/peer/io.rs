@@ -100,7 +100,9 @@ pub(super) fn dispatch(inner: &Rc<RefCell<Inner>>) {
             }
             Output::Rejected { peer, refusal } => {
                 // Counted per peer by the node (see `peers()`).
-                web_sys::console::warn_1(&format!("cpc-sync: refused from {peer}: {refusal}").into());
+                web_sys::console::warn_1(
+                    &format!("cpc-sync: refused from {peer}: {refusal}").into(),
+                );
             }
             Output::Reconciliation {
                 peer,

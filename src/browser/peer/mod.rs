@@ -28,7 +28,6 @@ use super::error::{Code, PeerError};
 use super::identity::Slot;
 use super::storage::Storage;
 use super::transport::{SignalCodec, Transport, TransportConfig};
-use crate::protocol::engine::ConflictPolicy;
 use crate::protocol::sync::{LocalWrite, PeerReport, SyncNode};
 
 #[wasm_bindgen(typescript_custom_section)]
@@ -84,6 +83,8 @@ export interface Conflict {
   key: string;
   candidates: { value: any; peer: string }[];
 }
+/** How registers under a prefix show concurrent writes; `setPolicy` sets it
+ * for the whole room (replicated: every peer follows the room's). */
 export type ConflictPolicy = "lww" | "multi-value" | "reconcile";
 export type PeerEventType = "change" | "peer" | "conflict" | "message" | "snapshot" | "error";
 /** What a listener receives: `keys` on "change"; `conflicts` on
@@ -261,25 +262,24 @@ impl Peer {
         self.write(json(&value, "resolve").map(|value| LocalWrite::Resolve { key, value }))
     }
 
-    /// Sets how registers under `prefix` show concurrent writes.
-    #[wasm_bindgen(js_name = setPolicy)]
+    /// Sets the room's policy for keys under `prefix`: how their registers
+    /// show concurrent writes. Replicated room state: every peer of the
+    /// room follows it (the longest matching prefix wins; concurrent
+    /// settings of one prefix settle by Last-Write-Wins). Resolves once
+    /// the write is durable.
+    #[wasm_bindgen(js_name = setPolicy, unchecked_return_type = "Promise<void>")]
     pub fn set_policy(
         &self,
         prefix: String,
         #[wasm_bindgen(unchecked_param_type = "ConflictPolicy")] policy: String,
-    ) -> Result<(), JsValue> {
-        let policy: ConflictPolicy =
-            policy
-                .parse()
-                .map_err(|e: crate::protocol::engine::UnknownPolicy| {
-                    PeerError::range_error(Code::InvalidArgument, e.to_string())
-                })?;
-        self.inner
-            .borrow_mut()
-            .node
-            .engine_mut()
-            .set_policy(&prefix, policy);
-        Ok(())
+    ) -> Promise {
+        match policy.parse() {
+            Ok(policy) => self.write(Ok(LocalWrite::Policy { prefix, policy })),
+            Err(e) => reject(PeerError::range_error(
+                Code::InvalidArgument,
+                format!("{e}"),
+            )),
+        }
     }
 
     /// The value of `key`, or `undefined`.

@@ -6,8 +6,20 @@ use crate::protocol::identity::Identity;
 use crate::protocol::seal::{self, MAX_RUN};
 use crate::protocol::value::JsonValue;
 
+/// App keys are any keys outside the room's own namespace.
+fn user_key(key: &str) -> Result<(), EngineError> {
+    if super::policy::is_reserved(key) {
+        return Err(EngineError::ReservedKey {
+            key: key.to_string(),
+        });
+    }
+    Ok(())
+}
+
 /// Local operations. Each one makes an event, applies it here, and returns it
-/// for the caller to persist and send.
+/// for the caller to persist and send. Keys of the room's own state
+/// ([`super::RESERVED_PREFIX`]) are refused with
+/// [`EngineError::ReservedKey`].
 impl ReconciliationEngine {
     /// Writes a register. On a `multi-value` or `reconcile` key with siblings,
     /// this resolves them: the write observes every sibling.
@@ -17,6 +29,7 @@ impl ReconciliationEngine {
         value: JsonValue,
         now_ms: u64,
     ) -> Result<P2PEvent, EngineError> {
+        user_key(key)?;
         self.write(key, value, false, now_ms)
     }
 
@@ -43,6 +56,16 @@ impl ReconciliationEngine {
     /// update concurrent with the delete survives it. `None` when there is
     /// nothing to delete.
     pub fn delete(&mut self, key: &str, now_ms: u64) -> Result<Option<P2PEvent>, EngineError> {
+        user_key(key)?;
+        self.erase(key, now_ms)
+    }
+
+    /// [`delete`](Self::delete), reserved keys included.
+    pub(super) fn erase(
+        &mut self,
+        key: &str,
+        now_ms: u64,
+    ) -> Result<Option<P2PEvent>, EngineError> {
         let op = match self.entity(key) {
             Some(e) if e.is_present() => match e.shown() {
                 EntityState::Register(r) => Operation::Register(RegisterOp::Delete {
@@ -61,6 +84,7 @@ impl ReconciliationEngine {
     }
 
     pub fn increment(&mut self, key: &str, by: i64, now_ms: u64) -> Result<P2PEvent, EngineError> {
+        user_key(key)?;
         let sum = match self.shown(key, Kind::Counter)? {
             Some(EntityState::Counter(c)) => c.contribution(self.peer).wrapping_add(by),
             _ => by,
@@ -75,6 +99,7 @@ impl ReconciliationEngine {
         member: JsonValue,
         now_ms: u64,
     ) -> Result<P2PEvent, EngineError> {
+        user_key(key)?;
         let observed = match self.shown(key, Kind::Set)? {
             Some(EntityState::Set(s)) => s.observed(&member),
             _ => Default::default(),
@@ -89,6 +114,7 @@ impl ReconciliationEngine {
         member: JsonValue,
         now_ms: u64,
     ) -> Result<Option<P2PEvent>, EngineError> {
+        user_key(key)?;
         let observed = match self.shown(key, Kind::Set)? {
             Some(EntityState::Set(s)) if s.contains(&member) => s.observed(&member),
             _ => return Ok(None),

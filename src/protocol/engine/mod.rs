@@ -20,7 +20,10 @@ use foldhash::fast::FixedState;
 pub use archive::Archive;
 pub use holding::HoldingQueue;
 pub use log::EventLog;
-pub use policy::{ConflictPolicy, Policies, UnknownPolicy};
+pub use policy::{
+    is_reserved, policy_key, ConflictPolicy, Policies, UnknownPolicy, POLICY_PREFIX,
+    RESERVED_PREFIX,
+};
 pub use reconcile::{ReconcileHandler, ReconcileStep, RECONCILIATION_RETRY_MS};
 pub use remote::Receipt;
 pub use snapshot::Trust;
@@ -126,17 +129,22 @@ struct Books {
     stale: Vec<Arc<str>>,
     /// Keys changed since the app last asked.
     changed: Vec<Arc<str>>,
-    /// Register keys with concurrent siblings (any policy).
+    /// Register keys with concurrent siblings (any policy; no reserved key).
     /// (A hash set: every register write probes it; readers sort.)
     conflicted: HashSet<Arc<str>, FixedState>,
 }
 
 impl Books {
     /// Records that `key`'s entity (in `slot`) changed.
+    /// Room state (reserved keys) counts in the digest but is neither
+    /// reported to the app nor ever a conflict.
     fn touch(&mut self, key: &Arc<str>, slot: &mut Slot) {
         if !slot.digest_stale {
             slot.digest_stale = true;
             self.stale.push(key.clone());
+        }
+        if policy::is_reserved(key) {
+            return;
         }
         if !slot.changed {
             slot.changed = true;
@@ -176,7 +184,11 @@ pub struct ReconciliationEngine {
     /// Runs out of the log that the state still rests on.
     archive: Archive,
     holding: HoldingQueue,
+    /// This peer's local defaults (see [`policy`](Self::policy)).
     policies: Policies,
+    /// The room's policies: derived from the reserved policy registers,
+    /// kept in step by [`refresh_room_policy`](Self::refresh_room_policy).
+    room_policies: Policies,
     digest: MerkleDigest,
     books: Books,
     /// Siblings we already asked a resolver about, per key.
@@ -198,6 +210,7 @@ impl ReconciliationEngine {
             archive: Archive::default(),
             holding: HoldingQueue::new(config.holding_capacity, config.holding_per_origin),
             policies: Policies::default(),
+            room_policies: Policies::default(),
             digest: MerkleDigest::default(),
             books: Books::default(),
             requested: HashMap::new(),
@@ -250,14 +263,6 @@ impl ReconciliationEngine {
     /// What was applied, in order, since recording started.
     pub fn apply_order(&self) -> &[JournalEntry] {
         self.journal.as_deref().unwrap_or_default()
-    }
-
-    pub fn set_policy(&mut self, prefix: &str, policy: ConflictPolicy) {
-        self.policies.set(prefix, policy);
-    }
-
-    pub fn policy(&self, key: &str) -> ConflictPolicy {
-        self.policies.get(key)
     }
 
     /// Keys changed since the last call, each once.

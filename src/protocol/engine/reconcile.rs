@@ -28,7 +28,11 @@ pub enum ReconcileStep {
 pub const RECONCILIATION_RETRY_MS: u64 = 5_000;
 
 impl ReconciliationEngine {
+    /// Room state is never a conflict: never reconciled, whoever asks.
     fn conflicted_register(&self, key: &str) -> Result<&Register, EngineError> {
+        if super::is_reserved(key) {
+            return Err(EngineError::NoConflict(key.to_string()));
+        }
         match self.entity(key).map(|e| e.shown()) {
             Some(EntityState::Register(r)) if r.is_conflicted() => Ok(r),
             _ => Err(EngineError::NoConflict(key.to_string())),
@@ -51,7 +55,7 @@ impl ReconciliationEngine {
             .books
             .conflicted
             .iter()
-            .filter(|key| self.policies.get(key) == ConflictPolicy::Reconcile)
+            .filter(|key| self.policy(key) == ConflictPolicy::Reconcile)
             .filter(
                 |key| match (self.requested.get(*key), self.conflicted_register(key)) {
                     (Some((asked, at)), Ok(r)) => {
@@ -146,6 +150,13 @@ impl ReconciliationEngine {
             return Err(EngineError::Malformed(
                 "reconciliation request spans several keys".into(),
             ));
+        }
+        if super::is_reserved(&key) {
+            // A resolution written here would be refused by every peer
+            // (room state is never reconciled) and stall our origin.
+            return Err(EngineError::ReservedKey {
+                key: key.to_string(),
+            });
         }
         for event in &request.conflicting_events {
             self.receive(event.clone(), now_ms)?;

@@ -43,7 +43,9 @@ impl ReconciliationEngine {
         if let Err(e) = &result {
             let stats = &mut self.stats;
             match e {
-                EngineError::Malformed(_) => stats.refused_malformed += 1,
+                EngineError::Malformed(_) | EngineError::InvalidRoomState { .. } => {
+                    stats.refused_malformed += 1
+                }
                 EngineError::ImpossibleDependency { .. } => stats.refused_impossible += 1,
                 EngineError::ClockSkew { .. } => stats.refused_clock_skew += 1,
                 EngineError::HoldingQueueFull { .. } => stats.refused_queue_full += 1,
@@ -63,6 +65,7 @@ impl ReconciliationEngine {
         now_ms: Option<u64>,
     ) -> Result<Receipt, EngineError> {
         event.check()?;
+        super::policy::check_room_state(&event)?;
         let id = event.id;
         if id.seq <= self.applied.get(id.peer) {
             if let Some(known) = self.log.get(id) {
@@ -224,6 +227,9 @@ impl ReconciliationEngine {
             }),
         };
         self.books.touch(&event.key, slot);
+        if super::policy::is_reserved(&event.key) {
+            self.refresh_room_policy(&event.key);
+        }
         if !self.requested.is_empty() && !self.books.conflicted.contains(&*event.key) {
             self.requested.remove(&*event.key);
         }

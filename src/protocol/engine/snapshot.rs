@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use foldhash::fast::FixedState;
 
+use super::policy::{self, is_reserved};
 use super::{ReconciliationEngine, Slot};
 use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::digest;
@@ -188,7 +189,8 @@ impl ReconciliationEngine {
     ) -> Result<(), SnapshotError> {
         let checked = snapshot
             .verify(&self.checks(trust, true))
-            .and_then(|()| self.check_joinable(&snapshot, trust.now_ms));
+            .and_then(|()| self.check_joinable(&snapshot, trust.now_ms))
+            .and_then(|()| check_room_state(&snapshot));
         if let Err(e) = checked {
             self.stats.refused_state += 1;
             return Err(e);
@@ -208,7 +210,10 @@ impl ReconciliationEngine {
                     last_writer: None,
                 };
                 self.books.touch(&key, &mut slot);
-                self.entities.insert(key, slot);
+                self.entities.insert(key.clone(), slot);
+                if is_reserved(&key) {
+                    self.refresh_room_policy(&key);
+                }
             }
         } else {
             for (key, entity) in entities {
@@ -245,7 +250,12 @@ impl ReconciliationEngine {
             // Verified runs stand whole and in order: this one ends at `i`.
             let len = usize::try_from(event.id.seq - seal.first).ok();
             let run = len.and_then(|n| events.get(i.checked_sub(n)?..=i));
-            if let Some(run) = run.filter(|r| r[0].id == EventId::new(event.id.peer, seal.first)) {
+            // A run with refused room state is never applied whole here,
+            // so it must not back what we send on.
+            let run = run
+                .filter(|r| r[0].id == EventId::new(event.id.peer, seal.first))
+                .filter(|r| r.iter().all(|e| policy::check_room_state(e).is_ok()));
+            if let Some(run) = run {
                 self.archive.insert_run(run.to_vec());
             }
         }
@@ -284,6 +294,7 @@ impl ReconciliationEngine {
         let checked = theirs
             .verify(&self.checks(trust, false))
             .and_then(|()| self.check_joinable(&theirs, trust.now_ms))
+            .and_then(|()| check_room_state(&theirs))
             .and_then(|()| {
                 match theirs
                     .events
@@ -351,6 +362,9 @@ impl ReconciliationEngine {
             }
         };
         self.books.touch(&key, slot);
+        if is_reserved(&key) {
+            self.refresh_room_policy(&key);
+        }
     }
 
     /// Folds the archive and the runs leaving the log (`folded`) down to
@@ -374,4 +388,14 @@ impl ReconciliationEngine {
         engine.load_snapshot(snapshot, Trust::OWN)?;
         Ok(engine)
     }
+}
+
+/// Every event of a snapshot or leaf passes the room-state check (honest
+/// peers applied each, so refused none).
+fn check_room_state(snapshot: &StateSnapshot) -> Result<(), SnapshotError> {
+    snapshot
+        .events
+        .iter()
+        .try_for_each(policy::check_room_state)
+        .map_err(|e| SnapshotError::Malformed(e.to_string()))
 }

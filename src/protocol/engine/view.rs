@@ -1,6 +1,6 @@
 use serde::Serialize;
 
-use super::{ConflictPolicy, ReconciliationEngine};
+use super::{is_reserved, ConflictPolicy, ReconciliationEngine};
 use crate::protocol::clock::PeerId;
 use crate::protocol::entity::{EntityState, Register};
 use crate::protocol::value::JsonValue;
@@ -55,12 +55,13 @@ fn push_json_string(out: &mut String, s: &str) {
 }
 
 impl ReconciliationEngine {
-    /// Keys whose entity is present (not deleted), sorted.
+    /// App keys whose entity is present (not deleted), sorted: room state
+    /// (reserved keys) is not the app's.
     fn present_keys(&self) -> Vec<&str> {
         let mut keys: Vec<&str> = self
             .entities
             .iter()
-            .filter(|(_, slot)| slot.entity.is_present())
+            .filter(|(key, slot)| slot.entity.is_present() && !is_reserved(key))
             .map(|(k, _)| &**k)
             .collect();
         keys.sort_unstable();
@@ -125,8 +126,8 @@ impl ReconciliationEngine {
                 }
                 None => out.push_str("null"),
             }
-            let conflicted = self.books.conflicted.contains(*key)
-                && self.policies.get(key) != ConflictPolicy::Lww;
+            let conflicted =
+                self.books.conflicted.contains(*key) && self.policy(key) != ConflictPolicy::Lww;
             out.push_str(if conflicted {
                 ",\"conflicted\":true}"
             } else {
@@ -142,8 +143,12 @@ impl ReconciliationEngine {
         serde_json::from_str(&self.state_json()).unwrap_or_default()
     }
 
-    /// The value `key` shows, as JSON text; `None` when absent or deleted.
+    /// The value `key` shows, as JSON text; `None` when absent or deleted,
+    /// and for room state (see [`room_policies`](Self::room_policies)).
     pub fn get_json(&self, key: &str) -> Option<String> {
+        if is_reserved(key) {
+            return None;
+        }
         let entity = self.entity(key).filter(|e| e.is_present())?;
         let mut out = String::new();
         write_shown(&mut out, entity.shown());
@@ -162,7 +167,7 @@ impl ReconciliationEngine {
             .books
             .conflicted
             .iter()
-            .filter(|key| self.policies.get(key) != ConflictPolicy::Lww)
+            .filter(|key| self.policy(key) != ConflictPolicy::Lww)
             .filter_map(|key| match self.entity(key)?.shown() {
                 EntityState::Register(r) => Some(Conflict {
                     key: key.to_string(),
@@ -175,7 +180,8 @@ impl ReconciliationEngine {
         conflicts
     }
 
-    /// Keys in the state (present or deleted), unordered.
+    /// Keys in the state (present or deleted, room state included),
+    /// unordered.
     pub fn keys(&self) -> impl Iterator<Item = &str> {
         self.entities.keys().map(|k| &**k)
     }

@@ -108,11 +108,21 @@ mod tests {
         let id = EventId::new(PeerId(1), 1);
         let forged = Refusal::Seal(SealError::BadSignature(id));
         assert_eq!(forged.points(), FORGERY_POINTS);
-        assert_eq!(Refusal::Seal(SealError::Unsealed(id)).points(), UNSEALED_POINTS);
-        assert_eq!(Refusal::State(SnapshotError::Unasked).points(), UNSEALED_POINTS);
+        assert_eq!(
+            Refusal::Seal(SealError::Unsealed(id)).points(),
+            UNSEALED_POINTS
+        );
+        assert_eq!(
+            Refusal::State(SnapshotError::Unasked).points(),
+            UNSEALED_POINTS
+        );
         assert_eq!(Refusal::Event(EngineError::Equivocation { id }).points(), 1);
         let full = EngineError::HoldingQueueFull { id, capacity: 10 };
-        assert_eq!(Refusal::Event(full).points(), 0, "an honest peer may send it");
+        assert_eq!(
+            Refusal::Event(full).points(),
+            0,
+            "an honest peer may send it"
+        );
         assert_eq!(Refusal::Frame(WireError::Checksum).points(), 1);
         assert!(Refusal::Frame(WireError::FrameTooLarge(1 << 20)).closes());
         assert!(!Refusal::Frame(WireError::Checksum).closes());

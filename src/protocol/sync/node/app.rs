@@ -4,6 +4,7 @@ use serde::Serialize;
 
 use super::SyncNode;
 use crate::protocol::clock::{PeerId, VectorClock};
+use crate::protocol::engine::ConflictPolicy;
 use crate::protocol::error::EngineError;
 use crate::protocol::sync::LinkState;
 use crate::protocol::value::JsonValue;
@@ -23,6 +24,12 @@ pub enum LocalWrite {
     Remove { key: String, member: JsonValue },
     /// Writes `value` over every concurrent value of a conflicted key.
     Resolve { key: String, value: JsonValue },
+    /// Sets the room's conflict policy for keys under `prefix` (replicated
+    /// room state, see [`set_room_policy`](crate::protocol::ReconciliationEngine::set_room_policy)).
+    Policy {
+        prefix: String,
+        policy: ConflictPolicy,
+    },
 }
 
 /// What the app is shown of one peer (`peers()` in the JS API).
@@ -67,6 +74,9 @@ impl SyncNode {
             LocalWrite::Add { key, member } => e.add(&key, member, now_ms).map(Some),
             LocalWrite::Remove { key, member } => e.remove(&key, member, now_ms),
             LocalWrite::Resolve { key, value } => e.resolve(&key, value, now_ms).map(Some),
+            LocalWrite::Policy { prefix, policy } => {
+                e.set_room_policy(&prefix, policy, now_ms).map(Some)
+            }
         })?;
         Ok(event.map(|e| e.id.seq))
     }
