@@ -1,12 +1,14 @@
 //! Synchronization between engines: the wire format, and (sans-IO) the
 //! per-peer anti-entropy sessions of a [`SyncNode`].
 
+pub mod link;
 pub mod mesh;
 mod node;
 pub mod session;
 pub mod transfer;
 pub mod wire;
 
+pub use link::{Backoff, LinkAction, LinkConfig, Links, Route, Verdict};
 pub use mesh::{LinkState, Mesh, MeshAction, MeshConfig};
 pub use node::{
     BoxedHandler, Output, SyncConfig, SyncNode, FORGERY_POINTS, MAX_REQUESTS_PER_INTERVAL,
