@@ -218,8 +218,16 @@ impl State {
     /// After every input: perform the links' actions, free what was
     /// dropped (later), arm the timer for the next thing due.
     fn settle(&mut self, out: &mut Vec<TransportEvent>) {
-        for action in self.links.take_actions() {
-            self.act(action, out);
+        // Carrying out one action may report back (a connection that cannot
+        // be made fails at once), so until there are none.
+        loop {
+            let actions = self.links.take_actions();
+            if actions.is_empty() {
+                break;
+            }
+            for action in actions {
+                self.act(action, out);
+            }
         }
         if !self.dropped.is_empty() && self.sweep.is_none() {
             let weak = self.weak.clone();
