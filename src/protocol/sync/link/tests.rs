@@ -374,3 +374,83 @@ fn going_offline_hangs_up_says_goodbye_and_ignores_what_follows() {
         ]
     );
 }
+
+#[test]
+fn both_tabs_redialing_at_once_pair_their_new_connections_and_drop_the_old() {
+    let describe = |epoch, kind| Negotiation::Description {
+        epoch,
+        kind,
+        sdp: String::new(),
+    };
+    let candidate = |epoch| Negotiation::Candidate {
+        epoch,
+        candidate: String::new(),
+        sdp_mid: None,
+        sdp_m_line_index: None,
+    };
+    let dial_epoch = |actions: Vec<LinkAction>| {
+        let epochs: Vec<u64> = actions
+            .iter()
+            .filter_map(|a| match a {
+                LinkAction::Dial { epoch, .. } => Some(*epoch),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(epochs.len(), 1, "one dial: {actions:?}");
+        epochs[0]
+    };
+    let (p1, p2) = (PeerId(1), PeerId(2));
+    let mut tabs = vec![links(1, false)];
+    pump(&mut tabs, 0);
+    tabs.push(links(2, false));
+    let b1 = dial_epoch(pump(&mut tabs, 0).remove(1));
+    let a1 = match tabs[0].negotiation(p2, Route::Tabs, &describe(b1, SdpKind::Offer), 1) {
+        Verdict::Accept { epoch } => epoch,
+        v => panic!("{v:?}"),
+    };
+    let answer = describe(a1, SdpKind::Answer);
+    assert_eq!(
+        tabs[1].negotiation(p1, Route::Tabs, &answer, 2),
+        Verdict::Apply
+    );
+    assert!(tabs[0].opened(p2, a1, 3) && tabs[1].opened(p1, b1, 3));
+
+    // Both drop the connection and dial in the same instant.
+    tabs[0].redial(p2, 10);
+    tabs[1].redial(p1, 10);
+    let a2 = dial_epoch(tabs[0].take_actions());
+    let b2 = dial_epoch(tabs[1].take_actions());
+    assert!(
+        !tabs[0].closed(p2, a1, 11, 0.0),
+        "the old one's close is stale"
+    );
+    // The offers cross; each pairs the other's with its own dial (the
+    // polite side, 2, rolls back and answers on its connection).
+    let (offer_a, offer_b) = (describe(a2, SdpKind::Offer), describe(b2, SdpKind::Offer));
+    assert_eq!(
+        tabs[0].negotiation(p2, Route::Tabs, &offer_b, 12),
+        Verdict::Apply
+    );
+    assert_eq!(
+        tabs[1].negotiation(p1, Route::Tabs, &offer_a, 12),
+        Verdict::Apply
+    );
+    let answer = describe(b2, SdpKind::Answer);
+    assert_eq!(
+        tabs[0].negotiation(p2, Route::Tabs, &answer, 13),
+        Verdict::Apply
+    );
+    // Late candidates of the first connections go nowhere.
+    assert_eq!(
+        tabs[0].negotiation(p2, Route::Tabs, &candidate(b1), 14),
+        Verdict::Ignore
+    );
+    assert_eq!(
+        tabs[1].negotiation(p1, Route::Tabs, &candidate(a1), 14),
+        Verdict::Ignore
+    );
+    assert!(tabs[0].opened(p2, a2, 15) && tabs[1].opened(p1, b2, 15));
+    assert!(!tabs[0].opened(p2, a1, 15));
+    assert_eq!(tabs[0].state(p2), Some(LinkState::Open));
+    assert_eq!(tabs[1].state(p1), Some(LinkState::Open));
+}
