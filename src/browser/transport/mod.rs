@@ -16,6 +16,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::{Rc, Weak};
 
+use gloo::events::EventListener;
 use gloo::timers::callback::Timeout;
 use serde_json::Value;
 use wasm_bindgen::prelude::*;
@@ -68,6 +69,8 @@ struct State {
     sweep: Option<Timeout>,
     /// The one timer, armed for `links.next_wake()`: an idle room has none.
     timer: Option<(u64, Timeout)>,
+    /// `pagehide` and `pageshow` on the window.
+    page: Vec<EventListener>,
     weak: Weak<RefCell<State>>,
 }
 
@@ -97,9 +100,21 @@ impl Transport {
                 dropped: Vec::new(),
                 sweep: None,
                 timer: None,
+                page: Vec::new(),
                 weak: weak.clone(),
             })
         });
+        if let Some(window) = web_sys::window() {
+            let weak = Rc::downgrade(&state);
+            let hide = EventListener::new(&window, "pagehide", move |_| {
+                run(&weak, |s, _| s.links.page_hidden(now_ms()))
+            });
+            let weak = Rc::downgrade(&state);
+            let show = EventListener::new(&window, "pageshow", move |_| {
+                run(&weak, |s, _| s.links.page_shown())
+            });
+            state.borrow_mut().page = vec![hide, show];
+        }
         let transport = Transport { state };
         transport.go_online();
         transport
@@ -164,6 +179,7 @@ impl Drop for Transport {
     fn drop(&mut self) {
         self.go_offline();
         let mut s = self.state.borrow_mut();
+        s.page.clear();
         s.timer = None;
         s.sweep = None;
         s.tabs = None;

@@ -69,7 +69,7 @@ pub enum MeshAction {
 #[derive(Debug, Clone)]
 struct Link {
     state: LinkState,
-    /// Failures since the last open connection.
+    /// The wait before the next dial; reset when a connection opens.
     backoff: Backoff,
     /// When the state last changed.
     since_ms: u64,

@@ -78,6 +78,11 @@ pub enum LinkAction {
 pub struct Links {
     me: PeerId,
     room: String,
+    /// The owner wants to be online (`go_online`/`go_offline`).
+    wanted: bool,
+    /// The page is hidden: unloading, or going into the back/forward cache.
+    hidden: bool,
+    /// In signaling: wanted and not hidden.
     online: bool,
     mesh: Mesh,
     epochs: Epochs,
@@ -96,6 +101,8 @@ impl Links {
         Links {
             me,
             room: config.room,
+            wanted: false,
+            hidden: false,
             online: false,
             mesh: Mesh::new(me, config.mesh),
             epochs: Epochs::default(),
@@ -109,8 +116,38 @@ impl Links {
         self.online
     }
 
-    /// Joins signaling: opens the routes, announces this tab.
+    /// Joins signaling: opens the routes, announces this tab (at once, or
+    /// when the page shows again).
     pub fn go_online(&mut self) {
+        self.wanted = true;
+        if !self.hidden {
+            self.join();
+        }
+    }
+
+    /// Leaves signaling and drops every connection.
+    pub fn go_offline(&mut self, now_ms: u64) {
+        self.wanted = false;
+        self.leave(now_ms);
+    }
+
+    /// The page is being hidden (`pagehide`): closed, reloaded or put in
+    /// the back/forward cache. The other tabs are told now; a tab that
+    /// vanished without a `Bye` would be redialed forever.
+    pub fn page_hidden(&mut self, now_ms: u64) {
+        self.hidden = true;
+        self.leave(now_ms);
+    }
+
+    /// The page shows again (`pageshow`, back from the cache).
+    pub fn page_shown(&mut self) {
+        self.hidden = false;
+        if self.wanted {
+            self.join();
+        }
+    }
+
+    fn join(&mut self) {
         if std::mem::replace(&mut self.online, true) {
             return;
         }
@@ -124,8 +161,7 @@ impl Links {
         }
     }
 
-    /// Leaves signaling and drops every connection.
-    pub fn go_offline(&mut self, now_ms: u64) {
+    fn leave(&mut self, now_ms: u64) {
         if !std::mem::replace(&mut self.online, false) {
             return;
         }

@@ -454,3 +454,33 @@ fn both_tabs_redialing_at_once_pair_their_new_connections_and_drop_the_old() {
     assert_eq!(tabs[0].state(p2), Some(LinkState::Open));
     assert_eq!(tabs[1].state(p1), Some(LinkState::Open));
 }
+
+#[test]
+fn a_hidden_page_says_goodbye_and_rejoins_when_shown_if_still_wanted() {
+    let mut a = links(1, true);
+    a.take_actions();
+    a.page_hidden(0);
+    let acted = a.take_actions();
+    assert!(acted.contains(&LinkAction::Post(TabMessage::Bye {
+        from: PeerId(1).to_string(),
+    })));
+    assert!(acted.contains(&LinkAction::CloseSocket));
+    a.go_online();
+    assert!(a.take_actions().is_empty(), "not while hidden");
+    a.page_shown();
+    assert_eq!(
+        a.take_actions(),
+        [
+            LinkAction::OpenTabs,
+            LinkAction::Post(hello(1)),
+            LinkAction::OpenSocket,
+        ]
+    );
+    // Offline by the owner's choice: showing the page changes nothing.
+    a.go_offline(1);
+    a.take_actions();
+    a.page_hidden(2);
+    a.page_shown();
+    assert!(a.take_actions().is_empty());
+    assert!(!a.is_online());
+}
