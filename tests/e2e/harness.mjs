@@ -19,10 +19,13 @@ export const CHROMIUM_ARGS = [
   "--disable-sync",
 ];
 
-/** Starts target/release/cpc-signal on a free port; resolves to { url, stop }. */
-export async function startServer() {
+/**
+ * Starts target/release/cpc-signal on `port` (a free one by default);
+ * resolves to { url, stop }.
+ */
+export async function startServer(port = 0) {
   const child = spawn(path.join(root, "target/release/cpc-signal"), [], {
-    env: { ...process.env, PORT: "0" },
+    env: { ...process.env, PORT: String(port) },
     stdio: ["ignore", "pipe", "inherit"],
   });
   let output = "";

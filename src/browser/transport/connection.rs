@@ -67,10 +67,8 @@ struct Negotiator {
 }
 
 pub struct Connection {
-    /// Names this connection in signaling (ours), and the remote side's
-    /// connection once heard of.
-    pub epoch: u64,
-    pub remote_epoch: Option<u64>,
+    /// Names this connection in our signals (the links chose it).
+    epoch: u64,
     pc: RtcPeerConnection,
     channel: Option<RtcDataChannel>,
     negotiator: Rc<Negotiator>,
@@ -152,7 +150,6 @@ impl Connection {
         }
         let mut connection = Connection {
             epoch,
-            remote_epoch: None,
             pc,
             channel: None,
             negotiator,

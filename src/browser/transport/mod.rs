@@ -1,6 +1,9 @@
 //! The transport: WebRTC data channels to the other peers of the room,
-//! found through signaling. It moves frames; the [`Mesh`] decides whom to
-//! dial and when, the sync node decides what to send.
+//! found through signaling. It owns the browser's objects (the
+//! RTCPeerConnections, the BroadcastChannel, the WebSocket, one timer),
+//! reports what they do to [`Links`] and carries out the actions it
+//! returns; the links decide whom to dial, when, over which route, and
+//! which negotiation is current. The sync node decides what to send.
 //!
 //! Every browser callback holds a `Weak` to the transport's state and does
 //! its work with the state borrowed, then hands what it learned to the
@@ -10,17 +13,19 @@ mod connection;
 mod signaling;
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::rc::{Rc, Weak};
 
-use gloo::timers::callback::Interval;
+use gloo::events::EventListener;
+use gloo::timers::callback::Timeout;
+use serde_json::Value;
 use wasm_bindgen::prelude::*;
 
 use self::connection::{Connection, Happening};
 pub use self::signaling::SignalCodec;
-use self::signaling::{Server, SignalEvent, Tabs};
-use crate::protocol::signal::Negotiation;
-use crate::protocol::sync::{LinkState, Mesh, MeshAction, MeshConfig};
+use self::signaling::{warn, Server, SocketEvent, Tabs};
+use crate::protocol::signal::{ServerMessage, TabMessage};
+use crate::protocol::sync::{LinkAction, LinkConfig, LinkState, Links, Route, Verdict};
 use crate::protocol::PeerId;
 
 /// What the transport tells its owner.
@@ -53,55 +58,63 @@ pub struct Transport {
 struct State {
     me: PeerId,
     config: TransportConfig,
-    mesh: Mesh,
+    links: Links,
     connections: HashMap<PeerId, Connection>,
-    /// Peers heard of only through the server (the rest share our browser
-    /// and are signaled over the BroadcastChannel).
-    via_server: HashSet<PeerId>,
     tabs: Option<Tabs>,
     server: Option<Server>,
-    online: bool,
-    last_epoch: u64,
     sink: Sink,
-    /// Connections dropped from inside their own callbacks, freed later.
+    /// Connections dropped from inside their own callbacks, freed by
+    /// `sweep` once those have returned.
     dropped: Vec<Connection>,
-    timer: Option<Interval>,
+    sweep: Option<Timeout>,
+    /// The one timer, armed for `links.next_wake()`: an idle room has none.
+    timer: Option<(u64, Timeout)>,
+    /// `pagehide` and `pageshow` on the window.
+    page: Vec<EventListener>,
     weak: Weak<RefCell<State>>,
 }
-
-const TICK_MS: u32 = 250;
 
 fn now_ms() -> u64 {
     js_sys::Date::now() as u64
 }
 
+fn jitter() -> f64 {
+    js_sys::Math::random()
+}
+
 impl Transport {
     pub fn new(me: PeerId, config: TransportConfig, sink: Sink) -> Transport {
+        let links = Links::new(
+            me,
+            LinkConfig::new(config.room.clone(), config.signaling.is_some()),
+        );
         let state = Rc::new_cyclic(|weak| {
             RefCell::new(State {
                 me,
                 config,
-                mesh: Mesh::new(me, MeshConfig::default()),
+                links,
                 connections: HashMap::new(),
-                via_server: HashSet::new(),
                 tabs: None,
                 server: None,
-                online: false,
-                last_epoch: 0,
                 sink,
                 dropped: Vec::new(),
+                sweep: None,
                 timer: None,
+                page: Vec::new(),
                 weak: weak.clone(),
             })
         });
-        let weak = Rc::downgrade(&state);
-        state.borrow_mut().timer = Some(Interval::new(TICK_MS, move || {
-            run(&weak, |s, out| {
-                s.dropped.clear();
-                s.mesh.tick(now_ms(), js_sys::Math::random());
-                s.act(out);
-            })
-        }));
+        if let Some(window) = web_sys::window() {
+            let weak = Rc::downgrade(&state);
+            let hide = EventListener::new(&window, "pagehide", move |_| {
+                run(&weak, |s, _| s.links.page_hidden(now_ms()))
+            });
+            let weak = Rc::downgrade(&state);
+            let show = EventListener::new(&window, "pageshow", move |_| {
+                run(&weak, |s, _| s.links.page_shown())
+            });
+            state.borrow_mut().page = vec![hide, show];
+        }
         let transport = Transport { state };
         transport.go_online();
         transport
@@ -110,82 +123,49 @@ impl Transport {
     /// Sends a frame to a connected peer (dropped if it is not connected:
     /// anti-entropy resends what matters once it is).
     pub fn send(&self, to: PeerId, frame: Vec<u8>) {
-        run_later(&Rc::downgrade(&self.state), |s, out| {
+        run_later(&Rc::downgrade(&self.state), |s, _| {
             let keeping_up = match s.connections.get_mut(&to) {
                 Some(c) if c.is_open() => c.send(frame),
                 _ => true,
             };
             if !keeping_up {
-                web_sys::console::warn_1(&format!("cpc-sync: {to} is not reading; closing").into());
-                s.hang_up(to, out);
+                warn(&format!("cpc-sync: {to} is not reading; closing"));
+                s.links.hang_up(to, now_ms(), jitter());
             }
         });
     }
 
-    /// Drops the connection to `peer`; the mesh dials it again later.
+    /// Drops the connection to `peer`; it is dialed again later.
     pub fn close(&self, peer: PeerId) {
-        run_later(&Rc::downgrade(&self.state), |s, out| s.hang_up(peer, out));
+        run_later(&Rc::downgrade(&self.state), |s, _| {
+            s.links.hang_up(peer, now_ms(), jitter())
+        });
     }
 
     /// Drops the connection to `peer` and dials it at once (both sides
     /// doing so together is the perfect-negotiation case).
     pub fn redial(&self, peer: PeerId) {
-        run_later(&Rc::downgrade(&self.state), |s, out| {
-            if s.online {
-                s.mesh.redial(peer, now_ms());
-                s.act(out);
-            }
+        run_later(&Rc::downgrade(&self.state), |s, _| {
+            s.links.redial(peer, now_ms())
         });
     }
 
     /// Leaves signaling and drops every connection.
     pub fn go_offline(&self) {
-        run_later(&Rc::downgrade(&self.state), |s, out| {
-            s.online = false;
-            s.tabs = None;
-            s.server = None;
-            s.via_server.clear();
-            s.mesh.clear();
-            s.act(out);
+        run_later(&Rc::downgrade(&self.state), |s, _| {
+            s.links.go_offline(now_ms())
         });
     }
 
     /// Joins signaling again; peers are found and dialed.
     pub fn go_online(&self) {
-        let weak = Rc::downgrade(&self.state);
-        run_later(&weak, |s, _| {
-            if s.online {
-                return;
-            }
-            s.online = true;
-            let me = s.me;
-            let from_tabs = {
-                let weak = weak.clone();
-                Rc::new(move |event| run(&weak, |s, out| s.on_signal(event, false, out)))
-            };
-            match Tabs::open(&s.config.room, me, s.config.codec.clone(), from_tabs) {
-                Ok(tabs) => s.tabs = Some(tabs),
-                Err(e) => web_sys::console::warn_2(&"cpc-sync: no BroadcastChannel".into(), &e),
-            }
-            if let Some(url) = s.config.signaling.clone() {
-                let weak = weak.clone();
-                let from_server =
-                    Rc::new(move |event| run(&weak, |s, out| s.on_signal(event, true, out)));
-                s.server = Some(Server::open(
-                    &url,
-                    &s.config.room,
-                    me,
-                    s.config.codec.clone(),
-                    from_server,
-                ));
-            }
-        });
+        run_later(&Rc::downgrade(&self.state), |s, _| s.links.go_online());
     }
 
     /// Every known peer: its connection state and bytes waiting to go out.
     pub fn links(&self) -> Vec<(PeerId, LinkState, usize)> {
         let s = self.state.borrow();
-        s.mesh
+        s.links
             .links()
             .map(|(peer, state)| {
                 let buffered = s.connections.get(&peer).map_or(0, |c| c.buffered());
@@ -199,7 +179,11 @@ impl Drop for Transport {
     fn drop(&mut self) {
         self.go_offline();
         let mut s = self.state.borrow_mut();
+        s.page.clear();
         s.timer = None;
+        s.sweep = None;
+        s.tabs = None;
+        s.server = None;
         s.connections.clear();
         s.dropped.clear();
     }
@@ -213,6 +197,7 @@ fn run_later(weak: &Weak<RefCell<State>>, f: impl FnOnce(&mut State, &mut Vec<Tr
     let sink = {
         let mut s = state.borrow_mut();
         f(&mut s, &mut out);
+        s.settle(&mut out);
         s.sink.clone()
     };
     if !out.is_empty() {
@@ -224,8 +209,9 @@ fn run_later(weak: &Weak<RefCell<State>>, f: impl FnOnce(&mut State, &mut Vec<Tr
     }
 }
 
-/// For browser callbacks: runs `f` on the state, then hands what it
-/// produced to the sink with the state released.
+/// For browser callbacks: runs `f` on the state, carries out what the
+/// links decided, then hands what it produced to the sink with the state
+/// released.
 fn run(weak: &Weak<RefCell<State>>, f: impl FnOnce(&mut State, &mut Vec<TransportEvent>)) {
     let Some(state) = weak.upgrade() else { return };
     let mut out = Vec::new();
@@ -236,6 +222,7 @@ fn run(weak: &Weak<RefCell<State>>, f: impl FnOnce(&mut State, &mut Vec<Transpor
             return;
         };
         f(&mut s, &mut out);
+        s.settle(&mut out);
         s.sink.clone()
     };
     for event in out {
@@ -244,115 +231,167 @@ fn run(weak: &Weak<RefCell<State>>, f: impl FnOnce(&mut State, &mut Vec<Transpor
 }
 
 impl State {
-    fn next_epoch(&mut self) -> u64 {
-        // Increasing across reloads of the tab: milliseconds, then a count.
-        self.last_epoch = (now_ms() * 1000).max(self.last_epoch + 1);
-        self.last_epoch
+    /// After every input: perform the links' actions, free what was
+    /// dropped (later), arm the timer for the next thing due.
+    fn settle(&mut self, out: &mut Vec<TransportEvent>) {
+        // Carrying out one action may report back (a connection that cannot
+        // be made fails at once), so until there are none.
+        loop {
+            let actions = self.links.take_actions();
+            if actions.is_empty() {
+                break;
+            }
+            for action in actions {
+                self.act(action, out);
+            }
+        }
+        if !self.dropped.is_empty() && self.sweep.is_none() {
+            let weak = self.weak.clone();
+            self.sweep = Some(Timeout::new(0, move || {
+                run(&weak, |s, _| {
+                    s.sweep = None;
+                    s.dropped.clear();
+                })
+            }));
+        }
+        let wake = self.links.next_wake();
+        if self.timer.as_ref().map(|(at, _)| *at) != wake {
+            self.timer = wake.map(|at| {
+                let delay = at.saturating_sub(now_ms()).min(i32::MAX as u64) as u32;
+                let weak = self.weak.clone();
+                let timeout = Timeout::new(delay, move || {
+                    run(&weak, |s, _| {
+                        s.timer = None;
+                        s.links.tick(now_ms(), jitter());
+                    })
+                });
+                (at, timeout)
+            });
+        }
     }
 
-    fn on_signal(&mut self, event: SignalEvent, server: bool, out: &mut Vec<TransportEvent>) {
-        if !self.online {
-            return;
+    fn act(&mut self, action: LinkAction, out: &mut Vec<TransportEvent>) {
+        match action {
+            LinkAction::Dial { peer, epoch } => {
+                self.connect(peer, epoch, true, out);
+            }
+            LinkAction::Hangup(peer) => {
+                if self.drop_connection(peer) {
+                    out.push(TransportEvent::Link(peer, LinkState::Closed));
+                }
+            }
+            LinkAction::OpenTabs => {
+                let weak = self.weak.clone();
+                let heard = Rc::new(move |m| run(&weak, |s, out| s.on_tab(m, out)));
+                match Tabs::open(&self.config.room, heard) {
+                    Ok(tabs) => self.tabs = Some(tabs),
+                    Err(e) => web_sys::console::warn_2(&"cpc-sync: no BroadcastChannel".into(), &e),
+                }
+            }
+            LinkAction::Post(message) => {
+                if let Some(tabs) = &self.tabs {
+                    tabs.post(&message);
+                }
+            }
+            LinkAction::CloseTabs => self.tabs = None,
+            LinkAction::OpenSocket => {
+                let Some(url) = self.config.signaling.clone() else {
+                    return;
+                };
+                let weak = self.weak.clone();
+                let report = Rc::new(move |e| run(&weak, |s, out| s.on_socket(e, out)));
+                // Replaces the old socket, closed by now.
+                self.server = match Server::open(&url, report) {
+                    Ok(server) => Some(server),
+                    Err(_) => {
+                        warn(&format!("cpc-sync: bad signaling URL {url:?}"));
+                        None
+                    }
+                };
+            }
+            LinkAction::Send(message) => {
+                if let Some(server) = &self.server {
+                    server.send(&message);
+                }
+            }
+            LinkAction::CloseSocket => self.server = None,
         }
+    }
+
+    fn on_tab(&mut self, message: TabMessage, out: &mut Vec<TransportEvent>) {
+        if let Some((from, data)) = self.links.tab_message(message, now_ms()) {
+            self.on_signal(from, Route::Tabs, data, out);
+        }
+    }
+
+    fn on_socket(&mut self, event: SocketEvent, out: &mut Vec<TransportEvent>) {
         let now = now_ms();
-        let heard = |s: &mut State, peer: PeerId| {
-            if server {
-                if s.mesh.state(peer).is_none() || s.via_server.contains(&peer) {
-                    s.via_server.insert(peer);
-                }
-            } else {
-                s.via_server.remove(&peer);
-            }
-        };
         match event {
-            SignalEvent::Present(peers) => {
-                for peer in peers {
-                    heard(self, peer);
-                    self.mesh.discovered(peer, true, now);
+            SocketEvent::Open => self.links.socket_opened(now),
+            SocketEvent::Closed => self.links.socket_closed(now, jitter()),
+            SocketEvent::Message(ServerMessage::Error { message }) => {
+                warn(&format!("cpc-sync signaling: {message}"));
+            }
+            SocketEvent::Message(message) => {
+                if let Some((from, data)) = self.links.server_message(message, now) {
+                    self.on_signal(from, Route::Server, data, out);
                 }
-            }
-            SignalEvent::Joined(peer) => {
-                heard(self, peer);
-                self.mesh.discovered(peer, false, now);
-            }
-            SignalEvent::Left(peer) => {
-                self.via_server.remove(&peer);
-                self.mesh.left(peer);
-            }
-            SignalEvent::Signal { from, data } => {
-                if self.mesh.state(from).is_none() {
-                    heard(self, from);
-                }
-                self.on_negotiation(from, data, out);
-            }
-            SignalEvent::Error(message) => {
-                web_sys::console::warn_1(&format!("cpc-sync signaling: {message}").into());
             }
         }
-        self.act(out);
     }
 
-    /// A negotiation step from `from`: for our current connection to it, a
-    /// newer one it started (replacing ours), or a stale one (ignored).
-    fn on_negotiation(&mut self, from: PeerId, data: Negotiation, out: &mut Vec<TransportEvent>) {
-        if from == self.me {
+    /// A signal from `from`: opened, judged by the links, applied to the
+    /// connection it belongs to.
+    fn on_signal(
+        &mut self,
+        from: PeerId,
+        route: Route,
+        data: Value,
+        out: &mut Vec<TransportEvent>,
+    ) {
+        let Some(step) = self.config.codec.decode(data, from, self.me) else {
+            warn(&format!("cpc-sync: malformed signal from {from} dropped"));
             return;
-        }
-        let epoch = data.epoch();
-        let current = self.connections.get(&from).map(|c| c.remote_epoch);
-        match current {
-            Some(Some(remote)) if epoch == remote => {}
-            Some(Some(remote)) if epoch < remote => return,
-            Some(None) => {
-                // Our dial; this is its first answer, or its own offer at
-                // the same time (perfect negotiation settles that).
-                if let Some(c) = self.connections.get_mut(&from) {
-                    c.remote_epoch = Some(epoch);
-                }
-            }
-            _ => {
-                // A new connection from the remote side.
-                if !matches!(data, Negotiation::Description { .. }) {
-                    return; // a candidate of a connection we never saw
-                }
-                let was_open = self.mesh.state(from) == Some(LinkState::Open);
-                self.mesh.incoming(from, now_ms());
-                if was_open {
-                    out.push(TransportEvent::Link(from, LinkState::Connecting));
-                }
-                if !self.connect(from, false) {
+        };
+        match self.links.negotiation(from, route, &step, now_ms()) {
+            Verdict::Ignore => return,
+            Verdict::Apply => {}
+            Verdict::Accept { epoch } => {
+                if !self.connect(from, epoch, false, out) {
                     return;
                 }
-                if let Some(c) = self.connections.get_mut(&from) {
-                    c.remote_epoch = Some(epoch);
-                }
-                out.push(TransportEvent::Link(from, LinkState::Connecting));
             }
         }
         if let Some(c) = self.connections.get_mut(&from) {
-            c.negotiate(data);
+            c.negotiate(step);
         }
     }
 
-    /// Starts a connection to `peer`, replacing any old one.
-    fn connect(&mut self, peer: PeerId, dial: bool) -> bool {
-        if let Some(old) = self.connections.remove(&peer) {
-            self.dropped.push(old);
+    /// Starts connection `epoch` to `peer`, replacing any old one.
+    fn connect(
+        &mut self,
+        peer: PeerId,
+        epoch: u64,
+        dial: bool,
+        out: &mut Vec<TransportEvent>,
+    ) -> bool {
+        if self.drop_connection(peer) {
+            out.push(TransportEvent::Link(peer, LinkState::Closed));
         }
-        let epoch = self.next_epoch();
         let weak = self.weak.clone();
         let report = Rc::new(move |happening| {
             run(&weak, |s, out| s.on_happening(peer, epoch, happening, out))
         });
-        let polite = self.mesh.polite(peer);
+        let polite = self.links.polite(peer);
         match Connection::new(epoch, polite, dial, &self.config.ice_servers, report) {
             Ok(connection) => {
                 self.connections.insert(peer, connection);
+                out.push(TransportEvent::Link(peer, LinkState::Connecting));
                 true
             }
             Err(e) => {
                 web_sys::console::warn_2(&"cpc-sync: cannot create RTCPeerConnection".into(), &e);
-                self.mesh.closed(peer, now_ms(), js_sys::Math::random());
+                self.links.closed(peer, epoch, now_ms(), jitter());
                 false
             }
         }
@@ -365,26 +404,28 @@ impl State {
         happening: Happening,
         out: &mut Vec<TransportEvent>,
     ) {
-        if self.connections.get(&peer).map(|c| c.epoch) != Some(epoch) {
+        if !self.links.is_current(peer, epoch) {
             return; // a connection already replaced
         }
         match happening {
             Happening::Open => {
-                self.mesh.opened(peer, now_ms());
+                self.links.opened(peer, epoch, now_ms());
                 out.push(TransportEvent::Link(peer, LinkState::Open));
                 if let Some(c) = self.connections.get_mut(&peer) {
                     c.drain();
                 }
             }
             Happening::Closed => {
-                if let Some(old) = self.connections.remove(&peer) {
-                    self.dropped.push(old);
+                self.links.closed(peer, epoch, now_ms(), jitter());
+                if self.drop_connection(peer) {
+                    out.push(TransportEvent::Link(peer, LinkState::Closed));
                 }
-                self.mesh.closed(peer, now_ms(), js_sys::Math::random());
-                out.push(TransportEvent::Link(peer, LinkState::Closed));
             }
             Happening::Frame(bytes) => out.push(TransportEvent::Frame(peer, bytes)),
-            Happening::Signal(data) => self.signal(peer, &data),
+            Happening::Signal(step) => {
+                let data = self.config.codec.encode(&step, self.me, peer);
+                self.links.signal(peer, data);
+            }
             Happening::Writable => {
                 if let Some(c) = self.connections.get_mut(&peer) {
                     c.drain();
@@ -393,42 +434,15 @@ impl State {
         }
     }
 
-    fn signal(&self, to: PeerId, data: &Negotiation) {
-        match (&self.server, &self.tabs) {
-            (Some(server), _) if self.via_server.contains(&to) => server.signal(to, data),
-            (_, Some(tabs)) => tabs.signal(to, data),
-            (Some(server), None) => server.signal(to, data),
-            (None, None) => {}
-        }
-    }
-
-    fn hang_up(&mut self, peer: PeerId, out: &mut Vec<TransportEvent>) {
-        if let Some(old) = self.connections.remove(&peer) {
-            self.dropped.push(old);
-            self.mesh.closed(peer, now_ms(), js_sys::Math::random());
-            out.push(TransportEvent::Link(peer, LinkState::Closed));
-        }
-    }
-
-    /// Carries out what the mesh decided.
-    fn act(&mut self, out: &mut Vec<TransportEvent>) {
-        for action in self.mesh.take_actions() {
-            match action {
-                MeshAction::Dial(peer) => {
-                    if self.connections.contains_key(&peer) {
-                        out.push(TransportEvent::Link(peer, LinkState::Closed));
-                    }
-                    if self.connect(peer, true) {
-                        out.push(TransportEvent::Link(peer, LinkState::Connecting));
-                    }
-                }
-                MeshAction::Hangup(peer) => {
-                    if let Some(old) = self.connections.remove(&peer) {
-                        self.dropped.push(old);
-                        out.push(TransportEvent::Link(peer, LinkState::Closed));
-                    }
-                }
+    /// Drops the connection to `peer`, if any, freeing it later: this may
+    /// run inside one of its callbacks.
+    fn drop_connection(&mut self, peer: PeerId) -> bool {
+        match self.connections.remove(&peer) {
+            Some(old) => {
+                self.dropped.push(old);
+                true
             }
+            None => false,
         }
     }
 }

@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use super::link::Backoff;
 use crate::protocol::clock::PeerId;
 
 /// Timing of connection attempts.
@@ -68,8 +69,8 @@ pub enum MeshAction {
 #[derive(Debug, Clone)]
 struct Link {
     state: LinkState,
-    /// Failures since the last open connection.
-    failures: u32,
+    /// The wait before the next dial; reset when a connection opens.
+    backoff: Backoff,
     /// When the state last changed.
     since_ms: u64,
     /// When to dial again, while closed.
@@ -77,10 +78,10 @@ struct Link {
 }
 
 impl Link {
-    fn closed(now_ms: u64) -> Link {
+    fn closed(now_ms: u64, config: &MeshConfig) -> Link {
         Link {
             state: LinkState::Closed,
-            failures: 0,
+            backoff: Backoff::new(config.backoff_base_ms, config.backoff_max_ms),
             since_ms: now_ms,
             retry_at_ms: None,
         }
@@ -117,10 +118,11 @@ impl Mesh {
         if peer == self.me {
             return None;
         }
+        let config = &self.config;
         Some(
             self.links
                 .entry(peer)
-                .or_insert_with(|| Link::closed(now_ms)),
+                .or_insert_with(|| Link::closed(now_ms, config)),
         )
     }
 
@@ -158,12 +160,10 @@ impl Mesh {
         self.actions.push(MeshAction::Dial(peer));
     }
 
-    /// `peer` started a connection to us (its first offer arrived).
+    /// `peer` started a connection to us (its first offer arrived); it
+    /// replaces any we had, open or not.
     pub fn incoming(&mut self, peer: PeerId, now_ms: u64) {
-        let Some(link) = self.link(peer, now_ms) else {
-            return;
-        };
-        if link.state != LinkState::Open {
+        if let Some(link) = self.link(peer, now_ms) {
             link.connecting(now_ms);
         }
     }
@@ -172,7 +172,7 @@ impl Mesh {
     pub fn opened(&mut self, peer: PeerId, now_ms: u64) {
         if let Some(link) = self.links.get_mut(&peer) {
             link.state = LinkState::Open;
-            link.failures = 0;
+            link.backoff.reset();
             link.since_ms = now_ms;
             link.retry_at_ms = None;
         }
@@ -190,17 +190,11 @@ impl Mesh {
         }
         link.state = LinkState::Closed;
         link.since_ms = now_ms;
-        let exponent = link.failures.min(16);
-        link.failures = link.failures.saturating_add(1);
-        let base = self
-            .config
-            .backoff_base_ms
-            .saturating_mul(1 << exponent)
-            .min(self.config.backoff_max_ms);
-        // The higher id waits a little longer, so usually one side dials.
-        let delay = base + (base as f64 * jitter.clamp(0.0, 1.0) / 2.0) as u64;
-        let delay = if higher { delay + base / 2 } else { delay };
-        link.retry_at_ms = Some(now_ms + delay);
+        // The higher id waits a little longer, so usually one side dials:
+        // the lower stretches its wait by [0, 1/2), the higher by [1/2, 1).
+        let jitter = jitter.clamp(0.0, 1.0) / 2.0;
+        let stretch = if higher { 0.5 + jitter } else { jitter };
+        link.retry_at_ms = Some(now_ms + link.backoff.fail(stretch));
     }
 
     /// `peer` left the room: no more retries.
@@ -244,6 +238,20 @@ impl Mesh {
                 self.actions.push(MeshAction::Dial(*peer));
             }
         }
+    }
+
+    /// When [`tick`](Self::tick) next has something to do: a connection
+    /// times out or a retry falls due. `None`: nothing until something
+    /// happens (an idle room needs no timer).
+    pub fn next_wake(&self) -> Option<u64> {
+        self.links
+            .values()
+            .filter_map(|l| match l.state {
+                LinkState::Connecting => Some(l.since_ms + self.config.connect_timeout_ms),
+                LinkState::Closed => l.retry_at_ms,
+                LinkState::Open => None,
+            })
+            .min()
     }
 
     pub fn state(&self, peer: PeerId) -> Option<LinkState> {
@@ -354,5 +362,41 @@ mod tests {
         assert_eq!(m.links().count(), 0);
         m.tick(100_000, 0.5);
         assert!(m.take_actions().is_empty());
+    }
+
+    #[test]
+    fn next_wake_is_the_earliest_timeout_or_retry_and_none_when_all_are_open() {
+        let mut m = mesh(1);
+        assert_eq!(m.next_wake(), None);
+        m.discovered(PeerId(2), true, 100);
+        m.discovered(PeerId(3), false, 200);
+        assert_eq!(m.next_wake(), Some(15_100), "2 times out first");
+        m.opened(PeerId(2), 300);
+        assert_eq!(
+            m.next_wake(),
+            Some(15_200),
+            "3 is called if it does not call"
+        );
+        m.incoming(PeerId(3), 400);
+        m.opened(PeerId(3), 500);
+        assert_eq!(m.next_wake(), None, "all open: nothing to wake for");
+        m.closed(PeerId(3), 600, 0.0);
+        assert_eq!(m.next_wake(), Some(1100));
+    }
+
+    #[test]
+    fn an_incoming_connection_replaces_an_open_one() {
+        let mut m = mesh(1);
+        m.discovered(PeerId(2), true, 0);
+        m.take_actions();
+        m.opened(PeerId(2), 10);
+        m.incoming(PeerId(2), 20);
+        assert_eq!(m.state(PeerId(2)), Some(LinkState::Connecting));
+        m.tick(20 + 15_000, 0.0);
+        assert_eq!(
+            m.take_actions(),
+            vec![MeshAction::Hangup(PeerId(2))],
+            "and times out like any other"
+        );
     }
 }

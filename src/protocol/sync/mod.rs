@@ -1,6 +1,7 @@
 //! Synchronization between engines: the wire format, and (sans-IO) the
 //! per-peer anti-entropy sessions of a [`SyncNode`].
 
+pub mod link;
 pub mod mesh;
 mod node;
 pub mod refusal;
@@ -8,6 +9,7 @@ pub mod session;
 pub mod transfer;
 pub mod wire;
 
+pub use link::{Backoff, LinkAction, LinkConfig, Links, Route, Verdict};
 pub use mesh::{LinkState, Mesh, MeshAction, MeshConfig};
 pub use node::{
     BoxedHandler, LocalWrite, Output, PeerReport, Persist, SyncConfig, SyncNode, DIGEST_PAUSE_MS,

@@ -1,0 +1,451 @@
+//! `Links`: the connection policy of a peer, sans-IO. The browser's
+//! transport owns the RTCPeerConnections, the BroadcastChannel and the
+//! WebSocket; it reports what they do (a message heard, a connection
+//! opened or closed, the time) and carries out the [`LinkAction`]s this
+//! answers with. Decided here:
+//!
+//! - whom to dial and when to retry: the [`Mesh`];
+//! - which negotiation is current with each peer: [`Epochs`];
+//! - which signaling route reaches each peer: [`Routes`];
+//! - which tabs are present: the `Hello`/`Here`/`Bye` exchange;
+//! - when to reconnect the signaling socket and ping it: [`Socket`];
+//!
+//! and when anything next falls due ([`next_wake`](Links::next_wake)), so
+//! the browser arms one timeout instead of polling.
+
+mod backoff;
+mod epoch;
+mod route;
+mod socket;
+
+use serde_json::Value;
+
+pub use self::backoff::Backoff;
+pub use self::epoch::{Epochs, Verdict};
+pub use self::route::{Route, Routes};
+pub use self::socket::{Socket, SocketConfig, SocketDue};
+use super::mesh::{LinkState, Mesh, MeshAction, MeshConfig};
+use crate::protocol::clock::PeerId;
+use crate::protocol::signal::{ClientMessage, Negotiation, ServerMessage, TabMessage};
+
+/// How a peer links to the others of its room.
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    /// The room's public name, as joined on the server.
+    pub room: String,
+    /// Whether there is a signaling server (otherwise tabs only).
+    pub signaling_server: bool,
+    pub mesh: MeshConfig,
+    pub socket: SocketConfig,
+}
+
+impl LinkConfig {
+    pub fn new(room: impl Into<String>, signaling_server: bool) -> Self {
+        LinkConfig {
+            room: room.into(),
+            signaling_server,
+            mesh: MeshConfig::default(),
+            socket: SocketConfig::default(),
+        }
+    }
+}
+
+/// What the browser must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LinkAction {
+    /// Start a connection to `peer` that offers, named `epoch` in its
+    /// signals, replacing any old one.
+    Dial {
+        peer: PeerId,
+        epoch: u64,
+    },
+    /// Drop the connection to `peer`.
+    Hangup(PeerId),
+    /// Open the room's BroadcastChannel.
+    OpenTabs,
+    /// Post on the BroadcastChannel.
+    Post(TabMessage),
+    CloseTabs,
+    /// Open a new WebSocket to the signaling server.
+    OpenSocket,
+    /// Send on the WebSocket (dropped if it is not open).
+    Send(ClientMessage),
+    CloseSocket,
+}
+
+/// The connection policy: see the module documentation.
+#[derive(Debug)]
+pub struct Links {
+    me: PeerId,
+    room: String,
+    /// The owner wants to be online (`go_online`/`go_offline`).
+    wanted: bool,
+    /// The page is hidden: unloading, or going into the back/forward cache.
+    hidden: bool,
+    /// In signaling: wanted and not hidden.
+    online: bool,
+    mesh: Mesh,
+    epochs: Epochs,
+    routes: Routes,
+    socket: Option<Socket>,
+    actions: Vec<LinkAction>,
+}
+
+fn parse_peer(text: &str) -> Option<PeerId> {
+    text.parse().ok()
+}
+
+impl Links {
+    /// Offline until [`go_online`](Self::go_online).
+    pub fn new(me: PeerId, config: LinkConfig) -> Self {
+        Links {
+            me,
+            room: config.room,
+            wanted: false,
+            hidden: false,
+            online: false,
+            mesh: Mesh::new(me, config.mesh),
+            epochs: Epochs::default(),
+            routes: Routes::default(),
+            socket: config.signaling_server.then(|| Socket::new(config.socket)),
+            actions: Vec::new(),
+        }
+    }
+
+    pub fn is_online(&self) -> bool {
+        self.online
+    }
+
+    /// Joins signaling: opens the routes, announces this tab (at once, or
+    /// when the page shows again).
+    pub fn go_online(&mut self) {
+        self.wanted = true;
+        if !self.hidden {
+            self.join();
+        }
+    }
+
+    /// Leaves signaling and drops every connection.
+    pub fn go_offline(&mut self, now_ms: u64) {
+        self.wanted = false;
+        self.leave(now_ms);
+    }
+
+    /// The page is being hidden (`pagehide`): closed, reloaded or put in
+    /// the back/forward cache. The other tabs are told now; a tab that
+    /// vanished without a `Bye` would be redialed forever.
+    pub fn page_hidden(&mut self, now_ms: u64) {
+        self.hidden = true;
+        self.leave(now_ms);
+    }
+
+    /// The page shows again (`pageshow`, back from the cache).
+    pub fn page_shown(&mut self) {
+        self.hidden = false;
+        if self.wanted {
+            self.join();
+        }
+    }
+
+    fn join(&mut self) {
+        if std::mem::replace(&mut self.online, true) {
+            return;
+        }
+        self.actions.push(LinkAction::OpenTabs);
+        self.actions.push(LinkAction::Post(TabMessage::Hello {
+            from: self.me.to_string(),
+        }));
+        if let Some(socket) = &mut self.socket {
+            socket.opening();
+            self.actions.push(LinkAction::OpenSocket);
+        }
+    }
+
+    fn leave(&mut self, now_ms: u64) {
+        if !std::mem::replace(&mut self.online, false) {
+            return;
+        }
+        self.mesh.clear();
+        self.drain_mesh(now_ms);
+        self.routes.clear();
+        self.epochs.clear();
+        self.actions.push(LinkAction::Post(TabMessage::Bye {
+            from: self.me.to_string(),
+        }));
+        self.actions.push(LinkAction::CloseTabs);
+        if let Some(socket) = &mut self.socket {
+            socket.stop();
+            self.actions.push(LinkAction::Send(ClientMessage::Leave));
+            self.actions.push(LinkAction::CloseSocket);
+        }
+    }
+
+    /// A message on the BroadcastChannel. A signal addressed to us comes
+    /// back, sender and data, for the browser to open and hand to
+    /// [`negotiation`](Self::negotiation).
+    pub fn tab_message(&mut self, message: TabMessage, now_ms: u64) -> Option<(PeerId, Value)> {
+        if !self.online {
+            return None;
+        }
+        let me = self.me;
+        let mine = |to: &str| parse_peer(to) == Some(me);
+        match message {
+            TabMessage::Hello { from } => {
+                let peer = parse_peer(&from).filter(|p| *p != me)?;
+                // It joined after us: it calls us, we tell it we are here.
+                self.routes.heard(peer, Route::Tabs);
+                self.mesh.discovered(peer, false, now_ms);
+                self.actions.push(LinkAction::Post(TabMessage::Here {
+                    from: me.to_string(),
+                    to: from,
+                }));
+            }
+            TabMessage::Here { from, to } if mine(&to) => {
+                let peer = parse_peer(&from).filter(|p| *p != me)?;
+                self.routes.heard(peer, Route::Tabs);
+                self.mesh.discovered(peer, true, now_ms);
+            }
+            TabMessage::Signal { from, to, data } if mine(&to) => {
+                return Some((parse_peer(&from)?, data));
+            }
+            TabMessage::Bye { from } => {
+                let peer = parse_peer(&from)?;
+                self.left(peer, Route::Tabs);
+            }
+            _ => {} // addressed to another tab
+        }
+        self.drain_mesh(now_ms);
+        None
+    }
+
+    /// A message from the signaling server; like
+    /// [`tab_message`](Self::tab_message). (`Error`s are the browser's to
+    /// show; they change nothing here.)
+    pub fn server_message(
+        &mut self,
+        message: ServerMessage,
+        now_ms: u64,
+    ) -> Option<(PeerId, Value)> {
+        if !self.online {
+            return None;
+        }
+        match message {
+            ServerMessage::Peers { peers, .. } => {
+                if let Some(socket) = &mut self.socket {
+                    socket.joined();
+                }
+                // The whole room as the server sees it: whoever we knew
+                // there and is missing left while our socket was down.
+                let present: Vec<PeerId> = peers
+                    .iter()
+                    .filter_map(|p| parse_peer(p))
+                    .filter(|p| *p != self.me)
+                    .collect();
+                let gone: Vec<PeerId> = self
+                    .routes
+                    .on(Route::Server)
+                    .filter(|p| !present.contains(p))
+                    .collect();
+                for peer in gone {
+                    self.left(peer, Route::Server);
+                }
+                for peer in present {
+                    self.routes.heard(peer, Route::Server);
+                    self.mesh.discovered(peer, true, now_ms);
+                }
+            }
+            ServerMessage::Joined { peer } => {
+                let peer = parse_peer(&peer).filter(|p| *p != self.me)?;
+                self.routes.heard(peer, Route::Server);
+                self.mesh.discovered(peer, false, now_ms);
+            }
+            ServerMessage::Left { peer } => {
+                let peer = parse_peer(&peer)?;
+                self.left(peer, Route::Server);
+            }
+            ServerMessage::Signal { from, data } => return Some((parse_peer(&from)?, data)),
+            ServerMessage::Error { .. } | ServerMessage::Pong => {}
+        }
+        self.drain_mesh(now_ms);
+        None
+    }
+
+    /// The signaling socket opened: join the room.
+    pub fn socket_opened(&mut self, now_ms: u64) {
+        if let Some(socket) = &mut self.socket {
+            socket.opened(now_ms);
+            self.actions.push(LinkAction::Send(ClientMessage::Join {
+                room: self.room.clone(),
+                peer: self.me.to_string(),
+            }));
+        }
+    }
+
+    /// The signaling socket closed or failed; `jitter` in `[0, 1)`.
+    pub fn socket_closed(&mut self, now_ms: u64, jitter: f64) {
+        if let Some(socket) = &mut self.socket {
+            socket.closed(now_ms, jitter);
+        }
+    }
+
+    /// A negotiation step from `from`, heard on `route`: what to do with
+    /// it (see [`Verdict`]).
+    pub fn negotiation(
+        &mut self,
+        from: PeerId,
+        route: Route,
+        step: &Negotiation,
+        now_ms: u64,
+    ) -> Verdict {
+        if !self.online || from == self.me {
+            return Verdict::Ignore;
+        }
+        if !self.routes.knows(from) {
+            // Its signal overtook its presence.
+            self.routes.heard(from, route);
+        }
+        let verdict = self.epochs.receive(from, step, now_ms);
+        if let Verdict::Accept { .. } = verdict {
+            self.mesh.incoming(from, now_ms);
+        }
+        verdict
+    }
+
+    /// Sends a negotiation step's signaling `data` to `to` on its route.
+    pub fn signal(&mut self, to: PeerId, data: Value) {
+        let me = self.me.to_string();
+        let to_text = to.to_string();
+        match self.routes.route(to) {
+            Some(Route::Tabs) => self.actions.push(LinkAction::Post(TabMessage::Signal {
+                from: me,
+                to: to_text,
+                data,
+            })),
+            Some(Route::Server) => self.actions.push(LinkAction::Send(ClientMessage::Signal {
+                to: to_text,
+                data,
+            })),
+            None => {} // it left
+        }
+    }
+
+    /// Whether `epoch` names the current connection to `peer`; events of
+    /// replaced connections are dropped.
+    pub fn is_current(&self, peer: PeerId, epoch: u64) -> bool {
+        self.epochs.is_current(peer, epoch)
+    }
+
+    /// The connection `epoch` to `peer` opened; `false` if it is not
+    /// current.
+    pub fn opened(&mut self, peer: PeerId, epoch: u64, now_ms: u64) -> bool {
+        if !self.is_current(peer, epoch) {
+            return false;
+        }
+        self.mesh.opened(peer, now_ms);
+        true
+    }
+
+    /// The connection `epoch` to `peer` closed or failed by itself; `false`
+    /// if it is not current. The browser drops it; the mesh retries.
+    pub fn closed(&mut self, peer: PeerId, epoch: u64, now_ms: u64, jitter: f64) -> bool {
+        if !self.is_current(peer, epoch) {
+            return false;
+        }
+        self.epochs.hang_up(peer);
+        self.mesh.closed(peer, now_ms, jitter);
+        true
+    }
+
+    /// Drop the connection to `peer` (the owner asked, or it is not
+    /// reading); dialed again later.
+    pub fn hang_up(&mut self, peer: PeerId, now_ms: u64, jitter: f64) {
+        if matches!(
+            self.mesh.state(peer),
+            Some(LinkState::Connecting | LinkState::Open)
+        ) {
+            self.epochs.hang_up(peer);
+            self.mesh.closed(peer, now_ms, jitter);
+            self.actions.push(LinkAction::Hangup(peer));
+        }
+    }
+
+    /// Drop the connection to `peer` and dial it at once.
+    pub fn redial(&mut self, peer: PeerId, now_ms: u64) {
+        if self.online {
+            self.mesh.redial(peer, now_ms);
+            self.drain_mesh(now_ms);
+        }
+    }
+
+    /// Timer: whatever fell due by `now_ms`.
+    pub fn tick(&mut self, now_ms: u64, jitter: f64) {
+        self.mesh.tick(now_ms, jitter);
+        self.drain_mesh(now_ms);
+        match self.socket.as_mut().and_then(|s| s.tick(now_ms)) {
+            Some(SocketDue::Reconnect) => self.actions.push(LinkAction::OpenSocket),
+            Some(SocketDue::Ping) => self.actions.push(LinkAction::Send(ClientMessage::Ping)),
+            None => {}
+        }
+    }
+
+    /// When [`tick`](Self::tick) next has work; `None` while nothing is
+    /// pending (every link open or idle, the socket quiet).
+    pub fn next_wake(&self) -> Option<u64> {
+        let socket = self.socket.as_ref().and_then(Socket::next_wake);
+        match (self.mesh.next_wake(), socket) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Whether this side yields when both offer at once (perfect
+    /// negotiation's polite peer).
+    pub fn polite(&self, peer: PeerId) -> bool {
+        self.mesh.polite(peer)
+    }
+
+    pub fn state(&self, peer: PeerId) -> Option<LinkState> {
+        self.mesh.state(peer)
+    }
+
+    /// Every known peer and its connection state.
+    pub fn links(&self) -> impl Iterator<Item = (PeerId, LinkState)> + '_ {
+        self.mesh.links()
+    }
+
+    /// The route `peer` is signaled on.
+    pub fn route(&self, peer: PeerId) -> Option<Route> {
+        self.routes.route(peer)
+    }
+
+    pub fn take_actions(&mut self) -> Vec<LinkAction> {
+        std::mem::take(&mut self.actions)
+    }
+
+    /// `peer` left `route`; gone from every route, it is hung up.
+    fn left(&mut self, peer: PeerId, route: Route) {
+        if self.routes.left(peer, route) {
+            self.mesh.left(peer);
+            self.epochs.forget(peer);
+        }
+    }
+
+    /// The mesh's decisions, as actions: a dial gets its epoch.
+    fn drain_mesh(&mut self, now_ms: u64) {
+        for action in self.mesh.take_actions() {
+            self.actions.push(match action {
+                MeshAction::Dial(peer) => LinkAction::Dial {
+                    peer,
+                    epoch: self.epochs.dial(peer, now_ms),
+                },
+                MeshAction::Hangup(peer) => {
+                    self.epochs.hang_up(peer);
+                    LinkAction::Hangup(peer)
+                }
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

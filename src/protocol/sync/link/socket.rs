@@ -1,0 +1,196 @@
+//! `Socket`: the life of the WebSocket to `cpc-signal`: reconnecting with
+//! [`Backoff`] after it drops, and pinging while it is open (the server
+//! closes sockets silent for 60 s).
+
+use super::Backoff;
+
+/// Timing of the signaling socket.
+#[derive(Debug, Clone)]
+pub struct SocketConfig {
+    /// Keepalive period while open.
+    pub ping_ms: u64,
+    /// First reconnect delay; it doubles per failure up to
+    /// `backoff_max_ms`.
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+}
+
+impl Default for SocketConfig {
+    fn default() -> Self {
+        SocketConfig {
+            ping_ms: 20_000,
+            backoff_base_ms: 500,
+            backoff_max_ms: 30_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Not wanted (offline), or waiting to reconnect at `retry_at_ms`.
+    Down {
+        retry_at_ms: Option<u64>,
+    },
+    Opening,
+    Open {
+        ping_at_ms: u64,
+    },
+}
+
+/// What falls due on the socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketDue {
+    /// Open a new socket.
+    Reconnect,
+    /// Send a keepalive.
+    Ping,
+}
+
+#[derive(Debug)]
+pub struct Socket {
+    config: SocketConfig,
+    phase: Phase,
+    backoff: Backoff,
+}
+
+impl Socket {
+    pub fn new(config: SocketConfig) -> Self {
+        let backoff = Backoff::new(config.backoff_base_ms, config.backoff_max_ms);
+        Socket {
+            config,
+            phase: Phase::Down { retry_at_ms: None },
+            backoff,
+        }
+    }
+
+    /// A socket is being opened.
+    pub fn opening(&mut self) {
+        self.phase = Phase::Opening;
+    }
+
+    /// It opened (the join goes out now).
+    pub fn opened(&mut self, now_ms: u64) {
+        self.phase = Phase::Open {
+            ping_at_ms: now_ms + self.config.ping_ms,
+        };
+    }
+
+    /// The server answered the join: the connection works, and the next
+    /// failure starts the backoff over. (Not on open: a server that accepts
+    /// and drops at once must not be hammered.)
+    pub fn joined(&mut self) {
+        self.backoff.reset();
+    }
+
+    /// It dropped or never opened; `jitter` in `[0, 1)` spreads the
+    /// reconnects of many clients after a server restart.
+    pub fn closed(&mut self, now_ms: u64, jitter: f64) {
+        if self.phase == (Phase::Down { retry_at_ms: None }) {
+            return; // closed by us
+        }
+        let delay = self.backoff.fail(jitter.clamp(0.0, 1.0) / 2.0);
+        self.phase = Phase::Down {
+            retry_at_ms: Some(now_ms + delay),
+        };
+    }
+
+    /// No socket wanted (going offline); no reconnects.
+    pub fn stop(&mut self) {
+        self.phase = Phase::Down { retry_at_ms: None };
+    }
+
+    pub fn is_open(&self) -> bool {
+        matches!(self.phase, Phase::Open { .. })
+    }
+
+    /// What is due at `now_ms`, if anything.
+    pub fn tick(&mut self, now_ms: u64) -> Option<SocketDue> {
+        match self.phase {
+            Phase::Down {
+                retry_at_ms: Some(at),
+            } if now_ms >= at => {
+                self.phase = Phase::Opening;
+                Some(SocketDue::Reconnect)
+            }
+            Phase::Open { ping_at_ms } if now_ms >= ping_at_ms => {
+                self.phase = Phase::Open {
+                    ping_at_ms: now_ms + self.config.ping_ms,
+                };
+                Some(SocketDue::Ping)
+            }
+            _ => None,
+        }
+    }
+
+    pub fn next_wake(&self) -> Option<u64> {
+        match self.phase {
+            Phase::Down { retry_at_ms } => retry_at_ms,
+            Phase::Opening => None,
+            Phase::Open { ping_at_ms } => Some(ping_at_ms),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Advances to the socket's next wake and returns what fell due.
+    fn wake(s: &mut Socket) -> (u64, Option<SocketDue>) {
+        let at = s.next_wake().expect("a wake");
+        (at, s.tick(at))
+    }
+
+    #[test]
+    fn reconnects_back_off_doubling_up_to_the_cap_and_reset_once_joined() {
+        let mut s = Socket::new(SocketConfig::default());
+        s.opening();
+        let mut now = 0;
+        let mut delays = Vec::new();
+        for _ in 0..9 {
+            s.closed(now, 0.0);
+            let (at, due) = wake(&mut s);
+            assert_eq!(due, Some(SocketDue::Reconnect));
+            delays.push(at - now);
+            now = at;
+            // It opens, but the server drops it before answering the join.
+            s.opened(now);
+        }
+        assert_eq!(
+            delays,
+            [500, 1000, 2000, 4000, 8000, 16_000, 30_000, 30_000, 30_000]
+        );
+        s.joined();
+        s.closed(now, 0.0);
+        assert_eq!(wake(&mut s), (now + 500, Some(SocketDue::Reconnect)));
+    }
+
+    #[test]
+    fn jitter_spreads_reconnects_by_up_to_half() {
+        let mut a = Socket::new(SocketConfig::default());
+        let mut b = Socket::new(SocketConfig::default());
+        a.opening();
+        b.opening();
+        a.closed(0, 0.0);
+        b.closed(0, 0.99);
+        assert_eq!(a.next_wake(), Some(500));
+        assert_eq!(b.next_wake(), Some(747));
+    }
+
+    #[test]
+    fn an_open_socket_pings_and_a_stopped_one_sleeps() {
+        let mut s = Socket::new(SocketConfig::default());
+        assert_eq!(s.next_wake(), None, "nothing before it is wanted");
+        s.opening();
+        assert_eq!(s.next_wake(), None, "the browser reports open or close");
+        s.opened(1000);
+        assert!(s.is_open());
+        assert_eq!(s.tick(20_999), None);
+        assert_eq!(wake(&mut s), (21_000, Some(SocketDue::Ping)));
+        assert_eq!(wake(&mut s), (41_000, Some(SocketDue::Ping)));
+        s.stop();
+        s.closed(50_000, 0.0);
+        assert_eq!(s.next_wake(), None, "closed by us: no reconnect");
+        assert_eq!(s.tick(1_000_000), None);
+    }
+}

@@ -1,0 +1,486 @@
+//! `Links` in virtual time: tabs of one browser wired through a simulated
+//! BroadcastChannel, a server fed by hand.
+
+use serde_json::json;
+
+use super::*;
+use crate::protocol::signal::SdpKind;
+
+fn links(me: u64, server: bool) -> Links {
+    let mut l = Links::new(PeerId(me), LinkConfig::new("room", server));
+    l.go_online();
+    l
+}
+
+fn hello(from: u64) -> TabMessage {
+    TabMessage::Hello {
+        from: PeerId(from).to_string(),
+    }
+}
+
+fn offer(epoch: u64) -> Negotiation {
+    Negotiation::Description {
+        epoch,
+        kind: SdpKind::Offer,
+        sdp: String::new(),
+    }
+}
+
+fn dials(actions: &[LinkAction]) -> Vec<PeerId> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            LinkAction::Dial { peer, .. } => Some(*peer),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Tabs of one browser: every message one posts, the others hear.
+/// Returns each tab's other actions.
+fn pump(tabs: &mut [Links], now_ms: u64) -> Vec<Vec<LinkAction>> {
+    let mut other = vec![Vec::new(); tabs.len()];
+    loop {
+        let mut posted = Vec::new();
+        for (i, tab) in tabs.iter_mut().enumerate() {
+            for action in tab.take_actions() {
+                match action {
+                    LinkAction::Post(m) => posted.push((i, m)),
+                    a => other[i].push(a),
+                }
+            }
+        }
+        if posted.is_empty() {
+            return other;
+        }
+        for (from, message) in posted {
+            for (i, tab) in tabs.iter_mut().enumerate() {
+                if i != from {
+                    tab.tab_message(message.clone(), now_ms);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_tab_that_announces_itself_gets_a_reply_addressed_to_it() {
+    let mut a = links(1, false);
+    assert_eq!(
+        a.take_actions(),
+        [LinkAction::OpenTabs, LinkAction::Post(hello(1)),]
+    );
+    a.tab_message(hello(3), 0);
+    assert_eq!(
+        a.take_actions(),
+        [LinkAction::Post(TabMessage::Here {
+            from: PeerId(1).to_string(),
+            to: PeerId(3).to_string(),
+        })],
+        "it waits for the newcomer's call"
+    );
+    // A reply to another tab is not ours.
+    a.tab_message(
+        TabMessage::Here {
+            from: PeerId(2).to_string(),
+            to: PeerId(3).to_string(),
+        },
+        0,
+    );
+    assert!(a.take_actions().is_empty());
+    assert_eq!(a.route(PeerId(2)), None);
+
+    // Three tabs, opened one after another: each newcomer dials those
+    // already there, they wait for it.
+    let mut tabs = vec![links(1, false)];
+    pump(&mut tabs, 0);
+    tabs.push(links(2, false));
+    pump(&mut tabs, 0);
+    tabs.push(links(3, false));
+    let acted = pump(&mut tabs, 10);
+    assert!(dials(&acted[0]).is_empty() && dials(&acted[1]).is_empty());
+    assert_eq!(dials(&acted[2]), [PeerId(1), PeerId(2)]);
+    assert_eq!(tabs[0].state(PeerId(3)), Some(LinkState::Closed));
+    assert_eq!(tabs[2].state(PeerId(1)), Some(LinkState::Connecting));
+    assert_eq!(tabs[0].route(PeerId(3)), Some(Route::Tabs));
+    // If the newcomer never calls, the waiting tab calls it.
+    tabs[0].tick(10 + 15_000, 0.0);
+    assert!(dials(&tabs[0].take_actions()).contains(&PeerId(3)));
+}
+
+#[test]
+fn a_tab_that_leaves_is_hung_up_and_forgotten() {
+    let mut a = links(1, false);
+    a.tab_message(
+        TabMessage::Here {
+            from: PeerId(2).to_string(),
+            to: PeerId(1).to_string(),
+        },
+        0,
+    );
+    let epoch = match a.take_actions().last() {
+        Some(LinkAction::Dial { epoch, .. }) => *epoch,
+        other => panic!("{other:?}"),
+    };
+    assert!(a.opened(PeerId(2), epoch, 5));
+    a.tab_message(
+        TabMessage::Bye {
+            from: PeerId(2).to_string(),
+        },
+        6,
+    );
+    assert_eq!(a.take_actions(), [LinkAction::Hangup(PeerId(2))]);
+    assert_eq!(a.links().count(), 0);
+    assert_eq!(a.route(PeerId(2)), None);
+    assert!(!a.is_current(PeerId(2), epoch));
+    assert_eq!(a.next_wake(), None, "no retries for a tab that left");
+}
+
+#[test]
+fn a_peer_heard_on_both_routes_is_signaled_over_tabs_until_it_leaves_them() {
+    let mut a = links(1, true);
+    a.take_actions();
+    a.socket_opened(0);
+    a.server_message(
+        ServerMessage::Peers {
+            room: "room".into(),
+            peers: vec![PeerId(2).to_string()],
+        },
+        1,
+    );
+    let acted = a.take_actions();
+    assert_eq!(
+        acted[0],
+        LinkAction::Send(ClientMessage::Join {
+            room: "room".into(),
+            peer: PeerId(1).to_string(),
+        })
+    );
+    assert_eq!(dials(&acted), [PeerId(2)]);
+    assert_eq!(a.route(PeerId(2)), Some(Route::Server));
+    // The same peer is a tab of this browser too.
+    a.tab_message(hello(2), 2);
+    a.take_actions();
+    assert_eq!(a.route(PeerId(2)), Some(Route::Tabs));
+    a.signal(PeerId(2), json!("sdp"));
+    assert_eq!(
+        a.take_actions(),
+        [LinkAction::Post(TabMessage::Signal {
+            from: PeerId(1).to_string(),
+            to: PeerId(2).to_string(),
+            data: json!("sdp"),
+        })]
+    );
+    // Its socket drops: the tab is still here, the link stays.
+    a.server_message(
+        ServerMessage::Left {
+            peer: PeerId(2).to_string(),
+        },
+        3,
+    );
+    assert!(a.take_actions().is_empty());
+    assert_eq!(a.state(PeerId(2)), Some(LinkState::Connecting));
+    a.tab_message(
+        TabMessage::Bye {
+            from: PeerId(2).to_string(),
+        },
+        4,
+    );
+    assert_eq!(a.take_actions(), [LinkAction::Hangup(PeerId(2))]);
+    a.signal(PeerId(2), json!("late"));
+    assert!(a.take_actions().is_empty(), "no route to a peer that left");
+}
+
+#[test]
+fn a_peer_only_on_the_server_is_signaled_through_it() {
+    let mut a = links(1, true);
+    a.server_message(
+        ServerMessage::Joined {
+            peer: PeerId(5).to_string(),
+        },
+        0,
+    );
+    a.take_actions();
+    a.signal(PeerId(5), json!(1));
+    assert_eq!(
+        a.take_actions(),
+        [LinkAction::Send(ClientMessage::Signal {
+            to: PeerId(5).to_string(),
+            data: json!(1),
+        })]
+    );
+}
+
+#[test]
+fn peers_missing_when_the_socket_rejoins_left_while_it_was_down() {
+    let mut a = links(1, true);
+    let peers = |ids: &[u64]| ServerMessage::Peers {
+        room: "room".into(),
+        peers: ids.iter().map(|i| PeerId(*i).to_string()).collect(),
+    };
+    a.server_message(peers(&[2, 3]), 0);
+    a.take_actions();
+    a.socket_closed(10, 0.0);
+    a.tick(510, 0.0);
+    assert_eq!(a.take_actions(), [LinkAction::OpenSocket]);
+    a.socket_opened(600);
+    a.server_message(peers(&[3, 4]), 700);
+    let acted = a.take_actions();
+    assert!(acted.contains(&LinkAction::Hangup(PeerId(2))));
+    assert_eq!(dials(&acted), [PeerId(4)], "3 is already being dialed");
+    let known: Vec<_> = a.links().map(|(p, _)| p).collect();
+    assert_eq!(known, [PeerId(3), PeerId(4)]);
+}
+
+#[test]
+fn a_new_offer_replaces_the_connection_and_stale_events_are_dropped() {
+    let mut a = links(1, false);
+    a.tab_message(hello(2), 0);
+    a.take_actions();
+    let first = match a.negotiation(PeerId(2), Route::Tabs, &offer(100), 1) {
+        Verdict::Accept { epoch } => epoch,
+        v => panic!("{v:?}"),
+    };
+    assert!(a.opened(PeerId(2), first, 2));
+    assert_eq!(a.state(PeerId(2)), Some(LinkState::Open));
+    // The other tab started over (it reloaded its connection).
+    let second = match a.negotiation(PeerId(2), Route::Tabs, &offer(200), 3) {
+        Verdict::Accept { epoch } => epoch,
+        v => panic!("{v:?}"),
+    };
+    assert_eq!(a.state(PeerId(2)), Some(LinkState::Connecting));
+    assert!(!a.closed(PeerId(2), first, 4, 0.0), "the old one's close");
+    assert_eq!(a.state(PeerId(2)), Some(LinkState::Connecting));
+    assert_eq!(
+        a.negotiation(PeerId(2), Route::Tabs, &offer(100), 5),
+        Verdict::Ignore
+    );
+    assert!(a.opened(PeerId(2), second, 6));
+}
+
+#[test]
+fn a_signal_that_overtakes_presence_makes_its_route_known() {
+    let mut a = links(1, true);
+    let verdict = a.negotiation(PeerId(9), Route::Server, &offer(1), 0);
+    assert!(matches!(verdict, Verdict::Accept { .. }));
+    assert_eq!(a.route(PeerId(9)), Some(Route::Server));
+    assert_eq!(a.state(PeerId(9)), Some(LinkState::Connecting));
+}
+
+#[test]
+fn a_hung_up_link_is_redialed_with_backoff_and_a_new_epoch() {
+    let mut a = links(1, false);
+    a.tab_message(
+        TabMessage::Here {
+            from: PeerId(2).to_string(),
+            to: PeerId(1).to_string(),
+        },
+        0,
+    );
+    let epoch = match a.take_actions().last() {
+        Some(LinkAction::Dial { epoch, .. }) => *epoch,
+        other => panic!("{other:?}"),
+    };
+    a.opened(PeerId(2), epoch, 10);
+    assert_eq!(a.next_wake(), None, "an open link needs no timer");
+    a.hang_up(PeerId(2), 20, 0.0);
+    assert_eq!(a.take_actions(), [LinkAction::Hangup(PeerId(2))]);
+    assert_eq!(a.next_wake(), Some(520));
+    a.tick(519, 0.0);
+    assert!(a.take_actions().is_empty());
+    a.tick(520, 0.0);
+    match a.take_actions().as_slice() {
+        [LinkAction::Dial { peer, epoch: again }] => {
+            assert_eq!(*peer, PeerId(2));
+            assert!(*again > epoch);
+        }
+        other => panic!("{other:?}"),
+    }
+    // It fails again: the wait doubles.
+    a.tick(520 + 15_000, 0.0);
+    assert_eq!(a.take_actions(), [LinkAction::Hangup(PeerId(2))]);
+    assert_eq!(a.next_wake(), Some(520 + 15_000 + 1000));
+}
+
+#[test]
+fn an_idle_room_needs_no_timer_and_an_open_socket_only_its_ping() {
+    let mut tabs = vec![links(1, false)];
+    pump(&mut tabs, 0);
+    tabs.push(links(2, false));
+    let acted = pump(&mut tabs, 0);
+    let epoch = match dials(&acted[1]).as_slice() {
+        [PeerId(1)] => match acted[1].last() {
+            Some(LinkAction::Dial { epoch, .. }) => *epoch,
+            _ => unreachable!(),
+        },
+        other => panic!("{other:?}"),
+    };
+    let remote = match tabs[0].negotiation(PeerId(2), Route::Tabs, &offer(epoch), 1) {
+        Verdict::Accept { epoch } => epoch,
+        v => panic!("{v:?}"),
+    };
+    assert!(tabs[0].opened(PeerId(2), remote, 2));
+    assert!(tabs[1].opened(PeerId(1), epoch, 2));
+    assert_eq!(tabs[0].next_wake(), None);
+    assert_eq!(tabs[1].next_wake(), None);
+
+    let mut s = links(1, true);
+    s.socket_opened(100);
+    assert_eq!(s.next_wake(), Some(20_100));
+    s.take_actions();
+    s.tick(20_100, 0.0);
+    assert_eq!(s.take_actions(), [LinkAction::Send(ClientMessage::Ping)]);
+}
+
+#[test]
+fn going_offline_hangs_up_says_goodbye_and_ignores_what_follows() {
+    let mut a = links(1, true);
+    a.server_message(
+        ServerMessage::Peers {
+            room: "room".into(),
+            peers: vec![PeerId(2).to_string()],
+        },
+        0,
+    );
+    a.take_actions();
+    a.go_offline(1);
+    assert_eq!(
+        a.take_actions(),
+        [
+            LinkAction::Hangup(PeerId(2)),
+            LinkAction::Post(TabMessage::Bye {
+                from: PeerId(1).to_string(),
+            }),
+            LinkAction::CloseTabs,
+            LinkAction::Send(ClientMessage::Leave),
+            LinkAction::CloseSocket,
+        ]
+    );
+    a.socket_closed(2, 0.0);
+    a.tab_message(hello(3), 3);
+    assert_eq!(
+        a.negotiation(PeerId(3), Route::Tabs, &offer(1), 3),
+        Verdict::Ignore
+    );
+    assert!(a.take_actions().is_empty());
+    assert_eq!(a.next_wake(), None, "no reconnect while offline");
+    a.go_online();
+    assert_eq!(
+        a.take_actions(),
+        [
+            LinkAction::OpenTabs,
+            LinkAction::Post(hello(1)),
+            LinkAction::OpenSocket,
+        ]
+    );
+}
+
+#[test]
+fn both_tabs_redialing_at_once_pair_their_new_connections_and_drop_the_old() {
+    let describe = |epoch, kind| Negotiation::Description {
+        epoch,
+        kind,
+        sdp: String::new(),
+    };
+    let candidate = |epoch| Negotiation::Candidate {
+        epoch,
+        candidate: String::new(),
+        sdp_mid: None,
+        sdp_m_line_index: None,
+    };
+    let dial_epoch = |actions: Vec<LinkAction>| {
+        let epochs: Vec<u64> = actions
+            .iter()
+            .filter_map(|a| match a {
+                LinkAction::Dial { epoch, .. } => Some(*epoch),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(epochs.len(), 1, "one dial: {actions:?}");
+        epochs[0]
+    };
+    let (p1, p2) = (PeerId(1), PeerId(2));
+    let mut tabs = vec![links(1, false)];
+    pump(&mut tabs, 0);
+    tabs.push(links(2, false));
+    let b1 = dial_epoch(pump(&mut tabs, 0).remove(1));
+    let a1 = match tabs[0].negotiation(p2, Route::Tabs, &describe(b1, SdpKind::Offer), 1) {
+        Verdict::Accept { epoch } => epoch,
+        v => panic!("{v:?}"),
+    };
+    let answer = describe(a1, SdpKind::Answer);
+    assert_eq!(
+        tabs[1].negotiation(p1, Route::Tabs, &answer, 2),
+        Verdict::Apply
+    );
+    assert!(tabs[0].opened(p2, a1, 3) && tabs[1].opened(p1, b1, 3));
+
+    // Both drop the connection and dial in the same instant.
+    tabs[0].redial(p2, 10);
+    tabs[1].redial(p1, 10);
+    let a2 = dial_epoch(tabs[0].take_actions());
+    let b2 = dial_epoch(tabs[1].take_actions());
+    assert!(
+        !tabs[0].closed(p2, a1, 11, 0.0),
+        "the old one's close is stale"
+    );
+    // The offers cross; each pairs the other's with its own dial (the
+    // polite side, 2, rolls back and answers on its connection).
+    let (offer_a, offer_b) = (describe(a2, SdpKind::Offer), describe(b2, SdpKind::Offer));
+    assert_eq!(
+        tabs[0].negotiation(p2, Route::Tabs, &offer_b, 12),
+        Verdict::Apply
+    );
+    assert_eq!(
+        tabs[1].negotiation(p1, Route::Tabs, &offer_a, 12),
+        Verdict::Apply
+    );
+    let answer = describe(b2, SdpKind::Answer);
+    assert_eq!(
+        tabs[0].negotiation(p2, Route::Tabs, &answer, 13),
+        Verdict::Apply
+    );
+    // Late candidates of the first connections go nowhere.
+    assert_eq!(
+        tabs[0].negotiation(p2, Route::Tabs, &candidate(b1), 14),
+        Verdict::Ignore
+    );
+    assert_eq!(
+        tabs[1].negotiation(p1, Route::Tabs, &candidate(a1), 14),
+        Verdict::Ignore
+    );
+    assert!(tabs[0].opened(p2, a2, 15) && tabs[1].opened(p1, b2, 15));
+    assert!(!tabs[0].opened(p2, a1, 15));
+    assert_eq!(tabs[0].state(p2), Some(LinkState::Open));
+    assert_eq!(tabs[1].state(p1), Some(LinkState::Open));
+}
+
+#[test]
+fn a_hidden_page_says_goodbye_and_rejoins_when_shown_if_still_wanted() {
+    let mut a = links(1, true);
+    a.take_actions();
+    a.page_hidden(0);
+    let acted = a.take_actions();
+    assert!(acted.contains(&LinkAction::Post(TabMessage::Bye {
+        from: PeerId(1).to_string(),
+    })));
+    assert!(acted.contains(&LinkAction::CloseSocket));
+    a.go_online();
+    assert!(a.take_actions().is_empty(), "not while hidden");
+    a.page_shown();
+    assert_eq!(
+        a.take_actions(),
+        [
+            LinkAction::OpenTabs,
+            LinkAction::Post(hello(1)),
+            LinkAction::OpenSocket,
+        ]
+    );
+    // Offline by the owner's choice: showing the page changes nothing.
+    a.go_offline(1);
+    a.take_actions();
+    a.page_hidden(2);
+    a.page_shown();
+    assert!(a.take_actions().is_empty());
+    assert!(!a.is_online());
+}

@@ -1,0 +1,35 @@
+// The signaling server goes away and comes back on the same address: the
+// peers' sockets reconnect on their own (the core's backoff says when) and
+// join again, so a peer that arrives afterwards, in another browser process
+// (no BroadcastChannel to fall back on), still finds them.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { startServer, launchBrowser, openPeerPage, connected, converged } from "./harness.mjs";
+
+test("after cpc-signal restarts, its peers rejoin and a newcomer reaches them", async () => {
+  let server = await startServer();
+  const port = new URL(server.url).port;
+  const [first, second] = await Promise.all([launchBrowser(), launchBrowser()]);
+  try {
+    const query = `room=restart-${Math.random().toString(36).slice(2)}&storage=memory`;
+    const a = await openPeerPage(first, server.url, query);
+    await a.page.evaluate(() => window.cpc.peer.set("before", 1));
+
+    await server.stop();
+    // Let a reconnect or two fail against the closed port.
+    await new Promise((r) => setTimeout(r, 1500));
+    server = await startServer(port);
+
+    const c = await openPeerPage(second, server.url, query);
+    await connected(c.page, a.id);
+    await connected(a.page, c.id);
+    await c.page.evaluate(() => window.cpc.peer.set("after", 2));
+    const [stateA, stateC] = await converged([a.page, c.page]);
+    assert.deepEqual(stateA, { after: 2, before: 1 });
+    assert.deepEqual(stateC, stateA);
+    assert.deepEqual(c.errors, []);
+  } finally {
+    await Promise.all([first.close(), second.close()]);
+    await server.stop();
+  }
+});
