@@ -207,6 +207,7 @@ fn raw(room: &str, me: PeerId) -> Raw {
         TransportEvent::Link(peer, LinkState::Open) => o.borrow_mut().push(peer),
         TransportEvent::Link(peer, _) => o.borrow_mut().retain(|p| *p != peer),
         TransportEvent::Frame(..) => *f.borrow_mut() += 1,
+        TransportEvent::Failed { reason, .. } => panic!("transport failed: {reason}"),
     });
     let config = TransportConfig {
         room: room.to_string(),

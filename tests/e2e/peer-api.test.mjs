@@ -126,6 +126,31 @@ test("every refusal is an Error subclass with a stable code", async () => {
   assert.equal(seen.length, Object.keys(expected).length);
 });
 
+test("an unreachable signaling server reaches the app as an 'error' event (TRANSPORT)", async () => {
+  const { page } = await openPage(env.browser, env.server.url);
+  await page.waitForSelector("body[data-ready=true]");
+  const seen = await page.evaluate(async () => {
+    const { Peer } = window.cpc.module;
+    const peer = await Peer.open({
+      room: "unreachable",
+      storage: "memory",
+      signaling: "ws://127.0.0.1:45679/signal",
+    });
+    const event = await new Promise((resolve) => peer.addEventListener("error", resolve));
+    await peer.close();
+    return {
+      type: event.type,
+      isError: event.error instanceof Error,
+      code: event.error.code,
+      message: event.error.message,
+    };
+  });
+  assert.equal(seen.type, "error");
+  assert.ok(seen.isError);
+  assert.equal(seen.code, "TRANSPORT");
+  assert.match(seen.message, /signaling/);
+});
+
 test("a write to IndexedDB resolves once committed, and survives a reopen", async () => {
   const { page } = await openPage(env.browser, env.server.url);
   await page.waitForSelector("body[data-ready=true]");

@@ -8,9 +8,10 @@ use std::rc::{Rc, Weak};
 use gloo::timers::callback::Timeout;
 use wasm_bindgen::prelude::*;
 
-use super::events::event_object;
+use super::events::{error_event, event_object};
 use super::{commit, now_ms, Inner};
 use crate::browser::convert::{from_json, to_js};
+use crate::browser::error::{Code, PeerError};
 use crate::browser::transport::TransportEvent;
 use crate::protocol::sync::{LinkState, Output};
 
@@ -39,6 +40,12 @@ pub(super) fn on_transport(inner: &Weak<RefCell<Inner>>, event: TransportEvent) 
         }
         TransportEvent::Frame(peer, bytes) => {
             inner.borrow_mut().node.receive_frame(peer, &bytes, now)
+        }
+        TransportEvent::Failed { peer, reason } => {
+            let error = PeerError::new(Code::Transport, reason);
+            let detail = error_event(error, peer.map(|p| p.to_string()));
+            emit(&inner, "error", &detail);
+            return;
         }
     }
     dispatch(&inner);

@@ -34,6 +34,12 @@ pub enum TransportEvent {
     /// connection is gone or being made).
     Link(PeerId, LinkState),
     Frame(PeerId, Vec<u8>),
+    /// Something failed that the app should hear of (signaling, a
+    /// connection that cannot be made); the transport goes on, retrying.
+    Failed {
+        peer: Option<PeerId>,
+        reason: String,
+    },
 }
 
 pub type Sink = Rc<dyn Fn(TransportEvent)>;
@@ -285,7 +291,10 @@ impl State {
                 let heard = Rc::new(move |m| run(&weak, |s, out| s.on_tab(m, out)));
                 match Tabs::open(&self.config.room, heard) {
                     Ok(tabs) => self.tabs = Some(tabs),
-                    Err(e) => web_sys::console::warn_2(&"cpc-sync: no BroadcastChannel".into(), &e),
+                    Err(e) => out.push(TransportEvent::Failed {
+                        peer: None,
+                        reason: format!("no BroadcastChannel: {}", describe(&e)),
+                    }),
                 }
             }
             LinkAction::Post(message) => {
@@ -303,8 +312,11 @@ impl State {
                 // Replaces the old socket, closed by now.
                 self.server = match Server::open(&url, report) {
                     Ok(server) => Some(server),
-                    Err(_) => {
-                        warn(&format!("cpc-sync: bad signaling URL {url:?}"));
+                    Err(e) => {
+                        out.push(TransportEvent::Failed {
+                            peer: None,
+                            reason: format!("cannot open signaling {url:?}: {}", describe(&e)),
+                        });
                         None
                     }
                 };
@@ -328,9 +340,19 @@ impl State {
         let now = now_ms();
         match event {
             SocketEvent::Open => self.links.socket_opened(now),
-            SocketEvent::Closed => self.links.socket_closed(now, jitter()),
+            SocketEvent::Closed => {
+                self.links.socket_closed(now, jitter());
+                let url = self.config.signaling.as_deref().unwrap_or_default();
+                out.push(TransportEvent::Failed {
+                    peer: None,
+                    reason: format!("the signaling connection to {url} closed; reconnecting"),
+                });
+            }
             SocketEvent::Message(ServerMessage::Error { message }) => {
-                warn(&format!("cpc-sync signaling: {message}"));
+                out.push(TransportEvent::Failed {
+                    peer: None,
+                    reason: format!("the signaling server says: {message}"),
+                });
             }
             SocketEvent::Message(message) => {
                 if let Some((from, data)) = self.links.server_message(message, now) {
@@ -390,7 +412,10 @@ impl State {
                 true
             }
             Err(e) => {
-                web_sys::console::warn_2(&"cpc-sync: cannot create RTCPeerConnection".into(), &e);
+                out.push(TransportEvent::Failed {
+                    peer: Some(peer),
+                    reason: format!("cannot create an RTCPeerConnection: {}", describe(&e)),
+                });
                 self.links.closed(peer, epoch, now_ms(), jitter());
                 false
             }
@@ -445,4 +470,12 @@ impl State {
             None => false,
         }
     }
+}
+
+/// A JS exception's message.
+fn describe(e: &JsValue) -> String {
+    e.dyn_ref::<js_sys::Error>()
+        .map(|e| String::from(e.message()))
+        .or_else(|| e.as_string())
+        .unwrap_or_else(|| format!("{e:?}"))
 }
