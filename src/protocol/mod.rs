@@ -15,6 +15,8 @@ pub mod seal;
 pub mod signal;
 pub mod snapshot;
 pub mod sync;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod value;
 
 pub use clock::{ClockOrdering, HybridClock, PeerId, Timestamp, VectorClock};
