@@ -23,6 +23,30 @@ struct Traffic {
     frames: [usize; 2],
     rounds: usize,
     probes: usize,
+    /// Every output that is not a `Send`, by node, in order: routing takes
+    /// all outputs, so checks of what a node persisted or refused during
+    /// an exchange look here, not at `take_outputs` afterwards.
+    others: Others,
+}
+
+#[derive(Default)]
+struct Others(Vec<(PeerId, Output)>);
+
+/// Only the count: outputs carry whole snapshots.
+impl std::fmt::Debug for Others {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} other outputs", self.0.len())
+    }
+}
+
+impl Traffic {
+    fn others_of(&self, peer: PeerId) -> impl Iterator<Item = &Output> {
+        self.others
+            .0
+            .iter()
+            .filter(move |(p, _)| *p == peer)
+            .map(|(_, o)| o)
+    }
 }
 
 fn is_probe(frame: &[u8]) -> bool {
@@ -56,8 +80,9 @@ fn route(nodes: &mut [&mut SyncNode], now: u64) -> Traffic {
         for n in nodes.iter_mut() {
             let from = n.peer();
             for output in n.take_outputs() {
-                if let Output::Send { to, frame } = output {
-                    frames.push((from, to, frame));
+                match output {
+                    Output::Send { to, frame } => frames.push((from, to, frame)),
+                    other => traffic.others.0.push((from, other)),
                 }
             }
         }
@@ -236,15 +261,34 @@ fn a_peer_behind_the_horizon_gets_a_snapshot_that_resumes_after_a_disconnect() {
     assert_eq!(resume, Some(got));
     a.disconnect(PeerId(2));
     b.disconnect(PeerId(1));
-    sync(&mut a, &mut b, 3_000);
+    let traffic = sync(&mut a, &mut b, 3_000);
     assert!(b.snapshot_progress().is_none());
     assert_eq!(b.engine().state_json(), a.engine().state_json());
     assert_eq!(b.engine_mut().digest(), a.engine_mut().digest());
-    // b persisted what it loaded.
-    assert!(b
-        .take_outputs()
-        .iter()
-        .all(|o| !matches!(o, Output::Rejected { .. })));
+    // b refused nothing, and persisted what it loaded: a b restarted from
+    // its storage shows a's state.
+    let refused: Vec<&Output> = traffic
+        .others_of(PeerId(2))
+        .filter(|o| matches!(o, Output::Rejected { .. }))
+        .collect();
+    assert!(refused.is_empty(), "{refused:?}");
+    let stored = traffic
+        .others_of(PeerId(2))
+        .filter_map(|o| match o {
+            Output::PersistSnapshot(bytes) => Some(bytes.as_slice()),
+            _ => None,
+        })
+        .last()
+        .expect("b persisted a snapshot");
+    let restarted = SyncNode::restore(
+        PeerId(2),
+        EngineConfig::default(),
+        SyncConfig::default(),
+        Some(stored),
+        Vec::new(),
+    )
+    .expect("b's own snapshot restores");
+    assert_eq!(restarted.engine().state_json(), a.engine().state_json());
 }
 
 #[test]
@@ -279,20 +323,46 @@ fn bad_frames_are_refused_counted_and_the_session_goes_on() {
     assert_eq!(b.sessions().count(), 0);
 }
 
+/// The events a `Send` carries.
+fn carried(output: &Output) -> Vec<EventId> {
+    match output {
+        Output::Send { frame, .. } => match wire::decode(frame) {
+            Ok(wire::Decoded::Message(Message::Events(events))) => {
+                events.iter().map(|e| e.id).collect()
+            }
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
+    }
+}
+
 #[test]
 fn local_writes_are_persisted_before_they_are_sent() {
     let (mut a, mut b) = (node(1), node(2));
     sync(&mut a, &mut b, 1_000);
-    a.write(|e| e.add("s", json("1"), 1_100).map(Some)).unwrap();
-    let outputs = a.take_outputs();
-    let persisted = outputs
-        .iter()
-        .position(|o| matches!(o, Output::PersistEvents(_)));
-    let sent = outputs
-        .iter()
-        .position(|o| matches!(o, Output::Send { .. }));
-    assert!(persisted.unwrap() < sent.unwrap(), "{outputs:?}");
-    let _ = EventId::new(PeerId(1), 1);
+    // One write, then a burst of two: each leaves persisted, then sent.
+    for (burst, now) in [(&["1"][..], 1_100), (&["2", "3"][..], 1_200)] {
+        let ids: Vec<EventId> = burst
+            .iter()
+            .map(|member| {
+                a.write(|e| e.add("s", json(member), now).map(Some))
+                    .unwrap()
+                    .expect("an event")
+                    .id
+            })
+            .collect();
+        let outputs = a.take_outputs();
+        for id in ids {
+            let persisted = outputs.iter().position(
+                |o| matches!(o, Output::PersistEvents(events) if events.iter().any(|e| e.id == id)),
+            );
+            let sent = outputs.iter().position(|o| carried(o).contains(&id));
+            match (persisted, sent) {
+                (Some(p), Some(s)) => assert!(p < s, "{id} sent before persisted: {outputs:?}"),
+                _ => panic!("{id} persisted at {persisted:?}, sent at {sent:?}: {outputs:?}"),
+            }
+        }
+    }
 }
 
 #[test]
