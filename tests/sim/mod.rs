@@ -2,9 +2,10 @@
 //! virtual time and a seeded RNG, under faults; then healing, and checks.
 
 pub mod adversary;
+pub mod model;
 pub mod network;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use cpc_sync::protocol::sync::{Output, SyncConfig, SyncNode};
 use cpc_sync::protocol::{
@@ -15,6 +16,7 @@ use cpc_sync::protocol::{
 use crate::common::{assert_causal, json, Rng};
 use adversary::Adversary;
 use cpc_sync::protocol::room::{KdfCost, RoomSecret};
+use model::{Acked, Acknowledged, Op};
 use network::Network;
 
 /// What a peer wrote to durable storage: a snapshot and the events after it.
@@ -43,13 +45,6 @@ pub struct Faults {
     pub disconnect: f64,
     pub partition: f64,
     pub crash: f64,
-}
-
-#[derive(Default)]
-struct Acknowledged {
-    counter_sums: BTreeMap<String, i64>,
-    added: BTreeMap<String, BTreeSet<String>>,
-    removed: BTreeMap<String, BTreeSet<String>>,
 }
 
 pub struct World {
@@ -282,8 +277,18 @@ impl World {
         let member = format!("\"m{}\"", self.rng.below(5));
         let by = self.rng.below(7) as i64 - 2;
         let delete_prefix = ["r/", "m/", "ds/", "rc/", "dc/"][self.rng.below(5)];
+        let op = match roll {
+            0..=3 => Op::Write(value.clone()),
+            4 => Op::Increment(by),
+            5 => Op::Increment(1),
+            6 | 8 => Op::Add(json(&member)),
+            7 => Op::Remove(json(&member)),
+            9 => Op::Delete,
+            _ => Op::Write(json(&format!("\"{}\"", "x".repeat(70_000)))),
+        };
         let mut acked = None;
         self.with_node(i, |node| {
+            let past = node.engine().clock().clone();
             let result = node.write(|e| match roll {
                 0 | 1 => e.set(&format!("r/{n}"), value, now).map(Some),
                 2 => e.set(&format!("m/{n}"), value, now).map(Some),
@@ -302,35 +307,18 @@ impl World {
                     )
                     .map(Some),
             });
-            acked = result.ok().flatten().map(|_| ());
+            acked = result.ok().flatten().map(|event| (event, past));
         });
         // The write returned and its output (persist first) was carried out:
         // it is acknowledged.
-        if acked.is_some() {
-            match roll {
-                4 => *self.acked.counter_sums.entry(format!("c/{n}")).or_default() += by,
-                6 => {
-                    self.acked
-                        .added
-                        .entry(format!("s/{n}"))
-                        .or_default()
-                        .insert(member);
-                }
-                7 => {
-                    self.acked
-                        .removed
-                        .entry(format!("s/{n}"))
-                        .or_default()
-                        .insert(member);
-                }
-                _ => {}
-            }
-        } else if roll == 7 {
-            self.acked
-                .removed
-                .entry(format!("s/{n}"))
-                .or_default()
-                .insert(member);
+        if let Some((event, past)) = acked {
+            self.acked.acknowledge(Acked {
+                key: event.key.to_string(),
+                op,
+                dot: event.id,
+                hlc: event.hlc,
+                past,
+            });
         }
     }
 
@@ -636,20 +624,12 @@ impl World {
             !text.contains(adversary::EVIL) && !text.contains("bomb/") && !text.contains("\"far\""),
             "hostile writes got in: {text}"
         );
-        for (key, sum) in &self.acked.counter_sums {
-            assert_eq!(
-                state[key],
-                serde_json::json!(sum),
-                "counter {key} lost increments"
-            );
-        }
-        for (key, added) in &self.acked.added {
-            let removed = self.acked.removed.get(key).cloned().unwrap_or_default();
-            let members = state[key].as_array().cloned().unwrap_or_default();
-            for member in added.difference(&removed) {
-                let member: serde_json::Value = serde_json::from_str(member).expect("JSON");
-                assert!(members.contains(&member), "{key} lost {member}");
-            }
-        }
+        // Every acknowledged write is there unless a later one superseded
+        // it (see `model.rs`).
+        let engines: Vec<&ReconciliationEngine> = honest
+            .iter()
+            .map(|p| p.node.as_ref().expect("alive").engine())
+            .collect();
+        self.acked.check(&engines, &state);
     }
 }
