@@ -2,13 +2,12 @@
 //! peers (also with every update verified), seals, snapshots. Sizes are printed once, before the timings.
 //! `cargo bench --bench core`.
 
-mod workload;
-
 use std::io::Write;
 use std::time::Duration;
 
 use cpc_sync::protocol::seal;
 use cpc_sync::protocol::snapshot::Checks;
+use cpc_sync::protocol::testing::workload;
 use cpc_sync::protocol::{
     EngineConfig, P2PEvent, PeerId, ReconciliationEngine, StateSnapshot, Trust,
 };

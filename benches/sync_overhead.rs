@@ -5,9 +5,7 @@
 
 use std::time::Instant;
 
-mod workload;
-
-use workload::{history, node_with, settle};
+use cpc_sync::protocol::testing::workload::{history, node_with, settle};
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {

@@ -6,11 +6,6 @@
 //!   of its own: time and randomness are passed in.
 //! - `browser` (wasm32 only): the thin `#[wasm_bindgen]` edge that moves bytes.
 
-// The benchmark workloads (`benches/workload.rs`) name the crate by its
-// name; the wasm bench build includes them from inside it.
-#[cfg(feature = "bench")]
-extern crate self as cpc_sync;
-
 pub mod protocol;
 
 #[cfg(target_arch = "wasm32")]

@@ -17,7 +17,7 @@ use cpc_sync::protocol::sync::{
     Output, SyncConfig, SyncNode, MAX_REQUESTS_PER_INTERVAL, PENALTY_LIMIT,
 };
 use cpc_sync::protocol::{
-    EngineConfig, EngineError, EventId, Hash32, Identity, JsonValue, Operation, P2PEvent, PeerId,
+    EngineConfig, EventId, Hash32, Identity, JsonValue, Operation, P2PEvent, PeerId, ReceiveError,
     ReconciliationEngine, SnapshotError, StateSnapshot, Trust, VectorClock,
 };
 
@@ -343,7 +343,7 @@ fn a_far_ahead_dependency_is_a_typed_refusal() {
     assert!(
         matches!(
             error,
-            cpc_sync::protocol::EngineError::DependencyTooFar { .. }
+            cpc_sync::protocol::ReceiveError::DependencyTooFar { .. }
         ),
         "{error}"
     );
@@ -586,7 +586,7 @@ fn no_snapshot_can_raise_our_own_count() {
     let mut fake = made_up_write(a, &Identity::from_seed(666), "x", "2");
     fake.seal = None;
     let err = room.a.engine_mut().receive(fake, NOW).unwrap_err();
-    assert!(matches!(err, EngineError::NotOurs { .. }), "{err}");
+    assert!(matches!(err, ReceiveError::NotOurs { .. }), "{err}");
     // Our sequence keeps rising, and every peer takes the next write.
     let next = room
         .a

@@ -4,7 +4,8 @@ mod common;
 
 use common::{assert_converged, deliver, engine, json};
 use cpc_sync::protocol::{
-    ConflictPolicy, EngineConfig, EngineError, Kind, PeerId, Receipt, ReconciliationEngine,
+    ConflictPolicy, EngineConfig, Kind, PeerId, Receipt, ReceiveError, ReconciliationEngine,
+    WriteError,
 };
 use serde_json::json as j;
 
@@ -142,7 +143,7 @@ fn a_key_keeps_its_kind_and_mismatches_are_typed_errors() {
     let err = a.increment("k", 1, 1_000).unwrap_err();
     assert_eq!(
         err,
-        EngineError::KindMismatch {
+        WriteError::KindMismatch {
             key: "k".into(),
             actual: Kind::Register,
             attempted: Kind::Counter
@@ -204,7 +205,7 @@ fn at_capacity_the_holding_queue_refuses_new_events_and_keeps_the_old() {
     let refused = b.receive(events[3].clone(), 2_000).unwrap_err();
     assert!(matches!(
         refused,
-        EngineError::HoldingQueueFull { capacity: 2, .. }
+        ReceiveError::HoldingQueueFull { capacity: 2, .. }
     ));
     assert_eq!(b.stats().refused_queue_full, 1);
     assert_eq!(
@@ -225,7 +226,7 @@ fn timestamps_too_far_ahead_are_refused_then_taken_later() {
     let e = a.set("k", json("1"), 10_000_000).unwrap();
     let mut b = engine(2);
     let err = b.receive(e.clone(), 1_000).unwrap_err();
-    assert!(matches!(err, EngineError::ClockSkew { .. }), "{err}");
+    assert!(matches!(err, ReceiveError::ClockSkew { .. }), "{err}");
     assert_eq!(b.stats().refused_clock_skew, 1);
     assert_eq!(
         b.receive(e, 10_000_000),
@@ -243,7 +244,7 @@ fn equivocation_is_detected() {
     forged.key = "other".into();
     assert!(matches!(
         b.receive(forged, 1_000),
-        Err(EngineError::Equivocation { .. })
+        Err(ReceiveError::Equivocation { .. })
     ));
     assert_eq!(b.stats().equivocations, 1);
 }

@@ -9,8 +9,8 @@ use cpc_sync::protocol::engine::{policy_key, POLICY_PREFIX};
 use cpc_sync::protocol::event::{CounterOp, RegisterOp, SetOp};
 use cpc_sync::protocol::reconciliation::RequestType;
 use cpc_sync::protocol::{
-    Candidate, ConflictPolicy, EngineError, JsonValue, Operation, P2PEvent, PeerId, ReconcileStep,
-    ReconciliationEngine, ReconciliationRequest, SnapshotError, StateSnapshot, Trust,
+    Candidate, ConflictPolicy, JsonValue, Operation, P2PEvent, PeerId, ReceiveError, ReconcileStep,
+    ReconciliationEngine, ReconciliationRequest, SnapshotError, StateSnapshot, Trust, WriteError,
 };
 
 const NOW: u64 = 1_000_000;
@@ -112,7 +112,7 @@ fn room_state_stays_out_of_app_reads_and_writes() {
     // A room-wide "reconcile" does not reach room state itself.
     assert_eq!(a.policy(&key), ConflictPolicy::Lww);
 
-    let reserved = |r: Result<(), EngineError>| matches!(r, Err(EngineError::ReservedKey { .. }));
+    let reserved = |r: Result<(), WriteError>| matches!(r, Err(WriteError::ReservedKey { .. }));
     assert!(reserved(a.set(&key, json("\"lww\""), NOW).map(drop)));
     assert!(reserved(a.resolve(&key, json("\"lww\""), NOW).map(drop)));
     assert!(reserved(a.delete(&key, NOW).map(drop)));
@@ -244,7 +244,7 @@ fn a_lying_member_cannot_forge_room_state() {
     for forgery in &forgeries {
         let result = victim.receive(forgery.clone(), NOW);
         assert!(
-            matches!(result, Err(EngineError::InvalidRoomState { .. })),
+            matches!(result, Err(ReceiveError::InvalidRoomState { .. })),
             "{:?}: {result:?}",
             forgery.op
         );
@@ -299,7 +299,7 @@ fn a_lying_member_cannot_forge_room_state() {
     let mut handler = |_: &str, _: &[Candidate]| Some(JsonValue::parse("\"evil\"").unwrap());
     assert!(matches!(
         victim.handle_reconciliation_request(&request, &mut handler, NOW),
-        Err(EngineError::ReservedKey { .. })
+        Err(ReceiveError::Malformed(_))
     ));
     assert_eq!(
         victim.clock().get(PeerId(1)),

@@ -4,7 +4,7 @@ mod common;
 
 use common::{assert_converged, deliver, engine, json};
 use cpc_sync::protocol::{
-    Candidate, ConflictPolicy, EngineError, JsonValue, P2PEvent, PeerId, ReconcileStep,
+    Candidate, ConflictPolicy, JsonValue, P2PEvent, PeerId, ReceiveError, ReconcileStep,
     ReconciliationEngine, ReconciliationRequest, ReconciliationResponse,
 };
 use serde_json::json as j;
@@ -211,7 +211,7 @@ fn malformed_requests_are_typed_errors() {
     let err = a
         .handle_reconciliation_request(&request, &mut lww, 0)
         .unwrap_err();
-    assert!(matches!(err, EngineError::Malformed(_)), "{err}");
+    assert!(matches!(err, ReceiveError::Malformed(_)), "{err}");
     let request = ReconciliationRequest {
         target_peer_id: PeerId(1),
         ..request
@@ -221,7 +221,7 @@ fn malformed_requests_are_typed_errors() {
         .is_err());
     assert!(matches!(
         a.request_reconciliation("nothing", &mut lww, &|_| true, 0),
-        Err(EngineError::NoConflict(_))
+        Err(ReceiveError::NoConflict(_))
     ));
     let response: Result<ReconciliationResponse, _> = serde_json::from_value(
         j!({"type": "RECONCILIATION_REQUEST", "source_peer_id": "1", "target_peer_id": "2", "resolution_events": []}),

@@ -23,6 +23,30 @@ struct Traffic {
     frames: [usize; 2],
     rounds: usize,
     probes: usize,
+    /// Every output that is not a `Send`, by node, in order: routing takes
+    /// all outputs, so checks of what a node persisted or refused during
+    /// an exchange look here, not at `take_outputs` afterwards.
+    others: Others,
+}
+
+#[derive(Default)]
+struct Others(Vec<(PeerId, Output)>);
+
+/// Only the count: outputs carry whole snapshots.
+impl std::fmt::Debug for Others {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} other outputs", self.0.len())
+    }
+}
+
+impl Traffic {
+    fn others_of(&self, peer: PeerId) -> impl Iterator<Item = &Output> {
+        self.others
+            .0
+            .iter()
+            .filter(move |(p, _)| *p == peer)
+            .map(|(_, o)| o)
+    }
 }
 
 fn is_probe(frame: &[u8]) -> bool {
@@ -47,21 +71,37 @@ fn exchange(a: &mut SyncNode, b: &mut SyncNode, now: u64) -> Traffic {
 }
 
 /// Delivers every frame to the node it is addressed to, in rounds, until
-/// no node has anything more to send. Direction 0 counts frames to the
-/// second node, direction 1 frames to the first.
+/// no node has anything more to send; a durable node's storage commits at
+/// once. Direction 0 counts frames to the second node, direction 1 frames
+/// to the first.
 fn route(nodes: &mut [&mut SyncNode], now: u64) -> Traffic {
     let mut traffic = Traffic::default();
     loop {
         let mut frames = Vec::new();
+        let mut committed = false;
         for n in nodes.iter_mut() {
             let from = n.peer();
+            let mut last_token = None;
             for output in n.take_outputs() {
-                if let Output::Send { to, frame } = output {
-                    frames.push((from, to, frame));
+                match output {
+                    Output::Send { to, frame } => frames.push((from, to, frame)),
+                    other => {
+                        if let Output::Persist { token, .. } = &other {
+                            last_token = Some(*token);
+                        }
+                        traffic.others.0.push((from, other));
+                    }
                 }
+            }
+            if let Some(token) = last_token {
+                n.persisted(token);
+                committed = true;
             }
         }
         if frames.is_empty() {
+            if committed {
+                continue;
+            }
             return traffic;
         }
         if !frames.iter().all(|(_, _, f)| is_probe(f)) {
@@ -190,7 +230,13 @@ fn a_peer_behind_the_horizon_gets_a_snapshot_that_resumes_after_a_disconnect() {
         ReconciliationEngine::new(PeerId(1), EngineConfig::default()),
         config,
     );
-    let mut b = node(2);
+    let mut b = SyncNode::new(
+        ReconciliationEngine::new(PeerId(2), EngineConfig::default()),
+        SyncConfig {
+            durable: true,
+            ..SyncConfig::default()
+        },
+    );
     for i in 0..3000 {
         let value = json(&format!("\"{}\"", "v".repeat(i % 700)));
         a.write(|e| e.set(&format!("key/{i}"), value, 1_000).map(Some))
@@ -236,15 +282,37 @@ fn a_peer_behind_the_horizon_gets_a_snapshot_that_resumes_after_a_disconnect() {
     assert_eq!(resume, Some(got));
     a.disconnect(PeerId(2));
     b.disconnect(PeerId(1));
-    sync(&mut a, &mut b, 3_000);
+    let traffic = sync(&mut a, &mut b, 3_000);
     assert!(b.snapshot_progress().is_none());
     assert_eq!(b.engine().state_json(), a.engine().state_json());
     assert_eq!(b.engine_mut().digest(), a.engine_mut().digest());
-    // b persisted what it loaded.
-    assert!(b
-        .take_outputs()
-        .iter()
-        .all(|o| !matches!(o, Output::Rejected { .. })));
+    // b refused nothing, and persisted what it loaded: a b restarted from
+    // its storage shows a's state.
+    let refused: Vec<&Output> = traffic
+        .others_of(PeerId(2))
+        .filter(|o| matches!(o, Output::Rejected { .. }))
+        .collect();
+    assert!(refused.is_empty(), "{refused:?}");
+    let stored = traffic
+        .others_of(PeerId(2))
+        .filter_map(|o| match o {
+            Output::Persist {
+                write: Persist::Snapshot(bytes),
+                ..
+            } => Some(bytes.as_slice()),
+            _ => None,
+        })
+        .last()
+        .expect("b persisted a snapshot");
+    let restarted = SyncNode::restore(
+        PeerId(2),
+        EngineConfig::default(),
+        SyncConfig::default(),
+        Some(stored),
+        Vec::new(),
+    )
+    .expect("b's own snapshot restores");
+    assert_eq!(restarted.engine().state_json(), a.engine().state_json());
 }
 
 #[test]

@@ -9,12 +9,10 @@
 use js_sys::{Array, Object, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
 
-#[path = "../../benches/workload.rs"]
-mod workload;
-
 use crate::protocol::room::RoomSecret;
 use crate::protocol::seal;
 use crate::protocol::snapshot::Checks;
+use crate::protocol::testing::workload;
 use crate::protocol::{
     EngineConfig, JsonValue, P2PEvent, ReconciliationEngine, StateSnapshot, Trust,
 };

@@ -8,7 +8,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
 use crate::browser::storage::StorageError;
-use crate::protocol::{EngineError, SnapshotError};
+use crate::protocol::{SnapshotError, WriteError};
 
 #[wasm_bindgen(typescript_custom_section)]
 const TYPES: &'static str = r#"
@@ -137,21 +137,15 @@ impl From<PeerError> for JsValue {
     }
 }
 
-impl From<EngineError> for PeerError {
-    fn from(e: EngineError) -> Self {
-        let code = match &e {
-            EngineError::KindMismatch { .. } => Code::KindMismatch,
-            EngineError::InvalidValue(_) => {
-                return PeerError::type_error(Code::InvalidJson, e.to_string())
-            }
-            EngineError::SequenceExhausted => Code::Exhausted,
-            EngineError::ReservedKey { .. } => {
-                return PeerError::range_error(Code::ReservedKey, e.to_string())
-            }
-            // Not made by local writes; kept apart from them all the same.
-            _ => Code::InvalidArgument,
-        };
-        PeerError::new(code, e.to_string())
+impl From<WriteError> for PeerError {
+    fn from(e: WriteError) -> Self {
+        let message = e.to_string();
+        match e {
+            WriteError::KindMismatch { .. } => PeerError::new(Code::KindMismatch, message),
+            WriteError::InvalidValue(_) => PeerError::type_error(Code::InvalidJson, message),
+            WriteError::ReservedKey { .. } => PeerError::range_error(Code::ReservedKey, message),
+            WriteError::SequenceExhausted => PeerError::new(Code::Exhausted, message),
+        }
     }
 }
 

@@ -2,9 +2,10 @@ use super::clock::ClockSkewError;
 use super::event::{EventId, Kind};
 use super::value::InvalidJson;
 
-/// Why the engine refused an operation or an event. Messages say what to do.
+/// Why a write of this peer's own (the app's, or a resolution it makes)
+/// was refused. Messages say what to do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum EngineError {
+pub enum WriteError {
     #[error("key {key:?} holds a {actual}; a {attempted} operation cannot apply to it")]
     KindMismatch {
         key: String,
@@ -13,6 +14,20 @@ pub enum EngineError {
     },
     #[error(transparent)]
     InvalidValue(#[from] InvalidJson),
+    /// The app wrote (or named as a policy prefix) a key of the namespace
+    /// the room's own state lives in (see
+    /// [`RESERVED_PREFIX`](crate::protocol::engine::RESERVED_PREFIX)).
+    #[error("key {key:?} is reserved for room state (keys starting with \"\\u0000cpc/\"); choose another key, and set policies with setPolicy")]
+    ReservedKey { key: String },
+    #[error("this peer's sequence numbers are exhausted")]
+    SequenceExhausted,
+}
+
+/// Why an event or a message from another peer (or from our own storage)
+/// was refused. The sync layer weighs each against its sender
+/// ([`Refusal::points`](crate::protocol::sync::Refusal::points)).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReceiveError {
     #[error("event {id} is impossible: {reason}")]
     ImpossibleDependency { id: EventId, reason: String },
     #[error(
@@ -41,16 +56,12 @@ pub enum EngineError {
     TooManyOrigins { id: EventId, limit: usize },
     #[error("event {id} claims to be ours, beyond what we wrote: only we can write as us")]
     NotOurs { id: EventId },
-    #[error("this peer's sequence numbers are exhausted")]
-    SequenceExhausted,
-    /// The app wrote (or named as a policy prefix) a key of the namespace
-    /// the room's own state lives in (see
-    /// [`RESERVED_PREFIX`](crate::protocol::engine::RESERVED_PREFIX)).
-    #[error("key {key:?} is reserved for room state (keys starting with \"\\u0000cpc/\"); choose another key, and set policies with setPolicy")]
-    ReservedKey { key: String },
     /// A remote event writes room state that no honest peer writes: a key
     /// of the reserved namespace with another kind, a value that is not a
     /// policy, or a key that holds no room state.
     #[error("event {id} refused: {reason}")]
     InvalidRoomState { id: EventId, reason: String },
+    /// Answering it took a write of ours (a resolution), and that failed.
+    #[error("answering it took a write of ours, which failed: {0}")]
+    OwnWrite(#[from] WriteError),
 }

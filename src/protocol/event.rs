@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::clock::{PeerId, Timestamp, VectorClock};
-use super::error::EngineError;
+use super::error::ReceiveError;
 use super::seal::Seal;
 use super::value::JsonValue;
 
@@ -267,9 +267,9 @@ impl P2PEvent {
         postcard::to_allocvec(self).unwrap_or_default()
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<Self, EngineError> {
+    pub fn decode(bytes: &[u8]) -> Result<Self, ReceiveError> {
         let event: P2PEvent =
-            postcard::from_bytes(bytes).map_err(|e| EngineError::Malformed(e.to_string()))?;
+            postcard::from_bytes(bytes).map_err(|e| ReceiveError::Malformed(e.to_string()))?;
         event.check()?;
         Ok(event)
     }
@@ -280,9 +280,9 @@ impl P2PEvent {
     }
 
     /// The events of [`encode_batch`](Self::encode_batch), each checked.
-    pub fn decode_batch(bytes: &[u8]) -> Result<Vec<Self>, EngineError> {
+    pub fn decode_batch(bytes: &[u8]) -> Result<Vec<Self>, ReceiveError> {
         let events: Vec<P2PEvent> =
-            postcard::from_bytes(bytes).map_err(|e| EngineError::Malformed(e.to_string()))?;
+            postcard::from_bytes(bytes).map_err(|e| ReceiveError::Malformed(e.to_string()))?;
         for event in &events {
             event.check()?;
         }
@@ -318,9 +318,9 @@ impl P2PEvent {
 
     /// Checks what can be checked without any state: the event does not
     /// depend on itself or on its origin's future.
-    pub fn check(&self) -> Result<(), EngineError> {
+    pub fn check(&self) -> Result<(), ReceiveError> {
         let impossible = |reason: &str| {
-            Err(EngineError::ImpossibleDependency {
+            Err(ReceiveError::ImpossibleDependency {
                 id: self.id,
                 reason: reason.to_string(),
             })
@@ -391,13 +391,13 @@ mod tests {
         let mut e = write(7, 0, "1");
         assert!(matches!(
             e.check(),
-            Err(EngineError::ImpossibleDependency { .. })
+            Err(ReceiveError::ImpossibleDependency { .. })
         ));
         e.id.seq = 3;
         e.deps.set(PeerId(7), 3);
         assert!(matches!(
             e.check(),
-            Err(EngineError::ImpossibleDependency { .. })
+            Err(ReceiveError::ImpossibleDependency { .. })
         ));
         let mut e = write(7, 3, "1");
         if let Operation::Register(RegisterOp::Write { observed, .. }) = &mut e.op {

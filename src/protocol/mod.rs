@@ -15,6 +15,8 @@ pub mod seal;
 pub mod signal;
 pub mod snapshot;
 pub mod sync;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod value;
 
 pub use clock::{ClockOrdering, HybridClock, PeerId, Timestamp, VectorClock};
@@ -22,7 +24,7 @@ pub use engine::{
     Candidate, Conflict, ConflictPolicy, EngineConfig, EngineStats, JournalEntry, Receipt,
     ReconcileHandler, ReconcileStep, ReconciliationEngine, Trust, RECONCILIATION_RETRY_MS,
 };
-pub use error::EngineError;
+pub use error::{ReceiveError, WriteError};
 pub use event::{EventId, Hash32, Kind, Operation, P2PEvent};
 pub use identity::Identity;
 pub use reconciliation::{ReconciliationRequest, ReconciliationResponse};

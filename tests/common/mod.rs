@@ -7,9 +7,8 @@ use cpc_sync::protocol::{
     ReconciliationEngine, Timestamp, VectorClock,
 };
 
-mod rng;
 #[allow(unused_imports)] // not every test binary uses it
-pub use rng::Rng;
+pub use cpc_sync::protocol::testing::Rng;
 
 /// The seed for a randomized test: `CPC_SEED` replays one, otherwise a
 /// fresh one. Either way it is printed first.

@@ -3,7 +3,7 @@ use std::collections::{HashMap, HashSet};
 use foldhash::fast::FixedState;
 
 use crate::protocol::clock::PeerId;
-use crate::protocol::error::EngineError;
+use crate::protocol::error::ReceiveError;
 use crate::protocol::event::{EventId, P2PEvent};
 
 /// Events received before their dependencies, each parked under the one
@@ -98,15 +98,15 @@ impl HoldingQueue {
     /// At capacity a new event is refused, never an old one dropped: what the
     /// queue holds stays, and anti-entropy offers the refused event again
     /// once its dependencies are in.
-    pub fn hold(&mut self, event: P2PEvent, waits_for: EventId) -> Result<(), EngineError> {
+    pub fn hold(&mut self, event: P2PEvent, waits_for: EventId) -> Result<(), ReceiveError> {
         if self.held.len() >= self.capacity {
-            return Err(EngineError::HoldingQueueFull {
+            return Err(ReceiveError::HoldingQueueFull {
                 id: event.id,
                 capacity: self.capacity,
             });
         }
         if self.per_origin.get(&event.id.peer).copied().unwrap_or(0) >= self.origin_capacity {
-            return Err(EngineError::HoldingQueueFull {
+            return Err(ReceiveError::HoldingQueueFull {
                 id: event.id,
                 capacity: self.origin_capacity,
             });

@@ -1,15 +1,15 @@
 use super::ReconciliationEngine;
 use crate::protocol::entity::EntityState;
-use crate::protocol::error::EngineError;
+use crate::protocol::error::WriteError;
 use crate::protocol::event::{CounterOp, EventId, Kind, Operation, P2PEvent, RegisterOp, SetOp};
 use crate::protocol::identity::Identity;
 use crate::protocol::seal::{self, MAX_RUN};
 use crate::protocol::value::JsonValue;
 
 /// App keys are any keys outside the room's own namespace.
-fn user_key(key: &str) -> Result<(), EngineError> {
+fn user_key(key: &str) -> Result<(), WriteError> {
     if super::policy::is_reserved(key) {
-        return Err(EngineError::ReservedKey {
+        return Err(WriteError::ReservedKey {
             key: key.to_string(),
         });
     }
@@ -19,7 +19,7 @@ fn user_key(key: &str) -> Result<(), EngineError> {
 /// Local operations. Each one makes an event, applies it here, and returns it
 /// for the caller to persist and send. Keys of the room's own state
 /// ([`super::RESERVED_PREFIX`]) are refused with
-/// [`EngineError::ReservedKey`].
+/// [`WriteError::ReservedKey`].
 impl ReconciliationEngine {
     /// Writes a register. On a `multi-value` or `reconcile` key with siblings,
     /// this resolves them: the write observes every sibling.
@@ -28,7 +28,7 @@ impl ReconciliationEngine {
         key: &str,
         value: JsonValue,
         now_ms: u64,
-    ) -> Result<P2PEvent, EngineError> {
+    ) -> Result<P2PEvent, WriteError> {
         user_key(key)?;
         self.write(key, value, false, now_ms)
     }
@@ -39,7 +39,7 @@ impl ReconciliationEngine {
         value: JsonValue,
         resolution: bool,
         now_ms: u64,
-    ) -> Result<P2PEvent, EngineError> {
+    ) -> Result<P2PEvent, WriteError> {
         let observed = match self.shown(key, Kind::Register)? {
             Some(EntityState::Register(r)) => r.observed(),
             _ => Default::default(),
@@ -55,17 +55,13 @@ impl ReconciliationEngine {
     /// Deletes whatever the key holds, as far as this peer has seen it: an
     /// update concurrent with the delete survives it. `None` when there is
     /// nothing to delete.
-    pub fn delete(&mut self, key: &str, now_ms: u64) -> Result<Option<P2PEvent>, EngineError> {
+    pub fn delete(&mut self, key: &str, now_ms: u64) -> Result<Option<P2PEvent>, WriteError> {
         user_key(key)?;
         self.erase(key, now_ms)
     }
 
     /// [`delete`](Self::delete), reserved keys included.
-    pub(super) fn erase(
-        &mut self,
-        key: &str,
-        now_ms: u64,
-    ) -> Result<Option<P2PEvent>, EngineError> {
+    pub(super) fn erase(&mut self, key: &str, now_ms: u64) -> Result<Option<P2PEvent>, WriteError> {
         let op = match self.entity(key) {
             Some(e) if e.is_present() => match e.shown() {
                 EntityState::Register(r) => Operation::Register(RegisterOp::Delete {
@@ -83,7 +79,7 @@ impl ReconciliationEngine {
         self.local(key, op, now_ms).map(Some)
     }
 
-    pub fn increment(&mut self, key: &str, by: i64, now_ms: u64) -> Result<P2PEvent, EngineError> {
+    pub fn increment(&mut self, key: &str, by: i64, now_ms: u64) -> Result<P2PEvent, WriteError> {
         user_key(key)?;
         let sum = match self.shown(key, Kind::Counter)? {
             Some(EntityState::Counter(c)) => c.contribution(self.peer).wrapping_add(by),
@@ -98,7 +94,7 @@ impl ReconciliationEngine {
         key: &str,
         member: JsonValue,
         now_ms: u64,
-    ) -> Result<P2PEvent, EngineError> {
+    ) -> Result<P2PEvent, WriteError> {
         user_key(key)?;
         let observed = match self.shown(key, Kind::Set)? {
             Some(EntityState::Set(s)) => s.observed(&member),
@@ -113,7 +109,7 @@ impl ReconciliationEngine {
         key: &str,
         member: JsonValue,
         now_ms: u64,
-    ) -> Result<Option<P2PEvent>, EngineError> {
+    ) -> Result<Option<P2PEvent>, WriteError> {
         user_key(key)?;
         let observed = match self.shown(key, Kind::Set)? {
             Some(EntityState::Set(s)) if s.contains(&member) => s.observed(&member),
@@ -130,15 +126,15 @@ impl ReconciliationEngine {
         key: &str,
         value: JsonValue,
         now_ms: u64,
-    ) -> Result<P2PEvent, EngineError> {
+    ) -> Result<P2PEvent, WriteError> {
         self.set(key, value, now_ms)
     }
 
     /// `key`'s state of kind `kind`; an error while the key shows another
     /// kind.
-    fn shown(&self, key: &str, kind: Kind) -> Result<Option<&EntityState>, EngineError> {
+    fn shown(&self, key: &str, kind: Kind) -> Result<Option<&EntityState>, WriteError> {
         match self.entity(key) {
-            Some(e) if e.is_present() && e.kind() != kind => Err(EngineError::KindMismatch {
+            Some(e) if e.is_present() && e.kind() != kind => Err(WriteError::KindMismatch {
                 key: key.to_string(),
                 actual: e.kind(),
                 attempted: kind,
@@ -178,14 +174,14 @@ impl ReconciliationEngine {
         }
     }
 
-    fn local(&mut self, key: &str, op: Operation, now_ms: u64) -> Result<P2PEvent, EngineError> {
+    fn local(&mut self, key: &str, op: Operation, now_ms: u64) -> Result<P2PEvent, WriteError> {
         // Only a lie could bring our own count near the end (nothing remote
         // may raise it), but a wrap would reuse sequence 0: refuse instead.
         let seq = self
             .applied
             .get(self.peer)
             .checked_add(1)
-            .ok_or(EngineError::SequenceExhausted)?;
+            .ok_or(WriteError::SequenceExhausted)?;
         let event = P2PEvent {
             id: EventId::new(self.peer, seq),
             key: key.into(),

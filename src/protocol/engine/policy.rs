@@ -26,12 +26,12 @@ use serde::{Deserialize, Serialize};
 
 use super::ReconciliationEngine;
 use crate::protocol::entity::EntityState;
-use crate::protocol::error::EngineError;
+use crate::protocol::error::{ReceiveError, WriteError};
 use crate::protocol::event::{Operation, P2PEvent, RegisterOp};
 use crate::protocol::value::JsonValue;
 
 /// The namespace of the room's own state. App keys cannot start with it:
-/// writes to them are refused ([`EngineError::ReservedKey`]), and reads
+/// writes to them are refused ([`WriteError::ReservedKey`]), and reads
 /// (`get`, `state_json`, `entries_json`, `conflicts`, change reports) never
 /// show them. A NUL character first: no app key worth keeping starts so.
 pub const RESERVED_PREFIX: &str = "\u{0}cpc/";
@@ -173,12 +173,12 @@ impl Policies {
 ///
 /// Stateless, like [`P2PEvent::check`]: it runs on remote events, on
 /// replays from storage and on the events of snapshots and Merkle leaves.
-pub(super) fn check_room_state(event: &P2PEvent) -> Result<(), EngineError> {
+pub(super) fn check_room_state(event: &P2PEvent) -> Result<(), ReceiveError> {
     if !is_reserved(&event.key) {
         return Ok(());
     }
     let refuse = |reason: &str| {
-        Err(EngineError::InvalidRoomState {
+        Err(ReceiveError::InvalidRoomState {
             id: event.id,
             reason: format!("{reason} (key {:?})", &*event.key),
         })
@@ -254,9 +254,9 @@ impl ReconciliationEngine {
         prefix: &str,
         policy: ConflictPolicy,
         now_ms: u64,
-    ) -> Result<P2PEvent, EngineError> {
+    ) -> Result<P2PEvent, WriteError> {
         if is_reserved(prefix) {
-            return Err(EngineError::ReservedKey {
+            return Err(WriteError::ReservedKey {
                 key: prefix.to_string(),
             });
         }
@@ -270,9 +270,9 @@ impl ReconciliationEngine {
         &mut self,
         prefix: &str,
         now_ms: u64,
-    ) -> Result<Option<P2PEvent>, EngineError> {
+    ) -> Result<Option<P2PEvent>, WriteError> {
         if is_reserved(prefix) {
-            return Err(EngineError::ReservedKey {
+            return Err(WriteError::ReservedKey {
                 key: prefix.to_string(),
             });
         }

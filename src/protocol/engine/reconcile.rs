@@ -4,7 +4,7 @@ use super::view::{candidates, Candidate};
 use super::{ConflictPolicy, ReconciliationEngine};
 use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::entity::{EntityState, Register};
-use crate::protocol::error::EngineError;
+use crate::protocol::error::ReceiveError;
 use crate::protocol::event::P2PEvent;
 use crate::protocol::reconciliation::{
     ReconciliationRequest, ReconciliationResponse, RequestType, ResponseType,
@@ -29,13 +29,13 @@ pub const RECONCILIATION_RETRY_MS: u64 = 5_000;
 
 impl ReconciliationEngine {
     /// Room state is never a conflict: never reconciled, whoever asks.
-    fn conflicted_register(&self, key: &str) -> Result<&Register, EngineError> {
+    fn conflicted_register(&self, key: &str) -> Result<&Register, ReceiveError> {
         if super::is_reserved(key) {
-            return Err(EngineError::NoConflict(key.to_string()));
+            return Err(ReceiveError::NoConflict(key.to_string()));
         }
         match self.entity(key).map(|e| e.shown()) {
             Some(EntityState::Register(r)) if r.is_conflicted() => Ok(r),
-            _ => Err(EngineError::NoConflict(key.to_string())),
+            _ => Err(ReceiveError::NoConflict(key.to_string())),
         }
     }
 
@@ -81,7 +81,7 @@ impl ReconciliationEngine {
         handler: &mut ReconcileHandler<'_>,
         reachable: &dyn Fn(PeerId) -> bool,
         now_ms: u64,
-    ) -> Result<ReconcileStep, EngineError> {
+    ) -> Result<ReconcileStep, ReceiveError> {
         let register = self.conflicted_register(key)?;
         let me = self.peer;
         let resolver = register
@@ -134,29 +134,29 @@ impl ReconciliationEngine {
         request: &ReconciliationRequest,
         handler: &mut ReconcileHandler<'_>,
         now_ms: u64,
-    ) -> Result<Option<ReconciliationResponse>, EngineError> {
+    ) -> Result<Option<ReconciliationResponse>, ReceiveError> {
         if request.target_peer_id != self.peer {
-            return Err(EngineError::Malformed(format!(
+            return Err(ReceiveError::Malformed(format!(
                 "reconciliation request for {} reached {}",
                 request.target_peer_id, self.peer
             )));
         }
         let Some(key) = request.conflicting_events.first().map(|e| e.key.clone()) else {
-            return Err(EngineError::Malformed(
+            return Err(ReceiveError::Malformed(
                 "reconciliation request without events".into(),
             ));
         };
         if request.conflicting_events.iter().any(|e| e.key != key) {
-            return Err(EngineError::Malformed(
+            return Err(ReceiveError::Malformed(
                 "reconciliation request spans several keys".into(),
             ));
         }
         if super::is_reserved(&key) {
             // A resolution written here would be refused by every peer
             // (room state is never reconciled) and stall our origin.
-            return Err(EngineError::ReservedKey {
-                key: key.to_string(),
-            });
+            return Err(ReceiveError::Malformed(format!(
+                "reconciliation request for {key:?}, a key of room state (never reconciled)"
+            )));
         }
         for event in &request.conflicting_events {
             self.receive(event.clone(), now_ms)?;
@@ -189,7 +189,7 @@ impl ReconciliationEngine {
         &mut self,
         response: &ReconciliationResponse,
         now_ms: u64,
-    ) -> Result<usize, EngineError> {
+    ) -> Result<usize, ReceiveError> {
         let before = self.stats.applied;
         for event in &response.resolution_events {
             self.receive(event.clone(), now_ms)?;
@@ -204,13 +204,13 @@ impl ReconciliationEngine {
         key: &str,
         handler: &mut ReconcileHandler<'_>,
         now_ms: u64,
-    ) -> Result<P2PEvent, EngineError> {
+    ) -> Result<P2PEvent, ReceiveError> {
         let register = self.conflicted_register(key)?;
         let lww = register.winner().map(|s| s.value.clone());
         let value = handler(key, &candidates(register))
             .or(lww)
             .unwrap_or_else(|| JsonValue::from(&serde_json::Value::Null));
-        self.write(key, value, true, now_ms)
+        Ok(self.write(key, value, true, now_ms)?)
     }
 
     /// The siblings' events: in the log, or (after a compaction, a fold or

@@ -1,6 +1,6 @@
 use super::{ReconciliationEngine, Slot};
 use crate::protocol::entity::Entity;
-use crate::protocol::error::EngineError;
+use crate::protocol::error::ReceiveError;
 use crate::protocol::event::{EventId, P2PEvent};
 
 /// What happened to a received event.
@@ -28,31 +28,31 @@ impl ReconciliationEngine {
     /// Takes a remote event: applies it when its dependencies are met (and
     /// then whatever it unblocks), otherwise holds it. Refusals are typed
     /// and counted in [`stats`](Self::stats); the engine is unchanged by them.
-    pub fn receive(&mut self, event: P2PEvent, now_ms: u64) -> Result<Receipt, EngineError> {
+    pub fn receive(&mut self, event: P2PEvent, now_ms: u64) -> Result<Receipt, ReceiveError> {
         self.take(event, Some(now_ms))
     }
 
     /// Takes an event from this peer's own storage: it was accepted once, so
     /// the clock-skew bound is not checked again.
-    pub fn replay(&mut self, event: P2PEvent) -> Result<Receipt, EngineError> {
+    pub fn replay(&mut self, event: P2PEvent) -> Result<Receipt, ReceiveError> {
         self.take(event, None)
     }
 
-    fn take(&mut self, event: P2PEvent, now_ms: Option<u64>) -> Result<Receipt, EngineError> {
+    fn take(&mut self, event: P2PEvent, now_ms: Option<u64>) -> Result<Receipt, ReceiveError> {
         let result = self.receive_inner(event, now_ms);
         if let Err(e) = &result {
             let stats = &mut self.stats;
             match e {
-                EngineError::Malformed(_) | EngineError::InvalidRoomState { .. } => {
+                ReceiveError::Malformed(_) | ReceiveError::InvalidRoomState { .. } => {
                     stats.refused_malformed += 1
                 }
-                EngineError::ImpossibleDependency { .. } => stats.refused_impossible += 1,
-                EngineError::ClockSkew { .. } => stats.refused_clock_skew += 1,
-                EngineError::HoldingQueueFull { .. } => stats.refused_queue_full += 1,
-                EngineError::DependencyTooFar { .. } => stats.refused_far_ahead += 1,
-                EngineError::Equivocation { .. } => stats.equivocations += 1,
-                EngineError::TooManyOrigins { .. } => stats.refused_origins += 1,
-                EngineError::NotOurs { .. } => stats.refused_not_ours += 1,
+                ReceiveError::ImpossibleDependency { .. } => stats.refused_impossible += 1,
+                ReceiveError::ClockSkew { .. } => stats.refused_clock_skew += 1,
+                ReceiveError::HoldingQueueFull { .. } => stats.refused_queue_full += 1,
+                ReceiveError::DependencyTooFar { .. } => stats.refused_far_ahead += 1,
+                ReceiveError::Equivocation { .. } => stats.equivocations += 1,
+                ReceiveError::TooManyOrigins { .. } => stats.refused_origins += 1,
+                ReceiveError::NotOurs { .. } => stats.refused_not_ours += 1,
                 _ => {}
             }
         }
@@ -63,14 +63,14 @@ impl ReconciliationEngine {
         &mut self,
         event: P2PEvent,
         now_ms: Option<u64>,
-    ) -> Result<Receipt, EngineError> {
+    ) -> Result<Receipt, ReceiveError> {
         event.check()?;
         super::policy::check_room_state(&event)?;
         let id = event.id;
         if id.seq <= self.applied.get(id.peer) {
             if let Some(known) = self.log.get(id) {
                 if !known.same_content(&event) {
-                    return Err(EngineError::Equivocation { id });
+                    return Err(ReceiveError::Equivocation { id });
                 }
             }
             self.stats.duplicates += 1;
@@ -83,12 +83,12 @@ impl ReconciliationEngine {
         if id.peer == self.peer && now_ms.is_some() {
             // Every event of ours was made here: one we lack is a lie (our
             // own storage replays them with no `now_ms`).
-            return Err(EngineError::NotOurs { id });
+            return Err(ReceiveError::NotOurs { id });
         }
         if let Some(now_ms) = now_ms {
             self.clock
                 .check(event.hlc, now_ms)
-                .map_err(|source| EngineError::ClockSkew { id, source })?;
+                .map_err(|source| ReceiveError::ClockSkew { id, source })?;
         }
         self.check_origin_bound(id)?;
         match self.first_missing(&event) {
@@ -98,7 +98,7 @@ impl ReconciliationEngine {
                     .dependencies()
                     .find(|d| d.seq > self.applied.get(d.peer).saturating_add(gap))
                 {
-                    return Err(EngineError::DependencyTooFar {
+                    return Err(ReceiveError::DependencyTooFar {
                         id,
                         dependency,
                         gap,
@@ -118,7 +118,7 @@ impl ReconciliationEngine {
     /// (ours always has a place: our own writes are never refused). Held
     /// origins count too: a flood of throwaway identities must not grow any
     /// version vector past what every peer can decode.
-    pub(super) fn check_origin_bound(&self, id: EventId) -> Result<(), EngineError> {
+    pub(super) fn check_origin_bound(&self, id: EventId) -> Result<(), ReceiveError> {
         let known = self.applied.get(id.peer) > 0 || self.holding.holds_origin(id.peer);
         if known {
             return Ok(());
@@ -127,7 +127,7 @@ impl ReconciliationEngine {
         let ours = usize::from(self.applied.get(self.peer) > 0);
         let others = self.applied.len() - ours + self.holding.origins();
         if others + 1 >= limit {
-            return Err(EngineError::TooManyOrigins { id, limit });
+            return Err(ReceiveError::TooManyOrigins { id, limit });
         }
         Ok(())
     }

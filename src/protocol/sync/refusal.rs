@@ -7,7 +7,7 @@
 //! weighs anything.
 
 use super::wire::WireError;
-use crate::protocol::error::EngineError;
+use crate::protocol::error::ReceiveError;
 use crate::protocol::room::RoomError;
 use crate::protocol::seal::SealError;
 use crate::protocol::snapshot::SnapshotError;
@@ -27,7 +27,7 @@ pub enum Refusal {
     Frame(#[from] WireError),
     /// An event the engine refused.
     #[error(transparent)]
-    Event(#[from] EngineError),
+    Event(#[from] ReceiveError),
     /// A run whose seal does not verify.
     #[error(transparent)]
     Seal(#[from] SealError),
@@ -64,9 +64,9 @@ impl Refusal {
         match self {
             Refusal::Frame(_) | Refusal::SecondHandshake | Refusal::NoLeaf(_) => 1,
             Refusal::Event(e) => match e {
-                EngineError::Malformed(_)
-                | EngineError::ImpossibleDependency { .. }
-                | EngineError::Equivocation { .. } => 1,
+                ReceiveError::Malformed(_)
+                | ReceiveError::ImpossibleDependency { .. }
+                | ReceiveError::Equivocation { .. } => 1,
                 // Skew, a full holding queue, too many origins: an honest
                 // peer may send these; they are refused, not punished.
                 _ => 0,
@@ -116,8 +116,11 @@ mod tests {
             Refusal::State(SnapshotError::Unasked).points(),
             UNSEALED_POINTS
         );
-        assert_eq!(Refusal::Event(EngineError::Equivocation { id }).points(), 1);
-        let full = EngineError::HoldingQueueFull { id, capacity: 10 };
+        assert_eq!(
+            Refusal::Event(ReceiveError::Equivocation { id }).points(),
+            1
+        );
+        let full = ReceiveError::HoldingQueueFull { id, capacity: 10 };
         assert_eq!(
             Refusal::Event(full).points(),
             0,

@@ -5,7 +5,7 @@ use serde::Serialize;
 use super::SyncNode;
 use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::engine::ConflictPolicy;
-use crate::protocol::error::EngineError;
+use crate::protocol::error::WriteError;
 use crate::protocol::sync::LinkState;
 use crate::protocol::value::JsonValue;
 
@@ -66,7 +66,7 @@ impl SyncNode {
     /// sealed, persisted and sent at the next
     /// [`take_outputs`](Self::take_outputs); it is durable once
     /// [`durable_upto`](Self::durable_upto) reaches its number.
-    pub fn apply(&mut self, write: LocalWrite, now_ms: u64) -> Result<Option<u64>, EngineError> {
+    pub fn apply(&mut self, write: LocalWrite, now_ms: u64) -> Result<Option<u64>, WriteError> {
         let event = self.write(|e| match write {
             LocalWrite::Set { key, value } => e.set(&key, value, now_ms).map(Some),
             LocalWrite::Delete { key } => e.delete(&key, now_ms),

@@ -25,7 +25,7 @@ use super::transfer::{Incoming, Outgoing};
 use super::wire::{self, Decoded, Message};
 use crate::protocol::clock::{ClockOrdering, PeerId, VectorClock};
 use crate::protocol::engine::{Candidate, EngineConfig, ReconciliationEngine, Trust};
-use crate::protocol::error::EngineError;
+use crate::protocol::error::WriteError;
 use crate::protocol::event::{Hash32, P2PEvent};
 use crate::protocol::identity::Identity;
 use crate::protocol::room::{Handshake, RoomSecret};
@@ -341,8 +341,8 @@ impl SyncNode {
     /// [`take_outputs`](Self::take_outputs) or tick.
     pub fn write(
         &mut self,
-        op: impl FnOnce(&mut ReconciliationEngine) -> Result<Option<P2PEvent>, EngineError>,
-    ) -> Result<Option<P2PEvent>, EngineError> {
+        op: impl FnOnce(&mut ReconciliationEngine) -> Result<Option<P2PEvent>, WriteError>,
+    ) -> Result<Option<P2PEvent>, WriteError> {
         let event = op(&mut self.engine)?;
         self.report_changes();
         Ok(event)

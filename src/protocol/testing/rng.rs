@@ -1,10 +1,11 @@
-//! The deterministic RNG of the tests and benches.
+//! The deterministic RNG of the tests, the simulator and the benches.
 
 /// splitmix64: small, fast, and the same everywhere, so a seed replays.
 #[derive(Debug, Clone)]
 pub struct Rng(u64);
 
 impl Rng {
+    /// The stream of `seed`: the same numbers on every platform.
     pub fn new(seed: u64) -> Self {
         Rng(seed)
     }
@@ -17,14 +18,17 @@ impl Rng {
         z ^ (z >> 31)
     }
 
+    /// Uniform enough below `n` (0 when `n` is 0).
     pub fn below(&mut self, n: usize) -> usize {
         (self.next_u64() % n.max(1) as u64) as usize
     }
 
+    /// True with probability `p`.
     pub fn chance(&mut self, p: f64) -> bool {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= p
     }
 
+    /// Fisher-Yates.
     pub fn shuffle<T>(&mut self, items: &mut [T]) {
         for i in (1..items.len()).rev() {
             items.swap(i, self.below(i + 1));

@@ -3,22 +3,18 @@
 //! anti-entropy exchange between two sync nodes. Shared by the native
 //! benches and the wasm bench build (`src/browser/bench.rs`); each uses
 //! part of it.
-#![allow(dead_code)]
 
-use cpc_sync::protocol::event::RegisterOp;
-use cpc_sync::protocol::seal;
-use cpc_sync::protocol::sync::wire::{self, Decoded, Message};
-use cpc_sync::protocol::sync::{Output, SyncConfig, SyncNode};
-use cpc_sync::protocol::{
+use super::Rng;
+use crate::protocol::event::RegisterOp;
+use crate::protocol::seal;
+use crate::protocol::sync::wire::{self, Decoded, Message};
+use crate::protocol::sync::{Output, SyncConfig, SyncNode};
+use crate::protocol::{
     EngineConfig, EventId, Identity, JsonValue, Operation, P2PEvent, PeerId, ReconciliationEngine,
     Timestamp, VectorClock,
 };
 
-#[allow(dead_code)]
-#[path = "../tests/common/rng.rs"]
-mod rng;
-pub use rng::Rng;
-
+/// The `i`th writer's id: spread out, as real ids are.
 pub fn peer(i: u64) -> PeerId {
     PeerId(0x1000_0000_0000 + i * 0x9E37_79B9)
 }
@@ -164,7 +160,7 @@ pub fn displace(events: &[P2PEvent], fraction: f64, reach: usize, seed: u64) -> 
         .iter()
         .enumerate()
         .map(|(i, e)| {
-            let late = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= fraction;
+            let late = rng.chance(fraction);
             let at = if late {
                 i + 1 + (rng.next_u64() as usize % reach)
             } else {
