@@ -66,7 +66,8 @@ impl Refusal {
             Refusal::Event(e) => match e {
                 ReceiveError::Malformed(_)
                 | ReceiveError::ImpossibleDependency { .. }
-                | ReceiveError::Equivocation { .. } => 1,
+                | ReceiveError::Equivocation { .. }
+                | ReceiveError::InvalidRoomState { .. } => 1,
                 // Skew, a full holding queue, too many origins: an honest
                 // peer may send these; they are refused, not punished.
                 _ => 0,
