@@ -199,7 +199,10 @@ struct Raw {
     frames: Rc<RefCell<usize>>,
 }
 
-fn raw(room: &str, me: PeerId) -> Raw {
+/// A bare transport in `room`, of the identity of `seed`; and its id.
+fn raw(room: &str, seed: u64) -> (Raw, PeerId) {
+    let identity = Identity::from_seed(seed);
+    let me = identity.peer();
     let open = Rc::new(RefCell::new(Vec::new()));
     let frames = Rc::new(RefCell::new(0));
     let (o, f) = (open.clone(), frames.clone());
@@ -215,11 +218,12 @@ fn raw(room: &str, me: PeerId) -> Raw {
         signaling: None,
         ice_servers: JsValue::UNDEFINED,
     };
-    Raw {
-        transport: Transport::new(me, config, sink),
+    let raw = Raw {
+        transport: Transport::new(identity, config, sink),
         open,
         frames,
-    }
+    };
+    (raw, me)
 }
 
 #[wasm_bindgen_test]
@@ -231,8 +235,7 @@ async fn bad_frames_are_counted_and_an_oversized_one_closes_the_connection() {
     ]))
     .await;
     let me: PeerId = peer.id().parse().unwrap();
-    let hostile_id = PeerId(0x0bad);
-    let hostile = raw(&room, hostile_id);
+    let (hostile, hostile_id) = raw(&room, 0x0bad);
     wait_for("the hostile link", 20, || {
         hostile.open.borrow().contains(&me)
     })
@@ -305,9 +308,8 @@ async fn bad_frames_are_counted_and_an_oversized_one_closes_the_connection() {
 #[wasm_bindgen_test]
 async fn both_sides_offering_at_once_still_connect() {
     let room = room("glare");
-    let (ida, idb) = (PeerId(0xa11ce), PeerId(0xb0b));
-    let a = raw(&room, ida);
-    let b = raw(&room, idb);
+    let (a, ida) = raw(&room, 0xa11ce);
+    let (b, idb) = raw(&room, 0xb0b);
     let both_open =
         |a: &Raw, b: &Raw| a.open.borrow().contains(&idb) && b.open.borrow().contains(&ida);
     wait_for("the first connection", 20, || both_open(&a, &b)).await;

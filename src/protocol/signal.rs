@@ -7,7 +7,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::room::RoomSecret;
+use super::identity::{peer_id_of, verify, Identity, PublicKey};
+use super::room::{hex, unhex, RoomSecret};
 
 /// Longest room or peer name accepted by the server.
 pub const MAX_NAME: usize = 128;
@@ -16,9 +17,15 @@ pub const MAX_NAME: usize = 128;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum ClientMessage {
+    /// Joins `room` as `peer`, proving it holds the key behind the id: `key`
+    /// is the Ed25519 public key (hex) the id derives from, `proof` its
+    /// signature (hex) over the server's `Hello` nonce, the room and the id
+    /// (see [`ClientMessage::join`]).
     Join {
         room: String,
         peer: String,
+        key: String,
+        proof: String,
     },
     /// Relay `data` to peer `to` of the same room.
     Signal {
@@ -33,6 +40,10 @@ pub enum ClientMessage {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum ServerMessage {
+    /// First on every connection: the nonce a join must sign.
+    Hello {
+        nonce: String,
+    },
     /// The answer to a join: who was in the room before.
     Peers {
         room: String,
@@ -52,6 +63,72 @@ pub enum ServerMessage {
         message: String,
     },
     Pong,
+}
+
+/// What a join's proof signs: the server's nonce, the room and the id, so
+/// a proof is good for one connection to one room, under one id.
+fn join_message(nonce: &[u8], room: &str, peer: &str) -> Vec<u8> {
+    let mut message = b"cpc-signal join v1\0".to_vec();
+    message.extend_from_slice(nonce);
+    message.extend_from_slice(&(room.len() as u32).to_le_bytes());
+    message.extend_from_slice(room.as_bytes());
+    message.extend_from_slice(peer.as_bytes());
+    message
+}
+
+/// Why the server refused a join's proof.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JoinError {
+    #[error("the key is not a hex Ed25519 public key")]
+    BadKey,
+    #[error("the peer id is not the one the key derives")]
+    NotItsId,
+    #[error(
+        "the proof is not the key's signature over this connection's nonce, the room and the id"
+    )]
+    BadProof,
+}
+
+impl ClientMessage {
+    /// A join of `room` by `identity`, signing the server's `nonce` (hex,
+    /// from its `Hello`).
+    pub fn join(identity: &Identity, nonce: &str, room: &str) -> ClientMessage {
+        let peer = identity.peer().to_string();
+        let nonce = unhex(nonce).unwrap_or_default();
+        let signature = identity.sign(&join_message(&nonce, room, &peer));
+        ClientMessage::Join {
+            room: room.to_string(),
+            key: hex(&identity.public_key()),
+            proof: hex(&signature.concat()),
+            peer,
+        }
+    }
+}
+
+/// Checks a join's proof against the `nonce` this connection was sent.
+pub fn verify_join(
+    nonce: &[u8; 32],
+    room: &str,
+    peer: &str,
+    key: &str,
+    proof: &str,
+) -> Result<(), JoinError> {
+    let key: PublicKey = unhex(key)
+        .and_then(|k| k.try_into().ok())
+        .ok_or(JoinError::BadKey)?;
+    if peer_id_of(&key).to_string() != peer {
+        return Err(JoinError::NotItsId);
+    }
+    let proof = unhex(proof)
+        .filter(|p| p.len() == 64)
+        .ok_or(JoinError::BadProof)?;
+    let mut signature = [[0u8; 32]; 2];
+    signature[0].copy_from_slice(&proof[..32]);
+    signature[1].copy_from_slice(&proof[32..]);
+    if !verify(&key, &join_message(nonce, room, peer), &signature) {
+        return Err(JoinError::BadProof);
+    }
+    Ok(())
 }
 
 /// Between tabs of one browser, on the BroadcastChannel of the room: every
@@ -177,6 +254,7 @@ impl TabMessage {
 
 #[cfg(test)]
 mod tests {
+    use super::ClientMessage::Join;
     use super::*;
 
     #[test]
@@ -208,19 +286,63 @@ mod tests {
 
     #[test]
     fn messages_have_the_documented_shape() {
-        let join: ClientMessage =
-            serde_json::from_str(r#"{"type":"join","room":"r","peer":"p"}"#).unwrap();
+        let join: ClientMessage = serde_json::from_str(
+            r#"{"type":"join","room":"r","peer":"p","key":"00","proof":"11"}"#,
+        )
+        .unwrap();
         assert_eq!(
             join,
             ClientMessage::Join {
                 room: "r".into(),
-                peer: "p".into()
+                peer: "p".into(),
+                key: "00".into(),
+                proof: "11".into(),
             }
         );
-        assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"join","room":"r"}"#).is_err());
+        let unproven = r#"{"type":"join","room":"r","peer":"p"}"#;
+        assert!(serde_json::from_str::<ClientMessage>(unproven).is_err());
         assert_eq!(ServerMessage::Pong.to_text(), r#"{"type":"pong"}"#);
         let hello = TabMessage::Hello { from: "a".into() };
         assert_eq!(hello.to_text(), r#"{"type":"hello","from":"a"}"#);
+    }
+
+    #[test]
+    fn a_join_proves_the_key_behind_the_id_for_one_nonce_and_room() {
+        let identity = Identity::from_seed(7);
+        let nonce = [5u8; 32];
+        let Join {
+            room,
+            peer,
+            key,
+            proof,
+        } = ClientMessage::join(&identity, &hex(&nonce), "room")
+        else {
+            unreachable!()
+        };
+        assert_eq!(peer, identity.peer().to_string());
+        assert_eq!(verify_join(&nonce, &room, &peer, &key, &proof), Ok(()));
+        // Replayed on another connection, in another room, under another id.
+        let other = [6u8; 32];
+        let bad = Err(JoinError::BadProof);
+        assert_eq!(verify_join(&other, &room, &peer, &key, &proof), bad);
+        assert_eq!(verify_join(&nonce, "else", &peer, &key, &proof), bad);
+        let stranger = Identity::from_seed(8);
+        let theirs = stranger.peer().to_string();
+        assert_eq!(
+            verify_join(&nonce, &room, &theirs, &key, &proof),
+            Err(JoinError::NotItsId)
+        );
+        // Another key that does derive the claimed id cannot sign for it.
+        let forged = hex(&stranger.sign(b"anything").concat());
+        let their_key = hex(&stranger.public_key());
+        assert_eq!(
+            verify_join(&nonce, &room, &theirs, &their_key, &forged),
+            bad
+        );
+        assert_eq!(
+            verify_join(&nonce, &room, &peer, "zz", &proof),
+            Err(JoinError::BadKey)
+        );
     }
 
     #[test]

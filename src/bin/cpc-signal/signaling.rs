@@ -278,7 +278,7 @@ fn handle(
         Err(e) => return error(format!("malformed message dropped: {e}")),
     };
     match message {
-        ClientMessage::Join { room, peer } => {
+        ClientMessage::Join { room, peer, .. } => {
             if !valid_name(&room) || !valid_name(&peer) {
                 return error(format!("room and peer must be 1 to {MAX_NAME} bytes"));
             }
@@ -332,6 +332,8 @@ mod tests {
         ClientMessage::Join {
             room: room.into(),
             peer: peer.into(),
+            key: String::new(),
+            proof: String::new(),
         }
         .to_text()
     }

@@ -179,9 +179,8 @@ impl Peer {
             closed: false,
         }));
         let weak = Rc::downgrade(&inner);
-        let me = inner.borrow().node.peer();
         let transport = Transport::new(
-            me,
+            opened.identity,
             TransportConfig {
                 room: opened.public_room,
                 codec: SignalCodec(opened.secret),

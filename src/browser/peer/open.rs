@@ -20,6 +20,8 @@ pub struct Opened {
     /// secret an opaque id derived from it.
     pub public_room: String,
     pub secret: Option<Rc<RoomSecret>>,
+    /// The peer's identity, for the transport to sign its server join.
+    pub identity: Identity,
 }
 
 /// Random bytes from the browser's CSPRNG.
@@ -58,12 +60,12 @@ pub async fn open(options: &Options) -> Result<Opened, PeerError> {
     if let Some(n) = options.compact_after {
         sync.compact_after = n;
     }
-    let (node, storage, slot) = match options.storage {
+    let (node, storage, slot, identity) = match options.storage {
         StorageKind::Memory => {
             let identity = Identity::from_secret(&random()?);
             let engine = ReconciliationEngine::new(identity.peer(), config);
-            sync.identity = Some(identity);
-            (SyncNode::new(engine, sync), None, None)
+            sync.identity = Some(identity.clone());
+            (SyncNode::new(engine, sync), None, None, identity)
         }
         StorageKind::IndexedDb => {
             let slot = identity::claim(&public_room)
@@ -81,7 +83,7 @@ pub async fn open(options: &Options) -> Result<Opened, PeerError> {
                 }
             };
             let peer = identity.peer();
-            sync.identity = Some(identity);
+            sync.identity = Some(identity.clone());
             let node = SyncNode::restore(
                 peer,
                 config,
@@ -89,7 +91,7 @@ pub async fn open(options: &Options) -> Result<Opened, PeerError> {
                 persisted.snapshot.as_deref(),
                 persisted.events,
             )?;
-            (node, Some(Rc::new(storage)), Some(slot))
+            (node, Some(Rc::new(storage)), Some(slot), identity)
         }
     };
     Ok(Opened {
@@ -98,5 +100,6 @@ pub async fn open(options: &Options) -> Result<Opened, PeerError> {
         slot,
         public_room,
         secret,
+        identity,
     })
 }

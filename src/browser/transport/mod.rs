@@ -26,7 +26,7 @@ pub use self::signaling::SignalCodec;
 use self::signaling::{warn, Server, SocketEvent, Tabs};
 use crate::protocol::signal::{ServerMessage, TabMessage};
 use crate::protocol::sync::{LinkAction, LinkConfig, LinkState, Links, Route, Verdict};
-use crate::protocol::PeerId;
+use crate::protocol::{Identity, PeerId};
 
 /// What the transport tells its owner.
 pub enum TransportEvent {
@@ -89,10 +89,15 @@ fn jitter() -> f64 {
 }
 
 impl Transport {
-    pub fn new(me: PeerId, config: TransportConfig, sink: Sink) -> Transport {
+    /// A transport of `identity`'s peer (it signs the server join).
+    pub fn new(identity: Identity, config: TransportConfig, sink: Sink) -> Transport {
+        let me = identity.peer();
         let links = Links::new(
             me,
-            LinkConfig::new(config.room.clone(), config.signaling.is_some()),
+            LinkConfig {
+                identity: Some(identity),
+                ..LinkConfig::new(config.room.clone(), config.signaling.is_some())
+            },
         );
         let state = Rc::new_cyclic(|weak| {
             RefCell::new(State {

@@ -26,6 +26,7 @@ pub use self::route::{Route, Routes};
 pub use self::socket::{Socket, SocketConfig, SocketDue};
 use super::mesh::{LinkState, Mesh, MeshAction, MeshConfig};
 use crate::protocol::clock::PeerId;
+use crate::protocol::identity::Identity;
 use crate::protocol::signal::{ClientMessage, Negotiation, ServerMessage, TabMessage};
 
 /// How a peer links to the others of its room.
@@ -37,6 +38,10 @@ pub struct LinkConfig {
     pub signaling_server: bool,
     pub mesh: MeshConfig,
     pub socket: SocketConfig,
+    /// Signs the server join, proving the peer holds the key behind its id
+    /// (the server refuses a join without it). Its peer id is the one
+    /// `Links` is made for.
+    pub identity: Option<Identity>,
 }
 
 impl LinkConfig {
@@ -46,6 +51,7 @@ impl LinkConfig {
             signaling_server,
             mesh: MeshConfig::default(),
             socket: SocketConfig::default(),
+            identity: None,
         }
     }
 }
@@ -78,6 +84,7 @@ pub enum LinkAction {
 pub struct Links {
     me: PeerId,
     room: String,
+    identity: Option<Identity>,
     /// The owner wants to be online (`go_online`/`go_offline`).
     wanted: bool,
     /// The page is hidden: unloading, or going into the back/forward cache.
@@ -101,6 +108,7 @@ impl Links {
         Links {
             me,
             room: config.room,
+            identity: config.identity,
             wanted: false,
             hidden: false,
             online: false,
@@ -264,20 +272,23 @@ impl Links {
                 self.left(peer, Route::Server);
             }
             ServerMessage::Signal { from, data } => return Some((parse_peer(&from)?, data)),
+            // The server's nonce: join, signing it.
+            ServerMessage::Hello { nonce } => {
+                if let Some(identity) = &self.identity {
+                    let join = ClientMessage::join(identity, &nonce, &self.room);
+                    self.actions.push(LinkAction::Send(join));
+                }
+            }
             ServerMessage::Error { .. } | ServerMessage::Pong => {}
         }
         self.drain_mesh(now_ms);
         None
     }
 
-    /// The signaling socket opened: join the room.
+    /// The signaling socket opened; the join follows the server's `Hello`.
     pub fn socket_opened(&mut self, now_ms: u64) {
         if let Some(socket) = &mut self.socket {
             socket.opened(now_ms);
-            self.actions.push(LinkAction::Send(ClientMessage::Join {
-                room: self.room.clone(),
-                peer: self.me.to_string(),
-            }));
         }
     }
 

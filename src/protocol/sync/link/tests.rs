@@ -5,9 +5,14 @@ use serde_json::json;
 
 use super::*;
 use crate::protocol::signal::SdpKind;
+use crate::protocol::Identity;
 
 fn links(me: u64, server: bool) -> Links {
-    let mut l = Links::new(PeerId(me), LinkConfig::new("room", server));
+    let config = LinkConfig {
+        identity: Some(Identity::from_seed(me)),
+        ..LinkConfig::new("room", server)
+    };
+    let mut l = Links::new(PeerId(me), config);
     l.go_online();
     l
 }
@@ -141,6 +146,36 @@ fn a_peer_heard_on_both_routes_is_signaled_over_tabs_until_it_leaves_them() {
     let mut a = links(1, true);
     a.take_actions();
     a.socket_opened(0);
+    assert!(a.take_actions().is_empty(), "the join waits for the nonce");
+    let nonce = "ab".repeat(32);
+    a.server_message(
+        ServerMessage::Hello {
+            nonce: nonce.clone(),
+        },
+        1,
+    );
+    let joined = a.take_actions();
+    let identity = Identity::from_seed(1);
+    assert_eq!(
+        joined,
+        [LinkAction::Send(ClientMessage::join(
+            &identity, &nonce, "room"
+        ))]
+    );
+    let LinkAction::Send(ClientMessage::Join {
+        room,
+        peer,
+        key,
+        proof,
+    }) = &joined[0]
+    else {
+        unreachable!()
+    };
+    let raw: [u8; 32] = [0xab; 32];
+    assert_eq!(
+        crate::protocol::signal::verify_join(&raw, room, peer, key, proof),
+        Ok(())
+    );
     a.server_message(
         ServerMessage::Peers {
             room: "room".into(),
@@ -149,13 +184,6 @@ fn a_peer_heard_on_both_routes_is_signaled_over_tabs_until_it_leaves_them() {
         1,
     );
     let acted = a.take_actions();
-    assert_eq!(
-        acted[0],
-        LinkAction::Send(ClientMessage::Join {
-            room: "room".into(),
-            peer: PeerId(1).to_string(),
-        })
-    );
     assert_eq!(dials(&acted), [PeerId(2)]);
     assert_eq!(a.route(PeerId(2)), Some(Route::Server));
     // The same peer is a tab of this browser too.
