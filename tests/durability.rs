@@ -7,19 +7,14 @@ mod common;
 use common::json;
 use cpc_sync::protocol::sync::wire::{self, Decoded, Message};
 use cpc_sync::protocol::sync::{Output, Persist, SyncConfig, SyncNode};
-use cpc_sync::protocol::{EngineConfig, Identity, P2PEvent, PeerId, ReconciliationEngine};
+use cpc_sync::protocol::{EngineConfig, Identity, P2PEvent, PeerId};
 
 fn durable_node(seed: u64) -> SyncNode {
-    let identity = Identity::from_seed(seed);
-    let engine = ReconciliationEngine::new(identity.peer(), EngineConfig::default());
-    SyncNode::new(
-        engine,
-        SyncConfig {
-            identity: Some(identity),
-            durable: true,
-            ..SyncConfig::default()
-        },
-    )
+    let config = SyncConfig {
+        durable: true,
+        ..SyncConfig::default()
+    };
+    common::signed_node(seed, config)
 }
 
 /// What a node asked for and what it sent, in order.

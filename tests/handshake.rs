@@ -8,22 +8,17 @@ use common::json;
 use cpc_sync::protocol::room::RoomSecret;
 use cpc_sync::protocol::sync::wire::{self, Decoded, Message};
 use cpc_sync::protocol::sync::{Output, SyncConfig, SyncNode};
-use cpc_sync::protocol::{EngineConfig, Identity, PeerId, ReconciliationEngine};
+use cpc_sync::protocol::PeerId;
 
 const NOW: u64 = 1_700_000_000_000;
 
 pub fn secret_node(seed: u64, secret: Option<&str>) -> SyncNode {
-    let identity = Identity::from_seed(seed);
-    let engine = ReconciliationEngine::new(identity.peer(), EngineConfig::default());
-    SyncNode::new(
-        engine,
-        SyncConfig {
-            identity: Some(identity),
-            room: secret.map(|s| RoomSecret::new("room", s)),
-            nonce_seed: *blake3::hash(&seed.to_be_bytes()).as_bytes(),
-            ..SyncConfig::default()
-        },
-    )
+    let config = SyncConfig {
+        room: secret.map(|s| RoomSecret::new("room", s)),
+        nonce_seed: *blake3::hash(&seed.to_be_bytes()).as_bytes(),
+        ..SyncConfig::default()
+    };
+    common::signed_node(seed, config)
 }
 
 /// What crossed, and who closed whom, once both sides went quiet.

@@ -7,8 +7,24 @@ use cpc_sync::protocol::{
     ReconciliationEngine, Timestamp, VectorClock,
 };
 
+use cpc_sync::protocol::sync::{SyncConfig, SyncNode};
 #[allow(unused_imports)] // not every test binary uses it
 pub use cpc_sync::protocol::testing::Rng;
+use cpc_sync::protocol::Identity;
+
+/// A node that signs as the identity of `seed`, configured by `config`
+/// otherwise.
+pub fn signed_node(seed: u64, config: SyncConfig) -> SyncNode {
+    let identity = Identity::from_seed(seed);
+    let engine = ReconciliationEngine::new(identity.peer(), EngineConfig::default());
+    SyncNode::new(
+        engine,
+        SyncConfig {
+            identity: Some(identity),
+            ..config
+        },
+    )
+}
 
 /// The seed for a randomized test: `CPC_SEED` replays one, otherwise a
 /// fresh one. Either way it is printed first.

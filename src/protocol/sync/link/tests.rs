@@ -31,6 +31,21 @@ fn offer(epoch: u64) -> Negotiation {
     }
 }
 
+/// Tab 2 answers tab 1's hello; 1 dials it. The epoch of that dial.
+fn answered_and_dialed(a: &mut Links) -> u64 {
+    a.tab_message(
+        TabMessage::Here {
+            from: PeerId(2).to_string(),
+            to: PeerId(1).to_string(),
+        },
+        0,
+    );
+    match a.take_actions().last() {
+        Some(LinkAction::Dial { epoch, .. }) => *epoch,
+        other => panic!("{other:?}"),
+    }
+}
+
 fn dials(actions: &[LinkAction]) -> Vec<PeerId> {
     actions
         .iter()
@@ -116,17 +131,7 @@ fn a_tab_that_announces_itself_gets_a_reply_addressed_to_it() {
 #[test]
 fn a_tab_that_leaves_is_hung_up_and_forgotten() {
     let mut a = links(1, false);
-    a.tab_message(
-        TabMessage::Here {
-            from: PeerId(2).to_string(),
-            to: PeerId(1).to_string(),
-        },
-        0,
-    );
-    let epoch = match a.take_actions().last() {
-        Some(LinkAction::Dial { epoch, .. }) => *epoch,
-        other => panic!("{other:?}"),
-    };
+    let epoch = answered_and_dialed(&mut a);
     assert!(a.opened(PeerId(2), epoch, 5));
     a.tab_message(
         TabMessage::Bye {
@@ -298,17 +303,7 @@ fn a_signal_that_overtakes_presence_makes_its_route_known() {
 #[test]
 fn a_hung_up_link_is_redialed_with_backoff_and_a_new_epoch() {
     let mut a = links(1, false);
-    a.tab_message(
-        TabMessage::Here {
-            from: PeerId(2).to_string(),
-            to: PeerId(1).to_string(),
-        },
-        0,
-    );
-    let epoch = match a.take_actions().last() {
-        Some(LinkAction::Dial { epoch, .. }) => *epoch,
-        other => panic!("{other:?}"),
-    };
+    let epoch = answered_and_dialed(&mut a);
     a.opened(PeerId(2), epoch, 10);
     assert_eq!(a.next_wake(), None, "an open link needs no timer");
     a.hang_up(PeerId(2), 20, 0.0);
