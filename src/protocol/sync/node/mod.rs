@@ -10,6 +10,8 @@
 mod app;
 mod durability;
 mod gossip;
+mod handshake;
+mod penalty;
 mod repair;
 
 pub use app::{LocalWrite, PeerReport};
@@ -375,10 +377,6 @@ impl SyncNode {
         self.report_changes();
     }
 
-    fn needs_handshake(&self) -> bool {
-        self.config.room.is_some() && self.config.identity.is_some()
-    }
-
     /// The session with `peer` may begin: digests, round-trip probes, and a
     /// snapshot transfer from it to resume.
     fn start_session(&mut self, peer: PeerId, now_ms: u64) {
@@ -387,53 +385,6 @@ impl SyncNode {
         }
         self.send_digest(peer);
         self.ping_if_due(peer, now_ms);
-    }
-
-    /// A handshake message, or anything else from a peer still owing one.
-    /// Returns whether `message` is left for the session to handle.
-    fn handshake(&mut self, from: PeerId, message: &Message, now_ms: u64) -> bool {
-        let (Some(room), Some(identity)) = (&self.config.room, &self.config.identity) else {
-            // No secret here: a handshake message is out of place.
-            return !message.is_handshake();
-        };
-        let Some(session) = self.sessions.get_mut(&from) else {
-            return false;
-        };
-        let Some(handshake) = &mut session.handshake else {
-            // Done already: a second handshake on one connection is junk.
-            if message.is_handshake() {
-                self.refuse(from, Refusal::SecondHandshake);
-                return false;
-            }
-            return true;
-        };
-        let outcome = match message {
-            Message::Hello { nonce } => match handshake.prove(*nonce, room, identity) {
-                Some(proof) => {
-                    self.send(from, &Message::Proof(proof));
-                    return false;
-                }
-                None => Err(Refusal::SecondHandshake),
-            },
-            Message::Proof(proof) => handshake.check(proof, room).map_err(Refusal::from),
-            _ => Err(Refusal::SpokeBeforeProof),
-        };
-        match outcome {
-            Ok(()) => {
-                if let Some(session) = self.sessions.get_mut(&from) {
-                    session.handshake = None;
-                }
-                self.start_session(from, now_ms);
-            }
-            Err(refusal) if refusal.closes() => self.refuse(from, refusal),
-            Err(refusal) => {
-                // A second Hello: junk, and the handshake cannot go on.
-                let reason = format!("room handshake failed: {refusal}");
-                self.refuse(from, refusal);
-                self.close(from, reason);
-            }
-        }
-        false
     }
 
     /// The connection to `peer` is gone; what was queued on it is lost. A
@@ -573,44 +524,6 @@ impl SyncNode {
         for frame in frames {
             self.emit_frame(to, frame);
         }
-    }
-
-    /// Counts and reports a refusal of what `peer` sent, and charges its
-    /// points; the connection closes at [`PENALTY_LIMIT`], or at once for a
-    /// refusal that [`closes`](Refusal::closes) it.
-    fn refuse(&mut self, peer: PeerId, refusal: Refusal) {
-        let points = refusal.points();
-        let closes = refusal.closes().then(|| refusal.to_string());
-        if let Some(session) = self.sessions.get_mut(&peer) {
-            session.stats.rejected += 1;
-            session.stats.last_error = Some(refusal.to_string());
-        }
-        self.outputs.push(Output::Rejected { peer, refusal });
-        if let Some(reason) = closes {
-            return self.close(peer, reason);
-        }
-        self.penalize(peer, points);
-    }
-
-    /// Adds penalty points to `peer`'s connection; at [`PENALTY_LIMIT`] it
-    /// is closed.
-    fn penalize(&mut self, peer: PeerId, points: u32) {
-        let Some(session) = self.sessions.get_mut(&peer) else {
-            return;
-        };
-        session.penalty = session.penalty.saturating_add(points);
-        if session.penalty >= PENALTY_LIMIT {
-            let reason =
-                format!("{PENALTY_LIMIT} penalty points: too many forged or malformed messages");
-            self.close(peer, reason);
-        }
-    }
-
-    /// Ends the session with `peer` and tells the caller to close the
-    /// connection.
-    fn close(&mut self, peer: PeerId, reason: String) {
-        self.end_session(peer);
-        self.outputs.push(Output::Close { peer, reason });
     }
 
     fn signed(&self) -> bool {

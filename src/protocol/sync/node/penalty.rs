@@ -1,0 +1,45 @@
+//! Refusing what a peer sent: counted, reported, and charged in penalty
+//! points toward closing its connection.
+
+use super::{Output, Refusal, SyncNode, PENALTY_LIMIT};
+use crate::protocol::clock::PeerId;
+
+impl SyncNode {
+    /// Counts and reports a refusal of what `peer` sent, and charges its
+    /// points; the connection closes at [`PENALTY_LIMIT`], or at once for a
+    /// refusal that [`closes`](Refusal::closes) it.
+    pub(super) fn refuse(&mut self, peer: PeerId, refusal: Refusal) {
+        let points = refusal.points();
+        let closes = refusal.closes().then(|| refusal.to_string());
+        if let Some(session) = self.sessions.get_mut(&peer) {
+            session.stats.rejected += 1;
+            session.stats.last_error = Some(refusal.to_string());
+        }
+        self.outputs.push(Output::Rejected { peer, refusal });
+        if let Some(reason) = closes {
+            return self.close(peer, reason);
+        }
+        self.penalize(peer, points);
+    }
+
+    /// Adds penalty points to `peer`'s connection; at [`PENALTY_LIMIT`] it
+    /// is closed.
+    pub(super) fn penalize(&mut self, peer: PeerId, points: u32) {
+        let Some(session) = self.sessions.get_mut(&peer) else {
+            return;
+        };
+        session.penalty = session.penalty.saturating_add(points);
+        if session.penalty >= PENALTY_LIMIT {
+            let reason =
+                format!("{PENALTY_LIMIT} penalty points: too many forged or malformed messages");
+            self.close(peer, reason);
+        }
+    }
+
+    /// Ends the session with `peer` and tells the caller to close the
+    /// connection.
+    pub(super) fn close(&mut self, peer: PeerId, reason: String) {
+        self.end_session(peer);
+        self.outputs.push(Output::Close { peer, reason });
+    }
+}
