@@ -264,19 +264,47 @@ fn check_set(key: &str, ops: &[Acked], shown: &Value, wrong: &mut Vec<String>) {
 /// it: what it observed, its dependencies, and its writer's previous event
 /// (each with everything before it).
 fn followed_by(engines: &[&ReconciliationEngine], dot: EventId) -> Option<VectorClock> {
-    let event = engines.iter().find_map(|e| {
-        e.log().get(dot).cloned().or_else(|| {
-            e.archive()
-                .run_of(dot)
-                .and_then(|run| run.iter().find(|x| x.id == dot).cloned())
+    let find = |id: EventId| {
+        engines.iter().find_map(|e| {
+            e.log().get(id).cloned().or_else(|| {
+                e.archive()
+                    .run_of(id)
+                    .and_then(|run| run.iter().find(|x| x.id == id).cloned())
+            })
         })
-    })?;
-    let mut past = event.deps.clone();
-    if let Operation::Register(RegisterOp::Write { observed, .. }) = &event.op {
-        past.merge(observed);
+    };
+    // What an event names as its past: its dependencies, what it observed
+    // (a register write), and its origin's previous event.
+    let direct = |event: &cpc_sync::protocol::P2PEvent| {
+        let mut past = event.deps.clone();
+        if let Operation::Register(RegisterOp::Write { observed, .. }) = &event.op {
+            past.merge(observed);
+        }
+        past.observe(event.id.peer, event.id.seq - 1);
+        past
+    };
+    // Closed over: the pasts of every event in it, as far as the logs and
+    // archives still hold them (a resolution written before its writer's
+    // restart observes the siblings it settled, not what those observed).
+    let mut past = direct(&find(dot)?);
+    let mut done = VectorClock::new();
+    loop {
+        let mut grew = false;
+        let todo: Vec<(cpc_sync::protocol::PeerId, u64)> = past.iter().collect();
+        for (peer, upto) in todo {
+            for seq in done.get(peer) + 1..=upto {
+                if let Some(event) = find(EventId::new(peer, seq)) {
+                    let before = past.clone();
+                    past.merge(&direct(&event));
+                    grew |= past != before;
+                }
+            }
+            done.observe(peer, upto);
+        }
+        if !grew {
+            return Some(past);
+        }
     }
-    past.observe(dot.peer, dot.seq - 1);
-    Some(past)
 }
 
 /// The causal past of each event `engine`'s peer wrote since it began
