@@ -47,7 +47,24 @@ const RESPONDER_TIME: Duration = Duration::from_secs(1);
 /// again at once would spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
-/// Open connections per IP address.
+/// Whom a per-address slot is counted against: an IPv4 address (mapped
+/// ones included), or an IPv6 /64, the block one host is usually given:
+/// counting IPv6 addresses one by one would let a host pick a new one for
+/// each connection.
+pub fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(prefix.into())
+            }
+        },
+    }
+}
+
+/// Open connections per address (see [`address_key`]).
 #[derive(Debug, Default)]
 pub struct AddressCounts {
     open: HashMap<IpAddr, usize>,
@@ -188,26 +205,28 @@ pub async fn serve(
             refuse(stream, &responders, "503 Service Unavailable");
             continue;
         };
-        if !lock(&counts).take(peer.ip(), limits.max_per_address) {
+        let key = address_key(peer.ip());
+        if !lock(&counts).take(key, limits.max_per_address) {
             drop(global_slot);
             metrics.refused(
                 Refusal::PerAddressCap,
                 &format_args!(
-                    "{} connections open from {} (MAX_PER_ADDRESS)",
+                    "{} connections open from {key} (MAX_PER_ADDRESS)",
                     limits.max_per_address,
-                    peer.ip()
                 ),
             );
             refuse(stream, &responders, "429 Too Many Requests");
             continue;
         }
+        // Signals are small and wait for no reply: send each at once.
+        let _ = stream.set_nodelay(true);
         let io = Admitted {
             stream,
             _slots: Slots {
                 _global: global_slot,
                 _open: metrics.admitted(),
                 counts: counts.clone(),
-                ip: peer.ip(),
+                ip: key,
             },
         };
         let connection = http
@@ -236,7 +255,17 @@ pub async fn serve(
     // request in flight, WebSockets once their sessions said "going away".
     let deadline = tokio::time::Instant::now() + limits.grace;
     let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
-    let _ = tokio::time::timeout_at(deadline, global.acquire_many(all)).await;
+    if tokio::time::timeout_at(deadline, global.acquire_many(all))
+        .await
+        .is_err()
+    {
+        let open = limits.max_connections - global.available_permits();
+        eprintln!(
+            "cpc-signal: {open} connections still open {} s after the shutdown began: \
+             closing them",
+            limits.grace.as_secs()
+        );
+    }
 }
 
 struct TimedOut(SocketAddr);
@@ -297,5 +326,14 @@ mod tests {
         assert_eq!(counts.addresses(), 0);
         assert!(!counts.take(a, 0));
         assert_eq!(counts.addresses(), 0);
+    }
+
+    #[test]
+    fn ipv6_hosts_count_by_their_64_and_mapped_ipv4_as_ipv4() {
+        let key = |s: &str| address_key(s.parse().expect("an address"));
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("::ffff:10.0.0.1"), key("10.0.0.1"));
+        assert_ne!(key("10.0.0.1"), key("10.0.0.2"));
     }
 }
