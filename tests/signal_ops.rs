@@ -263,6 +263,28 @@ async fn a_half_sent_header_is_closed_after_the_header_timeout() {
 }
 
 #[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout_uncounted() {
+    let server = Server::start(&[("HEADER_TIMEOUT_MS", "300")]).await;
+    let mut idle = server.connect().await;
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .expect("write");
+    let mut response = Vec::new();
+    let closed = timeout(Duration::from_secs(5), idle.read_to_end(&mut response)).await;
+    assert!(closed.is_ok(), "still open 5 s later");
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let samples = server.metrics().await;
+    assert_eq!(
+        sample(
+            &samples,
+            "cpc_signal_connections_refused_total{reason=\"header_timeout\"}"
+        ),
+        0.0
+    );
+}
+
+#[tokio::test]
 async fn sigterm_closes_websockets_with_going_away_and_exits_0() {
     let mut server = Server::start(&[]).await;
     let url = format!("ws://{}/signal", server.addr);

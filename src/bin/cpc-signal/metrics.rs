@@ -181,8 +181,7 @@ impl Metrics {
         );
         registry.register(
             "connections_refused",
-            "Connections refused or closed before a request, by reason \
-             (header_timeout includes keep-alive connections idle that long)",
+            "Connections refused or closed before a request, by reason",
             refused.clone(),
         );
         registry.register(

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -20,6 +21,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tower::ServiceExt;
 
 use crate::metrics::{Metrics, OpenGuard, Refusal};
 use crate::shutdown;
@@ -32,7 +34,8 @@ pub struct Limits {
     /// Open connections from one IP address at most.
     pub max_per_address: usize,
     /// A request header must arrive within this long of the connection (or
-    /// of the previous response, on a keep-alive connection).
+    /// of the previous response, on a keep-alive connection: an idle one
+    /// is closed then, uncounted).
     pub header_timeout: Duration,
     /// After the shutdown begins, how long open connections get to finish.
     pub grace: Duration,
@@ -229,22 +232,32 @@ pub async fn serve(
                 ip: key,
             },
         };
+        // Whether a request came: a keep-alive connection left idle past
+        // the header timeout is closed the same way, but is no refusal.
+        let served = Arc::new(AtomicBool::new(false));
+        let service = app.clone().map_request({
+            let served = served.clone();
+            move |request| {
+                served.store(true, Ordering::Relaxed);
+                request
+            }
+        });
         let connection = http
-            .serve_connection(TokioIo::new(io), TowerToHyperService::new(app.clone()))
+            .serve_connection(TokioIo::new(io), TowerToHyperService::new(service))
             .with_upgrades();
         let metrics = metrics.clone();
         tokio::spawn(async move {
             let mut connection = std::pin::pin!(connection);
-            let served = tokio::select! {
-                served = connection.as_mut() => served,
+            let outcome = tokio::select! {
+                outcome = connection.as_mut() => outcome,
                 () = shutdown::requested() => {
                     // Finishes the request in flight, if any, then closes.
                     connection.as_mut().graceful_shutdown();
                     connection.await
                 }
             };
-            if let Err(e) = served {
-                if e.is_timeout() {
+            if let Err(e) = outcome {
+                if e.is_timeout() && !served.load(Ordering::Relaxed) {
                     metrics.refused(Refusal::HeaderTimeout, &TimedOut(peer));
                 }
             }
