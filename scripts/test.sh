@@ -46,3 +46,4 @@ step "end-to-end (Playwright, headless Chromium)" node --test --test-concurrency
 # The side-by-side benchmark at small sizes, so its harness cannot rot (the
 # full run is `npm run bench`; figures are in BENCHMARKS.md, not asserted).
 step "benchmark smoke (cpc-sync, Yjs, Automerge, Loro)" env CPC_BENCH_QUICK=1 bash scripts/bench.sh
+step "benchmark smoke (cpc-signal under load)" env CPC_BENCH_QUICK=1 bash scripts/bench-signal.sh

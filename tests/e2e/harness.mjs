@@ -25,7 +25,9 @@ export const CHROMIUM_ARGS = [
  */
 export async function startServer(port = 0) {
   const child = spawn(path.join(root, "target/release/cpc-signal"), [], {
-    env: { ...process.env, PORT: String(port) },
+    // Every page of the suite connects from 127.0.0.1, up to 65 sockets
+    // at once (a full room and one more): over the per-address default.
+    env: { ...process.env, PORT: String(port), MAX_PER_ADDRESS: "1024" },
     stdio: ["ignore", "pipe", "inherit"],
   });
   let output = "";

@@ -6,17 +6,34 @@
 //! so. Listens on 127.0.0.1:8080; `PORT=n` for another port, `PORT=0` for
 //! any free one, `HOST=0.0.0.0` to be reachable from other machines.
 //! `CPC_WWW` and `CPC_PKG` override the folders served.
+//!
+//! Operations: `/healthz` answers "ok", `/metrics` the Prometheus text
+//! format; at most `MAX_CONNECTIONS` connections (10,000) and
+//! `MAX_PER_ADDRESS` (64) from one IP address are open; a request header
+//! must arrive within `HEADER_TIMEOUT_MS` (10,000); on SIGTERM open
+//! WebSockets are closed with 1001 "going away" and the process exits.
 
 mod limits;
+mod metrics;
+mod serve;
+mod shutdown;
 mod signaling;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use tower_http::services::ServeDir;
+
+use crate::metrics::{Metrics, Reading, ReadingKind};
+use crate::serve::Limits;
 
 fn folder(var: &str, default: &str) -> PathBuf {
     std::env::var_os(var)
@@ -29,33 +46,88 @@ async fn discovery() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "signaling": "/signal", "version": cpc_sync::VERSION }))
 }
 
-fn app() -> Router {
+async fn metrics_text(State(metrics): State<Arc<Metrics>>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+        )],
+        metrics.render(),
+    )
+        .into_response()
+}
+
+async fn count_request(
+    State(metrics): State<Arc<Metrics>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let response = next.run(request).await;
+    metrics.request(response.status().as_u16());
+    response
+}
+
+fn app(metrics: Arc<Metrics>) -> Router {
     Router::new()
         .route("/.well-known/cpc-signal", get(discovery))
         .route("/signal", get(signaling::upgrade))
         .with_state(Arc::new(signaling::Rooms::default()))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics_text).with_state(metrics.clone()))
         .nest_service("/pkg", ServeDir::new(folder("CPC_PKG", "pkg")))
         .fallback_service(ServeDir::new(folder("CPC_WWW", "www")))
+        .layer(middleware::from_fn_with_state(metrics, count_request))
 }
 
-async fn shutdown() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// `var` as a number, `default` when unset.
+fn env_number<T: FromStr>(var: &str, default: T, what: &str) -> Result<T, String> {
+    match std::env::var(var) {
+        Err(_) => Ok(default),
+        Ok(text) => text
+            .trim()
+            .parse()
+            .map_err(|_| format!("{var} must be {what}, not {text:?}")),
+    }
+}
+
+fn limits() -> Result<Limits, String> {
+    let at_least_one = |n: usize, var: &str| {
+        if n == 0 {
+            Err(format!("{var} must be 1 or more"))
+        } else {
+            Ok(n)
         }
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+    Ok(Limits {
+        max_connections: at_least_one(
+            env_number("MAX_CONNECTIONS", 10_000, "a number")?,
+            "MAX_CONNECTIONS",
+        )?,
+        max_per_address: at_least_one(
+            env_number("MAX_PER_ADDRESS", 64, "a number")?,
+            "MAX_PER_ADDRESS",
+        )?,
+        header_timeout: Duration::from_millis(at_least_one(
+            env_number("HEADER_TIMEOUT_MS", 10_000, "a number of milliseconds")?,
+            "HEADER_TIMEOUT_MS",
+        )? as u64),
+        grace: Duration::from_secs(5),
+    })
+}
+
+/// Raises the soft limit on open files to the hard one: the usual 1,024
+/// would refuse sockets long before `MAX_CONNECTIONS`. Warns when even the
+/// hard limit is below it.
+fn raise_open_files(max_connections: usize) {
+    // Files beyond sockets: the listener, static files being sent, stdio.
+    let wanted = max_connections as u64 + 64;
+    match rlimit::increase_nofile_limit(wanted) {
+        Ok(limit) if limit < wanted => eprintln!(
+            "cpc-signal: warning: the open-file limit is {limit}, below MAX_CONNECTIONS \
+             ({max_connections}) plus 64; connections beyond it are refused at accept"
+        ),
+        Ok(_) => {}
+        Err(e) => eprintln!("cpc-signal: warning: cannot raise the open-file limit: {e}"),
     }
 }
 
@@ -84,17 +156,33 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    let limits = match limits() {
+        Ok(limits) => limits,
+        Err(e) => {
+            eprintln!("cpc-signal: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    raise_open_files(limits.max_connections);
+    tokio::spawn(shutdown::on_signal());
     let addr = listener
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
     println!("cpc-signal listening on http://{addr}/");
-    if let Err(e) = axum::serve(listener, app())
-        .with_graceful_shutdown(shutdown())
-        .await
-    {
-        eprintln!("cpc-signal: {e}");
-        return std::process::ExitCode::FAILURE;
-    }
+    let counts = serve::SharedCounts::default();
+    let metrics = Arc::new(Metrics::new().with_readings({
+        let counts = counts.clone();
+        move || {
+            vec![Reading {
+                name: "addresses",
+                help: "IP addresses with connections open",
+                kind: ReadingKind::Gauge,
+                labels: vec![],
+                value: serve::lock(&counts).addresses() as u64,
+            }]
+        }
+    }));
+    serve::serve(listener, app(metrics.clone()), limits, counts, metrics).await;
     std::process::ExitCode::SUCCESS
 }

@@ -210,6 +210,7 @@ async fn session(mut socket: WebSocket, rooms: Arc<Rooms>) {
                     let _ = outbox.try_send(reply.to_text());
                 }
             }
+            () = crate::shutdown::requested() => { crate::shutdown::going_away(&mut socket).await; break; }
             Some(text) = inbox.recv() => {
                 if socket.send(Message::Text(text.into())).await.is_err() {
                     break;

@@ -1,0 +1,81 @@
+//! The server's shutdown (SIGTERM or Ctrl-C), as a signal any task can wait
+//! for. Process-wide, so a WebSocket session needs no handle threaded
+//! through the router to notice it: it selects on [`requested`] and closes
+//! with [`going_away`].
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket};
+use tokio::sync::watch;
+
+static SHUTDOWN: LazyLock<watch::Sender<bool>> = LazyLock::new(|| watch::channel(false).0);
+
+/// How long a closing socket waits for its client's close frame.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+/// Starts the shutdown: everything waiting in [`requested`] wakes.
+pub fn begin() {
+    SHUTDOWN.send_replace(true);
+}
+
+/// Resolves once the shutdown has begun (at once if it already has).
+pub async fn requested() {
+    let mut shutdown = SHUTDOWN.subscribe();
+    // The sender is a static: it is never dropped, so this cannot fail.
+    let _ = shutdown.wait_for(|begun| *begun).await;
+}
+
+/// Says "going away" (1001) and waits, a second at most, for the client's
+/// close: dropping a socket with unread input would reset the connection
+/// and the client would lose the close frame.
+pub async fn going_away(socket: &mut WebSocket) {
+    let close = CloseFrame {
+        code: close_code::AWAY,
+        reason: "server shutting down".into(),
+    };
+    let _ = tokio::time::timeout(CLOSE_WAIT, async {
+        if socket.send(Message::Close(Some(close))).await.is_err() {
+            return;
+        }
+        while let Some(Ok(message)) = socket.recv().await {
+            if let Message::Close(_) = message {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// Listens for SIGTERM and SIGINT (Ctrl-C) from now on; the future
+/// begins the shutdown when one comes. Installed before the server says it
+/// listens, so a signal sent right after is not missed.
+#[cfg(unix)]
+pub fn on_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        let wait = |s: std::io::Result<tokio::signal::unix::Signal>| async move {
+            match s {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = wait(term) => {},
+            _ = wait(int) => {},
+        }
+        begin();
+    }
+}
+
+#[cfg(not(unix))]
+pub fn on_signal() -> impl std::future::Future<Output = ()> {
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+        begin();
+    }
+}
