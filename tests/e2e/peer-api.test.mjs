@@ -126,7 +126,7 @@ test("every refusal is an Error subclass with a stable code", async () => {
   assert.equal(seen.length, Object.keys(expected).length);
 });
 
-test("an unreachable signaling server reaches the app as an 'error' event (TRANSPORT)", async () => {
+test("an unreachable signaling server reaches the app as an 'error' event (TRANSPORT)", { timeout: 30_000 }, async () => {
   const { page } = await openPage(env.browser, env.server.url);
   await page.waitForSelector("body[data-ready=true]");
   const seen = await page.evaluate(async () => {
