@@ -5,7 +5,8 @@
 //! `/signal` (see `signaling.rs`); `/.well-known/cpc-signal` tells the page
 //! so. Listens on 127.0.0.1:8080; `PORT=n` for another port, `PORT=0` for
 //! any free one, `HOST=0.0.0.0` to be reachable from other machines.
-//! `CPC_WWW` and `CPC_PKG` override the folders served.
+//! `CPC_WWW` and `CPC_PKG` override the folders served. `ORIGINS` and
+//! `MAX_ROOM` configure signaling (see `signaling.rs`).
 
 mod limits;
 mod signaling;
@@ -29,11 +30,11 @@ async fn discovery() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "signaling": "/signal", "version": cpc_sync::VERSION }))
 }
 
-fn app() -> Router {
+fn app(rooms: Arc<signaling::Rooms>) -> Router {
     Router::new()
         .route("/.well-known/cpc-signal", get(discovery))
         .route("/signal", get(signaling::upgrade))
-        .with_state(Arc::new(signaling::Rooms::default()))
+        .with_state(rooms)
         .nest_service("/pkg", ServeDir::new(folder("CPC_PKG", "pkg")))
         .fallback_service(ServeDir::new(folder("CPC_WWW", "www")))
 }
@@ -77,6 +78,13 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    let rooms = match signaling::Config::from_env() {
+        Ok(config) => Arc::new(signaling::Rooms::new(config)),
+        Err(e) => {
+            eprintln!("cpc-signal: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let listener = match tokio::net::TcpListener::bind(SocketAddr::from((host, port))).await {
         Ok(l) => l,
         Err(e) => {
@@ -89,7 +97,7 @@ async fn main() -> std::process::ExitCode {
         .map(|a| a.to_string())
         .unwrap_or_default();
     println!("cpc-signal listening on http://{addr}/");
-    if let Err(e) = axum::serve(listener, app())
+    if let Err(e) = axum::serve(listener, app(rooms))
         .with_graceful_shutdown(shutdown())
         .await
     {
