@@ -20,12 +20,13 @@ export const CHROMIUM_ARGS = [
 ];
 
 /**
- * Starts target/release/cpc-signal on `port` (a free one by default);
- * resolves to { url, stop }.
+ * Starts target/release/cpc-signal on `port` (a free one by default), with
+ * `env` added to its environment (`ORIGINS`, `MAX_ROOM`); resolves to
+ * { url, stop }.
  */
-export async function startServer(port = 0) {
+export async function startServer(port = 0, env = {}) {
   const child = spawn(path.join(root, "target/release/cpc-signal"), [], {
-    env: { ...process.env, PORT: String(port) },
+    env: { ...process.env, PORT: String(port), ...env },
     stdio: ["ignore", "pipe", "inherit"],
   });
   let output = "";
