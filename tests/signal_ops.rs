@@ -182,6 +182,17 @@ async fn healthz_answers_ok_and_metrics_parse() {
         let series = format!("cpc_signal_connections_refused_total{{reason=\"{reason}\"}}");
         assert_eq!(sample(&samples, &series), 0.0);
     }
+    // The signaling counters are there, read from the rooms at the scrape.
+    for series in [
+        "cpc_signal_sockets",
+        "cpc_signal_rooms",
+        "cpc_signal_queued_bytes",
+        "cpc_signal_signals_relayed_total",
+        "cpc_signal_signals_dropped_total{reason=\"outbox_full\"}",
+        "cpc_signal_signaling_refused_total{reason=\"bad_proof\"}",
+    ] {
+        assert_eq!(sample(&samples, series), 0.0, "{series}");
+    }
 }
 
 #[tokio::test]

@@ -20,14 +20,15 @@ export const CHROMIUM_ARGS = [
 ];
 
 /**
- * Starts target/release/cpc-signal on `port` (a free one by default);
- * resolves to { url, stop }.
+ * Starts target/release/cpc-signal on `port` (a free one by default), with
+ * `env` added to its environment (`ORIGINS`, `MAX_ROOM`); resolves to
+ * { url, stop }.
  */
-export async function startServer(port = 0) {
+export async function startServer(port = 0, env = {}) {
   const child = spawn(path.join(root, "target/release/cpc-signal"), [], {
     // Every page of the suite connects from 127.0.0.1, up to 65 sockets
     // at once (a full room and one more): over the per-address default.
-    env: { ...process.env, PORT: String(port), MAX_PER_ADDRESS: "1024" },
+    env: { ...process.env, PORT: String(port), MAX_PER_ADDRESS: "1024", ...env },
     stdio: ["ignore", "pipe", "inherit"],
   });
   let output = "";

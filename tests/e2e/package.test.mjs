@@ -8,15 +8,25 @@ import { promisify } from "node:util";
 import { mkdtemp, writeFile, rm, readdir } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { serverAndBrowser, startStaticServer, openPage, openPeerPage, connected, root } from "./harness.mjs";
+import {
+  serverAndBrowser,
+  startServer,
+  startStaticServer,
+  openPage,
+  openPeerPage,
+  connected,
+  root,
+} from "./harness.mjs";
 
 const run = promisify(execFile);
 const env = serverAndBrowser();
 let scratch;
 let app;
+let server;
 
 after(async () => {
   await app?.stop();
+  await server?.stop();
   if (scratch) await rm(scratch, { recursive: true, force: true });
 });
 
@@ -55,13 +65,16 @@ test("npm pack → a Vite app → a peer that syncs with the project's page", as
   assert.ok(assets.some((f) => f.endsWith(".wasm")), `Vite emitted the wasm: ${assets}`);
 
   app = await startStaticServer(path.join(dir, "dist"));
+  // The app is of another origin than the signaling server: the app's
+  // own server lets it in with ORIGINS, as the README tells.
+  server = await startServer(0, { ORIGINS: new URL(app.url).origin });
   const room = `package-${Math.random().toString(36).slice(2)}`;
-  const signaling = new URL("/signal", env.server.url).href.replace(/^http/, "ws");
+  const signaling = new URL("/signal", server.url).href.replace(/^http/, "ws");
   // The app in one browser context, the project's page in another.
   const appContext = await env.browser.newContext();
   const { page, errors } = await openPage(appContext, `${app.url}?room=${room}&signaling=${signaling}`);
   await page.waitForSelector("body[data-ready=true]", { state: "attached", timeout: 20_000 });
-  const project = await openPeerPage(await env.browser.newContext(), env.server.url, `room=${room}&storage=memory`);
+  const project = await openPeerPage(await env.browser.newContext(), server.url, `room=${room}&storage=memory`);
   await connected(project.page, await page.evaluate(() => window.peer.id));
 
   await page.evaluate(() => window.peer.set("from-app", "hello from the package"));

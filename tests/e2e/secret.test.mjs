@@ -4,11 +4,39 @@
 // the server never learns the room's name.
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { createPrivateKey, sign } from "node:crypto";
 import { serverAndBrowser, openPeerPage, connected, converged } from "./harness.mjs";
 
 const env = serverAndBrowser();
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// A signed join from outside the package: the key of Rust's
+// `Identity::from_seed(1)` and the id it derives (blake3, which Node lacks;
+// tests/signal_server.rs checks these), signed with Node's Ed25519 over
+// the server's nonce, the room and the id, as `protocol::signal` says.
+const FIXTURE = {
+  secret: "1a0d12016999e47689dae5744d2b8c1903faf7ca2886a658150083100ef2c8ee",
+  key: "13441ddf2eb8bd532b1b85713e2cd0ae12936fb222feee3ae44095af355f7877",
+  id: "8d40a4ea7f0f6be6",
+};
+
+function signJoin(nonce, room) {
+  const pkcs8 = Buffer.concat([Buffer.from("302e020100300506032b657004220420", "hex"), Buffer.from(FIXTURE.secret, "hex")]);
+  const key = createPrivateKey({ key: pkcs8, format: "der", type: "pkcs8" });
+  const name = Buffer.from(room, "utf8");
+  const length = Buffer.alloc(4);
+  length.writeUInt32LE(name.length);
+  const message = Buffer.concat([
+    Buffer.from("cpc-signal join v1\0", "latin1"),
+    Buffer.from(nonce, "hex"),
+    length,
+    name,
+    Buffer.from(FIXTURE.id, "utf8"),
+  ]);
+  const proof = sign(null, message, key).toString("hex");
+  return { type: "join", room, peer: FIXTURE.id, key: FIXTURE.key, proof };
+}
 
 test("only pages with the room's secret join it and read it", async () => {
   await env.ready;
@@ -45,13 +73,15 @@ test("only pages with the room's secret join it and read it", async () => {
 
   // A socket joining the room's name on the server finds only the page
   // without a secret: the secret room is under another, opaque name.
+  await a.page.exposeFunction("signJoin", signJoin);
   const present = await a.page.evaluate(
     (room) =>
       new Promise((resolve, reject) => {
         const ws = new WebSocket(`${location.origin.replace("http", "ws")}/signal`);
-        ws.onopen = () => ws.send(JSON.stringify({ type: "join", room, peer: "ffff" }));
-        ws.onmessage = (e) => {
+        ws.onmessage = async (e) => {
           const m = JSON.parse(e.data);
+          if (m.type === "hello") ws.send(JSON.stringify(await window.signJoin(m.nonce, room)));
+          if (m.type === "error") reject(new Error(m.message));
           if (m.type === "peers") {
             ws.close();
             resolve(m.peers);

@@ -5,8 +5,9 @@
 use std::time::{Duration, Instant};
 
 /// Messages a socket may send at once. The largest legitimate burst is a
-/// page joining a full room: it calls the 63 others at once, an offer and
-/// a dozen or so trickled ICE candidates each (host, reflexive, relay).
+/// page joining a room of 64 that calls the 63 others at once, an offer
+/// and a dozen or so trickled ICE candidates each (host, reflexive,
+/// relay); pages of larger rooms (up to `MAX_ROOM`) call a few, not all.
 pub const BURST: u32 = 1000;
 /// Messages per second a socket may keep sending. A client pings once per
 /// 20 s and negotiates now and then; a redial storm after a network change

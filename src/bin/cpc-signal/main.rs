@@ -5,7 +5,8 @@
 //! `/signal` (see `signaling.rs`); `/.well-known/cpc-signal` tells the page
 //! so. Listens on 127.0.0.1:8080; `PORT=n` for another port, `PORT=0` for
 //! any free one, `HOST=0.0.0.0` to be reachable from other machines.
-//! `CPC_WWW` and `CPC_PKG` override the folders served.
+//! `CPC_WWW` and `CPC_PKG` override the folders served. `ORIGINS` and
+//! `MAX_ROOM` configure signaling (see `signaling.rs`).
 //!
 //! Operations: `/healthz` answers "ok", `/metrics` the Prometheus text
 //! format; at most `MAX_CONNECTIONS` connections (10,000) and
@@ -67,16 +68,77 @@ async fn count_request(
     response
 }
 
-fn app(metrics: Arc<Metrics>) -> Router {
+fn app(rooms: Arc<signaling::Rooms>, metrics: Arc<Metrics>) -> Router {
     Router::new()
         .route("/.well-known/cpc-signal", get(discovery))
         .route("/signal", get(signaling::upgrade))
-        .with_state(Arc::new(signaling::Rooms::default()))
+        .with_state(rooms)
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics_text).with_state(metrics.clone()))
         .nest_service("/pkg", ServeDir::new(folder("CPC_PKG", "pkg")))
         .fallback_service(ServeDir::new(folder("CPC_WWW", "www")))
         .layer(middleware::from_fn_with_state(metrics, count_request))
+}
+
+/// The signaling counters, read at each scrape.
+fn signal_readings(stats: &signaling::SignalStats) -> Vec<Reading> {
+    let gauge = |name, help, value| Reading {
+        name,
+        help,
+        kind: ReadingKind::Gauge,
+        labels: vec![],
+        value,
+    };
+    let counter = |name, help, value| Reading {
+        name,
+        help,
+        kind: ReadingKind::Counter,
+        labels: vec![],
+        value,
+    };
+    let mut readings = vec![
+        gauge("sockets", "Signaling sockets open", stats.sockets),
+        gauge("rooms", "Rooms with a peer", stats.rooms),
+        gauge(
+            "queued_bytes",
+            "Bytes waiting in the sockets' outboxes",
+            stats.queued_bytes,
+        ),
+        counter("signals_relayed", "Signals relayed", stats.relayed),
+    ];
+    for (reason, value) in [
+        ("outbox_full", stats.dropped_outbox_full),
+        ("no_such_peer", stats.dropped_no_peer),
+    ] {
+        readings.push(Reading {
+            labels: vec![("reason", reason.to_string())],
+            ..counter("signals_dropped", "Signals dropped, by reason", value)
+        });
+    }
+    for (reason, value) in &stats.refused {
+        readings.push(Reading {
+            labels: vec![("reason", reason.to_string())],
+            ..counter("signaling_refused", "Signaling refusals, by reason", *value)
+        });
+    }
+    readings.extend([
+        counter(
+            "sockets_replaced",
+            "Sockets replaced by one proving the same id",
+            stats.replaced,
+        ),
+        counter(
+            "send_timeouts",
+            "Sockets closed: a send did not complete in time",
+            stats.send_timeouts,
+        ),
+        counter(
+            "idle_timeouts",
+            "Sockets closed: silent too long",
+            stats.idle_timeouts,
+        ),
+    ]);
+    readings
 }
 
 /// `var` as a number, `default` when unset.
@@ -149,6 +211,13 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    let rooms = match signaling::Config::from_env() {
+        Ok(config) => Arc::new(signaling::Rooms::new(config)),
+        Err(e) => {
+            eprintln!("cpc-signal: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let listener = match tokio::net::TcpListener::bind(SocketAddr::from((host, port))).await {
         Ok(l) => l,
         Err(e) => {
@@ -171,18 +240,31 @@ async fn main() -> std::process::ExitCode {
         .unwrap_or_default();
     println!("cpc-signal listening on http://{addr}/");
     let counts = serve::SharedCounts::default();
-    let metrics = Arc::new(Metrics::new().with_readings({
-        let counts = counts.clone();
-        move || {
-            vec![Reading {
-                name: "addresses",
-                help: "IP addresses with connections open",
-                kind: ReadingKind::Gauge,
-                labels: vec![],
-                value: serve::lock(&counts).addresses() as u64,
-            }]
-        }
-    }));
-    serve::serve(listener, app(metrics.clone()), limits, counts, metrics).await;
+    let metrics = Metrics::new()
+        .with_readings({
+            let counts = counts.clone();
+            move || {
+                vec![Reading {
+                    name: "addresses",
+                    help: "IP addresses with connections open",
+                    kind: ReadingKind::Gauge,
+                    labels: vec![],
+                    value: serve::lock(&counts).addresses() as u64,
+                }]
+            }
+        })
+        .with_readings({
+            let rooms = rooms.clone();
+            move || signal_readings(&rooms.stats())
+        });
+    let metrics = Arc::new(metrics);
+    serve::serve(
+        listener,
+        app(rooms, metrics.clone()),
+        limits,
+        counts,
+        metrics,
+    )
+    .await;
     std::process::ExitCode::SUCCESS
 }

@@ -94,7 +94,6 @@ pub struct Reading {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadingKind {
-    #[allow(dead_code, reason = "for the signaling counters (SignalStats)")]
     Counter,
     Gauge,
 }

@@ -1,18 +1,13 @@
 //! The server's shutdown (SIGTERM or Ctrl-C), as a signal any task can wait
 //! for. Process-wide, so a WebSocket session needs no handle threaded
 //! through the router to notice it: it selects on [`requested`] and closes
-//! with [`going_away`].
+//! with 1001 "going away".
 
 use std::sync::LazyLock;
-use std::time::Duration;
 
-use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket};
 use tokio::sync::watch;
 
 static SHUTDOWN: LazyLock<watch::Sender<bool>> = LazyLock::new(|| watch::channel(false).0);
-
-/// How long a closing socket waits for its client's close frame.
-const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 /// Starts the shutdown: everything waiting in [`requested`] wakes.
 pub fn begin() {
@@ -24,27 +19,6 @@ pub async fn requested() {
     let mut shutdown = SHUTDOWN.subscribe();
     // The sender is a static: it is never dropped, so this cannot fail.
     let _ = shutdown.wait_for(|begun| *begun).await;
-}
-
-/// Says "going away" (1001) and waits, a second at most, for the client's
-/// close: dropping a socket with unread input would reset the connection
-/// and the client would lose the close frame.
-pub async fn going_away(socket: &mut WebSocket) {
-    let close = CloseFrame {
-        code: close_code::AWAY,
-        reason: "server shutting down".into(),
-    };
-    let _ = tokio::time::timeout(CLOSE_WAIT, async {
-        if socket.send(Message::Close(Some(close))).await.is_err() {
-            return;
-        }
-        while let Some(Ok(message)) = socket.recv().await {
-            if let Message::Close(_) = message {
-                break;
-            }
-        }
-    })
-    .await;
 }
 
 /// Listens for SIGTERM and SIGINT (Ctrl-C) from now on; the future

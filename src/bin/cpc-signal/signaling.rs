@@ -3,32 +3,55 @@
 //! answers and ICE candidates go to the addressed peer only.
 //!
 //! Messages are JSON text:
-//! - client: `{"type":"join","room","peer"}`, `{"type":"signal","to","data"}`,
-//!   `{"type":"leave"}`, `{"type":"ping"}`;
-//! - server: `{"type":"peers","room","peers":[...]}`, `{"type":"joined","peer"}`,
+//! - client: `{"type":"join","room","peer","key","proof"}`,
+//!   `{"type":"signal","to","data"}`, `{"type":"leave"}`, `{"type":"ping"}`;
+//! - server: `{"type":"hello","nonce"}` (first, on every connection),
+//!   `{"type":"peers","room","peers":[...]}`, `{"type":"joined","peer"}`,
 //!   `{"type":"left","peer"}`, `{"type":"signal","from","data"}`,
 //!   `{"type":"error","message"}`, `{"type":"pong"}`.
 //!
+//! Only pages of the server's own origin may open a socket, unless
+//! `ORIGINS` lists others or is `*` (`origin.rs`). A join proves the key
+//! behind its peer id: a signature over this connection's nonce, the room
+//! and the id (`cpc_sync::protocol::signal::verify_join`); a join without
+//! it is refused. A second socket proving the same id in a room replaces
+//! the first (a reloaded tab): the first is told why and closed, and the
+//! others see no leave. A socket's signals go out as from the id it proved,
+//! and `data` is relayed byte for byte, never re-serialized.
+//!
 //! Messages over 64 KiB and malformed ones are dropped with an `error`
 //! reply (the socket stays); frames over 256 KiB close it; a socket silent
-//! for 60 s is closed. A room holds at most 64 peers: a join beyond that
-//! gets an `error` ("room full"). Each socket may send a burst of 1000
-//! messages, then 100 per second (`limits.rs`); beyond that messages are
-//! dropped, with one `error` per burst of drops, and a socket that keeps
-//! flooding is closed. At most [`OUTBOX`] messages wait for one socket;
-//! signals beyond that are dropped, not queued.
+//! for 60 s is closed, and so is one a send to which takes over 10 s (it
+//! stopped reading). A room holds at most `MAX_ROOM` peers (default
+//! 1,024): a join beyond that gets an `error` ("room full"). Each socket
+//! may send a burst of 1000 messages, then 100 per second (`limits.rs`);
+//! beyond that messages are dropped, with one `error` per burst of drops,
+//! and a socket that keeps flooding is closed. At most 1 MiB waits for one
+//! socket (`outbox.rs`); what is relayed beyond that is dropped.
 
+mod origin;
+mod outbox;
+mod stats;
+
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{close_code, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
-use axum::response::Response;
-use cpc_sync::protocol::signal::{ClientMessage, ServerMessage, MAX_NAME};
-use tokio::sync::mpsc;
+use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use cpc_sync::protocol::signal::{verify_join, ClientMessage, ServerMessage, MAX_NAME};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use crate::limits::{RateLimit, Verdict, BURST, RATE};
+pub use origin::Origins;
+use outbox::{Outbox, Refused, Written, OUTBOX_BYTES};
+use stats::{Counters, OpenSocket};
+pub use stats::{Refusal, SignalStats};
 
 /// Largest message relayed.
 pub const MAX_MESSAGE: usize = 64 * 1024;
@@ -36,112 +59,211 @@ pub const MAX_MESSAGE: usize = 64 * 1024;
 pub const MAX_FRAME: usize = 256 * 1024;
 /// A socket that sends nothing (not even a ping) for this long is closed.
 pub const IDLE: Duration = Duration::from_secs(60);
-/// Most peers in one room. Every page connects to every other, so a room
-/// of 64 already asks 63 WebRTC connections of each browser.
-pub const MAX_PEERS_PER_ROOM: usize = 64;
+/// A send to a socket that takes longer than this closes it: its peer
+/// stopped reading, and what is relayed to it would only pile up.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a socket being closed by the server (replaced, flooding) is
+/// given to take what is queued and the close frame.
+const CLOSING: Duration = Duration::from_secs(2);
+/// Most peers in one room unless `MAX_ROOM` says otherwise. Large rooms
+/// are meant for pages that connect to a few others, not all.
+pub const DEFAULT_MAX_ROOM: usize = 1024;
 
-/// Messages queued for one socket at most; beyond, what is relayed to it
-/// is dropped (a reader that slow loses signals, not the server memory).
-/// A newcomer to a full room is called by 63 peers at once, an offer and
-/// a dozen candidates each: ~800 messages.
-pub const OUTBOX: usize = 1024;
+/// What the environment sets.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Peers in one room at most (`MAX_ROOM`).
+    pub max_room: usize,
+    /// The pages that may open a socket (`ORIGINS`).
+    pub origins: Origins,
+}
 
-type Outbox = mpsc::Sender<String>;
-type RoomMap = HashMap<String, HashMap<String, Outbox>>;
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            max_room: DEFAULT_MAX_ROOM,
+            origins: Origins::Own,
+        }
+    }
+}
 
-/// Every room and its peers' outboxes.
+impl Config {
+    /// Reads `MAX_ROOM` and `ORIGINS`; says loudly when every site may
+    /// use the server.
+    pub fn from_env() -> Result<Config, String> {
+        let max_room = match std::env::var("MAX_ROOM") {
+            Err(_) => DEFAULT_MAX_ROOM,
+            Ok(n) => match n.trim().parse::<usize>() {
+                Ok(n) if n >= 1 => n,
+                _ => {
+                    return Err(format!(
+                        "MAX_ROOM must be a number of peers, 1 or more, not {n:?}"
+                    ))
+                }
+            },
+        };
+        let origins = Origins::parse(std::env::var("ORIGINS").ok().as_deref())?;
+        if origins == Origins::Any {
+            eprintln!(
+                "cpc-signal: WARNING: ORIGINS=* lets pages of EVERY website open /signal: \
+                 any site a visitor opens can join and flood this server's rooms"
+            );
+        }
+        Ok(Config { max_room, origins })
+    }
+}
+
+type Members = HashMap<String, Arc<Outbox>>;
+type RoomMap = HashMap<String, Members>;
+
+/// Every room and its peers' outboxes, and the counters.
 #[derive(Default)]
 pub struct Rooms {
     rooms: Mutex<RoomMap>,
+    config: Config,
+    counters: Arc<Counters>,
+}
+
+/// A join the room could not take.
+#[derive(Debug, PartialEq, Eq)]
+struct RoomFull;
+
+/// What became of a signal.
+#[derive(Debug, PartialEq, Eq)]
+enum Relay {
+    Sent,
+    /// The receiver's outbox is full (or closing): dropped.
+    Dropped,
+    NoSuchPeer,
+    /// The sender is not (or no longer) the member under its id.
+    NotMember,
 }
 
 impl Rooms {
+    pub fn new(config: Config) -> Rooms {
+        Rooms {
+            config,
+            ..Rooms::default()
+        }
+    }
+
+    /// The counters now, for `/metrics`.
+    pub fn stats(&self) -> SignalStats {
+        let rooms = self.lock().len() as u64;
+        self.counters.snapshot(rooms)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, RoomMap> {
         // A panic while holding the lock cannot leave the map half-updated
         // in a way that matters here; keep serving.
         self.rooms.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn outbox(&self) -> Arc<Outbox> {
+        Arc::new(Outbox::new(OUTBOX_BYTES, self.counters.clone()))
+    }
+
     /// Moves the socket of `outbox` from `previous` (if any) to `room` as
-    /// `peer`; false, and nothing changed, when `room` is full.
+    /// `peer` (an id it proved); nothing changes when `room` is full.
     fn join(
         &self,
         room: &str,
         peer: &str,
-        outbox: &Outbox,
+        outbox: &Arc<Outbox>,
         previous: Option<&(String, String)>,
-    ) -> bool {
+    ) -> Result<(), RoomFull> {
         let mut rooms = self.lock();
         if let Some(members) = rooms.get(room) {
-            // Taking a name already there, or renaming within the room,
-            // does not add a peer.
+            // Taking an id already there (it replaces that socket), or
+            // taking another id within the room, does not add a peer.
             let stays = members.contains_key(peer)
                 || previous.is_some_and(|(r, p)| {
-                    r == room && members.get(p).is_some_and(|o| o.same_channel(outbox))
+                    r == room && members.get(p).is_some_and(|o| Arc::ptr_eq(o, outbox))
                 });
-            if members.len() >= MAX_PEERS_PER_ROOM && !stays {
-                return false;
+            if members.len() >= self.config.max_room && !stays {
+                return Err(RoomFull);
             }
         }
         if let Some((old_room, old_peer)) = previous {
             leave(&mut rooms, old_room, old_peer, outbox);
         }
         let members = rooms.entry(room.to_string()).or_default();
-        let others: Vec<&str> = members
-            .keys()
-            .filter(|p| *p != peer)
-            .map(String::as_str)
-            .collect();
-        let _ = outbox.try_send(
-            ServerMessage::Peers {
-                room: room.to_string(),
-                peers: others.into_iter().map(String::from).collect(),
-            }
-            .to_text(),
-        );
         let notice = ServerMessage::Joined {
             peer: peer.to_string(),
         }
         .to_text();
         for (other, out) in members.iter() {
             if other != peer {
-                let _ = out.try_send(notice.clone());
+                let _ = out.push(notice.clone());
             }
         }
-        // A peer id joining again (a reloaded tab) replaces its old socket.
-        members.insert(peer.to_string(), outbox.clone());
-        true
+        // After the notices: once the newcomer hears who is there, each of
+        // them has its notice queued ahead of anything it sends later.
+        let peers = members.keys().filter(|p| *p != peer).cloned().collect();
+        let _ = outbox.push(
+            ServerMessage::Peers {
+                room: room.to_string(),
+                peers,
+            }
+            .to_text(),
+        );
+        let replaced = members.insert(peer.to_string(), outbox.clone());
+        if let Some(old) = replaced.filter(|old| !Arc::ptr_eq(old, outbox)) {
+            // The same key on a new socket: a reloaded tab, most likely.
+            // The old socket's leave finds itself replaced and says nothing.
+            let message = format!("replaced: peer {peer} joined from another connection");
+            let _ = old.push(ServerMessage::Error { message }.to_text());
+            old.close(close_code::POLICY, "replaced by another connection");
+            self.counters
+                .replaced
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
     }
 
-    fn leave(&self, room: &str, peer: &str, outbox: &Outbox) {
+    fn leave(&self, room: &str, peer: &str, outbox: &Arc<Outbox>) {
         leave(&mut self.lock(), room, peer, outbox);
     }
 
-    fn relay(&self, room: &str, from: &str, to: &str, data: &serde_json::Value) -> bool {
+    /// Relays `data` as it came, from `from` (the id the socket of
+    /// `outbox` proved) to `to`.
+    fn relay(
+        &self,
+        room: &str,
+        from: &str,
+        outbox: &Arc<Outbox>,
+        to: &str,
+        data: &RawValue,
+    ) -> Relay {
+        let from_json = serde_json::to_string(from).unwrap_or_default();
+        let text = format!(
+            r#"{{"type":"signal","from":{from_json},"data":{}}}"#,
+            data.get()
+        );
         let rooms = self.lock();
-        match rooms.get(room).and_then(|m| m.get(to)) {
-            // A full outbox drops the signal (a reader that slow); only a
-            // closed one means the peer is gone.
-            Some(out) => !matches!(
-                out.try_send(
-                    ServerMessage::Signal {
-                        from: from.to_string(),
-                        data: data.clone(),
-                    }
-                    .to_text(),
-                ),
-                Err(mpsc::error::TrySendError::Closed(_))
-            ),
-            None => false,
+        let Some(members) = rooms.get(room) else {
+            return Relay::NotMember;
+        };
+        if !members.get(from).is_some_and(|o| Arc::ptr_eq(o, outbox)) {
+            return Relay::NotMember;
+        }
+        let Some(out) = members.get(to) else {
+            return Relay::NoSuchPeer;
+        };
+        match out.push(text) {
+            Ok(()) => Relay::Sent,
+            // Full: a reader that slow loses signals, not the server its
+            // memory. Closed: it is on its way out, its leave follows.
+            Err(Refused::Full | Refused::Closed) => Relay::Dropped,
         }
     }
 }
 
-fn leave(rooms: &mut RoomMap, room: &str, peer: &str, outbox: &Outbox) {
+fn leave(rooms: &mut RoomMap, room: &str, peer: &str, outbox: &Arc<Outbox>) {
     let Some(members) = rooms.get_mut(room) else {
         return;
     };
-    if !members.get(peer).is_some_and(|o| o.same_channel(outbox)) {
+    if !members.get(peer).is_some_and(|o| Arc::ptr_eq(o, outbox)) {
         return; // replaced by a newer socket of the same peer
     }
     members.remove(peer);
@@ -150,161 +272,290 @@ fn leave(rooms: &mut RoomMap, room: &str, peer: &str, outbox: &Outbox) {
     }
     .to_text();
     for out in members.values() {
-        let _ = out.try_send(notice.clone());
+        let _ = out.push(notice.clone());
     }
     if members.is_empty() {
         rooms.remove(room);
     }
 }
 
-pub async fn upgrade(ws: WebSocketUpgrade, State(rooms): State<Arc<Rooms>>) -> Response {
+pub async fn upgrade(
+    ws: WebSocketUpgrade,
+    headers: HeaderMap,
+    uri: Uri,
+    State(rooms): State<Arc<Rooms>>,
+) -> Response {
+    // A header that is not text matches no origin (and no host).
+    let origin = headers
+        .get(header::ORIGIN)
+        .map(|o| o.to_str().unwrap_or("\u{0}"));
+    let host = match headers.get(header::HOST) {
+        Some(host) => host.to_str().ok(),
+        None => uri.authority().map(|a| a.as_str()), // HTTP/2
+    };
+    if !rooms.config.origins.allows(origin, host) {
+        let detail = format!("a page of {origin:?} (host {host:?})");
+        rooms.counters.refused(Refusal::Origin, &detail);
+        let body = "cpc-signal: pages of this origin may not open /signal (see ORIGINS)\n";
+        return (StatusCode::FORBIDDEN, body).into_response();
+    }
+    let mut nonce = [0u8; 32];
+    if getrandom::fill(&mut nonce).is_err() {
+        let body = "cpc-signal: no randomness for a join nonce\n";
+        return (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
+    }
     ws.max_message_size(MAX_FRAME)
         .max_frame_size(MAX_FRAME)
-        .on_upgrade(move |socket| session(socket, rooms))
+        .on_upgrade(move |socket| session(socket, rooms, nonce))
 }
 
 fn valid_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= MAX_NAME
 }
 
-async fn session(mut socket: WebSocket, rooms: Arc<Rooms>) {
-    let (outbox, mut inbox) = mpsc::channel::<String>(OUTBOX);
-    let mut joined: Option<(String, String)> = None;
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One socket as `handle` sees it.
+struct Conn {
+    outbox: Arc<Outbox>,
+    /// What this connection's joins sign (sent in `Hello`).
+    nonce: [u8; 32],
+    /// The room and the id proved in it.
+    joined: Option<(String, String)>,
+}
+
+impl Conn {
+    fn new(rooms: &Rooms, nonce: [u8; 32]) -> Conn {
+        let outbox = rooms.outbox();
+        let hello = ServerMessage::Hello { nonce: hex(&nonce) };
+        let _ = outbox.push(hello.to_text());
+        Conn {
+            outbox,
+            nonce,
+            joined: None,
+        }
+    }
+
+    fn reply(&self, message: ServerMessage) {
+        let _ = self.outbox.push(message.to_text());
+    }
+
+    fn leave(&mut self, rooms: &Rooms) {
+        if let Some((room, peer)) = self.joined.take() {
+            rooms.leave(&room, &peer, &self.outbox);
+        }
+    }
+}
+
+async fn session(socket: WebSocket, rooms: Arc<Rooms>, nonce: [u8; 32]) {
+    let _open = OpenSocket::new(&rooms.counters);
+    let (sink, mut stream) = socket.split();
+    let mut conn = Conn::new(&rooms, nonce);
+    let mut writer = tokio::spawn(outbox::write(sink, conn.outbox.clone(), SEND_TIMEOUT));
     let mut limit = RateLimit::new(tokio::time::Instant::now().into_std());
-    let mut flooded = false;
-    loop {
+    // Set once the server closes the socket: when it must be done by.
+    let mut closing: Option<tokio::time::Instant> = None;
+    let close_sent = loop {
+        let deadline = async {
+            match closing {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            incoming = tokio::time::timeout(IDLE, socket.recv()) => {
+            written = &mut writer => break matches!(written, Ok(Written::Closed)),
+            () = deadline => break false,
+            // The server is shutting down: "going away", then the client's
+            // close (or the deadline).
+            () = crate::shutdown::requested(), if closing.is_none() => {
+                conn.outbox.close(close_code::AWAY, "server shutting down");
+                closing = Some(tokio::time::Instant::now() + CLOSING);
+            }
+            incoming = tokio::time::timeout(IDLE, stream.next()) => {
                 let message = match incoming {
-                    Ok(Some(Ok(Message::Close(_)))) | Ok(Some(Err(_))) | Ok(None) | Err(_) => break,
+                    Err(_) => {
+                        if closing.is_none() {
+                            rooms.counters.idle_timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        break false;
+                    }
+                    Ok(Some(Ok(Message::Close(_))) | Some(Err(_)) | None) => break false,
                     Ok(Some(Ok(message))) => message,
                 };
+                if closing.is_some() {
+                    continue; // read only to see the client's close
+                }
                 match limit.check(tokio::time::Instant::now().into_std()) {
                     Verdict::Pass => {}
                     Verdict::Drop { notify } => {
+                        let message = format!(
+                            "over the rate limit of {RATE} messages/s (burst {BURST}): \
+                             messages dropped, {} so far",
+                            limit.dropped()
+                        );
+                        rooms.counters.refused(Refusal::RateLimited, &message);
                         if notify {
-                            let message = format!(
-                                "over the rate limit of {RATE} messages/s (burst {BURST}): \
-                                 messages dropped, {} so far",
-                                limit.dropped()
-                            );
-                            let _ = outbox.try_send(ServerMessage::Error { message }.to_text());
+                            conn.reply(ServerMessage::Error { message });
                         }
                         continue;
                     }
                     Verdict::Close => {
-                        flooded = true;
-                        break;
+                        let message = format!(
+                            "closed: still flooding after {} messages over the rate limit",
+                            limit.dropped()
+                        );
+                        rooms.counters.refused(Refusal::Flooding, &message);
+                        conn.leave(&rooms);
+                        conn.reply(ServerMessage::Error { message });
+                        conn.outbox.close(close_code::POLICY, "flooding");
+                        closing = Some(tokio::time::Instant::now() + CLOSING);
+                        continue;
                     }
                 }
                 let text = match message {
                     Message::Text(text) => text,
                     Message::Binary(_) => {
-                        let error = ServerMessage::Error { message: "messages are JSON text".into() };
-                        let _ = outbox.try_send(error.to_text());
+                        let message = "messages are JSON text".to_string();
+                        rooms.counters.refused(Refusal::Binary, &message);
+                        conn.reply(ServerMessage::Error { message });
                         continue;
                     }
                     _ => continue,
                 };
-                if let Some(reply) = handle(&rooms, &mut joined, &outbox, text.as_str()) {
-                    let _ = outbox.try_send(reply.to_text());
+                if let Some(reply) = handle(&rooms, &mut conn, text.as_str()) {
+                    conn.reply(reply);
+                }
+                if closing.is_none() && conn.outbox.is_closing() {
+                    // Replaced by another socket: the close is queued.
+                    closing = Some(tokio::time::Instant::now() + CLOSING);
                 }
             }
-            () = crate::shutdown::requested() => { crate::shutdown::going_away(&mut socket).await; break; }
-            Some(text) = inbox.recv() => {
-                if socket.send(Message::Text(text.into())).await.is_err() {
+        }
+    };
+    conn.leave(&rooms);
+    conn.outbox.shut();
+    if close_sent {
+        // Read what is still in flight until the client's close: dropping
+        // a socket with unread input resets the connection, and the
+        // browser would lose the error and the close frame already sent.
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while let Some(Ok(message)) = stream.next().await {
+                if let Message::Close(_) = message {
                     break;
                 }
             }
-        }
+        })
+        .await;
     }
-    if let Some((room, peer)) = joined {
-        rooms.leave(&room, &peer, &outbox);
-    }
-    if flooded {
-        close_flooding(socket, inbox, limit.dropped()).await;
-    }
+    writer.abort();
 }
 
-/// Sends what is queued (the rate limit's `error` among it), says why and
-/// closes, a second for each; a client that does not read cannot hold it
-/// up longer.
-async fn close_flooding(mut socket: WebSocket, mut inbox: mpsc::Receiver<String>, dropped: u64) {
-    let message = format!("closed: still flooding after {dropped} messages over the rate limit");
-    let close = CloseFrame {
-        code: close_code::POLICY,
-        reason: "flooding".into(),
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        while let Ok(text) = inbox.try_recv() {
-            socket.send(Message::Text(text.into())).await?;
-        }
-        socket
-            .send(Message::Text(
-                ServerMessage::Error { message }.to_text().into(),
-            ))
-            .await?;
-        socket.send(Message::Close(Some(close))).await
-    })
-    .await;
-    // Read what is still in flight until the client's close: dropping a
-    // socket with unread input resets the connection, and the browser
-    // would lose the error and the close frame already sent.
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        while let Some(Ok(message)) = socket.recv().await {
-            if let Message::Close(_) = message {
-                break;
-            }
-        }
-    })
-    .await;
+/// The one message whose `data` the server relays untouched, so never
+/// parses into a value: `ClientMessage::Signal` as it arrives.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IncomingSignal<'a> {
+    #[serde(rename = "type")]
+    _kind: serde::de::IgnoredAny,
+    to: Cow<'a, str>,
+    #[serde(borrow)]
+    data: &'a RawValue,
+}
+
+/// Just the `type` of a client message.
+#[derive(Deserialize)]
+struct Kind<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
 }
 
 /// Handles one client message; returns the reply to send back, if any.
-fn handle(
-    rooms: &Rooms,
-    joined: &mut Option<(String, String)>,
-    outbox: &Outbox,
-    text: &str,
-) -> Option<ServerMessage> {
-    let error = |message: String| Some(ServerMessage::Error { message });
+fn handle(rooms: &Rooms, conn: &mut Conn, text: &str) -> Option<ServerMessage> {
+    let refuse = |why: Refusal, message: String| {
+        rooms.counters.refused(why, &message);
+        Some(ServerMessage::Error { message })
+    };
     if text.len() > MAX_MESSAGE {
-        return error(format!(
+        let message = format!(
             "message of {} bytes dropped: the limit is {MAX_MESSAGE}",
             text.len()
-        ));
+        );
+        return refuse(Refusal::TooLarge, message);
+    }
+    let malformed = |e: serde_json::Error| {
+        refuse(
+            Refusal::Malformed,
+            format!("malformed message dropped: {e}"),
+        )
+    };
+    let kind = match serde_json::from_str::<Kind>(text) {
+        Ok(k) => k.kind,
+        Err(e) => return malformed(e),
+    };
+    if kind == "signal" {
+        let signal = match serde_json::from_str::<IncomingSignal>(text) {
+            Ok(s) => s,
+            Err(e) => return malformed(e),
+        };
+        let Some((room, from)) = conn.joined.as_ref() else {
+            return refuse(Refusal::NotJoined, "join a room before signaling".into());
+        };
+        let to = signal.to.as_ref();
+        return match rooms.relay(room, from, &conn.outbox, to, signal.data) {
+            Relay::Sent => {
+                let relayed = &rooms.counters.relayed;
+                relayed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                None
+            }
+            Relay::Dropped => None,
+            Relay::NoSuchPeer => {
+                let dropped = &rooms.counters.dropped_no_peer;
+                dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Some(ServerMessage::Error {
+                    message: format!("no peer {to:?} in room {room:?}"),
+                })
+            }
+            Relay::NotMember => refuse(
+                Refusal::NotJoined,
+                format!("not in room {room:?} as {from}: replaced by another connection"),
+            ),
+        };
     }
     let message: ClientMessage = match serde_json::from_str(text) {
         Ok(m) => m,
-        Err(e) => return error(format!("malformed message dropped: {e}")),
+        Err(e) => return malformed(e),
     };
     match message {
-        ClientMessage::Join { room, peer, .. } => {
+        ClientMessage::Join {
+            room,
+            peer,
+            key,
+            proof,
+        } => {
             if !valid_name(&room) || !valid_name(&peer) {
-                return error(format!("room and peer must be 1 to {MAX_NAME} bytes"));
+                let message = format!("room and peer must be 1 to {MAX_NAME} bytes");
+                return refuse(Refusal::BadName, message);
             }
-            if !rooms.join(&room, &peer, outbox, joined.as_ref()) {
-                return error(format!(
-                    "room full: {room:?} has {MAX_PEERS_PER_ROOM} peers, the most allowed"
-                ));
+            if let Err(e) = verify_join(&conn.nonce, &room, &peer, &key, &proof) {
+                return refuse(Refusal::from(&e), format!("join refused: {e}"));
             }
-            *joined = Some((room, peer));
+            if rooms
+                .join(&room, &peer, &conn.outbox, conn.joined.as_ref())
+                .is_err()
+            {
+                let max = rooms.config.max_room;
+                let message = format!("room full: {room:?} has {max} peers, the most allowed");
+                return refuse(Refusal::RoomFull, message);
+            }
+            conn.joined = Some((room, peer));
             None
         }
-        ClientMessage::Signal { to, data } => {
-            let Some((room, from)) = joined.as_ref() else {
-                return error("join a room before signaling".into());
-            };
-            if rooms.relay(room, from, &to, &data) {
-                None
-            } else {
-                error(format!("no peer {to:?} in room {room:?}"))
-            }
-        }
+        // Taken above, with its data raw.
+        ClientMessage::Signal { .. } => None,
         ClientMessage::Leave => {
-            if let Some((room, peer)) = joined.take() {
-                rooms.leave(&room, &peer, outbox);
-            }
+            conn.leave(rooms);
             None
         }
         ClientMessage::Ping => Some(ServerMessage::Pong),
@@ -312,128 +563,4 @@ fn handle(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    type Inbox = mpsc::Receiver<String>;
-    /// A socket of a test: its outbox, what it received, where it joined.
-    type Member = (Outbox, Inbox, Option<(String, String)>);
-
-    fn socket() -> (Outbox, Inbox) {
-        mpsc::channel(OUTBOX)
-    }
-
-    fn drain(inbox: &mut Inbox) -> Vec<ServerMessage> {
-        std::iter::from_fn(|| inbox.try_recv().ok())
-            .filter_map(|text| serde_json::from_str(&text).ok())
-            .collect()
-    }
-
-    fn join(room: &str, peer: &str) -> String {
-        ClientMessage::Join {
-            room: room.into(),
-            peer: peer.into(),
-            key: String::new(),
-            proof: String::new(),
-        }
-        .to_text()
-    }
-
-    /// Fills room "r" with peers p0.. through `handle`; keeps their sockets.
-    fn full_room(rooms: &Rooms) -> Vec<Member> {
-        (0..MAX_PEERS_PER_ROOM)
-            .map(|i| {
-                let (out, inbox) = socket();
-                let mut joined = None;
-                assert_eq!(
-                    handle(rooms, &mut joined, &out, &join("r", &format!("p{i}"))),
-                    None
-                );
-                (out, inbox, joined)
-            })
-            .collect()
-    }
-
-    #[test]
-    fn a_join_beyond_the_room_cap_is_refused_and_not_added() {
-        let rooms = Rooms::default();
-        let mut members = full_room(&rooms);
-        for (_, inbox, _) in &mut members {
-            drain(inbox);
-        }
-        let (out, mut inbox) = socket();
-        let mut joined = None;
-        let reply = handle(&rooms, &mut joined, &out, &join("r", "late"));
-        let Some(ServerMessage::Error { message }) = reply else {
-            panic!("{reply:?}");
-        };
-        assert!(message.starts_with("room full"), "{message}");
-        assert_eq!(joined, None);
-        assert!(drain(&mut inbox).is_empty());
-        assert!(members
-            .iter_mut()
-            .all(|(_, inbox, _)| drain(inbox).is_empty()));
-        assert_eq!(rooms.lock()["r"].len(), MAX_PEERS_PER_ROOM);
-
-        // One leaves: now there is room.
-        let (out0, _, mut joined0) = members.remove(0);
-        handle(&rooms, &mut joined0, &out0, &ClientMessage::Leave.to_text());
-        assert_eq!(handle(&rooms, &mut joined, &out, &join("r", "late")), None);
-        assert!(
-            matches!(&drain(&mut inbox)[..], [ServerMessage::Peers { peers, .. }]
-            if peers.len() == MAX_PEERS_PER_ROOM - 1)
-        );
-    }
-
-    #[test]
-    fn a_full_room_still_takes_a_reloaded_tab_and_a_rename() {
-        let rooms = Rooms::default();
-        let mut members = full_room(&rooms);
-        // A new socket for an id already there replaces the old one.
-        let (out, mut inbox) = socket();
-        let mut joined = None;
-        assert_eq!(handle(&rooms, &mut joined, &out, &join("r", "p1")), None);
-        assert!(matches!(
-            &drain(&mut inbox)[..],
-            [ServerMessage::Peers { .. }]
-        ));
-        // A member taking a new name in its own room.
-        let (out0, _, joined0) = &mut members[0];
-        assert_eq!(handle(&rooms, joined0, out0, &join("r", "renamed")), None);
-        assert_eq!(rooms.lock()["r"].len(), MAX_PEERS_PER_ROOM);
-    }
-
-    #[test]
-    fn a_refused_join_keeps_the_socket_in_its_room() {
-        let rooms = Rooms::default();
-        let _members = full_room(&rooms);
-        let (out, _inbox) = socket();
-        let mut joined = None;
-        assert_eq!(
-            handle(&rooms, &mut joined, &out, &join("other", "me")),
-            None
-        );
-        let reply = handle(&rooms, &mut joined, &out, &join("r", "me"));
-        assert!(matches!(reply, Some(ServerMessage::Error { .. })));
-        assert_eq!(joined, Some(("other".into(), "me".into())));
-        assert!(rooms.lock()["other"].contains_key("me"));
-    }
-
-    #[test]
-    fn a_full_outbox_drops_signals_and_keeps_the_peer() {
-        let rooms = Rooms::default();
-        let (a, _from_a) = socket();
-        let (b, mut to_b) = socket();
-        assert!(rooms.join("r", "a", &a, None));
-        assert!(rooms.join("r", "b", &b, None));
-        drain(&mut to_b);
-        for _ in 0..OUTBOX + 10 {
-            assert!(rooms.relay("r", "a", "b", &serde_json::json!(1)));
-        }
-        assert_eq!(drain(&mut to_b).len(), OUTBOX);
-        assert!(
-            rooms.relay("r", "a", "b", &serde_json::json!(2)),
-            "b is still there"
-        );
-    }
-}
+mod tests;
