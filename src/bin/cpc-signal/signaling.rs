@@ -304,8 +304,12 @@ pub async fn upgrade(
         let body = "cpc-signal: no randomness for a join nonce\n";
         return (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
     }
+    // tungstenite's default read buffer is 128 KiB a socket: 2,200 idle
+    // sockets held 289 MiB before a signal was sent (BENCHMARKS.md,
+    // "Signaling server under load"). Signals are small; 4 KiB reads them.
     ws.max_message_size(MAX_FRAME)
         .max_frame_size(MAX_FRAME)
+        .read_buffer_size(4 * 1024)
         .on_upgrade(move |socket| session(socket, rooms, nonce))
 }
 
