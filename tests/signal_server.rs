@@ -666,8 +666,10 @@ async fn a_flooding_socket_is_told_once_then_closed_its_room_keeps_working() {
             .iter()
             .filter(|m| matches!(m, ServerMessage::Signal { from, .. } if *from != c.id()))
             .count();
+        // The burst of 1,000 messages includes a's join; the refill at 100
+        // a second adds what the flood's few seconds allow.
         assert!(
-            (1000..1500).contains(&from_a),
+            (999..1500).contains(&from_a),
             "{from_a} of 5000 relayed: the burst, not the flood"
         );
         assert!(got.iter().any(|m| matches!(m, ServerMessage::Left { .. })));
