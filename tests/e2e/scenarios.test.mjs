@@ -113,8 +113,10 @@ test("3. a reconcile key: the resolver's handler answers and the log shows the e
   // before the asker asks settles it alone, with no exchange to see. So
   // conflicts are made on fresh keys until the asker saw one first and
   // asked (RECONCILIATION_REQUEST) and the resolver's handler answered
-  // (RECONCILIATION_RESPONSE); either way the handler's value wins. Each
-  // try is about even; eight make a miss unlikely.
+  // (RECONCILIATION_RESPONSE); either way the handler's value wins. A
+  // request that reaches a resolver which already settled alone gets no
+  // response, so the loop waits for the response. Each try is about even;
+  // twelve make a miss unlikely.
   const [resolver, asker] = b.id < c.id ? [b, c] : [c, b];
   await onAll(() =>
     window.cpc.peer.onReconcile((key, candidates) =>
@@ -124,7 +126,7 @@ test("3. a reconcile key: the resolver's handler answers and the log shows the e
   await asker.page.evaluate(() => window.cpc.peer.setPolicy("rec/", "reconcile"));
   const logged = (p, text) =>
     p.page.evaluate((t) => document.getElementById("log-card").textContent.includes(t), text);
-  for (let i = 0; i < 8 && !(await logged(asker, "RECONCILIATION_REQUEST")); i++) {
+  for (let i = 0; i < 12 && !(await logged(asker, "RECONCILIATION_RESPONSE")); i++) {
     const key = `rec/total${i}`;
     await whileApart([b, c], () =>
       Promise.all([
