@@ -195,6 +195,22 @@ async fn healthz_answers_ok_and_metrics_parse() {
     }
 }
 
+/// Once the held connections are closed, their slots come back; the
+/// refusal was counted under `reason` (once, or more if a retry came
+/// before a slot was back).
+async fn slots_come_back_and_the_refusal_was_counted(server: &Server, reason: &str) {
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            server.get("/healthz").await.starts_with("HTTP/1.1 200")
+        })
+        .await
+    );
+    let samples = server.metrics().await;
+    let series = format!("cpc_signal_connections_refused_total{{reason=\"{reason}\"}}");
+    let refused = sample(&samples, &series);
+    assert!(refused >= 1.0, "{refused}");
+}
+
 #[tokio::test]
 async fn the_connection_over_the_per_address_cap_gets_429_and_is_counted() {
     let server = Server::start(&[("MAX_PER_ADDRESS", "2")]).await;
@@ -205,20 +221,7 @@ async fn the_connection_over_the_per_address_cap_gets_429_and_is_counted() {
         "{refused}"
     );
     drop(held);
-    // Their slots come back once the server sees them closed.
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            server.get("/healthz").await.starts_with("HTTP/1.1 200")
-        })
-        .await
-    );
-    // One, or more if a retry above came before a slot was back.
-    let samples = server.metrics().await;
-    let refused = sample(
-        &samples,
-        "cpc_signal_connections_refused_total{reason=\"per_address_cap\"}",
-    );
-    assert!(refused >= 1.0, "{refused}");
+    slots_come_back_and_the_refusal_was_counted(&server, "per_address_cap").await;
 }
 
 #[tokio::test]
@@ -231,18 +234,7 @@ async fn the_connection_over_the_global_cap_gets_503_or_is_closed() {
         "{refused}"
     );
     drop(held);
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            server.get("/healthz").await.starts_with("HTTP/1.1 200")
-        })
-        .await
-    );
-    let samples = server.metrics().await;
-    let refused = sample(
-        &samples,
-        "cpc_signal_connections_refused_total{reason=\"global_cap\"}",
-    );
-    assert!(refused >= 1.0, "{refused}");
+    slots_come_back_and_the_refusal_was_counted(&server, "global_cap").await;
 }
 
 #[tokio::test]

@@ -2,6 +2,7 @@
 //! stores is exactly what `JSON.stringify` makes of it.
 
 use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
 
 use super::error::{Code, PeerError};
 use crate::protocol::JsonValue;
@@ -28,4 +29,14 @@ pub fn to_js(value: &impl serde::Serialize) -> JsValue {
     serde_json::to_string(value)
         .map(|text| from_json(&text))
         .unwrap_or(JsValue::UNDEFINED)
+}
+
+/// What a JS exception says: an `Error`'s or a `DOMException`'s message, a
+/// thrown string, or its debug form.
+pub fn describe(e: &JsValue) -> String {
+    e.dyn_ref::<js_sys::Error>()
+        .map(|e| String::from(e.message()))
+        .or_else(|| e.dyn_ref::<web_sys::DomException>().map(|e| e.message()))
+        .or_else(|| e.as_string())
+        .unwrap_or_else(|| format!("{e:?}"))
 }

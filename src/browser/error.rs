@@ -5,8 +5,8 @@
 
 use js_sys::Reflect;
 use wasm_bindgen::prelude::*;
-use wasm_bindgen::JsCast;
 
+use crate::browser::convert::describe;
 use crate::browser::storage::StorageError;
 use crate::protocol::{SnapshotError, WriteError};
 
@@ -166,10 +166,5 @@ impl From<SnapshotError> for PeerError {
 
 /// A JS exception from a browser API (crypto, a lock) as an error of ours.
 pub fn from_js(code: Code, what: &str, e: JsValue) -> PeerError {
-    let detail = e
-        .dyn_ref::<js_sys::Error>()
-        .map(|e| String::from(e.message()))
-        .or_else(|| e.as_string())
-        .unwrap_or_else(|| format!("{e:?}"));
-    PeerError::new(code, format!("{what}: {detail}"))
+    PeerError::new(code, format!("{what}: {}", describe(&e)))
 }

@@ -19,6 +19,7 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{IdbDatabase, IdbObjectStore, IdbRequest, IdbTransaction, IdbTransactionMode};
 
+use crate::browser::convert::describe;
 use crate::protocol::sync::Persist;
 use crate::protocol::P2PEvent;
 
@@ -44,12 +45,7 @@ pub struct StorageError {
 fn failed(operation: &'static str) -> impl Fn(JsValue) -> StorageError {
     move |e| StorageError {
         operation,
-        detail: e
-            .dyn_ref::<js_sys::Error>()
-            .map(|e| String::from(e.message()))
-            .or_else(|| e.dyn_ref::<web_sys::DomException>().map(|e| e.message()))
-            .or_else(|| e.as_string())
-            .unwrap_or_else(|| format!("{e:?}")),
+        detail: describe(&e),
     }
 }
 
@@ -184,14 +180,19 @@ impl Storage {
             Some(at) => (Some(&writes[at]), &writes[at + 1..]),
             None => (None, writes),
         };
-        let events: Vec<P2PEvent> = events
+        let batches: Vec<&[P2PEvent]> = events
             .iter()
-            .flat_map(|w| match w {
-                Persist::Events(events) => events.as_slice(),
-                Persist::Snapshot(_) => &[],
+            .filter_map(|w| match w {
+                Persist::Events(events) => Some(events.as_slice()),
+                Persist::Snapshot(_) => None,
             })
-            .cloned()
             .collect();
+        // One batch (the usual case: the writes of one task) is encoded as
+        // it is; several are joined first.
+        let events: std::borrow::Cow<[P2PEvent]> = match batches[..] {
+            [one] => one.into(),
+            _ => batches.concat().into(),
+        };
         let stores = Array::of2(&LOG.into(), &SNAPSHOT.into());
         let tx = self
             .db

@@ -1,6 +1,7 @@
 //! The per-socket rate limit of `/signal`: a token bucket, plus a debt of
-//! dropped messages that closes a socket which keeps flooding. Sans-IO: the
-//! caller passes the time, so tests need no clock.
+//! dropped messages that closes a socket which keeps flooding; and the
+//! limit on log lines per refusal class. Sans-IO: the caller passes the
+//! time, so tests need no clock.
 
 use std::time::{Duration, Instant};
 
@@ -83,9 +84,50 @@ impl RateLimit {
     }
 }
 
+/// One line per refusal class per this long, with the count since the last.
+pub const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Whether to log a refusal of one class now: at most one line per [`LOG_EVERY`], which
+/// says how many were refused since the previous line. Sans-IO: the caller
+/// passes the time.
+#[derive(Debug, Default)]
+pub struct LogLimit {
+    last: Option<Instant>,
+    since: u64,
+}
+
+impl LogLimit {
+    /// Counts one refusal at `now`; `Some(n)` when a line is due, `n`
+    /// refusals since the previous line (this one included).
+    pub fn note(&mut self, now: Instant) -> Option<u64> {
+        self.since += 1;
+        if self
+            .last
+            .is_some_and(|last| now.saturating_duration_since(last) < LOG_EVERY)
+        {
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.since))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_line_per_interval_with_the_count_since_the_last() {
+        let t0 = Instant::now();
+        let mut limit = LogLimit::default();
+        assert_eq!(limit.note(t0), Some(1));
+        for i in 1..=500 {
+            assert_eq!(limit.note(t0 + Duration::from_millis(i)), None);
+        }
+        assert_eq!(limit.note(t0 + LOG_EVERY), Some(501));
+        assert_eq!(limit.note(t0 + LOG_EVERY), None);
+        assert_eq!(limit.note(t0 + 3 * LOG_EVERY), Some(2));
+    }
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)

@@ -8,7 +8,7 @@
 
 use std::fmt;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -17,6 +17,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
+
+use crate::limits::LogLimit;
 
 /// Why a connection was refused or closed before it made a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,34 +49,6 @@ impl Refusal {
             Refusal::HeaderTimeout => "header_timeout",
             Refusal::AcceptError => "accept_error",
         }
-    }
-}
-
-/// One line per refusal class per this long, with the count since the last.
-pub const LOG_EVERY: Duration = Duration::from_secs(10);
-
-/// Whether to log a refusal now: at most one line per [`LOG_EVERY`], which
-/// says how many were refused since the previous line. Sans-IO: the caller
-/// passes the time.
-#[derive(Debug, Default)]
-pub struct LogLimit {
-    last: Option<Instant>,
-    since: u64,
-}
-
-impl LogLimit {
-    /// Counts one refusal at `now`; `Some(n)` when a line is due, `n`
-    /// refusals since the previous line (this one included).
-    pub fn note(&mut self, now: Instant) -> Option<u64> {
-        self.since += 1;
-        if self
-            .last
-            .is_some_and(|last| now.saturating_duration_since(last) < LOG_EVERY)
-        {
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.since))
     }
 }
 
@@ -233,7 +207,8 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts a refusal and logs it, one line per class per [`LOG_EVERY`].
+    /// Counts a refusal and logs it, one line per class per
+    /// [`LOG_EVERY`](crate::limits::LOG_EVERY).
     pub fn refused(&self, reason: Refusal, detail: &dyn fmt::Display) {
         self.refused
             .get_or_create(&[("reason", reason.label())])
@@ -266,18 +241,6 @@ impl Drop for OpenGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn one_log_line_per_class_per_period_with_the_count_since() {
-        let t0 = Instant::now();
-        let mut log = LogLimit::default();
-        assert_eq!(log.note(t0), Some(1));
-        for i in 1..=50 {
-            assert_eq!(log.note(t0 + Duration::from_millis(100 * i)), None);
-        }
-        assert_eq!(log.note(t0 + LOG_EVERY), Some(51));
-        assert_eq!(log.note(t0 + LOG_EVERY * 3), Some(1));
-    }
 
     #[test]
     fn readings_render_as_families_beside_the_own_metrics() {

@@ -142,7 +142,10 @@ pub(super) fn arm_timer(inner: &Rc<RefCell<Inner>>) {
         return;
     }
     let at = i.node.next_timer();
-    if i.timer.as_ref().is_some_and(|(armed, _)| *armed == at) {
+    // A timeout due no later is kept: waking early is harmless (the tick
+    // does what is due, and `wake` arms again). So a burst of frames while
+    // the digest catches up does not make a timeout per frame.
+    if i.timer.as_ref().is_some_and(|(armed, _)| *armed <= at) {
         return;
     }
     let delay = at.saturating_sub(now_ms()).min(i32::MAX as u64) as u32;

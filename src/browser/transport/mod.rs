@@ -24,6 +24,7 @@ use wasm_bindgen::prelude::*;
 use self::connection::{Connection, Happening};
 pub use self::signaling::SignalCodec;
 use self::signaling::{warn, Server, SocketEvent, Tabs};
+use crate::browser::convert::describe;
 use crate::protocol::signal::{ServerMessage, TabMessage};
 use crate::protocol::sync::{LinkAction, LinkConfig, LinkState, Links, Route, Verdict};
 use crate::protocol::{Identity, PeerId};
@@ -475,12 +476,4 @@ impl State {
             None => false,
         }
     }
-}
-
-/// A JS exception's message.
-fn describe(e: &JsValue) -> String {
-    e.dyn_ref::<js_sys::Error>()
-        .map(|e| String::from(e.message()))
-        .or_else(|| e.as_string())
-        .unwrap_or_else(|| format!("{e:?}"))
 }

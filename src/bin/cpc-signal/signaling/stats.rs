@@ -1,10 +1,13 @@
 //! What `/signal` counts (for `/metrics`) and the rate-limited log of what
-//! it refuses: one line per class of refusal at most every [`LOG_EVERY`],
-//! carrying the count since the last line, so a flood cannot fill a disk.
+//! it refuses: one line per class of refusal at most every
+//! [`LOG_EVERY`](crate::limits::LOG_EVERY), carrying the count since the
+//! last line, so a flood cannot fill a disk.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
+use crate::limits::LogLimit;
 
 use cpc_sync::protocol::signal::JoinError;
 
@@ -121,7 +124,7 @@ pub struct Counters {
 
 impl Counters {
     /// Counts a refusal and logs it, unless its class logged less than
-    /// [`LOG_EVERY`] ago.
+    /// [`LOG_EVERY`](crate::limits::LOG_EVERY) ago.
     pub fn refused(&self, why: Refusal, detail: &str) {
         self.refused[why.index()].fetch_add(1, Relaxed);
         let line =
@@ -169,48 +172,9 @@ impl Drop for OpenSocket<'_> {
     }
 }
 
-/// At most one log line per class this often.
-pub const LOG_EVERY: Duration = Duration::from_secs(10);
-
-/// The log limit of one class. Sans-IO: the caller passes the time.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct LogLimit {
-    last: Option<Instant>,
-    since: u64,
-}
-
-impl LogLimit {
-    /// Notes one event at `now`; `Some(n)` when a line is due, `n` the
-    /// events since the last line, this one included.
-    pub fn note(&mut self, now: Instant) -> Option<u64> {
-        self.since += 1;
-        if self
-            .last
-            .is_some_and(|t| now.saturating_duration_since(t) < LOG_EVERY)
-        {
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.since))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn one_line_per_interval_with_the_count_since_the_last() {
-        let t0 = Instant::now();
-        let mut limit = LogLimit::default();
-        assert_eq!(limit.note(t0), Some(1));
-        for i in 1..=500 {
-            assert_eq!(limit.note(t0 + Duration::from_millis(i)), None);
-        }
-        assert_eq!(limit.note(t0 + LOG_EVERY), Some(501));
-        assert_eq!(limit.note(t0 + LOG_EVERY), None);
-        assert_eq!(limit.note(t0 + 3 * LOG_EVERY), Some(2));
-    }
 
     #[test]
     fn refusals_are_counted_by_class() {
