@@ -39,7 +39,11 @@ async function main() {
     const file = path.join(from, `${name}.json`);
     if (!(await exists(file))) continue;
     const result = JSON.parse(await readFile(file, "utf8"));
-    if (result.meta?.quick) throw new Error(`${file} is a quick (smoke) run: run the full benchmark first`);
+    if (!result.meta) {
+      console.warn(`${file}: no meta record (an older harness's output); skipped`);
+      continue;
+    }
+    if (result.meta.quick) throw new Error(`${file} is a quick (smoke) run: run the full benchmark first`);
     const { render } = await import(`./report/${name}.mjs`);
     for (const [section, body] of Object.entries(render(result))) {
       text = replaceSection(text, section, body);

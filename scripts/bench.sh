@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `npm run bench`: the release package, a bench build of the wasm (feature
 # `bench`, in target/bench/pkg), then cpc-sync beside Yjs, Automerge and
-# Loro in one headless Chromium (bench/browser/compare.mjs).
+# Loro in headless Chromium (bench/browser/compare.mjs), then BENCHMARKS.md's
+# side-by-side tables regenerated from the results (bench/report.mjs).
 # CPC_BENCH_QUICK=1 runs small sizes (npm test does, as a smoke test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,4 +10,7 @@ cd "$(dirname "$0")/.."
 cargo build --release --target wasm32-unknown-unknown --lib --features bench
 wasm-bindgen --target web --out-dir target/bench/pkg --out-name cpc_sync \
   target/wasm32-unknown-unknown/release/cpc_sync.wasm
+# Optimized as the shipped package is: the figures are of the build users get.
+bash scripts/wasm-opt.sh target/bench/pkg/cpc_sync_bg.wasm
 node bench/browser/compare.mjs
+[ "${CPC_BENCH_QUICK:-}" = 1 ] || [ -n "${CPC_BENCH_ONLY:-}" ] || node bench/report.mjs

@@ -7,12 +7,7 @@ cargo build --release --target wasm32-unknown-unknown --lib
 rm -rf pkg
 wasm-bindgen --target web --out-dir pkg --out-name cpc_sync \
   target/wasm32-unknown-unknown/release/cpc_sync.wasm
-# wasm-opt from npm's binaryen: Debian's (108) rewrites wasm-bindgen's
-# externref table into one the browser refuses.
-node_modules/.bin/wasm-opt -Oz \
-  --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
-  --enable-mutable-globals --enable-reference-types --enable-multivalue \
-  pkg/cpc_sync_bg.wasm -o pkg/cpc_sync_bg.wasm
+bash scripts/wasm-opt.sh pkg/cpc_sync_bg.wasm
 
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
 cat > pkg/package.json <<JSON

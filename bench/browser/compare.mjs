@@ -1,94 +1,124 @@
-// cpc-sync beside Yjs, Automerge and Loro, in one headless Chromium run
-// (issue 7's workloads): B3.1, C1.2, causal apply, snapshot, and bundle
-// sizes. `npm run bench` builds and runs it in full; CPC_BENCH_QUICK=1
-// (what `npm test` runs) uses small sizes so the harness cannot rot.
-// Figures go to stdout and target/bench/compare.json. CPC_BENCH_ONLY picks
-// one section: many (B3.1, C1.2), sync, cpc (cpc-sync's own workloads),
-// responsiveness.
+// cpc-sync beside Yjs, Automerge and Loro in headless Chromium: B3.1,
+// C1.2 and a run-heavy signed workload applied at one peer, sync bytes,
+// cpc-sync's own workloads, and bundle sizes. `npm run bench` builds and
+// runs it in full; CPC_BENCH_QUICK=1 (what `npm test` runs) uses small
+// sizes so the harness cannot rot. CPC_BENCH_ONLY picks sections
+// (comma-separated): many, sync, cpc, bundle.
+//
+// Fairness: every library's updates are generated once (its own default
+// ids) and saved; each measurement is a fresh page (fresh browser
+// context) applying the same bytes; rows run in a rotating order, run
+// after run; every run's final state is checked against the expected one
+// and a mismatch fails the benchmark.
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import { mkdir, writeFile, readdir, readFile, rm } from "node:fs/promises";
 import { gzipSync } from "node:zlib";
-import os from "node:os";
 import path from "node:path";
-import { root, startStaticServer, launchBrowser, openPage } from "../../tests/e2e/harness.mjs";
+import { root, startStaticServer, launchBrowser } from "../../tests/e2e/harness.mjs";
+import { meta } from "../meta.mjs";
+import { summary } from "../stats.mjs";
+import { expectedState, canonical } from "./compare/workloads.js";
 
 const run = promisify(execFile);
 const QUICK = process.env.CPC_BENCH_QUICK === "1";
+const ONLY = process.env.CPC_BENCH_ONLY?.split(",") ?? null;
+const wanted = (section) => !ONLY || ONLY.includes(section);
 const vite = path.join(root, "node_modules/.bin/vite");
 const out = path.join(root, "target/bench");
+const dist = path.join(out, "compare-dist");
 
 const SIZES = QUICK
-  ? { b31: 200, c12: 1_000, runs: 2, causal: 20_000, snapshot: 20_000, ingest: 5_000, sync: 2_000, diffs: [0, 1, 100] }
+  ? {
+      b31: 100,
+      c12: 500,
+      runHeavy: { writers: 4, updates: 500, keys: 1_000, burst: 50 },
+      runs: Number(process.env.CPC_BENCH_RUNS ?? 2),
+      warmup: 50,
+      causal: 20_000,
+      snapshot: 20_000,
+      sync: 2_000,
+      diffs: [0, 1, 100],
+      bursts: [1, 1_000],
+    }
   : {
       b31: 1_540,
       c12: 30_000,
-      runs: 5,
+      runHeavy: { writers: 4, updates: 25_000, keys: 10_000, burst: 100 },
+      runs: Number(process.env.CPC_BENCH_RUNS ?? 10),
+      warmup: 1_000,
       causal: 1_000_000,
       snapshot: 1_000_000,
-      ingest: 100_000,
       // Automerge takes minutes to build two replicas of 100k changes.
       sync: Number(process.env.CPC_BENCH_SYNC ?? 20_000),
       diffs: [0, 1, 100, 10_000],
+      bursts: [1, 1_000],
     };
 
-/**
- * Responsiveness: tab a writes `events` events (its log is never folded,
- * so they travel as events, not a snapshot); tab b joins and ingests them
- * over WebRTC while a PerformanceObserver counts its long tasks (> 50 ms).
- */
-async function responsiveness(browser, events) {
-  const site = await startStaticServer();
+const WORKLOADS = ["B3_1", "C1_2", "run_heavy"];
+
+/** A fresh browser context and page on the benchmark page; closes it after `use`. */
+async function freshPage(browser, url, use) {
   const context = await browser.newContext();
-  const room = `ingest-${Math.random().toString(36).slice(2)}`;
-  const open = async () => {
-    const { page, errors } = await openPage(context, `${site.url}?signaling=none&storage=memory&room=unused-${room}`);
-    await page.waitForSelector("body[data-ready=true]", { timeout: 30_000 });
-    await page.evaluate(async (room) => {
-      window.ingest = await window.cpc.module.Peer.open({
-        room,
-        signaling: "none",
-        storage: "memory",
-        compactAfter: 1e9,
-      });
-    }, room);
-    return { page, errors };
-  };
+  const page = await context.newPage();
+  const errors = [];
+  page.on("console", (m) => m.type() === "error" && errors.push(m.text()));
+  page.on("pageerror", (e) => errors.push(String(e)));
   try {
-    const a = await open();
-    await a.page.evaluate(async (events) => {
-      for (let i = 0; i < events; i += 10_000) {
-        const writes = [];
-        for (let j = i; j < Math.min(events, i + 10_000); j++) writes.push(window.ingest.set(`k${j}`, j));
-        await Promise.all(writes);
-      }
-    }, events);
-    // Converged when b's version vector equals a's (cheap to read; the
-    // digest is checked once at the end).
-    const clock = await a.page.evaluate(() => JSON.stringify(window.ingest.clock()));
-    const digest = await a.page.evaluate(() => window.ingest.digest());
-    const b = await open();
-    const result = await b.page.evaluate(async ([clock, digest]) => {
-      const long = [];
-      const observer = new PerformanceObserver((list) => long.push(...list.getEntries().map((e) => e.duration)));
-      observer.observe({ type: "longtask" });
-      const start = performance.now();
-      while (JSON.stringify(window.ingest.clock()) !== clock) {
-        await new Promise((r) => setTimeout(r, 20));
-        if (performance.now() - start > 120_000) throw new Error("no convergence in 120 s");
-      }
-      const ms = performance.now() - start;
-      await new Promise((r) => setTimeout(r, 100));
-      observer.disconnect();
-      if (window.ingest.digest() !== digest) throw new Error("same clock, different state");
-      return { ms, long_tasks: long.length, longest_ms: Math.max(0, ...long), long_task_ms: long };
-    }, [clock, digest]);
-    if (a.errors.length || b.errors.length) throw new Error(`page errors: ${[...a.errors, ...b.errors]}`);
-    return { events, ...result };
+    await page.goto(url);
+    await page.waitForSelector("body[data-ready=true]", { state: "attached", timeout: 60_000 });
+    const result = await use(page);
+    if (errors.length) throw new Error(`page errors: ${errors.join("; ")}`);
+    return result;
   } finally {
     await context.close();
-    await site.stop();
   }
+}
+
+/** Each library's updates for `workload`, saved for the measuring pages. */
+async function generate(browser, url, workload, libraries) {
+  const made = {};
+  for (const library of libraries) {
+    const g = await freshPage(browser, url, (page) =>
+      page.evaluate((args) => window.bench.generate(args), { library, workload, sizes: SIZES }),
+    );
+    const file = `updates/${library}-${workload}.bin`;
+    await writeFile(path.join(dist, file), Buffer.from(g.data, "base64"));
+    const expected = workload === "B3_1" ? { shared: g.winner } : expectedState(workload, SIZES);
+    made[library] = { file, count: g.count, bytes: g.bytes, expected: canonical(expected) };
+  }
+  return made;
+}
+
+/** Every row of `workload`, `SIZES.runs` times in rotating order, each in a fresh page. */
+async function many(browser, url, workload, rows) {
+  const updates = await generate(browser, url, workload, [...new Set(Object.values(rows))]);
+  const result = {};
+  const names = Object.keys(rows);
+  for (let r = 0; r < SIZES.runs; r++) {
+    const order = names.map((_, i) => names[(i + r) % names.length]);
+    for (const row of order) {
+      const made = updates[rows[row]];
+      const m = await freshPage(browser, url, (page) =>
+        page.evaluate((args) => window.bench.measure(args), { row, url: made.file, warmup: SIZES.warmup }),
+      );
+      if (m.state !== made.expected) {
+        throw new Error(
+          `${workload} ${row}: final state differs from the expected one\n  got      ${m.state.slice(0, 300)}\n  expected ${made.expected.slice(0, 300)}`,
+        );
+      }
+      result[row] ??= {
+        updates: made.count,
+        bytes_per_update: made.bytes / made.count,
+        vv_bytes: m.vv_bytes,
+        ms: [],
+      };
+      result[row].ms.push(m.ms);
+    }
+    process.stdout.write(`${workload}: run ${r + 1}/${SIZES.runs}\r`);
+  }
+  console.log();
+  return result;
 }
 
 /** What each library costs a page: its JS and wasm as Vite bundles them, gzipped. */
@@ -121,91 +151,104 @@ async function bundles() {
   return sizes;
 }
 
-function table(title, rows, columns) {
-  console.log(`\n${title}`);
-  for (const [name, r] of Object.entries(rows)) {
-    console.log(`  ${name.padEnd(20)} ${columns.map(([label, get]) => `${label} ${get(r)}`).join("  ")}`);
-  }
+/** The seals each workload's updates carry: one per writer's burst. */
+function seals(workload) {
+  if (workload === "B3_1") return SIZES.b31;
+  if (workload === "C1_2") return SIZES.c12;
+  const { writers, updates, burst } = SIZES.runHeavy;
+  return writers * Math.ceil(updates / burst);
 }
 
-async function main() {
-  await mkdir(out, { recursive: true });
-  if (process.env.CPC_BENCH_ONLY === "responsiveness") {
-    const browser = await launchBrowser();
-    try {
-      console.log(JSON.stringify(await responsiveness(browser, SIZES.ingest)));
-    } finally {
-      await browser.close();
+function print(results) {
+  for (const workload of WORKLOADS) {
+    const rows = results.many?.[workload];
+    if (!rows) continue;
+    console.log(`\n${workload} (ms: min / median / p90 of ${SIZES.runs} fresh pages)`);
+    for (const [row, r] of Object.entries(rows)) {
+      const s = summary(r.ms);
+      console.log(
+        `  ${row.padEnd(24)} ${s.min.toFixed(1)} / ${s.median.toFixed(1)} / ${s.p90.toFixed(1)} ms` +
+          `  ${r.bytes_per_update.toFixed(1)} B/update  vv ${r.vv_bytes} B`,
+      );
     }
-    return;
+    const floor = results.floor?.[workload];
+    if (floor) console.log(`  verification floor: ${floor.seals} seals, ${floor.ms.toFixed(1)} ms`);
   }
-  await run(vite, ["build", "--logLevel", "error", "--outDir", path.join(out, "compare-dist"), "--emptyOutDir"], {
-    cwd: path.join(root, "bench/browser/compare"),
-  });
-  const server = await startStaticServer(path.join(out, "compare-dist"));
-  const browser = await launchBrowser();
-  let results;
-  try {
-    const { page, errors } = await openPage(browser, server.url);
-    await page.waitForSelector("body[data-ready=true]", { state: "attached", timeout: 30_000 });
-    const only = process.env.CPC_BENCH_ONLY ?? null;
-    results = await page.evaluate((options) => window.bench.run(options), { ...SIZES, only });
-    if (errors.length) throw new Error(`page errors: ${errors.join("; ")}`);
-    results.browser = `Chromium ${browser.version()}`;
-    if (!process.env.CPC_BENCH_ONLY) results.responsiveness = await responsiveness(browser, SIZES.ingest);
-  } finally {
-    await browser.close();
-    await server.stop();
+  for (const [library, byBurst] of Object.entries(results.sync ?? {})) {
+    for (const [burst, byD] of Object.entries(byBurst)) {
+      const cells = Object.entries(byD).map(([d, r]) => `d=${d}: ${r.a_to_b}/${r.b_to_a} B ${r.round_trips} RT`);
+      console.log(`sync ${library}, bursts of ${burst}: ${cells.join("  ")}`);
+    }
   }
-  if (!process.env.CPC_BENCH_ONLY) results.bundle = await bundles();
-  results.machine = `${os.cpus()[0]?.model ?? "?"} x${os.cpus().length}, ${Math.round(os.totalmem() / 2 ** 30)} GiB`;
-  results.sizes = SIZES;
-  results.quick = QUICK;
+  if (results.cpc) console.log(`cpc-sync only: ${JSON.stringify(results.cpc)}`);
+  if (results.bundle) console.log(`bundles (gzip): ${JSON.stringify(results.bundle)}`);
+}
 
-  const fixed = (d) => (x) => (typeof x === "number" ? x.toFixed(d) : String(x));
-  if (results.B3_1) table(`B3.1: ${SIZES.b31} peers set one key (apply all at one peer)`, results.B3_1, [
-    ["ms", (r) => fixed(2)(r.ms)],
-    ["bytes/update", (r) => fixed(1)(r.bytes_per_update)],
-  ]);
-  if (results.C1_2) table(`C1.2: ${SIZES.c12} peers set a key each`, results.C1_2, [
-    ["ms", (r) => fixed(1)(r.ms)],
-    ["version vector bytes", (r) => r.vv_bytes],
-  ]);
-  console.log(`\nsync: ${SIZES.sync} updates, the second replica lacking d (bytes a->b / b->a, round trips)`);
-  for (const [name, byD] of Object.entries(results.sync ?? {})) {
-    if (name === "updates") continue;
-    const cells = Object.entries(byD).map(([d, r]) => `d=${d}: ${r.a_to_b}/${r.b_to_a} B, ${r.round_trips} RT`);
-    console.log(`  ${name.padEnd(20)} ${cells.join("  ")}`);
-  }
-  if (results.causal_apply) {
-    console.log(`\ncausal apply (cpc-sync): ${JSON.stringify(results.causal_apply)}`);
-    console.log(`snapshot (cpc-sync): ${JSON.stringify(results.snapshot)}`);
-    console.log(`verified snapshots (cpc-sync): ${JSON.stringify(results.snapshot_verified)}`);
-    console.log(`room key (Argon2id), ms per derivation: ${results.room_key_ms}`);
-  }
-  if (results.seal) {
-    console.log(`seal (cpc-sync, µs per event): ${JSON.stringify(results.seal)}`);
-  }
-  if (results.responsiveness) {
-    console.log(`responsiveness (cpc-sync, a tab ingesting events over WebRTC): ${JSON.stringify(results.responsiveness)}`);
-  }
-  if (results.bundle) table("bundle, gzipped (Vite build)", results.bundle, [
-    ["js", (r) => r.js_gzip],
-    ["wasm", (r) => r.wasm_gzip],
-    ["total", (r) => r.total_gzip],
-  ]);
-  await writeFile(path.join(out, "compare.json"), JSON.stringify(results, null, 2));
-  for (const workload of ["B3_1", "C1_2"]) {
-    for (const [name, r] of Object.entries(results[workload] ?? {})) {
-      if (!(r.ms >= 0)) throw new Error(`${workload} ${name}: no time measured`);
+/** Fails the run on anything that is not a measured figure. */
+function check(results) {
+  for (const workload of WORKLOADS) {
+    for (const [row, r] of Object.entries(results.many?.[workload] ?? {})) {
+      if (r.ms.length !== SIZES.runs || !r.ms.every((ms) => ms >= 0)) throw new Error(`${workload} ${row}: runs missing`);
     }
   }
-  for (const s of [results.snapshot, ...(results.snapshot_verified ?? [])].filter(Boolean)) {
+  for (const [library, byBurst] of Object.entries(results.sync ?? {})) {
+    for (const byD of Object.values(byBurst)) {
+      for (const [d, r] of Object.entries(byD)) {
+        if (r.settled !== 1) throw new Error(`sync ${library} d=${d}: the replicas did not settle`);
+      }
+    }
+  }
+  const c = results.cpc;
+  for (const s of c ? [c.snapshot, ...c.snapshot_verified] : []) {
     // A snapshot that did not verify, or did not load whole, is a failure.
     if (!(s.verify_ms >= 0) || s.entities !== s.requested) {
       throw new Error(`verified snapshot did not verify or load: ${JSON.stringify(s)}`);
     }
   }
+}
+
+async function main() {
+  await rm(dist, { recursive: true, force: true });
+  await run(vite, ["build", "--logLevel", "error", "--outDir", dist, "--emptyOutDir"], {
+    cwd: path.join(root, "bench/browser/compare"),
+  });
+  await mkdir(path.join(dist, "updates"), { recursive: true });
+  const server = await startStaticServer(dist);
+  const browser = await launchBrowser();
+  const results = { meta: meta({ browser: `Chromium ${browser.version()}`, quick: QUICK }), sizes: SIZES };
+  try {
+    const rows = await freshPage(browser, server.url, (page) =>
+      page.evaluate(() => Object.fromEntries(window.bench.rows.map((r) => [r, null]))),
+    );
+    if (wanted("many")) {
+      // Which library makes each row's updates.
+      const library = (row) => (row.startsWith("cpc-sync") ? "cpc-sync" : row.split(",")[0]);
+      const byRow = Object.fromEntries(Object.keys(rows).map((row) => [row, library(row)]));
+      results.many = {};
+      for (const workload of WORKLOADS) results.many[workload] = await many(browser, server.url, workload, byRow);
+      // One Ed25519 verification per seal, measured the same day: the
+      // floor under the signed path.
+      const verify = await freshPage(browser, server.url, (page) => page.evaluate(() => window.bench.sealCost(1, 5)));
+      results.floor = Object.fromEntries(
+        WORKLOADS.map((w) => [w, { seals: seals(w), us_per_seal: verify.verify_us_per_event, ms: (seals(w) * verify.verify_us_per_event) / 1000 }]),
+      );
+    }
+    if (wanted("sync")) {
+      results.sync = await freshPage(browser, server.url, (page) =>
+        page.evaluate((args) => window.bench.sync(args), { n: SIZES.sync, diffs: SIZES.diffs, bursts: SIZES.bursts }),
+      );
+    }
+    if (wanted("cpc")) {
+      results.cpc = await freshPage(browser, server.url, (page) => page.evaluate((s) => window.bench.cpcOnly(s), SIZES));
+    }
+  } finally {
+    await browser.close();
+    await server.stop();
+  }
+  if (wanted("bundle") && !QUICK) results.bundle = await bundles();
+  print(results);
+  check(results);
+  await writeFile(path.join(out, "compare.json"), JSON.stringify(results, null, 2));
 }
 
 await main();

@@ -6,16 +6,18 @@
 //! per call); workloads too large to cross the boundary event by event
 //! (1M events) are generated, applied and timed inside wasm.
 
-use js_sys::{Array, Object, Reflect, Uint8Array};
+use js_sys::{Object, Reflect};
 use wasm_bindgen::prelude::*;
 
 use crate::protocol::room::RoomSecret;
 use crate::protocol::seal;
 use crate::protocol::snapshot::Checks;
 use crate::protocol::testing::workload;
-use crate::protocol::{
-    EngineConfig, JsonValue, P2PEvent, ReconciliationEngine, StateSnapshot, Trust,
-};
+use crate::protocol::{EngineConfig, P2PEvent, ReconciliationEngine, StateSnapshot, Trust};
+
+mod wire;
+
+pub use wire::{BenchNode, BenchReplica};
 
 const NOW: u64 = 2_000_000_000_000;
 
@@ -25,87 +27,6 @@ fn now_ms() -> f64 {
 
 fn engine(index: u32) -> ReconciliationEngine {
     ReconciliationEngine::new(workload::peer(index as u64), EngineConfig::default())
-}
-
-/// One replica, driven from JS like a document of another library.
-#[wasm_bindgen]
-pub struct BenchReplica {
-    engine: ReconciliationEngine,
-}
-
-#[wasm_bindgen]
-impl BenchReplica {
-    #[wasm_bindgen(constructor)]
-    pub fn new(index: u32) -> BenchReplica {
-        BenchReplica {
-            engine: engine(index),
-        }
-    }
-
-    /// Writes `key` (a JSON text value); returns the encoded event.
-    pub fn set(&mut self, key: &str, json: &str) -> Result<Vec<u8>, JsError> {
-        let value = JsonValue::parse(json).map_err(|e| JsError::new(&e.to_string()))?;
-        let event = self
-            .engine
-            .set(key, value, NOW)
-            .map_err(|e| JsError::new(&e.to_string()))?;
-        Ok(event.encode())
-    }
-
-    /// Decodes and applies one encoded event.
-    pub fn apply(&mut self, bytes: &[u8]) -> Result<(), JsError> {
-        let event = P2PEvent::decode(bytes).map_err(|e| JsError::new(&e.to_string()))?;
-        self.engine
-            .receive(event, NOW)
-            .map(|_| ())
-            .map_err(|e| JsError::new(&e.to_string()))
-    }
-
-    /// Decodes one encoded event, verifies its seal, and applies it: a peer
-    /// of a signed room.
-    #[wasm_bindgen(js_name = applyVerified)]
-    pub fn apply_verified(&mut self, bytes: &[u8]) -> Result<(), JsError> {
-        let event = P2PEvent::decode(bytes).map_err(|e| JsError::new(&e.to_string()))?;
-        let (mut verified, refused) = seal::open_seals(vec![event]);
-        if let Some(e) = refused.first() {
-            return Err(JsError::new(&e.to_string()));
-        }
-        let event = verified.pop().ok_or_else(|| JsError::new("no event"))?;
-        self.engine
-            .receive(event, NOW)
-            .map(|_| ())
-            .map_err(|e| JsError::new(&e.to_string()))
-    }
-
-    /// The version vector's encoded size, bytes.
-    #[wasm_bindgen(js_name = clockBytes)]
-    pub fn clock_bytes(&self) -> usize {
-        postcard::to_allocvec(self.engine.clock()).map_or(0, |b| b.len())
-    }
-
-    #[wasm_bindgen(js_name = stateJson)]
-    pub fn state_json(&self) -> String {
-        self.engine.state_json()
-    }
-}
-
-/// `n` peers' single writes (to one shared key, or each to its own), as
-/// encoded events: the updates of B3.1 and C1.2.
-#[wasm_bindgen(js_name = oneWriteEach)]
-pub fn one_write_each(n: u32, same_key: bool) -> Array {
-    workload::one_write_each(n as u64, same_key)
-        .iter()
-        .map(|e| JsValue::from(Uint8Array::from(e.encode().as_slice())))
-        .collect()
-}
-
-/// [`one_write_each`], each write sealed by its origin (a signed room).
-#[wasm_bindgen(js_name = oneWriteEachSigned)]
-pub fn one_write_each_signed(n: u32, same_key: bool) -> Array {
-    workload::one_write_each_signed(n as u64, same_key)
-        .iter()
-        .map(|e| JsValue::from(Uint8Array::from(e.encode().as_slice())))
-        .collect()
 }
 
 /// Sealing `runs` runs of `len` events, then verifying them:
@@ -238,22 +159,4 @@ pub fn room_key_cost(times: u32) -> f64 {
         .collect();
     samples.sort_by(f64::total_cmp);
     samples[samples.len() / 2]
-}
-
-/// Anti-entropy between two replicas of `total` events from `origins`
-/// writers, the second lacking the last `d`: `{ a_to_b, b_to_a,
-/// event_bytes, round_trips }` (bytes each way and the missing events' own
-/// bytes).
-#[wasm_bindgen(js_name = syncOverhead)]
-pub fn sync_overhead(total: u32, origins: u32, d: u32) -> JsValue {
-    let events = workload::history(total as usize, origins as u64);
-    let mut a = workload::node_with(&events, 0xA);
-    let mut b = workload::node_with(&events[..(total - d) as usize], 0xB);
-    let o = workload::settle(&mut a, &mut b);
-    result(&[
-        ("a_to_b", o.bytes[0] as f64),
-        ("b_to_a", o.bytes[1] as f64),
-        ("event_bytes", o.event_bytes as f64),
-        ("round_trips", o.rounds.div_ceil(2) as f64),
-    ])
 }

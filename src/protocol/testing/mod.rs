@@ -5,6 +5,7 @@
 //! published library does not carry it.
 
 mod rng;
+pub mod wire;
 pub mod workload;
 
 pub use rng::Rng;

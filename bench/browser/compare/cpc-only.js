@@ -1,0 +1,61 @@
+// cpc-sync's own workloads, generated, applied and timed inside wasm (too
+// large to cross the JS boundary event by event): seals, causal apply,
+// verified snapshots, the room key's KDF.
+import * as cpc from "../../../target/bench/pkg/cpc_sync.js";
+import { median } from "../../stats.mjs";
+
+async function gzipLength(text) {
+  const stream = new Blob([text]).stream().pipeThrough(new CompressionStream("gzip"));
+  return (await new Response(stream).arrayBuffer()).byteLength;
+}
+
+/** Signing and verifying seals over runs of `len` events: µs per event. */
+export function sealCost(len, runs) {
+  const count = Math.ceil(2_000 / len) + 1;
+  const samples = [];
+  for (let r = 0; r < Math.max(1, runs); r++) samples.push(cpc.sealCost(len, count));
+  const events = len * count;
+  return {
+    sign_us_per_event: (median(samples.map((s) => s.sign_ms)) * 1000) / events,
+    verify_us_per_event: (median(samples.map((s) => s.verify_ms)) * 1000) / events,
+    verify_us_samples: samples.map((s) => (s.verify_ms * 1000) / events),
+  };
+}
+
+export async function cpcOnly({ runs, causal, snapshot }) {
+  const results = {};
+  results.seal = { run_of_1: sealCost(1, Math.min(runs, 5)), run_of_1024: sealCost(1024, Math.min(runs, 5)) };
+  const causalRuns = [];
+  for (let r = 0; r < Math.max(1, Math.min(runs, 3)); r++) {
+    causalRuns.push(cpc.causalApply(causal, 64, Math.min(10_000, causal), 0.2));
+  }
+  results.causal_apply = {
+    events: causal,
+    us_per_event: causalRuns.map((c) => (c.ms * 1000) / causal),
+    in_order_us_per_event: causalRuns.map((c) => (c.in_order_ms * 1000) / causal),
+    held: causalRuns[0].held,
+  };
+  // Verified snapshots (signed runs, 64 origins): the headline size, and
+  // issue 13's figure at 100k entities with runs of 16 and of 1,024.
+  const verified = async (entities, run) => {
+    const s = cpc.snapshot(entities, run);
+    return {
+      requested: entities,
+      entities: s.entities,
+      run,
+      encode_ms: s.encode_ms,
+      decode_ms: s.decode_ms,
+      verify_ms: s.verify_ms,
+      ready_ms: s.ready_ms,
+      bytes: s.bytes,
+      entity_bytes: s.entity_bytes,
+      json_bytes: s.json.length,
+      json_gzip_bytes: await gzipLength(s.json),
+    };
+  };
+  results.snapshot = await verified(snapshot, 16);
+  const small = Math.min(snapshot, 100_000);
+  results.snapshot_verified = [await verified(small, 16), await verified(small, 1024)];
+  results.room_key_ms = cpc.roomKeyCost(5);
+  return results;
+}

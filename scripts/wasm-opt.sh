@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Optimizes a wasm-bindgen output in place, as the shipped package is:
+# `scripts/wasm-opt.sh pkg/cpc_sync_bg.wasm`. wasm-opt from npm's binaryen:
+# Debian's (108) rewrites wasm-bindgen's externref table into one the
+# browser refuses.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+node_modules/.bin/wasm-opt -Oz \
+  --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
+  --enable-mutable-globals --enable-reference-types --enable-multivalue \
+  "$1" -o "$1"

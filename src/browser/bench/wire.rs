@@ -1,0 +1,159 @@
+//! The side-by-side workloads on the path a browser peer runs: frames made
+//! by signed writers, taken by a signed node through `receive_frame`
+//! ([`BenchNode`]), and the engine alone on the same frames
+//! ([`BenchReplica`], a labelled second row).
+
+use js_sys::{Array, Uint8Array};
+use wasm_bindgen::prelude::*;
+
+use super::{result, NOW};
+use crate::protocol::room::RoomSecret;
+use crate::protocol::sync::wire::{self, Decoded, Message};
+use crate::protocol::testing::wire::{self as workload, Receiver};
+use crate::protocol::testing::workload::settle;
+use crate::protocol::{EngineConfig, ReconciliationEngine};
+
+fn frames(frames: Vec<Vec<u8>>) -> Array {
+    frames
+        .iter()
+        .map(|f| JsValue::from(Uint8Array::from(f.as_slice())))
+        .collect()
+}
+
+/// The frames of B3.1 (`sameKey`) or C1.2: `n` signed writers writing once.
+#[wasm_bindgen(js_name = oneWriteEach)]
+pub fn one_write_each(n: u32, same_key: bool) -> Array {
+    frames(workload::one_write_each(n as u64, same_key))
+}
+
+/// The frames of the run-heavy workload: `writers` writers, `updates` each
+/// over `keys` keys, in bursts of `burst`.
+#[wasm_bindgen(js_name = runHeavy)]
+pub fn run_heavy(writers: u32, updates: u32, keys: u32, burst: u32) -> Array {
+    frames(workload::run_heavy(
+        writers as u64,
+        updates as u64,
+        keys as u64,
+        burst.max(1) as u64,
+    ))
+}
+
+/// A signed browser peer's node, fed frames from JS as its data channel
+/// feeds them.
+#[wasm_bindgen]
+pub struct BenchNode {
+    receiver: Receiver,
+}
+
+#[wasm_bindgen]
+impl BenchNode {
+    #[wasm_bindgen(constructor)]
+    pub fn new() -> BenchNode {
+        BenchNode {
+            receiver: Receiver::new(),
+        }
+    }
+
+    /// Takes one frame; a refused one is an error.
+    pub fn receive(&mut self, frame: &[u8]) -> Result<(), JsError> {
+        self.receiver
+            .receive(frame)
+            .map_err(|r| JsError::new(&r.to_string()))
+    }
+
+    /// Brings the digest up to date; returns its root.
+    pub fn finish(&mut self) -> String {
+        self.receiver.finish()
+    }
+
+    #[wasm_bindgen(js_name = stateJson)]
+    pub fn state_json(&self) -> String {
+        self.receiver.node().engine().state_json()
+    }
+
+    /// The version vector's encoded size, bytes.
+    #[wasm_bindgen(js_name = clockBytes)]
+    pub fn clock_bytes(&self) -> usize {
+        postcard::to_allocvec(self.receiver.node().engine().clock()).map_or(0, |b| b.len())
+    }
+}
+
+impl Default for BenchNode {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The engine alone: decodes a frame and hands its events to the engine,
+/// with no seal check and none of the node's outputs. Not a path any
+/// browser peer runs; kept as a labelled row beside [`BenchNode`].
+#[wasm_bindgen]
+pub struct BenchReplica {
+    engine: ReconciliationEngine,
+}
+
+#[wasm_bindgen]
+impl BenchReplica {
+    #[wasm_bindgen(constructor)]
+    pub fn new() -> BenchReplica {
+        BenchReplica {
+            engine: ReconciliationEngine::new(workload::neighbour(), EngineConfig::default()),
+        }
+    }
+
+    pub fn receive(&mut self, frame: &[u8]) -> Result<(), JsError> {
+        let Ok(Decoded::Message(Message::Events(events))) = wire::decode(frame) else {
+            return Err(JsError::new("not an events frame"));
+        };
+        for event in events {
+            self.engine
+                .receive(event, NOW)
+                .map_err(|e| JsError::new(&e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    pub fn finish(&mut self) -> String {
+        self.engine.digest().to_string()
+    }
+
+    #[wasm_bindgen(js_name = stateJson)]
+    pub fn state_json(&self) -> String {
+        self.engine.state_json()
+    }
+
+    #[wasm_bindgen(js_name = clockBytes)]
+    pub fn clock_bytes(&self) -> usize {
+        postcard::to_allocvec(self.engine.clock()).map_or(0, |b| b.len())
+    }
+}
+
+impl Default for BenchReplica {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Anti-entropy as deployed: two signed replicas of `total` writes of one
+/// signed writer made in bursts of `burst` (1: a write per task, a seal
+/// each), the second lacking the last `d` (the writer's bursts restart
+/// there), in a room with a secret if
+/// `secret` (its handshake counted): `{ a_to_b, b_to_a, event_bytes,
+/// round_trips }`.
+#[wasm_bindgen(js_name = syncOverhead)]
+pub fn sync_overhead(total: u32, d: u32, burst: u32, secret: bool) -> JsValue {
+    let split = (total - d) as u64;
+    let events = workload::signed_history(total as u64, burst.max(1) as u64, split);
+    let room = || secret.then(|| RoomSecret::new("bench", "a room secret"));
+    let mut a = workload::signed_node_with(&events, 0xA, room());
+    let mut b = workload::signed_node_with(&events[..(total - d) as usize], 0xB, room());
+    let o = settle(&mut a, &mut b);
+    let same = a.digest() == b.digest();
+    result(&[
+        ("a_to_b", o.bytes[0] as f64),
+        ("b_to_a", o.bytes[1] as f64),
+        ("event_bytes", o.event_bytes as f64),
+        ("round_trips", o.rounds.div_ceil(2) as f64),
+        ("settled", if same { 1.0 } else { 0.0 }),
+    ])
+}

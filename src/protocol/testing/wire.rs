@@ -1,0 +1,227 @@
+//! Workloads on the path a browser peer runs: updates made by signed
+//! [`SyncNode`]s through their own writes, taken off the wire as the frames
+//! a data channel carries, and a receiving node that takes them through
+//! [`SyncNode::receive_frame`] (frame decoding, seal checks, the engine,
+//! persist and change outputs) with its digest kept up. Shared by the wasm
+//! bench build and the native tests that check it.
+
+use crate::protocol::room::RoomSecret;
+use crate::protocol::seal;
+use crate::protocol::sync::wire::{self, Decoded, Message};
+use crate::protocol::sync::{LocalWrite, Output, Refusal, SyncConfig, SyncNode};
+use crate::protocol::{EngineConfig, Identity, JsonValue, P2PEvent, PeerId, ReconciliationEngine};
+
+/// Wall time of the writers (ms since the epoch, a day in 2001, before the
+/// anti-entropy workloads' clock); every later write is a millisecond
+/// later.
+pub const WRITERS_NOW: u64 = 1_000_000_000_000;
+
+/// The identity seeds of the receiving node and of the neighbour its frames
+/// arrive from; writers are seeded from `WRITER_SEEDS` up.
+const RECEIVER_SEED: u64 = 1;
+const NEIGHBOUR_SEED: u64 = 2;
+const WRITER_SEEDS: u64 = 1_000;
+
+/// The peer every writer sends to (the neighbour that relays to the
+/// receiver: its frames are byte for byte the writer's).
+pub fn neighbour() -> PeerId {
+    Identity::from_seed(NEIGHBOUR_SEED).peer()
+}
+
+/// A signed node of the `w`th writer, connected to the neighbour, its
+/// opening digest and probe taken.
+fn writer(w: u64) -> SyncNode {
+    let identity = Identity::from_seed(WRITER_SEEDS + w);
+    let engine = ReconciliationEngine::new(identity.peer(), EngineConfig::default());
+    let mut node = SyncNode::new(
+        engine,
+        SyncConfig {
+            identity: Some(identity),
+            ..SyncConfig::default()
+        },
+    );
+    node.connect(neighbour(), WRITERS_NOW);
+    node.take_outputs();
+    node
+}
+
+/// The event frames a node sends to the neighbour now.
+fn event_frames(node: &mut SyncNode) -> Vec<Vec<u8>> {
+    node.take_outputs()
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Send { to, frame } if to == neighbour() => Some(frame),
+            _ => None,
+        })
+        .filter(|f| matches!(wire::decode(f), Ok(Decoded::Message(Message::Events(_)))))
+        .collect()
+}
+
+fn number(n: u64) -> JsonValue {
+    JsonValue::parse(&n.to_string()).expect("a number")
+}
+
+/// `n` writers each writing once (to one shared key, or each `key{i}`),
+/// writer `i` the value `i`: the frames of B3.1 and C1.2, one signed run
+/// each.
+pub fn one_write_each(n: u64, same_key: bool) -> Vec<Vec<u8>> {
+    (0..n)
+        .flat_map(|i| {
+            let mut node = writer(i);
+            let key = if same_key {
+                "shared".to_string()
+            } else {
+                format!("key{i}")
+            };
+            let write = LocalWrite::Set {
+                key,
+                value: number(i),
+            };
+            node.apply(write, WRITERS_NOW + i).expect("a write");
+            event_frames(&mut node)
+        })
+        .collect()
+}
+
+/// The key and value of update `j` of writer `w` among `writers` over
+/// `keys` keys: each writer has its own keys (so the final state does not
+/// depend on any library's tie-break), and each key is written many times.
+pub fn run_heavy_write(w: u64, j: u64, writers: u64, keys: u64) -> (String, u64) {
+    (format!("key{}", (j * writers + w) % keys), j)
+}
+
+/// `writers` writers making `updates` updates each over `keys` keys, in
+/// bursts of `burst` (a page's task: one sealed run, one frame or a few);
+/// the writers' bursts interleaved as they would arrive.
+pub fn run_heavy(writers: u64, updates: u64, keys: u64, burst: u64) -> Vec<Vec<u8>> {
+    let mut nodes: Vec<SyncNode> = (0..writers).map(writer).collect();
+    let mut frames = Vec::new();
+    let mut j = 0;
+    while j < updates {
+        let end = (j + burst).min(updates);
+        for (w, node) in nodes.iter_mut().enumerate() {
+            for u in j..end {
+                let (key, value) = run_heavy_write(w as u64, u, writers, keys);
+                let write = LocalWrite::Set {
+                    key,
+                    value: number(value),
+                };
+                node.apply(write, WRITERS_NOW + u).expect("a write");
+            }
+            frames.extend(event_frames(node));
+        }
+        j = end;
+    }
+    frames
+}
+
+/// `total` writes of one signed writer over 10k keys (each changing its
+/// key's value, as in [`super::workload::history`]), made in bursts of
+/// `burst` that restart at `split` (a replica that stops there synced
+/// there, then the writer went on): the events with their seals, one per
+/// burst.
+pub fn signed_history(total: u64, burst: u64, split: u64) -> Vec<P2PEvent> {
+    let mut node = writer(0);
+    let mut events = Vec::with_capacity(total as usize);
+    let mut i = 0;
+    while i < total {
+        let end = (i + burst)
+            .min(total)
+            .min(if i < split { split } else { u64::MAX });
+        for u in i..end {
+            let write = LocalWrite::Set {
+                key: format!("key{}", u % 10_000),
+                value: number(u / 10_000),
+            };
+            node.apply(write, WRITERS_NOW + u).expect("a write");
+        }
+        for frame in event_frames(&mut node) {
+            if let Ok(Decoded::Message(Message::Events(batch))) = wire::decode(&frame) {
+                events.extend(batch);
+            }
+        }
+        i = end;
+    }
+    debug_assert!(seal::verify_runs(&events).is_ok());
+    events
+}
+
+/// A signed node (the identity of `seed`) holding `events`, in a room with
+/// `room`'s secret if given: one side of the deployed anti-entropy
+/// benchmark ([`super::workload::settle`] connects two).
+pub fn signed_node_with(events: &[P2PEvent], seed: u64, room: Option<RoomSecret>) -> SyncNode {
+    let identity = Identity::from_seed(seed);
+    let mut engine = ReconciliationEngine::new(identity.peer(), EngineConfig::default());
+    for e in events {
+        engine.receive(e.clone(), u64::MAX / 2).expect("taken");
+    }
+    engine.digest();
+    SyncNode::new(
+        engine,
+        SyncConfig {
+            identity: Some(identity),
+            room,
+            compact_after: usize::MAX,
+            ..SyncConfig::default()
+        },
+    )
+}
+
+/// A signed, durable node taking frames from one neighbour, as a browser
+/// peer does: every output is handled as the page handles it (persist
+/// requests acknowledged at once, as if storage were instant; change
+/// reports and sends dropped), refusals returned.
+pub struct Receiver {
+    node: SyncNode,
+    now_ms: u64,
+}
+
+impl Default for Receiver {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Receiver {
+    pub fn new() -> Self {
+        let identity = Identity::from_seed(RECEIVER_SEED);
+        let engine = ReconciliationEngine::new(identity.peer(), EngineConfig::default());
+        let mut node = SyncNode::new(
+            engine,
+            SyncConfig {
+                identity: Some(identity),
+                durable: true,
+                ..SyncConfig::default()
+            },
+        );
+        // Later than every write, so no timestamp is from the future.
+        let now_ms = WRITERS_NOW + 100_000_000;
+        node.connect(neighbour(), now_ms);
+        node.take_outputs();
+        Receiver { node, now_ms }
+    }
+
+    /// Takes one frame from the neighbour.
+    pub fn receive(&mut self, frame: &[u8]) -> Result<(), Refusal> {
+        self.node.receive_frame(neighbour(), frame, self.now_ms);
+        let mut refused = Ok(());
+        for output in self.node.take_outputs() {
+            match output {
+                Output::Persist { token, .. } => self.node.persisted(token),
+                Output::Rejected { refusal, .. } => refused = Err(refusal),
+                _ => {}
+            }
+        }
+        refused
+    }
+
+    /// Brings the digest up to date (what the node's timer does between
+    /// gossip rounds) and returns its root.
+    pub fn finish(&mut self) -> String {
+        self.node.digest().to_string()
+    }
+
+    pub fn node(&self) -> &SyncNode {
+        &self.node
+    }
+}
