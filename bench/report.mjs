@@ -6,6 +6,9 @@
 //                                      each in bench/results/
 //   node bench/report.mjs --committed  render from bench/results/ (what
 //                                      the document was last made from)
+//   node bench/report.mjs --dry-run    render whatever target/bench holds,
+//                                      quick runs too, and write nothing
+//                                      (npm test: the renderers cannot rot)
 //
 // Each result file has a renderer in bench/report/<name>.mjs exporting
 // `render(result) -> { section: markdown }`; a section replaces the text
@@ -18,6 +21,7 @@ import { root } from "./meta.mjs";
 const RESULTS = ["compare", "peer", "workloads"];
 
 const committed = process.argv.includes("--committed");
+const dryRun = process.argv.includes("--dry-run");
 const from = path.join(root, committed ? "bench/results" : "target/bench");
 const doc = path.join(root, "BENCHMARKS.md");
 
@@ -43,15 +47,16 @@ async function main() {
       console.warn(`${file}: no meta record (an older harness's output); skipped`);
       continue;
     }
-    if (result.meta.quick) throw new Error(`${file} is a quick (smoke) run: run the full benchmark first`);
+    if (result.meta.quick && !dryRun) throw new Error(`${file} is a quick (smoke) run: run the full benchmark first`);
     const { render } = await import(`./report/${name}.mjs`);
     for (const [section, body] of Object.entries(render(result))) {
       text = replaceSection(text, section, body);
       rendered.push(section);
     }
-    if (!committed) await copyFile(file, path.join(root, "bench/results", `${name}.json`));
+    if (!committed && !dryRun) await copyFile(file, path.join(root, "bench/results", `${name}.json`));
   }
   if (!rendered.length) throw new Error(`no results in ${from}`);
+  if (dryRun) return console.log(`report: rendered ${rendered.join(", ")} (dry run, nothing written)`);
   await writeFile(doc, text);
   console.log(`BENCHMARKS.md: regenerated ${rendered.join(", ")} from ${path.relative(root, from)}/`);
 }

@@ -13,4 +13,8 @@ wasm-bindgen --target web --out-dir target/bench/pkg --out-name cpc_sync \
 # Optimized as the shipped package is: the figures are of the build users get.
 bash scripts/wasm-opt.sh target/bench/pkg/cpc_sync_bg.wasm
 node bench/browser/compare.mjs
-[ "${CPC_BENCH_QUICK:-}" = 1 ] || [ -n "${CPC_BENCH_ONLY:-}" ] || node bench/report.mjs
+if [ "${CPC_BENCH_QUICK:-}" = 1 ]; then
+  node bench/report.mjs --dry-run
+elif [ -z "${CPC_BENCH_ONLY:-}" ]; then
+  node bench/report.mjs
+fi

@@ -190,6 +190,43 @@ proptest! {
 proptest! {
     #![proptest_config(config())]
 
+    /// What a relay forwards: the events applied since the mark are exactly
+    /// those missing from the clock at the mark, whatever was held, released
+    /// or duplicated in between.
+    #[test]
+    fn applied_since_mark_is_the_clock_difference(
+        steps in steps(),
+        seed in any::<u64>(),
+        cut in 0usize..40,
+    ) {
+        let events = history(Family::Mixed, &steps);
+        let mut rng = Rng::new(seed);
+        let mut order = events.clone();
+        order.extend(events.iter().filter(|_| rng.chance(0.3)).cloned());
+        rng.shuffle(&mut order);
+        let cut = cut.min(order.len());
+        let mut e = engine(10);
+        for event in &order[..cut] {
+            let _ = e.receive(event.clone(), u64::MAX / 2);
+        }
+        let before = e.clock().clone();
+        e.mark_applied();
+        for event in &order[cut..] {
+            let _ = e.receive(event.clone(), u64::MAX / 2);
+        }
+        let ids = |events: Vec<P2PEvent>| {
+            let mut ids: Vec<_> = events.iter().map(|e| e.id).collect();
+            ids.sort();
+            ids
+        };
+        prop_assert_eq!(ids(e.applied_since_mark()), ids(e.events_missing_from(&before)));
+        prop_assert!(e.applied_since_mark().is_empty(), "reading ends the marking");
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
     /// Whatever mix of writers, held events and floods of new origins a
     /// peer takes in, its own digest and its own snapshot stay decodable,
     /// and it restarts from its snapshot to the same state.

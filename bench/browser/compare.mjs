@@ -109,7 +109,7 @@ async function many(browser, url, workload, rows) {
       }
       result[row] ??= {
         updates: made.count,
-        bytes_per_update: made.bytes / made.count,
+        bytes_per_write: made.bytes / writes(workload),
         vv_bytes: m.vv_bytes,
         ms: [],
       };
@@ -151,6 +151,13 @@ async function bundles() {
   return sizes;
 }
 
+/** The writes each workload makes (its updates may carry several each). */
+function writes(workload) {
+  if (workload === "B3_1") return SIZES.b31;
+  if (workload === "C1_2") return SIZES.c12;
+  return SIZES.runHeavy.writers * SIZES.runHeavy.updates;
+}
+
 /** The seals each workload's updates carry: one per writer's burst. */
 function seals(workload) {
   if (workload === "B3_1") return SIZES.b31;
@@ -168,7 +175,7 @@ function print(results) {
       const s = summary(r.ms);
       console.log(
         `  ${row.padEnd(24)} ${s.min.toFixed(1)} / ${s.median.toFixed(1)} / ${s.p90.toFixed(1)} ms` +
-          `  ${r.bytes_per_update.toFixed(1)} B/update  vv ${r.vv_bytes} B`,
+          `  ${r.bytes_per_write.toFixed(1)} B/write  vv ${r.vv_bytes} B`,
       );
     }
     const floor = results.floor?.[workload];

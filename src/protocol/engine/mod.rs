@@ -12,7 +12,7 @@ mod remote;
 mod snapshot;
 mod view;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use foldhash::fast::FixedState;
@@ -179,6 +179,10 @@ pub struct ReconciliationEngine {
     /// Entries of `applied` that grew since our last local event: the next
     /// local event's `deps`.
     unsent_deps: VectorClock,
+    /// Since [`mark_applied`](Self::mark_applied): per origin whose count
+    /// grew, where it stood (what [`applied_since_mark`](Self::applied_since_mark)
+    /// reads, at a cost in the origins that moved, not in all of them).
+    moved: Option<BTreeMap<PeerId, u64>>,
     entities: HashMap<Arc<str>, Slot, FixedState>,
     log: EventLog,
     /// Runs out of the log that the state still rests on.
@@ -205,6 +209,7 @@ impl ReconciliationEngine {
             clock: HybridClock::new(config.max_clock_skew_ms),
             applied: VectorClock::new(),
             unsent_deps: VectorClock::new(),
+            moved: None,
             entities: HashMap::with_hasher(FixedState::with_seed(config.hash_seed)),
             log: EventLog::default(),
             archive: Archive::default(),

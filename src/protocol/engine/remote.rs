@@ -208,6 +208,10 @@ impl ReconciliationEngine {
     pub(super) fn apply(&mut self, event: P2PEvent) {
         let id = event.id;
         self.clock.observe(event.hlc);
+        if let Some(moved) = &mut self.moved {
+            let from = self.applied.get(id.peer);
+            moved.entry(id.peer).or_insert(from);
+        }
         self.applied.observe(id.peer, id.seq);
         if id.peer != self.peer {
             self.unsent_deps.observe(id.peer, id.seq);

@@ -30,7 +30,7 @@ pub fn neighbour() -> PeerId {
 
 /// A signed node of the `w`th writer, connected to the neighbour, its
 /// opening digest and probe taken.
-fn writer(w: u64) -> SyncNode {
+fn writer(w: u64, neighbour: PeerId) -> SyncNode {
     let identity = Identity::from_seed(WRITER_SEEDS + w);
     let engine = ReconciliationEngine::new(identity.peer(), EngineConfig::default());
     let mut node = SyncNode::new(
@@ -40,17 +40,17 @@ fn writer(w: u64) -> SyncNode {
             ..SyncConfig::default()
         },
     );
-    node.connect(neighbour(), WRITERS_NOW);
+    node.connect(neighbour, WRITERS_NOW);
     node.take_outputs();
     node
 }
 
-/// The event frames a node sends to the neighbour now.
-fn event_frames(node: &mut SyncNode) -> Vec<Vec<u8>> {
+/// The event frames a node sends to `neighbour` now.
+fn event_frames(node: &mut SyncNode, neighbour: PeerId) -> Vec<Vec<u8>> {
     node.take_outputs()
         .into_iter()
         .filter_map(|o| match o {
-            Output::Send { to, frame } if to == neighbour() => Some(frame),
+            Output::Send { to, frame } if to == neighbour => Some(frame),
             _ => None,
         })
         .filter(|f| matches!(wire::decode(f), Ok(Decoded::Message(Message::Events(_)))))
@@ -65,9 +65,10 @@ fn number(n: u64) -> JsonValue {
 /// writer `i` the value `i`: the frames of B3.1 and C1.2, one signed run
 /// each.
 pub fn one_write_each(n: u64, same_key: bool) -> Vec<Vec<u8>> {
+    let to = neighbour();
     (0..n)
         .flat_map(|i| {
-            let mut node = writer(i);
+            let mut node = writer(i, to);
             let key = if same_key {
                 "shared".to_string()
             } else {
@@ -78,7 +79,7 @@ pub fn one_write_each(n: u64, same_key: bool) -> Vec<Vec<u8>> {
                 value: number(i),
             };
             node.apply(write, WRITERS_NOW + i).expect("a write");
-            event_frames(&mut node)
+            event_frames(&mut node, to)
         })
         .collect()
 }
@@ -94,7 +95,8 @@ pub fn run_heavy_write(w: u64, j: u64, writers: u64, keys: u64) -> (String, u64)
 /// bursts of `burst` (a page's task: one sealed run, one frame or a few);
 /// the writers' bursts interleaved as they would arrive.
 pub fn run_heavy(writers: u64, updates: u64, keys: u64, burst: u64) -> Vec<Vec<u8>> {
-    let mut nodes: Vec<SyncNode> = (0..writers).map(writer).collect();
+    let to = neighbour();
+    let mut nodes: Vec<SyncNode> = (0..writers).map(|w| writer(w, to)).collect();
     let mut frames = Vec::new();
     let mut j = 0;
     while j < updates {
@@ -108,7 +110,7 @@ pub fn run_heavy(writers: u64, updates: u64, keys: u64, burst: u64) -> Vec<Vec<u
                 };
                 node.apply(write, WRITERS_NOW + u).expect("a write");
             }
-            frames.extend(event_frames(node));
+            frames.extend(event_frames(node, to));
         }
         j = end;
     }
@@ -121,7 +123,8 @@ pub fn run_heavy(writers: u64, updates: u64, keys: u64, burst: u64) -> Vec<Vec<u
 /// there, then the writer went on): the events with their seals, one per
 /// burst.
 pub fn signed_history(total: u64, burst: u64, split: u64) -> Vec<P2PEvent> {
-    let mut node = writer(0);
+    let to = neighbour();
+    let mut node = writer(0, to);
     let mut events = Vec::with_capacity(total as usize);
     let mut i = 0;
     while i < total {
@@ -135,7 +138,7 @@ pub fn signed_history(total: u64, burst: u64, split: u64) -> Vec<P2PEvent> {
             };
             node.apply(write, WRITERS_NOW + u).expect("a write");
         }
-        for frame in event_frames(&mut node) {
+        for frame in event_frames(&mut node, to) {
             if let Ok(Decoded::Message(Message::Events(batch))) = wire::decode(&frame) {
                 events.extend(batch);
             }
@@ -173,6 +176,7 @@ pub fn signed_node_with(events: &[P2PEvent], seed: u64, room: Option<RoomSecret>
 /// reports and sends dropped), refusals returned.
 pub struct Receiver {
     node: SyncNode,
+    neighbour: PeerId,
     now_ms: u64,
 }
 
@@ -196,14 +200,19 @@ impl Receiver {
         );
         // Later than every write, so no timestamp is from the future.
         let now_ms = WRITERS_NOW + 100_000_000;
-        node.connect(neighbour(), now_ms);
+        let neighbour = neighbour();
+        node.connect(neighbour, now_ms);
         node.take_outputs();
-        Receiver { node, now_ms }
+        Receiver {
+            node,
+            neighbour,
+            now_ms,
+        }
     }
 
     /// Takes one frame from the neighbour.
     pub fn receive(&mut self, frame: &[u8]) -> Result<(), Refusal> {
-        self.node.receive_frame(neighbour(), frame, self.now_ms);
+        self.node.receive_frame(self.neighbour, frame, self.now_ms);
         let mut refused = Ok(());
         for output in self.node.take_outputs() {
             match output {

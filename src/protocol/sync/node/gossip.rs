@@ -61,7 +61,7 @@ impl SyncNode {
     pub(super) fn on_events(&mut self, from: PeerId, events: Vec<P2PEvent>, now_ms: u64) {
         let events = self.open_seals(from, events);
         self.engine.keep_straddling_runs(&events);
-        let before = self.engine.clock().clone();
+        self.engine.mark_applied();
         if let Some(session) = self.sessions.get_mut(&from) {
             session.stats.events_in += events.len() as u64;
             for e in &events {
@@ -73,7 +73,7 @@ impl SyncNode {
                 self.refuse(from, e.into());
             }
         }
-        self.absorb(Some(from), &before);
+        self.absorb(Some(from));
     }
 
     /// In a signed room, the events of runs whose seals verify; the others
@@ -92,12 +92,13 @@ impl SyncNode {
         accepted
     }
 
-    /// Persists and relays the events from others applied since `before`
+    /// Persists and relays the events from others applied since the
+    /// engine's [`mark_applied`](ReconciliationEngine::mark_applied)
     /// (learned from `from`). Events made here leave through
     /// [`SyncNode::flush_local`], sealed.
-    pub(super) fn absorb(&mut self, from: Option<PeerId>, before: &VectorClock) {
+    pub(super) fn absorb(&mut self, from: Option<PeerId>) {
         let me = self.engine.peer();
-        let mut fresh = self.engine.events_missing_from(before);
+        let mut fresh = self.engine.applied_since_mark();
         fresh.retain(|e| e.id.peer != me);
         if !fresh.is_empty() {
             self.spread(fresh, from, None);
@@ -181,7 +182,7 @@ impl SyncNode {
     /// Runs the reconciliation exchange for conflicted `reconcile` keys;
     /// the resolver is the lowest *connected* origin (or this peer).
     pub(super) fn reconcile(&mut self, now_ms: u64) {
-        let before = self.engine.clock().clone();
+        self.engine.mark_applied();
         let connected: std::collections::BTreeSet<PeerId> = self.sessions.keys().copied().collect();
         let steps = self
             .engine
@@ -196,7 +197,7 @@ impl SyncNode {
                 self.send(to, &Message::ReconciliationRequest(request));
             }
         }
-        self.absorb(None, &before);
+        self.absorb(None);
         self.flush_local();
     }
 
@@ -218,7 +219,7 @@ impl SyncNode {
         // them: those verify, and the events of other keys in them are
         // taken like any events. Our own writes so far leave as their own
         // run, so the resolution events below form one.
-        let before = self.engine.clock().clone();
+        self.engine.mark_applied();
         if self.signed() {
             let runs = std::mem::take(&mut request.conflicting_events);
             let key = runs.last().map(|e| e.key.clone());
@@ -230,7 +231,7 @@ impl SyncNode {
                 }
             }
             if request.conflicting_events.is_empty() {
-                return self.absorb(Some(from), &before);
+                return self.absorb(Some(from));
             }
         }
         self.flush_local();
@@ -249,13 +250,13 @@ impl SyncNode {
                         session.their_clock.observe(e.id.peer, e.id.seq);
                     }
                 }
-                self.absorb(Some(from), &before);
+                self.absorb(Some(from));
                 self.send(from, &Message::ReconciliationResponse(response));
             }
-            Ok(None) => self.absorb(Some(from), &before),
+            Ok(None) => self.absorb(Some(from)),
             Err(e) => {
                 self.refuse(from, e.into());
-                self.absorb(Some(from), &before);
+                self.absorb(Some(from));
             }
         }
     }
@@ -268,14 +269,14 @@ impl SyncNode {
     ) {
         self.log_reconciliation(from, false, &response);
         response.resolution_events = self.open_seals(from, response.resolution_events);
-        let before = self.engine.clock().clone();
+        self.engine.mark_applied();
         if let Err(e) = self
             .engine
             .handle_reconciliation_response(&response, now_ms)
         {
             self.refuse(from, e.into());
         }
-        self.absorb(Some(from), &before);
+        self.absorb(Some(from));
     }
 
     /// `events` widened to the whole sealed runs holding them, as kept here
