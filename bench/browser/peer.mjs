@@ -523,7 +523,7 @@ async function main() {
       const started = Date.now();
       results[name] = await SCENARIOS[name](browser, server.url);
       checkFigures(name, results[name]);
-      console.log(`${name}: ${RUNS} runs in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+      console.log(`${name}: ${RUNS} run${RUNS === 1 ? "" : "s"} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
     }
   } finally {
     await browser.close();
