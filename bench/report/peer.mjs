@@ -16,6 +16,11 @@ function judged(figure, samples, unit, goal) {
   return [figure, spread(samples, unit), goal.text, verdict(median(samples), goal.value, goal)];
 }
 
+/** One row of pooled samples (not runs): min / **median** / p90, and the largest. */
+function pooled(figure, samples, unit) {
+  return [figure, `${spread(samples, unit)}; largest ${unit(Math.max(...samples))}`, "", ""];
+}
+
 function latencyRows(latency) {
   const medians = latency.runs.map((run) => median(run.rtt_ms));
   const p99s = latency.runs.map((run) => quantile(run.rtt_ms, 0.99));
@@ -67,6 +72,8 @@ function appendsRows(appends) {
       perSecond,
       { text: "≥ 200,000/s", value: 200_000, higherIsBetter: true },
     ),
+    pooled(`a batch of ${num(batch)} until durable, every batch of every run`, runs.flatMap((r) => r.batch_ms), ms),
+    pooled("of which the `set` calls themselves", runs.flatMap((r) => r.calls_ms), ms),
     judged(
       `raw IndexedDB, one record per batch (the peer's own ${num(appends.record_bytes)}-byte record of a batch), one transaction each`,
       runs.map((r) => r.raw_batch_events_per_s),
