@@ -1,6 +1,7 @@
 // Browser benchmarks of the peer (issue 5's figures, measured as issue 16
 // asks), in one headless Chromium against a real cpc-signal serving the
-// release build:
+// release build. Peers run in a bare page (PEER_PAGE: the package and one
+// Peer, no views), tabs find each other over BroadcastChannel:
 //
 //   latency    write-to-visible between two tabs, as an echo timed by one
 //              page on its own clock (a writes `ping` i, b answers `pong`
@@ -35,19 +36,44 @@ const MiB = 1024 * 1024;
 /** Console errors and uncaught exceptions of every page: any fails the run. */
 const pageErrors = [];
 
-async function newContext(browser) {
+// The page the peers run in: the package and one Peer, as an app embedding
+// it has them, with the demo page's marks. Not the demo page (www/), whose
+// table re-reads every entry on each change and every second: with 100k
+// entries that costs more than the peer does (the appends show how much).
+const PEER_PAGE = `<!doctype html><title>cpc-sync bench</title><body>peer</body>
+<script type="module">
+  import init, { Peer } from "/pkg/cpc_sync.js";
+  const params = new URLSearchParams(location.search);
+  await init();
+  performance.mark("cpc:wasm-ready");
+  performance.mark("cpc:open");
+  const options = { room: params.get("room"), signaling: "none", storage: params.get("storage") ?? "indexeddb" };
+  window.cpc = { peer: await Peer.open(options) };
+  performance.measure("cpc:Peer.open", "cpc:open");
+  performance.mark("cpc:peer-ready");
+  document.body.dataset.ready = "true";
+</script>`;
+
+/** A context whose pages' errors are kept, serving PEER_PAGE at `bench` and an empty page at `blank`. */
+async function newContext(browser, url) {
   const context = await browser.newContext();
   context.on("page", (page) => {
     page.on("console", (m) => m.type() === "error" && pageErrors.push(`${page.url()}: ${m.text()}`));
     page.on("pageerror", (e) => pageErrors.push(`${page.url()}: ${e}`));
   });
+  const html = (body) => (route) => route.fulfill({ contentType: "text/html", body });
+  await context.route(`${url}bench?*`, html(PEER_PAGE));
+  await context.route(`${url}blank`, html("<!doctype html><title>blank</title>"));
   return context;
 }
 
+/** A PEER_PAGE for `query` (room, storage), once its peer is open. */
+const openPeer = (context, url, query) => openPeerPage(context, `${url}bench`, query);
+
 /** Two tabs of `context` opened with `query`, connected to each other. */
 async function connectedPair(context, url, query) {
-  const a = await openPeerPage(context, url, query);
-  const b = await openPeerPage(context, url, query);
+  const a = await openPeer(context, url, query);
+  const b = await openPeer(context, url, query);
   await connected(a.page, b.id);
   await connected(b.page, a.id);
   return [a, b];
@@ -114,8 +140,8 @@ async function latency(browser, url) {
   const gap = 5;
   const runs = [];
   for (let run = 0; run < RUNS; run++) {
-    const context = await newContext(browser);
-    const [a, b] = await connectedPair(context, url, `room=${room("latency")}&signaling=none`);
+    const context = await newContext(browser, url);
+    const [a, b] = await connectedPair(context, url, `room=${room("latency")}`);
     await b.page.evaluate(answerPings);
     const rtt = await a.page.evaluate(timeEchoes, { writes, gap });
     await context.close();
@@ -178,7 +204,7 @@ function throughput(progress, from = 0) {
 
 /** A new tab joins `r`, where `a` holds the snapshot of digest `digest`, and receives it. */
 async function snapshotJoin(context, url, a, r, digest) {
-  const b = await openPeerPage(context, url, `room=${r}&signaling=none&storage=memory`);
+  const b = await openPeer(context, url, `room=${r}&storage=memory`);
   await b.page.evaluate(() => {
     window.progress = [];
     window.cpc.peer.addEventListener("snapshot", (e) => {
@@ -319,13 +345,10 @@ async function transfer(browser, url) {
   // The page's peer folds its log into a snapshot past 50k events (a new
   // tab behind that gets the snapshot, not the log): 50k at the least.
   const entities = size(100_000, 50_000);
-  const context = await newContext(browser);
+  const context = await newContext(browser, url);
   await context.addInitScript(keepPeerConnections);
-  await context.route(`${url}blank`, (route) =>
-    route.fulfill({ contentType: "text/html", body: "<!doctype html><title>blank</title>" }),
-  );
   const r = room("transfer");
-  const a = await openPeerPage(context, url, `room=${r}&signaling=none&storage=memory`);
+  const a = await openPeer(context, url, `room=${r}&storage=memory`);
   await a.page.evaluate(writeBatches, { prefix: "key", count: entities, kind: "text" });
   // The fold happens on the peer's next tick.
   await a.page.waitForTimeout(1500);
@@ -379,8 +402,8 @@ async function logRecords() {
 
 /** The record the peer writes for one batch: its bytes, from a peer's real log. */
 async function batchRecord(browser, url, batch) {
-  const context = await newContext(browser);
-  const p = await openPeerPage(context, url, `room=${room("record")}&signaling=none`);
+  const context = await newContext(browser, url);
+  const p = await openPeer(context, url, `room=${room("record")}`);
   await p.page.evaluate(writeBatches, { prefix: "k", count: batch, batch, kind: "number" });
   const records = await p.page.evaluate(logRecords);
   await context.close();
@@ -423,27 +446,35 @@ async function rawAppends({ events, batch, record }) {
   return { raw_batch_events_per_s: await rate([bytes]), raw_event_events_per_s: await rate(slices) };
 }
 
+/** `events` writes through the peer of a new page at `pageUrl`; its peer closed after, the page left open. */
+async function appendRun(context, pageUrl, events, batch) {
+  const p = await openPeerPage(context, pageUrl, `room=${room("appends")}&signaling=none`);
+  const batches = await p.page.evaluate(writeBatches, { prefix: "k", count: events, batch, kind: "number" });
+  await p.page.evaluate(() => window.cpc.peer.close());
+  const ms = batches.batch_ms.reduce((sum, x) => sum + x, 0);
+  const rounded = (xs) => xs.map((x) => Math.round(x * 10) / 10);
+  return {
+    page: p.page,
+    events_per_s: events / (ms / 1000),
+    batch_ms: rounded(batches.batch_ms),
+    calls_ms: rounded(batches.calls_ms),
+  };
+}
+
 async function appends(browser, url) {
   const events = size(200_000, 10_000);
   const batch = 10_000;
   const record = await batchRecord(browser, url, batch);
   const runs = [];
   for (let run = 0; run < RUNS; run++) {
-    const context = await newContext(browser);
-    const p = await openPeerPage(context, url, `room=${room("appends")}&signaling=none`);
-    const batches = await p.page.evaluate(writeBatches, { prefix: "k", count: events, batch, kind: "number" });
-    // The raw baselines run in the same page once its peer is closed.
-    await p.page.evaluate(() => window.cpc.peer.close());
-    const raw = await p.page.evaluate(rawAppends, { events, batch, record: record.base64 });
+    const context = await newContext(browser, url);
+    const { page, events_per_s, ...batches } = await appendRun(context, `${url}bench`, events, batch);
+    // The same writes in the demo page, for what its table costs.
+    const demo = await appendRun(context, url, events, batch);
+    // The raw baselines run in the first page, its peer closed.
+    const raw = await page.evaluate(rawAppends, { events, batch, record: record.base64 });
     await context.close();
-    const ms = batches.batch_ms.reduce((sum, x) => sum + x, 0);
-    const rounded = (xs) => xs.map((x) => Math.round(x * 10) / 10);
-    runs.push({
-      peer_events_per_s: events / (ms / 1000),
-      batch_ms: rounded(batches.batch_ms),
-      calls_ms: rounded(batches.calls_ms),
-      ...raw,
-    });
+    runs.push({ peer_events_per_s: events_per_s, ...batches, demo_page_events_per_s: demo.events_per_s, ...raw });
   }
   return { events, batch, record_bytes: record.bytes, runs };
 }
@@ -465,8 +496,8 @@ async function reloadTimed(page) {
 async function coldstart(browser, url) {
   const entities = size(100_000, 5_000);
   const tail = size(20_000, 1_000);
-  const context = await newContext(browser);
-  const p = await openPeerPage(context, url, `room=${room("cold")}&signaling=none`);
+  const context = await newContext(browser, url);
+  const p = await openPeer(context, url, `room=${room("cold")}`);
   await p.page.evaluate(writeBatches, { prefix: "key", count: entities, kind: "entity" });
   // Let the timer fold the log into a snapshot, then close cleanly.
   await p.page.waitForTimeout(2500);
@@ -501,7 +532,12 @@ const FIGURES = {
   transfer: (r) =>
     r.rounds.flatMap((round) => [round.ratio, round.snapshot.load_ms, round.blast.cold_MBps, round.windowed.MBps]),
   appends: (r) =>
-    r.runs.flatMap((run) => [run.peer_events_per_s, run.raw_batch_events_per_s, run.raw_event_events_per_s]),
+    r.runs.flatMap((run) => [
+      run.peer_events_per_s,
+      run.demo_page_events_per_s,
+      run.raw_batch_events_per_s,
+      run.raw_event_events_per_s,
+    ]),
   coldstart: (r) => [...r.clean, ...r.unclean].map((run) => run.ready_ms),
 };
 

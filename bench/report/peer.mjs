@@ -72,6 +72,11 @@ function appendsRows(appends) {
       perSecond,
       { text: "≥ 200,000/s", value: 200_000, higherIsBetter: true },
     ),
+    judged(
+      "the same writes in the demo page (www/), whose table re-reads every entry on each change",
+      runs.map((r) => r.demo_page_events_per_s),
+      perSecond,
+    ),
     pooled(`a batch of ${num(batch)} until durable, every batch of every run`, runs.flatMap((r) => r.batch_ms), ms),
     pooled("of which the `set` calls themselves", runs.flatMap((r) => r.calls_ms), ms),
     judged(
