@@ -111,12 +111,14 @@ function coldstartRows(coldstart) {
   ];
 }
 
+const LEGS = { snapshot: "snapshot", blast: "pushing", windowed: "windowed" };
+
 /** The transfer's rounds one by one: each ratio is of legs run back to back. */
 function roundsTable(transfer) {
   const legs = (r, pick) => [r.snapshot, r.blast, r.windowed].map((leg) => num(pick(leg))).join(" / ");
   const rows = transfer.rounds.map((r, i) => [
     i + 1,
-    r.order.join(", "),
+    r.order.map((leg) => LEGS[leg]).join(", "),
     MBps(r.snapshot.MBps),
     MBps(r.blast.MBps),
     MBps(r.windowed.MBps),
