@@ -7,9 +7,11 @@
 //              page on its own clock (a writes `ping` i, b answers `pong`
 //              i, a times until it sees pong i); one way = round trip / 2
 //   transfer   snapshot transfer throughput to a new tab, each round paired
-//              with a raw data-channel blast of the same bytes
-//   appends    batched durable appends to IndexedDB through Peer writes,
-//              beside raw IndexedDB at one record per batch and per event
+//              with two raw data-channel blasts of the same bytes (one
+//              pushing all it can, one paced like the transfer)
+//   appends    batched durable appends to IndexedDB through Peer writes
+//              (and in the demo page), beside raw IndexedDB at one record
+//              per batch and one per event
 //   coldstart  navigation to a ready peer restored from 100k entities
 //
 // Every scenario runs CPC_BENCH_RUNS times (default 5, 1 when quick) and
@@ -356,10 +358,10 @@ async function transfer(browser, url) {
   // blast paced by the transfer's windows, back to back. The first round
   // transfers first (the blasts need the size); then the order reverses
   // each round, so none always runs on a warmer machine. Neither raw leg is
-  // always the faster on this loaded machine (pushing all it can, the sender
-  // loses packets to Chromium's full send queue again and again; paced, it
-  // sometimes leaves the channel idle), so the baseline is the faster of
-  // the two in the round: the most this channel carried of these bytes then.
+  // always the faster on this loaded machine (both lose packets to
+  // Chromium's full send queue, at different times), so the baseline is the
+  // faster of the two in the round: the most the channel carried of these
+  // bytes then.
   const steps = {
     snapshot: () => snapshotJoin(context, url, a, r, digest),
     blast: (bytes) => rawBlast(context, url, bytes),
