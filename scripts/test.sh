@@ -46,4 +46,7 @@ step "end-to-end (Playwright, headless Chromium)" node --test --test-concurrency
 # The side-by-side benchmark at small sizes, so its harness cannot rot (the
 # full run is `npm run bench`; figures are in BENCHMARKS.md, not asserted).
 step "benchmark smoke (cpc-sync, Yjs, Automerge, Loro)" env CPC_BENCH_QUICK=1 bash scripts/bench.sh
+# The browser peer's benchmark at small sizes, one run each: it fails when a
+# page reports an error or a scenario yields no figure.
+step "benchmark smoke (the browser peer)" env CPC_BENCH_QUICK=1 node bench/browser/peer.mjs
 step "benchmark smoke (cpc-signal under load)" env CPC_BENCH_QUICK=1 bash scripts/bench-signal.sh
