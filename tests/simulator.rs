@@ -53,3 +53,40 @@ fn honest_peers_converge_beside_a_hostile_one() {
         world.check();
     });
 }
+
+/// The hostile peer's node is honest code under its own id: it writes too
+/// (in the seed this came from, as the resolver of a reconcile conflict),
+/// and honest peers rightly apply its genuine event 1. A dependency bomb
+/// must still wait forever: bombs were once sealed under the node's id, so
+/// that event 1 released them (CPC_SEED=1795912812293339322).
+#[test]
+fn the_hostile_nodes_own_writes_do_not_arm_its_bombs() {
+    let seed = 1_795_912_812_293_339_322;
+    let mut world = World::with_adversary(seed);
+    let index = world.adversary.as_ref().expect("hostile").index;
+    let node = world.peers[index].id;
+    let now = world.now;
+    world.peers[index]
+        .node
+        .as_mut()
+        .expect("alive")
+        .write(|e| e.set("hostile/own", common::json("1"), now).map(Some))
+        .expect("its write");
+    // Its write reaches everyone, then a bomb lands (no faults yet).
+    assert!(world.heal(MAX_ROUNDS).is_some());
+    world.throw_bomb(0);
+    assert!(world.heal(MAX_ROUNDS).is_some());
+    world.run_faulty(4_000);
+    if world.heal(MAX_ROUNDS).is_none() {
+        panic!("seed {seed}: not converged\n{}", world.diagnose());
+    }
+    world.check();
+    let bomber = world.adversary.as_ref().expect("hostile").origin();
+    for peer in world.peers.iter().filter(|p| p.id != node) {
+        let engine = peer.node.as_ref().expect("alive").engine();
+        assert!(engine.clock().get(node) >= 1, "its genuine write is in");
+        assert_eq!(engine.clock().get(bomber), 0, "no bomb went off");
+    }
+    let victim = world.peers[0].node.as_ref().expect("alive").engine();
+    assert!(victim.holding().iter().any(|e| e.id.peer == bomber));
+}

@@ -2,7 +2,8 @@
 //! what honest peers send it, and now and then sends a neighbour something
 //! hostile: events forged under an honest peer's id, a relayed run with an
 //! altered payload, a giant version vector, junk, a dependency bomb (its
-//! own validly sealed events that wait forever), an event depending on
+//! own validly sealed events that wait forever, under a key that writes
+//! nothing else: see [`Adversary::origin`]), an event depending on
 //! something a billion events ahead; and state that arrives whole: Merkle
 //! leaves nobody asked for, forged snapshots claiming an honest origin is
 //! far ahead, snapshots raising the victim's own count, and floods of
@@ -23,6 +24,10 @@ pub const EVIL: &str = "\"evil\"";
 
 pub struct Adversary {
     pub index: usize,
+    /// The key its own hostile events are sealed with. Not its node's: the
+    /// node runs honest code and writes under its id too (as the resolver
+    /// of a reconcile conflict whose sibling origins it cannot reach), and
+    /// such a genuine event 1 would rightly release the bombs.
     identity: Identity,
     /// Event batches it received, to alter and replay.
     captured: Vec<Vec<P2PEvent>>,
@@ -73,12 +78,42 @@ impl Adversary {
         }
     }
 
+    /// The origin of its own hostile events, whose event 1 never exists:
+    /// honest peers may hold its events, never apply them.
+    pub fn origin(&self) -> PeerId {
+        self.identity.peer()
+    }
+
     fn event(&self, seq: u64, key: &str, now: u64) -> P2PEvent {
         register_write(EventId::new(self.identity.peer(), seq), key, EVIL, now)
+    }
+
+    /// Its next 50 events, validly sealed, all waiting for its event 1.
+    fn bomb(&mut self, now: u64) -> Vec<Vec<u8>> {
+        let start = self.next_seq;
+        let mut run: Vec<P2PEvent> = (start..start + 50)
+            .map(|seq| self.event(seq, &format!("bomb/{seq}"), now))
+            .collect();
+        self.next_seq += 50;
+        seal::seal(&self.identity, &mut run);
+        wire::encode(&Message::Events(run), 4)
     }
 }
 
 impl World {
+    /// Throws one dependency bomb at peer `victim` (delivered with the
+    /// next frames due).
+    pub fn throw_bomb(&mut self, victim: usize) {
+        let at = self.now + 1;
+        let Some(adversary) = &mut self.adversary else {
+            return;
+        };
+        let me = self.peers[adversary.index].id;
+        for frame in adversary.bomb(at) {
+            self.net.send(me, self.peers[victim].id, frame, at);
+        }
+    }
+
     /// One hostile act against a random connected neighbour: the frames to
     /// deliver to it.
     pub(super) fn attack(&mut self) {
@@ -129,15 +164,7 @@ impl World {
             2 => adversary.giant.clone(),
             3 => vec![junk],
             // Its own events, validly sealed, all waiting for its event 1.
-            4 => {
-                let start = adversary.next_seq;
-                let mut run: Vec<P2PEvent> = (start..start + 50)
-                    .map(|seq| adversary.event(seq, &format!("bomb/{seq}"), now))
-                    .collect();
-                adversary.next_seq += 50;
-                seal::seal(&adversary.identity, &mut run);
-                wire::encode(&Message::Events(run), 4)
-            }
+            4 => adversary.bomb(now),
             // A Merkle leaf nobody asked for, with a made-up value in an
             // honest peer's name and a clock claiming everyone is far ahead.
             6 => {
