@@ -6,6 +6,8 @@
 //! per call); workloads too large to cross the boundary event by event
 //! (1M events) are generated, applied and timed inside wasm.
 
+mod workloads;
+
 use js_sys::{Array, Object, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
 
