@@ -12,7 +12,11 @@ export const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "
 const PACKAGES = [
   "yjs",
   "y-indexeddb",
+  "y-webrtc",
   "@automerge/automerge",
+  "@automerge/automerge-repo",
+  "@automerge/automerge-repo-storage-indexeddb",
+  "@automerge/automerge-repo-network-broadcastchannel",
   "loro-crdt",
   "playwright-core",
   "vite",

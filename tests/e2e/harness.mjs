@@ -97,11 +97,20 @@ export async function startStaticServer(dir) {
   };
 }
 
-export async function launchBrowser() {
+/** For pages that must run side by side (tabs of a room, measured): no
+ * throttling of background pages and their timers. */
+export const UNTHROTTLED_ARGS = [
+  "--disable-background-timer-throttling",
+  "--disable-renderer-backgrounding",
+  "--disable-backgrounding-occluded-windows",
+];
+
+/** Headless Chromium with CHROMIUM_ARGS and `extraArgs`. */
+export async function launchBrowser(extraArgs = []) {
   return chromium.launch({
     executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
     headless: true,
-    args: CHROMIUM_ARGS,
+    args: [...CHROMIUM_ARGS, ...extraArgs],
   });
 }
 

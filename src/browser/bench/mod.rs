@@ -16,6 +16,7 @@ use crate::protocol::testing::workload;
 use crate::protocol::{EngineConfig, P2PEvent, ReconciliationEngine, StateSnapshot, Trust};
 
 mod wire;
+mod workloads;
 
 pub use wire::{BenchNode, BenchReplica};
 
