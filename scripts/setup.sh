@@ -81,6 +81,11 @@ if [ -f node_modules/.package-lock.json ] && [ node_modules/.package-lock.json -
   ok "npm packages"
 else
   doing "npm ci"
-  npm ci --no-audit --no-fund --loglevel=error
+  # The lock cannot name cbor-extract's optional per-platform builds (from
+  # automerge-repo, a benchmark dependency): the registry here has none, and
+  # `npm ci` then refuses the lock. `npm install` resolves the same versions
+  # and skips them (cbor-x falls back to plain JS).
+  npm ci --no-audit --no-fund --loglevel=error 2>/dev/null ||
+    npm install --no-audit --no-fund --loglevel=error
 fi
 ok "wasm-opt $(node_modules/.bin/wasm-opt --version | awk '{print $3}')"
