@@ -7,11 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -f pkg/cpc_sync_bg.wasm ] && [ "${CPC_BENCH_QUICK:-}" = 1 ] || bash scripts/build.sh
-cargo build --release --target wasm32-unknown-unknown --lib --features bench
-wasm-bindgen --target web --out-dir target/bench/pkg --out-name cpc_sync \
-  target/wasm32-unknown-unknown/release/cpc_sync.wasm
-# Optimized as the shipped package is: the figures are of the build users get.
-bash scripts/wasm-opt.sh target/bench/pkg/cpc_sync_bg.wasm
+bash scripts/bench-wasm.sh
 node bench/browser/compare.mjs
 if [ "${CPC_BENCH_QUICK:-}" = 1 ]; then
   node bench/report.mjs --dry-run

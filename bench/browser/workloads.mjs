@@ -73,11 +73,7 @@ function step(command, args) {
  */
 async function buildWasm() {
   if (!QUICK || !existsSync(path.join(root, "pkg/cpc_sync_bg.wasm"))) await step("bash", ["scripts/build.sh"]);
-  await step("cargo", ["build", "--release", "--target", "wasm32-unknown-unknown", "--lib", "--features", "bench"]);
-  await step("wasm-bindgen", [
-    "--target", "web", "--out-dir", "target/bench/pkg", "--out-name", "cpc_sync",
-    "target/wasm32-unknown-unknown/release/cpc_sync.wasm",
-  ]);
+  await step("bash", ["scripts/bench-wasm.sh"]);
 }
 
 /** The page, with both packages and the four libraries (Vite). */
