@@ -224,15 +224,11 @@ async function main() {
   const browser = await launchBrowser();
   const results = { meta: meta({ browser: `Chromium ${browser.version()}`, quick: QUICK }), sizes: SIZES };
   try {
-    const rows = await freshPage(browser, server.url, (page) =>
-      page.evaluate(() => Object.fromEntries(window.bench.rows.map((r) => [r, null]))),
-    );
     if (wanted("many")) {
-      // Which library makes each row's updates.
-      const library = (row) => (row.startsWith("cpc-sync") ? "cpc-sync" : row.split(",")[0]);
-      const byRow = Object.fromEntries(Object.keys(rows).map((row) => [row, library(row)]));
+      // Every row, with the library that makes its updates.
+      const rows = await freshPage(browser, server.url, (page) => page.evaluate(() => window.bench.rows));
       results.many = {};
-      for (const workload of WORKLOADS) results.many[workload] = await many(browser, server.url, workload, byRow);
+      for (const workload of WORKLOADS) results.many[workload] = await many(browser, server.url, workload, rows);
       // One Ed25519 verification per seal, measured the same day: the
       // floor under the signed path.
       const verify = await freshPage(browser, server.url, (page) => page.evaluate(() => window.bench.sealCost(1, 5)));

@@ -24,8 +24,7 @@
 // into BENCHMARKS.md through `node bench/report.mjs`) and the rendered table
 // to stdout.
 import { mkdir, writeFile } from "node:fs/promises";
-import { chromium } from "playwright-core";
-import { startServer, openPeerPage, connected, CHROMIUM_ARGS } from "../../tests/e2e/harness.mjs";
+import { startServer, openPeerPage, connected, launchBrowser, UNTHROTTLED_ARGS } from "../../tests/e2e/harness.mjs";
 import { meta } from "../meta.mjs";
 import { render } from "../report/peer.mjs";
 
@@ -560,16 +559,7 @@ async function main() {
   if (unknown.length) throw new Error(`unknown scenario ${unknown.join(", ")}; known: ${Object.keys(SCENARIOS)}`);
   const names = chosen.length ? chosen : Object.keys(SCENARIOS);
   const server = await startServer();
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-    headless: true,
-    args: [
-      ...CHROMIUM_ARGS,
-      "--disable-background-timer-throttling",
-      "--disable-renderer-backgrounding",
-      "--disable-backgrounding-occluded-windows",
-    ],
-  });
+  const browser = await launchBrowser(UNTHROTTLED_ARGS);
   const results = { meta: meta({ browser: `Chromium ${browser.version()}`, quick: QUICK }) };
   try {
     for (const name of names) {
