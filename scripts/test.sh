@@ -46,14 +46,11 @@ step "end-to-end (Playwright, headless Chromium)" node --test --test-concurrency
 # The side-by-side benchmark at small sizes, so its harness cannot rot (the
 # full run is `npm run bench`; figures are in BENCHMARKS.md, not asserted).
 step "benchmark smoke (cpc-sync, Yjs, Automerge, Loro)" env CPC_BENCH_QUICK=1 bash scripts/bench.sh
-<<<<<<< HEAD
 # The browser peer's benchmark at small sizes, one run each: it fails when a
 # page reports an error or a scenario yields no figure.
 step "benchmark smoke (the browser peer)" env CPC_BENCH_QUICK=1 node bench/browser/peer.mjs
-=======
 # Memory, encode/load, IndexedDB, a newcomer's sync and long tasks, all
 # four libraries at small sizes, every final state checked (builds the
 # bench wasm first; the full run is `npm run bench:workloads`).
 step "benchmark smoke (workloads users ask about)" env CPC_BENCH_QUICK=1 node bench/browser/workloads.mjs
->>>>>>> bench-workloads
 step "benchmark smoke (cpc-signal under load)" env CPC_BENCH_QUICK=1 bash scripts/bench-signal.sh
