@@ -88,14 +88,21 @@ impl Adversary {
         register_write(EventId::new(self.identity.peer(), seq), key, EVIL, now)
     }
 
+    /// Its next `len` events (keys `{prefix}/{seq}`), one validly sealed
+    /// run, all waiting for its event 1.
+    fn sealed_run(&mut self, len: u64, prefix: &str, now: u64) -> Vec<P2PEvent> {
+        let start = self.next_seq;
+        let mut run: Vec<P2PEvent> = (start..start + len)
+            .map(|seq| self.event(seq, &format!("{prefix}/{seq}"), now))
+            .collect();
+        self.next_seq += len;
+        seal::seal(&self.identity, &mut run);
+        run
+    }
+
     /// Its next 50 events, validly sealed, all waiting for its event 1.
     fn bomb(&mut self, now: u64) -> Vec<Vec<u8>> {
-        let start = self.next_seq;
-        let mut run: Vec<P2PEvent> = (start..start + 50)
-            .map(|seq| self.event(seq, &format!("bomb/{seq}"), now))
-            .collect();
-        self.next_seq += 50;
-        seal::seal(&self.identity, &mut run);
+        let run = self.sealed_run(50, "bomb", now);
         wire::encode(&Message::Events(run), 4)
     }
 }
@@ -191,11 +198,7 @@ impl World {
             // is at u64::MAX (8).
             7 | 8 => {
                 let start = adversary.next_seq;
-                let mut run: Vec<P2PEvent> = (start..start + 3)
-                    .map(|seq| adversary.event(seq, &format!("snap/{seq}"), now))
-                    .collect();
-                adversary.next_seq += 3;
-                seal::seal(&adversary.identity, &mut run);
+                let run = adversary.sealed_run(3, "snap", now);
                 let mut clock: VectorClock = [(adversary.identity.peer(), start + 2)]
                     .into_iter()
                     .collect();

@@ -154,18 +154,13 @@ pub fn signed_history(total: u64, burst: u64, split: u64) -> Vec<P2PEvent> {
 /// benchmark ([`super::workload::settle`] connects two).
 pub fn signed_node_with(events: &[P2PEvent], seed: u64, room: Option<RoomSecret>) -> SyncNode {
     let identity = Identity::from_seed(seed);
-    let mut engine = ReconciliationEngine::new(identity.peer(), EngineConfig::default());
-    for e in events {
-        engine.receive(e.clone(), u64::MAX / 2).expect("taken");
-    }
-    engine.digest();
+    let engine = super::workload::engine_with(events, identity.peer());
     SyncNode::new(
         engine,
         SyncConfig {
             identity: Some(identity),
             room,
-            compact_after: usize::MAX,
-            ..SyncConfig::default()
+            ..super::workload::sync_config()
         },
     )
 }

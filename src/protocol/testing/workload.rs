@@ -252,7 +252,7 @@ pub fn runs_to_seal(len: usize, runs: usize) -> (Identity, Vec<Vec<P2PEvent>>) {
 /// Wall time for sync nodes: after every event's timestamp.
 const SYNC_NOW: u64 = 1 << 40;
 
-fn sync_config() -> SyncConfig {
+pub(super) fn sync_config() -> SyncConfig {
     SyncConfig {
         compact_after: usize::MAX,
         ..SyncConfig::default()
@@ -281,14 +281,19 @@ pub fn history(total: usize, origins: u64) -> Vec<P2PEvent> {
     events
 }
 
-/// A sync node that has applied `events`.
-pub fn node_with(events: &[P2PEvent], id: u64) -> SyncNode {
-    let mut engine = ReconciliationEngine::new(PeerId(id), EngineConfig::default());
+/// An engine of `peer` that has applied `events`, its digest up to date.
+pub(super) fn engine_with(events: &[P2PEvent], peer: PeerId) -> ReconciliationEngine {
+    let mut engine = ReconciliationEngine::new(peer, EngineConfig::default());
     for e in events {
         engine.receive(e.clone(), u64::MAX / 2).expect("taken");
     }
     engine.digest();
-    SyncNode::new(engine, sync_config())
+    engine
+}
+
+/// A sync node that has applied `events`.
+pub fn node_with(events: &[P2PEvent], id: u64) -> SyncNode {
+    SyncNode::new(engine_with(events, PeerId(id)), sync_config())
 }
 
 /// What settling two nodes cost: bytes each way (a to b, b to a), the
