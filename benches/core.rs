@@ -55,7 +55,11 @@ fn causal_apply(c: &mut Criterion) {
 fn many_peers(c: &mut Criterion) {
     let c12 = workload::one_write_each(30_000, false);
     let b31 = workload::one_write_each(1_540, true);
-    let per_update = b31.iter().map(|e| e.encode().len()).sum::<usize>() as f64 / b31.len() as f64;
+    let per_update = b31
+        .iter()
+        .map(|e| P2PEvent::encode_batch(std::slice::from_ref(e)).len())
+        .sum::<usize>() as f64
+        / b31.len() as f64;
     let merged = apply(c12.clone());
     let vv = postcard::to_allocvec(merged.clock())
         .expect("encodes")

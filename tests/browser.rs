@@ -103,3 +103,102 @@ async fn damaged_log_records_are_skipped_and_counted() {
     assert_eq!(persisted.damaged, 1);
     storage.close();
 }
+
+/// Writes a database as version 3 of the storage wrote it: the stores, a
+/// snapshot, one log record and an identity, in the bytes given.
+async fn write_version_3(name: &str, snapshot: &[u8], record: &[u8], identity: &[u8]) {
+    let write = js_sys::Function::new_with_args(
+        "name, snapshot, record, identity",
+        "return new Promise((resolve, reject) => {
+            const open = indexedDB.open(name, 3);
+            open.onupgradeneeded = () => {
+                open.result.createObjectStore('log', { autoIncrement: true });
+                open.result.createObjectStore('snapshot');
+            };
+            open.onerror = () => reject(open.error);
+            open.onsuccess = () => {
+                const db = open.result;
+                const tx = db.transaction(['log', 'snapshot'], 'readwrite');
+                tx.objectStore('snapshot').put(snapshot, 'state');
+                tx.objectStore('snapshot').put(identity, 'identity');
+                tx.objectStore('log').add(record);
+                tx.objectStore('log').add(new Uint8Array([0xde, 0xad]));
+                tx.oncomplete = () => { db.close(); resolve(); };
+                tx.onerror = () => reject(tx.error);
+            };
+        })",
+    );
+    let bytes = |b: &[u8]| js_sys::Uint8Array::from(b).into();
+    let args = js_sys::Array::of4(
+        &name.into(),
+        &bytes(snapshot),
+        &bytes(record),
+        &bytes(identity),
+    );
+    let promise = write
+        .apply(&wasm_bindgen::JsValue::NULL, &args)
+        .expect("runs");
+    wasm_bindgen_futures::JsFuture::from(js_sys::Promise::from(promise))
+        .await
+        .expect("writes");
+}
+
+#[wasm_bindgen_test]
+async fn a_database_of_the_previous_format_migrates_on_open() {
+    use cpc_sync::browser::storage::Storage;
+    use cpc_sync::protocol::codec::legacy;
+    use cpc_sync::protocol::sync::{SyncConfig, SyncNode};
+    use cpc_sync::protocol::{seal, Identity};
+
+    let identity = Identity::from_seed(11);
+    let now = js_sys::Date::now() as u64;
+    let mut a = ReconciliationEngine::new(identity.peer(), EngineConfig::default());
+    let mut first: Vec<_> = (0..20)
+        .map(|i| {
+            a.set(
+                &format!("k{i}"),
+                JsonValue::parse(&i.to_string()).unwrap(),
+                now,
+            )
+            .unwrap()
+        })
+        .collect();
+    seal::seal(&identity, &mut first);
+    let snapshot = StateSnapshot::decode(&a.encode_snapshot()).unwrap();
+    let mut later = vec![a.increment("n", 5, now).unwrap()];
+    seal::seal(&identity, &mut later);
+
+    let name = db_name("migrates");
+    write_version_3(
+        &name,
+        &legacy::encode_snapshot(&snapshot),
+        &legacy::encode_record(&later),
+        &identity.secret(),
+    )
+    .await;
+    let storage = Storage::open(&name).await.expect("opens and migrates");
+    let persisted = storage.load().await.expect("loads");
+    assert_eq!(
+        persisted.identity,
+        Some(identity.secret()),
+        "the identity is kept"
+    );
+    assert_eq!(persisted.events, later);
+    assert_eq!(persisted.damaged, 1, "the unreadable record is counted");
+    let node = SyncNode::restore(
+        identity.peer(),
+        EngineConfig::default(),
+        SyncConfig::default(),
+        persisted.snapshot.as_deref(),
+        persisted.events,
+    )
+    .expect("restores from the migrated bytes");
+    assert_eq!(node.engine().state_json(), a.state_json());
+    storage.close();
+
+    // Opened again: already migrated, nothing to do twice.
+    let again = Storage::open(&name).await.expect("reopens");
+    let persisted = again.load().await.expect("loads");
+    assert_eq!((persisted.events.len(), persisted.damaged), (1, 0));
+    again.close();
+}

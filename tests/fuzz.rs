@@ -12,19 +12,10 @@ use cpc_sync::protocol::sync::wire::{self, Decoded, Message, Reassembler};
 use cpc_sync::protocol::sync::{Output, SyncConfig, SyncNode};
 use cpc_sync::protocol::{EngineConfig, PeerId, ReconciliationEngine, StateSnapshot};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngSeed};
+use proptest::test_runner::Config;
 
 fn config() -> Config {
-    let cases = std::env::var("CPC_FUZZ_CASES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(2_000);
-    Config {
-        cases,
-        rng_seed: RngSeed::Fixed(common::seed("fuzz")),
-        failure_persistence: None,
-        ..Config::default()
-    }
+    common::fuzz_config("fuzz", 2_000)
 }
 
 /// Valid frames of every message kind, to mutate.
@@ -120,7 +111,7 @@ proptest! {
     #[test]
     fn snapshot_decoder_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
         let _ = StateSnapshot::decode(&bytes);
-        let mut with_magic = b"CPCS\x01".to_vec();
+        let mut with_magic = b"CPCS\x03".to_vec();
         with_magic.extend_from_slice(&bytes);
         let _ = StateSnapshot::decode(&with_magic);
     }

@@ -87,10 +87,11 @@ fn a_snapshot_is_no_larger_than_its_event_log() {
         a.set(&format!("key{}", i % 100), json(&i.to_string()), 1_000 + i)
             .unwrap();
     }
-    let log_bytes: usize = a.log().iter().map(|e| e.encode().len()).sum();
+    let log: Vec<_> = a.log().iter().cloned().collect();
+    let log_bytes = cpc_sync::protocol::P2PEvent::encode_batch(&log).len();
     let snapshot = a.encode_snapshot();
     assert!(
-        snapshot.len() * 5 < log_bytes,
+        snapshot.len() * 4 < log_bytes,
         "{} vs {log_bytes}",
         snapshot.len()
     );
@@ -134,11 +135,16 @@ fn malformed_snapshots_are_typed_errors_never_panics() {
         }
     }
     // A length prefix claiming billions of entities fails without allocating them.
-    let mut huge = b"CPCS\x02\x00".to_vec();
+    let mut huge = b"CPCS\x03\x00\x01".to_vec();
     huge.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
     assert!(matches!(
         StateSnapshot::decode(&huge),
         Err(SnapshotError::Malformed(_))
+    ));
+    // A snapshot of the previous format (2) is refused by name.
+    assert!(matches!(
+        StateSnapshot::decode(b"CPCS\x02\x00"),
+        Err(SnapshotError::UnsupportedFormat(2))
     ));
 }
 

@@ -238,7 +238,7 @@ fn a_peer_behind_the_horizon_gets_a_snapshot_that_resumes_after_a_disconnect() {
         },
     );
     for i in 0..3000 {
-        let value = json(&format!("\"{}\"", "v".repeat(i % 700)));
+        let value = json(&format!("\"{}\"", "v".repeat(i % 800)));
         a.write(|e| e.set(&format!("key/{i}"), value, 1_000).map(Some))
             .unwrap();
     }

@@ -13,6 +13,9 @@
 //! Callbacks are the `resolve`/`reject` functions of a JS promise, so no
 //! Rust closure outlives its request.
 
+use std::cell::Cell;
+use std::rc::Rc;
+
 use js_sys::{Array, Promise, Uint8Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -20,6 +23,7 @@ use wasm_bindgen_futures::JsFuture;
 use web_sys::{IdbDatabase, IdbObjectStore, IdbRequest, IdbTransaction, IdbTransactionMode};
 
 use crate::browser::convert::describe;
+use crate::protocol::codec::legacy;
 use crate::protocol::sync::Persist;
 use crate::protocol::P2PEvent;
 
@@ -29,10 +33,14 @@ const STATE_KEY: &str = "state";
 const IDENTITY_KEY: &str = "identity";
 /// Version 2: events carry seals, and the identity is a secret key.
 /// Version 3: snapshots are the signed runs the state rests on, and
-/// counter increments carry their running sum. An older database is
-/// cleared, identity included (a kept identity with a cleared log would
-/// reuse its sequence numbers).
-const VERSION: u32 = 3;
+/// counter increments carry their running sum.
+/// Version 4: log records and snapshots hold events as runs in columns
+/// ([`crate::protocol::codec::events`]). A version 3 database is migrated
+/// on open ([`codec::legacy`]); an older one is cleared, identity included
+/// (a kept identity with a cleared log would reuse its sequence numbers).
+const VERSION: u32 = 4;
+/// The oldest version whose data is migrated rather than cleared.
+const MIGRATES_FROM: u32 = 3;
 
 /// Why storage failed; the message names the IndexedDB operation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -72,6 +80,55 @@ async fn committed(tx: &IdbTransaction, operation: &'static str) -> Result<(), S
         .map_err(failed(operation))
 }
 
+/// Rewrites a version 3 database's snapshot and log in today's forms
+/// inside its upgrade transaction, so the new version and the migrated
+/// data commit together or not at all (a page closed mid-way migrates on
+/// its next open). Data that cannot be migrated aborts the upgrade, and
+/// the open fails with IndexedDB's abort: nothing is dropped unread. Log
+/// records that did not decode are dropped and counted into `damaged`.
+fn migrate(tx: &IdbTransaction, damaged: Rc<Cell<usize>>) -> Result<(), JsValue> {
+    let snapshots = tx.object_store(SNAPSHOT)?;
+    let log = tx.object_store(LOG)?;
+    let snapshot = snapshots.get(&STATE_KEY.into())?;
+    let records = log.get_all()?;
+    let tx = tx.clone();
+    let read = records.clone();
+    // Requests of one transaction complete in order: the snapshot is read
+    // by the time the log is.
+    let rewrite = Closure::once_into_js(move || {
+        let rewritten = (|| -> Result<(), JsValue> {
+            let snapshot = snapshot
+                .result()?
+                .dyn_ref::<Uint8Array>()
+                .map(Uint8Array::to_vec);
+            let records: Vec<Vec<u8>> = Array::from(&read.result()?)
+                .iter()
+                .map(|r| {
+                    r.dyn_ref::<Uint8Array>()
+                        .map(Uint8Array::to_vec)
+                        .unwrap_or_default()
+                })
+                .collect();
+            let migrated = legacy::migrate(snapshot.as_deref(), &records)
+                .map_err(|e| JsValue::from_str(&e.to_string()))?;
+            log.clear()?;
+            if let Some(bytes) = &migrated.snapshot {
+                snapshots.put_with_key(&Uint8Array::from(bytes.as_slice()), &STATE_KEY.into())?;
+            }
+            if let Some(bytes) = &migrated.record {
+                log.add(&Uint8Array::from(bytes.as_slice()))?;
+            }
+            damaged.set(migrated.damaged);
+            Ok(())
+        })();
+        if rewritten.is_err() {
+            let _ = tx.abort();
+        }
+    });
+    records.set_onsuccess(Some(rewrite.unchecked_ref()));
+    Ok(())
+}
+
 /// What a peer had persisted.
 #[derive(Debug, Default)]
 pub struct Persisted {
@@ -87,6 +144,9 @@ pub struct Persisted {
 /// One peer's database.
 pub struct Storage {
     db: IdbDatabase,
+    /// Log records of the previous form that did not decode when the
+    /// database was migrated on open (reported by the first `load`).
+    migration_damaged: std::cell::Cell<usize>,
 }
 
 impl Storage {
@@ -99,18 +159,32 @@ impl Storage {
             .map_err(&open)?
             .ok_or_else(|| open(JsValue::from_str("IndexedDB is not available")))?;
         let req = factory.open_with_u32(name, VERSION).map_err(&open)?;
+        let damaged = Rc::new(Cell::new(0));
+        let counted = damaged.clone();
         // Creates the stores on first open; owned here, dropped after.
         let upgrade = Closure::<dyn FnMut(web_sys::IdbVersionChangeEvent)>::new(
             move |event: web_sys::IdbVersionChangeEvent| {
-                let Some(db) = event
-                    .target()
-                    .and_then(|t| t.dyn_into::<IdbRequest>().ok())
-                    .and_then(|r| r.result().ok())
+                let Some(request) = event.target().and_then(|t| t.dyn_into::<IdbRequest>().ok())
+                else {
+                    return;
+                };
+                let Some(db) = request
+                    .result()
+                    .ok()
                     .and_then(|r| r.dyn_into::<IdbDatabase>().ok())
                 else {
                     return;
                 };
-                if event.old_version() < f64::from(VERSION) {
+                let old = event.old_version();
+                if old == f64::from(MIGRATES_FROM) {
+                    if let Some(tx) = request.transaction() {
+                        if migrate(&tx, counted.clone()).is_err() {
+                            let _ = tx.abort();
+                        }
+                    }
+                    return;
+                }
+                if old < f64::from(VERSION) {
                     // Written by an older version: unreadable now.
                     let _ = db.delete_object_store(LOG);
                     let _ = db.delete_object_store(SNAPSHOT);
@@ -125,9 +199,12 @@ impl Storage {
         let db = request(&req, "open").await?;
         req.set_onupgradeneeded(None);
         drop(upgrade);
-        Ok(Storage {
+        let storage = Storage {
             db: db.dyn_into().map_err(&open)?,
-        })
+            migration_damaged: Cell::new(0),
+        };
+        storage.migration_damaged.set(damaged.get());
+        Ok(storage)
     }
 
     fn store(
@@ -241,6 +318,7 @@ impl Storage {
         )
         .await?;
         let mut persisted = Persisted {
+            damaged: self.migration_damaged.replace(0),
             identity: identity
                 .dyn_ref::<Uint8Array>()
                 .and_then(|b| <[u8; 32]>::try_from(b.to_vec()).ok()),

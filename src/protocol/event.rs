@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::clock::{PeerId, Timestamp, VectorClock};
+use super::codec;
 use super::error::ReceiveError;
 use super::seal::Seal;
 use super::value::JsonValue;
@@ -262,48 +263,47 @@ impl P2PEvent {
             && self.hlc == other.hlc
     }
 
-    pub fn encode(&self) -> Vec<u8> {
-        // Serializing plain data into a Vec cannot fail.
-        postcard::to_allocvec(self).unwrap_or_default()
-    }
-
-    pub fn decode(bytes: &[u8]) -> Result<Self, ReceiveError> {
-        let event: P2PEvent =
-            postcard::from_bytes(bytes).map_err(|e| ReceiveError::Malformed(e.to_string()))?;
-        event.check()?;
-        Ok(event)
-    }
-
-    /// Several events in one buffer (a storage record of one commit).
+    /// Several events in one buffer, as runs in columns
+    /// ([`crate::protocol::codec::events`]): a storage record of one commit.
     pub fn encode_batch(events: &[P2PEvent]) -> Vec<u8> {
-        postcard::to_allocvec(events).unwrap_or_default()
+        codec::events::encode(events, &VectorClock::new())
     }
 
     /// The events of [`encode_batch`](Self::encode_batch), each checked.
     pub fn decode_batch(bytes: &[u8]) -> Result<Vec<Self>, ReceiveError> {
-        let events: Vec<P2PEvent> =
-            postcard::from_bytes(bytes).map_err(|e| ReceiveError::Malformed(e.to_string()))?;
+        let events = codec::events::decode(bytes)
+            .map_err(|e| ReceiveError::Malformed(e.to_string()))?
+            .events;
         for event in &events {
             event.check()?;
         }
         Ok(events)
     }
 
-    /// About how many bytes the event encodes to, without encoding it.
+    /// About how many bytes the event takes in a batch
+    /// ([`crate::protocol::codec::events`]), without encoding it: on the
+    /// high side (its key spelled out, clock entries at their widest
+    /// usual size, a run header and its peer's key of its own).
     pub fn approx_size(&self) -> usize {
-        let payload = match &self.op {
+        let (value, entries) = match &self.op {
             Operation::Register(RegisterOp::Write {
                 value, observed, ..
-            }) => value.as_str().len() + 12 * observed.len(),
-            Operation::Set(
-                SetOp::Add { member, observed } | SetOp::Remove { member, observed },
-            ) => member.as_str().len() + 12 * observed.len(),
+            })
+            | Operation::Set(SetOp::Add {
+                member: value,
+                observed,
+            })
+            | Operation::Set(SetOp::Remove {
+                member: value,
+                observed,
+            }) => (value.as_str().len(), observed.len()),
             Operation::Register(RegisterOp::Delete { observed })
-            | Operation::Set(SetOp::Delete { observed }) => 12 * observed.len(),
-            Operation::Counter(CounterOp::Delete { observed }) => 24 * observed.len(),
-            Operation::Counter(CounterOp::Increment { .. }) => 10,
+            | Operation::Set(SetOp::Delete { observed }) => (0, observed.len()),
+            Operation::Counter(CounterOp::Delete { observed }) => (0, 2 * observed.len()),
+            Operation::Counter(CounterOp::Increment { .. }) => (8, 0),
         };
-        32 + self.key.len() + 12 * self.deps.len() + payload
+        let seal = if self.seal.is_some() { 40 + 65 } else { 0 };
+        8 + self.key.len() + value + 6 * (entries + self.deps.len()) + seal
     }
 
     /// Every event this one needs applied first: its origin's previous event,
@@ -370,10 +370,11 @@ mod tests {
     #[test]
     fn encode_decode_and_hash() {
         let e = write(7, 1, "\"hi\"");
-        let bytes = e.encode();
+        let bytes = P2PEvent::encode_batch(std::slice::from_ref(&e));
         assert!(bytes.len() < 40, "{} bytes", bytes.len());
-        assert_eq!(P2PEvent::decode(&bytes).unwrap(), e);
-        assert_eq!(e.hash(), P2PEvent::decode(&bytes).unwrap().hash());
+        let decoded = P2PEvent::decode_batch(&bytes).unwrap();
+        assert_eq!(decoded, std::slice::from_ref(&e));
+        assert_eq!(e.hash(), decoded[0].hash());
         assert_ne!(e.hash(), write(7, 1, "\"ho\"").hash());
     }
 
@@ -416,7 +417,7 @@ mod tests {
     #[test]
     fn garbage_bytes_are_errors_not_panics() {
         for bytes in [&[][..], &[1, 2, 3], &[0xff; 64]] {
-            assert!(P2PEvent::decode(bytes).is_err());
+            assert!(P2PEvent::decode_batch(bytes).is_err());
         }
     }
 }

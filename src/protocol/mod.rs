@@ -3,6 +3,7 @@
 //! deterministically and fast.
 
 pub mod clock;
+pub mod codec;
 pub mod digest;
 pub mod engine;
 pub mod entity;

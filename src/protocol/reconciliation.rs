@@ -36,6 +36,7 @@ pub struct ReconciliationRequest {
     pub message_type: RequestType,
     pub source_peer_id: PeerId,
     pub target_peer_id: PeerId,
+    #[serde(with = "crate::protocol::codec::serde_events")]
     pub conflicting_events: Vec<P2PEvent>,
 }
 
@@ -47,5 +48,6 @@ pub struct ReconciliationResponse {
     pub message_type: ResponseType,
     pub source_peer_id: PeerId,
     pub target_peer_id: PeerId,
+    #[serde(with = "crate::protocol::codec::serde_events")]
     pub resolution_events: Vec<P2PEvent>,
 }

@@ -14,15 +14,16 @@
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-
 use super::clock::{PeerId, VectorClock};
+use super::codec::{events, varint, CodecError};
 use super::entity::Entity;
 use super::event::{EventId, P2PEvent};
 use super::seal::{self, SealError};
 
 const MAGIC: &[u8; 4] = b"CPCS";
-const FORMAT: u8 = 2;
+/// 3: the events as a batch ([`events`]: runs in columns). 2 (postcard)
+/// is read only to migrate a page's storage ([`super::codec::legacy`]).
+const FORMAT: u8 = 3;
 
 /// Snapshot bytes that cannot be loaded, or a snapshot that does not
 /// verify.
@@ -48,6 +49,15 @@ pub enum SnapshotError {
     ClockSkew(EventId),
     #[error("state arrived that we did not ask for")]
     Unasked,
+}
+
+impl From<CodecError> for SnapshotError {
+    fn from(e: CodecError) -> Self {
+        match e {
+            CodecError::Format(f) => SnapshotError::Malformed(format!("event batch format {f}")),
+            e => SnapshotError::Malformed(e.to_string()),
+        }
+    }
 }
 
 impl SnapshotError {
@@ -76,21 +86,6 @@ pub struct StateSnapshot {
     pub live: Vec<bool>,
 }
 
-/// The wire layout; encoding borrows instead of cloning.
-#[derive(Serialize)]
-struct Wire<'a> {
-    version_vector: &'a VectorClock,
-    events: &'a [&'a P2PEvent],
-    live: Vec<u8>,
-}
-
-#[derive(Deserialize)]
-struct Owned {
-    version_vector: VectorClock,
-    events: Vec<P2PEvent>,
-    live: Vec<u8>,
-}
-
 /// What a receiver checks a snapshot against.
 #[derive(Debug, Clone)]
 pub struct Checks {
@@ -107,7 +102,8 @@ pub struct Checks {
 
 impl StateSnapshot {
     /// Encodes borrowed events (sorted by id): `MAGIC`, the format byte,
-    /// then postcard.
+    /// the live bitmap (its length, then one bit per event), then the
+    /// events and the version vector as one batch.
     pub fn encode_parts(
         version_vector: &VectorClock,
         events: &[&P2PEvent],
@@ -117,16 +113,14 @@ impl StateSnapshot {
         for (i, _) in live.iter().enumerate().filter(|(_, l)| **l) {
             bits[i / 8] |= 1 << (i % 8);
         }
-        let wire = Wire {
-            version_vector,
-            events,
-            live: bits,
-        };
-        let mut out = Vec::with_capacity(16 + events.len() * 48);
+        let batch = events::encode(events.iter().copied(), version_vector);
+        let mut out = Vec::with_capacity(MAGIC.len() + 6 + bits.len() + batch.len());
         out.extend_from_slice(MAGIC);
         out.push(FORMAT);
-        // Writing plain data into a growing Vec cannot fail.
-        postcard::to_extend(&wire, out).unwrap_or_default()
+        varint::put(&mut out, bits.len() as u64);
+        out.extend_from_slice(&bits);
+        out.extend_from_slice(&batch);
+        out
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -142,25 +136,29 @@ impl StateSnapshot {
         if format != FORMAT {
             return Err(SnapshotError::UnsupportedFormat(format));
         }
-        let owned: Owned =
-            postcard::from_bytes(body).map_err(|e| SnapshotError::Malformed(e.to_string()))?;
-        if owned.live.len() != owned.events.len().div_ceil(8) {
+        let mut reader = varint::Reader::new(body, "live");
+        let len = reader.at_most(body.len())?;
+        let bits = reader.take(len)?;
+        let batch = events::decode(reader.take(reader.remaining())?)?;
+        let count = batch.events.len();
+        let stray = count % 8 != 0 && bits.last().is_some_and(|b| b >> (count % 8) != 0);
+        if bits.len() != count.div_ceil(8) || stray {
             return Err(SnapshotError::Malformed(
                 "the live bitmap does not match the events".into(),
             ));
         }
-        let live = (0..owned.events.len())
-            .map(|i| owned.live[i / 8] & (1 << (i % 8)) != 0)
+        let live = (0..count)
+            .map(|i| bits[i / 8] & (1 << (i % 8)) != 0)
             .collect();
-        let sorted = owned.events.windows(2).all(|w| w[0].id < w[1].id);
+        let sorted = batch.events.windows(2).all(|w| w[0].id < w[1].id);
         if !sorted {
             return Err(SnapshotError::Malformed(
                 "events are not sorted by id, or repeat".into(),
             ));
         }
         Ok(StateSnapshot {
-            version_vector: owned.version_vector,
-            events: owned.events,
+            version_vector: batch.clock,
+            events: batch.events,
             live,
         })
     }

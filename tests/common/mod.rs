@@ -149,3 +149,18 @@ pub fn assert_converged(engines: &mut [ReconciliationEngine]) {
         );
     }
 }
+
+/// A fuzz run's proptest configuration: `CPC_FUZZ_CASES` cases (else
+/// `cases`), from the printed seed of `test` (`CPC_SEED` replays it).
+pub fn fuzz_config(test: &str, cases: u32) -> proptest::test_runner::Config {
+    let cases = std::env::var("CPC_FUZZ_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(cases);
+    proptest::test_runner::Config {
+        cases,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(seed(test)),
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    }
+}

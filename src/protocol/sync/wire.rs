@@ -19,8 +19,9 @@ use crate::protocol::event::{Hash32, P2PEvent};
 use crate::protocol::reconciliation::{ReconciliationRequest, ReconciliationResponse};
 use crate::protocol::room::Proof;
 
-/// 2: events carry seals (signed rooms).
-pub const PROTOCOL_VERSION: u8 = 2;
+/// 2: events carry seals (signed rooms). 3: events travel as batches of
+/// runs in columns.
+pub const PROTOCOL_VERSION: u8 = 3;
 /// The largest frame sent or accepted.
 pub const MAX_FRAME: usize = 64 * 1024;
 /// The largest message reassembled from chunks (a snapshot travels in its
@@ -43,8 +44,9 @@ pub enum Message {
         clock: VectorClock,
         root: Hash32,
     },
-    /// Events the receiver lacks (or freshly written ones, gossiped).
-    Events(Vec<P2PEvent>),
+    /// Events the receiver lacks (or freshly written ones, gossiped), as
+    /// one batch: runs in columns ([`crate::protocol::codec::events`]).
+    Events(#[serde(with = "crate::protocol::codec::serde_events")] Vec<P2PEvent>),
     /// Asks for a snapshot transfer, from `offset` of snapshot `id` when
     /// resuming one (`id` zero: a new one).
     SnapshotRequest {

@@ -297,10 +297,12 @@ pub fn node_with(events: &[P2PEvent], id: u64) -> SyncNode {
 }
 
 /// What settling two nodes cost: bytes each way (a to b, b to a), the
-/// missing events' own bytes, and message rounds.
+/// event batches' bytes among them and how many events they carried, and
+/// message rounds.
 pub struct Outcome {
     pub bytes: [usize; 2],
     pub event_bytes: usize,
+    pub events: usize,
     pub rounds: usize,
 }
 
@@ -331,6 +333,7 @@ pub fn settle(a: &mut SyncNode, b: &mut SyncNode) -> Outcome {
     let mut out = Outcome {
         bytes: [0; 2],
         event_bytes: 0,
+        events: 0,
         rounds: 0,
     };
     loop {
@@ -343,7 +346,8 @@ pub fn settle(a: &mut SyncNode, b: &mut SyncNode) -> Outcome {
             for f in frames {
                 out.bytes[dir] += f.len();
                 if let Ok(Decoded::Message(Message::Events(events))) = wire::decode(f) {
-                    out.event_bytes += events.iter().map(|e| e.encode().len()).sum::<usize>();
+                    out.event_bytes += P2PEvent::encode_batch(&events).len();
+                    out.events += events.len();
                 }
             }
         }

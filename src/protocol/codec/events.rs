@@ -1,0 +1,692 @@
+//! Events as runs in columns: the one binary form of a list of events, on
+//! the wire (`Events` and reconciliation messages), in storage (a log
+//! record) and in a snapshot.
+//!
+//! Consecutive events of one origin form a *run*: the origin is an index
+//! into the batch's peer table and the sequence numbers are implicit after
+//! the first. Each field of the events is a column of its own (ops, key
+//! references, timestamps, value lengths, value bytes, clock entries,
+//! counter numbers, seals), so like bytes sit together and compress.
+//!
+//! - peer table: each peer once, as its 32-byte public key when a seal
+//!   names it (its id is derived from the key), else as its 8-byte id;
+//! - keys: a per-batch table, each key spelled once, then referred to by
+//!   index;
+//! - timestamps: the millisecond delta from the previous event, zigzag,
+//!   with the logical counter only when it is not zero;
+//! - clock entries (observed dots, dependency deltas): a peer index and the
+//!   delta from the last sequence number the batch named for that peer;
+//! - seals: the 64-byte signature; the key comes from the peer table.
+//!
+//! ```text
+//! batch = FORMAT:u8, the 12 column lengths (varints), the 12 columns
+//!         peers clock runs ops keys key-bytes times lengths values entries numbers seals
+//! ```
+//!
+//! Decoding bounds every count by the bytes left in its column before it
+//! reserves anything and checks every field: a batch decodes to exactly
+//! the events it was encoded from, or to a typed error.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use foldhash::fast::FixedState;
+
+use super::varint::{self, zigzag, Reader};
+use super::CodecError;
+use crate::protocol::clock::{PeerId, Timestamp, VectorClock, MAX_CLOCK_ENTRIES};
+use crate::protocol::event::{
+    CounterOp, CounterShare, EventId, Operation, P2PEvent, RegisterOp, SetOp,
+};
+use crate::protocol::identity::{peer_id_of, PublicKey};
+use crate::protocol::seal::Seal;
+use crate::protocol::value::JsonValue;
+
+/// The batch layout's version, its first byte.
+pub const FORMAT: u8 = 1;
+
+const PEERS: usize = 0;
+const CLOCK: usize = 1;
+const RUNS: usize = 2;
+const OPS: usize = 3;
+const KEYS: usize = 4;
+const KEY_BYTES: usize = 5;
+const TIMES: usize = 6;
+const LENGTHS: usize = 7;
+const VALUES: usize = 8;
+const ENTRIES: usize = 9;
+const NUMBERS: usize = 10;
+const SEALS: usize = 11;
+const NAMES: [&str; 12] = [
+    "peers",
+    "clock",
+    "runs",
+    "ops",
+    "keys",
+    "key bytes",
+    "times",
+    "lengths",
+    "values",
+    "entries",
+    "numbers",
+    "seals",
+];
+
+// The op byte: the operation's code, then flags.
+const CODE: u8 = 0b111;
+const REGISTER_WRITE: u8 = 0;
+const REGISTER_DELETE: u8 = 1;
+const COUNTER_INCREMENT: u8 = 2;
+const COUNTER_DELETE: u8 = 3;
+const SET_ADD: u8 = 4;
+const SET_REMOVE: u8 = 5;
+const SET_DELETE: u8 = 6;
+const RESOLUTION: u8 = 1 << 3;
+const DEPS: u8 = 1 << 4;
+/// Bits 5-6: the observed clock is empty (0), one entry (1), or a count
+/// and its entries (2).
+const OBSERVED_SHIFT: u8 = 5;
+const OBSERVED: u8 = 0b11 << OBSERVED_SHIFT;
+const NEW_KEY: u8 = 1 << 7;
+
+// A peer table entry's tag.
+const PEER_ID: u8 = 0;
+const PEER_KEY: u8 = 1;
+
+// A seal's flags.
+const SEAL_OWN_KEY: u8 = 1;
+const SEAL_FIRST: u8 = 2;
+
+/// A decoded batch: the events, and the clock encoded with them (empty
+/// but in snapshots).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Batch {
+    pub clock: VectorClock,
+    pub events: Vec<P2PEvent>,
+}
+
+/// Encodes `events` (any order; runs are found as they come) with `clock`.
+pub fn encode<'a>(events: impl IntoIterator<Item = &'a P2PEvent>, clock: &VectorClock) -> Vec<u8> {
+    let mut e = Encoder::default();
+    for (peer, seq) in clock.iter() {
+        let index = e.peer(peer);
+        varint::put(&mut e.cols[CLOCK], index);
+        varint::put(&mut e.cols[CLOCK], seq);
+    }
+    let clock_len = clock.len();
+    let mut events = events.into_iter().peekable();
+    let mut runs = 0u64;
+    while let Some(first) = events.next() {
+        // A run: consecutive sequence numbers of one origin, up to a seal.
+        let mut run = vec![first];
+        while open_run(&run) {
+            let last = run[run.len() - 1].id;
+            match events.peek() {
+                Some(next)
+                    if next.id.peer == last.peer
+                        && Some(next.id.seq) == last.seq.checked_add(1) =>
+                {
+                    run.push(events.next().expect("peeked"));
+                }
+                _ => break,
+            }
+        }
+        e.run(&run);
+        runs += 1;
+    }
+    e.finish(clock_len, runs)
+}
+
+/// Whether a run can take another event: its last has no seal.
+fn open_run(run: &[&P2PEvent]) -> bool {
+    run.last().is_some_and(|e| e.seal.is_none())
+}
+
+#[derive(Default)]
+struct Encoder<'a> {
+    cols: [Vec<u8>; 12],
+    peers: HashMap<PeerId, u64, FixedState>,
+    /// Per peer: its id, and the key its first seal named (when that key
+    /// derives the id).
+    table: Vec<(PeerId, Option<PublicKey>)>,
+    keys: HashMap<&'a str, u64, FixedState>,
+    /// Per peer index: the last sequence number a clock entry named, and
+    /// where its next run is expected to start.
+    cursors: Vec<u64>,
+    next_run: Vec<u64>,
+    millis: u64,
+}
+
+impl<'a> Encoder<'a> {
+    fn peer(&mut self, peer: PeerId) -> u64 {
+        let next = self.table.len() as u64;
+        *self.peers.entry(peer).or_insert_with(|| {
+            self.table.push((peer, None));
+            self.cursors.push(0);
+            self.next_run.push(1);
+            next
+        })
+    }
+
+    fn run(&mut self, run: &[&'a P2PEvent]) {
+        let head = run[0].id;
+        let origin = self.peer(head.peer);
+        let at = origin as usize;
+        let delta = head.seq.wrapping_sub(self.next_run[at]) as i64;
+        self.next_run[at] = head.seq.wrapping_add(run.len() as u64);
+        let seal = run[run.len() - 1].seal.as_deref();
+        varint::put(&mut self.cols[RUNS], origin);
+        varint::put(&mut self.cols[RUNS], zigzag(delta));
+        varint::put(
+            &mut self.cols[RUNS],
+            ((run.len() as u64) << 1) | u64::from(seal.is_some()),
+        );
+        for event in run {
+            self.event(event);
+        }
+        if let Some(seal) = seal {
+            self.seal(origin, head.seq, run[run.len() - 1].id, seal);
+        }
+    }
+
+    fn seal(&mut self, origin: u64, first: u64, last: EventId, seal: &Seal) {
+        let entry = &mut self.table[origin as usize];
+        if entry.1.is_none() && peer_id_of(&seal.key) == entry.0 {
+            entry.1 = Some(seal.key);
+        }
+        let own_key = entry.1 != Some(seal.key);
+        let flags = bit(own_key, SEAL_OWN_KEY) | bit(seal.first != first, SEAL_FIRST);
+        let out = &mut self.cols[SEALS];
+        out.push(flags);
+        if own_key {
+            out.extend_from_slice(&seal.key);
+        }
+        if seal.first != first {
+            varint::put(out, last.seq.wrapping_sub(seal.first));
+        }
+        out.extend_from_slice(&seal.signature[0]);
+        out.extend_from_slice(&seal.signature[1]);
+    }
+
+    fn event(&mut self, event: &'a P2PEvent) {
+        let (code, observed, value) = match &event.op {
+            Operation::Register(RegisterOp::Write {
+                value,
+                observed,
+                resolution,
+            }) => (
+                REGISTER_WRITE | bit(*resolution, RESOLUTION),
+                Some(observed),
+                Some(value),
+            ),
+            Operation::Register(RegisterOp::Delete { observed }) => {
+                (REGISTER_DELETE, Some(observed), None)
+            }
+            Operation::Counter(CounterOp::Increment { by, sum }) => {
+                varint::put(&mut self.cols[NUMBERS], zigzag(*by));
+                varint::put(&mut self.cols[NUMBERS], zigzag(*sum));
+                (COUNTER_INCREMENT, None, None)
+            }
+            Operation::Counter(CounterOp::Delete { observed }) => {
+                varint::put(&mut self.cols[NUMBERS], observed.len() as u64);
+                for share in observed {
+                    let index = self.peer(share.peer);
+                    let out = &mut self.cols[NUMBERS];
+                    varint::put(out, index);
+                    varint::put(out, share.seq);
+                    varint::put(out, zigzag(share.sum));
+                }
+                (COUNTER_DELETE, None, None)
+            }
+            Operation::Set(SetOp::Add { member, observed }) => {
+                (SET_ADD, Some(observed), Some(member))
+            }
+            Operation::Set(SetOp::Remove { member, observed }) => {
+                (SET_REMOVE, Some(observed), Some(member))
+            }
+            Operation::Set(SetOp::Delete { observed }) => (SET_DELETE, Some(observed), None),
+        };
+        let observed_form = match observed.map_or(0, VectorClock::len) {
+            0 => 0,
+            1 => 1,
+            _ => 2,
+        };
+        let key_index = self.keys.get(&*event.key).copied();
+        let flags = code
+            | bit(!event.deps.is_empty(), DEPS)
+            | (observed_form << OBSERVED_SHIFT)
+            | bit(key_index.is_none(), NEW_KEY);
+        self.cols[OPS].push(flags);
+        match key_index {
+            Some(index) => varint::put(&mut self.cols[KEYS], index),
+            None => {
+                self.keys.insert(&event.key, self.keys.len() as u64);
+                varint::put(&mut self.cols[KEYS], event.key.len() as u64);
+                self.cols[KEY_BYTES].extend_from_slice(event.key.as_bytes());
+            }
+        }
+        let time = event.hlc;
+        let delta = time.millis().wrapping_sub(self.millis) as i64;
+        self.millis = time.millis();
+        let logical = time.logical();
+        varint::put(
+            &mut self.cols[TIMES],
+            (zigzag(delta) << 1) | u64::from(logical != 0),
+        );
+        if logical != 0 {
+            varint::put(&mut self.cols[TIMES], u64::from(logical));
+        }
+        if let Some(value) = value {
+            varint::put(&mut self.cols[LENGTHS], value.as_str().len() as u64);
+            self.cols[VALUES].extend_from_slice(value.as_str().as_bytes());
+        }
+        if let Some(observed) = observed {
+            self.clock(observed, observed_form == 2);
+        }
+        if !event.deps.is_empty() {
+            self.clock(&event.deps, true);
+        }
+    }
+
+    /// A clock's entries (by peer id), each a peer index and the delta
+    /// from that peer's cursor.
+    fn clock(&mut self, clock: &VectorClock, counted: bool) {
+        if counted {
+            varint::put(&mut self.cols[ENTRIES], clock.len() as u64);
+        }
+        for (peer, seq) in clock.iter() {
+            let index = self.peer(peer);
+            let cursor = &mut self.cursors[index as usize];
+            let delta = seq.wrapping_sub(*cursor) as i64;
+            *cursor = seq;
+            varint::put(&mut self.cols[ENTRIES], index);
+            varint::put(&mut self.cols[ENTRIES], zigzag(delta));
+        }
+    }
+
+    fn finish(mut self, clock_len: usize, runs: u64) -> Vec<u8> {
+        let mut peers = Vec::with_capacity(self.table.len() * 33 + 5);
+        varint::put(&mut peers, self.table.len() as u64);
+        for (id, key) in &self.table {
+            match key {
+                Some(key) => {
+                    peers.push(PEER_KEY);
+                    peers.extend_from_slice(key);
+                }
+                None => {
+                    peers.push(PEER_ID);
+                    peers.extend_from_slice(&id.0.to_le_bytes());
+                }
+            }
+        }
+        self.cols[PEERS] = peers;
+        prefix_count(&mut self.cols[CLOCK], clock_len as u64);
+        prefix_count(&mut self.cols[RUNS], runs);
+        let total: usize = self.cols.iter().map(Vec::len).sum();
+        let mut out = Vec::with_capacity(1 + 12 * 3 + total);
+        out.push(FORMAT);
+        for col in &self.cols {
+            varint::put(&mut out, col.len() as u64);
+        }
+        for col in &self.cols {
+            out.extend_from_slice(col);
+        }
+        out
+    }
+}
+
+fn bit(on: bool, bit: u8) -> u8 {
+    if on {
+        bit
+    } else {
+        0
+    }
+}
+
+fn prefix_count(column: &mut Vec<u8>, count: u64) {
+    let mut head = Vec::with_capacity(column.len() + 5);
+    varint::put(&mut head, count);
+    head.extend_from_slice(column);
+    *column = head;
+}
+
+/// Decodes a batch; any defect is a typed error.
+pub fn decode(bytes: &[u8]) -> Result<Batch, CodecError> {
+    let mut header = Reader::new(bytes, "header");
+    let format = header.u8()?;
+    if format != FORMAT {
+        return Err(CodecError::Format(format));
+    }
+    let mut lengths = [0usize; 12];
+    for length in &mut lengths {
+        *length = header.at_most(bytes.len())?;
+    }
+    let mut cols = [Reader::new(&[], ""); 12];
+    for (i, length) in lengths.iter().enumerate() {
+        cols[i] = Reader::new(header.take(*length)?, NAMES[i]);
+    }
+    header.finish()?;
+    let mut d = Decoder {
+        cols,
+        table: Vec::new(),
+        keys: Vec::new(),
+        cursors: Vec::new(),
+        next_run: Vec::new(),
+        millis: 0,
+    };
+    d.peers()?;
+    let clock = d.version_vector()?;
+    let events = d.events()?;
+    for col in &d.cols {
+        col.finish()?;
+    }
+    Ok(Batch { clock, events })
+}
+
+struct Decoder<'a> {
+    cols: [Reader<'a>; 12],
+    table: Vec<(PeerId, Option<PublicKey>)>,
+    keys: Vec<Arc<str>>,
+    cursors: Vec<u64>,
+    next_run: Vec<u64>,
+    millis: u64,
+}
+
+impl Decoder<'_> {
+    fn peers(&mut self) -> Result<(), CodecError> {
+        let col = &mut self.cols[PEERS];
+        let count = col.count(9)?;
+        self.table.reserve(count);
+        for _ in 0..count {
+            let entry = match col.u8()? {
+                PEER_ID => (PeerId(u64::from_le_bytes(col.array()?)), None),
+                PEER_KEY => {
+                    let key: PublicKey = col.array()?;
+                    (peer_id_of(&key), Some(key))
+                }
+                tag => {
+                    return Err(CodecError::Tag {
+                        column: col.column,
+                        tag,
+                    })
+                }
+            };
+            self.table.push(entry);
+        }
+        self.cursors = vec![0; count];
+        self.next_run = vec![1; count];
+        Ok(())
+    }
+
+    fn peer_index(&self, index: u64, column: &'static str) -> Result<usize, CodecError> {
+        usize::try_from(index)
+            .ok()
+            .filter(|i| *i < self.table.len())
+            .ok_or(CodecError::Index { column, index })
+    }
+
+    fn version_vector(&mut self) -> Result<VectorClock, CodecError> {
+        let count = self.cols[CLOCK].count(2)?;
+        let mut entries = Vec::with_capacity(count);
+        for _ in 0..count {
+            let index = self.cols[CLOCK].u64()?;
+            let peer = self.table[self.peer_index(index, "clock")?].0;
+            let seq = self.cols[CLOCK].u64()?;
+            entries.push((peer, seq));
+        }
+        clock_from(entries, "clock")
+    }
+
+    fn events(&mut self) -> Result<Vec<P2PEvent>, CodecError> {
+        let runs = self.cols[RUNS].count(3)?;
+        let mut events = Vec::with_capacity(self.cols[OPS].remaining());
+        for _ in 0..runs {
+            let col = &mut self.cols[RUNS];
+            let (index, delta, shape) = (col.u64()?, col.i64()?, col.u64()?);
+            let origin = self.peer_index(index, "runs")?;
+            let len = usize::try_from(shape >> 1)
+                .ok()
+                .filter(|len| *len >= 1 && *len <= self.cols[OPS].remaining())
+                .ok_or(CodecError::Count {
+                    column: "runs",
+                    count: shape >> 1,
+                    limit: self.cols[OPS].remaining() as u64,
+                })?;
+            let first = self.next_run[origin].wrapping_add(delta as u64);
+            let end = first
+                .checked_add(len as u64)
+                .ok_or(CodecError::Invalid("a run's sequence numbers overflow"))?;
+            self.next_run[origin] = end;
+            let peer = self.table[origin].0;
+            for seq in first..end {
+                events.push(self.event(EventId::new(peer, seq))?);
+            }
+            if shape & 1 == 1 {
+                let seal = self.seal(origin, first, end - 1)?;
+                if let Some(last) = events.last_mut() {
+                    last.seal = Some(Box::new(seal));
+                }
+            }
+        }
+        Ok(events)
+    }
+
+    fn seal(&mut self, origin: usize, first: u64, last: u64) -> Result<Seal, CodecError> {
+        let col = &mut self.cols[SEALS];
+        let flags = col.u8()?;
+        if flags & !(SEAL_OWN_KEY | SEAL_FIRST) != 0 {
+            return Err(CodecError::Tag {
+                column: col.column,
+                tag: flags,
+            });
+        }
+        let key = if flags & SEAL_OWN_KEY != 0 {
+            col.array()?
+        } else {
+            self.table[origin].1.ok_or(CodecError::Invalid(
+                "a seal names no key and its origin has none",
+            ))?
+        };
+        let first = if flags & SEAL_FIRST != 0 {
+            last.wrapping_sub(col.u64()?)
+        } else {
+            first
+        };
+        Ok(Seal {
+            first,
+            key,
+            signature: [col.array()?, col.array()?],
+        })
+    }
+
+    fn event(&mut self, id: EventId) -> Result<P2PEvent, CodecError> {
+        let flags = self.cols[OPS].u8()?;
+        let key = self.key(flags & NEW_KEY != 0)?;
+        let hlc = self.time()?;
+        let observed_form = (flags & OBSERVED) >> OBSERVED_SHIFT;
+        let code = flags & CODE;
+        let takes_clock = !matches!(code, COUNTER_INCREMENT | COUNTER_DELETE);
+        if observed_form == 3
+            || (!takes_clock && observed_form != 0)
+            || (code != REGISTER_WRITE && flags & RESOLUTION != 0)
+        {
+            return Err(CodecError::Tag {
+                column: "ops",
+                tag: flags,
+            });
+        }
+        let op = match code {
+            REGISTER_WRITE => {
+                let value = self.value()?;
+                Operation::Register(RegisterOp::Write {
+                    value,
+                    observed: self.observed(observed_form)?,
+                    resolution: flags & RESOLUTION != 0,
+                })
+            }
+            REGISTER_DELETE => Operation::Register(RegisterOp::Delete {
+                observed: self.observed(observed_form)?,
+            }),
+            COUNTER_INCREMENT => {
+                let col = &mut self.cols[NUMBERS];
+                Operation::Counter(CounterOp::Increment {
+                    by: col.i64()?,
+                    sum: col.i64()?,
+                })
+            }
+            COUNTER_DELETE => Operation::Counter(CounterOp::Delete {
+                observed: self.shares()?,
+            }),
+            SET_ADD | SET_REMOVE => {
+                let member = self.value()?;
+                let observed = self.observed(observed_form)?;
+                Operation::Set(if code == SET_ADD {
+                    SetOp::Add { member, observed }
+                } else {
+                    SetOp::Remove { member, observed }
+                })
+            }
+            SET_DELETE => Operation::Set(SetOp::Delete {
+                observed: self.observed(observed_form)?,
+            }),
+            _ => {
+                return Err(CodecError::Tag {
+                    column: "ops",
+                    tag: flags,
+                })
+            }
+        };
+        let deps = if flags & DEPS != 0 {
+            self.clock(1)?
+        } else {
+            VectorClock::new()
+        };
+        Ok(P2PEvent {
+            id,
+            key,
+            op,
+            deps,
+            hlc,
+            seal: None,
+        })
+    }
+
+    fn key(&mut self, new: bool) -> Result<Arc<str>, CodecError> {
+        if new {
+            let len = self.cols[KEYS].at_most(self.cols[KEY_BYTES].remaining())?;
+            let text = std::str::from_utf8(self.cols[KEY_BYTES].take(len)?)
+                .map_err(|_| CodecError::Utf8("key bytes"))?;
+            let key: Arc<str> = text.into();
+            self.keys.push(key.clone());
+            Ok(key)
+        } else {
+            let index = self.cols[KEYS].u64()?;
+            usize::try_from(index)
+                .ok()
+                .and_then(|i| self.keys.get(i))
+                .cloned()
+                .ok_or(CodecError::Index {
+                    column: "keys",
+                    index,
+                })
+        }
+    }
+
+    fn time(&mut self) -> Result<Timestamp, CodecError> {
+        let col = &mut self.cols[TIMES];
+        let packed = col.u64()?;
+        let millis = self
+            .millis
+            .wrapping_add(varint::unzigzag(packed >> 1) as u64);
+        let logical = if packed & 1 == 1 {
+            u16::try_from(col.u64()?)
+                .ok()
+                .filter(|l| *l != 0)
+                .ok_or(CodecError::Invalid(
+                    "a logical counter is zero or beyond 16 bits",
+                ))?
+        } else {
+            0
+        };
+        let time = Timestamp::new(millis, logical);
+        if time.millis() != millis {
+            return Err(CodecError::Invalid(
+                "a timestamp is beyond 48 bits of milliseconds",
+            ));
+        }
+        self.millis = millis;
+        Ok(time)
+    }
+
+    fn value(&mut self) -> Result<JsonValue, CodecError> {
+        let len = self.cols[LENGTHS].at_most(self.cols[VALUES].remaining())?;
+        let text = std::str::from_utf8(self.cols[VALUES].take(len)?)
+            .map_err(|_| CodecError::Utf8("values"))?;
+        JsonValue::verbatim(text).map_err(|e| CodecError::Json(e.0))
+    }
+
+    /// An observed clock of `form` (see [`OBSERVED`]): empty, one entry,
+    /// or counted (two or more: one entry has its own form).
+    fn observed(&mut self, form: u8) -> Result<VectorClock, CodecError> {
+        match form {
+            0 => Ok(VectorClock::new()),
+            1 => self.entries(1),
+            _ => self.clock(2),
+        }
+    }
+
+    /// A counted clock of at least `min` entries.
+    fn clock(&mut self, min: usize) -> Result<VectorClock, CodecError> {
+        let count = self.cols[ENTRIES].count(2)?;
+        if count < min || count > MAX_CLOCK_ENTRIES {
+            return Err(CodecError::Count {
+                column: "entries",
+                count: count as u64,
+                limit: MAX_CLOCK_ENTRIES as u64,
+            });
+        }
+        self.entries(count)
+    }
+
+    fn entries(&mut self, count: usize) -> Result<VectorClock, CodecError> {
+        let mut entries = Vec::with_capacity(count);
+        for _ in 0..count {
+            let index = self.cols[ENTRIES].u64()?;
+            let at = self.peer_index(index, "entries")?;
+            let delta = self.cols[ENTRIES].i64()?;
+            let seq = self.cursors[at].wrapping_add(delta as u64);
+            self.cursors[at] = seq;
+            entries.push((self.table[at].0, seq));
+        }
+        clock_from(entries, "entries")
+    }
+
+    fn shares(&mut self) -> Result<Vec<CounterShare>, CodecError> {
+        let count = self.cols[NUMBERS].count(3)?;
+        let mut shares = Vec::with_capacity(count);
+        for _ in 0..count {
+            let index = self.cols[NUMBERS].u64()?;
+            let peer = self.table[self.peer_index(index, "numbers")?].0;
+            let col = &mut self.cols[NUMBERS];
+            shares.push(CounterShare {
+                peer,
+                seq: col.u64()?,
+                sum: col.i64()?,
+            });
+        }
+        Ok(shares)
+    }
+}
+
+/// A clock from entries that must be sorted by peer id, each once, none zero
+/// (how [`VectorClock::iter`] yields them): one form per clock.
+fn clock_from(
+    entries: Vec<(PeerId, u64)>,
+    column: &'static str,
+) -> Result<VectorClock, CodecError> {
+    let canonical = entries.windows(2).all(|w| w[0].0 < w[1].0) && entries.iter().all(|e| e.1 > 0);
+    if !canonical {
+        return Err(CodecError::Clock(column));
+    }
+    Ok(entries.into_iter().collect())
+}

@@ -1,0 +1,160 @@
+//! LEB128 varints, zigzag for signed deltas, and a bounded reader over one
+//! column: every read checks what is left, so no length read from the
+//! input can make us allocate or index past it.
+
+use super::CodecError;
+
+/// Appends `value` as an unsigned LEB128 varint (1 to 10 bytes).
+pub fn put(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push(value as u8 | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+/// Signed to unsigned, small magnitudes to small numbers.
+pub fn zigzag(value: i64) -> u64 {
+    ((value << 1) ^ (value >> 63)) as u64
+}
+
+pub fn unzigzag(value: u64) -> i64 {
+    (value >> 1) as i64 ^ -((value & 1) as i64)
+}
+
+/// A cursor over one column of a batch.
+#[derive(Debug, Clone, Copy)]
+pub struct Reader<'a> {
+    bytes: &'a [u8],
+    /// The column's name, for errors.
+    pub column: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(bytes: &'a [u8], column: &'static str) -> Self {
+        Reader { bytes, column }
+    }
+
+    pub fn remaining(&self) -> usize {
+        self.bytes.len()
+    }
+
+    fn truncated(&self) -> CodecError {
+        CodecError::Truncated(self.column)
+    }
+
+    pub fn u8(&mut self) -> Result<u8, CodecError> {
+        let (&first, rest) = self.bytes.split_first().ok_or_else(|| self.truncated())?;
+        self.bytes = rest;
+        Ok(first)
+    }
+
+    /// One varint; more than 10 bytes, or bits beyond 64, is an error.
+    pub fn u64(&mut self) -> Result<u64, CodecError> {
+        let mut value = 0u64;
+        for (i, &byte) in self.bytes.iter().enumerate().take(10) {
+            let bits = u64::from(byte & 0x7f);
+            if i == 9 && bits > 1 {
+                break;
+            }
+            value |= bits << (7 * i);
+            if byte & 0x80 == 0 {
+                self.bytes = &self.bytes[i + 1..];
+                return Ok(value);
+            }
+        }
+        Err(
+            if self.bytes.len() < 10 && self.bytes.last().is_none_or(|b| b & 0x80 != 0) {
+                self.truncated()
+            } else {
+                CodecError::Varint(self.column)
+            },
+        )
+    }
+
+    pub fn i64(&mut self) -> Result<i64, CodecError> {
+        self.u64().map(unzigzag)
+    }
+
+    /// A varint that must fit `usize` and be at most `max`.
+    pub fn at_most(&mut self, max: usize) -> Result<usize, CodecError> {
+        let value = self.u64()?;
+        usize::try_from(value)
+            .ok()
+            .filter(|v| *v <= max)
+            .ok_or(CodecError::Count {
+                column: self.column,
+                count: value,
+                limit: max as u64,
+            })
+    }
+
+    /// A count of items that each take at least `min_bytes` of this
+    /// column: bounded by what is left, so it is safe to reserve.
+    pub fn count(&mut self, min_bytes: usize) -> Result<usize, CodecError> {
+        let max = self.bytes.len() / min_bytes.max(1);
+        self.at_most(max)
+    }
+
+    pub fn take(&mut self, len: usize) -> Result<&'a [u8], CodecError> {
+        if len > self.bytes.len() {
+            return Err(self.truncated());
+        }
+        let (head, rest) = self.bytes.split_at(len);
+        self.bytes = rest;
+        Ok(head)
+    }
+
+    pub fn array<const N: usize>(&mut self) -> Result<[u8; N], CodecError> {
+        let mut out = [0; N];
+        out.copy_from_slice(self.take(N)?);
+        Ok(out)
+    }
+
+    /// Fails unless the column was read to its end.
+    pub fn finish(&self) -> Result<(), CodecError> {
+        if self.bytes.is_empty() {
+            Ok(())
+        } else {
+            Err(CodecError::Trailing(self.column))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varints_round_trip_and_refuse_overlong_input() {
+        for value in [0, 1, 127, 128, 300, u32::MAX as u64, u64::MAX - 1, u64::MAX] {
+            let mut out = Vec::new();
+            put(&mut out, value);
+            let mut r = Reader::new(&out, "test");
+            assert_eq!(r.u64().unwrap(), value);
+            assert_eq!(r.remaining(), 0);
+        }
+        for value in [0, 1, -1, 63, -64, i64::MAX, i64::MIN] {
+            assert_eq!(unzigzag(zigzag(value)), value);
+        }
+        assert_eq!(zigzag(-1), 1);
+        assert!(matches!(
+            Reader::new(&[0x80; 3], "t").u64(),
+            Err(CodecError::Truncated("t"))
+        ));
+        assert!(matches!(
+            Reader::new(&[0xff; 11], "t").u64(),
+            Err(CodecError::Varint("t"))
+        ));
+        let mut too_big = vec![0xff; 9];
+        too_big.push(0x02);
+        assert!(matches!(
+            Reader::new(&too_big, "t").u64(),
+            Err(CodecError::Varint("t"))
+        ));
+        assert!(
+            Reader::new(&[5], "t").count(1).is_err(),
+            "5 items cannot fit in 0 bytes"
+        );
+    }
+}

@@ -1,0 +1,250 @@
+//! The event batch codec (runs in columns): every list of events survives
+//! a round trip exactly, arbitrary and mutated bytes decode to a typed
+//! error or to events that themselves round-trip, and stored bytes of the
+//! previous forms migrate.
+//!
+//! `CPC_FUZZ_CASES=n` for a longer run; the proptest seed is printed and
+//! `CPC_SEED=n` replays it.
+
+mod common;
+
+use std::sync::Arc;
+
+use cpc_sync::protocol::codec::{events, legacy, CodecError};
+use cpc_sync::protocol::event::{CounterOp, CounterShare, RegisterOp, SetOp};
+use cpc_sync::protocol::seal::Seal;
+use cpc_sync::protocol::{
+    EngineConfig, EventId, JsonValue, Operation, P2PEvent, PeerId, ReconciliationEngine,
+    StateSnapshot, Timestamp, VectorClock,
+};
+use proptest::prelude::*;
+use proptest::test_runner::Config;
+
+fn config() -> Config {
+    common::fuzz_config("codec", 1_000)
+}
+
+const PEERS: [u64; 4] = [1, 0x1111_1111, u64::MAX, 7];
+
+fn peer() -> impl Strategy<Value = PeerId> {
+    prop::sample::select(&PEERS[..]).prop_map(PeerId)
+}
+
+fn clock() -> impl Strategy<Value = VectorClock> {
+    prop::collection::vec((peer(), prop_oneof![1u64..50, any::<u64>()]), 0..4)
+        .prop_map(|entries| entries.into_iter().filter(|e| e.1 > 0).collect())
+}
+
+fn value() -> impl Strategy<Value = JsonValue> {
+    prop_oneof![
+        any::<i64>().prop_map(|n| n.to_string()),
+        "[a-zé\"\\\\]{0,12}".prop_map(|s| serde_json::to_string(&s).unwrap()),
+        Just("{\"a\":[1,null,true]}".to_string()),
+    ]
+    .prop_map(|text| JsonValue::verbatim(&text).unwrap())
+}
+
+fn op() -> impl Strategy<Value = Operation> {
+    prop_oneof![
+        (value(), clock(), any::<bool>()).prop_map(|(value, observed, resolution)| {
+            Operation::Register(RegisterOp::Write {
+                value,
+                observed,
+                resolution,
+            })
+        }),
+        clock().prop_map(|observed| Operation::Register(RegisterOp::Delete { observed })),
+        (any::<i64>(), any::<i64>())
+            .prop_map(|(by, sum)| Operation::Counter(CounterOp::Increment { by, sum })),
+        prop::collection::vec((peer(), any::<u64>(), any::<i64>()), 0..3).prop_map(|shares| {
+            let observed = shares
+                .into_iter()
+                .map(|(peer, seq, sum)| CounterShare { peer, seq, sum })
+                .collect();
+            Operation::Counter(CounterOp::Delete { observed })
+        }),
+        (value(), clock())
+            .prop_map(|(member, observed)| Operation::Set(SetOp::Add { member, observed })),
+        (value(), clock())
+            .prop_map(|(member, observed)| Operation::Set(SetOp::Remove { member, observed })),
+        clock().prop_map(|observed| Operation::Set(SetOp::Delete { observed })),
+    ]
+}
+
+fn seal() -> impl Strategy<Value = Option<Box<Seal>>> {
+    prop::option::of((
+        1u64..40,
+        prop::sample::select(vec![[1u8; 32], [2; 32]]),
+        any::<[u8; 32]>(),
+    ))
+    .prop_map(|s| {
+        s.map(|(first, key, half)| {
+            Box::new(Seal {
+                first,
+                key,
+                signature: [half, [9; 32]],
+            })
+        })
+    })
+}
+
+/// Events of a few origins; sorted (so runs form) or in any order.
+fn events() -> impl Strategy<Value = Vec<P2PEvent>> {
+    let event = (
+        peer(),
+        prop_oneof![1u64..30, any::<u64>()],
+        prop::sample::select(vec!["k", "key1", "é", ""]),
+        op(),
+        clock(),
+        prop_oneof![0u64..5_000_000, any::<u64>()],
+        seal(),
+    )
+        .prop_map(|(peer, seq, key, op, deps, hlc, seal)| P2PEvent {
+            id: EventId::new(peer, seq),
+            key: Arc::from(key),
+            op,
+            deps,
+            hlc: Timestamp(hlc),
+            seal,
+        });
+    (prop::collection::vec(event, 0..40), any::<bool>()).prop_map(|(mut events, sort)| {
+        if sort {
+            events.sort_by_key(|e| e.id);
+            // Consecutive sequence numbers per origin: runs.
+            for i in 1..events.len() {
+                if events[i].id.peer == events[i - 1].id.peer {
+                    events[i].id.seq = events[i - 1].id.seq.wrapping_add(1).max(1);
+                }
+            }
+        }
+        events
+    })
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn every_batch_round_trips_exactly(events in events(), clock in clock()) {
+        let bytes = events::encode(&events, &clock);
+        let batch = events::decode(&bytes).expect("decodes");
+        prop_assert_eq!(&batch.events, &events);
+        prop_assert_eq!(&batch.clock, &clock);
+        // The seals, which equality of events leaves out of nothing.
+        let seals: Vec<_> = events.iter().map(|e| e.seal.clone()).collect();
+        let decoded: Vec<_> = batch.events.iter().map(|e| e.seal.clone()).collect();
+        prop_assert_eq!(seals, decoded);
+    }
+
+    #[test]
+    fn mutated_batches_are_errors_or_round_trip(
+        events in events(),
+        flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+        cut in any::<prop::sample::Index>(),
+        truncate in any::<bool>(),
+    ) {
+        let mut bytes = events::encode(&events, &VectorClock::new());
+        for (at, byte) in flips {
+            let at = at.index(bytes.len());
+            bytes[at] ^= byte;
+        }
+        if truncate {
+            bytes.truncate(cut.index(bytes.len() + 1));
+        }
+        if let Ok(batch) = events::decode(&bytes) {
+            let again = events::decode(&events::encode(&batch.events, &batch.clock)).expect("re-encoded");
+            prop_assert_eq!(again, batch);
+        }
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+        let _ = events::decode(&bytes);
+        let mut with_format = vec![events::FORMAT];
+        with_format.extend_from_slice(&bytes);
+        let _ = events::decode(&with_format);
+    }
+}
+
+#[test]
+fn counts_are_bounded_before_anything_is_reserved() {
+    // One run claiming 2^40 events, in a batch of a few bytes.
+    let mut bytes = vec![events::FORMAT];
+    let lengths = [1usize, 1, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    bytes.extend(lengths.iter().map(|l| *l as u8));
+    bytes.extend([0, 0]); // no peers, no clock entries
+    bytes.extend([1, 0, 0, 0]); // one run of peer 0 (there is none)
+    assert!(matches!(
+        events::decode(&bytes),
+        Err(CodecError::Index { .. } | CodecError::Count { .. })
+    ));
+    assert!(matches!(events::decode(&[9]), Err(CodecError::Format(9))));
+    assert!(matches!(events::decode(&[]), Err(CodecError::Truncated(_))));
+}
+
+/// A writer's burst: one origin, consecutive, one seal.
+#[test]
+fn a_run_costs_a_few_bytes_an_event_beyond_its_keys_and_values() {
+    let identity = cpc_sync::protocol::Identity::from_seed(3);
+    let mut engine = ReconciliationEngine::new(identity.peer(), EngineConfig::default());
+    let mut run: Vec<P2PEvent> = (0..1000)
+        .map(|i| {
+            engine
+                .set(
+                    &format!("key{i}"),
+                    JsonValue::parse("1").unwrap(),
+                    1_000 + i,
+                )
+                .unwrap()
+        })
+        .collect();
+    cpc_sync::protocol::seal::seal(&identity, &mut run);
+    let bytes = events::encode(&run, &VectorClock::new()).len();
+    // "keyN" spelled once (1 + 4-7 bytes) and the value (1 + 1 bytes).
+    let payload: usize = run.iter().map(|e| 1 + e.key.len() + 2).sum();
+    let per_event = (bytes - payload) as f64 / run.len() as f64;
+    println!("{per_event:.2} B an event beyond keys and values ({bytes} B in all)");
+    assert!(
+        per_event <= 4.0,
+        "{per_event:.2} B an event beyond keys and values ({bytes} B in all)"
+    );
+    assert_eq!(
+        events::decode(&events::encode(&run, &VectorClock::new()))
+            .unwrap()
+            .events,
+        run
+    );
+}
+
+#[test]
+fn stored_bytes_of_the_previous_forms_migrate() {
+    let identity = cpc_sync::protocol::Identity::from_seed(4);
+    let mut a = ReconciliationEngine::new(identity.peer(), EngineConfig::default());
+    let mut first: Vec<P2PEvent> = (0..5)
+        .map(|i| {
+            a.set(&format!("k{i}"), JsonValue::parse("\"v\"").unwrap(), 10 + i)
+                .unwrap()
+        })
+        .collect();
+    cpc_sync::protocol::seal::seal(&identity, &mut first);
+    let snapshot = StateSnapshot::decode(&a.encode_snapshot()).unwrap();
+    let mut later = vec![a.increment("n", 2, 20).unwrap()];
+    cpc_sync::protocol::seal::seal(&identity, &mut later);
+
+    let old_snapshot = legacy::encode_snapshot(&snapshot);
+    assert!(
+        StateSnapshot::decode(&old_snapshot).is_err(),
+        "the old form is not today's"
+    );
+    let records = vec![legacy::encode_record(&later), vec![0xff, 0xff]];
+    let migrated = legacy::migrate(Some(&old_snapshot), &records).unwrap();
+    assert_eq!(migrated.damaged, 1);
+    let restored = StateSnapshot::decode(migrated.snapshot.as_deref().unwrap()).unwrap();
+    assert_eq!(restored.events, snapshot.events);
+    assert_eq!(restored.version_vector, snapshot.version_vector);
+    assert_eq!(restored.live, snapshot.live);
+    assert_eq!(
+        P2PEvent::decode_batch(migrated.record.as_deref().unwrap()).unwrap(),
+        later
+    );
+}
