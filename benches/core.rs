@@ -109,6 +109,22 @@ fn seals(c: &mut Criterion) {
             b.iter(|| seal::verify_run(&sealed).expect("verifies"))
         });
     }
+    // B3.1's shape: 256 writers, one sealed event each, in one frame.
+    let frame: Vec<P2PEvent> = workload::one_write_each_signed(256, true);
+    group.bench_function("verify 256 lone seals one by one", |b| {
+        b.iter(|| {
+            frame
+                .iter()
+                .all(|e| seal::verify_run(std::slice::from_ref(e)).is_ok())
+        })
+    });
+    group.bench_function("verify 256 lone seals as one frame (batched)", |b| {
+        b.iter_batched(
+            || frame.clone(),
+            |events| assert!(seal::open_seals(events).1.is_empty()),
+            BatchSize::SmallInput,
+        )
+    });
     group.finish();
 }
 

@@ -27,7 +27,7 @@ function manyTable(workload, rows, floor, sizes) {
     return [name, spread(r.ms), num(r.bytes_per_write, 1), num(r.vv_bytes), vs];
   });
   body.push([
-    `one Ed25519 verification per seal (${num(floor.seals)} seals × ${num(floor.us_per_seal)} µs)`,
+    `batch verification of every seal (${num(floor.seals)} seals × ${num(floor.us_per_seal)} µs)`,
     `**${ms(floor.ms)}**`,
     "",
     "",

@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+use ed25519_dalek::{Signer, SigningKey};
 
 use super::clock::PeerId;
 
@@ -79,17 +79,11 @@ impl fmt::Debug for Identity {
     }
 }
 
-/// Checks `signature` over `message` by `key` (strict verification: no
-/// malleable signatures, no small-order keys).
+/// Checks `signature` over `message` by `key`, by the rules of ZIP 215
+/// ([`super::signature`]: the cofactored equation, a canonical `s`, no
+/// small-order keys), which batch verification shares.
 pub fn verify(key: &PublicKey, message: &[u8], signature: &Signature) -> bool {
-    let Ok(key) = VerifyingKey::from_bytes(key) else {
-        return false;
-    };
-    let mut bytes = [0u8; 64];
-    bytes[..32].copy_from_slice(&signature[0]);
-    bytes[32..].copy_from_slice(&signature[1]);
-    key.verify_strict(message, &ed25519_dalek::Signature::from_bytes(&bytes))
-        .is_ok()
+    super::signature::verify((key, message, signature))
 }
 
 #[cfg(test)]

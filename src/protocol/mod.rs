@@ -14,6 +14,7 @@ pub mod reconciliation;
 pub mod room;
 pub mod seal;
 pub mod signal;
+pub mod signature;
 pub mod snapshot;
 pub mod sync;
 #[cfg(feature = "testing")]

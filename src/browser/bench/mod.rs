@@ -53,6 +53,32 @@ pub fn seal_cost(len: u32, runs: u32) -> JsValue {
     ])
 }
 
+/// Batch verification alone, the floor under the signed path: `n` lone
+/// seals of `n` writers (one event each, as in B3.1), their digests made
+/// first, verified in chunks of 256 as a node does: `{ verify_ms,
+/// signatures }`.
+#[wasm_bindgen(js_name = batchVerifyCost)]
+pub fn batch_verify_cost(n: u32) -> JsValue {
+    use crate::protocol::signature;
+    let signed: Vec<(crate::protocol::identity::PublicKey, [u8; 32], _)> =
+        workload::one_write_each_signed(u64::from(n), true)
+            .into_iter()
+            .filter_map(|e| {
+                let seal = e.seal.as_deref()?;
+                let digest = seal::digest(e.id.peer, seal.first, std::slice::from_ref(&e));
+                Some((seal.key, digest, seal.signature))
+            })
+            .collect();
+    let items: Vec<signature::Item> = signed.iter().map(|(k, m, s)| (k, &m[..], s)).collect();
+    let start = now_ms();
+    let valid = items.chunks(256).all(signature::verify_batch);
+    let verify_ms = now_ms() - start;
+    result(&[
+        ("verify_ms", if valid { verify_ms } else { f64::NAN }),
+        ("signatures", items.len() as f64),
+    ])
+}
+
 fn result(fields: &[(&str, f64)]) -> JsValue {
     let out = Object::new();
     for (name, value) in fields {
