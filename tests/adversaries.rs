@@ -252,7 +252,11 @@ fn junk_frames_are_counted_then_the_sender_cut_off() {
     let mut closed_after = None;
     for i in 0..200 {
         let len = 1 + rng.below(2000);
-        let junk: Vec<u8> = (0..len).map(|_| rng.below(256) as u8).collect();
+        // Our protocol's version byte, then junk (a frame of another
+        // version closes the connection at once, without penalty).
+        let junk: Vec<u8> = std::iter::once(wire::PROTOCOL_VERSION)
+            .chain((1..len).map(|_| rng.below(256) as u8))
+            .collect();
         room.a.receive_frame(m, &junk, NOW);
         if room
             .a

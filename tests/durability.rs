@@ -214,3 +214,49 @@ fn a_crash_before_the_commit_loses_only_what_no_one_saw() {
     assert_eq!(b.engine().get("k"), Some(serde_json::json!("again")));
     assert_eq!(a.engine().clock(), b.engine().clock());
 }
+
+/// The fold (the whole state encoded into a snapshot to persist) waits
+/// for a gossip interval with no new events while writes keep coming, up
+/// to `FORCED_FOLD` times `compact_after`.
+#[test]
+fn the_log_folds_when_writes_pause_or_it_grows_too_long() {
+    use cpc_sync::protocol::sync::FORCED_FOLD;
+    let config = SyncConfig {
+        durable: true,
+        compact_after: 10,
+        ..SyncConfig::default()
+    };
+    let mut node = common::signed_node(7, config);
+    let folds = |node: &mut SyncNode| {
+        let seen = drain(node);
+        seen.persists.iter().filter(|(_, w)| matches!(w, Persist::Snapshot(_))).count()
+    };
+    let mut now = 1_000;
+    let mut write = |node: &mut SyncNode, n: usize, now: u64| {
+        for i in 0..n {
+            node.write(|e| e.set(&format!("k{i}"), json("1"), now).map(Some)).unwrap();
+        }
+    };
+    // Writing in every interval: past the threshold, no fold yet.
+    for _ in 0..3 {
+        write(&mut node, 12, now);
+        now += 1_000;
+        node.tick(now);
+        assert_eq!(folds(&mut node), 0, "at {} logged events", node.engine().log().len());
+    }
+    // An interval without writes: the fold.
+    now += 1_000;
+    node.tick(now);
+    assert_eq!(folds(&mut node), 1);
+    assert!(node.engine().log().is_empty());
+    // Writing without pause: forced once the log is FORCED_FOLD times too long.
+    let mut ticks_to_fold = 0;
+    while folds(&mut node) == 0 {
+        write(&mut node, 12, now);
+        now += 1_000;
+        node.tick(now);
+        ticks_to_fold += 1;
+        assert!(ticks_to_fold < 10, "never forced");
+    }
+    assert_eq!(ticks_to_fold, (10 * FORCED_FOLD).div_ceil(12));
+}

@@ -347,6 +347,24 @@ fn bad_frames_are_refused_counted_and_the_session_goes_on() {
     assert_eq!(b.sessions().count(), 0);
 }
 
+/// A peer of the previous protocol (events as postcard rows) is told
+/// apart from a malformed one: its first frame closes the connection with
+/// a reason naming both versions, and costs it no penalty.
+#[test]
+fn a_peer_of_another_protocol_version_is_closed_with_a_clear_reason() {
+    let (mut a, mut b) = (node(1), node(2));
+    sync(&mut a, &mut b, 1_000);
+    let mut old = wire::encode(&Message::Events(vec![]), 1).remove(0);
+    old[0] = wire::PROTOCOL_VERSION - 1;
+    b.receive_frame(PeerId(1), &old, 1_100);
+    let reason = b.take_outputs().into_iter().find_map(|o| match o {
+        Output::Close { reason, .. } => Some(reason),
+        _ => None,
+    });
+    let reason = reason.expect("closed");
+    assert!(reason.contains("protocol version 2") && reason.contains("speaks 3"), "{reason}");
+}
+
 #[test]
 fn a_large_change_is_hashed_in_slices_without_stalling_sync() {
     let (mut a, mut b) = (node(1), node(2));

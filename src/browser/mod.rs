@@ -3,6 +3,7 @@
 
 #[cfg(feature = "bench")]
 pub mod bench;
+mod compress;
 mod convert;
 pub mod error;
 mod identity;

@@ -5,7 +5,9 @@
 //!   ([`P2PEvent::encode_batch`]), keys auto-incremented, so the log reads
 //!   back in append order (one record per event would cap appends at the
 //!   browser's rate of IndexedDB requests, some 20k a second);
-//! - store `snapshot`: the latest `StateSnapshot` under the key `"state"`.
+//! - store `snapshot`: the latest `StateSnapshot` under the key `"state"`,
+//!   gzipped by the browser's `CompressionStream` (a snapshot stored by
+//!   a migration is not: its magic bytes tell them apart).
 //!
 //! A batch of events is appended in one transaction, and the future
 //! resolves once that transaction has committed (durable). Writing a
@@ -22,6 +24,7 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{IdbDatabase, IdbObjectStore, IdbRequest, IdbTransaction, IdbTransactionMode};
 
+use crate::browser::compress;
 use crate::browser::convert::describe;
 use crate::protocol::codec::legacy;
 use crate::protocol::sync::Persist;
@@ -231,13 +234,14 @@ impl Storage {
     /// Replaces everything persisted by `snapshot` (which covers the log).
     pub async fn write_snapshot(&self, snapshot: &[u8]) -> Result<(), StorageError> {
         let op = "snapshot write";
+        let snapshot = compress::gzip(snapshot).await.map_err(failed(op))?;
         let stores = Array::of2(&LOG.into(), &SNAPSHOT.into());
         let tx = self
             .db
             .transaction_with_str_sequence_and_mode(&stores, IdbTransactionMode::Readwrite)
             .map_err(failed(op))?;
         self.store(&tx, LOG, op)?.clear().map_err(failed(op))?;
-        let bytes = Uint8Array::from(snapshot);
+        let bytes = Uint8Array::from(snapshot.as_slice());
         self.store(&tx, SNAPSHOT, op)?
             .put_with_key(&bytes, &STATE_KEY.into())
             .map_err(failed(op))?;
@@ -270,12 +274,18 @@ impl Storage {
             [one] => one.into(),
             _ => batches.concat().into(),
         };
+        // Compressed before the transaction opens: it must not wait on
+        // anything but its own requests.
+        let snapshot = match snapshot {
+            Some(Persist::Snapshot(bytes)) => Some(compress::gzip(bytes).await.map_err(failed(op))?),
+            _ => None,
+        };
         let stores = Array::of2(&LOG.into(), &SNAPSHOT.into());
         let tx = self
             .db
             .transaction_with_str_sequence_and_mode(&stores, IdbTransactionMode::Readwrite)
             .map_err(failed(op))?;
-        if let Some(Persist::Snapshot(bytes)) = snapshot {
+        if let Some(bytes) = snapshot {
             self.store(&tx, LOG, op)?.clear().map_err(failed(op))?;
             self.store(&tx, SNAPSHOT, op)?
                 .put_with_key(&Uint8Array::from(bytes.as_slice()), &STATE_KEY.into())
@@ -322,7 +332,12 @@ impl Storage {
             identity: identity
                 .dyn_ref::<Uint8Array>()
                 .and_then(|b| <[u8; 32]>::try_from(b.to_vec()).ok()),
-            snapshot: snapshot.dyn_ref::<Uint8Array>().map(Uint8Array::to_vec),
+            snapshot: match snapshot.dyn_ref::<Uint8Array>().map(Uint8Array::to_vec) {
+                Some(bytes) if compress::is_gzip(&bytes) => {
+                    Some(compress::gunzip(&bytes).await.map_err(failed(op))?)
+                }
+                stored => stored,
+            },
             ..Persisted::default()
         };
         for record in Array::from(&records).iter() {

@@ -62,6 +62,9 @@ impl Refusal {
     /// What the refusal costs the sender.
     pub fn points(&self) -> u32 {
         match self {
+            // Another protocol version: a peer not yet (or no longer)
+            // updated, not an attacker; the connection closes instead.
+            Refusal::Frame(WireError::Version(_)) => 0,
             Refusal::Frame(_) | Refusal::SecondHandshake | Refusal::NoLeaf(_) => 1,
             Refusal::Event(e) => match e {
                 ReceiveError::Malformed(_)
@@ -87,13 +90,13 @@ impl Refusal {
     }
 
     /// Whether the connection closes at once (a failed handshake, a frame
-    /// too large to read).
+    /// too large to read, a peer speaking another protocol version).
     pub fn closes(&self) -> bool {
         matches!(
             self,
             Refusal::Handshake(_)
                 | Refusal::SpokeBeforeProof
-                | Refusal::Frame(WireError::FrameTooLarge(_))
+                | Refusal::Frame(WireError::FrameTooLarge(_) | WireError::Version(_))
         )
     }
 }
@@ -131,5 +134,7 @@ mod tests {
         assert!(Refusal::Frame(WireError::FrameTooLarge(1 << 20)).closes());
         assert!(!Refusal::Frame(WireError::Checksum).closes());
         assert!(Refusal::SpokeBeforeProof.closes());
+        let old_peer = Refusal::Frame(WireError::Version(2));
+        assert_eq!((old_peer.points(), old_peer.closes()), (0, true));
     }
 }

@@ -14,6 +14,9 @@ pub const DIGEST_SLICE: usize = 2_000;
 
 /// Target encoded size of one `Events` message: a frame, with room to spare.
 const EVENTS_PER_MESSAGE_BYTES: usize = MAX_FRAME - 4 * 1024;
+/// How many times `compact_after` the log may grow while events keep
+/// coming before a fold is forced ([`SyncNode::compact`]).
+pub const FORCED_FOLD: usize = 4;
 
 impl SyncNode {
     /// Sends our version vector and Merkle root. While many entities wait
@@ -310,13 +313,22 @@ impl SyncNode {
         }
     }
 
-    /// Folds the log into a snapshot once it is long: events every known
-    /// peer has are dropped, and storage is replaced by the snapshot.
+    /// Folds the log into a snapshot once it is long and the node is
+    /// quiet (no event applied since the last gossip interval): events
+    /// every known peer has are dropped, and storage is replaced by the
+    /// snapshot. Encoding the whole state is the one long computation on
+    /// this path, so while events keep coming it waits, up to
+    /// [`FORCED_FOLD`] times the threshold (a bound on memory and on what a
+    /// restart replays).
     pub(super) fn compact(&mut self) {
-        if self.engine.log().len() < self.config.compact_after {
-            return;
+        let applied = self.engine.clock().total();
+        let quiet = applied == self.applied_at_tick;
+        self.applied_at_tick = applied;
+        let long = self.engine.log().len();
+        let due = self.config.compact_after;
+        if long >= due.saturating_mul(FORCED_FOLD) || (long >= due && quiet) {
+            self.fold();
         }
-        self.fold();
     }
 
     /// Folds every stable logged event into a snapshot to persist, however

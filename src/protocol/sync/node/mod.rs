@@ -17,6 +17,7 @@ mod repair;
 pub use app::{LocalWrite, PeerReport};
 use durability::Durability;
 pub use durability::Persist;
+pub use gossip::FORCED_FOLD;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -39,7 +40,8 @@ use crate::protocol::value::JsonValue;
 pub struct SyncConfig {
     /// How often every session sends a digest.
     pub gossip_interval_ms: u64,
-    /// Log length that triggers compaction.
+    /// Log length that triggers compaction, at the first gossip tick with
+    /// no new events (at once past [`FORCED_FOLD`] times it).
     pub compact_after: usize,
     /// Snapshot bytes per chunk (a chunk message fits one frame).
     pub snapshot_chunk: usize,
@@ -158,6 +160,9 @@ pub struct SyncNode {
     durability: Durability,
     /// The latest time an input brought (timers are set from it).
     last_input_ms: u64,
+    /// Events applied as of the last gossip tick (the node is quiet when
+    /// none were applied since).
+    applied_at_tick: u64,
 }
 
 impl std::fmt::Debug for SyncNode {
@@ -178,6 +183,7 @@ impl SyncNode {
             sealed_upto,
             durability,
             last_input_ms: 0,
+            applied_at_tick: 0,
             nonces: 0,
             engine,
             config,
