@@ -245,7 +245,15 @@ async fn bad_frames_are_counted_and_an_oversized_one_closes_the_connection() {
     })
     .await;
 
-    for junk in [vec![], vec![1], vec![1, 0, 9, 9, 9, 9, 9], vec![0xff; 100]] {
+    // Junk in our protocol's version (a frame of another version closes
+    // the connection at once).
+    let v = wire::PROTOCOL_VERSION;
+    for junk in [
+        vec![],
+        vec![v],
+        vec![v, 0, 9, 9, 9, 9, 9],
+        vec![v, 0xff, 0xff, 0xff, 0xff, 0xff],
+    ] {
         hostile.transport.send(me, junk);
     }
     let hostile_hex = hostile_id.to_string();

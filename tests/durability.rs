@@ -229,12 +229,16 @@ fn the_log_folds_when_writes_pause_or_it_grows_too_long() {
     let mut node = common::signed_node(7, config);
     let folds = |node: &mut SyncNode| {
         let seen = drain(node);
-        seen.persists.iter().filter(|(_, w)| matches!(w, Persist::Snapshot(_))).count()
+        seen.persists
+            .iter()
+            .filter(|(_, w)| matches!(w, Persist::Snapshot(_)))
+            .count()
     };
     let mut now = 1_000;
     let mut write = |node: &mut SyncNode, n: usize, now: u64| {
         for i in 0..n {
-            node.write(|e| e.set(&format!("k{i}"), json("1"), now).map(Some)).unwrap();
+            node.write(|e| e.set(&format!("k{i}"), json("1"), now).map(Some))
+                .unwrap();
         }
     };
     // Writing in every interval: past the threshold, no fold yet.
@@ -242,7 +246,12 @@ fn the_log_folds_when_writes_pause_or_it_grows_too_long() {
         write(&mut node, 12, now);
         now += 1_000;
         node.tick(now);
-        assert_eq!(folds(&mut node), 0, "at {} logged events", node.engine().log().len());
+        assert_eq!(
+            folds(&mut node),
+            0,
+            "at {} logged events",
+            node.engine().log().len()
+        );
     }
     // An interval without writes: the fold.
     now += 1_000;

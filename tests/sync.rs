@@ -362,7 +362,10 @@ fn a_peer_of_another_protocol_version_is_closed_with_a_clear_reason() {
         _ => None,
     });
     let reason = reason.expect("closed");
-    assert!(reason.contains("protocol version 2") && reason.contains("speaks 3"), "{reason}");
+    assert!(
+        reason.contains("protocol version 2") && reason.contains("speaks 3"),
+        "{reason}"
+    );
 }
 
 #[test]

@@ -277,7 +277,9 @@ impl Storage {
         // Compressed before the transaction opens: it must not wait on
         // anything but its own requests.
         let snapshot = match snapshot {
-            Some(Persist::Snapshot(bytes)) => Some(compress::gzip(bytes).await.map_err(failed(op))?),
+            Some(Persist::Snapshot(bytes)) => {
+                Some(compress::gzip(bytes).await.map_err(failed(op))?)
+            }
             _ => None,
         };
         let stores = Array::of2(&LOG.into(), &SNAPSHOT.into());
