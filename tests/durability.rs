@@ -235,7 +235,7 @@ fn the_log_folds_when_writes_pause_or_it_grows_too_long() {
             .count()
     };
     let mut now = 1_000;
-    let mut write = |node: &mut SyncNode, n: usize, now: u64| {
+    let write = |node: &mut SyncNode, n: usize, now: u64| {
         for i in 0..n {
             node.write(|e| e.set(&format!("k{i}"), json("1"), now).map(Some))
                 .unwrap();

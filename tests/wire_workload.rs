@@ -9,7 +9,7 @@ fn apply_all(frames: &[Vec<u8>]) -> Receiver {
     for frame in frames {
         receiver.receive(frame).expect("an honest frame is taken");
     }
-    receiver.finish();
+    receiver.finish(0).expect("the last frames are taken");
     receiver
 }
 

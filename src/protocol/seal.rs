@@ -138,7 +138,7 @@ fn check_run(run: &[P2PEvent]) -> Result<Option<Pending>, SealError> {
 
 /// The most seals verified in one batch: the gain per signature levels
 /// off well before, and a batch is one uninterrupted computation.
-const BATCH: usize = 256;
+pub const BATCH: usize = 256;
 
 /// Which of `pending` do not verify, by index: each chunk of [`BATCH`]
 /// at once, and only a chunk that fails one by one.
@@ -206,16 +206,31 @@ pub fn verify_runs(events: &[P2PEvent]) -> Result<(), SealError> {
     }
 }
 
-/// Splits a received batch into the events of runs that verify, and the
-/// errors of those that do not (a refused run's events are all dropped).
-/// Events of one origin must come in sequence order, each run whole.
-pub fn open_seals(events: Vec<P2PEvent>) -> (Vec<P2PEvent>, Vec<SealError>) {
+/// A received batch, its runs' form checked and their seals not yet
+/// verified ([`check_runs`]); [`verify_opened`] verifies several at once.
+#[derive(Default)]
+pub struct Opened {
+    /// Runs whose form checked, in the order their seals came.
+    runs: Vec<Vec<P2PEvent>>,
+    pending: Vec<Pending>,
+    /// The runs refused for their form.
+    errors: Vec<SealError>,
+}
+
+impl Opened {
+    /// Seals waiting to be verified.
+    pub fn seals(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+/// Splits a received batch into whole runs whose form checks, to verify,
+/// and the errors of those that do not (a refused run's events are all
+/// dropped). Events of one origin must come in sequence order, each run
+/// whole.
+pub fn check_runs(events: Vec<P2PEvent>) -> Opened {
     let mut open: HashMap<PeerId, Vec<P2PEvent>> = HashMap::new();
-    // Runs whose form checked, in the order their seals came, verified
-    // together at the end.
-    let mut runs: Vec<Vec<P2PEvent>> = Vec::new();
-    let mut pending: Vec<Pending> = Vec::new();
-    let mut errors = Vec::new();
+    let mut out = Opened::default();
     for event in events {
         let origin = event.id.peer;
         let sealed = event.seal.is_some();
@@ -224,7 +239,7 @@ pub fn open_seals(events: Vec<P2PEvent>) -> (Vec<P2PEvent>, Vec<SealError>) {
         if !sealed {
             if run.len() > MAX_RUN {
                 // Cannot be covered by any seal: refuse now, keep memory bounded.
-                errors.push(SealError::Unsealed(run[0].id));
+                out.errors.push(SealError::Unsealed(run[0].id));
                 run.clear();
             }
             continue;
@@ -236,37 +251,67 @@ pub fn open_seals(events: Vec<P2PEvent>) -> (Vec<P2PEvent>, Vec<SealError>) {
             .map_or(0, |s| s.first);
         if let Some(stray) = run.iter().position(|e| e.id.seq >= first) {
             if stray > 0 {
-                errors.push(SealError::Unsealed(run[0].id));
+                out.errors.push(SealError::Unsealed(run[0].id));
                 run.drain(..stray);
             }
         }
         match check_run(run) {
             Ok(Some(checked)) => {
-                runs.push(std::mem::take(run));
-                pending.push(checked);
+                out.runs.push(std::mem::take(run));
+                out.pending.push(checked);
             }
             Ok(None) => {}
             Err(e) => {
-                errors.push(e);
+                out.errors.push(e);
                 run.clear();
             }
         }
     }
     for (_, run) in open {
         if let Some(first) = run.first() {
-            errors.push(SealError::Unsealed(first.id));
+            out.errors.push(SealError::Unsealed(first.id));
         }
     }
+    out
+}
+
+/// Verifies the seals of several checked batches together (in chunks of
+/// [`BATCH`]): per batch, the events of its runs that verify and the
+/// errors of the others, its form errors first.
+pub fn verify_opened(batches: Vec<Opened>) -> Vec<(Vec<P2PEvent>, Vec<SealError>)> {
+    let mut pending = Vec::with_capacity(batches.iter().map(Opened::seals).sum());
+    let mut batches: Vec<(Vec<Vec<P2PEvent>>, Vec<SealError>, usize)> = batches
+        .into_iter()
+        .map(|b| {
+            let start = pending.len();
+            pending.extend(b.pending);
+            (b.runs, b.errors, start)
+        })
+        .collect();
     let mut forged = forged(&pending).into_iter().peekable();
-    let mut accepted = Vec::with_capacity(runs.iter().map(Vec::len).sum());
-    for (i, mut run) in runs.into_iter().enumerate() {
-        if forged.next_if_eq(&i).is_some() {
-            errors.push(SealError::BadSignature(pending[i].last));
-        } else {
-            accepted.append(&mut run);
-        }
-    }
-    (accepted, errors)
+    batches
+        .iter_mut()
+        .map(|(runs, errors, start)| {
+            let mut accepted = Vec::with_capacity(runs.iter().map(Vec::len).sum());
+            for (i, run) in runs.iter_mut().enumerate() {
+                if forged.next_if_eq(&(*start + i)).is_some() {
+                    errors.push(SealError::BadSignature(pending[*start + i].last));
+                } else {
+                    accepted.append(run);
+                }
+            }
+            (accepted, std::mem::take(errors))
+        })
+        .collect()
+}
+
+/// Splits a received batch into the events of runs that verify, and the
+/// errors of those that do not (a refused run's events are all dropped).
+/// Events of one origin must come in sequence order, each run whole.
+pub fn open_seals(events: Vec<P2PEvent>) -> (Vec<P2PEvent>, Vec<SealError>) {
+    verify_opened(vec![check_runs(events)])
+        .pop()
+        .unwrap_or_default()
 }
 
 /// Which of `events` to send to a peer, one flag per event: those it

@@ -97,6 +97,7 @@ impl World {
             gossip_interval_ms: 200,
             compact_after: [20, 60, 10_000][rng.below(3)],
             snapshot_chunk: [256, 4096][rng.below(2)],
+            verify_window_ms: [None, Some(2), Some(50)][rng.below(3)],
             room,
             durable: true,
             ..SyncConfig::default()

@@ -43,6 +43,8 @@ pub fn run_heavy(writers: u32, updates: u32, keys: u32, burst: u32) -> Array {
 #[wasm_bindgen]
 pub struct BenchNode {
     receiver: Receiver,
+    /// When the first frame came (the node's clock runs from there).
+    start_ms: Option<f64>,
 }
 
 #[wasm_bindgen]
@@ -51,19 +53,32 @@ impl BenchNode {
     pub fn new() -> BenchNode {
         BenchNode {
             receiver: Receiver::new(),
+            start_ms: None,
         }
     }
 
-    /// Takes one frame; a refused one is an error.
+    /// Milliseconds since the first frame, by the page's clock.
+    fn elapsed_ms(&mut self) -> u64 {
+        let now = js_sys::Date::now();
+        (now - *self.start_ms.get_or_insert(now)) as u64
+    }
+
+    /// Takes one frame, at the time it comes (seals wait for the rest of
+    /// their verification window); a refused one is an error.
     pub fn receive(&mut self, frame: &[u8]) -> Result<(), JsError> {
+        let elapsed = self.elapsed_ms();
         self.receiver
-            .receive(frame)
+            .receive_at(frame, elapsed)
             .map_err(|r| JsError::new(&r.to_string()))
     }
 
-    /// Brings the digest up to date; returns its root.
-    pub fn finish(&mut self) -> String {
-        self.receiver.finish()
+    /// Verifies what waits for verification, brings the digest up to
+    /// date; returns its root.
+    pub fn finish(&mut self) -> Result<String, JsError> {
+        let elapsed = self.elapsed_ms();
+        self.receiver
+            .finish(elapsed)
+            .map_err(|r| JsError::new(&r.to_string()))
     }
 
     #[wasm_bindgen(js_name = stateJson)]

@@ -7,7 +7,7 @@ use crate::browser::error::{from_js, Code, PeerError};
 use crate::browser::identity::{self, Slot};
 use crate::browser::storage::Storage;
 use crate::protocol::room::RoomSecret;
-use crate::protocol::sync::{SyncConfig, SyncNode};
+use crate::protocol::sync::{SyncConfig, SyncNode, VERIFY_WINDOW_MS};
 use crate::protocol::{EngineConfig, Identity, ReconciliationEngine};
 
 /// A peer's node and what it holds open.
@@ -55,6 +55,7 @@ pub async fn open(options: &Options) -> Result<Opened, PeerError> {
         room: secret.as_deref().cloned(),
         nonce_seed: random()?,
         durable: options.storage == StorageKind::IndexedDb,
+        verify_window_ms: Some(VERIFY_WINDOW_MS),
         ..SyncConfig::default()
     };
     if let Some(n) = options.compact_after {

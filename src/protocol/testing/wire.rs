@@ -8,7 +8,7 @@
 use crate::protocol::room::RoomSecret;
 use crate::protocol::seal;
 use crate::protocol::sync::wire::{self, Decoded, Message};
-use crate::protocol::sync::{LocalWrite, Output, Refusal, SyncConfig, SyncNode};
+use crate::protocol::sync::{LocalWrite, Output, Refusal, SyncConfig, SyncNode, VERIFY_WINDOW_MS};
 use crate::protocol::{EngineConfig, Identity, JsonValue, P2PEvent, PeerId, ReconciliationEngine};
 
 /// Wall time of the writers (ms since the epoch, a day in 2001, before the
@@ -190,6 +190,7 @@ impl Receiver {
             SyncConfig {
                 identity: Some(identity),
                 durable: true,
+                verify_window_ms: Some(VERIFY_WINDOW_MS),
                 ..SyncConfig::default()
             },
         );
@@ -207,7 +208,25 @@ impl Receiver {
 
     /// Takes one frame from the neighbour.
     pub fn receive(&mut self, frame: &[u8]) -> Result<(), Refusal> {
-        self.node.receive_frame(self.neighbour, frame, self.now_ms);
+        self.receive_at(frame, 0)
+    }
+
+    /// Takes one frame from the neighbour `elapsed_ms` after the first:
+    /// the node's timer fires first if it is due by then, as a page's
+    /// would between two frames (so seals held for verification together
+    /// are those of one verification window, not of the whole workload).
+    pub fn receive_at(&mut self, frame: &[u8], elapsed_ms: u64) -> Result<(), Refusal> {
+        let now = self.now_ms + elapsed_ms;
+        if self.node.next_timer() <= now {
+            self.node.tick(now);
+        }
+        self.node.receive_frame(self.neighbour, frame, now);
+        self.outputs()
+    }
+
+    /// Handles the node's outputs as a page does; the last refusal is the
+    /// error.
+    fn outputs(&mut self) -> Result<(), Refusal> {
         let mut refused = Ok(());
         for output in self.node.take_outputs() {
             match output {
@@ -219,10 +238,14 @@ impl Receiver {
         refused
     }
 
-    /// Brings the digest up to date (what the node's timer does between
-    /// gossip rounds) and returns its root.
-    pub fn finish(&mut self) -> String {
-        self.node.digest().to_string()
+    /// Verifies what is held for verification (the timer at the end of
+    /// the window), then brings the digest up to date (what the node's
+    /// timer does between gossip rounds) and returns its root; a refusal
+    /// among the last frames is the error.
+    pub fn finish(&mut self, elapsed_ms: u64) -> Result<String, Refusal> {
+        self.node.verify_received(self.now_ms + elapsed_ms);
+        self.outputs()?;
+        Ok(self.node.digest().to_string())
     }
 
     pub fn node(&self) -> &SyncNode {

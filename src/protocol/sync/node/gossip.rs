@@ -61,8 +61,71 @@ impl SyncNode {
         }
     }
 
+    /// Events from `from`: in a signed room their runs' form is checked
+    /// and their seals verified, now or (with a verification window)
+    /// together with those of the frames after them.
     pub(super) fn on_events(&mut self, from: PeerId, events: Vec<P2PEvent>, now_ms: u64) {
-        let events = self.open_seals(from, events);
+        if !self.signed() || self.config.verify_window_ms.is_none() {
+            let events = self.open_seals(from, events);
+            return self.apply_received(from, events, now_ms);
+        }
+        let opened = seal::check_runs(events);
+        if self.unverified.is_empty() {
+            self.unverified_since = now_ms;
+        }
+        self.unverified_seals += opened.seals();
+        self.unverified.push((from, opened));
+        if self.unverified_seals >= seal::BATCH {
+            self.verify_received(now_ms);
+        }
+    }
+
+    /// Verifies the seals of every frame held for verification, together,
+    /// and applies the events of the runs that verify, frame by frame in
+    /// the order they came.
+    pub fn verify_received(&mut self, now_ms: u64) {
+        if self.unverified.is_empty() {
+            return;
+        }
+        self.unverified_seals = 0;
+        let (senders, opened): (Vec<PeerId>, Vec<seal::Opened>) =
+            std::mem::take(&mut self.unverified).into_iter().unzip();
+        for (from, (accepted, errors)) in senders.into_iter().zip(seal::verify_opened(opened)) {
+            self.refuse_seals(from, errors);
+            self.apply_received(from, accepted, now_ms);
+        }
+    }
+
+    /// When the frames held for verification are due (the first came a
+    /// verification window ago).
+    pub(super) fn verification_due(&self) -> Option<u64> {
+        let window = self.config.verify_window_ms?;
+        (!self.unverified.is_empty()).then(|| self.unverified_since.saturating_add(window))
+    }
+
+    /// In a signed room, the events of runs whose seals verify, at once;
+    /// the others are refused, counted and penalized. Unsigned, seals are
+    /// stripped: an unsigned node cannot vouch for them.
+    fn open_seals(&mut self, from: PeerId, mut events: Vec<P2PEvent>) -> Vec<P2PEvent> {
+        if !self.signed() {
+            events.iter_mut().for_each(|e| e.seal = None);
+            return events;
+        }
+        let (accepted, errors) = seal::open_seals(events);
+        self.refuse_seals(from, errors);
+        accepted
+    }
+
+    fn refuse_seals(&mut self, from: PeerId, errors: Vec<seal::SealError>) {
+        for error in errors {
+            self.engine.count_refused_seal();
+            self.refuse(from, error.into());
+        }
+    }
+
+    /// Applies events from `from` (their seals verified), and persists and
+    /// relays what they brought.
+    fn apply_received(&mut self, from: PeerId, events: Vec<P2PEvent>, now_ms: u64) {
         self.engine.keep_straddling_runs(&events);
         self.engine.mark_applied();
         if let Some(session) = self.sessions.get_mut(&from) {
@@ -77,22 +140,6 @@ impl SyncNode {
             }
         }
         self.absorb(Some(from));
-    }
-
-    /// In a signed room, the events of runs whose seals verify; the others
-    /// are refused, counted and penalized. Unsigned, seals are stripped: an
-    /// unsigned node cannot vouch for them.
-    fn open_seals(&mut self, from: PeerId, mut events: Vec<P2PEvent>) -> Vec<P2PEvent> {
-        if !self.signed() {
-            events.iter_mut().for_each(|e| e.seal = None);
-            return events;
-        }
-        let (accepted, errors) = seal::open_seals(events);
-        for error in errors {
-            self.engine.count_refused_seal();
-            self.refuse(from, error.into());
-        }
-        accepted
     }
 
     /// Persists and relays the events from others applied since the
@@ -335,7 +382,9 @@ impl SyncNode {
     /// short the log (on close, so the next start reads one snapshot
     /// instead of replaying a log).
     pub fn fold(&mut self) {
-        // Our unsent writes leave (sealed) before the log they are in folds.
+        // Received events waiting for verification go in first, and our
+        // unsent writes leave (sealed) before the log they are in folds.
+        self.verify_received(self.last_input_ms);
         self.flush_local();
         if self.engine.log().is_empty() {
             return;

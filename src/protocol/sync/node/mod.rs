@@ -35,11 +35,24 @@ use crate::protocol::room::{Handshake, RoomSecret};
 use crate::protocol::snapshot::{SnapshotError, StateSnapshot};
 use crate::protocol::value::JsonValue;
 
+/// The verification window a browser peer uses
+/// ([`SyncConfig::verify_window_ms`]): frames arriving within 2 ms of each
+/// other have their seals verified together, for at most 2 ms more
+/// latency.
+pub const VERIFY_WINDOW_MS: u64 = 2;
+
 /// Timing and size knobs of the sync layer.
 #[derive(Debug, Clone)]
 pub struct SyncConfig {
     /// How often every session sends a digest.
     pub gossip_interval_ms: u64,
+    /// Received seals wait up to this long to be verified together with
+    /// those of the frames after them (batch verification across frames:
+    /// many writers' one-seal frames), or until [`seal::BATCH`](crate::protocol::seal::BATCH)
+    /// wait, or another kind of message arrives. `None`: each frame's
+    /// seals are verified as it arrives. The browser waits
+    /// [`VERIFY_WINDOW_MS`].
+    pub verify_window_ms: Option<u64>,
     /// Log length that triggers compaction, at the first gossip tick with
     /// no new events (at once past [`FORCED_FOLD`] times it).
     pub compact_after: usize,
@@ -73,6 +86,7 @@ impl Default for SyncConfig {
         SyncConfig {
             gossip_interval_ms: 1_000,
             compact_after: 50_000,
+            verify_window_ms: None,
             snapshot_chunk: 60 * 1024,
             max_snapshot: 512 * 1024 * 1024,
             identity: None,
@@ -163,6 +177,12 @@ pub struct SyncNode {
     /// Events applied as of the last gossip tick (the node is quiet when
     /// none were applied since).
     applied_at_tick: u64,
+    /// Frames whose seals wait to be verified together (with
+    /// [`SyncConfig::verify_window_ms`]), with their senders; how many
+    /// seals they hold, and when the first came.
+    unverified: Vec<(PeerId, crate::protocol::seal::Opened)>,
+    unverified_seals: usize,
+    unverified_since: u64,
 }
 
 impl std::fmt::Debug for SyncNode {
@@ -184,6 +204,9 @@ impl SyncNode {
             durability,
             last_input_ms: 0,
             applied_at_tick: 0,
+            unverified: Vec::new(),
+            unverified_seals: 0,
+            unverified_since: 0,
             nonces: 0,
             engine,
             config,
@@ -304,12 +327,13 @@ impl SyncNode {
     /// into the digest. The caller arms one timer for it (an idle node
     /// wakes once per gossip interval).
     pub fn next_timer(&self) -> u64 {
-        if self.engine.digest_backlog() > 0 {
+        let next = if self.engine.digest_backlog() > 0 {
             self.next_gossip_ms
                 .min(self.last_input_ms + DIGEST_PAUSE_MS)
         } else {
             self.next_gossip_ms
-        }
+        };
+        self.verification_due().map_or(next, |due| due.min(next))
     }
 
     /// What to do now. Local writes made since the last call leave here:
@@ -413,6 +437,9 @@ impl SyncNode {
     /// gossip digests, run reconciliation, compact.
     pub fn tick(&mut self, now_ms: u64) {
         self.last_input_ms = self.last_input_ms.max(now_ms);
+        if self.verification_due().is_some_and(|due| due <= now_ms) {
+            self.verify_received(now_ms);
+        }
         if now_ms < self.next_gossip_ms {
             if self.engine.digest_backlog() > 0 {
                 self.refresh_digest();
@@ -423,6 +450,7 @@ impl SyncNode {
         for session in self.sessions.values_mut() {
             session.requests = 0;
         }
+        self.verify_received(now_ms);
         self.flush_local();
         self.refresh_digest();
         let peers: Vec<PeerId> = self.sessions.keys().copied().collect();
@@ -462,6 +490,14 @@ impl SyncNode {
     fn handle(&mut self, from: PeerId, message: Message, now_ms: u64) {
         if !self.handshake(from, &message, now_ms) {
             return;
+        }
+        // Events held for verification come first, before anything that
+        // may read or answer from the state they change.
+        if !matches!(
+            message,
+            Message::Events(_) | Message::Ping { .. } | Message::Pong { .. }
+        ) {
+            self.verify_received(now_ms);
         }
         match message {
             // Taken by the handshake.

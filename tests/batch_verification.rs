@@ -1,0 +1,114 @@
+//! Batch verification across frames: a browser peer holds received seals
+//! for a verification window (`SyncConfig::verify_window_ms`) and verifies
+//! them together. What it holds is applied in order, a forgery among them
+//! is still named and charged to its sender, and nothing waits past the
+//! window, a full batch, or a message of another kind.
+
+use cpc_sync::protocol::seal::{SealError, BATCH};
+use cpc_sync::protocol::sync::wire::{self, Decoded, Message};
+use cpc_sync::protocol::sync::Refusal;
+use cpc_sync::protocol::testing::wire::{self as workload, Receiver};
+use cpc_sync::protocol::{JsonValue, Operation, VectorClock};
+
+fn origins(receiver: &Receiver) -> usize {
+    receiver.node().engine().clock().iter().count()
+}
+
+#[test]
+fn seals_of_one_window_are_verified_together() {
+    let frames = workload::one_write_each(12, false);
+    let mut receiver = Receiver::new();
+    for frame in &frames[..10] {
+        receiver.receive_at(frame, 0).expect("taken");
+    }
+    receiver.receive_at(&frames[10], 1).expect("taken");
+    assert_eq!(origins(&receiver), 0, "held for the rest of the window");
+    // The window is over when the next frame comes: the timer went first.
+    receiver.receive_at(&frames[11], 2).expect("taken");
+    assert_eq!(origins(&receiver), 11);
+    receiver.finish(3).expect("the last one verifies");
+    assert_eq!(origins(&receiver), 12);
+}
+
+#[test]
+fn a_full_batch_is_verified_without_waiting() {
+    let frames = workload::one_write_each(BATCH as u64 + 10, false);
+    let mut receiver = Receiver::new();
+    for frame in &frames {
+        receiver.receive_at(frame, 0).expect("taken");
+    }
+    assert_eq!(origins(&receiver), BATCH);
+    receiver.finish(0).expect("taken");
+    assert_eq!(origins(&receiver), BATCH + 10);
+}
+
+/// A frame whose run was altered after it was sealed, its frame checksum
+/// made anew: only the seal can tell.
+fn forged(frame: &[u8]) -> Vec<u8> {
+    let Ok(Decoded::Message(Message::Events(mut events))) = wire::decode(frame) else {
+        panic!("an events frame");
+    };
+    if let Operation::Register(cpc_sync::protocol::event::RegisterOp::Write { value, .. }) =
+        &mut events[0].op
+    {
+        *value = JsonValue::parse("\"forged\"").unwrap();
+    }
+    wire::encode(&Message::Events(events), 1).remove(0)
+}
+
+#[test]
+fn a_forgery_held_with_honest_runs_is_named_and_they_are_taken() {
+    let mut frames = workload::one_write_each(40, false);
+    let victim = frames[17].clone();
+    frames[17] = forged(&victim);
+    let mut receiver = Receiver::new();
+    for frame in &frames {
+        receiver
+            .receive_at(frame, 0)
+            .expect("held, not yet verified");
+    }
+    let refusal = receiver.finish(5).expect_err("the forgery is found");
+    assert!(
+        matches!(refusal, Refusal::Seal(SealError::BadSignature(_))),
+        "{refusal}"
+    );
+    assert_eq!(origins(&receiver), 39, "every honest run is taken");
+    let stats = receiver
+        .node()
+        .sessions()
+        .next()
+        .expect("the neighbour")
+        .1
+        .clone();
+    assert_eq!(stats.rejected, 1, "charged to the frame's sender");
+    assert!(!receiver.node().engine().state_json().contains("forged"));
+}
+
+#[test]
+fn another_kind_of_message_lets_held_events_in_first() {
+    let frames = workload::one_write_each(5, false);
+    let mut receiver = Receiver::new();
+    for frame in &frames {
+        receiver.receive_at(frame, 0).expect("taken");
+    }
+    assert_eq!(origins(&receiver), 0);
+    let verification_due = receiver.node().next_timer();
+    let digest = wire::encode(
+        &Message::Digest {
+            clock: VectorClock::new(),
+            root: cpc_sync::protocol::Hash32::ZERO,
+        },
+        2,
+    )
+    .remove(0);
+    receiver.receive_at(&digest, 0).expect("a digest");
+    assert_eq!(
+        origins(&receiver),
+        5,
+        "applied before the digest is answered"
+    );
+    assert!(
+        receiver.node().next_timer() > verification_due,
+        "no timer for a verification any more"
+    );
+}
