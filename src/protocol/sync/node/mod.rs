@@ -436,12 +436,15 @@ impl SyncNode {
     /// Timer: hash a slice of the changed entities; at the gossip interval,
     /// gossip digests, run reconciliation, compact.
     pub fn tick(&mut self, now_ms: u64) {
+        // The digest catches up in a pause of input, not at every wake (a
+        // verification window's, for one).
+        let paused = now_ms >= self.last_input_ms.saturating_add(DIGEST_PAUSE_MS);
         self.last_input_ms = self.last_input_ms.max(now_ms);
         if self.verification_due().is_some_and(|due| due <= now_ms) {
             self.verify_received(now_ms);
         }
         if now_ms < self.next_gossip_ms {
-            if self.engine.digest_backlog() > 0 {
+            if paused && self.engine.digest_backlog() > 0 {
                 self.refresh_digest();
             }
             return;
