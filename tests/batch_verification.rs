@@ -112,3 +112,61 @@ fn another_kind_of_message_lets_held_events_in_first() {
         "no timer for a verification any more"
     );
 }
+
+/// The page learns of held events when the window closes, not at the next
+/// gossip round: the tick that verifies them reports what changed.
+#[test]
+fn the_window_closing_reports_the_changes() {
+    use cpc_sync::protocol::sync::{Output, SyncConfig, SyncNode, VERIFY_WINDOW_MS};
+    use cpc_sync::protocol::{EngineConfig, Identity, ReconciliationEngine};
+    let node = |seed| {
+        let id = Identity::from_seed(seed);
+        let engine = ReconciliationEngine::new(id.peer(), EngineConfig::default());
+        SyncNode::new(
+            engine,
+            SyncConfig {
+                identity: Some(id),
+                verify_window_ms: Some(VERIFY_WINDOW_MS),
+                ..SyncConfig::default()
+            },
+        )
+    };
+    let sends = |n: &mut SyncNode| -> Vec<Vec<u8>> {
+        n.take_outputs()
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Send { frame, .. } => Some(frame),
+                _ => None,
+            })
+            .collect()
+    };
+    let (mut a, mut b) = (node(1), node(2));
+    let now = 1_700_000_000_000;
+    a.connect(b.peer(), now);
+    b.connect(a.peer(), now);
+    a.tick(now);
+    b.tick(now);
+    for _ in 0..3 {
+        for f in sends(&mut a) {
+            b.receive_frame(a.peer(), &f, now);
+        }
+        for f in sends(&mut b) {
+            a.receive_frame(b.peer(), &f, now);
+        }
+    }
+    a.write(|e| {
+        e.set("k", JsonValue::parse("1").unwrap(), now + 10)
+            .map(Some)
+    })
+    .unwrap();
+    for f in sends(&mut a) {
+        b.receive_frame(a.peer(), &f, now + 10);
+    }
+    assert_eq!(b.next_timer(), now + 10 + VERIFY_WINDOW_MS);
+    b.tick(now + 10 + VERIFY_WINDOW_MS);
+    let changed = b
+        .take_outputs()
+        .into_iter()
+        .any(|o| matches!(&o, Output::Changed(keys) if keys.iter().any(|k| &**k == "k")));
+    assert!(changed, "the change is reported when the window closes");
+}

@@ -115,8 +115,11 @@ export function render(result) {
       note,
     ].join("\n\n");
   }
-  if (result.sync) sections["compare-sync"] = `${syncTables(result.sync, sizes)}\n${provenance(meta)}`;
-  if (result.cpc) sections["compare-cpc"] = `${cpcTable(result.cpc)}\n\n${provenance(meta)}`;
-  if (result.bundle) sections["compare-bundle"] = `${bundleTable(result.bundle)}\n\n${provenance(meta)}`;
+  // A section carried over from another run (`provenance.<section>`)
+  // keeps that run's date, commit and versions.
+  const own = (section) => result.provenance?.[section] ?? meta;
+  if (result.sync) sections["compare-sync"] = `${syncTables(result.sync, sizes)}\n${provenance(own("sync"))}`;
+  if (result.cpc) sections["compare-cpc"] = `${cpcTable(result.cpc)}\n\n${provenance(own("cpc"))}`;
+  if (result.bundle) sections["compare-bundle"] = `${bundleTable(result.bundle)}\n\n${provenance(own("bundle"))}`;
   return sections;
 }

@@ -94,6 +94,8 @@ impl SyncNode {
             self.refuse_seals(from, errors);
             self.apply_received(from, accepted, now_ms);
         }
+        // Whoever woke us (a timer, most often) learns what changed now.
+        self.report_changes();
     }
 
     /// When the frames held for verification are due (the first came a
