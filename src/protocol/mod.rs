@@ -16,6 +16,7 @@ pub mod seal;
 pub mod signal;
 pub mod signature;
 pub mod snapshot;
+pub mod sorted_map;
 pub mod sync;
 #[cfg(feature = "testing")]
 pub mod testing;

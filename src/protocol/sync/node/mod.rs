@@ -18,7 +18,6 @@ pub use app::{LocalWrite, PeerReport};
 use durability::Durability;
 pub use durability::Persist;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::refusal::Refusal;
@@ -32,6 +31,7 @@ use crate::protocol::event::{Hash32, P2PEvent};
 use crate::protocol::identity::Identity;
 use crate::protocol::room::{Handshake, RoomSecret};
 use crate::protocol::snapshot::{SnapshotError, StateSnapshot};
+use crate::protocol::sorted_map::SortedMap;
 use crate::protocol::value::JsonValue;
 
 /// Timing and size knobs of the sync layer.
@@ -140,10 +140,10 @@ pub type BoxedHandler = Box<dyn FnMut(&str, &[Candidate]) -> Option<JsonValue>>;
 pub struct SyncNode {
     engine: ReconciliationEngine,
     config: SyncConfig,
-    sessions: BTreeMap<PeerId, Session>,
+    sessions: SortedMap<PeerId, Session>,
     /// Counters of peers not connected now, carried into their next
     /// session (at most [`KEPT_STATS`] peers).
-    past_stats: BTreeMap<PeerId, SessionStats>,
+    past_stats: SortedMap<PeerId, SessionStats>,
     outputs: Vec<Output>,
     next_message_id: u32,
     next_gossip_ms: u64,
@@ -181,8 +181,8 @@ impl SyncNode {
             nonces: 0,
             engine,
             config,
-            sessions: BTreeMap::new(),
-            past_stats: BTreeMap::new(),
+            sessions: SortedMap::new(),
+            past_stats: SortedMap::new(),
             outputs: Vec::new(),
             next_message_id: 0,
             next_gossip_ms: 0,
