@@ -9,6 +9,7 @@ pub mod engine;
 pub mod entity;
 pub mod error;
 pub mod event;
+pub mod heap_sort;
 pub mod identity;
 pub mod reconciliation;
 pub mod room;
