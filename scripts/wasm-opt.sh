@@ -5,7 +5,7 @@
 # browser refuses.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-node_modules/.bin/wasm-opt -Oz \
+node_modules/.bin/wasm-opt -Oz --converge \
   --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
   --enable-mutable-globals --enable-reference-types --enable-multivalue \
   "$1" -o "$1"

@@ -6,7 +6,7 @@
 //! level by level to the leaves that differ. An empty subtree hashes to zero,
 //! so the tree costs nothing where there are no keys.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::event::Hash32;
@@ -25,8 +25,13 @@ pub fn leaf_of(key: &str) -> u16 {
 
 #[derive(Debug, Clone)]
 pub struct MerkleDigest {
-    leaves: BTreeMap<u16, BTreeMap<Arc<str>, Hash32>>,
-    stale_leaves: BTreeSet<u16>,
+    /// Each leaf's pairs, indexed by leaf: empty until the first key, then
+    /// all 4,096 (a map per leaf, kept in one vector rather than a map of
+    /// maps: less code in the wasm, no search for the leaf).
+    leaves: Vec<BTreeMap<Arc<str>, Hash32>>,
+    /// The leaves changed since the last root, a bit each.
+    stale: [u64; LEAVES / 64],
+    any_stale: bool,
     /// Node hashes by depth: 1, 16, 256 and 4,096 of them.
     levels: [Vec<Hash32>; 4],
 }
@@ -34,8 +39,9 @@ pub struct MerkleDigest {
 impl Default for MerkleDigest {
     fn default() -> Self {
         MerkleDigest {
-            leaves: BTreeMap::new(),
-            stale_leaves: BTreeSet::new(),
+            leaves: Vec::new(),
+            stale: [0; LEAVES / 64],
+            any_stale: false,
             levels: [1, FANOUT, FANOUT * FANOUT, LEAVES].map(|n| vec![Hash32::default(); n]),
         }
     }
@@ -55,12 +61,13 @@ fn hash_children(children: &[Hash32]) -> Hash32 {
 impl MerkleDigest {
     /// Records the current hash of `key`'s entity.
     pub fn update(&mut self, key: &Arc<str>, hash: Hash32) {
-        let leaf = leaf_of(key);
-        self.leaves
-            .entry(leaf)
-            .or_default()
-            .insert(key.clone(), hash);
-        self.stale_leaves.insert(leaf);
+        let leaf = leaf_of(key) as usize;
+        if self.leaves.is_empty() {
+            self.leaves.resize_with(LEAVES, BTreeMap::new);
+        }
+        self.leaves[leaf].insert(key.clone(), hash);
+        self.stale[leaf / 64] |= 1 << (leaf % 64);
+        self.any_stale = true;
     }
 
     pub fn clear(&mut self) {
@@ -69,17 +76,22 @@ impl MerkleDigest {
 
     /// The root, recomputing only what changed since the last call.
     pub fn root(&mut self) -> Hash32 {
-        if self.stale_leaves.is_empty() {
+        if !std::mem::take(&mut self.any_stale) {
             return self.levels[0][0];
         }
-        for leaf in std::mem::take(&mut self.stale_leaves) {
-            let mut hasher = blake3::Hasher::new();
-            for (key, hash) in self.leaves.get(&leaf).into_iter().flatten() {
-                hasher.update(&(key.len() as u64).to_le_bytes());
-                hasher.update(key.as_bytes());
-                hasher.update(&hash.0);
+        for (word, bits) in self.stale.iter_mut().enumerate() {
+            let mut bits = std::mem::take(bits);
+            while bits != 0 {
+                let leaf = word * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let mut hasher = blake3::Hasher::new();
+                for (key, hash) in self.leaves.get(leaf).into_iter().flatten() {
+                    hasher.update(&(key.len() as u64).to_le_bytes());
+                    hasher.update(key.as_bytes());
+                    hasher.update(&hash.0);
+                }
+                self.levels[3][leaf] = Hash32(*hasher.finalize().as_bytes());
             }
-            self.levels[3][leaf as usize] = Hash32(*hasher.finalize().as_bytes());
         }
         for depth in (0..3).rev() {
             let (upper, lower) = self.levels.split_at_mut(depth + 1);
@@ -103,7 +115,7 @@ impl MerkleDigest {
 
     /// The `(key, entity hash)` pairs of a leaf.
     pub fn leaf(&self, index: u16) -> impl Iterator<Item = (&Arc<str>, &Hash32)> {
-        self.leaves.get(&index).into_iter().flatten()
+        self.leaves.get(index as usize).into_iter().flatten()
     }
 }
 

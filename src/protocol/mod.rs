@@ -9,6 +9,7 @@ pub mod engine;
 pub mod entity;
 pub mod error;
 pub mod event;
+pub mod heap_sort;
 pub mod identity;
 pub mod reconciliation;
 pub mod room;
@@ -16,6 +17,7 @@ pub mod seal;
 pub mod signal;
 pub mod signature;
 pub mod snapshot;
+pub mod sorted_map;
 pub mod sync;
 #[cfg(feature = "testing")]
 pub mod testing;

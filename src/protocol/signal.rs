@@ -4,8 +4,8 @@
 //! server; the browser carries them over a WebSocket to the server, or over
 //! a BroadcastChannel between tabs of one browser.
 
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde::{de, Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value};
 
 use super::identity::{peer_id_of, verify, Identity, PublicKey};
 use super::room::{hex, unhex, RoomSecret};
@@ -37,7 +37,7 @@ pub enum ClientMessage {
 }
 
 /// From `cpc-signal` to a browser.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum ServerMessage {
     /// First on every connection: the nonce a join must sign.
@@ -133,7 +133,7 @@ pub fn verify_join(
 
 /// Between tabs of one browser, on the BroadcastChannel of the room: every
 /// tab hears every message and keeps those addressed to it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum TabMessage {
     /// A tab joined; the others answer `Here`.
@@ -158,7 +158,7 @@ pub enum TabMessage {
 /// connection, named by its `epoch`: a new, larger epoch means the sender
 /// started over, so the receiver drops its old connection; smaller ones are
 /// late messages of an old connection and are ignored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Negotiation {
     /// An SDP offer or answer.
@@ -217,20 +217,204 @@ impl Negotiation {
         to: &str,
     ) -> Option<Negotiation> {
         match room {
-            None => serde_json::from_value(data).ok(),
+            None => Negotiation::from_value(data),
             Some(room) => {
                 let plain = room.open_signal(data.as_str()?, from, to).ok()?;
-                serde_json::from_slice(&plain).ok()
+                Negotiation::from_value(
+                    serde_json::from_str(std::str::from_utf8(&plain).ok()?).ok()?,
+                )
             }
         }
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SdpKind {
     Offer,
     Answer,
+}
+
+// What a browser reads (server and tab messages, negotiation steps) is
+// deserialized through `serde_json::Value` and matched by hand: serde's
+// derive for internally tagged enums buffers every field in its own
+// generic `Content` and costs the wasm some 40 KB; the `Value` parser is
+// in it already. Unknown fields are ignored, as the derive did.
+
+/// A JSON object's fields, taken by name.
+struct Fields(Map<String, Value>);
+
+impl Fields {
+    fn of(value: Value) -> Option<Fields> {
+        match value {
+            Value::Object(map) => Some(Fields(map)),
+            _ => None,
+        }
+    }
+
+    fn text(&mut self, key: &str) -> Option<String> {
+        match self.0.remove(key)? {
+            Value::String(text) => Some(text),
+            _ => None,
+        }
+    }
+
+    /// Absent or `null` is `Some(None)`; another type is `None`.
+    fn text_or_null(&mut self, key: &str) -> Option<Option<String>> {
+        match self.0.remove(key) {
+            None | Some(Value::Null) => Some(None),
+            Some(Value::String(text)) => Some(Some(text)),
+            Some(_) => None,
+        }
+    }
+
+    fn texts(&mut self, key: &str) -> Option<Vec<String>> {
+        match self.0.remove(key)? {
+            Value::Array(items) => items
+                .into_iter()
+                .map(|item| match item {
+                    Value::String(text) => Some(text),
+                    _ => None,
+                })
+                .collect(),
+            _ => None,
+        }
+    }
+
+    fn value(&mut self, key: &str) -> Option<Value> {
+        self.0.remove(key)
+    }
+
+    fn u64(&self, key: &str) -> Option<u64> {
+        self.0.get(key)?.as_u64()
+    }
+}
+
+/// Deserializes through [`Value`] with a hand-written `from_value`.
+fn through_value<'de, D: Deserializer<'de>, T>(
+    deserializer: D,
+    from_value: fn(Value) -> Option<T>,
+    what: &'static str,
+) -> Result<T, D::Error> {
+    let value = Value::deserialize(deserializer)?;
+    from_value(value).ok_or_else(|| de::Error::custom(what))
+}
+
+impl ServerMessage {
+    /// The message a JSON value holds, if it is one.
+    pub fn from_value(value: Value) -> Option<ServerMessage> {
+        let mut f = Fields::of(value)?;
+        Some(match f.text("type")?.as_str() {
+            "hello" => ServerMessage::Hello {
+                nonce: f.text("nonce")?,
+            },
+            "peers" => ServerMessage::Peers {
+                room: f.text("room")?,
+                peers: f.texts("peers")?,
+            },
+            "joined" => ServerMessage::Joined {
+                peer: f.text("peer")?,
+            },
+            "left" => ServerMessage::Left {
+                peer: f.text("peer")?,
+            },
+            "signal" => ServerMessage::Signal {
+                from: f.text("from")?,
+                data: f.value("data")?,
+            },
+            "error" => ServerMessage::Error {
+                message: f.text("message")?,
+            },
+            "pong" => ServerMessage::Pong,
+            _ => return None,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for ServerMessage {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        through_value(
+            deserializer,
+            ServerMessage::from_value,
+            "not a server message",
+        )
+    }
+}
+
+impl TabMessage {
+    /// The message a JSON value holds, if it is one.
+    pub fn from_value(value: Value) -> Option<TabMessage> {
+        let mut f = Fields::of(value)?;
+        Some(match f.text("type")?.as_str() {
+            "hello" => TabMessage::Hello {
+                from: f.text("from")?,
+            },
+            "here" => TabMessage::Here {
+                from: f.text("from")?,
+                to: f.text("to")?,
+            },
+            "signal" => TabMessage::Signal {
+                from: f.text("from")?,
+                to: f.text("to")?,
+                data: f.value("data")?,
+            },
+            "bye" => TabMessage::Bye {
+                from: f.text("from")?,
+            },
+            _ => return None,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for TabMessage {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        through_value(deserializer, TabMessage::from_value, "not a tab message")
+    }
+}
+
+impl Negotiation {
+    /// The step a JSON value holds, if it is one: an object with one
+    /// field, the step's name.
+    pub fn from_value(value: Value) -> Option<Negotiation> {
+        let Fields(map) = Fields::of(value)?;
+        if map.len() != 1 {
+            return None;
+        }
+        let (name, body) = map.into_iter().next()?;
+        let mut f = Fields::of(body)?;
+        let epoch = f.u64("epoch")?;
+        Some(match name.as_str() {
+            "description" => Negotiation::Description {
+                epoch,
+                kind: match f.text("type")?.as_str() {
+                    "offer" => SdpKind::Offer,
+                    "answer" => SdpKind::Answer,
+                    _ => return None,
+                },
+                sdp: f.text("sdp")?,
+            },
+            "candidate" => Negotiation::Candidate {
+                epoch,
+                candidate: f.text("candidate")?,
+                sdp_mid: f.text_or_null("sdpMid")?,
+                sdp_m_line_index: match f.value("sdpMLineIndex") {
+                    None | Some(Value::Null) => None,
+                    Some(index) => Some(u16::try_from(index.as_u64()?).ok()?),
+                },
+            },
+            _ => return None,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Negotiation {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        through_value(
+            deserializer,
+            Negotiation::from_value,
+            "not a negotiation step",
+        )
+    }
 }
 
 impl ServerMessage {
@@ -304,6 +488,92 @@ mod tests {
         assert_eq!(ServerMessage::Pong.to_text(), r#"{"type":"pong"}"#);
         let hello = TabMessage::Hello { from: "a".into() };
         assert_eq!(hello.to_text(), r#"{"type":"hello","from":"a"}"#);
+    }
+
+    #[test]
+    fn what_a_browser_reads_round_trips_and_refuses_what_is_not_one() {
+        let data = serde_json::json!({"description": {"epoch": 1, "type": "answer", "sdp": "v=0"}});
+        let server = [
+            ServerMessage::Hello { nonce: "00".into() },
+            ServerMessage::Peers {
+                room: "r".into(),
+                peers: vec!["a".into(), "b".into()],
+            },
+            ServerMessage::Joined { peer: "a".into() },
+            ServerMessage::Left { peer: "a".into() },
+            ServerMessage::Signal {
+                from: "a".into(),
+                data: data.clone(),
+            },
+            ServerMessage::Error {
+                message: "no".into(),
+            },
+            ServerMessage::Pong,
+        ];
+        for message in server {
+            let text = message.to_text();
+            assert_eq!(
+                serde_json::from_str::<ServerMessage>(&text).unwrap(),
+                message
+            );
+        }
+        let tabs = [
+            TabMessage::Hello { from: "a".into() },
+            TabMessage::Here {
+                from: "a".into(),
+                to: "b".into(),
+            },
+            TabMessage::Signal {
+                from: "a".into(),
+                to: "b".into(),
+                data,
+            },
+            TabMessage::Bye { from: "a".into() },
+        ];
+        for message in tabs {
+            let text = message.to_text();
+            assert_eq!(serde_json::from_str::<TabMessage>(&text).unwrap(), message);
+        }
+        let bare = Negotiation::Candidate {
+            epoch: 2,
+            candidate: "c".into(),
+            sdp_mid: None,
+            sdp_m_line_index: None,
+        };
+        let text = serde_json::to_string(&bare).unwrap();
+        assert_eq!(serde_json::from_str::<Negotiation>(&text).unwrap(), bare);
+        let absent = r#"{"candidate":{"epoch":2,"candidate":"c"}}"#;
+        assert_eq!(serde_json::from_str::<Negotiation>(absent).unwrap(), bare);
+        // Unknown fields are ignored, as serde's derive did.
+        let extra = r#"{"type":"joined","peer":"a","x":1}"#;
+        assert!(serde_json::from_str::<ServerMessage>(extra).is_ok());
+        for bad in [
+            r#"{"type":"joined"}"#,
+            r#"{"type":"joined","peer":1}"#,
+            r#"{"type":"nope"}"#,
+            r#"{"type":"peers","room":"r","peers":["a",1]}"#,
+            r#"{"type":"signal","from":"a"}"#,
+            r#""pong""#,
+        ] {
+            assert!(serde_json::from_str::<ServerMessage>(bad).is_err(), "{bad}");
+        }
+        for bad in [
+            r#"{"type":"here","from":"a"}"#,
+            r#"{"type":"hello","from":null}"#,
+            r#"{"from":"a"}"#,
+        ] {
+            assert!(serde_json::from_str::<TabMessage>(bad).is_err(), "{bad}");
+        }
+        for bad in [
+            r#"{"description":{"epoch":1,"type":"pranswer","sdp":"v=0"}}"#,
+            r#"{"description":{"epoch":-1,"type":"offer","sdp":"v=0"}}"#,
+            r#"{"candidate":{"epoch":1,"candidate":"c","sdpMLineIndex":70000}}"#,
+            r#"{"candidate":{"epoch":1,"candidate":"c","sdpMid":3}}"#,
+            r#"{"candidate":{"epoch":1,"candidate":"c"},"description":{}}"#,
+            r#"{"other":{"epoch":1}}"#,
+        ] {
+            assert!(serde_json::from_str::<Negotiation>(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@ use serde::Serialize;
 use super::{is_reserved, ConflictPolicy, ReconciliationEngine};
 use crate::protocol::clock::PeerId;
 use crate::protocol::entity::{EntityState, Register};
+use crate::protocol::heap_sort::heap_sort_by;
 use crate::protocol::value::JsonValue;
 
 /// One concurrent value of a conflicted key.
@@ -176,7 +177,7 @@ impl ReconciliationEngine {
                 _ => None,
             })
             .collect::<Vec<_>>();
-        conflicts.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        heap_sort_by(&mut conflicts, |a, b| a.key < b.key);
         conflicts
     }
 

@@ -19,6 +19,7 @@ pub use register::{Register, Sibling};
 
 use super::clock::{Timestamp, VectorClock};
 use super::event::{EventId, Hash32, Kind, Operation, P2PEvent};
+use crate::protocol::heap_sort::heap_sort_by_key;
 
 /// The replicated state of one key, of one kind.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,7 +102,7 @@ pub struct Entity {
 impl<'de> Deserialize<'de> for Entity {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let mut claims = Vec::<Claim>::deserialize(deserializer)?;
-        claims.sort_unstable_by_key(|c| c.first);
+        heap_sort_by_key(&mut claims, |c| c.first);
         let mut kinds: Vec<Kind> = claims.iter().map(|c| c.state.kind()).collect();
         kinds.sort_unstable();
         kinds.dedup();
@@ -147,7 +148,7 @@ impl Entity {
         claim.first = claim.first.min(first);
         claim.state.apply(event.id, event.hlc, &event.op);
         if self.claims.len() > 1 {
-            self.claims.sort_unstable_by_key(|c| c.first);
+            heap_sort_by_key(&mut self.claims, |c| c.first);
         }
     }
 
@@ -196,7 +197,7 @@ impl Entity {
                     .apply(event.id, event.hlc, &event.op);
             }
         }
-        entity.claims.sort_unstable_by_key(|c| c.first);
+        heap_sort_by_key(&mut entity.claims, |c| c.first);
         entity
     }
 
@@ -217,7 +218,7 @@ impl Entity {
             mine.first = mine.first.min(claim.first);
             mine.state.merge(&claim.state, ours, theirs);
         }
-        self.claims.sort_unstable_by_key(|c| c.first);
+        heap_sort_by_key(&mut self.claims, |c| c.first);
     }
 
     /// The largest timestamp in the entity: a loaded snapshot moves the

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::protocol::clock::VectorClock;
 use crate::protocol::event::{EventId, SetOp};
+use crate::protocol::heap_sort::heap_sort_by;
 use crate::protocol::value::JsonValue;
 
 /// An add-wins observed-remove set: a member is present while some add of it
@@ -88,7 +89,7 @@ impl OrSet {
     /// Members in display order (see [`JsonValue::display_cmp`]).
     pub fn members(&self) -> Vec<&JsonValue> {
         let mut out: Vec<&JsonValue> = self.members.keys().collect();
-        out.sort_unstable_by(|a, b| a.display_cmp(b));
+        heap_sort_by(&mut out, |a, b| a.display_cmp(b).is_lt());
         out
     }
 

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::protocol::clock::{Timestamp, VectorClock};
 use crate::protocol::event::{EventId, RegisterOp};
+use crate::protocol::heap_sort::heap_sort_by_key;
 use crate::protocol::value::JsonValue;
 
 /// One concurrent value of a register.
@@ -90,7 +91,7 @@ impl Register {
             Cow::Borrowed(&self.siblings)
         } else {
             let mut sorted = self.siblings.clone();
-            sorted.sort_unstable_by_key(|s| s.dot);
+            heap_sort_by_key(&mut sorted, |s| s.dot);
             Cow::Owned(sorted)
         }
     }
@@ -127,7 +128,7 @@ impl Register {
             .iter()
             .filter(|o| !mine.contains(&o.dot) && o.dot.seq > ours.get(o.dot.peer));
         self.siblings.extend(fresh.cloned());
-        self.siblings.sort_unstable_by_key(|s| s.dot);
+        heap_sort_by_key(&mut self.siblings, |s| s.dot);
         self.sorted = true;
     }
 
@@ -140,7 +141,7 @@ impl Register {
     }
 
     pub fn from_siblings(mut siblings: Vec<Sibling>) -> Self {
-        siblings.sort_unstable_by_key(|s| s.dot);
+        heap_sort_by_key(&mut siblings, |s| s.dot);
         siblings.dedup_by_key(|s| s.dot);
         Register {
             siblings,

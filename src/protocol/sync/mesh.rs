@@ -11,7 +11,7 @@
 //! exponential backoff, the higher id a beat later, and the first
 //! connection to open wins.
 
-use std::collections::BTreeMap;
+use crate::protocol::sorted_map::SortedMap;
 
 use serde::Serialize;
 
@@ -99,7 +99,7 @@ impl Link {
 pub struct Mesh {
     me: PeerId,
     config: MeshConfig,
-    links: BTreeMap<PeerId, Link>,
+    links: SortedMap<PeerId, Link>,
     actions: Vec<MeshAction>,
 }
 
@@ -108,7 +108,7 @@ impl Mesh {
         Mesh {
             me,
             config,
-            links: BTreeMap::new(),
+            links: SortedMap::new(),
             actions: Vec::new(),
         }
     }
@@ -121,8 +121,7 @@ impl Mesh {
         let config = &self.config;
         Some(
             self.links
-                .entry(peer)
-                .or_insert_with(|| Link::closed(now_ms, config)),
+                .get_or_insert_with(peer, || Link::closed(now_ms, config)),
         )
     }
 
@@ -232,7 +231,7 @@ impl Mesh {
             self.closed(peer, now_ms, jitter);
             self.actions.push(MeshAction::Hangup(peer));
         }
-        for (peer, link) in &mut self.links {
+        for (peer, link) in self.links.iter_mut() {
             if link.state == LinkState::Closed && link.retry_at_ms.is_some_and(|t| now_ms >= t) {
                 link.connecting(now_ms);
                 self.actions.push(MeshAction::Dial(*peer));

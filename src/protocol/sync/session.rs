@@ -84,5 +84,5 @@ pub struct Session {
     pub requests: u32,
     /// Merkle leaves we asked this peer for, with how many answers are
     /// due (a slow answer may be asked for again): only those are taken.
-    pub asked_leaves: std::collections::BTreeMap<u16, u8>,
+    pub asked_leaves: crate::protocol::sorted_map::SortedMap<u16, u8>,
 }

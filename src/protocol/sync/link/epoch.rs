@@ -4,7 +4,7 @@
 //! smaller or already-superseded one is a late message of a connection
 //! that is gone.
 
-use std::collections::BTreeMap;
+use crate::protocol::sorted_map::SortedMap;
 
 use crate::protocol::clock::PeerId;
 use crate::protocol::signal::{Negotiation, SdpKind};
@@ -36,7 +36,7 @@ struct Pair {
 #[derive(Debug, Default)]
 pub struct Epochs {
     last: u64,
-    peers: BTreeMap<PeerId, Pair>,
+    peers: SortedMap<PeerId, Pair>,
 }
 
 impl Epochs {
@@ -50,7 +50,7 @@ impl Epochs {
     /// We start a connection to `peer` (replacing any): its epoch.
     pub fn dial(&mut self, peer: PeerId, now_ms: u64) -> u64 {
         let epoch = self.next(now_ms);
-        let pair = self.peers.entry(peer).or_default();
+        let pair = self.peers.get_or_insert_with(peer, Pair::default);
         pair.ours = Some(epoch);
         pair.theirs = None;
         epoch
@@ -59,7 +59,7 @@ impl Epochs {
     /// A negotiation step arrived from `peer`.
     pub fn receive(&mut self, peer: PeerId, step: &Negotiation, now_ms: u64) -> Verdict {
         let epoch = step.epoch();
-        let pair = self.peers.entry(peer).or_default();
+        let pair = self.peers.get_or_insert_with(peer, Pair::default);
         if pair.ours.is_some() && pair.theirs == Some(epoch) {
             return Verdict::Apply;
         }
@@ -85,7 +85,7 @@ impl Epochs {
             return Verdict::Ignore;
         }
         let ours = self.next(now_ms);
-        let pair = self.peers.entry(peer).or_default();
+        let pair = self.peers.get_or_insert_with(peer, Pair::default);
         *pair = Pair {
             ours: Some(ours),
             theirs: Some(epoch),

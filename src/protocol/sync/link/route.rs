@@ -3,7 +3,7 @@
 //! The BroadcastChannel is preferred (no server, no round trip); a peer has
 //! left only once it is gone from every route.
 
-use std::collections::BTreeMap;
+use crate::protocol::sorted_map::SortedMap;
 
 use crate::protocol::clock::PeerId;
 
@@ -34,13 +34,16 @@ impl Heard {
 /// The routes each known peer was heard on.
 #[derive(Debug, Default)]
 pub struct Routes {
-    peers: BTreeMap<PeerId, Heard>,
+    peers: SortedMap<PeerId, Heard>,
 }
 
 impl Routes {
     /// `peer` is present on `route`.
     pub fn heard(&mut self, peer: PeerId, route: Route) {
-        *self.peers.entry(peer).or_default().on(route) = true;
+        *self
+            .peers
+            .get_or_insert_with(peer, Heard::default)
+            .on(route) = true;
     }
 
     /// `peer` left `route`; `true` when that was its last.

@@ -1,9 +1,13 @@
 //! Digests, events, relay, reconciliation messages and compaction.
 
+use std::collections::HashSet;
+
+use foldhash::fast::FixedState;
+
 use super::{Output, Persist, SyncNode, MAX_REQUESTS_PER_INTERVAL};
 use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::engine::ReconcileStep;
-use crate::protocol::event::{Hash32, P2PEvent};
+use crate::protocol::event::{EventId, Hash32, P2PEvent};
 use crate::protocol::reconciliation::{ReconciliationRequest, ReconciliationResponse};
 use crate::protocol::seal;
 use crate::protocol::sync::refusal::Refusal;
@@ -335,16 +339,23 @@ impl SyncNode {
     /// (log or archive; a run not kept whole is left out), by origin and
     /// sequence: what a receiver in a signed room can verify.
     fn widen_to_runs(&self, events: &[P2PEvent]) -> Vec<P2PEvent> {
-        let mut runs = std::collections::BTreeMap::new();
+        // Events of runs already taken are skipped by a hash set, as in
+        // the engine's `evidence`: a map by id would be one more BTreeMap
+        // type in the wasm.
+        let mut taken: HashSet<EventId, FixedState> = HashSet::default();
+        let mut runs = Vec::new();
         for event in events {
-            if runs.contains_key(&event.id) {
+            if taken.contains(&event.id) {
                 continue;
             }
             for e in self.engine.sealed_run_of(event.id).unwrap_or_default() {
-                runs.insert(e.id, e.clone());
+                if taken.insert(e.id) {
+                    runs.push(e.clone());
+                }
             }
         }
-        runs.into_values().collect()
+        runs.sort_unstable_by_key(|e| e.id);
+        runs
     }
 
     fn log_reconciliation(

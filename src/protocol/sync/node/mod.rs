@@ -19,7 +19,6 @@ use durability::Durability;
 pub use durability::Persist;
 pub use gossip::FORCED_FOLD;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::refusal::Refusal;
@@ -33,6 +32,7 @@ use crate::protocol::event::{Hash32, P2PEvent};
 use crate::protocol::identity::Identity;
 use crate::protocol::room::{Handshake, RoomSecret};
 use crate::protocol::snapshot::{SnapshotError, StateSnapshot};
+use crate::protocol::sorted_map::SortedMap;
 use crate::protocol::value::JsonValue;
 
 /// The verification window a browser peer uses
@@ -156,10 +156,10 @@ pub type BoxedHandler = Box<dyn FnMut(&str, &[Candidate]) -> Option<JsonValue>>;
 pub struct SyncNode {
     engine: ReconciliationEngine,
     config: SyncConfig,
-    sessions: BTreeMap<PeerId, Session>,
+    sessions: SortedMap<PeerId, Session>,
     /// Counters of peers not connected now, carried into their next
     /// session (at most [`KEPT_STATS`] peers).
-    past_stats: BTreeMap<PeerId, SessionStats>,
+    past_stats: SortedMap<PeerId, SessionStats>,
     outputs: Vec<Output>,
     next_message_id: u32,
     next_gossip_ms: u64,
@@ -210,8 +210,8 @@ impl SyncNode {
             nonces: 0,
             engine,
             config,
-            sessions: BTreeMap::new(),
-            past_stats: BTreeMap::new(),
+            sessions: SortedMap::new(),
+            past_stats: SortedMap::new(),
             outputs: Vec::new(),
             next_message_id: 0,
             next_gossip_ms: 0,

@@ -274,7 +274,9 @@ impl SyncNode {
                     },
                 );
             } else if let Some(session) = self.sessions.get_mut(&from) {
-                let due = session.asked_leaves.entry(child as u16).or_default();
+                let due = session
+                    .asked_leaves
+                    .get_or_insert_with(child as u16, u8::default);
                 *due = due.saturating_add(1);
                 self.send(
                     from,
