@@ -158,6 +158,10 @@ export function render(result) {
     table(["figure", "min / **median** / p90 over runs", "goal", "on the median"], rows),
     result.transfer ? `Transfer rounds (a snapshot transfer and two raw blasts back to back):\n\n${roundsTable(result.transfer)}` : "",
     provenance(result.meta, `Runs: ${runs.join(", ")}.`),
+    // Scenarios carried over from another run keep that run's provenance.
+    ...Object.entries(result.provenance ?? {})
+      .filter(([name]) => result[name])
+      .map(([name, meta]) => `The ${name} figures: ${provenance(meta)}`),
   ];
   return { peer: parts.filter(Boolean).join("\n\n") };
 }
