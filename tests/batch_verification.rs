@@ -4,6 +4,8 @@
 //! is still named and charged to its sender, and nothing waits past the
 //! window, a full batch, or a message of another kind.
 
+mod common;
+
 use cpc_sync::protocol::seal::{SealError, BATCH};
 use cpc_sync::protocol::sync::wire::{self, Decoded, Message};
 use cpc_sync::protocol::sync::Refusal;
@@ -118,18 +120,12 @@ fn another_kind_of_message_lets_held_events_in_first() {
 #[test]
 fn the_window_closing_reports_the_changes() {
     use cpc_sync::protocol::sync::{Output, SyncConfig, SyncNode, VERIFY_WINDOW_MS};
-    use cpc_sync::protocol::{EngineConfig, Identity, ReconciliationEngine};
     let node = |seed| {
-        let id = Identity::from_seed(seed);
-        let engine = ReconciliationEngine::new(id.peer(), EngineConfig::default());
-        SyncNode::new(
-            engine,
-            SyncConfig {
-                identity: Some(id),
-                verify_window_ms: Some(VERIFY_WINDOW_MS),
-                ..SyncConfig::default()
-            },
-        )
+        let config = SyncConfig {
+            verify_window_ms: Some(VERIFY_WINDOW_MS),
+            ..SyncConfig::default()
+        };
+        common::signed_node(seed, config)
     };
     let sends = |n: &mut SyncNode| -> Vec<Vec<u8>> {
         n.take_outputs()

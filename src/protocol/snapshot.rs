@@ -53,10 +53,7 @@ pub enum SnapshotError {
 
 impl From<CodecError> for SnapshotError {
     fn from(e: CodecError) -> Self {
-        match e {
-            CodecError::Format(f) => SnapshotError::Malformed(format!("event batch format {f}")),
-            e => SnapshotError::Malformed(e.to_string()),
-        }
+        SnapshotError::Malformed(e.to_string())
     }
 }
 
