@@ -6,9 +6,9 @@
 
 mod common;
 
-use cpc_sync::protocol::seal::{SealError, BATCH};
+use cpc_sync::protocol::seal::{SealError, BATCH, MAX_RUN};
 use cpc_sync::protocol::sync::wire::{self, Decoded, Message};
-use cpc_sync::protocol::sync::Refusal;
+use cpc_sync::protocol::sync::{Refusal, MAX_UNVERIFIED_EVENTS};
 use cpc_sync::protocol::testing::wire::{self as workload, Receiver};
 use cpc_sync::protocol::{JsonValue, Operation, VectorClock};
 
@@ -42,6 +42,33 @@ fn a_full_batch_is_verified_without_waiting() {
     assert_eq!(origins(&receiver), BATCH);
     receiver.finish(0).expect("taken");
     assert_eq!(origins(&receiver), BATCH + 10);
+}
+
+#[test]
+fn held_events_are_bounded_however_few_seals_they_carry() {
+    // Each writer's 1,024 updates are one sealed run: four of them fill
+    // the bound with four seals.
+    let frames = workload::run_heavy(6, MAX_RUN as u64, 100_000, MAX_RUN as u64);
+    let mut receiver = Receiver::new();
+    let mut frames = frames.iter();
+    for frame in frames.by_ref() {
+        receiver.receive_at(frame, 0).expect("taken");
+        if origins(&receiver) > 0 {
+            break;
+        }
+    }
+    let clock = receiver.node().engine().clock();
+    let verified: u64 = clock.iter().map(|(_, n)| n).sum();
+    assert!(
+        verified as usize >= MAX_UNVERIFIED_EVENTS,
+        "verified at the bound"
+    );
+    assert!(frames.len() > 0, "verified before the window closed");
+    for frame in frames {
+        receiver.receive_at(frame, 0).expect("taken");
+    }
+    receiver.finish(0).expect("taken");
+    assert_eq!(origins(&receiver), 6);
 }
 
 /// A frame whose run was altered after it was sealed, its frame checksum

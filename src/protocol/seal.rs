@@ -222,6 +222,11 @@ impl Opened {
     pub fn seals(&self) -> usize {
         self.pending.len()
     }
+
+    /// Events in the runs waiting to be verified.
+    pub fn events(&self) -> usize {
+        self.runs.iter().map(Vec::len).sum()
+    }
 }
 
 /// Splits a received batch into whole runs whose form checks, to verify,

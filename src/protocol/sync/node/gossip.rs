@@ -13,6 +13,12 @@ use crate::protocol::seal;
 use crate::protocol::sync::refusal::Refusal;
 use crate::protocol::sync::wire::{Message, MAX_FRAME};
 
+/// Events held for verification across frames, at most: beyond it they
+/// are verified at once, so a window's frames (each up to [`MAX_FRAME`],
+/// a seal covering up to [`seal::MAX_RUN`] events) hold bounded memory
+/// however few seals they carry.
+pub const MAX_UNVERIFIED_EVENTS: usize = 4 * seal::MAX_RUN;
+
 /// Entities rehashed at a time into the Merkle digest (a few ms of work).
 pub const DIGEST_SLICE: usize = 2_000;
 
@@ -78,8 +84,9 @@ impl SyncNode {
             self.unverified_since = now_ms;
         }
         self.unverified_seals += opened.seals();
+        self.unverified_events += opened.events();
         self.unverified.push((from, opened));
-        if self.unverified_seals >= seal::BATCH {
+        if self.unverified_seals >= seal::BATCH || self.unverified_events >= MAX_UNVERIFIED_EVENTS {
             self.verify_received(now_ms);
         }
     }
@@ -92,6 +99,7 @@ impl SyncNode {
             return;
         }
         self.unverified_seals = 0;
+        self.unverified_events = 0;
         let (senders, opened): (Vec<PeerId>, Vec<seal::Opened>) =
             std::mem::take(&mut self.unverified).into_iter().unzip();
         for (from, (accepted, errors)) in senders.into_iter().zip(seal::verify_opened(opened)) {

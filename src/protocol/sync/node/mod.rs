@@ -17,7 +17,7 @@ mod repair;
 pub use app::{LocalWrite, PeerReport};
 use durability::Durability;
 pub use durability::Persist;
-pub use gossip::FORCED_FOLD;
+pub use gossip::{FORCED_FOLD, MAX_UNVERIFIED_EVENTS};
 
 use std::sync::Arc;
 
@@ -182,6 +182,7 @@ pub struct SyncNode {
     /// seals they hold, and when the first came.
     unverified: Vec<(PeerId, crate::protocol::seal::Opened)>,
     unverified_seals: usize,
+    unverified_events: usize,
     unverified_since: u64,
 }
 
@@ -206,6 +207,7 @@ impl SyncNode {
             applied_at_tick: 0,
             unverified: Vec::new(),
             unverified_seals: 0,
+            unverified_events: 0,
             unverified_since: 0,
             nonces: 0,
             engine,
