@@ -107,18 +107,20 @@ pub struct Batch {
 
 /// Encodes `events` (any order; runs are found as they come) with `clock`.
 pub fn encode<'a>(events: impl IntoIterator<Item = &'a P2PEvent>, clock: &VectorClock) -> Vec<u8> {
-    let mut e = Encoder::default();
+    let mut events = events.into_iter().peekable();
+    let mut e = Encoder::with_capacity(events.size_hint().0);
     for (peer, seq) in clock.iter() {
         let index = e.peer(peer);
         varint::put(&mut e.cols[CLOCK], index);
         varint::put(&mut e.cols[CLOCK], seq);
     }
     let clock_len = clock.len();
-    let mut events = events.into_iter().peekable();
     let mut runs = 0u64;
+    let mut run = Vec::new();
     while let Some(first) = events.next() {
         // A run: consecutive sequence numbers of one origin, up to a seal.
-        let mut run = vec![first];
+        run.clear();
+        run.push(first);
         while open_run(&run) {
             let last = run[run.len() - 1].id;
             match events.peek() {
@@ -155,17 +157,36 @@ struct Encoder<'a> {
     cursors: Vec<u64>,
     next_run: Vec<u64>,
     millis: u64,
+    /// The peer looked up last, and its index.
+    last_peer: Option<(PeerId, u64)>,
 }
 
 impl<'a> Encoder<'a> {
+    /// An encoder for about `events` events (a snapshot's keys are all
+    /// distinct: the key table is sized once, not grown a million times).
+    fn with_capacity(events: usize) -> Self {
+        let mut e = Encoder::default();
+        e.keys.reserve(events);
+        for col in [OPS, KEYS, TIMES, LENGTHS] {
+            e.cols[col].reserve(events);
+        }
+        e
+    }
+
     fn peer(&mut self, peer: PeerId) -> u64 {
+        // Most lookups are for the peer of the last one.
+        if let Some((_, index)) = self.last_peer.filter(|(p, _)| *p == peer) {
+            return index;
+        }
         let next = self.table.len() as u64;
-        *self.peers.entry(peer).or_insert_with(|| {
+        let index = *self.peers.entry(peer).or_insert_with(|| {
             self.table.push((peer, None));
             self.cursors.push(0);
             self.next_run.push(1);
             next
-        })
+        });
+        self.last_peer = Some((peer, index));
+        index
     }
 
     fn run(&mut self, run: &[&'a P2PEvent]) {

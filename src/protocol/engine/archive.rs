@@ -68,7 +68,7 @@ impl Archive {
         holds.then_some(run.as_slice())
     }
 
-    /// Keeps only the runs `keep` wants.
+    /// Keeps only the runs `keep` wants, asking in order of their ids.
     pub fn retain(&mut self, mut keep: impl FnMut(&[P2PEvent]) -> bool) {
         let mut len = 0;
         self.runs.retain(|_, run| {

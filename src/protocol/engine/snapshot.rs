@@ -2,8 +2,6 @@ use std::collections::hash_map::Entry;
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use foldhash::fast::FixedState;
-
 use super::policy::{self, is_reserved};
 use super::{ReconciliationEngine, Slot};
 use crate::protocol::clock::{PeerId, VectorClock};
@@ -31,29 +29,46 @@ impl Trust {
     };
 }
 
+/// The events a state rests on, sorted by id, each once: every live dot
+/// (`true`), every kind's first operation and, for the whole state, each
+/// origin's head (`false` unless also a live dot). Sorted rather than
+/// hashed: the runs holding them are then found in one ordered pass.
+struct Needed(Vec<(EventId, bool)>);
+
+impl Needed {
+    fn new(ids: Vec<(EventId, bool)>) -> Self {
+        let mut ids = ids;
+        // `false` sorts before `true`: of equal ids, the last says live.
+        ids.sort_unstable();
+        ids.dedup_by(|later, earlier| {
+            let same = later.0 == earlier.0;
+            earlier.1 |= same && later.1;
+            same
+        });
+        Needed(ids)
+    }
+}
+
 impl ReconciliationEngine {
-    /// The live events `slots` rest on, and the first operations of each
-    /// kind ([`crate::protocol::entity::Entity::dots`], `firsts`).
-    fn backing<'a>(
-        &self,
-        slots: impl Iterator<Item = &'a Slot>,
-    ) -> (HashSet<EventId, FixedState>, Vec<EventId>) {
-        let mut live = HashSet::with_hasher(FixedState::default());
-        let mut firsts = Vec::with_capacity(self.entities.len());
+    /// What the entities of `slots` rest on, with each origin's head when
+    /// `heads`.
+    fn needed<'a>(&self, slots: impl Iterator<Item = &'a Slot>, heads: bool) -> Needed {
+        let mut ids = Vec::with_capacity(self.entities.len() * 2);
         for slot in slots {
-            live.extend(slot.entity.dots());
-            firsts.extend(slot.entity.firsts());
+            slot.entity.for_each_dot(|dot| ids.push((dot, true)));
+            ids.extend(slot.entity.firsts().map(|id| (id, false)));
         }
-        (live, firsts)
+        if heads {
+            ids.extend(self.heads().map(|id| (id, false)));
+        }
+        Needed::new(ids)
     }
 
     /// What a snapshot of the whole state carries: the runs holding every
     /// live dot, every kind's first operation and every origin's head, with
     /// which events are live.
     fn whole_evidence(&self) -> (Vec<&P2PEvent>, Vec<bool>) {
-        let (live, firsts) = self.backing(self.entities.values());
-        let ids = live.iter().copied().chain(firsts).chain(self.heads());
-        self.evidence(ids, &live)
+        self.evidence(&self.needed(self.entities.values(), true))
     }
 
     /// Each origin's latest applied event.
@@ -82,35 +97,35 @@ impl ReconciliationEngine {
         self.log.run_of(id).or_else(|| self.archive.run_of(id))
     }
 
-    /// The runs holding `ids`, each once, sorted by id, with which events
-    /// are `live`.
-    fn evidence<'a>(
-        &'a self,
-        ids: impl Iterator<Item = EventId>,
-        live: &HashSet<EventId, FixedState>,
-    ) -> (Vec<&'a P2PEvent>, Vec<bool>) {
-        // Runs, each found once (finding one scans to its seal): events of
-        // runs already taken are skipped by a hash set, not a sorted map.
-        let mut covered: HashSet<EventId, FixedState> = HashSet::with_hasher(FixedState::default());
-        let mut runs: Vec<&[P2PEvent]> = Vec::new();
-        for id in ids {
-            if covered.contains(&id) {
-                continue;
-            }
+    /// The runs holding the `needed` events, each once, sorted by id, with
+    /// which events are live. One pass: the first needed event not yet
+    /// covered names the next run, whose events take the needed entries
+    /// they match.
+    fn evidence(&self, needed: &Needed) -> (Vec<&P2PEvent>, Vec<bool>) {
+        let wanted = &needed.0;
+        let mut events: Vec<&P2PEvent> = Vec::with_capacity(wanted.len());
+        let mut flags = Vec::with_capacity(wanted.len());
+        let mut at = 0;
+        while let Some(&(id, _)) = wanted.get(at) {
             let run = self.run_of(id).unwrap_or_default();
-            covered.extend(run.iter().map(|e| e.id));
-            if !run.is_empty() {
-                runs.push(run);
+            for event in run {
+                let mut live = false;
+                while let Some(&(w, l)) = wanted.get(at).filter(|(w, _)| *w <= event.id) {
+                    live |= l && w == event.id;
+                    at += 1;
+                }
+                // Runs never overlap (a seal covers its own range), but a
+                // snapshot with an event twice would be refused: make sure.
+                if events.last().is_none_or(|last| last.id < event.id) {
+                    events.push(event);
+                    flags.push(live);
+                }
+            }
+            if wanted.get(at).is_some_and(|(w, _)| *w == id) {
+                // Not kept here (or not in the run named): skipped.
+                at += 1;
             }
         }
-        runs.sort_unstable_by_key(|run| run[0].id);
-        let mut events: Vec<&P2PEvent> = runs.into_iter().flatten().collect();
-        // Runs never overlap (a seal covers its own range), but a snapshot
-        // with an event twice would be refused: make sure (already sorted,
-        // so this is one pass).
-        events.sort_by_key(|e| e.id);
-        events.dedup_by_key(|e| e.id);
-        let flags = events.iter().map(|e| live.contains(&e.id)).collect();
         (events, flags)
     }
 
@@ -269,8 +284,7 @@ impl ReconciliationEngine {
             .digest
             .leaf(leaf)
             .filter_map(|(key, _)| self.entities.get(key));
-        let (live, firsts) = self.backing(slots);
-        let (events, flags) = self.evidence(live.iter().copied().chain(firsts), &live);
+        let (events, flags) = self.evidence(&self.needed(slots, false));
         StateSnapshot {
             version_vector: self.applied.clone(),
             events: events.into_iter().cloned().collect(),
@@ -370,12 +384,17 @@ impl ReconciliationEngine {
     /// Folds the archive and the runs leaving the log (`folded`) down to
     /// what the state rests on, after a compaction.
     pub(super) fn keep_evidence(&mut self, folded: Vec<P2PEvent>) {
-        let (mut wanted, firsts) = self.backing(self.entities.values());
-        wanted.extend(firsts);
-        wanted.extend(self.heads());
+        let Needed(wanted) = self.needed(self.entities.values(), true);
         self.archive.insert(folded);
-        self.archive
-            .retain(|run| run.iter().any(|e| wanted.contains(&e.id)));
+        // Runs come in order of their first id, so one cursor walks `wanted`.
+        let mut at = 0;
+        self.archive.retain(|run| {
+            let (Some(first), Some(last)) = (run.first(), run.last()) else {
+                return false;
+            };
+            at += wanted[at..].partition_point(|(w, _)| *w < first.id);
+            wanted.get(at).is_some_and(|(w, _)| *w <= last.id)
+        });
     }
 
     /// A new engine with a snapshot's state (from our own storage).

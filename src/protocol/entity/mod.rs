@@ -155,15 +155,14 @@ impl Entity {
     /// The live events this state rests on: every dot it holds. With
     /// [`firsts`](Self::firsts), what a verified snapshot carries (in their
     /// sealed runs); [`rebuild`](Self::rebuild) gets the same entity back.
-    pub fn dots(&self) -> impl Iterator<Item = EventId> + '_ {
-        self.claims.iter().flat_map(|c| {
-            let state: Box<dyn Iterator<Item = EventId>> = match &c.state {
-                EntityState::Register(r) => Box::new(r.dots()),
-                EntityState::Counter(k) => Box::new(k.dots()),
-                EntityState::Set(s) => Box::new(s.dots()),
-            };
-            state
-        })
+    pub fn for_each_dot(&self, mut f: impl FnMut(EventId)) {
+        for claim in &self.claims {
+            match &claim.state {
+                EntityState::Register(r) => r.dots().for_each(&mut f),
+                EntityState::Counter(k) => k.dots().for_each(&mut f),
+                EntityState::Set(s) => s.dots().for_each(&mut f),
+            }
+        }
     }
 
     /// Each kind's first operation (part of the entity's hash).
