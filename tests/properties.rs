@@ -1,13 +1,18 @@
 //! Properties of the merge, for every kind: the same events in any order,
 //! with duplicates, give the same state and digest; joining states through
-//! snapshots is associative; a snapshot round trip is the identity.
+//! snapshots is associative; a snapshot round trip is the identity. And the
+//! version vector behaves as the sorted map it once was.
 //!
 //! The proptest RNG seed is printed; `CPC_SEED=n` replays it.
 
 mod common;
 
 use common::{engine, json, Rng};
-use cpc_sync::protocol::{P2PEvent, ReconciliationEngine, StateSnapshot, Trust};
+use std::collections::BTreeMap;
+
+use cpc_sync::protocol::{
+    P2PEvent, PeerId, ReconciliationEngine, StateSnapshot, Trust, VectorClock,
+};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed};
 
@@ -269,5 +274,66 @@ proptest! {
         restored.load_snapshot(snapshot, Trust::OWN).expect("its own snapshot loads");
         prop_assert_eq!(restored.state_json(), me.state_json());
         prop_assert_eq!(restored.digest(), me.digest());
+    }
+}
+
+/// The model of a version vector: a sorted map of its nonzero entries
+/// (what `VectorClock` was before it was one sorted vector).
+type ClockModel = BTreeMap<PeerId, u64>;
+
+fn clock_model(entries: &[(u64, u64)]) -> ClockModel {
+    let mut m = ClockModel::new();
+    for &(p, v) in entries.iter().filter(|(_, v)| *v > 0) {
+        let e = m.entry(PeerId(p)).or_insert(0);
+        *e = (*e).max(v);
+    }
+    m
+}
+
+fn clock_of(model: &ClockModel) -> VectorClock {
+    model.iter().map(|(&p, &v)| (p, v)).collect()
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Every operation of a version vector agrees with the sorted map,
+    /// and so do its JSON and binary (signed) forms.
+    #[test]
+    fn a_version_vector_behaves_as_a_sorted_map(
+        a in proptest::collection::vec((0u64..12, 0u64..5), 0..12),
+        b in proptest::collection::vec((0u64..12, 0u64..5), 0..12),
+        p in 0u64..12,
+        v in 0u64..5,
+    ) {
+        let x: VectorClock = a.iter().map(|&(p, v)| (PeerId(p), v)).collect();
+        let y: VectorClock = b.iter().map(|&(p, v)| (PeerId(p), v)).collect();
+        let (mut mx, my) = (clock_model(&a), clock_model(&b));
+        prop_assert_eq!(&x, &clock_of(&mx));
+        prop_assert_eq!(x.descends(&y), my.iter().all(|(p, v)| mx.get(p).unwrap_or(&0) >= v));
+        let json = serde_json::to_string(&x).unwrap();
+        prop_assert_eq!(&json, &serde_json::to_string(&mx).unwrap());
+        prop_assert_eq!(&serde_json::from_str::<VectorClock>(&json).unwrap(), &x);
+        prop_assert_eq!(postcard::to_allocvec(&x).unwrap(), postcard::to_allocvec(&mx).unwrap());
+        let met: ClockModel = mx
+            .iter()
+            .filter_map(|(p, v)| Some((*p, (*v).min(*my.get(p)?))))
+            .collect();
+        prop_assert_eq!(VectorClock::meet([&x, &y].into_iter()), clock_of(&met));
+        let mut x = x;
+        x.merge(&y);
+        for (p, v) in &my {
+            let e = mx.entry(*p).or_insert(0);
+            *e = (*e).max(*v);
+        }
+        prop_assert_eq!(&x, &clock_of(&mx));
+        x.set(PeerId(p), v);
+        if v == 0 {
+            mx.remove(&PeerId(p));
+        } else {
+            mx.insert(PeerId(p), v);
+        }
+        prop_assert_eq!(&x, &clock_of(&mx));
+        prop_assert_eq!(x.increment(PeerId(p)), v + 1);
     }
 }

@@ -1,6 +1,6 @@
 use std::cmp::Ordering;
-use std::collections::btree_map::{self, BTreeMap};
 
+use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize};
 
 use super::PeerId;
@@ -21,9 +21,25 @@ pub enum ClockOrdering {
 
 /// A map `PeerId -> logical timestamp`. A missing peer counts as 0, and zero
 /// entries are never stored, so equal clocks have equal encodings.
-#[derive(Clone, PartialEq, Eq, Hash, Default, Serialize)]
-#[serde(transparent)]
-pub struct VectorClock(BTreeMap<PeerId, u64>);
+///
+/// Entries are one vector sorted by peer: most clocks (an event's `deps`
+/// and `observed`) have one or two entries, which a vector holds in one
+/// small allocation where a B-tree takes a node of eleven; lookups in a
+/// room's version vector are a binary search over contiguous memory.
+#[derive(Clone, PartialEq, Eq, Hash, Default)]
+pub struct VectorClock(Vec<(PeerId, u64)>);
+
+/// Serialized as a map, in peer order (the same bytes as the sorted map
+/// it once was: seals sign events' clocks in this form).
+impl Serialize for VectorClock {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (peer, value) in &self.0 {
+            map.serialize_entry(peer, value)?;
+        }
+        map.end()
+    }
+}
 
 /// The most entries a clock read from a peer or a file may have (the
 /// C1.2 room of 30,000 peers fits twice over); beyond it decoding fails
@@ -47,18 +63,26 @@ impl<'de> Deserialize<'de> for VectorClock {
                 self,
                 mut map: A,
             ) -> Result<VectorClock, A::Error> {
-                let mut clock = BTreeMap::new();
+                let mut entries = Vec::new();
                 while let Some((peer, value)) = map.next_entry::<PeerId, u64>()? {
-                    if clock.len() >= MAX_CLOCK_ENTRIES {
+                    if entries.len() >= MAX_CLOCK_ENTRIES {
                         return Err(serde::de::Error::custom(format!(
                             "a version vector has more than {MAX_CLOCK_ENTRIES} entries"
                         )));
                     }
-                    if value > 0 {
-                        clock.insert(peer, value);
-                    }
+                    entries.push((peer, value));
                 }
-                Ok(VectorClock(clock))
+                // Sorted once, not inserted one by one (a hostile map in
+                // reverse order would move the vector 65,536 times); the
+                // last of a repeated peer wins, as a map's would.
+                if !entries.is_sorted_by(|a, b| a.0 < b.0) {
+                    entries.sort_by_key(|&(p, _)| p);
+                    entries.reverse();
+                    entries.dedup_by_key(|&mut (p, _)| p);
+                    entries.reverse();
+                }
+                entries.retain(|&(_, v)| v > 0);
+                Ok(VectorClock(entries))
             }
         }
         deserializer.deserialize_map(Entries)
@@ -67,21 +91,30 @@ impl<'de> Deserialize<'de> for VectorClock {
 
 impl VectorClock {
     pub const fn new() -> Self {
-        VectorClock(BTreeMap::new())
+        VectorClock(Vec::new())
+    }
+
+    /// Where `peer`'s entry is, or would be inserted.
+    #[inline]
+    fn find(&self, peer: PeerId) -> Result<usize, usize> {
+        self.0.binary_search_by_key(&peer, |&(p, _)| p)
     }
 
     /// The entry for `peer`, 0 when absent.
     #[inline]
     pub fn get(&self, peer: PeerId) -> u64 {
-        self.0.get(&peer).copied().unwrap_or(0)
+        self.find(peer).map_or(0, |i| self.0[i].1)
     }
 
     /// Sets `peer`'s entry; 0 removes it.
     pub fn set(&mut self, peer: PeerId, value: u64) {
-        if value == 0 {
-            self.0.remove(&peer);
-        } else {
-            self.0.insert(peer, value);
+        match (self.find(peer), value) {
+            (Ok(i), 0) => {
+                self.0.remove(i);
+            }
+            (Ok(i), _) => self.0[i].1 = value,
+            (Err(_), 0) => {}
+            (Err(i), _) => self.0.insert(i, (peer, value)),
         }
     }
 
@@ -91,29 +124,59 @@ impl VectorClock {
         if value == 0 {
             return;
         }
-        let entry = self.0.entry(peer).or_insert(0);
-        if *entry < value {
-            *entry = value;
+        match self.find(peer) {
+            Ok(i) => self.0[i].1 = self.0[i].1.max(value),
+            Err(i) => self.0.insert(i, (peer, value)),
         }
     }
 
     /// Increments `peer`'s entry and returns the new value.
     pub fn increment(&mut self, peer: PeerId) -> u64 {
-        let entry = self.0.entry(peer).or_insert(0);
-        *entry += 1;
-        *entry
+        match self.find(peer) {
+            Ok(i) => {
+                self.0[i].1 += 1;
+                self.0[i].1
+            }
+            Err(i) => {
+                self.0.insert(i, (peer, 1));
+                1
+            }
+        }
     }
 
-    /// Pointwise maximum with `other`.
+    /// Pointwise maximum with `other`, in one merged walk when `other` is
+    /// more than a few entries.
     pub fn merge(&mut self, other: &VectorClock) {
-        for (&peer, &value) in &other.0 {
-            self.observe(peer, value);
+        if other.0.len() <= 4 {
+            for &(peer, value) in &other.0 {
+                self.observe(peer, value);
+            }
+            return;
         }
+        let mut out = Vec::with_capacity(self.0.len().max(other.0.len()));
+        let (mut a, mut b) = (self.0.iter().peekable(), other.0.iter().peekable());
+        loop {
+            let next = match (a.peek(), b.peek()) {
+                (None, None) => break,
+                (Some(_), None) => a.next(),
+                (None, Some(_)) => b.next(),
+                (Some(x), Some(y)) => match x.0.cmp(&y.0) {
+                    Ordering::Less => a.next(),
+                    Ordering::Greater => b.next(),
+                    Ordering::Equal => {
+                        let (x, y) = (a.next().expect("peeked"), b.next().expect("peeked"));
+                        Some(if x.1 >= y.1 { x } else { y })
+                    }
+                },
+            };
+            out.extend(next.copied());
+        }
+        self.0 = out;
     }
 
     /// `self[p] >= other[p]` for every peer `p`.
     pub fn descends(&self, other: &VectorClock) -> bool {
-        other.0.iter().all(|(&p, &v)| self.get(p) >= v)
+        other.0.iter().all(|&(p, v)| self.get(p) >= v)
     }
 
     /// Compares in one merged walk over both (sorted) clocks.
@@ -164,13 +227,13 @@ impl VectorClock {
         self.0.is_empty()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (PeerId, u64)> + '_ {
-        self.0.iter().map(|(&p, &v)| (p, v))
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (PeerId, u64)> + ExactSizeIterator + '_ {
+        self.0.iter().copied()
     }
 
     /// Sum of all entries: the number of events a clock covers.
     pub fn total(&self) -> u64 {
-        self.0.values().sum()
+        self.0.iter().map(|&(_, v)| v).sum()
     }
 
     /// Pointwise minimum over `clocks`: what every one of them has seen.
@@ -180,8 +243,8 @@ impl VectorClock {
         };
         let mut out = first.clone();
         for clock in clocks {
-            out.0.retain(|&p, v| {
-                *v = (*v).min(clock.get(p));
+            out.0.retain_mut(|(p, v)| {
+                *v = (*v).min(clock.get(*p));
                 *v > 0
             });
         }
@@ -189,27 +252,24 @@ impl VectorClock {
     }
 }
 
+/// Entries in any order; a repeated peer keeps its largest value.
 impl FromIterator<(PeerId, u64)> for VectorClock {
     fn from_iter<I: IntoIterator<Item = (PeerId, u64)>>(iter: I) -> Self {
-        let mut clock = VectorClock::new();
-        for (p, v) in iter {
-            clock.observe(p, v);
+        let mut entries: Vec<(PeerId, u64)> = iter.into_iter().filter(|&(_, v)| v > 0).collect();
+        if !entries.is_sorted_by(|a, b| a.0 < b.0) {
+            // Of equal peers, the largest value sorts first: keep it.
+            entries.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+            entries.dedup_by_key(|&mut (p, _)| p);
         }
-        clock
-    }
-}
-
-impl<'a> IntoIterator for &'a VectorClock {
-    type Item = (&'a PeerId, &'a u64);
-    type IntoIter = btree_map::Iter<'a, PeerId, u64>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.0.iter()
+        VectorClock(entries)
     }
 }
 
 impl std::fmt::Debug for VectorClock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_map().entries(self.0.iter()).finish()
+        f.debug_map()
+            .entries(self.0.iter().map(|(p, v)| (p, v)))
+            .finish()
     }
 }
 
@@ -268,6 +328,14 @@ mod tests {
         assert_eq!(a.total(), 8);
         let m = VectorClock::meet([vc(&[(1, 3), (2, 4)]), vc(&[(1, 1), (3, 5)])].iter());
         assert_eq!(m, vc(&[(1, 1)]));
+    }
+
+    #[test]
+    fn a_map_repeating_a_peer_keeps_the_last_and_zeros_are_dropped() {
+        let [one, two, three] = [1, 2, 3].map(|p| PeerId(p).to_string());
+        let json = format!(r#"{{"{three}": 1, "{one}": 4, "{three}": 2, "{two}": 0}}"#);
+        let clock: VectorClock = serde_json::from_str(&json).unwrap();
+        assert_eq!(clock, vc(&[(1, 4), (3, 2)]));
     }
 
     #[test]
