@@ -228,6 +228,14 @@ fn verified_snapshot(c: &mut Criterion) {
                 fresh
             })
         });
+        // A page's cold start: its own stored snapshot, not verified again.
+        group.bench_function(format!("decode, load our own (runs of {run})"), |b| {
+            b.iter(|| {
+                let snapshot = StateSnapshot::decode(&bytes).expect("decodes");
+                ReconciliationEngine::from_snapshot(PeerId(2), EngineConfig::default(), snapshot)
+                    .expect("loads")
+            })
+        });
     }
     group.finish();
 }

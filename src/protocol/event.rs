@@ -183,6 +183,27 @@ struct Content<'a> {
     hlc: &'a Timestamp,
 }
 
+/// A postcard flavor appending to a borrowed vector.
+struct Append<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for Append<'_> {
+    type Output = ();
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.push(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
 /// A blake3 hash, shown as hex.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Hash32(pub [u8; 32]);
@@ -243,6 +264,14 @@ impl P2PEvent {
 
     /// The binary encoding of everything but the seal.
     pub fn content_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.append_content(&mut out);
+        out
+    }
+
+    /// Appends [`content_bytes`](Self::content_bytes) to `out` (a run's
+    /// contents in one buffer, with no allocation per event).
+    pub fn append_content(&self, out: &mut Vec<u8>) {
         let content = Content {
             id: &self.id,
             key: &self.key,
@@ -250,7 +279,8 @@ impl P2PEvent {
             deps: &self.deps,
             hlc: &self.hlc,
         };
-        postcard::to_allocvec(&content).unwrap_or_default()
+        // Into a vector, serialization cannot fail.
+        let _ = postcard::serialize_with_flavor(&content, Append(out));
     }
 
     /// Same content, whatever the seals (a relayed copy may be compared

@@ -178,20 +178,12 @@ impl SyncNode {
         except: Option<PeerId>,
         own_upto: Option<u64>,
     ) {
-        if self.config.durable {
-            self.persist(Persist::Events(events.clone()), own_upto);
-        }
         let signed = self.signed();
-        let peers: Vec<PeerId> = self
-            .sessions
-            .keys()
-            .copied()
-            .filter(|p| Some(*p) != except)
-            .collect();
-        for peer in peers {
-            let Some(session) = self.sessions.get(&peer) else {
+        let mut sends = Vec::new();
+        for (&peer, session) in self.sessions.iter() {
+            if Some(peer) == except {
                 continue;
-            };
+            }
             let their = &session.their_clock;
             let sent = seal::whole_runs(&events, |e| their.get(e.id.peer) < e.id.seq, signed);
             let lacking: Vec<P2PEvent> = events
@@ -201,8 +193,16 @@ impl SyncNode {
                 .map(|(e, _)| e.clone())
                 .collect();
             if !lacking.is_empty() {
-                self.send_events(peer, lacking);
+                sends.push((peer, lacking));
             }
+        }
+        // Persisted before anything is sent (the sends wait for it), and
+        // moved there, not copied: a page writing alone sends nothing.
+        if self.config.durable {
+            self.persist(Persist::Events(events), own_upto);
+        }
+        for (peer, lacking) in sends {
+            self.send_events(peer, lacking);
         }
     }
 
