@@ -177,7 +177,8 @@ impl Entity {
     /// `(hlc, dot)` order, which extends causal order (a hybrid clock
     /// orders whatever an event observed before it).
     pub fn rebuild(events: &mut [(&P2PEvent, bool)]) -> Entity {
-        events.sort_unstable_by_key(|(e, _)| (e.hlc, e.id));
+        // A key's live events and firsts: a few, so the small sort.
+        heap_sort_by_key(events, |(e, _)| (e.hlc, e.id));
         let mut entity = Entity::empty();
         for (event, live) in events.iter() {
             let kind = event.op.kind();
