@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 
+use foldhash::fast::FixedState;
 use serde::{Deserialize, Serialize};
 
 use super::clock::PeerId;
@@ -234,7 +235,7 @@ impl Opened {
 /// dropped). Events of one origin must come in sequence order, each run
 /// whole.
 pub fn check_runs(events: Vec<P2PEvent>) -> Opened {
-    let mut open: HashMap<PeerId, Vec<P2PEvent>> = HashMap::new();
+    let mut open: HashMap<PeerId, Vec<P2PEvent>, FixedState> = HashMap::default();
     let mut out = Opened::default();
     for event in events {
         let origin = event.id.peer;
@@ -331,7 +332,8 @@ pub fn whole_runs(
     signed: bool,
 ) -> Vec<bool> {
     // Backwards: a run's seal comes before its other events.
-    let mut covered: HashMap<PeerId, u64> = HashMap::new();
+    // The batch encoder's map type: one hash table of it in the wasm.
+    let mut covered: HashMap<PeerId, u64, FixedState> = HashMap::default();
     let mut out = vec![false; events.len()];
     for (event, send) in events.iter().zip(out.iter_mut()).rev() {
         let origin = event.id.peer;
