@@ -229,7 +229,7 @@ impl<'de> Deserialize<'de> for Hash32 {
             }
             Ok(Hash32(out))
         } else {
-            <[u8; 32]>::deserialize(deserializer).map(Hash32)
+            super::identity::bytes::b32(deserializer).map(Hash32)
         }
     }
 }

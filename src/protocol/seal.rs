@@ -33,7 +33,9 @@ const DOMAIN: &[u8] = b"cpc-sync seal v1";
 pub struct Seal {
     pub first: u64,
     /// The origin's public key; the origin's id must be derived from it.
+    #[serde(deserialize_with = "super::identity::bytes::b32")]
     pub key: PublicKey,
+    #[serde(deserialize_with = "super::identity::bytes::signature")]
     pub signature: Signature,
 }
 
