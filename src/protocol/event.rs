@@ -250,7 +250,9 @@ impl P2PEvent {
             deps: &self.deps,
             hlc: &self.hlc,
         };
-        postcard::to_allocvec(&content).unwrap_or_default()
+        // `to_extend` into a new Vec writes what `to_allocvec` does; the
+        // wire's flavor, so the wasm holds one postcard serializer.
+        postcard::to_extend(&content, Vec::new()).unwrap_or_default()
     }
 
     /// Same content, whatever the seals (a relayed copy may be compared

@@ -267,7 +267,8 @@ impl Entity {
         let mut hasher = blake3::Hasher::new();
         hasher.update(&(key.len() as u64).to_le_bytes());
         hasher.update(key.as_bytes());
-        hasher.update(&postcard::to_allocvec(self).unwrap_or_default());
+        // The wire's postcard flavor (see `P2PEvent::content_bytes`).
+        hasher.update(&postcard::to_extend(self, Vec::new()).unwrap_or_default());
         Hash32(*hasher.finalize().as_bytes())
     }
 }
