@@ -32,11 +32,13 @@ pub fn to_js(value: &impl serde::Serialize) -> JsValue {
 }
 
 /// What a JS exception says: an `Error`'s or a `DOMException`'s message, a
-/// thrown string, or its debug form.
+/// thrown string, or its JSON. (Not `{:?}`: that brings wasm-bindgen's
+/// `debugString` into the JS glue for this one fallback.)
 pub fn describe(e: &JsValue) -> String {
     e.dyn_ref::<js_sys::Error>()
         .map(|e| String::from(e.message()))
         .or_else(|| e.dyn_ref::<web_sys::DomException>().map(|e| e.message()))
         .or_else(|| e.as_string())
-        .unwrap_or_else(|| format!("{e:?}"))
+        .or_else(|| js_sys::JSON::stringify(e).ok()?.as_string())
+        .unwrap_or_else(|| "a value that is not an Error".to_string())
 }

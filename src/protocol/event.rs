@@ -183,27 +183,6 @@ struct Content<'a> {
     hlc: &'a Timestamp,
 }
 
-/// A postcard flavor appending to a borrowed vector.
-struct Append<'a>(&'a mut Vec<u8>);
-
-impl postcard::ser_flavors::Flavor for Append<'_> {
-    type Output = ();
-
-    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        self.0.extend_from_slice(data);
-        Ok(())
-    }
-
-    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
-        self.0.push(data);
-        Ok(())
-    }
-
-    fn finalize(self) -> postcard::Result<()> {
-        Ok(())
-    }
-}
-
 /// A blake3 hash, shown as hex.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Hash32(pub [u8; 32]);
@@ -250,7 +229,7 @@ impl<'de> Deserialize<'de> for Hash32 {
             }
             Ok(Hash32(out))
         } else {
-            <[u8; 32]>::deserialize(deserializer).map(Hash32)
+            super::identity::bytes::b32(deserializer).map(Hash32)
         }
     }
 }
@@ -279,8 +258,11 @@ impl P2PEvent {
             deps: &self.deps,
             hlc: &self.hlc,
         };
-        // Into a vector, serialization cannot fail.
-        let _ = postcard::serialize_with_flavor(&content, Append(out));
+        // The wire's flavor (`to_extend`), so the wasm holds one postcard
+        // serializer; into a vector it cannot fail.
+        if let Ok(done) = postcard::to_extend(&content, std::mem::take(out)) {
+            *out = done;
+        }
     }
 
     /// Same content, whatever the seals (a relayed copy may be compared

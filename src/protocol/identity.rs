@@ -19,6 +19,52 @@ pub type PublicKey = [u8; 32];
 /// travels inside serde messages (seals, handshake proofs).
 pub type Signature = [[u8; 32]; 2];
 
+/// `#[serde(deserialize_with)]` for keys, nonces, MACs and signatures: the
+/// same forms as serde's own arrays, read by one loop. serde's array impl
+/// unrolls 32 elements, 2 KB of wasm for each deserializer it meets.
+pub(crate) mod bytes {
+    use std::fmt;
+
+    use serde::de::{Error, SeqAccess, Visitor};
+    use serde::{Deserialize, Deserializer};
+
+    struct Bytes<const N: usize>([u8; N]);
+
+    impl<'de, const N: usize> Deserialize<'de> for Bytes<N> {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct Elements<const N: usize>;
+            impl<'de, const N: usize> Visitor<'de> for Elements<N> {
+                type Value = Bytes<N>;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    write!(f, "an array of length {N}")
+                }
+                fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Bytes<N>, A::Error> {
+                    let mut out = [0u8; N];
+                    for (i, byte) in out.iter_mut().enumerate() {
+                        *byte = seq
+                            .next_element()?
+                            .ok_or_else(|| Error::invalid_length(i, &self))?;
+                    }
+                    Ok(Bytes(out))
+                }
+            }
+            deserializer.deserialize_tuple(N, Elements::<N>)
+        }
+    }
+
+    /// 32 bytes: a key, a nonce, a MAC, a hash.
+    pub fn b32<'de, D: Deserializer<'de>>(deserializer: D) -> Result<[u8; 32], D::Error> {
+        Bytes::<32>::deserialize(deserializer).map(|b| b.0)
+    }
+
+    /// A [`Signature`](super::Signature): two halves of 32.
+    pub fn signature<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<super::Signature, D::Error> {
+        <[Bytes<32>; 2]>::deserialize(deserializer).map(|[a, b]| [a.0, b.0])
+    }
+}
+
 /// The peer id a public key signs for: the first 8 bytes of its blake3
 /// hash. Finding a second key with a given id takes ~2^64 key generations.
 pub fn peer_id_of(key: &PublicKey) -> PeerId {
@@ -112,5 +158,43 @@ mod tests {
         bent[0][10] ^= 1;
         assert!(!verify(&a.public_key(), b"hello", &bent));
         assert!(!verify(&[0xff; 32], b"hello", &signature));
+    }
+
+    #[test]
+    fn bytes_read_as_serde_arrays_do() {
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        struct Ours {
+            #[serde(deserialize_with = "super::bytes::b32")]
+            key: PublicKey,
+            #[serde(deserialize_with = "super::bytes::signature")]
+            signature: Signature,
+        }
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        struct Serdes {
+            key: PublicKey,
+            signature: Signature,
+        }
+        let key: PublicKey = std::array::from_fn(|i| i as u8 * 7);
+        let signature: Signature = [[0xa5; 32], std::array::from_fn(|i| 255 - i as u8)];
+        let bytes = postcard::to_allocvec(&(key, signature)).unwrap();
+        for len in [0, 31, 32, 95, 96, bytes.len()] {
+            let ours = postcard::from_bytes::<Ours>(&bytes[..len]).ok();
+            let serdes = postcard::from_bytes::<Serdes>(&bytes[..len]).ok();
+            assert_eq!(
+                ours.map(|o| (o.key, o.signature)),
+                serdes.map(|s| (s.key, s.signature))
+            );
+        }
+        let json = serde_json::to_string(&serde_json::json!({"key": key, "signature": signature}))
+            .unwrap();
+        let ours: Ours = serde_json::from_str(&json).unwrap();
+        assert_eq!((ours.key, ours.signature), (key, signature));
+        let short = json.replacen("[0,7,", "[7,", 1);
+        let long = json.replacen("[0,7,", "[0,0,7,", 1);
+        assert!(short != json && long != json);
+        for bad in [short, long] {
+            assert!(serde_json::from_str::<Ours>(&bad).is_err());
+            assert!(serde_json::from_str::<Serdes>(&bad).is_err());
+        }
     }
 }

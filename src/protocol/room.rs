@@ -191,8 +191,11 @@ impl RoomSecret {
 /// so it cannot be replayed on another connection or reflected back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Proof {
+    #[serde(deserialize_with = "super::identity::bytes::b32")]
     pub key: PublicKey,
+    #[serde(deserialize_with = "super::identity::bytes::b32")]
     pub mac: [u8; 32],
+    #[serde(deserialize_with = "super::identity::bytes::signature")]
     pub signature: Signature,
 }
 

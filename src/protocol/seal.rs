@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 
+use foldhash::fast::FixedState;
 use serde::{Deserialize, Serialize};
 
 use super::clock::PeerId;
@@ -32,7 +33,9 @@ const DOMAIN: &[u8] = b"cpc-sync seal v1";
 pub struct Seal {
     pub first: u64,
     /// The origin's public key; the origin's id must be derived from it.
+    #[serde(deserialize_with = "super::identity::bytes::b32")]
     pub key: PublicKey,
+    #[serde(deserialize_with = "super::identity::bytes::signature")]
     pub signature: Signature,
 }
 
@@ -238,7 +241,7 @@ impl Opened {
 /// dropped). Events of one origin must come in sequence order, each run
 /// whole.
 pub fn check_runs(events: Vec<P2PEvent>) -> Opened {
-    let mut open: HashMap<PeerId, Vec<P2PEvent>> = HashMap::new();
+    let mut open: HashMap<PeerId, Vec<P2PEvent>, FixedState> = HashMap::default();
     let mut out = Opened::default();
     for event in events {
         let origin = event.id.peer;
@@ -335,7 +338,8 @@ pub fn whole_runs(
     signed: bool,
 ) -> Vec<bool> {
     // Backwards: a run's seal comes before its other events.
-    let mut covered: HashMap<PeerId, u64> = HashMap::new();
+    // The batch encoder's map type: one hash table of it in the wasm.
+    let mut covered: HashMap<PeerId, u64, FixedState> = HashMap::default();
     let mut out = vec![false; events.len()];
     for (event, send) in events.iter().zip(out.iter_mut()).rev() {
         let origin = event.id.peer;

@@ -202,7 +202,10 @@ impl Negotiation {
         match room {
             None => json,
             Some(room) => {
-                Value::String(room.seal_signal(json.to_string().as_bytes(), nonce, from, to))
+                // `to_vec`, not `to_string()`: the same bytes, without
+                // `Display`'s copy of the serializer.
+                let text = serde_json::to_vec(&json).unwrap_or_default();
+                Value::String(room.seal_signal(&text, nonce, from, to))
             }
         }
     }

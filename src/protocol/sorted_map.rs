@@ -2,8 +2,20 @@
 //! negotiations): one sorted vector, looked up by binary search. A
 //! `BTreeMap` costs the wasm 3-5 KB of node code for each value type it
 //! holds and buys nothing at the size of a room (at most `MAX_ROOM`, 1,024
-//! peers); this costs a few hundred bytes. Maps that grow with the data
-//! (clocks, set members, archives) stay `BTreeMap`s.
+//! peers); this costs a few hundred bytes. Also the maps bounded by peers
+//! or by what an app configures (a counter's contributions, conflict
+//! policies). Maps that grow with the data (clocks, set members, archives,
+//! a digest leaf's keys) stay `BTreeMap`s: inserting in the middle of a
+//! long vector moves its tail.
+
+use std::borrow::Borrow;
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::heap_sort::heap_sort_by;
 
 /// A map ordered by key, kept as a sorted `Vec` of pairs: iteration is in
 /// key order, as a `BTreeMap`'s; insertion and removal move the tail.
@@ -21,8 +33,11 @@ impl<K: Ord, V> SortedMap<K, V> {
         Self::default()
     }
 
-    fn find(&self, key: &K) -> Result<usize, usize> {
-        self.0.binary_search_by(|(k, _)| k.cmp(key))
+    fn find<Q: Ord + ?Sized>(&self, key: &Q) -> Result<usize, usize>
+    where
+        K: Borrow<Q>,
+    {
+        self.0.binary_search_by(|(k, _)| k.borrow().cmp(key))
     }
 
     pub fn len(&self) -> usize {
@@ -37,16 +52,34 @@ impl<K: Ord, V> SortedMap<K, V> {
         self.0.clear();
     }
 
-    pub fn get(&self, key: &K) -> Option<&V> {
+    pub fn get<Q: Ord + ?Sized>(&self, key: &Q) -> Option<&V>
+    where
+        K: Borrow<Q>,
+    {
         self.find(key).ok().map(|i| &self.0[i].1)
     }
 
-    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+    pub fn get_mut<Q: Ord + ?Sized>(&mut self, key: &Q) -> Option<&mut V>
+    where
+        K: Borrow<Q>,
+    {
         self.find(key).ok().map(|i| &mut self.0[i].1)
     }
 
-    pub fn contains_key(&self, key: &K) -> bool {
+    pub fn contains_key<Q: Ord + ?Sized>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+    {
         self.find(key).is_ok()
+    }
+
+    /// The entry of the greatest key at or before `key`, if any.
+    pub fn last_at_or_before<Q: Ord + ?Sized>(&self, key: &Q) -> Option<(&K, &V)>
+    where
+        K: Borrow<Q>,
+    {
+        let end = self.0.partition_point(|(k, _)| k.borrow() <= key);
+        end.checked_sub(1).map(|i| (&self.0[i].0, &self.0[i].1))
     }
 
     /// The value `key` had, if any.
@@ -60,7 +93,10 @@ impl<K: Ord, V> SortedMap<K, V> {
         }
     }
 
-    pub fn remove(&mut self, key: &K) -> Option<V> {
+    pub fn remove<Q: Ord + ?Sized>(&mut self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+    {
         self.find(key).ok().map(|i| self.0.remove(i).1)
     }
 
@@ -107,6 +143,55 @@ impl<K: Ord, V> SortedMap<K, V> {
     }
 }
 
+impl<K: Ord, V> SortedMap<K, V> {
+    /// The map of `pairs` as a `BTreeMap` built by inserting them in turn
+    /// would be: sorted by key, the last value of a key kept. Pairs
+    /// already in order (what `serialize` writes) are taken as they are.
+    fn from_pairs(pairs: Vec<(K, V)>) -> Self {
+        if pairs.windows(2).all(|w| w[0].0 < w[1].0) {
+            return SortedMap(pairs);
+        }
+        let mut tagged: Vec<(usize, (K, V))> = pairs.into_iter().enumerate().collect();
+        heap_sort_by(&mut tagged, |a, b| (&a.1 .0, a.0) < (&b.1 .0, b.0));
+        let mut out: Vec<(K, V)> = Vec::with_capacity(tagged.len());
+        for (_, (k, v)) in tagged {
+            match out.last_mut() {
+                Some(last) if last.0 == k => last.1 = v,
+                _ => out.push((k, v)),
+            }
+        }
+        SortedMap(out)
+    }
+}
+
+/// The form of a `BTreeMap` with the same pairs, byte for byte.
+impl<K: Serialize, V: Serialize> Serialize for SortedMap<K, V> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+    }
+}
+
+impl<'de, K: Ord + Deserialize<'de>, V: Deserialize<'de>> Deserialize<'de> for SortedMap<K, V> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Pairs<K, V>(PhantomData<(K, V)>);
+        impl<'de, K: Ord + Deserialize<'de>, V: Deserialize<'de>> Visitor<'de> for Pairs<K, V> {
+            type Value = SortedMap<K, V>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a map")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                // Not the length the input claims: it may lie.
+                let mut pairs = Vec::new();
+                while let Some(pair) = map.next_entry()? {
+                    pairs.push(pair);
+                }
+                Ok(SortedMap::from_pairs(pairs))
+            }
+        }
+        deserializer.deserialize_map(Pairs(PhantomData))
+    }
+}
+
 impl<K, V> IntoIterator for SortedMap<K, V> {
     type Item = (K, V);
     type IntoIter = std::vec::IntoIter<(K, V)>;
@@ -148,5 +233,33 @@ mod tests {
         }
         assert_eq!(map.pop_first(), model.pop_first());
         assert!(map.keys().eq(model.keys()));
+    }
+
+    #[test]
+    fn serializes_as_a_btree_map() {
+        let pairs = [(5u64, 1i64), (2, 7), (9, -3), (2, 8), (0, 0)];
+        let model: BTreeMap<u64, i64> = pairs.iter().copied().collect();
+        let mut map = SortedMap::new();
+        for (k, v) in pairs {
+            map.insert(k, v);
+        }
+        let bytes = postcard::to_allocvec(&model).unwrap();
+        assert_eq!(postcard::to_allocvec(&map).unwrap(), bytes);
+        assert_eq!(
+            postcard::from_bytes::<SortedMap<u64, i64>>(&bytes).unwrap(),
+            map
+        );
+        assert_eq!(
+            serde_json::to_string(&map).unwrap(),
+            serde_json::to_string(&model).unwrap()
+        );
+        // Unsorted and repeated keys, as a BTreeMap reads them: last value wins.
+        let unsorted: Vec<u8> = postcard::to_allocvec(&pairs.to_vec()).unwrap();
+        let as_map = postcard::from_bytes::<SortedMap<u64, i64>>(&unsorted).unwrap();
+        let as_model = postcard::from_bytes::<BTreeMap<u64, i64>>(&unsorted).unwrap();
+        assert!(as_map.iter().eq(as_model.iter()));
+        assert_eq!(as_map.get(&2), Some(&8));
+        assert_eq!(as_map.last_at_or_before(&4), Some((&2, &8)));
+        assert_eq!(as_map.last_at_or_before(&100), Some((&9, &-3)));
     }
 }

@@ -74,8 +74,10 @@ impl JsonValue {
 impl From<&serde_json::Value> for JsonValue {
     fn from(value: &serde_json::Value) -> Self {
         // serde_json's Map is a BTreeMap (no `preserve_order`), so this
-        // serialization sorts object keys: the canonical form.
-        JsonValue(value.to_string().into())
+        // serialization sorts object keys: the canonical form. The same
+        // bytes as `Display` (`value.to_string()`), whose writer is a
+        // second copy of the serializer in the wasm.
+        JsonValue(serde_json::to_string(value).unwrap_or_default().into())
     }
 }
 
@@ -124,6 +126,20 @@ mod tests {
         assert_eq!(v.as_str(), r#"{"a":[true,null],"b":1}"#);
         assert!(JsonValue::parse("{oops").is_err());
         assert!(JsonValue::verbatim("1 2").is_err());
+    }
+
+    #[test]
+    fn canonical_text_is_serde_json_display() {
+        for text in [
+            r#"{"z":[1.5,-0.0,1e300,2.5e-8,100000000000000000000,-9223372036854775808],"a":"\u0001\"é/"}"#,
+            "18446744073709551615",
+            "0.1",
+            "1E2",
+            r#"[null,true,{"b":{},"a":[]}]"#,
+        ] {
+            let value: serde_json::Value = serde_json::from_str(text).unwrap();
+            assert_eq!(JsonValue::parse(text).unwrap().as_str(), value.to_string());
+        }
     }
 
     #[test]

@@ -1,17 +1,17 @@
 //! The app's listeners and what they receive.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use js_sys::{Function, Object, Reflect};
 use wasm_bindgen::prelude::*;
 
 use crate::browser::error::PeerError;
+use crate::protocol::sorted_map::SortedMap;
 
 /// Listeners by event type, and the keys changed since the last "change".
 #[derive(Default)]
 pub struct Listeners {
-    by_kind: HashMap<String, Vec<Function>>,
+    by_kind: SortedMap<String, Vec<Function>>,
     /// Keys changed since the last "change" event, and whether one is
     /// scheduled.
     pub changed: Vec<Arc<str>>,
@@ -20,7 +20,9 @@ pub struct Listeners {
 
 impl Listeners {
     pub fn add(&mut self, kind: String, listener: Function) {
-        self.by_kind.entry(kind).or_default().push(listener);
+        self.by_kind
+            .get_or_insert_with(kind, Vec::new)
+            .push(listener);
     }
 
     pub fn remove(&mut self, kind: &str, listener: &Function) {

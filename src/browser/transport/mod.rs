@@ -13,7 +13,6 @@ mod connection;
 mod signaling;
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::{Rc, Weak};
 
 use gloo::events::EventListener;
@@ -26,6 +25,7 @@ pub use self::signaling::SignalCodec;
 use self::signaling::{warn, Server, SocketEvent, Tabs};
 use crate::browser::convert::describe;
 use crate::protocol::signal::{ServerMessage, TabMessage};
+use crate::protocol::sorted_map::SortedMap;
 use crate::protocol::sync::{LinkAction, LinkConfig, LinkState, Links, Route, Verdict};
 use crate::protocol::{Identity, PeerId};
 
@@ -66,7 +66,7 @@ struct State {
     me: PeerId,
     config: TransportConfig,
     links: Links,
-    connections: HashMap<PeerId, Connection>,
+    connections: SortedMap<PeerId, Connection>,
     tabs: Option<Tabs>,
     server: Option<Server>,
     sink: Sink,
@@ -105,7 +105,7 @@ impl Transport {
                 me,
                 config,
                 links,
-                connections: HashMap::new(),
+                connections: SortedMap::new(),
                 tabs: None,
                 server: None,
                 sink,

@@ -17,9 +17,7 @@
 //! default, even one of a longer prefix: whatever the room decided, every
 //! peer shows alike.
 
-use std::collections::BTreeMap;
 use std::fmt;
-use std::ops::Bound;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
@@ -28,6 +26,7 @@ use super::ReconciliationEngine;
 use crate::protocol::entity::EntityState;
 use crate::protocol::error::{ReceiveError, WriteError};
 use crate::protocol::event::{Operation, P2PEvent, RegisterOp};
+use crate::protocol::sorted_map::SortedMap;
 use crate::protocol::value::JsonValue;
 
 /// The namespace of the room's own state. App keys cannot start with it:
@@ -110,7 +109,7 @@ impl ConflictPolicy {
 /// number of prefixes (a peer may set thousands of room policies; every
 /// conflicted key is looked up on every tick).
 #[derive(Debug, Clone, Default)]
-pub struct Policies(BTreeMap<String, ConflictPolicy>);
+pub struct Policies(SortedMap<String, ConflictPolicy>);
 
 impl Policies {
     pub fn set(&mut self, prefix: &str, policy: ConflictPolicy) {
@@ -136,10 +135,7 @@ impl Policies {
     pub fn lookup(&self, key: &str) -> Option<ConflictPolicy> {
         let mut bound = key;
         loop {
-            let (prefix, policy) = self
-                .0
-                .range::<str, _>((Bound::Unbounded, Bound::Included(bound)))
-                .next_back()?;
+            let (prefix, policy) = self.0.last_at_or_before(bound)?;
             if key.starts_with(prefix.as_str()) {
                 return Some(*policy);
             }

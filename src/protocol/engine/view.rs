@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use serde::Serialize;
 
 use super::{is_reserved, ConflictPolicy, ReconciliationEngine};
@@ -58,12 +60,14 @@ fn push_json_string(out: &mut String, s: &str) {
 impl ReconciliationEngine {
     /// App keys whose entity is present (not deleted), sorted: room state
     /// (reserved keys) is not the app's.
-    fn present_keys(&self) -> Vec<&str> {
-        let mut keys: Vec<&str> = self
+    fn present_keys(&self) -> Vec<Arc<str>> {
+        // `Arc`s, not `&str`s: the element type the other key sorts use,
+        // so the wasm holds one quicksort for both.
+        let mut keys: Vec<Arc<str>> = self
             .entities
             .iter()
             .filter(|(key, slot)| slot.entity.is_present() && !is_reserved(key))
-            .map(|(k, _)| &**k)
+            .map(|(k, _)| k.clone())
             .collect();
         keys.sort_unstable();
         keys
@@ -81,7 +85,7 @@ impl ReconciliationEngine {
             }
             push_json_string(&mut out, key);
             out.push(':');
-            if let Some(slot) = self.entities.get(*key) {
+            if let Some(slot) = self.entities.get(key) {
                 write_shown(&mut out, slot.entity.shown());
             }
         }
@@ -100,7 +104,7 @@ impl ReconciliationEngine {
         let mut out = String::with_capacity(keys.len() * 64 + 2);
         out.push('[');
         for (i, key) in keys.iter().enumerate() {
-            let Some(slot) = self.entities.get(*key) else {
+            let Some(slot) = self.entities.get(key) else {
                 continue;
             };
             let shown = slot.entity.shown();
@@ -128,7 +132,7 @@ impl ReconciliationEngine {
                 None => out.push_str("null"),
             }
             let conflicted =
-                self.books.conflicted.contains(*key) && self.policy(key) != ConflictPolicy::Lww;
+                self.books.conflicted.contains(key) && self.policy(key) != ConflictPolicy::Lww;
             out.push_str(if conflicted {
                 ",\"conflicted\":true}"
             } else {

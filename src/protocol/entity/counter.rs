@@ -1,9 +1,8 @@
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
 use crate::protocol::clock::PeerId;
 use crate::protocol::event::{CounterOp, CounterShare, EventId};
+use crate::protocol::sorted_map::SortedMap;
 
 /// A PN-counter with observed-reset delete: every increment counts once; a
 /// delete cancels exactly the contributions its writer had seen, so an
@@ -11,28 +10,26 @@ use crate::protocol::event::{CounterOp, CounterShare, EventId};
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counter {
     /// Per origin: (its latest contributing event, its running sum).
-    contributions: BTreeMap<PeerId, (u64, i64)>,
+    contributions: SortedMap<PeerId, (u64, i64)>,
     /// Per origin: the latest contribution some delete has cancelled, and
     /// the delete that did (the event a verified snapshot needs for it).
-    cancelled: BTreeMap<PeerId, (u64, i64, EventId)>,
+    cancelled: SortedMap<PeerId, (u64, i64, EventId)>,
 }
 
 impl Counter {
     pub fn apply(&mut self, dot: EventId, op: &CounterOp) {
         match op {
             CounterOp::Increment { sum, .. } => {
-                let entry = self.contributions.entry(dot.peer).or_insert((0, 0));
+                let entry = self.contributions.get_or_insert_with(dot.peer, || (0, 0));
                 if dot.seq > entry.0 {
                     *entry = (dot.seq, *sum);
                 }
             }
             CounterOp::Delete { observed } => {
                 for share in observed {
-                    let entry = self.cancelled.entry(share.peer).or_insert((
-                        0,
-                        0,
-                        EventId::new(PeerId(0), 0),
-                    ));
+                    let entry = self
+                        .cancelled
+                        .get_or_insert_with(share.peer, || (0, 0, EventId::new(PeerId(0), 0)));
                     if (share.seq, share.sum, dot) > *entry {
                         *entry = (share.seq, share.sum, dot);
                     }
@@ -46,15 +43,14 @@ impl Counter {
     pub fn merge(&mut self, other: &Counter) {
         // Equal sequences with different sums only follow a fault; the
         // larger wins on both sides.
-        for (&peer, &theirs) in &other.contributions {
-            let entry = self.contributions.entry(peer).or_insert((0, 0));
+        for (&peer, &theirs) in other.contributions.iter() {
+            let entry = self.contributions.get_or_insert_with(peer, || (0, 0));
             *entry = theirs.max(*entry);
         }
-        for (&peer, &theirs) in &other.cancelled {
+        for (&peer, &theirs) in other.cancelled.iter() {
             let entry = self
                 .cancelled
-                .entry(peer)
-                .or_insert((0, 0, EventId::new(PeerId(0), 0)));
+                .get_or_insert_with(peer, || (0, 0, EventId::new(PeerId(0), 0)));
             *entry = theirs.max(*entry);
         }
     }

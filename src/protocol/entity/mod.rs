@@ -176,7 +176,8 @@ impl Entity {
     /// `(hlc, dot)` order, which extends causal order (a hybrid clock
     /// orders whatever an event observed before it).
     pub fn rebuild(events: &mut [(&P2PEvent, bool)]) -> Entity {
-        events.sort_unstable_by_key(|(e, _)| (e.hlc, e.id));
+        // A key's live events and firsts: a few, so the small sort.
+        heap_sort_by_key(events, |(e, _)| (e.hlc, e.id));
         let mut entity = Entity::empty();
         for (event, live) in events.iter() {
             let kind = event.op.kind();
@@ -265,7 +266,8 @@ impl Entity {
         let mut hasher = blake3::Hasher::new();
         hasher.update(&(key.len() as u64).to_le_bytes());
         hasher.update(key.as_bytes());
-        hasher.update(&postcard::to_allocvec(self).unwrap_or_default());
+        // The wire's postcard flavor (see `P2PEvent::content_bytes`).
+        hasher.update(&postcard::to_extend(self, Vec::new()).unwrap_or_default());
         Hash32(*hasher.finalize().as_bytes())
     }
 }

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::protocol::clock::VectorClock;
 use crate::protocol::event::{EventId, SetOp};
-use crate::protocol::heap_sort::heap_sort_by;
+use crate::protocol::heap_sort::{heap_sort_by, heap_sort_by_key};
 use crate::protocol::value::JsonValue;
 
 /// An add-wins observed-remove set: a member is present while some add of it
@@ -64,7 +64,7 @@ impl OrSet {
                 )
                 .copied()
                 .collect();
-            dots.sort_unstable();
+            heap_sort_by_key(&mut dots, |d| *d);
             if dots.is_empty() {
                 self.members.remove(&member);
             } else {

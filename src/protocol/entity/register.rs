@@ -1,6 +1,7 @@
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
+use foldhash::fast::FixedState;
 use serde::{Deserialize, Serialize};
 
 use crate::protocol::clock::{Timestamp, VectorClock};
@@ -109,8 +110,9 @@ impl Register {
     /// holds survives unless the other side has seen its event (and so
     /// superseded it).
     pub fn merge(&mut self, other: &Register, ours: &VectorClock, theirs: &VectorClock) {
-        let mine: HashSet<EventId> = self.siblings.iter().map(|s| s.dot).collect();
-        let their_dots: HashMap<EventId, &Sibling> =
+        // The holding queue's hasher: the wasm holds one set of ids.
+        let mine: HashSet<EventId, FixedState> = self.siblings.iter().map(|s| s.dot).collect();
+        let their_dots: HashMap<EventId, &Sibling, FixedState> =
             other.siblings.iter().map(|s| (s.dot, s)).collect();
         self.siblings
             .retain(|s| their_dots.contains_key(&s.dot) || s.dot.seq > theirs.get(s.dot.peer));

@@ -103,6 +103,7 @@ pub enum Message {
     /// Rooms with a secret: the first message on a connection, a fresh
     /// nonce for the other side to prove the secret over.
     Hello {
+        #[serde(deserialize_with = "crate::protocol::identity::bytes::b32")]
         nonce: [u8; 32],
     },
     /// Rooms with a secret: the answer to the other side's `Hello`.

@@ -247,10 +247,14 @@ impl SyncNode {
     /// the resolver is the lowest *connected* origin (or this peer).
     pub(super) fn reconcile(&mut self, now_ms: u64) {
         self.engine.mark_applied();
-        let connected: std::collections::BTreeSet<PeerId> = self.sessions.keys().copied().collect();
-        let steps = self
-            .engine
-            .reconcile(&mut *self.handler, &|p| connected.contains(&p), now_ms);
+        // The sessions' keys come sorted (a `SortedMap`); a set type here
+        // would be one more B-tree in the wasm.
+        let connected: Vec<PeerId> = self.sessions.keys().copied().collect();
+        let steps = self.engine.reconcile(
+            &mut *self.handler,
+            &|p| connected.binary_search(&p).is_ok(),
+            now_ms,
+        );
         for step in steps {
             if let ReconcileStep::Request(mut request) = step {
                 let to = request.target_peer_id;
