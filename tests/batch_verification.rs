@@ -8,7 +8,9 @@ mod common;
 
 use cpc_sync::protocol::seal::{SealError, BATCH, MAX_RUN};
 use cpc_sync::protocol::sync::wire::{self, Decoded, Message};
-use cpc_sync::protocol::sync::{Refusal, MAX_UNVERIFIED_EVENTS};
+use cpc_sync::protocol::sync::{
+    Refusal, MAX_UNVERIFIED_EVENTS, VERIFY_HOLD_WINDOWS, VERIFY_WINDOW_MS,
+};
 use cpc_sync::protocol::testing::wire::{self as workload, Receiver};
 use cpc_sync::protocol::{JsonValue, Operation, VectorClock};
 
@@ -24,12 +26,34 @@ fn seals_of_one_window_are_verified_together() {
         receiver.receive_at(frame, 0).expect("taken");
     }
     receiver.receive_at(&frames[10], 1).expect("taken");
-    assert_eq!(origins(&receiver), 0, "held for the rest of the window");
-    // The window is over when the next frame comes: the timer went first.
-    receiver.receive_at(&frames[11], 2).expect("taken");
+    assert_eq!(
+        origins(&receiver),
+        0,
+        "held: each came within the window of the last"
+    );
+    // No frame for a window after the last one: the timer went first.
+    receiver.receive_at(&frames[11], 4).expect("taken");
     assert_eq!(origins(&receiver), 11);
-    receiver.finish(3).expect("the last one verifies");
+    receiver.finish(5).expect("the last one verifies");
     assert_eq!(origins(&receiver), 12);
+}
+
+#[test]
+fn frames_that_keep_coming_are_held_at_most_a_few_windows() {
+    let frames = workload::one_write_each(30, false);
+    let mut receiver = Receiver::new();
+    let hold = VERIFY_WINDOW_MS * VERIFY_HOLD_WINDOWS;
+    for (t, frame) in frames.iter().enumerate() {
+        let t = t as u64;
+        receiver.receive_at(frame, t).expect("taken");
+        if t < hold {
+            assert_eq!(origins(&receiver), 0, "at {t} ms: held, frames keep coming");
+        }
+    }
+    // The frame at `hold` found the first ones due: those before it went.
+    assert!(origins(&receiver) >= hold as usize);
+    receiver.finish(frames.len() as u64).expect("taken");
+    assert_eq!(origins(&receiver), frames.len());
 }
 
 #[test]

@@ -1,7 +1,7 @@
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
 use super::ReconciliationEngine;
-use crate::protocol::clock::VectorClock;
+use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::event::P2PEvent;
 
 impl ReconciliationEngine {
@@ -39,7 +39,7 @@ impl ReconciliationEngine {
     /// Starts noting which origins' events get applied, for
     /// [`applied_since_mark`](Self::applied_since_mark).
     pub fn mark_applied(&mut self) {
-        self.moved = Some(BTreeMap::new());
+        self.moved = Some(HashMap::default());
     }
 
     /// The logged events applied since [`mark_applied`](Self::mark_applied)
@@ -50,7 +50,11 @@ impl ReconciliationEngine {
     /// Ends the marking.
     pub fn applied_since_mark(&mut self) -> Vec<P2PEvent> {
         let mut out = Vec::new();
-        for (peer, from) in self.moved.take().unwrap_or_default() {
+        let mut moved: Vec<(PeerId, u64)> =
+            self.moved.take().unwrap_or_default().into_iter().collect();
+        // By origin, as the version vector would walk them.
+        moved.sort_unstable();
+        for (peer, from) in moved {
             let have = self.applied.get(peer);
             if have > from {
                 out.extend_from_slice(self.log.range(peer, from, have));

@@ -12,7 +12,7 @@ mod remote;
 mod snapshot;
 mod view;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use foldhash::fast::FixedState;
@@ -182,7 +182,7 @@ pub struct ReconciliationEngine {
     /// Since [`mark_applied`](Self::mark_applied): per origin whose count
     /// grew, where it stood (what [`applied_since_mark`](Self::applied_since_mark)
     /// reads, at a cost in the origins that moved, not in all of them).
-    moved: Option<BTreeMap<PeerId, u64>>,
+    moved: Option<HashMap<PeerId, u64, FixedState>>,
     entities: HashMap<Arc<str>, Slot, FixedState>,
     log: EventLog,
     /// Runs out of the log that the state still rests on.

@@ -13,7 +13,8 @@ pub use link::{Backoff, LinkAction, LinkConfig, Links, Route, Verdict};
 pub use mesh::{LinkState, Mesh, MeshAction, MeshConfig};
 pub use node::{
     BoxedHandler, LocalWrite, Output, PeerReport, Persist, SyncConfig, SyncNode, DIGEST_PAUSE_MS,
-    FORCED_FOLD, MAX_REQUESTS_PER_INTERVAL, MAX_UNVERIFIED_EVENTS, PENALTY_LIMIT, VERIFY_WINDOW_MS,
+    FORCED_FOLD, MAX_REQUESTS_PER_INTERVAL, MAX_UNVERIFIED_EVENTS, PENALTY_LIMIT,
+    VERIFY_HOLD_WINDOWS, VERIFY_WINDOW_MS,
 };
 pub use refusal::{Refusal, FORGERY_POINTS, UNSEALED_POINTS};
 pub use session::{SessionStats, Standing};

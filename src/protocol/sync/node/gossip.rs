@@ -83,6 +83,7 @@ impl SyncNode {
         if self.unverified.is_empty() {
             self.unverified_since = now_ms;
         }
+        self.unverified_last = now_ms;
         self.unverified_seals += opened.seals();
         self.unverified_events += opened.events();
         self.unverified.push((from, opened));
@@ -110,11 +111,15 @@ impl SyncNode {
         self.report_changes();
     }
 
-    /// When the frames held for verification are due (the first came a
-    /// verification window ago).
+    /// When the frames held for verification are due: a window after the
+    /// latest (no frame followed it), or [`VERIFY_HOLD_WINDOWS`] windows
+    /// after the first (frames kept coming).
     pub(super) fn verification_due(&self) -> Option<u64> {
         let window = self.config.verify_window_ms?;
-        (!self.unverified.is_empty()).then(|| self.unverified_since.saturating_add(window))
+        let quiet = self.unverified_last.saturating_add(window);
+        let held = (self.unverified_since)
+            .saturating_add(window.saturating_mul(super::VERIFY_HOLD_WINDOWS));
+        (!self.unverified.is_empty()).then(|| quiet.min(held))
     }
 
     /// In a signed room, the events of runs whose seals verify, at once;

@@ -37,21 +37,27 @@ use crate::protocol::value::JsonValue;
 
 /// The verification window a browser peer uses
 /// ([`SyncConfig::verify_window_ms`]): frames arriving within 2 ms of each
-/// other have their seals verified together, for at most 2 ms more
-/// latency.
+/// other have their seals verified together, for 2 ms more latency on a
+/// lone frame.
 pub const VERIFY_WINDOW_MS: u64 = 2;
+
+/// Frames that keep coming within the window of each other are held at
+/// most this many windows from the first (a flood fills whole batches;
+/// its first frame waits at most 20 ms in the browser).
+pub const VERIFY_HOLD_WINDOWS: u64 = 10;
 
 /// Timing and size knobs of the sync layer.
 #[derive(Debug, Clone)]
 pub struct SyncConfig {
     /// How often every session sends a digest.
     pub gossip_interval_ms: u64,
-    /// Received seals wait up to this long to be verified together with
-    /// those of the frames after them (batch verification across frames:
-    /// many writers' one-seal frames), or until [`seal::BATCH`](crate::protocol::seal::BATCH)
-    /// wait, or another kind of message arrives. `None`: each frame's
-    /// seals are verified as it arrives. The browser waits
-    /// [`VERIFY_WINDOW_MS`].
+    /// Received seals wait to be verified together with those of the
+    /// frames after them (batch verification across frames: many writers'
+    /// one-seal frames) until no frame came for this long, or the first
+    /// has waited [`VERIFY_HOLD_WINDOWS`] times this long, or
+    /// [`seal::BATCH`](crate::protocol::seal::BATCH) seals wait, or another
+    /// kind of message arrives. `None`: each frame's seals are verified as
+    /// it arrives. The browser waits [`VERIFY_WINDOW_MS`].
     pub verify_window_ms: Option<u64>,
     /// Log length that triggers compaction, at the first gossip tick with
     /// no new events (at once past [`FORCED_FOLD`] times it).
@@ -184,6 +190,8 @@ pub struct SyncNode {
     unverified_seals: usize,
     unverified_events: usize,
     unverified_since: u64,
+    /// When the latest frame held for verification came.
+    unverified_last: u64,
 }
 
 impl std::fmt::Debug for SyncNode {
@@ -209,6 +217,7 @@ impl SyncNode {
             unverified_seals: 0,
             unverified_events: 0,
             unverified_since: 0,
+            unverified_last: 0,
             nonces: 0,
             engine,
             config,
