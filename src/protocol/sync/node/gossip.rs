@@ -80,6 +80,11 @@ impl SyncNode {
             return self.apply_received(from, events, now_ms);
         }
         let opened = seal::check_runs(events);
+        if self.unverified_events + opened.events() > MAX_UNVERIFIED_EVENTS {
+            // What is held goes first: a task applies at most the bound
+            // (or one frame) of events, not the bound and a frame more.
+            self.verify_received(now_ms);
+        }
         if self.unverified.is_empty() {
             self.unverified_since = now_ms;
         }
