@@ -70,8 +70,8 @@ fn a_full_batch_is_verified_without_waiting() {
 
 #[test]
 fn held_events_are_bounded_however_few_seals_they_carry() {
-    // Each writer's 1,024 updates are one sealed run: four of them fill
-    // the bound with four seals.
+    // Each writer's 1,024 updates are one sealed run, a frame each: one
+    // seal fills the bound.
     let frames = workload::run_heavy(6, MAX_RUN as u64, 100_000, MAX_RUN as u64);
     let mut receiver = Receiver::new();
     let mut frames = frames.iter();

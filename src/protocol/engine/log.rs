@@ -1,5 +1,7 @@
 use std::collections::HashMap;
 
+use foldhash::fast::FixedState;
+
 use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::event::{EventId, P2PEvent};
 use crate::protocol::seal::MAX_RUN;
@@ -9,7 +11,9 @@ use crate::protocol::seal::MAX_RUN;
 /// have been folded into a snapshot.
 #[derive(Debug, Default)]
 pub struct EventLog {
-    origins: HashMap<PeerId, OriginLog>,
+    /// Seeded as the engine's entity map is, so a peer cannot aim ids at
+    /// one bucket.
+    origins: HashMap<PeerId, OriginLog, FixedState>,
     len: usize,
 }
 
@@ -47,6 +51,13 @@ impl OriginLog {
 }
 
 impl EventLog {
+    pub fn with_seed(seed: u64) -> Self {
+        EventLog {
+            origins: HashMap::with_hasher(FixedState::with_seed(seed)),
+            len: 0,
+        }
+    }
+
     /// Appends the next event of its origin (the engine applies in order).
     ///
     /// A sealed run that began before the log did (the log restarted after

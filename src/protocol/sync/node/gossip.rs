@@ -14,10 +14,15 @@ use crate::protocol::sync::refusal::Refusal;
 use crate::protocol::sync::wire::{Message, MAX_FRAME};
 
 /// Events held for verification across frames, at most: beyond it they
-/// are verified at once, so a window's frames (each up to [`MAX_FRAME`],
-/// a seal covering up to [`seal::MAX_RUN`] events) hold bounded memory
-/// however few seals they carry.
-pub const MAX_UNVERIFIED_EVENTS: usize = 4 * seal::MAX_RUN;
+/// are verified at once, so held frames take bounded memory however few
+/// seals they carry, and the task that verifies and applies them stays
+/// short (a run's worth of events: tens of ms in wasm).
+pub const MAX_UNVERIFIED_EVENTS: usize = seal::MAX_RUN;
+
+/// Events in one `Events` message, at most (cut at a run's end, so up to
+/// a run more): a receiver takes a message in one task, which must stay
+/// short whatever the events' size.
+const EVENTS_PER_MESSAGE: usize = seal::MAX_RUN;
 
 /// Entities rehashed at a time into the Merkle digest (a few ms of work).
 pub const DIGEST_SLICE: usize = 2_000;
@@ -241,7 +246,9 @@ impl SyncNode {
         for event in events {
             let approx = event.approx_size();
             let run_ended = !signed || batch.last().is_some_and(|e: &P2PEvent| e.seal.is_some());
-            if run_ended && size + approx > EVENTS_PER_MESSAGE_BYTES {
+            let full =
+                size + approx > EVENTS_PER_MESSAGE_BYTES || batch.len() >= EVENTS_PER_MESSAGE;
+            if run_ended && full {
                 self.send(to, &Message::Events(std::mem::take(&mut batch)));
                 size = 0;
             }
