@@ -161,6 +161,14 @@ fn snapshot(c: &mut Criterion) {
                 .expect("loads")
         })
     });
+    // The same without freeing the engine inside the timing.
+    group.bench_function("decode to ready, engine dropped untimed", |b| {
+        b.iter_with_large_drop(|| {
+            let snapshot = StateSnapshot::decode(&bytes).expect("decodes");
+            ReconciliationEngine::from_snapshot(PeerId(2), EngineConfig::default(), snapshot)
+                .expect("loads")
+        })
+    });
     group.finish();
 }
 

@@ -2,6 +2,7 @@ use std::cmp::Ordering;
 
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use super::PeerId;
 
@@ -23,11 +24,14 @@ pub enum ClockOrdering {
 /// entries are never stored, so equal clocks have equal encodings.
 ///
 /// Entries are one vector sorted by peer: most clocks (an event's `deps`
-/// and `observed`) have one or two entries, which a vector holds in one
-/// small allocation where a B-tree takes a node of eleven; lookups in a
-/// room's version vector are a binary search over contiguous memory.
+/// and `observed`) have one entry, which the vector holds inline, with no
+/// allocation (a B-tree took a node of eleven); lookups in a room's
+/// version vector are a binary search over contiguous memory.
 #[derive(Clone, PartialEq, Eq, Hash, Default)]
-pub struct VectorClock(Vec<(PeerId, u64)>);
+pub struct VectorClock(Entries);
+
+/// A clock's entries: one inline, more on the heap.
+pub type Entries = SmallVec<[(PeerId, u64); 1]>;
 
 /// Serialized as a map, in peer order (the same bytes as the sorted map
 /// it once was: seals sign events' clocks in this form).
@@ -82,7 +86,7 @@ impl<'de> Deserialize<'de> for VectorClock {
                     entries.reverse();
                 }
                 entries.retain(|&(_, v)| v > 0);
-                Ok(VectorClock(entries))
+                Ok(VectorClock(entries.into()))
             }
         }
         deserializer.deserialize_map(Entries)
@@ -91,7 +95,15 @@ impl<'de> Deserialize<'de> for VectorClock {
 
 impl VectorClock {
     pub const fn new() -> Self {
-        VectorClock(Vec::new())
+        VectorClock(SmallVec::new_const())
+    }
+
+    /// A clock of entries already in its one form: sorted by peer, each
+    /// once, none zero; `None` otherwise.
+    pub fn from_canonical(entries: Entries) -> Option<Self> {
+        let canonical =
+            entries.windows(2).all(|w| w[0].0 < w[1].0) && entries.iter().all(|e| e.1 > 0);
+        canonical.then_some(VectorClock(entries))
     }
 
     /// Where `peer`'s entry is, or would be inserted.
@@ -153,7 +165,7 @@ impl VectorClock {
             }
             return;
         }
-        let mut out = Vec::with_capacity(self.0.len().max(other.0.len()));
+        let mut out = Entries::with_capacity(self.0.len().max(other.0.len()));
         let (mut a, mut b) = (self.0.iter().peekable(), other.0.iter().peekable());
         loop {
             let next = match (a.peek(), b.peek()) {
@@ -255,7 +267,7 @@ impl VectorClock {
 /// Entries in any order; a repeated peer keeps its largest value.
 impl FromIterator<(PeerId, u64)> for VectorClock {
     fn from_iter<I: IntoIterator<Item = (PeerId, u64)>>(iter: I) -> Self {
-        let mut entries: Vec<(PeerId, u64)> = iter.into_iter().filter(|&(_, v)| v > 0).collect();
+        let mut entries: Entries = iter.into_iter().filter(|&(_, v)| v > 0).collect();
         if !entries.is_sorted_by(|a, b| a.0 < b.0) {
             // Of equal peers, the largest value sorts first: keep it.
             entries.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));

@@ -34,7 +34,7 @@ use foldhash::fast::FixedState;
 
 use super::varint::{self, zigzag, Reader};
 use super::CodecError;
-use crate::protocol::clock::{PeerId, Timestamp, VectorClock, MAX_CLOCK_ENTRIES};
+use crate::protocol::clock::{Entries, PeerId, Timestamp, VectorClock, MAX_CLOCK_ENTRIES};
 use crate::protocol::event::{
     CounterOp, CounterShare, EventId, Operation, P2PEvent, RegisterOp, SetOp,
 };
@@ -448,7 +448,7 @@ impl Decoder<'_> {
 
     fn version_vector(&mut self) -> Result<VectorClock, CodecError> {
         let count = self.cols[CLOCK].count(2)?;
-        let mut entries = Vec::with_capacity(count);
+        let mut entries = Entries::with_capacity(count);
         for _ in 0..count {
             let index = self.cols[CLOCK].u64()?;
             let peer = self.table[self.peer_index(index, "clock")?].0;
@@ -670,7 +670,7 @@ impl Decoder<'_> {
     }
 
     fn entries(&mut self, count: usize) -> Result<VectorClock, CodecError> {
-        let mut entries = Vec::with_capacity(count);
+        let mut entries = Entries::with_capacity(count);
         for _ in 0..count {
             let index = self.cols[ENTRIES].u64()?;
             let at = self.peer_index(index, "entries")?;
@@ -701,13 +701,6 @@ impl Decoder<'_> {
 
 /// A clock from entries that must be sorted by peer id, each once, none zero
 /// (how [`VectorClock::iter`] yields them): one form per clock.
-fn clock_from(
-    entries: Vec<(PeerId, u64)>,
-    column: &'static str,
-) -> Result<VectorClock, CodecError> {
-    let canonical = entries.windows(2).all(|w| w[0].0 < w[1].0) && entries.iter().all(|e| e.1 > 0);
-    if !canonical {
-        return Err(CodecError::Clock(column));
-    }
-    Ok(entries.into_iter().collect())
+fn clock_from(entries: Entries, column: &'static str) -> Result<VectorClock, CodecError> {
+    VectorClock::from_canonical(entries).ok_or(CodecError::Clock(column))
 }
