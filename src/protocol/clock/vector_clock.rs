@@ -52,8 +52,8 @@ pub const MAX_CLOCK_ENTRIES: usize = 65_536;
 
 impl<'de> Deserialize<'de> for VectorClock {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Entries;
-        impl<'de> serde::de::Visitor<'de> for Entries {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
             type Value = VectorClock;
 
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -67,7 +67,7 @@ impl<'de> Deserialize<'de> for VectorClock {
                 self,
                 mut map: A,
             ) -> Result<VectorClock, A::Error> {
-                let mut entries = Vec::new();
+                let mut entries = Entries::new();
                 while let Some((peer, value)) = map.next_entry::<PeerId, u64>()? {
                     if entries.len() >= MAX_CLOCK_ENTRIES {
                         return Err(serde::de::Error::custom(format!(
@@ -85,11 +85,11 @@ impl<'de> Deserialize<'de> for VectorClock {
                     entries.dedup_by_key(|&mut (p, _)| p);
                     entries.reverse();
                 }
-                entries.retain(|&(_, v)| v > 0);
-                Ok(VectorClock(entries.into()))
+                entries.retain(|&mut (_, v)| v > 0);
+                Ok(VectorClock(entries))
             }
         }
-        deserializer.deserialize_map(Entries)
+        deserializer.deserialize_map(Visitor)
     }
 }
 

@@ -1,5 +1,7 @@
 use std::collections::HashMap;
 
+use foldhash::fast::FixedState;
+
 use super::ReconciliationEngine;
 use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::event::P2PEvent;
@@ -39,7 +41,8 @@ impl ReconciliationEngine {
     /// Starts noting which origins' events get applied, for
     /// [`applied_since_mark`](Self::applied_since_mark).
     pub fn mark_applied(&mut self) {
-        self.moved = Some(HashMap::default());
+        let seeded = FixedState::with_seed(self.config.hash_seed);
+        self.moved = Some(HashMap::with_hasher(seeded));
     }
 
     /// The logged events applied since [`mark_applied`](Self::mark_applied)

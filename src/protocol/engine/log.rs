@@ -9,7 +9,7 @@ use crate::protocol::seal::MAX_RUN;
 /// Applied events by origin, dense by sequence number: what anti-entropy
 /// sends to a peer that lacks them. Events before an origin's `first_seq`
 /// have been folded into a snapshot.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct EventLog {
     /// Seeded as the engine's entity map is, so a peer cannot aim ids at
     /// one bucket.

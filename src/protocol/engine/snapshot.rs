@@ -36,8 +36,7 @@ impl Trust {
 struct Needed(Vec<(EventId, bool)>);
 
 impl Needed {
-    fn new(ids: Vec<(EventId, bool)>) -> Self {
-        let mut ids = ids;
+    fn new(mut ids: Vec<(EventId, bool)>) -> Self {
         // `false` sorts before `true`: of equal ids, the last says live.
         ids.sort_unstable();
         ids.dedup_by(|later, earlier| {
@@ -53,7 +52,8 @@ impl ReconciliationEngine {
     /// What the entities of `slots` rest on, with each origin's head when
     /// `heads`.
     fn needed<'a>(&self, slots: impl Iterator<Item = &'a Slot>, heads: bool) -> Needed {
-        let mut ids = Vec::with_capacity(self.entities.len() * 2);
+        // Sized by what `slots` says it holds: a leaf's few, not the state's.
+        let mut ids = Vec::with_capacity(slots.size_hint().0 * 2);
         for slot in slots {
             slot.entity.for_each_dot(|dot| ids.push((dot, true)));
             ids.extend(slot.entity.firsts().map(|id| (id, false)));

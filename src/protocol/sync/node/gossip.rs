@@ -85,7 +85,8 @@ impl SyncNode {
             return self.apply_received(from, events, now_ms);
         }
         let opened = seal::check_runs(events);
-        if self.unverified_events + opened.events() > MAX_UNVERIFIED_EVENTS {
+        let events = opened.events();
+        if self.unverified_events + events > MAX_UNVERIFIED_EVENTS {
             // What is held goes first: a task applies at most the bound
             // (or one frame) of events, not the bound and a frame more.
             self.verify_received(now_ms);
@@ -95,7 +96,7 @@ impl SyncNode {
         }
         self.unverified_last = now_ms;
         self.unverified_seals += opened.seals();
-        self.unverified_events += opened.events();
+        self.unverified_events += events;
         self.unverified.push((from, opened));
         if self.unverified_seals >= seal::BATCH || self.unverified_events >= MAX_UNVERIFIED_EVENTS {
             self.verify_received(now_ms);
@@ -127,7 +128,8 @@ impl SyncNode {
     pub(super) fn verification_due(&self) -> Option<u64> {
         let window = self.config.verify_window_ms?;
         let quiet = self.unverified_last.saturating_add(window);
-        let held = (self.unverified_since)
+        let held = self
+            .unverified_since
             .saturating_add(window.saturating_mul(super::VERIFY_HOLD_WINDOWS));
         (!self.unverified.is_empty()).then(|| quiet.min(held))
     }
