@@ -202,3 +202,58 @@ async fn a_database_of_the_previous_format_migrates_on_open() {
     assert_eq!((persisted.events.len(), persisted.damaged), (1, 0));
     again.close();
 }
+
+/// Scalars skip `JSON.stringify` and the parse (the write path's fast
+/// path): the JSON they get is byte for byte what the long way gives.
+#[wasm_bindgen_test]
+fn scalars_get_the_json_the_long_way_gives() {
+    use cpc_sync::browser::convert::to_json;
+    use wasm_bindgen::JsValue;
+    let long_way = |v: &JsValue| {
+        let text = js_sys::JSON::stringify(v).unwrap().as_string().unwrap();
+        JsonValue::parse(&text).unwrap()
+    };
+    let numbers = [
+        0.0,
+        -0.0,
+        1.0,
+        -1.0,
+        42.0,
+        1.5,
+        -2.25,
+        1e21,
+        1e-7,
+        123456789012.0,
+        9_007_199_254_740_991.0,
+        -9_007_199_254_740_991.0,
+        9_007_199_254_740_992.0,
+        f64::MAX,
+        f64::NAN,
+        f64::INFINITY,
+    ];
+    let strings = [
+        "",
+        "plain",
+        "quote \" and \\",
+        "tab\tnewline\n",
+        "\u{1}\u{1f}",
+        "é ü 😀",
+        "</script>",
+    ];
+    let values = numbers
+        .iter()
+        .map(|&n| JsValue::from_f64(n))
+        .chain(strings.iter().map(|&s| JsValue::from_str(s)))
+        .chain([JsValue::TRUE, JsValue::FALSE, JsValue::NULL]);
+    for value in values {
+        let fast = to_json(&value).expect("a JSON value");
+        assert_eq!(fast.as_str(), long_way(&value).as_str(), "{value:?}");
+    }
+    // A lone surrogate is not JSON, whichever way it comes.
+    let lone = js_sys::JSON::parse(r#""\ud800""#).unwrap();
+    assert!(to_json(&lone).is_err(), "a lone surrogate is refused");
+    assert!(
+        to_json(&JsValue::UNDEFINED).is_err(),
+        "undefined is refused"
+    );
+}

@@ -10,6 +10,9 @@ use crate::protocol::JsonValue;
 /// A JS value as a canonical JSON value; `undefined`, functions and cycles
 /// are `INVALID_JSON` `TypeError`s.
 pub fn to_json(value: &JsValue) -> Result<JsonValue, PeerError> {
+    if let Some(json) = scalar_json(value) {
+        return Ok(json);
+    }
     let invalid = |why: &str| PeerError::type_error(Code::InvalidJson, why);
     let text = js_sys::JSON::stringify(value)
         .map_err(|_| invalid("the value cannot be turned into JSON (a cycle, or a BigInt)"))?;
@@ -17,6 +20,34 @@ pub fn to_json(value: &JsValue) -> Result<JsonValue, PeerError> {
         .as_string()
         .ok_or_else(|| invalid("the value must be JSON, not undefined or a function"))?;
     JsonValue::parse(&text).map_err(|e| invalid(&e.to_string()))
+}
+
+/// The canonical JSON of a safe integer, a boolean, null or a well-formed
+/// string, without a trip through `JSON.stringify` and a parse: the same
+/// text that trip gives (serde_json writes integers and strings as it
+/// would after parsing them). `None` for anything else (other numbers
+/// have forms of their own, such as `1e21`; strings with lone surrogates
+/// are refused by the parse, and must still be).
+fn scalar_json(value: &JsValue) -> Option<JsonValue> {
+    const SAFE: f64 = 9_007_199_254_740_991.0;
+    let text = if let Some(n) = value.as_f64() {
+        if n.fract() != 0.0 || n.abs() > SAFE {
+            return None;
+        }
+        // `-0` is written `0`, as JSON.stringify writes it.
+        (n as i64).to_string()
+    } else if let Some(b) = value.as_bool() {
+        b.to_string()
+    } else if value.is_null() {
+        "null".to_string()
+    } else {
+        let s = value.dyn_ref::<js_sys::JsString>()?;
+        if !s.is_valid_utf16() {
+            return None;
+        }
+        serde_json::to_string(&String::from(s)).ok()?
+    };
+    Some(JsonValue::from_canonical(text))
 }
 
 /// JSON text as a JS value.

@@ -4,7 +4,8 @@
 #[cfg(feature = "bench")]
 pub mod bench;
 mod compress;
-mod convert;
+#[doc(hidden)]
+pub mod convert;
 pub mod error;
 mod identity;
 mod peer;

@@ -27,6 +27,12 @@ impl JsonValue {
         Ok(Self::from(&value))
     }
 
+    /// Text the caller made canonical itself (see `browser::convert`).
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    pub(crate) fn from_canonical(text: String) -> Self {
+        JsonValue(text.into())
+    }
+
     /// Keeps `text` as it is after checking that it is one JSON value.
     pub fn verbatim(text: &str) -> Result<Self, InvalidJson> {
         serde_json::from_str::<serde::de::IgnoredAny>(text)

@@ -15,7 +15,8 @@ use crate::browser::error::PeerError;
 use crate::browser::peer::events::error_event;
 use crate::protocol::sync::Persist;
 
-/// A write promise, settled once its sequence number is durable.
+/// A write promise, settled once its sequence number is durable: the
+/// promise of every write up to `seq` made since the last commit began.
 struct Waiter {
     seq: u64,
     resolve: Function,
@@ -28,6 +29,11 @@ pub struct Commits {
     queue: Vec<(u64, Persist)>,
     running: bool,
     waiting: Vec<Waiter>,
+    /// The promise of the writes not yet taken into a commit (the last of
+    /// `waiting`): they share it, so a burst of writes makes one promise,
+    /// not one each. Closed when a commit takes the queue, so writes of an
+    /// earlier commit are not kept waiting for a later one.
+    open: Option<Promise>,
     /// `close()` waits here for the queue to drain.
     drained: Vec<(Function, Function)>,
 }
@@ -39,6 +45,10 @@ impl Commits {
 
     /// A promise for the write `seq`, settled when it is durable.
     pub fn wait_for(&mut self, seq: u64) -> Promise {
+        if let (Some(promise), Some(last)) = (&self.open, self.waiting.last_mut()) {
+            last.seq = last.seq.max(seq);
+            return promise.clone();
+        }
         let mut waiter = None;
         let promise = Promise::new(&mut |resolve, reject| {
             waiter = Some(Waiter {
@@ -48,7 +58,14 @@ impl Commits {
             })
         });
         self.waiting.extend(waiter);
+        self.open = Some(promise.clone());
         promise
+    }
+
+    /// What is queued, to commit now; later writes get a new promise.
+    fn take(&mut self) -> Vec<(u64, Persist)> {
+        self.open = None;
+        std::mem::take(&mut self.queue)
     }
 
     /// Resolves the writes durable up to `durable`.
@@ -60,6 +77,11 @@ impl Commits {
             }
             !done
         });
+        // The open promise is the last to settle: once it has, the next
+        // write needs a new one.
+        if self.waiting.is_empty() {
+            self.open = None;
+        }
     }
 
     /// A promise settled once nothing waits to be committed.
@@ -75,6 +97,7 @@ impl Commits {
 
     fn fail(&mut self, error: &PeerError) {
         let value = JsValue::from(error.clone());
+        self.open = None;
         for w in self.waiting.drain(..) {
             let _ = w.reject.call1(&JsValue::NULL, &value);
         }
@@ -108,7 +131,7 @@ pub fn start(inner: &Rc<RefCell<Inner>>) {
         loop {
             let (storage, batch) = {
                 let mut i = inner.borrow_mut();
-                (i.storage.clone(), std::mem::take(&mut i.commits.queue))
+                (i.storage.clone(), i.commits.take())
             };
             let (Some(storage), Some(&(last, _))) = (storage, batch.last()) else {
                 break;

@@ -53,13 +53,11 @@ pub(super) fn on_transport(inner: &Weak<RefCell<Inner>>, event: TransportEvent) 
 
 /// The writes of this task leave together, in a microtask: sealed as one
 /// run (one signature), then persisted, then sent.
+/// Called by the first write of a burst (the one that set its time).
 pub(super) fn schedule_writes(inner: &Rc<RefCell<Inner>>) {
-    if std::mem::replace(&mut inner.borrow_mut().writes_scheduled, true) {
-        return;
-    }
     let inner = inner.clone();
     wasm_bindgen_futures::spawn_local(async move {
-        inner.borrow_mut().writes_scheduled = false;
+        inner.borrow_mut().burst_ms = None;
         dispatch(&inner);
     });
 }

@@ -114,9 +114,11 @@ struct Inner {
     /// `None` with memory storage.
     storage: Option<Rc<Storage>>,
     commits: Commits,
-    /// Whether this task's writes are already due to leave (one seal for
-    /// all of them).
-    writes_scheduled: bool,
+    /// While this task's writes are due to leave (one seal for all of
+    /// them): the time the first was made, which the rest of the burst
+    /// takes as theirs (a burst is one run; its clock still ticks per
+    /// write), rather than a `Date.now()` each.
+    burst_ms: Option<u64>,
     transport: Option<Transport>,
     /// Held while open; dropping it releases the slot.
     slot: Option<Slot>,
@@ -171,7 +173,7 @@ impl Peer {
             listeners: Listeners::default(),
             storage: opened.storage,
             commits: Commits::default(),
-            writes_scheduled: false,
+            burst_ms: None,
             transport: None,
             slot: opened.slot,
             timer: None,
@@ -440,14 +442,19 @@ impl Peer {
         if self.inner.borrow().closed {
             return reject(PeerError::closed());
         }
-        let made = self.inner.borrow_mut().node.apply(write, now_ms());
+        let (made, first) = {
+            let mut i = self.inner.borrow_mut();
+            let first = i.burst_ms.is_none();
+            let now = *i.burst_ms.get_or_insert_with(now_ms);
+            (i.node.apply(write, now), first)
+        };
+        if first {
+            schedule_writes(&self.inner);
+        }
         match made {
             Err(e) => reject(e.into()),
             Ok(None) => Promise::resolve(&JsValue::UNDEFINED),
-            Ok(Some(seq)) => {
-                schedule_writes(&self.inner);
-                self.inner.borrow_mut().commits.wait_for(seq)
-            }
+            Ok(Some(seq)) => self.inner.borrow_mut().commits.wait_for(seq),
         }
     }
 }

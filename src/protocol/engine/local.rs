@@ -1,4 +1,5 @@
-use super::ReconciliationEngine;
+use super::policy::room_policy_key;
+use super::{ConflictPolicy, ReconciliationEngine};
 use crate::protocol::entity::EntityState;
 use crate::protocol::error::WriteError;
 use crate::protocol::event::{CounterOp, EventId, Kind, Operation, P2PEvent, RegisterOp, SetOp};
@@ -16,11 +17,81 @@ fn user_key(key: &str) -> Result<(), WriteError> {
     Ok(())
 }
 
+/// A write of the app's (DESIGN.md's JS API, one variant a method), as
+/// [`ReconciliationEngine::perform`] takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocalWrite {
+    /// Writes a register (on a conflicted key, over every sibling).
+    Set { key: String, value: JsonValue },
+    /// Deletes whatever the key holds, as far as this peer has seen it.
+    Delete { key: String },
+    /// Adds `by` to a counter.
+    Increment { key: String, by: i64 },
+    /// Adds a member to a set.
+    Add { key: String, member: JsonValue },
+    /// Removes a member from a set (a concurrent add wins).
+    Remove { key: String, member: JsonValue },
+    /// Writes `value` over every concurrent value of a conflicted key.
+    Resolve { key: String, value: JsonValue },
+    /// Sets the room's conflict policy for keys under `prefix` (replicated
+    /// room state, see [`set_room_policy`](ReconciliationEngine::set_room_policy)).
+    Policy {
+        prefix: String,
+        policy: ConflictPolicy,
+    },
+}
+
 /// Local operations. Each one makes an event, applies it here, and returns it
 /// for the caller to persist and send. Keys of the room's own state
 /// ([`super::RESERVED_PREFIX`]) are refused with
 /// [`WriteError::ReservedKey`].
 impl ReconciliationEngine {
+    /// Makes the app's write `write` (an event applied here and kept in the
+    /// log, where sealing and sending find it) and returns its id, or `None`
+    /// when there was nothing to write (a delete of an absent key, a remove
+    /// of an absent member). The methods below do the same and hand back a
+    /// copy of the event; a peer's own writes come this way, with no copy.
+    pub fn perform(
+        &mut self,
+        write: LocalWrite,
+        now_ms: u64,
+    ) -> Result<Option<EventId>, WriteError> {
+        let (key, op) = match write {
+            LocalWrite::Set { key, value } | LocalWrite::Resolve { key, value } => {
+                user_key(&key)?;
+                let op = self.register_write(&key, value, false)?;
+                (key, Some(op))
+            }
+            LocalWrite::Delete { key } => {
+                user_key(&key)?;
+                let op = self.erasure(&key);
+                (key, op)
+            }
+            LocalWrite::Increment { key, by } => {
+                user_key(&key)?;
+                let op = self.increment_by(&key, by)?;
+                (key, Some(op))
+            }
+            LocalWrite::Add { key, member } => {
+                user_key(&key)?;
+                let op = self.addition(&key, member)?;
+                (key, Some(op))
+            }
+            LocalWrite::Remove { key, member } => {
+                user_key(&key)?;
+                let op = self.removal(&key, member)?;
+                (key, op)
+            }
+            LocalWrite::Policy { prefix, policy } => {
+                let key = room_policy_key(&prefix)?;
+                let op = self.register_write(&key, policy.to_value(), false)?;
+                (key, Some(op))
+            }
+        };
+        op.map(|op| self.make(&key, op, now_ms, |e| e.id))
+            .transpose()
+    }
+
     /// Writes a register. On a `multi-value` or `reconcile` key with siblings,
     /// this resolves them: the write observes every sibling.
     pub fn set(
@@ -33,6 +104,8 @@ impl ReconciliationEngine {
         self.write(key, value, false, now_ms)
     }
 
+    /// A register write, reserved keys included; `resolution` marks the
+    /// reconciliation exchange's own writes.
     pub(super) fn write(
         &mut self,
         key: &str,
@@ -40,16 +113,25 @@ impl ReconciliationEngine {
         resolution: bool,
         now_ms: u64,
     ) -> Result<P2PEvent, WriteError> {
+        let op = self.register_write(key, value, resolution)?;
+        self.local(key, op, now_ms)
+    }
+
+    fn register_write(
+        &self,
+        key: &str,
+        value: JsonValue,
+        resolution: bool,
+    ) -> Result<Operation, WriteError> {
         let observed = match self.shown(key, Kind::Register)? {
             Some(EntityState::Register(r)) => r.observed(),
             _ => Default::default(),
         };
-        let op = RegisterOp::Write {
+        Ok(Operation::Register(RegisterOp::Write {
             value,
             observed,
             resolution,
-        };
-        self.local(key, Operation::Register(op), now_ms)
+        }))
     }
 
     /// Deletes whatever the key holds, as far as this peer has seen it: an
@@ -62,31 +144,38 @@ impl ReconciliationEngine {
 
     /// [`delete`](Self::delete), reserved keys included.
     pub(super) fn erase(&mut self, key: &str, now_ms: u64) -> Result<Option<P2PEvent>, WriteError> {
-        let op = match self.entity(key) {
-            Some(e) if e.is_present() => match e.shown() {
-                EntityState::Register(r) => Operation::Register(RegisterOp::Delete {
-                    observed: r.observed(),
-                }),
-                EntityState::Counter(c) => Operation::Counter(CounterOp::Delete {
-                    observed: c.shares(),
-                }),
-                EntityState::Set(s) => Operation::Set(SetOp::Delete {
-                    observed: s.observed_all(),
-                }),
-            },
-            _ => return Ok(None),
-        };
-        self.local(key, op, now_ms).map(Some)
+        self.erasure(key)
+            .map(|op| self.local(key, op, now_ms))
+            .transpose()
+    }
+
+    fn erasure(&self, key: &str) -> Option<Operation> {
+        let e = self.entity(key).filter(|e| e.is_present())?;
+        Some(match e.shown() {
+            EntityState::Register(r) => Operation::Register(RegisterOp::Delete {
+                observed: r.observed(),
+            }),
+            EntityState::Counter(c) => Operation::Counter(CounterOp::Delete {
+                observed: c.shares(),
+            }),
+            EntityState::Set(s) => Operation::Set(SetOp::Delete {
+                observed: s.observed_all(),
+            }),
+        })
     }
 
     pub fn increment(&mut self, key: &str, by: i64, now_ms: u64) -> Result<P2PEvent, WriteError> {
         user_key(key)?;
+        let op = self.increment_by(key, by)?;
+        self.local(key, op, now_ms)
+    }
+
+    fn increment_by(&self, key: &str, by: i64) -> Result<Operation, WriteError> {
         let sum = match self.shown(key, Kind::Counter)? {
             Some(EntityState::Counter(c)) => c.contribution(self.peer).wrapping_add(by),
             _ => by,
         };
-        let op = Operation::Counter(CounterOp::Increment { by, sum });
-        self.local(key, op, now_ms)
+        Ok(Operation::Counter(CounterOp::Increment { by, sum }))
     }
 
     pub fn add(
@@ -96,11 +185,16 @@ impl ReconciliationEngine {
         now_ms: u64,
     ) -> Result<P2PEvent, WriteError> {
         user_key(key)?;
+        let op = self.addition(key, member)?;
+        self.local(key, op, now_ms)
+    }
+
+    fn addition(&self, key: &str, member: JsonValue) -> Result<Operation, WriteError> {
         let observed = match self.shown(key, Kind::Set)? {
             Some(EntityState::Set(s)) => s.observed(&member),
             _ => Default::default(),
         };
-        self.local(key, Operation::Set(SetOp::Add { member, observed }), now_ms)
+        Ok(Operation::Set(SetOp::Add { member, observed }))
     }
 
     /// `None` when the member is not in the set.
@@ -111,12 +205,19 @@ impl ReconciliationEngine {
         now_ms: u64,
     ) -> Result<Option<P2PEvent>, WriteError> {
         user_key(key)?;
-        let observed = match self.shown(key, Kind::Set)? {
-            Some(EntityState::Set(s)) if s.contains(&member) => s.observed(&member),
-            _ => return Ok(None),
-        };
-        let op = Operation::Set(SetOp::Remove { member, observed });
-        self.local(key, op, now_ms).map(Some)
+        self.removal(key, member)?
+            .map(|op| self.local(key, op, now_ms))
+            .transpose()
+    }
+
+    fn removal(&self, key: &str, member: JsonValue) -> Result<Option<Operation>, WriteError> {
+        Ok(match self.shown(key, Kind::Set)? {
+            Some(EntityState::Set(s)) if s.contains(&member) => {
+                let observed = s.observed(&member);
+                Some(Operation::Set(SetOp::Remove { member, observed }))
+            }
+            _ => None,
+        })
     }
 
     /// Writes `value` over every sibling of `key`: the app's resolution of a
@@ -174,7 +275,20 @@ impl ReconciliationEngine {
         }
     }
 
+    /// Makes, applies and hands back an event of ours.
     fn local(&mut self, key: &str, op: Operation, now_ms: u64) -> Result<P2PEvent, WriteError> {
+        self.make(key, op, now_ms, P2PEvent::clone)
+    }
+
+    /// Makes the event of `op` on `key` and applies it (into the log); what
+    /// `keep` takes of it is returned.
+    fn make<T>(
+        &mut self,
+        key: &str,
+        op: Operation,
+        now_ms: u64,
+        keep: impl FnOnce(&P2PEvent) -> T,
+    ) -> Result<T, WriteError> {
         // Only a lie could bring our own count near the end (nothing remote
         // may raise it), but a wrap would reuse sequence 0: refuse instead.
         let seq = self
@@ -190,7 +304,8 @@ impl ReconciliationEngine {
             hlc: self.clock.tick(now_ms),
             seal: None,
         };
-        self.apply(event.clone());
-        Ok(event)
+        let kept = keep(&event);
+        self.apply(event);
+        Ok(kept)
     }
 }

@@ -19,6 +19,7 @@ use foldhash::fast::FixedState;
 
 pub use archive::Archive;
 pub use holding::HoldingQueue;
+pub use local::LocalWrite;
 pub use log::EventLog;
 pub use policy::{
     is_reserved, policy_key, ConflictPolicy, Policies, UnknownPolicy, POLICY_PREFIX,
@@ -114,8 +115,10 @@ struct Slot {
     entity: Entity,
     /// Changed since the digest was last computed.
     digest_stale: bool,
-    /// Changed since the app last asked ([`ReconciliationEngine::take_changes`]).
-    changed: bool,
+    /// The change epoch ([`Books::epoch`]) it was last reported changed in:
+    /// equal to the current one while it waits in [`Books::changed`], so
+    /// taking the changes clears every mark at once, with no lookup.
+    changed: u32,
     /// The origin of the last event this engine applied to the key (not
     /// replicated: unknown after a snapshot load).
     last_writer: Option<PeerId>,
@@ -129,12 +132,28 @@ struct Books {
     stale: Vec<Arc<str>>,
     /// Keys changed since the app last asked.
     changed: Vec<Arc<str>>,
+    /// Counts the times the app asked (see [`Slot::changed`]); never
+    /// [`Slot::UNCHANGED`].
+    epoch: u32,
     /// Register keys with concurrent siblings (any policy; no reserved key).
     /// (A hash set: every register write probes it; readers sort.)
     conflicted: HashSet<Arc<str>, FixedState>,
 }
 
+impl Slot {
+    /// A new slot's change mark: no epoch's.
+    const UNCHANGED: u32 = u32::MAX;
+}
+
 impl Books {
+    /// Reports `key` changed to the app (once until it next asks).
+    fn mark_changed(&mut self, key: &Arc<str>, slot: &mut Slot) {
+        if slot.changed != self.epoch {
+            slot.changed = self.epoch;
+            self.changed.push(key.clone());
+        }
+    }
+
     /// Records that `key`'s entity (in `slot`) changed.
     /// Room state (reserved keys) counts in the digest but is neither
     /// reported to the app nor ever a conflict.
@@ -146,10 +165,7 @@ impl Books {
         if policy::is_reserved(key) {
             return;
         }
-        if !slot.changed {
-            slot.changed = true;
-            self.changed.push(key.clone());
-        }
+        self.mark_changed(key, slot);
         let conflicted =
             matches!(slot.entity.shown(), EntityState::Register(r) if r.is_conflicted());
         if conflicted {
@@ -273,10 +289,14 @@ impl ReconciliationEngine {
     /// Keys changed since the last call, each once.
     pub fn take_changes(&mut self) -> Vec<Arc<str>> {
         let keys = std::mem::take(&mut self.books.changed);
-        for key in &keys {
-            if let Some(slot) = self.entities.get_mut(key) {
-                slot.changed = false;
+        self.books.epoch += 1;
+        if self.books.epoch == Slot::UNCHANGED {
+            // Once in four billion: marks of epochs long past could be
+            // taken for the new ones.
+            for slot in self.entities.values_mut() {
+                slot.changed = Slot::UNCHANGED;
             }
+            self.books.epoch = 0;
         }
         keys
     }

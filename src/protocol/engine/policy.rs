@@ -48,6 +48,17 @@ pub fn policy_key(prefix: &str) -> String {
     format!("{POLICY_PREFIX}{prefix}")
 }
 
+/// The register holding the room's policy for `prefix`: refused for a
+/// prefix inside the room's own namespace.
+pub(super) fn room_policy_key(prefix: &str) -> Result<String, WriteError> {
+    if is_reserved(prefix) {
+        return Err(WriteError::ReservedKey {
+            key: prefix.to_string(),
+        });
+    }
+    Ok(policy_key(prefix))
+}
+
 /// How a register shows concurrent writes (see the conflict matrix).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -98,7 +109,7 @@ impl ConflictPolicy {
         }
     }
 
-    fn to_value(self) -> JsonValue {
+    pub(super) fn to_value(self) -> JsonValue {
         JsonValue::from(&serde_json::Value::String(self.to_string()))
     }
 }
@@ -251,12 +262,7 @@ impl ReconciliationEngine {
         policy: ConflictPolicy,
         now_ms: u64,
     ) -> Result<P2PEvent, WriteError> {
-        if is_reserved(prefix) {
-            return Err(WriteError::ReservedKey {
-                key: prefix.to_string(),
-            });
-        }
-        self.write(&policy_key(prefix), policy.to_value(), false, now_ms)
+        self.write(&room_policy_key(prefix)?, policy.to_value(), false, now_ms)
     }
 
     /// Takes back the room's policy for `prefix` (as far as this peer has
@@ -267,12 +273,7 @@ impl ReconciliationEngine {
         prefix: &str,
         now_ms: u64,
     ) -> Result<Option<P2PEvent>, WriteError> {
-        if is_reserved(prefix) {
-            return Err(WriteError::ReservedKey {
-                key: prefix.to_string(),
-            });
-        }
-        self.erase(&policy_key(prefix), now_ms)
+        self.erase(&room_policy_key(prefix)?, now_ms)
     }
 
     /// After the entity of reserved `key` changed (an event, a snapshot, a
@@ -312,10 +313,7 @@ impl ReconciliationEngine {
             .collect();
         for key in keys {
             if let Some(slot) = self.entities.get_mut(&key) {
-                if !slot.changed {
-                    slot.changed = true;
-                    self.books.changed.push(key);
-                }
+                self.books.mark_changed(&key, slot);
             }
         }
     }

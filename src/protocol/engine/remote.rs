@@ -226,7 +226,7 @@ impl ReconciliationEngine {
             std::collections::hash_map::Entry::Vacant(v) => v.insert(Slot {
                 entity: Entity::new(&event),
                 digest_stale: false,
-                changed: false,
+                changed: Slot::UNCHANGED,
                 last_writer: Some(id.peer),
             }),
         };

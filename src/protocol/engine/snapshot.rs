@@ -221,7 +221,7 @@ impl ReconciliationEngine {
                 let mut slot = Slot {
                     entity,
                     digest_stale: false,
-                    changed: false,
+                    changed: Slot::UNCHANGED,
                     last_writer: None,
                 };
                 self.books.touch(&key, &mut slot);
@@ -370,7 +370,7 @@ impl ReconciliationEngine {
                 v.insert(Slot {
                     entity: fresh,
                     digest_stale: false,
-                    changed: false,
+                    changed: Slot::UNCHANGED,
                     last_writer: None,
                 })
             }

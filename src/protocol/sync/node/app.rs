@@ -4,33 +4,9 @@ use serde::Serialize;
 
 use super::SyncNode;
 use crate::protocol::clock::{PeerId, VectorClock};
-use crate::protocol::engine::ConflictPolicy;
+pub use crate::protocol::engine::LocalWrite;
 use crate::protocol::error::WriteError;
 use crate::protocol::sync::LinkState;
-use crate::protocol::value::JsonValue;
-
-/// A write of the app's (DESIGN.md's JS API, one variant a method).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LocalWrite {
-    /// Writes a register (on a conflicted key, over every sibling).
-    Set { key: String, value: JsonValue },
-    /// Deletes whatever the key holds, as far as this peer has seen it.
-    Delete { key: String },
-    /// Adds `by` to a counter.
-    Increment { key: String, by: i64 },
-    /// Adds a member to a set.
-    Add { key: String, member: JsonValue },
-    /// Removes a member from a set (a concurrent add wins).
-    Remove { key: String, member: JsonValue },
-    /// Writes `value` over every concurrent value of a conflicted key.
-    Resolve { key: String, value: JsonValue },
-    /// Sets the room's conflict policy for keys under `prefix` (replicated
-    /// room state, see [`set_room_policy`](crate::protocol::ReconciliationEngine::set_room_policy)).
-    Policy {
-        prefix: String,
-        policy: ConflictPolicy,
-    },
-}
 
 /// What the app is shown of one peer (`peers()` in the JS API).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -67,18 +43,8 @@ impl SyncNode {
     /// [`take_outputs`](Self::take_outputs); it is durable once
     /// [`durable_upto`](Self::durable_upto) reaches its number.
     pub fn apply(&mut self, write: LocalWrite, now_ms: u64) -> Result<Option<u64>, WriteError> {
-        let event = self.write(|e| match write {
-            LocalWrite::Set { key, value } => e.set(&key, value, now_ms).map(Some),
-            LocalWrite::Delete { key } => e.delete(&key, now_ms),
-            LocalWrite::Increment { key, by } => e.increment(&key, by, now_ms).map(Some),
-            LocalWrite::Add { key, member } => e.add(&key, member, now_ms).map(Some),
-            LocalWrite::Remove { key, member } => e.remove(&key, member, now_ms),
-            LocalWrite::Resolve { key, value } => e.resolve(&key, value, now_ms).map(Some),
-            LocalWrite::Policy { prefix, policy } => {
-                e.set_room_policy(&prefix, policy, now_ms).map(Some)
-            }
-        })?;
-        Ok(event.map(|e| e.id.seq))
+        let id = self.engine_mut().perform(write, now_ms)?;
+        Ok(id.map(|id| id.seq))
     }
 
     /// The report on `peer`, whose link is in `state` with `buffered` bytes

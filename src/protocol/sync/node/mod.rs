@@ -351,6 +351,9 @@ impl SyncNode {
     /// sealed as one run (one signature per burst of writes), persisted,
     /// then sent.
     pub fn take_outputs(&mut self) -> Vec<Output> {
+        // Local writes report what they changed here, all of a burst at
+        // once, rather than one output per write.
+        self.report_changes();
         self.flush_local();
         std::mem::take(&mut self.outputs)
     }
@@ -386,9 +389,7 @@ impl SyncNode {
         &mut self,
         op: impl FnOnce(&mut ReconciliationEngine) -> Result<Option<P2PEvent>, WriteError>,
     ) -> Result<Option<P2PEvent>, WriteError> {
-        let event = op(&mut self.engine)?;
-        self.report_changes();
-        Ok(event)
+        op(&mut self.engine)
     }
 
     /// A connection to `peer` opened: both sides send a digest at once.
@@ -586,7 +587,8 @@ impl SyncNode {
         self.config.identity.is_some()
     }
 
-    /// After every input: which keys changed.
+    /// After every input but a local write (reported at
+    /// [`take_outputs`](Self::take_outputs)): which keys changed.
     fn report_changes(&mut self) {
         let changed = self.engine.take_changes();
         if !changed.is_empty() {
