@@ -526,3 +526,46 @@ fn room_policies_cross_in_snapshot_transfers_and_restores() {
     );
     assert_eq!(restored.engine().room_policies().len(), 2);
 }
+
+/// A receiver takes an `Events` message in one task, so a message carries
+/// at most a run's worth of events: whole runs, as many as fit, never a
+/// run more (four bursts of 700 writes: a message each, not 1,400 twice).
+#[test]
+fn an_events_message_carries_at_most_a_runs_worth() {
+    use cpc_sync::protocol::seal::MAX_RUN;
+    let mut a = common::signed_node(1, SyncConfig::default());
+    let mut b = common::signed_node(2, SyncConfig::default());
+    for burst in 0..4 {
+        for i in 0..700 {
+            let key = format!("k{burst}-{i}");
+            a.write(|e| e.set(&key, json("1"), 1_000).map(Some))
+                .unwrap();
+        }
+        a.take_outputs();
+    }
+    let (ida, idb) = (a.peer(), b.peer());
+    a.connect(idb, 2_000);
+    b.connect(ida, 2_000);
+    let mut sizes = Vec::new();
+    for _ in 0..20 {
+        let mut quiet = true;
+        for frame in sends(a.take_outputs()) {
+            quiet = false;
+            if let Ok(wire::Decoded::Message(Message::Events(events))) = wire::decode(&frame) {
+                sizes.push(events.len());
+            }
+            b.receive_frame(ida, &frame, 2_000);
+        }
+        for frame in sends(b.take_outputs()) {
+            quiet = false;
+            a.receive_frame(idb, &frame, 2_000);
+        }
+        if quiet {
+            break;
+        }
+    }
+    b.verify_received(2_000);
+    assert_eq!(sizes, [700; 4], "one run a message");
+    assert!(sizes.iter().all(|&n| n <= MAX_RUN));
+    assert_eq!(b.engine().clock(), a.engine().clock(), "everything arrived");
+}

@@ -19,9 +19,9 @@ use crate::protocol::sync::wire::{Message, MAX_FRAME};
 /// short (a run's worth of events: tens of ms in wasm).
 pub const MAX_UNVERIFIED_EVENTS: usize = seal::MAX_RUN;
 
-/// Events in one `Events` message, at most (cut at a run's end, so up to
-/// a run more): a receiver takes a message in one task, which must stay
-/// short whatever the events' size.
+/// Events in one `Events` message, at most (whole runs: a run longer than
+/// this goes alone): a receiver takes a message in one task, which must
+/// stay short whatever the events' size.
 const EVENTS_PER_MESSAGE: usize = seal::MAX_RUN;
 
 /// Entities rehashed at a time into the Merkle digest (a few ms of work).
@@ -243,19 +243,31 @@ impl SyncNode {
                 session.their_clock.observe(e.id.peer, e.id.seq);
             }
         }
-        let mut batch = Vec::new();
+        // Whole runs to a message (every event is one, unsigned), as many
+        // as fit: a run that would pass the bounds starts the next message
+        // (or goes alone, if it passes them by itself).
+        let mut batch: Vec<P2PEvent> = Vec::new();
         let mut size = 0;
-        for event in events {
-            let approx = event.approx_size();
-            let run_ended = !signed || batch.last().is_some_and(|e: &P2PEvent| e.seal.is_some());
-            let full =
-                size + approx > EVENTS_PER_MESSAGE_BYTES || batch.len() >= EVENTS_PER_MESSAGE;
-            if run_ended && full {
+        let mut events = events.into_iter().peekable();
+        while events.peek().is_some() {
+            let mut run = Vec::new();
+            let mut run_size = 0;
+            for event in events.by_ref() {
+                run_size += event.approx_size();
+                let ends = !signed || event.seal.is_some();
+                run.push(event);
+                if ends {
+                    break;
+                }
+            }
+            let full = size + run_size > EVENTS_PER_MESSAGE_BYTES
+                || batch.len() + run.len() > EVENTS_PER_MESSAGE;
+            if full && !batch.is_empty() {
                 self.send(to, &Message::Events(std::mem::take(&mut batch)));
                 size = 0;
             }
-            size += approx;
-            batch.push(event);
+            size += run_size;
+            batch.append(&mut run);
         }
         if !batch.is_empty() {
             self.send(to, &Message::Events(batch));
