@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use cpc_sync::protocol::seal;
 use cpc_sync::protocol::snapshot::Checks;
-use cpc_sync::protocol::testing::workload;
+use cpc_sync::protocol::testing::{wire, workload};
 use cpc_sync::protocol::{
     EngineConfig, P2PEvent, PeerId, ReconciliationEngine, StateSnapshot, Trust,
 };
@@ -86,6 +86,20 @@ fn many_peers(c: &mut Criterion) {
     });
     group.bench_function("B3.1 verified: 1,540 peers set the same key", |b| {
         b.iter_batched(|| b31.clone(), verified, BatchSize::PerIteration)
+    });
+    // The path the browser benchmark's signed row runs: frames through a
+    // signed node (decode, checksum, seal checks, batch verification,
+    // apply, persist and digest), all frames arriving at once.
+    let c12 = wire::one_write_each(30_000, false);
+    let through_node = |frames: &[Vec<u8>]| {
+        let mut receiver = wire::Receiver::new();
+        for frame in frames {
+            receiver.receive_at(frame, 0).expect("taken");
+        }
+        receiver.finish(0).expect("taken")
+    };
+    group.bench_function("C1.2 through a signed node: 30,000 frames", |b| {
+        b.iter(|| through_node(&c12))
     });
     group.finish();
 }

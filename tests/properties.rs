@@ -301,9 +301,9 @@ proptest! {
     /// and so do its JSON and binary (signed) forms.
     #[test]
     fn a_version_vector_behaves_as_a_sorted_map(
-        a in proptest::collection::vec((0u64..12, 0u64..5), 0..12),
-        b in proptest::collection::vec((0u64..12, 0u64..5), 0..12),
-        p in 0u64..12,
+        a in proptest::collection::vec((0u64..48, 0u64..5), 0..40),
+        b in proptest::collection::vec((0u64..48, 0u64..5), 0..40),
+        p in 0u64..48,
         v in 0u64..5,
     ) {
         let x: VectorClock = a.iter().map(|&(p, v)| (PeerId(p), v)).collect();
@@ -311,6 +311,10 @@ proptest! {
         let (mut mx, my) = (clock_model(&a), clock_model(&b));
         prop_assert_eq!(&x, &clock_of(&mx));
         prop_assert_eq!(x.descends(&y), my.iter().all(|(p, v)| mx.get(p).unwrap_or(&0) >= v));
+        prop_assert_eq!(
+            x.first_not_covered(&y),
+            my.iter().find(|(p, v)| mx.get(p).unwrap_or(&0) < v).map(|(p, v)| (*p, *v))
+        );
         let json = serde_json::to_string(&x).unwrap();
         prop_assert_eq!(&json, &serde_json::to_string(&mx).unwrap());
         prop_assert_eq!(&serde_json::from_str::<VectorClock>(&json).unwrap(), &x);

@@ -130,17 +130,23 @@ impl Operation {
         }
     }
 
-    /// Every dot the operation says it observed. They are dependencies too:
-    /// an event is applied only after everything it supersedes.
-    pub fn observed(&self) -> impl Iterator<Item = EventId> + '_ {
-        let clock = match self {
+    /// What the operation observed, as a clock of dots (every kind but
+    /// the counter's, whose delete observes shares).
+    pub fn observed_clock(&self) -> Option<&VectorClock> {
+        match self {
             Operation::Register(RegisterOp::Write { observed, .. })
             | Operation::Register(RegisterOp::Delete { observed })
             | Operation::Set(SetOp::Add { observed, .. })
             | Operation::Set(SetOp::Remove { observed, .. })
             | Operation::Set(SetOp::Delete { observed }) => Some(observed),
             Operation::Counter(_) => None,
-        };
+        }
+    }
+
+    /// Every dot the operation says it observed. They are dependencies too:
+    /// an event is applied only after everything it supersedes.
+    pub fn observed(&self) -> impl Iterator<Item = EventId> + '_ {
+        let clock = self.observed_clock();
         let shares = match self {
             Operation::Counter(CounterOp::Delete { observed }) => observed.as_slice(),
             _ => &[],

@@ -174,9 +174,17 @@ impl ReconciliationEngine {
         if self.applied.get(origin).saturating_add(1) < event.id.seq {
             return Some(EventId::new(origin, event.id.seq - 1));
         }
-        let deps = event.deps.iter().map(|(p, n)| EventId::new(p, n));
-        deps.chain(event.op.observed())
-            .find(|d| self.applied.get(d.peer) < d.seq)
+        let missing = |(peer, seq)| EventId::new(peer, seq);
+        if let Some(dep) = self.applied.first_not_covered(&event.deps) {
+            return Some(missing(dep));
+        }
+        match event.op.observed_clock() {
+            Some(observed) => self.applied.first_not_covered(observed).map(missing),
+            None => event
+                .op
+                .observed()
+                .find(|d| self.applied.get(d.peer) < d.seq),
+        }
     }
 
     /// Applies a ready event and, transitively, the held events it wakes.
