@@ -1,4 +1,5 @@
 use std::cmp::Ordering;
+use std::collections::BTreeMap;
 
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize};
@@ -26,20 +27,92 @@ pub enum ClockOrdering {
 /// Entries are one vector sorted by peer: most clocks (an event's `deps`
 /// and `observed`) have one entry, which the vector holds inline, with no
 /// allocation (a B-tree took a node of eleven); lookups in a room's
-/// version vector are a binary search over contiguous memory.
-#[derive(Clone, PartialEq, Eq, Hash, Default)]
-pub struct VectorClock(Entries);
+/// version vector are a binary search over contiguous memory. Past
+/// [`LARGE`] entries a clock is a B-tree instead: a room of thousands of
+/// writers adds them in no order, and a new peer in the middle of a sorted
+/// vector moves every entry after it (C1.2's 30,000 writers moved ~7 GB).
+#[derive(Clone, Default)]
+pub struct VectorClock(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    Sorted(Entries),
+    Tree(BTreeMap<PeerId, u64>),
+}
+
+impl Default for Repr {
+    fn default() -> Self {
+        Repr::Sorted(Entries::new())
+    }
+}
+
+/// Entries past which a clock is a B-tree.
+const LARGE: usize = 256;
 
 /// A clock's entries: one inline, more on the heap.
 pub type Entries = SmallVec<[(PeerId, u64); 1]>;
+
+/// A clock's entries in peer order.
+pub enum Iter<'a> {
+    Sorted(std::slice::Iter<'a, (PeerId, u64)>),
+    Tree(std::collections::btree_map::Iter<'a, PeerId, u64>),
+}
+
+impl Iterator for Iter<'_> {
+    type Item = (PeerId, u64);
+
+    #[inline]
+    fn next(&mut self) -> Option<(PeerId, u64)> {
+        match self {
+            Iter::Sorted(i) => i.next().copied(),
+            Iter::Tree(i) => i.next().map(|(&p, &v)| (p, v)),
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match self {
+            Iter::Sorted(i) => i.size_hint(),
+            Iter::Tree(i) => i.size_hint(),
+        }
+    }
+}
+
+impl DoubleEndedIterator for Iter<'_> {
+    fn next_back(&mut self) -> Option<(PeerId, u64)> {
+        match self {
+            Iter::Sorted(i) => i.next_back().copied(),
+            Iter::Tree(i) => i.next_back().map(|(&p, &v)| (p, v)),
+        }
+    }
+}
+
+impl ExactSizeIterator for Iter<'_> {}
+
+/// Equal entries are equal clocks, whichever form holds them.
+impl PartialEq for VectorClock {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for VectorClock {}
+
+impl std::hash::Hash for VectorClock {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_usize(self.len());
+        for entry in self.iter() {
+            entry.hash(state);
+        }
+    }
+}
 
 /// Serialized as a map, in peer order (the same bytes as the sorted map
 /// it once was: seals sign events' clocks in this form).
 impl Serialize for VectorClock {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(self.0.len()))?;
-        for (peer, value) in &self.0 {
-            map.serialize_entry(peer, value)?;
+        let mut map = serializer.serialize_map(Some(self.len()))?;
+        for (peer, value) in self.iter() {
+            map.serialize_entry(&peer, &value)?;
         }
         map.end()
     }
@@ -86,7 +159,7 @@ impl<'de> Deserialize<'de> for VectorClock {
                     entries.reverse();
                 }
                 entries.retain(|&mut (_, v)| v > 0);
-                Ok(VectorClock(entries))
+                Ok(VectorClock::from_sorted(entries))
             }
         }
         deserializer.deserialize_map(Visitor)
@@ -95,7 +168,7 @@ impl<'de> Deserialize<'de> for VectorClock {
 
 impl VectorClock {
     pub const fn new() -> Self {
-        VectorClock(SmallVec::new_const())
+        VectorClock(Repr::Sorted(SmallVec::new_const()))
     }
 
     /// A clock of entries already in its one form: sorted by peer, each
@@ -103,31 +176,58 @@ impl VectorClock {
     pub fn from_canonical(entries: Entries) -> Option<Self> {
         let canonical =
             entries.windows(2).all(|w| w[0].0 < w[1].0) && entries.iter().all(|e| e.1 > 0);
-        canonical.then_some(VectorClock(entries))
+        canonical.then(|| VectorClock::from_sorted(entries))
     }
 
-    /// Where `peer`'s entry is, or would be inserted.
-    #[inline]
-    fn find(&self, peer: PeerId) -> Result<usize, usize> {
-        self.0.binary_search_by_key(&peer, |&(p, _)| p)
+    /// Canonical entries in the form their number calls for.
+    fn from_sorted(entries: Entries) -> Self {
+        if entries.len() > LARGE {
+            VectorClock(Repr::Tree(entries.into_iter().collect()))
+        } else {
+            VectorClock(Repr::Sorted(entries))
+        }
+    }
+
+    /// Moves a sorted vector that grew past [`LARGE`] into a B-tree.
+    fn grew(&mut self) {
+        if let Repr::Sorted(entries) = &mut self.0 {
+            if entries.len() > LARGE {
+                let tree = std::mem::take(entries).into_iter().collect();
+                self.0 = Repr::Tree(tree);
+            }
+        }
     }
 
     /// The entry for `peer`, 0 when absent.
     #[inline]
     pub fn get(&self, peer: PeerId) -> u64 {
-        self.find(peer).map_or(0, |i| self.0[i].1)
+        match &self.0 {
+            Repr::Sorted(e) => e
+                .binary_search_by_key(&peer, |&(p, _)| p)
+                .map_or(0, |i| e[i].1),
+            Repr::Tree(t) => t.get(&peer).copied().unwrap_or(0),
+        }
     }
 
     /// Sets `peer`'s entry; 0 removes it.
     pub fn set(&mut self, peer: PeerId, value: u64) {
-        match (self.find(peer), value) {
-            (Ok(i), 0) => {
-                self.0.remove(i);
+        match &mut self.0 {
+            Repr::Sorted(e) => match (e.binary_search_by_key(&peer, |&(p, _)| p), value) {
+                (Ok(i), 0) => {
+                    e.remove(i);
+                }
+                (Ok(i), _) => e[i].1 = value,
+                (Err(_), 0) => {}
+                (Err(i), _) => e.insert(i, (peer, value)),
+            },
+            Repr::Tree(t) if value == 0 => {
+                t.remove(&peer);
             }
-            (Ok(i), _) => self.0[i].1 = value,
-            (Err(_), 0) => {}
-            (Err(i), _) => self.0.insert(i, (peer, value)),
+            Repr::Tree(t) => {
+                t.insert(peer, value);
+            }
         }
+        self.grew();
     }
 
     /// Raises `peer`'s entry to at least `value`.
@@ -136,37 +236,42 @@ impl VectorClock {
         if value == 0 {
             return;
         }
-        match self.find(peer) {
-            Ok(i) => self.0[i].1 = self.0[i].1.max(value),
-            Err(i) => self.0.insert(i, (peer, value)),
+        match &mut self.0 {
+            Repr::Sorted(e) => match e.binary_search_by_key(&peer, |&(p, _)| p) {
+                Ok(i) => e[i].1 = e[i].1.max(value),
+                Err(i) => {
+                    e.insert(i, (peer, value));
+                    self.grew();
+                }
+            },
+            Repr::Tree(t) => {
+                let entry = t.entry(peer).or_insert(value);
+                *entry = (*entry).max(value);
+            }
         }
     }
 
     /// Increments `peer`'s entry and returns the new value.
     pub fn increment(&mut self, peer: PeerId) -> u64 {
-        match self.find(peer) {
-            Ok(i) => {
-                self.0[i].1 += 1;
-                self.0[i].1
-            }
-            Err(i) => {
-                self.0.insert(i, (peer, 1));
-                1
-            }
-        }
+        let value = self.get(peer) + 1;
+        self.set(peer, value);
+        value
     }
 
     /// Pointwise maximum with `other`, in one merged walk when `other` is
-    /// more than a few entries.
+    /// more than a few entries (and this clock a vector).
     pub fn merge(&mut self, other: &VectorClock) {
-        if other.0.len() <= 4 {
-            for &(peer, value) in &other.0 {
-                self.observe(peer, value);
+        let mine = match &self.0 {
+            Repr::Sorted(e) if other.len() > 4 => e,
+            _ => {
+                for (peer, value) in other.iter() {
+                    self.observe(peer, value);
+                }
+                return;
             }
-            return;
-        }
-        let mut out = Entries::with_capacity(self.0.len().max(other.0.len()));
-        let (mut a, mut b) = (self.0.iter().peekable(), other.0.iter().peekable());
+        };
+        let mut out = Entries::with_capacity(mine.len().max(other.len()));
+        let (mut a, mut b) = (mine.iter().copied().peekable(), other.iter().peekable());
         loop {
             let next = match (a.peek(), b.peek()) {
                 (None, None) => break,
@@ -181,9 +286,9 @@ impl VectorClock {
                     }
                 },
             };
-            out.extend(next.copied());
+            out.extend(next);
         }
-        self.0 = out;
+        *self = VectorClock::from_sorted(out);
     }
 
     /// `self[p] >= other[p]` for every peer `p`.
@@ -192,13 +297,17 @@ impl VectorClock {
     }
 
     /// The first entry of `other` (by peer) that this clock does not
-    /// cover. One galloping walk over both sorted clocks: each step
-    /// searches only past the last entry found, so `other`'s entries cost
-    /// about the log of the gap between them (a handful for an event's
-    /// deps against a room's clock), not a search of the whole clock each.
+    /// cover. Against a vector, one galloping walk over both sorted
+    /// clocks: each step searches only past the last entry found, so
+    /// `other`'s entries cost about the log of the gap between them (a
+    /// handful for an event's deps against a room's clock), not a search
+    /// of the whole clock each.
     pub fn first_not_covered(&self, other: &VectorClock) -> Option<(PeerId, u64)> {
-        let mut rest = &self.0[..];
-        for &(peer, value) in other.0.iter() {
+        let Repr::Sorted(mine) = &self.0 else {
+            return other.iter().find(|&(peer, value)| self.get(peer) < value);
+        };
+        let mut rest = &mine[..];
+        for (peer, value) in other.iter() {
             // Gallop to a bound past `peer`, then search within it.
             let mut bound = 1;
             while bound < rest.len() && rest[bound - 1].0 < peer {
@@ -221,8 +330,8 @@ impl VectorClock {
     /// Compares in one merged walk over both (sorted) clocks.
     pub fn compare(&self, other: &VectorClock) -> ClockOrdering {
         let (mut self_ahead, mut other_ahead) = (false, false);
-        let mut a = self.0.iter().peekable();
-        let mut b = other.0.iter().peekable();
+        let mut a = self.iter().peekable();
+        let mut b = other.iter().peekable();
         loop {
             let step = match (a.peek(), b.peek()) {
                 (None, None) => break,
@@ -259,20 +368,26 @@ impl VectorClock {
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        match &self.0 {
+            Repr::Sorted(e) => e.len(),
+            Repr::Tree(t) => t.len(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.len() == 0
     }
 
-    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (PeerId, u64)> + ExactSizeIterator + '_ {
-        self.0.iter().copied()
+    pub fn iter(&self) -> Iter<'_> {
+        match &self.0 {
+            Repr::Sorted(e) => Iter::Sorted(e.iter()),
+            Repr::Tree(t) => Iter::Tree(t.iter()),
+        }
     }
 
     /// Sum of all entries: the number of events a clock covers.
     pub fn total(&self) -> u64 {
-        self.0.iter().map(|&(_, v)| v).sum()
+        self.iter().map(|(_, v)| v).sum()
     }
 
     /// Pointwise minimum over `clocks`: what every one of them has seen.
@@ -282,10 +397,16 @@ impl VectorClock {
         };
         let mut out = first.clone();
         for clock in clocks {
-            out.0.retain_mut(|(p, v)| {
-                *v = (*v).min(clock.get(*p));
-                *v > 0
-            });
+            match &mut out.0 {
+                Repr::Sorted(e) => e.retain_mut(|(p, v)| {
+                    *v = (*v).min(clock.get(*p));
+                    *v > 0
+                }),
+                Repr::Tree(t) => t.retain(|p, v| {
+                    *v = (*v).min(clock.get(*p));
+                    *v > 0
+                }),
+            }
         }
         out
     }
@@ -300,14 +421,14 @@ impl FromIterator<(PeerId, u64)> for VectorClock {
             entries.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
             entries.dedup_by_key(|&mut (p, _)| p);
         }
-        VectorClock(entries)
+        VectorClock::from_sorted(entries)
     }
 }
 
 impl std::fmt::Debug for VectorClock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_map()
-            .entries(self.0.iter().map(|(p, v)| (p, v)))
+            .entries(self.iter())
             .finish()
     }
 }
