@@ -112,18 +112,21 @@ test("2. a multi-value conflict shows on every peer; resolving it on one clears 
 test("3. a reconcile key: the resolver's handler answers and the log shows the exchange", async () => {
   // b and c write concurrently; the resolver is the lower id of the two,
   // the asker the higher. The asker puts "rec/" under "reconcile" for the
-  // whole room, the resolver included: a resolver that sees a conflict
-  // before the asker asks settles it alone, with no exchange to see. So
-  // conflicts are made on fresh keys until the asker saw one first and
-  // asked (RECONCILIATION_REQUEST) and the resolver's handler answered
-  // (RECONCILIATION_RESPONSE); either way the handler's value wins. A
-  // request that reaches a resolver which already settled alone gets no
-  // response, so the loop waits for the response. Each try is about even;
-  // twelve make a miss unlikely. a stays offline meanwhile: a peer that
-  // sees the conflict while the other origin is unreachable settles it
-  // alone, and in Firefox the writes came back through a before b and c
-  // had reconnected to each other (no try in twelve asked, two runs in
-  // three); with a away they learn of the conflict over their own link.
+  // whole room, the resolver included. Each peer acts on a conflict at its
+  // next gossip tick (once a second): the resolver settles it alone, the
+  // asker asks the resolver (RECONCILIATION_REQUEST) unless that
+  // resolution came first; asked, the resolver's handler answers
+  // (RECONCILIATION_RESPONSE). Either way the handler's value wins. So:
+  // - a stays offline: a peer that meets the conflict while the other
+  //   origin is unreachable settles it alone, and in Firefox the writes
+  //   came back through a before b and c had reconnected to each other;
+  // - the resolver's page is kept busy as it comes back online, for a
+  //   random 1.5-2.5 s: its overdue tick runs at once, before the link is
+  //   up, and its next one a second later, while the asker's tick falls
+  //   anywhere in that second. Ticks keep their phase, so without it every
+  //   try of a run repeated one outcome (a run with no request in twelve
+  //   tries, in either engine).
+  // Conflicts are made on fresh keys until the asker got a response.
   const [resolver, asker] = b.id < c.id ? [b, c] : [c, b];
   await onAll(() =>
     window.cpc.peer.onReconcile((key, candidates) =>
@@ -136,12 +139,16 @@ test("3. a reconcile key: the resolver's handler answers and the log shows the e
   await a.page.evaluate(() => window.cpc.peer.goOffline());
   for (let i = 0; i < 12 && !(await logged(asker, "RECONCILIATION_RESPONSE")); i++) {
     const key = `rec/total${i}`;
-    await whileApart([b, c], () =>
-      Promise.all([
-        b.page.evaluate((k) => window.cpc.peer.set(k, "b's"), key),
-        c.page.evaluate((k) => window.cpc.peer.set(k, "c's"), key),
-      ]),
-    );
+    await Promise.all([b, c].map((p) => p.page.evaluate(() => window.cpc.peer.goOffline())));
+    await Promise.all([
+      b.page.evaluate((k) => window.cpc.peer.set(k, "b's"), key),
+      c.page.evaluate((k) => window.cpc.peer.set(k, "c's"), key),
+    ]);
+    await asker.page.evaluate(() => window.cpc.peer.goOnline());
+    await resolver.page.evaluate((busy) => {
+      window.cpc.peer.goOnline();
+      for (const end = performance.now() + busy; performance.now() < end; );
+    }, 1500 + Math.random() * 1000);
     for (const p of [b, c]) {
       await p.page.waitForFunction((k) => window.cpc.peer.get(k) === "b's + c's", key, { timeout: 30_000 });
     }
