@@ -55,14 +55,15 @@ else
   cargo install wasm-bindgen-cli --version "$want" --force
 fi
 
-# Debian packages: Chromium and its driver, for the tests.
+# Debian packages: Chromium and its driver, and Firefox ESR, for the tests.
 packages=()
 if [ "$mode" = test ]; then
   [ -x /usr/bin/chromium ] || packages+=(chromium)
   [ -x /usr/bin/chromedriver ] || packages+=(chromium-driver)
+  [ -x /usr/bin/firefox-esr ] || packages+=(firefox-esr)
 fi
 if [ ${#packages[@]} -eq 0 ]; then
-  if [ "$mode" = test ]; then ok "chromium, chromedriver"; fi
+  if [ "$mode" = test ]; then ok "chromium, chromedriver, firefox-esr"; fi
 else
   sudo=""
   if [ "$(id -u)" != 0 ]; then
@@ -74,7 +75,21 @@ else
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${packages[@]}" >/dev/null
 fi
 
-# npm packages, when missing or older than the lock file: playwright-core,
+# geckodriver, for the wasm-bindgen tests in Firefox: Debian ships none,
+# crates.io has its source. Pinned, so every machine runs the same one.
+if [ "$mode" = test ]; then
+  gecko=0.37.1
+  have=$("${CARGO_HOME:-$HOME/.cargo}/bin/geckodriver" --version 2>/dev/null | awk 'NR == 1 {print $2}' || true)
+  if [ "$have" = "$gecko" ]; then
+    ok "geckodriver $gecko"
+  else
+    doing "cargo install geckodriver --version $gecko (takes minutes)"
+    cargo install geckodriver --version "$gecko" --locked --force
+  fi
+fi
+
+# npm packages, when missing or older than the lock file: playwright-core
+# (drives Chromium), puppeteer-core (drives Firefox over WebDriver BiDi),
 # and binaryen for wasm-opt (Debian's binaryen 108 breaks wasm-bindgen's
 # externref table, so the build uses npm's).
 if [ -f node_modules/.package-lock.json ] && [ node_modules/.package-lock.json -nt package-lock.json ]; then

@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CHROMEDRIVER=${CHROMEDRIVER:-/usr/bin/chromedriver}
+export GECKODRIVER=${GECKODRIVER:-${CARGO_HOME:-$HOME/.cargo}/bin/geckodriver}
 
 step() {
   local name=$1
@@ -39,10 +40,26 @@ step "core has no web crates" core_has_no_web_crates
 # The simulator runs 500 seeds here (a soak runs 10,000: see README).
 step "native tests" env CPC_SIM_SEEDS="${CPC_SIM_SEEDS:-500}" \
   CPC_ADVERSARY_SEEDS="${CPC_ADVERSARY_SEEDS:-150}" cargo test --profile ci --features server
-step "browser tests (wasm-bindgen-test, headless Chromium)" \
+# wasm-bindgen-test-runner drives the first browser whose driver is set,
+# Firefox's before Chromium's: each run unsets the other's.
+step "browser tests (wasm-bindgen-test, headless Chromium)" env -u GECKODRIVER \
+  cargo test --target wasm32-unknown-unknown --test browser --test browser_peer
+step "browser tests (wasm-bindgen-test, headless Firefox)" env -u CHROMEDRIVER \
   cargo test --target wasm32-unknown-unknown --test browser --test browser_peer
 step "release build" bash scripts/build.sh
-step "end-to-end (Playwright, headless Chromium)" node --test --test-concurrency=1 tests/e2e/
+# Every suite in Chromium, and cross-engine.test.mjs: a Chromium page and a
+# Firefox page in one room.
+step "end-to-end (headless Chromium, and Chromium with Firefox)" \
+  node --test --test-concurrency=1 tests/e2e/
+# Firefox runs the suites where engines differ: the Peer API and IndexedDB,
+# tabs over WebRTC with no server, two processes through cpc-signal, a
+# reload keeping its id and state (Web Locks), the page's scenarios. The
+# others test the server, the npm package's build and secret rooms, whose
+# Firefox side cross-engine.test.mjs covers; each passes in Firefox too
+# (`CPC_BROWSER=firefox node --test tests/e2e/`).
+step "end-to-end (headless Firefox)" env CPC_BROWSER=firefox node --test --test-concurrency=1 \
+  tests/e2e/peer-api.test.mjs tests/e2e/webrtc.test.mjs tests/e2e/persistence.test.mjs \
+  tests/e2e/scenarios.test.mjs
 # The side-by-side benchmark at small sizes, so its harness cannot rot (the
 # full run is `npm run bench`; figures are in BENCHMARKS.md, not asserted).
 step "benchmark smoke (cpc-sync, Yjs, Automerge, Loro)" env CPC_BENCH_QUICK=1 bash scripts/bench.sh

@@ -30,7 +30,9 @@ impl Drop for Slot {
 }
 
 /// Takes the lowest free slot of `room`. Without Web Locks (an old
-/// browser), every tab gets slot 0.
+/// browser, or a page that is no secure context, such as plain http on an
+/// address other than localhost: Chromium and Firefox alike), every tab
+/// gets slot 0.
 pub async fn claim(room: &str) -> Result<Slot, JsValue> {
     let navigator = web_sys::window().ok_or("no window")?.navigator();
     let locks = Reflect::get(&navigator, &"locks".into())?;

@@ -1,23 +1,19 @@
 // Shared pieces of the end-to-end suite: a real cpc-signal process and a
-// real headless Chromium (Debian's, driven by playwright-core).
+// real headless browser of the run's engine (engines/: Chromium or Firefox).
 import { spawn } from "node:child_process";
 import { before, after } from "node:test";
 import { once } from "node:events";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
-import { chromium } from "playwright-core";
+import { launch, ENGINE } from "./engines/index.mjs";
+import { launchChromium } from "./engines/chromium.mjs";
+
+export { launch, ENGINE, ENGINES } from "./engines/index.mjs";
 
 export const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 
-export const CHROMIUM_ARGS = [
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-];
+/** Where a test of this run's engine puts its screenshots (ignored by git). */
+export const SCREENSHOTS = path.join(root, "tests/e2e/screenshots", ENGINE);
 
 /**
  * Starts target/release/cpc-signal on `port` (a free one by default), with
@@ -105,14 +101,9 @@ export const UNTHROTTLED_ARGS = [
   "--disable-backgrounding-occluded-windows",
 ];
 
-/** Headless Chromium with CHROMIUM_ARGS and `extraArgs`. */
-export async function launchBrowser(extraArgs = []) {
-  return chromium.launch({
-    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-    headless: true,
-    args: [...CHROMIUM_ARGS, ...extraArgs],
-  });
-}
+/** Headless Chromium with `extraArgs`, whatever the run's engine: the
+ * benchmarks measure Chromium (tests call `launch()`). */
+export const launchBrowser = launchChromium;
 
 /** Opens `url` in a new page and collects console errors and page errors. */
 export async function openPage(browser, url) {
@@ -162,9 +153,10 @@ export const crateVersion = async () => {
 };
 
 /**
- * Registers before/after hooks that start a cpc-signal and a Chromium for
- * the file's tests; returns an object whose `server` and `browser` are set
- * once `ready` resolves (other hooks of the file await it).
+ * Registers before/after hooks that start a cpc-signal and a browser of
+ * the run's engine for the file's tests; returns an object whose `server`
+ * and `browser` are set once `ready` resolves (other hooks of the file
+ * await it).
  */
 export function serverAndBrowser() {
   const env = {};
@@ -173,7 +165,7 @@ export function serverAndBrowser() {
   before(async () => {
     try {
       env.server = await startServer();
-      env.browser = await launchBrowser();
+      env.browser = await launch();
       started.resolve();
     } catch (error) {
       started.reject(error);

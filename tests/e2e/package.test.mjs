@@ -1,6 +1,6 @@
 // The npm package as users consume it: `npm pack`, installed from the
 // tarball into a scratch Vite app in a temporary folder, built by Vite, and
-// loaded in headless Chromium, where its peer syncs with the project's page.
+// loaded in a headless browser, where its peer syncs with the project's page.
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";

@@ -2,7 +2,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdir } from "node:fs/promises";
-import { serverAndBrowser, openPage, crateVersion } from "./harness.mjs";
+import path from "node:path";
+import { serverAndBrowser, openPage, crateVersion, SCREENSHOTS } from "./harness.mjs";
 
 const env = serverAndBrowser();
 
@@ -13,8 +14,8 @@ test("the page loads the wasm module and shows the engine version", async () => 
   assert.equal(await page.getAttribute("body", "data-ready"), "true");
   assert.equal(await page.textContent("#version"), `v${await crateVersion()}`);
   assert.equal(await page.evaluate(() => typeof window.cpc.module.version), "function");
-  await mkdir("tests/e2e/screenshots", { recursive: true });
-  await page.screenshot({ path: "tests/e2e/screenshots/page.png" });
+  await mkdir(SCREENSHOTS, { recursive: true });
+  await page.screenshot({ path: path.join(SCREENSHOTS, "page.png") });
   assert.deepEqual(errors, []);
 });
 

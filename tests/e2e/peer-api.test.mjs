@@ -1,4 +1,4 @@
-// The Peer API as an app calls it, in the page, in headless Chromium.
+// The Peer API as an app calls it, in the page, in the run's engine (Chromium or Firefox).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { serverAndBrowser, openPage } from "./harness.mjs";

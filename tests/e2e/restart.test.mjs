@@ -4,12 +4,12 @@
 // (no BroadcastChannel to fall back on), still finds them.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { startServer, launchBrowser, openPeerPage, connected, converged } from "./harness.mjs";
+import { startServer, launch, openPeerPage, connected, converged } from "./harness.mjs";
 
 test("after cpc-signal restarts, its peers rejoin and a newcomer reaches them", async () => {
   let server = await startServer();
   const port = new URL(server.url).port;
-  const [first, second] = await Promise.all([launchBrowser(), launchBrowser()]);
+  const [first, second] = await Promise.all([launch(), launch()]);
   try {
     const query = `room=restart-${Math.random().toString(36).slice(2)}&storage=memory`;
     const a = await openPeerPage(first, server.url, query);

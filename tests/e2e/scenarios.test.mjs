@@ -1,17 +1,15 @@
-// The page as people use it, in headless Chromium: three peers (two tabs of
+// The page as people use it, in the run's engine: three peers (two tabs of
 // one browser and a second browser through cpc-signal), conflicts shown and
 // settled, a reconcile key, a peer that goes offline, a reload, a hostile
 // value, and the page's own controls. Screenshots go to
-// tests/e2e/screenshots/ (ignored by git).
+// tests/e2e/screenshots/<engine>/ (ignored by git).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
 import { mkdir } from "node:fs/promises";
-import { fileURLToPath } from "node:url";
-import { serverAndBrowser, launchBrowser, openPeerPage, connected, converged } from "./harness.mjs";
+import { serverAndBrowser, launch, openPeerPage, connected, converged, SCREENSHOTS as shots } from "./harness.mjs";
 
 const env = serverAndBrowser();
-const shots = path.join(path.dirname(fileURLToPath(import.meta.url)), "screenshots");
 const DESKTOP = { width: 1280, height: 800 };
 
 let other;
@@ -22,7 +20,7 @@ let a, b, c;
 before(async () => {
   await env.ready;
   await mkdir(shots, { recursive: true });
-  other = await launchBrowser();
+  other = await launch();
   tabs = await env.browser.newContext({ viewport: DESKTOP });
   const query = `room=scenarios-${Math.random().toString(36).slice(2)}&storage=memory`;
   a = await openPeerPage(tabs, env.server.url, query);
@@ -95,10 +93,15 @@ test("2. a multi-value conflict shows on every peer; resolving it on one clears 
   }
   await b.page.screenshot({ path: path.join(shots, "conflict-1280x800.png") });
   // Settle it with the page's own button, on b (which wrote neither).
-  await b.page
-    .locator('#conflicts-card article[data-key="doc/intro"] .sibling', { hasText: "draft by c" })
-    .getByRole("button", { name: "keep this" })
-    .click();
+  const keep = await b.page.evaluate(() =>
+    [...document.querySelectorAll('#conflicts-card article[data-key="doc/intro"] .sibling')].findIndex((s) =>
+      s.textContent.includes("draft by c"),
+    ),
+  );
+  assert.ok(keep >= 0, "c's draft is shown");
+  await b.page.click(
+    `#conflicts-card article[data-key="doc/intro"] .sibling:nth-child(${keep + 1}) button[data-action="keep"]`,
+  );
   for (const p of all()) {
     await p.page.waitForFunction(() => window.cpc.peer.conflicts().length === 0, null, { timeout: 30_000 });
   }
@@ -109,14 +112,21 @@ test("2. a multi-value conflict shows on every peer; resolving it on one clears 
 test("3. a reconcile key: the resolver's handler answers and the log shows the exchange", async () => {
   // b and c write concurrently; the resolver is the lower id of the two,
   // the asker the higher. The asker puts "rec/" under "reconcile" for the
-  // whole room, the resolver included: a resolver that sees a conflict
-  // before the asker asks settles it alone, with no exchange to see. So
-  // conflicts are made on fresh keys until the asker saw one first and
-  // asked (RECONCILIATION_REQUEST) and the resolver's handler answered
-  // (RECONCILIATION_RESPONSE); either way the handler's value wins. A
-  // request that reaches a resolver which already settled alone gets no
-  // response, so the loop waits for the response. Each try is about even;
-  // twelve make a miss unlikely.
+  // whole room, the resolver included. Each peer acts on a conflict at its
+  // next gossip tick (once a second): the resolver settles it alone, the
+  // asker asks the resolver (RECONCILIATION_REQUEST) unless that
+  // resolution came first; asked, the resolver's handler answers
+  // (RECONCILIATION_RESPONSE). Either way the handler's value wins. So:
+  // - a stays offline: a peer that meets the conflict while the other
+  //   origin is unreachable settles it alone, and in Firefox the writes
+  //   came back through a before b and c had reconnected to each other;
+  // - the resolver's page is kept busy as it comes back online, for a
+  //   random 1.5-2.5 s: its overdue tick runs at once, before the link is
+  //   up, and its next one a second later, while the asker's tick falls
+  //   anywhere in that second. Ticks keep their phase, so without it every
+  //   try of a run repeated one outcome (a run with no request in twelve
+  //   tries, in either engine).
+  // Conflicts are made on fresh keys until the asker got a response.
   const [resolver, asker] = b.id < c.id ? [b, c] : [c, b];
   await onAll(() =>
     window.cpc.peer.onReconcile((key, candidates) =>
@@ -126,18 +136,24 @@ test("3. a reconcile key: the resolver's handler answers and the log shows the e
   await asker.page.evaluate(() => window.cpc.peer.setPolicy("rec/", "reconcile"));
   const logged = (p, text) =>
     p.page.evaluate((t) => document.getElementById("log-card").textContent.includes(t), text);
+  await a.page.evaluate(() => window.cpc.peer.goOffline());
   for (let i = 0; i < 12 && !(await logged(asker, "RECONCILIATION_RESPONSE")); i++) {
     const key = `rec/total${i}`;
-    await whileApart([b, c], () =>
-      Promise.all([
-        b.page.evaluate((k) => window.cpc.peer.set(k, "b's"), key),
-        c.page.evaluate((k) => window.cpc.peer.set(k, "c's"), key),
-      ]),
-    );
-    for (const p of all()) {
+    await Promise.all([b, c].map((p) => p.page.evaluate(() => window.cpc.peer.goOffline())));
+    await Promise.all([
+      b.page.evaluate((k) => window.cpc.peer.set(k, "b's"), key),
+      c.page.evaluate((k) => window.cpc.peer.set(k, "c's"), key),
+    ]);
+    await asker.page.evaluate(() => window.cpc.peer.goOnline());
+    await resolver.page.evaluate((busy) => {
+      window.cpc.peer.goOnline();
+      for (const end = performance.now() + busy; performance.now() < end; );
+    }, 1500 + Math.random() * 1000);
+    for (const p of [b, c]) {
       await p.page.waitForFunction((k) => window.cpc.peer.get(k) === "b's + c's", key, { timeout: 30_000 });
     }
   }
+  await a.page.evaluate(() => window.cpc.peer.goOnline());
   await converged(all().map((p) => p.page));
   for (const p of [asker, resolver]) {
     for (const text of ["RECONCILIATION_REQUEST", "RECONCILIATION_RESPONSE"]) {
@@ -163,7 +179,7 @@ test("3. a reconcile key: the resolver's handler answers and the log shows the e
 
 test("4. a peer goes offline, both sides write, it comes back: nothing acknowledged is lost", async () => {
   // The page's own switch.
-  await c.page.locator("#online").uncheck();
+  await c.page.uncheck("#online");
   await a.page.waitForFunction((id) => !window.cpc.peer.peers().some((p) => p.id === id && p.state === "open"), c.id);
   await c.page.evaluate(async () => {
     for (let i = 0; i < 20; i++) await window.cpc.peer.set(`offline/c${i}`, i);
@@ -172,7 +188,7 @@ test("4. a peer goes offline, both sides write, it comes back: nothing acknowled
     for (let i = 0; i < 20; i++) await window.cpc.peer.set(`offline/a${i}`, i);
     await window.cpc.peer.increment("votes", 100);
   });
-  await c.page.locator("#online").check();
+  await c.page.check("#online");
   const states = await converged(all().map((p) => p.page), 45_000);
   for (let i = 0; i < 20; i++) {
     assert.equal(states[0][`offline/a${i}`], i);
@@ -195,7 +211,9 @@ test("5. a reloaded tab restores its state and catches up", async () => {
   await x.page.waitForSelector("body[data-ready=true]");
   assert.equal(await x.page.evaluate(() => window.cpc.peer.id), x.id);
   await x.page.waitForSelector('#state-table tr[data-key="missed"]', { timeout: 30_000 });
-  const rows = await x.page.locator("#state-table tbody tr").evaluateAll((r) => r.map((t) => t.dataset.key));
+  const rows = await x.page.evaluate(() =>
+    [...document.querySelectorAll("#state-table tbody tr")].map((t) => t.dataset.key),
+  );
   assert.deepEqual(rows, ["kept", "missed"]);
   await context.close();
 });
@@ -204,12 +222,12 @@ test("6. a hostile value shows as text on the other peers and runs nothing", asy
   const hostile = `<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>`;
   await a.page.evaluate((v) => window.cpc.peer.set("hostile", v), hostile);
   for (const p of [b, c]) {
-    const cell = p.page.locator('#state-table tr[data-key="hostile"] td.value');
-    await cell.waitFor({ timeout: 30_000 });
-    assert.equal(await cell.textContent(), JSON.stringify(hostile));
+    const cell = '#state-table tr[data-key="hostile"] td.value';
+    await p.page.waitForSelector(cell, { timeout: 30_000 });
+    assert.equal(await p.page.textContent(cell), JSON.stringify(hostile));
     await p.page.waitForTimeout(300);
     assert.equal(await p.page.evaluate(() => window.__pwned), undefined);
-    assert.equal(await p.page.locator("#app img, #app script").count(), 0);
+    assert.equal(await p.page.evaluate(() => document.querySelectorAll("#app img, #app script").length), 0);
   }
 });
 
@@ -233,7 +251,7 @@ test("7. the page's controls change the state on another peer", async () => {
   await a.page.click('#state-table tr[data-key="typed"] button[data-action="delete"]');
   await c.page.waitForFunction(() => window.cpc.peer.get("typed") === undefined, null, { timeout: 30_000 });
   await converged(all().map((p) => p.page));
-  const phone = await tabs.newPage({ viewport: { width: 390, height: 844 } });
+  const phone = await tabs.newPage();
   await phone.setViewportSize({ width: 390, height: 844 });
   await phone.goto(a.page.url());
   await phone.waitForSelector("body[data-ready=true]");

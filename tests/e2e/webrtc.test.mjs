@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import {
   serverAndBrowser,
   startStaticServer,
-  launchBrowser,
+  launch,
   openPeerPage,
   connected,
   converged,
@@ -47,9 +47,9 @@ test("two tabs converge over BroadcastChannel + WebRTC with no signaling server"
   await context.close();
 });
 
-test("two Chromium processes converge through cpc-signal", async () => {
+test("two browser processes converge through cpc-signal", async () => {
   await env.ready;
-  const other = await launchBrowser();
+  const other = await launch();
   try {
     const query = `room=${room("processes")}&storage=memory`;
     const a = await openPeerPage(env.browser, env.server.url, query);

@@ -125,6 +125,10 @@ impl Connection {
                 else {
                     return; // end of candidates
                 };
+                // Firefox also reports the end of a generation, as a
+                // candidate with an empty string (Chromium does not); it
+                // goes to the other side like any, whose `addIceCandidate`
+                // (in either engine) takes it as end-of-candidates.
                 report(Happening::Signal(Negotiation::Candidate {
                     epoch,
                     candidate: candidate.candidate(),
