@@ -18,7 +18,7 @@ const MAX_SLOTS: u32 = 64;
 pub struct Slot {
     pub index: u32,
     release: Option<Function>,
-    _callback: Option<Closure<dyn FnMut(JsValue) -> JsValue>>,
+    _callback: Closure<dyn FnMut(JsValue) -> JsValue>,
 }
 
 impl Drop for Slot {
@@ -29,19 +29,16 @@ impl Drop for Slot {
     }
 }
 
-/// Takes the lowest free slot of `room`. Without Web Locks (an old
+/// Takes the lowest free slot of `room`; `None` without Web Locks (an old
 /// browser, or a page that is no secure context, such as plain http on an
-/// address other than localhost: Chromium and Firefox alike), every tab
-/// gets slot 0.
-pub async fn claim(room: &str) -> Result<Slot, JsValue> {
+/// address other than localhost: Chromium and Firefox alike). Then no slot
+/// can be held: two tabs taking the same one would write as one peer,
+/// reusing its sequence numbers.
+pub async fn claim(room: &str) -> Result<Option<Slot>, JsValue> {
     let navigator = web_sys::window().ok_or("no window")?.navigator();
     let locks = Reflect::get(&navigator, &"locks".into())?;
     if locks.is_undefined() {
-        return Ok(Slot {
-            index: 0,
-            release: None,
-            _callback: None,
-        });
+        return Ok(None);
     }
     let request: Function = Reflect::get(&locks, &"request".into())?.dyn_into()?;
     for index in 0..MAX_SLOTS {
@@ -66,11 +63,11 @@ pub async fn claim(room: &str) -> Result<Slot, JsValue> {
         request.call3(&locks, &name, &options, callback.as_ref().unchecked_ref())?;
         if JsFuture::from(granted).await?.is_truthy() {
             let release = release.borrow_mut().take();
-            return Ok(Slot {
+            return Ok(Some(Slot {
                 index,
                 release,
-                _callback: Some(callback),
-            });
+                _callback: callback,
+            }));
         }
     }
     Err(JsError::new(&format!(

@@ -3,7 +3,8 @@
 // tab of the same room is another peer.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { serverAndBrowser } from "./harness.mjs";
+import { networkInterfaces } from "node:os";
+import { serverAndBrowser, startServer } from "./harness.mjs";
 
 const env = serverAndBrowser();
 
@@ -46,4 +47,58 @@ test("a reloaded tab keeps its id and state; two open tabs are two peers", async
   assert.deepEqual(again.state, { tags: ["x"], title: "kept", visits: 2 });
   assert.deepEqual(again.clock, { [first.id]: 4 });
   await context.close();
+});
+
+/** This machine's first non-loopback IPv4 address, if it has one. */
+function lanAddress() {
+  const all = Object.values(networkInterfaces()).flat();
+  return all.find((a) => a.family === "IPv4" && !a.internal)?.address;
+}
+
+// A page on plain http at a LAN address (the README's HOST=0.0.0.0) is no
+// secure context: no Web Locks, so no identity slot can be held. Two tabs
+// must still be two peers (one stored identity shared would reuse its
+// sequence numbers); each keeps its state in memory and gets it back from
+// the other.
+test("without Web Locks (plain http on a LAN address) every tab is its own peer", async (t) => {
+  const address = lanAddress();
+  if (!address) return t.skip("this machine has no non-loopback IPv4 address");
+  const server = await startServer(0, { HOST: "0.0.0.0" });
+  const url = server.url.replace("0.0.0.0", address);
+  const context = await env.browser.newContext();
+  try {
+    const tabs = [];
+    for (let i = 0; i < 2; i++) {
+      const tab = await context.newPage();
+      const warnings = [];
+      tab.on("console", (m) => m.type() === "warning" && warnings.push(m.text()));
+      await tab.goto(url);
+      await tab.waitForSelector("body[data-ready=true]");
+      assert.equal(await tab.evaluate(() => window.isSecureContext), false, "not a secure context");
+      tabs.push({ tab, warnings, ...(await open(tab, "lan")) });
+    }
+    const [a, b] = tabs;
+    assert.notEqual(a.id, b.id, "two tabs, two peers");
+    assert.ok(a.warnings.some((w) => w.includes("no Web Locks")), `a warning: ${a.warnings}`);
+    await a.tab.evaluate(() => window.peer.set("from-a", 1));
+    await b.tab.evaluate(() => window.peer.set("from-b", 2));
+    const both = { "from-a": 1, "from-b": 2 };
+    for (const { tab } of tabs) {
+      await tab.waitForFunction((want) => JSON.stringify(window.peer.state()) === want, JSON.stringify(both), {
+        timeout: 30_000,
+      });
+    }
+    // Reloaded, the tab is a new peer, and gets the room back from the other.
+    await a.tab.reload();
+    await a.tab.waitForSelector("body[data-ready=true]");
+    const again = await open(a.tab, "lan");
+    assert.notEqual(again.id, a.id, "no identity is kept without a lock");
+    assert.notEqual(again.id, b.id);
+    await a.tab.waitForFunction((want) => JSON.stringify(window.peer.state()) === want, JSON.stringify(both), {
+      timeout: 30_000,
+    });
+  } finally {
+    await context.close();
+    await server.stop();
+  }
 });

@@ -61,17 +61,31 @@ pub async fn open(options: &Options) -> Result<Opened, PeerError> {
     if let Some(n) = options.compact_after {
         sync.compact_after = n;
     }
-    let (node, storage, slot, identity) = match options.storage {
-        StorageKind::Memory => {
+    let slot = match options.storage {
+        StorageKind::Memory => None,
+        StorageKind::IndexedDb => identity::claim(&public_room)
+            .await
+            .map_err(|e| from_js(Code::Storage, "claiming an identity slot", e))?,
+    };
+    if slot.is_none() && options.storage == StorageKind::IndexedDb {
+        // Without Web Locks nothing keeps two tabs off one stored
+        // identity: this tab is a new peer each time it opens, kept in
+        // memory (its state comes back from its peers).
+        web_sys::console::warn_1(
+            &"cpc-sync: no Web Locks (this page is not a secure context: serve it over \
+              https or from localhost), so this tab keeps its state in memory only"
+                .into(),
+        );
+    }
+    let (node, storage, slot, identity) = match slot {
+        None => {
             let identity = Identity::from_secret(&random()?);
             let engine = ReconciliationEngine::new(identity.peer(), config);
             sync.identity = Some(identity.clone());
+            sync.durable = false;
             (SyncNode::new(engine, sync), None, None, identity)
         }
-        StorageKind::IndexedDb => {
-            let slot = identity::claim(&public_room)
-                .await
-                .map_err(|e| from_js(Code::Storage, "claiming an identity slot", e))?;
+        Some(slot) => {
             let name = format!("cpc-sync:{public_room}:slot:{}", slot.index);
             let storage = Storage::open(&name).await?;
             let persisted = storage.load().await?;

@@ -427,9 +427,7 @@ impl FromIterator<(PeerId, u64)> for VectorClock {
 
 impl std::fmt::Debug for VectorClock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_map()
-            .entries(self.iter())
-            .finish()
+        f.debug_map().entries(self.iter()).finish()
     }
 }
 

@@ -83,9 +83,14 @@ class FirefoxPage {
   }
 
   /** "console" (a message with type() and text()) and "pageerror" (an
-   * Error) have the same shapes in both drivers. */
+   * Error) have the same shapes in both drivers, but for one name: a
+   * console.warn is "warn" to Puppeteer and "warning" to Playwright. */
   on(event, listener) {
-    this.#page.on(event, listener);
+    if (event === "console") {
+      this.#page.on(event, (m) => listener({ type: () => (m.type() === "warn" ? "warning" : m.type()), text: () => m.text() }));
+    } else {
+      this.#page.on(event, listener);
+    }
     return this;
   }
 
