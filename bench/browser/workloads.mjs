@@ -33,7 +33,7 @@ const LIBRARIES = process.env.CPC_BENCH_LIBS?.split(",") ?? ["cpc-sync", "yjs", 
 const PARTIAL = Boolean(process.env.CPC_BENCH_ONLY || process.env.CPC_BENCH_LIBS);
 
 const SIZES = QUICK
-  ? { memory: [2_000, 10_000], memoryRuns: 1, codec: 2_000, codecRuns: 2, stored: 2_000, storedRuns: 1, room: 2_000, roomRuns: 1, ingest: 2_000, ingestRuns: 1 }
+  ? { memory: [2_000], memoryRuns: 1, codec: 2_000, codecRuns: 1, stored: 2_000, storedRuns: 1, room: 2_000, roomRuns: 1, ingest: 2_000, ingestRuns: 1 }
   : { memory: [100_000, 1_000_000], memoryRuns: 3, codec: 100_000, codecRuns: 10, stored: 100_000, storedRuns: 10, room: 100_000, roomRuns: 5, ingest: 100_000, ingestRuns: 5 };
 // Runs at 1M keys: each writes a million keys per library in a fresh page.
 const MEMORY_RUNS_AT = (n) => (n >= 1_000_000 ? 1 : SIZES.memoryRuns);
