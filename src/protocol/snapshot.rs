@@ -207,7 +207,10 @@ impl StateSnapshot {
     pub fn rebuild(&self) -> Vec<(Arc<str>, Entity)> {
         // Grouped by key without a map: indices sorted by the key's hash
         // (no string comparisons, one allocation), each run of equal hashes
-        // one key but for collisions; a cold start rebuilds 100k entities
+        // one key but for collisions. Most keys have one event: those are
+        // rebuilt in a second pass in the events' order, which reads the
+        // events (and their keys) in the order they lie in memory rather
+        // than the hashes' random one; a cold start rebuilds 100k entities
         // this way.
         let hasher = foldhash::fast::FixedState::with_seed(0x5eed);
         let mut order: Vec<(u64, u32)> = self
@@ -217,12 +220,21 @@ impl StateSnapshot {
             .map(|(i, e)| (hasher.hash_one(&*e.key), i as u32))
             .collect();
         order.sort_unstable();
+        let mut alone = vec![false; self.events.len()];
         let mut out = Vec::with_capacity(order.len());
         let mut group: Vec<(&P2PEvent, bool)> = Vec::new();
         let mut start = 0;
         while start < order.len() {
             let hash = order[start].0;
-            let end = start + order[start..].partition_point(|(h, _)| *h == hash);
+            // Runs of one hash are short: a linear scan, not a binary search
+            // of everything after them.
+            let len = order[start..].iter().take_while(|(h, _)| *h == hash).count();
+            let end = start + len;
+            if len == 1 {
+                alone[order[start].1 as usize] = true;
+                start = end;
+                continue;
+            }
             let first = &self.events[order[start].1 as usize].key;
             let one_key = order[start + 1..end]
                 .iter()
@@ -252,6 +264,17 @@ impl StateSnapshot {
                 }
             }
             start = end;
+        }
+        drop(order);
+        for ((event, live), _) in self
+            .events
+            .iter()
+            .zip(&self.live)
+            .zip(&alone)
+            .filter(|(_, alone)| **alone)
+        {
+            let mut group = [(event, *live)];
+            out.push((event.key.clone(), Entity::rebuild(&mut group)));
         }
         out
     }
