@@ -12,6 +12,7 @@ mod or_set;
 mod register;
 
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 pub use counter::Counter;
 pub use or_set::OrSet;
@@ -94,14 +95,16 @@ struct Claim {
 /// pick on every peer, and nothing lost.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Entity {
-    claims: Vec<Claim>,
+    /// One claim inline: a key is almost always of one kind.
+    #[serde(serialize_with = "as_slice")]
+    claims: SmallVec<[Claim; 1]>,
 }
 
 /// Decoding checks the invariants `apply` keeps: at least one claim, one per
 /// kind, earliest first.
 impl<'de> Deserialize<'de> for Entity {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let mut claims = Vec::<Claim>::deserialize(deserializer)?;
+        let mut claims: SmallVec<[Claim; 1]> = Vec::<Claim>::deserialize(deserializer)?.into();
         heap_sort_by_key(&mut claims, |c| c.first);
         let mut kinds: Vec<Kind> = claims.iter().map(|c| c.state.kind()).collect();
         kinds.sort_unstable();
@@ -115,9 +118,13 @@ impl<'de> Deserialize<'de> for Entity {
     }
 }
 
+fn as_slice<S: serde::Serializer>(claims: &[Claim], serializer: S) -> Result<S::Ok, S::Error> {
+    claims.serialize(serializer)
+}
+
 impl Entity {
     pub fn new(event: &P2PEvent) -> Self {
-        let mut entity = Entity { claims: Vec::new() };
+        let mut entity = Entity { claims: SmallVec::new() };
         entity.apply(event);
         entity
     }
@@ -129,7 +136,7 @@ impl Entity {
 
     /// An entity with no state yet, to [`merge`](Self::merge) into.
     pub(crate) fn empty() -> Self {
-        Entity { claims: Vec::new() }
+        Entity { claims: SmallVec::new() }
     }
 
     pub fn apply(&mut self, event: &P2PEvent) {

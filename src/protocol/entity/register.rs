@@ -3,6 +3,7 @@ use std::collections::{HashMap, HashSet};
 
 use foldhash::fast::FixedState;
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use crate::protocol::clock::{Timestamp, VectorClock};
 use crate::protocol::event::{EventId, RegisterOp};
@@ -25,7 +26,8 @@ pub struct Sibling {
 /// same whatever policy each peer configured.
 #[derive(Debug, Clone, Default)]
 pub struct Register {
-    siblings: Vec<Sibling>,
+    /// One sibling inline: a register is rarely in conflict.
+    siblings: SmallVec<[Sibling; 1]>,
     /// Siblings are appended in arrival order (1,540 concurrent writers cost
     /// no sorted inserts) and sorted by dot only where an order is needed.
     sorted: bool,
@@ -91,7 +93,7 @@ impl Register {
         if self.sorted || self.siblings.len() < 2 {
             Cow::Borrowed(&self.siblings)
         } else {
-            let mut sorted = self.siblings.clone();
+            let mut sorted = self.siblings.to_vec();
             heap_sort_by_key(&mut sorted, |s| s.dot);
             Cow::Owned(sorted)
         }
@@ -146,7 +148,7 @@ impl Register {
         heap_sort_by_key(&mut siblings, |s| s.dot);
         siblings.dedup_by_key(|s| s.dot);
         Register {
-            siblings,
+            siblings: siblings.into(),
             sorted: true,
         }
     }
