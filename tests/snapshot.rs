@@ -203,3 +203,20 @@ fn room_policies_survive_compaction_and_snapshots() {
     assert_eq!(d.room_policies(), a.room_policies());
     assert_eq!(d.digest(), a.digest());
 }
+
+#[test]
+fn a_loaded_snapshot_moves_the_clock_past_its_latest_write() {
+    // Written at 50,000 (a clock ahead of ours), then overwritten: the
+    // snapshot's latest timestamp is on the live write.
+    let mut a = engine(1);
+    a.set("k", json("1"), 50_000).unwrap();
+    a.set("k", json("2"), 50_001).unwrap();
+    let snapshot = StateSnapshot::decode(&a.encode_snapshot()).unwrap();
+    let mut b = engine(2);
+    b.load_snapshot(snapshot, Trust::OWN).unwrap();
+    // A write of ours at an earlier wall time still wins: it comes after.
+    let ours = b.set("k", json("3"), 1_000).unwrap();
+    let theirs = a.log().iter().last().unwrap().hlc;
+    assert!(ours.hlc > theirs, "{:?} <= {:?}", ours.hlc, theirs);
+    assert_eq!(b.state_json(), "{\"k\":3}");
+}

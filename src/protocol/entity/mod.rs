@@ -228,19 +228,6 @@ impl Entity {
         heap_sort_by_key(&mut self.claims, |c| c.first);
     }
 
-    /// The largest timestamp in the entity: a loaded snapshot moves the
-    /// local clock past it.
-    pub fn max_hlc(&self) -> Timestamp {
-        self.claims
-            .iter()
-            .map(|c| match &c.state {
-                EntityState::Register(r) => r.max_hlc().max(c.first.0),
-                _ => c.first.0,
-            })
-            .max()
-            .unwrap_or_default()
-    }
-
     /// The state the key shows: the earliest claimed kind that is present
     /// (a deleted key may be reused for another kind), else the earliest.
     pub fn shown(&self) -> &EntityState {

@@ -136,14 +136,6 @@ impl Register {
         self.sorted = true;
     }
 
-    pub fn max_hlc(&self) -> Timestamp {
-        self.siblings
-            .iter()
-            .map(|s| s.hlc)
-            .max()
-            .unwrap_or_default()
-    }
-
     pub fn from_siblings(mut siblings: Vec<Sibling>) -> Self {
         heap_sort_by_key(&mut siblings, |s| s.dot);
         siblings.dedup_by_key(|s| s.dot);
