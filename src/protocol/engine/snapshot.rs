@@ -338,8 +338,12 @@ impl ReconciliationEngine {
                     last_writer: None,
                 };
                 self.books.touch(&key, &mut slot);
-                self.entities.insert(key.clone(), slot);
-                if is_reserved(&key) {
+                // The key moves into the map: a clone and a drop per entity
+                // are two atomic operations, each waiting for the slot's
+                // store to a cold line of the table before it.
+                let reserved = is_reserved(&key).then(|| key.clone());
+                self.entities.insert(key, slot);
+                if let Some(key) = reserved {
                     self.refresh_room_policy(&key);
                 }
             }
