@@ -1,0 +1,109 @@
+//! Times the snapshot path and causal apply with wall clocks, a few runs
+//! each, for an interleaved A/B of two builds on a noisy machine (criterion
+//! builds every group's workload before the one asked for; this builds
+//! one). BENCHMARKS.md's "Issue 17, fourth session" was measured so.
+//!
+//! ```text
+//! cargo run --profile bench --features testing --example snapshot_timing -- <what> [runs]
+//! ```
+//!
+//! `what`:
+//! - `encode`: encode the snapshot of the rounds workload's 1M entities
+//!   (64 writers, unsigned);
+//! - `load`: decode it, then `from_snapshot` into a fresh engine;
+//! - `own`: the same for a signed room's 100k entities in runs of 16, as
+//!   a page's cold start loads its own stored snapshot;
+//! - `apply`: causal apply of 1M events, 20% displaced (criterion's
+//!   `causal_apply` workload).
+//!
+//! The snapshots are written once to the temporary directory and read
+//! from there by later runs, so `load` and `own` time nothing but the load.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use cpc_sync::protocol::testing::workload;
+use cpc_sync::protocol::{EngineConfig, PeerId, ReconciliationEngine, StateSnapshot};
+
+const NOW: u64 = 1 << 40;
+
+fn engine() -> ReconciliationEngine {
+    ReconciliationEngine::new(PeerId(1), EngineConfig::default())
+}
+
+/// The state of `n` entities, unsigned or in a signed room.
+fn state(n: usize, signed: bool) -> ReconciliationEngine {
+    let mut state = engine();
+    if signed {
+        workload::apply_verified(&mut state, workload::signed_rounds(n, 64, n as u64, 16, 9), NOW);
+    } else {
+        for event in workload::rounds(n, 64, n as u64, 16, 9) {
+            state.receive(event, NOW).expect("taken");
+        }
+    }
+    state
+}
+
+/// The snapshot bytes of [`state`], from the temporary directory if an
+/// earlier run wrote them.
+fn snapshot(n: usize, signed: bool) -> Vec<u8> {
+    let file: PathBuf = std::env::temp_dir().join(format!(
+        "cpc-snapshot-timing-{n}{}.bin",
+        if signed { "-signed" } else { "" }
+    ));
+    if let Ok(bytes) = std::fs::read(&file) {
+        return bytes;
+    }
+    let bytes = state(n, signed).encode_snapshot();
+    std::fs::write(&file, &bytes).expect("writes the temporary file");
+    bytes
+}
+
+fn load(bytes: &[u8], runs: usize) {
+    for _ in 0..runs {
+        let start = Instant::now();
+        let decoded = StateSnapshot::decode(bytes).expect("decodes");
+        let decode = start.elapsed();
+        let loaded = ReconciliationEngine::from_snapshot(PeerId(2), EngineConfig::default(), decoded)
+            .expect("loads");
+        println!("decode {decode:?}, decode and load {:?}", start.elapsed());
+        // Freed untimed: a page keeps its engine.
+        drop(loaded);
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let what = args.next().unwrap_or_default();
+    let runs = args.next().and_then(|r| r.parse().ok()).unwrap_or(3);
+    match what.as_str() {
+        "encode" => {
+            let state = state(1_000_000, false);
+            for _ in 0..runs {
+                let start = Instant::now();
+                let bytes = state.encode_snapshot();
+                println!("encode {:?} ({} bytes)", start.elapsed(), bytes.len());
+            }
+        }
+        "load" => load(&snapshot(1_000_000, false), runs),
+        "own" => load(&snapshot(100_000, true), runs),
+        "apply" => {
+            let events = workload::rounds(1_000_000, 64, 10_000, 16, 7);
+            let order = workload::displace(&events, 0.2, 2_000, 8);
+            for _ in 0..runs {
+                let order = order.clone();
+                let start = Instant::now();
+                let mut engine = engine();
+                for event in order {
+                    engine.receive(event, NOW).expect("taken");
+                }
+                println!("causal apply {:?}", start.elapsed());
+                drop(engine);
+            }
+        }
+        _ => {
+            eprintln!("usage: snapshot_timing encode|load|own|apply [runs]");
+            std::process::exit(2);
+        }
+    }
+}
