@@ -35,7 +35,11 @@ fn engine() -> ReconciliationEngine {
 fn state(n: usize, signed: bool) -> ReconciliationEngine {
     let mut state = engine();
     if signed {
-        workload::apply_verified(&mut state, workload::signed_rounds(n, 64, n as u64, 16, 9), NOW);
+        workload::apply_verified(
+            &mut state,
+            workload::signed_rounds(n, 64, n as u64, 16, 9),
+            NOW,
+        );
     } else {
         for event in workload::rounds(n, 64, n as u64, 16, 9) {
             state.receive(event, NOW).expect("taken");
@@ -64,8 +68,9 @@ fn load(bytes: &[u8], runs: usize) {
         let start = Instant::now();
         let decoded = StateSnapshot::decode(bytes).expect("decodes");
         let decode = start.elapsed();
-        let loaded = ReconciliationEngine::from_snapshot(PeerId(2), EngineConfig::default(), decoded)
-            .expect("loads");
+        let loaded =
+            ReconciliationEngine::from_snapshot(PeerId(2), EngineConfig::default(), decoded)
+                .expect("loads");
         println!("decode {decode:?}, decode and load {:?}", start.elapsed());
         // Freed untimed: a page keeps its engine.
         drop(loaded);

@@ -228,7 +228,10 @@ impl StateSnapshot {
             let hash = order[start].0;
             // Runs of one hash are short: a linear scan, not a binary search
             // of everything after them.
-            let len = order[start..].iter().take_while(|(h, _)| *h == hash).count();
+            let len = order[start..]
+                .iter()
+                .take_while(|(h, _)| *h == hash)
+                .count();
             let end = start + len;
             if len == 1 {
                 alone[order[start].1 as usize] = true;

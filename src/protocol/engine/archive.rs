@@ -160,7 +160,11 @@ impl Archive {
             .enumerate()
             .flat_map(|(s, segment)| {
                 let age = segments.len() - s;
-                segment.starts.iter().enumerate().map(move |(r, &(first, _))| (first, age, r))
+                segment
+                    .starts
+                    .iter()
+                    .enumerate()
+                    .map(move |(r, &(first, _))| (first, age, r))
             })
             .collect();
         if segments.len() > 1 {
@@ -232,11 +236,17 @@ impl Archive {
             .iter()
             .map(|s| (0..s.starts.len()).map(|r| s.bounds(r)).collect())
             .collect();
-        let total = runs.iter().map(|&(_, s, r)| bounds[s][r].1 - bounds[s][r].0).sum();
+        let total = runs
+            .iter()
+            .map(|&(_, s, r)| bounds[s][r].1 - bounds[s][r].0)
+            .sum();
         let mut events = Vec::with_capacity(total);
         let mut starts = Vec::with_capacity(runs.len());
         // Each segment's kept runs come in its own order: one cursor each.
-        let mut sources: Vec<_> = segments.into_iter().map(|s| (s.events.into_iter(), 0)).collect();
+        let mut sources: Vec<_> = segments
+            .into_iter()
+            .map(|s| (s.events.into_iter(), 0))
+            .collect();
         for (_, s, r) in runs {
             let (start, end) = bounds[s][r];
             let (source, at) = &mut sources[s];
@@ -303,7 +313,9 @@ mod tests {
     impl Archive {
         fn clone_ids(&self, out: &mut Vec<EventId>) {
             let mut all = Vec::new();
-            self.segments.iter().for_each(|s| all.extend(s.events.iter().map(|e| e.id)));
+            self.segments
+                .iter()
+                .for_each(|s| all.extend(s.events.iter().map(|e| e.id)));
             all.sort_unstable();
             all.dedup();
             out.extend(all);
@@ -346,11 +358,16 @@ mod tests {
             asked.push(run[0].id);
             run[0].id.peer != PeerId(9) && run[0].id.seq % 2 == 1
         });
-        assert!(asked.windows(2).all(|w| w[0] < w[1]), "asked in order of ids");
+        assert!(
+            asked.windows(2).all(|w| w[0] < w[1]),
+            "asked in order of ids"
+        );
         assert_eq!(asked.len(), total);
         let kept = ids(&archive);
         assert_eq!(archive.len(), kept.len());
-        assert!(kept.iter().all(|id| id.peer != PeerId(9) && id.seq % 2 == 1));
+        assert!(kept
+            .iter()
+            .all(|id| id.peer != PeerId(9) && id.seq % 2 == 1));
         assert!(kept.iter().all(|id| archive.run_of(*id).is_some()));
         assert_eq!(archive.run_of(EventId::new(PeerId(9), 1)), None);
     }

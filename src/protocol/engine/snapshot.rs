@@ -144,10 +144,11 @@ impl ReconciliationEngine {
         let mut words = Vec::with_capacity(capacity);
         let mut fits = true;
         for slot in slots {
-            slot.entity.for_each_dot(|dot| match packed.pack(dot, true) {
-                Some(word) => words.push(word),
-                None => fits = false,
-            });
+            slot.entity
+                .for_each_dot(|dot| match packed.pack(dot, true) {
+                    Some(word) => words.push(word),
+                    None => fits = false,
+                });
             for id in slot.entity.firsts() {
                 words.push(packed.pack(id, false)?);
             }
@@ -570,7 +571,9 @@ mod tests {
             let slots = || engine.entities.values();
             let packed = engine.needed_packed(slots(), heads, 0).expect("packs");
             let pairs = engine.needed_pairs(slots(), heads, 0);
-            assert!(packed.0.iter().any(|(_, live)| !live) && packed.0.iter().any(|(_, live)| *live));
+            assert!(
+                packed.0.iter().any(|(_, live)| !live) && packed.0.iter().any(|(_, live)| *live)
+            );
             assert_eq!(packed.0, pairs.0, "seed {seed}");
         }
         // An origin outside the clock does not pack.
@@ -579,6 +582,9 @@ mod tests {
         let origin = engine.applied.iter().next().expect("an origin").0;
         assert_eq!(packed.pack(EventId::new(origin, 1 << 47), true), None);
         let word = packed.pack(EventId::new(origin, (1 << 47) - 1), true);
-        assert_eq!(word.map(|w| packed.unpack(w)), Some((EventId::new(origin, (1 << 47) - 1), true)));
+        assert_eq!(
+            word.map(|w| packed.unpack(w)),
+            Some((EventId::new(origin, (1 << 47) - 1), true))
+        );
     }
 }

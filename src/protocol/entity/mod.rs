@@ -124,7 +124,9 @@ fn as_slice<S: serde::Serializer>(claims: &[Claim], serializer: S) -> Result<S::
 
 impl Entity {
     pub fn new(event: &P2PEvent) -> Self {
-        let mut entity = Entity { claims: SmallVec::new() };
+        let mut entity = Entity {
+            claims: SmallVec::new(),
+        };
         entity.apply(event);
         entity
     }
@@ -136,7 +138,9 @@ impl Entity {
 
     /// An entity with no state yet, to [`merge`](Self::merge) into.
     pub(crate) fn empty() -> Self {
-        Entity { claims: SmallVec::new() }
+        Entity {
+            claims: SmallVec::new(),
+        }
     }
 
     pub fn apply(&mut self, event: &P2PEvent) {
