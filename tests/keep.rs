@@ -237,7 +237,10 @@ async fn next_text(ws: &mut Ws) -> Option<ServerMessage> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_outlives_its_pages_and_the_server_restarts_from_disk() {
     let data = DataDir::new("restart");
-    let mut server = keeping(&data, &[]);
+    // The log folds into a snapshot every 200 events: the restart loads a
+    // snapshot and the events after it.
+    let folding = [("KEEP_COMPACT_AFTER", "200")];
+    let mut server = keeping(&data, &folding);
     let writer_id = Identity::from_seed(11);
     let mut writer = Page::join(&server, writer_id, "notes").await;
     assert!(writer.keeper.is_some(), "{:?}", writer.unkept);
@@ -248,7 +251,7 @@ async fn a_room_outlives_its_pages_and_the_server_restarts_from_disk() {
     drop(writer);
     server.kill();
 
-    let server = keeping(&data, &[]);
+    let server = keeping(&data, &folding);
     let mut reader = Page::join(&server, Identity::from_seed(12), "notes").await;
     assert!(reader.catch_up().await);
     assert_eq!(reader.node.engine().clock().get(me), 500);
@@ -265,7 +268,10 @@ async fn kill_9_mid_write_loses_nothing_the_room_peer_acknowledged() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(5);
     let data = DataDir::new("kill9");
-    let mut server = keeping(&data, &[]);
+    // Folds happen between kills too: a snapshot replaces the log in the
+    // same kind of transaction.
+    let folding = [("KEEP_COMPACT_AFTER", "1000")];
+    let mut server = keeping(&data, &folding);
     let writer_id = Identity::from_seed(21);
     let mut writer = Page::join(&server, writer_id.clone(), "crash").await;
     let me = writer.me();
@@ -286,7 +292,7 @@ async fn kill_9_mid_write_loses_nothing_the_room_peer_acknowledged() {
             writer.node.engine().clock().get(me)
         );
 
-        server = keeping(&data, &[]);
+        server = keeping(&data, &folding);
         let mut reader =
             Page::join(&server, Identity::from_seed(1000 + round as u64), "crash").await;
         assert!(
@@ -334,7 +340,10 @@ async fn limits_refuse_new_rooms_and_full_rooms_with_a_clear_reason() {
     let data = DataDir::new("limits");
     // What a new room's database takes, to set the limit just above.
     let mut probe = keeping(&data, &[]);
-    Page::join(&probe, Identity::from_seed(40), "one").await;
+    let mut page = Page::join(&probe, Identity::from_seed(40), "one").await;
+    page.write("first", 1);
+    let me = page.me();
+    assert!(page.run_until(|p| p.acknowledged(me) >= 1).await);
     let empty = probe.reading("cpc_signal_keep_disk_bytes").await;
     probe.kill();
     let max_room = (empty + 500_000).to_string();
@@ -427,7 +436,60 @@ async fn bad_frames_are_refused_counted_and_cut_off_and_a_secret_room_is_never_k
             None => panic!("the socket closed"),
         }
     }
-    assert_eq!(server.reading("cpc_signal_keep_rooms_stored").await, 1);
+    // Joined, never written: no file.
+    assert_eq!(server.reading("cpc_signal_keep_rooms_stored").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_forging_another_origin_is_cut_off_and_nothing_reaches_disk() {
+    let data = DataDir::new("forge");
+    let server = keeping(&data, &[]);
+    let mut mallory = Page::join(&server, Identity::from_seed(61), "forged").await;
+    let victim = Identity::from_seed(62).peer();
+    // Her own sealed events, renamed to be the victim's: the seal no
+    // longer vouches for them (25 points each, cut off at 100).
+    for round in 0..10 {
+        if mallory.unkept.is_some() {
+            break;
+        }
+        mallory.write(&format!("forged{round}"), 3);
+        for output in mallory.node.take_outputs() {
+            let Output::Send { frame, .. } = output else {
+                continue;
+            };
+            let Ok(Decoded::Message(WireMessage::Events(mut events))) = wire::decode(&frame) else {
+                continue;
+            };
+            for event in &mut events {
+                event.id.peer = victim;
+            }
+            for frame in wire::encode(&WireMessage::Events(events), round) {
+                mallory
+                    .ws
+                    .send(Message::Binary(frame.into()))
+                    .await
+                    .expect("send");
+            }
+        }
+        let until = now_ms() + 50;
+        mallory
+            .run_until(|p| p.unkept.is_some() || now_ms() >= until)
+            .await;
+    }
+    assert!(mallory.run_until(|p| p.unkept.is_some()).await);
+    let reason = mallory.unkept.clone().unwrap_or_default();
+    assert!(reason.contains("closed by the server peer"), "{reason}");
+    assert!(server.reading("cpc_signal_keep_rejected_total").await >= 4);
+    // An honest newcomer sees none of it: what reached the disk is
+    // Mallory's own genuine events (anti-entropy fetched them from her
+    // with their true origin), not one in the victim's name.
+    let persisted = server
+        .reading("cpc_signal_keep_events_persisted_total")
+        .await;
+    let mut reader = Page::join(&server, Identity::from_seed(63), "forged").await;
+    assert!(reader.catch_up().await);
+    assert_eq!(reader.node.engine().clock().get(mallory.me()), persisted);
+    assert_eq!(reader.node.engine().clock().get(victim), 0);
 }
 
 /// The figures of BENCHMARKS.md's "Issue 18" (not a check; run it with
@@ -549,4 +611,19 @@ async fn figures() {
         "disk: {} bytes for the rooms",
         server.reading("cpc_signal_keep_disk_bytes").await
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_in_memory_are_bounded_and_a_room_that_is_only_joined_takes_no_file() {
+    let data = DataDir::new("loaded");
+    let server = keeping(&data, &[("KEEP_MAX_LOADED", "1")]);
+    let first = Page::join(&server, Identity::from_seed(71), "a").await;
+    assert!(first.keeper.is_some());
+    let second = Page::join(&server, Identity::from_seed(72), "b").await;
+    let reason = second.unkept.expect("a second loaded room is refused");
+    assert!(reason.contains("KEEP_MAX_LOADED"), "{reason}");
+    assert_eq!(server.reading("cpc_signal_keep_rooms_stored").await, 0);
+    // The room in memory still takes its page.
+    let again = Page::join(&server, Identity::from_seed(73), "a").await;
+    assert!(again.keeper.is_some());
 }

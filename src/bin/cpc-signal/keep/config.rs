@@ -17,6 +17,11 @@ pub struct KeepConfig {
     /// A room with no page is unloaded from memory after this long
     /// (`KEEP_IDLE_MS`).
     pub idle: Duration,
+    /// Rooms in memory at most, each a thread (`KEEP_MAX_LOADED`).
+    pub max_loaded: usize,
+    /// Events in a room's log before it is folded into a snapshot
+    /// (`KEEP_COMPACT_AFTER`; the browser's `compactAfter`).
+    pub compact_after: usize,
 }
 
 impl Default for KeepConfig {
@@ -27,6 +32,8 @@ impl Default for KeepConfig {
             max_room_bytes: 1 << 30,
             max_disk_bytes: 16 << 30,
             idle: Duration::from_secs(60),
+            max_loaded: 1_000,
+            compact_after: 50_000,
         }
     }
 }
@@ -58,6 +65,8 @@ impl KeepConfig {
             max_room_bytes: number("KEEP_MAX_ROOM_BYTES", default.max_room_bytes)?,
             max_disk_bytes: number("KEEP_MAX_DISK_BYTES", default.max_disk_bytes)?,
             idle: Duration::from_millis(number("KEEP_IDLE_MS", 60_000)?),
+            max_loaded: number("KEEP_MAX_LOADED", default.max_loaded as u64)? as usize,
+            compact_after: number("KEEP_COMPACT_AFTER", default.compact_after as u64)? as usize,
         }))
     }
 }
@@ -72,6 +81,8 @@ pub enum KeepError {
     RoomTooLarge { bytes: u64, max: u64 },
     #[error("the server's rooms take {bytes} bytes, the limit is {max} (KEEP_MAX_DISK_BYTES): it keeps no more")]
     DiskFull { bytes: u64, max: u64 },
+    #[error("the server has {max} rooms in memory, the most it keeps loaded (KEEP_MAX_LOADED)")]
+    TooManyLoaded { max: usize },
     #[error("the server cannot store this room: {0}")]
     Store(String),
     #[error("closed by the server peer: {0}")]
@@ -85,6 +96,7 @@ impl KeepError {
             KeepError::TooManyRooms { .. } => "too_many_rooms",
             KeepError::RoomTooLarge { .. } => "room_too_large",
             KeepError::DiskFull { .. } => "disk_full",
+            KeepError::TooManyLoaded { .. } => "too_many_loaded",
             KeepError::Store(_) => "store",
             KeepError::Closed(_) => "closed",
         }

@@ -204,6 +204,11 @@ impl Keep {
         if let Some(to) = loaded.get(room) {
             return Ok(to.clone());
         }
+        if loaded.len() >= self.config.max_loaded {
+            return Err(KeepError::TooManyLoaded {
+                max: self.config.max_loaded,
+            });
+        }
         let file = Keep::file_of(room);
         {
             let disk = lock(&self.disk);
@@ -256,6 +261,10 @@ impl Keep {
 
     fn set_bytes(&self, file: &str, bytes: u64) {
         lock(&self.disk).set(file, bytes);
+    }
+
+    fn stored_rooms(&self) -> usize {
+        lock(&self.disk).files.len()
     }
 
     fn disk_total(&self) -> u64 {

@@ -17,7 +17,7 @@ use cpc_sync::protocol::{EngineConfig, PeerId};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::store::{Store, StoreError};
+use super::store::{Store, StoreError, Stored};
 use super::{Keep, KeepError};
 use crate::signaling::{Outbox, Refused};
 
@@ -65,9 +65,12 @@ impl From<StoreError> for KeepError {
 
 struct Room {
     keep: Arc<Keep>,
+    name: String,
     file: String,
     node: SyncNode,
-    store: Store,
+    /// `None` until the room's first write: a room that is only joined
+    /// takes no file (nor a place among `KEEP_MAX_ROOMS`).
+    store: Option<Store>,
     bytes: u64,
     pages: HashMap<PeerId, (u64, Arc<Outbox>)>,
 }
@@ -181,7 +184,12 @@ fn refuse_queued(mut queue: mpsc::Receiver<Command>, error: KeepError) {
 impl Room {
     fn open(keep: &Arc<Keep>, name: &str, file: String) -> Result<Room, KeepError> {
         let path = keep.path_of(&file);
-        let (store, stored) = Store::open(&path, name)?;
+        let (store, stored) = if path.exists() {
+            let (store, stored) = Store::open(&path, name)?;
+            (Some(store), stored)
+        } else {
+            (None, Stored::default())
+        };
         let identity = keep.identity.clone();
         let engine = EngineConfig {
             hash_seed: u64::from_le_bytes(random()),
@@ -192,6 +200,7 @@ impl Room {
             durable: true,
             nonce_seed: random(),
             verify_window_ms: Some(VERIFY_WINDOW_MS),
+            compact_after: keep.config.compact_after,
             ..SyncConfig::default()
         };
         let node = SyncNode::restore(
@@ -202,10 +211,13 @@ impl Room {
             stored.events,
         )
         .map_err(|e| KeepError::Store(format!("the stored snapshot does not load: {e}")))?;
-        let bytes = store.bytes();
-        keep.set_bytes(&file, bytes);
+        let bytes = store.as_ref().map_or(0, Store::bytes);
+        if store.is_some() {
+            keep.set_bytes(&file, bytes);
+        }
         Ok(Room {
             keep: keep.clone(),
+            name: name.to_string(),
             file,
             node,
             store,
@@ -317,7 +329,19 @@ impl Room {
                 max: config.max_disk_bytes,
             });
         }
-        self.store.commit(writes)?;
+        let store = match &mut self.store {
+            Some(store) => store,
+            None => {
+                let (stored, max) = (self.keep.stored_rooms(), config.max_rooms);
+                if stored >= max {
+                    return Err(KeepError::TooManyRooms { max });
+                }
+                let path = self.keep.path_of(&self.file);
+                let (store, _) = Store::open(&path, &self.name)?;
+                self.store.insert(store)
+            }
+        };
+        store.commit(writes)?;
         let events: usize = writes
             .iter()
             .map(|w| match w {
@@ -328,7 +352,7 @@ impl Room {
         let counters = &self.keep.counters;
         counters.commits.fetch_add(1, Relaxed);
         counters.events_persisted.fetch_add(events as u64, Relaxed);
-        self.bytes = self.store.bytes();
+        self.bytes = store.bytes();
         self.keep.set_bytes(&self.file, self.bytes);
         Ok(())
     }

@@ -6,8 +6,9 @@ use super::KeepError;
 use crate::metrics::{Reading, ReadingKind};
 
 /// Refusal classes, as metric labels.
-pub const REFUSALS: [&str; 5] = [
+pub const REFUSALS: [&str; 6] = [
     "too_many_rooms",
+    "too_many_loaded",
     "room_too_large",
     "disk_full",
     "store",
