@@ -211,6 +211,23 @@ impl Page {
         }
     }
 
+    /// Writes batches of 1,000 registers, each acknowledged, until the room
+    /// peer hangs up; its reason.
+    async fn fill(&mut self) -> String {
+        let me = self.me();
+        let mut round = 0;
+        while self.unkept.is_none() {
+            self.write(&format!("big{round}"), 1000);
+            round += 1;
+            let written = self.node.engine().clock().get(me);
+            let settled = self
+                .run_until(|p| p.unkept.is_some() || p.acknowledged(me) >= written)
+                .await;
+            assert!(settled, "neither acknowledged nor refused");
+        }
+        self.unkept.clone().unwrap_or_default()
+    }
+
     /// Runs the link until this page has all the room peer has.
     async fn catch_up(&mut self) -> bool {
         self.run_until(|p| {
@@ -356,24 +373,16 @@ async fn limits_refuse_new_rooms_and_full_rooms_with_a_clear_reason() {
     let other = Page::join(&server, Identity::from_seed(42), "two").await;
     let reason = other.unkept.expect("a second room is refused");
     assert!(reason.contains("at most 1 rooms"), "{reason}");
-    // A room that grows past its bytes is cut off, and stays refused.
-    let me = first.me();
-    let mut round = 0;
-    while first.unkept.is_none() {
-        first.write(&format!("big{round}"), 1000);
-        round += 1;
-        assert!(
-            first
-                .run_until(
-                    |p| p.unkept.is_some() || p.acknowledged(me) >= p.node.engine().clock().get(me)
-                )
-                .await
-        );
-    }
-    let reason = first.unkept.clone().unwrap_or_default();
+    // A room that grows past its bytes is cut off, and stays so.
+    let reason = first.fill().await;
     assert!(reason.contains("KEEP_MAX_ROOM_BYTES"), "{reason}");
-    let again = Page::join(&server, Identity::from_seed(43), "one").await;
-    let reason = again.unkept.expect("the full room is refused");
+    // Refused at the join when the file is at the limit already, else at
+    // the first write that would pass it.
+    let mut again = Page::join(&server, Identity::from_seed(43), "one").await;
+    let reason = match again.unkept.clone() {
+        Some(reason) => reason,
+        None => again.fill().await,
+    };
     assert!(reason.contains("KEEP_MAX_ROOM_BYTES"), "{reason}");
     assert!(
         server
@@ -611,6 +620,30 @@ async fn figures() {
         "disk: {} bytes for the rooms",
         server.reading("cpc_signal_keep_disk_bytes").await
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_disk_limit_cuts_off_a_room_that_would_pass_it_and_keeps_what_was_acknowledged() {
+    let data = DataDir::new("disk");
+    let mut probe = keeping(&data, &[]);
+    let mut page = Page::join(&probe, Identity::from_seed(80), "x").await;
+    page.write("first", 1);
+    let me = page.me();
+    assert!(page.run_until(|p| p.acknowledged(me) >= 1).await);
+    let one_room = probe.reading("cpc_signal_keep_disk_bytes").await;
+    probe.kill();
+    let max_disk = (one_room + 400_000).to_string();
+    let server = keeping(&data, &[("KEEP_MAX_DISK_BYTES", &max_disk)]);
+    let mut writer = Page::join(&server, Identity::from_seed(81), "x").await;
+    let reason = writer.fill().await;
+    assert!(reason.contains("KEEP_MAX_DISK_BYTES"), "{reason}");
+    let acknowledged = writer.acknowledged(writer.me());
+    assert!(acknowledged > 0, "something fitted before the limit");
+    // What it acknowledged before refusing is there for the next page.
+    let mut reader = Page::join(&server, Identity::from_seed(82), "x").await;
+    assert!(reader.keeper.is_some(), "{:?}", reader.unkept);
+    assert!(reader.catch_up().await);
+    assert!(reader.node.engine().clock().get(writer.me()) >= acknowledged);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

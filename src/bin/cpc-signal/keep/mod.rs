@@ -254,9 +254,13 @@ impl Keep {
         Ok(())
     }
 
-    /// Drops `room` from the loaded ones whatever waits (it failed).
-    fn forget(&self, room: &str) {
-        lock(&self.loaded).remove(room);
+    /// Drops `room` from the loaded ones whatever waits (it failed), and
+    /// its `state` with the lock held, as [`unload`](Self::unload) does: a
+    /// join meanwhile must not open the database before this one closes.
+    fn forget<R>(&self, room: &str, state: R) {
+        let mut loaded = lock(&self.loaded);
+        loaded.remove(room);
+        drop(state);
     }
 
     fn set_bytes(&self, file: &str, bytes: u64) {

@@ -102,7 +102,7 @@ async fn run(keep: Arc<Keep>, name: String, file: String, mut queue: mpsc::Recei
         Ok(room) => room,
         Err(e) => {
             eprintln!("cpc-signal: keep: room {name:?} not loaded: {e}");
-            keep.forget(&name);
+            keep.forget(&name, ());
             return refuse_queued(queue, e);
         }
     };
@@ -137,9 +137,10 @@ async fn run(keep: Arc<Keep>, name: String, file: String, mut queue: mpsc::Recei
             eprintln!("cpc-signal: keep: room {name:?} unloaded: {e}");
             keep.counters.refused(&e);
             room.hang_up_all(&e);
-            keep.forget(&name);
-            drop(room);
-            return refuse_queued(queue, e);
+            keep.forget(&name, room);
+            // Joins queued meanwhile load the room again (and are told
+            // only if they too would pass a limit).
+            return refuse_queued(queue, KeepError::Closed("unloaded".into()));
         }
         if room.pages.is_empty() {
             idle_since.get_or_insert_with(Instant::now);
