@@ -241,6 +241,19 @@ impl Page {
     }
 }
 
+/// Bytes `room` takes on disk once written to (a server of its own writes
+/// one event there, then is killed); the room stays in `data`.
+async fn one_room_on_disk(data: &DataDir, room: &str) -> u64 {
+    let mut probe = keeping(data, &[]);
+    let mut page = Page::join(&probe, Identity::from_seed(40), room).await;
+    page.write("first", 1);
+    let me = page.me();
+    assert!(page.run_until(|p| p.acknowledged(me) >= 1).await);
+    let bytes = probe.reading("cpc_signal_keep_disk_bytes").await;
+    probe.kill();
+    bytes
+}
+
 async fn next_text(ws: &mut Ws) -> Option<ServerMessage> {
     loop {
         match tokio::time::timeout(BUDGET, ws.next()).await.ok()?? {
@@ -356,13 +369,7 @@ async fn an_idle_room_is_unloaded_then_loaded_on_the_next_join() {
 async fn limits_refuse_new_rooms_and_full_rooms_with_a_clear_reason() {
     let data = DataDir::new("limits");
     // What a new room's database takes, to set the limit just above.
-    let mut probe = keeping(&data, &[]);
-    let mut page = Page::join(&probe, Identity::from_seed(40), "one").await;
-    page.write("first", 1);
-    let me = page.me();
-    assert!(page.run_until(|p| p.acknowledged(me) >= 1).await);
-    let empty = probe.reading("cpc_signal_keep_disk_bytes").await;
-    probe.kill();
+    let empty = one_room_on_disk(&data, "one").await;
     let max_room = (empty + 500_000).to_string();
     let server = keeping(
         &data,
@@ -625,13 +632,7 @@ async fn figures() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_disk_limit_cuts_off_a_room_that_would_pass_it_and_keeps_what_was_acknowledged() {
     let data = DataDir::new("disk");
-    let mut probe = keeping(&data, &[]);
-    let mut page = Page::join(&probe, Identity::from_seed(80), "x").await;
-    page.write("first", 1);
-    let me = page.me();
-    assert!(page.run_until(|p| p.acknowledged(me) >= 1).await);
-    let one_room = probe.reading("cpc_signal_keep_disk_bytes").await;
-    probe.kill();
+    let one_room = one_room_on_disk(&data, "x").await;
     let max_disk = (one_room + 400_000).to_string();
     let server = keeping(&data, &[("KEEP_MAX_DISK_BYTES", &max_disk)]);
     let mut writer = Page::join(&server, Identity::from_seed(81), "x").await;
