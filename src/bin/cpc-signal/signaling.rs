@@ -8,7 +8,12 @@
 //! - server: `{"type":"hello","nonce"}` (first, on every connection),
 //!   `{"type":"peers","room","peers":[...]}`, `{"type":"joined","peer"}`,
 //!   `{"type":"left","peer"}`, `{"type":"signal","from","data"}`,
-//!   `{"type":"error","message"}`, `{"type":"pong"}`.
+//!   `{"type":"error","message"}`, `{"type":"pong"}`, and from the room
+//!   peer (`keep/`) `{"type":"keep","peer"}`, `{"type":"unkeep","reason"}`.
+//!
+//! Binary messages are sync frames between a page and its room's peer,
+//! once `keep` said it is linked; they are held back by the room's queue,
+//! not counted against the message rate.
 //!
 //! Only pages of the server's own origin may open a socket, unless
 //! `ORIGINS` lists others or is `*` (`origin.rs`). A join proves the key
