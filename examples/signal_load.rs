@@ -101,6 +101,9 @@ async fn start_server() -> Result<Server, Error> {
         .env("PORT", "0")
         .env("HOST", "127.0.0.1")
         .env("MAX_PER_ADDRESS", "100000")
+        // Signaling under load: its clients join with made-up ids, and
+        // the room peer is measured apart (BENCHMARKS.md, "Issue 18").
+        .env("KEEP", "off")
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()

@@ -30,6 +30,8 @@ impl Server {
             .env_remove("MAX_CONNECTIONS")
             .env_remove("MAX_PER_ADDRESS")
             .env_remove("HEADER_TIMEOUT_MS")
+            // Operating signaling; the room peer has its own tests (keep.rs).
+            .env("KEEP", "off")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .kill_on_drop(true);

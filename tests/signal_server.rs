@@ -6,122 +6,38 @@
 //!
 //! `cargo test --features server --test signal_server`.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+mod server;
+
 use std::time::{Duration, Instant};
 
 use cpc_sync::protocol::signal::{ClientMessage, ServerMessage};
 use cpc_sync::protocol::Identity;
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use server::{Server, Ws};
 
 /// A test's whole budget.
 const BUDGET: Duration = Duration::from_secs(40);
 /// Waiting for one message at most.
 const WAIT: Duration = Duration::from_secs(5);
 
-/// A `cpc-signal` process, killed on drop.
-struct Server {
-    child: Child,
-    addr: String,
-    stderr: Arc<Mutex<Vec<String>>>,
+/// Clients of a server, as this file's tests make them.
+trait Clients {
+    /// A client of `identity`, its hello read.
+    async fn client(&self, identity: Identity) -> Client;
+    /// A client of the identity of `seed` that joined `room`, its `peers`
+    /// read.
+    async fn member(&self, seed: u64, room: &str) -> (Client, Vec<String>);
 }
 
-impl Server {
-    fn start(env: &[(&str, &str)]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cpc-signal"))
-            .env("PORT", "0")
-            .env("HOST", "127.0.0.1")
-            .env_remove("ORIGINS")
-            .env_remove("MAX_ROOM")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn cpc-signal");
-        // Both pipes are read to the end, so the server never blocks on them.
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let lines = stderr.clone();
-        let err = child.stderr.take().expect("stderr");
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                lines.lock().unwrap().push(line);
-            }
-        });
-        let out = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("cpc-signal did not say where it listens");
-        let addr = line
-            .split("listening on http://")
-            .nth(1)
-            .and_then(|rest| rest.strip_suffix('/'))
-            .unwrap_or_else(|| panic!("unexpected first line: {line}"))
-            .to_string();
-        Server {
-            child,
-            addr,
-            stderr,
-        }
-    }
-
-    /// The server's resident memory now, in KiB.
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("read /proc/<pid>/status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS")
-    }
-
-    /// The server's stderr once a line containing `needle` came (or after
-    /// 10 s): a reader thread takes the lines as the server writes them.
-    async fn stderr_with(&self, needle: &str) -> Vec<String> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let lines = self.stderr.lock().unwrap().clone();
-            if lines.iter().any(|l| l.contains(needle)) || Instant::now() > deadline {
-                return lines;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    async fn connect(&self, origin: Option<&str>) -> Result<Ws, WsError> {
-        let mut request = format!("ws://{}/signal", self.addr)
-            .into_client_request()
-            .expect("request");
-        if let Some(origin) = origin {
-            request
-                .headers_mut()
-                .insert("Origin", origin.parse().expect("origin header"));
-        }
-        let (ws, _) = tokio_tungstenite::connect_async(request).await?;
-        Ok(ws)
-    }
-
-    /// A client of `identity`, its hello read.
+impl Clients for Server {
     async fn client(&self, identity: Identity) -> Client {
         let ws = self.connect(None).await.expect("connect");
         Client::new(ws, identity).await
     }
 
-    /// A client of the identity of `seed` that joined `room`, its `peers`
-    /// read.
     async fn member(&self, seed: u64, room: &str) -> (Client, Vec<String>) {
         let mut client = self.client(Identity::from_seed(seed)).await;
         client.join(room).await;
@@ -131,15 +47,6 @@ impl Server {
         }
     }
 }
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 struct Client {
     ws: Ws,
@@ -275,7 +182,7 @@ fn status_of(result: Result<Ws, WsError>) -> u16 {
 async fn by_default_only_pages_of_the_servers_own_origin_may_signal() {
     bounded(async {
         let server = Server::start(&[]);
-        let own = format!("http://{}", server.addr);
+        let own = format!("http://{}", server.addr());
         assert_eq!(status_of(server.connect(Some(&own)).await), 101);
         assert_eq!(status_of(server.connect(None).await), 101, "not a page");
         for other in ["https://evil.example", "null", "http://127.0.0.1:1"] {
@@ -304,7 +211,7 @@ async fn origins_lists_more_and_a_star_allows_all_loudly() {
             status_of(listed.connect(Some("https://b.example")).await),
             101
         );
-        let own = format!("http://{}", listed.addr);
+        let own = format!("http://{}", listed.addr());
         assert_eq!(status_of(listed.connect(Some(&own)).await), 101);
         let evil = listed.connect(Some("https://evil.example")).await;
         assert_eq!(status_of(evil), 403);

@@ -63,6 +63,17 @@ pub enum ServerMessage {
         message: String,
     },
     Pong,
+    /// The room's server peer (the room peer `cpc-signal` keeps on disk)
+    /// is linked to this socket: from now on, binary WebSocket messages
+    /// each way are sync frames between the page and that peer.
+    Keep {
+        peer: String,
+    },
+    /// The room's server peer hung up on this socket (or will not keep the
+    /// room), and why; binary messages are no longer taken.
+    Unkeep {
+        reason: String,
+    },
 }
 
 /// What a join's proof signs: the server's nonce, the room and the id, so
@@ -329,6 +340,12 @@ impl ServerMessage {
                 message: f.text("message")?,
             },
             "pong" => ServerMessage::Pong,
+            "keep" => ServerMessage::Keep {
+                peer: f.text("peer")?,
+            },
+            "unkeep" => ServerMessage::Unkeep {
+                reason: f.text("reason")?,
+            },
             _ => return None,
         })
     }
@@ -512,6 +529,10 @@ mod tests {
                 message: "no".into(),
             },
             ServerMessage::Pong,
+            ServerMessage::Keep { peer: "k".into() },
+            ServerMessage::Unkeep {
+                reason: "full".into(),
+            },
         ];
         for message in server {
             let text = message.to_text();

@@ -18,13 +18,15 @@ export const SCREENSHOTS = path.join(root, "tests/e2e/screenshots", ENGINE);
 /**
  * Starts target/release/cpc-signal on `port` (a free one by default), with
  * `env` added to its environment (`ORIGINS`, `MAX_ROOM`); resolves to
- * { url, stop }.
+ * { url, stop, kill }. The room peer is off (`KEEP=off`) unless `env`
+ * turns it on with a `DATA_DIR` (keep.test.mjs): the other suites count
+ * the pages' peers among themselves.
  */
 export async function startServer(port = 0, env = {}) {
   const child = spawn(path.join(root, "target/release/cpc-signal"), [], {
     // Every page of the suite connects from 127.0.0.1, up to 65 sockets
     // at once (a full room and one more): over the per-address default.
-    env: { ...process.env, PORT: String(port), MAX_PER_ADDRESS: "1024", ...env },
+    env: { ...process.env, PORT: String(port), MAX_PER_ADDRESS: "1024", KEEP: "off", ...env },
     stdio: ["ignore", "pipe", "inherit"],
   });
   let output = "";
@@ -45,6 +47,13 @@ export async function startServer(port = 0, env = {}) {
     async stop() {
       if (child.exitCode === null) {
         child.kill("SIGTERM");
+        await once(child, "exit");
+      }
+    },
+    /** `kill -9`. */
+    async kill() {
+      if (child.exitCode === null) {
+        child.kill("SIGKILL");
         await once(child, "exit");
       }
     },

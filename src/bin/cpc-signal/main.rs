@@ -14,6 +14,7 @@
 //! must arrive within `HEADER_TIMEOUT_MS` (10,000); on SIGTERM open
 //! WebSockets are closed with 1001 "going away" and the process exits.
 
+mod keep;
 mod limits;
 mod metrics;
 mod serve;
@@ -212,12 +213,27 @@ async fn main() -> std::process::ExitCode {
         }
     };
     let rooms = match signaling::Config::from_env() {
-        Ok(config) => Arc::new(signaling::Rooms::new(config)),
+        Ok(config) => signaling::Rooms::new(config),
         Err(e) => {
             eprintln!("cpc-signal: {e}");
             return std::process::ExitCode::FAILURE;
         }
     };
+    let keep = match keep::KeepConfig::from_env().and_then(|c| c.map(keep::Keep::open).transpose())
+    {
+        Ok(keep) => keep.map(Arc::new),
+        Err(e) => {
+            eprintln!("cpc-signal: the room peer: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let rooms = Arc::new(match &keep {
+        Some(keep) => {
+            eprintln!("cpc-signal: keeping rooms as peer {}", keep.peer());
+            rooms.with_keep(keep.clone())
+        }
+        None => rooms,
+    });
     let listener = match tokio::net::TcpListener::bind(SocketAddr::from((host, port))).await {
         Ok(l) => l,
         Err(e) => {
@@ -256,6 +272,11 @@ async fn main() -> std::process::ExitCode {
         .with_readings({
             let rooms = rooms.clone();
             move || signal_readings(&rooms.stats())
+        })
+        .with_readings(move || {
+            keep.as_ref()
+                .map(|k| keep::readings(&k.stats()))
+                .unwrap_or_default()
         });
     let metrics = Arc::new(metrics);
     serve::serve(

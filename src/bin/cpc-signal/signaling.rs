@@ -8,7 +8,12 @@
 //! - server: `{"type":"hello","nonce"}` (first, on every connection),
 //!   `{"type":"peers","room","peers":[...]}`, `{"type":"joined","peer"}`,
 //!   `{"type":"left","peer"}`, `{"type":"signal","from","data"}`,
-//!   `{"type":"error","message"}`, `{"type":"pong"}`.
+//!   `{"type":"error","message"}`, `{"type":"pong"}`, and from the room
+//!   peer (`keep/`) `{"type":"keep","peer"}`, `{"type":"unkeep","reason"}`.
+//!
+//! Binary messages are sync frames between a page and its room's peer,
+//! once `keep` said it is linked; they are held back by the room's queue,
+//! not counted against the message rate.
 //!
 //! Only pages of the server's own origin may open a socket, unless
 //! `ORIGINS` lists others or is `*` (`origin.rs`). A join proves the key
@@ -47,9 +52,11 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::keep::{self, Keep, Tunnel};
 use crate::limits::{RateLimit, Verdict, BURST, RATE};
 pub use origin::Origins;
-use outbox::{Outbox, Refused, Written, OUTBOX_BYTES};
+pub use outbox::{Outbox, Refused};
+use outbox::{Written, OUTBOX_BYTES};
 use stats::{Counters, OpenSocket};
 pub use stats::{Refusal, SignalStats};
 
@@ -122,6 +129,8 @@ pub struct Rooms {
     rooms: Mutex<RoomMap>,
     config: Config,
     counters: Arc<Counters>,
+    /// The room peer, unless `KEEP=off`.
+    keep: Option<Arc<Keep>>,
 }
 
 /// A join the room could not take.
@@ -144,6 +153,14 @@ impl Rooms {
         Rooms {
             config,
             ..Rooms::default()
+        }
+    }
+
+    /// Runs the room peer in every room without a secret.
+    pub fn with_keep(self, keep: Arc<Keep>) -> Rooms {
+        Rooms {
+            keep: Some(keep),
+            ..self
         }
     }
 
@@ -328,6 +345,10 @@ struct Conn {
     nonce: [u8; 32],
     /// The room and the id proved in it.
     joined: Option<(String, String)>,
+    /// The link to the room's peer, once attached.
+    tunnel: Option<Tunnel>,
+    /// A join succeeded: the room's peer is to be attached.
+    attach: bool,
 }
 
 impl Conn {
@@ -339,6 +360,8 @@ impl Conn {
             outbox,
             nonce,
             joined: None,
+            tunnel: None,
+            attach: false,
         }
     }
 
@@ -347,6 +370,7 @@ impl Conn {
     }
 
     fn leave(&mut self, rooms: &Rooms) {
+        self.tunnel = None;
         if let Some((room, peer)) = self.joined.take() {
             rooms.leave(&room, &peer, &self.outbox);
         }
@@ -391,6 +415,13 @@ async fn session(socket: WebSocket, rooms: Arc<Rooms>, nonce: [u8; 32]) {
                 if closing.is_some() {
                     continue; // read only to see the client's close
                 }
+                // Sync frames for the room's peer: bounded by the room's
+                // queue (the socket is not read while it is full) and by
+                // the node's penalties, not by the message rate.
+                if let (Message::Binary(bytes), Some(tunnel)) = (&message, &conn.tunnel) {
+                    tunnel.frame(bytes.to_vec()).await;
+                    continue;
+                }
                 match limit.check(tokio::time::Instant::now().into_std()) {
                     Verdict::Pass => {}
                     Verdict::Drop { notify } => {
@@ -421,7 +452,9 @@ async fn session(socket: WebSocket, rooms: Arc<Rooms>, nonce: [u8; 32]) {
                 let text = match message {
                     Message::Text(text) => text,
                     Message::Binary(_) => {
-                        let message = "messages are JSON text".to_string();
+                        let message = "messages are JSON text (binary ones are frames for the \
+                                       room's server peer, and none is linked)"
+                            .to_string();
                         rooms.counters.refused(Refusal::Binary, &message);
                         conn.reply(ServerMessage::Error { message });
                         continue;
@@ -430,6 +463,9 @@ async fn session(socket: WebSocket, rooms: Arc<Rooms>, nonce: [u8; 32]) {
                 };
                 if let Some(reply) = handle(&rooms, &mut conn, text.as_str()) {
                     conn.reply(reply);
+                }
+                if std::mem::take(&mut conn.attach) {
+                    attach(&rooms, &mut conn).await;
                 }
                 if closing.is_none() && conn.outbox.is_closing() {
                     // Replaced by another socket: the close is queued.
@@ -454,6 +490,24 @@ async fn session(socket: WebSocket, rooms: Arc<Rooms>, nonce: [u8; 32]) {
         .await;
     }
     writer.abort();
+}
+
+/// Links a socket that just joined a room to the room's peer; a room the
+/// peer will not keep is said so (`unkeep`), and the page syncs with its
+/// other peers only.
+async fn attach(rooms: &Rooms, conn: &mut Conn) {
+    let (Some(keep), Some((room, peer))) = (&rooms.keep, &conn.joined) else {
+        return;
+    };
+    let Ok(page) = peer.parse() else {
+        return; // not a peer id: it can signal, but not sync
+    };
+    match keep.attach(room, page, conn.outbox.clone()).await {
+        Ok(tunnel) => conn.tunnel = Some(tunnel),
+        Err(e) => conn.reply(ServerMessage::Unkeep {
+            reason: e.to_string(),
+        }),
+    }
 }
 
 /// The one message whose `data` the server relays untouched, so never
@@ -553,6 +607,8 @@ fn handle(rooms: &Rooms, conn: &mut Conn, text: &str) -> Option<ServerMessage> {
                 let message = format!("room full: {room:?} has {max} peers, the most allowed");
                 return refuse(Refusal::RoomFull, message);
             }
+            conn.tunnel = None;
+            conn.attach = rooms.keep.is_some() && !keep::is_secret(&room);
             conn.joined = Some((room, peer));
             None
         }

@@ -77,6 +77,8 @@ export interface PeerInfo {
   digest?: string;
   /** How it stands against this peer (once synced). */
   standing?: "in sync" | "syncing" | "behind" | "ahead" | "concurrent";
+  /** The room's server peer: cpc-signal's, which keeps the room on disk, reached over the signaling socket. */
+  server?: true;
 }
 /** A conflicted key and its concurrent values. */
 export interface Conflict {
@@ -344,7 +346,7 @@ impl Peer {
     }
 
     /// Known peers: `[{ id, state, rtt?, rejected, lastError?, bytesIn,
-    /// bytesOut, buffered, clock?, digest?, standing? }]`.
+    /// bytesOut, buffered, clock?, digest?, standing?, server? }]`.
     #[wasm_bindgen(unchecked_return_type = "PeerInfo[]")]
     pub fn peers(&self) -> JsValue {
         let mut guard = self.inner.borrow_mut();
@@ -352,10 +354,14 @@ impl Peer {
         let Some(transport) = &inner.transport else {
             return js_sys::Array::new().into();
         };
+        let keeper = transport.keeper();
         let reports: Vec<PeerReport> = transport
             .links()
             .into_iter()
-            .map(|(peer, state, buffered)| inner.node.report(peer, state, buffered as u64))
+            .map(|(peer, state, buffered)| PeerReport {
+                server: Some(peer) == keeper,
+                ..inner.node.report(peer, state, buffered as u64)
+            })
             .collect();
         to_js(&reports)
     }

@@ -69,6 +69,9 @@ struct State {
     connections: SortedMap<PeerId, Connection>,
     tabs: Option<Tabs>,
     server: Option<Server>,
+    /// The room's server peer, linked over the signaling socket (its
+    /// frames are the socket's binary messages) while the socket lasts.
+    keeper: Option<PeerId>,
     sink: Sink,
     /// Connections dropped from inside their own callbacks, freed by
     /// `sweep` once those have returned.
@@ -108,6 +111,7 @@ impl Transport {
                 connections: SortedMap::new(),
                 tabs: None,
                 server: None,
+                keeper: None,
                 sink,
                 dropped: Vec::new(),
                 sweep: None,
@@ -135,7 +139,20 @@ impl Transport {
     /// Sends a frame to a connected peer (dropped if it is not connected:
     /// anti-entropy resends what matters once it is).
     pub fn send(&self, to: PeerId, frame: Vec<u8>) {
-        run_later(&Rc::downgrade(&self.state), |s, _| {
+        run_later(&Rc::downgrade(&self.state), |s, out| {
+            if s.keeper == Some(to) {
+                let keeping_up = s
+                    .server
+                    .as_ref()
+                    .is_none_or(|server| server.send_frame(&frame));
+                if !keeping_up {
+                    warn("cpc-sync: the signaling socket is not keeping up; reconnecting");
+                    s.server = None;
+                    s.unkeep(out);
+                    s.links.socket_closed(now_ms(), jitter());
+                }
+                return;
+            }
             let keeping_up = match s.connections.get_mut(&to) {
                 Some(c) if c.is_open() => c.send(frame),
                 _ => true,
@@ -149,7 +166,12 @@ impl Transport {
 
     /// Drops the connection to `peer`; it is dialed again later.
     pub fn close(&self, peer: PeerId) {
-        run_later(&Rc::downgrade(&self.state), |s, _| {
+        run_later(&Rc::downgrade(&self.state), |s, out| {
+            if s.keeper == Some(peer) {
+                // Until the socket joins again.
+                s.unkeep(out);
+                return;
+            }
             s.links.hang_up(peer, now_ms(), jitter())
         });
     }
@@ -174,16 +196,28 @@ impl Transport {
         run_later(&Rc::downgrade(&self.state), |s, _| s.links.go_online());
     }
 
-    /// Every known peer: its connection state and bytes waiting to go out.
+    /// Every known peer: its connection state and bytes waiting to go out
+    /// (the room's server peer last).
     pub fn links(&self) -> Vec<(PeerId, LinkState, usize)> {
         let s = self.state.borrow();
-        s.links
+        let mut links: Vec<_> = s
+            .links
             .links()
             .map(|(peer, state)| {
                 let buffered = s.connections.get(&peer).map_or(0, |c| c.buffered());
                 (peer, state, buffered)
             })
-            .collect()
+            .collect();
+        if let Some(keeper) = s.keeper {
+            let buffered = s.server.as_ref().map_or(0, Server::buffered);
+            links.push((keeper, LinkState::Open, buffered));
+        }
+        links
+    }
+
+    /// The room's server peer, while it is linked.
+    pub fn keeper(&self) -> Option<PeerId> {
+        self.state.borrow().keeper
     }
 }
 
@@ -316,6 +350,7 @@ impl State {
                 let weak = self.weak.clone();
                 let report = Rc::new(move |e| run(&weak, |s, out| s.on_socket(e, out)));
                 // Replaces the old socket, closed by now.
+                self.unkeep(out);
                 self.server = match Server::open(&url, report) {
                     Ok(server) => Some(server),
                     Err(e) => {
@@ -332,7 +367,10 @@ impl State {
                     server.send(&message);
                 }
             }
-            LinkAction::CloseSocket => self.server = None,
+            LinkAction::CloseSocket => {
+                self.unkeep(out);
+                self.server = None;
+            }
         }
     }
 
@@ -347,11 +385,35 @@ impl State {
         match event {
             SocketEvent::Open => self.links.socket_opened(now),
             SocketEvent::Closed => {
+                self.unkeep(out);
                 self.links.socket_closed(now, jitter());
                 let url = self.config.signaling.as_deref().unwrap_or_default();
                 out.push(TransportEvent::Failed {
                     peer: None,
                     reason: format!("the signaling connection to {url} closed; reconnecting"),
+                });
+            }
+            SocketEvent::Frame(bytes) => {
+                if let Some(keeper) = self.keeper {
+                    out.push(TransportEvent::Frame(keeper, bytes));
+                }
+            }
+            SocketEvent::Message(ServerMessage::Keep { peer }) => {
+                let Ok(peer) = peer.parse::<PeerId>() else {
+                    return;
+                };
+                if self.keeper != Some(peer) && peer != self.me {
+                    self.unkeep(out);
+                    self.keeper = Some(peer);
+                    out.push(TransportEvent::Link(peer, LinkState::Open));
+                }
+            }
+            SocketEvent::Message(ServerMessage::Unkeep { reason }) => {
+                let peer = self.keeper;
+                self.unkeep(out);
+                out.push(TransportEvent::Failed {
+                    peer,
+                    reason: format!("the room's server peer does not keep this room: {reason}"),
                 });
             }
             SocketEvent::Message(ServerMessage::Error { message }) => {
@@ -365,6 +427,14 @@ impl State {
                     self.on_signal(from, Route::Server, data, out);
                 }
             }
+        }
+    }
+
+    /// The link to the room's server peer is gone (the socket closed or
+    /// was replaced, or either side hung up).
+    fn unkeep(&mut self, out: &mut Vec<TransportEvent>) {
+        if let Some(keeper) = self.keeper.take() {
+            out.push(TransportEvent::Link(keeper, LinkState::Closed));
         }
     }
 

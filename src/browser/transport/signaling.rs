@@ -8,7 +8,7 @@ use std::rc::Rc;
 
 use gloo::events::EventListener;
 use wasm_bindgen::prelude::*;
-use web_sys::{BroadcastChannel, MessageEvent, WebSocket};
+use web_sys::{BinaryType, BroadcastChannel, MessageEvent, WebSocket};
 
 use serde_json::Value;
 
@@ -55,6 +55,13 @@ fn text_of(event: &web_sys::Event) -> Option<String> {
         .and_then(|e| e.data().as_string())
 }
 
+/// The bytes of a binary `message` event.
+fn bytes_of(event: &web_sys::Event) -> Option<Vec<u8>> {
+    let data = event.dyn_ref::<MessageEvent>()?.data();
+    let buffer = data.dyn_ref::<js_sys::ArrayBuffer>()?;
+    Some(js_sys::Uint8Array::new(buffer).to_vec())
+}
+
 /// The BroadcastChannel `cpc-sync:<room>` shared by the tabs of one
 /// browser: every tab hears every message.
 pub struct Tabs {
@@ -95,6 +102,8 @@ impl Drop for Tabs {
 pub enum SocketEvent {
     Open,
     Message(ServerMessage),
+    /// A sync frame from the room's server peer (a binary message).
+    Frame(Vec<u8>),
     /// Closed or failed to open.
     Closed,
 }
@@ -109,11 +118,15 @@ pub struct Server {
 impl Server {
     pub fn open(url: &str, report: Rc<dyn Fn(SocketEvent)>) -> Result<Server, JsValue> {
         let socket = WebSocket::new(url)?;
+        socket.set_binary_type(BinaryType::Arraybuffer);
         let on = |kind: &'static str, report: Rc<dyn Fn(SocketEvent)>| {
             EventListener::new(&socket, kind, move |event| match kind {
                 "open" => report(SocketEvent::Open),
                 "close" => report(SocketEvent::Closed),
                 _ => {
+                    if let Some(bytes) = bytes_of(event) {
+                        return report(SocketEvent::Frame(bytes));
+                    }
                     let Some(text) = text_of(event) else { return };
                     match serde_json::from_str::<ServerMessage>(&text) {
                         Ok(message) => report(SocketEvent::Message(message)),
@@ -139,6 +152,26 @@ impl Server {
         if self.socket.ready_state() == WebSocket::OPEN {
             let _ = self.socket.send_with_str(&message.to_text());
         }
+    }
+}
+
+impl Server {
+    /// Sends a sync frame to the room's server peer. `false`: more than
+    /// [`MAX_QUEUED`](super::connection::MAX_QUEUED) bytes wait in the
+    /// socket, as on a data channel whose peer is not keeping up.
+    pub fn send_frame(&self, frame: &[u8]) -> bool {
+        if self.socket.ready_state() != WebSocket::OPEN {
+            return true; // its close is reported; nothing to cut off
+        }
+        if self.socket.send_with_u8_array(frame).is_err() {
+            return false;
+        }
+        self.buffered() <= super::connection::MAX_QUEUED
+    }
+
+    /// Bytes the socket has yet to send.
+    pub fn buffered(&self) -> usize {
+        self.socket.buffered_amount() as usize
     }
 }
 

@@ -53,10 +53,17 @@ class FirefoxBrowser {
 class FirefoxContext {
   #context;
   #viewport;
+  /** Scripts run before the page's own in each new page (Playwright's
+   * `addInitScript`, through Puppeteer's `evaluateOnNewDocument`). */
+  #init = [];
 
   constructor(context, viewport) {
     this.#context = context;
     this.#viewport = viewport;
+  }
+
+  async addInitScript(fn) {
+    this.#init.push(fn);
   }
 
   /** Each page in a window of its own: Firefox hides every tab of a window
@@ -65,6 +72,7 @@ class FirefoxContext {
   async newPage() {
     const page = await this.#context.newPage({ type: "window" });
     await page.setViewport(this.#viewport);
+    for (const fn of this.#init) await page.evaluateOnNewDocument(fn);
     return new FirefoxPage(page);
   }
 

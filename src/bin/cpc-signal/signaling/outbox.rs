@@ -22,10 +22,19 @@ use super::stats::Counters;
 /// dozen candidates each: 1 MiB is a hundred or so calls at once.
 pub const OUTBOX_BYTES: usize = 1 << 20;
 
+/// Bytes of sync frames from the room peer waiting for one socket at most
+/// (apart from [`OUTBOX_BYTES`]); a page that lets more pile up is not
+/// reading, and its link to the room peer is dropped, as a data channel's
+/// is in the browser. Snapshots go out as the page asks for windows of
+/// them, so an honest page stays far below it.
+pub const FRAME_BYTES: usize = 16 << 20;
+
 /// One thing to send.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Out {
     Text(String),
+    /// A sync frame of the room peer.
+    Binary(Vec<u8>),
     /// A close frame, the last thing sent.
     Close(u16, &'static str),
 }
@@ -44,6 +53,8 @@ struct Queue {
     items: VecDeque<Out>,
     /// Texts queued or being sent.
     bytes: usize,
+    /// Frames queued or being sent.
+    frame_bytes: usize,
     /// No more pushes: a close is queued, or the socket is gone.
     closed: bool,
 }
@@ -89,6 +100,22 @@ impl Outbox {
         Ok(())
     }
 
+    /// Queues a sync frame, or refuses it when [`FRAME_BYTES`] wait.
+    pub fn push_frame(&self, frame: Vec<u8>) -> Result<(), Refused> {
+        let mut queue = self.lock();
+        if queue.closed {
+            return Err(Refused::Closed);
+        }
+        if queue.frame_bytes + frame.len() > FRAME_BYTES {
+            return Err(Refused::Full);
+        }
+        queue.frame_bytes += frame.len();
+        queue.items.push_back(Out::Binary(frame));
+        drop(queue);
+        self.ready.notify_one();
+        Ok(())
+    }
+
     /// Queues a close frame after what is queued; nothing more is taken.
     pub fn close(&self, code: u16, reason: &'static str) {
         let mut queue = self.lock();
@@ -111,6 +138,7 @@ impl Outbox {
         let mut queue = self.lock();
         queue.closed = true;
         queue.items.clear();
+        queue.frame_bytes = 0;
         self.counters
             .queued_bytes
             .fetch_sub(std::mem::take(&mut queue.bytes) as u64, Relaxed);
@@ -134,6 +162,12 @@ impl Outbox {
             // kept as a permit, so none is lost between unlock and here.
             self.ready.notified().await;
         }
+    }
+
+    /// A frame taken by [`Outbox::next`] has been sent (or failed).
+    fn frame_sent(&self, len: usize) {
+        let mut queue = self.lock();
+        queue.frame_bytes -= len.min(queue.frame_bytes);
     }
 
     /// A text taken by [`Outbox::next`] has been sent (or failed).
@@ -184,20 +218,14 @@ pub async fn write(
     timeout: Duration,
 ) -> Written {
     while let Some(out) = outbox.next().await {
-        match out {
+        let (message, text_len, frame_len) = match out {
             Out::Text(text) => {
                 let len = text.len();
-                let sent =
-                    tokio::time::timeout(timeout, sink.send(Message::Text(text.into()))).await;
-                outbox.sent(len);
-                match sent {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => return Written::Failed,
-                    Err(_) => {
-                        outbox.counters.send_timeouts.fetch_add(1, Relaxed);
-                        return Written::Failed;
-                    }
-                }
+                (Message::Text(text.into()), len, 0)
+            }
+            Out::Binary(frame) => {
+                let len = frame.len();
+                (Message::Binary(frame.into()), 0, len)
             }
             Out::Close(code, reason) => {
                 let frame = CloseFrame {
@@ -209,6 +237,17 @@ pub async fn write(
                     Ok(Ok(())) => Written::Closed,
                     _ => Written::Failed,
                 };
+            }
+        };
+        let sent = tokio::time::timeout(timeout, sink.send(message)).await;
+        outbox.sent(text_len);
+        outbox.frame_sent(frame_len);
+        match sent {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Written::Failed,
+            Err(_) => {
+                outbox.counters.send_timeouts.fetch_add(1, Relaxed);
+                return Written::Failed;
             }
         }
     }
@@ -232,6 +271,17 @@ mod tests {
         outbox.shut();
         assert_eq!(counters.snapshot(0).queued_bytes, 0);
         assert_eq!(outbox.push("d".into()), Err(Refused::Closed));
+    }
+
+    #[test]
+    fn frames_of_the_room_peer_have_a_bound_of_their_own() {
+        let outbox = Outbox::new(10, Arc::default());
+        assert_eq!(outbox.push_frame(vec![0; FRAME_BYTES - 1]), Ok(()));
+        assert_eq!(outbox.push("signal".into()), Ok(()), "texts are apart");
+        assert_eq!(outbox.push_frame(vec![0; 2]), Err(Refused::Full));
+        assert_eq!(outbox.push_frame(vec![0; 1]), Ok(()));
+        outbox.shut();
+        assert_eq!(outbox.push_frame(vec![0]), Err(Refused::Closed));
     }
 
     #[tokio::test]

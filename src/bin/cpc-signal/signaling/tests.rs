@@ -32,7 +32,7 @@ fn drain(conn: &Conn) -> Vec<Option<ServerMessage>> {
         .into_iter()
         .map(|out| match out {
             Out::Text(text) => Some(serde_json::from_str(&text).unwrap()),
-            Out::Close(..) => None,
+            Out::Close(..) | Out::Binary(_) => None,
         })
         .collect()
 }
@@ -43,7 +43,7 @@ fn texts(conn: &Conn) -> Vec<String> {
         .into_iter()
         .filter_map(|out| match out {
             Out::Text(text) => Some(text),
-            Out::Close(..) => None,
+            Out::Close(..) | Out::Binary(_) => None,
         })
         .collect()
 }

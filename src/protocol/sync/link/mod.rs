@@ -279,7 +279,12 @@ impl Links {
                     self.actions.push(LinkAction::Send(join));
                 }
             }
-            ServerMessage::Error { .. } | ServerMessage::Pong => {}
+            // The room's server peer is the transport's, not the mesh's:
+            // it is reached over this socket, never dialed.
+            ServerMessage::Error { .. }
+            | ServerMessage::Pong
+            | ServerMessage::Keep { .. }
+            | ServerMessage::Unkeep { .. } => {}
         }
         self.drain_mesh(now_ms);
         None

@@ -33,6 +33,10 @@ pub struct PeerReport {
     /// How it stands against this peer (once synced).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub standing: Option<&'static str>,
+    /// It is the room's server peer (`cpc-signal`'s, reached over the
+    /// signaling socket); set by the edge that knows.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub server: bool,
 }
 
 impl SyncNode {
@@ -67,6 +71,7 @@ impl SyncNode {
             clock,
             digest,
             standing: self.standing(peer).map(|s| s.as_str()),
+            server: false,
         }
     }
 }

@@ -1,0 +1,104 @@
+//! What the environment sets for the room peer, and why it refuses.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How the room peer keeps rooms (`KEEP`, `DATA_DIR`, `KEEP_*`).
+#[derive(Debug, Clone)]
+pub struct KeepConfig {
+    /// Where the identity and the rooms' databases live (`DATA_DIR`).
+    pub data_dir: PathBuf,
+    /// Rooms kept on disk at most (`KEEP_MAX_ROOMS`).
+    pub max_rooms: usize,
+    /// Bytes one room's database may take (`KEEP_MAX_ROOM_BYTES`).
+    pub max_room_bytes: u64,
+    /// Bytes every room's database together may take (`KEEP_MAX_DISK_BYTES`).
+    pub max_disk_bytes: u64,
+    /// A room with no page is unloaded from memory after this long
+    /// (`KEEP_IDLE_MS`).
+    pub idle: Duration,
+    /// Rooms in memory at most, each a thread (`KEEP_MAX_LOADED`).
+    pub max_loaded: usize,
+    /// Events in a room's log before it is folded into a snapshot
+    /// (`KEEP_COMPACT_AFTER`; the browser's `compactAfter`).
+    pub compact_after: usize,
+}
+
+impl Default for KeepConfig {
+    fn default() -> KeepConfig {
+        KeepConfig {
+            data_dir: PathBuf::from("data"),
+            max_rooms: 10_000,
+            max_room_bytes: 1 << 30,
+            max_disk_bytes: 16 << 30,
+            idle: Duration::from_secs(60),
+            max_loaded: 1_000,
+            compact_after: 50_000,
+        }
+    }
+}
+
+fn number(var: &str, default: u64) -> Result<u64, String> {
+    match std::env::var(var) {
+        Err(_) => Ok(default),
+        Ok(text) => match text.trim().parse::<u64>() {
+            Ok(n) if n >= 1 => Ok(n),
+            _ => Err(format!("{var} must be a number, 1 or more, not {text:?}")),
+        },
+    }
+}
+
+impl KeepConfig {
+    /// `None` when `KEEP=off` turns the room peer off.
+    pub fn from_env() -> Result<Option<KeepConfig>, String> {
+        match std::env::var("KEEP").as_deref() {
+            Err(_) | Ok("on") => {}
+            Ok("off") => return Ok(None),
+            Ok(other) => return Err(format!("KEEP must be on or off, not {other:?}")),
+        }
+        let default = KeepConfig::default();
+        Ok(Some(KeepConfig {
+            data_dir: std::env::var_os("DATA_DIR")
+                .map(PathBuf::from)
+                .unwrap_or(default.data_dir),
+            max_rooms: number("KEEP_MAX_ROOMS", default.max_rooms as u64)? as usize,
+            max_room_bytes: number("KEEP_MAX_ROOM_BYTES", default.max_room_bytes)?,
+            max_disk_bytes: number("KEEP_MAX_DISK_BYTES", default.max_disk_bytes)?,
+            idle: Duration::from_millis(number("KEEP_IDLE_MS", 60_000)?),
+            max_loaded: number("KEEP_MAX_LOADED", default.max_loaded as u64)? as usize,
+            compact_after: number("KEEP_COMPACT_AFTER", default.compact_after as u64)? as usize,
+        }))
+    }
+}
+
+/// Why the room peer does not (or no longer) keep a room for a page: sent
+/// to the page as `{"type":"unkeep","reason"}`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeepError {
+    #[error("the server keeps at most {max} rooms (KEEP_MAX_ROOMS) and keeps no new one")]
+    TooManyRooms { max: usize },
+    #[error("this room takes {bytes} bytes on the server, its limit is {max} (KEEP_MAX_ROOM_BYTES): the server keeps no more of it")]
+    RoomTooLarge { bytes: u64, max: u64 },
+    #[error("the server's rooms take {bytes} bytes, the limit is {max} (KEEP_MAX_DISK_BYTES): it keeps no more")]
+    DiskFull { bytes: u64, max: u64 },
+    #[error("the server has {max} rooms in memory, the most it keeps loaded (KEEP_MAX_LOADED)")]
+    TooManyLoaded { max: usize },
+    #[error("the server cannot store this room: {0}")]
+    Store(String),
+    #[error("closed by the server peer: {0}")]
+    Closed(String),
+}
+
+impl KeepError {
+    /// Its name as a metric label.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            KeepError::TooManyRooms { .. } => "too_many_rooms",
+            KeepError::RoomTooLarge { .. } => "room_too_large",
+            KeepError::DiskFull { .. } => "disk_full",
+            KeepError::TooManyLoaded { .. } => "too_many_loaded",
+            KeepError::Store(_) => "store",
+            KeepError::Closed(_) => "closed",
+        }
+    }
+}

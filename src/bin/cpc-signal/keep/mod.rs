@@ -1,0 +1,277 @@
+//! The always-on room peer: for each room that pages join, a `SyncNode`
+//! on the server, durable in a redb database under `DATA_DIR`, reached
+//! over the page's own `/signal` WebSocket (binary messages are sync
+//! frames between the page and this peer; `{"type":"keep","peer"}` tells
+//! the page the link is up). It is an ordinary peer of the room, with its
+//! own identity: it verifies what it takes, signs nothing of its own
+//! (it never writes), and is bounded and penalized like a browser peer.
+//!
+//! Rooms with a secret (`secret-...` ids) are not kept: the server never
+//! holds their state, in the clear or otherwise.
+//!
+//! Each loaded room is a thread of its own (`room.rs`: a `SyncNode` is not
+//! `Send`, its reconcile handler being the app's closure) fed through a
+//! bounded channel;
+//! a room with no page for `KEEP_IDLE_MS` is unloaded, and loaded from
+//! disk on the next join.
+
+mod config;
+mod identity;
+mod room;
+mod stats;
+mod store;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use cpc_sync::protocol::{Identity, PeerId};
+use tokio::sync::{mpsc, oneshot};
+
+pub use config::{KeepConfig, KeepError};
+use room::Command;
+use stats::Counters;
+pub use stats::{readings, KeepStats};
+
+/// Commands waiting for one room at most: a page whose frames come faster
+/// than the room takes them waits (and so stops reading its socket).
+const QUEUE: usize = 256;
+
+/// How many times an attach meets a room being unloaded before it gives up.
+const ATTACH_TRIES: usize = 3;
+
+/// Whether a room name is a room with a secret (see
+/// `cpc_sync::protocol::room`): such rooms are never kept.
+pub fn is_secret(room: &str) -> bool {
+    room.starts_with("secret-")
+}
+
+/// The bytes each stored room takes on disk, by file.
+#[derive(Default)]
+struct Disk {
+    files: HashMap<String, u64>,
+    total: u64,
+}
+
+impl Disk {
+    fn set(&mut self, file: &str, bytes: u64) {
+        let old = self.files.insert(file.to_string(), bytes).unwrap_or(0);
+        self.total = self.total - old + bytes;
+    }
+}
+
+/// Every kept room.
+pub struct Keep {
+    config: KeepConfig,
+    identity: Identity,
+    loaded: Mutex<HashMap<String, mpsc::Sender<Command>>>,
+    disk: Mutex<Disk>,
+    next_link: AtomicU64,
+    counters: Counters,
+}
+
+/// A page's link to its room's peer; dropping it detaches the page.
+pub struct Tunnel {
+    to: mpsc::Sender<Command>,
+    page: PeerId,
+    link: u64,
+}
+
+impl Tunnel {
+    /// A frame from the page. Waits while the room is busy.
+    pub async fn frame(&self, bytes: Vec<u8>) {
+        let command = Command::Frame {
+            page: self.page,
+            link: self.link,
+            bytes,
+        };
+        let _ = self.to.send(command).await;
+    }
+}
+
+impl Drop for Tunnel {
+    fn drop(&mut self) {
+        let detach = Command::Detach {
+            page: self.page,
+            link: self.link,
+        };
+        if let Err(mpsc::error::TrySendError::Full(detach)) = self.to.try_send(detach) {
+            let to = self.to.clone();
+            tokio::spawn(async move { to.send(detach).await });
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Keep {
+    /// Opens `DATA_DIR`: its identity (made on first start) and what rooms
+    /// it holds.
+    pub fn open(config: KeepConfig) -> Result<Keep, String> {
+        let rooms = config.data_dir.join("rooms");
+        std::fs::create_dir_all(&rooms)
+            .map_err(|e| format!("cannot create {}: {e}", rooms.display()))?;
+        let identity = identity::load_or_create(&config.data_dir)?;
+        let mut disk = Disk::default();
+        let listing = std::fs::read_dir(&rooms)
+            .map_err(|e| format!("cannot read {}: {e}", rooms.display()))?;
+        for entry in listing.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(file) = name.strip_suffix(".redb") {
+                disk.set(file, store::file_bytes(&entry.path()));
+            }
+        }
+        Ok(Keep {
+            config,
+            identity,
+            loaded: Mutex::default(),
+            disk: Mutex::new(disk),
+            next_link: AtomicU64::new(1),
+            counters: Counters::default(),
+        })
+    }
+
+    /// The room peer's id (the same in every room).
+    pub fn peer(&self) -> PeerId {
+        self.identity.peer()
+    }
+
+    /// The counters now, for `/metrics`.
+    pub fn stats(&self) -> KeepStats {
+        let loaded = lock(&self.loaded).len() as u64;
+        let (stored, bytes) = {
+            let disk = lock(&self.disk);
+            (disk.files.len() as u64, disk.total)
+        };
+        self.counters.snapshot(loaded, stored, bytes)
+    }
+
+    /// The file a room is kept in (its name hashed: room names may hold
+    /// any character, and be longer than a file name may).
+    fn file_of(room: &str) -> String {
+        blake3::hash(room.as_bytes()).to_hex()[..32].to_string()
+    }
+
+    fn path_of(&self, file: &str) -> PathBuf {
+        self.config
+            .data_dir
+            .join("rooms")
+            .join(format!("{file}.redb"))
+    }
+
+    /// Links `page` (a member of `room`, on the socket of `outbox`) to the
+    /// room's peer, loading the room first if it is not loaded.
+    pub async fn attach(
+        self: &Arc<Self>,
+        room: &str,
+        page: PeerId,
+        outbox: Arc<crate::signaling::Outbox>,
+    ) -> Result<Tunnel, KeepError> {
+        for _ in 0..ATTACH_TRIES {
+            let to = self.room(room).inspect_err(|e| self.counters.refused(e))?;
+            let link = self.next_link.fetch_add(1, Relaxed);
+            let (reply, answer) = oneshot::channel();
+            let attach = Command::Attach {
+                page,
+                link,
+                outbox: outbox.clone(),
+                reply,
+            };
+            if to.send(attach).await.is_err() {
+                continue; // unloaded meanwhile: load it again
+            }
+            match answer.await {
+                Ok(Ok(())) => return Ok(Tunnel { to, page, link }),
+                Ok(Err(e)) => {
+                    self.counters.refused(&e);
+                    return Err(e);
+                }
+                Err(_) => continue,
+            }
+        }
+        Err(KeepError::Closed(
+            "the room was being unloaded; join again".into(),
+        ))
+    }
+
+    /// The loaded room's queue; a room not loaded is loaded, within the
+    /// limits.
+    fn room(self: &Arc<Self>, room: &str) -> Result<mpsc::Sender<Command>, KeepError> {
+        let mut loaded = lock(&self.loaded);
+        if let Some(to) = loaded.get(room) {
+            return Ok(to.clone());
+        }
+        if loaded.len() >= self.config.max_loaded {
+            return Err(KeepError::TooManyLoaded {
+                max: self.config.max_loaded,
+            });
+        }
+        let file = Keep::file_of(room);
+        {
+            let disk = lock(&self.disk);
+            let config = &self.config;
+            match disk.files.get(&file) {
+                None if disk.files.len() >= config.max_rooms => {
+                    return Err(KeepError::TooManyRooms {
+                        max: config.max_rooms,
+                    })
+                }
+                None if disk.total >= config.max_disk_bytes => {
+                    return Err(KeepError::DiskFull {
+                        bytes: disk.total,
+                        max: config.max_disk_bytes,
+                    })
+                }
+                Some(&bytes) if bytes >= config.max_room_bytes => {
+                    return Err(KeepError::RoomTooLarge {
+                        bytes,
+                        max: config.max_room_bytes,
+                    })
+                }
+                _ => {}
+            }
+        }
+        let (to, from) = mpsc::channel(QUEUE);
+        room::spawn(self.clone(), room.to_string(), file, from)?;
+        loaded.insert(room.to_string(), to.clone());
+        Ok(to)
+    }
+
+    /// Unloads `room` unless a command waits for it: `Err` gives the room
+    /// back. Under the lock, so that a new load of the room waits until
+    /// this one's database is closed.
+    fn unload<R>(&self, room: &str, queue: &mpsc::Receiver<Command>, state: R) -> Result<(), R> {
+        let mut loaded = lock(&self.loaded);
+        if !queue.is_empty() {
+            return Err(state);
+        }
+        loaded.remove(room);
+        drop(state);
+        self.counters.unloads.fetch_add(1, Relaxed);
+        Ok(())
+    }
+
+    /// Drops `room` from the loaded ones whatever waits (it failed), and
+    /// its `state` with the lock held, as [`unload`](Self::unload) does: a
+    /// join meanwhile must not open the database before this one closes.
+    fn forget<R>(&self, room: &str, state: R) {
+        let mut loaded = lock(&self.loaded);
+        loaded.remove(room);
+        drop(state);
+    }
+
+    fn set_bytes(&self, file: &str, bytes: u64) {
+        lock(&self.disk).set(file, bytes);
+    }
+
+    fn stored_rooms(&self) -> usize {
+        lock(&self.disk).files.len()
+    }
+
+    fn disk_total(&self) -> u64 {
+        lock(&self.disk).total
+    }
+}

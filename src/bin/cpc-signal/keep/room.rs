@@ -1,0 +1,395 @@
+//! One kept room: its `SyncNode`, its database and the pages linked to it,
+//! run as one task. The node's outputs are carried out as the browser
+//! peer carries them out, with one rule more: every write a drain of
+//! outputs asks for is committed, in one transaction, before any frame of
+//! that drain goes out. So nothing the room peer sends (a relayed event,
+//! a digest whose clock covers an event) reflects an event that is not on
+//! disk: what it acknowledged survives a `kill -9`.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cpc_sync::protocol::signal::ServerMessage;
+use cpc_sync::protocol::sync::{Output, Persist, SyncConfig, SyncNode, VERIFY_WINDOW_MS};
+use cpc_sync::protocol::{EngineConfig, PeerId};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::store::{Store, StoreError, Stored};
+use super::{Keep, KeepError};
+use crate::signaling::{Outbox, Refused};
+
+/// Commands taken together before the outputs are carried out: the
+/// events of many frames share one commit.
+const BATCH: usize = 64;
+
+pub enum Command {
+    Attach {
+        page: PeerId,
+        link: u64,
+        outbox: Arc<Outbox>,
+        reply: oneshot::Sender<Result<(), KeepError>>,
+    },
+    Frame {
+        page: PeerId,
+        link: u64,
+        bytes: Vec<u8>,
+    },
+    Detach {
+        page: PeerId,
+        link: u64,
+    },
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn random<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    // Seeds of a hash table and of handshake nonces (the room has no
+    // secret, so no handshake): zeros only weaken the table's seed.
+    let _ = getrandom::fill(&mut bytes);
+    bytes
+}
+
+impl From<StoreError> for KeepError {
+    fn from(e: StoreError) -> KeepError {
+        KeepError::Store(e.to_string())
+    }
+}
+
+struct Room {
+    keep: Arc<Keep>,
+    name: String,
+    file: String,
+    node: SyncNode,
+    /// `None` until the room's first write: a room that is only joined
+    /// takes no file (nor a place among `KEEP_MAX_ROOMS`).
+    store: Option<Store>,
+    bytes: u64,
+    pages: HashMap<PeerId, (u64, Arc<Outbox>)>,
+}
+
+/// Starts the room `name` (kept in `file`) on a thread of its own, with a
+/// runtime of its own for its timers; it runs until it is unloaded.
+pub fn spawn(
+    keep: Arc<Keep>,
+    name: String,
+    file: String,
+    queue: mpsc::Receiver<Command>,
+) -> Result<(), KeepError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| KeepError::Store(format!("no runtime for the room: {e}")))?;
+    std::thread::Builder::new()
+        .name("cpc-keep-room".into())
+        .spawn(move || runtime.block_on(run(keep, name, file, queue)))
+        .map_err(|e| KeepError::Store(format!("no thread for the room: {e}")))?;
+    Ok(())
+}
+
+/// Runs the room until it is unloaded. Blocking calls (the store's) block
+/// only this room's thread.
+async fn run(keep: Arc<Keep>, name: String, file: String, mut queue: mpsc::Receiver<Command>) {
+    let opened = Room::open(&keep, &name, file);
+    let mut room = match opened {
+        Ok(room) => room,
+        Err(e) => {
+            eprintln!("cpc-signal: keep: room {name:?} not loaded: {e}");
+            keep.forget(&name, ());
+            return refuse_queued(queue, e);
+        }
+    };
+    keep.counters.loads.fetch_add(1, Relaxed);
+    let mut idle_since: Option<Instant> = None;
+    loop {
+        let wake = room.node.next_timer().saturating_sub(now_ms());
+        let idle_at = idle_since.map(|since| since + keep.config.idle);
+        tokio::select! {
+            command = queue.recv() => {
+                let Some(command) = command else { break };
+                room.take(command);
+                for _ in 0..BATCH {
+                    match queue.try_recv() {
+                        Ok(command) => room.take(command),
+                        Err(_) => break,
+                    }
+                }
+            }
+            () = tokio::time::sleep(Duration::from_millis(wake)) => room.node.tick(now_ms()),
+            () = sleep_until(idle_at), if idle_at.is_some() => {
+                match keep.unload(&name, &queue, room) {
+                    Ok(()) => {
+                        release_memory();
+                        return refuse_queued(queue, KeepError::Closed("unloaded".into()));
+                    }
+                    Err(back) => room = back,
+                }
+            }
+        }
+        if let Err(e) = room.carry_out() {
+            eprintln!("cpc-signal: keep: room {name:?} unloaded: {e}");
+            keep.counters.refused(&e);
+            room.hang_up_all(&e);
+            keep.forget(&name, room);
+            // Joins queued meanwhile load the room again (and are told
+            // only if they too would pass a limit).
+            return refuse_queued(queue, KeepError::Closed("unloaded".into()));
+        }
+        if room.pages.is_empty() {
+            idle_since.get_or_insert_with(Instant::now);
+        } else {
+            idle_since = None;
+        }
+    }
+}
+
+/// Gives what an unloaded room freed back to the system: glibc keeps it in
+/// the arena of the thread that ran the room (a room of 100k entities left
+/// 100 MiB resident after it unloaded; BENCHMARKS.md, "Issue 18").
+fn release_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `malloc_trim` only returns free memory of glibc's heap to
+    // the system; it takes no pointer and is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The room is gone: attaches still queued get `error` (an attach that
+/// finds its reply dropped tries again, and loads the room anew).
+fn refuse_queued(mut queue: mpsc::Receiver<Command>, error: KeepError) {
+    queue.close();
+    while let Ok(command) = queue.try_recv() {
+        if let Command::Attach { reply, .. } = command {
+            if !matches!(error, KeepError::Closed(_)) {
+                let _ = reply.send(Err(error.clone()));
+            }
+        }
+    }
+}
+
+impl Room {
+    fn open(keep: &Arc<Keep>, name: &str, file: String) -> Result<Room, KeepError> {
+        let path = keep.path_of(&file);
+        let (store, stored) = if path.exists() {
+            let (store, stored) = Store::open(&path, name)?;
+            (Some(store), stored)
+        } else {
+            (None, Stored::default())
+        };
+        let identity = keep.identity.clone();
+        let engine = EngineConfig {
+            hash_seed: u64::from_le_bytes(random()),
+            ..EngineConfig::default()
+        };
+        let sync = SyncConfig {
+            identity: Some(identity.clone()),
+            durable: true,
+            nonce_seed: random(),
+            verify_window_ms: Some(VERIFY_WINDOW_MS),
+            compact_after: keep.config.compact_after,
+            ..SyncConfig::default()
+        };
+        let node = SyncNode::restore(
+            identity.peer(),
+            engine,
+            sync,
+            stored.snapshot.as_deref(),
+            stored.events,
+        )
+        .map_err(|e| KeepError::Store(format!("the stored snapshot does not load: {e}")))?;
+        let bytes = store.as_ref().map_or(0, Store::bytes);
+        if store.is_some() {
+            keep.set_bytes(&file, bytes);
+        }
+        Ok(Room {
+            keep: keep.clone(),
+            name: name.to_string(),
+            file,
+            node,
+            store,
+            bytes,
+            pages: HashMap::new(),
+        })
+    }
+
+    fn take(&mut self, command: Command) {
+        let now = now_ms();
+        match command {
+            Command::Attach {
+                page,
+                link,
+                outbox,
+                reply,
+            } => {
+                if self.pages.remove(&page).is_some() {
+                    // A reloaded tab, on a new socket.
+                    self.node.disconnect(page);
+                } else {
+                    self.keep.counters.links.fetch_add(1, Relaxed);
+                }
+                let server = self.node.peer();
+                let hello = ServerMessage::Keep {
+                    peer: server.to_string(),
+                };
+                // Before any frame of the link, on the same socket.
+                let _ = outbox.push(hello.to_text());
+                self.pages.insert(page, (link, outbox));
+                self.node.connect(page, now);
+                let _ = reply.send(Ok(()));
+            }
+            Command::Frame { page, link, bytes } => {
+                if self.pages.get(&page).is_some_and(|(l, _)| *l == link) {
+                    self.keep.counters.frames_in.fetch_add(1, Relaxed);
+                    self.node.receive_frame(page, &bytes, now);
+                }
+            }
+            Command::Detach { page, link } => {
+                if self.pages.get(&page).is_some_and(|(l, _)| *l == link) {
+                    self.pages.remove(&page);
+                    self.keep.counters.links.fetch_sub(1, Relaxed);
+                    self.node.disconnect(page);
+                }
+            }
+        }
+    }
+
+    /// Carries out the node's outputs: what they ask to persist first, in
+    /// one commit, then what they send. `Err`: the store refused (a limit,
+    /// or the disk): nothing of this drain was sent.
+    fn carry_out(&mut self) -> Result<(), KeepError> {
+        loop {
+            let outputs = self.node.take_outputs();
+            if outputs.is_empty() {
+                return Ok(());
+            }
+            let mut writes = Vec::new();
+            let mut last = None;
+            let mut rest = Vec::new();
+            for output in outputs {
+                match output {
+                    Output::Persist { token, write } => {
+                        writes.push(write);
+                        last = Some(token);
+                    }
+                    other => rest.push(other),
+                }
+            }
+            if let Some(token) = last {
+                self.commit(&writes)?;
+                self.node.persisted(token);
+            }
+            for output in rest {
+                match output {
+                    Output::Send { to, frame } => self.send(to, frame),
+                    Output::Close { peer, reason } => {
+                        self.hang_up(peer, &KeepError::Closed(reason));
+                    }
+                    Output::Rejected { .. } => {
+                        self.keep.counters.rejected.fetch_add(1, Relaxed);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn commit(&mut self, writes: &[Persist]) -> Result<(), KeepError> {
+        let adding: u64 = writes
+            .iter()
+            .map(|w| match w {
+                Persist::Events(events) => events.iter().map(|e| e.approx_size() as u64).sum(),
+                Persist::Snapshot(bytes) => bytes.len() as u64,
+            })
+            .sum();
+        let config = &self.keep.config;
+        if self.bytes + adding > config.max_room_bytes {
+            return Err(KeepError::RoomTooLarge {
+                bytes: self.bytes,
+                max: config.max_room_bytes,
+            });
+        }
+        let total = self.keep.disk_total();
+        if total + adding > config.max_disk_bytes {
+            return Err(KeepError::DiskFull {
+                bytes: total,
+                max: config.max_disk_bytes,
+            });
+        }
+        let store = match &mut self.store {
+            Some(store) => store,
+            None => {
+                let (stored, max) = (self.keep.stored_rooms(), config.max_rooms);
+                if stored >= max {
+                    return Err(KeepError::TooManyRooms { max });
+                }
+                let path = self.keep.path_of(&self.file);
+                let (store, _) = Store::open(&path, &self.name)?;
+                self.store.insert(store)
+            }
+        };
+        store.commit(writes)?;
+        let events: usize = writes
+            .iter()
+            .map(|w| match w {
+                Persist::Events(events) => events.len(),
+                Persist::Snapshot(_) => 0,
+            })
+            .sum();
+        let counters = &self.keep.counters;
+        counters.commits.fetch_add(1, Relaxed);
+        counters.events_persisted.fetch_add(events as u64, Relaxed);
+        self.bytes = store.bytes();
+        self.keep.set_bytes(&self.file, self.bytes);
+        Ok(())
+    }
+
+    fn send(&mut self, to: PeerId, frame: Vec<u8>) {
+        let Some((_, outbox)) = self.pages.get(&to) else {
+            return;
+        };
+        match outbox.push_frame(frame) {
+            Ok(()) => {
+                self.keep.counters.frames_out.fetch_add(1, Relaxed);
+            }
+            // As a data channel whose queue overflows: the page is not
+            // reading; it links again when it joins again.
+            Err(Refused::Full) => {
+                let why = "the page is not reading its frames".to_string();
+                self.hang_up(to, &KeepError::Closed(why));
+            }
+            Err(Refused::Closed) => {} // its detach follows
+        }
+    }
+
+    /// Unlinks `page`, telling it why.
+    fn hang_up(&mut self, page: PeerId, why: &KeepError) {
+        if let Some((_, outbox)) = self.pages.remove(&page) {
+            self.keep.counters.links.fetch_sub(1, Relaxed);
+            let reason = why.to_string();
+            let _ = outbox.push(ServerMessage::Unkeep { reason }.to_text());
+        }
+        self.node.disconnect(page);
+    }
+
+    fn hang_up_all(&mut self, why: &KeepError) {
+        let pages: Vec<PeerId> = self.pages.keys().copied().collect();
+        for page in pages {
+            self.hang_up(page, why);
+        }
+    }
+}

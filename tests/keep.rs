@@ -1,0 +1,663 @@
+//! The room peer of `cpc-signal` (`KEEP`), against a real server process
+//! and a real redb database on disk, with clients that are real
+//! `SyncNode`s speaking over the `/signal` WebSocket as pages do: what it
+//! keeps survives a restart and a `kill -9` mid-write, idle rooms unload
+//! and load again, its limits refuse with clear reasons, and bad input is
+//! refused and counted without reaching the disk.
+//!
+//! `cargo test --features server --test keep`.
+
+mod common;
+mod server;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use cpc_sync::protocol::signal::{ClientMessage, ServerMessage};
+use cpc_sync::protocol::sync::wire::{self, Decoded, Message as WireMessage, PROTOCOL_VERSION};
+use cpc_sync::protocol::sync::{LocalWrite, Output, SyncConfig, SyncNode};
+use cpc_sync::protocol::testing::Rng;
+use cpc_sync::protocol::{
+    EngineConfig, Identity, JsonValue, PeerId, ReconciliationEngine, VectorClock,
+};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+use server::{Server, Ws};
+
+/// A wait for a link to reach what a test expects: beyond it the test
+/// fails (a bound on a hang, not a measure of speed).
+const BUDGET: Duration = Duration::from_secs(60);
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A data directory of its own, removed on drop.
+struct DataDir(PathBuf);
+
+impl DataDir {
+    fn new(test: &str) -> DataDir {
+        let dir = std::env::temp_dir().join(format!("cpc-keep-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        DataDir(dir)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().expect("a UTF-8 temp dir")
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn keeping(data: &DataDir, more: &[(&str, &str)]) -> Server {
+    let mut env = vec![("KEEP", "on"), ("DATA_DIR", data.path())];
+    env.extend_from_slice(more);
+    Server::start(&env)
+}
+
+/// A client that joins a room as a page does and syncs with the room's
+/// peer over the socket.
+struct Page {
+    ws: Ws,
+    node: SyncNode,
+    /// The room peer, once linked.
+    keeper: Option<PeerId>,
+    /// Why the room peer would not keep the room, or hung up.
+    unkept: Option<String>,
+    /// The room peer's last digest: what it acknowledges having (it sends
+    /// nothing that reflects an event before the event is on its disk).
+    acked: VectorClock,
+}
+
+impl Page {
+    async fn join(server: &Server, identity: Identity, room: &str) -> Page {
+        let mut ws = server.connect(None).await.expect("connect");
+        let nonce = match next_text(&mut ws).await {
+            Some(ServerMessage::Hello { nonce }) => nonce,
+            other => panic!("expected a hello, got {other:?}"),
+        };
+        let join = ClientMessage::join(&identity, &nonce, room);
+        ws.send(Message::Text(join.to_text().into()))
+            .await
+            .expect("join");
+        let engine = ReconciliationEngine::new(identity.peer(), EngineConfig::default());
+        let config = SyncConfig {
+            identity: Some(identity),
+            ..SyncConfig::default()
+        };
+        let mut page = Page {
+            ws,
+            node: SyncNode::new(engine, config),
+            keeper: None,
+            unkept: None,
+            acked: VectorClock::new(),
+        };
+        // Until the room peer links, or says it will not.
+        while page.keeper.is_none() && page.unkept.is_none() {
+            match next_text(&mut page.ws).await {
+                Some(message) => page.hear(message),
+                None => panic!("the socket closed before the room peer answered"),
+            }
+        }
+        page
+    }
+
+    /// Takes the same node to another server (after a restart).
+    async fn rejoin(mut self, server: &Server, identity: Identity, room: &str) -> Page {
+        let mut fresh = Page::join(server, identity, room).await;
+        if let Some(old) = self.keeper {
+            self.node.disconnect(old);
+        }
+        if let Some(keeper) = fresh.keeper {
+            self.node.connect(keeper, now_ms());
+        }
+        fresh.node = self.node;
+        fresh.acked = VectorClock::new();
+        fresh
+    }
+
+    fn hear(&mut self, message: ServerMessage) {
+        match message {
+            ServerMessage::Keep { peer } => {
+                let peer: PeerId = peer.parse().expect("the room peer's id");
+                self.keeper = Some(peer);
+                self.node.connect(peer, now_ms());
+            }
+            ServerMessage::Unkeep { reason } => {
+                if let Some(keeper) = self.keeper.take() {
+                    self.node.disconnect(keeper);
+                }
+                self.unkept = Some(reason);
+            }
+            _ => {}
+        }
+    }
+
+    fn me(&self) -> PeerId {
+        self.node.peer()
+    }
+
+    /// Writes `count` registers under `prefix`.
+    fn write(&mut self, prefix: &str, count: usize) {
+        for i in 0..count {
+            let key = format!("{prefix}/{i}");
+            let value = JsonValue::parse(&format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(40)))
+                .expect("json");
+            self.node
+                .apply(LocalWrite::Set { key, value }, now_ms())
+                .expect("write");
+        }
+    }
+
+    /// How many of `origin`'s events the room peer said it has.
+    fn acknowledged(&self, origin: PeerId) -> u64 {
+        self.acked.get(origin)
+    }
+
+    /// Sends what the node has to send.
+    async fn flush(&mut self) -> bool {
+        for output in self.node.take_outputs() {
+            if let Output::Send { frame, .. } = output {
+                if self.ws.send(Message::Binary(frame.into())).await.is_err() {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Runs the link until `done`, or the socket ends, or the budget.
+    async fn run_until(&mut self, mut done: impl FnMut(&mut Page) -> bool) -> bool {
+        let deadline = Instant::now() + BUDGET;
+        loop {
+            if !self.flush().await {
+                return false;
+            }
+            if done(self) {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            let wait = self.node.next_timer().saturating_sub(now_ms()).clamp(1, 50);
+            match tokio::time::timeout(Duration::from_millis(wait), self.ws.next()).await {
+                Err(_) => self.node.tick(now_ms()),
+                Ok(Some(Ok(Message::Binary(frame)))) => {
+                    let Some(keeper) = self.keeper else {
+                        panic!("a frame from no room peer")
+                    };
+                    if let Ok(Decoded::Message(WireMessage::Digest { clock, .. })) =
+                        wire::decode(&frame)
+                    {
+                        self.acked = clock;
+                    }
+                    self.node.receive_frame(keeper, &frame, now_ms());
+                }
+                Ok(Some(Ok(Message::Text(text)))) => {
+                    if let Ok(message) = serde_json::from_str(&text) {
+                        self.hear(message);
+                    }
+                }
+                Ok(Some(Ok(_))) => {}
+                Ok(None | Some(Err(_))) => return false,
+            }
+        }
+    }
+
+    /// Writes batches of 1,000 registers, each acknowledged, until the room
+    /// peer hangs up; its reason.
+    async fn fill(&mut self) -> String {
+        let me = self.me();
+        let mut round = 0;
+        while self.unkept.is_none() {
+            self.write(&format!("big{round}"), 1000);
+            round += 1;
+            let written = self.node.engine().clock().get(me);
+            let settled = self
+                .run_until(|p| p.unkept.is_some() || p.acknowledged(me) >= written)
+                .await;
+            assert!(settled, "neither acknowledged nor refused");
+        }
+        self.unkept.clone().unwrap_or_default()
+    }
+
+    /// Runs the link until this page has all the room peer has.
+    async fn catch_up(&mut self) -> bool {
+        self.run_until(|p| {
+            let Some(keeper) = p.keeper else { return false };
+            let mine = p.node.engine().clock().clone();
+            p.node
+                .remote_view(keeper)
+                .is_some_and(|(theirs, _)| mine.descends(theirs))
+        })
+        .await
+    }
+}
+
+/// Bytes `room` takes on disk once written to (a server of its own writes
+/// one event there, then is killed); the room stays in `data`.
+async fn one_room_on_disk(data: &DataDir, room: &str) -> u64 {
+    let mut probe = keeping(data, &[]);
+    let mut page = Page::join(&probe, Identity::from_seed(40), room).await;
+    page.write("first", 1);
+    let me = page.me();
+    assert!(page.run_until(|p| p.acknowledged(me) >= 1).await);
+    let bytes = probe.reading("cpc_signal_keep_disk_bytes").await;
+    probe.kill();
+    bytes
+}
+
+async fn next_text(ws: &mut Ws) -> Option<ServerMessage> {
+    loop {
+        match tokio::time::timeout(BUDGET, ws.next()).await.ok()?? {
+            Ok(Message::Text(text)) => return serde_json::from_str(&text).ok(),
+            Ok(Message::Binary(_)) | Ok(Message::Ping(_)) | Ok(Message::Pong(_)) => {}
+            _ => return None,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_outlives_its_pages_and_the_server_restarts_from_disk() {
+    let data = DataDir::new("restart");
+    // The log folds into a snapshot every 200 events: the restart loads a
+    // snapshot and the events after it.
+    let folding = [("KEEP_COMPACT_AFTER", "200")];
+    let mut server = keeping(&data, &folding);
+    let writer_id = Identity::from_seed(11);
+    let mut writer = Page::join(&server, writer_id, "notes").await;
+    assert!(writer.keeper.is_some(), "{:?}", writer.unkept);
+    writer.write("note", 500);
+    let me = writer.me();
+    assert!(writer.run_until(|p| p.acknowledged(me) >= 500).await);
+    let digest = writer.node.digest();
+    drop(writer);
+    server.kill();
+
+    let server = keeping(&data, &folding);
+    let mut reader = Page::join(&server, Identity::from_seed(12), "notes").await;
+    assert!(reader.catch_up().await);
+    assert_eq!(reader.node.engine().clock().get(me), 500);
+    assert_eq!(reader.node.digest(), digest);
+    assert!(server.reading("cpc_signal_keep_rooms_stored").await >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_write_loses_nothing_the_room_peer_acknowledged() {
+    let seed = common::seed("kill_9_mid_write");
+    let mut rng = Rng::new(seed);
+    let kills: usize = std::env::var("CPC_KEEP_KILLS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(5);
+    let data = DataDir::new("kill9");
+    // Folds happen between kills too: a snapshot replaces the log in the
+    // same kind of transaction.
+    let folding = [("KEEP_COMPACT_AFTER", "1000")];
+    let mut server = keeping(&data, &folding);
+    let writer_id = Identity::from_seed(21);
+    let mut writer = Page::join(&server, writer_id.clone(), "crash").await;
+    let me = writer.me();
+    for round in 0..kills {
+        // Bursts of writes, the link run between them; the server dies
+        // right after a random one, its commit likely in flight.
+        let bursts = 3 + rng.below(30);
+        for burst in 0..bursts {
+            writer.write(&format!("r{round}/b{burst}"), 1 + rng.below(200));
+            let until = now_ms() + 20 + rng.below(80) as u64;
+            writer.run_until(|_| now_ms() >= until).await;
+        }
+        writer.flush().await;
+        let acknowledged = writer.acknowledged(me);
+        server.kill();
+        println!(
+            "round {round}: killed with {} written, {acknowledged} acknowledged",
+            writer.node.engine().clock().get(me)
+        );
+
+        server = keeping(&data, &folding);
+        let mut reader =
+            Page::join(&server, Identity::from_seed(1000 + round as u64), "crash").await;
+        assert!(
+            reader.catch_up().await,
+            "round {round}: the reader did not catch up"
+        );
+        let kept = reader.node.engine().clock().get(me);
+        assert!(
+            kept >= acknowledged,
+            "round {round} (seed {seed}): {acknowledged} acknowledged, {kept} kept"
+        );
+        writer = writer.rejoin(&server, writer_id.clone(), "crash").await;
+    }
+    // And the writer's last events all reach the restarted peer.
+    let written = writer.node.engine().clock().get(me);
+    assert!(writer.run_until(|p| p.acknowledged(me) >= written).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_room_is_unloaded_then_loaded_on_the_next_join() {
+    let data = DataDir::new("idle");
+    let server = keeping(&data, &[("KEEP_IDLE_MS", "100")]);
+    let mut writer = Page::join(&server, Identity::from_seed(31), "idle").await;
+    let me = writer.me();
+    writer.write("k", 50);
+    assert!(writer.run_until(|p| p.acknowledged(me) >= 50).await);
+    drop(writer);
+    let deadline = Instant::now() + BUDGET;
+    while server.reading("cpc_signal_keep_unloads_total").await < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the idle room was never unloaded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(server.reading("cpc_signal_keep_rooms_loaded").await, 0);
+    let mut reader = Page::join(&server, Identity::from_seed(32), "idle").await;
+    assert!(reader.catch_up().await);
+    assert_eq!(reader.node.engine().clock().get(me), 50);
+    assert_eq!(server.reading("cpc_signal_keep_loads_total").await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_refuse_new_rooms_and_full_rooms_with_a_clear_reason() {
+    let data = DataDir::new("limits");
+    // What a new room's database takes, to set the limit just above.
+    let empty = one_room_on_disk(&data, "one").await;
+    let max_room = (empty + 500_000).to_string();
+    let server = keeping(
+        &data,
+        &[("KEEP_MAX_ROOMS", "1"), ("KEEP_MAX_ROOM_BYTES", &max_room)],
+    );
+    let mut first = Page::join(&server, Identity::from_seed(41), "one").await;
+    assert!(first.keeper.is_some());
+    let other = Page::join(&server, Identity::from_seed(42), "two").await;
+    let reason = other.unkept.expect("a second room is refused");
+    assert!(reason.contains("at most 1 rooms"), "{reason}");
+    // A room that grows past its bytes is cut off, and stays so.
+    let reason = first.fill().await;
+    assert!(reason.contains("KEEP_MAX_ROOM_BYTES"), "{reason}");
+    // Refused at the join when the file is at the limit already, else at
+    // the first write that would pass it.
+    let mut again = Page::join(&server, Identity::from_seed(43), "one").await;
+    let reason = match again.unkept.clone() {
+        Some(reason) => reason,
+        None => again.fill().await,
+    };
+    assert!(reason.contains("KEEP_MAX_ROOM_BYTES"), "{reason}");
+    assert!(
+        server
+            .reading("cpc_signal_keep_refused_total{reason=\"room_too_large\"}")
+            .await
+            >= 2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_frames_are_refused_counted_and_cut_off_and_a_secret_room_is_never_kept() {
+    let data = DataDir::new("bad");
+    let server = keeping(&data, &[]);
+    let mut page = Page::join(&server, Identity::from_seed(51), "bad").await;
+    assert!(page.keeper.is_some());
+    // Frames of this protocol version that fail their checksum: a point
+    // each, cut off at 100.
+    for i in 0..150u32 {
+        let mut frame = vec![PROTOCOL_VERSION, 0];
+        frame.extend_from_slice(&i.to_le_bytes());
+        frame.extend_from_slice(&[7; 8]);
+        if page.ws.send(Message::Binary(frame.into())).await.is_err() {
+            break;
+        }
+    }
+    assert!(page.run_until(|p| p.unkept.is_some()).await);
+    let reason = page.unkept.clone().unwrap_or_default();
+    assert!(reason.contains("closed by the server peer"), "{reason}");
+    assert!(server.reading("cpc_signal_keep_rejected_total").await >= 100);
+    assert_eq!(
+        server
+            .reading("cpc_signal_keep_events_persisted_total")
+            .await,
+        0
+    );
+    // A room with a secret goes by an opaque `secret-` id: no room peer
+    // answers there, the server stores nothing of it.
+    let mut secret = server.connect(None).await.expect("connect");
+    let identity = Identity::from_seed(52);
+    let Some(ServerMessage::Hello { nonce }) = next_text(&mut secret).await else {
+        panic!("no hello")
+    };
+    let room = "secret-00112233445566778899aabbccddeeff";
+    let join = ClientMessage::join(&identity, &nonce, room);
+    secret
+        .send(Message::Text(join.to_text().into()))
+        .await
+        .expect("join");
+    secret
+        .send(Message::Text(ClientMessage::Ping.to_text().into()))
+        .await
+        .expect("ping");
+    loop {
+        match next_text(&mut secret).await {
+            Some(ServerMessage::Pong) => break,
+            Some(ServerMessage::Keep { .. } | ServerMessage::Unkeep { .. }) => {
+                panic!("the room peer answered in a secret room")
+            }
+            Some(_) => {}
+            None => panic!("the socket closed"),
+        }
+    }
+    // Joined, never written: no file.
+    assert_eq!(server.reading("cpc_signal_keep_rooms_stored").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_forging_another_origin_is_cut_off_and_nothing_reaches_disk() {
+    let data = DataDir::new("forge");
+    let server = keeping(&data, &[]);
+    let mut mallory = Page::join(&server, Identity::from_seed(61), "forged").await;
+    let victim = Identity::from_seed(62).peer();
+    // Her own sealed events, renamed to be the victim's: the seal no
+    // longer vouches for them (25 points each, cut off at 100).
+    for round in 0..10 {
+        if mallory.unkept.is_some() {
+            break;
+        }
+        mallory.write(&format!("forged{round}"), 3);
+        for output in mallory.node.take_outputs() {
+            let Output::Send { frame, .. } = output else {
+                continue;
+            };
+            let Ok(Decoded::Message(WireMessage::Events(mut events))) = wire::decode(&frame) else {
+                continue;
+            };
+            for event in &mut events {
+                event.id.peer = victim;
+            }
+            for frame in wire::encode(&WireMessage::Events(events), round) {
+                mallory
+                    .ws
+                    .send(Message::Binary(frame.into()))
+                    .await
+                    .expect("send");
+            }
+        }
+        let until = now_ms() + 50;
+        mallory
+            .run_until(|p| p.unkept.is_some() || now_ms() >= until)
+            .await;
+    }
+    assert!(mallory.run_until(|p| p.unkept.is_some()).await);
+    let reason = mallory.unkept.clone().unwrap_or_default();
+    assert!(reason.contains("closed by the server peer"), "{reason}");
+    assert!(server.reading("cpc_signal_keep_rejected_total").await >= 4);
+    // An honest newcomer sees none of it: what reached the disk is
+    // Mallory's own genuine events (anti-entropy fetched them from her
+    // with their true origin), not one in the victim's name.
+    let persisted = server
+        .reading("cpc_signal_keep_events_persisted_total")
+        .await;
+    let mut reader = Page::join(&server, Identity::from_seed(63), "forged").await;
+    assert!(reader.catch_up().await);
+    assert_eq!(reader.node.engine().clock().get(mallory.me()), persisted);
+    assert_eq!(reader.node.engine().clock().get(victim), 0);
+}
+
+/// The figures of BENCHMARKS.md's "Issue 18" (not a check; run it with
+/// `cargo test --release --features server --test keep figures --
+/// --ignored --nocapture`): durable events/s through the room peer, a
+/// newcomer's time to the full state of 100k entities from it, and the
+/// server's memory per loaded and per unloaded room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn figures() {
+    let entities: usize = std::env::var("CPC_KEEP_ENTITIES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(100_000);
+    let data = DataDir::new("figures");
+    let server = keeping(&data, &[("KEEP_IDLE_MS", "300")]);
+    let idle_rss = server.rss_kib();
+
+    // Small rooms: one page each, a write each.
+    const ROOMS: usize = 50;
+    let mut pages = Vec::new();
+    for i in 0..ROOMS {
+        let mut page = Page::join(
+            &server,
+            Identity::from_seed(100 + i as u64),
+            &format!("small{i}"),
+        )
+        .await;
+        page.write("k", 1);
+        let me = page.me();
+        assert!(page.run_until(|p| p.acknowledged(me) >= 1).await);
+        pages.push(page);
+    }
+    let loaded_rss = server.rss_kib();
+    drop(pages);
+    while server.reading("cpc_signal_keep_rooms_loaded").await > 0 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let unloaded_rss = server.rss_kib();
+    println!(
+        "memory: {idle_rss} KiB at start; {ROOMS} small rooms loaded: +{:.0} KiB a room; \
+         unloaded: +{:.1} KiB a room",
+        (loaded_rss.saturating_sub(idle_rss)) as f64 / ROOMS as f64,
+        (unloaded_rss.saturating_sub(idle_rss)) as f64 / ROOMS as f64,
+    );
+
+    // One writer: `entities` registers, in bursts of 1,000 (a page's
+    // burst of writes is one sealed run), acknowledged by digests.
+    let mut writer = Page::join(&server, Identity::from_seed(7), "big").await;
+    let me = writer.me();
+    let before = server.rss_kib();
+    let base = server
+        .reading("cpc_signal_keep_events_persisted_total")
+        .await;
+    let commits = server.reading("cpc_signal_keep_commits_total").await;
+    let started = Instant::now();
+    for burst in 0..entities.div_ceil(1000) {
+        writer.write(&format!("e{burst}"), 1000.min(entities - burst * 1000));
+        writer.flush().await;
+    }
+    let written = writer.node.engine().clock().get(me);
+    // Until the server says they are on disk (polled every 10 ms), then
+    // until its digest acknowledges them (digests go out once a second).
+    while server
+        .reading("cpc_signal_keep_events_persisted_total")
+        .await
+        < base + written as u64
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let durable = started.elapsed();
+    assert!(writer.run_until(|p| p.acknowledged(me) >= written).await);
+    let acknowledged = started.elapsed();
+    println!(
+        "durable: {written} events from one page on disk in {:.2} s: {:.0} events/s, in {} \
+         commits; acknowledged by a digest after {:.2} s",
+        durable.as_secs_f64(),
+        written as f64 / durable.as_secs_f64(),
+        server.reading("cpc_signal_keep_commits_total").await - commits,
+        acknowledged.as_secs_f64(),
+    );
+    let big_rss = server.rss_kib();
+    println!(
+        "memory: the room of {written} entities loaded: +{} KiB",
+        big_rss.saturating_sub(before)
+    );
+    drop(writer);
+    while server.reading("cpc_signal_keep_rooms_loaded").await > 0 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("memory: after it unloaded: {} KiB", server.rss_kib());
+
+    // A newcomer: the room loads from disk, then syncs to the newcomer.
+    let started = Instant::now();
+    let mut newcomer = Page::join(&server, Identity::from_seed(8), "big").await;
+    let linked = started.elapsed();
+    assert!(newcomer.catch_up().await);
+    let took = started.elapsed();
+    assert_eq!(newcomer.node.engine().clock().get(me), written);
+    println!(
+        "newcomer: full state of {written} entities in {:.2} s (the room loaded from disk \
+         and linked in {:.2} s of it)",
+        took.as_secs_f64(),
+        linked.as_secs_f64()
+    );
+    drop(newcomer);
+    for cycle in 0..3 {
+        while server.reading("cpc_signal_keep_rooms_loaded").await > 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        println!(
+            "memory: after it loaded and unloaded again ({cycle}): {} KiB",
+            server.rss_kib()
+        );
+        let mut again = Page::join(&server, Identity::from_seed(9 + cycle), "big").await;
+        assert!(again.catch_up().await);
+    }
+    println!(
+        "disk: {} bytes for the rooms",
+        server.reading("cpc_signal_keep_disk_bytes").await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_disk_limit_cuts_off_a_room_that_would_pass_it_and_keeps_what_was_acknowledged() {
+    let data = DataDir::new("disk");
+    let one_room = one_room_on_disk(&data, "x").await;
+    let max_disk = (one_room + 400_000).to_string();
+    let server = keeping(&data, &[("KEEP_MAX_DISK_BYTES", &max_disk)]);
+    let mut writer = Page::join(&server, Identity::from_seed(81), "x").await;
+    let reason = writer.fill().await;
+    assert!(reason.contains("KEEP_MAX_DISK_BYTES"), "{reason}");
+    let acknowledged = writer.acknowledged(writer.me());
+    assert!(acknowledged > 0, "something fitted before the limit");
+    // What it acknowledged before refusing is there for the next page.
+    let mut reader = Page::join(&server, Identity::from_seed(82), "x").await;
+    assert!(reader.keeper.is_some(), "{:?}", reader.unkept);
+    assert!(reader.catch_up().await);
+    assert!(reader.node.engine().clock().get(writer.me()) >= acknowledged);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_in_memory_are_bounded_and_a_room_that_is_only_joined_takes_no_file() {
+    let data = DataDir::new("loaded");
+    let server = keeping(&data, &[("KEEP_MAX_LOADED", "1")]);
+    let first = Page::join(&server, Identity::from_seed(71), "a").await;
+    assert!(first.keeper.is_some());
+    let second = Page::join(&server, Identity::from_seed(72), "b").await;
+    let reason = second.unkept.expect("a second loaded room is refused");
+    assert!(reason.contains("KEEP_MAX_LOADED"), "{reason}");
+    assert_eq!(server.reading("cpc_signal_keep_rooms_stored").await, 0);
+    // The room in memory still takes its page.
+    let again = Page::join(&server, Identity::from_seed(73), "a").await;
+    assert!(again.keeper.is_some());
+}
