@@ -13,6 +13,8 @@
 //              (and in the demo page), beside raw IndexedDB at one record
 //              per batch and one per event
 //   coldstart  navigation to a ready peer restored from 100k entities
+//   keep       a newcomer without WebRTC taking a room of 100k entities
+//              from the room's server peer (cpc-signal with KEEP on)
 //
 // Every scenario runs CPC_BENCH_RUNS times (default 5, 1 when quick) and
 // keeps every sample; the report judges goals on medians.
@@ -23,7 +25,9 @@
 // Results go to target/bench/peer.json (bench/report/peer.mjs renders them
 // into BENCHMARKS.md through `node bench/report.mjs`) and the rendered table
 // to stdout.
-import { mkdir, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
 import { startServer, openPeerPage, connected, launchBrowser, UNTHROTTLED_ARGS } from "../../tests/e2e/harness.mjs";
 import { meta } from "../meta.mjs";
 import { render } from "../report/peer.mjs";
@@ -48,7 +52,11 @@ const PEER_PAGE = `<!doctype html><title>cpc-sync bench</title><body>peer</body>
   await init();
   performance.mark("cpc:wasm-ready");
   performance.mark("cpc:open");
-  const options = { room: params.get("room"), signaling: "none", storage: params.get("storage") ?? "indexeddb" };
+  const options = {
+    room: params.get("room"),
+    signaling: params.get("signaling") ?? "none",
+    storage: params.get("storage") ?? "indexeddb",
+  };
   window.cpc = { peer: await Peer.open(options) };
   performance.measure("cpc:Peer.open", "cpc:open");
   performance.mark("cpc:peer-ready");
@@ -529,7 +537,89 @@ async function coldstart(browser, url) {
   return { entities, unclean_log_events: tail, clean, unclean };
 }
 
-const SCENARIOS = { latency, transfer, appends, coldstart };
+// --- keep ---------------------------------------------------------------------
+
+/** A reading of the server's /metrics (0 when absent). */
+async function reading(server, name) {
+  const text = await (await fetch(new URL("/metrics", server.url))).text();
+  const line = text.split("\n").find((l) => l.startsWith(name));
+  return line ? Number(line.split(" ").pop()) : 0;
+}
+
+// In the newcomer's page: opens its peer (signaling through the server,
+// memory storage) and times until its clock covers `target`; the page has
+// no RTCPeerConnection, so everything comes from the room's server peer.
+async function takeRoom({ room, target }) {
+  const start = performance.now();
+  const { Peer } = await import("/pkg/cpc_sync.js");
+  const peer = await Peer.open({ room, signaling: "/signal", storage: "memory" });
+  const opened = performance.now();
+  const covers = () => Object.entries(target).every(([p, n]) => (peer.clock()[p] ?? 0) >= n);
+  while (!covers()) await new Promise((r) => setTimeout(r, 10));
+  const full = performance.now();
+  const result = { open_ms: opened - start, full_ms: full - start, entities: Object.keys(peer.state()).length };
+  await peer.close();
+  return result;
+}
+
+/**
+ * A page writes `entities` entities with the room's server peer linked and
+ * closes once the server has committed them; each run a fresh page whose
+ * WebRTC is gone (RTCPeerConnection deleted) opens the room and times its
+ * way to the full state, all of it from the server peer over the page's
+ * signaling socket. The server's room is loaded (its writer left within
+ * `KEEP_IDLE_MS`); `tests/keep.rs`'s figures time a room loaded from disk.
+ */
+async function keep(browser) {
+  const entities = size(100_000, 2_000);
+  const dataDir = await mkdtemp(path.join(os.tmpdir(), "cpc-keep-bench-"));
+  // The bare peer page served by the server itself, as an app's page is:
+  // a page routed in by the browser would be a public one, whose socket
+  // to 127.0.0.1 Chromium blocks (local network access).
+  const www = path.join(dataDir, "www");
+  await mkdir(www);
+  await writeFile(path.join(www, "bench.html"), PEER_PAGE);
+  const server = await startServer(0, { KEEP: "on", DATA_DIR: dataDir, CPC_WWW: www });
+  try {
+    const url = server.url;
+    const name = room("keep");
+    const writer = await browser.newContext();
+    const w = await openPeerPage(writer, `${url}bench.html`, `room=${name}&signaling=%2Fsignal&storage=memory`);
+    await w.page.waitForFunction(() => window.cpc.peer.peers().some((p) => p.server && p.state === "open"), null, {
+      timeout: 30_000,
+    });
+    await w.page.evaluate(writeBatches, { prefix: "key", count: entities, kind: "entity" });
+    const target = await w.page.evaluate(() => window.cpc.peer.clock());
+    // Polled, not timed: until the server's database holds every write.
+    while ((await reading(server, "cpc_signal_keep_events_persisted_total")) < entities) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await writer.close();
+    const runs = [];
+    for (let run = 0; run < RUNS; run++) {
+      const context = await browser.newContext();
+      await context.addInitScript(() => {
+        delete window.RTCPeerConnection;
+        delete window.webkitRTCPeerConnection;
+      });
+      const page = await context.newPage();
+      page.on("pageerror", (e) => pageErrors.push(`${page.url()}: ${e}`));
+      await page.goto(`${url}bench.html?room=${room("unused")}&signaling=none&storage=memory`);
+      await page.waitForSelector("body[data-ready=true]");
+      await page.evaluate(() => window.cpc.peer.close());
+      const result = await page.evaluate(takeRoom, { room: name, target });
+      await context.close();
+      if (result.entities !== entities) throw new Error(`the newcomer has ${result.entities} entities, not ${entities}`);
+      runs.push(result);
+    }
+    return { entities, runs };
+  } finally {
+    await server.stop();
+    await rm(dataDir, { recursive: true, force: true });
+  }
+}
+
+const SCENARIOS = { latency, transfer, appends, coldstart, keep };
 
 /** The figures each scenario must produce: none, or one not a positive number, fails the run. */
 const FIGURES = {
@@ -544,6 +634,7 @@ const FIGURES = {
       run.raw_event_events_per_s,
     ]),
   coldstart: (r) => [...r.clean, ...r.unclean].map((run) => run.ready_ms),
+  keep: (r) => r.runs.map((run) => run.full_ms),
 };
 
 function checkFigures(name, result) {

@@ -111,6 +111,17 @@ function coldstartRows(coldstart) {
   ];
 }
 
+function keepRows(keep) {
+  return [
+    judged(
+      `a newcomer without WebRTC: open to the full state of ${num(keep.entities)} entities, all from the room's server peer`,
+      keep.runs.map((r) => r.full_ms),
+      ms,
+    ),
+    judged("of which `Peer.open` (memory storage)", keep.runs.map((r) => r.open_ms), ms),
+  ];
+}
+
 const LEGS = { snapshot: "snapshot", blast: "pushing", windowed: "windowed" };
 
 /** The transfer's rounds one by one: each ratio is of legs run back to back. */
@@ -145,7 +156,13 @@ function roundsTable(transfer) {
   );
 }
 
-const ROWS = { latency: latencyRows, transfer: transferRows, appends: appendsRows, coldstart: coldstartRows };
+const ROWS = {
+  latency: latencyRows,
+  transfer: transferRows,
+  appends: appendsRows,
+  coldstart: coldstartRows,
+  keep: keepRows,
+};
 
 export function render(result) {
   const present = Object.keys(ROWS).filter((name) => result[name]);
