@@ -6,6 +6,7 @@
 //! ([`PENALTY_LIMIT`](super::PENALTY_LIMIT)): only what no honest peer sends
 //! weighs anything.
 
+use super::mesh::MAX_SHUFFLE;
 use super::wire::WireError;
 use crate::protocol::error::ReceiveError;
 use crate::protocol::room::RoomError;
@@ -56,6 +57,10 @@ pub enum Refusal {
     NoMerkleNode { depth: u8, index: u32 },
     #[error("no Merkle leaf {0}")]
     NoLeaf(u32),
+    #[error("an overlay message naming {0} peers (at most {MAX_SHUFFLE})")]
+    OverlayTooLarge(usize),
+    #[error("more than {0} overlay messages in one gossip interval")]
+    OverlayFlood(u32),
 }
 
 impl Refusal {
@@ -65,7 +70,11 @@ impl Refusal {
             // Another protocol version: a peer not yet (or no longer)
             // updated, not an attacker; the connection closes instead.
             Refusal::Frame(WireError::Version(_)) => 0,
-            Refusal::Frame(_) | Refusal::SecondHandshake | Refusal::NoLeaf(_) => 1,
+            Refusal::Frame(_)
+            | Refusal::SecondHandshake
+            | Refusal::NoLeaf(_)
+            | Refusal::OverlayTooLarge(_)
+            | Refusal::OverlayFlood(_) => 1,
             Refusal::Event(e) => match e {
                 ReceiveError::Malformed(_)
                 | ReceiveError::ImpossibleDependency { .. }

@@ -14,6 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::mesh::OverlayMessage;
 use crate::protocol::clock::VectorClock;
 use crate::protocol::event::{Hash32, P2PEvent};
 use crate::protocol::reconciliation::{ReconciliationRequest, ReconciliationResponse};
@@ -108,6 +109,10 @@ pub enum Message {
     },
     /// Rooms with a secret: the answer to the other side's `Hello`.
     Proof(Proof),
+    /// The partial view of a big room: shuffles of known peers (see
+    /// [`Mesh`](super::Mesh)). Only rooms larger than `max_connections`
+    /// send it, so a small room speaks exactly as before it existed.
+    Overlay(OverlayMessage),
 }
 
 /// A slice of a message too large for one frame.

@@ -11,6 +11,7 @@ mod app;
 mod durability;
 mod gossip;
 mod handshake;
+mod overlay;
 mod penalty;
 mod repair;
 
@@ -18,6 +19,7 @@ pub use app::{LocalWrite, PeerReport};
 use durability::Durability;
 pub use durability::Persist;
 pub use gossip::{FORCED_FOLD, MAX_UNVERIFIED_EVENTS};
+pub use overlay::{MAX_OVERLAY_PER_INTERVAL, MAX_PENDING_OVERLAY};
 
 use std::sync::Arc;
 
@@ -192,6 +194,8 @@ pub struct SyncNode {
     unverified_since: u64,
     /// When the latest frame held for verification came.
     unverified_last: u64,
+    /// Overlay messages received, for the mesh (see `overlay.rs`).
+    overlay: Vec<(PeerId, super::mesh::OverlayMessage)>,
 }
 
 impl std::fmt::Debug for SyncNode {
@@ -218,6 +222,7 @@ impl SyncNode {
             unverified_events: 0,
             unverified_since: 0,
             unverified_last: 0,
+            overlay: Vec::new(),
             nonces: 0,
             engine,
             config,
@@ -464,6 +469,7 @@ impl SyncNode {
         self.next_gossip_ms = now_ms + self.config.gossip_interval_ms;
         for session in self.sessions.values_mut() {
             session.requests = 0;
+            session.overlay_messages = 0;
         }
         self.verify_received(now_ms);
         self.flush_local();
@@ -510,7 +516,7 @@ impl SyncNode {
         // may read or answer from the state they change.
         if !matches!(
             message,
-            Message::Events(_) | Message::Ping { .. } | Message::Pong { .. }
+            Message::Events(_) | Message::Ping { .. } | Message::Pong { .. } | Message::Overlay(_)
         ) {
             self.verify_received(now_ms);
         }
@@ -539,6 +545,7 @@ impl SyncNode {
             Message::LeafState { index, state } => self.on_leaf(from, index, &state, now_ms),
             Message::ReconciliationRequest(request) => self.on_request(from, request, now_ms),
             Message::ReconciliationResponse(response) => self.on_response(from, response, now_ms),
+            Message::Overlay(message) => self.on_overlay(from, message),
             Message::Ping { sent_ms } => self.send(from, &Message::Pong { sent_ms }),
             Message::Pong { sent_ms } => {
                 if let Some(session) = self.sessions.get_mut(&from) {
