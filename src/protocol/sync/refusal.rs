@@ -7,6 +7,7 @@
 //! weighs anything.
 
 use super::mesh::MAX_SHUFFLE;
+use super::presence::PresenceError;
 use super::wire::WireError;
 use crate::protocol::error::ReceiveError;
 use crate::protocol::room::RoomError;
@@ -61,6 +62,8 @@ pub enum Refusal {
     OverlayTooLarge(usize),
     #[error("more than {0} overlay messages in one gossip interval")]
     OverlayFlood(u32),
+    #[error(transparent)]
+    Presence(#[from] PresenceError),
 }
 
 impl Refusal {
@@ -91,6 +94,7 @@ impl Refusal {
             Refusal::State(_) => 0,
             Refusal::ImpossibleOffer => FORGERY_POINTS,
             Refusal::Handshake(_) | Refusal::SpokeBeforeProof => 0,
+            Refusal::Presence(e) => e.points(),
             Refusal::TooManyRequests(_)
             | Refusal::SnapshotTooLarge { .. }
             | Refusal::ChunkWithoutOffer

@@ -15,6 +15,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::mesh::OverlayMessage;
+use super::presence::PresenceUpdate;
 use crate::protocol::clock::VectorClock;
 use crate::protocol::event::{Hash32, P2PEvent};
 use crate::protocol::reconciliation::{ReconciliationRequest, ReconciliationResponse};
@@ -113,6 +114,14 @@ pub enum Message {
     /// [`Mesh`](super::Mesh)). Only rooms larger than `max_connections`
     /// send it, so a small room speaks exactly as before it existed.
     Overlay(OverlayMessage),
+    /// PlumTree's prune: everything of the sender's last push was already
+    /// here. The receiver stops relaying others' fresh events to it; its
+    /// digests still bring them (anti-entropy as the lazy push), and a
+    /// digest that shows it lacking something makes it eager again.
+    Prune,
+    /// Presence updates (see [`presence`](super::presence)): signed,
+    /// ephemeral, at most `MAX_PRESENCE_BATCH`.
+    Presence(Vec<PresenceUpdate>),
 }
 
 /// A slice of a message too large for one frame.

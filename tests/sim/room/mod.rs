@@ -56,7 +56,8 @@ pub struct Room {
 }
 
 impl Room {
-    pub fn new(seed: u64) -> Self {
+    /// A room of none yet; `prune_relays`: see [`SyncConfig::prune_relays`].
+    pub fn new(seed: u64, prune_relays: bool) -> Self {
         Room {
             rng: Rng::new(seed),
             now: 1_700_000_000_000,
@@ -65,7 +66,10 @@ impl Room {
             writes: Vec::new(),
             tracked: None,
             bytes_sent: 0,
-            sync: SyncConfig::default(),
+            sync: SyncConfig {
+                prune_relays,
+                ..SyncConfig::default()
+            },
             mesh: MeshConfig {
                 connect_timeout_ms: 5_000,
                 max_connections: MAX_LINKS,

@@ -130,9 +130,10 @@ impl Watch {
     }
 }
 
-/// Runs the scenario with `peers` peers, following `followed` writes.
-pub fn run(peers: usize, seed: u64, followed: usize) -> Figures {
-    let mut room = Room::new(seed);
+/// Runs the scenario with `peers` peers, following `followed` writes;
+/// relays pruned PlumTree-style or not.
+pub fn run(peers: usize, seed: u64, followed: usize, prune_relays: bool) -> Figures {
+    let mut room = Room::new(seed, prune_relays);
     let mut watch = Watch {
         steps: 0,
         quiet_from: 0,
@@ -143,6 +144,12 @@ pub fn run(peers: usize, seed: u64, followed: usize) -> Figures {
         room.run(50, |r| watch.check(r));
     }
     room.run(SETTLE_MS * 2, |r| watch.check(r));
+    // Writes before the followed ones: relays learn whom to push to.
+    for _ in 0..10 {
+        let writer = room.random_peer();
+        room.write(writer);
+        room.run(500, |r| watch.check(r));
+    }
     let mut spreads = Vec::new();
     for _ in 0..followed {
         let i = room.random_peer();
