@@ -126,8 +126,8 @@ fn a_big_room_with_pruned_relays_converges() {
 fn big_room_figures() {
     let seed = common::seed("big room figures");
     let prune = std::env::var("CPC_ROOM_PRUNE").is_ok_and(|v| v == "1");
-    println!("| peers | delivery | hops p50 / p99 / p99 to all | ms p50 / p99 | ms to all p50 / p99 | copies per peer | bytes per peer | links | heal to converged |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("| peers | delivery | hops p50 / p99 / p99 to all | ms p50 / p99 | ms to all p50 / p99 | copies per peer | bytes per peer | links | idle | heal |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for peers in [100, 300, 1_000] {
         let figures = sim::room::scenario::run(peers, seed, 20, prune);
         println!("{}", figures.table_row());

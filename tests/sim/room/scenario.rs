@@ -19,6 +19,9 @@ pub struct Figures {
     /// Virtual ms from the heal to convergence.
     pub heal_ms: u64,
     pub links_mean: f64,
+    /// Bytes a peer sends a second in a settled room with no writes
+    /// (digests, pings, shuffles).
+    pub idle_bytes: f64,
 }
 
 fn percentile(mut values: Vec<u64>, p: f64) -> u64 {
@@ -91,10 +94,11 @@ impl Figures {
         let (t50, t99, tall50, tall99) = self.times();
         let (copies, bytes) = self.redundancy();
         format!(
-            "| {} | {:.2}% | {h50} / {h99} / {hall} | {t50} / {t99} | {tall50} / {tall99} | {copies:.2}x | {bytes:.0} B | {:.1} | {:.0} s |",
+            "| {} | {:.2}% | {h50} / {h99} / {hall} | {t50} / {t99} | {tall50} / {tall99} | {copies:.2}x | {bytes:.0} B | {:.1} | {:.0} B/s | {:.0} s |",
             self.peers,
             self.delivery() * 100.0,
             self.links_mean,
+            self.idle_bytes,
             self.heal_ms as f64 / 1000.0
         )
     }
@@ -144,6 +148,10 @@ pub fn run(peers: usize, seed: u64, followed: usize, prune_relays: bool) -> Figu
         room.run(50, |r| watch.check(r));
     }
     room.run(SETTLE_MS * 2, |r| watch.check(r));
+    let sent = room.bytes_sent;
+    room.run(SETTLE_MS, |r| watch.check(r));
+    let idle_bytes =
+        (room.bytes_sent - sent) as f64 / room.len() as f64 / (SETTLE_MS as f64 / 1000.0);
     // Writes before the followed ones: relays learn whom to push to.
     for _ in 0..10 {
         let writer = room.random_peer();
@@ -207,5 +215,6 @@ pub fn run(peers: usize, seed: u64, followed: usize, prune_relays: bool) -> Figu
         spreads,
         heal_ms: converged_at - healed_at,
         links_mean,
+        idle_bytes,
     }
 }

@@ -342,6 +342,14 @@ impl Links {
                 to: to_text,
                 data,
             })),
+            // Named by a shuffle, never heard on a route: the server
+            // relays within the room.
+            None if self.socket.is_some() && self.mesh.state(to).is_some() => {
+                self.actions.push(LinkAction::Send(ClientMessage::Signal {
+                    to: to_text,
+                    data,
+                }))
+            }
             None => {} // it left
         }
     }

@@ -13,10 +13,11 @@
 //!   this peer knows, and answers with a sample of its own; both keep what
 //!   they learn in their passive views (bounded, evicting at random, the
 //!   peers that failed first).
-//! - Links are tended at the same pace: one random passive peer is dialed
-//!   (a random link: it keeps the overlay an expander, and joins the halves
-//!   of a healed partition), and above the target the slowest link (the
-//!   highest round trip) is hung up, so the other links drift near.
+//! - Links are tended at the same pace: above the target the slowest link
+//!   (the highest round trip; a random one if none is measured) is hung
+//!   up, so the other links drift near; at or under it one random passive
+//!   peer is dialed (a random link: it keeps the overlay an expander, and
+//!   joins the halves of a healed partition).
 
 use serde::{Deserialize, Serialize};
 
@@ -191,11 +192,16 @@ impl Mesh {
             .map(|(p, l)| (*p, l.rtt_ms))
             .collect();
         if open.len() > self.target() {
+            // Unmeasured links count as near: the slowest measured goes, or
+            // a random one when none is measured (an edge that does not
+            // report round trips must still make room for newcomers).
             let slowest = open
                 .iter()
                 .filter_map(|(p, rtt)| rtt.map(|r| (*p, r)))
-                .max_by(|a, b| a.1.total_cmp(&b.1));
-            if let Some((peer, _)) = slowest {
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+                .map(|(p, _)| p)
+                .or_else(|| open.get(self.below(open.len())).map(|(p, _)| *p));
+            if let Some(peer) = slowest {
                 self.closed(peer, now_ms, 0.0);
                 self.actions.push(MeshAction::Hangup(peer));
             }

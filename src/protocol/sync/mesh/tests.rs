@@ -258,3 +258,23 @@ fn tending_drops_the_slowest_link_above_the_target() {
     assert_eq!(dials(&actions).len(), 1, "and one random link");
     assert_eq!(m.active(), 7);
 }
+
+#[test]
+fn a_full_peer_makes_room_even_without_round_trips() {
+    // Linked to all of a room of 9 (a full mesh then), it learns of a
+    // tenth: above the target, with no round trip measured.
+    let (mut m, dialed) = joined(8);
+    assert_eq!(dialed.len(), 8);
+    m.discovered(PeerId(100), false, 20);
+    assert!(!m.full_mesh());
+    assert!(!m.incoming(PeerId(100), 30), "full");
+    let at = m.next_wake().expect("tending is due");
+    m.tick(at, 0.7);
+    let hangups = m
+        .take_actions()
+        .iter()
+        .filter(|a| matches!(a, MeshAction::Hangup(_)))
+        .count();
+    assert_eq!(hangups, 1);
+    assert!(m.incoming(PeerId(100), at + 1), "room for the newcomer");
+}
