@@ -3,7 +3,7 @@
 //! per pair, so a connection stays ordered), and a partition into halves.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap};
 
 /// Something that happens at a time.
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -41,7 +41,7 @@ pub struct Conn {
 pub struct Network {
     queue: BinaryHeap<Reverse<(u64, u64, Event)>>,
     seq: u64,
-    pub conns: HashMap<(usize, usize), Conn>,
+    pub conns: BTreeMap<(usize, usize), Conn>,
     next_conn: u64,
     /// Where each peer is: latency grows with distance.
     pub places: Vec<(f64, f64)>,

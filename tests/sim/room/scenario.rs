@@ -125,8 +125,7 @@ impl Watch {
             let cut = room.cut_off(SETTLE_MS);
             assert!(
                 cut.is_empty(),
-                "{} settled peers cut off at {} (partitioned: {})",
-                cut.len(),
+                "settled peers {cut:?} cut off at {} (partitioned: {})",
                 room.now,
                 room.net.partitioned
             );

@@ -512,6 +512,14 @@ fn a_hidden_page_says_goodbye_and_rejoins_when_shown_if_still_wanted() {
 fn a_peer_named_by_a_shuffle_is_signaled_through_the_server() {
     let mut l = links(1, true);
     l.socket_opened(0);
+    // A big room: a shuffle is heard.
+    l.server_message(
+        ServerMessage::Peers {
+            room: "room".into(),
+            peers: (100..120).map(|p| PeerId(p).to_string()).collect(),
+        },
+        0,
+    );
     l.take_actions();
     l.overlay_message(
         PeerId(7),

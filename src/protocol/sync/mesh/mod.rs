@@ -250,20 +250,24 @@ impl Mesh {
     }
 
     /// `peer` started a connection to us (its first offer arrived); it
-    /// replaces any we had, open or not. Refused (`false`, the peer kept
-    /// in the passive view) when `max_connections` links are open or
-    /// opening already.
+    /// replaces any we had, open or not. With `max_connections` links
+    /// open or opening already, a partial view above its target makes room
+    /// (its slowest link goes: the room outgrew a full mesh, whose peers
+    /// would otherwise keep every newcomer out); otherwise it is refused
+    /// (`false`, the peer kept in the passive view).
     pub fn incoming(&mut self, peer: PeerId, now_ms: u64) -> bool {
         self.now_ms = self.now_ms.max(now_ms);
         let full = self.active() >= self.config.max_connections;
         let Some(link) = self.link(peer, now_ms) else {
             return false;
         };
-        if full && !link.active() {
+        if full && !link.active() && (self.full_mesh() || !self.make_room(peer, now_ms)) {
             self.trim_passive();
             return false;
         }
-        link.connecting(now_ms);
+        if let Some(link) = self.links.get_mut(&peer) {
+            link.connecting(now_ms);
+        }
         true
     }
 

@@ -5,8 +5,11 @@
 //!
 //! - A peer dials up to its *target*, a quarter under `max_connections`,
 //!   and accepts calls up to `max_connections`: the room keeps free
-//!   places for newcomers and for repair, so no one is forced out to let a
-//!   newcomer in (HyParView's forced join) and no chain of evictions runs.
+//!   places for newcomers and for repair. Only a peer above its target
+//!   that is called while full drops a link for the caller (HyParView's
+//!   forced join, where the room outgrew a full mesh); the peer that lost
+//!   it is still at or above the target unless it was at it, so chains of
+//!   evictions stay short.
 //! - A link that drops is replaced from the passive view (random), each
 //!   peer once in its backoff.
 //! - Every shuffle interval a random linked peer is sent a sample of what
@@ -182,30 +185,39 @@ impl Mesh {
         }
     }
 
-    /// One random link more, and, above the target, the slowest link less
-    /// (see the module documentation).
-    pub(super) fn tend(&mut self, now_ms: u64) {
+    /// Above the target, hangs up the slowest open link but `keep`'s;
+    /// whether one went.
+    pub(super) fn make_room(&mut self, keep: PeerId, now_ms: u64) -> bool {
         let open: Vec<(PeerId, Option<f64>)> = self
             .links
             .iter()
-            .filter(|(_, l)| l.state == LinkState::Open)
+            .filter(|(p, l)| l.state == LinkState::Open && **p != keep)
             .map(|(p, l)| (*p, l.rtt_ms))
             .collect();
-        if open.len() > self.target() {
-            // Unmeasured links count as near: the slowest measured goes, or
-            // a random one when none is measured (an edge that does not
-            // report round trips must still make room for newcomers).
-            let slowest = open
-                .iter()
-                .filter_map(|(p, rtt)| rtt.map(|r| (*p, r)))
-                .max_by(|a, b| a.1.total_cmp(&b.1))
-                .map(|(p, _)| p)
-                .or_else(|| open.get(self.below(open.len())).map(|(p, _)| *p));
-            if let Some(peer) = slowest {
-                self.closed(peer, now_ms, 0.0);
-                self.actions.push(MeshAction::Hangup(peer));
-            }
+        if open.len() <= self.target() {
+            return false;
         }
+        // Unmeasured links count as near: the slowest measured goes, or a
+        // random one when none is measured (an edge that does not report
+        // round trips must still make room for newcomers).
+        let slowest = open
+            .iter()
+            .filter_map(|(p, rtt)| rtt.map(|r| (*p, r)))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(p, _)| p)
+            .or_else(|| open.get(self.below(open.len())).map(|(p, _)| *p));
+        let Some(peer) = slowest else {
+            return false;
+        };
+        self.closed(peer, now_ms, 0.0);
+        self.actions.push(MeshAction::Hangup(peer));
+        true
+    }
+
+    /// One random link more, and, above the target, the slowest link less
+    /// (see the module documentation).
+    pub(super) fn tend(&mut self, now_ms: u64) {
+        self.make_room(self.me, now_ms);
         if self.active() <= self.target() {
             let due = |l: &Link| {
                 l.state == LinkState::Closed && l.retry_at_ms.is_none_or(|t| now_ms >= t)

@@ -260,21 +260,23 @@ fn tending_drops_the_slowest_link_above_the_target() {
 }
 
 #[test]
-fn a_full_peer_makes_room_even_without_round_trips() {
-    // Linked to all of a room of 9 (a full mesh then), it learns of a
-    // tenth: above the target, with no round trip measured.
+fn a_full_mesh_that_outgrows_itself_makes_room_for_a_caller() {
+    // Linked to all of a room of 9 (a full mesh, every peer at 8 links),
+    // it is called by a tenth: no round trip measured, a random link goes.
     let (mut m, dialed) = joined(8);
     assert_eq!(dialed.len(), 8);
-    m.discovered(PeerId(100), false, 20);
+    assert!(m.incoming(PeerId(100), 30), "room is made");
     assert!(!m.full_mesh());
-    assert!(!m.incoming(PeerId(100), 30), "full");
-    let at = m.next_wake().expect("tending is due");
-    m.tick(at, 0.7);
-    let hangups = m
+    let hangups: Vec<MeshAction> = m
         .take_actions()
-        .iter()
+        .into_iter()
         .filter(|a| matches!(a, MeshAction::Hangup(_)))
-        .count();
-    assert_eq!(hangups, 1);
-    assert!(m.incoming(PeerId(100), at + 1), "room for the newcomer");
+        .collect();
+    assert_eq!(hangups.len(), 1);
+    assert_eq!(m.active(), 8);
+    // At the target no one is dropped for a caller.
+    let (mut small, _) = joined(40);
+    small.incoming(PeerId(500), 1);
+    small.incoming(PeerId(501), 1);
+    assert!(!small.incoming(PeerId(502), 2));
 }
