@@ -90,3 +90,46 @@ fn the_hostile_nodes_own_writes_do_not_arm_its_bombs() {
     let victim = world.peers[0].node.as_ref().expect("alive").engine();
     assert!(victim.holding().iter().any(|e| e.id.peer == bomber));
 }
+
+/// Issue 19: a room of 200 peers under a partial-view mesh (at most 8
+/// links each), churn of 10% a minute, a partition into halves and its
+/// heal (see `sim/room/scenario.rs`). `CPC_ROOM_PEERS` sets the size.
+#[test]
+fn a_big_room_stays_linked_and_converges() {
+    let peers = std::env::var("CPC_ROOM_PEERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    common::for_seeds("big room", "CPC_ROOM_SEEDS", 1, |seed| {
+        let figures = sim::room::scenario::run(peers, seed, 5, false);
+        assert_eq!(figures.delivery(), 1.0, "every followed write reached all");
+        println!("{}", figures.table_row());
+    });
+}
+
+/// The same with relays pruned PlumTree-style (`SyncConfig::prune_relays`),
+/// 100 peers.
+#[test]
+fn a_big_room_with_pruned_relays_converges() {
+    common::for_seeds("big room, pruned", "CPC_ROOM_SEEDS", 1, |seed| {
+        let figures = sim::room::scenario::run(100, seed, 5, true);
+        assert_eq!(figures.delivery(), 1.0, "every followed write reached all");
+        println!("{}", figures.table_row());
+    });
+}
+
+/// The figures of BENCHMARKS.md ("Issue 19: the overlay in simulation"):
+/// `cargo test --profile ci --test simulator big_room_figures -- --ignored --nocapture`
+/// (`CPC_ROOM_PRUNE=1`: relays pruned PlumTree-style).
+#[test]
+#[ignore]
+fn big_room_figures() {
+    let seed = common::seed("big room figures");
+    let prune = std::env::var("CPC_ROOM_PRUNE").is_ok_and(|v| v == "1");
+    println!("| peers | delivery | hops p50 / p99 / p99 to all | ms p50 / p99 | ms to all p50 / p99 | copies per peer | bytes per peer | links | idle | heal |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for peers in [100, 300, 1_000] {
+        let figures = sim::room::scenario::run(peers, seed, 20, prune);
+        println!("{}", figures.table_row());
+    }
+}

@@ -4,6 +4,7 @@
 pub mod adversary;
 pub mod model;
 pub mod network;
+pub mod room;
 pub mod storage;
 
 use std::collections::BTreeSet;

@@ -4,17 +4,18 @@
 pub mod link;
 pub mod mesh;
 mod node;
+pub mod presence;
 pub mod refusal;
 pub mod session;
 pub mod transfer;
 pub mod wire;
 
 pub use link::{Backoff, LinkAction, LinkConfig, Links, Route, Verdict};
-pub use mesh::{LinkState, Mesh, MeshAction, MeshConfig};
+pub use mesh::{LinkState, Mesh, MeshAction, MeshConfig, OverlayMessage, MAX_SHUFFLE};
 pub use node::{
-    BoxedHandler, LocalWrite, Output, PeerReport, Persist, SyncConfig, SyncNode, DIGEST_PAUSE_MS,
-    FORCED_FOLD, MAX_REQUESTS_PER_INTERVAL, MAX_UNVERIFIED_EVENTS, PENALTY_LIMIT,
-    VERIFY_HOLD_WINDOWS, VERIFY_WINDOW_MS,
+    BoxedHandler, LocalWrite, EAGER_KEPT, Output, PeerReport, Persist, SyncConfig, SyncNode, DIGEST_PAUSE_MS,
+    FORCED_FOLD, MAX_OVERLAY_PER_INTERVAL, MAX_PENDING_OVERLAY, MAX_REQUESTS_PER_INTERVAL,
+    MAX_UNVERIFIED_EVENTS, PENALTY_LIMIT, VERIFY_HOLD_WINDOWS, VERIFY_WINDOW_MS,
 };
 pub use refusal::{Refusal, FORGERY_POINTS, UNSEALED_POINTS};
 pub use session::{SessionStats, Standing};

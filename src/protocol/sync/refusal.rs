@@ -6,6 +6,8 @@
 //! ([`PENALTY_LIMIT`](super::PENALTY_LIMIT)): only what no honest peer sends
 //! weighs anything.
 
+use super::mesh::MAX_SHUFFLE;
+use super::presence::PresenceError;
 use super::wire::WireError;
 use crate::protocol::error::ReceiveError;
 use crate::protocol::room::RoomError;
@@ -56,6 +58,12 @@ pub enum Refusal {
     NoMerkleNode { depth: u8, index: u32 },
     #[error("no Merkle leaf {0}")]
     NoLeaf(u32),
+    #[error("an overlay message naming {0} peers (at most {MAX_SHUFFLE})")]
+    OverlayTooLarge(usize),
+    #[error("more than {0} overlay messages in one gossip interval")]
+    OverlayFlood(u32),
+    #[error(transparent)]
+    Presence(#[from] PresenceError),
 }
 
 impl Refusal {
@@ -65,7 +73,11 @@ impl Refusal {
             // Another protocol version: a peer not yet (or no longer)
             // updated, not an attacker; the connection closes instead.
             Refusal::Frame(WireError::Version(_)) => 0,
-            Refusal::Frame(_) | Refusal::SecondHandshake | Refusal::NoLeaf(_) => 1,
+            Refusal::Frame(_)
+            | Refusal::SecondHandshake
+            | Refusal::NoLeaf(_)
+            | Refusal::OverlayTooLarge(_)
+            | Refusal::OverlayFlood(_) => 1,
             Refusal::Event(e) => match e {
                 ReceiveError::Malformed(_)
                 | ReceiveError::ImpossibleDependency { .. }
@@ -82,6 +94,7 @@ impl Refusal {
             Refusal::State(_) => 0,
             Refusal::ImpossibleOffer => FORGERY_POINTS,
             Refusal::Handshake(_) | Refusal::SpokeBeforeProof => 0,
+            Refusal::Presence(e) => e.points(),
             Refusal::TooManyRequests(_)
             | Refusal::SnapshotTooLarge { .. }
             | Refusal::ChunkWithoutOffer

@@ -82,6 +82,14 @@ pub struct Session {
     pub handshake: Option<Handshake>,
     /// Reconciliation requests answered this gossip interval.
     pub requests: u32,
+    /// Overlay messages taken this gossip interval.
+    pub overlay_messages: u32,
+    /// It pruned us (see [`Message::Prune`](super::wire::Message::Prune)):
+    /// others' fresh events reach it by anti-entropy, not by relay.
+    pub lazy: bool,
+    /// We pruned it: it no longer relays to us (until it sends something
+    /// new again).
+    pub pruned: bool,
     /// Merkle leaves we asked this peer for, with how many answers are
     /// due (a slow answer may be asked for again): only those are taken.
     pub asked_leaves: crate::protocol::sorted_map::SortedMap<u16, u8>,

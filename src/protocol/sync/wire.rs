@@ -14,6 +14,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::mesh::OverlayMessage;
+use super::presence::PresenceUpdate;
 use crate::protocol::clock::VectorClock;
 use crate::protocol::event::{Hash32, P2PEvent};
 use crate::protocol::reconciliation::{ReconciliationRequest, ReconciliationResponse};
@@ -108,6 +110,18 @@ pub enum Message {
     },
     /// Rooms with a secret: the answer to the other side's `Hello`.
     Proof(Proof),
+    /// The partial view of a big room: shuffles of known peers (see
+    /// [`Mesh`](super::Mesh)). Only rooms larger than `max_connections`
+    /// send it, so a small room speaks exactly as before it existed.
+    Overlay(OverlayMessage),
+    /// PlumTree's prune: everything of the sender's last push was already
+    /// here. The receiver stops relaying others' fresh events to it; its
+    /// digests still bring them (anti-entropy as the lazy push), and a
+    /// digest that shows it lacking something makes it eager again.
+    Prune,
+    /// Presence updates (see [`presence`](super::presence)): signed,
+    /// ephemeral, at most `MAX_PRESENCE_BATCH`.
+    Presence(Vec<PresenceUpdate>),
 }
 
 /// A slice of a message too large for one frame.

@@ -24,7 +24,7 @@ pub use self::backoff::Backoff;
 pub use self::epoch::{Epochs, Verdict};
 pub use self::route::{Route, Routes};
 pub use self::socket::{Socket, SocketConfig, SocketDue};
-use super::mesh::{LinkState, Mesh, MeshAction, MeshConfig};
+use super::mesh::{LinkState, Mesh, MeshAction, MeshConfig, OverlayMessage};
 use crate::protocol::clock::PeerId;
 use crate::protocol::identity::Identity;
 use crate::protocol::signal::{ClientMessage, Negotiation, ServerMessage, TabMessage};
@@ -257,10 +257,10 @@ impl Links {
                 for peer in gone {
                     self.left(peer, Route::Server);
                 }
-                for peer in present {
-                    self.routes.heard(peer, Route::Server);
-                    self.mesh.discovered(peer, true, now_ms);
+                for peer in &present {
+                    self.routes.heard(*peer, Route::Server);
                 }
+                self.mesh.discovered_all(&present, true, now_ms);
             }
             ServerMessage::Joined { peer } => {
                 let peer = parse_peer(&peer).filter(|p| *p != self.me)?;
@@ -322,7 +322,13 @@ impl Links {
         }
         let verdict = self.epochs.receive(from, step, now_ms);
         if let Verdict::Accept { .. } = verdict {
-            self.mesh.incoming(from, now_ms);
+            if !self.mesh.incoming(from, now_ms) {
+                // `max_connections` links already: the offer goes
+                // unanswered, and the caller tries another peer when it
+                // times out.
+                self.epochs.hang_up(from);
+                return Verdict::Ignore;
+            }
         }
         verdict
     }
@@ -341,6 +347,14 @@ impl Links {
                 to: to_text,
                 data,
             })),
+            // Named by a shuffle, never heard on a route: the server
+            // relays within the room.
+            None if self.socket.is_some() && self.mesh.state(to).is_some() => {
+                self.actions.push(LinkAction::Send(ClientMessage::Signal {
+                    to: to_text,
+                    data,
+                }))
+            }
             None => {} // it left
         }
     }
@@ -436,6 +450,26 @@ impl Links {
 
     pub fn take_actions(&mut self) -> Vec<LinkAction> {
         std::mem::take(&mut self.actions)
+    }
+
+    /// An overlay message from a linked peer, as the sync node took it
+    /// off the wire ([`SyncNode::take_overlay`](crate::protocol::sync::SyncNode::take_overlay)).
+    pub fn overlay_message(&mut self, from: PeerId, message: OverlayMessage, now_ms: u64) {
+        if self.online {
+            self.mesh.receive(from, message, now_ms);
+            self.drain_mesh(now_ms);
+        }
+    }
+
+    /// The sync layer's round trip to `peer` (its session's `rtt_ms`).
+    pub fn rtt(&mut self, peer: PeerId, rtt_ms: f64) {
+        self.mesh.rtt(peer, rtt_ms);
+    }
+
+    /// Overlay messages for the sync node to send
+    /// ([`SyncNode::send_overlay`](crate::protocol::sync::SyncNode::send_overlay)).
+    pub fn take_overlay_messages(&mut self) -> Vec<(PeerId, OverlayMessage)> {
+        self.mesh.take_messages()
     }
 
     /// `peer` left `route`; gone from every route, it is hung up.

@@ -507,3 +507,33 @@ fn a_hidden_page_says_goodbye_and_rejoins_when_shown_if_still_wanted() {
     assert!(a.take_actions().is_empty());
     assert!(!a.is_online());
 }
+
+#[test]
+fn a_peer_named_by_a_shuffle_is_signaled_through_the_server() {
+    let mut l = links(1, true);
+    l.socket_opened(0);
+    // A big room: a shuffle is heard.
+    l.server_message(
+        ServerMessage::Peers {
+            room: "room".into(),
+            peers: (100..120).map(|p| PeerId(p).to_string()).collect(),
+        },
+        0,
+    );
+    l.take_actions();
+    l.overlay_message(
+        PeerId(7),
+        OverlayMessage::ShuffleReply(vec![PeerId(40)]),
+        10,
+    );
+    l.signal(PeerId(40), json!({"sdp": "offer"}));
+    assert!(
+        l.take_actions().iter().any(|a| matches!(
+            a,
+            LinkAction::Send(ClientMessage::Signal { to, .. }) if *to == PeerId(40).to_string()
+        )),
+        "relayed by the server"
+    );
+    l.signal(PeerId(41), json!({"sdp": "offer"}));
+    assert!(l.take_actions().is_empty(), "a stranger is not signaled");
+}

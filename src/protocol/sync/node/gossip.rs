@@ -6,7 +6,7 @@ use foldhash::fast::FixedState;
 
 use super::{Output, Persist, SyncNode, MAX_REQUESTS_PER_INTERVAL};
 use crate::protocol::clock::{PeerId, VectorClock};
-use crate::protocol::engine::ReconcileStep;
+use crate::protocol::engine::{Receipt, ReconcileStep};
 use crate::protocol::event::{EventId, Hash32, P2PEvent};
 use crate::protocol::reconciliation::{ReconciliationRequest, ReconciliationResponse};
 use crate::protocol::seal;
@@ -23,6 +23,11 @@ pub const MAX_UNVERIFIED_EVENTS: usize = seal::MAX_RUN;
 /// this goes alone): a receiver takes a message in one task, which must
 /// stay short whatever the events' size.
 const EVENTS_PER_MESSAGE: usize = seal::MAX_RUN;
+
+/// Peers left relaying to us, at least, when we prune the others (PlumTree
+/// keeps one, a tree; two more paths shorten the hops and cover a link
+/// that drops, for about one redundant copy per peer).
+pub const EAGER_KEPT: usize = 2;
 
 /// Entities rehashed at a time into the Merkle digest (a few ms of work).
 pub const DIGEST_SLICE: usize = 2_000;
@@ -63,6 +68,10 @@ impl SyncNode {
         }
         let missing = self.engine.events_missing_from(&clock);
         if !missing.is_empty() {
+            // It missed what we relay: relay to it again (PlumTree's graft).
+            if let Some(session) = self.sessions.get_mut(&from) {
+                session.lazy = false;
+            }
             self.send_events(from, missing);
         }
         if clock == *self.engine.clock()
@@ -165,12 +174,44 @@ impl SyncNode {
                 session.their_clock.observe(e.id.peer, e.id.seq);
             }
         }
+        let mut duplicates = 0;
+        let received = events.len();
         for event in events {
-            if let Err(e) = self.engine.receive(event, now_ms) {
-                self.refuse(from, e.into());
+            match self.engine.receive(event, now_ms) {
+                Ok(Receipt::Duplicate) => duplicates += 1,
+                Ok(_) => {}
+                Err(e) => self.refuse(from, e.into()),
             }
         }
+        self.prune_or_keep(from, received, duplicates);
         self.absorb(Some(from));
+    }
+
+    /// PlumTree's prune, keeping [`EAGER_KEPT`] peers relaying to us: a
+    /// push of nothing new prunes its sender, unless fewer would be left;
+    /// a push with something new means its sender relays to us again.
+    fn prune_or_keep(&mut self, from: PeerId, received: usize, duplicates: usize) {
+        if received == 0 || !self.config.prune_relays {
+            return;
+        }
+        if duplicates < received {
+            if let Some(session) = self.sessions.get_mut(&from) {
+                session.pruned = false;
+            }
+            return;
+        }
+        let eager = self
+            .sessions
+            .iter()
+            .filter(|(p, s)| **p != from && !s.pruned)
+            .count();
+        let Some(session) = self.sessions.get_mut(&from) else {
+            return;
+        };
+        if eager >= EAGER_KEPT && !session.pruned {
+            session.pruned = true;
+            self.send(from, &Message::Prune);
+        }
     }
 
     /// Persists and relays the events from others applied since the
@@ -198,7 +239,9 @@ impl SyncNode {
         let signed = self.signed();
         let mut sends = Vec::new();
         for (&peer, session) in self.sessions.iter() {
-            if Some(peer) == except {
+            // Our own writes go to every link; others' are relayed to the
+            // peers that did not prune us (PlumTree's eager push).
+            if Some(peer) == except || (own_upto.is_none() && session.lazy) {
                 continue;
             }
             let their = &session.their_clock;

@@ -11,13 +11,16 @@ mod app;
 mod durability;
 mod gossip;
 mod handshake;
+mod overlay;
 mod penalty;
+mod presence;
 mod repair;
 
 pub use app::{LocalWrite, PeerReport};
 use durability::Durability;
 pub use durability::Persist;
-pub use gossip::{FORCED_FOLD, MAX_UNVERIFIED_EVENTS};
+pub use gossip::{EAGER_KEPT, FORCED_FOLD, MAX_UNVERIFIED_EVENTS};
+pub use overlay::{MAX_OVERLAY_PER_INTERVAL, MAX_PENDING_OVERLAY};
 
 use std::sync::Arc;
 
@@ -85,6 +88,13 @@ pub struct SyncConfig {
     /// its own until [`SyncNode::persisted`] says that write is committed.
     /// `false`: nothing is persisted, nothing is held (a peer in memory).
     pub durable: bool,
+    /// PlumTree's prune ([`Message::Prune`]): a peer that pushes us only
+    /// events we have is asked to stop relaying to us (anti-entropy still
+    /// brings them), keeping [`EAGER_KEPT`] that relay. Fewer copies of a
+    /// write, more hops and time (BENCHMARKS.md, issue 19); off: every
+    /// link relays, duplicates suppressed by what each peer is known to
+    /// have.
+    pub prune_relays: bool,
 }
 
 impl Default for SyncConfig {
@@ -99,6 +109,7 @@ impl Default for SyncConfig {
             room: None,
             nonce_seed: [0; 32],
             durable: false,
+            prune_relays: false,
         }
     }
 }
@@ -192,6 +203,16 @@ pub struct SyncNode {
     unverified_since: u64,
     /// When the latest frame held for verification came.
     unverified_last: u64,
+    /// Overlay messages received, for the mesh (see `overlay.rs`).
+    overlay: Vec<(PeerId, super::mesh::OverlayMessage)>,
+    /// The others' presence (see `presence.rs`), apart from the engine.
+    presence: super::presence::PresenceTable,
+    /// Our presence: as the app set it, as last sent, and when it is due
+    /// (again).
+    presence_value: Option<String>,
+    presence_sent: Option<super::presence::PresenceUpdate>,
+    presence_due: Option<u64>,
+    presence_changed: bool,
 }
 
 impl std::fmt::Debug for SyncNode {
@@ -218,6 +239,12 @@ impl SyncNode {
             unverified_events: 0,
             unverified_since: 0,
             unverified_last: 0,
+            overlay: Vec::new(),
+            presence: Default::default(),
+            presence_value: None,
+            presence_sent: None,
+            presence_due: None,
+            presence_changed: false,
             nonces: 0,
             engine,
             config,
@@ -344,6 +371,7 @@ impl SyncNode {
         } else {
             self.next_gossip_ms
         };
+        let next = self.presence_due.map_or(next, |due| due.min(next));
         self.verification_due().map_or(next, |due| due.min(next))
     }
 
@@ -427,6 +455,7 @@ impl SyncNode {
         }
         self.send_digest(peer);
         self.ping_if_due(peer, now_ms);
+        self.greet_presence(peer);
     }
 
     /// The connection to `peer` is gone; what was queued on it is lost. A
@@ -455,6 +484,7 @@ impl SyncNode {
         if self.verification_due().is_some_and(|due| due <= now_ms) {
             self.verify_received(now_ms);
         }
+        self.send_presence_if_due(now_ms);
         if now_ms < self.next_gossip_ms {
             if paused && self.engine.digest_backlog() > 0 {
                 self.refresh_digest();
@@ -464,6 +494,7 @@ impl SyncNode {
         self.next_gossip_ms = now_ms + self.config.gossip_interval_ms;
         for session in self.sessions.values_mut() {
             session.requests = 0;
+            session.overlay_messages = 0;
         }
         self.verify_received(now_ms);
         self.flush_local();
@@ -474,6 +505,7 @@ impl SyncNode {
             self.ping_if_due(peer, now_ms);
         }
         self.reconcile(now_ms);
+        self.expire_presence(now_ms);
         self.compact();
         self.tend_transfer(now_ms);
         self.report_changes();
@@ -510,7 +542,12 @@ impl SyncNode {
         // may read or answer from the state they change.
         if !matches!(
             message,
-            Message::Events(_) | Message::Ping { .. } | Message::Pong { .. }
+            Message::Events(_)
+                | Message::Ping { .. }
+                | Message::Pong { .. }
+                | Message::Overlay(_)
+                | Message::Prune
+                | Message::Presence(_)
         ) {
             self.verify_received(now_ms);
         }
@@ -539,6 +576,13 @@ impl SyncNode {
             Message::LeafState { index, state } => self.on_leaf(from, index, &state, now_ms),
             Message::ReconciliationRequest(request) => self.on_request(from, request, now_ms),
             Message::ReconciliationResponse(response) => self.on_response(from, response, now_ms),
+            Message::Overlay(message) => self.on_overlay(from, message),
+            Message::Presence(updates) => self.on_presence(from, updates, now_ms),
+            Message::Prune => {
+                if let Some(session) = self.sessions.get_mut(&from) {
+                    session.lazy = true;
+                }
+            }
             Message::Ping { sent_ms } => self.send(from, &Message::Pong { sent_ms }),
             Message::Pong { sent_ms } => {
                 if let Some(session) = self.sessions.get_mut(&from) {

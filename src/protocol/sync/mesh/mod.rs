@@ -10,6 +10,17 @@
 //! drops while both peers are still in the room, both dial again with
 //! exponential backoff, the higher id a beat later, and the first
 //! connection to open wins.
+//!
+//! That is the whole story while the peers known fit in
+//! [`max_connections`](MeshConfig::max_connections): a full mesh. Beyond
+//! it the mesh is a partial view, HyParView-style (`overlay.rs`): at most
+//! `max_connections` links open or opening, a passive view of more peers
+//! learned from signaling and from shuffles with linked peers, and repair
+//! from the passive view when a link drops.
+
+mod overlay;
+
+pub use overlay::{OverlayMessage, MAX_SHUFFLE};
 
 use crate::protocol::sorted_map::SortedMap;
 
@@ -18,7 +29,7 @@ use serde::Serialize;
 use super::link::Backoff;
 use crate::protocol::clock::PeerId;
 
-/// Timing of connection attempts.
+/// Timing of connection attempts, and the size of the views.
 #[derive(Debug, Clone)]
 pub struct MeshConfig {
     /// A connection not open after this long has failed.
@@ -26,6 +37,13 @@ pub struct MeshConfig {
     /// First retry delay; it doubles per failure up to `backoff_max_ms`.
     pub backoff_base_ms: u64,
     pub backoff_max_ms: u64,
+    /// Links open or opening, at most (`maxConnections`): the active view.
+    pub max_connections: usize,
+    /// Peers known beyond the links, at most: the passive view.
+    pub passive_max: usize,
+    /// How often, in a room larger than `max_connections`, a linked peer
+    /// is sent a shuffle, and the links are tended (see `overlay.rs`).
+    pub shuffle_interval_ms: u64,
 }
 
 impl Default for MeshConfig {
@@ -34,6 +52,9 @@ impl Default for MeshConfig {
             connect_timeout_ms: 15_000,
             backoff_base_ms: 500,
             backoff_max_ms: 30_000,
+            max_connections: 8,
+            passive_max: 64,
+            shuffle_interval_ms: 10_000,
         }
     }
 }
@@ -73,8 +94,15 @@ struct Link {
     backoff: Backoff,
     /// When the state last changed.
     since_ms: u64,
-    /// When to dial again, while closed.
+    /// When to dial again, while closed (a full mesh); in a partial view,
+    /// the earliest it may be picked again.
     retry_at_ms: Option<u64>,
+    /// Signaling says it is in the room (else a shuffle named it).
+    signaled: bool,
+    /// Connections to it that failed or dropped since one last opened.
+    failures: u32,
+    /// The smoothed round trip of its last connection, if measured.
+    rtt_ms: Option<f64>,
 }
 
 impl Link {
@@ -84,6 +112,9 @@ impl Link {
             backoff: Backoff::new(config.backoff_base_ms, config.backoff_max_ms),
             since_ms: now_ms,
             retry_at_ms: None,
+            signaled: false,
+            failures: 0,
+            rtt_ms: None,
         }
     }
 
@@ -92,15 +123,28 @@ impl Link {
         self.since_ms = now_ms;
         self.retry_at_ms = None;
     }
+
+    fn active(&self) -> bool {
+        self.state != LinkState::Closed
+    }
 }
 
-/// The peers this peer knows of through signaling, and its connections.
+/// The peers this peer knows of, and its connections.
 #[derive(Debug)]
 pub struct Mesh {
     me: PeerId,
     config: MeshConfig,
     links: SortedMap<PeerId, Link>,
     actions: Vec<MeshAction>,
+    /// Overlay messages to send, with their recipients.
+    messages: Vec<(PeerId, OverlayMessage)>,
+    /// Drawn from the jitter passed in (the core has no randomness of its
+    /// own): picks candidates and shuffle partners.
+    entropy: u64,
+    /// The latest time an input brought.
+    now_ms: u64,
+    /// When to shuffle and tend the links next (a partial view only).
+    next_shuffle_ms: Option<u64>,
 }
 
 impl Mesh {
@@ -110,6 +154,10 @@ impl Mesh {
             config,
             links: SortedMap::new(),
             actions: Vec::new(),
+            messages: Vec::new(),
+            entropy: me.0,
+            now_ms: 0,
+            next_shuffle_ms: None,
         }
     }
 
@@ -131,16 +179,57 @@ impl Mesh {
         self.me > peer
     }
 
+    /// Every peer known fits in `max_connections`: a full mesh, as in a
+    /// small room (nothing of the partial view applies).
+    pub fn full_mesh(&self) -> bool {
+        self.links.len() <= self.config.max_connections
+    }
+
+    /// Links open or opening.
+    pub fn active(&self) -> usize {
+        self.links.values().filter(|l| l.active()).count()
+    }
+
     /// Signaling says `peer` is in the room. `dial`: it was there before us
-    /// (we joined), so we call it; otherwise it calls us.
+    /// (we joined), so we call it; otherwise it calls us. In a partial
+    /// view it may only join the passive view.
     pub fn discovered(&mut self, peer: PeerId, dial: bool, now_ms: u64) {
+        self.discovered_all(&[peer], dial, now_ms);
+    }
+
+    /// [`discovered`](Self::discovered) for a list at once (the room as
+    /// signaling sends it): whether the room is a full mesh is decided with
+    /// all of them known.
+    pub fn discovered_all(&mut self, peers: &[PeerId], dial: bool, now_ms: u64) {
+        self.now_ms = self.now_ms.max(now_ms);
+        for peer in peers {
+            if let Some(link) = self.link(*peer, now_ms) {
+                link.signaled = true;
+            }
+        }
+        for peer in peers {
+            self.discovered_one(*peer, dial, now_ms);
+        }
+    }
+
+    fn discovered_one(&mut self, peer: PeerId, dial: bool, now_ms: u64) {
         let timeout = self.config.connect_timeout_ms;
-        let Some(link) = self.link(peer, now_ms) else {
+        let Some(link) = self.links.get_mut(&peer) else {
             return;
         };
         if link.state != LinkState::Closed {
             return;
         }
+        if !self.full_mesh() {
+            if dial {
+                self.fill(now_ms);
+            }
+            self.trim_passive();
+            return;
+        }
+        let Some(link) = self.links.get_mut(&peer) else {
+            return;
+        };
         if dial {
             link.connecting(now_ms);
             self.actions.push(MeshAction::Dial(peer));
@@ -152,6 +241,7 @@ impl Mesh {
 
     /// Dial `peer` now, whatever the state of its connection.
     pub fn redial(&mut self, peer: PeerId, now_ms: u64) {
+        self.now_ms = self.now_ms.max(now_ms);
         let Some(link) = self.link(peer, now_ms) else {
             return;
         };
@@ -160,26 +250,56 @@ impl Mesh {
     }
 
     /// `peer` started a connection to us (its first offer arrived); it
-    /// replaces any we had, open or not.
-    pub fn incoming(&mut self, peer: PeerId, now_ms: u64) {
-        if let Some(link) = self.link(peer, now_ms) {
+    /// replaces any we had, open or not. With `max_connections` links
+    /// open or opening already, a partial view above its target makes room
+    /// (its slowest link goes: the room outgrew a full mesh, whose peers
+    /// would otherwise keep every newcomer out); otherwise it is refused
+    /// (`false`, the peer kept in the passive view).
+    pub fn incoming(&mut self, peer: PeerId, now_ms: u64) -> bool {
+        self.now_ms = self.now_ms.max(now_ms);
+        let full = self.active() >= self.config.max_connections;
+        let Some(link) = self.link(peer, now_ms) else {
+            return false;
+        };
+        if full && !link.active() && (self.full_mesh() || !self.make_room(peer, now_ms)) {
+            self.trim_passive();
+            return false;
+        }
+        if let Some(link) = self.links.get_mut(&peer) {
             link.connecting(now_ms);
         }
+        true
     }
 
     /// The data channel to `peer` opened.
     pub fn opened(&mut self, peer: PeerId, now_ms: u64) {
+        self.now_ms = self.now_ms.max(now_ms);
         if let Some(link) = self.links.get_mut(&peer) {
             link.state = LinkState::Open;
             link.backoff.reset();
             link.since_ms = now_ms;
             link.retry_at_ms = None;
+            link.failures = 0;
+        }
+        if self.next_shuffle_ms.is_none() {
+            self.next_shuffle_ms = Some(now_ms + self.config.shuffle_interval_ms);
+        }
+    }
+
+    /// The smoothed round trip to `peer` (the sync layer measures it):
+    /// links are kept near where they can be (see `overlay.rs`).
+    pub fn rtt(&mut self, peer: PeerId, rtt_ms: f64) {
+        if let Some(link) = self.links.get_mut(&peer) {
+            link.rtt_ms = Some(rtt_ms);
         }
     }
 
     /// The connection to `peer` failed or dropped; `jitter` in `[0, 1)`
-    /// spreads the retries of many peers apart.
+    /// spreads the retries of many peers apart. In a partial view, another
+    /// passive peer takes its place.
     pub fn closed(&mut self, peer: PeerId, now_ms: u64, jitter: f64) {
+        self.now_ms = self.now_ms.max(now_ms);
+        self.stir(jitter);
         let higher = self.me > peer;
         let Some(link) = self.links.get_mut(&peer) else {
             return;
@@ -189,11 +309,15 @@ impl Mesh {
         }
         link.state = LinkState::Closed;
         link.since_ms = now_ms;
+        link.failures = link.failures.saturating_add(1);
         // The higher id waits a little longer, so usually one side dials:
         // the lower stretches its wait by [0, 1/2), the higher by [1/2, 1).
         let jitter = jitter.clamp(0.0, 1.0) / 2.0;
         let stretch = if higher { 0.5 + jitter } else { jitter };
         link.retry_at_ms = Some(now_ms + link.backoff.fail(stretch));
+        if !self.full_mesh() {
+            self.fill(now_ms);
+        }
     }
 
     /// `peer` left the room: no more retries.
@@ -202,6 +326,9 @@ impl Mesh {
             if link.state != LinkState::Closed {
                 self.actions.push(MeshAction::Hangup(peer));
             }
+        }
+        if !self.full_mesh() {
+            self.fill(self.now_ms);
         }
     }
 
@@ -213,11 +340,14 @@ impl Mesh {
                 self.actions.push(MeshAction::Hangup(peer));
             }
         }
+        self.next_shuffle_ms = None;
     }
 
     /// Timer: connections that took too long fail; retries that are due
-    /// dial.
+    /// dial (a partial view: links are repaired, shuffles sent).
     pub fn tick(&mut self, now_ms: u64, jitter: f64) {
+        self.now_ms = self.now_ms.max(now_ms);
+        self.stir(jitter);
         let stuck: Vec<PeerId> = self
             .links
             .iter()
@@ -231,6 +361,15 @@ impl Mesh {
             self.closed(peer, now_ms, jitter);
             self.actions.push(MeshAction::Hangup(peer));
         }
+        if !self.full_mesh() {
+            self.fill(now_ms);
+            if self.next_shuffle_ms.is_some_and(|t| now_ms >= t) {
+                self.next_shuffle_ms = Some(now_ms + self.config.shuffle_interval_ms);
+                self.shuffle();
+                self.tend(now_ms);
+            }
+            return;
+        }
         for (peer, link) in self.links.iter_mut() {
             if link.state == LinkState::Closed && link.retry_at_ms.is_some_and(|t| now_ms >= t) {
                 link.connecting(now_ms);
@@ -240,17 +379,26 @@ impl Mesh {
     }
 
     /// When [`tick`](Self::tick) next has something to do: a connection
-    /// times out or a retry falls due. `None`: nothing until something
-    /// happens (an idle room needs no timer).
+    /// times out or a retry falls due (a partial view: also a shuffle).
+    /// `None`: nothing until something happens (an idle room needs no
+    /// timer).
     pub fn next_wake(&self) -> Option<u64> {
-        self.links
+        let full_mesh = self.full_mesh();
+        let short = !full_mesh && self.active() < self.target();
+        let links = self
+            .links
             .values()
             .filter_map(|l| match l.state {
                 LinkState::Connecting => Some(l.since_ms + self.config.connect_timeout_ms),
-                LinkState::Closed => l.retry_at_ms,
-                LinkState::Open => None,
+                LinkState::Closed if full_mesh || short => l.retry_at_ms,
+                _ => None,
             })
-            .min()
+            .min();
+        let shuffle = self.next_shuffle_ms.filter(|_| !full_mesh);
+        match (links, shuffle) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     pub fn state(&self, peer: PeerId) -> Option<LinkState> {
@@ -265,137 +413,13 @@ impl Mesh {
     pub fn take_actions(&mut self) -> Vec<MeshAction> {
         std::mem::take(&mut self.actions)
     }
+
+    /// Overlay messages to send (through the sync node, over the links):
+    /// shuffles and their replies.
+    pub fn take_messages(&mut self) -> Vec<(PeerId, OverlayMessage)> {
+        std::mem::take(&mut self.messages)
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn mesh(me: u64) -> Mesh {
-        Mesh::new(PeerId(me), MeshConfig::default())
-    }
-
-    #[test]
-    fn the_newcomer_dials_and_the_others_wait() {
-        let mut newcomer = mesh(2);
-        newcomer.discovered(PeerId(1), true, 0);
-        assert_eq!(newcomer.take_actions(), vec![MeshAction::Dial(PeerId(1))]);
-        assert_eq!(newcomer.state(PeerId(1)), Some(LinkState::Connecting));
-
-        let mut member = mesh(1);
-        member.discovered(PeerId(2), false, 0);
-        assert!(member.take_actions().is_empty());
-        member.incoming(PeerId(2), 10);
-        member.opened(PeerId(2), 20);
-        assert_eq!(member.state(PeerId(2)), Some(LinkState::Open));
-        member.tick(60_000, 0.0);
-        assert!(
-            member.take_actions().is_empty(),
-            "an open link is left alone"
-        );
-    }
-
-    #[test]
-    fn a_peer_that_never_calls_is_called() {
-        let mut member = mesh(1);
-        member.discovered(PeerId(2), false, 0);
-        member.tick(14_999, 0.0);
-        assert!(member.take_actions().is_empty());
-        member.tick(15_000, 0.0);
-        assert_eq!(member.take_actions(), vec![MeshAction::Dial(PeerId(2))]);
-    }
-
-    #[test]
-    fn retries_back_off_exponentially_up_to_the_cap() {
-        let mut m = mesh(1);
-        m.discovered(PeerId(9), true, 0);
-        m.take_actions();
-        let mut now = 0;
-        let mut delays = Vec::new();
-        for _ in 0..10 {
-            m.closed(PeerId(9), now, 0.0);
-            let start = now;
-            loop {
-                now += 100;
-                m.tick(now, 0.0);
-                if !m.take_actions().is_empty() {
-                    break;
-                }
-            }
-            delays.push(now - start);
-        }
-        assert_eq!(&delays[..4], &[500, 1000, 2000, 4000]);
-        assert_eq!(*delays.last().unwrap(), 30_000);
-        m.opened(PeerId(9), now);
-        m.closed(PeerId(9), now, 0.0);
-        m.tick(now + 500, 0.0);
-        assert_eq!(
-            m.take_actions(),
-            vec![MeshAction::Dial(PeerId(9))],
-            "reset on open"
-        );
-    }
-
-    #[test]
-    fn a_stuck_connection_fails_and_is_retried() {
-        let mut m = mesh(1);
-        m.discovered(PeerId(2), true, 0);
-        m.take_actions();
-        m.tick(15_000, 0.0);
-        assert_eq!(m.take_actions(), vec![MeshAction::Hangup(PeerId(2))]);
-        assert_eq!(m.state(PeerId(2)), Some(LinkState::Closed));
-        m.tick(15_500, 0.0);
-        assert_eq!(m.take_actions(), vec![MeshAction::Dial(PeerId(2))]);
-    }
-
-    #[test]
-    fn leaving_and_clearing_hang_up() {
-        let mut m = mesh(1);
-        m.discovered(PeerId(2), true, 0);
-        m.discovered(PeerId(3), true, 0);
-        m.take_actions();
-        m.left(PeerId(2));
-        assert_eq!(m.take_actions(), vec![MeshAction::Hangup(PeerId(2))]);
-        m.clear();
-        assert_eq!(m.take_actions(), vec![MeshAction::Hangup(PeerId(3))]);
-        assert_eq!(m.links().count(), 0);
-        m.tick(100_000, 0.5);
-        assert!(m.take_actions().is_empty());
-    }
-
-    #[test]
-    fn next_wake_is_the_earliest_timeout_or_retry_and_none_when_all_are_open() {
-        let mut m = mesh(1);
-        assert_eq!(m.next_wake(), None);
-        m.discovered(PeerId(2), true, 100);
-        m.discovered(PeerId(3), false, 200);
-        assert_eq!(m.next_wake(), Some(15_100), "2 times out first");
-        m.opened(PeerId(2), 300);
-        assert_eq!(
-            m.next_wake(),
-            Some(15_200),
-            "3 is called if it does not call"
-        );
-        m.incoming(PeerId(3), 400);
-        m.opened(PeerId(3), 500);
-        assert_eq!(m.next_wake(), None, "all open: nothing to wake for");
-        m.closed(PeerId(3), 600, 0.0);
-        assert_eq!(m.next_wake(), Some(1100));
-    }
-
-    #[test]
-    fn an_incoming_connection_replaces_an_open_one() {
-        let mut m = mesh(1);
-        m.discovered(PeerId(2), true, 0);
-        m.take_actions();
-        m.opened(PeerId(2), 10);
-        m.incoming(PeerId(2), 20);
-        assert_eq!(m.state(PeerId(2)), Some(LinkState::Connecting));
-        m.tick(20 + 15_000, 0.0);
-        assert_eq!(
-            m.take_actions(),
-            vec![MeshAction::Hangup(PeerId(2))],
-            "and times out like any other"
-        );
-    }
-}
+mod tests;

@@ -1,0 +1,119 @@
+//! Presence at the node (see [`crate::protocol::sync::presence`]): this
+//! peer's own, refreshed while it is here; the others', checked, held
+//! apart from the engine, and relayed once per update.
+
+use super::{Message, SyncNode};
+use crate::protocol::clock::PeerId;
+use crate::protocol::sync::presence::{
+    PresenceEntry, PresenceError, PresenceUpdate, MAX_PRESENCE_BATCH, MIN_PRESENCE_INTERVAL_MS,
+    PRESENCE_REFRESH_MS,
+};
+use crate::protocol::sync::refusal::Refusal;
+
+impl SyncNode {
+    /// Sets this peer's presence: `value` is JSON text (`null` clears
+    /// it). Sent at once, or as soon as the rate allows, then refreshed
+    /// every [`PRESENCE_REFRESH_MS`]; never persisted.
+    pub fn set_presence(&mut self, value: &str, now_ms: u64) -> Result<(), PresenceError> {
+        let me = self.peer();
+        PresenceUpdate::new(me, now_ms, value.to_string(), None).check(false)?;
+        self.presence_value = Some(value.to_string());
+        let earliest = self
+            .presence_sent
+            .as_ref()
+            .map_or(now_ms, |s| s.stamp + MIN_PRESENCE_INTERVAL_MS);
+        self.presence_due = Some(earliest.max(now_ms));
+        self.presence_changed = true;
+        self.send_presence_if_due(now_ms);
+        Ok(())
+    }
+
+    /// Signs and spreads our presence if it is due (a change, or the
+    /// refresh).
+    pub(super) fn send_presence_if_due(&mut self, now_ms: u64) {
+        if self.presence_due.is_none_or(|due| now_ms < due) {
+            return;
+        }
+        let Some(value) = self.presence_value.clone() else {
+            self.presence_due = None;
+            return;
+        };
+        let stamp = self
+            .presence_sent
+            .as_ref()
+            .map_or(now_ms, |s| now_ms.max(s.stamp + MIN_PRESENCE_INTERVAL_MS));
+        let update = PresenceUpdate::new(self.peer(), stamp, value, self.config.identity.as_ref());
+        self.presence_due = (!update.left()).then_some(stamp + PRESENCE_REFRESH_MS);
+        self.presence_sent = Some(update.clone());
+        let peers: Vec<PeerId> = self.sessions.keys().copied().collect();
+        for peer in peers {
+            self.send(peer, &Message::Presence(vec![update.clone()]));
+        }
+    }
+
+    /// A new session learns who is here: ours and the freshest others.
+    pub(super) fn greet_presence(&mut self, peer: PeerId) {
+        let mut updates = self.presence.freshest(MAX_PRESENCE_BATCH - 1);
+        updates.retain(|u| u.peer != peer);
+        updates.extend(self.presence_sent.clone());
+        if !updates.is_empty() {
+            self.send(peer, &Message::Presence(updates));
+        }
+    }
+
+    pub(super) fn on_presence(&mut self, from: PeerId, updates: Vec<PresenceUpdate>, now_ms: u64) {
+        if updates.len() > MAX_PRESENCE_BATCH {
+            return self.refuse(from, Refusal::Presence(PresenceError::Batch));
+        }
+        let me = self.peer();
+        let signed = self.signed();
+        for update in updates {
+            if update.peer == me {
+                continue;
+            }
+            let taken = update
+                .check(signed)
+                .and_then(|()| self.presence.take(update.clone(), now_ms));
+            match taken {
+                Ok(true) => {
+                    self.presence_changed = true;
+                    let peers: Vec<PeerId> = self.sessions.keys().copied().collect();
+                    for peer in peers
+                        .into_iter()
+                        .filter(|p| *p != from && *p != update.peer)
+                    {
+                        self.send(peer, &Message::Presence(vec![update.clone()]));
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => self.refuse(from, Refusal::Presence(e)),
+            }
+        }
+    }
+
+    /// Drops presence not refreshed in time.
+    pub(super) fn expire_presence(&mut self, now_ms: u64) {
+        if self.presence.expire(now_ms) {
+            self.presence_changed = true;
+        }
+    }
+
+    /// Who is here, this peer included: `[{ id, value, lastSeen }]`.
+    pub fn presence(&self) -> Vec<PresenceEntry> {
+        let mut out = self.presence.entries();
+        if let Some(own) = self.presence_sent.as_ref().filter(|u| !u.left()) {
+            out.push(PresenceEntry {
+                id: own.peer.to_string(),
+                value: own.value.clone(),
+                last_seen: own.stamp,
+            });
+        }
+        out
+    }
+
+    /// Whether anyone's presence changed since the last call (for the
+    /// `"presence"` event).
+    pub fn take_presence_changed(&mut self) -> bool {
+        std::mem::take(&mut self.presence_changed)
+    }
+}

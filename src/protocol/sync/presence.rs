@@ -1,0 +1,215 @@
+//! Presence (Yjs's awareness): who is here, with a small JSON value each
+//! (a name, a color, a cursor). Ephemeral: never in the state, the log,
+//! storage or the digest; a peer's entry is gone [`PRESENCE_TIMEOUT_MS`]
+//! after its last refresh. Signed by its peer's key like events, bounded in
+//! size, limited in rate by the origin's own signed stamps, and relayed
+//! once per update (a stamp not newer than the one held is a duplicate).
+
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::clock::PeerId;
+use crate::protocol::identity::{self, Identity, PublicKey, Signature};
+use crate::protocol::sorted_map::SortedMap;
+
+/// Bytes of a presence value's JSON text, at most.
+pub const MAX_PRESENCE_BYTES: usize = 1024;
+/// An entry not refreshed for this long is gone.
+pub const PRESENCE_TIMEOUT_MS: u64 = 30_000;
+/// A peer sends its presence again this often while it is here.
+pub const PRESENCE_REFRESH_MS: u64 = 10_000;
+/// Updates of one peer are at least this far apart (by their stamps).
+pub const MIN_PRESENCE_INTERVAL_MS: u64 = 100;
+/// A stamp this far ahead of our clock is refused.
+pub const PRESENCE_SKEW_MS: u64 = 60_000;
+/// Peers whose presence is held, at most (a room's `MAX_ROOM`).
+pub const MAX_PRESENCES: usize = 1024;
+/// Updates in one message, at most.
+pub const MAX_PRESENCE_BATCH: usize = 64;
+
+/// One peer's presence, as it travels: its value, stamped and signed by
+/// its key (unsigned rooms: the key and signature are zeros, unchecked).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceUpdate {
+    pub peer: PeerId,
+    /// The origin's time of the update (ms): newer replaces older.
+    pub stamp: u64,
+    /// JSON text; `null`: the peer left.
+    pub value: String,
+    #[serde(deserialize_with = "crate::protocol::identity::bytes::b32")]
+    pub key: PublicKey,
+    #[serde(deserialize_with = "crate::protocol::identity::bytes::signature")]
+    pub signature: Signature,
+}
+
+/// Why a presence update was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PresenceError {
+    #[error("presence of {0} bytes exceeds the {MAX_PRESENCE_BYTES}-byte limit")]
+    TooLarge(usize),
+    #[error("presence of {0} not signed by its key")]
+    Forged(PeerId),
+    #[error("presence of {0} updated more often than every {MIN_PRESENCE_INTERVAL_MS} ms")]
+    TooFrequent(PeerId),
+    #[error("presence of {0} older than the one held")]
+    Stale(PeerId),
+    #[error("presence of {0} stamped more than {PRESENCE_SKEW_MS} ms ahead")]
+    Ahead(PeerId),
+    #[error("presence of more than {MAX_PRESENCES} peers")]
+    Full,
+    #[error("more than {MAX_PRESENCE_BATCH} presence updates in one message")]
+    Batch,
+    #[error("presence value is not JSON: {0}")]
+    NotJson(String),
+}
+
+impl PresenceError {
+    /// Penalty points: a forgery weighs like a forged run; what an honest
+    /// relay may pass on (late, ahead, a full table) weighs nothing.
+    pub fn points(&self) -> u32 {
+        match self {
+            PresenceError::Forged(_) => super::refusal::FORGERY_POINTS,
+            PresenceError::TooLarge(_) | PresenceError::Batch | PresenceError::NotJson(_) => 1,
+            _ => 0,
+        }
+    }
+}
+
+fn signed_bytes(peer: PeerId, stamp: u64, value: &str) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new_derive_key("cpc-sync presence v1");
+    hasher.update(&peer.0.to_le_bytes());
+    hasher.update(&stamp.to_le_bytes());
+    hasher.update(value.as_bytes());
+    *hasher.finalize().as_bytes()
+}
+
+impl PresenceUpdate {
+    /// `value` (JSON text) of `peer` at `stamp`, signed by `identity`.
+    pub fn new(peer: PeerId, stamp: u64, value: String, identity: Option<&Identity>) -> Self {
+        let (key, signature) = match identity {
+            Some(id) => (id.public_key(), id.sign(&signed_bytes(peer, stamp, &value))),
+            None => ([0; 32], [[0; 32]; 2]),
+        };
+        PresenceUpdate {
+            peer,
+            stamp,
+            value,
+            key,
+            signature,
+        }
+    }
+
+    /// Its form and, in a signed room, its signature.
+    pub fn check(&self, signed: bool) -> Result<(), PresenceError> {
+        if self.value.len() > MAX_PRESENCE_BYTES {
+            return Err(PresenceError::TooLarge(self.value.len()));
+        }
+        if serde_json::from_str::<serde::de::IgnoredAny>(&self.value).is_err() {
+            return Err(PresenceError::NotJson(
+                self.value.chars().take(40).collect(),
+            ));
+        }
+        if signed
+            && (identity::peer_id_of(&self.key) != self.peer
+                || !identity::verify(
+                    &self.key,
+                    &signed_bytes(self.peer, self.stamp, &self.value),
+                    &self.signature,
+                ))
+        {
+            return Err(PresenceError::Forged(self.peer));
+        }
+        Ok(())
+    }
+
+    pub fn left(&self) -> bool {
+        self.value == "null"
+    }
+}
+
+/// One peer's presence as the app sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PresenceEntry {
+    pub id: String,
+    /// JSON text.
+    pub value: String,
+    /// Local time (ms) it was last refreshed.
+    pub last_seen: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Held {
+    update: PresenceUpdate,
+    seen_ms: u64,
+}
+
+/// The presence of the room's peers, as heard.
+#[derive(Debug, Default)]
+pub struct PresenceTable {
+    held: SortedMap<PeerId, Held>,
+}
+
+impl PresenceTable {
+    /// Takes an update checked by [`PresenceUpdate::check`]: `Ok(true)` if
+    /// it is news (to relay), `Ok(false)` for a duplicate.
+    pub fn take(&mut self, update: PresenceUpdate, now_ms: u64) -> Result<bool, PresenceError> {
+        let peer = update.peer;
+        if update.stamp > now_ms.saturating_add(PRESENCE_SKEW_MS) {
+            return Err(PresenceError::Ahead(peer));
+        }
+        match self.held.get(&peer) {
+            Some(h) if h.update.stamp == update.stamp => return Ok(false),
+            Some(h) if h.update.stamp > update.stamp => return Err(PresenceError::Stale(peer)),
+            Some(h) if update.stamp < h.update.stamp + MIN_PRESENCE_INTERVAL_MS => {
+                return Err(PresenceError::TooFrequent(peer))
+            }
+            None if self.held.len() >= MAX_PRESENCES => return Err(PresenceError::Full),
+            _ => {}
+        }
+        self.held.insert(
+            peer,
+            Held {
+                update,
+                seen_ms: now_ms,
+            },
+        );
+        Ok(true)
+    }
+
+    /// Drops what was not refreshed in time (kept a timeout longer as a
+    /// tombstone once left, so a replay stays stale); whether anything the
+    /// app sees went.
+    pub fn expire(&mut self, now_ms: u64) -> bool {
+        let mut gone = false;
+        self.held.retain(|_, h| {
+            let keep = now_ms < h.seen_ms + PRESENCE_TIMEOUT_MS;
+            gone |= !keep && !h.update.left();
+            keep
+        });
+        gone
+    }
+
+    /// The freshest updates, at most `n` (for a new link).
+    pub fn freshest(&self, n: usize) -> Vec<PresenceUpdate> {
+        let mut all: Vec<&Held> = self.held.values().collect();
+        all.sort_by_key(|h| std::cmp::Reverse(h.seen_ms));
+        all.into_iter().take(n).map(|h| h.update.clone()).collect()
+    }
+
+    /// Who is here (those who left are not).
+    pub fn entries(&self) -> Vec<PresenceEntry> {
+        self.held
+            .iter()
+            .filter(|(_, h)| !h.update.left())
+            .map(|(p, h)| PresenceEntry {
+                id: p.to_string(),
+                value: h.update.value.clone(),
+                last_seen: h.seen_ms,
+            })
+            .collect()
+    }
+
+    pub fn get(&self, peer: PeerId) -> Option<&PresenceUpdate> {
+        self.held.get(&peer).map(|h| &h.update)
+    }
+}

@@ -1,0 +1,249 @@
+//! Presence: ephemeral, signed, bounded, rate-limited, relayed once per
+//! update, gone after a timeout; never in the state, the log, storage or
+//! the digest. Attacks by a member with a valid key are typed refusals,
+//! counted.
+
+mod common;
+
+use common::signed_node;
+use cpc_sync::protocol::sync::presence::{
+    PresenceError, PresenceUpdate, MAX_PRESENCE_BYTES, MIN_PRESENCE_INTERVAL_MS,
+    PRESENCE_TIMEOUT_MS,
+};
+use cpc_sync::protocol::sync::wire::{self, Message};
+use cpc_sync::protocol::sync::{Output, Persist, Refusal, SyncConfig, SyncNode};
+use cpc_sync::protocol::{Identity, PeerId};
+
+const NOW: u64 = 1_700_000_000_000;
+
+fn durable(seed: u64) -> SyncNode {
+    signed_node(
+        seed,
+        SyncConfig {
+            durable: true,
+            ..SyncConfig::default()
+        },
+    )
+}
+
+/// Carries frames between `nodes` until they are quiet; returns every
+/// other output.
+fn pump(nodes: &mut [SyncNode], now: u64) -> Vec<Output> {
+    let mut rest = Vec::new();
+    for _ in 0..50 {
+        let mut frames = Vec::new();
+        for node in nodes.iter_mut() {
+            let from = node.peer();
+            for output in node.take_outputs() {
+                match output {
+                    Output::Send { to, frame } => frames.push((from, to, frame)),
+                    other => rest.push(other),
+                }
+            }
+        }
+        if frames.is_empty() {
+            return rest;
+        }
+        for (from, to, frame) in frames {
+            if let Some(node) = nodes.iter_mut().find(|n| n.peer() == to) {
+                node.receive_frame(from, &frame, now);
+            }
+        }
+    }
+    panic!("not quiet");
+}
+
+fn link(nodes: &mut [SyncNode], a: usize, b: usize) {
+    let (pa, pb) = (nodes[a].peer(), nodes[b].peer());
+    nodes[a].connect(pb, NOW);
+    nodes[b].connect(pa, NOW);
+}
+
+fn values(node: &SyncNode) -> Vec<(String, String)> {
+    let mut v: Vec<_> = node
+        .presence()
+        .into_iter()
+        .map(|e| (e.id, e.value))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn presence_never_enters_the_state_the_log_storage_or_the_digest() {
+    let mut nodes = vec![durable(1), durable(2)];
+    link(&mut nodes, 0, 1);
+    pump(&mut nodes, NOW);
+    let before: Vec<_> = nodes
+        .iter_mut()
+        .map(|n| {
+            let digest = n.digest();
+            let e = n.engine();
+            (e.state_json(), e.log().len(), e.clock().clone(), digest)
+        })
+        .collect();
+    nodes[1]
+        .set_presence(r#"{"name":"bea","color":"green"}"#, NOW + 1)
+        .expect("small JSON");
+    nodes[0].set_presence(r#""ada""#, NOW + 1).expect("JSON");
+    let outputs = pump(&mut nodes, NOW + 1);
+    assert!(
+        !outputs.iter().any(|o| matches!(o, Output::Persist { .. })),
+        "nothing persisted: {outputs:?}"
+    );
+    let b = nodes[1].peer().to_string();
+    assert!(values(&nodes[0]).contains(&(b, r#"{"name":"bea","color":"green"}"#.into())));
+    assert_eq!(nodes[0].presence().len(), 2, "itself and the other");
+    for (node, before) in nodes.iter_mut().zip(before) {
+        let digest = node.digest();
+        let e = node.engine();
+        assert_eq!(
+            (e.state_json(), e.log().len(), e.clock().clone(), digest),
+            before
+        );
+    }
+    // A snapshot of the state has none of it either.
+    nodes[0].fold();
+    for o in nodes[0].take_outputs() {
+        if let Output::Persist {
+            write: Persist::Snapshot(bytes),
+            ..
+        } = o
+        {
+            assert!(!String::from_utf8_lossy(&bytes).contains("bea"));
+        }
+    }
+}
+
+#[test]
+fn presence_is_relayed_refreshed_and_gone_after_the_timeout() {
+    // a - b - c: c hears of a through b.
+    let mut nodes = vec![durable(1), durable(2), durable(3)];
+    link(&mut nodes, 0, 1);
+    link(&mut nodes, 1, 2);
+    pump(&mut nodes, NOW);
+    nodes[0].set_presence(r#"{"cursor":1}"#, NOW).unwrap();
+    pump(&mut nodes, NOW);
+    let a = nodes[0].peer().to_string();
+    assert!(values(&nodes[2]).contains(&(a.clone(), r#"{"cursor":1}"#.into())));
+    assert!(nodes[2].take_presence_changed());
+    // An update replaces it.
+    let later = NOW + MIN_PRESENCE_INTERVAL_MS;
+    nodes[0].set_presence(r#"{"cursor":2}"#, later).unwrap();
+    pump(&mut nodes, later);
+    assert!(values(&nodes[2]).contains(&(a.clone(), r#"{"cursor":2}"#.into())));
+    // Refreshed while a is here (its timer), gone once it is not.
+    let mut now = later;
+    while now < later + 2 * PRESENCE_TIMEOUT_MS {
+        now += 1_000;
+        for n in nodes.iter_mut() {
+            n.tick(now);
+        }
+        pump(&mut nodes, now);
+    }
+    assert!(
+        values(&nodes[2]).iter().any(|(id, _)| *id == a),
+        "kept fresh"
+    );
+    let gone = now + PRESENCE_TIMEOUT_MS + 1_000;
+    nodes[2].take_presence_changed();
+    nodes[2].tick(gone);
+    assert!(nodes[2].presence().is_empty(), "a stopped refreshing");
+    assert!(nodes[2].take_presence_changed());
+    // Clearing it tells the others at once.
+    nodes[0].set_presence("null", gone).unwrap();
+    nodes[1].tick(gone);
+    pump(&mut nodes, gone);
+    assert!(!values(&nodes[1]).iter().any(|(id, _)| *id == a));
+}
+
+/// Mallory (a member with a valid key) sends `updates` to a victim.
+fn attack(updates: Vec<PresenceUpdate>, now: u64) -> (Vec<Refusal>, SyncNode, PeerId) {
+    let mut victim = signed_node(1, SyncConfig::default());
+    let mallory = Identity::from_seed(666).peer();
+    victim.connect(mallory, NOW);
+    victim.take_outputs();
+    for frame in wire::encode(&Message::Presence(updates), 1) {
+        victim.receive_frame(mallory, &frame, now);
+    }
+    let refused = victim
+        .take_outputs()
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Rejected { refusal, .. } => Some(refusal),
+            _ => None,
+        })
+        .collect();
+    (refused, victim, mallory)
+}
+
+#[test]
+fn forged_oversized_flooding_replayed_and_future_presence_is_refused() {
+    let mallory = Identity::from_seed(666);
+    let alice = Identity::from_seed(7).peer();
+    let update =
+        |peer, stamp, value: &str| PresenceUpdate::new(peer, stamp, value.into(), Some(&mallory));
+
+    // Forged: Alice's presence under Mallory's key, or altered after signing.
+    let mut altered = update(mallory.peer(), NOW, r#""me""#);
+    altered.value = r#""someone else""#.into();
+    let (refused, victim, m) = attack(vec![update(alice, NOW, r#""alice""#), altered], NOW);
+    assert_eq!(
+        refused,
+        vec![
+            Refusal::Presence(PresenceError::Forged(alice)),
+            Refusal::Presence(PresenceError::Forged(mallory.peer())),
+        ]
+    );
+    assert!(victim.presence().is_empty());
+    assert_eq!(victim.stats(m).map(|s| s.rejected), Some(2));
+
+    // Oversized, and not JSON.
+    let big = format!("\"{}\"", "x".repeat(MAX_PRESENCE_BYTES));
+    let (refused, victim, _) = attack(vec![update(mallory.peer(), NOW, &big)], NOW);
+    assert_eq!(
+        refused,
+        vec![Refusal::Presence(PresenceError::TooLarge(big.len()))]
+    );
+    assert!(victim.presence().is_empty());
+    let (refused, _, _) = attack(vec![update(mallory.peer(), NOW, "{not json")], NOW);
+    assert!(matches!(
+        refused.as_slice(),
+        [Refusal::Presence(PresenceError::NotJson(_))]
+    ));
+
+    // Flooding: updates closer than the interval, by their own stamps.
+    let flood: Vec<_> = (0..50)
+        .map(|i| update(mallory.peer(), NOW + i, &i.to_string()))
+        .collect();
+    let (refused, victim, _) = attack(flood, NOW);
+    assert_eq!(refused.len(), 49);
+    assert!(refused
+        .iter()
+        .all(|r| *r == Refusal::Presence(PresenceError::TooFrequent(mallory.peer()))));
+    assert_eq!(victim.presence()[0].value, "0", "the first one only");
+
+    // Replayed: an older update after a newer one; and one from the future.
+    let newer = update(mallory.peer(), NOW + 1_000, r#""new""#);
+    let older = update(mallory.peer(), NOW, r#""old""#);
+    let ahead = update(alice, NOW + 3_600_000, r#""later""#);
+    let (refused, victim, _) = attack(vec![newer.clone(), older, newer, ahead], NOW + 1_000);
+    assert_eq!(
+        refused,
+        vec![
+            Refusal::Presence(PresenceError::Stale(mallory.peer())),
+            Refusal::Presence(PresenceError::Forged(alice)),
+        ]
+    );
+    assert_eq!(
+        victim.presence()[0].value,
+        r#""new""#,
+        "the duplicate is no news"
+    );
+    let ahead = update(mallory.peer(), NOW + 3_600_000, r#""later""#);
+    let (refused, _, _) = attack(vec![ahead], NOW);
+    assert_eq!(
+        refused,
+        vec![Refusal::Presence(PresenceError::Ahead(mallory.peer()))]
+    );
+}
