@@ -13,9 +13,10 @@ pub mod wire;
 pub use link::{Backoff, LinkAction, LinkConfig, Links, Route, Verdict};
 pub use mesh::{LinkState, Mesh, MeshAction, MeshConfig, OverlayMessage, MAX_SHUFFLE};
 pub use node::{
-    BoxedHandler, LocalWrite, EAGER_KEPT, Output, PeerReport, Persist, SyncConfig, SyncNode, DIGEST_PAUSE_MS,
-    FORCED_FOLD, MAX_OVERLAY_PER_INTERVAL, MAX_PENDING_OVERLAY, MAX_REQUESTS_PER_INTERVAL,
-    MAX_UNVERIFIED_EVENTS, PENALTY_LIMIT, VERIFY_HOLD_WINDOWS, VERIFY_WINDOW_MS,
+    BoxedHandler, LocalWrite, Output, PeerReport, Persist, SyncConfig, SyncNode, DIGEST_PAUSE_MS,
+    EAGER_KEPT, FORCED_FOLD, MAX_OVERLAY_PER_INTERVAL, MAX_PENDING_OVERLAY,
+    MAX_REQUESTS_PER_INTERVAL, MAX_UNVERIFIED_EVENTS, PENALTY_LIMIT, VERIFY_HOLD_WINDOWS,
+    VERIFY_WINDOW_MS,
 };
 pub use refusal::{Refusal, FORGERY_POINTS, UNSEALED_POINTS};
 pub use session::{SessionStats, Standing};
