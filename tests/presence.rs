@@ -247,3 +247,41 @@ fn forged_oversized_flooding_replayed_and_future_presence_is_refused() {
         vec![Refusal::Presence(PresenceError::Ahead(mallory.peer()))]
     );
 }
+
+#[test]
+fn a_leave_goes_out_at_once_even_right_after_an_update() {
+    let mut nodes = vec![durable(1), durable(2)];
+    link(&mut nodes, 0, 1);
+    nodes[0].set_presence("{\"name\":\"a\"}", NOW).unwrap();
+    pump(&mut nodes, NOW);
+    assert_eq!(values(&nodes[1]).len(), 1);
+    // An update within the interval waits for it; a leave does not.
+    nodes[0].set_presence("{\"name\":\"b\"}", NOW + 10).unwrap();
+    pump(&mut nodes, NOW + 10);
+    assert_eq!(
+        values(&nodes[1])[0].1,
+        "{\"name\":\"a\"}",
+        "the update waits"
+    );
+    nodes[0].set_presence("null", NOW + 20).unwrap();
+    pump(&mut nodes, NOW + 20);
+    assert_eq!(values(&nodes[1]), vec![], "the leave did not wait");
+}
+
+#[test]
+fn a_closed_link_takes_its_peers_presence_with_it() {
+    let mut nodes = vec![durable(1), durable(2), durable(3)];
+    link(&mut nodes, 0, 1);
+    link(&mut nodes, 1, 2);
+    nodes[0].set_presence("{\"name\":\"a\"}", NOW).unwrap();
+    pump(&mut nodes, NOW);
+    assert_eq!(values(&nodes[1]).len(), 1);
+    assert_eq!(values(&nodes[2]).len(), 1);
+    // The page of node 0 closes without its leave getting out.
+    let gone = nodes[0].peer();
+    nodes[1].disconnect(gone);
+    assert!(nodes[1].take_presence_changed());
+    assert_eq!(values(&nodes[1]), vec![], "gone with its link");
+    // Node 2 still holds it until it times out (it heard it relayed).
+    assert_eq!(values(&nodes[2]).len(), 1);
+}

@@ -118,6 +118,13 @@ async function main() {
       views[2].onMessage(e);
       render();
     });
+    // Who is here: a name (`?name=`, else the peer's short id), shown to
+    // the room while the page is open; gone from the others when it hides.
+    const presence = { name: params.get("name") ?? `guest ${peer.id.slice(0, 4)}` };
+    peer.setPresence(presence);
+    addEventListener("pagehide", () => peer.setPresence(null));
+    addEventListener("pageshow", (e) => e.persisted && peer.setPresence(presence));
+    peer.addEventListener("presence", render);
     peer.addEventListener("snapshot", (e) => {
       if (e.received === e.total) log.add("snapshot", { from: e.peer, bytes: e.total });
       transferBar(e);

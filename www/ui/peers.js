@@ -8,9 +8,21 @@ const clockText = (clock) =>
     .map(([id, n]) => `${short(id)}: ${n}`)
     .join("\n") || "{}";
 
+/** Who is here, by the names their pages set (`setPresence`). */
+function hereText(peer) {
+  const names = peer
+    .presence()
+    .filter((p) => p.value && typeof p.value.name === "string")
+    .map((p) => (p.id === peer.id ? `${p.value.name} (you)` : p.value.name))
+    .sort();
+  return names.length ? names.join(", ") : "—";
+}
+
 export function peersView(peer) {
   const body = el("tbody");
+  const here = el("p", { id: "here" }, "");
   function render() {
+    here.textContent = `Here: ${hereText(peer)}`;
     const clock = peer.clock();
     const digest = peer.digest();
     const rows = [
@@ -51,6 +63,7 @@ export function peersView(peer) {
     "section",
     { class: "card", id: "peers-card" },
     el("h2", {}, "Peers"),
+    here,
     el(
       "div",
       { class: "scroll" },

@@ -48,12 +48,18 @@ impl Listeners {
 
 /// `{ type, ...fields }`, what a listener receives.
 pub fn event_object(kind: &str, fields: &[(&str, JsValue)]) -> JsValue {
-    let detail = Object::new();
+    let detail = event_object_fields(fields);
     let _ = Reflect::set(&detail, &"type".into(), &kind.into());
+    detail
+}
+
+/// `{ ...fields }`.
+pub fn event_object_fields(fields: &[(&str, JsValue)]) -> JsValue {
+    let object = Object::new();
     for (name, value) in fields {
-        let _ = Reflect::set(&detail, &(*name).into(), value);
+        let _ = Reflect::set(&object, &(*name).into(), value);
     }
-    detail.into()
+    object.into()
 }
 
 /// The "error" event's detail: `{ type: "error", error, peer? }`.

@@ -129,6 +129,18 @@ pub(super) fn dispatch(inner: &Rc<RefCell<Inner>>) {
         let durable = i.node.durable_upto();
         i.commits.settle(durable);
     }
+    let presence = {
+        let mut i = inner.borrow_mut();
+        (i.node.take_presence_changed() && i.listeners.heard("presence"))
+            .then(|| super::presence_list(&i.node))
+    };
+    if let Some(presence) = presence {
+        emit(
+            inner,
+            "presence",
+            &event_object("presence", &[("presence", presence)]),
+        );
+    }
     arm_timer(inner);
 }
 

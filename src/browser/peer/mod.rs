@@ -88,11 +88,19 @@ export interface Conflict {
 /** How registers under a prefix show concurrent writes; `setPolicy` sets it
  * for the whole room (replicated: every peer follows the room's). */
 export type ConflictPolicy = "lww" | "multi-value" | "reconcile";
-export type PeerEventType = "change" | "peer" | "conflict" | "message" | "snapshot" | "error";
+export type PeerEventType = "change" | "peer" | "conflict" | "message" | "snapshot" | "presence" | "error";
+/** Who is here (`presence()`), this peer included: what each set with
+ * `setPresence`, and when it last refreshed it (this peer's clock, ms). */
+export interface PresenceEntry {
+  id: string;
+  value: any;
+  lastSeen: number;
+}
 /** What a listener receives: `keys` on "change"; `conflicts` on
  * "conflict"; `peer` and its `state` on "peer"; a reconciliation message in
  * the spec's JSON shape on "message"; `received` of `total` bytes on
- * "snapshot" while a snapshot arrives from `peer`; `error` (a `PeerError`)
+ * "snapshot" while a snapshot arrives from `peer`; `presence` (who is
+ * here, as `presence()` gives it) on "presence"; `error` (a `PeerError`)
  * on "error", for failures no call of the app's can catch: a commit to
  * IndexedDB, a connection, the signaling server. */
 export interface PeerEvent {
@@ -105,6 +113,7 @@ export interface PeerEvent {
   message?: any;
   received?: number;
   total?: number;
+  presence?: PresenceEntry[];
   error?: PeerError;
 }
 "#;
@@ -285,6 +294,35 @@ impl Peer {
         }
     }
 
+    /// Sets what this peer shows the room about itself while it is here
+    /// (any small JSON value: a name, a color, a cursor; `null` clears
+    /// it). Ephemeral: signed, relayed, never stored nor in the state;
+    /// refreshed while the peer is open, gone from the others' `presence()`
+    /// when it closes, or 30 s after they last heard it. Throws a
+    /// `RangeError` past 1 KiB of JSON.
+    #[wasm_bindgen(js_name = setPresence)]
+    pub fn set_presence(&self, value: JsValue) -> Result<(), PeerError> {
+        let value = json(&value, "setPresence")?;
+        {
+            let mut i = self.inner.borrow_mut();
+            if i.closed {
+                return Err(PeerError::closed());
+            }
+            i.node.set_presence(value.as_str(), now_ms()).map_err(|e| {
+                PeerError::range_error(Code::InvalidArgument, format!("setPresence: {e}"))
+            })?;
+        }
+        dispatch(&self.inner);
+        Ok(())
+    }
+
+    /// Who is here: `[{ id, value, lastSeen }]`, this peer included once
+    /// it has set a presence.
+    #[wasm_bindgen(unchecked_return_type = "PresenceEntry[]")]
+    pub fn presence(&self) -> JsValue {
+        presence_list(&self.inner.borrow().node)
+    }
+
     /// The value of `key`, or `undefined`.
     pub fn get(&self, key: String) -> JsValue {
         match self.inner.borrow().node.engine().get_json(&key) {
@@ -414,10 +452,14 @@ impl Peer {
                 let i = self.inner.borrow();
                 !i.closed && i.storage.is_some()
             };
+            if !self.inner.borrow().closed {
+                // The others drop our presence now, not after its timeout.
+                let _ = self.inner.borrow_mut().node.set_presence("null", now_ms());
+            }
             if closing {
                 self.inner.borrow_mut().node.fold();
-                dispatch(&self.inner);
             }
+            dispatch(&self.inner);
             self.inner.borrow_mut().commits.drained()
         };
         let inner = self.inner.clone();
@@ -435,6 +477,21 @@ impl Peer {
             saved.map(|_| JsValue::UNDEFINED)
         })
     }
+}
+
+/// `[{ id, value, lastSeen }]`, values parsed.
+pub(super) fn presence_list(node: &crate::protocol::sync::SyncNode) -> JsValue {
+    node.presence()
+        .into_iter()
+        .map(|entry| {
+            events::event_object_fields(&[
+                ("id", JsValue::from(entry.id)),
+                ("value", from_json(&entry.value)),
+                ("lastSeen", JsValue::from(entry.last_seen as f64)),
+            ])
+        })
+        .collect::<js_sys::Array>()
+        .into()
 }
 
 impl Peer {

@@ -189,6 +189,11 @@ impl PresenceTable {
         gone
     }
 
+    /// Drops `peer`'s presence; whether the app saw it.
+    pub fn forget(&mut self, peer: PeerId) -> bool {
+        self.held.remove(&peer).is_some_and(|h| !h.update.left())
+    }
+
     /// The freshest updates, at most `n` (for a new link).
     pub fn freshest(&self, n: usize) -> Vec<PresenceUpdate> {
         let mut all: Vec<&Held> = self.held.values().collect();

@@ -22,8 +22,10 @@ use crate::protocol::reconciliation::{ReconciliationRequest, ReconciliationRespo
 use crate::protocol::room::Proof;
 
 /// 2: events carry seals (signed rooms). 3: events travel as batches of
-/// runs in columns.
-pub const PROTOCOL_VERSION: u8 = 3;
+/// runs in columns. 4: the overlay's shuffles, relay pruning and presence
+/// (a peer of 3 would take them for malformed messages and penalize the
+/// sender; refusing the version says why instead).
+pub const PROTOCOL_VERSION: u8 = 4;
 /// The largest frame sent or accepted.
 pub const MAX_FRAME: usize = 64 * 1024;
 /// The largest message reassembled from chunks (a snapshot travels in its

@@ -22,7 +22,14 @@ impl SyncNode {
             .presence_sent
             .as_ref()
             .map_or(now_ms, |s| s.stamp + MIN_PRESENCE_INTERVAL_MS);
-        self.presence_due = Some(earliest.max(now_ms));
+        // A leave goes at once (a closing page has no later): its stamp is
+        // still the interval past the last, so receivers take it.
+        let leaving = value == "null";
+        self.presence_due = Some(if leaving {
+            now_ms
+        } else {
+            earliest.max(now_ms)
+        });
         self.presence_changed = true;
         self.send_presence_if_due(now_ms);
         Ok(())
@@ -88,6 +95,16 @@ impl SyncNode {
                 Ok(false) => {}
                 Err(e) => self.refuse(from, Refusal::Presence(e)),
             }
+        }
+    }
+
+    /// The link to `peer` closed: its presence goes at once (a page that
+    /// closed takes its leave with it more often than it gets it out). If
+    /// it is still in the room through others, its next refresh, at most
+    /// [`PRESENCE_REFRESH_MS`] away, brings it back.
+    pub(super) fn forget_presence(&mut self, peer: PeerId) {
+        if self.presence.forget(peer) {
+            self.presence_changed = true;
         }
     }
 
