@@ -122,8 +122,14 @@ async function main() {
     // the room while the page is open; gone from the others when it hides.
     const presence = { name: params.get("name") ?? `guest ${peer.id.slice(0, 4)}` };
     peer.setPresence(presence);
-    addEventListener("pagehide", () => peer.setPresence(null));
-    addEventListener("pageshow", (e) => e.persisted && peer.setPresence(presence));
+    // Not once the app closed the peer (setPresence then throws).
+    const show = (value) => {
+      try {
+        peer.setPresence(value);
+      } catch {}
+    };
+    addEventListener("pagehide", () => show(null));
+    addEventListener("pageshow", (e) => e.persisted && show(presence));
     peer.addEventListener("presence", render);
     peer.addEventListener("snapshot", (e) => {
       if (e.received === e.total) log.add("snapshot", { from: e.peer, bytes: e.total });
