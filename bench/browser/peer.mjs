@@ -28,7 +28,7 @@
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { startServer, openPeerPage, connected, launchBrowser, UNTHROTTLED_ARGS } from "../../tests/e2e/harness.mjs";
+import { startServer, openPeerPage, connected, launchBrowser, reading, UNTHROTTLED_ARGS } from "../../tests/e2e/harness.mjs";
 import { meta } from "../meta.mjs";
 import { render } from "../report/peer.mjs";
 
@@ -538,13 +538,6 @@ async function coldstart(browser, url) {
 }
 
 // --- keep ---------------------------------------------------------------------
-
-/** A reading of the server's /metrics (0 when absent). */
-async function reading(server, name) {
-  const text = await (await fetch(new URL("/metrics", server.url))).text();
-  const line = text.split("\n").find((l) => l.startsWith(name));
-  return line ? Number(line.split(" ").pop()) : 0;
-}
 
 // In the newcomer's page: opens its peer (signaling through the server,
 // memory storage) and times until its clock covers `target`; the page has

@@ -187,3 +187,10 @@ export function serverAndBrowser() {
   });
   return env;
 }
+
+/** A reading of `server`'s /metrics by name (0 when absent). */
+export async function reading(server, name) {
+  const text = await (await fetch(new URL("/metrics", server.url))).text();
+  const line = text.split("\n").find((l) => l.startsWith(name));
+  return line ? Number(line.split(" ").pop()) : 0;
+}

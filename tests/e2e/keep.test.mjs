@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { startServer, launch, openPeerPage, converged } from "./harness.mjs";
+import { startServer, launch, openPeerPage, converged, reading } from "./harness.mjs";
 
 let browser;
 let dataDir;
@@ -21,13 +21,6 @@ after(async () => {
 });
 
 const keeping = () => startServer(0, { KEEP: "on", DATA_DIR: dataDir });
-
-/** A reading of the server's /metrics. */
-async function reading(server, name) {
-  const text = await (await fetch(new URL("/metrics", server.url))).text();
-  const line = text.split("\n").find((l) => l.startsWith(name));
-  return line ? Number(line.split(" ").pop()) : 0;
-}
 
 /** Waits until the page's peer lists the room's server peer as open. */
 const linked = (page) =>
