@@ -87,6 +87,8 @@ test("every refusal is an Error subclass with a stable code", async () => {
     await attempt("not an object", () => Peer.open("room"));
     await attempt("bad storage", () => Peer.open({ room: "r", storage: "floppy" }));
     await attempt("bad compactAfter", () => Peer.open({ room: "r", storage: "memory", compactAfter: -1 }));
+    await attempt("bad maxConnections", () => Peer.open({ room: "r", storage: "memory", maxConnections: 0 }));
+    await attempt("maxConnections not a number", () => Peer.open({ room: "r", storage: "memory", maxConnections: "8" }));
     await attempt("bad signaling", () => Peer.open({ room: "r", storage: "memory", signaling: "ftp://x" }));
     const peer = await Peer.open({ room: "r", storage: "memory" });
     await peer.set("title", "x");
@@ -110,6 +112,8 @@ test("every refusal is an Error subclass with a stable code", async () => {
     "not an object": ["TypeError", "INVALID_OPTION"],
     "bad storage": ["RangeError", "INVALID_OPTION"],
     "bad compactAfter": ["RangeError", "INVALID_OPTION"],
+    "bad maxConnections": ["RangeError", "INVALID_OPTION"],
+    "maxConnections not a number": ["TypeError", "INVALID_OPTION"],
     "bad signaling": ["RangeError", "INVALID_OPTION"],
     "bad policy": ["RangeError", "INVALID_ARGUMENT"],
     "kind mismatch": ["Error", "KIND_MISMATCH"],

@@ -1,6 +1,8 @@
 //! WebSocket signaling at `/signal`: rooms are created on demand; a peer
-//! that joins learns who is there and the others learn it joined; offers,
-//! answers and ICE candidates go to the addressed peer only.
+//! that joins learns who is there and the others learn it joined (in a
+//! room of more than 33, a random sample of 32 each way: `sample.rs`);
+//! every member hears of a leave; offers, answers and ICE candidates go to
+//! the addressed peer only (any member, however it learned of it).
 //!
 //! Messages are JSON text:
 //! - client: `{"type":"join","room","peer","key","proof"}`,
@@ -36,6 +38,7 @@
 
 mod origin;
 mod outbox;
+mod sample;
 mod stats;
 
 use std::borrow::Cow;
@@ -209,14 +212,17 @@ impl Rooms {
             peer: peer.to_string(),
         }
         .to_text();
-        for (other, out) in members.iter() {
-            if other != peer {
-                let _ = out.push(notice.clone());
-            }
+        // In a big room a sample of the members hears of the newcomer, and
+        // it hears of them (`sample.rs`); its partial view learns the rest
+        // by shuffles.
+        let others = members.iter().filter(|(p, _)| *p != peer);
+        let known = sample::sample(others, sample::SAMPLE, sample::seed());
+        for (_, out) in &known {
+            let _ = out.push(notice.clone());
         }
         // After the notices: once the newcomer hears who is there, each of
         // them has its notice queued ahead of anything it sends later.
-        let peers = members.keys().filter(|p| *p != peer).cloned().collect();
+        let peers = known.into_iter().map(|(p, _)| p.clone()).collect();
         let _ = outbox.push(
             ServerMessage::Peers {
                 room: room.to_string(),

@@ -41,6 +41,7 @@ pub(super) fn on_transport(inner: &Weak<RefCell<Inner>>, event: TransportEvent) 
         TransportEvent::Frame(peer, bytes) => {
             inner.borrow_mut().node.receive_frame(peer, &bytes, now)
         }
+        TransportEvent::Overlay(peer, message) => inner.borrow_mut().node.send_overlay(peer, message),
         TransportEvent::Failed { peer, reason } => {
             let error = PeerError::new(Code::Transport, reason);
             let detail = error_event(error, peer.map(|p| p.to_string()));
@@ -125,6 +126,17 @@ pub(super) fn dispatch(inner: &Rc<RefCell<Inner>>) {
     }
     commit::start(inner);
     {
+        // A shuffle heard goes to the partial view (which may answer, dial
+        // or hang up: through the transport's events, in a microtask).
+        let mut i = inner.borrow_mut();
+        let overlay = i.node.take_overlay();
+        if let Some(transport) = &i.transport {
+            for (from, message) in overlay {
+                transport.overlay_message(from, message);
+            }
+        }
+    }
+    {
         let mut i = inner.borrow_mut();
         let durable = i.node.durable_upto();
         i.commits.settle(durable);
@@ -176,6 +188,15 @@ fn wake(inner: &Weak<RefCell<Inner>>) {
             return;
         }
         i.node.tick(now_ms());
+        // The partial view keeps near links: it hears the round trips the
+        // sync layer measures, once a gossip interval.
+        if let Some(transport) = &i.transport {
+            for (peer, stats) in i.node.sessions() {
+                if let Some(rtt) = stats.rtt_ms {
+                    transport.rtt(peer, rtt);
+                }
+            }
+        }
     }
     dispatch(&inner);
 }

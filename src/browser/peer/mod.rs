@@ -28,7 +28,7 @@ use super::error::{Code, PeerError};
 use super::identity::Slot;
 use super::storage::Storage;
 use super::transport::{SignalCodec, Transport, TransportConfig};
-use crate::protocol::sync::{LocalWrite, PeerReport, SyncNode};
+use crate::protocol::sync::{LocalWrite, MeshConfig, PeerReport, SyncNode};
 
 #[wasm_bindgen(typescript_custom_section)]
 const TYPES: &'static str = r#"
@@ -44,6 +44,10 @@ export interface PeerOptions {
   iceServers?: RTCIceServer[];
   /** Log length at which the log is folded into the snapshot. */
   compactAfter?: number;
+  /** Open links at most (default 8, at most 64). A room of more peers
+   * keeps a partial view: each peer links to a few near and random ones,
+   * knows more, and events reach the rest by relay. */
+  maxConnections?: number;
   /** The room's secret: only peers that know it can join or read the
    * room; signaling goes encrypted under an opaque room id. Use a long
    * random string, not a password. */
@@ -62,6 +66,8 @@ export interface Entry {
 /** A known peer and its connection. */
 export interface PeerInfo {
   id: string;
+  /** "closed": known (in a big room, in the partial view's reserve) but
+   * not linked now. */
   state: "connecting" | "open" | "closed";
   /** Smoothed round-trip time of sync messages, ms. */
   rtt?: number;
@@ -199,6 +205,12 @@ impl Peer {
                 codec: SignalCodec(opened.secret),
                 signaling: options.signaling,
                 ice_servers: options.ice_servers,
+                mesh: MeshConfig {
+                    max_connections: options
+                        .max_connections
+                        .unwrap_or(MeshConfig::default().max_connections),
+                    ..MeshConfig::default()
+                },
             },
             Rc::new(move |event| io::on_transport(&weak, event)),
         );

@@ -22,7 +22,13 @@ pub struct Options {
     /// `RTCConfiguration.iceServers`, passed through (`undefined` if unset).
     pub ice_servers: JsValue,
     pub compact_after: Option<usize>,
+    /// Open links at most (the rest of a big room is reached by relay).
+    pub max_connections: Option<usize>,
 }
+
+/// `maxConnections` at most: a browser runs out of peer connections (and
+/// of its CPU) long before the protocol would mind.
+pub const MAX_CONNECTIONS: usize = 64;
 
 fn get(options: &JsValue, name: &str) -> JsValue {
     Reflect::get(options, &JsValue::from_str(name)).unwrap_or(JsValue::UNDEFINED)
@@ -41,6 +47,25 @@ fn string(options: &JsValue, name: &str) -> Result<Option<String>, PeerError> {
     value.as_string().map(Some).ok_or_else(|| {
         PeerError::type_error(Code::InvalidOption, format!("option {name} takes a string"))
     })
+}
+
+/// An optional whole-number option from 1 to `max`.
+fn positive(options: &JsValue, name: &str, max: usize) -> Result<Option<usize>, PeerError> {
+    let value = get(options, name);
+    if absent(&value) {
+        return Ok(None);
+    }
+    match value.as_f64() {
+        Some(n) if n >= 1.0 && n.fract() == 0.0 && n <= max as f64 => Ok(Some(n as usize)),
+        Some(_) => Err(PeerError::range_error(
+            Code::InvalidOption,
+            format!("{name} takes a whole number from 1 to {max}"),
+        )),
+        None => Err(PeerError::type_error(
+            Code::InvalidOption,
+            format!("{name} takes a number"),
+        )),
+    }
 }
 
 impl Options {
@@ -75,24 +100,8 @@ impl Options {
                 ))
             }
         };
-        let compact_after = match get(options, "compactAfter") {
-            v if absent(&v) => None,
-            v => match v.as_f64() {
-                Some(n) if n >= 1.0 && n.fract() == 0.0 && n <= u32::MAX as f64 => Some(n as usize),
-                Some(_) => {
-                    return Err(PeerError::range_error(
-                        Code::InvalidOption,
-                        "compactAfter takes a positive integer",
-                    ))
-                }
-                None => {
-                    return Err(PeerError::type_error(
-                        Code::InvalidOption,
-                        "compactAfter takes a number",
-                    ))
-                }
-            },
-        };
+        let compact_after = positive(options, "compactAfter", u32::MAX as usize)?;
+        let max_connections = positive(options, "maxConnections", MAX_CONNECTIONS)?;
         Ok(Options {
             room,
             secret,
@@ -100,6 +109,7 @@ impl Options {
             storage,
             ice_servers: get(options, "iceServers"),
             compact_after,
+            max_connections,
         })
     }
 }

@@ -26,7 +26,9 @@ use self::signaling::{warn, Server, SocketEvent, Tabs};
 use crate::browser::convert::describe;
 use crate::protocol::signal::{ServerMessage, TabMessage};
 use crate::protocol::sorted_map::SortedMap;
-use crate::protocol::sync::{LinkAction, LinkConfig, LinkState, Links, Route, Verdict};
+use crate::protocol::sync::{
+    LinkAction, LinkConfig, LinkState, Links, MeshConfig, OverlayMessage, Route, Verdict,
+};
 use crate::protocol::{Identity, PeerId};
 
 /// What the transport tells its owner.
@@ -35,6 +37,9 @@ pub enum TransportEvent {
     /// connection is gone or being made).
     Link(PeerId, LinkState),
     Frame(PeerId, Vec<u8>),
+    /// A message of a big room's partial view for the sync node to send
+    /// to a linked peer (a shuffle or its reply).
+    Overlay(PeerId, OverlayMessage),
     /// Something failed that the app should hear of (signaling, a
     /// connection that cannot be made); the transport goes on, retrying.
     Failed {
@@ -56,6 +61,8 @@ pub struct TransportConfig {
     pub signaling: Option<String>,
     /// `RTCConfiguration.iceServers`, or `undefined` (loopback and LAN).
     pub ice_servers: JsValue,
+    /// Open links at most, and the rest of the partial view's sizes.
+    pub mesh: MeshConfig,
 }
 
 pub struct Transport {
@@ -100,6 +107,7 @@ impl Transport {
             me,
             LinkConfig {
                 identity: Some(identity),
+                mesh: config.mesh.clone(),
                 ..LinkConfig::new(config.room.clone(), config.signaling.is_some())
             },
         );
@@ -194,6 +202,22 @@ impl Transport {
     /// Joins signaling again; peers are found and dialed.
     pub fn go_online(&self) {
         run_later(&Rc::downgrade(&self.state), |s, _| s.links.go_online());
+    }
+
+    /// An overlay message a linked peer sent (the sync node took it off
+    /// the wire): the partial view learns peers from it.
+    pub fn overlay_message(&self, from: PeerId, message: OverlayMessage) {
+        run_later(&Rc::downgrade(&self.state), |s, _| {
+            s.links.overlay_message(from, message, now_ms())
+        });
+    }
+
+    /// The sync layer's smoothed round trip to `peer`: the partial view
+    /// keeps its near links by it.
+    pub fn rtt(&self, peer: PeerId, rtt_ms: f64) {
+        if let Ok(mut s) = self.state.try_borrow_mut() {
+            s.links.rtt(peer, rtt_ms);
+        }
     }
 
     /// Every known peer: its connection state and bytes waiting to go out
@@ -291,6 +315,8 @@ impl State {
                 self.act(action, out);
             }
         }
+        let overlay = self.links.take_overlay_messages();
+        out.extend(overlay.into_iter().map(|(to, m)| TransportEvent::Overlay(to, m)));
         if !self.dropped.is_empty() && self.sweep.is_none() {
             let weak = self.weak.clone();
             self.sweep = Some(Timeout::new(0, move || {

@@ -273,3 +273,61 @@ fn a_full_outbox_drops_signals_and_keeps_the_peer() {
     assert_eq!(handle(&rooms, &mut a, &signal), None, "b is still there");
     assert_eq!(texts(&b).len(), 1);
 }
+
+#[test]
+fn a_big_room_names_a_sample_each_way_and_every_member_hears_a_leave() {
+    let rooms = Rooms::new(Config {
+        max_room: 200,
+        origins: Origins::Own,
+    });
+    let mut members: Vec<(Conn, Identity)> = (0..100u64)
+        .map(|i| {
+            let (mut conn, who) = socket(&rooms, i);
+            assert_eq!(join(&rooms, &mut conn, &who, "r"), None);
+            (conn, who)
+        })
+        .collect();
+    for (conn, _) in &members {
+        conn.outbox.take();
+    }
+    let (mut newcomer, who) = socket(&rooms, 500);
+    assert_eq!(join(&rooms, &mut newcomer, &who, "r"), None);
+    let Some(Some(ServerMessage::Peers { peers, .. })) = drain(&newcomer).pop() else {
+        panic!("no peers list");
+    };
+    assert_eq!(peers.len(), sample::SAMPLE);
+    let me = who.peer().to_string();
+    let told: Vec<String> = members
+        .iter()
+        .filter(|(conn, _)| {
+            drain(conn)
+                .iter()
+                .any(|m| matches!(m, Some(ServerMessage::Joined { peer }) if *peer == me))
+        })
+        .map(|(_, w)| w.peer().to_string())
+        .collect();
+    // The members told of it are the ones it was told of.
+    let (mut a, mut b) = (told.clone(), peers.clone());
+    a.sort();
+    b.sort();
+    assert_eq!(a, b);
+    // A member it learned of otherwise (a shuffle) is signaled all the same.
+    let stranger = members
+        .iter()
+        .map(|(_, w)| w.peer().to_string())
+        .find(|p| !peers.contains(p))
+        .unwrap();
+    let signal = format!(r#"{{"type":"signal","to":"{stranger}","data":1}}"#);
+    assert_eq!(handle(&rooms, &mut newcomer, &signal), None);
+    // Its leave reaches every member, told of it or not.
+    newcomer.leave(&rooms);
+    for (conn, _) in members.iter_mut() {
+        let heard = drain(conn);
+        assert!(
+            heard
+                .iter()
+                .any(|m| matches!(m, Some(ServerMessage::Left { peer }) if *peer == me)),
+            "a member missed the leave"
+        );
+    }
+}
