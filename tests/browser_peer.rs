@@ -210,6 +210,8 @@ fn raw(room: &str, seed: u64) -> (Raw, PeerId) {
         TransportEvent::Link(peer, LinkState::Open) => o.borrow_mut().push(peer),
         TransportEvent::Link(peer, _) => o.borrow_mut().retain(|p| *p != peer),
         TransportEvent::Frame(..) => *f.borrow_mut() += 1,
+        // A room of two is a full mesh: no shuffles.
+        TransportEvent::Overlay(..) => {}
         TransportEvent::Failed { reason, .. } => panic!("transport failed: {reason}"),
     });
     let config = TransportConfig {
@@ -217,6 +219,7 @@ fn raw(room: &str, seed: u64) -> (Raw, PeerId) {
         codec: Default::default(),
         signaling: None,
         ice_servers: JsValue::UNDEFINED,
+        mesh: Default::default(),
     };
     let raw = Raw {
         transport: Transport::new(identity, config, sink),

@@ -41,7 +41,9 @@ pub(super) fn on_transport(inner: &Weak<RefCell<Inner>>, event: TransportEvent) 
         TransportEvent::Frame(peer, bytes) => {
             inner.borrow_mut().node.receive_frame(peer, &bytes, now)
         }
-        TransportEvent::Overlay(peer, message) => inner.borrow_mut().node.send_overlay(peer, message),
+        TransportEvent::Overlay(peer, message) => {
+            inner.borrow_mut().node.send_overlay(peer, message)
+        }
         TransportEvent::Failed { peer, reason } => {
             let error = PeerError::new(Code::Transport, reason);
             let detail = error_event(error, peer.map(|p| p.to_string()));

@@ -316,7 +316,11 @@ impl State {
             }
         }
         let overlay = self.links.take_overlay_messages();
-        out.extend(overlay.into_iter().map(|(to, m)| TransportEvent::Overlay(to, m)));
+        out.extend(
+            overlay
+                .into_iter()
+                .map(|(to, m)| TransportEvent::Overlay(to, m)),
+        );
         if !self.dropped.is_empty() && self.sweep.is_none() {
             let weak = self.weak.clone();
             self.sweep = Some(Timeout::new(0, move || {

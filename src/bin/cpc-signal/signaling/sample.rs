@@ -76,6 +76,9 @@ mod tests {
         // Each member is picked 2000 * 32 / 1000 = 64 times on average;
         // none is left out or favored several times over.
         let (min, max) = (hits.iter().min().unwrap(), hits.iter().max().unwrap());
-        assert!(*min >= 25 && *max <= 120, "min {min} max {max}, seed {seed}");
+        assert!(
+            *min >= 25 && *max <= 120,
+            "min {min} max {max}, seed {seed}"
+        );
     }
 }
