@@ -15,6 +15,9 @@
 //   coldstart  navigation to a ready peer restored from 100k entities
 //   keep       a newcomer without WebRTC taking a room of 100k entities
 //              from the room's server peer (cpc-signal with KEEP on)
+//   bigroom    what a peer costs in a room of 12 tabs (a partial view of
+//              at most 8 links each): bytes a second at idle, bytes a
+//              write, against the same writes in a room of two
 //
 // Every scenario runs CPC_BENCH_RUNS times (default 5, 1 when quick) and
 // keeps every sample; the report judges goals on medians.
@@ -28,7 +31,15 @@
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { startServer, openPeerPage, connected, launchBrowser, reading, UNTHROTTLED_ARGS } from "../../tests/e2e/harness.mjs";
+import {
+  startServer,
+  openPeerPage,
+  connected,
+  converged,
+  launchBrowser,
+  reading,
+  UNTHROTTLED_ARGS,
+} from "../../tests/e2e/harness.mjs";
 import { meta } from "../meta.mjs";
 import { render } from "../report/peer.mjs";
 
@@ -612,7 +623,96 @@ async function keep(browser) {
   }
 }
 
-const SCENARIOS = { latency, transfer, appends, coldstart, keep };
+/** In the page: the bytes this peer has sent over its links, and its open links. */
+function sent() {
+  const peers = window.cpc.peer.peers();
+  return { bytes: peers.reduce((sum, p) => sum + p.bytesOut, 0), links: peers.filter((p) => p.state === "open").length };
+}
+
+/** Every page's `sent()`, summed, and when. */
+async function sentBy(pages) {
+  const each = await Promise.all(pages.map((p) => p.page.evaluate(sent)));
+  return {
+    at: Date.now(),
+    bytes: each.reduce((sum, e) => sum + e.bytes, 0),
+    links: each.map((e) => e.links),
+  };
+}
+
+/** Bytes a second all of `pages` send while nothing is written, over `seconds`. */
+async function idleRate(pages, seconds) {
+  const before = await sentBy(pages);
+  await new Promise((r) => setTimeout(r, seconds * 1000));
+  const after = await sentBy(pages);
+  return { Bps: (after.bytes - before.bytes) / ((after.at - before.at) / 1000), links: after.links };
+}
+
+/**
+ * `writes` writes from `pages[0]`, each awaited alone (each its own signed
+ * run), until every page has them: the bytes all pages sent a write, less
+ * what they send at idle in that time.
+ */
+async function bytesPerWrite(pages, writes, idleBps, prefix) {
+  const before = await sentBy(pages);
+  await pages[0].page.evaluate(
+    async ({ writes, prefix }) => {
+      for (let i = 0; i < writes; i++) await window.cpc.peer.set(`${prefix}${i}`, i);
+    },
+    { writes, prefix },
+  );
+  await converged(pages.map((p) => p.page), 60_000);
+  const after = await sentBy(pages);
+  const idle = (idleBps * (after.at - before.at)) / 1000;
+  return Math.max(0, after.bytes - before.bytes - idle) / writes;
+}
+
+/**
+ * A room bigger than a full mesh: 12 tabs over BroadcastChannel, each at
+ * most 8 links (the default maxConnections), presence unset. Once every
+ * tab has written and the room settled, the bytes all tabs send at idle
+ * (anti-entropy digests, shuffles), then a run of single writes from one
+ * tab. The minimum to judge the write against: the same writes in a room
+ * of two, times the tabs that must receive them.
+ */
+async function bigroom(browser, url) {
+  const tabs = size(12, 9);
+  const idleSeconds = size(20, 3);
+  const writes = size(200, 10);
+  const runs = [];
+  for (let run = 0; run < RUNS; run++) {
+    const context = await newContext(browser, url);
+    const query = `room=${room("big")}&storage=memory`;
+    const pages = [];
+    for (let i = 0; i < tabs; i++) pages.push(await openPeer(context, url, query));
+    await Promise.all(pages.map((p) => p.page.evaluate((id) => window.cpc.peer.set(`hello-${id}`, 1), p.id)));
+    await converged(pages.map((p) => p.page), 60_000);
+    // A shuffle interval (10 s) for the links to settle.
+    await new Promise((r) => setTimeout(r, size(12_000, 1_000)));
+    const idle = await idleRate(pages, idleSeconds);
+    const perWrite = await bytesPerWrite(pages, writes, idle.Bps, "w");
+    for (const p of pages) await p.page.close();
+    const [a, b] = await connectedPair(context, url, `room=${room("pair")}&storage=memory`);
+    await converged([a.page, b.page]);
+    const pairIdle = await idleRate([a, b], size(5, 1));
+    const pairPerWrite = await bytesPerWrite([a, b], writes, pairIdle.Bps, "w");
+    await context.close();
+    const links = idle.links.reduce((sum, n) => sum + n, 0);
+    runs.push({
+      tabs,
+      writes,
+      links: idle.links,
+      most_links: Math.max(...idle.links),
+      idle_Bps_per_peer: idle.Bps / tabs,
+      idle_Bps_per_link: idle.Bps / links,
+      write_bytes_per_peer: perWrite / tabs,
+      pair_write_bytes: pairPerWrite,
+      redundancy: perWrite / ((tabs - 1) * pairPerWrite),
+    });
+  }
+  return { runs };
+}
+
+const SCENARIOS = { latency, transfer, appends, coldstart, keep, bigroom };
 
 /** The figures each scenario must produce: none, or one not a positive number, fails the run. */
 const FIGURES = {
@@ -628,6 +728,7 @@ const FIGURES = {
     ]),
   coldstart: (r) => [...r.clean, ...r.unclean].map((run) => run.ready_ms),
   keep: (r) => r.runs.map((run) => run.full_ms),
+  bigroom: (r) => r.runs.flatMap((run) => [run.idle_Bps_per_link, run.write_bytes_per_peer, run.redundancy]),
 };
 
 function checkFigures(name, result) {

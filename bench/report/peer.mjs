@@ -122,6 +122,28 @@ function keepRows(keep) {
   ];
 }
 
+function bigroomRows(bigroom) {
+  const { runs } = bigroom;
+  const { tabs, writes } = runs[0];
+  const bytes = (x) => `${num(x)} B`;
+  return [
+    judged(
+      `a room of ${tabs} tabs (at most 8 links each; most held: ${Math.max(...runs.map((r) => r.most_links))}): bytes a second a link sends at idle`,
+      runs.map((r) => r.idle_Bps_per_link),
+      (x) => `${num(x)} B/s`,
+    ),
+    judged("the same, a peer (all its links)", runs.map((r) => r.idle_Bps_per_peer), (x) => `${num(x)} B/s`),
+    judged(`bytes a peer sends a write (${writes} single writes from one tab)`, runs.map((r) => r.write_bytes_per_peer), bytes),
+    judged("the same writes in a room of two: bytes a write, both tabs", runs.map((r) => r.pair_write_bytes), bytes),
+    judged(
+      `redundancy: the room's bytes a write ÷ (${tabs - 1} × the pair's)`,
+      runs.map((r) => r.redundancy),
+      ratio,
+      { text: "≤ 2×", value: 2 },
+    ),
+  ];
+}
+
 const LEGS = { snapshot: "snapshot", blast: "pushing", windowed: "windowed" };
 
 /** The transfer's rounds one by one: each ratio is of legs run back to back. */
@@ -162,6 +184,7 @@ const ROWS = {
   appends: appendsRows,
   coldstart: coldstartRows,
   keep: keepRows,
+  bigroom: bigroomRows,
 };
 
 export function render(result) {
