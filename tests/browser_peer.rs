@@ -211,7 +211,7 @@ fn raw(room: &str, seed: u64) -> (Raw, PeerId) {
         TransportEvent::Link(peer, _) => o.borrow_mut().retain(|p| *p != peer),
         TransportEvent::Frame(..) => *f.borrow_mut() += 1,
         // A room of two is a full mesh: no shuffles.
-        TransportEvent::Overlay(..) => {}
+        TransportEvent::Overlay(..) | TransportEvent::Left(_) => {}
         TransportEvent::Failed { reason, .. } => panic!("transport failed: {reason}"),
     });
     let config = TransportConfig {

@@ -8,7 +8,7 @@ mod common;
 use common::signed_node;
 use cpc_sync::protocol::sync::presence::{
     PresenceError, PresenceUpdate, MAX_PRESENCE_BYTES, MIN_PRESENCE_INTERVAL_MS,
-    PRESENCE_TIMEOUT_MS,
+    PRESENCE_TIMEOUT_MS, PRESENCE_UNLINKED_MS,
 };
 use cpc_sync::protocol::sync::wire::{self, Message};
 use cpc_sync::protocol::sync::{Output, Persist, Refusal, SyncConfig, SyncNode};
@@ -269,19 +269,91 @@ fn a_leave_goes_out_at_once_even_right_after_an_update() {
 }
 
 #[test]
-fn a_closed_link_takes_its_peers_presence_with_it() {
+fn a_peer_that_left_is_gone_at_once_and_a_replay_does_not_bring_it_back() {
     let mut nodes = vec![durable(1), durable(2), durable(3)];
     link(&mut nodes, 0, 1);
     link(&mut nodes, 1, 2);
+    pump(&mut nodes, NOW);
+    let (p0, p1, p2) = (nodes[0].peer(), nodes[1].peer(), nodes[2].peer());
     nodes[0].set_presence("{\"name\":\"a\"}", NOW).unwrap();
+    let mut last = None;
+    for output in nodes[0].take_outputs() {
+        if let Output::Send { frame, .. } = output {
+            nodes[1].receive_frame(p0, &frame, NOW);
+            last = Some(frame);
+        }
+    }
+    let last = last.expect("a's presence went out");
     pump(&mut nodes, NOW);
     assert_eq!(values(&nodes[1]).len(), 1);
     assert_eq!(values(&nodes[2]).len(), 1);
-    // The page of node 0 closes without its leave getting out.
+    // The page of node 0 closes without its leave getting out; signaling
+    // tells node 1 it left.
     let gone = nodes[0].peer();
     nodes[1].disconnect(gone);
+    nodes[1].peer_left(gone);
     assert!(nodes[1].take_presence_changed());
-    assert_eq!(values(&nodes[1]), vec![], "gone with its link");
+    assert_eq!(values(&nodes[1]), vec![], "gone when it left");
+    // Its last update, replayed (or still being relayed), is a duplicate.
+    nodes[1].receive_frame(p2, &last, NOW + 1_000);
+    pump(&mut nodes, NOW + 1_000);
+    assert_eq!(values(&nodes[1]), vec![], "a replay brought it back");
+    assert!(!nodes[1].take_presence_changed());
     // Node 2 still holds it until it times out (it heard it relayed).
     assert_eq!(values(&nodes[2]).len(), 1);
+    // Back in the room, its next update shows it again.
+    let back = NOW + 10_000;
+    nodes[0].set_presence("{\"name\":\"a2\"}", back).unwrap();
+    nodes[0].disconnect(p1);
+    link(&mut nodes, 0, 1);
+    pump(&mut nodes, back);
+    assert_eq!(
+        values(&nodes[1]),
+        vec![(gone.to_string(), "{\"name\":\"a2\"}".into())]
+    );
+}
+
+#[test]
+fn a_closed_link_keeps_presence_a_refresh_interval_for_it_to_arrive_another_way() {
+    // a - b, a - c, b - c: b loses its link to a but hears a through c
+    // (in a partial view links close and open all the time).
+    let mut nodes = vec![durable(1), durable(2), durable(3)];
+    link(&mut nodes, 0, 1);
+    link(&mut nodes, 0, 2);
+    link(&mut nodes, 1, 2);
+    nodes[0].set_presence("{\"name\":\"a\"}", NOW).unwrap();
+    pump(&mut nodes, NOW);
+    let (a, b) = (nodes[0].peer(), nodes[1].peer());
+    nodes[1].disconnect(a);
+    nodes[0].disconnect(b);
+    assert_eq!(values(&nodes[1]).len(), 1, "a link closing is not a leave");
+    // Refreshes reach b through c: a stays.
+    let mut now = NOW;
+    while now < NOW + 2 * PRESENCE_TIMEOUT_MS {
+        now += 1_000;
+        for n in nodes.iter_mut() {
+            n.tick(now);
+        }
+        pump(&mut nodes, now);
+        assert_eq!(values(&nodes[1]).len(), 1, "a flickered at {now}");
+    }
+    // A peer whose only link to us closed goes a refresh interval later,
+    // not the full timeout after it was last heard.
+    let mut pair = vec![durable(4), durable(5)];
+    link(&mut pair, 0, 1);
+    pair[0].set_presence("{\"name\":\"x\"}", now).unwrap();
+    pump(&mut pair, now);
+    let x = pair[0].peer();
+    pair[1].disconnect(x);
+    let closed = now;
+    assert_eq!(values(&pair[1]).len(), 1, "a link closing is not a leave");
+    while values(&pair[1]).len() == 1 {
+        now += 1_000;
+        pair[1].tick(now);
+        assert!(
+            now <= closed + PRESENCE_UNLINKED_MS + 1_000,
+            "still shown at {now}"
+        );
+    }
+    assert!(now < closed + PRESENCE_TIMEOUT_MS);
 }

@@ -44,10 +44,14 @@ pub enum ServerMessage {
     Hello {
         nonce: String,
     },
-    /// The answer to a join: who was in the room before.
+    /// The answer to a join: who was in the room before; in a big room
+    /// (`sampled`), a random sample of them, so whoever it does not name
+    /// may still be there.
     Peers {
         room: String,
         peers: Vec<String>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        sampled: bool,
     },
     Joined {
         peer: String,
@@ -299,6 +303,16 @@ impl Fields {
         self.0.remove(key)
     }
 
+    /// An optional boolean: absent is false, anything else not a bool is
+    /// malformed.
+    fn flag(&mut self, key: &str) -> Option<bool> {
+        match self.0.remove(key) {
+            None => Some(false),
+            Some(Value::Bool(b)) => Some(b),
+            Some(_) => None,
+        }
+    }
+
     fn u64(&self, key: &str) -> Option<u64> {
         self.0.get(key)?.as_u64()
     }
@@ -325,6 +339,7 @@ impl ServerMessage {
             "peers" => ServerMessage::Peers {
                 room: f.text("room")?,
                 peers: f.texts("peers")?,
+                sampled: f.flag("sampled")?,
             },
             "joined" => ServerMessage::Joined {
                 peer: f.text("peer")?,
@@ -518,6 +533,12 @@ mod tests {
             ServerMessage::Peers {
                 room: "r".into(),
                 peers: vec!["a".into(), "b".into()],
+                sampled: false,
+            },
+            ServerMessage::Peers {
+                room: "r".into(),
+                peers: vec!["a".into()],
+                sampled: true,
             },
             ServerMessage::Joined { peer: "a".into() },
             ServerMessage::Left { peer: "a".into() },

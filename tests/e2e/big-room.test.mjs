@@ -2,7 +2,8 @@
 // Chromium processes and one Firefox) join one room through cpc-signal.
 // Each keeps at most 8 open links (a partial view); a write from every page
 // reaches every page by relay; then 3 pages leave and 3 join, and all
-// converge with every acknowledged write kept.
+// converge with every acknowledged write kept, each showing the 12 who are
+// here.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { serverAndBrowser, launch, openPeerPage, converged } from "./harness.mjs";
@@ -66,6 +67,18 @@ test("12 pages in 3 browsers: at most 8 links each, every write everywhere, thro
     states = await converged(
       pages.map((p) => p.page),
       120_000,
+    );
+    // Who is here, on every page: the 12 present, none of those who left
+    // (presence crosses the partial view by relay, and goes with a leave).
+    const here = pages.map((p) => p.id).sort();
+    await Promise.all(
+      pages.map((p) =>
+        p.page.waitForFunction(
+          (here) => JSON.stringify(window.cpc.peer.presence().map((e) => e.id).sort()) === JSON.stringify(here),
+          here,
+          { timeout: 40_000 },
+        ),
+      ),
     );
     sampling = false;
     await sampler;

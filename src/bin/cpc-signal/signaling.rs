@@ -216,7 +216,9 @@ impl Rooms {
         // it hears of them (`sample.rs`); its partial view learns the rest
         // by shuffles.
         let others = members.iter().filter(|(p, _)| *p != peer);
+        let others_count = members.len() - usize::from(members.contains_key(peer));
         let known = sample::sample(others, sample::SAMPLE, sample::seed());
+        let sampled = known.len() < others_count;
         for (_, out) in &known {
             let _ = out.push(notice.clone());
         }
@@ -227,6 +229,7 @@ impl Rooms {
             ServerMessage::Peers {
                 room: room.to_string(),
                 peers,
+                sampled,
             }
             .to_text(),
         );

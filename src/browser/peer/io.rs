@@ -44,6 +44,7 @@ pub(super) fn on_transport(inner: &Weak<RefCell<Inner>>, event: TransportEvent) 
         TransportEvent::Overlay(peer, message) => {
             inner.borrow_mut().node.send_overlay(peer, message)
         }
+        TransportEvent::Left(peer) => inner.borrow_mut().node.peer_left(peer),
         TransportEvent::Failed { peer, reason } => {
             let error = PeerError::new(Code::Transport, reason);
             let detail = error_event(error, peer.map(|p| p.to_string()));

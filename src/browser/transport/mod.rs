@@ -37,6 +37,8 @@ pub enum TransportEvent {
     /// connection is gone or being made).
     Link(PeerId, LinkState),
     Frame(PeerId, Vec<u8>),
+    /// Signaling says the peer left the room (not just a link closing).
+    Left(PeerId),
     /// A message of a big room's partial view for the sync node to send
     /// to a linked peer (a shuffle or its reply).
     Overlay(PeerId, OverlayMessage),
@@ -315,6 +317,12 @@ impl State {
                 self.act(action, out);
             }
         }
+        out.extend(
+            self.links
+                .take_departed()
+                .into_iter()
+                .map(TransportEvent::Left),
+        );
         let overlay = self.links.take_overlay_messages();
         out.extend(
             overlay

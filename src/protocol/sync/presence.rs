@@ -141,7 +141,27 @@ pub struct PresenceEntry {
 struct Held {
     update: PresenceUpdate,
     seen_ms: u64,
+    /// Its peer left the room (signaling said so): not shown, and kept as
+    /// a tombstone, so only a newer update of its own shows it again (a
+    /// replay, or its last refresh still being relayed, does not).
+    hidden: bool,
+    /// Our link to its peer closed since the last expiry: its timeout is
+    /// cut to [`PRESENCE_UNLINKED_MS`] from then.
+    unlinked: bool,
 }
+
+impl Held {
+    /// Whether the app sees it.
+    fn shown(&self) -> bool {
+        !self.hidden && !self.update.left()
+    }
+}
+
+/// A peer whose link closed is given this long for a refresh to reach us
+/// some other way before its presence goes: one refresh interval and a
+/// little slack. (In a partial view links close and open all the time; a
+/// peer that left the room is hidden at once by [`PresenceTable::hide`].)
+pub const PRESENCE_UNLINKED_MS: u64 = PRESENCE_REFRESH_MS + 2_000;
 
 /// The presence of the room's peers, as heard.
 #[derive(Debug, Default)]
@@ -171,32 +191,53 @@ impl PresenceTable {
             Held {
                 update,
                 seen_ms: now_ms,
+                hidden: false,
+                unlinked: false,
             },
         );
         Ok(true)
     }
 
     /// Drops what was not refreshed in time (kept a timeout longer as a
-    /// tombstone once left, so a replay stays stale); whether anything the
-    /// app sees went.
+    /// tombstone once left or hidden, so a replay stays stale); whether
+    /// anything the app sees went.
     pub fn expire(&mut self, now_ms: u64) -> bool {
         let mut gone = false;
         self.held.retain(|_, h| {
+            if std::mem::take(&mut h.unlinked) {
+                let by = (now_ms + PRESENCE_UNLINKED_MS).saturating_sub(PRESENCE_TIMEOUT_MS);
+                h.seen_ms = h.seen_ms.min(by);
+            }
             let keep = now_ms < h.seen_ms + PRESENCE_TIMEOUT_MS;
-            gone |= !keep && !h.update.left();
+            gone |= !keep && h.shown();
             keep
         });
         gone
     }
 
-    /// Drops `peer`'s presence; whether the app saw it.
-    pub fn forget(&mut self, peer: PeerId) -> bool {
-        self.held.remove(&peer).is_some_and(|h| !h.update.left())
+    /// `peer` left the room: its presence goes now (a tombstone stays);
+    /// whether the app saw it.
+    pub fn hide(&mut self, peer: PeerId) -> bool {
+        self.held.get_mut(&peer).is_some_and(|h| {
+            let shown = h.shown();
+            h.hidden = true;
+            shown
+        })
     }
 
-    /// The freshest updates, at most `n` (for a new link).
+    /// Our link to `peer` closed: unless a refresh reaches us another way
+    /// within [`PRESENCE_UNLINKED_MS`] of the next expiry, its presence
+    /// goes.
+    pub fn unlinked(&mut self, peer: PeerId) {
+        if let Some(h) = self.held.get_mut(&peer) {
+            h.unlinked = true;
+        }
+    }
+
+    /// The freshest updates, at most `n` (for a new link); none of a peer
+    /// that left.
     pub fn freshest(&self, n: usize) -> Vec<PresenceUpdate> {
-        let mut all: Vec<&Held> = self.held.values().collect();
+        let mut all: Vec<&Held> = self.held.values().filter(|h| !h.hidden).collect();
         all.sort_by_key(|h| std::cmp::Reverse(h.seen_ms));
         all.into_iter().take(n).map(|h| h.update.clone()).collect()
     }
@@ -205,7 +246,7 @@ impl PresenceTable {
     pub fn entries(&self) -> Vec<PresenceEntry> {
         self.held
             .iter()
-            .filter(|(_, h)| !h.update.left())
+            .filter(|(_, h)| h.shown())
             .map(|(p, h)| PresenceEntry {
                 id: p.to_string(),
                 value: h.update.value.clone(),
@@ -215,6 +256,9 @@ impl PresenceTable {
     }
 
     pub fn get(&self, peer: PeerId) -> Option<&PresenceUpdate> {
-        self.held.get(&peer).map(|h| &h.update)
+        self.held
+            .get(&peer)
+            .filter(|h| h.shown())
+            .map(|h| &h.update)
     }
 }

@@ -292,10 +292,14 @@ fn a_big_room_names_a_sample_each_way_and_every_member_hears_a_leave() {
     }
     let (mut newcomer, who) = socket(&rooms, 500);
     assert_eq!(join(&rooms, &mut newcomer, &who, "r"), None);
-    let Some(Some(ServerMessage::Peers { peers, .. })) = drain(&newcomer).pop() else {
+    let Some(Some(ServerMessage::Peers { peers, sampled, .. })) = drain(&newcomer).pop() else {
         panic!("no peers list");
     };
     assert_eq!(peers.len(), sample::SAMPLE);
+    assert!(
+        sampled,
+        "a sample must say so: who it leaves out has not left"
+    );
     let me = who.peer().to_string();
     let told: Vec<String> = members
         .iter()

@@ -29,6 +29,9 @@ use crate::protocol::clock::PeerId;
 use crate::protocol::identity::Identity;
 use crate::protocol::signal::{ClientMessage, Negotiation, ServerMessage, TabMessage};
 
+/// Departures held for the owner at most (it takes them after every input).
+const MAX_DEPARTED: usize = 1024;
+
 /// How a peer links to the others of its room.
 #[derive(Debug, Clone)]
 pub struct LinkConfig {
@@ -96,6 +99,9 @@ pub struct Links {
     routes: Routes,
     socket: Option<Socket>,
     actions: Vec<LinkAction>,
+    /// Peers signaling said left the room, for the sync node
+    /// ([`take_departed`](Self::take_departed)).
+    departed: Vec<PeerId>,
 }
 
 fn parse_peer(text: &str) -> Option<PeerId> {
@@ -117,6 +123,7 @@ impl Links {
             routes: Routes::default(),
             socket: config.signaling_server.then(|| Socket::new(config.socket)),
             actions: Vec::new(),
+            departed: Vec::new(),
         }
     }
 
@@ -238,12 +245,13 @@ impl Links {
             return None;
         }
         match message {
-            ServerMessage::Peers { peers, .. } => {
+            ServerMessage::Peers { peers, sampled, .. } => {
                 if let Some(socket) = &mut self.socket {
                     socket.joined();
                 }
                 // The whole room as the server sees it: whoever we knew
-                // there and is missing left while our socket was down.
+                // there and is missing left while our socket was down. A
+                // sample of a big room says nothing of who is missing.
                 let present: Vec<PeerId> = peers
                     .iter()
                     .filter_map(|p| parse_peer(p))
@@ -252,7 +260,7 @@ impl Links {
                 let gone: Vec<PeerId> = self
                     .routes
                     .on(Route::Server)
-                    .filter(|p| !present.contains(p))
+                    .filter(|p| !sampled && !present.contains(p))
                     .collect();
                 for peer in gone {
                     self.left(peer, Route::Server);
@@ -472,11 +480,21 @@ impl Links {
         self.mesh.take_messages()
     }
 
+    /// Peers that left the room since the last call (gone from every
+    /// signaling route): their presence goes at once
+    /// ([`SyncNode::peer_left`](crate::protocol::sync::SyncNode::peer_left)).
+    pub fn take_departed(&mut self) -> Vec<PeerId> {
+        std::mem::take(&mut self.departed)
+    }
+
     /// `peer` left `route`; gone from every route, it is hung up.
     fn left(&mut self, peer: PeerId, route: Route) {
         if self.routes.left(peer, route) {
             self.mesh.left(peer);
             self.epochs.forget(peer);
+            if self.departed.len() < MAX_DEPARTED {
+                self.departed.push(peer);
+            }
         }
     }
 

@@ -185,6 +185,7 @@ fn a_peer_heard_on_both_routes_is_signaled_over_tabs_until_it_leaves_them() {
         ServerMessage::Peers {
             room: "room".into(),
             peers: vec![PeerId(2).to_string()],
+            sampled: false,
         },
         1,
     );
@@ -250,6 +251,7 @@ fn peers_missing_when_the_socket_rejoins_left_while_it_was_down() {
     let peers = |ids: &[u64]| ServerMessage::Peers {
         room: "room".into(),
         peers: ids.iter().map(|i| PeerId(*i).to_string()).collect(),
+        sampled: false,
     };
     a.server_message(peers(&[2, 3]), 0);
     a.take_actions();
@@ -263,6 +265,27 @@ fn peers_missing_when_the_socket_rejoins_left_while_it_was_down() {
     assert_eq!(dials(&acted), [PeerId(4)], "3 is already being dialed");
     let known: Vec<_> = a.links().map(|(p, _)| p).collect();
     assert_eq!(known, [PeerId(3), PeerId(4)]);
+}
+
+#[test]
+fn a_sample_of_a_big_room_says_nothing_of_who_left() {
+    let mut a = links(1, true);
+    let peers = |ids: &[u64], sampled| ServerMessage::Peers {
+        room: "room".into(),
+        peers: ids.iter().map(|i| PeerId(*i).to_string()).collect(),
+        sampled,
+    };
+    a.server_message(peers(&[2, 3], true), 0);
+    a.take_actions();
+    a.socket_closed(10, 0.0);
+    a.tick(510, 0.0);
+    a.take_actions();
+    a.socket_opened(600);
+    a.server_message(peers(&[3, 4], true), 700);
+    let acted = a.take_actions();
+    assert!(!acted.contains(&LinkAction::Hangup(PeerId(2))), "{acted:?}");
+    let known: Vec<_> = a.links().map(|(p, _)| p).collect();
+    assert_eq!(known, [PeerId(2), PeerId(3), PeerId(4)]);
 }
 
 #[test]
@@ -362,6 +385,7 @@ fn going_offline_hangs_up_says_goodbye_and_ignores_what_follows() {
         ServerMessage::Peers {
             room: "room".into(),
             peers: vec![PeerId(2).to_string()],
+            sampled: false,
         },
         0,
     );
@@ -517,6 +541,7 @@ fn a_peer_named_by_a_shuffle_is_signaled_through_the_server() {
         ServerMessage::Peers {
             room: "room".into(),
             peers: (100..120).map(|p| PeerId(p).to_string()).collect(),
+            sampled: false,
         },
         0,
     );
@@ -536,4 +561,31 @@ fn a_peer_named_by_a_shuffle_is_signaled_through_the_server() {
     );
     l.signal(PeerId(41), json!({"sdp": "offer"}));
     assert!(l.take_actions().is_empty(), "a stranger is not signaled");
+}
+
+#[test]
+fn a_peer_gone_from_every_route_is_reported_departed_once() {
+    let mut a = links(1, true);
+    a.tab_message(hello(2), 0);
+    a.server_message(
+        ServerMessage::Joined {
+            peer: PeerId(2).to_string(),
+        },
+        0,
+    );
+    a.server_message(
+        ServerMessage::Left {
+            peer: PeerId(2).to_string(),
+        },
+        10,
+    );
+    assert_eq!(a.take_departed(), [], "still on the tabs route");
+    a.tab_message(
+        TabMessage::Bye {
+            from: PeerId(2).to_string(),
+        },
+        20,
+    );
+    assert_eq!(a.take_departed(), [PeerId(2)]);
+    assert_eq!(a.take_departed(), []);
 }

@@ -462,7 +462,7 @@ impl SyncNode {
     /// partial snapshot from it is kept, to resume.
     pub fn disconnect(&mut self, peer: PeerId) {
         self.end_session(peer);
-        self.forget_presence(peer);
+        self.unlink_presence(peer);
     }
 
     fn end_session(&mut self, peer: PeerId) {

@@ -98,12 +98,20 @@ impl SyncNode {
         }
     }
 
-    /// The link to `peer` closed: its presence goes at once (a page that
-    /// closed takes its leave with it more often than it gets it out). If
-    /// it is still in the room through others, its next refresh, at most
-    /// [`PRESENCE_REFRESH_MS`] away, brings it back.
-    pub(super) fn forget_presence(&mut self, peer: PeerId) {
-        if self.presence.forget(peer) {
+    /// The link to `peer` closed. Links close and open all the time in a
+    /// big room's partial view, so its presence is not dropped: it goes
+    /// unless a refresh reaches us another way soon
+    /// ([`PRESENCE_UNLINKED_MS`](crate::protocol::sync::presence::PRESENCE_UNLINKED_MS)).
+    pub(super) fn unlink_presence(&mut self, peer: PeerId) {
+        self.presence.unlinked(peer);
+    }
+
+    /// Signaling says `peer` left the room (its socket closed, its tab said
+    /// goodbye): its presence goes at once, and stays gone until an update
+    /// newer than the last one heard (a page that closes rarely gets its
+    /// own leave out).
+    pub fn peer_left(&mut self, peer: PeerId) {
+        if self.presence.hide(peer) {
             self.presence_changed = true;
         }
     }
