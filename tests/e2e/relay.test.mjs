@@ -2,7 +2,8 @@
 // (RTCPeerConnection removed) and a page with WebRTC, in separate browser
 // contexts (no BroadcastChannel between them), sync both ways through
 // cpc-signal, which forwards frames it cannot read (the room peer never
-// joins a secret room). Real server process, real browser.
+// joins a secret room); and two pages whose ICE can never connect fall
+// back to it. Real server process, real browser.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { serverAndBrowser, openPeerPage, connected, converged, reading } from "./harness.mjs";
@@ -58,5 +59,46 @@ test("a secret room's page without WebRTC syncs both ways through the server's s
   } finally {
     await plain.close();
     await normal.close();
+  }
+});
+
+test("two secret-room pages whose ICE never connects fall back to the relay", async () => {
+  await env.ready;
+  const room = `relay-ice-${Math.random().toString(36).slice(2)}`;
+  const query = `room=${room}&storage=memory#secret=k8Qv2-long-random-secret-3fZ`;
+  // Every remote candidate is dropped: the connection is made, and stays
+  // checking until the links time it out (as behind a strict NAT, no TURN).
+  const noIce = async () => {
+    const context = await env.browser.newContext();
+    await context.addInitScript(() => {
+      RTCPeerConnection.prototype.addIceCandidate = function () {
+        return Promise.resolve();
+      };
+    });
+    return context;
+  };
+  const [one, two] = [await noIce(), await noIce()];
+  try {
+    const a = await openPeerPage(one, env.server.url, query);
+    const b = await openPeerPage(two, env.server.url, query);
+    assert.equal(await a.page.evaluate(() => typeof window.RTCPeerConnection), "function");
+    // Two attempts of 15 s each fail first (RELAY_AFTER), then the relay.
+    await connected(a.page, b.id, 90_000);
+    await connected(b.page, a.id, 10_000);
+    await a.page.evaluate(() => window.cpc.peer.set("k", "relayed after ICE failed"));
+    await b.page.waitForFunction(() => window.cpc.peer.get("k") === "relayed after ICE failed", null, {
+      timeout: 30_000,
+    });
+    for (const page of [a.page, b.page]) {
+      const peers = await page.evaluate(() => window.cpc.peer.peers());
+      assert.deepEqual(
+        peers.map((p) => [p.state, p.relayed]),
+        [["open", true]],
+        JSON.stringify(peers),
+      );
+    }
+  } finally {
+    await one.close();
+    await two.close();
   }
 });
