@@ -275,6 +275,35 @@ mod tests {
     }
 
     #[test]
+    fn frames_for_a_recipient_that_does_not_read_are_dropped_past_the_bound() {
+        let rooms = rooms();
+        let (mut a, ia) = socket(&rooms, 1);
+        let (mut b, ib) = socket(&rooms, 2);
+        assert_eq!(join(&rooms, &mut a, &ia, "secret-02"), None);
+        assert_eq!(join(&rooms, &mut b, &ib, "secret-02"), None);
+        let frame = address(ib.peer(), &vec![7; MAX_RELAYED - 8]);
+        let fit = super::super::outbox::FRAME_BYTES / MAX_RELAYED;
+        for _ in 0..fit {
+            assert_eq!(
+                rooms.relay_frame(a.joined.as_ref(), &a.outbox, &frame),
+                Ok(())
+            );
+        }
+        assert_eq!(
+            rooms.relay_frame(a.joined.as_ref(), &a.outbox, &frame),
+            Err(RelayRefusal::RecipientFull)
+        );
+        // What waited is there, whole.
+        assert_eq!(frames(&b).len(), fit);
+        b.outbox.shut();
+        assert_eq!(
+            rooms.relay_frame(a.joined.as_ref(), &a.outbox, &frame),
+            Err(RelayRefusal::UnknownRecipient),
+            "a socket on its way out takes nothing"
+        );
+    }
+
+    #[test]
     fn only_members_of_a_room_with_a_secret_relay() {
         let rooms = rooms();
         let (mut a, ia) = socket(&rooms, 1);
