@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use cpc_sync::protocol::relay::{address, unaddress, Received, RelayLink};
 use cpc_sync::protocol::room::{KdfCost, RoomSecret};
 use cpc_sync::protocol::signal::{ClientMessage, ServerMessage};
+use cpc_sync::protocol::sync::wire::{self, Decoded, Message as WireMessage};
 use cpc_sync::protocol::sync::{LocalWrite, Output, SyncConfig, SyncNode};
 use cpc_sync::protocol::{Identity, JsonValue, PeerId};
 use futures_util::{SinkExt, StreamExt};
@@ -54,6 +55,8 @@ struct Page {
     refused: Vec<(PeerId, String)>,
     /// Frames the links opened, by sender.
     accepted: HashMap<PeerId, usize>,
+    /// What the first frames the links opened were, in order.
+    first: Vec<&'static str>,
 }
 
 impl Page {
@@ -85,6 +88,7 @@ impl Page {
             wire: Vec::new(),
             refused: Vec::new(),
             accepted: HashMap::new(),
+            first: Vec::new(),
         }
     }
 
@@ -151,6 +155,13 @@ impl Page {
             }
             Ok(Received::Frame(frame)) => {
                 *self.accepted.entry(from).or_default() += 1;
+                if self.first.len() < 2 {
+                    self.first.push(match wire::decode(&frame) {
+                        Ok(Decoded::Message(WireMessage::Hello { .. })) => "hello",
+                        Ok(Decoded::Message(WireMessage::Proof(_))) => "proof",
+                        _ => "other",
+                    });
+                }
                 self.node.receive_frame(from, &frame, now_ms());
             }
             Ok(Received::Ignored) => {}
@@ -220,8 +231,10 @@ async fn two_pages_sync_through_the_relay_and_a_third_cannot_inject() {
         .wire
         .iter()
         .any(|m| m.windows(marker.len()).any(|w| w == marker)));
-    // The secret handshake ran inside the link: the nodes exchanged
-    // their proofs, or nothing would have synced (tests/handshake.rs).
+    // The secret handshake ran inside the link, first: each node's first
+    // frames are its nonce and its proof (tests/handshake.rs).
+    assert_eq!(a.first, ["hello", "proof"]);
+    assert_eq!(b.first, ["hello", "proof"]);
     assert!(a.accepted[&idb] > 2 && b.accepted[&ida] > 2);
 
     // C replays what B got from A, names A as the recipient's sender,

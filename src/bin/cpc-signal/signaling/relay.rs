@@ -10,7 +10,9 @@
 //! of frames wait for one socket, beyond that they are dropped (the
 //! recipient's link sees the gap and starts over), and a recipient that
 //! stops reading altogether is closed by the send timeout. Each refusal
-//! is counted by class for `/metrics`.
+//! is counted by class for `/metrics`. Like the room peer's frames, relayed
+//! ones are not counted against the message rate (a sync burst is many
+//! frames); what a sender can pile up is bounded per recipient.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
