@@ -4,7 +4,7 @@
 //! inside the link and sync both ways; the server forwards ciphertext as
 //! from the id each socket proved, and a third member cannot inject.
 //!
-//! `cargo test --features server --test relay`.
+//! `cargo test --features server --test secret_relay`.
 
 mod common;
 mod server;
