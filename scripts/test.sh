@@ -55,13 +55,15 @@ step "end-to-end (headless Chromium, and Chromium with Firefox)" \
 # tabs over WebRTC with no server, two processes through cpc-signal, a
 # reload keeping its id and state (Web Locks), the page's scenarios, and
 # the room's server peer (binary WebSocket frames, no RTCPeerConnection),
-# and presence (a page's leaving seen through its closing link). The
+# the sealed relay of secret rooms (the same, page to page), and presence
+# (a page's leaving seen through its closing link). The
 # others test the server, the npm package's build and secret rooms, whose
 # Firefox side cross-engine.test.mjs covers; each passes in Firefox too
 # (`CPC_BROWSER=firefox node --test tests/e2e/`).
 step "end-to-end (headless Firefox)" env CPC_BROWSER=firefox node --test --test-concurrency=1 \
   tests/e2e/peer-api.test.mjs tests/e2e/webrtc.test.mjs tests/e2e/persistence.test.mjs \
-  tests/e2e/scenarios.test.mjs tests/e2e/keep.test.mjs tests/e2e/presence.test.mjs
+  tests/e2e/scenarios.test.mjs tests/e2e/keep.test.mjs tests/e2e/relay.test.mjs \
+  tests/e2e/presence.test.mjs
 # The side-by-side benchmark at small sizes, so its harness cannot rot (the
 # full run is `npm run bench`; figures are in BENCHMARKS.md, not asserted).
 step "benchmark smoke (cpc-sync, Yjs, Automerge, Loro)" env CPC_BENCH_QUICK=1 bash scripts/bench.sh

@@ -12,6 +12,7 @@ pub mod event;
 pub mod heap_sort;
 pub mod identity;
 pub mod reconciliation;
+pub mod relay;
 pub mod room;
 pub mod seal;
 pub mod signal;

@@ -7,7 +7,10 @@
 //!   what it cannot read or forge;
 //! - the **handshake key** with which two peers prove, on a fresh data
 //!   channel and before anything else crosses it, that each knows the
-//!   secret ([`Handshake`]).
+//!   secret ([`Handshake`]);
+//! - the **relay key** under which two peers whose WebRTC fails seal the
+//!   frames the signaling server forwards between them
+//!   ([`RelayLink`](super::relay::RelayLink)).
 //!
 //! The keys are blake3 `derive_key` outputs of one room key, which is
 //! Argon2id of the secret salted by the room name ([`KdfCost`]): whoever
@@ -41,6 +44,7 @@ pub struct RoomSecret {
     room_id: String,
     signal: [u8; 32],
     handshake: [u8; 32],
+    relay: [u8; 32],
 }
 
 impl std::fmt::Debug for RoomSecret {
@@ -126,19 +130,25 @@ impl RoomSecret {
             room_id: format!("secret-{}", hex(&id[..16])),
             signal: derive("cpc-sync 2026 signal key", &key),
             handshake: derive("cpc-sync 2026 handshake key", &key),
+            relay: derive("cpc-sync 2026 relay key", &key),
         }
     }
 
     /// What a sealed signal is bound to: this room, its sender and its
     /// recipient, so a server can neither replay it in another room nor
     /// redirect it to another peer or pass it off as another's.
-    fn associated_data(&self, from: &str, to: &str) -> Vec<u8> {
+    pub(crate) fn associated_data(&self, from: &str, to: &str) -> Vec<u8> {
         let mut aad = Vec::with_capacity(64 + from.len() + to.len());
         for part in [self.room_id.as_str(), from, to] {
             aad.extend_from_slice(&(part.len() as u64).to_le_bytes());
             aad.extend_from_slice(part.as_bytes());
         }
         aad
+    }
+
+    /// The key relayed links are sealed under (`relay.rs`).
+    pub(crate) fn relay_key(&self) -> &[u8; 32] {
+        &self.relay
     }
 
     /// The name the room goes by outside its peers.

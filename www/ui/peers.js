@@ -42,8 +42,17 @@ export function peersView(peer) {
       rows.push(
         el(
           "tr",
-          { "data-peer": p.id, "data-state": p.state, ...(p.server ? { "data-server": "" } : {}) },
-          el("td", { class: "mono", title: p.id }, p.server ? `${short(p.id)} (server)` : short(p.id)),
+          {
+            "data-peer": p.id,
+            "data-state": p.state,
+            ...(p.server ? { "data-server": "" } : {}),
+            ...(p.relayed ? { "data-relayed": "" } : {}),
+          },
+          el(
+            "td",
+            { class: "mono", title: p.id },
+            p.server ? `${short(p.id)} (server)` : p.relayed ? `${short(p.id)} (relayed)` : short(p.id),
+          ),
           el("td", {}, el("span", { class: `link ${p.state}` }, p.state)),
           el("td", { class: "rtt" }, p.rtt === undefined ? "—" : `${p.rtt.toFixed(1)} ms`),
           el("td", { class: "mono clock", title: JSON.stringify(p.clock ?? {}) }, p.clock ? el("pre", {}, clockText(p.clock)) : "—"),

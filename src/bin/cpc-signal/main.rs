@@ -273,6 +273,10 @@ async fn main() -> std::process::ExitCode {
             let rooms = rooms.clone();
             move || signal_readings(&rooms.stats())
         })
+        .with_readings({
+            let rooms = rooms.clone();
+            move || rooms.relay_readings()
+        })
         .with_readings(move || {
             keep.as_ref()
                 .map(|k| keep::readings(&k.stats()))

@@ -15,7 +15,8 @@
 //!
 //! Binary messages are sync frames between a page and its room's peer,
 //! once `keep` said it is linked; they are held back by the room's queue,
-//! not counted against the message rate.
+//! not counted against the message rate. In a room with a secret they are
+//! sealed frames between two pages, forwarded as they are (`relay.rs`).
 //!
 //! Only pages of the server's own origin may open a socket, unless
 //! `ORIGINS` lists others or is `*` (`origin.rs`). A join proves the key
@@ -38,6 +39,7 @@
 
 mod origin;
 mod outbox;
+mod relay;
 mod sample;
 mod stats;
 
@@ -134,6 +136,7 @@ pub struct Rooms {
     counters: Arc<Counters>,
     /// The room peer, unless `KEEP=off`.
     keep: Option<Arc<Keep>>,
+    relay: relay::RelayCounters,
 }
 
 /// A join the room could not take.
@@ -430,6 +433,17 @@ async fn session(socket: WebSocket, rooms: Arc<Rooms>, nonce: [u8; 32]) {
                 if let (Message::Binary(bytes), Some(tunnel)) = (&message, &conn.tunnel) {
                     tunnel.frame(bytes.to_vec()).await;
                     continue;
+                }
+                // Sealed frames between pages of a room with a secret
+                // (`relay.rs`): bounded by the recipient's queue.
+                if let Message::Binary(bytes) = &message {
+                    if relay::takes(conn.joined.as_ref()) {
+                        let relayed = rooms.relay_frame(conn.joined.as_ref(), &conn.outbox, bytes);
+                        if let Some(message) = relayed.err().and_then(|why| why.message()) {
+                            conn.reply(ServerMessage::Error { message });
+                        }
+                        continue;
+                    }
                 }
                 match limit.check(tokio::time::Instant::now().into_std()) {
                     Verdict::Pass => {}

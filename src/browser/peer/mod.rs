@@ -85,6 +85,8 @@ export interface PeerInfo {
   standing?: "in sync" | "syncing" | "behind" | "ahead" | "concurrent";
   /** The room's server peer: cpc-signal's, which keeps the room on disk, reached over the signaling socket. */
   server?: true;
+  /** Linked through the signaling server's relay, sealed end to end (a room with a secret whose WebRTC failed). */
+  relayed?: true;
 }
 /** A conflicted key and its concurrent values. */
 export interface Conflict {
@@ -396,7 +398,7 @@ impl Peer {
     }
 
     /// Known peers: `[{ id, state, rtt?, rejected, lastError?, bytesIn,
-    /// bytesOut, buffered, clock?, digest?, standing?, server? }]`.
+    /// bytesOut, buffered, clock?, digest?, standing?, server?, relayed? }]`.
     #[wasm_bindgen(unchecked_return_type = "PeerInfo[]")]
     pub fn peers(&self) -> JsValue {
         let mut guard = self.inner.borrow_mut();
@@ -410,6 +412,7 @@ impl Peer {
             .into_iter()
             .map(|(peer, state, buffered)| PeerReport {
                 server: Some(peer) == keeper,
+                relayed: transport.is_relayed(peer),
                 ..inner.node.report(peer, state, buffered as u64)
             })
             .collect();

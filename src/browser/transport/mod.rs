@@ -10,6 +10,7 @@
 //! owner's handler with nothing borrowed, so the handler may call back in.
 
 mod connection;
+mod relay;
 mod signaling;
 
 use std::cell::RefCell;
@@ -81,6 +82,8 @@ struct State {
     /// The room's server peer, linked over the signaling socket (its
     /// frames are the socket's binary messages) while the socket lasts.
     keeper: Option<PeerId>,
+    /// Relayed links, in a room with a secret and a server (`relay.rs`).
+    relay: Option<relay::Relay>,
     sink: Sink,
     /// Connections dropped from inside their own callbacks, freed by
     /// `sweep` once those have returned.
@@ -105,11 +108,15 @@ impl Transport {
     /// A transport of `identity`'s peer (it signs the server join).
     pub fn new(identity: Identity, config: TransportConfig, sink: Sink) -> Transport {
         let me = identity.peer();
+        let relay = (config.codec.0.clone())
+            .filter(|_| config.signaling.is_some())
+            .map(|room| relay::Relay::new(room, me));
         let links = Links::new(
             me,
             LinkConfig {
                 identity: Some(identity),
                 mesh: config.mesh.clone(),
+                relay: relay.is_some(),
                 ..LinkConfig::new(config.room.clone(), config.signaling.is_some())
             },
         );
@@ -122,6 +129,7 @@ impl Transport {
                 tabs: None,
                 server: None,
                 keeper: None,
+                relay,
                 sink,
                 dropped: Vec::new(),
                 sweep: None,
@@ -159,6 +167,15 @@ impl Transport {
                     warn("cpc-sync: the signaling socket is not keeping up; reconnecting");
                     s.server = None;
                     s.unkeep(out);
+                    s.links.socket_closed(now_ms(), jitter());
+                }
+                return;
+            }
+            if let Some(relay) = s.relay.as_mut().filter(|r| r.has(to)) {
+                if !relay.send(to, &frame, s.server.as_ref()) {
+                    warn("cpc-sync: the signaling socket is not keeping up; reconnecting");
+                    s.server = None;
+                    s.unrelay_all(out);
                     s.links.socket_closed(now_ms(), jitter());
                 }
                 return;
@@ -230,7 +247,13 @@ impl Transport {
             .links
             .links()
             .map(|(peer, state)| {
-                let buffered = s.connections.get(&peer).map_or(0, |c| c.buffered());
+                let buffered = match s.connections.get(&peer) {
+                    Some(c) => c.buffered(),
+                    None if s.relay.as_ref().is_some_and(|r| r.has(peer)) => {
+                        s.server.as_ref().map_or(0, Server::buffered)
+                    }
+                    None => 0,
+                };
                 (peer, state, buffered)
             })
             .collect();
@@ -244,6 +267,13 @@ impl Transport {
     /// The room's server peer, while it is linked.
     pub fn keeper(&self) -> Option<PeerId> {
         self.state.borrow().keeper
+    }
+
+    /// Whether `peer` is linked (or being linked) through the server's
+    /// sealed relay.
+    pub fn is_relayed(&self, peer: PeerId) -> bool {
+        let s = self.state.borrow();
+        s.relay.as_ref().is_some_and(|r| r.has(peer))
     }
 }
 
@@ -359,8 +389,9 @@ impl State {
             LinkAction::Dial { peer, epoch } => {
                 self.connect(peer, epoch, true, out);
             }
+            LinkAction::Relay { peer, epoch } => self.relay_to(peer, epoch, out),
             LinkAction::Hangup(peer) => {
-                if self.drop_connection(peer) {
+                if self.drop_connection(peer) | self.drop_relay(peer) {
                     out.push(TransportEvent::Link(peer, LinkState::Closed));
                 }
             }
@@ -389,6 +420,7 @@ impl State {
                 let report = Rc::new(move |e| run(&weak, |s, out| s.on_socket(e, out)));
                 // Replaces the old socket, closed by now.
                 self.unkeep(out);
+                self.unrelay_all(out);
                 self.server = match Server::open(&url, report) {
                     Ok(server) => Some(server),
                     Err(e) => {
@@ -407,6 +439,7 @@ impl State {
             }
             LinkAction::CloseSocket => {
                 self.unkeep(out);
+                self.unrelay_all(out);
                 self.server = None;
             }
         }
@@ -424,6 +457,7 @@ impl State {
             SocketEvent::Open => self.links.socket_opened(now),
             SocketEvent::Closed => {
                 self.unkeep(out);
+                self.unrelay_all(out);
                 self.links.socket_closed(now, jitter());
                 let url = self.config.signaling.as_deref().unwrap_or_default();
                 out.push(TransportEvent::Failed {
@@ -431,6 +465,7 @@ impl State {
                     reason: format!("the signaling connection to {url} closed; reconnecting"),
                 });
             }
+            SocketEvent::Frame(bytes) if self.relay.is_some() => self.on_relayed(&bytes, out),
             SocketEvent::Frame(bytes) => {
                 if let Some(keeper) = self.keeper {
                     out.push(TransportEvent::Frame(keeper, bytes));
@@ -511,7 +546,7 @@ impl State {
         dial: bool,
         out: &mut Vec<TransportEvent>,
     ) -> bool {
-        if self.drop_connection(peer) {
+        if self.drop_connection(peer) | self.drop_relay(peer) {
             out.push(TransportEvent::Link(peer, LinkState::Closed));
         }
         let weak = self.weak.clone();
@@ -526,11 +561,13 @@ impl State {
                 true
             }
             Err(e) => {
-                out.push(TransportEvent::Failed {
-                    peer: Some(peer),
-                    reason: format!("cannot create an RTCPeerConnection: {}", describe(&e)),
-                });
-                self.links.closed(peer, epoch, now_ms(), jitter());
+                // In a room with a secret, the server's relay takes over.
+                if !self.links.cannot_connect(peer, epoch, now_ms(), jitter()) {
+                    out.push(TransportEvent::Failed {
+                        peer: Some(peer),
+                        reason: format!("cannot create an RTCPeerConnection: {}", describe(&e)),
+                    });
+                }
                 false
             }
         }

@@ -9,12 +9,15 @@
 //! - which signaling route reaches each peer: [`Routes`];
 //! - which tabs are present: the `Hello`/`Here`/`Bye` exchange;
 //! - when to reconnect the signaling socket and ping it: [`Socket`];
+//! - which peers go through the server's relay instead of WebRTC:
+//!   [`Relays`];
 //!
 //! and when anything next falls due ([`next_wake`](Links::next_wake)), so
 //! the browser arms one timeout instead of polling.
 
 mod backoff;
 mod epoch;
+mod relay;
 mod route;
 mod socket;
 
@@ -22,6 +25,7 @@ use serde_json::Value;
 
 pub use self::backoff::Backoff;
 pub use self::epoch::{Epochs, Verdict};
+pub use self::relay::{Relays, RELAY_AFTER};
 pub use self::route::{Route, Routes};
 pub use self::socket::{Socket, SocketConfig, SocketDue};
 use super::mesh::{LinkState, Mesh, MeshAction, MeshConfig, OverlayMessage};
@@ -45,6 +49,9 @@ pub struct LinkConfig {
     /// (the server refuses a join without it). Its peer id is the one
     /// `Links` is made for.
     pub identity: Option<Identity>,
+    /// Peers whose WebRTC fails are linked through the signaling server's
+    /// sealed relay (a room with a secret and a server: see [`Relays`]).
+    pub relay: bool,
 }
 
 impl LinkConfig {
@@ -55,6 +62,7 @@ impl LinkConfig {
             mesh: MeshConfig::default(),
             socket: SocketConfig::default(),
             identity: None,
+            relay: false,
         }
     }
 }
@@ -65,6 +73,12 @@ pub enum LinkAction {
     /// Start a connection to `peer` that offers, named `epoch` in its
     /// signals, replacing any old one.
     Dial {
+        peer: PeerId,
+        epoch: u64,
+    },
+    /// Start a relayed link to `peer` (sealed frames through the
+    /// signaling server), named `epoch`, replacing any connection.
+    Relay {
         peer: PeerId,
         epoch: u64,
     },
@@ -98,6 +112,7 @@ pub struct Links {
     epochs: Epochs,
     routes: Routes,
     socket: Option<Socket>,
+    relays: Relays,
     actions: Vec<LinkAction>,
     /// Peers signaling said left the room, for the sync node
     /// ([`take_departed`](Self::take_departed)).
@@ -122,6 +137,7 @@ impl Links {
             epochs: Epochs::default(),
             routes: Routes::default(),
             socket: config.signaling_server.then(|| Socket::new(config.socket)),
+            relays: Relays::new(config.relay && config.signaling_server),
             actions: Vec::new(),
             departed: Vec::new(),
         }
@@ -184,6 +200,7 @@ impl Links {
         self.drain_mesh(now_ms);
         self.routes.clear();
         self.epochs.clear();
+        self.relays.clear();
         self.actions.push(LinkAction::Post(TabMessage::Bye {
             from: self.me.to_string(),
         }));
@@ -380,7 +397,45 @@ impl Links {
             return false;
         }
         self.mesh.opened(peer, now_ms);
+        self.relays.opened(peer);
         true
+    }
+
+    /// No RTCPeerConnection could be made for connection `epoch` to
+    /// `peer`. Where the relay is enabled it takes over (a
+    /// [`LinkAction::Relay`] of the same epoch, and every later dial);
+    /// otherwise the connection failed, as [`closed`](Self::closed).
+    /// Whether the relay took over.
+    pub fn cannot_connect(&mut self, peer: PeerId, epoch: u64, now_ms: u64, jitter: f64) -> bool {
+        if self.is_current(peer, epoch) && self.relays.no_webrtc() {
+            self.relays.dial(peer);
+            self.actions.push(LinkAction::Relay { peer, epoch });
+            return true;
+        }
+        self.closed(peer, epoch, now_ms, jitter);
+        false
+    }
+
+    /// `peer` opened a relayed link to us (its hello checked out): the
+    /// epoch to name ours, or `None` to leave it unanswered (no relay
+    /// here, or no room for another link).
+    pub fn relay_offered(&mut self, peer: PeerId, now_ms: u64) -> Option<u64> {
+        if !self.online || peer == self.me || !self.relays.enabled() {
+            return None;
+        }
+        if !self.routes.knows(peer) {
+            self.routes.heard(peer, Route::Server);
+        }
+        if !self.mesh.incoming(peer, now_ms) {
+            return None;
+        }
+        self.relays.offered(peer);
+        Some(self.epochs.dial(peer, now_ms))
+    }
+
+    /// Whether `peer` is linked (or to be) through the relay.
+    pub fn is_relayed(&self, peer: PeerId) -> bool {
+        self.relays.is_relayed(peer)
     }
 
     /// The connection `epoch` to `peer` closed or failed by itself; `false`
@@ -495,6 +550,7 @@ impl Links {
             if self.departed.len() < MAX_DEPARTED {
                 self.departed.push(peer);
             }
+            self.relays.forget(peer);
         }
     }
 
@@ -502,10 +558,14 @@ impl Links {
     fn drain_mesh(&mut self, now_ms: u64) {
         for action in self.mesh.take_actions() {
             self.actions.push(match action {
-                MeshAction::Dial(peer) => LinkAction::Dial {
-                    peer,
-                    epoch: self.epochs.dial(peer, now_ms),
-                },
+                MeshAction::Dial(peer) => {
+                    let epoch = self.epochs.dial(peer, now_ms);
+                    if self.relays.dial(peer) {
+                        LinkAction::Relay { peer, epoch }
+                    } else {
+                        LinkAction::Dial { peer, epoch }
+                    }
+                }
                 MeshAction::Hangup(peer) => {
                     self.epochs.hang_up(peer);
                     LinkAction::Hangup(peer)

@@ -589,3 +589,127 @@ fn a_peer_gone_from_every_route_is_reported_departed_once() {
     assert_eq!(a.take_departed(), [PeerId(2)]);
     assert_eq!(a.take_departed(), []);
 }
+
+/// A page of a room with a secret and a server (the relay enabled or
+/// not), that heard the server's hello and sees peer 2 in the room.
+fn secret_room_page(relay: bool) -> (Links, Vec<LinkAction>) {
+    let config = LinkConfig {
+        identity: Some(Identity::from_seed(1)),
+        relay,
+        ..LinkConfig::new("secret-00", true)
+    };
+    let mut l = Links::new(PeerId(1), config);
+    l.go_online();
+    l.socket_opened(0);
+    l.server_message(
+        ServerMessage::Hello {
+            nonce: "00".repeat(32),
+        },
+        0,
+    );
+    l.server_message(
+        ServerMessage::Peers {
+            room: "secret-00".into(),
+            peers: vec![PeerId(2).to_string()],
+            sampled: false,
+        },
+        0,
+    );
+    let actions = l.take_actions();
+    (l, actions)
+}
+
+fn relays(actions: &[LinkAction]) -> Vec<(PeerId, u64)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            LinkAction::Relay { peer, epoch } => Some((*peer, *epoch)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn epoch_of_dial(actions: &[LinkAction]) -> u64 {
+    match actions
+        .iter()
+        .find(|a| matches!(a, LinkAction::Dial { .. }))
+    {
+        Some(LinkAction::Dial { epoch, .. }) => *epoch,
+        other => panic!("no dial: {other:?}"),
+    }
+}
+
+#[test]
+fn without_rtc_peer_connection_every_peer_is_relayed_at_once() {
+    let (mut l, actions) = secret_room_page(true);
+    let epoch = epoch_of_dial(&actions);
+    assert!(l.cannot_connect(PeerId(2), epoch, 1, 0.0));
+    assert_eq!(relays(&l.take_actions()), [(PeerId(2), epoch)]);
+    assert_eq!(l.state(PeerId(2)), Some(LinkState::Connecting));
+    assert!(l.opened(PeerId(2), epoch, 2));
+    assert_eq!(l.state(PeerId(2)), Some(LinkState::Open));
+    assert!(l.is_relayed(PeerId(2)));
+    // The relayed link drops: it is relayed again when its retry is due.
+    assert!(l.closed(PeerId(2), epoch, 3, 0.0));
+    l.tick(60_000, 0.0);
+    let again = relays(&l.take_actions());
+    assert_eq!(again.len(), 1);
+    assert!(again[0].1 > epoch);
+}
+
+#[test]
+fn a_peer_whose_webrtc_keeps_failing_is_relayed() {
+    let (mut l, actions) = secret_room_page(true);
+    let mut epoch = epoch_of_dial(&actions);
+    let mut now = 0;
+    for _ in 0..RELAY_AFTER {
+        assert!(!l.is_relayed(PeerId(2)));
+        assert!(l.closed(PeerId(2), epoch, now, 0.0));
+        now += 60_000;
+        l.tick(now, 0.0);
+        let actions = l.take_actions();
+        if let Some((_, relayed)) = relays(&actions).first() {
+            epoch = *relayed;
+            break;
+        }
+        epoch = epoch_of_dial(&actions);
+    }
+    assert!(l.is_relayed(PeerId(2)));
+    assert!(l.opened(PeerId(2), epoch, now));
+    // It left: if it comes back, WebRTC is tried first.
+    l.server_message(
+        ServerMessage::Left {
+            peer: PeerId(2).to_string(),
+        },
+        now,
+    );
+    assert!(!l.is_relayed(PeerId(2)));
+}
+
+#[test]
+fn a_relayed_link_offered_by_a_peer_is_taken_where_the_relay_is_enabled() {
+    let (mut l, _) = secret_room_page(true);
+    let epoch = l.relay_offered(PeerId(3), 5).expect("taken");
+    assert!(l.is_relayed(PeerId(3)));
+    assert_eq!(l.route(PeerId(3)), Some(Route::Server));
+    assert!(l.opened(PeerId(3), epoch, 6));
+    assert_eq!(l.state(PeerId(3)), Some(LinkState::Open));
+    assert_eq!(l.relay_offered(PeerId(1), 6), None, "not from itself");
+    // Without the relay (a room without a secret, or no server): nothing
+    // changes, and a failed RTCPeerConnection is a failed connection.
+    let (mut plain, actions) = secret_room_page(false);
+    assert_eq!(plain.relay_offered(PeerId(3), 5), None);
+    let epoch = epoch_of_dial(&actions);
+    assert!(!plain.cannot_connect(PeerId(2), epoch, 1, 0.0));
+    assert!(relays(&plain.take_actions()).is_empty());
+    assert_eq!(plain.state(PeerId(2)), Some(LinkState::Closed));
+    let mut no_server = Links::new(
+        PeerId(1),
+        LinkConfig {
+            relay: true,
+            ..LinkConfig::new("secret-00", false)
+        },
+    );
+    no_server.go_online();
+    assert_eq!(no_server.relay_offered(PeerId(3), 5), None);
+}

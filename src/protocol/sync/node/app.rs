@@ -37,6 +37,10 @@ pub struct PeerReport {
     /// signaling socket); set by the edge that knows.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub server: bool,
+    /// Its link runs through the signaling server's sealed relay (a room
+    /// with a secret whose WebRTC failed); set by the edge that knows.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub relayed: bool,
 }
 
 impl SyncNode {
@@ -72,6 +76,7 @@ impl SyncNode {
             digest,
             standing: self.standing(peer).map(|s| s.as_str()),
             server: false,
+            relayed: false,
         }
     }
 }

@@ -1,0 +1,389 @@
+//! The relay seal against a lying server: it may drop, delay, replay,
+//! reorder, redirect, alter or inject; no page accepts a frame that its
+//! peer did not send it, in this room, on this link, in order.
+
+use super::*;
+use crate::protocol::room::KdfCost;
+
+const A: PeerId = PeerId(0xa);
+const B: PeerId = PeerId(0xb);
+const C: PeerId = PeerId(0xc);
+
+fn room(name: &str, secret: &str) -> RoomSecret {
+    RoomSecret::with_cost(name, secret, KdfCost::TEST)
+}
+
+/// Fresh nonces, as the browser's CSPRNG would give (distinct per seed).
+struct Nonces(u64);
+
+impl Nonces {
+    fn next(&mut self) -> [u8; 32] {
+        self.0 += 1;
+        *blake3::hash(&self.0.to_le_bytes()).as_bytes()
+    }
+}
+
+/// Opens `from`'s link to `to` and back; returns both ends.
+fn open(
+    room: &RoomSecret,
+    from: PeerId,
+    to: PeerId,
+    nonces: &mut Nonces,
+) -> (RelayLink, RelayLink) {
+    let mut a = RelayLink::new(room, from, to, nonces.next());
+    let mut b = RelayLink::new(room, to, from, nonces.next());
+    let reply = match b.receive(&a.hello(), || nonces.next()) {
+        Ok(Received::Opened {
+            reply: Some(reply),
+            restarted: false,
+        }) => reply,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        a.receive(&reply, || unreachable!()),
+        Ok(Received::Opened {
+            reply: None,
+            restarted: false
+        })
+    );
+    assert!(a.is_open() && b.is_open());
+    (a, b)
+}
+
+fn accept(link: &mut RelayLink, message: &[u8]) -> Result<Vec<u8>, RelayError> {
+    match link.receive(message, || [0xee; 32])? {
+        Received::Frame(frame) => Ok(frame),
+        other => panic!("not a frame: {other:?}"),
+    }
+}
+
+#[test]
+fn frames_cross_both_ways_and_the_server_sees_only_ciphertext() {
+    let r = room("r", "k");
+    let (mut a, mut b) = open(&r, A, B, &mut Nonces(0));
+    let sealed = a.seal(b"set doc/title = quarterly plan").unwrap();
+    assert!(!sealed.windows(9).any(|w| w == b"quarterly"));
+    assert_eq!(
+        accept(&mut b, &sealed).unwrap(),
+        b"set doc/title = quarterly plan"
+    );
+    let back = b.seal(b"ack").unwrap();
+    assert_eq!(accept(&mut a, &back).unwrap(), b"ack");
+    // The same plaintext twice seals differently (the counter moved).
+    assert_ne!(a.seal(b"x").unwrap()[9..], a.seal(b"x").unwrap()[9..]);
+    // The envelope the server reads: a peer id, then the message.
+    let addressed = address(B, &sealed);
+    assert_eq!(unaddress(&addressed), Some((B, &sealed[..])));
+    assert_eq!(unaddress(&[1, 2, 3]), None);
+    assert!(!format!("{a:?}").contains(&format!("{:?}", r.relay_key())));
+}
+
+#[test]
+fn both_sides_opening_at_once_agree_on_one_key() {
+    let r = room("r", "k");
+    let mut a = RelayLink::new(&r, A, B, [1; 32]);
+    let mut b = RelayLink::new(&r, B, A, [2; 32]);
+    let (ha, hb) = (a.hello(), b.hello());
+    let Ok(Received::Opened {
+        reply: Some(ra), ..
+    }) = a.receive(&hb, || unreachable!())
+    else {
+        panic!()
+    };
+    let Ok(Received::Opened {
+        reply: Some(rb), ..
+    }) = b.receive(&ha, || unreachable!())
+    else {
+        panic!()
+    };
+    assert_eq!(a.receive(&rb, || unreachable!()), Ok(Received::Ignored));
+    assert_eq!(b.receive(&ra, || unreachable!()), Ok(Received::Ignored));
+    let sealed = a.seal(b"hi").unwrap();
+    assert_eq!(accept(&mut b, &sealed).unwrap(), b"hi");
+}
+
+#[test]
+fn an_altered_frame_is_refused_and_the_link_goes_on() {
+    let (mut a, mut b) = open(&room("r", "k"), A, B, &mut Nonces(0));
+    let sealed = a.seal(b"hello").unwrap();
+    for i in [0, 1, 9, sealed.len() - 1] {
+        let mut bent = sealed.clone();
+        bent[i] ^= 1;
+        assert!(accept(&mut b, &bent).is_err(), "byte {i} altered");
+    }
+    let mut cut = sealed.clone();
+    cut.truncate(sealed.len() - 1);
+    assert_eq!(accept(&mut b, &cut), Err(RelayError::Forged));
+    assert_eq!(accept(&mut b, &sealed[..5]), Err(RelayError::Malformed));
+    assert_eq!(accept(&mut b, &sealed).unwrap(), b"hello");
+}
+
+#[test]
+fn a_replayed_or_reordered_frame_is_refused() {
+    let (mut a, mut b) = open(&room("r", "k"), A, B, &mut Nonces(0));
+    let (f0, f1, f2) = (
+        a.seal(b"0").unwrap(),
+        a.seal(b"1").unwrap(),
+        a.seal(b"2").unwrap(),
+    );
+    assert_eq!(accept(&mut b, &f0).unwrap(), b"0");
+    let replayed = accept(&mut b, &f0);
+    assert_eq!(
+        replayed,
+        Err(RelayError::Replayed {
+            expected: 1,
+            got: 0
+        })
+    );
+    assert!(!replayed.unwrap_err().is_fatal());
+    // f2 before f1: refused, and since it is genuine, f1 was held back
+    // or dropped: the link starts over.
+    let early = accept(&mut b, &f2).unwrap_err();
+    assert_eq!(
+        early,
+        RelayError::Gap {
+            expected: 1,
+            got: 2
+        }
+    );
+    assert!(early.is_fatal());
+    assert_eq!(accept(&mut b, &f1).unwrap(), b"1");
+    assert_eq!(
+        accept(&mut b, &f1),
+        Err(RelayError::Replayed {
+            expected: 2,
+            got: 1
+        })
+    );
+}
+
+#[test]
+fn a_redirected_frame_or_hello_is_refused() {
+    let r = room("r", "k");
+    let mut nonces = Nonces(0);
+    let (mut ab, mut ba) = open(&r, A, B, &mut nonces);
+    let (_, mut ca) = open(&r, A, C, &mut nonces);
+    let (mut cb, mut bc) = open(&r, C, B, &mut nonces);
+    let for_b = ab.seal(b"for b only").unwrap();
+    // To C instead of B (C's link with A): refused.
+    assert_eq!(accept(&mut ca, &for_b), Err(RelayError::Forged));
+    // To B, passed off as C's: refused.
+    assert_eq!(accept(&mut bc, &for_b), Err(RelayError::Forged));
+    // C's frame to B, passed off as A's.
+    let from_c = cb.seal(b"from c").unwrap();
+    assert_eq!(accept(&mut ba, &from_c), Err(RelayError::Forged));
+    // Hellos are bound to sender and recipient too.
+    let hello_to_b = RelayLink::new(&r, A, B, nonces.next()).hello();
+    let mut c_of_a = RelayLink::new(&r, C, A, nonces.next());
+    assert_eq!(
+        c_of_a.receive(&hello_to_b, || nonces.next()),
+        Err(RelayError::ForgedHello)
+    );
+    let mut b_of_c = RelayLink::new(&r, B, C, nonces.next());
+    assert_eq!(
+        b_of_c.receive(&hello_to_b, || nonces.next()),
+        Err(RelayError::ForgedHello)
+    );
+    assert_eq!(accept(&mut ba, &for_b).unwrap(), b"for b only");
+}
+
+#[test]
+fn a_frame_of_another_room_or_secret_is_refused() {
+    let mut nonces = Nonces(0);
+    let (mut a, _) = open(&room("r", "k"), A, B, &mut nonces);
+    let sealed = a.seal(b"x").unwrap();
+    for other in [room("r2", "k"), room("r", "k2")] {
+        let (_, mut b) = open(&other, A, B, &mut nonces);
+        assert_eq!(accept(&mut b, &sealed), Err(RelayError::Forged));
+        let hello = RelayLink::new(&room("r", "k"), A, B, nonces.next()).hello();
+        let mut fresh = RelayLink::new(&other, B, A, nonces.next());
+        assert_eq!(
+            fresh.receive(&hello, || [0; 32]),
+            Err(RelayError::ForgedHello)
+        );
+        assert!(!fresh.is_open());
+    }
+}
+
+#[test]
+fn a_dropped_frame_ends_the_link_and_the_next_link_refuses_the_old_frames() {
+    let r = room("r", "k");
+    let mut nonces = Nonces(0);
+    let (mut a, mut b) = open(&r, A, B, &mut nonces);
+    let dropped = a.seal(b"0").unwrap();
+    let f1 = a.seal(b"1").unwrap();
+    assert!(accept(&mut b, &f1).unwrap_err().is_fatal());
+    // A starts over (a fresh nonce); B, open, answers with a fresh one.
+    let mut a = RelayLink::new(&r, A, B, nonces.next());
+    let reply = match b.receive(&a.hello(), || nonces.next()) {
+        Ok(Received::Opened {
+            reply: Some(reply),
+            restarted: true,
+        }) => reply,
+        other => panic!("{other:?}"),
+    };
+    a.receive(&reply, || unreachable!()).unwrap();
+    // The old link's frames, delayed until now: counters start over, the
+    // key does not.
+    assert_eq!(accept(&mut b, &dropped), Err(RelayError::Forged));
+    let f0 = a.seal(b"new 0").unwrap();
+    assert_eq!(accept(&mut b, &f1), Err(RelayError::Forged));
+    assert_eq!(accept(&mut b, &f0).unwrap(), b"new 0");
+}
+
+#[test]
+fn delayed_frames_are_taken_once_in_order() {
+    let (mut a, mut b) = open(&room("r", "k"), A, B, &mut Nonces(0));
+    let held: Vec<Vec<u8>> = (0..5u8).map(|i| a.seal(&[i]).unwrap()).collect();
+    // Nothing arrives for a while; then all of it, twice.
+    for (i, frame) in held.iter().enumerate() {
+        assert_eq!(accept(&mut b, frame).unwrap(), [i as u8]);
+    }
+    for frame in &held {
+        assert!(matches!(
+            accept(&mut b, frame),
+            Err(RelayError::Replayed { .. })
+        ));
+    }
+}
+
+#[test]
+fn injected_messages_are_refused_and_never_reopen_a_spent_key() {
+    let r = room("r", "k");
+    let mut nonces = Nonces(0);
+    let mut a = RelayLink::new(&r, A, B, nonces.next());
+    let mut b = RelayLink::new(&r, B, A, nonces.next());
+    // Before a hello: a frame is refused.
+    assert_eq!(
+        accept(&mut b, &[FRAME, 0, 0, 0, 0, 0, 0, 0, 0].repeat(4)),
+        Err(RelayError::NotOpen)
+    );
+    let opening = a.hello();
+    let Ok(Received::Opened {
+        reply: Some(reply), ..
+    }) = b.receive(&opening, || nonces.next())
+    else {
+        panic!()
+    };
+    a.receive(&reply, || unreachable!()).unwrap();
+    // Junk, a forged hello, a frame under no key.
+    for junk in [vec![], vec![9], vec![HELLO; 66], vec![FRAME; 40]] {
+        assert!(b.receive(&junk, || nonces.next()).is_err(), "{junk:?}");
+    }
+    let mut forged = opening.clone();
+    forged[5] ^= 1;
+    assert_eq!(
+        b.receive(&forged, || nonces.next()),
+        Err(RelayError::ForgedHello)
+    );
+    // The answer, replayed to A: ignored, not a second key.
+    assert_eq!(a.receive(&reply, || unreachable!()), Ok(Received::Ignored));
+    let f0 = a.seal(b"0").unwrap();
+    assert_eq!(accept(&mut b, &f0).unwrap(), b"0");
+    // A's opening hello, replayed to B: B starts over with a fresh nonce
+    // (as if A had), so old frames stay refused, and A (which did not
+    // restart) refuses B's answer: the key it holds is not re-derived.
+    let Ok(Received::Opened {
+        reply: Some(answer),
+        restarted: true,
+    }) = b.receive(&opening, || nonces.next())
+    else {
+        panic!()
+    };
+    assert_eq!(accept(&mut b, &f0), Err(RelayError::Forged));
+    assert_eq!(
+        a.receive(&answer, || unreachable!()),
+        Err(RelayError::StaleHello)
+    );
+    // B's first answer, replayed to A again: still nothing.
+    assert_eq!(a.receive(&reply, || unreachable!()), Ok(Received::Ignored));
+    let f1 = a.seal(b"1").unwrap();
+    assert_eq!(accept(&mut b, &f1), Err(RelayError::Forged));
+}
+
+#[test]
+fn too_large_a_frame_is_not_sealed() {
+    let (mut a, _) = open(&room("r", "k"), A, B, &mut Nonces(0));
+    let big = vec![0; MAX_SEALED_FRAME + 1];
+    assert_eq!(a.seal(&big), Err(RelayError::TooLarge(big.len())));
+    let most = a.seal(&vec![0; MAX_SEALED_FRAME]).unwrap();
+    assert_eq!(address(B, &most).len(), MAX_RELAYED);
+    assert_eq!(
+        RelayLink::new(&room("r", "k"), A, B, [0; 32]).seal(b"x"),
+        Err(RelayError::NotOpen)
+    );
+}
+
+/// A lying server at random: what B accepts is always what A sent on
+/// this link, from the first frame, in order, each once.
+#[test]
+fn a_lying_server_never_gets_a_frame_accepted() {
+    // `CPC_SEED=n` replays one seed; `CPC_RELAY_SEEDS=n` runs more.
+    let env = |name: &str| std::env::var(name).ok().and_then(|s| s.parse::<u64>().ok());
+    let seeds = match env("CPC_SEED") {
+        Some(seed) => seed..seed + 1,
+        None => 0..env("CPC_RELAY_SEEDS").unwrap_or(200),
+    };
+    for seed in seeds {
+        println!("relay attack seed {seed}");
+        lying_server(seed);
+    }
+}
+
+fn lying_server(seed: u64) {
+    let mut rng = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut roll = move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    let r = room("r", "k");
+    let mut nonces = Nonces(seed << 20);
+    let (mut a, mut b) = open(&r, A, B, &mut nonces);
+    let (mut c, _) = open(&r, C, B, &mut nonces);
+    let (mut elsewhere, _) = open(&room("other", "k"), A, B, &mut nonces);
+    let sent: Vec<Vec<u8>> = (0..30u64).map(|i| i.to_le_bytes().to_vec()).collect();
+    let genuine: Vec<Vec<u8>> = sent.iter().map(|f| a.seal(f).unwrap()).collect();
+    let mut wire: Vec<Vec<u8>> = Vec::new();
+    for (i, frame) in genuine.iter().enumerate() {
+        match roll(10) {
+            0 => {}                                                       // dropped
+            1 => wire.push(genuine[roll(i as u64 + 1) as usize].clone()), // replayed
+            2 => {
+                let mut bent = frame.clone();
+                let at = roll(bent.len() as u64) as usize;
+                bent[at] ^= 1 << roll(8);
+                wire.push(bent);
+            }
+            3 => wire.push(c.seal(&sent[i]).unwrap()), // another peer's
+            4 => wire.push(elsewhere.seal(&sent[i]).unwrap()), // another room's
+            5 => wire.push(RelayLink::new(&r, A, B, nonces.next()).hello()),
+            _ => {}
+        }
+        if roll(4) != 0 {
+            wire.push(frame.clone());
+        }
+        if roll(6) == 0 && wire.len() > 1 {
+            let (x, y) = (roll(wire.len() as u64), roll(wire.len() as u64));
+            wire.swap(x as usize, y as usize); // delayed / reordered
+        }
+    }
+    let mut accepted = Vec::new();
+    for message in wire {
+        match b.receive(&message, || nonces.next()) {
+            Ok(Received::Frame(frame)) => accepted.push(frame),
+            // An injected opening hello restarts B: nothing more of this
+            // link may open.
+            Ok(Received::Opened { .. }) => break,
+            Ok(Received::Ignored) => {}
+            Err(e) if e.is_fatal() => break,
+            Err(_) => {}
+        }
+    }
+    assert_eq!(
+        accepted,
+        sent[..accepted.len()],
+        "seed {seed}: B accepted what A did not send in that order"
+    );
+}
