@@ -24,10 +24,9 @@ pub const MAX_UNVERIFIED_EVENTS: usize = seal::MAX_RUN;
 /// stay short whatever the events' size.
 const EVENTS_PER_MESSAGE: usize = seal::MAX_RUN;
 
-/// Peers left relaying to us, at least, when we prune the others (PlumTree
-/// keeps one, a tree; two more paths shorten the hops and cover a link
-/// that drops, for about one redundant copy per peer).
-pub const EAGER_KEPT: usize = 2;
+/// Eager links left, at least, when a duplicate push would prune one
+/// (PlumTree's tree: one; a lazy link grafts back when it must).
+pub const EAGER_KEPT: usize = 1;
 
 /// Entities rehashed at a time into the Merkle digest (a few ms of work).
 pub const DIGEST_SLICE: usize = 2_000;
@@ -66,12 +65,20 @@ impl SyncNode {
             self.offer_snapshot(from);
             return;
         }
-        let missing = self.engine.events_missing_from(&clock);
-        if !missing.is_empty() {
-            // It missed what we relay: relay to it again (PlumTree's graft).
+        let mut missing = self.engine.events_missing_from(&clock);
+        if self.plumtree() {
+            self.check_announced(from, &clock);
+            // Fresher events are on their way through the tree (see
+            // `relay.rs`); the next digest asks again if they did not come.
+            let settled = &self.settled;
+            missing.retain(|e| e.id.seq <= settled.get(e.id.peer));
+        } else if !missing.is_empty() {
+            // It missed what we relay: relay to it again.
             if let Some(session) = self.sessions.get_mut(&from) {
                 session.lazy = false;
             }
+        }
+        if !missing.is_empty() {
             self.send_events(from, missing);
         }
         if clock == *self.engine.clock()
@@ -187,28 +194,22 @@ impl SyncNode {
         self.absorb(Some(from));
     }
 
-    /// PlumTree's prune, keeping [`EAGER_KEPT`] peers relaying to us: a
-    /// push of nothing new prunes its sender, unless fewer would be left;
-    /// a push with something new means its sender relays to us again.
+    /// PlumTree's prune: a push of nothing new turns its link lazy both
+    /// ways, unless fewer than [`EAGER_KEPT`] eager links would be left.
     fn prune_or_keep(&mut self, from: PeerId, received: usize, duplicates: usize) {
-        if received == 0 || !self.config.prune_relays {
-            return;
-        }
-        if duplicates < received {
-            if let Some(session) = self.sessions.get_mut(&from) {
-                session.pruned = false;
-            }
+        if received == 0 || duplicates < received || !self.plumtree() {
             return;
         }
         let eager = self
             .sessions
             .iter()
-            .filter(|(p, s)| **p != from && !s.pruned)
+            .filter(|(p, s)| **p != from && !s.lazy)
             .count();
         let Some(session) = self.sessions.get_mut(&from) else {
             return;
         };
-        if eager >= EAGER_KEPT && !session.pruned {
+        if eager >= EAGER_KEPT && !session.lazy {
+            session.lazy = true;
             session.pruned = true;
             self.send(from, &Message::Prune);
         }
@@ -237,11 +238,14 @@ impl SyncNode {
         own_upto: Option<u64>,
     ) {
         let signed = self.signed();
+        let plumtree = self.plumtree();
         let mut sends = Vec::new();
+        let mut announces = Vec::new();
         for (&peer, session) in self.sessions.iter() {
-            // Our own writes go to every link; others' are relayed to the
-            // peers that did not prune us (PlumTree's eager push).
-            if Some(peer) == except || (own_upto.is_none() && session.lazy) {
+            // PlumTree: eager links get the events, lazy ones an `IHave`.
+            // Without it our own writes go to every link, others' to the
+            // peers that did not ask us to stop.
+            if Some(peer) == except || (!plumtree && own_upto.is_none() && session.lazy) {
                 continue;
             }
             let their = &session.their_clock;
@@ -252,7 +256,12 @@ impl SyncNode {
                 .filter(|(_, send)| *send)
                 .map(|(e, _)| e.clone())
                 .collect();
-            if !lacking.is_empty() {
+            if lacking.is_empty() {
+                continue;
+            }
+            if plumtree && session.lazy {
+                announces.push((peer, lacking));
+            } else {
                 sends.push((peer, lacking));
             }
         }
@@ -263,6 +272,9 @@ impl SyncNode {
         }
         for (peer, lacking) in sends {
             self.send_events(peer, lacking);
+        }
+        for (peer, lacking) in announces {
+            self.announce(peer, &lacking);
         }
     }
 

@@ -14,6 +14,7 @@ mod handshake;
 mod overlay;
 mod penalty;
 mod presence;
+mod relay;
 mod repair;
 
 pub use app::{LocalWrite, PeerReport};
@@ -21,6 +22,10 @@ use durability::Durability;
 pub use durability::Persist;
 pub use gossip::{EAGER_KEPT, FORCED_FOLD, MAX_UNVERIFIED_EVENTS};
 pub use overlay::{MAX_OVERLAY_PER_INTERVAL, MAX_PENDING_OVERLAY};
+pub use relay::{
+    GRAFT_RETRY_MS, IHAVE_TIMEOUT_MS, MAX_ANNOUNCED, MAX_AWAITED, MAX_AWAITED_PER_PEER,
+    MAX_GRAFTS_PER_INTERVAL, MAX_PRUNES_PER_INTERVAL,
+};
 
 use std::sync::Arc;
 
@@ -213,6 +218,12 @@ pub struct SyncNode {
     presence_sent: Option<super::presence::PresenceUpdate>,
     presence_due: Option<u64>,
     presence_changed: bool,
+    /// Origins whose events were announced to us (`IHave`) and have not
+    /// come yet (see `relay.rs`).
+    awaited: SortedMap<PeerId, relay::Awaited>,
+    /// Our version vector at the last gossip tick: with PlumTree, digests
+    /// are answered with these events only (see `relay.rs`).
+    settled: VectorClock,
 }
 
 impl std::fmt::Debug for SyncNode {
@@ -245,6 +256,8 @@ impl SyncNode {
             presence_sent: None,
             presence_due: None,
             presence_changed: false,
+            awaited: SortedMap::new(),
+            settled: VectorClock::default(),
             nonces: 0,
             engine,
             config,
@@ -372,6 +385,7 @@ impl SyncNode {
             self.next_gossip_ms
         };
         let next = self.presence_due.map_or(next, |due| due.min(next));
+        let next = self.graft_due().map_or(next, |due| due.min(next));
         self.verification_due().map_or(next, |due| due.min(next))
     }
 
@@ -486,6 +500,9 @@ impl SyncNode {
             self.verify_received(now_ms);
         }
         self.send_presence_if_due(now_ms);
+        if self.graft_due().is_some_and(|due| due <= now_ms) {
+            self.graft(now_ms);
+        }
         if now_ms < self.next_gossip_ms {
             if paused && self.engine.digest_backlog() > 0 {
                 self.refresh_digest();
@@ -496,9 +513,12 @@ impl SyncNode {
         for session in self.sessions.values_mut() {
             session.requests = 0;
             session.overlay_messages = 0;
+            session.grafts = 0;
+            session.prunes = 0;
         }
         self.verify_received(now_ms);
         self.flush_local();
+        self.settled = self.engine.clock().clone();
         self.refresh_digest();
         let peers: Vec<PeerId> = self.sessions.keys().copied().collect();
         for peer in peers {
@@ -548,6 +568,7 @@ impl SyncNode {
                 | Message::Pong { .. }
                 | Message::Overlay(_)
                 | Message::Prune
+                | Message::IHave(_)
                 | Message::Presence(_)
         ) {
             self.verify_received(now_ms);
@@ -579,11 +600,9 @@ impl SyncNode {
             Message::ReconciliationResponse(response) => self.on_response(from, response, now_ms),
             Message::Overlay(message) => self.on_overlay(from, message),
             Message::Presence(updates) => self.on_presence(from, updates, now_ms),
-            Message::Prune => {
-                if let Some(session) = self.sessions.get_mut(&from) {
-                    session.lazy = true;
-                }
-            }
+            Message::Prune => self.on_prune(from),
+            Message::IHave(entries) => self.on_ihave(from, entries, now_ms),
+            Message::Graft(entries) => self.on_graft(from, entries),
             Message::Ping { sent_ms } => self.send(from, &Message::Pong { sent_ms }),
             Message::Pong { sent_ms } => {
                 if let Some(session) = self.sessions.get_mut(&from) {

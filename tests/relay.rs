@@ -1,0 +1,304 @@
+//! PlumTree's eager and lazy push at the sync node
+//! (`SyncConfig::prune_relays`): a duplicate push prunes its link, lazy
+//! links get `IHave`s, a missing announcement is grafted; and what a lying
+//! peer sends (`IHave`s of events it does not have, graft floods, prune
+//! storms) is bounded, refused with a typed error, and counted.
+
+mod common;
+
+use std::collections::VecDeque;
+
+use common::{json, signed_node};
+use cpc_sync::protocol::sync::wire::{self, Decoded, Message};
+use cpc_sync::protocol::sync::{
+    Output, Refusal, SyncConfig, SyncNode, IHAVE_TIMEOUT_MS, MAX_ANNOUNCED, MAX_AWAITED_PER_PEER,
+    MAX_GRAFTS_PER_INTERVAL, MAX_PRUNES_PER_INTERVAL,
+};
+use cpc_sync::protocol::{Hash32, PeerId, VectorClock};
+
+const NOW: u64 = 1_700_000_000_000;
+
+fn plumtree() -> SyncConfig {
+    SyncConfig {
+        prune_relays: true,
+        ..SyncConfig::default()
+    }
+}
+
+/// `a` (PlumTree), connected to Mallory (seed 666), her opening digest
+/// answered and its outputs taken.
+fn victim() -> (SyncNode, PeerId) {
+    let mut a = signed_node(1, plumtree());
+    let mallory = signed_node(666, plumtree()).peer();
+    a.connect(mallory, NOW);
+    a.take_outputs();
+    (a, mallory)
+}
+
+fn say(to: &mut SyncNode, from: PeerId, message: &Message, now: u64) {
+    for frame in wire::encode(message, 1) {
+        to.receive_frame(from, &frame, now);
+    }
+}
+
+/// What `node` sends, decoded, and what it refused.
+fn drain(node: &mut SyncNode) -> (Vec<(PeerId, Message)>, Vec<Refusal>) {
+    let mut sent = Vec::new();
+    let mut refused = Vec::new();
+    for output in node.take_outputs() {
+        match output {
+            Output::Send { to, frame } => {
+                if let Ok(Decoded::Message(m)) = wire::decode(&frame) {
+                    sent.push((to, m));
+                }
+            }
+            Output::Rejected { refusal, .. } => refused.push(refusal),
+            _ => {}
+        }
+    }
+    (sent, refused)
+}
+
+fn write(node: &mut SyncNode, key: &str, now: u64) {
+    node.write(|e| e.set(key, json("1"), now).map(Some))
+        .expect("a write");
+}
+
+/// Delivers every frame the nodes send, in order, until none is left;
+/// returns the messages delivered (from, to, message).
+fn pump(nodes: &mut [SyncNode], now: u64) -> Vec<(PeerId, PeerId, Message)> {
+    let mut log = Vec::new();
+    let mut queue = VecDeque::new();
+    loop {
+        for node in nodes.iter_mut() {
+            let from = node.peer();
+            for output in node.take_outputs() {
+                if let Output::Send { to, frame } = output {
+                    queue.push_back((from, to, frame));
+                }
+            }
+        }
+        let Some((from, to, frame)) = queue.pop_front() else {
+            return log;
+        };
+        if let Ok(Decoded::Message(m)) = wire::decode(&frame) {
+            log.push((from, to, m));
+        }
+        if let Some(node) = nodes.iter_mut().find(|n| n.peer() == to) {
+            node.receive_frame(from, &frame, now);
+        }
+    }
+}
+
+fn carries(message: &Message, key: &str) -> bool {
+    matches!(message, Message::Events(events) if events.iter().any(|e| &*e.key == key))
+}
+
+#[test]
+fn a_duplicate_push_prunes_its_link_and_an_ihave_replaces_it() {
+    let mut nodes: Vec<SyncNode> = (1..=3).map(|s| signed_node(s, plumtree())).collect();
+    let ids: Vec<PeerId> = nodes.iter().map(|n| n.peer()).collect();
+    for i in 0..3 {
+        for j in 0..3 {
+            if i != j {
+                nodes[i].connect(ids[j], NOW);
+            }
+        }
+    }
+    pump(&mut nodes, NOW);
+    write(&mut nodes[0], "first", NOW);
+    let first = pump(&mut nodes, NOW);
+    let prunes = first
+        .iter()
+        .filter(|(_, _, m)| *m == Message::Prune)
+        .count();
+    assert!(prunes >= 1, "the relayed copy was a duplicate: {first:?}");
+    write(&mut nodes[0], "second", NOW + 10);
+    let second = pump(&mut nodes, NOW + 10);
+    let copies = second
+        .iter()
+        .filter(|(_, _, m)| carries(m, "second"))
+        .count();
+    assert_eq!(copies, 2, "one copy per peer: {second:?}");
+    assert!(second
+        .iter()
+        .any(|(_, _, m)| matches!(m, Message::IHave(_))));
+    for node in &nodes {
+        assert!(node.engine().get("second").is_some());
+    }
+}
+
+#[test]
+fn an_ihave_whose_events_do_not_come_grafts_its_sender_who_sends_them() {
+    // Bob has three writes; Alice hears of them by an IHave only.
+    let mut alice = signed_node(1, plumtree());
+    let mut bob = signed_node(2, plumtree());
+    let (a, b) = (alice.peer(), bob.peer());
+    for k in 0..3 {
+        write(&mut bob, &format!("k{k}"), NOW);
+    }
+    bob.take_outputs();
+    alice.connect(b, NOW);
+    alice.take_outputs();
+    say(&mut alice, b, &Message::IHave(vec![(b, 3)]), NOW);
+    let (sent, refused) = drain(&mut alice);
+    assert!(refused.is_empty() && sent.is_empty());
+    assert!(alice.next_timer() <= NOW + IHAVE_TIMEOUT_MS);
+    alice.tick(NOW + IHAVE_TIMEOUT_MS - 1);
+    let (sent, _) = drain(&mut alice);
+    assert!(!sent.iter().any(|(_, m)| matches!(m, Message::Graft(_))));
+    alice.tick(NOW + IHAVE_TIMEOUT_MS);
+    let (sent, _) = drain(&mut alice);
+    let graft = Message::Graft(vec![(b, 0)]);
+    assert!(sent.contains(&(b, graft.clone())), "{sent:?}");
+    // Bob answers a graft with what the grafter lacks.
+    bob.connect(a, NOW);
+    bob.take_outputs();
+    say(&mut bob, a, &graft, NOW + IHAVE_TIMEOUT_MS);
+    let (sent, refused) = drain(&mut bob);
+    assert!(refused.is_empty());
+    let events: Vec<u64> = sent
+        .iter()
+        .filter_map(|(_, m)| match m {
+            Message::Events(events) => Some(events.iter().map(|e| e.id.seq)),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(events, vec![1, 2, 3]);
+}
+
+#[test]
+fn an_ihave_its_senders_digest_contradicts_is_refused_and_not_grafted() {
+    let (mut a, mallory) = victim();
+    let ghost = PeerId(4242);
+    say(&mut a, mallory, &Message::IHave(vec![(ghost, 5)]), NOW);
+    let clock: VectorClock = [(ghost, 2)].into_iter().collect();
+    say(
+        &mut a,
+        mallory,
+        &Message::Digest {
+            clock,
+            root: Hash32::ZERO,
+        },
+        NOW + 1,
+    );
+    let (_, refused) = drain(&mut a);
+    assert_eq!(
+        refused,
+        vec![Refusal::UnfoundedIHave {
+            origin: ghost,
+            seq: 5
+        }]
+    );
+    a.tick(NOW + 10 * IHAVE_TIMEOUT_MS);
+    let (sent, _) = drain(&mut a);
+    assert!(!sent.iter().any(|(_, m)| matches!(m, Message::Graft(_))));
+    assert_eq!(a.stats(mallory).map(|s| s.rejected), Some(1));
+    // Announcing our own events beyond what we wrote is a lie at once.
+    let me = a.peer();
+    say(&mut a, mallory, &Message::IHave(vec![(me, 1)]), NOW + 2);
+    let (_, refused) = drain(&mut a);
+    assert_eq!(
+        refused,
+        vec![Refusal::UnfoundedIHave { origin: me, seq: 1 }]
+    );
+}
+
+#[test]
+fn announcements_are_bounded_per_message_and_per_peer() {
+    let (mut a, mallory) = victim();
+    let entries = |from: u64, n: u64| (from..from + n).map(|i| (PeerId(i), 1)).collect();
+    say(
+        &mut a,
+        mallory,
+        &Message::IHave(entries(1_000, MAX_ANNOUNCED as u64 + 1)),
+        NOW,
+    );
+    let (_, refused) = drain(&mut a);
+    assert_eq!(
+        refused,
+        vec![Refusal::AnnouncementTooLarge(MAX_ANNOUNCED + 1)]
+    );
+    let mut next = 10_000;
+    for _ in 0..MAX_AWAITED_PER_PEER / MAX_ANNOUNCED {
+        say(
+            &mut a,
+            mallory,
+            &Message::IHave(entries(next, MAX_ANNOUNCED as u64)),
+            NOW,
+        );
+        next += MAX_ANNOUNCED as u64;
+    }
+    assert!(drain(&mut a).1.is_empty(), "within the bound");
+    say(&mut a, mallory, &Message::IHave(entries(next, 1)), NOW);
+    let (_, refused) = drain(&mut a);
+    assert_eq!(
+        refused,
+        vec![Refusal::TooManyAnnounced(MAX_AWAITED_PER_PEER)]
+    );
+    // Grafted in turn: one message per announcer, each within the bound.
+    a.tick(NOW + IHAVE_TIMEOUT_MS);
+    let (sent, _) = drain(&mut a);
+    let grafts: Vec<usize> = sent
+        .iter()
+        .filter_map(|(_, m)| match m {
+            Message::Graft(e) => Some(e.len()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(grafts.iter().sum::<usize>(), MAX_AWAITED_PER_PEER);
+    assert!(grafts.iter().all(|&n| n <= MAX_ANNOUNCED));
+}
+
+#[test]
+fn a_graft_flood_is_refused_past_the_rate() {
+    let (mut a, mallory) = victim();
+    write(&mut a, "k", NOW);
+    a.take_outputs();
+    let me = a.peer();
+    let mut answered = 0;
+    let mut refused = Vec::new();
+    for _ in 0..MAX_GRAFTS_PER_INTERVAL + 10 {
+        say(&mut a, mallory, &Message::Graft(vec![(me, 0)]), NOW);
+        let (sent, r) = drain(&mut a);
+        answered += sent
+            .iter()
+            .filter(|(_, m)| matches!(m, Message::Events(_)))
+            .count();
+        refused.extend(r);
+    }
+    assert_eq!(answered, MAX_GRAFTS_PER_INTERVAL as usize);
+    assert_eq!(refused.len(), 10);
+    assert!(refused
+        .iter()
+        .all(|r| *r == Refusal::GraftFlood(MAX_GRAFTS_PER_INTERVAL)));
+    assert_eq!(a.stats(mallory).map(|s| s.rejected), Some(10));
+    // The allowance comes back at the next gossip interval.
+    a.tick(NOW + 1_000);
+    a.take_outputs();
+    say(&mut a, mallory, &Message::Graft(vec![(me, 0)]), NOW + 1_000);
+    let (sent, refused) = drain(&mut a);
+    assert!(refused.is_empty());
+    assert!(sent.iter().any(|(_, m)| matches!(m, Message::Events(_))));
+}
+
+#[test]
+fn a_prune_storm_is_refused_past_the_rate() {
+    let (mut a, mallory) = victim();
+    let mut refused = Vec::new();
+    for _ in 0..MAX_PRUNES_PER_INTERVAL + 5 {
+        say(&mut a, mallory, &Message::Prune, NOW);
+        refused.extend(drain(&mut a).1);
+    }
+    assert_eq!(
+        refused,
+        vec![Refusal::PruneFlood(MAX_PRUNES_PER_INTERVAL); 5]
+    );
+    // Pruned, the link is lazy: a write of ours is announced, not pushed.
+    write(&mut a, "k", NOW);
+    let (sent, _) = drain(&mut a);
+    let me = a.peer();
+    assert!(sent.contains(&(mallory, Message::IHave(vec![(me, 1)]))));
+    assert!(!sent.iter().any(|(_, m)| matches!(m, Message::Events(_))));
+}
