@@ -107,6 +107,30 @@ fn a_big_room_stays_linked_and_converges() {
     });
 }
 
+/// The 1,000-peer run of BENCHMARKS.md (seed 1795957636231905542) lost a
+/// peer's side of the partition: the room told the peers linked to one
+/// that left of a drop from `PeerId(0)`, so each kept a link open to it
+/// that was not, and under churn the overlay thinned out. Every peer that
+/// leaves must close in the meshes of all it was linked to.
+#[test]
+fn a_peer_that_leaves_closes_at_every_peer_linked_to_it() {
+    common::for_seeds("leaving peers", "CPC_ROOM_SEEDS", 1, |seed| {
+        let mut room = sim::room::Room::new(seed, false);
+        for _ in 0..30 {
+            room.join();
+            room.run(50, |_| {});
+        }
+        room.run(5_000, |_| {});
+        for _ in 0..5 {
+            let leaving = room.random_peer();
+            room.leave(leaving);
+            assert_eq!(room.ghost_links(), vec![], "after {leaving} left");
+        }
+        room.run(1_000, |_| {});
+        assert_eq!(room.ghost_links(), vec![]);
+    });
+}
+
 /// The same with relays pruned PlumTree-style (`SyncConfig::prune_relays`),
 /// 100 peers.
 #[test]
@@ -128,7 +152,12 @@ fn big_room_figures() {
     let prune = std::env::var("CPC_ROOM_PRUNE").is_ok_and(|v| v == "1");
     println!("| peers | delivery | hops p50 / p99 / p99 to all | ms p50 / p99 | ms to all p50 / p99 | copies per peer | bytes per peer | links | idle | heal |");
     println!("|---|---|---|---|---|---|---|---|---|---|");
-    for peers in [100, 300, 1_000] {
+    // `CPC_ROOM_SIZES=100,1000` runs those sizes only.
+    let sizes: Vec<usize> = std::env::var("CPC_ROOM_SIZES")
+        .ok()
+        .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![100, 300, 1_000]);
+    for peers in sizes {
         let figures = sim::room::scenario::run(peers, seed, 20, prune);
         println!("{}", figures.table_row());
     }

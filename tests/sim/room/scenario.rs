@@ -79,22 +79,27 @@ impl Figures {
         )
     }
 
-    /// Copies of a write received per peer (1 is the minimum), and its
-    /// bytes per peer.
-    pub fn redundancy(&self) -> (f64, f64) {
+    /// Copies of a write received per peer (1 is the minimum); the bytes
+    /// per peer of those copies and of the frames announcing or asking for
+    /// it; and those bytes against one copy's per peer (the redundancy in
+    /// bytes).
+    pub fn redundancy(&self) -> (f64, f64, f64) {
         let copies: u64 = self.spreads.iter().map(|s| s.copies).sum();
         let bytes: u64 = self.spreads.iter().map(|s| s.bytes).sum();
+        let lazy: u64 = self.spreads.iter().map(|s| s.lazy_bytes).sum();
         let peers: usize = self.spreads.iter().map(|s| s.peers - 1).sum();
         let peers = peers.max(1) as f64;
-        (copies as f64 / peers, bytes as f64 / peers)
+        let one_copy = bytes as f64 / copies.max(1) as f64;
+        let per_peer = (bytes + lazy) as f64 / peers;
+        (copies as f64 / peers, per_peer, per_peer / one_copy)
     }
 
     pub fn table_row(&self) -> String {
         let (h50, h99, hall) = self.hops();
         let (t50, t99, tall50, tall99) = self.times();
-        let (copies, bytes) = self.redundancy();
+        let (copies, bytes, in_bytes) = self.redundancy();
         format!(
-            "| {} | {:.2}% | {h50} / {h99} / {hall} | {t50} / {t99} | {tall50} / {tall99} | {copies:.2}x | {bytes:.0} B | {:.1} | {:.0} B/s | {:.0} s |",
+            "| {} | {:.2}% | {h50} / {h99} / {hall} | {t50} / {t99} | {tall50} / {tall99} | {copies:.2}x | {bytes:.0} B ({in_bytes:.2}x) | {:.1} | {:.0} B/s | {:.0} s |",
             self.peers,
             self.delivery() * 100.0,
             self.links_mean,
@@ -123,6 +128,15 @@ impl Watch {
         self.steps += 1;
         if self.steps % 10 == 0 && room.now >= self.quiet_from {
             let cut = room.cut_off(SETTLE_MS);
+            for &i in &cut {
+                eprintln!("{}", room.describe(i));
+            }
+            let ghosts = room.ghost_links();
+            assert!(
+                ghosts.is_empty(),
+                "links held open that are not, at {}: {ghosts:?}",
+                room.now
+            );
             assert!(
                 cut.is_empty(),
                 "settled peers {cut:?} cut off at {} (partitioned: {})",
