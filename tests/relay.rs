@@ -1,8 +1,9 @@
-//! PlumTree's eager and lazy push at the sync node
-//! (`SyncConfig::prune_relays`): a duplicate push prunes its link, lazy
-//! links get `IHave`s, a missing announcement is grafted; and what a lying
-//! peer sends (`IHave`s of events it does not have, graft floods, prune
-//! storms) is bounded, refused with a typed error, and counted.
+//! Announced relay at the sync node: with `Relay::Pull` a relay announces
+//! (`IHave`) and the peer that lacks the events grafts the first
+//! announcer; with `Relay::Tree` (PlumTree) a duplicate push prunes its
+//! link, lazy links get `IHave`s, a missing announcement is grafted. What
+//! a lying peer sends (`IHave`s of events it does not have, graft floods,
+//! prune storms) is bounded, refused with a typed error, and counted.
 
 mod common;
 
@@ -11,16 +12,23 @@ use std::collections::VecDeque;
 use common::{json, signed_node};
 use cpc_sync::protocol::sync::wire::{self, Decoded, Message};
 use cpc_sync::protocol::sync::{
-    Output, Refusal, SyncConfig, SyncNode, IHAVE_TIMEOUT_MS, MAX_ANNOUNCED, MAX_AWAITED_PER_PEER,
-    MAX_GRAFTS_PER_INTERVAL, MAX_PRUNES_PER_INTERVAL,
+    Output, Refusal, Relay, SyncConfig, SyncNode, GRAFT_BATCH_MS, IHAVE_TIMEOUT_MS, MAX_ANNOUNCED,
+    MAX_AWAITED_PER_PEER, MAX_GRAFTS_PER_INTERVAL, MAX_PRUNES_PER_INTERVAL,
 };
 use cpc_sync::protocol::{Hash32, PeerId, VectorClock};
 
 const NOW: u64 = 1_700_000_000_000;
 
-fn plumtree() -> SyncConfig {
+fn tree() -> SyncConfig {
     SyncConfig {
-        prune_relays: true,
+        relay: Relay::Tree,
+        ..SyncConfig::default()
+    }
+}
+
+fn pull() -> SyncConfig {
+    SyncConfig {
+        relay: Relay::Pull,
         ..SyncConfig::default()
     }
 }
@@ -28,8 +36,8 @@ fn plumtree() -> SyncConfig {
 /// `a` (PlumTree), connected to Mallory (seed 666), her opening digest
 /// answered and its outputs taken.
 fn victim() -> (SyncNode, PeerId) {
-    let mut a = signed_node(1, plumtree());
-    let mallory = signed_node(666, plumtree()).peer();
+    let mut a = signed_node(1, tree());
+    let mallory = signed_node(666, tree()).peer();
     a.connect(mallory, NOW);
     a.take_outputs();
     (a, mallory)
@@ -96,7 +104,7 @@ fn carries(message: &Message, key: &str) -> bool {
 
 #[test]
 fn a_duplicate_push_prunes_its_link_and_an_ihave_replaces_it() {
-    let mut nodes: Vec<SyncNode> = (1..=3).map(|s| signed_node(s, plumtree())).collect();
+    let mut nodes: Vec<SyncNode> = (1..=3).map(|s| signed_node(s, tree())).collect();
     let ids: Vec<PeerId> = nodes.iter().map(|n| n.peer()).collect();
     for i in 0..3 {
         for j in 0..3 {
@@ -131,8 +139,8 @@ fn a_duplicate_push_prunes_its_link_and_an_ihave_replaces_it() {
 #[test]
 fn an_ihave_whose_events_do_not_come_grafts_its_sender_who_sends_them() {
     // Bob has three writes; Alice hears of them by an IHave only.
-    let mut alice = signed_node(1, plumtree());
-    let mut bob = signed_node(2, plumtree());
+    let mut alice = signed_node(1, tree());
+    let mut bob = signed_node(2, tree());
     let (a, b) = (alice.peer(), bob.peer());
     for k in 0..3 {
         write(&mut bob, &format!("k{k}"), NOW);
@@ -252,8 +260,10 @@ fn announcements_are_bounded_per_message_and_per_peer() {
 }
 
 #[test]
-fn a_graft_flood_is_refused_past_the_rate() {
+fn a_graft_flood_is_refused_past_the_rate_and_asking_twice_brings_nothing_twice() {
     let (mut a, mallory) = victim();
+    // A lazy link: the write is announced to her, not sent.
+    say(&mut a, mallory, &Message::Prune, NOW);
     write(&mut a, "k", NOW);
     a.take_outputs();
     let me = a.peer();
@@ -268,7 +278,7 @@ fn a_graft_flood_is_refused_past_the_rate() {
             .count();
         refused.extend(r);
     }
-    assert_eq!(answered, MAX_GRAFTS_PER_INTERVAL as usize);
+    assert_eq!(answered, 1, "what was sent is not sent again");
     assert_eq!(refused.len(), 10);
     assert!(refused
         .iter()
@@ -276,11 +286,94 @@ fn a_graft_flood_is_refused_past_the_rate() {
     assert_eq!(a.stats(mallory).map(|s| s.rejected), Some(10));
     // The allowance comes back at the next gossip interval.
     a.tick(NOW + 1_000);
+    // The graft made the link eager: lazy again, for the next write.
+    say(&mut a, mallory, &Message::Prune, NOW + 1_000);
+    write(&mut a, "k2", NOW + 1_000);
     a.take_outputs();
-    say(&mut a, mallory, &Message::Graft(vec![(me, 0)]), NOW + 1_000);
+    say(&mut a, mallory, &Message::Graft(vec![(me, 1)]), NOW + 1_000);
     let (sent, refused) = drain(&mut a);
     assert!(refused.is_empty());
-    assert!(sent.iter().any(|(_, m)| matches!(m, Message::Events(_))));
+    let seqs: Vec<u64> = sent
+        .iter()
+        .filter_map(|(_, m)| match m {
+            Message::Events(events) => Some(events.iter().map(|e| e.id.seq)),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(seqs, vec![2]);
+}
+
+/// Three peers in a line, `a - b - c`, relaying by pull: `a`'s write
+/// reaches `b` whole; `b` announces it to `c`, which grafts `b` at once
+/// and takes one copy. A second announcement within `GRAFT_BATCH_MS` of
+/// that graft waits for the end of the window.
+#[test]
+fn pulled_relay_takes_one_copy_from_the_announcer() {
+    let mut nodes: Vec<SyncNode> = (1..=3).map(|s| signed_node(s, pull())).collect();
+    let ids: Vec<PeerId> = nodes.iter().map(|n| n.peer()).collect();
+    for (i, j) in [(0, 1), (1, 2)] {
+        nodes[i].connect(ids[j], NOW);
+        nodes[j].connect(ids[i], NOW);
+    }
+    for node in nodes.iter_mut() {
+        node.tick(NOW);
+    }
+    pump(&mut nodes, NOW);
+    write(&mut nodes[0], "k", NOW);
+    let first = pump(&mut nodes, NOW);
+    assert!(first.contains(&(ids[1], ids[2], Message::IHave(vec![(ids[0], 1)]))));
+    assert!(first.contains(&(ids[2], ids[1], Message::Graft(vec![(ids[0], 0)]))));
+    let copies = first
+        .iter()
+        .filter(|(_, to, m)| *to == ids[2] && carries(m, "k"))
+        .count();
+    assert_eq!(copies, 1);
+    assert!(nodes[2].engine().get("k").is_some());
+    // Within the window: announced, grafted at its end.
+    write(&mut nodes[0], "k2", NOW + 1);
+    let second = pump(&mut nodes, NOW + 1);
+    assert!(!second
+        .iter()
+        .any(|(_, _, m)| matches!(m, Message::Graft(_))));
+    assert!(nodes[2].engine().get("k2").is_none());
+    let due = nodes[2].next_timer();
+    assert_eq!(due, NOW + GRAFT_BATCH_MS - NOW % GRAFT_BATCH_MS);
+    for node in nodes.iter_mut() {
+        node.tick(due);
+    }
+    let third = pump(&mut nodes, due);
+    assert!(third.contains(&(ids[2], ids[1], Message::Graft(vec![(ids[0], 1)]))));
+    assert!(nodes[2].engine().get("k2").is_some());
+}
+
+/// In a full mesh (a small room) a write goes to every peer at once, and
+/// relays cost only announcements: one copy a peer, one hop.
+#[test]
+fn pulled_relay_in_a_full_mesh_sends_one_copy_a_peer() {
+    let mut nodes: Vec<SyncNode> = (1..=4).map(|s| signed_node(s, pull())).collect();
+    let ids: Vec<PeerId> = nodes.iter().map(|n| n.peer()).collect();
+    for i in 0..4 {
+        for j in 0..4 {
+            if i != j {
+                nodes[i].connect(ids[j], NOW);
+            }
+        }
+        nodes[i].tick(NOW);
+    }
+    pump(&mut nodes, NOW);
+    write(&mut nodes[0], "k", NOW);
+    let mut log = pump(&mut nodes, NOW);
+    for node in nodes.iter_mut() {
+        node.tick(NOW + GRAFT_BATCH_MS);
+    }
+    log.extend(pump(&mut nodes, NOW + GRAFT_BATCH_MS));
+    let copies = log.iter().filter(|(_, _, m)| carries(m, "k")).count();
+    assert_eq!(copies, 3);
+    assert!(!log.iter().any(|(_, _, m)| matches!(m, Message::Graft(_))));
+    for node in &nodes {
+        assert!(node.engine().get("k").is_some());
+    }
 }
 
 #[test]

@@ -75,7 +75,8 @@ pub enum Refusal {
     #[error("an IHave of events {origin}:{seq} its sender does not have")]
     UnfoundedIHave { origin: PeerId, seq: u64 },
     /// Announcements awaited from this peer are at their bound: what it
-    /// announced more is not awaited (anti-entropy still brings it).
+    /// announced more is not awaited, only pulled from it at once
+    /// (anti-entropy brings it if that fails).
     #[error("more than {0} announced events awaited from one peer")]
     TooManyAnnounced(usize),
     #[error("more than {0} grafts in one gossip interval")]

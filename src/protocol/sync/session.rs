@@ -94,6 +94,13 @@ pub struct Session {
     /// Grafts and prunes taken this gossip interval.
     pub grafts: u32,
     pub prunes: u32,
+    /// What we pushed or announced to it since our last gossip tick (per
+    /// origin, the last sequence number): a digest of its that crossed
+    /// them is not answered with them (see `relay.rs`).
+    pub told: VectorClock,
+    /// When we last grafted it (with `Relay::Pull`, a graft goes at once
+    /// unless one went within `GRAFT_BATCH_MS`).
+    pub grafted_ms: Option<u64>,
     /// Merkle leaves we asked this peer for, with how many answers are
     /// due (a slow answer may be asked for again): only those are taken.
     pub asked_leaves: crate::protocol::sorted_map::SortedMap<u16, u8>,

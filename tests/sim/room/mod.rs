@@ -10,7 +10,7 @@ pub mod scenario;
 use std::collections::{HashMap, VecDeque};
 
 use cpc_sync::protocol::sync::wire::{self, Decoded, Message};
-use cpc_sync::protocol::sync::{Mesh, MeshAction, MeshConfig, Output, SyncConfig, SyncNode};
+use cpc_sync::protocol::sync::{Mesh, MeshAction, MeshConfig, Output, Relay, SyncConfig, SyncNode};
 use cpc_sync::protocol::{EngineConfig, EventId, PeerId, ReconciliationEngine};
 
 use crate::common::{json, Rng};
@@ -59,8 +59,8 @@ pub struct Room {
 }
 
 impl Room {
-    /// A room of none yet; `prune_relays`: see [`SyncConfig::prune_relays`].
-    pub fn new(seed: u64, prune_relays: bool) -> Self {
+    /// A room of none yet, its peers relaying as `relay` says.
+    pub fn new(seed: u64, relay: Relay) -> Self {
         Room {
             rng: Rng::new(seed),
             now: 1_700_000_000_000,
@@ -71,7 +71,7 @@ impl Room {
             tracked: None,
             bytes_sent: 0,
             sync: SyncConfig {
-                prune_relays,
+                relay,
                 ..SyncConfig::default()
             },
             mesh: MeshConfig {

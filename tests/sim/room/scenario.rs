@@ -6,6 +6,7 @@
 
 use super::measure::Spread;
 use super::{Room, MAX_LINKS};
+use cpc_sync::protocol::sync::Relay;
 
 /// A peer counts as settled (it must be linked to the rest) this long
 /// after it joined, or after a partition began or healed.
@@ -147,10 +148,10 @@ impl Watch {
     }
 }
 
-/// Runs the scenario with `peers` peers, following `followed` writes;
-/// relays pruned PlumTree-style or not.
-pub fn run(peers: usize, seed: u64, followed: usize, prune_relays: bool) -> Figures {
-    let mut room = Room::new(seed, prune_relays);
+/// Runs the scenario with `peers` peers relaying as `relay` says,
+/// following `followed` writes.
+pub fn run(peers: usize, seed: u64, followed: usize, relay: Relay) -> Figures {
+    let mut room = Room::new(seed, relay);
     let mut watch = Watch {
         steps: 0,
         quiet_from: 0,

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use foldhash::fast::FixedState;
 
-use super::{Output, Persist, SyncNode, MAX_REQUESTS_PER_INTERVAL};
+use super::{Output, Persist, Relay, SyncNode, MAX_REQUESTS_PER_INTERVAL};
 use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::engine::{Receipt, ReconcileStep};
 use crate::protocol::event::{EventId, Hash32, P2PEvent};
@@ -66,12 +66,14 @@ impl SyncNode {
             return;
         }
         let mut missing = self.engine.events_missing_from(&clock);
-        if self.plumtree() {
+        if self.config.relay != Relay::Flood {
             self.check_announced(from, &clock);
-            // Fresher events are on their way through the tree (see
-            // `relay.rs`); the next digest asks again if they did not come.
-            let settled = &self.settled;
-            missing.retain(|e| e.id.seq <= settled.get(e.id.peer));
+            // What we pushed it since our last tick is on its way, and
+            // what we announced it it pulls (see `relay.rs`); a digest
+            // after our next tick asks again for what did not come.
+            if let Some(session) = self.sessions.get(&from) {
+                missing.retain(|e| e.id.seq > session.told.get(e.id.peer));
+            }
         } else if !missing.is_empty() {
             // It missed what we relay: relay to it again.
             if let Some(session) = self.sessions.get_mut(&from) {
@@ -197,7 +199,7 @@ impl SyncNode {
     /// PlumTree's prune: a push of nothing new turns its link lazy both
     /// ways, unless fewer than [`EAGER_KEPT`] eager links would be left.
     fn prune_or_keep(&mut self, from: PeerId, received: usize, duplicates: usize) {
-        if received == 0 || duplicates < received || !self.plumtree() {
+        if received == 0 || duplicates < received || self.config.relay != Relay::Tree {
             return;
         }
         let eager = self
@@ -238,14 +240,16 @@ impl SyncNode {
         own_upto: Option<u64>,
     ) {
         let signed = self.signed();
-        let plumtree = self.plumtree();
+        let relay = self.config.relay;
+        let own = own_upto.is_some();
         let mut sends = Vec::new();
         let mut announces = Vec::new();
         for (&peer, session) in self.sessions.iter() {
-            // PlumTree: eager links get the events, lazy ones an `IHave`.
-            // Without it our own writes go to every link, others' to the
-            // peers that did not ask us to stop.
-            if Some(peer) == except || (!plumtree && own_upto.is_none() && session.lazy) {
+            // Flood: our own writes go to every link, others' to the peers
+            // that did not ask us to stop. Tree: eager links get the
+            // events, lazy ones an `IHave`. Pull: our own writes go to
+            // every link, others' are announced.
+            if Some(peer) == except || (relay == Relay::Flood && !own && session.lazy) {
                 continue;
             }
             let their = &session.their_clock;
@@ -259,7 +263,12 @@ impl SyncNode {
             if lacking.is_empty() {
                 continue;
             }
-            if plumtree && session.lazy {
+            let announce = match relay {
+                Relay::Flood => false,
+                Relay::Tree => session.lazy,
+                Relay::Pull => !own,
+            };
+            if announce {
                 announces.push((peer, lacking));
             } else {
                 sends.push((peer, lacking));
@@ -294,8 +303,12 @@ impl SyncNode {
         };
         if let Some(session) = self.sessions.get_mut(&to) {
             session.stats.events_out += events.len() as u64;
+            let told = session.handshake.is_none();
             for e in &events {
                 session.their_clock.observe(e.id.peer, e.id.seq);
+                if told {
+                    session.told.observe(e.id.peer, e.id.seq);
+                }
             }
         }
         // Whole runs to a message (every event is one, unsigned), as many

@@ -23,8 +23,8 @@ pub use durability::Persist;
 pub use gossip::{EAGER_KEPT, FORCED_FOLD, MAX_UNVERIFIED_EVENTS};
 pub use overlay::{MAX_OVERLAY_PER_INTERVAL, MAX_PENDING_OVERLAY};
 pub use relay::{
-    GRAFT_RETRY_MS, IHAVE_TIMEOUT_MS, MAX_ANNOUNCED, MAX_AWAITED, MAX_AWAITED_PER_PEER,
-    MAX_GRAFTS_PER_INTERVAL, MAX_PRUNES_PER_INTERVAL,
+    GRAFT_BATCH_MS, GRAFT_RETRY_MS, IHAVE_TIMEOUT_MS, MAX_ANNOUNCED, MAX_AWAITED,
+    MAX_AWAITED_PER_PEER, MAX_GRAFTS_PER_INTERVAL, MAX_PRUNES_PER_INTERVAL, PULL_RETRY_MS,
 };
 
 use std::sync::Arc;
@@ -93,13 +93,31 @@ pub struct SyncConfig {
     /// its own until [`SyncNode::persisted`] says that write is committed.
     /// `false`: nothing is persisted, nothing is held (a peer in memory).
     pub durable: bool,
-    /// PlumTree's prune ([`Message::Prune`]): a peer that pushes us only
-    /// events we have is asked to stop relaying to us (anti-entropy still
-    /// brings them), keeping [`EAGER_KEPT`] that relay. Fewer copies of a
-    /// write, more hops and time (BENCHMARKS.md, issue 19); off: every
-    /// link relays, duplicates suppressed by what each peer is known to
-    /// have.
-    pub prune_relays: bool,
+    /// How fresh events reach the peers not linked to their writer (see
+    /// [`Relay`] and BENCHMARKS.md, issue 19).
+    pub relay: Relay,
+}
+
+/// How a node passes on the fresh events it takes in (its own writes and
+/// others'). Anti-entropy (digests) heals what any of them misses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Relay {
+    /// Every link that is not known to have them gets them: the fewest
+    /// hops and the least time, about one copy per link (~5 a peer in a
+    /// room of 1,000 with 7 links each).
+    Flood,
+    /// PlumTree (see `relay.rs`): pushed on the eager links of a spanning
+    /// tree, announced (`IHave`) on the others, a link pruned on a
+    /// duplicate and grafted when an announcement is not followed in time.
+    /// About one copy a peer, but a shared tree's paths are long.
+    Tree,
+    /// Our own writes go to every link (none has them); others' are
+    /// announced (`IHave`) on every link, and a peer that lacks them asks
+    /// the first that announced them (a graft). One copy a peer, and
+    /// announcements of a few bytes on each link, over the shortest paths;
+    /// a relayed hop takes three crossings of a link instead of one.
+    #[default]
+    Pull,
 }
 
 impl Default for SyncConfig {
@@ -114,7 +132,7 @@ impl Default for SyncConfig {
             room: None,
             nonce_seed: [0; 32],
             durable: false,
-            prune_relays: false,
+            relay: Relay::default(),
         }
     }
 }
@@ -221,9 +239,6 @@ pub struct SyncNode {
     /// Origins whose events were announced to us (`IHave`) and have not
     /// come yet (see `relay.rs`).
     awaited: SortedMap<PeerId, relay::Awaited>,
-    /// Our version vector at the last gossip tick: with PlumTree, digests
-    /// are answered with these events only (see `relay.rs`).
-    settled: VectorClock,
 }
 
 impl std::fmt::Debug for SyncNode {
@@ -257,7 +272,6 @@ impl SyncNode {
             presence_due: None,
             presence_changed: false,
             awaited: SortedMap::new(),
-            settled: VectorClock::default(),
             nonces: 0,
             engine,
             config,
@@ -515,10 +529,10 @@ impl SyncNode {
             session.overlay_messages = 0;
             session.grafts = 0;
             session.prunes = 0;
+            session.told = VectorClock::default();
         }
         self.verify_received(now_ms);
         self.flush_local();
-        self.settled = self.engine.clock().clone();
         self.refresh_digest();
         let peers: Vec<PeerId> = self.sessions.keys().copied().collect();
         for peer in peers {

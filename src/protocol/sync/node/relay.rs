@@ -1,31 +1,38 @@
-//! PlumTree's eager and lazy push (Leitão, Pereira, Rodrigues, "Epidemic
-//! Broadcast Trees", 2007) over a node's links, with
-//! [`SyncConfig::prune_relays`](super::SyncConfig::prune_relays):
+//! Announced relay: PlumTree's eager and lazy push (Leitão, Pereira,
+//! Rodrigues, "Epidemic Broadcast Trees", 2007) with [`Relay::Tree`], and
+//! a pull of what was announced with [`Relay::Pull`].
 //!
-//! - fresh events (ours or relayed) go whole on eager links and are
-//!   announced by [`Message::IHave`] on lazy ones;
-//! - a push of nothing new turns its link lazy both ways
-//!   ([`Message::Prune`]), so the eager links settle into a spanning tree
-//!   and a peer gets about one copy of each event;
-//! - a peer still lacking announced events [`IHAVE_TIMEOUT_MS`] after the
-//!   first announcement grafts its announcer ([`Message::Graft`]): the
-//!   events come and the link turns eager again, which mends the tree
-//!   where churn cut it; the next announcer is grafted
-//!   [`GRAFT_RETRY_MS`] later if they still do not come;
-//! - anti-entropy (digests) heals whatever both miss, but answers only
-//!   with events held since the last gossip tick: fresher ones are on
-//!   their way through the tree, and answering a digest that crossed them
-//!   was most of the copies pruning alone left.
+//! - Tree: fresh events (ours or relayed) go whole on eager links and are
+//!   announced by [`Message::IHave`] on lazy ones; a push of nothing new
+//!   turns its link lazy both ways ([`Message::Prune`]), so the eager
+//!   links settle into a spanning tree; a peer still lacking announced
+//!   events [`IHAVE_TIMEOUT_MS`] after the first announcement grafts its
+//!   announcer ([`Message::Graft`]): the events come and the link turns
+//!   eager again, mending the tree where churn cut it.
+//! - Pull: every relay is an announcement, and a peer lacking what was
+//!   announced grafts the first announcer at once (or, if it grafted that
+//!   peer less than [`GRAFT_BATCH_MS`] ago, when that has passed, with
+//!   whatever else was announced meanwhile): each peer asks for each event once, from the
+//!   neighbour that had it first, so it takes one copy over the fastest
+//!   path there is. Own writes are pushed whole to every link (none can
+//!   have them yet).
+//! - Either way, the next announcer is grafted if the events do not come
+//!   ([`GRAFT_RETRY_MS`], [`PULL_RETRY_MS`]); a graft is answered with
+//!   what the asker lacks past both what it says it has and what was sent
+//!   to it already, so asking twice brings nothing twice; and anti-entropy
+//!   (digests) heals whatever is missed, but a digest is not answered with
+//!   what we pushed or announced to its sender since our last gossip
+//!   tick: that is on its way, or being pulled, and answering a digest
+//!   that crossed it made most of the copies pruning alone left. A digest
+//!   after our next tick asks again for what did not come.
 //!
 //! A lying peer gets little from it: an `IHave` or graft names at most
 //! [`MAX_ANNOUNCED`] origins; at most [`MAX_AWAITED`] origins are awaited,
 //! [`MAX_AWAITED_PER_PEER`] of them on one peer's word; an `IHave` its
 //! sender's own later digest contradicts is refused as unfounded (and
-//! charged); grafts and prunes are rate-limited per gossip interval. A
-//! graft is answered from the log, no more than a digest with the same
-//! clock would be.
+//! charged); grafts and prunes are rate-limited per gossip interval.
 
-use super::{SyncNode, MAX_REQUESTS_PER_INTERVAL};
+use super::{Relay, SyncNode};
 use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::event::P2PEvent;
 use crate::protocol::sorted_map::SortedMap;
@@ -43,11 +50,22 @@ pub const MAX_AWAITED_PER_PEER: usize = 256;
 /// 1,000 (~200 ms in the simulator), so a healthy tree rarely grafts.
 pub const IHAVE_TIMEOUT_MS: u64 = 300;
 /// How long a graft may take to bring the events before the next
-/// announcer is grafted.
+/// announcer is grafted (Tree).
 pub const GRAFT_RETRY_MS: u64 = 200;
+/// The same with [`Relay::Pull`], where a graft is the usual way events
+/// come: a round trip across the room (~230 ms at most in the simulator)
+/// must not graft a second announcer.
+pub const PULL_RETRY_MS: u64 = 500;
+/// A peer grafted within this long is grafted again only when it has
+/// passed, for all that was announced meanwhile: an honest peer grafts
+/// one peer at most `1000 / GRAFT_BATCH_MS` times a second (and once
+/// more for each `IHave` past [`MAX_AWAITED_PER_PEER`]) however many
+/// events the room writes.
+pub const GRAFT_BATCH_MS: u64 = 10;
 /// Grafts taken from one peer per gossip interval, at most (an honest
-/// peer grafts one announcer per expiry, rarely twice an interval).
-pub const MAX_GRAFTS_PER_INTERVAL: u32 = MAX_REQUESTS_PER_INTERVAL / 2;
+/// peer sends one per [`GRAFT_BATCH_MS`], 100 a second, unless it is
+/// flooded with announcements).
+pub const MAX_GRAFTS_PER_INTERVAL: u32 = 256;
 /// Prunes taken from one peer per gossip interval, at most (an honest peer
 /// prunes a link once, until a graft turns it eager again).
 pub const MAX_PRUNES_PER_INTERVAL: u32 = 8;
@@ -65,11 +83,6 @@ pub(super) struct Awaited {
 }
 
 impl SyncNode {
-    /// Eager and lazy push (PlumTree) rather than relay to every link.
-    pub(super) fn plumtree(&self) -> bool {
-        self.config.prune_relays
-    }
-
     /// Announces `events` to a lazy link: per origin, the last sequence
     /// number, [`MAX_ANNOUNCED`] origins a message.
     pub(super) fn announce(&mut self, to: PeerId, events: &[P2PEvent]) {
@@ -79,6 +92,11 @@ impl SyncNode {
             *seq = (*seq).max(e.id.seq);
         }
         let entries: Vec<(PeerId, u64)> = last.into_iter().collect();
+        if let Some(session) = self.sessions.get_mut(&to).filter(|s| s.handshake.is_none()) {
+            for &(origin, seq) in &entries {
+                session.told.observe(origin, seq);
+            }
+        }
         for chunk in entries.chunks(MAX_ANNOUNCED) {
             self.send(to, &Message::IHave(chunk.to_vec()));
         }
@@ -96,7 +114,7 @@ impl SyncNode {
             .values()
             .filter(|a| a.by.iter().any(|b| b.0 == from))
             .count();
-        let mut overflow = false;
+        let mut overflow = Vec::new();
         for (origin, seq) in entries {
             let ours = self.engine.clock().get(origin);
             if origin == me && seq > ours {
@@ -110,28 +128,53 @@ impl SyncNode {
             if seq <= ours {
                 continue;
             }
+            let due_ms = match self.config.relay {
+                Relay::Tree => now_ms + IHAVE_TIMEOUT_MS,
+                _ => self
+                    .sessions
+                    .get(&from)
+                    .and_then(|s| s.grafted_ms)
+                    .map_or(now_ms, |last| now_ms.max(last + GRAFT_BATCH_MS)),
+            };
             if let Some(awaited) = self.awaited.get_mut(&origin) {
+                // What came since is forgotten; an announcer grafted
+                // before that announces more is to be grafted again.
+                awaited.by.retain(|b| b.1 > ours);
                 if let Some(b) = awaited.by.iter_mut().find(|b| b.0 == from) {
-                    b.1 = b.1.max(seq);
+                    if seq > b.1 {
+                        b.1 = seq;
+                        b.2 = false;
+                        awaited.due_ms = awaited.due_ms.min(due_ms);
+                    }
                 } else if awaited.by.len() < ANNOUNCERS {
+                    if awaited.by.is_empty() {
+                        awaited.due_ms = due_ms;
+                    }
                     awaited.by.push((from, seq, false));
                 }
                 continue;
             }
             if self.awaited.len() >= MAX_AWAITED || on_its_word >= MAX_AWAITED_PER_PEER {
-                overflow = true;
+                overflow.push((origin, ours));
                 continue;
             }
             on_its_word += 1;
             let awaited = Awaited {
                 by: vec![(from, seq, false)],
-                due_ms: now_ms + IHAVE_TIMEOUT_MS,
+                due_ms,
             };
             self.awaited.insert(origin, awaited);
         }
-        if overflow {
+        if !overflow.is_empty() {
+            // Not awaited, so not grafted from anyone else if it fails:
+            // pulled from the announcer at once (no more grafts than its
+            // IHaves), and anti-entropy heals the rest.
             let bound = MAX_AWAITED_PER_PEER.min(MAX_AWAITED);
             self.refuse(from, Refusal::TooManyAnnounced(bound));
+            self.send(from, &Message::Graft(overflow));
+        }
+        if self.graft_due().is_some_and(|due| due <= now_ms) {
+            self.graft(now_ms);
         }
     }
 
@@ -166,6 +209,10 @@ impl SyncNode {
         let clock = self.engine.clock().clone();
         let mut grafts: SortedMap<PeerId, Vec<(PeerId, u64)>> = SortedMap::new();
         let sessions = &self.sessions;
+        let retry = match self.config.relay {
+            Relay::Tree => GRAFT_RETRY_MS,
+            _ => PULL_RETRY_MS,
+        };
         self.awaited.retain(|&origin, awaited| {
             let have = clock.get(origin);
             awaited.by.retain(|b| b.1 > have);
@@ -186,13 +233,14 @@ impl SyncNode {
             grafts
                 .get_or_insert_with(next.0, Vec::new)
                 .push((origin, have));
-            awaited.due_ms = now_ms + GRAFT_RETRY_MS;
+            awaited.due_ms = now_ms + retry;
             true
         });
         for (to, entries) in grafts {
             if let Some(session) = self.sessions.get_mut(&to) {
                 session.lazy = false;
                 session.pruned = false;
+                session.grafted_ms = Some(now_ms);
             }
             for chunk in entries.chunks(MAX_ANNOUNCED) {
                 self.send(to, &Message::Graft(chunk.to_vec()));
@@ -200,10 +248,10 @@ impl SyncNode {
         }
     }
 
-    /// A graft: the link turns eager, and the sender gets the events it
-    /// lacks of each origin it names (those the log still holds; one
-    /// behind the compaction horizon gets a snapshot offer at its next
-    /// digest).
+    /// A graft: the link turns eager (Tree), and the sender gets the
+    /// events it lacks of each origin it names, past what it says it has
+    /// and what was sent to it (those the log still holds; one behind the
+    /// compaction horizon gets a snapshot offer at its next digest).
     pub(super) fn on_graft(&mut self, from: PeerId, entries: Vec<(PeerId, u64)>) {
         let Some(session) = self.sessions.get_mut(&from) else {
             return;
@@ -221,6 +269,7 @@ impl SyncNode {
         let clock = self.engine.clock();
         let mut events = Vec::new();
         for &(origin, have) in &entries {
+            let have = have.max(session.their_clock.get(origin));
             let ours = clock.get(origin);
             if have >= ours || have.saturating_add(1) < log.first_seq(origin) {
                 continue;
