@@ -23,10 +23,6 @@ use cpc_sync::protocol::{
 
 const NOW: u64 = 1_700_000_000_000;
 
-fn signed_node(seed: u64, config: EngineConfig) -> SyncNode {
-    signed_relaying(seed, config, Relay::default())
-}
-
 fn signed_relaying(seed: u64, config: EngineConfig, relay: Relay) -> SyncNode {
     let identity = Identity::from_seed(seed);
     let engine = ReconciliationEngine::new(identity.peer(), config);

@@ -106,11 +106,10 @@ fn carries(message: &Message, key: &str) -> bool {
 fn a_duplicate_push_prunes_its_link_and_an_ihave_replaces_it() {
     let mut nodes: Vec<SyncNode> = (1..=3).map(|s| signed_node(s, tree())).collect();
     let ids: Vec<PeerId> = nodes.iter().map(|n| n.peer()).collect();
-    for i in 0..3 {
-        for j in 0..3 {
-            if i != j {
-                nodes[i].connect(ids[j], NOW);
-            }
+    for node in nodes.iter_mut() {
+        let me = node.peer();
+        for &other in ids.iter().filter(|&&p| p != me) {
+            node.connect(other, NOW);
         }
     }
     pump(&mut nodes, NOW);
@@ -353,13 +352,12 @@ fn pulled_relay_takes_one_copy_from_the_announcer() {
 fn pulled_relay_in_a_full_mesh_sends_one_copy_a_peer() {
     let mut nodes: Vec<SyncNode> = (1..=4).map(|s| signed_node(s, pull())).collect();
     let ids: Vec<PeerId> = nodes.iter().map(|n| n.peer()).collect();
-    for i in 0..4 {
-        for j in 0..4 {
-            if i != j {
-                nodes[i].connect(ids[j], NOW);
-            }
+    for node in nodes.iter_mut() {
+        let me = node.peer();
+        for &other in ids.iter().filter(|&&p| p != me) {
+            node.connect(other, NOW);
         }
-        nodes[i].tick(NOW);
+        node.tick(NOW);
     }
     pump(&mut nodes, NOW);
     write(&mut nodes[0], "k", NOW);
