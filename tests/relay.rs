@@ -393,3 +393,43 @@ fn a_prune_storm_is_refused_past_the_rate() {
     assert!(sent.contains(&(mallory, Message::IHave(vec![(me, 1)]))));
     assert!(!sent.iter().any(|(_, m)| matches!(m, Message::Events(_))));
 }
+
+/// Events held for batch verification (the browser's window) are not
+/// grafted again when another peer announces them meanwhile.
+#[test]
+fn events_held_for_verification_are_not_grafted_again() {
+    let config = SyncConfig {
+        verify_window_ms: Some(2),
+        ..pull()
+    };
+    let mut alice = signed_node(1, config);
+    let mut bob = signed_node(2, pull());
+    let carol = signed_node(3, pull()).peer();
+    let (a, b) = (alice.peer(), bob.peer());
+    alice.connect(b, NOW - 10);
+    alice.connect(carol, NOW - 10);
+    alice.tick(NOW - 10);
+    bob.connect(a, NOW - 10);
+    for output in bob.take_outputs() {
+        if let Output::Send { frame, .. } = output {
+            alice.receive_frame(b, &frame, NOW - 10);
+        }
+    }
+    alice.take_outputs();
+    write(&mut bob, "k", NOW);
+    for output in bob.take_outputs() {
+        if let Output::Send { frame, .. } = output {
+            alice.receive_frame(b, &frame, NOW);
+        }
+    }
+    assert!(alice.engine().get("k").is_none(), "held for verification");
+    say(&mut alice, carol, &Message::IHave(vec![(b, 1)]), NOW);
+    let (sent, _) = drain(&mut alice);
+    assert!(!sent.iter().any(|(_, m)| matches!(m, Message::Graft(_))));
+    let due = alice.next_timer();
+    assert_eq!(due, NOW + 2, "the verification window");
+    alice.tick(due);
+    let (sent, _) = drain(&mut alice);
+    assert!(!sent.iter().any(|(_, m)| matches!(m, Message::Graft(_))));
+    assert!(alice.engine().get("k").is_some());
+}

@@ -136,6 +136,11 @@ impl SyncNode {
                     .and_then(|s| s.grafted_ms)
                     .map_or(now_ms, |last| now_ms.max(last + GRAFT_BATCH_MS)),
             };
+            // Events held for verification may be these: not before they
+            // are verified (the tick verifies first, then grafts).
+            let due_ms = self
+                .verification_due()
+                .map_or(due_ms, |verified| due_ms.max(verified));
             if let Some(awaited) = self.awaited.get_mut(&origin) {
                 // What came since is forgotten; an announcer grafted
                 // before that announces more is to be grafted again.
