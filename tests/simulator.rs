@@ -166,8 +166,13 @@ fn big_room_figures() {
         .ok()
         .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![100, 200, 500, 1_000]);
+    let mut idle = Vec::new();
     for peers in sizes {
         let figures = sim::room::scenario::run(peers, seed, 20, relay);
         println!("{}", figures.table_row());
+        idle.push(figures.idle_per_link());
+    }
+    for line in idle {
+        println!("{line}");
     }
 }

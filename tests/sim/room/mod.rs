@@ -54,6 +54,9 @@ pub struct Room {
     pub tracked: Option<Tracked>,
     /// Every frame's bytes, by sender (all kinds).
     pub bytes_sent: u64,
+    /// While `Some`, every frame's bytes by the kind of message it holds
+    /// (decoding costs: the idle window only).
+    pub bytes_by_kind: Option<std::collections::BTreeMap<&'static str, u64>>,
     sync: SyncConfig,
     mesh: MeshConfig,
 }
@@ -70,6 +73,7 @@ impl Room {
             writes: Vec::new(),
             tracked: None,
             bytes_sent: 0,
+            bytes_by_kind: None,
             sync: SyncConfig {
                 relay,
                 ..SyncConfig::default()
@@ -250,6 +254,9 @@ impl Room {
             return;
         };
         self.bytes_sent += frame.len() as u64;
+        if let Some(kinds) = &mut self.bytes_by_kind {
+            *kinds.entry(kind(&frame)).or_default() += frame.len() as u64;
+        }
         let at = self.now + self.net.latency(from, to);
         let conn = conn.id;
         self.net.at(
@@ -612,5 +619,21 @@ impl Room {
     pub fn carries(frame: &[u8], id: EventId) -> bool {
         matches!(wire::decode(frame), Ok(Decoded::Message(Message::Events(events)))
             if events.iter().any(|e| e.id == id))
+    }
+}
+
+/// The kind of message a frame holds, for the idle figures.
+fn kind(frame: &[u8]) -> &'static str {
+    match wire::decode(frame) {
+        Ok(Decoded::Message(m)) => match m {
+            Message::Digest { .. } => "digest",
+            Message::Ping { .. } | Message::Pong { .. } => "ping",
+            Message::Overlay(_) => "shuffle",
+            Message::Events(_) => "events",
+            Message::IHave(_) | Message::Graft(_) | Message::Prune => "relay",
+            Message::Presence(_) => "presence",
+            _ => "other",
+        },
+        _ => "other",
     }
 }

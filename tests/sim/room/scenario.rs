@@ -21,8 +21,9 @@ pub struct Figures {
     pub heal_ms: u64,
     pub links_mean: f64,
     /// Bytes a peer sends a second in a settled room with no writes
-    /// (digests, pings, shuffles).
+    /// (digests, pings, shuffles), and by kind of message.
     pub idle_bytes: f64,
+    pub idle_kinds: Vec<(&'static str, f64)>,
 }
 
 fn percentile(mut values: Vec<u64>, p: f64) -> u64 {
@@ -95,6 +96,22 @@ impl Figures {
         (copies as f64 / peers, per_peer, per_peer / one_copy)
     }
 
+    /// What a peer sends a second at idle, per link, by kind of message.
+    pub fn idle_per_link(&self) -> String {
+        let links = self.links_mean.max(1.0);
+        let kinds: Vec<String> = self
+            .idle_kinds
+            .iter()
+            .map(|(k, b)| format!("{k} {:.1}", b / links))
+            .collect();
+        format!(
+            "{} peers, idle B/s per link: {:.1} ({})",
+            self.peers,
+            self.idle_bytes / links,
+            kinds.join(", ")
+        )
+    }
+
     pub fn table_row(&self) -> String {
         let (h50, h99, hall) = self.hops();
         let (t50, t99, tall50, tall99) = self.times();
@@ -163,9 +180,18 @@ pub fn run(peers: usize, seed: u64, followed: usize, relay: Relay) -> Figures {
     }
     room.run(SETTLE_MS * 2, |r| watch.check(r));
     let sent = room.bytes_sent;
+    room.bytes_by_kind = Some(Default::default());
     room.run(SETTLE_MS, |r| watch.check(r));
-    let idle_bytes =
-        (room.bytes_sent - sent) as f64 / room.len() as f64 / (SETTLE_MS as f64 / 1000.0);
+    let settled_peers = room.len() as f64;
+    let per_peer_second = |bytes: u64| bytes as f64 / settled_peers / (SETTLE_MS as f64 / 1000.0);
+    let idle_bytes = per_peer_second(room.bytes_sent - sent);
+    let idle_kinds = room
+        .bytes_by_kind
+        .take()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, b)| (k, per_peer_second(b)))
+        .collect();
     // Writes before the followed ones: relays learn whom to push to.
     for _ in 0..10 {
         let writer = room.random_peer();
@@ -230,5 +256,6 @@ pub fn run(peers: usize, seed: u64, followed: usize, relay: Relay) -> Figures {
         heal_ms: converged_at - healed_at,
         links_mean,
         idle_bytes,
+        idle_kinds,
     }
 }
