@@ -12,10 +12,10 @@
 //! - Pull: every relay is an announcement, and a peer lacking what was
 //!   announced grafts the first announcer at once (or, if it grafted that
 //!   peer less than [`GRAFT_BATCH_MS`] ago, when that has passed, with
-//!   whatever else was announced meanwhile): each peer asks for each event once, from the
-//!   neighbour that had it first, so it takes one copy over the fastest
-//!   path there is. Own writes are pushed whole to every link (none can
-//!   have them yet).
+//!   whatever else was announced meanwhile): each peer asks for each
+//!   event once, from the neighbour that had it first, so it takes one
+//!   copy over the fastest path there is. Own writes are pushed whole to
+//!   every link (none can have them yet).
 //! - Either way, the next announcer is grafted if the events do not come
 //!   ([`GRAFT_RETRY_MS`], [`PULL_RETRY_MS`]); a graft is answered with
 //!   what the asker lacks past both what it says it has and what was sent
