@@ -151,12 +151,21 @@ fn relayed_events_are_persisted_without_holding_frames() {
         b.receive_frame(a.peer(), frame, 1_100);
     }
     // b persists a's write, and relays it to c before that commit: it is
-    // not b's own write, and a has it durable.
+    // not b's own write, and a has it durable. Relaying by pull (the
+    // default), b announces it, and c's graft is answered at once too.
     let from_b = drain(&mut b);
     assert_eq!(from_b.persists.len(), 1, "{from_b:?}");
-    let relayed = events_in(&from_b.sends);
-    assert_eq!(relayed.len(), 1, "relayed at once");
     assert!(from_b.sends.iter().all(|(to, _)| *to == c.peer()));
+    assert_eq!(b.held(), (0, 0));
+    for (_, frame) in &from_b.sends {
+        c.receive_frame(b.peer(), frame, 1_100);
+    }
+    let from_c = drain(&mut c);
+    for (_, frame) in &from_c.sends {
+        b.receive_frame(c.peer(), frame, 1_100);
+    }
+    let relayed = events_in(&drain(&mut b).sends);
+    assert_eq!(relayed.len(), 1, "relayed at once");
     assert_eq!(b.held(), (0, 0));
 }
 

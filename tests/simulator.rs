@@ -12,6 +12,7 @@
 mod common;
 mod sim;
 
+use cpc_sync::protocol::sync::Relay;
 use sim::World;
 
 /// Gossip intervals allowed from the heal to full convergence.
@@ -101,35 +102,77 @@ fn a_big_room_stays_linked_and_converges() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(200);
     common::for_seeds("big room", "CPC_ROOM_SEEDS", 1, |seed| {
-        let figures = sim::room::scenario::run(peers, seed, 5, false);
+        let figures = sim::room::scenario::run(peers, seed, 5, Relay::default());
         assert_eq!(figures.delivery(), 1.0, "every followed write reached all");
         println!("{}", figures.table_row());
     });
 }
 
-/// The same with relays pruned PlumTree-style (`SyncConfig::prune_relays`),
-/// 100 peers.
+/// The 1,000-peer run of BENCHMARKS.md (seed 1795957636231905542) lost a
+/// peer's side of the partition: the room told the peers linked to one
+/// that left of a drop from `PeerId(0)`, so each kept a link open to it
+/// that was not, and under churn the overlay thinned out. Every peer that
+/// leaves must close in the meshes of all it was linked to.
 #[test]
-fn a_big_room_with_pruned_relays_converges() {
-    common::for_seeds("big room, pruned", "CPC_ROOM_SEEDS", 1, |seed| {
-        let figures = sim::room::scenario::run(100, seed, 5, true);
-        assert_eq!(figures.delivery(), 1.0, "every followed write reached all");
-        println!("{}", figures.table_row());
+fn a_peer_that_leaves_closes_at_every_peer_linked_to_it() {
+    common::for_seeds("leaving peers", "CPC_ROOM_SEEDS", 1, |seed| {
+        let mut room = sim::room::Room::new(seed, Relay::default());
+        for _ in 0..30 {
+            room.join();
+            room.run(50, |_| {});
+        }
+        room.run(5_000, |_| {});
+        for _ in 0..5 {
+            let leaving = room.random_peer();
+            room.leave(leaving);
+            assert_eq!(room.ghost_links(), vec![], "after {leaving} left");
+        }
+        room.run(1_000, |_| {});
+        assert_eq!(room.ghost_links(), vec![]);
+    });
+}
+
+/// The same, 100 peers, with the other ways to relay: to every link, and
+/// PlumTree's tree.
+#[test]
+fn a_big_room_converges_whichever_way_it_relays() {
+    common::for_seeds("big room, flood and tree", "CPC_ROOM_SEEDS", 1, |seed| {
+        for relay in [Relay::Flood, Relay::Tree] {
+            let figures = sim::room::scenario::run(100, seed, 5, relay);
+            assert_eq!(figures.delivery(), 1.0, "every followed write reached all");
+            println!("{relay:?} {}", figures.table_row());
+        }
     });
 }
 
 /// The figures of BENCHMARKS.md ("Issue 19: the overlay in simulation"):
 /// `cargo test --profile ci --test simulator big_room_figures -- --ignored --nocapture`
-/// (`CPC_ROOM_PRUNE=1`: relays pruned PlumTree-style).
+/// (`CPC_ROOM_RELAY=flood|tree|pull`: how peers relay, the default
+/// otherwise; `CPC_ROOM_SIZES=100,1000`: those sizes only).
 #[test]
 #[ignore]
 fn big_room_figures() {
     let seed = common::seed("big room figures");
-    let prune = std::env::var("CPC_ROOM_PRUNE").is_ok_and(|v| v == "1");
-    println!("| peers | delivery | hops p50 / p99 / p99 to all | ms p50 / p99 | ms to all p50 / p99 | copies per peer | bytes per peer | links | idle | heal |");
+    let relay = match std::env::var("CPC_ROOM_RELAY").as_deref() {
+        Ok("flood") => Relay::Flood,
+        Ok("tree") => Relay::Tree,
+        Ok("pull") => Relay::Pull,
+        _ => Relay::default(),
+    };
+    println!("relay: {relay:?}");
+    println!("| peers | delivery | hops p50 / p99 / p99 to all | ms p50 / p99 | ms to all p50 / p99 | copies per peer | bytes per peer (x one copy) | links | idle | heal |");
     println!("|---|---|---|---|---|---|---|---|---|---|");
-    for peers in [100, 300, 1_000] {
-        let figures = sim::room::scenario::run(peers, seed, 20, prune);
+    let sizes: Vec<usize> = std::env::var("CPC_ROOM_SIZES")
+        .ok()
+        .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![100, 200, 500, 1_000]);
+    let mut idle = Vec::new();
+    for peers in sizes {
+        let figures = sim::room::scenario::run(peers, seed, 20, relay);
         println!("{}", figures.table_row());
+        idle.push(figures.idle_per_link());
+    }
+    for line in idle {
+        println!("{line}");
     }
 }

@@ -5,7 +5,7 @@ mod common;
 
 use common::json;
 use cpc_sync::protocol::sync::wire::{self, Message};
-use cpc_sync::protocol::sync::{Output, Persist, SyncConfig, SyncNode};
+use cpc_sync::protocol::sync::{Output, Persist, Relay, SyncConfig, SyncNode};
 use cpc_sync::protocol::{EngineConfig, PeerId, ReconciliationEngine};
 
 fn node(id: u64) -> SyncNode {
@@ -176,17 +176,29 @@ fn missing_events_arrive_in_one_round_trip() {
     assert_eq!(b.engine_mut().digest(), a.engine_mut().digest());
 }
 
+/// Relaying to every link or down PlumTree's tree, a to b then b to c;
+/// by pull (the default), b announces to c, which asks and gets it.
 #[test]
 fn relayed_events_reach_peers_that_are_not_connected() {
-    let (mut a, mut b, mut c) = (node(1), node(2), node(3));
-    sync(&mut a, &mut b, 1_000);
-    b.connect(PeerId(3), 1_000);
-    c.connect(PeerId(2), 1_000);
-    route(&mut [&mut a, &mut b, &mut c], 1_000);
-    a.write(|e| e.set("k", json("1"), 1_100).map(Some)).unwrap();
-    let traffic = route(&mut [&mut a, &mut b, &mut c], 1_100);
-    assert_eq!(traffic.rounds, 2, "a to b, b to c: {traffic:?}");
-    assert_eq!(c.engine().get("k"), Some(serde_json::json!(1)));
+    for (relay, rounds) in [(Relay::Flood, 2), (Relay::Tree, 2), (Relay::Pull, 4)] {
+        let node = |id| {
+            let engine = ReconciliationEngine::new(PeerId(id), EngineConfig::default());
+            let config = SyncConfig {
+                relay,
+                ..SyncConfig::default()
+            };
+            SyncNode::new(engine, config)
+        };
+        let (mut a, mut b, mut c) = (node(1), node(2), node(3));
+        sync(&mut a, &mut b, 1_000);
+        b.connect(PeerId(3), 1_000);
+        c.connect(PeerId(2), 1_000);
+        route(&mut [&mut a, &mut b, &mut c], 1_000);
+        a.write(|e| e.set("k", json("1"), 1_100).map(Some)).unwrap();
+        let traffic = route(&mut [&mut a, &mut b, &mut c], 1_100);
+        assert_eq!(traffic.rounds, rounds, "{relay:?}: {traffic:?}");
+        assert_eq!(c.engine().get("k"), Some(serde_json::json!(1)));
+    }
 }
 
 #[test]

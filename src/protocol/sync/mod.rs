@@ -13,10 +13,12 @@ pub mod wire;
 pub use link::{Backoff, LinkAction, LinkConfig, Links, Route, Verdict};
 pub use mesh::{LinkState, Mesh, MeshAction, MeshConfig, OverlayMessage, MAX_SHUFFLE};
 pub use node::{
-    BoxedHandler, LocalWrite, Output, PeerReport, Persist, SyncConfig, SyncNode, DIGEST_PAUSE_MS,
-    EAGER_KEPT, FORCED_FOLD, MAX_OVERLAY_PER_INTERVAL, MAX_PENDING_OVERLAY,
-    MAX_REQUESTS_PER_INTERVAL, MAX_UNVERIFIED_EVENTS, PENALTY_LIMIT, VERIFY_HOLD_WINDOWS,
-    VERIFY_WINDOW_MS,
+    BoxedHandler, LocalWrite, Output, PeerReport, Persist, Relay, SyncConfig, SyncNode,
+    DIGEST_PAUSE_MS, EAGER_KEPT, FORCED_FOLD, GRAFT_BATCH_MS, GRAFT_RETRY_MS, IHAVE_TIMEOUT_MS,
+    MAX_ANNOUNCED, MAX_AWAITED, MAX_AWAITED_PER_PEER, MAX_GRAFTS_PER_INTERVAL,
+    MAX_OVERLAY_PER_INTERVAL, MAX_PENDING_OVERLAY, MAX_PRUNES_PER_INTERVAL,
+    MAX_REQUESTS_PER_INTERVAL, MAX_UNVERIFIED_EVENTS, PENALTY_LIMIT, PULL_RETRY_MS,
+    VERIFY_HOLD_WINDOWS, VERIFY_WINDOW_MS,
 };
 pub use refusal::{Refusal, FORGERY_POINTS, UNSEALED_POINTS};
 pub use session::{SessionStats, Standing};

@@ -7,8 +7,10 @@
 //! weighs anything.
 
 use super::mesh::MAX_SHUFFLE;
+use super::node::MAX_ANNOUNCED;
 use super::presence::PresenceError;
 use super::wire::WireError;
+use crate::protocol::clock::PeerId;
 use crate::protocol::error::ReceiveError;
 use crate::protocol::room::RoomError;
 use crate::protocol::seal::SealError;
@@ -64,6 +66,23 @@ pub enum Refusal {
     OverlayFlood(u32),
     #[error(transparent)]
     Presence(#[from] PresenceError),
+    /// An `IHave` or a graft naming more origins than one may.
+    #[error("an IHave or graft naming {0} origins (at most {MAX_ANNOUNCED})")]
+    AnnouncementTooLarge(usize),
+    /// An `IHave` the sender's own digest (sent after it, on the same
+    /// ordered channel) contradicts, or one claiming our own events beyond
+    /// what we wrote: it announced events it does not have.
+    #[error("an IHave of events {origin}:{seq} its sender does not have")]
+    UnfoundedIHave { origin: PeerId, seq: u64 },
+    /// Announcements awaited from this peer are at their bound: what it
+    /// announced more is not awaited, only pulled from it at once
+    /// (anti-entropy brings it if that fails).
+    #[error("more than {0} announced events awaited from one peer")]
+    TooManyAnnounced(usize),
+    #[error("more than {0} grafts in one gossip interval")]
+    GraftFlood(u32),
+    #[error("more than {0} prunes in one gossip interval")]
+    PruneFlood(u32),
 }
 
 impl Refusal {
@@ -77,7 +96,13 @@ impl Refusal {
             | Refusal::SecondHandshake
             | Refusal::NoLeaf(_)
             | Refusal::OverlayTooLarge(_)
-            | Refusal::OverlayFlood(_) => 1,
+            | Refusal::OverlayFlood(_)
+            | Refusal::AnnouncementTooLarge(_)
+            | Refusal::GraftFlood(_)
+            | Refusal::PruneFlood(_) => 1,
+            Refusal::UnfoundedIHave { .. } => UNSEALED_POINTS,
+            // A peer announcing many origins at once may be honest.
+            Refusal::TooManyAnnounced(_) => 0,
             Refusal::Event(e) => match e {
                 ReceiveError::Malformed(_)
                 | ReceiveError::ImpossibleDependency { .. }
@@ -117,7 +142,6 @@ impl Refusal {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::clock::PeerId;
     use crate::protocol::event::EventId;
 
     #[test]

@@ -84,12 +84,23 @@ pub struct Session {
     pub requests: u32,
     /// Overlay messages taken this gossip interval.
     pub overlay_messages: u32,
-    /// It pruned us (see [`Message::Prune`](super::wire::Message::Prune)):
-    /// others' fresh events reach it by anti-entropy, not by relay.
+    /// The link is lazy (see [`Message::Prune`](super::wire::Message::Prune)):
+    /// fresh events are announced to it (`IHave`), not pushed, until a
+    /// graft; without PlumTree (relay to every link), it only means the
+    /// peer asked not to be relayed others' events.
     pub lazy: bool,
-    /// We pruned it: it no longer relays to us (until it sends something
-    /// new again).
+    /// We pruned it (the link went lazy on our word).
     pub pruned: bool,
+    /// Grafts and prunes taken this gossip interval.
+    pub grafts: u32,
+    pub prunes: u32,
+    /// What we pushed or announced to it since our last gossip tick (per
+    /// origin, the last sequence number): a digest of its that crossed
+    /// them is not answered with them (see `relay.rs`).
+    pub told: VectorClock,
+    /// When we last grafted it (with `Relay::Pull`, a graft goes at once
+    /// unless one went within `GRAFT_BATCH_MS`).
+    pub grafted_ms: Option<u64>,
     /// Merkle leaves we asked this peer for, with how many answers are
     /// due (a slow answer may be asked for again): only those are taken.
     pub asked_leaves: crate::protocol::sorted_map::SortedMap<u16, u8>,

@@ -16,13 +16,14 @@ use serde::{Deserialize, Serialize};
 
 use super::mesh::OverlayMessage;
 use super::presence::PresenceUpdate;
-use crate::protocol::clock::VectorClock;
+use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::event::{Hash32, P2PEvent};
 use crate::protocol::reconciliation::{ReconciliationRequest, ReconciliationResponse};
 use crate::protocol::room::Proof;
 
 /// 2: events carry seals (signed rooms). 3: events travel as batches of
-/// runs in columns. 4: the overlay's shuffles, relay pruning and presence
+/// runs in columns. 4: the overlay's shuffles, PlumTree's eager and lazy
+/// push (prune, `IHave`, graft) and presence
 /// (a peer of 3 would take them for malformed messages and penalize the
 /// sender; refusing the version says why instead).
 pub const PROTOCOL_VERSION: u8 = 4;
@@ -117,13 +118,22 @@ pub enum Message {
     /// send it, so a small room speaks exactly as before it existed.
     Overlay(OverlayMessage),
     /// PlumTree's prune: everything of the sender's last push was already
-    /// here. The receiver stops relaying others' fresh events to it; its
-    /// digests still bring them (anti-entropy as the lazy push), and a
-    /// digest that shows it lacking something makes it eager again.
+    /// here. The link turns lazy both ways: neither side pushes events on
+    /// it any more, only [`IHave`](Message::IHave)s, until a
+    /// [`Graft`](Message::Graft) makes it eager again.
     Prune,
     /// Presence updates (see [`presence`](super::presence)): signed,
     /// ephemeral, at most `MAX_PRESENCE_BATCH`.
     Presence(Vec<PresenceUpdate>),
+    /// PlumTree's lazy push, on a lazy link: the sender has every event of
+    /// each origin up to the sequence number given (at most
+    /// `MAX_ANNOUNCED` origins). A receiver that still lacks them after a
+    /// timeout asks with a [`Graft`](Message::Graft).
+    IHave(Vec<(PeerId, u64)>),
+    /// PlumTree's graft: the sender has each origin's events up to the
+    /// sequence number given and lacks the ones announced after; the
+    /// receiver sends them, and the link turns eager both ways.
+    Graft(Vec<(PeerId, u64)>),
 }
 
 /// A slice of a message too large for one frame.
@@ -315,7 +325,6 @@ impl Reassembler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::clock::PeerId;
 
     fn round_trip(message: &Message) -> Message {
         let mut reassembler = Reassembler::default();

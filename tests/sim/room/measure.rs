@@ -16,6 +16,9 @@ pub struct Tracked {
     /// Frames that carried it, and their bytes.
     pub copies: u64,
     pub bytes: u64,
+    /// Bytes of the frames that announced it or asked for it (PlumTree's
+    /// `IHave` and graft).
+    pub lazy_bytes: u64,
 }
 
 /// What one write took to reach every peer.
@@ -26,6 +29,7 @@ pub struct Spread {
     pub reached: Vec<(u32, u64)>,
     pub copies: u64,
     pub bytes: u64,
+    pub lazy_bytes: u64,
 }
 
 impl Room {
@@ -35,6 +39,8 @@ impl Room {
             if Room::carries(frame, t.id) {
                 t.copies += 1;
                 t.bytes += frame.len() as u64;
+            } else if Room::names(frame, t.id) {
+                t.lazy_bytes += frame.len() as u64;
             }
         }
     }
@@ -71,6 +77,7 @@ impl Room {
             reached: HashMap::new(),
             copies: 0,
             bytes: 0,
+            lazy_bytes: 0,
         };
         tracked.reached.insert(i, (0, 0));
         self.tracked = Some(tracked);
@@ -99,6 +106,7 @@ impl Room {
                 .collect(),
             copies: t.copies,
             bytes: t.bytes,
+            lazy_bytes: t.lazy_bytes,
         }
     }
 }

@@ -10,7 +10,7 @@ pub mod scenario;
 use std::collections::{HashMap, VecDeque};
 
 use cpc_sync::protocol::sync::wire::{self, Decoded, Message};
-use cpc_sync::protocol::sync::{Mesh, MeshAction, MeshConfig, Output, SyncConfig, SyncNode};
+use cpc_sync::protocol::sync::{Mesh, MeshAction, MeshConfig, Output, Relay, SyncConfig, SyncNode};
 use cpc_sync::protocol::{EngineConfig, EventId, PeerId, ReconciliationEngine};
 
 use crate::common::{json, Rng};
@@ -45,29 +45,37 @@ pub struct Room {
     pub now: u64,
     /// By index; `None` once left (indices are never reused).
     pub peers: Vec<Option<RoomPeer>>,
+    /// Every peer's id by index, kept after it left: the peers it was
+    /// linked to are told of the drop under its id.
+    ids: Vec<PeerId>,
     pub net: Network,
     pub writes: Vec<Write>,
     /// The write being followed hop by hop (see `measure.rs`).
     pub tracked: Option<Tracked>,
     /// Every frame's bytes, by sender (all kinds).
     pub bytes_sent: u64,
+    /// While `Some`, every frame's bytes by the kind of message it holds
+    /// (decoding costs: the idle window only).
+    pub bytes_by_kind: Option<std::collections::BTreeMap<&'static str, u64>>,
     sync: SyncConfig,
     mesh: MeshConfig,
 }
 
 impl Room {
-    /// A room of none yet; `prune_relays`: see [`SyncConfig::prune_relays`].
-    pub fn new(seed: u64, prune_relays: bool) -> Self {
+    /// A room of none yet, its peers relaying as `relay` says.
+    pub fn new(seed: u64, relay: Relay) -> Self {
         Room {
             rng: Rng::new(seed),
             now: 1_700_000_000_000,
             peers: Vec::new(),
+            ids: Vec::new(),
             net: Network::default(),
             writes: Vec::new(),
             tracked: None,
             bytes_sent: 0,
+            bytes_by_kind: None,
             sync: SyncConfig {
-                prune_relays,
+                relay,
                 ..SyncConfig::default()
             },
             mesh: MeshConfig {
@@ -108,6 +116,7 @@ impl Room {
             self.rng.below(1000) as f64 / 1000.0,
             self.rng.below(1000) as f64 / 1000.0,
         ));
+        self.ids.push(id);
         self.peers.push(Some(RoomPeer {
             id,
             node: SyncNode::new(engine, self.sync.clone()),
@@ -134,8 +143,36 @@ impl Room {
         }
     }
 
+    /// Peer `i`'s id, also after it left (its links were once told
+    /// `PeerId(0)` instead: each kept a link to it open that was not, and
+    /// the room thinned out under churn, until a peer lost its side of a
+    /// partition; see `ghost_links`).
     pub fn id(&self, i: usize) -> PeerId {
-        self.peers[i].as_ref().map_or(PeerId(0), |p| p.id)
+        self.ids[i]
+    }
+
+    /// Links some live peer's mesh holds open that the network does not
+    /// (as `(peer, the other)` by index; the other `None` if it left).
+    pub fn ghost_links(&self) -> Vec<(usize, Option<usize>)> {
+        let index: HashMap<PeerId, usize> = self.alive().map(|i| (self.id(i), i)).collect();
+        let mut out = Vec::new();
+        for i in self.alive() {
+            let Some(p) = self.peers[i].as_ref() else {
+                continue;
+            };
+            for (peer, state) in p.mesh.links() {
+                if state != cpc_sync::protocol::sync::LinkState::Open {
+                    continue;
+                }
+                let j = index.get(&peer).copied();
+                let open =
+                    j.is_some_and(|j| self.net.conns.get(&pair(i, j)).is_some_and(|c| c.open));
+                if !open {
+                    out.push((i, j));
+                }
+            }
+        }
+        out
     }
 
     fn index(&self, id: PeerId) -> Option<usize> {
@@ -217,6 +254,9 @@ impl Room {
             return;
         };
         self.bytes_sent += frame.len() as u64;
+        if let Some(kinds) = &mut self.bytes_by_kind {
+            *kinds.entry(kind(&frame)).or_default() += frame.len() as u64;
+        }
         let at = self.now + self.net.latency(from, to);
         let conn = conn.id;
         self.net.at(
@@ -491,6 +531,32 @@ impl Room {
         out
     }
 
+    /// Peer `i`'s mesh, every peer it knows named by index and side, for
+    /// a failure's message.
+    pub fn describe(&self, i: usize) -> String {
+        let Some(p) = self.peers[i].as_ref() else {
+            return format!("peer {i}: left");
+        };
+        let mut out = format!(
+            "peer {i} (side {}, joined {} ms ago), mesh {:?}:\n",
+            i % 2,
+            self.now - p.joined_ms,
+            p.mesh.next_wake().map(|t| t as i64 - self.now as i64)
+        );
+        for (peer, state) in p.mesh.links() {
+            let j = self.index(peer);
+            let conn = j.and_then(|j| self.net.conns.get(&pair(i, j)));
+            out += &format!(
+                "  {:?} side {:?} {state:?} conn {conn:?} degree {:?}\n",
+                j,
+                j.map(|j| j % 2),
+                j.map(|j| self.net.adjacency(self.peers.len())[j].len())
+            );
+        }
+        out += &format!("{:#?}", p.mesh);
+        out
+    }
+
     /// Every live peer has the same state, clock and digest.
     pub fn converged(&mut self) -> bool {
         let mut first: Option<(String, cpc_sync::protocol::Hash32)> = None;
@@ -534,9 +600,40 @@ impl Room {
         assert!(kept > 0, "no write to check");
     }
 
+    /// Whether `frame` announces or asks for the event of `id` (an
+    /// `IHave` or a graft naming its origin at or past it: one write is
+    /// followed at a time).
+    pub fn names(frame: &[u8], id: EventId) -> bool {
+        match wire::decode(frame) {
+            Ok(Decoded::Message(Message::IHave(entries))) => entries
+                .iter()
+                .any(|&(p, seq)| p == id.peer && seq >= id.seq),
+            Ok(Decoded::Message(Message::Graft(entries))) => {
+                entries.iter().any(|&(p, seq)| p == id.peer && seq < id.seq)
+            }
+            _ => false,
+        }
+    }
+
     /// Whether `frame` carries the event of `id`.
     pub fn carries(frame: &[u8], id: EventId) -> bool {
         matches!(wire::decode(frame), Ok(Decoded::Message(Message::Events(events)))
             if events.iter().any(|e| e.id == id))
+    }
+}
+
+/// The kind of message a frame holds, for the idle figures.
+fn kind(frame: &[u8]) -> &'static str {
+    match wire::decode(frame) {
+        Ok(Decoded::Message(m)) => match m {
+            Message::Digest { .. } => "digest",
+            Message::Ping { .. } | Message::Pong { .. } => "ping",
+            Message::Overlay(_) => "shuffle",
+            Message::Events(_) => "events",
+            Message::IHave(_) | Message::Graft(_) | Message::Prune => "relay",
+            Message::Presence(_) => "presence",
+            _ => "other",
+        },
+        _ => "other",
     }
 }

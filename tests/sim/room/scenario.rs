@@ -6,6 +6,7 @@
 
 use super::measure::Spread;
 use super::{Room, MAX_LINKS};
+use cpc_sync::protocol::sync::Relay;
 
 /// A peer counts as settled (it must be linked to the rest) this long
 /// after it joined, or after a partition began or healed.
@@ -20,8 +21,9 @@ pub struct Figures {
     pub heal_ms: u64,
     pub links_mean: f64,
     /// Bytes a peer sends a second in a settled room with no writes
-    /// (digests, pings, shuffles).
+    /// (digests, pings, shuffles), and by kind of message.
     pub idle_bytes: f64,
+    pub idle_kinds: Vec<(&'static str, f64)>,
 }
 
 fn percentile(mut values: Vec<u64>, p: f64) -> u64 {
@@ -79,22 +81,43 @@ impl Figures {
         )
     }
 
-    /// Copies of a write received per peer (1 is the minimum), and its
-    /// bytes per peer.
-    pub fn redundancy(&self) -> (f64, f64) {
+    /// Copies of a write received per peer (1 is the minimum); the bytes
+    /// per peer of those copies and of the frames announcing or asking for
+    /// it; and those bytes against one copy's per peer (the redundancy in
+    /// bytes).
+    pub fn redundancy(&self) -> (f64, f64, f64) {
         let copies: u64 = self.spreads.iter().map(|s| s.copies).sum();
         let bytes: u64 = self.spreads.iter().map(|s| s.bytes).sum();
+        let lazy: u64 = self.spreads.iter().map(|s| s.lazy_bytes).sum();
         let peers: usize = self.spreads.iter().map(|s| s.peers - 1).sum();
         let peers = peers.max(1) as f64;
-        (copies as f64 / peers, bytes as f64 / peers)
+        let one_copy = bytes as f64 / copies.max(1) as f64;
+        let per_peer = (bytes + lazy) as f64 / peers;
+        (copies as f64 / peers, per_peer, per_peer / one_copy)
+    }
+
+    /// What a peer sends a second at idle, per link, by kind of message.
+    pub fn idle_per_link(&self) -> String {
+        let links = self.links_mean.max(1.0);
+        let kinds: Vec<String> = self
+            .idle_kinds
+            .iter()
+            .map(|(k, b)| format!("{k} {:.1}", b / links))
+            .collect();
+        format!(
+            "{} peers, idle B/s per link: {:.1} ({})",
+            self.peers,
+            self.idle_bytes / links,
+            kinds.join(", ")
+        )
     }
 
     pub fn table_row(&self) -> String {
         let (h50, h99, hall) = self.hops();
         let (t50, t99, tall50, tall99) = self.times();
-        let (copies, bytes) = self.redundancy();
+        let (copies, bytes, in_bytes) = self.redundancy();
         format!(
-            "| {} | {:.2}% | {h50} / {h99} / {hall} | {t50} / {t99} | {tall50} / {tall99} | {copies:.2}x | {bytes:.0} B | {:.1} | {:.0} B/s | {:.0} s |",
+            "| {} | {:.2}% | {h50} / {h99} / {hall} | {t50} / {t99} | {tall50} / {tall99} | {copies:.2}x | {bytes:.0} B ({in_bytes:.2}x) | {:.1} | {:.0} B/s | {:.0} s |",
             self.peers,
             self.delivery() * 100.0,
             self.links_mean,
@@ -123,6 +146,15 @@ impl Watch {
         self.steps += 1;
         if self.steps % 10 == 0 && room.now >= self.quiet_from {
             let cut = room.cut_off(SETTLE_MS);
+            for &i in &cut {
+                eprintln!("{}", room.describe(i));
+            }
+            let ghosts = room.ghost_links();
+            assert!(
+                ghosts.is_empty(),
+                "links held open that are not, at {}: {ghosts:?}",
+                room.now
+            );
             assert!(
                 cut.is_empty(),
                 "settled peers {cut:?} cut off at {} (partitioned: {})",
@@ -133,10 +165,10 @@ impl Watch {
     }
 }
 
-/// Runs the scenario with `peers` peers, following `followed` writes;
-/// relays pruned PlumTree-style or not.
-pub fn run(peers: usize, seed: u64, followed: usize, prune_relays: bool) -> Figures {
-    let mut room = Room::new(seed, prune_relays);
+/// Runs the scenario with `peers` peers relaying as `relay` says,
+/// following `followed` writes.
+pub fn run(peers: usize, seed: u64, followed: usize, relay: Relay) -> Figures {
+    let mut room = Room::new(seed, relay);
     let mut watch = Watch {
         steps: 0,
         quiet_from: 0,
@@ -148,9 +180,18 @@ pub fn run(peers: usize, seed: u64, followed: usize, prune_relays: bool) -> Figu
     }
     room.run(SETTLE_MS * 2, |r| watch.check(r));
     let sent = room.bytes_sent;
+    room.bytes_by_kind = Some(Default::default());
     room.run(SETTLE_MS, |r| watch.check(r));
-    let idle_bytes =
-        (room.bytes_sent - sent) as f64 / room.len() as f64 / (SETTLE_MS as f64 / 1000.0);
+    let settled_peers = room.len() as f64;
+    let per_peer_second = |bytes: u64| bytes as f64 / settled_peers / (SETTLE_MS as f64 / 1000.0);
+    let idle_bytes = per_peer_second(room.bytes_sent - sent);
+    let idle_kinds = room
+        .bytes_by_kind
+        .take()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, b)| (k, per_peer_second(b)))
+        .collect();
     // Writes before the followed ones: relays learn whom to push to.
     for _ in 0..10 {
         let writer = room.random_peer();
@@ -215,5 +256,6 @@ pub fn run(peers: usize, seed: u64, followed: usize, prune_relays: bool) -> Figu
         heal_ms: converged_at - healed_at,
         links_mean,
         idle_bytes,
+        idle_kinds,
     }
 }

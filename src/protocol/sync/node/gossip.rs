@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use foldhash::fast::FixedState;
 
-use super::{Output, Persist, SyncNode, MAX_REQUESTS_PER_INTERVAL};
+use super::{Output, Persist, Relay, SyncNode, MAX_REQUESTS_PER_INTERVAL};
 use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::engine::{Receipt, ReconcileStep};
 use crate::protocol::event::{EventId, Hash32, P2PEvent};
@@ -24,10 +24,9 @@ pub const MAX_UNVERIFIED_EVENTS: usize = seal::MAX_RUN;
 /// stay short whatever the events' size.
 const EVENTS_PER_MESSAGE: usize = seal::MAX_RUN;
 
-/// Peers left relaying to us, at least, when we prune the others (PlumTree
-/// keeps one, a tree; two more paths shorten the hops and cover a link
-/// that drops, for about one redundant copy per peer).
-pub const EAGER_KEPT: usize = 2;
+/// Eager links left, at least, when a duplicate push would prune one
+/// (PlumTree's tree: one; a lazy link grafts back when it must).
+pub const EAGER_KEPT: usize = 1;
 
 /// Entities rehashed at a time into the Merkle digest (a few ms of work).
 pub const DIGEST_SLICE: usize = 2_000;
@@ -66,12 +65,22 @@ impl SyncNode {
             self.offer_snapshot(from);
             return;
         }
-        let missing = self.engine.events_missing_from(&clock);
-        if !missing.is_empty() {
-            // It missed what we relay: relay to it again (PlumTree's graft).
+        let mut missing = self.engine.events_missing_from(&clock);
+        if self.config.relay != Relay::Flood {
+            self.check_announced(from, &clock);
+            // What we pushed it since our last tick is on its way, and
+            // what we announced it it pulls (see `relay.rs`); a digest
+            // after our next tick asks again for what did not come.
+            if let Some(session) = self.sessions.get(&from) {
+                missing.retain(|e| e.id.seq > session.told.get(e.id.peer));
+            }
+        } else if !missing.is_empty() {
+            // It missed what we relay: relay to it again.
             if let Some(session) = self.sessions.get_mut(&from) {
                 session.lazy = false;
             }
+        }
+        if !missing.is_empty() {
             self.send_events(from, missing);
         }
         if clock == *self.engine.clock()
@@ -187,28 +196,22 @@ impl SyncNode {
         self.absorb(Some(from));
     }
 
-    /// PlumTree's prune, keeping [`EAGER_KEPT`] peers relaying to us: a
-    /// push of nothing new prunes its sender, unless fewer would be left;
-    /// a push with something new means its sender relays to us again.
+    /// PlumTree's prune: a push of nothing new turns its link lazy both
+    /// ways, unless fewer than [`EAGER_KEPT`] eager links would be left.
     fn prune_or_keep(&mut self, from: PeerId, received: usize, duplicates: usize) {
-        if received == 0 || !self.config.prune_relays {
-            return;
-        }
-        if duplicates < received {
-            if let Some(session) = self.sessions.get_mut(&from) {
-                session.pruned = false;
-            }
+        if received == 0 || duplicates < received || self.config.relay != Relay::Tree {
             return;
         }
         let eager = self
             .sessions
             .iter()
-            .filter(|(p, s)| **p != from && !s.pruned)
+            .filter(|(p, s)| **p != from && !s.lazy)
             .count();
         let Some(session) = self.sessions.get_mut(&from) else {
             return;
         };
-        if eager >= EAGER_KEPT && !session.pruned {
+        if eager >= EAGER_KEPT && !session.lazy {
+            session.lazy = true;
             session.pruned = true;
             self.send(from, &Message::Prune);
         }
@@ -237,11 +240,16 @@ impl SyncNode {
         own_upto: Option<u64>,
     ) {
         let signed = self.signed();
+        let relay = self.config.relay;
+        let own = own_upto.is_some();
         let mut sends = Vec::new();
+        let mut announces = Vec::new();
         for (&peer, session) in self.sessions.iter() {
-            // Our own writes go to every link; others' are relayed to the
-            // peers that did not prune us (PlumTree's eager push).
-            if Some(peer) == except || (own_upto.is_none() && session.lazy) {
+            // Flood: our own writes go to every link, others' to the peers
+            // that did not ask us to stop. Tree: eager links get the
+            // events, lazy ones an `IHave`. Pull: our own writes go to
+            // every link, others' are announced.
+            if Some(peer) == except || (relay == Relay::Flood && !own && session.lazy) {
                 continue;
             }
             let their = &session.their_clock;
@@ -252,7 +260,17 @@ impl SyncNode {
                 .filter(|(_, send)| *send)
                 .map(|(e, _)| e.clone())
                 .collect();
-            if !lacking.is_empty() {
+            if lacking.is_empty() {
+                continue;
+            }
+            let announce = match relay {
+                Relay::Flood => false,
+                Relay::Tree => session.lazy,
+                Relay::Pull => !own,
+            };
+            if announce {
+                announces.push((peer, lacking));
+            } else {
                 sends.push((peer, lacking));
             }
         }
@@ -263,6 +281,9 @@ impl SyncNode {
         }
         for (peer, lacking) in sends {
             self.send_events(peer, lacking);
+        }
+        for (peer, lacking) in announces {
+            self.announce(peer, &lacking);
         }
     }
 
@@ -282,8 +303,12 @@ impl SyncNode {
         };
         if let Some(session) = self.sessions.get_mut(&to) {
             session.stats.events_out += events.len() as u64;
+            let told = session.handshake.is_none();
             for e in &events {
                 session.their_clock.observe(e.id.peer, e.id.seq);
+                if told {
+                    session.told.observe(e.id.peer, e.id.seq);
+                }
             }
         }
         // Whole runs to a message (every event is one, unsigned), as many

@@ -14,6 +14,7 @@ mod handshake;
 mod overlay;
 mod penalty;
 mod presence;
+mod relay;
 mod repair;
 
 pub use app::{LocalWrite, PeerReport};
@@ -21,6 +22,10 @@ use durability::Durability;
 pub use durability::Persist;
 pub use gossip::{EAGER_KEPT, FORCED_FOLD, MAX_UNVERIFIED_EVENTS};
 pub use overlay::{MAX_OVERLAY_PER_INTERVAL, MAX_PENDING_OVERLAY};
+pub use relay::{
+    GRAFT_BATCH_MS, GRAFT_RETRY_MS, IHAVE_TIMEOUT_MS, MAX_ANNOUNCED, MAX_AWAITED,
+    MAX_AWAITED_PER_PEER, MAX_GRAFTS_PER_INTERVAL, MAX_PRUNES_PER_INTERVAL, PULL_RETRY_MS,
+};
 
 use std::sync::Arc;
 
@@ -88,13 +93,31 @@ pub struct SyncConfig {
     /// its own until [`SyncNode::persisted`] says that write is committed.
     /// `false`: nothing is persisted, nothing is held (a peer in memory).
     pub durable: bool,
-    /// PlumTree's prune ([`Message::Prune`]): a peer that pushes us only
-    /// events we have is asked to stop relaying to us (anti-entropy still
-    /// brings them), keeping [`EAGER_KEPT`] that relay. Fewer copies of a
-    /// write, more hops and time (BENCHMARKS.md, issue 19); off: every
-    /// link relays, duplicates suppressed by what each peer is known to
-    /// have.
-    pub prune_relays: bool,
+    /// How fresh events reach the peers not linked to their writer (see
+    /// [`Relay`] and BENCHMARKS.md, issue 19).
+    pub relay: Relay,
+}
+
+/// How a node passes on the fresh events it takes in (its own writes and
+/// others'). Anti-entropy (digests) heals what any of them misses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Relay {
+    /// Every link that is not known to have them gets them: the fewest
+    /// hops and the least time, about one copy per link (~5 a peer in a
+    /// room of 1,000 with 7 links each).
+    Flood,
+    /// PlumTree (see `relay.rs`): pushed on the eager links of a spanning
+    /// tree, announced (`IHave`) on the others, a link pruned on a
+    /// duplicate and grafted when an announcement is not followed in time.
+    /// About one copy a peer, but a shared tree's paths are long.
+    Tree,
+    /// Our own writes go to every link (none has them); others' are
+    /// announced (`IHave`) on every link, and a peer that lacks them asks
+    /// the first that announced them (a graft). One copy a peer, and
+    /// announcements of a few bytes on each link, over the shortest paths;
+    /// a relayed hop takes three crossings of a link instead of one.
+    #[default]
+    Pull,
 }
 
 impl Default for SyncConfig {
@@ -109,7 +132,7 @@ impl Default for SyncConfig {
             room: None,
             nonce_seed: [0; 32],
             durable: false,
-            prune_relays: false,
+            relay: Relay::default(),
         }
     }
 }
@@ -213,6 +236,9 @@ pub struct SyncNode {
     presence_sent: Option<super::presence::PresenceUpdate>,
     presence_due: Option<u64>,
     presence_changed: bool,
+    /// Origins whose events were announced to us (`IHave`) and have not
+    /// come yet (see `relay.rs`).
+    awaited: SortedMap<PeerId, relay::Awaited>,
 }
 
 impl std::fmt::Debug for SyncNode {
@@ -245,6 +271,7 @@ impl SyncNode {
             presence_sent: None,
             presence_due: None,
             presence_changed: false,
+            awaited: SortedMap::new(),
             nonces: 0,
             engine,
             config,
@@ -372,6 +399,7 @@ impl SyncNode {
             self.next_gossip_ms
         };
         let next = self.presence_due.map_or(next, |due| due.min(next));
+        let next = self.graft_due().map_or(next, |due| due.min(next));
         self.verification_due().map_or(next, |due| due.min(next))
     }
 
@@ -486,6 +514,9 @@ impl SyncNode {
             self.verify_received(now_ms);
         }
         self.send_presence_if_due(now_ms);
+        if self.graft_due().is_some_and(|due| due <= now_ms) {
+            self.graft(now_ms);
+        }
         if now_ms < self.next_gossip_ms {
             if paused && self.engine.digest_backlog() > 0 {
                 self.refresh_digest();
@@ -496,6 +527,9 @@ impl SyncNode {
         for session in self.sessions.values_mut() {
             session.requests = 0;
             session.overlay_messages = 0;
+            session.grafts = 0;
+            session.prunes = 0;
+            session.told = VectorClock::default();
         }
         self.verify_received(now_ms);
         self.flush_local();
@@ -548,6 +582,7 @@ impl SyncNode {
                 | Message::Pong { .. }
                 | Message::Overlay(_)
                 | Message::Prune
+                | Message::IHave(_)
                 | Message::Presence(_)
         ) {
             self.verify_received(now_ms);
@@ -579,11 +614,9 @@ impl SyncNode {
             Message::ReconciliationResponse(response) => self.on_response(from, response, now_ms),
             Message::Overlay(message) => self.on_overlay(from, message),
             Message::Presence(updates) => self.on_presence(from, updates, now_ms),
-            Message::Prune => {
-                if let Some(session) = self.sessions.get_mut(&from) {
-                    session.lazy = true;
-                }
-            }
+            Message::Prune => self.on_prune(from),
+            Message::IHave(entries) => self.on_ihave(from, entries, now_ms),
+            Message::Graft(entries) => self.on_graft(from, entries),
             Message::Ping { sent_ms } => self.send(from, &Message::Pong { sent_ms }),
             Message::Pong { sent_ms } => {
                 if let Some(session) = self.sessions.get_mut(&from) {
