@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cpc_sync::protocol::signal::ServerMessage;
-use cpc_sync::protocol::sync::{Output, Persist, SyncConfig, SyncNode, VERIFY_WINDOW_MS};
+use cpc_sync::protocol::sync::{Output, Persist, Relay, SyncConfig, SyncNode, VERIFY_WINDOW_MS};
 use cpc_sync::protocol::{EngineConfig, PeerId};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -202,6 +202,10 @@ impl Room {
             nonce_seed: random(),
             verify_window_ms: Some(VERIFY_WINDOW_MS),
             compact_after: keep.config.compact_after,
+            // The room's hub: a page that reaches the others only through
+            // it (no WebRTC) gets their writes pushed at once, not
+            // announced and pulled (three crossings of the socket a hop).
+            relay: Relay::Flood,
             ..SyncConfig::default()
         };
         let node = SyncNode::restore(
