@@ -164,14 +164,7 @@ fn an_ihave_whose_events_do_not_come_grafts_its_sender_who_sends_them() {
     say(&mut bob, a, &graft, NOW + IHAVE_TIMEOUT_MS);
     let (sent, refused) = drain(&mut bob);
     assert!(refused.is_empty());
-    let events: Vec<u64> = sent
-        .iter()
-        .filter_map(|(_, m)| match m {
-            Message::Events(events) => Some(events.iter().map(|e| e.id.seq)),
-            _ => None,
-        })
-        .flatten()
-        .collect();
+    let events = event_seqs(&sent);
     assert_eq!(events, vec![1, 2, 3]);
 }
 
@@ -292,14 +285,7 @@ fn a_graft_flood_is_refused_past_the_rate_and_asking_twice_brings_nothing_twice(
     say(&mut a, mallory, &Message::Graft(vec![(me, 1)]), NOW + 1_000);
     let (sent, refused) = drain(&mut a);
     assert!(refused.is_empty());
-    let seqs: Vec<u64> = sent
-        .iter()
-        .filter_map(|(_, m)| match m {
-            Message::Events(events) => Some(events.iter().map(|e| e.id.seq)),
-            _ => None,
-        })
-        .flatten()
-        .collect();
+    let seqs = event_seqs(&sent);
     assert_eq!(seqs, vec![2]);
 }
 
@@ -432,4 +418,15 @@ fn events_held_for_verification_are_not_grafted_again() {
     let (sent, _) = drain(&mut alice);
     assert!(!sent.iter().any(|(_, m)| matches!(m, Message::Graft(_))));
     assert!(alice.engine().get("k").is_some());
+}
+
+/// The sequence numbers of the events among `sent`, in order.
+fn event_seqs(sent: &[(PeerId, Message)]) -> Vec<u64> {
+    sent.iter()
+        .filter_map(|(_, m)| match m {
+            Message::Events(events) => Some(events.iter().map(|e| e.id.seq)),
+            _ => None,
+        })
+        .flatten()
+        .collect()
 }

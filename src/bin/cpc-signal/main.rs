@@ -83,20 +83,7 @@ fn app(rooms: Arc<signaling::Rooms>, metrics: Arc<Metrics>) -> Router {
 
 /// The signaling counters, read at each scrape.
 fn signal_readings(stats: &signaling::SignalStats) -> Vec<Reading> {
-    let gauge = |name, help, value| Reading {
-        name,
-        help,
-        kind: ReadingKind::Gauge,
-        labels: vec![],
-        value,
-    };
-    let counter = |name, help, value| Reading {
-        name,
-        help,
-        kind: ReadingKind::Counter,
-        labels: vec![],
-        value,
-    };
+    let (gauge, counter) = (Reading::gauge, Reading::counter);
     let mut readings = vec![
         gauge("sockets", "Signaling sockets open", stats.sockets),
         gauge("rooms", "Rooms with a peer", stats.rooms),

@@ -66,6 +66,28 @@ pub struct Reading {
     pub value: u64,
 }
 
+impl Reading {
+    /// A counter without labels.
+    pub fn counter(name: &'static str, help: &'static str, value: u64) -> Reading {
+        Reading::plain(name, help, ReadingKind::Counter, value)
+    }
+
+    /// A gauge without labels.
+    pub fn gauge(name: &'static str, help: &'static str, value: u64) -> Reading {
+        Reading::plain(name, help, ReadingKind::Gauge, value)
+    }
+
+    fn plain(name: &'static str, help: &'static str, kind: ReadingKind, value: u64) -> Reading {
+        Reading {
+            name,
+            help,
+            kind,
+            labels: vec![],
+            value,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadingKind {
     Counter,

@@ -22,7 +22,7 @@ use cpc_sync::protocol::PeerId;
 
 use super::{Outbox, Refused, Rooms};
 use crate::keep;
-use crate::metrics::{Reading, ReadingKind};
+use crate::metrics::Reading;
 
 /// Why a relayed message went nowhere.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,13 +157,7 @@ impl Rooms {
     /// The relay's readings for `/metrics` (`cpc_signal_relayed_*`).
     pub fn relay_readings(&self) -> Vec<Reading> {
         let counters = &self.relay;
-        let counter = |name, help, value| Reading {
-            name,
-            help,
-            kind: ReadingKind::Counter,
-            labels: vec![],
-            value,
-        };
+        let counter = Reading::counter;
         let mut readings = vec![
             counter(
                 "relayed_frames",
