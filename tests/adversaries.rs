@@ -614,13 +614,11 @@ fn an_origin_flood_stops_at_the_bound_and_the_victim_still_restarts() {
         max_origins: limit,
         ..EngineConfig::default()
     };
-    // Relayed to every link: by pull, b takes a's next write (pushed)
-    // before the flood origins it depends on (pulled), and the engine
-    // counts an origin that is both applied and held twice against
-    // `max_origins` (`check_origin_bound`), so at this exact bound b
-    // refuses the last flood origin and holds a's write for ever. An
-    // engine bug, outside the relay: see BENCHMARKS.md, issue 19.
-    let mut room = Room::relaying(config.clone(), Relay::Flood);
+    // By pull (the default), b takes a's next write (pushed) before the
+    // flood origins it depends on (pulled): an origin both applied and
+    // held counts once against `max_origins`, or b would refuse the last
+    // one at this exact bound and hold a's write for ever.
+    let mut room = Room::relaying(config.clone(), Relay::Pull);
     // The members write before the flood: it fills the room's remaining
     // places for origins (newcomers are refused once it is full; a room
     // secret keeps strangers out), but cannot break the members.

@@ -15,6 +15,9 @@ pub struct HoldingQueue {
     held: HashSet<EventId, FixedState>,
     /// Held events per origin: one origin cannot fill the queue.
     per_origin: HashMap<PeerId, usize, FixedState>,
+    /// The held origins of which nothing is applied yet: with the applied
+    /// ones, the origins the engine knows (`max_origins`), each once.
+    unapplied: HashSet<PeerId, FixedState>,
     capacity: usize,
     origin_capacity: usize,
 }
@@ -91,6 +94,18 @@ impl HoldingQueue {
         self.per_origin.len()
     }
 
+    /// Distinct origins of held events of which nothing is applied.
+    pub fn unapplied_origins(&self) -> usize {
+        self.unapplied.len()
+    }
+
+    /// The engine applied the first event of `origin`.
+    pub fn origin_applied(&mut self, origin: PeerId) {
+        if !self.unapplied.is_empty() {
+            self.unapplied.remove(&origin);
+        }
+    }
+
     pub fn contains(&self, id: EventId) -> bool {
         self.held.contains(&id)
     }
@@ -98,7 +113,13 @@ impl HoldingQueue {
     /// At capacity a new event is refused, never an old one dropped: what the
     /// queue holds stays, and anti-entropy offers the refused event again
     /// once its dependencies are in.
-    pub fn hold(&mut self, event: P2PEvent, waits_for: EventId) -> Result<(), ReceiveError> {
+    /// `origin_applied`: some event of the event's origin is applied.
+    pub fn hold(
+        &mut self,
+        event: P2PEvent,
+        waits_for: EventId,
+        origin_applied: bool,
+    ) -> Result<(), ReceiveError> {
         if self.held.len() >= self.capacity {
             return Err(ReceiveError::HoldingQueueFull {
                 id: event.id,
@@ -111,15 +132,18 @@ impl HoldingQueue {
                 capacity: self.origin_capacity,
             });
         }
-        self.repark(event, waits_for);
+        self.repark(event, waits_for, origin_applied);
         Ok(())
     }
 
     /// Parks again an event that was woken but still misses something; it
     /// was already counted, so the capacity does not apply.
-    pub fn repark(&mut self, event: P2PEvent, waits_for: EventId) {
+    pub fn repark(&mut self, event: P2PEvent, waits_for: EventId, origin_applied: bool) {
         self.held.insert(event.id);
         *self.per_origin.entry(event.id.peer).or_default() += 1;
+        if !origin_applied {
+            self.unapplied.insert(event.id.peer);
+        }
         match self.waiting.entry(waits_for) {
             std::collections::hash_map::Entry::Occupied(mut o) => o.get_mut().push(event),
             std::collections::hash_map::Entry::Vacant(v) => {
@@ -143,6 +167,7 @@ impl HoldingQueue {
                 *n -= 1;
                 if *n == 0 {
                     self.per_origin.remove(&e.id.peer);
+                    self.unapplied.remove(&e.id.peer);
                 }
             }
             take(e);
@@ -157,6 +182,7 @@ impl HoldingQueue {
     pub fn drain(&mut self) -> Vec<P2PEvent> {
         self.held.clear();
         self.per_origin.clear();
+        self.unapplied.clear();
         let mut all: Vec<P2PEvent> = self
             .waiting
             .drain()

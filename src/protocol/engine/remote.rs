@@ -104,7 +104,8 @@ impl ReconciliationEngine {
                         gap,
                     });
                 }
-                self.holding.hold(event, missing)?;
+                let applied = self.applied.get(id.peer) > 0;
+                self.holding.hold(event, missing, applied)?;
                 self.stats.held += 1;
                 Ok(Receipt::Held)
             }
@@ -125,7 +126,7 @@ impl ReconciliationEngine {
         }
         let limit = self.max_origins();
         let ours = usize::from(self.applied.get(self.peer) > 0);
-        let others = self.applied.len() - ours + self.holding.origins();
+        let others = self.applied.len() - ours + self.holding.unapplied_origins();
         if others + 1 >= limit {
             return Err(ReceiveError::TooManyOrigins { id, limit });
         }
@@ -155,7 +156,10 @@ impl ReconciliationEngine {
                 continue;
             }
             match self.first_missing(&event) {
-                Some(missing) => self.holding.repark(event, missing),
+                Some(missing) => {
+                    let applied = self.applied.get(event.id.peer) > 0;
+                    self.holding.repark(event, missing, applied)
+                }
                 None => applied += self.apply_and_release(event),
             }
         }
@@ -204,7 +208,8 @@ impl ReconciliationEngine {
                 i -= 1;
                 if let Some(missing) = self.first_missing(&ready[i]) {
                     let waiter = ready.swap_remove(i);
-                    self.holding.repark(waiter, missing);
+                    let applied = self.applied.get(waiter.id.peer) > 0;
+                    self.holding.repark(waiter, missing, applied);
                 }
             }
         }
@@ -219,6 +224,9 @@ impl ReconciliationEngine {
         if let Some(moved) = &mut self.moved {
             let from = self.applied.get(id.peer);
             moved.entry(id.peer).or_insert(from);
+        }
+        if self.holding.unapplied_origins() > 0 && self.applied.get(id.peer) == 0 {
+            self.holding.origin_applied(id.peer);
         }
         self.applied.observe(id.peer, id.seq);
         if id.peer != self.peer {
