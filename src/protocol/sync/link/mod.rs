@@ -33,8 +33,9 @@ use crate::protocol::clock::PeerId;
 use crate::protocol::identity::Identity;
 use crate::protocol::signal::{ClientMessage, Negotiation, ServerMessage, TabMessage};
 
-/// Departures held for the owner at most (it takes them after every input).
-const MAX_DEPARTED: usize = 1024;
+/// Departures, and relayed dials waiting for the join, held at most (the
+/// owner takes the first after every input; the second go at the join).
+const MAX_HELD: usize = 1024;
 
 /// How a peer links to the others of its room.
 #[derive(Debug, Clone)]
@@ -114,6 +115,9 @@ pub struct Links {
     socket: Option<Socket>,
     relays: Relays,
     actions: Vec<LinkAction>,
+    /// Relayed dials made while the socket had not joined (the server
+    /// refuses to relay for it until then), sent once it has.
+    relays_waiting: Vec<(PeerId, u64)>,
     /// Peers signaling said left the room, for the sync node
     /// ([`take_departed`](Self::take_departed)).
     departed: Vec<PeerId>,
@@ -140,6 +144,7 @@ impl Links {
             relays: Relays::new(config.relay && config.signaling_server),
             actions: Vec::new(),
             departed: Vec::new(),
+            relays_waiting: Vec::new(),
         }
     }
 
@@ -201,6 +206,7 @@ impl Links {
         self.routes.clear();
         self.epochs.clear();
         self.relays.clear();
+        self.relays_waiting.clear();
         self.actions.push(LinkAction::Post(TabMessage::Bye {
             from: self.me.to_string(),
         }));
@@ -265,6 +271,11 @@ impl Links {
             ServerMessage::Peers { peers, sampled, .. } => {
                 if let Some(socket) = &mut self.socket {
                     socket.joined();
+                }
+                for (peer, epoch) in std::mem::take(&mut self.relays_waiting) {
+                    if self.is_current(peer, epoch) {
+                        self.actions.push(LinkAction::Relay { peer, epoch });
+                    }
                 }
                 // The whole room as the server sees it: whoever we knew
                 // there and is missing left while our socket was down. A
@@ -409,7 +420,7 @@ impl Links {
     pub fn cannot_connect(&mut self, peer: PeerId, epoch: u64, now_ms: u64, jitter: f64) -> bool {
         if self.is_current(peer, epoch) && self.relays.no_webrtc() {
             self.relays.dial(peer);
-            self.actions.push(LinkAction::Relay { peer, epoch });
+            self.relay(peer, epoch);
             return true;
         }
         self.closed(peer, epoch, now_ms, jitter);
@@ -547,30 +558,41 @@ impl Links {
         if self.routes.left(peer, route) {
             self.mesh.left(peer);
             self.epochs.forget(peer);
-            if self.departed.len() < MAX_DEPARTED {
+            if self.departed.len() < MAX_HELD {
                 self.departed.push(peer);
             }
             self.relays.forget(peer);
         }
     }
 
+    /// A relayed link `epoch` to `peer`: at once if the socket has joined
+    /// (the server relays only between members), else once it has.
+    fn relay(&mut self, peer: PeerId, epoch: u64) {
+        if self.socket.as_ref().is_some_and(Socket::is_joined) {
+            self.actions.push(LinkAction::Relay { peer, epoch });
+        } else if self.relays_waiting.len() < MAX_HELD {
+            self.relays_waiting.retain(|(p, _)| *p != peer);
+            self.relays_waiting.push((peer, epoch));
+        }
+    }
+
     /// The mesh's decisions, as actions: a dial gets its epoch.
     fn drain_mesh(&mut self, now_ms: u64) {
         for action in self.mesh.take_actions() {
-            self.actions.push(match action {
+            match action {
                 MeshAction::Dial(peer) => {
                     let epoch = self.epochs.dial(peer, now_ms);
                     if self.relays.dial(peer) {
-                        LinkAction::Relay { peer, epoch }
+                        self.relay(peer, epoch);
                     } else {
-                        LinkAction::Dial { peer, epoch }
+                        self.actions.push(LinkAction::Dial { peer, epoch });
                     }
                 }
                 MeshAction::Hangup(peer) => {
                     self.epochs.hang_up(peer);
-                    LinkAction::Hangup(peer)
+                    self.actions.push(LinkAction::Hangup(peer));
                 }
-            });
+            }
         }
     }
 }

@@ -51,6 +51,8 @@ pub struct Socket {
     config: SocketConfig,
     phase: Phase,
     backoff: Backoff,
+    /// The server answered this socket's join: it relays for us now.
+    joined: bool,
 }
 
 impl Socket {
@@ -60,12 +62,14 @@ impl Socket {
             config,
             phase: Phase::Down { retry_at_ms: None },
             backoff,
+            joined: false,
         }
     }
 
     /// A socket is being opened.
     pub fn opening(&mut self) {
         self.phase = Phase::Opening;
+        self.joined = false;
     }
 
     /// It opened (the join goes out now).
@@ -73,6 +77,7 @@ impl Socket {
         self.phase = Phase::Open {
             ping_at_ms: now_ms + self.config.ping_ms,
         };
+        self.joined = false;
     }
 
     /// The server answered the join: the connection works, and the next
@@ -80,11 +85,18 @@ impl Socket {
     /// and drops at once must not be hammered.)
     pub fn joined(&mut self) {
         self.backoff.reset();
+        self.joined = self.is_open();
+    }
+
+    /// Open and joined: what is sent on it reaches the room.
+    pub fn is_joined(&self) -> bool {
+        self.joined
     }
 
     /// It dropped or never opened; `jitter` in `[0, 1)` spreads the
     /// reconnects of many clients after a server restart.
     pub fn closed(&mut self, now_ms: u64, jitter: f64) {
+        self.joined = false;
         if self.phase == (Phase::Down { retry_at_ms: None }) {
             return; // closed by us
         }
@@ -96,6 +108,7 @@ impl Socket {
 
     /// No socket wanted (going offline); no reconnects.
     pub fn stop(&mut self) {
+        self.joined = false;
         self.phase = Phase::Down { retry_at_ms: None };
     }
 

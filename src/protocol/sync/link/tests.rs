@@ -658,6 +658,45 @@ fn without_rtc_peer_connection_every_peer_is_relayed_at_once() {
 }
 
 #[test]
+fn a_relayed_redial_while_the_socket_rejoins_waits_for_the_join() {
+    let (mut l, actions) = secret_room_page(true);
+    let epoch = epoch_of_dial(&actions);
+    assert!(l.cannot_connect(PeerId(2), epoch, 1, 0.0));
+    l.take_actions();
+    assert!(l.opened(PeerId(2), epoch, 2));
+    // The socket drops (and the relayed link with it) and reopens; the
+    // link's retry falls due before the server answered the join, which
+    // would refuse the hello: it waits.
+    l.socket_closed(10, 0.0);
+    assert!(l.closed(PeerId(2), epoch, 10, 0.0));
+    let mut waited = Vec::new();
+    for now in (100..=5_000).step_by(100) {
+        l.tick(now, 0.0);
+        let actions = l.take_actions();
+        if actions.contains(&LinkAction::OpenSocket) {
+            l.socket_opened(now);
+        }
+        waited.extend(actions);
+    }
+    assert!(
+        waited.contains(&LinkAction::OpenSocket),
+        "the socket reconnects"
+    );
+    assert_eq!(relays(&waited), [], "relayed before the join");
+    l.server_message(
+        ServerMessage::Peers {
+            room: "secret-00".into(),
+            peers: vec![PeerId(2).to_string()],
+            sampled: false,
+        },
+        5_010,
+    );
+    let sent = relays(&l.take_actions());
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(sent[0].1 > epoch);
+}
+
+#[test]
 fn a_peer_whose_webrtc_keeps_failing_is_relayed() {
     let (mut l, actions) = secret_room_page(true);
     let mut epoch = epoch_of_dial(&actions);
