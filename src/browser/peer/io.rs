@@ -192,7 +192,7 @@ fn wake(inner: &Weak<RefCell<Inner>>) {
         }
         i.node.tick(now_ms());
         // The partial view keeps near links: it hears the round trips the
-        // sync layer measures, once a gossip interval.
+        // sync layer measures (a few sessions: cheap at every wake).
         if let Some(transport) = &i.transport {
             for (peer, stats) in i.node.sessions() {
                 if let Some(rtt) = stats.rtt_ms {

@@ -164,19 +164,13 @@ impl Transport {
                     .as_ref()
                     .is_none_or(|server| server.send_frame(&frame));
                 if !keeping_up {
-                    warn("cpc-sync: the signaling socket is not keeping up; reconnecting");
-                    s.server = None;
-                    s.unkeep(out);
-                    s.links.socket_closed(now_ms(), jitter());
+                    s.socket_lagging(out);
                 }
                 return;
             }
             if let Some(relay) = s.relay.as_mut().filter(|r| r.has(to)) {
                 if !relay.send(to, &frame, s.server.as_ref()) {
-                    warn("cpc-sync: the signaling socket is not keeping up; reconnecting");
-                    s.server = None;
-                    s.unrelay_all(out);
-                    s.links.socket_closed(now_ms(), jitter());
+                    s.socket_lagging(out);
                 }
                 return;
             }
@@ -419,8 +413,7 @@ impl State {
                 let weak = self.weak.clone();
                 let report = Rc::new(move |e| run(&weak, |s, out| s.on_socket(e, out)));
                 // Replaces the old socket, closed by now.
-                self.unkeep(out);
-                self.unrelay_all(out);
+                self.unlink_socket_peers(out);
                 self.server = match Server::open(&url, report) {
                     Ok(server) => Some(server),
                     Err(e) => {
@@ -438,8 +431,7 @@ impl State {
                 }
             }
             LinkAction::CloseSocket => {
-                self.unkeep(out);
-                self.unrelay_all(out);
+                self.unlink_socket_peers(out);
                 self.server = None;
             }
         }
@@ -456,8 +448,7 @@ impl State {
         match event {
             SocketEvent::Open => self.links.socket_opened(now),
             SocketEvent::Closed => {
-                self.unkeep(out);
-                self.unrelay_all(out);
+                self.unlink_socket_peers(out);
                 self.links.socket_closed(now, jitter());
                 let url = self.config.signaling.as_deref().unwrap_or_default();
                 out.push(TransportEvent::Failed {
@@ -501,6 +492,22 @@ impl State {
                 }
             }
         }
+    }
+
+    /// The signaling socket is not taking what is sent on it: it is
+    /// dropped, with every link over it, and opened again.
+    fn socket_lagging(&mut self, out: &mut Vec<TransportEvent>) {
+        warn("cpc-sync: the signaling socket is not keeping up; reconnecting");
+        self.server = None;
+        self.unlink_socket_peers(out);
+        self.links.socket_closed(now_ms(), jitter());
+    }
+
+    /// Every link over the signaling socket is gone with it: the room's
+    /// server peer and the relayed peers.
+    fn unlink_socket_peers(&mut self, out: &mut Vec<TransportEvent>) {
+        self.unkeep(out);
+        self.unrelay_all(out);
     }
 
     /// The link to the room's server peer is gone (the socket closed or
