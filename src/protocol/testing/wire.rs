@@ -8,7 +8,9 @@
 use crate::protocol::room::RoomSecret;
 use crate::protocol::seal;
 use crate::protocol::sync::wire::{self, Decoded, Message};
-use crate::protocol::sync::{LocalWrite, Output, Refusal, SyncConfig, SyncNode, VERIFY_WINDOW_MS};
+use crate::protocol::sync::{
+    LocalWrite, Output, Persist, Refusal, SyncConfig, SyncNode, VERIFY_WINDOW_MS,
+};
 use crate::protocol::{EngineConfig, Identity, JsonValue, P2PEvent, PeerId, ReconciliationEngine};
 
 /// Wall time of the writers (ms since the epoch, a day in 2001, before the
@@ -173,6 +175,9 @@ pub struct Receiver {
     node: SyncNode,
     neighbour: PeerId,
     now_ms: u64,
+    /// Events the node asked to persist, so far (each batch of events
+    /// whole: see `sync/node/intake.rs`).
+    pub persisted: Vec<Vec<P2PEvent>>,
 }
 
 impl Default for Receiver {
@@ -203,6 +208,7 @@ impl Receiver {
             node,
             neighbour,
             now_ms,
+            persisted: Vec::new(),
         }
     }
 
@@ -230,12 +236,24 @@ impl Receiver {
         let mut refused = Ok(());
         for output in self.node.take_outputs() {
             match output {
-                Output::Persist { token, .. } => self.node.persisted(token),
+                Output::Persist { token, write } => {
+                    if let Persist::Events(events) = write {
+                        self.persisted.push(events);
+                    }
+                    self.node.persisted(token)
+                }
                 Output::Rejected { refusal, .. } => refused = Err(refusal),
                 _ => {}
             }
         }
         refused
+    }
+
+    /// The node's timer fires `elapsed_ms` after the first frame, as a
+    /// page's does when [`SyncNode::next_timer`] is due.
+    pub fn wake(&mut self, elapsed_ms: u64) -> Result<(), Refusal> {
+        self.node.tick(self.now_ms + elapsed_ms);
+        self.outputs()
     }
 
     /// Verifies what is held for verification (the timer at the end of
