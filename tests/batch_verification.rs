@@ -8,6 +8,7 @@ mod common;
 
 use cpc_sync::protocol::seal::{SealError, BATCH, MAX_RUN};
 use cpc_sync::protocol::sync::wire::{self, Decoded, Message};
+use cpc_sync::protocol::sync::LocalWrite;
 use cpc_sync::protocol::sync::{
     Refusal, APPLY_SLICE, MAX_RECEIVED_EVENTS, VERIFY_HOLD_WINDOWS, VERIFY_WINDOW_MS,
 };
@@ -119,6 +120,39 @@ fn verified_events_are_applied_a_slice_per_wake() {
     receiver.receive_at(&frames[1], 1).expect("taken");
     receiver.finish(1).expect("taken");
     assert_eq!(origins(&receiver), 2);
+}
+
+/// A write of our own made between two slices of a frame depends on all
+/// that was applied: the rest of the frame is applied first, and stored
+/// before the write, so storage never holds a write without what it
+/// depends on.
+#[test]
+fn a_write_between_slices_is_stored_after_the_whole_frame() {
+    let frames = workload::run_heavy(1, MAX_RUN as u64, 100_000, MAX_RUN as u64);
+    let mut receiver = Receiver::new();
+    receiver.receive_at(&frames[0], 0).expect("taken");
+    receiver.wake(0).expect("a slice");
+    assert_eq!(
+        receiver.node().engine().stats().applied as usize,
+        APPLY_SLICE
+    );
+    let write = LocalWrite::Set {
+        key: "mine".into(),
+        value: JsonValue::parse("1").unwrap(),
+    };
+    receiver.write(write, 1).expect("written");
+    assert_eq!(
+        receiver.node().engine().stats().applied as usize,
+        MAX_RUN + 1,
+        "the frame's events, then ours"
+    );
+    let me = receiver.node().peer();
+    let stored: Vec<(bool, usize)> = receiver
+        .persisted
+        .iter()
+        .map(|events| (events[0].id.peer == me, events.len()))
+        .collect();
+    assert_eq!(stored, [(false, MAX_RUN), (true, 1)]);
 }
 
 /// A sender faster than the slices: what is received and not applied stays

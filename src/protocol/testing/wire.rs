@@ -269,4 +269,12 @@ impl Receiver {
     pub fn node(&self) -> &SyncNode {
         &self.node
     }
+
+    /// A write of the receiver's own, `elapsed_ms` after the first frame.
+    pub fn write(&mut self, write: LocalWrite, elapsed_ms: u64) -> Result<(), Refusal> {
+        self.node
+            .apply(write, self.now_ms + elapsed_ms)
+            .expect("a valid write");
+        self.outputs()
+    }
 }

@@ -134,6 +134,17 @@ impl SyncNode {
         self.apply_slice(usize::MAX, now_ms);
     }
 
+    /// Applies the rest of the frame whose events are being applied, so a
+    /// local write never depends on events that are not yet persisted (a
+    /// frame's events are persisted when its last slice is in, and before
+    /// the write, which is persisted after them).
+    pub(super) fn finish_batch(&mut self, now_ms: u64) {
+        if let Some(batch) = &self.intake.applying {
+            let rest = batch.events.len();
+            self.apply_slice(rest, now_ms);
+        }
+    }
+
     /// A wake: verifies what is due, and applies a slice of what waits.
     pub(super) fn take_received(&mut self, now_ms: u64) {
         if self.verification_due().is_some_and(|due| due <= now_ms) {

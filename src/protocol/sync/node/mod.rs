@@ -442,6 +442,7 @@ impl SyncNode {
         &mut self,
         op: impl FnOnce(&mut ReconciliationEngine) -> Result<Option<P2PEvent>, WriteError>,
     ) -> Result<Option<P2PEvent>, WriteError> {
+        self.finish_batch(self.last_input_ms);
         op(&mut self.engine)
     }
 
