@@ -155,6 +155,20 @@ fn a_write_between_slices_is_stored_after_the_whole_frame() {
     assert_eq!(stored, [(false, MAX_RUN), (true, 1)]);
 }
 
+/// A gossip round between two slices (its reconciliation marks what gets
+/// applied, as a frame does) leaves the frame whole: all of it is stored.
+#[test]
+fn a_gossip_round_between_slices_leaves_the_frame_whole() {
+    let frames = workload::run_heavy(1, MAX_RUN as u64, 100_000, MAX_RUN as u64);
+    let mut receiver = Receiver::new();
+    receiver.receive_at(&frames[0], 0).expect("taken");
+    receiver.wake(0).expect("a slice");
+    receiver.wake(60_000).expect("a gossip round");
+    receiver.finish(60_001).expect("taken");
+    let stored: usize = receiver.persisted.iter().map(Vec::len).sum();
+    assert_eq!(stored, MAX_RUN, "every event of the frame stored");
+}
+
 /// A sender faster than the slices: what is received and not applied stays
 /// under the bound, the oldest applied first as frames come.
 #[test]

@@ -219,6 +219,9 @@ impl SyncNode {
     /// Runs the reconciliation exchange for conflicted `reconcile` keys;
     /// the resolver is the lowest *connected* origin (or this peer).
     pub(super) fn reconcile(&mut self, now_ms: u64) {
+        // Its mark must not cut a frame under way (see `intake.rs`), and
+        // a resolution it writes depends on what is applied.
+        self.finish_batch(now_ms);
         self.engine.mark_applied();
         // The sessions' keys come sorted (a `SortedMap`); a set type here
         // would be one more B-tree in the wasm.
