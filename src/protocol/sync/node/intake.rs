@@ -14,8 +14,11 @@
 //! when the batch's last slice is applied, so a sealed run is never
 //! persisted or relayed in part. Nothing else applies events while a batch
 //! is under way: every other path that applies or reads the whole state
-//! (a snapshot, a Merkle leaf, a reconciliation, a fold) takes everything
-//! received first ([`SyncNode::verify_received`]).
+//! (a snapshot, a Merkle leaf, a reconciliation message, a fold) takes
+//! everything received first ([`SyncNode::verify_received`]), and a local
+//! write or a gossip round's reconciliation finishes the batch under way
+//! ([`SyncNode::finish_batch`]): what they write depends on what is
+//! applied, and is stored after it.
 
 use std::collections::VecDeque;
 
