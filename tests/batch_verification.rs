@@ -88,7 +88,8 @@ fn held_events_are_bounded_however_few_seals_they_carry() {
     assert_eq!(origins(&receiver), 6);
 }
 
-/// A wake applies a slice of what was verified; a frame's events are
+/// A frame's task decodes its events, a wake verifies them, and each wake
+/// after applies a slice; a frame's events are
 /// persisted together once its last slice is in (a sealed run is never
 /// stored in part), and the node asks to be woken at once meanwhile.
 #[test]
@@ -101,6 +102,13 @@ fn verified_events_are_applied_a_slice_per_wake() {
         applied(&receiver),
         0,
         "a frame's task only holds its events"
+    );
+    assert_eq!(receiver.node().next_timer(), 0, "a run's worth: at once");
+    receiver.wake(0).expect("verified");
+    assert_eq!(
+        applied(&receiver),
+        0,
+        "the wake that verifies a run's worth applies none of it"
     );
     let mut wakes = 0;
     while applied(&receiver) < MAX_RUN {
@@ -131,6 +139,7 @@ fn a_write_between_slices_is_stored_after_the_whole_frame() {
     let frames = workload::run_heavy(1, MAX_RUN as u64, 100_000, MAX_RUN as u64);
     let mut receiver = Receiver::new();
     receiver.receive_at(&frames[0], 0).expect("taken");
+    receiver.wake(0).expect("verified");
     receiver.wake(0).expect("a slice");
     assert_eq!(
         receiver.node().engine().stats().applied as usize,

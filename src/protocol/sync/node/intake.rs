@@ -4,10 +4,12 @@
 //! A page takes a frame in one task and wakes the node in others. Applying
 //! a newcomer's catch-up a frame at a time made its first frames long
 //! tasks (a run of 1,000 events took 50-100 ms in wasm while the code was
-//! still cold, 10-20 ms once warm), so a frame's task only decodes and
-//! holds its events, and each wake applies at most [`APPLY_SLICE`] of
-//! them; the node asks to be woken at once while any wait
-//! ([`SyncNode::next_timer`]).
+//! still cold, 10-20 ms once warm), so the work is spread over tasks: a
+//! frame's task only decodes and holds its events; the wake that verifies
+//! them checks their runs' form and digests and their seals (a wake that
+//! verifies more than a slice applies none of it); each wake after applies
+//! at most [`APPLY_SLICE`] events. The node asks to be woken at once while
+//! any wait ([`SyncNode::next_timer`]).
 //!
 //! Events are applied in the order their frames came. The events of one
 //! frame are one batch: they are marked, persisted and relayed together
@@ -51,7 +53,7 @@ pub(super) struct Intake {
     /// [`SyncConfig::verify_window_ms`](super::SyncConfig::verify_window_ms)),
     /// with their senders; how many seals and events they hold, and when
     /// the first and the latest came.
-    unverified: Vec<(PeerId, seal::Opened)>,
+    unverified: Vec<(PeerId, Vec<P2PEvent>)>,
     unverified_seals: usize,
     unverified_events: usize,
     unverified_since: u64,
@@ -113,15 +115,16 @@ impl SyncNode {
             let events = self.open_seals(from, events);
             return self.intake.push(from, events);
         }
-        let opened = seal::check_runs(events);
+        // Their runs' form and digests are checked with their seals, at
+        // the wake that verifies them: the frame's task only decodes.
         let intake = &mut self.intake;
         if intake.unverified.is_empty() {
             intake.unverified_since = now_ms;
         }
         intake.unverified_last = now_ms;
-        intake.unverified_seals += opened.seals();
-        intake.unverified_events += opened.events();
-        intake.unverified.push((from, opened));
+        intake.unverified_seals += events.iter().filter(|e| e.seal.is_some()).count();
+        intake.unverified_events += events.len();
+        intake.unverified.push((from, events));
         if intake.unverified_seals >= seal::BATCH {
             // A full batch: its cost is the seals', bounded (a flood of
             // lone writes must not pile up seals for one long wake).
@@ -148,10 +151,16 @@ impl SyncNode {
         }
     }
 
-    /// A wake: verifies what is due, and applies a slice of what waits.
+    /// A wake: verifies what is due, or else applies a slice of what
+    /// waits (a wake that verified many events leaves applying them to the
+    /// next, which is due at once: each stays short).
     pub(super) fn take_received(&mut self, now_ms: u64) {
         if self.verification_due().is_some_and(|due| due <= now_ms) {
+            let many = self.intake.unverified_events > APPLY_SLICE;
             self.verify_held();
+            if many {
+                return;
+            }
         }
         self.apply_slice(APPLY_SLICE, now_ms);
     }
@@ -195,6 +204,7 @@ impl SyncNode {
         let (senders, opened): (Vec<PeerId>, Vec<seal::Opened>) =
             std::mem::take(&mut self.intake.unverified)
                 .into_iter()
+                .map(|(from, events)| (from, seal::check_runs(events)))
                 .unzip();
         for (from, (accepted, errors)) in senders.into_iter().zip(seal::verify_opened(opened)) {
             self.refuse_seals(from, errors);
