@@ -11,6 +11,7 @@ pub mod error;
 pub mod event;
 pub mod heap_sort;
 pub mod identity;
+pub mod key_sort;
 pub mod reconciliation;
 pub mod relay;
 pub mod room;

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
 use super::PeerId;
+use crate::protocol::key_sort;
 
 /// How two vector clocks relate, per the spec's definition of "descends":
 /// `a` descends `b` when `a[p] >= b[p]` for every peer `p`.
@@ -153,7 +154,7 @@ impl<'de> Deserialize<'de> for VectorClock {
                 // reverse order would move the vector 65,536 times); the
                 // last of a repeated peer wins, as a map's would.
                 if !entries.is_sorted_by(|a, b| a.0 < b.0) {
-                    entries.sort_by_key(|&(p, _)| p);
+                    key_sort::sort_by_key(&mut entries, |&(p, _)| u128::from(p.0));
                     entries.reverse();
                     entries.dedup_by_key(|&mut (p, _)| p);
                     entries.reverse();
@@ -418,7 +419,9 @@ impl FromIterator<(PeerId, u64)> for VectorClock {
         let mut entries: Entries = iter.into_iter().filter(|&(_, v)| v > 0).collect();
         if !entries.is_sorted_by(|a, b| a.0 < b.0) {
             // Of equal peers, the largest value sorts first: keep it.
-            entries.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+            key_sort::sort_by_key(&mut entries, |&(p, v)| {
+                (u128::from(p.0) << 64) | u128::from(u64::MAX - v)
+            });
             entries.dedup_by_key(|&mut (p, _)| p);
         }
         VectorClock::from_sorted(entries)
