@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use super::event::Hash32;
 use super::sorted_map::SortedMap;
+use crate::protocol::blake3;
 
 pub const FANOUT: usize = 16;
 /// Depth of the leaves: root is depth 0, leaves are depth 3.

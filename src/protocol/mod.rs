@@ -2,6 +2,7 @@
 //! time and randomness are passed in, so everything here runs natively,
 //! deterministically and fast.
 
+pub mod blake3;
 pub mod clock;
 pub mod codec;
 pub mod digest;

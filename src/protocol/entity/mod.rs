@@ -20,6 +20,7 @@ pub use register::{Register, Sibling};
 
 use super::clock::{Timestamp, VectorClock};
 use super::event::{EventId, Hash32, Kind, Operation, P2PEvent};
+use crate::protocol::blake3;
 use crate::protocol::heap_sort::{heap_sort_by, heap_sort_by_key};
 
 /// The replicated state of one key, of one kind.

@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::protocol::blake3;
 use crate::protocol::clock::PeerId;
 use crate::protocol::identity::{self, Identity, PublicKey, Signature};
 use crate::protocol::key_sort;
