@@ -1,10 +1,10 @@
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
 
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
+use super::blocks::{Blocks, BlocksIter};
 use super::PeerId;
 use crate::protocol::key_sort;
 
@@ -29,16 +29,17 @@ pub enum ClockOrdering {
 /// and `observed`) have one entry, which the vector holds inline, with no
 /// allocation (a B-tree took a node of eleven); lookups in a room's
 /// version vector are a binary search over contiguous memory. Past
-/// [`LARGE`] entries a clock is a B-tree instead: a room of thousands of
-/// writers adds them in no order, and a new peer in the middle of a sorted
-/// vector moves every entry after it (C1.2's 30,000 writers moved ~7 GB).
+/// [`LARGE`] entries a clock is sorted blocks instead ([`Blocks`], as a
+/// B-tree's leaves): a room of thousands of writers adds them in no order,
+/// and a new peer in the middle of one sorted vector moves every entry
+/// after it (C1.2's 30,000 writers moved ~7 GB).
 #[derive(Clone, Default)]
 pub struct VectorClock(Repr);
 
 #[derive(Clone)]
 enum Repr {
     Sorted(Entries),
-    Tree(BTreeMap<PeerId, u64>),
+    Blocks(Blocks),
 }
 
 impl Default for Repr {
@@ -47,7 +48,7 @@ impl Default for Repr {
     }
 }
 
-/// Entries past which a clock is a B-tree.
+/// Entries past which a clock is sorted blocks.
 const LARGE: usize = 256;
 
 /// A clock's entries: one inline, more on the heap.
@@ -56,7 +57,7 @@ pub type Entries = SmallVec<[(PeerId, u64); 1]>;
 /// A clock's entries in peer order.
 pub enum Iter<'a> {
     Sorted(std::slice::Iter<'a, (PeerId, u64)>),
-    Tree(std::collections::btree_map::Iter<'a, PeerId, u64>),
+    Blocks(BlocksIter<'a>),
 }
 
 impl Iterator for Iter<'_> {
@@ -66,14 +67,14 @@ impl Iterator for Iter<'_> {
     fn next(&mut self) -> Option<(PeerId, u64)> {
         match self {
             Iter::Sorted(i) => i.next().copied(),
-            Iter::Tree(i) => i.next().map(|(&p, &v)| (p, v)),
+            Iter::Blocks(i) => i.next(),
         }
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
         match self {
             Iter::Sorted(i) => i.size_hint(),
-            Iter::Tree(i) => i.size_hint(),
+            Iter::Blocks(i) => i.size_hint(),
         }
     }
 }
@@ -82,7 +83,7 @@ impl DoubleEndedIterator for Iter<'_> {
     fn next_back(&mut self) -> Option<(PeerId, u64)> {
         match self {
             Iter::Sorted(i) => i.next_back().copied(),
-            Iter::Tree(i) => i.next_back().map(|(&p, &v)| (p, v)),
+            Iter::Blocks(i) => i.next_back(),
         }
     }
 }
@@ -183,18 +184,17 @@ impl VectorClock {
     /// Canonical entries in the form their number calls for.
     fn from_sorted(entries: Entries) -> Self {
         if entries.len() > LARGE {
-            VectorClock(Repr::Tree(entries.into_iter().collect()))
+            VectorClock(Repr::Blocks(Blocks::from_sorted(&entries)))
         } else {
             VectorClock(Repr::Sorted(entries))
         }
     }
 
-    /// Moves a sorted vector that grew past [`LARGE`] into a B-tree.
+    /// Moves a sorted vector that grew past [`LARGE`] into blocks.
     fn grew(&mut self) {
-        if let Repr::Sorted(entries) = &mut self.0 {
+        if let Repr::Sorted(entries) = &self.0 {
             if entries.len() > LARGE {
-                let tree = std::mem::take(entries).into_iter().collect();
-                self.0 = Repr::Tree(tree);
+                self.0 = Repr::Blocks(Blocks::from_sorted(entries));
             }
         }
     }
@@ -206,7 +206,7 @@ impl VectorClock {
             Repr::Sorted(e) => e
                 .binary_search_by_key(&peer, |&(p, _)| p)
                 .map_or(0, |i| e[i].1),
-            Repr::Tree(t) => t.get(&peer).copied().unwrap_or(0),
+            Repr::Blocks(b) => b.get(peer).unwrap_or(0),
         }
     }
 
@@ -221,12 +221,8 @@ impl VectorClock {
                 (Err(_), 0) => {}
                 (Err(i), _) => e.insert(i, (peer, value)),
             },
-            Repr::Tree(t) if value == 0 => {
-                t.remove(&peer);
-            }
-            Repr::Tree(t) => {
-                t.insert(peer, value);
-            }
+            Repr::Blocks(b) if value == 0 => b.remove(peer),
+            Repr::Blocks(b) => b.upsert(peer, |_| value),
         }
         self.grew();
     }
@@ -245,10 +241,7 @@ impl VectorClock {
                     self.grew();
                 }
             },
-            Repr::Tree(t) => {
-                let entry = t.entry(peer).or_insert(value);
-                *entry = (*entry).max(value);
-            }
+            Repr::Blocks(b) => b.upsert(peer, |old| old.map_or(value, |v| v.max(value))),
         }
     }
 
@@ -371,7 +364,7 @@ impl VectorClock {
     pub fn len(&self) -> usize {
         match &self.0 {
             Repr::Sorted(e) => e.len(),
-            Repr::Tree(t) => t.len(),
+            Repr::Blocks(b) => b.len(),
         }
     }
 
@@ -382,7 +375,7 @@ impl VectorClock {
     pub fn iter(&self) -> Iter<'_> {
         match &self.0 {
             Repr::Sorted(e) => Iter::Sorted(e.iter()),
-            Repr::Tree(t) => Iter::Tree(t.iter()),
+            Repr::Blocks(b) => Iter::Blocks(b.iter()),
         }
     }
 
@@ -403,7 +396,7 @@ impl VectorClock {
                     *v = (*v).min(clock.get(*p));
                     *v > 0
                 }),
-                Repr::Tree(t) => t.retain(|p, v| {
+                Repr::Blocks(b) => b.retain(|p, v| {
                     *v = (*v).min(clock.get(*p));
                     *v > 0
                 }),
