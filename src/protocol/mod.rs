@@ -3,6 +3,7 @@
 //! deterministically and fast.
 
 pub mod blake3;
+pub mod blocks;
 pub mod clock;
 pub mod codec;
 pub mod digest;

@@ -1,7 +1,6 @@
 //! Logical time: peer ids, vector clocks for causality, and the hybrid
 //! logical clock that orders Last-Write-Wins.
 
-mod blocks;
 mod hlc;
 mod peer_id;
 mod vector_clock;

@@ -4,8 +4,8 @@ use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
-use super::blocks::{Blocks, BlocksIter};
 use super::PeerId;
+use crate::protocol::blocks::{Blocks, BlocksIter};
 use crate::protocol::key_sort;
 
 /// How two vector clocks relate, per the spec's definition of "descends":
@@ -39,7 +39,7 @@ pub struct VectorClock(Repr);
 #[derive(Clone)]
 enum Repr {
     Sorted(Entries),
-    Blocks(Blocks),
+    Blocks(Blocks<PeerId, u64>),
 }
 
 impl Default for Repr {
@@ -57,7 +57,7 @@ pub type Entries = SmallVec<[(PeerId, u64); 1]>;
 /// A clock's entries in peer order.
 pub enum Iter<'a> {
     Sorted(std::slice::Iter<'a, (PeerId, u64)>),
-    Blocks(BlocksIter<'a>),
+    Blocks(BlocksIter<'a, PeerId, u64>),
 }
 
 impl Iterator for Iter<'_> {
@@ -67,7 +67,7 @@ impl Iterator for Iter<'_> {
     fn next(&mut self) -> Option<(PeerId, u64)> {
         match self {
             Iter::Sorted(i) => i.next().copied(),
-            Iter::Blocks(i) => i.next(),
+            Iter::Blocks(i) => i.next().map(|(&p, &v)| (p, v)),
         }
     }
 
@@ -83,7 +83,7 @@ impl DoubleEndedIterator for Iter<'_> {
     fn next_back(&mut self) -> Option<(PeerId, u64)> {
         match self {
             Iter::Sorted(i) => i.next_back().copied(),
-            Iter::Blocks(i) => i.next_back(),
+            Iter::Blocks(i) => i.next_back().map(|(&p, &v)| (p, v)),
         }
     }
 }
@@ -206,7 +206,7 @@ impl VectorClock {
             Repr::Sorted(e) => e
                 .binary_search_by_key(&peer, |&(p, _)| p)
                 .map_or(0, |i| e[i].1),
-            Repr::Blocks(b) => b.get(peer).unwrap_or(0),
+            Repr::Blocks(b) => b.get(&peer).copied().unwrap_or(0),
         }
     }
 
@@ -221,8 +221,12 @@ impl VectorClock {
                 (Err(_), 0) => {}
                 (Err(i), _) => e.insert(i, (peer, value)),
             },
-            Repr::Blocks(b) if value == 0 => b.remove(peer),
-            Repr::Blocks(b) => b.upsert(peer, |_| value),
+            Repr::Blocks(b) if value == 0 => {
+                b.remove(&peer);
+            }
+            Repr::Blocks(b) => {
+                b.insert(peer, value);
+            }
         }
         self.grew();
     }
@@ -241,7 +245,10 @@ impl VectorClock {
                     self.grew();
                 }
             },
-            Repr::Blocks(b) => b.upsert(peer, |old| old.map_or(value, |v| v.max(value))),
+            Repr::Blocks(b) => {
+                let entry = b.get_or_insert_with(peer, || value);
+                *entry = (*entry).max(value);
+            }
         }
     }
 
