@@ -6,10 +6,11 @@
 //! level by level to the leaves that differ. An empty subtree hashes to zero,
 //! so the tree costs nothing where there are no keys.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::event::Hash32;
+use super::sorted_map::SortedMap;
+use crate::protocol::blake3;
 
 pub const FANOUT: usize = 16;
 /// Depth of the leaves: root is depth 0, leaves are depth 3.
@@ -27,8 +28,10 @@ pub fn leaf_of(key: &str) -> u16 {
 pub struct MerkleDigest {
     /// Each leaf's pairs, indexed by leaf: empty until the first key, then
     /// all 4,096 (a map per leaf, kept in one vector rather than a map of
-    /// maps: less code in the wasm, no search for the leaf).
-    leaves: Vec<BTreeMap<Arc<str>, Hash32>>,
+    /// maps: less code in the wasm, no search for the leaf). A leaf holds
+    /// one 4,096th of the keys (a room of a million keys, ~250 a leaf), so
+    /// a sorted vector: a `BTreeMap` of this type was 6-8 KB of the wasm.
+    leaves: Vec<SortedMap<Arc<str>, Hash32>>,
     /// The leaves changed since the last root, a bit each.
     stale: [u64; LEAVES / 64],
     any_stale: bool,
@@ -63,7 +66,7 @@ impl MerkleDigest {
     pub fn update(&mut self, key: &Arc<str>, hash: Hash32) {
         let leaf = leaf_of(key) as usize;
         if self.leaves.is_empty() {
-            self.leaves.resize_with(LEAVES, BTreeMap::new);
+            self.leaves.resize_with(LEAVES, SortedMap::new);
         }
         self.leaves[leaf].insert(key.clone(), hash);
         self.stale[leaf / 64] |= 1 << (leaf % 64);
@@ -85,7 +88,7 @@ impl MerkleDigest {
                 let leaf = word * 64 + bits.trailing_zeros() as usize;
                 bits &= bits - 1;
                 let mut hasher = blake3::Hasher::new();
-                for (key, hash) in self.leaves.get(leaf).into_iter().flatten() {
+                for (key, hash) in self.leaves.get(leaf).into_iter().flat_map(SortedMap::iter) {
                     hasher.update(&(key.len() as u64).to_le_bytes());
                     hasher.update(key.as_bytes());
                     hasher.update(&hash.0);
@@ -115,7 +118,10 @@ impl MerkleDigest {
 
     /// The `(key, entity hash)` pairs of a leaf.
     pub fn leaf(&self, index: u16) -> impl Iterator<Item = (&Arc<str>, &Hash32)> {
-        self.leaves.get(index as usize).into_iter().flatten()
+        self.leaves
+            .get(index as usize)
+            .into_iter()
+            .flat_map(SortedMap::iter)
     }
 }
 

@@ -10,6 +10,7 @@ use super::codec;
 use super::error::ReceiveError;
 use super::seal::Seal;
 use super::value::JsonValue;
+use crate::protocol::blake3;
 
 /// An event's identity: its origin peer and the origin's sequence number
 /// (1, 2, 3, ...). It is also the event's *dot* in the CRDTs.

@@ -11,6 +11,7 @@ use std::fmt;
 use ed25519_dalek::{Signer, SigningKey};
 
 use super::clock::PeerId;
+use crate::protocol::blake3;
 
 /// An Ed25519 public key, as its 32-byte encoding.
 pub type PublicKey = [u8; 32];

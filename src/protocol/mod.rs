@@ -2,6 +2,8 @@
 //! time and randomness are passed in, so everything here runs natively,
 //! deterministically and fast.
 
+pub mod blake3;
+pub mod blocks;
 pub mod clock;
 pub mod codec;
 pub mod digest;
@@ -11,6 +13,7 @@ pub mod error;
 pub mod event;
 pub mod heap_sort;
 pub mod identity;
+pub mod key_sort;
 pub mod reconciliation;
 pub mod relay;
 pub mod room;

@@ -45,6 +45,7 @@ use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use super::clock::PeerId;
 use super::room::RoomSecret;
 use super::sync::wire;
+use crate::protocol::blake3;
 
 /// Bytes of the peer id in front of every relayed message.
 pub const PEER_BYTES: usize = 8;

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::clock::PeerId;
 use super::identity::{self, peer_id_of, Identity, PublicKey, Signature};
+use crate::protocol::blake3;
 
 /// Why a signaling payload or a handshake was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -21,6 +21,7 @@ use super::clock::PeerId;
 use super::event::{EventId, P2PEvent};
 use super::identity::{peer_id_of, Identity, PublicKey, Signature};
 use super::signature;
+use crate::protocol::blake3;
 
 /// The most events one seal covers.
 pub const MAX_RUN: usize = 1024;

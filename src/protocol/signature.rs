@@ -28,6 +28,7 @@ use foldhash::fast::FixedState;
 use sha2::{Digest, Sha512};
 
 use super::identity::{PublicKey, Signature};
+use crate::protocol::blake3;
 
 /// One signature to check: the key, the signed message, the signature.
 pub type Item<'a> = (&'a PublicKey, &'a [u8], &'a Signature);

@@ -18,6 +18,7 @@ use super::clock::{PeerId, VectorClock};
 use super::codec::{events, varint, CodecError};
 use super::entity::Entity;
 use super::event::{EventId, P2PEvent};
+use super::key_sort;
 use super::seal::{self, SealError};
 
 const MAGIC: &[u8; 4] = b"CPCS";
@@ -219,7 +220,7 @@ impl StateSnapshot {
             .enumerate()
             .map(|(i, e)| (hasher.hash_one(&*e.key), i as u32))
             .collect();
-        order.sort_unstable();
+        key_sort::sort_by_key(&mut order, |&(hash, _)| u128::from(hash));
         let mut alone = vec![false; self.events.len()];
         let mut out = Vec::with_capacity(order.len());
         let mut group: Vec<(&P2PEvent, bool)> = Vec::new();

@@ -4,9 +4,10 @@
 //! holds and buys nothing at the size of a room (at most `MAX_ROOM`, 1,024
 //! peers); this costs a few hundred bytes. Also the maps bounded by peers
 //! or by what an app configures (a counter's contributions, conflict
-//! policies). Maps that grow with the data (clocks, set members, archives,
-//! a digest leaf's keys) stay `BTreeMap`s: inserting in the middle of a
-//! long vector moves its tail.
+//! policies), and a digest leaf's keys (a 4,096th of a room's). Maps that
+//! grow with the data (large clocks, set members) are
+//! [`Blocks`](super::blocks::Blocks): inserting in the middle of one long
+//! vector moves its tail.
 
 use std::borrow::Borrow;
 use std::fmt;

@@ -13,6 +13,7 @@ use super::{commit, now_ms, Inner};
 use crate::browser::convert::{from_json, to_js};
 use crate::browser::error::{Code, PeerError};
 use crate::browser::transport::TransportEvent;
+use crate::protocol::key_sort;
 use crate::protocol::sync::{LinkState, Output};
 
 /// A connection changed state or a frame arrived.
@@ -276,7 +277,7 @@ fn emit_changes(inner: &Rc<RefCell<Inner>>) {
             // a new peer catches up, would stall the page).
             return;
         }
-        keys.sort_unstable();
+        key_sort::sort_strs(&mut keys);
         keys.dedup();
         let mut conflicts = i.node.engine().conflicts();
         conflicts.retain(|c| keys.binary_search_by(|k| (**k).cmp(c.key.as_str())).is_ok());

@@ -1,11 +1,12 @@
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
 
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
 use super::PeerId;
+use crate::protocol::blocks::{Blocks, BlocksIter};
+use crate::protocol::key_sort;
 
 /// How two vector clocks relate, per the spec's definition of "descends":
 /// `a` descends `b` when `a[p] >= b[p]` for every peer `p`.
@@ -28,16 +29,17 @@ pub enum ClockOrdering {
 /// and `observed`) have one entry, which the vector holds inline, with no
 /// allocation (a B-tree took a node of eleven); lookups in a room's
 /// version vector are a binary search over contiguous memory. Past
-/// [`LARGE`] entries a clock is a B-tree instead: a room of thousands of
-/// writers adds them in no order, and a new peer in the middle of a sorted
-/// vector moves every entry after it (C1.2's 30,000 writers moved ~7 GB).
+/// [`LARGE`] entries a clock is sorted blocks instead ([`Blocks`], as a
+/// B-tree's leaves): a room of thousands of writers adds them in no order,
+/// and a new peer in the middle of one sorted vector moves every entry
+/// after it (C1.2's 30,000 writers moved ~7 GB).
 #[derive(Clone, Default)]
 pub struct VectorClock(Repr);
 
 #[derive(Clone)]
 enum Repr {
     Sorted(Entries),
-    Tree(BTreeMap<PeerId, u64>),
+    Blocks(Blocks<PeerId, u64>),
 }
 
 impl Default for Repr {
@@ -46,7 +48,7 @@ impl Default for Repr {
     }
 }
 
-/// Entries past which a clock is a B-tree.
+/// Entries past which a clock is sorted blocks.
 const LARGE: usize = 256;
 
 /// A clock's entries: one inline, more on the heap.
@@ -55,7 +57,7 @@ pub type Entries = SmallVec<[(PeerId, u64); 1]>;
 /// A clock's entries in peer order.
 pub enum Iter<'a> {
     Sorted(std::slice::Iter<'a, (PeerId, u64)>),
-    Tree(std::collections::btree_map::Iter<'a, PeerId, u64>),
+    Blocks(BlocksIter<'a, PeerId, u64>),
 }
 
 impl Iterator for Iter<'_> {
@@ -65,14 +67,14 @@ impl Iterator for Iter<'_> {
     fn next(&mut self) -> Option<(PeerId, u64)> {
         match self {
             Iter::Sorted(i) => i.next().copied(),
-            Iter::Tree(i) => i.next().map(|(&p, &v)| (p, v)),
+            Iter::Blocks(i) => i.next().map(|(&p, &v)| (p, v)),
         }
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
         match self {
             Iter::Sorted(i) => i.size_hint(),
-            Iter::Tree(i) => i.size_hint(),
+            Iter::Blocks(i) => i.size_hint(),
         }
     }
 }
@@ -81,7 +83,7 @@ impl DoubleEndedIterator for Iter<'_> {
     fn next_back(&mut self) -> Option<(PeerId, u64)> {
         match self {
             Iter::Sorted(i) => i.next_back().copied(),
-            Iter::Tree(i) => i.next_back().map(|(&p, &v)| (p, v)),
+            Iter::Blocks(i) => i.next_back().map(|(&p, &v)| (p, v)),
         }
     }
 }
@@ -153,7 +155,7 @@ impl<'de> Deserialize<'de> for VectorClock {
                 // reverse order would move the vector 65,536 times); the
                 // last of a repeated peer wins, as a map's would.
                 if !entries.is_sorted_by(|a, b| a.0 < b.0) {
-                    entries.sort_by_key(|&(p, _)| p);
+                    key_sort::sort_by_key(&mut entries, |&(p, _)| u128::from(p.0));
                     entries.reverse();
                     entries.dedup_by_key(|&mut (p, _)| p);
                     entries.reverse();
@@ -182,18 +184,17 @@ impl VectorClock {
     /// Canonical entries in the form their number calls for.
     fn from_sorted(entries: Entries) -> Self {
         if entries.len() > LARGE {
-            VectorClock(Repr::Tree(entries.into_iter().collect()))
+            VectorClock(Repr::Blocks(Blocks::from_sorted(&entries)))
         } else {
             VectorClock(Repr::Sorted(entries))
         }
     }
 
-    /// Moves a sorted vector that grew past [`LARGE`] into a B-tree.
+    /// Moves a sorted vector that grew past [`LARGE`] into blocks.
     fn grew(&mut self) {
-        if let Repr::Sorted(entries) = &mut self.0 {
+        if let Repr::Sorted(entries) = &self.0 {
             if entries.len() > LARGE {
-                let tree = std::mem::take(entries).into_iter().collect();
-                self.0 = Repr::Tree(tree);
+                self.0 = Repr::Blocks(Blocks::from_sorted(entries));
             }
         }
     }
@@ -205,7 +206,7 @@ impl VectorClock {
             Repr::Sorted(e) => e
                 .binary_search_by_key(&peer, |&(p, _)| p)
                 .map_or(0, |i| e[i].1),
-            Repr::Tree(t) => t.get(&peer).copied().unwrap_or(0),
+            Repr::Blocks(b) => b.get(&peer).copied().unwrap_or(0),
         }
     }
 
@@ -220,11 +221,11 @@ impl VectorClock {
                 (Err(_), 0) => {}
                 (Err(i), _) => e.insert(i, (peer, value)),
             },
-            Repr::Tree(t) if value == 0 => {
-                t.remove(&peer);
+            Repr::Blocks(b) if value == 0 => {
+                b.remove(&peer);
             }
-            Repr::Tree(t) => {
-                t.insert(peer, value);
+            Repr::Blocks(b) => {
+                b.insert(peer, value);
             }
         }
         self.grew();
@@ -244,8 +245,8 @@ impl VectorClock {
                     self.grew();
                 }
             },
-            Repr::Tree(t) => {
-                let entry = t.entry(peer).or_insert(value);
+            Repr::Blocks(b) => {
+                let entry = b.get_or_insert_with(peer, || value);
                 *entry = (*entry).max(value);
             }
         }
@@ -370,7 +371,7 @@ impl VectorClock {
     pub fn len(&self) -> usize {
         match &self.0 {
             Repr::Sorted(e) => e.len(),
-            Repr::Tree(t) => t.len(),
+            Repr::Blocks(b) => b.len(),
         }
     }
 
@@ -381,7 +382,7 @@ impl VectorClock {
     pub fn iter(&self) -> Iter<'_> {
         match &self.0 {
             Repr::Sorted(e) => Iter::Sorted(e.iter()),
-            Repr::Tree(t) => Iter::Tree(t.iter()),
+            Repr::Blocks(b) => Iter::Blocks(b.iter()),
         }
     }
 
@@ -402,7 +403,7 @@ impl VectorClock {
                     *v = (*v).min(clock.get(*p));
                     *v > 0
                 }),
-                Repr::Tree(t) => t.retain(|p, v| {
+                Repr::Blocks(b) => b.retain(|p, v| {
                     *v = (*v).min(clock.get(*p));
                     *v > 0
                 }),
@@ -418,7 +419,9 @@ impl FromIterator<(PeerId, u64)> for VectorClock {
         let mut entries: Entries = iter.into_iter().filter(|&(_, v)| v > 0).collect();
         if !entries.is_sorted_by(|a, b| a.0 < b.0) {
             // Of equal peers, the largest value sorts first: keep it.
-            entries.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+            key_sort::sort_by_key(&mut entries, |&(p, v)| {
+                (u128::from(p.0) << 64) | u128::from(u64::MAX - v)
+            });
             entries.dedup_by_key(|&mut (p, _)| p);
         }
         VectorClock::from_sorted(entries)

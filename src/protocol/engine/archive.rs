@@ -1,5 +1,6 @@
 use crate::protocol::clock::PeerId;
 use crate::protocol::event::{EventId, P2PEvent};
+use crate::protocol::key_sort;
 
 /// Sealed runs that left the log (folded, or loaded from a snapshot) but
 /// that the state still rests on: the events a verified snapshot of this
@@ -154,10 +155,12 @@ impl Archive {
     pub fn retain(&mut self, mut keep: impl FnMut(&[P2PEvent]) -> bool) {
         let segments = std::mem::take(&mut self.segments);
         // Every run, by first id (a later segment's copy first), with where
-        // it is.
+        // it is: listed youngest segment first, so a stable sort by id
+        // orders them by id, then age.
         let mut order: Vec<(EventId, usize, usize)> = segments
             .iter()
             .enumerate()
+            .rev()
             .flat_map(|(s, segment)| {
                 let age = segments.len() - s;
                 segment
@@ -168,7 +171,7 @@ impl Archive {
             })
             .collect();
         if segments.len() > 1 {
-            order.sort_unstable_by_key(|&(first, age, _)| (first, age));
+            key_sort::sort_by_key(&mut order, |&(first, _, _)| key_sort::id_key(first));
         }
         let mut kept: Vec<Vec<bool>> = segments
             .iter()
@@ -231,7 +234,8 @@ impl Archive {
                 }
             }
         }
-        runs.sort_unstable();
+        // Pushed in segment and run order: stable by id is the tuples' order.
+        key_sort::sort_by_key(&mut runs, |&(first, _, _)| key_sort::id_key(first));
         let bounds: Vec<Vec<(usize, usize)>> = segments
             .iter()
             .map(|s| (0..s.starts.len()).map(|r| s.bounds(r)).collect())

@@ -5,6 +5,7 @@ use foldhash::fast::FixedState;
 use super::ReconciliationEngine;
 use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::event::P2PEvent;
+use crate::protocol::key_sort;
 
 impl ReconciliationEngine {
     /// Per origin, the last event folded out of the log. A peer whose clock
@@ -56,7 +57,7 @@ impl ReconciliationEngine {
         let mut moved: Vec<(PeerId, u64)> =
             self.moved.take().unwrap_or_default().into_iter().collect();
         // By origin, as the version vector would walk them.
-        moved.sort_unstable();
+        key_sort::sort_by_key(&mut moved, |(peer, _)| u128::from(peer.0));
         for (peer, from) in moved {
             let have = self.applied.get(peer);
             if have > from {

@@ -5,6 +5,7 @@ use foldhash::fast::FixedState;
 use crate::protocol::clock::PeerId;
 use crate::protocol::error::ReceiveError;
 use crate::protocol::event::{EventId, P2PEvent};
+use crate::protocol::key_sort;
 
 /// Events received before their dependencies, each parked under the one
 /// event it waits for. Applying that event wakes exactly its waiters: no
@@ -188,7 +189,7 @@ impl HoldingQueue {
             .drain()
             .flat_map(|(_, w)| w.into_vec())
             .collect();
-        all.sort_unstable_by_key(|e| e.id);
+        key_sort::sort_by_key(&mut all, |e| key_sort::id_key(e.id));
         all
     }
 

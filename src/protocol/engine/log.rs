@@ -4,6 +4,7 @@ use foldhash::fast::FixedState;
 
 use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::event::{EventId, P2PEvent};
+use crate::protocol::key_sort;
 use crate::protocol::seal::MAX_RUN;
 
 /// Applied events by origin, dense by sequence number: what anti-entropy
@@ -130,7 +131,7 @@ impl EventLog {
         known: &'a VectorClock,
     ) -> impl Iterator<Item = &'a P2PEvent> {
         let mut origins: Vec<(&PeerId, &OriginLog)> = self.origins.iter().collect();
-        origins.sort_unstable_by_key(|(p, _)| **p);
+        key_sort::sort_by_key(&mut origins, |(p, _)| u128::from(p.0));
         origins.into_iter().flat_map(move |(&peer, log)| {
             let skip = known.get(peer).saturating_sub(log.first_seq - 1);
             log.events
@@ -201,7 +202,7 @@ impl EventLog {
             log.first_seq += drop as u64;
             self.len -= drop;
         }
-        folded.sort_unstable_by_key(|e| e.id);
+        key_sort::sort_by_key(&mut folded, |e| key_sort::id_key(e.id));
         folded
     }
 

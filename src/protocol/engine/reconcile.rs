@@ -6,6 +6,7 @@ use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::entity::{EntityState, Register};
 use crate::protocol::error::ReceiveError;
 use crate::protocol::event::P2PEvent;
+use crate::protocol::key_sort;
 use crate::protocol::reconciliation::{
     ReconciliationRequest, ReconciliationResponse, RequestType, ResponseType,
 };
@@ -67,7 +68,7 @@ impl ReconciliationEngine {
             )
             .cloned()
             .collect::<Vec<_>>();
-        keys.sort_unstable();
+        key_sort::sort_strs(&mut keys);
         keys
     }
 

@@ -10,6 +10,7 @@ use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::digest;
 use crate::protocol::entity::Entity;
 use crate::protocol::event::{EventId, P2PEvent};
+use crate::protocol::key_sort;
 use crate::protocol::snapshot::{Checks, SnapshotError, StateSnapshot};
 
 /// How a snapshot or a leaf is to be checked.
@@ -39,8 +40,8 @@ struct Needed(Vec<(EventId, bool)>);
 
 impl Needed {
     fn new(mut ids: Vec<(EventId, bool)>) -> Self {
-        // `false` sorts before `true`: of equal ids, the last says live.
-        ids.sort_unstable();
+        // Of equal ids, any one live makes the kept one live.
+        key_sort::sort_by_key(&mut ids, |&(id, _)| key_sort::id_key(id));
         ids.dedup_by(|later, earlier| {
             let same = later.0 == earlier.0;
             earlier.1 |= same && later.1;

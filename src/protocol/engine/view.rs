@@ -6,6 +6,7 @@ use super::{is_reserved, ConflictPolicy, ReconciliationEngine};
 use crate::protocol::clock::PeerId;
 use crate::protocol::entity::{EntityState, Register};
 use crate::protocol::heap_sort::heap_sort_by;
+use crate::protocol::key_sort;
 use crate::protocol::value::JsonValue;
 
 /// One concurrent value of a conflicted key.
@@ -61,15 +62,13 @@ impl ReconciliationEngine {
     /// App keys whose entity is present (not deleted), sorted: room state
     /// (reserved keys) is not the app's.
     fn present_keys(&self) -> Vec<Arc<str>> {
-        // `Arc`s, not `&str`s: the element type the other key sorts use,
-        // so the wasm holds one quicksort for both.
         let mut keys: Vec<Arc<str>> = self
             .entities
             .iter()
             .filter(|(key, slot)| slot.entity.is_present() && !is_reserved(key))
             .map(|(k, _)| k.clone())
             .collect();
-        keys.sort_unstable();
+        key_sort::sort_strs(&mut keys);
         keys
     }
 

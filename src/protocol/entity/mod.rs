@@ -20,7 +20,8 @@ pub use register::{Register, Sibling};
 
 use super::clock::{Timestamp, VectorClock};
 use super::event::{EventId, Hash32, Kind, Operation, P2PEvent};
-use crate::protocol::heap_sort::heap_sort_by_key;
+use crate::protocol::blake3;
+use crate::protocol::heap_sort::{heap_sort_by, heap_sort_by_key};
 
 /// The replicated state of one key, of one kind.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,7 +108,7 @@ impl<'de> Deserialize<'de> for Entity {
         let mut claims: SmallVec<[Claim; 1]> = Vec::<Claim>::deserialize(deserializer)?.into();
         heap_sort_by_key(&mut claims, |c| c.first);
         let mut kinds: Vec<Kind> = claims.iter().map(|c| c.state.kind()).collect();
-        kinds.sort_unstable();
+        heap_sort_by(&mut kinds, |a, b| a < b);
         kinds.dedup();
         if claims.is_empty() || kinds.len() != claims.len() {
             return Err(serde::de::Error::custom(

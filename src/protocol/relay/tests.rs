@@ -3,6 +3,7 @@
 //! peer did not send it, in this room, on this link, in order.
 
 use super::*;
+use crate::protocol::blake3;
 use crate::protocol::room::KdfCost;
 
 const A: PeerId = PeerId(0xa);

@@ -7,8 +7,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::protocol::blake3;
 use crate::protocol::clock::PeerId;
 use crate::protocol::identity::{self, Identity, PublicKey, Signature};
+use crate::protocol::key_sort;
 use crate::protocol::sorted_map::SortedMap;
 
 /// Bytes of a presence value's JSON text, at most.
@@ -238,7 +240,7 @@ impl PresenceTable {
     /// that left.
     pub fn freshest(&self, n: usize) -> Vec<PresenceUpdate> {
         let mut all: Vec<&Held> = self.held.values().filter(|h| !h.hidden).collect();
-        all.sort_by_key(|h| std::cmp::Reverse(h.seen_ms));
+        key_sort::sort_by_key(&mut all, |h| u128::from(u64::MAX - h.seen_ms));
         all.into_iter().take(n).map(|h| h.update.clone()).collect()
     }
 

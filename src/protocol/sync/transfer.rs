@@ -8,6 +8,7 @@
 //! dropped connection) is asked for again, from the same offset, after a
 //! stall; the sender keeps its recent snapshots so the offset stays valid.
 
+use crate::protocol::blake3;
 use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::event::Hash32;
 

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::mesh::OverlayMessage;
 use super::presence::PresenceUpdate;
+use crate::protocol::blake3;
 use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::event::{Hash32, P2PEvent};
 use crate::protocol::reconciliation::{ReconciliationRequest, ReconciliationResponse};

@@ -8,6 +8,7 @@ use super::{Output, Persist, Relay, SyncNode, MAX_REQUESTS_PER_INTERVAL};
 use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::engine::ReconcileStep;
 use crate::protocol::event::{EventId, Hash32, P2PEvent};
+use crate::protocol::key_sort;
 use crate::protocol::reconciliation::{ReconciliationRequest, ReconciliationResponse};
 use crate::protocol::seal;
 use crate::protocol::sync::refusal::Refusal;
@@ -342,7 +343,7 @@ impl SyncNode {
                 }
             }
         }
-        runs.sort_unstable_by_key(|e| e.id);
+        key_sort::sort_by_key(&mut runs, |e| key_sort::id_key(e.id));
         runs
     }
 

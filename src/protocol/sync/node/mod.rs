@@ -35,6 +35,7 @@ use super::refusal::Refusal;
 use super::session::{Session, SessionStats, Standing};
 use super::transfer::{Incoming, Outgoing};
 use super::wire::{self, Decoded, Message};
+use crate::protocol::blake3;
 use crate::protocol::clock::{ClockOrdering, PeerId, VectorClock};
 use crate::protocol::engine::{Candidate, EngineConfig, ReconciliationEngine, Trust};
 use crate::protocol::error::WriteError;
