@@ -1,6 +1,7 @@
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::blocks::Blocks;
 use crate::protocol::clock::VectorClock;
 use crate::protocol::event::{EventId, SetOp};
 use crate::protocol::heap_sort::{heap_sort_by, heap_sort_by_key};
@@ -11,9 +12,7 @@ use crate::protocol::value::JsonValue;
 /// members does not exist, so a delete and removing every member agree.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrSet {
-    /// Sorted blocks, not a `BTreeMap`: one fewer B-tree type in the wasm,
-    /// and the same bytes serialized.
-    members: Blocks<JsonValue, Vec<EventId>>,
+    members: BTreeMap<JsonValue, Vec<EventId>>,
 }
 
 fn retain_unobserved(dots: &mut Vec<EventId>, observed: &VectorClock) {
@@ -24,7 +23,7 @@ impl OrSet {
     pub fn apply(&mut self, dot: EventId, op: &SetOp) {
         match op {
             SetOp::Add { member, observed } => {
-                let dots = self.members.get_or_insert_with(member.clone(), Vec::new);
+                let dots = self.members.entry(member.clone()).or_default();
                 retain_unobserved(dots, observed);
                 let at = dots.partition_point(|d| *d < dot);
                 dots.insert(at, dot);
