@@ -161,52 +161,33 @@ pub(super) fn dispatch(inner: &Rc<RefCell<Inner>>) {
 }
 
 /// Sets the one timer to the node's next wake-up (the gossip interval when
-/// idle; sooner while a large change is being hashed into the digest; at
-/// once while received events wait to be applied a slice at a time).
+/// idle; sooner while a large change is being hashed into the digest).
 pub(super) fn arm_timer(inner: &Rc<RefCell<Inner>>) {
     let mut i = inner.borrow_mut();
     if i.closed {
         return;
     }
     let at = i.node.next_timer();
-    let now = now_ms();
-    if at <= now {
-        // Due now: the next task, not a timeout (browsers hold nested
-        // zero timeouts for 4 ms, which would pace the slices). An armed
-        // timeout stays for what is due later.
-        if i.wake_now.is_none() {
-            let weak = Rc::downgrade(inner);
-            i.wake_now = WakeNow::new(move || wake(&weak, false));
-        }
-        if let Some(wake_now) = &mut i.wake_now {
-            return wake_now.post();
-        }
-    }
     // A timeout due no later is kept: waking early is harmless (the tick
     // does what is due, and `wake` arms again). So a burst of frames while
     // the digest catches up does not make a timeout per frame.
     if i.timer.as_ref().is_some_and(|(armed, _)| *armed <= at) {
         return;
     }
-    let delay = at.saturating_sub(now).min(i32::MAX as u64) as u32;
+    let delay = at.saturating_sub(now_ms()).min(i32::MAX as u64) as u32;
     let weak = Rc::downgrade(inner);
     // Replacing a pending timeout cancels it (it is not the one running:
     // `wake` takes that one out first).
-    i.timer = Some((at, Timeout::new(delay, move || wake(&weak, true))));
+    i.timer = Some((at, Timeout::new(delay, move || wake(&weak))));
 }
 
-/// `timeout`: woken by the armed timeout (rather than by [`WakeNow`]).
-fn wake(inner: &Weak<RefCell<Inner>>, timeout: bool) {
+fn wake(inner: &Weak<RefCell<Inner>>) {
     let Some(inner) = inner.upgrade() else { return };
     {
         let mut i = inner.borrow_mut();
-        if timeout {
-            // This timeout is running: it is dropped at the next wake,
-            // not from inside its own callback.
-            i.spent_timer = i.timer.take().map(|(_, t)| t);
-        } else if let Some(wake_now) = &mut i.wake_now {
-            wake_now.posted = false;
-        }
+        // This timeout is running: it is dropped at the next wake, not
+        // from inside its own callback.
+        i.spent_timer = i.timer.take().map(|(_, t)| t);
         if i.closed {
             return;
         }
@@ -222,46 +203,6 @@ fn wake(inner: &Weak<RefCell<Inner>>, timeout: bool) {
         }
     }
     dispatch(&inner);
-}
-
-/// A wake in the next task: a message to ourselves over a
-/// `MessageChannel`, at most one on its way. It lives as long as the peer
-/// (a listener may close the peer from inside a wake), and closes its
-/// ports when dropped.
-pub(super) struct WakeNow {
-    channel: web_sys::MessageChannel,
-    _on_message: Closure<dyn FnMut()>,
-    posted: bool,
-}
-
-impl WakeNow {
-    /// `None` where there is no `MessageChannel`: zero timeouts serve.
-    fn new(wake: impl FnMut() + 'static) -> Option<WakeNow> {
-        let channel = web_sys::MessageChannel::new().ok()?;
-        let on_message = Closure::<dyn FnMut()>::new(wake);
-        channel
-            .port1()
-            .set_onmessage(Some(on_message.as_ref().unchecked_ref()));
-        Some(WakeNow {
-            channel,
-            _on_message: on_message,
-            posted: false,
-        })
-    }
-
-    fn post(&mut self) {
-        if !std::mem::replace(&mut self.posted, true) {
-            let _ = self.channel.port2().post_message(&JsValue::NULL);
-        }
-    }
-}
-
-impl Drop for WakeNow {
-    fn drop(&mut self) {
-        self.channel.port1().set_onmessage(None);
-        self.channel.port1().close();
-        self.channel.port2().close();
-    }
 }
 
 /// One "change" event for every key changed since the last one (a burst of

@@ -145,8 +145,6 @@ struct Inner {
     /// fired, dropped at the next.
     timer: Option<(u64, Timeout)>,
     spent_timer: Option<Timeout>,
-    /// Wakes the node in a task of its own when it is due at once.
-    wake_now: Option<io::WakeNow>,
     closed: bool,
 }
 
@@ -199,7 +197,6 @@ impl Peer {
             slot: opened.slot,
             timer: None,
             spent_timer: None,
-            wake_now: None,
             closed: false,
         }));
         let weak = Rc::downgrade(&inner);

@@ -8,9 +8,7 @@
 use crate::protocol::room::RoomSecret;
 use crate::protocol::seal;
 use crate::protocol::sync::wire::{self, Decoded, Message};
-use crate::protocol::sync::{
-    LocalWrite, Output, Persist, Refusal, SyncConfig, SyncNode, VERIFY_WINDOW_MS,
-};
+use crate::protocol::sync::{LocalWrite, Output, Refusal, SyncConfig, SyncNode, VERIFY_WINDOW_MS};
 use crate::protocol::{EngineConfig, Identity, JsonValue, P2PEvent, PeerId, ReconciliationEngine};
 
 /// Wall time of the writers (ms since the epoch, a day in 2001, before the
@@ -175,9 +173,6 @@ pub struct Receiver {
     node: SyncNode,
     neighbour: PeerId,
     now_ms: u64,
-    /// Events the node asked to persist, so far (each batch of events
-    /// whole: see `sync/node/intake.rs`).
-    pub persisted: Vec<Vec<P2PEvent>>,
 }
 
 impl Default for Receiver {
@@ -208,7 +203,6 @@ impl Receiver {
             node,
             neighbour,
             now_ms,
-            persisted: Vec::new(),
         }
     }
 
@@ -236,24 +230,12 @@ impl Receiver {
         let mut refused = Ok(());
         for output in self.node.take_outputs() {
             match output {
-                Output::Persist { token, write } => {
-                    if let Persist::Events(events) = write {
-                        self.persisted.push(events);
-                    }
-                    self.node.persisted(token)
-                }
+                Output::Persist { token, .. } => self.node.persisted(token),
                 Output::Rejected { refusal, .. } => refused = Err(refusal),
                 _ => {}
             }
         }
         refused
-    }
-
-    /// The node's timer fires `elapsed_ms` after the first frame, as a
-    /// page's does when [`SyncNode::next_timer`] is due.
-    pub fn wake(&mut self, elapsed_ms: u64) -> Result<(), Refusal> {
-        self.node.tick(self.now_ms + elapsed_ms);
-        self.outputs()
     }
 
     /// Verifies what is held for verification (the timer at the end of
@@ -268,13 +250,5 @@ impl Receiver {
 
     pub fn node(&self) -> &SyncNode {
         &self.node
-    }
-
-    /// A write of the receiver's own, `elapsed_ms` after the first frame.
-    pub fn write(&mut self, write: LocalWrite, elapsed_ms: u64) -> Result<(), Refusal> {
-        self.node
-            .apply(write, self.now_ms + elapsed_ms)
-            .expect("a valid write");
-        self.outputs()
     }
 }

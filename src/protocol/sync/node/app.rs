@@ -51,8 +51,7 @@ impl SyncNode {
     /// [`take_outputs`](Self::take_outputs); it is durable once
     /// [`durable_upto`](Self::durable_upto) reaches its number.
     pub fn apply(&mut self, write: LocalWrite, now_ms: u64) -> Result<Option<u64>, WriteError> {
-        self.finish_batch(now_ms);
-        let id = self.engine.perform(write, now_ms)?;
+        let id = self.engine_mut().perform(write, now_ms)?;
         Ok(id.map(|id| id.seq))
     }
 

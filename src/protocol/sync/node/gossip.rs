@@ -6,13 +6,19 @@ use foldhash::fast::FixedState;
 
 use super::{Output, Persist, Relay, SyncNode, MAX_REQUESTS_PER_INTERVAL};
 use crate::protocol::clock::{PeerId, VectorClock};
-use crate::protocol::engine::ReconcileStep;
+use crate::protocol::engine::{Receipt, ReconcileStep};
 use crate::protocol::event::{EventId, Hash32, P2PEvent};
 use crate::protocol::key_sort;
 use crate::protocol::reconciliation::{ReconciliationRequest, ReconciliationResponse};
 use crate::protocol::seal;
 use crate::protocol::sync::refusal::Refusal;
 use crate::protocol::sync::wire::{Message, MAX_FRAME};
+
+/// Events held for verification across frames, at most: beyond it they
+/// are verified at once, so held frames take bounded memory however few
+/// seals they carry, and the task that verifies and applies them stays
+/// short (a run's worth of events: tens of ms in wasm).
+pub const MAX_UNVERIFIED_EVENTS: usize = seal::MAX_RUN;
 
 /// Events in one `Events` message, at most (whole runs: a run longer than
 /// this goes alone): a receiver takes a message in one task, which must
@@ -57,9 +63,6 @@ impl SyncNode {
             session.synced = true;
         }
         if self.engine.needs_snapshot(&clock) {
-            // A snapshot's evidence is whole runs: what was received goes
-            // in first (see `intake.rs`).
-            self.verify_received(self.last_input_ms);
             self.offer_snapshot(from);
             return;
         }
@@ -89,6 +92,129 @@ impl SyncNode {
                 .is_some_and(|ours| ours != root)
         {
             self.send(from, &Message::MerkleQuery { depth: 0, index: 0 });
+        }
+    }
+
+    /// Events from `from`: in a signed room their runs' form is checked
+    /// and their seals verified, now or (with a verification window)
+    /// together with those of the frames after them.
+    pub(super) fn on_events(&mut self, from: PeerId, events: Vec<P2PEvent>, now_ms: u64) {
+        if !self.signed() || self.config.verify_window_ms.is_none() {
+            let events = self.open_seals(from, events);
+            return self.apply_received(from, events, now_ms);
+        }
+        let opened = seal::check_runs(events);
+        let events = opened.events();
+        if self.unverified_events + events > MAX_UNVERIFIED_EVENTS {
+            // What is held goes first: a task applies at most the bound
+            // (or one frame) of events, not the bound and a frame more.
+            self.verify_received(now_ms);
+        }
+        if self.unverified.is_empty() {
+            self.unverified_since = now_ms;
+        }
+        self.unverified_last = now_ms;
+        self.unverified_seals += opened.seals();
+        self.unverified_events += events;
+        self.unverified.push((from, opened));
+        if self.unverified_seals >= seal::BATCH || self.unverified_events >= MAX_UNVERIFIED_EVENTS {
+            self.verify_received(now_ms);
+        }
+    }
+
+    /// Verifies the seals of every frame held for verification, together,
+    /// and applies the events of the runs that verify, frame by frame in
+    /// the order they came.
+    pub fn verify_received(&mut self, now_ms: u64) {
+        if self.unverified.is_empty() {
+            return;
+        }
+        self.unverified_seals = 0;
+        self.unverified_events = 0;
+        let (senders, opened): (Vec<PeerId>, Vec<seal::Opened>) =
+            std::mem::take(&mut self.unverified).into_iter().unzip();
+        for (from, (accepted, errors)) in senders.into_iter().zip(seal::verify_opened(opened)) {
+            self.refuse_seals(from, errors);
+            self.apply_received(from, accepted, now_ms);
+        }
+        // Whoever woke us (a timer, most often) learns what changed now.
+        self.report_changes();
+    }
+
+    /// When the frames held for verification are due: a window after the
+    /// latest (no frame followed it), or [`VERIFY_HOLD_WINDOWS`] windows
+    /// after the first (frames kept coming).
+    pub(super) fn verification_due(&self) -> Option<u64> {
+        let window = self.config.verify_window_ms?;
+        let quiet = self.unverified_last.saturating_add(window);
+        let held = self
+            .unverified_since
+            .saturating_add(window.saturating_mul(super::VERIFY_HOLD_WINDOWS));
+        (!self.unverified.is_empty()).then(|| quiet.min(held))
+    }
+
+    /// In a signed room, the events of runs whose seals verify, at once;
+    /// the others are refused, counted and penalized. Unsigned, seals are
+    /// stripped: an unsigned node cannot vouch for them.
+    fn open_seals(&mut self, from: PeerId, mut events: Vec<P2PEvent>) -> Vec<P2PEvent> {
+        if !self.signed() {
+            events.iter_mut().for_each(|e| e.seal = None);
+            return events;
+        }
+        let (accepted, errors) = seal::open_seals(events);
+        self.refuse_seals(from, errors);
+        accepted
+    }
+
+    fn refuse_seals(&mut self, from: PeerId, errors: Vec<seal::SealError>) {
+        for error in errors {
+            self.engine.count_refused_seal();
+            self.refuse(from, error.into());
+        }
+    }
+
+    /// Applies events from `from` (their seals verified), and persists and
+    /// relays what they brought.
+    fn apply_received(&mut self, from: PeerId, events: Vec<P2PEvent>, now_ms: u64) {
+        self.engine.keep_straddling_runs(&events);
+        self.engine.mark_applied();
+        if let Some(session) = self.sessions.get_mut(&from) {
+            session.stats.events_in += events.len() as u64;
+            for e in &events {
+                session.their_clock.observe(e.id.peer, e.id.seq);
+            }
+        }
+        let mut duplicates = 0;
+        let received = events.len();
+        for event in events {
+            match self.engine.receive(event, now_ms) {
+                Ok(Receipt::Duplicate) => duplicates += 1,
+                Ok(_) => {}
+                Err(e) => self.refuse(from, e.into()),
+            }
+        }
+        self.prune_or_keep(from, received, duplicates);
+        self.absorb(Some(from));
+    }
+
+    /// PlumTree's prune: a push of nothing new turns its link lazy both
+    /// ways, unless fewer than [`EAGER_KEPT`] eager links would be left.
+    fn prune_or_keep(&mut self, from: PeerId, received: usize, duplicates: usize) {
+        if received == 0 || duplicates < received || self.config.relay != Relay::Tree {
+            return;
+        }
+        let eager = self
+            .sessions
+            .iter()
+            .filter(|(p, s)| **p != from && !s.lazy)
+            .count();
+        let Some(session) = self.sessions.get_mut(&from) else {
+            return;
+        };
+        if eager >= EAGER_KEPT && !session.lazy {
+            session.lazy = true;
+            session.pruned = true;
+            self.send(from, &Message::Prune);
         }
     }
 
@@ -220,9 +346,6 @@ impl SyncNode {
     /// Runs the reconciliation exchange for conflicted `reconcile` keys;
     /// the resolver is the lowest *connected* origin (or this peer).
     pub(super) fn reconcile(&mut self, now_ms: u64) {
-        // Its mark must not cut a frame under way (see `intake.rs`), and
-        // a resolution it writes depends on what is applied.
-        self.finish_batch(now_ms);
         self.engine.mark_applied();
         // The sessions' keys come sorted (a `SortedMap`); a set type here
         // would be one more B-tree in the wasm.

@@ -11,7 +11,6 @@ mod app;
 mod durability;
 mod gossip;
 mod handshake;
-mod intake;
 mod overlay;
 mod penalty;
 mod presence;
@@ -21,8 +20,7 @@ mod repair;
 pub use app::{LocalWrite, PeerReport};
 use durability::Durability;
 pub use durability::Persist;
-pub use gossip::{EAGER_KEPT, FORCED_FOLD};
-pub use intake::{APPLY_SLICE, MAX_RECEIVED_EVENTS, MAX_UNVERIFIED_EVENTS};
+pub use gossip::{EAGER_KEPT, FORCED_FOLD, MAX_UNVERIFIED_EVENTS};
 pub use overlay::{MAX_OVERLAY_PER_INTERVAL, MAX_PENDING_OVERLAY};
 pub use relay::{
     GRAFT_BATCH_MS, GRAFT_RETRY_MS, IHAVE_TIMEOUT_MS, MAX_ANNOUNCED, MAX_AWAITED,
@@ -220,8 +218,15 @@ pub struct SyncNode {
     /// Events applied as of the last gossip tick (the node is quiet when
     /// none were applied since).
     applied_at_tick: u64,
-    /// Received events on their way in (see `intake.rs`).
-    intake: intake::Intake,
+    /// Frames whose seals wait to be verified together (with
+    /// [`SyncConfig::verify_window_ms`]), with their senders; how many
+    /// seals they hold, and when the first came.
+    unverified: Vec<(PeerId, crate::protocol::seal::Opened)>,
+    unverified_seals: usize,
+    unverified_events: usize,
+    unverified_since: u64,
+    /// When the latest frame held for verification came.
+    unverified_last: u64,
     /// Overlay messages received, for the mesh (see `overlay.rs`).
     overlay: Vec<(PeerId, super::mesh::OverlayMessage)>,
     /// The others' presence (see `presence.rs`), apart from the engine.
@@ -256,7 +261,11 @@ impl SyncNode {
             durability,
             last_input_ms: 0,
             applied_at_tick: 0,
-            intake: Default::default(),
+            unverified: Vec::new(),
+            unverified_seals: 0,
+            unverified_events: 0,
+            unverified_since: 0,
+            unverified_last: 0,
             overlay: Vec::new(),
             presence: Default::default(),
             presence_value: None,
@@ -381,9 +390,8 @@ impl SyncNode {
 
     /// When [`tick`](Self::tick) wants to run next: at the gossip interval,
     /// or in [`DIGEST_PAUSE_MS`] while changed entities wait to be hashed
-    /// into the digest, at the end of a verification window, and at once
-    /// (0) while received events wait for their slice. The caller arms one
-    /// timer for it (an idle node wakes once per gossip interval).
+    /// into the digest. The caller arms one timer for it (an idle node
+    /// wakes once per gossip interval).
     pub fn next_timer(&self) -> u64 {
         let next = if self.engine.digest_backlog() > 0 {
             self.next_gossip_ms
@@ -393,12 +401,7 @@ impl SyncNode {
         };
         let next = self.presence_due.map_or(next, |due| due.min(next));
         let next = self.graft_due().map_or(next, |due| due.min(next));
-        let next = self.verification_due().map_or(next, |due| due.min(next));
-        // Received events wait for their slice: at once.
-        if self.intake.has_waiting() {
-            return 0;
-        }
-        next
+        self.verification_due().map_or(next, |due| due.min(next))
     }
 
     /// What to do now. Local writes made since the last call leave here:
@@ -443,7 +446,6 @@ impl SyncNode {
         &mut self,
         op: impl FnOnce(&mut ReconciliationEngine) -> Result<Option<P2PEvent>, WriteError>,
     ) -> Result<Option<P2PEvent>, WriteError> {
-        self.finish_batch(self.last_input_ms);
         op(&mut self.engine)
     }
 
@@ -509,7 +511,9 @@ impl SyncNode {
         // verification window's, for one).
         let paused = now_ms >= self.last_input_ms.saturating_add(DIGEST_PAUSE_MS);
         self.last_input_ms = self.last_input_ms.max(now_ms);
-        self.take_received(now_ms);
+        if self.verification_due().is_some_and(|due| due <= now_ms) {
+            self.verify_received(now_ms);
+        }
         self.send_presence_if_due(now_ms);
         if self.graft_due().is_some_and(|due| due <= now_ms) {
             self.graft(now_ms);
@@ -528,6 +532,7 @@ impl SyncNode {
             session.prunes = 0;
             session.told = VectorClock::default();
         }
+        self.verify_received(now_ms);
         self.flush_local();
         self.refresh_digest();
         let peers: Vec<PeerId> = self.sessions.keys().copied().collect();
@@ -574,7 +579,6 @@ impl SyncNode {
         if !matches!(
             message,
             Message::Events(_)
-                | Message::Digest { .. }
                 | Message::Ping { .. }
                 | Message::Pong { .. }
                 | Message::Overlay(_)
