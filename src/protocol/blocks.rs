@@ -4,13 +4,8 @@
 //! most a block's entries, not the map's (a room of 30,000 writers adds
 //! them in no order). It does what a `BTreeMap` did here, in a fraction of
 //! the wasm each `BTreeMap` type took with its node code and the sort of
-//! its `FromIterator`.
-
-use std::fmt;
-use std::marker::PhantomData;
-
-use serde::de::{MapAccess, Visitor};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+//! its `FromIterator`. The clock serializes, compares and prints itself
+//! by its entries, so this has none of that.
 
 /// Entries a block holds at most; a fuller block splits in two.
 const BLOCK: usize = 256;
@@ -220,49 +215,6 @@ impl<K, V> DoubleEndedIterator for BlocksIter<'_, K, V> {
     }
 }
 
-/// Equal entries, however they fall into blocks.
-impl<K: PartialEq, V: PartialEq> PartialEq for Blocks<K, V> {
-    fn eq(&self, other: &Self) -> bool {
-        self.len == other.len && self.iter().eq(other.iter())
-    }
-}
-
-impl<K: Eq, V: Eq> Eq for Blocks<K, V> {}
-
-impl<K: fmt::Debug, V: fmt::Debug> fmt::Debug for Blocks<K, V> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map().entries(self.iter()).finish()
-    }
-}
-
-/// The form of a `BTreeMap` with the same entries, byte for byte.
-impl<K: Serialize, V: Serialize> Serialize for Blocks<K, V> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_map(self.iter())
-    }
-}
-
-/// Read as a `BTreeMap` reads: in any order, the last value of a key kept.
-impl<'de, K: Ord + Deserialize<'de>, V: Deserialize<'de>> Deserialize<'de> for Blocks<K, V> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Entries<K, V>(PhantomData<(K, V)>);
-        impl<'de, K: Ord + Deserialize<'de>, V: Deserialize<'de>> Visitor<'de> for Entries<K, V> {
-            type Value = Blocks<K, V>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a map")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut out = Blocks::default();
-                while let Some((k, v)) = map.next_entry()? {
-                    out.insert(k, v);
-                }
-                Ok(out)
-            }
-        }
-        deserializer.deserialize_map(Entries(PhantomData))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::{Blocks, BLOCK};
@@ -334,34 +286,5 @@ mod tests {
         assert!(blocks.is_empty() && blocks.iter().next().is_none());
         assert_eq!(blocks.insert(PeerId(1), 5), None);
         assert_eq!(blocks.get(&PeerId(1)), Some(&5));
-    }
-
-    #[test]
-    fn serializes_as_a_btree_map() {
-        let pairs: Vec<(u64, i64)> = (0..700).map(|i| ((i * 37) % 1_000, i as i64)).collect();
-        let model: BTreeMap<u64, i64> = pairs.iter().copied().collect();
-        let mut blocks = Blocks::default();
-        for &(k, v) in &pairs {
-            blocks.insert(k, v);
-        }
-        let bytes = postcard::to_allocvec(&model).unwrap();
-        assert_eq!(postcard::to_allocvec(&blocks).unwrap(), bytes);
-        assert_eq!(
-            postcard::from_bytes::<Blocks<u64, i64>>(&bytes).unwrap(),
-            blocks
-        );
-        assert_eq!(
-            serde_json::to_string(&blocks).unwrap(),
-            serde_json::to_string(&model).unwrap()
-        );
-        assert_eq!(format!("{blocks:?}"), format!("{model:?}"));
-        // Equal entries in other blocks are equal maps.
-        let sorted: Vec<(u64, i64)> = model.iter().map(|(&k, &v)| (k, v)).collect();
-        assert_eq!(Blocks::from_sorted(&sorted), blocks);
-        // Unsorted and repeated keys, as a BTreeMap reads them: last value wins.
-        let unsorted: Vec<u8> = postcard::to_allocvec(&pairs).unwrap();
-        let as_blocks = postcard::from_bytes::<Blocks<u64, i64>>(&unsorted).unwrap();
-        let as_model = postcard::from_bytes::<BTreeMap<u64, i64>>(&unsorted).unwrap();
-        assert!(as_blocks.iter().eq(as_model.iter()));
     }
 }

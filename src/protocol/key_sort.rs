@@ -7,6 +7,8 @@
 //! stable sort by key: what `sort_by_key` gives, and, for keys that order
 //! the elements wholly, what `sort_unstable` gives.
 
+use super::heap_sort::heap_sort_by;
+
 /// An element's key and its position before the sort.
 type Tagged = (u128, usize);
 
@@ -75,8 +77,6 @@ fn prefix(s: &str) -> u128 {
 pub fn id_key(id: crate::protocol::EventId) -> u128 {
     (u128::from(id.peer.0) << 64) | u128::from(id.seq)
 }
-
-use super::heap_sort::heap_sort_by;
 
 #[cfg(test)]
 mod tests {
