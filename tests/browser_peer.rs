@@ -340,3 +340,29 @@ async fn both_sides_offering_at_once_still_connect() {
         wait_for("a frame over it", 10, || *b.frames.borrow() > before).await;
     }
 }
+
+#[wasm_bindgen_test]
+async fn the_warm_up_leaves_no_trace_in_the_peer() {
+    let peer = open(options(&[
+        ("room", room("warm").into()),
+        ("storage", "memory".into()),
+    ]))
+    .await;
+    done(peer.set("k".into(), 1.into())).await;
+    // Its ~2,000 scratch events run in tasks of a few ms meanwhile.
+    sleep(1_000).await;
+    assert_eq!(json(peer.state()), r#"{"k":1}"#);
+    assert_eq!(json(peer.clock()), format!(r#"{{"{}":1}}"#, peer.id()));
+    assert!(links(&peer).is_empty(), "the scratch nodes are no peers");
+    done(peer.close()).await;
+
+    let cold = open(options(&[
+        ("room", room("cold").into()),
+        ("storage", "memory".into()),
+        ("warmUp", false.into()),
+    ]))
+    .await;
+    done(cold.set("k".into(), 2.into())).await;
+    assert_eq!(json(cold.state()), r#"{"k":2}"#);
+    done(cold.close()).await;
+}

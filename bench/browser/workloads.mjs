@@ -89,7 +89,8 @@ async function libPage(context, site, lib, workload, extra = "") {
   const label = `${lib}/${workload}`;
   page.on("console", (m) => m.type() === "error" && pageErrors.push(`${label}: ${m.text()}`));
   page.on("pageerror", (e) => pageErrors.push(`${label}: ${e}`));
-  await page.goto(`${site.url}?lib=${lib}&workload=${workload}${extra}`);
+  const warmUp = process.env.CPC_WARM_UP === "0" ? "&warmUp=0" : "";
+  await page.goto(`${site.url}?lib=${lib}&workload=${workload}${extra}${warmUp}`);
   await page.waitForSelector("body[data-ready=true], body[data-failed]", { state: "attached", timeout: 300_000 });
   const failed = await page.evaluate(() => document.body.dataset.failed);
   if (failed) throw new Error(`${label}: ${failed}`);

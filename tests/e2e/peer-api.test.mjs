@@ -90,6 +90,7 @@ test("every refusal is an Error subclass with a stable code", async () => {
     await attempt("bad maxConnections", () => Peer.open({ room: "r", storage: "memory", maxConnections: 0 }));
     await attempt("maxConnections not a number", () => Peer.open({ room: "r", storage: "memory", maxConnections: "8" }));
     await attempt("bad signaling", () => Peer.open({ room: "r", storage: "memory", signaling: "ftp://x" }));
+    await attempt("warmUp not a boolean", () => Peer.open({ room: "r", storage: "memory", warmUp: "no" }));
     const peer = await Peer.open({ room: "r", storage: "memory" });
     await peer.set("title", "x");
     await attempt("bad policy", () => peer.setPolicy("doc/", "sometimes"));
@@ -115,6 +116,7 @@ test("every refusal is an Error subclass with a stable code", async () => {
     "bad maxConnections": ["RangeError", "INVALID_OPTION"],
     "maxConnections not a number": ["TypeError", "INVALID_OPTION"],
     "bad signaling": ["RangeError", "INVALID_OPTION"],
+    "warmUp not a boolean": ["TypeError", "INVALID_OPTION"],
     "bad policy": ["RangeError", "INVALID_ARGUMENT"],
     "kind mismatch": ["Error", "KIND_MISMATCH"],
     "not JSON": ["TypeError", "INVALID_JSON"],

@@ -10,6 +10,7 @@ mod events;
 mod io;
 mod open;
 mod options;
+mod warm;
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -52,6 +53,11 @@ export interface PeerOptions {
    * room; signaling goes encrypted under an opaque room id. Use a long
    * random string, not a password. */
   secret?: string;
+  /** Warm the code that takes frames in while the page is idle after
+   * opening (default true): a throwaway sync of ~2,000 events between
+   * two scratch nodes, in tasks of a few ms, so a newcomer's first
+   * frames do not run cold (long tasks). */
+  warmUp?: boolean;
 }
 /** A key of the state, as a table shows it. */
 export interface Entry {
@@ -218,6 +224,9 @@ impl Peer {
         );
         inner.borrow_mut().transport = Some(transport);
         dispatch(&inner);
+        if options.warm_up {
+            warm::start(Rc::downgrade(&inner));
+        }
         Ok(Peer { inner })
     }
 

@@ -24,6 +24,9 @@ pub struct Options {
     pub compact_after: Option<usize>,
     /// Open links at most (the rest of a big room is reached by relay).
     pub max_connections: Option<usize>,
+    /// Warm the receive path while the page is idle after opening
+    /// (`warmUp`, default true; see `protocol::sync::warm`).
+    pub warm_up: bool,
 }
 
 /// `maxConnections` at most: a browser runs out of peer connections (and
@@ -102,6 +105,12 @@ impl Options {
         };
         let compact_after = positive(options, "compactAfter", u32::MAX as usize)?;
         let max_connections = positive(options, "maxConnections", MAX_CONNECTIONS)?;
+        let warm_up = match get(options, "warmUp") {
+            v if absent(&v) => true,
+            v => v.as_bool().ok_or_else(|| {
+                PeerError::type_error(Code::InvalidOption, "warmUp takes a boolean")
+            })?,
+        };
         Ok(Options {
             room,
             secret,
@@ -110,6 +119,7 @@ impl Options {
             ice_servers: get(options, "iceServers"),
             compact_after,
             max_connections,
+            warm_up,
         })
     }
 }

@@ -8,6 +8,7 @@ pub mod presence;
 pub mod refusal;
 pub mod session;
 pub mod transfer;
+pub mod warm;
 pub mod wire;
 
 pub use link::{Backoff, LinkAction, LinkConfig, Links, Route, Verdict};

@@ -11,12 +11,16 @@ export const CHROMIUM_ARGS = [
   "--disable-sync",
 ];
 
+/** Flags for an experiment, from `CPC_CHROMIUM_ARGS` (space-separated),
+ * e.g. `--js-flags=--no-liftoff` to see what V8's tiering costs. */
+const EXPERIMENT_ARGS = (process.env.CPC_CHROMIUM_ARGS ?? "").split(" ").filter(Boolean);
+
 /** Headless Chromium with CHROMIUM_ARGS and `extraArgs`; Playwright's
  * whole API (the benchmarks use more of it than the tests may). */
 export function launchChromium(extraArgs = []) {
   return chromium.launch({
     executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
     headless: true,
-    args: [...CHROMIUM_ARGS, ...extraArgs],
+    args: [...CHROMIUM_ARGS, ...EXPERIMENT_ARGS, ...extraArgs],
   });
 }

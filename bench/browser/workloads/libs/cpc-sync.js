@@ -92,7 +92,10 @@ export default {
     },
     /** Opens a peer of the room; resolves once it holds `target`'s clock. */
     async join(name, target) {
-      const peer = await cpc.Peer.open({ room: name, signaling: "none", storage: "memory" });
+      // `warmUp=0` in the page's query: the A/B of the receive path's
+      // warm-up (`CPC_WARM_UP=0 node bench/browser/workloads.mjs`).
+      const warmUp = new URLSearchParams(location.search).get("warmUp") !== "0";
+      const peer = await cpc.Peer.open({ room: name, signaling: "none", storage: "memory", warmUp });
       const transfer = { bytes: 0 };
       peer.addEventListener("snapshot", (e) => (transfer.bytes = e.total));
       // Polled, not on "change": a listener makes every changed key cross

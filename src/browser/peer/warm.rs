@@ -1,0 +1,52 @@
+//! Warms the receive path while the page is idle after `Peer.open` (see
+//! `protocol::sync::warm`): a few steps of the scratch sync per task, each
+//! task a few milliseconds, until it is done or the peer closes.
+
+use std::cell::RefCell;
+use std::rc::Weak;
+
+use gloo::timers::callback::Timeout;
+use js_sys::Promise;
+use wasm_bindgen::JsValue;
+use wasm_bindgen_futures::{spawn_local, JsFuture};
+
+use super::{now_ms, Inner};
+use crate::protocol::sync::warm::WarmUp;
+
+/// Steps run in one task until this much time has passed: one step while
+/// the code is cold, several once it is warm, never a long task.
+const TASK_BUDGET_MS: f64 = 8.0;
+
+pub(super) fn start(inner: Weak<RefCell<Inner>>) {
+    spawn_local(async move {
+        let mut warm = WarmUp::new(now_ms());
+        loop {
+            // Each slice in a task of its own, after whatever is queued
+            // (the transport's connection, frames already arriving).
+            next_task().await;
+            let open = inner.upgrade().is_some_and(|i| !i.borrow().closed);
+            if !open {
+                return;
+            }
+            let start = js_sys::Date::now();
+            while warm.step() && js_sys::Date::now() - start < TASK_BUDGET_MS {}
+            if warm.is_done() {
+                return;
+            }
+        }
+    });
+}
+
+/// Resolves in a new task (a zero timeout).
+async fn next_task() {
+    let mut timeout = None;
+    let promise = Promise::new(&mut |resolve, _| {
+        timeout = Some(Timeout::new(0, move || {
+            let _ = resolve.call0(&JsValue::UNDEFINED);
+        }));
+    });
+    let _ = JsFuture::from(promise).await;
+    // Dropped here, after it fired: a timer is never dropped while its
+    // callback runs.
+    drop(timeout);
+}
