@@ -1,0 +1,929 @@
+//! JSON text read and written by hand, byte for byte as serde_json 1.0
+//! reads and writes it (without its `float_roundtrip` and
+//! `arbitrary_precision` features), so values canonicalized before and
+//! after keep their bytes and their hashes. serde_json's `Value` and its
+//! deserializer cost the wasm some 20 KB; this is a few.
+//!
+//! Two readers, as serde_json has: [`parse`] builds a [`Json`] tree with
+//! serde_json's limits (128 levels of nesting, numbers that overflow an
+//! `f64` refused); [`check`] only checks the syntax, as deserializing to
+//! `IgnoredAny` does (no depth limit, any number, lone surrogates in
+//! escapes allowed). `tests/json_compat.rs` holds both to serde_json.
+
+use std::fmt;
+
+/// A parsed JSON value. Objects keep one entry per key, sorted by key
+/// (the last of duplicate keys wins), as serde_json's `Map` does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Json {
+    Null,
+    Bool(bool),
+    /// A non-negative integer.
+    U64(u64),
+    /// A negative integer.
+    I64(i64),
+    /// Any other number; always finite.
+    F64(f64),
+    String(String),
+    Array(Vec<Json>),
+    Object(Vec<(String, Json)>),
+}
+
+/// Why text is not JSON: what went wrong, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonError {
+    what: &'static str,
+    line: usize,
+    column: usize,
+}
+
+impl fmt::Display for JsonError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} at line {} column {}",
+            self.what, self.line, self.column
+        )
+    }
+}
+
+impl std::error::Error for JsonError {}
+
+/// One JSON value, with white space around it at most.
+pub fn parse(text: &str) -> Result<Json, JsonError> {
+    let mut r = Reader {
+        s: text.as_bytes(),
+        i: 0,
+    };
+    let value = r.value(128)?;
+    r.end()?;
+    Ok(value)
+}
+
+/// Whether `text` is one JSON value, by syntax alone.
+pub fn check(text: &str) -> Result<(), JsonError> {
+    let mut r = Reader {
+        s: text.as_bytes(),
+        i: 0,
+    };
+    r.skip_value()?;
+    r.end()
+}
+
+impl Json {
+    /// The value as compact JSON text.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        self.write(&mut out);
+        out
+    }
+
+    pub fn write(&self, out: &mut String) {
+        match self {
+            Json::Null => out.push_str("null"),
+            Json::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Json::U64(n) => out.push_str(&n.to_string()),
+            Json::I64(n) => out.push_str(&n.to_string()),
+            Json::F64(f) => write_f64(out, *f),
+            Json::String(s) => write_str(out, s),
+            Json::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    item.write(out);
+                }
+                out.push(']');
+            }
+            Json::Object(entries) => {
+                out.push('{');
+                for (i, (key, value)) in entries.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write_str(out, key);
+                    out.push(':');
+                    value.write(out);
+                }
+                out.push('}');
+            }
+        }
+    }
+
+    /// A number as an `f64` (integers rounded), else `None`.
+    pub fn as_f64(&self) -> Option<f64> {
+        match *self {
+            Json::U64(n) => Some(n as f64),
+            Json::I64(n) => Some(n as f64),
+            Json::F64(f) => Some(f),
+            _ => None,
+        }
+    }
+
+    /// A non-negative integer, else `None`.
+    pub fn as_u64(&self) -> Option<u64> {
+        match *self {
+            Json::U64(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// An object's field.
+    pub fn get(&self, key: &str) -> Option<&Json> {
+        match self {
+            Json::Object(entries) => entries.iter().find(|(k, _)| k == key).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Json::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// An object from entries in any order; the last of equal keys wins.
+    pub fn object(mut entries: Vec<(String, Json)>) -> Json {
+        // Stable, so among equal keys the last stays last.
+        let mut order: Vec<usize> = (0..entries.len()).collect();
+        super::heap_sort::heap_sort_by(&mut order, |&a, &b| {
+            (entries[a].0.as_str(), a) < (entries[b].0.as_str(), b)
+        });
+        let mut slots: Vec<Option<(String, Json)>> = entries.drain(..).map(Some).collect();
+        let mut out: Vec<(String, Json)> = Vec::with_capacity(slots.len());
+        for i in order {
+            let Some(entry) = slots[i].take() else {
+                continue;
+            };
+            match out.last_mut() {
+                Some(last) if last.0 == entry.0 => *last = entry,
+                _ => out.push(entry),
+            }
+        }
+        Json::Object(out)
+    }
+}
+
+/// A string as JSON: quoted, with `"`, `\` and control characters escaped
+/// as serde_json escapes them (short forms where JSON has one, else
+/// `\u00xx`); everything else, `/` and non-ASCII included, as it is.
+pub fn write_str(out: &mut String, s: &str) {
+    out.push('"');
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let short = match b {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            0x08 => b'b',
+            0x09 => b't',
+            0x0A => b'n',
+            0x0C => b'f',
+            0x0D => b'r',
+            0x00..=0x1F => b'u',
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        out.push('\\');
+        out.push(short as char);
+        if short == b'u' {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.push_str("00");
+            out.push(HEX[(b >> 4) as usize] as char);
+            out.push(HEX[(b & 0xF) as usize] as char);
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
+}
+
+/// A string's JSON text.
+pub fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    write_str(&mut out, s);
+    out
+}
+
+/// A finite `f64` as serde_json writes it: the shortest digits that read
+/// back as the same number (zmij, serde_json's own writer).
+pub fn write_f64(out: &mut String, f: f64) {
+    if f.is_finite() {
+        out.push_str(zmij::Buffer::new().format_finite(f));
+    } else {
+        out.push_str("null");
+    }
+}
+
+/// serde_json's powers of ten for its (not correctly rounded) decimal to
+/// binary conversion: 1e0 to 1e308, each the `f64` nearest to it.
+fn pow10(n: usize) -> Option<f64> {
+    // The literal `1e{n}` is the nearest f64; building it from a string
+    // at run time would pull the float parser into the wasm, so the table
+    // is kept, as serde_json keeps it.
+    POW10.get(n).copied()
+}
+
+struct Reader<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+type Result<T, E = JsonError> = std::result::Result<T, E>;
+
+/// `a * 10 + b` would exceed `max`.
+fn overflows(a: u64, b: u64, max: u64) -> bool {
+    a >= max / 10 && (a > max / 10 || b > max % 10)
+}
+
+impl Reader<'_> {
+    fn fail<T>(&self, what: &'static str) -> Result<T> {
+        // Line and column of the last byte read, counted as serde_json does.
+        let upto = &self.s[..self.i.min(self.s.len())];
+        let line = 1 + upto.iter().filter(|&&b| b == b'\n').count();
+        let column = upto.iter().rev().take_while(|&&b| b != b'\n').count();
+        Err(JsonError { what, line, column })
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.s.get(self.i).copied()
+    }
+
+    fn peek_or_null(&self) -> u8 {
+        self.peek().unwrap_or(0)
+    }
+
+    fn next(&mut self) -> Option<u8> {
+        let b = self.peek()?;
+        self.i += 1;
+        Some(b)
+    }
+
+    fn whitespace(&mut self) -> Option<u8> {
+        while let Some(b' ' | b'\n' | b'\t' | b'\r') = self.peek() {
+            self.i += 1;
+        }
+        self.peek()
+    }
+
+    fn end(&mut self) -> Result<()> {
+        match self.whitespace() {
+            Some(_) => self.fail("trailing characters"),
+            None => Ok(()),
+        }
+    }
+
+    fn ident(&mut self, rest: &[u8]) -> Result<()> {
+        for &expected in rest {
+            match self.next() {
+                None => return self.fail("EOF while parsing a value"),
+                Some(b) if b != expected => return self.fail("expected ident"),
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn value(&mut self, depth: u8) -> Result<Json> {
+        let Some(peek) = self.whitespace() else {
+            return self.fail("EOF while parsing a value");
+        };
+        Ok(match peek {
+            b'n' | b't' | b'f' => {
+                self.i += 1;
+                let (rest, value): (&[u8], _) = match peek {
+                    b'n' => (b"ull", Json::Null),
+                    b't' => (b"rue", Json::Bool(true)),
+                    _ => (b"alse", Json::Bool(false)),
+                };
+                self.ident(rest)?;
+                value
+            }
+            b'-' => {
+                self.i += 1;
+                self.integer(false)?
+            }
+            b'0'..=b'9' => self.integer(true)?,
+            b'"' => {
+                self.i += 1;
+                Json::String(self.string()?)
+            }
+            b'[' | b'{' => {
+                let depth = depth - 1;
+                if depth == 0 {
+                    return self.fail("recursion limit exceeded");
+                }
+                self.i += 1;
+                if peek == b'[' {
+                    self.array(depth)?
+                } else {
+                    self.object(depth)?
+                }
+            }
+            _ => return self.fail("expected value"),
+        })
+    }
+
+    fn array(&mut self, depth: u8) -> Result<Json> {
+        let mut items = Vec::new();
+        if self.whitespace() == Some(b']') {
+            self.i += 1;
+            return Ok(Json::Array(items));
+        }
+        loop {
+            items.push(self.value(depth)?);
+            match self.whitespace() {
+                Some(b',') => {
+                    self.i += 1;
+                    if self.whitespace() == Some(b']') {
+                        return self.fail("trailing comma");
+                    }
+                }
+                Some(b']') => {
+                    self.i += 1;
+                    return Ok(Json::Array(items));
+                }
+                Some(_) => return self.fail("expected `,` or `]`"),
+                None => return self.fail("EOF while parsing a list"),
+            }
+        }
+    }
+
+    fn object(&mut self, depth: u8) -> Result<Json> {
+        let mut entries = Vec::new();
+        if self.whitespace() == Some(b'}') {
+            self.i += 1;
+            return Ok(Json::Object(entries));
+        }
+        loop {
+            match self.whitespace() {
+                Some(b'"') => self.i += 1,
+                Some(b'}') => return self.fail("trailing comma"),
+                Some(_) => return self.fail("key must be a string"),
+                None => return self.fail("EOF while parsing an object"),
+            }
+            let key = self.string()?;
+            match self.whitespace() {
+                Some(b':') => self.i += 1,
+                Some(_) => return self.fail("expected `:`"),
+                None => return self.fail("EOF while parsing an object"),
+            }
+            entries.push((key, self.value(depth)?));
+            match self.whitespace() {
+                Some(b',') => self.i += 1,
+                Some(b'}') => {
+                    self.i += 1;
+                    return Ok(Json::object(entries));
+                }
+                Some(_) => return self.fail("expected `,` or `}`"),
+                None => return self.fail("EOF while parsing an object"),
+            }
+        }
+    }
+
+    // Numbers, as serde_json's `parse_integer` and what it calls.
+
+    fn integer(&mut self, positive: bool) -> Result<Json> {
+        match self.next() {
+            None => self.fail("EOF while parsing a value"),
+            Some(b'0') => {
+                if self.peek_or_null().is_ascii_digit() {
+                    return self.fail("invalid number");
+                }
+                self.number(positive, 0)
+            }
+            Some(c @ b'1'..=b'9') => {
+                let mut significand = u64::from(c - b'0');
+                while let c @ b'0'..=b'9' = self.peek_or_null() {
+                    let digit = u64::from(c - b'0');
+                    if overflows(significand, digit, u64::MAX) {
+                        return Ok(Json::F64(self.long_integer(positive, significand)?));
+                    }
+                    self.i += 1;
+                    significand = significand * 10 + digit;
+                }
+                self.number(positive, significand)
+            }
+            Some(_) => self.fail("invalid number"),
+        }
+    }
+
+    fn number(&mut self, positive: bool, significand: u64) -> Result<Json> {
+        Ok(match self.peek_or_null() {
+            b'.' => Json::F64(self.decimal(positive, significand, 0)?),
+            b'e' | b'E' => Json::F64(self.exponent(positive, significand, 0)?),
+            _ if positive => Json::U64(significand),
+            _ => {
+                let neg = (significand as i64).wrapping_neg();
+                // A float on underflow, and for `-0`.
+                if neg >= 0 {
+                    Json::F64(-(significand as f64))
+                } else {
+                    Json::I64(neg)
+                }
+            }
+        })
+    }
+
+    fn decimal(&mut self, positive: bool, mut significand: u64, before: i32) -> Result<f64> {
+        self.i += 1;
+        let mut after = 0;
+        while let c @ b'0'..=b'9' = self.peek_or_null() {
+            let digit = u64::from(c - b'0');
+            if overflows(significand, digit, u64::MAX) {
+                // Further digits are dropped.
+                while self.peek_or_null().is_ascii_digit() {
+                    self.i += 1;
+                }
+                return self.exponent_or_parts(positive, significand, before + after);
+            }
+            self.i += 1;
+            significand = significand * 10 + digit;
+            after -= 1;
+        }
+        if after == 0 {
+            return match self.peek() {
+                Some(_) => self.fail("invalid number"),
+                None => self.fail("EOF while parsing a value"),
+            };
+        }
+        self.exponent_or_parts(positive, significand, before + after)
+    }
+
+    fn exponent_or_parts(
+        &mut self,
+        positive: bool,
+        significand: u64,
+        exponent: i32,
+    ) -> Result<f64> {
+        match self.peek_or_null() {
+            b'e' | b'E' => self.exponent(positive, significand, exponent),
+            _ => self.f64_from_parts(positive, significand, exponent),
+        }
+    }
+
+    fn exponent(&mut self, positive: bool, significand: u64, starting: i32) -> Result<f64> {
+        self.i += 1;
+        let positive_exp = match self.peek_or_null() {
+            b'+' => {
+                self.i += 1;
+                true
+            }
+            b'-' => {
+                self.i += 1;
+                false
+            }
+            _ => true,
+        };
+        let mut exp = match self.next() {
+            None => return self.fail("EOF while parsing a value"),
+            Some(c @ b'0'..=b'9') => i32::from(c - b'0'),
+            Some(_) => return self.fail("invalid number"),
+        };
+        while let c @ b'0'..=b'9' = self.peek_or_null() {
+            self.i += 1;
+            let digit = i32::from(c - b'0');
+            if overflows(exp as u64, digit as u64, i32::MAX as u64) {
+                // Infinity is an error; zero stays zero.
+                if significand != 0 && positive_exp {
+                    return self.fail("number out of range");
+                }
+                while self.peek_or_null().is_ascii_digit() {
+                    self.i += 1;
+                }
+                return Ok(if positive { 0.0 } else { -0.0 });
+            }
+            exp = exp * 10 + digit;
+        }
+        let exponent = if positive_exp {
+            starting.saturating_add(exp)
+        } else {
+            starting.saturating_sub(exp)
+        };
+        self.f64_from_parts(positive, significand, exponent)
+    }
+
+    fn long_integer(&mut self, positive: bool, significand: u64) -> Result<f64> {
+        let mut exponent = 0;
+        loop {
+            match self.peek_or_null() {
+                b'0'..=b'9' => {
+                    self.i += 1;
+                    exponent += 1;
+                }
+                b'.' => return self.decimal(positive, significand, exponent),
+                b'e' | b'E' => return self.exponent(positive, significand, exponent),
+                _ => return self.f64_from_parts(positive, significand, exponent),
+            }
+        }
+    }
+
+    fn f64_from_parts(&self, positive: bool, significand: u64, mut exponent: i32) -> Result<f64> {
+        let mut f = significand as f64;
+        loop {
+            match pow10(exponent.unsigned_abs() as usize) {
+                Some(pow) => {
+                    if exponent >= 0 {
+                        f *= pow;
+                        if f.is_infinite() {
+                            return self.fail("number out of range");
+                        }
+                    } else {
+                        f /= pow;
+                    }
+                    break;
+                }
+                None => {
+                    if f == 0.0 {
+                        break;
+                    }
+                    if exponent >= 0 {
+                        return self.fail("number out of range");
+                    }
+                    f /= 1e308;
+                    exponent += 308;
+                }
+            }
+        }
+        Ok(if positive { f } else { -f })
+    }
+
+    // Strings, after the opening quote.
+
+    fn string(&mut self) -> Result<String> {
+        let mut out: Vec<u8> = Vec::new();
+        let mut start = self.i;
+        loop {
+            match self.next() {
+                None => return self.fail("EOF while parsing a string"),
+                Some(b'"') => {
+                    out.extend_from_slice(&self.s[start..self.i - 1]);
+                    // Whole UTF-8 sequences of valid text, and escapes
+                    // that decode to scalar values: still UTF-8.
+                    return String::from_utf8(out).or_else(|_| self.fail("invalid unicode"));
+                }
+                Some(b'\\') => {
+                    out.extend_from_slice(&self.s[start..self.i - 1]);
+                    self.escape(&mut out)?;
+                    start = self.i;
+                }
+                Some(0x00..=0x1F) => return self.fail("control character while parsing a string"),
+                Some(_) => {}
+            }
+        }
+    }
+
+    fn escape(&mut self, out: &mut Vec<u8>) -> Result<()> {
+        let c = match self.next() {
+            None => return self.fail("EOF while parsing a string"),
+            Some(b'"') => '"',
+            Some(b'\\') => '\\',
+            Some(b'/') => '/',
+            Some(b'b') => '\x08',
+            Some(b'f') => '\x0c',
+            Some(b'n') => '\n',
+            Some(b'r') => '\r',
+            Some(b't') => '\t',
+            Some(b'u') => {
+                let n = self.hex4()?;
+                let c = match n {
+                    0xDC00..=0xDFFF => return self.fail("lone leading surrogate in hex escape"),
+                    0xD800..=0xDBFF => {
+                        if self.next() != Some(b'\\') || self.next() != Some(b'u') {
+                            return self.fail("unexpected end of hex escape");
+                        }
+                        let n2 = self.hex4()?;
+                        if !(0xDC00..=0xDFFF).contains(&n2) {
+                            return self.fail("lone leading surrogate in hex escape");
+                        }
+                        0x1_0000 + ((u32::from(n - 0xD800) << 10) | u32::from(n2 - 0xDC00))
+                    }
+                    _ => u32::from(n),
+                };
+                char::from_u32(c).unwrap_or('\u{FFFD}')
+            }
+            Some(_) => return self.fail("invalid escape"),
+        };
+        let mut buf = [0; 4];
+        out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+        Ok(())
+    }
+
+    fn hex4(&mut self) -> Result<u16> {
+        if self.s.len() - self.i < 4 {
+            self.i = self.s.len();
+            return self.fail("EOF while parsing a string");
+        }
+        let mut n = 0u16;
+        for _ in 0..4 {
+            let b = self.s[self.i];
+            self.i += 1;
+            let digit = match b {
+                b'0'..=b'9' => b - b'0',
+                b'a'..=b'f' => b - b'a' + 10,
+                b'A'..=b'F' => b - b'A' + 10,
+                _ => return self.fail("invalid escape"),
+            };
+            n = (n << 4) | u16::from(digit);
+        }
+        Ok(n)
+    }
+
+    // The syntax check, as serde_json's `ignore_value`: iterative, with
+    // the open brackets on a stack, so no input is too deep.
+
+    fn skip_value(&mut self) -> Result<()> {
+        let mut open: Vec<u8> = Vec::new();
+        loop {
+            // A value.
+            let Some(peek) = self.whitespace() else {
+                return self.fail("EOF while parsing a value");
+            };
+            match peek {
+                b'n' | b't' | b'f' => {
+                    self.i += 1;
+                    let rest: &[u8] = match peek {
+                        b'n' => b"ull",
+                        b't' => b"rue",
+                        _ => b"alse",
+                    };
+                    self.ident(rest)?;
+                }
+                b'-' => {
+                    self.i += 1;
+                    self.skip_number()?;
+                }
+                b'0'..=b'9' => self.skip_number()?,
+                b'"' => {
+                    self.i += 1;
+                    self.skip_string()?;
+                }
+                b'[' | b'{' => {
+                    self.i += 1;
+                    let close = if peek == b'[' { b']' } else { b'}' };
+                    if self.whitespace() == Some(close) {
+                        self.i += 1;
+                    } else {
+                        open.push(close);
+                        if close == b'}' {
+                            self.skip_key()?;
+                        }
+                        continue;
+                    }
+                }
+                _ => return self.fail("expected value"),
+            }
+            // After a value: a comma and the next, or closing brackets.
+            loop {
+                let Some(&close) = open.last() else {
+                    return Ok(());
+                };
+                match self.whitespace() {
+                    Some(b',') => {
+                        self.i += 1;
+                        if close == b'}' {
+                            self.skip_key()?;
+                        }
+                        break;
+                    }
+                    Some(b) if b == close => {
+                        self.i += 1;
+                        open.pop();
+                    }
+                    Some(_) if close == b']' => return self.fail("expected `,` or `]`"),
+                    Some(_) => return self.fail("expected `,` or `}`"),
+                    None if close == b']' => return self.fail("EOF while parsing a list"),
+                    None => return self.fail("EOF while parsing an object"),
+                }
+            }
+        }
+    }
+
+    fn skip_key(&mut self) -> Result<()> {
+        match self.whitespace() {
+            Some(b'"') => self.i += 1,
+            Some(_) => return self.fail("key must be a string"),
+            None => return self.fail("EOF while parsing an object"),
+        }
+        self.skip_string()?;
+        match self.whitespace() {
+            Some(b':') => {
+                self.i += 1;
+                Ok(())
+            }
+            Some(_) => self.fail("expected `:`"),
+            None => self.fail("EOF while parsing an object"),
+        }
+    }
+
+    fn skip_number(&mut self) -> Result<()> {
+        match self.next() {
+            Some(b'0') => {
+                if self.peek_or_null().is_ascii_digit() {
+                    return self.fail("invalid number");
+                }
+            }
+            Some(b'1'..=b'9') => self.skip_digits(),
+            _ => return self.fail("invalid number"),
+        }
+        if self.peek_or_null() == b'.' {
+            self.i += 1;
+            if !self.peek_or_null().is_ascii_digit() {
+                return self.fail("invalid number");
+            }
+            self.skip_digits();
+        }
+        if let b'e' | b'E' = self.peek_or_null() {
+            self.i += 1;
+            if let b'+' | b'-' = self.peek_or_null() {
+                self.i += 1;
+            }
+            if !self.next().is_some_and(|b| b.is_ascii_digit()) {
+                return self.fail("invalid number");
+            }
+            self.skip_digits();
+        }
+        Ok(())
+    }
+
+    fn skip_digits(&mut self) {
+        while self.peek_or_null().is_ascii_digit() {
+            self.i += 1;
+        }
+    }
+
+    fn skip_string(&mut self) -> Result<()> {
+        loop {
+            match self.next() {
+                None => return self.fail("EOF while parsing a string"),
+                Some(b'"') => return Ok(()),
+                Some(b'\\') => match self.next() {
+                    Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {}
+                    Some(b'u') => {
+                        self.hex4()?;
+                    }
+                    None => return self.fail("EOF while parsing a string"),
+                    Some(_) => return self.fail("invalid escape"),
+                },
+                Some(0x00..=0x1F) => return self.fail("control character while parsing a string"),
+                Some(_) => {}
+            }
+        }
+    }
+}
+
+/// As serde_json's `Value` serializes: the server and the tests write
+/// values inside serde-derived messages.
+impl serde::Serialize for Json {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self {
+            Json::Null => serializer.serialize_unit(),
+            Json::Bool(b) => serializer.serialize_bool(*b),
+            Json::U64(n) => serializer.serialize_u64(*n),
+            Json::I64(n) => serializer.serialize_i64(*n),
+            Json::F64(f) => serializer.serialize_f64(*f),
+            Json::String(s) => serializer.serialize_str(s),
+            Json::Array(items) => serializer.collect_seq(items),
+            Json::Object(entries) => {
+                let mut map = serializer.serialize_map(Some(entries.len()))?;
+                for (key, value) in entries {
+                    map.serialize_entry(key, value)?;
+                }
+                map.end()
+            }
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Json {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Json, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Json;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_unit<E>(self) -> Result<Json, E> {
+                Ok(Json::Null)
+            }
+            fn visit_none<E>(self) -> Result<Json, E> {
+                Ok(Json::Null)
+            }
+            fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Json, D::Error> {
+                <Json as serde::Deserialize>::deserialize(d)
+            }
+            fn visit_bool<E>(self, b: bool) -> Result<Json, E> {
+                Ok(Json::Bool(b))
+            }
+            fn visit_u64<E>(self, n: u64) -> Result<Json, E> {
+                Ok(Json::U64(n))
+            }
+            fn visit_i64<E>(self, n: i64) -> Result<Json, E> {
+                Ok(if n < 0 {
+                    Json::I64(n)
+                } else {
+                    Json::U64(n as u64)
+                })
+            }
+            fn visit_f64<E>(self, f: f64) -> Result<Json, E> {
+                Ok(if f.is_finite() {
+                    Json::F64(f)
+                } else {
+                    Json::Null
+                })
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Json, E> {
+                Ok(Json::String(s.to_owned()))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Json, E> {
+                Ok(Json::String(s))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Json, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(Json::Array(items))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    entries.push(entry);
+                }
+                Ok(Json::object(entries))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+impl fmt::Display for Json {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_text())
+    }
+}
+
+impl PartialEq<str> for Json {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == Some(other)
+    }
+}
+
+impl PartialEq<&str> for Json {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == Some(*other)
+    }
+}
+
+// Where serde_json's `Value` and this meet: the server, the tests. (The
+// wasm calls neither, so neither is in it.)
+impl From<serde_json::Value> for Json {
+    fn from(value: serde_json::Value) -> Json {
+        serde_json::from_value(value).unwrap_or(Json::Null)
+    }
+}
+
+impl From<&Json> for serde_json::Value {
+    fn from(value: &Json) -> serde_json::Value {
+        serde_json::to_value(value).unwrap_or_default()
+    }
+}
+
+// serde_json's table (de.rs), the same literals.
+#[rustfmt::skip]
+static POW10: [f64; 309] = [
+    1e000, 1e001, 1e002, 1e003, 1e004, 1e005, 1e006, 1e007, 1e008, 1e009,
+    1e010, 1e011, 1e012, 1e013, 1e014, 1e015, 1e016, 1e017, 1e018, 1e019,
+    1e020, 1e021, 1e022, 1e023, 1e024, 1e025, 1e026, 1e027, 1e028, 1e029,
+    1e030, 1e031, 1e032, 1e033, 1e034, 1e035, 1e036, 1e037, 1e038, 1e039,
+    1e040, 1e041, 1e042, 1e043, 1e044, 1e045, 1e046, 1e047, 1e048, 1e049,
+    1e050, 1e051, 1e052, 1e053, 1e054, 1e055, 1e056, 1e057, 1e058, 1e059,
+    1e060, 1e061, 1e062, 1e063, 1e064, 1e065, 1e066, 1e067, 1e068, 1e069,
+    1e070, 1e071, 1e072, 1e073, 1e074, 1e075, 1e076, 1e077, 1e078, 1e079,
+    1e080, 1e081, 1e082, 1e083, 1e084, 1e085, 1e086, 1e087, 1e088, 1e089,
+    1e090, 1e091, 1e092, 1e093, 1e094, 1e095, 1e096, 1e097, 1e098, 1e099,
+    1e100, 1e101, 1e102, 1e103, 1e104, 1e105, 1e106, 1e107, 1e108, 1e109,
+    1e110, 1e111, 1e112, 1e113, 1e114, 1e115, 1e116, 1e117, 1e118, 1e119,
+    1e120, 1e121, 1e122, 1e123, 1e124, 1e125, 1e126, 1e127, 1e128, 1e129,
+    1e130, 1e131, 1e132, 1e133, 1e134, 1e135, 1e136, 1e137, 1e138, 1e139,
+    1e140, 1e141, 1e142, 1e143, 1e144, 1e145, 1e146, 1e147, 1e148, 1e149,
+    1e150, 1e151, 1e152, 1e153, 1e154, 1e155, 1e156, 1e157, 1e158, 1e159,
+    1e160, 1e161, 1e162, 1e163, 1e164, 1e165, 1e166, 1e167, 1e168, 1e169,
+    1e170, 1e171, 1e172, 1e173, 1e174, 1e175, 1e176, 1e177, 1e178, 1e179,
+    1e180, 1e181, 1e182, 1e183, 1e184, 1e185, 1e186, 1e187, 1e188, 1e189,
+    1e190, 1e191, 1e192, 1e193, 1e194, 1e195, 1e196, 1e197, 1e198, 1e199,
+    1e200, 1e201, 1e202, 1e203, 1e204, 1e205, 1e206, 1e207, 1e208, 1e209,
+    1e210, 1e211, 1e212, 1e213, 1e214, 1e215, 1e216, 1e217, 1e218, 1e219,
+    1e220, 1e221, 1e222, 1e223, 1e224, 1e225, 1e226, 1e227, 1e228, 1e229,
+    1e230, 1e231, 1e232, 1e233, 1e234, 1e235, 1e236, 1e237, 1e238, 1e239,
+    1e240, 1e241, 1e242, 1e243, 1e244, 1e245, 1e246, 1e247, 1e248, 1e249,
+    1e250, 1e251, 1e252, 1e253, 1e254, 1e255, 1e256, 1e257, 1e258, 1e259,
+    1e260, 1e261, 1e262, 1e263, 1e264, 1e265, 1e266, 1e267, 1e268, 1e269,
+    1e270, 1e271, 1e272, 1e273, 1e274, 1e275, 1e276, 1e277, 1e278, 1e279,
+    1e280, 1e281, 1e282, 1e283, 1e284, 1e285, 1e286, 1e287, 1e288, 1e289,
+    1e290, 1e291, 1e292, 1e293, 1e294, 1e295, 1e296, 1e297, 1e298, 1e299,
+    1e300, 1e301, 1e302, 1e303, 1e304, 1e305, 1e306, 1e307, 1e308,
+];
