@@ -295,9 +295,9 @@ impl SdpKind {
 // What a browser reads (server and tab messages, negotiation steps) is
 // parsed to a [`Json`] tree and matched by hand: serde's derive for
 // internally tagged enums buffers every field in its own generic
-// `Content` and costs the wasm some 40 KB, serde_json's `Value` and its
-// deserializer some 20 more. Unknown fields are ignored, as the derive
-// did.
+// `Content` and costs the wasm some 40 KB, and serde_json's `Value`
+// would bring its deserializer back (see `protocol::json`). Unknown
+// fields are ignored, as the derive did.
 
 /// A JSON object's fields, taken by name.
 struct Fields(Vec<(String, Json)>);
