@@ -24,8 +24,8 @@ pub fn to_json(value: &JsValue) -> Result<JsonValue, PeerError> {
 
 /// The canonical JSON of a safe integer, a boolean, null or a well-formed
 /// string, without a trip through `JSON.stringify` and a parse: the same
-/// text that trip gives (serde_json writes integers and strings as it
-/// would after parsing them). `None` for anything else (other numbers
+/// text that trip gives (`protocol::json` writes integers and strings as
+/// it would after parsing them). `None` for anything else (other numbers
 /// have forms of their own, such as `1e21`; strings with lone surrogates
 /// are refused by the parse, and must still be).
 fn scalar_json(value: &JsValue) -> Option<JsonValue> {
@@ -45,7 +45,7 @@ fn scalar_json(value: &JsValue) -> Option<JsonValue> {
         if !s.is_valid_utf16() {
             return None;
         }
-        serde_json::to_string(&String::from(s)).ok()?
+        crate::protocol::json::quote(&String::from(s))
     };
     Some(JsonValue::from_canonical(text))
 }

@@ -13,6 +13,7 @@ pub mod error;
 pub mod event;
 pub mod heap_sort;
 pub mod identity;
+pub mod json;
 pub mod key_sort;
 pub mod reconciliation;
 pub mod relay;

@@ -4,8 +4,8 @@
 //! server; the browser carries them over a WebSocket to the server, or over
 //! a BroadcastChannel between tabs of one browser.
 
+use super::json::{self, Json};
 use serde::{de, Deserialize, Deserializer, Serialize};
-use serde_json::{Map, Value};
 
 use super::identity::{peer_id_of, verify, Identity, PublicKey};
 use super::room::{hex, unhex, RoomSecret};
@@ -30,7 +30,7 @@ pub enum ClientMessage {
     /// Relay `data` to peer `to` of the same room.
     Signal {
         to: String,
-        data: Value,
+        data: Json,
     },
     Leave,
     Ping,
@@ -61,7 +61,7 @@ pub enum ServerMessage {
     },
     Signal {
         from: String,
-        data: Value,
+        data: Json,
     },
     Error {
         message: String,
@@ -162,7 +162,7 @@ pub enum TabMessage {
     Signal {
         from: String,
         to: String,
-        data: Value,
+        data: Json,
     },
     Bye {
         from: String,
@@ -212,24 +212,56 @@ impl Negotiation {
         nonce: [u8; 12],
         from: &str,
         to: &str,
-    ) -> Value {
-        let json = serde_json::to_value(self).unwrap_or_default();
+    ) -> Json {
+        let json = self.to_json();
         match room {
             None => json,
             Some(room) => {
-                // `to_vec`, not `to_string()`: the same bytes, without
-                // `Display`'s copy of the serializer.
-                let text = serde_json::to_vec(&json).unwrap_or_default();
-                Value::String(room.seal_signal(&text, nonce, from, to))
+                Json::String(room.seal_signal(json.to_text().as_bytes(), nonce, from, to))
             }
         }
+    }
+
+    /// The step as JSON: `{"description": {...}}` or `{"candidate": {...}}`,
+    /// as serde's derive shapes it.
+    fn to_json(&self) -> Json {
+        let text = |s: &str| Json::String(s.to_owned());
+        let (name, fields) = match self {
+            Negotiation::Description { epoch, kind, sdp } => (
+                "description",
+                vec![
+                    ("epoch", Json::U64(*epoch)),
+                    ("sdp", text(sdp)),
+                    ("type", text(kind.name())),
+                ],
+            ),
+            Negotiation::Candidate {
+                epoch,
+                candidate,
+                sdp_mid,
+                sdp_m_line_index,
+            } => (
+                "candidate",
+                vec![
+                    ("candidate", text(candidate)),
+                    ("epoch", Json::U64(*epoch)),
+                    (
+                        "sdpMLineIndex",
+                        sdp_m_line_index.map_or(Json::Null, |i| Json::U64(i.into())),
+                    ),
+                    ("sdpMid", sdp_mid.as_deref().map_or(Json::Null, text)),
+                ],
+            ),
+        };
+        let fields = fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        Json::Object(vec![(name.to_owned(), Json::Object(fields))])
     }
 
     /// The step a signal's `data` carries; `None` when it is malformed,
     /// sealed with another secret, altered, or sealed for another sender
     /// or recipient.
     pub fn from_data(
-        data: Value,
+        data: Json,
         room: Option<&RoomSecret>,
         from: &str,
         to: &str,
@@ -238,9 +270,7 @@ impl Negotiation {
             None => Negotiation::from_value(data),
             Some(room) => {
                 let plain = room.open_signal(data.as_str()?, from, to).ok()?;
-                Negotiation::from_value(
-                    serde_json::from_str(std::str::from_utf8(&plain).ok()?).ok()?,
-                )
+                Negotiation::from_value(json::parse(std::str::from_utf8(&plain).ok()?).ok()?)
             }
         }
     }
@@ -253,45 +283,60 @@ pub enum SdpKind {
     Answer,
 }
 
+impl SdpKind {
+    fn name(self) -> &'static str {
+        match self {
+            SdpKind::Offer => "offer",
+            SdpKind::Answer => "answer",
+        }
+    }
+}
+
 // What a browser reads (server and tab messages, negotiation steps) is
-// deserialized through `serde_json::Value` and matched by hand: serde's
-// derive for internally tagged enums buffers every field in its own
-// generic `Content` and costs the wasm some 40 KB; the `Value` parser is
-// in it already. Unknown fields are ignored, as the derive did.
+// parsed to a [`Json`] tree and matched by hand: serde's derive for
+// internally tagged enums buffers every field in its own generic
+// `Content` and costs the wasm some 40 KB, and serde_json's `Value`
+// would bring its deserializer back (see `protocol::json`). Unknown
+// fields are ignored, as the derive did.
 
 /// A JSON object's fields, taken by name.
-struct Fields(Map<String, Value>);
+struct Fields(Vec<(String, Json)>);
 
 impl Fields {
-    fn of(value: Value) -> Option<Fields> {
+    fn of(value: Json) -> Option<Fields> {
         match value {
-            Value::Object(map) => Some(Fields(map)),
+            Json::Object(entries) => Some(Fields(entries)),
             _ => None,
         }
     }
 
+    fn remove(&mut self, key: &str) -> Option<Json> {
+        let at = self.0.iter().position(|(k, _)| k == key)?;
+        Some(self.0.swap_remove(at).1)
+    }
+
     fn text(&mut self, key: &str) -> Option<String> {
-        match self.0.remove(key)? {
-            Value::String(text) => Some(text),
+        match self.remove(key)? {
+            Json::String(text) => Some(text),
             _ => None,
         }
     }
 
     /// Absent or `null` is `Some(None)`; another type is `None`.
     fn text_or_null(&mut self, key: &str) -> Option<Option<String>> {
-        match self.0.remove(key) {
-            None | Some(Value::Null) => Some(None),
-            Some(Value::String(text)) => Some(Some(text)),
+        match self.remove(key) {
+            None | Some(Json::Null) => Some(None),
+            Some(Json::String(text)) => Some(Some(text)),
             Some(_) => None,
         }
     }
 
     fn texts(&mut self, key: &str) -> Option<Vec<String>> {
-        match self.0.remove(key)? {
-            Value::Array(items) => items
+        match self.remove(key)? {
+            Json::Array(items) => items
                 .into_iter()
                 .map(|item| match item {
-                    Value::String(text) => Some(text),
+                    Json::String(text) => Some(text),
                     _ => None,
                 })
                 .collect(),
@@ -299,38 +344,38 @@ impl Fields {
         }
     }
 
-    fn value(&mut self, key: &str) -> Option<Value> {
-        self.0.remove(key)
+    fn value(&mut self, key: &str) -> Option<Json> {
+        self.remove(key)
     }
 
     /// An optional boolean: absent is false, anything else not a bool is
     /// malformed.
     fn flag(&mut self, key: &str) -> Option<bool> {
-        match self.0.remove(key) {
+        match self.remove(key) {
             None => Some(false),
-            Some(Value::Bool(b)) => Some(b),
+            Some(Json::Bool(b)) => Some(b),
             Some(_) => None,
         }
     }
 
     fn u64(&self, key: &str) -> Option<u64> {
-        self.0.get(key)?.as_u64()
+        self.0.iter().find(|(k, _)| k == key)?.1.as_u64()
     }
 }
 
-/// Deserializes through [`Value`] with a hand-written `from_value`.
+/// Deserializes through [`Json`] with a hand-written `from_value`.
 fn through_value<'de, D: Deserializer<'de>, T>(
     deserializer: D,
-    from_value: fn(Value) -> Option<T>,
+    from_value: fn(Json) -> Option<T>,
     what: &'static str,
 ) -> Result<T, D::Error> {
-    let value = Value::deserialize(deserializer)?;
+    let value = Json::deserialize(deserializer)?;
     from_value(value).ok_or_else(|| de::Error::custom(what))
 }
 
 impl ServerMessage {
     /// The message a JSON value holds, if it is one.
-    pub fn from_value(value: Value) -> Option<ServerMessage> {
+    pub fn from_value(value: Json) -> Option<ServerMessage> {
         let mut f = Fields::of(value)?;
         Some(match f.text("type")?.as_str() {
             "hello" => ServerMessage::Hello {
@@ -378,7 +423,7 @@ impl<'de> Deserialize<'de> for ServerMessage {
 
 impl TabMessage {
     /// The message a JSON value holds, if it is one.
-    pub fn from_value(value: Value) -> Option<TabMessage> {
+    pub fn from_value(value: Json) -> Option<TabMessage> {
         let mut f = Fields::of(value)?;
         Some(match f.text("type")?.as_str() {
             "hello" => TabMessage::Hello {
@@ -410,7 +455,7 @@ impl<'de> Deserialize<'de> for TabMessage {
 impl Negotiation {
     /// The step a JSON value holds, if it is one: an object with one
     /// field, the step's name.
-    pub fn from_value(value: Value) -> Option<Negotiation> {
+    pub fn from_value(value: Json) -> Option<Negotiation> {
         let Fields(map) = Fields::of(value)?;
         if map.len() != 1 {
             return None;
@@ -433,7 +478,7 @@ impl Negotiation {
                 candidate: f.text("candidate")?,
                 sdp_mid: f.text_or_null("sdpMid")?,
                 sdp_m_line_index: match f.value("sdpMLineIndex") {
-                    None | Some(Value::Null) => None,
+                    None | Some(Json::Null) => None,
                     Some(index) => Some(u16::try_from(index.as_u64()?).ok()?),
                 },
             },
@@ -459,15 +504,75 @@ impl ServerMessage {
     }
 }
 
+// What a browser writes, by hand for the same reason; the bytes serde's
+// derive writes (the tag first, then the fields in order).
+
+/// `{"type":tag,...fields}`, strings but for a signal's data.
+fn tagged(tag: &str, fields: &[(&str, &str)], data: Option<&Json>) -> String {
+    let mut out = String::from("{\"type\":");
+    json::write_str(&mut out, tag);
+    for (key, value) in fields {
+        out.push(',');
+        json::write_str(&mut out, key);
+        out.push(':');
+        json::write_str(&mut out, value);
+    }
+    if let Some(data) = data {
+        out.push_str(",\"data\":");
+        data.write(&mut out);
+    }
+    out.push('}');
+    out
+}
+
 impl ClientMessage {
     pub fn to_text(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+        match self {
+            ClientMessage::Join {
+                room,
+                peer,
+                key,
+                proof,
+            } => tagged(
+                "join",
+                &[
+                    ("room", room),
+                    ("peer", peer),
+                    ("key", key),
+                    ("proof", proof),
+                ],
+                None,
+            ),
+            ClientMessage::Signal { to, data } => tagged("signal", &[("to", to)], Some(data)),
+            ClientMessage::Leave => tagged("leave", &[], None),
+            ClientMessage::Ping => tagged("ping", &[], None),
+        }
     }
 }
 
 impl TabMessage {
     pub fn to_text(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+        match self {
+            TabMessage::Hello { from } => tagged("hello", &[("from", from)], None),
+            TabMessage::Here { from, to } => tagged("here", &[("from", from), ("to", to)], None),
+            TabMessage::Signal { from, to, data } => {
+                tagged("signal", &[("from", from), ("to", to)], Some(data))
+            }
+            TabMessage::Bye { from } => tagged("bye", &[("from", from)], None),
+        }
+    }
+
+    /// The message `text` holds, if it is one.
+    pub fn from_text(text: &str) -> Option<TabMessage> {
+        TabMessage::from_value(json::parse(text).ok()?)
+    }
+}
+
+impl ServerMessage {
+    /// The message `text` holds, or why it holds none.
+    pub fn from_text(text: &str) -> Result<ServerMessage, String> {
+        let value = json::parse(text).map_err(|e| e.to_string())?;
+        ServerMessage::from_value(value).ok_or_else(|| "not a server message".to_string())
     }
 }
 
@@ -527,7 +632,9 @@ mod tests {
 
     #[test]
     fn what_a_browser_reads_round_trips_and_refuses_what_is_not_one() {
-        let data = serde_json::json!({"description": {"epoch": 1, "type": "answer", "sdp": "v=0"}});
+        let data = Json::from(
+            serde_json::json!({"description": {"epoch": 1, "type": "answer", "sdp": "v=0"}}),
+        );
         let server = [
             ServerMessage::Hello { nonce: "00".into() },
             ServerMessage::Peers {

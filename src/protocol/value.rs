@@ -4,6 +4,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::json::{self, Json};
+
 /// A JSON value as compact text, shared cheaply between the event log and the
 /// state.
 ///
@@ -22,8 +24,7 @@ pub struct InvalidJson(pub String);
 impl JsonValue {
     /// Parses and canonicalizes JSON text.
     pub fn parse(text: &str) -> Result<Self, InvalidJson> {
-        let value: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| InvalidJson(e.to_string()))?;
+        let value = json::parse(text).map_err(|e| InvalidJson(e.to_string()))?;
         Ok(Self::from(&value))
     }
 
@@ -33,10 +34,18 @@ impl JsonValue {
         JsonValue(text.into())
     }
 
+    /// A string value.
+    pub fn string(s: &str) -> Self {
+        JsonValue(json::quote(s).into())
+    }
+
+    pub fn null() -> Self {
+        JsonValue("null".into())
+    }
+
     /// Keeps `text` as it is after checking that it is one JSON value.
     pub fn verbatim(text: &str) -> Result<Self, InvalidJson> {
-        serde_json::from_str::<serde::de::IgnoredAny>(text)
-            .map_err(|e| InvalidJson(e.to_string()))?;
+        json::check(text).map_err(|e| InvalidJson(e.to_string()))?;
         Ok(JsonValue(text.into()))
     }
 
@@ -44,46 +53,58 @@ impl JsonValue {
         &self.0
     }
 
-    pub fn to_value(&self) -> serde_json::Value {
-        // Checked on construction, so this parse cannot fail; Null is a
-        // harmless fallback rather than a panic.
-        serde_json::from_str(&self.0).unwrap_or(serde_json::Value::Null)
+    /// The value as a tree.
+    pub fn to_json(&self) -> Json {
+        // Checked on construction, but only by syntax (a value from the
+        // network may hold a number beyond `f64` or a lone surrogate,
+        // which the tree refuses): Null is a harmless fallback rather
+        // than a panic.
+        json::parse(&self.0).unwrap_or(Json::Null)
     }
 
     /// The order sets show their members in: null < booleans < numbers <
     /// strings < arrays < objects; numbers by value, strings by code point.
     pub fn display_cmp(&self, other: &Self) -> Ordering {
-        use serde_json::Value as V;
-        fn rank(v: &V) -> u8 {
+        fn rank(v: &Json) -> u8 {
             match v {
-                V::Null => 0,
-                V::Bool(_) => 1,
-                V::Number(_) => 2,
-                V::String(_) => 3,
-                V::Array(_) => 4,
-                V::Object(_) => 5,
+                Json::Null => 0,
+                Json::Bool(_) => 1,
+                Json::U64(_) | Json::I64(_) | Json::F64(_) => 2,
+                Json::String(_) => 3,
+                Json::Array(_) => 4,
+                Json::Object(_) => 5,
             }
         }
-        let (a, b) = (self.to_value(), other.to_value());
+        let (a, b) = (self.to_json(), other.to_json());
         rank(&a).cmp(&rank(&b)).then_with(|| match (&a, &b) {
-            (V::Bool(x), V::Bool(y)) => x.cmp(y),
-            (V::Number(x), V::Number(y)) => {
-                let (x, y) = (x.as_f64().unwrap_or(0.0), y.as_f64().unwrap_or(0.0));
-                x.total_cmp(&y)
-            }
-            (V::String(x), V::String(y)) => x.cmp(y),
-            _ => self.0.cmp(&other.0),
+            (Json::Bool(x), Json::Bool(y)) => x.cmp(y),
+            (Json::String(x), Json::String(y)) => x.cmp(y),
+            _ => match (a.as_f64(), b.as_f64()) {
+                (Some(x), Some(y)) => x.total_cmp(&y),
+                _ => self.0.cmp(&other.0),
+            },
         })
+    }
+}
+
+/// For the server and the tests; the wasm calls neither.
+impl JsonValue {
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::Value::from(&self.to_json())
     }
 }
 
 impl From<&serde_json::Value> for JsonValue {
     fn from(value: &serde_json::Value) -> Self {
-        // serde_json's Map is a BTreeMap (no `preserve_order`), so this
-        // serialization sorts object keys: the canonical form. The same
-        // bytes as `Display` (`value.to_string()`), whose writer is a
-        // second copy of the serializer in the wasm.
-        JsonValue(serde_json::to_string(value).unwrap_or_default().into())
+        JsonValue::from(&Json::from(value.clone()))
+    }
+}
+
+impl From<&Json> for JsonValue {
+    /// The canonical form: object keys sorted (a [`Json`] object is), no
+    /// white space.
+    fn from(value: &Json) -> Self {
+        JsonValue(value.to_text().into())
     }
 }
 
@@ -103,7 +124,7 @@ impl fmt::Display for JsonValue {
 impl Serialize for JsonValue {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         if serializer.is_human_readable() {
-            self.to_value().serialize(serializer)
+            self.to_json().serialize(serializer)
         } else {
             serializer.serialize_str(&self.0)
         }
@@ -113,7 +134,7 @@ impl Serialize for JsonValue {
 impl<'de> Deserialize<'de> for JsonValue {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         if deserializer.is_human_readable() {
-            let value = serde_json::Value::deserialize(deserializer)?;
+            let value = Json::deserialize(deserializer)?;
             Ok(JsonValue::from(&value))
         } else {
             let text = String::deserialize(deserializer)?;

@@ -16,9 +16,9 @@ mod signaling;
 use std::cell::RefCell;
 use std::rc::{Rc, Weak};
 
+use crate::protocol::json::Json;
 use gloo::events::EventListener;
 use gloo::timers::callback::Timeout;
-use serde_json::Value;
 use wasm_bindgen::prelude::*;
 
 use self::connection::{Connection, Happening};
@@ -520,13 +520,7 @@ impl State {
 
     /// A signal from `from`: opened, judged by the links, applied to the
     /// connection it belongs to.
-    fn on_signal(
-        &mut self,
-        from: PeerId,
-        route: Route,
-        data: Value,
-        out: &mut Vec<TransportEvent>,
-    ) {
+    fn on_signal(&mut self, from: PeerId, route: Route, data: Json, out: &mut Vec<TransportEvent>) {
         let Some(step) = self.config.codec.decode(data, from, self.me) else {
             warn(&format!("cpc-sync: malformed signal from {from} dropped"));
             return;

@@ -10,7 +10,7 @@ use gloo::events::EventListener;
 use wasm_bindgen::prelude::*;
 use web_sys::{BinaryType, BroadcastChannel, MessageEvent, WebSocket};
 
-use serde_json::Value;
+use crate::protocol::json::Json;
 
 use crate::protocol::room::RoomSecret;
 use crate::protocol::signal::{ClientMessage, Negotiation, ServerMessage, TabMessage};
@@ -25,7 +25,7 @@ pub struct SignalCodec(pub Option<Rc<RoomSecret>>);
 impl SignalCodec {
     /// Sealed, a payload is bound to its sender and recipient (see
     /// `RoomSecret::seal_signal`).
-    pub(super) fn encode(&self, data: &Negotiation, from: PeerId, to: PeerId) -> Value {
+    pub(super) fn encode(&self, data: &Negotiation, from: PeerId, to: PeerId) -> Json {
         let mut nonce = [0u8; 12];
         if self.0.is_some() {
             let drawn = web_sys::window()
@@ -33,13 +33,13 @@ impl SignalCodec {
                 .is_some_and(|c| c.get_random_values_with_u8_array(&mut nonce).is_ok());
             if !drawn {
                 // No CSPRNG, no sealed signal: better none than a reused nonce.
-                return Value::Null;
+                return Json::Null;
             }
         }
         data.to_data(self.0.as_deref(), nonce, &from.to_string(), &to.to_string())
     }
 
-    pub(super) fn decode(&self, data: Value, from: PeerId, to: PeerId) -> Option<Negotiation> {
+    pub(super) fn decode(&self, data: Json, from: PeerId, to: PeerId) -> Option<Negotiation> {
         Negotiation::from_data(data, self.0.as_deref(), &from.to_string(), &to.to_string())
     }
 }
@@ -74,9 +74,9 @@ impl Tabs {
         let channel = BroadcastChannel::new(&format!("cpc-sync:{room}"))?;
         let listener = EventListener::new(&channel, "message", move |event| {
             let Some(text) = text_of(event) else { return };
-            match serde_json::from_str::<TabMessage>(&text) {
-                Ok(message) => heard(message),
-                Err(_) => warn("cpc-sync: malformed tab signaling message dropped"),
+            match TabMessage::from_text(&text) {
+                Some(message) => heard(message),
+                None => warn("cpc-sync: malformed tab signaling message dropped"),
             }
         });
         Ok(Tabs {
@@ -128,7 +128,7 @@ impl Server {
                         return report(SocketEvent::Frame(bytes));
                     }
                     let Some(text) = text_of(event) else { return };
-                    match serde_json::from_str::<ServerMessage>(&text) {
+                    match ServerMessage::from_text(&text) {
                         Ok(message) => report(SocketEvent::Message(message)),
                         Err(e) => warn(&format!(
                             "cpc-sync signaling: malformed server message dropped: {e}"

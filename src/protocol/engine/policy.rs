@@ -103,14 +103,11 @@ impl ConflictPolicy {
     /// The policy a room-state value names: a JSON string of a policy's
     /// name, nothing else.
     fn of_value(value: &JsonValue) -> Option<Self> {
-        match value.to_value() {
-            serde_json::Value::String(name) => name.parse().ok(),
-            _ => None,
-        }
+        value.to_json().as_str()?.parse().ok()
     }
 
     pub(super) fn to_value(self) -> JsonValue {
-        JsonValue::from(&serde_json::Value::String(self.to_string()))
+        JsonValue::string(&self.to_string())
     }
 }
 

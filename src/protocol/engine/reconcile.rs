@@ -210,7 +210,7 @@ impl ReconciliationEngine {
         let lww = register.winner().map(|s| s.value.clone());
         let value = handler(key, &candidates(register))
             .or(lww)
-            .unwrap_or_else(|| JsonValue::from(&serde_json::Value::Null));
+            .unwrap_or_else(JsonValue::null);
         Ok(self.write(key, value, true, now_ms)?)
     }
 

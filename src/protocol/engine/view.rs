@@ -54,8 +54,7 @@ fn write_shown(out: &mut String, state: &EntityState) {
 }
 
 fn push_json_string(out: &mut String, s: &str) {
-    // Serializing a &str cannot fail.
-    out.push_str(&serde_json::to_string(s).unwrap_or_default());
+    crate::protocol::json::write_str(out, s);
 }
 
 impl ReconciliationEngine {

@@ -105,7 +105,7 @@ impl PresenceUpdate {
         if self.value.len() > MAX_PRESENCE_BYTES {
             return Err(PresenceError::TooLarge(self.value.len()));
         }
-        if serde_json::from_str::<serde::de::IgnoredAny>(&self.value).is_err() {
+        if crate::protocol::json::check(&self.value).is_err() {
             return Err(PresenceError::NotJson(
                 self.value.chars().take(40).collect(),
             ));

@@ -21,7 +21,7 @@ mod relay;
 mod route;
 mod socket;
 
-use serde_json::Value;
+use crate::protocol::json::Json;
 
 pub use self::backoff::Backoff;
 pub use self::epoch::{Epochs, Verdict};
@@ -221,7 +221,7 @@ impl Links {
     /// A message on the BroadcastChannel. A signal addressed to us comes
     /// back, sender and data, for the browser to open and hand to
     /// [`negotiation`](Self::negotiation).
-    pub fn tab_message(&mut self, message: TabMessage, now_ms: u64) -> Option<(PeerId, Value)> {
+    pub fn tab_message(&mut self, message: TabMessage, now_ms: u64) -> Option<(PeerId, Json)> {
         if !self.online {
             return None;
         }
@@ -263,7 +263,7 @@ impl Links {
         &mut self,
         message: ServerMessage,
         now_ms: u64,
-    ) -> Option<(PeerId, Value)> {
+    ) -> Option<(PeerId, Json)> {
         if !self.online {
             return None;
         }
@@ -370,7 +370,7 @@ impl Links {
     }
 
     /// Sends a negotiation step's signaling `data` to `to` on its route.
-    pub fn signal(&mut self, to: PeerId, data: Value) {
+    pub fn signal(&mut self, to: PeerId, data: Json) {
         let me = self.me.to_string();
         let to_text = to.to_string();
         match self.routes.route(to) {

@@ -3,6 +3,8 @@
 
 use serde_json::json;
 
+use crate::protocol::json::Json;
+
 use super::*;
 use crate::protocol::signal::SdpKind;
 use crate::protocol::Identity;
@@ -196,13 +198,13 @@ fn a_peer_heard_on_both_routes_is_signaled_over_tabs_until_it_leaves_them() {
     a.tab_message(hello(2), 2);
     a.take_actions();
     assert_eq!(a.route(PeerId(2)), Some(Route::Tabs));
-    a.signal(PeerId(2), json!("sdp"));
+    a.signal(PeerId(2), Json::from(json!("sdp")));
     assert_eq!(
         a.take_actions(),
         [LinkAction::Post(TabMessage::Signal {
             from: PeerId(1).to_string(),
             to: PeerId(2).to_string(),
-            data: json!("sdp"),
+            data: Json::from(json!("sdp")),
         })]
     );
     // Its socket drops: the tab is still here, the link stays.
@@ -221,7 +223,7 @@ fn a_peer_heard_on_both_routes_is_signaled_over_tabs_until_it_leaves_them() {
         4,
     );
     assert_eq!(a.take_actions(), [LinkAction::Hangup(PeerId(2))]);
-    a.signal(PeerId(2), json!("late"));
+    a.signal(PeerId(2), Json::from(json!("late")));
     assert!(a.take_actions().is_empty(), "no route to a peer that left");
 }
 
@@ -235,12 +237,12 @@ fn a_peer_only_on_the_server_is_signaled_through_it() {
         0,
     );
     a.take_actions();
-    a.signal(PeerId(5), json!(1));
+    a.signal(PeerId(5), Json::from(json!(1)));
     assert_eq!(
         a.take_actions(),
         [LinkAction::Send(ClientMessage::Signal {
             to: PeerId(5).to_string(),
-            data: json!(1),
+            data: Json::from(json!(1)),
         })]
     );
 }
@@ -551,7 +553,7 @@ fn a_peer_named_by_a_shuffle_is_signaled_through_the_server() {
         OverlayMessage::ShuffleReply(vec![PeerId(40)]),
         10,
     );
-    l.signal(PeerId(40), json!({"sdp": "offer"}));
+    l.signal(PeerId(40), Json::from(json!({"sdp": "offer"})));
     assert!(
         l.take_actions().iter().any(|a| matches!(
             a,
@@ -559,7 +561,7 @@ fn a_peer_named_by_a_shuffle_is_signaled_through_the_server() {
         )),
         "relayed by the server"
     );
-    l.signal(PeerId(41), json!({"sdp": "offer"}));
+    l.signal(PeerId(41), Json::from(json!({"sdp": "offer"})));
     assert!(l.take_actions().is_empty(), "a stranger is not signaled");
 }
 
