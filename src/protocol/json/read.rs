@@ -5,16 +5,24 @@ use super::{Json, JsonError};
 
 /// serde_json's powers of ten for its (not correctly rounded) decimal to
 /// binary conversion: 1e0 to 1e308, each the `f64` nearest to it. It
-/// keeps them in a table; computed here, that is 2.5 KB less data in the
-/// wasm, for some work on the rare number beyond 1e22 or below 1e-22.
+/// keeps them in a table of literals; here the table is computed the first
+/// time a number needs it (a few milliseconds, once), which is 2.5 KB less
+/// data in the wasm. Built once, not per number: a text of many numbers
+/// like `1e300` costs a lookup each, as in serde_json.
 pub(super) fn pow10(n: usize) -> Option<f64> {
-    if n > 308 {
-        return None;
-    }
+    static TABLE: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
     if n <= 22 {
         // Every power up to 1e22 is exact in an f64, so is each product.
         return Some((0..n).fold(1.0, |f, _| f * 10.0));
     }
+    TABLE
+        .get_or_init(|| (0..=308).map(nearest_pow10).collect())
+        .get(n)
+        .copied()
+}
+
+/// The `f64` nearest to `10^n`, for `n` at most 308.
+fn nearest_pow10(n: usize) -> f64 {
     // 10^n = 5^n * 2^n: 5^n exactly, in 32-bit limbs, least first.
     let mut limbs: Vec<u32> = vec![1];
     for _ in 0..n {
@@ -44,7 +52,7 @@ pub(super) fn pow10(n: usize) -> Option<f64> {
     }
     // Times 2^(shift + n), exactly: at most 2^960.
     let scale = f64::from_bits(((1023 + shift + n) as u64) << 52);
-    Some(m as f64 * scale)
+    m as f64 * scale
 }
 
 pub(super) struct Reader<'a> {
