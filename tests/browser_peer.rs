@@ -349,7 +349,7 @@ async fn the_warm_up_leaves_no_trace_in_the_peer() {
     ]))
     .await;
     done(peer.set("k".into(), 1.into())).await;
-    // Its ~2,000 scratch events run in tasks of a few ms meanwhile.
+    // Its ~4,000 scratch events run in tasks of a few ms meanwhile.
     sleep(1_000).await;
     assert_eq!(json(peer.state()), r#"{"k":1}"#);
     assert_eq!(json(peer.clock()), format!(r#"{{"{}":1}}"#, peer.id()));

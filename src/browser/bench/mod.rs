@@ -187,3 +187,14 @@ pub fn room_key_cost(times: u32) -> f64 {
     samples.sort_by(f64::total_cmp);
     samples[samples.len() / 2]
 }
+
+/// A whole warm-up of the receive path (`Peer.open`'s `warmUp`), run in
+/// one go: its milliseconds. The first call in a page is the cost a page
+/// pays (cold code); a second shows the same work warm.
+#[wasm_bindgen(js_name = warmUpCost)]
+pub fn warm_up_cost() -> f64 {
+    let start = now_ms();
+    let mut warm = crate::protocol::sync::warm::WarmUp::new(NOW);
+    while warm.step() {}
+    now_ms() - start
+}

@@ -54,7 +54,7 @@ export interface PeerOptions {
    * random string, not a password. */
   secret?: string;
   /** Warm the code that takes frames in while the page is idle after
-   * opening (default true): a throwaway sync of ~2,000 events between
+   * opening (default true): a throwaway sync of ~4,000 events between
    * two scratch nodes, in tasks of a few ms, so a newcomer's first
    * frames do not run cold (long tasks). */
   warmUp?: boolean;
