@@ -15,7 +15,7 @@
 //! dropped when the warm-up ends.
 
 use super::{LocalWrite, Output, SyncConfig, SyncNode, VERIFY_WINDOW_MS};
-use crate::protocol::{EngineConfig, Identity, JsonValue, PeerId, ReconciliationEngine};
+use crate::protocol::{EngineConfig, Identity, JsonValue, ReconciliationEngine};
 
 /// Writes a step makes: one sealed run, one frame. Small enough that a
 /// step is short while the code is cold.
@@ -132,11 +132,6 @@ impl WarmUp {
     pub fn converged(&self) -> bool {
         self.receiver.engine().clock() == self.writer.engine().clock()
     }
-
-    /// The scratch peers (never a real peer's id).
-    pub fn peers(&self) -> (PeerId, PeerId) {
-        (self.writer.peer(), self.receiver.peer())
-    }
 }
 
 #[cfg(test)]
@@ -154,7 +149,7 @@ mod tests {
         assert!(warm.is_done());
         assert!(!warm.step(), "a finished warm-up does nothing more");
         assert!(warm.converged());
-        let (writer, _) = warm.peers();
+        let writer = warm.writer.peer();
         assert_eq!(
             warm.receiver.engine().clock().get(writer),
             u64::from(STEPS) * WRITES_PER_STEP
