@@ -14,7 +14,10 @@
 //! - `own`: the same for a signed room's 100k entities in runs of 16, as
 //!   a page's cold start loads its own stored snapshot;
 //! - `apply`: causal apply of 1M events, 20% displaced (criterion's
-//!   `causal_apply` workload).
+//!   `causal_apply` workload);
+//! - `c12`: C1.2's 30,000 signed one-write frames through a signed node
+//!   (criterion's `many_peers` row "through a signed node"), and the batch
+//!   verification of their 30,000 seals alone, its floor.
 //!
 //! The snapshots are written once to the temporary directory and read
 //! from there by later runs, so `load` and `own` time nothing but the load.
@@ -22,7 +25,8 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use cpc_sync::protocol::testing::workload;
+use cpc_sync::protocol::seal;
+use cpc_sync::protocol::testing::{wire, workload};
 use cpc_sync::protocol::{EngineConfig, PeerId, ReconciliationEngine, StateSnapshot};
 
 const NOW: u64 = 1 << 40;
@@ -106,8 +110,30 @@ fn main() {
                 drop(engine);
             }
         }
+        "c12" => {
+            let frames = wire::one_write_each(30_000, false);
+            let events = workload::one_write_each_signed(30_000, false);
+            for _ in 0..runs {
+                let start = Instant::now();
+                let mut receiver = wire::Receiver::new();
+                for frame in &frames {
+                    receiver.receive_at(frame, 0).expect("taken");
+                }
+                receiver.finish(0).expect("taken");
+                let node = start.elapsed();
+                let events = events.clone();
+                let start = Instant::now();
+                let (_, refused) = seal::open_seals(events);
+                assert!(refused.is_empty());
+                println!(
+                    "C1.2 through a signed node {node:?}, batch verification alone {:?}",
+                    start.elapsed()
+                );
+                drop(receiver);
+            }
+        }
         _ => {
-            eprintln!("usage: snapshot_timing encode|load|own|apply [runs]");
+            eprintln!("usage: snapshot_timing encode|load|own|apply|c12 [runs]");
             std::process::exit(2);
         }
     }
