@@ -3,6 +3,7 @@
 
 mod archive;
 mod compaction;
+mod entities;
 mod holding;
 mod local;
 mod log;
@@ -33,6 +34,7 @@ pub use view::{Candidate, Conflict};
 use super::clock::{HybridClock, PeerId, VectorClock, MAX_CLOCK_ENTRIES};
 use super::digest::MerkleDigest;
 use super::entity::{Entity, EntityState};
+use entities::Entities;
 
 /// Knobs of an engine. Randomness comes in here too (`hash_seed`): the core
 /// has no RNG of its own.
@@ -109,9 +111,10 @@ pub struct EngineStats {
     pub refused_state: u64,
 }
 
-/// An entity with the engine's bookkeeping flags.
+/// An entity with its key and the engine's bookkeeping flags.
 #[derive(Debug)]
 struct Slot {
+    key: Arc<str>,
     entity: Entity,
     /// Changed since the digest was last computed.
     digest_stale: bool,
@@ -128,10 +131,11 @@ struct Slot {
 /// so both can be borrowed at once.
 #[derive(Debug, Default)]
 struct Books {
-    /// Keys whose entity hash is stale in the digest.
-    stale: Vec<Arc<str>>,
-    /// Keys changed since the app last asked.
-    changed: Vec<Arc<str>>,
+    /// Entities (their indices in [`Entities`]) whose hash is stale in
+    /// the digest.
+    stale: Vec<u32>,
+    /// Entities changed since the app last asked.
+    changed: Vec<u32>,
     /// Counts the times the app asked (see [`Slot::changed`]); never
     /// [`Slot::UNCHANGED`].
     epoch: u32,
@@ -143,37 +147,48 @@ struct Books {
 impl Slot {
     /// A new slot's change mark: no epoch's.
     const UNCHANGED: u32 = u32::MAX;
+
+    fn new(key: Arc<str>, entity: Entity, last_writer: Option<PeerId>) -> Self {
+        Slot {
+            key,
+            entity,
+            digest_stale: false,
+            changed: Slot::UNCHANGED,
+            last_writer,
+        }
+    }
 }
 
 impl Books {
-    /// Reports `key` changed to the app (once until it next asks).
-    fn mark_changed(&mut self, key: &Arc<str>, slot: &mut Slot) {
+    /// Reports the entity at `index` (in `slot`) changed to the app (once
+    /// until it next asks).
+    fn mark_changed(&mut self, index: u32, slot: &mut Slot) {
         if slot.changed != self.epoch {
             slot.changed = self.epoch;
-            self.changed.push(key.clone());
+            self.changed.push(index);
         }
     }
 
-    /// Records that `key`'s entity (in `slot`) changed.
+    /// Records that the entity at `index` (in `slot`) changed.
     /// Room state (reserved keys) counts in the digest but is neither
     /// reported to the app nor ever a conflict.
-    fn touch(&mut self, key: &Arc<str>, slot: &mut Slot) {
+    fn touch(&mut self, index: u32, slot: &mut Slot) {
         if !slot.digest_stale {
             slot.digest_stale = true;
-            self.stale.push(key.clone());
+            self.stale.push(index);
         }
-        if policy::is_reserved(key) {
+        if policy::is_reserved(&slot.key) {
             return;
         }
-        self.mark_changed(key, slot);
+        self.mark_changed(index, slot);
         let conflicted =
             matches!(slot.entity.shown(), EntityState::Register(r) if r.is_conflicted());
         if conflicted {
-            if !self.conflicted.contains(key) {
-                self.conflicted.insert(key.clone());
+            if !self.conflicted.contains(&slot.key) {
+                self.conflicted.insert(slot.key.clone());
             }
         } else if !self.conflicted.is_empty() {
-            self.conflicted.remove(key);
+            self.conflicted.remove(&slot.key);
         }
     }
 }
@@ -199,7 +214,7 @@ pub struct ReconciliationEngine {
     /// grew, where it stood (what [`applied_since_mark`](Self::applied_since_mark)
     /// reads, at a cost in the origins that moved, not in all of them).
     moved: Option<HashMap<PeerId, u64, FixedState>>,
-    entities: HashMap<Arc<str>, Slot, FixedState>,
+    entities: Entities,
     log: EventLog,
     /// Runs out of the log that the state still rests on.
     archive: Archive,
@@ -226,7 +241,7 @@ impl ReconciliationEngine {
             applied: VectorClock::new(),
             unsent_deps: VectorClock::new(),
             moved: None,
-            entities: HashMap::with_hasher(FixedState::with_seed(config.hash_seed)),
+            entities: Entities::with_seed(config.hash_seed),
             log: EventLog::with_seed(config.hash_seed),
             archive: Archive::default(),
             holding: HoldingQueue::new(config.holding_capacity, config.holding_per_origin),
@@ -288,7 +303,10 @@ impl ReconciliationEngine {
 
     /// Keys changed since the last call, each once.
     pub fn take_changes(&mut self) -> Vec<Arc<str>> {
-        let keys = std::mem::take(&mut self.books.changed);
+        let keys = std::mem::take(&mut self.books.changed)
+            .into_iter()
+            .map(|i| self.entities.at(i).key.clone())
+            .collect();
         self.books.epoch += 1;
         if self.books.epoch == Slot::UNCHANGED {
             // Once in four billion: marks of epochs long past could be
@@ -304,12 +322,8 @@ impl ReconciliationEngine {
     /// The Merkle root of the state: equal on two peers exactly when their
     /// replicated states are equal, whatever order events arrived in.
     pub fn digest(&mut self) -> super::Hash32 {
-        for key in std::mem::take(&mut self.books.stale) {
-            if let Some(slot) = self.entities.get_mut(&key) {
-                slot.digest_stale = false;
-                let hash = slot.entity.hash(&key);
-                self.digest.update(&key, hash);
-            }
+        for index in std::mem::take(&mut self.books.stale) {
+            self.rehash(index);
         }
         self.digest.root()
     }
@@ -335,14 +349,18 @@ impl ReconciliationEngine {
             return true;
         }
         let rest = self.books.stale.len() - budget;
-        for key in self.books.stale.split_off(rest) {
-            if let Some(slot) = self.entities.get_mut(&key) {
-                slot.digest_stale = false;
-                let hash = slot.entity.hash(&key);
-                self.digest.update(&key, hash);
-            }
+        for index in self.books.stale.split_off(rest) {
+            self.rehash(index);
         }
         false
+    }
+
+    /// Puts the entity at `index`'s hash into the Merkle tree.
+    fn rehash(&mut self, index: u32) {
+        let slot = self.entities.at(index);
+        slot.digest_stale = false;
+        let hash = slot.entity.hash(&slot.key);
+        self.digest.update(&slot.key, hash);
     }
 
     pub fn merkle(&mut self) -> &MerkleDigest {

@@ -309,8 +309,8 @@ impl ReconciliationEngine {
             .cloned()
             .collect();
         for key in keys {
-            if let Some(slot) = self.entities.get_mut(&key) {
-                self.books.mark_changed(&key, slot);
+            if let Some(index) = self.entities.find(&key) {
+                self.books.mark_changed(index, self.entities.at(index));
             }
         }
     }

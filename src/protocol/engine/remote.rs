@@ -232,21 +232,15 @@ impl ReconciliationEngine {
         if id.peer != self.peer {
             self.unsent_deps.observe(id.peer, id.seq);
         }
-        let slot = match self.entities.entry(event.key.clone()) {
-            std::collections::hash_map::Entry::Occupied(o) => {
-                let slot = o.into_mut();
-                slot.entity.apply(&event);
-                slot.last_writer = Some(id.peer);
-                slot
-            }
-            std::collections::hash_map::Entry::Vacant(v) => v.insert(Slot {
-                entity: Entity::new(&event),
-                digest_stale: false,
-                changed: Slot::UNCHANGED,
-                last_writer: Some(id.peer),
-            }),
-        };
-        self.books.touch(&event.key, slot);
+        let (index, new) = self.entities.find_or_insert(&event.key, |key| {
+            Slot::new(key, Entity::new(&event), Some(id.peer))
+        });
+        let slot = self.entities.at(index);
+        if !new {
+            slot.entity.apply(&event);
+            slot.last_writer = Some(id.peer);
+        }
+        self.books.touch(index, slot);
         if super::policy::is_reserved(&event.key) {
             self.refresh_room_policy(&event.key);
         }

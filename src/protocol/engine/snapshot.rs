@@ -1,4 +1,3 @@
-use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 
 use foldhash::fast::FixedState;
@@ -333,18 +332,10 @@ impl ReconciliationEngine {
             // A fresh engine: the join with nothing is the snapshot itself.
             self.entities.reserve(entities.len());
             for (key, entity) in entities {
-                let mut slot = Slot {
-                    entity,
-                    digest_stale: false,
-                    changed: Slot::UNCHANGED,
-                    last_writer: None,
-                };
-                self.books.touch(&key, &mut slot);
-                // The key moves into the map: a clone and a drop per entity
-                // are two atomic operations, each waiting for the slot's
-                // store to a cold line of the table before it.
+                // `rebuild` made each key once.
                 let reserved = is_reserved(&key).then(|| key.clone());
-                self.entities.insert(key, slot);
+                let index = self.entities.insert_new(Slot::new(key, entity, None));
+                self.books.touch(index, self.entities.at(index));
                 if let Some(key) = reserved {
                     self.refresh_room_policy(&key);
                 }
@@ -483,27 +474,22 @@ impl ReconciliationEngine {
         ours: &VectorClock,
         theirs: &VectorClock,
     ) {
-        let slot = match self.entities.entry(key.clone()) {
-            Entry::Occupied(o) => {
-                let slot = o.into_mut();
-                slot.entity.merge(entity, ours, theirs);
-                slot
+        let index = match self.entities.find(&key) {
+            Some(index) => {
+                self.entities.at(index).entity.merge(entity, ours, theirs);
+                index
             }
-            Entry::Vacant(v) => {
+            None => {
                 let mut fresh = Entity::empty();
                 fresh.merge(entity, ours, theirs);
                 if fresh.is_empty() {
                     return;
                 }
-                v.insert(Slot {
-                    entity: fresh,
-                    digest_stale: false,
-                    changed: Slot::UNCHANGED,
-                    last_writer: None,
-                })
+                self.entities
+                    .insert_new(Slot::new(key.clone(), fresh, None))
             }
         };
-        self.books.touch(&key, slot);
+        self.books.touch(index, self.entities.at(index));
         if is_reserved(&key) {
             self.refresh_room_policy(&key);
         }

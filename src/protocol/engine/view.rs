@@ -63,9 +63,9 @@ impl ReconciliationEngine {
     fn present_keys(&self) -> Vec<Arc<str>> {
         let mut keys: Vec<Arc<str>> = self
             .entities
-            .iter()
-            .filter(|(key, slot)| slot.entity.is_present() && !is_reserved(key))
-            .map(|(k, _)| k.clone())
+            .values()
+            .filter(|slot| slot.entity.is_present() && !is_reserved(&slot.key))
+            .map(|slot| slot.key.clone())
             .collect();
         key_sort::sort_strs(&mut keys);
         keys
