@@ -3,8 +3,10 @@
 mod common;
 
 use common::{assert_converged, deliver, engine, json};
+use cpc_sync::protocol::event::RegisterOp;
 use cpc_sync::protocol::{
-    EngineConfig, PeerId, ReconciliationEngine, SnapshotError, StateSnapshot, Trust,
+    EngineConfig, Operation, PeerId, ReconciliationEngine, SnapshotError, StateSnapshot, Trust,
+    VectorClock,
 };
 
 fn busy_engine() -> ReconciliationEngine {
@@ -219,4 +221,46 @@ fn a_loaded_snapshot_moves_the_clock_past_its_latest_write() {
     let theirs = a.log().iter().last().unwrap().hlc;
     assert!(ours.hlc > theirs, "{:?} <= {:?}", ours.hlc, theirs);
     assert_eq!(b.state_json(), "{\"k\":3}");
+}
+
+/// A snapshot claiming a clock below what its own events rest on is a lie
+/// (loading it would apply events the clock says we lack): refused for
+/// an event beyond its origin's entry, for a dependency beyond the clock,
+/// and for an observed dot beyond it.
+#[test]
+fn events_beyond_the_snapshots_clock_are_refused() {
+    let honest = StateSnapshot::decode(&busy_engine().encode_snapshot()).unwrap();
+    let load = |snapshot: StateSnapshot| engine(9).load_snapshot(snapshot, Trust::OWN);
+    load(honest.clone()).expect("the honest snapshot loads");
+    let (a, b) = (PeerId(1), PeerId(2));
+    let ahead = honest.version_vector.get(b) + 1;
+    let first_of_a = |s: &StateSnapshot| s.events.iter().position(|e| e.id.peer == a).unwrap();
+
+    let mut lowered = honest.clone();
+    let top = lowered.version_vector.get(a);
+    lowered.version_vector.set(a, top - 1);
+    assert!(matches!(load(lowered), Err(SnapshotError::BeyondClock(id)) if id.peer == a));
+
+    let mut deps = honest.clone();
+    let at = first_of_a(&deps);
+    deps.events[at].deps = VectorClock::from_iter([(b, ahead)]);
+    let id = deps.events[at].id;
+    assert!(matches!(load(deps), Err(SnapshotError::BeyondClock(e)) if e == id));
+
+    let mut observed = honest.clone();
+    let at = observed
+        .events
+        .iter()
+        .position(|e| {
+            e.id.peer == a && matches!(e.op, Operation::Register(RegisterOp::Write { .. }))
+        })
+        .unwrap();
+    observed.events[at].deps = VectorClock::new();
+    if let Operation::Register(RegisterOp::Write { observed: seen, .. }) =
+        &mut observed.events[at].op
+    {
+        *seen = VectorClock::from_iter([(b, ahead)]);
+    }
+    let id = observed.events[at].id;
+    assert!(matches!(load(observed), Err(SnapshotError::BeyondClock(e)) if e == id));
 }

@@ -170,6 +170,48 @@ pub fn snapshot(entities: u32, run: u32) -> JsValue {
     out
 }
 
+/// A page's cold start without the browser: our own stored snapshot of
+/// `entities` entities in runs of `run` (a signed room), decoded and
+/// loaded as `Peer.open` does (`SyncNode::restore`: checked as our own,
+/// its seals not verified again), `times` times in one process:
+/// `{ first_decode_ms, first_ready_ms, best_decode_ms, best_ready_ms }`
+/// (the first with cold code, as a page has it). `ready`: decode and load.
+#[wasm_bindgen(js_name = ownSnapshotLoad)]
+pub fn own_snapshot_load(entities: u32, run: u32, times: u32) -> JsValue {
+    let events = workload::signed_rounds(entities as usize, 64, entities as u64, run as usize, 9);
+    let mut state = engine(0);
+    workload::apply_verified(&mut state, events, NOW);
+    let bytes = state.encode_snapshot();
+    let expected = state.state_json();
+    drop(state);
+    let mut runs = Vec::new();
+    for _ in 0..times.max(1) {
+        let start = now_ms();
+        let decoded = StateSnapshot::decode(&bytes).expect("our own snapshot decodes");
+        let decode_ms = now_ms() - start;
+        let loaded = ReconciliationEngine::from_snapshot(
+            workload::peer(0),
+            EngineConfig::default(),
+            decoded,
+        )
+        .expect("our own snapshot loads");
+        let ready_ms = now_ms() - start;
+        assert_eq!(
+            loaded.state_json(),
+            expected,
+            "the load is the writer's state"
+        );
+        runs.push((decode_ms, ready_ms));
+    }
+    let best = |f: fn(&(f64, f64)) -> f64| runs.iter().map(f).fold(f64::INFINITY, f64::min);
+    result(&[
+        ("first_decode_ms", runs[0].0),
+        ("first_ready_ms", runs[0].1),
+        ("best_decode_ms", best(|r| r.0)),
+        ("best_ready_ms", best(|r| r.1)),
+    ])
+}
+
 /// Milliseconds to derive one room's keys from its secret (Argon2id at the
 /// default cost): what each guess at a secret costs whoever sees the room
 /// id. The median of `times` derivations.

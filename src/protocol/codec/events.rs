@@ -440,10 +440,11 @@ impl Decoder<'_> {
     }
 
     fn peer_index(&self, index: u64, column: &'static str) -> Result<usize, CodecError> {
-        usize::try_from(index)
-            .ok()
-            .filter(|i| *i < self.table.len())
-            .ok_or(CodecError::Index { column, index })
+        // A match, not `ok_or`: that builds (and drops) the error every time.
+        match usize::try_from(index) {
+            Ok(i) if i < self.table.len() => Ok(i),
+            _ => Err(CodecError::Index { column, index }),
+        }
     }
 
     fn version_vector(&mut self) -> Result<VectorClock, CodecError> {
@@ -602,14 +603,13 @@ impl Decoder<'_> {
             Ok(key)
         } else {
             let index = self.cols[KEYS].u64()?;
-            usize::try_from(index)
-                .ok()
-                .and_then(|i| self.keys.get(i))
-                .cloned()
-                .ok_or(CodecError::Index {
+            match usize::try_from(index).ok().and_then(|i| self.keys.get(i)) {
+                Some(key) => Ok(key.clone()),
+                None => Err(CodecError::Index {
                     column: "keys",
                     index,
-                })
+                }),
+            }
         }
     }
 

@@ -43,6 +43,7 @@ impl<'a> Reader<'a> {
         CodecError::Truncated(self.column)
     }
 
+    #[inline(always)]
     pub fn u8(&mut self) -> Result<u8, CodecError> {
         let (&first, rest) = self.bytes.split_first().ok_or_else(|| self.truncated())?;
         self.bytes = rest;
@@ -50,7 +51,22 @@ impl<'a> Reader<'a> {
     }
 
     /// One varint; more than 10 bytes, or bits beyond 64, is an error.
+    /// A varint. Most are one byte (indices, lengths, small deltas): that
+    /// case is inlined into every caller (the size-optimized build would
+    /// otherwise make each a call), the rest is not.
+    #[inline(always)]
     pub fn u64(&mut self) -> Result<u64, CodecError> {
+        match self.bytes.split_first() {
+            Some((&byte, rest)) if byte < 0x80 => {
+                self.bytes = rest;
+                Ok(u64::from(byte))
+            }
+            _ => self.long_u64(),
+        }
+    }
+
+    #[inline(never)]
+    fn long_u64(&mut self) -> Result<u64, CodecError> {
         let mut value = 0u64;
         for (i, &byte) in self.bytes.iter().enumerate().take(10) {
             let bits = u64::from(byte & 0x7f);
@@ -79,14 +95,15 @@ impl<'a> Reader<'a> {
     /// A varint that must fit `usize` and be at most `max`.
     pub fn at_most(&mut self, max: usize) -> Result<usize, CodecError> {
         let value = self.u64()?;
-        usize::try_from(value)
-            .ok()
-            .filter(|v| *v <= max)
-            .ok_or(CodecError::Count {
+        // A match, not `ok_or`: that builds (and drops) the error every time.
+        match usize::try_from(value) {
+            Ok(v) if v <= max => Ok(v),
+            _ => Err(CodecError::Count {
                 column: self.column,
                 count: value,
                 limit: max as u64,
-            })
+            }),
+        }
     }
 
     /// A count of items that each take at least `min_bytes` of this
@@ -96,6 +113,7 @@ impl<'a> Reader<'a> {
         self.at_most(max)
     }
 
+    #[inline(always)]
     pub fn take(&mut self, len: usize) -> Result<&'a [u8], CodecError> {
         if len > self.bytes.len() {
             return Err(self.truncated());

@@ -44,6 +44,14 @@ impl Entities {
             .reserve(additional, |&i| hasher.hash_one(&*slots[i as usize].key));
     }
 
+    /// Gives back the slots' spare room when over half of it is unused (a
+    /// [`reserve`](Self::reserve) for more keys than came).
+    pub(super) fn shrink(&mut self) {
+        if self.slots.capacity() > self.slots.len() * 2 {
+            self.slots.shrink_to_fit();
+        }
+    }
+
     /// The index of `key`'s slot.
     pub(super) fn find(&self, key: &str) -> Option<u32> {
         let hash = self.hasher.hash_one(key);

@@ -326,22 +326,12 @@ impl ReconciliationEngine {
         }
         let theirs = snapshot.version_vector.clone();
         self.observe_times(&snapshot);
-        let entities = snapshot.rebuild();
         let ours = self.applied.clone();
         if ours.is_empty() && self.entities.is_empty() {
             // A fresh engine: the join with nothing is the snapshot itself.
-            self.entities.reserve(entities.len());
-            for (key, entity) in entities {
-                // `rebuild` made each key once.
-                let reserved = is_reserved(&key).then(|| key.clone());
-                let index = self.entities.insert_new(Slot::new(key, entity, None));
-                self.books.touch(index, self.entities.at(index));
-                if let Some(key) = reserved {
-                    self.refresh_room_policy(&key);
-                }
-            }
+            self.load_fresh(&snapshot);
         } else {
-            for (key, entity) in entities {
+            for (key, entity) in snapshot.rebuild() {
                 self.join_entity(key, &entity, &ours, &theirs);
             }
         }
@@ -360,6 +350,73 @@ impl ReconciliationEngine {
         }
         self.resolve_conflicts();
         Ok(())
+    }
+
+    /// Takes a verified snapshot's entities into an engine that has none
+    /// (a page's cold start). The events are grouped by key through the
+    /// entity table itself, one hash each, where [`StateSnapshot::rebuild`]
+    /// sorts them by hash and the table hashes them again; a key of one
+    /// event (nearly all) is rebuilt from it directly.
+    fn load_fresh(&mut self, snapshot: &StateSnapshot) {
+        let events = &snapshot.events;
+        // Room for a key per event: fewer come when keys have several.
+        self.entities.reserve(events.len());
+        // Per event its entity's index; per entity how many events it has.
+        let mut entity_of: Vec<u32> = Vec::with_capacity(events.len());
+        let mut sizes: Vec<u32> = Vec::with_capacity(events.len());
+        for event in events {
+            let (index, new) = self
+                .entities
+                .find_or_insert(&event.key, |key| Slot::new(key, Entity::empty(), None));
+            if new {
+                sizes.push(0);
+            }
+            sizes[index as usize] += 1;
+            entity_of.push(index);
+        }
+        self.entities.shrink();
+        // Events of entities with several, grouped by entity: a counting
+        // sort, `starts[i]..starts[i + 1]` being entity i's.
+        let mut starts: Vec<u32> = Vec::with_capacity(sizes.len() + 1);
+        let mut total = 0;
+        for &size in &sizes {
+            starts.push(total);
+            total += if size > 1 { size } else { 0 };
+        }
+        starts.push(total);
+        let mut grouped = vec![0u32; total as usize];
+        let mut fill = starts.clone();
+        for (i, (event, &index)) in events.iter().zip(&entity_of).enumerate() {
+            let index = index as usize;
+            if sizes[index] == 1 {
+                let mut alone = [(event, snapshot.live[i])];
+                self.entities.at(index as u32).entity = Entity::rebuild(&mut alone);
+            } else {
+                grouped[fill[index] as usize] = i as u32;
+                fill[index] += 1;
+            }
+        }
+        let mut group: Vec<(&P2PEvent, bool)> = Vec::new();
+        for (index, &size) in sizes.iter().enumerate() {
+            if size > 1 {
+                let members = &grouped[starts[index] as usize..starts[index + 1] as usize];
+                group.clear();
+                group.extend(
+                    members
+                        .iter()
+                        .map(|&i| (&events[i as usize], snapshot.live[i as usize])),
+                );
+                self.entities.at(index as u32).entity = Entity::rebuild(&mut group);
+            }
+        }
+        for index in 0..sizes.len() as u32 {
+            let slot = self.entities.at(index);
+            let reserved = is_reserved(&slot.key).then(|| slot.key.clone());
+            self.books.touch(index, slot);
+            if let Some(key) = reserved {
+                self.refresh_room_policy(&key);
+            }
+        }
     }
 
     /// Keeps verified runs that began before the log of their origin did
