@@ -303,10 +303,24 @@ impl ReconciliationEngine {
 
     /// Keys changed since the last call, each once.
     pub fn take_changes(&mut self) -> Vec<Arc<str>> {
-        let keys = std::mem::take(&mut self.books.changed)
-            .into_iter()
-            .map(|i| self.entities.at(i).key.clone())
+        let changed = std::mem::take(&mut self.books.changed);
+        let keys = changed
+            .iter()
+            .map(|&i| self.entities.at(i).key.clone())
             .collect();
+        self.next_epoch();
+        keys
+    }
+
+    /// Forgets the changes since the last [`take_changes`](Self::take_changes)
+    /// without making their list (a restore reports none).
+    pub fn clear_changes(&mut self) {
+        self.books.changed.clear();
+        self.next_epoch();
+    }
+
+    /// Starts a new change epoch: every mark of the last one is stale.
+    fn next_epoch(&mut self) {
         self.books.epoch += 1;
         if self.books.epoch == Slot::UNCHANGED {
             // Once in four billion: marks of epochs long past could be
@@ -316,7 +330,6 @@ impl ReconciliationEngine {
             }
             self.books.epoch = 0;
         }
-        keys
     }
 
     /// The Merkle root of the state: equal on two peers exactly when their

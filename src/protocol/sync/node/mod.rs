@@ -305,7 +305,7 @@ impl SyncNode {
             // the event is skipped and anti-entropy fetches it again.
             let _ = engine.replay(event);
         }
-        engine.take_changes();
+        engine.clear_changes();
         Ok(SyncNode::new(engine, config))
     }
 
