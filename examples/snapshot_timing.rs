@@ -15,6 +15,8 @@
 //!   a page's cold start loads its own stored snapshot;
 //! - `apply`: causal apply of 1M events, 20% displaced (criterion's
 //!   `causal_apply` workload);
+//! - `digest`: the Merkle digest of 200k entities written locally, from
+//!   nothing (what a page computes after a cold start or a large sync);
 //! - `c12`: C1.2's 30,000 signed one-write frames through a signed node
 //!   (criterion's `many_peers` row "through a signed node"), and the batch
 //!   verification of their 30,000 seals alone, its floor.
@@ -27,7 +29,7 @@ use std::time::Instant;
 
 use cpc_sync::protocol::seal;
 use cpc_sync::protocol::testing::{wire, workload};
-use cpc_sync::protocol::{EngineConfig, PeerId, ReconciliationEngine, StateSnapshot};
+use cpc_sync::protocol::{EngineConfig, JsonValue, PeerId, ReconciliationEngine, StateSnapshot};
 
 const NOW: u64 = 1 << 40;
 
@@ -110,6 +112,21 @@ fn main() {
                 drop(engine);
             }
         }
+        "digest" => {
+            for _ in 0..runs {
+                let mut engine = engine();
+                for i in 0..200_000u64 {
+                    let value = JsonValue::parse(&format!("{{\"n\":{i},\"name\":\"entity {i}\"}}"))
+                        .expect("JSON");
+                    engine
+                        .set(&format!("key{i}"), value, NOW + i / 100)
+                        .expect("a write");
+                }
+                let start = Instant::now();
+                engine.digest();
+                println!("digest of 200k entities {:?}", start.elapsed());
+            }
+        }
         "c12" => {
             let frames = wire::one_write_each(30_000, false);
             let events = workload::one_write_each_signed(30_000, false);
@@ -133,7 +150,7 @@ fn main() {
             }
         }
         _ => {
-            eprintln!("usage: snapshot_timing encode|load|own|apply|c12 [runs]");
+            eprintln!("usage: snapshot_timing encode|load|own|apply|digest|c12 [runs]");
             std::process::exit(2);
         }
     }

@@ -9,6 +9,8 @@
 use std::sync::Arc;
 
 use super::event::Hash32;
+use super::heap_sort::heap_sort_by;
+use super::key_sort;
 use super::sorted_map::SortedMap;
 use crate::protocol::blake3;
 
@@ -31,7 +33,7 @@ pub struct MerkleDigest {
     /// maps: less code in the wasm, no search for the leaf). A leaf holds
     /// one 4,096th of the keys (a room of a million keys, ~250 a leaf), so
     /// a sorted vector: a `BTreeMap` of this type was 6-8 KB of the wasm.
-    leaves: Vec<SortedMap<Arc<str>, Hash32>>,
+    leaves: Vec<SortedMap<LeafKey, Hash32>>,
     /// The leaves changed since the last root, a bit each.
     stale: [u64; LEAVES / 64],
     any_stale: bool,
@@ -46,6 +48,32 @@ impl Default for MerkleDigest {
             stale: [0; LEAVES / 64],
             any_stale: false,
             levels: [1, FANOUT, FANOUT * FANOUT, LEAVES].map(|n| vec![Hash32::default(); n]),
+        }
+    }
+}
+
+/// A key in its leaf, ordered as the key is, with its first 16 bytes
+/// inline: a leaf's binary search settles nearly every comparison there,
+/// rather than reading each key's text from wherever it was allocated (a
+/// cache miss each; they were most of building the digest of a large
+/// state).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct LeafKey {
+    /// The key's first 16 bytes, big-endian, zero-padded: ordered as the
+    /// keys are wherever it differs, and equal only when the keys agree
+    /// that far (then `key` decides).
+    prefix: u128,
+    key: Arc<str>,
+}
+
+impl LeafKey {
+    fn new(key: &Arc<str>) -> Self {
+        let mut head = [0u8; 16];
+        let len = key.len().min(16);
+        head[..len].copy_from_slice(&key.as_bytes()[..len]);
+        LeafKey {
+            prefix: u128::from_be_bytes(head),
+            key: key.clone(),
         }
     }
 }
@@ -68,9 +96,36 @@ impl MerkleDigest {
         if self.leaves.is_empty() {
             self.leaves.resize_with(LEAVES, SortedMap::new);
         }
-        self.leaves[leaf].insert(key.clone(), hash);
+        self.leaves[leaf].insert(LeafKey::new(key), hash);
         self.stale[leaf / 64] |= 1 << (leaf % 64);
         self.any_stale = true;
+    }
+
+    /// Records the current hashes of many keys (each once) at once: a
+    /// state loaded or synced in bulk. The pairs are bucketed by leaf and
+    /// merged into each leaf sorted, one pass a leaf, where
+    /// [`update`](Self::update) inserts each into its leaf's vector.
+    pub fn update_many(&mut self, pairs: impl IntoIterator<Item = (Arc<str>, Hash32)>) {
+        if self.leaves.is_empty() {
+            self.leaves.resize_with(LEAVES, SortedMap::new);
+        }
+        let mut pairs: Vec<(u16, LeafKey, Hash32)> = pairs
+            .into_iter()
+            .map(|(key, hash)| (leaf_of(&key), LeafKey::new(&key), hash))
+            .collect();
+        key_sort::sort_by_key(&mut pairs, |(leaf, ..)| u128::from(*leaf));
+        let mut pairs = pairs.into_iter().peekable();
+        while let Some(&(leaf, ..)) = pairs.peek() {
+            let mut group: Vec<(LeafKey, Hash32)> = Vec::new();
+            while let Some((_, key, hash)) = pairs.next_if(|(l, ..)| *l == leaf) {
+                group.push((key, hash));
+            }
+            heap_sort_by(&mut group, |a, b| a.0 < b.0);
+            let leaf = leaf as usize;
+            self.leaves[leaf].merge_sorted(group);
+            self.stale[leaf / 64] |= 1 << (leaf % 64);
+            self.any_stale = true;
+        }
     }
 
     pub fn clear(&mut self) {
@@ -88,7 +143,9 @@ impl MerkleDigest {
                 let leaf = word * 64 + bits.trailing_zeros() as usize;
                 bits &= bits - 1;
                 let mut hasher = blake3::Hasher::new();
-                for (key, hash) in self.leaves.get(leaf).into_iter().flat_map(SortedMap::iter) {
+                for (LeafKey { key, .. }, hash) in
+                    self.leaves.get(leaf).into_iter().flat_map(SortedMap::iter)
+                {
                     hasher.update(&(key.len() as u64).to_le_bytes());
                     hasher.update(key.as_bytes());
                     hasher.update(&hash.0);
@@ -122,6 +179,7 @@ impl MerkleDigest {
             .get(index as usize)
             .into_iter()
             .flat_map(SortedMap::iter)
+            .map(|(k, hash)| (&k.key, hash))
     }
 }
 
@@ -150,6 +208,56 @@ mod tests {
         assert_ne!(a.root(), b.root());
         b.update(&keys[7], h(7));
         assert_eq!(a.root(), b.root());
+    }
+
+    #[test]
+    fn updating_many_at_once_gives_the_root_one_by_one_does() {
+        let keys: Vec<Arc<str>> = (0..20_000).map(|i| format!("key{i}").into()).collect();
+        let (mut one, mut many) = (MerkleDigest::default(), MerkleDigest::default());
+        for (i, k) in keys.iter().enumerate() {
+            one.update(k, h(i as u8));
+        }
+        many.update_many(keys[..7_000].iter().map(|k| (k.clone(), h(0))));
+        // Into leaves that hold keys already, new values replacing old.
+        many.update_many(
+            keys.iter()
+                .enumerate()
+                .map(|(i, k)| (k.clone(), h(i as u8))),
+        );
+        assert_eq!(one.root(), many.root());
+        let leaf = leaf_of("key7");
+        assert!(one.leaf(leaf).eq(many.leaf(leaf)));
+    }
+
+    #[test]
+    fn leaf_keys_order_as_their_keys_do() {
+        let keys = [
+            "",
+            "a",
+            "a\0",
+            "a\0b",
+            "ab",
+            "abcdefghijklmnop",
+            "abcdefghijklmnopq",
+            "abcdefghijklmnopqr",
+            "abcdefghijklmnoq",
+            "b",
+            "\u{0}cpc/x",
+            "é",
+            "key1",
+            "key10",
+            "key2",
+        ];
+        for a in keys {
+            for b in keys {
+                let (x, y): (Arc<str>, Arc<str>) = (a.into(), b.into());
+                assert_eq!(
+                    LeafKey::new(&x).cmp(&LeafKey::new(&y)),
+                    a.cmp(b),
+                    "{a:?} against {b:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -335,9 +335,8 @@ impl ReconciliationEngine {
     /// The Merkle root of the state: equal on two peers exactly when their
     /// replicated states are equal, whatever order events arrived in.
     pub fn digest(&mut self) -> super::Hash32 {
-        for index in std::mem::take(&mut self.books.stale) {
-            self.rehash(index);
-        }
+        let stale = std::mem::take(&mut self.books.stale);
+        self.rehash(stale);
         self.digest.root()
     }
 
@@ -362,18 +361,32 @@ impl ReconciliationEngine {
             return true;
         }
         let rest = self.books.stale.len() - budget;
-        for index in self.books.stale.split_off(rest) {
-            self.rehash(index);
-        }
+        let batch = self.books.stale.split_off(rest);
+        self.rehash(batch);
         false
     }
 
-    /// Puts the entity at `index`'s hash into the Merkle tree.
-    fn rehash(&mut self, index: u32) {
-        let slot = self.entities.at(index);
-        slot.digest_stale = false;
-        let hash = slot.entity.hash(&slot.key);
-        self.digest.update(&slot.key, hash);
+    /// Puts the hashes of the entities at `indices` into the Merkle tree:
+    /// one by one when they are few, else bucketed by leaf in one pass.
+    fn rehash(&mut self, indices: Vec<u32>) {
+        const BULK: usize = 256;
+        let mut scratch = Vec::new();
+        let mut hashed = indices.into_iter().map(|index| {
+            let slot = self.entities.at(index);
+            slot.digest_stale = false;
+            (
+                slot.key.clone(),
+                slot.entity.hash_with(&slot.key, &mut scratch),
+            )
+        });
+        if hashed.len() < BULK {
+            for (key, hash) in hashed.by_ref() {
+                self.digest.update(&key, hash);
+            }
+        } else {
+            let pairs: Vec<_> = hashed.collect();
+            self.digest.update_many(pairs);
+        }
     }
 
     pub fn merkle(&mut self) -> &MerkleDigest {

@@ -262,11 +262,21 @@ impl Entity {
 
     /// Content hash of the whole replicated state of `key` (all kinds).
     pub fn hash(&self, key: &str) -> Hash32 {
+        self.hash_with(key, &mut Vec::new())
+    }
+
+    /// [`hash`](Self::hash), encoding the entity into `scratch` (cleared
+    /// first): one buffer for a whole digest refresh, not one an entity.
+    pub fn hash_with(&self, key: &str, scratch: &mut Vec<u8>) -> Hash32 {
         let mut hasher = blake3::Hasher::new();
         hasher.update(&(key.len() as u64).to_le_bytes());
         hasher.update(key.as_bytes());
         // The wire's postcard flavor (see `P2PEvent::content_bytes`).
-        hasher.update(&postcard::to_extend(self, Vec::new()).unwrap_or_default());
+        scratch.clear();
+        if let Ok(done) = postcard::to_extend(self, std::mem::take(scratch)) {
+            *scratch = done;
+        }
+        hasher.update(scratch);
         Hash32(*hasher.finalize().as_bytes())
     }
 }
