@@ -9,8 +9,6 @@
 use std::sync::Arc;
 
 use super::event::Hash32;
-use super::heap_sort::heap_sort_by;
-use super::key_sort;
 use super::sorted_map::SortedMap;
 use crate::protocol::blake3;
 
@@ -101,33 +99,6 @@ impl MerkleDigest {
         self.any_stale = true;
     }
 
-    /// Records the current hashes of many keys (each once) at once: a
-    /// state loaded or synced in bulk. The pairs are bucketed by leaf and
-    /// merged into each leaf sorted, one pass a leaf, where
-    /// [`update`](Self::update) inserts each into its leaf's vector.
-    pub fn update_many(&mut self, pairs: impl IntoIterator<Item = (Arc<str>, Hash32)>) {
-        if self.leaves.is_empty() {
-            self.leaves.resize_with(LEAVES, SortedMap::new);
-        }
-        let mut pairs: Vec<(u16, LeafKey, Hash32)> = pairs
-            .into_iter()
-            .map(|(key, hash)| (leaf_of(&key), LeafKey::new(&key), hash))
-            .collect();
-        key_sort::sort_by_key(&mut pairs, |(leaf, ..)| u128::from(*leaf));
-        let mut pairs = pairs.into_iter().peekable();
-        while let Some(&(leaf, ..)) = pairs.peek() {
-            let mut group: Vec<(LeafKey, Hash32)> = Vec::new();
-            while let Some((_, key, hash)) = pairs.next_if(|(l, ..)| *l == leaf) {
-                group.push((key, hash));
-            }
-            heap_sort_by(&mut group, |a, b| a.0 < b.0);
-            let leaf = leaf as usize;
-            self.leaves[leaf].merge_sorted(group);
-            self.stale[leaf / 64] |= 1 << (leaf % 64);
-            self.any_stale = true;
-        }
-    }
-
     pub fn clear(&mut self) {
         *self = MerkleDigest::default();
     }
@@ -208,25 +179,6 @@ mod tests {
         assert_ne!(a.root(), b.root());
         b.update(&keys[7], h(7));
         assert_eq!(a.root(), b.root());
-    }
-
-    #[test]
-    fn updating_many_at_once_gives_the_root_one_by_one_does() {
-        let keys: Vec<Arc<str>> = (0..20_000).map(|i| format!("key{i}").into()).collect();
-        let (mut one, mut many) = (MerkleDigest::default(), MerkleDigest::default());
-        for (i, k) in keys.iter().enumerate() {
-            one.update(k, h(i as u8));
-        }
-        many.update_many(keys[..7_000].iter().map(|k| (k.clone(), h(0))));
-        // Into leaves that hold keys already, new values replacing old.
-        many.update_many(
-            keys.iter()
-                .enumerate()
-                .map(|(i, k)| (k.clone(), h(i as u8))),
-        );
-        assert_eq!(one.root(), many.root());
-        let leaf = leaf_of("key7");
-        assert!(one.leaf(leaf).eq(many.leaf(leaf)));
     }
 
     #[test]

@@ -94,29 +94,6 @@ impl<K: Ord, V> SortedMap<K, V> {
         }
     }
 
-    /// Inserts `pairs` (sorted by key, each key once) in one merge pass
-    /// rather than one insert each; a pair's value replaces the one its key
-    /// had.
-    pub fn merge_sorted(&mut self, pairs: Vec<(K, V)>) {
-        if self.0.is_empty() {
-            self.0 = pairs;
-            return;
-        }
-        let old = std::mem::take(&mut self.0);
-        let mut out = Vec::with_capacity(old.len() + pairs.len());
-        let (mut old, mut new) = (old.into_iter().peekable(), pairs.into_iter().peekable());
-        while let (Some((a, _)), Some((b, _))) = (old.peek(), new.peek()) {
-            let take_old = a < b;
-            if a == b {
-                old.next();
-            }
-            out.extend(if take_old { old.next() } else { new.next() });
-        }
-        out.extend(old);
-        out.extend(new);
-        self.0 = out;
-    }
-
     pub fn remove<Q: Ord + ?Sized>(&mut self, key: &Q) -> Option<V>
     where
         K: Borrow<Q>,

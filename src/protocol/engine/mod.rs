@@ -366,26 +366,14 @@ impl ReconciliationEngine {
         false
     }
 
-    /// Puts the hashes of the entities at `indices` into the Merkle tree:
-    /// one by one when they are few, else bucketed by leaf in one pass.
+    /// Puts the hashes of the entities at `indices` into the Merkle tree.
     fn rehash(&mut self, indices: Vec<u32>) {
-        const BULK: usize = 256;
         let mut scratch = Vec::new();
-        let mut hashed = indices.into_iter().map(|index| {
+        for index in indices {
             let slot = self.entities.at(index);
             slot.digest_stale = false;
-            (
-                slot.key.clone(),
-                slot.entity.hash_with(&slot.key, &mut scratch),
-            )
-        });
-        if hashed.len() < BULK {
-            for (key, hash) in hashed.by_ref() {
-                self.digest.update(&key, hash);
-            }
-        } else {
-            let pairs: Vec<_> = hashed.collect();
-            self.digest.update_many(pairs);
+            let hash = slot.entity.hash_with(&slot.key, &mut scratch);
+            self.digest.update(&slot.key, hash);
         }
     }
 
