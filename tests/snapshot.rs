@@ -264,3 +264,15 @@ fn events_beyond_the_snapshots_clock_are_refused() {
     let id = observed.events[at].id;
     assert!(matches!(load(observed), Err(SnapshotError::BeyondClock(e)) if e == id));
 }
+
+/// A snapshot built in code with a live flag missing is refused, not
+/// indexed past its end.
+#[test]
+fn a_snapshot_whose_live_flags_do_not_match_its_events_is_refused() {
+    let mut snapshot = StateSnapshot::decode(&busy_engine().encode_snapshot()).unwrap();
+    snapshot.live.pop();
+    assert!(matches!(
+        engine(9).load_snapshot(snapshot, Trust::OWN),
+        Err(SnapshotError::Malformed(_))
+    ));
+}

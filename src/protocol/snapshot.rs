@@ -167,6 +167,12 @@ impl StateSnapshot {
     /// clock, that our own entry is not raised, and the bound on origins.
     pub fn verify(&self, checks: &Checks) -> Result<(), SnapshotError> {
         let clock = &self.version_vector;
+        if self.live.len() != self.events.len() {
+            // Decoding never makes one; a snapshot built in code might.
+            return Err(SnapshotError::Malformed(
+                "the live flags do not match the events".into(),
+            ));
+        }
         if clock.len() > checks.max_origins {
             return Err(SnapshotError::TooManyOrigins {
                 count: clock.len(),
