@@ -51,9 +51,9 @@ impl<'a> Reader<'a> {
     }
 
     /// One varint; more than 10 bytes, or bits beyond 64, is an error.
-    /// A varint. Most are one byte (indices, lengths, small deltas): that
-    /// case is inlined into every caller (the size-optimized build would
-    /// otherwise make each a call), the rest is not.
+    /// Most are one byte (indices, lengths, small deltas): that case is
+    /// inlined into every caller (the size-optimized build would otherwise
+    /// make each a call), the rest is not.
     #[inline(always)]
     pub fn u64(&mut self) -> Result<u64, CodecError> {
         match self.bytes.split_first() {
