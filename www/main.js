@@ -77,12 +77,15 @@ function transferBar(event) {
 
 async function main() {
   try {
+    // The signaling lookup is a request of its own: it runs while the
+    // wasm compiles.
+    const lookup = signalingUrl();
     await init();
     performance.mark("cpc:wasm-ready");
     $("version").textContent = `v${cpc.version()}`;
     window.cpc = { module: cpc };
     const room = params.get("room") ?? "demo";
-    const signaling = await signalingUrl();
+    const signaling = await lookup;
     const storage = params.get("storage") ?? "indexeddb";
     performance.mark("cpc:open");
     const peer = await cpc.Peer.open({ room, signaling, storage, secret });

@@ -56,7 +56,10 @@ const pageErrors = [];
 // it has them, with the demo page's marks. Not the demo page (www/), whose
 // table re-reads every entry on each change and every second: with 100k
 // entries that costs more than the peer does (the appends show how much).
-const PEER_PAGE = `<!doctype html><title>cpc-sync bench</title><body>peer</body>
+const PEER_PAGE = `<!doctype html><title>cpc-sync bench</title>
+<link rel="modulepreload" href="/pkg/cpc_sync.js">
+<link rel="preload" href="/pkg/cpc_sync_bg.wasm" as="fetch" type="application/wasm" crossorigin>
+<body>peer</body>
 <script type="module">
   import init, { Peer } from "/pkg/cpc_sync.js";
   const params = new URLSearchParams(location.search);
@@ -517,11 +520,26 @@ async function reloadTimed(page) {
   }));
 }
 
-async function coldstart(browser, url) {
+async function coldstart(browser) {
   const entities = size(100_000, 5_000);
   const tail = size(20_000, 1_000);
-  const context = await newContext(browser, url);
-  const p = await openPeer(context, url, `room=${room("cold")}`);
+  // The page served as a file by a server of its own, as an app's page is:
+  // a routed page has the harness intercept every request it makes (the
+  // package's script and wasm), which added tens of ms to each load.
+  const www = await mkdtemp(path.join(os.tmpdir(), "cpc-cold-bench-"));
+  await writeFile(path.join(www, "bench.html"), PEER_PAGE);
+  const server = await startServer(0, { CPC_WWW: www });
+  try {
+    return await coldstartAt(browser, `${server.url}bench.html`, entities, tail);
+  } finally {
+    await server.stop();
+    await rm(www, { recursive: true, force: true });
+  }
+}
+
+async function coldstartAt(browser, url, entities, tail) {
+  const context = await browser.newContext();
+  const p = await openPeerPage(context, url, `room=${room("cold")}`);
   await p.page.evaluate(writeBatches, { prefix: "key", count: entities, kind: "entity" });
   // Let the timer fold the log into a snapshot, then close cleanly.
   await p.page.waitForTimeout(2500);
@@ -542,6 +560,7 @@ async function coldstart(browser, url) {
     unclean.push(await reloadTimed(p.page));
     await p.page.evaluate(() => window.cpc.peer.close());
   }
+  pageErrors.push(...p.errors.map((e) => `${url}: ${e}`));
   await context.close();
   const restored = [...clean.map((run) => run.entities), ...unclean.map((run) => run.entities - tail)];
   if (restored.some((n) => n !== entities)) throw new Error(`cold starts restored ${restored} entities, not ${entities}`);
