@@ -72,7 +72,7 @@ fn snapshot(n: usize, signed: bool) -> Vec<u8> {
 fn load(bytes: &[u8], runs: usize) {
     for _ in 0..runs {
         let start = Instant::now();
-        let decoded = StateSnapshot::decode(bytes).expect("decodes");
+        let decoded = StateSnapshot::decode_shared(bytes).expect("decodes");
         let decode = start.elapsed();
         let loaded =
             ReconciliationEngine::from_snapshot(PeerId(2), EngineConfig::default(), decoded)

@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::sync::Arc;
 
 use cpc_sync::protocol::codec::{events, legacy, CodecError};
 use cpc_sync::protocol::event::{CounterOp, CounterShare, RegisterOp, SetOp};
@@ -101,7 +100,7 @@ fn events() -> impl Strategy<Value = Vec<P2PEvent>> {
     )
         .prop_map(|(peer, seq, key, op, deps, hlc, seal)| P2PEvent {
             id: EventId::new(peer, seq),
-            key: Arc::from(key),
+            key: key.into(),
             op,
             deps,
             hlc: Timestamp(hlc),
@@ -130,6 +129,7 @@ proptest! {
         let batch = events::decode(&bytes).expect("decodes");
         prop_assert_eq!(&batch.events, &events);
         prop_assert_eq!(&batch.clock, &clock);
+        prop_assert_eq!(&events::decode_shared(&bytes).expect("decodes"), &batch);
         // The seals, which equality of events leaves out of nothing.
         let seals: Vec<_> = events.iter().map(|e| e.seal.clone()).collect();
         let decoded: Vec<_> = batch.events.iter().map(|e| e.seal.clone()).collect();
@@ -151,6 +151,9 @@ proptest! {
         if truncate {
             bytes.truncate(cut.index(bytes.len() + 1));
         }
+        // Keys and values as ranges of shared columns, or one each: the
+        // same batches, the same refusals.
+        prop_assert_eq!(events::decode_shared(&bytes).ok(), events::decode(&bytes).ok());
         if let Ok(batch) = events::decode(&bytes) {
             let again = events::decode(&events::encode(&batch.events, &batch.clock)).expect("re-encoded");
             prop_assert_eq!(again, batch);
@@ -163,6 +166,7 @@ proptest! {
         let mut with_format = vec![events::FORMAT];
         with_format.extend_from_slice(&bytes);
         let _ = events::decode(&with_format);
+        prop_assert_eq!(events::decode_shared(&with_format).ok(), events::decode(&with_format).ok());
     }
 }
 

@@ -6,7 +6,7 @@
 //! level by level to the leaves that differ. An empty subtree hashes to zero,
 //! so the tree costs nothing where there are no keys.
 
-use std::sync::Arc;
+use crate::protocol::text::Text;
 
 use super::event::Hash32;
 use super::sorted_map::SortedMap;
@@ -61,11 +61,11 @@ struct LeafKey {
     /// keys are wherever it differs, and equal only when the keys agree
     /// that far (then `key` decides).
     prefix: u128,
-    key: Arc<str>,
+    key: Text,
 }
 
 impl LeafKey {
-    fn new(key: &Arc<str>) -> Self {
+    fn new(key: &Text) -> Self {
         let mut head = [0u8; 16];
         let len = key.len().min(16);
         head[..len].copy_from_slice(&key.as_bytes()[..len]);
@@ -89,7 +89,7 @@ fn hash_children(children: &[Hash32]) -> Hash32 {
 
 impl MerkleDigest {
     /// Records the current hash of `key`'s entity.
-    pub fn update(&mut self, key: &Arc<str>, hash: Hash32) {
+    pub fn update(&mut self, key: &Text, hash: Hash32) {
         let leaf = leaf_of(key) as usize;
         if self.leaves.is_empty() {
             self.leaves.resize_with(LEAVES, SortedMap::new);
@@ -145,7 +145,7 @@ impl MerkleDigest {
     }
 
     /// The `(key, entity hash)` pairs of a leaf.
-    pub fn leaf(&self, index: u16) -> impl Iterator<Item = (&Arc<str>, &Hash32)> {
+    pub fn leaf(&self, index: u16) -> impl Iterator<Item = (&Text, &Hash32)> {
         self.leaves
             .get(index as usize)
             .into_iter()
@@ -164,7 +164,7 @@ mod tests {
 
     #[test]
     fn root_is_independent_of_insertion_order_and_sensitive_to_content() {
-        let keys: Vec<Arc<str>> = (0..100).map(|i| format!("k{i}").into()).collect();
+        let keys: Vec<Text> = (0..100).map(|i| format!("k{i}").into()).collect();
         let mut a = MerkleDigest::default();
         let mut b = MerkleDigest::default();
         for (i, k) in keys.iter().enumerate() {
@@ -202,7 +202,7 @@ mod tests {
         ];
         for a in keys {
             for b in keys {
-                let (x, y): (Arc<str>, Arc<str>) = (a.into(), b.into());
+                let (x, y): (Text, Text) = (a.into(), b.into());
                 assert_eq!(
                     LeafKey::new(&x).cmp(&LeafKey::new(&y)),
                     a.cmp(b),
@@ -216,9 +216,9 @@ mod tests {
     fn descent_finds_the_differing_leaf() {
         let mut a = MerkleDigest::default();
         let mut b = MerkleDigest::default();
-        let key: Arc<str> = "needle".into();
+        let key: Text = "needle".into();
         for i in 0..50 {
-            let k: Arc<str> = format!("k{i}").into();
+            let k: Text = format!("k{i}").into();
             a.update(&k, h(1));
             b.update(&k, h(1));
         }

@@ -1,7 +1,7 @@
 //! `P2PEvent`: the unit of exchange.
 
+use crate::protocol::text::Text;
 use std::fmt;
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -171,7 +171,7 @@ impl Operation {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct P2PEvent {
     pub id: EventId,
-    pub key: Arc<str>,
+    pub key: Text,
     pub op: Operation,
     pub deps: VectorClock,
     pub hlc: Timestamp,

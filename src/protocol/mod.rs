@@ -26,6 +26,7 @@ pub mod sorted_map;
 pub mod sync;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod text;
 pub mod value;
 
 pub use clock::{ClockOrdering, HybridClock, PeerId, Timestamp, VectorClock};
@@ -38,4 +39,5 @@ pub use event::{EventId, Hash32, Kind, Operation, P2PEvent};
 pub use identity::Identity;
 pub use reconciliation::{ReconciliationRequest, ReconciliationResponse};
 pub use snapshot::{SnapshotError, StateSnapshot};
+pub use text::Text;
 pub use value::JsonValue;

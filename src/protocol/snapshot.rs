@@ -11,8 +11,8 @@
 //! ([`Entity::rebuild`]); a sender can leave events out, but it cannot
 //! make up a value, a dot, a writer or a clock entry.
 
+use crate::protocol::text::Text;
 use std::hash::BuildHasher;
-use std::sync::Arc;
 
 use super::clock::{PeerId, VectorClock};
 use super::codec::{events, varint, CodecError};
@@ -129,6 +129,19 @@ impl StateSnapshot {
     /// Decodes a snapshot; any defect is an error, never a panic. Decoding
     /// checks the form; [`verify`](Self::verify) checks what it claims.
     pub fn decode(bytes: &[u8]) -> Result<Self, SnapshotError> {
+        Self::decode_with(bytes, false)
+    }
+
+    /// Decodes a snapshot as [`decode`](Self::decode) does, its keys and
+    /// values ranges of two shared buffers ([`Text`](crate::protocol::Text))
+    /// instead of an allocation each: for this peer's own stored snapshot,
+    /// all of which its state is restored from. (One from a peer may
+    /// bring a single event new to us, which would keep its whole buffer.)
+    pub fn decode_shared(bytes: &[u8]) -> Result<Self, SnapshotError> {
+        Self::decode_with(bytes, true)
+    }
+
+    fn decode_with(bytes: &[u8], shared: bool) -> Result<Self, SnapshotError> {
         let body = bytes.strip_prefix(MAGIC).ok_or(SnapshotError::BadMagic)?;
         let (&format, body) = body.split_first().ok_or(SnapshotError::BadMagic)?;
         if format != FORMAT {
@@ -137,7 +150,11 @@ impl StateSnapshot {
         let mut reader = varint::Reader::new(body, "live");
         let len = reader.at_most(body.len())?;
         let bits = reader.take(len)?;
-        let batch = events::decode(reader.take(reader.remaining())?)?;
+        let body = reader.take(reader.remaining())?;
+        let batch = match shared {
+            true => events::decode_shared(body)?,
+            false => events::decode(body)?,
+        };
         let count = batch.events.len();
         let stray = count % 8 != 0 && bits.last().is_some_and(|b| b >> (count % 8) != 0);
         if bits.len() != count.div_ceil(8) || stray {
@@ -219,7 +236,7 @@ impl StateSnapshot {
     }
 
     /// The entities the live events rebuild, by key.
-    pub fn rebuild(&self) -> Vec<(Arc<str>, Entity)> {
+    pub fn rebuild(&self) -> Vec<(Text, Entity)> {
         // Grouped by key without a map: indices sorted by the key's hash
         // (no string comparisons, one allocation), each run of equal hashes
         // one key but for collisions. Most keys have one event: those are

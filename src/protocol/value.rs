@@ -1,6 +1,6 @@
+use crate::protocol::text::Text;
 use std::cmp::Ordering;
 use std::fmt;
-use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -14,7 +14,7 @@ use super::json::{self, Json};
 /// the network are checked to be JSON and kept byte for byte: their bytes are
 /// part of the event they came in.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct JsonValue(Arc<str>);
+pub struct JsonValue(Text);
 
 /// Text that is not one JSON value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -47,6 +47,12 @@ impl JsonValue {
     pub fn verbatim(text: &str) -> Result<Self, InvalidJson> {
         json::check(text).map_err(|e| InvalidJson(e.to_string()))?;
         Ok(JsonValue(text.into()))
+    }
+
+    /// [`verbatim`](Self::verbatim), keeping `text` as it is shared.
+    pub fn verbatim_text(text: Text) -> Result<Self, InvalidJson> {
+        json::check(&text).map_err(|e| InvalidJson(e.to_string()))?;
+        Ok(JsonValue(text))
     }
 
     pub fn as_str(&self) -> &str {

@@ -187,7 +187,7 @@ pub fn own_snapshot_load(entities: u32, run: u32, times: u32) -> JsValue {
     let mut runs = Vec::new();
     for _ in 0..times.max(1) {
         let start = now_ms();
-        let decoded = StateSnapshot::decode(&bytes).expect("our own snapshot decodes");
+        let decoded = StateSnapshot::decode_shared(&bytes).expect("our own snapshot decodes");
         let decode_ms = now_ms() - start;
         let loaded = ReconciliationEngine::from_snapshot(
             workload::peer(0),

@@ -1,6 +1,6 @@
 //! The app's listeners and what they receive.
 
-use std::sync::Arc;
+use crate::protocol::Text;
 
 use js_sys::{Function, Object, Reflect};
 use wasm_bindgen::prelude::*;
@@ -14,7 +14,7 @@ pub struct Listeners {
     by_kind: SortedMap<String, Vec<Function>>,
     /// Keys changed since the last "change" event, and whether one is
     /// scheduled.
-    pub changed: Vec<Arc<str>>,
+    pub changed: Vec<Text>,
     pub change_scheduled: bool,
 }
 

@@ -40,6 +40,7 @@ use crate::protocol::event::{
 };
 use crate::protocol::identity::{peer_id_of, PublicKey};
 use crate::protocol::seal::Seal;
+use crate::protocol::text::Text;
 use crate::protocol::value::JsonValue;
 
 /// The batch layout's version, its first byte.
@@ -373,6 +374,18 @@ fn prefix_count(column: &mut Vec<u8>, count: u64) {
 
 /// Decodes a batch; any defect is a typed error.
 pub fn decode(bytes: &[u8]) -> Result<Batch, CodecError> {
+    decode_with(bytes, false)
+}
+
+/// Decodes a batch whose keys and values are ranges of two buffers, its
+/// key and value columns, instead of one allocation each (see
+/// [`Text`]): for a snapshot, whose events are kept as long as the state
+/// rests on them.
+pub fn decode_shared(bytes: &[u8]) -> Result<Batch, CodecError> {
+    decode_with(bytes, true)
+}
+
+fn decode_with(bytes: &[u8], shared: bool) -> Result<Batch, CodecError> {
     let mut header = Reader::new(bytes, "header");
     let format = header.u8()?;
     if format != FORMAT {
@@ -387,7 +400,15 @@ pub fn decode(bytes: &[u8]) -> Result<Batch, CodecError> {
         cols[i] = Reader::new(header.take(*length)?, NAMES[i]);
     }
     header.finish()?;
+    let column_text = |col: usize, what| match shared {
+        true => std::str::from_utf8(cols[col].rest())
+            .map(|text| Some(Arc::from(text)))
+            .map_err(|_| CodecError::Utf8(what)),
+        false => Ok(None),
+    };
     let mut d = Decoder {
+        key_text: column_text(KEY_BYTES, "key bytes")?,
+        value_text: column_text(VALUES, "values")?,
         cols,
         table: Vec::new(),
         keys: Vec::new(),
@@ -406,8 +427,12 @@ pub fn decode(bytes: &[u8]) -> Result<Batch, CodecError> {
 
 struct Decoder<'a> {
     cols: [Reader<'a>; 12],
+    /// With [`decode_shared`]: the key and value columns, whole, that
+    /// keys and values are ranges of.
+    key_text: Option<Arc<str>>,
+    value_text: Option<Arc<str>>,
     table: Vec<(PeerId, Option<PublicKey>)>,
-    keys: Vec<Arc<str>>,
+    keys: Vec<Text>,
     cursors: Vec<u64>,
     next_run: Vec<u64>,
     millis: u64,
@@ -593,12 +618,11 @@ impl Decoder<'_> {
         })
     }
 
-    fn key(&mut self, new: bool) -> Result<Arc<str>, CodecError> {
+    fn key(&mut self, new: bool) -> Result<Text, CodecError> {
         if new {
             let len = self.cols[KEYS].at_most(self.cols[KEY_BYTES].remaining())?;
-            let text = std::str::from_utf8(self.cols[KEY_BYTES].take(len)?)
-                .map_err(|_| CodecError::Utf8("key bytes"))?;
-            let key: Arc<str> = text.into();
+            let key = text(&mut self.cols[KEY_BYTES], len, self.key_text.as_ref())
+                .ok_or(CodecError::Utf8("key bytes"))?;
             self.keys.push(key.clone());
             Ok(key)
         } else {
@@ -641,9 +665,9 @@ impl Decoder<'_> {
 
     fn value(&mut self) -> Result<JsonValue, CodecError> {
         let len = self.cols[LENGTHS].at_most(self.cols[VALUES].remaining())?;
-        let text = std::str::from_utf8(self.cols[VALUES].take(len)?)
-            .map_err(|_| CodecError::Utf8("values"))?;
-        JsonValue::verbatim(text).map_err(|e| CodecError::Json(e.0))
+        let text = text(&mut self.cols[VALUES], len, self.value_text.as_ref())
+            .ok_or(CodecError::Utf8("values"))?;
+        JsonValue::verbatim_text(text).map_err(|e| CodecError::Json(e.0))
     }
 
     /// An observed clock of `form` (see [`OBSERVED`]): empty, one entry,
@@ -701,6 +725,19 @@ impl Decoder<'_> {
 
 /// A clock from entries that must be sorted by peer id, each once, none zero
 /// (how [`VectorClock::iter`] yields them): one form per clock.
+/// The next `len` bytes of `col` (at most what is left) as text: a range
+/// of `whole`, the column's text, when there is one, else a copy. `None`
+/// when they are not text.
+#[inline(always)]
+fn text(col: &mut Reader, len: usize, whole: Option<&Arc<str>>) -> Option<Text> {
+    let start = whole.map(|w| w.len() - col.remaining());
+    let bytes = col.take(len).ok()?;
+    match (whole, start) {
+        (Some(whole), Some(start)) => Text::slice(whole, start..start + len),
+        _ => std::str::from_utf8(bytes).ok().map(Text::from),
+    }
+}
+
 fn clock_from(entries: Entries, column: &'static str) -> Result<VectorClock, CodecError> {
     VectorClock::from_canonical(entries).ok_or(CodecError::Clock(column))
 }

@@ -39,6 +39,11 @@ impl<'a> Reader<'a> {
         self.bytes.len()
     }
 
+    /// What is left of the column, not read.
+    pub fn rest(&self) -> &'a [u8] {
+        self.bytes
+    }
+
     fn truncated(&self) -> CodecError {
         CodecError::Truncated(self.column)
     }

@@ -7,8 +7,8 @@
 //! the key and its slot, so it stays small enough to sit in cache, and
 //! walking every entity (a snapshot, the digest) reads one vector in order.
 
+use crate::protocol::text::Text;
 use std::hash::BuildHasher;
-use std::sync::Arc;
 
 use foldhash::fast::FixedState;
 use hashbrown::hash_table::{Entry, HashTable};
@@ -72,8 +72,8 @@ impl Entities {
     /// The index of `key`'s slot, and whether `make` made it now.
     pub(super) fn find_or_insert(
         &mut self,
-        key: &Arc<str>,
-        make: impl FnOnce(Arc<str>) -> Slot,
+        key: &Text,
+        make: impl FnOnce(Text) -> Slot,
     ) -> (u32, bool) {
         let hash = self.hasher.hash_one(&**key);
         let (slots, hasher) = (&mut self.slots, &self.hasher);
@@ -113,7 +113,7 @@ impl Entities {
         self.slots.iter_mut()
     }
 
-    pub(super) fn keys(&self) -> impl Iterator<Item = &Arc<str>> {
+    pub(super) fn keys(&self) -> impl Iterator<Item = &Text> {
         self.slots.iter().map(|s| &s.key)
     }
 }

@@ -13,8 +13,8 @@ mod remote;
 mod snapshot;
 mod view;
 
+use crate::protocol::text::Text;
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
 use foldhash::fast::FixedState;
 
@@ -114,7 +114,7 @@ pub struct EngineStats {
 /// An entity with its key and the engine's bookkeeping flags.
 #[derive(Debug)]
 struct Slot {
-    key: Arc<str>,
+    key: Text,
     entity: Entity,
     /// Changed since the digest was last computed.
     digest_stale: bool,
@@ -141,14 +141,14 @@ struct Books {
     epoch: u32,
     /// Register keys with concurrent siblings (any policy; no reserved key).
     /// (A hash set: every register write probes it; readers sort.)
-    conflicted: HashSet<Arc<str>, FixedState>,
+    conflicted: HashSet<Text, FixedState>,
 }
 
 impl Slot {
     /// A new slot's change mark: no epoch's.
     const UNCHANGED: u32 = u32::MAX;
 
-    fn new(key: Arc<str>, entity: Entity, last_writer: Option<PeerId>) -> Self {
+    fn new(key: Text, entity: Entity, last_writer: Option<PeerId>) -> Self {
         Slot {
             key,
             entity,
@@ -227,7 +227,7 @@ pub struct ReconciliationEngine {
     digest: MerkleDigest,
     books: Books,
     /// Siblings we already asked a resolver about, per key.
-    requested: HashMap<Arc<str>, (VectorClock, u64), FixedState>,
+    requested: HashMap<Text, (VectorClock, u64), FixedState>,
     stats: EngineStats,
     /// Apply order, when recording (tests check causal delivery with it).
     journal: Option<Vec<JournalEntry>>,
@@ -302,7 +302,7 @@ impl ReconciliationEngine {
     }
 
     /// Keys changed since the last call, each once.
-    pub fn take_changes(&mut self) -> Vec<Arc<str>> {
+    pub fn take_changes(&mut self) -> Vec<Text> {
         let changed = std::mem::take(&mut self.books.changed);
         let keys = changed
             .iter()

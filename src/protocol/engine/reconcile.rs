@@ -1,4 +1,4 @@
-use std::sync::Arc;
+use crate::protocol::text::Text;
 
 use super::view::{candidates, Candidate};
 use super::{ConflictPolicy, ReconciliationEngine};
@@ -51,7 +51,7 @@ impl ReconciliationEngine {
 
     /// Conflicted `reconcile` keys with no request in flight (or whose
     /// request went unanswered for [`RECONCILIATION_RETRY_MS`]).
-    pub fn pending_reconciliations(&self, now_ms: u64) -> Vec<Arc<str>> {
+    pub fn pending_reconciliations(&self, now_ms: u64) -> Vec<Text> {
         let mut keys = self
             .books
             .conflicted

@@ -1,7 +1,7 @@
 use std::collections::{HashMap, HashSet};
 
+use crate::protocol::text::Text;
 use foldhash::fast::FixedState;
-use std::sync::Arc;
 
 use super::policy::{self, is_reserved};
 use super::{ReconciliationEngine, Slot};
@@ -497,12 +497,12 @@ impl ReconciliationEngine {
         let clock = self.applied.clone();
         self.observe_times(&theirs);
         let entities = theirs.rebuild();
-        let mine: Vec<Arc<str>> = {
+        let mine: Vec<Text> = {
             self.digest();
             self.digest.leaf(leaf).map(|(k, _)| k.clone()).collect()
         };
         let their_keys: HashSet<&str> = entities.iter().map(|(k, _)| &**k).collect();
-        let missing: Vec<Arc<str>> = mine
+        let missing: Vec<Text> = mine
             .into_iter()
             .filter(|k| !their_keys.contains(&**k))
             .collect();
@@ -526,7 +526,7 @@ impl ReconciliationEngine {
 
     fn join_entity(
         &mut self,
-        key: Arc<str>,
+        key: Text,
         entity: &Entity,
         ours: &VectorClock,
         theirs: &VectorClock,

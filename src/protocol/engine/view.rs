@@ -1,4 +1,4 @@
-use std::sync::Arc;
+use crate::protocol::text::Text;
 
 use serde::Serialize;
 
@@ -60,8 +60,8 @@ fn push_json_string(out: &mut String, s: &str) {
 impl ReconciliationEngine {
     /// App keys whose entity is present (not deleted), sorted: room state
     /// (reserved keys) is not the app's.
-    fn present_keys(&self) -> Vec<Arc<str>> {
-        let mut keys: Vec<Arc<str>> = self
+    fn present_keys(&self) -> Vec<Text> {
+        let mut keys: Vec<Text> = self
             .entities
             .values()
             .filter(|slot| slot.entity.is_present() && !is_reserved(&slot.key))

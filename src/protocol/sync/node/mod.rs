@@ -27,7 +27,7 @@ pub use relay::{
     MAX_AWAITED_PER_PEER, MAX_GRAFTS_PER_INTERVAL, MAX_PRUNES_PER_INTERVAL, PULL_RETRY_MS,
 };
 
-use std::sync::Arc;
+use crate::protocol::text::Text;
 
 use super::refusal::Refusal;
 use super::session::{Session, SessionStats, Standing};
@@ -172,7 +172,7 @@ pub enum Output {
     /// [`SyncConfig::durable`]).
     Persist { token: u64, write: Persist },
     /// These keys changed.
-    Changed(Vec<Arc<str>>),
+    Changed(Vec<Text>),
     /// A snapshot from `from` is arriving.
     SnapshotProgress {
         from: PeerId,
@@ -298,7 +298,7 @@ impl SyncNode {
     ) -> Result<Self, SnapshotError> {
         let mut engine = ReconciliationEngine::new(peer, engine_config);
         if let Some(bytes) = snapshot {
-            engine.load_snapshot(StateSnapshot::decode(bytes)?, Trust::OWN)?;
+            engine.load_snapshot(StateSnapshot::decode_shared(bytes)?, Trust::OWN)?;
         }
         for event in events {
             // Our own storage: a refusal here means the store was damaged;
