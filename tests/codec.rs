@@ -8,7 +8,6 @@
 
 mod common;
 
-
 use cpc_sync::protocol::codec::{events, legacy, CodecError};
 use cpc_sync::protocol::event::{CounterOp, CounterShare, RegisterOp, SetOp};
 use cpc_sync::protocol::seal::Seal;
