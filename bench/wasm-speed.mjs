@@ -1,0 +1,43 @@
+// The core's hot paths in Node's V8, for A/B runs of two wasm builds (an
+// opt-level, a change to the codec): causal apply, B3.1, C1.2 and the
+// run-heavy workload through a signed node (`BenchNode`, the frames a
+// browser peer receives), the batch verification of 30,000 seals alone,
+// and a 100k-entity snapshot's encode, decode and own load. One line of
+// JSON a run. `bash scripts/bench-wasm.sh && node bench/wasm-speed.mjs
+// [package folder, default target/bench/pkg] [runs, default 1]`.
+import { readFileSync } from "node:fs";
+import path from "node:path";
+
+const pkg = path.resolve(process.argv[2] ?? new URL("../target/bench/pkg", import.meta.url).pathname);
+const runs = Number(process.argv[3] ?? 1);
+const mod = await import(path.join(pkg, "cpc_sync.js"));
+mod.initSync({ module: readFileSync(path.join(pkg, "cpc_sync_bg.wasm")) });
+
+const WORKLOADS = {
+  b31: () => mod.oneWriteEach(1540, true),
+  c12: () => mod.oneWriteEach(30000, false),
+  run_heavy: () => mod.runHeavy(10, 10000, 1000, 100),
+};
+
+for (let run = 0; run < runs; run++) {
+  const out = {};
+  const apply = mod.causalApply(200000, 64, 10000, 0.2);
+  out.apply_us_per_event = +(apply.ms / 200).toFixed(2);
+  out.apply_in_order_us_per_event = +(apply.in_order_ms / 200).toFixed(2);
+  for (const [name, frames] of Object.entries(WORKLOADS)) {
+    const framesNow = frames();
+    const start = performance.now();
+    const node = new mod.BenchNode();
+    for (const frame of framesNow) node.receive(frame);
+    node.finish();
+    out[`${name}_ms`] = Math.round(performance.now() - start);
+    node.free();
+  }
+  out.verify_30k_seals_ms = Math.round(mod.batchVerifyCost(30000).verify_ms);
+  const snapshot = mod.snapshot(100000, 16);
+  out.snapshot_encode_ms = snapshot.encode_ms;
+  out.snapshot_decode_ms = snapshot.decode_ms;
+  const own = mod.ownSnapshotLoad(100000, 16, 1);
+  out.own_load_first_ms = own.first_ready_ms;
+  console.log(JSON.stringify(out));
+}
