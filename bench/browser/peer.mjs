@@ -57,6 +57,7 @@ const pageErrors = [];
 // table re-reads every entry on each change and every second: with 100k
 // entries that costs more than the peer does (the appends show how much).
 const PEER_PAGE = `<!doctype html><title>cpc-sync bench</title>
+<link rel="icon" href="data:,">
 <link rel="modulepreload" href="/pkg/cpc_sync.js">
 <link rel="preload" href="/pkg/cpc_sync_bg.wasm" as="fetch" type="application/wasm" crossorigin>
 <body>peer</body>
