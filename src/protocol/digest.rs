@@ -108,11 +108,17 @@ impl MerkleDigest {
         if !std::mem::take(&mut self.any_stale) {
             return self.levels[0][0];
         }
+        // The nodes above the changed leaves, level by level: in order and
+        // each once, as the leaves are visited in order.
+        let mut changed: Vec<usize> = Vec::new();
         for (word, bits) in self.stale.iter_mut().enumerate() {
             let mut bits = std::mem::take(bits);
             while bits != 0 {
                 let leaf = word * 64 + bits.trailing_zeros() as usize;
                 bits &= bits - 1;
+                if changed.last() != Some(&(leaf / FANOUT)) {
+                    changed.push(leaf / FANOUT);
+                }
                 let mut hasher = blake3::Hasher::new();
                 for (LeafKey { key, .. }, hash) in
                     self.leaves.get(leaf).into_iter().flat_map(SortedMap::iter)
@@ -126,9 +132,13 @@ impl MerkleDigest {
         }
         for depth in (0..3).rev() {
             let (upper, lower) = self.levels.split_at_mut(depth + 1);
-            for (i, node) in upper[depth].iter_mut().enumerate() {
-                *node = hash_children(&lower[0][i * FANOUT..(i + 1) * FANOUT]);
+            for &i in &changed {
+                upper[depth][i] = hash_children(&lower[0][i * FANOUT..(i + 1) * FANOUT]);
             }
+            for i in &mut changed {
+                *i /= FANOUT;
+            }
+            changed.dedup();
         }
         self.levels[0][0]
     }
@@ -179,6 +189,39 @@ mod tests {
         assert_ne!(a.root(), b.root());
         b.update(&keys[7], h(7));
         assert_eq!(a.root(), b.root());
+    }
+
+    /// A root taken between changes recomputes only the nodes above the
+    /// changed leaves: every node must still be what a digest built in
+    /// one go has.
+    #[test]
+    fn a_root_between_changes_is_the_root_of_the_whole() {
+        let keys: Vec<Text> = (0..3_000).map(|i| format!("k{i}").into()).collect();
+        let mut stepwise = MerkleDigest::default();
+        for round in 0..6u8 {
+            // Rounds touch from one key to all of them.
+            let step = [997, 401, 53, 7, 2, 1][usize::from(round)];
+            for (i, k) in keys.iter().enumerate().step_by(step) {
+                stepwise.update(k, h(round.wrapping_mul(31).wrapping_add(i as u8)));
+            }
+            let mut whole = MerkleDigest::default();
+            for k in &keys {
+                if let Some(hash) = stepwise.leaves[leaf_of(k) as usize].get(&LeafKey::new(k)) {
+                    whole.update(k, *hash);
+                }
+            }
+            assert_eq!(stepwise.root(), whole.root(), "round {round}");
+            assert_eq!(stepwise.levels[3], whole.levels[3], "round {round}");
+            // Every node above the leaves, as hashing all of them says.
+            let mut expected = stepwise.levels[3].clone();
+            for depth in (0..3).rev() {
+                expected = expected.chunks(FANOUT).map(hash_children).collect();
+                assert_eq!(
+                    stepwise.levels[depth], expected,
+                    "round {round}, depth {depth}"
+                );
+            }
+        }
     }
 
     #[test]
