@@ -26,8 +26,13 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub struct Text {
     buffer: Arc<str>,
     start: u32,
+    /// [`WHOLE`] for the whole buffer, whatever its length.
     end: u32,
 }
+
+/// `end` of a `Text` that is its whole buffer: a text made on its own may
+/// be longer than a range's 32 bits can say (natively).
+const WHOLE: u32 = u32::MAX;
 
 impl Text {
     /// The range `range` of `buffer`, or `None` when it is not one (out of
@@ -37,12 +42,15 @@ impl Text {
         Some(Text {
             buffer: buffer.clone(),
             start: u32::try_from(range.start).ok()?,
-            end: u32::try_from(range.end).ok()?,
+            end: u32::try_from(range.end).ok().filter(|&end| end != WHOLE)?,
         })
     }
 
     #[inline(always)]
     pub fn as_str(&self) -> &str {
+        if self.end == WHOLE {
+            return &self.buffer;
+        }
         // SAFETY: the range is in bounds and on character boundaries:
         // checked on construction, and neither it nor the buffer changes.
         unsafe {
@@ -75,11 +83,10 @@ impl Borrow<str> for Text {
 
 impl From<Arc<str>> for Text {
     fn from(buffer: Arc<str>) -> Self {
-        let end = u32::try_from(buffer.len()).expect("text of at most 4 GiB");
         Text {
             buffer,
             start: 0,
-            end,
+            end: WHOLE,
         }
     }
 }
@@ -180,6 +187,13 @@ mod tests {
         let mut map = HashMap::new();
         map.insert(a, 1);
         assert_eq!(map.get("key"), Some(&1), "looked up by &str");
+    }
+
+    #[test]
+    fn a_whole_text_is_its_buffer() {
+        let whole = Text::from("keyäb");
+        assert_eq!(whole.as_str(), "keyäb");
+        assert_eq!(whole, Text::slice(&"keyäb".into(), 0..6).expect("a range"));
     }
 
     #[test]
