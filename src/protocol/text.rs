@@ -7,9 +7,10 @@
 //! column, shared: loading 100k entities makes no allocation per key or
 //! value, and reads their text in the order it was stored.
 //!
-//! A range keeps its whole buffer alive. Only snapshots share (the events
-//! a state rests on, kept anyway), so what a buffer holds beyond the live
-//! ranges is at most the snapshot it came in, until its last range goes.
+//! A range keeps its whole buffer alive. Only our own stored snapshot
+//! shares (the events the restored state rests on, kept anyway), so what
+//! a buffer holds beyond the live ranges is at most that snapshot, until
+//! its last range goes; what peers send is copied.
 
 use std::borrow::Borrow;
 use std::cmp::Ordering;
@@ -103,12 +104,6 @@ impl From<String> for Text {
     }
 }
 
-impl From<&String> for Text {
-    fn from(text: &String) -> Self {
-        text.as_str().into()
-    }
-}
-
 impl PartialEq for Text {
     fn eq(&self, other: &Self) -> bool {
         self.as_str() == other.as_str()
@@ -116,18 +111,6 @@ impl PartialEq for Text {
 }
 
 impl Eq for Text {}
-
-impl PartialEq<str> for Text {
-    fn eq(&self, other: &str) -> bool {
-        self.as_str() == other
-    }
-}
-
-impl PartialEq<&str> for Text {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
-    }
-}
 
 impl PartialOrd for Text {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {

@@ -28,9 +28,8 @@
 //! the events it was encoded from, or to a typed error.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-
 use std::hash::BuildHasher;
+use std::sync::Arc;
 
 use foldhash::fast::FixedState;
 use hashbrown::HashTable;
@@ -396,8 +395,8 @@ pub fn decode(bytes: &[u8]) -> Result<Batch, CodecError> {
 
 /// Decodes a batch whose keys and values are ranges of two buffers, its
 /// key and value columns, instead of one allocation each (see
-/// [`Text`]): for a snapshot, whose events are kept as long as the state
-/// rests on them.
+/// [`Text`]): for our own stored snapshot, whose events are all kept
+/// while the state rests on them.
 pub fn decode_shared(bytes: &[u8]) -> Result<Batch, CodecError> {
     decode_with(bytes, true)
 }
@@ -747,11 +746,15 @@ impl Decoder<'_> {
 /// when they are not text.
 #[inline(always)]
 fn text(col: &mut Reader, len: usize, whole: Option<&Arc<str>>) -> Option<Text> {
-    let start = whole.map(|w| w.len() - col.remaining());
-    let bytes = col.take(len).ok()?;
-    match (whole, start) {
-        (Some(whole), Some(start)) => Text::slice(whole, start..start + len),
-        _ => std::str::from_utf8(bytes).ok().map(Text::from),
+    match whole {
+        Some(whole) => {
+            let start = whole.len() - col.remaining();
+            col.take(len).ok()?;
+            Text::slice(whole, start..start + len)
+        }
+        None => std::str::from_utf8(col.take(len).ok()?)
+            .ok()
+            .map(Text::from),
     }
 }
 
