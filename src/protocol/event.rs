@@ -180,16 +180,6 @@ pub struct P2PEvent {
     pub seal: Option<Box<Seal>>,
 }
 
-/// What a seal signs and a hash covers: the event without its seal.
-#[derive(Serialize)]
-struct Content<'a> {
-    id: &'a EventId,
-    key: &'a str,
-    op: &'a Operation,
-    deps: &'a VectorClock,
-    hlc: &'a Timestamp,
-}
-
 /// A blake3 hash, shown as hex.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Hash32(pub [u8; 32]);
@@ -256,20 +246,10 @@ impl P2PEvent {
     }
 
     /// Appends [`content_bytes`](Self::content_bytes) to `out` (a run's
-    /// contents in one buffer, with no allocation per event).
+    /// contents in one buffer, with no allocation per event): postcard's
+    /// encoding of the event without its seal ([`codec::content`]).
     pub fn append_content(&self, out: &mut Vec<u8>) {
-        let content = Content {
-            id: &self.id,
-            key: &self.key,
-            op: &self.op,
-            deps: &self.deps,
-            hlc: &self.hlc,
-        };
-        // The wire's flavor (`to_extend`), so the wasm holds one postcard
-        // serializer; into a vector it cannot fail.
-        if let Ok(done) = postcard::to_extend(&content, std::mem::take(out)) {
-            *out = done;
-        }
+        codec::content::append(self, out);
     }
 
     /// Same content, whatever the seals (a relayed copy may be compared

@@ -1,7 +1,9 @@
 //! The binary forms of events: runs in columns ([`events`]), used by the
-//! wire, storage and snapshots alike, and the previous forms kept to
-//! migrate what a page stored before ([`legacy`]).
+//! wire, storage and snapshots alike; the content bytes seals sign and
+//! hashes cover ([`content`]); and the previous forms kept to migrate what
+//! a page stored before ([`legacy`]).
 
+pub mod content;
 pub mod events;
 pub mod legacy;
 pub(crate) mod varint;

@@ -1,6 +1,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::protocol::clock::PeerId;
+use crate::protocol::codec::content;
+use crate::protocol::codec::varint::{self, zigzag};
 use crate::protocol::event::{CounterOp, CounterShare, EventId};
 use crate::protocol::sorted_map::SortedMap;
 
@@ -17,6 +19,23 @@ pub struct Counter {
 }
 
 impl Counter {
+    /// postcard's encoding of both maps (see `Entity::append_bytes`).
+    pub fn append_bytes(&self, out: &mut Vec<u8>) {
+        varint::put(out, self.contributions.len() as u64);
+        for (&peer, &(seq, sum)) in self.contributions.iter() {
+            content::peer(out, peer);
+            varint::put(out, seq);
+            varint::put(out, zigzag(sum));
+        }
+        varint::put(out, self.cancelled.len() as u64);
+        for (&peer, &(seq, sum, by)) in self.cancelled.iter() {
+            content::peer(out, peer);
+            varint::put(out, seq);
+            varint::put(out, zigzag(sum));
+            content::dot(out, by);
+        }
+    }
+
     pub fn apply(&mut self, dot: EventId, op: &CounterOp) {
         match op {
             CounterOp::Increment { sum, .. } => {

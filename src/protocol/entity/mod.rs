@@ -21,6 +21,7 @@ pub use register::{Register, Sibling};
 use super::clock::{Timestamp, VectorClock};
 use super::event::{EventId, Hash32, Kind, Operation, P2PEvent};
 use crate::protocol::blake3;
+use crate::protocol::codec::{content, varint};
 use crate::protocol::heap_sort::{heap_sort_by, heap_sort_by_key};
 
 /// The replicated state of one key, of one kind.
@@ -271,12 +272,35 @@ impl Entity {
         let mut hasher = blake3::Hasher::new();
         hasher.update(&(key.len() as u64).to_le_bytes());
         hasher.update(key.as_bytes());
-        // The wire's postcard flavor (see `P2PEvent::content_bytes`).
         scratch.clear();
-        if let Ok(done) = postcard::to_extend(self, std::mem::take(scratch)) {
-            *scratch = done;
-        }
+        self.append_bytes(scratch);
         hasher.update(scratch);
         Hash32(*hasher.finalize().as_bytes())
+    }
+
+    /// postcard's encoding of the entity (its claims, each the earliest
+    /// `(hlc, dot)` and the state), written directly as an event's content
+    /// is ([`content`]): the digest hashes every changed entity.
+    pub fn append_bytes(&self, out: &mut Vec<u8>) {
+        varint::put(out, self.claims.len() as u64);
+        for claim in &self.claims {
+            let (hlc, dot) = claim.first;
+            varint::put(out, hlc.0);
+            content::dot(out, dot);
+            match &claim.state {
+                EntityState::Register(r) => {
+                    out.push(0);
+                    r.append_bytes(out);
+                }
+                EntityState::Counter(c) => {
+                    out.push(1);
+                    c.append_bytes(out);
+                }
+                EntityState::Set(s) => {
+                    out.push(2);
+                    s.append_bytes(out);
+                }
+            }
+        }
     }
 }

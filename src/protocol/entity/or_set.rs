@@ -3,6 +3,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::protocol::clock::VectorClock;
+use crate::protocol::codec::{content, varint};
 use crate::protocol::event::{EventId, SetOp};
 use crate::protocol::heap_sort::{heap_sort_by, heap_sort_by_key};
 use crate::protocol::value::JsonValue;
@@ -20,6 +21,19 @@ fn retain_unobserved(dots: &mut Vec<EventId>, observed: &VectorClock) {
 }
 
 impl OrSet {
+    /// postcard's encoding of the members, each with its dots (see
+    /// `Entity::append_bytes`).
+    pub fn append_bytes(&self, out: &mut Vec<u8>) {
+        varint::put(out, self.members.len() as u64);
+        for (member, dots) in &self.members {
+            content::text(out, member.as_str());
+            varint::put(out, dots.len() as u64);
+            for &dot in dots {
+                content::dot(out, dot);
+            }
+        }
+    }
+
     pub fn apply(&mut self, dot: EventId, op: &SetOp) {
         match op {
             SetOp::Add { member, observed } => {

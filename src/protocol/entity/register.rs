@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
 use crate::protocol::clock::{Timestamp, VectorClock};
+use crate::protocol::codec::{content, varint};
 use crate::protocol::event::{EventId, RegisterOp};
 use crate::protocol::heap_sort::heap_sort_by_key;
 use crate::protocol::value::JsonValue;
@@ -96,6 +97,19 @@ impl Register {
             let mut sorted = self.siblings.to_vec();
             heap_sort_by_key(&mut sorted, |s| s.dot);
             Cow::Owned(sorted)
+        }
+    }
+
+    /// postcard's encoding of [`siblings`](Self::siblings) (see
+    /// `Entity::append_bytes`).
+    pub fn append_bytes(&self, out: &mut Vec<u8>) {
+        let siblings = self.siblings();
+        varint::put(out, siblings.len() as u64);
+        for s in siblings.iter() {
+            content::dot(out, s.dot);
+            varint::put(out, s.hlc.0);
+            content::text(out, s.value.as_str());
+            out.push(u8::from(s.resolution));
         }
     }
 
