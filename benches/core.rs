@@ -213,7 +213,7 @@ fn verified_snapshot(c: &mut Criterion) {
             state.state_json(),
             "loaded state differs"
         );
-        let entities = decoded.rebuild();
+        let entities = decoded.rebuild(EngineConfig::default().hash_seed);
         let old = postcard::to_allocvec(&(state.clock(), &entities)).expect("encodes");
         println!(
             "verified snapshot, 100k entities, 64 origins, runs of {run}: {} bytes ({} gzipped); entity-only encoding {} bytes ({} gzipped)",

@@ -11,6 +11,7 @@ pub mod engine;
 pub mod entity;
 pub mod error;
 pub mod event;
+pub mod hashing;
 pub mod heap_sort;
 pub mod identity;
 pub mod json;

@@ -22,6 +22,7 @@ use super::event::{EventId, P2PEvent};
 use super::identity::{peer_id_of, Identity, PublicKey, Signature};
 use super::signature;
 use crate::protocol::blake3;
+use crate::protocol::hashing;
 
 /// The most events one seal covers.
 pub const MAX_RUN: usize = 1024;
@@ -242,7 +243,8 @@ impl Opened {
 /// dropped). Events of one origin must come in sequence order, each run
 /// whole.
 pub fn check_runs(events: Vec<P2PEvent>) -> Opened {
-    let mut open: HashMap<PeerId, Vec<P2PEvent>, FixedState> = HashMap::default();
+    let mut open: HashMap<PeerId, Vec<P2PEvent>, FixedState> =
+        HashMap::with_hasher(hashing::state());
     let mut out = Opened::default();
     for event in events {
         let origin = event.id.peer;
@@ -340,7 +342,7 @@ pub fn whole_runs(
 ) -> Vec<bool> {
     // Backwards: a run's seal comes before its other events.
     // The batch encoder's map type: one hash table of it in the wasm.
-    let mut covered: HashMap<PeerId, u64, FixedState> = HashMap::default();
+    let mut covered: HashMap<PeerId, u64, FixedState> = HashMap::with_hasher(hashing::state());
     let mut out = vec![false; events.len()];
     for (event, send) in events.iter().zip(out.iter_mut()).rev() {
         let origin = event.id.peer;

@@ -29,6 +29,7 @@ use sha2::{Digest, Sha512};
 
 use super::identity::{PublicKey, Signature};
 use crate::protocol::blake3;
+use crate::protocol::hashing;
 
 /// One signature to check: the key, the signed message, the signature.
 pub type Item<'a> = (&'a PublicKey, &'a [u8], &'a Signature);
@@ -94,7 +95,7 @@ pub fn verify_batch(items: &[Item]) -> bool {
     let mut points = Vec::with_capacity(2 * parsed.len() + 1);
     scalars.push(Scalar::ZERO);
     points.push(curve25519_dalek::constants::ED25519_BASEPOINT_POINT);
-    let mut keys: HashMap<&PublicKey, usize, FixedState> = HashMap::default();
+    let mut keys: HashMap<&PublicKey, usize, FixedState> = HashMap::with_hasher(hashing::state());
     for (p, (key, _, _)) in parsed.iter().zip(items) {
         let mut z = [0u8; 16];
         coefficients.fill(&mut z);

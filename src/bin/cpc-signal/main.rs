@@ -183,6 +183,12 @@ fn raise_open_files(max_connections: usize) {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    // The protocol core's tables keyed by what peers send (the room
+    // peer's frames and snapshots) hash with a seed of this process's.
+    let mut seed = [0u8; 8];
+    if getrandom::fill(&mut seed).is_ok() {
+        cpc_sync::protocol::hashing::seed(u64::from_le_bytes(seed));
+    }
     let port: u16 = match std::env::var("PORT").map(|p| p.parse()) {
         Err(_) => 8080,
         Ok(Ok(port)) => port,

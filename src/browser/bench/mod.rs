@@ -139,7 +139,8 @@ pub fn snapshot(entities: u32, run: u32) -> JsValue {
     let verified = decoded.as_ref().is_some_and(|s| s.verify(&checks).is_ok());
     let verify_ms = now_ms() - start;
     let entity_bytes = decoded.as_ref().map_or(0, |s| {
-        postcard::to_allocvec(&(state.clock(), s.rebuild())).map_or(0, |b| b.len())
+        postcard::to_allocvec(&(state.clock(), s.rebuild(EngineConfig::default().hash_seed)))
+            .map_or(0, |b| b.len())
     });
     let start = now_ms();
     let ready = StateSnapshot::decode(&bytes).ok().and_then(|s| {

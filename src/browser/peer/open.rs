@@ -6,6 +6,7 @@ use super::options::{Options, StorageKind};
 use crate::browser::error::{from_js, Code, PeerError};
 use crate::browser::identity::{self, Slot};
 use crate::browser::storage::Storage;
+use crate::protocol::hashing;
 use crate::protocol::room::RoomSecret;
 use crate::protocol::sync::{SyncConfig, SyncNode, VERIFY_WINDOW_MS};
 use crate::protocol::{EngineConfig, Identity, ReconciliationEngine};
@@ -47,6 +48,9 @@ pub async fn open(options: &Options) -> Result<Opened, PeerError> {
     let public_room = secret
         .as_ref()
         .map_or_else(|| options.room.clone(), |s| s.room_id().to_string());
+    // The core's tables keyed by what peers send hash with seeds of this
+    // page's (see `protocol::hashing`).
+    hashing::seed(u64::from_le_bytes(random()?));
     let config = EngineConfig {
         hash_seed: u64::from_le_bytes(random()?),
         ..EngineConfig::default()

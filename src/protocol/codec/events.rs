@@ -40,6 +40,7 @@ use crate::protocol::clock::{Entries, PeerId, Timestamp, VectorClock, MAX_CLOCK_
 use crate::protocol::event::{
     CounterOp, CounterShare, EventId, Operation, P2PEvent, RegisterOp, SetOp,
 };
+use crate::protocol::hashing;
 use crate::protocol::identity::{peer_id_of, PublicKey};
 use crate::protocol::seal::Seal;
 use crate::protocol::text::Text;
@@ -159,6 +160,9 @@ struct Encoder<'a> {
     /// million distinct keys fill 5 MB of table instead of 24.)
     key_index: HashTable<u32>,
     keys: Vec<&'a str>,
+    /// Hashes the keys, seeded at random ([`hashing`]): they are peers'
+    /// to choose, and so are the peer ids a clock names (`peers`).
+    hasher: FixedState,
     /// Per peer index: the last sequence number a clock entry named, and
     /// where its next run is expected to start.
     cursors: Vec<u64>,
@@ -172,7 +176,11 @@ impl<'a> Encoder<'a> {
     /// An encoder for about `events` events (a snapshot's keys are all
     /// distinct: the key table is sized once, not grown a million times).
     fn with_capacity(events: usize) -> Self {
-        let mut e = Encoder::default();
+        let mut e = Encoder {
+            hasher: hashing::state(),
+            peers: HashMap::with_hasher(hashing::state()),
+            ..Encoder::default()
+        };
         e.key_index.reserve(events, |_| 0); // empty: nothing to rehash
         e.keys.reserve(events);
         for col in [OPS, KEYS, TIMES, LENGTHS] {
@@ -281,7 +289,7 @@ impl<'a> Encoder<'a> {
             _ => 2,
         };
         let key: &'a str = &event.key;
-        let hash = FixedState::default().hash_one(key);
+        let hash = self.hasher.hash_one(key);
         let key_index = self
             .key_index
             .find(hash, |&i| self.keys[i as usize] == key)
@@ -294,9 +302,9 @@ impl<'a> Encoder<'a> {
         match key_index {
             Some(index) => varint::put(&mut self.cols[KEYS], u64::from(index)),
             None => {
-                let keys = &self.keys;
+                let (keys, hasher) = (&self.keys, &self.hasher);
                 self.key_index.insert_unique(hash, keys.len() as u32, |&i| {
-                    FixedState::default().hash_one(keys[i as usize])
+                    hasher.hash_one(keys[i as usize])
                 });
                 self.keys.push(key);
                 varint::put(&mut self.cols[KEYS], key.len() as u64);

@@ -10,7 +10,11 @@ use crate::protocol::key_sort;
 /// Events received before their dependencies, each parked under the one
 /// event it waits for. Applying that event wakes exactly its waiters: no
 /// rescans.
-#[derive(Debug, Default)]
+///
+/// Its tables are keyed by ids a peer chooses (the dependency it names,
+/// its own far-ahead sequence numbers), so they hash with the engine's
+/// random seed ([`crate::protocol::hashing`]).
+#[derive(Debug)]
 pub struct HoldingQueue {
     waiting: HashMap<EventId, Waiters, FixedState>,
     held: HashSet<EventId, FixedState>,
@@ -65,11 +69,15 @@ impl Waiters {
 }
 
 impl HoldingQueue {
-    pub fn new(capacity: usize, origin_capacity: usize) -> Self {
+    pub fn new(capacity: usize, origin_capacity: usize, hash_seed: u64) -> Self {
+        let state = || FixedState::with_seed(hash_seed);
         HoldingQueue {
+            waiting: HashMap::with_hasher(state()),
+            held: HashSet::with_hasher(state()),
+            per_origin: HashMap::with_hasher(state()),
+            unapplied: HashSet::with_hasher(state()),
             capacity,
             origin_capacity,
-            ..Default::default()
         }
     }
 
@@ -195,5 +203,38 @@ impl HoldingQueue {
 
     pub fn iter(&self) -> impl Iterator<Item = &P2PEvent> {
         self.waiting.values().flat_map(Waiters::iter)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::hash::BuildHasher;
+
+    use super::*;
+
+    /// The attack: a lying peer searches out ids that share one bucket
+    /// under a seed anyone can read (foldhash's fixed default), then
+    /// sends events that wait for them, so each insert into the queue
+    /// walks all the others. Under the queue's own seed those ids spread.
+    #[test]
+    fn ids_ground_against_a_public_seed_spread_under_the_queues() {
+        let bucket = |hash: u64| hash & 0xfff;
+        let public = FixedState::default();
+        let target = bucket(public.hash_one(EventId::new(PeerId(7), 1)));
+        let ground: Vec<EventId> = (1..)
+            .map(|seq| EventId::new(PeerId(7), seq))
+            .filter(|id| bucket(public.hash_one(id)) == target)
+            .take(200)
+            .collect();
+        let queue = HoldingQueue::new(1_000, 1_000, 0x1234_5678_9abc_def0);
+        let mut counts: HashMap<u64, usize> = HashMap::new();
+        for id in &ground {
+            *counts
+                .entry(bucket(queue.waiting.hasher().hash_one(id)))
+                .or_default() += 1;
+        }
+        let most = counts.values().copied().max().unwrap_or(0);
+        // 200 ids over 4,096 buckets: a few share one by chance.
+        assert!(most <= 8, "{most} of the ground ids share a bucket");
     }
 }

@@ -244,11 +244,18 @@ impl ReconciliationEngine {
             entities: Entities::with_seed(config.hash_seed),
             log: EventLog::with_seed(config.hash_seed),
             archive: Archive::default(),
-            holding: HoldingQueue::new(config.holding_capacity, config.holding_per_origin),
+            holding: HoldingQueue::new(
+                config.holding_capacity,
+                config.holding_per_origin,
+                config.hash_seed,
+            ),
             policies: Policies::default(),
             room_policies: Policies::default(),
             digest: MerkleDigest::default(),
-            books: Books::default(),
+            books: Books {
+                conflicted: HashSet::with_hasher(FixedState::with_seed(config.hash_seed)),
+                ..Books::default()
+            },
             requested: HashMap::with_hasher(FixedState::with_seed(config.hash_seed)),
             stats: EngineStats::default(),
             journal: None,

@@ -9,6 +9,7 @@ use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::digest;
 use crate::protocol::entity::Entity;
 use crate::protocol::event::{EventId, P2PEvent};
+use crate::protocol::hashing;
 use crate::protocol::key_sort;
 use crate::protocol::snapshot::{Checks, SnapshotError, StateSnapshot};
 
@@ -70,7 +71,7 @@ impl Packed {
             return None;
         }
         let peers: Vec<PeerId> = clock.iter().map(|(p, _)| p).collect();
-        let mut ranks = HashMap::with_capacity_and_hasher(peers.len(), FixedState::default());
+        let mut ranks = HashMap::with_capacity_and_hasher(peers.len(), hashing::state());
         ranks.extend(peers.iter().enumerate().map(|(r, p)| (*p, r as u64)));
         Some(Packed {
             peers,
@@ -331,7 +332,7 @@ impl ReconciliationEngine {
             // A fresh engine: the join with nothing is the snapshot itself.
             self.load_fresh(&snapshot);
         } else {
-            for (key, entity) in snapshot.rebuild() {
+            for (key, entity) in snapshot.rebuild(self.config.hash_seed) {
                 self.join_entity(key, &entity, &ours, &theirs);
             }
         }
@@ -496,7 +497,7 @@ impl ReconciliationEngine {
         }
         let clock = self.applied.clone();
         self.observe_times(&theirs);
-        let entities = theirs.rebuild();
+        let entities = theirs.rebuild(self.config.hash_seed);
         let mine: Vec<Text> = {
             self.digest();
             self.digest.leaf(leaf).map(|(k, _)| k.clone()).collect()

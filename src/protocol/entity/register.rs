@@ -8,6 +8,7 @@ use smallvec::SmallVec;
 use crate::protocol::clock::{Timestamp, VectorClock};
 use crate::protocol::codec::{content, varint};
 use crate::protocol::event::{EventId, RegisterOp};
+use crate::protocol::hashing;
 use crate::protocol::heap_sort::heap_sort_by_key;
 use crate::protocol::value::JsonValue;
 
@@ -127,9 +128,11 @@ impl Register {
     /// superseded it).
     pub fn merge(&mut self, other: &Register, ours: &VectorClock, theirs: &VectorClock) {
         // The holding queue's hasher: the wasm holds one set of ids.
-        let mine: HashSet<EventId, FixedState> = self.siblings.iter().map(|s| s.dot).collect();
-        let their_dots: HashMap<EventId, &Sibling, FixedState> =
-            other.siblings.iter().map(|s| (s.dot, s)).collect();
+        let mut mine: HashSet<EventId, FixedState> = HashSet::with_hasher(hashing::state());
+        mine.extend(self.siblings.iter().map(|s| s.dot));
+        let mut their_dots: HashMap<EventId, &Sibling, FixedState> =
+            HashMap::with_hasher(hashing::state());
+        their_dots.extend(other.siblings.iter().map(|s| (s.dot, s)));
         self.siblings
             .retain(|s| their_dots.contains_key(&s.dot) || s.dot.seq > theirs.get(s.dot.peer));
         // Two replicas disagree on one dot's content only after a fault (or a

@@ -8,6 +8,7 @@ use super::{Output, Persist, Relay, SyncNode, MAX_REQUESTS_PER_INTERVAL};
 use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::engine::{Receipt, ReconcileStep};
 use crate::protocol::event::{EventId, Hash32, P2PEvent};
+use crate::protocol::hashing;
 use crate::protocol::key_sort;
 use crate::protocol::reconciliation::{ReconciliationRequest, ReconciliationResponse};
 use crate::protocol::seal;
@@ -454,7 +455,7 @@ impl SyncNode {
         // Events of runs already taken are skipped by a hash set, as in
         // the engine's `evidence`: a map by id would be one more BTreeMap
         // type in the wasm.
-        let mut taken: HashSet<EventId, FixedState> = HashSet::default();
+        let mut taken: HashSet<EventId, FixedState> = HashSet::with_hasher(hashing::state());
         let mut runs = Vec::new();
         for event in events {
             if taken.contains(&event.id) {
