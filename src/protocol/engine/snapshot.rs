@@ -502,7 +502,11 @@ impl ReconciliationEngine {
             self.digest();
             self.digest.leaf(leaf).map(|(k, _)| k.clone()).collect()
         };
-        let their_keys: HashSet<&str> = entities.iter().map(|(k, _)| &**k).collect();
+        // Their keys, a peer's to choose: seeded (the standard library's
+        // hasher has fixed keys in the wasm, which has no entropy source).
+        let mut their_keys: HashSet<&str, FixedState> =
+            HashSet::with_hasher(FixedState::with_seed(self.config.hash_seed));
+        their_keys.extend(entities.iter().map(|(k, _)| &**k));
         let missing: Vec<Text> = mine
             .into_iter()
             .filter(|k| !their_keys.contains(&**k))
