@@ -67,21 +67,16 @@ pub fn append(event: &P2PEvent, out: &mut Vec<u8>) {
         }
         Operation::Set(op) => {
             out.push(2);
-            match op {
-                SetOp::Add { member, observed } | SetOp::Remove { member, observed } => {
-                    out.push(if matches!(op, SetOp::Add { .. }) {
-                        0
-                    } else {
-                        1
-                    });
-                    text(out, member.as_str());
-                    clock(out, observed);
-                }
-                SetOp::Delete { observed } => {
-                    out.push(2);
-                    clock(out, observed);
-                }
+            let (variant, member, observed) = match op {
+                SetOp::Add { member, observed } => (0, Some(member), observed),
+                SetOp::Remove { member, observed } => (1, Some(member), observed),
+                SetOp::Delete { observed } => (2, None, observed),
+            };
+            out.push(variant);
+            if let Some(member) = member {
+                text(out, member.as_str());
             }
+            clock(out, observed);
         }
     }
     clock(out, &event.deps);
