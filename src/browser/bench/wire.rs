@@ -9,6 +9,7 @@ use wasm_bindgen::prelude::*;
 use super::{result, NOW};
 use crate::protocol::room::RoomSecret;
 use crate::protocol::sync::wire::{self, Decoded, Message};
+use crate::protocol::sync::Refusal;
 use crate::protocol::testing::wire::{self as workload, Receiver};
 use crate::protocol::testing::workload::settle;
 use crate::protocol::{EngineConfig, ReconciliationEngine};
@@ -66,10 +67,15 @@ impl BenchNode {
     /// Takes one frame, at the time it comes (seals wait for the rest of
     /// their verification window); a refused one is an error.
     pub fn receive(&mut self, frame: &[u8]) -> Result<(), JsError> {
+        let refused = |r: Refusal| JsError::new(&r.to_string());
         let elapsed = self.elapsed_ms();
-        self.receiver
-            .receive_at(frame, elapsed)
-            .map_err(|r| JsError::new(&r.to_string()))
+        self.receiver.tick_at(elapsed).map_err(refused)?;
+        // The frame reads the clock after the timer ran, as a page's
+        // message task does after its timer task: time spent verifying in
+        // the timer is not a pause in the input (which would start the
+        // digest's catching up in the middle of a stream).
+        let elapsed = self.elapsed_ms();
+        self.receiver.frame_at(frame, elapsed).map_err(refused)
     }
 
     /// Verifies what waits for verification, brings the digest up to

@@ -269,13 +269,11 @@ impl Entity {
     /// [`hash`](Self::hash), encoding the entity into `scratch` (cleared
     /// first): one buffer for a whole digest refresh, not one an entity.
     pub fn hash_with(&self, key: &str, scratch: &mut Vec<u8>) -> Hash32 {
-        let mut hasher = blake3::Hasher::new();
-        hasher.update(&(key.len() as u64).to_le_bytes());
-        hasher.update(key.as_bytes());
         scratch.clear();
+        scratch.extend_from_slice(&(key.len() as u64).to_le_bytes());
+        scratch.extend_from_slice(key.as_bytes());
         self.append_bytes(scratch);
-        hasher.update(scratch);
-        Hash32(*hasher.finalize().as_bytes())
+        Hash32(*blake3::hash(scratch).as_bytes())
     }
 
     /// postcard's encoding of the entity (its claims, each the earliest

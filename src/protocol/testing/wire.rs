@@ -216,11 +216,27 @@ impl Receiver {
     /// would between two frames (so seals held for verification together
     /// are those of one verification window, not of the whole workload).
     pub fn receive_at(&mut self, frame: &[u8], elapsed_ms: u64) -> Result<(), Refusal> {
+        self.tick_at(elapsed_ms)?;
+        self.frame_at(frame, elapsed_ms)
+    }
+
+    /// The node's timer `elapsed_ms` after the first frame, if it is due
+    /// by then.
+    pub fn tick_at(&mut self, elapsed_ms: u64) -> Result<(), Refusal> {
         let now = self.now_ms + elapsed_ms;
         if self.node.next_timer() <= now {
             self.node.tick(now);
         }
-        self.node.receive_frame(self.neighbour, frame, now);
+        self.outputs()
+    }
+
+    /// One frame from the neighbour, `elapsed_ms` after the first, and
+    /// not the timer: a page's timer and its data channel's messages are
+    /// separate tasks, each reading the clock when it runs (see
+    /// [`receive_at`](Self::receive_at) for both at one time).
+    pub fn frame_at(&mut self, frame: &[u8], elapsed_ms: u64) -> Result<(), Refusal> {
+        self.node
+            .receive_frame(self.neighbour, frame, self.now_ms + elapsed_ms);
         self.outputs()
     }
 
