@@ -8,4 +8,5 @@ cd "$(dirname "$0")/.."
 node_modules/.bin/wasm-opt -Oz --converge \
   --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
   --enable-mutable-globals --enable-reference-types --enable-multivalue \
+  --enable-simd \
   "$1" -o "$1"
