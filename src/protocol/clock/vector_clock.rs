@@ -7,6 +7,7 @@ use smallvec::SmallVec;
 use super::PeerId;
 use crate::protocol::blocks::{Blocks, BlocksIter};
 use crate::protocol::key_sort;
+use crate::protocol::sorted_map;
 
 /// How two vector clocks relate, per the spec's definition of "descends":
 /// `a` descends `b` when `a[p] >= b[p]` for every peer `p`.
@@ -120,6 +121,17 @@ impl Serialize for VectorClock {
     }
 }
 
+/// `peer`'s entry in sorted entries: the hottest call of causal apply
+/// (the slice taken once, the search written out: see
+/// [`sorted_map::search`]).
+#[inline(always)]
+fn sorted_get(entries: &[(PeerId, u64)], peer: PeerId) -> u64 {
+    match sorted_map::search(entries, &peer) {
+        Ok(i) => entries.get(i).map_or(0, |e| e.1),
+        Err(_) => 0,
+    }
+}
+
 /// The most entries a clock read from a peer or a file may have (the
 /// C1.2 room of 30,000 peers fits twice over); beyond it decoding fails
 /// without reading the rest.
@@ -203,9 +215,7 @@ impl VectorClock {
     #[inline]
     pub fn get(&self, peer: PeerId) -> u64 {
         match &self.0 {
-            Repr::Sorted(e) => e
-                .binary_search_by_key(&peer, |&(p, _)| p)
-                .map_or(0, |i| e[i].1),
+            Repr::Sorted(e) => sorted_get(e, peer),
             Repr::Blocks(b) => b.get(&peer).copied().unwrap_or(0),
         }
     }
@@ -213,7 +223,7 @@ impl VectorClock {
     /// Sets `peer`'s entry; 0 removes it.
     pub fn set(&mut self, peer: PeerId, value: u64) {
         match &mut self.0 {
-            Repr::Sorted(e) => match (e.binary_search_by_key(&peer, |&(p, _)| p), value) {
+            Repr::Sorted(e) => match (sorted_map::search(e, &peer), value) {
                 (Ok(i), 0) => {
                     e.remove(i);
                 }
@@ -238,13 +248,20 @@ impl VectorClock {
             return;
         }
         match &mut self.0 {
-            Repr::Sorted(e) => match e.binary_search_by_key(&peer, |&(p, _)| p) {
-                Ok(i) => e[i].1 = e[i].1.max(value),
-                Err(i) => {
-                    e.insert(i, (peer, value));
-                    self.grew();
+            Repr::Sorted(e) => {
+                let entries: &mut [(PeerId, u64)] = e;
+                match sorted_map::search(entries, &peer) {
+                    Ok(i) => {
+                        if let Some(entry) = entries.get_mut(i) {
+                            entry.1 = entry.1.max(value);
+                        }
+                    }
+                    Err(i) => {
+                        e.insert(i, (peer, value));
+                        self.grew();
+                    }
                 }
-            },
+            }
             Repr::Blocks(b) => {
                 let entry = b.get_or_insert_with(peer, || value);
                 *entry = (*entry).max(value);
