@@ -232,8 +232,24 @@ impl<K, V> IntoIterator for SortedMap<K, V> {
 
 #[cfg(test)]
 mod tests {
-    use super::SortedMap;
+    use super::{search, SortedMap};
     use std::collections::BTreeMap;
+
+    #[test]
+    fn search_finds_what_the_standard_search_finds() {
+        // Every key of sorted vectors of 0 to 40 entries, and every gap
+        // between them: found where they are, placed where they go.
+        for len in 0..40u64 {
+            let entries: Vec<(u64, u64)> = (0..len).map(|i| (3 * i + 1, i)).collect();
+            for key in 0..3 * len + 3 {
+                assert_eq!(
+                    search(&entries, &key),
+                    entries.binary_search_by_key(&key, |&(k, _)| k),
+                    "key {key} of {len} entries"
+                );
+            }
+        }
+    }
 
     #[test]
     fn behaves_as_a_btree_map() {
