@@ -127,7 +127,8 @@ impl Register {
     /// holds survives unless the other side has seen its event (and so
     /// superseded it).
     pub fn merge(&mut self, other: &Register, ours: &VectorClock, theirs: &VectorClock) {
-        // The holding queue's hasher: the wasm holds one set of ids.
+        // The holding queue's hasher type (the wasm holds one set of ids),
+        // seeded at random: dots are peers' to choose.
         let mut mine: HashSet<EventId, FixedState> = HashSet::with_hasher(hashing::state());
         mine.extend(self.siblings.iter().map(|s| s.dot));
         let mut their_dots: HashMap<EventId, &Sibling, FixedState> =
