@@ -53,7 +53,10 @@ impl Default for Repr {
 const LARGE: usize = 256;
 
 /// A clock's entries: one inline, more on the heap.
-pub type Entries = SmallVec<[(PeerId, u64); 1]>;
+pub type Entries = SmallVec<[Entry; 1]>;
+
+/// A clock entry: a peer and its sequence number.
+pub type Entry = (PeerId, u64);
 
 /// A clock's entries in peer order.
 pub enum Iter<'a> {
@@ -193,6 +196,12 @@ impl VectorClock {
         canonical.then(|| VectorClock::from_sorted(entries))
     }
 
+    /// The clock of one entry, `seq` not zero (its canonical form).
+    pub fn from_canonical_entry(peer: PeerId, seq: u64) -> Self {
+        debug_assert!(seq > 0);
+        VectorClock(Repr::Sorted(SmallVec::from_buf([(peer, seq)])))
+    }
+
     /// Canonical entries in the form their number calls for.
     fn from_sorted(entries: Entries) -> Self {
         if entries.len() > LARGE {
@@ -321,20 +330,40 @@ impl VectorClock {
     /// handful for an event's deps against a room's clock), not a search
     /// of the whole clock each.
     pub fn first_not_covered(&self, other: &VectorClock) -> Option<(PeerId, u64)> {
-        let Repr::Sorted(mine) = &self.0 else {
+        let (Repr::Sorted(mine), Repr::Sorted(theirs)) = (&self.0, &other.0) else {
             return other.iter().find(|&(peer, value)| self.get(peer) < value);
         };
-        let mut rest = &mine[..];
-        for (peer, value) in other.iter() {
-            // Gallop to a bound past `peer`, then search within it.
-            let mut bound = 1;
-            while bound < rest.len() && rest[bound - 1].0 < peer {
-                bound *= 2;
+        let (mine, theirs): (&[Entry], &[Entry]) = (mine, theirs);
+        if let &[(peer, value)] = theirs {
+            // One entry (most deps and observed clocks): one lookup.
+            return (sorted_get(mine, peer) < value).then_some((peer, value));
+        }
+        // Written by index: in the size-optimized wasm the iterators and
+        // the search's closure were a call a step, and a cold start checks
+        // 100k events' clocks. `mine[..from]` is below every peer to come.
+        let mut from = 0;
+        let mut i = 0;
+        while i < theirs.len() {
+            let (peer, value) = theirs[i];
+            i += 1;
+            // Gallop to a bound at or past `peer`, then search below it.
+            let (mut low, mut high, mut step) = (from, from, 1);
+            while high < mine.len() && mine[high].0 < peer {
+                low = high + 1;
+                high = from + step;
+                step *= 2;
             }
-            let from = bound / 2;
-            let upto = bound.min(rest.len());
-            rest = &rest[from + rest[from..upto].partition_point(|&(p, _)| p < peer)..];
-            let have = match rest.first() {
+            high = high.min(mine.len());
+            while low < high {
+                let mid = low + (high - low) / 2;
+                if mine[mid].0 < peer {
+                    low = mid + 1;
+                } else {
+                    high = mid;
+                }
+            }
+            from = low;
+            let have = match mine.get(low) {
                 Some(&(p, v)) if p == peer => v,
                 _ => 0,
             };

@@ -645,15 +645,17 @@ impl Decoder<'_> {
     fn key(&mut self, new: bool) -> Result<Text, CodecError> {
         if new {
             let len = self.cols[KEYS].at_most(self.cols[KEY_BYTES].remaining())?;
-            let key = text(&mut self.cols[KEY_BYTES], len, self.key_text.as_ref())
-                .ok_or(CodecError::Utf8("key bytes"))?;
+            let Some(key) = text(&mut self.cols[KEY_BYTES], len, self.key_text.as_ref()) else {
+                return Err(CodecError::Utf8("key bytes"));
+            };
             self.keys.push(key.clone());
             Ok(key)
         } else {
             let index = self.cols[KEYS].u64()?;
-            match usize::try_from(index).ok().and_then(|i| self.keys.get(i)) {
-                Some(key) => Ok(key.clone()),
-                None => Err(CodecError::Index {
+            let keys: &[Text] = &self.keys;
+            match usize::try_from(index) {
+                Ok(i) if i < keys.len() => Ok(keys[i].clone()),
+                _ => Err(CodecError::Index {
                     column: "keys",
                     index,
                 }),
@@ -668,12 +670,14 @@ impl Decoder<'_> {
             .millis
             .wrapping_add(varint::unzigzag(packed >> 1) as u64);
         let logical = if packed & 1 == 1 {
-            u16::try_from(col.u64()?)
-                .ok()
-                .filter(|l| *l != 0)
-                .ok_or(CodecError::Invalid(
-                    "a logical counter is zero or beyond 16 bits",
-                ))?
+            match u16::try_from(col.u64()?) {
+                Ok(l) if l != 0 => l,
+                _ => {
+                    return Err(CodecError::Invalid(
+                        "a logical counter is zero or beyond 16 bits",
+                    ))
+                }
+            }
         } else {
             0
         };
@@ -689,8 +693,9 @@ impl Decoder<'_> {
 
     fn value(&mut self) -> Result<JsonValue, CodecError> {
         let len = self.cols[LENGTHS].at_most(self.cols[VALUES].remaining())?;
-        let text = text(&mut self.cols[VALUES], len, self.value_text.as_ref())
-            .ok_or(CodecError::Utf8("values"))?;
+        let Some(text) = text(&mut self.cols[VALUES], len, self.value_text.as_ref()) else {
+            return Err(CodecError::Utf8("values"));
+        };
         JsonValue::verbatim_text(text).map_err(|e| CodecError::Json(e.0))
     }
 
@@ -718,16 +723,43 @@ impl Decoder<'_> {
     }
 
     fn entries(&mut self, count: usize) -> Result<VectorClock, CodecError> {
-        let mut entries = Entries::with_capacity(count);
-        for _ in 0..count {
-            let index = self.cols[ENTRIES].u64()?;
-            let at = self.peer_index(index, "entries")?;
-            let delta = self.cols[ENTRIES].i64()?;
-            let seq = self.cursors[at].wrapping_add(delta as u64);
-            self.cursors[at] = seq;
-            entries.push((self.table[at].0, seq));
+        if count == 1 {
+            // Most clocks (an observed write, a dependency delta): no
+            // vector to grow, and the one check `from_canonical` makes.
+            let (peer, seq) = self.entry()?;
+            return match seq {
+                0 => Err(CodecError::Clock("entries")),
+                _ => Ok(VectorClock::from_canonical_entry(peer, seq)),
+            };
         }
-        clock_from(entries, "entries")
+        // Filled by index: a push is a call in the size-optimized wasm.
+        let mut entries = vec![(PeerId(0), 0); count];
+        for entry in &mut entries[..] {
+            *entry = self.entry()?;
+        }
+        clock_from(Entries::from_vec(entries), "entries")
+    }
+
+    /// One clock entry: a peer index and the delta from its cursor.
+    /// Written by index into slices: in the size-optimized wasm a
+    /// vector's `Index` is a call.
+    #[inline(always)]
+    fn entry(&mut self) -> Result<(PeerId, u64), CodecError> {
+        let index = self.cols[ENTRIES].u64()?;
+        let (cursors, table): (&mut [u64], &[(PeerId, Option<PublicKey>)]) =
+            (&mut self.cursors, &self.table);
+        let at = match usize::try_from(index) {
+            Ok(at) if at < table.len() && at < cursors.len() => at,
+            _ => {
+                return Err(CodecError::Index {
+                    column: "entries",
+                    index,
+                })
+            }
+        };
+        let seq = cursors[at].wrapping_add(self.cols[ENTRIES].i64()? as u64);
+        cursors[at] = seq;
+        Ok((table[at].0, seq))
     }
 
     fn shares(&mut self) -> Result<Vec<CounterShare>, CodecError> {
@@ -754,15 +786,21 @@ impl Decoder<'_> {
 /// when they are not text.
 #[inline(always)]
 fn text(col: &mut Reader, len: usize, whole: Option<&Arc<str>>) -> Option<Text> {
+    // Matches, not `ok()?` and `map`: each is a call in the size-optimized
+    // wasm, and this runs for every key and value.
+    let before = col.remaining();
+    let Ok(bytes) = col.take(len) else {
+        return None;
+    };
     match whole {
         Some(whole) => {
-            let start = whole.len() - col.remaining();
-            col.take(len).ok()?;
+            let start = whole.len() - before;
             Text::slice(whole, start..start + len)
         }
-        None => std::str::from_utf8(col.take(len).ok()?)
-            .ok()
-            .map(Text::from),
+        None => match std::str::from_utf8(bytes) {
+            Ok(text) => Some(Text::from(text)),
+            Err(_) => None,
+        },
     }
 }
 

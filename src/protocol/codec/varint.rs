@@ -93,11 +93,13 @@ impl<'a> Reader<'a> {
         )
     }
 
+    #[inline(always)]
     pub fn i64(&mut self) -> Result<i64, CodecError> {
         self.u64().map(unzigzag)
     }
 
     /// A varint that must fit `usize` and be at most `max`.
+    #[inline(always)]
     pub fn at_most(&mut self, max: usize) -> Result<usize, CodecError> {
         let value = self.u64()?;
         // A match, not `ok_or`: that builds (and drops) the error every time.
