@@ -170,7 +170,15 @@ struct Encoder<'a> {
     millis: u64,
     /// The peer looked up last, and its index.
     last_peer: Option<(PeerId, u64)>,
+    /// Peers looked up lately, by their id's low bits: in front of
+    /// `peers`, whose hashing was most of encoding a snapshot's clock
+    /// entries in the size-optimized wasm (ids are hashes of keys, so
+    /// their low bits spread; colliding ids only fall through to `peers`).
+    recent: Vec<(PeerId, u64)>,
 }
+
+/// Slots of [`Encoder::recent`]: a room's writers, most of the time.
+const RECENT: usize = 256;
 
 impl<'a> Encoder<'a> {
     /// An encoder for about `events` events (a snapshot's keys are all
@@ -181,6 +189,11 @@ impl<'a> Encoder<'a> {
             peers: HashMap::with_hasher(hashing::state()),
             ..Encoder::default()
         };
+        if events >= RECENT {
+            // No peer's index is `u64::MAX`: every slot starts empty. (A
+            // small batch goes without: its few peers hash quickly.)
+            e.recent = vec![(PeerId(0), u64::MAX); RECENT];
+        }
         e.key_index.reserve(events, |_| 0); // empty: nothing to rehash
         e.keys.reserve(events);
         for col in [OPS, KEYS, TIMES, LENGTHS] {
@@ -194,6 +207,21 @@ impl<'a> Encoder<'a> {
         if let Some((_, index)) = self.last_peer.filter(|(p, _)| *p == peer) {
             return index;
         }
+        let slot = peer.0 as usize % RECENT;
+        if let Some(&(p, index)) = self.recent.get(slot) {
+            if p == peer && index != u64::MAX {
+                self.last_peer = Some((peer, index));
+                return index;
+            }
+        }
+        let index = self.peer_in_table(peer);
+        if let Some(entry) = self.recent.get_mut(slot) {
+            *entry = (peer, index);
+        }
+        index
+    }
+
+    fn peer_in_table(&mut self, peer: PeerId) -> u64 {
         let next = self.table.len() as u64;
         let index = *self.peers.entry(peer).or_insert_with(|| {
             self.table.push((peer, None));

@@ -162,7 +162,7 @@ impl ReconciliationEngine {
         if !fits {
             return None;
         }
-        words.sort_unstable();
+        key_sort::sort_words(&mut words);
         let mut ids: Vec<(EventId, bool)> = Vec::with_capacity(words.len());
         let mut previous = None;
         for word in words {
