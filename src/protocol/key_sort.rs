@@ -50,7 +50,19 @@ pub fn sort_by_key<T>(v: &mut [T], key: impl Fn(&T) -> u128) {
 /// snapshot of 100k entities sorts 200k words.
 pub fn sort_words(v: &mut Vec<u64>) {
     let n = v.len();
-    if n < 2 {
+    if n < 64 {
+        // A Merkle leaf's few ids: an insertion sort, without the
+        // histograms' fixed cost.
+        let v: &mut [u64] = v;
+        for i in 1..n {
+            let word = v[i];
+            let mut j = i;
+            while j > 0 && v[j - 1] > word {
+                v[j] = v[j - 1];
+                j -= 1;
+            }
+            v[j] = word;
+        }
         return;
     }
     // Every byte's histogram in one read. Slices, not vectors, are

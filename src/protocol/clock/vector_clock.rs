@@ -197,7 +197,7 @@ impl VectorClock {
     }
 
     /// The clock of one entry, `seq` not zero (its canonical form).
-    pub fn from_canonical_entry(peer: PeerId, seq: u64) -> Self {
+    pub(crate) fn from_canonical_entry(peer: PeerId, seq: u64) -> Self {
         debug_assert!(seq > 0);
         VectorClock(Repr::Sorted(SmallVec::from_buf([(peer, seq)])))
     }
