@@ -488,6 +488,40 @@ mod tests {
         entries.iter().map(|&(p, v)| (PeerId(p), v)).collect()
     }
 
+    /// The walk's gallop and search, against a lookup of each entry: a
+    /// clock asking about every `stride`-th of ours (covered), with one
+    /// entry raised past ours or one peer we lack slipped in, anywhere.
+    #[test]
+    fn first_not_covered_finds_what_lookups_find() {
+        for len in 0..70u64 {
+            let mine = vc(&(0..len).map(|i| (i * 3 + 1, i + 1)).collect::<Vec<_>>());
+            for stride in [1, 2, 3, 5, 17] {
+                let asked: Vec<(u64, u64)> = (0..len)
+                    .step_by(stride)
+                    .map(|i| (i * 3 + 1, i + 1))
+                    .collect();
+                for at in 0..=asked.len() {
+                    let mut raised = asked.clone();
+                    if let Some(entry) = raised.get_mut(at) {
+                        entry.1 += 1;
+                    }
+                    // A peer we lack (ids 3i), just before entry `at`.
+                    let mut foreign = asked.clone();
+                    let before = asked.get(at).map_or(len * 3 + 2, |e| e.0 - 1);
+                    foreign.push((before, 1));
+                    for theirs in [vc(&asked), vc(&raised), vc(&foreign)] {
+                        let expected = theirs.iter().find(|&(p, v)| mine.get(p) < v);
+                        assert_eq!(
+                            mine.first_not_covered(&theirs),
+                            expected,
+                            "{len} entries, every {stride}th asked, at {at}: {theirs:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn compare_covers_every_case_of_the_spec() {
         assert_eq!(vc(&[]).compare(&vc(&[])), ClockOrdering::Equal);
