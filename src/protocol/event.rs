@@ -144,6 +144,18 @@ impl Operation {
         }
     }
 
+    /// The first dot the operation observed (in [`observed`](Self::observed)'s
+    /// order) that `clock` does not cover: what must be applied before it.
+    /// An observed clock is walked against `clock` in one pass.
+    pub fn first_uncovered_dot(&self, clock: &VectorClock) -> Option<EventId> {
+        match self.observed_clock() {
+            Some(observed) => clock
+                .first_not_covered(observed)
+                .map(|(peer, seq)| EventId::new(peer, seq)),
+            None => self.observed().find(|d| clock.get(d.peer) < d.seq),
+        }
+    }
+
     /// Every dot the operation says it observed. They are dependencies too:
     /// an event is applied only after everything it supersedes.
     pub fn observed(&self) -> impl Iterator<Item = EventId> + '_ {

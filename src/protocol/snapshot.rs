@@ -220,10 +220,7 @@ impl StateSnapshot {
             // The origin's previous event is below the event itself.
             let beyond = event.id.seq > origin.1
                 || clock.first_not_covered(&event.deps).is_some()
-                || match event.op.observed_clock() {
-                    Some(observed) => clock.first_not_covered(observed).is_some(),
-                    None => event.op.observed().any(|d| d.seq > clock.get(d.peer)),
-                };
+                || event.op.first_uncovered_dot(clock).is_some();
             if beyond {
                 return Err(SnapshotError::BeyondClock(event.id));
             }

@@ -178,17 +178,10 @@ impl ReconciliationEngine {
         if self.applied.get(origin).saturating_add(1) < event.id.seq {
             return Some(EventId::new(origin, event.id.seq - 1));
         }
-        let missing = |(peer, seq)| EventId::new(peer, seq);
-        if let Some(dep) = self.applied.first_not_covered(&event.deps) {
-            return Some(missing(dep));
+        if let Some((peer, seq)) = self.applied.first_not_covered(&event.deps) {
+            return Some(EventId::new(peer, seq));
         }
-        match event.op.observed_clock() {
-            Some(observed) => self.applied.first_not_covered(observed).map(missing),
-            None => event
-                .op
-                .observed()
-                .find(|d| self.applied.get(d.peer) < d.seq),
-        }
+        event.op.first_uncovered_dot(&self.applied)
     }
 
     /// Applies a ready event and, transitively, the held events it wakes.
