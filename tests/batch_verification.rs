@@ -217,3 +217,108 @@ fn the_window_closing_reports_the_changes() {
         .any(|o| matches!(&o, Output::Changed(keys) if keys.iter().any(|k| &**k == "k")));
     assert!(changed, "the change is reported when the window closes");
 }
+
+// --- Seals verified elsewhere (`SyncConfig::offload_seals`: a page's
+// Workers). The node hands each batch out, applies batches in the order it
+// handed them out whatever order their verdicts come in, and never holds
+// more than `MAX_IN_FLIGHT_EVENTS` events for a verifier.
+
+use cpc_sync::protocol::seal::verify_packed;
+use cpc_sync::protocol::sync::MAX_IN_FLIGHT_EVENTS;
+
+#[test]
+fn batches_verified_elsewhere_are_applied_in_the_order_handed_out() {
+    let frames = workload::one_write_each(2 * BATCH as u64 + 10, false);
+    let mut receiver = Receiver::offloading();
+    for frame in &frames {
+        receiver.receive_at(frame, 0).expect("taken");
+    }
+    let mut out = receiver.take_verify();
+    assert_eq!(out.len(), 2, "two full batches handed out, the rest held");
+    assert_eq!(origins(&receiver), 0, "nothing applied before its verdicts");
+    let (second, first) = (out.pop().unwrap(), out.pop().unwrap());
+    receiver
+        .verified(second.0, &verify_packed(&second.1), 1)
+        .expect("taken");
+    assert_eq!(origins(&receiver), 0, "the second waits for the first");
+    receiver
+        .verified(first.0, &verify_packed(&first.1), 1)
+        .expect("taken");
+    assert_eq!(origins(&receiver), 2 * BATCH, "then both, in order");
+    // Verdicts again, or for a batch never handed out: nothing happens.
+    receiver
+        .verified(first.0, &verify_packed(&first.1), 1)
+        .expect("ignored");
+    receiver.verified(99, &[1; 10], 1).expect("ignored");
+    assert_eq!(origins(&receiver), 2 * BATCH);
+    receiver.finish(5).expect("the last frames verify");
+    assert_eq!(origins(&receiver), frames.len());
+    assert_eq!(receiver.node().verifying(), 0);
+}
+
+/// The verifier's verdicts decide, run by run: a forgery it finds is named
+/// and charged to the sender; a run it gives no verdict of 1 (too few
+/// verdicts) is refused, never taken.
+#[test]
+fn a_forgery_verified_elsewhere_is_named_and_a_short_answer_takes_nothing_unverified() {
+    let mut frames = workload::one_write_each(40, false);
+    frames[17] = forged(&frames[17].clone());
+    let mut receiver = Receiver::offloading();
+    for frame in &frames {
+        receiver.receive_at(frame, 0).expect("held");
+    }
+    receiver.tick_at(5).expect("the window closes: handed out");
+    let [(batch, seals)] = &receiver.take_verify()[..] else {
+        panic!("one batch");
+    };
+    let mut verdicts = verify_packed(seals);
+    assert_eq!(verdicts[17], 0, "the verifier finds the forgery");
+    verdicts.truncate(30);
+    let refusal = receiver
+        .verified(*batch, &verdicts, 1)
+        .expect_err("refused runs");
+    assert!(
+        matches!(refusal, Refusal::Seal(SealError::BadSignature(_))),
+        "{refusal}"
+    );
+    assert_eq!(origins(&receiver), 29, "the 29 runs with a verdict of 1");
+    assert!(!receiver.node().engine().state_json().contains("forged"));
+}
+
+/// A verifier that stops answering holds at most `MAX_IN_FLIGHT_EVENTS`
+/// events: past it the node verifies what is out itself, in order; and
+/// `verify_here` (a page whose Workers failed) settles what is out and
+/// verifies everything after it in place.
+#[test]
+fn a_verifier_that_stops_answering_holds_bounded_events() {
+    let frames = workload::one_write_each(MAX_IN_FLIGHT_EVENTS as u64 + 3 * BATCH as u64, false);
+    let mut receiver = Receiver::offloading();
+    let mut most = 0;
+    for frame in &frames {
+        receiver.receive_at(frame, 0).expect("taken");
+        let out = receiver.node().verifying() * BATCH;
+        most = most.max(out);
+        assert!(out <= MAX_IN_FLIGHT_EVENTS, "{out} events out");
+    }
+    assert_eq!(most, MAX_IN_FLIGHT_EVENTS, "out up to the bound");
+    assert!(
+        origins(&receiver) >= MAX_IN_FLIGHT_EVENTS,
+        "past it, verified here: {}",
+        origins(&receiver)
+    );
+    let handed_out = receiver.take_verify();
+    receiver.verify_here(1).expect("taken");
+    assert!(
+        receiver.take_verify().is_empty(),
+        "nothing handed out any more"
+    );
+    assert_eq!(origins(&receiver), frames.len());
+    // Late verdicts for batches settled here change nothing.
+    for (batch, seals) in handed_out {
+        receiver
+            .verified(batch, &verify_packed(&seals), 2)
+            .expect("ignored");
+    }
+    assert_eq!(origins(&receiver), frames.len());
+    assert_eq!(receiver.node().verifying(), 0);
+}

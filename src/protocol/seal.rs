@@ -152,13 +152,17 @@ pub const BATCH: usize = 256;
 /// Which of `pending` do not verify, by index: each chunk of [`BATCH`]
 /// at once, and only a chunk that fails one by one.
 fn forged(pending: &[Pending]) -> Vec<usize> {
+    let items: Vec<signature::Item> = pending
+        .iter()
+        .map(|p| (&p.key, &p.digest[..], &p.signature))
+        .collect();
+    forged_items(&items)
+}
+
+fn forged_items(items: &[signature::Item]) -> Vec<usize> {
     let mut out = Vec::new();
-    for (c, chunk) in pending.chunks(BATCH).enumerate() {
-        let items: Vec<signature::Item> = chunk
-            .iter()
-            .map(|p| (&p.key, &p.digest[..], &p.signature))
-            .collect();
-        if !signature::verify_batch(&items) {
+    for (c, items) in items.chunks(BATCH).enumerate() {
+        if !signature::verify_batch(items) {
             let bad = items
                 .iter()
                 .enumerate()
@@ -294,28 +298,91 @@ pub fn check_runs(events: Vec<P2PEvent>) -> Opened {
 /// [`BATCH`]): per batch, the events of its runs that verify and the
 /// errors of the others, its form errors first.
 pub fn verify_opened(batches: Vec<Opened>) -> Vec<(Vec<P2PEvent>, Vec<SealError>)> {
-    let mut pending = Vec::with_capacity(batches.iter().map(Opened::seals).sum());
-    let mut batches: Vec<(Vec<Vec<P2PEvent>>, Vec<SealError>, usize)> = batches
-        .into_iter()
-        .map(|b| {
-            let start = pending.len();
-            pending.extend(b.pending);
-            (b.runs, b.errors, start)
+    let pending: Vec<&Pending> = batches.iter().flat_map(|b| &b.pending).collect();
+    let items: Vec<signature::Item> = pending
+        .iter()
+        .map(|p| (&p.key, &p.digest[..], &p.signature))
+        .collect();
+    let mut forged = forged_items(&items).into_iter().peekable();
+    settle_with(batches, |i| forged.next_if_eq(&i).is_some())
+}
+
+/// Bytes of a seal handed to a verifier elsewhere ([`pack`]): the
+/// signer's key, the digest it signed, the signature.
+pub const PACKED_SEAL: usize = 32 + 32 + 64;
+
+/// The seals of checked batches, in order, for a verifier elsewhere (a
+/// page's Workers, [`verify_packed`]): [`PACKED_SEAL`] bytes each. Their
+/// verdicts come back to [`settle`].
+pub fn pack(batches: &[Opened]) -> Vec<u8> {
+    let seals = batches.iter().flat_map(|b| &b.pending);
+    let mut out =
+        Vec::with_capacity(batches.iter().map(Opened::seals).sum::<usize>() * PACKED_SEAL);
+    for p in seals {
+        out.extend_from_slice(&p.key);
+        out.extend_from_slice(&p.digest);
+        out.extend_from_slice(&p.signature[0]);
+        out.extend_from_slice(&p.signature[1]);
+    }
+    out
+}
+
+/// Verifies [`pack`]ed seals as [`verify_opened`] does (chunks of
+/// [`BATCH`] at once, a failing chunk one by one): a verdict per seal, 1
+/// when it verifies, 0 when not. Bytes past the last whole seal get none.
+pub fn verify_packed(bytes: &[u8]) -> Vec<u8> {
+    let seals: Vec<(PublicKey, [u8; 32], Signature)> = bytes
+        .chunks_exact(PACKED_SEAL)
+        .map(|seal| {
+            let at = |from: usize| {
+                let mut out = [0; 32];
+                out.copy_from_slice(&seal[from..from + 32]);
+                out
+            };
+            (at(0), at(32), [at(64), at(96)])
         })
         .collect();
-    let mut forged = forged(&pending).into_iter().peekable();
+    let items: Vec<signature::Item> = seals.iter().map(|(k, d, s)| (k, &d[..], s)).collect();
+    let mut verdicts = vec![1; items.len()];
+    for i in forged_items(&items) {
+        verdicts[i] = 0;
+    }
+    verdicts
+}
+
+/// [`verify_opened`] with the verdicts of a verifier elsewhere, one per
+/// seal in [`pack`]'s order: a seal verifies only with a verdict of 1; a
+/// missing verdict (too few came back) or any other value refuses it.
+pub fn settle(batches: Vec<Opened>, verdicts: &[u8]) -> Vec<(Vec<P2PEvent>, Vec<SealError>)> {
+    settle_with(batches, |i| verdicts.get(i) != Some(&1))
+}
+
+/// Per batch, the events of its runs whose seal is not `forged` (asked
+/// once per seal, by its index across the batches, in order) and the
+/// errors of the others, its form errors first.
+fn settle_with(
+    batches: Vec<Opened>,
+    mut forged: impl FnMut(usize) -> bool,
+) -> Vec<(Vec<P2PEvent>, Vec<SealError>)> {
+    let mut index = 0;
     batches
-        .iter_mut()
-        .map(|(runs, errors, start)| {
+        .into_iter()
+        .map(|batch| {
+            let Opened {
+                runs,
+                pending,
+                mut errors,
+            } = batch;
             let mut accepted = Vec::with_capacity(runs.iter().map(Vec::len).sum());
-            for (i, run) in runs.iter_mut().enumerate() {
-                if forged.next_if_eq(&(*start + i)).is_some() {
-                    errors.push(SealError::BadSignature(pending[*start + i].last));
+            for (mut run, seal) in runs.into_iter().zip(pending) {
+                if forged(index) {
+                    errors.push(SealError::BadSignature(seal.last));
                 } else {
-                    accepted.append(run);
+                    accepted.append(&mut run);
                 }
+                index += 1;
             }
-            (accepted, std::mem::take(errors))
+            (accepted, errors)
         })
         .collect()
 }
@@ -472,6 +539,47 @@ mod tests {
         assert!(accepted.iter().all(|e| e.id.peer == a.peer()));
         assert_eq!(errors.len(), 1);
         assert!(errors[0].is_forgery());
+    }
+
+    /// Seals verified elsewhere (a page's Workers): packed, verified from
+    /// the bytes alone, and settled with the verdicts, they give what
+    /// verifying here gives; a verdict that is missing, or anything but 1,
+    /// refuses its run and only its run.
+    #[test]
+    fn seals_verified_elsewhere_settle_as_seals_verified_here() {
+        let writers: Vec<Identity> = (0..300).map(|i| Identity::from_seed(500 + i)).collect();
+        let mut frames: Vec<Vec<P2PEvent>> = writers
+            .chunks(100)
+            .map(|ws| ws.iter().flat_map(|w| sealed(w, 1..=2)).collect())
+            .collect();
+        // A forgery in the second frame, a broken run in the third.
+        let seal = frames[1][7].seal.take();
+        frames[1][7] = event(frames[1][7].id.peer, 2, "\"forged\"");
+        frames[1][7].seal = seal;
+        frames[2].remove(10);
+        let opened = || frames.iter().cloned().map(check_runs).collect::<Vec<_>>();
+        let here = verify_opened(opened());
+
+        let batches = opened();
+        let packed = pack(&batches);
+        assert_eq!(packed.len(), 299 * PACKED_SEAL, "a seal for each whole run");
+        let verdicts = verify_packed(&packed);
+        assert_eq!(verdicts.iter().filter(|&&v| v == 0).count(), 1);
+        assert_eq!(settle(batches, &verdicts), here);
+        assert_eq!(here[1].1, vec![SealError::BadSignature(frames[1][7].id)]);
+
+        // A verifier that lies or falls short refuses runs, never takes
+        // one that did not verify.
+        let mut short = verdicts.clone();
+        short.truncate(250);
+        let settled = settle(opened(), &short);
+        let taken: usize = settled.iter().map(|(events, _)| events.len()).sum();
+        assert_eq!(taken, 2 * 249, "the 249 seals with a verdict of 1");
+        let mut odd = verdicts.clone();
+        odd[0] = 2;
+        assert_eq!(settle(opened(), &odd)[0].1.len(), 1);
+        // Bytes past the last whole seal get no verdict.
+        assert_eq!(verify_packed(&packed[..PACKED_SEAL + 5]).len(), 1);
     }
 
     /// Seals are verified in batches: forgeries in two batches are found

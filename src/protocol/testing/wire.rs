@@ -173,6 +173,8 @@ pub struct Receiver {
     node: SyncNode,
     neighbour: PeerId,
     now_ms: u64,
+    /// Batches handed out for verification ([`Receiver::offloading`]).
+    verify: Vec<(u64, Vec<u8>)>,
 }
 
 impl Default for Receiver {
@@ -183,6 +185,18 @@ impl Default for Receiver {
 
 impl Receiver {
     pub fn new() -> Self {
+        Self::with(false)
+    }
+
+    /// A receiver that hands its seals out for verification
+    /// ([`SyncConfig::offload_seals`]): the batches wait in
+    /// [`take_verify`](Self::take_verify) until [`verified`](Self::verified)
+    /// answers them.
+    pub fn offloading() -> Self {
+        Self::with(true)
+    }
+
+    fn with(offload_seals: bool) -> Self {
         let identity = Identity::from_seed(RECEIVER_SEED);
         let engine = ReconciliationEngine::new(identity.peer(), EngineConfig::default());
         let mut node = SyncNode::new(
@@ -191,6 +205,7 @@ impl Receiver {
                 identity: Some(identity),
                 durable: true,
                 verify_window_ms: Some(VERIFY_WINDOW_MS),
+                offload_seals,
                 ..SyncConfig::default()
             },
         );
@@ -203,6 +218,7 @@ impl Receiver {
             node,
             neighbour,
             now_ms,
+            verify: Vec::new(),
         }
     }
 
@@ -248,6 +264,7 @@ impl Receiver {
             match output {
                 Output::Persist { token, .. } => self.node.persisted(token),
                 Output::Rejected { refusal, .. } => refused = Err(refusal),
+                Output::Verify { batch, seals } => self.verify.push((batch, seals)),
                 _ => {}
             }
         }
@@ -261,7 +278,38 @@ impl Receiver {
     pub fn finish(&mut self, elapsed_ms: u64) -> Result<String, Refusal> {
         self.node.verify_received(self.now_ms + elapsed_ms);
         self.outputs()?;
+        // Handed out: verified here, as a page's Workers would.
+        for (batch, seals) in self.take_verify() {
+            self.verified(batch, &seal::verify_packed(&seals), elapsed_ms)?;
+        }
         Ok(self.node.digest().to_string())
+    }
+
+    /// The batches handed out for verification since the last call.
+    pub fn take_verify(&mut self) -> Vec<(u64, Vec<u8>)> {
+        std::mem::take(&mut self.verify)
+    }
+
+    /// Brings a handed-out batch's verdicts, `elapsed_ms` after the first
+    /// frame.
+    pub fn verified(
+        &mut self,
+        batch: u64,
+        verdicts: &[u8],
+        elapsed_ms: u64,
+    ) -> Result<(), Refusal> {
+        self.node
+            .verified(batch, verdicts, self.now_ms + elapsed_ms);
+        self.outputs()
+    }
+
+    /// Stops handing seals out and verifies what is out, then what is
+    /// held, `elapsed_ms` after the first frame (a page whose Workers
+    /// failed).
+    pub fn verify_here(&mut self, elapsed_ms: u64) -> Result<(), Refusal> {
+        self.node.verify_here(self.now_ms + elapsed_ms);
+        self.node.verify_received(self.now_ms + elapsed_ms);
+        self.outputs()
     }
 
     pub fn node(&self) -> &SyncNode {

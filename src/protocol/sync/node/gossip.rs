@@ -21,6 +21,22 @@ use crate::protocol::sync::wire::{Message, MAX_FRAME};
 /// short (a run's worth of events: tens of ms in wasm).
 pub const MAX_UNVERIFIED_EVENTS: usize = seal::MAX_RUN;
 
+/// Events out for verification elsewhere at once, at most
+/// ([`SyncConfig::offload_seals`](super::SyncConfig::offload_seals)):
+/// a verifier that falls this far behind (or stops answering) has the
+/// node verify what is out itself, so held frames stay bounded.
+pub const MAX_IN_FLIGHT_EVENTS: usize = 8 * MAX_UNVERIFIED_EVENTS;
+
+/// A batch of held frames whose seals are being verified elsewhere.
+pub(super) struct InFlight {
+    batch: u64,
+    senders: Vec<PeerId>,
+    opened: Vec<seal::Opened>,
+    events: usize,
+    /// Its verdicts, once they came (a batch waits for those before it).
+    verdicts: Option<Vec<u8>>,
+}
+
 /// Events in one `Events` message, at most (whole runs: a run longer than
 /// this goes alone): a receiver takes a message in one task, which must
 /// stay short whatever the events' size.
@@ -126,19 +142,106 @@ impl SyncNode {
     /// Verifies the seals of every frame held for verification, together,
     /// and applies the events of the runs that verify, frame by frame in
     /// the order they came.
+    ///
+    /// With [`offload_seals`](super::SyncConfig::offload_seals) they are
+    /// handed out instead (see [`SyncNode::verified`]).
     pub fn verify_received(&mut self, now_ms: u64) {
         if self.unverified.is_empty() {
             return;
         }
         self.unverified_seals = 0;
-        self.unverified_events = 0;
+        let events = std::mem::take(&mut self.unverified_events);
         let (senders, opened): (Vec<PeerId>, Vec<seal::Opened>) =
             std::mem::take(&mut self.unverified).into_iter().unzip();
-        for (from, (accepted, errors)) in senders.into_iter().zip(seal::verify_opened(opened)) {
+        if self.config.offload_seals {
+            if self.in_flight_events + events <= MAX_IN_FLIGHT_EVENTS {
+                let batch = self.next_batch;
+                self.next_batch += 1;
+                self.outputs.push(Output::Verify {
+                    batch,
+                    seals: seal::pack(&opened),
+                });
+                self.in_flight_events += events;
+                self.in_flight.push_back(InFlight {
+                    batch,
+                    senders,
+                    opened,
+                    events,
+                    verdicts: None,
+                });
+                return;
+            }
+            // The verifier is that far behind: what is out first, here.
+            self.verify_in_flight(now_ms);
+        }
+        let settled = seal::verify_opened(opened);
+        self.apply_verified(senders, settled, now_ms);
+    }
+
+    /// The verdicts of a batch handed out by [`Output::Verify`], one per
+    /// seal in its order (1: it verifies). The batch's events are applied
+    /// once every batch handed out before it is; a run whose seal has no
+    /// verdict of 1 is refused. Verdicts for a batch not out (settled
+    /// already, or never handed out) are ignored.
+    pub fn verified(&mut self, batch: u64, verdicts: &[u8], now_ms: u64) {
+        let Some(held) = self
+            .in_flight
+            .iter_mut()
+            .find(|b| b.batch == batch && b.verdicts.is_none())
+        else {
+            return;
+        };
+        held.verdicts = Some(verdicts.to_vec());
+        while self.in_flight.front().is_some_and(|b| b.verdicts.is_some()) {
+            let Some(done) = self.in_flight.pop_front() else {
+                break;
+            };
+            self.in_flight_events -= done.events;
+            let verdicts = done.verdicts.unwrap_or_default();
+            let settled = seal::settle(done.opened, &verdicts);
+            self.apply_verified(done.senders, settled, now_ms);
+        }
+    }
+
+    /// Verifies here every batch still out (the verifier fell behind, or
+    /// the caller's stopped: see [`SyncNode::verify_here`]), in order, and
+    /// applies them; verdicts that come for them later are ignored.
+    pub(super) fn verify_in_flight(&mut self, now_ms: u64) {
+        for held in std::mem::take(&mut self.in_flight) {
+            let settled = match &held.verdicts {
+                Some(verdicts) => seal::settle(held.opened, verdicts),
+                None => seal::verify_opened(held.opened),
+            };
+            self.apply_verified(held.senders, settled, now_ms);
+        }
+        self.in_flight_events = 0;
+    }
+
+    /// Stops handing seals out ([`SyncConfig::offload_seals`]) and verifies
+    /// what is out here: for a caller whose verifier failed.
+    pub fn verify_here(&mut self, now_ms: u64) {
+        self.config.offload_seals = false;
+        self.verify_in_flight(now_ms);
+    }
+
+    /// Batches out for verification elsewhere, not yet settled.
+    pub fn verifying(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Refuses the runs that did not verify and applies the others, frame
+    /// by frame.
+    fn apply_verified(
+        &mut self,
+        senders: Vec<PeerId>,
+        settled: Vec<(Vec<P2PEvent>, Vec<seal::SealError>)>,
+        now_ms: u64,
+    ) {
+        for (from, (accepted, errors)) in senders.into_iter().zip(settled) {
             self.refuse_seals(from, errors);
             self.apply_received(from, accepted, now_ms);
         }
-        // Whoever woke us (a timer, most often) learns what changed now.
+        // Whoever woke us (a timer, a verifier) learns what changed now.
         self.report_changes();
     }
 

@@ -20,7 +20,7 @@ mod repair;
 pub use app::{LocalWrite, PeerReport};
 use durability::Durability;
 pub use durability::Persist;
-pub use gossip::{EAGER_KEPT, FORCED_FOLD, MAX_UNVERIFIED_EVENTS};
+pub use gossip::{EAGER_KEPT, FORCED_FOLD, MAX_IN_FLIGHT_EVENTS, MAX_UNVERIFIED_EVENTS};
 pub use overlay::{MAX_OVERLAY_PER_INTERVAL, MAX_PENDING_OVERLAY};
 pub use relay::{
     GRAFT_BATCH_MS, GRAFT_RETRY_MS, IHAVE_TIMEOUT_MS, MAX_ANNOUNCED, MAX_AWAITED,
@@ -68,6 +68,14 @@ pub struct SyncConfig {
     /// kind of message arrives. `None`: each frame's seals are verified as
     /// it arrives. The browser waits [`VERIFY_WINDOW_MS`].
     pub verify_window_ms: Option<u64>,
+    /// Held frames' seals are verified elsewhere (a page's Workers): each
+    /// batch is handed out as an [`Output::Verify`], and its events are
+    /// applied, batch after batch in the order they were handed out, once
+    /// [`SyncNode::verified`] brings its verdicts. Only with
+    /// `verify_window_ms` (without it every frame is verified as it
+    /// comes). Past [`MAX_IN_FLIGHT_EVENTS`] events out, the node verifies
+    /// what is out itself.
+    pub offload_seals: bool,
     /// Log length that triggers compaction, at the first gossip tick with
     /// no new events (at once past [`FORCED_FOLD`] times it).
     pub compact_after: usize,
@@ -127,6 +135,7 @@ impl Default for SyncConfig {
             gossip_interval_ms: 1_000,
             compact_after: 50_000,
             verify_window_ms: None,
+            offload_seals: false,
             snapshot_chunk: 60 * 1024,
             max_snapshot: 512 * 1024 * 1024,
             identity: None,
@@ -167,6 +176,11 @@ pub enum Output {
     Send { to: PeerId, frame: Vec<u8> },
     /// Close the connection to a peer (it sent an oversized frame).
     Close { peer: PeerId, reason: String },
+    /// Verify these seals ([`seal::pack`](crate::protocol::seal::pack)ed,
+    /// e.g. with [`seal::verify_packed`](crate::protocol::seal::verify_packed)),
+    /// then call [`SyncNode::verified`] with `batch` and their verdicts
+    /// (only with [`SyncConfig::offload_seals`]).
+    Verify { batch: u64, seals: Vec<u8> },
     /// Make `write` durable, after every write of a lower token, then call
     /// [`SyncNode::persisted`] with `token` (only with
     /// [`SyncConfig::durable`]).
@@ -227,6 +241,11 @@ pub struct SyncNode {
     unverified_since: u64,
     /// When the latest frame held for verification came.
     unverified_last: u64,
+    /// Batches handed out for verification ([`SyncConfig::offload_seals`]),
+    /// oldest first, and the events they hold.
+    in_flight: std::collections::VecDeque<gossip::InFlight>,
+    in_flight_events: usize,
+    next_batch: u64,
     /// Overlay messages received, for the mesh (see `overlay.rs`).
     overlay: Vec<(PeerId, super::mesh::OverlayMessage)>,
     /// The others' presence (see `presence.rs`), apart from the engine.
@@ -266,6 +285,9 @@ impl SyncNode {
             unverified_events: 0,
             unverified_since: 0,
             unverified_last: 0,
+            in_flight: Default::default(),
+            in_flight_events: 0,
+            next_batch: 0,
             overlay: Vec::new(),
             presence: Default::default(),
             presence_value: None,

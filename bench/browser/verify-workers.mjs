@@ -1,0 +1,101 @@
+// Does verifying seals in Web Workers pay? Issue 17 asks for the signed
+// path at the batch-verification floor "divided by the cores used, if
+// verifying in Workers pays: measure it". This measures the floor itself,
+// in Chromium: the seals of C1.2's 30,000 lone writers (packed 128 bytes a
+// seal: key, run digest, signature), verified in batches of 256 as a node
+// does, on the page's main thread and split across 1, 2 and 4 module
+// workers, each running its own instance of the bench build's wasm. A
+// worker pool's time is the wall time from handing out the slices (copied
+// and transferred) to the last answer; the workers are started and warmed
+// (one batch each) beforehand, as a peer's would be while it opens.
+//
+// `bash scripts/bench-wasm.sh && node bench/browser/verify-workers.mjs`
+// (`CPC_BENCH_RUNS`, default 5; `CPC_BENCH_SEALS`, default 30000).
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { launchBrowser, root, startServer } from "../../tests/e2e/harness.mjs";
+
+const RUNS = Number(process.env.CPC_BENCH_RUNS ?? 5);
+const SEALS = Number(process.env.CPC_BENCH_SEALS ?? 30_000);
+const POOLS = [1, 2, 4];
+
+const WORKER = `import init, { verifySealItems } from "/pkg/cpc_sync.js";
+const ready = init();
+onmessage = async (e) => {
+  await ready;
+  const start = performance.now();
+  const ok = verifySealItems(new Uint8Array(e.data));
+  postMessage({ ok, ms: performance.now() - start });
+};`;
+
+const PAGE = `<!doctype html><title>verify in workers</title><body></body>
+<script type="module">
+  import init, { sealItems, verifySealItems } from "/pkg/cpc_sync.js";
+  await init();
+  const ask = (worker, buffer) => new Promise((resolve) => {
+    worker.onmessage = (e) => resolve(e.data);
+    worker.postMessage(buffer, [buffer]);
+  });
+  window.measure = async ({ seals, runs, pools }) => {
+    const items = sealItems(seals);
+    const main = [];
+    for (let r = 0; r < runs; r++) {
+      const start = performance.now();
+      if (!verifySealItems(items)) throw new Error("a seal did not verify on the main thread");
+      main.push(performance.now() - start);
+    }
+    const pooled = {};
+    for (const size of pools) {
+      const workers = Array.from({ length: size }, () => new Worker("/verify-worker.js", { type: "module" }));
+      // Started and warmed: one batch each.
+      await Promise.all(workers.map((w) => ask(w, items.slice(0, 256 * 128).buffer)));
+      pooled[size] = [];
+      for (let r = 0; r < runs; r++) {
+        const per = Math.ceil(seals / size) * 128;
+        const start = performance.now();
+        const answers = await Promise.all(
+          workers.map((w, i) => ask(w, items.slice(i * per, (i + 1) * per).buffer)),
+        );
+        const wall = performance.now() - start;
+        if (!answers.every((a) => a.ok)) throw new Error("a seal did not verify in a worker");
+        pooled[size].push({ wall, busiest: Math.max(...answers.map((a) => a.ms)) });
+      }
+      workers.forEach((w) => w.terminate());
+    }
+    return { cores: navigator.hardwareConcurrency, main, pooled };
+  };
+  document.body.dataset.ready = "true";
+</script>`;
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+const www = await mkdtemp(path.join(os.tmpdir(), "cpc-verify-workers-"));
+await writeFile(path.join(www, "index.html"), PAGE);
+await writeFile(path.join(www, "verify-worker.js"), WORKER);
+const server = await startServer(0, { CPC_WWW: www, CPC_PKG: path.join(root, "target/bench/pkg") });
+const browser = await launchBrowser();
+try {
+  const page = await browser.newPage();
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(String(e)));
+  await page.goto(`${server.url}index.html`);
+  await page.waitForSelector("body[data-ready=true]", { state: "attached" });
+  const r = await page.evaluate((args) => window.measure(args), { seals: SEALS, runs: RUNS, pools: POOLS });
+  if (errors.length) throw new Error(errors.join("\n"));
+  const main = median(r.main);
+  console.log(`${SEALS} seals, ${RUNS} runs each, ${r.cores} cores (navigator.hardwareConcurrency)`);
+  console.log(`main thread: median ${main.toFixed(0)} ms (${r.main.map((x) => x.toFixed(0)).join(", ")})`);
+  for (const [size, runs] of Object.entries(r.pooled)) {
+    const wall = median(runs.map((x) => x.wall));
+    const busiest = median(runs.map((x) => x.busiest));
+    console.log(
+      `${size} worker(s): median wall ${wall.toFixed(0)} ms (${(main / wall).toFixed(2)}x the main thread), ` +
+        `busiest worker ${busiest.toFixed(0)} ms; runs ${runs.map((x) => x.wall.toFixed(0)).join(", ")}`,
+    );
+  }
+} finally {
+  await browser.close();
+  await server.stop();
+  await rm(www, { recursive: true, force: true });
+}
