@@ -63,7 +63,7 @@ step "end-to-end (headless Chromium, and Chromium with Firefox)" \
 step "end-to-end (headless Firefox)" env CPC_BROWSER=firefox node --test --test-concurrency=1 \
   tests/e2e/peer-api.test.mjs tests/e2e/webrtc.test.mjs tests/e2e/persistence.test.mjs \
   tests/e2e/scenarios.test.mjs tests/e2e/keep.test.mjs tests/e2e/relay.test.mjs \
-  tests/e2e/presence.test.mjs
+  tests/e2e/presence.test.mjs tests/e2e/verify.test.mjs
 # The side-by-side benchmark at small sizes, so its harness cannot rot (the
 # full run is `npm run bench`; figures are in BENCHMARKS.md, not asserted).
 step "benchmark smoke (cpc-sync, Yjs, Automerge, Loro)" env CPC_BENCH_QUICK=1 bash scripts/bench.sh

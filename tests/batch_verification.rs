@@ -224,7 +224,7 @@ fn the_window_closing_reports_the_changes() {
 // more than `MAX_IN_FLIGHT_EVENTS` events for a verifier.
 
 use cpc_sync::protocol::seal::verify_packed;
-use cpc_sync::protocol::sync::MAX_IN_FLIGHT_EVENTS;
+use cpc_sync::protocol::sync::{MAX_IN_FLIGHT_EVENTS, MIN_OFFLOADED_SEALS};
 
 #[test]
 fn batches_verified_elsewhere_are_applied_in_the_order_handed_out() {
@@ -254,6 +254,20 @@ fn batches_verified_elsewhere_are_applied_in_the_order_handed_out() {
     receiver.finish(5).expect("the last frames verify");
     assert_eq!(origins(&receiver), frames.len());
     assert_eq!(receiver.node().verifying(), 0);
+}
+
+/// A few seals (a lone write's) are verified in place: a message to a
+/// Worker and back costs more than they do.
+#[test]
+fn a_small_batch_is_verified_in_place() {
+    let frames = workload::one_write_each(MIN_OFFLOADED_SEALS as u64 - 1, false);
+    let mut receiver = Receiver::offloading();
+    for frame in &frames {
+        receiver.receive_at(frame, 0).expect("held");
+    }
+    receiver.tick_at(5).expect("the window closes");
+    assert!(receiver.take_verify().is_empty());
+    assert_eq!(origins(&receiver), frames.len());
 }
 
 /// The verifier's verdicts decide, run by run: a forgery it finds is named

@@ -11,6 +11,7 @@ mod identity;
 mod peer;
 pub mod storage;
 pub mod transport;
+mod verify;
 
 use wasm_bindgen::prelude::*;
 

@@ -79,49 +79,20 @@ pub fn batch_verify_cost(n: u32) -> JsValue {
     ])
 }
 
-/// Bytes of one packed seal item: key, signed digest, signature.
-const SEAL_ITEM: usize = 32 + 32 + 64;
-
-/// The seals of `n` lone writers (as in C1.2), packed for a Worker: per
-/// seal its key, the run's digest and the signature, 128 bytes.
+/// The seals of `n` lone writers (as in C1.2), packed as a node hands
+/// them to its Workers ([`seal::pack`]): per seal its key, the run's digest
+/// and the signature.
 #[wasm_bindgen(js_name = sealItems)]
 pub fn seal_items(n: u32) -> Vec<u8> {
-    let mut out = Vec::with_capacity(n as usize * SEAL_ITEM);
-    for e in workload::one_write_each_signed(u64::from(n), true) {
-        let Some(seal) = e.seal.as_deref() else {
-            continue;
-        };
-        out.extend_from_slice(&seal.key);
-        out.extend_from_slice(&seal::digest(
-            e.id.peer,
-            seal.first,
-            std::slice::from_ref(&e),
-        ));
-        out.extend_from_slice(&seal.signature[0]);
-        out.extend_from_slice(&seal.signature[1]);
-    }
-    out
+    let batch = seal::check_runs(workload::one_write_each_signed(u64::from(n), true));
+    seal::pack(std::slice::from_ref(&batch))
 }
 
-/// Verifies packed seal items (see [`seal_items`]) in batches of 256, as
-/// a node does: whether every one verifies.
+/// Verifies packed seals as a Worker does ([`seal::verify_packed`]):
+/// whether every one verifies.
 #[wasm_bindgen(js_name = verifySealItems)]
 pub fn verify_seal_items(bytes: &[u8]) -> bool {
-    use crate::protocol::identity::{PublicKey, Signature};
-    use crate::protocol::signature;
-    let parts: Vec<(PublicKey, [u8; 32], Signature)> = bytes
-        .chunks_exact(SEAL_ITEM)
-        .map(|item| {
-            let at = |from: usize| -> [u8; 32] {
-                let mut out = [0; 32];
-                out.copy_from_slice(&item[from..from + 32]);
-                out
-            };
-            (at(0), at(32), [at(64), at(96)])
-        })
-        .collect();
-    let items: Vec<signature::Item> = parts.iter().map(|(k, m, s)| (k, &m[..], s)).collect();
-    bytes.len() % SEAL_ITEM == 0 && items.chunks(256).all(signature::verify_batch)
+    bytes.len() % seal::PACKED_SEAL == 0 && seal::verify_packed(bytes).iter().all(|&v| v == 1)
 }
 
 fn result(fields: &[(&str, f64)]) -> JsValue {

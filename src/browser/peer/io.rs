@@ -10,9 +10,10 @@ use wasm_bindgen::prelude::*;
 
 use super::events::{error_event, event_object};
 use super::{commit, now_ms, Inner};
-use crate::browser::convert::{from_json, to_js};
+use crate::browser::convert::{describe, from_json, to_js};
 use crate::browser::error::{Code, PeerError};
 use crate::browser::transport::TransportEvent;
+use crate::browser::verify::Verifiers;
 use crate::protocol::key_sort;
 use crate::protocol::sync::{LinkState, Output};
 
@@ -85,6 +86,7 @@ pub(super) fn dispatch(inner: &Rc<RefCell<Inner>>) {
                 }
             }
             Output::Persist { token, write } => inner.borrow_mut().commits.push(token, write),
+            Output::Verify { batch, seals } => verify(inner, batch, &seals),
             Output::Changed(keys) => {
                 let schedule = {
                     let mut i = inner.borrow_mut();
@@ -158,6 +160,72 @@ pub(super) fn dispatch(inner: &Rc<RefCell<Inner>>) {
         );
     }
     arm_timer(inner);
+}
+
+/// Hands a batch of seals to the verifier workers, started by the first
+/// batch that needs them.
+fn verify(inner: &Rc<RefCell<Inner>>, batch: u64, seals: &[u8]) {
+    let start = {
+        let i = inner.borrow();
+        i.verifiers.is_none() && i.verify_workers > 0
+    };
+    if start {
+        let count = inner.borrow().verify_workers;
+        let answered = Rc::downgrade(inner);
+        let failed = Rc::downgrade(inner);
+        let started = Verifiers::start(
+            count,
+            move |batch, verdicts| on_verdicts(&answered, batch, &verdicts),
+            move |reason| verifiers_failed(&failed, reason),
+        );
+        match started {
+            Ok(pool) => inner.borrow_mut().verifiers = Some(pool),
+            Err(e) => verifiers_failed(&Rc::downgrade(inner), describe(&e)),
+        }
+    }
+    let sent = inner
+        .borrow()
+        .verifiers
+        .as_ref()
+        .map(|v| v.verify(batch, seals));
+    if let Some(Err(e)) = sent {
+        verifiers_failed(&Rc::downgrade(inner), describe(&e));
+    }
+    // No pool: it failed, and the node verified what was out (this batch
+    // with it) when it learnt so.
+}
+
+fn on_verdicts(inner: &Weak<RefCell<Inner>>, batch: u64, verdicts: &[u8]) {
+    let Some(inner) = inner.upgrade() else { return };
+    if inner.borrow().closed {
+        return;
+    }
+    inner.borrow_mut().node.verified(batch, verdicts, now_ms());
+    dispatch(&inner);
+}
+
+/// The workers cannot verify (they did not start, or one failed): the node
+/// verifies what is out, and everything after it, in place. In a task of
+/// its own, as the pool is dropped (it may be calling us).
+fn verifiers_failed(inner: &Weak<RefCell<Inner>>, reason: String) {
+    let inner = inner.clone();
+    wasm_bindgen_futures::spawn_local(async move {
+        let Some(inner) = inner.upgrade() else { return };
+        let pool = {
+            let mut i = inner.borrow_mut();
+            if i.verify_workers == 0 {
+                return;
+            }
+            i.verify_workers = 0;
+            i.node.verify_here(now_ms());
+            i.verifiers.take()
+        };
+        drop(pool);
+        web_sys::console::warn_1(
+            &format!("cpc-sync: seals are verified on the page's thread: {reason}").into(),
+        );
+        dispatch(&inner);
+    });
 }
 
 /// Sets the one timer to the node's next wake-up (the gossip interval when

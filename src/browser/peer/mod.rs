@@ -29,6 +29,7 @@ use super::error::{Code, PeerError};
 use super::identity::Slot;
 use super::storage::Storage;
 use super::transport::{SignalCodec, Transport, TransportConfig};
+use super::verify::Verifiers;
 use crate::protocol::sync::{LocalWrite, MeshConfig, PeerReport, SyncNode};
 
 #[wasm_bindgen(typescript_custom_section)]
@@ -58,6 +59,13 @@ export interface PeerOptions {
    * two scratch nodes, in tasks of a few ms, so a newcomer's first
    * frames do not run cold (long tasks). */
   warmUp?: boolean;
+  /** Web Workers verifying the seals of received events (default: one per
+   * core the browser reports, at most 4; at most 8; 0: on the page's
+   * thread). Started when a batch of 16 seals or more first comes (a
+   * newcomer's catch-up, a flood); fewer are verified in place. Each runs
+   * this page's wasm, from a `blob:` script: where a page's CSP forbids
+   * that, the peer verifies on its own thread. */
+  verifyWorkers?: number;
 }
 /** A key of the state, as a table shows it. */
 export interface Entry {
@@ -151,6 +159,11 @@ struct Inner {
     /// fired, dropped at the next.
     timer: Option<(u64, Timeout)>,
     spent_timer: Option<Timeout>,
+    /// The workers verifying received seals, once a batch needed them, and
+    /// how many to start (0: none, or they failed: the node verifies in
+    /// place).
+    verifiers: Option<Verifiers>,
+    verify_workers: usize,
     closed: bool,
 }
 
@@ -203,6 +216,8 @@ impl Peer {
             slot: opened.slot,
             timer: None,
             spent_timer: None,
+            verifiers: None,
+            verify_workers: options.verify_workers,
             closed: false,
         }));
         let weak = Rc::downgrade(&inner);
@@ -493,6 +508,7 @@ impl Peer {
             inner.closed = true;
             inner.timer = None;
             inner.transport = None;
+            inner.verifiers = None;
             inner.listeners.clear();
             inner.slot = None;
             if let Some(storage) = inner.storage.take() {

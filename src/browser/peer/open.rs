@@ -60,6 +60,7 @@ pub async fn open(options: &Options) -> Result<Opened, PeerError> {
         nonce_seed: random()?,
         durable: options.storage == StorageKind::IndexedDb,
         verify_window_ms: Some(VERIFY_WINDOW_MS),
+        offload_seals: options.verify_workers > 0,
         ..SyncConfig::default()
     };
     if let Some(n) = options.compact_after {

@@ -27,11 +27,20 @@ pub struct Options {
     /// Warm the receive path while the page is idle after opening
     /// (`warmUp`, default true; see `protocol::sync::warm`).
     pub warm_up: bool,
+    /// Web Workers verifying received seals (`verifyWorkers`; 0: on the
+    /// page's thread). Started when a batch first needs them.
+    pub verify_workers: usize,
 }
 
 /// `maxConnections` at most: a browser runs out of peer connections (and
 /// of its CPU) long before the protocol would mind.
 pub const MAX_CONNECTIONS: usize = 64;
+
+/// `verifyWorkers` at most, and its default's cap (with the cores the
+/// browser reports): verification levels off with the cores, and each
+/// worker holds its own instance of the wasm.
+pub const MAX_VERIFY_WORKERS: usize = 8;
+const DEFAULT_VERIFY_WORKERS: usize = 4;
 
 fn get(options: &JsValue, name: &str) -> JsValue {
     Reflect::get(options, &JsValue::from_str(name)).unwrap_or(JsValue::UNDEFINED)
@@ -111,6 +120,28 @@ impl Options {
                 PeerError::type_error(Code::InvalidOption, "warmUp takes a boolean")
             })?,
         };
+        let verify_workers = match get(options, "verifyWorkers") {
+            v if absent(&v) => default_verify_workers(),
+            v => match v.as_f64() {
+                Some(n) if n >= 0.0 && n.fract() == 0.0 && n <= MAX_VERIFY_WORKERS as f64 => {
+                    n as usize
+                }
+                Some(_) => {
+                    return Err(PeerError::range_error(
+                        Code::InvalidOption,
+                        format!(
+                            "verifyWorkers takes a whole number from 0 to {MAX_VERIFY_WORKERS}"
+                        ),
+                    ))
+                }
+                None => {
+                    return Err(PeerError::type_error(
+                        Code::InvalidOption,
+                        "verifyWorkers takes a number",
+                    ))
+                }
+            },
+        };
         Ok(Options {
             room,
             secret,
@@ -120,8 +151,22 @@ impl Options {
             compact_after,
             max_connections,
             warm_up,
+            verify_workers,
         })
     }
+}
+
+/// One worker per core the browser reports, up to
+/// [`DEFAULT_VERIFY_WORKERS`]; none without `Worker`.
+fn default_verify_workers() -> usize {
+    let Some(window) = web_sys::window() else {
+        return 0;
+    };
+    if Reflect::get(&window, &"Worker".into()).map_or(true, |w| w.is_undefined()) {
+        return 0;
+    }
+    let cores = window.navigator().hardware_concurrency();
+    (cores as usize).clamp(1, DEFAULT_VERIFY_WORKERS)
 }
 
 /// The WebSocket URL of a `signaling` option: `ws:`/`wss:` as is, `http:`/

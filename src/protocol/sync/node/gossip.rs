@@ -27,6 +27,11 @@ pub const MAX_UNVERIFIED_EVENTS: usize = seal::MAX_RUN;
 /// node verify what is out itself, so held frames stay bounded.
 pub const MAX_IN_FLIGHT_EVENTS: usize = 8 * MAX_UNVERIFIED_EVENTS;
 
+/// Seals a batch must hold to be handed out: fewer are verified here (a
+/// lone write's seal takes ~0.1 ms, less than a message to a Worker and
+/// back), unless batches are out already (they are applied in order).
+pub const MIN_OFFLOADED_SEALS: usize = 16;
+
 /// A batch of held frames whose seals are being verified elsewhere.
 pub(super) struct InFlight {
     batch: u64,
@@ -153,7 +158,9 @@ impl SyncNode {
         let events = std::mem::take(&mut self.unverified_events);
         let (senders, opened): (Vec<PeerId>, Vec<seal::Opened>) =
             std::mem::take(&mut self.unverified).into_iter().unzip();
-        if self.config.offload_seals {
+        let seals: usize = opened.iter().map(seal::Opened::seals).sum();
+        let offload = seals >= MIN_OFFLOADED_SEALS || !self.in_flight.is_empty();
+        if self.config.offload_seals && offload {
             if self.in_flight_events + events <= MAX_IN_FLIGHT_EVENTS {
                 let batch = self.next_batch;
                 self.next_batch += 1;

@@ -20,7 +20,9 @@ mod repair;
 pub use app::{LocalWrite, PeerReport};
 use durability::Durability;
 pub use durability::Persist;
-pub use gossip::{EAGER_KEPT, FORCED_FOLD, MAX_IN_FLIGHT_EVENTS, MAX_UNVERIFIED_EVENTS};
+pub use gossip::{
+    EAGER_KEPT, FORCED_FOLD, MAX_IN_FLIGHT_EVENTS, MAX_UNVERIFIED_EVENTS, MIN_OFFLOADED_SEALS,
+};
 pub use overlay::{MAX_OVERLAY_PER_INTERVAL, MAX_PENDING_OVERLAY};
 pub use relay::{
     GRAFT_BATCH_MS, GRAFT_RETRY_MS, IHAVE_TIMEOUT_MS, MAX_ANNOUNCED, MAX_AWAITED,
@@ -73,8 +75,9 @@ pub struct SyncConfig {
     /// applied, batch after batch in the order they were handed out, once
     /// [`SyncNode::verified`] brings its verdicts. Only with
     /// `verify_window_ms` (without it every frame is verified as it
-    /// comes). Past [`MAX_IN_FLIGHT_EVENTS`] events out, the node verifies
-    /// what is out itself.
+    /// comes), and only batches of [`MIN_OFFLOADED_SEALS`] seals or more.
+    /// Past [`MAX_IN_FLIGHT_EVENTS`] events out, the node verifies what is
+    /// out itself.
     pub offload_seals: bool,
     /// Log length that triggers compaction, at the first gossip tick with
     /// no new events (at once past [`FORCED_FOLD`] times it).

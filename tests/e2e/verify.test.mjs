@@ -1,0 +1,103 @@
+// Seals verified in Web Workers (`verifyWorkers`): a newcomer takes a
+// room's signed history with its workers verifying the seals, and holds
+// the same state as a page verifying on its own thread, or one whose
+// workers cannot start.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { serverAndBrowser } from "./harness.mjs";
+
+const env = serverAndBrowser();
+
+const BURSTS = 600;
+const PER_BURST = 5;
+
+/** Counts the page's workers, or (`broken`) makes every one fail to start. */
+function install(workers) {
+  const Real = window.Worker;
+  window.workersStarted = 0;
+  window.Worker =
+    workers === "broken"
+      ? class {
+          constructor() {
+            throw new Error("no workers on this page");
+          }
+        }
+      : class extends Real {
+          constructor(...args) {
+            super(...args);
+            window.workersStarted += 1;
+          }
+        };
+}
+
+/** A page of the app in a context of its own kind of `Worker`. */
+async function page(context, workers = "counted") {
+  const tab = await context.newPage();
+  const warnings = [];
+  tab.on("console", (m) => m.type() === "warning" && warnings.push(m.text()));
+  await tab.goto(env.server.url);
+  await tab.waitForSelector("body[data-ready=true]");
+  return { tab, warnings };
+}
+
+/** A writer with `BURSTS` sealed runs (one per task) in `room`. */
+async function writer(context, room) {
+  const { tab } = await page(context);
+  const clock = await tab.evaluate(
+    async ({ room, bursts, per }) => {
+      window.peer = await window.cpc.module.Peer.open({ room, storage: "memory" });
+      for (let b = 0; b < bursts; b++) {
+        const writes = [];
+        for (let k = 0; k < per; k++) writes.push(window.peer.set(`k${b}-${k}`, b * per + k));
+        await Promise.all(writes);
+      }
+      return window.peer.clock();
+    },
+    { room, bursts: BURSTS, per: PER_BURST },
+  );
+  return { tab, clock };
+}
+
+/** A newcomer opening `room` with `options`, until its clock covers `clock`. */
+async function newcomer(tab, room, options, clock) {
+  return tab.evaluate(
+    async ({ room, options, clock }) => {
+      window.peer = await window.cpc.module.Peer.open({ room, storage: "memory", ...options });
+      const covers = () => Object.entries(clock).every(([p, n]) => (window.peer.clock()[p] ?? 0) >= n);
+      const deadline = performance.now() + 60_000;
+      while (!covers() && performance.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      const state = window.peer.state();
+      return { covers: covers(), keys: Object.keys(state).length, workers: window.workersStarted, state };
+    },
+    { room, options, clock },
+  );
+}
+
+for (const [name, options, workers, expected] of [
+  ["in two Web Workers", { verifyWorkers: 2 }, "counted", 2],
+  ["on the page's thread (verifyWorkers: 0)", { verifyWorkers: 0 }, "counted", 0],
+  ["on the page's thread when no worker can start", { verifyWorkers: 2 }, "broken", 0],
+]) {
+  test(`a newcomer takes a room's sealed history with its seals verified ${name}`, async () => {
+    const context = await env.browser.newContext();
+    // Before any page of the context runs (the writer's too: it verifies
+    // nothing, having nothing to take in).
+    await context.addInitScript(`(${install})(${JSON.stringify(workers)})`);
+    const room = `verify-${expected}-${workers}-${Date.now()}`;
+    const { tab: writerTab, clock } = await writer(context, room);
+    const { tab, warnings } = await page(context, workers);
+    const got = await newcomer(tab, room, options, clock);
+    assert.ok(got.covers, "the newcomer holds every event");
+    assert.equal(got.keys, BURSTS * PER_BURST);
+    assert.equal(got.workers, expected, "verifier workers started");
+    const theirs = await writerTab.evaluate(() => window.peer.state());
+    assert.deepEqual(got.state, theirs, "the same state as the writer's");
+    const fellBack = warnings.some((w) => w.includes("verified on the page's thread"));
+    if (workers === "broken") {
+      assert.ok(fellBack, `a warning says why: ${warnings.join(" | ")}`);
+    } else {
+      assert.ok(!fellBack, `no fallback: ${warnings.join(" | ")}`);
+    }
+    await context.close();
+  });
+}
