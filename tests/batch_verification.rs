@@ -224,7 +224,7 @@ fn the_window_closing_reports_the_changes() {
 // more than `MAX_IN_FLIGHT_EVENTS` events for a verifier.
 
 use cpc_sync::protocol::seal::verify_packed;
-use cpc_sync::protocol::sync::{MAX_IN_FLIGHT_EVENTS, MIN_OFFLOADED_SEALS};
+use cpc_sync::protocol::sync::{MAX_HELD_FOR_VERIFIER, MAX_IN_FLIGHT_EVENTS, MIN_OFFLOADED_SEALS};
 
 #[test]
 fn batches_verified_elsewhere_are_applied_in_the_order_handed_out() {
@@ -299,39 +299,84 @@ fn a_forgery_verified_elsewhere_is_named_and_a_short_answer_takes_nothing_unveri
     assert!(!receiver.node().engine().state_json().contains("forged"));
 }
 
-/// A verifier that stops answering holds at most `MAX_IN_FLIGHT_EVENTS`
-/// events: past it the node verifies what is out itself, in order; and
-/// `verify_here` (a page whose Workers failed) settles what is out and
-/// verifies everything after it in place.
+/// A verifier that falls behind gets at most `MAX_IN_FLIGHT_EVENTS`
+/// events out: past it the node verifies new batches itself, and they
+/// wait, verified, for those out. One that stops answering holds at most
+/// `MAX_HELD_FOR_VERIFIER`: past it the node verifies what is out itself,
+/// in order. `verify_here` (a page whose Workers failed) settles what is
+/// out and verifies everything after it in place.
 #[test]
 fn a_verifier_that_stops_answering_holds_bounded_events() {
-    let frames = workload::one_write_each(MAX_IN_FLIGHT_EVENTS as u64 + 3 * BATCH as u64, false);
+    // Frames of 16 events, one seal each: every batch is 64 of them,
+    // `MAX_UNVERIFIED_EVENTS` events.
+    let frames = workload::run_heavy(40, 1_024, 100_000, 16);
+    let total = 40 * 1_024;
+    let applied = |r: &Receiver| -> usize {
+        let clock = r.node().engine().clock();
+        clock.iter().map(|(_, n)| n as usize).sum()
+    };
     let mut receiver = Receiver::offloading();
-    let mut most = 0;
+    let mut handed_out = Vec::new();
+    let mut most_held = 0;
+    let mut out_when_settled = None;
     for frame in &frames {
         receiver.receive_at(frame, 0).expect("taken");
-        let out = receiver.node().verifying() * BATCH;
-        most = most.max(out);
-        assert!(out <= MAX_IN_FLIGHT_EVENTS, "{out} events out");
+        handed_out.extend(receiver.take_verify());
+        let held = receiver.node().verifying() * MAX_UNVERIFIED_EVENTS;
+        most_held = most_held.max(held);
+        assert!(held <= MAX_HELD_FOR_VERIFIER, "{held} events held");
+        if applied(&receiver) > 0 && out_when_settled.is_none() {
+            out_when_settled = Some(handed_out.len() * MAX_UNVERIFIED_EVENTS);
+        }
     }
-    assert_eq!(most, MAX_IN_FLIGHT_EVENTS, "out up to the bound");
-    assert!(
-        origins(&receiver) >= MAX_IN_FLIGHT_EVENTS,
-        "past it, verified here: {}",
-        origins(&receiver)
+    assert_eq!(
+        out_when_settled,
+        Some(MAX_IN_FLIGHT_EVENTS),
+        "out up to the bound, never past it, until the node gave up on them"
     );
-    let handed_out = receiver.take_verify();
+    assert_eq!(most_held, MAX_HELD_FOR_VERIFIER, "held up to the bound");
+    assert!(
+        applied(&receiver) >= MAX_HELD_FOR_VERIFIER,
+        "past it, verified here: {}",
+        applied(&receiver)
+    );
     receiver.verify_here(1).expect("taken");
     assert!(
         receiver.take_verify().is_empty(),
         "nothing handed out any more"
     );
-    assert_eq!(origins(&receiver), frames.len());
+    assert_eq!(applied(&receiver), total);
     // Late verdicts for batches settled here change nothing.
     for (batch, seals) in handed_out {
         receiver
             .verified(batch, &verify_packed(&seals), 2)
             .expect("ignored");
+    }
+    assert_eq!(applied(&receiver), total);
+    assert_eq!(receiver.node().verifying(), 0);
+}
+
+/// A verifier that falls behind and catches up: the batches verified here
+/// meanwhile wait for those out, and all are applied in order.
+#[test]
+fn batches_verified_here_wait_for_those_out() {
+    let frames = workload::one_write_each(MAX_IN_FLIGHT_EVENTS as u64 + 2 * BATCH as u64, false);
+    let mut receiver = Receiver::offloading();
+    for frame in &frames {
+        receiver.receive_at(frame, 0).expect("taken");
+    }
+    let out = receiver.take_verify();
+    assert_eq!(out.len() * BATCH, MAX_IN_FLIGHT_EVENTS);
+    assert_eq!(
+        origins(&receiver),
+        0,
+        "verified here, waiting for those out"
+    );
+    assert_eq!(receiver.node().verifying(), out.len() + 2);
+    for (batch, seals) in out.into_iter().rev() {
+        receiver
+            .verified(batch, &verify_packed(&seals), 1)
+            .expect("taken");
     }
     assert_eq!(origins(&receiver), frames.len());
     assert_eq!(receiver.node().verifying(), 0);

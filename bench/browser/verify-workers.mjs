@@ -9,6 +9,15 @@
 // and transferred) to the last answer; the workers are started and warmed
 // (one batch each) beforehand, as a peer's would be while it opens.
 //
+// Then the signed path itself: C1.2's and B3.1's frames through a signed
+// node (`BenchNode`, the frames a browser peer receives), its seals
+// verified in place and in 1, 2 and 4 workers (`BenchNode.withWorkers`,
+// the pool a page's peer starts: `verifyWorkers`), 16 frames a task (the
+// workers' answers come between tasks), each run's final state checked
+// equal to the in-place run's. "Main thread" is the time
+// the page's thread spent in the node's calls; the rest of the wall time
+// it was free.
+//
 // `bash scripts/bench-wasm.sh && node bench/browser/verify-workers.mjs`
 // (`CPC_BENCH_RUNS`, default 5; `CPC_BENCH_SEALS`, default 30000).
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
@@ -31,7 +40,7 @@ onmessage = async (e) => {
 
 const PAGE = `<!doctype html><title>verify in workers</title><body></body>
 <script type="module">
-  import init, { sealItems, verifySealItems } from "/pkg/cpc_sync.js";
+  import init, { sealItems, verifySealItems, oneWriteEach, BenchNode } from "/pkg/cpc_sync.js";
   await init();
   const ask = (worker, buffer) => new Promise((resolve) => {
     worker.onmessage = (e) => resolve(e.data);
@@ -65,6 +74,50 @@ const PAGE = `<!doctype html><title>verify in workers</title><body></body>
     }
     return { cores: navigator.hardwareConcurrency, main, pooled };
   };
+  const tick = () => new Promise((r) => setTimeout(r, 0));
+  // A task boundary without a timer's clamp, as between two data channel
+  // messages.
+  const channel = new MessageChannel();
+  const task = () => new Promise((r) => { channel.port1.onmessage = r; channel.port2.postMessage(0); });
+  window.signedPath = async ({ writers, sameKey, runs, pools }) => {
+    const frames = oneWriteEach(writers, sameKey);
+    const out = {};
+    let expected;
+    for (const size of [0, ...pools]) {
+      out[size] = [];
+      for (let r = 0; r < runs; r++) {
+        const node = size ? BenchNode.withWorkers(size) : new BenchNode();
+        // The workers run the module before the frames come, as a warmed
+        // page's do.
+        while (!node.ready()) await new Promise((r) => setTimeout(r, 2));
+        const start = performance.now();
+        let busy = 0;
+        let t = performance.now();
+        // Frames come a few to a task, as a data channel delivers them:
+        // the workers' answers are taken in between.
+        for (let i = 0; i < frames.length; i += 16) {
+          for (const f of frames.slice(i, i + 16)) node.receive(f);
+          busy += performance.now() - t;
+          await task();
+          t = performance.now();
+        }
+        node.finish();
+        busy += performance.now() - t;
+        while (node.verifying() > 0) await tick();
+        t = performance.now();
+        node.finish();
+        busy += performance.now() - t;
+        const wall = performance.now() - start;
+        const state = node.stateJson();
+        node.free();
+        expected ??= state;
+        if (state !== expected) throw new Error("the state with " + size + " workers differs");
+        out[size].push({ wall, busy });
+        await tick();
+      }
+    }
+    return out;
+  };
   document.body.dataset.ready = "true";
 </script>`;
 
@@ -84,6 +137,7 @@ try {
   const r = await page.evaluate((args) => window.measure(args), { seals: SEALS, runs: RUNS, pools: POOLS });
   if (errors.length) throw new Error(errors.join("\n"));
   const main = median(r.main);
+  console.log(`## Batch verification alone`);
   console.log(`${SEALS} seals, ${RUNS} runs each, ${r.cores} cores (navigator.hardwareConcurrency)`);
   console.log(`main thread: median ${main.toFixed(0)} ms (${r.main.map((x) => x.toFixed(0)).join(", ")})`);
   for (const [size, runs] of Object.entries(r.pooled)) {
@@ -93,6 +147,22 @@ try {
       `${size} worker(s): median wall ${wall.toFixed(0)} ms (${(main / wall).toFixed(2)}x the main thread), ` +
         `busiest worker ${busiest.toFixed(0)} ms; runs ${runs.map((x) => x.wall.toFixed(0)).join(", ")}`,
     );
+  }
+  for (const [name, writers, sameKey] of [
+    ["C1.2", 30_000, false],
+    ["B3.1", 1_540, true],
+  ]) {
+    const runs = await page.evaluate((a) => window.signedPath(a), { writers, sameKey, runs: RUNS, pools: POOLS });
+    if (errors.length) throw new Error(errors.join("\n"));
+    console.log(`## ${name}: ${writers} signed writers, through a signed node, ${RUNS} runs each`);
+    for (const [size, rows] of Object.entries(runs)) {
+      const wall = median(rows.map((x) => x.wall));
+      const busy = median(rows.map((x) => x.busy));
+      console.log(
+        `${size === "0" ? "in place" : `${size} worker(s)`}: median ${wall.toFixed(0)} ms, ` +
+          `main thread busy ${busy.toFixed(0)} ms; runs ${rows.map((x) => x.wall.toFixed(0)).join(", ")}`,
+      );
+    }
   }
 } finally {
   await browser.close();

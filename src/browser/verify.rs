@@ -17,6 +17,7 @@
 //! on (see [`SyncNode::verify_here`](crate::protocol::sync::SyncNode::verify_here)).
 
 use std::cell::Cell;
+use std::rc::Rc;
 
 use js_sys::{Array, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
@@ -25,9 +26,10 @@ use web_sys::{Blob, BlobPropertyBag, MessageEvent, Url, Worker};
 
 use crate::protocol::seal;
 
-/// What a worker runs. Its first message is the module; each later one a
+/// What a worker runs. Its first message is the module, answered with
+/// `{ ready }` once it runs (or `{ error }`); each later one a
 /// `[batch, seals]` pair, answered with `[batch, verdicts]` (buffers
-/// transferred, not copied); `{ error }` if the module does not start.
+/// transferred, not copied).
 const SCRIPT: &str = r#"
 let verify;
 const early = [];
@@ -56,6 +58,7 @@ onmessage = async ({ data }) => {
       wasm.__wbindgen_free(ptr, len, 1);
       return verdicts;
     };
+    postMessage({ ready: true });
     early.splice(0).forEach(answer);
   } catch (e) {
     postMessage({ error: String(e) });
@@ -75,6 +78,8 @@ pub fn verify_seals(seals: &[u8]) -> Vec<u8> {
 pub struct Verifiers {
     workers: Vec<Worker>,
     next: Cell<usize>,
+    /// Workers whose module runs.
+    ready: Rc<Cell<usize>>,
     url: String,
     _on_message: Closure<dyn FnMut(MessageEvent)>,
     _on_error: Closure<dyn FnMut(JsValue)>,
@@ -94,10 +99,16 @@ impl Verifiers {
         let script =
             Blob::new_with_str_sequence_and_options(&Array::of1(&SCRIPT.into()), &options)?;
         let url = Url::create_object_url_with_blob(&script)?;
-        let on_failure = std::rc::Rc::new(on_failure);
+        let on_failure = Rc::new(on_failure);
         let failed = on_failure.clone();
+        let ready = Rc::new(Cell::new(0));
+        let started = ready.clone();
         let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
             let data = event.data();
+            if Reflect::get(&data, &"ready".into()).is_ok_and(|r| r.is_truthy()) {
+                started.set(started.get() + 1);
+                return;
+            }
             if let Some(answer) = data.dyn_ref::<Array>() {
                 let batch = answer.get(0).as_f64();
                 let verdicts = answer.get(1);
@@ -128,10 +139,17 @@ impl Verifiers {
         Ok(Verifiers {
             workers,
             next: Cell::new(0),
+            ready,
             url,
             _on_message: on_message,
             _on_error: on_error,
         })
+    }
+
+    /// Whether every worker runs the module (a batch handed out earlier
+    /// waits in its worker until then).
+    pub fn ready(&self) -> bool {
+        self.ready.get() == self.workers.len()
     }
 
     /// Hands a batch to the next worker; its verdicts come to

@@ -31,8 +31,13 @@ export const LIBRARIES = {
     rows: {
       // The headline: a signed browser peer's node, frame by frame
       // through receive_frame (seal checks, persist and change outputs),
-      // its digest brought up to date at the end.
-      "cpc-sync": node(() => new cpc.BenchNode()),
+      // its seals verified in Web Workers as a page's peer has them by
+      // default (`verifyWorkers`: one per core, at most 4), its digest
+      // brought up to date at the end.
+      "cpc-sync": pooled(VERIFY_WORKERS),
+      // The same node verifying every seal on the page's thread
+      // (`verifyWorkers: 0`).
+      "cpc-sync, seals verified in place": node(() => new cpc.BenchNode()),
       // The engine alone on the same frames (no seal checks, no outputs).
       "cpc-sync, engine only": node(() => new cpc.BenchReplica()),
     },
@@ -162,6 +167,43 @@ export const LIBRARIES = {
     },
   },
 };
+
+/** The verifier workers a page's peer starts by default. */
+export const VERIFY_WORKERS = Math.min(Math.max(navigator.hardwareConcurrency || 1, 1), 4);
+
+/** A task boundary without a timer's clamp, as between two data channel
+ * messages. */
+const channel = new MessageChannel();
+const task = () =>
+  new Promise((resolve) => {
+    channel.port1.onmessage = resolve;
+    channel.port2.postMessage(0);
+  });
+
+/** A node whose seals `workers` Web Workers verify: frames come 16 to a
+ * task, as a data channel delivers them, so the workers' answers are taken
+ * in between; done once every batch out is settled. The workers run before
+ * the timed run starts, as a page's do once it has warmed up (`warmUp`). */
+function pooled(workers) {
+  return {
+    target: () => cpc.BenchNode.withWorkers(workers),
+    ready: async (t) => {
+      while (!t.ready()) await new Promise((r) => setTimeout(r, 2));
+    },
+    apply: async (t, updates) => {
+      for (let i = 0; i < updates.length; i += 16) {
+        for (const u of updates.slice(i, i + 16)) t.receive(u);
+        await task();
+      }
+      t.finish();
+      while (t.verifying() > 0) await new Promise((r) => setTimeout(r, 1));
+      t.finish();
+    },
+    state: (t) => JSON.parse(t.stateJson()),
+    vvBytes: (t) => t.clockBytes(),
+    free: (t) => t.free(),
+  };
+}
 
 function node(make) {
   return {

@@ -6,7 +6,7 @@
 import * as A from "@automerge/automerge/slim";
 import automergeWasm from "@automerge/automerge/automerge.wasm?url";
 import initCpc from "../../../target/bench/pkg/cpc_sync.js";
-import { LIBRARIES, ROWS } from "./libraries.js";
+import { LIBRARIES, ROWS, VERIFY_WORKERS } from "./libraries.js";
 import { SYNC } from "./sync.js";
 import { batchVerifyCost, cpcOnly, sealCost } from "./cpc-only.js";
 import { canonical } from "./workloads.js";
@@ -72,11 +72,12 @@ async function measure({ row, url, warmup }) {
   const impl = ROWS[row];
   const updates = unpack(await (await fetch(url)).arrayBuffer());
   const warm = impl.target();
-  impl.apply(warm, updates.slice(0, warmup));
+  await impl.apply(warm, updates.slice(0, warmup));
   impl.free(warm);
   const target = impl.target();
+  await impl.ready?.(target);
   const start = now();
-  impl.apply(target, updates);
+  await impl.apply(target, updates);
   const ms = now() - start;
   const state = canonical(impl.state(target));
   const vv_bytes = impl.vvBytes(target);
@@ -100,6 +101,6 @@ await initCpc();
 await A.initializeWasm(automergeWasm);
 // Every row, with the library that makes its updates.
 const rows = Object.fromEntries(Object.entries(ROWS).map(([row, impl]) => [row, impl.library]));
-window.bench = { generate, measure, sync, cpcOnly, sealCost, batchVerifyCost, rows };
+window.bench = { generate, measure, sync, cpcOnly, sealCost, batchVerifyCost, rows, verifyWorkers: VERIFY_WORKERS };
 document.getElementById("out").textContent = "ready";
 document.body.dataset.ready = "true";

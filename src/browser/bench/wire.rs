@@ -3,10 +3,14 @@
 //! ([`BenchNode`]), and the engine alone on the same frames
 //! ([`BenchReplica`], a labelled second row).
 
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
 use js_sys::{Array, Uint8Array};
 use wasm_bindgen::prelude::*;
 
 use super::{result, NOW};
+use crate::browser::verify::Verifiers;
 use crate::protocol::room::RoomSecret;
 use crate::protocol::sync::wire::{self, Decoded, Message};
 use crate::protocol::sync::Refusal;
@@ -43,9 +47,21 @@ pub fn run_heavy(writers: u32, updates: u32, keys: u32, burst: u32) -> Array {
 /// feeds them.
 #[wasm_bindgen]
 pub struct BenchNode {
-    receiver: Receiver,
+    receiver: Rc<RefCell<Receiver>>,
     /// When the first frame came (the node's clock runs from there).
-    start_ms: Option<f64>,
+    start_ms: Rc<Cell<Option<f64>>>,
+    /// Workers verifying the seals ([`BenchNode::with_workers`]), as a
+    /// page's peer has them.
+    verifiers: Option<Verifiers>,
+    failed: Rc<RefCell<Option<String>>>,
+}
+
+/// Milliseconds since the first frame, by the page's clock.
+fn elapsed_ms(start: &Cell<Option<f64>>) -> u64 {
+    let now = js_sys::Date::now();
+    let first = start.get().unwrap_or(now);
+    start.set(Some(first));
+    (now - first) as u64
 }
 
 #[wasm_bindgen]
@@ -53,49 +69,113 @@ impl BenchNode {
     #[wasm_bindgen(constructor)]
     pub fn new() -> BenchNode {
         BenchNode {
-            receiver: Receiver::new(),
-            start_ms: None,
+            receiver: Rc::new(RefCell::new(Receiver::new())),
+            start_ms: Rc::default(),
+            verifiers: None,
+            failed: Rc::default(),
         }
     }
 
-    /// Milliseconds since the first frame, by the page's clock.
-    fn elapsed_ms(&mut self) -> u64 {
-        let now = js_sys::Date::now();
-        (now - *self.start_ms.get_or_insert(now)) as u64
+    /// A node whose seals `workers` Web Workers verify, as a page's peer
+    /// does (`verifyWorkers`): settle with [`BenchNode::verifying`] at 0
+    /// after [`BenchNode::finish`].
+    #[wasm_bindgen(js_name = withWorkers)]
+    pub fn with_workers(workers: usize) -> Result<BenchNode, JsValue> {
+        let receiver = Rc::new(RefCell::new(Receiver::offloading()));
+        let start_ms: Rc<Cell<Option<f64>>> = Rc::default();
+        let failed: Rc<RefCell<Option<String>>> = Rc::default();
+        let (answered, clock, failures) = (receiver.clone(), start_ms.clone(), failed.clone());
+        let verifiers = Verifiers::start(
+            workers,
+            move |batch, verdicts| {
+                let elapsed = elapsed_ms(&clock);
+                let _ = answered.borrow_mut().verified(batch, &verdicts, elapsed);
+            },
+            move |reason| *failures.borrow_mut() = Some(reason),
+        )?;
+        Ok(BenchNode {
+            receiver,
+            start_ms,
+            verifiers: Some(verifiers),
+            failed,
+        })
     }
 
     /// Takes one frame, at the time it comes (seals wait for the rest of
     /// their verification window); a refused one is an error.
     pub fn receive(&mut self, frame: &[u8]) -> Result<(), JsError> {
         let refused = |r: Refusal| JsError::new(&r.to_string());
-        let elapsed = self.elapsed_ms();
-        self.receiver.tick_at(elapsed).map_err(refused)?;
+        let elapsed = elapsed_ms(&self.start_ms);
+        self.receiver
+            .borrow_mut()
+            .tick_at(elapsed)
+            .map_err(refused)?;
         // The frame reads the clock after the timer ran, as a page's
         // message task does after its timer task: time spent verifying in
         // the timer is not a pause in the input (which would start the
         // digest's catching up in the middle of a stream).
-        let elapsed = self.elapsed_ms();
-        self.receiver.frame_at(frame, elapsed).map_err(refused)
+        let elapsed = elapsed_ms(&self.start_ms);
+        self.receiver
+            .borrow_mut()
+            .frame_at(frame, elapsed)
+            .map_err(refused)?;
+        self.hand_out()
     }
 
-    /// Verifies what waits for verification, brings the digest up to
-    /// date; returns its root.
+    /// Batches handed out go to the workers.
+    fn hand_out(&self) -> Result<(), JsError> {
+        let Some(verifiers) = &self.verifiers else {
+            return Ok(());
+        };
+        for (batch, seals) in self.receiver.borrow_mut().take_verify() {
+            verifiers
+                .verify(batch, &seals)
+                .map_err(|e| JsError::new(&crate::browser::convert::describe(&e)))?;
+        }
+        Ok(())
+    }
+
+    /// Verifies what waits for verification (with workers: hands it out;
+    /// once [`BenchNode::verifying`] is 0, a second call gives the final
+    /// root), brings the digest up to date; returns its root.
     pub fn finish(&mut self) -> Result<String, JsError> {
-        let elapsed = self.elapsed_ms();
+        let elapsed = elapsed_ms(&self.start_ms);
+        if self.verifiers.is_some() {
+            self.receiver
+                .borrow_mut()
+                .verify_held(elapsed)
+                .map_err(|r| JsError::new(&r.to_string()))?;
+            self.hand_out()?;
+        }
         self.receiver
+            .borrow_mut()
             .finish(elapsed)
             .map_err(|r| JsError::new(&r.to_string()))
     }
 
+    /// Whether the workers run (a page that warms up has them running
+    /// before its first frames come).
+    pub fn ready(&self) -> bool {
+        self.verifiers.as_ref().is_none_or(Verifiers::ready)
+    }
+
+    /// Batches out with the workers; an error once one failed.
+    pub fn verifying(&self) -> Result<usize, JsError> {
+        if let Some(reason) = &*self.failed.borrow() {
+            return Err(JsError::new(reason));
+        }
+        Ok(self.receiver.borrow().node().verifying())
+    }
+
     #[wasm_bindgen(js_name = stateJson)]
     pub fn state_json(&self) -> String {
-        self.receiver.node().engine().state_json()
+        self.receiver.borrow().node().engine().state_json()
     }
 
     /// The version vector's encoded size, bytes.
     #[wasm_bindgen(js_name = clockBytes)]
     pub fn clock_bytes(&self) -> usize {
-        postcard::to_allocvec(self.receiver.node().engine().clock()).map_or(0, |b| b.len())
+        postcard::to_allocvec(self.receiver.borrow().node().engine().clock()).map_or(0, |b| b.len())
     }
 }
 

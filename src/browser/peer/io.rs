@@ -165,24 +165,7 @@ pub(super) fn dispatch(inner: &Rc<RefCell<Inner>>) {
 /// Hands a batch of seals to the verifier workers, started by the first
 /// batch that needs them.
 fn verify(inner: &Rc<RefCell<Inner>>, batch: u64, seals: &[u8]) {
-    let start = {
-        let i = inner.borrow();
-        i.verifiers.is_none() && i.verify_workers > 0
-    };
-    if start {
-        let count = inner.borrow().verify_workers;
-        let answered = Rc::downgrade(inner);
-        let failed = Rc::downgrade(inner);
-        let started = Verifiers::start(
-            count,
-            move |batch, verdicts| on_verdicts(&answered, batch, &verdicts),
-            move |reason| verifiers_failed(&failed, reason),
-        );
-        match started {
-            Ok(pool) => inner.borrow_mut().verifiers = Some(pool),
-            Err(e) => verifiers_failed(&Rc::downgrade(inner), describe(&e)),
-        }
-    }
+    start_verifiers(inner);
     let sent = inner
         .borrow()
         .verifiers
@@ -193,6 +176,30 @@ fn verify(inner: &Rc<RefCell<Inner>>, batch: u64, seals: &[u8]) {
     }
     // No pool: it failed, and the node verified what was out (this batch
     // with it) when it learnt so.
+}
+
+/// Starts the verifier workers, unless they run, or there are to be none
+/// (`verifyWorkers: 0`, or they failed). At open with `warmUp` (their
+/// modules start while the page is idle), else with the first batch.
+pub(super) fn start_verifiers(inner: &Rc<RefCell<Inner>>) {
+    let count = {
+        let i = inner.borrow();
+        if i.verifiers.is_some() || i.verify_workers == 0 {
+            return;
+        }
+        i.verify_workers
+    };
+    let answered = Rc::downgrade(inner);
+    let failed = Rc::downgrade(inner);
+    let started = Verifiers::start(
+        count,
+        move |batch, verdicts| on_verdicts(&answered, batch, &verdicts),
+        move |reason| verifiers_failed(&failed, reason),
+    );
+    match started {
+        Ok(pool) => inner.borrow_mut().verifiers = Some(pool),
+        Err(e) => verifiers_failed(&Rc::downgrade(inner), describe(&e)),
+    }
 }
 
 fn on_verdicts(inner: &Weak<RefCell<Inner>>, batch: u64, verdicts: &[u8]) {

@@ -57,14 +57,16 @@ export interface PeerOptions {
   /** Warm the code that takes frames in while the page is idle after
    * opening (default true): a throwaway sync of ~4,000 events between
    * two scratch nodes, in tasks of a few ms, so a newcomer's first
-   * frames do not run cold (long tasks). */
+   * frames do not run cold (long tasks); and start the verifier workers
+   * (`verifyWorkers`). */
   warmUp?: boolean;
   /** Web Workers verifying the seals of received events (default: one per
    * core the browser reports, at most 4; at most 8; 0: on the page's
-   * thread). Started when a batch of 16 seals or more first comes (a
-   * newcomer's catch-up, a flood); fewer are verified in place. Each runs
-   * this page's wasm, from a `blob:` script: where a page's CSP forbids
-   * that, the peer verifies on its own thread. */
+   * thread). Batches of 16 seals or more go to them (a newcomer's
+   * catch-up, a flood); fewer are verified in place. Started at open with
+   * `warmUp`, else when the first such batch comes. Each runs this page's
+   * wasm, from a `blob:` script: where a page's CSP forbids that, the peer
+   * verifies on its own thread. */
   verifyWorkers?: number;
 }
 /** A key of the state, as a table shows it. */
@@ -241,6 +243,7 @@ impl Peer {
         dispatch(&inner);
         if options.warm_up {
             warm::start(Rc::downgrade(&inner));
+            io::start_verifiers(&inner);
         }
         Ok(Peer { inner })
     }

@@ -303,6 +303,13 @@ impl Receiver {
         self.outputs()
     }
 
+    /// Verifies (or hands out) what is held for verification, as the
+    /// window's timer does, `elapsed_ms` after the first frame.
+    pub fn verify_held(&mut self, elapsed_ms: u64) -> Result<(), Refusal> {
+        self.node.verify_received(self.now_ms + elapsed_ms);
+        self.outputs()
+    }
+
     /// Stops handing seals out and verifies what is out, then what is
     /// held, `elapsed_ms` after the first frame (a page whose Workers
     /// failed).

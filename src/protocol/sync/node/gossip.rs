@@ -23,9 +23,15 @@ pub const MAX_UNVERIFIED_EVENTS: usize = seal::MAX_RUN;
 
 /// Events out for verification elsewhere at once, at most
 /// ([`SyncConfig::offload_seals`](super::SyncConfig::offload_seals)):
-/// a verifier that falls this far behind (or stops answering) has the
-/// node verify what is out itself, so held frames stay bounded.
+/// past it, a new batch is verified here too (and waits, verified, for
+/// those before it), so a flood faster than the verifier has one more
+/// verifier rather than a longer queue.
 pub const MAX_IN_FLIGHT_EVENTS: usize = 8 * MAX_UNVERIFIED_EVENTS;
+
+/// Events held for batches out at once, at most: a verifier this far
+/// behind has stopped answering, and the node verifies what is out itself,
+/// so held frames stay bounded.
+pub const MAX_HELD_FOR_VERIFIER: usize = 4 * MAX_IN_FLIGHT_EVENTS;
 
 /// Seals a batch must hold to be handed out: fewer are verified here (a
 /// lone write's seal takes ~0.1 ms, less than a message to a Worker and
@@ -161,20 +167,29 @@ impl SyncNode {
         let seals: usize = opened.iter().map(seal::Opened::seals).sum();
         let offload = seals >= MIN_OFFLOADED_SEALS || !self.in_flight.is_empty();
         if self.config.offload_seals && offload {
-            if self.in_flight_events + events <= MAX_IN_FLIGHT_EVENTS {
+            let held = self.in_flight_events + events;
+            if held <= MAX_HELD_FOR_VERIFIER {
                 let batch = self.next_batch;
                 self.next_batch += 1;
-                self.outputs.push(Output::Verify {
-                    batch,
-                    seals: seal::pack(&opened),
-                });
+                let out = self.in_flight_events_out() + events <= MAX_IN_FLIGHT_EVENTS;
+                let verdicts = if out {
+                    self.outputs.push(Output::Verify {
+                        batch,
+                        seals: seal::pack(&opened),
+                    });
+                    None
+                } else {
+                    // The verifier is behind: this one is verified here,
+                    // and applied after those out.
+                    Some(seal::verify_packed(&seal::pack(&opened)))
+                };
                 self.in_flight_events += events;
                 self.in_flight.push_back(InFlight {
                     batch,
                     senders,
                     opened,
                     events,
-                    verdicts: None,
+                    verdicts,
                 });
                 return;
             }
@@ -231,9 +246,17 @@ impl SyncNode {
         self.verify_in_flight(now_ms);
     }
 
-    /// Batches out for verification elsewhere, not yet settled.
+    /// Batches out for verification elsewhere, or verified here and
+    /// waiting for those, not yet applied.
     pub fn verifying(&self) -> usize {
         self.in_flight.len()
+    }
+
+    /// Events of the batches out with the verifier (not those verified
+    /// here and waiting).
+    fn in_flight_events_out(&self) -> usize {
+        let out = self.in_flight.iter().filter(|b| b.verdicts.is_none());
+        out.map(|b| b.events).sum()
     }
 
     /// Refuses the runs that did not verify and applies the others, frame

@@ -21,7 +21,8 @@ pub use app::{LocalWrite, PeerReport};
 use durability::Durability;
 pub use durability::Persist;
 pub use gossip::{
-    EAGER_KEPT, FORCED_FOLD, MAX_IN_FLIGHT_EVENTS, MAX_UNVERIFIED_EVENTS, MIN_OFFLOADED_SEALS,
+    EAGER_KEPT, FORCED_FOLD, MAX_HELD_FOR_VERIFIER, MAX_IN_FLIGHT_EVENTS, MAX_UNVERIFIED_EVENTS,
+    MIN_OFFLOADED_SEALS,
 };
 pub use overlay::{MAX_OVERLAY_PER_INTERVAL, MAX_PENDING_OVERLAY};
 pub use relay::{
@@ -76,8 +77,9 @@ pub struct SyncConfig {
     /// [`SyncNode::verified`] brings its verdicts. Only with
     /// `verify_window_ms` (without it every frame is verified as it
     /// comes), and only batches of [`MIN_OFFLOADED_SEALS`] seals or more.
-    /// Past [`MAX_IN_FLIGHT_EVENTS`] events out, the node verifies what is
-    /// out itself.
+    /// Past [`MAX_IN_FLIGHT_EVENTS`] events out, the node verifies new
+    /// batches itself too; past [`MAX_HELD_FOR_VERIFIER`] held, everything
+    /// out.
     pub offload_seals: bool,
     /// Log length that triggers compaction, at the first gossip tick with
     /// no new events (at once past [`FORCED_FOLD`] times it).
