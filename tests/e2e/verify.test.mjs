@@ -62,12 +62,14 @@ async function writer(context, room) {
 async function newcomer(tab, room, options, clock) {
   return tab.evaluate(
     async ({ room, options, clock }) => {
+      // The page's own peer started its workers already: ours are those after.
+      const before = window.workersStarted;
       window.peer = await window.cpc.module.Peer.open({ room, storage: "memory", ...options });
       const covers = () => Object.entries(clock).every(([p, n]) => (window.peer.clock()[p] ?? 0) >= n);
       const deadline = performance.now() + 60_000;
       while (!covers() && performance.now() < deadline) await new Promise((r) => setTimeout(r, 20));
       const state = window.peer.state();
-      return { covers: covers(), keys: Object.keys(state).length, workers: window.workersStarted, state };
+      return { covers: covers(), keys: Object.keys(state).length, workers: window.workersStarted - before, state };
     },
     { room, options, clock },
   );
