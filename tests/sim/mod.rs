@@ -31,6 +31,9 @@ pub struct SimPeer {
     pub restart_at: u64,
     /// Writes made here and not yet durable, by sequence number.
     pub unacked: Vec<(u64, Acked)>,
+    /// Batches of seals out with this peer's verifier (`offload_seals`):
+    /// when each answers, the batch and its seals.
+    pub verifying: Vec<(u64, u64, Vec<u8>)>,
 }
 
 /// Faults and their odds per step (per link for frame faults).
@@ -46,6 +49,10 @@ pub struct Faults {
 
 pub struct World {
     pub rng: Rng,
+    /// Verifiers elsewhere, as a page's Workers (half the signed worlds with
+    /// a verification window): whether, and when each answers, drawn from a
+    /// stream of their own, so a world without them is the one it was.
+    verifier: Option<Rng>,
     pub now: u64,
     pub peers: Vec<SimPeer>,
     /// Which pairs are meant to be connected (not all: relays are tested).
@@ -94,7 +101,10 @@ impl World {
         // every reconnect); not the one with a hostile insider.
         let room = (signed && !always_signed && rng.chance(0.5))
             .then(|| RoomSecret::with_cost("sim", "a long random secret", KdfCost::TEST));
+        let mut verifier = Rng::new(seed ^ 0x7665_7269_6679);
+        let offload = signed && verifier.chance(0.5);
         let sync = SyncConfig {
+            offload_seals: offload,
             gossip_interval_ms: 200,
             compact_after: [20, 60, 10_000][rng.below(3)],
             snapshot_chunk: [256, 4096][rng.below(2)],
@@ -123,6 +133,7 @@ impl World {
                     disk: Disk::default(),
                     restart_at: 0,
                     unacked: Vec::new(),
+                    verifying: Vec::new(),
                 }
             })
             .collect();
@@ -147,6 +158,7 @@ impl World {
         };
         let mut world = World {
             rng,
+            verifier: offload.then_some(verifier),
             now: 1_700_000_000_000,
             peers,
             topology,
@@ -189,6 +201,7 @@ impl World {
             disk: Disk::default(),
             restart_at: 0,
             unacked: Vec::new(),
+            verifying: Vec::new(),
         });
         for j in 0..index {
             world.topology.insert((j, index));
@@ -278,6 +291,13 @@ impl World {
                     if let Some(j) = self.peers.iter().position(|p| p.id == peer) {
                         self.cut(i, j);
                     }
+                }
+                Output::Verify { batch, seals } => {
+                    // Answers come 1-60 ms later, in any order.
+                    let wait = self.verifier.as_mut().map_or(1, |r| 1 + r.below(60) as u64);
+                    self.peers[i]
+                        .verifying
+                        .push((self.now + wait, batch, seals));
                 }
                 _ => {}
             }
@@ -460,6 +480,34 @@ impl World {
         }
     }
 
+    /// The verdicts whose time came, each peer's in the order their
+    /// answers were drawn; under faults, now and then a peer's verifier
+    /// fails and it verifies what is out in place.
+    fn answer_verifications(&mut self, faulty: bool) {
+        let Some(verifier) = self.verifier.as_mut() else {
+            return;
+        };
+        let now = self.now;
+        let failing: Vec<bool> = (0..self.peers.len())
+            .map(|_| faulty && verifier.chance(0.002))
+            .collect();
+        for (i, fails) in failing.into_iter().enumerate() {
+            if fails {
+                self.peers[i].verifying.clear();
+                self.with_node(i, |n| n.verify_here(now));
+                continue;
+            }
+            let (due, later) = std::mem::take(&mut self.peers[i].verifying)
+                .into_iter()
+                .partition(|(at, _, _)| *at <= now);
+            self.peers[i].verifying = later;
+            for (_, batch, seals) in due {
+                let verdicts = cpc_sync::protocol::seal::verify_packed(&seals);
+                self.with_node(i, |n| n.verified(batch, &verdicts, now));
+            }
+        }
+    }
+
     fn crash(&mut self, i: usize) {
         let pairs: Vec<usize> = (0..self.peers.len()).filter(|&j| j != i).collect();
         for j in pairs {
@@ -467,6 +515,7 @@ impl World {
         }
         // Nothing in memory survives; what storage committed does.
         self.peers[i].node = None;
+        self.peers[i].verifying.clear();
         self.peers[i].disk.crash();
         self.peers[i].restart_at = self.now + 100 + self.rng.below(1500) as u64;
     }
@@ -538,6 +587,7 @@ impl World {
             self.connect_all();
         }
         self.deliver_due(faulty);
+        self.answer_verifications(faulty);
         self.run_disks();
         let now = self.now;
         for i in 0..self.peers.len() {
