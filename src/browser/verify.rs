@@ -81,8 +81,9 @@ pub struct Verifiers {
     /// Workers whose module runs.
     ready: Rc<Cell<usize>>,
     url: String,
-    _on_message: Closure<dyn FnMut(MessageEvent)>,
-    _on_error: Closure<dyn FnMut(JsValue)>,
+    /// The workers' handlers, alive as long as the pool.
+    on_message: Closure<dyn FnMut(MessageEvent)>,
+    on_error: Closure<dyn FnMut(JsValue)>,
 }
 
 impl Verifiers {
@@ -126,24 +127,28 @@ impl Verifiers {
             let reason = message.and_then(|m| m.as_string());
             on_failure(reason.unwrap_or_else(|| "a verifier worker failed".into()));
         });
-        let module = wasm_bindgen::module();
-        let mut workers = Vec::with_capacity(count);
-        for _ in 0..count.max(1) {
-            let worker = Worker::new(&url)?;
-            worker.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
-            worker.set_onerror(Some(on_error.as_ref().unchecked_ref()));
-            worker.set_onmessageerror(Some(on_error.as_ref().unchecked_ref()));
-            worker.post_message(&module)?;
-            workers.push(worker);
-        }
-        Ok(Verifiers {
-            workers,
+        let mut pool = Verifiers {
+            workers: Vec::with_capacity(count),
             next: Cell::new(0),
             ready,
             url,
-            _on_message: on_message,
-            _on_error: on_error,
-        })
+            on_message,
+            on_error,
+        };
+        // A worker that cannot start drops the pool: the ones started are
+        // terminated with it.
+        let module = wasm_bindgen::module();
+        for _ in 0..count.max(1) {
+            let worker = Worker::new(&pool.url)?;
+            worker.set_onmessage(Some(pool.on_message.as_ref().unchecked_ref()));
+            worker.set_onerror(Some(pool.on_error.as_ref().unchecked_ref()));
+            worker.set_onmessageerror(Some(pool.on_error.as_ref().unchecked_ref()));
+            pool.workers.push(worker);
+            if let Some(worker) = pool.workers.last() {
+                worker.post_message(&module)?;
+            }
+        }
+        Ok(pool)
     }
 
     /// Whether every worker runs the module (a batch handed out earlier

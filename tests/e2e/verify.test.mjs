@@ -11,33 +11,34 @@ const env = serverAndBrowser();
 const BURSTS = 600;
 const PER_BURST = 5;
 
-/** Counts the page's workers, or (`broken`) makes every one fail to start. */
+/** Counts the page's workers; `broken`: none starts; `halting`: every
+ * second one fails to (a pool of two starts one, and must stop it). */
 function install(workers) {
   const Real = window.Worker;
   window.workersStarted = 0;
-  window.Worker =
-    workers === "broken"
-      ? class {
-          constructor() {
-            throw new Error("no workers on this page");
-          }
-        }
-      : class extends Real {
-          constructor(...args) {
-            super(...args);
-            window.workersStarted += 1;
-          }
-        };
+  let asked = 0;
+  window.Worker = class extends Real {
+    constructor(...args) {
+      asked += 1;
+      if (workers === "broken" || (workers === "halting" && asked % 2 === 0)) {
+        throw new Error("no workers on this page");
+      }
+      super(...args);
+      window.workersStarted += 1;
+    }
+  };
 }
 
 /** A page of the app in a context of its own kind of `Worker`. */
 async function page(context, workers = "counted") {
   const tab = await context.newPage();
   const warnings = [];
+  const errors = [];
   tab.on("console", (m) => m.type() === "warning" && warnings.push(m.text()));
+  tab.on("pageerror", (e) => errors.push(String(e)));
   await tab.goto(env.server.url);
   await tab.waitForSelector("body[data-ready=true]");
-  return { tab, warnings };
+  return { tab, warnings, errors };
 }
 
 /** A writer with `BURSTS` sealed runs (one per task) in `room`. */
@@ -79,6 +80,7 @@ for (const [name, options, workers, expected] of [
   ["in two Web Workers", { verifyWorkers: 2 }, "counted", 2],
   ["on the page's thread (verifyWorkers: 0)", { verifyWorkers: 0 }, "counted", 0],
   ["on the page's thread when no worker can start", { verifyWorkers: 2 }, "broken", 0],
+  ["on the page's thread when its second worker cannot start", { verifyWorkers: 2 }, "halting", 1],
 ]) {
   test(`a newcomer takes a room's sealed history with its seals verified ${name}`, async () => {
     const context = await env.browser.newContext();
@@ -87,7 +89,7 @@ for (const [name, options, workers, expected] of [
     await context.addInitScript(`(${install})(${JSON.stringify(workers)})`);
     const room = `verify-${expected}-${workers}-${Date.now()}`;
     const { tab: writerTab, clock } = await writer(context, room);
-    const { tab, warnings } = await page(context, workers);
+    const { tab, warnings, errors } = await page(context, workers);
     const got = await newcomer(tab, room, options, clock);
     assert.ok(got.covers, "the newcomer holds every event");
     assert.equal(got.keys, BURSTS * PER_BURST);
@@ -95,11 +97,12 @@ for (const [name, options, workers, expected] of [
     const theirs = await writerTab.evaluate(() => window.peer.state());
     assert.deepEqual(got.state, theirs, "the same state as the writer's");
     const fellBack = warnings.some((w) => w.includes("verified on the page's thread"));
-    if (workers === "broken") {
+    if (workers === "broken" || workers === "halting") {
       assert.ok(fellBack, `a warning says why: ${warnings.join(" | ")}`);
     } else {
       assert.ok(!fellBack, `no fallback: ${warnings.join(" | ")}`);
     }
+    assert.deepEqual(errors, [], "no error in the page (a started worker of a failed pool is stopped)");
     await context.close();
   });
 }
