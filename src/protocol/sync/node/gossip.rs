@@ -191,6 +191,8 @@ impl SyncNode {
                     events,
                     verdicts,
                 });
+                // Verified here with nothing out before it: at once.
+                self.apply_settled(now_ms);
                 return;
             }
             // The verifier is that far behind: what is out first, here.
@@ -214,6 +216,11 @@ impl SyncNode {
             return;
         };
         held.verdicts = Some(verdicts.to_vec());
+        self.apply_settled(now_ms);
+    }
+
+    /// Applies the batches at the front that have their verdicts, in order.
+    fn apply_settled(&mut self, now_ms: u64) {
         while self.in_flight.front().is_some_and(|b| b.verdicts.is_some()) {
             let Some(done) = self.in_flight.pop_front() else {
                 break;
