@@ -22,6 +22,9 @@ const WORKLOADS = {
 for (let run = 0; run < runs; run++) {
   const out = {};
   const apply = mod.causalApply(200000, 64, 10000, 0.2);
+  if (apply.applied !== 200000 || apply.in_order_applied !== 200000) {
+    throw new Error(`causal apply took ${apply.applied} and ${apply.in_order_applied} of 200000 events`);
+  }
   out.apply_us_per_event = +(apply.ms / 200).toFixed(2);
   out.apply_in_order_us_per_event = +(apply.in_order_ms / 200).toFixed(2);
   for (const [name, frames] of Object.entries(WORKLOADS)) {

@@ -19,6 +19,11 @@ pub fn peer(i: u64) -> PeerId {
     PeerId(0x1000_0000_0000 + i * 0x9E37_79B9)
 }
 
+/// A peer that writes in none of these workloads, to take them in.
+pub fn reader() -> PeerId {
+    PeerId(1)
+}
+
 fn write(
     id: EventId,
     key: &str,
