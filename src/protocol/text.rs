@@ -1,11 +1,18 @@
-//! `Text`: immutable text shared cheaply, as a range of a shared buffer.
+//! `Text`: immutable text, held in place when short, otherwise shared
+//! cheaply as a range of a shared buffer.
 //!
-//! Keys and values are mostly made one at a time (a write, a frame from a
-//! peer), and then a `Text` is its own buffer, like the `Arc<str>` it
-//! replaced. A decoded snapshot spells its keys in one column and its
-//! values in another; there every key and every value is a range of its
-//! column, shared: loading 100k entities makes no allocation per key or
-//! value, and reads their text in the order it was stored.
+//! Most keys and many values are short (`todo:42`, `true`, `"done"`):
+//! up to [`INLINE`] bytes sit in the `Text` itself, so making, cloning,
+//! comparing and dropping one touches no other memory. Applying an event
+//! reads its key and the entity's, and drops the value it supersedes;
+//! held in place, none of these is a cache miss of its own.
+//!
+//! Longer text is made one at a time (a write, a frame from a peer) as
+//! its own buffer, like the `Arc<str>` it replaced. A decoded snapshot
+//! spells its keys in one column and its values in another; there every
+//! long key and value is a range of its column, shared: loading 100k
+//! entities makes no allocation per key or value, and reads their text in
+//! the order it was stored.
 //!
 //! A range keeps its whole buffer alive. Only our own stored snapshot
 //! shares (the events the restored state rests on, kept anyway), so what
@@ -21,42 +28,81 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// Text that clones by reference count. It compares, orders and hashes as
-/// the `str` it holds, so maps keyed by it are looked up by `&str`.
+/// Text that clones cheaply: in place when short, by reference count
+/// when not. It compares, orders and hashes as the `str` it holds, so
+/// maps keyed by it are looked up by `&str`.
 #[derive(Clone)]
-pub struct Text {
-    buffer: Arc<str>,
-    start: u32,
-    /// [`WHOLE`] for the whole buffer, whatever its length.
-    end: u32,
+pub struct Text(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    /// Up to [`INLINE`] bytes, held in place: no allocation, no reference
+    /// count, and no pointer to follow to compare, hash or drop it. Most
+    /// keys and many values are this short.
+    Inline { len: u8, bytes: [u8; INLINE] },
+    /// A range of a shared buffer, or the whole of it.
+    Shared {
+        buffer: Arc<str>,
+        start: u32,
+        /// [`WHOLE`] for the whole buffer, whatever its length.
+        end: u32,
+    },
 }
 
-/// `end` of a `Text` that is its whole buffer: a text made on its own may
-/// be longer than a range's 32 bits can say (natively).
+/// The longest text held in place: what fits beside the tag and the length
+/// in the 32 bytes a shared range takes anyway (aligned).
+pub const INLINE: usize = 30;
+
+/// `end` of a shared `Text` that is its whole buffer: a text made on its
+/// own may be longer than a range's 32 bits can say (natively).
 const WHOLE: u32 = u32::MAX;
 
 impl Text {
     /// The range `range` of `buffer`, or `None` when it is not one (out of
-    /// bounds, not on character boundaries, or past 4 GiB).
+    /// bounds, not on character boundaries, or past 4 GiB). A short range
+    /// is copied out: it does not keep the buffer alive.
     pub fn slice(buffer: &Arc<str>, range: Range<usize>) -> Option<Text> {
-        buffer.get(range.clone())?;
-        Some(Text {
+        let text = buffer.get(range.clone())?;
+        if let Some(inline) = Text::inline(text) {
+            return Some(inline);
+        }
+        Some(Text(Repr::Shared {
             buffer: buffer.clone(),
             start: u32::try_from(range.start).ok()?,
             end: u32::try_from(range.end).ok().filter(|&end| end != WHOLE)?,
-        })
+        }))
+    }
+
+    /// `text` held in place, when it is short enough.
+    #[inline]
+    fn inline(text: &str) -> Option<Text> {
+        let len = text.len();
+        if len > INLINE {
+            return None;
+        }
+        let mut bytes = [0; INLINE];
+        bytes[..len].copy_from_slice(text.as_bytes());
+        Some(Text(Repr::Inline {
+            len: len as u8,
+            bytes,
+        }))
     }
 
     #[inline(always)]
     pub fn as_str(&self) -> &str {
-        if self.end == WHOLE {
-            return &self.buffer;
-        }
-        // SAFETY: the range is in bounds and on character boundaries:
-        // checked on construction, and neither it nor the buffer changes.
-        unsafe {
-            self.buffer
-                .get_unchecked(self.start as usize..self.end as usize)
+        match &self.0 {
+            Repr::Inline { len, bytes } => {
+                // SAFETY: the bytes are a `str`'s, copied whole (`inline`),
+                // and never change.
+                unsafe { std::str::from_utf8_unchecked(bytes.get_unchecked(..*len as usize)) }
+            }
+            Repr::Shared { buffer, end, .. } if *end == WHOLE => buffer,
+            Repr::Shared { buffer, start, end } => {
+                // SAFETY: the range is in bounds and on character
+                // boundaries: checked on construction, and neither it nor
+                // the buffer changes.
+                unsafe { buffer.get_unchecked(*start as usize..*end as usize) }
+            }
         }
     }
 }
@@ -84,23 +130,23 @@ impl Borrow<str> for Text {
 
 impl From<Arc<str>> for Text {
     fn from(buffer: Arc<str>) -> Self {
-        Text {
+        Text::inline(&buffer).unwrap_or(Text(Repr::Shared {
             buffer,
             start: 0,
             end: WHOLE,
-        }
+        }))
     }
 }
 
 impl From<&str> for Text {
     fn from(text: &str) -> Self {
-        Arc::<str>::from(text).into()
+        Text::inline(text).unwrap_or_else(|| Arc::<str>::from(text).into())
     }
 }
 
 impl From<String> for Text {
     fn from(text: String) -> Self {
-        Arc::<str>::from(text).into()
+        Text::inline(&text).unwrap_or_else(|| Arc::<str>::from(text).into())
     }
 }
 
@@ -151,7 +197,20 @@ impl Serialize for Text {
 
 impl<'de> Deserialize<'de> for Text {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Arc::<str>::deserialize(deserializer).map(Text::from)
+        struct TextVisitor;
+        impl serde::de::Visitor<'_> for TextVisitor {
+            type Value = Text;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Text, E> {
+                Ok(Text::from(text))
+            }
+            fn visit_string<E: serde::de::Error>(self, text: String) -> Result<Text, E> {
+                Ok(Text::from(text))
+            }
+        }
+        deserializer.deserialize_str(TextVisitor)
     }
 }
 
@@ -177,6 +236,33 @@ mod tests {
         let whole = Text::from("keyäb");
         assert_eq!(whole.as_str(), "keyäb");
         assert_eq!(whole, Text::slice(&"keyäb".into(), 0..6).expect("a range"));
+    }
+
+    #[test]
+    fn short_text_is_held_in_place_and_long_text_shared() {
+        assert_eq!(std::mem::size_of::<Text>(), 32, "no larger than a range");
+        let buffer: Arc<str> = "ä".repeat(40).into();
+        // 15 two-byte characters: 30 bytes, in place; the buffer is not kept.
+        let short = Text::slice(&buffer, 0..2 * 15).expect("a range");
+        assert_eq!(Arc::strong_count(&buffer), 1);
+        let long = Text::slice(&buffer, 0..2 * 16).expect("a range");
+        assert_eq!(Arc::strong_count(&buffer), 2, "a longer range shares");
+        assert_eq!(short.as_str(), "ä".repeat(15));
+        assert_eq!(long.as_str(), "ä".repeat(16));
+        assert!(short < long);
+        for text in ["", "k", &"x".repeat(INLINE), &"x".repeat(INLINE + 1)] {
+            let made = [
+                Text::from(text),
+                Text::from(text.to_string()),
+                Text::from(Arc::<str>::from(text)),
+            ];
+            for t in &made {
+                assert_eq!(t.as_str(), text);
+                let bytes = postcard::to_allocvec(t).expect("encodes");
+                let back: Text = postcard::from_bytes(&bytes).expect("decodes");
+                assert_eq!(back, *t);
+            }
+        }
     }
 
     #[test]
