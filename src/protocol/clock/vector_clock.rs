@@ -330,13 +330,33 @@ impl VectorClock {
     /// handful for an event's deps against a room's clock), not a search
     /// of the whole clock each.
     pub fn first_not_covered(&self, other: &VectorClock) -> Option<(PeerId, u64)> {
+        self.first_beyond(other, PeerId(0), 0)
+    }
+
+    /// The first entry of `other` from peer `from` on (by peer) that is
+    /// more than `slack` past this clock's entry: with no slack, the
+    /// first this clock does not cover. The walk of
+    /// [`first_not_covered`](Self::first_not_covered).
+    pub fn first_beyond(
+        &self,
+        other: &VectorClock,
+        from: PeerId,
+        slack: u64,
+    ) -> Option<(PeerId, u64)> {
+        let beyond = |have: u64, value: u64| value > have.saturating_add(slack);
         let (Repr::Sorted(mine), Repr::Sorted(theirs)) = (&self.0, &other.0) else {
-            return other.iter().find(|&(peer, value)| self.get(peer) < value);
+            return other
+                .iter()
+                .find(|&(peer, value)| peer >= from && beyond(self.get(peer), value));
         };
-        let (mine, theirs): (&[Entry], &[Entry]) = (mine, theirs);
+        let (mine, mut theirs): (&[Entry], &[Entry]) = (mine, theirs);
         if let &[(peer, value)] = theirs {
             // One entry (most deps and observed clocks): one lookup.
-            return (sorted_get(mine, peer) < value).then_some((peer, value));
+            return (peer >= from && beyond(sorted_get(mine, peer), value))
+                .then_some((peer, value));
+        }
+        if from > PeerId(0) {
+            theirs = &theirs[theirs.partition_point(|e| e.0 < from)..];
         }
         // Written by index: in the size-optimized wasm the iterators and
         // the search's closure were a call a step, and a cold start checks
@@ -367,7 +387,7 @@ impl VectorClock {
                 Some(&(p, v)) if p == peer => v,
                 _ => 0,
             };
-            if have < value {
+            if beyond(have, value) {
                 return Some((peer, value));
             }
         }

@@ -1,4 +1,5 @@
 use super::{ReconciliationEngine, Slot};
+use crate::protocol::clock::PeerId;
 use crate::protocol::entity::Entity;
 use crate::protocol::error::ReceiveError;
 use crate::protocol::event::{EventId, P2PEvent};
@@ -67,7 +68,10 @@ impl ReconciliationEngine {
         event.check()?;
         super::policy::check_room_state(&event)?;
         let id = event.id;
-        if id.seq <= self.applied.get(id.peer) {
+        // The origin's applied count, looked up once (a search of the
+        // version vector each time it was needed below).
+        let have = self.applied.get(id.peer);
+        if id.seq <= have {
             if let Some(known) = self.log.get(id) {
                 if !known.same_content(&event) {
                     return Err(ReceiveError::Equivocation { id });
@@ -90,28 +94,45 @@ impl ReconciliationEngine {
                 .check(event.hlc, now_ms)
                 .map_err(|source| ReceiveError::ClockSkew { id, source })?;
         }
-        self.check_origin_bound(id)?;
-        match self.first_missing(&event) {
+        if have == 0 {
+            self.check_origin_bound(id)?;
+        }
+        match self.first_missing(&event, have, None) {
             Some(missing) => {
-                let gap = self.config.max_dependency_gap;
-                if let Some(dependency) = event
-                    .dependencies()
-                    .find(|d| d.seq > self.applied.get(d.peer).saturating_add(gap))
-                {
-                    return Err(ReceiveError::DependencyTooFar {
-                        id,
-                        dependency,
-                        gap,
-                    });
-                }
-                let applied = self.applied.get(id.peer) > 0;
-                self.holding.hold(event, missing, applied)?;
+                self.check_gap(&event, have)?;
+                self.holding.hold(event, missing, have > 0)?;
                 self.stats.held += 1;
                 Ok(Receipt::Held)
             }
             None => Ok(Receipt::Applied {
                 released: self.apply_and_release(event),
             }),
+        }
+    }
+
+    /// Refuses to hold an event that depends on one more than
+    /// `max_dependency_gap` past what is applied of its origin: a lie that
+    /// would sit in the queue for good. `have`: its own origin's count.
+    fn check_gap(&self, event: &P2PEvent, have: u64) -> Result<(), ReceiveError> {
+        let gap = self.config.max_dependency_gap;
+        let id = event.id;
+        let far = if id.seq - 1 > have.saturating_add(gap) {
+            Some(EventId::new(id.peer, id.seq - 1))
+        } else if let Some((peer, seq)) = self.applied.first_beyond(&event.deps, PeerId(0), gap) {
+            Some(EventId::new(peer, seq))
+        } else {
+            event
+                .op
+                .observed()
+                .find(|d| d.seq > self.applied.get(d.peer).saturating_add(gap))
+        };
+        match far {
+            Some(dependency) => Err(ReceiveError::DependencyTooFar {
+                id,
+                dependency,
+                gap,
+            }),
+            None => Ok(()),
         }
     }
 
@@ -152,14 +173,12 @@ impl ReconciliationEngine {
     pub fn resolve_conflicts(&mut self) -> usize {
         let mut applied = 0;
         for event in self.holding.drain() {
-            if event.id.seq <= self.applied.get(event.id.peer) {
+            let have = self.applied.get(event.id.peer);
+            if event.id.seq <= have {
                 continue;
             }
-            match self.first_missing(&event) {
-                Some(missing) => {
-                    let applied = self.applied.get(event.id.peer) > 0;
-                    self.holding.repark(event, missing, applied)
-                }
+            match self.first_missing(&event, have, None) {
+                Some(missing) => self.holding.repark(event, missing, have > 0),
                 None => applied += self.apply_and_release(event),
             }
         }
@@ -168,18 +187,39 @@ impl ReconciliationEngine {
 
     /// The first event `event` waits for, or `None` when it is ready: its
     /// origin's previous event, its `deps` and every dot it observed are
-    /// applied.
+    /// applied. `have`: what is applied of its origin.
     ///
     /// It names the exact event missing (not "the next one of that origin"):
     /// a run of held events from one origin then wakes one at a time, each
     /// by its predecessor, instead of all being re-parked at every step.
-    fn first_missing(&self, event: &P2PEvent) -> Option<EventId> {
+    ///
+    /// `woken_by`: the event it was parked under, just applied. What was
+    /// found applied before it still is, so the search resumes where it
+    /// stopped: an event that depends on the last events of 63 writers is
+    /// woken by each in turn, and would otherwise check all 63 each time.
+    fn first_missing(
+        &self,
+        event: &P2PEvent,
+        have: u64,
+        woken_by: Option<EventId>,
+    ) -> Option<EventId> {
         let origin = event.id.peer;
-        if self.applied.get(origin).saturating_add(1) < event.id.seq {
+        if have.saturating_add(1) < event.id.seq {
             return Some(EventId::new(origin, event.id.seq - 1));
         }
-        if let Some((peer, seq)) = self.applied.first_not_covered(&event.deps) {
-            return Some(EventId::new(peer, seq));
+        // It waited for its origin's previous event (nothing after was
+        // checked), for an entry of its deps (those before it were met),
+        // or for an observed dot (every dep was met).
+        let deps_from = match woken_by {
+            Some(w) if w.peer == origin && w.seq + 1 == event.id.seq => Some(PeerId(0)),
+            Some(w) if event.deps.get(w.peer) == w.seq => Some(w.peer),
+            Some(_) => None,
+            None => Some(PeerId(0)),
+        };
+        if let Some(from) = deps_from {
+            if let Some((peer, seq)) = self.applied.first_beyond(&event.deps, from, 0) {
+                return Some(EventId::new(peer, seq));
+            }
         }
         event.op.first_uncovered_dot(&self.applied)
     }
@@ -199,10 +239,10 @@ impl ReconciliationEngine {
             let mut i = ready.len();
             while i > woken {
                 i -= 1;
-                if let Some(missing) = self.first_missing(&ready[i]) {
+                let have = self.applied.get(ready[i].id.peer);
+                if let Some(missing) = self.first_missing(&ready[i], have, Some(id)) {
                     let waiter = ready.swap_remove(i);
-                    let applied = self.applied.get(waiter.id.peer) > 0;
-                    self.holding.repark(waiter, missing, applied);
+                    self.holding.repark(waiter, missing, have > 0);
                 }
             }
         }
