@@ -88,7 +88,7 @@ impl Text {
         }))
     }
 
-    #[inline(always)]
+    #[inline]
     pub fn as_str(&self) -> &str {
         match &self.0 {
             Repr::Inline { len, bytes } => {
@@ -110,7 +110,7 @@ impl Text {
 impl Deref for Text {
     type Target = str;
 
-    #[inline(always)]
+    #[inline]
     fn deref(&self) -> &str {
         self.as_str()
     }
