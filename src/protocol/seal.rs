@@ -151,9 +151,10 @@ pub const BATCH: usize = 256;
 
 /// Which of `pending` do not verify, by index: each chunk of [`BATCH`]
 /// at once, and only a chunk that fails one by one.
-fn forged(pending: &[Pending]) -> Vec<usize> {
+/// The indices of the forged among `pending` (see [`forged_items`]).
+fn forged<'a>(pending: impl IntoIterator<Item = &'a Pending>) -> Vec<usize> {
     let items: Vec<signature::Item> = pending
-        .iter()
+        .into_iter()
         .map(|p| (&p.key, &p.digest[..], &p.signature))
         .collect();
     forged_items(&items)
@@ -298,13 +299,22 @@ pub fn check_runs(events: Vec<P2PEvent>) -> Opened {
 /// [`BATCH`]): per batch, the events of its runs that verify and the
 /// errors of the others, its form errors first.
 pub fn verify_opened(batches: Vec<Opened>) -> Vec<(Vec<P2PEvent>, Vec<SealError>)> {
-    let pending: Vec<&Pending> = batches.iter().flat_map(|b| &b.pending).collect();
-    let items: Vec<signature::Item> = pending
-        .iter()
-        .map(|p| (&p.key, &p.digest[..], &p.signature))
-        .collect();
-    let mut forged = forged_items(&items).into_iter().peekable();
+    let mut forged = forged(batches.iter().flat_map(|b| &b.pending))
+        .into_iter()
+        .peekable();
     settle_with(batches, |i| forged.next_if_eq(&i).is_some())
+}
+
+/// The verdicts [`verify_packed`] gives for [`pack`]`(batches)`, verified
+/// here without packing: for a batch that waits, verified, behind those
+/// handed out.
+pub fn verdicts(batches: &[Opened]) -> Vec<u8> {
+    let pending: Vec<&Pending> = batches.iter().flat_map(|b| &b.pending).collect();
+    let mut verdicts = vec![1; pending.len()];
+    for i in forged(pending) {
+        verdicts[i] = 0;
+    }
+    verdicts
 }
 
 /// Bytes of a seal handed to a verifier elsewhere ([`pack`]): the
@@ -565,6 +575,7 @@ mod tests {
         assert_eq!(packed.len(), 299 * PACKED_SEAL, "a seal for each whole run");
         let verdicts = verify_packed(&packed);
         assert_eq!(verdicts.iter().filter(|&&v| v == 0).count(), 1);
+        assert_eq!(verdicts, super::verdicts(&batches), "packed or not");
         assert_eq!(settle(batches, &verdicts), here);
         assert_eq!(here[1].1, vec![SealError::BadSignature(frames[1][7].id)]);
 
