@@ -9,7 +9,7 @@
 // and transferred) to the last answer; the workers are started and warmed
 // (one batch each) beforehand, as a peer's would be while it opens.
 //
-// Then the signed path itself: C1.2's and B3.1's frames through a signed
+// Then the signed path itself: C1.2's, B3.1's and run-heavy's frames through a signed
 // node (`BenchNode`, the frames a browser peer receives), its seals
 // verified in place and in 1, 2 and 4 workers (`BenchNode.withWorkers`,
 // the pool a page's peer starts: `verifyWorkers`), 16 frames a task (the
@@ -40,7 +40,7 @@ onmessage = async (e) => {
 
 const PAGE = `<!doctype html><title>verify in workers</title><body></body>
 <script type="module">
-  import init, { sealItems, verifySealItems, oneWriteEach, BenchNode } from "/pkg/cpc_sync.js";
+  import init, { sealItems, verifySealItems, oneWriteEach, runHeavy, BenchNode } from "/pkg/cpc_sync.js";
   await init();
   const ask = (worker, buffer) => new Promise((resolve) => {
     worker.onmessage = (e) => resolve(e.data);
@@ -79,8 +79,10 @@ const PAGE = `<!doctype html><title>verify in workers</title><body></body>
   // messages.
   const channel = new MessageChannel();
   const task = () => new Promise((r) => { channel.port1.onmessage = r; channel.port2.postMessage(0); });
-  window.signedPath = async ({ writers, sameKey, runs, pools }) => {
-    const frames = oneWriteEach(writers, sameKey);
+  window.signedPath = async ({ writers, sameKey, heavy, runs, pools }) => {
+    const frames = heavy
+      ? runHeavy(heavy.writers, heavy.updates, heavy.keys, heavy.burst)
+      : oneWriteEach(writers, sameKey);
     const out = {};
     let expected;
     for (const size of [0, ...pools]) {
@@ -148,13 +150,17 @@ try {
         `busiest worker ${busiest.toFixed(0)} ms; runs ${runs.map((x) => x.wall.toFixed(0)).join(", ")}`,
     );
   }
-  for (const [name, writers, sameKey] of [
-    ["C1.2", 30_000, false],
-    ["B3.1", 1_540, true],
+  // Run-heavy as the side-by-side benchmark has it: 4 writers, 25,000
+  // updates each over 10,000 keys, a sealed run per burst of 100.
+  const heavy = { writers: 4, updates: 25_000, keys: 10_000, burst: 100 };
+  for (const [name, what, args] of [
+    ["C1.2", "30000 signed writers", { writers: 30_000, sameKey: false }],
+    ["B3.1", "1540 signed writers", { writers: 1_540, sameKey: true }],
+    ["run-heavy", "4 signed writers, 25,000 updates each in runs of 100", { heavy }],
   ]) {
-    const runs = await page.evaluate((a) => window.signedPath(a), { writers, sameKey, runs: RUNS, pools: POOLS });
+    const runs = await page.evaluate((a) => window.signedPath(a), { ...args, runs: RUNS, pools: POOLS });
     if (errors.length) throw new Error(errors.join("\n"));
-    console.log(`## ${name}: ${writers} signed writers, through a signed node, ${RUNS} runs each`);
+    console.log(`## ${name}: ${what}, through a signed node, ${RUNS} runs each`);
     for (const [size, rows] of Object.entries(runs)) {
       const wall = median(rows.map((x) => x.wall));
       const busy = median(rows.map((x) => x.busy));

@@ -62,8 +62,9 @@ export interface PeerOptions {
   warmUp?: boolean;
   /** Web Workers verifying the seals of received events (default: one per
    * core the browser reports, at most 4; at most 8; 0: on the page's
-   * thread). Batches of 16 seals or more go to them (a newcomer's
-   * catch-up, a flood); fewer are verified in place. Started at open with
+   * thread). Batches of 4 seals or more go to them (a newcomer's
+   * catch-up, a burst of writes, a flood); a lone write's seal is verified
+   * in place. Started at open with
    * `warmUp`, else when the first such batch comes. Each runs this page's
    * wasm, from a `blob:` script: where a page's CSP forbids that, the peer
    * verifies on its own thread. */

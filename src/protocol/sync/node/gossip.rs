@@ -34,9 +34,13 @@ pub const MAX_IN_FLIGHT_EVENTS: usize = 8 * MAX_UNVERIFIED_EVENTS;
 pub const MAX_HELD_FOR_VERIFIER: usize = 4 * MAX_IN_FLIGHT_EVENTS;
 
 /// Seals a batch must hold to be handed out: fewer are verified here (a
-/// lone write's seal takes ~0.1 ms, less than a message to a Worker and
-/// back), unless batches are out already (they are applied in order).
-pub const MIN_OFFLOADED_SEALS: usize = 16;
+/// lone write's seal takes ~0.1 ms, about a message to a Worker and back),
+/// unless batches are out already (they are applied in order). At 16 the
+/// run-heavy benchmark's batches (~10 seals: bursts of 100 writes from a
+/// few writers) stayed on the page's thread; at 4 they go out, and the
+/// stream takes ~30% less time with two workers, its thread busy 60% less
+/// (BENCHMARKS, "Issue 17, thirteenth session").
+pub const MIN_OFFLOADED_SEALS: usize = 4;
 
 /// A batch of held frames whose seals are being verified elsewhere.
 pub(super) struct InFlight {
