@@ -78,7 +78,9 @@ pub fn verify_seals(seals: &[u8]) -> Vec<u8> {
 pub struct Verifiers {
     workers: Vec<Worker>,
     next: Cell<usize>,
-    /// Workers whose module runs.
+    /// Workers whose module runs (read by the benchmarks, which time a
+    /// warmed pool).
+    #[cfg_attr(not(feature = "bench"), allow(dead_code))]
     ready: Rc<Cell<usize>>,
     url: String,
     /// The workers' handlers, alive as long as the pool.
@@ -153,6 +155,7 @@ impl Verifiers {
 
     /// Whether every worker runs the module (a batch handed out earlier
     /// waits in its worker until then).
+    #[cfg_attr(not(feature = "bench"), allow(dead_code))]
     pub fn ready(&self) -> bool {
         self.ready.get() == self.workers.len()
     }
