@@ -27,8 +27,9 @@
 // The run fails if a page reports an error or a scenario has no figure.
 // Results go to target/bench/peer.json (bench/report/peer.mjs renders them
 // into BENCHMARKS.md through `node bench/report.mjs`) and the rendered table
-// to stdout.
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+// to stdout; a run of some scenarios carries the others over from the last
+// committed run (bench/results/peer.json), each with its own provenance.
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import {
@@ -40,7 +41,7 @@ import {
   reading,
   UNTHROTTLED_ARGS,
 } from "../../tests/e2e/harness.mjs";
-import { meta } from "../meta.mjs";
+import { meta, root } from "../meta.mjs";
 import { render } from "../report/peer.mjs";
 
 const QUICK = process.env.CPC_BENCH_QUICK === "1";
@@ -758,6 +759,29 @@ function checkFigures(name, result) {
   }
 }
 
+/**
+ * The scenarios not run this time keep the figures of the last committed
+ * run (bench/results/peer.json) with that run's provenance, so that a run
+ * of some scenarios, rendered by `node bench/report.mjs` (as `npm run
+ * bench` does), does not drop the others' rows from BENCHMARKS.md.
+ */
+async function carryOver(results, ran) {
+  let previous;
+  try {
+    previous = JSON.parse(await readFile(path.join(root, "bench/results/peer.json"), "utf8"));
+  } catch {
+    return [];
+  }
+  if (!previous.meta || previous.meta.quick) return [];
+  const carried = Object.keys(SCENARIOS).filter((name) => !ran.includes(name) && previous[name]);
+  for (const name of carried) {
+    results[name] = previous[name];
+    results.provenance ??= {};
+    results.provenance[name] = previous.provenance?.[name] ?? previous.meta;
+  }
+  return carried;
+}
+
 async function main() {
   const chosen = process.argv.slice(2);
   const unknown = chosen.filter((name) => !SCENARIOS[name]);
@@ -777,6 +801,8 @@ async function main() {
     await browser.close();
     await server.stop();
   }
+  const carried = QUICK ? [] : await carryOver(results, names);
+  if (carried.length) console.log(`carried over from bench/results/peer.json: ${carried.join(", ")}`);
   await mkdir("target/bench", { recursive: true });
   await writeFile("target/bench/peer.json", JSON.stringify(results, null, 1));
   console.log(render(results).peer);
