@@ -5,6 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CHROMEDRIVER=${CHROMEDRIVER:-/usr/bin/chromedriver}
 export GECKODRIVER=${GECKODRIVER:-${CARGO_HOME:-$HOME/.cargo}/bin/geckodriver}
+# wasm-bindgen-test-runner gives a whole test file 20 s by default, then
+# kills the driver with no word of which test was slow. The browser tests
+# carry their own deadlines (up to 30 s for a WebRTC link), and a file runs
+# several: let those deadlines speak, with the runner's as a last resort.
+export WASM_BINDGEN_TEST_TIMEOUT=${WASM_BINDGEN_TEST_TIMEOUT:-180}
 
 step() {
   local name=$1

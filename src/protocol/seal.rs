@@ -149,17 +149,20 @@ fn check_run(run: &[P2PEvent]) -> Result<Option<Pending>, SealError> {
 /// off well before, and a batch is one uninterrupted computation.
 pub const BATCH: usize = 256;
 
-/// Which of `pending` do not verify, by index: each chunk of [`BATCH`]
-/// at once, and only a chunk that fails one by one.
 /// The indices of the forged among `pending` (see [`forged_items`]).
 fn forged<'a>(pending: impl IntoIterator<Item = &'a Pending>) -> Vec<usize> {
-    let items: Vec<signature::Item> = pending
-        .into_iter()
-        .map(|p| (&p.key, &p.digest[..], &p.signature))
-        .collect();
-    forged_items(&items)
+    forged_items(&items(pending))
 }
 
+fn items<'a>(pending: impl IntoIterator<Item = &'a Pending>) -> Vec<signature::Item<'a>> {
+    pending
+        .into_iter()
+        .map(|p| (&p.key, &p.digest[..], &p.signature))
+        .collect()
+}
+
+/// Which of `items` do not verify, by index: each chunk of [`BATCH`] at
+/// once, and only a chunk that fails one by one.
 fn forged_items(items: &[signature::Item]) -> Vec<usize> {
     let mut out = Vec::new();
     for (c, items) in items.chunks(BATCH).enumerate() {
@@ -309,9 +312,13 @@ pub fn verify_opened(batches: Vec<Opened>) -> Vec<(Vec<P2PEvent>, Vec<SealError>
 /// here without packing: for a batch that waits, verified, behind those
 /// handed out.
 pub fn verdicts(batches: &[Opened]) -> Vec<u8> {
-    let pending: Vec<&Pending> = batches.iter().flat_map(|b| &b.pending).collect();
-    let mut verdicts = vec![1; pending.len()];
-    for i in forged(pending) {
+    verdicts_of(&items(batches.iter().flat_map(|b| &b.pending)))
+}
+
+/// One verdict per item: 1 if it verifies, 0 if not.
+fn verdicts_of(items: &[signature::Item]) -> Vec<u8> {
+    let mut verdicts = vec![1; items.len()];
+    for i in forged_items(items) {
         verdicts[i] = 0;
     }
     verdicts
@@ -353,11 +360,7 @@ pub fn verify_packed(bytes: &[u8]) -> Vec<u8> {
         })
         .collect();
     let items: Vec<signature::Item> = seals.iter().map(|(k, d, s)| (k, &d[..], s)).collect();
-    let mut verdicts = vec![1; items.len()];
-    for i in forged_items(&items) {
-        verdicts[i] = 0;
-    }
-    verdicts
+    verdicts_of(&items)
 }
 
 /// [`verify_opened`] with the verdicts of a verifier elsewhere, one per

@@ -105,7 +105,7 @@ fn result(fields: &[(&str, f64)]) -> JsValue {
 
 /// Causal apply: `total` events from `peers` writers over `keys` keys,
 /// `displaced` of them (a fraction) moved up to 2,000 positions later.
-/// Returns `{ ms, held, applied, in_order_ms, in_order_applied }`.
+/// Returns `{ ms, applied, in_order_ms, in_order_applied }`.
 ///
 /// The applying engine is none of the writers (`workload::reader`): an
 /// engine refuses events that claim to be its own, and the refusals, and

@@ -211,7 +211,7 @@ impl ReconciliationEngine {
         // checked), for an entry of its deps (those before it were met),
         // or for an observed dot (every dep was met).
         let deps_from = match woken_by {
-            Some(w) if w.peer == origin && w.seq + 1 == event.id.seq => Some(PeerId(0)),
+            Some(w) if w.peer == origin && w.seq == event.id.seq - 1 => Some(PeerId(0)),
             Some(w) if event.deps.get(w.peer) == w.seq => Some(w.peer),
             Some(_) => None,
             None => Some(PeerId(0)),
