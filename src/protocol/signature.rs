@@ -19,6 +19,7 @@
 //! being verified (as `ed25519_dalek` does), so no randomness is passed in
 //! and a sender cannot choose them.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 
 use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
@@ -44,11 +45,46 @@ struct Parsed {
     k: Scalar,
 }
 
-fn parse((key, message, signature): Item) -> Option<Parsed> {
+fn parse(item: Item) -> Option<Parsed> {
+    parse_with(key_point(item.0)?, item)
+}
+
+/// Keys decompressed lately, in slots by their first byte: a room's
+/// writers' keys come again and again (a run-heavy batch has a few keys
+/// and many seals), and decompressing one costs about as much as a
+/// seal's share of a batch's multiplication. Only keys that decompress
+/// to a point not of small order are kept; the cache is a memo of a pure
+/// function of the 32 bytes, so a key another evicts is only decompressed
+/// again.
+const KEY_SLOTS: usize = 64;
+
+type KeySlots = Vec<Option<(PublicKey, EdwardsPoint)>>;
+
+thread_local! {
+    static KEY_POINTS: RefCell<KeySlots> = RefCell::new(vec![None; KEY_SLOTS]);
+}
+
+/// A signer's key as a point: refused when it is not one, or of small
+/// order (anyone could sign for it).
+fn key_point(key: &PublicKey) -> Option<EdwardsPoint> {
+    let slot = usize::from(key[0]) % KEY_SLOTS;
+    let cached = KEY_POINTS.with_borrow(|slots| match slots[slot] {
+        Some((k, a)) if k == *key => Some(a),
+        _ => None,
+    });
+    if cached.is_some() {
+        return cached;
+    }
     let a = CompressedEdwardsY(*key).decompress()?;
     if a.is_small_order() {
         return None;
     }
+    KEY_POINTS.with_borrow_mut(|slots| slots[slot] = Some((*key, a)));
+    Some(a)
+}
+
+/// The rest of [`parse`], with the key already a point.
+fn parse_with(a: EdwardsPoint, (key, message, signature): Item) -> Option<Parsed> {
     let r = CompressedEdwardsY(signature[0]).decompress()?;
     let s = Option::from(Scalar::from_canonical_bytes(signature[1]))?;
     let mut hash = Sha512::new();
@@ -208,6 +244,38 @@ mod tests {
             items.insert(n / 2, (&key, message, &crafted));
             assert!(verify_batch(&items), "batch of {}", n + 1);
         }
+    }
+
+    /// Keys are memoized in slots by their first byte: two keys sharing
+    /// a slot take turns in it, and neither's verdicts change, alone or
+    /// batched, whichever is cached; a small-order key is never kept.
+    #[test]
+    fn keys_sharing_a_cache_slot_keep_their_own_verdicts() {
+        let first = Identity::from_seed(1);
+        let slot = |key: &PublicKey| usize::from(key[0]) % KEY_SLOTS;
+        let second = (2..)
+            .map(Identity::from_seed)
+            .find(|id| slot(&id.public_key()) == slot(&first.public_key()))
+            .expect("some seed shares the slot");
+        let (k1, k2) = (first.public_key(), second.public_key());
+        let (s1, s2) = (first.sign(b"one"), second.sign(b"two"));
+        for _ in 0..3 {
+            assert!(verify((&k1, b"one", &s1)));
+            assert!(verify((&k2, b"two", &s2)));
+            assert!(
+                !verify((&k2, b"one", &s1)),
+                "one key's signature under the other"
+            );
+            assert!(!verify((&k1, b"two", &s2)));
+            assert!(verify_batch(&[(&k1, b"one", &s1), (&k2, b"two", &s2)]));
+            assert!(!verify_batch(&[(&k1, b"one", &s1), (&k1, b"two", &s2)]));
+        }
+        let small = EIGHT_TORSION[2].compress().to_bytes();
+        assert!(!verify((&small, b"one", &s1)));
+        assert!(key_point(&small).is_none());
+        KEY_POINTS.with_borrow(|slots| {
+            assert!(slots.iter().flatten().all(|(k, _)| *k != small));
+        });
     }
 
     #[test]
