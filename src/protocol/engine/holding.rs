@@ -7,17 +7,25 @@ use crate::protocol::error::ReceiveError;
 use crate::protocol::event::{EventId, P2PEvent};
 use crate::protocol::key_sort;
 
-/// Events received before their dependencies, each parked under the one
-/// event it waits for. Applying that event wakes exactly its waiters: no
-/// rescans.
+/// Events received before their dependencies.
+///
+/// An origin's events apply in sequence order, so of each origin only its
+/// *next* event (the first it lacks) can be ready. A later one waits for
+/// its predecessor, found by id once that applies: it is held, and no more
+/// (most held events, when a dropped message holds up a stream). The
+/// origin's next event, when its dependencies are missing, parks its
+/// origin under the one event it waits for, and applying that event wakes
+/// exactly the origins parked under it: no rescans.
 ///
 /// Its tables are keyed by ids a peer chooses (the dependency it names,
 /// its own far-ahead sequence numbers), so they hash with the engine's
 /// random seed ([`crate::protocol::hashing`]).
 #[derive(Debug)]
 pub struct HoldingQueue {
-    waiting: HashMap<EventId, Waiters, FixedState>,
-    held: HashSet<EventId, FixedState>,
+    events: HashMap<EventId, P2PEvent, FixedState>,
+    /// Origins whose next event is held and waits for another event, by
+    /// that event. An origin is parked under one event at most.
+    waiting: HashMap<EventId, Parked, FixedState>,
     /// Held events per origin: one origin cannot fill the queue.
     per_origin: HashMap<PeerId, usize, FixedState>,
     /// The held origins of which nothing is applied yet: with the applied
@@ -27,43 +35,27 @@ pub struct HoldingQueue {
     origin_capacity: usize,
 }
 
-/// Usually one event waits for a given event (its origin's successor), so
-/// the common case needs no allocation of its own.
+/// Usually one origin waits for a given event, so the common case needs
+/// no allocation of its own.
 #[derive(Debug)]
-enum Waiters {
-    One(P2PEvent),
-    Many(Vec<P2PEvent>),
+pub enum Parked {
+    One(PeerId),
+    Many(Vec<PeerId>),
 }
 
-impl Waiters {
-    fn push(&mut self, event: P2PEvent) {
+impl Parked {
+    fn push(&mut self, origin: PeerId) {
         match self {
-            Waiters::Many(v) => v.push(event),
-            Waiters::One(_) => {
-                let Waiters::One(first) =
-                    std::mem::replace(self, Waiters::Many(Vec::with_capacity(2)))
-                else {
-                    return;
-                };
-                if let Waiters::Many(v) = self {
-                    v.push(first);
-                    v.push(event);
-                }
-            }
+            Parked::Many(v) => v.push(origin),
+            Parked::One(first) => *self = Parked::Many(vec![*first, origin]),
         }
     }
 
-    fn into_vec(self) -> Vec<P2PEvent> {
+    /// The parked origins.
+    pub fn origins(&self) -> &[PeerId] {
         match self {
-            Waiters::One(e) => vec![e],
-            Waiters::Many(v) => v,
-        }
-    }
-
-    fn iter(&self) -> std::slice::Iter<'_, P2PEvent> {
-        match self {
-            Waiters::One(e) => std::slice::from_ref(e).iter(),
-            Waiters::Many(v) => v.iter(),
+            Parked::One(origin) => std::slice::from_ref(origin),
+            Parked::Many(v) => v,
         }
     }
 }
@@ -72,8 +64,8 @@ impl HoldingQueue {
     pub fn new(capacity: usize, origin_capacity: usize, hash_seed: u64) -> Self {
         let state = || FixedState::with_seed(hash_seed);
         HoldingQueue {
+            events: HashMap::with_hasher(state()),
             waiting: HashMap::with_hasher(state()),
-            held: HashSet::with_hasher(state()),
             per_origin: HashMap::with_hasher(state()),
             unapplied: HashSet::with_hasher(state()),
             capacity,
@@ -82,11 +74,11 @@ impl HoldingQueue {
     }
 
     pub fn len(&self) -> usize {
-        self.held.len()
+        self.events.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.held.is_empty()
+        self.events.is_empty()
     }
 
     pub fn capacity(&self) -> usize {
@@ -116,20 +108,32 @@ impl HoldingQueue {
     }
 
     pub fn contains(&self, id: EventId) -> bool {
-        self.held.contains(&id)
+        !self.events.is_empty() && self.events.contains_key(&id)
     }
 
-    /// At capacity a new event is refused, never an old one dropped: what the
-    /// queue holds stays, and anti-entropy offers the refused event again
-    /// once its dependencies are in.
+    /// A held event.
+    pub fn get(&self, id: EventId) -> Option<&P2PEvent> {
+        if self.events.is_empty() {
+            return None;
+        }
+        self.events.get(&id)
+    }
+
+    /// Holds an event. `waits_for`: for its origin's next event, the event
+    /// it waits for (its origin is parked under it); `None` for a later
+    /// one, which waits for its predecessor.
+    ///
+    /// At capacity a new event is refused, never an old one dropped: what
+    /// the queue holds stays, and anti-entropy offers the refused event
+    /// again once its dependencies are in.
     /// `origin_applied`: some event of the event's origin is applied.
     pub fn hold(
         &mut self,
         event: P2PEvent,
-        waits_for: EventId,
+        waits_for: Option<EventId>,
         origin_applied: bool,
     ) -> Result<(), ReceiveError> {
-        if self.held.len() >= self.capacity {
+        if self.events.len() >= self.capacity {
             return Err(ReceiveError::HoldingQueueFull {
                 id: event.id,
                 capacity: self.capacity,
@@ -141,68 +145,68 @@ impl HoldingQueue {
                 capacity: self.origin_capacity,
             });
         }
-        self.repark(event, waits_for, origin_applied);
+        self.rehold(event, waits_for, origin_applied);
         Ok(())
     }
 
-    /// Parks again an event that was woken but still misses something; it
-    /// was already counted, so the capacity does not apply.
-    pub fn repark(&mut self, event: P2PEvent, waits_for: EventId, origin_applied: bool) {
-        self.held.insert(event.id);
-        *self.per_origin.entry(event.id.peer).or_default() += 1;
+    /// Holds again an event that was held before (it was counted, so the
+    /// capacity does not apply); `waits_for` as for [`hold`](Self::hold).
+    pub fn rehold(&mut self, event: P2PEvent, waits_for: Option<EventId>, origin_applied: bool) {
+        let origin = event.id.peer;
+        *self.per_origin.entry(origin).or_default() += 1;
         if !origin_applied {
-            self.unapplied.insert(event.id.peer);
+            self.unapplied.insert(origin);
         }
+        self.events.insert(event.id, event);
+        if let Some(waits_for) = waits_for {
+            self.park(origin, waits_for);
+        }
+    }
+
+    /// Parks `origin`, whose next event is held, under the event it waits
+    /// for.
+    pub fn park(&mut self, origin: PeerId, waits_for: EventId) {
         match self.waiting.entry(waits_for) {
-            std::collections::hash_map::Entry::Occupied(mut o) => o.get_mut().push(event),
+            std::collections::hash_map::Entry::Occupied(mut o) => o.get_mut().push(origin),
             std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(Waiters::One(event));
+                v.insert(Parked::One(origin));
             }
         }
     }
 
-    /// Removes the events that waited for `id`, handing each to `take` (no
-    /// allocation for the usual single waiter).
-    pub fn wake_each(&mut self, id: EventId, mut take: impl FnMut(P2PEvent)) {
-        if self.held.is_empty() {
-            return;
+    /// The origins parked under `id`, unparked (it was just applied).
+    pub fn woken(&mut self, id: EventId) -> Option<Parked> {
+        if self.waiting.is_empty() {
+            return None;
         }
-        let Some(waiters) = self.waiting.remove(&id) else {
-            return;
-        };
-        let mut each = |e: P2PEvent| {
-            self.held.remove(&e.id);
-            if let Some(n) = self.per_origin.get_mut(&e.id.peer) {
-                *n -= 1;
-                if *n == 0 {
-                    self.per_origin.remove(&e.id.peer);
-                    self.unapplied.remove(&e.id.peer);
-                }
+        self.waiting.remove(&id)
+    }
+
+    /// Removes a held event, to apply it.
+    pub fn take(&mut self, id: EventId) -> Option<P2PEvent> {
+        let event = self.events.remove(&id)?;
+        if let Some(n) = self.per_origin.get_mut(&id.peer) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_origin.remove(&id.peer);
+                self.unapplied.remove(&id.peer);
             }
-            take(e);
-        };
-        match waiters {
-            Waiters::One(e) => each(e),
-            Waiters::Many(v) => v.into_iter().for_each(each),
         }
+        Some(event)
     }
 
     /// Everything held, removed, in `(origin, seq)` order.
     pub fn drain(&mut self) -> Vec<P2PEvent> {
-        self.held.clear();
+        self.waiting.clear();
         self.per_origin.clear();
         self.unapplied.clear();
-        let mut all: Vec<P2PEvent> = self
-            .waiting
-            .drain()
-            .flat_map(|(_, w)| w.into_vec())
-            .collect();
+        let mut all: Vec<P2PEvent> = self.events.drain().map(|(_, e)| e).collect();
         key_sort::sort_by_key(&mut all, |e| key_sort::id_key(e.id));
         all
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &P2PEvent> {
-        self.waiting.values().flat_map(Waiters::iter)
+        self.events.values()
     }
 }
 
@@ -230,7 +234,7 @@ mod tests {
         let mut counts: HashMap<u64, usize> = HashMap::new();
         for id in &ground {
             *counts
-                .entry(bucket(queue.waiting.hasher().hash_one(id)))
+                .entry(bucket(queue.events.hasher().hash_one(id)))
                 .or_default() += 1;
         }
         let most = counts.values().copied().max().unwrap_or(0);

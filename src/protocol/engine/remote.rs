@@ -100,7 +100,8 @@ impl ReconciliationEngine {
         match self.first_missing(&event, have, None) {
             Some(missing) => {
                 self.check_gap(&event, have)?;
-                self.holding.hold(event, missing, have > 0)?;
+                let waits_for = next_of_origin(&event, have).then_some(missing);
+                self.holding.hold(event, waits_for, have > 0)?;
                 self.stats.held += 1;
                 Ok(Receipt::Held)
             }
@@ -178,7 +179,10 @@ impl ReconciliationEngine {
                 continue;
             }
             match self.first_missing(&event, have, None) {
-                Some(missing) => self.holding.repark(event, missing, have > 0),
+                Some(missing) => {
+                    let waits_for = next_of_origin(&event, have).then_some(missing);
+                    self.holding.rehold(event, waits_for, have > 0);
+                }
                 None => applied += self.apply_and_release(event),
             }
         }
@@ -189,11 +193,12 @@ impl ReconciliationEngine {
     /// origin's previous event, its `deps` and every dot it observed are
     /// applied. `have`: what is applied of its origin.
     ///
-    /// It names the exact event missing (not "the next one of that origin"):
-    /// a run of held events from one origin then wakes one at a time, each
-    /// by its predecessor, instead of all being re-parked at every step.
+    /// It names the exact event missing (not "the next one of that
+    /// origin"), under which the holding queue parks the event's origin
+    /// when the event is the origin's next.
     ///
-    /// `woken_by`: the event it was parked under, just applied. What was
+    /// `woken_by`: the event it was parked under, just applied (or its
+    /// predecessor, just applied: nothing was checked after that). What was
     /// found applied before it still is, so the search resumes where it
     /// stopped: an event that depends on the last events of 63 writers is
     /// woken by each in turn, and would otherwise check all 63 each time.
@@ -224,7 +229,9 @@ impl ReconciliationEngine {
         event.op.first_uncovered_dot(&self.applied)
     }
 
-    /// Applies a ready event and, transitively, the held events it wakes.
+    /// Applies a ready event and, transitively, the held events it wakes:
+    /// its origin's next event, and the next events of the origins parked
+    /// under it.
     fn apply_and_release(&mut self, event: P2PEvent) -> usize {
         // No allocation unless the event wakes something (most do not).
         let mut ready = Vec::new();
@@ -234,19 +241,35 @@ impl ReconciliationEngine {
             let id = event.id;
             self.apply(event);
             count += 1;
-            let woken = ready.len();
-            self.holding.wake_each(id, |waiter| ready.push(waiter));
-            let mut i = ready.len();
-            while i > woken {
-                i -= 1;
-                let have = self.applied.get(ready[i].id.peer);
-                if let Some(missing) = self.first_missing(&ready[i], have, Some(id)) {
-                    let waiter = ready.swap_remove(i);
-                    self.holding.repark(waiter, missing, have > 0);
+            if self.holding.is_empty() {
+                continue;
+            }
+            self.release(
+                EventId::new(id.peer, id.seq.saturating_add(1)),
+                id,
+                &mut ready,
+            );
+            if let Some(parked) = self.holding.woken(id) {
+                for &origin in parked.origins() {
+                    let have = self.applied.get(origin);
+                    self.release(EventId::new(origin, have.saturating_add(1)), id, &mut ready);
                 }
             }
         }
         count
+    }
+
+    /// Takes the held event `next`, its origin's next, to `ready` if
+    /// nothing it needs is missing now that `woken_by` applied; else parks
+    /// its origin under what it waits for.
+    fn release(&mut self, next: EventId, woken_by: EventId, ready: &mut Vec<P2PEvent>) {
+        let Some(event) = self.holding.get(next) else {
+            return;
+        };
+        match self.first_missing(event, next.seq - 1, Some(woken_by)) {
+            Some(missing) => self.holding.park(next.peer, missing),
+            None => ready.extend(self.holding.take(next)),
+        }
     }
 
     /// Applies a causally ready event to the state, the version vector and
@@ -286,4 +309,11 @@ impl ReconciliationEngine {
         }
         self.log.append(event);
     }
+}
+
+/// Whether `event` is its origin's next (the first the engine lacks of
+/// it; `have`: what is applied of the origin): the one event of its
+/// origin that can be ready. A later one waits for its predecessor.
+fn next_of_origin(event: &P2PEvent, have: u64) -> bool {
+    event.id.seq - 1 == have
 }
