@@ -108,17 +108,17 @@ impl StateSnapshot {
         events: &[&P2PEvent],
         live: &[bool],
     ) -> Vec<u8> {
-        let mut bits = vec![0u8; live.len().div_ceil(8)];
-        for (i, _) in live.iter().enumerate().filter(|(_, l)| **l) {
-            bits[i / 8] |= 1 << (i % 8);
-        }
-        let batch = events::encode(events.iter().copied(), version_vector);
-        let mut out = Vec::with_capacity(MAGIC.len() + 6 + bits.len() + batch.len());
+        let bits = live.len().div_ceil(8);
+        let mut out = Vec::with_capacity(MAGIC.len() + 11 + bits);
         out.extend_from_slice(MAGIC);
         out.push(FORMAT);
-        varint::put(&mut out, bits.len() as u64);
-        out.extend_from_slice(&bits);
-        out.extend_from_slice(&batch);
+        varint::put(&mut out, bits as u64);
+        let at = out.len();
+        out.resize(at + bits, 0);
+        for (i, _) in live.iter().enumerate().filter(|(_, l)| **l) {
+            out[at + i / 8] |= 1 << (i % 8);
+        }
+        events::encode_into(&mut out, events.iter().copied(), version_vector);
         out
     }
 

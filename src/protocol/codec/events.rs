@@ -111,6 +111,18 @@ pub struct Batch {
 
 /// Encodes `events` (any order; runs are found as they come) with `clock`.
 pub fn encode<'a>(events: impl IntoIterator<Item = &'a P2PEvent>, clock: &VectorClock) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_into(&mut out, events, clock);
+    out
+}
+
+/// [`encode`], appended to `out` (a snapshot's header is before it: its
+/// tens of megabytes are then written once, not copied after it).
+pub fn encode_into<'a>(
+    out: &mut Vec<u8>,
+    events: impl IntoIterator<Item = &'a P2PEvent>,
+    clock: &VectorClock,
+) {
     let mut events = events.into_iter().peekable();
     let mut e = Encoder::with_capacity(events.size_hint().0);
     for (peer, seq) in clock.iter() {
@@ -140,7 +152,7 @@ pub fn encode<'a>(events: impl IntoIterator<Item = &'a P2PEvent>, clock: &Vector
         e.run(&run);
         runs += 1;
     }
-    e.finish(clock_len, runs)
+    e.finish(out, clock_len, runs);
 }
 
 /// Whether a run can take another event: its last has no seal.
@@ -378,7 +390,7 @@ impl<'a> Encoder<'a> {
         }
     }
 
-    fn finish(mut self, clock_len: usize, runs: u64) -> Vec<u8> {
+    fn finish(mut self, out: &mut Vec<u8>, clock_len: usize, runs: u64) {
         let mut peers = Vec::with_capacity(self.table.len() * 33 + 5);
         varint::put(&mut peers, self.table.len() as u64);
         for (id, key) in &self.table {
@@ -397,15 +409,14 @@ impl<'a> Encoder<'a> {
         prefix_count(&mut self.cols[CLOCK], clock_len as u64);
         prefix_count(&mut self.cols[RUNS], runs);
         let total: usize = self.cols.iter().map(Vec::len).sum();
-        let mut out = Vec::with_capacity(1 + 12 * 3 + total);
+        out.reserve_exact(1 + 12 * 10 + total);
         out.push(FORMAT);
         for col in &self.cols {
-            varint::put(&mut out, col.len() as u64);
+            varint::put(out, col.len() as u64);
         }
         for col in &self.cols {
             out.extend_from_slice(col);
         }
-        out
     }
 }
 
