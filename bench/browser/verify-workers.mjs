@@ -18,8 +18,9 @@
 // the page's thread spent in the node's calls; the rest of the wall time
 // it was free.
 //
-// `bash scripts/bench-wasm.sh && node bench/browser/verify-workers.mjs`
-// (`CPC_BENCH_RUNS`, default 5; `CPC_BENCH_SEALS`, default 30000).
+// `npm run build && bash scripts/bench-wasm.sh && node bench/browser/verify-workers.mjs`
+// (the release build gives the page's server, `cpc-signal`; `CPC_BENCH_RUNS`,
+// default 5; `CPC_BENCH_SEALS`, default 30000).
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";

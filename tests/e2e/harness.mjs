@@ -1,6 +1,7 @@
 // Shared pieces of the end-to-end suite: a real cpc-signal process and a
 // real headless browser of the run's engine (engines/: Chromium or Firefox).
 import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
 import { before, after } from "node:test";
 import { once } from "node:events";
 import { fileURLToPath } from "node:url";
@@ -23,7 +24,11 @@ export const SCREENSHOTS = path.join(root, "tests/e2e/screenshots", ENGINE);
  * the pages' peers among themselves.
  */
 export async function startServer(port = 0, env = {}) {
-  const child = spawn(path.join(root, "target/release/cpc-signal"), [], {
+  const binary = path.join(root, "target/release/cpc-signal");
+  if (!existsSync(binary)) {
+    throw new Error(`${path.relative(root, binary)} is not built: run \`npm run build\` first`);
+  }
+  const child = spawn(binary, [], {
     // Every page of the suite connects from 127.0.0.1, up to 65 sockets
     // at once (a full room and one more): over the per-address default.
     env: { ...process.env, PORT: String(port), MAX_PER_ADDRESS: "1024", KEEP: "off", ...env },
