@@ -22,6 +22,7 @@ use crate::protocol::key_sort;
 /// random seed ([`crate::protocol::hashing`]).
 #[derive(Debug)]
 pub struct HoldingQueue {
+    /// Every held event, by id.
     events: HashMap<EventId, P2PEvent, FixedState>,
     /// Origins whose next event is held and waits for another event, by
     /// that event. An origin is parked under one event at most.
