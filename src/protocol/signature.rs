@@ -45,10 +45,6 @@ struct Parsed {
     k: Scalar,
 }
 
-fn parse(item: Item) -> Option<Parsed> {
-    parse_with(key_point(item.0)?, item)
-}
-
 /// Keys decompressed lately, in slots by their first byte: a room's
 /// writers' keys come again and again (a run-heavy batch has a few keys
 /// and many seals), and decompressing one costs about as much as a
@@ -83,8 +79,8 @@ fn key_point(key: &PublicKey) -> Option<EdwardsPoint> {
     Some(a)
 }
 
-/// The rest of [`parse`], with the key already a point.
-fn parse_with(a: EdwardsPoint, (key, message, signature): Item) -> Option<Parsed> {
+fn parse((key, message, signature): Item) -> Option<Parsed> {
+    let a = key_point(key)?;
     let r = CompressedEdwardsY(signature[0]).decompress()?;
     let s = Option::from(Scalar::from_canonical_bytes(signature[1]))?;
     let mut hash = Sha512::new();

@@ -150,8 +150,9 @@ impl HoldingQueue {
         Ok(())
     }
 
-    /// Holds again an event that was held before (it was counted, so the
-    /// capacity does not apply); `waits_for` as for [`hold`](Self::hold).
+    /// Holds an event without the capacity checks: [`hold`](Self::hold)
+    /// once they pass, or an event held before (it was counted), put back
+    /// after a drain. `waits_for` as for `hold`.
     pub fn rehold(&mut self, event: P2PEvent, waits_for: Option<EventId>, origin_applied: bool) {
         let origin = event.id.peer;
         *self.per_origin.entry(origin).or_default() += 1;
