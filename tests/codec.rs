@@ -87,12 +87,41 @@ fn seal() -> impl Strategy<Value = Option<Box<Seal>>> {
     })
 }
 
+/// The "key bytes" column's place in a batch's header.
+const KEY_BYTES: usize = 5;
+
+/// The length of column `column` of a batch, from its header: the format
+/// byte, then each column's length as a varint.
+fn column_length(batch: &[u8], column: usize) -> usize {
+    let mut at = 1;
+    let mut found = Vec::new();
+    while found.len() <= column {
+        let (mut value, mut shift) = (0u64, 0);
+        loop {
+            let byte = batch[at];
+            at += 1;
+            value |= u64::from(byte & 0x7f) << shift;
+            shift += 7;
+            if byte < 0x80 {
+                break;
+            }
+        }
+        found.push(value as usize);
+    }
+    found[column]
+}
+
 /// Events of a few origins; sorted (so runs form) or in any order.
 fn events() -> impl Strategy<Value = Vec<P2PEvent>> {
     let event = (
         peer(),
         prop_oneof![1u64..30, any::<u64>()],
-        prop::sample::select(vec!["k", "key1", "é", ""]),
+        // A few keys often, many now and then: batches past the encoder's
+        // groups of keys looked up ahead, with repeats across them.
+        prop_oneof![
+            prop::sample::select(vec!["k", "key1", "é", ""]).prop_map(String::from),
+            (0u32..60).prop_map(|i| format!("key {i}")),
+        ],
         op(),
         clock(),
         prop_oneof![0u64..5_000_000, any::<u64>()],
@@ -100,13 +129,13 @@ fn events() -> impl Strategy<Value = Vec<P2PEvent>> {
     )
         .prop_map(|(peer, seq, key, op, deps, hlc, seal)| P2PEvent {
             id: EventId::new(peer, seq),
-            key: key.into(),
+            key: key.as_str().into(),
             op,
             deps,
             hlc: Timestamp(hlc),
             seal,
         });
-    (prop::collection::vec(event, 0..40), any::<bool>()).prop_map(|(mut events, sort)| {
+    (prop::collection::vec(event, 0..100), any::<bool>()).prop_map(|(mut events, sort)| {
         if sort {
             events.sort_by_key(|e| e.id);
             // Consecutive sequence numbers per origin: runs.
@@ -134,6 +163,10 @@ proptest! {
         let seals: Vec<_> = events.iter().map(|e| e.seal.clone()).collect();
         let decoded: Vec<_> = batch.events.iter().map(|e| e.seal.clone()).collect();
         prop_assert_eq!(seals, decoded);
+        // Each distinct key is spelled once (a key the encoder failed to
+        // find again would round-trip too, spelled twice).
+        let distinct: std::collections::HashSet<&str> = events.iter().map(|e| &*e.key).collect();
+        prop_assert_eq!(column_length(&bytes, KEY_BYTES), distinct.iter().map(|k| k.len()).sum::<usize>());
     }
 
     #[test]

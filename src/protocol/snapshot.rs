@@ -118,7 +118,7 @@ impl StateSnapshot {
         for (i, _) in live.iter().enumerate().filter(|(_, l)| **l) {
             out[at + i / 8] |= 1 << (i % 8);
         }
-        events::encode_into(&mut out, events.iter().copied(), version_vector);
+        events::encode_into(&mut out, events, version_vector);
         out
     }
 

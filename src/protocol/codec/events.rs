@@ -28,12 +28,11 @@
 //! the events it was encoded from, or to a typed error.
 
 use std::collections::HashMap;
-use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use foldhash::fast::FixedState;
-use hashbrown::HashTable;
 
+use super::key_table::{Found, KeyTable};
 use super::varint::{self, zigzag, Reader};
 use super::CodecError;
 use crate::protocol::clock::{Entries, PeerId, Timestamp, VectorClock, MAX_CLOCK_ENTRIES};
@@ -111,70 +110,58 @@ pub struct Batch {
 
 /// Encodes `events` (any order; runs are found as they come) with `clock`.
 pub fn encode<'a>(events: impl IntoIterator<Item = &'a P2PEvent>, clock: &VectorClock) -> Vec<u8> {
+    let events: Vec<&P2PEvent> = events.into_iter().collect();
     let mut out = Vec::new();
-    encode_into(&mut out, events, clock);
+    encode_into(&mut out, &events, clock);
     out
 }
 
 /// [`encode`], appended to `out` (a snapshot's header is before it: its
 /// tens of megabytes are then written once, not copied after it).
-pub fn encode_into<'a>(
-    out: &mut Vec<u8>,
-    events: impl IntoIterator<Item = &'a P2PEvent>,
-    clock: &VectorClock,
-) {
-    let mut events = events.into_iter().peekable();
-    let mut e = Encoder::with_capacity(events.size_hint().0);
+pub fn encode_into(out: &mut Vec<u8>, events: &[&P2PEvent], clock: &VectorClock) {
+    let mut e = Encoder::new(events);
     for (peer, seq) in clock.iter() {
         let index = e.peer(peer);
         varint::put(&mut e.cols[CLOCK], index);
         varint::put(&mut e.cols[CLOCK], seq);
     }
-    let clock_len = clock.len();
     let mut runs = 0u64;
-    let mut run = Vec::new();
-    while let Some(first) = events.next() {
+    let mut at = 0;
+    while at < events.len() {
         // A run: consecutive sequence numbers of one origin, up to a seal.
-        run.clear();
-        run.push(first);
-        while open_run(&run) {
-            let last = run[run.len() - 1].id;
-            match events.peek() {
-                Some(next)
-                    if next.id.peer == last.peer
-                        && Some(next.id.seq) == last.seq.checked_add(1) =>
-                {
-                    run.push(events.next().expect("peeked"));
-                }
-                _ => break,
-            }
+        let mut end = at + 1;
+        while end < events.len() && continues(events[end - 1], events[end]) {
+            end += 1;
         }
-        e.run(&run);
+        e.run(&events[at..end]);
         runs += 1;
+        at = end;
     }
-    e.finish(out, clock_len, runs);
+    e.finish(out, clock.len(), runs);
 }
 
-/// Whether a run can take another event: its last has no seal.
-fn open_run(run: &[&P2PEvent]) -> bool {
-    run.last().is_some_and(|e| e.seal.is_none())
+/// Whether `next` extends the run that `last` ends: `last` has no seal,
+/// and `next` is its origin's next event.
+fn continues(last: &P2PEvent, next: &P2PEvent) -> bool {
+    last.seal.is_none()
+        && next.id.peer == last.id.peer
+        && Some(next.id.seq) == last.id.seq.checked_add(1)
 }
 
-#[derive(Default)]
 struct Encoder<'a> {
     cols: [Vec<u8>; 12],
     peers: HashMap<PeerId, u64, FixedState>,
     /// Per peer: its id, and the key its first seal named (when that key
     /// derives the id).
     table: Vec<(PeerId, Option<PublicKey>)>,
-    /// The batch's key table: each key's index, found by its hash, and
-    /// the keys in index order. (Indices, not the keys: a snapshot's
-    /// million distinct keys fill 5 MB of table instead of 24.)
-    key_index: HashTable<u32>,
-    keys: Vec<&'a str>,
-    /// Hashes the keys, seeded at random ([`hashing`]): they are peers'
-    /// to choose, and so are the peer ids a clock names (`peers`).
-    hasher: FixedState,
+    /// The batch's key table, and the batch: the keys of the events to
+    /// come are looked up a group ahead ([`Encoder::key_hash`]).
+    keys: KeyTable<'a>,
+    batch: &'a [&'a P2PEvent],
+    /// The index in `batch` of the event being encoded, and the hashes of
+    /// its key's group and the next.
+    at: usize,
+    hashes: [u64; 2 * AHEAD],
     /// Per peer index: the last sequence number a clock entry named, and
     /// where its next run is expected to start.
     cursors: Vec<u64>,
@@ -192,22 +179,33 @@ struct Encoder<'a> {
 /// Slots of [`Encoder::recent`]: a room's writers, most of the time.
 const RECENT: usize = 256;
 
+/// Keys looked up in groups of this many, a group ahead.
+const AHEAD: usize = 16;
+
 impl<'a> Encoder<'a> {
-    /// An encoder for about `events` events (a snapshot's keys are all
-    /// distinct: the key table is sized once, not grown a million times).
-    fn with_capacity(events: usize) -> Self {
+    /// An encoder for `batch` (a snapshot's keys are all distinct: the
+    /// key table is sized once, not grown a million times).
+    fn new(batch: &'a [&'a P2PEvent]) -> Self {
+        let events = batch.len();
         let mut e = Encoder {
-            hasher: hashing::state(),
+            cols: Default::default(),
             peers: HashMap::with_hasher(hashing::state()),
-            ..Encoder::default()
+            table: Vec::new(),
+            keys: KeyTable::with_capacity(events),
+            batch,
+            at: 0,
+            hashes: [0; 2 * AHEAD],
+            cursors: Vec::new(),
+            next_run: Vec::new(),
+            millis: 0,
+            last_peer: None,
+            recent: Vec::new(),
         };
         if events >= RECENT {
             // No peer's index is `u64::MAX`: every slot starts empty. (A
             // small batch goes without: its few peers hash quickly.)
             e.recent = vec![(PeerId(0), u64::MAX); RECENT];
         }
-        e.key_index.reserve(events, |_| 0); // empty: nothing to rehash
-        e.keys.reserve(events);
         for col in [OPS, KEYS, TIMES, LENGTHS] {
             e.cols[col].reserve(events);
         }
@@ -329,24 +327,17 @@ impl<'a> Encoder<'a> {
             _ => 2,
         };
         let key: &'a str = &event.key;
-        let hash = self.hasher.hash_one(key);
-        let key_index = self
-            .key_index
-            .find(hash, |&i| self.keys[i as usize] == key)
-            .copied();
+        let hash = self.key_hash(event);
+        // A batch never has `u32::MAX` events: it is far past any bound.
+        let found = self.keys.find_or_insert(key, hash).unwrap_or(Found::New(0));
         let flags = code
             | bit(!event.deps.is_empty(), DEPS)
             | (observed_form << OBSERVED_SHIFT)
-            | bit(key_index.is_none(), NEW_KEY);
+            | bit(matches!(found, Found::New(_)), NEW_KEY);
         self.cols[OPS].push(flags);
-        match key_index {
-            Some(index) => varint::put(&mut self.cols[KEYS], u64::from(index)),
-            None => {
-                let (keys, hasher) = (&self.keys, &self.hasher);
-                self.key_index.insert_unique(hash, keys.len() as u32, |&i| {
-                    hasher.hash_one(keys[i as usize])
-                });
-                self.keys.push(key);
+        match found {
+            Found::Known(index) => varint::put(&mut self.cols[KEYS], u64::from(index)),
+            Found::New(_) => {
                 varint::put(&mut self.cols[KEYS], key.len() as u64);
                 self.cols[KEY_BYTES].extend_from_slice(key.as_bytes());
             }
@@ -372,6 +363,27 @@ impl<'a> Encoder<'a> {
         if !event.deps.is_empty() {
             self.clock(&event.deps, true);
         }
+    }
+
+    /// The hash of the key of the event being encoded (`batch[at]`). At
+    /// the start of each group, the next group's keys are hashed and their
+    /// slots loaded together: their cache misses overlap.
+    fn key_hash(&mut self, event: &P2PEvent) -> u64 {
+        let at = self.at;
+        debug_assert!(std::ptr::eq(self.batch[at], event));
+        self.at += 1;
+        if at % AHEAD == 0 {
+            let from = if at == 0 { 0 } else { at + AHEAD };
+            let mut warm = 0;
+            for i in from..(at + 2 * AHEAD).min(self.batch.len()) {
+                let event = self.batch[i];
+                let hash = self.keys.hash(&event.key);
+                self.hashes[i % (2 * AHEAD)] = hash;
+                warm ^= self.keys.warm(hash);
+            }
+            std::hint::black_box(warm);
+        }
+        self.hashes[at % (2 * AHEAD)]
     }
 
     /// A clock's entries (by peer id), each a peer index and the delta

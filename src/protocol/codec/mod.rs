@@ -5,6 +5,7 @@
 
 pub mod content;
 pub mod events;
+mod key_table;
 pub mod legacy;
 pub(crate) mod varint;
 
