@@ -1,6 +1,7 @@
 //! Logical time: peer ids, vector clocks for causality, and the hybrid
 //! logical clock that orders Last-Write-Wins.
 
+mod entries;
 mod hlc;
 mod peer_id;
 mod vector_clock;

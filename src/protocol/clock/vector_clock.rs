@@ -2,8 +2,8 @@ use std::cmp::Ordering;
 
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize};
-use smallvec::SmallVec;
 
+pub use super::entries::{Entries, Entry};
 use super::PeerId;
 use crate::protocol::blocks::{Blocks, BlocksIter};
 use crate::protocol::key_sort;
@@ -27,8 +27,8 @@ pub enum ClockOrdering {
 /// entries are never stored, so equal clocks have equal encodings.
 ///
 /// Entries are one vector sorted by peer: most clocks (an event's `deps`
-/// and `observed`) have one entry, which the vector holds inline, with no
-/// allocation (a B-tree took a node of eleven); lookups in a room's
+/// and `observed`) have none or one entry, held with no allocation
+/// ([`Entries`]; a B-tree took a node of eleven); lookups in a room's
 /// version vector are a binary search over contiguous memory. Past
 /// [`LARGE`] entries a clock is sorted blocks instead ([`Blocks`], as a
 /// B-tree's leaves): a room of thousands of writers adds them in no order,
@@ -40,7 +40,8 @@ pub struct VectorClock(Repr);
 #[derive(Clone)]
 enum Repr {
     Sorted(Entries),
-    Blocks(Blocks<PeerId, u64>),
+    /// Boxed: a clock is then no larger than its entries' vector.
+    Blocks(Box<Blocks<PeerId, u64>>),
 }
 
 impl Default for Repr {
@@ -51,12 +52,6 @@ impl Default for Repr {
 
 /// Entries past which a clock is sorted blocks.
 const LARGE: usize = 256;
-
-/// A clock's entries: one inline, more on the heap.
-pub type Entries = SmallVec<[Entry; 1]>;
-
-/// A clock entry: a peer and its sequence number.
-pub type Entry = (PeerId, u64);
 
 /// A clock's entries in peer order.
 pub enum Iter<'a> {
@@ -157,7 +152,7 @@ impl<'de> Deserialize<'de> for VectorClock {
                 self,
                 mut map: A,
             ) -> Result<VectorClock, A::Error> {
-                let mut entries = Entries::new();
+                let mut entries = Vec::new();
                 while let Some((peer, value)) = map.next_entry::<PeerId, u64>()? {
                     if entries.len() >= MAX_CLOCK_ENTRIES {
                         return Err(serde::de::Error::custom(format!(
@@ -175,8 +170,8 @@ impl<'de> Deserialize<'de> for VectorClock {
                     entries.dedup_by_key(|&mut (p, _)| p);
                     entries.reverse();
                 }
-                entries.retain(|&mut (_, v)| v > 0);
-                Ok(VectorClock::from_sorted(entries))
+                entries.retain(|&(_, v)| v > 0);
+                Ok(VectorClock::from_sorted(Entries::from_vec(entries)))
             }
         }
         deserializer.deserialize_map(Visitor)
@@ -185,7 +180,7 @@ impl<'de> Deserialize<'de> for VectorClock {
 
 impl VectorClock {
     pub const fn new() -> Self {
-        VectorClock(Repr::Sorted(SmallVec::new_const()))
+        VectorClock(Repr::Sorted(Entries::new()))
     }
 
     /// A clock of entries already in its one form: sorted by peer, each
@@ -199,13 +194,13 @@ impl VectorClock {
     /// The clock of one entry, `seq` not zero (its canonical form).
     pub(crate) fn from_canonical_entry(peer: PeerId, seq: u64) -> Self {
         debug_assert!(seq > 0);
-        VectorClock(Repr::Sorted(SmallVec::from_buf([(peer, seq)])))
+        VectorClock(Repr::Sorted(Entries::one((peer, seq))))
     }
 
     /// Canonical entries in the form their number calls for.
     fn from_sorted(entries: Entries) -> Self {
         if entries.len() > LARGE {
-            VectorClock(Repr::Blocks(Blocks::from_sorted(&entries)))
+            VectorClock(Repr::Blocks(Box::new(Blocks::from_sorted(&entries))))
         } else {
             VectorClock(Repr::Sorted(entries))
         }
@@ -215,7 +210,7 @@ impl VectorClock {
     fn grew(&mut self) {
         if let Repr::Sorted(entries) = &self.0 {
             if entries.len() > LARGE {
-                self.0 = Repr::Blocks(Blocks::from_sorted(entries));
+                self.0 = Repr::Blocks(Box::new(Blocks::from_sorted(entries)));
             }
         }
     }
@@ -297,7 +292,7 @@ impl VectorClock {
                 return;
             }
         };
-        let mut out = Entries::with_capacity(mine.len().max(other.len()));
+        let mut out = Vec::with_capacity(mine.len().max(other.len()));
         let (mut a, mut b) = (mine.iter().copied().peekable(), other.iter().peekable());
         loop {
             let next = match (a.peek(), b.peek()) {
@@ -315,7 +310,7 @@ impl VectorClock {
             };
             out.extend(next);
         }
-        *self = VectorClock::from_sorted(out);
+        *self = VectorClock::from_sorted(Entries::from_vec(out));
     }
 
     /// `self[p] >= other[p]` for every peer `p`.
@@ -465,7 +460,7 @@ impl VectorClock {
         let mut out = first.clone();
         for clock in clocks {
             match &mut out.0 {
-                Repr::Sorted(e) => e.retain_mut(|(p, v)| {
+                Repr::Sorted(e) => e.vec().retain_mut(|(p, v)| {
                     *v = (*v).min(clock.get(*p));
                     *v > 0
                 }),
@@ -482,7 +477,7 @@ impl VectorClock {
 /// Entries in any order; a repeated peer keeps its largest value.
 impl FromIterator<(PeerId, u64)> for VectorClock {
     fn from_iter<I: IntoIterator<Item = (PeerId, u64)>>(iter: I) -> Self {
-        let mut entries: Entries = iter.into_iter().filter(|&(_, v)| v > 0).collect();
+        let mut entries: Vec<Entry> = iter.into_iter().filter(|&(_, v)| v > 0).collect();
         if !entries.is_sorted_by(|a, b| a.0 < b.0) {
             // Of equal peers, the largest value sorts first: keep it.
             key_sort::sort_by_key(&mut entries, |&(p, v)| {
@@ -490,7 +485,7 @@ impl FromIterator<(PeerId, u64)> for VectorClock {
             });
             entries.dedup_by_key(|&mut (p, _)| p);
         }
-        VectorClock::from_sorted(entries)
+        VectorClock::from_sorted(Entries::from_vec(entries))
     }
 }
 
