@@ -477,7 +477,17 @@ impl VectorClock {
 /// Entries in any order; a repeated peer keeps its largest value.
 impl FromIterator<(PeerId, u64)> for VectorClock {
     fn from_iter<I: IntoIterator<Item = (PeerId, u64)>>(iter: I) -> Self {
-        let mut entries: Vec<Entry> = iter.into_iter().filter(|&(_, v)| v > 0).collect();
+        let mut iter = iter.into_iter().filter(|&(_, v)| v > 0);
+        // None or one entry (most clocks): no vector, not even for a moment.
+        let Some(first) = iter.next() else {
+            return VectorClock::new();
+        };
+        let Some(second) = iter.next() else {
+            return VectorClock::from_canonical_entry(first.0, first.1);
+        };
+        let mut entries: Vec<Entry> = Vec::with_capacity(2 + iter.size_hint().0);
+        entries.extend([first, second]);
+        entries.extend(iter);
         if !entries.is_sorted_by(|a, b| a.0 < b.0) {
             // Of equal peers, the largest value sorts first: keep it.
             key_sort::sort_by_key(&mut entries, |&(p, v)| {
