@@ -157,6 +157,7 @@ proptest! {
         let bytes = events::encode(&events, &clock);
         let batch = events::decode(&bytes).expect("decodes");
         prop_assert_eq!(&batch.events, &events);
+        prop_assert_eq!(batch.sorted, events.windows(2).all(|w| w[0].id < w[1].id));
         prop_assert_eq!(&batch.clock, &clock);
         prop_assert_eq!(&events::decode_shared(&bytes).expect("decodes"), &batch);
         // The seals, which equality of events leaves out of nothing.

@@ -153,12 +153,30 @@ fn malformed_snapshots_are_typed_errors_never_panics() {
 #[test]
 fn events_out_of_order_or_repeated_are_rejected() {
     let a = busy_engine();
-    let mut snapshot = a.snapshot();
-    let first = snapshot.events[0].clone();
-    snapshot.events.push(first);
-    snapshot.live.push(true);
-    let err = StateSnapshot::decode(&snapshot.encode()).unwrap_err();
-    assert!(matches!(err, SnapshotError::Malformed(_)), "{err}");
+    let snapshot = a.snapshot();
+    assert!(snapshot.events.len() >= 3);
+    // The first event again at the end; all of them backwards; two
+    // neighbours swapped; the middle one twice in a row. (Decoding checks
+    // the order where runs meet: each case puts the fault there.)
+    let mut repeated = snapshot.clone();
+    repeated.events.push(snapshot.events[0].clone());
+    let mut reversed = snapshot.clone();
+    reversed.events.reverse();
+    let mut swapped = snapshot.clone();
+    swapped.events.swap(0, 1);
+    let mut doubled = snapshot.clone();
+    doubled.events.insert(1, snapshot.events[1].clone());
+    for (case, mut bad) in [
+        ("repeated", repeated),
+        ("reversed", reversed),
+        ("swapped", swapped),
+        ("doubled", doubled),
+    ] {
+        bad.live = vec![true; bad.events.len()];
+        let err = StateSnapshot::decode(&bad.encode()).unwrap_err();
+        assert!(matches!(err, SnapshotError::Malformed(_)), "{case}: {err}");
+    }
+    assert!(StateSnapshot::decode(&snapshot.encode()).is_ok());
 }
 
 /// Room policies are state: they survive compaction (the log folded away),

@@ -166,8 +166,7 @@ impl StateSnapshot {
         let live = (0..count)
             .map(|i| bits[i / 8] & (1 << (i % 8)) != 0)
             .collect();
-        let sorted = batch.events.windows(2).all(|w| w[0].id < w[1].id);
-        if !sorted {
+        if !batch.sorted {
             return Err(SnapshotError::Malformed(
                 "events are not sorted by id, or repeat".into(),
             ));

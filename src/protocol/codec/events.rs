@@ -106,6 +106,11 @@ const SEAL_FIRST: u8 = 2;
 pub struct Batch {
     pub clock: VectorClock,
     pub events: Vec<P2PEvent>,
+    /// Whether the events are sorted by id, each once (as a snapshot's
+    /// must be): found run by run while decoding, since a run's own
+    /// events are in order (a walk over a million decoded events after
+    /// was ~10 ms of reading them back from memory).
+    pub sorted: bool,
 }
 
 /// Encodes `events` (any order; runs are found as they come) with `clock`.
@@ -493,11 +498,15 @@ fn decode_with(bytes: &[u8], shared: bool) -> Result<Batch, CodecError> {
     };
     d.peers()?;
     let clock = d.version_vector()?;
-    let events = d.events()?;
+    let (events, sorted) = d.events()?;
     for col in &d.cols {
         col.finish()?;
     }
-    Ok(Batch { clock, events })
+    Ok(Batch {
+        clock,
+        events,
+        sorted,
+    })
 }
 
 struct Decoder<'a> {
@@ -559,9 +568,11 @@ impl Decoder<'_> {
         clock_from(entries, "clock")
     }
 
-    fn events(&mut self) -> Result<Vec<P2PEvent>, CodecError> {
+    /// The events, and whether they are sorted by id, each once.
+    fn events(&mut self) -> Result<(Vec<P2PEvent>, bool), CodecError> {
         let runs = self.cols[RUNS].count(3)?;
-        let mut events = Vec::with_capacity(self.cols[OPS].remaining());
+        let mut events: Vec<P2PEvent> = Vec::with_capacity(self.cols[OPS].remaining());
+        let mut sorted = true;
         for _ in 0..runs {
             let col = &mut self.cols[RUNS];
             let (index, delta, shape) = (col.u64()?, col.i64()?, col.u64()?);
@@ -580,6 +591,11 @@ impl Decoder<'_> {
                 .ok_or(CodecError::Invalid("a run's sequence numbers overflow"))?;
             self.next_run[origin] = end;
             let peer = self.table[origin].0;
+            // A run's events are in order: only its first is compared,
+            // with the last before it.
+            sorted &= events
+                .last()
+                .is_none_or(|last| last.id < EventId::new(peer, first));
             for seq in first..end {
                 events.push(self.event(EventId::new(peer, seq))?);
             }
@@ -590,7 +606,7 @@ impl Decoder<'_> {
                 }
             }
         }
-        Ok(events)
+        Ok((events, sorted))
     }
 
     fn seal(&mut self, origin: usize, first: u64, last: u64) -> Result<Seal, CodecError> {
