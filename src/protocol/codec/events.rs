@@ -333,7 +333,8 @@ impl<'a> Encoder<'a> {
         };
         let key: &'a str = &event.key;
         let hash = self.key_hash(event);
-        // A batch never has `u32::MAX` events: it is far past any bound.
+        // Past `u32::MAX - 1` distinct keys (no batch comes near) a key is
+        // spelled again instead of referred to: it still decodes.
         let found = self.keys.find_or_insert(key, hash).unwrap_or(Found::New(0));
         let flags = code
             | bit(!event.deps.is_empty(), DEPS)
