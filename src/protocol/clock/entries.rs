@@ -104,20 +104,6 @@ impl DerefMut for Entries {
     }
 }
 
-impl FromIterator<Entry> for Entries {
-    fn from_iter<I: IntoIterator<Item = Entry>>(iter: I) -> Self {
-        Entries::from_vec(iter.into_iter().collect())
-    }
-}
-
-impl Extend<Entry> for Entries {
-    fn extend<I: IntoIterator<Item = Entry>>(&mut self, iter: I) {
-        for entry in iter {
-            self.push(entry);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,7 +130,7 @@ mod tests {
         assert_eq!(one.remove(0), e(4, 4));
         assert!(one.is_empty());
         assert!(matches!(Entries::from_vec(vec![e(1, 1)]), Entries::One(_)));
-        assert_eq!(Entries::from_iter([e(1, 1), e(2, 2)]).len(), 2);
+        assert_eq!(Entries::from_vec(vec![e(1, 1), e(2, 2)]).len(), 2);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! A snapshot spells a million keys, nearly all distinct, and a table of
 //! that size is far larger than the caches: each lookup is a cache miss,
 //! and they were most of encoding a snapshot's events. So the table is
-//! one word a slot (the hash's high half beside the index), found in one
+//! one word a slot (half the key's hash beside its index), found in one
 //! probe where a general hash table takes two (its control bytes, then
 //! its slot), and the encoder [warms](KeyTable::warm) the slots of the
 //! keys to come a group at a time, so their misses overlap instead of
