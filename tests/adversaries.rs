@@ -17,8 +17,8 @@ use cpc_sync::protocol::sync::{
     Output, Relay, SyncConfig, SyncNode, MAX_REQUESTS_PER_INTERVAL, PENALTY_LIMIT,
 };
 use cpc_sync::protocol::{
-    EngineConfig, EventId, Hash32, Identity, JsonValue, Operation, P2PEvent, PeerId, ReceiveError,
-    ReconciliationEngine, SnapshotError, StateSnapshot, Trust, VectorClock,
+    EngineConfig, EventId, Hash32, Identity, JsonValue, Operation, P2PEvent, PeerId, Receipt,
+    ReceiveError, ReconciliationEngine, SnapshotError, StateSnapshot, Trust, VectorClock,
 };
 
 const NOW: u64 = 1_700_000_000_000;
@@ -358,6 +358,52 @@ fn a_far_ahead_dependency_is_a_typed_refusal() {
     );
     assert_eq!(engine.stats().refused_far_ahead, 1);
     assert!(engine.holding().is_empty());
+}
+
+/// The gap is counted from what is applied of the dependency's origin,
+/// for deps and observed dots alike: a dependency past the gap alone
+/// (nothing of its origin applied) is refused, and the same one within
+/// the gap of what is applied is held. (The check skips the lookup of a
+/// dependency no greater than the gap: this holds it to the rule.)
+#[test]
+fn the_dependency_gap_counts_from_what_is_applied() {
+    let config = EngineConfig {
+        max_dependency_gap: 10,
+        ..EngineConfig::default()
+    };
+    let far = |deps: u64, observed: u64| {
+        let mut event = register_write(EventId::new(PeerId(2), 1), "k", "1", NOW);
+        event.deps.set(PeerId(3), deps);
+        if let Operation::Register(RegisterOp::Write { observed: o, .. }) = &mut event.op {
+            o.set(PeerId(4), observed);
+        }
+        event
+    };
+    let refused = |engine: &mut ReconciliationEngine, event: P2PEvent| {
+        let error = engine.receive(event, NOW).unwrap_err();
+        assert!(
+            matches!(error, ReceiveError::DependencyTooFar { .. }),
+            "{error}"
+        );
+    };
+    let mut engine = ReconciliationEngine::new(PeerId(1), config.clone());
+    // At the gap: held. One past it, in the deps or an observed dot: refused.
+    assert_eq!(engine.receive(far(10, 10), NOW), Ok(Receipt::Held));
+    let mut engine = ReconciliationEngine::new(PeerId(1), config.clone());
+    refused(&mut engine, far(11, 1));
+    refused(&mut engine, far(1, 11));
+    assert_eq!(engine.stats().refused_far_ahead, 2);
+    // With 5 of each origin applied, 15 is within the gap and 16 is not.
+    for seq in 1..=5 {
+        for origin in [3, 4] {
+            let write = register_write(EventId::new(PeerId(origin), seq), "x", "1", NOW);
+            assert!(engine.receive(write, NOW).is_ok());
+        }
+    }
+    refused(&mut engine, far(16, 1));
+    refused(&mut engine, far(1, 16));
+    assert_eq!(engine.receive(far(15, 15), NOW), Ok(Receipt::Held));
+    assert_eq!(engine.holding().len(), 1);
 }
 
 #[test]

@@ -447,6 +447,11 @@ impl VectorClock {
         }
     }
 
+    /// The greatest entry: no entry is past it (0 for an empty clock).
+    pub fn max_value(&self) -> u64 {
+        self.iter().map(|(_, v)| v).max().unwrap_or(0)
+    }
+
     /// Sum of all entries: the number of events a clock covers.
     pub fn total(&self) -> u64 {
         self.iter().map(|(_, v)| v).sum()

@@ -114,18 +114,25 @@ impl ReconciliationEngine {
     /// Refuses to hold an event that depends on one more than
     /// `max_dependency_gap` past what is applied of its origin: a lie that
     /// would sit in the queue for good. `have`: its own origin's count.
+    ///
+    /// A dependency at most `gap` is within it whatever is applied, so
+    /// those are not looked up: in a room whose writers have written fewer
+    /// events than the gap (the default is a million), no dependency is.
     fn check_gap(&self, event: &P2PEvent, have: u64) -> Result<(), ReceiveError> {
         let gap = self.config.max_dependency_gap;
         let id = event.id;
         let far = if id.seq - 1 > have.saturating_add(gap) {
             Some(EventId::new(id.peer, id.seq - 1))
-        } else if let Some((peer, seq)) = self.applied.first_beyond(&event.deps, PeerId(0), gap) {
+        } else if let Some((peer, seq)) = (event.deps.max_value() > gap)
+            .then(|| self.applied.first_beyond(&event.deps, PeerId(0), gap))
+            .flatten()
+        {
             Some(EventId::new(peer, seq))
         } else {
             event
                 .op
                 .observed()
-                .find(|d| d.seq > self.applied.get(d.peer).saturating_add(gap))
+                .find(|d| d.seq > gap && d.seq > self.applied.get(d.peer).saturating_add(gap))
         };
         match far {
             Some(dependency) => Err(ReceiveError::DependencyTooFar {
