@@ -46,8 +46,14 @@ export const LIBRARIES = {
     oneWriteEach: (n, sameKey) => {
       const updates = [];
       let best = { client: -1, value: null };
+      // Random 32-bit ids collide among 30,000 writers about one time in
+      // ten, and Yjs takes a second writer with the same id for a
+      // duplicate: drawn again, so every library applies every write.
+      const clients = new Set();
       for (let i = 0; i < n; i++) {
         const doc = new Y.Doc();
+        while (clients.has(doc.clientID)) doc.clientID = crypto.getRandomValues(new Uint32Array(1))[0];
+        clients.add(doc.clientID);
         doc.getMap("m").set(key(sameKey, i), i);
         updates.push(Y.encodeStateAsUpdateV2(doc));
         // Concurrent map writes: the higher client id wins.
