@@ -19,7 +19,10 @@
 //!   nothing (what a page computes after a cold start or a large sync);
 //! - `c12`: C1.2's 30,000 signed one-write frames through a signed node
 //!   (criterion's `many_peers` row "through a signed node"), and the batch
-//!   verification of their 30,000 seals alone, its floor.
+//!   verification of their 30,000 seals alone, its floor;
+//! - `c12-thread`: the same frames through a node that hands its seals
+//!   out, answered at once with verdicts computed beforehand: the work
+//!   left on a page's thread when Web Workers verify.
 //!
 //! The snapshots are written once to the temporary directory and read
 //! from there by later runs, so `load` and `own` time nothing but the load.
@@ -177,8 +180,34 @@ fn main() {
                 drop(receiver);
             }
         }
+        "c12-thread" => {
+            // What stays on a page's thread when workers verify: the node
+            // hands its seals out, and each batch is answered with the
+            // verdicts a first, untimed pass computed (the same batches
+            // come out each time).
+            let frames = wire::one_write_each(30_000, false);
+            let mut verdicts = std::collections::HashMap::new();
+            for timed in std::iter::once(false).chain(std::iter::repeat_n(true, runs)) {
+                let start = Instant::now();
+                let mut receiver = wire::Receiver::offloading();
+                for frame in &frames {
+                    receiver.receive_at(frame, 0).expect("taken");
+                    for (batch, seals) in receiver.take_verify() {
+                        let answer = verdicts
+                            .entry(batch)
+                            .or_insert_with(|| seal::verify_packed(&seals));
+                        receiver.verified(batch, answer, 0).expect("taken");
+                    }
+                }
+                receiver.finish(0).expect("taken");
+                if timed {
+                    println!("C1.2's page-thread work {:?}", start.elapsed());
+                }
+                drop(receiver);
+            }
+        }
         _ => {
-            eprintln!("usage: snapshot_timing encode|load|own|apply|digest|c12 [runs]");
+            eprintln!("usage: snapshot_timing encode|load|own|apply|digest|c12|c12-thread [runs]");
             std::process::exit(2);
         }
     }
