@@ -257,3 +257,105 @@ fn scalars_get_the_json_the_long_way_gives() {
         "undefined is refused"
     );
 }
+
+/// BLAKE3's official test vectors (input bytes `i % 251`), through the
+/// wasm's own compact BLAKE3 (natively the crate is used, and the compact
+/// one is tested against it there): hash, keyed hash and key derivation,
+/// across block and chunk boundaries, whole and in pieces.
+#[wasm_bindgen_test]
+fn blake3_in_the_wasm_gives_the_official_test_vectors() {
+    use cpc_sync::protocol::blake3;
+    const VECTORS: [(usize, &str, &str, &str); 10] = [
+        (
+            0,
+            "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262",
+            "92b2b75604ed3c761f9d6f62392c8a9227ad0ea3f09573e783f1498a4ed60d26",
+            "2cc39783c223154fea8dfb7c1b1660f2ac2dcbd1c1de8277b0b0dd39b7e50d7d",
+        ),
+        (
+            1,
+            "2d3adedff11b61f14c886e35afa036736dcd87a74d27b5c1510225d0f592e213",
+            "6d7878dfff2f485635d39013278ae14f1454b8c0a3a2d34bc1ab38228a80c95b",
+            "b3e2e340a117a499c6cf2398a19ee0d29cca2bb7404c73063382693bf66cb06c",
+        ),
+        (
+            63,
+            "e9bc37a594daad83be9470df7f7b3798297c3d834ce80ba85d6e207627b7db7b",
+            "bb1eb5d4afa793c1ebdd9fb08def6c36d10096986ae0cfe148cd101170ce37ae",
+            "b6451e30b953c206e34644c6803724e9d2725e0893039cfc49584f991f451af3",
+        ),
+        (
+            64,
+            "4eed7141ea4a5cd4b788606bd23f46e212af9cacebacdc7d1f4c6dc7f2511b98",
+            "ba8ced36f327700d213f120b1a207a3b8c04330528586f414d09f2f7d9ccb7e6",
+            "a5c4a7053fa86b64746d4bb688d06ad1f02a18fce9afd3e818fefaa7126bf73e",
+        ),
+        (
+            65,
+            "de1e5fa0be70df6d2be8fffd0e99ceaa8eb6e8c93a63f2d8d1c30ecb6b263dee",
+            "c0a4edefa2d2accb9277c371ac12fcdbb52988a86edc54f0716e1591b4326e72",
+            "51fd05c3c1cfbc8ed67d139ad76f5cf8236cd2acd26627a30c104dfd9d3ff8a8",
+        ),
+        (
+            1023,
+            "10108970eeda3eb932baac1428c7a2163b0e924c9a9e25b35bba72b28f70bd11",
+            "c951ecdf03288d0fcc96ee3413563d8a6d3589547f2c2fb36d9786470f1b9d6e",
+            "74a16c1c3d44368a86e1ca6df64be6a2f64cce8f09220787450722d85725dea5",
+        ),
+        (
+            1024,
+            "42214739f095a406f3fc83deb889744ac00df831c10daa55189b5d121c855af7",
+            "75c46f6f3d9eb4f55ecaaee480db732e6c2105546f1e675003687c31719c7ba4",
+            "7356cd7720d5b66b6d0697eb3177d9f8d73a4a5c5e968896eb6a689684302706",
+        ),
+        (
+            1025,
+            "d00278ae47eb27b34faecf67b4fe263f82d5412916c1ffd97c8cb7fb814b8444",
+            "357dc55de0c7e382c900fd6e320acc04146be01db6a8ce7210b7189bd664ea69",
+            "effaa245f065fbf82ac186839a249707c3bddf6d3fdda22d1b95a3c970379bcb",
+        ),
+        (
+            2049,
+            "5f4d72f40d7a5f82b15ca2b2e44b1de3c2ef86c426c95c1af0b6879522563030",
+            "9f29700902f7c86e514ddc4df1e3049f258b2472b6dd5267f61bf13983b78dd5",
+            "2ea477c5515cc3dd606512ee72bb3e0e758cfae7232826f35fb98ca1bcbdf273",
+        ),
+        (
+            5121,
+            "628bd2cb2004694adaab7bbd778a25df25c47b9d4155a55f8fbd79f2fe154cff",
+            "6ccf1c34753e7a044db80798ecd0782a8f76f33563accaddbfbb2e0ea4b2d024",
+            "b07f01e518e702f7ccb44a267e9e112d403a7b3f4883a47ffbed4b48339b3c34",
+        ),
+    ];
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let key = *b"whats the Elvish word for friend";
+    for (len, hash, keyed, derived) in VECTORS {
+        let input: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        assert_eq!(
+            hex(blake3::hash(&input).as_bytes()),
+            hash,
+            "hash of {len} bytes"
+        );
+        assert_eq!(
+            hex(blake3::keyed_hash(&key, &input).as_bytes()),
+            keyed,
+            "keyed hash of {len} bytes"
+        );
+        let context = "BLAKE3 2019-12-27 16:29:52 test vectors context";
+        assert_eq!(
+            hex(&blake3::derive_key(context, &input)),
+            derived,
+            "derived key of {len} bytes"
+        );
+        // Fed in pieces that straddle blocks and chunks.
+        let mut hasher = blake3::Hasher::new();
+        for piece in input.chunks(37) {
+            hasher.update(piece);
+        }
+        assert_eq!(
+            hex(hasher.finalize().as_bytes()),
+            hash,
+            "incremental hash of {len} bytes"
+        );
+    }
+}
