@@ -6,17 +6,11 @@ use super::CodecError;
 
 /// Appends `value` as an unsigned LEB128 varint (1 to 10 bytes).
 pub fn put(out: &mut Vec<u8>, mut value: u64) {
-    // Made on the stack, appended at once: in the size-optimized wasm a
-    // push is a call, and a timestamp is seven bytes.
-    let mut bytes = [0u8; 10];
-    let mut n = 0;
-    while value >= 0x80 && n < 9 {
-        bytes[n] = value as u8 | 0x80;
+    while value >= 0x80 {
+        out.push(value as u8 | 0x80);
         value >>= 7;
-        n += 1;
     }
-    bytes[n] = value as u8;
-    out.extend_from_slice(&bytes[..=n]);
+    out.push(value as u8);
 }
 
 /// Signed to unsigned, small magnitudes to small numbers.
