@@ -37,7 +37,6 @@ impl<K: Ord + Clone, V> Blocks<K, V> {
     /// Entries sorted by key, each once: half-full blocks, room to grow.
     pub fn from_sorted(entries: &[(K, V)]) -> Self
     where
-        K: Clone,
         V: Clone,
     {
         let blocks: Vec<Vec<(K, V)>> = entries.chunks(BLOCK / 2).map(<[(K, V)]>::to_vec).collect();

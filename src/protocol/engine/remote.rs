@@ -123,17 +123,19 @@ impl ReconciliationEngine {
         let id = event.id;
         let far = if id.seq - 1 > have.saturating_add(gap) {
             Some(EventId::new(id.peer, id.seq - 1))
-        } else if let Some((peer, seq)) = (event.deps.max_value() > gap)
-            .then(|| self.applied.first_beyond(&event.deps, PeerId(0), gap))
-            .flatten()
-        {
-            Some(EventId::new(peer, seq))
+        } else if event.deps.max_value() > gap {
+            self.applied
+                .first_beyond(&event.deps, PeerId(0), gap)
+                .map(|(peer, seq)| EventId::new(peer, seq))
         } else {
+            None
+        };
+        let far = far.or_else(|| {
             event
                 .op
                 .observed()
                 .find(|d| d.seq > gap && d.seq > self.applied.get(d.peer).saturating_add(gap))
-        };
+        });
         match far {
             Some(dependency) => Err(ReceiveError::DependencyTooFar {
                 id,
