@@ -89,10 +89,11 @@ fn a_write_is_held_until_its_commit_is_acknowledged() {
     let (mut a, b) = connected_pair();
     a.write(|e| e.add("s", json("1"), 1_100).map(Some)).unwrap();
     let seen = drain(&mut a);
-    let [(token, Persist::Events(events))] = &seen.persists[..] else {
+    let [(token, Persist::Events { record, count })] = &seen.persists[..] else {
         panic!("one persist of the write: {:?}", seen.persists);
     };
-    assert_eq!(events.len(), 1);
+    let events = P2PEvent::decode_batch(record).unwrap();
+    assert_eq!((*count, events.len()), (1, 1));
     assert!(
         seen.sends.is_empty(),
         "sent before durable: {:?}",
@@ -178,8 +179,8 @@ fn a_crash_before_the_commit_loses_only_what_no_one_saw() {
         .unwrap();
     let mut stored: Vec<P2PEvent> = Vec::new();
     for (token, write) in drain(&mut a).persists {
-        if let Persist::Events(events) = write {
-            stored.extend(events);
+        if let Persist::Events { record, .. } = write {
+            stored.extend(P2PEvent::decode_batch(&record).unwrap());
         }
         a.persisted(token);
     }

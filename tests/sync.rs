@@ -6,7 +6,7 @@ mod common;
 use common::json;
 use cpc_sync::protocol::sync::wire::{self, Message};
 use cpc_sync::protocol::sync::{Output, Persist, Relay, SyncConfig, SyncNode};
-use cpc_sync::protocol::{EngineConfig, PeerId, ReconciliationEngine};
+use cpc_sync::protocol::{EngineConfig, P2PEvent, PeerId, ReconciliationEngine};
 
 fn node(id: u64) -> SyncNode {
     let engine = ReconciliationEngine::new(PeerId(id), EngineConfig::default());
@@ -516,11 +516,11 @@ fn room_policies_cross_in_snapshot_transfers_and_restores() {
     let mut events = Vec::new();
     for o in c.take_outputs() {
         if let Output::Persist {
-            write: Persist::Events(e),
+            write: Persist::Events { record, .. },
             ..
         } = o
         {
-            events.extend(e);
+            events.extend(P2PEvent::decode_batch(&record).unwrap());
         }
     }
     assert_eq!(events.len(), 1);

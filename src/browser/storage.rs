@@ -1,7 +1,8 @@
 //! IndexedDB persistence of one peer: its event log and its latest snapshot,
 //! in a database of its own.
 //!
-//! - store `log`: one record per commit, holding that commit's events
+//! - store `log`: one record per persist request of the node, holding
+//!   the events of one of its tasks, encoded by the node
 //!   ([`P2PEvent::encode_batch`]), keys auto-incremented, so the log reads
 //!   back in append order (one record per event would cap appends at the
 //!   browser's rate of IndexedDB requests, some 20k a second);
@@ -255,8 +256,8 @@ impl Storage {
 
     /// Makes the node's persist requests durable, in one transaction: the
     /// last snapshot among them replaces everything (it covers what came
-    /// before it), and the events after it are appended as one record.
-    /// Resolves once the transaction has committed.
+    /// before it), and the event records after it are appended as they
+    /// are. Resolves once the transaction has committed.
     pub async fn commit(&self, writes: &[Persist]) -> Result<(), StorageError> {
         let op = "commit";
         let last_snapshot = writes
@@ -265,19 +266,6 @@ impl Storage {
         let (snapshot, events) = match last_snapshot {
             Some(at) => (Some(&writes[at]), &writes[at + 1..]),
             None => (None, writes),
-        };
-        let batches: Vec<&[P2PEvent]> = events
-            .iter()
-            .filter_map(|w| match w {
-                Persist::Events(events) => Some(events.as_slice()),
-                Persist::Snapshot(_) => None,
-            })
-            .collect();
-        // One batch (the usual case: the writes of one task) is encoded as
-        // it is; several are joined first.
-        let events: std::borrow::Cow<[P2PEvent]> = match batches[..] {
-            [one] => one.into(),
-            _ => batches.concat().into(),
         };
         // Compressed before the transaction opens: it must not wait on
         // anything but its own requests.
@@ -298,9 +286,11 @@ impl Storage {
                 .put_with_key(&Uint8Array::from(bytes.as_slice()), &STATE_KEY.into())
                 .map_err(failed(op))?;
         }
-        if !events.is_empty() {
-            let bytes = Uint8Array::from(P2PEvent::encode_batch(&events).as_slice());
-            self.store(&tx, LOG, op)?.add(&bytes).map_err(failed(op))?;
+        for write in events {
+            if let Persist::Events { record, .. } = write {
+                let bytes = Uint8Array::from(record.as_slice());
+                self.store(&tx, LOG, op)?.add(&bytes).map_err(failed(op))?;
+            }
         }
         committed(&tx, op).await
     }

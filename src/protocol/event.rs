@@ -287,7 +287,7 @@ impl P2PEvent {
 
     /// Several events in one buffer, as runs in columns
     /// ([`crate::protocol::codec::events`]): a storage record of one commit.
-    pub fn encode_batch(events: &[P2PEvent]) -> Vec<u8> {
+    pub fn encode_batch<'a>(events: impl IntoIterator<Item = &'a P2PEvent>) -> Vec<u8> {
         codec::events::encode(events, &VectorClock::new())
     }
 

@@ -416,7 +416,7 @@ pub fn open_seals(events: Vec<P2PEvent>) -> (Vec<P2PEvent>, Vec<SealError>) {
 /// in sequence order. Flags rather than events, so a caller that owns the
 /// events keeps them without a copy.
 pub fn whole_runs(
-    events: &[P2PEvent],
+    events: &[&P2PEvent],
     lacks: impl Fn(&P2PEvent) -> bool,
     signed: bool,
 ) -> Vec<bool> {
@@ -652,13 +652,14 @@ mod tests {
                 .filter_map(|(e, send)| send.then_some(e.id.seq))
                 .collect::<Vec<_>>()
         };
+        let refs: Vec<&P2PEvent> = events.iter().collect();
         // The peer has 1..=4: it gets the whole second run, not the tail.
         let lacks = |e: &P2PEvent| e.id.seq > 4;
-        assert_eq!(seqs(whole_runs(&events, lacks, true)), vec![4, 5, 6]);
+        assert_eq!(seqs(whole_runs(&refs, lacks, true)), vec![4, 5, 6]);
         // Unsigned, a tail goes as it is.
-        assert_eq!(seqs(whole_runs(&events, lacks, false)), vec![4, 5, 6, 7]);
+        assert_eq!(seqs(whole_runs(&refs, lacks, false)), vec![4, 5, 6, 7]);
         assert_eq!(
-            seqs(whole_runs(&events, |_| true, true)),
+            seqs(whole_runs(&refs, |_| true, true)),
             vec![1, 2, 3, 4, 5, 6]
         );
     }

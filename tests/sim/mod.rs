@@ -11,7 +11,8 @@ use std::collections::BTreeSet;
 
 use cpc_sync::protocol::sync::{Output, Persist, SyncConfig, SyncNode};
 use cpc_sync::protocol::{
-    Candidate, ConflictPolicy, EngineConfig, Identity, JsonValue, PeerId, ReconciliationEngine,
+    Candidate, ConflictPolicy, EngineConfig, Identity, JsonValue, P2PEvent, PeerId,
+    ReconciliationEngine,
 };
 
 use crate::common::{assert_causal, json, Rng};
@@ -269,10 +270,12 @@ impl World {
                     self.net.send(me, to, frame, self.now + latency);
                 }
                 Output::Persist { token, write } => {
-                    if let Persist::Events(events) = &write {
+                    if let Persist::Events { record, .. } = &write {
                         // Others' events: someone has seen them already.
                         // Ours count once committed (see `commit_due`).
                         let hostile = self.hostile_id();
+                        let events =
+                            P2PEvent::decode_batch(record).expect("a node's record decodes");
                         for e in events.iter().filter(|e| e.id.peer != me) {
                             if Some(e.id.peer) != hostile && Some(me) != hostile {
                                 self.witness.see(e, me);

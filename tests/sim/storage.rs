@@ -43,7 +43,9 @@ impl Disk {
                 break;
             };
             match write {
-                Persist::Events(events) => {
+                Persist::Events { record, count } => {
+                    let events = P2PEvent::decode_batch(&record).expect("a node's record decodes");
+                    assert_eq!(events.len(), count, "a record holds the events it counts");
                     committed.extend(events.iter().cloned());
                     self.stored.events.extend(events);
                 }

@@ -51,8 +51,9 @@ impl ReconciliationEngine {
     /// the mark would give, at a cost in the origins that moved rather than
     /// in every origin: a relay taking one event from each of 30,000
     /// writers would otherwise walk the whole version vector per event).
-    /// Ends the marking.
-    pub fn applied_since_mark(&mut self) -> Vec<P2PEvent> {
+    /// Ends the marking. Borrowed from the log: a node persists them as
+    /// one encoded record and copies only what a link lacks.
+    pub fn applied_since_mark(&mut self) -> Vec<&P2PEvent> {
         let mut out = Vec::new();
         let mut moved: Vec<(PeerId, u64)> =
             self.moved.take().unwrap_or_default().into_iter().collect();
@@ -61,7 +62,7 @@ impl ReconciliationEngine {
         for (peer, from) in moved {
             let have = self.applied.get(peer);
             if have > from {
-                out.extend_from_slice(self.log.range(peer, from, have));
+                out.extend(self.log.range(peer, from, have));
             }
         }
         out

@@ -247,8 +247,8 @@ impl ReconciliationEngine {
 
     /// This peer's events after `after`, in the log: sealed by `identity`
     /// in runs of at most [`MAX_RUN`] when there is one, so relays keep the
-    /// seals. The caller sends them.
-    pub fn seal_own(&mut self, identity: Option<&Identity>, after: u64) -> Vec<P2PEvent> {
+    /// seals. The caller persists and sends them.
+    pub fn seal_own(&mut self, identity: Option<&Identity>, after: u64) -> &[P2PEvent] {
         let (peer, upto) = (self.peer, self.applied.get(self.peer));
         let run = self.log.range_mut(peer, after, upto);
         if let Some(identity) = identity {
@@ -257,7 +257,7 @@ impl ReconciliationEngine {
                 seal::seal(identity, chunk);
             }
         }
-        run.to_vec()
+        run
     }
 
     /// Up to where this peer's own events are sealed (with `signed`), or

@@ -316,8 +316,7 @@ impl Room {
         let adding: u64 = writes
             .iter()
             .map(|w| match w {
-                Persist::Events(events) => events.iter().map(|e| e.approx_size() as u64).sum(),
-                Persist::Snapshot(bytes) => bytes.len() as u64,
+                Persist::Events { record, .. } | Persist::Snapshot(record) => record.len() as u64,
             })
             .sum();
         let config = &self.keep.config;
@@ -350,7 +349,7 @@ impl Room {
         let events: usize = writes
             .iter()
             .map(|w| match w {
-                Persist::Events(events) => events.len(),
+                Persist::Events { count, .. } => *count,
                 Persist::Snapshot(_) => 0,
             })
             .sum();

@@ -91,9 +91,8 @@ impl Store {
             let mut meta = txn.open_table(META).map_err(failed)?;
             for write in writes {
                 match write {
-                    Persist::Events(batch) => {
-                        let bytes = P2PEvent::encode_batch(batch);
-                        events.insert(next_key, bytes.as_slice()).map_err(failed)?;
+                    Persist::Events { record, .. } => {
+                        events.insert(next_key, record.as_slice()).map_err(failed)?;
                         next_key += 1;
                     }
                     Persist::Snapshot(bytes) => {

@@ -19,13 +19,18 @@ use std::collections::VecDeque;
 
 use super::{Output, SyncNode};
 use crate::protocol::clock::PeerId;
+#[cfg(doc)]
 use crate::protocol::event::P2PEvent;
 
 /// A write to durable storage, to make in token order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Persist {
-    /// Append these events.
-    Events(Vec<P2PEvent>),
+    /// Append this record: `count` events in the batch format
+    /// ([`P2PEvent::encode_batch`], read back with
+    /// [`P2PEvent::decode_batch`]). Encoded here, from the events where
+    /// the engine keeps them, so storage writes bytes and nothing is
+    /// copied to be written.
+    Events { record: Vec<u8>, count: usize },
     /// Replace everything stored with this snapshot: it covers every event
     /// persisted so far.
     Snapshot(Vec<u8>),

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use foldhash::fast::FixedState;
 
-use super::{Output, Persist, Relay, SyncNode, MAX_REQUESTS_PER_INTERVAL};
+use super::{Output, Persist, Relay, SyncConfig, SyncNode, MAX_REQUESTS_PER_INTERVAL};
 use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::engine::{Receipt, ReconcileStep};
 use crate::protocol::event::{EventId, Hash32, P2PEvent};
@@ -12,7 +12,9 @@ use crate::protocol::hashing;
 use crate::protocol::key_sort;
 use crate::protocol::reconciliation::{ReconciliationRequest, ReconciliationResponse};
 use crate::protocol::seal;
+use crate::protocol::sorted_map::SortedMap;
 use crate::protocol::sync::refusal::Refusal;
+use crate::protocol::sync::session::Session;
 use crate::protocol::sync::wire::{Message, MAX_FRAME};
 
 /// Events held for verification across frames, at most: beyond it they
@@ -56,6 +58,71 @@ pub(super) struct InFlight {
 /// this goes alone): a receiver takes a message in one task, which must
 /// stay short whatever the events' size.
 const EVENTS_PER_MESSAGE: usize = seal::MAX_RUN;
+
+/// What spreading some events takes, planned while they are borrowed
+/// from the engine's log: the record that persists them (a node with
+/// storage), and the copies each link lacks, pushed or announced (gossip
+/// relay, duplicates suppressed).
+pub(super) struct Spread {
+    record: Option<(Vec<u8>, usize)>,
+    sends: Vec<(PeerId, Vec<P2PEvent>)>,
+    announces: Vec<(PeerId, Vec<P2PEvent>)>,
+}
+
+impl Spread {
+    /// Plans `events` for every connected peer but `except` that does not
+    /// have them yet; `own`: they are our own writes.
+    pub(super) fn plan(
+        sessions: &SortedMap<PeerId, Session>,
+        config: &SyncConfig,
+        signed: bool,
+        events: &[&P2PEvent],
+        except: Option<PeerId>,
+        own: bool,
+    ) -> Spread {
+        let relay = config.relay;
+        let mut sends = Vec::new();
+        let mut announces = Vec::new();
+        for (&peer, session) in sessions.iter() {
+            // Flood: our own writes go to every link, others' to the peers
+            // that did not ask us to stop. Tree: eager links get the
+            // events, lazy ones an `IHave`. Pull: our own writes go to
+            // every link, others' are announced.
+            if Some(peer) == except || (relay == Relay::Flood && !own && session.lazy) {
+                continue;
+            }
+            let their = &session.their_clock;
+            let sent = seal::whole_runs(events, |e| their.get(e.id.peer) < e.id.seq, signed);
+            let lacking: Vec<P2PEvent> = events
+                .iter()
+                .zip(sent)
+                .filter(|(_, send)| *send)
+                .map(|(e, _)| (*e).clone())
+                .collect();
+            if lacking.is_empty() {
+                continue;
+            }
+            let announce = match relay {
+                Relay::Flood => false,
+                Relay::Tree => session.lazy,
+                Relay::Pull => !own,
+            };
+            if announce {
+                announces.push((peer, lacking));
+            } else {
+                sends.push((peer, lacking));
+            }
+        }
+        Spread {
+            // A page writing alone sends nothing and copies nothing.
+            record: config
+                .durable
+                .then(|| (P2PEvent::encode_batch(events.iter().copied()), events.len())),
+            sends,
+            announces,
+        }
+    }
+}
 
 /// Eager links left, at least, when a duplicate push would prune one
 /// (PlumTree's tree: one; a lazy link grafts back when it must).
@@ -369,66 +436,26 @@ impl SyncNode {
     /// [`SyncNode::flush_local`], sealed.
     pub(super) fn absorb(&mut self, from: Option<PeerId>) {
         let me = self.engine.peer();
+        let signed = self.signed();
         let mut fresh = self.engine.applied_since_mark();
         fresh.retain(|e| e.id.peer != me);
         if !fresh.is_empty() {
-            self.spread(fresh, from, None);
+            let spread = Spread::plan(&self.sessions, &self.config, signed, &fresh, from, false);
+            self.carry_out(spread, None);
         }
     }
 
-    /// Persist, then push to every connected peer but `except` that does not
-    /// have them yet (gossip relay, duplicates suppressed). `own_upto`: they
-    /// are our own writes, up to this sequence number.
-    pub(super) fn spread(
-        &mut self,
-        events: Vec<P2PEvent>,
-        except: Option<PeerId>,
-        own_upto: Option<u64>,
-    ) {
-        let signed = self.signed();
-        let relay = self.config.relay;
-        let own = own_upto.is_some();
-        let mut sends = Vec::new();
-        let mut announces = Vec::new();
-        for (&peer, session) in self.sessions.iter() {
-            // Flood: our own writes go to every link, others' to the peers
-            // that did not ask us to stop. Tree: eager links get the
-            // events, lazy ones an `IHave`. Pull: our own writes go to
-            // every link, others' are announced.
-            if Some(peer) == except || (relay == Relay::Flood && !own && session.lazy) {
-                continue;
-            }
-            let their = &session.their_clock;
-            let sent = seal::whole_runs(&events, |e| their.get(e.id.peer) < e.id.seq, signed);
-            let lacking: Vec<P2PEvent> = events
-                .iter()
-                .zip(sent)
-                .filter(|(_, send)| *send)
-                .map(|(e, _)| e.clone())
-                .collect();
-            if lacking.is_empty() {
-                continue;
-            }
-            let announce = match relay {
-                Relay::Flood => false,
-                Relay::Tree => session.lazy,
-                Relay::Pull => !own,
-            };
-            if announce {
-                announces.push((peer, lacking));
-            } else {
-                sends.push((peer, lacking));
-            }
+    /// Persists, then sends, what [`Spread::plan`] planned. `own_upto`: the
+    /// events are our own writes, up to this sequence number.
+    pub(super) fn carry_out(&mut self, spread: Spread, own_upto: Option<u64>) {
+        // Persisted before anything is sent (the sends wait for it).
+        if let Some((record, count)) = spread.record {
+            self.persist(Persist::Events { record, count }, own_upto);
         }
-        // Persisted before anything is sent (the sends wait for it), and
-        // moved there, not copied: a page writing alone sends nothing.
-        if self.config.durable {
-            self.persist(Persist::Events(events), own_upto);
-        }
-        for (peer, lacking) in sends {
+        for (peer, lacking) in spread.sends {
             self.send_events(peer, lacking);
         }
-        for (peer, lacking) in announces {
+        for (peer, lacking) in spread.announces {
             self.announce(peer, &lacking);
         }
     }
@@ -438,7 +465,8 @@ impl SyncNode {
     pub(super) fn send_events(&mut self, to: PeerId, events: Vec<P2PEvent>) {
         let signed = self.signed();
         let events: Vec<P2PEvent> = if signed {
-            let sent = seal::whole_runs(&events, |_| true, true);
+            let refs: Vec<&P2PEvent> = events.iter().collect();
+            let sent = seal::whole_runs(&refs, |_| true, true);
             events
                 .into_iter()
                 .zip(sent)

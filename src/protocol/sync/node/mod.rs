@@ -20,6 +20,7 @@ mod repair;
 pub use app::{LocalWrite, PeerReport};
 use durability::Durability;
 pub use durability::Persist;
+use gossip::Spread;
 pub use gossip::{
     EAGER_KEPT, FORCED_FOLD, MAX_HELD_FOR_VERIFIER, MAX_IN_FLIGHT_EVENTS, MAX_UNVERIFIED_EVENTS,
     MIN_OFFLOADED_SEALS,
@@ -448,12 +449,16 @@ impl SyncNode {
         if upto <= self.sealed_upto {
             return;
         }
-        let events = self
+        let signed = self.signed();
+        let events: Vec<&P2PEvent> = self
             .engine
-            .seal_own(self.config.identity.as_ref(), self.sealed_upto);
+            .seal_own(self.config.identity.as_ref(), self.sealed_upto)
+            .iter()
+            .collect();
         self.sealed_upto = upto;
         if !events.is_empty() {
-            self.spread(events, None, Some(upto));
+            let spread = Spread::plan(&self.sessions, &self.config, signed, &events, None, true);
+            self.carry_out(spread, Some(upto));
         }
     }
 
