@@ -75,12 +75,11 @@ impl Spread {
     pub(super) fn plan(
         sessions: &SortedMap<PeerId, Session>,
         config: &SyncConfig,
-        signed: bool,
         events: &[&P2PEvent],
         except: Option<PeerId>,
         own: bool,
     ) -> Spread {
-        let relay = config.relay;
+        let (relay, signed) = (config.relay, config.identity.is_some());
         let mut sends = Vec::new();
         let mut announces = Vec::new();
         for (&peer, session) in sessions.iter() {
@@ -114,7 +113,8 @@ impl Spread {
             }
         }
         Spread {
-            // A page writing alone sends nothing and copies nothing.
+            // Encoded from the events where they are: nothing is copied
+            // to be persisted (a page writing alone copies nothing).
             record: config
                 .durable
                 .then(|| (P2PEvent::encode_batch(events.iter().copied()), events.len())),
@@ -436,11 +436,10 @@ impl SyncNode {
     /// [`SyncNode::flush_local`], sealed.
     pub(super) fn absorb(&mut self, from: Option<PeerId>) {
         let me = self.engine.peer();
-        let signed = self.signed();
         let mut fresh = self.engine.applied_since_mark();
         fresh.retain(|e| e.id.peer != me);
         if !fresh.is_empty() {
-            let spread = Spread::plan(&self.sessions, &self.config, signed, &fresh, from, false);
+            let spread = Spread::plan(&self.sessions, &self.config, &fresh, from, false);
             self.carry_out(spread, None);
         }
     }

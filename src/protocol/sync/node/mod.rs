@@ -449,7 +449,6 @@ impl SyncNode {
         if upto <= self.sealed_upto {
             return;
         }
-        let signed = self.signed();
         let events: Vec<&P2PEvent> = self
             .engine
             .seal_own(self.config.identity.as_ref(), self.sealed_upto)
@@ -457,7 +456,7 @@ impl SyncNode {
             .collect();
         self.sealed_upto = upto;
         if !events.is_empty() {
-            let spread = Spread::plan(&self.sessions, &self.config, signed, &events, None, true);
+            let spread = Spread::plan(&self.sessions, &self.config, &events, None, true);
             self.carry_out(spread, Some(upto));
         }
     }
