@@ -279,3 +279,74 @@ fn the_log_folds_when_writes_pause_or_it_grows_too_long() {
     }
     assert_eq!(ticks_to_fold, (10 * FORCED_FOLD).div_ceil(12));
 }
+
+/// A write of `a`, committed, and the frames that then leave it.
+fn committed_write(a: &mut SyncNode, key: &str, now: u64) -> Vec<(PeerId, Vec<u8>)> {
+    a.write(|e| e.set(key, json("1"), now).map(Some)).unwrap();
+    let seen = drain(a);
+    for (token, _) in &seen.persists {
+        a.persisted(*token);
+    }
+    let mut sends = seen.sends;
+    sends.extend(drain(a).sends);
+    sends
+}
+
+fn records(seen: &Seen) -> Vec<(u64, Vec<P2PEvent>)> {
+    seen.persists
+        .iter()
+        .map(|(token, write)| match write {
+            Persist::Events { record, count } => {
+                let events = P2PEvent::decode_batch(record).unwrap();
+                assert_eq!(events.len(), *count);
+                (*token, events)
+            }
+            Persist::Snapshot(_) => panic!("a snapshot"),
+        })
+        .collect()
+}
+
+/// Others' events wait while their last record commits and then go as one
+/// record, so a stream of small frames is not a record each; a write of
+/// our own takes them first, since it may depend on them.
+#[test]
+fn others_events_wait_for_their_last_record_then_go_as_one() {
+    let (mut a, mut b) = connected_pair();
+    let a_id = a.peer();
+    let deliver = |b: &mut SyncNode, frames: Vec<(PeerId, Vec<u8>)>, now| {
+        for (_, frame) in frames {
+            b.receive_frame(a_id, &frame, now);
+        }
+        drain(b)
+    };
+    let first = committed_write(&mut a, "one", 2_000);
+    let seen = records(&deliver(&mut b, first, 2_000));
+    let [(token, events)] = &seen[..] else {
+        panic!("one record: {seen:?}");
+    };
+    assert_eq!(events.len(), 1);
+    // Its commit is out: the next two wait.
+    for (i, key) in ["two", "three"].into_iter().enumerate() {
+        let frames = committed_write(&mut a, key, 2_100 + i as u64);
+        assert!(records(&deliver(&mut b, frames, 2_100)).is_empty());
+    }
+    b.persisted(*token);
+    let seen = records(&drain(&mut b));
+    let [(next, events)] = &seen[..] else {
+        panic!("one record: {seen:?}");
+    };
+    let keys: Vec<&str> = events.iter().map(|e| &*e.key).collect();
+    assert_eq!(keys, ["two", "three"]);
+    // Waiting again, until b writes: first the event it may depend on.
+    let frames = committed_write(&mut a, "four", 2_200);
+    assert!(records(&deliver(&mut b, frames, 2_200)).is_empty());
+    b.write(|e| e.set("mine", json("2"), 2_300).map(Some))
+        .unwrap();
+    let seen = records(&drain(&mut b));
+    let origins: Vec<Vec<PeerId>> = seen
+        .iter()
+        .map(|(_, events)| events.iter().map(|e| e.id.peer).collect())
+        .collect();
+    assert_eq!(origins, [vec![a_id], vec![b.peer()]]);
+    assert!(seen[0].0 > *next && seen[1].0 > seen[0].0);
+}

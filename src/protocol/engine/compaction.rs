@@ -51,19 +51,33 @@ impl ReconciliationEngine {
     /// the mark would give, at a cost in the origins that moved rather than
     /// in every origin: a relay taking one event from each of 30,000
     /// writers would otherwise walk the whole version vector per event).
-    /// Ends the marking. Borrowed from the log: a node persists them as
-    /// one encoded record and copies only what a link lacks.
+    /// Ends the marking. Borrowed from the log: a node copies only what a
+    /// link lacks.
     pub fn applied_since_mark(&mut self) -> Vec<&P2PEvent> {
-        let mut out = Vec::new();
+        let ranges = self.applied_ranges_since_mark();
+        self.logged(&ranges)
+    }
+
+    /// What [`applied_since_mark`](Self::applied_since_mark) gives, as
+    /// `(origin, after, upto)` ranges by origin. Ends the marking.
+    pub fn applied_ranges_since_mark(&mut self) -> Vec<(PeerId, u64, u64)> {
         let mut moved: Vec<(PeerId, u64)> =
             self.moved.take().unwrap_or_default().into_iter().collect();
         // By origin, as the version vector would walk them.
         key_sort::sort_by_key(&mut moved, |(peer, _)| u128::from(peer.0));
-        for (peer, from) in moved {
-            let have = self.applied.get(peer);
-            if have > from {
-                out.extend(self.log.range(peer, from, have));
-            }
+        moved
+            .into_iter()
+            .map(|(peer, from)| (peer, from, self.applied.get(peer)))
+            .filter(|&(_, from, have)| have > from)
+            .collect()
+    }
+
+    /// The logged events of `(origin, after, upto)` ranges, whole runs
+    /// (what is still logged: compaction folds events into the state).
+    pub fn logged(&self, ranges: &[(PeerId, u64, u64)]) -> Vec<&P2PEvent> {
+        let mut out = Vec::new();
+        for &(peer, after, upto) in ranges {
+            out.extend(self.log.range(peer, after, upto));
         }
         out
     }

@@ -19,8 +19,8 @@ use std::collections::VecDeque;
 
 use super::{Output, SyncNode};
 use crate::protocol::clock::PeerId;
-#[cfg(doc)]
 use crate::protocol::event::P2PEvent;
+use crate::protocol::key_sort;
 
 /// A write to durable storage, to make in token order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +53,12 @@ pub(super) struct Durability {
     /// Frames in the order they were made, each with the token it waits on.
     held: VecDeque<(u64, PeerId, Vec<u8>)>,
     held_bytes: usize,
+    /// Others' events applied and not yet asked for, as `(origin, after,
+    /// upto)` ranges of the log: asked for in one record once the last
+    /// such record committed ([`SyncNode::persist_others`]).
+    others: Vec<(PeerId, u64, u64)>,
+    /// The token of the last record of others' events.
+    others_token: u64,
 }
 
 impl Durability {
@@ -79,10 +85,59 @@ impl SyncNode {
         if own_upto.is_some() || matches!(write, Persist::Snapshot(_)) {
             d.barrier = token;
         }
+        if matches!(write, Persist::Snapshot(_)) {
+            // It holds every event applied, those waiting among them.
+            d.others.clear();
+        }
         if let Some(seq) = own_upto {
             d.own.push_back((token, seq));
         }
         self.outputs.push(Output::Persist { token, write });
+    }
+
+    /// Others' events applied from the log's `ranges`: persisted with the
+    /// next record of others' events. They hold no frame (their origins
+    /// have them durable), so while the last such record is committing
+    /// they wait, and a stream of small frames becomes one record a commit
+    /// rather than one a frame (our own writes do not wait for them).
+    pub(super) fn persist_later(&mut self, ranges: Vec<(PeerId, u64, u64)>) {
+        if self.durability.enabled {
+            self.durability.others.extend(ranges);
+        }
+    }
+
+    /// Asks for the others' events waiting (see
+    /// [`persist_later`](Self::persist_later)) in one record, unless the
+    /// last such record is not committed yet and not `now`: then they wait
+    /// for it. A write of ours asks for them `now`, before itself: it may
+    /// depend on them, and restored without them it would be held, not
+    /// applied, and its sequence number made again.
+    pub(super) fn persist_others(&mut self, now: bool) {
+        let d = &mut self.durability;
+        if d.others.is_empty() || (!now && d.acknowledged < d.others_token) {
+            return;
+        }
+        let mut ranges = std::mem::take(&mut d.others);
+        // One range an origin: they are contiguous (what was applied of
+        // it, call after call).
+        key_sort::sort_by_key(&mut ranges, |(peer, after, _)| {
+            (u128::from(peer.0) << 64) | u128::from(*after)
+        });
+        ranges.dedup_by(|next, kept| {
+            let same = next.0 == kept.0;
+            if same {
+                kept.1 = kept.1.min(next.1);
+                kept.2 = kept.2.max(next.2);
+            }
+            same
+        });
+        let events = self.engine.logged(&ranges);
+        if !events.is_empty() {
+            let record = P2PEvent::encode_batch(events.iter().copied());
+            let count = events.len();
+            self.persist(Persist::Events { record, count }, None);
+            self.durability.others_token = self.durability.issued;
+        }
     }
 
     /// Storage committed every write up to `token` (and so every earlier

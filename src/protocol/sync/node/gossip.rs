@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use foldhash::fast::FixedState;
 
-use super::{Output, Persist, Relay, SyncConfig, SyncNode, MAX_REQUESTS_PER_INTERVAL};
+use super::{Output, Relay, SyncConfig, SyncNode, MAX_REQUESTS_PER_INTERVAL};
 use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::engine::{Receipt, ReconcileStep};
 use crate::protocol::event::{EventId, Hash32, P2PEvent};
@@ -60,11 +60,9 @@ pub(super) struct InFlight {
 const EVENTS_PER_MESSAGE: usize = seal::MAX_RUN;
 
 /// What spreading some events takes, planned while they are borrowed
-/// from the engine's log: the record that persists them (a node with
-/// storage), and the copies each link lacks, pushed or announced (gossip
-/// relay, duplicates suppressed).
+/// from the engine's log: the copies each link lacks, pushed or announced
+/// (gossip relay, duplicates suppressed).
 pub(super) struct Spread {
-    record: Option<(Vec<u8>, usize)>,
     sends: Vec<(PeerId, Vec<P2PEvent>)>,
     announces: Vec<(PeerId, Vec<P2PEvent>)>,
 }
@@ -112,15 +110,7 @@ impl Spread {
                 sends.push((peer, lacking));
             }
         }
-        Spread {
-            // Encoded from the events where they are: nothing is copied
-            // to be persisted (a page writing alone copies nothing).
-            record: config
-                .durable
-                .then(|| (P2PEvent::encode_batch(events.iter().copied()), events.len())),
-            sends,
-            announces,
-        }
+        Spread { sends, announces }
     }
 }
 
@@ -436,21 +426,19 @@ impl SyncNode {
     /// [`SyncNode::flush_local`], sealed.
     pub(super) fn absorb(&mut self, from: Option<PeerId>) {
         let me = self.engine.peer();
-        let mut fresh = self.engine.applied_since_mark();
-        fresh.retain(|e| e.id.peer != me);
-        if !fresh.is_empty() {
-            let spread = Spread::plan(&self.sessions, &self.config, &fresh, from, false);
-            self.carry_out(spread, None);
+        let mut ranges = self.engine.applied_ranges_since_mark();
+        ranges.retain(|(origin, _, _)| *origin != me);
+        if ranges.is_empty() {
+            return;
         }
+        let fresh = self.engine.logged(&ranges);
+        let spread = Spread::plan(&self.sessions, &self.config, &fresh, from, false);
+        self.persist_later(ranges);
+        self.carry_out(spread);
     }
 
-    /// Persists, then sends, what [`Spread::plan`] planned. `own_upto`: the
-    /// events are our own writes, up to this sequence number.
-    pub(super) fn carry_out(&mut self, spread: Spread, own_upto: Option<u64>) {
-        // Persisted before anything is sent (the sends wait for it).
-        if let Some((record, count)) = spread.record {
-            self.persist(Persist::Events { record, count }, own_upto);
-        }
+    /// Sends what [`Spread::plan`] planned.
+    pub(super) fn carry_out(&mut self, spread: Spread) {
         for (peer, lacking) in spread.sends {
             self.send_events(peer, lacking);
         }

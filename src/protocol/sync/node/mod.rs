@@ -440,6 +440,7 @@ impl SyncNode {
         // once, rather than one output per write.
         self.report_changes();
         self.flush_local();
+        self.persist_others(false);
         std::mem::take(&mut self.outputs)
     }
 
@@ -449,6 +450,8 @@ impl SyncNode {
         if upto <= self.sealed_upto {
             return;
         }
+        // Others' events ours may depend on are asked for first.
+        self.persist_others(true);
         let events: Vec<&P2PEvent> = self
             .engine
             .seal_own(self.config.identity.as_ref(), self.sealed_upto)
@@ -457,7 +460,14 @@ impl SyncNode {
         self.sealed_upto = upto;
         if !events.is_empty() {
             let spread = Spread::plan(&self.sessions, &self.config, &events, None, true);
-            self.carry_out(spread, Some(upto));
+            // Persisted before they are sent (the sends wait for it),
+            // encoded from the log: nothing is copied to be written.
+            if self.config.durable {
+                let record = P2PEvent::encode_batch(events.iter().copied());
+                let count = events.len();
+                self.persist(Persist::Events { record, count }, Some(upto));
+            }
+            self.carry_out(spread);
         }
     }
 
