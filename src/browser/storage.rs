@@ -1,8 +1,9 @@
 //! IndexedDB persistence of one peer: its event log and its latest snapshot,
 //! in a database of its own.
 //!
-//! - store `log`: one record per persist request of the node, holding
-//!   the events of one of its tasks, encoded by the node
+//! - store `log`: one record per persist request of the node (our writes
+//!   of one task, or others' events gathered while the node's previous
+//!   record of them committed), encoded by the node
 //!   ([`P2PEvent::encode_batch`]), keys auto-incremented, so the log reads
 //!   back in append order (one record per event would cap appends at the
 //!   browser's rate of IndexedDB requests, some 20k a second);
