@@ -350,3 +350,34 @@ fn others_events_wait_for_their_last_record_then_go_as_one() {
     assert_eq!(origins, [vec![a_id], vec![b.peer()]]);
     assert!(seen[0].0 > *next && seen[1].0 > seen[0].0);
 }
+
+/// However many frames come while a record of others' events commits,
+/// the next record holds each of their events once (the ranges waiting
+/// are merged as they grow).
+#[test]
+fn others_events_waiting_through_many_frames_go_once_each() {
+    let (mut a, mut b) = connected_pair();
+    let a_id = a.peer();
+    let mut first = None;
+    let writes = 4_500;
+    for i in 0..writes {
+        for (_, frame) in committed_write(&mut a, &format!("k{i}"), 2_000 + i) {
+            b.receive_frame(a_id, &frame, 2_000 + i);
+        }
+        let seen = records(&drain(&mut b));
+        match (first, &seen[..]) {
+            (None, [(token, _)]) => first = Some(*token),
+            (Some(_), []) => {}
+            _ => panic!("write {i}: {seen:?}"),
+        }
+    }
+    b.persisted(first.unwrap());
+    let seen = records(&drain(&mut b));
+    let [(_, events)] = &seen[..] else {
+        panic!("one record: {seen:?}");
+    };
+    let mut seqs: Vec<u64> = events.iter().map(|e| e.id.seq).collect();
+    seqs.dedup();
+    assert_eq!(seqs.len(), writes as usize - 1);
+    assert_eq!(events.len(), seqs.len());
+}

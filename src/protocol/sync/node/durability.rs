@@ -57,8 +57,30 @@ pub(super) struct Durability {
     /// upto)` ranges of the log: asked for in one record once the last
     /// such record committed ([`SyncNode::persist_others`]).
     others: Vec<(PeerId, u64, u64)>,
+    /// How many of `others` there were after they were last merged.
+    others_merged: usize,
     /// The token of the last record of others' events.
     others_token: u64,
+}
+
+/// Others' ranges waiting past this many (and past twice as many as
+/// the last merge left) are merged.
+const MERGE_PAST: usize = 4096;
+
+/// One `(origin, after, upto)` range an origin, by origin: an origin's are
+/// contiguous (what was applied of it, call after call).
+fn merge(ranges: &mut Vec<(PeerId, u64, u64)>) {
+    key_sort::sort_by_key(ranges, |(peer, after, _)| {
+        (u128::from(peer.0) << 64) | u128::from(*after)
+    });
+    ranges.dedup_by(|next, kept| {
+        let same = next.0 == kept.0;
+        if same {
+            kept.1 = kept.1.min(next.1);
+            kept.2 = kept.2.max(next.2);
+        }
+        same
+    });
 }
 
 impl Durability {
@@ -88,6 +110,7 @@ impl SyncNode {
         if matches!(write, Persist::Snapshot(_)) {
             // It holds every event applied, those waiting among them.
             d.others.clear();
+            d.others_merged = 0;
         }
         if let Some(seq) = own_upto {
             d.own.push_back((token, seq));
@@ -101,8 +124,15 @@ impl SyncNode {
     /// they wait, and a stream of small frames becomes one record a commit
     /// rather than one a frame (our own writes do not wait for them).
     pub(super) fn persist_later(&mut self, ranges: Vec<(PeerId, u64, u64)>) {
-        if self.durability.enabled {
-            self.durability.others.extend(ranges);
+        let d = &mut self.durability;
+        if d.enabled {
+            d.others.extend(ranges);
+            // Merged as they double (a commit that keeps failing leaves
+            // them waiting): one range an origin, at most.
+            if d.others.len() >= MERGE_PAST.max(2 * d.others_merged) {
+                merge(&mut d.others);
+                d.others_merged = d.others.len();
+            }
         }
     }
 
@@ -118,19 +148,8 @@ impl SyncNode {
             return;
         }
         let mut ranges = std::mem::take(&mut d.others);
-        // One range an origin: they are contiguous (what was applied of
-        // it, call after call).
-        key_sort::sort_by_key(&mut ranges, |(peer, after, _)| {
-            (u128::from(peer.0) << 64) | u128::from(*after)
-        });
-        ranges.dedup_by(|next, kept| {
-            let same = next.0 == kept.0;
-            if same {
-                kept.1 = kept.1.min(next.1);
-                kept.2 = kept.2.max(next.2);
-            }
-            same
-        });
+        d.others_merged = 0;
+        merge(&mut ranges);
         let events = self.engine.logged(&ranges);
         if !events.is_empty() {
             let record = P2PEvent::encode_batch(events.iter().copied());
