@@ -331,3 +331,31 @@ fn stored_bytes_of_the_previous_forms_migrate() {
         later
     );
 }
+
+/// A storage record joins the batches of one commit back to back: it
+/// decodes as all their events, and cut anywhere but between two batches
+/// (or with bytes after them) it is an error, not fewer events.
+#[test]
+fn a_record_of_batches_back_to_back_decodes_as_all_their_events() {
+    let write = |seq, key: &str| {
+        common::register_write(EventId::new(common::peer(1), seq), key, "1", 1_000 + seq)
+    };
+    let first = vec![write(1, "a"), write(2, "b")];
+    let second = vec![write(3, "c")];
+    let mut record = P2PEvent::encode_batch(&first);
+    let boundary = record.len();
+    record.extend(P2PEvent::encode_batch(&second));
+    let all: Vec<P2PEvent> = first.iter().chain(&second).cloned().collect();
+    assert_eq!(P2PEvent::decode_batch(&record).unwrap(), all);
+    assert_eq!(P2PEvent::decode_batch(&record[..boundary]).unwrap(), first);
+    for cut in (1..record.len()).filter(|&cut| cut != boundary) {
+        assert!(
+            P2PEvent::decode_batch(&record[..cut]).is_err(),
+            "cut at {cut}"
+        );
+    }
+    let mut longer = record.clone();
+    longer.push(events::FORMAT);
+    assert!(P2PEvent::decode_batch(&longer).is_err());
+    assert!(P2PEvent::decode_batch(&[]).is_err());
+}

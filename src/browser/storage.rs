@@ -1,10 +1,9 @@
 //! IndexedDB persistence of one peer: its event log and its latest snapshot,
 //! in a database of its own.
 //!
-//! - store `log`: one record per persist request of the node (our writes
-//!   of one task, or others' events gathered while the node's previous
-//!   record of them committed), encoded by the node
-//!   ([`P2PEvent::encode_batch`]), keys auto-incremented, so the log reads
+//! - store `log`: one record per commit, the node's batches of it back to
+//!   back ([`P2PEvent::encode_batch`], read with
+//!   [`P2PEvent::decode_batch`]), keys auto-incremented, so the log reads
 //!   back in append order (one record per event would cap appends at the
 //!   browser's rate of IndexedDB requests, some 20k a second);
 //! - store `snapshot`: the latest `StateSnapshot` under the key `"state"`,
@@ -287,11 +286,19 @@ impl Storage {
                 .put_with_key(&Uint8Array::from(bytes.as_slice()), &STATE_KEY.into())
                 .map_err(failed(op))?;
         }
-        for write in events {
-            if let Persist::Events { record, .. } = write {
-                let bytes = Uint8Array::from(record.as_slice());
-                self.store(&tx, LOG, op)?.add(&bytes).map_err(failed(op))?;
-            }
+        // The batches after the snapshot, back to back in one record (a
+        // record per event, or per batch of a task, would cap appends at
+        // the browser's rate of IndexedDB requests).
+        let records: Vec<&[u8]> = events
+            .iter()
+            .filter_map(|w| match w {
+                Persist::Events { record, .. } => Some(record.as_slice()),
+                Persist::Snapshot(_) => None,
+            })
+            .collect();
+        if !records.is_empty() {
+            let bytes = Uint8Array::from(records.concat().as_slice());
+            self.store(&tx, LOG, op)?.add(&bytes).map_err(failed(op))?;
         }
         committed(&tx, op).await
     }

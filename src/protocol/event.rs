@@ -291,15 +291,26 @@ impl P2PEvent {
         codec::events::encode(events, &VectorClock::new())
     }
 
-    /// The events of [`encode_batch`](Self::encode_batch), each checked.
+    /// The events of [`encode_batch`](Self::encode_batch), each checked;
+    /// of several batches back to back, all of theirs (a storage record
+    /// joins the batches of one commit).
     pub fn decode_batch(bytes: &[u8]) -> Result<Vec<Self>, ReceiveError> {
-        let events = codec::events::decode(bytes)
-            .map_err(|e| ReceiveError::Malformed(e.to_string()))?
-            .events;
-        for event in &events {
-            event.check()?;
+        let malformed = |e: codec::CodecError| ReceiveError::Malformed(e.to_string());
+        let mut events = Vec::new();
+        let mut rest = bytes;
+        loop {
+            let len = codec::events::batch_len(rest).map_err(malformed)?;
+            let (batch, after) = rest.split_at(len);
+            let batch = codec::events::decode(batch).map_err(malformed)?.events;
+            for event in &batch {
+                event.check()?;
+            }
+            events.extend(batch);
+            if after.is_empty() {
+                return Ok(events);
+            }
+            rest = after;
         }
-        Ok(events)
     }
 
     /// About how many bytes the event takes in a batch

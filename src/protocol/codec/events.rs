@@ -466,6 +466,25 @@ pub fn decode_shared(bytes: &[u8]) -> Result<Batch, CodecError> {
     decode_with(bytes, true)
 }
 
+/// The length of the batch `bytes` starts with, its header and its
+/// columns (a storage record may hold several batches back to back).
+pub fn batch_len(bytes: &[u8]) -> Result<usize, CodecError> {
+    let mut header = Reader::new(bytes, "header");
+    let format = header.u8()?;
+    if format != FORMAT {
+        return Err(CodecError::Format(format));
+    }
+    let mut columns = 0usize;
+    for _ in 0..12 {
+        columns = columns.saturating_add(header.at_most(bytes.len())?);
+    }
+    let len = (bytes.len() - header.remaining()).saturating_add(columns);
+    if len > bytes.len() {
+        return Err(CodecError::Truncated("header"));
+    }
+    Ok(len)
+}
+
 fn decode_with(bytes: &[u8], shared: bool) -> Result<Batch, CodecError> {
     let mut header = Reader::new(bytes, "header");
     let format = header.u8()?;
