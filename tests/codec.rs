@@ -194,6 +194,34 @@ proptest! {
         }
     }
 
+    /// A storage record of batches back to back, mutated or cut: an
+    /// error, or events that each decoded batch holds (never a panic).
+    #[test]
+    fn mutated_records_of_batches_are_errors_or_their_batches(
+        first in events(),
+        second in events(),
+        flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let mut record = events::encode(&first, &VectorClock::new());
+        record.extend(events::encode(&second, &VectorClock::new()));
+        for (at, byte) in flips {
+            let at = at.index(record.len());
+            record[at] ^= byte;
+        }
+        record.truncate(cut.index(record.len() + 1));
+        if let Ok(decoded) = P2PEvent::decode_batch(&record) {
+            let mut batches = Vec::new();
+            let mut rest = &record[..];
+            while !rest.is_empty() {
+                let len = events::batch_len(rest).expect("decoded, so each batch has a length");
+                batches.extend(events::decode(&rest[..len]).expect("decoded").events);
+                rest = &rest[len..];
+            }
+            prop_assert_eq!(decoded, batches);
+        }
+    }
+
     /// What seals sign: the bytes written directly are postcard's encoding
     /// of the event without its seal, as they were when serde wrote them.
     #[test]
