@@ -256,8 +256,8 @@ impl Storage {
 
     /// Makes the node's persist requests durable, in one transaction: the
     /// last snapshot among them replaces everything (it covers what came
-    /// before it), and the event records after it are appended as they
-    /// are. Resolves once the transaction has committed.
+    /// before it), and the event records after it are appended, back to
+    /// back, as one record. Resolves once the transaction has committed.
     pub async fn commit(&self, writes: &[Persist]) -> Result<(), StorageError> {
         let op = "commit";
         let last_snapshot = writes

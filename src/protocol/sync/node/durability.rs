@@ -36,6 +36,16 @@ pub enum Persist {
     Snapshot(Vec<u8>),
 }
 
+impl Persist {
+    /// The record of `events`, encoded where they are.
+    pub(super) fn events(events: &[&P2PEvent]) -> Persist {
+        Persist::Events {
+            record: P2PEvent::encode_batch(events.iter().copied()),
+            count: events.len(),
+        }
+    }
+}
+
 /// Tokens issued, tokens acknowledged, and the frames waiting on them.
 #[derive(Debug, Default)]
 pub(super) struct Durability {
@@ -152,9 +162,8 @@ impl SyncNode {
         merge(&mut ranges);
         let events = self.engine.logged(&ranges);
         if !events.is_empty() {
-            let record = P2PEvent::encode_batch(events.iter().copied());
-            let count = events.len();
-            self.persist(Persist::Events { record, count }, None);
+            let write = Persist::events(&events);
+            self.persist(write, None);
             self.durability.others_token = self.durability.issued;
         }
     }

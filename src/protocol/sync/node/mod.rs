@@ -463,9 +463,8 @@ impl SyncNode {
             // Persisted before they are sent (the sends wait for it),
             // encoded from the log: nothing is copied to be written.
             if self.config.durable {
-                let record = P2PEvent::encode_batch(events.iter().copied());
-                let count = events.len();
-                self.persist(Persist::Events { record, count }, Some(upto));
+                let write = Persist::events(&events);
+                self.persist(write, Some(upto));
             }
             self.carry_out(spread);
         }
