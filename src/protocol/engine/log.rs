@@ -176,7 +176,6 @@ impl EventLog {
     /// Drops events covered by `stable` (everyone has them), whole sealed
     /// runs only, and returns them.
     pub fn prune(&mut self, stable: &VectorClock) -> Vec<P2PEvent> {
-        let mut folded = Vec::new();
         let starts: Vec<(PeerId, u64)> = self
             .origins
             .keys()
@@ -187,21 +186,43 @@ impl EventLog {
                 )
             })
             .collect();
-        for (peer, start) in starts {
+        // How many of each origin's events go, counted first: `folded` is
+        // sized once, and a log folded whole is moved, not copied.
+        let drops: Vec<(PeerId, usize)> = starts
+            .into_iter()
+            .filter_map(|(peer, start)| {
+                let log = self.origins.get(&peer)?;
+                let upto = start.saturating_sub(1);
+                if upto < log.first_seq {
+                    return None;
+                }
+                let drop = usize::try_from(upto + 1 - log.first_seq)
+                    .unwrap_or(usize::MAX)
+                    .min(log.events.len());
+                (drop > 0).then_some((peer, drop))
+            })
+            .collect();
+        let total: usize = drops.iter().map(|&(_, drop)| drop).sum();
+        let mut folded = Vec::new();
+        for (peer, drop) in drops {
             let Some(log) = self.origins.get_mut(&peer) else {
                 continue;
             };
-            let upto = start.saturating_sub(1);
-            if upto < log.first_seq {
-                continue;
+            if folded.is_empty() && drop == total && drop == log.events.len() {
+                folded = std::mem::take(&mut log.events);
+            } else {
+                folded.reserve_exact(total - folded.len());
+                folded.extend(log.events.drain(..drop));
+                // A drained vector keeps its capacity: a log folded to a
+                // few events would hold the room of all it ever held.
+                if log.events.capacity() > 2 * log.events.len() {
+                    log.events.shrink_to_fit();
+                }
             }
-            let drop = usize::try_from(upto + 1 - log.first_seq)
-                .unwrap_or(usize::MAX)
-                .min(log.events.len());
-            folded.extend(log.events.drain(..drop));
             log.first_seq += drop as u64;
             self.len -= drop;
         }
+        folded.shrink_to_fit();
         key_sort::sort_by_key(&mut folded, |e| key_sort::id_key(e.id));
         folded
     }
@@ -224,5 +245,56 @@ impl EventLog {
     pub fn clear(&mut self) {
         self.origins.clear();
         self.len = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::testing::workload;
+
+    fn logged(events: &[P2PEvent]) -> EventLog {
+        let mut log = EventLog::with_seed(7);
+        for event in events {
+            log.append(event.clone());
+        }
+        log
+    }
+
+    /// Folding gives back the room of what it folds: a log folded whole
+    /// hands over its vector, one folded in part is shrunk, and either
+    /// way the folded events come out in id order.
+    #[test]
+    fn a_fold_gives_back_the_room_of_what_it_folds() {
+        let events = workload::rounds(4_000, 2, 500, 8, 3);
+        // Each origin and its last sequence number.
+        let mut heads: Vec<(PeerId, u64)> = Vec::new();
+        for event in &events {
+            match heads.iter_mut().find(|(p, _)| *p == event.id.peer) {
+                Some((_, n)) => *n = (*n).max(event.id.seq),
+                None => heads.push((event.id.peer, event.id.seq)),
+            }
+        }
+        assert_eq!(heads.len(), 2);
+        let capacity =
+            |log: &EventLog| -> usize { log.origins.values().map(|o| o.events.capacity()).sum() };
+
+        // All but the last ten of each origin.
+        let mut log = logged(&events);
+        let part: VectorClock = heads.iter().map(|&(p, n)| (p, n - 10)).collect();
+        let folded = log.prune(&part);
+        assert_eq!(folded.len(), 4_000 - 20);
+        assert!(folded.windows(2).all(|w| w[0].id < w[1].id), "in id order");
+        assert_eq!(log.len(), 20);
+        assert!(capacity(&log) <= 40, "kept room for {}", capacity(&log));
+
+        // One origin whole: its vector is handed over, nothing is kept.
+        let mut log = logged(&events);
+        let (peer, n) = heads[0];
+        let folded = log.prune(&[(peer, n)].into_iter().collect());
+        assert_eq!(folded.len() as u64, n);
+        assert!(folded.iter().all(|e| e.id.peer == peer));
+        assert_eq!(log.range(peer, 0, u64::MAX).len(), 0);
+        assert_eq!(log.len(), 4_000 - n as usize);
     }
 }
