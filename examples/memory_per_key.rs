@@ -1,7 +1,9 @@
 //! What an engine holds per key, counted by the allocator: the live heap
-//! after writing `n` keys locally (`key{i}` set to `i`, as the browser's
-//! memory workload writes them), after the digest is computed, and after
-//! the log is folded (what a page holds once it compacts).
+//! after writing `n` keys locally (`key{i}` set to `i`, sealed in bursts
+//! of 1,000 as the browser's memory workload writes them through a
+//! `Peer`), after the digest is computed, after the log is folded (what a
+//! page holds once it compacts), and the peak of encoding the snapshot a
+//! fold persists.
 //!
 //! ```text
 //! cargo run --profile bench --features testing --example memory_per_key -- [n]
@@ -14,7 +16,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 
-use cpc_sync::protocol::{EngineConfig, JsonValue, PeerId, ReconciliationEngine};
+use cpc_sync::protocol::{EngineConfig, Identity, JsonValue, ReconciliationEngine};
 
 struct Counting;
 
@@ -62,18 +64,42 @@ fn main() {
         .unwrap_or(100_000);
     let base = LIVE.load(Ordering::Relaxed);
     PEAK.store(base, Ordering::Relaxed);
-    let mut engine = ReconciliationEngine::new(PeerId(1), EngineConfig::default());
+    let fold_every: Option<usize> = std::env::var("CPC_FOLD_EVERY")
+        .ok()
+        .and_then(|n| n.parse().ok());
+    let start = std::time::Instant::now();
+    let identity = Identity::from_seed(1);
+    let mut engine = ReconciliationEngine::new(identity.peer(), EngineConfig::default());
+    let mut sealed = 0;
     for i in 0..n {
         let value = JsonValue::parse(&i.to_string()).expect("a number");
         engine
             .set(&format!("key{i}"), value, 1 << 40)
             .expect("a write");
+        if (i + 1) % 1_000 == 0 || i + 1 == n {
+            engine.seal_own(Some(&identity), sealed);
+            sealed = i as u64 + 1;
+        }
+        // `CPC_FOLD_EVERY=50000` folds as a `Peer` does by default.
+        if fold_every.is_some_and(|every| (i + 1) % every == 0) {
+            let applied = engine.clock().clone();
+            engine.compact(&applied);
+        }
     }
+    println!("written in {:?}", start.elapsed());
     report("written", base, n);
     engine.digest();
     report("digest computed", base, n);
     let applied = engine.clock().clone();
     engine.compact(&applied);
     report("log folded", base, n);
+    PEAK.store(LIVE.load(Ordering::Relaxed), Ordering::Relaxed);
+    let snapshot = engine.encode_snapshot();
+    report(
+        &format!("snapshot encoded ({} B a key)", snapshot.len() / n),
+        base,
+        n,
+    );
+    drop(snapshot);
     std::hint::black_box(&engine);
 }

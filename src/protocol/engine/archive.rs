@@ -150,8 +150,8 @@ impl Archive {
         self.segments.iter().rev().find_map(|s| s.run_of(id))
     }
 
-    /// Keeps only the runs `keep` wants, asking in order of their ids;
-    /// the kept runs end in one segment.
+    /// Keeps only the runs `keep` wants, asking in order of their ids (a
+    /// run kept twice, in two segments, is kept once: the younger copy).
     pub fn retain(&mut self, mut keep: impl FnMut(&[P2PEvent]) -> bool) {
         let segments = std::mem::take(&mut self.segments);
         // Every run, by first id (a later segment's copy first), with where
@@ -190,13 +190,40 @@ impl Archive {
                 last = Some(run[run.len() - 1].id);
             }
         }
-        let merged = match segments.len() {
-            0 => return,
-            1 => Self::merged(segments, &kept[0]),
-            _ => Self::merged_all(segments, &kept),
-        };
-        self.len = merged.events.len();
-        if !merged.events.is_empty() {
+        // Each segment keeps its runs in place: the archive is not copied
+        // to drop a few runs (a fold's, every 50,000 events).
+        for (segment, kept) in segments.into_iter().zip(&kept) {
+            let segment = if kept.iter().all(|k| *k) {
+                segment
+            } else {
+                Self::merged(vec![segment], kept)
+            };
+            if !segment.events.is_empty() {
+                self.segments.push(segment);
+            }
+        }
+        self.tier();
+        self.len = self.segments.iter().map(|s| s.events.len()).sum();
+    }
+
+    /// Merges the youngest segment into the one before it while it is at
+    /// least half that one's size, so sizes halve from the oldest: an
+    /// event is moved about log2(archive / batch) times in all, not once
+    /// per fold, and only the young, small segments are merged often. Past
+    /// [`MAX_SEGMENTS`] all are merged.
+    fn tier(&mut self) {
+        while let [.., elder, young] = &self.segments[..] {
+            if young.events.len() * 2 < elder.events.len() && self.segments.len() <= MAX_SEGMENTS {
+                break;
+            }
+            let take = if self.segments.len() > MAX_SEGMENTS {
+                self.segments.len()
+            } else {
+                2
+            };
+            let merging = self.segments.split_off(self.segments.len() - take);
+            let all: Vec<Vec<bool>> = merging.iter().map(|s| vec![true; s.starts.len()]).collect();
+            let merged = Self::merged_all(merging, &all);
             self.segments.push(merged);
         }
     }
@@ -374,5 +401,33 @@ mod tests {
             .all(|id| id.peer != PeerId(9) && id.seq % 2 == 1));
         assert!(kept.iter().all(|id| archive.run_of(*id).is_some()));
         assert_eq!(archive.run_of(EventId::new(PeerId(9), 1)), None);
+    }
+
+    /// A fold's few runs do not move the archive: old segments are kept
+    /// in place, and the young merge among themselves, sizes halving.
+    #[test]
+    fn a_small_batch_leaves_the_old_segments_in_place() {
+        let mut archive = Archive::default();
+        archive.insert(lone(1, 1..=1_000));
+        archive.retain(|_| true);
+        let old = archive.segments[0].events.as_ptr();
+        for batch in 0..20u64 {
+            let from = 1_001 + batch * 10;
+            archive.insert(lone(2, from..=from + 9));
+            // Every other run of the new batch is dropped, as a fold drops
+            // runs whose dots were superseded.
+            archive.retain(|run| run[0].id.peer == PeerId(1) || run[0].id.seq % 2 == 0);
+            assert_eq!(archive.segments[0].events.as_ptr(), old, "batch {batch}");
+            let sizes: Vec<usize> = archive.segments.iter().map(|s| s.events.len()).collect();
+            assert!(
+                sizes.windows(2).all(|w| w[1] * 2 < w[0]),
+                "sizes halve: {sizes:?}"
+            );
+        }
+        assert_eq!(archive.len(), 1_000 + 20 * 5);
+        assert_eq!(ids(&archive).len(), archive.len());
+        assert!(archive.run_of(EventId::new(PeerId(2), 1_002)).is_some());
+        assert!(archive.run_of(EventId::new(PeerId(2), 1_001)).is_none());
+        assert!(archive.run_of(EventId::new(PeerId(1), 500)).is_some());
     }
 }
