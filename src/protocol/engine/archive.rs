@@ -11,8 +11,11 @@ use crate::protocol::key_sort;
 /// Kept as the batches they came in ([`Segment`]s), each sorted by id: a
 /// loaded snapshot's events stay in the vector they were decoded into,
 /// with no allocation or move per run (a million lone events of an
-/// unsigned room took 1.7 s to file one by one). Compaction merges the
-/// batches into one.
+/// unsigned room took 1.7 s to file one by one). Compaction prunes each
+/// in place and merges the young ones by size (`tier`): a
+/// fold of 50,000 events into a state of a million moved the million
+/// each time (a million keys written through folds: 2.3-2.4 s natively,
+/// 1.4 s with the tiers).
 #[derive(Debug, Default)]
 pub struct Archive {
     /// Oldest first; a run in a later segment hides the same run in an
