@@ -2,6 +2,7 @@ use std::collections::HashMap;
 
 use foldhash::fast::FixedState;
 
+use super::snapshot::Needed;
 use super::ReconciliationEngine;
 use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::event::P2PEvent;
@@ -86,12 +87,26 @@ impl ReconciliationEngine {
     /// the pointwise minimum of their version vectors and ours). The state
     /// keeps their effect; a peer behind the new horizon gets a snapshot.
     pub fn compact(&mut self, stable: &VectorClock) -> usize {
+        self.fold_log(stable).map_or(0, |(count, _)| count)
+    }
+
+    /// [`compact`](Self::compact), then the snapshot of the state, encoded
+    /// (what storage keeps in place of the folded log): `None` when
+    /// nothing folded. The same as `compact` and then
+    /// [`encode_snapshot`](Self::encode_snapshot), less one walk and sort
+    /// of every entity's dots, which both need and the fold leaves as they
+    /// were.
+    pub fn compact_encoded(&mut self, stable: &VectorClock) -> Option<Vec<u8>> {
+        let (_, needed) = self.fold_log(stable)?;
+        Some(self.encode_needed(&needed))
+    }
+
+    /// Folds what `stable` covers out of the log into the archive: how
+    /// many events, and what the state rests on.
+    fn fold_log(&mut self, stable: &VectorClock) -> Option<(usize, Needed)> {
         let stable = VectorClock::meet([stable, &self.applied].into_iter());
         let folded = self.log.prune(&stable);
         let count = folded.len();
-        if count > 0 {
-            self.keep_evidence(folded);
-        }
-        count
+        (count > 0).then(|| (count, self.keep_evidence(folded)))
     }
 }

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use foldhash::fast::FixedState;
 
-use super::{Output, Relay, SyncConfig, SyncNode, MAX_REQUESTS_PER_INTERVAL};
+use super::{Output, Persist, Relay, SyncConfig, SyncNode, MAX_REQUESTS_PER_INTERVAL};
 use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::engine::{Receipt, ReconcileStep};
 use crate::protocol::event::{EventId, Hash32, P2PEvent};
@@ -675,8 +675,10 @@ impl SyncNode {
             return;
         }
         let stable = self.stable_clock();
-        if self.engine.compact(&stable) > 0 {
-            self.persist_snapshot();
+        if !self.config.durable {
+            self.engine.compact(&stable);
+        } else if let Some(bytes) = self.engine.compact_encoded(&stable) {
+            self.persist(Persist::Snapshot(bytes), None);
         }
     }
 }
