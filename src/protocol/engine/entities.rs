@@ -1,11 +1,16 @@
-//! The entity table: every key's [`Slot`] in one vector, in the order the
-//! keys were first seen, found by key through a hash table of indices.
+//! The entity table: every key's [`Slot`] in chunks of [`CHUNK`], in the
+//! order the keys were first seen, found by key through a hash table of
+//! indices.
 //!
 //! A key's index never changes (entities are never removed: a deleted key
 //! keeps its tombstone), so the engine's books name entities by index, not
 //! by a clone of the key. The hash table holds 4 bytes a key rather than
 //! the key and its slot, so it stays small enough to sit in cache, and
-//! walking every entity (a snapshot, the digest) reads one vector in order.
+//! walking every entity (a snapshot, the digest) reads the chunks in order.
+//!
+//! Chunks rather than one vector: a vector of a million slots (168 MB)
+//! copied itself to grow, and the wasm's memory, which never shrinks,
+//! kept the peak of both copies.
 
 use crate::protocol::text::Text;
 use std::hash::BuildHasher;
@@ -15,40 +20,66 @@ use hashbrown::hash_table::{Entry, HashTable};
 
 use super::Slot;
 
+/// Slots a chunk holds: a chunk is made whole when the one before it is
+/// full (the first grows as a vector does, so a small room holds no more
+/// than its keys need). A power of two: an index splits with a shift.
+const CHUNK: usize = 4096;
+
 #[derive(Debug)]
 pub(super) struct Entities {
-    slots: Vec<Slot>,
-    /// Indices into `slots`, hashed by their slot's key.
+    /// Slot `i` is `chunks[i / CHUNK][i % CHUNK]`.
+    chunks: Vec<Vec<Slot>>,
+    len: usize,
+    /// Indices of slots, hashed by their slot's key.
     index: HashTable<u32>,
     /// Seeded per engine, so a peer cannot aim keys at one bucket.
     hasher: FixedState,
 }
 
+/// The key of slot `i` (the hash table's view of the chunks).
+fn key_of(chunks: &[Vec<Slot>], i: u32) -> &str {
+    let i = i as usize;
+    &chunks[i / CHUNK][i % CHUNK].key
+}
+
 impl Entities {
     pub(super) fn with_seed(seed: u64) -> Self {
         Entities {
-            slots: Vec::new(),
+            chunks: Vec::new(),
+            len: 0,
             index: HashTable::new(),
             hasher: FixedState::with_seed(seed),
         }
     }
 
     pub(super) fn is_empty(&self) -> bool {
-        self.slots.is_empty()
+        self.len == 0
     }
 
+    /// Room for `additional` more keys: the hash table's, and the chunks
+    /// their slots will fill (made now, each whole, so none grows).
     pub(super) fn reserve(&mut self, additional: usize) {
-        self.slots.reserve(additional);
-        let (slots, hasher) = (&self.slots, &self.hasher);
+        let (chunks, hasher) = (&self.chunks, &self.hasher);
         self.index
-            .reserve(additional, |&i| hasher.hash_one(&*slots[i as usize].key));
+            .reserve(additional, |&i| hasher.hash_one(key_of(chunks, i)));
+        let wanted = (self.len + additional).div_ceil(CHUNK);
+        if let Some(first) = self.chunks.first_mut() {
+            first.reserve_exact(CHUNK.min(self.len + additional) - first.len());
+        }
+        while self.chunks.len() < wanted {
+            let room = CHUNK.min(self.len + additional - self.chunks.len() * CHUNK);
+            self.chunks.push(Vec::with_capacity(room));
+        }
     }
 
-    /// Gives back the slots' spare room when over half of it is unused (a
-    /// [`reserve`](Self::reserve) for more keys than came).
+    /// Gives back the room a [`reserve`](Self::reserve) made for more keys
+    /// than came: the chunks left empty, and the last one's spare room.
     pub(super) fn shrink(&mut self) {
-        if self.slots.capacity() > self.slots.len() * 2 {
-            self.slots.shrink_to_fit();
+        self.chunks.truncate(self.len.div_ceil(CHUNK));
+        if let Some(last) = self.chunks.last_mut() {
+            if last.capacity() > last.len() * 2 {
+                last.shrink_to_fit();
+            }
         }
     }
 
@@ -56,17 +87,36 @@ impl Entities {
     pub(super) fn find(&self, key: &str) -> Option<u32> {
         let hash = self.hasher.hash_one(key);
         self.index
-            .find(hash, |&i| *self.slots[i as usize].key == *key)
+            .find(hash, |&i| key_of(&self.chunks, i) == key)
             .copied()
     }
 
     pub(super) fn get(&self, key: &str) -> Option<&Slot> {
-        self.find(key).map(|i| &self.slots[i as usize])
+        self.find(key).map(|i| {
+            let i = i as usize;
+            &self.chunks[i / CHUNK][i % CHUNK]
+        })
     }
 
     /// The slot at `index` (one [`find`](Self::find) or an insert gave).
     pub(super) fn at(&mut self, index: u32) -> &mut Slot {
-        &mut self.slots[index as usize]
+        let i = index as usize;
+        &mut self.chunks[i / CHUNK][i % CHUNK]
+    }
+
+    /// Appends `slot`: its index. (Inlined: a slot passed to a call is
+    /// copied, 168 bytes, which was a fifth of loading a snapshot.)
+    #[inline(always)]
+    fn push(chunks: &mut Vec<Vec<Slot>>, len: &mut usize, slot: Slot) -> u32 {
+        let at = *len / CHUNK;
+        if at == chunks.len() {
+            // The first chunk grows as a vector does; later ones are whole.
+            let capacity = if chunks.is_empty() { 0 } else { CHUNK };
+            chunks.push(Vec::with_capacity(capacity));
+        }
+        chunks[at].push(slot);
+        *len += 1;
+        (*len - 1) as u32
     }
 
     /// The index of `key`'s slot, and whether `make` made it now.
@@ -76,16 +126,15 @@ impl Entities {
         make: impl FnOnce(Text) -> Slot,
     ) -> (u32, bool) {
         let hash = self.hasher.hash_one(&**key);
-        let (slots, hasher) = (&mut self.slots, &self.hasher);
+        let (chunks, len, hasher) = (&mut self.chunks, &mut self.len, &self.hasher);
         match self.index.entry(
             hash,
-            |&i| *slots[i as usize].key == **key,
-            |&i| hasher.hash_one(&*slots[i as usize].key),
+            |&i| key_of(chunks, i) == &**key,
+            |&i| hasher.hash_one(key_of(chunks, i)),
         ) {
             Entry::Occupied(found) => (*found.get(), false),
             Entry::Vacant(vacant) => {
-                let at = slots.len() as u32;
-                slots.push(make(key.clone()));
+                let at = Self::push(chunks, len, make(key.clone()));
                 vacant.insert(at);
                 (at, true)
             }
@@ -97,23 +146,109 @@ impl Entities {
     /// no comparison of keys.
     pub(super) fn insert_new(&mut self, slot: Slot) -> u32 {
         let hash = self.hasher.hash_one(&*slot.key);
-        let at = self.slots.len() as u32;
-        self.slots.push(slot);
-        let (slots, hasher) = (&self.slots, &self.hasher);
+        let at = Self::push(&mut self.chunks, &mut self.len, slot);
+        let (chunks, hasher) = (&self.chunks, &self.hasher);
         self.index
-            .insert_unique(hash, at, |&i| hasher.hash_one(&*slots[i as usize].key));
+            .insert_unique(hash, at, |&i| hasher.hash_one(key_of(chunks, i)));
         at
     }
 
-    pub(super) fn values(&self) -> std::slice::Iter<'_, Slot> {
-        self.slots.iter()
+    /// Every slot, in index order.
+    pub(super) fn values(&self) -> Slots<'_> {
+        Slots {
+            chunks: self.chunks.iter().flatten(),
+            left: self.len,
+        }
     }
 
-    pub(super) fn values_mut(&mut self) -> std::slice::IterMut<'_, Slot> {
-        self.slots.iter_mut()
+    pub(super) fn values_mut(&mut self) -> impl Iterator<Item = &mut Slot> {
+        self.chunks.iter_mut().flatten()
     }
 
     pub(super) fn keys(&self) -> impl Iterator<Item = &Text> {
-        self.slots.iter().map(|s| &s.key)
+        self.values().map(|s| &s.key)
+    }
+}
+
+/// [`Entities::values`]: knows its length, so what collects from it is
+/// sized once.
+pub(super) struct Slots<'a> {
+    chunks: std::iter::Flatten<std::slice::Iter<'a, Vec<Slot>>>,
+    left: usize,
+}
+
+impl<'a> Iterator for Slots<'a> {
+    type Item = &'a Slot;
+
+    fn next(&mut self) -> Option<&'a Slot> {
+        let slot = self.chunks.next()?;
+        self.left -= 1;
+        Some(slot)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl ExactSizeIterator for Slots<'_> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::clock::PeerId;
+    use crate::protocol::entity::Entity;
+    use crate::protocol::event::sample;
+
+    fn slot(key: Text) -> Slot {
+        Slot::new(key, Entity::new(&sample(PeerId(1), 1, "1")), None)
+    }
+
+    /// Keys past a chunk's worth are found at the index they were given,
+    /// walked in that order, and no chunk is made larger than `CHUNK`: the
+    /// table grows without moving a slot.
+    #[test]
+    fn slots_fill_whole_chunks_and_keep_their_indices() {
+        let mut table = Entities::with_seed(3);
+        let n = 2 * CHUNK + 17;
+        for i in 0..n {
+            let (index, new) = table.find_or_insert(&Text::from(format!("k{i}").as_str()), slot);
+            assert_eq!((index as usize, new), (i, true));
+        }
+        let (again, new) = table.find_or_insert(&Text::from("k5"), slot);
+        assert_eq!((again, new), (5, false));
+        let first_slot = &table.chunks[1][0] as *const Slot;
+        table.find_or_insert(&Text::from("one more"), slot);
+        assert_eq!(
+            &table.chunks[1][0] as *const Slot, first_slot,
+            "no slot moved"
+        );
+        assert_eq!(table.chunks.len(), 3);
+        assert!(table.chunks.iter().all(|c| c.len() <= CHUNK));
+        assert_eq!(table.values().len(), n + 1);
+        let keys: Vec<String> = table.keys().take(3).map(|k| k.to_string()).collect();
+        assert_eq!(keys, ["k0", "k1", "k2"]);
+        assert_eq!(table.find(&format!("k{}", n - 1)), Some(n as u32 - 1));
+        assert_eq!(table.get("k4097").map(|s| &*s.key), Some("k4097"));
+        assert_eq!(table.find("absent"), None);
+    }
+
+    /// A reserve makes the chunks whole up front; a shrink gives back
+    /// those fewer keys than reserved left empty.
+    #[test]
+    fn reserve_makes_chunks_and_shrink_gives_back_the_unused() {
+        let mut table = Entities::with_seed(3);
+        table.reserve(3 * CHUNK);
+        assert_eq!(table.chunks.len(), 3);
+        assert!(table.chunks.iter().all(|c| c.capacity() >= CHUNK));
+        for i in 0..CHUNK + 10 {
+            table.insert_new(slot(Text::from(format!("k{i}").as_str())));
+        }
+        table.shrink();
+        assert_eq!(table.chunks.len(), 2);
+        assert!(table.chunks[1].capacity() < CHUNK);
+        for i in (0..CHUNK + 10).step_by(97) {
+            assert_eq!(table.find(&format!("k{i}")), Some(i as u32));
+        }
     }
 }
