@@ -24,9 +24,16 @@ pub struct Archive {
     len: usize,
 }
 
-/// Batches kept apart, at most: past this an insert merges them all, so
-/// a lookup searches a few sorted vectors at worst.
+/// Small batches kept apart, at most, beyond the full ones: past this an
+/// insert prunes and merges them ([`Archive::retain`]).
 const MAX_SEGMENTS: usize = 8;
+
+/// Segments are merged up to this many events (about 10 MB), no further:
+/// a merge makes its segment new while the old ones are still held, and
+/// the wasm's memory keeps that peak (merging a million kept events into
+/// one vector was about 100 B a key of a Peer's memory at a million
+/// keys). A fold's segment stays as it came, whatever its size.
+const SEGMENT_CAP: usize = 1 << 16;
 
 /// Whole runs, sorted by id.
 #[derive(Debug)]
@@ -127,11 +134,16 @@ impl Archive {
         let segment = if self.segments.is_empty() {
             segment
         } else {
-            let held = |run: &[P2PEvent]| {
-                self.run_of(run[0].id)
-                    .is_some_and(|mine| mine[0].id == run[0].id && mine.len() == run.len())
-            };
-            let fresh: Vec<bool> = segment.runs().map(|run| !held(run)).collect();
+            // The new runs come in id order: one cursor walks the rest.
+            let mut held = self.cursor();
+            let fresh: Vec<bool> = segment
+                .runs()
+                .map(|run| {
+                    !held
+                        .run_of(run[0].id)
+                        .is_some_and(|mine| mine[0].id == run[0].id && mine.len() == run.len())
+                })
+                .collect();
             if fresh.iter().all(|f| *f) {
                 segment
             } else {
@@ -143,7 +155,7 @@ impl Archive {
         }
         self.len += segment.events.len();
         self.segments.push(segment);
-        if self.segments.len() > MAX_SEGMENTS {
+        if self.segments.len() > MAX_SEGMENTS + self.len / SEGMENT_CAP {
             self.retain(|_| true);
         }
     }
@@ -151,6 +163,15 @@ impl Archive {
     /// The kept run holding `id`.
     pub fn run_of(&self, id: EventId) -> Option<&[P2PEvent]> {
         self.segments.iter().rev().find_map(|s| s.run_of(id))
+    }
+
+    /// Lookups of runs by ids that never decrease, each segment read front
+    /// to back once, however many there are.
+    pub fn cursor(&self) -> Cursor<'_> {
+        Cursor {
+            archive: self,
+            at: vec![0; self.segments.len()],
+        }
     }
 
     /// Keeps only the runs `keep` wants, asking in order of their ids (a
@@ -210,21 +231,16 @@ impl Archive {
     }
 
     /// Merges the youngest segment into the one before it while it is at
-    /// least half that one's size, so sizes halve from the oldest: an
-    /// event is moved about log2(archive / batch) times in all, not once
-    /// per fold, and only the young, small segments are merged often. Past
-    /// [`MAX_SEGMENTS`] all are merged.
+    /// least half that one's size and the two hold at most [`SEGMENT_CAP`]
+    /// events: small batches (leaf repairs, small folds) are gathered, an
+    /// event is moved a few times at most, and no large segment is copied.
     fn tier(&mut self) {
         while let [.., elder, young] = &self.segments[..] {
-            if young.events.len() * 2 < elder.events.len() && self.segments.len() <= MAX_SEGMENTS {
+            let (young, elder) = (young.events.len(), elder.events.len());
+            if young * 2 < elder || young + elder > SEGMENT_CAP {
                 break;
             }
-            let take = if self.segments.len() > MAX_SEGMENTS {
-                self.segments.len()
-            } else {
-                2
-            };
-            let merging = self.segments.split_off(self.segments.len() - take);
+            let merging = self.segments.split_off(self.segments.len() - 2);
             let all: Vec<Vec<bool>> = merging.iter().map(|s| vec![true; s.starts.len()]).collect();
             let merged = Self::merged_all(merging, &all);
             self.segments.push(merged);
@@ -301,6 +317,39 @@ impl Archive {
     }
 }
 
+/// [`Archive::cursor`]: per segment, how many of its runs start at or
+/// before the last id asked.
+pub struct Cursor<'a> {
+    archive: &'a Archive,
+    at: Vec<usize>,
+}
+
+impl<'a> Cursor<'a> {
+    /// The kept run holding `id` (the youngest copy), for an `id` no less
+    /// than the last asked.
+    pub fn run_of(&mut self, id: EventId) -> Option<&'a [P2PEvent]> {
+        let segments = self.archive.segments.iter().zip(&mut self.at).rev();
+        for (segment, at) in segments {
+            // Galloping past the runs starting at or before `id`: ids far
+            // apart cost a search, near ones a step or two.
+            let rest = &segment.starts[*at..];
+            let mut step = 1;
+            while step <= rest.len() && rest[step - 1].0 <= id {
+                step *= 2;
+            }
+            let (low, high) = (step / 2, step.min(rest.len()));
+            *at += low + rest[low..high].partition_point(|(first, _)| *first <= id);
+            let Some(r) = at.checked_sub(1) else { continue };
+            let (first, _) = segment.starts[r];
+            let (start, end) = segment.bounds(r);
+            if first.peer == id.peer && id.seq - first.seq < (end - start) as u64 {
+                return Some(&segment.events[start..end]);
+            }
+        }
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -371,7 +420,7 @@ mod tests {
     }
 
     #[test]
-    fn many_batches_merge_into_one_in_order_and_retain_asks_in_order() {
+    fn many_batches_merge_in_order_and_retain_asks_in_order() {
         let mut archive = Archive::default();
         // Interleaved origins and sequences, in more batches than are kept apart.
         for batch in 0..(MAX_SEGMENTS as u64 * 2 + 1) {
@@ -432,5 +481,64 @@ mod tests {
         assert!(archive.run_of(EventId::new(PeerId(2), 1_002)).is_some());
         assert!(archive.run_of(EventId::new(PeerId(2), 1_001)).is_none());
         assert!(archive.run_of(EventId::new(PeerId(1), 500)).is_some());
+    }
+
+    /// A cursor answers as `run_of` does, for ids in order, over segments
+    /// of every size; no merge makes a segment past `SEGMENT_CAP`.
+    #[test]
+    fn a_cursor_finds_what_run_of_finds() {
+        use crate::protocol::testing::Rng;
+        let seed = std::env::var("CPC_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+                now.map_or(1, |d| d.as_nanos() as u64)
+            });
+        println!("seed {seed} (replay with CPC_SEED={seed})");
+        let mut rng = Rng::new(seed);
+        let mut archive = Archive::default();
+        let mut next = [1u64; 4];
+        let mut largest = 0;
+        for _ in 0..40 {
+            // A fold's batch: some events of each origin, every other
+            // batch large.
+            let size = if rng.below(2) == 0 {
+                1 + rng.below(50)
+            } else {
+                20_000
+            };
+            let mut events = Vec::new();
+            for (peer, next) in next.iter_mut().enumerate() {
+                let n = 1 + rng.below(size) as u64;
+                events.extend(lone(peer as u64, *next..=*next + n - 1));
+                *next += n;
+            }
+            events.sort_unstable_by_key(|e| e.id);
+            largest = largest.max(events.len());
+            archive.insert(events);
+            // Every third batch, drop a scattering of runs, as folds do.
+            if rng.below(3) == 0 {
+                let cut = rng.next_u64() % 7 + 2;
+                archive.retain(|run| run[0].id.seq % cut != 0);
+            }
+            // Merged up to the cap; a batch larger stays as it came.
+            let cap = SEGMENT_CAP.max(largest);
+            assert!(archive.segments.iter().all(|s| s.events.len() <= cap));
+        }
+        let mut ids: Vec<EventId> = (0..5_000)
+            .map(|_| {
+                let peer = rng.below(5) as u64;
+                EventId::new(
+                    PeerId(peer),
+                    1 + rng.next_u64() % (next[0].max(next[3]) + 10),
+                )
+            })
+            .collect();
+        ids.sort_unstable();
+        let mut cursor = archive.cursor();
+        for id in ids {
+            assert_eq!(cursor.run_of(id), archive.run_of(id), "{id:?}");
+        }
     }
 }

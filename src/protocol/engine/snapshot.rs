@@ -191,13 +191,6 @@ impl ReconciliationEngine {
         self.applied.iter().map(|(p, n)| EventId::new(p, n))
     }
 
-    /// The whole run holding `id`, from the log or the archive (a lone
-    /// event where no seal covers it).
-    fn run_of(&self, id: EventId) -> Option<&[P2PEvent]> {
-        self.sealed_run_of(id)
-            .or_else(|| self.log.get(id).map(std::slice::from_ref))
-    }
-
     /// An applied event still kept here: in the log, or in the archive
     /// when the state rests on it.
     pub fn kept_event(&self, id: EventId) -> Option<&P2PEvent> {
@@ -221,8 +214,17 @@ impl ReconciliationEngine {
         let mut events: Vec<&P2PEvent> = Vec::with_capacity(wanted.len());
         let mut flags = Vec::with_capacity(wanted.len());
         let mut at = 0;
+        // The whole run holding each id, from the log or the archive (a
+        // lone event where no seal covers it). Ids come in order: one
+        // cursor walks the archive's segments.
+        let mut archived = self.archive.cursor();
         while let Some(&(id, _)) = wanted.get(at) {
-            let run = self.run_of(id).unwrap_or_default();
+            let run = self
+                .log
+                .run_of(id)
+                .or_else(|| archived.run_of(id))
+                .or_else(|| self.log.get(id).map(std::slice::from_ref))
+                .unwrap_or_default();
             for event in run {
                 let mut live = false;
                 while let Some(&(w, l)) = wanted.get(at).filter(|(w, _)| *w <= event.id) {
