@@ -12,10 +12,12 @@ use crate::protocol::key_sort;
 /// loaded snapshot's events stay in the vector they were decoded into,
 /// with no allocation or move per run (a million lone events of an
 /// unsigned room took 1.7 s to file one by one). Compaction prunes each
-/// in place and merges the young ones by size (`tier`): a
-/// fold of 50,000 events into a state of a million moved the million
-/// each time (a million keys written through folds: 2.3-2.4 s natively,
-/// 1.4 s with the tiers).
+/// in place and merges small ones by size, up to `SEGMENT_CAP` events
+/// (`tier`). Merging every batch into one moved the whole archive at
+/// each fold (a million keys written through folds took 2.3-2.4 s
+/// natively, 1.4 s with the tiers) and held it twice while it did, a
+/// peak the wasm's memory keeps. Lookups of many ids in order go through
+/// one [`Cursor`], which reads each segment once.
 #[derive(Debug, Default)]
 pub struct Archive {
     /// Oldest first; a run in a later segment hides the same run in an
