@@ -17,7 +17,7 @@ use crate::protocol::key_sort;
 /// each fold (a million keys written through folds took 2.3-2.4 s
 /// natively, 1.4 s with the tiers) and held it twice while it did, a
 /// peak the wasm's memory keeps. Lookups of many ids in order go through
-/// one [`Cursor`], which reads each segment once.
+/// one `Cursor`, which reads each segment once.
 #[derive(Debug, Default)]
 pub struct Archive {
     /// Oldest first; a run in a later segment hides the same run in an
