@@ -24,10 +24,14 @@ pub struct Archive {
     /// earlier one.
     segments: Vec<Segment>,
     len: usize,
+    /// Segments left by the last [`retain`](Archive::retain): past this
+    /// many more, an insert prunes and merges (large segments, which are
+    /// never merged, do not count against it).
+    settled: usize,
 }
 
-/// Small batches kept apart, at most, beyond the full ones: past this an
-/// insert prunes and merges them ([`Archive::retain`]).
+/// Batches inserted since the last prune, at most: past this an insert
+/// prunes and merges them ([`Archive::retain`]).
 const MAX_SEGMENTS: usize = 8;
 
 /// Segments are merged up to this many events (about 10 MB), no further:
@@ -157,7 +161,7 @@ impl Archive {
         }
         self.len += segment.events.len();
         self.segments.push(segment);
-        if self.segments.len() > MAX_SEGMENTS + self.len / SEGMENT_CAP {
+        if self.segments.len() > self.settled + MAX_SEGMENTS {
             self.retain(|_| true);
         }
     }
@@ -230,6 +234,7 @@ impl Archive {
         }
         self.tier();
         self.len = self.segments.iter().map(|s| s.events.len()).sum();
+        self.settled = self.segments.len();
     }
 
     /// Merges the youngest segment into the one before it while it is at
@@ -343,8 +348,13 @@ impl<'a> Cursor<'a> {
             *at += low + rest[low..high].partition_point(|(first, _)| *first <= id);
             let Some(r) = at.checked_sub(1) else { continue };
             let (first, _) = segment.starts[r];
+            debug_assert!(first <= id, "a cursor is asked ids in order");
             let (start, end) = segment.bounds(r);
-            if first.peer == id.peer && id.seq - first.seq < (end - start) as u64 {
+            let within = id
+                .seq
+                .checked_sub(first.seq)
+                .is_some_and(|d| d < (end - start) as u64);
+            if first.peer == id.peer && within {
                 return Some(&segment.events[start..end]);
             }
         }
@@ -430,7 +440,7 @@ mod tests {
             events.extend(lone(9, batch * 2 + 1..=batch * 2 + 2));
             events.sort_unstable_by_key(|e| e.id);
             archive.insert(events);
-            assert!(archive.segments.len() <= MAX_SEGMENTS);
+            assert!(archive.segments.len() <= archive.settled + MAX_SEGMENTS);
         }
         let total = (MAX_SEGMENTS * 2 + 1) * 5;
         assert_eq!(archive.len(), total);
@@ -542,5 +552,63 @@ mod tests {
         for id in ids {
             assert_eq!(cursor.run_of(id), archive.run_of(id), "{id:?}");
         }
+    }
+
+    /// Sealed runs of several events, in segments of their own, with a
+    /// younger segment holding a run that overlaps an older one (a forger's
+    /// other run): the cursor answers as `run_of` does, youngest first, for
+    /// every id in order.
+    #[test]
+    fn a_cursor_walks_sealed_and_overlapping_runs_as_run_of_does() {
+        let a = Identity::from_seed(1);
+        let sealed = |from: u64, to: u64, value: &str| {
+            let mut run: Vec<P2PEvent> = (from..=to).map(|s| sample(a.peer(), s, value)).collect();
+            seal::seal(&a, &mut run);
+            run
+        };
+        let mut archive = Archive::default();
+        let mut older = sealed(1, 4, "1");
+        older.extend(sealed(5, 9, "1"));
+        archive.insert(older);
+        archive.insert(sealed(10, 12, "1"));
+        // Overlaps 5..=9 from 7: kept apart (no retain runs between).
+        archive.insert(sealed(7, 11, "2"));
+        assert_eq!(archive.segments.len(), 3);
+        let mut cursor = archive.cursor();
+        for seq in 0..=14 {
+            let id = EventId::new(a.peer(), seq);
+            assert_eq!(cursor.run_of(id), archive.run_of(id), "seq {seq}");
+        }
+        let id = EventId::new(a.peer(), 8);
+        assert_eq!(
+            archive.run_of(id).map(|r| r[0].id.seq),
+            Some(7),
+            "the younger copy"
+        );
+    }
+
+    /// Segments too large to merge (one a fold, each over half the cap)
+    /// do not make every later insert prune: only `MAX_SEGMENTS` inserts
+    /// past the last prune do.
+    #[test]
+    fn large_segments_do_not_make_every_insert_prune() {
+        let mut archive = Archive::default();
+        let big = SEGMENT_CAP as u64 / 2 + 1;
+        for batch in 0..12 {
+            archive.insert(lone(1, batch * big + 1..=(batch + 1) * big));
+            archive.retain(|_| true);
+        }
+        assert_eq!(archive.segments.len(), 12, "none merged");
+        // Small inserts (leaf repairs), no prune between: kept apart
+        // until there are more than `MAX_SEGMENTS` of them.
+        for i in 0..MAX_SEGMENTS {
+            archive.insert(lone(2, i as u64 + 1..=i as u64 + 1));
+            assert_eq!(archive.segments.len(), 13 + i);
+        }
+        archive.insert(lone(2, 100..=100));
+        assert!(
+            archive.segments.len() < 12 + MAX_SEGMENTS,
+            "pruned and merged"
+        );
     }
 }

@@ -62,12 +62,15 @@ impl Entities {
         let (chunks, hasher) = (&self.chunks, &self.hasher);
         self.index
             .reserve(additional, |&i| hasher.hash_one(key_of(chunks, i)));
-        let wanted = (self.len + additional).div_ceil(CHUNK);
-        if let Some(first) = self.chunks.first_mut() {
-            first.reserve_exact(CHUNK.min(self.len + additional) - first.len());
+        let total = self.len + additional;
+        let start = self.chunks.len().saturating_sub(1) * CHUNK;
+        if let Some(last) = self.chunks.last_mut() {
+            // The last chunk made so far, topped up to its share of `total`.
+            let room = CHUNK.min(total.saturating_sub(start));
+            last.reserve_exact(room.saturating_sub(last.len()));
         }
-        while self.chunks.len() < wanted {
-            let room = CHUNK.min(self.len + additional - self.chunks.len() * CHUNK);
+        while self.chunks.len() < total.div_ceil(CHUNK) {
+            let room = CHUNK.min(total - self.chunks.len() * CHUNK);
             self.chunks.push(Vec::with_capacity(room));
         }
     }
@@ -114,7 +117,14 @@ impl Entities {
             let capacity = if chunks.is_empty() { 0 } else { CHUNK };
             chunks.push(Vec::with_capacity(capacity));
         }
-        chunks[at].push(slot);
+        let chunk = &mut chunks[at];
+        if chunk.len() == chunk.capacity() {
+            // Doubling, but never past a chunk's worth (a chunk a reserve
+            // or a shrink left short would otherwise double beyond it).
+            let room = (2 * chunk.len()).clamp(4, CHUNK);
+            chunk.reserve_exact(room - chunk.len());
+        }
+        chunk.push(slot);
         *len += 1;
         (*len - 1) as u32
     }
@@ -250,5 +260,16 @@ mod tests {
         for i in (0..CHUNK + 10).step_by(97) {
             assert_eq!(table.find(&format!("k{i}")), Some(i as u32));
         }
+        // Pushes after the shrink fill the short chunk up to a chunk's
+        // worth, not past it.
+        for i in CHUNK + 10..2 * CHUNK + 5 {
+            table.insert_new(slot(Text::from(format!("k{i}").as_str())));
+        }
+        assert_eq!(table.chunks.len(), 3);
+        assert!(table.chunks.iter().all(|c| c.capacity() <= CHUNK));
+        assert_eq!(
+            table.find(&format!("k{}", 2 * CHUNK + 4)),
+            Some(2 * CHUNK as u32 + 4)
+        );
     }
 }

@@ -288,7 +288,17 @@ mod tests {
         assert_eq!(log.len(), 20);
         assert!(capacity(&log) <= 40, "kept room for {}", capacity(&log));
 
-        // One origin whole: its vector is handed over, nothing is kept.
+        // One origin alone, whole: its vector is handed over, not copied
+        // (1,024 events fill their vector exactly, so nothing is shrunk).
+        let one: Vec<P2PEvent> = workload::rounds(1_024, 1, 100, 8, 5);
+        let mut log = logged(&one);
+        let peer = one[0].id.peer;
+        let buffer = log.origins[&peer].events.as_ptr();
+        let folded = log.prune(&[(peer, 1_024)].into_iter().collect());
+        assert_eq!(folded.as_ptr(), buffer, "moved, not copied");
+        assert_eq!((folded.len(), log.len()), (1_024, 0));
+
+        // One origin whole beside another: its vector is given back.
         let mut log = logged(&events);
         let (peer, n) = heads[0];
         let folded = log.prune(&[(peer, n)].into_iter().collect());
