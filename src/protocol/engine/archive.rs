@@ -499,16 +499,7 @@ mod tests {
     /// of every size; no merge makes a segment past `SEGMENT_CAP`.
     #[test]
     fn a_cursor_finds_what_run_of_finds() {
-        use crate::protocol::testing::Rng;
-        let seed = std::env::var("CPC_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-                now.map_or(1, |d| d.as_nanos() as u64)
-            });
-        println!("seed {seed} (replay with CPC_SEED={seed})");
-        let mut rng = Rng::new(seed);
+        let mut rng = crate::protocol::testing::Rng::from_env("a_cursor_finds_what_run_of_finds");
         let mut archive = Archive::default();
         let mut next = [1u64; 4];
         let mut largest = 0;

@@ -608,7 +608,7 @@ fn check_room_state(snapshot: &StateSnapshot) -> Result<(), SnapshotError> {
 mod tests {
     use super::*;
     use crate::protocol::engine::EngineConfig;
-    use crate::protocol::testing::workload;
+    use crate::protocol::testing::{workload, Rng};
 
     /// A fold that encodes its snapshot writes the bytes a fold and then
     /// an encode do (it only skips the second walk over the dots).
@@ -639,14 +639,7 @@ mod tests {
 
     #[test]
     fn packed_ids_sort_and_merge_as_the_pairs_do() {
-        let seed = std::env::var("CPC_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-                now.map_or(1, |d| d.as_nanos() as u64)
-            });
-        println!("seed {seed} (replay with CPC_SEED={seed})");
+        let seed = Rng::from_env("packed_ids_sort_and_merge_as_the_pairs_do").next_u64();
         let events = workload::rounds(3_000, 7, 400, 5, seed);
         let mut engine = ReconciliationEngine::new(PeerId(1), EngineConfig::default());
         for event in events {

@@ -10,6 +10,20 @@ impl Rng {
         Rng(seed)
     }
 
+    /// The stream of `CPC_SEED` when it is set, else of a fresh seed;
+    /// either way the seed is printed first, so a failure replays.
+    pub fn from_env(test: &str) -> Self {
+        let seed = std::env::var("CPC_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+                now.map_or(1, |d| d.as_nanos() as u64)
+            });
+        println!("{test}: seed {seed} (replay with CPC_SEED={seed})");
+        Rng(seed)
+    }
+
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
