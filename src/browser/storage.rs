@@ -254,26 +254,18 @@ impl Storage {
         committed(&tx, op).await
     }
 
-    /// Makes the node's persist requests durable, in one transaction: the
-    /// last snapshot among them replaces everything (it covers what came
-    /// before it), and the event records after it are appended, back to
-    /// back, as one record. Resolves once the transaction has committed.
+    /// Makes the node's persist requests durable, in one transaction, as
+    /// [`Persist::commit`] plans them: the last snapshot (gzipped) replaces
+    /// everything, and the records after it go as one. Resolves once the
+    /// transaction has committed.
     pub async fn commit(&self, writes: &[Persist]) -> Result<(), StorageError> {
         let op = "commit";
-        let last_snapshot = writes
-            .iter()
-            .rposition(|w| matches!(w, Persist::Snapshot(_)));
-        let (snapshot, events) = match last_snapshot {
-            Some(at) => (Some(&writes[at]), &writes[at + 1..]),
-            None => (None, writes),
-        };
+        let commit = Persist::commit(writes);
         // Compressed before the transaction opens: it must not wait on
         // anything but its own requests.
-        let snapshot = match snapshot {
-            Some(Persist::Snapshot(bytes)) => {
-                Some(compress::gzip(bytes).await.map_err(failed(op))?)
-            }
-            _ => None,
+        let snapshot = match commit.snapshot {
+            Some(bytes) => Some(compress::gzip(bytes).await.map_err(failed(op))?),
+            None => None,
         };
         let stores = Array::of2(&LOG.into(), &SNAPSHOT.into());
         let tx = self
@@ -286,18 +278,8 @@ impl Storage {
                 .put_with_key(&Uint8Array::from(bytes.as_slice()), &STATE_KEY.into())
                 .map_err(failed(op))?;
         }
-        // The batches after the snapshot, back to back in one record (a
-        // record per event, or per batch of a task, would cap appends at
-        // the browser's rate of IndexedDB requests).
-        let records: Vec<&[u8]> = events
-            .iter()
-            .filter_map(|w| match w {
-                Persist::Events { record, .. } => Some(record.as_slice()),
-                Persist::Snapshot(_) => None,
-            })
-            .collect();
-        if !records.is_empty() {
-            let bytes = Uint8Array::from(records.concat().as_slice());
+        if let Some(record) = commit.record {
+            let bytes = Uint8Array::from(record.as_slice());
             self.store(&tx, LOG, op)?.add(&bytes).map_err(failed(op))?;
         }
         committed(&tx, op).await

@@ -14,7 +14,7 @@ pub mod wire;
 pub use link::{Backoff, LinkAction, LinkConfig, Links, Route, Verdict};
 pub use mesh::{LinkState, Mesh, MeshAction, MeshConfig, OverlayMessage, MAX_SHUFFLE};
 pub use node::{
-    BoxedHandler, LocalWrite, Output, PeerReport, Persist, Relay, SyncConfig, SyncNode,
+    BoxedHandler, Commit, LocalWrite, Output, PeerReport, Persist, Relay, SyncConfig, SyncNode,
     DIGEST_PAUSE_MS, EAGER_KEPT, FORCED_FOLD, GRAFT_BATCH_MS, GRAFT_RETRY_MS, IHAVE_TIMEOUT_MS,
     MAX_ANNOUNCED, MAX_AWAITED, MAX_AWAITED_PER_PEER, MAX_GRAFTS_PER_INTERVAL,
     MAX_HELD_FOR_VERIFIER, MAX_IN_FLIGHT_EVENTS, MAX_OVERLAY_PER_INTERVAL, MAX_PENDING_OVERLAY,

@@ -84,23 +84,20 @@ impl Store {
     /// Makes `writes` durable, in order, in one transaction: `Ok` once it
     /// is committed to disk.
     pub fn commit(&mut self, writes: &[Persist]) -> Result<(), StoreError> {
+        let commit = Persist::commit(writes);
         let txn = self.db.begin_write().map_err(failed)?;
         let mut next_key = self.next_key;
         {
             let mut events = txn.open_table(EVENTS).map_err(failed)?;
             let mut meta = txn.open_table(META).map_err(failed)?;
-            for write in writes {
-                match write {
-                    Persist::Events { record, .. } => {
-                        events.insert(next_key, record.as_slice()).map_err(failed)?;
-                        next_key += 1;
-                    }
-                    Persist::Snapshot(bytes) => {
-                        // It covers every event persisted so far.
-                        events.retain(|_, _| false).map_err(failed)?;
-                        meta.insert("snapshot", bytes.as_slice()).map_err(failed)?;
-                    }
-                }
+            if let Some(bytes) = commit.snapshot {
+                // It covers every event persisted so far.
+                events.retain(|_, _| false).map_err(failed)?;
+                meta.insert("snapshot", bytes).map_err(failed)?;
+            }
+            if let Some(record) = &commit.record {
+                events.insert(next_key, record.as_slice()).map_err(failed)?;
+                next_key += 1;
             }
         }
         txn.commit().map_err(failed)?;

@@ -44,6 +44,44 @@ impl Persist {
             count: events.len(),
         }
     }
+
+    /// What storage writes to make `writes` durable in one commit: the
+    /// last snapshot among them, which replaces everything stored (it
+    /// covers what came before it), and the records after it joined into
+    /// one (read back with [`P2PEvent::decode_batch`]). One storage record
+    /// a commit, not one a request: a page whose writes each take a task
+    /// would otherwise make an IndexedDB record for each.
+    pub fn commit(writes: &[Persist]) -> Commit<'_> {
+        let last_snapshot = writes
+            .iter()
+            .rposition(|w| matches!(w, Persist::Snapshot(_)));
+        let (snapshot, after) = match last_snapshot {
+            Some(at) => (Some(&writes[at]), &writes[at + 1..]),
+            None => (None, writes),
+        };
+        let records: Vec<&[u8]> = after
+            .iter()
+            .filter_map(|w| match w {
+                Persist::Events { record, .. } => Some(record.as_slice()),
+                Persist::Snapshot(_) => None,
+            })
+            .collect();
+        Commit {
+            snapshot: match snapshot {
+                Some(Persist::Snapshot(bytes)) => Some(bytes),
+                _ => None,
+            },
+            record: (!records.is_empty()).then(|| records.concat()),
+        }
+    }
+}
+
+/// One commit's writes ([`Persist::commit`]), in this order: replace
+/// everything stored with `snapshot`, then append `record`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Commit<'a> {
+    pub snapshot: Option<&'a [u8]>,
+    pub record: Option<Vec<u8>>,
 }
 
 /// Tokens issued, tokens acknowledged, and the frames waiting on them.
@@ -232,5 +270,55 @@ impl SyncNode {
             }
             keep
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn events(bytes: &[u8]) -> Persist {
+        Persist::Events {
+            record: bytes.to_vec(),
+            count: 1,
+        }
+    }
+
+    /// A commit writes the last snapshot and the records after it as one;
+    /// records before that snapshot are covered by it and not written.
+    #[test]
+    fn a_commit_is_the_last_snapshot_and_the_records_after_it_joined() {
+        let snapshot = |b: u8| Persist::Snapshot(vec![b; 3]);
+        let writes = [
+            events(b"a"),
+            snapshot(1),
+            events(b"b"),
+            snapshot(2),
+            events(b"cd"),
+            events(b"e"),
+        ];
+        let commit = Persist::commit(&writes);
+        assert_eq!(commit.snapshot, Some(&[2u8, 2, 2][..]));
+        assert_eq!(commit.record.as_deref(), Some(&b"cde"[..]));
+
+        let commit = Persist::commit(&writes[..4]);
+        assert_eq!(
+            (commit.snapshot, commit.record),
+            (Some(&[2u8, 2, 2][..]), None)
+        );
+
+        let commit = Persist::commit(&writes[4..]);
+        assert_eq!(
+            (commit.snapshot, commit.record.as_deref()),
+            (None, Some(&b"cde"[..]))
+        );
+
+        assert_eq!(
+            Persist::commit(&[]),
+            Commit {
+                snapshot: None,
+                record: None
+            }
+        );
     }
 }

@@ -19,7 +19,7 @@ mod repair;
 
 pub use app::{LocalWrite, PeerReport};
 use durability::Durability;
-pub use durability::Persist;
+pub use durability::{Commit, Persist};
 use gossip::Spread;
 pub use gossip::{
     EAGER_KEPT, FORCED_FOLD, MAX_HELD_FOR_VERIFIER, MAX_IN_FLIGHT_EVENTS, MAX_UNVERIFIED_EVENTS,
