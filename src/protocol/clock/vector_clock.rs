@@ -121,12 +121,28 @@ impl Serialize for VectorClock {
 
 /// `peer`'s entry in sorted entries: the hottest call of causal apply
 /// (the slice taken once, the search written out: see
-/// [`sorted_map::search`]).
+/// [`sorted_map::search`]). Without a branch on each probe: the half
+/// kept is a select, so a room's clock of 64 peers costs six steps and
+/// no mispredicted jump (an early exit on equality saves little there).
 #[inline(always)]
 fn sorted_get(entries: &[(PeerId, u64)], peer: PeerId) -> u64 {
-    match sorted_map::search(entries, &peer) {
-        Ok(i) => entries.get(i).map_or(0, |e| e.1),
-        Err(_) => 0,
+    let (mut base, mut size) = (0, entries.len());
+    if size == 0 {
+        return 0;
+    }
+    while size > 1 {
+        let half = size / 2;
+        let mid = base + half;
+        base = if entries.get(mid).is_some_and(|e| e.0 <= peer) {
+            mid
+        } else {
+            base
+        };
+        size -= half;
+    }
+    match entries.get(base) {
+        Some(&(p, value)) if p == peer => value,
+        _ => 0,
     }
 }
 
