@@ -534,6 +534,26 @@ mod tests {
         entries.iter().map(|&(p, v)| (PeerId(p), v)).collect()
     }
 
+    /// The branchless lookup finds what the standard search finds: every
+    /// peer of sorted entries of 0 to 70, and every gap between them.
+    #[test]
+    fn sorted_get_finds_what_the_standard_search_finds() {
+        for n in 0..70u64 {
+            let entries: Vec<(PeerId, u64)> =
+                (0..n).map(|i| (PeerId(2 * i + 1), i + 100)).collect();
+            for peer in 0..2 * n + 2 {
+                let expected = entries
+                    .binary_search_by_key(&PeerId(peer), |e| e.0)
+                    .map_or(0, |i| entries[i].1);
+                assert_eq!(
+                    sorted_get(&entries, PeerId(peer)),
+                    expected,
+                    "{n} entries, peer {peer}"
+                );
+            }
+        }
+    }
+
     /// The walk's gallop and search, against a lookup of each entry: a
     /// clock asking about every `stride`-th of ours (covered), with one
     /// entry raised past ours or one peer we lack slipped in, anywhere.
