@@ -111,10 +111,19 @@ impl Segment {
 
     fn run_of(&self, id: EventId) -> Option<&[P2PEvent]> {
         let r = self.starts.partition_point(|(first, _)| *first <= id);
-        let (first, _) = *self.starts.get(r.checked_sub(1)?)?;
-        let (start, end) = self.bounds(r - 1);
-        let holds = first.peer == id.peer && id.seq - first.seq < (end - start) as u64;
-        holds.then(|| &self.events[start..end])
+        self.holding(r.checked_sub(1)?, id)
+    }
+
+    /// Run `r`, if it holds `id` (the last run starting at or before it).
+    fn holding(&self, r: usize, id: EventId) -> Option<&[P2PEvent]> {
+        let (first, _) = *self.starts.get(r)?;
+        debug_assert!(first <= id, "run {r} starts after {id:?}");
+        let (start, end) = self.bounds(r);
+        let within = id
+            .seq
+            .checked_sub(first.seq)
+            .is_some_and(|d| d < (end - start) as u64);
+        (first.peer == id.peer && within).then(|| &self.events[start..end])
     }
 }
 
@@ -346,16 +355,11 @@ impl<'a> Cursor<'a> {
             }
             let (low, high) = (step / 2, step.min(rest.len()));
             *at += low + rest[low..high].partition_point(|(first, _)| *first <= id);
-            let Some(r) = at.checked_sub(1) else { continue };
-            let (first, _) = segment.starts[r];
-            debug_assert!(first <= id, "a cursor is asked ids in order");
-            let (start, end) = segment.bounds(r);
-            let within = id
-                .seq
-                .checked_sub(first.seq)
-                .is_some_and(|d| d < (end - start) as u64);
-            if first.peer == id.peer && within {
-                return Some(&segment.events[start..end]);
+            // (A cursor asked an earlier id than the last would trip the
+            // order check in `holding`.)
+            let run = at.checked_sub(1).and_then(|r| segment.holding(r, id));
+            if run.is_some() {
+                return run;
             }
         }
         None

@@ -36,10 +36,16 @@ pub(super) struct Entities {
     hasher: FixedState,
 }
 
+/// Slot `i`'s chunk, and its place in it.
+fn place(i: u32) -> (usize, usize) {
+    let i = i as usize;
+    (i / CHUNK, i % CHUNK)
+}
+
 /// The key of slot `i` (the hash table's view of the chunks).
 fn key_of(chunks: &[Vec<Slot>], i: u32) -> &str {
-    let i = i as usize;
-    &chunks[i / CHUNK][i % CHUNK].key
+    let (chunk, at) = place(i);
+    &chunks[chunk][at].key
 }
 
 impl Entities {
@@ -95,16 +101,14 @@ impl Entities {
     }
 
     pub(super) fn get(&self, key: &str) -> Option<&Slot> {
-        self.find(key).map(|i| {
-            let i = i as usize;
-            &self.chunks[i / CHUNK][i % CHUNK]
-        })
+        let (chunk, at) = place(self.find(key)?);
+        Some(&self.chunks[chunk][at])
     }
 
     /// The slot at `index` (one [`find`](Self::find) or an insert gave).
     pub(super) fn at(&mut self, index: u32) -> &mut Slot {
-        let i = index as usize;
-        &mut self.chunks[i / CHUNK][i % CHUNK]
+        let (chunk, at) = place(index);
+        &mut self.chunks[chunk][at]
     }
 
     /// Appends `slot`: its index. (Inlined: a slot passed to a call is
