@@ -16,6 +16,7 @@ pub mod heap_sort;
 pub mod identity;
 pub mod json;
 pub mod key_sort;
+pub mod prefetch;
 pub mod reconciliation;
 pub mod relay;
 pub mod room;

@@ -373,7 +373,8 @@ impl<'a> Encoder<'a> {
 
     /// The hash of the key of the event being encoded (`batch[at]`). At
     /// the start of each group, the next group's keys are hashed and their
-    /// slots loaded together: their cache misses overlap.
+    /// slots loaded together: their cache misses overlap. Where the target
+    /// has a prefetch, their clocks are asked for too.
     fn key_hash(&mut self, event: &P2PEvent) -> u64 {
         let at = self.at;
         debug_assert!(std::ptr::eq(self.batch[at], event));
@@ -386,6 +387,10 @@ impl<'a> Encoder<'a> {
                 let hash = self.keys.hash(&event.key);
                 self.hashes[i % (2 * AHEAD)] = hash;
                 warm ^= self.keys.warm(hash);
+                event.deps.prefetch();
+                if let Some(observed) = event.op.observed_clock() {
+                    observed.prefetch();
+                }
             }
             std::hint::black_box(warm);
         }

@@ -21,7 +21,7 @@ use std::hash::BuildHasher;
 
 use foldhash::fast::FixedState;
 
-use crate::protocol::hashing;
+use crate::protocol::{hashing, prefetch};
 
 pub struct KeyTable<'a> {
     /// 0 is empty; else the hash's low 32 bits, then the index plus one.
@@ -53,11 +53,18 @@ impl<'a> KeyTable<'a> {
         self.hasher.hash_one(key)
     }
 
-    /// The word in the slot where a key of `hash` is looked up first: the
-    /// caller folds the words of several keys into one value it keeps
+    /// Brings in the slot where a key of `hash` is looked up first. Where
+    /// the target has no prefetch it returns the slot's word, which the
+    /// caller folds with the words of several keys into one value it keeps
     /// (`std::hint::black_box`), so their loads are issued together.
     pub fn warm(&self, hash: u64) -> u64 {
-        self.slots[self.home(hash)]
+        let slot = &self.slots[self.home(hash)];
+        if prefetch::AVAILABLE {
+            prefetch::prefetch(slot);
+            0
+        } else {
+            *slot
+        }
     }
 
     /// `key`'s index (`hash` is [`hash`](Self::hash)'s), taking the next
