@@ -242,30 +242,42 @@ impl ReconciliationEngine {
     /// its origin's next event, and the next events of the origins parked
     /// under it.
     fn apply_and_release(&mut self, event: P2PEvent) -> usize {
-        // No allocation unless the event wakes something (most do not).
+        // The event is moved once, into the log; most wake nothing, and
+        // those make no allocation.
+        let id = event.id;
+        self.apply(event);
+        if self.holding.is_empty() {
+            return 1;
+        }
         let mut ready = Vec::new();
-        let mut next = Some(event);
-        let mut count = 0;
-        while let Some(event) = next.take().or_else(|| ready.pop()) {
+        self.wake(id, &mut ready);
+        let mut count = 1;
+        while let Some(event) = ready.pop() {
             let id = event.id;
             self.apply(event);
             count += 1;
-            if self.holding.is_empty() {
-                continue;
-            }
-            self.release(
-                EventId::new(id.peer, id.seq.saturating_add(1)),
-                id,
-                &mut ready,
-            );
-            if let Some(parked) = self.holding.woken(id) {
-                for &origin in parked.origins() {
-                    let have = self.applied.get(origin);
-                    self.release(EventId::new(origin, have.saturating_add(1)), id, &mut ready);
-                }
+            if !self.holding.is_empty() {
+                self.wake(id, &mut ready);
             }
         }
         count
+    }
+
+    /// Takes to `ready` the held events that `applied`, just applied,
+    /// makes ready: its origin's next, and the next events of the origins
+    /// parked under it.
+    fn wake(&mut self, applied: EventId, ready: &mut Vec<P2PEvent>) {
+        self.release(
+            EventId::new(applied.peer, applied.seq.saturating_add(1)),
+            applied,
+            ready,
+        );
+        if let Some(parked) = self.holding.woken(applied) {
+            for &origin in parked.origins() {
+                let have = self.applied.get(origin);
+                self.release(EventId::new(origin, have.saturating_add(1)), applied, ready);
+            }
+        }
     }
 
     /// Takes the held event `next`, its origin's next, to `ready` if
