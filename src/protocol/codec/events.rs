@@ -39,11 +39,11 @@ use crate::protocol::clock::{Entries, PeerId, Timestamp, VectorClock, MAX_CLOCK_
 use crate::protocol::event::{
     CounterOp, CounterShare, EventId, Operation, P2PEvent, RegisterOp, SetOp,
 };
-use crate::protocol::hashing;
 use crate::protocol::identity::{peer_id_of, PublicKey};
 use crate::protocol::seal::Seal;
 use crate::protocol::text::Text;
 use crate::protocol::value::JsonValue;
+use crate::protocol::{hashing, prefetch};
 
 /// The batch layout's version, its first byte.
 pub const FORMAT: u8 = 1;
@@ -179,6 +179,10 @@ struct Encoder<'a> {
     /// entries in the size-optimized wasm (ids are hashes of keys, so
     /// their low bits spread; colliding ids only fall through to `peers`).
     recent: Vec<(PeerId, u64)>,
+    /// The peers of the last clock encoded, by place, and their indices:
+    /// a room's clocks name its writers in the same order, so the peer at
+    /// an entry's place in the last clock is most often the entry's.
+    places: Vec<(PeerId, u64)>,
 }
 
 /// Slots of [`Encoder::recent`]: a room's writers, most of the time.
@@ -205,6 +209,7 @@ impl<'a> Encoder<'a> {
             millis: 0,
             last_peer: None,
             recent: Vec::new(),
+            places: Vec::new(),
         };
         if events >= RECENT {
             // No peer's index is `u64::MAX`: every slot starts empty. (A
@@ -371,27 +376,36 @@ impl<'a> Encoder<'a> {
         }
     }
 
-    /// The hash of the key of the event being encoded (`batch[at]`). At
-    /// the start of each group, the next group's keys are hashed and their
-    /// slots loaded together: their cache misses overlap. Where the target
-    /// has a prefetch, their clocks are asked for too.
+    /// The hash of the key of the event being encoded (`batch[at]`),
+    /// computed ahead with the slot it looks up first brought in, and the
+    /// event's clocks: the cache misses of events to come overlap. With a
+    /// prefetch (natively), one event [`AHEAD`] on is asked for at each
+    /// event, which keeps a steady few in flight; without (wasm), the next
+    /// group's slots are loaded together at the start of each group.
     fn key_hash(&mut self, event: &P2PEvent) -> u64 {
         let at = self.at;
         debug_assert!(std::ptr::eq(self.batch[at], event));
         self.at += 1;
-        if at % AHEAD == 0 {
-            let from = if at == 0 { 0 } else { at + AHEAD };
-            let mut warm = 0;
-            for i in from..(at + 2 * AHEAD).min(self.batch.len()) {
-                let event = self.batch[i];
-                let hash = self.keys.hash(&event.key);
-                self.hashes[i % (2 * AHEAD)] = hash;
-                warm ^= self.keys.warm(hash);
-                event.deps.prefetch();
-                if let Some(observed) = event.op.observed_clock() {
-                    observed.prefetch();
-                }
+        let from = if at == 0 { 0 } else { at + AHEAD };
+        let to = if prefetch::AVAILABLE {
+            at + AHEAD + 1
+        } else if at % AHEAD == 0 {
+            at + 2 * AHEAD
+        } else {
+            from
+        };
+        let mut warm = 0;
+        for i in from..to.min(self.batch.len()) {
+            let event = self.batch[i];
+            let hash = self.keys.hash(&event.key);
+            self.hashes[i % (2 * AHEAD)] = hash;
+            warm ^= self.keys.warm(hash);
+            event.deps.prefetch();
+            if let Some(observed) = event.op.observed_clock() {
+                observed.prefetch();
             }
+        }
+        if !prefetch::AVAILABLE {
             std::hint::black_box(warm);
         }
         self.hashes[at % (2 * AHEAD)]
@@ -403,8 +417,19 @@ impl<'a> Encoder<'a> {
         if counted {
             varint::put(&mut self.cols[ENTRIES], clock.len() as u64);
         }
-        for (peer, seq) in clock.iter() {
-            let index = self.peer(peer);
+        for (place, (peer, seq)) in clock.iter().enumerate() {
+            let index = match self.places.get(place) {
+                Some(&(p, index)) if p == peer => index,
+                _ => {
+                    let index = self.peer(peer);
+                    if place < self.places.len() {
+                        self.places[place] = (peer, index);
+                    } else if place == self.places.len() && place < RECENT {
+                        self.places.push((peer, index));
+                    }
+                    index
+                }
+            };
             let cursor = &mut self.cursors[index as usize];
             let delta = seq.wrapping_sub(*cursor) as i64;
             *cursor = seq;
