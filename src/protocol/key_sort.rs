@@ -49,6 +49,14 @@ pub fn sort_by_key<T>(v: &mut [T], key: impl Fn(&T) -> u128) {
 /// wasm the comparison sort made a call of every comparison, and a
 /// snapshot of 100k entities sorts 200k words.
 pub fn sort_words(v: &mut Vec<u64>) {
+    sort_words_above(v, 0);
+}
+
+/// Sorts 64-bit words by their bits from `bit` up (a multiple of 8),
+/// stably: words equal there keep their order. [`sort_words`] is this
+/// from bit 0.
+pub fn sort_words_above(v: &mut Vec<u64>, bit: u32) {
+    debug_assert!(bit % 8 == 0 && bit < 64);
     let n = v.len();
     if n < 64 {
         // A Merkle leaf's few ids: an insertion sort, without the
@@ -57,7 +65,7 @@ pub fn sort_words(v: &mut Vec<u64>) {
         for i in 1..n {
             let word = v[i];
             let mut j = i;
-            while j > 0 && v[j - 1] > word {
+            while j > 0 && v[j - 1] >> bit > word >> bit {
                 v[j] = v[j - 1];
                 j -= 1;
             }
@@ -67,10 +75,11 @@ pub fn sort_words(v: &mut Vec<u64>) {
     }
     // Every byte's histogram in one read. Slices, not vectors, are
     // indexed: a vector's `Index` is a call in the size-optimized wasm.
+    let low = (bit / 8) as usize;
     let mut counts_vec = vec![0usize; 8 * 256];
     let counts: &mut [usize] = &mut counts_vec;
     for &word in v.iter() {
-        for byte in 0..8 {
+        for byte in low..8 {
             counts[byte * 256 + ((word >> (8 * byte)) & 0xff) as usize] += 1;
         }
     }
@@ -78,7 +87,7 @@ pub fn sort_words(v: &mut Vec<u64>) {
     let mut to_vec = vec![0u64; n];
     let (mut from, mut to): (&mut [u64], &mut [u64]) = (&mut from_vec, &mut to_vec);
     let mut passes = 0;
-    for byte in 0..8 {
+    for byte in low..8 {
         let count = &mut counts[byte * 256..(byte + 1) * 256];
         if count[((from[0] >> (8 * byte)) & 0xff) as usize] == n {
             continue;
@@ -181,6 +190,28 @@ mod tests {
                 let mut sorted = v;
                 super::sort_words(&mut sorted);
                 assert_eq!(sorted, expected, "{len} words, mask {mask:x}");
+            }
+        }
+    }
+
+    #[test]
+    fn sorts_words_above_a_bit_stably() {
+        let mut x: u64 = 31;
+        for len in (0..300usize).chain([5_000]) {
+            for bit in [8, 32, 56] {
+                // Few values above the bit, so many ties, whose order the
+                // bits below (descending here) must not change.
+                let v: Vec<u64> = (0..len)
+                    .map(|i| {
+                        x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                        ((x >> 61) << bit) | (len - i) as u64
+                    })
+                    .collect();
+                let mut expected = v.clone();
+                expected.sort_by_key(|w| w >> bit);
+                let mut sorted = v;
+                super::sort_words_above(&mut sorted, bit);
+                assert_eq!(sorted, expected, "{len} words above bit {bit}");
             }
         }
     }

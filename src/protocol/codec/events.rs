@@ -159,14 +159,13 @@ struct Encoder<'a> {
     /// Per peer: its id, and the key its first seal named (when that key
     /// derives the id).
     table: Vec<(PeerId, Option<PublicKey>)>,
-    /// The batch's key table, and the batch: the keys of the events to
-    /// come are looked up a group ahead ([`Encoder::key_hash`]).
-    keys: KeyTable<'a>,
+    /// The batch's key table, worked out for the whole batch first.
+    keys: KeyTable,
+    /// The batch, and the index in it of the event being encoded: the
+    /// clocks of the events to come are asked for ahead
+    /// ([`Encoder::prefetch`]).
     batch: &'a [&'a P2PEvent],
-    /// The index in `batch` of the event being encoded, and the hashes of
-    /// its key's group and the next.
     at: usize,
-    hashes: [u64; 2 * AHEAD],
     /// Per peer index: the last sequence number a clock entry named, and
     /// where its next run is expected to start.
     cursors: Vec<u64>,
@@ -188,22 +187,20 @@ struct Encoder<'a> {
 /// Slots of [`Encoder::recent`]: a room's writers, most of the time.
 const RECENT: usize = 256;
 
-/// Keys looked up in groups of this many, a group ahead.
+/// How many events ahead a clock is asked for.
 const AHEAD: usize = 16;
 
 impl<'a> Encoder<'a> {
-    /// An encoder for `batch` (a snapshot's keys are all distinct: the
-    /// key table is sized once, not grown a million times).
+    /// An encoder for `batch`.
     fn new(batch: &'a [&'a P2PEvent]) -> Self {
         let events = batch.len();
         let mut e = Encoder {
             cols: Default::default(),
             peers: HashMap::with_hasher(hashing::state()),
             table: Vec::new(),
-            keys: KeyTable::with_capacity(events),
+            keys: KeyTable::new(events, |i| &batch[i].key),
             batch,
             at: 0,
-            hashes: [0; 2 * AHEAD],
             cursors: Vec::new(),
             next_run: Vec::new(),
             millis: 0,
@@ -337,10 +334,8 @@ impl<'a> Encoder<'a> {
             _ => 2,
         };
         let key: &'a str = &event.key;
-        let hash = self.key_hash(event);
-        // Past `u32::MAX - 1` distinct keys (no batch comes near) a key is
-        // spelled again instead of referred to: it still decodes.
-        let found = self.keys.find_or_insert(key, hash).unwrap_or(Found::New(0));
+        self.prefetch(event);
+        let found = self.keys.next();
         let flags = code
             | bit(!event.deps.is_empty(), DEPS)
             | (observed_form << OBSERVED_SHIFT)
@@ -376,39 +371,23 @@ impl<'a> Encoder<'a> {
         }
     }
 
-    /// The hash of the key of the event being encoded (`batch[at]`),
-    /// computed ahead with the slot it looks up first brought in, and the
-    /// event's clocks: the cache misses of events to come overlap. With a
-    /// prefetch (natively), one event [`AHEAD`] on is asked for at each
-    /// event, which keeps a steady few in flight; without (wasm), the next
-    /// group's slots are loaded together at the start of each group.
-    fn key_hash(&mut self, event: &P2PEvent) -> u64 {
+    /// Asks for the clocks of the event [`AHEAD`] of `event` (the one
+    /// being encoded, `batch[at]`), natively (see
+    /// [`prefetch`](crate::protocol::prefetch)): a clock of more than one
+    /// entry is on the heap, and its first read a cache miss.
+    fn prefetch(&mut self, event: &P2PEvent) {
         let at = self.at;
         debug_assert!(std::ptr::eq(self.batch[at], event));
         self.at += 1;
-        let from = if at == 0 { 0 } else { at + AHEAD };
-        let to = if prefetch::AVAILABLE {
-            at + AHEAD + 1
-        } else if at % AHEAD == 0 {
-            at + 2 * AHEAD
-        } else {
-            from
-        };
-        let mut warm = 0;
-        for i in from..to.min(self.batch.len()) {
-            let event = self.batch[i];
-            let hash = self.keys.hash(&event.key);
-            self.hashes[i % (2 * AHEAD)] = hash;
-            warm ^= self.keys.warm(hash);
+        if !prefetch::AVAILABLE {
+            return;
+        }
+        if let Some(event) = self.batch.get(at + AHEAD) {
             event.deps.prefetch();
             if let Some(observed) = event.op.observed_clock() {
                 observed.prefetch();
             }
         }
-        if !prefetch::AVAILABLE {
-            std::hint::black_box(warm);
-        }
-        self.hashes[at % (2 * AHEAD)]
     }
 
     /// A clock's entries (by peer id), each a peer index and the delta

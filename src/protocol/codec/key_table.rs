@@ -1,36 +1,26 @@
 //! A batch's key table for the encoder: each distinct key's index, in
 //! the order keys were first met.
 //!
-//! A snapshot spells a million keys, nearly all distinct, and a table of
-//! that size is far larger than the caches: each lookup is a cache miss,
-//! and they were most of encoding a snapshot's events. So the table is
-//! one word a slot (half the key's hash beside its index), found in one
-//! probe where a general hash table takes two (its control bytes, then
-//! its slot), and the encoder [warms](KeyTable::warm) the slots of the
-//! keys to come a group at a time, so their misses overlap instead of
-//! following one another.
+//! A snapshot spells a million keys, nearly all distinct. Looked up one by
+//! one in a hash table, each key was a cache miss (and, natively, a miss
+//! of the address translation too: the table was 10.7 MB), and they were
+//! most of encoding a snapshot's events even with the lookups of the keys
+//! to come overlapped. So the table is worked out before the first event
+//! is written, by sorting rather than hashing into a table: each key's
+//! hash (its high 32 bits) beside its place in the batch, in one word,
+//! sorted by the hash with a radix sort that keeps places in order. Equal
+//! keys then sit together, first the key's first use; only keys of one
+//! hash are compared. Every pass reads and writes in order; what comes
+//! out is the list of repeated uses, each with the place of its key's
+//! first use.
 //!
 //! Keys are peers' to choose: the hasher is seeded at random
-//! ([`hashing`]), and the table is kept at most three quarters full, so
-//! no key probes far (a probe walks on to the next slot, in the same
-//! cache line most of the time). Its size is not rounded up to a power of
-//! two: a million keys take 10.7 MB of table, as many as the general
-//! table took.
+//! ([`hashing`]), so no peer can aim keys at one hash, where each would
+//! be compared with all the others.
 
 use std::hash::BuildHasher;
 
-use foldhash::fast::FixedState;
-
-use crate::protocol::{hashing, prefetch};
-
-pub struct KeyTable<'a> {
-    /// 0 is empty; else the hash's low 32 bits, then the index plus one.
-    /// A key's first slot comes from the hash's high bits.
-    slots: Vec<u64>,
-    /// The keys, by index.
-    keys: Vec<&'a str>,
-    hasher: FixedState,
-}
+use crate::protocol::{hashing, key_sort};
 
 /// Where a key is: its index, and whether it was already there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,144 +29,167 @@ pub enum Found {
     New(u32),
 }
 
-impl<'a> KeyTable<'a> {
-    /// A table for about `keys` distinct keys (it grows past them).
-    pub fn with_capacity(keys: usize) -> Self {
-        KeyTable {
-            slots: vec![0; slots_for(keys)],
-            keys: Vec::with_capacity(keys),
-            hasher: hashing::state(),
-        }
+/// The key table of one batch, read use by use in the batch's order.
+pub struct KeyTable {
+    /// The repeated uses, sorted: a word each, its place in the batch in
+    /// the high half and the place of its key's first use in the low.
+    repeats: Vec<u64>,
+    /// How many of `repeats` are behind the next use.
+    passed: usize,
+    /// The next use's place, and how many keys were spelled before it.
+    at: u32,
+    spelled: u32,
+}
+
+impl KeyTable {
+    /// The table of the `n` keys `key(0..n)` (the keys of a batch, in its
+    /// order), hashed by the process's seeded hasher.
+    pub fn new<'k>(n: usize, key: impl Fn(usize) -> &'k str) -> Self {
+        let hasher = hashing::state();
+        Self::with_hash(n, key, |k| hasher.hash_one(k))
     }
 
-    pub fn hash(&self, key: &str) -> u64 {
-        self.hasher.hash_one(key)
-    }
-
-    /// Brings in the slot where a key of `hash` is looked up first. Where
-    /// the target has no prefetch it returns the slot's word, which the
-    /// caller folds with the words of several keys into one value it keeps
-    /// (`std::hint::black_box`), so their loads are issued together.
-    pub fn warm(&self, hash: u64) -> u64 {
-        let slot = &self.slots[self.home(hash)];
-        if prefetch::AVAILABLE {
-            prefetch::prefetch(slot);
-            0
-        } else {
-            *slot
-        }
-    }
-
-    /// `key`'s index (`hash` is [`hash`](Self::hash)'s), taking the next
-    /// one if it is new. `None` past `u32::MAX - 1` distinct keys.
-    pub fn find_or_insert(&mut self, key: &'a str, hash: u64) -> Option<Found> {
-        let tag = tag(hash);
-        let mut at = self.home(hash);
-        loop {
-            match self.slots[at] {
-                0 => break,
-                word if word & !u64::from(u32::MAX) == tag => {
-                    let index = (word as u32) - 1;
-                    if self.keys[index as usize] == key {
-                        return Some(Found::Known(index));
+    fn with_hash<'k>(n: usize, key: impl Fn(usize) -> &'k str, hash: impl Fn(&str) -> u64) -> Self {
+        let mut repeats = Vec::new();
+        // Places must fit a half word; past them (no batch comes near)
+        // every key is spelled, which still decodes.
+        if n < u32::MAX as usize {
+            let mut words: Vec<u64> = (0..n)
+                .map(|i| (hash(key(i)) & !u64::from(u32::MAX)) | i as u64)
+                .collect();
+            key_sort::sort_words_above(&mut words, 32);
+            let mut firsts: Vec<(&str, u64)> = Vec::new();
+            let mut run = 0;
+            while run < words.len() {
+                let high = words[run] >> 32;
+                let end = run + words[run..].iter().take_while(|w| *w >> 32 == high).count();
+                if end - run > 1 {
+                    // Places come in order: a key's first use is met first.
+                    firsts.clear();
+                    for &word in &words[run..end] {
+                        let place = word & u64::from(u32::MAX);
+                        let this = key(place as usize);
+                        match firsts.iter().find(|(k, _)| *k == this) {
+                            Some(&(_, first)) => repeats.push(place << 32 | first),
+                            None => firsts.push((this, place)),
+                        }
                     }
                 }
-                _ => {}
+                run = end;
             }
-            at = self.after(at);
+            key_sort::sort_words(&mut repeats);
         }
-        let index = u32::try_from(self.keys.len())
-            .ok()
-            .filter(|&i| i < u32::MAX)?;
-        self.slots[at] = tag | u64::from(index + 1);
-        self.keys.push(key);
-        if self.keys.len() * 4 > self.slots.len() * 3 {
-            self.grow();
-        }
-        Some(Found::New(index))
-    }
-
-    /// The slot a key of `hash` is looked up in first: the hash's high
-    /// bits scaled to the table's size.
-    fn home(&self, hash: u64) -> usize {
-        ((u128::from(hash) * self.slots.len() as u128) >> 64) as usize
-    }
-
-    fn after(&self, at: usize) -> usize {
-        if at + 1 == self.slots.len() {
-            0
-        } else {
-            at + 1
+        KeyTable {
+            repeats,
+            passed: 0,
+            at: 0,
+            spelled: 0,
         }
     }
 
-    /// Twice the slots, every key placed anew.
-    fn grow(&mut self) {
-        self.slots = vec![0; self.slots.len() * 2];
-        for (index, key) in self.keys.iter().enumerate() {
-            let hash = self.hasher.hash_one(key);
-            let mut at = self.home(hash);
-            while self.slots[at] != 0 {
-                at = self.after(at);
+    /// Where the next use's key is: new (spelled, taking the next index)
+    /// or known (the index its first use took).
+    pub fn next(&mut self) -> Found {
+        let at = u64::from(self.at);
+        self.at = self.at.saturating_add(1);
+        match self.repeats.get(self.passed) {
+            Some(&word) if word >> 32 == at => {
+                self.passed += 1;
+                let first = word & u64::from(u32::MAX);
+                // The first use's index: the keys spelled before it, its
+                // place less the repeats before it.
+                let before = self.repeats[..self.passed].partition_point(|w| w >> 32 < first);
+                Found::Known((first - before as u64) as u32)
             }
-            self.slots[at] = tag(hash) | (index as u64 + 1);
+            _ => {
+                let index = self.spelled;
+                self.spelled = self.spelled.saturating_add(1);
+                Found::New(index)
+            }
         }
     }
-}
-
-/// A slot's high half: the hash's low 32 bits.
-fn tag(hash: u64) -> u64 {
-    hash << 32
-}
-
-/// Room for `keys` keys at three quarters full (and at least 16 slots).
-fn slots_for(keys: usize) -> usize {
-    keys.saturating_mul(4).div_ceil(3).max(16)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::testing::Rng;
 
-    fn insert<'a>(table: &mut KeyTable<'a>, key: &'a str) -> Found {
-        let hash = table.hash(key);
-        table.find_or_insert(key, hash).expect("room")
+    fn uses(keys: &[&str]) -> Vec<Found> {
+        let mut table = KeyTable::new(keys.len(), |i| keys[i]);
+        keys.iter().map(|_| table.next()).collect()
+    }
+
+    /// What a hash map of keys to first indices says.
+    fn expected(keys: &[&str]) -> Vec<Found> {
+        let mut seen = std::collections::HashMap::new();
+        keys.iter()
+            .map(|k| {
+                let next = seen.len() as u32;
+                match seen.entry(*k) {
+                    std::collections::hash_map::Entry::Occupied(e) => Found::Known(*e.get()),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(next);
+                        Found::New(next)
+                    }
+                }
+            })
+            .collect()
     }
 
     #[test]
     fn keys_take_indices_in_order_first_met() {
-        let mut table = KeyTable::with_capacity(0);
-        assert_eq!(insert(&mut table, "a"), Found::New(0));
-        assert_eq!(insert(&mut table, "b"), Found::New(1));
-        assert_eq!(insert(&mut table, "a"), Found::Known(0));
-        assert_eq!(insert(&mut table, ""), Found::New(2));
-        assert_eq!(insert(&mut table, ""), Found::Known(2));
+        assert_eq!(
+            uses(&["a", "b", "a", "", ""]),
+            [
+                Found::New(0),
+                Found::New(1),
+                Found::Known(0),
+                Found::New(2),
+                Found::Known(2)
+            ]
+        );
+        assert_eq!(uses(&[]), []);
     }
 
     #[test]
-    fn growing_keeps_every_index() {
+    fn many_keys_keep_every_index() {
         let keys: Vec<String> = (0..10_000).map(|i| format!("key {i}")).collect();
-        let mut table = KeyTable::with_capacity(3);
-        for (i, key) in keys.iter().enumerate() {
-            assert_eq!(insert(&mut table, key), Found::New(i as u32));
+        let mut batch: Vec<&str> = keys.iter().map(String::as_str).collect();
+        batch.extend(keys.iter().rev().map(String::as_str));
+        let found = uses(&batch);
+        for i in 0..10_000 {
+            assert_eq!(found[i], Found::New(i as u32));
+            assert_eq!(found[19_999 - i], Found::Known(i as u32));
         }
-        for (i, key) in keys.iter().enumerate().rev() {
-            assert_eq!(insert(&mut table, key), Found::Known(i as u32));
-        }
-        assert!(table.slots.len() * 3 >= 4 * keys.len());
     }
 
     #[test]
-    fn keys_whose_hashes_share_a_tag_or_a_slot_stay_apart() {
-        // Every key in one slot with one tag: only the comparison of the
-        // keys themselves tells them apart.
-        let mut table = KeyTable::with_capacity(4);
-        let keys = ["x", "y", "z"];
-        for (i, key) in keys.iter().enumerate() {
-            assert_eq!(table.find_or_insert(key, 7), Some(Found::New(i as u32)));
-        }
-        for (i, key) in keys.iter().enumerate() {
-            assert_eq!(table.find_or_insert(key, 7), Some(Found::Known(i as u32)));
+    fn keys_of_one_hash_stay_apart() {
+        // Every key of one hash: only the comparison of the keys
+        // themselves tells them apart.
+        let keys = ["x", "y", "x", "z", "y", "y"];
+        let mut table = KeyTable::with_hash(keys.len(), |i| keys[i], |_| 7 << 32);
+        let found: Vec<Found> = keys.iter().map(|_| table.next()).collect();
+        assert_eq!(found, expected(&keys));
+    }
+
+    #[test]
+    fn uses_match_a_hash_map() {
+        let mut rng = Rng::from_env("uses_match_a_hash_map");
+        for _ in 0..200 {
+            let n = rng.below(300);
+            let distinct = 1 + rng.below(40);
+            let keys: Vec<String> = (0..n)
+                .map(|_| format!("k{}", rng.below(distinct)))
+                .collect();
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            assert_eq!(uses(&keys), expected(&keys), "{keys:?}");
+            // And with hashes that collide often (four values).
+            let mut table =
+                KeyTable::with_hash(keys.len(), |i| keys[i], |k| (k.len() as u64 % 4) << 32);
+            let found: Vec<Found> = keys.iter().map(|_| table.next()).collect();
+            assert_eq!(found, expected(&keys), "{keys:?}");
         }
     }
 }
