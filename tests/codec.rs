@@ -12,6 +12,7 @@ use cpc_sync::protocol::codec::{events, legacy, CodecError};
 use cpc_sync::protocol::entity::Entity;
 use cpc_sync::protocol::event::{CounterOp, CounterShare, RegisterOp, SetOp};
 use cpc_sync::protocol::seal::Seal;
+use cpc_sync::protocol::testing::Rng;
 use cpc_sync::protocol::{
     EngineConfig, EventId, JsonValue, Operation, P2PEvent, PeerId, ReconciliationEngine,
     StateSnapshot, Timestamp, VectorClock,
@@ -325,6 +326,66 @@ fn a_run_costs_a_few_bytes_an_event_beyond_its_keys_and_values() {
             .events,
         run
     );
+}
+
+/// A batch larger than the fuzzers make: past the encoder's table of
+/// recent peers (256 events), hundreds of origins, clocks longer than the
+/// 256 places it remembers, keys repeated far apart, the empty key and
+/// keys alike in their first 16 bytes. It round-trips, and each distinct
+/// key is spelled once.
+#[test]
+fn a_large_batch_round_trips_with_each_key_spelled_once() {
+    let mut rng = Rng::from_env("a_large_batch_round_trips_with_each_key_spelled_once");
+    let keys: Vec<String> = (0..500)
+        .map(|i| match i % 3 {
+            0 if i == 0 => String::new(),
+            0 => format!("k{i}"),
+            _ => format!("a key of sixteen+ bytes {i}"),
+        })
+        .collect();
+    let clock = |rng: &mut Rng| -> VectorClock {
+        let len = [0, 1, 3, 20, 300][rng.below(5)];
+        (0..len)
+            .map(|_| {
+                (
+                    PeerId(1 + rng.below(400) as u64),
+                    1 + rng.below(1_000) as u64,
+                )
+            })
+            .collect()
+    };
+    let mut seqs = vec![0u64; 300];
+    let mut events: Vec<P2PEvent> = (0..3_000)
+        .map(|i| {
+            let origin = rng.below(300);
+            seqs[origin] += 1;
+            P2PEvent {
+                id: EventId::new(PeerId(1 + origin as u64), seqs[origin]),
+                key: keys[rng.below(keys.len())].as_str().into(),
+                op: Operation::Register(RegisterOp::Write {
+                    value: JsonValue::parse(&i.to_string()).unwrap(),
+                    observed: clock(&mut rng),
+                    resolution: false,
+                }),
+                deps: clock(&mut rng),
+                hlc: Timestamp(1_000 + i),
+                seal: None,
+            }
+        })
+        .collect();
+    for sorted in [false, true] {
+        if sorted {
+            events.sort_by_key(|e| e.id);
+        }
+        let bytes = events::encode(&events, &VectorClock::new());
+        let batch = events::decode(&bytes).expect("decodes");
+        assert_eq!(batch.events, events, "sorted: {sorted}");
+        let distinct: std::collections::HashSet<&str> = events.iter().map(|e| &*e.key).collect();
+        assert_eq!(
+            column_length(&bytes, KEY_BYTES),
+            distinct.iter().map(|k| k.len()).sum::<usize>()
+        );
+    }
 }
 
 #[test]

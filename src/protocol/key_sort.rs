@@ -56,7 +56,7 @@ pub fn sort_words(v: &mut Vec<u64>) {
 /// stably: words equal there keep their order. [`sort_words`] is this
 /// from bit 0.
 pub fn sort_words_above(v: &mut Vec<u64>, bit: u32) {
-    debug_assert!(bit % 8 == 0 && bit < 64);
+    assert!(bit % 8 == 0 && bit < 64, "whole bytes of the word");
     let n = v.len();
     if n < 64 {
         // A Merkle leaf's few ids: an insertion sort, without the
@@ -204,7 +204,7 @@ mod tests {
                 let v: Vec<u64> = (0..len)
                     .map(|i| {
                         x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-                        ((x >> 61) << bit) | (len - i) as u64
+                        ((x >> 61) << bit) | ((len - i) as u64 & ((1 << bit) - 1))
                     })
                     .collect();
                 let mut expected = v.clone();

@@ -461,9 +461,12 @@ impl VectorClock {
     /// encoder does for the events it will come to.
     pub fn prefetch(&self) {
         if let Repr::Sorted(Entries::Many(entries)) = &self.0 {
-            // Four entries to a cache line.
-            for line in entries.iter().take(64).step_by(4) {
-                prefetch::prefetch(line);
+            let bytes = std::mem::size_of_val(&entries[..entries.len().min(64)]);
+            let start: *const u8 = entries.as_ptr().cast();
+            // Each cache line the entries span: their start need not be a
+            // line's.
+            for offset in (0..bytes).step_by(64).chain(bytes.checked_sub(1)) {
+                prefetch::prefetch(start.wrapping_add(offset));
             }
         }
     }

@@ -178,10 +178,18 @@ struct Encoder<'a> {
     /// entries in the size-optimized wasm (ids are hashes of keys, so
     /// their low bits spread; colliding ids only fall through to `peers`).
     recent: Vec<(PeerId, u64)>,
-    /// The peers of the last clock encoded, by place, and their indices:
-    /// a room's clocks name its writers in the same order, so the peer at
-    /// an entry's place in the last clock is most often the entry's.
-    places: Vec<(PeerId, u64)>,
+    /// The peers of the last observed clock and the last deps encoded, by
+    /// place, and their indices: a room's clocks of one role name its
+    /// writers in the same order, so the peer at an entry's place in the
+    /// last one is most often the entry's.
+    places: [Vec<(PeerId, u64)>; 2],
+}
+
+/// Which of [`Encoder::places`] a clock's entries are looked up in.
+#[derive(Clone, Copy)]
+enum Role {
+    Observed,
+    Deps,
 }
 
 /// Slots of [`Encoder::recent`]: a room's writers, most of the time.
@@ -206,7 +214,7 @@ impl<'a> Encoder<'a> {
             millis: 0,
             last_peer: None,
             recent: Vec::new(),
-            places: Vec::new(),
+            places: Default::default(),
         };
         if events >= RECENT {
             // No peer's index is `u64::MAX`: every slot starts empty. (A
@@ -364,10 +372,10 @@ impl<'a> Encoder<'a> {
             self.cols[VALUES].extend_from_slice(value.as_str().as_bytes());
         }
         if let Some(observed) = observed {
-            self.clock(observed, observed_form == 2);
+            self.clock(observed, observed_form == 2, Role::Observed);
         }
         if !event.deps.is_empty() {
-            self.clock(&event.deps, true);
+            self.clock(&event.deps, true, Role::Deps);
         }
     }
 
@@ -392,19 +400,20 @@ impl<'a> Encoder<'a> {
 
     /// A clock's entries (by peer id), each a peer index and the delta
     /// from that peer's cursor.
-    fn clock(&mut self, clock: &VectorClock, counted: bool) {
+    fn clock(&mut self, clock: &VectorClock, counted: bool, role: Role) {
         if counted {
             varint::put(&mut self.cols[ENTRIES], clock.len() as u64);
         }
         for (place, (peer, seq)) in clock.iter().enumerate() {
-            let index = match self.places.get(place) {
+            let index = match self.places[role as usize].get(place) {
                 Some(&(p, index)) if p == peer => index,
                 _ => {
                     let index = self.peer(peer);
-                    if place < self.places.len() {
-                        self.places[place] = (peer, index);
-                    } else if place == self.places.len() && place < RECENT {
-                        self.places.push((peer, index));
+                    let places = &mut self.places[role as usize];
+                    if place < places.len() {
+                        places[place] = (peer, index);
+                    } else if place == places.len() && place < RECENT {
+                        places.push((peer, index));
                     }
                     index
                 }

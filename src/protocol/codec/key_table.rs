@@ -15,12 +15,19 @@
 //! first use.
 //!
 //! Keys are peers' to choose: the hasher is seeded at random
-//! ([`hashing`]), so no peer can aim keys at one hash, where each would
-//! be compared with all the others.
+//! ([`hashing`]), so no peer can aim keys at one hash, where each use
+//! would be compared with every distinct key before it. Should one hash
+//! still gather more than [`MAX_FIRSTS`] distinct keys (an unseeded
+//! process, whose seed anyone can read), the keys past them are spelled
+//! again at each use: the batch is larger but decodes the same, and no
+//! use is compared more than that many times.
 
 use std::hash::BuildHasher;
 
 use crate::protocol::{hashing, key_sort};
+
+/// The distinct keys of one hash that later uses are looked up among.
+pub const MAX_FIRSTS: usize = 64;
 
 /// Where a key is: its index, and whether it was already there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,12 +78,15 @@ impl KeyTable {
                         let this = key(place as usize);
                         match firsts.iter().find(|(k, _)| *k == this) {
                             Some(&(_, first)) => repeats.push(place << 32 | first),
-                            None => firsts.push((this, place)),
+                            None if firsts.len() < MAX_FIRSTS => firsts.push((this, place)),
+                            // Spelled at this use.
+                            None => {}
                         }
                     }
                 }
                 run = end;
             }
+            drop(words);
             key_sort::sort_words(&mut repeats);
         }
         KeyTable {
@@ -172,6 +182,34 @@ mod tests {
         let mut table = KeyTable::with_hash(keys.len(), |i| keys[i], |_| 7 << 32);
         let found: Vec<Found> = keys.iter().map(|_| table.next()).collect();
         assert_eq!(found, expected(&keys));
+    }
+
+    #[test]
+    fn many_keys_of_one_hash_are_found_up_to_the_cap() {
+        // 100 distinct keys of one hash, each used three times: the first
+        // `MAX_FIRSTS` are found again, the others spelled at every use.
+        let keys: Vec<String> = (0..300).map(|i| format!("k{}", i % 100)).collect();
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let mut table = KeyTable::with_hash(keys.len(), |i| keys[i], |_| 7 << 32);
+        let found: Vec<Found> = keys.iter().map(|_| table.next()).collect();
+        let mut spelled = 0;
+        let mut first = std::collections::HashMap::new();
+        for (place, (key, found)) in keys.iter().zip(&found).enumerate() {
+            let distinct = place % 100;
+            match *found {
+                Found::New(index) => {
+                    assert_eq!(index, spelled, "indices are taken in order");
+                    spelled += 1;
+                    assert!(place < 100 || distinct >= MAX_FIRSTS, "{key} at {place}");
+                    first.entry(*key).or_insert(index);
+                }
+                Found::Known(index) => {
+                    assert!(distinct < MAX_FIRSTS && place >= 100);
+                    assert_eq!(first[key], index);
+                }
+            }
+        }
+        assert_eq!(spelled as usize, 100 + 2 * (100 - MAX_FIRSTS));
     }
 
     #[test]
