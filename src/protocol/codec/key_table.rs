@@ -41,11 +41,10 @@ pub struct KeyTable {
     /// The repeated uses, sorted: a word each, its place in the batch in
     /// the high half and the place of its key's first use in the low.
     repeats: Vec<u64>,
-    /// How many of `repeats` are behind the next use.
+    /// How many of `repeats` are behind the next use, and its place: the
+    /// keys spelled before it are the places less the repeats.
     passed: usize,
-    /// The next use's place, and how many keys were spelled before it.
     at: u32,
-    spelled: u32,
 }
 
 impl KeyTable {
@@ -93,12 +92,12 @@ impl KeyTable {
             repeats,
             passed: 0,
             at: 0,
-            spelled: 0,
         }
     }
 
     /// Where the next use's key is: new (spelled, taking the next index)
-    /// or known (the index its first use took).
+    /// or known (the index its first use took). A spelled key's index is
+    /// the keys spelled before it: its place less the repeats before it.
     pub fn next(&mut self) -> Found {
         let at = u64::from(self.at);
         self.at = self.at.saturating_add(1);
@@ -106,16 +105,10 @@ impl KeyTable {
             Some(&word) if word >> 32 == at => {
                 self.passed += 1;
                 let first = word & u64::from(u32::MAX);
-                // The first use's index: the keys spelled before it, its
-                // place less the repeats before it.
                 let before = self.repeats[..self.passed].partition_point(|w| w >> 32 < first);
                 Found::Known((first - before as u64) as u32)
             }
-            _ => {
-                let index = self.spelled;
-                self.spelled = self.spelled.saturating_add(1);
-                Found::New(index)
-            }
+            _ => Found::New((at - self.passed as u64) as u32),
         }
     }
 }
