@@ -191,35 +191,85 @@ pub fn verify_run(run: &[P2PEvent]) -> Result<(), SealError> {
 /// Verifies events sorted by id that must all be in whole sealed runs (a
 /// snapshot's): the first run that does not verify is the error.
 pub fn verify_runs(events: &[P2PEvent]) -> Result<(), SealError> {
-    let mut start = 0;
-    let mut pending = Vec::new();
-    for (i, event) in events.iter().enumerate() {
-        let Some(seal) = &event.seal else {
-            let next_is_other_origin = events.get(i + 1).is_none_or(|n| n.id.peer != event.id.peer);
-            if next_is_other_origin {
-                return Err(SealError::Unsealed(events[start].id));
+    SnapshotSeals::open(events)?.verify()
+}
+
+/// A snapshot's runs, their form checked and their seals not yet
+/// verified: verified here ([`verify`](Self::verify)), or handed to a
+/// verifier elsewhere in packed batches ([`packed`](Self::packed)) and
+/// settled by its verdicts ([`settle`](Self::settle)).
+pub struct SnapshotSeals(Vec<Pending>);
+
+impl SnapshotSeals {
+    /// Checks that `events`, sorted by id, are all in whole sealed runs,
+    /// and computes what each seal must sign: the first run that is not
+    /// whole is the error.
+    pub fn open(events: &[P2PEvent]) -> Result<Self, SealError> {
+        let mut start = 0;
+        let mut pending = Vec::new();
+        for (i, event) in events.iter().enumerate() {
+            let Some(seal) = &event.seal else {
+                let next_is_other_origin =
+                    events.get(i + 1).is_none_or(|n| n.id.peer != event.id.peer);
+                if next_is_other_origin {
+                    return Err(SealError::Unsealed(events[start].id));
+                }
+                continue;
+            };
+            // The run is `seal.first..=event.id.seq`, and must start at `start`.
+            let len = event.id.seq.saturating_sub(seal.first).saturating_add(1);
+            let run_start = usize::try_from(len)
+                .ok()
+                .and_then(|len| (i + 1).checked_sub(len))
+                .ok_or(SealError::BrokenRun(event.id))?;
+            if run_start != start {
+                return Err(if run_start > start {
+                    SealError::Unsealed(events[start].id)
+                } else {
+                    SealError::BrokenRun(event.id)
+                });
             }
-            continue;
-        };
-        // The run is `seal.first..=event.id.seq`, and must start at `start`.
-        let len = event.id.seq.saturating_sub(seal.first).saturating_add(1);
-        let run_start = usize::try_from(len)
-            .ok()
-            .and_then(|len| (i + 1).checked_sub(len))
-            .ok_or(SealError::BrokenRun(event.id))?;
-        if run_start != start {
-            return Err(if run_start > start {
-                SealError::Unsealed(events[start].id)
-            } else {
-                SealError::BrokenRun(event.id)
-            });
+            pending.extend(check_run(&events[start..=i])?);
+            start = i + 1;
         }
-        pending.extend(check_run(&events[start..=i])?);
-        start = i + 1;
+        Ok(SnapshotSeals(pending))
     }
-    match forged(&pending).first() {
-        Some(&bad) => Err(SealError::BadSignature(pending[bad].last)),
-        None => Ok(()),
+
+    /// How many seals there are.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Verifies every seal here: the first that does not is the error.
+    pub fn verify(&self) -> Result<(), SealError> {
+        match forged(&self.0).first() {
+            Some(&bad) => Err(SealError::BadSignature(self.0[bad].last)),
+            None => Ok(()),
+        }
+    }
+
+    /// The seals for a verifier elsewhere ([`verify_packed`]), in order,
+    /// in batches of at most `per_batch`.
+    pub fn packed(&self, per_batch: usize) -> Vec<Vec<u8>> {
+        self.0
+            .chunks(per_batch.max(1))
+            .map(|chunk| pack_pending(chunk.iter(), chunk.len()))
+            .collect()
+    }
+
+    /// By the verdicts of a verifier elsewhere, one per seal in
+    /// [`packed`](Self::packed)'s order: a seal verifies only with a
+    /// verdict of 1, and the first that does not is the error.
+    pub fn settle(&self, verdicts: &[u8]) -> Result<(), SealError> {
+        let bad = (0..self.0.len()).find(|&i| verdicts.get(i) != Some(&1));
+        match bad {
+            Some(bad) => Err(SealError::BadSignature(self.0[bad].last)),
+            None => Ok(()),
+        }
     }
 }
 
@@ -332,9 +382,13 @@ pub const PACKED_SEAL: usize = 32 + 32 + 64;
 /// page's Workers, [`verify_packed`]): [`PACKED_SEAL`] bytes each. Their
 /// verdicts come back to [`settle`].
 pub fn pack(batches: &[Opened]) -> Vec<u8> {
-    let seals = batches.iter().flat_map(|b| &b.pending);
-    let mut out =
-        Vec::with_capacity(batches.iter().map(Opened::seals).sum::<usize>() * PACKED_SEAL);
+    let count = batches.iter().map(Opened::seals).sum();
+    pack_pending(batches.iter().flat_map(|b| &b.pending), count)
+}
+
+/// [`PACKED_SEAL`] bytes for each of the `count` `seals`, in order.
+fn pack_pending<'a>(seals: impl Iterator<Item = &'a Pending>, count: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(count * PACKED_SEAL);
     for p in seals {
         out.extend_from_slice(&p.key);
         out.extend_from_slice(&p.digest);

@@ -1,7 +1,7 @@
 // Seals verified in Web Workers (`verifyWorkers`): a newcomer takes a
-// room's signed history with its workers verifying the seals, and holds
-// the same state as a page verifying on its own thread, or one whose
-// workers cannot start.
+// room's signed history, or the snapshot of a room whose log was folded,
+// with its workers verifying the seals, and holds the same state as a page
+// verifying on its own thread, or one whose workers cannot start.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { serverAndBrowser } from "./harness.mjs";
@@ -11,11 +11,23 @@ const env = serverAndBrowser();
 const BURSTS = 600;
 const PER_BURST = 5;
 
-/** Counts the page's workers; `broken`: none starts; `halting`: every
- * second one fails to (a pool of two starts one, and must stop it). */
+/** Counts the page's workers, and the seals posted to them (a batch is
+ * `[batch, ArrayBuffer]`, 128 bytes a seal); `broken`: none starts;
+ * `halting`: every second one fails to (a pool of two starts one, and must
+ * stop it). */
 function install(workers) {
   const Real = window.Worker;
   window.workersStarted = 0;
+  window.sealsPosted = 0;
+  window.batchesPosted = 0;
+  const post = Real.prototype.postMessage;
+  Real.prototype.postMessage = function (message, ...rest) {
+    if (Array.isArray(message) && typeof message[0] === "number" && message[1] instanceof ArrayBuffer) {
+      window.batchesPosted += 1;
+      window.sealsPosted += message[1].byteLength / 128;
+    }
+    return post.call(this, message, ...rest);
+  };
   let asked = 0;
   window.Worker = class extends Real {
     constructor(...args) {
@@ -41,20 +53,22 @@ async function page(context, workers = "counted") {
   return { tab, warnings, errors };
 }
 
-/** A writer with `BURSTS` sealed runs (one per task) in `room`. */
-async function writer(context, room) {
+/** A writer with `bursts` sealed runs (one per task) of `per` writes in
+ * `room`; `options` for its `Peer.open`, and `settle` ms to wait after. */
+async function writer(context, room, { bursts = BURSTS, per = PER_BURST, options = {}, settle = 0 } = {}) {
   const { tab } = await page(context);
   const clock = await tab.evaluate(
-    async ({ room, bursts, per }) => {
-      window.peer = await window.cpc.module.Peer.open({ room, storage: "memory" });
+    async ({ room, bursts, per, options, settle }) => {
+      window.peer = await window.cpc.module.Peer.open({ room, storage: "memory", ...options });
       for (let b = 0; b < bursts; b++) {
         const writes = [];
         for (let k = 0; k < per; k++) writes.push(window.peer.set(`k${b}-${k}`, b * per + k));
         await Promise.all(writes);
       }
+      await new Promise((r) => setTimeout(r, settle));
       return window.peer.clock();
     },
-    { room, bursts: BURSTS, per: PER_BURST },
+    { room, bursts, per, options, settle },
   );
   return { tab, clock };
 }
@@ -66,11 +80,21 @@ async function newcomer(tab, room, options, clock) {
       // The page's own peer started its workers already: ours are those after.
       const before = window.workersStarted;
       window.peer = await window.cpc.module.Peer.open({ room, storage: "memory", ...options });
+      let snapshots = 0;
+      window.peer.addEventListener("snapshot", () => (snapshots += 1));
       const covers = () => Object.entries(clock).every(([p, n]) => (window.peer.clock()[p] ?? 0) >= n);
       const deadline = performance.now() + 60_000;
       while (!covers() && performance.now() < deadline) await new Promise((r) => setTimeout(r, 20));
       const state = window.peer.state();
-      return { covers: covers(), keys: Object.keys(state).length, workers: window.workersStarted - before, state };
+      return {
+        covers: covers(),
+        keys: Object.keys(state).length,
+        workers: window.workersStarted - before,
+        snapshots,
+        seals: window.sealsPosted,
+        batches: window.batchesPosted,
+        state,
+      };
     },
     { room, options, clock },
   );
@@ -103,6 +127,44 @@ for (const [name, options, workers, expected] of [
       assert.ok(!fellBack, `no fallback: ${warnings.join(" | ")}`);
     }
     assert.deepEqual(errors, [], "no error in the page (a started worker of a failed pool is stopped)");
+    await context.close();
+  });
+}
+
+// A room written in 1,100 one-write runs whose log is folded: a newcomer
+// gets its snapshot, 1,100 seals, handed to its workers in batches of at
+// most 1,024, and loads it once every verdict is back.
+for (const [name, workers, posted] of [
+  ["in two Web Workers", "counted", true],
+  ["on the page's thread when no worker can start", "broken", false],
+]) {
+  test(`a newcomer takes a room's snapshot with its seals verified ${name}`, async () => {
+    const context = await env.browser.newContext();
+    await context.addInitScript(`(${install})(${JSON.stringify(workers)})`);
+    const room = `verify-snapshot-${workers}-${Date.now()}`;
+    const runs = 1_100;
+    // Folded at the second gossip tick after the writes (the first sees
+    // them come), within a second each.
+    const { tab: writerTab, clock } = await writer(context, room, {
+      bursts: runs,
+      per: 1,
+      options: { compactAfter: 100 },
+      settle: 2_500,
+    });
+    const { tab, errors } = await page(context, workers);
+    const got = await newcomer(tab, room, { verifyWorkers: 2 }, clock);
+    assert.ok(got.covers, "the newcomer holds every event");
+    assert.equal(got.keys, runs);
+    assert.ok(got.snapshots > 0, "the state came as a snapshot");
+    if (posted) {
+      assert.equal(got.seals, runs, "every seal went to the workers");
+      assert.equal(got.batches, 2, "in two batches");
+    } else {
+      assert.equal(got.seals, 0, "none posted");
+    }
+    const theirs = await writerTab.evaluate(() => window.peer.state());
+    assert.deepEqual(got.state, theirs, "the same state as the writer's");
+    assert.deepEqual(errors, [], "no error in the page");
     await context.close();
   });
 }

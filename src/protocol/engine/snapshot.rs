@@ -366,6 +366,23 @@ impl ReconciliationEngine {
         Ok(())
     }
 
+    /// [`load_snapshot`](Self::load_snapshot) of a snapshot from a peer of
+    /// a signed room, its runs' form and seals checked by the caller on
+    /// these very events ([`SnapshotSeals`](crate::protocol::seal::SnapshotSeals):
+    /// verified here, or by a verifier elsewhere); the rest is checked as
+    /// there.
+    pub fn load_verified_snapshot(
+        &mut self,
+        snapshot: StateSnapshot,
+        now_ms: u64,
+    ) -> Result<(), SnapshotError> {
+        let trust = Trust {
+            signed: false,
+            now_ms: Some(now_ms),
+        };
+        self.load_snapshot(snapshot, trust)
+    }
+
     /// Takes a verified snapshot's entities into an engine that has none
     /// (a page's cold start). The events are grouped by key through the
     /// entity table itself, one hash each, where [`StateSnapshot::rebuild`]

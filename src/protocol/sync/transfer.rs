@@ -7,10 +7,14 @@
 //! window once half of that one is in. A window that does not arrive (lost frames, a
 //! dropped connection) is asked for again, from the same offset, after a
 //! stall; the sender keeps its recent snapshots so the offset stays valid.
+//! In a signed room a snapshot in whole may have its seals verified
+//! elsewhere first ([`Verifying`]).
 
 use crate::protocol::blake3;
 use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::event::Hash32;
+use crate::protocol::seal::{self, SnapshotSeals};
+use crate::protocol::snapshot::StateSnapshot;
 
 /// Bytes per window: one request, this much back (in chunks of one frame).
 /// Large enough that round trips do not bound the throughput, small enough
@@ -103,5 +107,52 @@ impl Incoming {
 
     pub fn is_stalled(&self, now_ms: u64, patience_ms: u64) -> bool {
         now_ms.saturating_sub(self.last_progress_ms) > patience_ms
+    }
+}
+
+/// The most seals of a snapshot handed to a verifier elsewhere in one
+/// batch: a page's Workers take batches in turn, so a large snapshot keeps
+/// them all busy, and a batch is ~50 ms of a worker's time.
+pub const SNAPSHOT_SEALS_PER_BATCH: usize = 4 * seal::BATCH;
+
+/// A snapshot that came in whole, its seals out with a verifier elsewhere
+/// (batches `first_batch..`): it is loaded once every batch's verdicts
+/// are back.
+pub struct Verifying {
+    pub from: PeerId,
+    pub snapshot: StateSnapshot,
+    pub seals: SnapshotSeals,
+    pub first_batch: u64,
+    /// Per batch, its verdicts once back.
+    pub verdicts: Vec<Option<Vec<u8>>>,
+}
+
+impl Verifying {
+    /// Takes `batch`'s verdicts if it is one of ours (and not answered
+    /// yet); returns whether it was ours.
+    pub fn take(&mut self, batch: u64, verdicts: &[u8]) -> bool {
+        let Some(slot) = batch
+            .checked_sub(self.first_batch)
+            .and_then(|i| usize::try_from(i).ok())
+            .and_then(|i| self.verdicts.get_mut(i))
+        else {
+            return false;
+        };
+        slot.get_or_insert_with(|| verdicts.to_vec());
+        true
+    }
+
+    /// A verdict per seal, in order, once every batch's are back. A batch
+    /// answered with too few has 0 for the rest (too many: the rest are
+    /// not read), so no seal is judged by another's verdict.
+    pub fn all_verdicts(&self) -> Option<Vec<u8>> {
+        let mut all = Vec::with_capacity(self.seals.len());
+        for verdicts in &self.verdicts {
+            let verdicts = verdicts.as_deref()?;
+            let expected = SNAPSHOT_SEALS_PER_BATCH.min(self.seals.len() - all.len());
+            all.extend(verdicts.iter().take(expected));
+            all.resize(all.len() + expected - verdicts.len().min(expected), 0);
+        }
+        Some(all)
     }
 }

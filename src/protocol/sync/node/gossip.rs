@@ -266,9 +266,14 @@ impl SyncNode {
     /// The verdicts of a batch handed out by [`Output::Verify`], one per
     /// seal in its order (1: it verifies). The batch's events are applied
     /// once every batch handed out before it is; a run whose seal has no
-    /// verdict of 1 is refused. Verdicts for a batch not out (settled
-    /// already, or never handed out) are ignored.
+    /// verdict of 1 is refused. A batch of a received snapshot's seals
+    /// settles the snapshot once every batch of it is back: it loads if
+    /// every verdict is 1, else it is refused whole. Verdicts for a batch
+    /// not out (settled already, or never handed out) are ignored.
     pub fn verified(&mut self, batch: u64, verdicts: &[u8], now_ms: u64) {
+        if self.snapshot_verdicts(batch, verdicts, now_ms) {
+            return;
+        }
         let Some(held) = self
             .in_flight
             .iter_mut()
@@ -308,16 +313,19 @@ impl SyncNode {
     }
 
     /// Stops handing seals out ([`SyncConfig::offload_seals`]) and verifies
-    /// what is out here: for a caller whose verifier failed.
+    /// what is out here (frames' seals, and a snapshot's): for a caller
+    /// whose verifier failed.
     pub fn verify_here(&mut self, now_ms: u64) {
         self.config.offload_seals = false;
         self.verify_in_flight(now_ms);
+        self.verify_snapshot_here(now_ms);
     }
 
     /// Batches out for verification elsewhere, or verified here and
-    /// waiting for those, not yet applied.
+    /// waiting for those, not yet applied; a received snapshot's seals out
+    /// count as one.
     pub fn verifying(&self) -> usize {
-        self.in_flight.len()
+        self.in_flight.len() + usize::from(self.verifying.is_some())
     }
 
     /// Events of the batches out with the verifier (not those verified

@@ -35,7 +35,7 @@ use crate::protocol::text::Text;
 
 use super::refusal::Refusal;
 use super::session::{Session, SessionStats, Standing};
-use super::transfer::{Incoming, Outgoing};
+use super::transfer::{Incoming, Outgoing, Verifying};
 use super::wire::{self, Decoded, Message};
 use crate::protocol::blake3;
 use crate::protocol::clock::{ClockOrdering, PeerId, VectorClock};
@@ -80,7 +80,9 @@ pub struct SyncConfig {
     /// comes), and only batches of [`MIN_OFFLOADED_SEALS`] seals or more.
     /// Past [`MAX_IN_FLIGHT_EVENTS`] events out, the node verifies new
     /// batches itself too; past [`MAX_HELD_FOR_VERIFIER`] held, everything
-    /// out.
+    /// out. A snapshot received whole has its seals handed out too, in
+    /// batches of [`SNAPSHOT_SEALS_PER_BATCH`](super::transfer::SNAPSHOT_SEALS_PER_BATCH),
+    /// and is loaded once all their verdicts are back.
     pub offload_seals: bool,
     /// Log length that triggers compaction, at the first gossip tick with
     /// no new events (at once past [`FORCED_FOLD`] times it).
@@ -182,7 +184,8 @@ pub enum Output {
     Send { to: PeerId, frame: Vec<u8> },
     /// Close the connection to a peer (it sent an oversized frame).
     Close { peer: PeerId, reason: String },
-    /// Verify these seals ([`seal::pack`](crate::protocol::seal::pack)ed,
+    /// Verify these seals (packed by [`seal::pack`](crate::protocol::seal::pack)
+    /// or [`SnapshotSeals::packed`](crate::protocol::seal::SnapshotSeals::packed),
     /// e.g. with [`seal::verify_packed`](crate::protocol::seal::verify_packed)),
     /// then call [`SyncNode::verified`] with `batch` and their verdicts
     /// (only with [`SyncConfig::offload_seals`]).
@@ -227,6 +230,8 @@ pub struct SyncNode {
     /// Recent snapshots encoded for transfers (oldest first).
     outgoing: Vec<Outgoing>,
     incoming: Option<Incoming>,
+    /// A snapshot in whole, its seals out with the verifier.
+    verifying: Option<Verifying>,
     handler: BoxedHandler,
     /// This peer's events up to here have been sealed and spread.
     sealed_upto: u64,
@@ -311,6 +316,7 @@ impl SyncNode {
             next_gossip_ms: 0,
             outgoing: Vec::new(),
             incoming: None,
+            verifying: None,
             handler: Box::new(|_, _| None),
         }
     }

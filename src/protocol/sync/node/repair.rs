@@ -2,15 +2,18 @@
 //! compaction horizon, Merkle descent for states that differ under equal
 //! clocks.
 
+use super::MIN_OFFLOADED_SEALS;
 use super::{Output, SyncNode};
 use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::digest::{FANOUT, LEAF_DEPTH, LEAVES};
 use crate::protocol::engine::Trust;
 use crate::protocol::event::Hash32;
+use crate::protocol::seal::{SealError, SnapshotSeals};
 use crate::protocol::snapshot::{SnapshotError, StateSnapshot};
 use crate::protocol::sync::refusal::Refusal;
 use crate::protocol::sync::transfer::{
-    Incoming, Outgoing, KEPT_SNAPSHOTS, MAX_STALLS, WINDOW_BYTES,
+    Incoming, Outgoing, Verifying, KEPT_SNAPSHOTS, MAX_STALLS, SNAPSHOT_SEALS_PER_BATCH,
+    WINDOW_BYTES,
 };
 use crate::protocol::sync::wire::Message;
 
@@ -73,6 +76,11 @@ impl SyncNode {
             return self.refuse(from, Refusal::ImpossibleOffer);
         }
         if self.engine.clock().descends(&clock) {
+            return;
+        }
+        if self.verifying.is_some() {
+            // A whole snapshot is being verified: it is loaded, or
+            // refused, before another is taken.
             return;
         }
         let patience = self.patience_ms();
@@ -182,18 +190,111 @@ impl SyncNode {
         let Some(done) = self.incoming.take() else {
             return;
         };
-        let trust = Trust {
-            signed: self.signed(),
-            now_ms: Some(now_ms),
-        };
-        let loaded = StateSnapshot::decode(&done.bytes).and_then(|snapshot| {
+        let decoded = StateSnapshot::decode(&done.bytes).and_then(|snapshot| {
             if snapshot.version_vector != done.clock {
                 return Err(SnapshotError::Malformed(
                     "its clock is not the one offered".into(),
                 ));
             }
-            self.engine.load_snapshot(snapshot, trust)
+            Ok(snapshot)
         });
+        match decoded {
+            Ok(snapshot) => self.take_snapshot(from, snapshot, now_ms),
+            Err(e) => self.refuse(from, e.into()),
+        }
+    }
+
+    /// A snapshot in whole. In a signed room its runs' form is checked,
+    /// then their seals are verified: here, or (with
+    /// [`offload_seals`](super::SyncConfig::offload_seals) and at least
+    /// [`MIN_OFFLOADED_SEALS`] of them) by the verifier elsewhere, in
+    /// batches handed out as [`Output::Verify`], the snapshot loaded once
+    /// every batch's verdicts are back ([`SyncNode::verified`]). A large
+    /// room's snapshot carries tens of thousands of seals: seconds of a
+    /// page's thread.
+    fn take_snapshot(&mut self, from: PeerId, snapshot: StateSnapshot, now_ms: u64) {
+        if !self.signed() {
+            let trust = Trust {
+                signed: false,
+                now_ms: Some(now_ms),
+            };
+            let loaded = self.engine.load_snapshot(snapshot, trust);
+            return self.loaded(from, loaded);
+        }
+        let seals = match SnapshotSeals::open(&snapshot.events) {
+            Ok(seals) => seals,
+            Err(e) => return self.settle_snapshot(from, snapshot, Err(e), now_ms),
+        };
+        if !self.config.offload_seals || seals.len() < MIN_OFFLOADED_SEALS {
+            let verified = seals.verify();
+            return self.settle_snapshot(from, snapshot, verified, now_ms);
+        }
+        let batches = seals.packed(SNAPSHOT_SEALS_PER_BATCH);
+        let first_batch = self.next_batch;
+        self.next_batch += batches.len() as u64;
+        let verdicts = vec![None; batches.len()];
+        for (batch, seals) in (first_batch..).zip(batches) {
+            self.outputs.push(Output::Verify { batch, seals });
+        }
+        self.verifying = Some(Verifying {
+            from,
+            snapshot,
+            seals,
+            first_batch,
+            verdicts,
+        });
+    }
+
+    /// Takes the verdicts of a batch of the snapshot being verified;
+    /// returns whether the batch was one of its. The snapshot is settled
+    /// once all are back.
+    pub(super) fn snapshot_verdicts(&mut self, batch: u64, verdicts: &[u8], now_ms: u64) -> bool {
+        let Some(verifying) = &mut self.verifying else {
+            return false;
+        };
+        if !verifying.take(batch, verdicts) {
+            return false;
+        }
+        if let Some(all) = verifying.all_verdicts() {
+            if let Some(done) = self.verifying.take() {
+                let verified = done.seals.settle(&all);
+                self.settle_snapshot(done.from, done.snapshot, verified, now_ms);
+            }
+        }
+        true
+    }
+
+    /// Verifies here the seals of the snapshot out with the verifier (it
+    /// failed), and settles it.
+    pub(super) fn verify_snapshot_here(&mut self, now_ms: u64) {
+        if let Some(done) = self.verifying.take() {
+            let verified = done.seals.verify();
+            self.settle_snapshot(done.from, done.snapshot, verified, now_ms);
+        }
+    }
+
+    /// Loads a snapshot of a signed room whose seals were verified, or
+    /// refuses it for the run that did not verify.
+    fn settle_snapshot(
+        &mut self,
+        from: PeerId,
+        snapshot: StateSnapshot,
+        verified: Result<(), SealError>,
+        now_ms: u64,
+    ) {
+        let loaded = match verified {
+            Ok(()) => self.engine.load_verified_snapshot(snapshot, now_ms),
+            Err(e) => {
+                self.engine.count_refused_state();
+                Err(e.into())
+            }
+        };
+        self.loaded(from, loaded);
+    }
+
+    /// After a snapshot from `from` loaded (its state stored, and told to
+    /// every peer), or was refused.
+    fn loaded(&mut self, from: PeerId, loaded: Result<(), SnapshotError>) {
         match loaded {
             Ok(()) => {
                 // Our writes are sealed first: a stored snapshot is sent on.

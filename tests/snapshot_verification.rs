@@ -1,0 +1,338 @@
+//! A newcomer's snapshot in a signed room, its seals verified elsewhere
+//! (`SyncConfig::offload_seals`, a page's Workers): the snapshot is
+//! loaded only once every batch's verdicts are back and all say it
+//! verifies; a forgery the verifier finds, or an answer too short, refuses
+//! it whole; a verifier that fails leaves it to the node.
+
+mod common;
+
+use common::{json, signed_node};
+use cpc_sync::protocol::seal::verify_packed;
+use cpc_sync::protocol::sync::transfer::SNAPSHOT_SEALS_PER_BATCH;
+use cpc_sync::protocol::sync::wire::{self, Message};
+use cpc_sync::protocol::sync::{LocalWrite, Output, Refusal, SyncConfig, SyncNode};
+use cpc_sync::protocol::{Hash32, StateSnapshot};
+
+const NOW: u64 = 1_700_000_000_000;
+
+/// Runs of one write each: more seals than one batch takes.
+const RUNS: usize = SNAPSHOT_SEALS_PER_BATCH + 76;
+
+/// A host that wrote `RUNS` keys, each write its own sealed run, and
+/// folded its log: a newcomer gets a snapshot.
+fn host() -> SyncNode {
+    let mut host = signed_node(1, SyncConfig::default());
+    for i in 0..RUNS {
+        let write = LocalWrite::Set {
+            key: format!("key{i}"),
+            value: json(&i.to_string()),
+        };
+        host.apply(write, NOW).expect("a write");
+        host.take_outputs();
+    }
+    host.fold();
+    host.take_outputs();
+    host
+}
+
+/// A durable newcomer that hands its seals out.
+fn newcomer() -> SyncNode {
+    signed_node(
+        2,
+        SyncConfig {
+            offload_seals: true,
+            durable: true,
+            ..SyncConfig::default()
+        },
+    )
+}
+
+/// What a pump saw: the batches the newcomer handed out, what it refused.
+#[derive(Default)]
+struct Seen {
+    verify: Vec<(u64, Vec<u8>)>,
+    refused: Vec<Refusal>,
+    /// Snapshots the newcomer stored.
+    stored: usize,
+}
+
+/// Carries frames between the two until both are quiet, storage
+/// acknowledged at once.
+fn pump(host: &mut SyncNode, new: &mut SyncNode, seen: &mut Seen) {
+    for _ in 0..200 {
+        let mut quiet = true;
+        for to_new in [true, false] {
+            let (from, to) = if to_new {
+                (&mut *host, &mut *new)
+            } else {
+                (&mut *new, &mut *host)
+            };
+            let sender = from.peer();
+            for output in from.take_outputs() {
+                match output {
+                    Output::Send { frame, .. } => {
+                        quiet = false;
+                        to.receive_frame(sender, &frame, NOW);
+                    }
+                    Output::Persist { token, write } => {
+                        if !to_new
+                            && matches!(write, cpc_sync::protocol::sync::Persist::Snapshot(_))
+                        {
+                            seen.stored += 1;
+                        }
+                        from.persisted(token);
+                    }
+                    Output::Verify { batch, seals } => seen.verify.push((batch, seals)),
+                    Output::Rejected { refusal, .. } => seen.refused.push(refusal),
+                    _ => {}
+                }
+            }
+        }
+        if quiet {
+            return;
+        }
+    }
+    panic!("the nodes do not go quiet");
+}
+
+/// A host and a newcomer connected until quiet: the newcomer holds the
+/// host's snapshot, its seals handed out.
+fn offered() -> (SyncNode, SyncNode, Seen) {
+    let (mut host, mut new) = (host(), newcomer());
+    let mut seen = Seen::default();
+    connect(&mut host, &mut new);
+    pump(&mut host, &mut new, &mut seen);
+    (host, new, seen)
+}
+
+fn connect(host: &mut SyncNode, new: &mut SyncNode) {
+    host.connect(new.peer(), NOW);
+    new.connect(host.peer(), NOW);
+}
+
+#[test]
+fn a_snapshot_loads_once_every_batch_of_its_seals_is_verified_elsewhere() {
+    let (mut host, mut new, mut seen) = offered();
+    assert_eq!(
+        seen.verify.len(),
+        RUNS.div_ceil(SNAPSHOT_SEALS_PER_BATCH),
+        "the seals handed out in batches"
+    );
+    assert_eq!(seen.verify[0].1.len() / 128, SNAPSHOT_SEALS_PER_BATCH);
+    assert!(
+        new.engine().clock().is_empty(),
+        "nothing loaded before its verdicts"
+    );
+    assert_eq!(new.verifying(), 1);
+    assert_eq!(seen.stored, 0);
+    // The last batch first: nothing until all are back.
+    let mut batches = std::mem::take(&mut seen.verify);
+    let (last, rest) = batches.split_last_mut().expect("batches");
+    new.verified(last.0, &verify_packed(&last.1), NOW);
+    assert!(new.engine().clock().is_empty());
+    // The same batch again, and a batch never handed out: ignored.
+    new.verified(last.0, &verify_packed(&last.1), NOW);
+    new.verified(9_999, &[1; 4], NOW);
+    assert!(new.engine().clock().is_empty());
+    for (batch, seals) in rest {
+        new.verified(*batch, &verify_packed(seals), NOW);
+    }
+    pump(&mut host, &mut new, &mut seen);
+    assert_eq!(new.engine().clock(), host.engine().clock());
+    assert_eq!(new.engine().state_json(), host.engine().state_json());
+    assert_eq!(new.verifying(), 0);
+    assert_eq!(seen.stored, 1, "the loaded state stored");
+    assert!(seen.refused.is_empty(), "{:?}", seen.refused);
+    // Later verdicts for its batches change nothing.
+    for (batch, seals) in &batches {
+        new.verified(*batch, &verify_packed(seals), NOW);
+    }
+    assert_eq!(new.engine().state_json(), host.engine().state_json());
+}
+
+/// The snapshot's bytes with one run's value changed after it was sealed:
+/// its form is whole, its seal does not verify.
+fn altered(host: &mut SyncNode, at: usize) -> (StateSnapshot, Vec<u8>) {
+    let mut snapshot = host.engine().snapshot();
+    let event = &mut snapshot.events[at];
+    let before = event.clone();
+    if let cpc_sync::protocol::Operation::Register(cpc_sync::protocol::event::RegisterOp::Write {
+        value,
+        ..
+    }) = &mut event.op
+    {
+        *value = json("\"forged\"");
+    }
+    assert_ne!(*event, before);
+    let bytes = snapshot.encode();
+    (snapshot, bytes)
+}
+
+/// Mallory (a member of the room with a valid key) offers `bytes`, a
+/// snapshot with `snapshot`'s clock, to the newcomer: the batches it hands
+/// out.
+fn offered_by_mallory(
+    new: &mut SyncNode,
+    mallory: &mut SyncNode,
+    snapshot: &StateSnapshot,
+    bytes: Vec<u8>,
+) -> Vec<(u64, Vec<u8>)> {
+    new.connect(mallory.peer(), NOW);
+    mallory.connect(new.peer(), NOW);
+    new.take_outputs();
+    let id = Hash32(blake3_of(&bytes));
+    let total = bytes.len() as u64;
+    let offer = Message::SnapshotOffer {
+        id,
+        total,
+        clock: snapshot.version_vector.clone(),
+    };
+    let chunk = Message::SnapshotChunk {
+        id,
+        offset: 0,
+        total,
+        bytes,
+    };
+    for message in [&offer, &chunk] {
+        for frame in wire::encode(message, 7) {
+            new.receive_frame(mallory.peer(), &frame, NOW);
+        }
+    }
+    new.take_outputs()
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Verify { batch, seals } => Some((batch, seals)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Mallory offers a snapshot of the host's runs with one value altered:
+/// the verifier finds it, and the newcomer refuses the snapshot whole,
+/// charges her, and still takes the honest one after.
+#[test]
+fn a_forgery_the_verifier_finds_refuses_the_snapshot_whole() {
+    let (mut host, mut new) = (host(), newcomer());
+    let mut mallory = signed_node(666, SyncConfig::default());
+    let (snapshot, bytes) = altered(&mut host, RUNS - 3);
+    let out = offered_by_mallory(&mut new, &mut mallory, &snapshot, bytes);
+    assert_eq!(out.len(), 2);
+    let verdicts: Vec<Vec<u8>> = out.iter().map(|(_, s)| verify_packed(s)).collect();
+    assert_eq!(
+        verdicts.iter().flatten().filter(|v| **v == 0).count(),
+        1,
+        "the verifier finds the altered run"
+    );
+    for ((batch, _), verdicts) in out.iter().zip(&verdicts) {
+        new.verified(*batch, verdicts, NOW);
+    }
+    let refused: Vec<Output> = new
+        .take_outputs()
+        .into_iter()
+        .filter(|o| matches!(o, Output::Rejected { .. }))
+        .collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(new.engine().clock().is_empty(), "nothing of it loaded");
+    assert_eq!(new.engine().stats().refused_state, 1);
+    assert_eq!(new.stats(mallory.peer()).map(|s| s.rejected), Some(1));
+    assert_eq!(new.verifying(), 0);
+    // The honest host's snapshot is taken after it.
+    let mut seen = Seen::default();
+    connect(&mut host, &mut new);
+    pump(&mut host, &mut new, &mut seen);
+    for (batch, seals) in &seen.verify {
+        new.verified(*batch, &verify_packed(seals), NOW);
+    }
+    pump(&mut host, &mut new, &mut seen);
+    assert_eq!(new.engine().state_json(), host.engine().state_json());
+    assert!(!new.engine().state_json().contains("forged"));
+}
+
+/// A verifier that answers one batch short and the next one long (a bug
+/// in it) vouches for no seal with another's verdict: the altered run, the
+/// last of the first batch, has no verdict of its own, and the snapshot is
+/// refused.
+#[test]
+fn a_verdict_is_never_taken_for_another_seal() {
+    let (mut host, mut new) = (host(), newcomer());
+    let mut mallory = signed_node(666, SyncConfig::default());
+    let (snapshot, bytes) = altered(&mut host, SNAPSHOT_SEALS_PER_BATCH - 1);
+    let out = offered_by_mallory(&mut new, &mut mallory, &snapshot, bytes);
+    let [(first, seals), (second, _)] = &out[..] else {
+        panic!("two batches");
+    };
+    let mut verdicts = verify_packed(seals);
+    assert_eq!(
+        verdicts.pop(),
+        Some(0),
+        "the altered run is the first batch's last"
+    );
+    new.verified(*first, &verdicts, NOW);
+    new.verified(*second, &[1; RUNS - SNAPSHOT_SEALS_PER_BATCH + 1], NOW);
+    assert!(new.engine().clock().is_empty());
+    assert!(!new.engine().state_json().contains("forged"));
+    assert_eq!(new.engine().stats().refused_state, 1);
+}
+
+fn blake3_of(bytes: &[u8]) -> [u8; 32] {
+    *cpc_sync::protocol::blake3::hash(bytes).as_bytes()
+}
+
+/// A verifier that answers a batch with too few verdicts vouches for none
+/// of the seals it left out: the snapshot is refused, never loaded on a
+/// partial answer.
+#[test]
+fn a_short_answer_loads_nothing() {
+    let (mut host, mut new, mut seen) = offered();
+    let batches = std::mem::take(&mut seen.verify);
+    for (i, (batch, seals)) in batches.iter().enumerate() {
+        let mut verdicts = verify_packed(seals);
+        if i == 0 {
+            verdicts.pop();
+        }
+        new.verified(*batch, &verdicts, NOW);
+    }
+    pump(&mut host, &mut new, &mut seen);
+    assert!(new.engine().clock().is_empty());
+    assert_eq!(new.engine().stats().refused_state, 1);
+    assert_eq!(seen.refused.len(), 1, "{:?}", seen.refused);
+}
+
+/// A page whose Workers failed calls `verify_here`: the snapshot out is
+/// verified in place and loaded. While it was out, another offer started
+/// no second transfer.
+#[test]
+fn a_failed_verifier_leaves_the_snapshot_to_the_node() {
+    let (mut host, mut new, mut seen) = offered();
+    assert_eq!(new.verifying(), 1);
+    // The host offers again (a gossip round): the newcomer asks for nothing.
+    host.tick(NOW + 60_000);
+    let asked = host
+        .take_outputs()
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Send { frame, .. } => Some(frame),
+            _ => None,
+        })
+        .flat_map(|frame| {
+            new.receive_frame(host.peer(), &frame, NOW + 60_000);
+            new.take_outputs()
+        })
+        .filter(|o| match o {
+            Output::Send { frame, .. } => matches!(
+                wire::decode(frame),
+                Ok(wire::Decoded::Message(Message::SnapshotRequest { .. }))
+            ),
+            _ => false,
+        })
+        .count();
+    assert_eq!(asked, 0, "no second transfer while one is verified");
+    new.verify_here(NOW + 60_000);
+    pump(&mut host, &mut new, &mut seen);
+    assert_eq!(new.engine().state_json(), host.engine().state_json());
+    assert_eq!(new.verifying(), 0);
+    assert!(new
+        .take_outputs()
+        .iter()
+        .all(|o| !matches!(o, Output::Verify { .. })));
+}
