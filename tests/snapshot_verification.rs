@@ -8,27 +8,32 @@ mod common;
 
 use common::{json, signed_node};
 use cpc_sync::protocol::seal::verify_packed;
-use cpc_sync::protocol::sync::transfer::SNAPSHOT_SEALS_PER_BATCH;
+use cpc_sync::protocol::seal::SealError;
+use cpc_sync::protocol::sync::transfer::{SNAPSHOT_OPEN_SLICE, SNAPSHOT_SEALS_PER_BATCH};
 use cpc_sync::protocol::sync::wire::{self, Message};
 use cpc_sync::protocol::sync::{LocalWrite, Output, Refusal, SyncConfig, SyncNode};
-use cpc_sync::protocol::{Hash32, StateSnapshot};
+use cpc_sync::protocol::{Hash32, SnapshotError, StateSnapshot};
 
 const NOW: u64 = 1_700_000_000_000;
 
-/// Runs of one write each: more seals than one batch takes.
+/// Sealed runs: more seals than one batch takes.
 const RUNS: usize = SNAPSHOT_SEALS_PER_BATCH + 76;
+/// Writes a run: the first batch's runs fill the first slice opened.
+const RUN: usize = SNAPSHOT_OPEN_SLICE / SNAPSHOT_SEALS_PER_BATCH;
 
-/// A host that wrote `RUNS` keys, each write its own sealed run, and
-/// folded its log: a newcomer gets a snapshot.
+/// A host that wrote `RUNS` runs of `RUN` keys and folded its log: a
+/// newcomer gets a snapshot.
 fn host() -> SyncNode {
     let mut host = signed_node(1, SyncConfig::default());
-    for i in 0..RUNS {
+    for i in 0..RUNS * RUN {
         let write = LocalWrite::Set {
             key: format!("key{i}"),
             value: json(&i.to_string()),
         };
         host.apply(write, NOW).expect("a write");
-        host.take_outputs();
+        if (i + 1) % RUN == 0 {
+            host.take_outputs();
+        }
     }
     host.fold();
     host.take_outputs();
@@ -57,9 +62,13 @@ struct Seen {
 }
 
 /// Carries frames between the two until both are quiet, storage
-/// acknowledged at once.
+/// acknowledged at once, the newcomer's timer run while it is due (it
+/// opens a snapshot's runs a slice at each).
 fn pump(host: &mut SyncNode, new: &mut SyncNode, seen: &mut Seen) {
     for _ in 0..200 {
+        if new.next_timer() <= NOW {
+            new.tick(NOW);
+        }
         let mut quiet = true;
         for to_new in [true, false] {
             let (from, to) = if to_new {
@@ -88,7 +97,7 @@ fn pump(host: &mut SyncNode, new: &mut SyncNode, seen: &mut Seen) {
                 }
             }
         }
-        if quiet {
+        if quiet && new.next_timer() > NOW {
             return;
         }
     }
@@ -177,8 +186,19 @@ fn offered_by_mallory(
     snapshot: &StateSnapshot,
     bytes: Vec<u8>,
 ) -> Vec<(u64, Vec<u8>)> {
-    new.connect(mallory.peer(), NOW);
-    mallory.connect(new.peer(), NOW);
+    sent_by(new, mallory, snapshot, bytes);
+    let mut out = Vec::new();
+    while new.next_timer() <= NOW {
+        out.extend(tick_out(new));
+    }
+    out
+}
+
+/// `sender` offers `bytes`, a snapshot with `snapshot`'s clock, to the
+/// newcomer, and sends it whole.
+fn sent_by(new: &mut SyncNode, sender: &mut SyncNode, snapshot: &StateSnapshot, bytes: Vec<u8>) {
+    new.connect(sender.peer(), NOW);
+    sender.connect(new.peer(), NOW);
     new.take_outputs();
     let id = Hash32(blake3_of(&bytes));
     let total = bytes.len() as u64;
@@ -195,9 +215,18 @@ fn offered_by_mallory(
     };
     for message in [&offer, &chunk] {
         for frame in wire::encode(message, 7) {
-            new.receive_frame(mallory.peer(), &frame, NOW);
+            new.receive_frame(sender.peer(), &frame, NOW);
         }
     }
+}
+
+/// The newcomer's timer runs once: the batches it hands out.
+fn tick_out(new: &mut SyncNode) -> Vec<(u64, Vec<u8>)> {
+    new.tick(NOW);
+    verify_outputs(new)
+}
+
+fn verify_outputs(new: &mut SyncNode) -> Vec<(u64, Vec<u8>)> {
     new.take_outputs()
         .into_iter()
         .filter_map(|o| match o {
@@ -207,6 +236,67 @@ fn offered_by_mallory(
         .collect()
 }
 
+/// The frame that completes a snapshot opens none of its runs: they are
+/// opened a slice at each run of the timer, due at once while any wait,
+/// and each batch goes out as its seals are opened.
+#[test]
+fn a_snapshot_s_runs_are_opened_a_slice_at_each_timer() {
+    let host = host();
+    let mut new = newcomer();
+    let mut relay = signed_node(3, SyncConfig::default());
+    let snapshot = host.engine().snapshot();
+    let bytes = snapshot.encode();
+    sent_by(&mut new, &mut relay, &snapshot, bytes);
+    assert!(verify_outputs(&mut new).is_empty(), "nothing opened yet");
+    assert!(new.next_timer() <= NOW, "the timer is due");
+    assert_eq!(tick_out(&mut new).len(), 1, "the first slice fills a batch");
+    assert!(new.next_timer() <= NOW);
+    let last = tick_out(&mut new);
+    assert_eq!(last.len(), 1, "the rest");
+    assert_eq!(last[0].1.len(), 76 * 128);
+    assert!(new.next_timer() > NOW, "nothing left to open");
+    assert!(new.engine().clock().is_empty());
+}
+
+/// Mallory offers the host's snapshot with one late run's seal taken off:
+/// the run is not whole, which its slice finds; the snapshot is refused
+/// then, the batch already out is forgotten, and nothing loads.
+#[test]
+fn a_run_not_whole_refuses_the_snapshot_when_its_slice_is_opened() {
+    let (host, mut new) = (host(), newcomer());
+    let mut mallory = signed_node(666, SyncConfig::default());
+    let mut snapshot = host.engine().snapshot();
+    let last_of_run = (RUNS - 3) * RUN - 1;
+    assert!(snapshot.events[last_of_run].seal.take().is_some());
+    let bytes = snapshot.encode();
+    sent_by(&mut new, &mut mallory, &snapshot, bytes);
+    let first = tick_out(&mut new);
+    assert_eq!(first.len(), 1, "the first slice is whole");
+    new.tick(NOW);
+    let refused: Vec<Output> = new
+        .take_outputs()
+        .into_iter()
+        .filter(|o| matches!(o, Output::Rejected { .. } | Output::Verify { .. }))
+        .collect();
+    assert!(
+        matches!(
+            &refused[..],
+            [Output::Rejected {
+                refusal: Refusal::State(SnapshotError::Seal(SealError::Unsealed(_))),
+                ..
+            }]
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(new.verifying(), 0);
+    assert_eq!(new.engine().stats().refused_state, 1);
+    new.verified(first[0].0, &verify_packed(&first[0].1), NOW);
+    assert!(
+        new.engine().clock().is_empty(),
+        "its batch's verdicts are ignored"
+    );
+}
+
 /// Mallory offers a snapshot of the host's runs with one value altered:
 /// the verifier finds it, and the newcomer refuses the snapshot whole,
 /// charges her, and still takes the honest one after.
@@ -214,7 +304,7 @@ fn offered_by_mallory(
 fn a_forgery_the_verifier_finds_refuses_the_snapshot_whole() {
     let (mut host, mut new) = (host(), newcomer());
     let mut mallory = signed_node(666, SyncConfig::default());
-    let (snapshot, bytes) = altered(&mut host, RUNS - 3);
+    let (snapshot, bytes) = altered(&mut host, (RUNS - 3) * RUN);
     let out = offered_by_mallory(&mut new, &mut mallory, &snapshot, bytes);
     assert_eq!(out.len(), 2);
     let verdicts: Vec<Vec<u8>> = out.iter().map(|(_, s)| verify_packed(s)).collect();
@@ -256,7 +346,7 @@ fn a_forgery_the_verifier_finds_refuses_the_snapshot_whole() {
 fn a_verdict_is_never_taken_for_another_seal() {
     let (mut host, mut new) = (host(), newcomer());
     let mut mallory = signed_node(666, SyncConfig::default());
-    let (snapshot, bytes) = altered(&mut host, SNAPSHOT_SEALS_PER_BATCH - 1);
+    let (snapshot, bytes) = altered(&mut host, SNAPSHOT_SEALS_PER_BATCH * RUN - 1);
     let out = offered_by_mallory(&mut new, &mut mallory, &snapshot, bytes);
     let [(first, seals), (second, _)] = &out[..] else {
         panic!("two batches");

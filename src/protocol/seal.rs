@@ -195,19 +195,35 @@ pub fn verify_runs(events: &[P2PEvent]) -> Result<(), SealError> {
 }
 
 /// A snapshot's runs, their form checked and their seals not yet
-/// verified: verified here ([`verify`](Self::verify)), or handed to a
-/// verifier elsewhere in packed batches ([`packed`](Self::packed)) and
-/// settled by its verdicts ([`settle`](Self::settle)).
-pub struct SnapshotSeals(Vec<Pending>);
+/// verified: opened all at once ([`open`](Self::open)) or a slice at a
+/// time ([`open_some`](Self::open_some)), then verified here
+/// ([`verify`](Self::verify)), or handed to a verifier elsewhere in
+/// packed batches ([`pack`](Self::pack)) and settled by its verdicts
+/// ([`settle`](Self::settle)).
+#[derive(Default)]
+pub struct SnapshotSeals {
+    pending: Vec<Pending>,
+    /// The events before this one are opened (it starts a run).
+    opened: usize,
+}
 
 impl SnapshotSeals {
     /// Checks that `events`, sorted by id, are all in whole sealed runs,
     /// and computes what each seal must sign: the first run that is not
     /// whole is the error.
     pub fn open(events: &[P2PEvent]) -> Result<Self, SealError> {
-        let mut start = 0;
-        let mut pending = Vec::new();
-        for (i, event) in events.iter().enumerate() {
+        let mut seals = SnapshotSeals::default();
+        seals.open_some(events, usize::MAX)?;
+        Ok(seals)
+    }
+
+    /// [`open`](Self::open)s the runs of `events` after those opened
+    /// already: whole runs, until they hold `budget` events or more, or
+    /// `events` end. Returns whether every event is opened.
+    pub fn open_some(&mut self, events: &[P2PEvent], budget: usize) -> Result<bool, SealError> {
+        let begin = self.opened;
+        let mut start = begin;
+        for (i, event) in events.iter().enumerate().skip(begin) {
             let Some(seal) = &event.seal else {
                 let next_is_other_origin =
                     events.get(i + 1).is_none_or(|n| n.id.peer != event.id.peer);
@@ -229,45 +245,47 @@ impl SnapshotSeals {
                     SealError::BrokenRun(event.id)
                 });
             }
-            pending.extend(check_run(&events[start..=i])?);
+            self.pending.extend(check_run(&events[start..=i])?);
             start = i + 1;
+            self.opened = start;
+            if start - begin >= budget {
+                break;
+            }
         }
-        Ok(SnapshotSeals(pending))
+        Ok(self.opened == events.len())
     }
 
-    /// How many seals there are.
+    /// How many seals are opened.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.pending.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.pending.is_empty()
     }
 
-    /// Verifies every seal here: the first that does not is the error.
+    /// Verifies every seal opened: the first that does not is the error.
     pub fn verify(&self) -> Result<(), SealError> {
-        match forged(&self.0).first() {
-            Some(&bad) => Err(SealError::BadSignature(self.0[bad].last)),
+        match forged(&self.pending).first() {
+            Some(&bad) => Err(SealError::BadSignature(self.pending[bad].last)),
             None => Ok(()),
         }
     }
 
-    /// The seals for a verifier elsewhere ([`verify_packed`]), in order,
-    /// in batches of at most `per_batch`.
-    pub fn packed(&self, per_batch: usize) -> Vec<Vec<u8>> {
-        self.0
-            .chunks(per_batch.max(1))
-            .map(|chunk| pack_pending(chunk.iter(), chunk.len()))
-            .collect()
+    /// The seals of `range` (in opening order), packed for a verifier
+    /// elsewhere ([`verify_packed`]).
+    pub fn pack(&self, range: std::ops::Range<usize>) -> Vec<u8> {
+        let seals = &self.pending[range];
+        pack_pending(seals.iter(), seals.len())
     }
 
-    /// By the verdicts of a verifier elsewhere, one per seal in
-    /// [`packed`](Self::packed)'s order: a seal verifies only with a
-    /// verdict of 1, and the first that does not is the error.
+    /// By the verdicts of a verifier elsewhere, one per seal in opening
+    /// order: a seal verifies only with a verdict of 1, and the first that
+    /// does not is the error.
     pub fn settle(&self, verdicts: &[u8]) -> Result<(), SealError> {
-        let bad = (0..self.0.len()).find(|&i| verdicts.get(i) != Some(&1));
+        let bad = (0..self.pending.len()).find(|&i| verdicts.get(i) != Some(&1));
         match bad {
-            Some(bad) => Err(SealError::BadSignature(self.0[bad].last)),
+            Some(bad) => Err(SealError::BadSignature(self.pending[bad].last)),
             None => Ok(()),
         }
     }

@@ -13,7 +13,7 @@
 use crate::protocol::blake3;
 use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::event::Hash32;
-use crate::protocol::seal::{self, SnapshotSeals};
+use crate::protocol::seal::{self, SealError, SnapshotSeals};
 use crate::protocol::snapshot::StateSnapshot;
 
 /// Bytes per window: one request, this much back (in chunks of one frame).
@@ -115,21 +115,78 @@ impl Incoming {
 /// them all busy, and a batch is ~50 ms of a worker's time.
 pub const SNAPSHOT_SEALS_PER_BATCH: usize = 4 * seal::BATCH;
 
-/// A snapshot that came in whole, its seals out with a verifier elsewhere
-/// (batches `first_batch..`): it is loaded once every batch's verdicts
-/// are back.
+/// Events of a snapshot whose runs are opened (form checked, digests
+/// computed) in one go, a timer's task: a few ms natively.
+pub const SNAPSHOT_OPEN_SLICE: usize = 16 * 1024;
+
+/// A snapshot that came in whole, its seals being verified elsewhere: its
+/// runs are opened a slice at a time ([`open_slice`](Self::open_slice)),
+/// each batch handed out as it fills, and it is loaded once every batch's
+/// verdicts are back. Its batches have ids `first_batch..`.
 pub struct Verifying {
     pub from: PeerId,
     pub snapshot: StateSnapshot,
     pub seals: SnapshotSeals,
-    pub first_batch: u64,
-    /// Per batch, its verdicts once back.
-    pub verdicts: Vec<Option<Vec<u8>>>,
+    /// Every run is opened.
+    opened: bool,
+    /// Seals handed out so far.
+    handed: usize,
+    first_batch: u64,
+    /// Per batch handed out, its verdicts once back.
+    verdicts: Vec<Option<Vec<u8>>>,
 }
 
 impl Verifying {
-    /// Takes `batch`'s verdicts if it is one of ours (and not answered
-    /// yet); returns whether it was ours.
+    /// The seals `snapshot` carries: they fill
+    /// `seals.div_ceil(SNAPSHOT_SEALS_PER_BATCH)` batches, whose ids
+    /// `first_batch..` are kept for it.
+    pub fn seals_in(snapshot: &StateSnapshot) -> usize {
+        snapshot.events.iter().filter(|e| e.seal.is_some()).count()
+    }
+
+    pub fn new(from: PeerId, snapshot: StateSnapshot, first_batch: u64) -> Self {
+        Verifying {
+            from,
+            snapshot,
+            seals: SnapshotSeals::default(),
+            opened: false,
+            handed: 0,
+            first_batch,
+            verdicts: Vec::new(),
+        }
+    }
+
+    /// Opens the next [`SNAPSHOT_OPEN_SLICE`] events' runs: the batches
+    /// they fill (all that is left, once every run is opened), to hand
+    /// out.
+    pub fn open_slice(&mut self) -> Result<Vec<(u64, Vec<u8>)>, SealError> {
+        self.opened = self
+            .seals
+            .open_some(&self.snapshot.events, SNAPSHOT_OPEN_SLICE)?;
+        let mut out = Vec::new();
+        while self.seals.len() - self.handed >= SNAPSHOT_SEALS_PER_BATCH
+            || (self.opened && self.handed < self.seals.len())
+        {
+            let end = self.seals.len().min(self.handed + SNAPSHOT_SEALS_PER_BATCH);
+            let batch = self.first_batch + self.verdicts.len() as u64;
+            debug_assert!(
+                self.verdicts.len()
+                    < Verifying::seals_in(&self.snapshot).div_ceil(SNAPSHOT_SEALS_PER_BATCH)
+            );
+            out.push((batch, self.seals.pack(self.handed..end)));
+            self.verdicts.push(None);
+            self.handed = end;
+        }
+        Ok(out)
+    }
+
+    /// Whether every run is opened (and every batch handed out).
+    pub fn is_open(&self) -> bool {
+        self.opened && self.handed == self.seals.len()
+    }
+
+    /// Takes `batch`'s verdicts if it is one of ours handed out (and not
+    /// answered yet); returns whether it was ours.
     pub fn take(&mut self, batch: u64, verdicts: &[u8]) -> bool {
         let Some(slot) = batch
             .checked_sub(self.first_batch)
@@ -142,10 +199,14 @@ impl Verifying {
         true
     }
 
-    /// A verdict per seal, in order, once every batch's are back. A batch
-    /// answered with too few has 0 for the rest (too many: the rest are
-    /// not read), so no seal is judged by another's verdict.
+    /// A verdict per seal, in order, once every run is opened and every
+    /// batch's verdicts are back. A batch answered with too few has 0 for
+    /// the rest (too many: the rest are not read), so no seal is judged by
+    /// another's verdict.
     pub fn all_verdicts(&self) -> Option<Vec<u8>> {
+        if !self.is_open() {
+            return None;
+        }
         let mut all = Vec::with_capacity(self.seals.len());
         for verdicts in &self.verdicts {
             let verdicts = verdicts.as_deref()?;
@@ -154,5 +215,11 @@ impl Verifying {
             all.resize(all.len() + expected - verdicts.len().min(expected), 0);
         }
         Some(all)
+    }
+
+    /// Opens what is left here: for a verifier that failed.
+    pub fn open_rest(&mut self) -> Result<(), SealError> {
+        self.opened = self.seals.open_some(&self.snapshot.events, usize::MAX)?;
+        Ok(())
     }
 }

@@ -424,7 +424,8 @@ impl SyncNode {
 
     /// When [`tick`](Self::tick) wants to run next: at the gossip interval,
     /// or in [`DIGEST_PAUSE_MS`] while changed entities wait to be hashed
-    /// into the digest. The caller arms one timer for it (an idle node
+    /// into the digest, or at once while a snapshot's runs wait to be
+    /// opened. The caller arms one timer for it (an idle node
     /// wakes once per gossip interval).
     pub fn next_timer(&self) -> u64 {
         let next = if self.engine.digest_backlog() > 0 {
@@ -435,6 +436,11 @@ impl SyncNode {
         };
         let next = self.presence_due.map_or(next, |due| due.min(next));
         let next = self.graft_due().map_or(next, |due| due.min(next));
+        // A snapshot's runs to open: a slice at each wake, at once.
+        let next = match self.snapshot_to_open() {
+            true => next.min(self.last_input_ms),
+            false => next,
+        };
         self.verification_due().map_or(next, |due| due.min(next))
     }
 
@@ -560,6 +566,7 @@ impl SyncNode {
         if self.verification_due().is_some_and(|due| due <= now_ms) {
             self.verify_received(now_ms);
         }
+        self.open_snapshot_slice(now_ms);
         self.send_presence_if_due(now_ms);
         if self.graft_due().is_some_and(|due| due <= now_ms) {
             self.graft(now_ms);

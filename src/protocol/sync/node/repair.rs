@@ -207,11 +207,13 @@ impl SyncNode {
     /// A snapshot in whole. In a signed room its runs' form is checked,
     /// then their seals are verified: here, or (with
     /// [`offload_seals`](super::SyncConfig::offload_seals) and at least
-    /// [`MIN_OFFLOADED_SEALS`] of them) by the verifier elsewhere, in
-    /// batches handed out as [`Output::Verify`], the snapshot loaded once
-    /// every batch's verdicts are back ([`SyncNode::verified`]). A large
-    /// room's snapshot carries tens of thousands of seals: seconds of a
-    /// page's thread.
+    /// [`MIN_OFFLOADED_SEALS`] of them) by the verifier elsewhere. Then the
+    /// runs are opened a slice at a timer's task
+    /// ([`open_snapshot_slice`](Self::open_snapshot_slice)), each batch of
+    /// seals handed out as an [`Output::Verify`] as it fills, and the
+    /// snapshot is loaded once every batch's verdicts are back
+    /// ([`SyncNode::verified`]). A large room's snapshot carries tens of
+    /// thousands of seals: seconds of a page's thread.
     fn take_snapshot(&mut self, from: PeerId, snapshot: StateSnapshot, now_ms: u64) {
         if !self.signed() {
             let trust = Trust {
@@ -221,28 +223,40 @@ impl SyncNode {
             let loaded = self.engine.load_snapshot(snapshot, trust);
             return self.loaded(from, loaded);
         }
-        let seals = match SnapshotSeals::open(&snapshot.events) {
-            Ok(seals) => seals,
-            Err(e) => return self.settle_snapshot(from, snapshot, Err(e), now_ms),
-        };
-        if !self.config.offload_seals || seals.len() < MIN_OFFLOADED_SEALS {
-            let verified = seals.verify();
+        let seals = Verifying::seals_in(&snapshot);
+        if !self.config.offload_seals || seals < MIN_OFFLOADED_SEALS {
+            let verified = SnapshotSeals::open(&snapshot.events).and_then(|s| s.verify());
             return self.settle_snapshot(from, snapshot, verified, now_ms);
         }
-        let batches = seals.packed(SNAPSHOT_SEALS_PER_BATCH);
         let first_batch = self.next_batch;
-        self.next_batch += batches.len() as u64;
-        let verdicts = vec![None; batches.len()];
-        for (batch, seals) in (first_batch..).zip(batches) {
-            self.outputs.push(Output::Verify { batch, seals });
+        self.next_batch += seals.div_ceil(SNAPSHOT_SEALS_PER_BATCH) as u64;
+        self.verifying = Some(Verifying::new(from, snapshot, first_batch));
+    }
+
+    /// Whether a snapshot's runs wait to be opened (the timer is due).
+    pub(super) fn snapshot_to_open(&self) -> bool {
+        self.verifying.as_ref().is_some_and(|v| !v.is_open())
+    }
+
+    /// Opens a slice of the runs of the snapshot being verified, and hands
+    /// out the batches of seals it fills; a run that is not whole refuses
+    /// the snapshot.
+    pub(super) fn open_snapshot_slice(&mut self, now_ms: u64) {
+        let Some(verifying) = self.verifying.as_mut().filter(|v| !v.is_open()) else {
+            return;
+        };
+        match verifying.open_slice() {
+            Ok(batches) => {
+                for (batch, seals) in batches {
+                    self.outputs.push(Output::Verify { batch, seals });
+                }
+            }
+            Err(e) => {
+                if let Some(done) = self.verifying.take() {
+                    self.settle_snapshot(done.from, done.snapshot, Err(e), now_ms);
+                }
+            }
         }
-        self.verifying = Some(Verifying {
-            from,
-            snapshot,
-            seals,
-            first_batch,
-            verdicts,
-        });
     }
 
     /// Takes the verdicts of a batch of the snapshot being verified;
@@ -264,11 +278,11 @@ impl SyncNode {
         true
     }
 
-    /// Verifies here the seals of the snapshot out with the verifier (it
-    /// failed), and settles it.
+    /// Opens and verifies here the seals of the snapshot being verified
+    /// (the verifier failed), and settles it.
     pub(super) fn verify_snapshot_here(&mut self, now_ms: u64) {
-        if let Some(done) = self.verifying.take() {
-            let verified = done.seals.verify();
+        if let Some(mut done) = self.verifying.take() {
+            let verified = done.open_rest().and_then(|()| done.seals.verify());
             self.settle_snapshot(done.from, done.snapshot, verified, now_ms);
         }
     }
