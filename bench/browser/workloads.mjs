@@ -13,7 +13,8 @@
 // missing figure or a page error fails the run). `npm run bench:workloads`
 // builds and runs it in full; CPC_BENCH_QUICK=1 runs small sizes (npm test
 // does, as a smoke test); CPC_BENCH_ONLY=memory,codec,... picks some;
-// CPC_BENCH_NO_BUILD=1 takes the wasm packages as they are.
+// CPC_BENCH_NO_BUILD=1 takes the wasm packages as they are; CPC_ROOM_BURST=16
+// has the rooms written in bursts of 16 keys.
 // Figures go to stdout and target/bench/workloads.json.
 import { execFile, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -30,7 +31,11 @@ const out = path.join(root, "target/bench");
 const dist = path.join(out, "workloads-dist");
 // CPC_BENCH_LIBS=yjs,loro runs some libraries (a partial run, kept aside).
 const LIBRARIES = process.env.CPC_BENCH_LIBS?.split(",") ?? ["cpc-sync", "yjs", "automerge", "loro"];
-const PARTIAL = Boolean(process.env.CPC_BENCH_ONLY || process.env.CPC_BENCH_LIBS);
+// CPC_ROOM_BURST=16: the rooms' hosts write in bursts of 16 keys, not
+// 1,000 (cpc-sync: a sealed run each, so a newcomer's snapshot carries
+// n / 16 seals), a partial run too.
+const ROOM_BURST = process.env.CPC_ROOM_BURST ? Number(process.env.CPC_ROOM_BURST) : undefined;
+const PARTIAL = Boolean(process.env.CPC_BENCH_ONLY || process.env.CPC_BENCH_LIBS || ROOM_BURST);
 
 const SIZES = QUICK
   ? { memory: [2_000], memoryRuns: 1, codec: 2_000, codecRuns: 1, stored: 2_000, storedRuns: 1, room: 2_000, roomRuns: 1, ingest: 2_000, ingestRuns: 1 }
@@ -233,7 +238,7 @@ async function rooms(browser, site, { n, runs: count, perUpdate, label }) {
       const context = await browser.newContext();
       const room = unique(`${label}-${lib}`);
       const page = await libPage(context, site, lib, "room");
-      const target = await page.evaluate(([room, n, perUpdate]) => window.bench.host(room, n, perUpdate), [room, n, perUpdate]);
+      const target = await page.evaluate(([room, n, perUpdate, burst]) => window.bench.host(room, n, perUpdate, burst), [room, n, perUpdate, ROOM_BURST]);
       hosts[lib] = { context, room, target, runs: [] };
     }
     for (let r = 0; r < count; r++) {

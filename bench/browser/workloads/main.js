@@ -74,8 +74,8 @@ function storedCalls(lib) {
 function roomCalls(lib) {
   let hosted;
   return {
-    async host(room, n, perUpdate) {
-      const { doc, target } = await lib.room.host(room, n, { perUpdate });
+    async host(room, n, perUpdate, burst) {
+      const { doc, target } = await lib.room.host(room, n, { perUpdate, burst });
       hosted = doc;
       checkState(lib.room.state(doc), n, `${name} host`);
       return target;

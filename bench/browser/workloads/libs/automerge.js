@@ -85,14 +85,14 @@ export default {
   },
 
   room: {
-    async host(name, n, { perUpdate }) {
+    async host(name, n, { perUpdate, burst }) {
       const repo = new Repo({ network: [new BroadcastChannelNetworkAdapter({ channelName: name })] });
       let handle;
       if (perUpdate) {
         handle = repo.import(changePerKey(n));
       } else {
         handle = repo.create();
-        await writeInBursts(n, (from, to) => change(handle, from, to));
+        await writeInBursts(n, (from, to) => change(handle, from, to), burst);
       }
       return { doc: { repo, handle }, target: { url: handle.url, heads: A.getHeads(handle.doc()) } };
     },

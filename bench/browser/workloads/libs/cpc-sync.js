@@ -10,7 +10,7 @@ let bench;
 
 /** The room's writes of `from..to` as one task's `Peer.set` calls (one
  * sealed run, one commit); resolves once they are durable. */
-const burst = (peer) => (from, to) => {
+const burstOf = (peer) => (from, to) => {
   const writes = [];
   for (let i = from; i < to; i++) writes.push(peer.set(key(i), i));
   return Promise.all(writes);
@@ -39,7 +39,7 @@ export default {
   memory: {
     async open() {
       const peer = await cpc.Peer.open({ room: `memory-${Math.random()}`, signaling: "none", storage: "memory" });
-      return { peer, write: burst(peer) };
+      return { peer, write: burstOf(peer) };
     },
     write: (doc, from, to) => doc.write(from, to),
     state: (doc) => doc.peer.state(),
@@ -60,7 +60,7 @@ export default {
   stored: {
     async write(name, n) {
       const peer = await cpc.Peer.open({ room: name, signaling: "none", storage: "indexeddb" });
-      await writeInBursts(n, burst(peer));
+      await writeInBursts(n, burstOf(peer));
       // close() folds the log into one snapshot, so the next start reads
       // that (what a tab closed cleanly leaves).
       await peer.close();
@@ -75,7 +75,7 @@ export default {
   },
 
   room: {
-    async host(name, n, { perUpdate }) {
+    async host(name, n, { perUpdate, burst }) {
       // With 100k separate updates the log is never folded, so a newcomer
       // gets events; else the default folds it into a snapshot every 50k
       // events and a newcomer gets that snapshot.
@@ -85,7 +85,7 @@ export default {
         storage: "memory",
         ...(perUpdate ? { compactAfter: 1e9 } : {}),
       });
-      await writeInBursts(n, burst(peer));
+      await writeInBursts(n, burstOf(peer), burst);
       // The fold runs on the peer's next timer tick.
       if (!perUpdate) await sleep(2_000);
       return { doc: peer, target: { clock: peer.clock(), digest: peer.digest() } };

@@ -72,9 +72,9 @@ export default {
   },
 
   room: {
-    async host(name, n, { perUpdate }) {
+    async host(name, n, { perUpdate, burst }) {
       const doc = new LoroDoc();
-      await writeInBursts(n, (from, to) => write(doc, from, to, perUpdate));
+      await writeInBursts(n, (from, to) => write(doc, from, to, perUpdate), burst);
       // Answers every newcomer's version vector with what it lacks.
       const channel = new BroadcastChannel(name);
       channel.onmessage = ({ data }) => {

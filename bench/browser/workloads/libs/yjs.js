@@ -72,9 +72,9 @@ export default {
   },
 
   room: {
-    async host(name, n, { perUpdate }) {
+    async host(name, n, { perUpdate, burst }) {
       const doc = new Y.Doc();
-      await writeInBursts(n, (from, to) => write(doc, from, to, perUpdate));
+      await writeInBursts(n, (from, to) => write(doc, from, to, perUpdate), burst);
       const provider = new WebrtcProvider(name, doc, { signaling: [] });
       return { doc: { doc, provider }, target: { vector: [...Y.encodeStateVector(doc)] } };
     },
