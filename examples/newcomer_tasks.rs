@@ -3,10 +3,12 @@
 //! batch of verdicts in) is what a page runs as one task. The room is `n` keys
 //! written in bursts of `burst` (a sealed run each) and folded, so the
 //! newcomer gets one snapshot of `n / burst` seals; `offload` hands them
-//! out as a page with verifier Workers does (answered here, untimed).
+//! out as a page with verifier Workers does (answered here, untimed);
+//! `durable` gives the newcomer storage (a page's IndexedDB), acknowledged
+//! at once.
 //!
 //! ```text
-//! cargo run --profile bench --features testing --example newcomer_tasks -- [n] [burst] [offload]
+//! cargo run --profile bench --features testing --example newcomer_tasks -- [n] [burst] [offload|inplace] [durable]
 //! ```
 //!
 //! BENCHMARKS.md's "Issue 17, twentieth session" was measured so.
@@ -19,12 +21,13 @@ use cpc_sync::protocol::{EngineConfig, Identity, JsonValue, ReconciliationEngine
 
 const NOW: u64 = 1_700_000_000_000;
 
-fn node(seed: u64, offload_seals: bool) -> SyncNode {
+fn node(seed: u64, offload_seals: bool, durable: bool) -> SyncNode {
     let identity = Identity::from_seed(seed);
     let engine = ReconciliationEngine::new(identity.peer(), EngineConfig::default());
     let config = SyncConfig {
         identity: Some(identity),
         offload_seals,
+        durable,
         ..SyncConfig::default()
     };
     SyncNode::new(engine, config)
@@ -35,7 +38,8 @@ fn main() {
     let n: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(100_000);
     let burst: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(16);
     let offload = args.next().is_some_and(|a| a == "offload");
-    let mut host = node(1, false);
+    let durable = args.next().is_some_and(|a| a == "durable");
+    let mut host = node(1, false, false);
     for i in 0..n {
         let write = LocalWrite::Set {
             key: format!("key{i}"),
@@ -48,7 +52,7 @@ fn main() {
     }
     host.fold();
     host.take_outputs();
-    let mut new = node(2, offload);
+    let mut new = node(2, offload, durable);
     host.connect(new.peer(), NOW);
     new.connect(host.peer(), NOW);
     // The newcomer's calls, longest first: (time, what).
@@ -81,6 +85,8 @@ fn main() {
                             calls.push((start.elapsed(), "a frame"));
                         }
                     }
+                    // Storage acknowledges at once.
+                    Output::Persist { token, .. } => from.persisted(token),
                     Output::Verify { batch, seals } => {
                         quiet = false;
                         let verdicts = seal::verify_packed(&seals);

@@ -11,7 +11,7 @@ use cpc_sync::protocol::seal::verify_packed;
 use cpc_sync::protocol::seal::SealError;
 use cpc_sync::protocol::sync::transfer::{SNAPSHOT_OPEN_SLICE, SNAPSHOT_SEALS_PER_BATCH};
 use cpc_sync::protocol::sync::wire::{self, Message};
-use cpc_sync::protocol::sync::{LocalWrite, Output, Refusal, SyncConfig, SyncNode};
+use cpc_sync::protocol::sync::{LocalWrite, Output, Persist, Refusal, SyncConfig, SyncNode};
 use cpc_sync::protocol::{Hash32, SnapshotError, StateSnapshot};
 
 const NOW: u64 = 1_700_000_000_000;
@@ -146,17 +146,48 @@ fn a_snapshot_loads_once_every_batch_of_its_seals_is_verified_elsewhere() {
     for (batch, seals) in rest {
         new.verified(*batch, &verify_packed(seals), NOW);
     }
+    assert_eq!(new.engine().clock(), host.engine().clock(), "loaded");
+    // Stored at its next timer, due at once: encoding the state is a
+    // task of its own.
+    assert_eq!(stored_snapshots(&mut new), 0);
+    assert!(new.next_timer() <= NOW);
+    new.tick(NOW);
+    assert_eq!(stored_snapshots(&mut new), 1, "the loaded state stored");
     pump(&mut host, &mut new, &mut seen);
-    assert_eq!(new.engine().clock(), host.engine().clock());
     assert_eq!(new.engine().state_json(), host.engine().state_json());
     assert_eq!(new.verifying(), 0);
-    assert_eq!(seen.stored, 1, "the loaded state stored");
+    assert_eq!(seen.stored, 0, "stored once");
     assert!(seen.refused.is_empty(), "{:?}", seen.refused);
     // Later verdicts for its batches change nothing.
     for (batch, seals) in &batches {
         new.verified(*batch, &verify_packed(seals), NOW);
     }
     assert_eq!(new.engine().state_json(), host.engine().state_json());
+}
+
+/// Snapshots the newcomer asks storage to write now (acknowledged).
+fn stored_snapshots(new: &mut SyncNode) -> usize {
+    let mut stored = 0;
+    for output in new.take_outputs() {
+        if let Output::Persist { token, write } = output {
+            stored += usize::from(matches!(write, Persist::Snapshot(_)));
+            new.persisted(token);
+        }
+    }
+    stored
+}
+
+/// A page closed before the timer that would store a snapshot it loaded
+/// stores it as it folds.
+#[test]
+fn a_loaded_snapshot_is_stored_by_a_fold_before_its_timer() {
+    let (_host, mut new, mut seen) = offered();
+    for (batch, seals) in std::mem::take(&mut seen.verify) {
+        new.verified(batch, &verify_packed(&seals), NOW);
+    }
+    assert_eq!(stored_snapshots(&mut new), 0);
+    new.fold();
+    assert_eq!(stored_snapshots(&mut new), 1);
 }
 
 /// The snapshot's bytes with one run's value changed after it was sealed:

@@ -14,7 +14,8 @@
 // builds and runs it in full; CPC_BENCH_QUICK=1 runs small sizes (npm test
 // does, as a smoke test); CPC_BENCH_ONLY=memory,codec,... picks some;
 // CPC_BENCH_NO_BUILD=1 takes the wasm packages as they are; CPC_ROOM_BURST=16
-// has the rooms written in bursts of 16 keys.
+// has the rooms written in bursts of 16 keys; CPC_ROOM_STORAGE=indexeddb has
+// cpc-sync's newcomers keep their state in IndexedDB.
 // Figures go to stdout and target/bench/workloads.json.
 import { execFile, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -35,7 +36,9 @@ const LIBRARIES = process.env.CPC_BENCH_LIBS?.split(",") ?? ["cpc-sync", "yjs", 
 // 1,000 (cpc-sync: a sealed run each, so a newcomer's snapshot carries
 // n / 16 seals), a partial run too.
 const ROOM_BURST = process.env.CPC_ROOM_BURST ? Number(process.env.CPC_ROOM_BURST) : undefined;
-const PARTIAL = Boolean(process.env.CPC_BENCH_ONLY || process.env.CPC_BENCH_LIBS || ROOM_BURST);
+// CPC_ROOM_STORAGE=indexeddb: cpc-sync's newcomers keep their state in
+// IndexedDB (the others' keep none either way), a partial run too.
+const PARTIAL = Boolean(process.env.CPC_BENCH_ONLY || process.env.CPC_BENCH_LIBS || ROOM_BURST || process.env.CPC_ROOM_STORAGE);
 
 const SIZES = QUICK
   ? { memory: [2_000], memoryRuns: 1, codec: 2_000, codecRuns: 1, stored: 2_000, storedRuns: 1, room: 2_000, roomRuns: 1, ingest: 2_000, ingestRuns: 1 }
@@ -95,7 +98,8 @@ async function libPage(context, site, lib, workload, extra = "") {
   page.on("console", (m) => m.type() === "error" && pageErrors.push(`${label}: ${m.text()}`));
   page.on("pageerror", (e) => pageErrors.push(`${label}: ${e}`));
   const warmUp = process.env.CPC_WARM_UP === "0" ? "&warmUp=0" : "";
-  await page.goto(`${site.url}?lib=${lib}&workload=${workload}${extra}${warmUp}`);
+  const storage = process.env.CPC_ROOM_STORAGE ? `&storage=${process.env.CPC_ROOM_STORAGE}` : "";
+  await page.goto(`${site.url}?lib=${lib}&workload=${workload}${extra}${warmUp}${storage}`);
   await page.waitForSelector("body[data-ready=true], body[data-failed]", { state: "attached", timeout: 300_000 });
   const failed = await page.evaluate(() => document.body.dataset.failed);
   if (failed) throw new Error(`${label}: ${failed}`);

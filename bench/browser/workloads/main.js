@@ -81,6 +81,7 @@ function roomCalls(lib) {
       return target;
     },
     async join(room, target, n) {
+      await lib.room.prepare?.(room);
       const tasks = longTasks();
       const start = now();
       const { doc, ...extra } = await lib.room.join(room, target);

@@ -90,12 +90,31 @@ export default {
       if (!perUpdate) await sleep(2_000);
       return { doc: peer, target: { clock: peer.clock(), digest: peer.digest() } };
     },
+    /** Before a newcomer keeping its state in IndexedDB joins (untimed):
+     * what an earlier newcomer of this page's profile stored is deleted, so
+     * this one is new too, not a restart. */
+    async prepare(name) {
+      if (new URLSearchParams(location.search).get("storage") !== "indexeddb") return;
+      for (const { name: db } of await indexedDB.databases()) {
+        if (!db.includes(name)) continue;
+        await new Promise((resolve, reject) => {
+          const request = indexedDB.deleteDatabase(db);
+          request.onsuccess = resolve;
+          request.onerror = () => reject(request.error);
+          request.onblocked = () => reject(new Error(`${db} is still open`));
+        });
+      }
+    },
     /** Opens a peer of the room; resolves once it holds `target`'s clock. */
     async join(name, target) {
       // `warmUp=0` in the page's query: the A/B of the receive path's
       // warm-up (`CPC_WARM_UP=0 node bench/browser/workloads.mjs`).
-      const warmUp = new URLSearchParams(location.search).get("warmUp") !== "0";
-      const peer = await cpc.Peer.open({ room: name, signaling: "none", storage: "memory", warmUp });
+      const query = new URLSearchParams(location.search);
+      const warmUp = query.get("warmUp") !== "0";
+      // `storage=indexeddb` in the query: a newcomer that keeps its state
+      // (`CPC_ROOM_STORAGE=indexeddb node bench/browser/workloads.mjs`).
+      const storage = query.get("storage") ?? "memory";
+      const peer = await cpc.Peer.open({ room: name, signaling: "none", storage, warmUp });
       const transfer = { bytes: 0 };
       peer.addEventListener("snapshot", (e) => (transfer.bytes = e.total));
       // Polled, not on "change": a listener makes every changed key cross

@@ -679,6 +679,7 @@ impl SyncNode {
         // unsent writes leave (sealed) before the log they are in folds.
         self.verify_received(self.last_input_ms);
         self.flush_local();
+        self.store_loaded_snapshot();
         if self.engine.log().is_empty() {
             return;
         }

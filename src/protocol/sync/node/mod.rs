@@ -232,6 +232,8 @@ pub struct SyncNode {
     incoming: Option<Incoming>,
     /// A snapshot in whole, its seals out with the verifier.
     verifying: Option<Verifying>,
+    /// A snapshot loaded, its state to be stored at the next timer.
+    snapshot_to_store: bool,
     handler: BoxedHandler,
     /// This peer's events up to here have been sealed and spread.
     sealed_upto: u64,
@@ -317,6 +319,7 @@ impl SyncNode {
             outgoing: Vec::new(),
             incoming: None,
             verifying: None,
+            snapshot_to_store: false,
             handler: Box::new(|_, _| None),
         }
     }
@@ -425,7 +428,7 @@ impl SyncNode {
     /// When [`tick`](Self::tick) wants to run next: at the gossip interval,
     /// or in [`DIGEST_PAUSE_MS`] while changed entities wait to be hashed
     /// into the digest, or at once while a snapshot's runs wait to be
-    /// opened. The caller arms one timer for it (an idle node
+    /// opened or a loaded one to be stored. The caller arms one timer for it (an idle node
     /// wakes once per gossip interval).
     pub fn next_timer(&self) -> u64 {
         let next = if self.engine.digest_backlog() > 0 {
@@ -436,8 +439,9 @@ impl SyncNode {
         };
         let next = self.presence_due.map_or(next, |due| due.min(next));
         let next = self.graft_due().map_or(next, |due| due.min(next));
-        // A snapshot's runs to open: a slice at each wake, at once.
-        let next = match self.snapshot_to_open() {
+        // A snapshot's runs to open (a slice at each wake), or its state
+        // to store: at once.
+        let next = match self.snapshot_to_open() || self.snapshot_to_store {
             true => next.min(self.last_input_ms),
             false => next,
         };
@@ -479,6 +483,15 @@ impl SyncNode {
                 self.persist(write, Some(upto));
             }
             self.carry_out(spread);
+        }
+    }
+
+    /// Stores the state of a snapshot loaded since the last timer, if
+    /// any (our writes sealed first: a stored snapshot is sent on).
+    fn store_loaded_snapshot(&mut self) {
+        if std::mem::take(&mut self.snapshot_to_store) {
+            self.flush_local();
+            self.persist_snapshot();
         }
     }
 
@@ -567,6 +580,7 @@ impl SyncNode {
             self.verify_received(now_ms);
         }
         self.open_snapshot_slice(now_ms);
+        self.store_loaded_snapshot();
         self.send_presence_if_due(now_ms);
         if self.graft_due().is_some_and(|due| due <= now_ms) {
             self.graft(now_ms);

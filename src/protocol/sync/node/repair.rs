@@ -306,14 +306,13 @@ impl SyncNode {
         self.loaded(from, loaded);
     }
 
-    /// After a snapshot from `from` loaded (its state stored, and told to
-    /// every peer), or was refused.
+    /// After a snapshot from `from` loaded (its state told to every peer,
+    /// and stored at the next timer: encoding the state is a task of its
+    /// own), or was refused.
     fn loaded(&mut self, from: PeerId, loaded: Result<(), SnapshotError>) {
         match loaded {
             Ok(()) => {
-                // Our writes are sealed first: a stored snapshot is sent on.
-                self.flush_local();
-                self.persist_snapshot();
+                self.snapshot_to_store = self.config.durable;
                 let peers: Vec<PeerId> = self.sessions.keys().copied().collect();
                 for peer in peers {
                     self.send_digest(peer);
