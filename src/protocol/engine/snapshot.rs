@@ -371,7 +371,7 @@ impl ReconciliationEngine {
     /// these very events ([`SnapshotSeals`](crate::protocol::seal::SnapshotSeals):
     /// verified here, or by a verifier elsewhere); the rest is checked as
     /// there.
-    pub fn load_verified_snapshot(
+    pub(crate) fn load_verified_snapshot(
         &mut self,
         snapshot: StateSnapshot,
         now_ms: u64,

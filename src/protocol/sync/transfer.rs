@@ -129,6 +129,8 @@ pub struct Verifying {
     pub seals: SnapshotSeals,
     /// Every run is opened.
     opened: bool,
+    /// Batches kept for it: ids `first_batch..first_batch + batches`.
+    batches: usize,
     /// Seals handed out so far.
     handed: usize,
     first_batch: u64,
@@ -144,12 +146,15 @@ impl Verifying {
         snapshot.events.iter().filter(|e| e.seal.is_some()).count()
     }
 
-    pub fn new(from: PeerId, snapshot: StateSnapshot, first_batch: u64) -> Self {
+    /// `snapshot`, with `seals` of them ([`seals_in`](Self::seals_in)),
+    /// its batches' ids from `first_batch`.
+    pub fn new(from: PeerId, snapshot: StateSnapshot, seals: usize, first_batch: u64) -> Self {
         Verifying {
             from,
             snapshot,
             seals: SnapshotSeals::default(),
             opened: false,
+            batches: seals.div_ceil(SNAPSHOT_SEALS_PER_BATCH),
             handed: 0,
             first_batch,
             verdicts: Vec::new(),
@@ -169,10 +174,8 @@ impl Verifying {
         {
             let end = self.seals.len().min(self.handed + SNAPSHOT_SEALS_PER_BATCH);
             let batch = self.first_batch + self.verdicts.len() as u64;
-            debug_assert!(
-                self.verdicts.len()
-                    < Verifying::seals_in(&self.snapshot).div_ceil(SNAPSHOT_SEALS_PER_BATCH)
-            );
+            // One seal an event that carries one: no more than counted.
+            debug_assert!(self.verdicts.len() < self.batches);
             out.push((batch, self.seals.pack(self.handed..end)));
             self.verdicts.push(None);
             self.handed = end;

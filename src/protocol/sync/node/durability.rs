@@ -14,6 +14,11 @@
 //! transaction, an fsync'd file append all do), so an acknowledgement
 //! covers every earlier token: acknowledgements may arrive late, batched
 //! or out of order.
+//!
+//! Our writes are never durable before what they rest on: others' events
+//! they may depend on are persisted first (`persist_others`), and a
+//! snapshot loaded but not yet stored (it waits for the next timer, a task
+//! of its own) is stored with them, holding them, instead of them alone.
 
 use std::collections::VecDeque;
 

@@ -185,7 +185,7 @@ pub enum Output {
     /// Close the connection to a peer (it sent an oversized frame).
     Close { peer: PeerId, reason: String },
     /// Verify these seals (packed by [`seal::pack`](crate::protocol::seal::pack)
-    /// or [`SnapshotSeals::packed`](crate::protocol::seal::SnapshotSeals::packed),
+    /// or [`SnapshotSeals::pack`](crate::protocol::seal::SnapshotSeals::pack),
     /// e.g. with [`seal::verify_packed`](crate::protocol::seal::verify_packed)),
     /// then call [`SyncNode::verified`] with `batch` and their verdicts
     /// (only with [`SyncConfig::offload_seals`]).
@@ -232,7 +232,8 @@ pub struct SyncNode {
     incoming: Option<Incoming>,
     /// A snapshot in whole, its seals out with the verifier.
     verifying: Option<Verifying>,
-    /// A snapshot loaded, its state to be stored at the next timer.
+    /// A snapshot loaded, its state to be stored at the next timer (or
+    /// with our next writes, which rest on it, if they come first).
     snapshot_to_store: bool,
     handler: BoxedHandler,
     /// This peer's events up to here have been sealed and spread.
@@ -479,7 +480,15 @@ impl SyncNode {
             // Persisted before they are sent (the sends wait for it),
             // encoded from the log: nothing is copied to be written.
             if self.config.durable {
-                let write = Persist::events(&events);
+                let write = if std::mem::take(&mut self.snapshot_to_store) {
+                    // They rest on a snapshot loaded since the last timer:
+                    // stored now, holding them, they are never durable
+                    // without it (restored without it, they would be held
+                    // and their numbers made again).
+                    Persist::Snapshot(self.engine.encode_snapshot())
+                } else {
+                    Persist::events(&events)
+                };
                 self.persist(write, Some(upto));
             }
             self.carry_out(spread);
@@ -487,10 +496,14 @@ impl SyncNode {
     }
 
     /// Stores the state of a snapshot loaded since the last timer, if
-    /// any (our writes sealed first: a stored snapshot is sent on).
+    /// any. Our writes are sealed first (a stored snapshot is sent on);
+    /// if there are any, that flush stores it, holding them.
     fn store_loaded_snapshot(&mut self) {
+        if !self.snapshot_to_store {
+            return;
+        }
+        self.flush_local();
         if std::mem::take(&mut self.snapshot_to_store) {
-            self.flush_local();
             self.persist_snapshot();
         }
     }

@@ -230,7 +230,7 @@ impl SyncNode {
         }
         let first_batch = self.next_batch;
         self.next_batch += seals.div_ceil(SNAPSHOT_SEALS_PER_BATCH) as u64;
-        self.verifying = Some(Verifying::new(from, snapshot, first_batch));
+        self.verifying = Some(Verifying::new(from, snapshot, seals, first_batch));
     }
 
     /// Whether a snapshot's runs wait to be opened (the timer is due).
