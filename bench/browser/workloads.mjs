@@ -15,7 +15,8 @@
 // does, as a smoke test); CPC_BENCH_ONLY=memory,codec,... picks some;
 // CPC_BENCH_NO_BUILD=1 takes the wasm packages as they are; CPC_ROOM_BURST=16
 // has the rooms written in bursts of 16 keys; CPC_ROOM_STORAGE=indexeddb has
-// cpc-sync's newcomers keep their state in IndexedDB.
+// cpc-sync's newcomers keep their state in IndexedDB; CPC_ROOM_KEYS and
+// CPC_ROOM_RUNS size the newcomer workload.
 // Figures go to stdout and target/bench/workloads.json.
 import { execFile, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -37,8 +38,13 @@ const LIBRARIES = process.env.CPC_BENCH_LIBS?.split(",") ?? ["cpc-sync", "yjs", 
 // n / 16 seals), a partial run too.
 const ROOM_BURST = process.env.CPC_ROOM_BURST ? Number(process.env.CPC_ROOM_BURST) : undefined;
 // CPC_ROOM_STORAGE=indexeddb: cpc-sync's newcomers keep their state in
-// IndexedDB (the others' keep none either way), a partial run too.
-const PARTIAL = Boolean(process.env.CPC_BENCH_ONLY || process.env.CPC_BENCH_LIBS || ROOM_BURST || process.env.CPC_ROOM_STORAGE);
+// IndexedDB (the others' keep none either way); CPC_ROOM_KEYS=1000000 and
+// CPC_ROOM_RUNS=3: the newcomer's room size and newcomers; partial runs too.
+const ROOM_KEYS = process.env.CPC_ROOM_KEYS ? Number(process.env.CPC_ROOM_KEYS) : undefined;
+const ROOM_RUNS = process.env.CPC_ROOM_RUNS ? Number(process.env.CPC_ROOM_RUNS) : undefined;
+const PARTIAL = Boolean(
+  process.env.CPC_BENCH_ONLY || process.env.CPC_BENCH_LIBS || ROOM_BURST || process.env.CPC_ROOM_STORAGE || ROOM_KEYS || ROOM_RUNS,
+);
 
 const SIZES = QUICK
   ? { memory: [2_000], memoryRuns: 1, codec: 2_000, codecRuns: 1, stored: 2_000, storedRuns: 1, room: 2_000, roomRuns: 1, ingest: 2_000, ingestRuns: 1 }
@@ -275,7 +281,8 @@ const WORKLOADS = {
   memory,
   codec,
   stored,
-  newcomer: (browser, site) => rooms(browser, site, { n: SIZES.room, runs: SIZES.roomRuns, perUpdate: false, label: "newcomer" }),
+  newcomer: (browser, site) =>
+    rooms(browser, site, { n: ROOM_KEYS ?? SIZES.room, runs: ROOM_RUNS ?? SIZES.roomRuns, perUpdate: false, label: "newcomer" }),
   ingest: (browser, site) => rooms(browser, site, { n: SIZES.ingest, runs: SIZES.ingestRuns, perUpdate: true, label: "ingest" }),
 };
 
