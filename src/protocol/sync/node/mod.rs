@@ -429,8 +429,8 @@ impl SyncNode {
     /// When [`tick`](Self::tick) wants to run next: at the gossip interval,
     /// or in [`DIGEST_PAUSE_MS`] while changed entities wait to be hashed
     /// into the digest, or at once while a snapshot's runs wait to be
-    /// opened or a loaded one to be stored. The caller arms one timer for it (an idle node
-    /// wakes once per gossip interval).
+    /// opened or a loaded one to be stored. The caller arms one timer for
+    /// it (an idle node wakes once per gossip interval).
     pub fn next_timer(&self) -> u64 {
         let next = if self.engine.digest_backlog() > 0 {
             self.next_gossip_ms
@@ -442,9 +442,10 @@ impl SyncNode {
         let next = self.graft_due().map_or(next, |due| due.min(next));
         // A snapshot's runs to open (a slice at each wake), or its state
         // to store: at once.
-        let next = match self.snapshot_to_open() || self.snapshot_to_store {
-            true => next.min(self.last_input_ms),
-            false => next,
+        let next = if self.snapshot_to_open() || self.snapshot_to_store {
+            next.min(self.last_input_ms)
+        } else {
+            next
         };
         self.verification_due().map_or(next, |due| due.min(next))
     }
