@@ -55,7 +55,9 @@ const SIZES = QUICK
       bursts: [1, 1_000],
     };
 
-const WORKLOADS = ["B3_1", "C1_2", "run_heavy"];
+const WORKLOADS = process.env.CPC_BENCH_WORKLOADS?.split(",") ?? ["B3_1", "C1_2", "run_heavy"];
+/** Rows to run (all when unset), by name, `|` between them (row names hold commas). */
+const ROWS_WANTED = process.env.CPC_BENCH_ROWS?.split("|") ?? null;
 
 /** A fresh browser context and page on the benchmark page; closes it after `use`. */
 async function freshPage(browser, url, use) {
@@ -226,7 +228,8 @@ async function main() {
   try {
     if (wanted("many")) {
       // Every row, with the library that makes its updates.
-      const rows = await freshPage(browser, server.url, (page) => page.evaluate(() => window.bench.rows));
+      const all = await freshPage(browser, server.url, (page) => page.evaluate(() => window.bench.rows));
+      const rows = Object.fromEntries(Object.entries(all).filter(([row]) => !ROWS_WANTED || ROWS_WANTED.includes(row)));
       results.many = {};
       for (const workload of WORKLOADS) results.many[workload] = await many(browser, server.url, workload, rows);
       // Batch verification of as many seals, measured the same day: the

@@ -8,6 +8,12 @@ import { LoroDoc } from "loro-crdt/base64";
 import * as cpc from "../../../target/bench/pkg/cpc_sync.js";
 import { runHeavyWrite } from "./workloads.js";
 
+/** The verifier workers a page's peer starts by default. Declared before
+ * `LIBRARIES`, whose rows read it as they are made: read earlier, a
+ * `const` throws, and the bundler's `var` is `undefined` (0 workers, which
+ * until 2026-12-01 the bench node took as 1). */
+export const VERIFY_WORKERS = Math.min(Math.max(navigator.hardwareConcurrency || 1, 1), 4);
+
 const key = (sameKey, i) => (sameKey ? "shared" : `key${i}`);
 
 /** The bursts of the run-heavy workload, writer by writer in turn. */
@@ -173,9 +179,6 @@ export const LIBRARIES = {
     },
   },
 };
-
-/** The verifier workers a page's peer starts by default. */
-export const VERIFY_WORKERS = Math.min(Math.max(navigator.hardwareConcurrency || 1, 1), 4);
 
 /** A task boundary without a timer's clamp, as between two data channel
  * messages. */

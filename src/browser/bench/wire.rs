@@ -81,6 +81,10 @@ impl BenchNode {
     /// after [`BenchNode::finish`].
     #[wasm_bindgen(js_name = withWorkers)]
     pub fn with_workers(workers: usize) -> Result<BenchNode, JsValue> {
+        if workers == 0 {
+            // `undefined` from JS arrives as 0: a harness bug, not a pool.
+            return Err(JsError::new("withWorkers: at least one worker").into());
+        }
         let receiver = Rc::new(RefCell::new(Receiver::offloading()));
         let start_ms: Rc<Cell<Option<f64>>> = Rc::default();
         let failed: Rc<RefCell<Option<String>>> = Rc::default();
