@@ -3,7 +3,10 @@
 // cpc-sync's own workloads, and bundle sizes. `npm run bench` builds and
 // runs it in full; CPC_BENCH_QUICK=1 (what `npm test` runs) uses small
 // sizes so the harness cannot rot. CPC_BENCH_ONLY picks sections
-// (comma-separated): many, sync, cpc, bundle.
+// (comma-separated): many, sync, cpc, bundle; the others keep the last
+// committed run's figures, with its provenance. CPC_BENCH_WORKLOADS
+// (B3_1,C1_2,run_heavy) and CPC_BENCH_ROWS (row names, "|" between) make
+// a partial run, written aside to target/bench/compare-partial.json.
 //
 // Fairness: every library's updates are generated once (its own default
 // ids) and saved; each measurement is a fresh page (fresh browser
@@ -261,7 +264,36 @@ async function main() {
   if (wanted("bundle") && !QUICK) results.bundle = await bundles();
   print(results);
   check(results);
+  if (ROWS_WANTED || process.env.CPC_BENCH_WORKLOADS) {
+    // Some rows or workloads: a partial run goes aside, as the report
+    // renders whole tables only.
+    await writeFile(path.join(out, "compare-partial.json"), JSON.stringify(results, null, 2));
+    return;
+  }
+  if (!QUICK) await carryOver(results);
   await writeFile(path.join(out, "compare.json"), JSON.stringify(results, null, 2));
+}
+
+/**
+ * The sections not run this time (`CPC_BENCH_ONLY`) keep the figures of
+ * the last committed run (bench/results/compare.json) with that run's
+ * provenance, so that rendering this run does not drop their tables.
+ */
+async function carryOver(results) {
+  let previous;
+  try {
+    previous = JSON.parse(await readFile(path.join(root, "bench/results/compare.json"), "utf8"));
+  } catch {
+    return;
+  }
+  if (!previous.meta || previous.meta.quick) return;
+  for (const section of ["many", "sync", "cpc", "bundle"]) {
+    if (results[section] || !previous[section]) continue;
+    results[section] = previous[section];
+    if (section === "many") results.floor = previous.floor;
+    results.provenance ??= {};
+    results.provenance[section] = previous.provenance?.[section] ?? previous.meta;
+  }
 }
 
 await main();

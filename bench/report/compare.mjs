@@ -113,7 +113,10 @@ function bundleTable(bundle) {
 
 export function render(result) {
   const { meta, sizes } = result;
-  const note = provenance(meta, `${sizes.runs} runs per row, each in a fresh page.`);
+  // A section carried over from another run (`provenance.<section>`)
+  // keeps that run's date, commit and versions.
+  const own = (section) => result.provenance?.[section] ?? meta;
+  const note = provenance(own("many"), `${sizes.runs} runs per row, each in a fresh page.`);
   const sections = {};
   if (result.many) {
     sections["compare-many"] = [
@@ -123,9 +126,6 @@ export function render(result) {
       note,
     ].join("\n\n");
   }
-  // A section carried over from another run (`provenance.<section>`)
-  // keeps that run's date, commit and versions.
-  const own = (section) => result.provenance?.[section] ?? meta;
   if (result.sync) sections["compare-sync"] = `${syncTables(result.sync, sizes)}\n${provenance(own("sync"))}`;
   if (result.cpc) sections["compare-cpc"] = `${cpcTable(result.cpc)}\n\n${provenance(own("cpc"))}`;
   if (result.bundle) sections["compare-bundle"] = `${bundleTable(result.bundle)}\n\n${provenance(own("bundle"))}`;
