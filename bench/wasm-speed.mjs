@@ -1,7 +1,10 @@
 // The core's hot paths in Node's V8, for A/B runs of two wasm builds (an
 // opt-level, a change to the codec): causal apply, B3.1, C1.2 and the
 // run-heavy workload through a signed node (`BenchNode`, the frames a
-// browser peer receives), the batch verification of 30,000 seals alone,
+// browser peer receives), the same with the seals' verdicts from
+// elsewhere (`pageThread`: what stays on a page's thread when Workers
+// verify; the side-by-side sizes, run-heavy 4 writers × 25,000), the
+// batch verification of 30,000 seals alone,
 // and a 100k-entity snapshot's encode, decode and own load. One line of
 // JSON a run. `bash scripts/bench-wasm.sh && node bench/wasm-speed.mjs
 // [package folder, default target/bench/pkg] [runs, default 1]`.
@@ -35,6 +38,12 @@ for (let run = 0; run < runs; run++) {
     node.finish();
     out[`${name}_ms`] = Math.round(performance.now() - start);
     node.free();
+  }
+  // What stays on the page's thread when Workers verify (the verdicts
+  // of an untimed first pass answer each batch at once).
+  for (const name of ["b31", "c12", "run_heavy"]) {
+    const runs = mod.pageThread(name, 1).ms.split(",").map(Number);
+    out[`${name}_page_thread_ms`] = Math.round(runs[runs.length - 1]);
   }
   out.verify_30k_seals_ms = Math.round(mod.batchVerifyCost(30000).verify_ms);
   const snapshot = mod.snapshot(100000, 16);

@@ -189,21 +189,11 @@ fn main() {
             let mut verdicts = std::collections::HashMap::new();
             for timed in std::iter::once(false).chain(std::iter::repeat_n(true, runs)) {
                 let start = Instant::now();
-                let mut receiver = wire::Receiver::offloading();
-                for frame in &frames {
-                    receiver.receive_at(frame, 0).expect("taken");
-                    for (batch, seals) in receiver.take_verify() {
-                        let answer = verdicts
-                            .entry(batch)
-                            .or_insert_with(|| seal::verify_packed(&seals));
-                        receiver.verified(batch, answer, 0).expect("taken");
-                    }
-                }
-                receiver.finish(0).expect("taken");
+                let (_, node) = wire::page_thread(&frames, &mut verdicts).expect("taken");
                 if timed {
                     println!("C1.2's page-thread work {:?}", start.elapsed());
                 }
-                drop(receiver);
+                drop(node);
             }
         }
         _ => {

@@ -43,6 +43,39 @@ pub fn run_heavy(writers: u32, updates: u32, keys: u32, burst: u32) -> Array {
     ))
 }
 
+/// What stays on a page's thread when Workers verify the seals: the
+/// frames of `workload` (`"b31"`, `"c12"`, `"run_heavy"`: the side-by-side
+/// sizes) through a signed node that hands its seals out, each batch
+/// answered at once with the verdicts an untimed first pass computed (the
+/// same batches come out each run). `{ ms, digest }` of the last of
+/// `runs` timed runs (ms: each run's, comma-separated).
+#[wasm_bindgen(js_name = pageThread)]
+pub fn page_thread(workload: &str, runs: u32) -> Result<JsValue, JsError> {
+    let frames = match workload {
+        "b31" => workload::one_write_each(1_540, true),
+        "c12" => workload::one_write_each(30_000, false),
+        "run_heavy" => workload::run_heavy(4, 25_000, 10_000, 100),
+        other => return Err(JsError::new(&format!("no workload {other}"))),
+    };
+    let mut verdicts = std::collections::HashMap::new();
+    let mut times = Vec::new();
+    let mut digest = String::new();
+    for timed in std::iter::once(false).chain(std::iter::repeat_n(true, runs as usize)) {
+        let start = super::now_ms();
+        let (root, node) = workload::page_thread(&frames, &mut verdicts)
+            .map_err(|r| JsError::new(&r.to_string()))?;
+        if timed {
+            times.push(format!("{:.1}", super::now_ms() - start));
+        }
+        digest = root;
+        drop(node);
+    }
+    let out = js_sys::Object::new();
+    let _ = js_sys::Reflect::set(&out, &"ms".into(), &times.join(",").into());
+    let _ = js_sys::Reflect::set(&out, &"digest".into(), &digest.into());
+    Ok(out.into())
+}
+
 /// A signed browser peer's node, fed frames from JS as its data channel
 /// feeds them.
 #[wasm_bindgen]

@@ -323,3 +323,32 @@ impl Receiver {
         &self.node
     }
 }
+
+/// What stays on a page's thread when Workers verify the seals: `frames`
+/// through a signed node that hands its seals out, each batch answered at
+/// once with its verdicts from `verdicts`, computed there the first time
+/// a batch comes (the same batches come each run, so a first, untimed run
+/// fills it). Returns the final digest, and the node (to be dropped
+/// after the timing: a page does not drop its node).
+pub fn page_thread(
+    frames: &[Vec<u8>],
+    verdicts: &mut std::collections::HashMap<u64, Vec<u8>>,
+) -> Result<(String, Receiver), Refusal> {
+    let mut receiver = Receiver::offloading();
+    let mut answer = |receiver: &mut Receiver| {
+        for (batch, seals) in receiver.take_verify() {
+            let answer = verdicts
+                .entry(batch)
+                .or_insert_with(|| seal::verify_packed(&seals));
+            receiver.verified(batch, answer, 0)?;
+        }
+        Ok::<(), Refusal>(())
+    };
+    for frame in frames {
+        receiver.receive_at(frame, 0)?;
+        answer(&mut receiver)?;
+    }
+    receiver.verify_held(0)?;
+    answer(&mut receiver)?;
+    Ok((receiver.finish(0)?, receiver))
+}
