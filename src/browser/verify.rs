@@ -160,6 +160,13 @@ impl Verifiers {
         self.ready.get() == self.workers.len()
     }
 
+    /// How many workers the pool runs (read by the benchmarks, which
+    /// check it against the count their rows name).
+    #[cfg_attr(not(feature = "bench"), allow(dead_code))]
+    pub fn len(&self) -> usize {
+        self.workers.len()
+    }
+
     /// Hands a batch to the next worker; its verdicts come to
     /// `on_verdicts`.
     pub fn verify(&self, batch: u64, seals: &[u8]) -> Result<(), JsValue> {

@@ -197,6 +197,8 @@ function pooled(workers) {
   return {
     target: () => cpc.BenchNode.withWorkers(workers),
     ready: async (t) => {
+      // The row names its workers: a pool of another size is a harness bug.
+      if (t.workers() !== workers) throw new Error(`the pool runs ${t.workers()} workers, not ${workers}`);
       while (!t.ready()) await new Promise((r) => setTimeout(r, 2));
     },
     apply: async (t, updates) => {

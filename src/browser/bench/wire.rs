@@ -196,6 +196,11 @@ impl BenchNode {
         self.verifiers.as_ref().is_none_or(Verifiers::ready)
     }
 
+    /// The workers verifying this node's seals (0: in place).
+    pub fn workers(&self) -> usize {
+        self.verifiers.as_ref().map_or(0, Verifiers::len)
+    }
+
     /// Batches out with the workers; an error once one failed.
     pub fn verifying(&self) -> Result<usize, JsError> {
         if let Some(reason) = &*self.failed.borrow() {
