@@ -290,7 +290,11 @@ async function carryOver(results) {
   for (const section of ["many", "sync", "cpc", "bundle"]) {
     if (results[section] || !previous[section]) continue;
     results[section] = previous[section];
-    if (section === "many") results.floor = previous.floor;
+    if (section === "many") {
+      // Its floor, and the sizes and runs it was measured with.
+      results.floor = previous.floor;
+      results.sizesOf = { many: previous.sizesOf?.many ?? previous.sizes };
+    }
     results.provenance ??= {};
     results.provenance[section] = previous.provenance?.[section] ?? previous.meta;
   }

@@ -116,13 +116,14 @@ export function render(result) {
   // A section carried over from another run (`provenance.<section>`)
   // keeps that run's date, commit and versions.
   const own = (section) => result.provenance?.[section] ?? meta;
-  const note = provenance(own("many"), `${sizes.runs} runs per row, each in a fresh page.`);
+  const manySizes = result.sizesOf?.many ?? sizes;
+  const note = provenance(own("many"), `${manySizes.runs} runs per row, each in a fresh page.`);
   const sections = {};
   if (result.many) {
     sections["compare-many"] = [
       ...Object.keys(TITLES)
         .filter((w) => result.many[w])
-        .map((w) => manyTable(w, result.many[w], result.floor[w], sizes)),
+        .map((w) => manyTable(w, result.many[w], result.floor[w], manySizes)),
       note,
     ].join("\n\n");
   }
