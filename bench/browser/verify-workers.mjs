@@ -15,8 +15,10 @@
 // the pool a page's peer starts: `verifyWorkers`), 16 frames a task (the
 // workers' answers come between tasks), each run's final state checked
 // equal to the in-place run's. "Main thread" is the time
-// the page's thread spent in the node's calls; the rest of the wall time
-// it was free.
+// the page's thread spent in the loop's calls into the node (taking
+// frames, finishing); the workers' verdicts are applied in message tasks
+// of their own, not counted there (`pageThread` in the bench build,
+// `node bench/wasm-speed.mjs`, measures the page thread's whole share).
 //
 // `npm run build && bash scripts/bench-wasm.sh && node bench/browser/verify-workers.mjs`
 // (the release build gives the page's server, `cpc-signal`; `CPC_BENCH_RUNS`,
