@@ -180,24 +180,29 @@ fn main() {
                 drop(receiver);
             }
         }
-        "c12-thread" => {
+        "c12-thread" | "heavy-thread" => {
             // What stays on a page's thread when workers verify: the node
             // hands its seals out, and each batch is answered with the
             // verdicts a first, untimed pass computed (the same batches
-            // come out each time).
-            let frames = wire::one_write_each(30_000, false);
+            // come out each time). C1.2, or run-heavy at the side-by-side
+            // sizes.
+            let frames = if what == "c12-thread" {
+                wire::one_write_each(30_000, false)
+            } else {
+                wire::run_heavy(4, 25_000, 10_000, 100)
+            };
             let mut verdicts = std::collections::HashMap::new();
             for timed in std::iter::once(false).chain(std::iter::repeat_n(true, runs)) {
                 let start = Instant::now();
                 let (_, node) = wire::page_thread(&frames, &mut verdicts).expect("taken");
                 if timed {
-                    println!("C1.2's page-thread work {:?}", start.elapsed());
+                    println!("{what}: the page thread's work {:?}", start.elapsed());
                 }
                 drop(node);
             }
         }
         _ => {
-            eprintln!("usage: snapshot_timing encode|load|own|apply|digest|c12|c12-thread [runs]");
+            eprintln!("usage: snapshot_timing encode|load|own|apply|digest|c12|c12-thread|heavy-thread [runs]");
             std::process::exit(2);
         }
     }
