@@ -8,6 +8,7 @@
 mod common;
 
 use common::json;
+use cpc_sync::protocol::snapshot::SnapshotError;
 use cpc_sync::protocol::sync::wire::{self, Decoded, Message, Reassembler};
 use cpc_sync::protocol::sync::{Output, SyncConfig, SyncNode};
 use cpc_sync::protocol::{EngineConfig, PeerId, ReconciliationEngine, StateSnapshot};
@@ -16,6 +17,21 @@ use proptest::test_runner::Config;
 
 fn config() -> Config {
     common::fuzz_config("fuzz", 2_000)
+}
+
+/// A valid snapshot of a few writers' runs, to mutate.
+fn sample_snapshot() -> Vec<u8> {
+    let mut a = ReconciliationEngine::new(PeerId(1), EngineConfig::default());
+    let mut b = ReconciliationEngine::new(PeerId(2), EngineConfig::default());
+    for i in 0..12u64 {
+        let event = b
+            .set(&format!("b{}", i % 5), json(&i.to_string()), 20 + i)
+            .unwrap();
+        a.receive(event, 100).unwrap();
+        a.increment("c", 1, 40 + i).unwrap();
+        a.add("s", json(&format!("\"m{i}\"")), 60 + i).unwrap();
+    }
+    a.encode_snapshot()
 }
 
 /// Valid frames of every message kind, to mutate.
@@ -97,6 +113,16 @@ fn node() -> SyncNode {
     n
 }
 
+/// `bytes` decoded as a snapshot `slice` events at a time.
+fn in_slices(bytes: &[u8], slice: usize) -> Result<StateSnapshot, SnapshotError> {
+    let mut decoding = StateSnapshot::decoding(bytes.to_vec())?;
+    loop {
+        if let Some(snapshot) = decoding.step(slice)? {
+            return Ok(snapshot);
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(config())]
 
@@ -109,11 +135,12 @@ proptest! {
     }
 
     #[test]
-    fn snapshot_decoder_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+    fn snapshot_decoder_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..512), slice in 1usize..4) {
         let _ = StateSnapshot::decode(&bytes);
         let mut with_magic = b"CPCS\x03".to_vec();
         with_magic.extend_from_slice(&bytes);
-        let _ = StateSnapshot::decode(&with_magic);
+        // Decoded a slice at a time: the same snapshot, the same refusal.
+        prop_assert_eq!(in_slices(&with_magic, slice), StateSnapshot::decode(&with_magic));
     }
 
     /// Mutated valid frames, fed to a live node, which must then still sync.
@@ -155,6 +182,25 @@ proptest! {
         prop_assert_eq!(honest.engine().get("still-works"), Some(serde_json::json!(1)));
         prop_assert_eq!(n.engine().clock(), honest.engine().clock());
         prop_assert_eq!(n.engine_mut().digest(), honest.engine_mut().digest());
+    }
+
+    /// A valid snapshot mutated or cut, decoded whole and a slice at a
+    /// time: the same snapshot or the same refusal.
+    #[test]
+    fn mutated_snapshots_decode_alike_in_slices(
+        flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+        cut in any::<Option<prop::sample::Index>>(),
+        slice in 1usize..6,
+    ) {
+        let mut bytes = sample_snapshot();
+        for (at, xor) in flips {
+            let i = at.index(bytes.len());
+            bytes[i] ^= xor;
+        }
+        if let Some(cut) = cut {
+            bytes.truncate(cut.index(bytes.len() + 1));
+        }
+        prop_assert_eq!(in_slices(&bytes, slice), StateSnapshot::decode(&bytes));
     }
 
     #[test]

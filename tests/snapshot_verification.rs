@@ -9,7 +9,7 @@ mod common;
 use common::{json, signed_node};
 use cpc_sync::protocol::seal::verify_packed;
 use cpc_sync::protocol::seal::SealError;
-use cpc_sync::protocol::sync::transfer::{SNAPSHOT_OPEN_SLICE, SNAPSHOT_SEALS_PER_BATCH};
+use cpc_sync::protocol::sync::transfer::{SNAPSHOT_SEALS_PER_BATCH, SNAPSHOT_SLICE};
 use cpc_sync::protocol::sync::wire::{self, Message};
 use cpc_sync::protocol::sync::{LocalWrite, Output, Persist, Refusal, SyncConfig, SyncNode};
 use cpc_sync::protocol::{EngineConfig, Hash32, P2PEvent, SnapshotError, StateSnapshot};
@@ -19,7 +19,7 @@ const NOW: u64 = 1_700_000_000_000;
 /// Sealed runs: more seals than one batch takes.
 const RUNS: usize = SNAPSHOT_SEALS_PER_BATCH + 76;
 /// Writes a run: the first batch's runs fill the first slice opened.
-const RUN: usize = SNAPSHOT_OPEN_SLICE / SNAPSHOT_SEALS_PER_BATCH;
+const RUN: usize = SNAPSHOT_SLICE / SNAPSHOT_SEALS_PER_BATCH;
 
 /// A host that wrote `RUNS` runs of `RUN` keys and folded its log: a
 /// newcomer gets a snapshot.
@@ -40,13 +40,15 @@ fn host() -> SyncNode {
     host
 }
 
-/// A durable newcomer that hands its seals out.
+/// A durable newcomer that hands its seals out. It decodes and loads the
+/// snapshot at once (`tests/snapshot_slices.rs` takes those in slices).
 fn newcomer() -> SyncNode {
     signed_node(
         2,
         SyncConfig {
             offload_seals: true,
             durable: true,
+            snapshot_slice: None,
             ..SyncConfig::default()
         },
     )

@@ -13,6 +13,7 @@
 
 use crate::protocol::text::Text;
 use std::hash::BuildHasher;
+use std::ops::Range;
 
 use super::clock::{PeerId, VectorClock};
 use super::codec::{events, varint, CodecError};
@@ -75,7 +76,7 @@ impl SnapshotError {
 
 /// A peer's replicated state as of `version_vector`, as the events it
 /// rests on.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StateSnapshot {
     pub version_vector: VectorClock,
     /// Whole sealed runs, by origin then sequence.
@@ -143,6 +144,26 @@ impl StateSnapshot {
     }
 
     fn decode_with(bytes: &[u8], shared: bool) -> Result<Self, SnapshotError> {
+        let (bits, body) = Self::header(bytes)?;
+        let batch = match shared {
+            true => events::decode_shared(&bytes[body..])?,
+            false => events::decode(&bytes[body..])?,
+        };
+        Self::assemble(&bytes[bits], batch)
+    }
+
+    /// A snapshot to decode a slice at a time ([`Decoding::step`]): what
+    /// [`decode`](Self::decode) does, each slice a task of its own.
+    pub fn decoding(bytes: Vec<u8>) -> Result<Decoding, SnapshotError> {
+        let (bits, body) = Self::header(&bytes)?;
+        Ok(Decoding {
+            bits: bytes[bits].to_vec(),
+            batch: events::Resumable::new(bytes, body)?,
+        })
+    }
+
+    /// Where the live bitmap and the batch are in `bytes`.
+    fn header(bytes: &[u8]) -> Result<(Range<usize>, usize), SnapshotError> {
         let body = bytes.strip_prefix(MAGIC).ok_or(SnapshotError::BadMagic)?;
         let (&format, body) = body.split_first().ok_or(SnapshotError::BadMagic)?;
         if format != FORMAT {
@@ -150,12 +171,13 @@ impl StateSnapshot {
         }
         let mut reader = varint::Reader::new(body, "live");
         let len = reader.at_most(body.len())?;
-        let bits = reader.take(len)?;
-        let body = reader.take(reader.remaining())?;
-        let batch = match shared {
-            true => events::decode_shared(body)?,
-            false => events::decode(body)?,
-        };
+        reader.take(len)?;
+        let end = bytes.len() - reader.remaining();
+        Ok((end - len..end, end))
+    }
+
+    /// The snapshot of a decoded batch and its live bitmap.
+    fn assemble(bits: &[u8], batch: events::Batch) -> Result<Self, SnapshotError> {
         let count = batch.events.len();
         let stray = count % 8 != 0 && bits.last().is_some_and(|b| b >> (count % 8) != 0);
         if bits.len() != count.div_ceil(8) || stray {
@@ -319,6 +341,32 @@ impl StateSnapshot {
             out.push((event.key.clone(), Entity::rebuild(&mut group)));
         }
         out
+    }
+}
+
+/// A snapshot being decoded a slice at a time
+/// ([`StateSnapshot::decoding`]).
+pub struct Decoding {
+    bits: Vec<u8>,
+    batch: events::Resumable,
+}
+
+impl Decoding {
+    /// Decodes about `events` more events (whole runs); the snapshot once
+    /// all are. After an error it is of no more use.
+    pub fn step(&mut self, events: usize) -> Result<Option<StateSnapshot>, SnapshotError> {
+        if !self.batch.step(events)? {
+            return Ok(None);
+        }
+        match self.batch.take() {
+            Some(batch) => StateSnapshot::assemble(&self.bits, batch).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Events decoded so far.
+    pub fn decoded(&self) -> usize {
+        self.batch.decoded()
     }
 }
 

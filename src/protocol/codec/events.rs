@@ -28,6 +28,7 @@
 //! the events it was encoded from, or to a typed error.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::Arc;
 
 use foldhash::fast::FixedState;
@@ -503,7 +504,9 @@ pub fn batch_len(bytes: &[u8]) -> Result<usize, CodecError> {
     Ok(len)
 }
 
-fn decode_with(bytes: &[u8], shared: bool) -> Result<Batch, CodecError> {
+/// The batch's 12 columns, as ranges of `bytes` (the header before them:
+/// the format byte and their lengths).
+fn layout(bytes: &[u8]) -> Result<[Range<usize>; 12], CodecError> {
     let mut header = Reader::new(bytes, "header");
     let format = header.u8()?;
     if format != FORMAT {
@@ -513,27 +516,36 @@ fn decode_with(bytes: &[u8], shared: bool) -> Result<Batch, CodecError> {
     for length in &mut lengths {
         *length = header.at_most(bytes.len())?;
     }
-    let mut cols = [Reader::new(&[], ""); 12];
-    for (i, length) in lengths.iter().enumerate() {
-        cols[i] = Reader::new(header.take(*length)?, NAMES[i]);
+    let mut at = bytes.len() - header.remaining();
+    let mut ranges: [Range<usize>; 12] = Default::default();
+    for (range, length) in ranges.iter_mut().zip(lengths) {
+        header.take(length)?;
+        *range = at..at + length;
+        at += length;
     }
     header.finish()?;
+    Ok(ranges)
+}
+
+/// A reader of each column's `ranges` of `bytes`.
+fn readers<'a>(bytes: &'a [u8], ranges: &[Range<usize>; 12]) -> [Reader<'a>; 12] {
+    std::array::from_fn(|i| Reader::new(&bytes[ranges[i].clone()], NAMES[i]))
+}
+
+fn decode_with(bytes: &[u8], shared: bool) -> Result<Batch, CodecError> {
+    let cols = readers(bytes, &layout(bytes)?);
     let column_text = |col: usize, what| match shared {
         true => std::str::from_utf8(cols[col].rest())
             .map(|text| Some(Arc::from(text)))
             .map_err(|_| CodecError::Utf8(what)),
         false => Ok(None),
     };
-    let mut d = Decoder {
+    let state = Tables {
         key_text: column_text(KEY_BYTES, "key bytes")?,
         value_text: column_text(VALUES, "values")?,
-        cols,
-        table: Vec::new(),
-        keys: Vec::new(),
-        cursors: Vec::new(),
-        next_run: Vec::new(),
-        millis: 0,
+        ..Tables::default()
     };
+    let mut d = Decoder::resume(cols, state);
     d.peers()?;
     let clock = d.version_vector()?;
     let (events, sorted) = d.events()?;
@@ -547,8 +559,119 @@ fn decode_with(bytes: &[u8], shared: bool) -> Result<Batch, CodecError> {
     })
 }
 
-struct Decoder<'a> {
-    cols: [Reader<'a>; 12],
+/// A batch decoded a few runs at a time ([`step`](Self::step)), its
+/// bytes owned: a newcomer's snapshot of a million events is a third of a
+/// second of a page's thread decoded in one go, and each slice here is a
+/// task of its own. What it decodes, and every check, is what [`decode`]
+/// does.
+pub struct Resumable {
+    bytes: Vec<u8>,
+    /// What is left of each column, a range of `bytes`.
+    cols: [Range<usize>; 12],
+    tables: Tables,
+    clock: VectorClock,
+    /// Runs not begun yet.
+    runs: usize,
+    /// The run begun and not finished, and its next sequence number: a
+    /// slice may end inside a run (an unsigned room's one writer's
+    /// events are all one run).
+    current: Option<(Run, u64)>,
+    events: Vec<P2PEvent>,
+    sorted: bool,
+}
+
+impl Resumable {
+    /// The batch at `bytes[start..]`: its header, peer table and clock
+    /// are read here (a few bytes a writer), its runs by [`step`](Self::step).
+    pub fn new(bytes: Vec<u8>, start: usize) -> Result<Self, CodecError> {
+        let body = bytes.get(start..).ok_or(CodecError::Truncated("header"))?;
+        let mut cols = layout(body)?;
+        for col in &mut cols {
+            *col = col.start + start..col.end + start;
+        }
+        let mut d = Decoder::resume(readers(&bytes, &cols), Tables::default());
+        d.peers()?;
+        let clock = d.version_vector()?;
+        let runs = d.cols[RUNS].count(3)?;
+        let events = Vec::with_capacity(d.cols[OPS].remaining());
+        let tables = d.pause(&mut cols);
+        Ok(Resumable {
+            bytes,
+            cols,
+            tables,
+            clock,
+            runs,
+            current: None,
+            events,
+            sorted: true,
+        })
+    }
+
+    /// Decodes `events` more events, or what is left; returns whether the
+    /// batch is decoded (then every column must have been read to its
+    /// end). After an error the batch is of no more use.
+    pub fn step(&mut self, events: usize) -> Result<bool, CodecError> {
+        let Resumable {
+            bytes,
+            cols,
+            tables,
+            runs,
+            current,
+            events: decoded,
+            sorted,
+            ..
+        } = self;
+        let until = decoded.len().saturating_add(events.max(1));
+        let mut d = Decoder::resume(readers(bytes, cols), std::mem::take(tables));
+        while decoded.len() < until {
+            let (run, next) = match current.take() {
+                Some(begun) => begun,
+                None if *runs > 0 => {
+                    *runs -= 1;
+                    let run = d.run_head(decoded.last(), sorted)?;
+                    (run, run.first)
+                }
+                None => break,
+            };
+            let room = (until - decoded.len()) as u64;
+            let to = run.end.min(next.saturating_add(room));
+            d.run_events(&run, next, to, decoded)?;
+            if to < run.end {
+                *current = Some((run, to));
+            } else {
+                d.run_seal(&run, decoded)?;
+            }
+        }
+        let done = *runs == 0 && current.is_none();
+        if done {
+            for col in &d.cols {
+                col.finish()?;
+            }
+        }
+        *tables = d.pause(cols);
+        Ok(done)
+    }
+
+    /// Events decoded so far.
+    pub fn decoded(&self) -> usize {
+        self.events.len()
+    }
+
+    /// The batch, once [`step`](Self::step) said it is decoded (else
+    /// `None`, and nothing is taken).
+    pub fn take(&mut self) -> Option<Batch> {
+        (self.runs == 0 && self.current.is_none()).then(|| Batch {
+            clock: std::mem::take(&mut self.clock),
+            events: std::mem::take(&mut self.events),
+            sorted: self.sorted,
+        })
+    }
+}
+
+/// What a decoder carries from one run to the next besides its columns:
+/// a [`Resumable`] keeps it between slices.
+#[derive(Default)]
+struct Tables {
     /// With [`decode_shared`]: the key and value columns, whole, that
     /// keys and values are ranges of.
     key_text: Option<Arc<str>>,
@@ -560,7 +683,67 @@ struct Decoder<'a> {
     millis: u64,
 }
 
-impl Decoder<'_> {
+/// A run's header: its origin (an index into the peer table), its
+/// sequence numbers `first..end`, and whether a seal ends it.
+#[derive(Clone, Copy)]
+struct Run {
+    origin: usize,
+    first: u64,
+    end: u64,
+    sealed: bool,
+}
+
+struct Decoder<'a> {
+    cols: [Reader<'a>; 12],
+    key_text: Option<Arc<str>>,
+    value_text: Option<Arc<str>>,
+    table: Vec<(PeerId, Option<PublicKey>)>,
+    keys: Vec<Text>,
+    cursors: Vec<u64>,
+    next_run: Vec<u64>,
+    millis: u64,
+}
+
+impl<'a> Decoder<'a> {
+    fn resume(cols: [Reader<'a>; 12], tables: Tables) -> Self {
+        let Tables {
+            key_text,
+            value_text,
+            table,
+            keys,
+            cursors,
+            next_run,
+            millis,
+        } = tables;
+        Decoder {
+            cols,
+            key_text,
+            value_text,
+            table,
+            keys,
+            cursors,
+            next_run,
+            millis,
+        }
+    }
+
+    /// The tables, to resume from; `cols` becomes what is left of each
+    /// column (ranges of the bytes the readers read).
+    fn pause(self, cols: &mut [Range<usize>; 12]) -> Tables {
+        for (range, col) in cols.iter_mut().zip(&self.cols) {
+            range.start = range.end - col.remaining();
+        }
+        Tables {
+            key_text: self.key_text,
+            value_text: self.value_text,
+            table: self.table,
+            keys: self.keys,
+            cursors: self.cursors,
+            next_run: self.next_run,
+            millis: self.millis,
+        }
+    }
+
     fn peers(&mut self) -> Result<(), CodecError> {
         let col = &mut self.cols[PEERS];
         let count = col.count(9)?;
@@ -612,39 +795,75 @@ impl Decoder<'_> {
         let mut events: Vec<P2PEvent> = Vec::with_capacity(self.cols[OPS].remaining());
         let mut sorted = true;
         for _ in 0..runs {
-            let col = &mut self.cols[RUNS];
-            let (index, delta, shape) = (col.u64()?, col.i64()?, col.u64()?);
-            let origin = self.peer_index(index, "runs")?;
-            let len = usize::try_from(shape >> 1)
-                .ok()
-                .filter(|len| *len >= 1 && *len <= self.cols[OPS].remaining())
-                .ok_or(CodecError::Count {
-                    column: "runs",
-                    count: shape >> 1,
-                    limit: self.cols[OPS].remaining() as u64,
-                })?;
-            let first = self.next_run[origin].wrapping_add(delta as u64);
-            let end = first
-                .checked_add(len as u64)
-                .ok_or(CodecError::Invalid("a run's sequence numbers overflow"))?;
-            self.next_run[origin] = end;
-            let peer = self.table[origin].0;
-            // A run's events are in order: only its first is compared,
-            // with the last before it.
-            sorted &= events
-                .last()
-                .is_none_or(|last| last.id < EventId::new(peer, first));
-            for seq in first..end {
-                events.push(self.event(EventId::new(peer, seq))?);
-            }
-            if shape & 1 == 1 {
-                let seal = self.seal(origin, first, end - 1)?;
-                if let Some(last) = events.last_mut() {
-                    last.seal = Some(Box::new(seal));
-                }
-            }
+            self.run(&mut events, &mut sorted)?;
         }
         Ok((events, sorted))
+    }
+
+    /// The next run's events, onto `events`; `sorted` is cleared unless
+    /// they come after the last one there.
+    fn run(&mut self, events: &mut Vec<P2PEvent>, sorted: &mut bool) -> Result<(), CodecError> {
+        let run = self.run_head(events.last(), sorted)?;
+        self.run_events(&run, run.first, run.end, events)?;
+        self.run_seal(&run, events)
+    }
+
+    /// The next run's header; `sorted` is cleared unless its first event
+    /// comes after `last`.
+    fn run_head(&mut self, last: Option<&P2PEvent>, sorted: &mut bool) -> Result<Run, CodecError> {
+        let col = &mut self.cols[RUNS];
+        let (index, delta, shape) = (col.u64()?, col.i64()?, col.u64()?);
+        let origin = self.peer_index(index, "runs")?;
+        let len = usize::try_from(shape >> 1)
+            .ok()
+            .filter(|len| *len >= 1 && *len <= self.cols[OPS].remaining())
+            .ok_or(CodecError::Count {
+                column: "runs",
+                count: shape >> 1,
+                limit: self.cols[OPS].remaining() as u64,
+            })?;
+        let first = self.next_run[origin].wrapping_add(delta as u64);
+        let end = first
+            .checked_add(len as u64)
+            .ok_or(CodecError::Invalid("a run's sequence numbers overflow"))?;
+        self.next_run[origin] = end;
+        // A run's events are in order: only its first is compared, with
+        // the last before it.
+        let peer = self.table[origin].0;
+        *sorted &= last.is_none_or(|last| last.id < EventId::new(peer, first));
+        Ok(Run {
+            origin,
+            first,
+            end,
+            sealed: shape & 1 == 1,
+        })
+    }
+
+    /// Events `from..to` of `run`, onto `events`.
+    fn run_events(
+        &mut self,
+        run: &Run,
+        from: u64,
+        to: u64,
+        events: &mut Vec<P2PEvent>,
+    ) -> Result<(), CodecError> {
+        let peer = self.table[run.origin].0;
+        for seq in from..to {
+            events.push(self.event(EventId::new(peer, seq))?);
+        }
+        Ok(())
+    }
+
+    /// The seal that ends `run`, if it has one, onto its last event (the
+    /// last of `events`).
+    fn run_seal(&mut self, run: &Run, events: &mut [P2PEvent]) -> Result<(), CodecError> {
+        if run.sealed {
+            let seal = self.seal(run.origin, run.first, run.end - 1)?;
+            if let Some(last) = events.last_mut() {
+                last.seal = Some(Box::new(seal));
+            }
+        }
+        Ok(())
     }
 
     fn seal(&mut self, origin: usize, first: u64, last: u64) -> Result<Seal, CodecError> {

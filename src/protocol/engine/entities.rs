@@ -62,6 +62,10 @@ impl Entities {
         self.len == 0
     }
 
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
     /// Room for `additional` more keys: the hash table's, and the chunks
     /// their slots will fill (made now, each whole, so none grows).
     pub(super) fn reserve(&mut self, additional: usize) {

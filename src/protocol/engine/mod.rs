@@ -28,7 +28,7 @@ pub use policy::{
 };
 pub use reconcile::{ReconcileHandler, ReconcileStep, RECONCILIATION_RETRY_MS};
 pub use remote::Receipt;
-pub use snapshot::Trust;
+pub use snapshot::{SnapshotLoad, Trust};
 pub use view::{Candidate, Conflict};
 
 use super::clock::{HybridClock, PeerId, VectorClock, MAX_CLOCK_ENTRIES};

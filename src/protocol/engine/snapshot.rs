@@ -3,6 +3,7 @@ use std::collections::{HashMap, HashSet};
 use crate::protocol::text::Text;
 use foldhash::fast::FixedState;
 
+use super::entities::Entities;
 use super::policy::{self, is_reserved};
 use super::{ReconciliationEngine, Slot};
 use crate::protocol::clock::{PeerId, VectorClock};
@@ -30,6 +31,173 @@ impl Trust {
         signed: false,
         now_ms: None,
     };
+
+    /// A snapshot from a peer whose seals the caller verified on its very
+    /// events ([`SnapshotSeals`](crate::protocol::seal::SnapshotSeals));
+    /// timestamps are checked against our clock at `now_ms`.
+    pub fn verified(now_ms: u64) -> Trust {
+        Trust {
+            signed: false,
+            now_ms: Some(now_ms),
+        }
+    }
+}
+
+/// A snapshot being loaded a slice at a time
+/// ([`ReconciliationEngine::begin_load`]).
+#[derive(Debug)]
+pub struct SnapshotLoad {
+    snapshot: StateSnapshot,
+    trust: Trust,
+    /// Its entities, built beside a fresh engine; `None`: joined with the
+    /// engine's own state when finished.
+    fresh: Option<FreshLoad>,
+}
+
+impl SnapshotLoad {
+    /// Builds about `events` events' worth more of the entities; whether
+    /// all are built (then [`finish_load`](ReconciliationEngine::finish_load)
+    /// is quick).
+    pub fn step(&mut self, events: usize) -> bool {
+        match &mut self.fresh {
+            Some(built) => built.step(&self.snapshot, events),
+            None => true,
+        }
+    }
+
+    /// The snapshot's events.
+    pub fn len(&self) -> usize {
+        self.snapshot.events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.snapshot.events.is_empty()
+    }
+}
+
+/// A fresh engine's entities built from a snapshot. The events are
+/// grouped by key through the entity table itself, one hash each, where
+/// [`StateSnapshot::rebuild`] sorts them by hash and the table hashes
+/// them again; a key of one event (nearly all) is rebuilt from it
+/// directly.
+#[derive(Debug)]
+struct FreshLoad {
+    entities: Entities,
+    /// Per event taken in so far, its entity's index.
+    entity_of: Vec<u32>,
+    /// Per entity, how many events it has and its first.
+    sizes: Vec<u32>,
+    first: Vec<u32>,
+    /// Once every event is in: the events of entities with several,
+    /// grouped by entity (a counting sort), `grouped[starts[i]..starts[i
+    /// + 1]]` being entity i's.
+    grouped: Option<(Vec<u32>, Vec<u32>)>,
+    /// Entities rebuilt so far, in index order.
+    rebuilt: usize,
+}
+
+impl FreshLoad {
+    fn new(snapshot: &StateSnapshot, seed: u64) -> Self {
+        let mut entities = Entities::with_seed(seed);
+        // Room for a key per event: fewer come when keys have several.
+        entities.reserve(snapshot.events.len());
+        FreshLoad {
+            entities,
+            entity_of: Vec::with_capacity(snapshot.events.len()),
+            sizes: Vec::new(),
+            first: Vec::new(),
+            grouped: None,
+            rebuilt: 0,
+        }
+    }
+
+    /// About `budget` events (or entities) more: each event's key into
+    /// the table, then the grouping, then each entity rebuilt. Whether
+    /// every entity is built.
+    fn step(&mut self, snapshot: &StateSnapshot, budget: usize) -> bool {
+        let events = &snapshot.events;
+        let mut left = budget.max(1);
+        loop {
+            let done = if self.entity_of.len() < events.len() {
+                self.key_events(events, left)
+            } else if self.rebuilt < self.sizes.len() {
+                self.rebuild(snapshot, left)
+            } else {
+                return true;
+            };
+            left = left.saturating_sub(done);
+            if left == 0 {
+                return self.entity_of.len() == events.len() && self.rebuilt == self.sizes.len();
+            }
+        }
+    }
+
+    /// The next `budget` events' keys into the table; how many.
+    fn key_events(&mut self, events: &[P2PEvent], budget: usize) -> usize {
+        let from = self.entity_of.len();
+        let to = from.saturating_add(budget).min(events.len());
+        for (i, event) in events[from..to].iter().enumerate() {
+            let (index, new) = self
+                .entities
+                .find_or_insert(&event.key, |key| Slot::new(key, Entity::empty(), None));
+            if new {
+                self.sizes.push(0);
+                self.first.push((from + i) as u32);
+            }
+            self.sizes[index as usize] += 1;
+            self.entity_of.push(index);
+        }
+        if to == events.len() {
+            self.entities.shrink();
+        }
+        to - from
+    }
+
+    /// The next `budget` entities rebuilt from their events; how many.
+    fn rebuild(&mut self, snapshot: &StateSnapshot, budget: usize) -> usize {
+        let (events, live) = (&snapshot.events, &snapshot.live);
+        let (starts, grouped) = self.grouped.get_or_insert_with(|| {
+            // Events of entities with several, grouped by entity: a
+            // counting sort.
+            let mut starts: Vec<u32> = Vec::with_capacity(self.sizes.len() + 1);
+            let mut total = 0;
+            for &size in &self.sizes {
+                starts.push(total);
+                total += if size > 1 { size } else { 0 };
+            }
+            starts.push(total);
+            let mut grouped = vec![0u32; total as usize];
+            let mut fill = starts.clone();
+            for (i, &index) in self.entity_of.iter().enumerate() {
+                if self.sizes[index as usize] > 1 {
+                    grouped[fill[index as usize] as usize] = i as u32;
+                    fill[index as usize] += 1;
+                }
+            }
+            (starts, grouped)
+        });
+        let from = self.rebuilt;
+        let to = from.saturating_add(budget).min(self.sizes.len());
+        let mut group: Vec<(&P2PEvent, bool)> = Vec::new();
+        for index in from..to {
+            let entity = if self.sizes[index] == 1 {
+                let i = self.first[index] as usize;
+                Entity::rebuild(&mut [(&events[i], live[i])])
+            } else {
+                let members = &grouped[starts[index] as usize..starts[index + 1] as usize];
+                group.clear();
+                group.extend(
+                    members
+                        .iter()
+                        .map(|&i| (&events[i as usize], live[i as usize])),
+                );
+                Entity::rebuild(&mut group)
+            };
+            self.entities.at(index as u32).entity = entity;
+        }
+        self.rebuilt = to;
+        to - from
+    }
 }
 
 /// The events a state rests on, sorted by id, each once: every live dot
@@ -330,20 +498,82 @@ impl ReconciliationEngine {
         snapshot: StateSnapshot,
         trust: Trust,
     ) -> Result<(), SnapshotError> {
+        self.check_snapshot(&snapshot, trust)?;
+        self.take_checked(snapshot, None);
+        Ok(())
+    }
+
+    /// [`load_snapshot`](Self::load_snapshot) a slice at a time, for a
+    /// page's thread: a fresh engine (a newcomer's) checks the snapshot
+    /// here, builds its entities beside the state in
+    /// [`SnapshotLoad::step`]s, each a task of its own, and takes them in
+    /// [`finish_load`](Self::finish_load). An engine with a state of its
+    /// own joins the snapshot with it there, in one go.
+    pub fn begin_load(
+        &mut self,
+        snapshot: StateSnapshot,
+        trust: Trust,
+    ) -> Result<SnapshotLoad, SnapshotError> {
+        let fresh = self.is_fresh();
+        if fresh {
+            self.check_snapshot(&snapshot, trust)?;
+        }
+        Ok(SnapshotLoad {
+            fresh: fresh.then(|| FreshLoad::new(&snapshot, self.config.hash_seed)),
+            snapshot,
+            trust,
+        })
+    }
+
+    /// Takes a snapshot begun with [`begin_load`](Self::begin_load) into
+    /// the state (what its steps left is done here). If the engine took
+    /// events or writes since it began, it is checked again and joined
+    /// instead, as [`load_snapshot`](Self::load_snapshot) does.
+    pub fn finish_load(&mut self, mut load: SnapshotLoad) -> Result<(), SnapshotError> {
+        match load.fresh.take() {
+            Some(built) if self.is_fresh() => {
+                self.take_checked(load.snapshot, Some(built));
+                Ok(())
+            }
+            _ => self.load_snapshot(load.snapshot, load.trust),
+        }
+    }
+
+    /// No event applied and no entity: a newcomer's, or a cold start's.
+    fn is_fresh(&self) -> bool {
+        self.applied.is_empty() && self.entities.is_empty()
+    }
+
+    /// Checks a snapshot from elsewhere against this engine; a refusal is
+    /// counted.
+    fn check_snapshot(
+        &mut self,
+        snapshot: &StateSnapshot,
+        trust: Trust,
+    ) -> Result<(), SnapshotError> {
         let checked = snapshot
             .verify(&self.checks(trust, true))
-            .and_then(|()| self.check_joinable(&snapshot, trust.now_ms))
-            .and_then(|()| check_room_state(&snapshot));
+            .and_then(|()| self.check_joinable(snapshot, trust.now_ms))
+            .and_then(|()| check_room_state(snapshot));
         if let Err(e) = checked {
             self.stats.refused_state += 1;
             return Err(e);
         }
+        Ok(())
+    }
+
+    /// Takes a checked snapshot into the state; `built`: its entities,
+    /// built beside a fresh engine (the rest of them is built here).
+    fn take_checked(&mut self, snapshot: StateSnapshot, built: Option<FreshLoad>) {
         let theirs = snapshot.version_vector.clone();
         self.observe_times(&snapshot);
         let ours = self.applied.clone();
-        if ours.is_empty() && self.entities.is_empty() {
+        if self.is_fresh() {
             // A fresh engine: the join with nothing is the snapshot itself.
-            self.load_fresh(&snapshot);
+            let mut built =
+                built.unwrap_or_else(|| FreshLoad::new(&snapshot, self.config.hash_seed));
+            built.step(&snapshot, usize::MAX);
+            self.take_fresh(built.entities);
         } else {
             for (key, entity) in snapshot.rebuild(self.config.hash_seed) {
                 self.join_entity(key, &entity, &ours, &theirs);
@@ -363,84 +593,13 @@ impl ReconciliationEngine {
             journal.push(super::JournalEntry::Loaded(theirs));
         }
         self.resolve_conflicts();
-        Ok(())
     }
 
-    /// [`load_snapshot`](Self::load_snapshot) of a snapshot from a peer of
-    /// a signed room, its runs' form and seals checked by the caller on
-    /// these very events ([`SnapshotSeals`](crate::protocol::seal::SnapshotSeals):
-    /// verified here, or by a verifier elsewhere); the rest is checked as
-    /// there.
-    pub(crate) fn load_verified_snapshot(
-        &mut self,
-        snapshot: StateSnapshot,
-        now_ms: u64,
-    ) -> Result<(), SnapshotError> {
-        let trust = Trust {
-            signed: false,
-            now_ms: Some(now_ms),
-        };
-        self.load_snapshot(snapshot, trust)
-    }
-
-    /// Takes a verified snapshot's entities into an engine that has none
-    /// (a page's cold start). The events are grouped by key through the
-    /// entity table itself, one hash each, where [`StateSnapshot::rebuild`]
-    /// sorts them by hash and the table hashes them again; a key of one
-    /// event (nearly all) is rebuilt from it directly.
-    fn load_fresh(&mut self, snapshot: &StateSnapshot) {
-        let events = &snapshot.events;
-        // Room for a key per event: fewer come when keys have several.
-        self.entities.reserve(events.len());
-        // Per event its entity's index; per entity how many events it has.
-        let mut entity_of: Vec<u32> = Vec::with_capacity(events.len());
-        let mut sizes: Vec<u32> = Vec::with_capacity(events.len());
-        for event in events {
-            let (index, new) = self
-                .entities
-                .find_or_insert(&event.key, |key| Slot::new(key, Entity::empty(), None));
-            if new {
-                sizes.push(0);
-            }
-            sizes[index as usize] += 1;
-            entity_of.push(index);
-        }
-        self.entities.shrink();
-        // Events of entities with several, grouped by entity: a counting
-        // sort, `starts[i]..starts[i + 1]` being entity i's.
-        let mut starts: Vec<u32> = Vec::with_capacity(sizes.len() + 1);
-        let mut total = 0;
-        for &size in &sizes {
-            starts.push(total);
-            total += if size > 1 { size } else { 0 };
-        }
-        starts.push(total);
-        let mut grouped = vec![0u32; total as usize];
-        let mut fill = starts.clone();
-        for (i, (event, &index)) in events.iter().zip(&entity_of).enumerate() {
-            let index = index as usize;
-            if sizes[index] == 1 {
-                let mut alone = [(event, snapshot.live[i])];
-                self.entities.at(index as u32).entity = Entity::rebuild(&mut alone);
-            } else {
-                grouped[fill[index] as usize] = i as u32;
-                fill[index] += 1;
-            }
-        }
-        let mut group: Vec<(&P2PEvent, bool)> = Vec::new();
-        for (index, &size) in sizes.iter().enumerate() {
-            if size > 1 {
-                let members = &grouped[starts[index] as usize..starts[index + 1] as usize];
-                group.clear();
-                group.extend(
-                    members
-                        .iter()
-                        .map(|&i| (&events[i as usize], snapshot.live[i as usize])),
-                );
-                self.entities.at(index as u32).entity = Entity::rebuild(&mut group);
-            }
-        }
-        for index in 0..sizes.len() as u32 {
+    /// A fresh engine's entities, built from a verified snapshot: every
+    /// one is reported changed and waits to be hashed into the digest.
+    fn take_fresh(&mut self, entities: Entities) {
+        self.entities = entities;
+        for index in 0..self.entities.len() as u32 {
             let slot = self.entities.at(index);
             let reserved = is_reserved(&slot.key).then(|| slot.key.clone());
             self.books.touch(index, slot);

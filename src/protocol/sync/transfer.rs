@@ -7,14 +7,16 @@
 //! window once half of that one is in. A window that does not arrive (lost frames, a
 //! dropped connection) is asked for again, from the same offset, after a
 //! stall; the sender keeps its recent snapshots so the offset stays valid.
-//! In a signed room a snapshot in whole may have its seals verified
-//! elsewhere first ([`Verifying`]).
+//! A snapshot in whole is decoded a slice at a time ([`Decoding`]), may
+//! have its seals verified elsewhere (in a signed room, [`Verifying`]), and
+//! is loaded a slice at a time ([`Loading`]), each slice a timer's task.
 
 use crate::protocol::blake3;
 use crate::protocol::clock::{PeerId, VectorClock};
+use crate::protocol::engine::SnapshotLoad;
 use crate::protocol::event::Hash32;
 use crate::protocol::seal::{self, SealError, SnapshotSeals};
-use crate::protocol::snapshot::StateSnapshot;
+use crate::protocol::snapshot::{self, StateSnapshot};
 
 /// Bytes per window: one request, this much back (in chunks of one frame).
 /// Large enough that round trips do not bound the throughput, small enough
@@ -115,9 +117,24 @@ impl Incoming {
 /// them all busy, and a batch is ~50 ms of a worker's time.
 pub const SNAPSHOT_SEALS_PER_BATCH: usize = 4 * seal::BATCH;
 
-/// Events of a snapshot whose runs are opened (form checked, digests
-/// computed) in one go, a timer's task: a few ms natively.
-pub const SNAPSHOT_OPEN_SLICE: usize = 16 * 1024;
+/// Events of a snapshot decoded, or whose runs are opened (form checked,
+/// digests computed), or loaded, in one go, a timer's task: a few ms
+/// natively.
+pub const SNAPSHOT_SLICE: usize = 16 * 1024;
+
+/// A snapshot that came in whole, decoded a slice at a time; `clock` is
+/// the one its offer named, which it must have.
+pub struct Decoding {
+    pub from: PeerId,
+    pub clock: VectorClock,
+    pub snapshot: snapshot::Decoding,
+}
+
+/// A snapshot checked (and its seals verified), loaded a slice at a time.
+pub struct Loading {
+    pub from: PeerId,
+    pub load: SnapshotLoad,
+}
 
 /// A snapshot that came in whole, its seals being verified elsewhere: its
 /// runs are opened a slice at a time ([`open_slice`](Self::open_slice)),
@@ -161,13 +178,13 @@ impl Verifying {
         }
     }
 
-    /// Opens the next [`SNAPSHOT_OPEN_SLICE`] events' runs: the batches
+    /// Opens the next [`SNAPSHOT_SLICE`] events' runs: the batches
     /// they fill (all that is left, once every run is opened), to hand
     /// out.
     pub fn open_slice(&mut self) -> Result<Vec<(u64, Vec<u8>)>, SealError> {
         self.opened = self
             .seals
-            .open_some(&self.snapshot.events, SNAPSHOT_OPEN_SLICE)?;
+            .open_some(&self.snapshot.events, SNAPSHOT_SLICE)?;
         let mut out = Vec::new();
         while self.seals.len() - self.handed >= SNAPSHOT_SEALS_PER_BATCH
             || (self.opened && self.handed < self.seals.len())

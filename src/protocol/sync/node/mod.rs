@@ -35,7 +35,7 @@ use crate::protocol::text::Text;
 
 use super::refusal::Refusal;
 use super::session::{Session, SessionStats, Standing};
-use super::transfer::{Incoming, Outgoing, Verifying};
+use super::transfer::{Decoding, Incoming, Loading, Outgoing, Verifying};
 use super::wire::{self, Decoded, Message};
 use crate::protocol::blake3;
 use crate::protocol::clock::{ClockOrdering, PeerId, VectorClock};
@@ -84,6 +84,13 @@ pub struct SyncConfig {
     /// batches of [`SNAPSHOT_SEALS_PER_BATCH`](super::transfer::SNAPSHOT_SEALS_PER_BATCH),
     /// and is loaded once all their verdicts are back.
     pub offload_seals: bool,
+    /// A snapshot received whole is decoded, and loaded into a fresh
+    /// engine (a newcomer's), this many events at a timer's task
+    /// ([`SNAPSHOT_SLICE`](super::transfer::SNAPSHOT_SLICE) by default):
+    /// in one go, a million keys' decode and load hold a page's thread
+    /// about 0.3 and 0.5 s. A snapshot of fewer is taken in the task of its
+    /// last chunk, as with `None`: all at once.
+    pub snapshot_slice: Option<usize>,
     /// Log length that triggers compaction, at the first gossip tick with
     /// no new events (at once past [`FORCED_FOLD`] times it).
     pub compact_after: usize,
@@ -144,6 +151,7 @@ impl Default for SyncConfig {
             compact_after: 50_000,
             verify_window_ms: None,
             offload_seals: false,
+            snapshot_slice: Some(super::transfer::SNAPSHOT_SLICE),
             snapshot_chunk: 60 * 1024,
             max_snapshot: 512 * 1024 * 1024,
             identity: None,
@@ -230,8 +238,12 @@ pub struct SyncNode {
     /// Recent snapshots encoded for transfers (oldest first).
     outgoing: Vec<Outgoing>,
     incoming: Option<Incoming>,
+    /// A snapshot in whole, decoded a slice at a time.
+    decoding: Option<Decoding>,
     /// A snapshot in whole, its seals out with the verifier.
     verifying: Option<Verifying>,
+    /// A snapshot checked, loaded a slice at a time.
+    loading: Option<Loading>,
     /// A snapshot loaded, its state to be stored at the next timer (or
     /// with our next writes, which rest on it, if they come first).
     snapshot_to_store: bool,
@@ -319,7 +331,9 @@ impl SyncNode {
             next_gossip_ms: 0,
             outgoing: Vec::new(),
             incoming: None,
+            decoding: None,
             verifying: None,
+            loading: None,
             snapshot_to_store: false,
             handler: Box::new(|_, _| None),
         }
@@ -440,9 +454,9 @@ impl SyncNode {
         };
         let next = self.presence_due.map_or(next, |due| due.min(next));
         let next = self.graft_due().map_or(next, |due| due.min(next));
-        // A snapshot's runs to open (a slice at each wake), or its state
-        // to store: at once.
-        let next = if self.snapshot_to_open() || self.snapshot_to_store {
+        // A snapshot to decode, open or load (a slice at each wake), or
+        // its state to store: at once.
+        let next = if self.snapshot_slice_due() || self.snapshot_to_store {
             next.min(self.last_input_ms)
         } else {
             next
@@ -593,7 +607,7 @@ impl SyncNode {
         if self.verification_due().is_some_and(|due| due <= now_ms) {
             self.verify_received(now_ms);
         }
-        self.open_snapshot_slice(now_ms);
+        self.snapshot_slice(now_ms);
         self.store_loaded_snapshot();
         self.send_presence_if_due(now_ms);
         if self.graft_due().is_some_and(|due| due <= now_ms) {

@@ -12,8 +12,8 @@ use crate::protocol::seal::{SealError, SnapshotSeals};
 use crate::protocol::snapshot::{SnapshotError, StateSnapshot};
 use crate::protocol::sync::refusal::Refusal;
 use crate::protocol::sync::transfer::{
-    Incoming, Outgoing, Verifying, KEPT_SNAPSHOTS, MAX_STALLS, SNAPSHOT_SEALS_PER_BATCH,
-    WINDOW_BYTES,
+    Decoding, Incoming, Loading, Outgoing, Verifying, KEPT_SNAPSHOTS, MAX_STALLS,
+    SNAPSHOT_SEALS_PER_BATCH, WINDOW_BYTES,
 };
 use crate::protocol::sync::wire::Message;
 
@@ -78,9 +78,9 @@ impl SyncNode {
         if self.engine.clock().descends(&clock) {
             return;
         }
-        if self.verifying.is_some() {
-            // A whole snapshot is being verified: it is loaded, or
-            // refused, before another is taken.
+        if self.taking_snapshot() {
+            // A whole snapshot is being decoded, verified or loaded: it is
+            // loaded, or refused, before another is taken.
             return;
         }
         let patience = self.patience_ms();
@@ -190,22 +190,71 @@ impl SyncNode {
         let Some(done) = self.incoming.take() else {
             return;
         };
-        let decoded = StateSnapshot::decode(&done.bytes).and_then(|snapshot| {
-            if snapshot.version_vector != done.clock {
-                return Err(SnapshotError::Malformed(
-                    "its clock is not the one offered".into(),
-                ));
+        match StateSnapshot::decoding(done.bytes) {
+            Ok(snapshot) => {
+                self.decoding = Some(Decoding {
+                    from,
+                    clock: done.clock,
+                    snapshot,
+                });
+                self.decode_slice(now_ms);
             }
-            Ok(snapshot)
-        });
+            Err(e) => self.refuse(from, e.into()),
+        }
+    }
+
+    /// Whether a snapshot in whole is being decoded, verified or loaded.
+    fn taking_snapshot(&self) -> bool {
+        self.decoding.is_some() || self.verifying.is_some() || self.loading.is_some()
+    }
+
+    /// Whether a snapshot waits for its next slice to be decoded, opened
+    /// or loaded (the timer is due).
+    pub(super) fn snapshot_slice_due(&self) -> bool {
+        self.decoding.is_some() || self.snapshot_to_open() || self.loading.is_some()
+    }
+
+    /// The next slice of the snapshot being taken: decoded, its runs
+    /// opened, or loaded.
+    pub(super) fn snapshot_slice(&mut self, now_ms: u64) {
+        if self.decoding.is_some() {
+            self.decode_slice(now_ms);
+        } else if self.snapshot_to_open() {
+            self.open_snapshot_slice(now_ms);
+        } else {
+            self.load_slice();
+        }
+    }
+
+    /// Events a slice of a snapshot takes.
+    fn slice(&self) -> usize {
+        self.config.snapshot_slice.unwrap_or(usize::MAX)
+    }
+
+    /// Decodes a slice of the snapshot received; once it is decoded, it
+    /// is taken (or refused) in the same task.
+    fn decode_slice(&mut self, now_ms: u64) {
+        let slice = self.slice();
+        let Some(decoding) = &mut self.decoding else {
+            return;
+        };
+        let decoded = match decoding.snapshot.step(slice) {
+            Ok(None) => return,
+            Ok(Some(snapshot)) if snapshot.version_vector != decoding.clock => Err(
+                SnapshotError::Malformed("its clock is not the one offered".into()),
+            ),
+            decoded => decoded.map(Option::unwrap_or_default),
+        };
+        let from = decoding.from;
+        self.decoding = None;
         match decoded {
             Ok(snapshot) => self.take_snapshot(from, snapshot, now_ms),
             Err(e) => self.refuse(from, e.into()),
         }
     }
 
-    /// A snapshot in whole. In a signed room its runs' form is checked,
-    /// then their seals are verified: here, or (with
+    /// A snapshot in whole, decoded. In a signed room its runs' form is
+    /// checked, then their seals are verified: here, or (with
     /// [`offload_seals`](super::SyncConfig::offload_seals) and at least
     /// [`MIN_OFFLOADED_SEALS`] of them) by the verifier elsewhere. Then the
     /// runs are opened a slice at a timer's task
@@ -213,15 +262,11 @@ impl SyncNode {
     /// seals handed out as an [`Output::Verify`] as it fills, and the
     /// snapshot is loaded once every batch's verdicts are back
     /// ([`SyncNode::verified`]). A large room's snapshot carries tens of
-    /// thousands of seals: seconds of a page's thread.
+    /// thousands of seals: seconds of a page's thread. The load, into a
+    /// fresh engine, is sliced too ([`load`](Self::load)).
     fn take_snapshot(&mut self, from: PeerId, snapshot: StateSnapshot, now_ms: u64) {
         if !self.signed() {
-            let trust = Trust {
-                signed: false,
-                now_ms: Some(now_ms),
-            };
-            let loaded = self.engine.load_snapshot(snapshot, trust);
-            return self.loaded(from, loaded);
+            return self.load(from, snapshot, Trust::verified(now_ms));
         }
         let seals = Verifying::seals_in(&snapshot);
         if !self.config.offload_seals || seals < MIN_OFFLOADED_SEALS {
@@ -233,15 +278,15 @@ impl SyncNode {
         self.verifying = Some(Verifying::new(from, snapshot, seals, first_batch));
     }
 
-    /// Whether a snapshot's runs wait to be opened (the timer is due).
-    pub(super) fn snapshot_to_open(&self) -> bool {
+    /// Whether a snapshot's runs wait to be opened.
+    fn snapshot_to_open(&self) -> bool {
         self.verifying.as_ref().is_some_and(|v| !v.is_open())
     }
 
     /// Opens a slice of the runs of the snapshot being verified, and hands
     /// out the batches of seals it fills; a run that is not whole refuses
     /// the snapshot.
-    pub(super) fn open_snapshot_slice(&mut self, now_ms: u64) {
+    fn open_snapshot_slice(&mut self, now_ms: u64) {
         let Some(verifying) = self.verifying.as_mut().filter(|v| !v.is_open()) else {
             return;
         };
@@ -296,14 +341,46 @@ impl SyncNode {
         verified: Result<(), SealError>,
         now_ms: u64,
     ) {
-        let loaded = match verified {
-            Ok(()) => self.engine.load_verified_snapshot(snapshot, now_ms),
+        match verified {
+            Ok(()) => self.load(from, snapshot, Trust::verified(now_ms)),
             Err(e) => {
                 self.engine.count_refused_state();
-                Err(e.into())
+                self.loaded(from, Err(e.into()));
             }
+        }
+    }
+
+    /// Loads a snapshot whose seals (in a signed room) were verified: into
+    /// a fresh engine (a newcomer's) a slice at a time, its first one now;
+    /// else at once.
+    fn load(&mut self, from: PeerId, snapshot: StateSnapshot, trust: Trust) {
+        if self.config.snapshot_slice.is_none() {
+            let loaded = self.engine.load_snapshot(snapshot, trust);
+            return self.loaded(from, loaded);
+        }
+        match self.engine.begin_load(snapshot, trust) {
+            Ok(load) => {
+                self.loading = Some(Loading { from, load });
+                self.load_slice();
+            }
+            Err(e) => self.loaded(from, Err(e)),
+        }
+    }
+
+    /// Loads a slice of the snapshot being loaded; once all is, it is
+    /// taken into the state in the same task.
+    fn load_slice(&mut self) {
+        let slice = self.slice();
+        let Some(loading) = &mut self.loading else {
+            return;
         };
-        self.loaded(from, loaded);
+        if !loading.load.step(slice) {
+            return;
+        }
+        if let Some(Loading { from, load }) = self.loading.take() {
+            let loaded = self.engine.finish_load(load);
+            self.loaded(from, loaded);
+        }
     }
 
     /// After a snapshot from `from` loaded (its state told to every peer,
