@@ -9,6 +9,7 @@ use gloo::timers::callback::Timeout;
 use wasm_bindgen::prelude::*;
 
 use super::events::{error_event, event_object};
+use super::timer::{Now, Timer};
 use super::{commit, now_ms, Inner};
 use crate::browser::convert::{describe, from_json, to_js};
 use crate::browser::error::{Code, PeerError};
@@ -251,17 +252,29 @@ pub(super) fn arm_timer(inner: &Rc<RefCell<Inner>>) {
     }
     let delay = at.saturating_sub(now_ms()).min(i32::MAX as u64) as u32;
     let weak = Rc::downgrade(inner);
+    if delay == 0 {
+        // Due now: a message, not a timeout clamped to 4 ms (see
+        // `timer.rs`). Without a channel, a timeout all the same.
+        if i.now.is_none() {
+            i.now = Now::new(weak.clone(), wake).ok();
+        }
+        if i.now.as_ref().is_some_and(|now| now.post().is_ok()) {
+            i.timer = Some((at, Timer::Now));
+            return;
+        }
+    }
     // Replacing a pending timeout cancels it (it is not the one running:
     // `wake` takes that one out first).
-    i.timer = Some((at, Timeout::new(delay, move || wake(&weak))));
+    let timeout = Timeout::new(delay, move || wake(&weak));
+    i.timer = Some((at, Timer::Later(timeout)));
 }
 
 fn wake(inner: &Weak<RefCell<Inner>>) {
     let Some(inner) = inner.upgrade() else { return };
     {
         let mut i = inner.borrow_mut();
-        // This timeout is running: it is dropped at the next wake, not
-        // from inside its own callback.
+        // This timeout (if it is one) is running: it is dropped at the
+        // next wake, not from inside its own callback.
         i.spent_timer = i.timer.take().map(|(_, t)| t);
         if i.closed {
             return;

@@ -10,12 +10,12 @@ mod events;
 mod io;
 mod open;
 mod options;
+mod timer;
 mod warm;
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use gloo::timers::callback::Timeout;
 use js_sys::{Function, Promise};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{future_to_promise, JsFuture};
@@ -24,6 +24,7 @@ use self::commit::Commits;
 use self::events::Listeners;
 use self::io::{dispatch, schedule_writes};
 use self::options::Options;
+use self::timer::{Now, Timer};
 use super::convert::{from_json, to_js, to_json};
 use super::error::{Code, PeerError};
 use super::identity::Slot;
@@ -160,8 +161,10 @@ struct Inner {
     slot: Option<Slot>,
     /// The one timer, armed for the node's next wake-up; the one that last
     /// fired, dropped at the next.
-    timer: Option<(u64, Timeout)>,
-    spent_timer: Option<Timeout>,
+    timer: Option<(u64, Timer)>,
+    spent_timer: Option<Timer>,
+    /// The channel that wakes the node when it is due at once.
+    now: Option<Now>,
     /// The workers verifying received seals, once a batch needed them, and
     /// how many to start (0: none, or they failed: the node verifies in
     /// place).
@@ -219,6 +222,7 @@ impl Peer {
             slot: opened.slot,
             timer: None,
             spent_timer: None,
+            now: None,
             verifiers: None,
             verify_workers: options.verify_workers,
             closed: false,
@@ -511,6 +515,7 @@ impl Peer {
             let mut inner = inner.borrow_mut();
             inner.closed = true;
             inner.timer = None;
+            inner.now = None;
             inner.transport = None;
             inner.verifiers = None;
             inner.listeners.clear();
