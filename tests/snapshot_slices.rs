@@ -12,7 +12,10 @@ use cpc_sync::protocol::seal::verify_packed;
 use cpc_sync::protocol::sync::wire::{self, Decoded, Message};
 use cpc_sync::protocol::sync::{LocalWrite, Output, Refusal, SyncConfig, SyncNode};
 use cpc_sync::protocol::testing::workload;
-use cpc_sync::protocol::{EngineConfig, PeerId, ReconciliationEngine, StateSnapshot, Trust};
+use cpc_sync::protocol::{
+    ConflictPolicy, EngineConfig, PeerId, ReconciliationEngine, SnapshotError, StateSnapshot,
+    Timestamp, Trust,
+};
 
 const NOW: u64 = 1_700_000_000_000;
 
@@ -33,6 +36,9 @@ fn a_load_in_slices_is_the_load_at_once() {
             let mut rng = Rng::new(seed);
             let events = workload::rounds(4_000, 6, 300, 8, seed);
             let mut host = engine(1);
+            // Concurrent writes under a multi-value policy stay conflicts.
+            host.set_room_policy("key1", ConflictPolicy::MultiValue, NOW)
+                .expect("a policy");
             for event in events {
                 host.receive(event, NOW).expect("taken");
             }
@@ -58,11 +64,21 @@ fn a_load_in_slices_is_the_load_at_once() {
                 .begin_load(snapshot, Trust::verified(NOW + 2))
                 .expect("checks");
             let slice = 1 + rng.below(3_000);
+            // Now and then the finish comes before the steps are done: it
+            // does the rest.
+            let stop = rng.below(4) == 0;
             let mut steps = 1;
-            while !load.step(slice) {
+            while !sliced.load_step(&mut load, slice).expect("a step") {
                 steps += 1;
+                if stop && steps == 3 {
+                    break;
+                }
             }
-            assert!(steps >= load.len() / slice, "{steps} steps of {slice}");
+            if !stop {
+                // Checked, keyed, rebuilt and split: four passes over the
+                // events (or their entities).
+                assert!(steps >= 2 * load.len() / slice, "{steps} steps of {slice}");
+            }
             assert!(sliced.clock().is_empty(), "nothing taken before the finish");
             sliced.finish_load(load).expect("loads");
 
@@ -73,6 +89,19 @@ fn a_load_in_slices_is_the_load_at_once() {
             assert_eq!(sliced.digest(), host.digest());
             assert!(sliced.holding().is_empty(), "the held event applied");
             assert_eq!(sliced.stats(), at_once.stats());
+            // The room's policy, the conflicts and the changes reported.
+            assert_eq!(sliced.room_policy("key1"), Some(ConflictPolicy::MultiValue));
+            assert!(!sliced.conflicts().is_empty(), "concurrent writes conflict");
+            assert_eq!(sliced.conflicts(), at_once.conflicts());
+            let mut changes = (sliced.take_changes(), at_once.take_changes());
+            changes.0.sort();
+            changes.1.sort();
+            assert!(changes.0 == changes.1, "the same keys reported changed");
+            assert_eq!(
+                changes.0.len() + 1,
+                sliced.keys().count(),
+                "all but the policy"
+            );
         },
     );
 }
@@ -98,7 +127,7 @@ fn an_engine_that_took_events_meanwhile_joins_the_snapshot() {
     let mut load = new
         .begin_load(snapshot.clone(), Trust::verified(NOW + 10))
         .expect("checks");
-    assert!(!load.step(100));
+    assert!(!new.load_step(&mut load, 100).expect("a step"));
     new.receive(concurrent.clone(), NOW + 10).expect("applied");
     new.receive(alone.clone(), NOW + 10).expect("applied");
     new.set("mine", json("true"), NOW + 11).expect("a write");
@@ -135,6 +164,42 @@ fn a_lying_snapshot_is_refused_before_any_slice() {
     assert!(new.begin_load(snapshot, Trust::verified(NOW)).is_err());
     assert_eq!(new.stats().refused_state, 1);
     assert!(new.clock().is_empty());
+}
+
+/// An event too far in the future, the snapshot's last: found by the
+/// step that checks it, not before; the snapshot is refused (counted) and
+/// nothing of it taken.
+#[test]
+fn a_defect_in_a_late_event_is_refused_by_the_step_that_checks_it() {
+    let mut host = engine(1);
+    for i in 0..3_000u64 {
+        host.set(&format!("key{i}"), json("1"), NOW + i)
+            .expect("a write");
+    }
+    let mut snapshot = StateSnapshot::decode(&host.encode_snapshot()).expect("decodes");
+    let last = snapshot.events.last_mut().expect("events");
+    last.hlc = Timestamp::new(NOW + 1_000_000_000, 0);
+    let mut new = engine(9);
+    let mut load = new
+        .begin_load(snapshot, Trust::verified(NOW + 3_000))
+        .expect("the whole checks pass");
+    let mut steps = 0;
+    let refused = loop {
+        steps += 1;
+        match new.load_step(&mut load, 400) {
+            Ok(false) => continue,
+            Ok(true) => panic!("loaded a snapshot from the future"),
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        matches!(refused, SnapshotError::ClockSkew(_)),
+        "{refused:?}"
+    );
+    assert_eq!(steps, 3_000usize.div_ceil(400), "found by the last check");
+    assert_eq!(new.stats().refused_state, 1);
+    assert!(new.clock().is_empty());
+    assert!(new.state_json() == "{}");
 }
 
 /// A host of `keys` keys written in bursts of 16 and folded, so a

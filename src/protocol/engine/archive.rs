@@ -53,31 +53,7 @@ impl Segment {
     /// `events` (sorted by id) split into their sealed runs; an event no
     /// seal covers is a run of its own (an unsigned room).
     fn split(events: Vec<P2PEvent>) -> Segment {
-        // Backwards: a run's seal is on its last event. `covered` is the
-        // run open at the event after this one.
-        let mut starts = Vec::new();
-        let mut covered: Option<(PeerId, u64)> = None;
-        for (i, event) in events.iter().enumerate().rev() {
-            let inside = covered.is_some_and(|(peer, first)| {
-                peer == event.id.peer
-                    && event.id.seq >= first
-                    && Some(events[i + 1].id.seq) == event.id.seq.checked_add(1)
-            });
-            if !inside {
-                if covered.is_some() {
-                    starts.push(i + 1);
-                }
-                covered = event.seal.as_ref().map(|s| (event.id.peer, s.first));
-            }
-            if covered.is_none() {
-                starts.push(i);
-            }
-        }
-        if covered.is_some() {
-            starts.push(0);
-        }
-        starts.reverse();
-        Segment::with_starts(events, starts)
+        Split::new(events.len()).finish(events)
     }
 
     /// One whole run.
@@ -127,12 +103,84 @@ impl Segment {
     }
 }
 
+/// Events sorted by id split into their sealed runs a slice at a time
+/// ([`step`](Split::step)), for a snapshot loaded in slices; an event
+/// no seal covers is a run of its own. Backwards: a run's seal is on its
+/// last event.
+#[derive(Debug)]
+pub(super) struct Split {
+    /// The runs' first events found so far, last first.
+    starts: Vec<usize>,
+    /// The run open at the event after the next one looked at.
+    covered: Option<(PeerId, u64)>,
+    /// Events not looked at yet: `events[..left]`.
+    left: usize,
+}
+
+impl Split {
+    /// For `len` events.
+    pub(super) fn new(len: usize) -> Split {
+        Split {
+            starts: Vec::new(),
+            covered: None,
+            left: len,
+        }
+    }
+
+    /// Looks at up to `budget` more of `events`; returns how many.
+    pub(super) fn step(&mut self, events: &[P2PEvent], budget: usize) -> usize {
+        let to = self.left.saturating_sub(budget);
+        for i in (to..self.left).rev() {
+            let event = &events[i];
+            let inside = self.covered.is_some_and(|(peer, first)| {
+                peer == event.id.peer
+                    && event.id.seq >= first
+                    && Some(events[i + 1].id.seq) == event.id.seq.checked_add(1)
+            });
+            if !inside {
+                if self.covered.is_some() {
+                    self.starts.push(i + 1);
+                }
+                self.covered = event.seal.as_ref().map(|s| (event.id.peer, s.first));
+            }
+            if self.covered.is_none() {
+                self.starts.push(i);
+            }
+        }
+        let looked = self.left - to;
+        self.left = to;
+        looked
+    }
+
+    pub(super) fn is_done(&self) -> bool {
+        self.left == 0
+    }
+
+    /// The segment of `events` (what is left of them is looked at here).
+    fn finish(mut self, events: Vec<P2PEvent>) -> Segment {
+        self.step(&events, usize::MAX);
+        if self.covered.is_some() {
+            self.starts.push(0);
+        }
+        self.starts.reverse();
+        Segment::with_starts(events, self.starts)
+    }
+}
+
 impl Archive {
     /// Keeps `events` (sorted by id), split into their sealed runs; an
     /// event no seal covers is kept as a run of its own (an unsigned room).
     pub fn insert(&mut self, events: Vec<P2PEvent>) {
         if !events.is_empty() {
             self.add(Segment::split(events));
+        }
+    }
+
+    /// [`insert`](Self::insert) of `events` whose runs `split` found (or
+    /// finds the rest of here).
+    pub(super) fn insert_split(&mut self, split: Split, events: Vec<P2PEvent>) {
+        if !events.is_empty() {
+            self.add(split.finish(events));
         }
     }
 

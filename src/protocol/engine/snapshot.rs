@@ -3,12 +3,14 @@ use std::collections::{HashMap, HashSet};
 use crate::protocol::text::Text;
 use foldhash::fast::FixedState;
 
+use super::archive::Split;
 use super::entities::Entities;
 use super::policy::{self, is_reserved};
 use super::{ReconciliationEngine, Slot};
+use crate::protocol::clock::Timestamp;
 use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::digest;
-use crate::protocol::entity::Entity;
+use crate::protocol::entity::{Entity, EntityState};
 use crate::protocol::event::{EventId, P2PEvent};
 use crate::protocol::hashing;
 use crate::protocol::key_sort;
@@ -55,16 +57,6 @@ pub struct SnapshotLoad {
 }
 
 impl SnapshotLoad {
-    /// Builds about `events` events' worth more of the entities; whether
-    /// all are built (then [`finish_load`](ReconciliationEngine::finish_load)
-    /// is quick).
-    pub fn step(&mut self, events: usize) -> bool {
-        match &mut self.fresh {
-            Some(built) => built.step(&self.snapshot, events),
-            None => true,
-        }
-    }
-
     /// The snapshot's events.
     pub fn len(&self) -> usize {
         self.snapshot.events.len()
@@ -75,13 +67,20 @@ impl SnapshotLoad {
     }
 }
 
-/// A fresh engine's entities built from a snapshot. The events are
-/// grouped by key through the entity table itself, one hash each, where
-/// [`StateSnapshot::rebuild`] sorts them by hash and the table hashes
-/// them again; a key of one event (nearly all) is rebuilt from it
-/// directly.
+/// A fresh engine's state built from a snapshot, in four passes a slice
+/// at a time: each event checked; each event's key into the entity
+/// table; each entity rebuilt from its events; the events split into
+/// their runs for the archive. The events are grouped by key through the
+/// entity table itself, one hash each, where [`StateSnapshot::rebuild`]
+/// sorts them by hash and the table hashes them again; a key of one
+/// event (nearly all) is rebuilt from it directly.
 #[derive(Debug)]
 struct FreshLoad {
+    /// Timestamps are checked against our clock at this time.
+    now_ms: Option<u64>,
+    /// Events checked so far, and the latest timestamp among them.
+    checked: usize,
+    latest: Option<Timestamp>,
     entities: Entities,
     /// Per event taken in so far, its entity's index.
     entity_of: Vec<u32>,
@@ -92,44 +91,94 @@ struct FreshLoad {
     /// grouped by entity (a counting sort), `grouped[starts[i]..starts[i
     /// + 1]]` being entity i's.
     grouped: Option<(Vec<u32>, Vec<u32>)>,
-    /// Entities rebuilt so far, in index order.
+    /// Entities rebuilt so far, in index order, and what the engine's
+    /// books are to learn of them.
     rebuilt: usize,
+    marks: Marks,
+    split: Split,
+}
+
+/// What the books learn of a fresh engine's entities
+/// ([`ReconciliationEngine::take_fresh`]): each is hashed into the digest.
+#[derive(Debug, Default)]
+struct Marks {
+    /// The change epoch the entities were marked changed in.
+    epoch: u32,
+    /// Reported changed: all but room state.
+    changed: Vec<u32>,
+    /// Registers with concurrent siblings.
+    conflicted: Vec<u32>,
+    /// Room state (reserved keys).
+    reserved: Vec<u32>,
 }
 
 impl FreshLoad {
-    fn new(snapshot: &StateSnapshot, seed: u64) -> Self {
-        let mut entities = Entities::with_seed(seed);
+    fn new(snapshot: &StateSnapshot, trust: Trust, engine: &ReconciliationEngine) -> Self {
+        let events = snapshot.events.len();
+        let mut entities = Entities::with_seed(engine.config.hash_seed);
         // Room for a key per event: fewer come when keys have several.
-        entities.reserve(snapshot.events.len());
+        entities.reserve(events);
         FreshLoad {
+            now_ms: trust.now_ms,
+            checked: 0,
+            latest: None,
             entities,
-            entity_of: Vec::with_capacity(snapshot.events.len()),
+            entity_of: Vec::with_capacity(events),
             sizes: Vec::new(),
             first: Vec::new(),
             grouped: None,
             rebuilt: 0,
+            marks: Marks {
+                epoch: engine.books.epoch,
+                ..Marks::default()
+            },
+            split: Split::new(events),
         }
     }
 
-    /// About `budget` events (or entities) more: each event's key into
-    /// the table, then the grouping, then each entity rebuilt. Whether
-    /// every entity is built.
-    fn step(&mut self, snapshot: &StateSnapshot, budget: usize) -> bool {
+    /// About `budget` events' (or entities') worth more; whether all is
+    /// done.
+    fn step(
+        &mut self,
+        snapshot: &StateSnapshot,
+        budget: usize,
+        engine: &ReconciliationEngine,
+    ) -> Result<bool, SnapshotError> {
         let events = &snapshot.events;
         let mut left = budget.max(1);
         loop {
-            let done = if self.entity_of.len() < events.len() {
+            let done = if self.checked < events.len() {
+                self.check(snapshot, left, engine)?
+            } else if self.entity_of.len() < events.len() {
                 self.key_events(events, left)
             } else if self.rebuilt < self.sizes.len() {
                 self.rebuild(snapshot, left)
+            } else if !self.split.is_done() {
+                self.split.step(events, left)
             } else {
-                return true;
+                return Ok(true);
             };
             left = left.saturating_sub(done);
             if left == 0 {
-                return self.entity_of.len() == events.len() && self.rebuilt == self.sizes.len();
+                return Ok(self.split.is_done() && self.rebuilt == self.sizes.len());
             }
         }
+    }
+
+    /// Checks the next `budget` events; how many.
+    fn check(
+        &mut self,
+        snapshot: &StateSnapshot,
+        budget: usize,
+        engine: &ReconciliationEngine,
+    ) -> Result<usize, SnapshotError> {
+        let from = self.checked;
+        let to = from.saturating_add(budget).min(snapshot.events.len());
+        engine.check_events(snapshot, self.now_ms, from..to)?;
+        let latest = snapshot.events[from..to].iter().map(|e| e.hlc).max();
+        self.latest = self.latest.max(latest);
+        self.checked = to;
+        Ok(to - from)
     }
 
     /// The next `budget` events' keys into the table; how many.
@@ -153,7 +202,8 @@ impl FreshLoad {
         to - from
     }
 
-    /// The next `budget` entities rebuilt from their events; how many.
+    /// The next `budget` entities rebuilt from their events, and marked
+    /// as the books are to learn of them; how many.
     fn rebuild(&mut self, snapshot: &StateSnapshot, budget: usize) -> usize {
         let (events, live) = (&snapshot.events, &snapshot.live);
         let (starts, grouped) = self.grouped.get_or_insert_with(|| {
@@ -193,7 +243,20 @@ impl FreshLoad {
                 );
                 Entity::rebuild(&mut group)
             };
-            self.entities.at(index as u32).entity = entity;
+            let index = index as u32;
+            let slot = self.entities.at(index);
+            slot.entity = entity;
+            // As `Books::touch` marks it.
+            slot.digest_stale = true;
+            if is_reserved(&slot.key) {
+                self.marks.reserved.push(index);
+                continue;
+            }
+            slot.changed = self.marks.epoch;
+            self.marks.changed.push(index);
+            if matches!(slot.entity.shown(), EntityState::Register(r) if r.is_conflicted()) {
+                self.marks.conflicted.push(index);
+            }
         }
         self.rebuilt = to;
         to - from
@@ -457,22 +520,8 @@ impl ReconciliationEngine {
         }
     }
 
-    /// Timestamps within the skew bound, and origins within their bound
-    /// once joined with ours.
-    fn check_joinable(
-        &self,
-        snapshot: &StateSnapshot,
-        now_ms: Option<u64>,
-    ) -> Result<(), SnapshotError> {
-        if let Some(now_ms) = now_ms {
-            if let Some(e) = snapshot
-                .events
-                .iter()
-                .find(|e| self.clock.check(e.hlc, now_ms).is_err())
-            {
-                return Err(SnapshotError::ClockSkew(e.id));
-            }
-        }
+    /// The bound on origins, once the snapshot's are joined with ours.
+    fn check_origins(&self, snapshot: &StateSnapshot) -> Result<(), SnapshotError> {
         let new = snapshot
             .version_vector
             .iter()
@@ -488,6 +537,32 @@ impl ReconciliationEngine {
         Ok(())
     }
 
+    /// What is checked of each event in `range`: its form and clocks
+    /// ([`StateSnapshot::verify_events`]), its timestamp within the skew
+    /// bound (at `now_ms`, unless from our own storage), its room state
+    /// (honest peers applied each, so refused none).
+    fn check_events(
+        &self,
+        snapshot: &StateSnapshot,
+        now_ms: Option<u64>,
+        range: std::ops::Range<usize>,
+    ) -> Result<(), SnapshotError> {
+        snapshot.verify_events(range.clone())?;
+        let events = snapshot.events.get(range).unwrap_or_default();
+        if let Some(now_ms) = now_ms {
+            if let Some(e) = events
+                .iter()
+                .find(|e| self.clock.check(e.hlc, now_ms).is_err())
+            {
+                return Err(SnapshotError::ClockSkew(e.id));
+            }
+        }
+        events
+            .iter()
+            .try_for_each(policy::check_room_state)
+            .map_err(|e| SnapshotError::Malformed(e.to_string()))
+    }
+
     /// Verifies and loads a snapshot: joins its state with this engine's (a
     /// fresh engine simply takes it), then applies whatever held events
     /// became ready. Events this engine had beyond the snapshot stay
@@ -498,17 +573,24 @@ impl ReconciliationEngine {
         snapshot: StateSnapshot,
         trust: Trust,
     ) -> Result<(), SnapshotError> {
-        self.check_snapshot(&snapshot, trust)?;
+        let checked = self
+            .check_whole(&snapshot, trust)
+            .and_then(|()| self.check_events(&snapshot, trust.now_ms, 0..snapshot.events.len()));
+        if let Err(e) = checked {
+            self.stats.refused_state += 1;
+            return Err(e);
+        }
         self.take_checked(snapshot, None);
         Ok(())
     }
 
     /// [`load_snapshot`](Self::load_snapshot) a slice at a time, for a
-    /// page's thread: a fresh engine (a newcomer's) checks the snapshot
-    /// here, builds its entities beside the state in
-    /// [`SnapshotLoad::step`]s, each a task of its own, and takes them in
-    /// [`finish_load`](Self::finish_load). An engine with a state of its
-    /// own joins the snapshot with it there, in one go.
+    /// page's thread: a fresh engine (a newcomer's) checks the snapshot as
+    /// a whole here, then its events and builds its entities beside the
+    /// state in [`load_step`](Self::load_step)s, each a task of its own,
+    /// and takes them in [`finish_load`](Self::finish_load). An engine
+    /// with a state of its own joins the snapshot with it there, in one
+    /// go. A refusal is counted.
     pub fn begin_load(
         &mut self,
         snapshot: StateSnapshot,
@@ -516,13 +598,35 @@ impl ReconciliationEngine {
     ) -> Result<SnapshotLoad, SnapshotError> {
         let fresh = self.is_fresh();
         if fresh {
-            self.check_snapshot(&snapshot, trust)?;
+            if let Err(e) = self.check_whole(&snapshot, trust) {
+                self.stats.refused_state += 1;
+                return Err(e);
+            }
         }
         Ok(SnapshotLoad {
-            fresh: fresh.then(|| FreshLoad::new(&snapshot, self.config.hash_seed)),
+            fresh: fresh.then(|| FreshLoad::new(&snapshot, trust, self)),
             snapshot,
             trust,
         })
+    }
+
+    /// About `events` more events' worth of `load`: checked, then taken
+    /// into the entities being built. Whether all is done (then
+    /// [`finish_load`](Self::finish_load) is quick). A defect found
+    /// refuses the snapshot (counted; `load` is of no more use).
+    pub fn load_step(
+        &mut self,
+        load: &mut SnapshotLoad,
+        events: usize,
+    ) -> Result<bool, SnapshotError> {
+        let Some(built) = &mut load.fresh else {
+            return Ok(true);
+        };
+        let step = built.step(&load.snapshot, events, self);
+        if step.is_err() {
+            self.stats.refused_state += 1;
+        }
+        step
     }
 
     /// Takes a snapshot begun with [`begin_load`](Self::begin_load) into
@@ -531,7 +635,11 @@ impl ReconciliationEngine {
     /// instead, as [`load_snapshot`](Self::load_snapshot) does.
     pub fn finish_load(&mut self, mut load: SnapshotLoad) -> Result<(), SnapshotError> {
         match load.fresh.take() {
-            Some(built) if self.is_fresh() => {
+            Some(mut built) if self.is_fresh() => {
+                if let Err(e) = built.step(&load.snapshot, usize::MAX, self) {
+                    self.stats.refused_state += 1;
+                    return Err(e);
+                }
                 self.take_checked(load.snapshot, Some(built));
                 Ok(())
             }
@@ -544,41 +652,34 @@ impl ReconciliationEngine {
         self.applied.is_empty() && self.entities.is_empty()
     }
 
-    /// Checks a snapshot from elsewhere against this engine; a refusal is
-    /// counted.
-    fn check_snapshot(
-        &mut self,
-        snapshot: &StateSnapshot,
-        trust: Trust,
-    ) -> Result<(), SnapshotError> {
-        let checked = snapshot
-            .verify(&self.checks(trust, true))
-            .and_then(|()| self.check_joinable(snapshot, trust.now_ms))
-            .and_then(|()| check_room_state(snapshot));
-        if let Err(e) = checked {
-            self.stats.refused_state += 1;
-            return Err(e);
-        }
-        Ok(())
+    /// What is checked of a snapshot as a whole, against this engine (all
+    /// but the walk over its events).
+    fn check_whole(&self, snapshot: &StateSnapshot, trust: Trust) -> Result<(), SnapshotError> {
+        snapshot.verify_whole(&self.checks(trust, true))?;
+        self.check_origins(snapshot)
     }
 
-    /// Takes a checked snapshot into the state; `built`: its entities,
-    /// built beside a fresh engine (the rest of them is built here).
+    /// Takes a checked snapshot into the state; `built`: a fresh engine's
+    /// entities, built beside it from the snapshot.
     fn take_checked(&mut self, snapshot: StateSnapshot, built: Option<FreshLoad>) {
         let theirs = snapshot.version_vector.clone();
-        self.observe_times(&snapshot);
         let ours = self.applied.clone();
-        if self.is_fresh() {
-            // A fresh engine: the join with nothing is the snapshot itself.
-            let mut built =
-                built.unwrap_or_else(|| FreshLoad::new(&snapshot, self.config.hash_seed));
-            built.step(&snapshot, usize::MAX);
-            self.take_fresh(built.entities);
-        } else {
-            for (key, entity) in snapshot.rebuild(self.config.hash_seed) {
-                self.join_entity(key, &entity, &ours, &theirs);
+        let split = match built {
+            Some(built) if self.is_fresh() => {
+                if let Some(latest) = built.latest {
+                    self.clock.observe(latest);
+                }
+                self.take_fresh(built.entities, built.marks);
+                Some(built.split)
             }
-        }
+            _ => {
+                self.observe_times(&snapshot);
+                for (key, entity) in snapshot.rebuild(self.config.hash_seed) {
+                    self.join_entity(key, &entity, &ours, &theirs);
+                }
+                None
+            }
+        };
         for (peer, seq) in theirs.iter() {
             if seq > self.applied.get(peer) {
                 self.applied.set(peer, seq);
@@ -588,7 +689,10 @@ impl ReconciliationEngine {
                 }
             }
         }
-        self.archive.insert(snapshot.events);
+        match split {
+            Some(split) => self.archive.insert_split(split, snapshot.events),
+            None => self.archive.insert(snapshot.events),
+        }
         if let Some(journal) = &mut self.journal {
             journal.push(super::JournalEntry::Loaded(theirs));
         }
@@ -596,16 +700,28 @@ impl ReconciliationEngine {
     }
 
     /// A fresh engine's entities, built from a verified snapshot: every
-    /// one is reported changed and waits to be hashed into the digest.
-    fn take_fresh(&mut self, entities: Entities) {
+    /// one waits to be hashed into the digest, and is reported changed
+    /// but for room state (`marks` lists those, the conflicted and the
+    /// reserved keys, as the build found them).
+    fn take_fresh(&mut self, entities: Entities, marks: Marks) {
         self.entities = entities;
-        for index in 0..self.entities.len() as u32 {
-            let slot = self.entities.at(index);
-            let reserved = is_reserved(&slot.key).then(|| slot.key.clone());
-            self.books.touch(index, slot);
-            if let Some(key) = reserved {
-                self.refresh_room_policy(&key);
+        let epoch = self.books.epoch;
+        if marks.epoch != epoch {
+            // The app took its changes while the build ran: the marks of
+            // the changed are the new epoch's.
+            for &index in &marks.changed {
+                self.entities.at(index).changed = epoch;
             }
+        }
+        self.books.stale.extend(0..self.entities.len() as u32);
+        self.books.changed.extend_from_slice(&marks.changed);
+        for index in marks.conflicted {
+            let key = self.entities.at(index).key.clone();
+            self.books.conflicted.insert(key);
+        }
+        for index in marks.reserved {
+            let key = self.entities.at(index).key.clone();
+            self.refresh_room_policy(&key);
         }
     }
 
@@ -664,9 +780,9 @@ impl ReconciliationEngine {
             return Ok(false);
         }
         let checked = theirs
-            .verify(&self.checks(trust, false))
-            .and_then(|()| self.check_joinable(&theirs, trust.now_ms))
-            .and_then(|()| check_room_state(&theirs))
+            .verify_whole(&self.checks(trust, false))
+            .and_then(|()| self.check_origins(&theirs))
+            .and_then(|()| self.check_events(&theirs, trust.now_ms, 0..theirs.events.len()))
             .and_then(|()| {
                 match theirs
                     .events
@@ -774,16 +890,6 @@ impl ReconciliationEngine {
         engine.load_snapshot(snapshot, Trust::OWN)?;
         Ok(engine)
     }
-}
-
-/// Every event of a snapshot or leaf passes the room-state check (honest
-/// peers applied each, so refused none).
-fn check_room_state(snapshot: &StateSnapshot) -> Result<(), SnapshotError> {
-    snapshot
-        .events
-        .iter()
-        .try_for_each(policy::check_room_state)
-        .map_err(|e| SnapshotError::Malformed(e.to_string()))
 }
 
 #[cfg(test)]

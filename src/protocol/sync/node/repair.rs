@@ -374,11 +374,13 @@ impl SyncNode {
         let Some(loading) = &mut self.loading else {
             return;
         };
-        if !loading.load.step(slice) {
-            return;
-        }
+        let loaded = match self.engine.load_step(&mut loading.load, slice) {
+            Ok(false) => return,
+            Ok(true) => Ok(()),
+            Err(e) => Err(e),
+        };
         if let Some(Loading { from, load }) = self.loading.take() {
-            let loaded = self.engine.finish_load(load);
+            let loaded = loaded.and_then(|()| self.engine.finish_load(load));
             self.loaded(from, loaded);
         }
     }
