@@ -311,6 +311,31 @@ fn last_chunk(frame: &[u8]) -> bool {
     )
 }
 
+/// Carries frames between the two, `new`'s timer never run, until the
+/// host's snapshot is in whole at `new`; whether it came.
+fn until_last_chunk(host: &mut SyncNode, new: &mut SyncNode) -> bool {
+    for _ in 0..50 {
+        let mut last = false;
+        let sender = host.peer();
+        for output in host.take_outputs() {
+            if let Output::Send { frame, .. } = output {
+                last |= last_chunk(&frame);
+                new.receive_frame(sender, &frame, NOW);
+            }
+        }
+        let sender = new.peer();
+        for output in new.take_outputs() {
+            if let Output::Send { frame, .. } = output {
+                host.receive_frame(sender, &frame, NOW);
+            }
+        }
+        if last {
+            return true;
+        }
+    }
+    false
+}
+
 /// A newcomer, signed and unsigned, its seals verified here or handed
 /// out: the snapshot arrives whole, is decoded and loaded over several
 /// timers (none of them in the task of the last chunk), and the newcomer
@@ -355,25 +380,7 @@ fn the_last_chunk_leaves_the_snapshot_to_the_timer() {
     let mut new = newcomer(false, false);
     connect(&mut host, &mut new);
     // Frames both ways, the newcomer's timer never run.
-    for _ in 0..50 {
-        let mut chunks = 0;
-        let sender = host.peer();
-        for output in host.take_outputs() {
-            if let Output::Send { frame, .. } = output {
-                chunks += usize::from(last_chunk(&frame));
-                new.receive_frame(sender, &frame, NOW);
-            }
-        }
-        let sender = new.peer();
-        for output in new.take_outputs() {
-            if let Output::Send { frame, .. } = output {
-                host.receive_frame(sender, &frame, NOW);
-            }
-        }
-        if chunks > 0 {
-            break;
-        }
-    }
+    assert!(until_last_chunk(&mut host, &mut new));
     assert!(new.engine().clock().is_empty(), "not loaded in that task");
     assert!(new.next_timer() <= NOW, "the timer is due at once");
     let mut ticks = 0;
@@ -455,20 +462,7 @@ fn a_write_while_loading_is_kept_and_no_other_offer_is_taken() {
     let mut new = newcomer(false, false);
     connect(&mut host, &mut new);
     // Until the snapshot is in whole, the newcomer's timer not run.
-    for _ in 0..50 {
-        let sender = host.peer();
-        for output in host.take_outputs() {
-            if let Output::Send { frame, .. } = output {
-                new.receive_frame(sender, &frame, NOW);
-            }
-        }
-        let sender = new.peer();
-        for output in new.take_outputs() {
-            if let Output::Send { frame, .. } = output {
-                host.receive_frame(sender, &frame, NOW);
-            }
-        }
-    }
+    assert!(until_last_chunk(&mut host, &mut new));
     assert!(new.engine().clock().is_empty());
     assert!(new.next_timer() <= NOW, "slices due");
     // Another peer offers its snapshot: no request for it.
@@ -543,19 +537,6 @@ fn without_slices_the_last_chunk_loads_the_snapshot() {
         },
     );
     connect(&mut host, &mut new);
-    for _ in 0..50 {
-        let sender = host.peer();
-        for output in host.take_outputs() {
-            if let Output::Send { frame, .. } = output {
-                new.receive_frame(sender, &frame, NOW);
-            }
-        }
-        let sender = new.peer();
-        for output in new.take_outputs() {
-            if let Output::Send { frame, .. } = output {
-                host.receive_frame(sender, &frame, NOW);
-            }
-        }
-    }
+    assert!(until_last_chunk(&mut host, &mut new));
     assert!(new.engine().state_json() == host.engine().state_json());
 }

@@ -695,36 +695,12 @@ struct Run {
 
 struct Decoder<'a> {
     cols: [Reader<'a>; 12],
-    key_text: Option<Arc<str>>,
-    value_text: Option<Arc<str>>,
-    table: Vec<(PeerId, Option<PublicKey>)>,
-    keys: Vec<Text>,
-    cursors: Vec<u64>,
-    next_run: Vec<u64>,
-    millis: u64,
+    t: Tables,
 }
 
 impl<'a> Decoder<'a> {
-    fn resume(cols: [Reader<'a>; 12], tables: Tables) -> Self {
-        let Tables {
-            key_text,
-            value_text,
-            table,
-            keys,
-            cursors,
-            next_run,
-            millis,
-        } = tables;
-        Decoder {
-            cols,
-            key_text,
-            value_text,
-            table,
-            keys,
-            cursors,
-            next_run,
-            millis,
-        }
+    fn resume(cols: [Reader<'a>; 12], t: Tables) -> Self {
+        Decoder { cols, t }
     }
 
     /// The tables, to resume from; `cols` becomes what is left of each
@@ -733,21 +709,13 @@ impl<'a> Decoder<'a> {
         for (range, col) in cols.iter_mut().zip(&self.cols) {
             range.start = range.end - col.remaining();
         }
-        Tables {
-            key_text: self.key_text,
-            value_text: self.value_text,
-            table: self.table,
-            keys: self.keys,
-            cursors: self.cursors,
-            next_run: self.next_run,
-            millis: self.millis,
-        }
+        self.t
     }
 
     fn peers(&mut self) -> Result<(), CodecError> {
         let col = &mut self.cols[PEERS];
         let count = col.count(9)?;
-        self.table.reserve(count);
+        self.t.table.reserve(count);
         for _ in 0..count {
             let entry = match col.u8()? {
                 PEER_ID => (PeerId(u64::from_le_bytes(col.array()?)), None),
@@ -762,17 +730,17 @@ impl<'a> Decoder<'a> {
                     })
                 }
             };
-            self.table.push(entry);
+            self.t.table.push(entry);
         }
-        self.cursors = vec![0; count];
-        self.next_run = vec![1; count];
+        self.t.cursors = vec![0; count];
+        self.t.next_run = vec![1; count];
         Ok(())
     }
 
     fn peer_index(&self, index: u64, column: &'static str) -> Result<usize, CodecError> {
         // A match, not `ok_or`: that builds (and drops) the error every time.
         match usize::try_from(index) {
-            Ok(i) if i < self.table.len() => Ok(i),
+            Ok(i) if i < self.t.table.len() => Ok(i),
             _ => Err(CodecError::Index { column, index }),
         }
     }
@@ -782,7 +750,7 @@ impl<'a> Decoder<'a> {
         let mut entries = Entries::with_capacity(count);
         for _ in 0..count {
             let index = self.cols[CLOCK].u64()?;
-            let peer = self.table[self.peer_index(index, "clock")?].0;
+            let peer = self.t.table[self.peer_index(index, "clock")?].0;
             let seq = self.cols[CLOCK].u64()?;
             entries.push((peer, seq));
         }
@@ -822,14 +790,14 @@ impl<'a> Decoder<'a> {
                 count: shape >> 1,
                 limit: self.cols[OPS].remaining() as u64,
             })?;
-        let first = self.next_run[origin].wrapping_add(delta as u64);
+        let first = self.t.next_run[origin].wrapping_add(delta as u64);
         let end = first
             .checked_add(len as u64)
             .ok_or(CodecError::Invalid("a run's sequence numbers overflow"))?;
-        self.next_run[origin] = end;
+        self.t.next_run[origin] = end;
         // A run's events are in order: only its first is compared, with
         // the last before it.
-        let peer = self.table[origin].0;
+        let peer = self.t.table[origin].0;
         *sorted &= last.is_none_or(|last| last.id < EventId::new(peer, first));
         Ok(Run {
             origin,
@@ -847,7 +815,7 @@ impl<'a> Decoder<'a> {
         to: u64,
         events: &mut Vec<P2PEvent>,
     ) -> Result<(), CodecError> {
-        let peer = self.table[run.origin].0;
+        let peer = self.t.table[run.origin].0;
         for seq in from..to {
             events.push(self.event(EventId::new(peer, seq))?);
         }
@@ -878,7 +846,7 @@ impl<'a> Decoder<'a> {
         let key = if flags & SEAL_OWN_KEY != 0 {
             col.array()?
         } else {
-            self.table[origin].1.ok_or(CodecError::Invalid(
+            self.t.table[origin].1.ok_or(CodecError::Invalid(
                 "a seal names no key and its origin has none",
             ))?
         };
@@ -969,14 +937,14 @@ impl<'a> Decoder<'a> {
     fn key(&mut self, new: bool) -> Result<Text, CodecError> {
         if new {
             let len = self.cols[KEYS].at_most(self.cols[KEY_BYTES].remaining())?;
-            let Some(key) = text(&mut self.cols[KEY_BYTES], len, self.key_text.as_ref()) else {
+            let Some(key) = text(&mut self.cols[KEY_BYTES], len, self.t.key_text.as_ref()) else {
                 return Err(CodecError::Utf8("key bytes"));
             };
-            self.keys.push(key.clone());
+            self.t.keys.push(key.clone());
             Ok(key)
         } else {
             let index = self.cols[KEYS].u64()?;
-            let keys: &[Text] = &self.keys;
+            let keys: &[Text] = &self.t.keys;
             match usize::try_from(index) {
                 Ok(i) if i < keys.len() => Ok(keys[i].clone()),
                 _ => Err(CodecError::Index {
@@ -991,6 +959,7 @@ impl<'a> Decoder<'a> {
         let col = &mut self.cols[TIMES];
         let packed = col.u64()?;
         let millis = self
+            .t
             .millis
             .wrapping_add(varint::unzigzag(packed >> 1) as u64);
         let logical = if packed & 1 == 1 {
@@ -1011,13 +980,13 @@ impl<'a> Decoder<'a> {
                 "a timestamp is beyond 48 bits of milliseconds",
             ));
         }
-        self.millis = millis;
+        self.t.millis = millis;
         Ok(time)
     }
 
     fn value(&mut self) -> Result<JsonValue, CodecError> {
         let len = self.cols[LENGTHS].at_most(self.cols[VALUES].remaining())?;
-        let Some(text) = text(&mut self.cols[VALUES], len, self.value_text.as_ref()) else {
+        let Some(text) = text(&mut self.cols[VALUES], len, self.t.value_text.as_ref()) else {
             return Err(CodecError::Utf8("values"));
         };
         JsonValue::verbatim_text(text).map_err(|e| CodecError::Json(e.0))
@@ -1071,7 +1040,7 @@ impl<'a> Decoder<'a> {
     fn entry(&mut self) -> Result<(PeerId, u64), CodecError> {
         let index = self.cols[ENTRIES].u64()?;
         let (cursors, table): (&mut [u64], &[(PeerId, Option<PublicKey>)]) =
-            (&mut self.cursors, &self.table);
+            (&mut self.t.cursors, &self.t.table);
         let at = match usize::try_from(index) {
             Ok(at) if at < table.len() && at < cursors.len() => at,
             _ => {
@@ -1091,7 +1060,7 @@ impl<'a> Decoder<'a> {
         let mut shares = Vec::with_capacity(count);
         for _ in 0..count {
             let index = self.cols[NUMBERS].u64()?;
-            let peer = self.table[self.peer_index(index, "numbers")?].0;
+            let peer = self.t.table[self.peer_index(index, "numbers")?].0;
             let col = &mut self.cols[NUMBERS];
             shares.push(CounterShare {
                 peer,
