@@ -144,23 +144,34 @@ impl FreshLoad {
         budget: usize,
         engine: &ReconciliationEngine,
     ) -> Result<bool, SnapshotError> {
+        let mut left = budget.max(1);
+        if self.checked < snapshot.events.len() {
+            left -= self.check(snapshot, left, engine)?;
+            if left == 0 {
+                return Ok(false);
+            }
+        }
+        Ok(self.build(snapshot, left))
+    }
+
+    /// The passes after the checks, about `budget` more of them: the keys,
+    /// the entities, the runs. Whether all is built.
+    fn build(&mut self, snapshot: &StateSnapshot, budget: usize) -> bool {
         let events = &snapshot.events;
         let mut left = budget.max(1);
         loop {
-            let done = if self.checked < events.len() {
-                self.check(snapshot, left, engine)?
-            } else if self.entity_of.len() < events.len() {
+            let done = if self.entity_of.len() < events.len() {
                 self.key_events(events, left)
             } else if self.rebuilt < self.sizes.len() {
                 self.rebuild(snapshot, left)
             } else if !self.split.is_done() {
                 self.split.step(events, left)
             } else {
-                return Ok(true);
+                return true;
             };
             left = left.saturating_sub(done);
             if left == 0 {
-                return Ok(self.split.is_done() && self.rebuilt == self.sizes.len());
+                return self.split.is_done() && self.rebuilt == self.sizes.len();
             }
         }
     }
@@ -664,21 +675,27 @@ impl ReconciliationEngine {
     fn take_checked(&mut self, snapshot: StateSnapshot, built: Option<FreshLoad>) {
         let theirs = snapshot.version_vector.clone();
         let ours = self.applied.clone();
-        let split = match built {
-            Some(built) if self.is_fresh() => {
-                if let Some(latest) = built.latest {
-                    self.clock.observe(latest);
-                }
-                self.take_fresh(built.entities, built.marks);
-                Some(built.split)
+        let split = if self.is_fresh() {
+            // A fresh engine: the join with nothing is the snapshot itself,
+            // its entities built beside the state (at once, unless the
+            // slices of a load did).
+            let built = built.unwrap_or_else(|| {
+                let mut built = FreshLoad::new(&snapshot, Trust::OWN, self);
+                built.latest = snapshot.events.iter().map(|e| e.hlc).max();
+                built.build(&snapshot, usize::MAX);
+                built
+            });
+            if let Some(latest) = built.latest {
+                self.clock.observe(latest);
             }
-            _ => {
-                self.observe_times(&snapshot);
-                for (key, entity) in snapshot.rebuild(self.config.hash_seed) {
-                    self.join_entity(key, &entity, &ours, &theirs);
-                }
-                None
+            self.take_fresh(built.entities, built.marks);
+            Some(built.split)
+        } else {
+            self.observe_times(&snapshot);
+            for (key, entity) in snapshot.rebuild(self.config.hash_seed) {
+                self.join_entity(key, &entity, &ours, &theirs);
             }
+            None
         };
         for (peer, seq) in theirs.iter() {
             if seq > self.applied.get(peer) {
