@@ -55,13 +55,13 @@ fn a_load_in_slices_is_the_load_at_once() {
             at_once.receive(later.clone(), NOW + 2).expect("held");
             let snapshot = StateSnapshot::decode(&bytes).expect("decodes");
             at_once
-                .load_snapshot(snapshot.clone(), Trust::verified(NOW + 2))
+                .load_snapshot(snapshot.clone(), Trust::from_peer(NOW + 2))
                 .expect("loads");
 
             let mut sliced = ReconciliationEngine::new(PeerId(9), EngineConfig::default());
             sliced.receive(later, NOW + 2).expect("held");
             let mut load = sliced
-                .begin_load(snapshot, Trust::verified(NOW + 2))
+                .begin_load(snapshot, Trust::from_peer(NOW + 2))
                 .expect("checks");
             let slice = 1 + rng.below(3_000);
             // Now and then the finish comes before the steps are done: it
@@ -125,7 +125,7 @@ fn an_engine_that_took_events_meanwhile_joins_the_snapshot() {
 
     let mut new = engine(9);
     let mut load = new
-        .begin_load(snapshot.clone(), Trust::verified(NOW + 10))
+        .begin_load(snapshot.clone(), Trust::from_peer(NOW + 10))
         .expect("checks");
     assert!(!new.load_step(&mut load, 100).expect("a step"));
     new.receive(concurrent.clone(), NOW + 10).expect("applied");
@@ -140,7 +140,7 @@ fn an_engine_that_took_events_meanwhile_joins_the_snapshot() {
         .set("mine", json("true"), NOW + 11)
         .expect("a write");
     reference
-        .load_snapshot(snapshot, Trust::verified(NOW + 10))
+        .load_snapshot(snapshot, Trust::from_peer(NOW + 10))
         .expect("joined");
     assert!(new.state_json() == reference.state_json());
     assert_eq!(new.digest(), reference.digest());
@@ -161,7 +161,7 @@ fn a_lying_snapshot_is_refused_before_any_slice() {
     // It claims events of its origin it does not carry.
     snapshot.version_vector.observe(PeerId(1), 500);
     let mut new = engine(9);
-    assert!(new.begin_load(snapshot, Trust::verified(NOW)).is_err());
+    assert!(new.begin_load(snapshot, Trust::from_peer(NOW)).is_err());
     assert_eq!(new.stats().refused_state, 1);
     assert!(new.clock().is_empty());
 }
@@ -181,7 +181,7 @@ fn a_defect_in_a_late_event_is_refused_by_the_step_that_checks_it() {
     last.hlc = Timestamp::new(NOW + 1_000_000_000, 0);
     let mut new = engine(9);
     let mut load = new
-        .begin_load(snapshot, Trust::verified(NOW + 3_000))
+        .begin_load(snapshot, Trust::from_peer(NOW + 3_000))
         .expect("the whole checks pass");
     let mut steps = 0;
     let refused = loop {

@@ -34,10 +34,10 @@ impl Trust {
         now_ms: None,
     };
 
-    /// A snapshot from a peer whose seals the caller verified on its very
-    /// events ([`SnapshotSeals`](crate::protocol::seal::SnapshotSeals));
-    /// timestamps are checked against our clock at `now_ms`.
-    pub fn verified(now_ms: u64) -> Trust {
+    /// A snapshot from a peer: timestamps are checked against our clock
+    /// at `now_ms`; its seals, in a signed room, the caller verified on
+    /// its very events ([`SnapshotSeals`](crate::protocol::seal::SnapshotSeals)).
+    pub fn from_peer(now_ms: u64) -> Trust {
         Trust {
             signed: false,
             now_ms: Some(now_ms),

@@ -266,7 +266,7 @@ impl SyncNode {
     /// fresh engine, is sliced too ([`load`](Self::load)).
     fn take_snapshot(&mut self, from: PeerId, snapshot: StateSnapshot, now_ms: u64) {
         if !self.signed() {
-            return self.load(from, snapshot, Trust::verified(now_ms));
+            return self.load(from, snapshot, Trust::from_peer(now_ms));
         }
         let seals = Verifying::seals_in(&snapshot);
         if !self.config.offload_seals || seals < MIN_OFFLOADED_SEALS {
@@ -342,7 +342,7 @@ impl SyncNode {
         now_ms: u64,
     ) {
         match verified {
-            Ok(()) => self.load(from, snapshot, Trust::verified(now_ms)),
+            Ok(()) => self.load(from, snapshot, Trust::from_peer(now_ms)),
             Err(e) => {
                 self.engine.count_refused_state();
                 self.loaded(from, Err(e.into()));
