@@ -92,6 +92,23 @@ fn the_hostile_nodes_own_writes_do_not_arm_its_bombs() {
     assert!(victim.holding().iter().any(|e| e.id.peer == bomber));
 }
 
+/// A resolver that takes a reconciliation request applies the siblings
+/// it carries, then writes its resolution, which rests on them: their
+/// record must be asked for before the resolution's. It was asked for
+/// after, so a crash between the two commits restored the resolution
+/// without a sibling it depends on: held, and its sequence number made
+/// again for another write (CPC_SEED=1796158274191360277, found by CI).
+#[test]
+fn a_resolution_is_never_durable_without_the_siblings_it_rests_on() {
+    let seed = 1_796_158_274_191_360_277;
+    let mut world = World::with_adversary(seed);
+    world.run_faulty(4_000);
+    if world.heal(MAX_ROUNDS).is_none() {
+        panic!("seed {seed}: not converged\n{}", world.diagnose());
+    }
+    world.check();
+}
+
 /// Issue 19: a room of 200 peers under a partial-view mesh (at most 8
 /// links each), churn of 10% a minute, a partition into halves and its
 /// heal (see `sim/room/scenario.rs`). `CPC_ROOM_PEERS` sets the size.

@@ -576,6 +576,11 @@ impl SyncNode {
             .handle_reconciliation_request(&request, &mut *self.handler, now_ms)
         {
             Ok(Some(mut response)) => {
+                // The siblings the handling applied are persisted (and
+                // relayed) before our resolution, which rests on them, is
+                // flushed: never durable without them (restored without
+                // them it would be held, and its number made again).
+                self.absorb(Some(from));
                 self.flush_local();
                 if self.signed() {
                     response.resolution_events = self.widen_to_runs(&response.resolution_events);
@@ -586,7 +591,6 @@ impl SyncNode {
                         session.their_clock.observe(e.id.peer, e.id.seq);
                     }
                 }
-                self.absorb(Some(from));
                 self.send(from, &Message::ReconciliationResponse(response));
             }
             Ok(None) => self.absorb(Some(from)),
