@@ -378,11 +378,6 @@ impl Decoding {
             None => Ok(None),
         }
     }
-
-    /// Events decoded so far.
-    pub fn decoded(&self) -> usize {
-        self.batch.decoded()
-    }
 }
 
 #[cfg(test)]

@@ -652,11 +652,6 @@ impl Resumable {
         Ok(done)
     }
 
-    /// Events decoded so far.
-    pub fn decoded(&self) -> usize {
-        self.events.len()
-    }
-
     /// The batch, once [`step`](Self::step) said it is decoded (else
     /// `None`, and nothing is taken).
     pub fn take(&mut self) -> Option<Batch> {
