@@ -266,7 +266,7 @@ pub(super) fn arm_timer(inner: &Rc<RefCell<Inner>>) {
     // Replacing a pending timeout cancels it (it is not the one running:
     // `wake` takes that one out first).
     let timeout = Timeout::new(delay, move || wake(&weak));
-    i.timer = Some((at, Timer::Later(timeout)));
+    i.timer = Some((at, Timer::Later { _pending: timeout }));
 }
 
 fn wake(inner: &Weak<RefCell<Inner>>) {

@@ -20,8 +20,8 @@ use super::Inner;
 /// A wake-up armed: which one fires first does not matter (waking early
 /// is harmless: the node's tick does what is due).
 pub(super) enum Timer {
-    /// Held to be cancelled when dropped.
-    Later(#[allow(dead_code)] Timeout),
+    /// Cancelled when dropped.
+    Later { _pending: Timeout },
     /// A message posted to the peer's channel ([`Now`]): it cannot be
     /// taken back, and wakes the peer once when it arrives.
     Now,

@@ -243,7 +243,8 @@ impl SyncNode {
             Ok(Some(snapshot)) if snapshot.version_vector != decoding.clock => Err(
                 SnapshotError::Malformed("its clock is not the one offered".into()),
             ),
-            decoded => decoded.map(Option::unwrap_or_default),
+            Ok(Some(snapshot)) => Ok(snapshot),
+            Err(e) => Err(e),
         };
         let from = decoding.from;
         self.decoding = None;
