@@ -89,6 +89,63 @@ async fn storage_round_trip_then_reopen_after_an_unclean_close() {
     reopened.close();
 }
 
+/// A snapshot larger than the compressor's slice (256 KiB), its values
+/// barely compressible so the gzipped record is too: stored and read back
+/// a slice a task each way, the same bytes; the record cut short fails
+/// the load with an error rather than hanging it.
+#[wasm_bindgen_test]
+async fn a_large_snapshot_is_gzipped_and_read_back_in_slices() {
+    use cpc_sync::browser::storage::Storage;
+
+    let name = db_name("large-snapshot");
+    let now = js_sys::Date::now() as u64;
+    let mut a = ReconciliationEngine::new(PeerId(1), EngineConfig::default());
+    let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+    for i in 0..24_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let value = JsonValue::parse(&format!("\"{x:016x}{:016x}\"", x.rotate_left(29))).unwrap();
+        a.set(&format!("k{i}"), value, now).unwrap();
+    }
+    let snapshot = a.encode_snapshot();
+    assert!(snapshot.len() > 3 * 256 * 1024, "{} bytes", snapshot.len());
+    let storage = Storage::open(&name).await.expect("opens");
+    storage.write_snapshot(&snapshot).await.expect("stores");
+    let persisted = storage.load().await.expect("loads");
+    assert!(persisted.snapshot.as_deref() == Some(&snapshot[..]));
+    storage.close();
+
+    let cut = js_sys::Function::new_with_args(
+        "name",
+        "return new Promise((resolve, reject) => {
+            const open = indexedDB.open(name);
+            open.onerror = () => reject(open.error);
+            open.onsuccess = () => {
+                const db = open.result;
+                const tx = db.transaction('snapshot', 'readwrite');
+                const store = tx.objectStore('snapshot');
+                const get = store.get('state');
+                get.onsuccess = () => {
+                    if (get.result.length < 2 * 256 * 1024) reject(new Error('stored ' + get.result.length + ' bytes'));
+                    store.put(get.result.slice(0, get.result.length - 1000), 'state');
+                };
+                tx.oncomplete = () => { db.close(); resolve(); };
+                tx.onerror = () => reject(tx.error);
+            };
+        })",
+    );
+    let promise = cut
+        .call1(&wasm_bindgen::JsValue::NULL, &name.as_str().into())
+        .expect("runs");
+    wasm_bindgen_futures::JsFuture::from(js_sys::Promise::from(promise))
+        .await
+        .expect("cuts the stored record");
+    let reopened = Storage::open(&name).await.expect("reopens");
+    assert!(reopened.load().await.is_err(), "a cut gzip stream loads");
+    reopened.close();
+}
+
 #[wasm_bindgen_test]
 async fn damaged_log_records_are_skipped_and_counted() {
     use cpc_sync::browser::storage::Storage;

@@ -10,7 +10,7 @@ mod common;
 use common::{engine, for_seeds, json, signed_node, Rng};
 use cpc_sync::protocol::seal::verify_packed;
 use cpc_sync::protocol::sync::wire::{self, Decoded, Message};
-use cpc_sync::protocol::sync::{LocalWrite, Output, Refusal, SyncConfig, SyncNode};
+use cpc_sync::protocol::sync::{LocalWrite, Output, Persist, Refusal, SyncConfig, SyncNode};
 use cpc_sync::protocol::testing::workload;
 use cpc_sync::protocol::{
     ConflictPolicy, EngineConfig, PeerId, ReconciliationEngine, SnapshotError, StateSnapshot,
@@ -231,16 +231,21 @@ fn folded_host_as(id: u64, keys: usize, signed: bool) -> SyncNode {
 }
 
 fn newcomer(signed: bool, offload_seals: bool) -> SyncNode {
-    let config = SyncConfig {
-        snapshot_slice: Some(SLICE),
-        offload_seals,
-        verify_window_ms: offload_seals.then_some(2),
-        ..SyncConfig::default()
-    };
+    let config = newcomer_config(offload_seals);
     if signed {
         signed_node(2, config)
     } else {
         SyncNode::new(engine(2), config)
+    }
+}
+
+/// A newcomer's config: slices of [`SLICE`]; seals handed out or not.
+fn newcomer_config(offload_seals: bool) -> SyncConfig {
+    SyncConfig {
+        snapshot_slice: Some(SLICE),
+        offload_seals,
+        verify_window_ms: offload_seals.then_some(2),
+        ..SyncConfig::default()
     }
 }
 
@@ -391,6 +396,45 @@ fn the_last_chunk_leaves_the_snapshot_to_the_timer() {
     }
     assert!(ticks >= 2, "{ticks} ticks");
     assert!(new.engine().state_json() == host.engine().state_json());
+}
+
+/// A durable newcomer stores the state it loaded at the timer after the
+/// one whose slice finished the load: storing is an encode of the whole
+/// state, a task of its own, not one more slice's work.
+#[test]
+fn a_durable_newcomer_stores_the_loaded_state_at_a_timer_of_its_own() {
+    let mut host = folded_host(3_000, false);
+    let config = SyncConfig {
+        durable: true,
+        ..newcomer_config(false)
+    };
+    let mut new = SyncNode::new(engine(2), config);
+    connect(&mut host, &mut new);
+    assert!(until_last_chunk(&mut host, &mut new));
+    let stores = |outputs: Vec<Output>| {
+        outputs
+            .iter()
+            .filter(|o| {
+                matches!(
+                    o,
+                    Output::Persist {
+                        write: Persist::Snapshot(_),
+                        ..
+                    }
+                )
+            })
+            .count()
+    };
+    let mut ticks = 0;
+    while new.engine().clock().is_empty() {
+        new.tick(NOW);
+        assert_eq!(stores(new.take_outputs()), 0, "stored while loading");
+        ticks += 1;
+        assert!(ticks < 100, "never loaded");
+    }
+    assert!(new.next_timer() <= NOW, "the store is due at once");
+    new.tick(NOW);
+    assert_eq!(stores(new.take_outputs()), 1, "stored at the next timer");
 }
 
 /// A defect in the snapshot's last bytes is found by the slice that

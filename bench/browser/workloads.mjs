@@ -16,7 +16,8 @@
 // CPC_BENCH_NO_BUILD=1 takes the wasm packages as they are; CPC_ROOM_BURST=16
 // has the rooms written in bursts of 16 keys; CPC_ROOM_STORAGE=indexeddb has
 // cpc-sync's newcomers keep their state in IndexedDB; CPC_ROOM_KEYS and
-// CPC_ROOM_RUNS size the newcomer workload.
+// CPC_ROOM_RUNS size the newcomer workload; CPC_TRACE=<prefix> traces each
+// newcomer (below).
 // Figures go to stdout and target/bench/workloads.json.
 import { execFile, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -89,6 +90,9 @@ async function buildWasm() {
   if (!QUICK || !existsSync(path.join(root, "pkg/cpc_sync_bg.wasm"))) await step("bash", ["scripts/build.sh"]);
   await step("bash", ["scripts/bench-wasm.sh"]);
 }
+
+// Tasks, V8's work and its CPU samples: enough to attribute a long task.
+const TRACE_CATEGORIES = ["devtools.timeline", "disabled-by-default-devtools.timeline", "toplevel", "v8.execute", "disabled-by-default-v8.cpu_profiler"];
 
 /** The page, with both packages and the four libraries (Vite). */
 async function buildPage() {
@@ -255,7 +259,13 @@ async function rooms(browser, site, { n, runs: count, perUpdate, label }) {
       for (const lib of rotated(r)) {
         const { context, room, target, runs } = hosts[lib];
         const page = await libPage(context, site, lib, "room");
+        // CPC_TRACE=<path prefix>: a Chromium trace of each newcomer's join,
+        // its CPU samples included (`node bench/long-tasks.mjs <file>` names
+        // what each long task ran).
+        const trace = process.env.CPC_TRACE && `${process.env.CPC_TRACE}-${lib}-${r}.json`;
+        if (trace) await browser.startTracing(page, { path: trace, categories: TRACE_CATEGORIES });
         const joined = await page.evaluate(([room, target, n]) => window.bench.join(room, target, n), [room, target, n]);
+        if (trace) await browser.stopTracing();
         runs.push(joined);
         await page.close();
         console.log(`${label} ${n} ${lib}: ${joined.ms.toFixed(0)} ms, ${joined.long_tasks} long tasks (longest ${joined.longest_ms.toFixed(0)} ms)`);

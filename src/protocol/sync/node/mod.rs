@@ -607,8 +607,11 @@ impl SyncNode {
         if self.verification_due().is_some_and(|due| due <= now_ms) {
             self.verify_received(now_ms);
         }
-        self.snapshot_slice(now_ms);
+        // A snapshot loaded at an earlier wake is stored before the next
+        // slice: the slice that finishes a load leaves the store, an
+        // encode of the whole state, to a task of its own.
         self.store_loaded_snapshot();
+        self.snapshot_slice(now_ms);
         self.send_presence_if_due(now_ms);
         if self.graft_due().is_some_and(|due| due <= now_ms) {
             self.graft(now_ms);
