@@ -250,11 +250,14 @@ fn newcomer_config(offload_seals: bool) -> SyncConfig {
 }
 
 /// What the newcomer did: timer ticks it took while a slice was due, the
-/// batches of seals it handed out (answered here at once), its refusals.
+/// batches of seals it handed out (answered here at once), its refusals,
+/// the keys it reported changed.
 #[derive(Default)]
 struct Seen {
     ticks: usize,
     refused: Vec<Refusal>,
+    /// Keys the newcomer reported changed.
+    changed: usize,
 }
 
 /// Carries frames between the nodes until all are quiet, the newcomer's
@@ -292,6 +295,7 @@ fn pump(
                     new.verified(batch, &verify_packed(&seals), NOW);
                 }
                 Output::Rejected { refusal, .. } => seen.refused.push(refusal),
+                Output::Changed(keys) => seen.changed += keys.len(),
                 _ => {}
             }
         }
@@ -435,6 +439,38 @@ fn a_durable_newcomer_stores_the_loaded_state_at_a_timer_of_its_own() {
     assert!(new.next_timer() <= NOW, "the store is due at once");
     new.tick(NOW);
     assert_eq!(stores(new.take_outputs()), 1, "stored at the next timer");
+}
+
+/// A newcomer lists every key of the snapshot it loaded as changed, but
+/// not when nobody wants them (a page with no listener): then none, until
+/// it wants them again.
+#[test]
+fn changes_are_listed_only_when_wanted() {
+    for wanted in [true, false] {
+        let keys = 3_000;
+        let mut host = folded_host(keys, false);
+        let mut new = newcomer(false, false);
+        new.want_changes(wanted);
+        let mut seen = Seen::default();
+        connect(&mut host, &mut new);
+        pump(&mut host, &mut new, &mut seen, &mut |frame| frame);
+        assert!(new.engine().state_json() == host.engine().state_json());
+        assert_eq!(
+            seen.changed,
+            if wanted { keys } else { 0 },
+            "wanted {wanted}"
+        );
+
+        new.want_changes(true);
+        let write = LocalWrite::Set {
+            key: "later".into(),
+            value: json("1"),
+        };
+        host.apply(write, NOW).expect("a write");
+        let mut later = Seen::default();
+        pump(&mut host, &mut new, &mut later, &mut |frame| frame);
+        assert_eq!(later.changed, 1, "wanted {wanted}: the later write");
+    }
 }
 
 /// A defect in the snapshot's last bytes is found by the slice that

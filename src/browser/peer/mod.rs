@@ -173,6 +173,15 @@ struct Inner {
     closed: bool,
 }
 
+impl Inner {
+    /// Has the node list changed keys only while a "change" or "conflict"
+    /// listener would hear of them (`emit_changes` reads them for both).
+    fn tell_changes(&mut self) {
+        let heard = self.listeners.heard("change") || self.listeners.heard("conflict");
+        self.node.want_changes(heard);
+    }
+}
+
 /// A peer of a room: the shared state, its writes and its events.
 #[wasm_bindgen]
 pub struct Peer {
@@ -227,6 +236,8 @@ impl Peer {
             verify_workers: options.verify_workers,
             closed: false,
         }));
+        // No listener yet: no keys listed until one comes.
+        inner.borrow_mut().tell_changes();
         let weak = Rc::downgrade(&inner);
         let transport = Transport::new(
             opened.identity,
@@ -476,7 +487,9 @@ impl Peer {
         #[wasm_bindgen(unchecked_param_type = "PeerEventType")] kind: String,
         #[wasm_bindgen(unchecked_param_type = "(event: PeerEvent) => void")] listener: Function,
     ) {
-        self.inner.borrow_mut().listeners.add(kind, listener);
+        let mut inner = self.inner.borrow_mut();
+        inner.listeners.add(kind, listener);
+        inner.tell_changes();
     }
 
     #[wasm_bindgen(js_name = removeEventListener)]
@@ -485,7 +498,9 @@ impl Peer {
         #[wasm_bindgen(unchecked_param_type = "PeerEventType")] kind: String,
         #[wasm_bindgen(unchecked_param_type = "(event: PeerEvent) => void")] listener: Function,
     ) {
-        self.inner.borrow_mut().listeners.remove(&kind, &listener);
+        let mut inner = self.inner.borrow_mut();
+        inner.listeners.remove(&kind, &listener);
+        inner.tell_changes();
     }
 
     /// Closes the peer: folds its log into a snapshot (so the next start is

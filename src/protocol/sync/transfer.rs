@@ -83,6 +83,16 @@ impl Incoming {
             && offset == self.bytes.len() as u64
             && offset + chunk.len() as u64 <= total;
         if fits {
+            // Room for the whole snapshot once a quarter of it came: one
+            // copy of that quarter, where growing by doubling copies up to
+            // half of it at once (a million keys: 16 MB, one task of 56 ms
+            // in Chromium). Not before: `total` is the sender's claim, and
+            // reserving it as offered would let one message hold up to
+            // `max_snapshot` of a page's memory.
+            let received = self.bytes.len() + chunk.len();
+            if received.saturating_mul(4) as u64 >= total {
+                self.bytes.reserve_exact(total as usize - self.bytes.len());
+            }
             self.bytes.extend_from_slice(chunk);
             self.last_progress_ms = now_ms;
             self.stalls = 0;
@@ -241,5 +251,46 @@ impl Verifying {
     pub fn open_rest(&mut self) -> Result<(), SealError> {
         self.opened = self.seals.open_some(&self.snapshot.events, usize::MAX)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn incoming(total: u64) -> Incoming {
+        Incoming {
+            from: PeerId(1),
+            id: Hash32([7; 32]),
+            clock: VectorClock::default(),
+            total,
+            bytes: Vec::new(),
+            requested_until: 0,
+            last_progress_ms: 0,
+            stalls: 0,
+        }
+    }
+
+    /// The claimed total is reserved once a quarter of it arrived, not
+    /// before, and the bytes are not moved again after.
+    #[test]
+    fn room_for_the_whole_is_made_once_a_quarter_came() {
+        let total = 1000;
+        let mut transfer = incoming(total);
+        let chunk = [1u8; 50];
+        for _ in 0..4 {
+            assert!(transfer.accept(Hash32([7; 32]), transfer.received(), total, &chunk, 0));
+        }
+        assert!(
+            transfer.bytes.capacity() < total as usize,
+            "reserved at a fifth"
+        );
+        assert!(transfer.accept(Hash32([7; 32]), 200, total, &chunk, 0));
+        assert!(transfer.bytes.capacity() >= total as usize);
+        let at = transfer.bytes.as_ptr();
+        while !transfer.is_complete() {
+            assert!(transfer.accept(Hash32([7; 32]), transfer.received(), total, &chunk, 0));
+        }
+        assert_eq!(transfer.bytes.as_ptr(), at, "moved after the reserve");
     }
 }
