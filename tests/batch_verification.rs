@@ -214,7 +214,7 @@ fn the_window_closing_reports_the_changes() {
     let changed = b
         .take_outputs()
         .into_iter()
-        .any(|o| matches!(&o, Output::Changed(keys) if keys.iter().any(|k| &**k == "k")));
+        .any(|o| matches!(&o, Output::Changed { keys, .. } if keys.iter().any(|k| &**k == "k")));
     assert!(changed, "the change is reported when the window closes");
 }
 

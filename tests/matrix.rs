@@ -249,6 +249,43 @@ fn equivocation_is_detected() {
     assert_eq!(b.stats().equivocations, 1);
 }
 
+/// Changes taken in parts name every changed key once between them: a
+/// key taken and changed again before the last part is not named again;
+/// once the last is taken, a change is named again.
+#[test]
+fn changes_taken_in_parts_name_each_key_once() {
+    let mut a = engine(1);
+    for i in 0..10 {
+        a.set(&format!("k{i}"), json("1"), 1).unwrap();
+    }
+    let mut named: Vec<String> = a
+        .take_some_changes(4)
+        .iter()
+        .map(|k| k.to_string())
+        .collect();
+    assert_eq!(named.len(), 4);
+    assert!(a.has_changes());
+    // A key already taken, changed again, and a new one.
+    a.set(&named[0].clone(), json("2"), 2).unwrap();
+    a.set("new", json("1"), 3).unwrap();
+    while a.has_changes() {
+        let part = a.take_some_changes(4);
+        assert!(part.len() <= 4);
+        named.extend(part.iter().map(|k| k.to_string()));
+    }
+    named.sort();
+    let before = named.len();
+    named.dedup();
+    assert_eq!(named.len(), before, "a key named twice");
+    assert_eq!(named.len(), 11, "{named:?}");
+    a.set("k0", json("3"), 4).unwrap();
+    assert_eq!(
+        a.take_some_changes(4).len(),
+        1,
+        "named again in the next list"
+    );
+}
+
 #[test]
 fn state_is_plain_json() {
     let mut a = engine(1);

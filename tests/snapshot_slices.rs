@@ -10,7 +10,9 @@ mod common;
 use common::{engine, for_seeds, json, signed_node, Rng};
 use cpc_sync::protocol::seal::verify_packed;
 use cpc_sync::protocol::sync::wire::{self, Decoded, Message};
-use cpc_sync::protocol::sync::{LocalWrite, Output, Persist, Refusal, SyncConfig, SyncNode};
+use cpc_sync::protocol::sync::{
+    LocalWrite, Output, Persist, Refusal, SyncConfig, SyncNode, CHANGES_AT_ONCE,
+};
 use cpc_sync::protocol::testing::workload;
 use cpc_sync::protocol::{
     ConflictPolicy, EngineConfig, PeerId, ReconciliationEngine, SnapshotError, StateSnapshot,
@@ -295,7 +297,7 @@ fn pump(
                     new.verified(batch, &verify_packed(&seals), NOW);
                 }
                 Output::Rejected { refusal, .. } => seen.refused.push(refusal),
-                Output::Changed(keys) => seen.changed += keys.len(),
+                Output::Changed { keys, .. } => seen.changed += keys.len(),
                 _ => {}
             }
         }
@@ -471,6 +473,53 @@ fn changes_are_listed_only_when_wanted() {
         pump(&mut host, &mut new, &mut later, &mut |frame| frame);
         assert_eq!(later.changed, 1, "wanted {wanted}: the later write");
     }
+}
+
+/// A newcomer to more keys than a report names at once tells of them in
+/// parts, a timer each, due at once until the last: every key, once.
+#[test]
+fn a_large_change_is_reported_in_parts() {
+    let keys = CHANGES_AT_ONCE + CHANGES_AT_ONCE / 2;
+    let mut host = folded_host(keys, false);
+    let mut new = newcomer(false, false);
+    connect(&mut host, &mut new);
+    assert!(until_last_chunk(&mut host, &mut new));
+    let mut parts = Vec::new();
+    for _ in 0..1_000 {
+        if new.next_timer() > NOW {
+            break;
+        }
+        new.tick(NOW);
+        let mut in_batch = 0;
+        for output in new.take_outputs() {
+            if let Output::Changed { keys, last } = output {
+                in_batch += keys.len();
+                parts.push((keys, last));
+            }
+        }
+        assert!(
+            in_batch <= CHANGES_AT_ONCE,
+            "{in_batch} keys between two takes"
+        );
+    }
+    assert!(new.engine().state_json() == host.engine().state_json());
+    assert!(!new.changes_pending());
+    assert!(parts.len() >= 2, "{} parts", parts.len());
+    let ends: Vec<bool> = parts.iter().map(|(_, last)| *last).collect();
+    assert_eq!(
+        ends.iter().filter(|&&l| l).count(),
+        1,
+        "one report: {ends:?}"
+    );
+    assert!(ends.last() == Some(&true), "its last part ends it");
+    let mut named: Vec<String> = parts
+        .iter()
+        .flat_map(|(k, _)| k)
+        .map(|k| k.to_string())
+        .collect();
+    named.sort();
+    named.dedup();
+    assert_eq!(named.len(), keys);
 }
 
 /// A defect in the snapshot's last bytes is found by the slice that

@@ -16,8 +16,9 @@
 // CPC_BENCH_NO_BUILD=1 takes the wasm packages as they are; CPC_ROOM_BURST=16
 // has the rooms written in bursts of 16 keys; CPC_ROOM_STORAGE=indexeddb has
 // cpc-sync's newcomers keep their state in IndexedDB; CPC_ROOM_KEYS and
-// CPC_ROOM_RUNS size the newcomer workload; CPC_TRACE=<prefix> traces each
-// newcomer (below).
+// CPC_ROOM_RUNS size the newcomer workload; CPC_ROOM_LISTEN=1 has cpc-sync's
+// newcomers listen for "change" events, as a page that renders on them;
+// CPC_TRACE=<prefix> traces each newcomer (below).
 // Figures go to stdout and target/bench/workloads.json.
 import { execFile, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -44,7 +45,7 @@ const ROOM_BURST = process.env.CPC_ROOM_BURST ? Number(process.env.CPC_ROOM_BURS
 const ROOM_KEYS = process.env.CPC_ROOM_KEYS ? Number(process.env.CPC_ROOM_KEYS) : undefined;
 const ROOM_RUNS = process.env.CPC_ROOM_RUNS ? Number(process.env.CPC_ROOM_RUNS) : undefined;
 const PARTIAL = Boolean(
-  process.env.CPC_BENCH_ONLY || process.env.CPC_BENCH_LIBS || ROOM_BURST || process.env.CPC_ROOM_STORAGE || ROOM_KEYS || ROOM_RUNS,
+  process.env.CPC_BENCH_ONLY || process.env.CPC_BENCH_LIBS || ROOM_BURST || process.env.CPC_ROOM_STORAGE || ROOM_KEYS || ROOM_RUNS || process.env.CPC_ROOM_LISTEN,
 );
 
 const SIZES = QUICK
@@ -109,7 +110,8 @@ async function libPage(context, site, lib, workload, extra = "") {
   page.on("pageerror", (e) => pageErrors.push(`${label}: ${e}`));
   const warmUp = process.env.CPC_WARM_UP === "0" ? "&warmUp=0" : "";
   const storage = process.env.CPC_ROOM_STORAGE ? `&storage=${process.env.CPC_ROOM_STORAGE}` : "";
-  await page.goto(`${site.url}?lib=${lib}&workload=${workload}${extra}${warmUp}${storage}`);
+  const listen = process.env.CPC_ROOM_LISTEN === "1" ? "&listen=1" : "";
+  await page.goto(`${site.url}?lib=${lib}&workload=${workload}${extra}${warmUp}${storage}${listen}`);
   await page.waitForSelector("body[data-ready=true], body[data-failed]", { state: "attached", timeout: 300_000 });
   const failed = await page.evaluate(() => document.body.dataset.failed);
   if (failed) throw new Error(`${label}: ${failed}`);

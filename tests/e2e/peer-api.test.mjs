@@ -62,6 +62,32 @@ test("a memory peer: writes of every kind, state, clock, digest, events", async 
   assert.deepEqual(errors, []);
 });
 
+// The node reports at most 32,768 changed keys a task (CHANGES_AT_ONCE);
+// the page tells its listeners once the last part is in.
+test("a change of more keys than a report names at once is one event, each key once", async () => {
+  const { page, errors } = await openPage(env.browser, env.server.url);
+  await page.waitForSelector("body[data-ready=true]");
+  const result = await page.evaluate(async () => {
+    const { Peer } = window.cpc.module;
+    const peer = await Peer.open({ room: `many-${Math.random()}`, storage: "memory" });
+    const events = [];
+    peer.addEventListener("change", (e) => events.push(e.keys));
+    const writes = [];
+    for (let i = 0; i < 40_000; i++) writes.push(peer.set(`k${i}`, i));
+    await Promise.all(writes);
+    for (let waited = 0; events.length === 0 && waited < 5_000; waited += 50) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    // Time for a wrongly early event's rest to follow as a second one.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const keys = events.flat();
+    await peer.close();
+    return { events: events.length, keys: keys.length, unique: new Set(keys).size, last: keys.includes("k39999") };
+  });
+  assert.deepEqual(result, { events: 1, keys: 40_000, unique: 40_000, last: true });
+  assert.deepEqual(errors, []);
+});
+
 test("every refusal is an Error subclass with a stable code", async () => {
   const { page } = await openPage(env.browser, env.server.url);
   await page.waitForSelector("body[data-ready=true]");

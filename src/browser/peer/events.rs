@@ -12,10 +12,17 @@ use crate::protocol::sorted_map::SortedMap;
 #[derive(Default)]
 pub struct Listeners {
     by_kind: SortedMap<String, Vec<Function>>,
-    /// Keys changed since the last "change" event, and whether one is
-    /// scheduled.
+    /// Keys changed the node reported since the last "change" event was
+    /// scheduled, whether its report ended among them, and whether an
+    /// event is scheduled.
     pub changed: Vec<Text>,
+    pub report_ended: bool,
     pub change_scheduled: bool,
+    /// A report in parts, told of once its last part is in: each part's
+    /// keys made JS strings as it came (an array each), and those of them
+    /// in conflict then.
+    pub change_parts: Vec<JsValue>,
+    pub part_conflicts: Vec<String>,
 }
 
 impl Listeners {
@@ -43,6 +50,15 @@ impl Listeners {
 
     pub fn clear(&mut self) {
         self.by_kind.clear();
+        self.forget_changes();
+    }
+
+    /// Drops the keys gathered for a "change" event (nobody listens).
+    pub fn forget_changes(&mut self) {
+        self.changed.clear();
+        self.report_ended = false;
+        self.change_parts.clear();
+        self.part_conflicts.clear();
     }
 }
 

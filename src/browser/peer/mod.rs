@@ -178,6 +178,9 @@ impl Inner {
     /// listener would hear of them (`emit_changes` reads them for both).
     fn tell_changes(&mut self) {
         let heard = self.listeners.heard("change") || self.listeners.heard("conflict");
+        if !heard {
+            self.listeners.forget_changes();
+        }
         self.node.want_changes(heard);
     }
 }

@@ -310,13 +310,34 @@ impl ReconciliationEngine {
 
     /// Keys changed since the last call, each once.
     pub fn take_changes(&mut self) -> Vec<Text> {
-        let changed = std::mem::take(&mut self.books.changed);
-        let keys = changed
+        self.take_some_changes(usize::MAX)
+    }
+
+    /// Keys changed, as [`take_changes`](Self::take_changes), but at most
+    /// `most` of them: the rest wait for the next call
+    /// ([`has_changes`](Self::has_changes)). Until the last is taken, a key
+    /// taken and changed again is not listed again: the parts together name
+    /// every key changed since the list began, each once, so whoever takes
+    /// them in parts tells of them once all are taken (a million keys
+    /// loaded from a snapshot, in parts of a few thousand a task).
+    pub fn take_some_changes(&mut self, most: usize) -> Vec<Text> {
+        let changed = &mut self.books.changed;
+        let from = changed.len().saturating_sub(most);
+        let entities = &mut self.entities;
+        let keys = changed[from..]
             .iter()
-            .map(|&i| self.entities.at(i).key.clone())
+            .map(|&i| entities.at(i).key.clone())
             .collect();
-        self.next_epoch();
+        changed.truncate(from);
+        if changed.is_empty() {
+            self.next_epoch();
+        }
         keys
+    }
+
+    /// Whether changed keys wait to be taken.
+    pub fn has_changes(&self) -> bool {
+        !self.books.changed.is_empty()
     }
 
     /// Forgets the changes since the last [`take_changes`](Self::take_changes)

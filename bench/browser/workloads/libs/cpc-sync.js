@@ -117,6 +117,10 @@ export default {
       const peer = await cpc.Peer.open({ room: name, signaling: "none", storage, warmUp });
       const transfer = { bytes: 0 };
       peer.addEventListener("snapshot", (e) => (transfer.bytes = e.total));
+      // `listen=1` in the query: a newcomer with a "change" listener, as a
+      // page that renders on it (`CPC_ROOM_LISTEN=1`); it counts the keys.
+      const changed = { keys: 0 };
+      if (query.get("listen") === "1") peer.addEventListener("change", (e) => (changed.keys += e.keys.length));
       // Polled, not on "change": a listener makes every changed key cross
       // into JS, which an app that only needs "done" would not pay.
       await until(() => covers(peer.clock(), target.clock), { every: 20 });

@@ -163,6 +163,12 @@ impl Default for SyncConfig {
     }
 }
 
+/// Keys a report of changes names at most ([`Output::Changed`]): a
+/// snapshot of a million keys is told of over a few dozen timers, each
+/// part a task of a few ms where a page makes its strings, not in one
+/// task of 0.4-0.8 s.
+pub const CHANGES_AT_ONCE: usize = 32 * 1024;
+
 /// The pause between slices of digest hashing after a large change: the
 /// page stays responsive while a snapshot's worth of entities is hashed.
 pub const DIGEST_PAUSE_MS: u64 = 20;
@@ -202,8 +208,13 @@ pub enum Output {
     /// [`SyncNode::persisted`] with `token` (only with
     /// [`SyncConfig::durable`]).
     Persist { token: u64, write: Persist },
-    /// These keys changed.
-    Changed(Vec<Text>),
+    /// These keys changed: a report in parts of at most
+    /// [`CHANGES_AT_ONCE`] keys between two
+    /// [`take_outputs`](SyncNode::take_outputs) (while more wait, the
+    /// timer is due at once). The parts of a report name each key once
+    /// between them; `last` ends the report, so an app tells of its keys
+    /// then, and the next report begins at a later `take_outputs`.
+    Changed { keys: Vec<Text>, last: bool },
     /// A snapshot from `from` is arriving.
     SnapshotProgress {
         from: PeerId,
@@ -251,6 +262,10 @@ pub struct SyncNode {
     /// a page with no listener for them is not sent a million keys after
     /// a snapshot.
     changes_wanted: bool,
+    /// Changed keys reported since the last `take_outputs`, and whether
+    /// a report ended there: no other begins before the next.
+    changes_reported: usize,
+    report_ended: bool,
     handler: BoxedHandler,
     /// This peer's events up to here have been sealed and spread.
     sealed_upto: u64,
@@ -340,6 +355,8 @@ impl SyncNode {
             loading: None,
             snapshot_to_store: false,
             changes_wanted: true,
+            changes_reported: 0,
+            report_ended: false,
             handler: Box::new(|_, _| None),
         }
     }
@@ -459,9 +476,10 @@ impl SyncNode {
         };
         let next = self.presence_due.map_or(next, |due| due.min(next));
         let next = self.graft_due().map_or(next, |due| due.min(next));
-        // A snapshot to decode, open or load (a slice at each wake), or
-        // its state to store: at once.
-        let next = if self.snapshot_slice_due() || self.snapshot_to_store {
+        // A snapshot to decode, open or load (a slice at each wake), its
+        // state to store, or the rest of a report of changes: at once.
+        let next = if self.snapshot_slice_due() || self.snapshot_to_store || self.changes_pending()
+        {
             next.min(self.last_input_ms)
         } else {
             next
@@ -478,6 +496,8 @@ impl SyncNode {
         self.report_changes();
         self.flush_local();
         self.persist_others(false);
+        self.changes_reported = 0;
+        self.report_ended = false;
         std::mem::take(&mut self.outputs)
     }
 
@@ -553,6 +573,12 @@ impl SyncNode {
     /// million keys: ~80 ms of a page's task in Chromium).
     pub fn want_changes(&mut self, wanted: bool) {
         self.changes_wanted = wanted;
+    }
+
+    /// Whether a report of changed keys has parts still to come
+    /// ([`Output::Changed`]).
+    pub fn changes_pending(&self) -> bool {
+        self.changes_wanted && self.engine.has_changes()
     }
 
     /// A connection to `peer` opened: both sides send a digest at once.
@@ -783,10 +809,15 @@ impl SyncNode {
         if !self.changes_wanted {
             return self.engine.clear_changes();
         }
-        let changed = self.engine.take_changes();
-        if !changed.is_empty() {
-            self.outputs.push(Output::Changed(changed));
+        let room = CHANGES_AT_ONCE - self.changes_reported;
+        if self.report_ended || room == 0 || !self.engine.has_changes() {
+            return;
         }
+        let keys = self.engine.take_some_changes(room);
+        self.changes_reported += keys.len();
+        self.report_ended = !self.engine.has_changes();
+        let last = self.report_ended;
+        self.outputs.push(Output::Changed { keys, last });
     }
 
     /// The version vectors of the connected, synced peers and ours: what
