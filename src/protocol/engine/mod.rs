@@ -319,7 +319,7 @@ impl ReconciliationEngine {
     /// taken and changed again is not listed again: the parts together name
     /// every key changed since the list began, each once, so whoever takes
     /// them in parts tells of them once all are taken (a million keys
-    /// loaded from a snapshot, in parts of a few thousand a task).
+    /// loaded from a snapshot, in parts of tens of thousands a task).
     pub fn take_some_changes(&mut self, most: usize) -> Vec<Text> {
         let changed = &mut self.books.changed;
         let from = changed.len().saturating_sub(most);
