@@ -22,7 +22,7 @@ pub struct Listeners {
     /// keys made JS strings as it came (an array each), and those of them
     /// in conflict then.
     pub change_parts: Vec<JsValue>,
-    pub part_conflicts: Vec<String>,
+    pub part_conflicts: Vec<Text>,
 }
 
 impl Listeners {

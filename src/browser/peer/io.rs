@@ -324,7 +324,7 @@ fn emit_changes(inner: &Rc<RefCell<Inner>>) {
             }
             listeners
                 .part_conflicts
-                .extend(conflicts.into_iter().map(|c| c.key));
+                .extend(conflicts.into_iter().map(|c| Text::from(c.key)));
             if !ended {
                 return;
             }
@@ -333,7 +333,7 @@ fn emit_changes(inner: &Rc<RefCell<Inner>>) {
             let mut named = std::mem::take(&mut listeners.part_conflicts);
             key_sort::sort_strs(&mut named);
             let mut conflicts = i.node.engine().conflicts();
-            conflicts.retain(|c| named.binary_search(&c.key).is_ok());
+            conflicts.retain(|c| named.binary_search_by(|n| (**n).cmp(&c.key)).is_ok());
             (parts.flat(1).into(), conflicts)
         }
     };
