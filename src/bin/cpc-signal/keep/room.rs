@@ -208,7 +208,7 @@ impl Room {
             relay: Relay::Flood,
             ..SyncConfig::default()
         };
-        let node = SyncNode::restore(
+        let mut node = SyncNode::restore(
             identity.peer(),
             engine,
             sync,
@@ -216,6 +216,8 @@ impl Room {
             stored.events,
         )
         .map_err(|e| KeepError::Store(format!("the stored snapshot does not load: {e}")))?;
+        // Nobody here is told which keys changed.
+        node.want_changes(false);
         let bytes = store.as_ref().map_or(0, Store::bytes);
         if store.is_some() {
             keep.set_bytes(&file, bytes);
