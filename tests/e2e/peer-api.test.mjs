@@ -88,6 +88,87 @@ test("a change of more keys than a report names at once is one event, each key o
   assert.deepEqual(errors, []);
 });
 
+// A newcomer's snapshot is reported in parts too: the one "conflict"
+// event that follows the last part names the keys left in conflict in
+// every part, not in the last part alone.
+test("a newcomer's large snapshot: one change event, and every conflict in it named", { timeout: 120_000 }, async () => {
+  const room = `parts-${Math.random().toString(36).slice(2)}`;
+  // One context: its pages share a BroadcastChannel.
+  const context = await env.browser.newContext();
+  const open = async () => {
+    const { page, errors } = await openPage(context, `${env.server.url}?signaling=none&storage=memory`);
+    await page.waitForSelector("body[data-ready=true]");
+    await page.evaluate(async (room) => {
+      window.p = await window.cpc.module.Peer.open({ room, storage: "memory", signaling: "none", compactAfter: 100 });
+      window.changes = [];
+      window.conflicted = [];
+      window.snapshots = 0;
+      window.p.addEventListener("change", (e) => window.changes.push(e.keys));
+      window.p.addEventListener("conflict", (e) => window.conflicted.push(...e.conflicts.map((c) => c.key)));
+      window.p.addEventListener("snapshot", () => window.snapshots++);
+    }, room);
+    return { page, errors, id: await page.evaluate(() => window.p.id) };
+  };
+  // Until both pages' peers have one digest (either may still be taking
+  // the other's writes).
+  const sameDigest = async (...pages) => {
+    for (const deadline = Date.now() + 60_000; ; ) {
+      const digests = await Promise.all(pages.map((p) => p.page.evaluate(() => window.p.digest())));
+      if (digests[0] === digests[1]) return;
+      assert.ok(Date.now() < deadline, `no convergence: ${digests}`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  };
+  const [a, b] = [await open(), await open()];
+  await a.page.waitForFunction((id) => window.p.peers().some((p) => p.id === id && p.state === "open"), b.id, {
+    timeout: 30_000,
+  });
+  await a.page.evaluate(() => window.p.setPolicy("c/", "multi-value"));
+  // 20,000 keys from each.
+  await Promise.all(
+    [a, b].map((p, n) =>
+      p.page.evaluate(
+        (n) => Promise.all(Array.from({ length: 20_000 }, (_, i) => window.p.set(`k${n * 20_000 + i}`, i))),
+        n,
+      ),
+    ),
+  );
+  await sameDigest(a, b);
+  // 20 keys written on both sides while apart: 20 conflicts once they meet.
+  const conflicted = Array.from({ length: 20 }, (_, i) => `c/${i}`).sort();
+  await Promise.all([a, b].map((p) => p.page.evaluate(() => window.p.goOffline())));
+  for (const p of [a, b]) {
+    await p.page.evaluate(([keys, id]) => Promise.all(keys.map((key) => window.p.set(key, id))), [conflicted, p.id]);
+  }
+  await Promise.all([a, b].map((p) => p.page.evaluate(() => window.p.goOnline())));
+  await a.page.waitForFunction(() => window.p.conflicts().length === 20, null, { timeout: 30_000 });
+  await sameDigest(a, b);
+  // Alone, a peer folds its whole log at a tick once it holds more than
+  // 4 x compactAfter events: the newcomer takes all of it as a snapshot,
+  // and nothing after it.
+  await b.page.close();
+  await a.page.evaluate(() => Promise.all(Array.from({ length: 500 }, (_, i) => window.p.set(`m${i}`, i))));
+  await a.page.waitForTimeout(2500);
+  const c = await open();
+  await sameDigest(a, c);
+  // Time for a wrongly early event's rest to follow as another.
+  await c.page.waitForTimeout(500);
+  const seen = await c.page.evaluate(() => ({
+    snapshot: window.snapshots > 0,
+    changes: window.changes.map((keys) => keys.length),
+    // Where the conflicted keys came: the parts are told in the order
+    // they came, 32,768 keys each, the last one shorter.
+    first: window.changes[0].findIndex((key) => key.startsWith("c/")),
+    conflicted: [...new Set(window.conflicted)].sort(),
+    conflicts: window.p.conflicts().length,
+  }));
+  assert.ok(seen.first >= 0 && seen.first < 32_768, `conflicted keys in a part before the last: ${seen.first}`);
+  delete seen.first;
+  assert.deepEqual(seen, { snapshot: true, changes: [40_520], conflicted, conflicts: 20 });
+  assert.deepEqual([...a.errors, ...b.errors, ...c.errors], []);
+  await context.close();
+});
+
 test("every refusal is an Error subclass with a stable code", async () => {
   const { page } = await openPage(env.browser, env.server.url);
   await page.waitForSelector("body[data-ready=true]");
