@@ -90,7 +90,8 @@ test("a change of more keys than a report names at once is one event, each key o
 
 // A newcomer's snapshot is reported in parts too: the one "conflict"
 // event that follows the last part names the keys left in conflict in
-// every part, not in the last part alone.
+// every part, not in the last part alone. (And the two writers are told
+// of the conflicts by the small changes that made them.)
 test("a newcomer's large snapshot: one change event, and every conflict in it named", { timeout: 120_000 }, async () => {
   const room = `parts-${Math.random().toString(36).slice(2)}`;
   // One context: its pages share a BroadcastChannel.
@@ -143,6 +144,11 @@ test("a newcomer's large snapshot: one change event, and every conflict in it na
   await Promise.all([a, b].map((p) => p.page.evaluate(() => window.p.goOnline())));
   await a.page.waitForFunction(() => window.p.conflicts().length === 20, null, { timeout: 30_000 });
   await sameDigest(a, b);
+  // Each side was told of them by the change that made them.
+  for (const p of [a, b]) {
+    const told = await p.page.evaluate(() => [...new Set(window.conflicted)].sort());
+    assert.deepEqual(told, conflicted, `${p.id}'s conflict events`);
+  }
   // Alone, a peer folds its whole log at a tick once it holds more than
   // 4 x compactAfter events: the newcomer takes all of it as a snapshot,
   // and nothing after it.

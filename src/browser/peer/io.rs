@@ -15,10 +15,9 @@ use crate::browser::convert::{describe, from_json, to_js};
 use crate::browser::error::{Code, PeerError};
 use crate::browser::transport::TransportEvent;
 use crate::browser::verify::Verifiers;
-use crate::protocol::engine::Conflict;
+use crate::protocol::json;
 use crate::protocol::sync::{LinkState, Output};
 use crate::protocol::text::Text;
-use crate::protocol::{json, key_sort};
 
 /// A connection changed state or a frame arrived.
 pub(super) fn on_transport(inner: &Weak<RefCell<Inner>>, event: TransportEvent) {
@@ -313,27 +312,27 @@ fn emit_changes(inner: &Rc<RefCell<Inner>>) {
         // The node's parts of one report name each key once.
         let keys = std::mem::take(&mut listeners.changed);
         let ended = std::mem::take(&mut listeners.report_ended);
-        let conflicts = changed_conflicts(i.node.engine().conflicts(), &keys);
+        let engine = i.node.engine();
         if ended && listeners.change_parts.is_empty() {
+            let conflicts = engine.conflicts_of(keys.iter().map(|k| &**k));
             (strings(&keys), conflicts)
         } else {
             // A report in parts: this part's strings are made now, in this
-            // task; the event waits for the last part.
+            // task, and its conflicted keys noted; the event waits for the
+            // last part.
             if !keys.is_empty() {
                 listeners.change_parts.push(strings(&keys));
             }
             listeners
                 .part_conflicts
-                .extend(conflicts.into_iter().map(|c| Text::from(c.key)));
+                .extend(keys.into_iter().filter(|k| engine.in_conflict(k)));
             if !ended {
                 return;
             }
             let parts = js_sys::Array::from_iter(listeners.change_parts.drain(..));
             // Those still in conflict, as they are now.
-            let mut named = std::mem::take(&mut listeners.part_conflicts);
-            key_sort::sort_strs(&mut named);
-            let mut conflicts = i.node.engine().conflicts();
-            conflicts.retain(|c| named.binary_search_by(|n| (**n).cmp(&c.key)).is_ok());
+            let named = std::mem::take(&mut listeners.part_conflicts);
+            let conflicts = engine.conflicts_of(named.iter().map(|k| &**k));
             (parts.flat(1).into(), conflicts)
         }
     };
@@ -342,25 +341,6 @@ fn emit_changes(inner: &Rc<RefCell<Inner>>) {
         let fields = [("conflicts", to_js(&conflicts))];
         emit(inner, "conflict", &event_object("conflict", &fields));
     }
-}
-
-/// Of `conflicts` (sorted by key, as the engine lists them), those of
-/// `keys`.
-fn changed_conflicts(conflicts: Vec<Conflict>, keys: &[Text]) -> Vec<Conflict> {
-    if conflicts.is_empty() {
-        return conflicts;
-    }
-    let mut named = vec![false; conflicts.len()];
-    for key in keys {
-        if let Ok(at) = conflicts.binary_search_by(|c| c.key.as_str().cmp(key)) {
-            named[at] = true;
-        }
-    }
-    conflicts
-        .into_iter()
-        .zip(named)
-        .filter_map(|(c, named)| named.then_some(c))
-        .collect()
 }
 
 /// Strings as a JS array, through one `JSON.parse`: each string made on

@@ -166,21 +166,44 @@ impl ReconciliationEngine {
     /// Conflicts on `multi-value` and `reconcile` keys, by key. `lww` keys
     /// keep siblings too, but show the winner and no conflict.
     pub fn conflicts(&self) -> Vec<Conflict> {
-        let mut conflicts = self
-            .books
-            .conflicted
-            .iter()
-            .filter(|key| self.policy(key) != ConflictPolicy::Lww)
-            .filter_map(|key| match self.entity(key)?.shown() {
-                EntityState::Register(r) => Some(Conflict {
+        self.conflicts_of(self.books.conflicted.iter().map(|k| &**k))
+    }
+
+    /// The conflicts of `keys` (as [`conflicts`](Self::conflicts) lists
+    /// them, by key): what a page tells with a change of those keys. A
+    /// key's lookup is one probe of the conflicted keys, so a change of a
+    /// few keys in a room of many conflicts builds none of the others.
+    pub fn conflicts_of<'a>(&self, keys: impl Iterator<Item = &'a str>) -> Vec<Conflict> {
+        if self.books.conflicted.is_empty() {
+            return Vec::new();
+        }
+        let mut conflicts = keys
+            .filter_map(|key| {
+                Some(Conflict {
                     key: key.to_string(),
-                    candidates: candidates(r),
-                }),
-                _ => None,
+                    candidates: candidates(self.conflicted(key)?),
+                })
             })
             .collect::<Vec<_>>();
         heap_sort_by(&mut conflicts, |a, b| a.key < b.key);
         conflicts
+    }
+
+    /// Whether `key` is in a conflict [`conflicts`](Self::conflicts)
+    /// lists.
+    pub fn in_conflict(&self, key: &str) -> bool {
+        self.conflicted(key).is_some()
+    }
+
+    /// `key`'s register, if it shows a conflict.
+    fn conflicted(&self, key: &str) -> Option<&Register> {
+        if !self.books.conflicted.contains(key) || self.policy(key) == ConflictPolicy::Lww {
+            return None;
+        }
+        match self.entity(key)?.shown() {
+            EntityState::Register(r) => Some(r),
+            _ => None,
+        }
     }
 
     /// Keys in the state (present or deleted, room state included),
@@ -218,6 +241,44 @@ mod tests {
                 {"key": "n", "kind": "counter", "value": 3,
                  "writer": PeerId(2).to_string(), "conflicted": false},
             ])
+        );
+    }
+
+    /// The conflicts of some keys: those of them in a conflict the room's
+    /// policy shows, by key, as `conflicts` lists them.
+    #[test]
+    fn conflicts_of_some_keys_are_those_conflicts_lists() {
+        let mut a = ReconciliationEngine::new(PeerId(1), EngineConfig::default());
+        let mut b = ReconciliationEngine::new(PeerId(2), EngineConfig::default());
+        for e in [&mut a, &mut b] {
+            e.set_policy("doc/", ConflictPolicy::MultiValue);
+        }
+        let json = |t: &str| JsonValue::parse(t).unwrap();
+        // Concurrent writes: "doc/" keys conflict, "lww/y" keeps siblings
+        // but shows no conflict.
+        let mut theirs = Vec::new();
+        for key in ["doc/z", "doc/x", "lww/y", "doc/w"] {
+            a.set(key, json("1"), 10).unwrap();
+            theirs.push(b.set(key, json("2"), 11).unwrap());
+        }
+        for event in theirs {
+            a.receive(event, 20).unwrap();
+        }
+        let keys = |c: Vec<crate::protocol::engine::Conflict>| -> Vec<String> {
+            c.into_iter().map(|c| c.key).collect()
+        };
+        assert_eq!(keys(a.conflicts()), ["doc/w", "doc/x", "doc/z"]);
+        let some = ["lww/y", "doc/z", "nope", "doc/x"].into_iter();
+        assert_eq!(a.conflicts_of(some.clone()), {
+            let mut all = a.conflicts();
+            all.retain(|c| c.key != "doc/w");
+            all
+        });
+        assert_eq!(keys(a.conflicts_of(some)), ["doc/x", "doc/z"]);
+        assert!(a.in_conflict("doc/w") && !a.in_conflict("lww/y") && !a.in_conflict("nope"));
+        assert!(
+            b.conflicts_of(["doc/x"].into_iter()).is_empty(),
+            "b has not heard a"
         );
     }
 }
