@@ -11,13 +11,11 @@ use wasm_bindgen::prelude::*;
 use super::events::{error_event, event_object};
 use super::timer::{Now, Timer};
 use super::{commit, now_ms, Inner};
-use crate::browser::convert::{describe, from_json, to_js};
+use crate::browser::convert::{describe, from_json, strings, to_js};
 use crate::browser::error::{Code, PeerError};
 use crate::browser::transport::TransportEvent;
 use crate::browser::verify::Verifiers;
-use crate::protocol::json;
 use crate::protocol::sync::{LinkState, Output};
-use crate::protocol::text::Text;
 
 /// A connection changed state or a frame arrived.
 pub(super) fn on_transport(inner: &Weak<RefCell<Inner>>, event: TransportEvent) {
@@ -341,23 +339,6 @@ fn emit_changes(inner: &Rc<RefCell<Inner>>) {
         let fields = [("conflicts", to_js(&conflicts))];
         emit(inner, "conflict", &event_object("conflict", &fields));
     }
-}
-
-/// Strings as a JS array, through one `JSON.parse`: each string made on
-/// its own is a `TextDecoder` call, ~1 µs a key in Chromium (100 ms for
-/// a newcomer's 100k keys), where the parse makes them all at native
-/// speed.
-fn strings(items: &[Text]) -> JsValue {
-    let mut text = String::with_capacity(items.iter().map(|s| s.len() + 3).sum::<usize>() + 2);
-    text.push('[');
-    for (i, item) in items.iter().enumerate() {
-        if i > 0 {
-            text.push(',');
-        }
-        json::write_str(&mut text, item);
-    }
-    text.push(']');
-    from_json(&text)
 }
 
 pub(super) fn emit(inner: &Rc<RefCell<Inner>>, kind: &str, detail: &JsValue) {
