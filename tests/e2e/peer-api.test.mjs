@@ -110,11 +110,11 @@ test("a newcomer's large snapshot: one change event, and every conflict in it na
     }, room);
     return { page, errors, id: await page.evaluate(() => window.p.id) };
   };
-  // Until both pages' peers have one digest (either may still be taking
-  // the other's writes).
-  const sameDigest = async (...pages) => {
+  // Until the two pages' peers have one digest (either may still be
+  // taking the other's writes).
+  const sameDigest = async (x, y) => {
     for (const deadline = Date.now() + 60_000; ; ) {
-      const digests = await Promise.all(pages.map((p) => p.page.evaluate(() => window.p.digest())));
+      const digests = await Promise.all([x, y].map((p) => p.page.evaluate(() => window.p.digest())));
       if (digests[0] === digests[1]) return;
       assert.ok(Date.now() < deadline, `no convergence: ${digests}`);
       await new Promise((resolve) => setTimeout(resolve, 100));

@@ -170,9 +170,10 @@ impl ReconciliationEngine {
     }
 
     /// The conflicts of `keys` (as [`conflicts`](Self::conflicts) lists
-    /// them, by key): what a page tells with a change of those keys. A
-    /// key's lookup is one probe of the conflicted keys, so a change of a
-    /// few keys in a room of many conflicts builds none of the others.
+    /// them, by key): what a page tells with a change of those keys. Name
+    /// each key once: one named twice is listed twice. A key's lookup is
+    /// one probe of the conflicted keys, so a change of a few keys in a
+    /// room of many conflicts builds none of the others.
     pub fn conflicts_of<'a>(&self, keys: impl Iterator<Item = &'a str>) -> Vec<Conflict> {
         if self.books.conflicted.is_empty() {
             return Vec::new();
@@ -218,14 +219,23 @@ mod tests {
     use crate::protocol::engine::{ConflictPolicy, EngineConfig, ReconciliationEngine};
     use crate::protocol::{JsonValue, PeerId};
 
-    #[test]
-    fn entries_show_kind_writer_and_conflicts() {
+    /// Two engines whose "doc/" keys are multi-value.
+    fn two_writers() -> (ReconciliationEngine, ReconciliationEngine) {
         let mut a = ReconciliationEngine::new(PeerId(1), EngineConfig::default());
         let mut b = ReconciliationEngine::new(PeerId(2), EngineConfig::default());
         for e in [&mut a, &mut b] {
             e.set_policy("doc/", ConflictPolicy::MultiValue);
         }
-        let json = |t: &str| JsonValue::parse(t).unwrap();
+        (a, b)
+    }
+
+    fn json(text: &str) -> JsonValue {
+        JsonValue::parse(text).unwrap()
+    }
+
+    #[test]
+    fn entries_show_kind_writer_and_conflicts() {
+        let (mut a, mut b) = two_writers();
         let x = a.set("doc/x", json("1"), 10).unwrap();
         let y = b.set("doc/x", json("2"), 11).unwrap();
         let n = b.increment("n", 3, 12).unwrap();
@@ -248,12 +258,7 @@ mod tests {
     /// policy shows, by key, as `conflicts` lists them.
     #[test]
     fn conflicts_of_some_keys_are_those_conflicts_lists() {
-        let mut a = ReconciliationEngine::new(PeerId(1), EngineConfig::default());
-        let mut b = ReconciliationEngine::new(PeerId(2), EngineConfig::default());
-        for e in [&mut a, &mut b] {
-            e.set_policy("doc/", ConflictPolicy::MultiValue);
-        }
-        let json = |t: &str| JsonValue::parse(t).unwrap();
+        let (mut a, mut b) = two_writers();
         // Concurrent writes: "doc/" keys conflict, "lww/y" keeps siblings
         // but shows no conflict.
         let mut theirs = Vec::new();
