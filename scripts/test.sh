@@ -37,8 +37,8 @@ step "setup" bash scripts/setup.sh test
 step "rustfmt" cargo fmt --all --check
 step "clippy (native)" cargo clippy --all-targets --features server -- -D warnings
 # `--profile test` lints the library's unit tests too; of the integration
-# tests only browser.rs and browser_peer.rs are for wasm32 (the rest use
-# native-only dev deps).
+# tests only browser.rs and browser_peer.rs are for wasm32 (tests/native/
+# uses native-only dev deps).
 step "clippy (wasm32)" cargo clippy --target wasm32-unknown-unknown --profile test \
   --lib --test browser --test browser_peer --features bench -- -D warnings
 step "core has no web crates" core_has_no_web_crates

@@ -593,7 +593,7 @@ async function takeRoom({ room, target }) {
  * WebRTC is gone (RTCPeerConnection deleted) opens the room and times its
  * way to the full state, all of it from the server peer over the page's
  * signaling socket. The server's room is loaded (its writer left within
- * `KEEP_IDLE_MS`); `tests/keep.rs`'s figures time a room loaded from disk.
+ * `KEEP_IDLE_MS`); `tests/native/keep.rs`'s figures time a room loaded from disk.
  */
 async function keep(browser) {
   const entities = size(100_000, 2_000);

@@ -13,7 +13,7 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // A signed join from outside the package: the key of Rust's
 // `Identity::from_seed(1)` and the id it derives (blake3, which Node lacks;
-// tests/signal_server.rs checks these), signed with Node's Ed25519 over
+// tests/native/signal_server.rs checks these), signed with Node's Ed25519 over
 // the server's nonce, the room and the id, as `protocol::signal` says.
 const FIXTURE = {
   secret: "1a0d12016999e47689dae5744d2b8c1903faf7ca2886a658150083100ef2c8ee",

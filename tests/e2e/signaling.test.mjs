@@ -2,7 +2,7 @@
 // server's own origin opens /signal and gets its hello; a page of another
 // origin is refused before any message. The rest of the server's signaling
 // (signed joins, relay, limits, floods) is tested in Rust against the real
-// server, with clients that can sign joins: tests/signal_server.rs.
+// server, with clients that can sign joins: tests/native/signal_server.rs.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtemp, writeFile, rm } from "node:fs/promises";

@@ -6,7 +6,7 @@
 //! through serde: every event received in a signed room is encoded once to
 //! check its seal, and in the size-optimized wasm serde's generic path made
 //! a call of every byte of a peer id (~30% of taking a run-heavy stream of
-//! frames in V8). `tests/codec.rs` holds these bytes equal to postcard's.
+//! frames in V8). `tests/native/codec.rs` holds these bytes equal to postcard's.
 //!
 //! An entity's bytes, which its digest hash covers, are postcard's
 //! encoding of it in the same way (`Entity::append_bytes`, beside each

@@ -9,7 +9,7 @@
 //! serde_json's limits (128 levels of nesting, numbers that overflow an
 //! `f64` refused); [`check`] only checks the syntax, as deserializing to
 //! `IgnoredAny` does (no depth limit, any number, lone surrogates in
-//! escapes allowed), both in `read.rs`. `tests/json_compat.rs` holds
+//! escapes allowed), both in `read.rs`. `tests/native/json_compat.rs` holds
 //! both to serde_json.
 
 use std::fmt;

@@ -5,7 +5,7 @@
 //! a lying peer sends (`IHave`s of events it does not have, graft floods,
 //! prune storms) is bounded, refused with a typed error, and counted.
 
-mod common;
+use crate::common;
 
 use std::collections::VecDeque;
 

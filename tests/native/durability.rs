@@ -2,7 +2,7 @@
 //! once storage has committed that write, so a peer that dies between the
 //! two never reuses a sequence number that others have seen.
 
-mod common;
+use crate::common;
 
 use common::json;
 use cpc_sync::protocol::sync::wire::{self, Decoded, Message};

@@ -2,7 +2,7 @@
 //! mesh gets what honest peers send; oversized and flooding messages are
 //! typed refusals, counted, and charged.
 
-mod common;
+use crate::common;
 
 use common::signed_node;
 use cpc_sync::protocol::sync::wire::{self, Decoded, Message};

@@ -5,7 +5,7 @@
 //! `CPC_FUZZ_CASES=n` for a longer run; the proptest seed is printed and
 //! `CPC_SEED=n` replays it.
 
-mod common;
+use crate::common;
 
 use cpc_sync::protocol::json::{self, Json};
 use cpc_sync::protocol::signal::{ClientMessage, Negotiation, SdpKind, TabMessage};

@@ -1,6 +1,6 @@
 //! The conflict resolution matrix, row by row, across real engines.
 
-mod common;
+use crate::common;
 
 use common::{assert_converged, deliver, engine, json};
 use cpc_sync::protocol::{

@@ -3,7 +3,7 @@
 //! the digest. Attacks by a member with a valid key are typed refusals,
 //! counted.
 
-mod common;
+use crate::common;
 
 use common::signed_node;
 use cpc_sync::protocol::sync::presence::{

@@ -4,10 +4,10 @@
 //! inside the link and sync both ways; the server forwards ciphertext as
 //! from the id each socket proved, and a third member cannot inject.
 //!
-//! `cargo test --features server --test secret_relay`.
+//! `cargo test --features server --test native secret_relay::`.
 
-mod common;
-mod server;
+use crate::common;
+use crate::server;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -232,7 +232,7 @@ async fn two_pages_sync_through_the_relay_and_a_third_cannot_inject() {
         .iter()
         .any(|m| m.windows(marker.len()).any(|w| w == marker)));
     // The secret handshake ran inside the link, first: each node's first
-    // frames are its nonce and its proof (tests/handshake.rs).
+    // frames are its nonce and its proof (tests/native/handshake.rs).
     assert_eq!(a.first, ["hello", "proof"]);
     assert_eq!(b.first, ["hello", "proof"]);
     assert!(a.accepted[&idb] > 2 && b.accepted[&ida] > 2);

@@ -1,5 +1,4 @@
 //! Helpers shared by the native integration tests.
-#![allow(dead_code)]
 
 use cpc_sync::protocol::event::RegisterOp;
 use cpc_sync::protocol::{
@@ -8,7 +7,6 @@ use cpc_sync::protocol::{
 };
 
 use cpc_sync::protocol::sync::{SyncConfig, SyncNode};
-#[allow(unused_imports)] // not every test binary uses it
 pub use cpc_sync::protocol::testing::Rng;
 use cpc_sync::protocol::Identity;
 

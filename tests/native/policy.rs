@@ -2,7 +2,7 @@
 //! defaults only fill in where the room set nothing, and room state is
 //! neither the app's to read or write nor a liar's to forge.
 
-mod common;
+use crate::common;
 
 use common::{deliver, engine, json};
 use cpc_sync::protocol::engine::{policy_key, POLICY_PREFIX};

@@ -4,7 +4,7 @@
 //! is still named and charged to its sender, and nothing waits past the
 //! window, a full batch, or a message of another kind.
 
-mod common;
+use crate::common;
 
 use cpc_sync::protocol::seal::{SealError, BATCH, MAX_RUN};
 use cpc_sync::protocol::sync::wire::{self, Decoded, Message};

@@ -4,9 +4,9 @@
 //! that stalls, room size, bad input and floods. Each test starts its own
 //! server (with its own `ORIGINS`, `MAX_ROOM`) and is bounded in time.
 //!
-//! `cargo test --features server --test signal_server`.
+//! `cargo test --features server --test native signal_server::`.
 
-mod server;
+use crate::server;
 
 use std::time::{Duration, Instant};
 
@@ -614,7 +614,7 @@ fn the_e2e_join_fixture_is_the_identity_of_seed_1() {
         hex(&identity.public_key()),
         identity.peer()
     );
-    let e2e = include_str!("e2e/secret.test.mjs");
+    let e2e = include_str!("../e2e/secret.test.mjs");
     assert!(e2e.contains(&hex(&identity.secret())));
     assert!(e2e.contains(&identity.peer().to_string()));
 }

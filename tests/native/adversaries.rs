@@ -4,7 +4,7 @@
 //! offenders off, keep their memory bounded, and still converge with each
 //! other, losing nothing.
 
-mod common;
+use crate::common;
 
 use common::{json, register_write, Rng};
 use cpc_sync::protocol::clock::MAX_CLOCK_ENTRIES;

@@ -400,7 +400,7 @@ impl World {
             made = result.ok().flatten().map(|event| (event, past));
         });
         // Room policies are not in the app's state; the model leaves them
-        // to tests/policy.rs (the digests still must agree).
+        // to tests/native/policy.rs (the digests still must agree).
         if roll == 11 {
             return;
         }

@@ -6,7 +6,7 @@
 //! `CPC_FUZZ_CASES=n` for a longer run; the proptest seed is printed and
 //! `CPC_SEED=n` replays it.
 
-mod common;
+use crate::common;
 
 use cpc_sync::protocol::codec::{events, legacy, CodecError};
 use cpc_sync::protocol::entity::Entity;

@@ -1,6 +1,6 @@
 //! The reconciliation request/response exchange on `reconcile` keys.
 
-mod common;
+use crate::common;
 
 use common::{assert_converged, deliver, engine, json};
 use cpc_sync::protocol::{

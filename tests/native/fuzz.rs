@@ -5,7 +5,7 @@
 //! Runs a short fuzz in `npm test`; `CPC_FUZZ_CASES=n` for a longer one. The
 //! proptest seed is printed; `CPC_SEED=n` replays it.
 
-mod common;
+use crate::common;
 
 use common::json;
 use cpc_sync::protocol::snapshot::SnapshotError;

@@ -5,7 +5,7 @@
 //!
 //! The proptest RNG seed is printed; `CPC_SEED=n` replays it.
 
-mod common;
+use crate::common;
 
 use common::{engine, json, Rng};
 use std::collections::BTreeMap;

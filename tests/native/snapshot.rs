@@ -1,6 +1,6 @@
 //! `StateSnapshot`: round trips, loading then replaying, and bad bytes.
 
-mod common;
+use crate::common;
 
 use common::{assert_converged, deliver, engine, json};
 use cpc_sync::protocol::event::RegisterOp;

@@ -5,10 +5,10 @@
 //! and load again, its limits refuse with clear reasons, and bad input is
 //! refused and counted without reaching the disk.
 //!
-//! `cargo test --features server --test keep`.
+//! `cargo test --features server --test native keep::`.
 
-mod common;
-mod server;
+use crate::common;
+use crate::server;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -509,7 +509,7 @@ async fn a_member_forging_another_origin_is_cut_off_and_nothing_reaches_disk() {
 }
 
 /// The figures of BENCHMARKS.md's "Issue 18" (not a check; run it with
-/// `cargo test --release --features server --test keep figures --
+/// `cargo test --release --features server --test native keep::figures --
 /// --ignored --nocapture`): durable events/s through the room peer, a
 /// newcomer's time to the full state of 100k entities from it, and the
 /// server's memory per loaded and per unloaded room.

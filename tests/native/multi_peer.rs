@@ -4,7 +4,7 @@
 //!
 //! `CPC_SEED=n` replays one seed; `CPC_SEEDS=n` runs n seeds (default 40).
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -9,8 +9,8 @@
 //! `CPC_ADVERSARY_SEEDS=n` how many worlds with a hostile peer (default 60;
 //! `npm test` runs 150).
 
-mod common;
-mod sim;
+use crate::common;
+use crate::sim;
 
 use cpc_sync::protocol::sync::Relay;
 use sim::World;
@@ -163,7 +163,7 @@ fn a_big_room_converges_whichever_way_it_relays() {
 }
 
 /// The figures of BENCHMARKS.md ("Issue 19: the overlay in simulation"):
-/// `cargo test --profile ci --test simulator big_room_figures -- --ignored --nocapture`
+/// `cargo test --profile ci --test native simulator::big_room_figures -- --ignored --nocapture`
 /// (`CPC_ROOM_RELAY=flood|tree|pull`: how peers relay, the default
 /// otherwise; `CPC_ROOM_SIZES=100,1000`: those sizes only).
 #[test]

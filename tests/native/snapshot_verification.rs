@@ -4,7 +4,7 @@
 //! verifies; a forgery the verifier finds, or an answer too short, refuses
 //! it whole; a verifier that fails leaves it to the node.
 
-mod common;
+use crate::common;
 
 use common::{json, signed_node};
 use cpc_sync::protocol::seal::verify_packed;
@@ -41,7 +41,7 @@ fn host() -> SyncNode {
 }
 
 /// A durable newcomer that hands its seals out. It decodes and loads the
-/// snapshot at once (`tests/snapshot_slices.rs` takes those in slices).
+/// snapshot at once (`tests/native/snapshot_slices.rs` takes those in slices).
 fn newcomer() -> SyncNode {
     signed_node(
         2,

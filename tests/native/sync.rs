@@ -1,7 +1,7 @@
 //! Two sync nodes over a direct, lossless pipe: what anti-entropy sends,
 //! how many round trips it takes, and how it repairs and refuses.
 
-mod common;
+use crate::common;
 
 use common::json;
 use cpc_sync::protocol::sync::wire::{self, Message};

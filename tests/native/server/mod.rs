@@ -1,7 +1,6 @@
 //! A real `cpc-signal` process for the native tests that need one
 //! (`signal_server.rs`, `keep.rs`): started on a free port, its output
 //! read to the end, killed (`SIGKILL`) on drop.
-#![allow(dead_code)] // not every test binary uses every helper
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

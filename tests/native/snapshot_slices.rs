@@ -5,7 +5,7 @@
 //! in a late slice refuses it whole; writes and events that come while it
 //! loads are kept; no other snapshot is taken meanwhile.
 
-mod common;
+use crate::common;
 
 use common::{engine, for_seeds, json, signed_node, Rng};
 use cpc_sync::protocol::seal::verify_packed;

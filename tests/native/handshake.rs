@@ -2,7 +2,7 @@
 //! id) before anything else crosses their connection; a peer without it is
 //! cut off having learned nothing.
 
-mod common;
+use crate::common;
 
 use common::json;
 use cpc_sync::protocol::room::RoomSecret;
