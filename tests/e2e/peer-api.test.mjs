@@ -202,6 +202,8 @@ test("every refusal is an Error subclass with a stable code", async () => {
     await attempt("bad compactAfter", () => Peer.open({ room: "r", storage: "memory", compactAfter: -1 }));
     await attempt("bad maxConnections", () => Peer.open({ room: "r", storage: "memory", maxConnections: 0 }));
     await attempt("maxConnections not a number", () => Peer.open({ room: "r", storage: "memory", maxConnections: "8" }));
+    await attempt("connectTimeoutMs too short", () => Peer.open({ room: "r", storage: "memory", connectTimeoutMs: 10 }));
+    await attempt("too many verifyWorkers", () => Peer.open({ room: "r", storage: "memory", verifyWorkers: 9 }));
     await attempt("bad signaling", () => Peer.open({ room: "r", storage: "memory", signaling: "ftp://x" }));
     await attempt("warmUp not a boolean", () => Peer.open({ room: "r", storage: "memory", warmUp: "no" }));
     const peer = await Peer.open({ room: "r", storage: "memory" });
@@ -228,6 +230,8 @@ test("every refusal is an Error subclass with a stable code", async () => {
     "bad compactAfter": ["RangeError", "INVALID_OPTION"],
     "bad maxConnections": ["RangeError", "INVALID_OPTION"],
     "maxConnections not a number": ["TypeError", "INVALID_OPTION"],
+    "connectTimeoutMs too short": ["RangeError", "INVALID_OPTION"],
+    "too many verifyWorkers": ["RangeError", "INVALID_OPTION"],
     "bad signaling": ["RangeError", "INVALID_OPTION"],
     "warmUp not a boolean": ["TypeError", "INVALID_OPTION"],
     "bad policy": ["RangeError", "INVALID_ARGUMENT"],

@@ -65,7 +65,6 @@ test("a secret room's page without WebRTC syncs both ways through the server's s
 test("two secret-room pages whose ICE never connects fall back to the relay", async () => {
   await env.ready;
   const room = `relay-ice-${Math.random().toString(36).slice(2)}`;
-  const query = `room=${room}&storage=memory#secret=k8Qv2-long-random-secret-3fZ`;
   // Every remote candidate is dropped: the connection is made, and stays
   // checking until the links time it out (as behind a strict NAT, no TURN).
   const noIce = async () => {
@@ -77,26 +76,49 @@ test("two secret-room pages whose ICE never connects fall back to the relay", as
     });
     return context;
   };
+  // Each page opens a peer of its own through the package's API, with
+  // attempts of 2 s (`connectTimeoutMs`) instead of 15: the page's peer
+  // stays alone in a tabs-only room.
+  const open = async (context) => {
+    const { page, errors } = await openPeerPage(context, env.server.url, `room=${room}-page&storage=memory&signaling=none`);
+    const id = await page.evaluate(async (room) => {
+      window.relayed = await window.cpc.module.Peer.open({
+        room,
+        secret: "k8Qv2-long-random-secret-3fZ",
+        signaling: "/signal",
+        storage: "memory",
+        connectTimeoutMs: 2_000,
+      });
+      return window.relayed.id;
+    }, room);
+    return { page, errors, id };
+  };
+  const linked = (page, id, timeout) =>
+    page.waitForFunction((id) => window.relayed.peers().some((p) => p.id === id && p.state === "open"), id, {
+      timeout,
+    });
   const [one, two] = [await noIce(), await noIce()];
   try {
-    const a = await openPeerPage(one, env.server.url, query);
-    const b = await openPeerPage(two, env.server.url, query);
+    const a = await open(one);
+    const b = await open(two);
     assert.equal(await a.page.evaluate(() => typeof window.RTCPeerConnection), "function");
-    // Two attempts of 15 s each fail first (RELAY_AFTER), then the relay.
-    await connected(a.page, b.id, 90_000);
-    await connected(b.page, a.id, 10_000);
-    await a.page.evaluate(() => window.cpc.peer.set("k", "relayed after ICE failed"));
-    await b.page.waitForFunction(() => window.cpc.peer.get("k") === "relayed after ICE failed", null, {
+    // Two attempts of 2 s each fail first (RELAY_AFTER), then the relay.
+    await linked(a.page, b.id, 30_000);
+    await linked(b.page, a.id, 10_000);
+    await a.page.evaluate(() => window.relayed.set("k", "relayed after ICE failed"));
+    await b.page.waitForFunction(() => window.relayed.get("k") === "relayed after ICE failed", null, {
       timeout: 30_000,
     });
     for (const page of [a.page, b.page]) {
-      const peers = await page.evaluate(() => window.cpc.peer.peers());
+      const peers = await page.evaluate(() => window.relayed.peers());
       assert.deepEqual(
         peers.map((p) => [p.state, p.relayed]),
         [["open", true]],
         JSON.stringify(peers),
       );
     }
+    assert.deepEqual(a.errors, []);
+    assert.deepEqual(b.errors, []);
   } finally {
     await one.close();
     await two.close();

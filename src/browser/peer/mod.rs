@@ -51,6 +51,11 @@ export interface PeerOptions {
    * keeps a partial view: each peer links to a few near and random ones,
    * knows more, and events reach the rest by relay. */
   maxConnections?: number;
+  /** How long a WebRTC connection may take to open before the attempt has
+   * failed and is retried (default 15,000 ms; 1,000 to 120,000). In a room
+   * with a secret, a peer whose attempts fail twice is reached through
+   * the server's sealed relay instead. */
+  connectTimeoutMs?: number;
   /** The room's secret: only peers that know it can join or read the
    * room; signaling goes encrypted under an opaque room id. Use a long
    * random string, not a password. */
@@ -249,11 +254,15 @@ impl Peer {
                 codec: SignalCodec(opened.secret),
                 signaling: options.signaling,
                 ice_servers: options.ice_servers,
-                mesh: MeshConfig {
-                    max_connections: options
-                        .max_connections
-                        .unwrap_or(MeshConfig::default().max_connections),
-                    ..MeshConfig::default()
+                mesh: {
+                    let default = MeshConfig::default();
+                    MeshConfig {
+                        max_connections: options.max_connections.unwrap_or(default.max_connections),
+                        connect_timeout_ms: options
+                            .connect_timeout_ms
+                            .unwrap_or(default.connect_timeout_ms),
+                        ..default
+                    }
                 },
             },
             Rc::new(move |event| io::on_transport(&weak, event)),

@@ -24,6 +24,9 @@ pub struct Options {
     pub compact_after: Option<usize>,
     /// Open links at most (the rest of a big room is reached by relay).
     pub max_connections: Option<usize>,
+    /// How long a WebRTC connection may take to open before it has failed
+    /// (`connectTimeoutMs`; the mesh's default if unset).
+    pub connect_timeout_ms: Option<u64>,
     /// Warm the receive path while the page is idle after opening
     /// (`warmUp`, default true; see `protocol::sync::warm`).
     pub warm_up: bool,
@@ -35,6 +38,12 @@ pub struct Options {
 /// `maxConnections` at most: a browser runs out of peer connections (and
 /// of its CPU) long before the protocol would mind.
 pub const MAX_CONNECTIONS: usize = 64;
+
+/// `connectTimeoutMs`'s bounds: shorter than a second fails links that a
+/// slow network would have opened; longer than two minutes leaves a room
+/// with no link (nor relay) for that long.
+pub const MIN_CONNECT_TIMEOUT_MS: usize = 1_000;
+pub const MAX_CONNECT_TIMEOUT_MS: usize = 120_000;
 
 /// `verifyWorkers` at most, and its default's cap (with the cores the
 /// browser reports): verification levels off with the cores, and each
@@ -63,15 +72,25 @@ fn string(options: &JsValue, name: &str) -> Result<Option<String>, PeerError> {
 
 /// An optional whole-number option from 1 to `max`.
 fn positive(options: &JsValue, name: &str, max: usize) -> Result<Option<usize>, PeerError> {
+    whole(options, name, 1, max)
+}
+
+/// An optional whole-number option from `min` to `max`.
+fn whole(
+    options: &JsValue,
+    name: &str,
+    min: usize,
+    max: usize,
+) -> Result<Option<usize>, PeerError> {
     let value = get(options, name);
     if absent(&value) {
         return Ok(None);
     }
     match value.as_f64() {
-        Some(n) if n >= 1.0 && n.fract() == 0.0 && n <= max as f64 => Ok(Some(n as usize)),
+        Some(n) if n >= min as f64 && n.fract() == 0.0 && n <= max as f64 => Ok(Some(n as usize)),
         Some(_) => Err(PeerError::range_error(
             Code::InvalidOption,
-            format!("{name} takes a whole number from 1 to {max}"),
+            format!("{name} takes a whole number from {min} to {max}"),
         )),
         None => Err(PeerError::type_error(
             Code::InvalidOption,
@@ -114,34 +133,21 @@ impl Options {
         };
         let compact_after = positive(options, "compactAfter", u32::MAX as usize)?;
         let max_connections = positive(options, "maxConnections", MAX_CONNECTIONS)?;
+        let connect_timeout_ms = whole(
+            options,
+            "connectTimeoutMs",
+            MIN_CONNECT_TIMEOUT_MS,
+            MAX_CONNECT_TIMEOUT_MS,
+        )?
+        .map(|ms| ms as u64);
         let warm_up = match get(options, "warmUp") {
             v if absent(&v) => true,
             v => v.as_bool().ok_or_else(|| {
                 PeerError::type_error(Code::InvalidOption, "warmUp takes a boolean")
             })?,
         };
-        let verify_workers = match get(options, "verifyWorkers") {
-            v if absent(&v) => default_verify_workers(),
-            v => match v.as_f64() {
-                Some(n) if n >= 0.0 && n.fract() == 0.0 && n <= MAX_VERIFY_WORKERS as f64 => {
-                    n as usize
-                }
-                Some(_) => {
-                    return Err(PeerError::range_error(
-                        Code::InvalidOption,
-                        format!(
-                            "verifyWorkers takes a whole number from 0 to {MAX_VERIFY_WORKERS}"
-                        ),
-                    ))
-                }
-                None => {
-                    return Err(PeerError::type_error(
-                        Code::InvalidOption,
-                        "verifyWorkers takes a number",
-                    ))
-                }
-            },
-        };
+        let verify_workers = whole(options, "verifyWorkers", 0, MAX_VERIFY_WORKERS)?
+            .unwrap_or_else(default_verify_workers);
         Ok(Options {
             room,
             secret,
@@ -150,6 +156,7 @@ impl Options {
             ice_servers: get(options, "iceServers"),
             compact_after,
             max_connections,
+            connect_timeout_ms,
             warm_up,
             verify_workers,
         })
