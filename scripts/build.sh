@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Release build: the wasm npm package in pkg/, then the cpc-signal server.
+# Release build: the wasm npm package in pkg/, then the cpc-signal server
+# (`--no-server`: the package alone).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+server=1
+[ "${1:-}" = --no-server ] && server=0
 
 cargo build --release --target wasm32-unknown-unknown --lib
 rm -rf pkg
@@ -34,4 +37,6 @@ raw=$(wc -c < pkg/cpc_sync_bg.wasm)
 gz=$(gzip -9 -c pkg/cpc_sync_bg.wasm | wc -c)
 echo "build: pkg/cpc_sync_bg.wasm is $raw bytes, $gz bytes gzipped"
 
-cargo build --release --features server --bin cpc-signal
+if [ "$server" = 1 ]; then
+  cargo build --release --features server --bin cpc-signal
+fi

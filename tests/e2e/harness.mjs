@@ -17,14 +17,15 @@ export const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "
 export const SCREENSHOTS = path.join(root, "tests/e2e/screenshots", ENGINE);
 
 /**
- * Starts target/release/cpc-signal on `port` (a free one by default), with
- * `env` added to its environment (`ORIGINS`, `MAX_ROOM`); resolves to
- * { url, stop, kill }. The room peer is off (`KEEP=off`) unless `env`
+ * Starts cpc-signal on `port` (a free one by default), with `env` added to
+ * its environment (`ORIGINS`, `MAX_ROOM`); resolves to { url, stop, kill }.
+ * The binary is `CPC_SIGNAL_BIN` if set (`npm test` sets the one its native
+ * suite built), else the release build. The room peer is off (`KEEP=off`) unless `env`
  * turns it on with a `DATA_DIR` (keep.test.mjs): the other suites count
  * the pages' peers among themselves.
  */
 export async function startServer(port = 0, env = {}) {
-  const binary = path.join(root, "target/release/cpc-signal");
+  const binary = path.resolve(root, process.env.CPC_SIGNAL_BIN || "target/release/cpc-signal");
   if (!existsSync(binary)) {
     throw new Error(`${path.relative(root, binary)} is not built: run \`npm run build\` first`);
   }

@@ -1,11 +1,8 @@
-//! Tests in a real headless Chromium (wasm-bindgen-test): the engine as the
-//! browser runs it, and the browser APIs the peer builds on.
-#![cfg(target_arch = "wasm32")]
+//! The engine as the browser runs it, and the browser APIs the peer builds
+//! on.
 
 use cpc_sync::protocol::{EngineConfig, JsonValue, PeerId, ReconciliationEngine, StateSnapshot};
 use wasm_bindgen_test::*;
-
-wasm_bindgen_test_configure!(run_in_browser);
 
 #[wasm_bindgen_test]
 fn version_is_the_crate_version() {

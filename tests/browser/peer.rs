@@ -1,7 +1,6 @@
-//! The browser peer in a real headless Chromium (wasm-bindgen-test): peers
-//! of one page connect over real RTCPeerConnections, signaled over a real
-//! BroadcastChannel, and are driven through the JS API as an app would.
-#![cfg(target_arch = "wasm32")]
+//! The browser peer: peers of one page connect over real
+//! RTCPeerConnections, signaled over a real BroadcastChannel, and are
+//! driven through the JS API as an app would.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -16,8 +15,6 @@ use wasm_bindgen::convert::TryFromJsValue;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::*;
-
-wasm_bindgen_test_configure!(run_in_browser);
 
 fn room(test: &str) -> String {
     format!("test-{test}-{}", js_sys::Math::random())
