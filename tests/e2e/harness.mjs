@@ -20,9 +20,9 @@ export const SCREENSHOTS = path.join(root, "tests/e2e/screenshots", ENGINE);
  * Starts cpc-signal on `port` (a free one by default), with `env` added to
  * its environment (`ORIGINS`, `MAX_ROOM`); resolves to { url, stop, kill }.
  * The binary is `CPC_SIGNAL_BIN` if set (`npm test` sets the one its native
- * suite built), else the release build. The room peer is off (`KEEP=off`) unless `env`
- * turns it on with a `DATA_DIR` (keep.test.mjs): the other suites count
- * the pages' peers among themselves.
+ * suite built), else the release build. The room peer is off (`KEEP=off`)
+ * unless `env` turns it on with a `DATA_DIR` (keep.test.mjs): the other
+ * suites count the pages' peers among themselves.
  */
 export async function startServer(port = 0, env = {}) {
   const binary = path.resolve(root, process.env.CPC_SIGNAL_BIN || "target/release/cpc-signal");
