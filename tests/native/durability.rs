@@ -381,3 +381,124 @@ fn others_events_waiting_through_many_frames_go_once_each() {
     assert_eq!(seqs.len(), writes as usize - 1);
     assert_eq!(events.len(), seqs.len());
 }
+
+/// A durable node offers a newcomer the snapshot its last fold stored,
+/// not a fresh encode of its state: the same bytes, covering the clock
+/// of the fold; what came after it reaches the newcomer from the log.
+#[test]
+fn a_newcomer_is_offered_the_snapshot_the_last_fold_stored() {
+    let mut host = durable_node(1);
+    for i in 0..20 {
+        host.write(|e| e.set(&format!("k{i}"), json("1"), 1_000).map(Some))
+            .unwrap();
+    }
+    host.fold();
+    let stored = drain(&mut host)
+        .persists
+        .into_iter()
+        .filter_map(|(token, write)| {
+            host.persisted(token);
+            match write {
+                Persist::Snapshot(bytes) => Some(bytes),
+                Persist::Events { .. } => None,
+            }
+        })
+        .last()
+        .expect("the fold stores a snapshot");
+    let folded_at = host.engine().clock().clone();
+    committed_write(&mut host, "after the fold", 1_100);
+    assert!(host.engine().clock() != &folded_at);
+
+    let mut new = durable_node(2);
+    host.connect(new.peer(), 2_000);
+    new.connect(host.peer(), 2_000);
+    let mut offers = Vec::new();
+    for _ in 0..100 {
+        let seen = drain(&mut host);
+        for (token, _) in &seen.persists {
+            host.persisted(*token);
+        }
+        for (_, frame) in &seen.sends {
+            if let Ok(Decoded::Message(Message::SnapshotOffer { id, total, clock })) =
+                wire::decode(frame)
+            {
+                offers.push((id, total, clock));
+            }
+            new.receive_frame(host.peer(), frame, 2_000);
+        }
+        if step(&mut new, &mut host, 2_000) && seen.sends.is_empty() {
+            break;
+        }
+    }
+    let [(id, total, clock)] = &offers[..] else {
+        panic!("one offer: {offers:?}");
+    };
+    assert_eq!(clock, &folded_at, "the fold's snapshot, not a fresh one");
+    assert_eq!(*total, stored.len() as u64);
+    assert_eq!(
+        id.0,
+        *cpc_sync::protocol::blake3::hash(&stored).as_bytes(),
+        "named by its bytes"
+    );
+    assert_eq!(new.engine().clock(), host.engine().clock(), "caught up");
+}
+
+/// A fold while a newcomer is taking the last one does not cut its
+/// transfer short: the snapshot offered stays kept, and a window asked
+/// for after the fold is served from it, by its id.
+#[test]
+fn a_transfer_under_way_outlives_the_next_fold() {
+    let mut host = durable_node(1);
+    let write = |host: &mut SyncNode, from: usize, now: u64| {
+        for i in from..from + 20 {
+            host.write(|e| e.set(&format!("k{i}"), json("1"), now).map(Some))
+                .unwrap();
+        }
+        host.fold();
+        for (token, _) in drain(host).persists {
+            host.persisted(token);
+        }
+    };
+    write(&mut host, 0, 1_000);
+    let mut new = durable_node(2);
+    host.connect(new.peer(), 2_000);
+    new.connect(host.peer(), 2_000);
+    // Frames both ways until the host offers its snapshot.
+    let mut offered = None;
+    for _ in 0..20 {
+        for (_, frame) in drain(&mut host).sends {
+            if let Ok(Decoded::Message(Message::SnapshotOffer { id, .. })) = wire::decode(&frame) {
+                offered = Some(id);
+            }
+        }
+        if offered.is_some() {
+            break;
+        }
+        for (_, frame) in drain(&mut new).sends {
+            host.receive_frame(new.peer(), &frame, 2_000);
+        }
+    }
+    let offered = offered.expect("an offer");
+    // The host folds twice more meanwhile: two snapshots never offered.
+    write(&mut host, 20, 3_000);
+    write(&mut host, 40, 3_000);
+    let request = Message::SnapshotRequest {
+        id: offered,
+        offset: 0,
+    };
+    for frame in wire::encode(&request, 1) {
+        host.receive_frame(new.peer(), &frame, 3_000);
+    }
+    let served: Vec<_> = drain(&mut host)
+        .sends
+        .iter()
+        .filter_map(|(_, frame)| match wire::decode(frame) {
+            Ok(Decoded::Message(Message::SnapshotChunk { id, .. })) => Some(id),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        !served.is_empty() && served.iter().all(|id| *id == offered),
+        "the window is served from the snapshot offered: {served:?}"
+    );
+}

@@ -232,7 +232,7 @@ fn a_write_after_the_load_is_durable_only_with_the_snapshot_it_rests_on() {
         new.peer(),
         EngineConfig::default(),
         SyncConfig::default(),
-        snapshot.as_deref(),
+        snapshot.as_deref().map(Vec::as_slice),
         events,
     )
     .expect("restores");

@@ -11,6 +11,8 @@
 //! have its seals verified elsewhere (in a signed room, [`Verifying`]), and
 //! is loaded a slice at a time ([`Loading`]), each slice a timer's task.
 
+use std::sync::Arc;
+
 use crate::protocol::blake3;
 use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::engine::SnapshotLoad;
@@ -26,21 +28,44 @@ pub const WINDOW_BYTES: u64 = 1024 * 1024;
 /// How many encoded snapshots a sender keeps for transfers in progress.
 pub const KEPT_SNAPSHOTS: usize = 2;
 
-/// A snapshot this node encoded to send.
+/// A snapshot this node encoded to send. A durable node's are the bytes
+/// its storage was given when it folded (or stored a loaded snapshot), kept
+/// so that a newcomer after it costs no encode: shared, not copied (the
+/// encoder's vector behind the `Arc` as it is).
 #[derive(Debug, Clone)]
 pub struct Outgoing {
-    pub id: Hash32,
+    /// The bytes' hash, which offers and requests name it by: hashed when
+    /// it is first offered (most folds are never sent).
+    id: Option<Hash32>,
     pub clock: VectorClock,
-    pub bytes: std::sync::Arc<[u8]>,
+    pub bytes: Arc<Vec<u8>>,
 }
 
 impl Outgoing {
-    pub fn new(clock: VectorClock, bytes: Vec<u8>) -> Self {
+    pub fn new(clock: VectorClock, bytes: Arc<Vec<u8>>) -> Self {
         Outgoing {
-            id: Hash32(*blake3::hash(&bytes).as_bytes()),
+            id: None,
             clock,
-            bytes: bytes.into(),
+            bytes,
         }
+    }
+
+    /// Its id, to offer it by (hashed the first time).
+    pub fn offer_id(&mut self) -> Hash32 {
+        *self
+            .id
+            .get_or_insert_with(|| Hash32(*blake3::hash(&self.bytes).as_bytes()))
+    }
+
+    /// Whether it was offered as `id`: only an offered snapshot is asked
+    /// for.
+    pub fn offered_as(&self, id: Hash32) -> bool {
+        self.id == Some(id)
+    }
+
+    /// Whether it was ever offered (a transfer of it may be under way).
+    pub fn is_offered(&self) -> bool {
+        self.id.is_some()
     }
 }
 

@@ -51,7 +51,7 @@ impl Disk {
                 }
                 Persist::Snapshot(bytes) => {
                     self.stored = Storage {
-                        snapshot: Some(bytes),
+                        snapshot: Some(bytes.to_vec()),
                         events: Vec::new(),
                     }
                 }

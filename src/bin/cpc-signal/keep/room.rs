@@ -318,7 +318,8 @@ impl Room {
         let adding: u64 = writes
             .iter()
             .map(|w| match w {
-                Persist::Events { record, .. } | Persist::Snapshot(record) => record.len() as u64,
+                Persist::Events { record, .. } => record.len() as u64,
+                Persist::Snapshot(bytes) => bytes.len() as u64,
             })
             .sum();
         let config = &self.keep.config;

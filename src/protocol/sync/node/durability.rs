@@ -21,6 +21,7 @@
 //! of its own) is stored with them, holding them, instead of them alone.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use super::{Output, SyncNode};
 use crate::protocol::clock::PeerId;
@@ -37,8 +38,8 @@ pub enum Persist {
     /// copied to be written.
     Events { record: Vec<u8>, count: usize },
     /// Replace everything stored with this snapshot: it covers every event
-    /// persisted so far.
-    Snapshot(Vec<u8>),
+    /// persisted so far. Shared with the snapshot the node offers next.
+    Snapshot(Arc<Vec<u8>>),
 }
 
 impl Persist {
@@ -73,7 +74,7 @@ impl Persist {
             .collect();
         Commit {
             snapshot: match snapshot {
-                Some(Persist::Snapshot(bytes)) => Some(bytes),
+                Some(Persist::Snapshot(bytes)) => Some(bytes.as_slice()),
                 _ => None,
             },
             record: (!records.is_empty()).then(|| records.concat()),
@@ -293,7 +294,7 @@ mod tests {
     /// records before that snapshot are covered by it and not written.
     #[test]
     fn a_commit_is_the_last_snapshot_and_the_records_after_it_joined() {
-        let snapshot = |b: u8| Persist::Snapshot(vec![b; 3]);
+        let snapshot = |b: u8| Persist::Snapshot(Arc::new(vec![b; 3]));
         let writes = [
             events(b"a"),
             snapshot(1),

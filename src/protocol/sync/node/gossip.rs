@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use foldhash::fast::FixedState;
 
-use super::{Output, Persist, Relay, SyncConfig, SyncNode, MAX_REQUESTS_PER_INTERVAL};
+use super::{Output, Relay, SyncConfig, SyncNode, MAX_REQUESTS_PER_INTERVAL};
 use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::engine::{Receipt, ReconcileStep};
 use crate::protocol::event::{EventId, Hash32, P2PEvent};
@@ -691,7 +691,8 @@ impl SyncNode {
         if !self.config.durable {
             self.engine.compact(&stable);
         } else if let Some(bytes) = self.engine.compact_encoded(&stable) {
-            self.persist(Persist::Snapshot(bytes), None);
+            let write = self.snapshot_write(bytes);
+            self.persist(write, None);
         }
     }
 }

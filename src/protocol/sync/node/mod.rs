@@ -31,6 +31,8 @@ pub use relay::{
     MAX_AWAITED_PER_PEER, MAX_GRAFTS_PER_INTERVAL, MAX_PRUNES_PER_INTERVAL, PULL_RETRY_MS,
 };
 
+use std::sync::Arc;
+
 use crate::protocol::text::Text;
 
 use super::refusal::Refusal;
@@ -525,7 +527,8 @@ impl SyncNode {
                     // stored now, holding them, they are never durable
                     // without it (restored without it, they would be held
                     // and their numbers made again).
-                    Persist::Snapshot(self.engine.encode_snapshot())
+                    let bytes = self.engine.encode_snapshot();
+                    self.snapshot_write(bytes)
                 } else {
                     Persist::events(&events)
                 };
@@ -553,8 +556,18 @@ impl SyncNode {
     fn persist_snapshot(&mut self) {
         if self.config.durable {
             let bytes = self.engine.encode_snapshot();
-            self.persist(Persist::Snapshot(bytes), None);
+            let write = self.snapshot_write(bytes);
+            self.persist(write, None);
         }
+    }
+
+    /// The write that stores `bytes`, the state encoded now; kept too, as
+    /// the snapshot a newcomer is offered next (so a durable node encodes
+    /// its state once for both).
+    fn snapshot_write(&mut self, bytes: Vec<u8>) -> Persist {
+        let bytes = Arc::new(bytes);
+        self.keep_outgoing(Arc::clone(&bytes));
+        Persist::Snapshot(bytes)
     }
 
     /// A local write: `op` runs on the engine; the event it makes is

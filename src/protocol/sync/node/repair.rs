@@ -2,6 +2,8 @@
 //! compaction horizon, Merkle descent for states that differ under equal
 //! clocks.
 
+use std::sync::Arc;
+
 use super::MIN_OFFLOADED_SEALS;
 use super::{Output, SyncNode};
 use crate::protocol::clock::{PeerId, VectorClock};
@@ -19,28 +21,41 @@ use crate::protocol::sync::wire::Message;
 
 impl SyncNode {
     /// The snapshot to offer: the newest kept one while the log still
-    /// reaches back to it, else a fresh one (the oldest kept is dropped).
+    /// reaches back to it (a durable node's last fold, or one encoded
+    /// for an earlier offer), else a fresh one.
     fn outgoing_snapshot(&mut self) -> Outgoing {
         // Our writes are sealed first: a snapshot carries signed runs only.
         self.flush_local();
-        match self.outgoing.last() {
-            Some(o) if !self.engine.needs_snapshot(&o.clock) => o.clone(),
-            _ => {
-                let fresh =
-                    Outgoing::new(self.engine.clock().clone(), self.engine.encode_snapshot());
-                self.outgoing.push(fresh.clone());
-                if self.outgoing.len() > KEPT_SNAPSHOTS {
-                    self.outgoing.remove(0);
-                }
-                fresh
-            }
+        let current = self
+            .outgoing
+            .last()
+            .is_some_and(|o| !self.engine.needs_snapshot(&o.clock));
+        if !current {
+            let bytes = Arc::new(self.engine.encode_snapshot());
+            self.keep_outgoing(bytes);
+        }
+        let newest = self.outgoing.last_mut().expect("one is kept");
+        newest.offer_id();
+        newest.clone()
+    }
+
+    /// Keeps `bytes`, the state encoded now, as the snapshot to offer
+    /// next. Those never offered go (no transfer can be reading them);
+    /// of those offered, the newest [`KEPT_SNAPSHOTS`] stay with it, so
+    /// a transfer under way can resume at its offset.
+    pub(super) fn keep_outgoing(&mut self, bytes: Arc<Vec<u8>>) {
+        self.outgoing.retain(Outgoing::is_offered);
+        self.outgoing
+            .push(Outgoing::new(self.engine.clock().clone(), bytes));
+        if self.outgoing.len() > KEPT_SNAPSHOTS {
+            self.outgoing.remove(0);
         }
     }
 
     pub(super) fn offer_snapshot(&mut self, to: PeerId) {
-        let snapshot = self.outgoing_snapshot();
+        let mut snapshot = self.outgoing_snapshot();
         let offer = Message::SnapshotOffer {
-            id: snapshot.id,
+            id: snapshot.offer_id(),
             total: snapshot.bytes.len() as u64,
             clock: snapshot.clock.clone(),
         };
@@ -141,7 +156,7 @@ impl SyncNode {
     /// Serves one window of a kept snapshot; an unknown id gets the current
     /// offer instead.
     pub(super) fn on_snapshot_request(&mut self, from: PeerId, id: Hash32, offset: u64) {
-        let Some(snapshot) = self.outgoing.iter().find(|o| o.id == id).cloned() else {
+        let Some(snapshot) = self.outgoing.iter().find(|o| o.offered_as(id)).cloned() else {
             return self.offer_snapshot(from);
         };
         let total = snapshot.bytes.len();
