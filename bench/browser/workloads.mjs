@@ -15,7 +15,9 @@
 // does, as a smoke test); CPC_BENCH_ONLY=memory,codec,... picks some;
 // CPC_BENCH_NO_BUILD=1 takes the wasm packages as they are; CPC_ROOM_BURST=16
 // has the rooms written in bursts of 16 keys; CPC_ROOM_STORAGE=indexeddb has
-// cpc-sync's newcomers keep their state in IndexedDB; CPC_ROOM_KEYS and
+// cpc-sync's newcomers keep their state in IndexedDB;
+// CPC_ROOM_HOST_STORAGE=indexeddb has cpc-sync's room hosts keep theirs (and
+// offer the snapshot their fold stored); CPC_ROOM_KEYS and
 // CPC_ROOM_RUNS size the newcomer workload; CPC_ROOM_LISTEN=1 has cpc-sync's
 // newcomers listen for "change" events, as a page that renders on them;
 // CPC_TRACE=<prefix> traces each newcomer (below).
@@ -45,7 +47,7 @@ const ROOM_BURST = process.env.CPC_ROOM_BURST ? Number(process.env.CPC_ROOM_BURS
 const ROOM_KEYS = process.env.CPC_ROOM_KEYS ? Number(process.env.CPC_ROOM_KEYS) : undefined;
 const ROOM_RUNS = process.env.CPC_ROOM_RUNS ? Number(process.env.CPC_ROOM_RUNS) : undefined;
 const PARTIAL = Boolean(
-  process.env.CPC_BENCH_ONLY || process.env.CPC_BENCH_LIBS || ROOM_BURST || process.env.CPC_ROOM_STORAGE || ROOM_KEYS || ROOM_RUNS || process.env.CPC_ROOM_LISTEN,
+  process.env.CPC_BENCH_ONLY || process.env.CPC_BENCH_LIBS || ROOM_BURST || process.env.CPC_ROOM_STORAGE || process.env.CPC_ROOM_HOST_STORAGE || ROOM_KEYS || ROOM_RUNS || process.env.CPC_ROOM_LISTEN,
 );
 
 const SIZES = QUICK
@@ -110,8 +112,9 @@ async function libPage(context, site, lib, workload, extra = "") {
   page.on("pageerror", (e) => pageErrors.push(`${label}: ${e}`));
   const warmUp = process.env.CPC_WARM_UP === "0" ? "&warmUp=0" : "";
   const storage = process.env.CPC_ROOM_STORAGE ? `&storage=${process.env.CPC_ROOM_STORAGE}` : "";
+  const hostStorage = process.env.CPC_ROOM_HOST_STORAGE ? `&hostStorage=${process.env.CPC_ROOM_HOST_STORAGE}` : "";
   const listen = process.env.CPC_ROOM_LISTEN === "1" ? "&listen=1" : "";
-  await page.goto(`${site.url}?lib=${lib}&workload=${workload}${extra}${warmUp}${storage}${listen}`);
+  await page.goto(`${site.url}?lib=${lib}&workload=${workload}${extra}${warmUp}${storage}${hostStorage}${listen}`);
   await page.waitForSelector("body[data-ready=true], body[data-failed]", { state: "attached", timeout: 300_000 });
   const failed = await page.evaluate(() => document.body.dataset.failed);
   if (failed) throw new Error(`${label}: ${failed}`);
@@ -255,12 +258,13 @@ async function rooms(browser, site, { n, runs: count, perUpdate, label }) {
       const room = unique(`${label}-${lib}`);
       const page = await libPage(context, site, lib, "room");
       const target = await page.evaluate(([room, n, perUpdate, burst]) => window.bench.host(room, n, perUpdate, burst), [room, n, perUpdate, ROOM_BURST]);
-      hosts[lib] = { context, room, target, runs: [] };
+      hosts[lib] = { context, page, room, target, runs: [] };
     }
     for (let r = 0; r < count; r++) {
       for (const lib of rotated(r)) {
-        const { context, room, target, runs } = hosts[lib];
+        const { context, page: host, room, target, runs } = hosts[lib];
         const page = await libPage(context, site, lib, "room");
+        await host.evaluate(() => window.bench.watch());
         // CPC_TRACE=<path prefix>: a Chromium trace of each newcomer's join,
         // its CPU samples included (`node bench/long-tasks.mjs <file>` names
         // what each long task ran).
@@ -268,9 +272,13 @@ async function rooms(browser, site, { n, runs: count, perUpdate, label }) {
         if (trace) await browser.startTracing(page, { path: trace, categories: TRACE_CATEGORIES });
         const joined = await page.evaluate(([room, target, n]) => window.bench.join(room, target, n), [room, target, n]);
         if (trace) await browser.stopTracing();
-        runs.push(joined);
+        const hosting = await host.evaluate(() => window.bench.watched());
+        runs.push({ ...joined, host_longest_ms: hosting.longest_ms });
         await page.close();
-        console.log(`${label} ${n} ${lib}: ${joined.ms.toFixed(0)} ms, ${joined.long_tasks} long tasks (longest ${joined.longest_ms.toFixed(0)} ms)`);
+        console.log(
+          `${label} ${n} ${lib}: ${joined.ms.toFixed(0)} ms, ${joined.long_tasks} long tasks (longest ${joined.longest_ms.toFixed(0)} ms); ` +
+            `the host's longest task ${hosting.longest_ms.toFixed(0)} ms`,
+        );
       }
     }
   } finally {
@@ -283,6 +291,8 @@ async function rooms(browser, site, { n, runs: count, perUpdate, label }) {
       long_tasks: figure(runs.map((x) => x.long_tasks)),
       longest_ms: figure(runs.map((x) => x.longest_ms)),
       long_task_ms: runs.map((x) => x.long_task_ms),
+      // The host's longest task while the newcomer joined (0: none over 50 ms).
+      host_longest_ms: figure(runs.map((x) => x.host_longest_ms)),
       ...(runs[0].snapshot_bytes !== undefined ? { snapshot_bytes: runs.map((x) => x.snapshot_bytes) } : {}),
     };
   }

@@ -64,14 +64,22 @@ function longTasks(f) {
   return `${f.long_tasks.samples.join(", ")}${longest > 0 ? `; longest ${ms(longest)}` : ""}`;
 }
 
+/** The host's longest task (over 50 ms) while each newcomer joined; not
+ * measured before 2026-12-02. */
+function hostLongest(f) {
+  if (!f.host_longest_ms) return "not measured";
+  return f.host_longest_ms.samples.map((x) => (x > 0 ? ms(x) : "none")).join(", ");
+}
+
 function roomTable(room, libraries) {
   const rows = LIBRARIES.map((lib) => [
     NAMES[lib],
     libraries[lib].transport,
     spread(room[lib].ms.samples),
     longTasks(room[lib]),
+    hostLongest(room[lib]),
   ]);
-  return table(["library", "network", "open to full state", "long tasks (> 50 ms), each run"], rows);
+  return table(["library", "network", "open to full state", "long tasks (> 50 ms), each run", "the host's longest task, each run"], rows);
 }
 
 /** Issue 17's goal: no long task while cpc-sync ingests. */

@@ -72,7 +72,7 @@ function storedCalls(lib) {
 
 /** Workloads 4 and 5: host a room, or join one and time the first full sync. */
 function roomCalls(lib) {
-  let hosted;
+  let hosted, watching;
   return {
     async host(room, n, perUpdate, burst) {
       const { doc, target } = await lib.room.host(room, n, { perUpdate, burst });
@@ -93,6 +93,12 @@ function roomCalls(lib) {
       return { ms, ...long, ...extra };
     },
     hosting: () => Boolean(hosted),
+    /** The host's long tasks while a newcomer joins: from `watch()` to
+     * `watched()`. */
+    watch() {
+      watching = longTasks();
+    },
+    watched: () => watching.stop(),
   };
 }
 

@@ -78,11 +78,13 @@ export default {
     async host(name, n, { perUpdate, burst }) {
       // With 100k separate updates the log is never folded, so a newcomer
       // gets events; else the default folds it into a snapshot every 50k
-      // events and a newcomer gets that snapshot.
+      // events and a newcomer gets that snapshot. `hostStorage=indexeddb`
+      // in the query (`CPC_ROOM_HOST_STORAGE=indexeddb`): a host that keeps
+      // its state, and offers the snapshot its fold stored.
       const peer = await cpc.Peer.open({
         room: name,
         signaling: "none",
-        storage: "memory",
+        storage: new URLSearchParams(location.search).get("hostStorage") ?? "memory",
         ...(perUpdate ? { compactAfter: 1e9 } : {}),
       });
       await writeInBursts(n, burstOf(peer), burst);
