@@ -278,7 +278,16 @@ impl FreshLoad {
 /// (`true`), every kind's first operation and, for the whole state, each
 /// origin's head (`false` unless also a live dot). Sorted rather than
 /// hashed: the runs holding them are then found in one ordered pass.
-pub(super) struct Needed(Vec<(EventId, bool)>);
+pub(super) enum Needed {
+    Pairs(Vec<(EventId, bool)>),
+    /// As they were sorted, one word each ([`Packed`]), unpacked where
+    /// read: a million pairs were 24 MB more to write (and, natively, to
+    /// fault in) on every encode.
+    Packed {
+        words: Vec<u64>,
+        peers: Vec<PeerId>,
+    },
+}
 
 impl Needed {
     fn new(mut ids: Vec<(EventId, bool)>) -> Self {
@@ -289,7 +298,41 @@ impl Needed {
             earlier.1 |= same && later.1;
             same
         });
-        Needed(ids)
+        Needed::Pairs(ids)
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Needed::Pairs(ids) => ids.len(),
+            Needed::Packed { words, .. } => words.len(),
+        }
+    }
+
+    /// The `at`th event, and whether it is live.
+    #[inline]
+    fn get(&self, at: usize) -> Option<(EventId, bool)> {
+        match self {
+            Needed::Pairs(ids) => ids.get(at).copied(),
+            Needed::Packed { words, peers } => words.get(at).map(|&w| Packed::unpack(peers, w)),
+        }
+    }
+
+    /// Where the first event at or after `id` is, searching from `from`.
+    fn seek(&self, from: usize, id: EventId) -> usize {
+        let (mut low, mut high) = (from, self.len());
+        while low < high {
+            let middle = low + (high - low) / 2;
+            match self.get(middle) {
+                Some((w, _)) if w < id => low = middle + 1,
+                _ => high = middle,
+            }
+        }
+        low
+    }
+
+    #[cfg(test)]
+    fn to_vec(&self) -> Vec<(EventId, bool)> {
+        (0..self.len()).filter_map(|at| self.get(at)).collect()
     }
 }
 
@@ -336,10 +379,12 @@ impl Packed {
             .then(|| (rank << (Self::SEQ_BITS + 1)) | (id.seq << 1) | u64::from(live))
     }
 
-    fn unpack(&self, word: u64) -> (EventId, bool) {
+    /// The id and flag of `word`, packed with `peers` as they were.
+    #[inline]
+    fn unpack(peers: &[PeerId], word: u64) -> (EventId, bool) {
         let rank = (word >> (Self::SEQ_BITS + 1)) as usize;
         let seq = (word >> 1) & ((1 << Self::SEQ_BITS) - 1);
-        (EventId::new(self.peers[rank], seq), word & 1 == 1)
+        (EventId::new(peers[rank], seq), word & 1 == 1)
     }
 }
 
@@ -411,20 +456,16 @@ impl ReconciliationEngine {
             return None;
         }
         key_sort::sort_words(&mut words);
-        let mut ids: Vec<(EventId, bool)> = Vec::with_capacity(words.len());
-        let mut previous = None;
-        for word in words {
-            // `false` sorts before `true`: of equal ids, the last says live.
-            if previous == Some(word >> 1) {
-                if let Some(last) = ids.last_mut() {
-                    last.1 |= word & 1 == 1;
-                }
-                continue;
-            }
-            previous = Some(word >> 1);
-            ids.push(packed.unpack(word));
-        }
-        Some(Needed(ids))
+        // Of equal ids, any one live makes the kept one live.
+        words.dedup_by(|later, earlier| {
+            let same = *later >> 1 == *earlier >> 1;
+            *earlier |= u64::from(same) & *later;
+            same
+        });
+        Some(Needed::Packed {
+            words,
+            peers: packed.peers,
+        })
     }
 
     /// What a snapshot of the whole state carries: the runs holding every
@@ -458,7 +499,7 @@ impl ReconciliationEngine {
     /// covered names the next run, whose events take the needed entries
     /// they match.
     fn evidence(&self, needed: &Needed) -> (Vec<&P2PEvent>, Vec<bool>) {
-        let wanted = &needed.0;
+        let wanted = needed;
         let mut events: Vec<&P2PEvent> = Vec::with_capacity(wanted.len());
         let mut flags = Vec::with_capacity(wanted.len());
         let mut at = 0;
@@ -466,7 +507,7 @@ impl ReconciliationEngine {
         // lone event where no seal covers it). Ids come in order: one
         // cursor walks the archive's segments.
         let mut archived = self.archive.cursor();
-        while let Some(&(id, _)) = wanted.get(at) {
+        while let Some((id, _)) = wanted.get(at) {
             let run = self
                 .log
                 .run_of(id)
@@ -475,7 +516,7 @@ impl ReconciliationEngine {
                 .unwrap_or_default();
             for event in run {
                 let mut live = false;
-                while let Some(&(w, l)) = wanted.get(at).filter(|(w, _)| *w <= event.id) {
+                while let Some((w, l)) = wanted.get(at).filter(|(w, _)| *w <= event.id) {
                     live |= l && w == event.id;
                     at += 1;
                 }
@@ -486,7 +527,7 @@ impl ReconciliationEngine {
                     flags.push(live);
                 }
             }
-            if wanted.get(at).is_some_and(|(w, _)| *w == id) {
+            if wanted.get(at).is_some_and(|(w, _)| w == id) {
                 // Not kept here (or not in the run named): skipped.
                 at += 1;
             }
@@ -883,7 +924,7 @@ impl ReconciliationEngine {
     /// what the state rests on, after a compaction; returns what that is.
     pub(super) fn keep_evidence(&mut self, folded: Vec<P2PEvent>) -> Needed {
         let needed = self.needed(|| self.entities.values(), true);
-        let wanted = &needed.0;
+        let wanted = &needed;
         self.archive.insert(folded);
         // Runs come in order of their first id, so one cursor walks `wanted`.
         let mut at = 0;
@@ -891,8 +932,8 @@ impl ReconciliationEngine {
             let (Some(first), Some(last)) = (run.first(), run.last()) else {
                 return false;
             };
-            at += wanted[at..].partition_point(|(w, _)| *w < first.id);
-            wanted.get(at).is_some_and(|(w, _)| *w <= last.id)
+            at = wanted.seek(at, first.id);
+            wanted.get(at).is_some_and(|(w, _)| w <= last.id)
         });
         needed
     }
@@ -956,8 +997,9 @@ mod tests {
                 let slots = || engine.entities.values();
                 let packed = engine.needed_packed(slots(), heads, 0).expect("packs");
                 let pairs = engine.needed_pairs(slots(), heads, 0);
-                assert!(packed.0.iter().any(|(_, live)| *live));
-                assert_eq!(packed.0, pairs.0, "seed {seed}, {keys} keys");
+                assert!(matches!(packed, Needed::Packed { .. }));
+                assert!(packed.to_vec().iter().any(|(_, live)| *live));
+                assert_eq!(packed.to_vec(), pairs.to_vec(), "seed {seed}, {keys} keys");
             }
         }
         let events = workload::rounds(3_000, 7, 400, 5, seed);
@@ -967,7 +1009,7 @@ mod tests {
         }
         let slots = || engine.entities.values();
         let packed = engine.needed_packed(slots(), true, 0).expect("packs");
-        assert!(packed.0.iter().any(|(_, live)| !live));
+        assert!(packed.to_vec().iter().any(|(_, live)| !live));
         // An origin outside the clock does not pack.
         let mut packed = Packed::new(&engine.applied).expect("few origins");
         assert_eq!(packed.pack(EventId::new(PeerId(u64::MAX), 1), true), None);
@@ -975,7 +1017,7 @@ mod tests {
         assert_eq!(packed.pack(EventId::new(origin, 1 << 47), true), None);
         let word = packed.pack(EventId::new(origin, (1 << 47) - 1), true);
         assert_eq!(
-            word.map(|w| packed.unpack(w)),
+            word.map(|w| Packed::unpack(&packed.peers, w)),
             Some((EventId::new(origin, (1 << 47) - 1), true))
         );
     }
