@@ -64,6 +64,7 @@ pub enum Message {
         id: Hash32,
         offset: u64,
         total: u64,
+        #[serde(with = "serde_bytes")]
         bytes: Vec<u8>,
     },
     /// Asks for the children of Merkle node `index` at `depth` (when clocks
@@ -87,6 +88,7 @@ pub enum Message {
     /// keys (the signed events it rests on), verified before it is joined.
     LeafState {
         index: u32,
+        #[serde(with = "serde_bytes")]
         state: Vec<u8>,
     },
     /// A snapshot this peer can send (the receiver is behind its horizon),
@@ -143,6 +145,7 @@ pub struct Chunk {
     pub message_id: u32,
     pub index: u32,
     pub count: u32,
+    #[serde(with = "serde_bytes")]
     pub bytes: Vec<u8>,
 }
 
@@ -338,6 +341,45 @@ mod tests {
             }
         }
         out.expect("a message")
+    }
+
+    /// Byte fields are written as bytes (one copy), and read back, in the
+    /// encoding a sequence of numbers had: a length, then the bytes. Peers
+    /// of either build read each other's frames.
+    #[test]
+    fn byte_fields_keep_their_encoding() {
+        let bytes = vec![1, 2, 3, 250];
+        let chunk = Message::SnapshotChunk {
+            id: Hash32([9; 32]),
+            offset: 300,
+            total: 5,
+            bytes: bytes.clone(),
+        };
+        let mut expected = vec![3]; // the variant
+        expected.extend([9; 32]);
+        expected.extend([0xac, 0x02, 5]); // 300, 5
+        expected.extend([4, 1, 2, 3, 250]);
+        let body = postcard::to_allocvec(&chunk).unwrap();
+        assert_eq!(body, expected);
+        assert_eq!(postcard::from_bytes::<Message>(&body).unwrap(), chunk);
+        let leaf = Message::LeafState {
+            index: 2,
+            state: bytes.clone(),
+        };
+        assert_eq!(
+            postcard::to_allocvec(&leaf).unwrap(),
+            [7, 2, 4, 1, 2, 3, 250]
+        );
+        let part = Chunk {
+            message_id: 1,
+            index: 0,
+            count: 2,
+            bytes,
+        };
+        assert_eq!(
+            postcard::to_allocvec(&part).unwrap(),
+            [1, 0, 2, 4, 1, 2, 3, 250]
+        );
     }
 
     #[test]
