@@ -5,7 +5,8 @@
 // elsewhere (`pageThread`: what stays on a page's thread when Workers
 // verify; the side-by-side sizes, run-heavy 4 writers × 25,000), the
 // batch verification of 30,000 seals alone,
-// and a 100k-entity snapshot's encode, decode and own load. One line of
+// a 100k-entity snapshot's encode, decode and own load, and 24 MB of
+// snapshot chunks framed and read (a million keys' snapshot). One line of
 // JSON a run. `bash scripts/bench-wasm.sh && node bench/wasm-speed.mjs
 // [package folder, default target/bench/pkg] [runs, default 1]`.
 import { readFileSync } from "node:fs";
@@ -51,5 +52,8 @@ for (let run = 0; run < runs; run++) {
   out.snapshot_decode_ms = snapshot.decode_ms;
   const own = mod.ownSnapshotLoad(100000, 16, 1);
   out.own_load_first_ms = own.first_ready_ms;
+  const chunks = mod.wireChunks(24);
+  out.chunks_24mb_encode_ms = Math.round(chunks.encode_ms);
+  out.chunks_24mb_decode_ms = Math.round(chunks.decode_ms);
   console.log(JSON.stringify(out));
 }
