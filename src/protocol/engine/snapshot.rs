@@ -498,8 +498,7 @@ impl ReconciliationEngine {
     /// which events are live. One pass: the first needed event not yet
     /// covered names the next run, whose events take the needed entries
     /// they match.
-    fn evidence(&self, needed: &Needed) -> (Vec<&P2PEvent>, Vec<bool>) {
-        let wanted = needed;
+    fn evidence(&self, wanted: &Needed) -> (Vec<&P2PEvent>, Vec<bool>) {
         let mut events: Vec<&P2PEvent> = Vec::with_capacity(wanted.len());
         let mut flags = Vec::with_capacity(wanted.len());
         let mut at = 0;

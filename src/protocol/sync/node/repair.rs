@@ -35,6 +35,8 @@ impl SyncNode {
             self.keep_outgoing(bytes);
         }
         let newest = self.outgoing.last_mut().expect("one is kept");
+        // Hashed on the kept one, so the requests that follow the offer
+        // find it by its id.
         newest.offer_id();
         newest.clone()
     }
