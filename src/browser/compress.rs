@@ -10,12 +10,13 @@
 //! Chromium; a fold of a million keys, a second. So the bytes go in
 //! slices of [`SLICE`], each in a task of its own.
 
-use js_sys::{Promise, Uint8Array};
+use js_sys::{Promise, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{
-    MessageChannel, ReadableStream, Response, WritableStream, WritableStreamDefaultWriter,
+    MessageChannel, ReadableStream, ReadableStreamDefaultReader, Response, WritableStream,
+    WritableStreamDefaultWriter,
 };
 
 #[wasm_bindgen]
@@ -98,6 +99,15 @@ async fn next_task() -> Result<(), JsValue> {
     arrived.map(drop)
 }
 
+/// Whether this browser has both streams (every current one does): a
+/// page without them sends and takes snapshots as they are.
+pub fn available() -> bool {
+    let global = js_sys::global();
+    ["CompressionStream", "DecompressionStream"]
+        .iter()
+        .all(|name| Reflect::has(&global, &JsValue::from_str(name)).unwrap_or(false))
+}
+
 pub async fn gzip(bytes: &[u8]) -> Result<Vec<u8>, JsValue> {
     pipe(bytes, Compressor::new("gzip")?.unchecked_ref()).await
 }
@@ -105,4 +115,45 @@ pub async fn gzip(bytes: &[u8]) -> Result<Vec<u8>, JsValue> {
 /// Fails on bytes that are not a whole gzip stream.
 pub async fn gunzip(bytes: &[u8]) -> Result<Vec<u8>, JsValue> {
     pipe(bytes, Decompressor::new("gzip")?.unchecked_ref()).await
+}
+
+/// `bytes` gunzipped, a slice a task, refused once they inflate past
+/// `limit` bytes: a snapshot from a peer, which must inflate to the length
+/// its offer named. A few MB of gzip can claim gigabytes; no more than
+/// `limit` is ever held.
+pub async fn gunzip_at_most(bytes: Vec<u8>, limit: u64) -> Result<Vec<u8>, JsValue> {
+    let transform: Transform = Decompressor::new("gzip")?.unchecked_into();
+    let writer = transform.writable().get_writer()?;
+    let reader: ReadableStreamDefaultReader = transform.readable().get_reader().unchecked_into();
+    // Written in tasks of their own while read here; a write that fails
+    // aborts the stream, which fails the read.
+    let feeding = writer.clone();
+    wasm_bindgen_futures::spawn_local(async move {
+        if write_slices(&feeding, &bytes).await.is_err() {
+            let _ = feeding.abort();
+        }
+    });
+    let mut out: Vec<u8> = Vec::new();
+    loop {
+        let read = JsFuture::from(reader.read()).await?;
+        if Reflect::get(&read, &"done".into())?.is_truthy() {
+            return Ok(out);
+        }
+        let chunk: Uint8Array = Reflect::get(&read, &"value".into())?.unchecked_into();
+        let (at, len) = (out.len(), chunk.length() as usize);
+        if (at + len) as u64 > limit {
+            let _ = reader.cancel();
+            let _ = writer.abort();
+            return Err(JsValue::from_str(&format!(
+                "it inflates to more than the {limit} bytes offered"
+            )));
+        }
+        // Room for all of it once a quarter is in (as a transfer does):
+        // the claim is checked by then, and the rest is not copied again.
+        if (at + len).saturating_mul(4) as u64 >= limit {
+            out.reserve_exact(limit as usize - at);
+        }
+        out.resize(at + len, 0);
+        chunk.copy_to(&mut out[at..]);
+    }
 }

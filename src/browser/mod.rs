@@ -3,7 +3,7 @@
 
 #[cfg(feature = "bench")]
 pub mod bench;
-mod compress;
+pub mod compress;
 #[doc(hidden)]
 pub mod convert;
 pub mod error;

@@ -257,8 +257,9 @@ impl Storage {
     /// Makes the node's persist requests durable, in one transaction, as
     /// [`Persist::commit`] plans them: the last snapshot (gzipped) replaces
     /// everything, and the records after it go as one. Resolves once the
-    /// transaction has committed.
-    pub async fn commit(&self, writes: &[Persist]) -> Result<(), StorageError> {
+    /// transaction has committed, with the snapshot as gzipped (the node
+    /// offers it in that form too).
+    pub async fn commit(&self, writes: &[Persist]) -> Result<Option<Vec<u8>>, StorageError> {
         let op = "commit";
         let commit = Persist::commit(writes);
         // Compressed before the transaction opens: it must not wait on
@@ -272,7 +273,7 @@ impl Storage {
             .db
             .transaction_with_str_sequence_and_mode(&stores, IdbTransactionMode::Readwrite)
             .map_err(failed(op))?;
-        if let Some(bytes) = snapshot {
+        if let Some(bytes) = &snapshot {
             self.store(&tx, LOG, op)?.clear().map_err(failed(op))?;
             self.store(&tx, SNAPSHOT, op)?
                 .put_with_key(&Uint8Array::from(bytes.as_slice()), &STATE_KEY.into())
@@ -282,7 +283,8 @@ impl Storage {
             let bytes = Uint8Array::from(record.as_slice());
             self.store(&tx, LOG, op)?.add(&bytes).map_err(failed(op))?;
         }
-        committed(&tx, op).await
+        committed(&tx, op).await?;
+        Ok(snapshot)
     }
 
     /// Reads the snapshot and the log after it.

@@ -143,6 +143,39 @@ async fn a_large_snapshot_is_gzipped_and_read_back_in_slices() {
     reopened.close();
 }
 
+/// A snapshot gzipped by the browser for transfer inflates back whole
+/// within the length its offer names, and not one byte over: a lie about
+/// the length, a bomb (8 MiB of zeros, a few KB gzipped) and bytes that are
+/// not gzip are errors, not a page's memory.
+#[wasm_bindgen_test]
+async fn a_gzipped_snapshot_inflates_to_no_more_than_its_offer() {
+    use cpc_sync::browser::compress;
+
+    assert!(compress::available());
+    let bytes: Vec<u8> = (0..700_000u32)
+        .map(|i| (i % 251) as u8 ^ (i >> 12) as u8)
+        .collect();
+    let gzipped = compress::gzip(&bytes).await.expect("gzips");
+    assert!(gzipped.len() < bytes.len() / 2, "{} bytes", gzipped.len());
+    let total = bytes.len() as u64;
+    let inflated = compress::gunzip_at_most(gzipped.clone(), total).await;
+    assert!(inflated.expect("inflates") == bytes);
+    let short = compress::gunzip_at_most(gzipped, total - 1).await;
+    assert!(short.is_err(), "inflated past its limit");
+
+    let bomb = compress::gzip(&vec![0; 8 << 20]).await.expect("gzips");
+    assert!(bomb.len() < 64 * 1024, "{} bytes", bomb.len());
+    let refused = compress::gunzip_at_most(bomb, 1 << 20).await;
+    let reason = refused.expect_err("a bomb inflates").as_string();
+    assert!(
+        reason
+            .as_deref()
+            .is_some_and(|r| r.contains("more than the 1048576 bytes")),
+        "{reason:?}"
+    );
+    assert!(compress::gunzip_at_most(vec![7; 64], 1_000).await.is_err());
+}
+
 #[wasm_bindgen_test]
 async fn damaged_log_records_are_skipped_and_counted() {
     use cpc_sync::browser::storage::Storage;

@@ -90,8 +90,8 @@ for (const [from, to] of [[0, 1], [1, 0]]) {
     const sender = await open(browsers[from]);
     await sender.page.evaluate(async () => {
       const writes = [];
-      // Random text: a snapshot of it does not compress below a few chunks.
-      const text = () => [...crypto.getRandomValues(new Uint8Array(100))].map((b) => b.toString(16)).join("");
+      // Random text: a snapshot of it does not gzip below a few chunks.
+      const text = () => [...crypto.getRandomValues(new Uint8Array(300))].map((b) => b.toString(16)).join("");
       for (let i = 0; i < 1000; i++) writes.push(window.p.set(`k${i}`, text()));
       await Promise.all(writes);
     });

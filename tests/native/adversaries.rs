@@ -415,6 +415,7 @@ fn an_oversized_snapshot_offer_is_refused_before_any_transfer() {
         id: Hash32([7; 32]),
         total: u64::MAX,
         clock: ahead,
+        gzip: None,
     });
     assert_eq!(room.a_rejected_from_mallory(), 1);
     assert!(room.a.snapshot_progress().is_none());
@@ -491,7 +492,12 @@ fn made_up_write(victim: PeerId, mallory: &Identity, key: &str, value: &str) -> 
 fn offer_snapshot(room: &mut Room, clock: VectorClock, bytes: Vec<u8>) {
     let id = Hash32(*blake3::hash(&bytes).as_bytes());
     let total = bytes.len() as u64;
-    room.mallory_sends(&Message::SnapshotOffer { id, total, clock });
+    room.mallory_sends(&Message::SnapshotOffer {
+        id,
+        total,
+        clock,
+        gzip: None,
+    });
     room.mallory_sends(&Message::SnapshotChunk {
         id,
         offset: 0,

@@ -419,8 +419,9 @@ fn a_newcomer_is_offered_the_snapshot_the_last_fold_stored() {
             host.persisted(*token);
         }
         for (_, frame) in &seen.sends {
-            if let Ok(Decoded::Message(Message::SnapshotOffer { id, total, clock })) =
-                wire::decode(frame)
+            if let Ok(Decoded::Message(Message::SnapshotOffer {
+                id, total, clock, ..
+            })) = wire::decode(frame)
             {
                 offers.push((id, total, clock));
             }

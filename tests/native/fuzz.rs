@@ -54,6 +54,10 @@ fn sample_frames() -> Vec<Vec<u8>> {
             id: a.digest(),
             total: snapshot.len() as u64,
             clock: a.clock().clone(),
+            gzip: Some(wire::Gzipped {
+                id: a.digest(),
+                total: 17,
+            }),
         },
         Message::SnapshotChunk {
             id: a.digest(),

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cpc_sync::protocol::signal::{ClientMessage, ServerMessage};
+use cpc_sync::protocol::sync::gzip::{gunzip_at_most, gzip};
 use cpc_sync::protocol::sync::wire::{self, Decoded, Message as WireMessage, PROTOCOL_VERSION};
 use cpc_sync::protocol::sync::{LocalWrite, Output, SyncConfig, SyncNode};
 use cpc_sync::protocol::testing::Rng;
@@ -74,6 +75,8 @@ struct Page {
     /// The room peer's last digest: what it acknowledges having (it sends
     /// nothing that reflects an event before the event is on its disk).
     acked: VectorClock,
+    /// Snapshots that came gzipped (pages and the room peer gzip them).
+    gunzipped: usize,
 }
 
 impl Page {
@@ -90,6 +93,7 @@ impl Page {
         let engine = ReconciliationEngine::new(identity.peer(), EngineConfig::default());
         let config = SyncConfig {
             identity: Some(identity),
+            gzip_snapshots: true,
             ..SyncConfig::default()
         };
         let mut page = Page {
@@ -98,6 +102,7 @@ impl Page {
             keeper: None,
             unkept: None,
             acked: VectorClock::new(),
+            gunzipped: 0,
         };
         // Until the room peer links, or says it will not.
         while page.keeper.is_none() && page.unkept.is_none() {
@@ -161,13 +166,26 @@ impl Page {
         self.acked.get(origin)
     }
 
-    /// Sends what the node has to send.
+    /// Sends what the node has to send, and gzips or inflates snapshots
+    /// as a page's edge does.
     async fn flush(&mut self) -> bool {
         for output in self.node.take_outputs() {
-            if let Output::Send { frame, .. } = output {
-                if self.ws.send(Message::Binary(frame.into())).await.is_err() {
-                    return false;
+            match output {
+                Output::Send { frame, .. } => {
+                    let sent = self.ws.send(Message::Binary(frame.into())).await;
+                    if sent.is_err() {
+                        return false;
+                    }
                 }
+                Output::GzipSnapshot { bytes } => {
+                    self.node.snapshot_gzipped(&bytes, gzip(&bytes));
+                }
+                Output::GunzipSnapshot { id, bytes, limit } => {
+                    self.gunzipped += 1;
+                    let inflated = gunzip_at_most(&bytes, limit);
+                    self.node.snapshot_gunzipped(id, inflated, now_ms());
+                }
+                _ => {}
             }
         }
         true
@@ -287,6 +305,27 @@ async fn a_room_outlives_its_pages_and_the_server_restarts_from_disk() {
     assert_eq!(reader.node.engine().clock().get(me), 500);
     assert_eq!(reader.node.digest(), digest);
     assert!(server.reading("cpc_signal_keep_rooms_stored").await >= 1);
+}
+
+/// A newcomer behind the room peer's fold takes its snapshot gzipped (the
+/// room peer gzips it on its blocking pool, as a page's edge would).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newcomer_gets_the_room_peers_snapshot_gzipped() {
+    let data = DataDir::new("gzip");
+    let server = keeping(&data, &[("KEEP_COMPACT_AFTER", "200")]);
+    let mut writer = Page::join(&server, Identity::from_seed(21), "gzipped").await;
+    writer.write("note", 1_000);
+    let me = writer.me();
+    assert!(writer.run_until(|p| p.acknowledged(me) >= 1_000).await);
+    // The room peer folds at its first quiet tick.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let digest = writer.node.digest();
+    drop(writer);
+
+    let mut reader = Page::join(&server, Identity::from_seed(22), "gzipped").await;
+    assert!(reader.catch_up().await);
+    assert_eq!(reader.node.digest(), digest);
+    assert_eq!(reader.gunzipped, 1, "the room peer's snapshot came gzipped");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

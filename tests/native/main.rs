@@ -26,6 +26,7 @@ mod reconciliation;
 mod relay;
 mod simulator;
 mod snapshot;
+mod snapshot_gzip;
 mod snapshot_slices;
 mod snapshot_verification;
 mod sync;

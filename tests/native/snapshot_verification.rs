@@ -287,6 +287,7 @@ fn sent_by(new: &mut SyncNode, sender: &mut SyncNode, snapshot: &StateSnapshot, 
         id,
         total,
         clock: snapshot.version_vector.clone(),
+        gzip: None,
     };
     let chunk = Message::SnapshotChunk {
         id,

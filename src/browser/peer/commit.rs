@@ -138,8 +138,20 @@ pub fn start(inner: &Rc<RefCell<Inner>>) {
             };
             let (tokens, writes): (Vec<u64>, Vec<Persist>) = batch.into_iter().unzip();
             match storage.commit(&writes).await {
-                Ok(()) => {
-                    inner.borrow_mut().node.persisted(last);
+                Ok(gzipped) => {
+                    {
+                        let mut i = inner.borrow_mut();
+                        // The snapshot stored is offered gzipped as
+                        // storage gzipped it: the last one of the batch.
+                        let stored = writes.iter().rev().find_map(|w| match w {
+                            Persist::Snapshot(bytes) => Some(bytes),
+                            Persist::Events { .. } => None,
+                        });
+                        if let (Some(stored), Some(gzipped)) = (stored, gzipped) {
+                            i.node.snapshot_gzipped(stored, Ok(gzipped));
+                        }
+                        i.node.persisted(last);
+                    }
                     dispatch(&inner);
                 }
                 Err(e) => {

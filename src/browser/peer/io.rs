@@ -4,6 +4,7 @@
 
 use std::cell::RefCell;
 use std::rc::{Rc, Weak};
+use std::sync::Arc;
 
 use gloo::timers::callback::Timeout;
 use wasm_bindgen::prelude::*;
@@ -11,10 +12,12 @@ use wasm_bindgen::prelude::*;
 use super::events::{error_event, event_object};
 use super::timer::{Now, Timer};
 use super::{commit, now_ms, Inner};
+use crate::browser::compress;
 use crate::browser::convert::{describe, from_json, strings, to_js};
 use crate::browser::error::{Code, PeerError};
 use crate::browser::transport::TransportEvent;
 use crate::browser::verify::Verifiers;
+use crate::protocol::event::Hash32;
 use crate::protocol::sync::{LinkState, Output};
 
 /// A connection changed state or a frame arrived.
@@ -87,6 +90,8 @@ pub(super) fn dispatch(inner: &Rc<RefCell<Inner>>) {
             }
             Output::Persist { token, write } => inner.borrow_mut().commits.push(token, write),
             Output::Verify { batch, seals } => verify(inner, batch, &seals),
+            Output::GzipSnapshot { bytes } => gzip_snapshot(inner, bytes),
+            Output::GunzipSnapshot { id, bytes, limit } => gunzip_snapshot(inner, id, bytes, limit),
             Output::Changed { keys, last } => {
                 let schedule = {
                     let mut i = inner.borrow_mut();
@@ -161,6 +166,38 @@ pub(super) fn dispatch(inner: &Rc<RefCell<Inner>>) {
         );
     }
     arm_timer(inner);
+}
+
+/// Gzips a snapshot to offer, a slice a task; the node's offers of it
+/// wait for the answer.
+fn gzip_snapshot(inner: &Rc<RefCell<Inner>>, bytes: Arc<Vec<u8>>) {
+    let inner = Rc::downgrade(inner);
+    wasm_bindgen_futures::spawn_local(async move {
+        let gzipped = compress::gzip(&bytes).await.map_err(|e| describe(&e));
+        let Some(inner) = inner.upgrade().filter(|i| !i.borrow().closed) else {
+            return;
+        };
+        inner.borrow_mut().node.snapshot_gzipped(&bytes, gzipped);
+        dispatch(&inner);
+    });
+}
+
+/// Inflates a snapshot that came gzipped, a slice a task, to at most
+/// `limit` bytes; the node takes no other snapshot meanwhile.
+fn gunzip_snapshot(inner: &Rc<RefCell<Inner>>, id: Hash32, bytes: Vec<u8>, limit: u64) {
+    let inner = Rc::downgrade(inner);
+    wasm_bindgen_futures::spawn_local(async move {
+        let inflated = compress::gunzip_at_most(bytes, limit).await;
+        let Some(inner) = inner.upgrade().filter(|i| !i.borrow().closed) else {
+            return;
+        };
+        inner.borrow_mut().node.snapshot_gunzipped(
+            id,
+            inflated.map_err(|e| describe(&e)),
+            now_ms(),
+        );
+        dispatch(&inner);
+    });
 }
 
 /// Hands a batch of seals to the verifier workers, started by the first

@@ -3,6 +3,7 @@
 use std::rc::Rc;
 
 use super::options::{Options, StorageKind};
+use crate::browser::compress;
 use crate::browser::error::{from_js, Code, PeerError};
 use crate::browser::identity::{self, Slot};
 use crate::browser::storage::Storage;
@@ -61,6 +62,7 @@ pub async fn open(options: &Options) -> Result<Opened, PeerError> {
         durable: options.storage == StorageKind::IndexedDb,
         verify_window_ms: Some(VERIFY_WINDOW_MS),
         offload_seals: options.verify_workers > 0,
+        gzip_snapshots: compress::available(),
         ..SyncConfig::default()
     };
     if let Some(n) = options.compact_after {

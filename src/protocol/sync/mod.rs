@@ -1,6 +1,11 @@
 //! Synchronization between engines: the wire format, and (sans-IO) the
 //! per-peer anti-entropy sessions of a [`SyncNode`].
 
+#[cfg(all(
+    not(target_arch = "wasm32"),
+    any(feature = "server", feature = "testing")
+))]
+pub mod gzip;
 pub mod link;
 pub mod mesh;
 mod node;

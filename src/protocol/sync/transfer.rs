@@ -19,6 +19,7 @@ use crate::protocol::engine::SnapshotLoad;
 use crate::protocol::event::Hash32;
 use crate::protocol::seal::{self, SealError, SnapshotSeals};
 use crate::protocol::snapshot::{self, StateSnapshot};
+use crate::protocol::sync::wire::Gzipped;
 
 /// Bytes per window: one request, this much back (in chunks of one frame).
 /// Large enough that round trips do not bound the throughput, small enough
@@ -32,6 +33,11 @@ pub const KEPT_SNAPSHOTS: usize = 2;
 /// its storage was given when it folded (or stored a loaded snapshot), kept
 /// so that a newcomer after it costs no encode: shared, not copied (the
 /// encoder's vector behind the `Arc` as it is).
+///
+/// With [`SyncConfig::gzip_snapshots`](super::SyncConfig::gzip_snapshots)
+/// it is offered gzipped too, once the node's edge has gzipped it (asked
+/// by [`Output::GzipSnapshot`](super::Output::GzipSnapshot), or handed
+/// over unasked by a durable page's storage, which gzips every fold).
 #[derive(Debug, Clone)]
 pub struct Outgoing {
     /// The bytes' hash, which offers and requests name it by: hashed when
@@ -39,7 +45,31 @@ pub struct Outgoing {
     id: Option<Hash32>,
     pub clock: VectorClock,
     pub bytes: Arc<Vec<u8>>,
+    gzip: Gzip,
 }
+
+/// Where a kept snapshot's gzipped form stands.
+#[derive(Debug, Clone)]
+enum Gzip {
+    /// Not asked for.
+    None,
+    /// Asked of the edge at this time; offers wait for it.
+    Asked { since_ms: u64 },
+    /// In hand, and smaller than the snapshot: hashed, as the snapshot
+    /// is, when first offered. Never replaced once it is (a transfer may
+    /// be reading it).
+    Ready {
+        id: Option<Hash32>,
+        bytes: Arc<Vec<u8>>,
+    },
+    /// The edge could not gzip it, or it did not shrink, or it took too
+    /// long: offered as it is.
+    Failed,
+}
+
+/// How long offers wait for a snapshot's gzipped form before they go
+/// without it. A million keys (24 MB) gzip in about a second in Chromium.
+pub const GZIP_PATIENCE_MS: u64 = 10_000;
 
 impl Outgoing {
     pub fn new(clock: VectorClock, bytes: Arc<Vec<u8>>) -> Self {
@@ -47,6 +77,7 @@ impl Outgoing {
             id: None,
             clock,
             bytes,
+            gzip: Gzip::None,
         }
     }
 
@@ -57,15 +88,84 @@ impl Outgoing {
             .get_or_insert_with(|| Hash32(*blake3::hash(&self.bytes).as_bytes()))
     }
 
-    /// Whether it was offered as `id`: only an offered snapshot is asked
-    /// for.
+    /// Its gzipped form, to offer beside it, when in hand (hashed the
+    /// first time).
+    pub fn gzip_offer(&mut self) -> Option<Gzipped> {
+        let Gzip::Ready { id, bytes } = &mut self.gzip else {
+            return None;
+        };
+        let id = *id.get_or_insert_with(|| Hash32(*blake3::hash(bytes).as_bytes()));
+        Some(Gzipped {
+            id,
+            total: bytes.len() as u64,
+        })
+    }
+
+    /// Whether it was offered as `id`, in either form: only an offered
+    /// snapshot is asked for.
     pub fn offered_as(&self, id: Hash32) -> bool {
-        self.id == Some(id)
+        self.bytes_for(id).is_some()
+    }
+
+    /// The bytes offered as `id`: the snapshot's, or its gzipped form's.
+    pub fn bytes_for(&self, id: Hash32) -> Option<&Arc<Vec<u8>>> {
+        match &self.gzip {
+            _ if self.id == Some(id) => Some(&self.bytes),
+            Gzip::Ready {
+                id: Some(gzipped),
+                bytes,
+            } if *gzipped == id => Some(bytes),
+            _ => None,
+        }
     }
 
     /// Whether it was ever offered (a transfer of it may be under way).
     pub fn is_offered(&self) -> bool {
         self.id.is_some()
+    }
+
+    /// Whether its gzipped form is yet to be asked for.
+    pub fn wants_gzip(&self) -> bool {
+        matches!(self.gzip, Gzip::None)
+    }
+
+    /// Records that the edge was asked to gzip it.
+    pub fn gzip_asked(&mut self, now_ms: u64) {
+        self.gzip = Gzip::Asked { since_ms: now_ms };
+    }
+
+    /// Whether offers wait for its gzipped form.
+    pub fn gzip_pending(&self) -> bool {
+        matches!(self.gzip, Gzip::Asked { .. })
+    }
+
+    /// Whether the edge has kept offers waiting for its gzipped form
+    /// longer than [`GZIP_PATIENCE_MS`].
+    pub fn gzip_overdue(&self, now_ms: u64) -> bool {
+        matches!(self.gzip, Gzip::Asked { since_ms } if now_ms.saturating_sub(since_ms) > GZIP_PATIENCE_MS)
+    }
+
+    /// Takes the edge's answer: the gzipped form, if smaller than the
+    /// snapshot; else it is offered as it is. A form in hand (or given up)
+    /// stays: an id offered must keep naming the same bytes.
+    pub fn take_gzip(&mut self, gzipped: Result<Vec<u8>, String>) {
+        if !matches!(self.gzip, Gzip::None | Gzip::Asked { .. }) {
+            return;
+        }
+        self.gzip = match gzipped {
+            Ok(bytes) if bytes.len() < self.bytes.len() => Gzip::Ready {
+                id: None,
+                bytes: Arc::new(bytes),
+            },
+            _ => Gzip::Failed,
+        };
+    }
+
+    /// Gives up waiting for the gzipped form.
+    pub fn gzip_failed(&mut self) {
+        if self.gzip_pending() {
+            self.gzip = Gzip::Failed;
+        }
     }
 }
 
@@ -87,6 +187,19 @@ pub struct Incoming {
     /// never answers (gone quiet, or lying) is given up after
     /// [`MAX_STALLS`].
     pub stalls: u32,
+    /// When the bytes are the snapshot gzipped: the length of the snapshot
+    /// they must inflate to (what its offer named).
+    pub inflate_to: Option<u64>,
+}
+
+/// A snapshot that came in gzipped, out with the edge to be inflated
+/// ([`Output::GunzipSnapshot`](super::Output::GunzipSnapshot)); `id` names
+/// the gzipped bytes, `total` the length they must inflate to.
+pub struct Inflating {
+    pub from: PeerId,
+    pub id: Hash32,
+    pub clock: VectorClock,
+    pub total: u64,
 }
 
 /// Times a stalled transfer is asked for again before it is given up (a
@@ -293,7 +406,33 @@ mod tests {
             requested_until: 0,
             last_progress_ms: 0,
             stalls: 0,
+            inflate_to: None,
         }
+    }
+
+    /// The form an id was offered as keeps naming the same bytes: a late
+    /// second answer from the edge does not replace it, nor one that is
+    /// no smaller than the snapshot count.
+    #[test]
+    fn a_gzipped_form_once_in_hand_is_kept() {
+        let mut kept = Outgoing::new(VectorClock::default(), Arc::new(vec![0; 1000]));
+        assert!(kept.wants_gzip());
+        kept.gzip_asked(5);
+        assert!(kept.gzip_pending() && !kept.gzip_overdue(5 + GZIP_PATIENCE_MS));
+        assert!(kept.gzip_overdue(6 + GZIP_PATIENCE_MS));
+        kept.take_gzip(Ok(vec![1; 10]));
+        let offered = kept.gzip_offer().expect("in hand");
+        assert_eq!(offered.total, 10);
+        kept.take_gzip(Ok(vec![2; 5]));
+        assert_eq!(kept.gzip_offer(), Some(offered));
+        assert_eq!(kept.bytes_for(offered.id).map(|b| b.len()), Some(10));
+        assert!(kept.offered_as(offered.id));
+
+        let mut large = Outgoing::new(VectorClock::default(), Arc::new(vec![0; 10]));
+        large.gzip_asked(0);
+        large.take_gzip(Ok(vec![1; 10]));
+        assert_eq!(large.gzip_offer(), None);
+        assert!(!large.wants_gzip() && !large.gzip_pending());
     }
 
     /// The claimed total is reserved once a quarter of it arrived, not

@@ -215,7 +215,13 @@ impl World {
                 .encode();
                 let id = Hash32(*blake3::hash(&bytes).as_bytes());
                 let total = bytes.len() as u64;
-                let mut frames = wire::encode(&Message::SnapshotOffer { id, total, clock }, 7);
+                let offer = Message::SnapshotOffer {
+                    id,
+                    total,
+                    clock,
+                    gzip: None,
+                };
+                let mut frames = wire::encode(&offer, 7);
                 let chunk = Message::SnapshotChunk {
                     id,
                     offset: 0,

@@ -11,7 +11,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use cpc_sync::protocol::event::Hash32;
 use cpc_sync::protocol::signal::ServerMessage;
+use cpc_sync::protocol::sync::gzip::{gunzip_at_most, gzip};
 use cpc_sync::protocol::sync::{Output, Persist, Relay, SyncConfig, SyncNode, VERIFY_WINDOW_MS};
 use cpc_sync::protocol::{EngineConfig, PeerId};
 use tokio::sync::{mpsc, oneshot};
@@ -41,6 +43,12 @@ pub enum Command {
         page: PeerId,
         link: u64,
     },
+}
+
+/// The edge's gzip work, done off the room's thread and handed back.
+enum Gzip {
+    Gzipped(Arc<Vec<u8>>, Result<Vec<u8>, String>),
+    Gunzipped(Hash32, Result<Vec<u8>, String>),
 }
 
 fn now_ms() -> u64 {
@@ -73,6 +81,8 @@ struct Room {
     store: Option<Store>,
     bytes: u64,
     pages: HashMap<PeerId, (u64, Arc<Outbox>)>,
+    /// Where gzip work done on the blocking pool comes back.
+    gzip_done: mpsc::UnboundedSender<Gzip>,
 }
 
 /// Starts the room `name` (kept in `file`) on a thread of its own, with a
@@ -97,7 +107,8 @@ pub fn spawn(
 /// Runs the room until it is unloaded. Blocking calls (the store's) block
 /// only this room's thread.
 async fn run(keep: Arc<Keep>, name: String, file: String, mut queue: mpsc::Receiver<Command>) {
-    let opened = Room::open(&keep, &name, file);
+    let (gzip_done, mut gzipped) = mpsc::unbounded_channel();
+    let opened = Room::open(&keep, &name, file, gzip_done);
     let mut room = match opened {
         Ok(room) => room,
         Err(e) => {
@@ -123,6 +134,10 @@ async fn run(keep: Arc<Keep>, name: String, file: String, mut queue: mpsc::Recei
                 }
             }
             () = tokio::time::sleep(Duration::from_millis(wake)) => room.node.tick(now_ms()),
+            Some(done) = gzipped.recv() => match done {
+                Gzip::Gzipped(bytes, result) => room.node.snapshot_gzipped(&bytes, result),
+                Gzip::Gunzipped(id, result) => room.node.snapshot_gunzipped(id, result, now_ms()),
+            },
             () = sleep_until(idle_at), if idle_at.is_some() => {
                 match keep.unload(&name, &queue, room) {
                     Ok(()) => {
@@ -183,7 +198,12 @@ fn refuse_queued(mut queue: mpsc::Receiver<Command>, error: KeepError) {
 }
 
 impl Room {
-    fn open(keep: &Arc<Keep>, name: &str, file: String) -> Result<Room, KeepError> {
+    fn open(
+        keep: &Arc<Keep>,
+        name: &str,
+        file: String,
+        gzip_done: mpsc::UnboundedSender<Gzip>,
+    ) -> Result<Room, KeepError> {
         let path = keep.path_of(&file);
         let (store, stored) = if path.exists() {
             let (store, stored) = Store::open(&path, name)?;
@@ -206,6 +226,7 @@ impl Room {
             // it (no WebRTC) gets their writes pushed at once, not
             // announced and pulled (three crossings of the socket a hop).
             relay: Relay::Flood,
+            gzip_snapshots: true,
             ..SyncConfig::default()
         };
         let mut node = SyncNode::restore(
@@ -230,6 +251,7 @@ impl Room {
             store,
             bytes,
             pages: HashMap::new(),
+            gzip_done,
         })
     }
 
@@ -307,6 +329,22 @@ impl Room {
                     }
                     Output::Rejected { .. } => {
                         self.keep.counters.rejected.fetch_add(1, Relaxed);
+                    }
+                    // Seconds of a core at a million keys: on the blocking
+                    // pool, not the room's thread.
+                    Output::GzipSnapshot { bytes } => {
+                        let done = self.gzip_done.clone();
+                        tokio::task::spawn_blocking(move || {
+                            let result = gzip(&bytes);
+                            let _ = done.send(Gzip::Gzipped(bytes, result));
+                        });
+                    }
+                    Output::GunzipSnapshot { id, bytes, limit } => {
+                        let done = self.gzip_done.clone();
+                        tokio::task::spawn_blocking(move || {
+                            let result = gunzip_at_most(&bytes, limit);
+                            let _ = done.send(Gzip::Gunzipped(id, result));
+                        });
                     }
                     _ => {}
                 }

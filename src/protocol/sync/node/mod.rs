@@ -37,7 +37,7 @@ use crate::protocol::text::Text;
 
 use super::refusal::Refusal;
 use super::session::{Session, SessionStats, Standing};
-use super::transfer::{Decoding, Incoming, Loading, Outgoing, Verifying};
+use super::transfer::{Decoding, Incoming, Inflating, Loading, Outgoing, Verifying};
 use super::wire::{self, Decoded, Message};
 use crate::protocol::blake3;
 use crate::protocol::clock::{ClockOrdering, PeerId, VectorClock};
@@ -122,6 +122,13 @@ pub struct SyncConfig {
     /// How fresh events reach the peers not linked to their writer (see
     /// [`Relay`] and BENCHMARKS.md, issue 19).
     pub relay: Relay,
+    /// The caller gzips and gunzips snapshots for transfer (a page, with
+    /// the browser's `CompressionStream`): the node offers its snapshots
+    /// gzipped as well, once [`Output::GzipSnapshot`] is answered, and asks
+    /// for the gzipped form of a snapshot offered with one, inflated by
+    /// [`Output::GunzipSnapshot`]. A room's snapshot gzips to a fifth to a
+    /// seventh. `false`: snapshots travel as they are.
+    pub gzip_snapshots: bool,
 }
 
 /// How a node passes on the fresh events it takes in (its own writes and
@@ -161,6 +168,7 @@ impl Default for SyncConfig {
             nonce_seed: [0; 32],
             durable: false,
             relay: Relay::default(),
+            gzip_snapshots: false,
         }
     }
 }
@@ -217,6 +225,21 @@ pub enum Output {
     /// between them; `last` ends the report, so an app tells of its keys
     /// then, and the next report begins at a later `take_outputs`.
     Changed { keys: Vec<Text>, last: bool },
+    /// Gzip these bytes, a snapshot to offer, then call
+    /// [`SyncNode::snapshot_gzipped`] with them and the result (only with
+    /// [`SyncConfig::gzip_snapshots`]). Offers wait for the answer, up to
+    /// [`GZIP_PATIENCE_MS`](super::transfer::GZIP_PATIENCE_MS).
+    GzipSnapshot { bytes: Arc<Vec<u8>> },
+    /// Inflate these gzipped bytes, a snapshot received, to at most `limit`
+    /// bytes (more is an error: the sender lied), then call
+    /// [`SyncNode::snapshot_gunzipped`] with `id` and the result (only with
+    /// [`SyncConfig::gzip_snapshots`]). No other snapshot is taken
+    /// meanwhile.
+    GunzipSnapshot {
+        id: Hash32,
+        bytes: Vec<u8>,
+        limit: u64,
+    },
     /// A snapshot from `from` is arriving.
     SnapshotProgress {
         from: PeerId,
@@ -251,6 +274,11 @@ pub struct SyncNode {
     /// Recent snapshots encoded for transfers (oldest first).
     outgoing: Vec<Outgoing>,
     incoming: Option<Incoming>,
+    /// Peers an offer waits for: the snapshot's gzipped form is out with
+    /// the edge.
+    awaiting_gzip: Vec<PeerId>,
+    /// A snapshot in whole, gzipped, out with the edge to be inflated.
+    inflating: Option<Inflating>,
     /// A snapshot in whole, decoded a slice at a time.
     decoding: Option<Decoding>,
     /// A snapshot in whole, its seals out with the verifier.
@@ -352,6 +380,8 @@ impl SyncNode {
             next_gossip_ms: 0,
             outgoing: Vec::new(),
             incoming: None,
+            awaiting_gzip: Vec::new(),
+            inflating: None,
             decoding: None,
             verifying: None,
             loading: None,
@@ -743,9 +773,12 @@ impl SyncNode {
             Message::Hello { .. } | Message::Proof(_) => {}
             Message::Digest { clock, root } => self.on_digest(from, clock, root),
             Message::Events(events) => self.on_events(from, events, now_ms),
-            Message::SnapshotOffer { id, total, clock } => {
-                self.on_offer(from, id, total, clock, now_ms)
-            }
+            Message::SnapshotOffer {
+                id,
+                total,
+                clock,
+                gzip,
+            } => self.on_offer(from, id, total, clock, gzip, now_ms),
             Message::SnapshotRequest { id, offset } => self.on_snapshot_request(from, id, offset),
             Message::SnapshotChunk {
                 id,

@@ -14,16 +14,16 @@ use crate::protocol::seal::{SealError, SnapshotSeals};
 use crate::protocol::snapshot::{SnapshotError, StateSnapshot};
 use crate::protocol::sync::refusal::Refusal;
 use crate::protocol::sync::transfer::{
-    Decoding, Incoming, Loading, Outgoing, Verifying, KEPT_SNAPSHOTS, MAX_STALLS,
+    Decoding, Incoming, Inflating, Loading, Outgoing, Verifying, KEPT_SNAPSHOTS, MAX_STALLS,
     SNAPSHOT_SEALS_PER_BATCH, WINDOW_BYTES,
 };
-use crate::protocol::sync::wire::Message;
+use crate::protocol::sync::wire::{Gzipped, Message};
 
 impl SyncNode {
-    /// The snapshot to offer: the newest kept one while the log still
-    /// reaches back to it (a durable node's last fold, or one encoded
-    /// for an earlier offer), else a fresh one.
-    fn outgoing_snapshot(&mut self) -> Outgoing {
+    /// The snapshot to offer, kept last: the newest kept one while the
+    /// log still reaches back to it (a durable node's last fold, or one
+    /// encoded for an earlier offer), else a fresh one.
+    fn outgoing_snapshot(&mut self) -> &mut Outgoing {
         // Our writes are sealed first: a snapshot carries signed runs only.
         self.flush_local();
         let current = self
@@ -34,11 +34,7 @@ impl SyncNode {
             let bytes = Arc::new(self.engine.encode_snapshot());
             self.keep_outgoing(bytes);
         }
-        let newest = self.outgoing.last_mut().expect("one is kept");
-        // Hashed on the kept one, so the requests that follow the offer
-        // find it by its id.
-        newest.offer_id();
-        newest.clone()
+        self.outgoing.last_mut().expect("one is kept")
     }
 
     /// Keeps `bytes`, the state encoded now, as the snapshot to offer
@@ -54,14 +50,75 @@ impl SyncNode {
         }
     }
 
+    /// Offers `to` the snapshot to offer. With
+    /// [`gzip_snapshots`](super::SyncConfig::gzip_snapshots), once its
+    /// gzipped form is in hand (or given up): the first offer of a
+    /// snapshot asks the edge for it, and waits.
     pub(super) fn offer_snapshot(&mut self, to: PeerId) {
-        let mut snapshot = self.outgoing_snapshot();
+        let (gzip, now_ms) = (self.config.gzip_snapshots, self.last_input_ms);
+        let snapshot = self.outgoing_snapshot();
+        if gzip && snapshot.wants_gzip() {
+            snapshot.gzip_asked(now_ms);
+            let bytes = snapshot.bytes.clone();
+            self.outputs.push(Output::GzipSnapshot { bytes });
+        }
+        let snapshot = self.outgoing.last_mut().expect("one is kept");
+        if snapshot.gzip_pending() {
+            if !self.awaiting_gzip.contains(&to) {
+                self.awaiting_gzip.push(to);
+            }
+            return;
+        }
+        // Hashed on the kept one, so the requests that follow the offer
+        // find it by its id.
         let offer = Message::SnapshotOffer {
             id: snapshot.offer_id(),
             total: snapshot.bytes.len() as u64,
             clock: snapshot.clock.clone(),
+            gzip: snapshot.gzip_offer(),
         };
         self.send(to, &offer);
+    }
+
+    /// The edge's answer to [`Output::GzipSnapshot`] for `snapshot` (or,
+    /// unasked, the gzipped form of a snapshot the node gave storage):
+    /// kept beside it if it is still kept, and the offers that waited for
+    /// it go out.
+    pub fn snapshot_gzipped(&mut self, snapshot: &Arc<Vec<u8>>, gzipped: Result<Vec<u8>, String>) {
+        if let Some(kept) = self
+            .outgoing
+            .iter_mut()
+            .find(|o| Arc::ptr_eq(&o.bytes, snapshot))
+        {
+            kept.take_gzip(gzipped);
+        }
+        self.offer_awaiting();
+    }
+
+    /// Offers the snapshot to the peers that wait for it, unless its
+    /// gzipped form is still out.
+    fn offer_awaiting(&mut self) {
+        if self.outgoing.last().is_some_and(Outgoing::gzip_pending) {
+            return;
+        }
+        for peer in std::mem::take(&mut self.awaiting_gzip) {
+            if self.sessions.contains_key(&peer) {
+                self.offer_snapshot(peer);
+            }
+        }
+    }
+
+    /// On the timer: offers wait no longer than
+    /// [`GZIP_PATIENCE_MS`](crate::protocol::sync::transfer::GZIP_PATIENCE_MS)
+    /// for a gzipped form; past that, the snapshot goes as it is.
+    fn tend_gzip(&mut self, now_ms: u64) {
+        let Some(newest) = self.outgoing.last_mut() else {
+            return;
+        };
+        if newest.gzip_overdue(now_ms) {
+            newest.gzip_failed();
+            self.offer_awaiting();
+        }
     }
 
     /// How long a transfer may go without a byte before it is asked for
@@ -79,6 +136,7 @@ impl SyncNode {
         id: Hash32,
         total: u64,
         clock: VectorClock,
+        gzip: Option<Gzipped>,
         now_ms: u64,
     ) {
         if total > self.config.max_snapshot {
@@ -100,6 +158,13 @@ impl SyncNode {
             // loaded, or refused, before another is taken.
             return;
         }
+        // The gzipped form when we can inflate it and it is smaller: what
+        // it inflates to is checked against the offer's `total`.
+        let (id, inflate_to) = match gzip {
+            Some(g) if self.config.gzip_snapshots && g.total < total => (g.id, Some(total)),
+            _ => (id, None),
+        };
+        let total = inflate_to.map_or(total, |_| gzip.map_or(total, |g| g.total));
         let patience = self.patience_ms();
         match &mut self.incoming {
             // The same snapshot: resume it, unless a window is on its way.
@@ -122,6 +187,7 @@ impl SyncNode {
                     requested_until: 0,
                     last_progress_ms: now_ms,
                     stalls: 0,
+                    inflate_to,
                 })
             }
         }
@@ -158,10 +224,10 @@ impl SyncNode {
     /// Serves one window of a kept snapshot; an unknown id gets the current
     /// offer instead.
     pub(super) fn on_snapshot_request(&mut self, from: PeerId, id: Hash32, offset: u64) {
-        let Some(snapshot) = self.outgoing.iter().find(|o| o.offered_as(id)).cloned() else {
+        let Some(bytes) = self.outgoing.iter().find_map(|o| o.bytes_for(id)).cloned() else {
             return self.offer_snapshot(from);
         };
-        let total = snapshot.bytes.len();
+        let total = bytes.len();
         let chunk = self.config.snapshot_chunk.max(1);
         let start = (offset as usize).min(total);
         let end = (start + WINDOW_BYTES as usize).min(total);
@@ -170,7 +236,7 @@ impl SyncNode {
                 id,
                 offset: at as u64,
                 total: total as u64,
-                bytes: snapshot.bytes[at..(at + chunk).min(end)].to_vec(),
+                bytes: bytes[at..(at + chunk).min(end)].to_vec(),
             };
             self.send(from, &message);
         }
@@ -207,11 +273,69 @@ impl SyncNode {
         let Some(done) = self.incoming.take() else {
             return;
         };
-        match StateSnapshot::decoding(done.bytes) {
+        match done.inflate_to {
+            Some(limit) => {
+                self.inflating = Some(Inflating {
+                    from,
+                    id: done.id,
+                    clock: done.clock,
+                    total: limit,
+                });
+                self.outputs.push(Output::GunzipSnapshot {
+                    id: done.id,
+                    bytes: done.bytes,
+                    limit,
+                });
+            }
+            None => self.start_decoding(from, done.clock, done.bytes, now_ms),
+        }
+    }
+
+    /// The edge's answer to [`Output::GunzipSnapshot`] for the gzipped
+    /// snapshot `id`: it must inflate to exactly the length offered, and
+    /// is then decoded as a snapshot sent as it is. Else the sender is
+    /// refused (it is what sent bytes that do not inflate), and a later
+    /// offer is taken.
+    pub fn snapshot_gunzipped(
+        &mut self,
+        id: Hash32,
+        inflated: Result<Vec<u8>, String>,
+        now_ms: u64,
+    ) {
+        let Some(inflating) = self.inflating.take_if(|i| i.id == id) else {
+            return;
+        };
+        let Inflating {
+            from, clock, total, ..
+        } = inflating;
+        match inflated {
+            Ok(bytes) if bytes.len() as u64 == total => {
+                self.start_decoding(from, clock, bytes, now_ms)
+            }
+            Ok(bytes) => {
+                let why = format!(
+                    "it inflates to {} bytes, not the {total} offered",
+                    bytes.len()
+                );
+                self.engine.count_refused_state();
+                self.refuse(from, SnapshotError::Malformed(why).into());
+            }
+            Err(reason) => {
+                let why = format!("its gzipped form does not inflate: {reason}");
+                self.engine.count_refused_state();
+                self.refuse(from, SnapshotError::Malformed(why).into());
+            }
+        }
+    }
+
+    /// A snapshot's bytes in whole: decoded a slice at a time, the first
+    /// slice now.
+    fn start_decoding(&mut self, from: PeerId, clock: VectorClock, bytes: Vec<u8>, now_ms: u64) {
+        match StateSnapshot::decoding(bytes) {
             Ok(snapshot) => {
                 self.decoding = Some(Decoding {
                     from,
-                    clock: done.clock,
+                    clock,
                     snapshot,
                 });
                 self.decode_slice(now_ms);
@@ -222,7 +346,10 @@ impl SyncNode {
 
     /// Whether a snapshot in whole is being decoded, verified or loaded.
     fn taking_snapshot(&self) -> bool {
-        self.decoding.is_some() || self.verifying.is_some() || self.loading.is_some()
+        self.inflating.is_some()
+            || self.decoding.is_some()
+            || self.verifying.is_some()
+            || self.loading.is_some()
     }
 
     /// Whether a snapshot waits for its next slice to be decoded, opened
@@ -422,6 +549,7 @@ impl SyncNode {
     /// On the timer: forgets a transfer this peer no longer needs, and asks
     /// a stalled one again.
     pub(super) fn tend_transfer(&mut self, now_ms: u64) {
+        self.tend_gzip(now_ms);
         let patience = self.patience_ms();
         let Some(incoming) = &self.incoming else {
             return;
