@@ -37,12 +37,14 @@ for (const file of files) {
   // One CPU profile a thread, in chunks.
   const profiles = new Map();
   for (const e of events) {
+    // A profile's id is unique within its process only: two renderers
+    // (the host's and a newcomer's page) both have a 0x2.
     if (e.name === "Profile" && mains.has(thread(e))) {
-      profiles.set(e.id, { thread: thread(e), start: e.args.data.startTime, nodes: new Map(), parent: new Map(), samples: [] });
+      profiles.set(`${e.pid}:${e.id}`, { thread: thread(e), start: e.args.data.startTime, nodes: new Map(), parent: new Map(), samples: [] });
     }
   }
   for (const e of events) {
-    const profile = e.name === "ProfileChunk" && profiles.get(e.id);
+    const profile = e.name === "ProfileChunk" && profiles.get(`${e.pid}:${e.id}`);
     if (!profile) continue;
     const { cpuProfile = {}, timeDeltas = [] } = e.args.data;
     for (const node of cpuProfile.nodes ?? []) {
