@@ -225,6 +225,49 @@ fn offers_go_without_the_gzipped_form_when_the_edge_does_not_answer() {
     assert_eq!(seen[1].chunk_bytes, raw, "sent as it is");
 }
 
+/// A newcomer whose edge never inflates waits for it a while, then takes
+/// a later offer (the host is not refused: it is not to blame).
+#[test]
+fn a_newcomer_whose_edge_does_not_inflate_takes_a_later_offer() {
+    let mut a = host(true, false);
+    let mut b = node(2, true, false);
+    a.connect(b.peer(), 2_000);
+    b.connect(a.peer(), 2_000);
+    // Everything routed but b's `GunzipSnapshot`, which is dropped.
+    let mut dropped = 0;
+    for _ in 0..200 {
+        let mut frames = Vec::new();
+        for n in [&mut a, &mut b] {
+            let from = n.peer();
+            for output in n.take_outputs() {
+                match output {
+                    Output::Send { to, frame } => frames.push((from, to, frame)),
+                    Output::GzipSnapshot { bytes } => n.snapshot_gzipped(&bytes, gzip(&bytes)),
+                    Output::GunzipSnapshot { .. } => dropped += 1,
+                    _ => {}
+                }
+            }
+        }
+        if frames.is_empty() {
+            break;
+        }
+        for (from, to, frame) in frames {
+            let n = if to == a.peer() { &mut a } else { &mut b };
+            n.receive_frame(from, &frame, 2_000);
+        }
+    }
+    assert_eq!(dropped, 1);
+    assert!(b.engine().clock().is_empty());
+
+    let later = 2_000 + GZIP_PATIENCE_MS + 1;
+    b.tick(later);
+    a.tick(later);
+    let seen = route(&mut [&mut a, &mut b], later, EDGE);
+    assert_same_state(&mut a, &mut b);
+    assert_eq!(seen[1].gunzip_asked, 1);
+    assert!(seen[1].rejected.is_empty(), "{:?}", seen[1].rejected);
+}
+
 // --- A lying sender -----------------------------------------------------
 
 /// `b` (which can inflate) and Mallory, connected and quiet.

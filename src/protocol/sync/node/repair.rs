@@ -14,8 +14,8 @@ use crate::protocol::seal::{SealError, SnapshotSeals};
 use crate::protocol::snapshot::{SnapshotError, StateSnapshot};
 use crate::protocol::sync::refusal::Refusal;
 use crate::protocol::sync::transfer::{
-    Decoding, Incoming, Inflating, Loading, Outgoing, Verifying, KEPT_SNAPSHOTS, MAX_STALLS,
-    SNAPSHOT_SEALS_PER_BATCH, WINDOW_BYTES,
+    Decoding, Incoming, Inflating, Loading, Outgoing, Verifying, GZIP_PATIENCE_MS, KEPT_SNAPSHOTS,
+    MAX_STALLS, SNAPSHOT_SEALS_PER_BATCH, WINDOW_BYTES,
 };
 use crate::protocol::sync::wire::{Gzipped, Message};
 
@@ -110,8 +110,14 @@ impl SyncNode {
 
     /// On the timer: offers wait no longer than
     /// [`GZIP_PATIENCE_MS`](crate::protocol::sync::transfer::GZIP_PATIENCE_MS)
-    /// for a gzipped form; past that, the snapshot goes as it is.
+    /// for a gzipped form (past that, the snapshot goes as it is), nor a
+    /// newcomer for its edge to inflate one (past that, it takes the next
+    /// offer; the sender is not to blame).
     fn tend_gzip(&mut self, now_ms: u64) {
+        let overdue = |since_ms: u64| now_ms.saturating_sub(since_ms) > GZIP_PATIENCE_MS;
+        if self.inflating.as_ref().is_some_and(|i| overdue(i.since_ms)) {
+            self.inflating = None;
+        }
         let Some(newest) = self.outgoing.last_mut() else {
             return;
         };
@@ -280,6 +286,7 @@ impl SyncNode {
                     id: done.id,
                     clock: done.clock,
                     total: limit,
+                    since_ms: now_ms,
                 });
                 self.outputs.push(Output::GunzipSnapshot {
                     id: done.id,
