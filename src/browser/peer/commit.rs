@@ -4,6 +4,7 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use js_sys::{Function, Promise};
 use wasm_bindgen::prelude::*;
@@ -36,11 +37,35 @@ pub struct Commits {
     open: Option<Promise>,
     /// `close()` waits here for the queue to drain.
     drained: Vec<(Function, Function)>,
+    /// The snapshot the running commit stores.
+    storing: Option<Arc<Vec<u8>>>,
+}
+
+/// The snapshot a batch of writes stores: its last ([`Persist::commit`]).
+fn stored(writes: &[Persist]) -> Option<&Arc<Vec<u8>>> {
+    writes.iter().rev().find_map(|w| match w {
+        Persist::Snapshot(bytes) => Some(bytes),
+        Persist::Events { .. } => None,
+    })
 }
 
 impl Commits {
     pub fn push(&mut self, token: u64, write: Persist) {
         self.queue.push((token, write));
+    }
+
+    /// Whether a commit queued or running stores `snapshot`: it gzips it,
+    /// and hands the node that form (so the node's own request to gzip it
+    /// needs no second gzip).
+    pub fn stores(&self, snapshot: &Arc<Vec<u8>>) -> bool {
+        let queued = self.queue.iter().rev().find_map(|(_, w)| match w {
+            Persist::Snapshot(bytes) => Some(bytes),
+            Persist::Events { .. } => None,
+        });
+        [self.storing.as_ref(), queued]
+            .into_iter()
+            .flatten()
+            .any(|s| Arc::ptr_eq(s, snapshot))
     }
 
     /// A promise for the write `seq`, settled when it is durable.
@@ -137,17 +162,16 @@ pub fn start(inner: &Rc<RefCell<Inner>>) {
                 break;
             };
             let (tokens, writes): (Vec<u64>, Vec<Persist>) = batch.into_iter().unzip();
-            match storage.commit(&writes).await {
+            inner.borrow_mut().commits.storing = stored(&writes).cloned();
+            let committed = storage.commit(&writes).await;
+            inner.borrow_mut().commits.storing = None;
+            match committed {
                 Ok(gzipped) => {
                     {
                         let mut i = inner.borrow_mut();
                         // The snapshot stored is offered gzipped as
-                        // storage gzipped it: the last one of the batch.
-                        let stored = writes.iter().rev().find_map(|w| match w {
-                            Persist::Snapshot(bytes) => Some(bytes),
-                            Persist::Events { .. } => None,
-                        });
-                        if let (Some(stored), Some(gzipped)) = (stored, gzipped) {
+                        // storage gzipped it.
+                        if let (Some(stored), Some(gzipped)) = (stored(&writes), gzipped) {
                             i.node.snapshot_gzipped(stored, Ok(gzipped));
                         }
                         i.node.persisted(last);
@@ -160,6 +184,10 @@ pub fn start(inner: &Rc<RefCell<Inner>>) {
                     let error = PeerError::from(e);
                     {
                         let mut i = inner.borrow_mut();
+                        if let Some(stored) = stored(&writes) {
+                            // Offers that wait for its gzip go without it.
+                            i.node.snapshot_gzipped(stored, Err(error.message.clone()));
+                        }
                         let mut back: Vec<(u64, Persist)> =
                             tokens.into_iter().zip(writes).collect();
                         back.append(&mut i.commits.queue);

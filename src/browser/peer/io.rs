@@ -169,8 +169,13 @@ pub(super) fn dispatch(inner: &Rc<RefCell<Inner>>) {
 }
 
 /// Gzips a snapshot to offer, a slice a task; the node's offers of it
-/// wait for the answer.
+/// wait for the answer. Not when a commit stores it: that gzips it too,
+/// and hands the node its form (a durable page's fold, offered before
+/// storage is done with it).
 fn gzip_snapshot(inner: &Rc<RefCell<Inner>>, bytes: Arc<Vec<u8>>) {
+    if inner.borrow().commits.stores(&bytes) {
+        return;
+    }
     let inner = Rc::downgrade(inner);
     wasm_bindgen_futures::spawn_local(async move {
         let gzipped = compress::gzip(&bytes).await.map_err(|e| describe(&e));

@@ -130,7 +130,8 @@ export interface PresenceEntry {
 /** What a listener receives: `keys` on "change"; `conflicts` on
  * "conflict"; `peer` and its `state` on "peer"; a reconciliation message in
  * the spec's JSON shape on "message"; `received` of `total` bytes on
- * "snapshot" while a snapshot arrives from `peer`; `presence` (who is
+ * "snapshot" while a snapshot arrives from `peer` (as sent: gzipped
+ * between pages); `presence` (who is
  * here, as `presence()` gives it) on "presence"; `error` (a `PeerError`)
  * on "error", for failures no call of the app's can catch: a commit to
  * IndexedDB, a connection, the signaling server. */
