@@ -104,7 +104,7 @@ pub enum Message {
     /// A snapshot this peer can send (the receiver is behind its horizon),
     /// with the version vector it covers; `gzip`, the same bytes gzipped,
     /// when this peer has them. The receiver asks for either form by its
-    /// id: gzipped, a room's snapshot is a fifth to a seventh of its bytes
+    /// id: gzipped, a room's snapshot is a third to a seventh of its bytes
     /// on the wire.
     SnapshotOffer {
         id: Hash32,

@@ -126,7 +126,7 @@ pub struct SyncConfig {
     /// the browser's `CompressionStream`): the node offers its snapshots
     /// gzipped as well, once [`Output::GzipSnapshot`] is answered, and asks
     /// for the gzipped form of a snapshot offered with one, inflated by
-    /// [`Output::GunzipSnapshot`]. A room's snapshot gzips to a fifth to a
+    /// [`Output::GunzipSnapshot`]. A room's snapshot gzips to a third to a
     /// seventh. `false`: snapshots travel as they are.
     pub gzip_snapshots: bool,
 }
