@@ -164,13 +164,15 @@ impl SyncNode {
             // loaded, or refused, before another is taken.
             return;
         }
-        // The gzipped form when we can inflate it and it is smaller: what
-        // it inflates to is checked against the offer's `total`.
-        let (id, inflate_to) = match gzip {
-            Some(g) if self.config.gzip_snapshots && g.total < total => (g.id, Some(total)),
-            _ => (id, None),
+        // The gzipped form when we can inflate it and it is smaller: the
+        // transfer is of its bytes, and what they inflate to is checked
+        // against the offer's `total`.
+        let (id, total, inflate_to) = match gzip {
+            Some(g) if self.config.gzip_snapshots && g.total < total => {
+                (g.id, g.total, Some(total))
+            }
+            _ => (id, total, None),
         };
-        let total = inflate_to.map_or(total, |_| gzip.map_or(total, |g| g.total));
         let patience = self.patience_ms();
         match &mut self.incoming {
             // The same snapshot: resume it, unless a window is on its way.
