@@ -42,8 +42,8 @@ pub struct Commits {
 }
 
 /// The snapshot a batch of writes stores: its last ([`Persist::commit`]).
-fn stored(writes: &[Persist]) -> Option<&Arc<Vec<u8>>> {
-    writes.iter().rev().find_map(|w| match w {
+fn stored<'a>(writes: impl DoubleEndedIterator<Item = &'a Persist>) -> Option<&'a Arc<Vec<u8>>> {
+    writes.rev().find_map(|w| match w {
         Persist::Snapshot(bytes) => Some(bytes),
         Persist::Events { .. } => None,
     })
@@ -58,10 +58,7 @@ impl Commits {
     /// and hands the node that form (so the node's own request to gzip it
     /// needs no second gzip).
     pub fn stores(&self, snapshot: &Arc<Vec<u8>>) -> bool {
-        let queued = self.queue.iter().rev().find_map(|(_, w)| match w {
-            Persist::Snapshot(bytes) => Some(bytes),
-            Persist::Events { .. } => None,
-        });
+        let queued = stored(self.queue.iter().map(|(_, w)| w));
         [self.storing.as_ref(), queued]
             .into_iter()
             .flatten()
@@ -162,7 +159,7 @@ pub fn start(inner: &Rc<RefCell<Inner>>) {
                 break;
             };
             let (tokens, writes): (Vec<u64>, Vec<Persist>) = batch.into_iter().unzip();
-            inner.borrow_mut().commits.storing = stored(&writes).cloned();
+            inner.borrow_mut().commits.storing = stored(writes.iter()).cloned();
             let committed = storage.commit(&writes).await;
             inner.borrow_mut().commits.storing = None;
             match committed {
@@ -171,7 +168,7 @@ pub fn start(inner: &Rc<RefCell<Inner>>) {
                         let mut i = inner.borrow_mut();
                         // The snapshot stored is offered gzipped as
                         // storage gzipped it.
-                        if let (Some(stored), Some(gzipped)) = (stored(&writes), gzipped) {
+                        if let (Some(stored), Some(gzipped)) = (stored(writes.iter()), gzipped) {
                             i.node.snapshot_gzipped(stored, Ok(gzipped));
                         }
                         i.node.persisted(last);
@@ -184,7 +181,7 @@ pub fn start(inner: &Rc<RefCell<Inner>>) {
                     let error = PeerError::from(e);
                     {
                         let mut i = inner.borrow_mut();
-                        if let Some(stored) = stored(&writes) {
+                        if let Some(stored) = stored(writes.iter()) {
                             // Offers that wait for its gzip go without it.
                             i.node.snapshot_gzipped(stored, Err(error.message.clone()));
                         }
