@@ -115,13 +115,8 @@ impl Outgoing {
         })
     }
 
-    /// Whether it was offered as `id`, in either form: only an offered
-    /// snapshot is asked for.
-    pub fn offered_as(&self, id: Hash32) -> bool {
-        self.bytes_for(id).is_some()
-    }
-
-    /// The bytes offered as `id`: the snapshot's, or its gzipped form's.
+    /// The bytes offered as `id`, in either form: the snapshot's, or its
+    /// gzipped form's (only an offered snapshot is asked for).
     pub fn bytes_for(&self, id: Hash32) -> Option<&Arc<Vec<u8>>> {
         match &self.gzip {
             _ if self.id == Some(id) => Some(&self.bytes),
@@ -443,7 +438,7 @@ mod tests {
         kept.take_gzip(Ok(vec![2; 5]));
         assert_eq!(kept.gzip_offer(), Some(offered));
         assert_eq!(kept.bytes_for(offered.id).map(|b| b.len()), Some(10));
-        assert!(kept.offered_as(offered.id));
+        assert!(kept.bytes_for(offered.id).is_some());
 
         let mut large = Outgoing::new(VectorClock::default(), Arc::new(vec![0; 10]));
         large.gzip_asked(0);
