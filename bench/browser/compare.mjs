@@ -3,7 +3,7 @@
 // cpc-sync's own workloads, and bundle sizes. `npm run bench` builds and
 // runs it in full; CPC_BENCH_QUICK=1 (what `npm test` runs) uses small
 // sizes so the harness cannot rot. CPC_BENCH_ONLY picks sections
-// (comma-separated): many, sync, cpc, bundle; the others keep the last
+// (comma-separated): many, sync, cpc, gzip, bundle; the others keep the last
 // committed run's figures, with its provenance. CPC_BENCH_WORKLOADS
 // (B3_1,C1_2,run_heavy) and CPC_BENCH_ROWS (row names, "|" between) make
 // a partial run, written aside to target/bench/compare-partial.json.
@@ -193,6 +193,7 @@ function print(results) {
     }
   }
   if (results.cpc) console.log(`cpc-sync only: ${JSON.stringify(results.cpc)}`);
+  if (results.gzip) console.log(`snapshot gzip: ${JSON.stringify(results.gzip)}`);
   if (results.bundle) console.log(`bundles (gzip): ${JSON.stringify(results.bundle)}`);
 }
 
@@ -257,6 +258,11 @@ async function main() {
     if (wanted("cpc")) {
       results.cpc = await freshPage(browser, server.url, (page) => page.evaluate((s) => window.bench.cpcOnly(s), SIZES));
     }
+    if (wanted("gzip")) {
+      // A snapshot of as many entities as the cpc section's.
+      const args = [SIZES.snapshot, Math.min(SIZES.runs, 5)];
+      results.gzip = await freshPage(browser, server.url, (page) => page.evaluate((a) => window.bench.gzipCost(...a), args));
+    }
   } finally {
     await browser.close();
     await server.stop();
@@ -287,7 +293,7 @@ async function carryOver(results) {
     return;
   }
   if (!previous.meta || previous.meta.quick) return;
-  for (const section of ["many", "sync", "cpc", "bundle"]) {
+  for (const section of ["many", "sync", "cpc", "gzip", "bundle"]) {
     if (results[section] || !previous[section]) continue;
     results[section] = previous[section];
     if (section === "many") {

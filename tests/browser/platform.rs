@@ -146,26 +146,58 @@ async fn a_large_snapshot_is_gzipped_and_read_back_in_slices() {
 /// A snapshot gzipped by the browser for transfer inflates back whole
 /// within the length its offer names, and not one byte over: a lie about
 /// the length, a bomb (8 MiB of zeros, a few KB gzipped) and bytes that are
-/// not gzip are errors, not a page's memory.
+/// not gzip are errors, not a page's memory. Both in the page's compressor
+/// worker (which answers every job here) and in place (where no worker
+/// runs).
 #[wasm_bindgen_test]
 async fn a_gzipped_snapshot_inflates_to_no_more_than_its_offer() {
     use cpc_sync::browser::compress;
 
     assert!(compress::available());
+    let answered = compress::worker::answered();
+    gzip_checks(false).await;
+    assert_eq!(
+        compress::worker::answered() - answered,
+        6,
+        "jobs the worker answered"
+    );
+    gzip_checks(true).await;
+    assert_eq!(
+        compress::worker::answered() - answered,
+        6,
+        "in place went to the worker"
+    );
+}
+
+async fn gzip_checks(in_place: bool) {
+    use cpc_sync::browser::compress;
+
+    let gzip = |bytes: Vec<u8>| async move {
+        match in_place {
+            true => compress::gzip_in_place(&bytes).await,
+            false => compress::gzip(&bytes).await,
+        }
+    };
+    let gunzip = |bytes: Vec<u8>, limit: u64| async move {
+        match in_place {
+            true => compress::gunzip_at_most_in_place(bytes, limit).await,
+            false => compress::gunzip_at_most(bytes, limit).await,
+        }
+    };
     let bytes: Vec<u8> = (0..700_000u32)
         .map(|i| (i % 251) as u8 ^ (i >> 12) as u8)
         .collect();
-    let gzipped = compress::gzip(&bytes).await.expect("gzips");
+    let gzipped = gzip(bytes.clone()).await.expect("gzips");
     assert!(gzipped.len() < bytes.len() / 2, "{} bytes", gzipped.len());
     let total = bytes.len() as u64;
-    let inflated = compress::gunzip_at_most(gzipped.clone(), total).await;
+    let inflated = gunzip(gzipped.clone(), total).await;
     assert!(inflated.expect("inflates") == bytes);
-    let short = compress::gunzip_at_most(gzipped, total - 1).await;
+    let short = gunzip(gzipped, total - 1).await;
     assert!(short.is_err(), "inflated past its limit");
 
-    let bomb = compress::gzip(&vec![0; 8 << 20]).await.expect("gzips");
+    let bomb = gzip(vec![0; 8 << 20]).await.expect("gzips");
     assert!(bomb.len() < 64 * 1024, "{} bytes", bomb.len());
-    let refused = compress::gunzip_at_most(bomb, 1 << 20).await;
+    let refused = gunzip(bomb, 1 << 20).await;
     let reason = refused.expect_err("a bomb inflates").as_string();
     assert!(
         reason
@@ -173,7 +205,7 @@ async fn a_gzipped_snapshot_inflates_to_no_more_than_its_offer() {
             .is_some_and(|r| r.contains("more than the 1048576 bytes")),
         "{reason:?}"
     );
-    assert!(compress::gunzip_at_most(vec![7; 64], 1_000).await.is_err());
+    assert!(gunzip(vec![7; 64], 1_000).await.is_err());
 }
 
 #[wasm_bindgen_test]

@@ -34,6 +34,59 @@ export function sealCost(len, runs) {
   };
 }
 
+/**
+ * The page's thread while `call()` runs and until its promise settles: a
+ * message a task on a channel of its own, so every gap between two is a
+ * task of something else (over 1 ms counted). `{ value, wall_ms, busy_ms,
+ * tasks, longest_ms }`. The pings keep the page's thread spinning, so
+ * another thread (a worker) has one core less to run on.
+ */
+async function onThePageThread(call) {
+  const channel = new MessageChannel();
+  let [last, busy, tasks, longest, running] = [performance.now(), 0, 0, 0, true];
+  channel.port1.onmessage = () => {
+    const now = performance.now();
+    const gap = now - last;
+    last = now;
+    if (gap > 1) [busy, tasks, longest] = [busy + gap, tasks + 1, Math.max(longest, gap)];
+    if (running) channel.port2.postMessage(null);
+  };
+  const start = performance.now();
+  channel.port2.postMessage(null);
+  const value = await call();
+  const wall_ms = performance.now() - start;
+  running = false;
+  // The task that settled the call, and the ping behind it.
+  await new Promise((r) => setTimeout(r, 10));
+  channel.port1.close();
+  return { value, wall_ms, busy_ms: busy, tasks, longest_ms: longest };
+}
+
+/**
+ * A signed room's snapshot of `entities` entities gzipped and inflated
+ * back as pages do it (a fold stored, an offer, a newcomer's inflate), in
+ * the compressor worker and in place on the page's thread, alternated:
+ * what each costs the page's thread. Every inflate is checked equal to the
+ * snapshot.
+ */
+export async function gzipCost(entities, runs) {
+  const bytes = cpc.gzipPrepare(entities);
+  const rows = { worker: [], in_place: [] };
+  for (let r = 0; r < Math.max(2, runs); r++) {
+    for (const inPlace of r % 2 ? [true, false] : [false, true]) {
+      const jobs = cpc.gzipWorkerJobs();
+      const gzip = await onThePageThread(() => cpc.gzipKept(inPlace));
+      const gunzip = await onThePageThread(() => cpc.gunzipKept(inPlace));
+      if (!gzip.value || !gunzip.value) throw new Error("the snapshot did not gzip and inflate back whole");
+      if (cpc.gzipWorkerJobs() - jobs !== (inPlace ? 0 : 2)) throw new Error("the jobs went to the wrong thread");
+      const { value: gzipped_bytes, ...gzipped } = gzip;
+      const { value: _, ...inflated } = gunzip;
+      rows[inPlace ? "in_place" : "worker"].push({ gzipped_bytes, gzip: gzipped, gunzip: inflated });
+    }
+  }
+  return { entities, bytes, ...rows };
+}
+
 export async function cpcOnly({ runs, causal, snapshot }) {
   const results = {};
   results.seal = { run_of_1: sealCost(1, Math.min(runs, 5)), run_of_1024: sealCost(1024, Math.min(runs, 5)) };

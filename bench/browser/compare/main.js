@@ -8,7 +8,7 @@ import automergeWasm from "@automerge/automerge/automerge.wasm?url";
 import initCpc from "../../../target/bench/pkg/cpc_sync.js";
 import { LIBRARIES, ROWS, VERIFY_WORKERS } from "./libraries.js";
 import { SYNC } from "./sync.js";
-import { batchVerifyCost, cpcOnly, sealCost } from "./cpc-only.js";
+import { batchVerifyCost, cpcOnly, gzipCost, sealCost } from "./cpc-only.js";
 import { canonical } from "./workloads.js";
 
 const now = () => performance.now();
@@ -101,6 +101,6 @@ await initCpc();
 await A.initializeWasm(automergeWasm);
 // Every row, with the library that makes its updates.
 const rows = Object.fromEntries(Object.entries(ROWS).map(([row, impl]) => [row, impl.library]));
-window.bench = { generate, measure, sync, cpcOnly, sealCost, batchVerifyCost, rows, verifyWorkers: VERIFY_WORKERS };
+window.bench = { generate, measure, sync, cpcOnly, gzipCost, sealCost, batchVerifyCost, rows, verifyWorkers: VERIFY_WORKERS };
 document.getElementById("out").textContent = "ready";
 document.body.dataset.ready = "true";

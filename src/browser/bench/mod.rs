@@ -15,6 +15,7 @@ use crate::protocol::snapshot::Checks;
 use crate::protocol::testing::workload;
 use crate::protocol::{EngineConfig, P2PEvent, ReconciliationEngine, StateSnapshot, Trust};
 
+mod gzip;
 mod wire;
 mod workloads;
 

@@ -168,8 +168,8 @@ pub(super) fn dispatch(inner: &Rc<RefCell<Inner>>) {
     arm_timer(inner);
 }
 
-/// Gzips a snapshot to offer, a slice a task; the node's offers of it
-/// wait for the answer. Not when a commit stores it: that gzips it too,
+/// Gzips a snapshot to offer (in the compressor worker); the node's
+/// offers of it wait for the answer. Not when a commit stores it: that gzips it too,
 /// and hands the node its form (a durable page's fold, offered before
 /// storage is done with it).
 fn gzip_snapshot(inner: &Rc<RefCell<Inner>>, bytes: Arc<Vec<u8>>) {
@@ -187,8 +187,8 @@ fn gzip_snapshot(inner: &Rc<RefCell<Inner>>, bytes: Arc<Vec<u8>>) {
     });
 }
 
-/// Inflates a snapshot that came gzipped, a slice a task, to at most
-/// `limit` bytes; the node takes no other snapshot meanwhile.
+/// Inflates a snapshot that came gzipped (in the compressor worker) to at
+/// most `limit` bytes; the node takes no other snapshot meanwhile.
 fn gunzip_snapshot(inner: &Rc<RefCell<Inner>>, id: Hash32, bytes: Vec<u8>, limit: u64) {
     let inner = Rc::downgrade(inner);
     wasm_bindgen_futures::spawn_local(async move {

@@ -1,14 +1,20 @@
-//! Gzip through the browser's own `CompressionStream`: stored snapshots
-//! are compressed without a compressor in the wasm. (web-sys marks the
-//! stream classes unstable, so they are declared here; the streams' two
-//! sides, their writer and `Response` are web-sys's.)
+//! Gzip through the browser's own `CompressionStream`: snapshots are
+//! stored and sent compressed without a compressor in the wasm. (web-sys
+//! marks the stream classes unstable, so they are declared here; the
+//! streams' two sides, their writer and `Response` are web-sys's.)
 //!
-//! The stream (de)compresses on the page's main thread, each chunk written
-//! at once in the task that writes it, and chunks a pipe feeds follow one
-//! another in promise reactions: one task. A durable newcomer's store of
-//! a 100k-key room (2.2 MB) was one task of 75-90 ms of deflate in
-//! Chromium; a fold of a million keys, a second. So the bytes go in
-//! slices of [`SLICE`], each in a task of its own.
+//! [`gzip`] and [`gunzip_at_most`] (a fold's, an offer's, a newcomer's
+//! snapshot) run in the page's compressor [`worker`]. In place, and where
+//! no worker runs, the stream (de)compresses on the page's main thread,
+//! each chunk written at once in the task that writes it, and chunks a
+//! pipe feeds follow one another in promise reactions: one task. A
+//! durable newcomer's store of a 100k-key room (2.2 MB) was one task of
+//! 75-90 ms of deflate in Chromium; a fold of a million keys, a second.
+//! So in place the bytes go in slices of [`SLICE`], each in a task of
+//! its own. [`gunzip`] (a stored snapshot, read as a page opens) stays in
+//! place: a cold start would wait for the worker to start.
+
+pub mod worker;
 
 use js_sys::{Promise, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
@@ -108,7 +114,16 @@ pub fn available() -> bool {
         .all(|name| Reflect::has(&global, &JsValue::from_str(name)).unwrap_or(false))
 }
 
+/// `bytes` gzipped, in the worker or else in place.
 pub async fn gzip(bytes: &[u8]) -> Result<Vec<u8>, JsValue> {
+    match worker::gzip(bytes).await {
+        worker::Outcome::Answered(gzipped) => gzipped,
+        worker::Outcome::NoWorker => gzip_in_place(bytes).await,
+    }
+}
+
+/// `bytes` gzipped on this thread, a slice a task.
+pub async fn gzip_in_place(bytes: &[u8]) -> Result<Vec<u8>, JsValue> {
     pipe(bytes, Compressor::new("gzip")?.unchecked_ref()).await
 }
 
@@ -117,11 +132,19 @@ pub async fn gunzip(bytes: &[u8]) -> Result<Vec<u8>, JsValue> {
     pipe(bytes, Decompressor::new("gzip")?.unchecked_ref()).await
 }
 
-/// `bytes` gunzipped, a slice a task, refused once they inflate past
-/// `limit` bytes: a snapshot from a peer, which must inflate to the length
-/// its offer named. A few MB of gzip can claim gigabytes; no more than
-/// `limit` is ever held.
+/// `bytes` gunzipped, refused once they inflate past `limit` bytes: a
+/// snapshot from a peer, which must inflate to the length its offer
+/// named. A few MB of gzip can claim gigabytes; no more than `limit` is
+/// ever held. In the worker, or else in place.
 pub async fn gunzip_at_most(bytes: Vec<u8>, limit: u64) -> Result<Vec<u8>, JsValue> {
+    match worker::gunzip_at_most(&bytes, limit).await {
+        worker::Outcome::Answered(inflated) => inflated,
+        worker::Outcome::NoWorker => gunzip_at_most_in_place(bytes, limit).await,
+    }
+}
+
+/// [`gunzip_at_most`] on this thread, a slice a task.
+pub async fn gunzip_at_most_in_place(bytes: Vec<u8>, limit: u64) -> Result<Vec<u8>, JsValue> {
     let transform: Transform = Decompressor::new("gzip")?.unchecked_into();
     let writer = transform.writable().get_writer()?;
     let reader: ReadableStreamDefaultReader = transform.readable().get_reader().unchecked_into();
