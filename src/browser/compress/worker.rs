@@ -1,14 +1,14 @@
-//! The compressor worker: one Web Worker a page, started by the first
-//! job, that runs `CompressionStream` and `DecompressionStream` off the
+//! The compressor worker: one Web Worker a page that runs `CompressionStream` and `DecompressionStream` off the
 //! page's main thread. A million keys' snapshot (24 MB) is a second of
 //! deflate; in place it is a hundred tasks of the page's thread, in the
 //! worker none: the page pays a copy each way.
 //!
 //! Its script is a few lines of JS from a `Blob` (no file for a bundler
-//! to find; no wasm: the streams are the browser's). A worker that cannot
-//! start (no `Worker`, a page's CSP without `blob:` workers) or fails is
-//! not tried again, and its jobs are done in place
-//! ([`super::gzip`] and [`super::gunzip_at_most`] fall back).
+//! to find; no wasm: the streams are the browser's), started by a peer's
+//! warm-up or else by the first job. A worker that cannot start (no
+//! `Worker`, a page's CSP without `blob:` workers) or fails is not tried
+//! again, and its jobs are done in place ([`super::gzip`] and
+//! [`super::gunzip_at_most`] fall back).
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -97,6 +97,12 @@ pub async fn gzip(bytes: &[u8]) -> Outcome {
 /// `bytes` gunzipped in the worker, refused past `limit` bytes.
 pub async fn gunzip_at_most(bytes: &[u8], limit: u64) -> Outcome {
     run("gunzip", bytes, limit as f64).await
+}
+
+/// Starts the page's worker if it was not tried yet: a peer warming up
+/// starts it, so that its first job does not wait for it to start.
+pub fn start() {
+    running();
 }
 
 /// Jobs the page's worker has answered.
