@@ -11,28 +11,34 @@ const env = serverAndBrowser();
 const BURSTS = 600;
 const PER_BURST = 5;
 
-/** Counts the page's workers, and the seals posted to them (a batch is
- * `[batch, ArrayBuffer]`, 128 bytes a seal); `broken`: none starts;
- * `halting`: every second one fails to (a pool of two starts one, and must
- * stop it). */
+/** Counts the page's workers, the seals posted to them (a batch is
+ * `[batch, ArrayBuffer]`, 128 bytes a seal) and the jobs posted to its
+ * compressor worker (`[job, "gzip" | "gunzip", ArrayBuffer, limit]`);
+ * `broken`: none starts; `halting`: every second one fails to (a pool of
+ * two starts one, and must stop it), counted from the last reset of
+ * `window.workersAsked`. */
 function install(workers) {
   const Real = window.Worker;
   window.workersStarted = 0;
   window.sealsPosted = 0;
   window.batchesPosted = 0;
+  window.compressorJobs = { gzip: 0, gunzip: 0 };
   const post = Real.prototype.postMessage;
   Real.prototype.postMessage = function (message, ...rest) {
     if (Array.isArray(message) && typeof message[0] === "number" && message[1] instanceof ArrayBuffer) {
       window.batchesPosted += 1;
       window.sealsPosted += message[1].byteLength / 128;
     }
+    if (Array.isArray(message) && message[1] in window.compressorJobs && message[2] instanceof ArrayBuffer) {
+      window.compressorJobs[message[1]] += 1;
+    }
     return post.call(this, message, ...rest);
   };
-  let asked = 0;
+  window.workersAsked = 0;
   window.Worker = class extends Real {
     constructor(...args) {
-      asked += 1;
-      if (workers === "broken" || (workers === "halting" && asked % 2 === 0)) {
+      window.workersAsked += 1;
+      if (workers === "broken" || (workers === "halting" && window.workersAsked % 2 === 0)) {
         throw new Error("no workers on this page");
       }
       super(...args);
@@ -77,8 +83,10 @@ async function writer(context, room, { bursts = BURSTS, per = PER_BURST, options
 async function newcomer(tab, room, options, clock) {
   return tab.evaluate(
     async ({ room, options, clock }) => {
-      // The page's own peer started its workers already: ours are those after.
+      // The page's own peer started its workers already (and the page's
+      // compressor worker): ours are those after.
       const before = window.workersStarted;
+      window.workersAsked = 0;
       window.peer = await window.cpc.module.Peer.open({ room, storage: "memory", ...options });
       let snapshots = 0;
       window.peer.addEventListener("snapshot", () => (snapshots += 1));
@@ -93,6 +101,7 @@ async function newcomer(tab, room, options, clock) {
         snapshots,
         seals: window.sealsPosted,
         batches: window.batchesPosted,
+        inflated: window.compressorJobs.gunzip,
         state,
       };
     },
@@ -133,7 +142,9 @@ for (const [name, options, workers, expected] of [
 
 // A room written in 1,100 one-write runs whose log is folded: a newcomer
 // gets its snapshot, 1,100 seals, handed to its workers in batches of at
-// most 1,024, and loads it once every verdict is back.
+// most 1,024, and loads it once every verdict is back. The snapshot goes
+// gzipped: the writer gzips it and the newcomer inflates it in their
+// compressor workers, or on their threads where no worker starts.
 for (const [name, workers, posted] of [
   ["in two Web Workers", "counted", true],
   ["on the page's thread when no worker can start", "broken", false],
@@ -156,11 +167,15 @@ for (const [name, workers, posted] of [
     assert.ok(got.covers, "the newcomer holds every event");
     assert.equal(got.keys, runs);
     assert.ok(got.snapshots > 0, "the state came as a snapshot");
+    const gzipped = await writerTab.evaluate(() => window.compressorJobs.gzip);
     if (posted) {
       assert.equal(got.seals, runs, "every seal went to the workers");
       assert.equal(got.batches, 2, "in two batches");
+      assert.equal(gzipped, 1, "the writer gzipped its snapshot in its compressor worker");
+      assert.equal(got.inflated, 1, "the newcomer inflated it in its compressor worker");
     } else {
       assert.equal(got.seals, 0, "none posted");
+      assert.deepEqual([gzipped, got.inflated], [0, 0], "no compressor job posted");
     }
     const theirs = await writerTab.evaluate(() => window.peer.state());
     assert.deepEqual(got.state, theirs, "the same state as the writer's");
