@@ -58,10 +58,14 @@ pub fn rounds(total: usize, peers: u64, keys: u64, per_round: usize, seed: u64) 
     let mut seq = vec![0u64; peers as usize];
     // Per key: the siblings every writer knows at the start of a round.
     let mut siblings: Vec<Vec<EventId>> = vec![Vec::new(); keys as usize];
+    // Per key: the dots written this round, emptied at its end (the keys
+    // written listed in `touched`: a fresh vector a round was a million
+    // empty vectors a round, most of building a 1M-key workload).
+    let mut written: Vec<Vec<EventId>> = vec![Vec::new(); keys as usize];
+    let mut touched = Vec::new();
     let mut round = 0u64;
     while events.len() < total {
         let start_seq = seq.clone();
-        let mut written: Vec<Vec<EventId>> = vec![Vec::new(); keys as usize];
         for (w, next) in seq.iter_mut().enumerate() {
             for i in 0..per_round {
                 if events.len() == total {
@@ -97,14 +101,15 @@ pub fn rounds(total: usize, peers: u64, keys: u64, per_round: usize, seed: u64) 
                     deps,
                     ms,
                 ));
+                if written[k].is_empty() {
+                    touched.push(k);
+                }
                 written[k].retain(|d| d.peer != id.peer);
                 written[k].push(id);
             }
         }
-        for (k, dots) in written.into_iter().enumerate() {
-            if !dots.is_empty() {
-                siblings[k] = dots;
-            }
+        for k in touched.drain(..) {
+            siblings[k] = std::mem::take(&mut written[k]);
         }
         round += 1;
     }
