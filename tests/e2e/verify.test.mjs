@@ -14,9 +14,10 @@ const PER_BURST = 5;
 /** Counts the page's workers, the seals posted to them (a batch is
  * `[batch, ArrayBuffer]`, 128 bytes a seal) and the jobs posted to its
  * compressor worker (`[job, "gzip" | "gunzip", ArrayBuffer, limit]`);
- * `broken`: none starts; `halting`: every second one fails to (a pool of
- * two starts one, and must stop it), counted from the last reset of
- * `window.workersAsked`. */
+ * `broken`: none starts; `halting`: every second verifier worker fails
+ * to (a pool of two starts one, and must stop it), counted from the last
+ * reset of `window.workersAsked`; the compressor worker (by its name)
+ * starts unless `broken`, whenever the page's peer starts it. */
 function install(workers) {
   const Real = window.Worker;
   window.workersStarted = 0;
@@ -35,14 +36,17 @@ function install(workers) {
     return post.call(this, message, ...rest);
   };
   window.workersAsked = 0;
+  window.compressorsStarted = 0;
   window.Worker = class extends Real {
     constructor(...args) {
-      window.workersAsked += 1;
-      if (workers === "broken" || (workers === "halting" && window.workersAsked % 2 === 0)) {
+      const compressor = args[1]?.name === "cpc-sync compressor";
+      if (!compressor) window.workersAsked += 1;
+      if (workers === "broken" || (workers === "halting" && !compressor && window.workersAsked % 2 === 0)) {
         throw new Error("no workers on this page");
       }
       super(...args);
-      window.workersStarted += 1;
+      if (compressor) window.compressorsStarted += 1;
+      else window.workersStarted += 1;
     }
   };
 }
@@ -83,8 +87,8 @@ async function writer(context, room, { bursts = BURSTS, per = PER_BURST, options
 async function newcomer(tab, room, options, clock) {
   return tab.evaluate(
     async ({ room, options, clock }) => {
-      // The page's own peer started its workers already (and the page's
-      // compressor worker): ours are those after.
+      // The page's own peer started its workers already: ours are those
+      // after.
       const before = window.workersStarted;
       window.workersAsked = 0;
       window.peer = await window.cpc.module.Peer.open({ room, storage: "memory", ...options });
@@ -102,6 +106,7 @@ async function newcomer(tab, room, options, clock) {
         seals: window.sealsPosted,
         batches: window.batchesPosted,
         inflated: window.compressorJobs.gunzip,
+        compressors: window.compressorsStarted,
         state,
       };
     },
@@ -173,9 +178,10 @@ for (const [name, workers, posted] of [
       assert.equal(got.batches, 2, "in two batches");
       assert.equal(gzipped, 1, "the writer gzipped its snapshot in its compressor worker");
       assert.equal(got.inflated, 1, "the newcomer inflated it in its compressor worker");
+      assert.equal(got.compressors, 1, "one compressor worker a page");
     } else {
       assert.equal(got.seals, 0, "none posted");
-      assert.deepEqual([gzipped, got.inflated], [0, 0], "no compressor job posted");
+      assert.deepEqual([gzipped, got.inflated, got.compressors], [0, 0, 0], "no compressor worker");
     }
     const theirs = await writerTab.evaluate(() => window.peer.state());
     assert.deepEqual(got.state, theirs, "the same state as the writer's");

@@ -17,7 +17,10 @@ use js_sys::{Array, Function, Promise, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{Blob, BlobPropertyBag, MessageEvent, Url, Worker};
+use web_sys::{Blob, BlobPropertyBag, MessageEvent, Url, Worker, WorkerOptions};
+
+/// The worker's name.
+pub const NAME: &str = "cpc-sync compressor";
 
 /// What the worker runs. Each message is `[job, format, bytes, limit]`:
 /// "gzip" compresses `bytes`, "gunzip" inflates them and gives up once
@@ -99,8 +102,8 @@ pub async fn gunzip_at_most(bytes: &[u8], limit: u64) -> Outcome {
     run("gunzip", bytes, limit as f64).await
 }
 
-/// Starts the page's worker if it was not tried yet: a peer warming up
-/// starts it, so that its first job does not wait for it to start.
+/// Starts the page's worker if it was not tried yet: a peer's warm-up
+/// starts it once done, so that the first job does not wait for it.
 pub fn start() {
     running();
 }
@@ -154,7 +157,11 @@ impl Compressor {
         let script =
             Blob::new_with_str_sequence_and_options(&Array::of1(&SCRIPT.into()), &options)?;
         let url = Url::create_object_url_with_blob(&script)?;
-        let worker = match Worker::new(&url) {
+        // Named for a browser's devtools (and the tests, which tell it from
+        // the verifier workers by its name).
+        let named = WorkerOptions::new();
+        named.set_name(NAME);
+        let worker = match Worker::new_with_options(&url, &named) {
             Ok(worker) => worker,
             Err(e) => {
                 let _ = Url::revoke_object_url(&url);

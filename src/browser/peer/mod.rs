@@ -25,7 +25,6 @@ use self::events::Listeners;
 use self::io::{dispatch, schedule_writes};
 use self::options::Options;
 use self::timer::{Now, Timer};
-use super::compress;
 use super::convert::{from_json, to_js, to_json};
 use super::error::{Code, PeerError};
 use super::identity::Slot;
@@ -274,9 +273,6 @@ impl Peer {
         if options.warm_up {
             warm::start(Rc::downgrade(&inner));
             io::start_verifiers(&inner);
-            if compress::available() {
-                compress::worker::start();
-            }
         }
         Ok(Peer { inner })
     }

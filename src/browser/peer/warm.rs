@@ -1,6 +1,7 @@
 //! Warms the receive path while the page is idle after `Peer.open` (see
 //! `protocol::sync::warm`): a few steps of the scratch sync per task, each
-//! task a few milliseconds, until it is done or the peer closes.
+//! task a few milliseconds, until it is done or the peer closes; then
+//! starts the page's compressor worker.
 
 use std::cell::RefCell;
 use std::rc::Weak;
@@ -11,6 +12,7 @@ use wasm_bindgen::JsValue;
 use wasm_bindgen_futures::{spawn_local, JsFuture};
 
 use super::{now_ms, Inner};
+use crate::browser::compress;
 use crate::protocol::sync::warm::WarmUp;
 
 /// Steps run in one task until this much time has passed: one step while
@@ -34,6 +36,12 @@ pub(super) fn start(inner: Weak<RefCell<Inner>>) {
             let warm = warm.get_or_insert_with(|| WarmUp::new(now_ms()));
             while warm.step() && js_sys::Date::now() - start < TASK_BUDGET_MS {}
             if warm.is_done() {
+                // Then the compressor worker, so that a page's first gzip
+                // does not wait for it (not at the open: its start would
+                // share the cores with the cold start's load).
+                if compress::available() {
+                    compress::worker::start();
+                }
                 return;
             }
         }
