@@ -167,7 +167,7 @@ for (const [name, workers, posted] of [
       options: { compactAfter: 100 },
       settle: 2_500,
     });
-    const { tab, errors } = await page(context, workers);
+    const { tab, warnings, errors } = await page(context, workers);
     const got = await newcomer(tab, room, { verifyWorkers: 2 }, clock);
     assert.ok(got.covers, "the newcomer holds every event");
     assert.equal(got.keys, runs);
@@ -179,9 +179,12 @@ for (const [name, workers, posted] of [
       assert.equal(gzipped, 1, "the writer gzipped its snapshot in its compressor worker");
       assert.equal(got.inflated, 1, "the newcomer inflated it in its compressor worker");
       assert.equal(got.compressors, 1, "one compressor worker a page");
+      assert.ok(!warnings.some((w) => w.includes("gzipped on the page's thread")), warnings.join(" | "));
     } else {
       assert.equal(got.seals, 0, "none posted");
       assert.deepEqual([gzipped, got.inflated, got.compressors], [0, 0, 0], "no compressor worker");
+      const inPlace = warnings.some((w) => w.includes("snapshots are gzipped on the page's thread"));
+      assert.ok(inPlace, `a warning says why: ${warnings.join(" | ")}`);
     }
     const theirs = await writerTab.evaluate(() => window.peer.state());
     assert.deepEqual(got.state, theirs, "the same state as the writer's");

@@ -19,6 +19,8 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{Blob, BlobPropertyBag, MessageEvent, Url, Worker, WorkerOptions};
 
+use crate::browser::convert::describe;
+
 /// The worker's name.
 pub const NAME: &str = "cpc-sync compressor";
 
@@ -141,13 +143,27 @@ fn running() -> Option<Rc<Compressor>> {
     SLOT.with(|slot| {
         let mut slot = slot.borrow_mut();
         if matches!(*slot, Slot::Untried) {
-            *slot = Compressor::start().map_or(Slot::Gone, |c| Slot::Running(Rc::new(c)));
+            *slot = match Compressor::start() {
+                Ok(compressor) => Slot::Running(Rc::new(compressor)),
+                Err(e) => {
+                    in_place_from_now(&describe(&e));
+                    Slot::Gone
+                }
+            };
         }
         match &*slot {
             Slot::Running(compressor) if !compressor.failed.get() => Some(compressor.clone()),
             _ => None,
         }
     })
+}
+
+/// Says once that the page's thread (de)compresses from now on, and why
+/// (a page's CSP without `blob:` workers, say).
+fn in_place_from_now(reason: &str) {
+    web_sys::console::warn_1(
+        &format!("cpc-sync: snapshots are gzipped on the page's thread: {reason}").into(),
+    );
 }
 
 impl Compressor {
@@ -187,9 +203,13 @@ impl Compressor {
             let _ = resolve.call1(&JsValue::UNDEFINED, &answer);
         });
         let (waiting, gone, ended) = (jobs.clone(), failed.clone(), worker.clone());
-        let on_error = Closure::<dyn FnMut(JsValue)>::new(move |_event: JsValue| {
+        let on_error = Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
             // Its jobs are done in place instead, and so are later ones.
-            gone.set(true);
+            if !gone.replace(true) {
+                let message = Reflect::get(&event, &"message".into()).ok();
+                let reason = message.and_then(|m| m.as_string());
+                in_place_from_now(reason.as_deref().unwrap_or("the worker failed"));
+            }
             ended.terminate();
             for (_, _, reject) in waiting.borrow_mut().drain(..) {
                 let _ = reject.call0(&JsValue::UNDEFINED);
