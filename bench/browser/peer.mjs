@@ -21,6 +21,9 @@
 //
 // Every scenario runs CPC_BENCH_RUNS times (default 5, 1 when quick) and
 // keeps every sample; the report judges goals on medians.
+// CPC_PROFILE=<path prefix>: the transfer's snapshot joins CPU-profiled in
+// both pages (`<prefix>-sender-<n>.cpuprofile`, `-receiver-`; `node
+// bench/cpu-profile.mjs <file>` sums them by function).
 //
 // `npm run bench:peer` (builds first); `node bench/browser/peer.mjs
 // [scenario...]` runs some. CPC_BENCH_QUICK=1 shrinks every size (smoke).
@@ -231,7 +234,10 @@ function throughput(progress, from = 0) {
 
 /** A new tab joins `r`, where `a` holds the snapshot of digest `digest`, and receives it. */
 async function snapshotJoin(context, url, a, r, digest) {
+  const sender = await profiling(context, a.page);
   const b = await openPeer(context, url, `room=${r}&storage=memory`);
+  // From its peer's open on (the transfer starts after it).
+  const receiver = await profiling(context, b.page);
   await b.page.evaluate(() => {
     window.progress = [];
     window.cpc.peer.addEventListener("snapshot", (e) => {
@@ -240,6 +246,8 @@ async function snapshotJoin(context, url, a, r, digest) {
   });
   await b.page.waitForFunction((d) => window.cpc.peer.digest() === d, digest, { timeout: 120_000 });
   const done = await b.page.evaluate(() => performance.now());
+  await sender.save("sender");
+  await receiver.save("receiver");
   const progress = await b.page.evaluate(() => window.progress);
   const discarded = await a.page.evaluate(discardedOnSend);
   await b.page.close();
@@ -252,6 +260,27 @@ async function snapshotJoin(context, url, a, r, digest) {
     ...throughput(progress),
     load_ms: Math.round(done - progress.at(-1).t),
     discarded_packets: discarded,
+  };
+}
+
+let profiles = 0;
+
+/** With CPC_PROFILE, a CPU profile of `page` from now on (samples every
+ * 100 µs), written by `save(role)`; without, nothing. */
+async function profiling(context, page) {
+  const prefix = process.env.CPC_PROFILE;
+  if (!prefix) return { save: async () => {} };
+  const cdp = await context.newCDPSession(page);
+  await cdp.send("Profiler.enable");
+  await cdp.send("Profiler.setSamplingInterval", { interval: 100 });
+  await cdp.send("Profiler.start");
+  return {
+    async save(role) {
+      const { profile } = await cdp.send("Profiler.stop");
+      const file = `${prefix}-${role}-${Math.floor(profiles++ / 2)}.cpuprofile`;
+      await writeFile(file, JSON.stringify(profile));
+      console.log(`profile: ${file}`);
+    },
   };
 }
 
