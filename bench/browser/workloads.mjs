@@ -20,7 +20,9 @@
 // offer the snapshot their fold stored); CPC_ROOM_KEYS and
 // CPC_ROOM_RUNS size the newcomer workload; CPC_ROOM_LISTEN=1 has cpc-sync's
 // newcomers listen for "change" events, as a page that renders on them;
-// CPC_TRACE=<prefix> traces each newcomer (below).
+// CPC_TRACE=<prefix> traces each newcomer (below); CPC_HOST_PROFILE=<prefix>
+// CPU-profiles cpc-sync's host page during each join
+// (`<prefix>-<workload>-<run>.cpuprofile`; `node bench/cpu-profile.mjs`).
 // Figures go to stdout and target/bench/workloads.json.
 import { execFile, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -265,6 +267,12 @@ async function rooms(browser, site, { n, runs: count, perUpdate, label }) {
         const { context, page: host, room, target, runs } = hosts[lib];
         const page = await libPage(context, site, lib, "room");
         await host.evaluate(() => window.bench.watch());
+        const hostProfile = process.env.CPC_HOST_PROFILE && lib === "cpc-sync" && (await context.newCDPSession(host));
+        if (hostProfile) {
+          await hostProfile.send("Profiler.enable");
+          await hostProfile.send("Profiler.setSamplingInterval", { interval: 100 });
+          await hostProfile.send("Profiler.start");
+        }
         // CPC_TRACE=<path prefix>: a Chromium trace of each newcomer's join,
         // its CPU samples included (`node bench/long-tasks.mjs <file>` names
         // what each long task ran).
@@ -273,6 +281,10 @@ async function rooms(browser, site, { n, runs: count, perUpdate, label }) {
         const joined = await page.evaluate(([room, target, n]) => window.bench.join(room, target, n), [room, target, n]);
         if (trace) await browser.stopTracing();
         const hosting = await host.evaluate(() => window.bench.watched());
+        if (hostProfile) {
+          const { profile } = await hostProfile.send("Profiler.stop");
+          await writeFile(`${process.env.CPC_HOST_PROFILE}-${label}-${r}.cpuprofile`, JSON.stringify(profile));
+        }
         runs.push({ ...joined, host_longest_ms: hosting.longest_ms });
         await page.close();
         console.log(
