@@ -74,6 +74,15 @@ pub fn verify_seals(seals: &[u8]) -> Vec<u8> {
     seal::verify_packed(seals)
 }
 
+/// A `blob:` URL of `script`, for a worker to run (no file for a bundler to
+/// find); revoked by the worker's owner when it is dropped.
+pub(crate) fn script_url(script: &str) -> Result<String, JsValue> {
+    let options = BlobPropertyBag::new();
+    options.set_type("text/javascript");
+    let script = Blob::new_with_str_sequence_and_options(&Array::of1(&script.into()), &options)?;
+    Url::create_object_url_with_blob(&script)
+}
+
 /// A pool of verifier workers, terminated when dropped.
 pub struct Verifiers {
     workers: Vec<Worker>,
@@ -97,11 +106,7 @@ impl Verifiers {
         on_verdicts: impl Fn(u64, Vec<u8>) + 'static,
         on_failure: impl Fn(String) + 'static,
     ) -> Result<Verifiers, JsValue> {
-        let options = BlobPropertyBag::new();
-        options.set_type("text/javascript");
-        let script =
-            Blob::new_with_str_sequence_and_options(&Array::of1(&SCRIPT.into()), &options)?;
-        let url = Url::create_object_url_with_blob(&script)?;
+        let url = script_url(SCRIPT)?;
         let on_failure = Rc::new(on_failure);
         let failed = on_failure.clone();
         let ready = Rc::new(Cell::new(0));

@@ -1,7 +1,8 @@
-//! The compressor worker: one Web Worker a page that runs `CompressionStream` and `DecompressionStream` off the
-//! page's main thread. A million keys' snapshot (24 MB) is a second of
-//! deflate; in place it is a hundred tasks of the page's thread, in the
-//! worker none: the page pays a copy each way.
+//! The compressor worker: one Web Worker a page that runs
+//! `CompressionStream` and `DecompressionStream` off the page's main
+//! thread. A million keys' snapshot (24 MB) is a second of deflate; in
+//! place it is a hundred tasks of the page's thread, in the worker none:
+//! the page pays a copy each way.
 //!
 //! Its script is a few lines of JS from a `Blob` (no file for a bundler
 //! to find; no wasm: the streams are the browser's), started by a peer's
@@ -17,9 +18,10 @@ use js_sys::{Array, Function, Promise, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{Blob, BlobPropertyBag, MessageEvent, Url, Worker, WorkerOptions};
+use web_sys::{MessageEvent, Url, Worker, WorkerOptions};
 
 use crate::browser::convert::describe;
+use crate::browser::verify::script_url;
 
 /// The worker's name.
 pub const NAME: &str = "cpc-sync compressor";
@@ -168,11 +170,7 @@ fn in_place_from_now(reason: &str) {
 
 impl Compressor {
     fn start() -> Result<Compressor, JsValue> {
-        let options = BlobPropertyBag::new();
-        options.set_type("text/javascript");
-        let script =
-            Blob::new_with_str_sequence_and_options(&Array::of1(&SCRIPT.into()), &options)?;
-        let url = Url::create_object_url_with_blob(&script)?;
+        let url = script_url(SCRIPT)?;
         // Named for a browser's devtools (and the tests, which tell it from
         // the verifier workers by its name).
         let named = WorkerOptions::new();

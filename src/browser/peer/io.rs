@@ -169,9 +169,9 @@ pub(super) fn dispatch(inner: &Rc<RefCell<Inner>>) {
 }
 
 /// Gzips a snapshot to offer (in the compressor worker); the node's
-/// offers of it wait for the answer. Not when a commit stores it: that gzips it too,
-/// and hands the node its form (a durable page's fold, offered before
-/// storage is done with it).
+/// offers of it wait for the answer. Not when a commit stores it: that
+/// gzips it too, and hands the node its form (a durable page's fold,
+/// offered before storage is done with it).
 fn gzip_snapshot(inner: &Rc<RefCell<Inner>>, bytes: Arc<Vec<u8>>) {
     if inner.borrow().commits.stores(&bytes) {
         return;
