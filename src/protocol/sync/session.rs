@@ -104,4 +104,7 @@ pub struct Session {
     /// Merkle leaves we asked this peer for, with how many answers are
     /// due (a slow answer may be asked for again): only those are taken.
     pub asked_leaves: crate::protocol::sorted_map::SortedMap<u16, u8>,
+    /// Events its digests and grafts asked for that are still to go, a
+    /// slice a task (see `node/owed.rs`).
+    pub owed: super::node::Owed,
 }

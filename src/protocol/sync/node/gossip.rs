@@ -152,27 +152,30 @@ impl SyncNode {
             session.synced = true;
         }
         if self.engine.needs_snapshot(&clock) {
+            if let Some(session) = self.sessions.get_mut(&from) {
+                session.owed.clear();
+            }
             self.offer_snapshot(from);
             return;
         }
-        let mut missing = self.engine.events_missing_from(&clock);
         if self.config.relay != Relay::Flood {
             self.check_announced(from, &clock);
+        }
+        let ours = self.engine.clock();
+        if let Some(session) = self.sessions.get_mut(&from) {
             // What we pushed it since our last tick is on its way, and
             // what we announced it it pulls (see `relay.rs`); a digest
             // after our next tick asks again for what did not come.
-            if let Some(session) = self.sessions.get(&from) {
-                missing.retain(|e| e.id.seq > session.told.get(e.id.peer));
-            }
-        } else if !missing.is_empty() {
-            // It missed what we relay: relay to it again.
-            if let Some(session) = self.sessions.get_mut(&from) {
+            let flood = self.config.relay == Relay::Flood;
+            let none = VectorClock::default();
+            let told = if flood { &none } else { &session.told };
+            session.owed.answer(ours, &clock, told);
+            if flood && !session.owed.is_empty() {
+                // It missed what we relay: relay to it again.
                 session.lazy = false;
             }
         }
-        if !missing.is_empty() {
-            self.send_events(from, missing);
-        }
+        self.send_owed();
         if clock == *self.engine.clock()
             && root != Hash32::ZERO
             && self

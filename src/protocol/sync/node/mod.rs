@@ -12,6 +12,7 @@ mod durability;
 mod gossip;
 mod handshake;
 mod overlay;
+mod owed;
 mod penalty;
 mod presence;
 mod relay;
@@ -26,6 +27,7 @@ pub use gossip::{
     MIN_OFFLOADED_SEALS,
 };
 pub use overlay::{MAX_OVERLAY_PER_INTERVAL, MAX_PENDING_OVERLAY};
+pub use owed::{Owed, ANSWER_SLICE};
 pub use relay::{
     GRAFT_BATCH_MS, GRAFT_RETRY_MS, IHAVE_TIMEOUT_MS, MAX_ANNOUNCED, MAX_AWAITED,
     MAX_AWAITED_PER_PEER, MAX_GRAFTS_PER_INTERVAL, MAX_PRUNES_PER_INTERVAL, PULL_RETRY_MS,
@@ -129,6 +131,10 @@ pub struct SyncConfig {
     /// [`Output::GunzipSnapshot`]. A room's snapshot gzips to a third to a
     /// seventh. `false`: snapshots travel as they are.
     pub gzip_snapshots: bool,
+    /// Events a digest or a graft is answered with at a task, at most
+    /// ([`ANSWER_SLICE`] by default): the rest go at the wakes after it,
+    /// a slice each (the timer is due at once while any are owed).
+    pub answer_slice: usize,
 }
 
 /// How a node passes on the fresh events it takes in (its own writes and
@@ -169,6 +175,7 @@ impl Default for SyncConfig {
             durable: false,
             relay: Relay::default(),
             gzip_snapshots: false,
+            answer_slice: ANSWER_SLICE,
         }
     }
 }
@@ -334,6 +341,8 @@ pub struct SyncNode {
     /// Origins whose events were announced to us (`IHave`) and have not
     /// come yet (see `relay.rs`).
     awaited: SortedMap<PeerId, relay::Awaited>,
+    /// The peer last sent a slice of what it is owed (see `owed.rs`).
+    last_owed: Option<PeerId>,
 }
 
 impl std::fmt::Debug for SyncNode {
@@ -370,6 +379,7 @@ impl SyncNode {
             presence_due: None,
             presence_changed: false,
             awaited: SortedMap::new(),
+            last_owed: None,
             nonces: 0,
             engine,
             config,
@@ -497,7 +507,8 @@ impl SyncNode {
     /// When [`tick`](Self::tick) wants to run next: at the gossip interval,
     /// or in [`DIGEST_PAUSE_MS`] while changed entities wait to be hashed
     /// into the digest, or at once while a snapshot's runs wait to be
-    /// opened or a loaded one to be stored. The caller arms one timer for
+    /// opened or a loaded one to be stored, or while a peer is owed events
+    /// (see `owed.rs`). The caller arms one timer for
     /// it (an idle node wakes once per gossip interval).
     pub fn next_timer(&self) -> u64 {
         let next = if self.engine.digest_backlog() > 0 {
@@ -509,8 +520,12 @@ impl SyncNode {
         let next = self.presence_due.map_or(next, |due| due.min(next));
         let next = self.graft_due().map_or(next, |due| due.min(next));
         // A snapshot to decode, open or load (a slice at each wake), its
-        // state to store, or the rest of a report of changes: at once.
-        let next = if self.snapshot_slice_due() || self.snapshot_to_store || self.changes_pending()
+        // state to store, the rest of a report of changes, or of the
+        // events a peer asked for: at once.
+        let next = if self.snapshot_slice_due()
+            || self.snapshot_to_store
+            || self.changes_pending()
+            || self.owing()
         {
             next.min(self.last_input_ms)
         } else {
@@ -694,6 +709,7 @@ impl SyncNode {
         // encode of the whole state, to a task of its own.
         self.store_loaded_snapshot();
         self.snapshot_slice(now_ms);
+        self.send_owed();
         self.send_presence_if_due(now_ms);
         if self.graft_due().is_some_and(|due| due <= now_ms) {
             self.graft(now_ms);

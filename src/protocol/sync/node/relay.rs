@@ -255,10 +255,11 @@ impl SyncNode {
         }
     }
 
-    /// A graft: the link turns eager (Tree), and the sender gets the
+    /// A graft: the link turns eager (Tree), and the sender is owed the
     /// events it lacks of each origin it names, past what it says it has
-    /// and what was sent to it (those the log still holds; one behind the
-    /// compaction horizon gets a snapshot offer at its next digest).
+    /// and what was sent to it (those the log still holds, see `owed.rs`;
+    /// one behind the compaction horizon gets a snapshot offer at its next
+    /// digest).
     pub(super) fn on_graft(&mut self, from: PeerId, entries: Vec<(PeerId, u64)>) {
         let Some(session) = self.sessions.get_mut(&from) else {
             return;
@@ -272,20 +273,12 @@ impl SyncNode {
         }
         session.lazy = false;
         session.pruned = false;
-        let log = self.engine.log();
         let clock = self.engine.clock();
-        let mut events = Vec::new();
         for &(origin, have) in &entries {
             let have = have.max(session.their_clock.get(origin));
-            let ours = clock.get(origin);
-            if have >= ours || have.saturating_add(1) < log.first_seq(origin) {
-                continue;
-            }
-            events.extend_from_slice(log.range(origin, have, ours));
+            session.owed.owe(origin, have, clock.get(origin));
         }
-        if !events.is_empty() {
-            self.send_events(from, events);
-        }
+        self.send_owed();
     }
 
     /// A prune: the link turns lazy (we announce to it, no more pushes).

@@ -1,0 +1,150 @@
+//! Events a peer asked for and is still owed, sent a slice a task.
+//!
+//! A digest or a graft may ask for every event a log holds: a newcomer
+//! to a room of 100,000 updates lacks them all. Copied out of the log and
+//! framed in the task that took the digest, they held a page's thread
+//! ~60 ms. Instead the answer is a set of ranges, per origin, kept in
+//! the peer's session ([`Owed`]), and each task sends at most
+//! [`SyncConfig::answer_slice`](super::SyncConfig::answer_slice) of their
+//! events: the first in the task of the digest, the rest at the wakes
+//! after it ([`SyncNode::next_timer`] is due at once while any are owed).
+//! Only the slice is copied out of the log.
+
+use super::SyncNode;
+use crate::protocol::clock::{PeerId, VectorClock};
+use crate::protocol::engine::ReconciliationEngine;
+use crate::protocol::event::P2PEvent;
+use crate::protocol::sorted_map::SortedMap;
+
+/// Events a task answers a digest or a graft with, at most (a whole run
+/// past it, in a signed room): ~5 ms of a page's thread in Chromium.
+pub const ANSWER_SLICE: usize = 8 * 1024;
+
+/// What one peer is still owed: per origin, `(after, upto)`, the events
+/// past `after` up to `upto`. `after` moves up as slices go.
+#[derive(Debug, Default)]
+pub struct Owed {
+    ranges: SortedMap<PeerId, (u64, u64)>,
+}
+
+impl Owed {
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.ranges.clear();
+    }
+
+    /// Owes the events of `origin` past `after` up to `upto`. What is
+    /// owed of it already and was sent (its range's `after`) is not owed
+    /// again: it is on its way.
+    pub fn owe(&mut self, origin: PeerId, after: u64, upto: u64) {
+        let (after, upto) = match self.ranges.get(&origin) {
+            Some(&(sent, owed)) => (after.max(sent), upto.max(owed)),
+            None => (after, upto),
+        };
+        if upto > after {
+            self.ranges.insert(origin, (after, upto));
+        } else {
+            self.ranges.remove(&origin);
+        }
+    }
+
+    /// A digest from the peer: what it lacks of `ours` is owed instead
+    /// (past `skip` too, what was told it since the last tick). Origins
+    /// it has caught up on are owed no more.
+    pub fn answer(&mut self, ours: &VectorClock, theirs: &VectorClock, skip: &VectorClock) {
+        let before = std::mem::take(&mut self.ranges);
+        for (origin, have) in ours.iter() {
+            let after = theirs.get(origin).max(skip.get(origin));
+            if have <= after {
+                continue;
+            }
+            let after = before
+                .get(&origin)
+                .map_or(after, |&(sent, _)| after.max(sent));
+            if have > after {
+                self.ranges.insert(origin, (after, have));
+            }
+        }
+    }
+
+    /// Up to `budget` of the owed events still logged, by origin then
+    /// sequence, copied out of the log; in a signed room a run is taken
+    /// whole (past the budget if it must). An origin folded out of the
+    /// log past what is owed is owed no more: the peer's next digest gets
+    /// a snapshot offer.
+    pub fn take(
+        &mut self,
+        engine: &ReconciliationEngine,
+        budget: usize,
+        signed: bool,
+    ) -> Vec<P2PEvent> {
+        let log = engine.log();
+        let mut out = Vec::new();
+        while out.len() < budget {
+            let Some((&origin, &(after, upto))) = self.ranges.iter().next() else {
+                break;
+            };
+            if after.saturating_add(1) < log.first_seq(origin) {
+                self.ranges.remove(&origin);
+                continue;
+            }
+            let events = log.range(origin, after, upto);
+            let mut n = (budget - out.len()).min(events.len());
+            while signed && n < events.len() && events[n - 1].seal.is_none() {
+                n += 1;
+            }
+            out.extend_from_slice(&events[..n]);
+            match events.get(n.wrapping_sub(1)) {
+                Some(last) if n < events.len() => {
+                    self.ranges.insert(origin, (last.id.seq, upto));
+                }
+                _ => {
+                    self.ranges.remove(&origin);
+                }
+            }
+        }
+        out
+    }
+}
+
+impl SyncNode {
+    /// Whether any peer is owed events: the timer is due at once.
+    pub(super) fn owing(&self) -> bool {
+        self.sessions.values().any(|s| !s.owed.is_empty())
+    }
+
+    /// Sends one slice of what peers are owed: the peers in turn, from
+    /// the one after the last served, each taking what is left of the
+    /// slice (one owed many takes a whole slice a task, and the next task
+    /// starts with the next peer).
+    pub(super) fn send_owed(&mut self) {
+        let owed: Vec<PeerId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| !s.owed.is_empty())
+            .map(|(&p, _)| p)
+            .collect();
+        let first = self
+            .last_owed
+            .map_or(0, |last| owed.partition_point(|&p| p <= last));
+        let signed = self.signed();
+        let mut budget = self.config.answer_slice.max(1);
+        for peer in owed[first..].iter().chain(&owed[..first]).copied() {
+            if budget == 0 {
+                break;
+            }
+            let Some(session) = self.sessions.get_mut(&peer) else {
+                continue;
+            };
+            let events = session.owed.take(&self.engine, budget, signed);
+            budget = budget.saturating_sub(events.len());
+            self.last_owed = Some(peer);
+            if !events.is_empty() {
+                self.send_events(peer, events);
+            }
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! A digest or a graft that asks for many events is answered a slice a
+//! task (`SyncConfig::answer_slice`), sealed runs whole, peers in turn,
+//! and nothing sent twice.
+
+use crate::common::{json, signed_node};
+use cpc_sync::protocol::sync::wire::{self, Decoded, Message};
+use cpc_sync::protocol::sync::{Output, SyncConfig, SyncNode};
+use cpc_sync::protocol::{EngineConfig, PeerId, ReconciliationEngine};
+
+const NOW: u64 = 1_000;
+const EVENTS: usize = 1_000;
+const SLICE: usize = 100;
+/// Writes per sealed run in the signed host: slices cannot end on the
+/// budget, only at a run's end.
+const RUN: usize = 37;
+
+fn config() -> SyncConfig {
+    SyncConfig {
+        answer_slice: SLICE,
+        ..SyncConfig::default()
+    }
+}
+
+fn unsigned(id: u64) -> SyncNode {
+    let engine = ReconciliationEngine::new(PeerId(id), EngineConfig::default());
+    SyncNode::new(engine, config())
+}
+
+/// A host holding `EVENTS` writes of its own, in runs of `RUN`.
+fn host(signed: bool) -> SyncNode {
+    let mut host = if signed {
+        signed_node(1, config())
+    } else {
+        unsigned(1)
+    };
+    for i in 0..EVENTS {
+        host.write(|e| e.set(&format!("k{i}"), json(&i.to_string()), NOW).map(Some))
+            .unwrap();
+        if (i + 1) % RUN == 0 {
+            host.take_outputs();
+        }
+    }
+    host.take_outputs();
+    // Its gossip timer set: due again only an interval on.
+    host.tick(NOW);
+    host
+}
+
+fn newcomer(signed: bool, seed: u64) -> SyncNode {
+    if signed {
+        signed_node(seed, config())
+    } else {
+        unsigned(seed)
+    }
+}
+
+/// The frames of `outputs`, by recipient, with how many events each
+/// carries.
+fn frames(outputs: Vec<Output>) -> Vec<(PeerId, Vec<u8>, usize)> {
+    outputs
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Send { to, frame } => {
+                let events = match wire::decode(&frame) {
+                    Ok(Decoded::Message(Message::Events(events))) => events.len(),
+                    _ => 0,
+                };
+                Some((to, frame, events))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Delivers `frames` to whichever of `nodes` they are for.
+fn deliver(from: PeerId, frames: Vec<(PeerId, Vec<u8>, usize)>, nodes: &mut [&mut SyncNode]) {
+    for (to, frame, _) in frames {
+        if let Some(n) = nodes.iter_mut().find(|n| n.peer() == to) {
+            n.receive_frame(from, &frame, NOW);
+        }
+    }
+}
+
+fn events_in(frames: &[(PeerId, Vec<u8>, usize)]) -> usize {
+    frames.iter().map(|(_, _, n)| n).sum()
+}
+
+/// A host and a newcomer, connected (what the host said on connecting
+/// taken, not delivered).
+fn connected(signed: bool) -> (SyncNode, SyncNode) {
+    let mut host = host(signed);
+    let mut new = newcomer(signed, 2);
+    host.connect(new.peer(), NOW);
+    new.connect(host.peer(), NOW);
+    (host, new)
+}
+
+/// The host's tasks answering one newcomer, the first being the task of
+/// its digest: how many events each sent.
+fn answer_one(signed: bool) -> (SyncNode, SyncNode, Vec<usize>) {
+    let (mut host, mut new) = connected(signed);
+    let hello = frames(host.take_outputs());
+    deliver(host.peer(), hello, &mut [&mut new]);
+    let digest = frames(new.take_outputs());
+    deliver(new.peer(), digest, &mut [&mut host]);
+    let mut tasks = Vec::new();
+    loop {
+        let out = frames(host.take_outputs());
+        tasks.push(events_in(&out));
+        deliver(host.peer(), out, &mut [&mut new]);
+        new.take_outputs();
+        if host.next_timer() > NOW {
+            break;
+        }
+        assert!(tasks.len() < 100, "the answer does not end");
+        host.tick(NOW);
+    }
+    (host, new, tasks)
+}
+
+fn answered_a_slice_a_task(signed: bool) {
+    let (mut host, mut new, tasks) = answer_one(signed);
+    let most = if signed { SLICE + RUN - 1 } else { SLICE };
+    assert!(
+        tasks.iter().all(|&n| n <= most),
+        "at most {most} events a task: {tasks:?}"
+    );
+    assert!(tasks.len() >= EVENTS / most, "{tasks:?}");
+    assert_eq!(tasks.iter().sum::<usize>(), EVENTS, "each event once");
+    assert_eq!(new.engine().clock(), host.engine().clock());
+    assert_eq!(new.digest(), host.digest());
+    let stats = new.stats(host.peer()).unwrap();
+    assert_eq!(stats.rejected, 0, "{:?}", stats.last_error);
+}
+
+#[test]
+fn a_digest_asking_for_many_events_is_answered_a_slice_a_task() {
+    answered_a_slice_a_task(false);
+}
+
+#[test]
+fn a_signed_answer_is_sliced_at_the_ends_of_runs() {
+    answered_a_slice_a_task(true);
+}
+
+#[test]
+fn a_digest_crossing_the_answer_is_not_sent_what_is_on_its_way() {
+    let (mut host, mut new) = connected(false);
+    new.take_outputs();
+    // The newcomer's digest, twice: the second sent before the first
+    // slice reached it.
+    let digest = Message::Digest {
+        clock: new.engine().clock().clone(),
+        root: new.digest(),
+    };
+    let frame = wire::encode(&digest, 0).remove(0);
+    host.receive_frame(new.peer(), &frame, NOW);
+    let first = events_in(&frames(host.take_outputs()));
+    assert_eq!(first, SLICE);
+    host.receive_frame(new.peer(), &frame, NOW);
+    let mut sent = first + events_in(&frames(host.take_outputs()));
+    while host.next_timer() <= NOW {
+        host.tick(NOW);
+        sent += events_in(&frames(host.take_outputs()));
+    }
+    assert_eq!(sent, EVENTS, "each event once");
+    assert_eq!(host.stats(new.peer()).unwrap().events_out, EVENTS as u64);
+}
+
+#[test]
+fn peers_owed_events_are_served_in_turn() {
+    let mut host = host(false);
+    let (mut a, mut b) = (newcomer(false, 2), newcomer(false, 3));
+    for n in [&mut a, &mut b] {
+        host.connect(n.peer(), NOW);
+        n.connect(host.peer(), NOW);
+    }
+    host.take_outputs();
+    // Each digest's task sends its sender a slice; then a task sends a
+    // slice, to one peer and the other in turn.
+    let mut order = Vec::new();
+    let mut sent = [0; 2];
+    for n in [&mut a, &mut b] {
+        let digest = frames(n.take_outputs());
+        deliver(n.peer(), digest, &mut [&mut host]);
+        let out = frames(host.take_outputs());
+        assert_eq!(events_in(&out), SLICE);
+        sent[usize::from(n.peer() == PeerId(3))] += SLICE;
+        order.push(n.peer());
+    }
+    host.tick(NOW);
+    loop {
+        let out = frames(host.take_outputs());
+        let to: Vec<PeerId> = out
+            .iter()
+            .filter(|(_, _, n)| *n > 0)
+            .map(|(to, _, _)| *to)
+            .collect();
+        for (to, _, n) in &out {
+            sent[usize::from(*to == b.peer())] += n;
+        }
+        if let Some(&first) = to.first() {
+            assert!(to.iter().all(|&p| p == first), "one peer a task: {to:?}");
+            order.push(first);
+        }
+        if host.next_timer() > NOW {
+            break;
+        }
+        assert!(order.len() < 100, "the answers do not end");
+        host.tick(NOW);
+    }
+    assert_eq!(sent, [EVENTS, EVENTS]);
+    assert!(
+        order.windows(2).all(|w| w[0] != w[1]),
+        "peers in turn: {order:?}"
+    );
+}
+
+#[test]
+fn a_peer_that_leaves_is_owed_nothing() {
+    let (mut host, mut new) = connected(false);
+    host.take_outputs();
+    let digest = frames(new.take_outputs());
+    deliver(new.peer(), digest, &mut [&mut host]);
+    assert_eq!(events_in(&frames(host.take_outputs())), SLICE);
+    assert!(host.next_timer() <= NOW, "the rest is due at once");
+    host.disconnect(new.peer());
+    assert!(host.next_timer() > NOW, "nothing is owed");
+    host.tick(NOW);
+    assert_eq!(events_in(&frames(host.take_outputs())), 0);
+}
+
+#[test]
+fn a_graft_for_everything_is_answered_a_slice_a_task() {
+    // An attacker with no key to the room's log still cannot make a
+    // node copy and frame its whole log in one task: a graft naming an
+    // origin from its first event is owed, not answered at once.
+    let (mut host, mut new) = connected(false);
+    host.take_outputs();
+    let graft = Message::Graft(vec![(host.peer(), 0)]);
+    let frame = wire::encode(&graft, 0).remove(0);
+    host.receive_frame(new.peer(), &frame, NOW);
+    let mut tasks = vec![events_in(&frames(host.take_outputs()))];
+    while host.next_timer() <= NOW {
+        host.tick(NOW);
+        tasks.push(events_in(&frames(host.take_outputs())));
+    }
+    assert!(tasks.iter().all(|&n| n <= SLICE), "{tasks:?}");
+    assert_eq!(tasks.iter().sum::<usize>(), EVENTS, "{tasks:?}");
+}
