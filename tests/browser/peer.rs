@@ -205,6 +205,8 @@ struct Raw {
     transport: Transport,
     open: Rc<RefCell<Vec<PeerId>>>,
     frames: Rc<RefCell<usize>>,
+    /// What it reported of its queues, in order.
+    backlog: Rc<RefCell<Vec<(PeerId, bool)>>>,
 }
 
 /// A bare transport in `room`, of the identity of `seed`; and its id.
@@ -213,11 +215,13 @@ fn raw(room: &str, seed: u64) -> (Raw, PeerId) {
     let me = identity.peer();
     let open = Rc::new(RefCell::new(Vec::new()));
     let frames = Rc::new(RefCell::new(0));
-    let (o, f) = (open.clone(), frames.clone());
+    let backlog = Rc::new(RefCell::new(Vec::new()));
+    let (o, f, b) = (open.clone(), frames.clone(), backlog.clone());
     let sink: Sink = Rc::new(move |event| match event {
         TransportEvent::Link(peer, LinkState::Open) => o.borrow_mut().push(peer),
         TransportEvent::Link(peer, _) => o.borrow_mut().retain(|p| *p != peer),
         TransportEvent::Frame(..) => *f.borrow_mut() += 1,
+        TransportEvent::Backlog(peer, backlogged) => b.borrow_mut().push((peer, backlogged)),
         // A room of two is a full mesh: no shuffles.
         TransportEvent::Overlay(..) | TransportEvent::Left(_) => {}
         TransportEvent::Failed { reason, .. } => panic!("transport failed: {reason}"),
@@ -233,8 +237,39 @@ fn raw(room: &str, seed: u64) -> (Raw, PeerId) {
         transport: Transport::new(identity, config, sink),
         open,
         frames,
+        backlog,
     };
     (raw, me)
+}
+
+#[wasm_bindgen_test]
+async fn a_full_data_channel_reports_its_backlog_and_its_end() {
+    let room = room("backlog");
+    let (a, ida) = raw(&room, 0xb1);
+    let (b, idb) = raw(&room, 0xb2);
+    wait_for("the link", 20, || {
+        a.open.borrow().contains(&idb) && b.open.borrow().contains(&ida)
+    })
+    .await;
+    // 2.4 MB in one task: the channel's buffer takes its high-water mark
+    // (1 MiB), the rest waits in our queue until it drains.
+    const FRAMES: usize = 40;
+    for _ in 0..FRAMES {
+        a.transport.send(idb, vec![7; 60 * 1024]);
+    }
+    wait_for("every frame", 20, || *b.frames.borrow() >= FRAMES).await;
+    wait_for("the end of the backlog", 10, || {
+        a.backlog.borrow().last() == Some(&(idb, false))
+    })
+    .await;
+    let reported = a.backlog.borrow().clone();
+    assert_eq!(reported.first(), Some(&(idb, true)), "{reported:?}");
+    assert!(
+        reported.windows(2).all(|w| w[0].1 != w[1].1),
+        "each change once: {reported:?}"
+    );
+    assert!(b.backlog.borrow().is_empty(), "b sent nothing");
+    assert_eq!(*b.frames.borrow(), FRAMES);
 }
 
 #[wasm_bindgen_test]

@@ -235,7 +235,7 @@ fn a_graft_for_everything_is_answered_a_slice_a_task() {
     // An attacker with no key to the room's log still cannot make a
     // node copy and frame its whole log in one task: a graft naming an
     // origin from its first event is owed, not answered at once.
-    let (mut host, mut new) = connected(false);
+    let (mut host, new) = connected(false);
     host.take_outputs();
     let graft = Message::Graft(vec![(host.peer(), 0)]);
     let frame = wire::encode(&graft, 0).remove(0);
@@ -244,6 +244,35 @@ fn a_graft_for_everything_is_answered_a_slice_a_task() {
     while host.next_timer() <= NOW {
         host.tick(NOW);
         tasks.push(events_in(&frames(host.take_outputs())));
+    }
+    assert!(tasks.iter().all(|&n| n <= SLICE), "{tasks:?}");
+    assert_eq!(tasks.iter().sum::<usize>(), EVENTS, "{tasks:?}");
+}
+
+#[test]
+fn an_answer_waits_while_the_link_is_backlogged() {
+    let (mut host, mut new) = connected(false);
+    host.take_outputs();
+    host.set_backlogged(new.peer(), true);
+    let digest = frames(new.take_outputs());
+    deliver(new.peer(), digest, &mut [&mut host]);
+    assert_eq!(events_in(&frames(host.take_outputs())), 0);
+    assert!(host.next_timer() > NOW, "not due while backlogged");
+    host.tick(NOW);
+    assert_eq!(events_in(&frames(host.take_outputs())), 0);
+    // Drained: a slice a task again, and the whole answer once.
+    host.set_backlogged(new.peer(), false);
+    assert!(host.next_timer() <= NOW, "due at once");
+    let mut tasks = Vec::new();
+    while host.next_timer() <= NOW {
+        host.tick(NOW);
+        tasks.push(events_in(&frames(host.take_outputs())));
+        if tasks.len() == 3 {
+            // Backlogged halfway: the rest waits again.
+            host.set_backlogged(new.peer(), true);
+            assert!(host.next_timer() > NOW);
+            host.set_backlogged(new.peer(), false);
+        }
     }
     assert!(tasks.iter().all(|&n| n <= SLICE), "{tasks:?}");
     assert_eq!(tasks.iter().sum::<usize>(), EVENTS, "{tasks:?}");

@@ -50,6 +50,9 @@ pub(super) fn on_transport(inner: &Weak<RefCell<Inner>>, event: TransportEvent) 
             inner.borrow_mut().node.send_overlay(peer, message)
         }
         TransportEvent::Left(peer) => inner.borrow_mut().node.peer_left(peer),
+        TransportEvent::Backlog(peer, backlogged) => {
+            inner.borrow_mut().node.set_backlogged(peer, backlogged)
+        }
         TransportEvent::Failed { peer, reason } => {
             let error = PeerError::new(Code::Transport, reason);
             let detail = error_event(error, peer.map(|p| p.to_string()));

@@ -75,6 +75,9 @@ pub struct Connection {
     report: Rc<dyn Fn(Happening)>,
     queue: VecDeque<Vec<u8>>,
     queued_bytes: usize,
+    /// Whether frames waited in our queue when last asked
+    /// ([`backlog_changed`](Self::backlog_changed)).
+    said_backlogged: bool,
     listeners: Vec<EventListener>,
 }
 
@@ -160,6 +163,7 @@ impl Connection {
             report,
             queue: VecDeque::new(),
             queued_bytes: 0,
+            said_backlogged: false,
             listeners,
         };
         if dial {
@@ -321,6 +325,15 @@ impl Connection {
                 return;
             }
         }
+    }
+
+    /// Whether frames wait in our queue (the channel's buffer is at
+    /// [`HIGH_WATER`]), if that changed since the last call: `Some` once
+    /// each time it does.
+    pub fn backlog_changed(&mut self) -> Option<bool> {
+        let backlogged = !self.queue.is_empty();
+        (backlogged != std::mem::replace(&mut self.said_backlogged, backlogged))
+            .then_some(backlogged)
     }
 
     /// Bytes waiting: in our queue plus in the channel's buffer.

@@ -43,6 +43,10 @@ pub enum TransportEvent {
     /// A message of a big room's partial view for the sync node to send
     /// to a linked peer (a shuffle or its reply).
     Overlay(PeerId, OverlayMessage),
+    /// Frames to the peer wait in our queue, its data channel's buffer at
+    /// its high-water mark (`true`), or the queue has emptied (`false`):
+    /// the sync node holds back what the peer is owed meanwhile.
+    Backlog(PeerId, bool),
     /// Something failed that the app should hear of (signaling, a
     /// connection that cannot be made); the transport goes on, retrying.
     Failed {
@@ -175,7 +179,13 @@ impl Transport {
                 return;
             }
             let keeping_up = match s.connections.get_mut(&to) {
-                Some(c) if c.is_open() => c.send(frame),
+                Some(c) if c.is_open() => {
+                    let keeping_up = c.send(frame);
+                    if let Some(backlogged) = c.backlog_changed() {
+                        out.push(TransportEvent::Backlog(to, backlogged));
+                    }
+                    keeping_up
+                }
                 _ => true,
             };
             if !keeping_up {
@@ -606,6 +616,9 @@ impl State {
             Happening::Writable => {
                 if let Some(c) = self.connections.get_mut(&peer) {
                     c.drain();
+                    if let Some(backlogged) = c.backlog_changed() {
+                        out.push(TransportEvent::Backlog(peer, backlogged));
+                    }
                 }
             }
         }

@@ -107,4 +107,7 @@ pub struct Session {
     /// Events its digests and grafts asked for that are still to go, a
     /// slice a task (see `node/owed.rs`).
     pub owed: super::node::Owed,
+    /// The caller's link to it holds a backlog of frames: what it is
+    /// owed waits ([`SyncNode::set_backlogged`](super::SyncNode::set_backlogged)).
+    pub backlogged: bool,
 }

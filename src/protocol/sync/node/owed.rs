@@ -8,7 +8,10 @@
 //! [`SyncConfig::answer_slice`](super::SyncConfig::answer_slice) of their
 //! events: the first in the task of the digest, the rest at the wakes
 //! after it ([`SyncNode::next_timer`] is due at once while any are owed).
-//! Only the slice is copied out of the log.
+//! Only the slice is copied out of the log. While the caller's link to
+//! the peer holds a backlog of frames ([`SyncNode::set_backlogged`]) its
+//! slices wait, so a large answer waits in the log (as ranges), not in a
+//! queue of frames, and goes as fast as the link takes it.
 
 use super::SyncNode;
 use crate::protocol::clock::{PeerId, VectorClock};
@@ -111,12 +114,27 @@ impl Owed {
 }
 
 impl SyncNode {
-    /// Whether any peer is owed events: the timer is due at once.
-    pub(super) fn owing(&self) -> bool {
-        self.sessions.values().any(|s| !s.owed.is_empty())
+    /// The caller's link to `peer` holds a backlog of frames (`true`: a
+    /// data channel's buffer at its high-water mark, with frames queued
+    /// behind it) or has drained it (`false`). The events `peer` is owed
+    /// wait while it does; everything else is sent as before. A caller
+    /// that never says so sends every slice at once.
+    pub fn set_backlogged(&mut self, peer: PeerId, backlogged: bool) {
+        if let Some(session) = self.sessions.get_mut(&peer) {
+            session.backlogged = backlogged;
+        }
     }
 
-    /// Sends one slice of what peers are owed: the peers in turn, from
+    /// Whether a peer whose link takes more is owed events: the timer
+    /// is due at once.
+    pub(super) fn owing(&self) -> bool {
+        self.sessions
+            .values()
+            .any(|s| !s.owed.is_empty() && !s.backlogged)
+    }
+
+    /// Sends one slice of what peers are owed (those whose links are not
+    /// backlogged): the peers in turn, from
     /// the one after the last served, each taking what is left of the
     /// slice (one owed many takes a whole slice a task, and the next task
     /// starts with the next peer).
@@ -124,7 +142,7 @@ impl SyncNode {
         let owed: Vec<PeerId> = self
             .sessions
             .iter()
-            .filter(|(_, s)| !s.owed.is_empty())
+            .filter(|(_, s)| !s.owed.is_empty() && !s.backlogged)
             .map(|(&p, _)| p)
             .collect();
         let first = self
