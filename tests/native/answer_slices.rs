@@ -1,10 +1,10 @@
 //! A digest or a graft that asks for many events is answered a slice a
-//! task (`SyncConfig::answer_slice`), sealed runs whole, peers in turn,
-//! and nothing sent twice.
+//! task (`SyncConfig::answer_slice` events, `answer_slice_bytes` bytes),
+//! sealed runs whole, peers in turn, and nothing sent twice.
 
 use crate::common::{json, signed_node};
 use cpc_sync::protocol::sync::wire::{self, Decoded, Message};
-use cpc_sync::protocol::sync::{Output, SyncConfig, SyncNode};
+use cpc_sync::protocol::sync::{Output, SyncConfig, SyncNode, ANSWER_SLICE_BYTES};
 use cpc_sync::protocol::{EngineConfig, PeerId, ReconciliationEngine};
 
 const NOW: u64 = 1_000;
@@ -276,4 +276,73 @@ fn an_answer_waits_while_the_link_is_backlogged() {
     }
     assert!(tasks.iter().all(|&n| n <= SLICE), "{tasks:?}");
     assert_eq!(tasks.iter().sum::<usize>(), EVENTS, "{tasks:?}");
+}
+
+/// Events of large values are answered a megabyte a task, not
+/// `answer_slice` of them: 8,192 events of 20 KB would be 160 MB framed
+/// in one task and queued for one link (a room peer's page would be cut
+/// off for not reading them fast enough).
+#[test]
+fn large_values_are_answered_a_megabyte_a_task() {
+    const LARGE: usize = 300;
+    let value = format!("\"{}\"", "v".repeat(20_000));
+    for signed in [false, true] {
+        let config = SyncConfig::default();
+        let mut host = if signed {
+            signed_node(1, config.clone())
+        } else {
+            SyncNode::new(
+                ReconciliationEngine::new(PeerId(1), EngineConfig::default()),
+                config.clone(),
+            )
+        };
+        for i in 0..LARGE {
+            host.write(|e| e.set(&format!("k{i}"), json(&value), NOW).map(Some))
+                .unwrap();
+            if (i + 1) % RUN == 0 {
+                host.take_outputs();
+            }
+        }
+        host.take_outputs();
+        host.tick(NOW);
+        let mut new = if signed {
+            signed_node(2, config)
+        } else {
+            SyncNode::new(
+                ReconciliationEngine::new(PeerId(2), EngineConfig::default()),
+                config,
+            )
+        };
+        host.connect(new.peer(), NOW);
+        new.connect(host.peer(), NOW);
+        let hello = frames(host.take_outputs());
+        deliver(host.peer(), hello, &mut [&mut new]);
+        let digest = frames(new.take_outputs());
+        deliver(new.peer(), digest, &mut [&mut host]);
+        // Bytes framed a task, and events.
+        let mut tasks: Vec<(usize, usize)> = Vec::new();
+        loop {
+            let out = frames(host.take_outputs());
+            let bytes = out.iter().map(|(_, f, _)| f.len()).sum();
+            let had = new.engine().clock().get(host.peer());
+            deliver(host.peer(), out, &mut [&mut new]);
+            let got = new.engine().clock().get(host.peer()) - had;
+            tasks.push((bytes, got as usize));
+            new.take_outputs();
+            if host.next_timer() > NOW {
+                break;
+            }
+            assert!(tasks.len() < 100, "the answer does not end");
+            host.tick(NOW);
+        }
+        // A signed run goes whole past the budget: `RUN` events of 20 KB.
+        let most = ANSWER_SLICE_BYTES + if signed { RUN * 21_000 } else { 21_000 };
+        assert!(
+            tasks.iter().all(|&(bytes, _)| bytes <= most),
+            "at most {most} bytes a task (signed: {signed}): {tasks:?}"
+        );
+        assert!(tasks.len() >= 5, "{tasks:?}");
+        assert_eq!(tasks.iter().map(|t| t.1).sum::<usize>(), LARGE, "{tasks:?}");
+        assert_eq!(new.digest(), host.digest(), "signed: {signed}");
+    }
 }

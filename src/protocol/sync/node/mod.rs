@@ -27,7 +27,7 @@ pub use gossip::{
     MIN_OFFLOADED_SEALS,
 };
 pub use overlay::{MAX_OVERLAY_PER_INTERVAL, MAX_PENDING_OVERLAY};
-pub use owed::{Owed, ANSWER_SLICE};
+pub use owed::{Owed, ANSWER_SLICE, ANSWER_SLICE_BYTES};
 pub use relay::{
     GRAFT_BATCH_MS, GRAFT_RETRY_MS, IHAVE_TIMEOUT_MS, MAX_ANNOUNCED, MAX_AWAITED,
     MAX_AWAITED_PER_PEER, MAX_GRAFTS_PER_INTERVAL, MAX_PRUNES_PER_INTERVAL, PULL_RETRY_MS,
@@ -135,6 +135,10 @@ pub struct SyncConfig {
     /// ([`ANSWER_SLICE`] by default): the rest go at the wakes after it,
     /// a slice each (the timer is due at once while any are owed).
     pub answer_slice: usize,
+    /// Bytes of events (by [`P2PEvent::approx_size`]) a digest or a graft
+    /// is answered with at a task, at most ([`ANSWER_SLICE_BYTES`] by
+    /// default; a signed run whole past it).
+    pub answer_slice_bytes: usize,
 }
 
 /// How a node passes on the fresh events it takes in (its own writes and
@@ -176,6 +180,7 @@ impl Default for SyncConfig {
             relay: Relay::default(),
             gzip_snapshots: false,
             answer_slice: ANSWER_SLICE,
+            answer_slice_bytes: ANSWER_SLICE_BYTES,
         }
     }
 }

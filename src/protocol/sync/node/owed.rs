@@ -23,6 +23,37 @@ use crate::protocol::sorted_map::SortedMap;
 /// past it, in a signed room): ~5 ms of a page's thread in Chromium.
 pub const ANSWER_SLICE: usize = 8 * 1024;
 
+/// Bytes of events (by [`P2PEvent::approx_size`]) a task answers with, at
+/// most (a whole run past it): a data channel's high-water mark. Events
+/// of large values reach it long before [`ANSWER_SLICE`]: 8,192 of 20 KB
+/// each were 160 MB framed in one task and queued for one link.
+pub const ANSWER_SLICE_BYTES: usize = 1 << 20;
+
+/// What is left of a task's slice.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Budget {
+    events: usize,
+    bytes: usize,
+}
+
+impl Budget {
+    pub(super) fn new(events: usize, bytes: usize) -> Self {
+        Budget {
+            events: events.max(1),
+            bytes: bytes.max(1),
+        }
+    }
+
+    fn spent(&self) -> bool {
+        self.events == 0 || self.bytes == 0
+    }
+
+    fn charge(&mut self, event: &P2PEvent) {
+        self.events = self.events.saturating_sub(1);
+        self.bytes = self.bytes.saturating_sub(event.approx_size());
+    }
+}
+
 /// What one peer is still owed: per origin, `(after, upto)`, the events
 /// past `after` up to `upto`. `after` moves up as slices go.
 #[derive(Debug, Default)]
@@ -78,15 +109,15 @@ impl Owed {
     /// whole (past the budget if it must). An origin folded out of the
     /// log past what is owed is owed no more: the peer's next digest gets
     /// a snapshot offer.
-    pub fn take(
+    pub(super) fn take(
         &mut self,
         engine: &ReconciliationEngine,
-        budget: usize,
+        budget: &mut Budget,
         signed: bool,
     ) -> Vec<P2PEvent> {
         let log = engine.log();
         let mut out = Vec::new();
-        while out.len() < budget {
+        while !budget.spent() {
             let Some((&origin, &(after, upto))) = self.ranges.iter().next() else {
                 break;
             };
@@ -95,8 +126,14 @@ impl Owed {
                 continue;
             }
             let events = log.range(origin, after, upto);
-            let mut n = (budget - out.len()).min(events.len());
-            while signed && n < events.len() && events[n - 1].seal.is_none() {
+            // The budget's worth, and on to the end of a signed run.
+            let mut n = 0;
+            while let Some(event) = events.get(n) {
+                let open_run = signed && n > 0 && events[n - 1].seal.is_none();
+                if budget.spent() && !open_run {
+                    break;
+                }
+                budget.charge(event);
                 n += 1;
             }
             out.extend_from_slice(&events[..n]);
@@ -149,16 +186,16 @@ impl SyncNode {
             .last_owed
             .map_or(0, |last| owed.partition_point(|&p| p <= last));
         let signed = self.signed();
-        let mut budget = self.config.answer_slice.max(1);
+        let config = &self.config;
+        let mut budget = Budget::new(config.answer_slice, config.answer_slice_bytes);
         for peer in owed[first..].iter().chain(&owed[..first]).copied() {
-            if budget == 0 {
+            if budget.spent() {
                 break;
             }
             let Some(session) = self.sessions.get_mut(&peer) else {
                 continue;
             };
-            let events = session.owed.take(&self.engine, budget, signed);
-            budget = budget.saturating_sub(events.len());
+            let events = session.owed.take(&self.engine, &mut budget, signed);
             self.last_owed = Some(peer);
             if !events.is_empty() {
                 self.send_events(peer, events);
