@@ -151,9 +151,14 @@ impl Page {
 
     /// Writes `count` registers under `prefix`.
     fn write(&mut self, prefix: &str, count: usize) {
+        self.write_padded(prefix, count, 40);
+    }
+
+    /// Writes `count` registers under `prefix`, each `pad` bytes and more.
+    fn write_padded(&mut self, prefix: &str, count: usize, pad: usize) {
         for i in 0..count {
             let key = format!("{prefix}/{i}");
-            let value = JsonValue::parse(&format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(40)))
+            let value = JsonValue::parse(&format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(pad)))
                 .expect("json");
             self.node
                 .apply(LocalWrite::Set { key, value }, now_ms())
@@ -326,6 +331,41 @@ async fn a_newcomer_gets_the_room_peers_snapshot_gzipped() {
     assert!(reader.catch_up().await);
     assert_eq!(reader.node.digest(), digest);
     assert_eq!(reader.gunzipped, 1, "the room peer's snapshot came gzipped");
+}
+
+/// A newcomer that reads its frames slowly is sent what it lacks as it
+/// reads, not cut off: a room of large values owes it more than the
+/// 16 MiB of frames a page may have waiting, and the room peer sends
+/// while its socket's queue is below a megabyte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newcomer_that_reads_slowly_is_paced_not_cut_off() {
+    let data = DataDir::new("paced");
+    let server = keeping(&data, &[]);
+    let mut writer = Page::join(&server, Identity::from_seed(31), "paced").await;
+    let me = writer.me();
+    // 1,500 values of 20 KB, 30 MB, in runs of 50 (a run goes whole: the
+    // answer can be sliced at each run's end).
+    for round in 0..30 {
+        writer.write_padded(&format!("big{round}"), 50, 20_000);
+        assert!(writer.flush().await);
+    }
+    assert!(writer.run_until(|p| p.acknowledged(me) >= 1_500).await);
+    let digest = writer.node.digest();
+    drop(writer);
+
+    let mut reader = Page::join(&server, Identity::from_seed(32), "paced").await;
+    assert!(
+        reader
+            .run_until(|p| p.node.engine().clock().get(me) > 0)
+            .await
+    );
+    // It stops reading while the answer is under way.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let caught_up = reader.catch_up().await;
+    assert_eq!(reader.unkept, None, "cut off");
+    assert!(caught_up);
+    assert_eq!(reader.node.digest(), digest);
+    assert_eq!(reader.node.engine().clock().get(me), 1_500);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

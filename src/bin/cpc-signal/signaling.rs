@@ -60,7 +60,7 @@ use serde_json::value::RawValue;
 use crate::keep::{self, Keep, Tunnel};
 use crate::limits::{RateLimit, Verdict, BURST, RATE};
 pub use origin::Origins;
-pub use outbox::{Outbox, Refused};
+pub use outbox::{Outbox, Refused, FRAME_HIGH_WATER, FRAME_LOW_WATER};
 use outbox::{Written, OUTBOX_BYTES};
 use stats::{Counters, OpenSocket};
 pub use stats::{Refusal, SignalStats};

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use super::store::{Store, StoreError, Stored};
 use super::{Keep, KeepError};
-use crate::signaling::{Outbox, Refused};
+use crate::signaling::{Outbox, Refused, FRAME_HIGH_WATER, FRAME_LOW_WATER};
 
 /// Commands taken together before the outputs are carried out: the
 /// events of many frames share one commit.
@@ -81,6 +81,9 @@ struct Room {
     store: Option<Store>,
     bytes: u64,
     pages: HashMap<PeerId, (u64, Arc<Outbox>)>,
+    /// Pages whose socket holds [`FRAME_HIGH_WATER`] of frames: what they
+    /// are owed waits in the log until it drains.
+    backlogged: Vec<PeerId>,
     /// Where gzip work done on the blocking pool comes back.
     gzip_done: mpsc::UnboundedSender<Gzip>,
 }
@@ -122,6 +125,7 @@ async fn run(keep: Arc<Keep>, name: String, file: String, mut queue: mpsc::Recei
     loop {
         let wake = room.node.next_timer().saturating_sub(now_ms());
         let idle_at = idle_since.map(|since| since + keep.config.idle);
+        let backlogs = room.backlogs();
         tokio::select! {
             command = queue.recv() => {
                 let Some(command) = command else { break };
@@ -134,6 +138,7 @@ async fn run(keep: Arc<Keep>, name: String, file: String, mut queue: mpsc::Recei
                 }
             }
             () = tokio::time::sleep(Duration::from_millis(wake)) => room.node.tick(now_ms()),
+            () = any_drained(&backlogs), if !backlogs.is_empty() => room.drained(),
             Some(done) = gzipped.recv() => match done {
                 Gzip::Gzipped(bytes, result) => room.node.snapshot_gzipped(&bytes, result),
                 Gzip::Gunzipped(id, result) => room.node.snapshot_gunzipped(id, result, now_ms()),
@@ -175,6 +180,15 @@ fn release_memory() {
     unsafe {
         libc::malloc_trim(0);
     }
+}
+
+/// Waits until one of `outboxes` holds no more than [`FRAME_LOW_WATER`]
+/// of frames.
+async fn any_drained(outboxes: &[Arc<Outbox>]) {
+    let waits = outboxes
+        .iter()
+        .map(|outbox| Box::pin(outbox.frames_at_most(FRAME_LOW_WATER)));
+    futures_util::future::select_all(waits).await;
 }
 
 async fn sleep_until(at: Option<Instant>) {
@@ -251,6 +265,7 @@ impl Room {
             store,
             bytes,
             pages: HashMap::new(),
+            backlogged: Vec::new(),
             gzip_done,
         })
     }
@@ -266,6 +281,7 @@ impl Room {
             } => {
                 if self.pages.remove(&page).is_some() {
                     // A reloaded tab, on a new socket.
+                    self.backlogged.retain(|&p| p != page);
                     self.node.disconnect(page);
                 } else {
                     self.keep.counters.links.fetch_add(1, Relaxed);
@@ -289,6 +305,7 @@ impl Room {
             Command::Detach { page, link } => {
                 if self.pages.get(&page).is_some_and(|(l, _)| *l == link) {
                     self.pages.remove(&page);
+                    self.backlogged.retain(|&p| p != page);
                     self.keep.counters.links.fetch_sub(1, Relaxed);
                     self.node.disconnect(page);
                 }
@@ -409,6 +426,10 @@ impl Room {
         match outbox.push_frame(frame) {
             Ok(()) => {
                 self.keep.counters.frames_out.fetch_add(1, Relaxed);
+                if outbox.frame_bytes() >= FRAME_HIGH_WATER && !self.backlogged.contains(&to) {
+                    self.backlogged.push(to);
+                    self.node.set_backlogged(to, true);
+                }
             }
             // As a data channel whose queue overflows: the page is not
             // reading; it links again when it joins again.
@@ -420,8 +441,30 @@ impl Room {
         }
     }
 
+    /// The outboxes of the backlogged pages.
+    fn backlogs(&self) -> Vec<Arc<Outbox>> {
+        let outbox = |page| self.pages.get(page).map(|(_, o)| o.clone());
+        self.backlogged.iter().filter_map(outbox).collect()
+    }
+
+    /// Pages whose sockets drained to [`FRAME_LOW_WATER`] are sent what
+    /// they are owed again.
+    fn drained(&mut self) {
+        let pages = &self.pages;
+        let node = &mut self.node;
+        self.backlogged.retain(|page| {
+            let waiting = pages.get(page).map_or(0, |(_, o)| o.frame_bytes());
+            let drained = waiting <= FRAME_LOW_WATER;
+            if drained {
+                node.set_backlogged(*page, false);
+            }
+            !drained
+        });
+    }
+
     /// Unlinks `page`, telling it why.
     fn hang_up(&mut self, page: PeerId, why: &KeepError) {
+        self.backlogged.retain(|&p| p != page);
         if let Some((_, outbox)) = self.pages.remove(&page) {
             self.keep.counters.links.fetch_sub(1, Relaxed);
             let reason = why.to_string();

@@ -29,6 +29,15 @@ pub const OUTBOX_BYTES: usize = 1 << 20;
 /// them, so an honest page stays far below it.
 pub const FRAME_BYTES: usize = 16 << 20;
 
+/// Bytes of frames waiting for one socket past which the room peer holds
+/// back what the page is owed (`SyncNode::set_backlogged`), as a page does
+/// at its data channel's high-water mark: an answer of many megabytes
+/// waits in the room's log, not in this queue.
+pub const FRAME_HIGH_WATER: usize = 1 << 20;
+
+/// Bytes of frames waiting below which a held-back page is sent to again.
+pub const FRAME_LOW_WATER: usize = 256 << 10;
+
 /// One thing to send.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Out {
@@ -62,6 +71,8 @@ struct Queue {
 pub struct Outbox {
     queue: Mutex<Queue>,
     ready: Notify,
+    /// Told when frames are sent (or the outbox is shut).
+    drained: Notify,
     limit: usize,
     counters: Arc<Counters>,
 }
@@ -71,6 +82,7 @@ impl Outbox {
         Outbox {
             queue: Mutex::default(),
             ready: Notify::new(),
+            drained: Notify::new(),
             limit,
             counters,
         }
@@ -116,6 +128,30 @@ impl Outbox {
         Ok(())
     }
 
+    /// Bytes of frames queued or being sent.
+    pub fn frame_bytes(&self) -> usize {
+        self.lock().frame_bytes
+    }
+
+    /// Waits until at most `limit` bytes of frames wait (or the outbox is
+    /// shut).
+    pub async fn frames_at_most(&self, limit: usize) {
+        loop {
+            // Listening before the check: a send between the two is not
+            // missed.
+            let sent = self.drained.notified();
+            tokio::pin!(sent);
+            sent.as_mut().enable();
+            {
+                let queue = self.lock();
+                if queue.frame_bytes <= limit || queue.closed {
+                    return;
+                }
+            }
+            sent.await;
+        }
+    }
+
     /// Queues a close frame after what is queued; nothing more is taken.
     pub fn close(&self, code: u16, reason: &'static str) {
         let mut queue = self.lock();
@@ -144,6 +180,7 @@ impl Outbox {
             .fetch_sub(std::mem::take(&mut queue.bytes) as u64, Relaxed);
         drop(queue);
         self.ready.notify_one();
+        self.drained.notify_waiters();
     }
 
     /// The next thing to send; `None` once shut or after the close frame.
@@ -168,6 +205,8 @@ impl Outbox {
     fn frame_sent(&self, len: usize) {
         let mut queue = self.lock();
         queue.frame_bytes -= len.min(queue.frame_bytes);
+        drop(queue);
+        self.drained.notify_waiters();
     }
 
     /// A text taken by [`Outbox::next`] has been sent (or failed).
@@ -295,5 +334,34 @@ mod tests {
         assert_eq!(outbox.next().await, Some(Out::Close(1008, "replaced")));
         assert_eq!(outbox.next().await, None);
         assert_eq!(outbox.bytes(), 0);
+    }
+
+    /// A wait for the frames to drain ends when sends take them below
+    /// the mark, not before, and at once on a shut outbox.
+    #[tokio::test]
+    async fn a_wait_for_the_frames_to_drain_ends_when_they_do() {
+        let outbox = Arc::new(Outbox::new(100, Arc::default()));
+        for _ in 0..3 {
+            outbox.push_frame(vec![0; 100]).unwrap();
+        }
+        let waiting = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.frames_at_most(100).await }
+        });
+        for left in [200, 100] {
+            tokio::task::yield_now().await;
+            assert!(!waiting.is_finished(), "drained at {}", left + 100);
+            let Some(Out::Binary(frame)) = outbox.next().await else {
+                panic!("a frame")
+            };
+            outbox.frame_sent(frame.len());
+            assert_eq!(outbox.frame_bytes(), left);
+        }
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .expect("told")
+            .unwrap();
+        outbox.shut();
+        outbox.frames_at_most(0).await;
     }
 }
