@@ -4,7 +4,7 @@
 
 use crate::common::{json, signed_node};
 use cpc_sync::protocol::sync::wire::{self, Decoded, Message};
-use cpc_sync::protocol::sync::{Output, SyncConfig, SyncNode, ANSWER_SLICE_BYTES};
+use cpc_sync::protocol::sync::{Output, Relay, SyncConfig, SyncNode, ANSWER_SLICE_BYTES};
 use cpc_sync::protocol::{EngineConfig, PeerId, ReconciliationEngine};
 
 const NOW: u64 = 1_000;
@@ -344,5 +344,63 @@ fn large_values_are_answered_a_megabyte_a_task() {
         assert!(tasks.len() >= 5, "{tasks:?}");
         assert_eq!(tasks.iter().map(|t| t.1).sum::<usize>(), LARGE, "{tasks:?}");
         assert_eq!(new.digest(), host.digest(), "signed: {signed}");
+    }
+}
+
+/// A digest sent before the answer reached its sender, once the answer
+/// has all gone out, is not sent the answer again, whichever way the
+/// node relays (the room peer floods): what went to a peer since the last
+/// gossip tick is on its way, and a digest after the next tick asks again
+/// for what did not come.
+#[test]
+fn a_digest_crossing_a_finished_answer_is_not_sent_it_again() {
+    for relay in [Relay::Pull, Relay::Flood] {
+        let config = SyncConfig { relay, ..config() };
+        let mut host = SyncNode::new(
+            ReconciliationEngine::new(PeerId(1), EngineConfig::default()),
+            config.clone(),
+        );
+        for i in 0..EVENTS {
+            host.write(|e| e.set(&format!("k{i}"), json(&i.to_string()), NOW).map(Some))
+                .unwrap();
+        }
+        host.take_outputs();
+        host.tick(NOW);
+        let mut new = SyncNode::new(
+            ReconciliationEngine::new(PeerId(2), EngineConfig::default()),
+            config,
+        );
+        host.connect(new.peer(), NOW);
+        new.connect(host.peer(), NOW);
+        let hello = frames(host.take_outputs());
+        deliver(host.peer(), hello, &mut [&mut new]);
+        let digest = frames(new.take_outputs());
+        deliver(new.peer(), digest, &mut [&mut host]);
+        // The whole answer goes out; only its first slice has arrived when
+        // the newcomer's next digest leaves.
+        let mut answer = frames(host.take_outputs());
+        while host.next_timer() <= NOW {
+            host.tick(NOW);
+            answer.extend(frames(host.take_outputs()));
+        }
+        assert_eq!(events_in(&answer), EVENTS);
+        let rest = answer.split_off(answer.iter().position(|f| f.2 > 0).unwrap() + 1);
+        deliver(host.peer(), answer, &mut [&mut new]);
+        let have = new.engine().clock().get(host.peer());
+        assert!(0 < have && have < EVENTS as u64);
+        let digest = Message::Digest {
+            clock: new.engine().clock().clone(),
+            root: new.digest(),
+        };
+        let frame = wire::encode(&digest, 0).remove(0);
+        host.receive_frame(new.peer(), &frame, NOW);
+        let mut again = events_in(&frames(host.take_outputs()));
+        while host.next_timer() <= NOW {
+            host.tick(NOW);
+            again += events_in(&frames(host.take_outputs()));
+        }
+        assert_eq!(again, 0, "{relay:?}: sent again");
+        deliver(host.peer(), rest, &mut [&mut new]);
+        assert_eq!(new.digest(), host.digest(), "{relay:?}");
     }
 }

@@ -163,13 +163,12 @@ impl SyncNode {
         }
         let ours = self.engine.clock();
         if let Some(session) = self.sessions.get_mut(&from) {
-            // What we pushed it since our last tick is on its way, and
-            // what we announced it it pulls (see `relay.rs`); a digest
-            // after our next tick asks again for what did not come.
+            // What we sent it since our last tick (pushed, or answered)
+            // is on its way, and what we announced it it pulls (see
+            // `relay.rs`); a digest after our next tick asks again for
+            // what did not come.
             let flood = self.config.relay == Relay::Flood;
-            let none = VectorClock::default();
-            let told = if flood { &none } else { &session.told };
-            session.owed.answer(ours, &clock, told);
+            session.owed.answer(ours, &clock, &session.told);
             if flood && !session.owed.is_empty() {
                 // It missed what we relay: relay to it again.
                 session.lazy = false;
