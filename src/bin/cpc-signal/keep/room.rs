@@ -448,13 +448,15 @@ impl Room {
     }
 
     /// Pages whose sockets drained to [`FRAME_LOW_WATER`] are sent what
-    /// they are owed again.
+    /// they are owed again (and closing ones are waited for no more: their
+    /// wait ends at once, and would wake the room again and again).
     fn drained(&mut self) {
         let pages = &self.pages;
         let node = &mut self.node;
         self.backlogged.retain(|page| {
-            let waiting = pages.get(page).map_or(0, |(_, o)| o.frame_bytes());
-            let drained = waiting <= FRAME_LOW_WATER;
+            let drained = pages.get(page).is_none_or(|(_, outbox)| {
+                outbox.frame_bytes() <= FRAME_LOW_WATER || outbox.is_closing()
+            });
             if drained {
                 node.set_backlogged(*page, false);
             }
