@@ -366,6 +366,8 @@ async fn a_newcomer_that_reads_slowly_is_paced_not_cut_off() {
     assert!(caught_up);
     assert_eq!(reader.node.digest(), digest);
     assert_eq!(reader.node.engine().clock().get(me), 1_500);
+    let backlogs = server.reading("cpc_signal_keep_backlogs_total").await;
+    assert!(backlogs > 0, "the answer never waited");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

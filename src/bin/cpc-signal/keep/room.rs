@@ -427,6 +427,7 @@ impl Room {
             Ok(()) => {
                 self.keep.counters.frames_out.fetch_add(1, Relaxed);
                 if outbox.frame_bytes() >= FRAME_HIGH_WATER && !self.backlogged.contains(&to) {
+                    self.keep.counters.backlogs.fetch_add(1, Relaxed);
                     self.backlogged.push(to);
                     self.node.set_backlogged(to, true);
                 }

@@ -24,6 +24,9 @@ pub struct Counters {
     pub events_persisted: AtomicU64,
     pub frames_in: AtomicU64,
     pub frames_out: AtomicU64,
+    /// Times a page's socket held `FRAME_HIGH_WATER` of frames and what it
+    /// was owed waited.
+    pub backlogs: AtomicU64,
     /// What pages sent that the room's node refused (typed refusals).
     pub rejected: AtomicU64,
     refused: [AtomicU64; REFUSALS.len()],
@@ -42,6 +45,7 @@ pub struct KeepStats {
     pub events_persisted: u64,
     pub frames_in: u64,
     pub frames_out: u64,
+    pub backlogs: u64,
     pub rejected: u64,
     pub refused: Vec<(&'static str, u64)>,
 }
@@ -65,6 +69,7 @@ impl Counters {
             events_persisted: self.events_persisted.load(Relaxed),
             frames_in: self.frames_in.load(Relaxed),
             frames_out: self.frames_out.load(Relaxed),
+            backlogs: self.backlogs.load(Relaxed),
             rejected: self.rejected.load(Relaxed),
             refused: REFUSALS
                 .iter()
@@ -140,6 +145,12 @@ pub fn readings(stats: &KeepStats) -> Vec<Reading> {
             "Sync frames to pages",
             counter,
             stats.frames_out,
+        ),
+        reading(
+            "keep_backlogs",
+            "Times a page's socket held a megabyte of frames and what it was owed waited",
+            counter,
+            stats.backlogs,
         ),
         reading(
             "keep_rejected",
