@@ -21,18 +21,30 @@ fn config() -> SyncConfig {
     }
 }
 
-fn unsigned(id: u64) -> SyncNode {
-    let engine = ReconciliationEngine::new(PeerId(id), EngineConfig::default());
-    SyncNode::new(engine, config())
+/// A node of `config`, signed (by the identity of seed `id`) or not.
+fn node(id: u64, signed: bool, config: SyncConfig) -> SyncNode {
+    if signed {
+        signed_node(id, config)
+    } else {
+        let engine = ReconciliationEngine::new(PeerId(id), EngineConfig::default());
+        SyncNode::new(engine, config)
+    }
+}
+
+/// Connects `host` and `new`, and hands `host` the digest of `new`: its
+/// answer waits in its outputs.
+fn ask(host: &mut SyncNode, new: &mut SyncNode) {
+    host.connect(new.peer(), NOW);
+    new.connect(host.peer(), NOW);
+    let hello = frames(host.take_outputs());
+    deliver(host.peer(), hello, &mut [&mut *new]);
+    let digest = frames(new.take_outputs());
+    deliver(new.peer(), digest, &mut [&mut *host]);
 }
 
 /// A host holding `EVENTS` writes of its own, in runs of `RUN`.
 fn host(signed: bool) -> SyncNode {
-    let mut host = if signed {
-        signed_node(1, config())
-    } else {
-        unsigned(1)
-    };
+    let mut host = node(1, signed, config());
     for i in 0..EVENTS {
         host.write(|e| e.set(&format!("k{i}"), json(&i.to_string()), NOW).map(Some))
             .unwrap();
@@ -47,11 +59,7 @@ fn host(signed: bool) -> SyncNode {
 }
 
 fn newcomer(signed: bool, seed: u64) -> SyncNode {
-    if signed {
-        signed_node(seed, config())
-    } else {
-        unsigned(seed)
-    }
+    node(seed, signed, config())
 }
 
 /// The frames of `outputs`, by recipient, with how many events each
@@ -287,15 +295,7 @@ fn large_values_are_answered_a_megabyte_a_task() {
     const LARGE: usize = 300;
     let value = format!("\"{}\"", "v".repeat(20_000));
     for signed in [false, true] {
-        let config = SyncConfig::default();
-        let mut host = if signed {
-            signed_node(1, config.clone())
-        } else {
-            SyncNode::new(
-                ReconciliationEngine::new(PeerId(1), EngineConfig::default()),
-                config.clone(),
-            )
-        };
+        let mut host = node(1, signed, SyncConfig::default());
         for i in 0..LARGE {
             host.write(|e| e.set(&format!("k{i}"), json(&value), NOW).map(Some))
                 .unwrap();
@@ -305,20 +305,8 @@ fn large_values_are_answered_a_megabyte_a_task() {
         }
         host.take_outputs();
         host.tick(NOW);
-        let mut new = if signed {
-            signed_node(2, config)
-        } else {
-            SyncNode::new(
-                ReconciliationEngine::new(PeerId(2), EngineConfig::default()),
-                config,
-            )
-        };
-        host.connect(new.peer(), NOW);
-        new.connect(host.peer(), NOW);
-        let hello = frames(host.take_outputs());
-        deliver(host.peer(), hello, &mut [&mut new]);
-        let digest = frames(new.take_outputs());
-        deliver(new.peer(), digest, &mut [&mut host]);
+        let mut new = node(2, signed, SyncConfig::default());
+        ask(&mut host, &mut new);
         // Bytes framed a task, and events.
         let mut tasks: Vec<(usize, usize)> = Vec::new();
         loop {
@@ -356,26 +344,15 @@ fn large_values_are_answered_a_megabyte_a_task() {
 fn a_digest_crossing_a_finished_answer_is_not_sent_it_again() {
     for relay in [Relay::Pull, Relay::Flood] {
         let config = SyncConfig { relay, ..config() };
-        let mut host = SyncNode::new(
-            ReconciliationEngine::new(PeerId(1), EngineConfig::default()),
-            config.clone(),
-        );
+        let mut host = node(1, false, config.clone());
         for i in 0..EVENTS {
             host.write(|e| e.set(&format!("k{i}"), json(&i.to_string()), NOW).map(Some))
                 .unwrap();
         }
         host.take_outputs();
         host.tick(NOW);
-        let mut new = SyncNode::new(
-            ReconciliationEngine::new(PeerId(2), EngineConfig::default()),
-            config,
-        );
-        host.connect(new.peer(), NOW);
-        new.connect(host.peer(), NOW);
-        let hello = frames(host.take_outputs());
-        deliver(host.peer(), hello, &mut [&mut new]);
-        let digest = frames(new.take_outputs());
-        deliver(new.peer(), digest, &mut [&mut host]);
+        let mut new = node(2, false, config);
+        ask(&mut host, &mut new);
         // The whole answer goes out; only its first slice has arrived when
         // the newcomer's next digest leaves.
         let mut answer = frames(host.take_outputs());
