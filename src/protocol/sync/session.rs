@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use super::wire::Reassembler;
-use crate::protocol::clock::VectorClock;
+use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::event::Hash32;
 use crate::protocol::room::Handshake;
 
@@ -94,10 +94,9 @@ pub struct Session {
     /// Grafts and prunes taken this gossip interval.
     pub grafts: u32,
     pub prunes: u32,
-    /// What we pushed or announced to it since our last gossip tick (per
-    /// origin, the last sequence number): a digest of its that crossed
-    /// them is not answered with them (see `relay.rs`).
-    pub told: VectorClock,
+    /// What we pushed or announced to it lately: a digest of its that
+    /// crossed them is not answered with them (see `relay.rs`).
+    pub told: Told,
     /// When we last grafted it (with `Relay::Pull`, a graft goes at once
     /// unless one went within `GRAFT_BATCH_MS`).
     pub grafted_ms: Option<u64>,
@@ -110,4 +109,147 @@ pub struct Session {
     /// The caller's link to it holds a backlog of frames: what it is
     /// owed waits ([`SyncNode::set_backlogged`](super::SyncNode::set_backlogged)).
     pub backlogged: bool,
+}
+
+impl Session {
+    /// How long what was told the peer is taken as on its way (see
+    /// [`Told`]): a gossip interval and a round trip.
+    pub fn patience_ms(&self, gossip_interval_ms: u64) -> u64 {
+        let rtt = self.stats.rtt_ms.map_or(0, |rtt| rtt.max(0.0) as u64);
+        gossip_interval_ms.saturating_add(rtt)
+    }
+}
+
+/// What a node pushed or announced to one peer lately, per origin the
+/// last sequence number: on its way (or to be pulled), so a digest of the
+/// peer's that crossed it is not answered with it again.
+///
+/// What was announced is so until the next gossip tick. What was sent is
+/// so within a patience of the send (the caller's: a gossip
+/// interval and a round trip), or of the moment the link to the peer last
+/// drained its backlog of frames, if that came later: what waits in a
+/// link's buffer leaves only as the buffer drains, and on a slow link a
+/// newcomer's digests cross a long answer several times. While the link
+/// holds a backlog, all of it is on its way. Past that, a digest asks
+/// again for what did not come (anti-entropy heals what was lost).
+#[derive(Debug, Default)]
+pub struct Told {
+    /// Per origin, the last sequence number told.
+    seqs: VectorClock,
+    /// Per origin, when it was told (ms): clocks, so a room of many
+    /// writers is kept as a version vector is.
+    times: VectorClock,
+    /// What was announced to it since the last gossip tick: it pulls that
+    /// (a graft), and a digest after the tick asks for what it did not.
+    announced: VectorClock,
+    /// Whether the link holds a backlog of frames now.
+    backlogged: bool,
+    /// When it last drained one.
+    drained_ms: u64,
+}
+
+impl Told {
+    pub fn observe(&mut self, origin: PeerId, seq: u64, now_ms: u64) {
+        self.seqs.observe(origin, seq);
+        self.times.observe(origin, now_ms);
+    }
+
+    /// Announced, not sent: pulled if it is lacking.
+    pub fn announce(&mut self, origin: PeerId, seq: u64) {
+        self.announced.observe(origin, seq);
+    }
+
+    /// The link holds a backlog of frames from `now_ms` (or has drained it).
+    pub fn backlogged(&mut self, backlogged: bool, now_ms: u64) {
+        if std::mem::replace(&mut self.backlogged, backlogged) && !backlogged {
+            self.drained_ms = now_ms;
+        }
+    }
+
+    /// The last sequence number of `origin` still on its way at `now_ms`
+    /// (0 for none).
+    pub fn on_its_way(&self, origin: PeerId, now_ms: u64, patience_ms: u64) -> u64 {
+        let sent = if self.waiting(self.times.get(origin), now_ms, patience_ms) {
+            self.seqs.get(origin)
+        } else {
+            0
+        };
+        sent.max(self.announced.get(origin))
+    }
+
+    /// A gossip tick: forgets what has arrived (or was lost) by `now_ms`,
+    /// and what was announced.
+    pub fn expire(&mut self, now_ms: u64, patience_ms: u64) {
+        self.announced = VectorClock::new();
+        if self.seqs.is_empty()
+            || self
+                .times
+                .iter()
+                .all(|(_, at_ms)| self.waiting(at_ms, now_ms, patience_ms))
+        {
+            return;
+        }
+        let (seqs, times) = (&self.seqs, &self.times);
+        let kept = || {
+            times
+                .iter()
+                .filter(|&(_, at_ms)| self.waiting(at_ms, now_ms, patience_ms))
+        };
+        let seqs: VectorClock = kept()
+            .map(|(origin, _)| (origin, seqs.get(origin)))
+            .collect();
+        let times: VectorClock = kept().collect();
+        (self.seqs, self.times) = (seqs, times);
+    }
+
+    fn waiting(&self, at_ms: u64, now_ms: u64, patience_ms: u64) -> bool {
+        self.backlogged || now_ms < at_ms.max(self.drained_ms).saturating_add(patience_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PATIENCE: u64 = 1_000;
+
+    /// What was told is on its way for the patience after it was sent,
+    /// or after the link drained the backlog it waited behind; then it
+    /// is asked for again (it may have been lost).
+    #[test]
+    fn what_was_told_is_on_its_way_for_a_patience_after_the_link_drains() {
+        let (a, b) = (PeerId(1), PeerId(2));
+        let mut told = Told::default();
+        told.observe(a, 10, 5_000);
+        told.observe(a, 7, 5_100);
+        assert_eq!(told.on_its_way(a, 5_500, PATIENCE), 10);
+        assert_eq!(told.on_its_way(b, 5_500, PATIENCE), 0);
+        assert_eq!(told.on_its_way(a, 6_100, PATIENCE), 0, "past patience");
+
+        // Behind a backlog: on its way however long the backlog lasts,
+        // and for a patience after it drains.
+        told.backlogged(true, 5_200);
+        assert_eq!(told.on_its_way(a, 60_000, PATIENCE), 10);
+        told.backlogged(false, 60_000);
+        assert_eq!(told.on_its_way(a, 60_900, PATIENCE), 10);
+        told.expire(60_900, PATIENCE);
+        assert_eq!(told.on_its_way(a, 60_900, PATIENCE), 10, "kept");
+        told.observe(b, 3, 60_950);
+        told.expire(61_000, PATIENCE);
+        assert_eq!(told.on_its_way(a, 61_000, PATIENCE), 0);
+        assert_eq!(told.on_its_way(b, 61_000, PATIENCE), 3);
+        assert_eq!((told.seqs.len(), told.times.len()), (1, 1), "expired");
+    }
+
+    /// What was announced is pulled: not sent on a digest until the
+    /// next gossip tick, however short the patience.
+    #[test]
+    fn what_was_announced_is_left_to_be_pulled_until_the_next_tick() {
+        let a = PeerId(1);
+        let mut told = Told::default();
+        told.announce(a, 4);
+        assert_eq!(told.on_its_way(a, 90_000, 0), 4);
+        told.expire(90_000, 0);
+        assert_eq!(told.on_its_way(a, 90_000, 0), 0);
+    }
 }

@@ -163,12 +163,19 @@ impl SyncNode {
         }
         let ours = self.engine.clock();
         if let Some(session) = self.sessions.get_mut(&from) {
-            // What we sent it since our last tick (pushed, or answered)
-            // is on its way, and what we announced it it pulls (see
-            // `relay.rs`); a digest after our next tick asks again for
-            // what did not come.
+            // What we sent it lately (pushed, or answered) is on its
+            // way, and what we announced it it pulls (see `relay.rs`); a
+            // digest after that asks again for what did not come
+            // (`Told`).
             let flood = self.config.relay == Relay::Flood;
-            session.owed.answer(ours, &clock, &session.told);
+            let (now_ms, patience_ms) = (
+                self.last_input_ms,
+                session.patience_ms(self.config.gossip_interval_ms),
+            );
+            let told = &session.told;
+            session.owed.answer(ours, &clock, |origin| {
+                told.on_its_way(origin, now_ms, patience_ms)
+            });
             if flood && !session.owed.is_empty() {
                 // It missed what we relay: relay to it again.
                 session.lazy = false;
@@ -472,13 +479,14 @@ impl SyncNode {
         } else {
             events
         };
+        let now_ms = self.last_input_ms;
         if let Some(session) = self.sessions.get_mut(&to) {
             session.stats.events_out += events.len() as u64;
             let told = session.handshake.is_none();
             for e in &events {
                 session.their_clock.observe(e.id.peer, e.id.seq);
                 if told {
-                    session.told.observe(e.id.peer, e.id.seq);
+                    session.told.observe(e.id.peer, e.id.seq, now_ms);
                 }
             }
         }

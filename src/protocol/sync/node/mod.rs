@@ -731,7 +731,8 @@ impl SyncNode {
             session.overlay_messages = 0;
             session.grafts = 0;
             session.prunes = 0;
-            session.told = VectorClock::default();
+            let patience_ms = session.patience_ms(self.config.gossip_interval_ms);
+            session.told.expire(now_ms, patience_ms);
         }
         self.verify_received(now_ms);
         self.flush_local();

@@ -86,12 +86,17 @@ impl Owed {
     }
 
     /// A digest from the peer: what it lacks of `ours` is owed instead
-    /// (past `skip` too, what was told it since the last tick). Origins
+    /// (past `skip` too, what was told it lately and is on its way). Origins
     /// it has caught up on are owed no more.
-    pub fn answer(&mut self, ours: &VectorClock, theirs: &VectorClock, skip: &VectorClock) {
+    pub fn answer(
+        &mut self,
+        ours: &VectorClock,
+        theirs: &VectorClock,
+        skip: impl Fn(PeerId) -> u64,
+    ) {
         let before = std::mem::take(&mut self.ranges);
         for (origin, have) in ours.iter() {
-            let after = theirs.get(origin).max(skip.get(origin));
+            let after = theirs.get(origin).max(skip(origin));
             if have <= after {
                 continue;
             }
@@ -159,6 +164,7 @@ impl SyncNode {
     pub fn set_backlogged(&mut self, peer: PeerId, backlogged: bool) {
         if let Some(session) = self.sessions.get_mut(&peer) {
             session.backlogged = backlogged;
+            session.told.backlogged(backlogged, self.last_input_ms);
         }
     }
 

@@ -96,7 +96,7 @@ impl SyncNode {
         let entries: Vec<(PeerId, u64)> = last.into_iter().collect();
         if let Some(session) = self.sessions.get_mut(&to).filter(|s| s.handshake.is_none()) {
             for &(origin, seq) in &entries {
-                session.told.observe(origin, seq);
+                session.told.announce(origin, seq);
             }
         }
         for chunk in entries.chunks(MAX_ANNOUNCED) {
