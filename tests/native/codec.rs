@@ -88,28 +88,104 @@ fn seal() -> impl Strategy<Value = Option<Box<Seal>>> {
     })
 }
 
-/// The "key bytes" column's place in a batch's header.
+/// The "keys" and "key bytes" columns' places in a batch's header.
+const KEYS: usize = 4;
 const KEY_BYTES: usize = 5;
 
-/// The length of column `column` of a batch, from its header: the format
-/// byte, then each column's length as a varint.
+/// A varint of `bytes` at `at`, and the place after it.
+fn varint_at(bytes: &[u8], mut at: usize) -> (u64, usize) {
+    let (mut value, mut shift) = (0u64, 0);
+    loop {
+        let byte = bytes[at];
+        at += 1;
+        value |= u64::from(byte & 0x7f) << shift;
+        shift += 7;
+        if byte < 0x80 {
+            return (value, at);
+        }
+    }
+}
+
+/// A batch's header: its run-coded columns' bits, each column's length,
+/// and where the columns start.
+fn header(batch: &[u8]) -> (u64, [usize; 12], usize) {
+    let (coded, mut at) = match batch[0] {
+        1 => (0, 1),
+        _ => varint_at(batch, 1),
+    };
+    let mut lengths = [0; 12];
+    for length in &mut lengths {
+        let (value, next) = varint_at(batch, at);
+        (*length, at) = (value as usize, next);
+    }
+    (coded, lengths, at)
+}
+
+/// The length of column `column` of a batch, from its header.
 fn column_length(batch: &[u8], column: usize) -> usize {
-    let mut at = 1;
-    let mut found = Vec::new();
-    while found.len() <= column {
-        let (mut value, mut shift) = (0u64, 0);
-        loop {
-            let byte = batch[at];
-            at += 1;
-            value |= u64::from(byte & 0x7f) << shift;
-            shift += 7;
-            if byte < 0x80 {
-                break;
+    header(batch).1[column]
+}
+
+fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push(value as u8 | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+/// A batch's run-coded columns' bits, and its columns.
+fn columns_of(batch: &[u8]) -> (u64, Vec<Vec<u8>>) {
+    let (coded, lengths, mut at) = header(batch);
+    let columns = lengths
+        .into_iter()
+        .map(|length| {
+            at += length;
+            batch[at - length..at].to_vec()
+        })
+        .collect();
+    (coded, columns)
+}
+
+/// A batch of this build's format of `columns`.
+fn batch_of(coded: u64, columns: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = vec![events::FORMAT];
+    put_varint(&mut out, coded);
+    for column in columns {
+        put_varint(&mut out, column.len() as u64);
+    }
+    out.extend(columns.concat());
+    out
+}
+
+/// `batch` (of this build's format) in format 1, the format before
+/// run-coded columns (their runs written out): what a page stored before.
+fn as_format_1(batch: &[u8]) -> Vec<u8> {
+    let (coded, coded_columns) = columns_of(batch);
+    let mut columns = Vec::new();
+    for (i, column) in coded_columns.into_iter().enumerate() {
+        if coded & 1 << i == 0 {
+            columns.push(column);
+            continue;
+        }
+        let mut plain = Vec::new();
+        let mut read = 0;
+        while read < column.len() {
+            let (count, next) = varint_at(&column, read);
+            let (value, next) = varint_at(&column, next);
+            read = next;
+            for _ in 0..count {
+                put_varint(&mut plain, value);
             }
         }
-        found.push(value as usize);
+        columns.push(plain);
     }
-    found[column]
+    let mut out = vec![1u8];
+    for column in &columns {
+        put_varint(&mut out, column.len() as u64);
+    }
+    out.extend(columns.concat());
+    out
 }
 
 /// Events of a few origins; sorted (so runs form) or in any order.
@@ -181,6 +257,10 @@ proptest! {
         // find again would round-trip too, spelled twice).
         let distinct: std::collections::HashSet<&str> = events.iter().map(|e| &*e.key).collect();
         prop_assert_eq!(column_length(&bytes, KEY_BYTES), distinct.iter().map(|k| k.len()).sum::<usize>());
+        // Stored before run-coded columns: the same batch in format 1.
+        let old = as_format_1(&bytes);
+        prop_assert_eq!(&events::decode(&old).expect("format 1 decodes"), &batch);
+        prop_assert_eq!(&in_slices(&old, slice).expect("format 1 decodes in slices"), &batch);
     }
 
     #[test]
@@ -295,7 +375,7 @@ proptest! {
 #[test]
 fn counts_are_bounded_before_anything_is_reserved() {
     // One run claiming 2^40 events, in a batch of a few bytes.
-    let mut bytes = vec![events::FORMAT];
+    let mut bytes = vec![events::FORMAT, 0];
     let lengths = [1usize, 1, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0];
     bytes.extend(lengths.iter().map(|l| *l as u8));
     bytes.extend([0, 0]); // no peers, no clock entries
@@ -306,6 +386,46 @@ fn counts_are_bounded_before_anything_is_reserved() {
     ));
     assert!(matches!(events::decode(&[9]), Err(CodecError::Format(9))));
     assert!(matches!(events::decode(&[]), Err(CodecError::Truncated(_))));
+}
+
+/// A run-coded column may not expand past what the batch's events can
+/// hold (13 bytes an op byte): a run of 2^40 key references in a batch
+/// of a few bytes is an error before anything is reserved, and so is a
+/// column marked run-coded that cannot be.
+#[test]
+fn a_run_coded_column_cannot_outgrow_its_batch() {
+    let events: Vec<P2PEvent> = (1..=10)
+        .map(|seq| {
+            common::register_write(
+                EventId::new(common::peer(1), seq),
+                &format!("k{seq:02}"),
+                "1",
+                1_000,
+            )
+        })
+        .collect();
+    let bytes = events::encode(&events, &VectorClock::new());
+    let (coded, mut columns) = columns_of(&bytes);
+    assert_ne!(coded & 1 << KEYS, 0, "keys of one length are a run");
+    let mut run = Vec::new();
+    put_varint(&mut run, 1 << 40);
+    put_varint(&mut run, 1);
+    columns[KEYS] = run;
+    let bomb = batch_of(coded, &columns);
+    assert!(
+        matches!(
+            events::decode(&bomb),
+            Err(CodecError::Count { column: "keys", .. })
+        ),
+        "{:?}",
+        events::decode(&bomb)
+    );
+    let (_, columns) = columns_of(&bytes);
+    let seals_coded = batch_of(coded | 1 << 11, &columns);
+    assert!(matches!(
+        events::decode(&seals_coded),
+        Err(CodecError::Invalid(_))
+    ));
 }
 
 /// A writer's burst: one origin, consecutive, one seal.
@@ -326,12 +446,14 @@ fn a_run_costs_a_few_bytes_an_event_beyond_its_keys_and_values() {
         .collect();
     cpc_sync::protocol::seal::seal(&identity, &mut run);
     let bytes = events::encode(&run, &VectorClock::new()).len();
-    // "keyN" spelled once (1 + 4-7 bytes) and the value (1 + 1 bytes).
-    let payload: usize = run.iter().map(|e| 1 + e.key.len() + 2).sum();
+    // "keyN" spelled once (4-7 bytes) and the value (1 byte); their
+    // lengths, the timestamps (a millisecond apart) and the op bytes are
+    // what is beyond: the first three as runs of one value.
+    let payload: usize = run.iter().map(|e| e.key.len() + 1).sum();
     let per_event = (bytes - payload) as f64 / run.len() as f64;
     println!("{per_event:.2} B an event beyond keys and values ({bytes} B in all)");
     assert!(
-        per_event <= 4.0,
+        per_event <= 1.2,
         "{per_event:.2} B an event beyond keys and values ({bytes} B in all)"
     );
     assert_eq!(
@@ -433,6 +555,65 @@ fn stored_bytes_of_the_previous_forms_migrate() {
         P2PEvent::decode_batch(migrated.record.as_deref().unwrap()).unwrap(),
         later
     );
+}
+
+/// A page's stored snapshot and log record of event batch format 1 (from
+/// before run-coded columns) restore as they are: the same state as the
+/// page had.
+#[test]
+fn stored_batches_of_format_1_restore_as_they_are() {
+    let identity = cpc_sync::protocol::Identity::from_seed(5);
+    let mut a = ReconciliationEngine::new(identity.peer(), EngineConfig::default());
+    // A sealed burst of writes of `value` to the first `n` keys, from `at`.
+    let burst = |a: &mut ReconciliationEngine, n: u64, value: &str, at: u64| {
+        let mut run: Vec<P2PEvent> = (0..n)
+            .map(|i| {
+                let value = JsonValue::parse(value).unwrap();
+                a.set(&format!("key{i:03}"), value, at + i).unwrap()
+            })
+            .collect();
+        cpc_sync::protocol::seal::seal(&identity, &mut run);
+        run
+    };
+    burst(&mut a, 200, "\"v\"", 10);
+    let stored = a.encode_snapshot();
+    let snapshot = StateSnapshot::decode(&stored).unwrap();
+    let later = burst(&mut a, 50, "7", 300);
+
+    // The batch a snapshot ends with, and a record's, in format 1.
+    let events: Vec<&P2PEvent> = snapshot.events.iter().collect();
+    let mut batch = Vec::new();
+    events::encode_into(&mut batch, &events, &snapshot.version_vector);
+    assert!(stored.ends_with(&batch));
+    assert_ne!(
+        header(&batch).0,
+        0,
+        "the snapshot's batch has run-coded columns"
+    );
+    let old_snapshot = [&stored[..stored.len() - batch.len()], &as_format_1(&batch)].concat();
+    let record = P2PEvent::encode_batch(&later);
+    assert_ne!(header(&record).0, 0, "so has the record's");
+    let old_record = as_format_1(&record);
+    assert_eq!(old_record[0], 1);
+
+    let restored = cpc_sync::protocol::sync::SyncNode::restore(
+        identity.peer(),
+        EngineConfig::default(),
+        cpc_sync::protocol::sync::SyncConfig::default(),
+        Some(&old_snapshot),
+        P2PEvent::decode_batch(&old_record).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(restored.engine().state_json(), a.state_json());
+    assert_eq!(restored.engine().clock(), a.clock());
+    // A snapshot decoded a slice at a time reads format 1 too.
+    let mut decoding = StateSnapshot::decoding(old_snapshot).unwrap();
+    let sliced = loop {
+        if let Some(done) = decoding.step(7).unwrap() {
+            break done;
+        }
+    };
+    assert_eq!(sliced.events, snapshot.events);
 }
 
 /// A storage record joins the batches of one commit back to back: it

@@ -380,7 +380,7 @@ fn a_peer_of_another_protocol_version_is_closed_with_a_clear_reason() {
     });
     let reason = reason.expect("closed");
     assert!(
-        reason.contains("protocol version 4") && reason.contains("speaks 5"),
+        reason.contains("protocol version 5") && reason.contains("speaks 6"),
         "{reason}"
     );
 }

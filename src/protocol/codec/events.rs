@@ -19,13 +19,23 @@
 //! - seals: the 64-byte signature; the key comes from the peer table.
 //!
 //! ```text
-//! batch = FORMAT:u8, the 12 column lengths (varints), the 12 columns
+//! batch = FORMAT:u8, coded:varint, the 12 column lengths (varints), the 12 columns
 //!         peers clock runs ops keys key-bytes times lengths values entries numbers seals
 //! ```
 //!
+//! `coded` marks (bit `i` for column `i`) the columns written as runs of
+//! equal values ([`super::runs`]): the key references, timestamps and
+//! value lengths, each where that is shorter. A burst of writes has one
+//! timestamp delta and one value length over and over: a byte an event
+//! each, otherwise. Format 1, read still (a page's stored log records and
+//! snapshots), has no `coded` and no run-coded column.
+//!
 //! Decoding bounds every count by the bytes left in its column before it
 //! reserves anything and checks every field: a batch decodes to exactly
-//! the events it was encoded from, or to a typed error.
+//! the events it was encoded from, or to a typed error. A run-coded
+//! column expands to at most [`EXPANSION`] bytes an op byte (each event
+//! has one): no run can make the decoder allocate more than the batch's
+//! own size allows.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -47,7 +57,20 @@ use crate::protocol::value::JsonValue;
 use crate::protocol::{hashing, prefetch};
 
 /// The batch layout's version, its first byte.
-pub const FORMAT: u8 = 1;
+pub const FORMAT: u8 = 2;
+
+/// The format before run-coded columns, still read.
+const FORMAT_PLAIN: u8 = 1;
+
+/// The columns that may be run-coded (`coded`'s bits).
+const CODABLE: u64 = 1 << KEYS | 1 << TIMES | 1 << LENGTHS;
+
+/// A run-coded column's plain form is at most this many bytes an event
+/// (the ops column's length) and [`EXPANSION_SLACK`] more: an event has one
+/// key reference (a varint), one or two timestamp varints (the logical
+/// counter's is at most 3 bytes) and at most one value length.
+const EXPANSION: usize = 13;
+const EXPANSION_SLACK: usize = 16;
 
 const PEERS: usize = 0;
 const CLOCK: usize = 1;
@@ -445,9 +468,21 @@ impl<'a> Encoder<'a> {
         self.cols[PEERS] = peers;
         prefix_count(&mut self.cols[CLOCK], clock_len as u64);
         prefix_count(&mut self.cols[RUNS], runs);
+        let limit = self.cols[OPS].len() * EXPANSION + EXPANSION_SLACK;
+        let mut coded = 0u64;
+        for col in [KEYS, TIMES, LENGTHS] {
+            if self.cols[col].len() > limit {
+                continue;
+            }
+            if let Some(runs) = super::runs::encode(&self.cols[col]) {
+                self.cols[col] = runs;
+                coded |= 1 << col;
+            }
+        }
         let total: usize = self.cols.iter().map(Vec::len).sum();
-        out.reserve_exact(1 + 12 * 10 + total);
+        out.reserve_exact(2 + 12 * 10 + total);
         out.push(FORMAT);
+        varint::put(out, coded);
         for col in &self.cols {
             varint::put(out, col.len() as u64);
         }
@@ -489,10 +524,7 @@ pub fn decode_shared(bytes: &[u8]) -> Result<Batch, CodecError> {
 /// columns (a storage record may hold several batches back to back).
 pub fn batch_len(bytes: &[u8]) -> Result<usize, CodecError> {
     let mut header = Reader::new(bytes, "header");
-    let format = header.u8()?;
-    if format != FORMAT {
-        return Err(CodecError::Format(format));
-    }
+    header_coded(&mut header)?;
     let mut columns = 0usize;
     for _ in 0..12 {
         columns = columns.saturating_add(header.at_most(bytes.len())?);
@@ -504,14 +536,82 @@ pub fn batch_len(bytes: &[u8]) -> Result<usize, CodecError> {
     Ok(len)
 }
 
-/// The batch's 12 columns, as ranges of `bytes` (the header before them:
-/// the format byte and their lengths).
-fn layout(bytes: &[u8]) -> Result<[Range<usize>; 12], CodecError> {
-    let mut header = Reader::new(bytes, "header");
-    let format = header.u8()?;
-    if format != FORMAT {
-        return Err(CodecError::Format(format));
+/// The format byte and the run-coded columns' bits, read.
+fn header_coded(header: &mut Reader) -> Result<u64, CodecError> {
+    match header.u8()? {
+        FORMAT_PLAIN => Ok(0),
+        FORMAT => {
+            let coded = header.u64()?;
+            if coded & !CODABLE != 0 {
+                return Err(CodecError::Invalid(
+                    "a column that cannot be run-coded is marked so",
+                ));
+            }
+            Ok(coded)
+        }
+        format => Err(CodecError::Format(format)),
     }
+}
+
+/// A batch's columns: ranges of its bytes, and of `plain` for the
+/// run-coded ones (their plain form).
+struct Columns {
+    ranges: [Range<usize>; 12],
+    coded: u64,
+    plain: Vec<u8>,
+}
+
+impl Columns {
+    /// The columns of the batch `bytes`, the run-coded ones expanded.
+    fn of(bytes: &[u8]) -> Result<Self, CodecError> {
+        let (mut ranges, coded) = layout(bytes)?;
+        let mut plain = Vec::new();
+        if coded != 0 {
+            let limit = ranges[OPS]
+                .len()
+                .saturating_mul(EXPANSION)
+                .saturating_add(EXPANSION_SLACK);
+            for (i, range) in ranges.iter_mut().enumerate() {
+                if coded & 1 << i != 0 {
+                    let start = plain.len();
+                    super::runs::expand_into(&mut plain, &bytes[range.clone()], limit, NAMES[i])?;
+                    *range = start..plain.len();
+                }
+            }
+        }
+        Ok(Columns {
+            ranges,
+            coded,
+            plain,
+        })
+    }
+
+    /// Each column read up to what is `left` of it.
+    fn left(&mut self, left: [usize; 12]) {
+        for (range, left) in self.ranges.iter_mut().zip(left) {
+            range.start = range.end - left;
+        }
+    }
+
+    /// A reader of each column.
+    fn readers<'a>(&'a self, bytes: &'a [u8]) -> [Reader<'a>; 12] {
+        std::array::from_fn(|i| {
+            let source = if self.coded & 1 << i != 0 {
+                &self.plain
+            } else {
+                bytes
+            };
+            Reader::new(&source[self.ranges[i].clone()], NAMES[i])
+        })
+    }
+}
+
+/// The batch's 12 columns, as ranges of `bytes` (the header before them:
+/// the format byte, the run-coded columns' bits and their lengths), and
+/// those bits.
+fn layout(bytes: &[u8]) -> Result<([Range<usize>; 12], u64), CodecError> {
+    let mut header = Reader::new(bytes, "header");
+    let coded = header_coded(&mut header)?;
     let mut lengths = [0usize; 12];
     for length in &mut lengths {
         *length = header.at_most(bytes.len())?;
@@ -524,16 +624,12 @@ fn layout(bytes: &[u8]) -> Result<[Range<usize>; 12], CodecError> {
         at += length;
     }
     header.finish()?;
-    Ok(ranges)
-}
-
-/// A reader of each column's `ranges` of `bytes`.
-fn readers<'a>(bytes: &'a [u8], ranges: &[Range<usize>; 12]) -> [Reader<'a>; 12] {
-    std::array::from_fn(|i| Reader::new(&bytes[ranges[i].clone()], NAMES[i]))
+    Ok((ranges, coded))
 }
 
 fn decode_with(bytes: &[u8], shared: bool) -> Result<Batch, CodecError> {
-    let cols = readers(bytes, &layout(bytes)?);
+    let columns = Columns::of(bytes)?;
+    let cols = columns.readers(bytes);
     let column_text = |col: usize, what| match shared {
         true => std::str::from_utf8(cols[col].rest())
             .map(|text| Some(Arc::from(text)))
@@ -566,8 +662,9 @@ fn decode_with(bytes: &[u8], shared: bool) -> Result<Batch, CodecError> {
 /// does.
 pub struct Resumable {
     bytes: Vec<u8>,
-    /// What is left of each column, a range of `bytes`.
-    cols: [Range<usize>; 12],
+    /// What is left of each column: a range of `bytes`, or of the plain
+    /// form of a run-coded one.
+    cols: Columns,
     tables: Tables,
     clock: VectorClock,
     /// Runs not begun yet.
@@ -585,16 +682,19 @@ impl Resumable {
     /// are read here (a few bytes a writer), its runs by [`step`](Self::step).
     pub fn new(bytes: Vec<u8>, start: usize) -> Result<Self, CodecError> {
         let body = bytes.get(start..).ok_or(CodecError::Truncated("header"))?;
-        let mut cols = layout(body)?;
-        for col in &mut cols {
-            *col = col.start + start..col.end + start;
+        let mut cols = Columns::of(body)?;
+        for (i, col) in cols.ranges.iter_mut().enumerate() {
+            if cols.coded & 1 << i == 0 {
+                *col = col.start + start..col.end + start;
+            }
         }
-        let mut d = Decoder::resume(readers(&bytes, &cols), Tables::default());
+        let mut d = Decoder::resume(cols.readers(&bytes), Tables::default());
         d.peers()?;
         let clock = d.version_vector()?;
         let runs = d.cols[RUNS].count(3)?;
         let events = Vec::with_capacity(d.cols[OPS].remaining());
-        let tables = d.pause(&mut cols);
+        let (left, tables) = d.pause();
+        cols.left(left);
         Ok(Resumable {
             bytes,
             cols,
@@ -622,7 +722,7 @@ impl Resumable {
             ..
         } = self;
         let until = decoded.len().saturating_add(events.max(1));
-        let mut d = Decoder::resume(readers(bytes, cols), std::mem::take(tables));
+        let mut d = Decoder::resume(cols.readers(bytes), std::mem::take(tables));
         while decoded.len() < until {
             let (run, next) = match current.take() {
                 Some(begun) => begun,
@@ -648,7 +748,9 @@ impl Resumable {
                 col.finish()?;
             }
         }
-        *tables = d.pause(cols);
+        let (left, t) = d.pause();
+        cols.left(left);
+        *tables = t;
         Ok(done)
     }
 
@@ -698,13 +800,9 @@ impl<'a> Decoder<'a> {
         Decoder { cols, t }
     }
 
-    /// The tables, to resume from; `cols` becomes what is left of each
-    /// column (ranges of the bytes the readers read).
-    fn pause(self, cols: &mut [Range<usize>; 12]) -> Tables {
-        for (range, col) in cols.iter_mut().zip(&self.cols) {
-            range.start = range.end - col.remaining();
-        }
-        self.t
+    /// The tables, to resume from, and how much is left of each column.
+    fn pause(self) -> ([usize; 12], Tables) {
+        (std::array::from_fn(|i| self.cols[i].remaining()), self.t)
     }
 
     fn peers(&mut self) -> Result<(), CodecError> {

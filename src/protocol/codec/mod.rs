@@ -7,6 +7,7 @@ pub mod content;
 pub mod events;
 mod key_table;
 pub mod legacy;
+mod runs;
 pub(crate) mod varint;
 
 pub use events::{Batch, FORMAT};
@@ -14,7 +15,7 @@ pub use events::{Batch, FORMAT};
 /// Why bytes did not decode as a batch of events.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CodecError {
-    #[error("event batch format {0} is not supported (this build reads format {FORMAT})")]
+    #[error("event batch format {0} is not supported (this build reads formats 1 to {FORMAT})")]
     Format(u8),
     #[error("event batch column {0} ends early")]
     Truncated(&'static str),

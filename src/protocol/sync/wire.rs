@@ -27,8 +27,11 @@ use crate::protocol::room::Proof;
 /// push (prune, `IHave`, graft) and presence
 /// (a peer of 3 would take them for malformed messages and penalize the
 /// sender; refusing the version says why instead). 5: a snapshot offer
-/// names the snapshot gzipped too, when its sender has that form.
-pub const PROTOCOL_VERSION: u8 = 5;
+/// names the snapshot gzipped too, when its sender has that form. 6: event
+/// batches of format 2, whose key references, timestamps and value
+/// lengths may be run-coded (a peer of 5 would refuse each batch as
+/// malformed).
+pub const PROTOCOL_VERSION: u8 = 6;
 /// The largest frame sent or accepted.
 pub const MAX_FRAME: usize = 64 * 1024;
 /// The largest message reassembled from chunks (a snapshot travels in its
