@@ -47,27 +47,30 @@ pub fn expand_into(
 ) -> Result<(), CodecError> {
     let mut reader = Reader::new(coded, column);
     let mut written = 0usize;
-    let mut value_bytes = Vec::with_capacity(10);
     while reader.remaining() > 0 {
         let count = reader.u64()?;
         let value = reader.u64()?;
         if count == 0 {
             return Err(CodecError::Invalid("a run of no values"));
         }
-        value_bytes.clear();
-        varint::put(&mut value_bytes, value);
+        let (value_bytes, width) = varint::encoded(value);
         let bytes = usize::try_from(count)
             .ok()
-            .and_then(|n| n.checked_mul(value_bytes.len()))
+            .and_then(|n| n.checked_mul(width))
             .filter(|&n| n <= limit - written)
             .ok_or(CodecError::Count {
                 column,
                 count,
-                limit: ((limit - written) / value_bytes.len()) as u64,
+                limit: ((limit - written) / width) as u64,
             })?;
-        out.reserve(bytes);
-        for _ in 0..count {
-            out.extend_from_slice(&value_bytes);
+        if width == 1 {
+            // Most values of these columns are one byte: a fill.
+            out.resize(out.len() + bytes, value_bytes[0]);
+        } else {
+            out.reserve(bytes);
+            for _ in 0..count {
+                out.extend_from_slice(&value_bytes[..width]);
+            }
         }
         written += bytes;
     }
@@ -88,12 +91,13 @@ mod tests {
 
     #[test]
     fn runs_round_trip_when_shorter_and_are_left_out_when_not() {
+        // One-byte values expand as a fill, wider ones a copy a value.
         let column = plain(&[4, 4, 4, 4, 300, 300, 300, 7]);
         let coded = encode(&column).expect("shorter as runs");
         assert_eq!(coded, plain(&[4, 4, 3, 300, 1, 7]));
-        let mut out = Vec::new();
+        let mut out = vec![9];
         expand_into(&mut out, &coded, column.len(), "times").unwrap();
-        assert_eq!(out, column);
+        assert_eq!(out[1..], column, "appended after what was there");
 
         assert_eq!(encode(&plain(&[1, 2, 3, 4])), None, "no value repeats");
         assert_eq!(encode(&[]), None, "nothing to code");
