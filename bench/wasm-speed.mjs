@@ -8,12 +8,15 @@
 // a 100k-entity snapshot's encode, decode and own load, and 24 MB of
 // snapshot chunks framed and read (a million keys' snapshot). One line of
 // JSON a run. `bash scripts/bench-wasm.sh && node bench/wasm-speed.mjs
-// [package folder, default target/bench/pkg] [runs, default 1]`.
+// [package folder, default target/bench/pkg] [runs, default 1]`;
+// `CPC_SPEED_ONLY=snapshot` runs the snapshot's encode, decode and own
+// load alone (a quick A/B of the snapshot path).
 import { readFileSync } from "node:fs";
 import path from "node:path";
 
 const pkg = path.resolve(process.argv[2] ?? new URL("../target/bench/pkg", import.meta.url).pathname);
 const runs = Number(process.argv[3] ?? 1);
+const snapshotOnly = process.env.CPC_SPEED_ONLY === "snapshot";
 const mod = await import(path.join(pkg, "cpc_sync.js"));
 mod.initSync({ module: readFileSync(path.join(pkg, "cpc_sync_bg.wasm")) });
 
@@ -25,6 +28,23 @@ const WORKLOADS = {
 
 for (let run = 0; run < runs; run++) {
   const out = {};
+  if (!snapshotOnly) hotPaths(out);
+  const snapshot = mod.snapshot(100000, 16);
+  out.snapshot_encode_ms = snapshot.encode_ms;
+  out.snapshot_decode_ms = snapshot.decode_ms;
+  const own = mod.ownSnapshotLoad(100000, 16, 1);
+  out.own_load_first_ms = own.first_ready_ms;
+  if (!snapshotOnly) {
+    const chunks = mod.wireChunks(24);
+    out.chunks_24mb_encode_ms = Math.round(chunks.encode_ms);
+    out.chunks_24mb_decode_ms = Math.round(chunks.decode_ms);
+  }
+  console.log(JSON.stringify(out));
+}
+
+// Causal apply, the workloads through a signed node, the page thread's
+// share of them and the batch verification alone, into `out`.
+function hotPaths(out) {
   const apply = mod.causalApply(200000, 64, 10000, 0.2);
   if (apply.applied !== 200000 || apply.in_order_applied !== 200000) {
     throw new Error(`causal apply took ${apply.applied} and ${apply.in_order_applied} of 200000 events`);
@@ -47,13 +67,4 @@ for (let run = 0; run < runs; run++) {
     out[`${name}_page_thread_ms`] = Math.round(runs[runs.length - 1]);
   }
   out.verify_30k_seals_ms = Math.round(mod.batchVerifyCost(30000).verify_ms);
-  const snapshot = mod.snapshot(100000, 16);
-  out.snapshot_encode_ms = snapshot.encode_ms;
-  out.snapshot_decode_ms = snapshot.decode_ms;
-  const own = mod.ownSnapshotLoad(100000, 16, 1);
-  out.own_load_first_ms = own.first_ready_ms;
-  const chunks = mod.wireChunks(24);
-  out.chunks_24mb_encode_ms = Math.round(chunks.encode_ms);
-  out.chunks_24mb_decode_ms = Math.round(chunks.decode_ms);
-  console.log(JSON.stringify(out));
 }

@@ -91,7 +91,7 @@ mod tests {
 
     #[test]
     fn runs_round_trip_when_shorter_and_are_left_out_when_not() {
-        // One-byte values expand as a fill, wider ones a copy a value.
+        // One-byte values expand as a fill, wider ones value by value.
         let column = plain(&[4, 4, 4, 4, 300, 300, 300, 7]);
         let coded = encode(&column).expect("shorter as runs");
         assert_eq!(coded, plain(&[4, 4, 3, 300, 1, 7]));

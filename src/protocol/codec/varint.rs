@@ -14,7 +14,8 @@ pub fn put(out: &mut Vec<u8>, mut value: u64) {
 }
 
 /// `value` as a varint in a buffer of its own, and how many of the
-/// buffer's bytes it takes.
+/// buffer's bytes it takes. [`put`] keeps its own loop: written through
+/// this, a 100k-entity snapshot's encode in V8 took ~110 ms against ~70.
 pub fn encoded(mut value: u64) -> ([u8; 10], usize) {
     let mut bytes = [0u8; 10];
     let mut len = 0;
