@@ -7,7 +7,7 @@
 
 use crate::common;
 
-use common::{engine, for_seeds, json, signed_node, Rng};
+use common::{engine, for_seeds, json, peer, register_write, signed_node, Rng};
 use cpc_sync::protocol::seal::verify_packed;
 use cpc_sync::protocol::sync::wire::{self, Decoded, Message};
 use cpc_sync::protocol::sync::{
@@ -15,8 +15,8 @@ use cpc_sync::protocol::sync::{
 };
 use cpc_sync::protocol::testing::workload;
 use cpc_sync::protocol::{
-    ConflictPolicy, EngineConfig, PeerId, ReconciliationEngine, SnapshotError, StateSnapshot,
-    Timestamp, Trust,
+    ConflictPolicy, EngineConfig, EventId, PeerId, ReconciliationEngine, SnapshotError,
+    StateSnapshot, Timestamp, Trust,
 };
 
 const NOW: u64 = 1_700_000_000_000;
@@ -43,6 +43,14 @@ fn a_load_in_slices_is_the_load_at_once() {
                 .expect("a policy");
             for event in events {
                 host.receive(event, NOW).expect("taken");
+            }
+            // Two writers' concurrent writes to a key under the policy: a
+            // conflict whatever the seed (the rounds leave none in ~0.2% of
+            // seeds).
+            for writer in [100, 101] {
+                let id = EventId::new(peer(writer), 1);
+                let write = register_write(id, "key1/both", &writer.to_string(), NOW);
+                host.receive(write, NOW).expect("taken");
             }
             host.increment("counter", 3, NOW).expect("a write");
             host.add("set", json("\"member\""), NOW).expect("a write");
