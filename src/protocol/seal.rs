@@ -13,6 +13,7 @@
 //! seal), so verifying costs one Ed25519 verification per run plus hashing.
 
 use std::collections::HashMap;
+use std::ops::Range;
 
 use foldhash::fast::FixedState;
 use serde::{Deserialize, Serialize};
@@ -293,10 +294,18 @@ impl SnapshotSeals {
 
 /// A received batch, its runs' form checked and their seals not yet
 /// verified ([`check_runs`]); [`verify_opened`] verifies several at once.
+///
+/// The events stay where the decoder put them: each run whose form checked
+/// is a range of `events` (an event moved is ~160 bytes copied, and a
+/// frame's events used to be moved into a vector per origin, then into
+/// one again).
 #[derive(Default)]
 pub struct Opened {
-    /// Runs whose form checked, in the order their seals came.
-    runs: Vec<Vec<P2PEvent>>,
+    events: Vec<P2PEvent>,
+    /// The ranges of `events` that are runs whose form checked, one per
+    /// seal of `pending`, in order and disjoint. Events in none are
+    /// refused (`errors` says why).
+    runs: Vec<Range<usize>>,
     pending: Vec<Pending>,
     /// The runs refused for their form.
     errors: Vec<SealError>,
@@ -310,7 +319,40 @@ impl Opened {
 
     /// Events in the runs waiting to be verified.
     pub fn events(&self) -> usize {
-        self.runs.iter().map(Vec::len).sum()
+        self.runs.iter().map(ExactSizeIterator::len).sum()
+    }
+
+    /// The events of the runs whose seal is not `forged` (asked once per
+    /// seal, in order), and the errors of the others after the form's.
+    fn settle(self, mut forged: impl FnMut() -> bool) -> (Vec<P2PEvent>, Vec<SealError>) {
+        let Opened {
+            mut events,
+            runs,
+            pending,
+            mut errors,
+        } = self;
+        let mut kept = Vec::with_capacity(runs.len());
+        for (run, seal) in runs.into_iter().zip(pending) {
+            if forged() {
+                errors.push(SealError::BadSignature(seal.last));
+            } else {
+                kept.push(run);
+            }
+        }
+        let whole = kept.iter().map(ExactSizeIterator::len).sum::<usize>() == events.len();
+        if !whole {
+            // The kept ranges are in order and disjoint: one pass keeps
+            // the events inside them.
+            let mut kept = kept.into_iter().peekable();
+            let mut at = 0;
+            events.retain(|_| {
+                while kept.next_if(|r| r.end <= at).is_some() {}
+                let keep = kept.peek().is_some_and(|r| r.start <= at);
+                at += 1;
+                keep
+            });
+        }
+        (events, errors)
     }
 }
 
@@ -318,7 +360,68 @@ impl Opened {
 /// and the errors of those that do not (a refused run's events are all
 /// dropped). Events of one origin must come in sequence order, each run
 /// whole.
+///
+/// A sender sends each run's events together; when one interleaves
+/// origins instead (nothing forbids it), the runs are gathered per origin
+/// first ([`gathered`]).
 pub fn check_runs(events: Vec<P2PEvent>) -> Opened {
+    let mut out = Opened::default();
+    if runs_in_place(&events, &mut out) {
+        out.events = events;
+        out
+    } else {
+        gathered(events)
+    }
+}
+
+/// [`check_runs`] for a batch whose open runs are not interrupted by
+/// another origin's events: the runs as ranges of `events`, in place.
+/// False (with `out` to be cleared) when a run is interrupted.
+fn runs_in_place(events: &[P2PEvent], out: &mut Opened) -> bool {
+    let mut start = 0;
+    for (i, event) in events.iter().enumerate() {
+        if start < i && events[start].id.peer != event.id.peer {
+            *out = Opened::default();
+            return false;
+        }
+        let Some(seal) = &event.seal else {
+            if i + 1 - start > MAX_RUN {
+                // Cannot be covered by any seal: refuse now.
+                out.errors.push(SealError::Unsealed(events[start].id));
+                start = i + 1;
+            }
+            continue;
+        };
+        // Events before the seal's first belong to no seal.
+        if let Some(stray) = events[start..=i]
+            .iter()
+            .position(|e| e.id.seq >= seal.first)
+        {
+            if stray > 0 {
+                out.errors.push(SealError::Unsealed(events[start].id));
+                start += stray;
+            }
+        }
+        match check_run(&events[start..=i]) {
+            Ok(Some(checked)) => {
+                out.runs.push(start..i + 1);
+                out.pending.push(checked);
+            }
+            Ok(None) => {}
+            Err(e) => out.errors.push(e),
+        }
+        start = i + 1;
+    }
+    if let Some(open) = events.get(start) {
+        out.errors.push(SealError::Unsealed(open.id));
+    }
+    true
+}
+
+/// [`check_runs`] for a batch that interleaves origins: each run gathered
+/// from its origin's events in order, the events of those whose form
+/// checks moved together in the order their seals came.
+fn gathered(events: Vec<P2PEvent>) -> Opened {
     let mut open: HashMap<PeerId, Vec<P2PEvent>, FixedState> =
         HashMap::with_hasher(hashing::state());
     let mut out = Opened::default();
@@ -348,7 +451,9 @@ pub fn check_runs(events: Vec<P2PEvent>) -> Opened {
         }
         match check_run(run) {
             Ok(Some(checked)) => {
-                out.runs.push(std::mem::take(run));
+                let start = out.events.len();
+                out.events.append(run);
+                out.runs.push(start..out.events.len());
                 out.pending.push(checked);
             }
             Ok(None) => {}
@@ -453,21 +558,10 @@ fn settle_with(
     batches
         .into_iter()
         .map(|batch| {
-            let Opened {
-                runs,
-                pending,
-                mut errors,
-            } = batch;
-            let mut accepted = Vec::with_capacity(runs.iter().map(Vec::len).sum());
-            for (mut run, seal) in runs.into_iter().zip(pending) {
-                if forged(index) {
-                    errors.push(SealError::BadSignature(seal.last));
-                } else {
-                    accepted.append(&mut run);
-                }
+            batch.settle(|| {
                 index += 1;
-            }
-            (accepted, errors)
+                forged(index - 1)
+            })
         })
         .collect()
 }
@@ -624,6 +718,88 @@ mod tests {
         assert!(accepted.iter().all(|e| e.id.peer == a.peer()));
         assert_eq!(errors.len(), 1);
         assert!(errors[0].is_forgery());
+    }
+
+    /// Runs checked in place (each run's events together, as senders
+    /// send them) are refused and taken exactly as when gathered per
+    /// origin, the way a batch that interleaves origins is checked: broken,
+    /// forged and unsealed runs, strays before a seal's first, in either
+    /// order.
+    #[test]
+    fn runs_checked_in_place_are_runs_gathered_per_origin() {
+        let mut rng = crate::protocol::testing::Rng::from_env(
+            "runs_checked_in_place_are_runs_gathered_per_origin",
+        );
+        let writers: Vec<Identity> = (0..3).map(|i| Identity::from_seed(40 + i)).collect();
+        for _ in 0..200 {
+            // Per writer, its runs in sequence order, some spoiled.
+            let mut streams: Vec<Vec<Vec<P2PEvent>>> = Vec::new();
+            for w in &writers {
+                let mut seq = 1;
+                let mut runs = Vec::new();
+                for _ in 0..rng.below(4) {
+                    let len = 1 + rng.below(4) as u64;
+                    let mut run = sealed(w, seq..=seq + len - 1);
+                    seq += len;
+                    match rng.below(8) {
+                        0 if run.len() > 1 => {
+                            run.remove(rng.below(run.len() - 1));
+                        }
+                        1 => {
+                            let at = rng.below(run.len());
+                            let seal = run[at].seal.take();
+                            run[at] = event(w.peer(), run[at].id.seq, "\"forged\"");
+                            run[at].seal = seal;
+                        }
+                        2 => {
+                            run.last_mut().unwrap().seal = None;
+                        }
+                        3 => {
+                            // A stray of an earlier sequence before the run.
+                            run.insert(0, event(w.peer(), run[0].id.seq - 1, "0"));
+                        }
+                        _ => {}
+                    }
+                    runs.push(run);
+                }
+                streams.push(runs);
+            }
+            let contiguous: Vec<P2PEvent> = {
+                let mut runs: Vec<(usize, Vec<P2PEvent>)> = Vec::new();
+                let mut next = vec![0; streams.len()];
+                let mut left: usize = streams.iter().map(Vec::len).sum();
+                while left > 0 {
+                    let w = rng.below(streams.len());
+                    if let Some(run) = streams[w].get(next[w]) {
+                        runs.push((w, run.clone()));
+                        next[w] += 1;
+                        left -= 1;
+                    }
+                }
+                runs.into_iter().flat_map(|(_, run)| run).collect()
+            };
+            let interleaved: Vec<P2PEvent> = {
+                let mut per: Vec<std::collections::VecDeque<P2PEvent>> =
+                    streams.iter().map(|r| r.concat().into()).collect();
+                let mut out = Vec::new();
+                while per.iter().any(|p| !p.is_empty()) {
+                    let w = rng.below(per.len());
+                    out.extend(per[w].pop_front());
+                }
+                out
+            };
+            for batch in [contiguous, interleaved] {
+                let checked = verify_opened(vec![check_runs(batch.clone())]);
+                let reference = verify_opened(vec![gathered(batch.clone())]);
+                assert_eq!(checked, reference, "batch {batch:?}");
+                let opened = check_runs(batch.clone());
+                let verdicts: Vec<u8> = (0..opened.seals()).map(|_| rng.below(2) as u8).collect();
+                assert_eq!(
+                    settle(vec![opened], &verdicts),
+                    settle(vec![gathered(batch)], &verdicts)
+                );
+            }
+        }
     }
 
     /// Seals verified elsewhere (a page's Workers): packed, verified from
