@@ -297,12 +297,14 @@ impl ReconciliationEngine {
     /// the log. Local and remote events both come through here.
     pub(super) fn apply(&mut self, event: P2PEvent) {
         let id = event.id;
+        // Events apply in their origin's order: what is applied of it is
+        // the one before (no search of the version vector for it).
+        debug_assert_eq!(self.applied.get(id.peer), id.seq - 1);
         self.clock.observe(event.hlc);
         if let Some(moved) = &mut self.moved {
-            let from = self.applied.get(id.peer);
-            moved.entry(id.peer).or_insert(from);
+            moved.entry(id.peer).or_insert(id.seq - 1);
         }
-        if self.holding.unapplied_origins() > 0 && self.applied.get(id.peer) == 0 {
+        if id.seq == 1 && self.holding.unapplied_origins() > 0 {
             self.holding.origin_applied(id.peer);
         }
         self.applied.observe(id.peer, id.seq);

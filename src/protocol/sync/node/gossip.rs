@@ -399,8 +399,11 @@ impl SyncNode {
         self.engine.mark_applied();
         if let Some(session) = self.sessions.get_mut(&from) {
             session.stats.events_in += events.len() as u64;
-            for e in &events {
-                session.their_clock.observe(e.id.peer, e.id.seq);
+            // An origin's events come in order: its last of a stretch is
+            // what the sender has of it.
+            for stretch in events.chunk_by(|a, b| a.id.peer == b.id.peer) {
+                let seq = stretch.iter().map(|e| e.id.seq).max().unwrap_or(0);
+                session.their_clock.observe(stretch[0].id.peer, seq);
             }
         }
         let mut duplicates = 0;
