@@ -32,14 +32,76 @@ const DOMAIN: &[u8] = b"cpc-sync seal v1";
 
 /// The signature of a run `first..=last` of one origin's events, `last`
 /// being the event that carries it.
+///
+/// The key is read through [`key`](Self::key): the peer id it signs for
+/// ([`signer`](Self::signer), a BLAKE3 of it) is derived once, when the
+/// seal is made or decoded, not each time a run is checked, stored or
+/// sent (in a room of many writers, a third of a page's hashing). It is
+/// not part of the seal's bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "SealFields")]
 pub struct Seal {
     pub first: u64,
     /// The origin's public key; the origin's id must be derived from it.
-    #[serde(deserialize_with = "super::identity::bytes::b32")]
-    pub key: PublicKey,
-    #[serde(deserialize_with = "super::identity::bytes::signature")]
+    key: PublicKey,
     pub signature: Signature,
+    #[serde(skip_serializing)]
+    signer: PeerId,
+}
+
+/// A [`Seal`] as serde reads it, before its signer is derived.
+#[derive(Deserialize)]
+struct SealFields {
+    first: u64,
+    #[serde(deserialize_with = "super::identity::bytes::b32")]
+    key: PublicKey,
+    #[serde(deserialize_with = "super::identity::bytes::signature")]
+    signature: Signature,
+}
+
+impl From<SealFields> for Seal {
+    fn from(f: SealFields) -> Self {
+        Seal::new(f.first, f.key, f.signature)
+    }
+}
+
+impl Seal {
+    pub fn new(first: u64, key: PublicKey, signature: Signature) -> Self {
+        Seal {
+            first,
+            key,
+            signature,
+            signer: peer_id_of(&key),
+        }
+    }
+
+    /// A seal whose key's peer id is known already: `signer` must be
+    /// [`peer_id_of`]`(&key)` (a decoder that read the key from its peer
+    /// table, with the id it derived there).
+    pub(crate) fn with_signer(
+        first: u64,
+        key: PublicKey,
+        signature: Signature,
+        signer: PeerId,
+    ) -> Self {
+        debug_assert_eq!(signer, peer_id_of(&key));
+        Seal {
+            first,
+            key,
+            signature,
+            signer,
+        }
+    }
+
+    /// The signer's public key.
+    pub fn key(&self) -> &PublicKey {
+        &self.key
+    }
+
+    /// The peer id [`key`](Self::key) signs for.
+    pub fn signer(&self) -> PeerId {
+        self.signer
+    }
 }
 
 /// Why a run of events was refused.
@@ -95,11 +157,12 @@ pub fn seal(identity: &Identity, run: &mut [P2PEvent]) {
         .iter()
         .enumerate()
         .all(|(i, e)| e.id.peer == identity.peer() && e.id.seq == first + i as u64));
-    let seal = Seal {
+    let seal = Seal::with_signer(
         first,
-        key: identity.public_key(),
-        signature: identity.sign(&digest(identity.peer(), first, run)),
-    };
+        identity.public_key(),
+        identity.sign(&digest(identity.peer(), first, run)),
+        identity.peer(),
+    );
     if let Some(last) = run.last_mut() {
         last.seal = Some(Box::new(seal));
     }
@@ -135,7 +198,7 @@ fn check_run(run: &[P2PEvent]) -> Result<Option<Pending>, SealError> {
     if !in_order {
         return Err(SealError::BrokenRun(last.id));
     }
-    if peer_id_of(&seal.key) != last.id.peer {
+    if seal.signer() != last.id.peer {
         return Err(SealError::ForeignKey(last.id));
     }
     Ok(Some(Pending {
@@ -683,14 +746,22 @@ mod tests {
 
         // Mallory signs events claiming to be a's: her key is not a's id.
         let mut forged: Vec<P2PEvent> = (1..=2).map(|s| event(a.peer(), s, "1")).collect();
-        forged[1].seal = Some(Box::new(Seal {
-            first: 1,
-            key: mallory.public_key(),
-            signature: mallory.sign(&digest(a.peer(), 1, &forged)),
-        }));
+        forged[1].seal = Some(Box::new(Seal::new(
+            1,
+            mallory.public_key(),
+            mallory.sign(&digest(a.peer(), 1, &forged)),
+        )));
         assert_eq!(
             verify_run(&forged),
             Err(SealError::ForeignKey(forged[1].id))
+        );
+        // And so when it comes through the codec, which derives each
+        // seal's signer from the key it carries.
+        let decoded = P2PEvent::decode_batch(&P2PEvent::encode_batch(&forged)).unwrap();
+        assert_eq!(decoded[1].seal.as_ref().unwrap().signer(), mallory.peer());
+        assert_eq!(
+            open_seals(decoded).1,
+            vec![SealError::ForeignKey(forged[1].id)]
         );
         assert!(SealError::ForeignKey(forged[1].id).is_forgery());
 

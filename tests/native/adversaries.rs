@@ -480,11 +480,11 @@ fn reconciliation_requests_are_answered_at_most_so_many_per_interval() {
 fn made_up_write(victim: PeerId, mallory: &Identity, key: &str, value: &str) -> P2PEvent {
     let id = EventId::new(victim, 5_000_000);
     let mut event = register_write(id, key, value, 280_000_000_000_000);
-    event.seal = Some(Box::new(seal::Seal {
-        first: 5_000_000,
-        key: mallory.public_key(),
-        signature: mallory.sign(&[0; 32]),
-    }));
+    event.seal = Some(Box::new(seal::Seal::new(
+        5_000_000,
+        mallory.public_key(),
+        mallory.sign(&[0; 32]),
+    )));
     event
 }
 

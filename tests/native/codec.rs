@@ -77,15 +77,7 @@ fn seal() -> impl Strategy<Value = Option<Box<Seal>>> {
         prop::sample::select(vec![[1u8; 32], [2; 32]]),
         any::<[u8; 32]>(),
     ))
-    .prop_map(|s| {
-        s.map(|(first, key, half)| {
-            Box::new(Seal {
-                first,
-                key,
-                signature: [half, [9; 32]],
-            })
-        })
-    })
+    .prop_map(|s| s.map(|(first, key, half)| Box::new(Seal::new(first, key, [half, [9; 32]]))))
 }
 
 /// The "keys" and "key bytes" columns' places in a batch's header.

@@ -67,7 +67,7 @@ pub fn batch_verify_cost(n: u32) -> JsValue {
             .filter_map(|e| {
                 let seal = e.seal.as_deref()?;
                 let digest = seal::digest(e.id.peer, seal.first, std::slice::from_ref(&e));
-                Some((seal.key, digest, seal.signature))
+                Some((*seal.key(), digest, seal.signature))
             })
             .collect();
     let items: Vec<signature::Item> = signed.iter().map(|(k, m, s)| (k, &m[..], s)).collect();

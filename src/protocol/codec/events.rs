@@ -305,15 +305,15 @@ impl<'a> Encoder<'a> {
 
     fn seal(&mut self, origin: u64, first: u64, last: EventId, seal: &Seal) {
         let entry = &mut self.table[origin as usize];
-        if entry.1.is_none() && peer_id_of(&seal.key) == entry.0 {
-            entry.1 = Some(seal.key);
+        if entry.1.is_none() && seal.signer() == entry.0 {
+            entry.1 = Some(*seal.key());
         }
-        let own_key = entry.1 != Some(seal.key);
+        let own_key = entry.1 != Some(*seal.key());
         let flags = bit(own_key, SEAL_OWN_KEY) | bit(seal.first != first, SEAL_FIRST);
         let out = &mut self.cols[SEALS];
         out.push(flags);
         if own_key {
-            out.extend_from_slice(&seal.key);
+            out.extend_from_slice(seal.key());
         }
         if seal.first != first {
             varint::put(out, last.seq.wrapping_sub(seal.first));
@@ -936,23 +936,25 @@ impl<'a> Decoder<'a> {
                 tag: flags,
             });
         }
-        let key = if flags & SEAL_OWN_KEY != 0 {
-            col.array()?
+        // The origin's key from the peer table comes with the id derived
+        // from it there; a seal's own key is derived once, here.
+        let (key, signer) = if flags & SEAL_OWN_KEY != 0 {
+            let key: PublicKey = col.array()?;
+            (key, peer_id_of(&key))
         } else {
-            self.t.table[origin].1.ok_or(CodecError::Invalid(
+            let (peer, key) = self.t.table[origin];
+            let key = key.ok_or(CodecError::Invalid(
                 "a seal names no key and its origin has none",
-            ))?
+            ))?;
+            (key, peer)
         };
         let first = if flags & SEAL_FIRST != 0 {
             last.wrapping_sub(col.u64()?)
         } else {
             first
         };
-        Ok(Seal {
-            first,
-            key,
-            signature: [col.array()?, col.array()?],
-        })
+        let signature = [col.array()?, col.array()?];
+        Ok(Seal::with_signer(first, key, signature, signer))
     }
 
     fn event(&mut self, id: EventId) -> Result<P2PEvent, CodecError> {
