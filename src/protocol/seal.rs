@@ -358,16 +358,16 @@ impl SnapshotSeals {
 /// A received batch, its runs' form checked and their seals not yet
 /// verified ([`check_runs`]); [`verify_opened`] verifies several at once.
 ///
-/// The events stay where the decoder put them: each run whose form checked
-/// is a range of `events` (an event moved is ~160 bytes copied, and a
-/// frame's events used to be moved into a vector per origin, then into
-/// one again).
+/// The events stay in the vector the decoder made, each run a range of it
+/// (an event moved is ~160 bytes copied; a frame's events used to be
+/// moved into a vector per origin, then into one again); only events of
+/// runs refused for their form are removed, at once.
 #[derive(Default)]
 pub struct Opened {
+    /// The events of the runs whose form checked, and nothing else.
     events: Vec<P2PEvent>,
-    /// The ranges of `events` that are runs whose form checked, one per
-    /// seal of `pending`, in order and disjoint. Events in none are
-    /// refused (`errors` says why).
+    /// Those runs as ranges of `events`, one per seal of `pending`, in
+    /// order, together covering it.
     runs: Vec<Range<usize>>,
     pending: Vec<Pending>,
     /// The runs refused for their form.
@@ -382,7 +382,7 @@ impl Opened {
 
     /// Events in the runs waiting to be verified.
     pub fn events(&self) -> usize {
-        self.runs.iter().map(ExactSizeIterator::len).sum()
+        self.events.len()
     }
 
     /// The events of the runs whose seal is not `forged` (asked once per
@@ -402,21 +402,25 @@ impl Opened {
                 kept.push(run);
             }
         }
-        let whole = kept.iter().map(ExactSizeIterator::len).sum::<usize>() == events.len();
-        if !whole {
-            // The kept ranges are in order and disjoint: one pass keeps
-            // the events inside them.
-            let mut kept = kept.into_iter().peekable();
-            let mut at = 0;
-            events.retain(|_| {
-                while kept.next_if(|r| r.end <= at).is_some() {}
-                let keep = kept.peek().is_some_and(|r| r.start <= at);
-                at += 1;
-                keep
-            });
-        }
+        keep_ranges(&mut events, &kept);
         (events, errors)
     }
+}
+
+/// Keeps the events of `events` inside `ranges` (in order, disjoint), in
+/// one pass; nothing moves when they cover it all.
+fn keep_ranges(events: &mut Vec<P2PEvent>, ranges: &[Range<usize>]) {
+    if ranges.iter().map(ExactSizeIterator::len).sum::<usize>() == events.len() {
+        return;
+    }
+    let mut ranges = ranges.iter().peekable();
+    let mut at = 0;
+    events.retain(|_| {
+        while ranges.next_if(|r| r.end <= at).is_some() {}
+        let keep = ranges.peek().is_some_and(|r| r.start <= at);
+        at += 1;
+        keep
+    });
 }
 
 /// Splits a received batch into whole runs whose form checks, to verify,
@@ -427,25 +431,31 @@ impl Opened {
 /// A sender sends each run's events together; when one interleaves
 /// origins instead (nothing forbids it), the runs are gathered per origin
 /// first ([`gathered`]).
-pub fn check_runs(events: Vec<P2PEvent>) -> Opened {
-    let mut out = Opened::default();
-    if runs_in_place(&events, &mut out) {
-        out.events = events;
-        out
-    } else {
-        gathered(events)
+pub fn check_runs(mut events: Vec<P2PEvent>) -> Opened {
+    let Some(mut out) = runs_in_place(&events) else {
+        return gathered(events);
+    };
+    // Refused events go now, not when the batch settles: what waits for
+    // verification is bounded by the runs' events, which are counted.
+    keep_ranges(&mut events, &out.runs);
+    let mut at = 0;
+    for run in &mut out.runs {
+        *run = at..at + run.len();
+        at = run.end;
     }
+    out.events = events;
+    out
 }
 
 /// [`check_runs`] for a batch whose open runs are not interrupted by
-/// another origin's events: the runs as ranges of `events`, in place.
-/// False (with `out` to be cleared) when a run is interrupted.
-fn runs_in_place(events: &[P2PEvent], out: &mut Opened) -> bool {
+/// another origin's events: the runs as ranges of `events` (which the
+/// caller puts in), or `None` when a run is interrupted.
+fn runs_in_place(events: &[P2PEvent]) -> Option<Opened> {
+    let mut out = Opened::default();
     let mut start = 0;
     for (i, event) in events.iter().enumerate() {
         if start < i && events[start].id.peer != event.id.peer {
-            *out = Opened::default();
-            return false;
+            return None;
         }
         let Some(seal) = &event.seal else {
             if i + 1 - start > MAX_RUN {
@@ -478,7 +488,7 @@ fn runs_in_place(events: &[P2PEvent], out: &mut Opened) -> bool {
     if let Some(open) = events.get(start) {
         out.errors.push(SealError::Unsealed(open.id));
     }
-    true
+    Some(out)
 }
 
 /// [`check_runs`] for a batch that interleaves origins: each run gathered
@@ -864,6 +874,9 @@ mod tests {
                 let reference = verify_opened(vec![gathered(batch.clone())]);
                 assert_eq!(checked, reference, "batch {batch:?}");
                 let opened = check_runs(batch.clone());
+                // What waits for verification holds no refused event.
+                let in_runs: usize = opened.runs.iter().map(ExactSizeIterator::len).sum();
+                assert_eq!(opened.events.len(), in_runs);
                 let verdicts: Vec<u8> = (0..opened.seals()).map(|_| rng.below(2) as u8).collect();
                 assert_eq!(
                     settle(vec![opened], &verdicts),
