@@ -478,3 +478,13 @@ fn blake3_in_the_wasm_gives_the_official_test_vectors() {
         );
     }
 }
+
+/// The wasm's BLAKE3 (its own compression, with SIMD in the shipped
+/// build) over every length that matters, in every mode, in pieces and as
+/// extendable output: one digest of it all, which the native tests pin
+/// to the `blake3` crate's.
+#[wasm_bindgen_test]
+fn blake3_in_the_wasm_gives_the_crates_transcript() {
+    use cpc_sync::protocol::testing::blake3_transcript::{transcript, EXPECTED};
+    assert_eq!(transcript(), EXPECTED);
+}

@@ -235,6 +235,20 @@ pub fn own_snapshot_load(entities: u32, run: u32, times: u32) -> JsValue {
     ])
 }
 
+/// Megabytes a second BLAKE3 hashes in the wasm: inputs of `len` bytes,
+/// each hashed `times` times (a frame's check takes a few KB, a seal's
+/// run digest tens, a snapshot's id megabytes).
+#[wasm_bindgen(js_name = hashCost)]
+pub fn hash_cost(len: u32, times: u32) -> f64 {
+    let input = crate::protocol::testing::blake3_transcript::input(len as usize);
+    let start = now_ms();
+    for _ in 0..times {
+        std::hint::black_box(crate::protocol::blake3::hash(std::hint::black_box(&input)));
+    }
+    let ms = now_ms() - start;
+    f64::from(len) * f64::from(times) / 1e3 / ms.max(1e-3)
+}
+
 /// Milliseconds to derive one room's keys from its secret (Argon2id at the
 /// default cost): what each guess at a secret costs whoever sees the room
 /// id. The median of `times` derivations.

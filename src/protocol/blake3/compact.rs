@@ -5,7 +5,12 @@
 //! many chunks at once: ~22 KB of the wasm, where this is ~6 KB. In the
 //! wasm both run the same scalar rounds a block at a time; natively the
 //! crate is kept (its SIMD backends hash many chunks at once). The bytes
-//! out are the same (tests below, against the crate).
+//! out are the same (tests below, against the crate; the browser tests
+//! check the wasm's against the crate's transcript).
+//!
+//! A row-wise SIMD compression (wasm's `simd128`, the crate's SSE4.1
+//! design) was tried: 15-20% slower than these scalar rounds in V8
+//! (BENCHMARKS, "Issue 17, thirty-fifth session").
 
 const OUT_LEN: usize = 32;
 const BLOCK_LEN: usize = 64;
@@ -47,9 +52,20 @@ fn g(state: &mut [u32; 16], a: usize, b: usize, c: usize, d: usize, mx: u32, my:
     state[b] = (state[b] ^ state[c]).rotate_right(7);
 }
 
+/// A block of input, as bytes: the rounds read its words in place (a
+/// conversion to words first was a tenth of hashing a long input in V8).
+type Block = [u8; BLOCK_LEN];
+
+/// Word `i` of `block`, little-endian: one load once `i` is a constant.
 #[inline(always)]
-fn round(state: &mut [u32; 16], block: &[u32; 16], s: &[u8; 16]) {
-    let m = |i: usize| block[usize::from(s[i]) & 15];
+fn word(block: &Block, i: u8) -> u32 {
+    let at = 4 * usize::from(i & 15);
+    u32::from_le_bytes([block[at], block[at + 1], block[at + 2], block[at + 3]])
+}
+
+#[inline(always)]
+fn round(state: &mut [u32; 16], block: &Block, s: &[u8; 16]) {
+    let m = |i: usize| word(block, s[i]);
     g(state, 0, 4, 8, 12, m(0), m(1));
     g(state, 1, 5, 9, 13, m(2), m(3));
     g(state, 2, 6, 10, 14, m(4), m(5));
@@ -60,13 +76,10 @@ fn round(state: &mut [u32; 16], block: &[u32; 16], s: &[u8; 16]) {
     g(state, 3, 4, 9, 14, m(14), m(15));
 }
 
-fn compress(
-    cv: &[u32; 8],
-    block: &[u32; 16],
-    counter: u64,
-    block_len: u32,
-    flags: u32,
-) -> [u32; 16] {
+/// The compression function's state after its seven rounds; the output
+/// is made from it by [`chaining_value`] (its first half, which is all
+/// that most compressions need) or [`Output::root_block`].
+fn rounds(cv: &[u32; 8], block: &Block, counter: u64, block_len: u32, flags: u32) -> [u32; 16] {
     let mut state = [
         cv[0],
         cv[1],
@@ -95,38 +108,40 @@ fn compress(
     round(&mut state, block, &SCHEDULE[4]);
     round(&mut state, block, &SCHEDULE[5]);
     round(&mut state, block, &SCHEDULE[6]);
-    for i in 0..8 {
-        state[i] ^= state[i + 8];
-        state[i + 8] ^= cv[i];
-    }
     state
 }
 
-/// The little-endian words of `bytes` (a block, or a key), by index: the
-/// size-optimized wasm called a zipped iterator's `next` for every word,
-/// and assembled each from four bytes (more time than the compression in
-/// a V8 profile of hashing short inputs). Indexed, a word is one load.
-fn words<const N: usize>(bytes: &[u8]) -> [u32; N] {
-    let mut out = [0u32; N];
+/// The compression function's first 8 words of output: the chaining value.
+fn chaining_value(
+    cv: &[u32; 8],
+    block: &Block,
+    counter: u64,
+    block_len: u32,
+    flags: u32,
+) -> [u32; 8] {
+    let state = rounds(cv, block, counter, block_len, flags);
+    let mut out = [0u32; 8];
     for (i, word) in out.iter_mut().enumerate() {
-        if let Some(&[a, b, c, d]) = bytes.get(4 * i..4 * i + 4) {
-            *word = u32::from_le_bytes([a, b, c, d]);
-        }
+        *word = state[i] ^ state[i + 8];
     }
     out
 }
 
-fn first_8(state: [u32; 16]) -> [u32; 8] {
-    let mut cv = [0u32; 8];
-    cv.copy_from_slice(&state[..8]);
-    cv
+/// The little-endian words of a key.
+fn words(bytes: &[u8; 32]) -> [u32; 8] {
+    let mut out = [0u32; 8];
+    for (i, word) in out.iter_mut().enumerate() {
+        let at = 4 * i;
+        *word = u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+    }
+    out
 }
 
 /// What one compression will make: a chaining value, or root output.
 #[derive(Clone)]
 struct Output {
     cv: [u32; 8],
-    block: [u32; 16],
+    block: Block,
     counter: u64,
     block_len: u32,
     flags: u32,
@@ -134,18 +149,18 @@ struct Output {
 
 impl Output {
     fn chaining_value(&self) -> [u32; 8] {
-        first_8(compress(
+        chaining_value(
             &self.cv,
             &self.block,
             self.counter,
             self.block_len,
             self.flags,
-        ))
+        )
     }
 
     /// Root output block `index`.
-    fn root_block(&self, index: u64) -> [u8; BLOCK_LEN] {
-        let words = compress(
+    fn root_block(&self, index: u64) -> Block {
+        let state = rounds(
             &self.cv,
             &self.block,
             index,
@@ -153,21 +168,32 @@ impl Output {
             self.flags | ROOT,
         );
         let mut out = [0u8; BLOCK_LEN];
-        for (i, word) in words.iter().enumerate() {
-            let [a, b, c, d] = word.to_le_bytes();
-            out[4 * i] = a;
-            out[4 * i + 1] = b;
-            out[4 * i + 2] = c;
-            out[4 * i + 3] = d;
+        for i in 0..8 {
+            put(&mut out, i, state[i] ^ state[i + 8]);
+            put(&mut out, i + 8, state[i + 8] ^ self.cv[i]);
         }
         out
     }
 }
 
+/// Writes word `i` of `block`, little-endian (byte by byte: a
+/// `copy_from_slice` of four bytes is a call in the size-optimized wasm).
+#[inline(always)]
+fn put(block: &mut Block, i: usize, word: u32) {
+    let [a, b, c, d] = word.to_le_bytes();
+    let at = 4 * (i & 15);
+    block[at] = a;
+    block[at + 1] = b;
+    block[at + 2] = c;
+    block[at + 3] = d;
+}
+
 fn parent_output(left: &[u32; 8], right: &[u32; 8], key: &[u32; 8], flags: u32) -> Output {
-    let mut block = [0u32; 16];
-    block[..8].copy_from_slice(left);
-    block[8..].copy_from_slice(right);
+    let mut block = [0u8; BLOCK_LEN];
+    for i in 0..8 {
+        put(&mut block, i, left[i]);
+        put(&mut block, i + 8, right[i]);
+    }
     Output {
         cv: *key,
         block,
@@ -181,7 +207,7 @@ fn parent_output(left: &[u32; 8], right: &[u32; 8], key: &[u32; 8], flags: u32) 
 struct ChunkState {
     cv: [u32; 8],
     chunk_counter: u64,
-    block: [u8; BLOCK_LEN],
+    block: Block,
     block_len: usize,
     blocks_compressed: usize,
     flags: u32,
@@ -211,22 +237,36 @@ impl ChunkState {
         }
     }
 
+    /// Compresses a block that is not the chunk's last.
+    fn compress(&mut self, block: &Block) {
+        self.cv = chaining_value(
+            &self.cv,
+            block,
+            self.chunk_counter,
+            BLOCK_LEN as u32,
+            self.flags | self.start_flag(),
+        );
+        self.blocks_compressed += 1;
+    }
+
     fn update(&mut self, mut input: &[u8]) {
         while !input.is_empty() {
             // A full block is compressed only once more input comes: the
             // last block of a chunk takes the CHUNK_END flag.
             if self.block_len == BLOCK_LEN {
-                let block = words(&self.block);
-                self.cv = first_8(compress(
-                    &self.cv,
-                    &block,
-                    self.chunk_counter,
-                    BLOCK_LEN as u32,
-                    self.flags | self.start_flag(),
-                ));
-                self.blocks_compressed += 1;
+                let block = self.block;
+                self.compress(&block);
                 self.block = [0; BLOCK_LEN];
                 self.block_len = 0;
+            }
+            // Blocks with more input after them, read where they are
+            // rather than copied to `block` first.
+            while self.block_len == 0 && input.len() > BLOCK_LEN {
+                let (block, rest) = input.split_at(BLOCK_LEN);
+                if let Ok(block) = block.try_into() {
+                    self.compress(block);
+                }
+                input = rest;
             }
             let take = (BLOCK_LEN - self.block_len).min(input.len());
             self.block[self.block_len..self.block_len + take].copy_from_slice(&input[..take]);
@@ -238,7 +278,7 @@ impl ChunkState {
     fn output(&self) -> Output {
         Output {
             cv: self.cv,
-            block: words(&self.block),
+            block: self.block,
             counter: self.chunk_counter,
             block_len: self.block_len as u32,
             flags: self.flags | self.start_flag() | CHUNK_END,
@@ -419,22 +459,7 @@ pub fn derive_key(context: &str, key_material: &[u8]) -> [u8; 32] {
 mod tests {
     use super::*;
 
-    fn input(len: usize) -> Vec<u8> {
-        // The official test vectors' input: bytes 0..251 repeating.
-        (0..len).map(|i| (i % 251) as u8).collect()
-    }
-
-    /// Lengths around every boundary: blocks, chunks, and subtrees of
-    /// 2, 3, 4, 8 and more chunks.
-    fn lengths() -> Vec<usize> {
-        let mut out = vec![0, 1, 2, 3, 63, 64, 65, 127, 128, 129];
-        for chunks in [1usize, 2, 3, 4, 5, 7, 8, 9, 16, 17, 31, 32, 33] {
-            let n = chunks * CHUNK_LEN;
-            out.extend([n - 1, n, n + 1, n + 64, n + 65]);
-        }
-        out.push(100_000);
-        out
-    }
+    use crate::protocol::testing::blake3_transcript::{input, lengths};
 
     #[test]
     fn agrees_with_the_blake3_crate() {
@@ -473,6 +498,15 @@ mod tests {
                 assert_eq!(x, y, "{len} {n}");
             }
         }
+    }
+
+    #[test]
+    fn the_transcript_is_the_crates() {
+        // The browser tests check the wasm's compression against this.
+        assert_eq!(
+            crate::protocol::testing::blake3_transcript::transcript(),
+            crate::protocol::testing::blake3_transcript::EXPECTED
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! the crate's dev-dependency on itself; `bench` turns it on), so the
 //! published library does not carry it.
 
+pub mod blake3_transcript;
 mod rng;
 pub mod wire;
 pub mod workload;
