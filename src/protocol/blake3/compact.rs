@@ -158,6 +158,17 @@ impl Output {
         )
     }
 
+    /// The root output's first 32 bytes: the hash (half of a root
+    /// block's rounds' output).
+    fn root_hash(&self) -> Hash {
+        let cv = chaining_value(&self.cv, &self.block, 0, self.block_len, self.flags | ROOT);
+        let mut out = [0u8; OUT_LEN];
+        for (i, &word) in cv.iter().enumerate() {
+            put(&mut out, i, word);
+        }
+        Hash(out)
+    }
+
     /// Root output block `index`.
     fn root_block(&self, index: u64) -> Block {
         let state = rounds(
@@ -179,9 +190,9 @@ impl Output {
 /// Writes word `i` of `block`, little-endian (byte by byte: a
 /// `copy_from_slice` of four bytes is a call in the size-optimized wasm).
 #[inline(always)]
-fn put(block: &mut Block, i: usize, word: u32) {
+fn put(block: &mut [u8], i: usize, word: u32) {
     let [a, b, c, d] = word.to_le_bytes();
-    let at = 4 * (i & 15);
+    let at = 4 * i;
     block[at] = a;
     block[at + 1] = b;
     block[at + 2] = c;
@@ -405,10 +416,7 @@ impl Hasher {
     }
 
     pub fn finalize(&self) -> Hash {
-        let block = self.final_output().root_block(0);
-        let mut out = [0u8; OUT_LEN];
-        out.copy_from_slice(&block[..OUT_LEN]);
-        Hash(out)
+        self.final_output().root_hash()
     }
 
     /// The extendable output, from its first byte.
@@ -441,11 +449,24 @@ impl OutputReader {
 }
 
 pub fn hash(input: &[u8]) -> Hash {
-    Hasher::new().update(input).finalize()
+    hash_with(&IV, 0, input)
 }
 
 pub fn keyed_hash(key: &[u8; 32], input: &[u8]) -> Hash {
-    Hasher::new_keyed(key).update(input).finalize()
+    hash_with(&words(key), KEYED_HASH, input)
+}
+
+fn hash_with(key: &[u32; 8], flags: u32, input: &[u8]) -> Hash {
+    // A chunk or less (a frame's check, a Merkle leaf, a seal's digest of
+    // a short run) has no tree: its chunk's output is the root.
+    if input.len() <= CHUNK_LEN {
+        let mut chunk = ChunkState::new(key, 0, flags);
+        chunk.update(input);
+        return chunk.output().root_hash();
+    }
+    let mut hasher = Hasher::with_key(*key, flags);
+    hasher.update(input);
+    hasher.finalize()
 }
 
 pub fn derive_key(context: &str, key_material: &[u8]) -> [u8; 32] {
