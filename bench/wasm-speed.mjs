@@ -5,6 +5,8 @@
 // elsewhere (`pageThread`: what stays on a page's thread when Workers
 // verify; the side-by-side sizes, run-heavy 4 writers × 25,000), the
 // batch verification of 30,000 seals alone,
+// BLAKE3's throughput on inputs of 64 B, 1 KB and 64 KB (a Merkle leaf,
+// a frame's check, a long run's digest),
 // a 100k-entity snapshot's encode, decode and own load, and 24 MB of
 // snapshot chunks framed and read (a million keys' snapshot). One line of
 // JSON a run. `bash scripts/bench-wasm.sh && node bench/wasm-speed.mjs
@@ -67,4 +69,8 @@ function hotPaths(out) {
     out[`${name}_page_thread_ms`] = Math.round(runs[runs.length - 1]);
   }
   out.verify_30k_seals_ms = Math.round(mod.batchVerifyCost(30000).verify_ms);
+  for (const [len, times] of [[64, 200000], [1024, 40000], [65536, 600]]) {
+    mod.hashCost(len, times / 10);
+    out[`blake3_${len}_b_mb_s`] = Math.round(mod.hashCost(len, times));
+  }
 }
