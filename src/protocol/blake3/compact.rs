@@ -2,15 +2,15 @@
 //! compression function, a stack of chaining values) with the `blake3`
 //! crate's interface as this crate uses it. The crate's portable backend
 //! has two unrolled compression functions and the machinery for hashing
-//! many chunks at once: ~22 KB of the wasm, where this is ~6 KB. In the
-//! wasm both run the same scalar rounds a block at a time; natively the
-//! crate is kept (its SIMD backends hash many chunks at once). The bytes
+//! many chunks at once: ~22 KB of the wasm, where this is ~6 KB; in the
+//! wasm it would hash a block at a time all the same. Natively the crate
+//! is kept (its SIMD backends hash many chunks at once). The bytes
 //! out are the same (tests below, against the crate; the browser tests
 //! check the wasm's against the crate's transcript).
 //!
-//! A row-wise SIMD compression (wasm's `simd128`, the crate's SSE4.1
-//! design) was tried: 15-20% slower than these scalar rounds in V8
-//! (BENCHMARKS, "Issue 17, thirty-fifth session").
+//! The wasm's build has 128-bit SIMD, and its rounds are
+//! [`super::simd128`]'s (in Firefox 1.5x these scalar rounds'
+//! throughput; see there).
 
 const OUT_LEN: usize = 32;
 const BLOCK_LEN: usize = 64;
@@ -24,13 +24,13 @@ const KEYED_HASH: u32 = 1 << 4;
 const DERIVE_KEY_CONTEXT: u32 = 1 << 5;
 const DERIVE_KEY_MATERIAL: u32 = 1 << 6;
 
-const IV: [u32; 8] = [
+pub(super) const IV: [u32; 8] = [
     0x6A09E667, 0xBB67AE85, 0x3C6EF372, 0xA54FF53A, 0x510E527F, 0x9B05688C, 0x1F83D9AB, 0x5BE0CD19,
 ];
 
 /// The message words each round takes, in order: the reference
 /// implementation's permutation applied 0 to 6 times.
-const SCHEDULE: [[u8; 16]; 7] = [
+pub(super) const SCHEDULE: [[u8; 16]; 7] = [
     [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15],
     [2, 6, 3, 10, 7, 0, 4, 13, 1, 11, 12, 5, 9, 14, 15, 8],
     [3, 4, 10, 12, 13, 2, 7, 14, 6, 5, 9, 0, 11, 15, 8, 1],
@@ -40,6 +40,7 @@ const SCHEDULE: [[u8; 16]; 7] = [
     [11, 15, 5, 0, 1, 9, 8, 6, 14, 10, 2, 12, 3, 4, 7, 13],
 ];
 
+#[cfg(not(target_feature = "simd128"))]
 #[inline(always)]
 fn g(state: &mut [u32; 16], a: usize, b: usize, c: usize, d: usize, mx: u32, my: u32) {
     state[a] = state[a].wrapping_add(state[b]).wrapping_add(mx);
@@ -52,17 +53,21 @@ fn g(state: &mut [u32; 16], a: usize, b: usize, c: usize, d: usize, mx: u32, my:
     state[b] = (state[b] ^ state[c]).rotate_right(7);
 }
 
+#[cfg(target_feature = "simd128")]
+use super::simd128::rounds;
+
 /// A block of input, as bytes: the rounds read its words in place (a
 /// conversion to words first was a tenth of hashing a long input in V8).
-type Block = [u8; BLOCK_LEN];
+pub(super) type Block = [u8; BLOCK_LEN];
 
 /// Word `i` of `block`, little-endian: one load once `i` is a constant.
 #[inline(always)]
-fn word(block: &Block, i: u8) -> u32 {
+pub(super) fn word(block: &Block, i: u8) -> u32 {
     let at = 4 * usize::from(i & 15);
     u32::from_le_bytes([block[at], block[at + 1], block[at + 2], block[at + 3]])
 }
 
+#[cfg(not(target_feature = "simd128"))]
 #[inline(always)]
 fn round(state: &mut [u32; 16], block: &Block, s: &[u8; 16]) {
     let m = |i: usize| word(block, s[i]);
@@ -76,9 +81,12 @@ fn round(state: &mut [u32; 16], block: &Block, s: &[u8; 16]) {
     g(state, 3, 4, 9, 14, m(14), m(15));
 }
 
-/// The compression function's state after its seven rounds; the output
-/// is made from it by [`chaining_value`] (its first half, which is all
-/// that most compressions need) or [`Output::root_block`].
+/// The compression function's state after its seven rounds, a word at a
+/// time; the output is made from it by [`chaining_value`] (its first
+/// half, which is all that most compressions need) or
+/// [`Output::root_block`]. The wasm, built with SIMD, has
+/// [`super::simd128`]'s.
+#[cfg(not(target_feature = "simd128"))]
 fn rounds(cv: &[u32; 8], block: &Block, counter: u64, block_len: u32, flags: u32) -> [u32; 16] {
     let mut state = [
         cv[0],
@@ -274,6 +282,7 @@ impl ChunkState {
             // rather than copied to `block` first.
             while self.block_len == 0 && input.len() > BLOCK_LEN {
                 let (block, rest) = input.split_at(BLOCK_LEN);
+                // Always a block: the input was split there.
                 if let Ok(block) = block.try_into() {
                     self.compress(block);
                 }

@@ -4,6 +4,8 @@
 
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 mod compact;
+#[cfg(target_feature = "simd128")]
+mod simd128;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub use ::blake3::{derive_key, hash, keyed_hash, Hash, Hasher};
