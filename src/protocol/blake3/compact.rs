@@ -9,7 +9,7 @@
 //! check the wasm's against the crate's transcript).
 //!
 //! The wasm's build has 128-bit SIMD, and its rounds are
-//! [`super::simd128`]'s (in Firefox 1.5x these scalar rounds'
+//! `simd128.rs`'s (in Firefox 1.5x these scalar rounds'
 //! throughput; see there).
 
 const OUT_LEN: usize = 32;
@@ -85,7 +85,7 @@ fn round(state: &mut [u32; 16], block: &Block, s: &[u8; 16]) {
 /// time; the output is made from it by [`chaining_value`] (its first
 /// half, which is all that most compressions need) or
 /// [`Output::root_block`]. The wasm, built with SIMD, has
-/// [`super::simd128`]'s.
+/// `simd128.rs`'s.
 #[cfg(not(target_feature = "simd128"))]
 fn rounds(cv: &[u32; 8], block: &Block, counter: u64, block_len: u32, flags: u32) -> [u32; 16] {
     let mut state = [
