@@ -1,3 +1,5 @@
+// Causal apply on a fresh page (`causalApply`: 200,000 events, 20%
+// displaced, then in order; first, while the page's memory is new),
 // BLAKE3's throughput in a browser's wasm engine (`hashCost`: MB/s on
 // inputs of 64 B, 1 KB and 64 KB, each timed after a run as long to warm
 // it), and the page thread's share of C1.2 and run-heavy (`pageThread`,
@@ -47,6 +49,10 @@ try {
         const mod = await import(pkg + "/cpc_sync.js");
         await mod.default(pkg + "/cpc_sync_bg.wasm");
         const out = {};
+        const apply = mod.causalApply(200000, 64, 10000, 0.2);
+        if (apply.applied !== 200000 || apply.in_order_applied !== 200000) throw new Error("causal apply fell short");
+        out.apply_us_per_event = +(apply.ms / 200).toFixed(2);
+        out.apply_in_order_us_per_event = +(apply.in_order_ms / 200).toFixed(2);
         for (const [len, times] of [[64, 200000], [1024, 40000], [65536, 600]]) {
           mod.hashCost(len, times);
           out[`blake3_${len}_b_mb_s`] = Math.round(mod.hashCost(len, times));
