@@ -5,6 +5,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
 use super::error::{Code, PeerError};
+use crate::protocol::json::WriteJson;
 use crate::protocol::text::Text;
 use crate::protocol::{json, JsonValue};
 
@@ -73,11 +74,10 @@ pub fn strings(items: &[Text]) -> JsValue {
     from_json(&text)
 }
 
-/// Any serializable Rust value as JS, through its JSON form.
-pub fn to_js(value: &impl serde::Serialize) -> JsValue {
-    serde_json::to_string(value)
-        .map(|text| from_json(&text))
-        .unwrap_or(JsValue::UNDEFINED)
+/// A value the app is shown as JS, through its JSON form (written by
+/// hand: no serde_json in the wasm).
+pub fn to_js(value: &(impl WriteJson + ?Sized)) -> JsValue {
+    from_json(&value.to_json_text())
 }
 
 /// What a JS exception says: an `Error`'s or a `DOMException`'s message, a

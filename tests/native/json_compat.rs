@@ -1,15 +1,19 @@
 //! `protocol::json` against serde_json, which it replaces in the wasm:
 //! canonical text is hashed and signed inside events, so for any input the
-//! two must accept the same texts and write the same bytes.
+//! two must accept the same texts and write the same bytes; and what the
+//! app is shown as JSON must be what serde_json wrote of it before.
 //!
 //! `CPC_FUZZ_CASES=n` for a longer run; the proptest seed is printed and
 //! `CPC_SEED=n` replays it.
 
 use crate::common;
+use crate::common::strategies::{self, clock, peer, value};
 
-use cpc_sync::protocol::json::{self, Json};
+use cpc_sync::protocol::engine::{Candidate, Conflict};
+use cpc_sync::protocol::json::{self, Json, WriteJson};
 use cpc_sync::protocol::signal::{ClientMessage, Negotiation, SdpKind, TabMessage};
-use cpc_sync::protocol::JsonValue;
+use cpc_sync::protocol::sync::PeerReport;
+use cpc_sync::protocol::{JsonValue, P2PEvent, ReconciliationRequest, ReconciliationResponse};
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 
@@ -343,5 +347,103 @@ fn signaling_writes_as_serde_derive() {
             Negotiation::from_data(data, None, "a", "b").as_ref(),
             Some(step)
         );
+    }
+}
+
+// What the app is shown (`protocol::json::WriteJson`), against serde_json's
+// text of the same values' `Serialize` form.
+
+/// An event whose key is any text (escapes included).
+fn event() -> impl Strategy<Value = P2PEvent> {
+    (strategies::event(), any::<String>()).prop_map(|(event, key)| P2PEvent {
+        key: key.into(),
+        ..event
+    })
+}
+
+fn report() -> impl Strategy<Value = PeerReport> {
+    let some = |s: &str| prop::option::of(Just(s.to_string()));
+    (
+        (
+            any::<String>(),
+            prop::sample::select(vec!["connected", "connecting"]),
+        ),
+        (
+            prop::option::of(any::<f64>()),
+            any::<u64>(),
+            prop::option::of(any::<String>()),
+        ),
+        (any::<u64>(), any::<u64>(), any::<u64>()),
+        (prop::option::of(clock()), some("ab12")),
+        (prop::option::of(Just("even")), any::<bool>(), any::<bool>()),
+    )
+        .prop_map(
+            |(
+                (id, state),
+                (rtt, rejected, last_error),
+                (bytes_in, bytes_out, buffered),
+                (clock, digest),
+                (standing, server, relayed),
+            )| {
+                PeerReport {
+                    id,
+                    state,
+                    rtt: rtt.filter(|r| r.is_finite()),
+                    rejected,
+                    last_error,
+                    bytes_in,
+                    bytes_out,
+                    buffered,
+                    clock,
+                    digest,
+                    standing,
+                    server,
+                    relayed,
+                }
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(config("json_shown"))]
+
+    #[test]
+    fn reconciliation_messages_write_as_serde_json(
+        events in prop::collection::vec(event(), 0..4),
+        source in peer(),
+        target in peer(),
+    ) {
+        let request = ReconciliationRequest {
+            message_type: Default::default(),
+            source_peer_id: source,
+            target_peer_id: target,
+            conflicting_events: events.clone(),
+        };
+        prop_assert_eq!(request.to_json_text(), serde_json::to_string(&request).unwrap());
+        let response = ReconciliationResponse {
+            message_type: Default::default(),
+            source_peer_id: source,
+            target_peer_id: target,
+            resolution_events: events,
+        };
+        prop_assert_eq!(response.to_json_text(), serde_json::to_string(&response).unwrap());
+    }
+
+    #[test]
+    fn views_write_as_serde_json(
+        clock in clock(),
+        conflicts in prop::collection::vec((any::<String>(), prop::collection::vec((value(), peer()), 0..3)), 0..3),
+        reports in prop::collection::vec(report(), 0..3),
+    ) {
+        prop_assert_eq!(clock.to_json_text(), serde_json::to_string(&clock).unwrap());
+        let conflicts: Vec<Conflict> = conflicts
+            .into_iter()
+            .map(|(key, candidates)| Conflict {
+                key,
+                candidates: candidates.into_iter().map(|(value, peer)| Candidate { value, peer }).collect(),
+            })
+            .collect();
+        prop_assert_eq!(conflicts.to_json_text(), serde_json::to_string(&conflicts).unwrap());
+        prop_assert_eq!(reports.to_json_text(), serde_json::to_string(&reports).unwrap());
     }
 }

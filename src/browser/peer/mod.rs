@@ -447,7 +447,7 @@ impl Peer {
             .node
             .set_reconcile_handler(Box::new(move |key, candidates| {
                 let value = handler
-                    .call2(&JsValue::NULL, &JsValue::from_str(key), &to_js(&candidates))
+                    .call2(&JsValue::NULL, &JsValue::from_str(key), &to_js(candidates))
                     .ok()?;
                 to_json(&value).ok()
             }));

@@ -15,8 +15,10 @@
 use std::fmt;
 
 mod read;
+mod write;
 
 use read::Reader;
+pub use write::WriteJson;
 
 /// A parsed JSON value. Objects keep one entry per key, sorted by key
 /// (the last of duplicate keys wins), as serde_json's `Map` does.

@@ -1,5 +1,7 @@
 //! Helpers shared by the native integration tests.
 
+pub mod strategies;
+
 use cpc_sync::protocol::event::RegisterOp;
 use cpc_sync::protocol::{
     EngineConfig, EventId, JournalEntry, JsonValue, Operation, P2PEvent, PeerId,

@@ -9,6 +9,7 @@ use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::engine::{Receipt, ReconcileStep};
 use crate::protocol::event::{EventId, Hash32, P2PEvent};
 use crate::protocol::hashing;
+use crate::protocol::json::WriteJson;
 use crate::protocol::key_sort;
 use crate::protocol::reconciliation::{ReconciliationRequest, ReconciliationResponse};
 use crate::protocol::seal;
@@ -655,19 +656,12 @@ impl SyncNode {
         runs
     }
 
-    fn log_reconciliation(
-        &mut self,
-        peer: PeerId,
-        outgoing: bool,
-        message: &impl serde::Serialize,
-    ) {
-        if let Ok(json) = serde_json::to_string(message) {
-            self.outputs.push(Output::Reconciliation {
-                peer,
-                outgoing,
-                json,
-            });
-        }
+    fn log_reconciliation(&mut self, peer: PeerId, outgoing: bool, message: &impl WriteJson) {
+        self.outputs.push(Output::Reconciliation {
+            peer,
+            outgoing,
+            json: message.to_json_text(),
+        });
     }
 
     /// Folds the log into a snapshot once it is long and the node is

@@ -1,0 +1,383 @@
+//! What the app is shown as JSON, written by hand: the bytes serde_json
+//! writes for each type's `Serialize` form, without serde_json's
+//! serializer in the wasm (it was there for these alone: 5.3 KB gzipped
+//! with every `to_string` of them).
+//!
+//! The app's views (`clock()`, `conflicts()`, `peers()`, a reconcile
+//! handler's candidates) and the reconciliation messages of the
+//! `"message"` event, in the spec's shape, are written here and handed to
+//! the browser's `JSON.parse`. Natively the `Serialize` derives stay (the
+//! server, the tests); `tests/native/json_compat.rs` holds each writer to
+//! `serde_json::to_string` of the same value.
+
+use std::fmt::Write as _;
+
+use super::{write_f64, write_str};
+use crate::protocol::clock::{PeerId, VectorClock};
+use crate::protocol::engine::{Candidate, Conflict};
+use crate::protocol::event::{CounterOp, CounterShare, EventId, Operation, P2PEvent};
+use crate::protocol::event::{RegisterOp, SetOp};
+use crate::protocol::reconciliation::{ReconciliationRequest, ReconciliationResponse};
+use crate::protocol::seal::Seal;
+use crate::protocol::sync::PeerReport;
+use crate::protocol::text::Text;
+use crate::protocol::value::JsonValue;
+
+/// A value with a JSON form: serde_json's text of its `Serialize` form.
+pub trait WriteJson {
+    fn write_json(&self, out: &mut String);
+
+    /// The JSON text alone.
+    fn to_json_text(&self) -> String {
+        let mut out = String::new();
+        self.write_json(&mut out);
+        out
+    }
+}
+
+/// An object's fields, written in turn: `{"name":value,...}`.
+struct Object<'a> {
+    out: &'a mut String,
+    empty: bool,
+}
+
+impl<'a> Object<'a> {
+    fn new(out: &'a mut String) -> Self {
+        out.push('{');
+        Object { out, empty: true }
+    }
+
+    /// `name` is plain ASCII (a field's name): written as it is.
+    fn field(&mut self, name: &str, value: &(impl WriteJson + ?Sized)) -> &mut Self {
+        if !self.empty {
+            self.out.push(',');
+        }
+        self.empty = false;
+        self.out.push('"');
+        self.out.push_str(name);
+        self.out.push_str("\":");
+        value.write_json(self.out);
+        self
+    }
+
+    /// The field when there is a value, as `skip_serializing_if` leaves
+    /// out `None`.
+    fn some(&mut self, name: &str, value: Option<&(impl WriteJson + ?Sized)>) -> &mut Self {
+        match value {
+            Some(value) => self.field(name, value),
+            None => self,
+        }
+    }
+
+    fn end(&mut self) {
+        self.out.push('}');
+    }
+}
+
+/// `{"tag":value}`: a variant of an externally tagged enum.
+fn tagged(out: &mut String, tag: &str, value: &(impl WriteJson + ?Sized)) {
+    Object::new(out).field(tag, value).end();
+}
+
+impl WriteJson for str {
+    fn write_json(&self, out: &mut String) {
+        write_str(out, self);
+    }
+}
+
+impl WriteJson for String {
+    fn write_json(&self, out: &mut String) {
+        write_str(out, self);
+    }
+}
+
+impl WriteJson for Text {
+    fn write_json(&self, out: &mut String) {
+        write_str(out, self);
+    }
+}
+
+impl WriteJson for u64 {
+    fn write_json(&self, out: &mut String) {
+        let _ = write!(out, "{self}");
+    }
+}
+
+impl WriteJson for i64 {
+    fn write_json(&self, out: &mut String) {
+        let _ = write!(out, "{self}");
+    }
+}
+
+impl WriteJson for u8 {
+    fn write_json(&self, out: &mut String) {
+        let _ = write!(out, "{self}");
+    }
+}
+
+impl WriteJson for f64 {
+    fn write_json(&self, out: &mut String) {
+        write_f64(out, *self);
+    }
+}
+
+impl WriteJson for bool {
+    fn write_json(&self, out: &mut String) {
+        out.push_str(if *self { "true" } else { "false" });
+    }
+}
+
+impl<T: WriteJson> WriteJson for [T] {
+    fn write_json(&self, out: &mut String) {
+        out.push('[');
+        for (i, item) in self.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            item.write_json(out);
+        }
+        out.push(']');
+    }
+}
+
+impl<T: WriteJson, const N: usize> WriteJson for [T; N] {
+    fn write_json(&self, out: &mut String) {
+        self[..].write_json(out);
+    }
+}
+
+impl<T: WriteJson> WriteJson for Vec<T> {
+    fn write_json(&self, out: &mut String) {
+        self[..].write_json(out);
+    }
+}
+
+impl<T: WriteJson> WriteJson for Option<T> {
+    fn write_json(&self, out: &mut String) {
+        match self {
+            Some(value) => value.write_json(out),
+            None => out.push_str("null"),
+        }
+    }
+}
+
+impl<T: WriteJson + ?Sized> WriteJson for Box<T> {
+    fn write_json(&self, out: &mut String) {
+        (**self).write_json(out);
+    }
+}
+
+/// Its canonical text, which is serde_json's.
+impl WriteJson for JsonValue {
+    fn write_json(&self, out: &mut String) {
+        out.push_str(self.as_str());
+    }
+}
+
+impl WriteJson for PeerId {
+    fn write_json(&self, out: &mut String) {
+        let _ = write!(out, "\"{self}\"");
+    }
+}
+
+/// `{ peerId: counter, ... }`, in peer order.
+impl WriteJson for VectorClock {
+    fn write_json(&self, out: &mut String) {
+        out.push('{');
+        for (i, (peer, seq)) in self.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let _ = write!(out, "\"{peer}\":{seq}");
+        }
+        out.push('}');
+    }
+}
+
+impl WriteJson for EventId {
+    fn write_json(&self, out: &mut String) {
+        Object::new(out)
+            .field("peer", &self.peer)
+            .field("seq", &self.seq)
+            .end();
+    }
+}
+
+impl WriteJson for CounterShare {
+    fn write_json(&self, out: &mut String) {
+        Object::new(out)
+            .field("peer", &self.peer)
+            .field("seq", &self.seq)
+            .field("sum", &self.sum)
+            .end();
+    }
+}
+
+/// Externally tagged, in snake case: `{"register":{"write":{...}}}`.
+impl WriteJson for Operation {
+    fn write_json(&self, out: &mut String) {
+        match self {
+            Operation::Register(op) => tagged(out, "register", op),
+            Operation::Counter(op) => tagged(out, "counter", op),
+            Operation::Set(op) => tagged(out, "set", op),
+        }
+    }
+}
+
+impl WriteJson for RegisterOp {
+    fn write_json(&self, out: &mut String) {
+        out.push('{');
+        match self {
+            RegisterOp::Write {
+                value,
+                observed,
+                resolution,
+            } => {
+                out.push_str("\"write\":");
+                Object::new(out)
+                    .field("value", value)
+                    .field("observed", observed)
+                    .field("resolution", resolution)
+                    .end();
+            }
+            RegisterOp::Delete { observed } => {
+                out.push_str("\"delete\":");
+                Object::new(out).field("observed", observed).end();
+            }
+        }
+        out.push('}');
+    }
+}
+
+impl WriteJson for CounterOp {
+    fn write_json(&self, out: &mut String) {
+        out.push('{');
+        match self {
+            CounterOp::Increment { by, sum } => {
+                out.push_str("\"increment\":");
+                Object::new(out).field("by", by).field("sum", sum).end();
+            }
+            CounterOp::Delete { observed } => {
+                out.push_str("\"delete\":");
+                Object::new(out).field("observed", observed).end();
+            }
+        }
+        out.push('}');
+    }
+}
+
+impl WriteJson for SetOp {
+    fn write_json(&self, out: &mut String) {
+        out.push('{');
+        match self {
+            SetOp::Add { member, observed } | SetOp::Remove { member, observed } => {
+                let tag = if matches!(self, SetOp::Add { .. }) {
+                    "\"add\":"
+                } else {
+                    "\"remove\":"
+                };
+                out.push_str(tag);
+                Object::new(out)
+                    .field("member", member)
+                    .field("observed", observed)
+                    .end();
+            }
+            SetOp::Delete { observed } => {
+                out.push_str("\"delete\":");
+                Object::new(out).field("observed", observed).end();
+            }
+        }
+        out.push('}');
+    }
+}
+
+/// Its first event, key and signature; the signer it is derived from the
+/// key is not written.
+impl WriteJson for Seal {
+    fn write_json(&self, out: &mut String) {
+        Object::new(out)
+            .field("first", &self.first)
+            .field("key", self.key())
+            .field("signature", &self.signature)
+            .end();
+    }
+}
+
+impl WriteJson for P2PEvent {
+    fn write_json(&self, out: &mut String) {
+        Object::new(out)
+            .field("id", &self.id)
+            .field("key", &self.key)
+            .field("op", &self.op)
+            .field("deps", &self.deps)
+            .field("hlc", &self.hlc.0)
+            .field("seal", &self.seal)
+            .end();
+    }
+}
+
+impl WriteJson for ReconciliationRequest {
+    fn write_json(&self, out: &mut String) {
+        Object::new(out)
+            .field("type", "RECONCILIATION_REQUEST")
+            .field("source_peer_id", &self.source_peer_id)
+            .field("target_peer_id", &self.target_peer_id)
+            .field("conflicting_events", &self.conflicting_events)
+            .end();
+    }
+}
+
+impl WriteJson for ReconciliationResponse {
+    fn write_json(&self, out: &mut String) {
+        Object::new(out)
+            .field("type", "RECONCILIATION_RESPONSE")
+            .field("source_peer_id", &self.source_peer_id)
+            .field("target_peer_id", &self.target_peer_id)
+            .field("resolution_events", &self.resolution_events)
+            .end();
+    }
+}
+
+impl WriteJson for Candidate {
+    fn write_json(&self, out: &mut String) {
+        Object::new(out)
+            .field("value", &self.value)
+            .field("peer", &self.peer)
+            .end();
+    }
+}
+
+impl WriteJson for Conflict {
+    fn write_json(&self, out: &mut String) {
+        Object::new(out)
+            .field("key", &self.key)
+            .field("candidates", &self.candidates)
+            .end();
+    }
+}
+
+/// In camel case; absent options and false flags left out.
+impl WriteJson for PeerReport {
+    fn write_json(&self, out: &mut String) {
+        let mut object = Object::new(out);
+        object
+            .field("id", &self.id)
+            .field("state", self.state)
+            .some("rtt", self.rtt.as_ref())
+            .field("rejected", &self.rejected)
+            .some("lastError", self.last_error.as_ref())
+            .field("bytesIn", &self.bytes_in)
+            .field("bytesOut", &self.bytes_out)
+            .field("buffered", &self.buffered)
+            .some("clock", self.clock.as_ref())
+            .some("digest", self.digest.as_ref())
+            .some("standing", self.standing);
+        if self.server {
+            object.field("server", &true);
+        }
+        if self.relayed {
+            object.field("relayed", &true);
+        }
+        object.end();
+    }
+}
