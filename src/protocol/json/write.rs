@@ -1,7 +1,7 @@
 //! What the app is shown as JSON, written by hand: the bytes serde_json
-//! writes for each type's `Serialize` form, without serde_json's
-//! serializer in the wasm (it was there for these alone: 5.3 KB gzipped
-//! with every `to_string` of them).
+//! writes for each type's `Serialize` form. serde_json's serializer was
+//! in the wasm for these alone; writing them here took 3.2 KB gzipped off
+//! it (BENCHMARKS.md, issue 17's thirty-eighth session).
 //!
 //! The app's views (`clock()`, `conflicts()`, `peers()`, a reconcile
 //! handler's candidates) and the reconciliation messages of the
@@ -291,8 +291,8 @@ impl WriteJson for SetOp {
     }
 }
 
-/// Its first event, key and signature; the signer it is derived from the
-/// key is not written.
+/// Its first sequence number, key and signature (the signer, derived from
+/// the key, is not written).
 impl WriteJson for Seal {
     fn write_json(&self, out: &mut String) {
         Object::new(out)
