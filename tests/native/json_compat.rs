@@ -10,10 +10,13 @@ use crate::common;
 use crate::common::strategies::{self, clock, peer, value};
 
 use cpc_sync::protocol::engine::{Candidate, Conflict};
+use cpc_sync::protocol::event::RegisterOp;
 use cpc_sync::protocol::json::{self, Json, WriteJson};
 use cpc_sync::protocol::signal::{ClientMessage, Negotiation, SdpKind, TabMessage};
 use cpc_sync::protocol::sync::PeerReport;
-use cpc_sync::protocol::{JsonValue, P2PEvent, ReconciliationRequest, ReconciliationResponse};
+use cpc_sync::protocol::{
+    EventId, JsonValue, Operation, P2PEvent, PeerId, ReconciliationRequest, ReconciliationResponse,
+};
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 
@@ -445,5 +448,41 @@ proptest! {
             .collect();
         prop_assert_eq!(conflicts.to_json_text(), serde_json::to_string(&conflicts).unwrap());
         prop_assert_eq!(reports.to_json_text(), serde_json::to_string(&reports).unwrap());
+    }
+}
+
+/// A peer's value is checked for syntax only: written as it came, it
+/// leaves the message one well-formed JSON text.
+#[test]
+fn a_peers_unusual_value_leaves_the_message_well_formed() {
+    let texts = [
+        " 1e400 ",
+        r#""\ud800""#,
+        r#"{ "b" : [ 1 , 2 ] , "a" : null }"#,
+        "-0",
+    ];
+    for text in texts {
+        let value = JsonValue::verbatim(text).unwrap();
+        let mut event = common::register_write(EventId::new(PeerId(1), 1), "k", "1", 5);
+        if let Operation::Register(RegisterOp::Write { value: v, .. }) = &mut event.op {
+            *v = value.clone();
+        }
+        let request = ReconciliationRequest {
+            message_type: Default::default(),
+            source_peer_id: PeerId(1),
+            target_peer_id: PeerId(2),
+            conflicting_events: vec![event],
+        };
+        let written = request.to_json_text();
+        json::check(&written).unwrap_or_else(|e| panic!("{text}: {e} in {written}"));
+        assert!(written.contains(text), "{written}");
+        let conflict = Conflict {
+            key: "k".into(),
+            candidates: vec![Candidate {
+                value,
+                peer: PeerId(1),
+            }],
+        };
+        json::check(&conflict.to_json_text()).unwrap();
     }
 }

@@ -167,7 +167,11 @@ impl<T: WriteJson + ?Sized> WriteJson for Box<T> {
     }
 }
 
-/// Its canonical text, which is serde_json's.
+/// Its text, as `entries()` shows it. A value made here is canonical,
+/// serde_json's text of it. A value from a peer was checked for syntax
+/// only (`JsonValue::verbatim`): it is one JSON value, so the text around
+/// it stays well formed, but it is written as it came (white space, a
+/// number beyond `f64`), where serde wrote what the tree parser made of it.
 impl WriteJson for JsonValue {
     fn write_json(&self, out: &mut String) {
         out.push_str(self.as_str());
