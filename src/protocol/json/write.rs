@@ -1,7 +1,8 @@
 //! What the app is shown as JSON, written by hand: the bytes serde_json
-//! writes for each type's `Serialize` form. serde_json's serializer was
-//! in the wasm for these alone; writing them here took 3.2 KB gzipped off
-//! it (BENCHMARKS.md, issue 17's thirty-eighth session).
+//! writes for each type's `Serialize` form, but for a value's text (see
+//! [`JsonValue`]'s). serde_json's serializer was in the wasm for these
+//! alone; writing them here took 3.2 KB gzipped off it (BENCHMARKS.md,
+//! issue 17's thirty-eighth session).
 //!
 //! The app's views (`clock()`, `conflicts()`, `peers()`, a reconcile
 //! handler's candidates) and the reconciliation messages of the
@@ -15,15 +16,17 @@ use std::fmt::Write as _;
 use super::{write_f64, write_str};
 use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::engine::{Candidate, Conflict};
-use crate::protocol::event::{CounterOp, CounterShare, EventId, Operation, P2PEvent};
-use crate::protocol::event::{RegisterOp, SetOp};
+use crate::protocol::event::{
+    CounterOp, CounterShare, EventId, Operation, P2PEvent, RegisterOp, SetOp,
+};
 use crate::protocol::reconciliation::{ReconciliationRequest, ReconciliationResponse};
 use crate::protocol::seal::Seal;
 use crate::protocol::sync::PeerReport;
 use crate::protocol::text::Text;
 use crate::protocol::value::JsonValue;
 
-/// A value with a JSON form: serde_json's text of its `Serialize` form.
+/// A value with a JSON form: serde_json's text of its `Serialize` form
+/// (a value's text as it is stored).
 pub trait WriteJson {
     fn write_json(&self, out: &mut String);
 
@@ -77,6 +80,19 @@ impl<'a> Object<'a> {
 /// `{"tag":value}`: a variant of an externally tagged enum.
 fn tagged(out: &mut String, tag: &str, value: &(impl WriteJson + ?Sized)) {
     Object::new(out).field(tag, value).end();
+}
+
+/// `{"tag":{fields}}`: a variant with named fields, which `fields` writes.
+fn variant(out: &mut String, tag: &str, fields: impl FnOnce(&mut Object<'_>)) {
+    out.push_str("{\"");
+    out.push_str(tag);
+    out.push_str("\":");
+    {
+        let mut object = Object::new(out);
+        fields(&mut object);
+        object.end();
+    }
+    out.push('}');
 }
 
 impl WriteJson for str {
@@ -167,11 +183,15 @@ impl<T: WriteJson + ?Sized> WriteJson for Box<T> {
     }
 }
 
-/// Its text, as `entries()` shows it. A value made here is canonical,
-/// serde_json's text of it. A value from a peer was checked for syntax
-/// only (`JsonValue::verbatim`): it is one JSON value, so the text around
-/// it stays well formed, but it is written as it came (white space, a
-/// number beyond `f64`), where serde wrote what the tree parser made of it.
+/// Its stored text, as `entries()` and `get()` show it. serde wrote what
+/// the tree parser made of that text, which is the same text for nearly
+/// every value, but not for two kinds:
+/// - a peer's value, checked for syntax only (`JsonValue::verbatim`):
+///   written as it came (white space, a number beyond `f64`); it is one
+///   JSON value, so the text around it stays well formed;
+/// - some numbers far from 1: `1.1e24` is stored as
+///   `1.0999999999999999e+24`, which the reader (serde_json's, which
+///   does not round correctly) reads back as `1.1e+24`.
 impl WriteJson for JsonValue {
     fn write_json(&self, out: &mut String) {
         out.push_str(self.as_str());
@@ -230,68 +250,49 @@ impl WriteJson for Operation {
 
 impl WriteJson for RegisterOp {
     fn write_json(&self, out: &mut String) {
-        out.push('{');
         match self {
             RegisterOp::Write {
                 value,
                 observed,
                 resolution,
-            } => {
-                out.push_str("\"write\":");
-                Object::new(out)
-                    .field("value", value)
+            } => variant(out, "write", |o| {
+                o.field("value", value)
                     .field("observed", observed)
-                    .field("resolution", resolution)
-                    .end();
-            }
-            RegisterOp::Delete { observed } => {
-                out.push_str("\"delete\":");
-                Object::new(out).field("observed", observed).end();
-            }
+                    .field("resolution", resolution);
+            }),
+            RegisterOp::Delete { observed } => variant(out, "delete", |o| {
+                o.field("observed", observed);
+            }),
         }
-        out.push('}');
     }
 }
 
 impl WriteJson for CounterOp {
     fn write_json(&self, out: &mut String) {
-        out.push('{');
         match self {
-            CounterOp::Increment { by, sum } => {
-                out.push_str("\"increment\":");
-                Object::new(out).field("by", by).field("sum", sum).end();
-            }
-            CounterOp::Delete { observed } => {
-                out.push_str("\"delete\":");
-                Object::new(out).field("observed", observed).end();
-            }
+            CounterOp::Increment { by, sum } => variant(out, "increment", |o| {
+                o.field("by", by).field("sum", sum);
+            }),
+            CounterOp::Delete { observed } => variant(out, "delete", |o| {
+                o.field("observed", observed);
+            }),
         }
-        out.push('}');
     }
 }
 
 impl WriteJson for SetOp {
     fn write_json(&self, out: &mut String) {
-        out.push('{');
         match self {
-            SetOp::Add { member, observed } | SetOp::Remove { member, observed } => {
-                let tag = if matches!(self, SetOp::Add { .. }) {
-                    "\"add\":"
-                } else {
-                    "\"remove\":"
-                };
-                out.push_str(tag);
-                Object::new(out)
-                    .field("member", member)
-                    .field("observed", observed)
-                    .end();
-            }
-            SetOp::Delete { observed } => {
-                out.push_str("\"delete\":");
-                Object::new(out).field("observed", observed).end();
-            }
+            SetOp::Add { member, observed } => variant(out, "add", |o| {
+                o.field("member", member).field("observed", observed);
+            }),
+            SetOp::Remove { member, observed } => variant(out, "remove", |o| {
+                o.field("member", member).field("observed", observed);
+            }),
+            SetOp::Delete { observed } => variant(out, "delete", |o| {
+                o.field("observed", observed);
+            }),
         }
-        out.push('}');
     }
 }
 
