@@ -23,8 +23,9 @@ use super::heap_sort::heap_sort_by;
 /// size-optimized wasm that one called its closure for every probe, and
 /// the callers took the slice through a call of their own: more time
 /// than the search in causal apply's lookups of clock entries. Used by
-/// every sorted vector of pairs here: this map, a clock's entries and
-/// [`Blocks`](super::blocks::Blocks).
+/// this map and [`Blocks`](super::blocks::Blocks); a clock's entries,
+/// searched far more often, have a branchless search of their own
+/// (`vector_clock::lower_bound`).
 #[inline(always)]
 pub(crate) fn search<K, Q, V>(entries: &[(K, V)], key: &Q) -> Result<usize, usize>
 where
