@@ -407,7 +407,10 @@ impl VectorClock {
             i += 1;
             // Most often the entry right after the last one found: deps
             // that name most of a room's writers walk both clocks in step.
-            if from >= mine.len() || mine[from].0 != peer {
+            if from == 0 {
+                // The walk's first: nothing narrows the search yet.
+                from = lower_bound(mine, peer);
+            } else if from >= mine.len() || mine[from].0 != peer {
                 // Gallop to a bound at or past `peer`, then search below it.
                 let (mut low, mut high, mut step) = (from, from, 1);
                 while high < mine.len() && mine[high].0 < peer {
