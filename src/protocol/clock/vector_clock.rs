@@ -138,19 +138,27 @@ fn lower_bound(entries: &[(PeerId, u64)], peer: PeerId) -> usize {
     }
     #[cfg(target_arch = "wasm32")]
     {
-        let (mut base, mut size) = (0, entries.len());
-        while size > 1 {
-            let half = size / 2;
-            let mid = base + half;
-            base = if entries.get(mid).is_some_and(|e| e.0 < peer) {
-                mid
-            } else {
-                base
-            };
-            size -= half;
-        }
-        base + usize::from(entries.get(base).is_some_and(|e| e.0 < peer))
+        lower_bound_written_out(entries, peer)
     }
+}
+
+/// [`lower_bound`] in the wasm (and in the tests, held to the standard
+/// search): the range left halves each step, the half kept a select.
+#[cfg(any(target_arch = "wasm32", test))]
+#[inline(always)]
+fn lower_bound_written_out(entries: &[(PeerId, u64)], peer: PeerId) -> usize {
+    let (mut base, mut size) = (0, entries.len());
+    while size > 1 {
+        let half = size / 2;
+        let mid = base + half;
+        base = if entries.get(mid).is_some_and(|e| e.0 < peer) {
+            mid
+        } else {
+            base
+        };
+        size -= half;
+    }
+    base + usize::from(entries.get(base).is_some_and(|e| e.0 < peer))
 }
 
 /// `peer`'s entry in sorted entries (the slice taken once, the search
@@ -607,6 +615,11 @@ mod tests {
                     sorted_position(&entries, PeerId(peer)),
                     entries.binary_search_by_key(&PeerId(peer), |e| e.0),
                     "{n} entries, peer {peer}"
+                );
+                assert_eq!(
+                    lower_bound_written_out(&entries, PeerId(peer)),
+                    entries.partition_point(|e| e.0 < PeerId(peer)),
+                    "the wasm's search, {n} entries, peer {peer}"
                 );
             }
         }
