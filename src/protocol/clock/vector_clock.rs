@@ -161,8 +161,8 @@ fn lower_bound_written_out(entries: &[(PeerId, u64)], peer: PeerId) -> usize {
     base + usize::from(entries.get(base).is_some_and(|e| e.0 < peer))
 }
 
-/// `peer`'s entry in sorted entries (the slice taken once, the search
-/// written out: see [`lower_bound`]).
+/// `peer`'s entry in sorted entries, found by [`lower_bound`] (the
+/// slice taken once).
 #[inline(always)]
 fn sorted_get(entries: &[(PeerId, u64)], peer: PeerId) -> u64 {
     match entries.get(lower_bound(entries, peer)) {
