@@ -8,4 +8,6 @@ mod vector_clock;
 
 pub use hlc::{ClockSkewError, HybridClock, Timestamp};
 pub use peer_id::{ParsePeerIdError, PeerId};
-pub use vector_clock::{ClockOrdering, Entries, Iter as ClockIter, VectorClock, MAX_CLOCK_ENTRIES};
+pub use vector_clock::{
+    ClockOrdering, Entries, Hint, Iter as ClockIter, VectorClock, MAX_CLOCK_ENTRIES,
+};

@@ -31,7 +31,7 @@ pub use remote::Receipt;
 pub use snapshot::{SnapshotLoad, Trust};
 pub use view::{Candidate, Conflict};
 
-use super::clock::{HybridClock, PeerId, VectorClock, MAX_CLOCK_ENTRIES};
+use super::clock::{Hint, HybridClock, PeerId, VectorClock, MAX_CLOCK_ENTRIES};
 use super::digest::MerkleDigest;
 use super::entity::{Entity, EntityState};
 use entities::Entities;
@@ -210,6 +210,10 @@ pub struct ReconciliationEngine {
     /// Entries of `applied` that grew since our last local event: the next
     /// local event's `deps`.
     unsent_deps: VectorClock,
+    /// Where the last event's origin was found in `applied` and in
+    /// `unsent_deps`: most events are their predecessor's origin's next.
+    applied_hint: Hint,
+    unsent_hint: Hint,
     /// Since [`mark_applied`](Self::mark_applied): per origin whose count
     /// grew, where it stood (what [`applied_since_mark`](Self::applied_since_mark)
     /// reads, at a cost in the origins that moved, not in all of them).
@@ -240,6 +244,8 @@ impl ReconciliationEngine {
             clock: HybridClock::new(config.max_clock_skew_ms),
             applied: VectorClock::new(),
             unsent_deps: VectorClock::new(),
+            applied_hint: Hint::default(),
+            unsent_hint: Hint::default(),
             moved: None,
             entities: Entities::with_seed(config.hash_seed),
             log: EventLog::with_seed(config.hash_seed),

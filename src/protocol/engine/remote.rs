@@ -70,7 +70,7 @@ impl ReconciliationEngine {
         let id = event.id;
         // The origin's applied count, looked up once (a search of the
         // version vector each time it was needed below).
-        let have = self.applied.get(id.peer);
+        let have = self.applied.get_hinted(id.peer, &mut self.applied_hint);
         if id.seq <= have {
             if let Some(known) = self.log.get(id) {
                 if !known.same_content(&event) {
@@ -307,9 +307,11 @@ impl ReconciliationEngine {
         if id.seq == 1 && self.holding.unapplied_origins() > 0 {
             self.holding.origin_applied(id.peer);
         }
-        self.applied.observe(id.peer, id.seq);
+        self.applied
+            .observe_hinted(id.peer, id.seq, &mut self.applied_hint);
         if id.peer != self.peer {
-            self.unsent_deps.observe(id.peer, id.seq);
+            self.unsent_deps
+                .observe_hinted(id.peer, id.seq, &mut self.unsent_hint);
         }
         let (index, new) = self.entities.find_or_insert(&event.key, |key| {
             Slot::new(key, Entity::new(&event), Some(id.peer))
