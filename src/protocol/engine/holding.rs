@@ -1,3 +1,4 @@
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 
 use foldhash::fast::FixedState;
@@ -168,12 +169,7 @@ impl HoldingQueue {
     /// Parks `origin`, whose next event is held, under the event it waits
     /// for.
     pub fn park(&mut self, origin: PeerId, waits_for: EventId) {
-        match self.waiting.entry(waits_for) {
-            std::collections::hash_map::Entry::Occupied(mut o) => o.get_mut().push(origin),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(Parked::One(origin));
-            }
-        }
+        park_in(&mut self.waiting, origin, waits_for);
     }
 
     /// The origins parked under `id`, unparked (it was just applied).
@@ -184,9 +180,28 @@ impl HoldingQueue {
         self.waiting.remove(&id)
     }
 
-    /// Removes a held event, to apply it.
-    pub fn take(&mut self, id: EventId) -> Option<P2PEvent> {
-        let event = self.events.remove(&id)?;
+    /// Removes the held event `id` to apply it, if `missing` finds nothing
+    /// it waits for; if it names an event, parks `id`'s origin under it
+    /// and keeps the event. Nothing when `id` is not held.
+    ///
+    /// One probe of the table for the look and the removal (a look and a
+    /// take were two, for every event woken).
+    pub fn release_if(
+        &mut self,
+        id: EventId,
+        missing: impl FnOnce(&P2PEvent) -> Option<EventId>,
+    ) -> Option<P2PEvent> {
+        if self.events.is_empty() {
+            return None;
+        }
+        let Entry::Occupied(held) = self.events.entry(id) else {
+            return None;
+        };
+        if let Some(waits_for) = missing(held.get()) {
+            park_in(&mut self.waiting, id.peer, waits_for);
+            return None;
+        }
+        let event = held.remove();
         if let Some(n) = self.per_origin.get_mut(&id.peer) {
             *n -= 1;
             if *n == 0 {
@@ -209,6 +224,17 @@ impl HoldingQueue {
 
     pub fn iter(&self) -> impl Iterator<Item = &P2PEvent> {
         self.events.values()
+    }
+}
+
+/// Parks `origin` in `waiting` under `waits_for` (a field of its own,
+/// so it can be done while a held event is borrowed).
+fn park_in(waiting: &mut HashMap<EventId, Parked, FixedState>, origin: PeerId, waits_for: EventId) {
+    match waiting.entry(waits_for) {
+        Entry::Occupied(mut o) => o.get_mut().push(origin),
+        Entry::Vacant(v) => {
+            v.insert(Parked::One(origin));
+        }
     }
 }
 

@@ -1,5 +1,5 @@
 use super::{ReconciliationEngine, Slot};
-use crate::protocol::clock::PeerId;
+use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::entity::Entity;
 use crate::protocol::error::ReceiveError;
 use crate::protocol::event::{EventId, P2PEvent};
@@ -97,7 +97,7 @@ impl ReconciliationEngine {
         if have == 0 {
             self.check_origin_bound(id)?;
         }
-        match self.first_missing(&event, have, None) {
+        match first_missing(&self.applied, &event, have, None) {
             Some(missing) => {
                 self.check_gap(&event, have)?;
                 let waits_for = next_of_origin(&event, have).then_some(missing);
@@ -187,7 +187,7 @@ impl ReconciliationEngine {
             if event.id.seq <= have {
                 continue;
             }
-            match self.first_missing(&event, have, None) {
+            match first_missing(&self.applied, &event, have, None) {
                 Some(missing) => {
                     let waits_for = next_of_origin(&event, have).then_some(missing);
                     self.holding.rehold(event, waits_for, have > 0);
@@ -198,46 +198,6 @@ impl ReconciliationEngine {
         applied
     }
 
-    /// The first event `event` waits for, or `None` when it is ready: its
-    /// origin's previous event, its `deps` and every dot it observed are
-    /// applied. `have`: what is applied of its origin.
-    ///
-    /// It names the exact event missing (not "the next one of that
-    /// origin"), under which the holding queue parks the event's origin
-    /// when the event is the origin's next.
-    ///
-    /// `woken_by`: the event it was parked under, just applied (or its
-    /// predecessor, just applied: nothing was checked after that). What was
-    /// found applied before it still is, so the search resumes where it
-    /// stopped: an event that depends on the last events of 63 writers is
-    /// woken by each in turn, and would otherwise check all 63 each time.
-    fn first_missing(
-        &self,
-        event: &P2PEvent,
-        have: u64,
-        woken_by: Option<EventId>,
-    ) -> Option<EventId> {
-        let origin = event.id.peer;
-        if have.saturating_add(1) < event.id.seq {
-            return Some(EventId::new(origin, event.id.seq - 1));
-        }
-        // It waited for its origin's previous event (nothing after was
-        // checked), for an entry of its deps (those before it were met),
-        // or for an observed dot (every dep was met).
-        let deps_from = match woken_by {
-            Some(w) if w.peer == origin && w.seq == event.id.seq - 1 => Some(PeerId(0)),
-            Some(w) if event.deps.get(w.peer) == w.seq => Some(w.peer),
-            Some(_) => None,
-            None => Some(PeerId(0)),
-        };
-        if let Some(from) = deps_from {
-            if let Some((peer, seq)) = self.applied.first_beyond(&event.deps, from, 0) {
-                return Some(EventId::new(peer, seq));
-            }
-        }
-        event.op.first_uncovered_dot(&self.applied)
-    }
-
     /// Applies a ready event and, transitively, the held events it wakes:
     /// its origin's next event, and the next events of the origins parked
     /// under it.
@@ -246,50 +206,56 @@ impl ReconciliationEngine {
         // those make no allocation.
         let id = event.id;
         self.apply(event);
-        if self.holding.is_empty() {
-            return 1;
-        }
-        let mut ready = Vec::new();
-        self.wake(id, &mut ready);
         let mut count = 1;
-        while let Some(event) = ready.pop() {
-            let id = event.id;
-            self.apply(event);
-            count += 1;
-            if !self.holding.is_empty() {
-                self.wake(id, &mut ready);
+        // Events applied whose dependents are still to wake: their ids,
+        // the events moved once, from the queue into the log.
+        let mut to_wake = Vec::new();
+        let mut next = Some(id);
+        while let Some(applied) = next {
+            if self.holding.is_empty() {
+                break;
+            }
+            count += self.wake(applied, &mut to_wake);
+            next = to_wake.pop();
+        }
+        count
+    }
+
+    /// Applies the held events that `applied`, just applied, makes ready:
+    /// its origin's next, and the next events of the origins parked under
+    /// it; their ids go to `to_wake`. Returns how many applied.
+    fn wake(&mut self, applied: EventId, to_wake: &mut Vec<EventId>) -> usize {
+        let mut count = self.release(
+            EventId::new(applied.peer, applied.seq.saturating_add(1)),
+            applied,
+            to_wake,
+        );
+        if let Some(parked) = self.holding.woken(applied) {
+            for &origin in parked.origins() {
+                let have = self.applied.get(origin);
+                let next = EventId::new(origin, have.saturating_add(1));
+                count += self.release(next, applied, to_wake);
             }
         }
         count
     }
 
-    /// Takes to `ready` the held events that `applied`, just applied,
-    /// makes ready: its origin's next, and the next events of the origins
-    /// parked under it.
-    fn wake(&mut self, applied: EventId, ready: &mut Vec<P2PEvent>) {
-        self.release(
-            EventId::new(applied.peer, applied.seq.saturating_add(1)),
-            applied,
-            ready,
-        );
-        if let Some(parked) = self.holding.woken(applied) {
-            for &origin in parked.origins() {
-                let have = self.applied.get(origin);
-                self.release(EventId::new(origin, have.saturating_add(1)), applied, ready);
+    /// Applies the held event `next`, its origin's next, if nothing it
+    /// needs is missing now that `woken_by` applied (its id to `to_wake`);
+    /// else parks its origin under what it waits for. Returns how many
+    /// applied (0 or 1).
+    fn release(&mut self, next: EventId, woken_by: EventId, to_wake: &mut Vec<EventId>) -> usize {
+        let applied = &self.applied;
+        let ready = self.holding.release_if(next, |event| {
+            first_missing(applied, event, next.seq - 1, Some(woken_by))
+        });
+        match ready {
+            Some(event) => {
+                self.apply(event);
+                to_wake.push(next);
+                1
             }
-        }
-    }
-
-    /// Takes the held event `next`, its origin's next, to `ready` if
-    /// nothing it needs is missing now that `woken_by` applied; else parks
-    /// its origin under what it waits for.
-    fn release(&mut self, next: EventId, woken_by: EventId, ready: &mut Vec<P2PEvent>) {
-        let Some(event) = self.holding.get(next) else {
-            return;
-        };
-        match self.first_missing(event, next.seq - 1, Some(woken_by)) {
-            Some(missing) => self.holding.park(next.peer, missing),
-            None => ready.extend(self.holding.take(next)),
+            None => 0,
         }
     }
 
@@ -341,4 +307,44 @@ impl ReconciliationEngine {
 /// origin that can be ready. A later one waits for its predecessor.
 fn next_of_origin(event: &P2PEvent, have: u64) -> bool {
     event.id.seq - 1 == have
+}
+
+/// The first event `event` waits for, or `None` when it is ready: its
+/// origin's previous event, its `deps` and every dot it observed are
+/// in `applied`. `have`: what is applied of its origin.
+///
+/// It names the exact event missing (not "the next one of that
+/// origin"), under which the holding queue parks the event's origin
+/// when the event is the origin's next.
+///
+/// `woken_by`: the event it was parked under, just applied (or its
+/// predecessor, just applied: nothing was checked after that). What was
+/// found applied before it still is, so the search resumes where it
+/// stopped: an event that depends on the last events of 63 writers is
+/// woken by each in turn, and would otherwise check all 63 each time.
+fn first_missing(
+    applied: &VectorClock,
+    event: &P2PEvent,
+    have: u64,
+    woken_by: Option<EventId>,
+) -> Option<EventId> {
+    let origin = event.id.peer;
+    if have.saturating_add(1) < event.id.seq {
+        return Some(EventId::new(origin, event.id.seq - 1));
+    }
+    // It waited for its origin's previous event (nothing after was
+    // checked), for an entry of its deps (those before it were met),
+    // or for an observed dot (every dep was met).
+    let deps_from = match woken_by {
+        Some(w) if w.peer == origin && w.seq == event.id.seq - 1 => Some(PeerId(0)),
+        Some(w) if event.deps.get(w.peer) == w.seq => Some(w.peer),
+        Some(_) => None,
+        None => Some(PeerId(0)),
+    };
+    if let Some(from) = deps_from {
+        if let Some((peer, seq)) = applied.first_beyond(&event.deps, from, 0) {
+            return Some(EventId::new(peer, seq));
+        }
+    }
+    event.op.first_uncovered_dot(applied)
 }
