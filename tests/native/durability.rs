@@ -503,3 +503,79 @@ fn a_transfer_under_way_outlives_the_next_fold() {
         "the window is served from the snapshot offered: {served:?}"
     );
 }
+
+/// The records `node` asked to persist (committed at once), decoded.
+fn stored_by(node: &mut SyncNode) -> Vec<Vec<u8>> {
+    let mut records = Vec::new();
+    for (token, write) in drain(node).persists {
+        if let Persist::Events { record, .. } = write {
+            records.push(record);
+        }
+        node.persisted(token);
+    }
+    records
+}
+
+/// A received batch whose events all apply is stored as it came (not
+/// encoded again); one with an event the node had is stored as the
+/// events it brought, encoded; either way the records restore the state.
+#[test]
+fn a_batch_applied_whole_is_stored_as_it_came() {
+    let (mut a, mut b) = connected_pair();
+    let mut records = Vec::new();
+    a.write(|e| e.set("k", json("1"), 1_100).map(Some)).unwrap();
+    a.write(|e| e.increment("n", 2, 1_101).map(Some)).unwrap();
+    stored_by(&mut a);
+    let first: Vec<Vec<u8>> = drain(&mut a).sends.into_iter().map(|(_, f)| f).collect();
+    let batch = first
+        .iter()
+        .find_map(|f| wire::event_batch(f))
+        .expect("an events frame")
+        .to_vec();
+    for frame in &first {
+        b.receive_frame(a.peer(), frame, 1_100);
+    }
+    let stored = stored_by(&mut b);
+    assert_eq!(stored, vec![batch.clone()], "stored as it came");
+    records.extend(stored);
+
+    // Again: nothing new, nothing stored.
+    for frame in &first {
+        b.receive_frame(a.peer(), frame, 1_100);
+    }
+    assert!(stored_by(&mut b).is_empty());
+
+    // One event b has, one it lacks: the new one alone, encoded.
+    a.write(|e| e.set("k", json("2"), 1_200).map(Some)).unwrap();
+    stored_by(&mut a);
+    let fresh = events_in(&drain(&mut a).sends);
+    assert_eq!(fresh.len(), 1);
+    let mut mixed = P2PEvent::decode_batch(&batch).unwrap();
+    mixed.extend(fresh.iter().cloned());
+    let frame = wire::encode(&Message::Events(mixed), 9).remove(0);
+    b.receive_frame(a.peer(), &frame, 1_200);
+    let stored = stored_by(&mut b);
+    assert_eq!(stored.len(), 1);
+    assert_ne!(stored[0].as_slice(), wire::event_batch(&frame).unwrap());
+    let ids: Vec<_> = P2PEvent::decode_batch(&stored[0])
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(ids, vec![fresh[0].id]);
+    records.extend(stored);
+
+    let events: Vec<P2PEvent> = records
+        .iter()
+        .flat_map(|r| P2PEvent::decode_batch(r).unwrap())
+        .collect();
+    let restored = SyncNode::restore(
+        PeerId(77),
+        EngineConfig::default(),
+        SyncConfig::default(),
+        None,
+        events,
+    )
+    .expect("restores");
+    assert_eq!(restored.engine().clock(), b.engine().clock());
+}

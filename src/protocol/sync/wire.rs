@@ -272,6 +272,43 @@ pub fn decode(frame: &[u8]) -> Result<Decoded, WireError> {
     }
 }
 
+/// The event batch of a whole `Events` frame, as it came: the bytes of
+/// [`P2PEvent::encode_batch`] that the frame carries (postcard writes the
+/// variant's index, the batch's length, then the batch). `None` for any
+/// other frame. For a frame [`decode`] took: it does not check the batch.
+///
+/// A node stores a batch it applied whole as it came, rather than
+/// encoding the same events again ([`SyncNode::receive_frame`]).
+///
+/// [`SyncNode::receive_frame`]: super::SyncNode::receive_frame
+pub fn event_batch(frame: &[u8]) -> Option<&[u8]> {
+    let body = frame.get(HEADER..frame.len().checked_sub(CHECK)?)?;
+    if frame.get(1) != Some(&WHOLE) {
+        return None;
+    }
+    let (variant, rest) = varint(body)?;
+    if variant != EVENTS_VARIANT {
+        return None;
+    }
+    let (len, batch) = varint(rest)?;
+    (usize::try_from(len).ok()? == batch.len()).then_some(batch)
+}
+
+/// `Message::Events`'s index among the variants, as postcard writes it.
+const EVENTS_VARIANT: u64 = 1;
+
+/// A postcard varint (LEB128, at most ten bytes) and what follows it.
+fn varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let mut value = 0u64;
+    for (i, &byte) in bytes.iter().enumerate().take(10) {
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((value, &bytes[i + 1..]));
+        }
+    }
+    None
+}
+
 fn decode_message(body: &[u8]) -> Result<Message, WireError> {
     let message: Message =
         postcard::from_bytes(body).map_err(|e| WireError::Malformed(e.to_string()))?;
@@ -358,6 +395,40 @@ mod tests {
             }
         }
         out.expect("a message")
+    }
+
+    /// A whole `Events` frame's batch is found as it was encoded; no other
+    /// frame has one, a chunk of a large batch included.
+    #[test]
+    fn a_frame_s_event_batch_is_the_batch_encoded() {
+        let events = crate::protocol::testing::workload::rounds(40, 3, 10, 4, 1);
+        let frames = encode(&Message::Events(events.clone()), 1);
+        assert_eq!(frames.len(), 1);
+        assert_eq!(
+            event_batch(&frames[0]),
+            Some(P2PEvent::encode_batch(&events).as_slice())
+        );
+        let empty = encode(&Message::Events(Vec::new()), 2).remove(0);
+        assert_eq!(
+            event_batch(&empty),
+            Some(P2PEvent::encode_batch(&[]).as_slice())
+        );
+        let digest = Message::Digest {
+            clock: VectorClock::new(),
+            root: Hash32::ZERO,
+        };
+        assert_eq!(event_batch(&encode(&digest, 3).remove(0)), None);
+        let large = crate::protocol::testing::workload::rounds(20_000, 3, 10, 4, 1);
+        let chunks = encode(&Message::Events(large), 4);
+        assert!(chunks.len() > 1);
+        assert!(chunks.iter().all(|c| event_batch(c).is_none()));
+        // Cut short, or with bytes after the batch: not a batch.
+        let whole = &frames[0];
+        let mut longer = whole[..whole.len() - CHECK].to_vec();
+        longer.push(0);
+        longer.extend_from_slice(&whole[whole.len() - CHECK..]);
+        assert_eq!(event_batch(&longer), None);
+        assert_eq!(event_batch(&whole[..3]), None);
     }
 
     /// Byte fields are written as bytes (one copy), and read back, in the

@@ -35,7 +35,8 @@ pub enum Persist {
     /// ([`P2PEvent::encode_batch`], read back with
     /// [`P2PEvent::decode_batch`]). Encoded here, from the events where
     /// the engine keeps them, so storage writes bytes and nothing is
-    /// copied to be written.
+    /// copied to be written; a batch received and applied whole is
+    /// written as it came.
     Events { record: Vec<u8>, count: usize },
     /// Replace everything stored with this snapshot: it covers every event
     /// persisted so far. Shared with the snapshot the node offers next.
@@ -113,6 +114,11 @@ pub(super) struct Durability {
     others: Vec<(PeerId, u64, u64)>,
     /// How many of `others` there were after they were last merged.
     others_merged: usize,
+    /// Received batches applied whole, stored as they came with the next
+    /// record of others' events (in place of their ranges in `others`),
+    /// and the bytes they take.
+    as_sent: Vec<Batch>,
+    as_sent_bytes: usize,
     /// The token of the last record of others' events.
     others_token: u64,
 }
@@ -120,6 +126,21 @@ pub(super) struct Durability {
 /// Others' ranges waiting past this many (and past twice as many as
 /// the last merge left) are merged.
 const MERGE_PAST: usize = 4096;
+
+/// Received batches kept to be stored as they came, at most this many
+/// bytes: past it (storage is not committing) they wait as ranges, which
+/// merge, as other events do.
+const MAX_AS_SENT_BYTES: usize = 4 << 20;
+
+/// A received frame's event batch, as it came (see
+/// [`wire::event_batch`](crate::protocol::sync::wire::event_batch)), and
+/// how many events it holds: the record [`Persist::events`] would encode
+/// from those events, if they are applied, all of them and nothing else.
+#[derive(Debug)]
+pub(super) struct Batch {
+    pub(super) bytes: Vec<u8>,
+    pub(super) count: usize,
+}
 
 /// One `(origin, after, upto)` range an origin, by origin: an origin's are
 /// contiguous (what was applied of it, call after call).
@@ -165,6 +186,8 @@ impl SyncNode {
             // It holds every event applied, those waiting among them.
             d.others.clear();
             d.others_merged = 0;
+            d.as_sent.clear();
+            d.as_sent_bytes = 0;
         }
         if let Some(seq) = own_upto {
             d.own.push_back((token, seq));
@@ -190,6 +213,27 @@ impl SyncNode {
         }
     }
 
+    /// Whether the node asks for writes (it has storage).
+    pub(super) fn stores(&self) -> bool {
+        self.durability.enabled
+    }
+
+    /// Others' events applied from a received `batch`, all of its events
+    /// and nothing else (the log's `ranges`): persisted as
+    /// [`persist_later`](Self::persist_later) would, the batch's bytes
+    /// stored as they came rather than its events encoded again.
+    pub(super) fn persist_as_sent(&mut self, batch: Batch, ranges: Vec<(PeerId, u64, u64)>) {
+        let d = &mut self.durability;
+        if !d.enabled {
+            return;
+        }
+        if d.as_sent_bytes + batch.bytes.len() > MAX_AS_SENT_BYTES {
+            return self.persist_later(ranges);
+        }
+        d.as_sent_bytes += batch.bytes.len();
+        d.as_sent.push(batch);
+    }
+
     /// Asks for the others' events waiting (see
     /// [`persist_later`](Self::persist_later)) in one record, unless the
     /// last such record is not committed yet and not `now`: then they wait
@@ -198,16 +242,29 @@ impl SyncNode {
     /// applied, and its sequence number made again.
     pub(super) fn persist_others(&mut self, now: bool) {
         let d = &mut self.durability;
-        if d.others.is_empty() || (!now && d.acknowledged < d.others_token) {
+        let waiting = !d.others.is_empty() || !d.as_sent.is_empty();
+        if !waiting || (!now && d.acknowledged < d.others_token) {
             return;
         }
         let mut ranges = std::mem::take(&mut d.others);
         d.others_merged = 0;
+        d.as_sent_bytes = 0;
+        let as_sent = std::mem::take(&mut d.as_sent);
         merge(&mut ranges);
         let events = self.engine.logged(&ranges);
-        if !events.is_empty() {
-            let write = Persist::events(&events);
-            self.persist(write, None);
+        // The rest encoded, then the batches as they came: one record of
+        // batches back to back, as a commit joins records.
+        let mut count = events.len();
+        let mut record = match events.is_empty() {
+            true => Vec::new(),
+            false => P2PEvent::encode_batch(events.iter().copied()),
+        };
+        for batch in as_sent {
+            record.extend_from_slice(&batch.bytes);
+            count += batch.count;
+        }
+        if count > 0 {
+            self.persist(Persist::Events { record, count }, None);
             self.durability.others_token = self.durability.issued;
         }
     }

@@ -4,6 +4,7 @@ use std::collections::HashSet;
 
 use foldhash::fast::FixedState;
 
+use super::durability::Batch;
 use super::{Output, Relay, SyncConfig, SyncNode, MAX_REQUESTS_PER_INTERVAL};
 use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::engine::{Receipt, ReconcileStep};
@@ -50,6 +51,8 @@ pub(super) struct InFlight {
     batch: u64,
     senders: Vec<PeerId>,
     opened: Vec<seal::Opened>,
+    /// Each frame's batch as it came, kept to be stored so.
+    sent: Vec<Option<Batch>>,
     events: usize,
     /// Its verdicts, once they came (a batch waits for those before it).
     verdicts: Option<Vec<u8>>,
@@ -197,10 +200,23 @@ impl SyncNode {
     /// Events from `from`: in a signed room their runs' form is checked
     /// and their seals verified, now or (with a verification window)
     /// together with those of the frames after them.
-    pub(super) fn on_events(&mut self, from: PeerId, events: Vec<P2PEvent>, now_ms: u64) {
+    ///
+    /// `sent`: the frame's batch as it came (see [`Batch`]), stored as it
+    /// is if every event of it applies.
+    pub(super) fn on_events(
+        &mut self,
+        from: PeerId,
+        events: Vec<P2PEvent>,
+        sent: Option<Batch>,
+        now_ms: u64,
+    ) {
         if !self.signed() || self.config.verify_window_ms.is_none() {
+            // Unsigned, seals are stripped: a batch carrying any is not
+            // what is applied.
+            let signed = self.signed();
+            let sent = sent.filter(|_| signed || events.iter().all(|e| e.seal.is_none()));
             let events = self.open_seals(from, events);
-            return self.apply_received(from, events, now_ms);
+            return self.apply_received(from, events, sent, now_ms);
         }
         let opened = seal::check_runs(events);
         let events = opened.events();
@@ -215,7 +231,7 @@ impl SyncNode {
         self.unverified_last = now_ms;
         self.unverified_seals += opened.seals();
         self.unverified_events += events;
-        self.unverified.push((from, opened));
+        self.unverified.push((from, opened, sent));
         if self.unverified_seals >= seal::BATCH || self.unverified_events >= MAX_UNVERIFIED_EVENTS {
             self.verify_received(now_ms);
         }
@@ -233,8 +249,15 @@ impl SyncNode {
         }
         self.unverified_seals = 0;
         let events = std::mem::take(&mut self.unverified_events);
-        let (senders, opened): (Vec<PeerId>, Vec<seal::Opened>) =
-            std::mem::take(&mut self.unverified).into_iter().unzip();
+        let unverified = std::mem::take(&mut self.unverified);
+        let mut senders = Vec::with_capacity(unverified.len());
+        let mut opened = Vec::with_capacity(unverified.len());
+        let mut sent = Vec::with_capacity(unverified.len());
+        for (from, frame, batch) in unverified {
+            senders.push(from);
+            opened.push(frame);
+            sent.push(batch);
+        }
         let seals: usize = opened.iter().map(seal::Opened::seals).sum();
         let offload = seals >= MIN_OFFLOADED_SEALS || !self.in_flight.is_empty();
         if self.config.offload_seals && offload {
@@ -259,6 +282,7 @@ impl SyncNode {
                     batch,
                     senders,
                     opened,
+                    sent,
                     events,
                     verdicts,
                 });
@@ -270,7 +294,7 @@ impl SyncNode {
             self.verify_in_flight(now_ms);
         }
         let settled = seal::verify_opened(opened);
-        self.apply_verified(senders, settled, now_ms);
+        self.apply_verified(senders, settled, sent, now_ms);
     }
 
     /// The verdicts of a batch handed out by [`Output::Verify`], one per
@@ -304,7 +328,7 @@ impl SyncNode {
             self.in_flight_events -= done.events;
             let verdicts = done.verdicts.unwrap_or_default();
             let settled = seal::settle(done.opened, &verdicts);
-            self.apply_verified(done.senders, settled, now_ms);
+            self.apply_verified(done.senders, settled, done.sent, now_ms);
         }
     }
 
@@ -317,7 +341,7 @@ impl SyncNode {
                 Some(verdicts) => seal::settle(held.opened, verdicts),
                 None => seal::verify_opened(held.opened),
             };
-            self.apply_verified(held.senders, settled, now_ms);
+            self.apply_verified(held.senders, settled, held.sent, now_ms);
         }
         self.in_flight_events = 0;
     }
@@ -351,11 +375,13 @@ impl SyncNode {
         &mut self,
         senders: Vec<PeerId>,
         settled: Vec<(Vec<P2PEvent>, Vec<seal::SealError>)>,
+        sent: Vec<Option<Batch>>,
         now_ms: u64,
     ) {
-        for (from, (accepted, errors)) in senders.into_iter().zip(settled) {
+        for ((from, (accepted, errors)), sent) in senders.into_iter().zip(settled).zip(sent) {
+            let sent = sent.filter(|_| errors.is_empty());
             self.refuse_seals(from, errors);
-            self.apply_received(from, accepted, now_ms);
+            self.apply_received(from, accepted, sent, now_ms);
         }
         // Whoever woke us (a timer, a verifier) learns what changed now.
         self.report_changes();
@@ -394,8 +420,18 @@ impl SyncNode {
     }
 
     /// Applies events from `from` (their seals verified), and persists and
-    /// relays what they brought.
-    fn apply_received(&mut self, from: PeerId, events: Vec<P2PEvent>, now_ms: u64) {
+    /// relays what they brought. `sent`: their batch as it came, stored
+    /// as it is when they all apply, each alone (none a duplicate, none
+    /// refused, none held, none releasing a held one): the log then holds
+    /// exactly them.
+    fn apply_received(
+        &mut self,
+        from: PeerId,
+        events: Vec<P2PEvent>,
+        sent: Option<Batch>,
+        now_ms: u64,
+    ) {
+        let mut sent = sent.filter(|batch| batch.count == events.len());
         self.engine.keep_straddling_runs(&events);
         self.engine.mark_applied();
         if let Some(session) = self.sessions.get_mut(&from) {
@@ -410,14 +446,18 @@ impl SyncNode {
         let mut duplicates = 0;
         let received = events.len();
         for event in events {
-            match self.engine.receive(event, now_ms) {
+            let receipt = self.engine.receive(event, now_ms);
+            if !matches!(receipt, Ok(Receipt::Applied { released: 1 })) {
+                sent = None;
+            }
+            match receipt {
                 Ok(Receipt::Duplicate) => duplicates += 1,
                 Ok(_) => {}
                 Err(e) => self.refuse(from, e.into()),
             }
         }
         self.prune_or_keep(from, received, duplicates);
-        self.absorb(Some(from));
+        self.absorb_received(Some(from), sent);
     }
 
     /// PlumTree's prune: a push of nothing new turns its link lazy both
@@ -446,6 +486,12 @@ impl SyncNode {
     /// (learned from `from`). Events made here leave through
     /// [`SyncNode::flush_local`], sealed.
     pub(super) fn absorb(&mut self, from: Option<PeerId>) {
+        self.absorb_received(from, None);
+    }
+
+    /// [`absorb`](Self::absorb), with the batch they came in when it is
+    /// exactly what was applied: stored as it came.
+    fn absorb_received(&mut self, from: Option<PeerId>, sent: Option<Batch>) {
         let me = self.engine.peer();
         let mut ranges = self.engine.applied_ranges_since_mark();
         ranges.retain(|(origin, _, _)| *origin != me);
@@ -454,7 +500,10 @@ impl SyncNode {
         }
         let fresh = self.engine.logged(&ranges);
         let spread = Spread::plan(&self.sessions, &self.config, &fresh, from, false);
-        self.persist_later(ranges);
+        match sent {
+            Some(batch) => self.persist_as_sent(batch, ranges),
+            None => self.persist_later(ranges),
+        }
         self.carry_out(spread);
     }
 

@@ -322,7 +322,11 @@ pub struct SyncNode {
     /// Frames whose seals wait to be verified together (with
     /// [`SyncConfig::verify_window_ms`]), with their senders; how many
     /// seals they hold, and when the first came.
-    unverified: Vec<(PeerId, crate::protocol::seal::Opened)>,
+    unverified: Vec<(
+        PeerId,
+        crate::protocol::seal::Opened,
+        Option<durability::Batch>,
+    )>,
     unverified_seals: usize,
     unverified_events: usize,
     unverified_since: u64,
@@ -767,12 +771,15 @@ impl SyncNode {
             Err(e) => return self.refuse(from, e.into()),
         };
         if let Some(message) = message {
-            self.handle(from, message, now_ms);
+            self.handle(from, message, frame, now_ms);
         }
         self.report_changes();
     }
 
-    fn handle(&mut self, from: PeerId, message: Message, now_ms: u64) {
+    /// `frame`: the one it came in (the last, if in chunks), whose event
+    /// batch, as it came, is stored as it is when the node stores and the
+    /// events all apply.
+    fn handle(&mut self, from: PeerId, message: Message, frame: &[u8], now_ms: u64) {
         if !self.handshake(from, &message, now_ms) {
             return;
         }
@@ -794,7 +801,15 @@ impl SyncNode {
             // Taken by the handshake.
             Message::Hello { .. } | Message::Proof(_) => {}
             Message::Digest { clock, root } => self.on_digest(from, clock, root),
-            Message::Events(events) => self.on_events(from, events, now_ms),
+            Message::Events(events) => {
+                let sent = wire::event_batch(frame)
+                    .filter(|_| self.stores())
+                    .map(|bytes| durability::Batch {
+                        bytes: bytes.to_vec(),
+                        count: events.len(),
+                    });
+                self.on_events(from, events, sent, now_ms)
+            }
             Message::SnapshotOffer {
                 id,
                 total,
