@@ -65,11 +65,18 @@ impl EventLog {
     /// a snapshot) cannot be sent whole, so it is dropped as if folded: a
     /// peer that lacks it gets a snapshot, not a run it would refuse.
     pub fn append(&mut self, event: P2PEvent) {
-        let log = self.origins.entry(event.id.peer).or_insert(OriginLog {
-            first_seq: event.id.seq,
-            events: Vec::new(),
-            sealed: false,
-        });
+        // A new origin's log starts with room for its one event: a first
+        // push would make room for four (640 B), and a room of many
+        // writers (C1.2's 30,000, one event each) is mostly origins of
+        // one event.
+        let log = self
+            .origins
+            .entry(event.id.peer)
+            .or_insert_with(|| OriginLog {
+                first_seq: event.id.seq,
+                events: Vec::with_capacity(1),
+                sealed: false,
+            });
         log.sealed |= event.seal.is_some();
         debug_assert_eq!(log.first_seq + log.events.len() as u64, event.id.seq);
         if event.seal.as_ref().is_some_and(|s| s.first < log.first_seq) {
@@ -259,6 +266,15 @@ mod tests {
             log.append(event.clone());
         }
         log
+    }
+
+    /// A writer of one event costs the log one event's room, not the
+    /// four a vector's first push makes.
+    #[test]
+    fn an_origin_of_one_event_takes_one_event_s_room() {
+        let log = logged(&workload::one_write_each(100, false));
+        assert_eq!(log.len(), 100);
+        assert!(log.origins.values().all(|o| o.events.capacity() == 1));
     }
 
     /// Folding gives back the room of what it folds: a log folded whole
