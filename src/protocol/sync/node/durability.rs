@@ -248,20 +248,20 @@ impl SyncNode {
         }
         let mut ranges = std::mem::take(&mut d.others);
         d.others_merged = 0;
-        d.as_sent_bytes = 0;
         let as_sent = std::mem::take(&mut d.as_sent);
+        let mut record = Vec::with_capacity(std::mem::take(&mut d.as_sent_bytes));
         merge(&mut ranges);
         let events = self.engine.logged(&ranges);
-        // The rest encoded, then the batches as they came: one record of
-        // batches back to back, as a commit joins records.
+        // The batches as they came (in the order they were applied), then
+        // the rest encoded: one record of batches back to back, as a
+        // commit joins records.
         let mut count = events.len();
-        let mut record = match events.is_empty() {
-            true => Vec::new(),
-            false => P2PEvent::encode_batch(events.iter().copied()),
-        };
         for batch in as_sent {
             record.extend_from_slice(&batch.bytes);
             count += batch.count;
+        }
+        if !events.is_empty() {
+            record.extend_from_slice(&P2PEvent::encode_batch(events.iter().copied()));
         }
         if count > 0 {
             self.persist(Persist::Events { record, count }, None);
