@@ -1,3 +1,4 @@
+use super::holding::Parked;
 use super::{ReconciliationEngine, Slot};
 use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::entity::Entity;
@@ -225,17 +226,25 @@ impl ReconciliationEngine {
     /// its origin's next, and the next events of the origins parked under
     /// it; their ids go to `to_wake`. Returns how many applied.
     fn wake(&mut self, applied: EventId, to_wake: &mut Vec<EventId>) -> usize {
+        // Each parked origin's next as it stands now, before any of them
+        // applies: the event parked under `applied`. (Looked up after one
+        // applied, an origin listed twice would name the event after it,
+        // which waited for its predecessor, not for `applied`, and whose
+        // dependencies `release` would not check from the start.)
+        let next_of =
+            |origin: PeerId| EventId::new(origin, self.applied.get(origin).saturating_add(1));
+        let (one, many) = match self.holding.woken(applied) {
+            None => (None, Vec::new()),
+            Some(Parked::One(origin)) => (Some(next_of(origin)), Vec::new()),
+            Some(Parked::Many(origins)) => (None, origins.into_iter().map(next_of).collect()),
+        };
         let mut count = self.release(
             EventId::new(applied.peer, applied.seq.saturating_add(1)),
             applied,
             to_wake,
         );
-        if let Some(parked) = self.holding.woken(applied) {
-            for &origin in parked.origins() {
-                let have = self.applied.get(origin);
-                let next = EventId::new(origin, have.saturating_add(1));
-                count += self.release(next, applied, to_wake);
-            }
+        for next in one.into_iter().chain(many) {
+            count += self.release(next, applied, to_wake);
         }
         count
     }
