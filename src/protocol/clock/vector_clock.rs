@@ -329,29 +329,7 @@ impl VectorClock {
     /// Raises `peer`'s entry to at least `value`.
     #[inline]
     pub fn observe(&mut self, peer: PeerId, value: u64) {
-        if value == 0 {
-            return;
-        }
-        match &mut self.0 {
-            Repr::Sorted(e) => {
-                let entries: &mut [(PeerId, u64)] = e;
-                match sorted_position(entries, peer) {
-                    Ok(i) => {
-                        if let Some(entry) = entries.get_mut(i) {
-                            entry.1 = entry.1.max(value);
-                        }
-                    }
-                    Err(i) => {
-                        e.insert(i, (peer, value));
-                        self.grew();
-                    }
-                }
-            }
-            Repr::Blocks(b) => {
-                let entry = b.get_or_insert_with(peer, || value);
-                *entry = (*entry).max(value);
-            }
-        }
+        self.observe_hinted(peer, value, &mut Hint::default());
     }
 
     /// The entry for `peer`, as [`get`](Self::get), trying first where
@@ -373,16 +351,26 @@ impl VectorClock {
     /// lookup found its peer; `hint` is left where `peer` is.
     #[inline]
     pub fn observe_hinted(&mut self, peer: PeerId, value: u64, hint: &mut Hint) {
+        if value == 0 {
+            return;
+        }
         match &mut self.0 {
-            Repr::Sorted(e) if value > 0 => match hint.find(e, peer) {
-                Ok(i) => e[i].1 = e[i].1.max(value),
+            Repr::Sorted(e) => match hint.find(e, peer) {
+                Ok(i) => {
+                    if let Some(entry) = e.get_mut(i) {
+                        entry.1 = entry.1.max(value);
+                    }
+                }
                 Err(i) => {
                     e.insert(i, (peer, value));
                     hint.0 = i;
                     self.grew();
                 }
             },
-            _ => self.observe(peer, value),
+            Repr::Blocks(b) => {
+                let entry = b.get_or_insert_with(peer, || value);
+                *entry = (*entry).max(value);
+            }
         }
     }
 

@@ -210,10 +210,10 @@ impl SyncNode {
         sent: Option<Batch>,
         now_ms: u64,
     ) {
-        if !self.signed() || self.config.verify_window_ms.is_none() {
+        let signed = self.signed();
+        if !signed || self.config.verify_window_ms.is_none() {
             // Unsigned, seals are stripped: a batch carrying any is not
             // what is applied.
-            let signed = self.signed();
             let sent = sent.filter(|_| signed || events.iter().all(|e| e.seal.is_none()));
             let events = self.open_seals(from, events);
             return self.apply_received(from, events, sent, now_ms);
