@@ -431,6 +431,45 @@ mod tests {
         assert_eq!(event_batch(&whole[..3]), None);
     }
 
+    /// A sender's frame spelling the variant or the length in more bytes
+    /// than it needs: whatever the frame decodes to, the batch found is
+    /// the one decoded, so what is stored as it came is what applied.
+    #[test]
+    fn an_overlong_prefix_finds_the_batch_decoded_or_none() {
+        let events = crate::protocol::testing::workload::rounds(10, 2, 5, 4, 3);
+        let batch = P2PEvent::encode_batch(&events);
+        let mut len = Vec::new();
+        let mut n = batch.len();
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                len.push(byte | 0x80);
+                len.push(0); // one byte more than it needs
+                break;
+            }
+            len.push(byte | 0x80);
+        }
+        for prefix in [vec![0x81, 0x00], vec![1]] {
+            let mut frame = vec![PROTOCOL_VERSION, WHOLE];
+            frame.extend_from_slice(&prefix);
+            frame.extend_from_slice(&len);
+            frame.extend_from_slice(&batch);
+            let sum = check(&frame);
+            frame.extend_from_slice(&sum);
+            match decode(&frame) {
+                Ok(Decoded::Message(Message::Events(decoded))) => {
+                    let found = event_batch(&frame).expect("the batch decoded");
+                    let again = crate::protocol::codec::events::decode(found)
+                        .unwrap()
+                        .events;
+                    assert_eq!(again, decoded);
+                }
+                _ => assert!(decode(&frame).is_err()),
+            }
+        }
+    }
+
     /// Byte fields are written as bytes (one copy), and read back, in the
     /// encoding a sequence of numbers had: a length, then the bytes. Peers
     /// of either build read each other's frames.
