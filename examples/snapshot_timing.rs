@@ -23,6 +23,10 @@
 //! - `c12-thread`: the same frames through a node that hands its seals
 //!   out, answered at once with verdicts computed beforehand: the work
 //!   left on a page's thread when Web Workers verify.
+//! - `heavy-thread`: the same for the run-heavy workload (4 writers,
+//!   25,000 updates each in runs of 100);
+//! - `relay-thread`: `heavy-thread` through a node that floods what it
+//!   takes to 4 more peers, as the room peer relays to its pages.
 //!
 //! The snapshots are written once to the temporary directory and read
 //! from there by later runs, so `load` and `own` time nothing but the load.
@@ -196,7 +200,7 @@ fn main() {
                 drop(receiver);
             }
         }
-        "c12-thread" | "heavy-thread" => {
+        "c12-thread" | "heavy-thread" | "relay-thread" => {
             // What stays on a page's thread when workers verify: the node
             // hands its seals out, and each batch is answered with the
             // verdicts a first, untimed pass computed (the same batches
@@ -210,7 +214,11 @@ fn main() {
             let mut verdicts = std::collections::HashMap::new();
             for timed in std::iter::once(false).chain(std::iter::repeat_n(true, runs)) {
                 let start = Instant::now();
-                let (_, node) = wire::page_thread(&frames, &mut verdicts).expect("taken");
+                let (_, node) = match what.as_str() {
+                    "relay-thread" => wire::relay_thread(4, &frames, &mut verdicts),
+                    _ => wire::page_thread(&frames, &mut verdicts),
+                }
+                .expect("taken");
                 if timed {
                     println!("{what}: the page thread's work {:?}", start.elapsed());
                 }
@@ -218,7 +226,9 @@ fn main() {
             }
         }
         _ => {
-            eprintln!("usage: snapshot_timing encode|load|own|apply|digest|c12|c12-thread|heavy-thread [runs]");
+            eprintln!(
+                "usage: snapshot_timing encode|load|own|apply|digest|c12|c12-thread|heavy-thread|relay-thread [runs]"
+            );
             std::process::exit(2);
         }
     }

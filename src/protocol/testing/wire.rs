@@ -8,7 +8,9 @@
 use crate::protocol::room::RoomSecret;
 use crate::protocol::seal;
 use crate::protocol::sync::wire::{self, Decoded, Message};
-use crate::protocol::sync::{LocalWrite, Output, Refusal, SyncConfig, SyncNode, VERIFY_WINDOW_MS};
+use crate::protocol::sync::{
+    LocalWrite, Output, Refusal, Relay, SyncConfig, SyncNode, VERIFY_WINDOW_MS,
+};
 use crate::protocol::{EngineConfig, Identity, JsonValue, P2PEvent, PeerId, ReconciliationEngine};
 
 /// Wall time of the writers (ms since the epoch, a day in 2001, before the
@@ -21,6 +23,8 @@ pub const WRITERS_NOW: u64 = 1_000_000_000_000;
 const RECEIVER_SEED: u64 = 1;
 const NEIGHBOUR_SEED: u64 = 2;
 const WRITER_SEEDS: u64 = 1_000;
+/// Listeners' seeds: past the largest workload's writers (C1.2's 30,000).
+const LISTENER_SEEDS: u64 = 100_000;
 
 /// The peer every writer sends to (the neighbour that relays to the
 /// receiver: its frames are byte for byte the writer's).
@@ -196,19 +200,44 @@ impl Receiver {
         Self::with(true)
     }
 
+    /// An [`offloading`](Self::offloading) receiver that floods what it
+    /// takes to `listeners` more peers, as the room peer relays to its
+    /// pages (what it sends them is dropped).
+    pub fn relaying(listeners: u64) -> Self {
+        let mut receiver = Self::configured(SyncConfig {
+            offload_seals: true,
+            relay: Relay::Flood,
+            ..Self::config()
+        });
+        for n in 0..listeners {
+            let peer = Identity::from_seed(LISTENER_SEEDS + n).peer();
+            receiver.node.connect(peer, receiver.now_ms);
+        }
+        receiver.node.take_outputs();
+        receiver
+    }
+
     fn with(offload_seals: bool) -> Self {
-        let identity = Identity::from_seed(RECEIVER_SEED);
-        let engine = ReconciliationEngine::new(identity.peer(), EngineConfig::default());
-        let mut node = SyncNode::new(
-            engine,
-            SyncConfig {
-                identity: Some(identity),
-                durable: true,
-                verify_window_ms: Some(VERIFY_WINDOW_MS),
-                offload_seals,
-                ..SyncConfig::default()
-            },
-        );
+        Self::configured(SyncConfig {
+            offload_seals,
+            ..Self::config()
+        })
+    }
+
+    /// A page's: signed, stored, seals verified a window at a time.
+    fn config() -> SyncConfig {
+        SyncConfig {
+            identity: Some(Identity::from_seed(RECEIVER_SEED)),
+            durable: true,
+            verify_window_ms: Some(VERIFY_WINDOW_MS),
+            ..SyncConfig::default()
+        }
+    }
+
+    fn configured(config: SyncConfig) -> Self {
+        let peer = Identity::from_seed(RECEIVER_SEED).peer();
+        let engine = ReconciliationEngine::new(peer, EngineConfig::default());
+        let mut node = SyncNode::new(engine, config);
         // Later than every write, so no timestamp is from the future.
         let now_ms = WRITERS_NOW + 100_000_000;
         let neighbour = neighbour();
@@ -334,7 +363,25 @@ pub fn page_thread(
     frames: &[Vec<u8>],
     verdicts: &mut std::collections::HashMap<u64, Vec<u8>>,
 ) -> Result<(String, Receiver), Refusal> {
-    let mut receiver = Receiver::offloading();
+    through(Receiver::offloading(), frames, verdicts)
+}
+
+/// [`page_thread`]'s work on a node that relays to `listeners` peers
+/// ([`Receiver::relaying`]): the room peer's thread, its seals verified
+/// elsewhere.
+pub fn relay_thread(
+    listeners: u64,
+    frames: &[Vec<u8>],
+    verdicts: &mut std::collections::HashMap<u64, Vec<u8>>,
+) -> Result<(String, Receiver), Refusal> {
+    through(Receiver::relaying(listeners), frames, verdicts)
+}
+
+fn through(
+    mut receiver: Receiver,
+    frames: &[Vec<u8>],
+    verdicts: &mut std::collections::HashMap<u64, Vec<u8>>,
+) -> Result<(String, Receiver), Refusal> {
     let mut answer = |receiver: &mut Receiver| {
         for (batch, seals) in receiver.take_verify() {
             let answer = verdicts
