@@ -14,6 +14,7 @@ mod answer_slices;
 mod batch_verification;
 mod codec;
 mod durability;
+mod forward;
 mod fuzz;
 mod handshake;
 mod json_compat;

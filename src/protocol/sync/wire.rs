@@ -12,6 +12,8 @@
 //! delivers whole. Decoding checks sizes before allocating and returns typed
 //! errors; it never panics.
 
+use std::ops::Range;
+
 use serde::{Deserialize, Serialize};
 
 use super::mesh::OverlayMessage;
@@ -282,6 +284,11 @@ pub fn decode(frame: &[u8]) -> Result<Decoded, WireError> {
 ///
 /// [`SyncNode::receive_frame`]: super::SyncNode::receive_frame
 pub fn event_batch(frame: &[u8]) -> Option<&[u8]> {
+    event_batch_at(frame).map(|at| &frame[at])
+}
+
+/// Where [`event_batch`] is in `frame`.
+pub fn event_batch_at(frame: &[u8]) -> Option<Range<usize>> {
     let body = frame.get(HEADER..frame.len().checked_sub(CHECK)?)?;
     if frame.get(1) != Some(&WHOLE) {
         return None;
@@ -291,7 +298,8 @@ pub fn event_batch(frame: &[u8]) -> Option<&[u8]> {
         return None;
     }
     let (len, batch) = varint(rest)?;
-    (usize::try_from(len).ok()? == batch.len()).then_some(batch)
+    let end = frame.len() - CHECK;
+    (usize::try_from(len).ok()? == batch.len()).then(|| end - batch.len()..end)
 }
 
 /// `Message::Events`'s index among the variants, as postcard writes it.

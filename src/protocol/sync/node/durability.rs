@@ -23,6 +23,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use super::batch::Batch;
 use super::{Output, SyncNode};
 use crate::protocol::clock::PeerId;
 use crate::protocol::event::P2PEvent;
@@ -132,16 +133,6 @@ const MERGE_PAST: usize = 4096;
 /// merge, as other events do.
 const MAX_AS_SENT_BYTES: usize = 4 << 20;
 
-/// A received frame's event batch, as it came (see
-/// [`wire::event_batch`](crate::protocol::sync::wire::event_batch)), and
-/// how many events it holds: the record [`Persist::events`] would encode
-/// from those events, if they are applied, all of them and nothing else.
-#[derive(Debug)]
-pub(super) struct Batch {
-    pub(super) bytes: Vec<u8>,
-    pub(super) count: usize,
-}
-
 /// One `(origin, after, upto)` range an origin, by origin: an origin's are
 /// contiguous (what was applied of it, call after call).
 fn merge(ranges: &mut Vec<(PeerId, u64, u64)>) {
@@ -227,10 +218,10 @@ impl SyncNode {
         if !d.enabled {
             return;
         }
-        if d.as_sent_bytes + batch.bytes.len() > MAX_AS_SENT_BYTES {
+        if d.as_sent_bytes + batch.bytes().len() > MAX_AS_SENT_BYTES {
             return self.persist_later(ranges);
         }
-        d.as_sent_bytes += batch.bytes.len();
+        d.as_sent_bytes += batch.bytes().len();
         d.as_sent.push(batch);
     }
 
@@ -257,7 +248,7 @@ impl SyncNode {
         // commit joins records.
         let mut count = events.len();
         for batch in as_sent {
-            record.extend_from_slice(&batch.bytes);
+            record.extend_from_slice(batch.bytes());
             count += batch.count;
         }
         if !events.is_empty() {

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use foldhash::fast::FixedState;
 
-use super::durability::Batch;
+use super::batch::Batch;
 use super::{Output, Relay, SyncConfig, SyncNode, MAX_REQUESTS_PER_INTERVAL};
 use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::engine::{Receipt, ReconcileStep};
@@ -69,21 +69,29 @@ const EVENTS_PER_MESSAGE: usize = seal::MAX_RUN;
 pub(super) struct Spread {
     sends: Vec<(PeerId, Vec<P2PEvent>)>,
     announces: Vec<(PeerId, Vec<P2PEvent>)>,
+    /// Peers pushed every event, in the frame they came in (`as_sent`).
+    forwards: Vec<PeerId>,
+    /// The events' ids, when a peer is forwarded them.
+    forwarded: Vec<EventId>,
 }
 
 impl Spread {
     /// Plans `events` for every connected peer but `except` that does not
-    /// have them yet; `own`: they are our own writes.
+    /// have them yet; `own`: they are our own writes. `as_sent`: they are
+    /// exactly the events of a frame kept as it came ([`Batch`]), which
+    /// goes as it is to a peer pushed all of them.
     pub(super) fn plan(
         sessions: &SortedMap<PeerId, Session>,
         config: &SyncConfig,
         events: &[&P2PEvent],
         except: Option<PeerId>,
         own: bool,
+        as_sent: bool,
     ) -> Spread {
         let (relay, signed) = (config.relay, config.identity.is_some());
         let mut sends = Vec::new();
         let mut announces = Vec::new();
+        let mut forwards = Vec::new();
         for (&peer, session) in sessions.iter() {
             // Flood: our own writes go to every link, others' to the peers
             // that did not ask us to stop. Tree: eager links get the
@@ -94,6 +102,15 @@ impl Spread {
             }
             let their = &session.their_clock;
             let sent = seal::whole_runs(events, |e| their.get(e.id.peer) < e.id.seq, signed);
+            let announce = match relay {
+                Relay::Flood => false,
+                Relay::Tree => session.lazy,
+                Relay::Pull => !own,
+            };
+            if as_sent && !announce && sent.iter().all(|&send| send) {
+                forwards.push(peer);
+                continue;
+            }
             let lacking: Vec<P2PEvent> = events
                 .iter()
                 .zip(sent)
@@ -103,18 +120,23 @@ impl Spread {
             if lacking.is_empty() {
                 continue;
             }
-            let announce = match relay {
-                Relay::Flood => false,
-                Relay::Tree => session.lazy,
-                Relay::Pull => !own,
-            };
             if announce {
                 announces.push((peer, lacking));
             } else {
                 sends.push((peer, lacking));
             }
         }
-        Spread { sends, announces }
+        let forwarded = if forwards.is_empty() {
+            Vec::new()
+        } else {
+            events.iter().map(|e| e.id).collect()
+        };
+        Spread {
+            sends,
+            announces,
+            forwards,
+            forwarded,
+        }
     }
 }
 
@@ -499,21 +521,57 @@ impl SyncNode {
             return;
         }
         let fresh = self.engine.logged(&ranges);
-        let spread = Spread::plan(&self.sessions, &self.config, &fresh, from, false);
+        // Forwarded as it came if it holds just the events spread (not
+        // ours, sent back to us after we lost them) and no more than we
+        // put in a message.
+        let forward = sent
+            .as_ref()
+            .filter(|b| b.count == fresh.len() && b.count <= EVENTS_PER_MESSAGE)
+            .map(Batch::frame);
+        let spread = Spread::plan(
+            &self.sessions,
+            &self.config,
+            &fresh,
+            from,
+            false,
+            forward.is_some(),
+        );
+        self.carry_out(spread, forward);
         match sent {
             Some(batch) => self.persist_as_sent(batch, ranges),
             None => self.persist_later(ranges),
         }
-        self.carry_out(spread);
     }
 
-    /// Sends what [`Spread::plan`] planned.
-    pub(super) fn carry_out(&mut self, spread: Spread) {
+    /// Sends what [`Spread::plan`] planned; `frame`: the events' frame as
+    /// it came, when the plan was made `as_sent`.
+    pub(super) fn carry_out(&mut self, spread: Spread, frame: Option<&[u8]>) {
         for (peer, lacking) in spread.sends {
             self.send_events(peer, lacking);
         }
         for (peer, lacking) in spread.announces {
             self.announce(peer, &lacking);
+        }
+        if let Some(frame) = frame {
+            for peer in spread.forwards {
+                self.note_sent(peer, spread.forwarded.iter().copied());
+                self.send_frame(peer, frame.to_vec());
+            }
+        }
+    }
+
+    /// Books events `ids` as sent to `to`: it has them now.
+    fn note_sent(&mut self, to: PeerId, ids: impl ExactSizeIterator<Item = EventId>) {
+        let now_ms = self.last_input_ms;
+        if let Some(session) = self.sessions.get_mut(&to) {
+            session.stats.events_out += ids.len() as u64;
+            let told = session.handshake.is_none();
+            for id in ids {
+                session.their_clock.observe(id.peer, id.seq);
+                if told {
+                    session.told.observe(id.peer, id.seq, now_ms);
+                }
+            }
         }
     }
 
@@ -532,17 +590,7 @@ impl SyncNode {
         } else {
             events
         };
-        let now_ms = self.last_input_ms;
-        if let Some(session) = self.sessions.get_mut(&to) {
-            session.stats.events_out += events.len() as u64;
-            let told = session.handshake.is_none();
-            for e in &events {
-                session.their_clock.observe(e.id.peer, e.id.seq);
-                if told {
-                    session.told.observe(e.id.peer, e.id.seq, now_ms);
-                }
-            }
-        }
+        self.note_sent(to, events.iter().map(|e| e.id));
         // Whole runs to a message (every event is one, unsigned), as many
         // as fit: a run that would pass the bounds starts the next message
         // (or goes alone, if it passes them by itself).

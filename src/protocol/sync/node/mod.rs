@@ -8,6 +8,7 @@
 //! says when to call [`SyncNode::tick`] next.
 
 mod app;
+mod batch;
 mod durability;
 mod gossip;
 mod handshake;
@@ -322,11 +323,7 @@ pub struct SyncNode {
     /// Frames whose seals wait to be verified together (with
     /// [`SyncConfig::verify_window_ms`]), with their senders; how many
     /// seals they hold, and when the first came.
-    unverified: Vec<(
-        PeerId,
-        crate::protocol::seal::Opened,
-        Option<durability::Batch>,
-    )>,
+    unverified: Vec<(PeerId, crate::protocol::seal::Opened, Option<batch::Batch>)>,
     unverified_seals: usize,
     unverified_events: usize,
     unverified_since: u64,
@@ -572,7 +569,7 @@ impl SyncNode {
             .collect();
         self.sealed_upto = upto;
         if !events.is_empty() {
-            let spread = Spread::plan(&self.sessions, &self.config, &events, None, true);
+            let spread = Spread::plan(&self.sessions, &self.config, &events, None, true, false);
             // Persisted before they are sent (the sends wait for it),
             // encoded from the log: nothing is copied to be written.
             if self.config.durable {
@@ -588,7 +585,7 @@ impl SyncNode {
                 };
                 self.persist(write, Some(upto));
             }
-            self.carry_out(spread);
+            self.carry_out(spread, None);
         }
     }
 
@@ -802,12 +799,10 @@ impl SyncNode {
             Message::Hello { .. } | Message::Proof(_) => {}
             Message::Digest { clock, root } => self.on_digest(from, clock, root),
             Message::Events(events) => {
-                let sent = wire::event_batch(frame)
-                    .filter(|_| self.stores())
-                    .map(|bytes| durability::Batch {
-                        bytes: bytes.to_vec(),
-                        count: events.len(),
-                    });
+                // Kept if it may be stored or forwarded as it came.
+                let sent = (self.stores() || self.sessions.len() > 1)
+                    .then(|| batch::Batch::of(frame, events.len()))
+                    .flatten();
                 self.on_events(from, events, sent, now_ms)
             }
             Message::SnapshotOffer {
@@ -880,6 +875,19 @@ impl SyncNode {
         for frame in frames {
             self.emit_frame(to, frame);
         }
+    }
+
+    /// Sends a frame made already (one that is not the handshake's).
+    fn send_frame(&mut self, to: PeerId, frame: Vec<u8>) {
+        let Some(session) = self.sessions.get_mut(&to) else {
+            return;
+        };
+        if session.handshake.is_some() {
+            return;
+        }
+        session.stats.frames_out += 1;
+        session.stats.bytes_out += frame.len() as u64;
+        self.emit_frame(to, frame);
     }
 
     fn signed(&self) -> bool {

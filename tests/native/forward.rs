@@ -1,0 +1,222 @@
+//! A relay forwards an `Events` frame whose events all applied, each on
+//! its own, as it came: the same bytes to every peer it pushes all of
+//! them to (flood, as the room peer relays, or PlumTree's eager links),
+//! not the events encoded again once a link. A frame that applied in
+//! part (a run refused, an event known already) is not: the peers get
+//! what did apply, encoded here.
+
+use crate::common::{json, signed_node};
+
+use std::collections::VecDeque;
+
+use cpc_sync::protocol::event::RegisterOp;
+use cpc_sync::protocol::sync::wire::{self, Decoded, Message};
+use cpc_sync::protocol::sync::{Output, Relay, SyncConfig, SyncNode};
+use cpc_sync::protocol::{blake3, EventId, JsonValue, Operation, P2PEvent, PeerId};
+
+const NOW: u64 = 1_700_000_000_000;
+
+fn connect(nodes: &mut [SyncNode], x: usize, y: usize) {
+    let (px, py) = (nodes[x].peer(), nodes[y].peer());
+    nodes[x].connect(py, NOW);
+    nodes[y].connect(px, NOW);
+}
+
+/// Delivers every frame the nodes send, in order, until none is left
+/// (frames to a peer not among `nodes` are dropped, writes to storage
+/// acknowledged); returns them all, as delivered. Frames of `respell`'s are [`respelled`] on their way.
+fn pump(nodes: &mut [SyncNode], respell: Option<PeerId>) -> Vec<(PeerId, PeerId, Vec<u8>)> {
+    let mut log = Vec::new();
+    let mut queue = VecDeque::new();
+    loop {
+        let mut committed = false;
+        for node in nodes.iter_mut() {
+            node.verify_received(NOW);
+            let from = node.peer();
+            for output in node.take_outputs() {
+                match output {
+                    Output::Send { to, frame } => queue.push_back((from, to, frame)),
+                    // Committed at once: what waited for it leaves at the
+                    // next take.
+                    Output::Persist { token, .. } => {
+                        node.persisted(token);
+                        committed = true;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if committed {
+            continue;
+        }
+        let Some((from, to, mut frame)) = queue.pop_front() else {
+            return log;
+        };
+        if Some(from) == respell && events_of(&frame).is_some() {
+            frame = respelled(&frame);
+        }
+        if let Some(node) = nodes.iter_mut().find(|n| n.peer() == to) {
+            node.receive_frame(from, &frame, NOW);
+        }
+        log.push((from, to, frame));
+    }
+}
+
+/// The same `Events` frame spelled otherwise: the batch's length as an
+/// overlong varint, a byte longer than it needs, which postcard reads the
+/// same. A node never spells a frame it encodes so, so a frame that
+/// leaves a node in this spelling left as it came.
+fn respelled(frame: &[u8]) -> Vec<u8> {
+    let body = &frame[..frame.len() - 4];
+    assert_eq!(body[2], 1, "Events is the variant of index 1");
+    let last = 3 + body[3..]
+        .iter()
+        .position(|b| b & 0x80 == 0)
+        .expect("a length");
+    let mut out = body[..last].to_vec();
+    out.extend_from_slice(&[body[last] | 0x80, 0x00]);
+    out.extend_from_slice(&body[last + 1..]);
+    // The frame's check: the first four bytes of its BLAKE3.
+    let check = blake3::hash(&out);
+    out.extend_from_slice(&check.as_bytes()[..4]);
+    assert!(events_of(&out).is_some(), "read the same");
+    out
+}
+
+/// The events of a frame, if it is a whole `Events` frame.
+fn events_of(frame: &[u8]) -> Option<Vec<P2PEvent>> {
+    match wire::decode(frame) {
+        Ok(Decoded::Message(Message::Events(events))) => Some(events),
+        _ => None,
+    }
+}
+
+/// The `Events` frames sent from `from` to `to`.
+fn event_frames(log: &[(PeerId, PeerId, Vec<u8>)], from: PeerId, to: PeerId) -> Vec<&[u8]> {
+    log.iter()
+        .filter(|(f, t, frame)| *f == from && *t == to && events_of(frame).is_some())
+        .map(|(_, _, frame)| frame.as_slice())
+        .collect()
+}
+
+fn ids(frames: &[&[u8]]) -> Vec<EventId> {
+    let events = frames.iter().filter_map(|f| events_of(f)).flatten();
+    events.map(|e| e.id).collect()
+}
+
+#[test]
+fn a_frame_applied_whole_goes_on_as_it_came() {
+    let flood = SyncConfig {
+        relay: Relay::Flood,
+        ..SyncConfig::default()
+    };
+    let configs = [
+        flood.clone(),
+        // As the room peer relays: seals verified together, a window at a
+        // time, and the events stored.
+        SyncConfig {
+            verify_window_ms: Some(50),
+            durable: true,
+            ..flood
+        },
+        SyncConfig {
+            relay: Relay::Tree,
+            ..SyncConfig::default()
+        },
+    ];
+    for config in configs {
+        // a writes; b relays to c and d.
+        let mut nodes: Vec<SyncNode> = (1..=4).map(|s| signed_node(s, config.clone())).collect();
+        let [a, b, c, d] = [0, 1, 2, 3].map(|i| nodes[i].peer());
+        connect(&mut nodes, 0, 1);
+        connect(&mut nodes, 1, 2);
+        connect(&mut nodes, 1, 3);
+        pump(&mut nodes, None);
+        for round in 0..3 {
+            nodes[0]
+                .write(|e| {
+                    for i in 0..=round {
+                        e.set(&format!("k/{round}/{i}"), json("1"), NOW)?;
+                    }
+                    Ok(None)
+                })
+                .expect("writes");
+        }
+        let log = pump(&mut nodes, Some(a));
+        let came = event_frames(&log, a, b);
+        assert!(!came.is_empty(), "{:?}", config.relay);
+        for to in [c, d] {
+            let went = event_frames(&log, b, to);
+            assert_eq!(went, came, "b forwards a's frames to {to:?} as they came");
+        }
+        let state = nodes[0].engine().state_json();
+        assert!(state.contains("k/2/2"));
+        for node in &nodes[1..] {
+            assert_eq!(node.engine().state_json(), state);
+            assert_eq!(node.engine().clock(), nodes[0].engine().clock());
+        }
+        // b booked them as c's: a digest round sends c nothing again.
+        let later = NOW + 10_000;
+        nodes.iter_mut().for_each(|n| n.tick(later));
+        let log = pump(&mut nodes, None);
+        assert!(event_frames(&log, b, c).is_empty());
+        let stats = nodes[1].stats(c).expect("a session");
+        assert_eq!(stats.events_out, 6);
+    }
+}
+
+/// Mallory's first `count` writes (one event each, each its own sealed
+/// run), made by her node: valid and signed.
+fn mallory_runs(count: usize) -> (PeerId, Vec<P2PEvent>) {
+    let mut mallory = signed_node(666, SyncConfig::default());
+    for n in 0..count {
+        mallory
+            .write(|e| e.set(&format!("m/{n}"), json("1"), NOW).map(Some))
+            .expect("a write");
+        mallory.take_outputs();
+    }
+    let mut events: Vec<P2PEvent> = mallory.engine().log().iter().cloned().collect();
+    events.sort_by_key(|e| e.id.seq);
+    assert!(events.iter().all(|e| e.seal.is_some()), "one run a write");
+    (mallory.peer(), events)
+}
+
+#[test]
+fn a_frame_applied_in_part_is_not_forwarded_as_it_came() {
+    let (mallory, runs) = mallory_runs(2);
+    let flood = SyncConfig {
+        relay: Relay::Flood,
+        ..SyncConfig::default()
+    };
+    let mut nodes = vec![signed_node(2, flood.clone()), signed_node(3, flood)];
+    let (b, c) = (nodes[0].peer(), nodes[1].peer());
+    connect(&mut nodes, 0, 1);
+    nodes[0].connect(mallory, NOW);
+    pump(&mut nodes, None);
+
+    // Her first run, and her second with its value changed under its seal.
+    let mut forged = runs[1].clone();
+    if let Operation::Register(RegisterOp::Write { value, .. }) = &mut forged.op {
+        *value = JsonValue::parse("\"evil\"").expect("json");
+    }
+    let frame = wire::encode(&Message::Events(vec![runs[0].clone(), forged]), 1).remove(0);
+    nodes[0].receive_frame(mallory, &frame, NOW);
+    let log = pump(&mut nodes, None);
+    assert_eq!(nodes[0].engine().stats().refused_seal, 1);
+    let went = event_frames(&log, b, c);
+    assert!(went.iter().all(|f| *f != frame.as_slice()));
+    assert_eq!(ids(&went), vec![runs[0].id], "only what applied goes on");
+
+    // Her first run again, with her genuine second: the known one is not
+    // sent twice.
+    let frame = wire::encode(&Message::Events(runs[..2].to_vec()), 2).remove(0);
+    nodes[0].receive_frame(mallory, &frame, NOW);
+    let log = pump(&mut nodes, None);
+    let went = event_frames(&log, b, c);
+    assert!(went.iter().all(|f| *f != frame.as_slice()));
+    assert_eq!(ids(&went), vec![runs[1].id]);
+
+    let state = nodes[1].engine().state_json();
+    assert!(state.contains("m/1") && !state.contains("evil"), "{state}");
+    assert_eq!(state, nodes[0].engine().state_json());
+}
