@@ -563,15 +563,29 @@ impl SyncNode {
     /// Books events `ids` as sent to `to`: it has them now.
     fn note_sent(&mut self, to: PeerId, ids: impl ExactSizeIterator<Item = EventId>) {
         let now_ms = self.last_input_ms;
-        if let Some(session) = self.sessions.get_mut(&to) {
-            session.stats.events_out += ids.len() as u64;
-            let told = session.handshake.is_none();
-            for id in ids {
-                session.their_clock.observe(id.peer, id.seq);
-                if told {
-                    session.told.observe(id.peer, id.seq, now_ms);
-                }
+        let Some(session) = self.sessions.get_mut(&to) else {
+            return;
+        };
+        session.stats.events_out += ids.len() as u64;
+        let told = session.handshake.is_none();
+        let mut observe = |id: EventId| {
+            session.their_clock.observe(id.peer, id.seq);
+            if told {
+                session.told.observe(id.peer, id.seq, now_ms);
             }
+        };
+        // The clocks keep the highest of each origin, and an origin's
+        // events come in stretches (its runs): one look-up a stretch.
+        let mut stretch: Option<EventId> = None;
+        for id in ids {
+            if let Some(s) = stretch.as_mut().filter(|s| s.peer == id.peer) {
+                s.seq = s.seq.max(id.seq);
+            } else if let Some(done) = stretch.replace(id) {
+                observe(done);
+            }
+        }
+        if let Some(done) = stretch {
+            observe(done);
         }
     }
 
