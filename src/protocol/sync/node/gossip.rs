@@ -92,6 +92,11 @@ impl Spread {
         let mut sends = Vec::new();
         let mut announces = Vec::new();
         let mut forwards = Vec::new();
+        // Whole runs, to go as they are to a peer that lacks them all.
+        let as_sent = as_sent
+            && seal::whole_runs(events, |_| true, signed)
+                .iter()
+                .all(|&s| s);
         for (&peer, session) in sessions.iter() {
             // Flood: our own writes go to every link, others' to the peers
             // that did not ask us to stop. Tree: eager links get the
@@ -101,16 +106,19 @@ impl Spread {
                 continue;
             }
             let their = &session.their_clock;
-            let sent = seal::whole_runs(events, |e| their.get(e.id.peer) < e.id.seq, signed);
             let announce = match relay {
                 Relay::Flood => false,
                 Relay::Tree => session.lazy,
                 Relay::Pull => !own,
             };
-            if as_sent && !announce && sent.iter().all(|&send| send) {
+            // An origin's events come in a stretch, in sequence order:
+            // lacking its first, the peer lacks the rest.
+            let mut stretches = events.chunk_by(|a, b| a.id.peer == b.id.peer);
+            if as_sent && !announce && stretches.all(|s| their.get(s[0].id.peer) < s[0].id.seq) {
                 forwards.push(peer);
                 continue;
             }
+            let sent = seal::whole_runs(events, |e| their.get(e.id.peer) < e.id.seq, signed);
             let lacking: Vec<P2PEvent> = events
                 .iter()
                 .zip(sent)
@@ -812,5 +820,72 @@ impl SyncNode {
             let write = self.snapshot_write(bytes);
             self.persist(write, None);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::event::sample;
+    use crate::protocol::identity::Identity;
+
+    fn session(knows: &[(u64, u64)]) -> Session {
+        let mut session = Session::default();
+        for &(peer, seq) in knows {
+            session.their_clock.observe(PeerId(peer), seq);
+        }
+        session
+    }
+
+    fn ids(events: &[P2PEvent]) -> Vec<EventId> {
+        events.iter().map(|e| e.id).collect()
+    }
+
+    /// A frame kept as it came goes as it is to the peers that lack all
+    /// of it; one that has part of it gets the rest, as without the frame.
+    #[test]
+    fn a_frame_goes_as_it_came_only_to_a_peer_lacking_all_of_it() {
+        let events = [
+            sample(PeerId(7), 1, "1"),
+            sample(PeerId(7), 2, "2"),
+            sample(PeerId(9), 1, "3"),
+        ];
+        let refs: Vec<&P2PEvent> = events.iter().collect();
+        let mut sessions = SortedMap::new();
+        sessions.insert(PeerId(1), session(&[(7, 1)]));
+        sessions.insert(PeerId(2), session(&[]));
+        sessions.insert(PeerId(3), session(&[(9, 1)]));
+        sessions.insert(PeerId(4), session(&[(7, 2), (9, 1)]));
+        let flood = SyncConfig {
+            relay: Relay::Flood,
+            ..SyncConfig::default()
+        };
+        let spread = Spread::plan(&sessions, &flood, &refs, None, false, true);
+        assert_eq!(spread.forwards, vec![PeerId(2)]);
+        assert_eq!(spread.forwarded, ids(&events));
+        let sends: Vec<(PeerId, Vec<EventId>)> =
+            spread.sends.iter().map(|(p, e)| (*p, ids(e))).collect();
+        assert_eq!(
+            sends,
+            vec![
+                (PeerId(1), ids(&events[1..])),
+                (PeerId(3), ids(&events[..2])),
+            ]
+        );
+
+        // Without the frame, every peer that lacks any gets them encoded.
+        let spread = Spread::plan(&sessions, &flood, &refs, None, false, false);
+        assert!(spread.forwards.is_empty());
+        assert_eq!(spread.sends.len(), 3);
+
+        // Signed, unsealed events are no whole run: not forwarded, and
+        // not sent (the receiver would refuse them).
+        let signed = SyncConfig {
+            identity: Some(Identity::from_seed(1)),
+            ..flood
+        };
+        let spread = Spread::plan(&sessions, &signed, &refs, None, false, true);
+        assert!(spread.forwards.is_empty());
+        assert!(spread.sends.is_empty());
     }
 }
