@@ -26,7 +26,8 @@
 //! - `heavy-thread`: the same for the run-heavy workload (4 writers,
 //!   25,000 updates each in runs of 100);
 //! - `relay-thread`: `heavy-thread` through a node that floods what it
-//!   takes to 4 more peers, as the room peer relays to its pages.
+//!   takes to 4 more peers (`CPC_LISTENERS=n`: n), as the room peer
+//!   relays to its pages.
 //!
 //! The snapshots are written once to the temporary directory and read
 //! from there by later runs, so `load` and `own` time nothing but the load.
@@ -212,10 +213,14 @@ fn main() {
                 wire::run_heavy(4, 25_000, 10_000, 100)
             };
             let mut verdicts = std::collections::HashMap::new();
+            let listeners = std::env::var("CPC_LISTENERS")
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(4);
             for timed in std::iter::once(false).chain(std::iter::repeat_n(true, runs)) {
                 let start = Instant::now();
                 let (_, node) = match what.as_str() {
-                    "relay-thread" => wire::relay_thread(4, &frames, &mut verdicts),
+                    "relay-thread" => wire::relay_thread(listeners, &frames, &mut verdicts),
                     _ => wire::page_thread(&frames, &mut verdicts),
                 }
                 .expect("taken");
