@@ -20,6 +20,7 @@ use super::mesh::OverlayMessage;
 use super::presence::PresenceUpdate;
 use crate::protocol::blake3;
 use crate::protocol::clock::{PeerId, VectorClock};
+use crate::protocol::codec::varint;
 use crate::protocol::event::{Hash32, P2PEvent};
 use crate::protocol::reconciliation::{ReconciliationRequest, ReconciliationResponse};
 use crate::protocol::room::Proof;
@@ -302,6 +303,27 @@ pub fn event_batch_at(frame: &[u8]) -> Option<Range<usize>> {
     (usize::try_from(len).ok()? == batch.len()).then(|| end - batch.len()..end)
 }
 
+/// The whole `Events` frame of events encoded already
+/// ([`P2PEvent::encode_batch`]): byte for byte what [`encode`] makes of
+/// the message, built from the batch, not the events. `None` if it would
+/// pass [`MAX_FRAME`] (the message then goes in chunks, by [`encode`]).
+///
+/// A node encodes the events that go to many links once
+/// ([`SyncNode::receive_frame`] forwards those that came in a frame as
+/// they came).
+///
+/// [`SyncNode::receive_frame`]: super::SyncNode::receive_frame
+pub fn events_frame(batch: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(HEADER + 2 * 10 + batch.len() + CHECK);
+    out.extend_from_slice(&[PROTOCOL_VERSION, WHOLE]);
+    varint::put(&mut out, EVENTS_VARIANT);
+    varint::put(&mut out, batch.len() as u64);
+    out.extend_from_slice(batch);
+    let sum = check(&out);
+    out.extend_from_slice(&sum);
+    (out.len() <= MAX_FRAME).then_some(out)
+}
+
 /// `Message::Events`'s index among the variants, as postcard writes it.
 const EVENTS_VARIANT: u64 = 1;
 
@@ -437,6 +459,29 @@ mod tests {
         longer.extend_from_slice(&whole[whole.len() - CHECK..]);
         assert_eq!(event_batch(&longer), None);
         assert_eq!(event_batch(&whole[..3]), None);
+    }
+
+    /// The frame made from a batch is the one the message encodes to,
+    /// for batches of every size up to a frame's; past it there is none.
+    #[test]
+    fn a_batch_s_frame_is_the_message_s() {
+        let mut rng = crate::protocol::testing::Rng::from_env("a_batch_s_frame_is_the_message_s");
+        for _ in 0..40 {
+            let total = 1 + rng.below(3_000);
+            let peers = 1 + rng.below(8) as u64;
+            let events = crate::protocol::testing::workload::rounds(total, peers, 10, 4, 1);
+            let frames = encode(&Message::Events(events.clone()), 1);
+            let made = events_frame(&P2PEvent::encode_batch(&events));
+            match &frames[..] {
+                [whole] => assert_eq!(made.as_ref(), Some(whole)),
+                _ => assert_eq!(made, None),
+            }
+        }
+        let empty = encode(&Message::Events(Vec::new()), 2);
+        assert_eq!(
+            events_frame(&P2PEvent::encode_batch(&[])),
+            Some(empty[0].clone())
+        );
     }
 
     /// A sender's frame spelling the variant or the length in more bytes
