@@ -579,3 +579,47 @@ fn a_batch_applied_whole_is_stored_as_it_came() {
     .expect("restores");
     assert_eq!(restored.engine().clock(), b.engine().clock());
 }
+
+/// Our writes are encoded once for every peer that lacks them all, and
+/// the batch of that frame is the record stored; writes that take more
+/// than a frame are stored as encoded from the log. Either way the
+/// record holds exactly the writes, and every peer gets the same frames.
+#[test]
+fn our_writes_are_stored_as_the_frame_every_peer_gets() {
+    let (mut a, mut b, mut c) = (durable_node(1), durable_node(2), durable_node(3));
+    for other in [&mut b, &mut c] {
+        a.connect(other.peer(), 1_000);
+        other.connect(a.peer(), 1_000);
+        settle(&mut a, other, 1_000);
+    }
+    for (writes, frames) in [(2, 1), (2_500, 3)] {
+        a.write(|e| {
+            for i in 0..writes {
+                e.set(&format!("k{i}"), json("1"), 1_100)?;
+            }
+            Ok(None)
+        })
+        .unwrap();
+        let records = stored_by(&mut a);
+        let sends = drain(&mut a).sends;
+        let to = |peer: PeerId| -> Vec<&[u8]> {
+            let sent = sends.iter().filter(|(to, _)| *to == peer);
+            sent.map(|(_, f)| f.as_slice()).collect()
+        };
+        assert_eq!(to(b.peer()), to(c.peer()));
+        assert!(
+            to(b.peer()).len() >= frames,
+            "{} frames",
+            to(b.peer()).len()
+        );
+        let [record] = &records[..] else {
+            panic!("one record: {records:?}");
+        };
+        if frames == 1 {
+            assert_eq!(Some(record.as_slice()), wire::event_batch(to(b.peer())[0]));
+        }
+        let stored = P2PEvent::decode_batch(record).unwrap();
+        assert_eq!(stored, events_in(&sends[..to(b.peer()).len()]));
+        assert_eq!(stored.len(), writes);
+    }
+}

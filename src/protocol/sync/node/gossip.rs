@@ -1,5 +1,6 @@
 //! Digests, events, relay, reconciliation messages and compaction.
 
+use std::borrow::Borrow;
 use std::collections::HashSet;
 
 use foldhash::fast::FixedState;
@@ -17,7 +18,7 @@ use crate::protocol::seal;
 use crate::protocol::sorted_map::SortedMap;
 use crate::protocol::sync::refusal::Refusal;
 use crate::protocol::sync::session::Session;
-use crate::protocol::sync::wire::{Message, MAX_FRAME};
+use crate::protocol::sync::wire::{self, Message, MAX_FRAME};
 
 /// Events held for verification across frames, at most: beyond it they
 /// are verified at once, so held frames take bounded memory however few
@@ -69,34 +70,37 @@ const EVENTS_PER_MESSAGE: usize = seal::MAX_RUN;
 pub(super) struct Spread {
     sends: Vec<(PeerId, Vec<P2PEvent>)>,
     announces: Vec<(PeerId, Vec<P2PEvent>)>,
-    /// Peers pushed every event, in the frame they came in (`as_sent`).
-    forwards: Vec<PeerId>,
-    /// The events' ids, when a peer is forwarded them.
-    forwarded: Vec<EventId>,
+    /// Peers pushed every event: each gets the same `frames`.
+    whole: Vec<PeerId>,
+    /// Every event in frames, made once for all of `whole`: the frame
+    /// they came in, or the events encoded.
+    frames: Vec<Vec<u8>>,
+    /// The events' ids, when some peer takes them all.
+    ids: Vec<EventId>,
 }
 
 impl Spread {
     /// Plans `events` for every connected peer but `except` that does not
-    /// have them yet; `own`: they are our own writes. `as_sent`: they are
-    /// exactly the events of a frame kept as it came ([`Batch`]), which
-    /// goes as it is to a peer pushed all of them.
+    /// have them yet; `own`: they are our own writes. `came_in`: the
+    /// frame they came in, if they are exactly its events ([`Batch`]):
+    /// it goes as it is to the peers pushed all of them.
     pub(super) fn plan(
         sessions: &SortedMap<PeerId, Session>,
         config: &SyncConfig,
         events: &[&P2PEvent],
         except: Option<PeerId>,
         own: bool,
-        as_sent: bool,
+        came_in: Option<&[u8]>,
     ) -> Spread {
         let (relay, signed) = (config.relay, config.identity.is_some());
         let mut sends = Vec::new();
         let mut announces = Vec::new();
-        let mut forwards = Vec::new();
-        // Whole runs, to go as they are to a peer that lacks them all.
-        let as_sent = as_sent
-            && seal::whole_runs(events, |_| true, signed)
-                .iter()
-                .all(|&s| s);
+        let mut whole = Vec::new();
+        // Whole runs (a partial one is left out of any send), to go in
+        // the same frames to every peer that lacks them all.
+        let whole_runs = seal::whole_runs(events, |_| true, signed)
+            .iter()
+            .all(|&run| run);
         for (&peer, session) in sessions.iter() {
             // Flood: our own writes go to every link, others' to the peers
             // that did not ask us to stop. Tree: eager links get the
@@ -114,8 +118,8 @@ impl Spread {
             // An origin's events come in a stretch, in sequence order:
             // lacking its first, the peer lacks the rest.
             let mut stretches = events.chunk_by(|a, b| a.id.peer == b.id.peer);
-            if as_sent && !announce && stretches.all(|s| their.get(s[0].id.peer) < s[0].id.seq) {
-                forwards.push(peer);
+            if whole_runs && !announce && stretches.all(|s| their.get(s[0].id.peer) < s[0].id.seq) {
+                whole.push(peer);
                 continue;
             }
             let sent = seal::whole_runs(events, |e| their.get(e.id.peer) < e.id.seq, signed);
@@ -134,7 +138,18 @@ impl Spread {
                 sends.push((peer, lacking));
             }
         }
-        let forwarded = if forwards.is_empty() {
+        let frames = match (whole.is_empty(), came_in) {
+            (true, _) => Vec::new(),
+            (false, Some(frame)) => vec![frame.to_vec()],
+            (false, None) => frames_of(events, signed).unwrap_or_else(|| {
+                // A run too large for a frame goes in chunks, a link's
+                // own: each peer is sent the events, as it lacks them.
+                let all = || events.iter().map(|e| (*e).clone()).collect();
+                sends.extend(whole.drain(..).map(|peer| (peer, all())));
+                Vec::new()
+            }),
+        };
+        let ids = if whole.is_empty() {
             Vec::new()
         } else {
             events.iter().map(|e| e.id).collect()
@@ -142,10 +157,65 @@ impl Spread {
         Spread {
             sends,
             announces,
-            forwards,
-            forwarded,
+            whole,
+            frames,
+            ids,
         }
     }
+}
+
+impl Spread {
+    /// The events' batch, when they all went in one frame: the record
+    /// storage would encode of them ([`wire::event_batch`]).
+    pub(super) fn batch(&self) -> Option<&[u8]> {
+        match &self.frames[..] {
+            [frame] => wire::event_batch(frame),
+            _ => None,
+        }
+    }
+}
+
+/// `events` in messages of about one frame each: whole runs (every event
+/// is one, unsigned) to a message, as many as fit; a run that would pass
+/// the bounds starts the next message (or goes alone, if it passes them
+/// by itself).
+fn messages<E: Borrow<P2PEvent>>(events: Vec<E>, signed: bool) -> Vec<Vec<E>> {
+    let mut messages = Vec::new();
+    let mut batch: Vec<E> = Vec::new();
+    let mut size = 0;
+    let mut events = events.into_iter().peekable();
+    while events.peek().is_some() {
+        let mut run = Vec::new();
+        let mut run_size = 0;
+        for event in events.by_ref() {
+            run_size += event.borrow().approx_size();
+            let ends = !signed || event.borrow().seal.is_some();
+            run.push(event);
+            if ends {
+                break;
+            }
+        }
+        let full = size + run_size > EVENTS_PER_MESSAGE_BYTES
+            || batch.len() + run.len() > EVENTS_PER_MESSAGE;
+        if full && !batch.is_empty() {
+            messages.push(std::mem::take(&mut batch));
+            size = 0;
+        }
+        size += run_size;
+        batch.append(&mut run);
+    }
+    if !batch.is_empty() {
+        messages.push(batch);
+    }
+    messages
+}
+
+/// The whole frames of [`messages`] of `events`, each encoded once; `None`
+/// if one of them would pass a frame (it goes in chunks).
+fn frames_of(events: &[&P2PEvent], signed: bool) -> Option<Vec<Vec<u8>>> {
+    let messages = messages(events.to_vec(), signed);
+    let frame = |message: Vec<&P2PEvent>| wire::events_frame(&P2PEvent::encode_batch(message));
+    messages.into_iter().map(frame).collect()
 }
 
 /// Eager links left, at least, when a duplicate push would prune one
@@ -536,34 +606,26 @@ impl SyncNode {
             .as_ref()
             .filter(|b| b.count == fresh.len() && b.count <= EVENTS_PER_MESSAGE)
             .map(Batch::frame);
-        let spread = Spread::plan(
-            &self.sessions,
-            &self.config,
-            &fresh,
-            from,
-            false,
-            forward.is_some(),
-        );
-        self.carry_out(spread, forward);
+        let spread = Spread::plan(&self.sessions, &self.config, &fresh, from, false, forward);
+        self.carry_out(spread);
         match sent {
             Some(batch) => self.persist_as_sent(batch, ranges),
             None => self.persist_later(ranges),
         }
     }
 
-    /// Sends what [`Spread::plan`] planned; `frame`: the events' frame as
-    /// it came, when the plan was made `as_sent`.
-    pub(super) fn carry_out(&mut self, spread: Spread, frame: Option<&[u8]>) {
+    /// Sends what [`Spread::plan`] planned.
+    pub(super) fn carry_out(&mut self, spread: Spread) {
         for (peer, lacking) in spread.sends {
             self.send_events(peer, lacking);
         }
         for (peer, lacking) in spread.announces {
             self.announce(peer, &lacking);
         }
-        if let Some(frame) = frame {
-            for peer in spread.forwards {
-                self.note_sent(peer, spread.forwarded.iter().copied());
-                self.send_frame(peer, frame.to_vec());
+        for peer in spread.whole {
+            self.note_sent(peer, spread.ids.iter().copied());
+            for frame in &spread.frames {
+                self.send_frame(peer, frame.clone());
             }
         }
     }
@@ -613,34 +675,8 @@ impl SyncNode {
             events
         };
         self.note_sent(to, events.iter().map(|e| e.id));
-        // Whole runs to a message (every event is one, unsigned), as many
-        // as fit: a run that would pass the bounds starts the next message
-        // (or goes alone, if it passes them by itself).
-        let mut batch: Vec<P2PEvent> = Vec::new();
-        let mut size = 0;
-        let mut events = events.into_iter().peekable();
-        while events.peek().is_some() {
-            let mut run = Vec::new();
-            let mut run_size = 0;
-            for event in events.by_ref() {
-                run_size += event.approx_size();
-                let ends = !signed || event.seal.is_some();
-                run.push(event);
-                if ends {
-                    break;
-                }
-            }
-            let full = size + run_size > EVENTS_PER_MESSAGE_BYTES
-                || batch.len() + run.len() > EVENTS_PER_MESSAGE;
-            if full && !batch.is_empty() {
-                self.send(to, &Message::Events(std::mem::take(&mut batch)));
-                size = 0;
-            }
-            size += run_size;
-            batch.append(&mut run);
-        }
-        if !batch.is_empty() {
-            self.send(to, &Message::Events(batch));
+        for message in messages(events, signed) {
+            self.send(to, &Message::Events(message));
         }
     }
 
@@ -826,7 +862,7 @@ impl SyncNode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::event::sample;
+    use crate::protocol::event::{sample, Operation, RegisterOp};
     use crate::protocol::identity::Identity;
 
     fn session(knows: &[(u64, u64)]) -> Session {
@@ -841,10 +877,11 @@ mod tests {
         events.iter().map(|e| e.id).collect()
     }
 
-    /// A frame kept as it came goes as it is to the peers that lack all
-    /// of it; one that has part of it gets the rest, as without the frame.
+    /// The peers that lack every event get the same frames, made once:
+    /// the frame the events came in, or the events encoded; one that has
+    /// part of them gets the rest, encoded for it.
     #[test]
-    fn a_frame_goes_as_it_came_only_to_a_peer_lacking_all_of_it() {
+    fn every_peer_lacking_all_the_events_gets_the_same_frames() {
         let events = [
             sample(PeerId(7), 1, "1"),
             sample(PeerId(7), 2, "2"),
@@ -856,13 +893,16 @@ mod tests {
         sessions.insert(PeerId(2), session(&[]));
         sessions.insert(PeerId(3), session(&[(9, 1)]));
         sessions.insert(PeerId(4), session(&[(7, 2), (9, 1)]));
+        sessions.insert(PeerId(5), session(&[(1, 5)]));
         let flood = SyncConfig {
             relay: Relay::Flood,
             ..SyncConfig::default()
         };
-        let spread = Spread::plan(&sessions, &flood, &refs, None, false, true);
-        assert_eq!(spread.forwards, vec![PeerId(2)]);
-        assert_eq!(spread.forwarded, ids(&events));
+        let came_in = b"the frame they came in".as_slice();
+        let spread = Spread::plan(&sessions, &flood, &refs, None, false, Some(came_in));
+        assert_eq!(spread.whole, vec![PeerId(2), PeerId(5)]);
+        assert_eq!(spread.frames, vec![came_in.to_vec()]);
+        assert_eq!(spread.ids, ids(&events));
         let sends: Vec<(PeerId, Vec<EventId>)> =
             spread.sends.iter().map(|(p, e)| (*p, ids(e))).collect();
         assert_eq!(
@@ -873,19 +913,60 @@ mod tests {
             ]
         );
 
-        // Without the frame, every peer that lacks any gets them encoded.
-        let spread = Spread::plan(&sessions, &flood, &refs, None, false, false);
-        assert!(spread.forwards.is_empty());
-        assert_eq!(spread.sends.len(), 3);
+        // Without the frame, the events encoded once, as a message.
+        let spread = Spread::plan(&sessions, &flood, &refs, None, false, None);
+        assert_eq!(spread.whole, vec![PeerId(2), PeerId(5)]);
+        let message = Message::Events(events.to_vec());
+        assert_eq!(spread.frames, wire::encode(&message, 1));
+        assert_eq!(spread.sends.len(), 2);
 
-        // Signed, unsealed events are no whole run: not forwarded, and
-        // not sent (the receiver would refuse them).
+        // Signed, unsealed events are no whole run: not sent at all (the
+        // receiver would refuse them).
         let signed = SyncConfig {
             identity: Some(Identity::from_seed(1)),
             ..flood
         };
-        let spread = Spread::plan(&sessions, &signed, &refs, None, false, true);
-        assert!(spread.forwards.is_empty());
+        let spread = Spread::plan(&sessions, &signed, &refs, None, false, Some(came_in));
+        assert!(spread.whole.is_empty());
         assert!(spread.sends.is_empty());
+    }
+
+    /// Events too many for one message go in several frames, split as
+    /// each link's would be; a run too large for a frame goes to each
+    /// link as its own (in chunks).
+    #[test]
+    fn frames_made_once_are_split_as_a_link_s_messages() {
+        let events =
+            crate::protocol::testing::workload::rounds(3 * EVENTS_PER_MESSAGE, 2, 10, 4, 1);
+        let refs: Vec<&P2PEvent> = events.iter().collect();
+        let frames = frames_of(&refs, false).expect("whole frames");
+        let each: Vec<Vec<u8>> = messages(events.clone(), false)
+            .into_iter()
+            .flat_map(|m| wire::encode(&Message::Events(m), 1))
+            .collect();
+        assert!(frames.len() >= 3);
+        assert_eq!(frames, each);
+
+        let mut large = sample(PeerId(7), 1, "1");
+        let text = format!("\"{}\"", "x".repeat(MAX_FRAME));
+        large.op = Operation::Register(RegisterOp::Write {
+            value: crate::protocol::value::JsonValue::parse(&text).expect("json"),
+            observed: VectorClock::new(),
+            resolution: false,
+        });
+        assert_eq!(frames_of(&[&large], false), None);
+        let mut sessions = SortedMap::new();
+        sessions.insert(PeerId(1), session(&[]));
+        sessions.insert(PeerId(2), session(&[]));
+        let spread = Spread::plan(
+            &sessions,
+            &SyncConfig::default(),
+            &[&large],
+            None,
+            true,
+            None,
+        );
+        assert!(spread.whole.is_empty());
+        assert_eq!(spread.sends.len(), 2);
     }
 }

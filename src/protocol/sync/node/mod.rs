@@ -569,9 +569,10 @@ impl SyncNode {
             .collect();
         self.sealed_upto = upto;
         if !events.is_empty() {
-            let spread = Spread::plan(&self.sessions, &self.config, &events, None, true, false);
+            let spread = Spread::plan(&self.sessions, &self.config, &events, None, true, None);
             // Persisted before they are sent (the sends wait for it),
-            // encoded from the log: nothing is copied to be written.
+            // encoded once: the batch of the frame made for the peers,
+            // or else from the log.
             if self.config.durable {
                 let write = if std::mem::take(&mut self.snapshot_to_store) {
                     // They rest on a snapshot loaded since the last timer:
@@ -580,12 +581,18 @@ impl SyncNode {
                     // and their numbers made again).
                     let bytes = self.engine.encode_snapshot();
                     self.snapshot_write(bytes)
+                } else if let Some(batch) = spread.batch() {
+                    // Encoded once already, for the peers.
+                    Persist::Events {
+                        record: batch.to_vec(),
+                        count: events.len(),
+                    }
                 } else {
                     Persist::events(&events)
                 };
                 self.persist(write, Some(upto));
             }
-            self.carry_out(spread, None);
+            self.carry_out(spread);
         }
     }
 
