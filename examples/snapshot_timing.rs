@@ -27,7 +27,9 @@
 //!   25,000 updates each in runs of 100);
 //! - `relay-thread`: `heavy-thread` through a node that floods what it
 //!   takes to 4 more peers (`CPC_LISTENERS=n`: n), as the room peer
-//!   relays to its pages.
+//!   relays to its pages;
+//! - `write-thread`: a page making 25,000 writes in bursts of 100, signed
+//!   and stored, with 4 links (`CPC_LISTENERS=n`: n).
 //!
 //! The snapshots are written once to the temporary directory and read
 //! from there by later runs, so `load` and `own` time nothing but the load.
@@ -230,9 +232,23 @@ fn main() {
                 drop(node);
             }
         }
+        "write-thread" => {
+            // A page writing run-heavy's 25,000 updates in bursts of 100,
+            // stored, to `CPC_LISTENERS` links (4).
+            let links = std::env::var("CPC_LISTENERS")
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(4);
+            for _ in 0..runs {
+                let start = Instant::now();
+                let node = wire::write_thread(links, 25_000, 100);
+                println!("write-thread: {links} links {:?}", start.elapsed());
+                drop(node);
+            }
+        }
         _ => {
             eprintln!(
-                "usage: snapshot_timing encode|load|own|apply|digest|c12|c12-thread|heavy-thread|relay-thread [runs]"
+                "usage: snapshot_timing encode|load|own|apply|digest|c12|c12-thread|heavy-thread|relay-thread|write-thread [runs]"
             );
             std::process::exit(2);
         }

@@ -121,6 +121,48 @@ pub fn run_heavy(writers: u64, updates: u64, keys: u64, burst: u64) -> Vec<Vec<u
     frames
 }
 
+/// What a writing page's thread does: a signed node that stores its
+/// writes, linked to `links` peers, making `updates` writes over 10,000
+/// keys in bursts of `burst` (a task each: the writes applied, then the
+/// node's outputs taken, each record committed at once, the frames
+/// dropped). Returns the node, to be dropped after the timing.
+pub fn write_thread(links: u64, updates: u64, burst: u64) -> SyncNode {
+    let identity = Identity::from_seed(WRITER_SEEDS);
+    let engine = ReconciliationEngine::new(identity.peer(), EngineConfig::default());
+    let mut node = SyncNode::new(
+        engine,
+        SyncConfig {
+            identity: Some(identity),
+            durable: true,
+            ..SyncConfig::default()
+        },
+    );
+    for n in 0..links {
+        node.connect(Identity::from_seed(LISTENER_SEEDS + n).peer(), WRITERS_NOW);
+    }
+    let mut u = 0;
+    while u < updates {
+        for _ in 0..burst.min(updates - u) {
+            let (key, value) = run_heavy_write(0, u, 1, 10_000);
+            let write = LocalWrite::Set {
+                key,
+                value: number(value),
+            };
+            node.apply(write, WRITERS_NOW + u).expect("a write");
+            u += 1;
+        }
+        // The record asked for, committed; then the frames it held.
+        for _ in 0..2 {
+            for output in node.take_outputs() {
+                if let Output::Persist { token, .. } = output {
+                    node.persisted(token);
+                }
+            }
+        }
+    }
+    node
+}
+
 /// `total` writes of one signed writer over 10k keys (each changing its
 /// key's value, as in [`super::workload::history`]), made in bursts of
 /// `burst` that restart at `split` (a replica that stops there synced
