@@ -1,6 +1,5 @@
 //! Digests, events, relay, reconciliation messages and compaction.
 
-use std::borrow::Borrow;
 use std::collections::HashSet;
 
 use foldhash::fast::FixedState;
@@ -145,7 +144,9 @@ impl Spread {
                 // A run too large for a frame goes in chunks, a link's
                 // own: each peer is sent the events, as it lacks them.
                 let all = || events.iter().map(|e| (*e).clone()).collect();
-                sends.extend(whole.drain(..).map(|peer| (peer, all())));
+                for peer in std::mem::take(&mut whole) {
+                    sends.push((peer, all()));
+                }
                 Vec::new()
             }),
         };
@@ -175,37 +176,34 @@ impl Spread {
     }
 }
 
-/// `events` in messages of about one frame each: whole runs (every event
-/// is one, unsigned) to a message, as many as fit; a run that would pass
-/// the bounds starts the next message (or goes alone, if it passes them
-/// by itself).
-fn messages<E: Borrow<P2PEvent>>(events: Vec<E>, signed: bool) -> Vec<Vec<E>> {
+/// `events` in messages of about one frame each, as the number of events
+/// each takes: whole runs (every event is one, unsigned) to a message, as
+/// many as fit; a run that would pass the bounds starts the next message
+/// (or goes alone, if it passes them by itself).
+fn messages(events: &[&P2PEvent], signed: bool) -> Vec<usize> {
     let mut messages = Vec::new();
-    let mut batch: Vec<E> = Vec::new();
-    let mut size = 0;
-    let mut events = events.into_iter().peekable();
-    while events.peek().is_some() {
-        let mut run = Vec::new();
-        let mut run_size = 0;
-        for event in events.by_ref() {
-            run_size += event.borrow().approx_size();
-            let ends = !signed || event.borrow().seal.is_some();
-            run.push(event);
-            if ends {
-                break;
-            }
+    let (mut count, mut size) = (0, 0);
+    let mut rest = events;
+    while !rest.is_empty() {
+        // A run ends at its seal (signed), or is an event (unsigned).
+        let run = if signed {
+            let sealed = rest.iter().position(|e| e.seal.is_some());
+            sealed.map_or(rest.len(), |i| i + 1)
+        } else {
+            1
+        };
+        let run_size: usize = rest[..run].iter().map(|e| e.approx_size()).sum();
+        let full = size + run_size > EVENTS_PER_MESSAGE_BYTES || count + run > EVENTS_PER_MESSAGE;
+        if full && count > 0 {
+            messages.push(count);
+            (count, size) = (0, 0);
         }
-        let full = size + run_size > EVENTS_PER_MESSAGE_BYTES
-            || batch.len() + run.len() > EVENTS_PER_MESSAGE;
-        if full && !batch.is_empty() {
-            messages.push(std::mem::take(&mut batch));
-            size = 0;
-        }
+        count += run;
         size += run_size;
-        batch.append(&mut run);
+        rest = &rest[run..];
     }
-    if !batch.is_empty() {
-        messages.push(batch);
+    if count > 0 {
+        messages.push(count);
     }
     messages
 }
@@ -213,9 +211,15 @@ fn messages<E: Borrow<P2PEvent>>(events: Vec<E>, signed: bool) -> Vec<Vec<E>> {
 /// The whole frames of [`messages`] of `events`, each encoded once; `None`
 /// if one of them would pass a frame (it goes in chunks).
 fn frames_of(events: &[&P2PEvent], signed: bool) -> Option<Vec<Vec<u8>>> {
-    let messages = messages(events.to_vec(), signed);
-    let frame = |message: Vec<&P2PEvent>| wire::events_frame(&P2PEvent::encode_batch(message));
-    messages.into_iter().map(frame).collect()
+    let mut frames = Vec::new();
+    let mut rest = events;
+    for count in messages(events, signed) {
+        let (message, after) = rest.split_at(count);
+        let batch = P2PEvent::encode_batch(message.iter().copied());
+        frames.push(wire::events_frame(&batch)?);
+        rest = after;
+    }
+    Some(frames)
 }
 
 /// Eager links left, at least, when a duplicate push would prune one
@@ -675,7 +679,10 @@ impl SyncNode {
             events
         };
         self.note_sent(to, events.iter().map(|e| e.id));
-        for message in messages(events, signed) {
+        let counts = messages(&events.iter().collect::<Vec<_>>(), signed);
+        let mut events = events.into_iter();
+        for count in counts {
+            let message = events.by_ref().take(count).collect();
             self.send(to, &Message::Events(message));
         }
     }
@@ -940,9 +947,12 @@ mod tests {
             crate::protocol::testing::workload::rounds(3 * EVENTS_PER_MESSAGE, 2, 10, 4, 1);
         let refs: Vec<&P2PEvent> = events.iter().collect();
         let frames = frames_of(&refs, false).expect("whole frames");
-        let each: Vec<Vec<u8>> = messages(events.clone(), false)
+        let mut rest = events.iter().cloned();
+        let each: Vec<Vec<u8>> = messages(&refs, false)
             .into_iter()
-            .flat_map(|m| wire::encode(&Message::Events(m), 1))
+            .flat_map(|count| {
+                wire::encode(&Message::Events(rest.by_ref().take(count).collect()), 1)
+            })
             .collect();
         assert!(frames.len() >= 3);
         assert_eq!(frames, each);
