@@ -96,10 +96,16 @@ impl Spread {
         let mut announces = Vec::new();
         let mut whole = Vec::new();
         // Whole runs (a partial one is left out of any send), to go in
-        // the same frames to every peer that lacks them all.
-        let whole_runs = seal::whole_runs(events, |_| true, signed)
-            .iter()
-            .all(|&run| run);
+        // the same frames to every peer that lacks them all: asked once,
+        // when a peer is to be pushed them.
+        let mut whole_runs = None;
+        let mut whole_runs = || {
+            *whole_runs.get_or_insert_with(|| {
+                seal::whole_runs(events, |_| true, signed)
+                    .iter()
+                    .all(|&run| run)
+            })
+        };
         for (&peer, session) in sessions.iter() {
             // Flood: our own writes go to every link, others' to the peers
             // that did not ask us to stop. Tree: eager links get the
@@ -117,7 +123,8 @@ impl Spread {
             // An origin's events come in a stretch, in sequence order:
             // lacking its first, the peer lacks the rest.
             let mut stretches = events.chunk_by(|a, b| a.id.peer == b.id.peer);
-            if whole_runs && !announce && stretches.all(|s| their.get(s[0].id.peer) < s[0].id.seq) {
+            if !announce && stretches.all(|s| their.get(s[0].id.peer) < s[0].id.seq) && whole_runs()
+            {
                 whole.push(peer);
                 continue;
             }
