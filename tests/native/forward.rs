@@ -11,6 +11,7 @@ use std::collections::VecDeque;
 
 use cpc_sync::protocol::event::RegisterOp;
 use cpc_sync::protocol::sync::wire::{self, Decoded, Message};
+use cpc_sync::protocol::seal;
 use cpc_sync::protocol::sync::{Output, Relay, SyncConfig, SyncNode};
 use cpc_sync::protocol::{blake3, EventId, JsonValue, Operation, P2PEvent, PeerId};
 
@@ -24,7 +25,8 @@ fn connect(nodes: &mut [SyncNode], x: usize, y: usize) {
 
 /// Delivers every frame the nodes send, in order, until none is left
 /// (frames to a peer not among `nodes` are dropped, writes to storage
-/// acknowledged); returns them all, as delivered. Frames of `respell`'s are [`respelled`] on their way.
+/// acknowledged, seals handed out verified); returns them all, as
+/// delivered. Frames of `respell`'s are [`respelled`] on their way.
 fn pump(nodes: &mut [SyncNode], respell: Option<PeerId>) -> Vec<(PeerId, PeerId, Vec<u8>)> {
     let mut log = Vec::new();
     let mut queue = VecDeque::new();
@@ -40,6 +42,11 @@ fn pump(nodes: &mut [SyncNode], respell: Option<PeerId>) -> Vec<(PeerId, PeerId,
                     // next take.
                     Output::Persist { token, .. } => {
                         node.persisted(token);
+                        committed = true;
+                    }
+                    // Verified at once, as a page's workers would.
+                    Output::Verify { batch, seals } => {
+                        node.verified(batch, &seal::verify_packed(&seals), NOW);
                         committed = true;
                     }
                     _ => {}
@@ -116,6 +123,13 @@ fn a_frame_applied_whole_goes_on_as_it_came() {
         // time, and the events stored.
         SyncConfig {
             verify_window_ms: Some(50),
+            durable: true,
+            ..flood.clone()
+        },
+        // As a page relays: seals handed out to be verified elsewhere.
+        SyncConfig {
+            verify_window_ms: Some(50),
+            offload_seals: true,
             durable: true,
             ..flood
         },
@@ -219,4 +233,52 @@ fn a_frame_applied_in_part_is_not_forwarded_as_it_came() {
     let state = nodes[1].engine().state_json();
     assert!(state.contains("m/1") && !state.contains("evil"), "{state}");
     assert_eq!(state, nodes[0].engine().state_json());
+}
+
+/// A frame of more events than a message of ours holds (two sealed runs
+/// of 600) applies whole, but goes on split as our own messages are, not
+/// as it came: a receiver takes a message in one task.
+#[test]
+fn a_frame_larger_than_our_messages_goes_on_split() {
+    let mut mallory = signed_node(666, SyncConfig::default());
+    for run in 0..2 {
+        mallory
+            .write(|e| {
+                for i in 0..600 {
+                    e.set(&format!("m/{run}/{i}"), json("1"), NOW)?;
+                }
+                Ok(None)
+            })
+            .expect("writes");
+        mallory.take_outputs();
+    }
+    let mut events: Vec<P2PEvent> = mallory.engine().log().iter().cloned().collect();
+    events.sort_by_key(|e| e.id.seq);
+    assert_eq!(events.iter().filter(|e| e.seal.is_some()).count(), 2);
+    let frames = wire::encode(&Message::Events(events), 1);
+    let [frame] = &frames[..] else {
+        panic!("one frame of 1,200 events");
+    };
+
+    let flood = SyncConfig {
+        relay: Relay::Flood,
+        ..SyncConfig::default()
+    };
+    // b stores, so it keeps the frame: it may store its batch as it came.
+    let stores = SyncConfig {
+        durable: true,
+        ..flood.clone()
+    };
+    let mut nodes = vec![signed_node(2, stores), signed_node(3, flood)];
+    let (b, c) = (nodes[0].peer(), nodes[1].peer());
+    connect(&mut nodes, 0, 1);
+    nodes[0].connect(mallory.peer(), NOW);
+    pump(&mut nodes, None);
+    nodes[0].receive_frame(mallory.peer(), frame, NOW);
+    let log = pump(&mut nodes, None);
+    let went = event_frames(&log, b, c);
+    assert_eq!(went.len(), 2, "a run a message");
+    assert!(went.iter().all(|f| *f != frame.as_slice()));
+    assert_eq!(ids(&went).len(), 1_200);
+    assert_eq!(nodes[1].engine().state_json(), nodes[0].engine().state_json());
 }

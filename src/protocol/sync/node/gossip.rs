@@ -61,7 +61,7 @@ pub(super) struct InFlight {
 /// Events in one `Events` message, at most (whole runs: a run longer than
 /// this goes alone): a receiver takes a message in one task, which must
 /// stay short whatever the events' size.
-const EVENTS_PER_MESSAGE: usize = seal::MAX_RUN;
+pub(super) const EVENTS_PER_MESSAGE: usize = seal::MAX_RUN;
 
 /// What spreading some events takes, planned while they are borrowed
 /// from the engine's log: the copies each link lacks, pushed or announced
@@ -331,6 +331,9 @@ impl SyncNode {
         }
         let opened = seal::check_runs(events);
         let events = opened.events();
+        // Events that fail their runs' form are refused, not applied: the
+        // frame is no longer what will apply, so its copy is not kept.
+        let sent = sent.filter(|batch| batch.count == events);
         if self.unverified_events + events > MAX_UNVERIFIED_EVENTS {
             // What is held goes first: a task applies at most the bound
             // (or one frame) of events, not the bound and a frame more.
@@ -612,10 +615,11 @@ impl SyncNode {
         let fresh = self.engine.logged(&ranges);
         // Forwarded as it came if it holds just the events spread (not
         // ours, sent back to us after we lost them) and no more than we
-        // put in a message.
+        // put in one message.
+        let one_message = || messages(&fresh, self.signed()).len() == 1;
         let forward = sent
             .as_ref()
-            .filter(|b| b.count == fresh.len() && b.count <= EVENTS_PER_MESSAGE)
+            .filter(|b| b.count == fresh.len() && one_message())
             .map(Batch::frame);
         let spread = Spread::plan(&self.sessions, &self.config, &fresh, from, false, forward);
         self.carry_out(spread);
@@ -633,10 +637,18 @@ impl SyncNode {
         for (peer, lacking) in spread.announces {
             self.announce(peer, &lacking);
         }
-        for peer in spread.whole {
+        let mut frames = spread.frames;
+        let last = spread.whole.len().saturating_sub(1);
+        for (i, peer) in spread.whole.into_iter().enumerate() {
             self.note_sent(peer, spread.ids.iter().copied());
-            for frame in &spread.frames {
-                self.send_frame(peer, frame.clone());
+            // Copies for all but the last, which takes them.
+            let frames = if i == last {
+                std::mem::take(&mut frames)
+            } else {
+                frames.clone()
+            };
+            for frame in frames {
+                self.send_frame(peer, frame);
             }
         }
     }

@@ -807,7 +807,9 @@ impl SyncNode {
             Message::Digest { clock, root } => self.on_digest(from, clock, root),
             Message::Events(events) => {
                 // Kept if it may be stored or forwarded as it came.
-                let sent = (self.stores() || self.sessions.len() > 1)
+                let forwards =
+                    self.sessions.len() > 1 && events.len() <= gossip::EVENTS_PER_MESSAGE;
+                let sent = (!events.is_empty() && (self.stores() || forwards))
                     .then(|| batch::Batch::of(frame, events.len()))
                     .flatten();
                 self.on_events(from, events, sent, now_ms)
