@@ -10,8 +10,8 @@ use crate::common::{json, signed_node};
 use std::collections::VecDeque;
 
 use cpc_sync::protocol::event::RegisterOp;
-use cpc_sync::protocol::sync::wire::{self, Decoded, Message};
 use cpc_sync::protocol::seal;
+use cpc_sync::protocol::sync::wire::{self, Decoded, Message};
 use cpc_sync::protocol::sync::{Output, Relay, SyncConfig, SyncNode};
 use cpc_sync::protocol::{blake3, EventId, JsonValue, Operation, P2PEvent, PeerId};
 
@@ -280,5 +280,8 @@ fn a_frame_larger_than_our_messages_goes_on_split() {
     assert_eq!(went.len(), 2, "a run a message");
     assert!(went.iter().all(|f| *f != frame.as_slice()));
     assert_eq!(ids(&went).len(), 1_200);
-    assert_eq!(nodes[1].engine().state_json(), nodes[0].engine().state_json());
+    assert_eq!(
+        nodes[1].engine().state_json(),
+        nodes[0].engine().state_json()
+    );
 }
