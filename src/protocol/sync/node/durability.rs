@@ -35,9 +35,9 @@ pub enum Persist {
     /// Append this record: `count` events in the batch format
     /// ([`P2PEvent::encode_batch`], read back with
     /// [`P2PEvent::decode_batch`]). Encoded here, from the events where
-    /// the engine keeps them, so storage writes bytes and nothing is
-    /// copied to be written; a batch received and applied whole is
-    /// written as it came.
+    /// the engine keeps them, so storage writes bytes; a batch received
+    /// and applied whole is written as it came, and our writes as the
+    /// batch of the frame made for the peers, when there is one.
     Events { record: Vec<u8>, count: usize },
     /// Replace everything stored with this snapshot: it covers every event
     /// persisted so far. Shared with the snapshot the node offers next.

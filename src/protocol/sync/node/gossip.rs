@@ -170,9 +170,7 @@ impl Spread {
             ids,
         }
     }
-}
 
-impl Spread {
     /// The events' batch, when they all went in one frame: the record
     /// storage would encode of them ([`wire::event_batch`]).
     pub(super) fn batch(&self) -> Option<&[u8]> {

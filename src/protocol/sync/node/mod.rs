@@ -780,9 +780,9 @@ impl SyncNode {
         self.report_changes();
     }
 
-    /// `frame`: the one it came in (the last, if in chunks), whose event
-    /// batch, as it came, is stored as it is when the node stores and the
-    /// events all apply.
+    /// `frame`: the one it came in (the last, if in chunks): when its
+    /// events all apply, it is forwarded as it came and its batch stored
+    /// as it is (see `batch.rs`).
     fn handle(&mut self, from: PeerId, message: Message, frame: &[u8], now_ms: u64) {
         if !self.handshake(from, &message, now_ms) {
             return;
@@ -806,9 +806,11 @@ impl SyncNode {
             Message::Hello { .. } | Message::Proof(_) => {}
             Message::Digest { clock, root } => self.on_digest(from, clock, root),
             Message::Events(events) => {
-                // Kept if it may be stored or forwarded as it came.
-                let forwards =
-                    self.sessions.len() > 1 && events.len() <= gossip::EVENTS_PER_MESSAGE;
+                // Kept if it may be stored or forwarded as it came (with
+                // Pull, others' events are announced, never pushed).
+                let forwards = self.config.relay != Relay::Pull
+                    && self.sessions.len() > 1
+                    && events.len() <= gossip::EVENTS_PER_MESSAGE;
                 let sent = (!events.is_empty() && (self.stores() || forwards))
                     .then(|| batch::Batch::of(frame, events.len()))
                     .flatten();
