@@ -3,8 +3,8 @@
 //! Keys fall into 4,096 leaves by the first 12 bits of their blake3 hash; a
 //! leaf hashes its `(key, entity hash)` pairs in key order; inner nodes hash
 //! their 16 children. Two peers compare roots in one message, and descend
-//! level by level to the leaves that differ. An empty subtree hashes to zero,
-//! so the tree costs nothing where there are no keys.
+//! level by level to the leaves that differ. An empty subtree hashes to zero
+//! and is not stored: the tree costs nothing where there are no keys.
 
 use crate::protocol::text::Text;
 
@@ -26,29 +26,68 @@ pub fn leaf_of(key: &str) -> u16 {
 
 #[derive(Debug, Clone)]
 pub struct MerkleDigest {
-    /// Each leaf's pairs, indexed by leaf: empty until the first key, then
-    /// all 4,096 (a map per leaf, kept in one vector rather than a map of
-    /// maps: less code in the wasm, no search for the leaf). A leaf holds
-    /// one 4,096th of the keys (a room of a million keys, ~250 a leaf), so
-    /// a sorted vector: a `BTreeMap` of this type was 6-8 KB of the wasm.
-    leaves: Vec<SortedMap<LeafKey, Hash32>>,
+    /// The leaves in groups of 16, the children of one node at depth 2,
+    /// indexed by that node: empty until the first key, then 256 slots,
+    /// each group allocated with its first key. A room of a few keys
+    /// holds a few groups; all 4,096 leaves and the levels above them
+    /// were ~230 KiB for every engine, half a small room's memory on the
+    /// room peer.
+    groups: Vec<Option<Box<Group>>>,
     /// The leaves changed since the last root, a bit each.
     stale: [u64; LEAVES / 64],
     any_stale: bool,
-    /// Node hashes by depth: 1, 16, 256 and 4,096 of them.
-    levels: [Vec<Hash32>; 4],
+    /// The root and the 16 nodes at depth 1 (as of the last root).
+    root: Hash32,
+    tops: [Hash32; FANOUT],
 }
 
 impl Default for MerkleDigest {
     fn default() -> Self {
         MerkleDigest {
-            leaves: Vec::new(),
+            groups: Vec::new(),
             stale: [0; LEAVES / 64],
             any_stale: false,
-            levels: [1, FANOUT, FANOUT * FANOUT, LEAVES].map(|n| vec![Hash32::default(); n]),
+            root: Hash32::default(),
+            tops: [Hash32::default(); FANOUT],
         }
     }
 }
+
+/// A node at depth 2 and its 16 leaves.
+#[derive(Debug, Clone, Default)]
+struct Group {
+    hash: Hash32,
+    /// The leaves' hashes, side by side: the node's children.
+    hashes: [Hash32; FANOUT],
+    /// Each leaf's pairs. A leaf holds one 4,096th of the keys (a room of
+    /// a million keys, ~250 a leaf), so a sorted vector: a `BTreeMap` of
+    /// this type was 6-8 KB of the wasm.
+    pairs: [SortedMap<LeafKey, Hash32>; FANOUT],
+}
+
+impl Group {
+    /// Hashes the leaves marked in `changed` (a bit each), then the node.
+    fn rehash(&mut self, changed: u16, bytes: &mut Vec<u8>) {
+        for leaf in 0..FANOUT {
+            if changed & (1 << leaf) == 0 {
+                continue;
+            }
+            // A leaf's pairs are hashed as one input: a hasher's update per
+            // piece cost more than the hashing in the size-optimized wasm.
+            bytes.clear();
+            for (LeafKey { key, .. }, hash) in self.pairs[leaf].iter() {
+                bytes.extend_from_slice(&(key.len() as u64).to_le_bytes());
+                bytes.extend_from_slice(key.as_bytes());
+                bytes.extend_from_slice(&hash.0);
+            }
+            self.hashes[leaf] = Hash32(*blake3::hash(bytes).as_bytes());
+        }
+        self.hash = hash_children(&self.hashes);
+    }
+}
+
+/// Groups: one for each node at depth 2.
+const GROUPS: usize = FANOUT * FANOUT;
 
 /// A key in its leaf, ordered as the key is, with its first 16 bytes
 /// inline: a leaf's binary search settles nearly every comparison there,
@@ -91,10 +130,11 @@ impl MerkleDigest {
     /// Records the current hash of `key`'s entity.
     pub fn update(&mut self, key: &Text, hash: Hash32) {
         let leaf = leaf_of(key) as usize;
-        if self.leaves.is_empty() {
-            self.leaves.resize_with(LEAVES, SortedMap::new);
+        if self.groups.is_empty() {
+            self.groups.resize_with(GROUPS, || None);
         }
-        self.leaves[leaf].insert(LeafKey::new(key), hash);
+        let group = self.groups[leaf / FANOUT].get_or_insert_with(Box::default);
+        group.pairs[leaf % FANOUT].insert(LeafKey::new(key), hash);
         self.stale[leaf / 64] |= 1 << (leaf % 64);
         self.any_stale = true;
     }
@@ -103,64 +143,83 @@ impl MerkleDigest {
         *self = MerkleDigest::default();
     }
 
+    fn group(&self, index: usize) -> Option<&Group> {
+        self.groups.get(index)?.as_deref()
+    }
+
+    /// The hash of the node at depth 2 `index` (zero where no key is).
+    fn group_hash(&self, index: usize) -> Hash32 {
+        self.group(index).map_or(Hash32::default(), |g| g.hash)
+    }
+
     /// The root, recomputing only what changed since the last call.
     pub fn root(&mut self) -> Hash32 {
         if !std::mem::take(&mut self.any_stale) {
-            return self.levels[0][0];
+            return self.root;
         }
-        // The nodes above the changed leaves, level by level: in order and
-        // each once, as the leaves are visited in order.
-        let mut changed: Vec<usize> = Vec::new();
-        // A leaf's pairs are hashed as one input: a hasher's update per
-        // piece cost more than the hashing in the size-optimized wasm.
+        // The nodes at depth 1 above the changed leaves, a bit each.
+        let mut tops = 0u16;
         let mut bytes = Vec::new();
+        // A word of the stale leaves is four groups' 16 bits.
         for (word, bits) in self.stale.iter_mut().enumerate() {
-            let mut bits = std::mem::take(bits);
-            while bits != 0 {
-                let leaf = word * 64 + bits.trailing_zeros() as usize;
-                bits &= bits - 1;
-                if changed.last() != Some(&(leaf / FANOUT)) {
-                    changed.push(leaf / FANOUT);
+            let bits = std::mem::take(bits);
+            if bits == 0 {
+                continue;
+            }
+            for quarter in 0..64 / FANOUT {
+                let leaves = (bits >> (quarter * FANOUT)) as u16;
+                let index = word * (64 / FANOUT) + quarter;
+                if leaves == 0 {
+                    continue;
                 }
-                bytes.clear();
-                for (LeafKey { key, .. }, hash) in
-                    self.leaves.get(leaf).into_iter().flat_map(SortedMap::iter)
-                {
-                    bytes.extend_from_slice(&(key.len() as u64).to_le_bytes());
-                    bytes.extend_from_slice(key.as_bytes());
-                    bytes.extend_from_slice(&hash.0);
+                if let Some(group) = self.groups.get_mut(index).and_then(Option::as_mut) {
+                    group.rehash(leaves, &mut bytes);
                 }
-                self.levels[3][leaf] = Hash32(*blake3::hash(&bytes).as_bytes());
+                tops |= 1 << (index / FANOUT);
             }
         }
-        for depth in (0..3).rev() {
-            let (upper, lower) = self.levels.split_at_mut(depth + 1);
-            for &i in &changed {
-                upper[depth][i] = hash_children(&lower[0][i * FANOUT..(i + 1) * FANOUT]);
+        for top in 0..FANOUT {
+            if tops & (1 << top) != 0 {
+                let children: [Hash32; FANOUT] =
+                    std::array::from_fn(|i| self.group_hash(top * FANOUT + i));
+                self.tops[top] = hash_children(&children);
             }
-            for i in &mut changed {
-                *i /= FANOUT;
-            }
-            changed.dedup();
         }
-        self.levels[0][0]
+        self.root = hash_children(&self.tops);
+        self.root
     }
 
     /// The hash of node `index` at `depth` (as of the last [`root`](Self::root)).
     pub fn node(&self, depth: u32, index: usize) -> Option<Hash32> {
-        self.levels.get(depth as usize)?.get(index).copied()
+        match depth {
+            0 => (index == 0).then_some(self.root),
+            1 => self.tops.get(index).copied(),
+            2 => (index < GROUPS).then(|| self.group_hash(index)),
+            3 => (index < LEAVES).then(|| {
+                self.group(index / FANOUT)
+                    .map_or(Hash32::default(), |g| g.hashes[index % FANOUT])
+            }),
+            _ => None,
+        }
     }
 
     /// The 16 children of a node above the leaves.
-    pub fn children(&self, depth: u32, index: usize) -> Option<&[Hash32]> {
-        let lower = self.levels.get(depth as usize + 1)?;
-        lower.get(index * FANOUT..(index + 1) * FANOUT)
+    pub fn children(&self, depth: u32, index: usize) -> Option<[Hash32; FANOUT]> {
+        if depth >= LEAF_DEPTH {
+            return None;
+        }
+        let first = index.checked_mul(FANOUT)?;
+        self.node(depth + 1, first + FANOUT - 1)?;
+        Some(std::array::from_fn(|i| {
+            self.node(depth + 1, first + i).unwrap_or_default()
+        }))
     }
 
     /// The `(key, entity hash)` pairs of a leaf.
     pub fn leaf(&self, index: u16) -> impl Iterator<Item = (&Text, &Hash32)> {
-        self.leaves
-            .get(index as usize)
+        let index = usize::from(index);
+        self.group(index / FANOUT)
+            .and_then(|g| g.pairs.get(index % FANOUT))
             .into_iter()
             .flat_map(SortedMap::iter)
             .map(|(k, hash)| (&k.key, hash))
@@ -208,23 +267,93 @@ mod tests {
                 stepwise.update(k, h(round.wrapping_mul(31).wrapping_add(i as u8)));
             }
             let mut whole = MerkleDigest::default();
-            for k in &keys {
-                if let Some(hash) = stepwise.leaves[leaf_of(k) as usize].get(&LeafKey::new(k)) {
+            for leaf in 0..LEAVES as u16 {
+                for (k, hash) in stepwise.leaf(leaf) {
                     whole.update(k, *hash);
                 }
             }
             assert_eq!(stepwise.root(), whole.root(), "round {round}");
-            assert_eq!(stepwise.levels[3], whole.levels[3], "round {round}");
+            assert_eq!(level(&stepwise, 3), level(&whole, 3), "round {round}");
             // Every node above the leaves, as hashing all of them says.
-            let mut expected = stepwise.levels[3].clone();
+            let mut expected = level(&stepwise, 3);
             for depth in (0..3).rev() {
                 expected = expected.chunks(FANOUT).map(hash_children).collect();
                 assert_eq!(
-                    stepwise.levels[depth], expected,
+                    level(&stepwise, depth),
+                    expected,
                     "round {round}, depth {depth}"
                 );
+                for (index, children) in level(&stepwise, depth + 1).chunks(FANOUT).enumerate() {
+                    assert_eq!(stepwise.children(depth, index).unwrap(), children);
+                }
             }
         }
+    }
+
+    /// Every node at `depth`, as `node` gives them.
+    fn level(digest: &MerkleDigest, depth: u32) -> Vec<Hash32> {
+        (0..FANOUT.pow(depth))
+            .map(|i| digest.node(depth, i).unwrap())
+            .collect()
+    }
+
+    /// The hashes are those of the digest's first form, node for node
+    /// (all 4,096 leaves and the levels above in vectors): peers of either
+    /// compare roots.
+    #[test]
+    fn roots_are_those_of_the_first_form() {
+        let mut d = MerkleDigest::default();
+        assert_eq!(d.root(), Hash32::default());
+        for i in 0..2_000u32 {
+            let k: Text = format!("key{i}").into();
+            d.update(&k, Hash32(*blake3::hash(&i.to_le_bytes()).as_bytes()));
+        }
+        let hex = |h: Hash32| h.to_string();
+        assert_eq!(
+            hex(d.root()),
+            "6e78fcbeec4b07a719691c1fac0d8e1df4133b1f9c81b182cdfcd539dcb878e6"
+        );
+        d.update(&"key7".into(), Hash32([9; 32]));
+        assert_eq!(
+            hex(d.root()),
+            "e48816ec3ae9fcb56cb00893fead105127bee7fe2d26b46365ddf211be212bda"
+        );
+        assert_eq!(
+            hex(d.node(2, 77).unwrap()),
+            "59ed60dbad249b5eddbf2b966e035f105e41b8eba66c9fe9f58513b78135ab79"
+        );
+        assert_eq!(d.node(3, 1234), Some(Hash32::default()));
+    }
+
+    /// An engine's digest allocates nothing until its first key, and a
+    /// few keys hold a few groups of leaves, not all 4,096.
+    #[test]
+    fn a_small_digest_holds_only_the_groups_of_its_keys() {
+        let mut d = MerkleDigest::default();
+        assert_eq!(d.groups.capacity(), 0);
+        let keys: Vec<Text> = (0..3).map(|i| format!("k{i}").into()).collect();
+        for k in &keys {
+            d.update(k, h(1));
+        }
+        let mut groups: Vec<usize> = keys.iter().map(|k| leaf_of(k) as usize / FANOUT).collect();
+        groups.sort();
+        groups.dedup();
+        let held: Vec<usize> = (0..GROUPS).filter(|&g| d.group(g).is_some()).collect();
+        assert_eq!(held, groups);
+        assert_ne!(d.root(), Hash32::default());
+        for k in &keys {
+            assert_eq!(
+                d.leaf(leaf_of(k))
+                    .find(|(key, _)| *key == k)
+                    .map(|(_, h)| *h),
+                Some(h(1))
+            );
+        }
+        assert_eq!(d.node(4, 0), None);
+        assert_eq!(d.node(3, LEAVES), None);
+        assert_eq!(d.children(3, 0), None);
+        assert_eq!(d.children(2, GROUPS), None);
+        assert_eq!(d.children(0, 1), None);
     }
 
     #[test]
