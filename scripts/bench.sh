@@ -6,8 +6,7 @@
 # CPC_BENCH_QUICK=1 runs small sizes (npm test does, as a smoke test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ -f pkg/cpc_sync_bg.wasm ] && [ "${CPC_BENCH_QUICK:-}" = 1 ] || bash scripts/build.sh
-bash scripts/bench-wasm.sh
+# compare.mjs builds both packages first.
 node bench/browser/compare.mjs
 if [ "${CPC_BENCH_QUICK:-}" = 1 ]; then
   node bench/report.mjs --dry-run

@@ -1,7 +1,7 @@
 // cpc-sync beside Yjs, Automerge and Loro in headless Chromium: B3.1,
 // C1.2 and a run-heavy signed workload applied at one peer, sync bytes,
-// cpc-sync's own workloads, and bundle sizes. `npm run bench` builds and
-// runs it in full; CPC_BENCH_QUICK=1 (what `npm test` runs) uses small
+// cpc-sync's own workloads, and bundle sizes. It builds the wasm it
+// measures first; `npm run bench` runs it in full; CPC_BENCH_QUICK=1 (what `npm test` runs) uses small
 // sizes so the harness cannot rot. CPC_BENCH_ONLY picks sections
 // (comma-separated): many, sync, cpc, gzip, bundle; the others keep the last
 // committed run's figures, with its provenance. CPC_BENCH_WORKLOADS
@@ -16,6 +16,7 @@
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import { mkdir, writeFile, readdir, readFile, rm } from "node:fs/promises";
+import { existsSync } from "node:fs";
 import { gzipSync } from "node:zlib";
 import path from "node:path";
 import { root, startStaticServer, launchBrowser } from "../../tests/e2e/harness.mjs";
@@ -220,7 +221,22 @@ function check(results) {
   }
 }
 
+/**
+ * The wasm the page needs: the release package (pkg/: the bundle; a quick
+ * run takes an existing one, as npm test has just built it), then the
+ * bench build (target/bench/pkg: every cpc-sync row), remade only when
+ * its wasm changed. Built here, not by the caller, so a run of this file
+ * alone (`CPC_BENCH_ONLY=...`) measures the tree it runs in.
+ */
+async function buildWasm() {
+  const build = (script, ...args) =>
+    run("bash", [path.join(root, "scripts", script), ...args], { cwd: root, maxBuffer: 1 << 26 });
+  if (!QUICK || !existsSync(path.join(root, "pkg/cpc_sync_bg.wasm"))) await build("build.sh", "--no-server");
+  await build("bench-wasm.sh");
+}
+
 async function main() {
+  await buildWasm();
   await rm(dist, { recursive: true, force: true });
   await run(vite, ["build", "--logLevel", "error", "--outDir", dist, "--emptyOutDir"], {
     cwd: path.join(root, "bench/browser/compare"),
