@@ -69,25 +69,46 @@ fn pump(nodes: &mut [SyncNode], respell: Option<PeerId>) -> Vec<(PeerId, PeerId,
     }
 }
 
-/// The same `Events` frame spelled otherwise: the batch's length as an
-/// overlong varint, a byte longer than it needs, which postcard reads the
-/// same. A node never spells a frame it encodes so, so a frame that
-/// leaves a node in this spelling left as it came.
+/// The same `Events` frame spelled otherwise: its batch's `coded` field
+/// (the varint after the format byte) a byte longer than it needs, which
+/// the codec reads the same on every target (its varints are `u64`s). A
+/// node never spells a batch so, so a frame that leaves a node in this
+/// spelling left as it came.
 fn respelled(frame: &[u8]) -> Vec<u8> {
-    let body = &frame[..frame.len() - 4];
-    assert_eq!(body[2], 1, "Events is the variant of index 1");
-    let last = 3 + body[3..]
+    let batch = wire::event_batch(frame).expect("a whole Events frame");
+    let end = 1 + batch[1..]
         .iter()
         .position(|b| b & 0x80 == 0)
-        .expect("a length");
-    let mut out = body[..last].to_vec();
-    out.extend_from_slice(&[body[last] | 0x80, 0x00]);
-    out.extend_from_slice(&body[last + 1..]);
-    // The frame's check: the first four bytes of its BLAKE3.
+        .expect("a coded field");
+    let mut longer = batch[..end].to_vec();
+    longer.extend_from_slice(&[batch[end] | 0x80, 0x00]);
+    longer.extend_from_slice(&batch[end + 1..]);
+    let out = wire::events_frame(&longer).expect("a frame");
+    assert_eq!(events_of(&out), events_of(frame), "read the same");
+    out
+}
+
+/// `frame` with its batch's length spelled in `width` bytes: postcard
+/// reads a `usize` varint in up to ten bytes natively, five on wasm32.
+fn length_spelled(frame: &[u8], width: usize) -> Vec<u8> {
+    let batch = wire::event_batch(frame).expect("a whole Events frame");
+    let mut out = frame[..3].to_vec();
+    let mut n = batch.len();
+    for _ in 1..width {
+        out.push((n & 0x7f) as u8 | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+    out.extend_from_slice(batch);
     let check = blake3::hash(&out);
     out.extend_from_slice(&check.as_bytes()[..4]);
-    assert!(events_of(&out).is_some(), "read the same");
     out
+}
+
+/// Whether a 32-bit peer reads the length of `frame`'s batch: a varint of
+/// at most five bytes, as postcard reads a `usize` on wasm32.
+fn length_reads_on_wasm32(frame: &[u8]) -> bool {
+    frame[3..].iter().take(5).any(|b| b & 0x80 == 0)
 }
 
 /// The events of a frame, if it is a whole `Events` frame.
@@ -233,6 +254,47 @@ fn a_frame_applied_in_part_is_not_forwarded_as_it_came() {
     let state = nodes[1].engine().state_json();
     assert!(state.contains("m/1") && !state.contains("evil"), "{state}");
     assert_eq!(state, nodes[0].engine().state_json());
+}
+
+/// Mallory spells her frame's batch length in seven bytes: a native
+/// relay (the room peer) reads it, but a page (wasm32) would find it
+/// malformed, and a page drops a link that sent it a hundred malformed
+/// frames. The relay applies her event and sends it on in its own
+/// spelling, which every peer reads.
+#[test]
+fn a_frame_spelled_past_what_a_page_reads_goes_on_respelled() {
+    let (mallory, runs) = mallory_runs(1);
+    let room_peer = SyncConfig {
+        relay: Relay::Flood,
+        verify_window_ms: Some(50),
+        durable: true,
+        ..SyncConfig::default()
+    };
+    let flood = SyncConfig {
+        relay: Relay::Flood,
+        ..SyncConfig::default()
+    };
+    let mut nodes = vec![signed_node(2, room_peer), signed_node(3, flood)];
+    let (b, c) = (nodes[0].peer(), nodes[1].peer());
+    connect(&mut nodes, 0, 1);
+    nodes[0].connect(mallory, NOW);
+    pump(&mut nodes, None);
+
+    let frame = wire::encode(&Message::Events(runs.clone()), 1).remove(0);
+    assert!(length_reads_on_wasm32(&frame));
+    let wide = length_spelled(&frame, 7);
+    assert!(!length_reads_on_wasm32(&wide));
+    assert_eq!(events_of(&wide), Some(runs.clone()), "read natively");
+    nodes[0].receive_frame(mallory, &wide, NOW);
+    let log = pump(&mut nodes, None);
+    let went = event_frames(&log, b, c);
+    assert_eq!(ids(&went), vec![runs[0].id]);
+    assert!(went.iter().all(|f| length_reads_on_wasm32(f)));
+    assert_eq!(went, [frame.as_slice()], "in our own spelling");
+    assert_eq!(
+        nodes[1].engine().state_json(),
+        nodes[0].engine().state_json()
+    );
 }
 
 /// A frame of more events than a message of ours holds (two sealed runs
