@@ -3,8 +3,8 @@
 //! Keys fall into 4,096 leaves by the first 12 bits of their blake3 hash; a
 //! leaf hashes its `(key, entity hash)` pairs in key order; inner nodes hash
 //! their 16 children. Two peers compare roots in one message, and descend
-//! level by level to the leaves that differ. An empty subtree hashes to zero
-//! and is not stored: the tree costs nothing where there are no keys.
+//! level by level to the leaves that differ. An empty subtree hashes to zero;
+//! below depth 1, one is not stored.
 
 use crate::protocol::text::Text;
 
@@ -208,8 +208,10 @@ impl MerkleDigest {
         if depth >= LEAF_DEPTH {
             return None;
         }
-        let first = index.checked_mul(FANOUT)?;
-        self.node(depth + 1, first + FANOUT - 1)?;
+        // The node itself in range first: then its children's indices are
+        // below 4,096, whatever index a peer sent.
+        self.node(depth, index)?;
+        let first = index * FANOUT;
         Some(std::array::from_fn(|i| {
             self.node(depth + 1, first + i).unwrap_or_default()
         }))
@@ -354,6 +356,14 @@ mod tests {
         assert_eq!(d.children(3, 0), None);
         assert_eq!(d.children(2, GROUPS), None);
         assert_eq!(d.children(0, 1), None);
+        // Any index a peer can send, at every depth: `None`, no overflow
+        // (`usize::MAX / 16` is a `u32` on wasm32).
+        for depth in 0..=4 {
+            for index in [usize::MAX / 16, usize::MAX, u32::MAX as usize, 1 << 28] {
+                assert_eq!(d.children(depth, index), None, "{depth} {index}");
+                assert_eq!(d.node(depth, index), None, "{depth} {index}");
+            }
+        }
     }
 
     #[test]
