@@ -10,8 +10,9 @@ use crate::protocol::key_sort;
 ///
 /// Kept as the batches they came in ([`Segment`]s), each sorted by id: a
 /// loaded snapshot's events stay in the vector they were decoded into,
-/// with no allocation or move per run (a million lone events of an
-/// unsigned room took 1.7 s to file one by one). Compaction prunes each
+/// and a fold's in the log's chunks it took whole, with no allocation or
+/// move per run (a million lone events of an unsigned room took 1.7 s to
+/// file one by one). Compaction prunes each
 /// in place and merges small ones by size, up to `SEGMENT_CAP` events
 /// (`tier`). Merging every batch into one moved the whole archive at
 /// each fold (a million keys written through folds took 2.3-2.4 s
@@ -41,12 +42,23 @@ const MAX_SEGMENTS: usize = 8;
 /// keys). A fold's segment stays as it came, whatever its size.
 const SEGMENT_CAP: usize = 1 << 16;
 
-/// Whole runs, sorted by id.
+/// Whole runs, sorted by id, in one vector or several (a fold hands
+/// over an origin's log chunks as they are, [`Archive::insert_pieces`]);
+/// a run is never split between two.
 #[derive(Debug)]
 struct Segment {
-    events: Vec<P2PEvent>,
-    /// Each run's first event: its id, and where it is in `events`.
-    starts: Vec<(EventId, u32)>,
+    pieces: Vec<Vec<P2PEvent>>,
+    /// Each run's first event: its id, and where it is.
+    starts: Vec<Start>,
+    len: usize,
+}
+
+/// Where a run starts: its first id, its piece, and its index there.
+#[derive(Debug, Clone, Copy)]
+struct Start {
+    id: EventId,
+    piece: u32,
+    at: u32,
 }
 
 impl Segment {
@@ -56,50 +68,88 @@ impl Segment {
         Split::new(events.len()).finish(events)
     }
 
+    /// Pieces of events sorted by id across them, no run split between
+    /// two, each split into its sealed runs.
+    fn of_pieces(pieces: Vec<Vec<P2PEvent>>) -> Segment {
+        let mut segment = Segment::empty();
+        for piece in pieces.into_iter().filter(|p| !p.is_empty()) {
+            let mut split = Split::new(piece.len());
+            split.step(&piece, usize::MAX);
+            segment.push_piece(piece, split.starts());
+        }
+        segment
+    }
+
     /// One whole run.
-    fn run(run: Vec<P2PEvent>) -> Segment {
+    fn one_run(run: Vec<P2PEvent>) -> Segment {
         Segment::with_starts(run, vec![0])
     }
 
     fn with_starts(events: Vec<P2PEvent>, starts: Vec<usize>) -> Segment {
-        let starts = starts
-            .into_iter()
-            .map(|i| (events[i].id, i as u32))
-            .collect();
-        Segment { events, starts }
+        let mut segment = Segment::empty();
+        segment.push_piece(events, starts);
+        segment
     }
 
-    /// Run `r`'s bounds in `events`.
-    fn bounds(&self, r: usize) -> (usize, usize) {
-        let end = self
-            .starts
-            .get(r + 1)
-            .map_or(self.events.len(), |&(_, i)| i as usize);
-        (self.starts[r].1 as usize, end)
+    fn empty() -> Segment {
+        Segment {
+            pieces: Vec::new(),
+            starts: Vec::new(),
+            len: 0,
+        }
+    }
+
+    /// Appends a piece whose runs start at `starts` (ascending).
+    fn push_piece(&mut self, events: Vec<P2PEvent>, starts: Vec<usize>) {
+        if events.is_empty() {
+            return;
+        }
+        let piece = self.pieces.len() as u32;
+        self.starts.extend(starts.into_iter().map(|i| Start {
+            id: events[i].id,
+            piece,
+            at: i as u32,
+        }));
+        self.len += events.len();
+        self.pieces.push(events);
+    }
+
+    /// Run `r`'s piece and its bounds there.
+    fn bounds(&self, r: usize) -> (usize, usize, usize) {
+        let Start { piece, at, .. } = self.starts[r];
+        let piece = piece as usize;
+        let end = match self.starts.get(r + 1) {
+            Some(next) if next.piece as usize == piece => next.at as usize,
+            _ => self.pieces[piece].len(),
+        };
+        (piece, at as usize, end)
+    }
+
+    /// Run `r`.
+    fn run_at(&self, r: usize) -> &[P2PEvent] {
+        let (piece, start, end) = self.bounds(r);
+        &self.pieces[piece][start..end]
     }
 
     fn runs(&self) -> impl Iterator<Item = &[P2PEvent]> + '_ {
-        (0..self.starts.len()).map(|r| {
-            let (start, end) = self.bounds(r);
-            &self.events[start..end]
-        })
+        (0..self.starts.len()).map(|r| self.run_at(r))
     }
 
     fn run_of(&self, id: EventId) -> Option<&[P2PEvent]> {
-        let r = self.starts.partition_point(|(first, _)| *first <= id);
+        let r = self.starts.partition_point(|start| start.id <= id);
         self.holding(r.checked_sub(1)?, id)
     }
 
     /// Run `r`, if it holds `id` (the last run starting at or before it).
     fn holding(&self, r: usize, id: EventId) -> Option<&[P2PEvent]> {
-        let (first, _) = *self.starts.get(r)?;
+        let first = self.starts.get(r)?.id;
         debug_assert!(first <= id, "run {r} starts after {id:?}");
-        let (start, end) = self.bounds(r);
+        let run = self.run_at(r);
         let within = id
             .seq
             .checked_sub(first.seq)
-            .is_some_and(|d| d < (end - start) as u64);
-        (first.peer == id.peer && within).then(|| &self.events[start..end])
+            .is_some_and(|d| d < run.len() as u64);
+        (first.peer == id.peer && within).then_some(run)
     }
 }
 
@@ -159,11 +209,17 @@ impl Split {
     /// The segment of `events` (what is left of them is looked at here).
     fn finish(mut self, events: Vec<P2PEvent>) -> Segment {
         self.step(&events, usize::MAX);
+        Segment::with_starts(events, self.starts())
+    }
+
+    /// Where the runs start, first first, once every event was looked at.
+    fn starts(mut self) -> Vec<usize> {
+        debug_assert!(self.is_done());
         if self.covered.is_some() {
             self.starts.push(0);
         }
         self.starts.reverse();
-        Segment::with_starts(events, self.starts)
+        self.starts
     }
 }
 
@@ -187,7 +243,17 @@ impl Archive {
     /// Keeps one whole run (consecutive events of one origin).
     pub fn insert_run(&mut self, run: Vec<P2PEvent>) {
         if !run.is_empty() {
-            self.add(Segment::run(run));
+            self.add(Segment::one_run(run));
+        }
+    }
+
+    /// [`insert`](Self::insert) of events in pieces, sorted by id across
+    /// them, no sealed run split between two: kept as they are, the
+    /// pieces not copied into one (a fold's, an origin's log chunks).
+    pub fn insert_pieces(&mut self, pieces: Vec<Vec<P2PEvent>>) {
+        let segment = Segment::of_pieces(pieces);
+        if segment.len > 0 {
+            self.add(segment);
         }
     }
 
@@ -213,10 +279,10 @@ impl Archive {
                 Self::merged(vec![segment], &fresh)
             }
         };
-        if segment.events.is_empty() {
+        if segment.len == 0 {
             return;
         }
-        self.len += segment.events.len();
+        self.len += segment.len;
         self.segments.push(segment);
         if self.segments.len() > self.settled + MAX_SEGMENTS {
             self.retain(|_| true);
@@ -254,7 +320,7 @@ impl Archive {
                     .starts
                     .iter()
                     .enumerate()
-                    .map(move |(r, &(first, _))| (first, age, r))
+                    .map(move |(r, start)| (start.id, age, r))
             })
             .collect();
         if segments.len() > 1 {
@@ -267,8 +333,7 @@ impl Archive {
         let mut last: Option<EventId> = None;
         for (_, age, r) in order {
             let s = segments.len() - age;
-            let (start, end) = segments[s].bounds(r);
-            let run = &segments[s].events[start..end];
+            let run = segments[s].run_at(r);
             // A run overlapping one kept before it (a copy, or a forger's
             // other run) is not kept again.
             let overlaps = last.is_some_and(|l| l.peer == run[0].id.peer && l.seq >= run[0].id.seq);
@@ -285,12 +350,12 @@ impl Archive {
             } else {
                 Self::merged(vec![segment], kept)
             };
-            if !segment.events.is_empty() {
+            if segment.len > 0 {
                 self.segments.push(segment);
             }
         }
         self.tier();
-        self.len = self.segments.iter().map(|s| s.events.len()).sum();
+        self.len = self.segments.iter().map(|s| s.len).sum();
         self.settled = self.segments.len();
     }
 
@@ -300,7 +365,7 @@ impl Archive {
     /// event is moved a few times at most, and no large segment is copied.
     fn tier(&mut self) {
         while let [.., elder, young] = &self.segments[..] {
-            let (young, elder) = (young.events.len(), elder.events.len());
+            let (young, elder) = (young.len, elder.len);
             if young * 2 < elder || young + elder > SEGMENT_CAP {
                 break;
             }
@@ -311,44 +376,64 @@ impl Archive {
         }
     }
 
-    /// One segment's runs that `keep` marks, moved in place.
+    /// One segment's runs that `keep` marks, moved in place, piece by
+    /// piece.
     fn merged(mut segments: Vec<Segment>, keep: &[bool]) -> Segment {
-        let segment = segments.pop().unwrap_or(Segment {
-            events: Vec::new(),
-            starts: Vec::new(),
-        });
-        let mut starts = Vec::new();
-        let mut mask = Vec::with_capacity(segment.events.len());
-        let mut at = 0;
+        let segment = segments.pop().unwrap_or_else(Segment::empty);
+        // Per piece, where its kept runs start once they have moved up;
+        // which events stay, pieces end to end.
+        let mut starts: Vec<Vec<usize>> = vec![Vec::new(); segment.pieces.len()];
+        let mut kept = vec![0; segment.pieces.len()];
+        let mut mask = Vec::with_capacity(segment.len);
         for (r, keep) in keep.iter().enumerate() {
-            let (start, end) = segment.bounds(r);
+            let (piece, start, end) = segment.bounds(r);
             if *keep {
-                starts.push(at);
-                at += end - start;
+                starts[piece].push(kept[piece]);
+                kept[piece] += end - start;
             }
             mask.extend(std::iter::repeat_n(*keep, end - start));
         }
-        let mut events = segment.events;
         let mut mask = mask.into_iter();
-        events.retain(|_| mask.next().unwrap_or(false));
-        Segment::with_starts(events, starts)
+        let mut out = Segment::empty();
+        for (mut events, starts) in segment.pieces.into_iter().zip(starts) {
+            events.retain(|_| mask.next().unwrap_or(false));
+            if events.capacity() > 2 * events.len() {
+                events.shrink_to_fit();
+            }
+            out.push_piece(events, starts);
+        }
+        out
     }
 
     /// The runs `kept` marks in several segments, moved into one, by id.
     fn merged_all(segments: Vec<Segment>, kept: &[Vec<bool>]) -> Segment {
         let mut runs: Vec<(EventId, usize, usize)> = Vec::new();
         for (s, segment) in segments.iter().enumerate() {
-            for (r, &(first, _)) in segment.starts.iter().enumerate() {
+            for (r, start) in segment.starts.iter().enumerate() {
                 if kept[s][r] {
-                    runs.push((first, s, r));
+                    runs.push((start.id, s, r));
                 }
             }
         }
         // Pushed in segment and run order: stable by id is the tuples' order.
         key_sort::sort_by_key(&mut runs, |&(first, _, _)| key_sort::id_key(first));
+        // Each run's bounds among its segment's events, pieces end to end.
         let bounds: Vec<Vec<(usize, usize)>> = segments
             .iter()
-            .map(|s| (0..s.starts.len()).map(|r| s.bounds(r)).collect())
+            .map(|s| {
+                let mut offsets = Vec::with_capacity(s.pieces.len());
+                let mut total = 0;
+                for piece in &s.pieces {
+                    offsets.push(total);
+                    total += piece.len();
+                }
+                (0..s.starts.len())
+                    .map(|r| {
+                        let (piece, start, end) = s.bounds(r);
+                        (offsets[piece] + start, offsets[piece] + end)
+                    })
+                    .collect()
+            })
             .collect();
         let total = runs
             .iter()
@@ -359,7 +444,7 @@ impl Archive {
         // Each segment's kept runs come in its own order: one cursor each.
         let mut sources: Vec<_> = segments
             .into_iter()
-            .map(|s| (s.events.into_iter(), 0))
+            .map(|s| (s.pieces.into_iter().flatten(), 0))
             .collect();
         for (_, s, r) in runs {
             let (start, end) = bounds[s][r];
@@ -398,11 +483,11 @@ impl<'a> Cursor<'a> {
             // apart cost a search, near ones a step or two.
             let rest = &segment.starts[*at..];
             let mut step = 1;
-            while step <= rest.len() && rest[step - 1].0 <= id {
+            while step <= rest.len() && rest[step - 1].id <= id {
                 step *= 2;
             }
             let (low, high) = (step / 2, step.min(rest.len()));
-            *at += low + rest[low..high].partition_point(|(first, _)| *first <= id);
+            *at += low + rest[low..high].partition_point(|start| start.id <= id);
             // (A cursor asked an earlier id than the last would trip the
             // order check in `holding`.)
             let run = at.checked_sub(1).and_then(|r| segment.holding(r, id));
@@ -457,12 +542,18 @@ mod tests {
         out
     }
 
+    impl Segment {
+        fn events(&self) -> impl Iterator<Item = &P2PEvent> + '_ {
+            self.pieces.iter().flatten()
+        }
+    }
+
     impl Archive {
         fn clone_ids(&self, out: &mut Vec<EventId>) {
             let mut all = Vec::new();
             self.segments
                 .iter()
-                .for_each(|s| all.extend(s.events.iter().map(|e| e.id)));
+                .for_each(|s| all.extend(s.events().map(|e| e.id)));
             all.sort_unstable();
             all.dedup();
             out.extend(all);
@@ -526,15 +617,15 @@ mod tests {
         let mut archive = Archive::default();
         archive.insert(lone(1, 1..=1_000));
         archive.retain(|_| true);
-        let old = archive.segments[0].events.as_ptr();
+        let old = archive.segments[0].pieces[0].as_ptr();
         for batch in 0..20u64 {
             let from = 1_001 + batch * 10;
             archive.insert(lone(2, from..=from + 9));
             // Every other run of the new batch is dropped, as a fold drops
             // runs whose dots were superseded.
             archive.retain(|run| run[0].id.peer == PeerId(1) || run[0].id.seq % 2 == 0);
-            assert_eq!(archive.segments[0].events.as_ptr(), old, "batch {batch}");
-            let sizes: Vec<usize> = archive.segments.iter().map(|s| s.events.len()).collect();
+            assert_eq!(archive.segments[0].pieces[0].as_ptr(), old, "batch {batch}");
+            let sizes: Vec<usize> = archive.segments.iter().map(|s| s.len).collect();
             assert!(
                 sizes.windows(2).all(|w| w[1] * 2 < w[0]),
                 "sizes halve: {sizes:?}"
@@ -579,7 +670,7 @@ mod tests {
             }
             // Merged up to the cap; a batch larger stays as it came.
             let cap = SEGMENT_CAP.max(largest);
-            assert!(archive.segments.iter().all(|s| s.events.len() <= cap));
+            assert!(archive.segments.iter().all(|s| s.len <= cap));
         }
         let mut ids: Vec<EventId> = (0..5_000)
             .map(|_| {
@@ -653,5 +744,51 @@ mod tests {
             archive.segments.len() < 12 + MAX_SEGMENTS,
             "pruned and merged"
         );
+    }
+
+    /// A fold's pieces are kept as they came, not copied into one vector:
+    /// lookups find runs in every piece, a cursor as `run_of` does, and a
+    /// prune drops runs inside each piece, in place.
+    #[test]
+    fn a_fold_s_pieces_stay_as_they_came() {
+        let a = Identity::from_seed(1);
+        // Sealed runs of 3 of origin a, in two pieces, then lone events
+        // of two more origins in a third.
+        let mut runs: Vec<P2PEvent> = (1..=12).map(|s| sample(a.peer(), s, "1")).collect();
+        for run in runs.chunks_mut(3) {
+            seal::seal(&a, run);
+        }
+        let (head, tail) = runs.split_at(6);
+        let mut lones = lone(0xFFFF_FFFF_FFFF_FFF0, 1..=4);
+        lones.extend(lone(0xFFFF_FFFF_FFFF_FFF1, 1..=2));
+        assert!(a.peer() < PeerId(0xFFFF_FFFF_FFFF_FFF0), "in id order");
+        let pieces = vec![head.to_vec(), tail.to_vec(), lones.clone()];
+        let buffers: Vec<*const P2PEvent> = pieces.iter().map(|p| p.as_ptr()).collect();
+        let mut archive = Archive::default();
+        archive.insert_pieces(pieces);
+        assert_eq!(archive.len(), 18);
+        let kept: Vec<*const P2PEvent> = archive.segments[0]
+            .pieces
+            .iter()
+            .map(|p| p.as_ptr())
+            .collect();
+        assert_eq!(kept, buffers, "not copied");
+        assert_eq!(archive.run_of(EventId::new(a.peer(), 8)), Some(&runs[6..9]));
+        assert_eq!(archive.run_of(EventId::new(a.peer(), 6)), Some(&runs[3..6]));
+        let mut cursor = archive.cursor();
+        for id in runs.iter().chain(&lones).map(|e| e.id) {
+            assert_eq!(cursor.run_of(id), archive.run_of(id), "{id}");
+        }
+        // Every other run goes: each piece keeps the rest in place.
+        archive.retain(|run| run[0].id.seq % 2 == 1);
+        assert_eq!(archive.len(), 6 + 3);
+        assert_eq!(archive.segments[0].pieces[0].as_ptr(), buffers[0]);
+        assert_eq!(archive.run_of(EventId::new(a.peer(), 5)), None);
+        assert_eq!(archive.run_of(EventId::new(a.peer(), 8)), Some(&runs[6..9]));
+        assert_eq!(archive.run_of(EventId::new(a.peer(), 11)), None);
+        assert_eq!(ids(&archive).len(), archive.len());
+        archive.retain(|run| run[0].id.peer != a.peer());
+        assert_eq!(archive.segments[0].pieces.len(), 1, "emptied pieces go");
+        assert_eq!(archive.len(), 3);
     }
 }

@@ -34,7 +34,9 @@ impl ReconciliationEngine {
         for (peer, have) in self.applied.iter() {
             let theirs = clock.get(peer);
             if have > theirs {
-                out.extend_from_slice(self.log.range(peer, theirs, have));
+                for part in self.log.range(peer, theirs, have) {
+                    out.extend_from_slice(part);
+                }
             }
         }
         out
@@ -78,7 +80,9 @@ impl ReconciliationEngine {
     pub fn logged(&self, ranges: &[(PeerId, u64, u64)]) -> Vec<&P2PEvent> {
         let mut out = Vec::new();
         for &(peer, after, upto) in ranges {
-            out.extend(self.log.range(peer, after, upto));
+            for part in self.log.range(peer, after, upto) {
+                out.extend(part);
+            }
         }
         out
     }
@@ -106,7 +110,7 @@ impl ReconciliationEngine {
     fn fold_log(&mut self, stable: &VectorClock) -> Option<(usize, Needed)> {
         let stable = VectorClock::meet([stable, &self.applied].into_iter());
         let folded = self.log.prune(&stable);
-        let count = folded.len();
+        let count = folded.iter().map(Vec::len).sum();
         (count > 0).then(|| (count, self.keep_evidence(folded)))
     }
 }

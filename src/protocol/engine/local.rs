@@ -248,16 +248,22 @@ impl ReconciliationEngine {
     /// This peer's events after `after`, in the log: sealed by `identity`
     /// in runs of at most [`MAX_RUN`] when there is one, so relays keep the
     /// seals. The caller persists and sends them.
-    pub fn seal_own(&mut self, identity: Option<&Identity>, after: u64) -> &[P2PEvent] {
+    pub fn seal_own(&mut self, identity: Option<&Identity>, after: u64) -> Vec<&P2PEvent> {
         let (peer, upto) = (self.peer, self.applied.get(self.peer));
-        let run = self.log.range_mut(peer, after, upto);
         if let Some(identity) = identity {
             debug_assert_eq!(identity.peer(), peer, "the engine's id is the identity's");
-            for chunk in run.chunks_mut(MAX_RUN) {
-                seal::seal(identity, chunk);
+            let mut first = after.saturating_add(1).max(self.log.first_seq(peer));
+            while first <= upto {
+                let last = upto.min(first + MAX_RUN as u64 - 1);
+                seal::seal(identity, self.log.run_mut(peer, first, last));
+                first = last + 1;
             }
         }
-        run
+        let mut events = Vec::new();
+        for part in self.log.range(peer, after, upto) {
+            events.extend(part);
+        }
+        events
     }
 
     /// Up to where this peer's own events are sealed (with `signed`), or
@@ -268,10 +274,15 @@ impl ReconciliationEngine {
             return applied;
         }
         let logged = self.log.range(self.peer, 0, applied);
-        match logged.iter().rposition(|e| e.seal.is_some()) {
-            Some(i) => logged[i].id.seq,
+        let sealed = logged
+            .iter()
+            .rev()
+            .find_map(|part| part.iter().rfind(|e| e.seal.is_some()));
+        match (sealed, logged.first()) {
+            (Some(last), _) => last.id.seq,
             // Nothing of ours sealed in the log: seal whatever is there.
-            None => logged.first().map_or(applied, |e| e.id.seq - 1),
+            (None, Some(part)) => part[0].id.seq - 1,
+            (None, None) => applied,
         }
     }
 

@@ -7,9 +7,21 @@ use crate::protocol::event::{EventId, P2PEvent};
 use crate::protocol::key_sort;
 use crate::protocol::seal::MAX_RUN;
 
+/// Events a chunk of an origin's log fills to before the next begins: a
+/// sealed run (at most [`MAX_RUN`]) then always fits in one.
+const CHUNK: usize = MAX_RUN;
+
 /// Applied events by origin, dense by sequence number: what anti-entropy
-/// sends to a peer that lacks them. Events before an origin's `first_seq`
-/// have been folded into a snapshot.
+/// sends to a peer that lacks them. Events before an origin's first
+/// logged one have been folded into a snapshot.
+///
+/// Each origin's events are kept in chunks of [`CHUNK`] events, not one
+/// vector: a vector grown by doubling copied the whole log at each
+/// doubling (natively a tenth of causal apply's time; in a page one task
+/// copying ~80 MB for a log of a million events) and held up to half its
+/// room unused. A sealed run is never split between chunks, so the run
+/// holding an event is one slice ([`run_of`](EventLog::run_of)); a fold
+/// hands whole chunks over as they are ([`prune`](EventLog::prune)).
 #[derive(Debug)]
 pub struct EventLog {
     /// Seeded as the engine's entity map is, so a peer cannot aim ids at
@@ -20,35 +32,240 @@ pub struct EventLog {
 
 #[derive(Debug)]
 struct OriginLog {
-    first_seq: u64,
-    events: Vec<P2PEvent>,
+    /// Filled chunks, oldest first, each with its first sequence number.
+    full: Vec<(u64, Vec<P2PEvent>)>,
+    /// The chunk being filled, and its first sequence number (the next
+    /// event's when it is empty).
+    tail_seq: u64,
+    tail: Vec<P2PEvent>,
     /// Whether any event here may carry a seal: in an unsigned room none
     /// does, and looking for one would scan `MAX_RUN` events each time.
     sealed: bool,
 }
 
 impl OriginLog {
-    /// Where event `seq` is in `events`, if the log reaches back to it.
-    fn index(&self, seq: u64) -> Option<usize> {
-        usize::try_from(seq.checked_sub(self.first_seq)?).ok()
+    fn starting_at(first_seq: u64, room: usize) -> Self {
+        OriginLog {
+            full: Vec::new(),
+            tail_seq: first_seq,
+            tail: Vec::with_capacity(room),
+            sealed: false,
+        }
     }
 
-    /// The `events` bounds of sequence numbers `after+1..=upto`.
-    fn bounds(&self, after: u64, upto: u64) -> (usize, usize) {
-        let index = |seq: u64| {
-            usize::try_from(seq.saturating_sub(self.first_seq - 1)).unwrap_or(usize::MAX)
+    fn first_seq(&self) -> u64 {
+        self.full.first().map_or(self.tail_seq, |(first, _)| *first)
+    }
+
+    /// The sequence number the next event takes.
+    fn next_seq(&self) -> u64 {
+        self.tail_seq + self.tail.len() as u64
+    }
+
+    fn len(&self) -> usize {
+        self.full.iter().map(|(_, c)| c.len()).sum::<usize>() + self.tail.len()
+    }
+
+    /// Every chunk with its first sequence number, oldest first.
+    fn chunks(&self) -> impl Iterator<Item = (u64, &[P2PEvent])> {
+        self.full
+            .iter()
+            .map(|(first, c)| (*first, c.as_slice()))
+            .chain(std::iter::once((self.tail_seq, self.tail.as_slice())))
+    }
+
+    /// The chunk holding event `seq` and its index there.
+    fn locate(&self, seq: u64) -> Option<(&[P2PEvent], usize)> {
+        let (first, chunk) = match self.full.get(self.chunk_of(seq)?) {
+            Some((first, chunk)) => (*first, chunk),
+            None => (self.tail_seq, &self.tail),
         };
-        (index(after), index(upto).min(self.events.len()))
+        let index = usize::try_from(seq - first).ok()?;
+        (index < chunk.len()).then_some((chunk.as_slice(), index))
     }
 
-    /// Where the event sealing the run that holds `events[index]` is.
-    fn sealing(&self, index: usize) -> Option<usize> {
+    fn get(&self, seq: u64) -> Option<&P2PEvent> {
+        let (chunk, index) = self.locate(seq)?;
+        chunk.get(index)
+    }
+
+    /// Where the sealed run holding event `seq` starts, and the run as
+    /// far as this chunk holds it (the whole run: runs are not split).
+    fn sealing(&self, seq: u64) -> Option<(u64, &[P2PEvent])> {
         if !self.sealed {
             return None;
         }
-        let mut after = self.events.get(index..)?.iter().take(MAX_RUN);
-        Some(index + after.position(|e| e.seal.is_some())?)
+        let (chunk, index) = self.locate(seq)?;
+        let mut after = chunk[index..].iter().take(MAX_RUN);
+        let end = index + after.position(|e| e.seal.is_some())?;
+        let first = chunk[end].seal.as_ref()?.first;
+        let before = usize::try_from(seq.saturating_sub(first)).unwrap_or(usize::MAX);
+        Some((first, &chunk[index.saturating_sub(before)..=end]))
     }
+
+    fn push(&mut self, event: P2PEvent) {
+        debug_assert_eq!(self.next_seq(), event.id.seq);
+        if self.tail.len() >= CHUNK {
+            let filled = std::mem::replace(&mut self.tail, Vec::with_capacity(CHUNK));
+            let first = std::mem::replace(&mut self.tail_seq, event.id.seq);
+            self.full.push((first, filled));
+        }
+        let (seq, run_first) = (event.id.seq, event.seal.as_ref().map(|s| s.first));
+        self.tail.push(event);
+        // A run that began in the chunk before ends in this one: its
+        // first events move over, so the run is one slice.
+        if let Some(first) = run_first.filter(|&first| first < self.tail_seq) {
+            self.join(first, seq);
+        }
+    }
+
+    /// Which chunk holds event `seq` (`full.len()` for the tail), if any.
+    fn chunk_of(&self, seq: u64) -> Option<usize> {
+        if seq >= self.tail_seq {
+            return Some(self.full.len());
+        }
+        // Chunks hold `CHUNK` events but where a run moved over or a fold
+        // cut one: the guess is most often right, and costs no search.
+        let from_first = seq.checked_sub(self.full.first()?.0)?;
+        let guess = usize::try_from(from_first / CHUNK as u64)
+            .unwrap_or(usize::MAX)
+            .min(self.full.len() - 1);
+        let starts = |c: usize| self.full.get(c).map_or(self.tail_seq, |(first, _)| *first);
+        if starts(guess) <= seq && seq < starts(guess + 1) {
+            return Some(guess);
+        }
+        self.full
+            .partition_point(|(first, _)| *first <= seq)
+            .checked_sub(1)
+    }
+
+    /// Chunk `c` (`full.len()`: the tail) and its first sequence number.
+    fn chunk_mut(&mut self, c: usize) -> (&mut u64, &mut Vec<P2PEvent>) {
+        match self.full.get_mut(c) {
+            Some((first, chunk)) => (first, chunk),
+            None => (&mut self.tail_seq, &mut self.tail),
+        }
+    }
+
+    /// Makes the run `first..=last` one slice, and returns it (as far as
+    /// the log holds it): its events in the chunks before the one
+    /// holding `last` move to the front of that one.
+    fn join(&mut self, first: u64, last: u64) -> &mut [P2PEvent] {
+        let Some(mut c) = self.chunk_of(last) else {
+            return &mut [];
+        };
+        while c > 0 && first < *self.chunk_mut(c).0 {
+            let (start, before) = &mut self.full[c - 1];
+            let from = usize::try_from(first.saturating_sub(*start)).unwrap_or(usize::MAX);
+            let moved = before.split_off(from.min(before.len()));
+            if before.capacity() > 2 * before.len() {
+                before.shrink_to_fit();
+            }
+            let emptied = before.is_empty();
+            let (start, chunk) = self.chunk_mut(c);
+            *start -= moved.len() as u64;
+            let count = moved.len();
+            chunk.extend(moved);
+            chunk.rotate_right(count);
+            if emptied {
+                self.full.remove(c - 1);
+                c -= 1;
+            }
+        }
+        let (start, chunk) = self.chunk_mut(c);
+        let (from, to) = bounds(*start, chunk.len(), first.saturating_sub(1), last);
+        &mut chunk[from..to]
+    }
+
+    /// Drops the first `drop` events into `out`: whole chunks as they
+    /// are, the part of one cut.
+    fn drain_front(&mut self, drop: usize, out: &mut Pieces) {
+        let mut left = drop;
+        let whole = self
+            .full
+            .iter()
+            .take_while(|(_, c)| {
+                let whole = c.len() <= left;
+                left -= if whole { c.len() } else { 0 };
+                whole
+            })
+            .count();
+        for (_, chunk) in self.full.drain(..whole) {
+            out.whole(chunk);
+        }
+        if left == self.tail.len() && self.full.is_empty() {
+            self.tail_seq += left as u64;
+            out.whole(std::mem::take(&mut self.tail));
+            return;
+        }
+        let (first, chunk) = self.chunk_mut(0);
+        let left = left.min(chunk.len());
+        if left == 0 {
+            return;
+        }
+        out.part(chunk, left);
+        *first += left as u64;
+        // A drained vector keeps its capacity: a log folded to a few
+        // events would hold the room of all it ever held.
+        if chunk.capacity() > 2 * chunk.len() {
+            chunk.shrink_to_fit();
+        }
+        if chunk.is_empty() && !self.full.is_empty() {
+            self.full.remove(0);
+        }
+    }
+
+    fn clear(&mut self, next_seq: u64) {
+        self.full = Vec::new();
+        self.tail.clear();
+        self.tail_seq = next_seq;
+    }
+}
+
+/// What a fold takes out of the log: pieces of whole runs in id order,
+/// for [`Archive::insert_pieces`](super::archive::Archive::insert_pieces).
+/// A chunk folded whole is handed over as a piece; parts cut from
+/// chunks, and small chunks, are gathered into pieces between them.
+#[derive(Default)]
+struct Pieces {
+    done: Vec<Vec<P2PEvent>>,
+    gathering: Vec<P2PEvent>,
+}
+
+impl Pieces {
+    fn whole(&mut self, mut chunk: Vec<P2PEvent>) {
+        if chunk.len() < CHUNK / 2 {
+            return self.part(&mut chunk, usize::MAX);
+        }
+        self.close();
+        self.done.push(chunk);
+    }
+
+    /// The first `count` events of `chunk`, cut from it.
+    fn part(&mut self, chunk: &mut Vec<P2PEvent>, count: usize) {
+        self.gathering.extend(chunk.drain(..count.min(chunk.len())));
+    }
+
+    fn close(&mut self) {
+        if !self.gathering.is_empty() {
+            let mut piece = std::mem::take(&mut self.gathering);
+            piece.shrink_to_fit();
+            self.done.push(piece);
+        }
+    }
+
+    fn finish(mut self) -> Vec<Vec<P2PEvent>> {
+        self.close();
+        self.done
+    }
+}
+
+/// The bounds in a chunk of `len` events starting at `first` of the
+/// sequence numbers `after+1..=upto`.
+fn bounds(first: u64, len: usize, after: u64, upto: u64) -> (usize, usize) {
+    let index = |seq: u64| usize::try_from(seq.saturating_sub(first - 1)).unwrap_or(usize::MAX);
+    let to = index(upto).min(len);
+    (index(after).min(to), to)
 }
 
 impl EventLog {
@@ -72,56 +289,46 @@ impl EventLog {
         let log = self
             .origins
             .entry(event.id.peer)
-            .or_insert_with(|| OriginLog {
-                first_seq: event.id.seq,
-                events: Vec::with_capacity(1),
-                sealed: false,
-            });
+            .or_insert_with(|| OriginLog::starting_at(event.id.seq, 1));
         log.sealed |= event.seal.is_some();
-        debug_assert_eq!(log.first_seq + log.events.len() as u64, event.id.seq);
-        if event.seal.as_ref().is_some_and(|s| s.first < log.first_seq) {
-            self.len -= log.events.len();
-            log.events.clear();
-            log.first_seq = event.id.seq.saturating_add(1);
+        if event
+            .seal
+            .as_ref()
+            .is_some_and(|s| s.first < log.first_seq())
+        {
+            self.len -= log.len();
+            log.clear(event.id.seq.saturating_add(1));
             return;
         }
-        log.events.push(event);
+        log.push(event);
         self.len += 1;
     }
 
     /// Where the sealed run holding `id` starts (`id.seq` itself for an
     /// unsealed event with no seal after it, as in an unsigned room).
     pub fn run_start(&self, id: EventId) -> u64 {
-        let first = || {
-            let log = self.origins.get(&id.peer)?;
-            let end = log.sealing(log.index(id.seq)?)?;
-            Some(log.events[end].seal.as_ref()?.first)
-        };
+        let first = || Some(self.origins.get(&id.peer)?.sealing(id.seq)?.0);
         first().map_or(id.seq, |first| first.min(id.seq))
     }
 
     /// The whole sealed run holding `id`, if all of it is in the log.
     pub fn run_of(&self, id: EventId) -> Option<&[P2PEvent]> {
-        let log = self.origins.get(&id.peer)?;
-        let index = log.index(id.seq)?;
-        let end = log.sealing(index)?;
-        let start = log.index(log.events[end].seal.as_ref()?.first)?;
-        (start <= index).then(|| &log.events[start..=end])
+        let (first, run) = self.origins.get(&id.peer)?.sealing(id.seq)?;
+        (run.first()?.id.seq == first).then_some(run)
     }
 
-    /// This origin's events `after+1..=upto`, to seal in place.
-    pub fn range_mut(&mut self, peer: PeerId, after: u64, upto: u64) -> &mut [P2PEvent] {
+    /// This origin's events `first..=last` (as far as the log holds
+    /// them), made one slice to seal in place as a run.
+    pub fn run_mut(&mut self, peer: PeerId, first: u64, last: u64) -> &mut [P2PEvent] {
         let Some(log) = self.origins.get_mut(&peer) else {
             return &mut [];
         };
         log.sealed = true;
-        let (from, to) = log.bounds(after, upto);
-        log.events.get_mut(from..to).unwrap_or_default()
+        log.join(first, last)
     }
 
     pub fn get(&self, id: EventId) -> Option<&P2PEvent> {
-        let log = self.origins.get(&id.peer)?;
-        log.events.get(log.index(id.seq)?)
+        self.origins.get(&id.peer)?.get(id.seq)
     }
 
     pub fn len(&self) -> usize {
@@ -140,24 +347,33 @@ impl EventLog {
         let mut origins: Vec<(&PeerId, &OriginLog)> = self.origins.iter().collect();
         key_sort::sort_by_key(&mut origins, |(p, _)| u128::from(p.0));
         origins.into_iter().flat_map(move |(&peer, log)| {
-            let skip = known.get(peer).saturating_sub(log.first_seq - 1);
-            log.events
-                .iter()
-                .skip(usize::try_from(skip).unwrap_or(usize::MAX))
+            log.chunks().flat_map(move |(first, chunk)| {
+                let (from, to) = bounds(first, chunk.len(), known.get(peer), u64::MAX);
+                &chunk[from..to]
+            })
         })
     }
 
     /// The logged events of `peer` after `after`, up to `upto` (those still
-    /// in the log), from the start of the sealed run holding `after + 1`.
-    pub fn range(&self, peer: PeerId, after: u64, upto: u64) -> &[P2PEvent] {
+    /// in the log), from the start of the sealed run holding `after + 1`: a
+    /// slice a chunk, oldest first.
+    pub fn range(&self, peer: PeerId, after: u64, upto: u64) -> Vec<&[P2PEvent]> {
         let after = self
             .run_start(EventId::new(peer, after.saturating_add(1)))
             .saturating_sub(1);
-        let Some(log) = self.origins.get(&peer) else {
-            return &[];
-        };
-        let (from, to) = log.bounds(after, upto);
-        log.events.get(from..to).unwrap_or_default()
+        let mut parts = Vec::new();
+        for (first, chunk) in self
+            .origins
+            .get(&peer)
+            .into_iter()
+            .flat_map(OriginLog::chunks)
+        {
+            let (from, to) = bounds(first, chunk.len(), after, upto);
+            if from < to {
+                parts.push(&chunk[from..to]);
+            }
+        }
+        parts
     }
 
     /// Every logged event, by origin then sequence.
@@ -171,81 +387,58 @@ impl EventLog {
     pub fn horizon(&self) -> VectorClock {
         self.origins
             .iter()
-            .map(|(&p, log)| (p, log.first_seq - 1))
+            .map(|(&p, log)| (p, log.first_seq() - 1))
             .collect()
     }
 
     /// Where the log of `peer` starts: events before it were folded.
     pub fn first_seq(&self, peer: PeerId) -> u64 {
-        self.origins.get(&peer).map_or(1, |log| log.first_seq)
+        self.origins.get(&peer).map_or(1, |log| log.first_seq())
     }
 
     /// Drops events covered by `stable` (everyone has them), whole sealed
-    /// runs only, and returns them.
-    pub fn prune(&mut self, stable: &VectorClock) -> Vec<P2PEvent> {
-        let starts: Vec<(PeerId, u64)> = self
+    /// runs only, and returns them in pieces, in id order: the log's
+    /// chunks folded whole are handed over, not copied into one vector
+    /// (which held the fold twice at its peak).
+    pub fn prune(&mut self, stable: &VectorClock) -> Vec<Vec<P2PEvent>> {
+        // How many of each origin's events go, by origin.
+        let mut drops: Vec<(PeerId, usize)> = self
             .origins
-            .keys()
-            .map(|&p| {
-                (
-                    p,
-                    self.run_start(EventId::new(p, stable.get(p).saturating_add(1))),
-                )
-            })
-            .collect();
-        // How many of each origin's events go, counted first: `folded` is
-        // sized once, and a log folded whole is moved, not copied.
-        let drops: Vec<(PeerId, usize)> = starts
-            .into_iter()
-            .filter_map(|(peer, start)| {
-                let log = self.origins.get(&peer)?;
+            .iter()
+            .filter_map(|(&peer, log)| {
+                let start = self.run_start(EventId::new(peer, stable.get(peer).saturating_add(1)));
                 let upto = start.saturating_sub(1);
-                if upto < log.first_seq {
+                let first = log.first_seq();
+                if upto < first {
                     return None;
                 }
-                let drop = usize::try_from(upto + 1 - log.first_seq)
+                let drop = usize::try_from(upto + 1 - first)
                     .unwrap_or(usize::MAX)
-                    .min(log.events.len());
+                    .min(log.len());
                 (drop > 0).then_some((peer, drop))
             })
             .collect();
-        let total: usize = drops.iter().map(|&(_, drop)| drop).sum();
-        let mut folded = Vec::new();
+        key_sort::sort_by_key(&mut drops, |(p, _)| u128::from(p.0));
+        let mut folded = Pieces::default();
         for (peer, drop) in drops {
-            let Some(log) = self.origins.get_mut(&peer) else {
-                continue;
-            };
-            if folded.is_empty() && drop == total && drop == log.events.len() {
-                folded = std::mem::take(&mut log.events);
-            } else {
-                folded.reserve_exact(total - folded.len());
-                folded.extend(log.events.drain(..drop));
-                // A drained vector keeps its capacity: a log folded to a
-                // few events would hold the room of all it ever held.
-                if log.events.capacity() > 2 * log.events.len() {
-                    log.events.shrink_to_fit();
-                }
+            if let Some(log) = self.origins.get_mut(&peer) {
+                log.drain_front(drop, &mut folded);
+                self.len -= drop;
             }
-            log.first_seq += drop as u64;
-            self.len -= drop;
         }
-        folded.shrink_to_fit();
-        key_sort::sort_by_key(&mut folded, |e| key_sort::id_key(e.id));
-        folded
+        folded.finish()
     }
 
     /// Events of `peer` up to `seq` arrived folded in a snapshot: the log of
     /// that origin restarts after them.
     pub fn skip_to(&mut self, peer: PeerId, seq: u64) {
-        let log = self.origins.entry(peer).or_insert(OriginLog {
-            first_seq: seq.saturating_add(1),
-            events: Vec::new(),
-            sealed: false,
-        });
-        if log.first_seq + (log.events.len() as u64) <= seq {
-            self.len -= log.events.len();
-            log.events.clear();
-            log.first_seq = seq.saturating_add(1);
+        let log = self
+            .origins
+            .entry(peer)
+            .or_insert_with(|| OriginLog::starting_at(seq.saturating_add(1), 0));
+        if log.next_seq() <= seq {
+            self.len -= log.len();
+            log.clear(seq.saturating_add(1));
         }
     }
 
@@ -258,7 +451,9 @@ impl EventLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::testing::workload;
+    use crate::protocol::seal;
+    use crate::protocol::testing::{workload, Rng};
+    use crate::protocol::Identity;
 
     fn logged(events: &[P2PEvent]) -> EventLog {
         let mut log = EventLog::with_seed(7);
@@ -274,7 +469,7 @@ mod tests {
     fn an_origin_of_one_event_takes_one_event_s_room() {
         let log = logged(&workload::one_write_each(100, false));
         assert_eq!(log.len(), 100);
-        assert!(log.origins.values().all(|o| o.events.capacity() == 1));
+        assert!(log.origins.values().all(|o| o.tail.capacity() == 1));
     }
 
     /// Folding gives back the room of what it folds: a log folded whole
@@ -292,35 +487,165 @@ mod tests {
             }
         }
         assert_eq!(heads.len(), 2);
-        let capacity =
-            |log: &EventLog| -> usize { log.origins.values().map(|o| o.events.capacity()).sum() };
+        let capacity = |log: &EventLog| -> usize {
+            let chunks = |o: &OriginLog| -> usize {
+                o.full.iter().map(|(_, c)| c.capacity()).sum::<usize>() + o.tail.capacity()
+            };
+            log.origins.values().map(chunks).sum()
+        };
 
         // All but the last ten of each origin.
         let mut log = logged(&events);
         let part: VectorClock = heads.iter().map(|&(p, n)| (p, n - 10)).collect();
-        let folded = log.prune(&part);
+        let folded = log.prune(&part).concat();
         assert_eq!(folded.len(), 4_000 - 20);
         assert!(folded.windows(2).all(|w| w[0].id < w[1].id), "in id order");
         assert_eq!(log.len(), 20);
         assert!(capacity(&log) <= 40, "kept room for {}", capacity(&log));
 
-        // One origin alone, whole: its vector is handed over, not copied
-        // (1,024 events fill their vector exactly, so nothing is shrunk).
-        let one: Vec<P2PEvent> = workload::rounds(1_024, 1, 100, 8, 5);
+        // One origin alone, whole: its chunks are handed over, not copied
+        // (the first fills its vector exactly, so nothing is shrunk).
+        let one: Vec<P2PEvent> = workload::rounds(3 * CHUNK + 700, 1, 100, 8, 5);
         let mut log = logged(&one);
         let peer = one[0].id.peer;
-        let buffer = log.origins[&peer].events.as_ptr();
-        let folded = log.prune(&[(peer, 1_024)].into_iter().collect());
-        assert_eq!(folded.as_ptr(), buffer, "moved, not copied");
-        assert_eq!((folded.len(), log.len()), (1_024, 0));
+        let origin = &log.origins[&peer];
+        let mut buffers: Vec<*const P2PEvent> =
+            origin.full.iter().map(|(_, c)| c.as_ptr()).collect();
+        buffers.push(origin.tail.as_ptr());
+        let folded = log.prune(&[(peer, one.len() as u64)].into_iter().collect());
+        let pieces: Vec<*const P2PEvent> = folded.iter().map(|p| p.as_ptr()).collect();
+        assert_eq!(pieces, buffers, "moved, not copied");
+        assert_eq!(folded[0].len(), CHUNK);
+        assert_eq!(folded.concat(), one);
+        assert_eq!(log.len(), 0);
 
-        // One origin whole beside another: its vector is given back.
+        // One origin whole beside another: its chunks are given back.
         let mut log = logged(&events);
         let (peer, n) = heads[0];
-        let folded = log.prune(&[(peer, n)].into_iter().collect());
+        let folded = log.prune(&[(peer, n)].into_iter().collect()).concat();
         assert_eq!(folded.len() as u64, n);
         assert!(folded.iter().all(|e| e.id.peer == peer));
-        assert_eq!(log.range(peer, 0, u64::MAX).len(), 0);
+        assert!(log.range(peer, 0, u64::MAX).is_empty());
         assert_eq!(log.len(), 4_000 - n as usize);
+    }
+
+    /// One signed origin's events over many chunks, in sealed runs of
+    /// random lengths (up to `MAX_RUN`, many across a chunk's end) with
+    /// lone unsealed events between some, and the engine's own writes
+    /// sealed in place in bursts: every event is found, every sealed run
+    /// comes whole as one slice, ranges start at their run and come in
+    /// order, and folds at random points give back whole runs in order.
+    #[test]
+    fn runs_across_chunks_stay_whole() {
+        let mut rng = Rng::from_env("runs_across_chunks_stay_whole");
+        let (identity, lone) = workload::runs_to_seal(1, 6 * CHUNK);
+        let peer = identity.peer();
+        let mut events: Vec<P2PEvent> = lone.into_iter().flatten().collect();
+        // Each event's run, by its first and last sequence numbers.
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        let mut at = 0;
+        while at < events.len() {
+            let len = match rng.below(4) {
+                0 => 1 + rng.below(MAX_RUN),
+                _ => 1 + rng.below(64),
+            }
+            .min(events.len() - at);
+            let (first, last) = (events[at].id.seq, events[at + len - 1].id.seq);
+            if len == 1 && rng.chance(0.3) {
+                // Unsealed: a run of its own, found by no seal.
+                runs.push((first, first));
+            } else {
+                seal::seal(&identity, &mut events[at..at + len]);
+                runs.extend(std::iter::repeat_n((first, last), len));
+            }
+            at += len;
+        }
+        let sealed = |seq: u64| -> Option<(u64, u64)> {
+            let (first, last) = runs[seq as usize - 1];
+            events[last as usize - 1]
+                .seal
+                .as_ref()
+                .map(|_| (first, last))
+        };
+        let mut log = logged(&events);
+        let mut first_logged = 1;
+        let ids_of = |run: &[P2PEvent]| -> Vec<u64> { run.iter().map(|e| e.id.seq).collect() };
+        for _ in 0..4 {
+            let last = events.len() as u64;
+            for seq in first_logged..=last {
+                let id = EventId::new(peer, seq);
+                assert_eq!(log.get(id).map(|e| e.id), Some(id));
+                match sealed(seq) {
+                    Some((first, end)) => {
+                        assert_eq!(log.run_start(id), first, "{id}");
+                        let run = log.run_of(id).expect("a sealed run");
+                        assert_eq!(ids_of(run), (first..=end).collect::<Vec<_>>(), "{id}");
+                    }
+                    None => {
+                        assert_eq!(log.run_start(id), seq);
+                        assert!(log.run_of(id).is_none());
+                    }
+                }
+            }
+            for _ in 0..20 {
+                let after = first_logged - 1 + rng.below((last - first_logged + 1) as usize) as u64;
+                let upto = after + rng.below(3 * CHUNK) as u64;
+                let from = log
+                    .run_start(EventId::new(peer, after + 1))
+                    .max(first_logged);
+                let want: Vec<u64> = (from..=upto.min(last)).collect();
+                let parts = log.range(peer, after, upto);
+                assert_eq!(ids_of(&parts.concat()), want, "range {after}..={upto}");
+                assert!(parts.iter().all(|p| !p.is_empty()));
+            }
+            // A fold up to a random point: whole runs, in order.
+            let stable = first_logged + rng.below(2 * CHUNK) as u64;
+            let upto = log.run_start(EventId::new(peer, stable + 1)) - 1;
+            let folded = log.prune(&[(peer, stable)].into_iter().collect());
+            assert_eq!(
+                ids_of(&folded.concat()),
+                (first_logged..=upto.min(last)).collect::<Vec<_>>()
+            );
+            first_logged = upto.min(last) + 1;
+            assert_eq!(log.first_seq(peer), first_logged);
+            assert_eq!(log.len() as u64, last + 1 - first_logged);
+            assert_eq!(log.iter().count(), log.len());
+        }
+    }
+
+    /// The engine's own writes in a signed room, sealed in bursts that
+    /// cross a chunk's end: still a run a burst, whole in one chunk, and
+    /// every run verifies.
+    #[test]
+    fn a_burst_across_a_chunk_is_sealed_as_one_run() {
+        use crate::protocol::{EngineConfig, JsonValue, ReconciliationEngine};
+        let identity = Identity::from_seed(7);
+        let mut engine = ReconciliationEngine::new(identity.peer(), EngineConfig::default());
+        let mut sealed = 0;
+        let mut seals = 0;
+        for burst in 0..(3 * CHUNK / 100) {
+            for i in 0..100 {
+                let value = JsonValue::parse(&format!("{}", burst * 100 + i)).expect("JSON");
+                engine.set(&format!("k{i}"), value, 1_000).expect("a write");
+            }
+            let events: Vec<P2PEvent> = engine
+                .seal_own(Some(&identity), sealed)
+                .into_iter()
+                .cloned()
+                .collect();
+            assert_eq!(events.len(), 100);
+            seal::verify_runs(&events).expect("every run verifies");
+            seals += events.iter().filter(|e| e.seal.is_some()).count();
+            sealed += 100;
+            assert_eq!(engine.sealed_own(true), sealed);
+        }
+        assert_eq!(seals, 3 * CHUNK / 100);
+        let log = engine.log();
+        for seq in 1..=sealed {
+            let run = log
+                .run_of(EventId::new(identity.peer(), seq))
+                .expect("whole");
+            assert_eq!(run.len(), 100);
+        }
     }
 }

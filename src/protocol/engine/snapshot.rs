@@ -921,10 +921,10 @@ impl ReconciliationEngine {
 
     /// Folds the archive and the runs leaving the log (`folded`) down to
     /// what the state rests on, after a compaction; returns what that is.
-    pub(super) fn keep_evidence(&mut self, folded: Vec<P2PEvent>) -> Needed {
+    pub(super) fn keep_evidence(&mut self, folded: Vec<Vec<P2PEvent>>) -> Needed {
         let needed = self.needed(|| self.entities.values(), true);
         let wanted = &needed;
-        self.archive.insert(folded);
+        self.archive.insert_pieces(folded);
         // Runs come in order of their first id, so one cursor walks `wanted`.
         let mut at = 0;
         self.archive.retain(|run| {

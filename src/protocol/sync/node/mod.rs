@@ -562,11 +562,9 @@ impl SyncNode {
         }
         // Others' events ours may depend on are asked for first.
         self.persist_others(true);
-        let events: Vec<&P2PEvent> = self
+        let events = self
             .engine
-            .seal_own(self.config.identity.as_ref(), self.sealed_upto)
-            .iter()
-            .collect();
+            .seal_own(self.config.identity.as_ref(), self.sealed_upto);
         self.sealed_upto = upto;
         if !events.is_empty() {
             let spread = Spread::plan(&self.sessions, &self.config, &events, None, true, None);

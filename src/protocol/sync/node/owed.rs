@@ -130,20 +130,23 @@ impl Owed {
                 self.ranges.remove(&origin);
                 continue;
             }
-            let events = log.range(origin, after, upto);
             // The budget's worth, and on to the end of a signed run.
-            let mut n = 0;
-            while let Some(event) = events.get(n) {
-                let open_run = signed && n > 0 && events[n - 1].seal.is_none();
-                if budget.spent() && !open_run {
-                    break;
+            let mut last: Option<&P2PEvent> = None;
+            let mut more = false;
+            'take: for part in log.range(origin, after, upto) {
+                for event in part {
+                    let open_run = signed && last.is_some_and(|l| l.seal.is_none());
+                    if budget.spent() && !open_run {
+                        more = true;
+                        break 'take;
+                    }
+                    budget.charge(event);
+                    out.push(event.clone());
+                    last = Some(event);
                 }
-                budget.charge(event);
-                n += 1;
             }
-            out.extend_from_slice(&events[..n]);
-            match events.get(n.wrapping_sub(1)) {
-                Some(last) if n < events.len() => {
+            match last {
+                Some(last) if more => {
                     self.ranges.insert(origin, (last.id.seq, upto));
                 }
                 _ => {
