@@ -113,8 +113,11 @@ impl OriginLog {
         let (seq, run_first) = (event.id.seq, event.seal.as_ref().map(|s| s.first));
         self.tail.push(event);
         // A run that began in the chunk before ends in this one: its
-        // first events move over, so the run is one slice.
-        if let Some(first) = run_first.filter(|&first| first < self.tail_seq) {
+        // first events move over, so the run is one slice. (A seal over
+        // more than a run, which no verified one is, moves nothing: one
+        // naming the first event would move the whole log.)
+        let within = |first: u64| first < self.tail_seq && seq - first < MAX_RUN as u64;
+        if let Some(first) = run_first.filter(|&first| within(first)) {
             self.join(first, seq);
         }
     }
@@ -647,5 +650,26 @@ mod tests {
                 .expect("whole");
             assert_eq!(run.len(), 100);
         }
+    }
+
+    /// A seal over more events than a run holds (an engine fed events no
+    /// node verified) moves nothing: every such event would otherwise
+    /// move the log from its first event on.
+    #[test]
+    fn a_seal_over_more_than_a_run_moves_nothing() {
+        let (identity, lone) = workload::runs_to_seal(1, 4 * CHUNK);
+        let mut events: Vec<P2PEvent> = lone.into_iter().flatten().collect();
+        let last = events.len();
+        seal::seal(&identity, &mut events[last - MAX_RUN..]);
+        let mut seal = events[last - 1].seal.take().expect("sealed");
+        seal.first = 1;
+        events[last - 1].seal = Some(seal);
+        let log = logged(&events);
+        let origin = &log.origins[&identity.peer()];
+        assert_eq!(origin.full.len(), 3);
+        assert!(origin.full.iter().all(|(_, c)| c.len() == CHUNK));
+        let id = EventId::new(identity.peer(), last as u64);
+        assert_eq!(log.run_of(id), None);
+        assert_eq!(log.get(id).map(|e| e.id), Some(id));
     }
 }
