@@ -841,13 +841,17 @@ impl ReconciliationEngine {
             .and_then(|()| self.check_origins(&theirs))
             .and_then(|()| self.check_events(&theirs, trust.now_ms, 0..theirs.events.len()))
             .and_then(|()| {
-                match theirs
+                // A sealed run is sent whole, so a burst that wrote keys of
+                // several leaves brings events of other leaves; only the
+                // leaf's own may be live.
+                let foreign = theirs
                     .events
                     .iter()
-                    .find(|e| digest::leaf_of(&e.key) != leaf)
-                {
-                    Some(e) => Err(SnapshotError::Malformed(format!(
-                        "event {} is not of Merkle leaf {leaf}",
+                    .zip(&theirs.live)
+                    .find(|(e, live)| **live && digest::leaf_of(&e.key) != leaf);
+                match foreign {
+                    Some((e, _)) => Err(SnapshotError::Malformed(format!(
+                        "live event {} is not of Merkle leaf {leaf}",
                         e.id
                     ))),
                     None => Ok(()),
@@ -859,7 +863,10 @@ impl ReconciliationEngine {
         }
         let clock = self.applied.clone();
         self.observe_times(&theirs);
-        let entities = theirs.rebuild(self.config.hash_seed);
+        // Entities of the leaf only: the other leaves' events are their
+        // runs' evidence, not state to join.
+        let mut entities = theirs.rebuild(self.config.hash_seed);
+        entities.retain(|(key, _)| digest::leaf_of(key) == leaf);
         let mine: Vec<Text> = {
             self.digest();
             self.digest.leaf(leaf).map(|(k, _)| k.clone()).collect()
@@ -980,6 +987,53 @@ mod tests {
             None,
             "nothing left to fold"
         );
+    }
+
+    /// A leaf answer in a signed room where a burst sealed as one run
+    /// wrote keys of several leaves: the runs come whole, the other
+    /// leaves' events as evidence, not live. It is taken, and the keys of
+    /// other leaves are left as they were (rebuilt from evidence alone,
+    /// they would join as empty and vanish). (A helper's review found
+    /// honest answers refused as lies.)
+    #[test]
+    fn a_leaf_of_a_run_across_leaves_is_taken_and_joins_that_leaf_only() {
+        use crate::protocol::seal;
+        let now = 1 << 40;
+        let (writer, mut runs) = workload::runs_to_seal(16, 1);
+        seal::seal(&writer, &mut runs[0]);
+        let engine = || {
+            let mut e = ReconciliationEngine::new(PeerId(2), EngineConfig::default());
+            workload::apply_verified(&mut e, runs[0].clone(), now);
+            e
+        };
+        let (mut a, mut b) = (engine(), engine());
+        let leaf = digest::leaf_of("key1");
+        assert!(runs[0].iter().any(|e| digest::leaf_of(&e.key) != leaf));
+        let trust = Trust {
+            signed: true,
+            now_ms: Some(now),
+        };
+        let answer = a.leaf_state(leaf);
+        assert_eq!(answer.events.len(), 16, "the run whole");
+        let state = StateSnapshot::decode(&answer.encode()).expect("decodes");
+        assert_eq!(b.join_leaf(leaf, state, trust), Ok(true));
+        assert_eq!(b.state(), a.state());
+        assert_eq!(b.entities.len(), 16);
+
+        // A live event of another leaf is a lie: refused, nothing joined.
+        let mut lying = answer;
+        let other = lying
+            .events
+            .iter()
+            .position(|e| digest::leaf_of(&e.key) != leaf)
+            .expect("another leaf's event");
+        lying.live[other] = true;
+        let refused = b.join_leaf(leaf, lying, trust);
+        assert!(
+            matches!(&refused, Err(SnapshotError::Malformed(m)) if m.contains("not of Merkle leaf")),
+            "{refused:?}"
+        );
+        assert_eq!(b.state(), a.state());
     }
 
     #[test]
