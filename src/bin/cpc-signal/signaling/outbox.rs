@@ -29,6 +29,17 @@ pub const OUTBOX_BYTES: usize = 1 << 20;
 /// them, so an honest page stays far below it.
 pub const FRAME_BYTES: usize = 16 << 20;
 
+/// What a queued frame is counted beyond its bytes: its slot in the queue
+/// and its allocation's header. Counted in the bytes alone, a sender of
+/// frames of 8 bytes (a relayed message may be a bare address) queued 2M
+/// of them for one socket, ~128 MiB against the 16 MiB bound.
+pub const FRAME_COST: usize = 64;
+
+/// What a frame of `len` bytes is counted while it waits.
+fn charged(len: usize) -> usize {
+    len.saturating_add(FRAME_COST)
+}
+
 /// Bytes of frames waiting for one socket past which the room peer holds
 /// back what the page is owed (`SyncNode::set_backlogged`), as a page does
 /// at its data channel's high-water mark: an answer of many megabytes
@@ -118,17 +129,19 @@ impl Outbox {
         if queue.closed {
             return Err(Refused::Closed);
         }
-        if queue.frame_bytes + frame.len() > FRAME_BYTES {
+        let cost = charged(frame.len());
+        if queue.frame_bytes + cost > FRAME_BYTES {
             return Err(Refused::Full);
         }
-        queue.frame_bytes += frame.len();
+        queue.frame_bytes += cost;
         queue.items.push_back(Out::Binary(frame));
         drop(queue);
         self.ready.notify_one();
         Ok(())
     }
 
-    /// Bytes of frames queued or being sent.
+    /// Bytes of frames queued or being sent, each counted with
+    /// [`FRAME_COST`].
     pub fn frame_bytes(&self) -> usize {
         self.lock().frame_bytes
     }
@@ -201,10 +214,11 @@ impl Outbox {
         }
     }
 
-    /// A frame taken by [`Outbox::next`] has been sent (or failed).
+    /// A frame of `len` bytes taken by [`Outbox::next`] has been sent (or
+    /// failed).
     fn frame_sent(&self, len: usize) {
         let mut queue = self.lock();
-        queue.frame_bytes -= len.min(queue.frame_bytes);
+        queue.frame_bytes -= charged(len).min(queue.frame_bytes);
         drop(queue);
         self.drained.notify_waiters();
     }
@@ -312,13 +326,16 @@ mod tests {
         assert_eq!(outbox.push("d".into()), Err(Refused::Closed));
     }
 
+    /// Each frame counted with its [`FRAME_COST`].
     #[test]
     fn frames_of_the_room_peer_have_a_bound_of_their_own() {
         let outbox = Outbox::new(10, Arc::default());
-        assert_eq!(outbox.push_frame(vec![0; FRAME_BYTES - 1]), Ok(()));
+        let first = FRAME_BYTES - 2 * FRAME_COST - 1;
+        assert_eq!(outbox.push_frame(vec![0; first]), Ok(()));
         assert_eq!(outbox.push("signal".into()), Ok(()), "texts are apart");
         assert_eq!(outbox.push_frame(vec![0; 2]), Err(Refused::Full));
         assert_eq!(outbox.push_frame(vec![0; 1]), Ok(()));
+        assert_eq!(outbox.push_frame(Vec::new()), Err(Refused::Full));
         outbox.shut();
         assert_eq!(outbox.push_frame(vec![0]), Err(Refused::Closed));
     }
@@ -344,13 +361,14 @@ mod tests {
         for _ in 0..3 {
             outbox.push_frame(vec![0; 100]).unwrap();
         }
+        let one = 100 + FRAME_COST;
         let waiting = tokio::spawn({
             let outbox = outbox.clone();
-            async move { outbox.frames_at_most(100).await }
+            async move { outbox.frames_at_most(one).await }
         });
-        for left in [200, 100] {
+        for left in [2 * one, one] {
             tokio::task::yield_now().await;
-            assert!(!waiting.is_finished(), "drained at {}", left + 100);
+            assert!(!waiting.is_finished(), "drained at {}", left + one);
             let Some(Out::Binary(frame)) = outbox.next().await else {
                 panic!("a frame")
             };

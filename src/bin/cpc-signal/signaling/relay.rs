@@ -278,7 +278,8 @@ mod tests {
         assert_eq!(join(&rooms, &mut a, &ia, "secret-02"), None);
         assert_eq!(join(&rooms, &mut b, &ib, "secret-02"), None);
         let frame = address(ib.peer(), &vec![7; MAX_RELAYED - 8]);
-        let fit = super::super::outbox::FRAME_BYTES / MAX_RELAYED;
+        use super::super::outbox::{FRAME_BYTES, FRAME_COST};
+        let fit = FRAME_BYTES / (MAX_RELAYED + FRAME_COST);
         for _ in 0..fit {
             assert_eq!(
                 rooms.relay_frame(a.joined.as_ref(), &a.outbox, &frame),
@@ -330,6 +331,37 @@ mod tests {
         assert_eq!(
             rooms.relay_frame(again.joined.as_ref(), &again.outbox, &to_b),
             Ok(())
+        );
+    }
+
+    /// A frame waiting for a recipient is counted with what it holds
+    /// beyond its bytes: a sender of bare addresses (8 bytes, nothing
+    /// sealed after them) queued 2M frames for one recipient, ~128 MiB
+    /// against the 16 MiB bound. (A helper's review.)
+    #[test]
+    fn frames_waiting_for_one_recipient_take_at_most_about_their_bound_in_memory() {
+        let rooms = rooms();
+        let (mut a, ia) = socket(&rooms, 1);
+        let (mut b, ib) = socket(&rooms, 2);
+        assert_eq!(join(&rooms, &mut a, &ia, "secret-03"), None);
+        assert_eq!(join(&rooms, &mut b, &ib, "secret-03"), None);
+        b.outbox.take();
+        let empty = address(ib.peer(), b"");
+        let mut queued = 0usize;
+        while rooms.relay_frame(a.joined.as_ref(), &a.outbox, &empty) == Ok(()) {
+            queued += 1;
+        }
+        // What those frames hold at the least: a queue slot each, and the
+        // 8 bytes of each frame's own allocation.
+        let held = queued * (std::mem::size_of::<Out>() + empty.len());
+        let bound = super::super::outbox::FRAME_BYTES;
+        assert!(
+            held <= bound,
+            "{queued} frames of {} bytes wait for one recipient: at least {} MiB held, \
+             against a bound of {} MiB",
+            empty.len(),
+            held >> 20,
+            bound >> 20
         );
     }
 }
