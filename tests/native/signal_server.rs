@@ -618,3 +618,35 @@ fn the_e2e_join_fixture_is_the_identity_of_seed_1() {
     assert!(e2e.contains(&hex(&identity.secret())));
     assert!(e2e.contains(&identity.peer().to_string()));
 }
+
+/// Binary messages refused with an answer (a socket in no room, or
+/// malformed frames in a room with a secret) count against the rate
+/// limit: a socket sending them without end is closed as a text flood
+/// is. They skipped it, each answered with an error. (A helper's review.)
+#[tokio::test]
+async fn a_socket_flooding_refused_binary_messages_is_closed_like_a_text_flood() {
+    bounded(async {
+        let server = Server::start(&[]);
+        let mut a = server.client(Identity::from_seed(1)).await;
+        let flood = tokio::spawn(async move {
+            for _ in 0..5000 {
+                if a.ws.send(Message::Binary(vec![0; 4].into())).await.is_err() {
+                    break;
+                }
+            }
+            let mut errors = 0;
+            loop {
+                match a.got(WAIT).await {
+                    Got::Text(_) => errors += 1,
+                    end => return (errors, end),
+                }
+            }
+        });
+        let (errors, end) = flood.await.expect("flood");
+        assert!(
+            matches!(&end, Got::Close(Some((CloseCode::Policy, reason))) if reason == "flooding"),
+            "5000 refused binary messages: {errors} errors back, then {end:?}"
+        );
+    })
+    .await;
+}

@@ -16,7 +16,8 @@
 //! Binary messages are sync frames between a page and its room's peer,
 //! once `keep` said it is linked; they are held back by the room's queue,
 //! not counted against the message rate. In a room with a secret they are
-//! sealed frames between two pages, forwarded as they are (`relay.rs`).
+//! sealed frames between two pages, forwarded as they are (`relay.rs`);
+//! one refused with an answer counts against the rate, as a text does.
 //!
 //! Only pages of the server's own origin may open a socket, unless
 //! `ORIGINS` lists others or is `*` (`origin.rs`). A join proves the key
@@ -435,14 +436,18 @@ async fn session(socket: WebSocket, rooms: Arc<Rooms>, nonce: [u8; 32]) {
                     continue;
                 }
                 // Sealed frames between pages of a room with a secret
-                // (`relay.rs`): bounded by the recipient's queue.
+                // (`relay.rs`): bounded by the recipient's queue. One
+                // refused with an answer counts against the rate limit, as
+                // a text does: a socket sending them without end is
+                // dropped, then closed.
+                let mut refused_frame = None;
                 if let Message::Binary(bytes) = &message {
                     if relay::takes(conn.joined.as_ref()) {
                         let relayed = rooms.relay_frame(conn.joined.as_ref(), &conn.outbox, bytes);
-                        if let Some(message) = relayed.err().and_then(|why| why.message()) {
-                            conn.reply(ServerMessage::Error { message });
+                        match relayed.err().and_then(|why| why.message()) {
+                            Some(message) => refused_frame = Some(message),
+                            None => continue,
                         }
-                        continue;
                     }
                 }
                 match limit.check(tokio::time::Instant::now().into_std()) {
@@ -471,6 +476,10 @@ async fn session(socket: WebSocket, rooms: Arc<Rooms>, nonce: [u8; 32]) {
                         closing = Some(tokio::time::Instant::now() + CLOSING);
                         continue;
                     }
+                }
+                if let Some(message) = refused_frame {
+                    conn.reply(ServerMessage::Error { message });
+                    continue;
                 }
                 let text = match message {
                     Message::Text(text) => text,
