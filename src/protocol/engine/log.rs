@@ -433,14 +433,20 @@ impl EventLog {
     }
 
     /// Events of `peer` up to `seq` arrived folded in a snapshot: the log of
-    /// that origin restarts after them.
-    pub fn skip_to(&mut self, peer: PeerId, seq: u64) {
+    /// that origin restarts after them. The events it held go to `out`,
+    /// in order: the state may still rest on them (a snapshot need not
+    /// carry what it does not change).
+    pub fn skip_to(&mut self, peer: PeerId, seq: u64, out: &mut Vec<P2PEvent>) {
         let log = self
             .origins
             .entry(peer)
             .or_insert_with(|| OriginLog::starting_at(seq.saturating_add(1), 0));
         if log.next_seq() <= seq {
             self.len -= log.len();
+            for (_, chunk) in log.full.drain(..) {
+                out.extend(chunk);
+            }
+            out.append(&mut log.tail);
             log.clear(seq.saturating_add(1));
         }
     }

@@ -737,15 +737,21 @@ impl ReconciliationEngine {
             }
             None
         };
+        // What the log held of the origins the snapshot raises is kept as
+        // evidence: the state still shows what the snapshot left as it was
+        // (a lying one may leave out keys an origin wrote before), and a
+        // snapshot of ours must carry what we show.
+        let mut skipped = Vec::new();
         for (peer, seq) in theirs.iter() {
             if seq > self.applied.get(peer) {
                 self.applied.set(peer, seq);
-                self.log.skip_to(peer, seq);
+                self.log.skip_to(peer, seq, &mut skipped);
                 if peer != self.peer {
                     self.unsent_deps.observe(peer, seq);
                 }
             }
         }
+        self.archive.insert(skipped);
         match split {
             Some(split) => self.archive.insert_split(split, snapshot.events),
             None => self.archive.insert(snapshot.events),
@@ -1034,6 +1040,41 @@ mod tests {
             "{refused:?}"
         );
         assert_eq!(b.state(), a.state());
+    }
+
+    /// A snapshot raising an origin's entry that leaves out keys that
+    /// origin wrote before (b's writes 1..=10 are in our log; the
+    /// snapshot holds only b's run 11..=12): the state we keep is the
+    /// state our own stored snapshot restores. The log's events of b were
+    /// dropped, and with them the evidence of keys still shown. (A
+    /// helper's review.)
+    #[test]
+    fn what_we_show_after_a_load_is_what_we_store() {
+        use crate::protocol::seal;
+        let now = 1 << 40;
+        let (bob, runs) = workload::runs_to_seal(12, 1);
+        let mut before = runs[0][..10].to_vec();
+        seal::seal(&bob, &mut before);
+        let mut after = runs[0][10..].to_vec();
+        seal::seal(&bob, &mut after);
+        let mut victim = ReconciliationEngine::new(PeerId(2), EngineConfig::default());
+        workload::apply_verified(&mut victim, before, now);
+        let snapshot = StateSnapshot {
+            version_vector: [(bob.peer(), 12)].into_iter().collect(),
+            live: vec![true; after.len()],
+            events: after,
+        };
+        let signed = Trust {
+            signed: true,
+            now_ms: Some(now),
+        };
+        victim.load_snapshot(snapshot, signed).expect("verifies");
+        assert_eq!(victim.entities.len(), 12);
+        let stored = StateSnapshot::decode(&victim.encode_snapshot()).expect("decodes");
+        let restored =
+            ReconciliationEngine::from_snapshot(PeerId(2), EngineConfig::default(), stored)
+                .expect("our own");
+        assert_eq!(restored.state(), victim.state());
     }
 
     #[test]
