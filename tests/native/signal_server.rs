@@ -650,3 +650,40 @@ async fn a_socket_flooding_refused_binary_messages_is_closed_like_a_text_flood()
     })
     .await;
 }
+
+/// DNS rebinding: a site's page at `http://rebind.example:PORT` whose
+/// name the attacker's DNS points at 127.0.0.1 opens
+/// `ws://rebind.example:PORT/signal` on the visitor's own server. The
+/// browser sends `Host: rebind.example:PORT` and `Origin:
+/// http://rebind.example:PORT`, which the default check took for the
+/// server's own page. (A helper's review.)
+#[tokio::test]
+async fn a_rebound_name_is_not_the_servers_own_origin() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    bounded(async {
+        let server = Server::start(&[]);
+        let port = server
+            .addr()
+            .rsplit(':')
+            .next()
+            .expect("a port")
+            .to_string();
+        let name = format!("rebind.attacker.example:{port}");
+        let mut request = format!("ws://{}/signal", server.addr())
+            .into_client_request()
+            .expect("request");
+        let headers = request.headers_mut();
+        headers.insert("Host", name.parse().expect("host"));
+        headers.insert("Origin", format!("http://{name}").parse().expect("origin"));
+        let status = status_of(
+            tokio_tungstenite::connect_async(request)
+                .await
+                .map(|(ws, _)| ws),
+        );
+        assert_eq!(
+            status, 403,
+            "a page of http://{name} (a name rebound to 127.0.0.1) may signal"
+        );
+    })
+    .await;
+}

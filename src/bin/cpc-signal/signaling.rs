@@ -326,7 +326,9 @@ pub async fn upgrade(
     if !rooms.config.origins.allows(origin, host) {
         let detail = format!("a page of {origin:?} (host {host:?})");
         rooms.counters.refused(Refusal::Origin, &detail);
-        let body = "cpc-signal: pages of this origin may not open /signal (see ORIGINS)\n";
+        let body = "cpc-signal: pages of this origin may not open /signal (see ORIGINS: a \
+                    server reached by a name, not an address or localhost, lists its own \
+                    origin there)\n";
         return (StatusCode::FORBIDDEN, body).into_response();
     }
     let mut nonce = [0u8; 32];

@@ -2,11 +2,18 @@
 //! every WebSocket upgrade and lets any site open a socket to any server,
 //! so without this check any website a visitor opens could join rooms of a
 //! local or LAN server, list their members and flood them.
+//!
+//! A page counts as the server's own (`http(s)://<Host>`) only where the
+//! `Host` is an address or `localhost`: a site may point its own name at
+//! 127.0.0.1 or a LAN address (DNS rebinding), and its pages then come
+//! with that name as both `Host` and origin. A server reached by a name
+//! lists that origin in `ORIGINS`.
 
 /// The origins allowed, from `ORIGINS`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origins {
-    /// Unset: only the server's own pages (origin `http(s)://<Host>`).
+    /// Unset: only the server's own pages (origin `http(s)://<Host>`, the
+    /// `Host` an address or `localhost`).
     Own,
     /// `ORIGINS=https://a.example,https://b.example`: those, and our own.
     Listed(Vec<String>),
@@ -55,7 +62,7 @@ impl Origins {
         let Some(origin) = origin else {
             return true;
         };
-        let own = host.is_some_and(|host| {
+        let own = host.filter(|host| is_address(host)).is_some_and(|host| {
             [("http://", host), ("https://", host)]
                 .iter()
                 .any(|(scheme, host)| {
@@ -72,6 +79,26 @@ impl Origins {
     }
 }
 
+/// Whether a `Host` names this machine by an address, or as `localhost`
+/// (which browsers resolve to the loopback themselves): no one else's DNS
+/// can point a name of theirs there.
+fn is_address(host: &str) -> bool {
+    if let Some(rest) = host.strip_prefix('[') {
+        // An IPv6 address, with or without a port.
+        return rest
+            .split_once(']')
+            .is_some_and(|(ip, _)| ip.parse::<std::net::Ipv6Addr>().is_ok());
+    }
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
+    let name = name.to_ascii_lowercase();
+    name.parse::<std::net::Ipv4Addr>().is_ok()
+        || name == "localhost"
+        || name.ends_with(".localhost")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,7 +109,12 @@ mod tests {
         let host = Some("127.0.0.1:8080");
         assert!(own.allows(Some("http://127.0.0.1:8080"), host));
         assert!(own.allows(Some("https://127.0.0.1:8080"), host));
-        assert!(own.allows(Some("HTTP://Signal.Example"), Some("signal.example")));
+        assert!(own.allows(Some("http://LOCALHOST:8080"), Some("localhost:8080")));
+        assert!(own.allows(Some("http://[::1]:8080"), Some("[::1]:8080")));
+        // A name: any site may point its own at this server (DNS
+        // rebinding), so it is listed in ORIGINS or refused.
+        assert!(!own.allows(Some("HTTP://Signal.Example"), Some("signal.example")));
+        assert!(!own.allows(Some("http://evil.example:8080"), Some("evil.example:8080")));
         assert!(own.allows(None, host), "not a browser");
         assert!(!own.allows(Some("https://evil.example"), host));
         assert!(!own.allows(Some("http://127.0.0.1:8081"), host));
@@ -100,7 +132,11 @@ mod tests {
         );
         let host = Some("signal.example");
         assert!(listed.allows(Some("https://b.example"), host));
-        assert!(listed.allows(Some("https://signal.example"), host));
+        assert!(
+            !listed.allows(Some("https://signal.example"), host),
+            "a name, unlisted"
+        );
+        assert!(listed.allows(Some("https://a.example"), Some("a.example")));
         assert!(!listed.allows(Some("https://c.example"), host));
         assert!(!listed.allows(Some("http://a.example"), host));
         let any = Origins::parse(Some("*")).unwrap();
