@@ -259,11 +259,7 @@ impl ReconciliationEngine {
                 first = last + 1;
             }
         }
-        let mut events = Vec::new();
-        for part in self.log.range(peer, after, upto) {
-            events.extend(part);
-        }
-        events
+        self.logged(&[(peer, after, upto)])
     }
 
     /// Up to where this peer's own events are sealed (with `signed`), or

@@ -225,12 +225,13 @@ impl OriginLog {
     }
 }
 
-/// What a fold takes out of the log: pieces of whole runs in id order,
-/// for [`Archive::insert_pieces`](super::archive::Archive::insert_pieces).
-/// A chunk folded whole is handed over as a piece; parts cut from
+/// What a fold (or a snapshot's skip) takes out of the log: pieces of
+/// whole runs in id order, for
+/// [`Archive::insert_pieces`](super::archive::Archive::insert_pieces). A
+/// chunk folded whole is handed over as a piece; parts cut from
 /// chunks, and small chunks, are gathered into pieces between them.
 #[derive(Default)]
-struct Pieces {
+pub(super) struct Pieces {
     done: Vec<Vec<P2PEvent>>,
     gathering: Vec<P2PEvent>,
 }
@@ -257,7 +258,7 @@ impl Pieces {
         }
     }
 
-    fn finish(mut self) -> Vec<Vec<P2PEvent>> {
+    pub(super) fn finish(mut self) -> Vec<Vec<P2PEvent>> {
         self.close();
         self.done
     }
@@ -436,17 +437,15 @@ impl EventLog {
     /// that origin restarts after them. The events it held go to `out`,
     /// in order: the state may still rest on them (a snapshot need not
     /// carry what it does not change).
-    pub fn skip_to(&mut self, peer: PeerId, seq: u64, out: &mut Vec<P2PEvent>) {
+    pub(super) fn skip_to(&mut self, peer: PeerId, seq: u64, out: &mut Pieces) {
         let log = self
             .origins
             .entry(peer)
             .or_insert_with(|| OriginLog::starting_at(seq.saturating_add(1), 0));
         if log.next_seq() <= seq {
-            self.len -= log.len();
-            for (_, chunk) in log.full.drain(..) {
-                out.extend(chunk);
-            }
-            out.append(&mut log.tail);
+            let all = log.len();
+            self.len -= all;
+            log.drain_front(all, out);
             log.clear(seq.saturating_add(1));
         }
     }

@@ -741,7 +741,7 @@ impl ReconciliationEngine {
         // evidence: the state still shows what the snapshot left as it was
         // (a lying one may leave out keys an origin wrote before), and a
         // snapshot of ours must carry what we show.
-        let mut skipped = Vec::new();
+        let mut skipped = super::log::Pieces::default();
         for (peer, seq) in theirs.iter() {
             if seq > self.applied.get(peer) {
                 self.applied.set(peer, seq);
@@ -751,7 +751,7 @@ impl ReconciliationEngine {
                 }
             }
         }
-        self.archive.insert(skipped);
+        self.archive.insert_pieces(skipped.finish());
         match split {
             Some(split) => self.archive.insert_split(split, snapshot.events),
             None => self.archive.insert(snapshot.events),
