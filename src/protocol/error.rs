@@ -48,6 +48,10 @@ pub enum ReceiveError {
     HoldingQueueFull { id: EventId, capacity: usize },
     #[error("event {id} differs from the event already known under that id")]
     Equivocation { id: EventId },
+    /// A signer sealed two runs over some of the same events: the one
+    /// taken first stays ([`crate::protocol::engine`]'s `runs`).
+    #[error("the run {first}.. sealed on {id} overlaps another run of its signer's, kept here with other bounds")]
+    OverlappingRun { id: EventId, first: u64 },
     #[error("malformed event: {0}")]
     Malformed(String),
     #[error("key {0:?} has no conflict to reconcile")]

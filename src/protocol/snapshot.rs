@@ -52,6 +52,11 @@ pub enum SnapshotError {
     ClockSkew(EventId),
     #[error("state arrived that we did not ask for")]
     Unasked,
+    /// A run of the snapshot overlaps a run of its signer's kept here with
+    /// other bounds: the signer sealed both, and an honest sender may have
+    /// taken the other first.
+    #[error("snapshot run sealed on {0} overlaps another run of its signer's, kept here with other bounds")]
+    OverlappingRun(EventId),
 }
 
 impl From<CodecError> for SnapshotError {
@@ -70,6 +75,7 @@ impl SnapshotError {
                 | SnapshotError::Unasked
                 | SnapshotError::BadMagic
                 | SnapshotError::UnsupportedFormat(_)
+                | SnapshotError::OverlappingRun(_)
         )
     }
 }

@@ -768,3 +768,51 @@ fn a_member_sets_policies_but_cannot_forge_room_state() {
     }
     room.still_converge(0);
 }
+
+// --- Overlapping runs -----------------------------------------------------------
+
+/// Mallory seals her events 1..=10, then 5..=12 again as a run of its own,
+/// and sends both. Were both kept, every snapshot and leaf an honest peer
+/// offers would be refused as a broken run. The second is refused (an
+/// equivocation, at no cost to the sender: an honest relay may have taken
+/// it first); what the honest peers offer still verifies, and they still
+/// converge. (A helper's review.)
+#[test]
+fn a_signers_overlapping_runs_cannot_break_what_honest_peers_offer() {
+    let mut room = Room::new(EngineConfig::default());
+    let mallory = Identity::from_seed(666);
+    let mut events = room.mallory_writes(|e| {
+        for i in 1..=12 {
+            e.set(&format!("m/{i}"), json("1"), NOW).unwrap();
+        }
+    });
+    assert_eq!(events.len(), 12);
+    events.iter_mut().for_each(|e| e.seal = None);
+    let run = |first: usize, last: usize| {
+        let mut run = events[first - 1..last].to_vec();
+        seal::seal(&mallory, &mut run);
+        run
+    };
+    room.mallory_sends(&Message::Events(run(1, 10)));
+    room.pump();
+    room.mallory_sends(&Message::Events(run(5, 12)));
+    room.mallory_sends(&Message::Events([run(11, 11), run(11, 12)].concat()));
+    room.pump();
+    let a = room.a.engine();
+    assert_eq!(a.clock().get(mallory.peer()), 11, "the run 11..=11 only");
+    assert_eq!(a.stats().equivocations, 2);
+    assert!(room.a.stats(room.mallory.peer()).is_some(), "not cut off");
+    for node in [&room.a, &room.b] {
+        let snapshot = StateSnapshot::decode(&node.engine().encode_snapshot()).expect("decodes");
+        let mut fresh = ReconciliationEngine::new(PeerId(7), EngineConfig::default());
+        let trust = Trust {
+            signed: true,
+            now_ms: Some(NOW),
+        };
+        fresh
+            .load_snapshot(snapshot, trust)
+            .expect("what we offer verifies");
+        assert_eq!(fresh.state_json(), node.engine().state_json());
+    }
+    room.still_converge(0);
+}

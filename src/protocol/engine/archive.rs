@@ -140,6 +140,17 @@ impl Segment {
         self.holding(r.checked_sub(1)?, id)
     }
 
+    /// Whether a run here other than `first..=last` (of one origin) holds
+    /// one of its ids: the run holding `first` is not exactly it, or a run
+    /// starts after `first` and no later than `last`.
+    fn overlaps_other(&self, first: EventId, last: EventId) -> bool {
+        let r = self.starts.partition_point(|start| start.id <= first);
+        let holding_first = r.checked_sub(1).and_then(|r| self.holding(r, first));
+        let other = holding_first
+            .is_some_and(|run| run[0].id != first || run.last().map(|e| e.id) != Some(last));
+        other || self.starts.get(r).is_some_and(|start| start.id <= last)
+    }
+
     /// Run `r`, if it holds `id` (the last run starting at or before it).
     fn holding(&self, r: usize, id: EventId) -> Option<&[P2PEvent]> {
         let first = self.starts.get(r)?.id;
@@ -292,6 +303,13 @@ impl Archive {
     /// The kept run holding `id`.
     pub fn run_of(&self, id: EventId) -> Option<&[P2PEvent]> {
         self.segments.iter().rev().find_map(|s| s.run_of(id))
+    }
+
+    /// Whether a kept run other than `first..=last` (of one origin) holds
+    /// one of its ids: a run of its signer's that overlaps it with other
+    /// bounds.
+    pub fn overlaps_other(&self, first: EventId, last: EventId) -> bool {
+        self.segments.iter().any(|s| s.overlaps_other(first, last))
     }
 
     /// Lookups of runs by ids that never decrease, each segment read front

@@ -10,6 +10,7 @@ mod log;
 mod policy;
 mod reconcile;
 mod remote;
+mod runs;
 mod snapshot;
 mod view;
 

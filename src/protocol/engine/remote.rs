@@ -180,10 +180,14 @@ impl ReconciliationEngine {
 
     /// The protocol's `resolve_conflicts`: takes every held event and applies
     /// those whose dependencies are now met (say, after a snapshot was
-    /// loaded); the rest go back to the queue. Returns how many applied.
+    /// loaded); the rest go back to the queue, but for runs that overlap
+    /// one kept now with other bounds (which the snapshot brought), dropped.
+    /// Returns how many applied.
     pub fn resolve_conflicts(&mut self) -> usize {
         let mut applied = 0;
-        for event in self.holding.drain() {
+        let mut held = self.holding.drain();
+        self.drop_overlapping_held(&mut held);
+        for event in held {
             let have = self.applied.get(event.id.peer);
             if event.id.seq <= have {
                 continue;

@@ -614,6 +614,16 @@ impl ReconciliationEngine {
             .map_err(|e| SnapshotError::Malformed(e.to_string()))
     }
 
+    /// That no run of `snapshot` overlaps one kept here with other bounds
+    /// (`held`: one in the holding queue, too; else those are dropped when
+    /// it loads).
+    fn check_runs_kept(&self, snapshot: &StateSnapshot, held: bool) -> Result<(), SnapshotError> {
+        match self.overlapping_run(&snapshot.events, held) {
+            Some(id) => Err(SnapshotError::OverlappingRun(id)),
+            None => Ok(()),
+        }
+    }
+
     /// Verifies and loads a snapshot: joins its state with this engine's (a
     /// fresh engine simply takes it), then applies whatever held events
     /// became ready. Events this engine had beyond the snapshot stay
@@ -626,7 +636,8 @@ impl ReconciliationEngine {
     ) -> Result<(), SnapshotError> {
         let checked = self
             .check_whole(&snapshot, trust)
-            .and_then(|()| self.check_events(&snapshot, trust.now_ms, 0..snapshot.events.len()));
+            .and_then(|()| self.check_events(&snapshot, trust.now_ms, 0..snapshot.events.len()))
+            .and_then(|()| self.check_runs_kept(&snapshot, false));
         if let Err(e) = checked {
             self.stats.refused_state += 1;
             return Err(e);
@@ -788,30 +799,6 @@ impl ReconciliationEngine {
         }
     }
 
-    /// Keeps verified runs that began before the log of their origin did
-    /// (after a snapshot): the log cannot hold them whole, and the state
-    /// may come to rest on their newer events.
-    pub fn keep_straddling_runs(&mut self, events: &[P2PEvent]) {
-        for (i, event) in events.iter().enumerate() {
-            let Some(seal) = &event.seal else { continue };
-            let logged_from = self.log.first_seq(event.id.peer);
-            if seal.first >= logged_from || event.id.seq < logged_from {
-                continue;
-            }
-            // Verified runs stand whole and in order: this one ends at `i`.
-            let len = usize::try_from(event.id.seq - seal.first).ok();
-            let run = len.and_then(|n| events.get(i.checked_sub(n)?..=i));
-            // A run with refused room state is never applied whole here,
-            // so it must not back what we send on.
-            let run = run
-                .filter(|r| r[0].id == EventId::new(event.id.peer, seal.first))
-                .filter(|r| r.iter().all(|e| policy::check_room_state(e).is_ok()));
-            if let Some(run) = run {
-                self.archive.insert_run(run.to_vec());
-            }
-        }
-    }
-
     /// One Merkle leaf of the state, as a snapshot restricted to its keys
     /// (no heads: a leaf is only taken under equal clocks).
     pub fn leaf_state(&mut self, leaf: u16) -> StateSnapshot {
@@ -846,6 +833,7 @@ impl ReconciliationEngine {
             .verify_whole(&self.checks(trust, false))
             .and_then(|()| self.check_origins(&theirs))
             .and_then(|()| self.check_events(&theirs, trust.now_ms, 0..theirs.events.len()))
+            .and_then(|()| self.check_runs_kept(&theirs, true))
             .and_then(|()| {
                 // A sealed run is sent whole, so a burst that wrote keys of
                 // several leaves brings events of other leaves; only the

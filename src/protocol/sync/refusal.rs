@@ -108,8 +108,9 @@ impl Refusal {
                 | ReceiveError::ImpossibleDependency { .. }
                 | ReceiveError::Equivocation { .. }
                 | ReceiveError::InvalidRoomState { .. } => 1,
-                // Skew, a full holding queue, too many origins: an honest
-                // peer may send these; they are refused, not punished.
+                // Skew, a full holding queue, too many origins, a run
+                // overlapping one taken first: an honest peer may send
+                // these; they are refused, not punished.
                 _ => 0,
             },
             Refusal::Seal(e) if e.is_forgery() => FORGERY_POINTS,

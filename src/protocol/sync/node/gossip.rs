@@ -524,6 +524,15 @@ impl SyncNode {
         accepted
     }
 
+    /// Drops the runs of `events` that overlap one taken first with
+    /// other bounds, refused
+    /// ([`admit_runs`](crate::protocol::engine::ReconciliationEngine::admit_runs)).
+    fn admit_runs(&mut self, from: PeerId, events: &mut Vec<P2PEvent>) {
+        for error in self.engine.admit_runs(events) {
+            self.refuse(from, error.into());
+        }
+    }
+
     fn refuse_seals(&mut self, from: PeerId, errors: Vec<seal::SealError>) {
         for error in errors {
             self.engine.count_refused_seal();
@@ -539,12 +548,12 @@ impl SyncNode {
     fn apply_received(
         &mut self,
         from: PeerId,
-        events: Vec<P2PEvent>,
+        mut events: Vec<P2PEvent>,
         sent: Option<Batch>,
         now_ms: u64,
     ) {
+        self.admit_runs(from, &mut events);
         let mut sent = sent.filter(|batch| batch.count == events.len());
-        self.engine.keep_straddling_runs(&events);
         self.engine.mark_applied();
         if let Some(session) = self.sessions.get_mut(&from) {
             session.stats.events_in += events.len() as u64;
@@ -752,7 +761,9 @@ impl SyncNode {
         if self.signed() {
             let runs = std::mem::take(&mut request.conflicting_events);
             let key = runs.last().map(|e| e.key.clone());
-            for event in self.open_seals(from, runs) {
+            let mut runs = self.open_seals(from, runs);
+            self.admit_runs(from, &mut runs);
+            for event in runs {
                 if Some(&event.key) == key.as_ref() {
                     request.conflicting_events.push(event);
                 } else if let Err(e) = self.engine.receive(event, now_ms) {
@@ -802,6 +813,7 @@ impl SyncNode {
     ) {
         self.log_reconciliation(from, false, &response);
         response.resolution_events = self.open_seals(from, response.resolution_events);
+        self.admit_runs(from, &mut response.resolution_events);
         self.engine.mark_applied();
         if let Err(e) = self
             .engine
