@@ -601,6 +601,47 @@ async fn a_flooding_socket_is_told_once_then_closed_its_room_keeps_working() {
     .await;
 }
 
+/// A socket cycling join and leave in a room of 60, where each leave is
+/// told to every member, is charged for the notices it makes the server
+/// send: 600 cycles (1,200 messages, within the burst of 1,000 and its
+/// refill) told a member of 600 leaves before; now of the ~80 the burst
+/// pays for, plus what the refill adds while they are sent. (A helper's
+/// review found 300 notices a message in a room of 300.)
+#[tokio::test]
+async fn a_socket_cycling_join_and_leave_is_charged_for_the_notices() {
+    bounded(async {
+        let server = Server::start(&[]);
+        let mut members = Vec::new();
+        for seed in 1..=60 {
+            members.push(server.member(seed, "churn").await.0);
+        }
+        let mut cycler = server.client(Identity::from_seed(1000)).await;
+        for _ in 0..600 {
+            cycler.join("churn").await;
+            cycler.send(ClientMessage::Leave.to_text()).await;
+        }
+        let id = cycler.id();
+        // Its answers (lists, errors) end once the server read it all.
+        let answers = cycler.settle(Duration::from_millis(500)).await;
+        assert!(answers
+            .iter()
+            .any(|m| matches!(m, ServerMessage::Error { message } if message.starts_with("over the rate limit"))));
+        let heard = members[0].settle(Duration::from_millis(500)).await;
+        let leaves = heard
+            .iter()
+            .filter(|m| matches!(m, ServerMessage::Left { peer } if *peer == id))
+            .count();
+        assert!(
+            (1..250).contains(&leaves),
+            "{leaves} leaves of 600 told: charged by message, not by notice"
+        );
+        // The room is still served.
+        let (_late, peers) = server.member(2000, "churn").await;
+        assert_eq!(peers.len(), 32);
+    })
+    .await;
+}
+
 /// `tests/e2e/secret.test.mjs` signs a join in Node (its Ed25519) with the
 /// key of `Identity::from_seed(1)`; Node has no blake3 to derive the id,
 /// so the file carries it. This keeps the two in step.

@@ -19,6 +19,11 @@ pub const RATE: u32 = 100;
 /// is closed `DROP_LIMIT / ((k - 2) * RATE)` s after its burst is spent:
 /// 2.5 s at 10x, 20 s at 3x; at 2x or less it is only throttled.
 pub const DROP_LIMIT: u32 = 2000;
+/// Notices (`joined`, `left`, `peers`) a socket's join or leave makes the
+/// server send, per message it is charged: a leave in a room of 1,000 is
+/// told to every member, and cycling join and leave at the message rate
+/// made one socket queue 300 notices a message in a room of 300.
+pub const NOTICES_PER_MESSAGE: usize = 8;
 /// Drops closer together than this are one burst, told with one error.
 pub const DROP_BURST_GAP: Duration = Duration::from_secs(1);
 
@@ -58,10 +63,7 @@ impl RateLimit {
     pub fn check(&mut self, now: Instant) -> Verdict {
         // A `now` before the last one (it should not happen) counts as the last.
         let now = self.last.max(now);
-        let refill = now.saturating_duration_since(self.last).as_secs_f64() * f64::from(RATE);
-        self.last = now;
-        self.tokens = (self.tokens + refill).min(f64::from(BURST));
-        self.debt = (self.debt - refill).max(0.0);
+        self.refill(now);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             return Verdict::Pass;
@@ -76,6 +78,25 @@ impl RateLimit {
             .is_none_or(|t| now.saturating_duration_since(t) >= DROP_BURST_GAP);
         self.last_drop = Some(now);
         Verdict::Drop { notify }
+    }
+
+    /// Charges, at `now`, for `notices` the server sent because of the
+    /// message just passed: one message more per [`NOTICES_PER_MESSAGE`].
+    /// The bucket may go below empty: the messages after it are dropped
+    /// until it refills.
+    pub fn charge(&mut self, now: Instant, notices: usize) {
+        self.refill(now);
+        self.tokens -= notices as f64 / NOTICES_PER_MESSAGE as f64;
+    }
+
+    /// Adds the tokens earned, and forgives the drops owed, since the last
+    /// message (a `now` before it counts as its time).
+    fn refill(&mut self, now: Instant) {
+        let now = self.last.max(now);
+        let refill = now.saturating_duration_since(self.last).as_secs_f64() * f64::from(RATE);
+        self.last = now;
+        self.tokens = (self.tokens + refill).min(f64::from(BURST));
+        self.debt = (self.debt - refill).max(0.0);
     }
 
     /// Messages dropped so far.

@@ -33,10 +33,12 @@
 //! for 60 s is closed, and so is one a send to which takes over 10 s (it
 //! stopped reading). A room holds at most `MAX_ROOM` peers (default
 //! 1,024): a join beyond that gets an `error` ("room full"). Each socket
-//! may send a burst of 1000 messages, then 100 per second (`limits.rs`);
-//! beyond that messages are dropped, with one `error` per burst of drops,
-//! and a socket that keeps flooding is closed. At most 1 MiB waits for one
-//! socket (`outbox.rs`); what is relayed beyond that is dropped.
+//! may send a burst of 1000 messages, then 100 per second (`limits.rs`),
+//! a join or leave counting one more per 8 notices it makes the server
+//! send (a leave is told to every member); beyond that messages are
+//! dropped, with one `error` per burst of drops, and a socket that keeps
+//! flooding is closed. At most 1 MiB waits for one socket (`outbox.rs`);
+//! what is relayed beyond that is dropped.
 
 mod origin;
 mod outbox;
@@ -195,7 +197,7 @@ impl Rooms {
         peer: &str,
         outbox: &Arc<Outbox>,
         previous: Option<&(String, String)>,
-    ) -> Result<(), RoomFull> {
+    ) -> Result<usize, RoomFull> {
         let mut rooms = self.lock();
         if let Some(members) = rooms.get(room) {
             // Taking an id already there (it replaces that socket), or
@@ -208,8 +210,9 @@ impl Rooms {
                 return Err(RoomFull);
             }
         }
+        let mut notices = 0;
         if let Some((old_room, old_peer)) = previous {
-            leave(&mut rooms, old_room, old_peer, outbox);
+            notices += leave(&mut rooms, old_room, old_peer, outbox);
         }
         let members = rooms.entry(room.to_string()).or_default();
         let notice = ServerMessage::Joined {
@@ -226,6 +229,7 @@ impl Rooms {
         for (_, out) in &known {
             let _ = out.push(notice.clone());
         }
+        notices += known.len() + 1;
         // After the notices: once the newcomer hears who is there, each of
         // them has its notice queued ahead of anything it sends later.
         let peers = known.into_iter().map(|(p, _)| p.clone()).collect();
@@ -248,11 +252,13 @@ impl Rooms {
                 .replaced
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        Ok(())
+        Ok(notices)
     }
 
-    fn leave(&self, room: &str, peer: &str, outbox: &Arc<Outbox>) {
-        leave(&mut self.lock(), room, peer, outbox);
+    /// Takes the socket of `outbox` out of `room`; returns how many
+    /// members were told.
+    fn leave(&self, room: &str, peer: &str, outbox: &Arc<Outbox>) -> usize {
+        leave(&mut self.lock(), room, peer, outbox)
     }
 
     /// Relays `data` as it came, from `from` (the id the socket of
@@ -289,12 +295,14 @@ impl Rooms {
     }
 }
 
-fn leave(rooms: &mut RoomMap, room: &str, peer: &str, outbox: &Arc<Outbox>) {
+/// Takes `peer` (the socket of `outbox`) out of `room` and tells every
+/// member; returns how many.
+fn leave(rooms: &mut RoomMap, room: &str, peer: &str, outbox: &Arc<Outbox>) -> usize {
     let Some(members) = rooms.get_mut(room) else {
-        return;
+        return 0;
     };
     if !members.get(peer).is_some_and(|o| Arc::ptr_eq(o, outbox)) {
-        return; // replaced by a newer socket of the same peer
+        return 0; // replaced by a newer socket of the same peer
     }
     members.remove(peer);
     let notice = ServerMessage::Left {
@@ -304,9 +312,11 @@ fn leave(rooms: &mut RoomMap, room: &str, peer: &str, outbox: &Arc<Outbox>) {
     for out in members.values() {
         let _ = out.push(notice.clone());
     }
+    let told = members.len();
     if members.is_empty() {
         rooms.remove(room);
     }
+    told
 }
 
 pub async fn upgrade(
@@ -364,6 +374,9 @@ struct Conn {
     tunnel: Option<Tunnel>,
     /// A join succeeded: the room's peer is to be attached.
     attach: bool,
+    /// Notices the last message made the server send to others (a join's
+    /// or a leave's), charged against the socket's rate.
+    notices: usize,
 }
 
 impl Conn {
@@ -377,6 +390,7 @@ impl Conn {
             joined: None,
             tunnel: None,
             attach: false,
+            notices: 0,
         }
     }
 
@@ -387,7 +401,7 @@ impl Conn {
     fn leave(&mut self, rooms: &Rooms) {
         self.tunnel = None;
         if let Some((room, peer)) = self.joined.take() {
-            rooms.leave(&room, &peer, &self.outbox);
+            self.notices += rooms.leave(&room, &peer, &self.outbox);
         }
     }
 }
@@ -497,6 +511,11 @@ async fn session(socket: WebSocket, rooms: Arc<Rooms>, nonce: [u8; 32]) {
                 };
                 if let Some(reply) = handle(&rooms, &mut conn, text.as_str()) {
                     conn.reply(reply);
+                }
+                // A join or leave is charged for the notices it caused.
+                let notices = std::mem::take(&mut conn.notices);
+                if notices > 0 {
+                    limit.charge(tokio::time::Instant::now().into_std(), notices);
                 }
                 if std::mem::take(&mut conn.attach) {
                     attach(&rooms, &mut conn).await;
@@ -633,13 +652,13 @@ fn handle(rooms: &Rooms, conn: &mut Conn, text: &str) -> Option<ServerMessage> {
             if let Err(e) = verify_join(&conn.nonce, &room, &peer, &key, &proof) {
                 return refuse(Refusal::from(&e), format!("join refused: {e}"));
             }
-            if rooms
-                .join(&room, &peer, &conn.outbox, conn.joined.as_ref())
-                .is_err()
-            {
-                let max = rooms.config.max_room;
-                let message = format!("room full: {room:?} has {max} peers, the most allowed");
-                return refuse(Refusal::RoomFull, message);
+            match rooms.join(&room, &peer, &conn.outbox, conn.joined.as_ref()) {
+                Ok(notices) => conn.notices += notices,
+                Err(RoomFull) => {
+                    let max = rooms.config.max_room;
+                    let message = format!("room full: {room:?} has {max} peers, the most allowed");
+                    return refuse(Refusal::RoomFull, message);
+                }
             }
             conn.tunnel = None;
             conn.attach = rooms.keep.is_some() && !keep::is_secret(&room);
