@@ -742,3 +742,40 @@ async fn rooms_in_memory_are_bounded_and_a_room_that_is_only_joined_takes_no_fil
     let again = Page::join(&server, Identity::from_seed(73), "a").await;
     assert!(again.keeper.is_some());
 }
+
+/// One client address gets its share of the room peer, not all of it: a
+/// socket joining room after room held every loaded slot for
+/// `KEEP_IDLE_MS`, and one client writing in room after room filled
+/// `KEEP_MAX_ROOMS` for good (a helper's review). Every page here comes
+/// from 127.0.0.1, one address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_loads_and_starts_only_its_share_of_rooms() {
+    let data = DataDir::new("shares");
+    let server = keeping(
+        &data,
+        &[
+            ("KEEP_LOADED_PER_ADDRESS", "2"),
+            ("KEEP_NEW_ROOMS_PER_ADDRESS", "1"),
+        ],
+    );
+    let mut first = Page::join(&server, Identity::from_seed(91), "s1").await;
+    let mut second = Page::join(&server, Identity::from_seed(92), "s2").await;
+    assert!(first.keeper.is_some() && second.keeper.is_some());
+    let third = Page::join(&server, Identity::from_seed(93), "s3").await;
+    let reason = third.unkept.expect("a third room loaded for the address");
+    assert!(reason.contains("KEEP_LOADED_PER_ADDRESS"), "{reason}");
+    // A room loaded already takes the address's pages all the same.
+    let again = Page::join(&server, Identity::from_seed(94), "s1").await;
+    assert!(again.keeper.is_some(), "{:?}", again.unkept);
+    // The first room written starts a stored room; the second is refused.
+    first.write("a", 10);
+    let me = first.me();
+    assert!(first.run_until(|p| p.acknowledged(me) >= 10).await);
+    let reason = second.fill().await;
+    assert!(reason.contains("KEEP_NEW_ROOMS_PER_ADDRESS"), "{reason}");
+    assert_eq!(server.reading("cpc_signal_keep_rooms_stored").await, 1);
+    for reason in ["address_loaded", "address_started"] {
+        let refused = format!("cpc_signal_keep_refused_total{{reason=\"{reason}\"}}");
+        assert!(server.reading(&refused).await >= 1, "{reason}");
+    }
+}

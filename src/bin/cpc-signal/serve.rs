@@ -67,6 +67,11 @@ pub fn address_key(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// The address a request came from, as [`address_key`] groups them: what
+/// the room peer's per-client shares count by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientAddress(pub IpAddr);
+
 /// Open connections per address (see [`address_key`]).
 #[derive(Debug, Default)]
 pub struct AddressCounts {
@@ -237,8 +242,9 @@ pub async fn serve(
         let served = Arc::new(AtomicBool::new(false));
         let service = app.clone().map_request({
             let served = served.clone();
-            move |request| {
+            move |mut request: axum::http::Request<_>| {
                 served.store(true, Ordering::Relaxed);
+                request.extensions_mut().insert(ClientAddress(key));
                 request
             }
         });

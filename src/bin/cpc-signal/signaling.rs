@@ -52,7 +52,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::ws::{close_code, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use cpc_sync::protocol::signal::{verify_join, ClientMessage, ServerMessage, MAX_NAME};
@@ -62,6 +62,7 @@ use serde_json::value::RawValue;
 
 use crate::keep::{self, Keep, Tunnel};
 use crate::limits::{RateLimit, Verdict, BURST, RATE};
+use crate::serve::ClientAddress;
 pub use origin::Origins;
 pub use outbox::{Outbox, Refused, FRAME_HIGH_WATER, FRAME_LOW_WATER};
 use outbox::{Written, OUTBOX_BYTES};
@@ -323,6 +324,7 @@ pub async fn upgrade(
     ws: WebSocketUpgrade,
     headers: HeaderMap,
     uri: Uri,
+    address: Option<Extension<ClientAddress>>,
     State(rooms): State<Arc<Rooms>>,
 ) -> Response {
     // A header that is not text matches no origin (and no host).
@@ -352,7 +354,7 @@ pub async fn upgrade(
     ws.max_message_size(MAX_FRAME)
         .max_frame_size(MAX_FRAME)
         .read_buffer_size(4 * 1024)
-        .on_upgrade(move |socket| session(socket, rooms, nonce))
+        .on_upgrade(move |socket| session(socket, rooms, nonce, address.map(|a| a.0)))
 }
 
 fn valid_name(name: &str) -> bool {
@@ -377,6 +379,8 @@ struct Conn {
     /// Notices the last message made the server send to others (a join's
     /// or a leave's), charged against the socket's rate.
     notices: usize,
+    /// Where the socket connects from: the room peer's shares count by it.
+    address: Option<ClientAddress>,
 }
 
 impl Conn {
@@ -391,6 +395,7 @@ impl Conn {
             tunnel: None,
             attach: false,
             notices: 0,
+            address: None,
         }
     }
 
@@ -406,10 +411,16 @@ impl Conn {
     }
 }
 
-async fn session(socket: WebSocket, rooms: Arc<Rooms>, nonce: [u8; 32]) {
+async fn session(
+    socket: WebSocket,
+    rooms: Arc<Rooms>,
+    nonce: [u8; 32],
+    address: Option<ClientAddress>,
+) {
     let _open = OpenSocket::new(&rooms.counters);
     let (sink, mut stream) = socket.split();
     let mut conn = Conn::new(&rooms, nonce);
+    conn.address = address;
     let mut writer = tokio::spawn(outbox::write(sink, conn.outbox.clone(), SEND_TIMEOUT));
     let mut limit = RateLimit::new(tokio::time::Instant::now().into_std());
     // Set once the server closes the socket: when it must be done by.
@@ -555,7 +566,10 @@ async fn attach(rooms: &Rooms, conn: &mut Conn) {
     let Ok(page) = peer.parse() else {
         return; // not a peer id: it can signal, but not sync
     };
-    match keep.attach(room, page, conn.outbox.clone()).await {
+    match keep
+        .attach(room, page, conn.address, conn.outbox.clone())
+        .await
+    {
         Ok(tunnel) => conn.tunnel = Some(tunnel),
         Err(e) => conn.reply(ServerMessage::Unkeep {
             reason: e.to_string(),

@@ -19,6 +19,12 @@ pub struct KeepConfig {
     pub idle: Duration,
     /// Rooms in memory at most, each a thread (`KEEP_MAX_LOADED`).
     pub max_loaded: usize,
+    /// Rooms loaded for one client address at most
+    /// (`KEEP_LOADED_PER_ADDRESS`; an eighth of `max_loaded`).
+    pub loaded_per_address: usize,
+    /// New stored rooms one client address may start an hour
+    /// (`KEEP_NEW_ROOMS_PER_ADDRESS`; a hundredth of `max_rooms`).
+    pub started_per_address: usize,
     /// Events in a room's log before it is folded into a snapshot
     /// (`KEEP_COMPACT_AFTER`; the browser's `compactAfter`).
     pub compact_after: usize,
@@ -33,6 +39,8 @@ impl Default for KeepConfig {
             max_disk_bytes: 16 << 30,
             idle: Duration::from_secs(60),
             max_loaded: 1_000,
+            loaded_per_address: 125,
+            started_per_address: 100,
             compact_after: 50_000,
         }
     }
@@ -57,15 +65,22 @@ impl KeepConfig {
             Ok(other) => return Err(format!("KEEP must be on or off, not {other:?}")),
         }
         let default = KeepConfig::default();
+        let max_rooms = number("KEEP_MAX_ROOMS", default.max_rooms as u64)? as usize;
+        let max_loaded = number("KEEP_MAX_LOADED", default.max_loaded as u64)? as usize;
+        let share = |var: &str, of: usize, part: usize| {
+            number(var, (of / part).max(1) as u64).map(|n| n as usize)
+        };
         Ok(Some(KeepConfig {
             data_dir: std::env::var_os("DATA_DIR")
                 .map(PathBuf::from)
                 .unwrap_or(default.data_dir),
-            max_rooms: number("KEEP_MAX_ROOMS", default.max_rooms as u64)? as usize,
+            max_rooms,
             max_room_bytes: number("KEEP_MAX_ROOM_BYTES", default.max_room_bytes)?,
             max_disk_bytes: number("KEEP_MAX_DISK_BYTES", default.max_disk_bytes)?,
             idle: Duration::from_millis(number("KEEP_IDLE_MS", 60_000)?),
-            max_loaded: number("KEEP_MAX_LOADED", default.max_loaded as u64)? as usize,
+            max_loaded,
+            loaded_per_address: share("KEEP_LOADED_PER_ADDRESS", max_loaded, 8)?,
+            started_per_address: share("KEEP_NEW_ROOMS_PER_ADDRESS", max_rooms, 100)?,
             compact_after: number("KEEP_COMPACT_AFTER", default.compact_after as u64)? as usize,
         }))
     }
@@ -83,6 +98,10 @@ pub enum KeepError {
     DiskFull { bytes: u64, max: u64 },
     #[error("the server has {max} rooms in memory, the most it keeps loaded (KEEP_MAX_LOADED)")]
     TooManyLoaded { max: usize },
+    #[error("this address has {max} rooms loaded on the server, the most one address may (KEEP_LOADED_PER_ADDRESS); a room is unloaded KEEP_IDLE_MS after its last page leaves")]
+    AddressLoaded { max: usize },
+    #[error("this address started {max} kept rooms within the hour, the most one address may (KEEP_NEW_ROOMS_PER_ADDRESS)")]
+    AddressStarted { max: usize },
     #[error("the server cannot store this room: {0}")]
     Store(String),
     #[error("closed by the server peer: {0}")]
@@ -97,6 +116,8 @@ impl KeepError {
             KeepError::RoomTooLarge { .. } => "room_too_large",
             KeepError::DiskFull { .. } => "disk_full",
             KeepError::TooManyLoaded { .. } => "too_many_loaded",
+            KeepError::AddressLoaded { .. } => "address_loaded",
+            KeepError::AddressStarted { .. } => "address_started",
             KeepError::Store(_) => "store",
             KeepError::Closed(_) => "closed",
         }

@@ -18,10 +18,12 @@
 mod config;
 mod identity;
 mod room;
+mod shares;
 mod stats;
 mod store;
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -29,8 +31,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use cpc_sync::protocol::{Identity, PeerId};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::serve::ClientAddress;
 pub use config::{KeepConfig, KeepError};
 use room::Command;
+use shares::Shares;
 use stats::Counters;
 pub use stats::{readings, KeepStats};
 
@@ -61,11 +65,15 @@ impl Disk {
     }
 }
 
+/// A loaded room's queue, and the address it was loaded for.
+type LoadedRoom = (mpsc::Sender<Command>, Option<IpAddr>);
+
 /// Every kept room.
 pub struct Keep {
     config: KeepConfig,
     identity: Identity,
-    loaded: Mutex<HashMap<String, mpsc::Sender<Command>>>,
+    loaded: Mutex<HashMap<String, LoadedRoom>>,
+    shares: Mutex<Shares>,
     disk: Mutex<Disk>,
     next_link: AtomicU64,
     counters: Counters,
@@ -128,6 +136,7 @@ impl Keep {
             config,
             identity,
             loaded: Mutex::default(),
+            shares: Mutex::default(),
             disk: Mutex::new(disk),
             next_link: AtomicU64::new(1),
             counters: Counters::default(),
@@ -162,16 +171,21 @@ impl Keep {
             .join(format!("{file}.redb"))
     }
 
-    /// Links `page` (a member of `room`, on the socket of `outbox`) to the
-    /// room's peer, loading the room first if it is not loaded.
+    /// Links `page` (a member of `room`, on the socket of `outbox`, from
+    /// `address`) to the room's peer, loading the room first if it is not
+    /// loaded.
     pub async fn attach(
         self: &Arc<Self>,
         room: &str,
         page: PeerId,
+        address: Option<ClientAddress>,
         outbox: Arc<crate::signaling::Outbox>,
     ) -> Result<Tunnel, KeepError> {
+        let by = address.map(|a| a.0);
         for _ in 0..ATTACH_TRIES {
-            let to = self.room(room).inspect_err(|e| self.counters.refused(e))?;
+            let to = self
+                .room(room, by)
+                .inspect_err(|e| self.counters.refused(e))?;
             let link = self.next_link.fetch_add(1, Relaxed);
             let (reply, answer) = oneshot::channel();
             let attach = Command::Attach {
@@ -197,11 +211,15 @@ impl Keep {
         ))
     }
 
-    /// The loaded room's queue; a room not loaded is loaded, within the
-    /// limits.
-    fn room(self: &Arc<Self>, room: &str) -> Result<mpsc::Sender<Command>, KeepError> {
+    /// The loaded room's queue; a room not loaded is loaded for `by`,
+    /// within the limits and its share.
+    fn room(
+        self: &Arc<Self>,
+        room: &str,
+        by: Option<IpAddr>,
+    ) -> Result<mpsc::Sender<Command>, KeepError> {
         let mut loaded = lock(&self.loaded);
-        if let Some(to) = loaded.get(room) {
+        if let Some((to, _)) = loaded.get(room) {
             return Ok(to.clone());
         }
         if loaded.len() >= self.config.max_loaded {
@@ -234,10 +252,37 @@ impl Keep {
                 _ => {}
             }
         }
+        let share = self.config.loaded_per_address;
+        if by.is_some_and(|by| !lock(&self.shares).load(by, share)) {
+            return Err(KeepError::AddressLoaded { max: share });
+        }
         let (to, from) = mpsc::channel(QUEUE);
-        room::spawn(self.clone(), room.to_string(), file, from)?;
-        loaded.insert(room.to_string(), to.clone());
+        if let Err(e) = room::spawn(self.clone(), room.to_string(), file, by, from) {
+            self.unloaded(by);
+            return Err(e);
+        }
+        loaded.insert(room.to_string(), (to.clone(), by));
         Ok(to)
+    }
+
+    /// A room loaded for `by` is no longer: its share is free.
+    fn unloaded(&self, by: Option<IpAddr>) {
+        if let Some(by) = by {
+            lock(&self.shares).unload(by);
+        }
+    }
+
+    /// Counts a new stored room started for `by` (the address its room
+    /// was loaded for), unless that address started its share this hour.
+    fn start_room(&self, by: Option<IpAddr>) -> Result<(), KeepError> {
+        let share = self.config.started_per_address;
+        let now = std::time::Instant::now();
+        match by {
+            Some(by) if !lock(&self.shares).start(by, share, now) => {
+                Err(KeepError::AddressStarted { max: share })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Unloads `room` unless a command waits for it: `Err` gives the room
@@ -248,7 +293,9 @@ impl Keep {
         if !queue.is_empty() {
             return Err(state);
         }
-        loaded.remove(room);
+        if let Some((_, by)) = loaded.remove(room) {
+            self.unloaded(by);
+        }
         drop(state);
         self.counters.unloads.fetch_add(1, Relaxed);
         Ok(())
@@ -259,7 +306,9 @@ impl Keep {
     /// join meanwhile must not open the database before this one closes.
     fn forget<R>(&self, room: &str, state: R) {
         let mut loaded = lock(&self.loaded);
-        loaded.remove(room);
+        if let Some((_, by)) = loaded.remove(room) {
+            self.unloaded(by);
+        }
         drop(state);
     }
 

@@ -7,6 +7,7 @@
 //! disk: what it acknowledged survives a `kill -9`.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -79,6 +80,9 @@ struct Room {
     /// `None` until the room's first write: a room that is only joined
     /// takes no file (nor a place among `KEEP_MAX_ROOMS`).
     store: Option<Store>,
+    /// The address the room was loaded for: its first write starts a
+    /// stored room on that address's share.
+    by: Option<IpAddr>,
     bytes: u64,
     pages: HashMap<PeerId, (u64, Arc<Outbox>)>,
     /// Pages whose socket holds [`FRAME_HIGH_WATER`] of frames: what they
@@ -94,6 +98,7 @@ pub fn spawn(
     keep: Arc<Keep>,
     name: String,
     file: String,
+    by: Option<IpAddr>,
     queue: mpsc::Receiver<Command>,
 ) -> Result<(), KeepError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -102,16 +107,22 @@ pub fn spawn(
         .map_err(|e| KeepError::Store(format!("no runtime for the room: {e}")))?;
     std::thread::Builder::new()
         .name("cpc-keep-room".into())
-        .spawn(move || runtime.block_on(run(keep, name, file, queue)))
+        .spawn(move || runtime.block_on(run(keep, name, file, by, queue)))
         .map_err(|e| KeepError::Store(format!("no thread for the room: {e}")))?;
     Ok(())
 }
 
 /// Runs the room until it is unloaded. Blocking calls (the store's) block
 /// only this room's thread.
-async fn run(keep: Arc<Keep>, name: String, file: String, mut queue: mpsc::Receiver<Command>) {
+async fn run(
+    keep: Arc<Keep>,
+    name: String,
+    file: String,
+    by: Option<IpAddr>,
+    mut queue: mpsc::Receiver<Command>,
+) {
     let (gzip_done, mut gzipped) = mpsc::unbounded_channel();
-    let opened = Room::open(&keep, &name, file, gzip_done);
+    let opened = Room::open(&keep, &name, file, by, gzip_done);
     let mut room = match opened {
         Ok(room) => room,
         Err(e) => {
@@ -216,6 +227,7 @@ impl Room {
         keep: &Arc<Keep>,
         name: &str,
         file: String,
+        by: Option<IpAddr>,
         gzip_done: mpsc::UnboundedSender<Gzip>,
     ) -> Result<Room, KeepError> {
         let path = keep.path_of(&file);
@@ -263,6 +275,7 @@ impl Room {
             file,
             node,
             store,
+            by,
             bytes,
             pages: HashMap::new(),
             backlogged: Vec::new(),
@@ -398,6 +411,7 @@ impl Room {
                 if stored >= max {
                     return Err(KeepError::TooManyRooms { max });
                 }
+                self.keep.start_room(self.by)?;
                 let path = self.keep.path_of(&self.file);
                 let (store, _) = Store::open(&path, &self.name)?;
                 self.store.insert(store)

@@ -6,9 +6,11 @@ use super::KeepError;
 use crate::metrics::{Reading, ReadingKind};
 
 /// Refusal classes, as metric labels.
-pub const REFUSALS: [&str; 6] = [
+pub const REFUSALS: [&str; 8] = [
     "too_many_rooms",
     "too_many_loaded",
+    "address_loaded",
+    "address_started",
     "room_too_large",
     "disk_full",
     "store",
