@@ -318,13 +318,19 @@ fn dependency_bombs_fill_only_their_share_and_far_ones_are_refused() {
             e.set(&format!("bomb/{i}"), json("0"), NOW).unwrap();
         }
     });
-    // Whole runs only: the first run is 1..=1024, so she sends the second.
-    let second_run: Vec<P2PEvent> = events.into_iter().filter(|e| e.id.seq > 1024).collect();
-    assert_eq!(second_run.len(), 977);
-    room.mallory_sends(&Message::Events(second_run));
+    // Whole runs only: the first run is 1..=1024, so she sends the rest,
+    // sealed again as runs of 100. A run is held whole or refused: five
+    // fill her share, the other five (the last of 77) are refused.
+    let mut rest: Vec<P2PEvent> = events.into_iter().filter(|e| e.id.seq > 1024).collect();
+    assert_eq!(rest.len(), 977);
+    rest.iter_mut().for_each(|e| e.seal = None);
+    let mallory = Identity::from_seed(666);
+    rest.chunks_mut(100)
+        .for_each(|run| seal::seal(&mallory, run));
+    room.mallory_sends(&Message::Events(rest));
     let held = room.a.engine().holding().len();
     assert_eq!(held, 500, "one origin holds at most its share");
-    assert_eq!(room.a.engine().stats().refused_queue_full, 477);
+    assert_eq!(room.a.engine().stats().refused_queue_full, 5);
     // One depending on something a billion events ahead is refused
     // outright, even validly sealed: it could only sit in the queue.
     let mut far = vec![P2PEvent {
@@ -771,6 +777,33 @@ fn a_member_sets_policies_but_cannot_forge_room_state() {
 
 // --- Overlapping runs -----------------------------------------------------------
 
+/// Mallory's own events 1..=`count` (a key each), their seals taken
+/// off: hers to seal as she likes.
+fn mallorys_unsealed(room: &mut Room, count: usize) -> Vec<P2PEvent> {
+    let mut events = room.mallory_writes(|e| {
+        for i in 1..=count {
+            e.set(&format!("m/{i}"), json("1"), NOW).unwrap();
+        }
+    });
+    assert_eq!(events.len(), count);
+    events.iter_mut().for_each(|e| e.seal = None);
+    events
+}
+
+/// The snapshot `node` offers verifies in a fresh peer and shows its state.
+fn offers_what_it_shows(node: &SyncNode) {
+    let snapshot = StateSnapshot::decode(&node.engine().encode_snapshot()).expect("decodes");
+    let mut fresh = ReconciliationEngine::new(PeerId(7), EngineConfig::default());
+    let trust = Trust {
+        signed: true,
+        now_ms: Some(NOW),
+    };
+    fresh
+        .load_snapshot(snapshot, trust)
+        .expect("what we offer verifies");
+    assert_eq!(fresh.state_json(), node.engine().state_json());
+}
+
 /// Mallory seals her events 1..=10, then 5..=12 again as a run of its own,
 /// and sends both. Were both kept, every snapshot and leaf an honest peer
 /// offers would be refused as a broken run. The second is refused (an
@@ -781,13 +814,7 @@ fn a_member_sets_policies_but_cannot_forge_room_state() {
 fn a_signers_overlapping_runs_cannot_break_what_honest_peers_offer() {
     let mut room = Room::new(EngineConfig::default());
     let mallory = Identity::from_seed(666);
-    let mut events = room.mallory_writes(|e| {
-        for i in 1..=12 {
-            e.set(&format!("m/{i}"), json("1"), NOW).unwrap();
-        }
-    });
-    assert_eq!(events.len(), 12);
-    events.iter_mut().for_each(|e| e.seal = None);
+    let mut events = mallorys_unsealed(&mut room, 12);
     let run = |first: usize, last: usize| {
         let mut run = events[first - 1..last].to_vec();
         seal::seal(&mallory, &mut run);
@@ -802,17 +829,34 @@ fn a_signers_overlapping_runs_cannot_break_what_honest_peers_offer() {
     assert_eq!(a.clock().get(mallory.peer()), 11, "the run 11..=11 only");
     assert_eq!(a.stats().equivocations, 2);
     assert!(room.a.stats(room.mallory.peer()).is_some(), "not cut off");
-    for node in [&room.a, &room.b] {
-        let snapshot = StateSnapshot::decode(&node.engine().encode_snapshot()).expect("decodes");
-        let mut fresh = ReconciliationEngine::new(PeerId(7), EngineConfig::default());
-        let trust = Trust {
-            signed: true,
-            now_ms: Some(NOW),
-        };
-        fresh
-            .load_snapshot(snapshot, trust)
-            .expect("what we offer verifies");
-        assert_eq!(fresh.state_json(), node.engine().state_json());
-    }
+    offers_what_it_shows(&room.a);
+    offers_what_it_shows(&room.b);
+    room.still_converge(0);
+}
+
+/// Mallory seals 1..=3 with event 2 stamped a year ahead, then 2..=2
+/// alone, honestly stamped. Honest peers refuse the first run whole (at
+/// no cost: a clock may be ahead), where they applied 1 and held 3, and
+/// every snapshot they offered carried 1 unsealed, refused as a lie; the
+/// second waits for 1. What they offer verifies. (A helper's review.)
+#[test]
+fn a_run_with_one_refused_event_is_refused_whole() {
+    use cpc_sync::protocol::clock::Timestamp;
+    let mut room = Room::new(EngineConfig::default());
+    let mallory = Identity::from_seed(666);
+    let mut events = mallorys_unsealed(&mut room, 3);
+    let mut gap = vec![events[1].clone()];
+    seal::seal(&mallory, &mut gap);
+    events[1].hlc = Timestamp::new(NOW + 365 * 24 * 3_600_000, 0);
+    seal::seal(&mallory, &mut events);
+    room.mallory_sends(&Message::Events(events));
+    room.pump();
+    room.mallory_sends(&Message::Events(gap));
+    room.pump();
+    assert_eq!(room.a.engine().clock().get(mallory.peer()), 0);
+    assert_eq!(room.a.engine().holding().len(), 1);
+    assert!(room.a.stats(room.mallory.peer()).is_some(), "not cut off");
+    offers_what_it_shows(&room.a);
+    offers_what_it_shows(&room.b);
     room.still_converge(0);
 }

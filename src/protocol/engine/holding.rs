@@ -121,6 +121,20 @@ impl HoldingQueue {
         self.events.get(&id)
     }
 
+    /// Whether `count` more events of `origin` fit, as [`hold`](Self::hold)
+    /// would take them one by one; the error is the one it would give.
+    pub fn room_for(&self, id: EventId, count: usize) -> Result<(), ReceiveError> {
+        let full = |capacity| ReceiveError::HoldingQueueFull { id, capacity };
+        if self.events.len() + count > self.capacity {
+            return Err(full(self.capacity));
+        }
+        let held = self.per_origin.get(&id.peer).copied().unwrap_or(0);
+        if held + count > self.origin_capacity {
+            return Err(full(self.origin_capacity));
+        }
+        Ok(())
+    }
+
     /// Holds an event. `waits_for`: for its origin's next event, the event
     /// it waits for (its origin is parked under it); `None` for a later
     /// one, which waits for its predecessor.

@@ -29,6 +29,7 @@ pub use policy::{
 };
 pub use reconcile::{ReconcileHandler, ReconcileStep, RECONCILIATION_RETRY_MS};
 pub use remote::Receipt;
+pub use runs::Received;
 pub use snapshot::{SnapshotLoad, Trust};
 pub use view::{Candidate, Conflict};
 

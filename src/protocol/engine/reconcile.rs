@@ -192,10 +192,13 @@ impl ReconciliationEngine {
         now_ms: u64,
     ) -> Result<usize, ReceiveError> {
         let before = self.stats.applied;
-        for event in &response.resolution_events {
-            self.receive(event.clone(), now_ms)?;
+        // Whole runs in a signed room, each taken whole or refused whole;
+        // the first refusal is the error.
+        let taken = self.receive_runs(response.resolution_events.clone(), now_ms);
+        match taken.refused.into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok((self.stats.applied - before) as usize),
         }
-        Ok((self.stats.applied - before) as usize)
     }
 
     /// Writes the resolution of `key`'s conflict: the handler's value, or the

@@ -43,22 +43,28 @@ impl ReconciliationEngine {
     fn take(&mut self, event: P2PEvent, now_ms: Option<u64>) -> Result<Receipt, ReceiveError> {
         let result = self.receive_inner(event, now_ms);
         if let Err(e) = &result {
-            let stats = &mut self.stats;
-            match e {
-                ReceiveError::Malformed(_) | ReceiveError::InvalidRoomState { .. } => {
-                    stats.refused_malformed += 1
-                }
-                ReceiveError::ImpossibleDependency { .. } => stats.refused_impossible += 1,
-                ReceiveError::ClockSkew { .. } => stats.refused_clock_skew += 1,
-                ReceiveError::HoldingQueueFull { .. } => stats.refused_queue_full += 1,
-                ReceiveError::DependencyTooFar { .. } => stats.refused_far_ahead += 1,
-                ReceiveError::Equivocation { .. } => stats.equivocations += 1,
-                ReceiveError::TooManyOrigins { .. } => stats.refused_origins += 1,
-                ReceiveError::NotOurs { .. } => stats.refused_not_ours += 1,
-                _ => {}
-            }
+            self.count_refusal(e);
         }
         result
+    }
+
+    /// Counts a refusal of a remote event (or of a run) in its class.
+    pub(super) fn count_refusal(&mut self, e: &ReceiveError) {
+        let stats = &mut self.stats;
+        match e {
+            ReceiveError::Malformed(_) | ReceiveError::InvalidRoomState { .. } => {
+                stats.refused_malformed += 1
+            }
+            ReceiveError::ImpossibleDependency { .. } => stats.refused_impossible += 1,
+            ReceiveError::ClockSkew { .. } => stats.refused_clock_skew += 1,
+            ReceiveError::HoldingQueueFull { .. } => stats.refused_queue_full += 1,
+            ReceiveError::DependencyTooFar { .. } => stats.refused_far_ahead += 1,
+            ReceiveError::Equivocation { .. } => stats.equivocations += 1,
+            ReceiveError::TooManyOrigins { .. } => stats.refused_origins += 1,
+            ReceiveError::NotOurs { .. } => stats.refused_not_ours += 1,
+            ReceiveError::OverlappingRun { .. } => stats.equivocations += 1,
+            _ => {}
+        }
     }
 
     fn receive_inner(
@@ -119,7 +125,7 @@ impl ReconciliationEngine {
     /// A dependency at most `gap` is within it whatever is applied, so
     /// those are not looked up: in a room whose writers have written fewer
     /// events than the gap (the default is a million), no dependency is.
-    fn check_gap(&self, event: &P2PEvent, have: u64) -> Result<(), ReceiveError> {
+    pub(super) fn check_gap(&self, event: &P2PEvent, have: u64) -> Result<(), ReceiveError> {
         let gap = self.config.max_dependency_gap;
         let id = event.id;
         let far = if id.seq - 1 > have.saturating_add(gap) {
@@ -335,7 +341,7 @@ fn next_of_origin(event: &P2PEvent, have: u64) -> bool {
 /// found applied before it still is, so the search resumes where it
 /// stopped: an event that depends on the last events of 63 writers is
 /// woken by each in turn, and would otherwise check all 63 each time.
-fn first_missing(
+pub(super) fn first_missing(
     applied: &VectorClock,
     event: &P2PEvent,
     have: u64,

@@ -226,13 +226,9 @@ pub fn one_write_each_signed(n: u64, same_key: bool) -> Vec<P2PEvent> {
 /// Verifies every run's seal, then applies the events: what a peer of a
 /// signed room does with what it receives.
 pub fn apply_verified(engine: &mut ReconciliationEngine, events: Vec<P2PEvent>, now: u64) {
-    let (mut verified, refused) = seal::open_seals(events);
+    let (verified, refused) = seal::open_seals(events);
     assert!(refused.is_empty(), "{refused:?}");
-    let overlapping = engine.admit_runs(&mut verified);
-    assert!(overlapping.is_empty(), "{overlapping:?}");
-    for event in verified {
-        let _ = engine.receive(event, now);
-    }
+    let _ = engine.receive_runs(verified, now);
 }
 
 /// `runs` runs of `len` consecutive events of one origin, unsealed, and

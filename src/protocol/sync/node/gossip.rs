@@ -7,7 +7,7 @@ use foldhash::fast::FixedState;
 use super::batch::Batch;
 use super::{Output, Relay, SyncConfig, SyncNode, MAX_REQUESTS_PER_INTERVAL};
 use crate::protocol::clock::{PeerId, VectorClock};
-use crate::protocol::engine::{Receipt, ReconcileStep};
+use crate::protocol::engine::ReconcileStep;
 use crate::protocol::event::{EventId, Hash32, P2PEvent};
 use crate::protocol::hashing;
 use crate::protocol::json::WriteJson;
@@ -524,15 +524,6 @@ impl SyncNode {
         accepted
     }
 
-    /// Drops the runs of `events` that overlap one taken first with
-    /// other bounds, refused
-    /// ([`admit_runs`](crate::protocol::engine::ReconciliationEngine::admit_runs)).
-    fn admit_runs(&mut self, from: PeerId, events: &mut Vec<P2PEvent>) {
-        for error in self.engine.admit_runs(events) {
-            self.refuse(from, error.into());
-        }
-    }
-
     fn refuse_seals(&mut self, from: PeerId, errors: Vec<seal::SealError>) {
         for error in errors {
             self.engine.count_refused_seal();
@@ -548,12 +539,11 @@ impl SyncNode {
     fn apply_received(
         &mut self,
         from: PeerId,
-        mut events: Vec<P2PEvent>,
+        events: Vec<P2PEvent>,
         sent: Option<Batch>,
         now_ms: u64,
     ) {
-        self.admit_runs(from, &mut events);
-        let mut sent = sent.filter(|batch| batch.count == events.len());
+        let sent = sent.filter(|batch| batch.count == events.len());
         self.engine.mark_applied();
         if let Some(session) = self.sessions.get_mut(&from) {
             session.stats.events_in += events.len() as u64;
@@ -564,21 +554,13 @@ impl SyncNode {
                 session.their_clock.observe(stretch[0].id.peer, seq);
             }
         }
-        let mut duplicates = 0;
         let received = events.len();
-        for event in events {
-            let receipt = self.engine.receive(event, now_ms);
-            if !matches!(receipt, Ok(Receipt::Applied { released: 1 })) {
-                sent = None;
-            }
-            match receipt {
-                Ok(Receipt::Duplicate) => duplicates += 1,
-                Ok(_) => {}
-                Err(e) => self.refuse(from, e.into()),
-            }
+        let taken = self.engine.receive_runs(events, now_ms);
+        for error in taken.refused {
+            self.refuse(from, error.into());
         }
-        self.prune_or_keep(from, received, duplicates);
-        self.absorb_received(Some(from), sent);
+        self.prune_or_keep(from, received, taken.duplicates);
+        self.absorb_received(Some(from), sent.filter(|_| taken.alone));
     }
 
     /// PlumTree's prune: a push of nothing new turns its link lazy both
@@ -761,15 +743,26 @@ impl SyncNode {
         if self.signed() {
             let runs = std::mem::take(&mut request.conflicting_events);
             let key = runs.last().map(|e| e.key.clone());
-            let mut runs = self.open_seals(from, runs);
-            self.admit_runs(from, &mut runs);
-            for event in runs {
-                if Some(&event.key) == key.as_ref() {
-                    request.conflicting_events.push(event);
-                } else if let Err(e) = self.engine.receive(event, now_ms) {
-                    self.refuse(from, e.into());
-                }
+            // The runs are taken here whole, the siblings too (the
+            // handling takes those again, as duplicates), whatever the
+            // handling makes of the request; siblings of a refused run
+            // are left out.
+            let runs = self.open_seals(from, runs);
+            let siblings: Vec<P2PEvent> = runs
+                .iter()
+                .filter(|e| Some(&e.key) == key.as_ref())
+                .cloned()
+                .collect();
+            for error in self.engine.receive_runs(runs, now_ms).refused {
+                self.refuse(from, error.into());
             }
+            let engine = &self.engine;
+            request.conflicting_events = siblings
+                .into_iter()
+                .filter(|e| {
+                    e.id.seq <= engine.clock().get(e.id.peer) || engine.holding().contains(e.id)
+                })
+                .collect();
             if request.conflicting_events.is_empty() {
                 return self.absorb(Some(from));
             }
@@ -813,7 +806,6 @@ impl SyncNode {
     ) {
         self.log_reconciliation(from, false, &response);
         response.resolution_events = self.open_seals(from, response.resolution_events);
-        self.admit_runs(from, &mut response.resolution_events);
         self.engine.mark_applied();
         if let Err(e) = self
             .engine
