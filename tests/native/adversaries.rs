@@ -814,7 +814,7 @@ fn offers_what_it_shows(node: &SyncNode) {
 fn a_signers_overlapping_runs_cannot_break_what_honest_peers_offer() {
     let mut room = Room::new(EngineConfig::default());
     let mallory = Identity::from_seed(666);
-    let mut events = mallorys_unsealed(&mut room, 12);
+    let events = mallorys_unsealed(&mut room, 12);
     let run = |first: usize, last: usize| {
         let mut run = events[first - 1..last].to_vec();
         seal::seal(&mallory, &mut run);
