@@ -31,17 +31,33 @@ impl ReconciliationEngine {
     /// then whatever it unblocks), otherwise holds it. Refusals are typed
     /// and counted in [`stats`](Self::stats); the engine is unchanged by them.
     pub fn receive(&mut self, event: P2PEvent, now_ms: u64) -> Result<Receipt, ReceiveError> {
-        self.take(event, Some(now_ms))
+        self.take(event, Some(now_ms), false)
+    }
+
+    /// [`receive`](Self::receive) of an event of a run whose events'
+    /// form, room state and timestamps were checked at `now_ms` already
+    /// (`whole_run_fits`): those are not checked again.
+    pub(super) fn receive_checked(
+        &mut self,
+        event: P2PEvent,
+        now_ms: u64,
+    ) -> Result<Receipt, ReceiveError> {
+        self.take(event, Some(now_ms), true)
     }
 
     /// Takes an event from this peer's own storage: it was accepted once, so
     /// the clock-skew bound is not checked again.
     pub fn replay(&mut self, event: P2PEvent) -> Result<Receipt, ReceiveError> {
-        self.take(event, None)
+        self.take(event, None, false)
     }
 
-    fn take(&mut self, event: P2PEvent, now_ms: Option<u64>) -> Result<Receipt, ReceiveError> {
-        let result = self.receive_inner(event, now_ms);
+    fn take(
+        &mut self,
+        event: P2PEvent,
+        now_ms: Option<u64>,
+        checked: bool,
+    ) -> Result<Receipt, ReceiveError> {
+        let result = self.receive_inner(event, now_ms, checked);
         if let Err(e) = &result {
             self.count_refusal(e);
         }
@@ -71,9 +87,12 @@ impl ReconciliationEngine {
         &mut self,
         event: P2PEvent,
         now_ms: Option<u64>,
+        checked: bool,
     ) -> Result<Receipt, ReceiveError> {
-        event.check()?;
-        super::policy::check_room_state(&event)?;
+        if !checked {
+            event.check()?;
+            super::policy::check_room_state(&event)?;
+        }
         let id = event.id;
         // The origin's applied count, looked up once (a search of the
         // version vector each time it was needed below).
@@ -96,7 +115,7 @@ impl ReconciliationEngine {
             // own storage replays them with no `now_ms`).
             return Err(ReceiveError::NotOurs { id });
         }
-        if let Some(now_ms) = now_ms {
+        if let Some(now_ms) = now_ms.filter(|_| !checked) {
             self.clock
                 .check(event.hlc, now_ms)
                 .map_err(|source| ReceiveError::ClockSkew { id, source })?;

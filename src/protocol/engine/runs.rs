@@ -67,21 +67,28 @@ impl ReconciliationEngine {
                 rest.by_ref().take(last + 1).for_each(drop);
                 continue;
             }
-            self.receive_each(rest.by_ref().take(last + 1), now_ms, &mut out);
+            self.receive_each(rest.by_ref().take(last + 1), now_ms, true, &mut out);
         }
         // Unsealed: an unsigned room's.
-        self.receive_each(rest, now_ms, &mut out);
+        self.receive_each(rest, now_ms, false, &mut out);
         out
     }
 
+    /// Receives `events`; `checked`: a run's, whose events
+    /// [`whole_run_fits`](Self::whole_run_fits) checked.
     fn receive_each(
         &mut self,
         events: impl Iterator<Item = P2PEvent>,
         now_ms: u64,
+        checked: bool,
         out: &mut Received,
     ) {
         for event in events {
-            let receipt = self.receive(event, now_ms);
+            let receipt = if checked {
+                self.receive_checked(event, now_ms)
+            } else {
+                self.receive(event, now_ms)
+            };
             out.alone &= matches!(receipt, Ok(Receipt::Applied { released: 1 }));
             match receipt {
                 Ok(Receipt::Duplicate) => out.duplicates += 1,
@@ -148,12 +155,8 @@ impl ReconciliationEngine {
         if have == 0 {
             self.check_origin_bound(next.id)?;
         }
-        // Where the run will wait for what it depends on, the rest of it
-        // is held: each held event is checked against the gap, and the
-        // queue must have room for them all.
-        let mut applied_of_origin = have;
-        let mut held_from = None;
-        for (i, event) in fresh.iter().enumerate() {
+        let mut before = have;
+        for event in fresh {
             event.check()?;
             policy::check_room_state(event)?;
             self.clock
@@ -162,20 +165,24 @@ impl ReconciliationEngine {
                     id: event.id,
                     source,
                 })?;
-            if held_from.is_none() {
-                match super::remote::first_missing(&self.applied, event, applied_of_origin, None) {
-                    None => applied_of_origin = event.id.seq,
-                    Some(_) => held_from = Some(i),
-                }
-            }
-            if held_from.is_some() {
-                self.check_gap(event, have)?;
-            }
+            self.check_gap(event, before)?;
+            before = event.id.seq;
         }
-        match held_from {
-            Some(i) => self.holding.room_for(fresh[i].id, fresh.len() - i),
-            None => Ok(()),
+        // Where the run waits for what it depends on, the rest of it is
+        // held: the queue must have room for all of that. Where it has
+        // room for the whole run, where that is needs no looking up.
+        if self.holding.room_for(next.id, fresh.len()).is_ok() {
+            return Ok(());
         }
+        let mut applied_of_origin = have;
+        for (i, event) in fresh.iter().enumerate() {
+            if super::remote::first_missing(&self.applied, event, applied_of_origin, None).is_some()
+            {
+                return self.holding.room_for(event.id, fresh.len() - i);
+            }
+            applied_of_origin = event.id.seq;
+        }
+        Ok(())
     }
 
     /// Whether the run `first..=last` (of `last`'s origin) overlaps a run
@@ -438,6 +445,20 @@ mod tests {
         offers_what_it_shows(&mut peer);
         // The skewed run again: now over the held one.
         assert_eq!(overlapping(&take(&mut peer, skewed)), vec![(1, 3)]);
+        offers_what_it_shows(&mut peer);
+
+        // Event 3 would wait on a dependency far ahead, which is refused
+        // where events 1 and 2 applied.
+        let mut far = events[0].clone();
+        far[2].deps.set(PeerId(77), 1 << 40);
+        seal::seal(&signer, &mut far);
+        let mut peer = engine(2);
+        let errors = take(&mut peer, far);
+        assert!(
+            matches!(errors[..], [ReceiveError::DependencyTooFar { id, .. }] if id.seq == 3),
+            "{errors:?}"
+        );
+        assert_eq!((peer.log().len(), peer.holding().len()), (0, 0));
         offers_what_it_shows(&mut peer);
     }
 }
