@@ -20,6 +20,7 @@
 
 use std::collections::BTreeMap;
 
+use super::remote::first_missing;
 use super::{policy, Receipt, ReconciliationEngine};
 use crate::protocol::clock::PeerId;
 use crate::protocol::error::ReceiveError;
@@ -59,13 +60,17 @@ impl ReconciliationEngine {
             let first = run[last].seal.as_ref().map_or(0, |s| s.first);
             let admitted = self
                 .admit_run(run, first)
-                .and_then(|()| self.whole_run_fits(run, now_ms));
-            if let Err(e) = admitted {
-                self.count_refusal(&e);
-                out.refused.push(e);
-                out.alone = false;
-                rest.by_ref().take(last + 1).for_each(drop);
-                continue;
+                .and_then(|straddles| self.whole_run_fits(run, now_ms).map(|()| straddles));
+            match admitted {
+                Err(e) => {
+                    self.count_refusal(&e);
+                    out.refused.push(e);
+                    out.alone = false;
+                    rest.by_ref().take(last + 1).for_each(drop);
+                    continue;
+                }
+                Ok(true) => self.archive.insert_run(run.to_vec()),
+                Ok(false) => {}
             }
             self.receive_each(rest.by_ref().take(last + 1), now_ms, true, &mut out);
         }
@@ -100,8 +105,9 @@ impl ReconciliationEngine {
 
     /// Whether `run`, the events up to one sealed `first..` on its last,
     /// is whole and overlaps no run kept here with other bounds (the runs
-    /// before it in its batch are kept by now, or refused).
-    fn admit_run(&mut self, run: &[P2PEvent], first: u64) -> Result<(), ReceiveError> {
+    /// before it in its batch are kept by now, or refused); `Ok(true)`
+    /// when it began before the log of its origin did.
+    fn admit_run(&self, run: &[P2PEvent], first: u64) -> Result<bool, ReceiveError> {
         let last = run[run.len() - 1].id;
         let origin = last.peer;
         let whole = run
@@ -118,17 +124,12 @@ impl ReconciliationEngine {
         let straddles = first < logged_from && logged_from <= last.seq;
         if last.seq <= have && !straddles {
             // Applied already, every event: nothing of it will be kept.
-            return Ok(());
+            return Ok(false);
         }
         if self.overlaps_kept(first, last, true) {
             return Err(ReceiveError::OverlappingRun { id: last, first });
         }
-        // A run with refused room state is never applied whole here, so
-        // it must not back what we send on.
-        if straddles && run.iter().all(|e| policy::check_room_state(e).is_ok()) {
-            self.archive.insert_run(run.to_vec());
-        }
-        Ok(())
+        Ok(straddles)
     }
 
     /// What `receive` would refuse of `run`'s events, found before any of
@@ -155,8 +156,21 @@ impl ReconciliationEngine {
         if have == 0 {
             self.check_origin_bound(next.id)?;
         }
+        // Where the run waits for what it depends on, the rest of it is
+        // held, and `receive` checks each held event's gap from what is
+        // applied of the origin then. Where its first event waits, that is
+        // what is applied now; else, with a gap longer than the run, the
+        // event before it will do; else it is looked up.
+        let first_held = first_missing(&self.applied, next, have, None).is_some();
+        let held_from = if first_held {
+            Some(0)
+        } else if self.config.max_dependency_gap < fresh.len() as u64 {
+            self.held_from(fresh, have)
+        } else {
+            None
+        };
         let mut before = have;
-        for event in fresh {
+        for (i, event) in fresh.iter().enumerate() {
             event.check()?;
             policy::check_room_state(event)?;
             self.clock
@@ -165,24 +179,41 @@ impl ReconciliationEngine {
                     id: event.id,
                     source,
                 })?;
-            self.check_gap(event, before)?;
+            let base = match held_from {
+                Some(0) => Some(have),
+                Some(h) if i >= h => Some(fresh[h - 1].id.seq),
+                Some(_) => None, // applied: no gap to check
+                None => Some(before),
+            };
+            if let Some(base) = base {
+                self.check_gap(event, base)?;
+            }
             before = event.id.seq;
         }
-        // Where the run waits for what it depends on, the rest of it is
-        // held: the queue must have room for all of that. Where it has
-        // room for the whole run, where that is needs no looking up.
-        if self.holding.room_for(next.id, fresh.len()).is_ok() {
-            return Ok(());
+        // The queue must have room for what will be held, less what it
+        // holds already (a run brought again is a duplicate). Where it has
+        // room for the whole run, where it waits needs no looking up.
+        let unheld = |from: usize| {
+            let rest = &fresh[from..];
+            rest.iter().filter(|e| !self.holding.contains(e.id)).count()
+        };
+        let room = |from: usize| self.holding.room_for(fresh[from].id, unheld(from));
+        match held_from {
+            Some(h) => room(h),
+            None if room(0).is_ok() => Ok(()),
+            None => self.held_from(fresh, have).map_or(Ok(()), room),
         }
+    }
+
+    /// Where in `fresh` (a run's events not applied, `have` applied of
+    /// its origin before them) the first event that will wait is.
+    fn held_from(&self, fresh: &[P2PEvent], have: u64) -> Option<usize> {
         let mut applied_of_origin = have;
-        for (i, event) in fresh.iter().enumerate() {
-            if super::remote::first_missing(&self.applied, event, applied_of_origin, None).is_some()
-            {
-                return self.holding.room_for(event.id, fresh.len() - i);
-            }
+        fresh.iter().position(|event| {
+            let waits = first_missing(&self.applied, event, applied_of_origin, None).is_some();
             applied_of_origin = event.id.seq;
-        }
-        Ok(())
+            waits
+        })
     }
 
     /// Whether the run `first..=last` (of `last`'s origin) overlaps a run
@@ -460,5 +491,51 @@ mod tests {
         );
         assert_eq!((peer.log().len(), peer.holding().len()), (0, 0));
         offers_what_it_shows(&mut peer);
+    }
+
+    /// A run ahead of what is applied, longer than the dependency gap
+    /// beyond it, is held whole or refused whole: `receive` checks a held
+    /// event's gap from what is applied, not from the event before it.
+    /// Held in part, its first event was later applied with no seal here.
+    /// (A helper's review.)
+    #[test]
+    fn a_run_held_past_the_gap_is_taken_whole_or_not_at_all() {
+        let runs = sealed(&[(1, 4), (5, 7)]);
+        let config = EngineConfig {
+            max_dependency_gap: 4,
+            ..EngineConfig::default()
+        };
+        let mut peer = ReconciliationEngine::new(PeerId(2), config);
+        let errors = take(&mut peer, runs[1].clone());
+        assert!(
+            matches!(errors[..], [ReceiveError::DependencyTooFar { .. }]),
+            "{errors:?}"
+        );
+        assert_eq!(peer.holding().len(), 0);
+        assert!(take(&mut peer, runs[0].clone()).is_empty());
+        assert!(take(&mut peer, runs[1].clone()).is_empty());
+        assert_eq!(peer.log().len(), 7);
+        offers_what_it_shows(&mut peer);
+    }
+
+    /// A held run brought again (by a second peer) is a duplicate, not a
+    /// run the queue has no room for. (A helper's review.)
+    #[test]
+    fn a_held_run_brought_again_is_a_duplicate() {
+        let (signer, events) = workload::runs_to_seal(3, 1);
+        let mut run = events[0].clone();
+        run[0].deps.set(PeerId(77), 1);
+        seal::seal(&signer, &mut run);
+        let config = EngineConfig {
+            holding_per_origin: 4,
+            ..EngineConfig::default()
+        };
+        let mut peer = ReconciliationEngine::new(PeerId(2), config);
+        assert!(take(&mut peer, run.clone()).is_empty());
+        assert_eq!(peer.holding().len(), 3);
+        let again = peer.receive_runs(run, NOW);
+        assert!(again.refused.is_empty(), "{:?}", again.refused);
+        assert_eq!(again.duplicates, 3);
+        assert_eq!(peer.stats().refused_queue_full, 0);
     }
 }
