@@ -152,4 +152,64 @@ mod tests {
         assert_eq!(c.value(), 0);
         assert!(!c.is_present());
     }
+
+    fn share(peer: u64, seq: u64, sum: i64) -> CounterShare {
+        CounterShare {
+            peer: PeerId(peer),
+            seq,
+            sum,
+        }
+    }
+
+    fn replay(ops: &[(u64, u64, &CounterOp)]) -> Counter {
+        let mut c = Counter::default();
+        for &(peer, seq, op) in ops {
+            c.apply(EventId::new(PeerId(peer), seq), op);
+        }
+        c
+    }
+
+    /// A delete's sums are its writer's word (docs/DECISIONS.md, "A counter
+    /// delete's sums are its writer's word"): Mallory (3) claims Alice's
+    /// (1) share was 1,000 where it was 5. Replicas take the lie alike in
+    /// any order, it moves the value no further than an increment of
+    /// Mallory's own would, and the next delete that sees Alice's later
+    /// increment replaces it. (One that sees only her second would not:
+    /// at one seq the larger sum stays; DECISIONS says why that is left.)
+    #[test]
+    fn a_forged_share_moves_the_value_as_an_own_increment_would() {
+        let inc = |by, sum| CounterOp::Increment { by, sum };
+        let delete = |observed| CounterOp::Delete { observed };
+        let (a1, a2, a3) = (inc(2, 2), inc(3, 5), inc(1, 6));
+        let forged = delete(vec![share(1, 2, 1_000)]);
+        // Alice's third increment is concurrent with the delete.
+        let first = replay(&[(1, 1, &a1), (1, 2, &a2), (3, 1, &forged), (1, 3, &a3)]);
+        let second = replay(&[(1, 1, &a1), (1, 2, &a2), (1, 3, &a3), (3, 1, &forged)]);
+        assert_eq!(first, second);
+        assert_eq!(first.value(), 6 - 1_000);
+        assert!(first.is_present());
+
+        // Mallory reaches the same value and presence with no lie: the true
+        // delete, then her own increment.
+        let honest = delete(vec![share(1, 2, 5)]);
+        let own = inc(-995, -995);
+        let truthful = replay(&[
+            (1, 1, &a1),
+            (1, 2, &a2),
+            (3, 1, &honest),
+            (3, 2, &own),
+            (1, 3, &a3),
+        ]);
+        assert_eq!(truthful.value(), first.value());
+        assert_eq!(truthful.is_present(), first.is_present());
+
+        // Bob (2) deletes what he sees, Alice's third increment with it: the
+        // lie is gone, as Mallory's increment would be.
+        for mut c in [first, truthful] {
+            let seen = delete(c.shares());
+            c.apply(EventId::new(PeerId(2), 1), &seen);
+            assert_eq!(c.value(), 0);
+            assert!(!c.is_present());
+        }
+    }
 }
