@@ -18,13 +18,11 @@
 //! take another run of the signer's over it. So what `receive` would
 //! refuse of a run's events refuses the whole run, before any applies.
 
-use std::collections::BTreeMap;
-
 use super::remote::first_missing;
 use super::{policy, Receipt, ReconciliationEngine};
-use crate::protocol::clock::PeerId;
 use crate::protocol::error::ReceiveError;
 use crate::protocol::event::{EventId, P2PEvent};
+use crate::protocol::heap_sort::heap_sort_by_key;
 
 /// What taking a batch of runs came to ([`ReconciliationEngine::receive_runs`]).
 #[derive(Debug, Default)]
@@ -258,21 +256,28 @@ impl ReconciliationEngine {
         if self.archive.is_empty() && self.log.is_empty() {
             return;
         }
-        let dropped: BTreeMap<(PeerId, u64), u64> = held
+        // Each dropped run as (its first id, its last seq), sorted: a
+        // sorted vector, where a `BTreeMap` cost the wasm its node code.
+        let mut dropped: Vec<(EventId, u64)> = held
             .iter()
             .filter_map(|e| {
                 let first = e.seal.as_ref()?.first;
                 let overlaps = self.overlaps_kept(first, e.id, false);
-                overlaps.then_some(((e.id.peer, first), e.id.seq))
+                overlaps.then_some((EventId::new(e.id.peer, first), e.id.seq))
             })
             .collect();
         if dropped.is_empty() {
             return;
         }
+        heap_sort_by_key(&mut dropped, |&(first, last)| {
+            (first, std::cmp::Reverse(last))
+        });
+        dropped.dedup_by_key(|&mut (first, _)| first);
         self.stats.equivocations += dropped.len() as u64;
         held.retain(|e| {
-            let run = dropped.range(..=(e.id.peer, e.id.seq)).next_back();
-            !run.is_some_and(|(&(peer, _), &last)| peer == e.id.peer && e.id.seq <= last)
+            let after = dropped.partition_point(|&(first, _)| first <= e.id);
+            let run = after.checked_sub(1).map(|r| dropped[r]);
+            !run.is_some_and(|(first, last)| first.peer == e.id.peer && e.id.seq <= last)
         });
     }
 }
@@ -280,6 +285,7 @@ impl ReconciliationEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::clock::PeerId;
     use crate::protocol::digest;
     use crate::protocol::engine::{EngineConfig, Trust};
     use crate::protocol::seal;
