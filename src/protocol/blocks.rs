@@ -1,5 +1,5 @@
 //! A map of sorted blocks of at most [`BLOCK`] entries each, in key
-//! order: the entries of a large clock. A lookup is
+//! order: the entries of a large clock, and a set's members. A lookup is
 //! a binary search for the block, then one within it; a new key moves at
 //! most a block's entries, not the map's (a room of 30,000 writers adds
 //! them in no order). It does what a `BTreeMap` did here, in a fraction of

@@ -5,9 +5,9 @@
 //! peers); this costs a few hundred bytes. Also the maps bounded by peers
 //! or by what an app configures (a counter's contributions, conflict
 //! policies), and a digest leaf's keys (a 4,096th of a room's). Maps that
-//! grow with the data do not: a clock past 256 entries is sorted blocks
-//! (`blocks.rs`), set members and archives are `BTreeMap`s (inserting in
-//! the middle of a long vector moves its tail).
+//! grow with the data do not (inserting in the middle of a long vector
+//! moves its tail): a clock past 256 entries and a set's members are
+//! sorted blocks (`blocks.rs`). No `BTreeMap` is left in the wasm.
 
 use std::borrow::Borrow;
 use std::fmt;
