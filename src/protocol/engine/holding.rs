@@ -29,7 +29,9 @@ pub struct HoldingQueue {
     /// that event. An origin is parked under one event at most.
     waiting: HashMap<EventId, Parked, FixedState>,
     /// Held events per origin: one origin cannot fill the queue.
-    per_origin: HashMap<PeerId, usize, FixedState>,
+    /// Counts as `u64`: the map is then of the type other tables of
+    /// peers are (one instance of the hash table's code in the wasm).
+    per_origin: HashMap<PeerId, u64, FixedState>,
     /// The held origins of which nothing is applied yet: with the applied
     /// ones, the origins the engine knows (`max_origins`), each once.
     unapplied: HashSet<PeerId, FixedState>,
@@ -128,7 +130,7 @@ impl HoldingQueue {
         if self.events.len() + count > self.capacity {
             return Err(full(self.capacity));
         }
-        let held = self.per_origin.get(&id.peer).copied().unwrap_or(0);
+        let held = self.per_origin.get(&id.peer).copied().unwrap_or(0) as usize;
         if held + count > self.origin_capacity {
             return Err(full(self.origin_capacity));
         }
@@ -155,7 +157,9 @@ impl HoldingQueue {
                 capacity: self.capacity,
             });
         }
-        if self.per_origin.get(&event.id.peer).copied().unwrap_or(0) >= self.origin_capacity {
+        if self.per_origin.get(&event.id.peer).copied().unwrap_or(0) as usize
+            >= self.origin_capacity
+        {
             return Err(ReceiveError::HoldingQueueFull {
                 id: event.id,
                 capacity: self.origin_capacity,

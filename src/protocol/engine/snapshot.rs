@@ -867,12 +867,15 @@ impl ReconciliationEngine {
         };
         // Their keys, a peer's to choose: seeded (the standard library's
         // hasher has fixed keys in the wasm, which has no entropy source).
-        let mut their_keys: HashSet<&str, FixedState> =
+        // A set of `Text`, as the conflicted keys are: one instance of the
+        // hash table's code in the wasm (a key is cloned in place, or by
+        // its reference count).
+        let mut their_keys: HashSet<Text, FixedState> =
             HashSet::with_hasher(FixedState::with_seed(self.config.hash_seed));
-        their_keys.extend(entities.iter().map(|(k, _)| &**k));
+        their_keys.extend(entities.iter().map(|(k, _)| k.clone()));
         let missing: Vec<Text> = mine
             .into_iter()
-            .filter(|k| !their_keys.contains(&**k))
+            .filter(|k| !their_keys.contains(k))
             .collect();
         for key in missing {
             self.join_entity(key, &Entity::empty(), &clock, &clock);
