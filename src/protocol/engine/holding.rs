@@ -35,6 +35,10 @@ pub struct HoldingQueue {
     /// The held origins of which nothing is applied yet: with the applied
     /// ones, the origins the engine knows (`max_origins`), each once.
     unapplied: HashSet<PeerId, FixedState>,
+    /// Sealed runs held whole, by their first event: the seq of their
+    /// last. None of such a run applies until all of it can
+    /// ([`run_end`](Self::run_end)); an unsigned room has none.
+    runs: HashMap<EventId, u64, FixedState>,
     capacity: usize,
     origin_capacity: usize,
 }
@@ -72,6 +76,7 @@ impl HoldingQueue {
             waiting: HashMap::with_hasher(state()),
             per_origin: HashMap::with_hasher(state()),
             unapplied: HashSet::with_hasher(state()),
+            runs: HashMap::with_hasher(state()),
             capacity,
             origin_capacity,
         }
@@ -184,6 +189,29 @@ impl HoldingQueue {
         }
     }
 
+    /// Notes that the events `first..=last` of `first`'s origin, held,
+    /// are one sealed run, to be applied together or not at all.
+    pub fn hold_run(&mut self, first: EventId, last: u64) {
+        self.runs.insert(first, last);
+    }
+
+    /// The last seq of the run held whole that begins at `id`.
+    pub fn run_end(&self, id: EventId) -> Option<u64> {
+        if self.runs.is_empty() {
+            return None;
+        }
+        self.runs.get(&id).copied()
+    }
+
+    /// Forgets the runs whose first event is no longer held (applied, or
+    /// dropped from a drained queue).
+    pub fn forget_runs(&mut self) {
+        if !self.runs.is_empty() {
+            let events = &self.events;
+            self.runs.retain(|first, _| events.contains_key(first));
+        }
+    }
+
     /// Parks `origin`, whose next event is held, under the event it waits
     /// for.
     pub fn park(&mut self, origin: PeerId, waits_for: EventId) {
@@ -220,6 +248,9 @@ impl HoldingQueue {
             return None;
         }
         let event = held.remove();
+        if !self.runs.is_empty() {
+            self.runs.remove(&id);
+        }
         if let Some(n) = self.per_origin.get_mut(&id.peer) {
             *n -= 1;
             if *n == 0 {
@@ -230,7 +261,9 @@ impl HoldingQueue {
         Some(event)
     }
 
-    /// Everything held, removed, in `(origin, seq)` order.
+    /// Everything held, removed, in `(origin, seq)` order. The runs held
+    /// whole stay noted, for the events put back
+    /// ([`forget_runs`](Self::forget_runs) once they are).
     pub fn drain(&mut self) -> Vec<P2PEvent> {
         self.waiting.clear();
         self.per_origin.clear();

@@ -31,33 +31,17 @@ impl ReconciliationEngine {
     /// then whatever it unblocks), otherwise holds it. Refusals are typed
     /// and counted in [`stats`](Self::stats); the engine is unchanged by them.
     pub fn receive(&mut self, event: P2PEvent, now_ms: u64) -> Result<Receipt, ReceiveError> {
-        self.take(event, Some(now_ms), false)
-    }
-
-    /// [`receive`](Self::receive) of an event of a run whose events'
-    /// form, room state and timestamps were checked at `now_ms` already
-    /// (`whole_run_fits`): those are not checked again.
-    pub(super) fn receive_checked(
-        &mut self,
-        event: P2PEvent,
-        now_ms: u64,
-    ) -> Result<Receipt, ReceiveError> {
-        self.take(event, Some(now_ms), true)
+        self.take(event, Some(now_ms))
     }
 
     /// Takes an event from this peer's own storage: it was accepted once, so
     /// the clock-skew bound is not checked again.
     pub fn replay(&mut self, event: P2PEvent) -> Result<Receipt, ReceiveError> {
-        self.take(event, None, false)
+        self.take(event, None)
     }
 
-    fn take(
-        &mut self,
-        event: P2PEvent,
-        now_ms: Option<u64>,
-        checked: bool,
-    ) -> Result<Receipt, ReceiveError> {
-        let result = self.receive_inner(event, now_ms, checked);
+    fn take(&mut self, event: P2PEvent, now_ms: Option<u64>) -> Result<Receipt, ReceiveError> {
+        let result = self.receive_inner(event, now_ms);
         if let Err(e) = &result {
             self.count_refusal(e);
         }
@@ -87,19 +71,15 @@ impl ReconciliationEngine {
         &mut self,
         event: P2PEvent,
         now_ms: Option<u64>,
-        checked: bool,
     ) -> Result<Receipt, ReceiveError> {
-        if !checked {
-            event.check()?;
-            super::policy::check_room_state(&event)?;
-        }
+        event.check()?;
+        super::policy::check_room_state(&event)?;
         let id = event.id;
         // The origin's applied count, looked up once (a search of the
         // version vector each time it was needed below).
         let have = self.applied.get_hinted(id.peer, &mut self.applied_hint);
         if id.seq <= have {
-            // A checked run's copies were compared already (`whole_run_fits`).
-            let known = self.log.get(id).filter(|_| !checked);
+            let known = self.log.get(id);
             if known.is_some_and(|known| !known.same_content(&event)) {
                 return Err(ReceiveError::Equivocation { id });
             }
@@ -115,7 +95,7 @@ impl ReconciliationEngine {
             // own storage replays them with no `now_ms`).
             return Err(ReceiveError::NotOurs { id });
         }
-        if let Some(now_ms) = now_ms.filter(|_| !checked) {
+        if let Some(now_ms) = now_ms {
             self.clock
                 .check(event.hlc, now_ms)
                 .map_err(|source| ReceiveError::ClockSkew { id, source })?;
@@ -209,20 +189,30 @@ impl ReconciliationEngine {
     /// one kept now with other bounds (which the snapshot brought), dropped.
     /// Returns how many applied.
     pub fn resolve_conflicts(&mut self) -> usize {
-        let mut applied = 0;
         let mut held = self.holding.drain();
         self.drop_overlapping_held(&mut held);
+        // Back into the queue, then each origin's next released as if
+        // woken: a run held whole only with the rest of it.
+        let mut nexts = Vec::new();
         for event in held {
             let have = self.applied.get(event.id.peer);
             if event.id.seq <= have {
                 continue;
             }
-            match first_missing(&self.applied, &event, have, None) {
-                Some(missing) => {
-                    let waits_for = next_of_origin(&event, have).then_some(missing);
-                    self.holding.rehold(event, waits_for, have > 0);
-                }
-                None => applied += self.apply_and_release(event),
+            if next_of_origin(&event, have) {
+                nexts.push(event.id);
+            }
+            self.holding.rehold(event, None, have > 0);
+        }
+        self.holding.forget_runs();
+        let mut applied = 0;
+        let mut to_wake = Vec::new();
+        for next in nexts {
+            // Its predecessor as the waker: every dependency is checked.
+            let woken_by = EventId::new(next.peer, next.seq - 1);
+            applied += self.release(next, woken_by, &mut to_wake);
+            while let Some(id) = to_wake.pop() {
+                applied += self.wake(id, &mut to_wake);
             }
         }
         applied
@@ -231,7 +221,7 @@ impl ReconciliationEngine {
     /// Applies a ready event and, transitively, the held events it wakes:
     /// its origin's next event, and the next events of the origins parked
     /// under it.
-    fn apply_and_release(&mut self, event: P2PEvent) -> usize {
+    pub(super) fn apply_and_release(&mut self, event: P2PEvent) -> usize {
         // The event is moved once, into the log; most wake nothing, and
         // those make no allocation.
         let id = event.id;
@@ -283,6 +273,11 @@ impl ReconciliationEngine {
     /// else parks its origin under what it waits for. Returns how many
     /// applied (0 or 1).
     fn release(&mut self, next: EventId, woken_by: EventId, to_wake: &mut Vec<EventId>) -> usize {
+        // A run held whole applies only once all of it can.
+        if let Some(missing) = self.run_waits_for(next) {
+            self.holding.park(next.peer, missing);
+            return 0;
+        }
         let applied = &self.applied;
         let ready = self.holding.release_if(next, |event| {
             first_missing(applied, event, next.seq - 1, Some(woken_by))
@@ -379,10 +374,26 @@ pub(super) fn first_missing(
         Some(_) => None,
         None => Some(PeerId(0)),
     };
+    // Past the check above, the origin's own earlier events are met
+    // (`have`), whatever `applied` says of it: a run's events are checked
+    // before its first is applied (`runs.rs`), and one that observes an
+    // earlier event of its run waits for nothing (a helper's review).
     if let Some(from) = deps_from {
-        if let Some((peer, seq)) = applied.first_beyond(&event.deps, from, 0) {
+        let mut beyond = applied.first_beyond(&event.deps, from, 0);
+        if beyond.is_some_and(|(peer, _)| peer == origin) {
+            // A clock names each peer once: the next entry is another's.
+            beyond = (origin.0.checked_add(1))
+                .and_then(|next| applied.first_beyond(&event.deps, PeerId(next), 0));
+        }
+        if let Some((peer, seq)) = beyond {
             return Some(EventId::new(peer, seq));
         }
     }
-    event.op.first_uncovered_dot(applied)
+    match event.op.first_uncovered_dot(applied) {
+        Some(dot) if dot.peer == origin => event
+            .op
+            .observed()
+            .find(|d| d.peer != origin && applied.get(d.peer) < d.seq),
+        uncovered => uncovered,
+    }
 }

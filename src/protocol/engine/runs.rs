@@ -37,6 +37,18 @@ pub struct Received {
     pub refused: Vec<ReceiveError>,
 }
 
+/// What becomes of a run admitted whole ([`ReconciliationEngine::receive_runs`]).
+#[derive(Clone, Copy)]
+enum Fate {
+    /// Nothing of it is new here: applied, or held already.
+    Known,
+    /// Its new events apply now, in order.
+    Apply,
+    /// Its new events are held together until the event named comes:
+    /// the first thing one of them lacks.
+    Hold(EventId),
+}
+
 impl ReconciliationEngine {
     /// Takes verified events, sorted into whole runs (each ending with its
     /// sealed event; in an unsigned room each event alone), a run at a
@@ -58,46 +70,83 @@ impl ReconciliationEngine {
             let first = run[last].seal.as_ref().map_or(0, |s| s.first);
             let admitted = self
                 .admit_run(run, first)
-                .and_then(|straddles| self.whole_run_fits(run, now_ms).map(|()| straddles));
+                .and_then(|straddles| self.whole_run_fits(run, now_ms).map(|f| (straddles, f)));
             match admitted {
                 Err(e) => {
                     self.count_refusal(&e);
                     out.refused.push(e);
                     out.alone = false;
                     rest.by_ref().take(last + 1).for_each(drop);
-                    continue;
                 }
-                Ok(true) => self.archive.insert_run(run.to_vec()),
-                Ok(false) => {}
+                Ok((straddles, fate)) => {
+                    if straddles {
+                        self.archive.insert_run(run.to_vec());
+                    }
+                    self.take_run(rest.by_ref().take(last + 1), fate, &mut out);
+                }
             }
-            self.receive_each(rest.by_ref().take(last + 1), now_ms, true, &mut out);
         }
         // Unsealed: an unsigned room's.
-        self.receive_each(rest, now_ms, false, &mut out);
-        out
-    }
-
-    /// Receives `events`; `checked`: a run's, whose events
-    /// [`whole_run_fits`](Self::whole_run_fits) checked.
-    fn receive_each(
-        &mut self,
-        events: impl Iterator<Item = P2PEvent>,
-        now_ms: u64,
-        checked: bool,
-        out: &mut Received,
-    ) {
-        for event in events {
-            let receipt = if checked {
-                self.receive_checked(event, now_ms)
-            } else {
-                self.receive(event, now_ms)
-            };
+        for event in rest {
+            let receipt = self.receive(event, now_ms);
             out.alone &= matches!(receipt, Ok(Receipt::Applied { released: 1 }));
             match receipt {
                 Ok(Receipt::Duplicate) => out.duplicates += 1,
                 Ok(_) => {}
                 Err(e) => out.refused.push(e),
             }
+        }
+        out
+    }
+
+    /// Takes the events of a run [`whole_run_fits`](Self::whole_run_fits)
+    /// admitted, as it found: those known here are duplicates; the new
+    /// ones are applied in order, or held together, none applied before
+    /// all of them can be (a run applied in part is offered unsealed).
+    fn take_run(&mut self, run: impl Iterator<Item = P2PEvent>, fate: Fate, out: &mut Received) {
+        let mut held: Option<(EventId, u64)> = None;
+        for event in run {
+            let id = event.id;
+            // Looked up each time: an event applied may release held ones
+            // of its origin (this run's, brought before by another peer).
+            let have = self.applied.get(id.peer);
+            if id.seq <= have || matches!(fate, Fate::Known) || self.holding.contains(id) {
+                self.stats.duplicates += 1;
+                out.duplicates += 1;
+                out.alone = false;
+                continue;
+            }
+            match fate {
+                Fate::Known => {}
+                Fate::Apply if id.seq - 1 == have => {
+                    out.alone &= self.apply_and_release(event) == 1;
+                }
+                // Not its origin's next: an event between is held (it
+                // cannot be, `admit_run` refuses runs over held ones with
+                // other bounds); it waits for it, as `receive` would have it.
+                Fate::Apply => {
+                    if let Err(e) = self.holding.hold(event, None, have > 0) {
+                        self.count_refusal(&e);
+                        out.refused.push(e);
+                    }
+                    out.alone = false;
+                }
+                Fate::Hold(missing) => {
+                    let waits_for = (id.seq - 1 == have).then_some(missing);
+                    // `whole_run_fits` found room for the whole run.
+                    if let Err(e) = self.holding.hold(event, waits_for, have > 0) {
+                        self.count_refusal(&e);
+                        out.refused.push(e);
+                        continue;
+                    }
+                    self.stats.held += 1;
+                    out.alone = false;
+                    held = Some((held.map_or(id, |(first, _)| first), id.seq));
+                }
+            }
+        }
+        if let Some((first, last)) = held.filter(|&(first, last)| last > first.seq) {
+            self.holding.hold_run(first, last);
         }
     }
 
@@ -131,8 +180,10 @@ impl ReconciliationEngine {
     }
 
     /// What `receive` would refuse of `run`'s events, found before any of
-    /// them is received: the run is taken whole or not at all.
-    fn whole_run_fits(&self, run: &[P2PEvent], now_ms: u64) -> Result<(), ReceiveError> {
+    /// them is received: the run is taken whole or not at all. And what
+    /// becomes of it: its new events apply now, or wait together for the
+    /// first thing one of them lacks.
+    fn whole_run_fits(&self, run: &[P2PEvent], now_ms: u64) -> Result<Fate, ReceiveError> {
         let origin = run[0].id.peer;
         let have = self.applied.get(origin);
         for event in run.iter().filter(|e| e.id.seq <= have) {
@@ -146,29 +197,25 @@ impl ReconciliationEngine {
         }
         let fresh = &run[run.partition_point(|e| e.id.seq <= have)..];
         let Some(next) = fresh.first() else {
-            return Ok(());
+            return Ok(Fate::Known);
         };
+        // Held already: with these bounds (`admit_run` refuses others).
+        if fresh.iter().all(|e| self.holding.contains(e.id)) {
+            return Ok(Fate::Known);
+        }
         if origin == self.peer {
             return Err(ReceiveError::NotOurs { id: next.id });
         }
         if have == 0 {
             self.check_origin_bound(next.id)?;
         }
-        // Where the run waits for what it depends on, the rest of it is
-        // held, and `receive` checks each held event's gap from what is
-        // applied of the origin then. Where its first event waits, that is
-        // what is applied now; else, with a gap longer than the run, the
-        // event before it will do; else it is looked up.
-        let first_held = first_missing(&self.applied, next, have, None).is_some();
-        let held_from = if first_held {
-            Some(0)
-        } else if self.config.max_dependency_gap < fresh.len() as u64 {
-            self.held_from(fresh, have)
-        } else {
-            None
-        };
-        let mut before = have;
-        for (i, event) in fresh.iter().enumerate() {
+        // The first thing the run lacks: each event checked as if those
+        // before it in the run were applied (they would be, first).
+        let waits = fresh.iter().enumerate().find_map(|(i, event)| {
+            let before = if i == 0 { have } else { event.id.seq - 1 };
+            first_missing(&self.applied, event, before, None)
+        });
+        for event in fresh {
             event.check()?;
             policy::check_room_state(event)?;
             self.clock
@@ -177,40 +224,35 @@ impl ReconciliationEngine {
                     id: event.id,
                     source,
                 })?;
-            let base = match held_from {
-                Some(0) => Some(have),
-                Some(h) if i >= h => Some(fresh[h - 1].id.seq),
-                Some(_) => None, // applied: no gap to check
-                None => Some(before),
-            };
-            if let Some(base) = base {
-                self.check_gap(event, base)?;
+            // Held, each is checked from what is applied of its origin,
+            // as `receive` checks a held event.
+            if waits.is_some() {
+                self.check_gap(event, have)?;
             }
-            before = event.id.seq;
         }
-        // The queue must have room for what will be held, less what it
-        // holds already (a run brought again is a duplicate). Where it has
-        // room for the whole run, where it waits needs no looking up.
-        let unheld = |from: usize| {
-            let rest = &fresh[from..];
-            rest.iter().filter(|e| !self.holding.contains(e.id)).count()
+        let Some(missing) = waits else {
+            return Ok(Fate::Apply);
         };
-        let room = |from: usize| self.holding.room_for(fresh[from].id, unheld(from));
-        match held_from {
-            Some(h) => room(h),
-            None if room(0).is_ok() => Ok(()),
-            None => self.held_from(fresh, have).map_or(Ok(()), room),
-        }
+        // Room for what will be held, less what is held already.
+        let unheld = fresh
+            .iter()
+            .filter(|e| !self.holding.contains(e.id))
+            .count();
+        self.holding.room_for(next.id, unheld)?;
+        Ok(Fate::Hold(missing))
     }
 
-    /// Where in `fresh` (a run's events not applied, `have` applied of
-    /// its origin before them) the first event that will wait is.
-    fn held_from(&self, fresh: &[P2PEvent], have: u64) -> Option<usize> {
-        let mut applied_of_origin = have;
-        fresh.iter().position(|event| {
-            let waits = first_missing(&self.applied, event, applied_of_origin, None).is_some();
-            applied_of_origin = event.id.seq;
-            waits
+    /// What the run held whole from `first`, its origin's next event,
+    /// waits for: `None` when no run is held from there, or all of it can
+    /// be applied now.
+    pub(super) fn run_waits_for(&self, first: EventId) -> Option<EventId> {
+        let last = self.holding.run_end(first)?;
+        (first.seq..=last).find_map(|seq| {
+            let id = EventId::new(first.peer, seq);
+            match self.holding.get(id) {
+                Some(event) => first_missing(&self.applied, event, seq - 1, None),
+                None => Some(id),
+            }
         })
     }
 
@@ -543,5 +585,91 @@ mod tests {
         assert!(again.refused.is_empty(), "{:?}", again.refused);
         assert_eq!(again.duplicates, 3);
         assert_eq!(peer.stats().refused_queue_full, 0);
+    }
+
+    /// A run whose second event waits for another writer's event is held
+    /// whole, none of it applied until all of it can be: applied in part,
+    /// its head was in every snapshot and leaf offered with no seal, a lie
+    /// at 25 points against an honest peer, for good where what it waits
+    /// for never comes (a helper's review). It applies once that comes.
+    #[test]
+    fn a_run_that_waits_in_its_middle_is_held_whole() {
+        let other = crate::protocol::identity::Identity::from_seed(7);
+        let mut theirs = vec![crate::protocol::event::sample(other.peer(), 1, "1")];
+        seal::seal(&other, &mut theirs);
+        let (signer, events) = workload::runs_to_seal(3, 1);
+        let mut run = events[0].clone();
+        run[1].deps.set(other.peer(), 1);
+        seal::seal(&signer, &mut run);
+
+        let mut peer = engine(2);
+        assert!(take(&mut peer, run.clone()).is_empty());
+        assert_eq!((peer.log().len(), peer.holding().len()), (0, 3));
+        offers_what_it_shows(&mut peer);
+        // Brought again, it is the same held run.
+        let again = peer.receive_runs(run, NOW);
+        assert!(again.refused.is_empty() && again.duplicates == 3);
+        assert!(take(&mut peer, theirs).is_empty());
+        assert_eq!((peer.log().len(), peer.holding().len()), (4, 0));
+        offers_what_it_shows(&mut peer);
+    }
+
+    /// A held run is checked whole when what its first event waited for
+    /// comes: it waits on for what its later events lack.
+    #[test]
+    fn a_held_run_waits_for_all_it_lacks_not_for_its_first_events() {
+        let (a, b) = (
+            crate::protocol::identity::Identity::from_seed(7),
+            crate::protocol::identity::Identity::from_seed(8),
+        );
+        let mut from_a = vec![crate::protocol::event::sample(a.peer(), 1, "1")];
+        seal::seal(&a, &mut from_a);
+        let mut from_b = vec![crate::protocol::event::sample(b.peer(), 1, "2")];
+        seal::seal(&b, &mut from_b);
+        let (signer, events) = workload::runs_to_seal(3, 1);
+        let mut run = events[0].clone();
+        run[0].deps.set(a.peer(), 1);
+        run[2].deps.set(b.peer(), 1);
+        seal::seal(&signer, &mut run);
+
+        let mut peer = engine(2);
+        assert!(take(&mut peer, run).is_empty());
+        assert!(take(&mut peer, from_a).is_empty());
+        assert_eq!((peer.log().len(), peer.holding().len()), (1, 3));
+        offers_what_it_shows(&mut peer);
+        assert!(take(&mut peer, from_b).is_empty());
+        assert_eq!((peer.log().len(), peer.holding().len()), (5, 0));
+        offers_what_it_shows(&mut peer);
+    }
+
+    /// An event that observes an earlier one of its own run waits for
+    /// nothing: a register written twice in one flush. Found waiting, the
+    /// run was refused as a full queue where a later run of its origin
+    /// held the queue's share (a helper's review).
+    #[test]
+    fn a_run_observing_its_own_events_waits_for_nothing() {
+        use crate::protocol::event::{Operation, RegisterOp};
+        let (signer, events) = workload::runs_to_seal(6, 1);
+        let origin = signer.peer();
+        let mut early = events[0][..2].to_vec();
+        early[1].key = early[0].key.clone();
+        if let Operation::Register(RegisterOp::Write { observed, .. }) = &mut early[1].op {
+            observed.set(origin, 1);
+        }
+        early[1].deps.set(origin, 1);
+        seal::seal(&signer, &mut early);
+        let mut late = events[0][2..].to_vec();
+        seal::seal(&signer, &mut late);
+        let config = EngineConfig {
+            holding_per_origin: 4,
+            ..EngineConfig::default()
+        };
+        let mut peer = ReconciliationEngine::new(PeerId(2), config);
+        assert!(take(&mut peer, late).is_empty());
+        assert_eq!(peer.holding().len(), 4);
+        let errors = take(&mut peer, early);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!((peer.log().len(), peer.holding().len()), (6, 0));
+        offers_what_it_shows(&mut peer);
     }
 }
