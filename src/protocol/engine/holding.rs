@@ -36,33 +36,36 @@ pub struct HoldingQueue {
     /// ones, the origins the engine knows (`max_origins`), each once.
     unapplied: HashSet<PeerId, FixedState>,
     /// Sealed runs held whole, by their first event: the seq of their
-    /// last. None of such a run applies until all of it can
-    /// ([`run_end`](Self::run_end)); an unsigned room has none.
-    runs: HashMap<EventId, u64, FixedState>,
+    /// last, and of the last found ready (as if those before it were
+    /// applied: what is applied only grows, so it stays ready). None of
+    /// such a run applies until all of it can ([`run_end`](Self::run_end));
+    /// an unsigned room has none.
+    runs: HashMap<EventId, (u64, u64), FixedState>,
     capacity: usize,
     origin_capacity: usize,
 }
 
-/// Usually one origin waits for a given event, so the common case needs
-/// no allocation of its own.
+/// The held events parked under an event, each its origin's next when it
+/// was parked. Usually one waits for a given event, so the common case
+/// needs no allocation of its own.
 #[derive(Debug)]
 pub enum Parked {
-    One(PeerId),
-    Many(Vec<PeerId>),
+    One(EventId),
+    Many(Vec<EventId>),
 }
 
 impl Parked {
-    fn push(&mut self, origin: PeerId) {
+    fn push(&mut self, parked: EventId) {
         match self {
-            Parked::Many(v) => v.push(origin),
-            Parked::One(first) => *self = Parked::Many(vec![*first, origin]),
+            Parked::Many(v) => v.push(parked),
+            Parked::One(first) => *self = Parked::Many(vec![*first, parked]),
         }
     }
 
-    /// The parked origins.
-    pub fn origins(&self) -> &[PeerId] {
+    /// The parked events.
+    pub fn events(&self) -> &[EventId] {
         match self {
-            Parked::One(origin) => std::slice::from_ref(origin),
+            Parked::One(parked) => std::slice::from_ref(parked),
             Parked::Many(v) => v,
         }
     }
@@ -183,24 +186,38 @@ impl HoldingQueue {
         if !origin_applied {
             self.unapplied.insert(origin);
         }
-        self.events.insert(event.id, event);
+        let id = event.id;
+        self.events.insert(id, event);
         if let Some(waits_for) = waits_for {
-            self.park(origin, waits_for);
+            self.park(id, waits_for);
         }
     }
 
     /// Notes that the events `first..=last` of `first`'s origin, held,
     /// are one sealed run, to be applied together or not at all.
     pub fn hold_run(&mut self, first: EventId, last: u64) {
-        self.runs.insert(first, last);
+        self.runs.insert(first, (last, first.seq - 1));
     }
 
-    /// The last seq of the run held whole that begins at `id`.
-    pub fn run_end(&self, id: EventId) -> Option<u64> {
+    /// The run held whole that begins at `id`: the seq of its last event,
+    /// and of the last found ready.
+    pub fn run_end(&self, id: EventId) -> Option<(u64, u64)> {
         if self.runs.is_empty() {
             return None;
         }
         self.runs.get(&id).copied()
+    }
+
+    /// Whether some run is held whole.
+    pub fn has_runs(&self) -> bool {
+        !self.runs.is_empty()
+    }
+
+    /// Notes that the run held whole from `first` is ready up to `seq`.
+    pub fn run_ready_to(&mut self, first: EventId, seq: u64) {
+        if let Some(run) = self.runs.get_mut(&first) {
+            run.1 = run.1.max(seq);
+        }
     }
 
     /// Forgets the runs whose first event is no longer held (applied, or
@@ -212,10 +229,11 @@ impl HoldingQueue {
         }
     }
 
-    /// Parks `origin`, whose next event is held, under the event it waits
-    /// for.
-    pub fn park(&mut self, origin: PeerId, waits_for: EventId) {
-        park_in(&mut self.waiting, origin, waits_for);
+    /// Parks the held event `parked`, its origin's next, under the event
+    /// it waits for. Applied otherwise meanwhile (held runs applied
+    /// together), it is left parked: the engine skips it when woken.
+    pub fn park(&mut self, parked: EventId, waits_for: EventId) {
+        park_in(&mut self.waiting, parked, waits_for);
     }
 
     /// The origins parked under `id`, unparked (it was just applied).
@@ -244,7 +262,7 @@ impl HoldingQueue {
             return None;
         };
         if let Some(waits_for) = missing(held.get()) {
-            park_in(&mut self.waiting, id.peer, waits_for);
+            park_in(&mut self.waiting, id, waits_for);
             return None;
         }
         let event = held.remove();
@@ -280,11 +298,15 @@ impl HoldingQueue {
 
 /// Parks `origin` in `waiting` under `waits_for` (a field of its own,
 /// so it can be done while a held event is borrowed).
-fn park_in(waiting: &mut HashMap<EventId, Parked, FixedState>, origin: PeerId, waits_for: EventId) {
+fn park_in(
+    waiting: &mut HashMap<EventId, Parked, FixedState>,
+    parked: EventId,
+    waits_for: EventId,
+) {
     match waiting.entry(waits_for) {
-        Entry::Occupied(mut o) => o.get_mut().push(origin),
+        Entry::Occupied(mut o) => o.get_mut().push(parked),
         Entry::Vacant(v) => {
-            v.insert(Parked::One(origin));
+            v.insert(Parked::One(parked));
         }
     }
 }

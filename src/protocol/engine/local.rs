@@ -312,7 +312,9 @@ impl ReconciliationEngine {
             seal: None,
         };
         let kept = keep(&event);
-        self.apply(event);
+        // What waits on it (a key holder may name our next event before
+        // we write it) is released with it.
+        self.apply_and_release(event);
         Ok(kept)
     }
 }

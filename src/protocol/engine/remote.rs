@@ -244,18 +244,21 @@ impl ReconciliationEngine {
     /// Applies the held events that `applied`, just applied, makes ready:
     /// its origin's next, and the next events of the origins parked under
     /// it; their ids go to `to_wake`. Returns how many applied.
-    fn wake(&mut self, applied: EventId, to_wake: &mut Vec<EventId>) -> usize {
+    pub(super) fn wake(&mut self, applied: EventId, to_wake: &mut Vec<EventId>) -> usize {
         // Each parked origin's next as it stands now, before any of them
         // applies: the event parked under `applied`. (Looked up after one
         // applied, an origin listed twice would name the event after it,
         // which waited for its predecessor, not for `applied`, and whose
         // dependencies `release` would not check from the start.)
-        let next_of =
-            |origin: PeerId| EventId::new(origin, self.applied.get(origin).saturating_add(1));
+        // A parked event no longer its origin's next was applied meanwhile
+        // (with held runs applied together): its origin's next is woken by
+        // its predecessor, and `release` must not take it for one whose
+        // dependencies before `applied`'s origin were checked.
+        let still_next = |id: &EventId| self.applied.get(id.peer).saturating_add(1) == id.seq;
         let (one, many) = match self.holding.woken(applied) {
             None => (None, Vec::new()),
-            Some(Parked::One(origin)) => (Some(next_of(origin)), Vec::new()),
-            Some(Parked::Many(origins)) => (None, origins.into_iter().map(next_of).collect()),
+            Some(Parked::One(parked)) => (Some(parked).filter(still_next), Vec::new()),
+            Some(Parked::Many(parked)) => (None, parked.into_iter().filter(still_next).collect()),
         };
         let mut count = self.release(
             EventId::new(applied.peer, applied.seq.saturating_add(1)),
@@ -275,21 +278,45 @@ impl ReconciliationEngine {
     fn release(&mut self, next: EventId, woken_by: EventId, to_wake: &mut Vec<EventId>) -> usize {
         // A run held whole applies only once all of it can.
         if let Some(missing) = self.run_waits_for(next) {
-            self.holding.park(next.peer, missing);
-            return 0;
+            return self.park_or_join(next, missing, to_wake);
         }
         let applied = &self.applied;
+        let mut waits_for = None;
         let ready = self.holding.release_if(next, |event| {
-            first_missing(applied, event, next.seq - 1, Some(woken_by))
+            waits_for = first_missing(applied, event, next.seq - 1, Some(woken_by));
+            waits_for
         });
-        match ready {
-            Some(event) => {
+        match (ready, waits_for) {
+            (Some(event), _) => {
                 self.apply(event);
                 to_wake.push(next);
                 1
             }
-            None => 0,
+            // Parked: under an event held in a run held whole, it may be
+            // one of runs waiting on one another.
+            (None, Some(missing)) if self.holding.has_runs() && self.holding.contains(missing) => {
+                self.release_together(next, to_wake)
+            }
+            (None, _) => 0,
         }
+    }
+
+    /// Parks `next`'s origin under `missing`, unless `missing` is held and
+    /// the held runs apply together ([`release_together`](Self::release_together)).
+    pub(super) fn park_or_join(
+        &mut self,
+        next: EventId,
+        missing: EventId,
+        to_wake: &mut Vec<EventId>,
+    ) -> usize {
+        if self.holding.contains(missing) {
+            let applied = self.release_together(next, to_wake);
+            if applied > 0 {
+                return applied;
+            }
+        }
+        self.holding.park(next, missing);
+        0
     }
 
     /// Applies a causally ready event to the state, the version vector and

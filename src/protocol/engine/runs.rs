@@ -20,6 +20,7 @@
 
 use super::remote::first_missing;
 use super::{policy, Receipt, ReconciliationEngine};
+use crate::protocol::clock::VectorClock;
 use crate::protocol::error::ReceiveError;
 use crate::protocol::event::{EventId, P2PEvent};
 use crate::protocol::heap_sort::heap_sort_by_key;
@@ -36,6 +37,9 @@ pub struct Received {
     /// `receive` refused.
     pub refused: Vec<ReceiveError>,
 }
+
+/// Held runs applied together at most ([`ReconciliationEngine::release_together`]).
+const JOINED_RUNS: usize = 16;
 
 /// What becomes of a run admitted whole ([`ReconciliationEngine::receive_runs`]).
 #[derive(Clone, Copy)]
@@ -145,8 +149,24 @@ impl ReconciliationEngine {
                 }
             }
         }
-        if let Some((first, last)) = held.filter(|&(first, last)| last > first.seq) {
+        let Some((first, last)) = held else {
+            return;
+        };
+        if last > first.seq {
             self.holding.hold_run(first, last);
+        }
+        // Held on an event held too (an event of another held run, or its
+        // origin's run before it): it may close a circle of runs waiting
+        // on one another (`release_together`), from its origin's next.
+        if let Fate::Hold(missing) = fate {
+            if self.holding.has_runs() && self.holding.contains(missing) {
+                let next = EventId::new(first.peer, self.applied.get(first.peer) + 1);
+                let mut to_wake = Vec::new();
+                self.release_together(next, &mut to_wake);
+                while let Some(id) = to_wake.pop() {
+                    self.wake(id, &mut to_wake);
+                }
+            }
         }
     }
 
@@ -244,16 +264,125 @@ impl ReconciliationEngine {
 
     /// What the run held whole from `first`, its origin's next event,
     /// waits for: `None` when no run is held from there, or all of it can
-    /// be applied now.
-    pub(super) fn run_waits_for(&self, first: EventId) -> Option<EventId> {
-        let last = self.holding.run_end(first)?;
-        (first.seq..=last).find_map(|seq| {
-            let id = EventId::new(first.peer, seq);
-            match self.holding.get(id) {
-                Some(event) => first_missing(&self.applied, event, seq - 1, None),
-                None => Some(id),
+    /// be applied now. Each event is checked once it is the first not
+    /// found ready (what is applied only grows).
+    pub(super) fn run_waits_for(&mut self, first: EventId) -> Option<EventId> {
+        let (last, ready_to) = self.holding.run_end(first)?;
+        let mut seq = ready_to.max(first.seq - 1) + 1;
+        let missing = loop {
+            if seq > last {
+                break None;
             }
-        })
+            let id = EventId::new(first.peer, seq);
+            let Some(event) = self.holding.get(id) else {
+                break Some(id);
+            };
+            if let Some(missing) = first_missing(&self.applied, event, seq - 1, None) {
+                break Some(missing);
+            }
+            seq += 1;
+        };
+        self.holding.run_ready_to(first, seq - 1);
+        missing
+    }
+
+    /// Applies together the held runs that wait on one another, from the
+    /// run or event held from `first` (its origin's next): each run is
+    /// applied whole, in an order every event's dependencies allow, or
+    /// none is. A key holder can make two runs wait on each other: its
+    /// run A1..=A3, A3 naming the next event of an honest writer B, which
+    /// B then writes and seals with B2, which saw A3 (A1, A2, B1, A3, B2
+    /// is an order). Each held whole, neither would ever apply, nor any
+    /// of B's later runs (a review of the forty-sixth session). At most
+    /// [`JOINED_RUNS`] runs. Returns how many events applied; their ids
+    /// go to `to_wake`.
+    pub(super) fn release_together(&mut self, first: EventId, to_wake: &mut Vec<EventId>) -> usize {
+        // A held run from `id`: its origin, `id`'s seq, its last, and its
+        // last found ready (those are not checked again).
+        let span = |engine: &Self, id: EventId| match engine.holding.run_end(id) {
+            Some((last, ready_to)) => Some((id.peer, id.seq, last, ready_to)),
+            None => engine
+                .holding
+                .contains(id)
+                .then_some((id.peer, id.seq, id.seq, 0)),
+        };
+        let Some(start) = span(self, first) else {
+            return 0;
+        };
+        // Each run taken in: its origin, its next event to take, its last.
+        let mut runs = vec![start];
+        // What is applied, and what the order has taken so far: copied at
+        // its first event (most tries stop before one).
+        let mut virtual_applied: Option<VectorClock> = None;
+        let mut order = Vec::new();
+        loop {
+            let mut progress = false;
+            for r in 0..runs.len() {
+                let (origin, mut next, last, ready_to) = runs[r];
+                while next <= last {
+                    let id = EventId::new(origin, next);
+                    let Some(event) = self.holding.get(id) else {
+                        return 0;
+                    };
+                    let applied = virtual_applied.as_ref().unwrap_or(&self.applied);
+                    let missing = (next > ready_to)
+                        .then(|| first_missing(applied, event, next - 1, None))
+                        .flatten();
+                    match missing {
+                        None => {
+                            virtual_applied
+                                .get_or_insert_with(|| self.applied.clone())
+                                .observe(origin, next);
+                            order.push(id);
+                            next += 1;
+                            progress = true;
+                        }
+                        Some(missing) => {
+                            // A held run or event of an origin not taken
+                            // in yet: taken in, from its next event.
+                            // Or, of an origin taken in, its next held
+                            // run after those taken.
+                            match runs.iter().position(|run| run.0 == missing.peer) {
+                                None if runs.len() < JOINED_RUNS => {
+                                    let applied = self.applied.get(missing.peer);
+                                    let from = EventId::new(missing.peer, applied + 1);
+                                    if let Some(run) = span(self, from) {
+                                        runs.push(run);
+                                        progress = true;
+                                    }
+                                }
+                                Some(j) if runs[j].2 < missing.seq => {
+                                    let after = EventId::new(missing.peer, runs[j].2 + 1);
+                                    if let Some((_, _, end, _)) = span(self, after) {
+                                        runs[j].2 = end;
+                                        progress = true;
+                                    }
+                                }
+                                _ => {}
+                            }
+                            break;
+                        }
+                    }
+                }
+                runs[r].1 = next;
+            }
+            if runs.iter().all(|&(_, next, last, _)| next > last) {
+                break;
+            }
+            if !progress {
+                return 0;
+            }
+        }
+        let mut applied = 0;
+        for id in order {
+            let Some(event) = self.holding.release_if(id, |_| None) else {
+                continue;
+            };
+            self.apply(event);
+            to_wake.push(id);
+            applied += 1;
+        }
+        applied
     }
 
     /// Whether the run `first..=last` (of `last`'s origin) overlaps a run
@@ -671,5 +800,152 @@ mod tests {
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!((peer.log().len(), peer.holding().len()), (6, 0));
         offers_what_it_shows(&mut peer);
+    }
+
+    /// Honest B's run (B1, B2) where B2 saw A3: B took A's run after
+    /// writing B1, which A3 names. A3 named it before B wrote it: a key
+    /// holder's guess (B's clock is public). Elsewhere each run waits on
+    /// the other; held whole, neither would apply, nor any of B's later
+    /// runs. They apply together, each whole, in either order of arrival
+    /// (a review of the forty-sixth session).
+    #[test]
+    fn runs_waiting_on_one_another_apply_together() {
+        use crate::protocol::identity::Identity;
+        use crate::protocol::value::JsonValue;
+        let b = Identity::from_seed(8);
+        let (signer, events) = workload::runs_to_seal(3, 1);
+        let mut theirs = events[0].clone();
+        theirs[2].deps.set(b.peer(), 1);
+        seal::seal(&signer, &mut theirs);
+
+        let mut honest = ReconciliationEngine::new(b.peer(), EngineConfig::default());
+        honest
+            .set("x", JsonValue::parse("1").unwrap(), NOW)
+            .unwrap();
+        assert!(take(&mut honest, theirs.clone()).is_empty());
+        honest
+            .set("y", JsonValue::parse("2").unwrap(), NOW)
+            .unwrap();
+        let b_run: Vec<P2PEvent> = honest.seal_own(Some(&b), 0).into_iter().cloned().collect();
+        assert_eq!((b_run.len(), b_run[1].deps.get(signer.peer())), (2, 3));
+
+        for (one, other) in [(&theirs, &b_run), (&b_run, &theirs)] {
+            let mut peer = engine(2);
+            assert!(take(&mut peer, one.clone()).is_empty());
+            assert_eq!(peer.log().len(), 0);
+            offers_what_it_shows(&mut peer);
+            assert!(take(&mut peer, other.clone()).is_empty());
+            assert_eq!((peer.log().len(), peer.holding().len()), (5, 0));
+            offers_what_it_shows(&mut peer);
+        }
+    }
+
+    /// The same, with a third writer's event the first run also lacks:
+    /// the two apply together once it comes (a run woken checks whether
+    /// it waits on a held one); and a lone event in such a cycle.
+    #[test]
+    fn runs_waiting_on_one_another_apply_when_what_else_they_lack_comes() {
+        use crate::protocol::identity::Identity;
+        let (b, c) = (Identity::from_seed(8), Identity::from_seed(9));
+        let mut from_c = vec![crate::protocol::event::sample(c.peer(), 1, "3")];
+        seal::seal(&c, &mut from_c);
+        let (signer, events) = workload::runs_to_seal(3, 1);
+        let mut theirs = events[0].clone();
+        theirs[0].deps.set(c.peer(), 1);
+        theirs[2].deps.set(b.peer(), 1);
+        seal::seal(&signer, &mut theirs);
+        let mut b_run: Vec<P2PEvent> = (1..=2)
+            .map(|seq| crate::protocol::event::sample(b.peer(), seq, "2"))
+            .collect();
+        b_run[1].deps.set(signer.peer(), 3);
+        seal::seal(&b, &mut b_run);
+
+        let mut peer = engine(2);
+        assert!(take(&mut peer, theirs.clone()).is_empty());
+        assert!(take(&mut peer, b_run).is_empty());
+        assert_eq!((peer.log().len(), peer.holding().len()), (0, 5));
+        assert!(take(&mut peer, from_c.clone()).is_empty());
+        assert_eq!((peer.log().len(), peer.holding().len()), (6, 0));
+        offers_what_it_shows(&mut peer);
+
+        // A lone event in the cycle: B1 saw A1, and A3 names B1.
+        let mut lone = vec![crate::protocol::event::sample(b.peer(), 1, "2")];
+        lone[0].deps.set(signer.peer(), 1);
+        seal::seal(&b, &mut lone);
+        for (one, other) in [(&theirs, &lone), (&lone, &theirs)] {
+            let mut peer = engine(2);
+            assert!(take(&mut peer, from_c.clone()).is_empty());
+            assert!(take(&mut peer, one.clone()).is_empty());
+            assert!(take(&mut peer, other.clone()).is_empty());
+            assert_eq!((peer.log().len(), peer.holding().len()), (5, 0));
+            offers_what_it_shows(&mut peer);
+        }
+
+        // The lone event first waits on C1, then, woken, on A1, held.
+        let mut theirs = events[0].clone();
+        theirs[2].deps.set(b.peer(), 1);
+        seal::seal(&signer, &mut theirs);
+        let mut lone = vec![crate::protocol::event::sample(b.peer(), 1, "2")];
+        lone[0].deps.set(c.peer(), 1);
+        if let crate::protocol::event::Operation::Register(
+            crate::protocol::event::RegisterOp::Write { observed, .. },
+        ) = &mut lone[0].op
+        {
+            observed.set(signer.peer(), 1);
+        }
+        seal::seal(&b, &mut lone);
+        let mut peer = engine(2);
+        assert!(take(&mut peer, theirs).is_empty());
+        assert!(take(&mut peer, lone).is_empty());
+        assert_eq!(peer.holding().len(), 4);
+        assert!(take(&mut peer, from_c).is_empty());
+        assert_eq!((peer.log().len(), peer.holding().len()), (5, 0));
+        offers_what_it_shows(&mut peer);
+    }
+
+    /// A circle through two runs of one origin: A1..=A2 (A2 names B3),
+    /// B1..=B2 (B1 saw A1) and B3..=B4 (B4 saw A2), the last to come
+    /// not its origin's next. A1, B1, B2, B3, A2, B4 is an order.
+    #[test]
+    fn a_circle_through_two_runs_of_one_origin_applies() {
+        use crate::protocol::identity::Identity;
+        let b = Identity::from_seed(8);
+        let (signer, events) = workload::runs_to_seal(2, 1);
+        let mut theirs = events[0].clone();
+        theirs[1].deps.set(b.peer(), 3);
+        seal::seal(&signer, &mut theirs);
+        let mut b_events: Vec<P2PEvent> = (1..=4)
+            .map(|seq| crate::protocol::event::sample(b.peer(), seq, "2"))
+            .collect();
+        b_events[0].deps.set(signer.peer(), 1);
+        b_events[3].deps.set(signer.peer(), 2);
+        let mut b_first = b_events[..2].to_vec();
+        seal::seal(&b, &mut b_first);
+        let mut b_second = b_events[2..].to_vec();
+        seal::seal(&b, &mut b_second);
+
+        let mut peer = engine(2);
+        assert!(take(&mut peer, theirs).is_empty());
+        assert!(take(&mut peer, b_first).is_empty());
+        assert_eq!(peer.holding().len(), 4);
+        assert!(take(&mut peer, b_second).is_empty());
+        assert_eq!((peer.log().len(), peer.holding().len()), (6, 0));
+        offers_what_it_shows(&mut peer);
+    }
+
+    /// A run that waits on our own next event, named before we wrote it,
+    /// applies when we write it.
+    #[test]
+    fn a_run_waiting_on_our_next_write_applies_when_we_write() {
+        let (signer, events) = workload::runs_to_seal(3, 1);
+        let mut run = events[0].clone();
+        run[1].deps.set(PeerId(2), 1);
+        seal::seal(&signer, &mut run);
+        let mut peer = engine(2);
+        assert!(take(&mut peer, run).is_empty());
+        assert_eq!(peer.holding().len(), 3);
+        let one = crate::protocol::value::JsonValue::parse("1").unwrap();
+        peer.set("mine", one, NOW).unwrap();
+        assert_eq!((peer.log().len(), peer.holding().len()), (4, 0));
     }
 }
