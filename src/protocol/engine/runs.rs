@@ -297,6 +297,29 @@ impl ReconciliationEngine {
     /// [`JOINED_RUNS`] runs. Returns how many events applied; their ids
     /// go to `to_wake`.
     pub(super) fn release_together(&mut self, first: EventId, to_wake: &mut Vec<EventId>) -> usize {
+        match self.apply_together(first, to_wake) {
+            Ok(applied) => applied,
+            // What the try found missing, not held: its coming tries again,
+            // from a run held whole (woken, a run is checked whole, from
+            // where its check stopped; a lone event's wake checks only
+            // what it was parked under, so it is not parked there).
+            Err(missing) => {
+                if let Some(missing) = missing.filter(|_| self.holding.run_end(first).is_some()) {
+                    self.holding.park(first, missing);
+                }
+                0
+            }
+        }
+    }
+
+    /// [`release_together`](Self::release_together)'s try: how many events
+    /// applied, or the first event it found missing and not held (none
+    /// where it stopped at its bound or a gap).
+    fn apply_together(
+        &mut self,
+        first: EventId,
+        to_wake: &mut Vec<EventId>,
+    ) -> Result<usize, Option<EventId>> {
         // A held run from `id`: its origin, `id`'s seq, its last, and its
         // last found ready (those are not checked again).
         let span = |engine: &Self, id: EventId| match engine.holding.run_end(id) {
@@ -307,8 +330,9 @@ impl ReconciliationEngine {
                 .then_some((id.peer, id.seq, id.seq, 0)),
         };
         let Some(start) = span(self, first) else {
-            return 0;
+            return Err(None);
         };
+        let mut lacking = None;
         // Each run taken in: its origin, its next event to take, its last.
         let mut runs = vec![start];
         // What is applied, and what the order has taken so far: copied at
@@ -322,7 +346,7 @@ impl ReconciliationEngine {
                 while next <= last {
                     let id = EventId::new(origin, next);
                     let Some(event) = self.holding.get(id) else {
-                        return 0;
+                        return Err(None);
                     };
                     let applied = virtual_applied.as_ref().unwrap_or(&self.applied);
                     let missing = (next > ready_to)
@@ -338,6 +362,9 @@ impl ReconciliationEngine {
                             progress = true;
                         }
                         Some(missing) => {
+                            if !self.holding.contains(missing) {
+                                lacking.get_or_insert(missing);
+                            }
                             // A held run or event of an origin not taken
                             // in yet: taken in, from its next event.
                             // Or, of an origin taken in, its next held
@@ -370,7 +397,7 @@ impl ReconciliationEngine {
                 break;
             }
             if !progress {
-                return 0;
+                return Err(lacking);
             }
         }
         let mut applied = 0;
@@ -382,7 +409,7 @@ impl ReconciliationEngine {
             to_wake.push(id);
             applied += 1;
         }
-        applied
+        Ok(applied)
     }
 
     /// Whether the run `first..=last` (of `last`'s origin) overlaps a run
@@ -947,5 +974,38 @@ mod tests {
         let one = crate::protocol::value::JsonValue::parse("1").unwrap();
         peer.set("mine", one, NOW).unwrap();
         assert_eq!((peer.log().len(), peer.holding().len()), (4, 0));
+    }
+
+    /// A1..=A3 (A3 names B1), honest B1..=B2 where B2 saw A3 (deps) and
+    /// C1 (an observed dot). A's run, B's, then C1: the try of the two
+    /// together stops at C1, not held, so the run is parked under it too,
+    /// and C1's coming applies all (a review of the forty-sixth session).
+    #[test]
+    fn a_circle_lacking_a_third_event_applies_when_it_comes() {
+        use crate::protocol::event::{Operation, RegisterOp};
+        use crate::protocol::identity::Identity;
+        let (b, c) = (Identity::from_seed(8), Identity::from_seed(9));
+        let mut from_c = vec![crate::protocol::event::sample(c.peer(), 1, "3")];
+        seal::seal(&c, &mut from_c);
+        let (signer, events) = workload::runs_to_seal(3, 1);
+        let mut theirs = events[0].clone();
+        theirs[2].deps.set(b.peer(), 1);
+        seal::seal(&signer, &mut theirs);
+        let mut b_run: Vec<P2PEvent> = (1..=2)
+            .map(|seq| crate::protocol::event::sample(b.peer(), seq, "2"))
+            .collect();
+        b_run[1].deps.set(signer.peer(), 3);
+        if let Operation::Register(RegisterOp::Write { observed, .. }) = &mut b_run[1].op {
+            observed.set(c.peer(), 1);
+        }
+        seal::seal(&b, &mut b_run);
+
+        let mut peer = engine(2);
+        assert!(take(&mut peer, theirs).is_empty());
+        assert!(take(&mut peer, b_run).is_empty());
+        assert_eq!((peer.log().len(), peer.holding().len()), (0, 5));
+        assert!(take(&mut peer, from_c).is_empty());
+        assert_eq!((peer.log().len(), peer.holding().len()), (6, 0));
+        offers_what_it_shows(&mut peer);
     }
 }
