@@ -206,14 +206,12 @@ impl ReconciliationEngine {
         }
         self.holding.forget_runs();
         let mut applied = 0;
-        let mut to_wake = Vec::new();
         for next in nexts {
             // Its predecessor as the waker: every dependency is checked.
             let woken_by = EventId::new(next.peer, next.seq - 1);
+            let mut to_wake = Vec::new();
             applied += self.release(next, woken_by, &mut to_wake);
-            while let Some(id) = to_wake.pop() {
-                applied += self.wake(id, &mut to_wake);
-            }
+            applied += self.wake_all(to_wake);
         }
         applied
     }
@@ -226,17 +224,20 @@ impl ReconciliationEngine {
         // those make no allocation.
         let id = event.id;
         self.apply(event);
-        let mut count = 1;
         // Events applied whose dependents are still to wake: their ids,
         // the events moved once, from the queue into the log.
-        let mut to_wake = Vec::new();
-        let mut next = Some(id);
-        while let Some(applied) = next {
+        1 + self.wake_all(vec![id])
+    }
+
+    /// Wakes what the events `to_wake`, just applied, make ready, and
+    /// what those make ready in turn. Returns how many applied.
+    pub(super) fn wake_all(&mut self, mut to_wake: Vec<EventId>) -> usize {
+        let mut count = 0;
+        while let Some(applied) = to_wake.pop() {
             if self.holding.is_empty() {
                 break;
             }
             count += self.wake(applied, &mut to_wake);
-            next = to_wake.pop();
         }
         count
     }

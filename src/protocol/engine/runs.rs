@@ -20,7 +20,7 @@
 
 use super::remote::first_missing;
 use super::{policy, Receipt, ReconciliationEngine};
-use crate::protocol::clock::VectorClock;
+use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::error::ReceiveError;
 use crate::protocol::event::{EventId, P2PEvent};
 use crate::protocol::heap_sort::heap_sort_by_key;
@@ -40,6 +40,17 @@ pub struct Received {
 
 /// Held runs applied together at most ([`ReconciliationEngine::release_together`]).
 const JOINED_RUNS: usize = 16;
+
+/// A held run taken into a try of [`ReconciliationEngine::release_together`]:
+/// its origin, its next event to take, its last, and its last found ready
+/// before the try (those are not checked again).
+#[derive(Clone, Copy)]
+struct Taken {
+    origin: PeerId,
+    next: u64,
+    last: u64,
+    ready_to: u64,
+}
 
 /// What becomes of a run admitted whole ([`ReconciliationEngine::receive_runs`]).
 #[derive(Clone, Copy)]
@@ -163,9 +174,7 @@ impl ReconciliationEngine {
                 let next = EventId::new(first.peer, self.applied.get(first.peer) + 1);
                 let mut to_wake = Vec::new();
                 self.release_together(next, &mut to_wake);
-                while let Some(id) = to_wake.pop() {
-                    self.wake(id, &mut to_wake);
-                }
+                self.wake_all(to_wake);
             }
         }
     }
@@ -320,20 +329,25 @@ impl ReconciliationEngine {
         first: EventId,
         to_wake: &mut Vec<EventId>,
     ) -> Result<usize, Option<EventId>> {
-        // A held run from `id`: its origin, `id`'s seq, its last, and its
-        // last found ready (those are not checked again).
+        // The held run from `id` (a lone held event, where none is noted).
         let span = |engine: &Self, id: EventId| match engine.holding.run_end(id) {
-            Some((last, ready_to)) => Some((id.peer, id.seq, last, ready_to)),
-            None => engine
-                .holding
-                .contains(id)
-                .then_some((id.peer, id.seq, id.seq, 0)),
+            Some((last, ready_to)) => Some(Taken {
+                origin: id.peer,
+                next: id.seq,
+                last,
+                ready_to,
+            }),
+            None => engine.holding.contains(id).then_some(Taken {
+                origin: id.peer,
+                next: id.seq,
+                last: id.seq,
+                ready_to: 0,
+            }),
         };
         let Some(start) = span(self, first) else {
             return Err(None);
         };
         let mut lacking = None;
-        // Each run taken in: its origin, its next event to take, its last.
         let mut runs = vec![start];
         // What is applied, and what the order has taken so far: copied at
         // its first event (most tries stop before one).
@@ -342,7 +356,12 @@ impl ReconciliationEngine {
         loop {
             let mut progress = false;
             for r in 0..runs.len() {
-                let (origin, mut next, last, ready_to) = runs[r];
+                let Taken {
+                    origin,
+                    mut next,
+                    last,
+                    ready_to,
+                } = runs[r];
                 while next <= last {
                     let id = EventId::new(origin, next);
                     let Some(event) = self.holding.get(id) else {
@@ -369,7 +388,7 @@ impl ReconciliationEngine {
                             // in yet: taken in, from its next event.
                             // Or, of an origin taken in, its next held
                             // run after those taken.
-                            match runs.iter().position(|run| run.0 == missing.peer) {
+                            match runs.iter().position(|run| run.origin == missing.peer) {
                                 None if runs.len() < JOINED_RUNS => {
                                     let applied = self.applied.get(missing.peer);
                                     let from = EventId::new(missing.peer, applied + 1);
@@ -378,10 +397,10 @@ impl ReconciliationEngine {
                                         progress = true;
                                     }
                                 }
-                                Some(j) if runs[j].2 < missing.seq => {
-                                    let after = EventId::new(missing.peer, runs[j].2 + 1);
-                                    if let Some((_, _, end, _)) = span(self, after) {
-                                        runs[j].2 = end;
+                                Some(j) if runs[j].last < missing.seq => {
+                                    let after = EventId::new(missing.peer, runs[j].last + 1);
+                                    if let Some(run) = span(self, after) {
+                                        runs[j].last = run.last;
                                         progress = true;
                                     }
                                 }
@@ -391,9 +410,9 @@ impl ReconciliationEngine {
                         }
                     }
                 }
-                runs[r].1 = next;
+                runs[r].next = next;
             }
-            if runs.iter().all(|&(_, next, last, _)| next > last) {
+            if runs.iter().all(|run| run.next > run.last) {
                 break;
             }
             if !progress {
