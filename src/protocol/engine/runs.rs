@@ -532,6 +532,32 @@ mod tests {
         ReconciliationEngine::new(PeerId(peer), EngineConfig::default())
     }
 
+    /// `who`'s events `seqs`, register writes of `value`, each with the
+    /// dependencies `deps` names by its index in the run, sealed as one.
+    fn signed(
+        who: &crate::protocol::identity::Identity,
+        seqs: std::ops::RangeInclusive<u64>,
+        value: &str,
+        deps: &[(usize, PeerId, u64)],
+    ) -> Vec<P2PEvent> {
+        let mut run: Vec<P2PEvent> = seqs
+            .map(|seq| crate::protocol::event::sample(who.peer(), seq, value))
+            .collect();
+        for &(i, peer, seq) in deps {
+            run[i].deps.set(peer, seq);
+        }
+        seal::seal(who, &mut run);
+        run
+    }
+
+    /// Makes the register write `event` observe `peer`'s event `seq`.
+    fn observe(event: &mut P2PEvent, peer: PeerId, seq: u64) {
+        use crate::protocol::event::{Operation, RegisterOp};
+        if let Operation::Register(RegisterOp::Write { observed, .. }) = &mut event.op {
+            observed.set(peer, seq);
+        }
+    }
+
     /// Takes `events`, verified, as a node does; returns the refusals.
     fn take(engine: &mut ReconciliationEngine, events: Vec<P2PEvent>) -> Vec<ReceiveError> {
         engine.receive_runs(events, NOW).refused
@@ -770,8 +796,7 @@ mod tests {
     #[test]
     fn a_run_that_waits_in_its_middle_is_held_whole() {
         let other = crate::protocol::identity::Identity::from_seed(7);
-        let mut theirs = vec![crate::protocol::event::sample(other.peer(), 1, "1")];
-        seal::seal(&other, &mut theirs);
+        let theirs = signed(&other, 1..=1, "1", &[]);
         let (signer, events) = workload::runs_to_seal(3, 1);
         let mut run = events[0].clone();
         run[1].deps.set(other.peer(), 1);
@@ -797,10 +822,8 @@ mod tests {
             crate::protocol::identity::Identity::from_seed(7),
             crate::protocol::identity::Identity::from_seed(8),
         );
-        let mut from_a = vec![crate::protocol::event::sample(a.peer(), 1, "1")];
-        seal::seal(&a, &mut from_a);
-        let mut from_b = vec![crate::protocol::event::sample(b.peer(), 1, "2")];
-        seal::seal(&b, &mut from_b);
+        let from_a = signed(&a, 1..=1, "1", &[]);
+        let from_b = signed(&b, 1..=1, "2", &[]);
         let (signer, events) = workload::runs_to_seal(3, 1);
         let mut run = events[0].clone();
         run[0].deps.set(a.peer(), 1);
@@ -823,14 +846,11 @@ mod tests {
     /// held the queue's share (a helper's review).
     #[test]
     fn a_run_observing_its_own_events_waits_for_nothing() {
-        use crate::protocol::event::{Operation, RegisterOp};
         let (signer, events) = workload::runs_to_seal(6, 1);
         let origin = signer.peer();
         let mut early = events[0][..2].to_vec();
         early[1].key = early[0].key.clone();
-        if let Operation::Register(RegisterOp::Write { observed, .. }) = &mut early[1].op {
-            observed.set(origin, 1);
-        }
+        observe(&mut early[1], origin, 1);
         early[1].deps.set(origin, 1);
         seal::seal(&signer, &mut early);
         let mut late = events[0][2..].to_vec();
@@ -893,18 +913,13 @@ mod tests {
     fn runs_waiting_on_one_another_apply_when_what_else_they_lack_comes() {
         use crate::protocol::identity::Identity;
         let (b, c) = (Identity::from_seed(8), Identity::from_seed(9));
-        let mut from_c = vec![crate::protocol::event::sample(c.peer(), 1, "3")];
-        seal::seal(&c, &mut from_c);
+        let from_c = signed(&c, 1..=1, "3", &[]);
         let (signer, events) = workload::runs_to_seal(3, 1);
         let mut theirs = events[0].clone();
         theirs[0].deps.set(c.peer(), 1);
         theirs[2].deps.set(b.peer(), 1);
         seal::seal(&signer, &mut theirs);
-        let mut b_run: Vec<P2PEvent> = (1..=2)
-            .map(|seq| crate::protocol::event::sample(b.peer(), seq, "2"))
-            .collect();
-        b_run[1].deps.set(signer.peer(), 3);
-        seal::seal(&b, &mut b_run);
+        let b_run = signed(&b, 1..=2, "2", &[(1, signer.peer(), 3)]);
 
         let mut peer = engine(2);
         assert!(take(&mut peer, theirs.clone()).is_empty());
@@ -915,9 +930,7 @@ mod tests {
         offers_what_it_shows(&mut peer);
 
         // A lone event in the cycle: B1 saw A1, and A3 names B1.
-        let mut lone = vec![crate::protocol::event::sample(b.peer(), 1, "2")];
-        lone[0].deps.set(signer.peer(), 1);
-        seal::seal(&b, &mut lone);
+        let lone = signed(&b, 1..=1, "2", &[(0, signer.peer(), 1)]);
         for (one, other) in [(&theirs, &lone), (&lone, &theirs)] {
             let mut peer = engine(2);
             assert!(take(&mut peer, from_c.clone()).is_empty());
@@ -933,12 +946,7 @@ mod tests {
         seal::seal(&signer, &mut theirs);
         let mut lone = vec![crate::protocol::event::sample(b.peer(), 1, "2")];
         lone[0].deps.set(c.peer(), 1);
-        if let crate::protocol::event::Operation::Register(
-            crate::protocol::event::RegisterOp::Write { observed, .. },
-        ) = &mut lone[0].op
-        {
-            observed.set(signer.peer(), 1);
-        }
+        observe(&mut lone[0], signer.peer(), 1);
         seal::seal(&b, &mut lone);
         let mut peer = engine(2);
         assert!(take(&mut peer, theirs).is_empty());
@@ -960,15 +968,8 @@ mod tests {
         let mut theirs = events[0].clone();
         theirs[1].deps.set(b.peer(), 3);
         seal::seal(&signer, &mut theirs);
-        let mut b_events: Vec<P2PEvent> = (1..=4)
-            .map(|seq| crate::protocol::event::sample(b.peer(), seq, "2"))
-            .collect();
-        b_events[0].deps.set(signer.peer(), 1);
-        b_events[3].deps.set(signer.peer(), 2);
-        let mut b_first = b_events[..2].to_vec();
-        seal::seal(&b, &mut b_first);
-        let mut b_second = b_events[2..].to_vec();
-        seal::seal(&b, &mut b_second);
+        let b_first = signed(&b, 1..=2, "2", &[(0, signer.peer(), 1)]);
+        let b_second = signed(&b, 3..=4, "2", &[(1, signer.peer(), 2)]);
 
         let mut peer = engine(2);
         assert!(take(&mut peer, theirs).is_empty());
@@ -1001,11 +1002,9 @@ mod tests {
     /// and C1's coming applies all (a review of the forty-sixth session).
     #[test]
     fn a_circle_lacking_a_third_event_applies_when_it_comes() {
-        use crate::protocol::event::{Operation, RegisterOp};
         use crate::protocol::identity::Identity;
         let (b, c) = (Identity::from_seed(8), Identity::from_seed(9));
-        let mut from_c = vec![crate::protocol::event::sample(c.peer(), 1, "3")];
-        seal::seal(&c, &mut from_c);
+        let from_c = signed(&c, 1..=1, "3", &[]);
         let (signer, events) = workload::runs_to_seal(3, 1);
         let mut theirs = events[0].clone();
         theirs[2].deps.set(b.peer(), 1);
@@ -1014,9 +1013,7 @@ mod tests {
             .map(|seq| crate::protocol::event::sample(b.peer(), seq, "2"))
             .collect();
         b_run[1].deps.set(signer.peer(), 3);
-        if let Operation::Register(RegisterOp::Write { observed, .. }) = &mut b_run[1].op {
-            observed.set(c.peer(), 1);
-        }
+        observe(&mut b_run[1], c.peer(), 1);
         seal::seal(&b, &mut b_run);
 
         let mut peer = engine(2);
@@ -1042,17 +1039,11 @@ mod tests {
         }
         theirs[2].deps.set(b.peer(), 1);
         seal::seal(&signer, &mut theirs);
-        let mut b_run: Vec<P2PEvent> = (1..=2)
-            .map(|seq| crate::protocol::event::sample(b.peer(), seq, "2"))
-            .collect();
-        b_run[1].deps.set(signer.peer(), 3);
-        seal::seal(&b, &mut b_run);
+        let b_run = signed(&b, 1..=2, "2", &[(1, signer.peer(), 3)]);
         let mut peer = engine(2);
         assert!(take(&mut peer, theirs).is_empty());
         for key in &ks {
-            let mut lone = vec![crate::protocol::event::sample(key.peer(), 1, "3")];
-            lone[0].deps.set(b.peer(), 1);
-            seal::seal(key, &mut lone);
+            let lone = signed(key, 1..=1, "3", &[(0, b.peer(), 1)]);
             assert!(take(&mut peer, lone).is_empty());
         }
         assert!(take(&mut peer, b_run).is_empty());
