@@ -41,8 +41,26 @@ pub struct HoldingQueue {
     /// such a run applies until all of it can ([`run_end`](Self::run_end));
     /// an unsigned room has none.
     runs: HashMap<EventId, (u64, u64), FixedState>,
+    /// What held runs (by their first event: a lone event's is itself)
+    /// cannot be applied without: facts found as they were held, woken or
+    /// tried together, kept so that a try through them stops at once
+    /// ([`ReconciliationEngine::release_together`](super::ReconciliationEngine)).
+    needs: HashMap<EventId, Need, FixedState>,
     capacity: usize,
     origin_capacity: usize,
+}
+
+/// What a held run cannot be applied without. A fact once found: an
+/// event it needs stays needed until it is applied; a run waiting on
+/// itself waits until a snapshot brings what it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// This event, not applied when noted: one of the run's dependencies,
+    /// or one that a run it needs cannot be applied without.
+    Event(EventId),
+    /// Its events wait, through held events, on themselves (or on such
+    /// events): no order of events applies them ([`EngineStats::circular`](super::EngineStats)).
+    Never,
 }
 
 /// The held events parked under an event, each its origin's next when it
@@ -80,6 +98,7 @@ impl HoldingQueue {
             per_origin: HashMap::with_hasher(state()),
             unapplied: HashSet::with_hasher(state()),
             runs: HashMap::with_hasher(state()),
+            needs: HashMap::with_hasher(state()),
             capacity,
             origin_capacity,
         }
@@ -229,6 +248,46 @@ impl HoldingQueue {
         }
     }
 
+    /// Notes what the held run from `first` cannot be applied without.
+    pub fn note_need(&mut self, first: EventId, need: Need) {
+        self.needs.insert(first, need);
+    }
+
+    /// What the held run from `first` was found to need, if anything.
+    pub fn need(&self, first: EventId) -> Option<Need> {
+        if self.needs.is_empty() {
+            return None;
+        }
+        self.needs.get(&first).copied()
+    }
+
+    /// Forgets what the held run from `first` was found to need (it was
+    /// applied meanwhile: no longer a reason).
+    pub fn forget_need(&mut self, first: EventId) {
+        self.needs.remove(&first);
+    }
+
+    /// The first event of the held run that holds `id`, a held event: the
+    /// first its seal covers, found at the run's last (at most
+    /// [`MAX_RUN`](crate::protocol::seal::MAX_RUN) events on). `id` itself
+    /// where no seal is found (an unsigned room's lone event).
+    pub fn run_of(&self, id: EventId) -> EventId {
+        if !self.runs.is_empty() && self.runs.contains_key(&id) {
+            return id;
+        }
+        let mut at = id;
+        while let Some(event) = self.get(at) {
+            if let Some(seal) = &event.seal {
+                return EventId::new(id.peer, seal.first.min(id.seq));
+            }
+            if at.seq - id.seq >= crate::protocol::seal::MAX_RUN as u64 {
+                break;
+            }
+            at = EventId::new(id.peer, at.seq + 1);
+        }
+        id
+    }
+
     /// Parks the held event `parked`, its origin's next, under the event
     /// it waits for. Applied otherwise meanwhile (held runs applied
     /// together), it is left parked: the engine skips it when woken.
@@ -269,6 +328,9 @@ impl HoldingQueue {
         if !self.runs.is_empty() {
             self.runs.remove(&id);
         }
+        if !self.needs.is_empty() {
+            self.needs.remove(&id);
+        }
         if let Some(n) = self.per_origin.get_mut(&id.peer) {
             *n -= 1;
             if *n == 0 {
@@ -284,6 +346,8 @@ impl HoldingQueue {
     /// ([`forget_runs`](Self::forget_runs) once they are).
     pub fn drain(&mut self) -> Vec<P2PEvent> {
         self.waiting.clear();
+        // Facts of what is held: a snapshot may bring what they name.
+        self.needs.clear();
         self.per_origin.clear();
         self.unapplied.clear();
         let mut all: Vec<P2PEvent> = self.events.drain().map(|(_, e)| e).collect();

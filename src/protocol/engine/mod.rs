@@ -111,6 +111,14 @@ pub struct EngineStats {
     pub refused_not_ours: u64,
     /// Snapshots and Merkle leaves refused (unverifiable, inflated, forged).
     pub refused_state: u64,
+    /// Held runs found waiting, through held events, on themselves: no
+    /// order of events applies them (only key holders can seal such
+    /// runs). They stay held until a snapshot brings what they name.
+    pub circular: u64,
+    /// Events checked by tries of held runs together
+    /// ([`release_together`](ReconciliationEngine)): the work circles of
+    /// runs cost.
+    pub joined_checks: u64,
 }
 
 /// An entity with its key and the engine's bookkeeping flags.
