@@ -45,7 +45,9 @@ pub struct HoldingQueue {
     /// cannot be applied without: facts found as they were held, woken or
     /// tried together, kept so that a try through them stops at once
     /// ([`ReconciliationEngine::release_together`](super::ReconciliationEngine)).
-    needs: HashMap<EventId, Need, FixedState>,
+    /// Packed ([`Need::pack`]): a table of the type of `runs`, one
+    /// instance of the hash table's code in the wasm.
+    needs: HashMap<EventId, (u64, u64), FixedState>,
     capacity: usize,
     origin_capacity: usize,
 }
@@ -61,6 +63,25 @@ pub enum Need {
     /// Its events wait, through held events, on themselves (or on such
     /// events): no order of events applies them ([`EngineStats::circular`](super::EngineStats)).
     Never,
+}
+
+impl Need {
+    /// As a pair of words: an event's peer and seq, or two `u64::MAX`
+    /// (no event has that seq: a sequence number is a count of events).
+    fn pack(self) -> (u64, u64) {
+        match self {
+            Need::Event(id) => (id.peer.0, id.seq),
+            Need::Never => (u64::MAX, u64::MAX),
+        }
+    }
+
+    fn unpack((peer, seq): (u64, u64)) -> Need {
+        if seq == u64::MAX {
+            Need::Never
+        } else {
+            Need::Event(EventId::new(PeerId(peer), seq))
+        }
+    }
 }
 
 /// The held events parked under an event, each its origin's next when it
@@ -250,7 +271,7 @@ impl HoldingQueue {
 
     /// Notes what the held run from `first` cannot be applied without.
     pub fn note_need(&mut self, first: EventId, need: Need) {
-        self.needs.insert(first, need);
+        self.needs.insert(first, need.pack());
     }
 
     /// What the held run from `first` was found to need, if anything.
@@ -258,7 +279,7 @@ impl HoldingQueue {
         if self.needs.is_empty() {
             return None;
         }
-        self.needs.get(&first).copied()
+        self.needs.get(&first).copied().map(Need::unpack)
     }
 
     /// Forgets what the held run from `first` was found to need (it was
@@ -362,7 +383,7 @@ impl HoldingQueue {
 
 /// Parks `origin` in `waiting` under `waits_for` (a field of its own,
 /// so it can be done while a held event is borrowed).
-fn park_in(
+pub(super) fn park_in(
     waiting: &mut HashMap<EventId, Parked, FixedState>,
     parked: EventId,
     waits_for: EventId,

@@ -22,7 +22,7 @@ use std::collections::HashMap;
 
 use foldhash::fast::FixedState;
 
-use super::holding::Need;
+use super::holding::{park_in, Need, Parked};
 use super::remote::first_missing;
 use super::{policy, Receipt, ReconciliationEngine};
 use crate::protocol::clock::{PeerId, VectorClock};
@@ -60,10 +60,14 @@ struct Taken {
 /// (by that event), the runs to go on with, what is applied as the try
 /// has it (copied at its first event: most tries stop before one), and
 /// the order found.
+///
+/// Its tables are of types the holding queue has (one instance of the
+/// hash table's code in the wasm): places as `u64`, and runs waiting
+/// parked by their next event.
 struct Joined {
     runs: Vec<Taken>,
-    of_origin: HashMap<PeerId, usize, FixedState>,
-    waiting: HashMap<EventId, Vec<usize>, FixedState>,
+    of_origin: HashMap<PeerId, u64, FixedState>,
+    waiting: HashMap<EventId, Parked, FixedState>,
     queue: Vec<usize>,
     applied: Option<VectorClock>,
     order: Vec<EventId>,
@@ -461,7 +465,8 @@ impl ReconciliationEngine {
                         .observe(origin, next);
                     joined.order.push(id);
                     if let Some(woken) = joined.waiting.remove(&id) {
-                        joined.queue.extend(woken);
+                        let places = woken.events().iter().map(|w| joined.of_origin[&w.peer]);
+                        joined.queue.extend(places.map(|j| j as usize));
                     }
                     next += 1;
                     continue;
@@ -473,7 +478,7 @@ impl ReconciliationEngine {
                     return Err(Stop::Lacking(missing));
                 }
                 self.take_in(joined, missing)?;
-                joined.waiting.entry(missing).or_default().push(r);
+                park_in(&mut joined.waiting, id, missing);
                 break;
             }
             joined.runs[r].next = next;
@@ -490,7 +495,7 @@ impl ReconciliationEngine {
     fn take_in(&mut self, joined: &mut Joined, missing: EventId) -> Result<(), Stop> {
         let origin = missing.peer;
         let j = match joined.of_origin.get(&origin) {
-            Some(&j) => j,
+            Some(&j) => j as usize,
             None => {
                 let from = EventId::new(origin, self.applied.get(origin) + 1);
                 let run = self.held_span(from).ok_or(Stop::Lacking(from))?;
@@ -498,7 +503,7 @@ impl ReconciliationEngine {
                     return Err(stop);
                 }
                 let j = joined.runs.len();
-                joined.of_origin.insert(origin, j);
+                joined.of_origin.insert(origin, j as u64);
                 joined.runs.push(run);
                 joined.queue.push(j);
                 j
