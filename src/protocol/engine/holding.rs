@@ -45,6 +45,11 @@ pub struct HoldingQueue {
     /// cannot be applied without: facts found as they were held, woken or
     /// tried together, kept so that a try through them stops at once
     /// ([`ReconciliationEngine::release_together`](super::ReconciliationEngine)).
+    /// Where a try of held runs together stopped for an event neither
+    /// applied nor held: the runs or events it was tried from, by that
+    /// event, to try again when it is applied. (Parking them there would
+    /// not do: a lone event woken checks only what it was parked under.)
+    retry: HashMap<EventId, Parked, FixedState>,
     /// Packed ([`Need::pack`]): a table of the type of `runs`, one
     /// instance of the hash table's code in the wasm.
     needs: HashMap<EventId, (u64, u64), FixedState>,
@@ -120,6 +125,7 @@ impl HoldingQueue {
             unapplied: HashSet::with_hasher(state()),
             runs: HashMap::with_hasher(state()),
             needs: HashMap::with_hasher(state()),
+            retry: HashMap::with_hasher(state()),
             capacity,
             origin_capacity,
         }
@@ -269,6 +275,20 @@ impl HoldingQueue {
         }
     }
 
+    /// Notes that a try of held runs together from `start` stopped for
+    /// `lacking`, neither applied nor held: to be tried again once it is.
+    pub fn retry_on(&mut self, lacking: EventId, start: EventId) {
+        park_in(&mut self.retry, start, lacking);
+    }
+
+    /// The starts of tries that stopped for `id`, just applied.
+    pub fn retries(&mut self, id: EventId) -> Option<Parked> {
+        if self.retry.is_empty() {
+            return None;
+        }
+        self.retry.remove(&id)
+    }
+
     /// Notes what the held run from `first` cannot be applied without.
     pub fn note_need(&mut self, first: EventId, need: Need) {
         self.needs.insert(first, need.pack());
@@ -369,6 +389,7 @@ impl HoldingQueue {
         self.waiting.clear();
         // Facts of what is held: a snapshot may bring what they name.
         self.needs.clear();
+        self.retry.clear();
         self.per_origin.clear();
         self.unapplied.clear();
         let mut all: Vec<P2PEvent> = self.events.drain().map(|(_, e)| e).collect();

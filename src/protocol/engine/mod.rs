@@ -233,6 +233,9 @@ pub struct ReconciliationEngine {
     /// Runs out of the log that the state still rests on.
     archive: Archive,
     holding: HoldingQueue,
+    /// Tries of held runs together stopped for an event not here, kept
+    /// to go on from where they stopped ([`runs::Stalled`]).
+    stalled: Vec<runs::Stalled>,
     /// This peer's local defaults (see [`policy`](Self::policy)).
     policies: Policies,
     /// The room's policies: derived from the reserved policy registers,
@@ -260,6 +263,7 @@ impl ReconciliationEngine {
             entities: Entities::with_seed(config.hash_seed),
             log: EventLog::with_seed(config.hash_seed),
             archive: Archive::default(),
+            stalled: Vec::new(),
             holding: HoldingQueue::new(
                 config.holding_capacity,
                 config.holding_per_origin,

@@ -190,6 +190,7 @@ impl ReconciliationEngine {
     /// Returns how many applied.
     pub fn resolve_conflicts(&mut self) -> usize {
         let mut held = self.holding.drain();
+        self.stalled.clear();
         self.drop_overlapping_held(&mut held);
         // Back into the queue, then each origin's next released as if
         // woken: a run held whole only with the rest of it.
@@ -268,6 +269,14 @@ impl ReconciliationEngine {
         );
         for next in one.into_iter().chain(many) {
             count += self.release(next, applied, to_wake);
+        }
+        // Tries of held runs together that stopped for it go on.
+        if let Some(starts) = self.holding.retries(applied) {
+            for &start in starts.events() {
+                if self.applied.get(start.peer).saturating_add(1) == start.seq {
+                    count += self.release_together(start, to_wake);
+                }
+            }
         }
         count
     }
