@@ -1742,4 +1742,44 @@ mod tests {
         assert!(take(&mut peer, signed(&x, 1..=1, "3", &[])).is_empty());
         assert_eq!((peer.log().len(), peer.holding().len()), (5, 0));
     }
+
+    /// A figure, not a check (`--ignored --nocapture`): a circle of a key
+    /// holder's 24,000 events (24 runs) and B1..=B2, fed the 2,399 events
+    /// of a third writer it lacks one at a time.
+    #[test]
+    #[ignore = "a figure: cargo test --profile ci --features server --lib long_circle -- --ignored --nocapture"]
+    fn long_circle_fed_one_at_a_time_figure() {
+        use crate::protocol::identity::Identity;
+        let (a, b, c) = (
+            Identity::from_seed(7),
+            Identity::from_seed(8),
+            Identity::from_seed(9),
+        );
+        let mut peer = engine(2);
+        for r in 0..24u64 {
+            let mut deps = Vec::new();
+            for i in 0..100u64 {
+                let seq = r * 1000 + i * 10 + 10;
+                let dep = if seq == 10 {
+                    (b.peer(), 1)
+                } else {
+                    (c.peer(), seq / 10 - 1)
+                };
+                deps.push(((i * 10 + 9) as usize, dep.0, dep.1));
+            }
+            let run = signed(&a, r * 1000 + 1..=r * 1000 + 1000, "1", &deps);
+            assert!(take(&mut peer, run).is_empty());
+        }
+        assert!(take(&mut peer, signed(&b, 1..=2, "2", &[(1, a.peer(), 24_000)])).is_empty());
+        let from_c: Vec<Vec<P2PEvent>> = (1..=2399).map(|s| signed(&c, s..=s, "3", &[])).collect();
+        let started = std::time::Instant::now();
+        for run in from_c {
+            assert!(take(&mut peer, run).is_empty());
+        }
+        println!(
+            "a circle of 24,002 events fed 2,399 events one at a time: {:?}",
+            started.elapsed()
+        );
+        assert_eq!((peer.log().len(), peer.holding().len()), (26_401, 0));
+    }
 }
