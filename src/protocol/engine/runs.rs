@@ -989,6 +989,37 @@ mod tests {
         offers_what_it_shows(&mut peer);
     }
 
+    /// A run that begins before its origin's log does (the runs before
+    /// it folded into the archive) and ends past what is applied, with
+    /// other bounds than the runs kept: refused as overlapping, whether
+    /// its new events would apply or be held. Taken, it would be archived
+    /// whole (a run straddling the log's start is), its new events with
+    /// it, held or not: a snapshot of ours would carry them beyond our
+    /// clock. The log's first run, or the archive's head run of its
+    /// origin, always shows the overlap.
+    #[test]
+    fn a_run_straddling_the_logs_start_with_other_bounds_is_refused() {
+        let (signer, events) = workload::runs_to_seal(12, 1);
+        let run = |first: u64, last: u64, waits: bool| {
+            let mut run = events[0][first as usize - 1..last as usize].to_vec();
+            if let Some(last) = run.last_mut().filter(|_| waits) {
+                last.deps.set(PeerId(99), 1);
+            }
+            seal::seal(&signer, &mut run);
+            run
+        };
+        for waits in [false, true] {
+            let mut peer = engine(2);
+            assert!(take(&mut peer, [run(1, 3, false), run(4, 6, false)].concat()).is_empty());
+            let stable: VectorClock = [(signer.peer(), 3)].into_iter().collect();
+            assert_eq!(peer.compact(&stable), 3);
+            let refused = take(&mut peer, run(2, 8, waits));
+            assert_eq!(overlapping(&refused), vec![(2, 8)], "waits {waits}");
+            assert_eq!((peer.log().len(), peer.holding().len()), (3, 0));
+            offers_what_it_shows(&mut peer);
+        }
+    }
+
     /// A run one of whose events `receive` would refuse (event 2 stamped
     /// a year ahead: free for its sender) is refused whole, before any of
     /// it applies. Taken in part, event 1 was applied with no seal here to
