@@ -1008,14 +1008,15 @@ mod tests {
             seal::seal(&signer, &mut run);
             run
         };
-        for waits in [false, true] {
+        // Folded up to 3 (the log starts at 4), or all of it.
+        for (folded, waits) in [(3, false), (3, true), (6, false), (6, true)] {
             let mut peer = engine(2);
             assert!(take(&mut peer, [run(1, 3, false), run(4, 6, false)].concat()).is_empty());
-            let stable: VectorClock = [(signer.peer(), 3)].into_iter().collect();
-            assert_eq!(peer.compact(&stable), 3);
+            let stable: VectorClock = [(signer.peer(), folded)].into_iter().collect();
+            assert_eq!(peer.compact(&stable), folded as usize);
             let refused = take(&mut peer, run(2, 8, waits));
-            assert_eq!(overlapping(&refused), vec![(2, 8)], "waits {waits}");
-            assert_eq!((peer.log().len(), peer.holding().len()), (3, 0));
+            assert_eq!(overlapping(&refused), vec![(2, 8)], "{folded} {waits}");
+            assert_eq!(peer.log().len() + peer.holding().len(), 6 - folded as usize);
             offers_what_it_shows(&mut peer);
         }
     }
