@@ -834,6 +834,44 @@ fn a_signers_overlapping_runs_cannot_break_what_honest_peers_offer() {
     room.still_converge(0);
 }
 
+/// Mallory's run 1..=10 is taken; then she asks for reconciliation with
+/// another version of 9..=10 (both writes to "m/10", other values) as the
+/// conflicting run. The run is refused, one equivocation; its events are
+/// not handed on to the handling as siblings, where each was charged
+/// again (the forty-sixth session's open finding).
+#[test]
+fn a_refused_run_in_a_reconciliation_request_is_charged_once() {
+    let mut room = Room::new(EngineConfig::default());
+    let (a, m) = (room.a.peer(), room.mallory.peer());
+    let mallory = Identity::from_seed(666);
+    let events = mallorys_unsealed(&mut room, 10);
+    let mut taken = events.clone();
+    seal::seal(&mallory, &mut taken);
+    room.mallory_sends(&Message::Events(taken));
+    room.pump();
+    assert_eq!(room.a.engine().clock().get(mallory.peer()), 10);
+    let mut other: Vec<P2PEvent> = events[8..]
+        .iter()
+        .map(|e| {
+            let mut other = register_write(e.id, "m/10", "2", 0);
+            other.hlc = e.hlc;
+            other
+        })
+        .collect();
+    seal::seal(&mallory, &mut other);
+    let rejected = room.a_rejected_from_mallory();
+    room.mallory_sends(&Message::ReconciliationRequest(ReconciliationRequest {
+        message_type: Default::default(),
+        source_peer_id: m,
+        target_peer_id: a,
+        conflicting_events: other,
+    }));
+    assert_eq!(room.a.engine().stats().equivocations, 1);
+    assert_eq!(room.a_rejected_from_mallory(), rejected + 1);
+    offers_what_it_shows(&room.a);
+    room.still_converge(0);
+}
+
 /// Mallory seals 1..=3 with event 2 stamped a year ahead, then 2..=2
 /// alone, honestly stamped. Honest peers refuse the first run whole (at
 /// no cost: a clock may be ahead), where they applied 1 and held 3, and

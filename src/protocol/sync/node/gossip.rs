@@ -746,7 +746,9 @@ impl SyncNode {
             // The runs are taken here whole, the siblings too (the
             // handling takes those again, as duplicates), whatever the
             // handling makes of the request; siblings of a refused run
-            // are left out.
+            // are left out: those not here, and those here in another
+            // version (the handling took them again, and charged the
+            // equivocation twice).
             let runs = self.open_seals(from, runs);
             let siblings: Vec<P2PEvent> = runs
                 .iter()
@@ -757,12 +759,16 @@ impl SyncNode {
                 self.refuse(from, error.into());
             }
             let engine = &self.engine;
-            request.conflicting_events = siblings
-                .into_iter()
-                .filter(|e| {
-                    e.id.seq <= engine.clock().get(e.id.peer) || engine.holding().contains(e.id)
-                })
-                .collect();
+            let here = |e: &P2PEvent| match engine.holding().get(e.id) {
+                Some(held) => held.same_content(e),
+                None => {
+                    e.id.seq <= engine.clock().get(e.id.peer)
+                        && engine
+                            .kept_event(e.id)
+                            .is_none_or(|kept| kept.same_content(e))
+                }
+            };
+            request.conflicting_events = siblings.into_iter().filter(here).collect();
             if request.conflicting_events.is_empty() {
                 return self.absorb(Some(from));
             }
