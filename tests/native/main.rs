@@ -12,6 +12,7 @@ mod sim;
 mod adversaries;
 mod answer_slices;
 mod batch_verification;
+mod circles;
 mod codec;
 mod durability;
 mod forward;

@@ -222,14 +222,15 @@ impl ReconciliationEngine {
         if last > first.seq {
             self.holding.hold_run(first, last);
         }
-        if let Fate::Hold(missing) = fate {
-            self.holding.note_need(first, Need::Event(missing));
-        }
         // Held on an event held too (an event of another held run, or its
         // origin's run before it): it may close a circle of runs waiting
-        // on one another (`release_together`), from its origin's next.
+        // on one another (`release_together`), from its origin's next; or
+        // of lone runs, which then never apply, and are counted so (tried
+        // only where a longer run was held, they were counted or not as
+        // unrelated runs were held: a helper's test through the wire).
         if let Fate::Hold(missing) = fate {
-            if self.holding.has_runs() && self.holding.contains(missing) {
+            self.holding.note_need(first, Need::Event(missing));
+            if self.holding.contains(missing) {
                 let next = EventId::new(first.peer, self.applied.get(first.peer) + 1);
                 let mut to_wake = Vec::new();
                 self.release_together(next, &mut to_wake);
