@@ -623,3 +623,60 @@ fn our_writes_are_stored_as_the_frame_every_peer_gets() {
         assert_eq!(stored.len(), writes);
     }
 }
+
+/// A key holder's run A1..=A2 that names our next event (its guess) is
+/// held; our write releases it. Our write, which may depend on it (here
+/// a second write saw A2), is never durable without it: the run is stored
+/// in a record before or with ours, and passed on to our peers (a held
+/// run released by a local write was neither stored nor sent until a
+/// frame came).
+#[test]
+fn others_events_released_by_our_write_are_stored_first_and_passed_on() {
+    use cpc_sync::protocol::seal;
+    let (mut a, mut b) = connected_pair();
+    let holder = Identity::from_seed(66);
+    let mut run: Vec<P2PEvent> = (1..=2)
+        .map(|seq| {
+            common::register_write(
+                cpc_sync::protocol::EventId::new(holder.peer(), seq),
+                "guess",
+                "1",
+                1_050,
+            )
+        })
+        .collect();
+    run[1].deps.set(a.peer(), 1);
+    seal::seal(&holder, &mut run);
+    a.connect(holder.peer(), 1_000);
+    let _ = drain(&mut a);
+    for frame in wire::encode(&Message::Events(run.clone()), 7) {
+        a.receive_frame(holder.peer(), &frame, 1_100);
+    }
+    assert_eq!(a.engine().holding().len(), 2);
+    let _ = drain(&mut a);
+    a.write(|e| e.set("mine", json("1"), 1_200).map(Some))
+        .unwrap();
+    a.write(|e| e.set("guess", json("2"), 1_200).map(Some))
+        .unwrap();
+    assert_eq!(a.engine().holding().len(), 0);
+    let seen = drain(&mut a);
+    let stored = records(&seen);
+    let at = |id| {
+        stored
+            .iter()
+            .position(|(_, events)| events.iter().any(|e| e.id == id))
+    };
+    let ours = at(cpc_sync::protocol::EventId::new(a.peer(), 1)).expect("ours stored");
+    let theirs = at(run[1].id).expect("the released run stored");
+    assert!(theirs <= ours, "the run it may rest on first: {stored:?}");
+    for (token, _) in &seen.persists {
+        a.persisted(*token);
+    }
+    for (_, frame) in &seen.sends {
+        b.receive_frame(a.peer(), frame, 1_300);
+    }
+    // Passed on as a's own writes are, with no digest round (no tick).
+    settle(&mut a, &mut b, 1_300);
+    assert_eq!(b.engine().clock().get(holder.peer()), 2);
+    assert_eq!(a.engine().state_json(), b.engine().state_json());
+}

@@ -43,10 +43,24 @@ impl ReconciliationEngine {
     }
 
     /// Starts noting which origins' events get applied, for
-    /// [`applied_since_mark`](Self::applied_since_mark).
+    /// [`applied_since_mark`](Self::applied_since_mark); noting already,
+    /// goes on from the earlier mark: what was applied since it and not
+    /// yet taken is not lost (others' events a local write released,
+    /// which its node must store before that write and pass on).
     pub fn mark_applied(&mut self) {
-        let seeded = FixedState::with_seed(self.config.hash_seed);
-        self.moved = Some(HashMap::with_hasher(seeded));
+        if self.moved.is_none() {
+            let seeded = FixedState::with_seed(self.config.hash_seed);
+            self.moved = Some(HashMap::with_hasher(seeded));
+        }
+    }
+
+    /// Whether a local write released others' held events since this
+    /// was last asked: they are among what
+    /// [`applied_since_mark`](Self::applied_since_mark) gives, for the
+    /// node to store before that write, which may rest on them, and to
+    /// pass on.
+    pub fn take_released(&mut self) -> bool {
+        std::mem::take(&mut self.released)
     }
 
     /// The logged events applied since [`mark_applied`](Self::mark_applied)

@@ -313,8 +313,15 @@ impl ReconciliationEngine {
         };
         let kept = keep(&event);
         // What waits on it (a key holder may name our next event before
-        // we write it) is released with it.
-        self.apply_and_release(event);
+        // we write it) is released with it: others' events, noted
+        // (`mark_applied`) for the node to store before this write, which
+        // may rest on them, and to pass on.
+        if !self.holding.is_empty() {
+            self.mark_applied();
+        }
+        if self.apply_and_release(event) > 1 {
+            self.released = true;
+        }
         Ok(kept)
     }
 }

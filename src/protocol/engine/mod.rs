@@ -228,6 +228,9 @@ pub struct ReconciliationEngine {
     /// grew, where it stood (what [`applied_since_mark`](Self::applied_since_mark)
     /// reads, at a cost in the origins that moved, not in all of them).
     moved: Option<HashMap<PeerId, u64, FixedState>>,
+    /// A local write released others' held events (they waited on it)
+    /// since [`take_released`](Self::take_released) was last asked.
+    released: bool,
     entities: Entities,
     log: EventLog,
     /// Runs out of the log that the state still rests on.
@@ -260,6 +263,7 @@ impl ReconciliationEngine {
             applied_hint: Hint::default(),
             unsent_hint: Hint::default(),
             moved: None,
+            released: false,
             entities: Entities::with_seed(config.hash_seed),
             log: EventLog::with_seed(config.hash_seed),
             archive: Archive::default(),

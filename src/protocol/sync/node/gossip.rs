@@ -560,7 +560,7 @@ impl SyncNode {
             self.refuse(from, error.into());
         }
         self.prune_or_keep(from, received, taken.duplicates);
-        self.absorb_received(Some(from), sent.filter(|_| taken.alone));
+        self.absorb_received(Some(from), sent.filter(|_| taken.alone), false);
     }
 
     /// PlumTree's prune: a push of nothing new turns its link lazy both
@@ -589,12 +589,20 @@ impl SyncNode {
     /// (learned from `from`). Events made here leave through
     /// [`SyncNode::flush_local`], sealed.
     pub(super) fn absorb(&mut self, from: Option<PeerId>) {
-        self.absorb_received(from, None);
+        self.absorb_received(from, None, false);
+    }
+
+    /// [`absorb`](Self::absorb) of others' events our own writes released
+    /// (held, they waited on one of them): pushed as our writes are, with
+    /// them, since peers that held them waited on our writes too.
+    pub(super) fn absorb_released(&mut self) {
+        self.absorb_received(None, None, true);
     }
 
     /// [`absorb`](Self::absorb), with the batch they came in when it is
-    /// exactly what was applied: stored as it came.
-    fn absorb_received(&mut self, from: Option<PeerId>, sent: Option<Batch>) {
+    /// exactly what was applied: stored as it came. `push`: sent whole to
+    /// every peer lacking them, as our own writes are.
+    fn absorb_received(&mut self, from: Option<PeerId>, sent: Option<Batch>, push: bool) {
         let me = self.engine.peer();
         let mut ranges = self.engine.applied_ranges_since_mark();
         ranges.retain(|(origin, _, _)| *origin != me);
@@ -610,7 +618,7 @@ impl SyncNode {
             .as_ref()
             .filter(|b| b.count == fresh.len() && one_message())
             .map(Batch::frame);
-        let spread = Spread::plan(&self.sessions, &self.config, &fresh, from, false, forward);
+        let spread = Spread::plan(&self.sessions, &self.config, &fresh, from, push, forward);
         self.carry_out(spread);
         match sent {
             Some(batch) => self.persist_as_sent(batch, ranges),

@@ -556,6 +556,13 @@ impl SyncNode {
 
     /// Seals the events made here since the last flush and spreads them.
     fn flush_local(&mut self) {
+        // Others' events our writes released (held, they waited on one):
+        // stored before our writes, which may rest on them, and passed on
+        // (a helper's test through the wire found them sent only at the
+        // next digest round, and stored not at all).
+        if self.engine.take_released() {
+            self.absorb_released();
+        }
         let upto = self.engine.clock().get(self.engine.peer());
         if upto <= self.sealed_upto {
             return;
