@@ -632,33 +632,9 @@ fn our_writes_are_stored_as_the_frame_every_peer_gets() {
 /// frame came).
 #[test]
 fn others_events_released_by_our_write_are_stored_first_and_passed_on() {
-    use cpc_sync::protocol::seal;
     let (mut a, mut b) = connected_pair();
-    let holder = Identity::from_seed(66);
-    let mut run: Vec<P2PEvent> = (1..=2)
-        .map(|seq| {
-            common::register_write(
-                cpc_sync::protocol::EventId::new(holder.peer(), seq),
-                "guess",
-                "1",
-                1_050,
-            )
-        })
-        .collect();
-    run[1].deps.set(a.peer(), 1);
-    seal::seal(&holder, &mut run);
-    a.connect(holder.peer(), 1_000);
-    let _ = drain(&mut a);
-    for frame in wire::encode(&Message::Events(run.clone()), 7) {
-        a.receive_frame(holder.peer(), &frame, 1_100);
-    }
-    assert_eq!(a.engine().holding().len(), 2);
-    let _ = drain(&mut a);
-    a.write(|e| e.set("mine", json("1"), 1_200).map(Some))
-        .unwrap();
-    a.write(|e| e.set("guess", json("2"), 1_200).map(Some))
-        .unwrap();
-    assert_eq!(a.engine().holding().len(), 0);
+    let (holder, run) = a_held_guess(&mut a);
+    writes_over_the_guess(&mut a);
     let seen = drain(&mut a);
     let stored = records(&seen);
     let at = |id| {
@@ -679,4 +655,151 @@ fn others_events_released_by_our_write_are_stored_first_and_passed_on() {
     settle(&mut a, &mut b, 1_300);
     assert_eq!(b.engine().clock().get(holder.peer()), 2);
     assert_eq!(a.engine().state_json(), b.engine().state_json());
+}
+
+/// A run our write released, then (before `take_outputs`) a frame from
+/// another peer whose events all apply alone. The frame's absorb took the
+/// mark our write left open, the released run in it, and, its batch
+/// "applied whole", stored the batch's bytes only: the run was never
+/// stored, and our write was durable without the run it rests on (a
+/// helper's review of the first fix). The node now absorbs what a write
+/// released before it marks for received events (`open_mark`), and a
+/// batch is stored as it came only if it is all that applied.
+#[test]
+fn a_released_run_is_stored_when_a_whole_batch_lands_before_the_flush() {
+    use cpc_sync::protocol::EventId;
+    let (mut a, _b) = connected_pair();
+    let other = Identity::from_seed(67);
+    a.connect(other.peer(), 1_000);
+    let (_, run) = a_held_guess(&mut a);
+    writes_over_the_guess(&mut a);
+    // Another peer's lone event lands before the node's outputs are taken.
+    let lone = sealed_first_write(&other, "x");
+    for frame in wire::encode(&Message::Events(lone.clone()), 8) {
+        a.receive_frame(other.peer(), &frame, 1_210);
+    }
+    assert_eq!(a.engine().clock().get(other.peer()), 1);
+    let seen = drain(&mut a);
+    let stored = records(&seen);
+    let at = |id| {
+        stored
+            .iter()
+            .position(|(_, events)| events.iter().any(|e| e.id == id))
+    };
+    let ours = at(EventId::new(a.peer(), 2)).expect("ours stored");
+    assert!(at(lone[0].id).is_some(), "the lone event stored");
+    // Restored from what it stored (nothing was stored before: the run
+    // was held), a's second write, which saw the run, must apply.
+    let config = SyncConfig {
+        durable: true,
+        identity: Some(Identity::from_seed(1)),
+        ..SyncConfig::default()
+    };
+    let restored = SyncNode::restore(
+        a.peer(),
+        EngineConfig::default(),
+        config,
+        None,
+        stored.iter().flat_map(|(_, events)| events.iter().cloned()),
+    )
+    .unwrap();
+    assert_eq!(
+        restored.engine().clock().get(a.peer()),
+        2,
+        "restored, our write that saw the run is held (its number would be made again)"
+    );
+    let theirs = at(run[1].id).expect("the released run stored");
+    assert!(theirs <= ours, "the run it may rest on first: {stored:?}");
+}
+
+/// A run our write released waits when a signed reconciliation request
+/// from b lands before `take_outputs`. `on_request` marked (the mark
+/// kept, the released run in it), took b's runs, then flushed our writes
+/// before its own absorb: what our writes released was taken with b's
+/// runs, with no sender, and b's own run pushed back to b (a helper's
+/// review). What a write released is now absorbed on its own first.
+#[test]
+fn runs_from_a_request_are_not_pushed_back_to_the_requester() {
+    use cpc_sync::protocol::reconciliation::{ReconciliationRequest, RequestType};
+    use cpc_sync::protocol::EventId;
+    let (mut a, b) = connected_pair();
+    a_held_guess(&mut a);
+    a.write(|e| e.set("mine", json("1"), 1_200).map(Some))
+        .unwrap();
+    assert_eq!(a.engine().holding().len(), 0);
+    // b's run, in a request from b, before a's outputs are taken.
+    let b_id = Identity::from_seed(2);
+    assert_eq!(b_id.peer(), b.peer());
+    let bs = sealed_first_write(&b_id, "k");
+    let request = Message::ReconciliationRequest(ReconciliationRequest {
+        message_type: RequestType::ReconciliationRequest,
+        source_peer_id: b.peer(),
+        target_peer_id: a.peer(),
+        conflicting_events: bs.clone(),
+    });
+    for frame in wire::encode(&request, 9) {
+        a.receive_frame(b.peer(), &frame, 1_210);
+    }
+    assert_eq!(a.engine().clock().get(b.peer()), 1, "b's run taken");
+    let mut sends = Vec::new();
+    for _ in 0..3 {
+        let seen = drain(&mut a);
+        for (token, _) in &seen.persists {
+            a.persisted(*token);
+        }
+        sends.extend(seen.sends);
+    }
+    let to_b: Vec<(PeerId, Vec<u8>)> = sends
+        .into_iter()
+        .filter(|(to, _)| *to == b.peer())
+        .collect();
+    let back: Vec<EventId> = events_in(&to_b)
+        .into_iter()
+        .map(|e| e.id)
+        .filter(|id| id.peer == b.peer())
+        .collect();
+    assert!(back.is_empty(), "b's own events sent back to b: {back:?}");
+}
+
+/// A key holder's run A1..=A2 whose A2 names `a`'s next event (its guess),
+/// received by `a` and held there: the key holder and the run.
+fn a_held_guess(a: &mut SyncNode) -> (Identity, Vec<P2PEvent>) {
+    use cpc_sync::protocol::{seal, EventId};
+    let holder = Identity::from_seed(66);
+    let mut run: Vec<P2PEvent> = (1..=2)
+        .map(|seq| common::register_write(EventId::new(holder.peer(), seq), "guess", "1", 1_050))
+        .collect();
+    run[1].deps.set(a.peer(), 1);
+    seal::seal(&holder, &mut run);
+    a.connect(holder.peer(), 1_000);
+    let _ = drain(a);
+    for frame in wire::encode(&Message::Events(run.clone()), 7) {
+        a.receive_frame(holder.peer(), &frame, 1_100);
+    }
+    assert_eq!(a.engine().holding().len(), 2);
+    let _ = drain(a);
+    (holder, run)
+}
+
+/// `who`'s first event, a register write of `key`, sealed alone.
+fn sealed_first_write(who: &Identity, key: &str) -> Vec<P2PEvent> {
+    use cpc_sync::protocol::{seal, EventId};
+    let mut run = vec![common::register_write(
+        EventId::new(who.peer(), 1),
+        key,
+        "1",
+        1_150,
+    )];
+    seal::seal(who, &mut run);
+    run
+}
+
+/// `a` writes, which releases the held guess, then writes over its key
+/// (seeing its last event).
+fn writes_over_the_guess(a: &mut SyncNode) {
+    a.write(|e| e.set("mine", json("1"), 1_200).map(Some))
+        .unwrap();
+    a.write(|e| e.set("guess", json("2"), 1_200).map(Some))
+        .unwrap();
+    assert_eq!(a.engine().holding().len(), 0);
 }

@@ -343,3 +343,42 @@ proptest! {
         prop_assert_eq!(x.increment(PeerId(p)), v + 1);
     }
 }
+
+/// `applied_since_mark` is what `events_missing_from` the clock at the
+/// mark gives, also after a local write made while something is held
+/// (which marks, to note what it releases): a later mark starts afresh
+/// (a helper's review of a first fix that kept the earlier mark).
+#[test]
+fn a_mark_set_after_a_local_write_with_something_held_starts_there() {
+    use cpc_sync::protocol::EventId;
+    let mut e = engine(10);
+    // Origin 7's second event: held (its first is missing).
+    let held = common::register_write(
+        EventId::new(cpc_sync::protocol::PeerId(7), 2),
+        "x",
+        "1",
+        1_000,
+    );
+    let _ = e.receive(held, u64::MAX / 2);
+    assert_eq!(e.holding().len(), 1);
+    e.set("mine", json("1"), 1_100).unwrap();
+    let before = e.clock().clone();
+    e.mark_applied();
+    let other = common::register_write(
+        EventId::new(cpc_sync::protocol::PeerId(8), 1),
+        "y",
+        "1",
+        1_200,
+    );
+    let _ = e.receive(other, u64::MAX / 2);
+    let since: Vec<EventId> = e.applied_since_mark().iter().map(|e| e.id).collect();
+    let missing: Vec<EventId> = e
+        .events_missing_from(&before)
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(
+        since, missing,
+        "applied since the mark is the clock difference"
+    );
+}

@@ -43,14 +43,19 @@ impl ReconciliationEngine {
     }
 
     /// Starts noting which origins' events get applied, for
-    /// [`applied_since_mark`](Self::applied_since_mark); noting already,
-    /// goes on from the earlier mark: what was applied since it and not
-    /// yet taken is not lost (others' events a local write released,
-    /// which its node must store before that write and pass on).
+    /// [`applied_since_mark`](Self::applied_since_mark). A node takes
+    /// what a local write released ([`take_released`](Self::take_released))
+    /// before it marks again: a new mark forgets it.
     pub fn mark_applied(&mut self) {
+        let seeded = FixedState::with_seed(self.config.hash_seed);
+        self.moved = Some(HashMap::with_hasher(seeded));
+    }
+
+    /// [`mark_applied`](Self::mark_applied) unless a mark is open (a
+    /// local write inside a node's mark, a resolution's, leaves it be).
+    pub(super) fn keep_marking(&mut self) {
         if self.moved.is_none() {
-            let seeded = FixedState::with_seed(self.config.hash_seed);
-            self.moved = Some(HashMap::with_hasher(seeded));
+            self.mark_applied();
         }
     }
 

@@ -317,7 +317,7 @@ impl ReconciliationEngine {
         // (`mark_applied`) for the node to store before this write, which
         // may rest on them, and to pass on.
         if !self.holding.is_empty() {
-            self.mark_applied();
+            self.keep_marking();
         }
         if self.apply_and_release(event) > 1 {
             self.released = true;

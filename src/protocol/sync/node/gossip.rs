@@ -544,7 +544,7 @@ impl SyncNode {
         now_ms: u64,
     ) {
         let sent = sent.filter(|batch| batch.count == events.len());
-        self.engine.mark_applied();
+        self.open_mark();
         if let Some(session) = self.sessions.get_mut(&from) {
             session.stats.events_in += events.len() as u64;
             // An origin's events come in order: its last of a stretch is
@@ -599,6 +599,17 @@ impl SyncNode {
         self.absorb_received(None, None, true);
     }
 
+    /// Marks the engine before taking received events, what a local
+    /// write released absorbed first, on its own: a new mark forgot it
+    /// (never stored: a helper's review), and taken with received events
+    /// it went as theirs, or theirs as it (pushed back to their sender).
+    pub(super) fn open_mark(&mut self) {
+        if self.engine.take_released() {
+            self.absorb_released();
+        }
+        self.engine.mark_applied();
+    }
+
     /// [`absorb`](Self::absorb), with the batch they came in when it is
     /// exactly what was applied: stored as it came. `push`: sent whole to
     /// every peer lacking them, as our own writes are.
@@ -619,10 +630,12 @@ impl SyncNode {
             .filter(|b| b.count == fresh.len() && one_message())
             .map(Batch::frame);
         let spread = Spread::plan(&self.sessions, &self.config, &fresh, from, push, forward);
+        // Stored as it came only if it is all that applied.
+        let whole = sent.as_ref().is_some_and(|b| b.count == fresh.len());
         self.carry_out(spread);
         match sent {
-            Some(batch) => self.persist_as_sent(batch, ranges),
-            None => self.persist_later(ranges),
+            Some(batch) if whole => self.persist_as_sent(batch, ranges),
+            _ => self.persist_later(ranges),
         }
     }
 
@@ -706,7 +719,7 @@ impl SyncNode {
     /// Runs the reconciliation exchange for conflicted `reconcile` keys;
     /// the resolver is the lowest *connected* origin (or this peer).
     pub(super) fn reconcile(&mut self, now_ms: u64) {
-        self.engine.mark_applied();
+        self.open_mark();
         // The sessions' keys come sorted (a `SortedMap`); a set type here
         // would be one more B-tree in the wasm.
         let connected: Vec<PeerId> = self.sessions.keys().copied().collect();
@@ -747,7 +760,7 @@ impl SyncNode {
         // them: those verify, and the events of other keys in them are
         // taken like any events. Our own writes so far leave as their own
         // run, so the resolution events below form one.
-        self.engine.mark_applied();
+        self.open_mark();
         if self.signed() {
             let runs = std::mem::take(&mut request.conflicting_events);
             let key = runs.last().map(|e| e.key.clone());
@@ -820,7 +833,7 @@ impl SyncNode {
     ) {
         self.log_reconciliation(from, false, &response);
         response.resolution_events = self.open_seals(from, response.resolution_events);
-        self.engine.mark_applied();
+        self.open_mark();
         if let Err(e) = self
             .engine
             .handle_reconciliation_response(&response, now_ms)
