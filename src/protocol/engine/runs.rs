@@ -844,6 +844,31 @@ mod tests {
         run
     }
 
+    /// Three key holders' identities (seeds 7, 8, 9).
+    fn three_keys() -> (
+        crate::protocol::identity::Identity,
+        crate::protocol::identity::Identity,
+        crate::protocol::identity::Identity,
+    ) {
+        use crate::protocol::identity::Identity;
+        (
+            Identity::from_seed(7),
+            Identity::from_seed(8),
+            Identity::from_seed(9),
+        )
+    }
+
+    /// The dependencies of A1..=A1000 in a circle fed its lacks one at a
+    /// time: A10 names `b`'s B1, A20, A30, ... name `c`'s C1, C2, ...
+    fn fed_circle_deps(
+        b: &crate::protocol::identity::Identity,
+        c: &crate::protocol::identity::Identity,
+    ) -> Vec<(usize, PeerId, u64)> {
+        let mut deps = vec![(9, b.peer(), 1)];
+        deps.extend((1..=98).map(|i| (10 * (i + 1) as usize - 1, c.peer(), i)));
+        deps
+    }
+
     /// Makes the register write `event` observe `peer`'s event `seq`.
     fn observe(event: &mut P2PEvent, peer: PeerId, seq: u64) {
         use crate::protocol::event::{Operation, RegisterOp};
@@ -1403,11 +1428,7 @@ mod tests {
     #[test]
     fn small_runs_waiting_on_a_held_circle_cost_a_step_each() {
         use crate::protocol::identity::Identity;
-        let (a, b, c) = (
-            Identity::from_seed(7),
-            Identity::from_seed(8),
-            Identity::from_seed(9),
-        );
+        let (a, b, c) = three_keys();
         let theirs = signed(&a, 1..=1024, "1", &[(1023, b.peer(), 1)]);
         let b_run = b_saw(&b, (a.peer(), 1024), c.peer());
 
@@ -1734,11 +1755,7 @@ mod tests {
     #[test]
     fn a_fact_gone_stale_is_found_again_once() {
         use crate::protocol::identity::Identity;
-        let (a, b, c) = (
-            Identity::from_seed(7),
-            Identity::from_seed(8),
-            Identity::from_seed(9),
-        );
+        let (a, b, c) = three_keys();
         let lone = |i: u64| {
             signed(
                 &Identity::from_seed(1000 + i),
@@ -1772,14 +1789,8 @@ mod tests {
     /// each event is checked about once.
     #[test]
     fn a_circle_fed_what_it_lacks_one_at_a_time_is_walked_once() {
-        use crate::protocol::identity::Identity;
-        let (a, b, c) = (
-            Identity::from_seed(7),
-            Identity::from_seed(8),
-            Identity::from_seed(9),
-        );
-        let mut deps = vec![(9, b.peer(), 1)];
-        deps.extend((1..=98).map(|i| (10 * (i + 1) as usize - 1, c.peer(), i)));
+        let (a, b, c) = three_keys();
+        let deps = fed_circle_deps(&b, &c);
         let theirs = signed(&a, 1..=1000, "1", &deps);
         let b_run = signed(&b, 1..=2, "2", &[(1, a.peer(), 1000)]);
         let mut peer = engine(2);
@@ -1806,13 +1817,8 @@ mod tests {
     #[test]
     fn cheap_tries_do_not_push_out_a_circle_fed_one_at_a_time() {
         use crate::protocol::identity::Identity;
-        let (a, b, c) = (
-            Identity::from_seed(7),
-            Identity::from_seed(8),
-            Identity::from_seed(9),
-        );
-        let mut deps = vec![(9, b.peer(), 1)];
-        deps.extend((1..=98).map(|i| (10 * (i + 1) as usize - 1, c.peer(), i)));
+        let (a, b, c) = three_keys();
+        let deps = fed_circle_deps(&b, &c);
         let mut peer = engine(2);
         assert!(take(&mut peer, signed(&a, 1..=1000, "1", &deps)).is_empty());
         assert!(take(&mut peer, signed(&b, 1..=2, "2", &[(1, a.peer(), 1000)])).is_empty());
@@ -1845,12 +1851,7 @@ mod tests {
     /// under K1).
     #[test]
     fn a_circle_tried_from_a_lone_event_applies_when_what_it_lacked_comes() {
-        use crate::protocol::identity::Identity;
-        let (k, l, x) = (
-            Identity::from_seed(7),
-            Identity::from_seed(8),
-            Identity::from_seed(9),
-        );
+        let (k, l, x) = three_keys();
         let k_run = signed(&k, 1..=3, "1", &[(1, l.peer(), 1), (2, x.peer(), 1)]);
         let lone = signed(&l, 1..=1, "2", &[(0, k.peer(), 1)]);
         let mut peer = engine(2);
@@ -1867,12 +1868,7 @@ mod tests {
     #[test]
     #[ignore = "a figure: cargo test --profile ci --features server --lib long_circle -- --ignored --nocapture"]
     fn long_circle_fed_one_at_a_time_figure() {
-        use crate::protocol::identity::Identity;
-        let (a, b, c) = (
-            Identity::from_seed(7),
-            Identity::from_seed(8),
-            Identity::from_seed(9),
-        );
+        let (a, b, c) = three_keys();
         let mut peer = engine(2);
         for r in 0..24u64 {
             let mut deps = Vec::new();
