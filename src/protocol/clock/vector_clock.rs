@@ -242,17 +242,7 @@ impl<'de> Deserialize<'de> for VectorClock {
                     }
                     entries.push((peer, value));
                 }
-                // Sorted once, not inserted one by one (a hostile map in
-                // reverse order would move the vector 65,536 times); the
-                // last of a repeated peer wins, as a map's would.
-                if !entries.is_sorted_by(|a, b| a.0 < b.0) {
-                    key_sort::sort_by_key(&mut entries, |&(p, _)| u128::from(p.0));
-                    entries.reverse();
-                    entries.dedup_by_key(|&mut (p, _)| p);
-                    entries.reverse();
-                }
-                entries.retain(|&(_, v)| v > 0);
-                Ok(VectorClock::from_sorted(Entries::from_vec(entries)))
+                Ok(VectorClock::from_entries(entries))
             }
         }
         deserializer.deserialize_map(Visitor)
@@ -262,6 +252,21 @@ impl<'de> Deserialize<'de> for VectorClock {
 impl VectorClock {
     pub const fn new() -> Self {
         VectorClock(Repr::Sorted(Entries::new()))
+    }
+
+    /// The clock of a map's entries as they came: the last of a repeated
+    /// peer wins, as a map's would, and zeros are dropped.
+    pub fn from_entries(mut entries: Vec<(PeerId, u64)>) -> Self {
+        // Sorted once, not inserted one by one (a hostile map in reverse
+        // order would move the vector 65,536 times).
+        if !entries.is_sorted_by(|a, b| a.0 < b.0) {
+            key_sort::sort_by_key(&mut entries, |&(p, _)| u128::from(p.0));
+            entries.reverse();
+            entries.dedup_by_key(|&mut (p, _)| p);
+            entries.reverse();
+        }
+        entries.retain(|&(_, v)| v > 0);
+        VectorClock::from_sorted(Entries::from_vec(entries))
     }
 
     /// A clock of entries already in its one form: sorted by peer, each

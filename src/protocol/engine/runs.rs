@@ -1494,13 +1494,7 @@ mod tests {
     /// Seeds of the random tests: `CPC_SEED=n` replays one,
     /// `CPC_RUNS_SEEDS=n` runs more than `default`.
     fn seeds(test: &str, default: u64) -> std::ops::Range<u64> {
-        let env = |name: &str| std::env::var(name).ok().and_then(|s| s.parse::<u64>().ok());
-        let seeds = match env("CPC_SEED") {
-            Some(seed) => seed..seed + 1,
-            None => 0..env("CPC_RUNS_SEEDS").unwrap_or(default),
-        };
-        println!("{test}: seeds {seeds:?} (replay one with CPC_SEED=n)");
-        seeds
+        crate::protocol::testing::seeds(test, "CPC_RUNS_SEEDS", default)
     }
 
     /// What may apply of writers' runs (`runs[w]`: their lengths), each

@@ -319,12 +319,7 @@ fn too_large_a_frame_is_not_sealed() {
 /// this link, from the first frame, in order, each once.
 #[test]
 fn a_lying_server_never_gets_a_frame_accepted() {
-    // `CPC_SEED=n` replays one seed; `CPC_RELAY_SEEDS=n` runs more.
-    let env = |name: &str| std::env::var(name).ok().and_then(|s| s.parse::<u64>().ok());
-    let seeds = match env("CPC_SEED") {
-        Some(seed) => seed..seed + 1,
-        None => 0..env("CPC_RELAY_SEEDS").unwrap_or(200),
-    };
+    let seeds = crate::protocol::testing::seeds("relay attack", "CPC_RELAY_SEEDS", 200);
     for seed in seeds {
         println!("relay attack seed {seed}");
         lying_server(seed);

@@ -9,4 +9,4 @@ mod rng;
 pub mod wire;
 pub mod workload;
 
-pub use rng::Rng;
+pub use rng::{seeds, Rng};

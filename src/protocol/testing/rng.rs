@@ -1,5 +1,18 @@
 //! The deterministic RNG of the tests, the simulator and the benches.
 
+/// The seeds a random test runs: `CPC_SEED=n` replays one, the variable
+/// `more` (say `CPC_RUNS_SEEDS=n`) runs the first `n` instead of the
+/// first `default`. The range is printed first, so a failure replays.
+pub fn seeds(test: &str, more: &str, default: u64) -> std::ops::Range<u64> {
+    let env = |name: &str| std::env::var(name).ok().and_then(|s| s.parse::<u64>().ok());
+    let seeds = match env("CPC_SEED") {
+        Some(seed) => seed..seed + 1,
+        None => 0..env(more).unwrap_or(default),
+    };
+    println!("{test}: seeds {seeds:?} (replay one with CPC_SEED=n)");
+    seeds
+}
+
 /// splitmix64: small, fast, and the same everywhere, so a seed replays.
 #[derive(Debug, Clone)]
 pub struct Rng(u64);

@@ -4,13 +4,16 @@
 //! A frame is `[version][kind][body][check]`, `check` being the first 4
 //! bytes of the blake3 hash of what precedes it, so a corrupted or truncated
 //! frame is refused instead of read as another valid message:
-//! - kind 0, a whole message: `body` is the postcard encoding of [`Message`];
+//! - kind 0, a whole message: `body` is the postcard encoding of [`Message`]
+//!   (written and read by hand, see [`body`]);
 //! - kind 1, a chunk of a message too large for one frame: `body` is a
 //!   [`Chunk`]; the receiver's [`Reassembler`] joins the chunks.
 //!
 //! 64 KiB is the largest message every WebRTC data channel implementation
 //! delivers whole. Decoding checks sizes before allocating and returns typed
 //! errors; it never panics.
+
+mod body;
 
 use std::ops::Range;
 
@@ -197,10 +200,9 @@ fn check(bytes: &[u8]) -> [u8; CHECK] {
     out
 }
 
-fn frame(kind: u8, body: &impl Serialize) -> Vec<u8> {
-    let out = vec![PROTOCOL_VERSION, kind];
-    // Serializing plain data into a Vec cannot fail.
-    let mut out = postcard::to_extend(body, out).unwrap_or_default();
+fn frame(kind: u8, body: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let mut out = vec![PROTOCOL_VERSION, kind];
+    body(&mut out);
     let sum = check(&out);
     out.extend_from_slice(&sum);
     out
@@ -217,7 +219,7 @@ impl Message {
 /// Encodes a message into frames of at most [`MAX_FRAME`] bytes (usually
 /// one). `message_id` tells the chunks of different messages apart.
 pub fn encode(message: &Message, message_id: u32) -> Vec<Vec<u8>> {
-    let whole = frame(WHOLE, message);
+    let whole = frame(WHOLE, |out| body::put_message(out, message));
     if whole.len() <= MAX_FRAME {
         return vec![whole];
     }
@@ -234,7 +236,7 @@ pub fn encode(message: &Message, message_id: u32) -> Vec<Vec<u8>> {
                 count,
                 bytes: bytes.to_vec(),
             };
-            frame(CHUNK, &chunk)
+            frame(CHUNK, |out| body::put_chunk(out, &chunk))
         })
         .collect()
 }
@@ -265,12 +267,9 @@ pub fn decode(frame: &[u8]) -> Result<Decoded, WireError> {
         return Err(WireError::Checksum);
     }
     let body = &signed[HEADER..];
-    let malformed = |e: postcard::Error| WireError::Malformed(e.to_string());
     match *kind {
         WHOLE => decode_message(body).map(Decoded::Message),
-        CHUNK => postcard::from_bytes(body)
-            .map(Decoded::Chunk)
-            .map_err(malformed),
+        CHUNK => body::chunk(body).map(Decoded::Chunk),
         other => Err(WireError::Kind(other)),
     }
 }
@@ -281,10 +280,11 @@ pub fn decode(frame: &[u8]) -> Result<Decoded, WireError> {
 /// other frame. For a frame [`decode`] took: it does not check the batch.
 ///
 /// Only for a frame spelled as [`events_frame`] spells it, the index and
-/// the length each in its shortest varint: postcard reads the length as
-/// a `usize`, in at most 5 bytes on wasm32 and 10 natively, so a frame a
-/// native node took with a longer spelling would be malformed to a page
-/// it went on to.
+/// the length each in its shortest varint: the one spelling of the batch
+/// that [`events_frame`] makes again from it. (Before [`body`] read
+/// frames by hand, postcard read the length in at most 5 bytes on wasm32
+/// and 10 natively, so a frame a native node took with a longer spelling
+/// was malformed to a page it went on to; both now take at most 5.)
 ///
 /// A node stores a batch it applied whole as it came, rather than
 /// encoding the same events again ([`SyncNode::receive_frame`]).
@@ -348,8 +348,7 @@ fn varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
 }
 
 fn decode_message(body: &[u8]) -> Result<Message, WireError> {
-    let message: Message =
-        postcard::from_bytes(body).map_err(|e| WireError::Malformed(e.to_string()))?;
+    let message = body::message(body)?;
     let events = match &message {
         Message::Events(events) => events.as_slice(),
         Message::ReconciliationRequest(r) => r.conflicting_events.as_slice(),
@@ -419,220 +418,4 @@ impl Reassembler {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn round_trip(message: &Message) -> Message {
-        let mut reassembler = Reassembler::default();
-        let mut out = None;
-        for f in encode(message, 7) {
-            assert!(f.len() <= MAX_FRAME);
-            match decode(&f).unwrap() {
-                Decoded::Message(m) => out = Some(m),
-                Decoded::Chunk(c) => out = reassembler.push(c).unwrap().or(out),
-            }
-        }
-        out.expect("a message")
-    }
-
-    /// A whole `Events` frame's batch is found as it was encoded; no other
-    /// frame has one, a chunk of a large batch included.
-    #[test]
-    fn a_frame_s_event_batch_is_the_batch_encoded() {
-        let events = crate::protocol::testing::workload::rounds(40, 3, 10, 4, 1);
-        let frames = encode(&Message::Events(events.clone()), 1);
-        assert_eq!(frames.len(), 1);
-        assert_eq!(
-            event_batch(&frames[0]),
-            Some(P2PEvent::encode_batch(&events).as_slice())
-        );
-        let empty = encode(&Message::Events(Vec::new()), 2).remove(0);
-        assert_eq!(
-            event_batch(&empty),
-            Some(P2PEvent::encode_batch(&[]).as_slice())
-        );
-        let digest = Message::Digest {
-            clock: VectorClock::new(),
-            root: Hash32::ZERO,
-        };
-        assert_eq!(event_batch(&encode(&digest, 3).remove(0)), None);
-        let large = crate::protocol::testing::workload::rounds(20_000, 3, 10, 4, 1);
-        let chunks = encode(&Message::Events(large), 4);
-        assert!(chunks.len() > 1);
-        assert!(chunks.iter().all(|c| event_batch(c).is_none()));
-        // Cut short, or with bytes after the batch: not a batch.
-        let whole = &frames[0];
-        let mut longer = whole[..whole.len() - CHECK].to_vec();
-        longer.push(0);
-        longer.extend_from_slice(&whole[whole.len() - CHECK..]);
-        assert_eq!(event_batch(&longer), None);
-        assert_eq!(event_batch(&whole[..3]), None);
-    }
-
-    /// The frame made from a batch is the one the message encodes to,
-    /// for batches of every size up to a frame's; past it there is none.
-    #[test]
-    fn a_batch_s_frame_is_the_message_s() {
-        let mut rng = crate::protocol::testing::Rng::from_env("a_batch_s_frame_is_the_message_s");
-        for _ in 0..40 {
-            let total = 1 + rng.below(3_000);
-            let peers = 1 + rng.below(8) as u64;
-            let events = crate::protocol::testing::workload::rounds(total, peers, 10, 4, 1);
-            let frames = encode(&Message::Events(events.clone()), 1);
-            let made = events_frame(&P2PEvent::encode_batch(&events));
-            match &frames[..] {
-                [whole] => assert_eq!(made.as_ref(), Some(whole)),
-                _ => assert_eq!(made, None),
-            }
-        }
-        let empty = encode(&Message::Events(Vec::new()), 2);
-        assert_eq!(
-            events_frame(&P2PEvent::encode_batch(&[])),
-            Some(empty[0].clone())
-        );
-    }
-
-    /// A sender's frame spelling the variant or the length in more bytes
-    /// than it needs decodes here (postcard reads a `usize` varint in up
-    /// to ten bytes natively), but a page (wasm32, five at most) may find
-    /// it malformed: such a frame's batch is not found, so it is neither
-    /// stored nor forwarded as it came. Spelled in the fewest bytes, the
-    /// batch found is the one decoded.
-    #[test]
-    fn only_the_shortest_prefix_finds_the_batch() {
-        let events = crate::protocol::testing::workload::rounds(10, 2, 5, 4, 3);
-        let batch = P2PEvent::encode_batch(&events);
-        let (shortest, width) = varint::encoded(batch.len() as u64);
-        let mut overlong = shortest[..width].to_vec();
-        *overlong.last_mut().unwrap() |= 0x80;
-        overlong.push(0); // one byte more than it needs
-                          // Six bytes more: past the five a wasm32 page reads.
-        let mut wide = overlong[..overlong.len() - 1].to_vec();
-        wide.extend([0x80, 0x80, 0x80, 0x80, 0x80, 0]);
-        for (variant, len) in [
-            (vec![1], shortest[..width].to_vec()),
-            (vec![0x81, 0x00], shortest[..width].to_vec()),
-            (vec![1], overlong.clone()),
-            (vec![1], wide.clone()),
-            (vec![0x81, 0x00], overlong.clone()),
-        ] {
-            let mut frame = vec![PROTOCOL_VERSION, WHOLE];
-            frame.extend_from_slice(&variant);
-            frame.extend_from_slice(&len);
-            frame.extend_from_slice(&batch);
-            let sum = check(&frame);
-            frame.extend_from_slice(&sum);
-            let Ok(Decoded::Message(Message::Events(decoded))) = decode(&frame) else {
-                panic!("postcard reads {variant:02x?} {len:02x?} natively");
-            };
-            assert_eq!(decoded, events);
-            if variant.len() == 1 && len.len() == width {
-                assert_eq!(event_batch(&frame), Some(&batch[..]));
-                assert_eq!(events_frame(&batch), Some(frame));
-            } else {
-                assert_eq!(event_batch(&frame), None, "{variant:02x?} {len:02x?}");
-            }
-        }
-    }
-
-    /// Byte fields are written as bytes (one copy), and read back, in the
-    /// encoding a sequence of numbers had: a length, then the bytes. Peers
-    /// of either build read each other's frames.
-    #[test]
-    fn byte_fields_keep_their_encoding() {
-        let bytes = vec![1, 2, 3, 250];
-        let chunk = Message::SnapshotChunk {
-            id: Hash32([9; 32]),
-            offset: 300,
-            total: 5,
-            bytes: bytes.clone(),
-        };
-        let mut expected = vec![3]; // the variant
-        expected.extend([9; 32]);
-        expected.extend([0xac, 0x02, 5]); // 300, 5
-        expected.extend([4, 1, 2, 3, 250]);
-        let body = postcard::to_allocvec(&chunk).unwrap();
-        assert_eq!(body, expected);
-        assert_eq!(postcard::from_bytes::<Message>(&body).unwrap(), chunk);
-        let leaf = Message::LeafState {
-            index: 2,
-            state: bytes.clone(),
-        };
-        assert_eq!(
-            postcard::to_allocvec(&leaf).unwrap(),
-            [7, 2, 4, 1, 2, 3, 250]
-        );
-        let part = Chunk {
-            message_id: 1,
-            index: 0,
-            count: 2,
-            bytes,
-        };
-        assert_eq!(
-            postcard::to_allocvec(&part).unwrap(),
-            [1, 0, 2, 4, 1, 2, 3, 250]
-        );
-    }
-
-    #[test]
-    fn small_messages_are_one_frame() {
-        let clock: VectorClock = [(PeerId(1), 5), (PeerId(2), 300)].into_iter().collect();
-        let digest = Message::Digest {
-            clock,
-            root: Hash32([7; 32]),
-        };
-        let frames = encode(&digest, 1);
-        assert_eq!(frames.len(), 1);
-        // header + tag + clock (1 + 2*(8+varint)) + root
-        assert_eq!(frames[0].len(), 2 + 1 + 1 + 9 + 10 + 32 + 4);
-        assert_eq!(round_trip(&digest), digest);
-    }
-
-    #[test]
-    fn large_messages_are_chunked_and_reassembled() {
-        let big = Message::SnapshotChunk {
-            id: Hash32([1; 32]),
-            offset: 0,
-            total: 300_000,
-            bytes: (0..300_000u32).map(|i| i as u8).collect(),
-        };
-        assert!(encode(&big, 3).len() >= 5);
-        assert_eq!(round_trip(&big), big);
-    }
-
-    #[test]
-    fn bad_frames_are_typed_errors() {
-        assert_eq!(decode(&[]), Err(WireError::Truncated));
-        assert_eq!(decode(&[9, 0]), Err(WireError::Version(9)));
-        let signed = |bytes: &[u8]| [bytes, &check(bytes)[..]].concat();
-        assert_eq!(
-            decode(&signed(&[PROTOCOL_VERSION, 5])),
-            Err(WireError::Kind(5))
-        );
-        let junk = signed(&[PROTOCOL_VERSION, 0, 0xff, 0xff]);
-        assert!(matches!(decode(&junk), Err(WireError::Malformed(_))));
-        assert_eq!(decode(&[PROTOCOL_VERSION, 0, 1]), Err(WireError::Truncated));
-        let mut good = encode(&Message::Events(vec![]), 1).remove(0);
-        good[2] ^= 1;
-        assert_eq!(decode(&good), Err(WireError::Checksum));
-        assert_eq!(
-            decode(&vec![0; MAX_FRAME + 1]),
-            Err(WireError::FrameTooLarge(MAX_FRAME + 1))
-        );
-        let mut r = Reassembler::default();
-        let stray = Chunk {
-            message_id: 1,
-            index: 3,
-            count: 4,
-            bytes: vec![],
-        };
-        assert!(r.push(stray).is_err());
-        let huge = Chunk {
-            message_id: 1,
-            index: 0,
-            count: u32::MAX,
-            bytes: vec![],
-        };
-        assert!(matches!(r.push(huge), Err(WireError::MessageTooLarge(_))));
-    }
-}
+mod tests;
