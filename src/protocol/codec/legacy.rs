@@ -1,28 +1,36 @@
 //! The forms a page stored before event batches ([`super::events`]): a log
 //! record as postcard's `Vec<P2PEvent>`, a snapshot of format 2 (postcard
 //! after the magic bytes). Read once, when a page's storage migrates on
-//! open; never written (but by tests, to have something to migrate).
+//! open, by hand ([`Postcard`]: no serde in the wasm); never written (but
+//! by tests, with postcard, to have something to migrate).
+//!
+//! An event's postcard form is its content bytes ([`super::content`])
+//! then its seal as an `Option`: the first sequence number it covers, the
+//! key, the signature.
 
-use serde::{Deserialize, Serialize};
-
-use crate::protocol::clock::VectorClock;
-use crate::protocol::event::P2PEvent;
+use super::read::Postcard;
+use super::CodecError;
+use crate::protocol::clock::Timestamp;
+use crate::protocol::event::{
+    CounterOp, CounterShare, EventId, Operation, P2PEvent, RegisterOp, SetOp,
+};
+use crate::protocol::seal::Seal;
 use crate::protocol::snapshot::{SnapshotError, StateSnapshot};
+use crate::protocol::value::JsonValue;
 
 const MAGIC: &[u8; 4] = b"CPCS";
 /// The snapshot format this module reads.
 pub const SNAPSHOT_FORMAT: u8 = 2;
 
-#[derive(Serialize, Deserialize)]
-struct SnapshotV2 {
-    version_vector: VectorClock,
-    events: Vec<P2PEvent>,
-    live: Vec<u8>,
-}
+/// The smallest event: its dot (9 bytes), an empty key, a register's
+/// delete of an empty clock (3), empty deps, its time and no seal.
+const MIN_EVENT: usize = 9 + 1 + 3 + 1 + 1 + 1;
 
-/// A log record of the previous form: its events.
+/// A log record of the previous form: its events. (Bytes after them are
+/// left, as postcard left them.)
 pub fn decode_record(bytes: &[u8]) -> Result<Vec<P2PEvent>, SnapshotError> {
-    postcard::from_bytes(bytes).map_err(|e| SnapshotError::Malformed(e.to_string()))
+    let mut r = Postcard::new(bytes, "stored record");
+    r.many(MIN_EVENT, event).map_err(malformed)
 }
 
 /// A snapshot of format 2.
@@ -32,20 +40,99 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<StateSnapshot, SnapshotError> {
     if format != SNAPSHOT_FORMAT {
         return Err(SnapshotError::UnsupportedFormat(format));
     }
-    let old: SnapshotV2 =
-        postcard::from_bytes(body).map_err(|e| SnapshotError::Malformed(e.to_string()))?;
-    if old.live.len() != old.events.len().div_ceil(8) {
+    let mut r = Postcard::new(body, "stored snapshot");
+    let (version_vector, events, live) = (|| {
+        let version_vector = r.clock()?;
+        let events = r.many(MIN_EVENT, event)?;
+        Ok((version_vector, events, r.slice()?))
+    })()
+    .map_err(malformed)?;
+    if live.len() != events.len().div_ceil(8) {
         return Err(SnapshotError::Malformed(
             "the live bitmap does not match the events".into(),
         ));
     }
-    let live = (0..old.events.len())
-        .map(|i| old.live[i / 8] & (1 << (i % 8)) != 0)
+    let live = (0..events.len())
+        .map(|i| live[i / 8] & (1 << (i % 8)) != 0)
         .collect();
     Ok(StateSnapshot {
-        version_vector: old.version_vector,
-        events: old.events,
+        version_vector,
+        events,
         live,
+    })
+}
+
+fn malformed(e: CodecError) -> SnapshotError {
+    SnapshotError::Malformed(e.to_string())
+}
+
+/// One event in postcard's form.
+fn event(r: &mut Postcard) -> Result<P2PEvent, CodecError> {
+    let id = EventId::new(r.peer()?, r.u64()?);
+    let key = r.str()?.into();
+    let value = |r: &mut Postcard| {
+        JsonValue::verbatim(r.str()?).map_err(|e| CodecError::Json(e.to_string()))
+    };
+    let op = match r.u32()? {
+        0 => Operation::Register(match r.u32()? {
+            0 => RegisterOp::Write {
+                value: value(r)?,
+                observed: r.clock()?,
+                resolution: r.bool()?,
+            },
+            1 => RegisterOp::Delete {
+                observed: r.clock()?,
+            },
+            other => return Err(r.unknown(other.into())),
+        }),
+        1 => Operation::Counter(match r.u32()? {
+            0 => CounterOp::Increment {
+                by: r.i64()?,
+                sum: r.i64()?,
+            },
+            1 => CounterOp::Delete {
+                observed: r.many(8 + 1 + 1, |r| {
+                    Ok(CounterShare {
+                        peer: r.peer()?,
+                        seq: r.u64()?,
+                        sum: r.i64()?,
+                    })
+                })?,
+            },
+            other => return Err(r.unknown(other.into())),
+        }),
+        2 => Operation::Set(match r.u32()? {
+            0 => SetOp::Add {
+                member: value(r)?,
+                observed: r.clock()?,
+            },
+            1 => SetOp::Remove {
+                member: value(r)?,
+                observed: r.clock()?,
+            },
+            2 => SetOp::Delete {
+                observed: r.clock()?,
+            },
+            other => return Err(r.unknown(other.into())),
+        }),
+        other => return Err(r.unknown(other.into())),
+    };
+    let deps = r.clock()?;
+    let hlc = Timestamp(r.u64()?);
+    let seal = if r.bool()? {
+        let first = r.u64()?;
+        let key = r.array()?;
+        Some(Box::new(Seal::new(first, key, [r.array()?, r.array()?])))
+    } else {
+        None
+    };
+    Ok(P2PEvent {
+        id,
+        key,
+        op,
+        deps,
+        hlc,
+        seal,
     })
 }
 
@@ -89,13 +176,19 @@ pub fn encode_record(events: &[P2PEvent]) -> Vec<u8> {
 /// A snapshot of format 2 (for migration tests).
 #[cfg(any(test, feature = "testing"))]
 pub fn encode_snapshot(snapshot: &StateSnapshot) -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    struct SnapshotV2<'a> {
+        version_vector: &'a crate::protocol::clock::VectorClock,
+        events: &'a [P2PEvent],
+        live: Vec<u8>,
+    }
     let mut live = vec![0u8; snapshot.live.len().div_ceil(8)];
     for (i, _) in snapshot.live.iter().enumerate().filter(|(_, l)| **l) {
         live[i / 8] |= 1 << (i % 8);
     }
     let old = SnapshotV2 {
-        version_vector: snapshot.version_vector.clone(),
-        events: snapshot.events.clone(),
+        version_vector: &snapshot.version_vector,
+        events: &snapshot.events,
         live,
     };
     let mut out = MAGIC.to_vec();

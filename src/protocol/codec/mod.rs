@@ -1,12 +1,14 @@
 //! The binary forms of events: runs in columns ([`events`]), used by the
 //! wire, storage and snapshots alike; the content bytes seals sign and
 //! hashes cover ([`content`]); and the previous forms kept to migrate what
-//! a page stored before ([`legacy`]).
+//! a page stored before ([`legacy`]). [`read`] reads postcard's forms by
+//! hand (the wire's message bodies, the previous forms).
 
 pub mod content;
 pub mod events;
 mod key_table;
 pub mod legacy;
+pub mod read;
 mod runs;
 pub(crate) mod varint;
 
@@ -23,6 +25,10 @@ pub enum CodecError {
     Trailing(&'static str),
     #[error("event batch column {0} holds a varint beyond 64 bits")]
     Varint(&'static str),
+    #[error("{0} holds a varint wider than its 32-bit field")]
+    Wide(&'static str),
+    #[error("{column} holds the unknown variant {index}")]
+    Variant { column: &'static str, index: u64 },
     #[error("event batch column {column} counts {count} items; at most {limit} fit")]
     Count {
         column: &'static str,

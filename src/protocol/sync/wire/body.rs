@@ -11,15 +11,15 @@
 //! a [`VectorClock`] a map (its length, then peer and counter pairs), an
 //! event batch the bytes of [`crate::protocol::codec::events`].
 //!
-//! Reading takes what postcard takes, but no more: what this module
-//! accepts, postcard accepts as the same message (a test checks it on
-//! random and mutated bodies), except bytes after the message, which it
-//! refuses where postcard ignored them.
+//! Reading takes what postcard takes, but no more ([`Postcard`]): what
+//! this module accepts, postcard accepts as the same message (a test
+//! checks it on random and mutated bodies), except bytes after the
+//! message, which it refuses where postcard ignored them.
 
 use super::{Chunk, Gzipped, Message, WireError};
-use crate::protocol::clock::{PeerId, VectorClock, MAX_CLOCK_ENTRIES};
-use crate::protocol::codec::varint::{self, Reader};
-use crate::protocol::codec::{content, events};
+use crate::protocol::clock::{PeerId, VectorClock};
+use crate::protocol::codec::read::Postcard;
+use crate::protocol::codec::{content, events, varint, CodecError};
 use crate::protocol::event::{Hash32, P2PEvent};
 use crate::protocol::reconciliation::{
     ReconciliationRequest, ReconciliationResponse, RequestType, ResponseType,
@@ -188,19 +188,46 @@ pub fn put_chunk(out: &mut Vec<u8>, chunk: &Chunk) {
 /// The message of a whole body (nothing may follow it). Its event batches
 /// are decoded, not yet checked.
 pub fn message(body: &[u8]) -> Result<Message, WireError> {
-    let mut r = Body(Reader::new(body, "message"));
-    let message = match r.u32()? {
+    let mut r = Postcard::new(body, "message");
+    read_message(&mut r)
+        .and_then(|m| r.finish().map(|()| m))
+        .map_err(malformed)
+}
+
+/// The chunk of a whole body.
+pub fn chunk(body: &[u8]) -> Result<Chunk, WireError> {
+    let mut r = Postcard::new(body, "chunk");
+    let chunk = (|| {
+        Ok(Chunk {
+            message_id: r.u32()?,
+            index: r.u32()?,
+            count: r.u32()?,
+            bytes: r.slice()?.to_vec(),
+        })
+    })();
+    chunk
+        .and_then(|c| r.finish().map(|()| c))
+        .map_err(malformed)
+}
+
+fn malformed(e: CodecError) -> WireError {
+    WireError::Malformed(e.to_string())
+}
+
+fn read_message(r: &mut Postcard) -> Result<Message, CodecError> {
+    let hash = |r: &mut Postcard| r.array().map(Hash32);
+    Ok(match r.u32()? {
         0 => Message::Digest {
             clock: r.clock()?,
-            root: r.hash()?,
+            root: hash(r)?,
         },
-        1 => Message::Events(r.events()?),
+        1 => Message::Events(events(r)?),
         2 => Message::SnapshotRequest {
-            id: r.hash()?,
+            id: hash(r)?,
             offset: r.u64()?,
         },
         3 => Message::SnapshotChunk {
-            id: r.hash()?,
+            id: hash(r)?,
             offset: r.u64()?,
             total: r.u64()?,
             bytes: r.slice()?.to_vec(),
@@ -212,7 +239,7 @@ pub fn message(body: &[u8]) -> Result<Message, WireError> {
         5 => Message::MerkleNodes {
             depth: r.u8()?,
             index: r.u32()?,
-            children: r.many(32, Body::hash)?,
+            children: r.many(32, hash)?,
         },
         6 => Message::LeafQuery { index: r.u32()? },
         7 => Message::LeafState {
@@ -220,34 +247,34 @@ pub fn message(body: &[u8]) -> Result<Message, WireError> {
             state: r.slice()?.to_vec(),
         },
         8 => Message::SnapshotOffer {
-            id: r.hash()?,
+            id: hash(r)?,
             total: r.u64()?,
             clock: r.clock()?,
-            gzip: match r.u8()? {
-                0 => None,
-                1 => Some(Gzipped {
-                    id: r.hash()?,
+            gzip: if r.bool()? {
+                Some(Gzipped {
+                    id: hash(r)?,
                     total: r.u64()?,
-                }),
-                tag => return Err(malformed(format!("option tag {tag}"))),
+                })
+            } else {
+                None
             },
         },
         9 => {
-            r.only_variant()?;
+            only_variant(r)?;
             Message::ReconciliationRequest(ReconciliationRequest {
                 message_type: RequestType::ReconciliationRequest,
                 source_peer_id: r.peer()?,
                 target_peer_id: r.peer()?,
-                conflicting_events: r.events()?,
+                conflicting_events: events(r)?,
             })
         }
         10 => {
-            r.only_variant()?;
+            only_variant(r)?;
             Message::ReconciliationResponse(ReconciliationResponse {
                 message_type: ResponseType::ReconciliationResponse,
                 source_peer_id: r.peer()?,
                 target_peer_id: r.peer()?,
-                resolution_events: r.events()?,
+                resolution_events: events(r)?,
             })
         }
         11 => Message::Ping { sent_ms: r.u64()? },
@@ -262,47 +289,47 @@ pub fn message(body: &[u8]) -> Result<Message, WireError> {
             let shuffle = match r.u32()? {
                 0 => OverlayMessage::Shuffle,
                 1 => OverlayMessage::ShuffleReply,
-                other => return Err(malformed(format!("overlay variant {other}"))),
+                other => return Err(r.unknown(other.into())),
             };
-            Message::Overlay(shuffle(r.many(8, Body::peer)?))
+            Message::Overlay(shuffle(r.many(8, Postcard::peer)?))
         }
         16 => Message::Prune,
-        17 => Message::Presence(r.many(1 + 8 + 1 + 32 + 64, |r| {
+        17 => Message::Presence(r.many(8 + 1 + 1 + 32 + 64, |r| {
             Ok(PresenceUpdate {
                 peer: r.peer()?,
                 stamp: r.u64()?,
-                value: r.text()?,
+                value: r.str()?.to_string(),
                 key: r.array()?,
                 signature: [r.array()?, r.array()?],
             })
         })?),
-        18 => Message::IHave(r.marks()?),
-        19 => Message::Graft(r.marks()?),
-        other => return Err(malformed(format!("message variant {other}"))),
-    };
-    r.0.finish().map_err(codec)?;
-    Ok(message)
+        18 => Message::IHave(marks(r)?),
+        19 => Message::Graft(marks(r)?),
+        other => return Err(r.unknown(other.into())),
+    })
 }
 
-/// The chunk of a whole body.
-pub fn chunk(body: &[u8]) -> Result<Chunk, WireError> {
-    let mut r = Body(Reader::new(body, "chunk"));
-    let chunk = Chunk {
-        message_id: r.u32()?,
-        index: r.u32()?,
-        count: r.u32()?,
-        bytes: r.slice()?.to_vec(),
-    };
-    r.0.finish().map_err(codec)?;
-    Ok(chunk)
+/// A unit enum's tag, of its one variant.
+fn only_variant(r: &mut Postcard) -> Result<(), CodecError> {
+    match r.u32()? {
+        0 => Ok(()),
+        other => Err(r.unknown(other.into())),
+    }
 }
 
-fn malformed(what: String) -> WireError {
-    WireError::Malformed(format!("unknown {what}"))
+/// An event batch after its length, with no clock of its own.
+fn events(r: &mut Postcard) -> Result<Vec<P2PEvent>, CodecError> {
+    let batch = events::decode(r.slice()?)?;
+    if !batch.clock.is_empty() {
+        return Err(CodecError::Invalid(
+            "a message's event batch carries a clock",
+        ));
+    }
+    Ok(batch.events)
 }
 
-fn codec(e: crate::protocol::codec::CodecError) -> WireError {
-    WireError::Malformed(e.to_string())
+fn marks(r: &mut Postcard) -> Result<Vec<(PeerId, u64)>, CodecError> {
+    r.many(9, |r| Ok((r.peer()?, r.u64()?)))
 }
 
 struct Writer<'a>(&'a mut Vec<u8>);
@@ -343,120 +370,5 @@ impl Writer<'_> {
     fn events(&mut self, batch: &[P2PEvent]) {
         let batch = P2PEvent::encode_batch(batch);
         self.slice(&batch);
-    }
-}
-
-struct Body<'a>(Reader<'a>);
-
-impl<'a> Body<'a> {
-    fn u8(&mut self) -> Result<u8, WireError> {
-        self.0.u8().map_err(codec)
-    }
-
-    fn u64(&mut self) -> Result<u64, WireError> {
-        self.0.u64().map_err(codec)
-    }
-
-    /// A varint of at most 5 bytes that fits 32 bits, as postcard reads a
-    /// `u32` (and a length on wasm32, whose `usize` it is: lengths are read
-    /// so natively too, so both read the same messages).
-    fn u32(&mut self) -> Result<u32, WireError> {
-        let before = self.0.remaining();
-        let value = self.u64()?;
-        match u32::try_from(value) {
-            Ok(v) if before - self.0.remaining() <= 5 => Ok(v),
-            _ => Err(WireError::Malformed(format!(
-                "{} holds a varint beyond 32 bits",
-                self.0.column
-            ))),
-        }
-    }
-
-    /// A count of items of at least `min_bytes` each: bounded by what is
-    /// left, so reserving for it is safe.
-    fn count(&mut self, min_bytes: usize) -> Result<usize, WireError> {
-        let count = self.u32()? as usize;
-        if count > self.0.remaining() / min_bytes.max(1) {
-            return Err(codec(crate::protocol::codec::CodecError::Truncated(
-                self.0.column,
-            )));
-        }
-        Ok(count)
-    }
-
-    fn many<T>(
-        &mut self,
-        min_bytes: usize,
-        mut item: impl FnMut(&mut Self) -> Result<T, WireError>,
-    ) -> Result<Vec<T>, WireError> {
-        let count = self.count(min_bytes)?;
-        let mut out = Vec::with_capacity(count);
-        for _ in 0..count {
-            out.push(item(self)?);
-        }
-        Ok(out)
-    }
-
-    /// Bytes after their length.
-    fn slice(&mut self) -> Result<&'a [u8], WireError> {
-        let len = self.count(1)?;
-        self.0.take(len).map_err(codec)
-    }
-
-    fn text(&mut self) -> Result<String, WireError> {
-        let bytes = self.slice()?;
-        String::from_utf8(bytes.to_vec())
-            .map_err(|_| codec(crate::protocol::codec::CodecError::Utf8(self.0.column)))
-    }
-
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], WireError> {
-        self.0.array().map_err(codec)
-    }
-
-    fn hash(&mut self) -> Result<Hash32, WireError> {
-        self.array().map(Hash32)
-    }
-
-    fn peer(&mut self) -> Result<PeerId, WireError> {
-        self.array().map(|b| PeerId(u64::from_le_bytes(b)))
-    }
-
-    /// A unit enum's tag, of its one variant.
-    fn only_variant(&mut self) -> Result<(), WireError> {
-        match self.u32()? {
-            0 => Ok(()),
-            other => Err(malformed(format!("type tag {other}"))),
-        }
-    }
-
-    /// A clock as its map: taken as serde's visitor takes it (at most
-    /// [`MAX_CLOCK_ENTRIES`], the last of a repeated peer, zeros dropped).
-    fn clock(&mut self) -> Result<VectorClock, WireError> {
-        let count = self.u32()? as usize;
-        let mut entries = Vec::with_capacity(count.min(self.0.remaining() / 9));
-        for _ in 0..count {
-            if entries.len() >= MAX_CLOCK_ENTRIES {
-                return Err(WireError::Malformed(format!(
-                    "a version vector has more than {MAX_CLOCK_ENTRIES} entries"
-                )));
-            }
-            entries.push((self.peer()?, self.u64()?));
-        }
-        Ok(VectorClock::from_entries(entries))
-    }
-
-    /// An event batch after its length, with no clock of its own.
-    fn events(&mut self) -> Result<Vec<P2PEvent>, WireError> {
-        let batch = events::decode(self.slice()?).map_err(codec)?;
-        if !batch.clock.is_empty() {
-            return Err(WireError::Malformed(
-                "a message's event batch carries a clock".into(),
-            ));
-        }
-        Ok(batch.events)
-    }
-
-    fn marks(&mut self) -> Result<Vec<(PeerId, u64)>, WireError> {
-        self.many(9, |r| Ok((r.peer()?, r.u64()?)))
     }
 }
