@@ -10,7 +10,7 @@
 
 use super::read::Postcard;
 use super::CodecError;
-use crate::protocol::clock::Timestamp;
+use crate::protocol::clock::{Timestamp, VectorClock};
 use crate::protocol::event::{
     CounterOp, CounterShare, EventId, Operation, P2PEvent, RegisterOp, SetOp,
 };
@@ -30,7 +30,8 @@ const MIN_EVENT: usize = 9 + 1 + 3 + 1 + 1 + 1;
 /// left, as postcard left them.)
 pub fn decode_record(bytes: &[u8]) -> Result<Vec<P2PEvent>, SnapshotError> {
     let mut r = Postcard::new(bytes, "stored record");
-    r.many(MIN_EVENT, event).map_err(malformed)
+    let events = r.many(MIN_EVENT, event);
+    r.finish(events, false).map_err(malformed)
 }
 
 /// A snapshot of format 2.
@@ -41,12 +42,8 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<StateSnapshot, SnapshotError> {
         return Err(SnapshotError::UnsupportedFormat(format));
     }
     let mut r = Postcard::new(body, "stored snapshot");
-    let (version_vector, events, live) = (|| {
-        let version_vector = r.clock()?;
-        let events = r.many(MIN_EVENT, event)?;
-        Ok((version_vector, events, r.slice()?))
-    })()
-    .map_err(malformed)?;
+    let read = (r.clock(), r.many(MIN_EVENT, event), r.slice());
+    let (version_vector, events, live) = r.finish(read, false).map_err(malformed)?;
     if live.len() != events.len().div_ceil(8) {
         return Err(SnapshotError::Malformed(
             "the live bitmap does not match the events".into(),
@@ -66,74 +63,80 @@ fn malformed(e: CodecError) -> SnapshotError {
     SnapshotError::Malformed(e.to_string())
 }
 
-/// One event in postcard's form.
-fn event(r: &mut Postcard) -> Result<P2PEvent, CodecError> {
-    let id = EventId::new(r.peer()?, r.u64()?);
-    let key = r.str()?.into();
+/// One event in postcard's form (a placeholder where the reader failed:
+/// its error sticks, see [`Postcard`]).
+fn event(r: &mut Postcard) -> P2PEvent {
+    let id = EventId::new(r.peer(), r.u64());
+    let key = r.str().into();
     let value = |r: &mut Postcard| {
-        JsonValue::verbatim(r.str()?).map_err(|e| CodecError::Json(e.to_string()))
+        JsonValue::verbatim(r.str()).unwrap_or_else(|e| {
+            r.fail(CodecError::Json(e.to_string()));
+            JsonValue::null()
+        })
     };
-    let op = match r.u32()? {
-        0 => Operation::Register(match r.u32()? {
-            0 => RegisterOp::Write {
-                value: value(r)?,
-                observed: r.clock()?,
-                resolution: r.bool()?,
-            },
-            1 => RegisterOp::Delete {
-                observed: r.clock()?,
-            },
-            other => return Err(r.unknown(other.into())),
-        }),
-        1 => Operation::Counter(match r.u32()? {
-            0 => CounterOp::Increment {
-                by: r.i64()?,
-                sum: r.i64()?,
-            },
-            1 => CounterOp::Delete {
-                observed: r.many(8 + 1 + 1, |r| {
-                    Ok(CounterShare {
-                        peer: r.peer()?,
-                        seq: r.u64()?,
-                        sum: r.i64()?,
-                    })
-                })?,
-            },
-            other => return Err(r.unknown(other.into())),
-        }),
-        2 => Operation::Set(match r.u32()? {
-            0 => SetOp::Add {
-                member: value(r)?,
-                observed: r.clock()?,
-            },
-            1 => SetOp::Remove {
-                member: value(r)?,
-                observed: r.clock()?,
-            },
-            2 => SetOp::Delete {
-                observed: r.clock()?,
-            },
-            other => return Err(r.unknown(other.into())),
-        }),
-        other => return Err(r.unknown(other.into())),
+    let unknown = |r: &mut Postcard, index: u32| {
+        r.unknown(index.into());
+        Operation::Register(RegisterOp::Delete {
+            observed: VectorClock::new(),
+        })
     };
-    let deps = r.clock()?;
-    let hlc = Timestamp(r.u64()?);
-    let seal = if r.bool()? {
-        let first = r.u64()?;
-        let key = r.array()?;
-        Some(Box::new(Seal::new(first, key, [r.array()?, r.array()?])))
-    } else {
-        None
+    let op = match r.u32() {
+        0 => match r.u32() {
+            0 => Operation::Register(RegisterOp::Write {
+                value: value(r),
+                observed: r.clock(),
+                resolution: r.bool(),
+            }),
+            1 => Operation::Register(RegisterOp::Delete {
+                observed: r.clock(),
+            }),
+            other => unknown(r, other),
+        },
+        1 => match r.u32() {
+            0 => Operation::Counter(CounterOp::Increment {
+                by: r.i64(),
+                sum: r.i64(),
+            }),
+            1 => Operation::Counter(CounterOp::Delete {
+                observed: r.many(8 + 1 + 1, |r| CounterShare {
+                    peer: r.peer(),
+                    seq: r.u64(),
+                    sum: r.i64(),
+                }),
+            }),
+            other => unknown(r, other),
+        },
+        2 => match r.u32() {
+            0 => Operation::Set(SetOp::Add {
+                member: value(r),
+                observed: r.clock(),
+            }),
+            1 => Operation::Set(SetOp::Remove {
+                member: value(r),
+                observed: r.clock(),
+            }),
+            2 => Operation::Set(SetOp::Delete {
+                observed: r.clock(),
+            }),
+            other => unknown(r, other),
+        },
+        other => unknown(r, other),
     };
-    Ok(P2PEvent {
+    let deps = r.clock();
+    let hlc = Timestamp(r.u64());
+    let seal = r.bool().then(|| {
+        let first = r.u64();
+        let key = r.array();
+        Box::new(Seal::new(first, key, [r.array(), r.array()]))
+    });
+    P2PEvent {
         id,
         key,
         op,
         deps,
         hlc,
         seal,
-    })
+    }
 }
 
 /// Rewrites stored bytes in today's forms: a snapshot, and the log records
@@ -178,7 +181,7 @@ pub fn encode_record(events: &[P2PEvent]) -> Vec<u8> {
 pub fn encode_snapshot(snapshot: &StateSnapshot) -> Vec<u8> {
     #[derive(serde::Serialize)]
     struct SnapshotV2<'a> {
-        version_vector: &'a crate::protocol::clock::VectorClock,
+        version_vector: &'a VectorClock,
         events: &'a [P2PEvent],
         live: Vec<u8>,
     }

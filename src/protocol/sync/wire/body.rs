@@ -189,147 +189,144 @@ pub fn put_chunk(out: &mut Vec<u8>, chunk: &Chunk) {
 /// are decoded, not yet checked.
 pub fn message(body: &[u8]) -> Result<Message, WireError> {
     let mut r = Postcard::new(body, "message");
-    read_message(&mut r)
-        .and_then(|m| r.finish().map(|()| m))
-        .map_err(malformed)
+    let message = read_message(&mut r);
+    r.finish(message, true).map_err(malformed)
 }
 
 /// The chunk of a whole body.
 pub fn chunk(body: &[u8]) -> Result<Chunk, WireError> {
     let mut r = Postcard::new(body, "chunk");
-    let chunk = (|| {
-        Ok(Chunk {
-            message_id: r.u32()?,
-            index: r.u32()?,
-            count: r.u32()?,
-            bytes: r.slice()?.to_vec(),
-        })
-    })();
-    chunk
-        .and_then(|c| r.finish().map(|()| c))
-        .map_err(malformed)
+    let chunk = Chunk {
+        message_id: r.u32(),
+        index: r.u32(),
+        count: r.u32(),
+        bytes: r.slice().to_vec(),
+    };
+    r.finish(chunk, true).map_err(malformed)
 }
 
 fn malformed(e: CodecError) -> WireError {
     WireError::Malformed(e.to_string())
 }
 
-fn read_message(r: &mut Postcard) -> Result<Message, CodecError> {
-    let hash = |r: &mut Postcard| r.array().map(Hash32);
-    Ok(match r.u32()? {
+/// A message as read: a placeholder where the reader failed (its error
+/// sticks, see [`Postcard`]).
+fn read_message(r: &mut Postcard) -> Message {
+    let hash = |r: &mut Postcard| Hash32(r.array());
+    match r.u32() {
         0 => Message::Digest {
-            clock: r.clock()?,
-            root: hash(r)?,
+            clock: r.clock(),
+            root: hash(r),
         },
-        1 => Message::Events(events(r)?),
+        1 => Message::Events(events(r)),
         2 => Message::SnapshotRequest {
-            id: hash(r)?,
-            offset: r.u64()?,
+            id: hash(r),
+            offset: r.u64(),
         },
         3 => Message::SnapshotChunk {
-            id: hash(r)?,
-            offset: r.u64()?,
-            total: r.u64()?,
-            bytes: r.slice()?.to_vec(),
+            id: hash(r),
+            offset: r.u64(),
+            total: r.u64(),
+            bytes: r.slice().to_vec(),
         },
         4 => Message::MerkleQuery {
-            depth: r.u8()?,
-            index: r.u32()?,
+            depth: r.u8(),
+            index: r.u32(),
         },
         5 => Message::MerkleNodes {
-            depth: r.u8()?,
-            index: r.u32()?,
-            children: r.many(32, hash)?,
+            depth: r.u8(),
+            index: r.u32(),
+            children: r.many(32, hash),
         },
-        6 => Message::LeafQuery { index: r.u32()? },
+        6 => Message::LeafQuery { index: r.u32() },
         7 => Message::LeafState {
-            index: r.u32()?,
-            state: r.slice()?.to_vec(),
+            index: r.u32(),
+            state: r.slice().to_vec(),
         },
         8 => Message::SnapshotOffer {
-            id: hash(r)?,
-            total: r.u64()?,
-            clock: r.clock()?,
-            gzip: if r.bool()? {
-                Some(Gzipped {
-                    id: hash(r)?,
-                    total: r.u64()?,
-                })
-            } else {
-                None
-            },
+            id: hash(r),
+            total: r.u64(),
+            clock: r.clock(),
+            gzip: r.bool().then(|| Gzipped {
+                id: hash(r),
+                total: r.u64(),
+            }),
         },
         9 => {
-            only_variant(r)?;
+            only_variant(r);
             Message::ReconciliationRequest(ReconciliationRequest {
                 message_type: RequestType::ReconciliationRequest,
-                source_peer_id: r.peer()?,
-                target_peer_id: r.peer()?,
-                conflicting_events: events(r)?,
+                source_peer_id: r.peer(),
+                target_peer_id: r.peer(),
+                conflicting_events: events(r),
             })
         }
         10 => {
-            only_variant(r)?;
+            only_variant(r);
             Message::ReconciliationResponse(ReconciliationResponse {
                 message_type: ResponseType::ReconciliationResponse,
-                source_peer_id: r.peer()?,
-                target_peer_id: r.peer()?,
-                resolution_events: events(r)?,
+                source_peer_id: r.peer(),
+                target_peer_id: r.peer(),
+                resolution_events: events(r),
             })
         }
-        11 => Message::Ping { sent_ms: r.u64()? },
-        12 => Message::Pong { sent_ms: r.u64()? },
-        13 => Message::Hello { nonce: r.array()? },
+        11 => Message::Ping { sent_ms: r.u64() },
+        12 => Message::Pong { sent_ms: r.u64() },
+        13 => Message::Hello { nonce: r.array() },
         14 => Message::Proof(Proof {
-            key: r.array()?,
-            mac: r.array()?,
-            signature: [r.array()?, r.array()?],
+            key: r.array(),
+            mac: r.array(),
+            signature: [r.array(), r.array()],
         }),
         15 => {
-            let shuffle = match r.u32()? {
+            let shuffle = match r.u32() {
                 0 => OverlayMessage::Shuffle,
                 1 => OverlayMessage::ShuffleReply,
-                other => return Err(r.unknown(other.into())),
+                other => {
+                    r.unknown(other.into());
+                    OverlayMessage::Shuffle
+                }
             };
-            Message::Overlay(shuffle(r.many(8, Postcard::peer)?))
+            Message::Overlay(shuffle(r.many(8, Postcard::peer)))
         }
         16 => Message::Prune,
-        17 => Message::Presence(r.many(8 + 1 + 1 + 32 + 64, |r| {
-            Ok(PresenceUpdate {
-                peer: r.peer()?,
-                stamp: r.u64()?,
-                value: r.str()?.to_string(),
-                key: r.array()?,
-                signature: [r.array()?, r.array()?],
-            })
-        })?),
-        18 => Message::IHave(marks(r)?),
-        19 => Message::Graft(marks(r)?),
-        other => return Err(r.unknown(other.into())),
-    })
+        17 => Message::Presence(r.many(8 + 1 + 1 + 32 + 64, |r| PresenceUpdate {
+            peer: r.peer(),
+            stamp: r.u64(),
+            value: r.str().to_string(),
+            key: r.array(),
+            signature: [r.array(), r.array()],
+        })),
+        18 => Message::IHave(marks(r)),
+        19 => Message::Graft(marks(r)),
+        other => {
+            r.unknown(other.into());
+            Message::Prune
+        }
+    }
 }
 
 /// A unit enum's tag, of its one variant.
-fn only_variant(r: &mut Postcard) -> Result<(), CodecError> {
-    match r.u32()? {
-        0 => Ok(()),
-        other => Err(r.unknown(other.into())),
+fn only_variant(r: &mut Postcard) {
+    match r.u32() {
+        0 => {}
+        other => r.unknown(other.into()),
     }
 }
 
 /// An event batch after its length, with no clock of its own.
-fn events(r: &mut Postcard) -> Result<Vec<P2PEvent>, CodecError> {
-    let batch = events::decode(r.slice()?)?;
-    if !batch.clock.is_empty() {
-        return Err(CodecError::Invalid(
+fn events(r: &mut Postcard) -> Vec<P2PEvent> {
+    let batch = events::decode(r.slice()).and_then(|batch| match batch.clock.is_empty() {
+        true => Ok(batch.events),
+        false => Err(CodecError::Invalid(
             "a message's event batch carries a clock",
-        ));
-    }
-    Ok(batch.events)
+        )),
+    });
+    r.or_fail(batch)
 }
 
-fn marks(r: &mut Postcard) -> Result<Vec<(PeerId, u64)>, CodecError> {
-    r.many(9, |r| Ok((r.peer()?, r.u64()?)))
+fn marks(r: &mut Postcard) -> Vec<(PeerId, u64)> {
+    r.many(9, |r| (r.peer(), r.u64()))
 }
 
 struct Writer<'a>(&'a mut Vec<u8>);
