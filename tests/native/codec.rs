@@ -613,3 +613,53 @@ fn a_record_of_batches_back_to_back_decodes_as_all_their_events() {
     assert!(P2PEvent::decode_batch(&longer).is_err());
     assert!(P2PEvent::decode_batch(&[]).is_err());
 }
+
+/// Records and a snapshot of the smallest
+/// events postcard writes (16 bytes each: a dot of a 1-byte sequence, an
+/// empty key, a register's delete of an empty clock, no deps, time 0, no
+/// seal) and of counter deletes of the smallest shares (10 bytes each)
+/// read by hand. The reader bounds a count by the bytes left over each
+/// item's least size: were that least size overstated (mutation
+/// `MIN_EVENT` + 1), honest records would be refused and no other test
+/// would notice.
+#[test]
+fn records_of_the_smallest_events_read() {
+    use cpc_sync::protocol::event::{CounterOp, CounterShare};
+    let smallest = |p: u64| P2PEvent {
+        id: EventId::new(PeerId(p), 1),
+        key: "".into(),
+        op: Operation::Register(RegisterOp::Delete {
+            observed: VectorClock::new(),
+        }),
+        deps: VectorClock::new(),
+        hlc: Timestamp(0),
+        seal: None,
+    };
+    for n in [1usize, 2, 7, 40] {
+        let events: Vec<P2PEvent> = (1..=n as u64).map(smallest).collect();
+        let record = legacy::encode_record(&events);
+        assert_eq!(record.len(), 1 + 16 * n, "the smallest form");
+        assert_eq!(legacy::decode_record(&record).expect("reads"), events);
+        let snapshot = StateSnapshot {
+            version_vector: VectorClock::new(),
+            live: vec![true; n],
+            events: events.clone(),
+        };
+        let read = legacy::decode_snapshot(&legacy::encode_snapshot(&snapshot)).expect("reads");
+        assert_eq!(read.events, events);
+    }
+    for shares in [1u64, 3, 30] {
+        let mut event = smallest(1);
+        event.op = Operation::Counter(CounterOp::Delete {
+            observed: (1..=shares)
+                .map(|p| CounterShare {
+                    peer: PeerId(p),
+                    seq: 1,
+                    sum: 0,
+                })
+                .collect(),
+        });
+        let record = legacy::encode_record(std::slice::from_ref(&event));
+        assert_eq!(legacy::decode_record(&record).expect("reads"), vec![event]);
+    }
+}

@@ -13,6 +13,9 @@ use super::varint::Reader;
 use super::CodecError;
 use crate::protocol::clock::{PeerId, VectorClock, MAX_CLOCK_ENTRIES};
 
+/// The most items [`Postcard::many`] reserves room for before reading them.
+const RESERVED: usize = 4096;
+
 /// A cursor over one postcard value.
 ///
 /// Its first error sticks ([`finish`](Self::finish) returns it): a read
@@ -115,10 +118,13 @@ impl<'a> Postcard<'a> {
         }
     }
 
-    /// A sequence of items of at least `min_bytes` each.
+    /// A sequence of items of at least `min_bytes` each. Room is reserved
+    /// for at most [`RESERVED`] of them before they are read: an event
+    /// takes 160 bytes in memory and 16 at least in a stored record, so a
+    /// damaged record would reserve ten times its bytes and then fail.
     pub fn many<T>(&mut self, min_bytes: usize, mut item: impl FnMut(&mut Self) -> T) -> Vec<T> {
         let count = self.count(min_bytes);
-        let mut out = Vec::with_capacity(count);
+        let mut out = Vec::with_capacity(count.min(RESERVED));
         for _ in 0..count {
             if self.error.is_some() {
                 break;
