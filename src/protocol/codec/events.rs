@@ -790,19 +790,125 @@ struct Run {
     sealed: bool,
 }
 
+/// A decoder over a batch's columns.
+///
+/// Within a run its first error sticks ([`fail`](Self::fail)): a read
+/// that fails, and every read after it, gives a default (zero, empty; every
+/// column is emptied, so no count or length read after reserves or loops
+/// over anything), and a lookup by a bad index gives a default entry. An
+/// event is then straight-line code, checked once: a `?` on each of its
+/// fields built an error path of its own, dropping what was read before
+/// it. A run's events and its seal return the first error, as the `?`s
+/// did: what was read before it is read the same way, in the same order.
 struct Decoder<'a> {
     cols: [Reader<'a>; 12],
     t: Tables,
+    error: Option<CodecError>,
 }
 
 impl<'a> Decoder<'a> {
     fn resume(cols: [Reader<'a>; 12], t: Tables) -> Self {
-        Decoder { cols, t }
+        Decoder {
+            cols,
+            t,
+            error: None,
+        }
     }
 
     /// The tables, to resume from, and how much is left of each column.
     fn pause(self) -> ([usize; 12], Tables) {
         (std::array::from_fn(|i| self.cols[i].remaining()), self.t)
+    }
+
+    /// Records `error` unless an earlier one stuck; nothing is read after.
+    #[cold]
+    #[inline(never)]
+    fn fail(&mut self, error: CodecError) {
+        self.error.get_or_insert(error);
+        for col in &mut self.cols {
+            *col = Reader::new(&[], col.column);
+        }
+    }
+
+    /// The first error since the last check, if there was one.
+    fn check(&mut self) -> Result<(), CodecError> {
+        match self.error.take() {
+            None => Ok(()),
+            Some(e) => Err(e),
+        }
+    }
+
+    #[inline(always)]
+    fn u8(&mut self, col: usize) -> u8 {
+        match self.cols[col].u8() {
+            Ok(byte) => byte,
+            Err(e) => {
+                self.fail(e);
+                0
+            }
+        }
+    }
+
+    /// A varint: its one-byte case inlined, the rest out of line.
+    #[inline(always)]
+    fn u64(&mut self, col: usize) -> u64 {
+        match self.cols[col].short() {
+            Some(value) => value,
+            None => self.long_u64(col),
+        }
+    }
+
+    #[inline(never)]
+    fn long_u64(&mut self, col: usize) -> u64 {
+        match self.cols[col].u64() {
+            Ok(value) => value,
+            Err(e) => {
+                self.fail(e);
+                0
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn i64(&mut self, col: usize) -> i64 {
+        varint::unzigzag(self.u64(col))
+    }
+
+    /// A varint that must fit `usize` and be at most `max`.
+    #[inline(always)]
+    fn at_most(&mut self, col: usize, max: usize) -> usize {
+        let value = self.u64(col);
+        match usize::try_from(value) {
+            Ok(v) if v <= max => v,
+            _ => {
+                let column = self.cols[col].column;
+                self.fail(CodecError::Count {
+                    column,
+                    count: value,
+                    limit: max as u64,
+                });
+                0
+            }
+        }
+    }
+
+    /// A count of items of at least `min_bytes` each of column `col`:
+    /// bounded by what is left of it, so it is safe to reserve.
+    fn count(&mut self, col: usize, min_bytes: usize) -> usize {
+        let max = self.cols[col].remaining() / min_bytes;
+        self.at_most(col, max)
+    }
+
+    /// The id of the peer at `index` in the table (a default when there is
+    /// none).
+    fn peer_at(&mut self, index: u64, column: &'static str) -> PeerId {
+        match usize::try_from(index) {
+            Ok(i) if i < self.t.table.len() => self.t.table[i].0,
+            _ => {
+                self.fail(CodecError::Index { column, index });
+                PeerId(0)
+            }
+        }
     }
 
     fn peers(&mut self) -> Result<(), CodecError> {
@@ -900,7 +1006,8 @@ impl<'a> Decoder<'a> {
         })
     }
 
-    /// Events `from..to` of `run`, onto `events`.
+    /// Events `from..to` of `run`, onto `events`: up to the first error,
+    /// which is returned.
     fn run_events(
         &mut self,
         run: &Run,
@@ -910,9 +1017,13 @@ impl<'a> Decoder<'a> {
     ) -> Result<(), CodecError> {
         let peer = self.t.table[run.origin].0;
         for seq in from..to {
-            events.push(self.event(EventId::new(peer, seq))?);
+            let event = self.event(EventId::new(peer, seq));
+            if self.error.is_some() {
+                break;
+            }
+            events.push(event);
         }
-        Ok(())
+        self.check()
     }
 
     /// The seal that ends `run`, if it has one, onto its last event (the
@@ -957,47 +1068,43 @@ impl<'a> Decoder<'a> {
         Ok(Seal::with_signer(first, key, signature, signer))
     }
 
-    fn event(&mut self, id: EventId) -> Result<P2PEvent, CodecError> {
-        let flags = self.cols[OPS].u8()?;
-        let key = self.key(flags & NEW_KEY != 0)?;
-        let hlc = self.time()?;
+    /// The next event, `id` (after an error, whatever defaults make).
+    fn event(&mut self, id: EventId) -> P2PEvent {
+        let flags = self.u8(OPS);
+        let key = self.key(flags & NEW_KEY != 0);
+        let hlc = self.time();
         let observed_form = (flags & OBSERVED) >> OBSERVED_SHIFT;
         let code = flags & CODE;
         let takes_clock = !matches!(code, COUNTER_INCREMENT | COUNTER_DELETE);
         if observed_form == 3
             || (!takes_clock && observed_form != 0)
             || (code != REGISTER_WRITE && flags & RESOLUTION != 0)
+            || code > SET_DELETE
         {
-            return Err(CodecError::Tag {
+            self.fail(CodecError::Tag {
                 column: "ops",
                 tag: flags,
             });
         }
         let op = match code {
             REGISTER_WRITE => {
-                let value = self.value()?;
+                let value = self.value();
                 Operation::Register(RegisterOp::Write {
                     value,
-                    observed: self.observed(observed_form)?,
+                    observed: self.observed(observed_form),
                     resolution: flags & RESOLUTION != 0,
                 })
             }
-            REGISTER_DELETE => Operation::Register(RegisterOp::Delete {
-                observed: self.observed(observed_form)?,
+            COUNTER_INCREMENT => Operation::Counter(CounterOp::Increment {
+                by: self.i64(NUMBERS),
+                sum: self.i64(NUMBERS),
             }),
-            COUNTER_INCREMENT => {
-                let col = &mut self.cols[NUMBERS];
-                Operation::Counter(CounterOp::Increment {
-                    by: col.i64()?,
-                    sum: col.i64()?,
-                })
-            }
             COUNTER_DELETE => Operation::Counter(CounterOp::Delete {
-                observed: self.shares()?,
+                observed: self.shares(),
             }),
             SET_ADD | SET_REMOVE => {
-                let member = self.value()?;
-                let observed = self.observed(observed_form)?;
+                let member = self.value();
+                let observed = self.observed(observed_form);
                 Operation::Set(if code == SET_ADD {
                     SetOp::Add { member, observed }
                 } else {
@@ -1005,65 +1112,71 @@ impl<'a> Decoder<'a> {
                 })
             }
             SET_DELETE => Operation::Set(SetOp::Delete {
-                observed: self.observed(observed_form)?,
+                observed: self.observed(observed_form),
             }),
-            _ => {
-                return Err(CodecError::Tag {
-                    column: "ops",
-                    tag: flags,
-                })
-            }
+            // REGISTER_DELETE, and an unknown code (failed above).
+            _ => Operation::Register(RegisterOp::Delete {
+                observed: self.observed(observed_form),
+            }),
         };
         let deps = if flags & DEPS != 0 {
-            self.clock(1)?
+            self.clock(1)
         } else {
             VectorClock::new()
         };
-        Ok(P2PEvent {
+        P2PEvent {
             id,
             key,
             op,
             deps,
             hlc,
             seal: None,
-        })
+        }
     }
 
-    fn key(&mut self, new: bool) -> Result<Text, CodecError> {
+    fn key(&mut self, new: bool) -> Text {
         if new {
-            let len = self.cols[KEYS].at_most(self.cols[KEY_BYTES].remaining())?;
-            let Some(key) = text(&mut self.cols[KEY_BYTES], len, self.t.key_text.as_ref()) else {
-                return Err(CodecError::Utf8("key bytes"));
-            };
-            self.t.keys.push(key.clone());
-            Ok(key)
+            let len = self.at_most(KEYS, self.cols[KEY_BYTES].remaining());
+            match text(&mut self.cols[KEY_BYTES], len, self.t.key_text.as_ref()) {
+                Some(key) => {
+                    self.t.keys.push(key.clone());
+                    key
+                }
+                None => {
+                    self.fail(CodecError::Utf8("key bytes"));
+                    Text::from("")
+                }
+            }
         } else {
-            let index = self.cols[KEYS].u64()?;
+            let index = self.u64(KEYS);
             let keys: &[Text] = &self.t.keys;
             match usize::try_from(index) {
-                Ok(i) if i < keys.len() => Ok(keys[i].clone()),
-                _ => Err(CodecError::Index {
-                    column: "keys",
-                    index,
-                }),
+                Ok(i) if i < keys.len() => keys[i].clone(),
+                _ => {
+                    self.fail(CodecError::Index {
+                        column: "keys",
+                        index,
+                    });
+                    Text::from("")
+                }
             }
         }
     }
 
-    fn time(&mut self) -> Result<Timestamp, CodecError> {
-        let col = &mut self.cols[TIMES];
-        let packed = col.u64()?;
+    fn time(&mut self) -> Timestamp {
+        let packed = self.u64(TIMES);
         let millis = self
             .t
             .millis
             .wrapping_add(varint::unzigzag(packed >> 1) as u64);
         let logical = if packed & 1 == 1 {
-            match u16::try_from(col.u64()?) {
+            match u16::try_from(self.u64(TIMES)) {
                 Ok(l) if l != 0 => l,
                 _ => {
-                    return Err(CodecError::Invalid(
+                    self.fail(CodecError::Invalid(
                         "a logical counter is zero or beyond 16 bits",
-                    ))
+                    ));
+                    0
                 }
             }
         } else {
@@ -1071,99 +1184,118 @@ impl<'a> Decoder<'a> {
         };
         let time = Timestamp::new(millis, logical);
         if time.millis() != millis {
-            return Err(CodecError::Invalid(
+            self.fail(CodecError::Invalid(
                 "a timestamp is beyond 48 bits of milliseconds",
             ));
         }
         self.t.millis = millis;
-        Ok(time)
+        time
     }
 
-    fn value(&mut self) -> Result<JsonValue, CodecError> {
-        let len = self.cols[LENGTHS].at_most(self.cols[VALUES].remaining())?;
-        let Some(text) = text(&mut self.cols[VALUES], len, self.t.value_text.as_ref()) else {
-            return Err(CodecError::Utf8("values"));
-        };
-        JsonValue::verbatim_text(text).map_err(|e| CodecError::Json(e.0))
+    fn value(&mut self) -> JsonValue {
+        let len = self.at_most(LENGTHS, self.cols[VALUES].remaining());
+        let text = text(&mut self.cols[VALUES], len, self.t.value_text.as_ref());
+        match text.map(JsonValue::verbatim_text) {
+            Some(Ok(value)) => value,
+            Some(Err(e)) => {
+                self.fail(CodecError::Json(e.0));
+                JsonValue::null()
+            }
+            None => {
+                self.fail(CodecError::Utf8("values"));
+                JsonValue::null()
+            }
+        }
     }
 
     /// An observed clock of `form` (see [`OBSERVED`]): empty, one entry,
     /// or counted (two or more: one entry has its own form).
-    fn observed(&mut self, form: u8) -> Result<VectorClock, CodecError> {
+    fn observed(&mut self, form: u8) -> VectorClock {
         match form {
-            0 => Ok(VectorClock::new()),
+            0 => VectorClock::new(),
             1 => self.entries(1),
             _ => self.clock(2),
         }
     }
 
     /// A counted clock of at least `min` entries.
-    fn clock(&mut self, min: usize) -> Result<VectorClock, CodecError> {
-        let count = self.cols[ENTRIES].count(2)?;
+    fn clock(&mut self, min: usize) -> VectorClock {
+        let count = self.count(ENTRIES, 2);
         if count < min || count > MAX_CLOCK_ENTRIES {
-            return Err(CodecError::Count {
+            self.fail(CodecError::Count {
                 column: "entries",
                 count: count as u64,
                 limit: MAX_CLOCK_ENTRIES as u64,
             });
+            return VectorClock::new();
         }
         self.entries(count)
     }
 
-    fn entries(&mut self, count: usize) -> Result<VectorClock, CodecError> {
+    /// `count` (at most [`MAX_CLOCK_ENTRIES`]) entries.
+    fn entries(&mut self, count: usize) -> VectorClock {
         if count == 1 {
             // Most clocks (an observed write, a dependency delta): no
             // vector to grow, and the one check `from_canonical` makes.
-            let (peer, seq) = self.entry()?;
-            return match seq {
-                0 => Err(CodecError::Clock("entries")),
-                _ => Ok(VectorClock::from_canonical_entry(peer, seq)),
-            };
+            let (peer, seq) = self.entry();
+            if seq == 0 {
+                self.fail(CodecError::Clock("entries"));
+                return VectorClock::new();
+            }
+            return VectorClock::from_canonical_entry(peer, seq);
         }
         // Filled by index: a push is a call in the size-optimized wasm.
         let mut entries = vec![(PeerId(0), 0); count];
         for entry in &mut entries[..] {
-            *entry = self.entry()?;
+            *entry = self.entry();
         }
-        clock_from(Entries::from_vec(entries), "entries")
+        match VectorClock::from_canonical(Entries::from_vec(entries)) {
+            Some(clock) => clock,
+            None => {
+                self.fail(CodecError::Clock("entries"));
+                VectorClock::new()
+            }
+        }
     }
 
-    /// One clock entry: a peer index and the delta from its cursor.
-    /// Written by index into slices: in the size-optimized wasm a
-    /// vector's `Index` is a call.
+    /// One clock entry: a peer index and the delta from its cursor (after
+    /// an error, or at an index the table has not, a zero entry).
     #[inline(always)]
-    fn entry(&mut self) -> Result<(PeerId, u64), CodecError> {
-        let index = self.cols[ENTRIES].u64()?;
-        let (cursors, table): (&mut [u64], &[(PeerId, Option<PublicKey>)]) =
-            (&mut self.t.cursors, &self.t.table);
+    fn entry(&mut self) -> (PeerId, u64) {
+        let index = self.u64(ENTRIES);
         let at = match usize::try_from(index) {
-            Ok(at) if at < table.len() && at < cursors.len() => at,
+            Ok(at) if at < self.t.table.len() && at < self.t.cursors.len() => at,
             _ => {
-                return Err(CodecError::Index {
+                self.fail(CodecError::Index {
                     column: "entries",
                     index,
-                })
+                });
+                return (PeerId(0), 0);
             }
         };
-        let seq = cursors[at].wrapping_add(self.cols[ENTRIES].i64()? as u64);
+        let delta = self.i64(ENTRIES) as u64;
+        // Written by index into slices: in the size-optimized wasm a
+        // vector's `Index` is a call.
+        let (cursors, table): (&mut [u64], &[(PeerId, Option<PublicKey>)]) =
+            (&mut self.t.cursors, &self.t.table);
+        let seq = cursors[at].wrapping_add(delta);
         cursors[at] = seq;
-        Ok((table[at].0, seq))
+        (table[at].0, seq)
     }
 
-    fn shares(&mut self) -> Result<Vec<CounterShare>, CodecError> {
-        let count = self.cols[NUMBERS].count(3)?;
+    fn shares(&mut self) -> Vec<CounterShare> {
+        let count = self.count(NUMBERS, 3);
         let mut shares = Vec::with_capacity(count);
         for _ in 0..count {
-            let index = self.cols[NUMBERS].u64()?;
-            let peer = self.t.table[self.peer_index(index, "numbers")?].0;
-            let col = &mut self.cols[NUMBERS];
+            let index = self.u64(NUMBERS);
+            let peer = self.peer_at(index, "numbers");
             shares.push(CounterShare {
                 peer,
-                seq: col.u64()?,
-                sum: col.i64()?,
+                seq: self.u64(NUMBERS),
+                sum: self.i64(NUMBERS),
             });
         }
-        Ok(shares)
+        shares
     }
 }
 

@@ -85,6 +85,20 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// [`u64`](Self::u64)'s one-byte case: the varint when it is one
+    /// byte, else `None` and nothing read (a caller reads the rest its own
+    /// way, out of line).
+    #[inline(always)]
+    pub fn short(&mut self) -> Option<u64> {
+        match self.bytes.split_first() {
+            Some((&byte, rest)) if byte < 0x80 => {
+                self.bytes = rest;
+                Some(u64::from(byte))
+            }
+            _ => None,
+        }
+    }
+
     #[inline(never)]
     fn long_u64(&mut self) -> Result<u64, CodecError> {
         let mut value = 0u64;
