@@ -642,8 +642,7 @@ fn decode_with(bytes: &[u8], shared: bool) -> Result<Batch, CodecError> {
         ..Tables::default()
     };
     let mut d = Decoder::resume(cols, state);
-    d.peers()?;
-    let clock = d.version_vector()?;
+    let clock = d.head()?;
     let (events, sorted) = d.events()?;
     for col in &d.cols {
         col.finish()?;
@@ -689,8 +688,7 @@ impl Resumable {
             }
         }
         let mut d = Decoder::resume(cols.readers(&bytes), Tables::default());
-        d.peers()?;
-        let clock = d.version_vector()?;
+        let clock = d.head()?;
         let runs = d.cols[RUNS].count(3)?;
         let events = Vec::with_capacity(d.cols[OPS].remaining());
         let (left, tables) = d.pause();
@@ -792,14 +790,17 @@ struct Run {
 
 /// A decoder over a batch's columns.
 ///
-/// Within a run its first error sticks ([`fail`](Self::fail)): a read
-/// that fails, and every read after it, gives a default (zero, empty; every
-/// column is emptied, so no count or length read after reserves or loops
-/// over anything), and a lookup by a bad index gives a default entry. An
-/// event is then straight-line code, checked once: a `?` on each of its
-/// fields built an error path of its own, dropping what was read before
-/// it. A run's events and its seal return the first error, as the `?`s
-/// did: what was read before it is read the same way, in the same order.
+/// Its first error sticks ([`fail`](Self::fail)): a read that fails, and
+/// every read after it, gives a default (zero, empty; every column is
+/// emptied, so no count or length read after reserves or loops over
+/// anything), and a lookup by a bad index gives a default entry. An event
+/// is then straight-line code, where a `?` on each of its fields built an
+/// error path of its own, dropping what was read before it. The first
+/// error is returned, as the `?`s did (what comes before it is read the
+/// same way, in the same order), once a part: the peer table and clock, a
+/// run's events (checked after each, so nothing is kept after an error),
+/// its seal (checked before it is made). A run's header keeps its `?`s:
+/// the tables are indexed by what it reads.
 struct Decoder<'a> {
     cols: [Reader<'a>; 12],
     t: Tables,
@@ -845,6 +846,17 @@ impl<'a> Decoder<'a> {
             Err(e) => {
                 self.fail(e);
                 0
+            }
+        }
+    }
+
+    /// `N` bytes as they are.
+    fn array<const N: usize>(&mut self, col: usize) -> [u8; N] {
+        match self.cols[col].array() {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                self.fail(e);
+                [0; N]
             }
         }
     }
@@ -911,29 +923,37 @@ impl<'a> Decoder<'a> {
         }
     }
 
-    fn peers(&mut self) -> Result<(), CodecError> {
-        let col = &mut self.cols[PEERS];
-        let count = col.count(9)?;
+    /// The peer table and the clock, before the runs: checked once.
+    fn head(&mut self) -> Result<VectorClock, CodecError> {
+        self.peers();
+        let clock = self.version_vector();
+        self.check()?;
+        Ok(clock)
+    }
+
+    fn peers(&mut self) {
+        let count = self.count(PEERS, 9);
         self.t.table.reserve(count);
         for _ in 0..count {
-            let entry = match col.u8()? {
-                PEER_ID => (PeerId(u64::from_le_bytes(col.array()?)), None),
+            let entry = match self.u8(PEERS) {
+                PEER_ID => (PeerId(u64::from_le_bytes(self.array(PEERS))), None),
                 PEER_KEY => {
-                    let key: PublicKey = col.array()?;
+                    let key: PublicKey = self.array(PEERS);
                     (peer_id_of(&key), Some(key))
                 }
                 tag => {
-                    return Err(CodecError::Tag {
-                        column: col.column,
+                    self.fail(CodecError::Tag {
+                        column: "peers",
                         tag,
-                    })
+                    });
+                    break;
                 }
             };
             self.t.table.push(entry);
         }
-        self.t.cursors = vec![0; count];
-        self.t.next_run = vec![1; count];
-        Ok(())
+        let peers = self.t.table.len();
+        self.t.cursors = vec![0; peers];
+        self.t.next_run = vec![1; peers];
     }
 
     fn peer_index(&self, index: u64, column: &'static str) -> Result<usize, CodecError> {
@@ -944,16 +964,24 @@ impl<'a> Decoder<'a> {
         }
     }
 
-    fn version_vector(&mut self) -> Result<VectorClock, CodecError> {
-        let count = self.cols[CLOCK].count(2)?;
+    fn version_vector(&mut self) -> VectorClock {
+        let count = self.count(CLOCK, 2);
         let mut entries = Entries::with_capacity(count);
         for _ in 0..count {
-            let index = self.cols[CLOCK].u64()?;
-            let peer = self.t.table[self.peer_index(index, "clock")?].0;
-            let seq = self.cols[CLOCK].u64()?;
+            let index = self.u64(CLOCK);
+            let peer = self.peer_at(index, "clock");
+            let seq = self.u64(CLOCK);
             entries.push((peer, seq));
         }
-        clock_from(entries, "clock")
+        // Sorted by peer id, each once, none zero (how `VectorClock::iter`
+        // yields them): one form per clock.
+        match VectorClock::from_canonical(entries) {
+            Some(clock) => clock,
+            None => {
+                self.fail(CodecError::Clock("clock"));
+                VectorClock::new()
+            }
+        }
     }
 
     /// The events, and whether they are sorted by id, each once.
@@ -1027,45 +1055,47 @@ impl<'a> Decoder<'a> {
     }
 
     /// The seal that ends `run`, if it has one, onto its last event (the
-    /// last of `events`).
+    /// last of `events`). Its fields are read as an event's are, checked
+    /// once before the seal is made.
     fn run_seal(&mut self, run: &Run, events: &mut [P2PEvent]) -> Result<(), CodecError> {
-        if run.sealed {
-            let seal = self.seal(run.origin, run.first, run.end - 1)?;
-            if let Some(last) = events.last_mut() {
-                last.seal = Some(Box::new(seal));
-            }
+        if !run.sealed {
+            return Ok(());
         }
-        Ok(())
-    }
-
-    fn seal(&mut self, origin: usize, first: u64, last: u64) -> Result<Seal, CodecError> {
-        let col = &mut self.cols[SEALS];
-        let flags = col.u8()?;
+        let flags = self.u8(SEALS);
         if flags & !(SEAL_OWN_KEY | SEAL_FIRST) != 0 {
-            return Err(CodecError::Tag {
-                column: col.column,
+            self.fail(CodecError::Tag {
+                column: "seals",
                 tag: flags,
             });
         }
         // The origin's key from the peer table comes with the id derived
         // from it there; a seal's own key is derived once, here.
         let (key, signer) = if flags & SEAL_OWN_KEY != 0 {
-            let key: PublicKey = col.array()?;
+            let key: PublicKey = self.array(SEALS);
             (key, peer_id_of(&key))
         } else {
-            let (peer, key) = self.t.table[origin];
-            let key = key.ok_or(CodecError::Invalid(
-                "a seal names no key and its origin has none",
-            ))?;
-            (key, peer)
+            match self.t.table[run.origin] {
+                (peer, Some(key)) => (key, peer),
+                (peer, None) => {
+                    self.fail(CodecError::Invalid(
+                        "a seal names no key and its origin has none",
+                    ));
+                    ([0; 32], peer)
+                }
+            }
         };
+        let last = run.end - 1;
         let first = if flags & SEAL_FIRST != 0 {
-            last.wrapping_sub(col.u64()?)
+            last.wrapping_sub(self.u64(SEALS))
         } else {
-            first
+            run.first
         };
-        let signature = [col.array()?, col.array()?];
-        Ok(Seal::with_signer(first, key, signature, signer))
+        let signature = [self.array(SEALS), self.array(SEALS)];
+        self.check()?;
+        if let Some(last) = events.last_mut() {
+            last.seal = Some(Box::new(Seal::with_signer(first, key, signature, signer)));
+        }
+        Ok(())
     }
 
     /// The next event, `id` (after an error, whatever defaults make).
@@ -1299,8 +1329,6 @@ impl<'a> Decoder<'a> {
     }
 }
 
-/// A clock from entries that must be sorted by peer id, each once, none zero
-/// (how [`VectorClock::iter`] yields them): one form per clock.
 /// The next `len` bytes of `col` (at most what is left) as text: a range
 /// of `whole`, the column's text, when there is one, else a copy. `None`
 /// when they are not text.
@@ -1322,8 +1350,4 @@ fn text(col: &mut Reader, len: usize, whole: Option<&Arc<str>>) -> Option<Text> 
             Err(_) => None,
         },
     }
-}
-
-fn clock_from(entries: Entries, column: &'static str) -> Result<VectorClock, CodecError> {
-    VectorClock::from_canonical(entries).ok_or(CodecError::Clock(column))
 }
