@@ -870,9 +870,10 @@ impl<'a> Decoder<'a> {
         }
     }
 
+    /// One call for a varint of more than one byte, as the reader's own.
     #[inline(never)]
     fn long_u64(&mut self, col: usize) -> u64 {
-        match self.cols[col].u64() {
+        match self.cols[col].long() {
             Ok(value) => value,
             Err(e) => {
                 self.fail(e);

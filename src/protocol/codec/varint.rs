@@ -101,6 +101,14 @@ impl<'a> Reader<'a> {
 
     #[inline(never)]
     fn long_u64(&mut self) -> Result<u64, CodecError> {
+        self.long()
+    }
+
+    /// A varint of more than one byte, or an error: [`u64`](Self::u64)'s
+    /// out-of-line case, inlined into a caller's own out-of-line case (the
+    /// event batch decoder's, whose first error sticks).
+    #[inline(always)]
+    pub fn long(&mut self) -> Result<u64, CodecError> {
         let mut value = 0u64;
         for (i, &byte) in self.bytes.iter().enumerate().take(10) {
             let bits = u64::from(byte & 0x7f);
