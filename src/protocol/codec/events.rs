@@ -839,26 +839,28 @@ impl<'a> Decoder<'a> {
         }
     }
 
+    /// `result`'s value, or `default` after recording its error.
     #[inline(always)]
-    fn u8(&mut self, col: usize) -> u8 {
-        match self.cols[col].u8() {
-            Ok(byte) => byte,
+    fn or<T>(&mut self, result: Result<T, CodecError>, default: T) -> T {
+        match result {
+            Ok(value) => value,
             Err(e) => {
                 self.fail(e);
-                0
+                default
             }
         }
     }
 
+    #[inline(always)]
+    fn u8(&mut self, col: usize) -> u8 {
+        let read = self.cols[col].u8();
+        self.or(read, 0)
+    }
+
     /// `N` bytes as they are.
     fn array<const N: usize>(&mut self, col: usize) -> [u8; N] {
-        match self.cols[col].array() {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                self.fail(e);
-                [0; N]
-            }
-        }
+        let read = self.cols[col].array();
+        self.or(read, [0; N])
     }
 
     /// A varint: its one-byte case inlined, the rest out of line.
@@ -873,13 +875,8 @@ impl<'a> Decoder<'a> {
     /// One call for a varint of more than one byte, as the reader's own.
     #[inline(never)]
     fn long_u64(&mut self, col: usize) -> u64 {
-        match self.cols[col].long() {
-            Ok(value) => value,
-            Err(e) => {
-                self.fail(e);
-                0
-            }
-        }
+        let read = self.cols[col].long();
+        self.or(read, 0)
     }
 
     #[inline(always)]
@@ -915,10 +912,10 @@ impl<'a> Decoder<'a> {
     /// The id of the peer at `index` in the table (a default when there is
     /// none).
     fn peer_at(&mut self, index: u64, column: &'static str) -> PeerId {
-        match usize::try_from(index) {
-            Ok(i) if i < self.t.table.len() => self.t.table[i].0,
-            _ => {
-                self.fail(CodecError::Index { column, index });
+        match self.peer_index(index, column) {
+            Ok(i) => self.t.table[i].0,
+            Err(e) => {
+                self.fail(e);
                 PeerId(0)
             }
         }

@@ -46,10 +46,18 @@ impl<'a> Postcard<'a> {
 
     /// `result`'s value, or the default after recording its error.
     pub fn or_fail<T: Default>(&mut self, result: Result<T, CodecError>) -> T {
-        result.unwrap_or_else(|e| {
-            self.fail(e);
-            T::default()
-        })
+        self.or(result, T::default())
+    }
+
+    /// `result`'s value, or `default` after recording its error.
+    pub fn or<T>(&mut self, result: Result<T, CodecError>, default: T) -> T {
+        match result {
+            Ok(value) => value,
+            Err(e) => {
+                self.fail(e);
+                default
+            }
+        }
     }
 
     /// Records an unknown variant (or tag) `index`.
@@ -150,13 +158,8 @@ impl<'a> Postcard<'a> {
 
     /// An array of bytes, as they are.
     pub fn array<const N: usize>(&mut self) -> [u8; N] {
-        match self.reader.array() {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                self.fail(e);
-                [0; N]
-            }
-        }
+        let read = self.reader.array();
+        self.or(read, [0; N])
     }
 
     /// Its 8 bytes, little-endian.

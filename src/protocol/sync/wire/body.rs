@@ -103,19 +103,10 @@ pub fn put_message(out: &mut Vec<u8>, message: &Message) {
             }
         }
         Message::ReconciliationRequest(r) => {
-            w.variant(9);
-            // The `type` tag: the one variant of its enum.
-            w.variant(0);
-            w.peer(r.source_peer_id);
-            w.peer(r.target_peer_id);
-            w.events(&r.conflicting_events);
+            w.reconciliation(9, r.source_peer_id, r.target_peer_id, &r.conflicting_events);
         }
         Message::ReconciliationResponse(r) => {
-            w.variant(10);
-            w.variant(0);
-            w.peer(r.source_peer_id);
-            w.peer(r.target_peer_id);
-            w.events(&r.resolution_events);
+            w.reconciliation(10, r.source_peer_id, r.target_peer_id, &r.resolution_events);
         }
         Message::Ping { sent_ms } => {
             w.variant(11);
@@ -361,6 +352,22 @@ impl Writer<'_> {
 
     fn clock(&mut self, clock: &VectorClock) {
         content::clock(self.0, clock);
+    }
+
+    /// A reconciliation request or response (message `variant`).
+    fn reconciliation(
+        &mut self,
+        variant: u64,
+        source: PeerId,
+        target: PeerId,
+        events: &[P2PEvent],
+    ) {
+        self.variant(variant);
+        // The `type` tag: the one variant of its enum.
+        self.variant(0);
+        self.peer(source);
+        self.peer(target);
+        self.events(events);
     }
 
     /// An event batch, after its length.
