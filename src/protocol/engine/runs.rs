@@ -139,9 +139,13 @@ impl ReconciliationEngine {
         while let Some(last) = rest.as_slice().iter().position(|e| e.seal.is_some()) {
             let run = &rest.as_slice()[..=last];
             let first = run[last].seal.as_ref().map_or(0, |s| s.first);
-            let admitted = self
-                .admit_run(run, first)
-                .and_then(|straddles| self.whole_run_fits(run, now_ms).map(|f| (straddles, f)));
+            // What is applied of its origin: looked up once for the checks
+            // (a search of a large clock, in a room of thousands).
+            let have = self.applied.get(run[last].id.peer);
+            let admitted = self.admit_run(run, first, have).and_then(|straddles| {
+                self.whole_run_fits(run, have, now_ms)
+                    .map(|f| (straddles, f))
+            });
             match admitted {
                 Err(e) => {
                     self.count_refusal(&e);
@@ -242,8 +246,9 @@ impl ReconciliationEngine {
     /// Whether `run`, the events up to one sealed `first..` on its last,
     /// is whole and overlaps no run kept here with other bounds (the runs
     /// before it in its batch are kept by now, or refused); `Ok(true)`
-    /// when it began before the log of its origin did.
-    fn admit_run(&self, run: &[P2PEvent], first: u64) -> Result<bool, ReceiveError> {
+    /// when it began before the log of its origin did. `have`: what is
+    /// applied of its origin.
+    fn admit_run(&self, run: &[P2PEvent], first: u64, have: u64) -> Result<bool, ReceiveError> {
         let last = run[run.len() - 1].id;
         let origin = last.peer;
         let whole = run
@@ -255,14 +260,13 @@ impl ReconciliationEngine {
                 "the run sealed on {last} is not its events {first}.. in order"
             )));
         }
-        let have = self.applied.get(origin);
         let logged_from = self.log.first_seq(origin);
         let straddles = first < logged_from && logged_from <= last.seq;
         if last.seq <= have && !straddles {
             // Applied already, every event: nothing of it will be kept.
             return Ok(false);
         }
-        if self.overlaps_kept(first, last, true) {
+        if self.overlaps_kept(first, last, have, true) {
             return Err(ReceiveError::OverlappingRun { id: last, first });
         }
         Ok(straddles)
@@ -271,10 +275,14 @@ impl ReconciliationEngine {
     /// What `receive` would refuse of `run`'s events, found before any of
     /// them is received: the run is taken whole or not at all. And what
     /// becomes of it: its new events apply now, or wait together for the
-    /// first thing one of them lacks.
-    fn whole_run_fits(&self, run: &[P2PEvent], now_ms: u64) -> Result<Fate, ReceiveError> {
+    /// first thing one of them lacks. `have`: what is applied of its origin.
+    fn whole_run_fits(
+        &self,
+        run: &[P2PEvent],
+        have: u64,
+        now_ms: u64,
+    ) -> Result<Fate, ReceiveError> {
         let origin = run[0].id.peer;
-        let have = self.applied.get(origin);
         for event in run.iter().filter(|e| e.id.seq <= have) {
             // Its own copy of an event kept here with other content.
             if self
@@ -711,8 +719,14 @@ impl ReconciliationEngine {
 
     /// Whether the run `first..=last` (of `last`'s origin) overlaps a run
     /// kept here with other bounds: in the log, the archive, and (`held`)
-    /// the holding queue.
-    pub(super) fn overlaps_kept(&self, first: u64, last: EventId, held: bool) -> bool {
+    /// the holding queue. `applied`: what is applied of the origin.
+    pub(super) fn overlaps_kept(
+        &self,
+        first: u64,
+        last: EventId,
+        applied: u64,
+        held: bool,
+    ) -> bool {
         let origin = last.peer;
         // An event of the range sealed where the run is not, or not sealed
         // where it is: it belongs to another run.
@@ -721,7 +735,7 @@ impl ReconciliationEngine {
             sealed_from != (e.id == last).then_some(first)
         };
         let at = |seq: u64| EventId::new(origin, seq);
-        let logged = first.max(self.log.first_seq(origin))..=last.seq.min(self.applied.get(origin));
+        let logged = first.max(self.log.first_seq(origin))..=last.seq.min(applied);
         if logged
             .into_iter()
             .any(|seq| self.log.get(at(seq)).is_some_and(other))
@@ -741,7 +755,9 @@ impl ReconciliationEngine {
     pub(super) fn overlapping_run(&self, events: &[P2PEvent], held: bool) -> Option<EventId> {
         events.iter().find_map(|e| {
             let first = e.seal.as_ref()?.first;
-            self.overlaps_kept(first, e.id, held).then_some(e.id)
+            let applied = self.applied.get(e.id.peer);
+            self.overlaps_kept(first, e.id, applied, held)
+                .then_some(e.id)
         })
     }
 
@@ -757,7 +773,8 @@ impl ReconciliationEngine {
             .iter()
             .filter_map(|e| {
                 let first = e.seal.as_ref()?.first;
-                let overlaps = self.overlaps_kept(first, e.id, false);
+                let applied = self.applied.get(e.id.peer);
+                let overlaps = self.overlaps_kept(first, e.id, applied, false);
                 overlaps.then_some((EventId::new(e.id.peer, first), e.id.seq))
             })
             .collect();

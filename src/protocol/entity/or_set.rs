@@ -2,13 +2,17 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::protocol::blocks::Blocks;
+use crate::protocol::blocks::{Blocks, Place};
 use crate::protocol::clock::VectorClock;
 use crate::protocol::codec::{content, varint};
 use crate::protocol::event::{EventId, SetOp};
 use crate::protocol::heap_sort::{heap_sort_by, heap_sort_by_key};
 use crate::protocol::sorted_map::SortedMap;
 use crate::protocol::value::JsonValue;
+
+/// Members are found by binary search: their text says nothing of where
+/// they fall.
+impl Place for JsonValue {}
 
 /// An add-wins observed-remove set: a member is present while some add of it
 /// is not covered by a remove (or delete) that observed it. A set with no
