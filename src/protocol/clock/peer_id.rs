@@ -25,9 +25,9 @@ impl std::hash::Hash for PeerId {
 
 /// Ids spread evenly over 64 bits (hashes of keys, or random): a large
 /// clock looks one up where its value puts it. Not in the wasm: there
-/// C1.2's page thread was no faster for it in V8 (a search's cache misses
-/// are a smaller share of a slower whole), and the wasm 1.2 KB larger
-/// gzipped; natively it took 8-10% off (2026-12-06, BENCHMARKS).
+/// C1.2's page thread was 5-7% slower for it in V8 (three alternating
+/// rounds; why was not looked into), and the wasm 1.2 KB larger gzipped;
+/// natively it took 8-10% off (2026-12-06, BENCHMARKS).
 #[cfg(not(target_arch = "wasm32"))]
 impl crate::protocol::blocks::Place for PeerId {
     #[inline]
