@@ -11,9 +11,12 @@ use common::json;
 use cpc_sync::protocol::snapshot::SnapshotError;
 use cpc_sync::protocol::sync::wire::{self, Decoded, Message, Reassembler};
 use cpc_sync::protocol::sync::{Output, SyncConfig, SyncNode};
-use cpc_sync::protocol::{EngineConfig, PeerId, ReconciliationEngine, StateSnapshot};
+use cpc_sync::protocol::{
+    EngineConfig, EventId, P2PEvent, PeerId, ReconciliationEngine, StateSnapshot,
+};
 use proptest::prelude::*;
 use proptest::test_runner::Config;
+use std::collections::HashMap;
 
 fn config() -> Config {
     common::fuzz_config("fuzz", 2_000)
@@ -282,10 +285,27 @@ proptest! {
 }
 
 /// Valid frames of three signed writers (runs of four writes, over six
-/// keys), then a digest and two queries: a stream a node takes from a
-/// peer.
+/// keys), one run a frame and then three, as a peer repairing another's
+/// gaps sends them; then a digest and two queries: a stream a node takes
+/// from a peer.
 fn signed_stream() -> Vec<Vec<u8>> {
-    let mut frames = cpc_sync::protocol::testing::wire::run_heavy(3, 12, 6, 4);
+    let runs: Vec<Vec<P2PEvent>> = cpc_sync::protocol::testing::wire::run_heavy(3, 12, 6, 4)
+        .iter()
+        .filter_map(|f| match wire::decode(f) {
+            Ok(Decoded::Message(Message::Events(events))) => Some(events),
+            _ => None,
+        })
+        .collect();
+    let (alone, together) = runs.split_at(3);
+    let batches: Vec<Vec<P2PEvent>> = alone
+        .iter()
+        .cloned()
+        .chain(together.chunks(3).map(|c| c.concat()))
+        .collect();
+    let mut frames: Vec<Vec<u8>> = batches
+        .into_iter()
+        .flat_map(|events| wire::encode(&Message::Events(events), 5))
+        .collect();
     let mut e = ReconciliationEngine::new(PeerId(77), EngineConfig::default());
     e.increment("c", 1, 5).unwrap();
     let messages = [
@@ -302,16 +322,27 @@ fn signed_stream() -> Vec<Vec<u8>> {
 
 /// The stream through a signed node, `bad` (if any) from the same peer
 /// before its `k`th frame: the final digest, or `None` when `bad` closed
-/// the connection. Every other refusal of `bad` must be counted.
-fn through(frames: &[Vec<u8>], k: usize, bad: Option<&[u8]>) -> Result<Option<String>, String> {
+/// the connection. Every other refusal of `bad` must be counted. With
+/// `relaying`, the node floods what it takes to two more peers, as the
+/// room peer does, and every event it sends them must be one of
+/// `honest`, as the stream's writers signed it.
+fn through(
+    frames: &[Vec<u8>],
+    k: usize,
+    bad: Option<&[u8]>,
+    relaying: Option<&HashMap<EventId, P2PEvent>>,
+) -> Result<Option<String>, String> {
     use cpc_sync::protocol::testing::wire::{neighbour, Receiver};
-    let mut r = Receiver::new();
+    let mut r = match relaying {
+        Some(_) => Receiver::relaying(2).keeping_sent(),
+        None => Receiver::new(),
+    };
     for f in &frames[..k] {
         r.receive(f)
             .map_err(|e| format!("a valid frame refused: {e:?}"))?;
     }
+    let rejected = |r: &Receiver| r.node().stats(neighbour()).map_or(0, |s| s.rejected);
     if let Some(bad) = bad {
-        let rejected = |r: &Receiver| r.node().stats(neighbour()).map_or(0, |s| s.rejected);
         let before = rejected(&r);
         match r.receive(bad) {
             Err(refusal) if refusal.closes() => return Ok(None),
@@ -327,9 +358,38 @@ fn through(frames: &[Vec<u8>], k: usize, bad: Option<&[u8]>) -> Result<Option<St
         // anything was lost.
         let _ = r.receive(f);
     }
-    r.finish(0)
-        .map(Some)
-        .map_err(|e| format!("finishing: {e:?}"))
+    let digest = match r.finish(0) {
+        Ok(digest) => digest,
+        // With its seals handed out, the bad frame's forgery is refused
+        // when its batch is verified, at the end.
+        Err(refusal) if rejected(&r) == 0 => return Err(format!("refused uncounted: {refusal:?}")),
+        Err(_) => r.finish(0).map_err(|e| format!("finishing: {e:?}"))?,
+    };
+    for (to, frame) in r.take_sent() {
+        let Some(honest) = relaying.filter(|_| to != neighbour()) else {
+            continue;
+        };
+        let Ok(Decoded::Message(Message::Events(events))) = wire::decode(&frame) else {
+            continue;
+        };
+        if let Some(e) = events.iter().find(|e| honest.get(&e.id) != Some(*e)) {
+            return Err(format!("passed on an event no writer signed: {e:?}"));
+        }
+    }
+    Ok(Some(digest))
+}
+
+/// Every event of `frames`, by id.
+fn events_of(frames: &[Vec<u8>]) -> HashMap<EventId, P2PEvent> {
+    frames
+        .iter()
+        .filter_map(|f| match wire::decode(f) {
+            Ok(Decoded::Message(Message::Events(events))) => Some(events),
+            _ => None,
+        })
+        .flatten()
+        .map(|e| (e.id, e))
+        .collect()
 }
 
 /// One edit of a frame: `(kind, where, a byte, a length, another frame's
@@ -377,8 +437,9 @@ proptest! {
     /// writers' frames (its check made right again, mostly, so the body
     /// is what is read): refused and counted, or taken as what it now
     /// says, and the node ends with exactly the state the stream alone
-    /// gives. A lying peer can make a node refuse it or drop it, never
-    /// lose what honest frames bring.
+    /// gives; a relaying node (the room peer's) passes on no event the
+    /// writers did not sign. A lying peer can make a node refuse it or
+    /// drop it, never lose what honest frames bring or spread its own.
     #[test]
     fn a_mutated_frame_in_a_signed_stream_loses_nothing(
         k in any::<prop::sample::Index>(),
@@ -389,12 +450,15 @@ proptest! {
         ),
         checked in prop::bool::weighted(0.8),
         versioned in any::<bool>(),
+        relaying in any::<bool>(),
     ) {
-        static STREAM: std::sync::OnceLock<(Vec<Vec<u8>>, String)> = std::sync::OnceLock::new();
-        let (frames, reference) = STREAM.get_or_init(|| {
+        type Stream = (Vec<Vec<u8>>, String, HashMap<EventId, P2PEvent>);
+        static STREAM: std::sync::OnceLock<Stream> = std::sync::OnceLock::new();
+        let (frames, reference, honest) = STREAM.get_or_init(|| {
             let frames = signed_stream();
-            let digest = through(&frames, 0, None).expect("the stream alone").expect("open");
-            (frames, digest)
+            let digest = through(&frames, 0, None, None).expect("the stream alone").expect("open");
+            let honest = events_of(&frames);
+            (frames, digest, honest)
         });
         let k = k.index(frames.len());
         let mut bad = frames[k].clone();
@@ -410,7 +474,7 @@ proptest! {
             let sum = cpc_sync::protocol::blake3::hash(&bad[..n]);
             bad[n..].copy_from_slice(&sum.as_bytes()[..4]);
         }
-        match through(frames, k, Some(&bad)) {
+        match through(frames, k, Some(&bad), relaying.then_some(honest)) {
             Ok(Some(digest)) => prop_assert_eq!(&digest, reference, "state lost or changed"),
             Ok(None) => {}
             Err(e) => prop_assert!(false, "{}", e),

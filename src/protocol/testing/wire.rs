@@ -221,6 +221,8 @@ pub struct Receiver {
     now_ms: u64,
     /// Batches handed out for verification ([`Receiver::offloading`]).
     verify: Vec<(u64, Vec<u8>)>,
+    /// The frames sent, kept when asked for ([`Receiver::keeping_sent`]).
+    sent: Option<Vec<(PeerId, Vec<u8>)>>,
 }
 
 impl Default for Receiver {
@@ -290,7 +292,21 @@ impl Receiver {
             neighbour,
             now_ms,
             verify: Vec::new(),
+            sent: None,
         }
+    }
+
+    /// This receiver, keeping the frames it sends for
+    /// [`take_sent`](Self::take_sent) rather than dropping them.
+    pub fn keeping_sent(mut self) -> Self {
+        self.sent = Some(Vec::new());
+        self
+    }
+
+    /// The frames sent since the last call, with whom to (none unless
+    /// [`keeping_sent`](Self::keeping_sent)).
+    pub fn take_sent(&mut self) -> Vec<(PeerId, Vec<u8>)> {
+        self.sent.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// Takes one frame from the neighbour.
@@ -336,6 +352,11 @@ impl Receiver {
                 Output::Persist { token, .. } => self.node.persisted(token),
                 Output::Rejected { refusal, .. } => refused = Err(refusal),
                 Output::Verify { batch, seals } => self.verify.push((batch, seals)),
+                Output::Send { to, frame } => {
+                    if let Some(sent) = &mut self.sent {
+                        sent.push((to, frame));
+                    }
+                }
                 _ => {}
             }
         }
@@ -345,15 +366,17 @@ impl Receiver {
     /// Verifies what is held for verification (the timer at the end of
     /// the window), then brings the digest up to date (what the node's
     /// timer does between gossip rounds) and returns its root; a refusal
-    /// among the last frames is the error.
+    /// among the last frames is the error (every batch is answered
+    /// first).
     pub fn finish(&mut self, elapsed_ms: u64) -> Result<String, Refusal> {
         self.node.verify_received(self.now_ms + elapsed_ms);
-        self.outputs()?;
+        let mut refused = self.outputs();
         // Handed out: verified here, as a page's Workers would.
         for (batch, seals) in self.take_verify() {
-            self.verified(batch, &seal::verify_packed(&seals), elapsed_ms)?;
+            let answer = self.verified(batch, &seal::verify_packed(&seals), elapsed_ms);
+            refused = refused.and(answer);
         }
-        Ok(self.node.digest().to_string())
+        refused.map(|()| self.node.digest().to_string())
     }
 
     /// The batches handed out for verification since the last call.
