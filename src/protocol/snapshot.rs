@@ -9,7 +9,9 @@
 //! entry is an event its origin signed, nothing lies beyond the clock. The
 //! receiver rebuilds the entities from the events marked live
 //! ([`Entity::rebuild`]); a sender can leave events out, but it cannot
-//! make up a value, a dot, a writer or a clock entry.
+//! make up a value, a dot, a writer or a clock entry, nor bring back a
+//! value another of its events supersedes (the live marks are not sealed,
+//! so a marked event is applied only if it survives all of its key's).
 
 use crate::protocol::text::Text;
 use std::hash::BuildHasher;
