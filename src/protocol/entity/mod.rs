@@ -209,8 +209,8 @@ impl Entity {
         // another of these supersedes (a value overwritten or deleted,
         // brought for its run's seal) and so bring it back. Every event
         // applied in order says which dots survive them all; a flagged dot
-        // that does not is left out. (A flag cleared hides a value until
-        // anti-entropy with an honest peer brings it back; one set on a
+        // that does not is left out. (A flag cleared hides a value, as
+        // leaving its run out does: README, "Not verified". One set on a
         // dot nothing here supersedes is a state some replica could hold.)
         let mut surviving = Vec::new();
         Self::apply_in_order(events, None).for_each_dot(|dot| surviving.push(dot));
@@ -377,27 +377,23 @@ mod tests {
             });
             e
         };
+        // The four events, marked live as `marks` says.
+        let marked = |marks: [bool; 4]| {
+            let events = [&first, &second, &third, &delete];
+            let mut pairs: Vec<_> = events.into_iter().zip(marks).collect();
+            Entity::rebuild(&mut pairs)
+        };
         // Honest: 2 overwrote 1, the delete took 2; 3 (which observed
         // nothing: concurrent with them) is live.
-        let honest = Entity::rebuild(&mut [
-            (&first, false),
-            (&second, false),
-            (&third, true),
-            (&delete, false),
-        ]);
+        let honest = marked([false, false, true, false]);
         assert_eq!(values(&honest), ["3"]);
         // 1 and 2 marked live: superseded by 2 and by the delete.
-        let lying = Entity::rebuild(&mut [
-            (&first, true),
-            (&second, true),
-            (&third, true),
-            (&delete, false),
-        ]);
+        let lying = marked([true, true, true, false]);
         assert_eq!(values(&lying), ["3"]);
         // Without the delete, 2 survives the others: marked live, it is.
         let without = Entity::rebuild(&mut [(&first, true), (&second, true), (&third, true)]);
         assert_eq!(values(&without), ["2", "3"]);
-        // A mark cleared hides a value (anti-entropy brings it back).
+        // A mark cleared hides a value (as leaving its run out would).
         let hidden = Entity::rebuild(&mut [(&second, true), (&third, false)]);
         assert_eq!(values(&hidden), ["2"]);
     }
