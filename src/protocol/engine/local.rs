@@ -307,7 +307,7 @@ impl ReconciliationEngine {
             id: EventId::new(self.peer, seq),
             key: key.into(),
             op,
-            deps: std::mem::take(&mut self.unsent_deps),
+            deps: self.unsent.take(&self.applied),
             hlc: self.clock.tick(now_ms),
             seal: None,
         };

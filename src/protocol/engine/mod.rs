@@ -12,6 +12,7 @@ mod reconcile;
 mod remote;
 mod runs;
 mod snapshot;
+mod unsent;
 mod view;
 
 use crate::protocol::text::Text;
@@ -217,13 +218,12 @@ pub struct ReconciliationEngine {
     clock: HybridClock,
     /// The version vector: per origin, how many of its events are applied.
     applied: VectorClock,
-    /// Entries of `applied` that grew since our last local event: the next
-    /// local event's `deps`.
-    unsent_deps: VectorClock,
-    /// Where the last event's origin was found in `applied` and in
-    /// `unsent_deps`: most events are their predecessor's origin's next.
+    /// Origins whose entry of `applied` grew since our last local event:
+    /// the next local event's `deps`.
+    unsent: unsent::UnsentDeps,
+    /// Where the last event's origin was found in `applied`: most events
+    /// are their predecessor's origin's next.
     applied_hint: Hint,
-    unsent_hint: Hint,
     /// Since [`mark_applied`](Self::mark_applied): per origin whose count
     /// grew, where it stood (what [`applied_since_mark`](Self::applied_since_mark)
     /// reads, at a cost in the origins that moved, not in all of them).
@@ -259,9 +259,8 @@ impl ReconciliationEngine {
             peer,
             clock: HybridClock::new(config.max_clock_skew_ms),
             applied: VectorClock::new(),
-            unsent_deps: VectorClock::new(),
+            unsent: unsent::UnsentDeps::default(),
             applied_hint: Hint::default(),
-            unsent_hint: Hint::default(),
             moved: None,
             released: false,
             entities: Entities::with_seed(config.hash_seed),

@@ -348,8 +348,7 @@ impl ReconciliationEngine {
         self.applied
             .observe_hinted(id.peer, id.seq, &mut self.applied_hint);
         if id.peer != self.peer {
-            self.unsent_deps
-                .observe_hinted(id.peer, id.seq, &mut self.unsent_hint);
+            self.unsent.note(id.peer);
         }
         let (index, new) = self.entities.find_or_insert(&event.key, |key| {
             Slot::new(key, Entity::new(&event), Some(id.peer))

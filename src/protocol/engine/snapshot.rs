@@ -758,7 +758,7 @@ impl ReconciliationEngine {
                 self.applied.set(peer, seq);
                 self.log.skip_to(peer, seq, &mut skipped);
                 if peer != self.peer {
-                    self.unsent_deps.observe(peer, seq);
+                    self.unsent.note(peer);
                 }
             }
         }
