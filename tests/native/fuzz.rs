@@ -38,7 +38,7 @@ fn sample_snapshot() -> Vec<u8> {
 }
 
 /// Valid frames of every message kind, to mutate.
-fn sample_frames() -> Vec<Vec<u8>> {
+pub(crate) fn sample_frames() -> Vec<Vec<u8>> {
     let mut a = ReconciliationEngine::new(PeerId(1), EngineConfig::default());
     let events = vec![
         a.set("r", json("{\"x\":[1,2,3]}"), 10).unwrap(),
@@ -288,7 +288,7 @@ proptest! {
 /// keys), one run a frame and then three, as a peer repairing another's
 /// gaps sends them; then a digest and two queries: a stream a node takes
 /// from a peer.
-fn signed_stream() -> Vec<Vec<u8>> {
+pub(crate) fn signed_stream() -> Vec<Vec<u8>> {
     let runs: Vec<Vec<P2PEvent>> = cpc_sync::protocol::testing::wire::run_heavy(3, 12, 6, 4)
         .iter()
         .filter_map(|f| match wire::decode(f) {
@@ -394,9 +394,9 @@ fn events_of(frames: &[Vec<u8>]) -> HashMap<EventId, P2PEvent> {
 
 /// One edit of a frame: `(kind, where, a byte, a length, another frame's
 /// place)`.
-type Edit = (u8, prop::sample::Index, u8, usize, prop::sample::Index);
+pub(crate) type Edit = (u8, prop::sample::Index, u8, usize, prop::sample::Index);
 
-fn edit(frame: &mut Vec<u8>, (kind, at, byte, len, from): Edit, other: &[u8]) {
+pub(crate) fn edit(frame: &mut Vec<u8>, (kind, at, byte, len, from): Edit, other: &[u8]) {
     if frame.is_empty() {
         frame.push(byte);
     }

@@ -1,5 +1,6 @@
 //! Helpers shared by the native integration tests.
 
+pub mod net;
 pub mod strategies;
 
 use cpc_sync::protocol::event::RegisterOp;
