@@ -11,9 +11,17 @@ impl SyncNode {
     pub(super) fn refuse(&mut self, peer: PeerId, refusal: Refusal) {
         let points = refusal.points();
         let closes = refusal.closes().then(|| refusal.to_string());
-        if let Some(session) = self.sessions.get_mut(&peer) {
-            session.stats.rejected += 1;
-            session.stats.last_error = Some(refusal.to_string());
+        // A peer whose session ended may still be refused: the frames of
+        // its held for verification with others are refused when their
+        // batch is, and the first forgery among them may have cut it off.
+        // Its counters are kept for its next session then.
+        let stats = match self.sessions.get_mut(&peer) {
+            Some(session) => Some(&mut session.stats),
+            None => self.past_stats.get_mut(&peer),
+        };
+        if let Some(stats) = stats {
+            stats.rejected += 1;
+            stats.last_error = Some(refusal.to_string());
         }
         self.outputs.push(Output::Rejected { peer, refusal });
         if let Some(reason) = closes {
