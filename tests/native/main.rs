@@ -17,6 +17,7 @@ mod codec;
 mod durability;
 mod forward;
 mod fuzz;
+mod fuzz_handshake;
 mod fuzz_penalty;
 mod fuzz_snapshot;
 mod handshake;
