@@ -19,6 +19,7 @@ mod forward;
 mod fuzz;
 mod fuzz_handshake;
 mod fuzz_penalty;
+mod fuzz_signal;
 mod fuzz_snapshot;
 mod handshake;
 mod json_compat;

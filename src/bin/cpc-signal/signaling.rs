@@ -690,4 +690,6 @@ fn handle(rooms: &Rooms, conn: &mut Conn, text: &str) -> Option<ServerMessage> {
 }
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;
