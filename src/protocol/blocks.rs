@@ -75,6 +75,10 @@ pub trait Place: Ord {
     fn place(&self) -> Option<u64> {
         None
     }
+
+    /// Whether a lookup tries first where the last one ended (see
+    /// [`Blocks::find`]): for keys looked up several times in a row.
+    const AGAIN: bool = false;
 }
 
 /// Where a key at `place` is guessed to be among `len` sorted keys from
@@ -162,8 +166,9 @@ impl<K: Place + Clone, V> Blocks<K, V> {
     /// at or before it (the first block for a key before them all), and
     /// where in it.
     ///
-    /// First where the last lookup ended ([`at_last`](Self::at_last)):
-    /// C1.2 looks each new writer up about five times in a row. Then keys
+    /// First where the last lookup ended ([`at_last`](Self::at_last)),
+    /// for keys whose [`Place::AGAIN`] says so (peer ids: C1.2 looks each
+    /// new writer up about five times in a row). Then keys
     /// with a [`Place`] (peer ids: spread evenly over 64 bits) are
     /// looked for where a straight line between the ends puts them, and
     /// galloped to from there; others by binary search. A clock of 30,000
@@ -179,8 +184,10 @@ impl<K: Place + Clone, V> Blocks<K, V> {
     /// closure for every probe. The guessed path takes closures; it is
     /// native only (peer ids have no place in the wasm: see `PeerId`'s).
     fn find(&self, key: &K) -> (usize, Result<usize, usize>) {
-        if let Some(found) = self.at_last(key) {
-            return found;
+        if K::AGAIN {
+            if let Some(found) = self.at_last(key) {
+                return found;
+            }
         }
         let found = self.look_up(key);
         let (b, Ok(i) | Err(i)) = found;

@@ -28,16 +28,24 @@ impl std::hash::Hash for PeerId {
 /// C1.2's page thread was 5-7% slower for it in V8 (three alternating
 /// rounds; why was not looked into), and the wasm 1.2 KB larger gzipped;
 /// natively it took 8-10% off (2026-12-06, BENCHMARKS).
+///
+/// In both, a lookup tries first where the last one ended (`AGAIN`): an
+/// event's origin is looked up in the version vector several times in a
+/// row (is it new, its bound, then observed).
 #[cfg(not(target_arch = "wasm32"))]
 impl crate::protocol::blocks::Place for PeerId {
     #[inline]
     fn place(&self) -> Option<u64> {
         Some(self.0)
     }
+
+    const AGAIN: bool = true;
 }
 
 #[cfg(target_arch = "wasm32")]
-impl crate::protocol::blocks::Place for PeerId {}
+impl crate::protocol::blocks::Place for PeerId {
+    const AGAIN: bool = true;
+}
 
 impl fmt::Display for PeerId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
