@@ -1,11 +1,7 @@
-use std::collections::HashMap;
-
-use foldhash::fast::FixedState;
-
 use super::snapshot::Needed;
 use super::ReconciliationEngine;
 use crate::protocol::clock::{PeerId, VectorClock};
-use crate::protocol::event::P2PEvent;
+use crate::protocol::event::{EventId, P2PEvent};
 use crate::protocol::key_sort;
 
 impl ReconciliationEngine {
@@ -47,8 +43,9 @@ impl ReconciliationEngine {
     /// what a local write released ([`take_released`](Self::take_released))
     /// before it marks again: a new mark forgets it.
     pub fn mark_applied(&mut self) {
-        let seeded = FixedState::with_seed(self.config.hash_seed);
-        self.moved = Some(HashMap::with_hasher(seeded));
+        let mut moved = std::mem::take(&mut self.spare_moved);
+        moved.0.clear();
+        self.moved = Some(moved);
     }
 
     /// [`mark_applied`](Self::mark_applied) unless a mark is open (a
@@ -83,15 +80,14 @@ impl ReconciliationEngine {
     /// What [`applied_since_mark`](Self::applied_since_mark) gives, as
     /// `(origin, after, upto)` ranges by origin. Ends the marking.
     pub fn applied_ranges_since_mark(&mut self) -> Vec<(PeerId, u64, u64)> {
-        let mut moved: Vec<(PeerId, u64)> =
-            self.moved.take().unwrap_or_default().into_iter().collect();
-        // By origin, as the version vector would walk them.
-        key_sort::sort_by_key(&mut moved, |(peer, _)| u128::from(peer.0));
-        moved
-            .into_iter()
-            .map(|(peer, from)| (peer, from, self.applied.get(peer)))
-            .filter(|&(_, from, have)| have > from)
-            .collect()
+        let Some(mut moved) = self.moved.take() else {
+            return Vec::new();
+        };
+        let ranges = moved.ranges(&self.applied);
+        if moved.0.capacity() <= SPARE_MOVED {
+            self.spare_moved = moved;
+        }
+        ranges
     }
 
     /// The logged events of `(origin, after, upto)` ranges, whole runs
@@ -131,5 +127,47 @@ impl ReconciliationEngine {
         let folded = self.log.prune(&stable);
         let count = folded.iter().map(Vec::len).sum();
         (count > 0).then(|| (count, self.keep_evidence(folded)))
+    }
+}
+
+/// A list of `moved` kept for the next mark holds at most this many
+/// entries' room (a mark over a large batch lets its list go).
+const SPARE_MOVED: usize = 4096;
+
+/// Since a mark: per applied event whose origin is not the previous
+/// one's, the origin and where it stood before the event. An origin's
+/// events apply in order, so its first entry is where it stood at the
+/// mark; a list, not a map, so that a mark of one event (a signed node
+/// marks once a frame) costs a push.
+#[derive(Debug, Default)]
+pub(super) struct Moved(Vec<(PeerId, u64)>);
+
+impl Moved {
+    /// `id` is applied.
+    #[inline]
+    pub fn note(&mut self, id: EventId) {
+        if self.0.last().map(|&(peer, _)| peer) != Some(id.peer) {
+            self.0.push((id.peer, id.seq - 1));
+        }
+    }
+
+    /// Each origin that moved, by origin (as the version vector would
+    /// walk them): `(origin, where it stood, what is applied now)`.
+    /// Leaves the list empty.
+    fn ranges(&mut self, applied: &VectorClock) -> Vec<(PeerId, u64, u64)> {
+        // Stable: of an origin's entries, its first (its lowest) stays first.
+        key_sort::sort_by_key(&mut self.0, |(peer, _)| u128::from(peer.0));
+        let mut ranges: Vec<(PeerId, u64, u64)> = Vec::new();
+        for (peer, from) in self.0.drain(..) {
+            match ranges.last_mut() {
+                Some(last) if last.0 == peer => last.1 = last.1.min(from),
+                _ => ranges.push((peer, from, 0)),
+            }
+        }
+        for range in &mut ranges {
+            range.2 = applied.get(range.0);
+        }
+        ranges.retain(|&(_, from, have)| have > from);
+        ranges
     }
 }

@@ -224,10 +224,15 @@ pub struct ReconciliationEngine {
     /// Where the last event's origin was found in `applied`: most events
     /// are their predecessor's origin's next.
     applied_hint: Hint,
-    /// Since [`mark_applied`](Self::mark_applied): per origin whose count
-    /// grew, where it stood (what [`applied_since_mark`](Self::applied_since_mark)
+    /// Since [`mark_applied`](Self::mark_applied): each origin whose
+    /// count grew, where it stood (what [`applied_since_mark`](Self::applied_since_mark)
     /// reads, at a cost in the origins that moved, not in all of them).
-    moved: Option<HashMap<PeerId, u64, FixedState>>,
+    /// `None` when no mark is open.
+    moved: Option<compaction::Moved>,
+    /// The last mark's list, emptied, kept for the next: a signed node
+    /// marks once a frame, and a map made for each was a fifteenth of
+    /// C1.2's page thread in V8 (an allocation, a hash, an insert).
+    spare_moved: compaction::Moved,
     /// A local write released others' held events (they waited on it)
     /// since [`take_released`](Self::take_released) was last asked.
     released: bool,
@@ -262,6 +267,7 @@ impl ReconciliationEngine {
             unsent: unsent::UnsentDeps::default(),
             applied_hint: Hint::default(),
             moved: None,
+            spare_moved: compaction::Moved::default(),
             released: false,
             entities: Entities::with_seed(config.hash_seed),
             log: EventLog::with_seed(config.hash_seed),

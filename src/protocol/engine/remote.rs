@@ -340,7 +340,7 @@ impl ReconciliationEngine {
         debug_assert_eq!(self.applied.get(id.peer), id.seq - 1);
         self.clock.observe(event.hlc);
         if let Some(moved) = &mut self.moved {
-            moved.entry(id.peer).or_insert(id.seq - 1);
+            moved.note(id);
         }
         if id.seq == 1 && self.holding.unapplied_origins() > 0 {
             self.holding.origin_applied(id.peer);
