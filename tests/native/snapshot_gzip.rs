@@ -319,6 +319,13 @@ fn a_gzipped_snapshot_that_does_not_inflate_to_its_offer_is_refused() {
             "inflates to 100 bytes, not the 4096",
         ),
         ("not gzip", vec![7; 64], 4_096, "does not inflate"),
+        // Inflates as offered, to bytes that are no snapshot.
+        (
+            "not a snapshot",
+            gzip(&[0xff; 100]).unwrap(),
+            100,
+            "bad magic bytes",
+        ),
     ];
     for (what, gzipped, total, reason) in cases {
         let (mut b, mut mallory) = victim_and_mallory();

@@ -349,7 +349,10 @@ impl SyncNode {
                 });
                 self.decode_slice(now_ms);
             }
-            Err(e) => self.refuse(from, e.into()),
+            Err(e) => {
+                self.engine.count_refused_state();
+                self.refuse(from, e.into());
+            }
         }
     }
 
@@ -403,7 +406,10 @@ impl SyncNode {
         self.decoding = None;
         match decoded {
             Ok(snapshot) => self.take_snapshot(from, snapshot, now_ms),
-            Err(e) => self.refuse(from, e.into()),
+            Err(e) => {
+                self.engine.count_refused_state();
+                self.refuse(from, e.into());
+            }
         }
     }
 
@@ -670,8 +676,15 @@ impl SyncNode {
             signed: self.signed(),
             now_ms: Some(now_ms),
         };
-        let joined = StateSnapshot::decode(state)
-            .and_then(|state| self.engine.join_leaf(index as u16, state, trust));
+        // The engine counts what it refuses; a leaf that does not decode
+        // never reaches it.
+        let joined = match StateSnapshot::decode(state) {
+            Ok(state) => self.engine.join_leaf(index as u16, state, trust),
+            Err(e) => {
+                self.engine.count_refused_state();
+                Err(e)
+            }
+        };
         if let Err(e) = joined {
             self.refuse(from, e.into());
         }
