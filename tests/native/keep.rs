@@ -37,10 +37,10 @@ fn now_ms() -> u64 {
 }
 
 /// A data directory of its own, removed on drop.
-struct DataDir(PathBuf);
+pub(crate) struct DataDir(PathBuf);
 
 impl DataDir {
-    fn new(test: &str) -> DataDir {
+    pub(crate) fn new(test: &str) -> DataDir {
         let dir = std::env::temp_dir().join(format!("cpc-keep-{test}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         DataDir(dir)
@@ -57,7 +57,7 @@ impl Drop for DataDir {
     }
 }
 
-fn keeping(data: &DataDir, more: &[(&str, &str)]) -> Server {
+pub(crate) fn keeping(data: &DataDir, more: &[(&str, &str)]) -> Server {
     let mut env = vec![("KEEP", "on"), ("DATA_DIR", data.path())];
     env.extend_from_slice(more);
     Server::start(&env)
@@ -65,13 +65,13 @@ fn keeping(data: &DataDir, more: &[(&str, &str)]) -> Server {
 
 /// A client that joins a room as a page does and syncs with the room's
 /// peer over the socket.
-struct Page {
-    ws: Ws,
-    node: SyncNode,
+pub(crate) struct Page {
+    pub(crate) ws: Ws,
+    pub(crate) node: SyncNode,
     /// The room peer, once linked.
-    keeper: Option<PeerId>,
+    pub(crate) keeper: Option<PeerId>,
     /// Why the room peer would not keep the room, or hung up.
-    unkept: Option<String>,
+    pub(crate) unkept: Option<String>,
     /// The room peer's last digest: what it acknowledges having (it sends
     /// nothing that reflects an event before the event is on its disk).
     acked: VectorClock,
@@ -80,7 +80,7 @@ struct Page {
 }
 
 impl Page {
-    async fn join(server: &Server, identity: Identity, room: &str) -> Page {
+    pub(crate) async fn join(server: &Server, identity: Identity, room: &str) -> Page {
         let mut ws = server.connect(None).await.expect("connect");
         let nonce = match next_text(&mut ws).await {
             Some(ServerMessage::Hello { nonce }) => nonce,
@@ -197,7 +197,7 @@ impl Page {
     }
 
     /// Runs the link until `done`, or the socket ends, or the budget.
-    async fn run_until(&mut self, mut done: impl FnMut(&mut Page) -> bool) -> bool {
+    pub(crate) async fn run_until(&mut self, mut done: impl FnMut(&mut Page) -> bool) -> bool {
         let deadline = Instant::now() + BUDGET;
         loop {
             if !self.flush().await {
@@ -252,7 +252,7 @@ impl Page {
     }
 
     /// Runs the link until this page has all the room peer has.
-    async fn catch_up(&mut self) -> bool {
+    pub(crate) async fn catch_up(&mut self) -> bool {
         self.run_until(|p| {
             let Some(keeper) = p.keeper else { return false };
             let mine = p.node.engine().clock().clone();

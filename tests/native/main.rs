@@ -43,6 +43,8 @@ mod wire_workload;
 mod server;
 
 #[cfg(feature = "server")]
+mod fuzz_keep;
+#[cfg(feature = "server")]
 mod keep;
 #[cfg(feature = "server")]
 mod secret_relay;

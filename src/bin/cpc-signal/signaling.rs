@@ -692,4 +692,8 @@ fn handle(rooms: &Rooms, conn: &mut Conn, text: &str) -> Option<ServerMessage> {
 #[cfg(test)]
 mod fuzz;
 #[cfg(test)]
+mod fuzz_relay;
+#[cfg(test)]
+mod fuzz_tunnel;
+#[cfg(test)]
 mod tests;

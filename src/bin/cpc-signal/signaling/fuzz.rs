@@ -16,15 +16,22 @@ use super::outbox::Out;
 use super::*;
 
 fn config() -> ProptestConfig {
+    fuzz_config("signaling fuzz", 256)
+}
+
+/// A fuzz run's proptest configuration (as `tests/native/common`'s):
+/// `CPC_FUZZ_CASES` cases (else `cases`), from a seed printed under
+/// `test`, which `CPC_SEED` replays.
+pub(super) fn fuzz_config(test: &str, cases: u32) -> ProptestConfig {
     let env = |name: &str| std::env::var(name).ok().and_then(|s| s.parse::<u64>().ok());
     let seed = env("CPC_SEED").unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64)
     });
-    println!("signaling fuzz: seed {seed} (replay with CPC_SEED={seed})");
+    println!("{test}: seed {seed} (replay with CPC_SEED={seed})");
     ProptestConfig {
-        cases: env("CPC_FUZZ_CASES").map_or(256, |n| n as u32),
+        cases: env("CPC_FUZZ_CASES").map_or(cases, |n| n as u32),
         rng_seed: RngSeed::Fixed(seed),
         failure_persistence: None,
         ..ProptestConfig::default()
