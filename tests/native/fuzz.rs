@@ -11,6 +11,7 @@ use common::json;
 use cpc_sync::protocol::snapshot::SnapshotError;
 use cpc_sync::protocol::sync::wire::{self, Decoded, Message, Reassembler};
 use cpc_sync::protocol::sync::{Output, SyncConfig, SyncNode};
+use cpc_sync::protocol::testing::mutate;
 use cpc_sync::protocol::{
     EngineConfig, EventId, P2PEvent, PeerId, ReconciliationEngine, StateSnapshot,
 };
@@ -284,41 +285,7 @@ proptest! {
     }
 }
 
-/// Valid frames of three signed writers (runs of four writes, over six
-/// keys), one run a frame and then three, as a peer repairing another's
-/// gaps sends them; then a digest and two queries: a stream a node takes
-/// from a peer.
-pub(crate) fn signed_stream() -> Vec<Vec<u8>> {
-    let runs: Vec<Vec<P2PEvent>> = cpc_sync::protocol::testing::wire::run_heavy(3, 12, 6, 4)
-        .iter()
-        .filter_map(|f| match wire::decode(f) {
-            Ok(Decoded::Message(Message::Events(events))) => Some(events),
-            _ => None,
-        })
-        .collect();
-    let (alone, together) = runs.split_at(3);
-    let batches: Vec<Vec<P2PEvent>> = alone
-        .iter()
-        .cloned()
-        .chain(together.chunks(3).map(|c| c.concat()))
-        .collect();
-    let mut frames: Vec<Vec<u8>> = batches
-        .into_iter()
-        .flat_map(|events| wire::encode(&Message::Events(events), 5))
-        .collect();
-    let mut e = ReconciliationEngine::new(PeerId(77), EngineConfig::default());
-    e.increment("c", 1, 5).unwrap();
-    let messages = [
-        Message::Digest {
-            clock: e.clock().clone(),
-            root: e.digest(),
-        },
-        Message::MerkleQuery { depth: 1, index: 1 },
-        Message::LeafQuery { index: 3 },
-    ];
-    frames.extend(messages.iter().flat_map(|m| wire::encode(m, 5)));
-    frames
-}
+pub(crate) use cpc_sync::protocol::testing::wire::signed_stream;
 
 /// The stream through a signed node, `bad` (if any) from the same peer
 /// before its `k`th frame: the final digest, or `None` when `bad` closed
@@ -397,37 +364,15 @@ fn events_of(frames: &[Vec<u8>]) -> HashMap<EventId, P2PEvent> {
 pub(crate) type Edit = (u8, prop::sample::Index, u8, usize, prop::sample::Index);
 
 pub(crate) fn edit(frame: &mut Vec<u8>, (kind, at, byte, len, from): Edit, other: &[u8]) {
-    if frame.is_empty() {
-        frame.push(byte);
-    }
-    let at = at.index(frame.len());
-    match kind % 8 {
-        0 => frame[at] ^= byte | 1,
-        1 => frame.truncate(at),
-        2 => frame.insert(at, byte),
-        3 => {
-            frame.remove(at);
-        }
-        4 => frame[at] = [0, 0xff, 0x7f, 0x80, 1][usize::from(byte) % 5],
-        // A piece of itself, again.
-        5 => {
-            let piece = frame[at..(at + 1 + len % 16).min(frame.len())].to_vec();
-            frame.splice(at..at, piece);
-        }
-        // A piece of another frame, over this one's.
-        6 if !other.is_empty() => {
-            let s = from.index(other.len());
-            let piece = &other[s..(s + 1 + len % 32).min(other.len())];
-            let end = (at + piece.len()).min(frame.len());
-            frame.splice(at..end, piece.iter().copied());
-        }
-        // A varint made long: continuation bytes.
-        _ => {
-            for _ in 0..1 + len % 9 {
-                frame.insert(at, 0x80 | byte);
-            }
-        }
-    }
+    mutate::edit(
+        frame,
+        kind,
+        |n| at.index(n),
+        byte,
+        len,
+        |n| from.index(n),
+        other,
+    );
 }
 
 proptest! {
@@ -469,10 +414,8 @@ proptest! {
         if versioned && !bad.is_empty() {
             bad[0] = wire::PROTOCOL_VERSION;
         }
-        if checked && bad.len() > 6 {
-            let n = bad.len() - 4;
-            let sum = cpc_sync::protocol::blake3::hash(&bad[..n]);
-            bad[n..].copy_from_slice(&sum.as_bytes()[..4]);
+        if checked {
+            bad = mutate::checked(bad);
         }
         match through(frames, k, Some(&bad), relaying.then_some(honest)) {
             Ok(Some(digest)) => prop_assert_eq!(&digest, reference, "state lost or changed"),

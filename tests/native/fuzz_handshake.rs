@@ -16,6 +16,7 @@ use crate::fuzz::{edit, sample_frames, Edit};
 use cpc_sync::protocol::room::{Handshake, KdfCost, RoomSecret};
 use cpc_sync::protocol::sync::wire::{self, Decoded, Message};
 use cpc_sync::protocol::sync::{LocalWrite, Output, SyncConfig, SyncNode};
+use cpc_sync::protocol::testing::mutate::checked;
 use cpc_sync::protocol::{Identity, PeerId};
 use proptest::prelude::*;
 use std::cell::RefCell;
@@ -122,15 +123,6 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (0u8..3).prop_map(|claimed| Step::Oracle { claimed }),
         1 => any::<prop::sample::Index>().prop_map(Step::Other),
     ]
-}
-
-fn checked(mut frame: Vec<u8>) -> Vec<u8> {
-    if frame.len() > 6 {
-        let n = frame.len() - 4;
-        let sum = cpc_sync::protocol::blake3::hash(&frame[..n]);
-        frame[n..].copy_from_slice(&sum.as_bytes()[..4]);
-    }
-    frame
 }
 
 /// What the node sent `to`: every frame, decoded (an undecodable one

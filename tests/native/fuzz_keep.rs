@@ -14,10 +14,11 @@
 use crate::common;
 use crate::fuzz::{edit, sample_frames, signed_stream, Edit};
 use crate::keep::{keeping, DataDir, Page};
+use cpc_sync::protocol::testing::mutate::checked_as_ours as checked;
 
 use std::collections::HashMap;
 
-use cpc_sync::protocol::sync::wire::{self, Decoded, Message as WireMessage, PROTOCOL_VERSION};
+use cpc_sync::protocol::sync::wire::{self, Decoded, Message as WireMessage};
 use cpc_sync::protocol::sync::Output;
 use cpc_sync::protocol::testing::wire::neighbour;
 use cpc_sync::protocol::{EventId, Identity, P2PEvent};
@@ -45,16 +46,6 @@ fn honest(stream: &[Vec<u8>]) -> HashMap<EventId, P2PEvent> {
         .flatten()
         .map(|e| (e.id, unsealed(&e)))
         .collect()
-}
-
-fn checked(mut frame: Vec<u8>) -> Vec<u8> {
-    if frame.len() > 6 {
-        frame[0] = PROTOCOL_VERSION;
-        let n = frame.len() - 4;
-        let sum = cpc_sync::protocol::blake3::hash(&frame[..n]);
-        frame[n..].copy_from_slice(&sum.as_bytes()[..4]);
-    }
-    frame
 }
 
 /// A page that took the whole stream, linked to the room peer.

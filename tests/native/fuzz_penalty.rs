@@ -12,6 +12,7 @@ use crate::common::net::{self, Net};
 use crate::common::{self, json, signed_node};
 use crate::fuzz::{edit, sample_frames, signed_stream, Edit};
 use cpc_sync::protocol::sync::{LocalWrite, Refusal, SyncConfig, PENALTY_LIMIT};
+use cpc_sync::protocol::testing::mutate::checked;
 use cpc_sync::protocol::testing::wire::{neighbour, WRITERS_NOW};
 use cpc_sync::protocol::PeerId;
 use proptest::prelude::*;
@@ -63,15 +64,6 @@ fn bad() -> impl Strategy<Value = Bad> {
         prop::bool::weighted(0.7),
         prop_oneof![3 => Just(0u64), 1 => 1u64..5, 1 => 5u64..2_000],
     )
-}
-
-fn checked(mut frame: Vec<u8>) -> Vec<u8> {
-    if frame.len() > 6 {
-        let n = frame.len() - 4;
-        let sum = cpc_sync::protocol::blake3::hash(&frame[..n]);
-        frame[n..].copy_from_slice(&sum.as_bytes()[..4]);
-    }
-    frame
 }
 
 /// The pool of frames a liar mutates: the signed stream and one of every

@@ -17,6 +17,7 @@ use cpc_sync::protocol::event::RegisterOp;
 use cpc_sync::protocol::sync::gzip::gzip;
 use cpc_sync::protocol::sync::wire::{self, Decoded, Message};
 use cpc_sync::protocol::sync::{LocalWrite, Refusal, SyncConfig, SyncNode};
+use cpc_sync::protocol::testing::mutate::checked;
 use cpc_sync::protocol::{Operation, PeerId, StateSnapshot, VectorClock};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -284,15 +285,6 @@ fn is_transfer(frame: &[u8]) -> Option<Message> {
         )) => Some(m),
         _ => None,
     }
-}
-
-fn checked(mut frame: Vec<u8>) -> Vec<u8> {
-    if frame.len() > 6 {
-        let n = frame.len() - 4;
-        let sum = cpc_sync::protocol::blake3::hash(&frame[..n]);
-        frame[n..].copy_from_slice(&sum.as_bytes()[..4]);
-    }
-    frame
 }
 
 fn field(message: Message, field: u8, by: u64) -> Message {

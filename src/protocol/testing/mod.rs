@@ -5,6 +5,7 @@
 //! published library does not carry it.
 
 pub mod blake3_transcript;
+pub mod mutate;
 mod rng;
 pub mod wire;
 pub mod workload;

@@ -464,3 +464,40 @@ fn through(
     answer(&mut receiver)?;
     Ok((receiver.finish(0)?, receiver))
 }
+
+/// Valid frames of three signed writers (runs of four writes, over six
+/// keys), one run a frame and then three, as a peer repairing another's
+/// gaps sends them; then a digest and two queries: a stream a node takes
+/// from a peer. What the fuzzers mutate (`tests/native/fuzz.rs`, the
+/// signaling server's).
+pub fn signed_stream() -> Vec<Vec<u8>> {
+    let runs: Vec<Vec<P2PEvent>> = run_heavy(3, 12, 6, 4)
+        .iter()
+        .filter_map(|f| match wire::decode(f) {
+            Ok(Decoded::Message(Message::Events(events))) => Some(events),
+            _ => None,
+        })
+        .collect();
+    let (alone, together) = runs.split_at(3);
+    let batches: Vec<Vec<P2PEvent>> = alone
+        .iter()
+        .cloned()
+        .chain(together.chunks(3).map(|c| c.concat()))
+        .collect();
+    let mut frames: Vec<Vec<u8>> = batches
+        .into_iter()
+        .flat_map(|events| wire::encode(&Message::Events(events), 5))
+        .collect();
+    let mut e = ReconciliationEngine::new(PeerId(77), EngineConfig::default());
+    e.increment("c", 1, 5).expect("a write");
+    let messages = [
+        Message::Digest {
+            clock: e.clock().clone(),
+            root: e.digest(),
+        },
+        Message::MerkleQuery { depth: 1, index: 1 },
+        Message::LeafQuery { index: 3 },
+    ];
+    frames.extend(messages.iter().flat_map(|m| wire::encode(m, 5)));
+    frames
+}

@@ -12,7 +12,7 @@ use cpc_sync::protocol::Identity;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, RngSeed};
 
-use super::outbox::Out;
+use super::tests::texts;
 use super::*;
 
 fn config() -> ProptestConfig {
@@ -43,17 +43,6 @@ fn rooms() -> Rooms {
         max_room: 4,
         origins: Origins::Own,
     })
-}
-
-fn texts(conn: &Conn) -> Vec<String> {
-    conn.outbox
-        .take()
-        .into_iter()
-        .filter_map(|out| match out {
-            Out::Text(text) => Some(text),
-            Out::Close(..) | Out::Binary(_) => None,
-        })
-        .collect()
 }
 
 /// Every refusal counted, all classes together.

@@ -15,8 +15,9 @@ use std::collections::HashMap;
 
 use cpc_sync::protocol::relay::{address, unaddress, Received, RelayLink};
 use cpc_sync::protocol::room::{KdfCost, RoomSecret};
-use cpc_sync::protocol::sync::wire::{self, Decoded, Message, PROTOCOL_VERSION};
+use cpc_sync::protocol::sync::wire::{self, Decoded, Message};
 use cpc_sync::protocol::sync::{Output, SyncConfig, SyncNode};
+use cpc_sync::protocol::testing::mutate::{self, checked_as_ours as checked};
 use cpc_sync::protocol::testing::wire::run_heavy;
 use cpc_sync::protocol::{EngineConfig, EventId, Identity, P2PEvent, PeerId, ReconciliationEngine};
 use proptest::prelude::*;
@@ -246,42 +247,12 @@ fn run(
     }
 }
 
-/// One edit of a frame, as `tests/native/fuzz.rs`'s `edit`.
+/// One edit of a frame (`testing::mutate::edit`): `(kind, where, a byte, a length)`.
 type Edit = (u8, prop::sample::Index, u8, usize);
 
 fn edit(frame: &mut Vec<u8>, (kind, at, byte, len): Edit) {
-    if frame.is_empty() {
-        frame.push(byte);
-    }
-    let at = at.index(frame.len());
-    match kind % 7 {
-        0 => frame[at] ^= byte | 1,
-        1 => frame.truncate(at),
-        2 => frame.insert(at, byte),
-        3 => {
-            frame.remove(at);
-        }
-        4 => frame[at] = [0, 0xff, 0x7f, 0x80, 1][usize::from(byte) % 5],
-        5 => {
-            let piece = frame[at..(at + 1 + len % 16).min(frame.len())].to_vec();
-            frame.splice(at..at, piece);
-        }
-        _ => {
-            for _ in 0..1 + len % 9 {
-                frame.insert(at, 0x80 | byte);
-            }
-        }
-    }
-}
-
-fn checked(mut frame: Vec<u8>) -> Vec<u8> {
-    if frame.len() > 6 {
-        frame[0] = PROTOCOL_VERSION;
-        let n = frame.len() - 4;
-        let sum = cpc_sync::protocol::blake3::hash(&frame[..n]);
-        frame[n..].copy_from_slice(&sum.as_bytes()[..4]);
-    }
-    frame
+    // Seven kinds: the one that copies from another frame is left out.
+    mutate::edit(frame, kind % 7, |n| at.index(n), byte, len, |_| 0, &[]);
 }
 
 /// Which of the liar's outgoing frames are changed, and how: the `n`th

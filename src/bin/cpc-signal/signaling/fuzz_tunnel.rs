@@ -21,9 +21,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cpc_sync::protocol::sync::gzip::{gunzip_at_most, gzip};
-use cpc_sync::protocol::sync::wire::{self, Decoded, Message, PROTOCOL_VERSION};
+use cpc_sync::protocol::sync::wire::{self, Decoded, Message};
 use cpc_sync::protocol::sync::{Output, SyncConfig, SyncNode};
-use cpc_sync::protocol::testing::wire::{neighbour, run_heavy};
+use cpc_sync::protocol::testing::mutate::{self, checked_as_ours as checked};
+use cpc_sync::protocol::testing::wire::{neighbour, signed_stream};
 use cpc_sync::protocol::{
     EngineConfig, EventId, Identity, P2PEvent, PeerId, ReconciliationEngine, VectorClock,
 };
@@ -260,40 +261,11 @@ async fn run_until(pages: &mut [&mut Page], done: impl Fn(&[&mut Page]) -> bool)
     }
 }
 
-/// The signed stream (as `tests/native/fuzz.rs`'s `signed_stream`, which
-/// this binary's tests cannot reach): three writers' runs, one a frame
-/// and then three; a digest and two queries.
+/// The signed stream the native fuzzers mutate (`signed_stream`): three
+/// writers' runs, one a frame and then three; a digest and two queries.
 fn stream() -> &'static [Vec<u8>] {
     static STREAM: std::sync::OnceLock<Vec<Vec<u8>>> = std::sync::OnceLock::new();
-    STREAM.get_or_init(|| {
-        let runs: Vec<Vec<P2PEvent>> = run_heavy(3, 12, 6, 4)
-            .iter()
-            .filter_map(|f| match wire::decode(f) {
-                Ok(Decoded::Message(Message::Events(events))) => Some(events),
-                _ => None,
-            })
-            .collect();
-        let (alone, together) = runs.split_at(3);
-        let batches = alone
-            .iter()
-            .cloned()
-            .chain(together.chunks(3).map(|c| c.concat()));
-        let mut frames: Vec<Vec<u8>> = batches
-            .flat_map(|events| wire::encode(&Message::Events(events), 5))
-            .collect();
-        let mut e = ReconciliationEngine::new(PeerId(77), EngineConfig::default());
-        e.increment("c", 1, 5).expect("a write");
-        let messages = [
-            Message::Digest {
-                clock: e.clock().clone(),
-                root: e.digest(),
-            },
-            Message::MerkleQuery { depth: 1, index: 1 },
-            Message::LeafQuery { index: 3 },
-        ];
-        frames.extend(messages.iter().flat_map(|m| wire::encode(m, 5)));
-        frames
-    })
+    STREAM.get_or_init(signed_stream)
 }
 
 /// The stream's events, as their writers signed them (seal aside: a run
@@ -416,51 +388,19 @@ fn kinds(heard: &[Message]) -> Vec<Vec<u8>> {
 }
 
 /// One edit of a frame: `(kind, where, a byte, a length, another frame's
-/// place)`, as `tests/native/fuzz.rs`'s `edit`.
+/// place)`, as `testing::mutate::edit` takes it.
 type Edit = (u8, prop::sample::Index, u8, usize, prop::sample::Index);
 
 fn edit(frame: &mut Vec<u8>, (kind, at, byte, len, from): Edit, other: &[u8]) {
-    if frame.is_empty() {
-        frame.push(byte);
-    }
-    let at = at.index(frame.len());
-    match kind % 8 {
-        0 => frame[at] ^= byte | 1,
-        1 => frame.truncate(at),
-        2 => frame.insert(at, byte),
-        3 => {
-            frame.remove(at);
-        }
-        4 => frame[at] = [0, 0xff, 0x7f, 0x80, 1][usize::from(byte) % 5],
-        5 => {
-            let piece = frame[at..(at + 1 + len % 16).min(frame.len())].to_vec();
-            frame.splice(at..at, piece);
-        }
-        6 if !other.is_empty() => {
-            let s = from.index(other.len());
-            let piece = &other[s..(s + 1 + len % 32).min(other.len())];
-            let end = (at + piece.len()).min(frame.len());
-            frame.splice(at..end, piece.iter().copied());
-        }
-        _ => {
-            for _ in 0..1 + len % 9 {
-                frame.insert(at, 0x80 | byte);
-            }
-        }
-    }
-}
-
-/// A frame's check made right again, so its body is what is read.
-fn checked(mut frame: Vec<u8>) -> Vec<u8> {
-    if frame.len() > 6 {
-        if let Some(version) = frame.first_mut() {
-            *version = PROTOCOL_VERSION;
-        }
-        let n = frame.len() - 4;
-        let sum = cpc_sync::protocol::blake3::hash(&frame[..n]);
-        frame[n..].copy_from_slice(&sum.as_bytes()[..4]);
-    }
-    frame
+    mutate::edit(
+        frame,
+        kind,
+        |n| at.index(n),
+        byte,
+        len,
+        |n| from.index(n),
+        other,
+    );
 }
 
 /// A bit of a frame's body flipped, and the check made right: an event

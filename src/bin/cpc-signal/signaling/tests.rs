@@ -37,7 +37,7 @@ fn drain(conn: &Conn) -> Vec<Option<ServerMessage>> {
         .collect()
 }
 
-fn texts(conn: &Conn) -> Vec<String> {
+pub(super) fn texts(conn: &Conn) -> Vec<String> {
     conn.outbox
         .take()
         .into_iter()

@@ -46,8 +46,8 @@ pub const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 
 const WHOLE: u8 = 0;
 const CHUNK: u8 = 1;
-const HEADER: usize = 2;
-const CHECK: usize = 4;
+pub(crate) const HEADER: usize = 2;
+pub(crate) const CHECK: usize = 4;
 
 /// A snapshot's bytes gzipped, as offered: their id (their hash, as a
 /// snapshot's) and length. They must inflate to exactly the snapshot's
@@ -193,7 +193,7 @@ pub enum WireError {
     BadChunk { index: u32, count: u32 },
 }
 
-fn check(bytes: &[u8]) -> [u8; CHECK] {
+pub(crate) fn check(bytes: &[u8]) -> [u8; CHECK] {
     let hash = blake3::hash(bytes);
     let mut out = [0; CHECK];
     out.copy_from_slice(&hash.as_bytes()[..CHECK]);
