@@ -207,7 +207,10 @@ function pooled(workers) {
         await task();
       }
       t.finish();
-      while (t.verifying() > 0) await new Promise((r) => setTimeout(r, 1));
+      // Done when the last verdict is applied: told by the node, as a page
+      // is by its peer's change callback (not a timer's clamped polling).
+      await new Promise((resolve) => t.whenSettled(resolve));
+      t.verifying(); // throws if a worker failed
       t.finish();
     },
     state: (t) => JSON.parse(t.stateJson()),

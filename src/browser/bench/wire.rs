@@ -87,6 +87,8 @@ pub struct BenchNode {
     /// page's peer has them.
     verifiers: Option<Verifiers>,
     failed: Rc<RefCell<Option<String>>>,
+    /// Called once the last batch out is settled ([`BenchNode::when_settled`]).
+    settled: Rc<RefCell<Option<js_sys::Function>>>,
 }
 
 /// Milliseconds since the first frame, by the page's clock.
@@ -95,6 +97,14 @@ fn elapsed_ms(start: &Cell<Option<f64>>) -> u64 {
     let first = start.get().unwrap_or(now);
     start.set(Some(first));
     (now - first) as u64
+}
+
+/// Calls the waiting [`BenchNode::when_settled`] callback, once.
+fn notify(settled: &RefCell<Option<js_sys::Function>>) {
+    let callback = settled.borrow_mut().take();
+    if let Some(callback) = callback {
+        let _ = callback.call0(&JsValue::NULL);
+    }
 }
 
 #[wasm_bindgen]
@@ -106,6 +116,7 @@ impl BenchNode {
             start_ms: Rc::default(),
             verifiers: None,
             failed: Rc::default(),
+            settled: Rc::default(),
         }
     }
 
@@ -121,20 +132,32 @@ impl BenchNode {
         let receiver = Rc::new(RefCell::new(Receiver::offloading()));
         let start_ms: Rc<Cell<Option<f64>>> = Rc::default();
         let failed: Rc<RefCell<Option<String>>> = Rc::default();
+        let settled: Rc<RefCell<Option<js_sys::Function>>> = Rc::default();
         let (answered, clock, failures) = (receiver.clone(), start_ms.clone(), failed.clone());
+        let (on_settled, on_failed) = (settled.clone(), settled.clone());
         let verifiers = Verifiers::start(
             workers,
             move |batch, verdicts| {
                 let elapsed = elapsed_ms(&clock);
-                let _ = answered.borrow_mut().verified(batch, &verdicts, elapsed);
+                let mut receiver = answered.borrow_mut();
+                let _ = receiver.verified(batch, &verdicts, elapsed);
+                let idle = receiver.node().verifying() == 0;
+                drop(receiver);
+                if idle {
+                    notify(&on_settled);
+                }
             },
-            move |reason| *failures.borrow_mut() = Some(reason),
+            move |reason| {
+                *failures.borrow_mut() = Some(reason);
+                notify(&on_failed);
+            },
         )?;
         Ok(BenchNode {
             receiver,
             start_ms,
             verifiers: Some(verifiers),
             failed,
+            settled,
         })
     }
 
@@ -207,6 +230,19 @@ impl BenchNode {
             return Err(JsError::new(reason));
         }
         Ok(self.receiver.borrow().node().verifying())
+    }
+
+    /// Calls `callback` once no batch is out with the workers (at once if
+    /// none is, or once one failed): what a page learns from its peer's
+    /// change callback, with no timer's clamp on a harness's polling.
+    #[wasm_bindgen(js_name = whenSettled)]
+    pub fn when_settled(&self, callback: js_sys::Function) {
+        let idle = self.failed.borrow().is_some() || self.receiver.borrow().node().verifying() == 0;
+        if idle {
+            let _ = callback.call0(&JsValue::NULL);
+        } else {
+            *self.settled.borrow_mut() = Some(callback);
+        }
     }
 
     #[wasm_bindgen(js_name = stateJson)]
