@@ -586,6 +586,80 @@ fn unasked_leaf_entities_are_refused_and_change_nothing() {
     room.still_converge(0);
 }
 
+/// A leaf we asked for, answered with bytes that are no state at all: a
+/// typed refusal, counted by the engine and against the sender, and
+/// nothing changes. (Mallory makes us ask: a Merkle node of her own, one
+/// child different from ours, names the leaf.)
+#[test]
+fn an_asked_leaf_that_does_not_decode_is_refused_and_counted() {
+    let mut room = Room::new(EngineConfig::default());
+    room.a
+        .write(|e| e.set("doc", json("\"honest\""), NOW).map(Some))
+        .unwrap();
+    room.pump();
+    let leaf = usize::from(digest::leaf_of("doc"));
+    let (depth, group) = (digest::LEAF_DEPTH - 1, leaf / digest::FANOUT);
+    let mut children = room
+        .a
+        .engine_mut()
+        .merkle()
+        .children(depth, group)
+        .expect("a node at the last depth");
+    children[leaf % digest::FANOUT] = Hash32([7; 32]);
+    let _ = room.a.take_outputs();
+    room.mallory_sends(&Message::MerkleNodes {
+        depth: depth as u8,
+        index: group as u32,
+        children: children.to_vec(),
+    });
+    let asked = room
+        .a
+        .take_outputs()
+        .into_iter()
+        .any(|output| match output {
+            Output::Send { to, frame } => {
+                to == room.mallory.peer()
+                    && matches!(
+                        wire::decode(&frame),
+                        Ok(Decoded::Message(Message::LeafQuery { index })) if index as usize == leaf
+                    )
+            }
+            _ => false,
+        });
+    assert!(asked, "a asks Mallory for the leaf her node names");
+    let (state_before, clock_before) = (
+        room.a.engine().state_json(),
+        room.a.engine().clock().clone(),
+    );
+    for junk in [Vec::new(), vec![0xff; 64], b"not a snapshot".to_vec()] {
+        room.mallory_sends(&Message::LeafState {
+            index: leaf as u32,
+            state: junk,
+        });
+    }
+    // The first answer was asked for and does not decode; the two after
+    // it were not asked for. Each is refused, and counted.
+    assert_eq!(room.a_rejected_from_mallory(), 3);
+    assert_eq!(room.a.engine().stats().refused_state, 3);
+    let refusals: Vec<String> = room
+        .a
+        .take_outputs()
+        .into_iter()
+        .filter_map(|output| match output {
+            Output::Rejected { refusal, .. } => Some(refusal.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refusals.len(), 3, "{refusals:?}");
+    assert!(
+        refusals[1..].iter().all(|r| r == &refusals[1]) && refusals[0] != refusals[1],
+        "the undecodable answer is refused for what it is: {refusals:?}"
+    );
+    assert_eq!(room.a.engine().state_json(), state_before);
+    assert_eq!(*room.a.engine().clock(), clock_before);
+    room.still_converge(0);
+}
+
 #[test]
 fn a_forged_snapshot_cannot_inflate_an_honest_origins_clock() {
     let mut room = Room::new(EngineConfig::default());
