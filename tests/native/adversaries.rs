@@ -586,47 +586,87 @@ fn unasked_leaf_entities_are_refused_and_change_nothing() {
     room.still_converge(0);
 }
 
-/// A leaf we asked for, answered with bytes that are no state at all: a
-/// typed refusal, counted by the engine and against the sender, and
-/// nothing changes. (Mallory makes us ask: a Merkle node of her own, one
-/// child different from ours, names the leaf.)
+/// The frames `node` sent `to` since the last look, decoded.
+fn sent_to(node: &mut SyncNode, to: PeerId) -> Vec<Message> {
+    let frames = node
+        .take_outputs()
+        .into_iter()
+        .filter_map(|output| match output {
+            Output::Send { to: peer, frame } if peer == to => Some(frame),
+            _ => None,
+        });
+    frames
+        .filter_map(|frame| match wire::decode(&frame) {
+            Ok(Decoded::Message(message)) => Some(message),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Merkle nodes no one asked for are refused and make us ask for nothing;
+/// a leaf we did ask for, answered with bytes that are no state at all,
+/// is a typed refusal, counted by the engine and against the sender, and
+/// nothing changes. (Mallory makes us ask: a digest with our clock and
+/// another root, then at each depth our own node with the child on the
+/// way to the leaf changed.)
 #[test]
-fn an_asked_leaf_that_does_not_decode_is_refused_and_counted() {
+fn unasked_merkle_nodes_and_an_undecodable_leaf_are_refused_and_counted() {
     let mut room = Room::new(EngineConfig::default());
     room.a
         .write(|e| e.set("doc", json("\"honest\""), NOW).map(Some))
         .unwrap();
     room.pump();
+    let mallory = room.mallory.peer();
     let leaf = usize::from(digest::leaf_of("doc"));
-    let (depth, group) = (digest::LEAF_DEPTH - 1, leaf / digest::FANOUT);
-    let mut children = room
-        .a
-        .engine_mut()
-        .merkle()
-        .children(depth, group)
-        .expect("a node at the last depth");
-    children[leaf % digest::FANOUT] = Hash32([7; 32]);
+    // The node at `depth` on the way to the leaf, as a has it but for the
+    // child on the way.
+    let altered = |room: &mut Room, depth: u32| {
+        let below = digest::FANOUT.pow(digest::LEAF_DEPTH - 1 - depth);
+        let index = leaf / (below * digest::FANOUT);
+        let mut children = (room.a.engine_mut().merkle())
+            .children(depth, index)
+            .expect("a node on the way");
+        children[(leaf / below) % digest::FANOUT] = Hash32([7; 32]);
+        Message::MerkleNodes {
+            depth: depth as u8,
+            index: index as u32,
+            children: children.to_vec(),
+        }
+    };
     let _ = room.a.take_outputs();
-    room.mallory_sends(&Message::MerkleNodes {
-        depth: depth as u8,
-        index: group as u32,
-        children: children.to_vec(),
+    let unasked = altered(&mut room, digest::LEAF_DEPTH - 1);
+    room.mallory_sends(&unasked);
+    assert_eq!(room.a_rejected_from_mallory(), 1);
+    assert!(
+        sent_to(&mut room.a, mallory).is_empty(),
+        "a asks for nothing"
+    );
+
+    let clock = room.a.engine().clock().clone();
+    room.mallory_sends(&Message::Digest {
+        clock,
+        root: Hash32([9; 32]),
     });
-    let asked = room
-        .a
-        .take_outputs()
-        .into_iter()
-        .any(|output| match output {
-            Output::Send { to, frame } => {
-                to == room.mallory.peer()
-                    && matches!(
-                        wire::decode(&frame),
-                        Ok(Decoded::Message(Message::LeafQuery { index })) if index as usize == leaf
-                    )
-            }
-            _ => false,
-        });
-    assert!(asked, "a asks Mallory for the leaf her node names");
+    for depth in 0..digest::LEAF_DEPTH {
+        let asked = sent_to(&mut room.a, mallory);
+        assert!(
+            matches!(asked[..], [Message::MerkleQuery { depth: d, .. }] if u32::from(d) == depth),
+            "a asks for the node at depth {depth}: {asked:?}"
+        );
+        let answer = altered(&mut room, depth);
+        room.mallory_sends(&answer);
+    }
+    let asked = sent_to(&mut room.a, mallory);
+    assert!(
+        matches!(asked[..], [Message::LeafQuery { index }] if index as usize == leaf),
+        "a asks for the leaf: {asked:?}"
+    );
+    assert_eq!(
+        room.a_rejected_from_mallory(),
+        1,
+        "the answers were asked for"
+    );
+
     let (state_before, clock_before) = (
         room.a.engine().state_json(),
         room.a.engine().clock().clone(),
@@ -639,7 +679,7 @@ fn an_asked_leaf_that_does_not_decode_is_refused_and_counted() {
     }
     // The first answer was asked for and does not decode; the two after
     // it were not asked for. Each is refused, and counted.
-    assert_eq!(room.a_rejected_from_mallory(), 3);
+    assert_eq!(room.a_rejected_from_mallory(), 4);
     assert_eq!(room.a.engine().stats().refused_state, 3);
     let refusals: Vec<String> = room
         .a

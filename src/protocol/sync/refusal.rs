@@ -58,6 +58,8 @@ pub enum Refusal {
     /// of different shapes, or junk).
     #[error("no Merkle node {index} at depth {depth}")]
     NoMerkleNode { depth: u8, index: u32 },
+    #[error("Merkle node {index} at depth {depth}, which we did not ask for")]
+    UnaskedMerkleNode { depth: u8, index: u32 },
     #[error("no Merkle leaf {0}")]
     NoLeaf(u32),
     #[error("an overlay message naming {0} peers (at most {MAX_SHUFFLE})")]
@@ -124,7 +126,8 @@ impl Refusal {
             Refusal::TooManyRequests(_)
             | Refusal::SnapshotTooLarge { .. }
             | Refusal::ChunkWithoutOffer
-            | Refusal::NoMerkleNode { .. } => 0,
+            | Refusal::NoMerkleNode { .. }
+            | Refusal::UnaskedMerkleNode { .. } => 0,
         }
     }
 

@@ -6,6 +6,7 @@ use super::wire::Reassembler;
 use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::event::Hash32;
 use crate::protocol::room::Handshake;
+use crate::protocol::sorted_map::SortedMap;
 
 /// Counters for one connection, shown to the app per peer.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -60,6 +61,36 @@ impl Standing {
     }
 }
 
+/// What we asked a peer for, with how many answers are due (a slow
+/// answer may be asked for again): an answer is taken only while one is.
+/// At most as many keys as there are things to ask for (a Merkle tree's
+/// nodes or leaves).
+#[derive(Debug)]
+pub struct Asked<K>(SortedMap<K, u8>);
+
+impl<K: Ord> Default for Asked<K> {
+    fn default() -> Self {
+        Asked(SortedMap::new())
+    }
+}
+
+impl<K: Ord> Asked<K> {
+    /// We asked for `key`: one more answer is due.
+    pub fn ask(&mut self, key: K) {
+        let due = self.0.get_or_insert_with(key, u8::default);
+        *due = due.saturating_add(1);
+    }
+
+    /// Whether an answer for `key` was due; it is counted off.
+    pub fn answered(&mut self, key: K) -> bool {
+        match self.0.get(&key).copied().unwrap_or(0) {
+            0 => false,
+            1 => self.0.remove(&key).is_some(),
+            due => self.0.insert(key, due - 1).is_some(),
+        }
+    }
+}
+
 /// One remote peer's sync session.
 #[derive(Debug, Default)]
 pub struct Session {
@@ -100,9 +131,12 @@ pub struct Session {
     /// When we last grafted it (with `Relay::Pull`, a graft goes at once
     /// unless one went within `GRAFT_BATCH_MS`).
     pub grafted_ms: Option<u64>,
-    /// Merkle leaves we asked this peer for, with how many answers are
-    /// due (a slow answer may be asked for again): only those are taken.
-    pub asked_leaves: crate::protocol::sorted_map::SortedMap<u16, u8>,
+    /// Merkle leaves we asked this peer for: only those answers are taken.
+    pub asked_leaves: Asked<u16>,
+    /// Merkle nodes we asked this peer for, by depth and index: only
+    /// those answers are taken (an unasked node would make us ask for the
+    /// leaves it names).
+    pub asked_nodes: Asked<(u8, u32)>,
     /// Events its digests and grafts asked for that are still to go, a
     /// slice a task (see `node/owed.rs`).
     pub owed: super::node::Owed,

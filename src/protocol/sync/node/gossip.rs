@@ -302,7 +302,7 @@ impl SyncNode {
                 .digest_within(DIGEST_SLICE)
                 .is_some_and(|ours| ours != root)
         {
-            self.send(from, &Message::MerkleQuery { depth: 0, index: 0 });
+            self.ask_merkle(from, 0, 0);
         }
     }
 

@@ -610,6 +610,13 @@ impl SyncNode {
         index: u32,
         theirs: &[Hash32],
     ) {
+        // Only answers: a node of its own would make us ask it for the
+        // leaves it names.
+        let asked =
+            (self.sessions.get_mut(&from)).is_some_and(|s| s.asked_nodes.answered((depth, index)));
+        if !asked {
+            return self.refuse(from, Refusal::UnaskedMerkleNode { depth, index });
+        }
         let mine = match self.engine.merkle().children(depth as u32, index as usize) {
             Some(mine) if mine.len() == theirs.len() => mine.to_vec(),
             _ => return self.refuse(from, Refusal::NoMerkleNode { depth, index }),
@@ -620,18 +627,9 @@ impl SyncNode {
             }
             let child = index as usize * FANOUT + i;
             if depth as u32 + 1 < LEAF_DEPTH {
-                self.send(
-                    from,
-                    &Message::MerkleQuery {
-                        depth: depth + 1,
-                        index: child as u32,
-                    },
-                );
+                self.ask_merkle(from, depth + 1, child as u32);
             } else if let Some(session) = self.sessions.get_mut(&from) {
-                let due = session
-                    .asked_leaves
-                    .get_or_insert_with(child as u16, u8::default);
-                *due = due.saturating_add(1);
+                session.asked_leaves.ask(child as u16);
                 self.send(
                     from,
                     &Message::LeafQuery {
@@ -639,6 +637,15 @@ impl SyncNode {
                     },
                 );
             }
+        }
+    }
+
+    /// Asks `to` for the children of its Merkle node at `depth`, `index`
+    /// (noted: only an asked node's answer is taken).
+    pub(super) fn ask_merkle(&mut self, to: PeerId, depth: u8, index: u32) {
+        if let Some(session) = self.sessions.get_mut(&to) {
+            session.asked_nodes.ask((depth, index));
+            self.send(to, &Message::MerkleQuery { depth, index });
         }
     }
 
@@ -658,15 +665,8 @@ impl SyncNode {
     /// in answer to a request of ours.
     pub(super) fn on_leaf(&mut self, from: PeerId, index: u32, state: &[u8], now_ms: u64) {
         let asked = index < LEAVES as u32
-            && self.sessions.get_mut(&from).is_some_and(|s| {
-                let leaf = index as u16;
-                let due = s.asked_leaves.get(&leaf).copied().unwrap_or(0);
-                match due {
-                    0 => false,
-                    1 => s.asked_leaves.remove(&leaf).is_some(),
-                    _ => s.asked_leaves.insert(leaf, due - 1).is_some(),
-                }
-            });
+            && (self.sessions.get_mut(&from))
+                .is_some_and(|s| s.asked_leaves.answered(index as u16));
         if !asked {
             // Not what an honest peer sends, but no lie either.
             self.engine.count_refused_state();
