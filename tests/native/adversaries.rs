@@ -14,7 +14,8 @@ use cpc_sync::protocol::reconciliation::ReconciliationRequest;
 use cpc_sync::protocol::seal;
 use cpc_sync::protocol::sync::wire::{self, Decoded, Message};
 use cpc_sync::protocol::sync::{
-    Output, Relay, SyncConfig, SyncNode, MAX_REQUESTS_PER_INTERVAL, PENALTY_LIMIT,
+    Output, Relay, SyncConfig, SyncNode, MAX_LEAF_BYTES_PER_INTERVAL, MAX_REQUESTS_PER_INTERVAL,
+    PENALTY_LIMIT,
 };
 use cpc_sync::protocol::{
     EngineConfig, EventId, Hash32, Identity, JsonValue, Operation, P2PEvent, PeerId, Receipt,
@@ -1010,5 +1011,62 @@ fn a_run_with_one_refused_event_is_refused_whole() {
     assert!(room.a.stats(room.mallory.peer()).is_some(), "not cut off");
     offers_what_it_shows(&room.a);
     offers_what_it_shows(&room.b);
+    room.still_converge(0);
+}
+
+/// A sweep of every Merkle leaf asks for little and would be answered with
+/// much: each leaf's copy carries every sealed run resting on its keys,
+/// whole, and a burst over many keys rests in nearly every leaf. Answers
+/// stop at a byte budget each gossip interval (past the first leaf); the
+/// rest are refused, counted, and answered after the interval.
+#[test]
+fn a_sweep_of_leaf_queries_is_answered_within_a_budget() {
+    let mut room = Room::new(EngineConfig::default());
+    // 4 bursts of 1,024 writes, each over 1,024 keys.
+    for burst in 0..4 {
+        room.a
+            .write(|e| {
+                for k in 0..1024 {
+                    e.set(&format!("k{burst}/{k}"), json("1"), NOW)?;
+                }
+                Ok(None)
+            })
+            .unwrap();
+    }
+    room.pump();
+    let mallory = room.mallory.peer();
+    let _ = room.a.take_outputs();
+    // Sweeps the leaves: (bytes asked, bytes answered, leaves answered).
+    let sweep = |room: &mut Room| {
+        let (mut asked, mut answered, mut leaves) = (0, 0, 0);
+        for index in 0..digest::LEAVES as u32 {
+            let query = Message::LeafQuery { index };
+            asked += wire::encode(&query, 7).iter().map(Vec::len).sum::<usize>();
+            room.mallory_sends(&query);
+            for message in sent_to(&mut room.a, mallory) {
+                if let Message::LeafState { state, .. } = message {
+                    answered += state.len();
+                    leaves += 1;
+                }
+            }
+        }
+        (asked, answered, leaves)
+    };
+    let (asked, answered, leaves) = sweep(&mut room);
+    let largest_leaf = answered / leaves.max(1) * 2;
+    println!("a sweep: {asked} B asked, {answered} B in {leaves} leaves answered");
+    assert!(leaves >= 1, "the first leaf is answered");
+    assert!(
+        answered <= MAX_LEAF_BYTES_PER_INTERVAL + largest_leaf,
+        "{answered} B answered"
+    );
+    assert!(leaves < digest::LEAVES / 4, "{leaves} leaves answered");
+    let refused = room.a_rejected_from_mallory();
+    assert_eq!(refused, (digest::LEAVES - leaves) as u64);
+    // The next interval answers again, within the budget again.
+    room.a.tick(NOW + 60_000);
+    let _ = room.a.take_outputs();
+    let (_, again, more) = sweep(&mut room);
+    assert!(more >= 1 && again <= MAX_LEAF_BYTES_PER_INTERVAL + largest_leaf);
     room.still_converge(0);
 }

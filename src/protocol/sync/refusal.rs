@@ -60,6 +60,8 @@ pub enum Refusal {
     NoMerkleNode { depth: u8, index: u32 },
     #[error("Merkle node {index} at depth {depth}, which we did not ask for")]
     UnaskedMerkleNode { depth: u8, index: u32 },
+    #[error("Merkle leaves past {0} bytes in one gossip interval")]
+    LeafBudget(usize),
     #[error("no Merkle leaf {0}")]
     NoLeaf(u32),
     #[error("an overlay message naming {0} peers (at most {MAX_SHUFFLE})")]
@@ -127,7 +129,8 @@ impl Refusal {
             | Refusal::SnapshotTooLarge { .. }
             | Refusal::ChunkWithoutOffer
             | Refusal::NoMerkleNode { .. }
-            | Refusal::UnaskedMerkleNode { .. } => 0,
+            | Refusal::UnaskedMerkleNode { .. }
+            | Refusal::LeafBudget(_) => 0,
         }
     }
 

@@ -113,6 +113,9 @@ pub struct Session {
     pub handshake: Option<Handshake>,
     /// Reconciliation requests answered this gossip interval.
     pub requests: u32,
+    /// Bytes of Merkle leaves sent it this gossip interval (see
+    /// [`MAX_LEAF_BYTES_PER_INTERVAL`](super::MAX_LEAF_BYTES_PER_INTERVAL)).
+    pub leaf_bytes: usize,
     /// Overlay messages taken this gossip interval.
     pub overlay_messages: u32,
     /// The link is lazy (see [`Message::Prune`](super::wire::Message::Prune)):

@@ -214,6 +214,15 @@ pub const PENALTY_LIMIT: u32 = 100;
 /// after `RECONCILIATION_RETRY_MS`.
 pub const MAX_REQUESTS_PER_INTERVAL: u32 = 64;
 
+/// Bytes of Merkle leaves answered per peer per gossip interval, past the
+/// first leaf (which goes whatever its size). A leaf's copy carries every
+/// sealed run resting on its keys, whole: a burst that wrote keys all over
+/// the tree is in nearly every leaf, so a sweep of the 4,096 leaves (37 KB
+/// of queries) was answered with ~1,100 times its size. An honest peer
+/// asks for the leaves that differ after a fault, and asks again at its
+/// next digest for those not answered.
+pub const MAX_LEAF_BYTES_PER_INTERVAL: usize = 1 << 20;
+
 /// What the caller must do, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
@@ -741,6 +750,7 @@ impl SyncNode {
         self.next_gossip_ms = now_ms + self.config.gossip_interval_ms;
         for session in self.sessions.values_mut() {
             session.requests = 0;
+            session.leaf_bytes = 0;
             session.overlay_messages = 0;
             session.grafts = 0;
             session.prunes = 0;

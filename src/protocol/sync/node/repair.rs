@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::MIN_OFFLOADED_SEALS;
-use super::{Output, SyncNode};
+use super::{Output, SyncNode, MAX_LEAF_BYTES_PER_INTERVAL};
 use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::digest::{FANOUT, LEAF_DEPTH, LEAVES};
 use crate::protocol::engine::Trust;
@@ -654,9 +654,16 @@ impl SyncNode {
         if index as usize >= LEAVES {
             return self.refuse(from, Refusal::NoLeaf(index));
         }
+        let spent = self.sessions.get(&from).map_or(0, |s| s.leaf_bytes);
+        if spent >= MAX_LEAF_BYTES_PER_INTERVAL {
+            return self.refuse(from, Refusal::LeafBudget(MAX_LEAF_BYTES_PER_INTERVAL));
+        }
         // Our writes are sealed first: the copy carries signed runs only.
         self.flush_local();
         let state = self.engine.leaf_state(index as u16).encode();
+        if let Some(session) = self.sessions.get_mut(&from) {
+            session.leaf_bytes += state.len();
+        }
         self.send(from, &Message::LeafState { index, state });
     }
 
