@@ -12,10 +12,11 @@ use cpc_sync::protocol::digest;
 use cpc_sync::protocol::event::RegisterOp;
 use cpc_sync::protocol::reconciliation::ReconciliationRequest;
 use cpc_sync::protocol::seal;
+use cpc_sync::protocol::sync::transfer::WINDOW_BYTES;
 use cpc_sync::protocol::sync::wire::{self, Decoded, Message};
 use cpc_sync::protocol::sync::{
     Output, Relay, SyncConfig, SyncNode, MAX_LEAF_BYTES_PER_INTERVAL, MAX_REQUESTS_PER_INTERVAL,
-    PENALTY_LIMIT,
+    MAX_RESENT_BYTES_PER_INTERVAL, PENALTY_LIMIT,
 };
 use cpc_sync::protocol::{
     EngineConfig, EventId, Hash32, Identity, JsonValue, Operation, P2PEvent, PeerId, Receipt,
@@ -1068,5 +1069,73 @@ fn a_sweep_of_leaf_queries_is_answered_within_a_budget() {
     let _ = room.a.take_outputs();
     let (_, again, more) = sweep(&mut room);
     assert!(more >= 1 && again <= MAX_LEAF_BYTES_PER_INTERVAL + largest_leaf);
+    room.still_converge(0);
+}
+
+/// A snapshot window asked for again and again (a request of ~60 bytes
+/// answered with up to 1 MiB) goes again only within a byte budget each
+/// gossip interval; every byte of the snapshot still goes once as a
+/// transfer moves on.
+#[test]
+fn a_window_asked_for_over_and_over_is_sent_again_within_a_budget() {
+    let mut room = Room::new(EngineConfig::default());
+    let value = json(&format!("\"{}\"", "a long value ".repeat(12)));
+    room.a
+        .write(|e| {
+            for k in 0..20_000 {
+                e.set(&format!("key/{k}"), value.clone(), NOW)?;
+            }
+            Ok(None)
+        })
+        .unwrap();
+    room.pump();
+    let mallory = room.mallory.peer();
+    let _ = room.a.take_outputs();
+    // An id no snapshot has: answered with an offer of ours.
+    room.mallory_sends(&Message::SnapshotRequest {
+        id: Hash32([1; 32]),
+        offset: 0,
+    });
+    let offer = sent_to(&mut room.a, mallory)
+        .into_iter()
+        .find_map(|m| match m {
+            Message::SnapshotOffer { id, total, .. } => Some((id, total)),
+            _ => None,
+        });
+    let (id, total) = offer.expect("a offers its snapshot");
+    assert!(
+        total > 2 * WINDOW_BYTES,
+        "a snapshot of several windows: {total} B"
+    );
+    let answered = |room: &mut Room| -> u64 {
+        sent_to(&mut room.a, mallory)
+            .into_iter()
+            .map(|m| match m {
+                Message::SnapshotChunk { bytes, .. } => bytes.len() as u64,
+                _ => 0,
+            })
+            .sum()
+    };
+    // The whole of it, a window at a time: each byte once.
+    let mut offset = 0;
+    while offset < total {
+        room.mallory_sends(&Message::SnapshotRequest { id, offset });
+        offset += WINDOW_BYTES;
+    }
+    assert_eq!(answered(&mut room), total);
+    // Then the first window, a hundred times.
+    for _ in 0..100 {
+        room.mallory_sends(&Message::SnapshotRequest { id, offset: 0 });
+    }
+    let again = answered(&mut room);
+    assert_eq!(again, MAX_RESENT_BYTES_PER_INTERVAL);
+    assert_eq!(room.a_rejected_from_mallory(), 98);
+    // The next interval, as much again.
+    room.a.tick(NOW + 60_000);
+    let _ = room.a.take_outputs();
+    for _ in 0..10 {
+        room.mallory_sends(&Message::SnapshotRequest { id, offset: 0 });
+    }
+    assert_eq!(answered(&mut room), MAX_RESENT_BYTES_PER_INTERVAL);
     room.still_converge(0);
 }

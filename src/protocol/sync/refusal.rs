@@ -60,6 +60,8 @@ pub enum Refusal {
     NoMerkleNode { depth: u8, index: u32 },
     #[error("Merkle node {index} at depth {depth}, which we did not ask for")]
     UnaskedMerkleNode { depth: u8, index: u32 },
+    #[error("snapshot windows sent again past {0} bytes in one gossip interval")]
+    ResentBudget(u64),
     #[error("Merkle leaves past {0} bytes in one gossip interval")]
     LeafBudget(usize),
     #[error("no Merkle leaf {0}")]
@@ -130,7 +132,8 @@ impl Refusal {
             | Refusal::ChunkWithoutOffer
             | Refusal::NoMerkleNode { .. }
             | Refusal::UnaskedMerkleNode { .. }
-            | Refusal::LeafBudget(_) => 0,
+            | Refusal::LeafBudget(_)
+            | Refusal::ResentBudget(_) => 0,
         }
     }
 

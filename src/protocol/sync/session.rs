@@ -116,6 +116,12 @@ pub struct Session {
     /// Bytes of Merkle leaves sent it this gossip interval (see
     /// [`MAX_LEAF_BYTES_PER_INTERVAL`](super::MAX_LEAF_BYTES_PER_INTERVAL)).
     pub leaf_bytes: usize,
+    /// The snapshot whose windows it asked for last, and how far into it
+    /// we sent: a window asked for below that is sent again, within
+    /// [`MAX_RESENT_BYTES_PER_INTERVAL`](super::MAX_RESENT_BYTES_PER_INTERVAL).
+    pub snapshot_sent: (Hash32, u64),
+    /// Snapshot bytes sent it again this gossip interval.
+    pub resent_bytes: u64,
     /// Overlay messages taken this gossip interval.
     pub overlay_messages: u32,
     /// The link is lazy (see [`Message::Prune`](super::wire::Message::Prune)):

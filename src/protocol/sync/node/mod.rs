@@ -223,6 +223,13 @@ pub const MAX_REQUESTS_PER_INTERVAL: u32 = 64;
 /// next digest for those not answered.
 pub const MAX_LEAF_BYTES_PER_INTERVAL: usize = 1 << 20;
 
+/// Snapshot bytes sent a peer again per gossip interval: a window asked
+/// for below what it was sent of that snapshot (a stalled transfer asks
+/// for its window again, a window at a time). Every byte of a snapshot
+/// goes once as the transfer moves on; a request of ~60 bytes for the
+/// same window over and over was answered with 1 MiB each time.
+pub const MAX_RESENT_BYTES_PER_INTERVAL: u64 = 2 * super::transfer::WINDOW_BYTES;
+
 /// What the caller must do, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
@@ -751,6 +758,7 @@ impl SyncNode {
         for session in self.sessions.values_mut() {
             session.requests = 0;
             session.leaf_bytes = 0;
+            session.resent_bytes = 0;
             session.overlay_messages = 0;
             session.grafts = 0;
             session.prunes = 0;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::MIN_OFFLOADED_SEALS;
-use super::{Output, SyncNode, MAX_LEAF_BYTES_PER_INTERVAL};
+use super::{Output, SyncNode, MAX_LEAF_BYTES_PER_INTERVAL, MAX_RESENT_BYTES_PER_INTERVAL};
 use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::digest::{FANOUT, LEAF_DEPTH, LEAVES};
 use crate::protocol::engine::Trust;
@@ -239,6 +239,19 @@ impl SyncNode {
         let chunk = self.config.snapshot_chunk.max(1);
         let start = (offset as usize).min(total);
         let end = (start + WINDOW_BYTES as usize).min(total);
+        // What it was sent already goes again within a budget.
+        if let Some(session) = self.sessions.get_mut(&from) {
+            if session.snapshot_sent.0 != id {
+                session.snapshot_sent = (id, 0);
+            }
+            let sent = session.snapshot_sent.1;
+            let again = (end as u64).min(sent).saturating_sub(start as u64);
+            if again > 0 && session.resent_bytes + again > MAX_RESENT_BYTES_PER_INTERVAL {
+                return self.refuse(from, Refusal::ResentBudget(MAX_RESENT_BYTES_PER_INTERVAL));
+            }
+            session.resent_bytes += again;
+            session.snapshot_sent.1 = sent.max(end as u64);
+        }
         for at in (start..end).step_by(chunk) {
             let message = Message::SnapshotChunk {
                 id,
