@@ -15,8 +15,9 @@ use cpc_sync::protocol::seal;
 use cpc_sync::protocol::sync::transfer::WINDOW_BYTES;
 use cpc_sync::protocol::sync::wire::{self, Decoded, Message};
 use cpc_sync::protocol::sync::{
-    Output, Relay, SyncConfig, SyncNode, MAX_LEAF_BYTES_PER_INTERVAL, MAX_REQUESTS_PER_INTERVAL,
-    MAX_RESENT_BYTES_PER_INTERVAL, PENALTY_LIMIT,
+    Output, Relay, SyncConfig, SyncNode, MAX_LEAF_BYTES_PER_INTERVAL,
+    MAX_MERKLE_ANSWERS_PER_INTERVAL, MAX_REQUESTS_PER_INTERVAL, MAX_RESENT_BYTES_PER_INTERVAL,
+    PENALTY_LIMIT,
 };
 use cpc_sync::protocol::{
     EngineConfig, EventId, Hash32, Identity, JsonValue, Operation, P2PEvent, PeerId, Receipt,
@@ -1137,5 +1138,35 @@ fn a_window_asked_for_over_and_over_is_sent_again_within_a_budget() {
         room.mallory_sends(&Message::SnapshotRequest { id, offset: 0 });
     }
     assert_eq!(answered(&mut room), MAX_RESENT_BYTES_PER_INTERVAL);
+    room.still_converge(0);
+}
+
+/// Merkle queries are answered up to twice a whole descent's worth each
+/// gossip interval; a flood past that is refused and counted.
+#[test]
+fn a_flood_of_merkle_queries_is_answered_within_a_budget() {
+    let mut room = Room::new(EngineConfig::default());
+    room.a
+        .write(|e| e.set("doc", json("1"), NOW).map(Some))
+        .unwrap();
+    room.pump();
+    let mallory = room.mallory.peer();
+    let _ = room.a.take_outputs();
+    let answers = |room: &mut Room| {
+        let sent = sent_to(&mut room.a, mallory);
+        sent.iter()
+            .filter(|m| matches!(m, Message::MerkleNodes { .. }))
+            .count() as u32
+    };
+    for _ in 0..2_000 {
+        room.mallory_sends(&Message::MerkleQuery { depth: 0, index: 0 });
+    }
+    assert_eq!(answers(&mut room), MAX_MERKLE_ANSWERS_PER_INTERVAL);
+    let refused = u64::from(2_000 - MAX_MERKLE_ANSWERS_PER_INTERVAL);
+    assert_eq!(room.a_rejected_from_mallory(), refused);
+    room.a.tick(NOW + 60_000);
+    let _ = room.a.take_outputs();
+    room.mallory_sends(&Message::MerkleQuery { depth: 1, index: 3 });
+    assert_eq!(answers(&mut room), 1);
     room.still_converge(0);
 }

@@ -62,6 +62,8 @@ pub enum Refusal {
     UnaskedMerkleNode { depth: u8, index: u32 },
     #[error("snapshot windows sent again past {0} bytes in one gossip interval")]
     ResentBudget(u64),
+    #[error("more than {0} Merkle queries in one gossip interval")]
+    MerkleBudget(u32),
     #[error("Merkle leaves past {0} bytes in one gossip interval")]
     LeafBudget(usize),
     #[error("no Merkle leaf {0}")]
@@ -132,6 +134,7 @@ impl Refusal {
             | Refusal::ChunkWithoutOffer
             | Refusal::NoMerkleNode { .. }
             | Refusal::UnaskedMerkleNode { .. }
+            | Refusal::MerkleBudget(_)
             | Refusal::LeafBudget(_)
             | Refusal::ResentBudget(_) => 0,
         }

@@ -113,6 +113,9 @@ pub struct Session {
     pub handshake: Option<Handshake>,
     /// Reconciliation requests answered this gossip interval.
     pub requests: u32,
+    /// Merkle queries answered this gossip interval (see
+    /// [`MAX_MERKLE_ANSWERS_PER_INTERVAL`](super::MAX_MERKLE_ANSWERS_PER_INTERVAL)).
+    pub merkle_answers: u32,
     /// Bytes of Merkle leaves sent it this gossip interval (see
     /// [`MAX_LEAF_BYTES_PER_INTERVAL`](super::MAX_LEAF_BYTES_PER_INTERVAL)).
     pub leaf_bytes: usize,

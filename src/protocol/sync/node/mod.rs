@@ -214,6 +214,11 @@ pub const PENALTY_LIMIT: u32 = 100;
 /// after `RECONCILIATION_RETRY_MS`.
 pub const MAX_REQUESTS_PER_INTERVAL: u32 = 64;
 
+/// Merkle queries answered per peer per gossip interval: a descent asks
+/// for at most 273 nodes (the root's children, then 16 and 256 below),
+/// and an answer is 16 hashes (~520 bytes) for a query of ~10.
+pub const MAX_MERKLE_ANSWERS_PER_INTERVAL: u32 = 2 * 273;
+
 /// Bytes of Merkle leaves answered per peer per gossip interval, past the
 /// first leaf (which goes whatever its size). A leaf's copy carries every
 /// sealed run resting on its keys, whole: a burst that wrote keys all over
@@ -758,6 +763,7 @@ impl SyncNode {
         for session in self.sessions.values_mut() {
             session.requests = 0;
             session.leaf_bytes = 0;
+            session.merkle_answers = 0;
             session.resent_bytes = 0;
             session.overlay_messages = 0;
             session.grafts = 0;

@@ -5,7 +5,10 @@
 use std::sync::Arc;
 
 use super::MIN_OFFLOADED_SEALS;
-use super::{Output, SyncNode, MAX_LEAF_BYTES_PER_INTERVAL, MAX_RESENT_BYTES_PER_INTERVAL};
+use super::{
+    Output, SyncNode, MAX_LEAF_BYTES_PER_INTERVAL, MAX_MERKLE_ANSWERS_PER_INTERVAL,
+    MAX_RESENT_BYTES_PER_INTERVAL,
+};
 use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::digest::{FANOUT, LEAF_DEPTH, LEAVES};
 use crate::protocol::engine::Trust;
@@ -595,6 +598,14 @@ impl SyncNode {
     }
 
     pub(super) fn on_merkle_query(&mut self, from: PeerId, depth: u8, index: u32) {
+        let Some(session) = self.sessions.get_mut(&from) else {
+            return;
+        };
+        if session.merkle_answers >= MAX_MERKLE_ANSWERS_PER_INTERVAL {
+            let limit = MAX_MERKLE_ANSWERS_PER_INTERVAL;
+            return self.refuse(from, Refusal::MerkleBudget(limit));
+        }
+        session.merkle_answers += 1;
         self.engine.digest();
         let children = self
             .engine
