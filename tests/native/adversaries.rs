@@ -52,6 +52,16 @@ impl Room {
         Room::relaying(config, Relay::default())
     }
 
+    /// A room where `a` wrote `"honest"` to "doc" and `b` has it.
+    fn with_doc() -> Room {
+        let mut room = Room::new(EngineConfig::default());
+        room.a
+            .write(|e| e.set("doc", json("\"honest\""), NOW).map(Some))
+            .unwrap();
+        room.pump();
+        room
+    }
+
     fn relaying(config: EngineConfig, relay: Relay) -> Room {
         let mut room = Room {
             a: signed_relaying(1, config.clone(), relay),
@@ -517,11 +527,7 @@ fn offer_snapshot(room: &mut Room, clock: VectorClock, bytes: Vec<u8>) {
 
 #[test]
 fn unasked_leaf_entities_are_refused_and_change_nothing() {
-    let mut room = Room::new(EngineConfig::default());
-    room.a
-        .write(|e| e.set("doc", json("\"honest\""), NOW).map(Some))
-        .unwrap();
-    room.pump();
+    let mut room = Room::with_doc();
     let b = room.b.peer();
     let poison = made_up_write(b, &Identity::from_seed(666), "doc", "\"pwned\"");
     let mut everyone_ahead = room.a.engine().clock().clone();
@@ -614,11 +620,7 @@ fn sent_to(node: &mut SyncNode, to: PeerId) -> Vec<Message> {
 /// way to the leaf changed.)
 #[test]
 fn unasked_merkle_nodes_and_an_undecodable_leaf_are_refused_and_counted() {
-    let mut room = Room::new(EngineConfig::default());
-    room.a
-        .write(|e| e.set("doc", json("\"honest\""), NOW).map(Some))
-        .unwrap();
-    room.pump();
+    let mut room = Room::with_doc();
     let mallory = room.mallory.peer();
     let leaf = usize::from(digest::leaf_of("doc"));
     // The node at `depth` on the way to the leaf, as a has it but for the
@@ -1145,11 +1147,7 @@ fn a_window_asked_for_over_and_over_is_sent_again_within_a_budget() {
 /// gossip interval; a flood past that is refused and counted.
 #[test]
 fn a_flood_of_merkle_queries_is_answered_within_a_budget() {
-    let mut room = Room::new(EngineConfig::default());
-    room.a
-        .write(|e| e.set("doc", json("1"), NOW).map(Some))
-        .unwrap();
-    room.pump();
+    let mut room = Room::with_doc();
     let mallory = room.mallory.peer();
     let _ = room.a.take_outputs();
     let answers = |room: &mut Room| {
