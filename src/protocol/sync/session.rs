@@ -91,6 +91,36 @@ impl<K: Ord> Asked<K> {
     }
 }
 
+/// How far into each snapshot we sent a peer, for the ids it asked for
+/// last: as many as a sender keeps ids at once (its kept snapshots, each
+/// as it is and gzipped), so asking for them in turn forgets none.
+#[derive(Debug, Default)]
+pub struct SnapshotsSent(Vec<(Hash32, u64)>);
+
+impl SnapshotsSent {
+    const IDS: usize = 2 * super::transfer::KEPT_SNAPSHOTS;
+
+    /// How many bytes of `start..end` of snapshot `id` the peer was sent
+    /// already.
+    pub fn again(&self, id: Hash32, start: u64, end: u64) -> u64 {
+        let sent = self.0.iter().find(|(i, _)| *i == id).map_or(0, |(_, s)| *s);
+        end.min(sent).saturating_sub(start)
+    }
+
+    /// Notes that `..end` of snapshot `id` went to the peer.
+    pub fn sent(&mut self, id: Hash32, end: u64) {
+        match self.0.iter_mut().find(|(i, _)| *i == id) {
+            Some((_, sent)) => *sent = (*sent).max(end),
+            None => {
+                if self.0.len() == Self::IDS {
+                    self.0.remove(0);
+                }
+                self.0.push((id, end));
+            }
+        }
+    }
+}
+
 /// One remote peer's sync session.
 #[derive(Debug, Default)]
 pub struct Session {
@@ -119,10 +149,10 @@ pub struct Session {
     /// Bytes of Merkle leaves sent it this gossip interval (see
     /// [`MAX_LEAF_BYTES_PER_INTERVAL`](super::MAX_LEAF_BYTES_PER_INTERVAL)).
     pub leaf_bytes: usize,
-    /// The snapshot whose windows it asked for last, and how far into it
-    /// we sent: a window asked for below that is sent again, within
+    /// How far into each snapshot it asked for we sent it: a window below
+    /// that is sent again, within
     /// [`MAX_RESENT_BYTES_PER_INTERVAL`](super::MAX_RESENT_BYTES_PER_INTERVAL).
-    pub snapshot_sent: (Hash32, u64),
+    pub snapshot_sent: SnapshotsSent,
     /// Snapshot bytes sent it again this gossip interval.
     pub resent_bytes: u64,
     /// Overlay messages taken this gossip interval.
@@ -297,5 +327,25 @@ mod tests {
         assert_eq!(told.on_its_way(a, 90_000, 0), 4);
         told.expire(90_000, 0);
         assert_eq!(told.on_its_way(a, 90_000, 0), 0);
+    }
+
+    #[test]
+    fn what_was_sent_of_each_snapshot_is_kept_while_they_are_asked_for_in_turn() {
+        let (a, b) = (Hash32([1; 32]), Hash32([2; 32]));
+        let mut sent = SnapshotsSent::default();
+        assert_eq!(sent.again(a, 0, 100), 0);
+        sent.sent(a, 100);
+        sent.sent(b, 50);
+        assert_eq!(sent.again(a, 0, 100), 100);
+        assert_eq!(sent.again(a, 60, 160), 40);
+        assert_eq!(sent.again(b, 0, 100), 50);
+        assert_eq!(sent.again(a, 100, 200), 0, "moving on is nothing again");
+        // Every id a sender keeps at once is remembered.
+        for i in 3..=SnapshotsSent::IDS as u8 {
+            sent.sent(Hash32([i; 32]), 10);
+        }
+        assert_eq!(sent.again(a, 0, 100), 100);
+        sent.sent(Hash32([99; 32]), 10);
+        assert_eq!(sent.again(a, 0, 100), 0, "the oldest goes past them");
     }
 }

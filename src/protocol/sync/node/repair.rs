@@ -244,16 +244,12 @@ impl SyncNode {
         let end = (start + WINDOW_BYTES as usize).min(total);
         // What it was sent already goes again within a budget.
         if let Some(session) = self.sessions.get_mut(&from) {
-            if session.snapshot_sent.0 != id {
-                session.snapshot_sent = (id, 0);
-            }
-            let sent = session.snapshot_sent.1;
-            let again = (end as u64).min(sent).saturating_sub(start as u64);
+            let again = session.snapshot_sent.again(id, start as u64, end as u64);
             if again > 0 && session.resent_bytes + again > MAX_RESENT_BYTES_PER_INTERVAL {
                 return self.refuse(from, Refusal::ResentBudget(MAX_RESENT_BYTES_PER_INTERVAL));
             }
             session.resent_bytes += again;
-            session.snapshot_sent.1 = sent.max(end as u64);
+            session.snapshot_sent.sent(id, end as u64);
         }
         for at in (start..end).step_by(chunk) {
             let message = Message::SnapshotChunk {
