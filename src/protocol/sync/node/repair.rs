@@ -674,7 +674,9 @@ impl SyncNode {
         if index as usize >= LEAVES {
             return self.refuse(from, Refusal::NoLeaf(index));
         }
-        let spent = self.sessions.get(&from).map_or(0, |s| s.leaf_bytes);
+        let Some(spent) = self.sessions.get(&from).map(|s| s.leaf_bytes) else {
+            return;
+        };
         if spent >= MAX_LEAF_BYTES_PER_INTERVAL {
             return self.refuse(from, Refusal::LeafBudget(MAX_LEAF_BYTES_PER_INTERVAL));
         }
