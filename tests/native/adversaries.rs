@@ -1168,3 +1168,34 @@ fn a_flood_of_merkle_queries_is_answered_within_a_budget() {
     assert_eq!(answers(&mut room), 1);
     room.still_converge(0);
 }
+
+/// A request for a snapshot we do not keep is answered with our offer,
+/// which carries our whole version vector: once a gossip interval.
+#[test]
+fn requests_for_unknown_snapshots_get_one_offer_an_interval() {
+    let mut room = Room::with_doc();
+    let mallory = room.mallory.peer();
+    let _ = room.a.take_outputs();
+    let offers = |room: &mut Room| {
+        let sent = sent_to(&mut room.a, mallory);
+        sent.iter()
+            .filter(|m| matches!(m, Message::SnapshotOffer { .. }))
+            .count()
+    };
+    for i in 0..10 {
+        room.mallory_sends(&Message::SnapshotRequest {
+            id: Hash32([i; 32]),
+            offset: 0,
+        });
+    }
+    assert_eq!(offers(&mut room), 1);
+    assert_eq!(room.a_rejected_from_mallory(), 9);
+    room.a.tick(NOW + 60_000);
+    let _ = room.a.take_outputs();
+    room.mallory_sends(&Message::SnapshotRequest {
+        id: Hash32([1; 32]),
+        offset: 0,
+    });
+    assert_eq!(offers(&mut room), 1);
+    room.still_converge(0);
+}

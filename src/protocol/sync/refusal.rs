@@ -60,6 +60,8 @@ pub enum Refusal {
     NoMerkleNode { depth: u8, index: u32 },
     #[error("Merkle node {index} at depth {depth}, which we did not ask for")]
     UnaskedMerkleNode { depth: u8, index: u32 },
+    #[error("a second request for a snapshot we do not keep in one gossip interval")]
+    OfferAgain,
     #[error("snapshot windows sent again past {0} bytes in one gossip interval")]
     ResentBudget(u64),
     #[error("more than {0} Merkle queries in one gossip interval")]
@@ -136,7 +138,8 @@ impl Refusal {
             | Refusal::UnaskedMerkleNode { .. }
             | Refusal::MerkleBudget(_)
             | Refusal::LeafBudget(_)
-            | Refusal::ResentBudget(_) => 0,
+            | Refusal::ResentBudget(_)
+            | Refusal::OfferAgain => 0,
         }
     }
 

@@ -155,6 +155,11 @@ pub struct Session {
     pub snapshot_sent: SnapshotsSent,
     /// Snapshot bytes sent it again this gossip interval.
     pub resent_bytes: u64,
+    /// Whether a request for a snapshot we do not keep was answered with
+    /// our offer this gossip interval (an offer carries our version
+    /// vector: in a room of thousands of writers, hundreds of KB for a
+    /// request of ~60 bytes).
+    pub offered_on_request: bool,
     /// Overlay messages taken this gossip interval.
     pub overlay_messages: u32,
     /// The link is lazy (see [`Message::Prune`](super::wire::Message::Prune)):

@@ -765,6 +765,7 @@ impl SyncNode {
             session.leaf_bytes = 0;
             session.merkle_answers = 0;
             session.resent_bytes = 0;
+            session.offered_on_request = false;
             session.overlay_messages = 0;
             session.grafts = 0;
             session.prunes = 0;

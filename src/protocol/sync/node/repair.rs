@@ -236,6 +236,14 @@ impl SyncNode {
     /// offer instead.
     pub(super) fn on_snapshot_request(&mut self, from: PeerId, id: Hash32, offset: u64) {
         let Some(bytes) = self.outgoing.iter().find_map(|o| o.bytes_for(id)).cloned() else {
+            // Our offer instead (the one it asked for is gone), once an
+            // interval: it carries our whole version vector.
+            let Some(session) = self.sessions.get_mut(&from) else {
+                return;
+            };
+            if std::mem::replace(&mut session.offered_on_request, true) {
+                return self.refuse(from, Refusal::OfferAgain);
+            }
             return self.offer_snapshot(from);
         };
         let total = bytes.len();
