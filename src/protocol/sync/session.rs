@@ -61,6 +61,37 @@ impl Standing {
     }
 }
 
+/// What a peer had of us in one gossip interval: each count is held
+/// to its bound (a message past it is refused) and starts again at the
+/// next interval ([`SyncNode::tick`](super::SyncNode::tick)).
+#[derive(Debug, Default)]
+pub struct Spent {
+    /// Reconciliation requests answered
+    /// ([`MAX_REQUESTS_PER_INTERVAL`](super::MAX_REQUESTS_PER_INTERVAL)).
+    pub requests: u32,
+    /// Merkle queries answered
+    /// ([`MAX_MERKLE_ANSWERS_PER_INTERVAL`](super::MAX_MERKLE_ANSWERS_PER_INTERVAL)).
+    pub merkle_answers: u32,
+    /// Bytes of Merkle leaves sent
+    /// ([`MAX_LEAF_BYTES_PER_INTERVAL`](super::MAX_LEAF_BYTES_PER_INTERVAL)).
+    pub leaf_bytes: usize,
+    /// Snapshot bytes sent again
+    /// ([`MAX_RESENT_BYTES_PER_INTERVAL`](super::MAX_RESENT_BYTES_PER_INTERVAL)).
+    pub resent_bytes: u64,
+    /// Whether a request for a snapshot we do not keep was answered with
+    /// our offer (an offer carries our version vector: in a room of
+    /// thousands of writers, hundreds of KB for a request of ~60 bytes).
+    pub offered_on_request: bool,
+    /// Overlay messages taken
+    /// ([`MAX_OVERLAY_PER_INTERVAL`](super::MAX_OVERLAY_PER_INTERVAL)).
+    pub overlay_messages: u32,
+    /// Grafts and prunes taken
+    /// ([`MAX_GRAFTS_PER_INTERVAL`](super::MAX_GRAFTS_PER_INTERVAL),
+    /// [`MAX_PRUNES_PER_INTERVAL`](super::MAX_PRUNES_PER_INTERVAL)).
+    pub grafts: u32,
+    pub prunes: u32,
+}
+
 /// What we asked a peer for, with how many answers are due (a slow
 /// answer may be asked for again): an answer is taken only while one is.
 /// At most as many keys as there are things to ask for (a Merkle tree's
@@ -141,27 +172,12 @@ pub struct Session {
     /// In a room with a secret, the handshake until it succeeds: nothing
     /// but `Hello` and `Proof` crosses the connection before.
     pub handshake: Option<Handshake>,
-    /// Reconciliation requests answered this gossip interval.
-    pub requests: u32,
-    /// Merkle queries answered this gossip interval (see
-    /// [`MAX_MERKLE_ANSWERS_PER_INTERVAL`](super::MAX_MERKLE_ANSWERS_PER_INTERVAL)).
-    pub merkle_answers: u32,
-    /// Bytes of Merkle leaves sent it this gossip interval (see
-    /// [`MAX_LEAF_BYTES_PER_INTERVAL`](super::MAX_LEAF_BYTES_PER_INTERVAL)).
-    pub leaf_bytes: usize,
+    /// What it had of us this gossip interval, each within its bound.
+    pub spent: Spent,
     /// How far into each snapshot it asked for we sent it: a window below
     /// that is sent again, within
     /// [`MAX_RESENT_BYTES_PER_INTERVAL`](super::MAX_RESENT_BYTES_PER_INTERVAL).
     pub snapshot_sent: SnapshotsSent,
-    /// Snapshot bytes sent it again this gossip interval.
-    pub resent_bytes: u64,
-    /// Whether a request for a snapshot we do not keep was answered with
-    /// our offer this gossip interval (an offer carries our version
-    /// vector: in a room of thousands of writers, hundreds of KB for a
-    /// request of ~60 bytes).
-    pub offered_on_request: bool,
-    /// Overlay messages taken this gossip interval.
-    pub overlay_messages: u32,
     /// The link is lazy (see [`Message::Prune`](super::wire::Message::Prune)):
     /// fresh events are announced to it (`IHave`), not pushed, until a
     /// graft; without PlumTree (relay to every link), it only means the
@@ -169,9 +185,6 @@ pub struct Session {
     pub lazy: bool,
     /// We pruned it (the link went lazy on our word).
     pub pruned: bool,
-    /// Grafts and prunes taken this gossip interval.
-    pub grafts: u32,
-    pub prunes: u32,
     /// What we pushed or announced to it lately: a digest of its that
     /// crossed them is not answered with them (see `relay.rs`).
     pub told: Told,

@@ -752,10 +752,10 @@ impl SyncNode {
         let Some(session) = self.sessions.get_mut(&from) else {
             return;
         };
-        if session.requests >= MAX_REQUESTS_PER_INTERVAL {
+        if session.spent.requests >= MAX_REQUESTS_PER_INTERVAL {
             return self.refuse(from, Refusal::TooManyRequests(MAX_REQUESTS_PER_INTERVAL));
         }
-        session.requests += 1;
+        session.spent.requests += 1;
         // In a signed room the siblings come in the whole runs holding
         // them: those verify, and the events of other keys in them are
         // taken like any events. Our own writes so far leave as their own

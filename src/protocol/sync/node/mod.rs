@@ -39,7 +39,7 @@ use std::sync::Arc;
 use crate::protocol::text::Text;
 
 use super::refusal::Refusal;
-use super::session::{Session, SessionStats, Standing};
+use super::session::{Session, SessionStats, Spent, Standing};
 use super::transfer::{Decoding, Incoming, Inflating, Loading, Outgoing, Verifying};
 use super::wire::{self, Decoded, Message};
 use crate::protocol::blake3;
@@ -761,14 +761,7 @@ impl SyncNode {
         }
         self.next_gossip_ms = now_ms + self.config.gossip_interval_ms;
         for session in self.sessions.values_mut() {
-            session.requests = 0;
-            session.leaf_bytes = 0;
-            session.merkle_answers = 0;
-            session.resent_bytes = 0;
-            session.offered_on_request = false;
-            session.overlay_messages = 0;
-            session.grafts = 0;
-            session.prunes = 0;
+            session.spent = Spent::default();
             let patience_ms = session.patience_ms(self.config.gossip_interval_ms);
             session.told.expire(now_ms, patience_ms);
         }

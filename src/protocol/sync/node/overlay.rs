@@ -20,10 +20,10 @@ impl SyncNode {
         let Some(session) = self.sessions.get_mut(&from) else {
             return;
         };
-        if session.overlay_messages >= MAX_OVERLAY_PER_INTERVAL {
+        if session.spent.overlay_messages >= MAX_OVERLAY_PER_INTERVAL {
             return self.refuse(from, Refusal::OverlayFlood(MAX_OVERLAY_PER_INTERVAL));
         }
-        session.overlay_messages += 1;
+        session.spent.overlay_messages += 1;
         let named = message.peers().len();
         if named > MAX_SHUFFLE {
             return self.refuse(from, Refusal::OverlayTooLarge(named));

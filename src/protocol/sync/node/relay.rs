@@ -264,10 +264,10 @@ impl SyncNode {
         let Some(session) = self.sessions.get_mut(&from) else {
             return;
         };
-        if session.grafts >= MAX_GRAFTS_PER_INTERVAL {
+        if session.spent.grafts >= MAX_GRAFTS_PER_INTERVAL {
             return self.refuse(from, Refusal::GraftFlood(MAX_GRAFTS_PER_INTERVAL));
         }
-        session.grafts += 1;
+        session.spent.grafts += 1;
         if entries.len() > MAX_ANNOUNCED {
             return self.refuse(from, Refusal::AnnouncementTooLarge(entries.len()));
         }
@@ -286,10 +286,10 @@ impl SyncNode {
         let Some(session) = self.sessions.get_mut(&from) else {
             return;
         };
-        if session.prunes >= MAX_PRUNES_PER_INTERVAL {
+        if session.spent.prunes >= MAX_PRUNES_PER_INTERVAL {
             return self.refuse(from, Refusal::PruneFlood(MAX_PRUNES_PER_INTERVAL));
         }
-        session.prunes += 1;
+        session.spent.prunes += 1;
         session.lazy = true;
     }
 }

@@ -241,7 +241,7 @@ impl SyncNode {
             let Some(session) = self.sessions.get_mut(&from) else {
                 return;
             };
-            if std::mem::replace(&mut session.offered_on_request, true) {
+            if std::mem::replace(&mut session.spent.offered_on_request, true) {
                 return self.refuse(from, Refusal::OfferAgain);
             }
             return self.offer_snapshot(from);
@@ -253,10 +253,10 @@ impl SyncNode {
         // What it was sent already goes again within a budget.
         if let Some(session) = self.sessions.get_mut(&from) {
             let again = session.snapshot_sent.again(id, start as u64, end as u64);
-            if again > 0 && session.resent_bytes + again > MAX_RESENT_BYTES_PER_INTERVAL {
+            if again > 0 && session.spent.resent_bytes + again > MAX_RESENT_BYTES_PER_INTERVAL {
                 return self.refuse(from, Refusal::ResentBudget(MAX_RESENT_BYTES_PER_INTERVAL));
             }
-            session.resent_bytes += again;
+            session.spent.resent_bytes += again;
             session.snapshot_sent.sent(id, end as u64);
         }
         for at in (start..end).step_by(chunk) {
@@ -605,11 +605,11 @@ impl SyncNode {
         let Some(session) = self.sessions.get_mut(&from) else {
             return;
         };
-        if session.merkle_answers >= MAX_MERKLE_ANSWERS_PER_INTERVAL {
+        if session.spent.merkle_answers >= MAX_MERKLE_ANSWERS_PER_INTERVAL {
             let limit = MAX_MERKLE_ANSWERS_PER_INTERVAL;
             return self.refuse(from, Refusal::MerkleBudget(limit));
         }
-        session.merkle_answers += 1;
+        session.spent.merkle_answers += 1;
         self.engine.digest();
         let children = self
             .engine
@@ -682,7 +682,7 @@ impl SyncNode {
         if index as usize >= LEAVES {
             return self.refuse(from, Refusal::NoLeaf(index));
         }
-        let Some(spent) = self.sessions.get(&from).map(|s| s.leaf_bytes) else {
+        let Some(spent) = self.sessions.get(&from).map(|s| s.spent.leaf_bytes) else {
             return;
         };
         if spent >= MAX_LEAF_BYTES_PER_INTERVAL {
@@ -692,7 +692,7 @@ impl SyncNode {
         self.flush_local();
         let state = self.engine.leaf_state(index as u16).encode();
         if let Some(session) = self.sessions.get_mut(&from) {
-            session.leaf_bytes += state.len();
+            session.spent.leaf_bytes += state.len();
         }
         self.send(from, &Message::LeafState { index, state });
     }
