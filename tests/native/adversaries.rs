@@ -52,6 +52,13 @@ impl Room {
         Room::relaying(config, Relay::default())
     }
 
+    /// `a`'s next gossip interval (its per-peer budgets start again);
+    /// what it sent on the tick is dropped.
+    fn next_interval(&mut self) {
+        self.a.tick(NOW + 60_000);
+        let _ = self.a.take_outputs();
+    }
+
     /// A room where `a` wrote `"honest"` to "doc" and `b` has it.
     fn with_doc() -> Room {
         let mut room = Room::new(EngineConfig::default());
@@ -595,6 +602,11 @@ fn unasked_leaf_entities_are_refused_and_change_nothing() {
     room.still_converge(0);
 }
 
+/// How many of `messages` are `what`.
+fn count(messages: &[Message], what: impl Fn(&Message) -> bool) -> usize {
+    messages.iter().filter(|m| what(m)).count()
+}
+
 /// The frames `node` sent `to` since the last look, decoded.
 fn sent_to(node: &mut SyncNode, to: PeerId) -> Vec<Message> {
     let frames = node
@@ -1068,8 +1080,7 @@ fn a_sweep_of_leaf_queries_is_answered_within_a_budget() {
     let refused = room.a_rejected_from_mallory();
     assert_eq!(refused, (digest::LEAVES - leaves) as u64);
     // The next interval answers again, within the budget again.
-    room.a.tick(NOW + 60_000);
-    let _ = room.a.take_outputs();
+    room.next_interval();
     let (_, again, more) = sweep(&mut room);
     assert!(more >= 1 && again <= MAX_LEAF_BYTES_PER_INTERVAL + largest_leaf);
     room.still_converge(0);
@@ -1134,8 +1145,7 @@ fn a_window_asked_for_over_and_over_is_sent_again_within_a_budget() {
     assert_eq!(again, MAX_RESENT_BYTES_PER_INTERVAL);
     assert_eq!(room.a_rejected_from_mallory(), 98);
     // The next interval, as much again.
-    room.a.tick(NOW + 60_000);
-    let _ = room.a.take_outputs();
+    room.next_interval();
     for _ in 0..10 {
         room.mallory_sends(&Message::SnapshotRequest { id, offset: 0 });
     }
@@ -1152,9 +1162,7 @@ fn a_flood_of_merkle_queries_is_answered_within_a_budget() {
     let _ = room.a.take_outputs();
     let answers = |room: &mut Room| {
         let sent = sent_to(&mut room.a, mallory);
-        sent.iter()
-            .filter(|m| matches!(m, Message::MerkleNodes { .. }))
-            .count() as u32
+        count(&sent, |m| matches!(m, Message::MerkleNodes { .. })) as u32
     };
     for _ in 0..2_000 {
         room.mallory_sends(&Message::MerkleQuery { depth: 0, index: 0 });
@@ -1162,8 +1170,7 @@ fn a_flood_of_merkle_queries_is_answered_within_a_budget() {
     assert_eq!(answers(&mut room), MAX_MERKLE_ANSWERS_PER_INTERVAL);
     let refused = u64::from(2_000 - MAX_MERKLE_ANSWERS_PER_INTERVAL);
     assert_eq!(room.a_rejected_from_mallory(), refused);
-    room.a.tick(NOW + 60_000);
-    let _ = room.a.take_outputs();
+    room.next_interval();
     room.mallory_sends(&Message::MerkleQuery { depth: 1, index: 3 });
     assert_eq!(answers(&mut room), 1);
     room.still_converge(0);
@@ -1178,9 +1185,7 @@ fn requests_for_unknown_snapshots_get_one_offer_an_interval() {
     let _ = room.a.take_outputs();
     let offers = |room: &mut Room| {
         let sent = sent_to(&mut room.a, mallory);
-        sent.iter()
-            .filter(|m| matches!(m, Message::SnapshotOffer { .. }))
-            .count()
+        count(&sent, |m| matches!(m, Message::SnapshotOffer { .. }))
     };
     for i in 0..10 {
         room.mallory_sends(&Message::SnapshotRequest {
@@ -1190,8 +1195,7 @@ fn requests_for_unknown_snapshots_get_one_offer_an_interval() {
     }
     assert_eq!(offers(&mut room), 1);
     assert_eq!(room.a_rejected_from_mallory(), 9);
-    room.a.tick(NOW + 60_000);
-    let _ = room.a.take_outputs();
+    room.next_interval();
     room.mallory_sends(&Message::SnapshotRequest {
         id: Hash32([1; 32]),
         offset: 0,
