@@ -11,7 +11,9 @@ use crate::protocol::sync::wire::{self, Decoded, Message};
 use crate::protocol::sync::{
     LocalWrite, Output, Refusal, Relay, SyncConfig, SyncNode, VERIFY_WINDOW_MS,
 };
-use crate::protocol::{EngineConfig, Identity, JsonValue, P2PEvent, PeerId, ReconciliationEngine};
+use crate::protocol::{
+    EngineConfig, EventId, Identity, JsonValue, P2PEvent, PeerId, ReconciliationEngine,
+};
 
 /// Wall time of the writers (ms since the epoch, a day in 2001, before the
 /// anti-entropy workloads' clock); every later write is a millisecond
@@ -465,19 +467,43 @@ fn through(
     Ok((receiver.finish(0)?, receiver))
 }
 
+/// The events of each `Events` frame of `frames` (others skipped).
+pub fn events_of(frames: &[Vec<u8>]) -> Vec<Vec<P2PEvent>> {
+    frames
+        .iter()
+        .filter_map(|f| match wire::decode(f) {
+            Ok(Decoded::Message(Message::Events(events))) => Some(events),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `event` as its writer signed it: without the seal a run's last event
+/// carries.
+pub fn unsealed(event: &P2PEvent) -> P2PEvent {
+    P2PEvent {
+        seal: None,
+        ..event.clone()
+    }
+}
+
+/// The events of `frames` as their writers signed them, by id: what a
+/// fuzzer checks each event a node took against.
+pub fn signed_events(frames: &[Vec<u8>]) -> std::collections::HashMap<EventId, P2PEvent> {
+    events_of(frames)
+        .iter()
+        .flatten()
+        .map(|e| (e.id, unsealed(e)))
+        .collect()
+}
+
 /// Valid frames of three signed writers (runs of four writes, over six
 /// keys), one run a frame and then three, as a peer repairing another's
 /// gaps sends them; then a digest and two queries: a stream a node takes
 /// from a peer. What the fuzzers mutate (`tests/native/fuzz.rs`, the
 /// signaling server's).
 pub fn signed_stream() -> Vec<Vec<u8>> {
-    let runs: Vec<Vec<P2PEvent>> = run_heavy(3, 12, 6, 4)
-        .iter()
-        .filter_map(|f| match wire::decode(f) {
-            Ok(Decoded::Message(Message::Events(events))) => Some(events),
-            _ => None,
-        })
-        .collect();
+    let runs = events_of(&run_heavy(3, 12, 6, 4));
     let (alone, together) = runs.split_at(3);
     let batches: Vec<Vec<P2PEvent>> = alone
         .iter()

@@ -18,7 +18,7 @@ use cpc_sync::protocol::room::{KdfCost, RoomSecret};
 use cpc_sync::protocol::sync::wire::{self, Decoded, Message};
 use cpc_sync::protocol::sync::{Output, SyncConfig, SyncNode};
 use cpc_sync::protocol::testing::mutate::{self, checked_as_ours as checked};
-use cpc_sync::protocol::testing::wire::run_heavy;
+use cpc_sync::protocol::testing::wire::{run_heavy, signed_events, unsealed};
 use cpc_sync::protocol::{EngineConfig, EventId, Identity, P2PEvent, PeerId, ReconciliationEngine};
 use proptest::prelude::*;
 
@@ -38,24 +38,9 @@ fn stream() -> &'static Stream {
     static STREAM: std::sync::OnceLock<Stream> = std::sync::OnceLock::new();
     STREAM.get_or_init(|| {
         let frames = run_heavy(3, 12, 6, 4);
-        let honest = frames
-            .iter()
-            .filter_map(|f| match wire::decode(f) {
-                Ok(Decoded::Message(Message::Events(events))) => Some(events),
-                _ => None,
-            })
-            .flatten()
-            .map(|e| (e.id, unsealed(&e)))
-            .collect();
+        let honest = signed_events(&frames);
         (frames, honest)
     })
-}
-
-fn unsealed(e: &P2PEvent) -> P2PEvent {
-    P2PEvent {
-        seal: None,
-        ..e.clone()
-    }
 }
 
 /// A member: its socket as the server sees it, its node and its links.

@@ -24,7 +24,7 @@ use cpc_sync::protocol::sync::gzip::{gunzip_at_most, gzip};
 use cpc_sync::protocol::sync::wire::{self, Decoded, Message};
 use cpc_sync::protocol::sync::{Output, SyncConfig, SyncNode};
 use cpc_sync::protocol::testing::mutate::{self, checked_as_ours as checked};
-use cpc_sync::protocol::testing::wire::{neighbour, signed_stream};
+use cpc_sync::protocol::testing::wire::{neighbour, signed_events, signed_stream, unsealed};
 use cpc_sync::protocol::{
     EngineConfig, EventId, Identity, P2PEvent, PeerId, ReconciliationEngine, VectorClock,
 };
@@ -272,24 +272,7 @@ fn stream() -> &'static [Vec<u8>] {
 /// carries one).
 fn honest() -> &'static HashMap<EventId, P2PEvent> {
     static HONEST: std::sync::OnceLock<HashMap<EventId, P2PEvent>> = std::sync::OnceLock::new();
-    HONEST.get_or_init(|| {
-        stream()
-            .iter()
-            .filter_map(|f| match wire::decode(f) {
-                Ok(Decoded::Message(Message::Events(events))) => Some(events),
-                _ => None,
-            })
-            .flatten()
-            .map(|e| (e.id, unsealed(&e)))
-            .collect()
-    })
-}
-
-fn unsealed(e: &P2PEvent) -> P2PEvent {
-    P2PEvent {
-        seal: None,
-        ..e.clone()
-    }
+    HONEST.get_or_init(|| signed_events(stream()))
 }
 
 /// Whether every writer signed `e` as it is.
