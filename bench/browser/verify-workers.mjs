@@ -22,7 +22,8 @@
 //
 // `npm run build && bash scripts/bench-wasm.sh && node bench/browser/verify-workers.mjs`
 // (the release build gives the page's server, `cpc-signal`; `CPC_BENCH_RUNS`,
-// default 5; `CPC_BENCH_SEALS`, default 30000).
+// default 5; `CPC_BENCH_SEALS`, default 30000; `CPC_BENCH_POOLS`, default
+// 1,2,4; `CPC_BENCH_WORKLOADS`, default C1.2,B3.1,run-heavy).
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -30,7 +31,8 @@ import { launchBrowser, root, startServer } from "../../tests/e2e/harness.mjs";
 
 const RUNS = Number(process.env.CPC_BENCH_RUNS ?? 5);
 const SEALS = Number(process.env.CPC_BENCH_SEALS ?? 30_000);
-const POOLS = [1, 2, 4];
+const POOLS = (process.env.CPC_BENCH_POOLS ?? "1,2,4").split(",").map(Number);
+const WORKLOADS = (process.env.CPC_BENCH_WORKLOADS ?? "C1.2,B3.1,run-heavy").split(",");
 
 const WORKER = `import init, { verifySealItems } from "/pkg/cpc_sync.js";
 const ready = init();
@@ -164,7 +166,7 @@ try {
     ["C1.2", "30000 signed writers", { writers: 30_000, sameKey: false }],
     ["B3.1", "1540 signed writers", { writers: 1_540, sameKey: true }],
     ["run-heavy", "4 signed writers, 25,000 updates each in runs of 100", { heavy }],
-  ]) {
+  ].filter(([name]) => WORKLOADS.includes(name))) {
     const runs = await page.evaluate((a) => window.signedPath(a), { ...args, runs: RUNS, pools: POOLS });
     if (errors.length) throw new Error(errors.join("\n"));
     console.log(`## ${name}: ${what}, through a signed node, ${RUNS} runs each`);
