@@ -46,6 +46,11 @@ pub enum ReceiveError {
     },
     #[error("holding queue is full ({capacity} events); event {id} refused until its dependencies arrive")]
     HoldingQueueFull { id: EventId, capacity: usize },
+    /// The held events' bytes are at a bound (of all held events, or of
+    /// their origin's): a few events of large values or clocks must not
+    /// hold what the counts allow.
+    #[error("holding queue is full ({capacity} bytes of events); event {id} refused until its dependencies arrive")]
+    HoldingQueueBytes { id: EventId, capacity: usize },
     #[error("event {id} differs from the event already known under that id")]
     Equivocation { id: EventId },
     /// A signer sealed two runs over some of the same events: the one

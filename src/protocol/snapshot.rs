@@ -59,11 +59,23 @@ pub enum SnapshotError {
     /// taken the other first.
     #[error("snapshot run sealed on {0} overlaps another run of its signer's, kept here with other bounds")]
     OverlappingRun(EventId),
+    /// More events than the reader takes ([`StateSnapshot::decode_at_most`],
+    /// [`StateSnapshot::decoding`]), refused before any is decoded. Not a
+    /// lie: a Merkle leaf's copy made after its sender's clock moved past
+    /// ours may hold more events than ours counts, and an honest room may
+    /// outgrow a bound a peer set.
+    #[error("snapshot holds {count} events; at most {limit} are taken here")]
+    TooManyEvents { count: u64, limit: u64 },
 }
 
 impl From<CodecError> for SnapshotError {
     fn from(e: CodecError) -> Self {
-        SnapshotError::Malformed(e.to_string())
+        match e {
+            CodecError::TooManyEvents { count, limit } => {
+                SnapshotError::TooManyEvents { count, limit }
+            }
+            e => SnapshotError::Malformed(e.to_string()),
+        }
     }
 }
 
@@ -78,6 +90,7 @@ impl SnapshotError {
                 | SnapshotError::BadMagic
                 | SnapshotError::UnsupportedFormat(_)
                 | SnapshotError::OverlappingRun(_)
+                | SnapshotError::TooManyEvents { .. }
         )
     }
 }
@@ -139,7 +152,24 @@ impl StateSnapshot {
     /// Decodes a snapshot; any defect is an error, never a panic. Decoding
     /// checks the form; [`verify`](Self::verify) checks what it claims.
     pub fn decode(bytes: &[u8]) -> Result<Self, SnapshotError> {
-        Self::decode_with(bytes, false)
+        let (bits, body) = Self::header(bytes)?;
+        Self::assemble(
+            &bytes[bits],
+            events::decode_as(&bytes[body..], Self::read(usize::MAX))?,
+        )
+    }
+
+    /// Decodes a snapshot of at most `limit` events, as
+    /// [`decode`](Self::decode) does, or refuses it before decoding any
+    /// ([`events::decode_at_most`]): a Merkle leaf's copy is joined only
+    /// under a clock equal to ours, and its events are distinct and within
+    /// that clock, so it holds no more events than the clock counts.
+    pub fn decode_at_most(bytes: &[u8], limit: usize) -> Result<Self, SnapshotError> {
+        let (bits, body) = Self::header(bytes)?;
+        Self::assemble(
+            &bytes[bits],
+            events::decode_as(&bytes[body..], Self::read(limit))?,
+        )
     }
 
     /// Decodes a snapshot as [`decode`](Self::decode) does, its keys and
@@ -148,26 +178,35 @@ impl StateSnapshot {
     /// all of which its state is restored from. (One from a peer may
     /// bring a single event new to us, which would keep its whole buffer.)
     pub fn decode_shared(bytes: &[u8]) -> Result<Self, SnapshotError> {
-        Self::decode_with(bytes, true)
-    }
-
-    fn decode_with(bytes: &[u8], shared: bool) -> Result<Self, SnapshotError> {
         let (bits, body) = Self::header(bytes)?;
-        let batch = match shared {
-            true => events::decode_shared(&bytes[body..])?,
-            false => events::decode(&bytes[body..])?,
+        let read = events::Read {
+            shared: true,
+            ..Self::read(usize::MAX)
         };
-        Self::assemble(&bytes[bits], batch)
+        Self::assemble(&bytes[bits], events::decode_as(&bytes[body..], read)?)
     }
 
-    /// A snapshot to decode a slice at a time ([`Decoding::step`]): what
-    /// [`decode`](Self::decode) does, each slice a task of its own.
-    pub fn decoding(bytes: Vec<u8>) -> Result<Decoding, SnapshotError> {
+    /// A snapshot of at most `limit` events to decode a slice at a time
+    /// ([`Decoding::step`]): what [`decode`](Self::decode) does, each slice
+    /// a task of its own. One of more events, or of more than its version
+    /// vector counts, is refused ([`SnapshotError::TooManyEvents`]) before
+    /// any is decoded.
+    pub fn decoding(bytes: Vec<u8>, limit: usize) -> Result<Decoding, SnapshotError> {
         let (bits, body) = Self::header(&bytes)?;
         Ok(Decoding {
             bits: bytes[bits].to_vec(),
-            batch: events::Resumable::new(bytes, body)?,
+            batch: events::Resumable::new(bytes, body, Self::read(limit))?,
         })
+    }
+
+    /// How a snapshot's batch is read: of at most `limit` events, and of
+    /// no more than its version vector counts.
+    fn read(limit: usize) -> events::Read {
+        events::Read {
+            limit,
+            within_clock: true,
+            ..events::Read::default()
+        }
     }
 
     /// Where the live bitmap and the batch are in `bytes`.
@@ -392,6 +431,43 @@ impl Decoding {
 mod tests {
     use super::*;
     use crate::protocol::{EngineConfig, JsonValue, ReconciliationEngine};
+
+    /// A snapshot of more events than the reader takes is refused before
+    /// any is decoded, whole or a slice at a time; at the bound it decodes.
+    #[test]
+    fn a_snapshot_past_the_event_bound_is_refused_before_decoding() {
+        let mut engine = ReconciliationEngine::new(PeerId(1), EngineConfig::default());
+        for i in 0..10u64 {
+            engine
+                .set(&format!("k{i}"), JsonValue::parse("1").unwrap(), 1_000 + i)
+                .unwrap();
+        }
+        let bytes = engine.encode_snapshot();
+        let whole = StateSnapshot::decode(&bytes).expect("decodes");
+        let count = whole.events.len() as u64;
+        let refused = SnapshotError::TooManyEvents {
+            count,
+            limit: count - 1,
+        };
+        let limit = count as usize;
+        assert_eq!(
+            StateSnapshot::decode_at_most(&bytes, limit - 1),
+            Err(refused.clone())
+        );
+        let sliced = StateSnapshot::decoding(bytes.clone(), limit - 1).map(|_| ());
+        assert_eq!(sliced, Err(refused));
+        assert_eq!(
+            StateSnapshot::decode_at_most(&bytes, limit),
+            Ok(whole.clone())
+        );
+        let mut decoding = StateSnapshot::decoding(bytes, limit).expect("within the bound");
+        let decoded = loop {
+            if let Some(snapshot) = decoding.step(3).expect("decodes") {
+                break snapshot;
+            }
+        };
+        assert_eq!(decoded, whole);
+    }
 
     /// Keys whose hashes collide (what a lying peer would search out, made
     /// here by the hash itself) rebuild the same entities as keys that do

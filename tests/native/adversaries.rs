@@ -13,9 +13,9 @@ use cpc_sync::protocol::event::RegisterOp;
 use cpc_sync::protocol::reconciliation::ReconciliationRequest;
 use cpc_sync::protocol::seal;
 use cpc_sync::protocol::sync::transfer::WINDOW_BYTES;
-use cpc_sync::protocol::sync::wire::{self, Decoded, Message};
+use cpc_sync::protocol::sync::wire::{self, Decoded, Message, WireError, MAX_MESSAGE_EVENTS};
 use cpc_sync::protocol::sync::{
-    Output, Relay, SyncConfig, SyncNode, MAX_LEAF_BYTES_PER_INTERVAL,
+    Output, Refusal, Relay, SyncConfig, SyncNode, MAX_LEAF_BYTES_PER_INTERVAL,
     MAX_MERKLE_ANSWERS_PER_INTERVAL, MAX_REQUESTS_PER_INTERVAL, MAX_RESENT_BYTES_PER_INTERVAL,
     PENALTY_LIMIT,
 };
@@ -1201,5 +1201,354 @@ fn requests_for_unknown_snapshots_get_one_offer_an_interval() {
         offset: 0,
     });
     assert_eq!(offers(&mut room), 1);
+    room.still_converge(0);
+}
+
+// --- What a member makes a peer hold ------------------------------------------
+
+/// `count` events of `identity`'s own, each a write of `value` to a key
+/// of its own, sealed each as a run of one; event 1, which every other
+/// waits for (its origin's previous), is left out: never sent.
+fn held_for_good(identity: &Identity, count: u64, value: &JsonValue) -> Vec<P2PEvent> {
+    let mut engine = ReconciliationEngine::new(identity.peer(), EngineConfig::default());
+    let mut events: Vec<P2PEvent> = (0..=count)
+        .map(|i| {
+            engine
+                .set(&format!("held/{i}"), value.clone(), NOW)
+                .expect("a write")
+        })
+        .collect();
+    events.remove(0);
+    for event in &mut events {
+        seal::seal(identity, std::slice::from_mut(event));
+    }
+    events
+}
+
+/// The bytes of the events `node` holds, by their estimate.
+fn held_bytes(node: &SyncNode) -> usize {
+    let holding = node.engine().holding();
+    holding.iter().map(P2PEvent::approx_size).sum()
+}
+
+/// Mallory's own sealed events, each a value of 100 KB, all waiting for
+/// her event 1, which she never sends. The counts alone let her hold her
+/// 25,000 events' share of the queue, 2.5 GB of values, for as long as
+/// the peer runs; now the queue holds her share of bytes
+/// (`HOLDING_BYTES_PER_ORIGIN`), and refuses the rest, typed and counted,
+/// at no cost to her (an honest peer's events may wait too).
+#[test]
+fn held_events_of_large_values_fill_only_their_share_of_bytes() {
+    use cpc_sync::protocol::engine::HOLDING_BYTES_PER_ORIGIN;
+    let mut room = Room::new(EngineConfig::default());
+    let value = json(&format!("\"{}\"", "x".repeat(100_000)));
+    let events = held_for_good(&Identity::from_seed(666), 300, &value);
+    let sent: usize = events.iter().map(P2PEvent::approx_size).sum();
+    for batch in events.chunks(50) {
+        room.mallory_sends(&Message::Events(batch.to_vec()));
+    }
+    let (held, bytes) = (room.a.engine().holding().len(), held_bytes(&room.a));
+    println!("{sent} B sent; {held} events of {bytes} B held");
+    assert!(bytes <= HOLDING_BYTES_PER_ORIGIN, "{bytes} B held");
+    assert!(bytes + 2 * events[0].approx_size() > HOLDING_BYTES_PER_ORIGIN);
+    assert_eq!(room.a.engine().holding().bytes(), bytes);
+    let refused = refusals(&mut room.a);
+    assert_eq!(refused.len(), events.len() - held);
+    assert!(refused.iter().all(|r| matches!(r,
+        Refusal::Event(ReceiveError::HoldingQueueBytes { capacity, .. })
+            if *capacity == HOLDING_BYTES_PER_ORIGIN)));
+    let refused = refused.len() as u64;
+    assert_eq!(room.a.engine().stats().refused_queue_full, refused);
+    assert_eq!(room.a_rejected_from_mallory(), refused);
+    assert!(room.a.stats(room.mallory.peer()).is_some(), "not cut off");
+    room.still_converge(0);
+}
+
+/// With throwaway identities, a member holds at most the queue's bytes
+/// (`holding_bytes`), each identity at most its share: an honest origin's
+/// events that must wait are refused only once the queue is full, and
+/// come again once their dependencies are in.
+#[test]
+fn several_identities_hold_at_most_the_queues_bytes() {
+    let config = EngineConfig {
+        holding_bytes: 4 << 20,
+        holding_bytes_per_origin: 1 << 20,
+        ..EngineConfig::default()
+    };
+    let mut room = Room::new(config.clone());
+    let value = json(&format!("\"{}\"", "x".repeat(10_000)));
+    let mut refused = Vec::new();
+    for seed in 0..6 {
+        let identity = Identity::from_seed(100_000 + seed);
+        let events = held_for_good(&identity, 150, &value);
+        room.mallory_sends(&Message::Events(events));
+        refused.extend(refusals(&mut room.a));
+        let holding = room.a.engine().holding();
+        let theirs: usize = (holding.iter())
+            .filter(|e| e.id.peer == identity.peer())
+            .map(P2PEvent::approx_size)
+            .sum();
+        assert!(theirs <= config.holding_bytes_per_origin, "{theirs} B");
+    }
+    let bytes = held_bytes(&room.a);
+    println!("{bytes} B held of 6 identities");
+    assert!(bytes <= config.holding_bytes, "{bytes} B held");
+    assert!(bytes + 2 * (10_000 + 100) > config.holding_bytes);
+    // Refused at each identity's share, then at the queue's.
+    for bound in [config.holding_bytes_per_origin, config.holding_bytes] {
+        assert!(refused.iter().any(|r| matches!(r,
+            Refusal::Event(ReceiveError::HoldingQueueBytes { capacity, .. }) if *capacity == bound)));
+    }
+    let counted = room.a.engine().stats().refused_queue_full;
+    assert_eq!(counted, refused.len() as u64);
+    room.still_converge(0);
+}
+
+/// An `IHave` names origins of its sender's choosing, and a session noted
+/// each in what its peer has: a 16-byte entry for ~9 bytes of hers, until
+/// her next digest, which she need not send. A session notes at most
+/// `MAX_THEIR_ORIGINS` (as many as a digest may name); the rest are
+/// refused, counted, at no cost.
+#[test]
+fn ihaves_of_made_up_origins_grow_a_session_only_to_its_bound() {
+    use cpc_sync::protocol::sync::MAX_ANNOUNCED;
+    let mut room = Room::with_doc();
+    let mallory = room.mallory.peer();
+    room.mallory_sends(&Message::Digest {
+        clock: VectorClock::new(),
+        root: Hash32::ZERO,
+    });
+    let _ = room.a.take_outputs();
+    let named = MAX_CLOCK_ENTRIES + 10 * MAX_ANNOUNCED;
+    let mut refused = 0;
+    for first in (0..named).step_by(MAX_ANNOUNCED) {
+        let origins = first as u64..(first + MAX_ANNOUNCED) as u64;
+        let entries = origins.map(|i| (PeerId(1 << 40 | i), 1)).collect();
+        room.mallory_sends(&Message::IHave(entries));
+        let past = |r: &Refusal| matches!(r, Refusal::TooManyOrigins(_));
+        refused += refusals(&mut room.a).iter().filter(|r| past(r)).count();
+    }
+    let (clock, _) = room.a.remote_view(mallory).expect("she sent a digest");
+    assert!(clock.len() <= MAX_CLOCK_ENTRIES, "{} origins", clock.len());
+    assert!(refused >= 10, "each IHave past the bound: {refused}");
+    assert!(room.a.stats(mallory).is_some(), "not cut off");
+    room.still_converge(0);
+}
+
+/// `count` register deletes of Mallory's, of one key, at one time,
+/// unsealed: each a byte of a batch (its op; its key and time run-coded).
+fn deletes(mallory: PeerId, count: u64) -> Vec<P2PEvent> {
+    use cpc_sync::protocol::clock::Timestamp;
+    (1..=count)
+        .map(|seq| P2PEvent {
+            id: EventId::new(mallory, seq),
+            key: "k".into(),
+            op: Operation::Register(RegisterOp::Delete {
+                observed: VectorClock::new(),
+            }),
+            deps: VectorClock::new(),
+            hlc: Timestamp::new(NOW, 0),
+            seal: None,
+        })
+        .collect()
+}
+
+/// The refusals `node` reported since the last look.
+fn refusals(node: &mut SyncNode) -> Vec<Refusal> {
+    (node.take_outputs().into_iter())
+        .filter_map(|output| match output {
+            Output::Rejected { refusal, .. } => Some(refusal),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A batch may spell an event in a byte, and a decoded event takes 160
+/// bytes: 200,000 deletes, ~200 KB in a few frames, were decoded to 32 MB,
+/// their room reserved at once (a message of 16 MiB: 2.7 GB, more than a
+/// page's wasm memory holds), before anything was checked. A message's
+/// batch of more than `MAX_MESSAGE_EVENTS` events is refused before any
+/// is decoded (typed, counted, at no cost: it cost us nothing).
+#[test]
+fn a_message_of_more_events_than_a_batch_holds_is_refused_before_decoding() {
+    let mut room = Room::new(EngineConfig::default());
+    let mallory = room.mallory.peer();
+    let _ = room.a.take_outputs();
+    let events = deletes(mallory, 200_000);
+    let decoded = events.len() * std::mem::size_of::<P2PEvent>();
+    let frames = wire::encode(&Message::Events(events), 7);
+    let sent: usize = frames.iter().map(Vec::len).sum();
+    println!(
+        "{sent} B sent in {} frames, {decoded} B decoded",
+        frames.len()
+    );
+    assert!(sent * 100 < decoded, "{sent} B for {decoded} B");
+    for frame in &frames {
+        room.a.receive_frame(mallory, frame, NOW);
+    }
+    let refused = refusals(&mut room.a);
+    assert!(
+        matches!(&refused[..], [Refusal::Frame(WireError::TooManyEvents { count: 200_000, limit })]
+            if *limit == MAX_MESSAGE_EVENTS as u64),
+        "refused before decoding: {refused:?}"
+    );
+    assert_eq!(refused[0].points(), 0);
+    assert_eq!(room.a_rejected_from_mallory(), 1);
+    assert!(room.a.engine().holding().is_empty());
+    room.still_converge(0);
+}
+
+/// A snapshot may spell an event in a byte too: 200,000 deletes under a
+/// clock counting three events, ~200 KB (a few KB gzipped), were decoded
+/// to 32 MB before its clock was checked against them (a snapshot of 16
+/// MiB: 2.7 GB, their room reserved at once, which aborted a page and the
+/// room peer with every room in it). A snapshot of more events than its
+/// clock counts, or than `max_snapshot_events`, is refused before any is
+/// decoded or reserved (typed, counted).
+#[test]
+fn a_snapshot_of_more_events_than_its_clock_counts_is_refused_before_decoding() {
+    let mut room = Room::new(EngineConfig::default());
+    let mallory = room.mallory.peer();
+    let _ = room.a.take_outputs();
+    let mut clock = VectorClock::new();
+    clock.set(mallory, 3);
+    let events = deletes(mallory, 200_000);
+    let bomb = StateSnapshot {
+        version_vector: clock.clone(),
+        live: vec![false; events.len()],
+        events,
+    }
+    .encode();
+    println!("{} B of snapshot", bomb.len());
+    offer_snapshot(&mut room, clock, bomb);
+    let refused = refusals(&mut room.a);
+    assert!(
+        matches!(
+            &refused[..],
+            [Refusal::State(SnapshotError::TooManyEvents {
+                count: 200_000,
+                limit: 3
+            })]
+        ),
+        "refused before decoding: {refused:?}"
+    );
+    assert_eq!(room.a.engine().stats().refused_state, 1);
+    assert!(room.a.snapshot_progress().is_none());
+    assert_eq!(room.a.engine().clock().get(mallory), 0);
+    room.still_converge(0);
+}
+
+/// Makes `a` ask Mallory for the Merkle leaf of `key`: a digest of a's
+/// own clock and another root, then at each depth a's own node with the
+/// child on the way to the leaf changed. The leaf's index.
+fn make_a_ask_for_the_leaf_of(room: &mut Room, key: &str) -> u32 {
+    let mallory = room.mallory.peer();
+    let leaf = usize::from(digest::leaf_of(key));
+    let _ = room.a.take_outputs();
+    let clock = room.a.engine().clock().clone();
+    room.mallory_sends(&Message::Digest {
+        clock,
+        root: Hash32([9; 32]),
+    });
+    for depth in 0..digest::LEAF_DEPTH {
+        let below = digest::FANOUT.pow(digest::LEAF_DEPTH - 1 - depth);
+        let index = leaf / (below * digest::FANOUT);
+        let mut children = (room.a.engine_mut().merkle())
+            .children(depth, index)
+            .expect("a node on the way");
+        children[(leaf / below) % digest::FANOUT] = Hash32([7; 32]);
+        room.mallory_sends(&Message::MerkleNodes {
+            depth: depth as u8,
+            index: index as u32,
+            children: children.to_vec(),
+        });
+    }
+    let asked = sent_to(&mut room.a, mallory);
+    assert!(
+        asked
+            .iter()
+            .any(|m| matches!(m, Message::LeafQuery { index } if *index as usize == leaf)),
+        "a asks for the leaf: {asked:?}"
+    );
+    leaf as u32
+}
+
+/// A leaf's copy is a snapshot, and its batch may spell an event in a
+/// byte too: 200,000 deletes were decoded to 32 MB (a leaf of 16 MiB:
+/// 2.7 GB) before its clock was found not to be ours. A copy is joined
+/// only under a clock equal to ours, its events distinct and within it,
+/// so one of more events than our clock counts is refused before any is
+/// decoded.
+#[test]
+fn a_leaf_of_more_events_than_our_clock_counts_is_refused_before_decoding() {
+    let mut room = Room::with_doc();
+    let leaf = make_a_ask_for_the_leaf_of(&mut room, "doc");
+    let count = 200_000;
+    let state = StateSnapshot {
+        version_vector: room.a.engine().clock().clone(),
+        events: deletes(room.mallory.peer(), count),
+        live: vec![false; count as usize],
+    };
+    let state = state.encode();
+    println!("a leaf of {count} events in {} B", state.len());
+    let before = room.a.engine().state_json();
+    room.mallory_sends(&Message::LeafState { index: leaf, state });
+    // a's clock counts the one event it wrote.
+    let refused = refusals(&mut room.a);
+    assert!(
+        matches!(
+            &refused[..],
+            [Refusal::State(SnapshotError::TooManyEvents {
+                count: 200_000,
+                limit: 1
+            })]
+        ),
+        "refused before decoding: {refused:?}"
+    );
+    assert_eq!(room.a.engine().stats().refused_state, 1);
+    assert_eq!(room.a.engine().state_json(), before);
+    room.still_converge(0);
+}
+
+/// A refusal may quote what its sender sent: a key of room state no one
+/// may write is quoted whole, its control characters escaped at five
+/// bytes each, and a session kept the text as its last error, and kept it
+/// after the peer left (the counters of 1,024 peers are kept): each of a
+/// member's identities held ~5 times the largest key it sent, for good.
+/// A session keeps at most `MAX_LAST_ERROR` bytes of it.
+#[test]
+fn a_refusal_quoting_a_huge_key_is_kept_short() {
+    use cpc_sync::protocol::engine::RESERVED_PREFIX;
+    use cpc_sync::protocol::sync::MAX_LAST_ERROR;
+    let mut room = Room::new(EngineConfig::default());
+    let mallory = room.mallory.peer();
+    let mut run = room.mallory_writes(|e| {
+        e.set("scratch", json("0"), NOW).unwrap();
+    });
+    let key = format!("{RESERVED_PREFIX}{}", "\u{1}".repeat(1 << 20));
+    run[0].key = key.as_str().into();
+    run[0].seal = None;
+    seal::seal(&Identity::from_seed(666), &mut run);
+    room.mallory_sends(&Message::Events(run));
+    let quoted = refusals(&mut room.a);
+    assert!(
+        matches!(&quoted[..], [one] if one.to_string().len() > 5 << 20),
+        "the refusal quotes the key"
+    );
+    let kept = |room: &Room| {
+        let stats = room.a.stats(mallory).expect("her counters");
+        stats.last_error.as_ref().map_or(0, String::len)
+    };
+    assert!(
+        kept(&room) <= MAX_LAST_ERROR + '…'.len_utf8(),
+        "{} B",
+        kept(&room)
+    );
+    room.a.disconnect(mallory);
+    assert!(
+        kept(&room) <= MAX_LAST_ERROR + '…'.len_utf8(),
+        "{} B",
+        kept(&room)
+    );
     room.still_converge(0);
 }

@@ -147,7 +147,7 @@ fn events() -> impl Strategy<Value = Vec<P2PEvent>> {
 fn in_slices(bytes: &[u8], slice: usize) -> Result<events::Batch, CodecError> {
     let mut padded = vec![0xff; 3];
     padded.extend_from_slice(bytes);
-    let mut batch = events::Resumable::new(padded, 3)?;
+    let mut batch = events::Resumable::new(padded, 3, events::Read::default())?;
     while !batch.step(slice)? {}
     Ok(batch.take().expect("decoded"))
 }
@@ -631,7 +631,7 @@ fn stored_batches_of_format_1_restore_as_they_are() {
     assert_eq!(restored.engine().state_json(), a.state_json());
     assert_eq!(restored.engine().clock(), a.clock());
     // A snapshot decoded a slice at a time reads format 1 too.
-    let mut decoding = StateSnapshot::decoding(old_snapshot).unwrap();
+    let mut decoding = StateSnapshot::decoding(old_snapshot, usize::MAX).unwrap();
     let sliced = loop {
         if let Some(done) = decoding.step(7).unwrap() {
             break done;

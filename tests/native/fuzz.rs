@@ -123,7 +123,7 @@ fn node() -> SyncNode {
 
 /// `bytes` decoded as a snapshot `slice` events at a time.
 fn in_slices(bytes: &[u8], slice: usize) -> Result<StateSnapshot, SnapshotError> {
-    let mut decoding = StateSnapshot::decoding(bytes.to_vec())?;
+    let mut decoding = StateSnapshot::decoding(bytes.to_vec(), usize::MAX)?;
     loop {
         if let Some(snapshot) = decoding.step(slice)? {
             return Ok(snapshot);

@@ -583,9 +583,11 @@ impl VectorClock {
         self.iter().map(|(_, v)| v).max().unwrap_or(0)
     }
 
-    /// Sum of all entries: the number of events a clock covers.
+    /// Sum of all entries: the number of events a clock covers. It
+    /// saturates: a snapshot may name any number (its entries are each
+    /// backed by one event, not by all those before it).
     pub fn total(&self) -> u64 {
-        self.iter().map(|(_, v)| v).sum()
+        self.iter().fold(0, |total, (_, v)| total.saturating_add(v))
     }
 
     /// Pointwise minimum over `clocks`: what every one of them has seen.

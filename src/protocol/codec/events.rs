@@ -509,7 +509,49 @@ fn prefix_count(column: &mut Vec<u8>, count: u64) {
 
 /// Decodes a batch; any defect is a typed error.
 pub fn decode(bytes: &[u8]) -> Result<Batch, CodecError> {
-    decode_with(bytes, false)
+    decode_with(bytes, Read::default())
+}
+
+/// How a batch is read: its text shared ([`decode_shared`]), of at most
+/// `limit` events ([`decode_at_most`]), and, for a snapshot's, of no
+/// more events than its clock counts (a snapshot's are distinct and
+/// within its clock), refused before any is decoded.
+#[derive(Clone, Copy)]
+pub struct Read {
+    pub shared: bool,
+    pub limit: usize,
+    pub within_clock: bool,
+}
+
+impl Default for Read {
+    fn default() -> Self {
+        Read {
+            shared: false,
+            limit: usize::MAX,
+            within_clock: false,
+        }
+    }
+}
+
+/// Decodes a batch as `read` says.
+pub fn decode_as(bytes: &[u8], read: Read) -> Result<Batch, CodecError> {
+    decode_with(bytes, read)
+}
+
+/// Decodes a batch of at most `limit` events, or refuses it before
+/// decoding any ([`CodecError::TooManyEvents`]): an event takes 160
+/// bytes decoded, and as little as one in a batch (its op byte, its key
+/// and time run-coded: a delete of a key named before), so a batch of a
+/// few MB of a peer's decodes to gigabytes (the events' room is reserved
+/// at once, before the first is read).
+pub fn decode_at_most(bytes: &[u8], limit: usize) -> Result<Batch, CodecError> {
+    decode_with(
+        bytes,
+        Read {
+            limit,
+            ..Read::default()
+        },
+    )
 }
 
 /// Decodes a batch whose keys and values are ranges of two buffers, its
@@ -517,7 +559,13 @@ pub fn decode(bytes: &[u8]) -> Result<Batch, CodecError> {
 /// [`Text`]): for our own stored snapshot, whose events are all kept
 /// while the state rests on them.
 pub fn decode_shared(bytes: &[u8]) -> Result<Batch, CodecError> {
-    decode_with(bytes, true)
+    decode_with(
+        bytes,
+        Read {
+            shared: true,
+            ..Read::default()
+        },
+    )
 }
 
 /// The length of the batch `bytes` starts with, its header and its
@@ -562,9 +610,17 @@ struct Columns {
 }
 
 impl Columns {
-    /// The columns of the batch `bytes`, the run-coded ones expanded.
-    fn of(bytes: &[u8]) -> Result<Self, CodecError> {
+    /// The columns of the batch `bytes`, the run-coded ones expanded, if
+    /// it holds at most `limit` events (one op byte each).
+    fn of(bytes: &[u8], limit: usize) -> Result<Self, CodecError> {
         let (mut ranges, coded) = layout(bytes)?;
+        let count = ranges[OPS].len();
+        if count > limit {
+            return Err(CodecError::TooManyEvents {
+                count: count as u64,
+                limit: limit as u64,
+            });
+        }
         let mut plain = Vec::new();
         if coded != 0 {
             let limit = ranges[OPS]
@@ -627,10 +683,10 @@ fn layout(bytes: &[u8]) -> Result<([Range<usize>; 12], u64), CodecError> {
     Ok((ranges, coded))
 }
 
-fn decode_with(bytes: &[u8], shared: bool) -> Result<Batch, CodecError> {
-    let columns = Columns::of(bytes)?;
+fn decode_with(bytes: &[u8], read: Read) -> Result<Batch, CodecError> {
+    let columns = Columns::of(bytes, read.limit)?;
     let cols = columns.readers(bytes);
-    let column_text = |col: usize, what| match shared {
+    let column_text = |col: usize, what| match read.shared {
         true => std::str::from_utf8(cols[col].rest())
             .map(|text| Some(Arc::from(text)))
             .map_err(|_| CodecError::Utf8(what)),
@@ -643,6 +699,9 @@ fn decode_with(bytes: &[u8], shared: bool) -> Result<Batch, CodecError> {
     };
     let mut d = Decoder::resume(cols, state);
     let clock = d.head()?;
+    if read.within_clock {
+        within(d.cols[OPS].remaining(), &clock)?;
+    }
     let (events, sorted) = d.events()?;
     for col in &d.cols {
         col.finish()?;
@@ -672,6 +731,8 @@ pub struct Resumable {
     /// slice may end inside a run (an unsigned room's one writer's
     /// events are all one run).
     current: Option<(Run, u64)>,
+    /// Its events (one op byte each), reserved at the first step.
+    count: usize,
     events: Vec<P2PEvent>,
     sorted: bool,
 }
@@ -679,9 +740,11 @@ pub struct Resumable {
 impl Resumable {
     /// The batch at `bytes[start..]`: its header, peer table and clock
     /// are read here (a few bytes a writer), its runs by [`step`](Self::step).
-    pub fn new(bytes: Vec<u8>, start: usize) -> Result<Self, CodecError> {
+    /// Read as `read` says, but for its text (never shared); room for
+    /// its events is reserved by the first step.
+    pub fn new(bytes: Vec<u8>, start: usize, read: Read) -> Result<Self, CodecError> {
         let body = bytes.get(start..).ok_or(CodecError::Truncated("header"))?;
-        let mut cols = Columns::of(body)?;
+        let mut cols = Columns::of(body, read.limit)?;
         for (i, col) in cols.ranges.iter_mut().enumerate() {
             if cols.coded & 1 << i == 0 {
                 *col = col.start + start..col.end + start;
@@ -689,8 +752,11 @@ impl Resumable {
         }
         let mut d = Decoder::resume(cols.readers(&bytes), Tables::default());
         let clock = d.head()?;
+        let count = d.cols[OPS].remaining();
+        if read.within_clock {
+            within(count, &clock)?;
+        }
         let runs = d.cols[RUNS].count(3)?;
-        let events = Vec::with_capacity(d.cols[OPS].remaining());
         let (left, tables) = d.pause();
         cols.left(left);
         Ok(Resumable {
@@ -700,7 +766,8 @@ impl Resumable {
             clock,
             runs,
             current: None,
-            events,
+            count,
+            events: Vec::new(),
             sorted: true,
         })
     }
@@ -715,10 +782,14 @@ impl Resumable {
             tables,
             runs,
             current,
+            count,
             events: decoded,
             sorted,
             ..
         } = self;
+        if decoded.capacity() == 0 {
+            decoded.reserve_exact(*count);
+        }
         let until = decoded.len().saturating_add(events.max(1));
         let mut d = Decoder::resume(cols.readers(bytes), std::mem::take(tables));
         while decoded.len() < until {
@@ -761,6 +832,18 @@ impl Resumable {
             sorted: self.sorted,
         })
     }
+}
+
+/// Refuses a batch of `count` events that its `clock` cannot hold.
+fn within(count: usize, clock: &VectorClock) -> Result<(), CodecError> {
+    let counted = clock.total();
+    if count as u64 > counted {
+        return Err(CodecError::TooManyEvents {
+            count: count as u64,
+            limit: counted,
+        });
+    }
+    Ok(())
 }
 
 /// What a decoder carries from one run to the next besides its columns:

@@ -47,6 +47,10 @@ pub enum CodecError {
     Clock(&'static str),
     #[error("event batch is invalid: {0}")]
     Invalid(&'static str),
+    /// More events than the reader takes ([`events::decode_at_most`]):
+    /// refused before any is decoded.
+    #[error("event batch holds {count} events; at most {limit} are taken here")]
+    TooManyEvents { count: u64, limit: u64 },
 }
 
 /// `#[serde(with = "codec::serde_events")]` on a `Vec<P2PEvent>`: a batch

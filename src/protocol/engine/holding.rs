@@ -28,10 +28,13 @@ pub struct HoldingQueue {
     /// Origins whose next event is held and waits for another event, by
     /// that event. An origin is parked under one event at most.
     waiting: HashMap<EventId, Parked, FixedState>,
-    /// Held events per origin: one origin cannot fill the queue.
-    /// Counts as `u64`: the map is then of the type other tables of
-    /// peers are (one instance of the hash table's code in the wasm).
+    /// Held events per origin and their bytes ([`Share`]): one origin
+    /// cannot fill the queue. Packed in a `u64`: the map is then of the
+    /// type other tables of peers are (one instance of the hash table's
+    /// code in the wasm), and one probe finds both.
     per_origin: HashMap<PeerId, u64, FixedState>,
+    /// The held events' bytes, by [`P2PEvent::approx_size`].
+    bytes: usize,
     /// The held origins of which nothing is applied yet: with the applied
     /// ones, the origins the engine knows (`max_origins`), each once.
     unapplied: HashSet<PeerId, FixedState>,
@@ -55,6 +58,41 @@ pub struct HoldingQueue {
     needs: HashMap<EventId, (u64, u64), FixedState>,
     capacity: usize,
     origin_capacity: usize,
+    byte_capacity: usize,
+    origin_byte_capacity: usize,
+}
+
+/// One origin's share of the queue, as [`HoldingQueue`]'s `per_origin`
+/// keeps it: its held events in the low half of a word, their bytes in
+/// the high half. The per-origin capacities are held under a half's
+/// range ([`Share::clamp`]), so neither half can overflow into the other.
+#[derive(Clone, Copy)]
+struct Share(u64);
+
+impl Share {
+    const MAX: u64 = u32::MAX as u64;
+
+    /// `capacity`, held within a half's range.
+    fn clamp(capacity: usize) -> usize {
+        (capacity as u64).min(Share::MAX) as usize
+    }
+
+    fn events(self) -> usize {
+        (self.0 & u64::from(u32::MAX)) as usize
+    }
+
+    fn bytes(self) -> usize {
+        (self.0 >> 32) as usize
+    }
+
+    /// With one more event of `bytes` (or one fewer).
+    fn plus(self, bytes: usize) -> u64 {
+        self.0 + 1 + ((bytes as u64) << 32)
+    }
+
+    fn minus(self, bytes: usize) -> u64 {
+        self.0 - 1 - ((bytes as u64) << 32)
+    }
 }
 
 /// What a held run cannot be applied without. A fact once found: an
@@ -116,18 +154,29 @@ impl Parked {
 }
 
 impl HoldingQueue {
-    pub fn new(capacity: usize, origin_capacity: usize, hash_seed: u64) -> Self {
+    /// A queue of at most `capacity` events, `origin_capacity` of one
+    /// origin, and `(bytes, per origin)` bytes of events by
+    /// [`P2PEvent::approx_size`].
+    pub fn new(
+        capacity: usize,
+        origin_capacity: usize,
+        (byte_capacity, origin_byte_capacity): (usize, usize),
+        hash_seed: u64,
+    ) -> Self {
         let state = || FixedState::with_seed(hash_seed);
         HoldingQueue {
             events: HashMap::with_hasher(state()),
             waiting: HashMap::with_hasher(state()),
             per_origin: HashMap::with_hasher(state()),
+            bytes: 0,
             unapplied: HashSet::with_hasher(state()),
             runs: HashMap::with_hasher(state()),
             needs: HashMap::with_hasher(state()),
             retry: HashMap::with_hasher(state()),
             capacity,
-            origin_capacity,
+            origin_capacity: Share::clamp(origin_capacity),
+            byte_capacity,
+            origin_byte_capacity: Share::clamp(origin_byte_capacity),
         }
     }
 
@@ -141,6 +190,16 @@ impl HoldingQueue {
 
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// The held events' bytes, by [`P2PEvent::approx_size`].
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// What `origin` holds: its events and their bytes.
+    fn share(&self, origin: PeerId) -> Share {
+        Share(self.per_origin.get(&origin).copied().unwrap_or(0))
     }
 
     /// Whether some held event is from `origin`.
@@ -177,16 +236,29 @@ impl HoldingQueue {
         self.events.get(&id)
     }
 
-    /// Whether `count` more events of `origin` fit, as [`hold`](Self::hold)
-    /// would take them one by one; the error is the one it would give.
-    pub fn room_for(&self, id: EventId, count: usize) -> Result<(), ReceiveError> {
+    /// Whether `count` more events of `origin`, of `bytes` together, fit,
+    /// as [`hold`](Self::hold) would take them one by one; the error is the
+    /// one it would give.
+    pub fn room_for(&self, id: EventId, count: usize, bytes: usize) -> Result<(), ReceiveError> {
         let full = |capacity| ReceiveError::HoldingQueueFull { id, capacity };
+        let share = self.share(id.peer);
         if self.events.len() + count > self.capacity {
             return Err(full(self.capacity));
         }
-        let held = self.per_origin.get(&id.peer).copied().unwrap_or(0) as usize;
-        if held + count > self.origin_capacity {
+        if share.events() + count > self.origin_capacity {
             return Err(full(self.origin_capacity));
+        }
+        self.bytes_for(id, share, bytes)
+    }
+
+    /// Whether `bytes` more of `id`'s origin (holding `share`) fit.
+    fn bytes_for(&self, id: EventId, share: Share, bytes: usize) -> Result<(), ReceiveError> {
+        let full = |capacity| ReceiveError::HoldingQueueBytes { id, capacity };
+        if self.bytes.saturating_add(bytes) > self.byte_capacity {
+            return Err(full(self.byte_capacity));
+        }
+        if share.bytes().saturating_add(bytes) > self.origin_byte_capacity {
+            return Err(full(self.origin_byte_capacity));
         }
         Ok(())
     }
@@ -195,9 +267,10 @@ impl HoldingQueue {
     /// it waits for (its origin is parked under it); `None` for a later
     /// one, which waits for its predecessor.
     ///
-    /// At capacity a new event is refused, never an old one dropped: what
-    /// the queue holds stays, and anti-entropy offers the refused event
-    /// again once its dependencies are in.
+    /// At capacity (of events or of bytes, in all or of its origin) a new
+    /// event is refused, never an old one dropped: what the queue holds
+    /// stays, and anti-entropy offers the refused event again once its
+    /// dependencies are in.
     /// `origin_applied`: some event of the event's origin is applied.
     pub fn hold(
         &mut self,
@@ -211,24 +284,39 @@ impl HoldingQueue {
                 capacity: self.capacity,
             });
         }
-        if self.per_origin.get(&event.id.peer).copied().unwrap_or(0) as usize
-            >= self.origin_capacity
-        {
+        let share = self.share(event.id.peer);
+        if share.events() >= self.origin_capacity {
             return Err(ReceiveError::HoldingQueueFull {
                 id: event.id,
                 capacity: self.origin_capacity,
             });
         }
-        self.rehold(event, waits_for, origin_applied);
+        let bytes = event.approx_size();
+        self.bytes_for(event.id, share, bytes)?;
+        self.put(event, bytes, waits_for, origin_applied);
         Ok(())
     }
 
-    /// Holds an event without the capacity checks: [`hold`](Self::hold)
-    /// once they pass, or an event held before (it was counted), put back
-    /// after a drain. `waits_for` as for `hold`.
+    /// Holds an event without the capacity checks: one held before (it
+    /// was counted), put back after a drain. `waits_for` as for
+    /// [`hold`](Self::hold).
     pub fn rehold(&mut self, event: P2PEvent, waits_for: Option<EventId>, origin_applied: bool) {
+        let bytes = event.approx_size();
+        self.put(event, bytes, waits_for, origin_applied);
+    }
+
+    /// Holds `event`, of `bytes`, counted in its origin's share.
+    fn put(
+        &mut self,
+        event: P2PEvent,
+        bytes: usize,
+        waits_for: Option<EventId>,
+        origin_applied: bool,
+    ) {
         let origin = event.id.peer;
-        *self.per_origin.entry(origin).or_default() += 1;
+        let share = self.per_origin.entry(origin).or_default();
+        *share = Share(*share).plus(bytes);
+        self.bytes += bytes;
         if !origin_applied {
             self.unapplied.insert(origin);
         }
@@ -372,9 +460,11 @@ impl HoldingQueue {
         if !self.needs.is_empty() {
             self.needs.remove(&id);
         }
-        if let Some(n) = self.per_origin.get_mut(&id.peer) {
-            *n -= 1;
-            if *n == 0 {
+        let bytes = event.approx_size();
+        self.bytes -= bytes;
+        if let Some(share) = self.per_origin.get_mut(&id.peer) {
+            *share = Share(*share).minus(bytes);
+            if Share(*share).events() == 0 {
                 self.per_origin.remove(&id.peer);
                 self.unapplied.remove(&id.peer);
             }
@@ -391,6 +481,7 @@ impl HoldingQueue {
         self.needs.clear();
         self.retry.clear();
         self.per_origin.clear();
+        self.bytes = 0;
         self.unapplied.clear();
         let mut all: Vec<P2PEvent> = self.events.drain().map(|(_, e)| e).collect();
         key_sort::sort_by_key(&mut all, |e| key_sort::id_key(e.id));
@@ -422,6 +513,44 @@ mod tests {
     use std::hash::BuildHasher;
 
     use super::*;
+    use crate::protocol::event::sample;
+
+    /// Held events' bytes are bounded in all and by origin, beside their
+    /// counts, and given back as they are released (or drained).
+    #[test]
+    fn held_bytes_are_bounded_and_given_back() {
+        let value = format!("\"{}\"", "x".repeat(1_000));
+        let event = |origin: u64, seq: u64| sample(PeerId(origin), seq, &value);
+        let size = event(1, 2).approx_size();
+        let mut queue = HoldingQueue::new(100, 100, (5 * size, 3 * size), 7);
+        for seq in 2..=4 {
+            assert!(queue.hold(event(1, seq), None, false).is_ok());
+        }
+        let refused = queue.hold(event(1, 5), None, false);
+        assert!(matches!(
+            refused,
+            Err(ReceiveError::HoldingQueueBytes { capacity, .. }) if capacity == 3 * size
+        ));
+        assert!(queue
+            .room_for(EventId::new(PeerId(2), 2), 2, 2 * size)
+            .is_ok());
+        for seq in 2..=3 {
+            assert!(queue.hold(event(2, seq), None, false).is_ok());
+        }
+        assert_eq!(queue.bytes(), 5 * size);
+        let refused = queue.hold(event(3, 2), None, false);
+        assert!(matches!(
+            refused,
+            Err(ReceiveError::HoldingQueueBytes { capacity, .. }) if capacity == 5 * size
+        ));
+        assert!(queue
+            .release_if(EventId::new(PeerId(1), 2), |_| None)
+            .is_some());
+        assert_eq!(queue.bytes(), 4 * size);
+        assert!(queue.hold(event(3, 2), None, false).is_ok());
+        assert_eq!(queue.drain().len(), 5);
+        assert_eq!(queue.bytes(), 0);
+    }
 
     /// The attack: a lying peer searches out ids that share one bucket
     /// under a seed anyone can read (foldhash's fixed default), then
@@ -437,7 +566,7 @@ mod tests {
             .filter(|id| bucket(public.hash_one(id)) == target)
             .take(200)
             .collect();
-        let queue = HoldingQueue::new(1_000, 1_000, 0x1234_5678_9abc_def0);
+        let queue = HoldingQueue::new(1_000, 1_000, (1 << 20, 1 << 20), 0x1234_5678_9abc_def0);
         let mut counts: HashMap<u64, usize> = HashMap::new();
         for id in &ground {
             *counts

@@ -48,6 +48,12 @@ pub struct EngineConfig {
     /// Events of one origin waiting for dependencies, at most: a peer that
     /// sends events depending on what never comes fills only its share.
     pub holding_per_origin: usize,
+    /// Bytes of events (by [`P2PEvent::approx_size`](crate::protocol::P2PEvent::approx_size))
+    /// waiting for dependencies, at most ([`HOLDING_BYTES`] by default).
+    pub holding_bytes: usize,
+    /// Bytes of one origin's events waiting for dependencies, at most
+    /// ([`HOLDING_BYTES_PER_ORIGIN`] by default).
+    pub holding_bytes_per_origin: usize,
     /// How far beyond what this peer has applied of an origin an event may
     /// depend on: an event depending on `(p, n)` with `n` further ahead is
     /// refused (it could only sit in the holding queue; a peer that far
@@ -64,6 +70,22 @@ pub struct EngineConfig {
     pub max_origins: usize,
 }
 
+/// The default bound on the bytes of one origin's held events, by
+/// [`P2PEvent::approx_size`](crate::protocol::P2PEvent::approx_size): a
+/// message's (16 MiB, the sync layer's `MAX_MESSAGE`), and a run travels
+/// in one message, so any run an honest origin can send is held whole.
+/// The counts alone let a member's own sealed events, each a value of
+/// megabytes waiting for an event she never sends, hold her 25,000 events'
+/// share of the queue in gigabytes, for as long as the engine runs.
+pub const HOLDING_BYTES_PER_ORIGIN: usize = 16 << 20;
+
+/// The default bound on the bytes of all held events: four origins'
+/// shares, as the counts are (100,000 events, 25,000 an origin). In
+/// memory a held event takes its 160 bytes (which the counts bound) and
+/// at most about three times its estimate (a clock entry takes 16 bytes
+/// and is counted as 6).
+pub const HOLDING_BYTES: usize = 4 * HOLDING_BYTES_PER_ORIGIN;
+
 /// The default bound on distinct origins: half the decode bound, so that
 /// every clock this peer makes, and the join of two of them, decodes; and
 /// above the 30,000 writers of the C1.2 benchmark.
@@ -74,6 +96,8 @@ impl Default for EngineConfig {
         EngineConfig {
             holding_capacity: 100_000,
             holding_per_origin: 25_000,
+            holding_bytes: HOLDING_BYTES,
+            holding_bytes_per_origin: HOLDING_BYTES_PER_ORIGIN,
             max_dependency_gap: 1_000_000,
             max_clock_skew_ms: HybridClock::DEFAULT_MAX_SKEW_MS,
             hash_seed: 0x5eed,
@@ -101,6 +125,9 @@ pub struct EngineStats {
     pub refused_malformed: u64,
     pub refused_impossible: u64,
     pub refused_clock_skew: u64,
+    /// Events refused at the holding queue's bounds, of events or of
+    /// bytes ([`ReceiveError::HoldingQueueFull`](crate::protocol::ReceiveError::HoldingQueueFull),
+    /// [`ReceiveError::HoldingQueueBytes`](crate::protocol::ReceiveError::HoldingQueueBytes)).
     pub refused_queue_full: u64,
     pub equivocations: u64,
     pub refused_far_ahead: u64,
@@ -276,6 +303,7 @@ impl ReconciliationEngine {
             holding: HoldingQueue::new(
                 config.holding_capacity,
                 config.holding_per_origin,
+                (config.holding_bytes, config.holding_bytes_per_origin),
                 config.hash_seed,
             ),
             policies: Policies::default(),

@@ -57,7 +57,9 @@ impl ReconciliationEngine {
             }
             ReceiveError::ImpossibleDependency { .. } => stats.refused_impossible += 1,
             ReceiveError::ClockSkew { .. } => stats.refused_clock_skew += 1,
-            ReceiveError::HoldingQueueFull { .. } => stats.refused_queue_full += 1,
+            ReceiveError::HoldingQueueFull { .. } | ReceiveError::HoldingQueueBytes { .. } => {
+                stats.refused_queue_full += 1
+            }
             ReceiveError::DependencyTooFar { .. } => stats.refused_far_ahead += 1,
             ReceiveError::Equivocation { .. } => stats.equivocations += 1,
             ReceiveError::TooManyOrigins { .. } => stats.refused_origins += 1,

@@ -331,11 +331,11 @@ impl ReconciliationEngine {
             return Ok(Fate::Apply);
         };
         // Room for what will be held, less what is held already.
-        let unheld = fresh
+        let (unheld, bytes) = fresh
             .iter()
             .filter(|e| !self.holding.contains(e.id))
-            .count();
-        self.holding.room_for(next.id, unheld)?;
+            .fold((0, 0), |(n, bytes), e| (n + 1, bytes + e.approx_size()));
+        self.holding.room_for(next.id, unheld, bytes)?;
         Ok(Fate::Hold(missing))
     }
 

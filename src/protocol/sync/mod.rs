@@ -29,4 +29,4 @@ pub use node::{
     PULL_RETRY_MS, VERIFY_HOLD_WINDOWS, VERIFY_WINDOW_MS,
 };
 pub use refusal::{Refusal, FORGERY_POINTS, UNSEALED_POINTS};
-pub use session::{SessionStats, Standing};
+pub use session::{SessionStats, Standing, MAX_LAST_ERROR, MAX_THEIR_ORIGINS};

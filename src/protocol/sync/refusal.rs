@@ -89,6 +89,11 @@ pub enum Refusal {
     /// (anti-entropy brings it if that fails).
     #[error("more than {0} announced events awaited from one peer")]
     TooManyAnnounced(usize),
+    /// An `IHave` naming origins past what a session notes of its peer
+    /// ([`MAX_THEIR_ORIGINS`](super::session::MAX_THEIR_ORIGINS)): those
+    /// are neither noted nor awaited.
+    #[error("an IHave naming origins past the {0} a peer's version vector may have")]
+    TooManyOrigins(usize),
     #[error("more than {0} grafts in one gossip interval")]
     GraftFlood(u32),
     #[error("more than {0} prunes in one gossip interval")]
@@ -102,6 +107,8 @@ impl Refusal {
             // Another protocol version: a peer not yet (or no longer)
             // updated, not an attacker; the connection closes instead.
             Refusal::Frame(WireError::Version(_)) => 0,
+            // Refused before anything was decoded: it cost us nothing.
+            Refusal::Frame(WireError::TooManyEvents { .. }) => 0,
             Refusal::Frame(_)
             | Refusal::SecondHandshake
             | Refusal::NoLeaf(_)
@@ -112,7 +119,7 @@ impl Refusal {
             | Refusal::PruneFlood(_) => 1,
             Refusal::UnfoundedIHave { .. } => UNSEALED_POINTS,
             // A peer announcing many origins at once may be honest.
-            Refusal::TooManyAnnounced(_) => 0,
+            Refusal::TooManyAnnounced(_) | Refusal::TooManyOrigins(_) => 0,
             Refusal::Event(e) => match e {
                 ReceiveError::Malformed(_)
                 | ReceiveError::ImpossibleDependency { .. }

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use super::wire::Reassembler;
-use crate::protocol::clock::{PeerId, VectorClock};
+use crate::protocol::clock::{PeerId, VectorClock, MAX_CLOCK_ENTRIES};
 use crate::protocol::event::Hash32;
 use crate::protocol::room::Handshake;
 use crate::protocol::sorted_map::SortedMap;
@@ -24,7 +24,30 @@ pub struct SessionStats {
     pub rtt_ms: Option<f64>,
 }
 
+/// Bytes of a refusal's text a session keeps as its last error, at most:
+/// a refusal may quote what the peer sent (a key of room state it may not
+/// write, of megabytes, its control characters escaped at five bytes
+/// each), and the counters of [`KEPT_STATS`](super::node::KEPT_STATS)
+/// peers are kept after they leave: each of a member's throwaway
+/// identities kept ~5 times the largest key it sent, for good.
+pub const MAX_LAST_ERROR: usize = 256;
+
 impl SessionStats {
+    /// Counts a refusal of what the peer sent, and keeps its text (at
+    /// most [`MAX_LAST_ERROR`] bytes of it) as the last error.
+    pub fn refused(&mut self, text: &str) {
+        self.rejected += 1;
+        let mut end = text.len().min(MAX_LAST_ERROR);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let mut kept = text[..end].to_string();
+        if end < text.len() {
+            kept.push('…');
+        }
+        self.last_error = Some(kept);
+    }
+
     /// Folds one round-trip sample into the smoothed estimate.
     pub fn sample_rtt(&mut self, rtt_ms: f64) {
         self.rtt_ms = Some(match self.rtt_ms {
@@ -205,7 +228,27 @@ pub struct Session {
     pub backlogged: bool,
 }
 
+/// Origins a session notes in what its peer has, at most: as many as a
+/// digest may name ([`MAX_CLOCK_ENTRIES`]; an honest peer's clock, and
+/// ours, each name at most `max_origins`, half of it). An `IHave` names
+/// origins its sender chooses, ~9 bytes each, and each was noted as a
+/// 16-byte entry of the session's clock until its next digest, which it
+/// need not send: a member's `IHave`s of made-up origins grew it by
+/// ~1.8 times what they cost her, for as long as the session lasted.
+pub const MAX_THEIR_ORIGINS: usize = MAX_CLOCK_ENTRIES;
+
 impl Session {
+    /// Notes that the peer has `origin`'s events up to `seq` (it announced
+    /// or sent them); an origin not noted yet is not, past
+    /// [`MAX_THEIR_ORIGINS`]. Whether it was noted.
+    pub fn learn(&mut self, origin: PeerId, seq: u64) -> bool {
+        if self.their_clock.len() >= MAX_THEIR_ORIGINS && self.their_clock.get(origin) == 0 {
+            return false;
+        }
+        self.their_clock.observe(origin, seq);
+        true
+    }
+
     /// How long what was told the peer is taken as on its way (see
     /// [`Told`]): a gossip interval and a round trip.
     pub fn patience_ms(&self, gossip_interval_ms: u64) -> u64 {

@@ -548,10 +548,11 @@ impl SyncNode {
         if let Some(session) = self.sessions.get_mut(&from) {
             session.stats.events_in += events.len() as u64;
             // An origin's events come in order: its last of a stretch is
-            // what the sender has of it.
+            // what the sender has of it. The origins are the sender's to
+            // choose (a throwaway key's each): a session notes so many.
             for stretch in events.chunk_by(|a, b| a.id.peer == b.id.peer) {
                 let seq = stretch.iter().map(|e| e.id.seq).max().unwrap_or(0);
-                session.their_clock.observe(stretch[0].id.peer, seq);
+                session.learn(stretch[0].id.peer, seq);
             }
         }
         let received = events.len();

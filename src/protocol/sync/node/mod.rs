@@ -103,6 +103,9 @@ pub struct SyncConfig {
     pub snapshot_chunk: usize,
     /// Largest snapshot accepted from a peer.
     pub max_snapshot: u64,
+    /// Most events a snapshot from a peer may hold ([`MAX_SNAPSHOT_EVENTS`]
+    /// by default); one of more is refused before any is decoded.
+    pub max_snapshot_events: usize,
     /// Signs this peer's events, and makes the node refuse every event
     /// that is not under a valid seal of its origin (see
     /// [`crate::protocol::seal`]). The engine's peer id must be the
@@ -174,6 +177,7 @@ impl Default for SyncConfig {
             snapshot_slice: Some(super::transfer::SNAPSHOT_SLICE),
             snapshot_chunk: 60 * 1024,
             max_snapshot: 512 * 1024 * 1024,
+            max_snapshot_events: MAX_SNAPSHOT_EVENTS,
             identity: None,
             room: None,
             nonce_seed: [0; 32],
@@ -195,6 +199,18 @@ pub const CHANGES_AT_ONCE: usize = 32 * 1024;
 /// The pause between slices of digest hashing after a large change: the
 /// page stays responsive while a snapshot's worth of entities is hashed.
 pub const DIGEST_PAUSE_MS: u64 = 20;
+
+/// The default bound on the events of a snapshot from a peer
+/// ([`SyncConfig::max_snapshot_events`]): four times a state of a million
+/// keys, each resting on one event. A decoded event takes 160 bytes, and a
+/// snapshot may spell one in a byte (its op; its key and time run-coded),
+/// so 16 MiB of a member's snapshot, a few KB gzipped, decoded to 2.7 GB,
+/// their room reserved at once before anything was checked: more than a
+/// page's wasm memory holds, and the room peer, every room in one process,
+/// aborted. At the bound, 640 MiB. A snapshot is also refused before
+/// decoding when it holds more events than its own version vector counts
+/// (its events are distinct and within it).
+pub const MAX_SNAPSHOT_EVENTS: usize = 1 << 22;
 
 /// How often the round-trip time to each peer is measured.
 pub const PING_INTERVAL_MS: u64 = 10_000;

@@ -20,8 +20,7 @@ impl SyncNode {
             None => self.past_stats.get_mut(&peer),
         };
         if let Some(stats) = stats {
-            stats.rejected += 1;
-            stats.last_error = Some(refusal.to_string());
+            stats.refused(&refusal.to_string());
         }
         self.outputs.push(Output::Rejected { peer, refusal });
         if let Some(reason) = closes {

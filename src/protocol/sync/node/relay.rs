@@ -28,7 +28,8 @@
 //!
 //! A lying peer gets little from it: an `IHave` or graft names at most
 //! [`MAX_ANNOUNCED`] origins; at most [`MAX_AWAITED`] origins are awaited,
-//! [`MAX_AWAITED_PER_PEER`] of them on one peer's word; an `IHave` its
+//! [`MAX_AWAITED_PER_PEER`] of them on one peer's word; a session notes
+//! at most [`MAX_THEIR_ORIGINS`] origins in what its peer has; an `IHave` its
 //! sender's own later digest contradicts is refused as unfounded (and
 //! charged); grafts and prunes are rate-limited per gossip interval.
 
@@ -37,6 +38,7 @@ use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::event::P2PEvent;
 use crate::protocol::sorted_map::SortedMap;
 use crate::protocol::sync::refusal::Refusal;
+use crate::protocol::sync::session::MAX_THEIR_ORIGINS;
 use crate::protocol::sync::wire::Message;
 
 /// Origins named in one `IHave` or graft, at most (more go in several).
@@ -117,6 +119,7 @@ impl SyncNode {
             .filter(|a| a.by.iter().any(|b| b.0 == from))
             .count();
         let mut overflow = Vec::new();
+        let mut unnoted = false;
         for (origin, seq) in entries {
             let ours = self.engine.clock().get(origin);
             if origin == me && seq > ours {
@@ -126,7 +129,11 @@ impl SyncNode {
             let Some(session) = self.sessions.get_mut(&from) else {
                 return;
             };
-            session.their_clock.observe(origin, seq);
+            if !session.learn(origin, seq) {
+                // Not awaited either: anti-entropy brings what it lacks.
+                unnoted = true;
+                continue;
+            }
             if seq <= ours {
                 continue;
             }
@@ -171,6 +178,9 @@ impl SyncNode {
                 due_ms,
             };
             self.awaited.insert(origin, awaited);
+        }
+        if unnoted {
+            self.refuse(from, Refusal::TooManyOrigins(MAX_THEIR_ORIGINS));
         }
         if !overflow.is_empty() {
             // Not awaited, so not grafted from anyone else if it fails:

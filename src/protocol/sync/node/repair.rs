@@ -360,7 +360,7 @@ impl SyncNode {
     /// A snapshot's bytes in whole: decoded a slice at a time, the first
     /// slice now.
     fn start_decoding(&mut self, from: PeerId, clock: VectorClock, bytes: Vec<u8>, now_ms: u64) {
-        match StateSnapshot::decoding(bytes) {
+        match StateSnapshot::decoding(bytes, self.config.max_snapshot_events) {
             Ok(snapshot) => {
                 self.decoding = Some(Decoding {
                     from,
@@ -714,8 +714,11 @@ impl SyncNode {
             now_ms: Some(now_ms),
         };
         // The engine counts what it refuses; a leaf that does not decode
-        // never reaches it.
-        let joined = match StateSnapshot::decode(state) {
+        // never reaches it. A copy of more events than our clock counts
+        // cannot be joined (its clock must be ours, its events distinct
+        // and within it): refused before any is decoded.
+        let limit = usize::try_from(self.engine.clock().total()).unwrap_or(usize::MAX);
+        let joined = match StateSnapshot::decode_at_most(state, limit) {
             Ok(state) => self.engine.join_leaf(index as u16, state, trust),
             Err(e) => {
                 self.engine.count_refused_state();

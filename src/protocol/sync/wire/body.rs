@@ -16,7 +16,7 @@
 //! checks it on random and mutated bodies), except bytes after the
 //! message, which it refuses where postcard ignored them.
 
-use super::{Chunk, Gzipped, Message, WireError};
+use super::{Chunk, Gzipped, Message, WireError, MAX_MESSAGE_EVENTS};
 use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::codec::read::Postcard;
 use crate::protocol::codec::{content, events, varint, CodecError};
@@ -197,7 +197,10 @@ pub fn chunk(body: &[u8]) -> Result<Chunk, WireError> {
 }
 
 fn malformed(e: CodecError) -> WireError {
-    WireError::Malformed(e.to_string())
+    match e {
+        CodecError::TooManyEvents { count, limit } => WireError::TooManyEvents { count, limit },
+        e => WireError::Malformed(e.to_string()),
+    }
 }
 
 /// A message as read: a placeholder where the reader failed (its error
@@ -305,9 +308,11 @@ fn only_variant(r: &mut Postcard) {
     }
 }
 
-/// An event batch after its length, with no clock of its own.
+/// An event batch after its length, with no clock of its own, of at most
+/// [`MAX_MESSAGE_EVENTS`] events.
 fn events(r: &mut Postcard) -> Vec<P2PEvent> {
-    let batch = events::decode(r.slice()).and_then(|batch| match batch.clock.is_empty() {
+    let batch = events::decode_at_most(r.slice(), MAX_MESSAGE_EVENTS);
+    let batch = batch.and_then(|batch| match batch.clock.is_empty() {
         true => Ok(batch.events),
         false => Err(CodecError::Invalid(
             "a message's event batch carries a clock",

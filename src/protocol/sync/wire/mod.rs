@@ -44,6 +44,18 @@ pub const MAX_FRAME: usize = 64 * 1024;
 /// own resumable transfer, not as one message).
 pub const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 
+/// Events one message's batch may hold, at most: 64 whole runs. An
+/// `Events` message carries at most a run's worth (1,024) and a
+/// reconciliation message the runs holding a conflict's siblings, one
+/// writer's each. A decoded event takes 160 bytes, and a batch may spell
+/// one in a byte (a delete of a key named before, its time run-coded):
+/// a message of 16 MiB of them was decoded to 2.7 GB, their room
+/// reserved at once (more than a page's wasm memory can hold). At the
+/// bound, 10 MiB. Past it a message is refused
+/// ([`WireError::TooManyEvents`]) at no cost to its sender: a conflict of
+/// more than 64 writers' whole runs is no lie, only too large to take.
+pub const MAX_MESSAGE_EVENTS: usize = 64 * crate::protocol::seal::MAX_RUN;
+
 const WHOLE: u8 = 0;
 const CHUNK: u8 = 1;
 pub(crate) const HEADER: usize = 2;
@@ -187,6 +199,10 @@ pub enum WireError {
     Kind(u8),
     #[error("malformed message: {0}")]
     Malformed(String),
+    /// A message's event batch of more than [`MAX_MESSAGE_EVENTS`] events,
+    /// refused before any is decoded.
+    #[error("a message's event batch holds {count} events; at most {limit} are taken")]
+    TooManyEvents { count: u64, limit: u64 },
     #[error("message of {0} chunks exceeds the {MAX_MESSAGE}-byte limit")]
     MessageTooLarge(u64),
     #[error("chunk {index} of {count} does not fit the message being reassembled")]
