@@ -635,21 +635,7 @@ fn unasked_merkle_nodes_and_an_undecodable_leaf_are_refused_and_counted() {
     let mut room = Room::with_doc();
     let mallory = room.mallory.peer();
     let leaf = usize::from(digest::leaf_of("doc"));
-    // The node at `depth` on the way to the leaf, as a has it but for the
-    // child on the way.
-    let altered = |room: &mut Room, depth: u32| {
-        let below = digest::FANOUT.pow(digest::LEAF_DEPTH - 1 - depth);
-        let index = leaf / (below * digest::FANOUT);
-        let mut children = (room.a.engine_mut().merkle())
-            .children(depth, index)
-            .expect("a node on the way");
-        children[(leaf / below) % digest::FANOUT] = Hash32([7; 32]);
-        Message::MerkleNodes {
-            depth: depth as u8,
-            index: index as u32,
-            children: children.to_vec(),
-        }
-    };
+    let altered = |room: &mut Room, depth: u32| altered_node(room, leaf, depth);
     let _ = room.a.take_outputs();
     let unasked = altered(&mut room, digest::LEAF_DEPTH - 1);
     room.mallory_sends(&unasked);
@@ -1363,6 +1349,29 @@ fn refusals(node: &mut SyncNode) -> Vec<Refusal> {
         .collect()
 }
 
+/// State (a snapshot or a leaf's copy) of Mallory's `count` deletes
+/// under `clock`, encoded: a byte or so an event.
+fn deletes_state(mallory: PeerId, count: u64, clock: VectorClock) -> Vec<u8> {
+    StateSnapshot {
+        version_vector: clock,
+        events: deletes(mallory, count),
+        live: vec![false; count as usize],
+    }
+    .encode()
+}
+
+/// `a` refused Mallory's state of `count` events, of which it takes at
+/// most `limit`, before decoding it, and counted it.
+fn refused_as_too_many(room: &mut Room, count: u64, limit: u64) {
+    let refused = refusals(&mut room.a);
+    let expected = SnapshotError::TooManyEvents { count, limit };
+    assert!(
+        matches!(&refused[..], [Refusal::State(e)] if *e == expected),
+        "refused before decoding: {refused:?}"
+    );
+    assert_eq!(room.a.engine().stats().refused_state, 1);
+}
+
 /// A batch may spell an event in a byte, and a decoded event takes 160
 /// bytes: 200,000 deletes, ~200 KB in a few frames, were decoded to 32 MB,
 /// their room reserved at once (a message of 16 MiB: 2.7 GB, more than a
@@ -1412,30 +1421,29 @@ fn a_snapshot_of_more_events_than_its_clock_counts_is_refused_before_decoding() 
     let _ = room.a.take_outputs();
     let mut clock = VectorClock::new();
     clock.set(mallory, 3);
-    let events = deletes(mallory, 200_000);
-    let bomb = StateSnapshot {
-        version_vector: clock.clone(),
-        live: vec![false; events.len()],
-        events,
-    }
-    .encode();
+    let bomb = deletes_state(mallory, 200_000, clock.clone());
     println!("{} B of snapshot", bomb.len());
     offer_snapshot(&mut room, clock, bomb);
-    let refused = refusals(&mut room.a);
-    assert!(
-        matches!(
-            &refused[..],
-            [Refusal::State(SnapshotError::TooManyEvents {
-                count: 200_000,
-                limit: 3
-            })]
-        ),
-        "refused before decoding: {refused:?}"
-    );
-    assert_eq!(room.a.engine().stats().refused_state, 1);
+    refused_as_too_many(&mut room, 200_000, 3);
     assert!(room.a.snapshot_progress().is_none());
     assert_eq!(room.a.engine().clock().get(mallory), 0);
     room.still_converge(0);
+}
+
+/// The Merkle node at `depth` on the way to `leaf`, as `a` has it but
+/// for the child on the way: what makes `a` ask one level further down.
+fn altered_node(room: &mut Room, leaf: usize, depth: u32) -> Message {
+    let below = digest::FANOUT.pow(digest::LEAF_DEPTH - 1 - depth);
+    let index = leaf / (below * digest::FANOUT);
+    let mut children = (room.a.engine_mut().merkle())
+        .children(depth, index)
+        .expect("a node on the way");
+    children[(leaf / below) % digest::FANOUT] = Hash32([7; 32]);
+    Message::MerkleNodes {
+        depth: depth as u8,
+        index: index as u32,
+        children: children.to_vec(),
+    }
 }
 
 /// Makes `a` ask Mallory for the Merkle leaf of `key`: a digest of a's
@@ -1451,17 +1459,8 @@ fn make_a_ask_for_the_leaf_of(room: &mut Room, key: &str) -> u32 {
         root: Hash32([9; 32]),
     });
     for depth in 0..digest::LEAF_DEPTH {
-        let below = digest::FANOUT.pow(digest::LEAF_DEPTH - 1 - depth);
-        let index = leaf / (below * digest::FANOUT);
-        let mut children = (room.a.engine_mut().merkle())
-            .children(depth, index)
-            .expect("a node on the way");
-        children[(leaf / below) % digest::FANOUT] = Hash32([7; 32]);
-        room.mallory_sends(&Message::MerkleNodes {
-            depth: depth as u8,
-            index: index as u32,
-            children: children.to_vec(),
-        });
+        let answer = altered_node(room, leaf, depth);
+        room.mallory_sends(&answer);
     }
     let asked = sent_to(&mut room.a, mallory);
     assert!(
@@ -1483,29 +1482,13 @@ fn make_a_ask_for_the_leaf_of(room: &mut Room, key: &str) -> u32 {
 fn a_leaf_of_more_events_than_our_clock_counts_is_refused_before_decoding() {
     let mut room = Room::with_doc();
     let leaf = make_a_ask_for_the_leaf_of(&mut room, "doc");
-    let count = 200_000;
-    let state = StateSnapshot {
-        version_vector: room.a.engine().clock().clone(),
-        events: deletes(room.mallory.peer(), count),
-        live: vec![false; count as usize],
-    };
-    let state = state.encode();
-    println!("a leaf of {count} events in {} B", state.len());
+    let clock = room.a.engine().clock().clone();
+    let state = deletes_state(room.mallory.peer(), 200_000, clock);
+    println!("a leaf of 200,000 events in {} B", state.len());
     let before = room.a.engine().state_json();
     room.mallory_sends(&Message::LeafState { index: leaf, state });
     // a's clock counts the one event it wrote.
-    let refused = refusals(&mut room.a);
-    assert!(
-        matches!(
-            &refused[..],
-            [Refusal::State(SnapshotError::TooManyEvents {
-                count: 200_000,
-                limit: 1
-            })]
-        ),
-        "refused before decoding: {refused:?}"
-    );
-    assert_eq!(room.a.engine().stats().refused_state, 1);
+    refused_as_too_many(&mut room, 200_000, 1);
     assert_eq!(room.a.engine().state_json(), before);
     room.still_converge(0);
 }
