@@ -74,3 +74,35 @@ pub enum ReceiveError {
     #[error("answering it took a write of ours, which failed: {0}")]
     OwnWrite(#[from] WriteError),
 }
+
+/// Bytes of a peer's key a refusal quotes, at most.
+const QUOTED_KEY: usize = 64;
+
+/// `key` as a refusal of a peer's event quotes it: its first
+/// [`QUOTED_KEY`] bytes, escaped, then `…` if there is more. A refusal's
+/// text goes out to the app (`Output::Rejected`) and into the sender's
+/// stats; a key of megabytes, its control characters escaped at five
+/// bytes each, made it ~5 times the key.
+pub fn quoted_key(key: &str) -> String {
+    let mut end = key.len().min(QUOTED_KEY);
+    while !key.is_char_boundary(end) {
+        end -= 1;
+    }
+    let more = if end < key.len() { "…" } else { "" };
+    format!("{:?}{more}", &key[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quoted_key;
+
+    #[test]
+    fn a_quoted_key_is_short_and_cut_between_characters() {
+        assert_eq!(quoted_key("todo:1"), "\"todo:1\"");
+        let long = "é".repeat(1_000_000);
+        let quoted = quoted_key(&long);
+        assert_eq!(quoted, format!("{:?}…", "é".repeat(32)));
+        let controls = "\u{1}".repeat(1_000_000);
+        assert!(quoted_key(&controls).len() < 64 * 6 + 8);
+    }
+}

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ReconciliationEngine;
 use crate::protocol::entity::EntityState;
-use crate::protocol::error::{ReceiveError, WriteError};
+use crate::protocol::error::{quoted_key, ReceiveError, WriteError};
 use crate::protocol::event::{Operation, P2PEvent, RegisterOp};
 use crate::protocol::sorted_map::SortedMap;
 use crate::protocol::value::JsonValue;
@@ -187,7 +187,7 @@ pub(super) fn check_room_state(event: &P2PEvent) -> Result<(), ReceiveError> {
     let refuse = |reason: &str| {
         Err(ReceiveError::InvalidRoomState {
             id: event.id,
-            reason: format!("{reason} (key {:?})", &*event.key),
+            reason: format!("{reason} (key {})", quoted_key(&event.key)),
         })
     };
     let Some(prefix) = event.key.strip_prefix(POLICY_PREFIX) else {

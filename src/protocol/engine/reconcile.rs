@@ -156,7 +156,8 @@ impl ReconciliationEngine {
             // A resolution written here would be refused by every peer
             // (room state is never reconciled) and stall our origin.
             return Err(ReceiveError::Malformed(format!(
-                "reconciliation request for {key:?}, a key of room state (never reconciled)"
+                "reconciliation request for {}, a key of room state (never reconciled)",
+                crate::protocol::error::quoted_key(&key)
             )));
         }
         for event in &request.conflicting_events {
