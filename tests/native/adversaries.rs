@@ -473,15 +473,29 @@ fn reconciliation_requests_are_answered_at_most_so_many_per_interval() {
             conflicting_events: vec![event],
         }));
     }
+    // Each request answered is shown to the app as it came (`Output::
+    // Reconciliation`, its JSON made); one refused is not.
     let answers = |room: &mut Room| {
-        room.a
-            .take_outputs()
-            .into_iter()
+        let outputs = room.a.take_outputs();
+        let shown = (outputs.iter())
+            .filter(|o| {
+                matches!(
+                    o,
+                    Output::Reconciliation {
+                        outgoing: false,
+                        ..
+                    }
+                )
+            })
+            .count();
+        let answered = (outputs.iter())
             .filter(|o| {
                 matches!(o, Output::Send { to, frame } if *to == m
                     && matches!(wire::decode(frame), Ok(Decoded::Message(Message::ReconciliationResponse(_)))))
             })
-            .count()
+            .count();
+        assert_eq!(shown, answered, "requests shown and answered");
+        answered
     };
     for request in &requests {
         room.mallory_sends(request);

@@ -749,7 +749,6 @@ impl SyncNode {
         mut request: ReconciliationRequest,
         now_ms: u64,
     ) {
-        self.log_reconciliation(from, false, &request);
         let Some(session) = self.sessions.get_mut(&from) else {
             return;
         };
@@ -757,6 +756,8 @@ impl SyncNode {
             return self.refuse(from, Refusal::TooManyRequests(MAX_REQUESTS_PER_INTERVAL));
         }
         session.spent.requests += 1;
+        // Shown to the app once taken: one refused above costs no JSON.
+        self.log_reconciliation(from, false, &request);
         // In a signed room the siblings come in the whole runs holding
         // them: those verify, and the events of other keys in them are
         // taken like any events. Our own writes so far leave as their own
