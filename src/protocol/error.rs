@@ -84,12 +84,19 @@ const QUOTED_KEY: usize = 64;
 /// stats; a key of megabytes, its control characters escaped at five
 /// bytes each, made it ~5 times the key.
 pub fn quoted_key(key: &str) -> String {
-    let mut end = key.len().min(QUOTED_KEY);
-    while !key.is_char_boundary(end) {
+    let start = prefix_within(key, QUOTED_KEY);
+    let more = if start.len() < key.len() { "…" } else { "" };
+    format!("{start:?}{more}")
+}
+
+/// The longest start of `text` of at most `max` bytes that ends between
+/// characters.
+pub fn prefix_within(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
         end -= 1;
     }
-    let more = if end < key.len() { "…" } else { "" };
-    format!("{:?}{more}", &key[..end])
+    &text[..end]
 }
 
 #[cfg(test)]

@@ -152,11 +152,7 @@ impl StateSnapshot {
     /// Decodes a snapshot; any defect is an error, never a panic. Decoding
     /// checks the form; [`verify`](Self::verify) checks what it claims.
     pub fn decode(bytes: &[u8]) -> Result<Self, SnapshotError> {
-        let (bits, body) = Self::header(bytes)?;
-        Self::assemble(
-            &bytes[bits],
-            events::decode_as(&bytes[body..], Self::read(usize::MAX))?,
-        )
+        Self::decode_as(bytes, Self::read(usize::MAX))
     }
 
     /// Decodes a snapshot of at most `limit` events, as
@@ -165,11 +161,7 @@ impl StateSnapshot {
     /// under a clock equal to ours, and its events are distinct and within
     /// that clock, so it holds no more events than the clock counts.
     pub fn decode_at_most(bytes: &[u8], limit: usize) -> Result<Self, SnapshotError> {
-        let (bits, body) = Self::header(bytes)?;
-        Self::assemble(
-            &bytes[bits],
-            events::decode_as(&bytes[body..], Self::read(limit))?,
-        )
+        Self::decode_as(bytes, Self::read(limit))
     }
 
     /// Decodes a snapshot as [`decode`](Self::decode) does, its keys and
@@ -178,11 +170,16 @@ impl StateSnapshot {
     /// all of which its state is restored from. (One from a peer may
     /// bring a single event new to us, which would keep its whole buffer.)
     pub fn decode_shared(bytes: &[u8]) -> Result<Self, SnapshotError> {
-        let (bits, body) = Self::header(bytes)?;
         let read = events::Read {
             shared: true,
             ..Self::read(usize::MAX)
         };
+        Self::decode_as(bytes, read)
+    }
+
+    /// Decodes a snapshot whose batch is read as `read` says.
+    fn decode_as(bytes: &[u8], read: events::Read) -> Result<Self, SnapshotError> {
+        let (bits, body) = Self::header(bytes)?;
         Self::assemble(&bytes[bits], events::decode_as(&bytes[body..], read)?)
     }
 

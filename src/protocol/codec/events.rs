@@ -509,7 +509,7 @@ fn prefix_count(column: &mut Vec<u8>, count: u64) {
 
 /// Decodes a batch; any defect is a typed error.
 pub fn decode(bytes: &[u8]) -> Result<Batch, CodecError> {
-    decode_with(bytes, Read::default())
+    decode_as(bytes, Read::default())
 }
 
 /// How a batch is read: its text shared ([`decode_shared`]), of at most
@@ -533,11 +533,6 @@ impl Default for Read {
     }
 }
 
-/// Decodes a batch as `read` says.
-pub fn decode_as(bytes: &[u8], read: Read) -> Result<Batch, CodecError> {
-    decode_with(bytes, read)
-}
-
 /// Decodes a batch of at most `limit` events, or refuses it before
 /// decoding any ([`CodecError::TooManyEvents`]): an event takes 160
 /// bytes decoded, and as little as one in a batch (its op byte, its key
@@ -545,7 +540,7 @@ pub fn decode_as(bytes: &[u8], read: Read) -> Result<Batch, CodecError> {
 /// few MB of a peer's decodes to gigabytes (the events' room is reserved
 /// at once, before the first is read).
 pub fn decode_at_most(bytes: &[u8], limit: usize) -> Result<Batch, CodecError> {
-    decode_with(
+    decode_as(
         bytes,
         Read {
             limit,
@@ -559,7 +554,7 @@ pub fn decode_at_most(bytes: &[u8], limit: usize) -> Result<Batch, CodecError> {
 /// [`Text`]): for our own stored snapshot, whose events are all kept
 /// while the state rests on them.
 pub fn decode_shared(bytes: &[u8]) -> Result<Batch, CodecError> {
-    decode_with(
+    decode_as(
         bytes,
         Read {
             shared: true,
@@ -683,7 +678,8 @@ fn layout(bytes: &[u8]) -> Result<([Range<usize>; 12], u64), CodecError> {
     Ok((ranges, coded))
 }
 
-fn decode_with(bytes: &[u8], read: Read) -> Result<Batch, CodecError> {
+/// Decodes a batch as `read` says.
+pub fn decode_as(bytes: &[u8], read: Read) -> Result<Batch, CodecError> {
     let columns = Columns::of(bytes, read.limit)?;
     let cols = columns.readers(bytes);
     let column_text = |col: usize, what| match read.shared {

@@ -4,6 +4,7 @@ use serde::Serialize;
 
 use super::wire::Reassembler;
 use crate::protocol::clock::{PeerId, VectorClock, MAX_CLOCK_ENTRIES};
+use crate::protocol::error::prefix_within;
 use crate::protocol::event::Hash32;
 use crate::protocol::room::Handshake;
 use crate::protocol::sorted_map::SortedMap;
@@ -37,12 +38,8 @@ impl SessionStats {
     /// most [`MAX_LAST_ERROR`] bytes of it) as the last error.
     pub fn refused(&mut self, text: &str) {
         self.rejected += 1;
-        let mut end = text.len().min(MAX_LAST_ERROR);
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        let mut kept = text[..end].to_string();
-        if end < text.len() {
+        let mut kept = prefix_within(text, MAX_LAST_ERROR).to_string();
+        if kept.len() < text.len() {
             kept.push('…');
         }
         self.last_error = Some(kept);
