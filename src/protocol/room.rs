@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use super::clock::PeerId;
 use super::identity::{self, peer_id_of, Identity, PublicKey, Signature};
 use crate::protocol::blake3;
+use crate::protocol::error::prefix_within;
 
 /// Why a signaling payload or a handshake was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -37,6 +38,11 @@ pub enum RoomError {
     WrongSecret,
     #[error("the peer's handshake is not signed by the key of its id")]
     WrongKey,
+    #[error(
+        "the peer's handshake was made for another connection than ours \
+         (someone between us passed it along)"
+    )]
+    OtherChannel,
 }
 
 /// The keys of one room with a secret.
@@ -200,8 +206,10 @@ impl RoomSecret {
 
 /// The handshake's second message: proof of the secret (a MAC keyed by it)
 /// and of the identity (a signature by the key the prover's id derives
-/// from), both over a transcript naming both peers and both fresh nonces,
-/// so it cannot be replayed on another connection or reflected back.
+/// from), both over a transcript naming both peers, both fresh nonces and
+/// the connection as the prover sees it ([`Channel`]), so it cannot be
+/// replayed on another connection, reflected back, or passed along by
+/// someone who holds a connection to each side.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Proof {
     #[serde(deserialize_with = "super::identity::bytes::b32")]
@@ -210,6 +218,10 @@ pub struct Proof {
     pub mac: [u8; 32],
     #[serde(deserialize_with = "super::identity::bytes::signature")]
     pub signature: Signature,
+    /// The connection the proof was made for: [`Channel::id`] of the
+    /// prover's view.
+    #[serde(deserialize_with = "super::identity::bytes::b32")]
+    pub channel: [u8; 32],
 }
 
 fn transcript(
@@ -217,13 +229,99 @@ fn transcript(
     verifier: PeerId,
     prover_nonce: &[u8; 32],
     verifier_nonce: &[u8; 32],
+    channel: &[u8; 32],
 ) -> Vec<u8> {
-    let mut t = b"cpc-sync handshake v1".to_vec();
+    let mut t = b"cpc-sync handshake v2".to_vec();
     t.extend_from_slice(&prover.0.to_le_bytes());
     t.extend_from_slice(&verifier.0.to_le_bytes());
     t.extend_from_slice(prover_nonce);
     t.extend_from_slice(verifier_nonce);
+    t.extend_from_slice(channel);
     t
+}
+
+/// What one end of a connection sees of the channel under it, for the
+/// handshake to be bound to: a WebRTC data channel's DTLS certificate
+/// fingerprints, its own and the other end's, as their session
+/// descriptions name them (the browser's DTLS checks the other end's
+/// certificate against the fingerprint; no one can make a certificate of
+/// another's fingerprint).
+///
+/// Without it a member who held a connection to each of two others,
+/// under the other's id (signaling forged with the room's key), could pass
+/// their handshakes along and then sit between them: read what they send,
+/// drop some of it, and put junk in that each would blame on the other.
+/// With it, each end's proof names fingerprints the far end does not see
+/// (the one in the middle has a certificate of its own on each side), and
+/// the handshake fails ([`RoomError::OtherChannel`]).
+///
+/// A link that is no WebRTC connection is [`Channel::unbound`]: a relayed
+/// link (sealed with the room's key, so anyone who can sit in its middle
+/// holds its keys too; binding it to its nonces would prove nothing), and
+/// the link to the room's server peer over the signaling socket.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Channel {
+    mine: String,
+    theirs: String,
+}
+
+/// The longest fingerprint taken from a description (sha-512's is 128
+/// hex digits and 63 colons); a longer one is cut here, on both ends
+/// alike.
+const MAX_FINGERPRINT: usize = 256;
+
+impl Channel {
+    /// A link under no channel the handshake can name.
+    pub fn unbound() -> Channel {
+        Channel::default()
+    }
+
+    /// The channel of a WebRTC connection: the first DTLS fingerprint of
+    /// the local description (`mine`) and of the remote one (`theirs`).
+    /// `None` when either lacks one (a browser would not have connected).
+    pub fn from_sdp(local: &str, remote: &str) -> Option<Channel> {
+        Some(Channel {
+            mine: fingerprint(local)?,
+            theirs: fingerprint(remote)?,
+        })
+    }
+
+    pub fn is_bound(&self) -> bool {
+        *self != Channel::default()
+    }
+
+    /// The id of the channel as seen by `prover`, whose own end is
+    /// `prover` and whose far end is `verifier` (each view names both ends,
+    /// in the prover's order: the two ends' views of one connection give
+    /// the same id for the same prover).
+    fn id(prover: &str, verifier: &str) -> [u8; 32] {
+        let mut h = blake3::Hasher::new_derive_key("cpc-sync 2026 handshake channel");
+        for end in [prover, verifier] {
+            h.update(&(end.len() as u64).to_le_bytes());
+            h.update(end.as_bytes());
+        }
+        *h.finalize().as_bytes()
+    }
+}
+
+/// The first `a=fingerprint:` of a session description, its algorithm in
+/// lower case and its hex in upper case (RFC 8122 allows either case), at
+/// most [`MAX_FINGERPRINT`] bytes of it.
+fn fingerprint(sdp: &str) -> Option<String> {
+    let line = sdp
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("a=fingerprint:"))?;
+    let (algorithm, hex) = line.trim().split_once(' ')?;
+    let hex = hex.trim();
+    if algorithm.is_empty() || hex.is_empty() {
+        return None;
+    }
+    let print = format!(
+        "{} {}",
+        algorithm.to_ascii_lowercase(),
+        hex.to_ascii_uppercase()
+    );
+    Some(prefix_within(&print, MAX_FINGERPRINT).to_string())
 }
 
 /// One side of the handshake on one connection: both sides send a fresh
@@ -235,15 +333,21 @@ pub struct Handshake {
     them: PeerId,
     my_nonce: [u8; 32],
     their_nonce: Option<[u8; 32]>,
+    /// The channel's id as we prove it (our end first), and as the other
+    /// end's proof must name it (its end first).
+    ours: [u8; 32],
+    expected: [u8; 32],
 }
 
 impl Handshake {
-    pub fn new(me: PeerId, them: PeerId, my_nonce: [u8; 32]) -> Self {
+    pub fn new(me: PeerId, them: PeerId, my_nonce: [u8; 32], channel: &Channel) -> Self {
         Handshake {
             me,
             them,
             my_nonce,
             their_nonce: None,
+            ours: Channel::id(&channel.mine, &channel.theirs),
+            expected: Channel::id(&channel.theirs, &channel.mine),
         }
     }
 
@@ -263,19 +367,28 @@ impl Handshake {
             return None;
         }
         self.their_nonce = Some(their_nonce);
-        let t = transcript(self.me, self.them, &self.my_nonce, &their_nonce);
+        let t = transcript(self.me, self.them, &self.my_nonce, &their_nonce, &self.ours);
         Some(Proof {
             key: identity.public_key(),
             mac: *blake3::keyed_hash(&room.handshake, &t).as_bytes(),
             signature: identity.sign(&t),
+            channel: self.ours,
         })
     }
 
     /// Checks the peer's proof against our nonce (it must have seen it, so
-    /// its nonce came first).
+    /// its nonce came first), then that it was made for this connection:
+    /// the secret and the key first, so that a stranger is told apart from
+    /// a member's proof passed along.
     pub fn check(&self, proof: &Proof, room: &RoomSecret) -> Result<(), RoomError> {
         let their_nonce = self.their_nonce.ok_or(RoomError::WrongSecret)?;
-        let t = transcript(self.them, self.me, &their_nonce, &self.my_nonce);
+        let t = transcript(
+            self.them,
+            self.me,
+            &their_nonce,
+            &self.my_nonce,
+            &proof.channel,
+        );
         let expected = blake3::keyed_hash(&room.handshake, &t);
         // blake3's Hash compares in constant time.
         if expected != blake3::Hash::from(proof.mac) {
@@ -285,6 +398,10 @@ impl Handshake {
             || !identity::verify(&proof.key, &t, &proof.signature)
         {
             return Err(RoomError::WrongKey);
+        }
+        // Fingerprints are public: no need to compare in constant time.
+        if proof.channel != self.expected {
+            return Err(RoomError::OtherChannel);
         }
         Ok(())
     }
@@ -369,8 +486,8 @@ mod tests {
             RoomSecret::with_cost("r", secret_a, KdfCost::TEST),
             RoomSecret::with_cost("r", secret_b, KdfCost::TEST),
         );
-        let mut a = Handshake::new(ia.peer(), ib.peer(), [1; 32]);
-        let mut b = Handshake::new(ib.peer(), ia.peer(), [2; 32]);
+        let mut a = Handshake::new(ia.peer(), ib.peer(), [1; 32], &Channel::unbound());
+        let mut b = Handshake::new(ib.peer(), ia.peer(), [2; 32], &Channel::unbound());
         let proof_a = a.prove(b.my_nonce(), &ra, &ia).unwrap();
         let proof_b = b.prove(a.my_nonce(), &rb, &ib).unwrap();
         (a.check(&proof_b, &ra), b.check(&proof_a, &rb))
@@ -393,8 +510,8 @@ mod tests {
             Identity::from_seed(3),
         );
         let room = RoomSecret::with_cost("r", "k", KdfCost::TEST);
-        let mut a = Handshake::new(ia.peer(), ib.peer(), [1; 32]);
-        let mut b = Handshake::new(ib.peer(), ia.peer(), [2; 32]);
+        let mut a = Handshake::new(ia.peer(), ib.peer(), [1; 32], &Channel::unbound());
+        let mut b = Handshake::new(ib.peer(), ia.peer(), [2; 32], &Channel::unbound());
         a.prove(b.my_nonce(), &room, &ia).unwrap();
         let proof_b = b.prove(a.my_nonce(), &room, &ib).unwrap();
         assert!(
@@ -402,13 +519,84 @@ mod tests {
             "one proof per connection"
         );
         // Replayed on a new connection (a new nonce of a's): refused.
-        let mut a2 = Handshake::new(ia.peer(), ib.peer(), [3; 32]);
+        let mut a2 = Handshake::new(ia.peer(), ib.peer(), [3; 32], &Channel::unbound());
         a2.prove([2; 32], &room, &ia).unwrap();
         assert_eq!(a2.check(&proof_b, &room), Err(RoomError::WrongSecret));
         // c knows the secret but claims b's id: its signature gives it away.
-        let mut c = Handshake::new(ib.peer(), ia.peer(), [2; 32]);
+        let mut c = Handshake::new(ib.peer(), ia.peer(), [2; 32], &Channel::unbound());
         let proof_c = c.prove(a.my_nonce(), &room, &ic).unwrap();
         assert_eq!(a.check(&proof_c, &room), Err(RoomError::WrongKey));
         assert_eq!(a.check(&proof_b, &room), Ok(()));
+    }
+
+    fn views(a: &Channel, b: &Channel) -> (Result<(), RoomError>, Result<(), RoomError>) {
+        let (ia, ib) = (Identity::from_seed(1), Identity::from_seed(2));
+        let room = RoomSecret::with_cost("r", "k", KdfCost::TEST);
+        let mut ha = Handshake::new(ia.peer(), ib.peer(), [1; 32], a);
+        let mut hb = Handshake::new(ib.peer(), ia.peer(), [2; 32], b);
+        let proof_a = ha.prove(hb.my_nonce(), &room, &ia).unwrap();
+        let proof_b = hb.prove(ha.my_nonce(), &room, &ib).unwrap();
+        (ha.check(&proof_b, &room), hb.check(&proof_a, &room))
+    }
+
+    fn sdp(fingerprint: &str) -> String {
+        format!("v=0\r\ns=-\r\na=fingerprint:{fingerprint}\r\nm=application 9 UDP/DTLS/SCTP\r\n")
+    }
+
+    fn dtls(mine: &str, theirs: &str) -> Channel {
+        Channel::from_sdp(&sdp(mine), &sdp(theirs)).unwrap()
+    }
+
+    #[test]
+    fn a_proof_holds_only_on_the_connection_both_ends_see() {
+        let (a, b) = ("sha-256 0A:1B", "sha-256 2C:3D");
+        assert_eq!(views(&dtls(a, b), &dtls(b, a)), (Ok(()), Ok(())));
+        assert_eq!(
+            views(&Channel::unbound(), &Channel::unbound()),
+            (Ok(()), Ok(()))
+        );
+        // Someone between them, with a certificate of its own each way.
+        let (m1, m2) = ("sha-256 EE:01", "sha-256 EE:02");
+        let other = Err(RoomError::OtherChannel);
+        assert_eq!(
+            views(&dtls(a, m1), &dtls(b, m2)),
+            (other.clone(), other.clone())
+        );
+        // Even with the right certificate at one end.
+        assert_eq!(
+            views(&dtls(a, b), &dtls(b, m2)),
+            (other.clone(), other.clone())
+        );
+        assert_eq!(
+            views(&dtls(a, b), &Channel::unbound()),
+            (other.clone(), other)
+        );
+        // A proof whose channel was changed on the way: its MAC breaks.
+        let (ia, ib) = (Identity::from_seed(1), Identity::from_seed(2));
+        let room = RoomSecret::with_cost("r", "k", KdfCost::TEST);
+        let mut ha = Handshake::new(ia.peer(), ib.peer(), [1; 32], &dtls(a, b));
+        let mut hb = Handshake::new(ib.peer(), ia.peer(), [2; 32], &dtls(b, m2));
+        ha.prove(hb.my_nonce(), &room, &ia).unwrap();
+        let mut proof_b = hb.prove(ha.my_nonce(), &room, &ib).unwrap();
+        proof_b.channel = Channel::id(b, a);
+        assert_eq!(ha.check(&proof_b, &room), Err(RoomError::WrongSecret));
+    }
+
+    #[test]
+    fn a_fingerprint_is_read_from_a_description_in_either_case() {
+        let chromium = "v=0\r\no=- 46 2 IN IP4 127.0.0.1\r\na=group:BUNDLE 0\r\n\
+                        m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n\
+                        a=fingerprint:sha-256 4F:A0:1c\r\na=setup:actpass\r\n\
+                        a=fingerprint:sha-1 00:11\r\n";
+        let firefox = "v=0\na=fingerprint:SHA-256 4f:a0:1C\n";
+        assert_eq!(fingerprint(chromium).as_deref(), Some("sha-256 4F:A0:1C"));
+        assert_eq!(fingerprint(chromium), fingerprint(firefox));
+        assert_eq!(fingerprint("v=0\r\ns=-\r\n"), None);
+        assert_eq!(fingerprint("a=fingerprint:sha-256\r\n"), None);
+        assert_eq!(Channel::from_sdp(chromium, "v=0"), None);
+        let long = format!("a=fingerprint:sha-256 {}", "AB:".repeat(1000));
+        assert_eq!(fingerprint(&long).map(|f| f.len()), Some(MAX_FINGERPRINT));
+        assert!(Channel::from_sdp(chromium, firefox).unwrap().is_bound());
+        assert!(!Channel::unbound().is_bound());
     }
 }

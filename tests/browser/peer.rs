@@ -7,8 +7,9 @@ use std::rc::Rc;
 
 use cpc_sync::browser::transport::{Sink, Transport, TransportConfig, TransportEvent};
 use cpc_sync::browser::Peer;
+use cpc_sync::protocol::room::{Channel, Handshake, KdfCost, RoomSecret};
 use cpc_sync::protocol::sync::wire::{self, Message};
-use cpc_sync::protocol::sync::{LinkState, SyncConfig, SyncNode};
+use cpc_sync::protocol::sync::{SyncConfig, SyncNode};
 use cpc_sync::protocol::{EngineConfig, Identity, JsonValue, PeerId, ReconciliationEngine};
 use js_sys::{Array, Function, Object, Promise, Reflect};
 use wasm_bindgen::convert::TryFromJsValue;
@@ -207,6 +208,8 @@ struct Raw {
     frames: Rc<RefCell<usize>>,
     /// What it reported of its queues, in order.
     backlog: Rc<RefCell<Vec<(PeerId, bool)>>>,
+    /// The channel each link opened over.
+    channels: Rc<RefCell<Vec<(PeerId, Channel)>>>,
 }
 
 /// A bare transport in `room`, of the identity of `seed`; and its id.
@@ -216,9 +219,18 @@ fn raw(room: &str, seed: u64) -> (Raw, PeerId) {
     let open = Rc::new(RefCell::new(Vec::new()));
     let frames = Rc::new(RefCell::new(0));
     let backlog = Rc::new(RefCell::new(Vec::new()));
-    let (o, f, b) = (open.clone(), frames.clone(), backlog.clone());
+    let channels = Rc::new(RefCell::new(Vec::new()));
+    let (o, f, b, c) = (
+        open.clone(),
+        frames.clone(),
+        backlog.clone(),
+        channels.clone(),
+    );
     let sink: Sink = Rc::new(move |event| match event {
-        TransportEvent::Link(peer, LinkState::Open) => o.borrow_mut().push(peer),
+        TransportEvent::Opened(peer, channel) => {
+            o.borrow_mut().push(peer);
+            c.borrow_mut().push((peer, channel));
+        }
         TransportEvent::Link(peer, _) => o.borrow_mut().retain(|p| *p != peer),
         TransportEvent::Frame(..) => *f.borrow_mut() += 1,
         TransportEvent::Backlog(peer, backlogged) => b.borrow_mut().push((peer, backlogged)),
@@ -238,8 +250,44 @@ fn raw(room: &str, seed: u64) -> (Raw, PeerId) {
         open,
         frames,
         backlog,
+        channels,
     };
     (raw, me)
+}
+
+/// Two ends of a real RTCPeerConnection read the same two DTLS
+/// fingerprints from their session descriptions, each its own first: a
+/// room handshake bound to them passes, where one bound to another
+/// connection's fails (`tests/native/handshake.rs` has the attack).
+#[wasm_bindgen_test]
+async fn both_ends_of_a_data_channel_bind_the_handshake_alike() {
+    let room = room("channel");
+    let (a, ida) = raw(&room, 0xc1);
+    let (b, idb) = raw(&room, 0xc2);
+    wait_for("the link", 20, || {
+        a.open.borrow().contains(&idb) && b.open.borrow().contains(&ida)
+    })
+    .await;
+    let over = |r: &Raw, peer: PeerId| {
+        let channels = r.channels.borrow();
+        let (_, channel) = channels.iter().find(|(p, _)| *p == peer).unwrap();
+        channel.clone()
+    };
+    let (over_a, over_b) = (over(&a, idb), over(&b, ida));
+    assert!(over_a.is_bound() && over_b.is_bound());
+    assert_ne!(over_a, over_b, "each sees its own certificate first");
+    let secret = RoomSecret::with_cost("r", "k", KdfCost::TEST);
+    let (ia, ib) = (Identity::from_seed(0xc1), Identity::from_seed(0xc2));
+    let handshake = |over_a: &Channel, over_b: &Channel| {
+        let mut ha = Handshake::new(ida, idb, [1; 32], over_a);
+        let mut hb = Handshake::new(idb, ida, [2; 32], over_b);
+        let proof_a = ha.prove(hb.my_nonce(), &secret, &ia).unwrap();
+        let proof_b = hb.prove(ha.my_nonce(), &secret, &ib).unwrap();
+        (ha.check(&proof_b, &secret), hb.check(&proof_a, &secret))
+    };
+    assert_eq!(handshake(&over_a, &over_b), (Ok(()), Ok(())));
+    // b's end seen as a's: a proof made for another connection.
+    assert!(handshake(&over_a, &over_a).0.is_err());
 }
 
 #[wasm_bindgen_test]

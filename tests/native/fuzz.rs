@@ -263,7 +263,7 @@ proptest! {
         for (step, a, b, c) in steps {
             let message = match step {
                 0 => Message::Hello { nonce: a },
-                1 => Message::Proof(cpc_sync::protocol::room::Proof { key: a, mac: b, signature: [c, a] }),
+                1 => Message::Proof(cpc_sync::protocol::room::Proof { key: a, mac: b, signature: [c, a], channel: b }),
                 _ => match wire::decode(&others[which.index(others.len())]) {
                     Ok(Decoded::Message(m)) => m,
                     _ => Message::Hello { nonce: c },

@@ -13,7 +13,7 @@
 use crate::common::net::{self, Net};
 use crate::common::{self, json};
 use crate::fuzz::{edit, sample_frames, Edit};
-use cpc_sync::protocol::room::{Handshake, KdfCost, RoomSecret};
+use cpc_sync::protocol::room::{Channel, Handshake, KdfCost, RoomSecret};
 use cpc_sync::protocol::sync::wire::{self, Decoded, Message};
 use cpc_sync::protocol::sync::{LocalWrite, Output, SyncConfig, SyncNode};
 use cpc_sync::protocol::testing::mutate::checked;
@@ -178,7 +178,7 @@ fn stranger(steps: Vec<Step>, claim: u8) -> Result<(), TestCaseError> {
             Step::WrongSecret => {
                 // Its own hello first, as a peer with another secret's
                 // node sends it.
-                let mut h = Handshake::new(claimed, a, [7; 32]);
+                let mut h = Handshake::new(claimed, a, [7; 32], &Channel::unbound());
                 let proof = their_nonce.and_then(|n| h.prove(n, &secret("guess"), &own));
                 let mut frames = wire::encode(&Message::Hello { nonce: [7; 32] }, 2);
                 frames.extend(

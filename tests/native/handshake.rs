@@ -5,7 +5,7 @@
 use crate::common;
 
 use common::json;
-use cpc_sync::protocol::room::RoomSecret;
+use cpc_sync::protocol::room::{Channel, RoomSecret};
 use cpc_sync::protocol::sync::wire::{self, Decoded, Message};
 use cpc_sync::protocol::sync::{Output, SyncConfig, SyncNode};
 use cpc_sync::protocol::PeerId;
@@ -29,9 +29,15 @@ struct Seen {
 }
 
 fn run(a: &mut SyncNode, b: &mut SyncNode) -> Seen {
+    run_over(a, b, &Channel::unbound(), &Channel::unbound())
+}
+
+/// [`run`], each side's connection seen as `over_a` and `over_b`: what
+/// crosses between them crosses whatever is in the middle, unaltered.
+fn run_over(a: &mut SyncNode, b: &mut SyncNode, over_a: &Channel, over_b: &Channel) -> Seen {
     let (ida, idb) = (a.peer(), b.peer());
-    a.connect(idb, NOW);
-    b.connect(ida, NOW);
+    a.connect_over(idb, over_a, NOW);
+    b.connect_over(ida, over_b, NOW);
     let mut seen = Seen::default();
     for _ in 0..50 {
         let mut frames = Vec::new();
@@ -109,4 +115,73 @@ fn a_peer_without_a_secret_is_cut_off_at_its_first_word() {
         .collect();
     assert_eq!(from_a, ["hello"]);
     assert!(!stranger.engine().state_json().contains("private"));
+}
+
+/// A session description naming the DTLS certificate `fingerprint`, in
+/// the case a browser might write it.
+fn sdp(fingerprint: &str) -> String {
+    format!(
+        "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+         a=fingerprint:SHA-256 {fingerprint}\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n"
+    )
+}
+
+/// Each end's view of a WebRTC connection: its own certificate and the
+/// one at the far end of its DTLS.
+fn dtls(mine: &str, theirs: &str) -> Channel {
+    Channel::from_sdp(&sdp(mine), &sdp(theirs)).expect("both name a fingerprint")
+}
+
+/// The attack the channel binding stops: a member (M) who holds a
+/// connection to each of two others, under the other's id, passes
+/// everything along unaltered. Unbound, the two handshakes pass and M
+/// reads the session between them (and could drop or add to it, each side
+/// blaming the other); bound to each connection's fingerprints, each
+/// side's proof names M's certificate where the far end sees its own, and
+/// both hang up before anything but the handshake crossed.
+#[test]
+fn a_member_in_the_middle_of_two_others_is_found_out_by_the_channel() {
+    let (fa, fb) = ("AA:01", "bb:02");
+    // M's certificates, one toward each side.
+    let (fm1, fm2) = ("CC:03", "DD:04");
+
+    // Unbound (what a relayed link is): M in the middle goes unseen.
+    let (mut a, mut b) = (secret_node(1, Some("k")), secret_node(2, Some("k")));
+    a.write(|e| e.set("x", json("\"private\""), NOW).map(Some))
+        .unwrap();
+    let seen = run(&mut a, &mut b);
+    assert!(seen.closed.is_empty(), "{:?}", seen.closed);
+    assert!(
+        seen.messages.iter().any(|(_, m)| kind(m) == "other"),
+        "the session crossed the middle"
+    );
+
+    // Bound: both find the proof made for another connection.
+    let (mut a, mut b) = (secret_node(1, Some("k")), secret_node(2, Some("k")));
+    a.write(|e| e.set("x", json("\"private\""), NOW).map(Some))
+        .unwrap();
+    let seen = run_over(&mut a, &mut b, &dtls(fa, fm1), &dtls(fb, fm2));
+    assert_eq!(seen.closed.len(), 2, "both sides hang up");
+    assert!(
+        seen.closed
+            .iter()
+            .all(|(_, r)| r.contains("another connection")),
+        "{:?}",
+        seen.closed
+    );
+    assert!(seen.messages.iter().all(|(_, m)| kind(m) != "other"));
+    assert!(!b.engine().state_json().contains("private"));
+
+    // With no one between them, each sees the other's certificate at the
+    // far end (a browser may write a fingerprint's hex in either case).
+    let (mut a, mut b) = (secret_node(1, Some("k")), secret_node(2, Some("k")));
+    a.write(|e| e.set("x", json("1"), NOW).map(Some)).unwrap();
+    let seen = run_over(&mut a, &mut b, &dtls(fa, "BB:02"), &dtls(fb, "aa:01"));
+    assert!(seen.closed.is_empty(), "{:?}", seen.closed);
+    assert_eq!(a.engine().state_json(), b.engine().state_json());
+
+    // One end bound and the other not: no handshake.
+    let (mut a, mut b) = (secret_node(1, Some("k")), secret_node(2, Some("k")));
+    let seen = run_over(&mut a, &mut b, &dtls(fa, fb), &Channel::unbound());
+    assert_eq!(seen.closed.len(), 2, "{:?}", seen.closed);
 }

@@ -19,6 +19,7 @@ use crate::browser::transport::TransportEvent;
 use crate::browser::verify::Verifiers;
 use crate::protocol::event::Hash32;
 use crate::protocol::sync::{LinkState, Output};
+use crate::protocol::PeerId;
 
 /// A connection changed state or a frame arrived.
 pub(super) fn on_transport(inner: &Weak<RefCell<Inner>>, event: TransportEvent) {
@@ -28,20 +29,13 @@ pub(super) fn on_transport(inner: &Weak<RefCell<Inner>>, event: TransportEvent) 
     }
     let now = now_ms();
     match event {
+        TransportEvent::Opened(peer, channel) => {
+            inner.borrow_mut().node.connect_over(peer, &channel, now);
+            emit_link(&inner, peer, LinkState::Open);
+        }
         TransportEvent::Link(peer, state) => {
-            {
-                let mut i = inner.borrow_mut();
-                if state == LinkState::Open {
-                    i.node.connect(peer, now);
-                } else {
-                    i.node.disconnect(peer);
-                }
-            }
-            let fields = [
-                ("peer", JsValue::from(peer.to_string())),
-                ("state", JsValue::from(state.as_str())),
-            ];
-            emit(&inner, "peer", &event_object("peer", &fields));
+            inner.borrow_mut().node.disconnect(peer);
+            emit_link(&inner, peer, state);
         }
         TransportEvent::Frame(peer, bytes) => {
             inner.borrow_mut().node.receive_frame(peer, &bytes, now)
@@ -384,6 +378,15 @@ fn emit_changes(inner: &Rc<RefCell<Inner>>) {
         let fields = [("conflicts", to_js(&conflicts))];
         emit(inner, "conflict", &event_object("conflict", &fields));
     }
+}
+
+/// Tells the app a link to `peer` is now in `state` (a `peer` event).
+fn emit_link(inner: &Rc<RefCell<Inner>>, peer: PeerId, state: LinkState) {
+    let fields = [
+        ("peer", JsValue::from(peer.to_string())),
+        ("state", JsValue::from(state.as_str())),
+    ];
+    emit(inner, "peer", &event_object("peer", &fields));
 }
 
 pub(super) fn emit(inner: &Rc<RefCell<Inner>>, kind: &str, detail: &JsValue) {

@@ -19,9 +19,11 @@ use wasm_bindgen_futures::JsFuture;
 use web_sys::{
     MessageEvent, RtcConfiguration, RtcDataChannel, RtcDataChannelInit, RtcDataChannelState,
     RtcDataChannelType, RtcIceCandidateInit, RtcPeerConnection, RtcPeerConnectionIceEvent,
-    RtcPeerConnectionState, RtcSdpType, RtcSessionDescriptionInit, RtcSignalingState,
+    RtcPeerConnectionState, RtcSdpType, RtcSessionDescription, RtcSessionDescriptionInit,
+    RtcSignalingState,
 };
 
+use crate::protocol::room::Channel;
 use crate::protocol::signal::{Negotiation, SdpKind};
 
 #[wasm_bindgen]
@@ -334,6 +336,19 @@ impl Connection {
         let backlogged = !self.queue.is_empty();
         (backlogged != std::mem::replace(&mut self.said_backlogged, backlogged))
             .then_some(backlogged)
+    }
+
+    /// What this end sees of the connection's DTLS: its certificate's
+    /// fingerprint and the far end's, as the session descriptions name
+    /// them (what the room handshake is bound to; unbound before both are
+    /// set, which fails a handshake with a bound end).
+    pub fn channel(&self) -> Channel {
+        let sdp = |d: Option<RtcSessionDescription>| d.map(|d| d.sdp()).unwrap_or_default();
+        Channel::from_sdp(
+            &sdp(self.pc.current_local_description()),
+            &sdp(self.pc.current_remote_description()),
+        )
+        .unwrap_or_default()
     }
 
     /// Bytes waiting: in our queue plus in the channel's buffer.

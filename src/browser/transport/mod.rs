@@ -25,6 +25,7 @@ use self::connection::{Connection, Happening};
 pub use self::signaling::SignalCodec;
 use self::signaling::{warn, Server, SocketEvent, Tabs};
 use crate::browser::convert::describe;
+use crate::protocol::room::Channel;
 use crate::protocol::signal::{ServerMessage, TabMessage};
 use crate::protocol::sorted_map::SortedMap;
 use crate::protocol::sync::{
@@ -34,8 +35,11 @@ use crate::protocol::{Identity, PeerId};
 
 /// What the transport tells its owner.
 pub enum TransportEvent {
-    /// A connection changed state (the data channel opened, or the
-    /// connection is gone or being made).
+    /// A connection opened: a data channel, whose DTLS the handshake is
+    /// bound to, or a link under no channel it can name (relayed, or the
+    /// room's server peer: [`Channel::unbound`]).
+    Opened(PeerId, Channel),
+    /// A connection is gone or being made.
     Link(PeerId, LinkState),
     Frame(PeerId, Vec<u8>),
     /// Signaling says the peer left the room (not just a link closing).
@@ -479,7 +483,7 @@ impl State {
                 if self.keeper != Some(peer) && peer != self.me {
                     self.unkeep(out);
                     self.keeper = Some(peer);
-                    out.push(TransportEvent::Link(peer, LinkState::Open));
+                    out.push(TransportEvent::Opened(peer, Channel::unbound()));
                 }
             }
             SocketEvent::Message(ServerMessage::Unkeep { reason }) => {
@@ -597,7 +601,8 @@ impl State {
         match happening {
             Happening::Open => {
                 self.links.opened(peer, epoch, now_ms());
-                out.push(TransportEvent::Link(peer, LinkState::Open));
+                let channel = self.connections.get(&peer).map(Connection::channel);
+                out.push(TransportEvent::Opened(peer, channel.unwrap_or_default()));
                 if let Some(c) = self.connections.get_mut(&peer) {
                     c.drain();
                 }

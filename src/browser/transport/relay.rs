@@ -10,7 +10,7 @@
 use std::rc::Rc;
 
 use crate::protocol::relay::{address, unaddress, Received, RelayError, RelayLink};
-use crate::protocol::room::RoomSecret;
+use crate::protocol::room::{Channel, RoomSecret};
 use crate::protocol::sorted_map::SortedMap;
 use crate::protocol::sync::LinkState;
 use crate::protocol::PeerId;
@@ -145,7 +145,7 @@ impl State {
                             relay.links.insert(from, (epoch, link));
                         }
                         self.links.opened(from, epoch, now_ms());
-                        out.push(TransportEvent::Link(from, LinkState::Open));
+                        out.push(TransportEvent::Opened(from, Channel::unbound()));
                     }
                     Ok(_) => {}
                     Err(e) => refused(from, &e),
@@ -164,7 +164,7 @@ impl State {
                     out.push(TransportEvent::Link(from, LinkState::Closed));
                 }
                 self.links.opened(from, epoch, now_ms());
-                out.push(TransportEvent::Link(from, LinkState::Open));
+                out.push(TransportEvent::Opened(from, Channel::unbound()));
             }
             Ok(Received::Frame(frame)) => out.push(TransportEvent::Frame(from, frame)),
             Ok(Received::Ignored) => {}

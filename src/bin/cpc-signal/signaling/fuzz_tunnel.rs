@@ -336,6 +336,7 @@ fn kinds(heard: &[Message]) -> Vec<Vec<u8>> {
             key: [1; 32],
             mac: [2; 32],
             signature: [[3; 32], [4; 32]],
+            channel: [5; 32],
         }),
         Message::Prune,
         Message::IHave(vec![(PeerId(3), 4)]),

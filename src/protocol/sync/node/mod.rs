@@ -48,7 +48,7 @@ use crate::protocol::engine::{Candidate, EngineConfig, ReconciliationEngine, Tru
 use crate::protocol::error::WriteError;
 use crate::protocol::event::{Hash32, P2PEvent};
 use crate::protocol::identity::Identity;
-use crate::protocol::room::{Handshake, RoomSecret};
+use crate::protocol::room::{Channel, Handshake, RoomSecret};
 use crate::protocol::snapshot::{SnapshotError, StateSnapshot};
 use crate::protocol::sorted_map::SortedMap;
 use crate::protocol::value::JsonValue;
@@ -694,14 +694,23 @@ impl SyncNode {
         self.changes_wanted && self.engine.has_changes()
     }
 
-    /// A connection to `peer` opened: both sides send a digest at once.
+    /// A connection to `peer` opened, under no channel its handshake can
+    /// be bound to (a relayed link, the room's server peer; see
+    /// [`connect_over`](Self::connect_over)).
     pub fn connect(&mut self, peer: PeerId, now_ms: u64) {
+        self.connect_over(peer, &Channel::unbound(), now_ms);
+    }
+
+    /// A connection to `peer` opened over `channel` (a WebRTC data
+    /// channel's fingerprints): in a room with a secret the handshake is
+    /// bound to it, else both sides send a digest at once.
+    pub fn connect_over(&mut self, peer: PeerId, channel: &Channel, now_ms: u64) {
         self.last_input_ms = self.last_input_ms.max(now_ms);
         let stats = self.past_stats.remove(&peer).unwrap_or_default();
         let handshake = self.needs_handshake().then(|| {
             self.nonces += 1;
             let nonce = blake3::keyed_hash(&self.config.nonce_seed, &self.nonces.to_le_bytes());
-            Handshake::new(self.peer(), peer, *nonce.as_bytes())
+            Handshake::new(self.peer(), peer, *nonce.as_bytes(), channel)
         });
         let hello = handshake.as_ref().map(|h| Message::Hello {
             nonce: h.my_nonce(),

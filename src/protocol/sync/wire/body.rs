@@ -124,11 +124,13 @@ pub fn put_message(out: &mut Vec<u8>, message: &Message) {
             key,
             mac,
             signature,
+            channel,
         }) => {
             w.variant(14);
             w.bytes(key);
             w.bytes(mac);
             w.bytes(signature.as_flattened());
+            w.bytes(channel);
         }
         Message::Overlay(overlay) => {
             w.variant(15);
@@ -271,6 +273,7 @@ fn read_message(r: &mut Postcard) -> Message {
             key: r.array(),
             mac: r.array(),
             signature: [r.array(), r.array()],
+            channel: r.array(),
         }),
         15 => {
             let shuffle = match r.u32() {

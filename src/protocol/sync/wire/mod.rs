@@ -36,8 +36,10 @@ use crate::protocol::room::Proof;
 /// names the snapshot gzipped too, when its sender has that form. 6: event
 /// batches of format 2, whose key references, timestamps and value
 /// lengths may be run-coded (a peer of 5 would refuse each batch as
-/// malformed).
-pub const PROTOCOL_VERSION: u8 = 6;
+/// malformed). 7: a handshake's proof names the connection it was made
+/// for (`Proof::channel`; a peer of 6 would fail every handshake as if
+/// the secret were wrong).
+pub const PROTOCOL_VERSION: u8 = 7;
 /// The largest frame sent or accepted.
 pub const MAX_FRAME: usize = 64 * 1024;
 /// The largest message reassembled from chunks (a snapshot travels in its

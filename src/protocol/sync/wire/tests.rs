@@ -328,6 +328,7 @@ fn random_message(rng: &mut Rng, pool: &[P2PEvent]) -> Message {
             key: bytes(rng),
             mac: bytes(rng),
             signature: [bytes(rng), bytes(rng)],
+            channel: bytes(rng),
         }),
         15 if rng.chance(0.5) => Message::Overlay(OverlayMessage::Shuffle(peers(rng))),
         15 => Message::Overlay(OverlayMessage::ShuffleReply(peers(rng))),
