@@ -591,3 +591,152 @@ fn an_events_message_carries_at_most_a_runs_worth() {
     assert!(sizes.iter().all(|&n| n <= MAX_RUN));
     assert_eq!(b.engine().clock(), a.engine().clock(), "everything arrived");
 }
+
+/// Three signed nodes that reconcile conflicts under `doc/`.
+fn reconciling_signed_room() -> Vec<SyncNode> {
+    use cpc_sync::protocol::ConflictPolicy;
+    let mut nodes: Vec<SyncNode> = (1..=3)
+        .map(|seed| common::signed_node(seed, SyncConfig::default()))
+        .collect();
+    for n in &mut nodes {
+        n.engine_mut().set_policy("doc/", ConflictPolicy::Reconcile);
+    }
+    nodes
+}
+
+/// Connects each of `nodes` to every other.
+fn connect_all(nodes: &mut [SyncNode], now: u64) {
+    let ids: Vec<PeerId> = nodes.iter().map(|n| n.peer()).collect();
+    for n in nodes.iter_mut() {
+        for &id in &ids {
+            if id != n.peer() {
+                n.connect(id, now);
+            }
+        }
+    }
+}
+
+/// In a signed room a reconciliation request carries its siblings in the
+/// whole runs holding them, and a run may go on past its sibling, to
+/// other keys: the resolver still settles the conflicted key, not the key
+/// a run happens to end on.
+#[test]
+fn a_signed_conflict_settles_when_its_siblings_runs_go_on_to_other_keys() {
+    let mut nodes = reconciling_signed_room();
+    // Each writes the key, then others after it, in one burst: one run.
+    for (i, n) in nodes.iter_mut().enumerate() {
+        let value = json(&format!("\"{i}\""));
+        n.write(|e| e.set("doc/x", value, 1_000).map(Some)).unwrap();
+        for k in 0..3 {
+            let key = format!("z/{i}-{k}");
+            n.write(|e| e.set(&key, json("1"), 1_000).map(Some))
+                .unwrap();
+        }
+        n.take_outputs();
+    }
+    connect_all(&mut nodes, 1_000);
+    let mut refs: Vec<&mut SyncNode> = nodes.iter_mut().collect();
+    route(&mut refs, 1_000);
+    for n in refs.iter_mut() {
+        n.verify_received(1_000);
+    }
+    route(&mut refs, 1_000);
+    assert!(
+        refs.iter().all(|n| n.engine().conflicts().len() == 1),
+        "the key is conflicted everywhere"
+    );
+    let mut requests = 0;
+    let mut responses = Vec::new();
+    for round in 0..10u64 {
+        let now = 2_000 + round * 1_000;
+        for n in refs.iter_mut() {
+            n.tick(now);
+        }
+        let traffic = route(&mut refs, now);
+        requests += traffic
+            .others
+            .0
+            .iter()
+            .filter(|(_, o)| matches!(o, Output::Reconciliation { outgoing: true, .. }))
+            .count();
+        for (_, o) in &traffic.others.0 {
+            if let Output::Reconciliation {
+                outgoing: true,
+                json,
+                ..
+            } = o
+            {
+                if json.contains("RECONCILIATION_RESPONSE") {
+                    responses.push(json.clone());
+                }
+            }
+        }
+    }
+    assert!(requests > 0, "settled by the reconciliation exchange");
+    // Each answer is about the conflicted key: its resolution, not the
+    // last key of a sibling's run.
+    assert!(!responses.is_empty());
+    for response in &responses {
+        assert!(
+            response.contains(r#""key":"doc/x","op":{"register":{"write":{"value":"#)
+                && response.contains(r#""resolution":true"#),
+            "{response}"
+        );
+    }
+    let state = refs[0].engine().state_json();
+    for n in &refs {
+        assert!(
+            n.engine().conflicts().is_empty(),
+            "peer {} still has {:?}",
+            n.peer(),
+            n.engine().conflicts()
+        );
+        assert_eq!(n.engine().state_json(), state);
+    }
+}
+
+/// A signed reconciliation message carries as many of its siblings' runs
+/// as one message may (16 MiB): runs of large values, three writers' of
+/// ~10 MiB each, no longer make a message every receiver refuses (and
+/// charges its honest sender for) at each reconcile tick. A run left out
+/// arrives by anti-entropy, and the conflict settles all the same.
+#[test]
+fn a_reconciliation_message_stays_within_what_a_receiver_takes() {
+    let mut nodes = reconciling_signed_room();
+    let big = json(&format!("\"{}\"", "v".repeat(10_000)));
+    for (i, n) in nodes.iter_mut().enumerate() {
+        let value = json(&format!("\"{i}\""));
+        n.write(|e| e.set("doc/x", value, 1_000).map(Some)).unwrap();
+        for k in 0..1_000 {
+            let key = format!("z/{i}-{k}");
+            n.write(|e| e.set(&key, big.clone(), 1_000).map(Some))
+                .unwrap();
+        }
+        n.take_outputs();
+    }
+    connect_all(&mut nodes, 1_000);
+    let mut refs: Vec<&mut SyncNode> = nodes.iter_mut().collect();
+    let mut refused = Vec::new();
+    for round in 0..10u64 {
+        let now = 2_000 + round * 1_000;
+        for n in refs.iter_mut() {
+            n.tick(now);
+        }
+        for (at, o) in route(&mut refs, now).others.0 {
+            if let Output::Rejected { refusal, .. } = o {
+                refused.push(format!("{at}: {refusal}"));
+            }
+        }
+    }
+    assert!(
+        refused.is_empty(),
+        "{} refusals, the first {:?}",
+        refused.len(),
+        refused.first()
+    );
+    let state = refs[0].engine().state_json();
+    for n in &refs {
+        assert!(n.engine().conflicts().is_empty());
+        assert_eq!(n.engine().state_json(), state);
+    }
+}
