@@ -248,7 +248,8 @@ fn transcript(
 /// another's fingerprint).
 ///
 /// Without it a member who held a connection to each of two others,
-/// under the other's id (signaling forged with the room's key), could pass
+/// under the other's id (a signaling server that is a member too: it
+/// routes every offer, and the room's key seals them), could pass
 /// their handshakes along and then sit between them: read what they send,
 /// drop some of it, and put junk in that each would blame on the other.
 /// With it, each end's proof names fingerprints the far end does not see
