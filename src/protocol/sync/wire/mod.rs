@@ -387,6 +387,11 @@ fn decode_message(body: &[u8]) -> Result<Message, WireError> {
 #[derive(Debug, Default)]
 pub struct Reassembler {
     current: Option<Partial>,
+    /// The message last refused as too large: its other chunks are dropped
+    /// unread, so that one message is one refusal. Each chunk was refused
+    /// (a point each), and a peer that sent one message too large, by a
+    /// bug or an estimate gone wrong, was cut off by its 257th chunk.
+    too_large: Option<u32>,
 }
 
 #[derive(Debug)]
@@ -407,8 +412,14 @@ impl Reassembler {
             bytes,
         } = chunk;
         if count as u64 * MAX_FRAME as u64 > MAX_MESSAGE as u64 + MAX_FRAME as u64 {
+            if self.too_large == Some(message_id) && index > 0 {
+                return Ok(None);
+            }
+            self.current = None;
+            self.too_large = Some(message_id);
             return Err(WireError::MessageTooLarge(count as u64));
         }
+        self.too_large = None;
         if index == 0 {
             self.current = Some(Partial {
                 message_id,

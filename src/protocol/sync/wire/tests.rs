@@ -227,6 +227,49 @@ fn bad_frames_are_typed_errors() {
     assert!(matches!(r.push(huge), Err(WireError::MessageTooLarge(_))));
 }
 
+/// A message too large is refused once, at its first chunk: the rest of
+/// its chunks are dropped unread (each had been refused, at a point each:
+/// one honest message too large cut its sender off). The next message is
+/// joined as ever, and another one too large is refused again.
+#[test]
+fn a_message_too_large_is_one_refusal() {
+    let chunk = |message_id, index, count| Chunk {
+        message_id,
+        index,
+        count,
+        bytes: vec![],
+    };
+    let count = (MAX_MESSAGE / MAX_FRAME + 2) as u32;
+    let mut r = Reassembler::default();
+    let refusals = (0..count)
+        .map(|i| r.push(chunk(7, i, count)))
+        .filter(|pushed| pushed.is_err())
+        .count();
+    assert_eq!(refusals, 1);
+    let leaf = Message::LeafState {
+        index: 1,
+        state: vec![3; 100_000],
+    };
+    let frames = encode(&leaf, 8);
+    assert_eq!(frames.len(), 2);
+    let mut joined = None;
+    for frame in frames {
+        let Ok(Decoded::Chunk(c)) = decode(&frame) else {
+            panic!("a chunk");
+        };
+        joined = r.push(c).unwrap();
+    }
+    assert_eq!(joined, Some(leaf));
+    assert!(r.push(chunk(9, 0, count)).is_err());
+    // Its id again after another message: a new message, refused anew.
+    assert!(r.push(chunk(9, 1, count)).is_ok());
+    assert!(matches!(
+        r.push(chunk(7, 3, 4)),
+        Err(WireError::BadChunk { .. })
+    ));
+    assert!(r.push(chunk(9, 2, count)).is_err());
+}
+
 /// A message of every kind with random fields; its events drawn from
 /// `pool`.
 fn random_message(rng: &mut Rng, pool: &[P2PEvent]) -> Message {
