@@ -1086,6 +1086,59 @@ fn a_sweep_of_leaf_queries_is_answered_within_a_budget() {
     room.still_converge(0);
 }
 
+/// A leaf rests on whole signed runs, and three runs of 6 MB values in
+/// one leaf make a copy larger than a message: it is not sent, where it
+/// was sent as a message the asker refused (a point) at every ask.
+#[test]
+fn a_leaf_too_large_for_a_message_is_not_sent() {
+    let mut room = Room::new(EngineConfig::default());
+    let leaf = digest::leaf_of("doc");
+    let keys: Vec<String> = (0..)
+        .map(|i| format!("big{i}"))
+        .filter(|k| digest::leaf_of(k) == leaf)
+        .take(3)
+        .collect();
+    let big = json(&format!("\"{}\"", "v".repeat(6 << 20)));
+    for key in &keys {
+        room.a
+            .write(|e| e.set(key, big.clone(), NOW).map(Some))
+            .unwrap();
+    }
+    room.a
+        .write(|e| e.set("doc", json("1"), NOW).map(Some))
+        .unwrap();
+    room.pump();
+    let mallory = room.mallory.peer();
+    let _ = room.a.take_outputs();
+    room.mallory_sends(&Message::LeafQuery {
+        index: u32::from(leaf),
+    });
+    // In chunks, which `sent_to` leaves out: counted as bytes.
+    let sent: usize = (room.a.take_outputs().into_iter())
+        .filter_map(|output| match output {
+            Output::Send { to, frame } if to == mallory => Some(frame.len()),
+            _ => None,
+        })
+        .sum();
+    assert!(sent < 1 << 20, "{sent} B went: a leaf over 16 MiB");
+    // A leaf of small values is answered as ever.
+    let small = (0..)
+        .map(|i| format!("s{i}"))
+        .find(|k| digest::leaf_of(k) != leaf)
+        .unwrap();
+    room.a
+        .write(|e| e.set(&small, json("1"), NOW).map(Some))
+        .unwrap();
+    room.pump();
+    let _ = room.a.take_outputs();
+    room.mallory_sends(&Message::LeafQuery {
+        index: u32::from(digest::leaf_of(&small)),
+    });
+    assert!(sent_to(&mut room.a, mallory)
+        .into_iter()
+        .any(|m| matches!(m, Message::LeafState { .. })));
+}
+
 /// A snapshot window asked for again and again (a request of ~60 bytes
 /// answered with up to 1 MiB) goes again only within a byte budget each
 /// gossip interval; every byte of the snapshot still goes once as a

@@ -22,6 +22,12 @@ use crate::protocol::sync::transfer::{
 };
 use crate::protocol::sync::wire::{Gzipped, Message};
 
+/// The largest copy of a leaf sent: what one message carries
+/// ([`MAX_MESSAGE`](crate::protocol::sync::wire::MAX_MESSAGE)), less room
+/// for its envelope. A leaf rests on whole signed runs, each up to a
+/// message's size, so a few runs of large values make a leaf larger.
+const MAX_LEAF_STATE: usize = crate::protocol::sync::wire::MAX_MESSAGE - 1024;
+
 impl SyncNode {
     /// The snapshot to offer, kept last: the newest kept one while the
     /// log still reaches back to it (a durable node's last fold, or one
@@ -691,6 +697,12 @@ impl SyncNode {
         // Our writes are sealed first: the copy carries signed runs only.
         self.flush_local();
         let state = self.engine.leaf_state(index as u16).encode();
+        if state.len() > MAX_LEAF_STATE {
+            // A message the asker would refuse (and charge us for) at
+            // every ask: the leaf is left unrepaired instead, its keys
+            // healing when they are written again.
+            return;
+        }
         if let Some(session) = self.sessions.get_mut(&from) {
             session.spent.leaf_bytes += state.len();
         }
