@@ -24,7 +24,8 @@ export type ErrorCode =
   | "STORAGE"
   | "TRANSPORT"
   | "UNSUPPORTED"
-  | "EXHAUSTED";
+  | "EXHAUSTED"
+  | "TOO_LARGE";
 /** An error of cpc-sync: `Error`, `TypeError` or `RangeError`, with a code. */
 export interface PeerError extends Error {
   code: ErrorCode;
@@ -54,6 +55,8 @@ pub enum Code {
     Unsupported,
     /// This peer has used up its sequence numbers.
     Exhausted,
+    /// A write too large to travel to other peers.
+    TooLarge,
 }
 
 impl Code {
@@ -69,6 +72,7 @@ impl Code {
             Code::Transport => "TRANSPORT",
             Code::Unsupported => "UNSUPPORTED",
             Code::Exhausted => "EXHAUSTED",
+            Code::TooLarge => "TOO_LARGE",
         }
     }
 }
@@ -145,6 +149,7 @@ impl From<WriteError> for PeerError {
             WriteError::InvalidValue(_) => PeerError::type_error(Code::InvalidJson, message),
             WriteError::ReservedKey { .. } => PeerError::range_error(Code::ReservedKey, message),
             WriteError::SequenceExhausted => PeerError::new(Code::Exhausted, message),
+            WriteError::TooLarge { .. } => PeerError::range_error(Code::TooLarge, message),
         }
     }
 }

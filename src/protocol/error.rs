@@ -21,6 +21,11 @@ pub enum WriteError {
     ReservedKey { key: String },
     #[error("this peer's sequence numbers are exhausted")]
     SequenceExhausted,
+    #[error(
+        "a write of {bytes} bytes (key and value) is over the limit of {limit}: \
+         it could not travel to other peers; split the value over several keys"
+    )]
+    TooLarge { bytes: usize, limit: usize },
 }
 
 /// Why an event or a message from another peer (or from our own storage)

@@ -142,6 +142,18 @@ impl Operation {
         }
     }
 
+    /// Bytes of the value (or member) the operation carries; a counter's
+    /// increment counts as 8.
+    pub fn value_len(&self) -> usize {
+        match self {
+            Operation::Register(RegisterOp::Write { value, .. })
+            | Operation::Set(SetOp::Add { member: value, .. })
+            | Operation::Set(SetOp::Remove { member: value, .. }) => value.as_str().len(),
+            Operation::Counter(CounterOp::Increment { .. }) => 8,
+            _ => 0,
+        }
+    }
+
     /// What the operation observed, as a clock of dots (every kind but
     /// the counter's, whose delete observes shares).
     pub fn observed_clock(&self) -> Option<&VectorClock> {
@@ -318,25 +330,12 @@ impl P2PEvent {
     /// high side (its key spelled out, clock entries at their widest
     /// usual size, a run header and its peer's key of its own).
     pub fn approx_size(&self) -> usize {
-        let (value, entries) = match &self.op {
-            Operation::Register(RegisterOp::Write {
-                value, observed, ..
-            })
-            | Operation::Set(SetOp::Add {
-                member: value,
-                observed,
-            })
-            | Operation::Set(SetOp::Remove {
-                member: value,
-                observed,
-            }) => (value.as_str().len(), observed.len()),
-            Operation::Register(RegisterOp::Delete { observed })
-            | Operation::Set(SetOp::Delete { observed }) => (0, observed.len()),
-            Operation::Counter(CounterOp::Delete { observed }) => (0, 2 * observed.len()),
-            Operation::Counter(CounterOp::Increment { .. }) => (8, 0),
+        let entries = match &self.op {
+            Operation::Counter(CounterOp::Delete { observed }) => 2 * observed.len(),
+            op => op.observed_clock().map_or(0, VectorClock::len),
         };
         let seal = if self.seal.is_some() { 40 + 65 } else { 0 };
-        8 + self.key.len() + value + 6 * (entries + self.deps.len()) + seal
+        8 + self.key.len() + self.op.value_len() + 6 * (entries + self.deps.len()) + seal
     }
 
     /// Every event this one needs applied first: its origin's previous event,

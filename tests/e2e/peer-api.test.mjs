@@ -217,6 +217,7 @@ test("every refusal is an Error subclass with a stable code", async () => {
       return peer.add("s", o);
     });
     await attempt("reserved key", () => peer.set("\u0000cpc/policy/x", "lww"));
+    await attempt("too large", () => peer.set("big", "v".repeat(9 * 1024 * 1024)));
     await attempt("fraction", () => peer.increment("n", 1.5));
     await attempt("not a number", () => peer.increment("n", "1"));
     await peer.close();
@@ -239,6 +240,7 @@ test("every refusal is an Error subclass with a stable code", async () => {
     "not JSON": ["TypeError", "INVALID_JSON"],
     "a cycle": ["TypeError", "INVALID_JSON"],
     "reserved key": ["RangeError", "RESERVED_KEY"],
+    "too large": ["RangeError", "TOO_LARGE"],
     fraction: ["RangeError", "INVALID_ARGUMENT"],
     "not a number": ["TypeError", "INVALID_ARGUMENT"],
     closed: ["Error", "CLOSED"],

@@ -740,3 +740,66 @@ fn a_reconciliation_message_stays_within_what_a_receiver_takes() {
         assert_eq!(n.engine().state_json(), state);
     }
 }
+
+/// A burst of large values seals into runs that each travel in one
+/// message: 200 values of 100 KB (20 MB) reach a signed peer whole.
+#[test]
+fn a_burst_of_large_values_reaches_a_signed_peer() {
+    let mut a = common::signed_node(1, SyncConfig::default());
+    let mut b = common::signed_node(2, SyncConfig::default());
+    let big = json(&format!("\"{}\"", "v".repeat(100_000)));
+    a.write(|e| {
+        for k in 0..200 {
+            e.set(&format!("doc/{k}"), big.clone(), 1_000)?;
+        }
+        Ok(None)
+    })
+    .unwrap();
+    a.take_outputs();
+    let mut others = sync(&mut a, &mut b, 2_000).others.0;
+    for round in 0..5 {
+        let now = 3_000 + round * 1_000;
+        for n in [&mut a, &mut b] {
+            n.verify_received(now);
+            n.tick(now);
+        }
+        others.extend(route(&mut [&mut a, &mut b], now).others.0);
+    }
+    let refused: Vec<String> = (others.iter())
+        .filter_map(|(at, o)| match o {
+            Output::Rejected { refusal, .. } => Some(format!("{at}: {refusal}")),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "{} refused: {:?}",
+        refused.len(),
+        refused.first()
+    );
+    assert_eq!(b.engine().clock(), a.engine().clock());
+    assert_eq!(b.engine().state_json(), a.engine().state_json());
+}
+
+/// A write too large to travel to anyone is refused, typed, and nothing
+/// is made of it; one at the limit is taken.
+#[test]
+fn a_write_too_large_to_travel_is_refused() {
+    use cpc_sync::protocol::engine::MAX_WRITE_BYTES;
+    use cpc_sync::protocol::WriteError;
+    let mut a = common::signed_node(1, SyncConfig::default());
+    let key = "doc/big";
+    // A JSON string's bytes: its characters and two quotes.
+    let value = |len: usize| json(&format!("\"{}\"", "v".repeat(len - 2)));
+    let over = value(MAX_WRITE_BYTES - key.len() + 1);
+    let refused = a.write(|e| e.set(key, over, 1_000).map(Some));
+    assert!(
+        matches!(refused, Err(WriteError::TooLarge { bytes, limit })
+            if bytes == MAX_WRITE_BYTES + 1 && limit == MAX_WRITE_BYTES),
+        "{refused:?}"
+    );
+    assert_eq!(a.engine().clock().total(), 0, "nothing made");
+    let at = value(MAX_WRITE_BYTES - key.len());
+    a.write(|e| e.set(key, at, 1_000).map(Some)).unwrap();
+    assert_eq!(a.engine().clock().total(), 1);
+}

@@ -1,5 +1,5 @@
 use super::policy::room_policy_key;
-use super::{ConflictPolicy, ReconciliationEngine};
+use super::{ConflictPolicy, ReconciliationEngine, MAX_RUN_BYTES, MAX_WRITE_BYTES};
 use crate::protocol::entity::EntityState;
 use crate::protocol::error::WriteError;
 use crate::protocol::event::{CounterOp, EventId, Kind, Operation, P2PEvent, RegisterOp, SetOp};
@@ -246,20 +246,38 @@ impl ReconciliationEngine {
     }
 
     /// This peer's events after `after`, in the log: sealed by `identity`
-    /// in runs of at most [`MAX_RUN`] when there is one, so relays keep the
-    /// seals. The caller persists and sends them.
+    /// in runs of at most [`MAX_RUN`] events and [`MAX_RUN_BYTES`] when
+    /// there is one, so relays keep the seals and each run travels in one
+    /// message. The caller persists and sends them.
     pub fn seal_own(&mut self, identity: Option<&Identity>, after: u64) -> Vec<&P2PEvent> {
         let (peer, upto) = (self.peer, self.applied.get(self.peer));
         if let Some(identity) = identity {
             debug_assert_eq!(identity.peer(), peer, "the engine's id is the identity's");
             let mut first = after.saturating_add(1).max(self.log.first_seq(peer));
             while first <= upto {
-                let last = upto.min(first + MAX_RUN as u64 - 1);
+                let last = self.run_end(first, upto);
                 seal::seal(identity, self.log.run_mut(peer, first, last));
                 first = last + 1;
             }
         }
         self.logged(&[(peer, after, upto)])
+    }
+
+    /// Where a run of ours starting at `first` ends (at most at `upto`):
+    /// its [`MAX_RUN`]th event, or the last before its bytes would pass
+    /// [`MAX_RUN_BYTES`] (one event at least: a write is at most
+    /// [`MAX_WRITE_BYTES`]).
+    fn run_end(&self, first: u64, upto: u64) -> u64 {
+        let last = upto.min(first + MAX_RUN as u64 - 1);
+        let mut bytes = 0;
+        for seq in first..=last {
+            let event = self.log.get(EventId::new(self.peer, seq));
+            bytes += event.map_or(0, P2PEvent::approx_size);
+            if bytes > MAX_RUN_BYTES && seq > first {
+                return seq - 1;
+            }
+        }
+        last
     }
 
     /// Up to where this peer's own events are sealed (with `signed`), or
@@ -296,6 +314,13 @@ impl ReconciliationEngine {
         now_ms: u64,
         keep: impl FnOnce(&P2PEvent) -> T,
     ) -> Result<T, WriteError> {
+        let bytes = key.len() + op.value_len();
+        if bytes > MAX_WRITE_BYTES {
+            return Err(WriteError::TooLarge {
+                bytes,
+                limit: MAX_WRITE_BYTES,
+            });
+        }
         // Only a lie could bring our own count near the end (nothing remote
         // may raise it), but a wrap would reuse sequence 0: refuse instead.
         let seq = self

@@ -79,6 +79,22 @@ pub struct EngineConfig {
 /// share of the queue in gigabytes, for as long as the engine runs.
 pub const HOLDING_BYTES_PER_ORIGIN: usize = 16 << 20;
 
+/// The most bytes (by [`P2PEvent::approx_size`](crate::protocol::P2PEvent::approx_size))
+/// one of our sealed runs takes: a run travels whole, in one message, and
+/// a message of more than 16 MiB (the sync layer's `MAX_MESSAGE`) is
+/// refused by every receiver. Runs were cut at [`MAX_RUN`](crate::protocol::seal::MAX_RUN)
+/// events only, so a burst of 200 values of 100 KB made one run of 20 MB
+/// that never reached anyone. 1 MiB under a message's bytes: a run's seal
+/// and the message's envelope.
+pub const MAX_RUN_BYTES: usize = 15 << 20;
+
+/// The most bytes a write's key and value may take together: one event
+/// must fit a run ([`MAX_RUN_BYTES`]) with its clocks (up to the room's
+/// origins, ~6 bytes an entry). A larger write is refused
+/// ([`WriteError::TooLarge`](crate::protocol::WriteError::TooLarge))
+/// rather than made and never delivered.
+pub const MAX_WRITE_BYTES: usize = 8 << 20;
+
 /// The default bound on the bytes of all held events: four origins'
 /// shares, as the counts are (100,000 events, 25,000 an origin). In
 /// memory a held event takes its 160 bytes (which the counts bound) and
