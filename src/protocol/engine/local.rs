@@ -255,29 +255,18 @@ impl ReconciliationEngine {
             debug_assert_eq!(identity.peer(), peer, "the engine's id is the identity's");
             let mut first = after.saturating_add(1).max(self.log.first_seq(peer));
             while first <= upto {
-                let last = self.run_end(first, upto);
-                seal::seal(identity, self.log.run_mut(peer, first, last));
-                first = last + 1;
+                let last = upto.min(first + MAX_RUN as u64 - 1);
+                let events = self.log.run_mut(peer, first, last);
+                let len = within_run_bytes(events);
+                let run = &mut events[..len];
+                if run.is_empty() {
+                    break;
+                }
+                seal::seal(identity, run);
+                first += run.len() as u64;
             }
         }
         self.logged(&[(peer, after, upto)])
-    }
-
-    /// Where a run of ours starting at `first` ends (at most at `upto`):
-    /// its [`MAX_RUN`]th event, or the last before its bytes would pass
-    /// [`MAX_RUN_BYTES`] (one event at least: a write is at most
-    /// [`MAX_WRITE_BYTES`]).
-    fn run_end(&self, first: u64, upto: u64) -> u64 {
-        let last = upto.min(first + MAX_RUN as u64 - 1);
-        let mut bytes = 0;
-        for seq in first..=last {
-            let event = self.log.get(EventId::new(self.peer, seq));
-            bytes += event.map_or(0, P2PEvent::approx_size);
-            if bytes > MAX_RUN_BYTES && seq > first {
-                return seq - 1;
-            }
-        }
-        last
     }
 
     /// Up to where this peer's own events are sealed (with `signed`), or
@@ -349,4 +338,18 @@ impl ReconciliationEngine {
         }
         Ok(kept)
     }
+}
+
+/// How many of `events` (a run's worth of ours, in order) one run takes:
+/// all, or those before their bytes would pass [`MAX_RUN_BYTES`]; one at
+/// least (a write is at most [`MAX_WRITE_BYTES`]).
+fn within_run_bytes(events: &[P2PEvent]) -> usize {
+    let mut bytes = 0;
+    for (i, e) in events.iter().enumerate() {
+        bytes += e.approx_size();
+        if bytes > MAX_RUN_BYTES && i > 0 {
+            return i;
+        }
+    }
+    events.len()
 }
