@@ -734,9 +734,7 @@ impl SyncNode {
         for step in steps {
             if let ReconcileStep::Request(mut request) = step {
                 let to = request.target_peer_id;
-                if self.signed() {
-                    request.conflicting_events = self.widen_to_runs(&request.conflicting_events);
-                }
+                request.conflicting_events = self.to_send(&request.conflicting_events);
                 self.log_reconciliation(to, true, &request);
                 self.send(to, &Message::ReconciliationRequest(request));
             }
@@ -810,9 +808,7 @@ impl SyncNode {
                 // them it would be held, and its number made again).
                 self.absorb(Some(from));
                 self.flush_local();
-                if self.signed() {
-                    response.resolution_events = self.widen_to_runs(&response.resolution_events);
-                }
+                response.resolution_events = self.to_send(&response.resolution_events);
                 self.log_reconciliation(from, true, &response);
                 if let Some(session) = self.sessions.get_mut(&from) {
                     for e in &response.resolution_events {
@@ -847,15 +843,17 @@ impl SyncNode {
         self.absorb(Some(from));
     }
 
-    /// `events` widened to the whole sealed runs holding them, as kept here
-    /// (log or archive; a run not kept whole is left out), by origin and
-    /// sequence: what a receiver in a signed room can verify. As many runs
-    /// as one message takes, in `events`' order: a receiver refuses a
-    /// message of more than [`MAX_MESSAGE`](wire::MAX_MESSAGE) bytes or
-    /// [`MAX_MESSAGE_EVENTS`](wire::MAX_MESSAGE_EVENTS) events (each of
-    /// its chunks, at a point each), and ours would be made again at every
-    /// reconcile tick. A run left out reaches it by anti-entropy.
-    fn widen_to_runs(&self, events: &[P2PEvent]) -> Vec<P2PEvent> {
+    /// What of a reconciliation message's `events` to send, by origin and
+    /// sequence. In a signed room each is widened to the whole sealed run
+    /// holding it, as kept here (log or archive; a run not kept whole is
+    /// left out): what a receiver can verify. As many runs (or events) as
+    /// one message takes, in `events`' order: a receiver refuses a message
+    /// of more than [`MAX_MESSAGE`](wire::MAX_MESSAGE) bytes or
+    /// [`MAX_MESSAGE_EVENTS`](wire::MAX_MESSAGE_EVENTS) events, and ours
+    /// would be made again at every reconcile tick. What is left out
+    /// reaches it by anti-entropy.
+    fn to_send(&self, events: &[P2PEvent]) -> Vec<P2PEvent> {
+        let signed = self.signed();
         // `approx_size` is on the high side of a batch's bytes; the rest
         // of the message (its header, ids) is under the slack.
         const BYTES: usize = wire::MAX_MESSAGE - 64 * 1024;
@@ -869,7 +867,10 @@ impl SyncNode {
             if taken.contains(&event.id) {
                 continue;
             }
-            let run = self.engine.sealed_run_of(event.id).unwrap_or_default();
+            let run = match signed {
+                true => self.engine.sealed_run_of(event.id).unwrap_or_default(),
+                false => std::slice::from_ref(event),
+            };
             let size: usize = run.iter().map(P2PEvent::approx_size).sum();
             if runs.len() + run.len() > wire::MAX_MESSAGE_EVENTS || bytes + size > BYTES {
                 continue;
