@@ -25,7 +25,6 @@ use serde::{Deserialize, Serialize};
 use super::clock::PeerId;
 use super::identity::{self, peer_id_of, Identity, PublicKey, Signature};
 use crate::protocol::blake3;
-use crate::protocol::error::prefix_within;
 
 /// Why a signaling payload or a handshake was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -266,10 +265,15 @@ pub struct Channel {
     theirs: String,
 }
 
-/// The longest fingerprint taken from a description (sha-512's is 128
-/// hex digits and 63 colons); a longer one is cut here, on both ends
-/// alike.
+/// The longest fingerprint read from a description (sha-512's is 128
+/// hex digits and 63 colons); a description with a longer one binds
+/// nothing (no browser makes one).
 const MAX_FINGERPRINT: usize = 256;
+
+/// The most distinct fingerprints read from one description (RFC 8122
+/// lets a certificate be named under several hash functions; browsers
+/// name it once per section, under one).
+const MAX_FINGERPRINTS: usize = 8;
 
 impl Channel {
     /// A link under no channel the handshake can name.
@@ -277,13 +281,23 @@ impl Channel {
         Channel::default()
     }
 
-    /// The channel of a WebRTC connection: the first DTLS fingerprint of
-    /// the local description (`mine`) and of the remote one (`theirs`).
-    /// `None` when either lacks one (a browser would not have connected).
+    /// The channel of a WebRTC connection: every DTLS fingerprint the
+    /// local description names (`mine`) and every one the remote names
+    /// (`theirs`).
+    ///
+    /// Every one, not the first: the browser checks the far end's
+    /// certificate against the fingerprint of the section it uses, and
+    /// whoever forwards descriptions could put another before it. With all
+    /// of them bound, `theirs` must name exactly the fingerprints the far
+    /// end put in its own description.
+    ///
+    /// `None` when either names none, or one that cannot be read: the
+    /// connection cannot be bound, and must not be taken as unbound (two
+    /// unbound ends agree), so it is closed.
     pub fn from_sdp(local: &str, remote: &str) -> Option<Channel> {
         Some(Channel {
-            mine: fingerprint(local)?,
-            theirs: fingerprint(remote)?,
+            mine: fingerprints(local)?,
+            theirs: fingerprints(remote)?,
         })
     }
 
@@ -305,24 +319,39 @@ impl Channel {
     }
 }
 
-/// The first `a=fingerprint:` of a session description, its algorithm in
-/// lower case and its hex in upper case (RFC 8122 allows either case), at
-/// most [`MAX_FINGERPRINT`] bytes of it.
-fn fingerprint(sdp: &str) -> Option<String> {
-    let line = sdp
-        .lines()
-        .find_map(|line| line.trim().strip_prefix("a=fingerprint:"))?;
-    let (algorithm, hex) = line.trim().split_once(' ')?;
-    let hex = hex.trim();
-    if algorithm.is_empty() || hex.is_empty() {
-        return None;
+/// Every `a=fingerprint:` of a session description, each with its
+/// algorithm in lower case and its hex in upper case (RFC 8122 allows
+/// either case), sorted and without repeats, one a line. `None` if there
+/// is none, or any is malformed or longer than [`MAX_FINGERPRINT`], or
+/// there are more than [`MAX_FINGERPRINTS`].
+fn fingerprints(sdp: &str) -> Option<String> {
+    let mut prints = Vec::new();
+    for line in sdp.lines() {
+        let Some(line) = line.trim().strip_prefix("a=fingerprint:") else {
+            continue;
+        };
+        let (algorithm, hex) = line.trim().split_once(' ')?;
+        let hex = hex.trim();
+        if algorithm.is_empty() || hex.is_empty() {
+            return None;
+        }
+        let print = format!(
+            "{} {}",
+            algorithm.to_ascii_lowercase(),
+            hex.to_ascii_uppercase()
+        );
+        if print.len() > MAX_FINGERPRINT {
+            return None;
+        }
+        if !prints.contains(&print) {
+            if prints.len() == MAX_FINGERPRINTS {
+                return None;
+            }
+            prints.push(print);
+        }
     }
-    let print = format!(
-        "{} {}",
-        algorithm.to_ascii_lowercase(),
-        hex.to_ascii_uppercase()
-    );
-    Some(prefix_within(&print, MAX_FINGERPRINT).to_string())
+    prints.sort_unstable();
+    (!prints.is_empty()).then(|| prints.join("\n"))
 }
 
 /// One side of the handshake on one connection: both sides send a fresh
@@ -584,20 +613,55 @@ mod tests {
     }
 
     #[test]
-    fn a_fingerprint_is_read_from_a_description_in_either_case() {
+    fn every_fingerprint_is_read_from_a_description_in_either_case() {
         let chromium = "v=0\r\no=- 46 2 IN IP4 127.0.0.1\r\na=group:BUNDLE 0\r\n\
                         m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n\
-                        a=fingerprint:sha-256 4F:A0:1c\r\na=setup:actpass\r\n\
-                        a=fingerprint:sha-1 00:11\r\n";
+                        a=fingerprint:sha-256 4F:A0:1c\r\na=setup:actpass\r\n";
         let firefox = "v=0\na=fingerprint:SHA-256 4f:a0:1C\n";
-        assert_eq!(fingerprint(chromium).as_deref(), Some("sha-256 4F:A0:1C"));
-        assert_eq!(fingerprint(chromium), fingerprint(firefox));
-        assert_eq!(fingerprint("v=0\r\ns=-\r\n"), None);
-        assert_eq!(fingerprint("a=fingerprint:sha-256\r\n"), None);
+        assert_eq!(fingerprints(chromium).as_deref(), Some("sha-256 4F:A0:1C"));
+        assert_eq!(fingerprints(chromium), fingerprints(firefox));
+        // One certificate named in each section, or under two hashes.
+        let sections = format!("{firefox}m=application\na=fingerprint:sha-256 4F:A0:1C\n");
+        assert_eq!(fingerprints(&sections), fingerprints(firefox));
+        let two = format!("{chromium}a=fingerprint:sha-1 00:11\r\n");
+        assert_eq!(
+            fingerprints(&two).as_deref(),
+            Some("sha-1 00:11\nsha-256 4F:A0:1C")
+        );
+        // Nothing read is nothing bound: the connection is not taken.
+        assert_eq!(fingerprints("v=0\r\ns=-\r\n"), None);
+        assert_eq!(
+            fingerprints(&format!("{chromium}a=fingerprint:sha-256\r\n")),
+            None
+        );
         assert_eq!(Channel::from_sdp(chromium, "v=0"), None);
-        let long = format!("a=fingerprint:sha-256 {}", "AB:".repeat(1000));
-        assert_eq!(fingerprint(&long).map(|f| f.len()), Some(MAX_FINGERPRINT));
+        let long = format!("{chromium}a=fingerprint:sha-256 {}\r\n", "AB:".repeat(100));
+        assert_eq!(fingerprints(&long), None);
+        let many: String = (0..=MAX_FINGERPRINTS)
+            .map(|i| format!("a=fingerprint:sha-256 {i:02X}\n"))
+            .collect();
+        assert_eq!(fingerprints(&many), None);
         assert!(Channel::from_sdp(chromium, firefox).unwrap().is_bound());
         assert!(!Channel::unbound().is_bound());
+    }
+
+    /// Whoever forwards the descriptions (a signaling server that is a
+    /// member) gives each end the other's fingerprint first and its own in
+    /// the section the browser's DTLS checks. Each end's view of the far
+    /// end then names a certificate the far end does not have.
+    #[test]
+    fn a_fingerprint_slipped_in_beside_the_far_ends_is_found_out() {
+        let (a, b) = ("sha-256 0A:1B", "sha-256 2C:3D");
+        let (m1, m2) = ("sha-256 EE:01", "sha-256 EE:02");
+        let forged = |honest: &str, own: &str| {
+            format!(
+                "v=0\r\na=fingerprint:{honest}\r\nm=application 9 UDP/DTLS/SCTP\r\n\
+                 a=fingerprint:{own}\r\n"
+            )
+        };
+        let at_a = Channel::from_sdp(&sdp(a), &forged(b, m1)).unwrap();
+        let at_b = Channel::from_sdp(&sdp(b), &forged(a, m2)).unwrap();
+        let other = Err(RoomError::OtherChannel);
+        assert_eq!(views(&at_a, &at_b), (other.clone(), other));
     }
 }

@@ -339,16 +339,16 @@ impl Connection {
     }
 
     /// What this end sees of the connection's DTLS: its certificate's
-    /// fingerprint and the far end's, as the session descriptions name
-    /// them (what the room handshake is bound to; unbound before both are
-    /// set, which fails a handshake with a bound end).
-    pub fn channel(&self) -> Channel {
+    /// fingerprints and the far end's, as the session descriptions name
+    /// them (what the room handshake is bound to). `None` when they name
+    /// none that can be read: such a connection is closed, not taken as
+    /// unbound.
+    pub fn channel(&self) -> Option<Channel> {
         let sdp = |d: Option<RtcSessionDescription>| d.map(|d| d.sdp()).unwrap_or_default();
         Channel::from_sdp(
             &sdp(self.pc.current_local_description()),
             &sdp(self.pc.current_remote_description()),
         )
-        .unwrap_or_default()
     }
 
     /// Bytes waiting: in our queue plus in the channel's buffer.

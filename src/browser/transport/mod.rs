@@ -600,9 +600,24 @@ impl State {
         }
         match happening {
             Happening::Open => {
+                let Some(channel) = self.connections.get(&peer).and_then(Connection::channel)
+                else {
+                    // Descriptions naming no readable fingerprint: a
+                    // forwarder's doing, as no browser makes them.
+                    out.push(TransportEvent::Failed {
+                        peer: Some(peer),
+                        reason: "the connection's descriptions name no DTLS fingerprint \
+                                 the handshake can be bound to"
+                            .into(),
+                    });
+                    self.links.closed(peer, epoch, now_ms(), jitter());
+                    if self.drop_connection(peer) {
+                        out.push(TransportEvent::Link(peer, LinkState::Closed));
+                    }
+                    return;
+                };
                 self.links.opened(peer, epoch, now_ms());
-                let channel = self.connections.get(&peer).map(Connection::channel);
-                out.push(TransportEvent::Opened(peer, channel.unwrap_or_default()));
+                out.push(TransportEvent::Opened(peer, channel));
                 if let Some(c) = self.connections.get_mut(&peer) {
                     c.drain();
                 }
