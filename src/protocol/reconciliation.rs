@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::clock::PeerId;
 use super::event::P2PEvent;
+use super::text::Text;
 
 /// The `type` tag of a request: a string in JSON, one byte in binary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -36,6 +37,13 @@ pub struct ReconciliationRequest {
     pub message_type: RequestType,
     pub source_peer_id: PeerId,
     pub target_peer_id: PeerId,
+    /// The key in conflict. In a signed room the siblings travel in the
+    /// whole runs holding them, and a run may hold other keys too (even
+    /// keys every sibling's origin wrote), so the request names it. `None`
+    /// in the spec's shape: the key of its events, which are then all of
+    /// one key (`null` in JSON, read as missing too).
+    #[serde(default)]
+    pub key: Option<Text>,
     #[serde(with = "crate::protocol::codec::serde_events")]
     pub conflicting_events: Vec<P2PEvent>,
 }

@@ -453,6 +453,29 @@ fn an_oversized_snapshot_offer_is_refused_before_any_transfer() {
     room.still_converge(0);
 }
 
+/// A signed request carries whole runs, which may hold several keys, so
+/// it must name the one in conflict: one that names none is refused
+/// (counted), its runs not taken, and the peer keeps working.
+#[test]
+fn a_signed_request_that_names_no_key_is_refused() {
+    let mut room = Room::new(EngineConfig::default());
+    let (a, m) = (room.a.peer(), room.mallory.peer());
+    let events = room.mallory_writes(|e| {
+        e.set("rq/1", json("1"), NOW).unwrap();
+        e.set("rq/2", json("2"), NOW).unwrap();
+    });
+    room.mallory_sends(&Message::ReconciliationRequest(ReconciliationRequest {
+        message_type: Default::default(),
+        source_peer_id: m,
+        target_peer_id: a,
+        key: None,
+        conflicting_events: events,
+    }));
+    assert_eq!(room.a_rejected_from_mallory(), 1);
+    assert_eq!(room.a.engine().clock().get(m), 0, "its runs not taken");
+    room.still_converge(0);
+}
+
 #[test]
 fn reconciliation_requests_are_answered_at_most_so_many_per_interval() {
     let mut room = Room::new(EngineConfig::default());
@@ -470,6 +493,7 @@ fn reconciliation_requests_are_answered_at_most_so_many_per_interval() {
             message_type: Default::default(),
             source_peer_id: m,
             target_peer_id: a,
+            key: Some(key.as_str().into()),
             conflicting_events: vec![event],
         }));
     }
@@ -995,6 +1019,7 @@ fn a_refused_run_in_a_reconciliation_request_is_charged_once() {
         message_type: Default::default(),
         source_peer_id: m,
         target_peer_id: a,
+        key: Some("m/10".into()),
         conflicting_events: other,
     }));
     assert_eq!(room.a.engine().stats().equivocations, 1);

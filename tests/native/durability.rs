@@ -735,6 +735,7 @@ fn runs_from_a_request_are_not_pushed_back_to_the_requester() {
         message_type: RequestType::ReconciliationRequest,
         source_peer_id: b.peer(),
         target_peer_id: a.peer(),
+        key: Some("k".into()),
         conflicting_events: bs.clone(),
     });
     for frame in wire::encode(&request, 9) {

@@ -433,6 +433,7 @@ proptest! {
             message_type: Default::default(),
             source_peer_id: source,
             target_peer_id: target,
+            key: events.first().map(|e| e.key.clone()),
             conflicting_events: events.clone(),
         };
         prop_assert_eq!(request.to_json_text(), serde_json::to_string(&request).unwrap());
@@ -492,6 +493,7 @@ fn a_peers_unusual_value_leaves_the_message_well_formed() {
             message_type: Default::default(),
             source_peer_id: PeerId(1),
             target_peer_id: PeerId(2),
+            key: None,
             conflicting_events: vec![event],
         };
         let written = request.to_json_text();

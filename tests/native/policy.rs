@@ -293,6 +293,7 @@ fn a_lying_member_cannot_forge_room_state() {
         message_type: RequestType::ReconciliationRequest,
         source_peer_id: PeerId(9),
         target_peer_id: PeerId(1),
+        key: None,
         conflicting_events: vec![policy.clone(), rival],
     };
     let own = victim.clock().get(PeerId(1));

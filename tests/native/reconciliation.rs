@@ -63,13 +63,14 @@ fn the_requester_asks_the_lowest_origin_and_applies_its_answer() {
         "asked once"
     );
 
-    // The JSON form has exactly the spec's shape.
+    // The JSON form has the spec's shape, and names the key.
     let wire = serde_json::to_value(&request).unwrap();
+    assert_eq!(wire["key"], "doc/title");
     assert_eq!(wire["type"], "RECONCILIATION_REQUEST");
     assert_eq!(wire["source_peer_id"], "0000000000000003");
     assert_eq!(wire["target_peer_id"], "0000000000000001");
     assert_eq!(wire["conflicting_events"].as_array().unwrap().len(), 2);
-    assert_eq!(wire.as_object().unwrap().len(), 4);
+    assert_eq!(wire.as_object().unwrap().len(), 5);
     let back: ReconciliationRequest = serde_json::from_value(wire).unwrap();
     assert_eq!(back, request);
 
@@ -205,6 +206,7 @@ fn malformed_requests_are_typed_errors() {
         message_type: Default::default(),
         source_peer_id: PeerId(2),
         target_peer_id: PeerId(9),
+        key: None,
         conflicting_events: vec![],
     };
     let mut lww = |_: &str, _: &[Candidate]| None;

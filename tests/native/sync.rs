@@ -621,15 +621,29 @@ fn connect_all(nodes: &mut [SyncNode], now: u64) {
 
 /// In a signed room a reconciliation request carries its siblings in the
 /// whole runs holding them, and a run may go on past its sibling, to
-/// other keys: the resolver still settles the conflicted key, not the key
-/// a run happens to end on.
+/// other keys, even to a key every sibling's origin wrote: the resolver
+/// still settles the conflicted key, which the request names, not the key
+/// a run happens to end on, nor the first key all runs hold.
 #[test]
 fn a_signed_conflict_settles_when_its_siblings_runs_go_on_to_other_keys() {
     let mut nodes = reconciling_signed_room();
+    let lowest = nodes.iter().map(SyncNode::peer).min().unwrap();
     // Each writes the key, then others after it, in one burst: one run.
+    // All write `z/shared` too (last writer wins there, no request), the
+    // lowest origin (whose run comes first in a request) before `doc/x`.
     for (i, n) in nodes.iter_mut().enumerate() {
         let value = json(&format!("\"{i}\""));
+        let shared = |n: &mut SyncNode| {
+            n.write(|e| e.set("z/shared", json("2"), 1_000).map(Some))
+                .unwrap()
+        };
+        if n.peer() == lowest {
+            shared(n);
+        }
         n.write(|e| e.set("doc/x", value, 1_000).map(Some)).unwrap();
+        if n.peer() != lowest {
+            shared(n);
+        }
         for k in 0..3 {
             let key = format!("z/{i}-{k}");
             n.write(|e| e.set(&key, json("1"), 1_000).map(Some))

@@ -10,7 +10,11 @@ export function conflictsView(peer, report) {
 
   function onMessage(event) {
     const m = event.message;
-    const keys = new Set((m.conflicting_events ?? m.resolution_events ?? []).map((e) => e.key));
+    // A request names its key: in a signed room its events are the whole
+    // runs holding the siblings, which may hold other keys too.
+    const keys = m.key != null
+      ? [m.key]
+      : new Set((m.conflicting_events ?? m.resolution_events ?? []).map((e) => e.key));
     for (const key of keys) {
       if (m.type === "RECONCILIATION_REQUEST") {
         inFlight.set(key, { from: m.source_peer_id, to: m.target_peer_id });

@@ -102,6 +102,7 @@ impl ReconciliationEngine {
             message_type: RequestType::ReconciliationRequest,
             source_peer_id: self.peer,
             target_peer_id: resolver,
+            key: Some(key.into()),
             conflicting_events: self.events_of(&siblings),
         };
         self.requested.insert(key.into(), (siblings, now_ms));
@@ -142,14 +143,21 @@ impl ReconciliationEngine {
                 request.target_peer_id, self.peer
             )));
         }
-        let Some(key) = request.conflicting_events.first().map(|e| e.key.clone()) else {
+        let Some(key) = (request.key.clone())
+            .or_else(|| request.conflicting_events.first().map(|e| e.key.clone()))
+        else {
             return Err(ReceiveError::Malformed(
                 "reconciliation request without events".into(),
             ));
         };
+        if request.conflicting_events.is_empty() {
+            return Err(ReceiveError::Malformed(
+                "reconciliation request without events".into(),
+            ));
+        }
         if request.conflicting_events.iter().any(|e| e.key != key) {
             return Err(ReceiveError::Malformed(
-                "reconciliation request spans several keys".into(),
+                "reconciliation request holds events of a key other than its own".into(),
             ));
         }
         if super::is_reserved(&key) {

@@ -327,6 +327,7 @@ impl WriteJson for ReconciliationRequest {
             .field("type", "RECONCILIATION_REQUEST")
             .field("source_peer_id", &self.source_peer_id)
             .field("target_peer_id", &self.target_peer_id)
+            .field("key", &self.key)
             .field("conflicting_events", &self.conflicting_events)
             .end();
     }

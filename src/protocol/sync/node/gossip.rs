@@ -1,7 +1,6 @@
 //! Digests, events, relay, reconciliation messages and compaction.
 
 use std::collections::HashSet;
-use std::hash::BuildHasher;
 
 use foldhash::fast::FixedState;
 
@@ -9,6 +8,7 @@ use super::batch::Batch;
 use super::{Output, Relay, SyncConfig, SyncNode, MAX_REQUESTS_PER_INTERVAL};
 use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::engine::ReconcileStep;
+use crate::protocol::error::ReceiveError;
 use crate::protocol::event::{EventId, Hash32, P2PEvent};
 use crate::protocol::hashing;
 use crate::protocol::json::WriteJson;
@@ -19,7 +19,6 @@ use crate::protocol::sorted_map::SortedMap;
 use crate::protocol::sync::refusal::Refusal;
 use crate::protocol::sync::session::Session;
 use crate::protocol::sync::wire::{self, Message, MAX_FRAME};
-use crate::protocol::text::Text;
 
 /// Events held for verification across frames, at most: beyond it they
 /// are verified at once, so held frames take bounded memory however few
@@ -765,7 +764,13 @@ impl SyncNode {
         self.open_mark();
         if self.signed() {
             let runs = std::mem::take(&mut request.conflicting_events);
-            let key = conflict_key(&runs);
+            let Some(key) = request.key.clone() else {
+                return self.refuse(
+                    from,
+                    ReceiveError::Malformed("a signed reconciliation request names no key".into())
+                        .into(),
+                );
+            };
             // The runs are taken here whole, the siblings too (the
             // handling takes those again, as duplicates), whatever the
             // handling makes of the request; siblings of a refused run
@@ -773,11 +778,7 @@ impl SyncNode {
             // version (the handling took them again, and charged the
             // equivocation twice).
             let runs = self.open_seals(from, runs);
-            let siblings: Vec<P2PEvent> = runs
-                .iter()
-                .filter(|e| Some(&e.key) == key.as_ref())
-                .cloned()
-                .collect();
+            let siblings: Vec<P2PEvent> = runs.iter().filter(|e| e.key == key).cloned().collect();
             for error in self.engine.receive_runs(runs, now_ms).refused {
                 self.refuse(from, error.into());
             }
@@ -934,62 +935,6 @@ impl SyncNode {
     }
 }
 
-/// The key a signed reconciliation request is about: one that each of
-/// its origins wrote in its runs (each run holds a sibling, one writer's;
-/// a run may go on past it, to other keys, so the last event's key is not
-/// it), the first such in the runs' order. O(n log n): each event's key,
-/// hashed, tagged with its origin's place, sorted; a key whose tags name
-/// every origin is confirmed (the hash could collide) before it is taken.
-fn conflict_key(runs: &[P2PEvent]) -> Option<Text> {
-    // The runs come by id: an origin's events together. A message holds
-    // at most 65,536 events, so a place fits in 16 bits.
-    const PLACE: u64 = 0xffff;
-    let hasher = hashing::state();
-    let hash = |e: &P2PEvent| hasher.hash_one(&*e.key) & !PLACE;
-    let mut places = Vec::with_capacity(runs.len());
-    let mut words = Vec::with_capacity(runs.len());
-    let mut place = 0u64;
-    for (i, e) in runs.iter().enumerate() {
-        if i > 0 && e.id.peer != runs[i - 1].id.peer {
-            place += 1;
-        }
-        places.push(place);
-        words.push(hash(e) | (place & PLACE));
-    }
-    let origins = place + 1;
-    key_sort::sort_words(&mut words);
-    words.dedup();
-    let mut common = Vec::new();
-    for group in words.chunk_by(|a, b| a & !PLACE == b & !PLACE) {
-        if group.len() as u64 == origins {
-            common.push(group[0] & !PLACE);
-        }
-    }
-    // Confirmed against the runs themselves, a few candidates at most: a
-    // collision takes a search of 2^24 keys against a seed the sender
-    // cannot read.
-    let mut tried = 0;
-    for e in runs {
-        if common.binary_search(&hash(e)).is_err() {
-            continue;
-        }
-        let mut seen = vec![false; origins as usize];
-        for (other, &at) in runs.iter().zip(&places) {
-            if other.key == e.key {
-                seen[at as usize] = true;
-            }
-        }
-        if seen.iter().all(|&s| s) {
-            return Some(e.key.clone());
-        }
-        tried += 1;
-        if tried == 4 {
-            break;
-        }
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1006,39 +951,6 @@ mod tests {
 
     fn ids(events: &[P2PEvent]) -> Vec<EventId> {
         events.iter().map(|e| e.id).collect()
-    }
-
-    /// A signed request's key is the one every origin wrote in its runs,
-    /// whatever key a run ends on; none, when no key is common to all.
-    #[test]
-    fn a_requests_key_is_the_one_every_run_holds() {
-        let run = |peer: u64, keys: &[&str]| -> Vec<P2PEvent> {
-            keys.iter()
-                .enumerate()
-                .map(|(i, k)| {
-                    let mut e = sample(PeerId(peer), i as u64 + 1, "1");
-                    e.key = (*k).into();
-                    e
-                })
-                .collect()
-        };
-        let key = |runs: Vec<Vec<P2PEvent>>| conflict_key(&runs.concat()).map(|k| k.to_string());
-        assert_eq!(
-            key(vec![
-                run(1, &["a", "x", "b"]),
-                run(2, &["x", "c"]),
-                run(3, &["d", "x", "b", "b"]),
-            ]),
-            Some("x".into())
-        );
-        // Two keys common to all: the first in the runs' order.
-        assert_eq!(
-            key(vec![run(1, &["y", "x"]), run(2, &["x", "y"])]),
-            Some("y".into())
-        );
-        assert_eq!(key(vec![run(1, &["a"]), run(2, &["b"])]), None);
-        assert_eq!(key(vec![run(5, &["k", "k"])]), Some("k".into()));
-        assert_eq!(key(vec![]), None);
     }
 
     /// The peers that lack every event get the same frames, made once:

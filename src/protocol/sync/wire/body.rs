@@ -103,10 +103,19 @@ pub fn put_message(out: &mut Vec<u8>, message: &Message) {
             }
         }
         Message::ReconciliationRequest(r) => {
-            w.reconciliation(9, r.source_peer_id, r.target_peer_id, &r.conflicting_events);
+            w.reconciliation(9, r.source_peer_id, r.target_peer_id);
+            match &r.key {
+                None => w.bytes(&[0]),
+                Some(key) => {
+                    w.bytes(&[1]);
+                    w.slice(key.as_bytes());
+                }
+            }
+            w.events(&r.conflicting_events);
         }
         Message::ReconciliationResponse(r) => {
-            w.reconciliation(10, r.source_peer_id, r.target_peer_id, &r.resolution_events);
+            w.reconciliation(10, r.source_peer_id, r.target_peer_id);
+            w.events(&r.resolution_events);
         }
         Message::Ping { sent_ms } => {
             w.variant(11);
@@ -254,6 +263,7 @@ fn read_message(r: &mut Postcard) -> Message {
                 message_type: RequestType::ReconciliationRequest,
                 source_peer_id: r.peer(),
                 target_peer_id: r.peer(),
+                key: r.bool().then(|| r.str().into()),
                 conflicting_events: events(r),
             })
         }
@@ -362,20 +372,14 @@ impl Writer<'_> {
         content::clock(self.0, clock);
     }
 
-    /// A reconciliation request or response (message `variant`).
-    fn reconciliation(
-        &mut self,
-        variant: u64,
-        source: PeerId,
-        target: PeerId,
-        events: &[P2PEvent],
-    ) {
+    /// The head of a reconciliation request or response (message
+    /// `variant`).
+    fn reconciliation(&mut self, variant: u64, source: PeerId, target: PeerId) {
         self.variant(variant);
         // The `type` tag: the one variant of its enum.
         self.variant(0);
         self.peer(source);
         self.peer(target);
-        self.events(events);
     }
 
     /// An event batch, after its length.

@@ -38,8 +38,9 @@ use crate::protocol::room::Proof;
 /// lengths may be run-coded (a peer of 5 would refuse each batch as
 /// malformed). 7: a handshake's proof names the connection it was made
 /// for (`Proof::channel`; a peer of 6 would fail every handshake as if
-/// the secret were wrong).
-pub const PROTOCOL_VERSION: u8 = 7;
+/// the secret were wrong). 8: a reconciliation request names its key (a
+/// peer of 7 would read the key's bytes as the start of its events).
+pub const PROTOCOL_VERSION: u8 = 8;
 /// The largest frame sent or accepted.
 pub const MAX_FRAME: usize = 64 * 1024;
 /// The largest message reassembled from chunks (a snapshot travels in its

@@ -352,6 +352,7 @@ fn random_message(rng: &mut Rng, pool: &[P2PEvent]) -> Message {
             message_type: Default::default(),
             source_peer_id: peer(rng),
             target_peer_id: peer(rng),
+            key: rng.chance(0.5).then(|| format!("k/{}", number(rng)).into()),
             conflicting_events: events(rng, pool),
         }),
         10 => Message::ReconciliationResponse(ReconciliationResponse {
@@ -520,6 +521,7 @@ fn the_reconciliation_type_is_its_one_variant() {
         message_type: Default::default(),
         source_peer_id: PeerId(1),
         target_peer_id: PeerId(2),
+        key: None,
         conflicting_events: Vec::new(),
     });
     let response = Message::ReconciliationResponse(ReconciliationResponse {
