@@ -241,3 +241,79 @@ impl CloneEvents for ReconciliationEngine {
         self.log().iter().cloned().collect()
     }
 }
+
+/// A resolution copies the value it settles on. A remote value over our
+/// own writes' bound (a build without it made it) that wins is still
+/// settled on; one too large for a run is passed over, the handler's pick
+/// too, for the last writer's value that fits; with none left the conflict
+/// stays for the app. Before, `settle` failed on a won value over 8 MiB,
+/// and the conflict was asked about every few seconds, forever.
+#[test]
+fn a_won_value_too_large_for_our_writes_still_settles_its_conflict() {
+    use cpc_sync::protocol::engine::{MAX_RESOLUTION_BYTES, MAX_WRITE_BYTES};
+    use cpc_sync::protocol::event::{Operation, RegisterOp};
+    use cpc_sync::protocol::WriteError;
+    let text = |bytes: usize| JsonValue::from(&serde_json::Value::String("b".repeat(bytes)));
+    // Peer 2's write, later than peer 1's (it wins by LWW), of `value`.
+    let conflict = |value: JsonValue| {
+        let mut peers = reconcile_peers(2);
+        peers[0].set("doc/a", json("\"x\""), 1_000).unwrap();
+        let mut theirs = peers[1].set("doc/a", json("\"y\""), 2_000).unwrap();
+        let Operation::Register(RegisterOp::Write { value: v, .. }) = &mut theirs.op else {
+            unreachable!()
+        };
+        *v = value;
+        deliver(&mut peers[0], &[theirs], 2_000);
+        assert_eq!(peers[0].conflicts().len(), 1);
+        peers.swap_remove(0)
+    };
+    let settled =
+        |resolver: &mut ReconciliationEngine,
+         handler: &mut dyn FnMut(&str, &[Candidate]) -> Option<JsonValue>| {
+            match resolver.reconcile(handler, &|_| true, 3_000).as_slice() {
+                [ReconcileStep::Resolved(r)] => {
+                    assert!(resolver.conflicts().is_empty());
+                    let Operation::Register(RegisterOp::Write { value, .. }) = &r.op else {
+                        panic!("{r:?}")
+                    };
+                    Some(value.as_str().len())
+                }
+                [] => None,
+                steps => panic!("{steps:?}"),
+            }
+        };
+    let mut lww = |_: &str, _: &[Candidate]| None;
+    // Over our writes' bound, within a run's: settled on, whole.
+    let over = MAX_WRITE_BYTES + 1_000;
+    let mut resolver = conflict(text(over));
+    assert_eq!(settled(&mut resolver, &mut lww), Some(over + 2));
+    // Too large for a run: the other value, by LWW and over the handler.
+    let huge = MAX_RESOLUTION_BYTES + 1;
+    let mut resolver = conflict(text(huge));
+    assert_eq!(settled(&mut resolver, &mut lww), Some(3), "\"x\"");
+    let mut resolver = conflict(json("\"y\""));
+    let mut picks_huge = |_: &str, _: &[Candidate]| Some(text(huge));
+    assert_eq!(settled(&mut resolver, &mut picks_huge), Some(3));
+    // Nothing that fits (two others' values, their writers out of
+    // reach, so this peer resolves): the conflict stays, the error typed.
+    let mut peers = reconcile_peers(3);
+    let mut huge_from = |i: usize, hlc: u64| {
+        let mut e = peers[i].set("doc/a", json("\"y\""), hlc).unwrap();
+        let Operation::Register(RegisterOp::Write { value, .. }) = &mut e.op else {
+            unreachable!()
+        };
+        *value = text(huge);
+        e
+    };
+    let (b, c) = (huge_from(1, 1_000), huge_from(2, 2_000));
+    deliver(&mut peers[0], &[b, c], 2_000);
+    let err = peers[0].request_reconciliation("doc/a", &mut lww, &|_| false, 3_000);
+    assert!(
+        matches!(
+            err,
+            Err(ReceiveError::OwnWrite(WriteError::TooLarge { .. }))
+        ),
+        "{err:?}"
+    );
+    assert_eq!(peers[0].conflicts().len(), 1);
+}

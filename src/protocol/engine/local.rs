@@ -1,5 +1,7 @@
 use super::policy::room_policy_key;
-use super::{ConflictPolicy, ReconciliationEngine, MAX_RUN_BYTES, MAX_WRITE_BYTES};
+use super::{
+    ConflictPolicy, ReconciliationEngine, MAX_RESOLUTION_BYTES, MAX_RUN_BYTES, MAX_WRITE_BYTES,
+};
 use crate::protocol::entity::EntityState;
 use crate::protocol::error::WriteError;
 use crate::protocol::event::{CounterOp, EventId, Kind, Operation, P2PEvent, RegisterOp, SetOp};
@@ -304,11 +306,14 @@ impl ReconciliationEngine {
         keep: impl FnOnce(&P2PEvent) -> T,
     ) -> Result<T, WriteError> {
         let bytes = key.len() + op.value_len();
-        if bytes > MAX_WRITE_BYTES {
-            return Err(WriteError::TooLarge {
-                bytes,
-                limit: MAX_WRITE_BYTES,
-            });
+        let limit = match op {
+            Operation::Register(RegisterOp::Write {
+                resolution: true, ..
+            }) => MAX_RESOLUTION_BYTES,
+            _ => MAX_WRITE_BYTES,
+        };
+        if bytes > limit {
+            return Err(WriteError::TooLarge { bytes, limit });
         }
         // Only a lie could bring our own count near the end (nothing remote
         // may raise it), but a wrap would reuse sequence 0: refuse instead.

@@ -95,6 +95,14 @@ pub const MAX_RUN_BYTES: usize = 15 << 20;
 /// rather than made and never delivered.
 pub const MAX_WRITE_BYTES: usize = 8 << 20;
 
+/// The most bytes a resolution's key and value may take together. A
+/// resolution copies the value it settles on, which may be another's, made
+/// under another build's bound (or none), so its bound is what a run takes
+/// with room for its clocks, not [`MAX_WRITE_BYTES`]: a remote value over
+/// 8 MiB that won a conflict could not be settled on, and the conflict was
+/// asked about again every few seconds, forever.
+pub const MAX_RESOLUTION_BYTES: usize = MAX_RUN_BYTES - (1 << 20);
+
 /// The default bound on the bytes of all held events: four origins'
 /// shares, as the counts are (100,000 events, 25,000 an origin). In
 /// memory a held event takes its 160 bytes (which the counts bound) and

@@ -1,7 +1,7 @@
 use crate::protocol::text::Text;
 
 use super::view::{candidates, Candidate};
-use super::{ConflictPolicy, ReconciliationEngine};
+use super::{ConflictPolicy, ReconciliationEngine, MAX_RESOLUTION_BYTES};
 use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::entity::{EntityState, Register};
 use crate::protocol::error::ReceiveError;
@@ -219,9 +219,16 @@ impl ReconciliationEngine {
         now_ms: u64,
     ) -> Result<P2PEvent, ReceiveError> {
         let register = self.conflicted_register(key)?;
-        let lww = register.winner().map(|s| s.value.clone());
-        let value = handler(key, &candidates(register))
-            .or(lww)
+        // A resolution copies its value: one too large to copy is passed
+        // over, for the last writer's among those that are not. With none
+        // left the conflict stays for the app (the write below fails).
+        let fits = |v: &JsonValue| key.len() + v.as_str().len() <= MAX_RESOLUTION_BYTES;
+        let lww = match register.winner() {
+            Some(w) if fits(&w.value) => Some(w),
+            _ => register.last_written(|s| fits(&s.value)),
+        };
+        let value = (handler(key, &candidates(register)).filter(fits))
+            .or_else(|| lww.or(register.winner()).map(|w| w.value.clone()))
             .unwrap_or_else(JsonValue::null);
         Ok(self.write(key, value, true, now_ms)?)
     }

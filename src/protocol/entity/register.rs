@@ -71,8 +71,14 @@ impl Register {
         if self.siblings.len() > 1 && self.siblings.iter().all(|s| s.resolution) {
             return self.siblings.iter().min_by_key(|s| s.dot);
         }
+        self.last_written(|_| true)
+    }
+
+    /// The last written of the siblings `keep` keeps, by `(hlc, peer)`.
+    pub fn last_written(&self, keep: impl Fn(&Sibling) -> bool) -> Option<&Sibling> {
         self.siblings
             .iter()
+            .filter(|s| keep(s))
             .max_by_key(|s| (s.hlc, s.dot.peer, s.dot.seq))
     }
 
