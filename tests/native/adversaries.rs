@@ -1113,7 +1113,9 @@ fn a_sweep_of_leaf_queries_is_answered_within_a_budget() {
 
 /// A leaf rests on whole signed runs, and three runs of 6 MB values in
 /// one leaf make a copy larger than a message: it is not sent, where it
-/// was sent as a message the asker refused (a point) at every ask.
+/// was sent as a message the asker refused (a point) at every ask. Its
+/// encoding is charged to the asker's leaf budget all the same: asked
+/// again in the interval, it is refused before any work.
 #[test]
 fn a_leaf_too_large_for_a_message_is_not_sent() {
     let mut room = Room::new(EngineConfig::default());
@@ -1146,6 +1148,12 @@ fn a_leaf_too_large_for_a_message_is_not_sent() {
         })
         .sum();
     assert!(sent < 1 << 20, "{sent} B went: a leaf over 16 MiB");
+    let refused = room.a_rejected_from_mallory();
+    room.mallory_sends(&Message::LeafQuery {
+        index: u32::from(leaf),
+    });
+    assert_eq!(room.a_rejected_from_mallory(), refused + 1, "over budget");
+    room.next_interval();
     // A leaf of small values is answered as ever.
     let small = (0..)
         .map(|i| format!("s{i}"))

@@ -874,6 +874,8 @@ impl SyncNode {
             };
             let size: usize = run.iter().map(P2PEvent::approx_size).sum();
             if runs.len() + run.len() > wire::MAX_MESSAGE_EVENTS || bytes + size > BYTES {
+                // Left out whole: its other events are not looked up again.
+                taken.extend(run.iter().map(|e| e.id));
                 continue;
             }
             bytes += size;

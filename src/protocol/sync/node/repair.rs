@@ -697,14 +697,15 @@ impl SyncNode {
         // Our writes are sealed first: the copy carries signed runs only.
         self.flush_local();
         let state = self.engine.leaf_state(index as u16).encode();
+        // Charged whether it goes or not: the encoding was the work.
+        if let Some(session) = self.sessions.get_mut(&from) {
+            session.spent.leaf_bytes += state.len();
+        }
         if state.len() > MAX_LEAF_STATE {
             // A message the asker would refuse (and charge us for) at
             // every ask: the leaf is left unrepaired instead, its keys
             // healing when they are written again.
             return;
-        }
-        if let Some(session) = self.sessions.get_mut(&from) {
-            session.spent.leaf_bytes += state.len();
         }
         self.send(from, &Message::LeafState { index, state });
     }
