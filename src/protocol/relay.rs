@@ -7,19 +7,30 @@
 //! it swaps the recipient's id for the sender's (the id the socket proved
 //! at its join) and passes the rest on. A relayed message is
 //!
-//! - a **hello** `[1][nonce: 32][1 if an echo follows][echo: 32]?[mac: 32]`:
-//!   each side's fresh nonce (and, answering, the other's), MACed with the
-//!   room's relay key over the room, sender and recipient; or
+//! - a **hello** `[1][key: 32][1 if an echo follows][echo: 32]?[mac: 32]`:
+//!   each side's fresh ephemeral X25519 public key (and, answering, the
+//!   other's), MACed with the room's relay key over the room, sender and
+//!   recipient; or
 //! - a **frame** `[2][counter: 8, LE][ciphertext and tag]`: a sync frame
 //!   sealed with ChaCha20-Poly1305 under the link's session key, the
 //!   counter of its direction as nonce, the room, sender and recipient as
 //!   associated data.
 //!
-//! The session key is blake3 of the relay key, the room, both peer ids and
-//! both nonces. Each side derives a key with each of its nonces at most
-//! once (a nonce that made a key is spent; the next hello draws a fresh
-//! one), so no key is ever derived twice on a side: counters never repeat
-//! under a key, and frames of an older link never open on a newer one.
+//! The session key is blake3 of the relay key, the room, both peer ids,
+//! both public keys and their Diffie-Hellman secret. Each side derives a
+//! key with each of its ephemeral secrets at most once (a secret that made
+//! a key is spent; the next hello draws a fresh one), so no key is ever
+//! derived twice on a side: counters never repeat under a key, and frames
+//! of an older link never open on a newer one.
+//!
+//! The Diffie-Hellman exchange is for the room's own members: every
+//! member holds the relay key, and one that is also the server saw both
+//! hellos. Without it the session key was the relay key's hash of what
+//! crossed the server, and such a member could read and alter the link.
+//! Now one that passes the hellos along cannot make the key; one that
+//! answers each side with a key of its own is on two links, each side's
+//! [`channel`](RelayLink::channel) names a key the other side does not
+//! see, and the sync handshake bound to it fails at both ends.
 //!
 //! What a lying server can do, and what it gets: it can drop or delay
 //! (the link stalls; a genuine frame after a gap in the counters ends it,
@@ -42,8 +53,10 @@
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 
+use curve25519_dalek::montgomery::MontgomeryPoint;
+
 use super::clock::PeerId;
-use super::room::RoomSecret;
+use super::room::{Channel, RoomSecret};
 use super::sync::wire;
 use crate::protocol::blake3;
 
@@ -65,7 +78,7 @@ pub enum RelayError {
     Malformed,
     #[error("relayed hello is not from a peer with this room's secret to this peer (forged, redirected, or another room)")]
     ForgedHello,
-    #[error("relayed hello answers a nonce this link does not use (a replay)")]
+    #[error("relayed hello answers a key this link does not use (a replay)")]
     StaleHello,
     #[error("relayed frame before the link is open")]
     NotOpen,
@@ -79,6 +92,8 @@ pub enum RelayError {
     Forged,
     #[error("a frame of {0} bytes is too large to relay")]
     TooLarge(usize),
+    #[error("relayed hello carries a key of small order (no secret would be shared)")]
+    WeakKey,
 }
 
 impl RelayError {
@@ -129,9 +144,13 @@ pub struct RelayLink {
     room_id: String,
     me: PeerId,
     them: PeerId,
+    /// Our ephemeral X25519 secret (random bytes, clamped in use) and its
+    /// public key, which our hellos carry.
     mine: [u8; 32],
-    /// `mine` made a key: the next key needs a fresh nonce.
+    public: [u8; 32],
+    /// `mine` made a key: the next key needs a fresh secret.
     spent: bool,
+    /// The peer's public key of the open link.
     theirs: Option<[u8; 32]>,
     key: Option<[u8; 32]>,
     sent: u64,
@@ -157,16 +176,22 @@ fn id_bytes(peer: PeerId) -> [u8; 8] {
     peer.0.to_be_bytes()
 }
 
+/// The X25519 public key of the secret `secret`.
+fn public_key(secret: &[u8; 32]) -> [u8; 32] {
+    MontgomeryPoint::mul_base_clamped(*secret).to_bytes()
+}
+
 impl RelayLink {
-    /// A link from `me` to `them` in `room`, with a fresh random `nonce`;
-    /// [`hello`](Self::hello) opens it.
-    pub fn new(room: &RoomSecret, me: PeerId, them: PeerId, nonce: [u8; 32]) -> RelayLink {
+    /// A link from `me` to `them` in `room`, with 32 fresh random bytes for
+    /// its ephemeral secret; [`hello`](Self::hello) opens it.
+    pub fn new(room: &RoomSecret, me: PeerId, them: PeerId, secret: [u8; 32]) -> RelayLink {
         RelayLink {
             relay_key: *room.relay_key(),
             room_id: room.room_id().to_string(),
             me,
             them,
-            mine: nonce,
+            mine: secret,
+            public: public_key(&secret),
             spent: false,
             theirs: None,
             key: None,
@@ -183,7 +208,14 @@ impl RelayLink {
         self.key.is_some()
     }
 
-    /// The opening hello: our nonce, answering none.
+    /// The channel the sync handshake on this link is bound to: our public
+    /// key and the peer's, once open.
+    pub fn channel(&self) -> Option<Channel> {
+        let theirs = self.theirs.filter(|_| self.is_open())?;
+        Some(Channel::of_keys(&self.public, &theirs))
+    }
+
+    /// The opening hello: our public key, answering none.
     pub fn hello(&self) -> Vec<u8> {
         self.hello_message(None)
     }
@@ -192,16 +224,16 @@ impl RelayLink {
         &self,
         from: PeerId,
         to: PeerId,
-        nonce: &[u8; 32],
+        public: &[u8; 32],
         echo: Option<&[u8; 32]>,
     ) -> [u8; 32] {
         let mut h = blake3::Hasher::new_keyed(&self.relay_key);
-        h.update(b"cpc-sync relay hello v1");
+        h.update(b"cpc-sync relay hello v2");
         h.update(&(self.room_id.len() as u64).to_le_bytes());
         h.update(self.room_id.as_bytes());
         h.update(&id_bytes(from));
         h.update(&id_bytes(to));
-        h.update(nonce);
+        h.update(public);
         match echo {
             Some(echo) => h.update(&[1]).update(echo),
             None => h.update(&[0]),
@@ -212,7 +244,7 @@ impl RelayLink {
     fn hello_message(&self, echo: Option<&[u8; 32]>) -> Vec<u8> {
         let mut out = Vec::with_capacity(1 + 32 + 1 + 32 + 32);
         out.push(HELLO);
-        out.extend_from_slice(&self.mine);
+        out.extend_from_slice(&self.public);
         match echo {
             Some(echo) => {
                 out.push(1);
@@ -220,27 +252,33 @@ impl RelayLink {
             }
             None => out.push(0),
         }
-        out.extend_from_slice(&self.hello_mac(self.me, self.them, &self.mine, echo));
+        out.extend_from_slice(&self.hello_mac(self.me, self.them, &self.public, echo));
         out
     }
 
-    /// The session key of our nonce and theirs: the same on both sides
-    /// (ids and nonces in the order of the ids).
-    fn session_key(&self, theirs: &[u8; 32]) -> [u8; 32] {
+    /// The session key of our secret and their public key: the same on
+    /// both sides (ids and public keys in the order of the ids). `None`
+    /// for a public key of small order, which shares no secret.
+    fn session_key(&self, theirs: &[u8; 32]) -> Option<[u8; 32]> {
+        let shared = MontgomeryPoint(*theirs).mul_clamped(self.mine).to_bytes();
+        if shared == [0; 32] {
+            return None;
+        }
         let (low, high) = if self.me < self.them {
-            ((self.me, &self.mine), (self.them, theirs))
+            ((self.me, &self.public), (self.them, theirs))
         } else {
-            ((self.them, theirs), (self.me, &self.mine))
+            ((self.them, theirs), (self.me, &self.public))
         };
         let mut h = blake3::Hasher::new_keyed(&self.relay_key);
-        h.update(b"cpc-sync relay session v1");
+        h.update(b"cpc-sync relay session v2");
         h.update(&(self.room_id.len() as u64).to_le_bytes());
         h.update(self.room_id.as_bytes());
         h.update(&id_bytes(low.0));
         h.update(&id_bytes(high.0));
         h.update(low.1);
         h.update(high.1);
-        *h.finalize().as_bytes()
+        h.update(&shared);
+        Some(*h.finalize().as_bytes())
     }
 
     /// Counter nonce of the direction `from -> to`: the two directions
@@ -261,8 +299,8 @@ impl RelayLink {
         aad
     }
 
-    fn open_with(&mut self, theirs: [u8; 32]) {
-        self.key = Some(self.session_key(&theirs));
+    fn open_with(&mut self, theirs: [u8; 32], key: [u8; 32]) {
+        self.key = Some(key);
         self.theirs = Some(theirs);
         self.spent = true;
         self.sent = 0;
@@ -295,7 +333,7 @@ impl RelayLink {
     }
 
     /// A message the server forwarded as from the peer. `fresh` draws a
-    /// new random nonce, when the peer starts over and ours is spent.
+    /// new random secret, when the peer starts over and ours is spent.
     pub fn receive(
         &mut self,
         message: &[u8],
@@ -313,46 +351,54 @@ impl RelayLink {
         body: &[u8],
         fresh: impl FnOnce() -> [u8; 32],
     ) -> Result<Received, RelayError> {
-        let (nonce, echo, mac) = match body.len() {
+        let (public, echo, mac) = match body.len() {
             65 if body[32] == 0 => (&body[..32], None, &body[33..65]),
             97 if body[32] == 1 => (&body[..32], Some(&body[33..65]), &body[65..97]),
             _ => return Err(RelayError::Malformed),
         };
-        let nonce: [u8; 32] = nonce.try_into().map_err(|_| RelayError::Malformed)?;
+        let public: [u8; 32] = public.try_into().map_err(|_| RelayError::Malformed)?;
         let echo: Option<[u8; 32]> = match echo {
             Some(e) => Some(e.try_into().map_err(|_| RelayError::Malformed)?),
             None => None,
         };
         let mac: [u8; 32] = mac.try_into().map_err(|_| RelayError::Malformed)?;
-        let expected = self.hello_mac(self.them, self.me, &nonce, echo.as_ref());
+        let expected = self.hello_mac(self.them, self.me, &public, echo.as_ref());
         // blake3's Hash compares in constant time.
         if blake3::Hash::from(expected) != blake3::Hash::from(mac) {
             return Err(RelayError::ForgedHello);
         }
         match echo {
-            // The peer starts a link: answer it, with a fresh nonce if
+            // The peer starts a link: answer it, with a fresh secret if
             // ours already made a key.
             None => {
                 let restarted = self.key.is_some();
+                let kept = (self.mine, self.public);
                 if self.spent {
                     self.mine = fresh();
+                    self.public = public_key(&self.mine);
                 }
-                self.open_with(nonce);
+                let Some(key) = self.session_key(&public) else {
+                    // Our hello out, if any, still names the kept key.
+                    (self.mine, self.public) = kept;
+                    return Err(RelayError::WeakKey);
+                };
+                self.open_with(public, key);
                 Ok(Received::Opened {
-                    reply: Some(self.hello_message(Some(&nonce))),
+                    reply: Some(self.hello_message(Some(&public))),
                     restarted,
                 })
             }
-            Some(echo) if echo != self.mine => Err(RelayError::StaleHello),
+            Some(echo) if echo != self.public => Err(RelayError::StaleHello),
             Some(_) if self.spent => {
-                if self.theirs == Some(nonce) {
+                if self.theirs == Some(public) {
                     Ok(Received::Ignored) // both opened at once: the same key
                 } else {
                     Err(RelayError::StaleHello)
                 }
             }
             Some(_) => {
-                self.open_with(nonce);
+                let key = self.session_key(&public).ok_or(RelayError::WeakKey)?;
+                self.open_with(public, key);
                 Ok(Received::Opened {
                     reply: None,
                     restarted: false,

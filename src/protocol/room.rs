@@ -255,10 +255,10 @@ fn transcript(
 /// (the one in the middle has a certificate of its own on each side), and
 /// the handshake fails ([`RoomError::OtherChannel`]).
 ///
-/// A link that is no WebRTC connection is [`Channel::unbound`]: a relayed
-/// link (sealed with the room's key, so anyone who can sit in its middle
-/// holds its keys too; binding it to its nonces would prove nothing), and
-/// the link to the room's server peer over the signaling socket.
+/// A relayed link is bound to the ephemeral X25519 keys its two ends
+/// exchanged ([`Channel::of_keys`]), and the link to the room's server
+/// peer over the signaling socket is [`Channel::unbound`] (that server is
+/// the far end of its own socket).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Channel {
     mine: String,
@@ -299,6 +299,23 @@ impl Channel {
             mine: fingerprints(local)?,
             theirs: fingerprints(remote)?,
         })
+    }
+
+    /// The channel of a link keyed by an exchange of ephemeral public
+    /// keys (the relayed link's X25519): ours, and the far end's as we
+    /// received it.
+    pub fn of_keys(mine: &[u8; 32], theirs: &[u8; 32]) -> Channel {
+        let hex = |key: &[u8; 32]| -> String {
+            let mut out = String::from("x25519 ");
+            for b in key {
+                out.push_str(&format!("{b:02X}"));
+            }
+            out
+        };
+        Channel {
+            mine: hex(mine),
+            theirs: hex(theirs),
+        }
     }
 
     pub fn is_bound(&self) -> bool {

@@ -145,7 +145,8 @@ fn a_member_in_the_middle_of_two_others_is_found_out_by_the_channel() {
     // M's certificates, one toward each side.
     let (fm1, fm2) = ("CC:03", "DD:04");
 
-    // Unbound (what a relayed link is): M in the middle goes unseen.
+    // Unbound (what a relayed link was before its key exchange): M in the
+    // middle goes unseen.
     let (mut a, mut b) = (secret_node(1, Some("k")), secret_node(2, Some("k")));
     a.write(|e| e.set("x", json("\"private\""), NOW).map(Some))
         .unwrap();

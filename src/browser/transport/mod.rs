@@ -36,8 +36,9 @@ use crate::protocol::{Identity, PeerId};
 /// What the transport tells its owner.
 pub enum TransportEvent {
     /// A connection opened: a data channel, whose DTLS the handshake is
-    /// bound to, or a link under no channel it can name (relayed, or the
-    /// room's server peer: [`Channel::unbound`]).
+    /// bound to, a relayed link, bound to its X25519 keys, or the link to
+    /// the room's server peer, under no channel it can name
+    /// ([`Channel::unbound`]).
     Opened(PeerId, Channel),
     /// A connection is gone or being made.
     Link(PeerId, LinkState),

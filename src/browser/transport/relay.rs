@@ -1,7 +1,7 @@
 //! Relayed links: in a room with a secret, peers whose WebRTC fails send
 //! their frames through the signaling socket, sealed end to end
 //! ([`RelayLink`]; the server forwards `[peer id][sealed bytes]`). The
-//! links decide when ([`LinkAction::Relay`]); this edge draws the nonces,
+//! links decide when ([`LinkAction::Relay`]); this edge draws the secrets,
 //! moves the bytes and reports each link as any other, so the sync node
 //! runs over it unchanged (its secret handshake included).
 //!
@@ -10,7 +10,7 @@
 use std::rc::Rc;
 
 use crate::protocol::relay::{address, unaddress, Received, RelayError, RelayLink};
-use crate::protocol::room::{Channel, RoomSecret};
+use crate::protocol::room::RoomSecret;
 use crate::protocol::sorted_map::SortedMap;
 use crate::protocol::sync::LinkState;
 use crate::protocol::PeerId;
@@ -25,14 +25,14 @@ pub(super) struct Relay {
     links: SortedMap<PeerId, (u64, RelayLink)>,
 }
 
-/// 32 bytes from the browser's CSPRNG; none, no link (a guessable nonce
-/// would let a server replay one link's frames on another).
-fn fresh_nonce() -> Option<[u8; 32]> {
-    let mut nonce = [0u8; 32];
+/// 32 bytes from the browser's CSPRNG, a link's ephemeral secret; none,
+/// no link (a guessable secret would give its key away).
+fn fresh_secret() -> Option<[u8; 32]> {
+    let mut secret = [0u8; 32];
     web_sys::window()
         .and_then(|w| w.crypto().ok())
-        .is_some_and(|c| c.get_random_values_with_u8_array(&mut nonce).is_ok())
-        .then_some(nonce)
+        .is_some_and(|c| c.get_random_values_with_u8_array(&mut secret).is_ok())
+        .then_some(secret)
 }
 
 impl Relay {
@@ -81,14 +81,14 @@ impl State {
     /// Starts relayed link `epoch` to `peer`, replacing any connection.
     pub(super) fn relay_to(&mut self, peer: PeerId, epoch: u64, out: &mut Vec<TransportEvent>) {
         let had = self.drop_connection(peer) | self.drop_relay(peer);
-        let (Some(relay), Some(nonce)) = (&mut self.relay, fresh_nonce()) else {
+        let (Some(relay), Some(secret)) = (&mut self.relay, fresh_secret()) else {
             if had {
                 out.push(TransportEvent::Link(peer, LinkState::Closed));
             }
             self.links.closed(peer, epoch, now_ms(), jitter());
             return;
         };
-        let link = RelayLink::new(&relay.room, relay.me, peer, nonce);
+        let link = RelayLink::new(&relay.room, relay.me, peer, secret);
         if let Some(server) = &self.server {
             server.send_frame(&address(peer, &link.hello()));
         }
@@ -119,15 +119,15 @@ impl State {
         let (Some(relay), Some((from, message))) = (&mut self.relay, unaddress(bytes)) else {
             return;
         };
-        let Some(nonce) = fresh_nonce() else { return };
+        let Some(secret) = fresh_secret() else { return };
         let known = relay.links.get_mut(&from);
         let (received, epoch) = match known {
-            Some((epoch, link)) => (link.receive(message, || nonce), Some(*epoch)),
+            Some((epoch, link)) => (link.receive(message, || secret), Some(*epoch)),
             None => {
                 // A peer opening a link to us: checked before the links
                 // hear of it (a server cannot open one).
-                let mut link = RelayLink::new(&relay.room, relay.me, from, nonce);
-                let Some(second) = fresh_nonce() else { return };
+                let mut link = RelayLink::new(&relay.room, relay.me, from, secret);
+                let Some(second) = fresh_secret() else { return };
                 match link.receive(message, || second) {
                     Ok(Received::Opened {
                         reply: Some(reply), ..
@@ -141,11 +141,12 @@ impl State {
                         if let Some(server) = &self.server {
                             server.send_frame(&address(from, &reply));
                         }
+                        let channel = link.channel().unwrap_or_default();
                         if let Some(relay) = &mut self.relay {
                             relay.links.insert(from, (epoch, link));
                         }
                         self.links.opened(from, epoch, now_ms());
-                        out.push(TransportEvent::Opened(from, Channel::unbound()));
+                        out.push(TransportEvent::Opened(from, channel));
                     }
                     Ok(_) => {}
                     Err(e) => refused(from, &e),
@@ -154,6 +155,9 @@ impl State {
             }
         };
         let Some(epoch) = epoch else { return };
+        let channel = (relay.links.get(&from))
+            .and_then(|(_, link)| link.channel())
+            .unwrap_or_default();
         match received {
             Ok(Received::Opened { reply, restarted }) => {
                 if let (Some(reply), Some(server)) = (reply, &self.server) {
@@ -164,7 +168,7 @@ impl State {
                     out.push(TransportEvent::Link(from, LinkState::Closed));
                 }
                 self.links.opened(from, epoch, now_ms());
-                out.push(TransportEvent::Opened(from, Channel::unbound()));
+                out.push(TransportEvent::Opened(from, channel));
             }
             Ok(Received::Frame(frame)) => out.push(TransportEvent::Frame(from, frame)),
             Ok(Received::Ignored) => {}

@@ -383,3 +383,90 @@ fn lying_server(seed: u64) {
         "seed {seed}: B accepted what A did not send in that order"
     );
 }
+
+/// A member holds the relay key, and one that is also the server sees
+/// both hellos. Before the Diffie-Hellman exchange the session key was
+/// the relay key's hash of the two hellos' nonces, and such a member made
+/// it from what it forwarded. Now a hello carries a public key: taken for
+/// the secret it is not, it makes a key that opens nothing.
+#[test]
+fn a_member_passing_the_hellos_along_cannot_open_the_link() {
+    let r = room("r", "k");
+    let mut a = RelayLink::new(&r, A, B, [1; 32]);
+    let mut b = RelayLink::new(&r, B, A, [2; 32]);
+    let hello = a.hello();
+    let Ok(Received::Opened {
+        reply: Some(reply), ..
+    }) = b.receive(&hello, || unreachable!())
+    else {
+        panic!()
+    };
+    a.receive(&reply, || unreachable!()).unwrap();
+    let sealed = a.seal(b"the plan").unwrap();
+    // The middle plays B with what B's reply carried, and A with what
+    // A's hello carried: neither opens A's frame.
+    let carried = |m: &[u8]| -> [u8; 32] { m[1..33].try_into().unwrap() };
+    let mut as_b = RelayLink::new(&r, B, A, carried(&reply));
+    as_b.receive(&hello, || unreachable!()).unwrap();
+    assert_eq!(accept(&mut as_b, &sealed), Err(RelayError::Forged));
+    let mut as_a = RelayLink::new(&r, A, B, carried(&hello));
+    as_a.receive(&reply, || unreachable!()).ok();
+    assert!(as_a
+        .seal(b"x")
+        .map_or(true, |forged| accept(&mut b, &forged).is_err()));
+    assert_eq!(accept(&mut b, &sealed).unwrap(), b"the plan");
+    // Both ends name the same channel, each its own key first.
+    let (ca, cb) = (a.channel().unwrap(), b.channel().unwrap());
+    assert_eq!(ca, Channel::of_keys(&carried(&hello), &carried(&reply)));
+    assert_eq!(cb, Channel::of_keys(&carried(&reply), &carried(&hello)));
+}
+
+/// A member that answers each side with a key of its own sits on two
+/// links and can read both, but each side's channel names a key the
+/// other side does not see: the sync handshake bound to it, passed along,
+/// fails at both ends.
+#[test]
+fn a_member_answering_each_side_is_found_out_by_the_channel() {
+    use crate::protocol::identity::Identity;
+    use crate::protocol::room::{Handshake, RoomError};
+    let r = room("r", "k");
+    let mut nonces = Nonces(40);
+    // A's link to "B" ends at the middle, and "A"'s link to B starts there.
+    let (a, _middle_as_b) = open(&r, A, B, &mut nonces);
+    let (_middle_as_a, b) = open(&r, A, B, &mut nonces);
+    let (ia, ib) = (Identity::from_seed(1), Identity::from_seed(2));
+    let (pa, pb) = (ia.peer(), ib.peer());
+    let mut ha = Handshake::new(pa, pb, [1; 32], &a.channel().unwrap());
+    let mut hb = Handshake::new(pb, pa, [2; 32], &b.channel().unwrap());
+    let proof_a = ha.prove(hb.my_nonce(), &r, &ia).unwrap();
+    let proof_b = hb.prove(ha.my_nonce(), &r, &ib).unwrap();
+    assert_eq!(ha.check(&proof_b, &r), Err(RoomError::OtherChannel));
+    assert_eq!(hb.check(&proof_a, &r), Err(RoomError::OtherChannel));
+    // On one honest link the same handshake holds.
+    let (a, b) = open(&r, A, B, &mut nonces);
+    let mut ha = Handshake::new(pa, pb, [1; 32], &a.channel().unwrap());
+    let mut hb = Handshake::new(pb, pa, [2; 32], &b.channel().unwrap());
+    let proof_a = ha.prove(hb.my_nonce(), &r, &ia).unwrap();
+    let proof_b = hb.prove(ha.my_nonce(), &r, &ib).unwrap();
+    assert_eq!(
+        (ha.check(&proof_b, &r), hb.check(&proof_a, &r)),
+        (Ok(()), Ok(()))
+    );
+}
+
+/// A public key of small order shares no secret (the key would be the
+/// relay key's hash of public values): refused, the link unchanged.
+#[test]
+fn a_hello_with_a_key_of_small_order_is_refused() {
+    let r = room("r", "k");
+    let mut b = RelayLink::new(&r, B, A, [2; 32]);
+    let mut weak = RelayLink::new(&r, A, B, [0; 32]);
+    weak.public = [0; 32]; // the identity point, as a lying member would send
+    assert_eq!(
+        b.receive(&weak.hello(), || [3; 32]),
+        Err(RelayError::WeakKey)
+    );
+    assert!(!b.is_open());
+    let (a, b) = open(&r, A, B, &mut Nonces(7));
+    assert!(a.is_open() && b.is_open());
+}
