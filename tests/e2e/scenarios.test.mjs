@@ -175,6 +175,9 @@ test("3. a reconcile key: the resolver's handler answers and the log shows the e
   assert.equal(shown.source_peer_id, asker.id);
   assert.equal(shown.target_peer_id, resolver.id);
   assert.ok(Array.isArray(shown.conflicting_events));
+  // It names its key: its events are whole runs, which may hold others.
+  assert.match(shown.key, /^rec\/total\d+$/);
+  assert.ok(shown.conflicting_events.some((e) => e.key === shown.key));
 });
 
 test("4. a peer goes offline, both sides write, it comes back: nothing acknowledged is lost", async () => {

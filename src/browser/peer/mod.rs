@@ -129,7 +129,8 @@ export interface PresenceEntry {
 }
 /** What a listener receives: `keys` on "change"; `conflicts` on
  * "conflict"; `peer` and its `state` on "peer"; a reconciliation message in
- * the spec's JSON shape on "message"; `received` of `total` bytes on
+ * the spec's JSON shape on "message" (a request also names its `key`);
+ * `received` of `total` bytes on
  * "snapshot" while a snapshot arrives from `peer` (as sent: gzipped
  * between pages); `presence` (who is
  * here, as `presence()` gives it) on "presence"; `error` (a `PeerError`)
