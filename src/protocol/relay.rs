@@ -7,7 +7,7 @@
 //! it swaps the recipient's id for the sender's (the id the socket proved
 //! at its join) and passes the rest on. A relayed message is
 //!
-//! - a **hello** `[1][key: 32][1 if an echo follows][echo: 32]?[mac: 32]`:
+//! - a **hello** `[3][key: 32][1 if an echo follows][echo: 32]?[mac: 32]`:
 //!   each side's fresh ephemeral X25519 public key (and, answering, the
 //!   other's), MACed with the room's relay key over the room, sender and
 //!   recipient; or
@@ -68,8 +68,11 @@ pub const MAX_SEALED_FRAME: usize = wire::MAX_FRAME;
 /// [`MAX_SEALED_FRAME`] bytes, its tag, counter and kind.
 pub const MAX_RELAYED: usize = PEER_BYTES + 1 + 8 + MAX_SEALED_FRAME + 16;
 
-const HELLO: u8 = 1;
+/// A hello of the first relay, whose session key rested on nonces alone.
+const HELLO_V1: u8 = 1;
 const FRAME: u8 = 2;
+/// A hello carrying an X25519 public key.
+const HELLO: u8 = 3;
 
 /// Why a relayed message was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -94,6 +97,10 @@ pub enum RelayError {
     TooLarge(usize),
     #[error("relayed hello carries a key of small order (no secret would be shared)")]
     WeakKey,
+    #[error(
+        "relayed hello of an earlier release (its link had no key exchange): update both pages"
+    )]
+    OldRelay,
 }
 
 impl RelayError {
@@ -342,6 +349,7 @@ impl RelayLink {
         match message.first() {
             Some(&HELLO) => self.receive_hello(&message[1..], fresh),
             Some(&FRAME) => self.receive_frame(&message[1..]).map(Received::Frame),
+            Some(&HELLO_V1) => Err(RelayError::OldRelay),
             _ => Err(RelayError::Malformed),
         }
     }

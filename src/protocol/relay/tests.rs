@@ -454,6 +454,18 @@ fn a_member_answering_each_side_is_found_out_by_the_channel() {
     );
 }
 
+/// A page of the release before the key exchange opens with a hello of
+/// kind 1: refused as such, not as a forgery.
+#[test]
+fn a_hello_of_the_earlier_relay_is_refused_as_such() {
+    let r = room("r", "k");
+    let mut b = RelayLink::new(&r, B, A, [2; 32]);
+    let mut old = RelayLink::new(&r, A, B, [1; 32]).hello();
+    old[0] = HELLO_V1;
+    assert_eq!(b.receive(&old, || [3; 32]), Err(RelayError::OldRelay));
+    assert!(!b.is_open());
+}
+
 /// A public key of small order shares no secret (the key would be the
 /// relay key's hash of public values): refused, the link unchanged.
 #[test]
