@@ -233,6 +233,21 @@ impl Connection {
         );
         match step {
             Negotiation::Description { kind, sdp, .. } => {
+                // One exchange a connection: the handshake is bound to the
+                // DTLS fingerprints it named, read when the channel opens,
+                // and a later offer (which this side never asks for) could
+                // name others: whoever routes signals would swap in its
+                // own certificate under a bound session.
+                let negotiated = pc.current_remote_description().is_some()
+                    && pc.signaling_state() == RtcSignalingState::Stable;
+                if negotiated {
+                    web_sys::console::warn_1(
+                        &"cpc-sync: a session description after the connection's own \
+                          exchange is ignored"
+                            .into(),
+                    );
+                    return;
+                }
                 let ready = !negotiator.making_offer.get()
                     && (pc.signaling_state() == RtcSignalingState::Stable
                         || negotiator.answer_pending.get());

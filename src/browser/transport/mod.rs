@@ -477,6 +477,9 @@ impl State {
                     out.push(TransportEvent::Frame(keeper, bytes));
                 }
             }
+            // The server keeps no room with a secret (it would read it):
+            // one that says so is lying, and its link would be unbound.
+            SocketEvent::Message(ServerMessage::Keep { .. }) if self.relay.is_some() => {}
             SocketEvent::Message(ServerMessage::Keep { peer }) => {
                 let Ok(peer) = peer.parse::<PeerId>() else {
                     return;

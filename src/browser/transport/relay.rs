@@ -132,6 +132,10 @@ impl State {
                     Ok(Received::Opened {
                         reply: Some(reply), ..
                     }) => {
+                        // Open, so it has both keys.
+                        let Some(channel) = link.channel() else {
+                            return;
+                        };
                         let Some(epoch) = self.links.relay_offered(from, now_ms()) else {
                             return;
                         };
@@ -141,7 +145,6 @@ impl State {
                         if let Some(server) = &self.server {
                             server.send_frame(&address(from, &reply));
                         }
-                        let channel = link.channel().unwrap_or_default();
                         if let Some(relay) = &mut self.relay {
                             relay.links.insert(from, (epoch, link));
                         }
@@ -155,11 +158,9 @@ impl State {
             }
         };
         let Some(epoch) = epoch else { return };
-        let channel = (relay.links.get(&from))
-            .and_then(|(_, link)| link.channel())
-            .unwrap_or_default();
-        match received {
-            Ok(Received::Opened { reply, restarted }) => {
+        let channel = (relay.links.get(&from)).and_then(|(_, link)| link.channel());
+        match (received, channel) {
+            (Ok(Received::Opened { reply, restarted }), Some(channel)) => {
                 if let (Some(reply), Some(server)) = (reply, &self.server) {
                     server.send_frame(&address(from, &reply));
                 }
@@ -170,15 +171,22 @@ impl State {
                 self.links.opened(from, epoch, now_ms());
                 out.push(TransportEvent::Opened(from, channel));
             }
-            Ok(Received::Frame(frame)) => out.push(TransportEvent::Frame(from, frame)),
-            Ok(Received::Ignored) => {}
-            Err(e) if e.is_fatal() => {
+            // Opened with no channel cannot be (an open link has both
+            // keys); were it so, the link would be unbound: closed.
+            (Ok(Received::Opened { .. }), None) => {
+                self.drop_relay(from);
+                self.links.closed(from, epoch, now_ms(), jitter());
+                out.push(TransportEvent::Link(from, LinkState::Closed));
+            }
+            (Ok(Received::Frame(frame)), _) => out.push(TransportEvent::Frame(from, frame)),
+            (Ok(Received::Ignored), _) => {}
+            (Err(e), _) if e.is_fatal() => {
                 warn(&format!("cpc-sync: relayed link to {from}: {e}"));
                 self.drop_relay(from);
                 self.links.closed(from, epoch, now_ms(), jitter());
                 out.push(TransportEvent::Link(from, LinkState::Closed));
             }
-            Err(e) => refused(from, &e),
+            (Err(e), _) => refused(from, &e),
         }
     }
 }
