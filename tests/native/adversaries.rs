@@ -479,6 +479,9 @@ fn a_signed_request_that_names_no_key_is_refused() {
 #[test]
 fn reconciliation_requests_are_answered_at_most_so_many_per_interval() {
     let mut room = Room::new(EngineConfig::default());
+    room.a
+        .engine_mut()
+        .set_policy("rc/", cpc_sync::protocol::ConflictPolicy::Reconcile);
     let (a, m) = (room.a.peer(), room.mallory.peer());
     // Her writes, each a run of its own, each the subject of a request.
     let mut requests = Vec::new();

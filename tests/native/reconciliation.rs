@@ -294,6 +294,18 @@ fn a_won_value_too_large_for_our_writes_still_settles_its_conflict() {
     let mut resolver = conflict(json("\"y\""));
     let mut picks_huge = |_: &str, _: &[Candidate]| Some(text(huge));
     assert_eq!(settled(&mut resolver, &mut picks_huge), Some(3));
+    // A value of the handler's own over our writes' bound is refused like
+    // a write; the same value, a sibling's, is copied.
+    let mut picks_over = |_: &str, _: &[Candidate]| Some(text(over));
+    let mut resolver = conflict(json("\"y\""));
+    assert_eq!(settled(&mut resolver, &mut picks_over), Some(3));
+    let mut resolver = conflict(text(over));
+    let mut picks_sibling = |_: &str, c: &[Candidate]| {
+        c.iter()
+            .map(|c| c.value.clone())
+            .max_by_key(|v| v.as_str().len())
+    };
+    assert_eq!(settled(&mut resolver, &mut picks_sibling), Some(over + 2));
     // Nothing that fits (two others' values, their writers out of
     // reach, so this peer resolves): the conflict stays, the error typed.
     let mut peers = reconcile_peers(3);
@@ -316,4 +328,28 @@ fn a_won_value_too_large_for_our_writes_still_settles_its_conflict() {
         "{err:?}"
     );
     assert_eq!(peers[0].conflicts().len(), 1);
+}
+
+/// A request for a key the resolver leaves to its app (multi-value, or
+/// last writer wins) is refused: any member could otherwise name a
+/// conflict the resolver's user is to settle, and have it write a signed
+/// resolution of its own over it.
+#[test]
+fn a_request_for_a_key_this_peer_does_not_reconcile_is_refused() {
+    let (mut peers, e1, e3) = a_conflict_at_peer_3();
+    let request = request_from_peer_3(&mut peers);
+    peers[0].set_policy("doc/", ConflictPolicy::MultiValue);
+    let err = peers[0].handle_reconciliation_request(&request, &mut join, 1_100);
+    assert!(matches!(err, Err(ReceiveError::NoConflict(_))), "{err:?}");
+    deliver(&mut peers[0], &[e3], 1_100);
+    assert_eq!(peers[0].conflicts().len(), 1, "left to its app");
+    assert_eq!(
+        peers[0].clock().get(PeerId(1)),
+        1,
+        "nothing written: {e1:?}"
+    );
+    // Reconciled again, the same request is answered.
+    peers[0].set_policy("doc/", ConflictPolicy::Reconcile);
+    let answer = peers[0].handle_reconciliation_request(&request, &mut join, 1_200);
+    assert!(matches!(answer, Ok(Some(_))), "{answer:?}");
 }

@@ -1,7 +1,7 @@
 use crate::protocol::text::Text;
 
 use super::view::{candidates, Candidate};
-use super::{ConflictPolicy, ReconciliationEngine, MAX_RESOLUTION_BYTES};
+use super::{ConflictPolicy, ReconciliationEngine, MAX_RESOLUTION_BYTES, MAX_WRITE_BYTES};
 use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::entity::{EntityState, Register};
 use crate::protocol::error::ReceiveError;
@@ -168,6 +168,11 @@ impl ReconciliationEngine {
                 crate::protocol::error::quoted_key(&key)
             )));
         }
+        // Only a key this peer reconciles: one it leaves to its app
+        // (multi-value) is not settled by a signed write on another's word.
+        if self.policy(&key) != ConflictPolicy::Reconcile {
+            return Err(ReceiveError::NoConflict(key.to_string()));
+        }
         for event in &request.conflicting_events {
             self.receive(event.clone(), now_ms)?;
         }
@@ -227,7 +232,13 @@ impl ReconciliationEngine {
             Some(w) if fits(&w.value) => Some(w),
             _ => register.last_written(|s| fits(&s.value)),
         };
-        let value = (handler(key, &candidates(register)).filter(fits))
+        // The handler's own value is a write like any: within our writes'
+        // bound, unless it is a sibling's, copied.
+        let ours = |v: &JsonValue| {
+            key.len() + v.as_str().len() <= MAX_WRITE_BYTES
+                || (fits(v) && register.siblings().iter().any(|s| s.value == *v))
+        };
+        let value = (handler(key, &candidates(register)).filter(ours))
             .or_else(|| lww.or(register.winner()).map(|w| w.value.clone()))
             .unwrap_or_else(JsonValue::null);
         Ok(self.write(key, value, true, now_ms)?)
