@@ -151,7 +151,9 @@ impl Page {
                 if let Some(reply) = reply {
                     self.send(from, &reply).await;
                 }
-                self.node.connect(from, now_ms());
+                // Bound to the link's keys, as the browser's edge binds it.
+                let channel = self.link(from).channel().expect("open");
+                self.node.connect_over(from, &channel, now_ms());
             }
             Ok(Received::Frame(frame)) => {
                 *self.accepted.entry(from).or_default() += 1;

@@ -48,7 +48,15 @@ fn open(
         })
     );
     assert!(a.is_open() && b.is_open());
+    assert_one_channel(&a, &b);
     (a, b)
+}
+
+/// The two ends of one link name one channel, each its own key first: the
+/// sync handshake bound to it passes.
+fn assert_one_channel(a: &RelayLink, b: &RelayLink) {
+    assert_eq!(a.channel(), Some(Channel::of_keys(&a.public, &b.public)));
+    assert_eq!(b.channel(), Some(Channel::of_keys(&b.public, &a.public)));
 }
 
 fn accept(link: &mut RelayLink, message: &[u8]) -> Result<Vec<u8>, RelayError> {
@@ -99,6 +107,7 @@ fn both_sides_opening_at_once_agree_on_one_key() {
     };
     assert_eq!(a.receive(&rb, || unreachable!()), Ok(Received::Ignored));
     assert_eq!(b.receive(&ra, || unreachable!()), Ok(Received::Ignored));
+    assert_one_channel(&a, &b);
     let sealed = a.seal(b"hi").unwrap();
     assert_eq!(accept(&mut b, &sealed).unwrap(), b"hi");
 }
@@ -224,6 +233,7 @@ fn a_dropped_frame_ends_the_link_and_the_next_link_refuses_the_old_frames() {
         other => panic!("{other:?}"),
     };
     a.receive(&reply, || unreachable!()).unwrap();
+    assert_one_channel(&a, &b);
     // The old link's frames, delayed until now: counters start over, the
     // key does not.
     assert_eq!(accept(&mut b, &dropped), Err(RelayError::Forged));
@@ -479,6 +489,14 @@ fn a_hello_with_a_key_of_small_order_is_refused() {
         Err(RelayError::WeakKey)
     );
     assert!(!b.is_open());
-    let (a, b) = open(&r, A, B, &mut Nonces(7));
-    assert!(a.is_open() && b.is_open());
+    // On an open link: refused, the link and its channel as they were.
+    let (mut a, mut b) = open(&r, A, B, &mut Nonces(9));
+    let channel = b.channel();
+    assert_eq!(
+        b.receive(&weak.hello(), || [4; 32]),
+        Err(RelayError::WeakKey)
+    );
+    assert_eq!(b.channel(), channel);
+    let sealed = a.seal(b"still").unwrap();
+    assert_eq!(accept(&mut b, &sealed).unwrap(), b"still");
 }

@@ -142,7 +142,8 @@ impl Page {
                     if let Some(reply) = reply {
                         self.send(rooms, &address(from, &reply));
                     }
-                    self.node.connect(from, self.now);
+                    let channel = self.link(from).channel().expect("open");
+                    self.node.connect_over(from, &channel, self.now);
                 }
                 Ok(Received::Frame(frame)) => self.node.receive_frame(from, &frame, self.now),
                 Ok(Received::Ignored) => {}
