@@ -328,6 +328,19 @@ fn a_won_value_too_large_for_our_writes_still_settles_its_conflict() {
         "{err:?}"
     );
     assert_eq!(peers[0].conflicts().len(), 1);
+    // Tried again after the retry time, not at every tick before it.
+    let mut calls = 0;
+    let mut counting = |_: &str, _: &[Candidate]| {
+        calls += 1;
+        None
+    };
+    assert!(peers[0]
+        .reconcile(&mut counting, &|_| false, 4_000)
+        .is_empty());
+    assert!(peers[0]
+        .reconcile(&mut counting, &|_| false, 8_001)
+        .is_empty());
+    assert_eq!(calls, 1, "asked once, at 8,001 ms");
 }
 
 /// A request for a key the resolver leaves to its app (multi-value, or

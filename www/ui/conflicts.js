@@ -18,7 +18,9 @@ export function conflictsView(peer, report) {
     for (const key of keys) {
       if (m.type === "RECONCILIATION_REQUEST") {
         inFlight.set(key, { from: m.source_peer_id, to: m.target_peer_id });
-      } else {
+      } else if (inFlight.get(key)?.to === m.source_peer_id) {
+        // An answer names no key (its events are whole runs): it ends the
+        // requests it could answer, those sent to its sender.
         inFlight.delete(key);
       }
     }

@@ -347,14 +347,49 @@ impl ReconciliationEngine {
 
 /// How many of `events` (a run's worth of ours, in order) one run takes:
 /// all, or those before their bytes would pass [`MAX_RUN_BYTES`]; one at
-/// least (a write is at most [`MAX_WRITE_BYTES`]).
+/// least (a write is at most [`MAX_WRITE_BYTES`]). An event over that (a
+/// resolution copying another's large value, up to
+/// [`MAX_RESOLUTION_BYTES`]) is a run of its own: `approx_size` is an
+/// estimate, and what rides with it would be what tips it over a message.
 fn within_run_bytes(events: &[P2PEvent]) -> usize {
     let mut bytes = 0;
     for (i, e) in events.iter().enumerate() {
-        bytes += e.approx_size();
-        if bytes > MAX_RUN_BYTES && i > 0 {
+        let size = e.approx_size();
+        let alone = size > MAX_WRITE_BYTES;
+        if i > 0 && (alone || bytes + size > MAX_RUN_BYTES) {
             return i;
         }
+        if alone {
+            return 1;
+        }
+        bytes += size;
     }
     events.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::clock::PeerId;
+    use crate::protocol::event::sample;
+
+    /// Runs are cut before their bytes pass a run's, and an event over a
+    /// write's bound (a resolution's copy of a large value) goes alone.
+    #[test]
+    fn a_run_is_cut_by_bytes_and_a_large_event_goes_alone() {
+        let value = |bytes: usize| format!("\"{}\"", "v".repeat(bytes));
+        let events = |sizes: &[usize]| -> Vec<P2PEvent> {
+            (sizes.iter().enumerate())
+                .map(|(i, &n)| sample(PeerId(1), i as u64 + 1, &value(n)))
+                .collect()
+        };
+        assert_eq!(within_run_bytes(&events(&[10, 10, 10])), 3);
+        let big = MAX_WRITE_BYTES + 1;
+        assert_eq!(within_run_bytes(&events(&[10, big, 10])), 1);
+        assert_eq!(within_run_bytes(&events(&[big, 10])), 1);
+        let half = MAX_RUN_BYTES / 2;
+        assert_eq!(within_run_bytes(&events(&[half, half, 10])), 1);
+        assert_eq!(within_run_bytes(&events(&[half / 2, half / 2, half])), 2);
+        assert_eq!(within_run_bytes(&events(&[half / 2, half, 10])), 3);
+    }
 }

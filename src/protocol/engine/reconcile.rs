@@ -92,12 +92,17 @@ impl ReconciliationEngine {
             .filter(|&p| p == me || reachable(p))
             .min()
             .unwrap_or(me);
-        if resolver == self.peer {
-            return self
-                .settle(key, handler, now_ms)
-                .map(ReconcileStep::Resolved);
-        }
         let siblings = register.observed();
+        if resolver == self.peer {
+            let settled = self.settle(key, handler, now_ms);
+            if settled.is_err() {
+                // No value it can write (each too large to copy): tried
+                // again when the siblings change, or after the retry time,
+                // as an unanswered request is, not at every tick.
+                self.requested.insert(key.into(), (siblings, now_ms));
+            }
+            return settled.map(ReconcileStep::Resolved);
+        }
         let request = ReconciliationRequest {
             message_type: RequestType::ReconciliationRequest,
             source_peer_id: self.peer,
