@@ -290,6 +290,81 @@ async fn both_ends_of_a_data_channel_bind_the_handshake_alike() {
     assert!(handshake(&over_a, &over_a).0.is_err());
 }
 
+/// Whoever carries the signals (here, anyone on the tabs' channel) sends
+/// one end an offer of its own after the link opened, under the link's
+/// epoch: a re-negotiation to another certificate, under a handshake bound
+/// to the first. The offer is ignored, and the link goes on as it was.
+#[wasm_bindgen_test]
+async fn an_offer_after_the_link_opened_is_ignored() {
+    use cpc_sync::protocol::signal::{Negotiation, SdpKind, TabMessage};
+    use web_sys::{BroadcastChannel, MessageEvent, RtcPeerConnection, RtcSdpType};
+    let room = room("reoffer");
+    // What crosses the tabs' channel, as a third tab hears it.
+    let tabs = BroadcastChannel::new(&format!("cpc-sync:{room}")).unwrap();
+    let heard = Rc::new(RefCell::new(Vec::<String>::new()));
+    let h = heard.clone();
+    let listener = Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
+        if let Some(text) = e.data().as_string() {
+            h.borrow_mut().push(text);
+        }
+    });
+    tabs.set_onmessage(Some(listener.as_ref().unchecked_ref()));
+    let (a, ida) = raw(&room, 0xd1);
+    let (b, idb) = raw(&room, 0xd2);
+    wait_for("the link", 20, || {
+        a.open.borrow().contains(&idb) && b.open.borrow().contains(&ida)
+    })
+    .await;
+    let opened = a.channels.borrow().len();
+    let epoch = (heard.borrow().iter())
+        .filter_map(|text| match TabMessage::from_text(text)? {
+            // b's epoch: each end names its own connection.
+            TabMessage::Signal { from, to, data } if from == idb.to_string() => {
+                match Negotiation::from_data(data, None, &from, &to)? {
+                    Negotiation::Description { epoch, .. } => Some(epoch),
+                    Negotiation::Candidate { .. } => None,
+                }
+            }
+            _ => None,
+        })
+        .last()
+        .expect("the link's signals");
+    // An offer of another connection: another certificate.
+    let other = RtcPeerConnection::new().unwrap();
+    let _dc = other.create_data_channel("x");
+    let offer = JsFuture::from(other.create_offer()).await.unwrap();
+    let sdp = Reflect::get(&offer, &"sdp".into())
+        .unwrap()
+        .as_string()
+        .unwrap();
+    let init = web_sys::RtcSessionDescriptionInit::new(RtcSdpType::Offer);
+    init.set_sdp(&sdp);
+    JsFuture::from(other.set_local_description(&init))
+        .await
+        .unwrap();
+    let forged = Negotiation::Description {
+        epoch,
+        kind: SdpKind::Offer,
+        sdp,
+    };
+    let (from, to) = (idb.to_string(), ida.to_string());
+    let data = forged.to_data(None, [0; 12], &from, &to);
+    tabs.post_message(&TabMessage::Signal { from, to, data }.to_text().into())
+        .unwrap();
+    sleep(3_000).await;
+    // The link as it was: open, over the one channel, and carrying frames.
+    assert!(a.open.borrow().contains(&idb), "still open");
+    assert_eq!(a.channels.borrow().len(), opened, "not opened again");
+    let before = *a.frames.borrow();
+    b.transport.send(ida, vec![7; 100]);
+    wait_for("a frame after the offer", 10, || {
+        *a.frames.borrow() > before
+    })
+    .await;
+    other.close();
+    tabs.close();
+}
+
 #[wasm_bindgen_test]
 async fn a_full_data_channel_reports_its_backlog_and_its_end() {
     let room = room("backlog");
