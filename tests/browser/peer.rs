@@ -316,8 +316,8 @@ async fn an_offer_after_the_link_opened_is_ignored() {
     })
     .await;
     let opened = a.channels.borrow().len();
-    let epoch = (heard.borrow().iter())
-        .filter_map(|text| match TabMessage::from_text(text)? {
+    let epoch = (heard.borrow().iter().rev())
+        .find_map(|text| match TabMessage::from_text(text)? {
             // b's epoch: each end names its own connection.
             TabMessage::Signal { from, to, data } if from == idb.to_string() => {
                 match Negotiation::from_data(data, None, &from, &to)? {
@@ -327,7 +327,6 @@ async fn an_offer_after_the_link_opened_is_ignored() {
             }
             _ => None,
         })
-        .last()
         .expect("the link's signals");
     // An offer of another connection: another certificate.
     let other = RtcPeerConnection::new().unwrap();
