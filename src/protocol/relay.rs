@@ -309,6 +309,9 @@ impl RelayLink {
     fn open_with(&mut self, theirs: [u8; 32], key: [u8; 32]) {
         self.key = Some(key);
         self.theirs = Some(theirs);
+        // Spent: the next key takes a fresh secret, and this one, kept,
+        // would give away this link's key to whoever read the memory.
+        self.mine = [0; 32];
         self.spent = true;
         self.sent = 0;
         self.expected = 0;
