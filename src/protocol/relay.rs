@@ -98,7 +98,7 @@ pub enum RelayError {
     #[error("relayed hello carries a key of small order (no secret would be shared)")]
     WeakKey,
     #[error(
-        "relayed hello of an earlier release (its link had no key exchange): update both pages"
+        "relayed hello of kind 1, an earlier release's (its link had no key exchange) or forged: update both pages"
     )]
     OldRelay,
 }
@@ -151,8 +151,8 @@ pub struct RelayLink {
     room_id: String,
     me: PeerId,
     them: PeerId,
-    /// Our ephemeral X25519 secret (random bytes, clamped in use) and its
-    /// public key, which our hellos carry.
+    /// Our ephemeral X25519 secret (random bytes, clamped in use; zeroed
+    /// once it made a key) and its public key, which our hellos carry.
     mine: [u8; 32],
     public: [u8; 32],
     /// `mine` made a key: the next key needs a fresh secret.

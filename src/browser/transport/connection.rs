@@ -109,6 +109,9 @@ impl Connection {
             let (pc2, negotiator, report) = (pc.clone(), negotiator.clone(), report.clone());
             listeners.push(EventListener::new(&pc, "negotiationneeded", move |_| {
                 let (pc, negotiator, report) = (pc2.clone(), negotiator.clone(), report.clone());
+                if pc.current_remote_description().is_some() {
+                    return; // one exchange a connection (see `negotiate`)
+                }
                 wasm_bindgen_futures::spawn_local(async move {
                     negotiator.making_offer.set(true);
                     let made = JsFuture::from(set_local_description(&pc)).await;
@@ -238,9 +241,11 @@ impl Connection {
                 // and a later offer (which this side never asks for) could
                 // name others: whoever routes signals would swap in its
                 // own certificate under a bound session.
-                let negotiated = pc.current_remote_description().is_some()
-                    && pc.signaling_state() == RtcSignalingState::Stable;
-                if negotiated {
+                // (Set when an exchange completes, and never unset: the
+                // guard holds whatever state the connection is in later.)
+                if pc.current_remote_description().is_some() {
+                    // Its candidates fail too, quietly.
+                    negotiator.ignore_offer.set(true);
                     web_sys::console::warn_1(
                         &"cpc-sync: a session description after the connection's own \
                           exchange is ignored"

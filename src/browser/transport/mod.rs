@@ -479,7 +479,8 @@ impl State {
             }
             // The server keeps no room with a secret (it would read it):
             // one that says so is lying, and its link would be unbound.
-            SocketEvent::Message(ServerMessage::Keep { .. }) if self.relay.is_some() => {}
+            SocketEvent::Message(ServerMessage::Keep { .. } | ServerMessage::Unkeep { .. })
+                if self.relay.is_some() => {}
             SocketEvent::Message(ServerMessage::Keep { peer }) => {
                 let Ok(peer) = peer.parse::<PeerId>() else {
                     return;
