@@ -465,14 +465,21 @@ fn a_member_answering_each_side_is_found_out_by_the_channel() {
 }
 
 /// A page of the release before the key exchange opens with a hello of
-/// kind 1: refused as such, not as a forgery.
+/// kind 1, MACed under that release's label: refused as such, not as a
+/// forgery; one whose MAC does not check out is a forgery.
 #[test]
 fn a_hello_of_the_earlier_relay_is_refused_as_such() {
     let r = room("r", "k");
     let mut b = RelayLink::new(&r, B, A, [2; 32]);
-    let mut old = RelayLink::new(&r, A, B, [1; 32]).hello();
-    old[0] = HELLO_V1;
+    let a = RelayLink::new(&r, A, B, [1; 32]);
+    let mut old = vec![HELLO_V1];
+    old.extend_from_slice(&a.public);
+    old.push(0);
+    old.extend_from_slice(&a.hello_mac(HELLO_V1_LABEL, A, B, &a.public, None));
     assert_eq!(b.receive(&old, || [3; 32]), Err(RelayError::OldRelay));
+    let mut forged = a.hello();
+    forged[0] = HELLO_V1;
+    assert_eq!(b.receive(&forged, || [3; 32]), Err(RelayError::ForgedHello));
     assert!(!b.is_open());
 }
 
