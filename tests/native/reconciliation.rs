@@ -366,3 +366,34 @@ fn a_request_for_a_key_this_peer_does_not_reconcile_is_refused() {
     let answer = peers[0].handle_reconciliation_request(&request, &mut join, 1_200);
     assert!(matches!(answer, Ok(Some(_))), "{answer:?}");
 }
+
+/// A resolver that never answers (it leaves the key to its app, or keeps
+/// quiet on purpose) is passed over when the request is asked again about
+/// the same siblings: the next origin is asked, and with none left the
+/// requester settles the conflict itself. Before, it asked the same
+/// resolver every five seconds, for good.
+#[test]
+fn a_resolver_that_never_answers_is_passed_over() {
+    let mut peers = reconcile_peers(4);
+    // Peers 1, 2 and 4 write concurrently; peer 4 sees all three, and its
+    // requests go nowhere.
+    let e1 = peers[0].set("doc/q", json("\"one\""), 1_000).unwrap();
+    let e2 = peers[1].set("doc/q", json("\"two\""), 1_000).unwrap();
+    peers[3].set("doc/q", json("\"four\""), 1_000).unwrap();
+    deliver(&mut peers[3], &[e1, e2], 1_000);
+    let asked = |peers: &mut [ReconciliationEngine], now: u64| match peers[3]
+        .reconcile(&mut join, &|_| true, now)
+        .as_slice()
+    {
+        [ReconcileStep::Request(r)] => Some(r.target_peer_id),
+        [ReconcileStep::Resolved(_)] => None,
+        steps => panic!("{steps:?}"),
+    };
+    assert_eq!(asked(&mut peers, 1_000), Some(PeerId(1)));
+    assert!(peers[3].reconcile(&mut join, &|_| true, 3_000).is_empty());
+    // Unanswered after the retry time: the next origin, then itself.
+    assert_eq!(asked(&mut peers, 6_000), Some(PeerId(2)));
+    assert_eq!(asked(&mut peers, 11_000), None);
+    assert!(peers[3].conflicts().is_empty());
+    assert_eq!(peers[3].get("doc/q"), Some(j!("four+one+two")));
+}

@@ -303,7 +303,7 @@ pub struct ReconciliationEngine {
     digest: MerkleDigest,
     books: Books,
     /// Siblings we already asked a resolver about, per key.
-    requested: HashMap<Text, (VectorClock, u64), FixedState>,
+    requested: HashMap<Text, reconcile::Asked, FixedState>,
     stats: EngineStats,
     /// Apply order, when recording (tests check causal delivery with it).
     journal: Option<Vec<JournalEntry>>,

@@ -28,6 +28,17 @@ pub enum ReconcileStep {
 /// A request is asked again when no answer came within this time.
 pub const RECONCILIATION_RETRY_MS: u64 = 5_000;
 
+/// What a peer asked about a conflicted key: the siblings it saw, when,
+/// and the resolvers asked about those very siblings, in order (the last
+/// is the one asked now; this peer, for a settle of its own that found
+/// nothing it could write).
+#[derive(Debug)]
+pub(super) struct Asked {
+    siblings: VectorClock,
+    at: u64,
+    resolvers: Vec<PeerId>,
+}
+
 impl ReconciliationEngine {
     /// Room state is never a conflict: never reconciled, whoever asks.
     fn conflicted_register(&self, key: &str) -> Result<&Register, ReceiveError> {
@@ -59,9 +70,9 @@ impl ReconciliationEngine {
             .filter(|key| self.policy(key) == ConflictPolicy::Reconcile)
             .filter(
                 |key| match (self.requested.get(*key), self.conflicted_register(key)) {
-                    (Some((asked, at)), Ok(r)) => {
-                        *asked != r.observed()
-                            || now_ms >= at.saturating_add(RECONCILIATION_RETRY_MS)
+                    (Some(asked), Ok(r)) => {
+                        asked.siblings != r.observed()
+                            || now_ms >= asked.at.saturating_add(RECONCILIATION_RETRY_MS)
                     }
                     _ => true,
                 },
@@ -85,21 +96,38 @@ impl ReconciliationEngine {
     ) -> Result<ReconcileStep, ReceiveError> {
         let register = self.conflicted_register(key)?;
         let me = self.peer;
+        let siblings = register.observed();
+        // Asked about these very siblings before, and no answer settled
+        // them: those resolvers are passed over, the lowest origin left
+        // asked (this peer, when none is: it settles itself). A resolver
+        // that never answers (one that leaves the key to its app, or a
+        // member who keeps quiet) would otherwise keep it open for good.
+        let mut resolvers = match self.requested.get(key) {
+            Some(asked) if asked.siblings == siblings => asked.resolvers.clone(),
+            _ => Vec::new(),
+        };
         let resolver = register
             .siblings()
             .iter()
             .map(|s| s.dot.peer)
-            .filter(|&p| p == me || reachable(p))
+            .filter(|&p| p == me || (reachable(p) && !resolvers.contains(&p)))
             .min()
             .unwrap_or(me);
-        let siblings = register.observed();
+        if !resolvers.contains(&resolver) {
+            resolvers.push(resolver);
+        }
         if resolver == self.peer {
             let settled = self.settle(key, handler, now_ms);
             if settled.is_err() {
                 // No value it can write (each too large to copy): tried
                 // again when the siblings change, or after the retry time,
                 // as an unanswered request is, not at every tick.
-                self.requested.insert(key.into(), (siblings, now_ms));
+                let asked = Asked {
+                    siblings,
+                    at: now_ms,
+                    resolvers,
+                };
+                self.requested.insert(key.into(), asked);
             }
             return settled.map(ReconcileStep::Resolved);
         }
@@ -110,7 +138,12 @@ impl ReconciliationEngine {
             key: Some(key.into()),
             conflicting_events: self.events_of(&siblings),
         };
-        self.requested.insert(key.into(), (siblings, now_ms));
+        let asked = Asked {
+            siblings,
+            at: now_ms,
+            resolvers,
+        };
+        self.requested.insert(key.into(), asked);
         Ok(ReconcileStep::Request(request))
     }
 
