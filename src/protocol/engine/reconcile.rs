@@ -85,8 +85,9 @@ impl ReconciliationEngine {
 
     /// The protocol's `request_reconciliation` for a conflicted key. The
     /// resolver is the lowest reachable origin among the siblings (this peer
-    /// counts as reachable): when that is this peer it runs `handler` and
-    /// writes the resolution; otherwise it builds the request for it.
+    /// counts as reachable) not already asked about the same siblings: when
+    /// that is this peer it runs `handler` and writes the resolution;
+    /// otherwise it builds the request for it.
     pub fn request_reconciliation(
         &mut self,
         key: &str,
