@@ -28,7 +28,9 @@ pub use policy::{
     is_reserved, policy_key, ConflictPolicy, Policies, UnknownPolicy, POLICY_PREFIX,
     RESERVED_PREFIX,
 };
-pub use reconcile::{ReconcileHandler, ReconcileStep, RECONCILIATION_RETRY_MS};
+pub use reconcile::{
+    ReconcileHandler, ReconcileStep, PASS_OVER_AFTER_ASKS, RECONCILIATION_RETRY_MS,
+};
 pub use remote::Receipt;
 pub use runs::Received;
 pub use snapshot::{SnapshotLoad, Trust};

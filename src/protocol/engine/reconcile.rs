@@ -28,15 +28,24 @@ pub enum ReconcileStep {
 /// A request is asked again when no answer came within this time.
 pub const RECONCILIATION_RETRY_MS: u64 = 5_000;
 
+/// How many times a resolver is asked about the same siblings, a retry
+/// time apart, before it is passed over: a busy one (64 requests a peer an
+/// interval), one waiting for the siblings' dependencies or one a large
+/// request takes long to reach is not taken for a silent one at once (a
+/// resolution made meanwhile by the next would be one more, and a stale
+/// one could come after a newer write).
+pub const PASS_OVER_AFTER_ASKS: u32 = 3;
+
 /// What a peer asked about a conflicted key: the siblings it saw, when,
-/// and the resolvers asked about those very siblings, in order (the last
-/// is the one asked now; this peer, for a settle of its own that found
-/// nothing it could write).
+/// the resolvers asked about those very siblings, in order (the last is
+/// the one asked now; this peer, for a settle of its own that found
+/// nothing it could write), and how many times the last was asked.
 #[derive(Debug)]
 pub(super) struct Asked {
     siblings: VectorClock,
     at: u64,
     resolvers: Vec<PeerId>,
+    asks: u32,
 }
 
 impl ReconciliationEngine {
@@ -54,7 +63,7 @@ impl ReconciliationEngine {
     /// The resolver of a conflict: the lowest peer id among the origins of
     /// its siblings. Every peer that sees the same siblings picks the same
     /// one; [`request_reconciliation`](Self::request_reconciliation) skips
-    /// origins that are not reachable.
+    /// origins that are not reachable, or that it passed over.
     pub fn resolver(&self, key: &str) -> Option<PeerId> {
         let register = self.conflicted_register(key).ok()?;
         register.siblings().iter().map(|s| s.dot.peer).min()
@@ -85,7 +94,8 @@ impl ReconciliationEngine {
 
     /// The protocol's `request_reconciliation` for a conflicted key. The
     /// resolver is the lowest reachable origin among the siblings (this peer
-    /// counts as reachable) not already asked about the same siblings: when
+    /// counts as reachable) not passed over (asked about the same siblings
+    /// [`PASS_OVER_AFTER_ASKS`] times without an answer): when
     /// that is this peer it runs `handler` and writes the resolution;
     /// otherwise it builds the request for it.
     pub fn request_reconciliation(
@@ -103,20 +113,30 @@ impl ReconciliationEngine {
         // asked (this peer, when none is: it settles itself). A resolver
         // that never answers (one that leaves the key to its app, or a
         // member who keeps quiet) would otherwise keep it open for good.
-        let mut resolvers = match self.requested.get(key) {
-            Some(asked) if asked.siblings == siblings => asked.resolvers.clone(),
-            _ => Vec::new(),
+        let (mut resolvers, asks) = match self.requested.get(key) {
+            Some(asked) if asked.siblings == siblings => (asked.resolvers.clone(), asked.asks),
+            _ => (Vec::new(), 0),
+        };
+        // The one asked last is asked again until it had its asks.
+        let passed = match asks >= PASS_OVER_AFTER_ASKS {
+            true => &resolvers[..],
+            false => &resolvers[..resolvers.len().saturating_sub(1)],
         };
         let resolver = register
             .siblings()
             .iter()
             .map(|s| s.dot.peer)
-            .filter(|&p| p == me || (reachable(p) && !resolvers.contains(&p)))
+            .filter(|&p| p == me || (reachable(p) && !passed.contains(&p)))
             .min()
             .unwrap_or(me);
-        if !resolvers.contains(&resolver) {
-            resolvers.push(resolver);
-        }
+        let asks = match resolvers.last() == Some(&resolver) {
+            true => asks + 1,
+            false => {
+                resolvers.retain(|&p| p != resolver);
+                resolvers.push(resolver);
+                1
+            }
+        };
         if resolver == self.peer {
             let settled = self.settle(key, handler, now_ms);
             if settled.is_err() {
@@ -127,6 +147,7 @@ impl ReconciliationEngine {
                     siblings,
                     at: now_ms,
                     resolvers,
+                    asks,
                 };
                 self.requested.insert(key.into(), asked);
             }
@@ -143,6 +164,7 @@ impl ReconciliationEngine {
             siblings,
             at: now_ms,
             resolvers,
+            asks,
         };
         self.requested.insert(key.into(), asked);
         Ok(ReconcileStep::Request(request))
@@ -156,6 +178,12 @@ impl ReconciliationEngine {
         reachable: &dyn Fn(PeerId) -> bool,
         now_ms: u64,
     ) -> Vec<ReconcileStep> {
+        // Keys settled other than by an event (a snapshot's or a leaf's
+        // state joined) leave their requests here.
+        if !self.requested.is_empty() {
+            let conflicted = &self.books.conflicted;
+            self.requested.retain(|key, _| conflicted.contains(&**key));
+        }
         let keys = self.pending_reconciliations(now_ms);
         keys.iter()
             .filter_map(|key| {
