@@ -406,3 +406,36 @@ fn a_resolver_that_never_answers_is_passed_over() {
     assert!(peers[3].conflicts().is_empty());
     assert_eq!(peers[3].get("doc/q"), Some(j!("four+one+two")));
 }
+
+/// Two requesters that each settle a conflict themselves (its writers out
+/// of reach, or passed over) write concurrent resolutions: once each has
+/// the other's, the lowest resolver's stands everywhere, with no round
+/// more and no conflict left.
+#[test]
+fn requesters_that_settle_themselves_converge_without_another_round() {
+    let mut peers = reconcile_peers(4);
+    let e1 = peers[0].set("doc/r", json("\"one\""), 1_000).unwrap();
+    let e2 = peers[1].set("doc/r", json("\"two\""), 1_000).unwrap();
+    let mut resolutions = Vec::new();
+    for at in [2, 3] {
+        deliver(&mut peers[at], &[e1.clone(), e2.clone()], 1_000);
+        let mut mine = |_: &str, _: &[Candidate]| {
+            Some(JsonValue::from(&serde_json::Value::String(format!(
+                "by {}",
+                at + 1
+            ))))
+        };
+        match peers[at].reconcile(&mut mine, &|_| false, 2_000).as_slice() {
+            [ReconcileStep::Resolved(r)] => resolutions.push(r.clone()),
+            steps => panic!("{steps:?}"),
+        }
+    }
+    for p in peers.iter_mut() {
+        deliver(p, &[e1.clone(), e2.clone()], 3_000);
+        deliver(p, &resolutions, 3_000);
+        assert!(p.conflicts().is_empty(), "peer {}", p.peer());
+        assert!(p.pending_reconciliations(9_000).is_empty());
+        assert_eq!(p.get("doc/r"), Some(j!("by 3")), "the lowest resolver's");
+    }
+    assert_converged(&mut peers);
+}
