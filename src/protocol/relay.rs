@@ -357,10 +357,9 @@ impl RelayLink {
             Some(&FRAME) => self.receive_frame(&message[1..]).map(Received::Frame),
             // The same layout, MACed under the first relay's label: told
             // apart from a forgery before it is called an old release.
-            Some(&HELLO_V1) => match self.check_hello(&message[1..], HELLO_V1_LABEL) {
-                Ok(_) => Err(RelayError::OldRelay),
-                Err(e) => Err(e),
-            },
+            Some(&HELLO_V1) => self
+                .check_hello(&message[1..], HELLO_V1_LABEL)
+                .and(Err(RelayError::OldRelay)),
             _ => Err(RelayError::Malformed),
         }
     }

@@ -305,16 +305,9 @@ impl Channel {
     /// keys (the relayed link's X25519): ours, and the far end's as we
     /// received it.
     pub fn of_keys(mine: &[u8; 32], theirs: &[u8; 32]) -> Channel {
-        let hex = |key: &[u8; 32]| -> String {
-            let mut out = String::from("x25519 ");
-            for b in key {
-                out.push_str(&format!("{b:02X}"));
-            }
-            out
-        };
         Channel {
-            mine: hex(mine),
-            theirs: hex(theirs),
+            mine: format!("x25519 {}", hex(mine)),
+            theirs: format!("x25519 {}", hex(theirs)),
         }
     }
 

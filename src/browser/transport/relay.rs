@@ -173,21 +173,22 @@ impl State {
             }
             // Opened with no channel cannot be (an open link has both
             // keys); were it so, the link would be unbound: closed.
-            (Ok(Received::Opened { .. }), None) => {
-                self.drop_relay(from);
-                self.links.closed(from, epoch, now_ms(), jitter());
-                out.push(TransportEvent::Link(from, LinkState::Closed));
-            }
+            (Ok(Received::Opened { .. }), None) => self.end_relay(from, epoch, out),
             (Ok(Received::Frame(frame)), _) => out.push(TransportEvent::Frame(from, frame)),
             (Ok(Received::Ignored), _) => {}
             (Err(e), _) if e.is_fatal() => {
                 warn(&format!("cpc-sync: relayed link to {from}: {e}"));
-                self.drop_relay(from);
-                self.links.closed(from, epoch, now_ms(), jitter());
-                out.push(TransportEvent::Link(from, LinkState::Closed));
+                self.end_relay(from, epoch, out);
             }
             (Err(e), _) => refused(from, &e),
         }
+    }
+
+    /// Ends relayed link `epoch` to `from`; the links dial again.
+    fn end_relay(&mut self, from: PeerId, epoch: u64, out: &mut Vec<TransportEvent>) {
+        self.drop_relay(from);
+        self.links.closed(from, epoch, now_ms(), jitter());
+        out.push(TransportEvent::Link(from, LinkState::Closed));
     }
 }
 

@@ -137,18 +137,18 @@ impl ReconciliationEngine {
                 1
             }
         };
+        let asked = Asked {
+            siblings,
+            at: now_ms,
+            resolvers,
+            asks,
+        };
         if resolver == self.peer {
             let settled = self.settle(key, handler, now_ms);
             if settled.is_err() {
                 // No value it can write (each too large to copy): tried
                 // again when the siblings change, or after the retry time,
                 // as an unanswered request is, not at every tick.
-                let asked = Asked {
-                    siblings,
-                    at: now_ms,
-                    resolvers,
-                    asks,
-                };
                 self.requested.insert(key.into(), asked);
             }
             return settled.map(ReconcileStep::Resolved);
@@ -158,13 +158,7 @@ impl ReconciliationEngine {
             source_peer_id: self.peer,
             target_peer_id: resolver,
             key: Some(key.into()),
-            conflicting_events: self.events_of(&siblings),
-        };
-        let asked = Asked {
-            siblings,
-            at: now_ms,
-            resolvers,
-            asks,
+            conflicting_events: self.events_of(&asked.siblings),
         };
         self.requested.insert(key.into(), asked);
         Ok(ReconcileStep::Request(request))
@@ -210,18 +204,12 @@ impl ReconciliationEngine {
                 request.target_peer_id, self.peer
             )));
         }
-        let Some(key) = (request.key.clone())
-            .or_else(|| request.conflicting_events.first().map(|e| e.key.clone()))
-        else {
+        let Some(first) = request.conflicting_events.first() else {
             return Err(ReceiveError::Malformed(
                 "reconciliation request without events".into(),
             ));
         };
-        if request.conflicting_events.is_empty() {
-            return Err(ReceiveError::Malformed(
-                "reconciliation request without events".into(),
-            ));
-        }
+        let key = request.key.clone().unwrap_or_else(|| first.key.clone());
         if request.conflicting_events.iter().any(|e| e.key != key) {
             return Err(ReceiveError::Malformed(
                 "reconciliation request holds events of a key other than its own".into(),
