@@ -172,13 +172,20 @@ pub enum TabMessage {
 /// The `data` of a signal: one step of the WebRTC negotiation of one
 /// connection, named by its `epoch`: a new, larger epoch means the sender
 /// started over, so the receiver drops its old connection; smaller ones are
-/// late messages of an old connection and are ignored.
+/// late messages of an old connection and are ignored. `reply_to` names
+/// the receiver's connection the step belongs to, once the sender has
+/// heard from it (an answer, and every candidate after it): a step for
+/// a connection the receiver has since replaced is ignored, where it
+/// would have paired with the new one (JSON `replyTo`; absent in steps
+/// of pages before it, which are paired as before).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Negotiation {
     /// An SDP offer or answer.
     Description {
         epoch: u64,
+        #[serde(rename = "replyTo", skip_serializing_if = "Option::is_none")]
+        reply_to: Option<u64>,
         #[serde(rename = "type")]
         kind: SdpKind,
         sdp: String,
@@ -186,6 +193,8 @@ pub enum Negotiation {
     /// A trickled ICE candidate.
     Candidate {
         epoch: u64,
+        #[serde(rename = "replyTo", skip_serializing_if = "Option::is_none")]
+        reply_to: Option<u64>,
         candidate: String,
         #[serde(rename = "sdpMid", default)]
         sdp_mid: Option<String>,
@@ -198,6 +207,25 @@ impl Negotiation {
     pub fn epoch(&self) -> u64 {
         match self {
             Negotiation::Description { epoch, .. } | Negotiation::Candidate { epoch, .. } => *epoch,
+        }
+    }
+
+    /// The receiver's connection this step belongs to, when the sender
+    /// knew it.
+    pub fn reply_to(&self) -> Option<u64> {
+        match self {
+            Negotiation::Description { reply_to, .. } | Negotiation::Candidate { reply_to, .. } => {
+                *reply_to
+            }
+        }
+    }
+
+    /// Names the receiver's connection the step belongs to.
+    pub fn set_reply_to(&mut self, to: Option<u64>) {
+        match self {
+            Negotiation::Description { reply_to, .. } | Negotiation::Candidate { reply_to, .. } => {
+                *reply_to = to
+            }
         }
     }
 
@@ -227,7 +255,9 @@ impl Negotiation {
     fn to_json(&self) -> Json {
         let text = |s: &str| Json::String(s.to_owned());
         let (name, fields) = match self {
-            Negotiation::Description { epoch, kind, sdp } => (
+            Negotiation::Description {
+                epoch, kind, sdp, ..
+            } => (
                 "description",
                 vec![
                     ("epoch", Json::U64(*epoch)),
@@ -240,6 +270,7 @@ impl Negotiation {
                 candidate,
                 sdp_mid,
                 sdp_m_line_index,
+                ..
             } => (
                 "candidate",
                 vec![
@@ -253,7 +284,13 @@ impl Negotiation {
                 ],
             ),
         };
-        let fields = fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        let mut fields: Vec<(String, Json)> =
+            fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        if let Some(to) = self.reply_to() {
+            // Keys in order, as serde_json's `Value` sorts them.
+            let at = fields.partition_point(|(k, _)| k.as_str() < "replyTo");
+            fields.insert(at, ("replyTo".to_owned(), Json::U64(to)));
+        }
         Json::Object(vec![(name.to_owned(), Json::Object(fields))])
     }
 
@@ -463,9 +500,15 @@ impl Negotiation {
         let (name, body) = map.into_iter().next()?;
         let mut f = Fields::of(body)?;
         let epoch = f.u64("epoch")?;
+        // Absent (a page before it) or null: not known.
+        let reply_to = match f.value("replyTo") {
+            None | Some(Json::Null) => None,
+            Some(to) => Some(to.as_u64()?),
+        };
         Some(match name.as_str() {
             "description" => Negotiation::Description {
                 epoch,
+                reply_to,
                 kind: match f.text("type")?.as_str() {
                     "offer" => SdpKind::Offer,
                     "answer" => SdpKind::Answer,
@@ -475,6 +518,7 @@ impl Negotiation {
             },
             "candidate" => Negotiation::Candidate {
                 epoch,
+                reply_to,
                 candidate: f.text("candidate")?,
                 sdp_mid: f.text_or_null("sdpMid")?,
                 sdp_m_line_index: match f.value("sdpMLineIndex") {
@@ -585,6 +629,7 @@ mod tests {
     fn negotiation_json() {
         let offer = Negotiation::Description {
             epoch: 7,
+            reply_to: None,
             kind: SdpKind::Offer,
             sdp: "v=0".into(),
         };
@@ -606,6 +651,32 @@ mod tests {
                 ..
             }
         ));
+        assert_eq!(candidate.reply_to(), None, "a page before replyTo");
+    }
+
+    #[test]
+    fn a_step_names_the_connection_it_replies_to() {
+        let mut answer = Negotiation::Description {
+            epoch: 8,
+            reply_to: None,
+            kind: SdpKind::Answer,
+            sdp: "v=0".into(),
+        };
+        answer.set_reply_to(Some(7));
+        let data = answer.to_data(None, [0; 12], "a", "b");
+        assert_eq!(
+            data.to_text(),
+            r#"{"description":{"epoch":8,"replyTo":7,"sdp":"v=0","type":"answer"}}"#
+        );
+        assert_eq!(Negotiation::from_data(data, None, "a", "b"), Some(answer));
+        let read = |text: &str| Negotiation::from_value(json::parse(text).ok()?);
+        let null = read(r#"{"candidate":{"epoch":1,"replyTo":null,"candidate":"c"}}"#);
+        assert_eq!(null.map(|s| s.reply_to()), Some(None));
+        // Not a number: malformed, as a bad epoch is.
+        for bad in [r#""7""#, "-1", "1.5", "{}"] {
+            let text = format!(r#"{{"candidate":{{"epoch":1,"replyTo":{bad},"candidate":"c"}}}}"#);
+            assert_eq!(read(&text), None, "{text}");
+        }
     }
 
     #[test]
@@ -688,6 +759,7 @@ mod tests {
         }
         let bare = Negotiation::Candidate {
             epoch: 2,
+            reply_to: None,
             candidate: "c".into(),
             sdp_mid: None,
             sdp_m_line_index: None,
@@ -771,6 +843,7 @@ mod tests {
     fn signal_data_is_sealed_in_a_room_with_a_secret() {
         let step = Negotiation::Candidate {
             epoch: 3,
+            reply_to: None,
             candidate: "candidate:1 1 udp 1 127.0.0.1 5000 typ host".into(),
             sdp_mid: Some("0".into()),
             sdp_m_line_index: Some(0),

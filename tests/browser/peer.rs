@@ -290,6 +290,80 @@ async fn both_ends_of_a_data_channel_bind_the_handshake_alike() {
     assert!(handshake(&over_a, &over_a).0.is_err());
 }
 
+/// What crosses a room's tabs' channel, as a third tab hears it: the
+/// channel, the texts heard, and the listener (dropped, it stops).
+#[allow(clippy::type_complexity)]
+fn overhear(
+    room: &str,
+) -> (
+    web_sys::BroadcastChannel,
+    Rc<RefCell<Vec<String>>>,
+    Closure<dyn FnMut(web_sys::MessageEvent)>,
+) {
+    let tabs = web_sys::BroadcastChannel::new(&format!("cpc-sync:{room}")).unwrap();
+    let heard = Rc::new(RefCell::new(Vec::<String>::new()));
+    let h = heard.clone();
+    let listener =
+        Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |e: web_sys::MessageEvent| {
+            if let Some(text) = e.data().as_string() {
+                h.borrow_mut().push(text);
+            }
+        });
+    tabs.set_onmessage(Some(listener.as_ref().unchecked_ref()));
+    (tabs, heard, listener)
+}
+
+/// Each end's steps name the other's connection once it has heard from
+/// it (`replyTo`): a late step of a dial since replaced is then told
+/// apart from the new one's (`a_late_answer_to_a_replaced_dial_is_ignored`
+/// in the core). Checked on what two real connections send.
+#[wasm_bindgen_test]
+async fn each_end_names_the_connection_its_steps_reply_to() {
+    use cpc_sync::protocol::signal::{Negotiation, SdpKind, TabMessage};
+    let room = room("reply-to");
+    let (tabs, heard, _listener) = overhear(&room);
+    let (a, ida) = raw(&room, 0xe1);
+    let (b, idb) = raw(&room, 0xe2);
+    wait_for("the link", 20, || {
+        a.open.borrow().contains(&idb) && b.open.borrow().contains(&ida)
+    })
+    .await;
+    // Each side's steps: (epoch, reply_to, is an answer), in order.
+    let mut steps: [Vec<(u64, Option<u64>, bool)>; 2] = Default::default();
+    for text in heard.borrow().iter() {
+        let Some(TabMessage::Signal { from, to, data }) = TabMessage::from_text(text) else {
+            continue;
+        };
+        let side = usize::from(from == idb.to_string());
+        if let Some(step) = Negotiation::from_data(data, None, &from, &to) {
+            let answer = matches!(
+                step,
+                Negotiation::Description {
+                    kind: SdpKind::Answer,
+                    ..
+                }
+            );
+            steps[side].push((step.epoch(), step.reply_to(), answer));
+        }
+    }
+    let epochs = [0, 1].map(|side| steps[side].last().expect("signals of each side").0);
+    for (side, sent) in steps.iter().enumerate() {
+        let other = epochs[1 - side];
+        // Every step names the other's connection of the link, or none
+        // (sent before it heard from it).
+        assert!(
+            sent.iter()
+                .all(|&(_, to, _)| to.is_none_or(|to| to == other)),
+            "side {side}: {sent:?}, the other's epoch {other}"
+        );
+    }
+    // An answer is sent once the offer is heard: it names the offer's.
+    let answers: Vec<_> = steps.iter().flatten().filter(|s| s.2).collect();
+    assert!(!answers.is_empty(), "{steps:?}");
+    assert!(answers.iter().all(|s| s.1.is_some()), "{steps:?}");
+    tabs.close();
+}
+
 /// Whoever carries the signals (here, anyone on the tabs' channel) sends
 /// one end an offer of its own after the link opened, under the link's
 /// epoch: a re-negotiation to another certificate, under a handshake bound
@@ -297,18 +371,9 @@ async fn both_ends_of_a_data_channel_bind_the_handshake_alike() {
 #[wasm_bindgen_test]
 async fn an_offer_after_the_link_opened_is_ignored() {
     use cpc_sync::protocol::signal::{Negotiation, SdpKind, TabMessage};
-    use web_sys::{BroadcastChannel, MessageEvent, RtcPeerConnection, RtcSdpType};
+    use web_sys::{RtcPeerConnection, RtcSdpType};
     let room = room("reoffer");
-    // What crosses the tabs' channel, as a third tab hears it.
-    let tabs = BroadcastChannel::new(&format!("cpc-sync:{room}")).unwrap();
-    let heard = Rc::new(RefCell::new(Vec::<String>::new()));
-    let h = heard.clone();
-    let listener = Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
-        if let Some(text) = e.data().as_string() {
-            h.borrow_mut().push(text);
-        }
-    });
-    tabs.set_onmessage(Some(listener.as_ref().unchecked_ref()));
+    let (tabs, heard, _listener) = overhear(&room);
     let (a, ida) = raw(&room, 0xd1);
     let (b, idb) = raw(&room, 0xd2);
     wait_for("the link", 20, || {
@@ -343,6 +408,7 @@ async fn an_offer_after_the_link_opened_is_ignored() {
         .unwrap();
     let forged = Negotiation::Description {
         epoch,
+        reply_to: None,
         kind: SdpKind::Offer,
         sdp,
     };

@@ -27,6 +27,7 @@ fn samples() -> Vec<String> {
     let who = Identity::from_seed(1);
     let step = Negotiation::Candidate {
         epoch: 3,
+        reply_to: None,
         candidate: "candidate:1 1 udp 1 10.0.0.1 5000 typ host".into(),
         sdp_mid: Some("0".into()),
         sdp_m_line_index: Some(0),
@@ -130,7 +131,7 @@ proptest! {
     #[test]
     fn a_sealed_step_altered_never_opens(edits in edits(), nonce in any::<[u8; 12]>()) {
         let room = RoomSecret::with_cost("r", "k", KdfCost::TEST);
-        let step = Negotiation::Description { epoch: 9, kind: SdpKind::Answer, sdp: "v=0".into() };
+        let step = Negotiation::Description { epoch: 9, reply_to: Some(4), kind: SdpKind::Answer, sdp: "v=0".into() };
         let sealed = step.to_data(Some(&room), nonce, "a", "b");
         let text = sealed.as_str().expect("a sealed step is a string").to_string();
         let altered = edited(&text, &edits);
@@ -254,6 +255,7 @@ fn a_sealed_step_with_a_plus_sign_does_not_open() {
     let room = RoomSecret::with_cost("r", "k", KdfCost::TEST);
     let step = Negotiation::Description {
         epoch: 9,
+        reply_to: None,
         kind: SdpKind::Answer,
         sdp: "v=0".into(),
     };

@@ -325,18 +325,27 @@ fn signaling_writes_as_serde_derive() {
     }
     let steps = [
         Negotiation::Description {
+            epoch: 5,
+            reply_to: Some(u64::MAX),
+            kind: SdpKind::Answer,
+            sdp: "v=0\r\n".into(),
+        },
+        Negotiation::Description {
             epoch: 3,
+            reply_to: None,
             kind: SdpKind::Offer,
             sdp: "v=0\r\n".into(),
         },
         Negotiation::Candidate {
             epoch: u64::MAX,
+            reply_to: Some(7),
             candidate: "c".into(),
             sdp_mid: Some("0".into()),
             sdp_m_line_index: Some(1),
         },
         Negotiation::Candidate {
             epoch: 0,
+            reply_to: None,
             candidate: "c".into(),
             sdp_mid: None,
             sdp_m_line_index: None,

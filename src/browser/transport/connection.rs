@@ -139,6 +139,7 @@ impl Connection {
                 // (in either engine) takes it as end-of-candidates.
                 report(Happening::Signal(Negotiation::Candidate {
                     epoch,
+                    reply_to: None,
                     candidate: candidate.candidate(),
                     sdp_mid: candidate.sdp_mid(),
                     sdp_m_line_index: candidate.sdp_m_line_index(),
@@ -392,6 +393,7 @@ fn send_description(pc: &RtcPeerConnection, epoch: u64, report: &Rc<dyn Fn(Happe
     };
     report(Happening::Signal(Negotiation::Description {
         epoch,
+        reply_to: None,
         kind,
         sdp: description.sdp(),
     }));

@@ -634,7 +634,8 @@ impl State {
                 }
             }
             Happening::Frame(bytes) => out.push(TransportEvent::Frame(peer, bytes)),
-            Happening::Signal(step) => {
+            Happening::Signal(mut step) => {
+                step.set_reply_to(self.links.reply_to(peer, epoch));
                 let data = self.config.codec.encode(&step, self.me, peer);
                 self.links.signal(peer, data);
             }

@@ -60,6 +60,12 @@ impl Epochs {
     pub fn receive(&mut self, peer: PeerId, step: &Negotiation, now_ms: u64) -> Verdict {
         let epoch = step.epoch();
         let pair = self.peers.get_or_insert_with(peer, Pair::default);
+        if step.reply_to().is_some_and(|to| pair.ours != Some(to)) {
+            // For a connection of ours since replaced: a late answer to
+            // the dial before, which would pair with this one (and leave
+            // the right answer, coming next, unpaired).
+            return Verdict::Ignore;
+        }
         if pair.ours.is_some() && pair.theirs == Some(epoch) {
             return Verdict::Apply;
         }
@@ -94,6 +100,15 @@ impl Epochs {
         Verdict::Accept { epoch: ours }
     }
 
+    /// The remote connection our connection `epoch` to `peer` is paired
+    /// with, if it is current and has heard from one: what the steps it
+    /// sends reply to.
+    pub fn reply_to(&self, peer: PeerId, epoch: u64) -> Option<u64> {
+        let pair = self.peers.get(&peer)?;
+        pair.ours.filter(|&ours| ours == epoch)?;
+        pair.theirs
+    }
+
     /// Whether our connection `epoch` to `peer` is the current one (events
     /// of a replaced connection are dropped).
     pub fn is_current(&self, peer: PeerId, epoch: u64) -> bool {
@@ -126,6 +141,7 @@ mod tests {
     fn offer(epoch: u64) -> Negotiation {
         Negotiation::Description {
             epoch,
+            reply_to: None,
             kind: SdpKind::Offer,
             sdp: String::new(),
         }
@@ -134,6 +150,7 @@ mod tests {
     fn answer(epoch: u64) -> Negotiation {
         Negotiation::Description {
             epoch,
+            reply_to: None,
             kind: SdpKind::Answer,
             sdp: String::new(),
         }
@@ -142,6 +159,7 @@ mod tests {
     fn candidate(epoch: u64) -> Negotiation {
         Negotiation::Candidate {
             epoch,
+            reply_to: None,
             candidate: String::new(),
             sdp_mid: None,
             sdp_m_line_index: None,
@@ -204,6 +222,61 @@ mod tests {
         a.dial(B, 5);
         assert_eq!(a.receive(B, &candidate(90), 6), Verdict::Ignore);
         assert_eq!(a.receive(B, &answer(95), 6), Verdict::Apply);
+    }
+
+    /// `step` as sent by `from`'s connection `epoch`: naming the
+    /// connection of ours it is paired with, as the transport stamps it.
+    fn replying(from: &Epochs, to: PeerId, epoch: u64, mut step: Negotiation) -> Negotiation {
+        step.set_reply_to(from.reply_to(to, epoch));
+        step
+    }
+
+    /// A dial that timed out before its answer came, and a new dial: the
+    /// late answer to the first names it, and is ignored; the answer to
+    /// the second pairs. Before steps named the connection they reply to,
+    /// the late answer paired with the new dial, the right one was then
+    /// ignored as an answer to no dial, and the link waited for the
+    /// connection's timeout to dial again.
+    #[test]
+    fn a_late_answer_to_a_replaced_dial_is_ignored() {
+        let (mut a, mut b) = (Epochs::default(), Epochs::default());
+        let first = a.dial(B, 1);
+        let Verdict::Accept { epoch: b1 } = b.receive(A, &offer(first), 2) else {
+            panic!("B answers the first dial")
+        };
+        assert_eq!(b.reply_to(A, b1), Some(first));
+        let late_answer = replying(&b, A, b1, answer(b1));
+        let late_candidate = replying(&b, A, b1, candidate(b1));
+
+        // The answer is slow; A gives up and dials again.
+        let second = a.dial(B, 10_000);
+        assert_eq!(a.reply_to(B, second), None, "nothing heard yet");
+        assert_eq!(a.receive(B, &late_answer, 10_001), Verdict::Ignore);
+        assert_eq!(a.receive(B, &late_candidate, 10_001), Verdict::Ignore);
+
+        let Verdict::Accept { epoch: b2 } = b.receive(A, &offer(second), 10_002) else {
+            panic!("B answers the second dial")
+        };
+        assert!(!b.is_current(A, b1) && b.reply_to(A, b1).is_none());
+        let answer = replying(&b, A, b2, answer(b2));
+        assert_eq!(a.receive(B, &answer, 10_003), Verdict::Apply);
+        assert_eq!(a.reply_to(B, second), Some(b2));
+        let candidate = replying(&b, A, b2, candidate(b2));
+        assert_eq!(a.receive(B, &candidate, 10_003), Verdict::Apply);
+        assert_eq!(a.receive(B, &late_candidate, 10_004), Verdict::Ignore);
+        assert!(a.is_current(B, second));
+    }
+
+    /// A page before `replyTo` names no connection: its steps pair as
+    /// they always did.
+    #[test]
+    fn steps_that_name_no_connection_pair_as_before() {
+        let mut a = Epochs::default();
+        let ours = a.dial(B, 1);
+        assert_eq!(a.receive(B, &answer(700), 2), Verdict::Apply);
+        assert_eq!(a.receive(B, &candidate(700), 2), Verdict::Apply);
+        assert_eq!(a.reply_to(B, ours), Some(700));
+        assert_eq!(a.reply_to(B, ours + 1), None, "not our connection");
     }
 
     #[test]

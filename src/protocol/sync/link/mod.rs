@@ -395,6 +395,13 @@ impl Links {
         }
     }
 
+    /// The remote connection our connection `epoch` to `peer` is paired
+    /// with, if known: what its outgoing steps reply to
+    /// ([`Negotiation::set_reply_to`]).
+    pub fn reply_to(&self, peer: PeerId, epoch: u64) -> Option<u64> {
+        self.epochs.reply_to(peer, epoch)
+    }
+
     /// Whether `epoch` names the current connection to `peer`; events of
     /// replaced connections are dropped.
     pub fn is_current(&self, peer: PeerId, epoch: u64) -> bool {

@@ -28,6 +28,7 @@ fn hello(from: u64) -> TabMessage {
 fn offer(epoch: u64) -> Negotiation {
     Negotiation::Description {
         epoch,
+        reply_to: None,
         kind: SdpKind::Offer,
         sdp: String::new(),
     }
@@ -428,11 +429,13 @@ fn going_offline_hangs_up_says_goodbye_and_ignores_what_follows() {
 fn both_tabs_redialing_at_once_pair_their_new_connections_and_drop_the_old() {
     let describe = |epoch, kind| Negotiation::Description {
         epoch,
+        reply_to: None,
         kind,
         sdp: String::new(),
     };
     let candidate = |epoch| Negotiation::Candidate {
         epoch,
+        reply_to: None,
         candidate: String::new(),
         sdp_mid: None,
         sdp_m_line_index: None,
