@@ -174,10 +174,10 @@ pub enum TabMessage {
 /// started over, so the receiver drops its old connection; smaller ones are
 /// late messages of an old connection and are ignored. `reply_to` names
 /// the receiver's connection the step belongs to, once the sender has
-/// heard from it (an answer, and every candidate after it): a step for
-/// a connection the receiver has since replaced is ignored, where it
-/// would have paired with the new one (JSON `replyTo`; absent in steps
-/// of pages before it, which are paired as before).
+/// heard from it (an answer, every step after it, an offer in glare): an
+/// answer or candidate for a connection the receiver has since replaced
+/// is ignored, where it would have paired with the new one (JSON
+/// `replyTo`; absent in steps of pages before it, which pair as before).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Negotiation {

@@ -59,8 +59,17 @@ impl Epochs {
     /// A negotiation step arrived from `peer`.
     pub fn receive(&mut self, peer: PeerId, step: &Negotiation, now_ms: u64) -> Verdict {
         let epoch = step.epoch();
+        let (offer, answer) = match step {
+            Negotiation::Description { kind, .. } => {
+                (*kind == SdpKind::Offer, *kind == SdpKind::Answer)
+            }
+            Negotiation::Candidate { .. } => (false, false),
+        };
+        // What the step replies to; an offer opens a connection of its
+        // sender's, whatever it heard last (in glare it names ours).
+        let replying = step.reply_to().filter(|_| !offer);
         let pair = self.peers.get_or_insert_with(peer, Pair::default);
-        if step.reply_to().is_some_and(|to| pair.ours != Some(to)) {
+        if replying.is_some_and(|to| pair.ours != Some(to)) {
             // For a connection of ours since replaced: a late answer to
             // the dial before, which would pair with this one (and leave
             // the right answer, coming next, unpaired).
@@ -72,21 +81,16 @@ impl Epochs {
         if pair.floor.is_some_and(|floor| epoch <= floor) {
             return Verdict::Ignore;
         }
-        if pair.ours.is_some() && pair.theirs.is_none() {
-            // Our dial: its answer, or the peer's own offer crossing ours
-            // (perfect negotiation settles that on the connection).
+        // Our dial: its answer, or the peer's own offer crossing ours
+        // (perfect negotiation settles that on the connection). An answer
+        // that names our dial pairs even after a crossing offer did: the
+        // peer dropped that connection and answered ours.
+        if pair.ours.is_some() && (pair.theirs.is_none() || (answer && replying.is_some())) {
             pair.theirs = Some(epoch);
             pair.floor = Some(epoch);
             return Verdict::Apply;
         }
         // No connection, or the peer started over: only an offer opens one.
-        let offer = matches!(
-            step,
-            Negotiation::Description {
-                kind: SdpKind::Offer,
-                ..
-            }
-        );
         if !offer {
             return Verdict::Ignore;
         }
@@ -265,6 +269,33 @@ mod tests {
         assert_eq!(a.receive(B, &candidate, 10_003), Verdict::Apply);
         assert_eq!(a.receive(B, &late_candidate, 10_004), Verdict::Ignore);
         assert!(a.is_current(B, second));
+    }
+
+    /// Offers crossed, and the peer dropped its own connection before
+    /// ours reached it: it answers ours, naming it, and the answer pairs
+    /// although the crossing offer had paired first. Unnamed, it was
+    /// ignored as an answer to nothing until our dial timed out.
+    #[test]
+    fn an_answer_naming_our_dial_pairs_after_a_crossing_offer() {
+        let (mut a, mut b) = (Epochs::default(), Epochs::default());
+        let a1 = a.dial(B, 1);
+        let b1 = b.dial(A, 1);
+        assert_eq!(a.receive(B, &offer(b1), 2), Verdict::Apply, "glare");
+        // A's offer leaves once it heard B's, naming it: offers are not
+        // filtered by what they name.
+        let our_offer = replying(&a, B, a1, offer(a1));
+        assert_eq!(our_offer.reply_to(), Some(b1));
+        b.hang_up(A);
+        let Verdict::Accept { epoch: b2 } = b.receive(A, &our_offer, 3) else {
+            panic!("B takes A's offer on a new connection")
+        };
+        let answer = replying(&b, A, b2, answer(b2));
+        assert_eq!(a.receive(B, &answer, 4), Verdict::Apply);
+        assert_eq!(a.reply_to(B, a1), Some(b2));
+        // The dropped connection's late steps, named or not, go nowhere.
+        assert_eq!(a.receive(B, &candidate(b1), 5), Verdict::Ignore);
+        // An answer naming no dial still pairs with nothing.
+        assert_eq!(a.receive(B, &self::answer(b2 + 1), 6), Verdict::Ignore);
     }
 
     /// A page before `replyTo` names no connection: its steps pair as

@@ -433,9 +433,15 @@ fn both_tabs_redialing_at_once_pair_their_new_connections_and_drop_the_old() {
         kind,
         sdp: String::new(),
     };
-    let candidate = |epoch| Negotiation::Candidate {
+    // A step as its sender's transport stamps it: naming the connection
+    // of ours it replies to, as the sender knew it when it sent it.
+    let stamped = |tab: &Links, to: PeerId, mut step: Negotiation| {
+        step.set_reply_to(tab.reply_to(to, step.epoch()));
+        step
+    };
+    let candidate = |epoch, reply_to| Negotiation::Candidate {
         epoch,
-        reply_to: None,
+        reply_to,
         candidate: String::new(),
         sdp_mid: None,
         sdp_m_line_index: None,
@@ -460,7 +466,8 @@ fn both_tabs_redialing_at_once_pair_their_new_connections_and_drop_the_old() {
         Verdict::Accept { epoch } => epoch,
         v => panic!("{v:?}"),
     };
-    let answer = describe(a1, SdpKind::Answer);
+    let answer = stamped(&tabs[0], p2, describe(a1, SdpKind::Answer));
+    assert_eq!(answer.reply_to(), Some(b1));
     assert_eq!(
         tabs[1].negotiation(p1, Route::Tabs, &answer, 2),
         Verdict::Apply
@@ -478,7 +485,9 @@ fn both_tabs_redialing_at_once_pair_their_new_connections_and_drop_the_old() {
     );
     // The offers cross; each pairs the other's with its own dial (the
     // polite side, 2, rolls back and answers on its connection).
-    let (offer_a, offer_b) = (describe(a2, SdpKind::Offer), describe(b2, SdpKind::Offer));
+    let offer_a = stamped(&tabs[0], p2, describe(a2, SdpKind::Offer));
+    let offer_b = stamped(&tabs[1], p1, describe(b2, SdpKind::Offer));
+    assert_eq!((offer_a.reply_to(), offer_b.reply_to()), (None, None));
     assert_eq!(
         tabs[0].negotiation(p2, Route::Tabs, &offer_b, 12),
         Verdict::Apply
@@ -487,20 +496,29 @@ fn both_tabs_redialing_at_once_pair_their_new_connections_and_drop_the_old() {
         tabs[1].negotiation(p1, Route::Tabs, &offer_a, 12),
         Verdict::Apply
     );
-    let answer = describe(b2, SdpKind::Answer);
+    let answer = stamped(&tabs[1], p1, describe(b2, SdpKind::Answer));
+    assert_eq!(answer.reply_to(), Some(a2));
     assert_eq!(
         tabs[0].negotiation(p2, Route::Tabs, &answer, 13),
         Verdict::Apply
     );
-    // Late candidates of the first connections go nowhere.
+    let fresh = stamped(&tabs[0], p2, candidate(a2, None));
+    assert_eq!(fresh.reply_to(), Some(b2));
     assert_eq!(
-        tabs[0].negotiation(p2, Route::Tabs, &candidate(b1), 14),
-        Verdict::Ignore
+        tabs[1].negotiation(p1, Route::Tabs, &fresh, 14),
+        Verdict::Apply
     );
-    assert_eq!(
-        tabs[1].negotiation(p1, Route::Tabs, &candidate(a1), 14),
-        Verdict::Ignore
-    );
+    // Late candidates of the first connections go nowhere, named (as
+    // they were sent, once paired) or not.
+    for (to, from, late) in [(0, p2, b1), (1, p1, a1)] {
+        let named = if to == 0 { a1 } else { b1 };
+        for reply_to in [None, Some(named)] {
+            assert_eq!(
+                tabs[to].negotiation(from, Route::Tabs, &candidate(late, reply_to), 14),
+                Verdict::Ignore
+            );
+        }
+    }
     assert!(tabs[0].opened(p2, a2, 15) && tabs[1].opened(p1, b2, 15));
     assert!(!tabs[0].opened(p2, a1, 15));
     assert_eq!(tabs[0].state(p2), Some(LinkState::Open));
