@@ -307,10 +307,12 @@ fn a_forgery_verified_elsewhere_is_named_and_a_short_answer_takes_nothing_unveri
 /// out and verifies everything after it in place.
 #[test]
 fn a_verifier_that_stops_answering_holds_bounded_events() {
-    // Frames of 16 events, one seal each: every batch is 64 of them,
-    // `MAX_UNVERIFIED_EVENTS` events.
-    let frames = workload::run_heavy(40, 1_024, 100_000, 16);
-    let total = 40 * 1_024;
+    // Frames of 16 events, one seal each: every batch is 256 of them
+    // (`BATCH` seals), `MAX_UNVERIFIED_EVENTS` events.
+    assert_eq!(MAX_UNVERIFIED_EVENTS, 16 * BATCH);
+    let writers = MAX_HELD_FOR_VERIFIER / 1_024 + 8;
+    let frames = workload::run_heavy(writers as u64, 1_024, 100_000, 16);
+    let total = writers * 1_024;
     let applied = |r: &Receiver| -> usize {
         let clock = r.node().engine().clock();
         clock.iter().map(|(_, n)| n as usize).sum()
@@ -360,13 +362,16 @@ fn a_verifier_that_stops_answering_holds_bounded_events() {
 /// meanwhile wait for those out, and all are applied in order.
 #[test]
 fn batches_verified_here_wait_for_those_out() {
-    let frames = workload::one_write_each(MAX_IN_FLIGHT_EVENTS as u64 + 2 * BATCH as u64, false);
+    // Frames of 16 events, one seal each: a batch is `MAX_UNVERIFIED_EVENTS`
+    // events; the bound's worth out, and two batches more.
+    let writers = (MAX_IN_FLIGHT_EVENTS + 2 * MAX_UNVERIFIED_EVENTS) / 1_024;
+    let frames = workload::run_heavy(writers as u64, 1_024, 100_000, 16);
     let mut receiver = Receiver::offloading();
     for frame in &frames {
         receiver.receive_at(frame, 0).expect("taken");
     }
     let out = receiver.take_verify();
-    assert_eq!(out.len() * BATCH, MAX_IN_FLIGHT_EVENTS);
+    assert_eq!(out.len() * MAX_UNVERIFIED_EVENTS, MAX_IN_FLIGHT_EVENTS);
     assert_eq!(
         origins(&receiver),
         0,
@@ -378,6 +383,11 @@ fn batches_verified_here_wait_for_those_out() {
             .verified(batch, &verify_packed(&seals), 1)
             .expect("taken");
     }
-    assert_eq!(origins(&receiver), frames.len());
+    assert_eq!(origins(&receiver), writers);
+    let clock = receiver.node().engine().clock();
+    assert_eq!(
+        clock.iter().map(|(_, n)| n as usize).sum::<usize>(),
+        writers * 1_024
+    );
     assert_eq!(receiver.node().verifying(), 0);
 }

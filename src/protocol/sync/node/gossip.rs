@@ -23,8 +23,13 @@ use crate::protocol::sync::wire::{self, Message, MAX_FRAME};
 /// Events held for verification across frames, at most: beyond it they
 /// are verified at once, so held frames take bounded memory however few
 /// seals they carry, and the task that verifies and applies them stays
-/// short (a run's worth of events: tens of ms in wasm).
-pub const MAX_UNVERIFIED_EVENTS: usize = seal::MAX_RUN;
+/// short (four runs' worth of events: a few ms in warm wasm). Four runs
+/// rather than one: a few writers' bursts (runs of 100) made batches of
+/// ~10 seals, whose verification amortizes less and whose handoffs to a
+/// Worker cost the page's thread; at four, the run-heavy benchmark took
+/// ~6% less time with Workers and ~9% less in place (BENCHMARKS, "Issue
+/// 17, fifty-fifth session"); at sixteen, the last batches' wait undid it.
+pub const MAX_UNVERIFIED_EVENTS: usize = 4 * seal::MAX_RUN;
 
 /// Events out for verification elsewhere at once, at most
 /// ([`SyncConfig::offload_seals`](super::SyncConfig::offload_seals)):
@@ -36,7 +41,7 @@ pub const MAX_IN_FLIGHT_EVENTS: usize = 8 * MAX_UNVERIFIED_EVENTS;
 /// Events held for batches out at once, at most: a verifier this far
 /// behind has stopped answering, and the node verifies what is out itself,
 /// so held frames stay bounded.
-pub const MAX_HELD_FOR_VERIFIER: usize = 4 * MAX_IN_FLIGHT_EVENTS;
+pub const MAX_HELD_FOR_VERIFIER: usize = 2 * MAX_IN_FLIGHT_EVENTS;
 
 /// Seals a batch must hold to be handed out: fewer are verified here (a
 /// lone write's seal takes ~0.1 ms, about a message to a Worker and back),
