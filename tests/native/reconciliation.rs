@@ -407,6 +407,81 @@ fn a_resolver_that_never_answers_is_passed_over() {
     assert_eq!(peers[3].get("doc/q"), Some(j!("four+one+two")));
 }
 
+/// A slow resolver, whose answer to the first ask comes after the second
+/// and third (each a retry time apart) but before the requester passes it
+/// over: one resolution in all. The asks it answers late find the conflict
+/// settled and answer with the same resolution, and the requester asks no
+/// one else.
+#[test]
+fn a_slow_resolver_answered_in_time_makes_the_only_resolution() {
+    let mut peers = reconcile_peers(4);
+    let e1 = peers[0].set("doc/s", json("\"one\""), 1_000).unwrap();
+    let e2 = peers[1].set("doc/s", json("\"two\""), 1_000).unwrap();
+    let e4 = peers[3].set("doc/s", json("\"four\""), 1_000).unwrap();
+    let written = [e1, e2, e4];
+    deliver(&mut peers[3], &written[..2], 1_000);
+    let mut requests = Vec::new();
+    for now in [1_000, 6_000, 11_000] {
+        match peers[3].reconcile(&mut join, &|_| true, now).as_slice() {
+            [ReconcileStep::Request(r)] => requests.push(r.clone()),
+            steps => panic!("at {now} ms: {steps:?}"),
+        }
+    }
+    assert!(requests.iter().all(|r| r.target_peer_id == PeerId(1)));
+    // The resolver takes each ask only now, in order; the first answer
+    // reaches the requester before its pass-over time (16,000 ms).
+    let answers: Vec<ReconciliationResponse> = requests
+        .iter()
+        .map(|r| {
+            peers[0]
+                .handle_reconciliation_request(r, &mut join, 12_000)
+                .unwrap()
+                .expect("answered")
+        })
+        .collect();
+    let resolutions = |answers: &[ReconciliationResponse]| {
+        let mut ids: Vec<_> = answers
+            .iter()
+            .flat_map(|a| &a.resolution_events)
+            .map(|e| e.id)
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    };
+    assert_eq!(
+        resolutions(&answers).len(),
+        1,
+        "one resolution: {answers:?}"
+    );
+    peers[3]
+        .handle_reconciliation_response(&answers[0], 13_000)
+        .unwrap();
+    assert!(peers[3].conflicts().is_empty());
+    for later in &answers[1..] {
+        assert_eq!(
+            peers[3].handle_reconciliation_response(later, 14_000),
+            Ok(0)
+        );
+    }
+    for now in [16_000, 21_000, 26_000] {
+        assert!(
+            peers[3].reconcile(&mut join, &|_| true, now).is_empty(),
+            "at {now} ms"
+        );
+    }
+    assert_eq!(peers[3].get("doc/s"), Some(j!("four+one+two")));
+    // The others converge on it with no round more.
+    let answer = answers[0].resolution_events.clone();
+    for p in [1, 2] {
+        deliver(&mut peers[p], &written, 30_000);
+        deliver(&mut peers[p], &answer, 30_000);
+        assert!(peers[p].conflicts().is_empty());
+        assert!(peers[p].reconcile(&mut join, &|_| true, 30_000).is_empty());
+        assert_eq!(peers[p].get("doc/s"), Some(j!("four+one+two")));
+    }
+}
+
 /// Two requesters that each settle a conflict themselves (its writers out
 /// of reach, or passed over) write concurrent resolutions: once each has
 /// the other's, the lowest resolver's stands everywhere, with no round

@@ -311,3 +311,54 @@ impl ReconciliationEngine {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::engine::snapshot::Trust;
+    use crate::protocol::engine::EngineConfig;
+    use crate::protocol::snapshot::StateSnapshot;
+
+    const NOW: u64 = 1 << 40;
+
+    fn peer(id: u64) -> ReconciliationEngine {
+        let mut e = ReconciliationEngine::new(PeerId(id), EngineConfig::default());
+        e.set_policy("doc/", ConflictPolicy::Reconcile);
+        e
+    }
+
+    fn value(text: &str) -> JsonValue {
+        JsonValue::from(&serde_json::Value::String(text.into()))
+    }
+
+    /// A request whose conflict a joined snapshot settles (not an event
+    /// applied here, which drops it as it applies) is dropped at the next
+    /// reconcile: it used to stay, one entry a settled key, for good.
+    #[test]
+    fn a_request_settled_by_a_joined_snapshot_is_dropped() {
+        let (mut one, mut three) = (peer(1), peer(3));
+        let e1 = one.set("doc/t", value("one"), NOW).expect("written");
+        three.set("doc/t", value("three"), NOW).expect("written");
+        three.receive(e1, NOW).expect("taken");
+        let mut keep = |_: &str, _: &[_]| None;
+        let steps = three.reconcile(&mut keep, &|_| true, NOW);
+        let [ReconcileStep::Request(request)] = &steps[..] else {
+            panic!("three asks one: {steps:?}")
+        };
+        assert_eq!(three.requested.len(), 1);
+        // One settles it; three takes the settled state whole.
+        let answer = one
+            .handle_reconciliation_request(request, &mut keep, NOW)
+            .expect("answered");
+        assert!(answer.is_some());
+        assert!(one.conflicts().is_empty());
+        let snapshot = StateSnapshot::decode(&one.encode_snapshot()).expect("decodes");
+        three
+            .load_snapshot(snapshot, Trust::from_peer(NOW))
+            .expect("joined");
+        assert!(three.conflicts().is_empty(), "settled by the join");
+        assert_eq!(three.get("doc/t"), one.get("doc/t"));
+        assert!(three.reconcile(&mut keep, &|_| true, NOW + 1).is_empty());
+        assert!(three.requested.is_empty(), "the request is dropped");
+    }
+}
