@@ -635,7 +635,7 @@ impl State {
             }
             Happening::Frame(bytes) => out.push(TransportEvent::Frame(peer, bytes)),
             Happening::Signal(mut step) => {
-                step.set_reply_to(self.links.reply_to(peer, epoch));
+                self.links.stamp(peer, &mut step);
                 let data = self.config.codec.encode(&step, self.me, peer);
                 self.links.signal(peer, data);
             }

@@ -327,18 +327,18 @@ mod tests {
         e
     }
 
-    fn value(text: &str) -> JsonValue {
-        JsonValue::from(&serde_json::Value::String(text.into()))
-    }
-
     /// A request whose conflict a joined snapshot settles (not an event
     /// applied here, which drops it as it applies) is dropped at the next
     /// reconcile: it used to stay, one entry a settled key, for good.
     #[test]
     fn a_request_settled_by_a_joined_snapshot_is_dropped() {
         let (mut one, mut three) = (peer(1), peer(3));
-        let e1 = one.set("doc/t", value("one"), NOW).expect("written");
-        three.set("doc/t", value("three"), NOW).expect("written");
+        let e1 = one
+            .set("doc/t", JsonValue::string("one"), NOW)
+            .expect("written");
+        three
+            .set("doc/t", JsonValue::string("three"), NOW)
+            .expect("written");
         three.receive(e1, NOW).expect("taken");
         let mut keep = |_: &str, _: &[_]| None;
         let steps = three.reconcile(&mut keep, &|_| true, NOW);

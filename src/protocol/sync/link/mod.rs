@@ -395,11 +395,11 @@ impl Links {
         }
     }
 
-    /// The remote connection our connection `epoch` to `peer` is paired
-    /// with, if known: what its outgoing steps reply to
-    /// ([`Negotiation::set_reply_to`]).
-    pub fn reply_to(&self, peer: PeerId, epoch: u64) -> Option<u64> {
-        self.epochs.reply_to(peer, epoch)
+    /// Names in `step`, which our connection `step.epoch()` sends to
+    /// `to`, the remote connection it is paired with, if known (see
+    /// [`Negotiation::set_reply_to`]).
+    pub fn stamp(&self, to: PeerId, step: &mut Negotiation) {
+        step.set_reply_to(self.epochs.reply_to(to, step.epoch()));
     }
 
     /// Whether `epoch` names the current connection to `peer`; events of

@@ -436,7 +436,7 @@ fn both_tabs_redialing_at_once_pair_their_new_connections_and_drop_the_old() {
     // A step as its sender's transport stamps it: naming the connection
     // of ours it replies to, as the sender knew it when it sent it.
     let stamped = |tab: &Links, to: PeerId, mut step: Negotiation| {
-        step.set_reply_to(tab.reply_to(to, step.epoch()));
+        tab.stamp(to, &mut step);
         step
     };
     let candidate = |epoch, reply_to| Negotiation::Candidate {
