@@ -385,6 +385,13 @@ impl Opened {
         self.events.len()
     }
 
+    /// About the bytes those events take held: each one's struct and
+    /// what it spells ([`P2PEvent::approx_size`]).
+    pub fn held_bytes(&self) -> usize {
+        let each = std::mem::size_of::<P2PEvent>();
+        self.events.iter().map(|e| each + e.approx_size()).sum()
+    }
+
     /// The events of the runs whose seal is not `forged` (asked once per
     /// seal, in order), and the errors of the others after the form's.
     fn settle(self, mut forged: impl FnMut() -> bool) -> (Vec<P2PEvent>, Vec<SealError>) {

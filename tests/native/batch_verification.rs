@@ -299,6 +299,38 @@ fn a_forgery_verified_elsewhere_is_named_and_a_short_answer_takes_nothing_unveri
     assert!(!receiver.node().engine().state_json().contains("forged"));
 }
 
+/// What an offloading receiver whose verifier never answers made of
+/// `frames`: the batches it handed out, the most it held (by `held`, never
+/// past `bound`), and how many batches were out when it first applied
+/// something (it gave up on them and verified them itself).
+struct Stalled {
+    receiver: Receiver,
+    handed_out: Vec<(u64, Vec<u8>)>,
+    most_held: usize,
+    out_when_settled: Option<usize>,
+}
+
+fn stalled(frames: &[Vec<u8>], bound: usize, held: impl Fn(&Receiver) -> usize) -> Stalled {
+    let mut stalled = Stalled {
+        receiver: Receiver::offloading(),
+        handed_out: Vec::new(),
+        most_held: 0,
+        out_when_settled: None,
+    };
+    for frame in frames {
+        let receiver = &mut stalled.receiver;
+        receiver.receive_at(frame, 0).expect("taken");
+        stalled.handed_out.extend(receiver.take_verify());
+        let held = held(receiver);
+        assert!(held <= bound, "{held} held");
+        stalled.most_held = stalled.most_held.max(held);
+        if origins(receiver) > 0 && stalled.out_when_settled.is_none() {
+            stalled.out_when_settled = Some(stalled.handed_out.len());
+        }
+    }
+    stalled
+}
+
 /// A verifier that falls behind gets at most `MAX_IN_FLIGHT_EVENTS`
 /// events out: past it the node verifies new batches itself, and they
 /// wait, verified, for those out. One that stops answering holds at most
@@ -317,20 +349,16 @@ fn a_verifier_that_stops_answering_holds_bounded_events() {
         let clock = r.node().engine().clock();
         clock.iter().map(|(_, n)| n as usize).sum()
     };
-    let mut receiver = Receiver::offloading();
-    let mut handed_out = Vec::new();
-    let mut most_held = 0;
-    let mut out_when_settled = None;
-    for frame in &frames {
-        receiver.receive_at(frame, 0).expect("taken");
-        handed_out.extend(receiver.take_verify());
-        let held = receiver.node().verifying() * MAX_UNVERIFIED_EVENTS;
-        most_held = most_held.max(held);
-        assert!(held <= MAX_HELD_FOR_VERIFIER, "{held} events held");
-        if applied(&receiver) > 0 && out_when_settled.is_none() {
-            out_when_settled = Some(handed_out.len() * MAX_UNVERIFIED_EVENTS);
-        }
-    }
+    // Every batch out or waiting for those holds the same events.
+    let Stalled {
+        mut receiver,
+        handed_out,
+        most_held,
+        out_when_settled,
+    } = stalled(&frames, MAX_HELD_FOR_VERIFIER, |r| {
+        r.node().verifying() * MAX_UNVERIFIED_EVENTS
+    });
+    let out_when_settled = out_when_settled.map(|out| out * MAX_UNVERIFIED_EVENTS);
     assert_eq!(
         out_when_settled,
         Some(MAX_IN_FLIGHT_EVENTS),
@@ -390,4 +418,56 @@ fn batches_verified_here_wait_for_those_out() {
         writers * 1_024
     );
     assert_eq!(receiver.node().verifying(), 0);
+}
+
+use cpc_sync::protocol::sync::{
+    Held, MAX_HELD_FOR_VERIFIER_BYTES, MAX_IN_FLIGHT_BYTES, MAX_UNVERIFIED_BYTES,
+};
+
+/// One-event runs of large values: what is held for verification is
+/// bounded by its bytes as well as its events, for a window
+/// (`MAX_UNVERIFIED_BYTES`: a batch), out with a verifier
+/// (`MAX_IN_FLIGHT_BYTES`) and for one that stopped answering
+/// (`MAX_HELD_FOR_VERIFIER_BYTES`). Counted by seals and events alone, a
+/// batch was 256 of these runs, 12 MiB of values and their frames again
+/// (at the largest value a message may carry, 4 GiB).
+#[test]
+fn large_values_held_for_verification_are_bounded_by_bytes() {
+    // A frame's worth each (a message of chunks is not a frame the
+    // writers' workload hands over).
+    let value = wire::MAX_FRAME * 3 / 4;
+    let writers = MAX_HELD_FOR_VERIFIER_BYTES / value + 16;
+    let frames = workload::one_large_write_each(writers as u64, value);
+    // Batches out or waiting for those, and the frames of a window.
+    let Stalled {
+        mut receiver,
+        handed_out,
+        most_held,
+        out_when_settled,
+    } = stalled(
+        &frames,
+        MAX_HELD_FOR_VERIFIER_BYTES + MAX_UNVERIFIED_BYTES,
+        |r| r.node().held_for_verification().bytes,
+    );
+    let seals = |packed: &Vec<u8>| verify_packed(packed).len();
+    assert!(
+        handed_out
+            .iter()
+            .all(|(_, packed)| (1..=MAX_UNVERIFIED_BYTES / value).contains(&seals(packed))),
+        "each batch within the bound of bytes: {:?}",
+        handed_out.iter().map(|(_, p)| seals(p)).collect::<Vec<_>>()
+    );
+    let out = out_when_settled.expect("the node gave up on the verifier");
+    let out_values: usize = handed_out[..out].iter().map(|(_, p)| seals(p)).sum();
+    assert!(
+        out_values * value <= MAX_IN_FLIGHT_BYTES,
+        "out within the bound: {out_values} values"
+    );
+    assert!(
+        most_held > MAX_IN_FLIGHT_BYTES,
+        "held past what is out, verified here and waiting: {most_held}"
+    );
+    receiver.verify_here(1).expect("taken");
+    assert_eq!(origins(&receiver), writers);
+    assert_eq!(receiver.node().held_for_verification(), Held::default());
 }

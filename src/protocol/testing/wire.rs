@@ -71,6 +71,20 @@ fn number(n: u64) -> JsonValue {
 /// writer `i` the value `i`: the frames of B3.1 and C1.2, one signed run
 /// each.
 pub fn one_write_each(n: u64, same_key: bool) -> Vec<Vec<u8>> {
+    writes_each(n, same_key, number)
+}
+
+/// `n` writers each writing once to `key{i}` a string of `bytes` bytes:
+/// one-event runs whose values dwarf them.
+pub fn one_large_write_each(n: u64, bytes: usize) -> Vec<Vec<u8>> {
+    writes_each(n, false, |i| {
+        let mut text = i.to_string();
+        text.extend(std::iter::repeat_n('.', bytes.saturating_sub(text.len())));
+        JsonValue::string(&text)
+    })
+}
+
+fn writes_each(n: u64, same_key: bool, value: impl Fn(u64) -> JsonValue) -> Vec<Vec<u8>> {
     let to = neighbour();
     (0..n)
         .flat_map(|i| {
@@ -82,7 +96,7 @@ pub fn one_write_each(n: u64, same_key: bool) -> Vec<Vec<u8>> {
             };
             let write = LocalWrite::Set {
                 key,
-                value: number(i),
+                value: value(i),
             };
             node.apply(write, WRITERS_NOW + i).expect("a write");
             event_frames(&mut node, to)

@@ -43,6 +43,81 @@ pub const MAX_IN_FLIGHT_EVENTS: usize = 8 * MAX_UNVERIFIED_EVENTS;
 /// so held frames stay bounded.
 pub const MAX_HELD_FOR_VERIFIER: usize = 2 * MAX_IN_FLIGHT_EVENTS;
 
+/// Bytes held for verification across frames, at most
+/// ([`Held::bytes`]): the event bounds above, for events that carry large
+/// values. A message may hold 16 MiB; without a bound of bytes, a member
+/// sending one-event runs of large values had 256 of them (a batch's
+/// seals) held, 4 GiB, and eight such batches out.
+pub const MAX_UNVERIFIED_BYTES: usize = 4 << 20;
+
+/// Bytes out for verification elsewhere at once, at most (as
+/// [`MAX_IN_FLIGHT_EVENTS`]).
+pub const MAX_IN_FLIGHT_BYTES: usize = 8 * MAX_UNVERIFIED_BYTES;
+
+/// Bytes held for batches out at once, at most (as
+/// [`MAX_HELD_FOR_VERIFIER`]).
+pub const MAX_HELD_FOR_VERIFIER_BYTES: usize = 2 * MAX_IN_FLIGHT_BYTES;
+
+/// What frames held for verification hold: their events, and about the
+/// bytes those take (decoded, with the copy of each frame kept to be
+/// stored as it came).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Held {
+    pub events: usize,
+    pub bytes: usize,
+}
+
+impl Held {
+    const UNVERIFIED: Held = Held::bound(MAX_UNVERIFIED_EVENTS, MAX_UNVERIFIED_BYTES);
+    const IN_FLIGHT: Held = Held::bound(MAX_IN_FLIGHT_EVENTS, MAX_IN_FLIGHT_BYTES);
+    const FOR_VERIFIER: Held = Held::bound(MAX_HELD_FOR_VERIFIER, MAX_HELD_FOR_VERIFIER_BYTES);
+
+    const fn bound(events: usize, bytes: usize) -> Held {
+        Held { events, bytes }
+    }
+
+    /// What a frame's runs and its kept copy hold.
+    fn of(opened: &seal::Opened, sent: Option<&Batch>) -> Held {
+        Held {
+            events: opened.events(),
+            bytes: opened.held_bytes() + sent.map_or(0, |b| b.bytes().len()),
+        }
+    }
+
+    fn within(self, bound: Held) -> bool {
+        self.events <= bound.events && self.bytes <= bound.bytes
+    }
+
+    /// Whether either count reached `bound`'s.
+    fn reaches(self, bound: Held) -> bool {
+        self.events >= bound.events || self.bytes >= bound.bytes
+    }
+}
+
+impl std::ops::Add for Held {
+    type Output = Held;
+
+    fn add(self, other: Held) -> Held {
+        Held {
+            events: self.events + other.events,
+            bytes: self.bytes + other.bytes,
+        }
+    }
+}
+
+impl std::ops::AddAssign for Held {
+    fn add_assign(&mut self, other: Held) {
+        *self = *self + other;
+    }
+}
+
+impl std::ops::SubAssign for Held {
+    fn sub_assign(&mut self, other: Held) {
+        self.events -= other.events;
+        self.bytes -= other.bytes;
+    }
+}
+
 /// Seals a batch must hold to be handed out: fewer are verified here (a
 /// lone write's seal takes ~0.1 ms, about a message to a Worker and back),
 /// unless batches are out already (they are applied in order). At 16 the
@@ -59,7 +134,7 @@ pub(super) struct InFlight {
     opened: Vec<seal::Opened>,
     /// Each frame's batch as it came, kept to be stored so.
     sent: Vec<Option<Batch>>,
-    events: usize,
+    held: Held,
     /// Its verdicts, once they came (a batch waits for those before it).
     verdicts: Option<Vec<u8>>,
 }
@@ -334,11 +409,11 @@ impl SyncNode {
             return self.apply_received(from, events, sent, now_ms);
         }
         let opened = seal::check_runs(events);
-        let events = opened.events();
         // Events that fail their runs' form are refused, not applied: the
         // frame is no longer what will apply, so its copy is not kept.
-        let sent = sent.filter(|batch| batch.count == events);
-        if self.unverified_events + events > MAX_UNVERIFIED_EVENTS {
+        let sent = sent.filter(|batch| batch.count == opened.events());
+        let held = Held::of(&opened, sent.as_ref());
+        if !(self.unverified_held + held).within(Held::UNVERIFIED) {
             // What is held goes first: a task applies at most the bound
             // (or one frame) of events, not the bound and a frame more.
             self.verify_received(now_ms);
@@ -348,9 +423,9 @@ impl SyncNode {
         }
         self.unverified_last = now_ms;
         self.unverified_seals += opened.seals();
-        self.unverified_events += events;
+        self.unverified_held += held;
         self.unverified.push((from, opened, sent));
-        if self.unverified_seals >= seal::BATCH || self.unverified_events >= MAX_UNVERIFIED_EVENTS {
+        if self.unverified_seals >= seal::BATCH || self.unverified_held.reaches(Held::UNVERIFIED) {
             self.verify_received(now_ms);
         }
     }
@@ -366,7 +441,7 @@ impl SyncNode {
             return;
         }
         self.unverified_seals = 0;
-        let events = std::mem::take(&mut self.unverified_events);
+        let held = std::mem::take(&mut self.unverified_held);
         let unverified = std::mem::take(&mut self.unverified);
         let mut senders = Vec::with_capacity(unverified.len());
         let mut opened = Vec::with_capacity(unverified.len());
@@ -379,11 +454,10 @@ impl SyncNode {
         let seals: usize = opened.iter().map(seal::Opened::seals).sum();
         let offload = seals >= MIN_OFFLOADED_SEALS || !self.in_flight.is_empty();
         if self.config.offload_seals && offload {
-            let held = self.in_flight_events + events;
-            if held <= MAX_HELD_FOR_VERIFIER {
+            if (self.in_flight_held + held).within(Held::FOR_VERIFIER) {
                 let batch = self.next_batch;
                 self.next_batch += 1;
-                let out = self.in_flight_events_out() + events <= MAX_IN_FLIGHT_EVENTS;
+                let out = (self.in_flight_out() + held).within(Held::IN_FLIGHT);
                 let verdicts = if out {
                     self.outputs.push(Output::Verify {
                         batch,
@@ -395,13 +469,13 @@ impl SyncNode {
                     // and applied after those out.
                     Some(seal::verdicts(&opened))
                 };
-                self.in_flight_events += events;
+                self.in_flight_held += held;
                 self.in_flight.push_back(InFlight {
                     batch,
                     senders,
                     opened,
                     sent,
-                    events,
+                    held,
                     verdicts,
                 });
                 // Verified here with nothing out before it: at once.
@@ -443,7 +517,7 @@ impl SyncNode {
             let Some(done) = self.in_flight.pop_front() else {
                 break;
             };
-            self.in_flight_events -= done.events;
+            self.in_flight_held -= done.held;
             let verdicts = done.verdicts.unwrap_or_default();
             let settled = seal::settle(done.opened, &verdicts);
             self.apply_verified(done.senders, settled, done.sent, now_ms);
@@ -461,7 +535,7 @@ impl SyncNode {
             };
             self.apply_verified(held.senders, settled, held.sent, now_ms);
         }
-        self.in_flight_events = 0;
+        self.in_flight_held = Held::default();
     }
 
     /// Stops handing seals out ([`SyncConfig::offload_seals`]) and verifies
@@ -480,11 +554,17 @@ impl SyncNode {
         self.in_flight.len() + usize::from(self.verifying.is_some())
     }
 
-    /// Events of the batches out with the verifier (not those verified
+    /// What frames held for verification hold: those held for a window
+    /// and the batches out (or verified here and waiting for those out).
+    pub fn held_for_verification(&self) -> Held {
+        self.unverified_held + self.in_flight_held
+    }
+
+    /// What the batches out with the verifier hold (not those verified
     /// here and waiting).
-    fn in_flight_events_out(&self) -> usize {
+    fn in_flight_out(&self) -> Held {
         let out = self.in_flight.iter().filter(|b| b.verdicts.is_none());
-        out.map(|b| b.events).sum()
+        out.fold(Held::default(), |sum, b| sum + b.held)
     }
 
     /// Refuses the runs that did not verify and applies the others, frame

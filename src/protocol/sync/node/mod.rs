@@ -24,7 +24,8 @@ use durability::Durability;
 pub use durability::{Commit, Persist};
 use gossip::Spread;
 pub use gossip::{
-    EAGER_KEPT, FORCED_FOLD, MAX_HELD_FOR_VERIFIER, MAX_IN_FLIGHT_EVENTS, MAX_UNVERIFIED_EVENTS,
+    Held, EAGER_KEPT, FORCED_FOLD, MAX_HELD_FOR_VERIFIER, MAX_HELD_FOR_VERIFIER_BYTES,
+    MAX_IN_FLIGHT_BYTES, MAX_IN_FLIGHT_EVENTS, MAX_UNVERIFIED_BYTES, MAX_UNVERIFIED_EVENTS,
     MIN_OFFLOADED_SEALS,
 };
 pub use overlay::{MAX_OVERLAY_PER_INTERVAL, MAX_PENDING_OVERLAY};
@@ -362,14 +363,14 @@ pub struct SyncNode {
     /// seals they hold, and when the first came.
     unverified: Vec<(PeerId, crate::protocol::seal::Opened, Option<batch::Batch>)>,
     unverified_seals: usize,
-    unverified_events: usize,
+    unverified_held: gossip::Held,
     unverified_since: u64,
     /// When the latest frame held for verification came.
     unverified_last: u64,
     /// Batches handed out for verification ([`SyncConfig::offload_seals`]),
-    /// oldest first, and the events they hold.
+    /// oldest first, and what they hold.
     in_flight: std::collections::VecDeque<gossip::InFlight>,
-    in_flight_events: usize,
+    in_flight_held: gossip::Held,
     next_batch: u64,
     /// Overlay messages received, for the mesh (see `overlay.rs`).
     overlay: Vec<(PeerId, super::mesh::OverlayMessage)>,
@@ -409,11 +410,11 @@ impl SyncNode {
             applied_at_tick: 0,
             unverified: Vec::new(),
             unverified_seals: 0,
-            unverified_events: 0,
+            unverified_held: Default::default(),
             unverified_since: 0,
             unverified_last: 0,
             in_flight: Default::default(),
-            in_flight_events: 0,
+            in_flight_held: Default::default(),
             next_batch: 0,
             overlay: Vec::new(),
             presence: Default::default(),
