@@ -18,7 +18,7 @@ use std::hash::BuildHasher;
 use std::ops::Range;
 
 use super::clock::{PeerId, VectorClock};
-use super::codec::{events, varint, CodecError};
+use super::codec::{events, varint, CodecError, KeyWords};
 use super::entity::Entity;
 use super::event::{EventId, P2PEvent};
 use super::heap_sort::heap_sort_by;
@@ -124,11 +124,13 @@ pub struct Checks {
 impl StateSnapshot {
     /// Encodes borrowed events (sorted by id): `MAGIC`, the format byte,
     /// the live bitmap (its length, then one bit per event), then the
-    /// events and the version vector as one batch.
+    /// events and the version vector as one batch (with their keys hashed
+    /// while they were gathered, if they were: [`KeyWords`]).
     pub fn encode_parts(
         version_vector: &VectorClock,
         events: &[&P2PEvent],
         live: &[bool],
+        keys: Option<KeyWords>,
     ) -> Vec<u8> {
         let bits = live.len().div_ceil(8);
         let mut out = Vec::with_capacity(MAGIC.len() + 11 + bits);
@@ -140,13 +142,13 @@ impl StateSnapshot {
         for (i, _) in live.iter().enumerate().filter(|(_, l)| **l) {
             out[at + i / 8] |= 1 << (i % 8);
         }
-        events::encode_into(&mut out, events, version_vector);
+        events::encode_into(&mut out, events, version_vector, keys);
         out
     }
 
     pub fn encode(&self) -> Vec<u8> {
         let events: Vec<&P2PEvent> = self.events.iter().collect();
-        Self::encode_parts(&self.version_vector, &events, &self.live)
+        Self::encode_parts(&self.version_vector, &events, &self.live, None)
     }
 
     /// Decodes a snapshot; any defect is an error, never a panic. Decoding

@@ -607,7 +607,7 @@ fn stored_batches_of_format_1_restore_as_they_are() {
     // The batch a snapshot ends with, and a record's, in format 1.
     let events: Vec<&P2PEvent> = snapshot.events.iter().collect();
     let mut batch = Vec::new();
-    events::encode_into(&mut batch, &events, &snapshot.version_vector);
+    events::encode_into(&mut batch, &events, &snapshot.version_vector, None);
     assert!(stored.ends_with(&batch));
     assert_ne!(
         header(&batch).0,

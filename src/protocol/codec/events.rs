@@ -43,7 +43,7 @@ use std::sync::Arc;
 
 use foldhash::fast::FixedState;
 
-use super::key_table::{Found, KeyTable};
+use super::key_table::{Found, KeyTable, KeyWords};
 use super::varint::{self, zigzag, Reader};
 use super::CodecError;
 use crate::protocol::clock::{Entries, PeerId, Timestamp, VectorClock, MAX_CLOCK_ENTRIES};
@@ -141,14 +141,23 @@ pub struct Batch {
 pub fn encode<'a>(events: impl IntoIterator<Item = &'a P2PEvent>, clock: &VectorClock) -> Vec<u8> {
     let events: Vec<&P2PEvent> = events.into_iter().collect();
     let mut out = Vec::new();
-    encode_into(&mut out, &events, clock);
+    encode_into(&mut out, &events, clock, None);
     out
 }
 
 /// [`encode`], appended to `out` (a snapshot's header is before it: its
-/// tens of megabytes are then written once, not copied after it).
-pub fn encode_into(out: &mut Vec<u8>, events: &[&P2PEvent], clock: &VectorClock) {
-    let mut e = Encoder::new(events);
+/// tens of megabytes are then written once, not copied after it), with
+/// the events' keys hashed by whoever read them last (`keys`, each pushed
+/// in order: a snapshot's events are gathered run by run first, and a
+/// million events are then not read again for their keys) or not.
+pub fn encode_into(
+    out: &mut Vec<u8>,
+    events: &[&P2PEvent],
+    clock: &VectorClock,
+    keys: Option<KeyWords>,
+) {
+    let keys = keys.filter(|k| k.len() == events.len());
+    let mut e = Encoder::new(events, keys);
     for (peer, seq) in clock.iter() {
         let index = e.peer(peer);
         varint::put(&mut e.cols[CLOCK], index);
@@ -223,14 +232,18 @@ const RECENT: usize = 256;
 const AHEAD: usize = 16;
 
 impl<'a> Encoder<'a> {
-    /// An encoder for `batch`.
-    fn new(batch: &'a [&'a P2PEvent]) -> Self {
+    /// An encoder for `batch`, its keys hashed already or not.
+    fn new(batch: &'a [&'a P2PEvent], keys: Option<KeyWords>) -> Self {
         let events = batch.len();
+        let key = |i: usize| -> &str { &batch[i].key };
         let mut e = Encoder {
             cols: Default::default(),
             peers: HashMap::with_hasher(hashing::state()),
             table: Vec::new(),
-            keys: KeyTable::new(events, |i| &batch[i].key),
+            keys: match keys {
+                Some(words) => KeyTable::from_words(words, key),
+                None => KeyTable::new(events, key),
+            },
             batch,
             at: 0,
             cursors: Vec::new(),

@@ -24,6 +24,8 @@
 
 use std::hash::BuildHasher;
 
+use foldhash::fast::FixedState;
+
 use crate::protocol::{hashing, key_sort};
 
 /// The distinct keys of one hash that later uses are looked up among.
@@ -47,22 +49,67 @@ pub struct KeyTable {
     at: u32,
 }
 
+/// A batch's keys hashed, one word a use in the batch's order, for
+/// [`KeyTable::from_words`]: by whoever reads the events before they are
+/// encoded (a snapshot's are gathered run by run first), so that the
+/// table does not read a million events again for their keys.
+pub struct KeyWords {
+    hasher: FixedState,
+    words: Vec<u64>,
+}
+
+impl KeyWords {
+    pub fn with_capacity(n: usize) -> Self {
+        KeyWords {
+            hasher: hashing::state(),
+            words: Vec::with_capacity(n),
+        }
+    }
+
+    /// The next use's key.
+    #[inline]
+    pub fn push(&mut self, key: &str) {
+        let place = self.words.len() as u64;
+        self.words.push(word(self.hasher.hash_one(key), place));
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.words.len()
+    }
+}
+
+/// A use's word: its key's hash in the high half, its place in the low.
+fn word(hash: u64, place: u64) -> u64 {
+    (hash & !u64::from(u32::MAX)) | place
+}
+
 impl KeyTable {
     /// The table of the `n` keys `key(0..n)` (the keys of a batch, in its
     /// order), hashed by the process's seeded hasher.
     pub fn new<'k>(n: usize, key: impl Fn(usize) -> &'k str) -> Self {
-        let hasher = hashing::state();
-        Self::with_hash(n, key, |k| hasher.hash_one(k))
+        let mut words = KeyWords::with_capacity(n);
+        (0..n).for_each(|i| words.push(key(i)));
+        Self::from_words(words, key)
     }
 
+    /// The table of the keys `key(0..n)` whose words are `words`
+    /// ([`KeyWords`], pushed in that order).
+    pub fn from_words<'k>(words: KeyWords, key: impl Fn(usize) -> &'k str) -> Self {
+        Self::sorted(words.words, key)
+    }
+
+    #[cfg(test)]
     fn with_hash<'k>(n: usize, key: impl Fn(usize) -> &'k str, hash: impl Fn(&str) -> u64) -> Self {
+        let words = (0..n).map(|i| word(hash(key(i)), i as u64)).collect();
+        Self::sorted(words, key)
+    }
+
+    /// The table of the uses `words` stand for.
+    fn sorted<'k>(mut words: Vec<u64>, key: impl Fn(usize) -> &'k str) -> Self {
         let mut repeats = Vec::new();
         // Places must fit a half word; past them (no batch comes near)
         // every key is spelled, which still decodes.
-        if n < u32::MAX as usize {
-            let mut words: Vec<u64> = (0..n)
-                .map(|i| (hash(key(i)) & !u64::from(u32::MAX)) | i as u64)
-                .collect();
+        if words.len() < u32::MAX as usize {
             key_sort::sort_words_above(&mut words, 32);
             let mut firsts: Vec<(&str, u64)> = Vec::new();
             let mut run = 0;
@@ -85,7 +132,6 @@ impl KeyTable {
                 }
                 run = end;
             }
-            drop(words);
             key_sort::sort_words(&mut repeats);
         }
         KeyTable {
@@ -164,6 +210,21 @@ mod tests {
         for i in 0..10_000 {
             assert_eq!(found[i], Found::New(i as u32));
             assert_eq!(found[19_999 - i], Found::Known(i as u32));
+        }
+    }
+
+    #[test]
+    fn keys_hashed_elsewhere_make_the_same_table() {
+        let keys: Vec<String> = (0..3_000).map(|i| format!("k{}", i % 700)).collect();
+        let key = |i: usize| keys[i].as_str();
+        let mut words = KeyWords::with_capacity(keys.len());
+        keys.iter().for_each(|k| words.push(k));
+        let (mut hashed, mut here) = (
+            KeyTable::from_words(words, key),
+            KeyTable::new(keys.len(), key),
+        );
+        for _ in &keys {
+            assert_eq!(hashed.next(), here.next());
         }
     }
 

@@ -13,6 +13,7 @@ mod runs;
 pub(crate) mod varint;
 
 pub use events::{Batch, FORMAT};
+pub use key_table::KeyWords;
 
 /// Why bytes did not decode as a batch of events.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -9,6 +9,7 @@ use super::policy::{self, is_reserved};
 use super::{ReconciliationEngine, Slot};
 use crate::protocol::clock::Timestamp;
 use crate::protocol::clock::{PeerId, VectorClock};
+use crate::protocol::codec::KeyWords;
 use crate::protocol::digest;
 use crate::protocol::entity::{Entity, EntityState};
 use crate::protocol::event::{EventId, P2PEvent};
@@ -367,16 +368,26 @@ impl Packed {
 
     /// `None` for an origin outside the clock or a sequence past the bits.
     fn pack(&mut self, id: EventId, live: bool) -> Option<u64> {
-        let rank = match self.last {
-            Some((peer, rank)) if peer == id.peer => rank,
+        let rank = self.rank(id.peer)?;
+        (id.seq < 1 << Self::SEQ_BITS).then(|| Self::word(rank, id.seq, live))
+    }
+
+    /// `peer`'s rank; `None` outside the clock.
+    #[inline]
+    fn rank(&mut self, peer: PeerId) -> Option<u64> {
+        match self.last {
+            Some((last, rank)) if last == peer => Some(rank),
             _ => {
-                let rank = *self.ranks.get(&id.peer)?;
-                self.last = Some((id.peer, rank));
-                rank
+                let rank = *self.ranks.get(&peer)?;
+                self.last = Some((peer, rank));
+                Some(rank)
             }
-        };
-        (id.seq < 1 << Self::SEQ_BITS)
-            .then(|| (rank << (Self::SEQ_BITS + 1)) | (id.seq << 1) | u64::from(live))
+        }
+    }
+
+    #[inline]
+    fn word(rank: u64, seq: u64, live: bool) -> u64 {
+        (rank << (Self::SEQ_BITS + 1)) | (seq << 1) | u64::from(live)
     }
 
     /// The id and flag of `word`, packed with `peers` as they were.
@@ -385,6 +396,89 @@ impl Packed {
         let rank = (word >> (Self::SEQ_BITS + 1)) as usize;
         let seq = (word >> 1) & ((1 << Self::SEQ_BITS) - 1);
         (EventId::new(peers[rank], seq), word & 1 == 1)
+    }
+}
+
+/// Ids marked in a bitmap of every id a clock covers, two bits each
+/// (needed, live), by origin rank then sequence: read out in order, they
+/// are [`Packed`] words sorted and merged without a sort. For a whole
+/// state, whose dots cover most of the ids ever applied: for a million
+/// entities the bitmap is 250 KB where the words to sort were 16 MB (and
+/// as much again for the sort), their sort ~9% of encoding the snapshot.
+struct Dense {
+    packed: Packed,
+    /// Per rank: the place of its sequence 1, then one past the last.
+    starts: Vec<u64>,
+    bits: Vec<u64>,
+}
+
+impl Dense {
+    /// Ids a place takes two bits of: 32 a word.
+    const PER_WORD: u64 = 32;
+
+    /// For ids of `clock`, if its bitmap is no larger than the `words`
+    /// it stands for would be; else `None`.
+    fn new(clock: &VectorClock, words: usize) -> Option<Self> {
+        let packed = Packed::new(clock)?;
+        let mut starts = Vec::with_capacity(clock.len() + 1);
+        let mut total = 0u64;
+        for (_, seq) in clock.iter() {
+            if seq >= 1 << Packed::SEQ_BITS {
+                return None;
+            }
+            starts.push(total);
+            total = total.checked_add(seq)?;
+        }
+        starts.push(total);
+        let bitmap = total.div_ceil(Self::PER_WORD);
+        if bitmap > words as u64 {
+            return None;
+        }
+        Some(Dense {
+            packed,
+            starts,
+            bits: vec![0; bitmap as usize],
+        })
+    }
+
+    /// Marks `id` needed (and live); `None` if it is outside the clock.
+    #[inline]
+    fn mark(&mut self, id: EventId, live: bool) -> Option<()> {
+        let rank = self.packed.rank(id.peer)? as usize;
+        let (start, end) = (self.starts[rank], self.starts[rank + 1]);
+        let place = start.checked_add(id.seq.checked_sub(1)?)?;
+        if place >= end {
+            return None;
+        }
+        let shift = 2 * (place % Self::PER_WORD);
+        self.bits[(place / Self::PER_WORD) as usize] |= (1 | u64::from(live) << 1) << shift;
+        Some(())
+    }
+
+    /// The marked ids as sorted [`Packed`] words.
+    fn into_needed(self) -> Needed {
+        const NEEDED: u64 = 0x5555_5555_5555_5555;
+        let count = self.bits.iter().map(|w| (w & NEEDED).count_ones() as usize);
+        let mut words = Vec::with_capacity(count.sum());
+        let mut rank = 0;
+        for (i, &word) in self.bits.iter().enumerate() {
+            let mut needed = word & NEEDED;
+            while needed != 0 {
+                let bit = needed.trailing_zeros();
+                needed &= needed - 1;
+                let place = i as u64 * Self::PER_WORD + u64::from(bit / 2);
+                while place >= self.starts[rank + 1] {
+                    rank += 1;
+                }
+                let live = word >> (bit + 1) & 1 == 1;
+                let seq = place - self.starts[rank] + 1;
+                words.push(Packed::word(rank as u64, seq, live));
+            }
+        }
+        Needed::Packed {
+            words,
+            peers: self.packed.peers,
+        }
     }
 }
 
@@ -398,8 +492,35 @@ impl ReconciliationEngine {
     ) -> Needed {
         // Sized by what `slots` says it holds: a leaf's few, not the state's.
         let capacity = slots().size_hint().0 * 2;
-        self.needed_packed(slots(), heads, capacity)
+        self.needed_dense(slots(), heads, capacity)
+            .or_else(|| self.needed_packed(slots(), heads, capacity))
             .unwrap_or_else(|| self.needed_pairs(slots(), heads, capacity))
+    }
+
+    /// [`needed`](Self::needed) marked in a bitmap ([`Dense`]); `None`
+    /// where the clock's ids are too many for `capacity` words, or an id
+    /// is outside the clock.
+    fn needed_dense<'a>(
+        &self,
+        slots: impl Iterator<Item = &'a Slot>,
+        heads: bool,
+        capacity: usize,
+    ) -> Option<Needed> {
+        let mut dense = Dense::new(&self.applied, capacity)?;
+        let mut fits = true;
+        for slot in slots {
+            slot.entity
+                .for_each_dot(|dot| fits &= dense.mark(dot, true).is_some());
+            for id in slot.entity.firsts() {
+                dense.mark(id, false)?;
+            }
+        }
+        if heads {
+            for id in self.heads() {
+                dense.mark(id, false)?;
+            }
+        }
+        fits.then(|| dense.into_needed())
     }
 
     /// [`needed`](Self::needed) sorted as pairs.
@@ -472,7 +593,7 @@ impl ReconciliationEngine {
     /// live dot, every kind's first operation and every origin's head, with
     /// which events are live.
     fn whole_evidence(&self) -> (Vec<&P2PEvent>, Vec<bool>) {
-        self.evidence(&self.needed(|| self.entities.values(), true))
+        self.evidence(&self.needed(|| self.entities.values(), true), |_| {})
     }
 
     /// Each origin's latest applied event.
@@ -497,8 +618,13 @@ impl ReconciliationEngine {
     /// The runs holding the `needed` events, each once, sorted by id, with
     /// which events are live. One pass: the first needed event not yet
     /// covered names the next run, whose events take the needed entries
-    /// they match.
-    fn evidence(&self, wanted: &Needed) -> (Vec<&P2PEvent>, Vec<bool>) {
+    /// they match. `visit` sees each event taken, in order, as it is
+    /// read here.
+    fn evidence(
+        &self,
+        wanted: &Needed,
+        mut visit: impl FnMut(&P2PEvent),
+    ) -> (Vec<&P2PEvent>, Vec<bool>) {
         let mut events: Vec<&P2PEvent> = Vec::with_capacity(wanted.len());
         let mut flags = Vec::with_capacity(wanted.len());
         let mut at = 0;
@@ -522,6 +648,7 @@ impl ReconciliationEngine {
                 // Runs never overlap (a seal covers its own range), but a
                 // snapshot with an event twice would be refused: make sure.
                 if events.last().is_none_or(|last| last.id < event.id) {
+                    visit(event);
                     events.push(event);
                     flags.push(live);
                 }
@@ -543,8 +670,11 @@ impl ReconciliationEngine {
 
     /// The snapshot of the state, encoded, from what it rests on.
     pub(super) fn encode_needed(&self, needed: &Needed) -> Vec<u8> {
-        let (events, flags) = self.evidence(needed);
-        StateSnapshot::encode_parts(&self.applied, &events, &flags)
+        // Their keys hashed for the batch's key table while the events are
+        // read here: a million events are not read again for them.
+        let mut keys = KeyWords::with_capacity(needed.len());
+        let (events, flags) = self.evidence(needed, |event| keys.push(&event.key));
+        StateSnapshot::encode_parts(&self.applied, &events, &flags, Some(keys))
     }
 
     pub fn snapshot(&self) -> StateSnapshot {
@@ -808,7 +938,7 @@ impl ReconciliationEngine {
                 .leaf(leaf)
                 .filter_map(|(key, _)| self.entities.get(key))
         };
-        let (events, flags) = self.evidence(&self.needed(slots, false));
+        let (events, flags) = self.evidence(&self.needed(slots, false), |_| {});
         StateSnapshot {
             version_vector: self.applied.clone(),
             events: events.into_iter().cloned().collect(),
@@ -1085,6 +1215,13 @@ mod tests {
                 assert!(matches!(packed, Needed::Packed { .. }));
                 assert!(packed.to_vec().iter().any(|(_, live)| *live));
                 assert_eq!(packed.to_vec(), pairs.to_vec(), "seed {seed}, {keys} keys");
+                let dense = engine.needed_dense(slots(), heads, events);
+                let dense = dense.expect("a bitmap of the state's ids");
+                assert_eq!(dense.to_vec(), pairs.to_vec(), "seed {seed}, {keys} keys");
+                assert!(
+                    engine.needed_dense(slots(), heads, 0).is_none(),
+                    "no bitmap larger than the words"
+                );
             }
         }
         let events = workload::rounds(3_000, 7, 400, 5, seed);
