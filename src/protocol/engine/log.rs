@@ -89,6 +89,12 @@ impl OriginLog {
         chunk.get(index)
     }
 
+    /// The whole sealed run holding event `seq`, if all of it is here.
+    fn whole_run(&self, seq: u64) -> Option<&[P2PEvent]> {
+        let (first, run) = self.sealing(seq)?;
+        (run.first()?.id.seq == first).then_some(run)
+    }
+
     /// Where the sealed run holding event `seq` starts, and the run as
     /// far as this chunk holds it (the whole run: runs are not split).
     fn sealing(&self, seq: u64) -> Option<(u64, &[P2PEvent])> {
@@ -317,8 +323,16 @@ impl EventLog {
 
     /// The whole sealed run holding `id`, if all of it is in the log.
     pub fn run_of(&self, id: EventId) -> Option<&[P2PEvent]> {
-        let (first, run) = self.origins.get(&id.peer)?.sealing(id.seq)?;
-        (run.first()?.id.seq == first).then_some(run)
+        self.origins.get(&id.peer)?.whole_run(id.seq)
+    }
+
+    /// Lookups of ids that come grouped by origin (a snapshot's, sorted),
+    /// each origin's log found once for its ids rather than once an id.
+    pub fn cursor(&self) -> LogCursor<'_> {
+        LogCursor {
+            log: self,
+            origin: None,
+        }
     }
 
     /// This origin's events `first..=last` (as far as the log holds
@@ -453,6 +467,36 @@ impl EventLog {
     pub fn clear(&mut self) {
         self.origins.clear();
         self.len = 0;
+    }
+}
+
+/// [`EventLog::cursor`].
+pub struct LogCursor<'a> {
+    log: &'a EventLog,
+    /// The origin looked up last, and its log.
+    origin: Option<(PeerId, Option<&'a OriginLog>)>,
+}
+
+impl<'a> LogCursor<'a> {
+    fn origin(&mut self, peer: PeerId) -> Option<&'a OriginLog> {
+        match self.origin {
+            Some((last, log)) if last == peer => log,
+            _ => {
+                let log = self.log.origins.get(&peer);
+                self.origin = Some((peer, log));
+                log
+            }
+        }
+    }
+
+    /// [`EventLog::run_of`].
+    pub fn run_of(&mut self, id: EventId) -> Option<&'a [P2PEvent]> {
+        self.origin(id.peer)?.whole_run(id.seq)
+    }
+
+    /// [`EventLog::get`].
+    pub fn get(&mut self, id: EventId) -> Option<&'a P2PEvent> {
+        self.origin(id.peer)?.get(id.seq)
     }
 }
 

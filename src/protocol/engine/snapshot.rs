@@ -632,12 +632,12 @@ impl ReconciliationEngine {
         // lone event where no seal covers it). Ids come in order: one
         // cursor walks the archive's segments.
         let mut archived = self.archive.cursor();
+        let mut logged = self.log.cursor();
         while let Some((id, _)) = wanted.get(at) {
-            let run = self
-                .log
+            let run = logged
                 .run_of(id)
                 .or_else(|| archived.run_of(id))
-                .or_else(|| self.log.get(id).map(std::slice::from_ref))
+                .or_else(|| logged.get(id).map(std::slice::from_ref))
                 .unwrap_or_default();
             for event in run {
                 let mut live = false;
