@@ -492,33 +492,34 @@ impl ReconciliationEngine {
     ) -> Needed {
         // Sized by what `slots` says it holds: a leaf's few, not the state's.
         let capacity = slots().size_hint().0 * 2;
-        self.needed_dense(slots(), heads, capacity)
-            .or_else(|| self.needed_packed(slots(), heads, capacity))
+        self.needed_packed(slots(), heads, capacity)
             .unwrap_or_else(|| self.needed_pairs(slots(), heads, capacity))
     }
 
-    /// [`needed`](Self::needed) marked in a bitmap ([`Dense`]); `None`
-    /// where the clock's ids are too many for `capacity` words, or an id
-    /// is outside the clock.
-    fn needed_dense<'a>(
-        &self,
-        slots: impl Iterator<Item = &'a Slot>,
-        heads: bool,
-        capacity: usize,
-    ) -> Option<Needed> {
+    /// What the whole state rests on, with every origin's head: marked in
+    /// a bitmap ([`Dense`]) where that is no larger than the words to
+    /// sort, else as [`needed`](Self::needed).
+    fn needed_whole(&self) -> Needed {
+        let capacity = self.entities.len() * 2;
+        self.needed_dense(capacity)
+            .unwrap_or_else(|| self.needed(|| self.entities.values(), true))
+    }
+
+    /// [`needed_whole`](Self::needed_whole) in a bitmap; `None` where the
+    /// clock's ids are too many for `capacity` words, or an id is outside
+    /// the clock.
+    fn needed_dense(&self, capacity: usize) -> Option<Needed> {
         let mut dense = Dense::new(&self.applied, capacity)?;
         let mut fits = true;
-        for slot in slots {
+        for slot in self.entities.values() {
             slot.entity
                 .for_each_dot(|dot| fits &= dense.mark(dot, true).is_some());
             for id in slot.entity.firsts() {
                 dense.mark(id, false)?;
             }
         }
-        if heads {
-            for id in self.heads() {
-                dense.mark(id, false)?;
-            }
+        for id in self.heads() {
+            dense.mark(id, false)?;
         }
         fits.then(|| dense.into_needed())
     }
@@ -593,7 +594,7 @@ impl ReconciliationEngine {
     /// live dot, every kind's first operation and every origin's head, with
     /// which events are live.
     fn whole_evidence(&self) -> (Vec<&P2PEvent>, Vec<bool>) {
-        self.evidence(&self.needed(|| self.entities.values(), true), |_| {})
+        self.evidence(&self.needed_whole(), None)
     }
 
     /// Each origin's latest applied event.
@@ -618,12 +619,12 @@ impl ReconciliationEngine {
     /// The runs holding the `needed` events, each once, sorted by id, with
     /// which events are live. One pass: the first needed event not yet
     /// covered names the next run, whose events take the needed entries
-    /// they match. `visit` sees each event taken, in order, as it is
-    /// read here.
+    /// they match. With `keys`, each event's key is hashed as the event
+    /// is read here (for the encoder's key table).
     fn evidence(
         &self,
         wanted: &Needed,
-        mut visit: impl FnMut(&P2PEvent),
+        mut keys: Option<&mut KeyWords>,
     ) -> (Vec<&P2PEvent>, Vec<bool>) {
         let mut events: Vec<&P2PEvent> = Vec::with_capacity(wanted.len());
         let mut flags = Vec::with_capacity(wanted.len());
@@ -648,7 +649,9 @@ impl ReconciliationEngine {
                 // Runs never overlap (a seal covers its own range), but a
                 // snapshot with an event twice would be refused: make sure.
                 if events.last().is_none_or(|last| last.id < event.id) {
-                    visit(event);
+                    if let Some(keys) = keys.as_deref_mut() {
+                        keys.push(&event.key);
+                    }
                     events.push(event);
                     flags.push(live);
                 }
@@ -665,7 +668,7 @@ impl ReconciliationEngine {
     /// on and each origin's head. Our own events must be sealed first (the
     /// sync layer flushes before it encodes).
     pub fn encode_snapshot(&self) -> Vec<u8> {
-        self.encode_needed(&self.needed(|| self.entities.values(), true))
+        self.encode_needed(&self.needed_whole())
     }
 
     /// The snapshot of the state, encoded, from what it rests on.
@@ -673,7 +676,7 @@ impl ReconciliationEngine {
         // Their keys hashed for the batch's key table while the events are
         // read here: a million events are not read again for them.
         let mut keys = KeyWords::with_capacity(needed.len());
-        let (events, flags) = self.evidence(needed, |event| keys.push(&event.key));
+        let (events, flags) = self.evidence(needed, Some(&mut keys));
         StateSnapshot::encode_parts(&self.applied, &events, &flags, Some(keys))
     }
 
@@ -938,7 +941,7 @@ impl ReconciliationEngine {
                 .leaf(leaf)
                 .filter_map(|(key, _)| self.entities.get(key))
         };
-        let (events, flags) = self.evidence(&self.needed(slots, false), |_| {});
+        let (events, flags) = self.evidence(&self.needed(slots, false), None);
         StateSnapshot {
             version_vector: self.applied.clone(),
             events: events.into_iter().cloned().collect(),
@@ -1056,7 +1059,7 @@ impl ReconciliationEngine {
     /// Folds the archive and the runs leaving the log (`folded`) down to
     /// what the state rests on, after a compaction; returns what that is.
     pub(super) fn keep_evidence(&mut self, folded: Vec<Vec<P2PEvent>>) -> Needed {
-        let needed = self.needed(|| self.entities.values(), true);
+        let needed = self.needed_whole();
         let wanted = &needed;
         self.archive.insert_pieces(folded);
         // Runs come in order of their first id, so one cursor walks `wanted`.
@@ -1215,13 +1218,14 @@ mod tests {
                 assert!(matches!(packed, Needed::Packed { .. }));
                 assert!(packed.to_vec().iter().any(|(_, live)| *live));
                 assert_eq!(packed.to_vec(), pairs.to_vec(), "seed {seed}, {keys} keys");
-                let dense = engine.needed_dense(slots(), heads, events);
-                let dense = dense.expect("a bitmap of the state's ids");
-                assert_eq!(dense.to_vec(), pairs.to_vec(), "seed {seed}, {keys} keys");
-                assert!(
-                    engine.needed_dense(slots(), heads, 0).is_none(),
-                    "no bitmap larger than the words"
-                );
+                if heads {
+                    let dense = engine.needed_dense(events).expect("a bitmap of the ids");
+                    assert_eq!(dense.to_vec(), pairs.to_vec(), "seed {seed}, {keys} keys");
+                    assert!(
+                        engine.needed_dense(0).is_none(),
+                        "no bitmap larger than the words"
+                    );
+                }
             }
         }
         let events = workload::rounds(3_000, 7, 400, 5, seed);
