@@ -338,6 +338,27 @@ impl P2PEvent {
         8 + self.key.len() + self.op.value_len() + 6 * (entries + self.deps.len()) + seal
     }
 
+    /// About how much memory the event takes decoded: the struct, its key
+    /// and value (counted whole even where short ones sit in the struct,
+    /// or a repeated key is shared), each clock entry as the pair it is
+    /// decoded to, and its seal. For bounds on what is held from a peer.
+    pub fn held_size(&self) -> usize {
+        let pair = std::mem::size_of::<(PeerId, u64)>();
+        let observed = match &self.op {
+            Operation::Counter(CounterOp::Delete { observed }) => {
+                observed.len() * std::mem::size_of::<CounterShare>()
+            }
+            op => op.observed_clock().map_or(0, VectorClock::len) * pair,
+        };
+        let seal = if self.seal.is_some() {
+            std::mem::size_of::<Seal>()
+        } else {
+            0
+        };
+        let clocks = pair * self.deps.len() + observed;
+        std::mem::size_of::<Self>() + self.key.len() + self.op.value_len() + clocks + seal
+    }
+
     /// Every event this one needs applied first: its origin's previous event,
     /// its `deps` and the dots it observed.
     pub fn dependencies(&self) -> impl Iterator<Item = EventId> + '_ {

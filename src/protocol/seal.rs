@@ -385,11 +385,10 @@ impl Opened {
         self.events.len()
     }
 
-    /// About the bytes those events take held: each one's struct and
-    /// what it spells ([`P2PEvent::approx_size`]).
-    pub fn held_bytes(&self) -> usize {
-        let each = std::mem::size_of::<P2PEvent>();
-        self.events.iter().map(|e| each + e.approx_size()).sum()
+    /// About how much memory those events take decoded
+    /// ([`P2PEvent::held_size`]).
+    pub fn held_size(&self) -> usize {
+        self.events.iter().map(P2PEvent::held_size).sum()
     }
 
     /// The events of the runs whose seal is not `forged` (asked once per

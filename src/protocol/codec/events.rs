@@ -156,6 +156,7 @@ pub fn encode_into(
     clock: &VectorClock,
     keys: Option<KeyWords>,
 ) {
+    debug_assert!(keys.as_ref().is_none_or(|k| k.len() == events.len()));
     let keys = keys.filter(|k| k.len() == events.len());
     let mut e = Encoder::new(events, keys);
     for (peer, seq) in clock.iter() {

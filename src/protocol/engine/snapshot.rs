@@ -419,7 +419,6 @@ impl Dense {
     /// For ids of `clock`, if its bitmap is no larger than the `words`
     /// it stands for would be; else `None`.
     fn new(clock: &VectorClock, words: usize) -> Option<Self> {
-        let packed = Packed::new(clock)?;
         let mut starts = Vec::with_capacity(clock.len() + 1);
         let mut total = 0u64;
         for (_, seq) in clock.iter() {
@@ -435,7 +434,7 @@ impl Dense {
             return None;
         }
         Some(Dense {
-            packed,
+            packed: Packed::new(clock)?,
             starts,
             bits: vec![0; bitmap as usize],
         })
@@ -1199,6 +1198,45 @@ mod tests {
             ReconciliationEngine::from_snapshot(PeerId(2), EngineConfig::default(), stored)
                 .expect("our own");
         assert_eq!(restored.state(), victim.state());
+    }
+
+    /// Ids at the edges of an origin's places and of a bitmap word are
+    /// marked where they belong; ids outside the clock are not marked.
+    #[test]
+    fn the_bitmap_marks_the_clock_s_ids_and_no_others() {
+        let (a, b, c) = (PeerId(1), PeerId(2), PeerId(3));
+        // 31 ids of `a` (its last the word's second last place), 1 of
+        // `b` (the word's last), 40 of `c` (across the next word).
+        let clock: VectorClock = [(a, 31), (b, 1), (c, 40)].into_iter().collect();
+        let mut dense = Dense::new(&clock, 3).expect("three words");
+        assert!(Dense::new(&clock, 2).is_none(), "72 ids take three words");
+        for (peer, seq, live) in [(a, 1, true), (a, 31, false), (b, 1, true), (c, 1, false)] {
+            assert_eq!(dense.mark(EventId::new(peer, seq), live), Some(()));
+        }
+        assert_eq!(dense.mark(EventId::new(c, 40), true), Some(()));
+        // Marked twice: live if either is.
+        assert_eq!(dense.mark(EventId::new(a, 31), true), Some(()));
+        for outside in [
+            EventId::new(a, 0),
+            EventId::new(a, 32),
+            EventId::new(b, 2),
+            EventId::new(c, 41),
+            EventId::new(PeerId(4), 1),
+        ] {
+            assert_eq!(dense.mark(outside, true), None, "{outside}");
+        }
+        let marked = dense.into_needed().to_vec();
+        let id = EventId::new;
+        assert_eq!(
+            marked,
+            [
+                (id(a, 1), true),
+                (id(a, 31), true),
+                (id(b, 1), true),
+                (id(c, 1), false),
+                (id(c, 40), true)
+            ]
+        );
     }
 
     #[test]

@@ -43,11 +43,12 @@ pub const MAX_IN_FLIGHT_EVENTS: usize = 8 * MAX_UNVERIFIED_EVENTS;
 /// so held frames stay bounded.
 pub const MAX_HELD_FOR_VERIFIER: usize = 2 * MAX_IN_FLIGHT_EVENTS;
 
-/// Bytes held for verification across frames, at most
-/// ([`Held::bytes`]): the event bounds above, for events that carry large
-/// values. A message may hold 16 MiB; without a bound of bytes, a member
-/// sending one-event runs of large values had 256 of them (a batch's
-/// seals) held, 4 GiB, and eight such batches out.
+/// Bytes held for verification across frames ([`Held::bytes`]): past
+/// them what is held is verified (so at most this and one frame are
+/// held for a window). The event bounds above, for events that carry
+/// large values: a message may hold 16 MiB, and without a bound of bytes
+/// a member sending one-event runs of large values had 256 of them (a
+/// batch's seals) held, 4 GiB, and eight such batches out.
 pub const MAX_UNVERIFIED_BYTES: usize = 4 << 20;
 
 /// Bytes out for verification elsewhere at once, at most (as
@@ -55,12 +56,12 @@ pub const MAX_UNVERIFIED_BYTES: usize = 4 << 20;
 pub const MAX_IN_FLIGHT_BYTES: usize = 8 * MAX_UNVERIFIED_BYTES;
 
 /// Bytes held for batches out at once, at most (as
-/// [`MAX_HELD_FOR_VERIFIER`]).
+/// [`MAX_HELD_FOR_VERIFIER`]); a window's frames may be held beside them.
 pub const MAX_HELD_FOR_VERIFIER_BYTES: usize = 2 * MAX_IN_FLIGHT_BYTES;
 
 /// What frames held for verification hold: their events, and about the
-/// bytes those take (decoded, with the copy of each frame kept to be
-/// stored as it came).
+/// memory those take (decoded, [`P2PEvent::held_size`], and the copy of
+/// each frame kept to be stored as it came).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Held {
     pub events: usize,
@@ -68,19 +69,24 @@ pub struct Held {
 }
 
 impl Held {
-    const UNVERIFIED: Held = Held::bound(MAX_UNVERIFIED_EVENTS, MAX_UNVERIFIED_BYTES);
-    const IN_FLIGHT: Held = Held::bound(MAX_IN_FLIGHT_EVENTS, MAX_IN_FLIGHT_BYTES);
-    const FOR_VERIFIER: Held = Held::bound(MAX_HELD_FOR_VERIFIER, MAX_HELD_FOR_VERIFIER_BYTES);
-
-    const fn bound(events: usize, bytes: usize) -> Held {
-        Held { events, bytes }
-    }
+    const UNVERIFIED: Held = Held {
+        events: MAX_UNVERIFIED_EVENTS,
+        bytes: MAX_UNVERIFIED_BYTES,
+    };
+    const IN_FLIGHT: Held = Held {
+        events: MAX_IN_FLIGHT_EVENTS,
+        bytes: MAX_IN_FLIGHT_BYTES,
+    };
+    const FOR_VERIFIER: Held = Held {
+        events: MAX_HELD_FOR_VERIFIER,
+        bytes: MAX_HELD_FOR_VERIFIER_BYTES,
+    };
 
     /// What a frame's runs and its kept copy hold.
     fn of(opened: &seal::Opened, sent: Option<&Batch>) -> Held {
         Held {
             events: opened.events(),
-            bytes: opened.held_bytes() + sent.map_or(0, |b| b.bytes().len()),
+            bytes: opened.held_size() + sent.map_or(0, |b| b.frame().len()),
         }
     }
 
@@ -528,6 +534,8 @@ impl SyncNode {
     /// the caller's stopped: see [`SyncNode::verify_here`]), in order, and
     /// applies them; verdicts that come for them later are ignored.
     pub(super) fn verify_in_flight(&mut self, now_ms: u64) {
+        // Taken with the batches, before any is applied.
+        self.in_flight_held = Held::default();
         for held in std::mem::take(&mut self.in_flight) {
             let settled = match &held.verdicts {
                 Some(verdicts) => seal::settle(held.opened, verdicts),
@@ -535,7 +543,6 @@ impl SyncNode {
             };
             self.apply_verified(held.senders, settled, held.sent, now_ms);
         }
-        self.in_flight_held = Held::default();
     }
 
     /// Stops handing seals out ([`SyncConfig::offload_seals`]) and verifies
