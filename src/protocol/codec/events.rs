@@ -167,14 +167,8 @@ pub fn encode_into(
     let mut runs = 0u64;
     let mut at = 0;
     while at < events.len() {
-        // A run: consecutive sequence numbers of one origin, up to a seal.
-        let mut end = at + 1;
-        while end < events.len() && continues(events[end - 1], events[end]) {
-            end += 1;
-        }
-        e.run(&events[at..end]);
+        at = e.run(events, at);
         runs += 1;
-        at = end;
     }
     e.finish(out, clock.len(), runs);
 }
@@ -296,25 +290,36 @@ impl<'a> Encoder<'a> {
         index
     }
 
-    fn run(&mut self, run: &[&'a P2PEvent]) {
-        let head = run[0].id;
+    /// The run starting at `events[start]` (consecutive sequence numbers
+    /// of one origin, up to a seal), its events encoded as it is found:
+    /// where the next one starts. Its header goes after them (the runs'
+    /// column is its own), so that each event is read once, not once to
+    /// find the run's end and again to encode it.
+    fn run(&mut self, events: &[&'a P2PEvent], start: usize) -> usize {
+        let head = events[start].id;
         let origin = self.peer(head.peer);
+        self.event(events[start]);
+        let mut end = start + 1;
+        while end < events.len() && continues(events[end - 1], events[end]) {
+            self.event(events[end]);
+            end += 1;
+        }
+        let len = end - start;
         let at = origin as usize;
         let delta = head.seq.wrapping_sub(self.next_run[at]) as i64;
-        self.next_run[at] = head.seq.wrapping_add(run.len() as u64);
-        let seal = run[run.len() - 1].seal.as_deref();
+        self.next_run[at] = head.seq.wrapping_add(len as u64);
+        let last = events[end - 1];
+        let seal = last.seal.as_deref();
         varint::put(&mut self.cols[RUNS], origin);
         varint::put(&mut self.cols[RUNS], zigzag(delta));
         varint::put(
             &mut self.cols[RUNS],
-            ((run.len() as u64) << 1) | u64::from(seal.is_some()),
+            ((len as u64) << 1) | u64::from(seal.is_some()),
         );
-        for event in run {
-            self.event(event);
-        }
         if let Some(seal) = seal {
-            self.seal(origin, head.seq, run[run.len() - 1].id, seal);
+            self.seal(origin, head.seq, last.id, seal);
         }
+        end
     }
 
     fn seal(&mut self, origin: u64, first: u64, last: EventId, seal: &Seal) {
