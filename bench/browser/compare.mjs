@@ -7,6 +7,8 @@
 // committed run's figures, with its provenance. CPC_BENCH_WORKLOADS
 // (B3_1,C1_2,run_heavy) and CPC_BENCH_ROWS (row names, "|" between) make
 // a partial run, written aside to target/bench/compare-partial.json.
+// CPC_PROFILE=<path prefix> writes a CPU profile of each measurement (see
+// `profiled` below).
 //
 // Fairness: every library's updates are generated once (its own default
 // ids) and saved; each measurement is a fresh page (fresh browser
@@ -81,6 +83,25 @@ async function freshPage(browser, url, use) {
   }
 }
 
+/**
+ * `measure()`, CPU-profiled with CPC_PROFILE=<path prefix> (the page's
+ * thread, sampled every 100 µs, warm-up included) into
+ * `<prefix>-<workload>-<row>-<run>.cpuprofile`, for bench/cpu-profile.mjs;
+ * the wasm's functions are named in a `CPC_WASM_NAMES=1` build.
+ */
+async function profiled(page, label, measure) {
+  const prefix = process.env.CPC_PROFILE;
+  if (!prefix) return measure();
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send("Profiler.enable");
+  await cdp.send("Profiler.setSamplingInterval", { interval: 100 });
+  await cdp.send("Profiler.start");
+  const result = await measure();
+  const { profile } = await cdp.send("Profiler.stop");
+  await writeFile(`${prefix}-${label.replace(/[^A-Za-z0-9_.-]+/g, "_")}.cpuprofile`, JSON.stringify(profile));
+  return result;
+}
+
 /** Each library's updates for `workload`, saved for the measuring pages. */
 async function generate(browser, url, workload, libraries) {
   const made = {};
@@ -106,7 +127,9 @@ async function many(browser, url, workload, rows) {
     for (const row of order) {
       const made = updates[rows[row]];
       const m = await freshPage(browser, url, (page) =>
-        page.evaluate((args) => window.bench.measure(args), { row, url: made.file, warmup: SIZES.warmup }),
+        profiled(page, `${workload}-${row}-${r}`, () =>
+          page.evaluate((args) => window.bench.measure(args), { row, url: made.file, warmup: SIZES.warmup }),
+        ),
       );
       if (m.state !== made.expected) {
         throw new Error(
