@@ -1,7 +1,8 @@
 // Causal apply on a fresh page (`causalApply`: 200,000 events, 20%
 // displaced, then in order; first, while the page's memory is new),
 // BLAKE3's throughput in a browser's wasm engine (`hashCost`: MB/s on
-// inputs of 64 B, 1 KB and 64 KB, each timed after a run as long to warm
+// inputs of 64 B, 1 KB, 7 KB (a run of 100 writes, as its seal digests it)
+// and 64 KB, each timed after a run as long to warm
 // it), and the page thread's share of C1.2 and run-heavy (`pageThread`,
 // three runs), for A/B runs of bench builds: each package folder given,
 // in turn, in a fresh page, for `CPC_HASH_ROUNDS` rounds (default 2).
@@ -53,7 +54,7 @@ try {
         if (apply.applied !== 200000 || apply.in_order_applied !== 200000) throw new Error("causal apply fell short");
         out.apply_us_per_event = +(apply.ms / 200).toFixed(2);
         out.apply_in_order_us_per_event = +(apply.in_order_ms / 200).toFixed(2);
-        for (const [len, times] of [[64, 200000], [1024, 40000], [65536, 600]]) {
+        for (const [len, times] of [[64, 200000], [1024, 40000], [7000, 6000], [65536, 600]]) {
           mod.hashCost(len, times);
           out[`blake3_${len}_b_mb_s`] = Math.round(mod.hashCost(len, times));
         }
