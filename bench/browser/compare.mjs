@@ -84,8 +84,9 @@ async function freshPage(browser, url, use) {
 }
 
 /**
- * `measure()`, CPU-profiled with CPC_PROFILE=<path prefix> (the page's
- * thread, sampled every 100 µs, warm-up included) into
+ * `measure()`, its timed part CPU-profiled with CPC_PROFILE=<path prefix>
+ * (the page's thread, sampled every 100 µs; the page brackets the part
+ * with `console.profile`) into
  * `<prefix>-<workload>-<row>-<run>.cpuprofile`, for bench/cpu-profile.mjs;
  * the wasm's functions are named in a `CPC_WASM_NAMES=1` build.
  */
@@ -95,9 +96,10 @@ async function profiled(page, label, measure) {
   const cdp = await page.context().newCDPSession(page);
   await cdp.send("Profiler.enable");
   await cdp.send("Profiler.setSamplingInterval", { interval: 100 });
-  await cdp.send("Profiler.start");
+  const finished = new Promise((resolve) => cdp.on("Profiler.consoleProfileFinished", (e) => resolve(e.profile)));
+  await page.evaluate(() => (globalThis.profileMeasured = true));
   const result = await measure();
-  const { profile } = await cdp.send("Profiler.stop");
+  const profile = await finished;
   await writeFile(`${prefix}-${label.replace(/[^A-Za-z0-9_.-]+/g, "_")}.cpuprofile`, JSON.stringify(profile));
   return result;
 }

@@ -76,9 +76,13 @@ async function measure({ row, url, warmup }) {
   impl.free(warm);
   const target = impl.target();
   await impl.ready?.(target);
+  // The timed part alone, when compare.mjs profiles (CPC_PROFILE).
+  const profile = globalThis.profileMeasured === true;
+  if (profile) console.profile("measured");
   const start = now();
   await impl.apply(target, updates);
   const ms = now() - start;
+  if (profile) console.profileEnd("measured");
   const state = canonical(impl.state(target));
   const vv_bytes = impl.vvBytes(target);
   impl.free(target);
