@@ -10,7 +10,9 @@
 //!
 //! The wasm's build has 128-bit SIMD, and its rounds are
 //! `simd128.rs`'s (in Firefox 1.5x these scalar rounds'
-//! throughput; see there).
+//! throughput; see there); there [`Hasher::update`] also takes a long
+//! input's whole chunks four at a time, side by side (`chunks4`: 2.5x
+//! on 64 KB inputs).
 
 const OUT_LEN: usize = 32;
 pub(super) const BLOCK_LEN: usize = 64;
