@@ -1640,3 +1640,203 @@ fn a_refusal_quoting_a_huge_key_is_kept_short() {
     );
     room.still_converge(0);
 }
+
+/// `peer` (an honest one, or Mallory) sends `message` to `a` at `now_ms`.
+fn sends_to_a(room: &mut Room, peer: PeerId, message: &Message, now_ms: u64) {
+    for frame in wire::encode(message, 9) {
+        room.a.receive_frame(peer, &frame, now_ms);
+    }
+}
+
+/// A room where `b` wrote what `a` did not hear of, and the snapshot `b`
+/// would offer of it.
+struct Ahead {
+    room: Room,
+    id: Hash32,
+    total: u64,
+    bytes: Vec<u8>,
+    clock: VectorClock,
+    /// `b`'s offer of it.
+    offer: Message,
+}
+
+fn b_ahead_of_a() -> Ahead {
+    let mut room = Room::new(EngineConfig::default());
+    room.b
+        .write(|e| {
+            for i in 0..40 {
+                e.set(&format!("b/{i}"), json("\"from b\""), NOW).unwrap();
+            }
+            Ok(None)
+        })
+        .unwrap();
+    let _ = room.b.take_outputs();
+    let bytes = room.b.engine().encode_snapshot();
+    let id = Hash32(*blake3::hash(&bytes).as_bytes());
+    let clock = room.b.engine().clock().clone();
+    let total = bytes.len() as u64;
+    let offer = Message::SnapshotOffer {
+        id,
+        total,
+        clock: clock.clone(),
+        gzip: None,
+    };
+    Ahead {
+        room,
+        id,
+        total,
+        bytes,
+        clock,
+        offer,
+    }
+}
+
+/// Mallory splices a chunk of her own (an honest snapshot's bytes,
+/// altered) into `b`'s transfer to `a`, just before `b`'s own chunk at
+/// that offset: it is not taken, `b`'s is, `a` loads `b`'s genuine
+/// snapshot, and `b`, whose last chunk completes it, is not blamed (it
+/// was charged with a forgery, and after four cut off).
+#[test]
+fn chunks_from_anyone_but_the_source_are_not_taken_into_its_snapshot() {
+    let Ahead {
+        mut room,
+        id,
+        total,
+        bytes,
+        clock,
+        offer,
+    } = b_ahead_of_a();
+    let (b, mallory) = (room.b.peer(), room.mallory.peer());
+    sends_to_a(&mut room, b, &offer, NOW);
+    let third = bytes.len() / 3;
+    let chunk = |from: usize, to: usize, bytes: &[u8]| Message::SnapshotChunk {
+        id,
+        offset: from as u64,
+        total,
+        bytes: bytes[from..to].to_vec(),
+    };
+    let mut altered = bytes.clone();
+    altered[third..2 * third]
+        .iter_mut()
+        .for_each(|b| *b ^= 0x55);
+    sends_to_a(&mut room, b, &chunk(0, third, &bytes), NOW);
+    sends_to_a(&mut room, mallory, &chunk(third, 2 * third, &altered), NOW);
+    sends_to_a(&mut room, b, &chunk(third, 2 * third, &bytes), NOW);
+    sends_to_a(&mut room, b, &chunk(2 * third, bytes.len(), &bytes), NOW);
+    for ms in 1..20 {
+        room.a.tick(NOW + ms);
+    }
+    assert_eq!(
+        room.a.stats(b).map_or(0, |s| s.rejected),
+        0,
+        "b is not blamed"
+    );
+    assert!(
+        room.a.engine().clock().descends(&clock),
+        "a took b's snapshot"
+    );
+    assert_eq!(
+        room.a.engine().get("b/39"),
+        Some(serde_json::json!("from b"))
+    );
+}
+
+/// Mallory offers a snapshot and then keeps its transfer "progressing"
+/// with empty chunks, or a byte at a time, just within `a`'s patience:
+/// neither counts as progress, so `a` gives her transfer up and takes
+/// `b`'s offer (it ignored every other offer while hers progressed).
+#[test]
+fn a_source_sending_nothing_or_a_byte_at_a_time_does_not_hold_the_transfer() {
+    for trickle in [0usize, 1] {
+        let Ahead {
+            mut room,
+            id,
+            clock,
+            offer,
+            ..
+        } = b_ahead_of_a();
+        let (b, mallory) = (room.b.peer(), room.mallory.peer());
+        let (fake, fake_total) = (Hash32([9; 32]), 1 << 20);
+        let fake_offer = Message::SnapshotOffer {
+            id: fake,
+            total: fake_total,
+            clock,
+            gzip: None,
+        };
+        sends_to_a(&mut room, mallory, &fake_offer, NOW);
+        let patience = 2 * SyncConfig::default().gossip_interval_ms;
+        let (mut now, mut sent) = (NOW, 0);
+        for _ in 0..20 {
+            now += patience - 1;
+            let chunk = Message::SnapshotChunk {
+                id: fake,
+                offset: sent,
+                total: fake_total,
+                bytes: vec![0; trickle],
+            };
+            sends_to_a(&mut room, mallory, &chunk, now);
+            sent += trickle as u64;
+            room.a.tick(now);
+            let _ = room.a.take_outputs();
+        }
+        sends_to_a(&mut room, b, &offer, now);
+        let asked_b = sent_to(&mut room.a, b)
+            .iter()
+            .any(|m| matches!(m, Message::SnapshotRequest { id: asked, .. } if *asked == id));
+        assert!(asked_b, "chunks of {trickle} bytes held a's transfer");
+    }
+}
+
+/// Mallory offers `b`'s snapshot under its own id (learnt from `b`),
+/// sends an altered first third and goes quiet; `b` offers the same id:
+/// `a` starts over from `b` rather than resuming on Mallory's bytes, so
+/// it loads the genuine snapshot and `b` is not blamed.
+#[test]
+fn a_transfer_resumed_from_another_source_starts_over() {
+    let Ahead {
+        mut room,
+        id,
+        total,
+        bytes,
+        clock,
+        offer,
+    } = b_ahead_of_a();
+    let (b, mallory) = (room.b.peer(), room.mallory.peer());
+    let third = bytes.len() / 3;
+    let mut altered = bytes[..third].to_vec();
+    altered.iter_mut().for_each(|b| *b ^= 0x55);
+    sends_to_a(&mut room, mallory, &offer, NOW);
+    let first = Message::SnapshotChunk {
+        id,
+        offset: 0,
+        total,
+        bytes: altered,
+    };
+    sends_to_a(&mut room, mallory, &first, NOW);
+    let later = NOW + 3 * SyncConfig::default().gossip_interval_ms;
+    sends_to_a(&mut room, b, &offer, later);
+    let asked: Vec<u64> = sent_to(&mut room.a, b)
+        .iter()
+        .filter_map(|m| match m {
+            Message::SnapshotRequest { offset, .. } => Some(*offset),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(asked, vec![0], "b is asked from the start");
+    let whole = Message::SnapshotChunk {
+        id,
+        offset: 0,
+        total,
+        bytes: bytes.clone(),
+    };
+    sends_to_a(&mut room, b, &whole, later);
+    for ms in 1..20 {
+        room.a.tick(later + ms);
+    }
+    assert_eq!(
+        room.a.stats(b).map_or(0, |s| s.rejected),
+        0,
+        "b is not blamed"
+    );
+    assert!(room.a.engine().clock().descends(&clock));
+}

@@ -190,8 +190,11 @@ pub struct Incoming {
     pub bytes: Vec<u8>,
     /// The end of the window last asked for.
     pub requested_until: u64,
-    /// When a byte last arrived (or the transfer started).
+    /// When the transfer last made progress (or a window was asked for):
+    /// [`PROGRESS_BYTES`] more arrived, or the window asked for did.
     pub last_progress_ms: u64,
+    /// What had arrived at that progress.
+    pub progress_mark: u64,
     /// Windows asked for again since the last byte arrived: a source that
     /// never answers (gone quiet, or lying) is given up after
     /// [`MAX_STALLS`].
@@ -218,6 +221,12 @@ pub struct Inflating {
 /// later offer starts afresh).
 pub const MAX_STALLS: u32 = 5;
 
+/// What must arrive for a transfer to count as progressing (short of
+/// the whole window asked for): a source is waited on while it
+/// progresses, and other offers meanwhile are not taken, so a source
+/// sending a byte (or nothing) now and then must not count as one.
+pub const PROGRESS_BYTES: u64 = 16 * 1024;
+
 impl Incoming {
     /// Takes a chunk if it continues the transfer; returns whether it did.
     pub fn accept(
@@ -230,6 +239,7 @@ impl Incoming {
     ) -> bool {
         let fits = self.id == id
             && self.total == total
+            && !chunk.is_empty()
             && offset == self.bytes.len() as u64
             && offset + chunk.len() as u64 <= total;
         if fits {
@@ -244,8 +254,12 @@ impl Incoming {
                 self.bytes.reserve_exact(total as usize - self.bytes.len());
             }
             self.bytes.extend_from_slice(chunk);
-            self.last_progress_ms = now_ms;
-            self.stalls = 0;
+            let received = self.received();
+            if received - self.progress_mark >= PROGRESS_BYTES || received >= self.requested_until {
+                self.last_progress_ms = now_ms;
+                self.progress_mark = received;
+                self.stalls = 0;
+            }
         }
         fits
     }
@@ -417,6 +431,7 @@ mod tests {
             bytes: Vec::new(),
             requested_until: 0,
             last_progress_ms: 0,
+            progress_mark: 0,
             stalls: 0,
             inflate_to: None,
         }

@@ -189,6 +189,14 @@ impl SyncNode {
                 if !i.is_stalled(now_ms, patience) && i.from == from {
                     return;
                 }
+                if i.from != from {
+                    // A snapshot's bytes come from one source: put
+                    // together from two, a failure could be blamed on
+                    // neither (a member splicing bad bytes into an honest
+                    // peer's offer would have it cut off).
+                    i.bytes.clear();
+                    i.progress_mark = 0;
+                }
                 i.from = from;
             }
             Some(i) if self.sessions.contains_key(&i.from) && !i.is_stalled(now_ms, patience) => {
@@ -203,6 +211,7 @@ impl SyncNode {
                     bytes: Vec::new(),
                     requested_until: 0,
                     last_progress_ms: now_ms,
+                    progress_mark: 0,
                     stalls: 0,
                     inflate_to,
                 })
@@ -288,7 +297,10 @@ impl SyncNode {
         let Some(incoming) = &mut self.incoming else {
             return self.refuse(from, Refusal::ChunkWithoutOffer);
         };
-        if !incoming.accept(id, offset, total, bytes, now_ms) {
+        // Only the source's chunks: another peer's would be taken in its
+        // place, and a snapshot it failed blamed on the source. (One from
+        // a source given up may still come: harmless.)
+        if incoming.from != from || !incoming.accept(id, offset, total, bytes, now_ms) {
             // A repeated window, or one from an abandoned source: harmless.
             return;
         }
