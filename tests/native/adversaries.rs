@@ -10,7 +10,9 @@ use common::{json, register_write, Rng};
 use cpc_sync::protocol::clock::MAX_CLOCK_ENTRIES;
 use cpc_sync::protocol::digest;
 use cpc_sync::protocol::event::RegisterOp;
-use cpc_sync::protocol::reconciliation::ReconciliationRequest;
+use cpc_sync::protocol::reconciliation::{
+    ReconciliationRequest, ReconciliationResponse, ResponseType,
+};
 use cpc_sync::protocol::seal;
 use cpc_sync::protocol::sync::transfer::WINDOW_BYTES;
 use cpc_sync::protocol::sync::wire::{self, Decoded, Message, WireError, MAX_MESSAGE_EVENTS};
@@ -1839,4 +1841,38 @@ fn a_transfer_resumed_from_another_source_starts_over() {
         "b is not blamed"
     );
     assert!(room.a.engine().clock().descends(&clock));
+}
+
+/// A reconciliation response to no request of ours (Mallory's, of the
+/// room's old valid events) is refused before anything is made of it:
+/// no entry in the reconciliation log, whose JSON of a 16 MiB response
+/// could run past 100 MB, and no points (an answer to a request sent on
+/// a connection since replaced comes on the new one).
+#[test]
+fn an_unasked_reconciliation_response_is_refused_before_it_is_shown() {
+    let mut room = Room::with_doc();
+    let old: Vec<P2PEvent> = room.a.engine().log().iter().cloned().collect();
+    let _ = room.a.take_outputs();
+    let response = ReconciliationResponse {
+        message_type: ResponseType::ReconciliationResponse,
+        source_peer_id: room.mallory.peer(),
+        target_peer_id: room.a.peer(),
+        resolution_events: old,
+    };
+    room.mallory_sends(&Message::ReconciliationResponse(response));
+    let outputs = room.a.take_outputs();
+    assert!(!outputs
+        .iter()
+        .any(|o| matches!(o, Output::Reconciliation { .. })));
+    let refused: Vec<&Refusal> = outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Rejected { refusal, .. } => Some(refusal),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refused, vec![&Refusal::UnaskedResponse]);
+    let standing = room.a.stats(room.mallory.peer()).expect("still connected");
+    assert_eq!(standing.rejected, 1);
+    room.still_converge(0);
 }

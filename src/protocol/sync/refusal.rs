@@ -54,6 +54,9 @@ pub enum Refusal {
     ImpossibleOffer,
     #[error("snapshot chunk without an offer")]
     ChunkWithoutOffer,
+    /// A reconciliation response to no request of ours on this connection.
+    #[error("reconciliation response to no request of ours")]
+    UnaskedResponse,
     /// A Merkle query or answer for a node our tree does not have (trees
     /// of different shapes, or junk).
     #[error("no Merkle node {index} at depth {depth}")]
@@ -141,6 +144,7 @@ impl Refusal {
             Refusal::TooManyRequests(_)
             | Refusal::SnapshotTooLarge { .. }
             | Refusal::ChunkWithoutOffer
+            | Refusal::UnaskedResponse
             | Refusal::NoMerkleNode { .. }
             | Refusal::UnaskedMerkleNode { .. }
             | Refusal::MerkleBudget(_)

@@ -194,6 +194,11 @@ pub struct Session {
     pub handshake: Option<Handshake>,
     /// What it had of us this gossip interval, each within its bound.
     pub spent: Spent,
+    /// Reconciliation requests we sent it that it has not answered: a
+    /// response is taken only against one (a response of old, valid
+    /// events is shown to the app as JSON, ~20 bytes a clock entry for a
+    /// few on the wire, before its seals are checked).
+    pub awaited_responses: u32,
     /// How far into each snapshot it asked for we sent it: a window below
     /// that is sent again, within
     /// [`MAX_RESENT_BYTES_PER_INTERVAL`](super::MAX_RESENT_BYTES_PER_INTERVAL).

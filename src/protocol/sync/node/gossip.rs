@@ -827,6 +827,9 @@ impl SyncNode {
                 let to = request.target_peer_id;
                 request.conflicting_events = self.to_send(&request.conflicting_events);
                 self.log_reconciliation(to, true, &request);
+                if let Some(session) = self.sessions.get_mut(&to) {
+                    session.awaited_responses = session.awaited_responses.saturating_add(1);
+                }
                 self.send(to, &Message::ReconciliationRequest(request));
             }
         }
@@ -924,6 +927,15 @@ impl SyncNode {
         mut response: ReconciliationResponse,
         now_ms: u64,
     ) {
+        let Some(session) = self.sessions.get_mut(&from) else {
+            return;
+        };
+        if session.awaited_responses == 0 {
+            // No points: an answer to a request sent on a connection
+            // since replaced comes on the new one.
+            return self.refuse(from, Refusal::UnaskedResponse);
+        }
+        session.awaited_responses -= 1;
         self.log_reconciliation(from, false, &response);
         response.resolution_events = self.open_seals(from, response.resolution_events);
         self.open_mark();
