@@ -195,7 +195,7 @@ pub struct Incoming {
     pub last_progress_ms: u64,
     /// What had arrived at that progress.
     pub progress_mark: u64,
-    /// Windows asked for again since the last byte arrived: a source that
+    /// Windows asked for again since the last progress: a source that
     /// never answers (gone quiet, or lying) is given up after
     /// [`MAX_STALLS`].
     pub stalls: u32,
@@ -228,16 +228,33 @@ pub const MAX_STALLS: u32 = 5;
 pub const PROGRESS_BYTES: u64 = 16 * 1024;
 
 impl Incoming {
-    /// Takes a chunk if it continues the transfer; returns whether it did.
+    /// The same snapshot offered by `from`, to resume from: a snapshot's
+    /// bytes come from one source, so another source starts it over (put
+    /// together from two, a failure could be blamed on neither: a member
+    /// splicing bad bytes into an honest peer's transfer would have the
+    /// honest peer cut off).
+    pub fn resume_from(&mut self, from: PeerId) {
+        if self.from != from {
+            self.from = from;
+            self.bytes.clear();
+            self.progress_mark = 0;
+        }
+    }
+
+    /// Takes a chunk from `from` if it continues the transfer (only the
+    /// source's do: another peer's would be taken in its place); returns
+    /// whether it did.
     pub fn accept(
         &mut self,
+        from: PeerId,
         id: Hash32,
         offset: u64,
         total: u64,
         chunk: &[u8],
         now_ms: u64,
     ) -> bool {
-        let fits = self.id == id
+        let fits = self.from == from
+            && self.id == id
             && self.total == total
             && !chunk.is_empty()
             && offset == self.bytes.len() as u64
@@ -470,17 +487,31 @@ mod tests {
         let mut transfer = incoming(total);
         let chunk = [1u8; 50];
         for _ in 0..4 {
-            assert!(transfer.accept(Hash32([7; 32]), transfer.received(), total, &chunk, 0));
+            assert!(transfer.accept(
+                PeerId(1),
+                Hash32([7; 32]),
+                transfer.received(),
+                total,
+                &chunk,
+                0
+            ));
         }
         assert!(
             transfer.bytes.capacity() < total as usize,
             "reserved at a fifth"
         );
-        assert!(transfer.accept(Hash32([7; 32]), 200, total, &chunk, 0));
+        assert!(transfer.accept(PeerId(1), Hash32([7; 32]), 200, total, &chunk, 0));
         assert!(transfer.bytes.capacity() >= total as usize);
         let at = transfer.bytes.as_ptr();
         while !transfer.is_complete() {
-            assert!(transfer.accept(Hash32([7; 32]), transfer.received(), total, &chunk, 0));
+            assert!(transfer.accept(
+                PeerId(1),
+                Hash32([7; 32]),
+                transfer.received(),
+                total,
+                &chunk,
+                0
+            ));
         }
         assert_eq!(transfer.bytes.as_ptr(), at, "moved after the reserve");
     }

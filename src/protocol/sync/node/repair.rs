@@ -189,15 +189,7 @@ impl SyncNode {
                 if !i.is_stalled(now_ms, patience) && i.from == from {
                     return;
                 }
-                if i.from != from {
-                    // A snapshot's bytes come from one source: put
-                    // together from two, a failure could be blamed on
-                    // neither (a member splicing bad bytes into an honest
-                    // peer's offer would have it cut off).
-                    i.bytes.clear();
-                    i.progress_mark = 0;
-                }
-                i.from = from;
+                i.resume_from(from);
             }
             Some(i) if self.sessions.contains_key(&i.from) && !i.is_stalled(now_ms, patience) => {
                 return
@@ -297,11 +289,9 @@ impl SyncNode {
         let Some(incoming) = &mut self.incoming else {
             return self.refuse(from, Refusal::ChunkWithoutOffer);
         };
-        // Only the source's chunks: another peer's would be taken in its
-        // place, and a snapshot it failed blamed on the source. (One from
-        // a source given up may still come: harmless.)
-        if incoming.from != from || !incoming.accept(id, offset, total, bytes, now_ms) {
-            // A repeated window, or one from an abandoned source: harmless.
+        if !incoming.accept(from, id, offset, total, bytes, now_ms) {
+            // A repeated window, or one from an abandoned source or
+            // another peer: harmless.
             return;
         }
         let received = incoming.received();
