@@ -19,7 +19,7 @@ use std::ops::Range;
 
 use super::clock::{PeerId, VectorClock};
 use super::codec::{events, varint, CodecError, KeyWords};
-use super::entity::Entity;
+use super::entity::{Entity, Held};
 use super::event::{EventId, P2PEvent};
 use super::heap_sort::heap_sort_by;
 use super::key_sort;
@@ -59,6 +59,12 @@ pub enum SnapshotError {
     /// taken the other first.
     #[error("snapshot run sealed on {0} overlaps another run of its signer's, kept here with other bounds")]
     OverlappingRun(EventId),
+    /// A Merkle leaf's copy holding another version of an event kept here
+    /// (in a signed room: its signer signed both). Not a lie of the
+    /// sender's, who may have taken that version first; the equivocation
+    /// is counted.
+    #[error("event {0} is not the version kept here: its signer signed two")]
+    OtherVersion(EventId),
     /// More events than the reader takes ([`StateSnapshot::decode_at_most`],
     /// [`StateSnapshot::decoding`]), refused before any is decoded. Not a
     /// lie: a Merkle leaf's copy made after its sender's clock moved past
@@ -90,6 +96,7 @@ impl SnapshotError {
                 | SnapshotError::BadMagic
                 | SnapshotError::UnsupportedFormat(_)
                 | SnapshotError::OverlappingRun(_)
+                | SnapshotError::OtherVersion(_)
                 | SnapshotError::TooManyEvents { .. }
         )
     }
@@ -402,6 +409,69 @@ impl StateSnapshot {
             out.push((event.key.clone(), Entity::rebuild(&mut group)));
         }
         out
+    }
+
+    fn is_live(&self, at: usize) -> bool {
+        self.live.get(at) == Some(&true)
+    }
+
+    /// The entities two replicas of the same keys end with, joined by
+    /// evidence ([`Entity::join`]): ours (`self`) and `theirs`, under equal
+    /// clocks, each key `wanted` says is part of it. An event both sent is
+    /// taken once, live if either holds it.
+    pub fn join_with(
+        &self,
+        theirs: &StateSnapshot,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Vec<(Text, Entity)> {
+        let mut held: Vec<Held<'_>> = Vec::with_capacity(self.events.len() + theirs.events.len());
+        let (mut i, mut j) = (0, 0);
+        // Both sorted by id: one merge.
+        loop {
+            let ours = self.events.get(i);
+            let their = theirs.events.get(j);
+            let (event, o, t) = match (ours, their) {
+                (Some(a), Some(b)) if a.id == b.id => {
+                    i += 1;
+                    j += 1;
+                    // Two versions of one event follow a fault in an
+                    // unsigned room (a signed one refuses a copy holding
+                    // another version of an event it keeps): both sides
+                    // take the one whose content sorts last, so they
+                    // still converge.
+                    let event = if a.same_content(b) || a.content_bytes() >= b.content_bytes() {
+                        a
+                    } else {
+                        b
+                    };
+                    (event, self.is_live(i - 1), theirs.is_live(j - 1))
+                }
+                (Some(a), Some(b)) if b.id < a.id => {
+                    j += 1;
+                    (b, false, theirs.is_live(j - 1))
+                }
+                (Some(a), _) => {
+                    i += 1;
+                    (a, self.is_live(i - 1), false)
+                }
+                (None, Some(b)) => {
+                    j += 1;
+                    (b, false, theirs.is_live(j - 1))
+                }
+                (None, None) => break,
+            };
+            if wanted(&event.key) {
+                held.push(Held {
+                    event,
+                    ours: o,
+                    theirs: t,
+                });
+            }
+        }
+        heap_sort_by(&mut held, |a, b| a.event.key < b.event.key);
+        held.chunk_by_mut(|a, b| a.event.key == b.event.key)
+            .map(|group| (group[0].event.key.clone(), Entity::join(group)))
+            .collect()
     }
 }
 

@@ -746,6 +746,160 @@ fn unasked_merkle_nodes_and_an_undecodable_leaf_are_refused_and_counted() {
     room.still_converge(0);
 }
 
+/// Mallory answers the leaf query she made `a` send with a copy of `a`'s
+/// own clock holding `event`'s sealed run, `event` marked live and the
+/// rest of the run not: every part of it signed and within the clock.
+fn leaf_copy_of(room: &mut Room, event: EventId) {
+    let key = room
+        .a
+        .engine()
+        .kept_event(event)
+        .expect("a keeps the event")
+        .key
+        .to_string();
+    let leaf = make_a_ask_for_the_leaf_of(room, &key);
+    let run = room
+        .a
+        .engine()
+        .sealed_run_of(event)
+        .expect("a keeps its run")
+        .to_vec();
+    let live = run.iter().map(|e| e.id == event).collect();
+    let copy = StateSnapshot {
+        version_vector: room.a.engine().clock().clone(),
+        events: run,
+        live,
+    };
+    room.mallory_sends(&Message::LeafState {
+        index: leaf,
+        state: copy.encode(),
+    });
+}
+
+/// `node` writes the string `value` to "doc".
+fn writes_doc(node: &mut SyncNode, value: &str, at: u64) {
+    let value = json(&serde_json::json!(value).to_string());
+    node.write(|e| e.set("doc", value, at).map(Some)).unwrap();
+}
+
+/// [`leaf_copy_of`] `event` changes nothing at `a`, where "doc" still
+/// shows `shown`: not its state, not its root (a sibling brought back
+/// would not show under LWW), and nothing is refused (every part of the
+/// copy verifies). The peers still converge.
+fn leaf_copy_changes_nothing(room: &mut Room, event: EventId, shown: &str) {
+    let before = (room.a.engine().state_json(), room.a.digest());
+    leaf_copy_of(room, event);
+    assert_eq!(room.a_rejected_from_mallory(), 0);
+    assert_eq!(room.a.engine().get("doc"), Some(serde_json::json!(shown)));
+    assert_eq!((room.a.engine().state_json(), room.a.digest()), before);
+    room.still_converge(0);
+    assert_eq!(room.b.engine().get("doc"), Some(serde_json::json!(shown)));
+}
+
+/// A leaf copy is a claim about which values live, and a leaf's repair
+/// runs under equal clocks, where neither side can tell from the clocks
+/// who holds what the other lacks. Joined as the version vectors say
+/// (the intersection), a copy that left a value out deleted it: Mallory,
+/// answering a leaf query she caused with a stale write of "doc" as its
+/// only live event (the write that superseded it left out), deleted
+/// "doc" at `a`, and `b`'s repairs against `a` then deleted it there too.
+/// Joined by evidence, a value stays unless a signed event supersedes it,
+/// and the stale write stays superseded by the write that did.
+#[test]
+fn a_leaf_copy_that_leaves_a_value_out_does_not_delete_it() {
+    let mut room = Room::with_doc();
+    let stale = room.a.engine().log().iter().last().expect("doc").id;
+    writes_doc(&mut room.a, "newer", NOW + 1);
+    room.pump();
+    leaf_copy_changes_nothing(&mut room, stale, "newer");
+}
+
+/// A leaf copy cannot bring back a value whose superseding write neither
+/// side keeps, when its own writer wrote the key again: `a` wrote "doc",
+/// `b` overwrote it, `a` overwrote `b`'s. `a`'s state rests on its last
+/// write (which observed `b`'s only) and its first (the key's first
+/// operation); `b`'s write is kept nowhere a leaf carries. Mallory's copy
+/// marks `a`'s first write live: no event of the two leaves supersedes it
+/// by what it observed, but its writer's later write did.
+#[test]
+fn a_leaf_copy_cannot_bring_back_a_value_its_writer_wrote_over() {
+    let mut room = Room::with_doc();
+    let first = room.a.engine().log().iter().last().expect("doc").id;
+    writes_doc(&mut room.b, "b's", NOW + 1);
+    room.pump();
+    writes_doc(&mut room.a, "a's again", NOW + 2);
+    room.pump();
+    leaf_copy_changes_nothing(&mut room, first, "a's again");
+}
+
+/// Mallory signs a second version of one of her own events (a write of
+/// "m/…", another leaf's key, taken by both honest peers) as a write of
+/// "doc" that observes `a`'s, and answers the leaf query she caused with
+/// it. Compared by content alone, the join took it as a dot of "doc":
+/// a value she made up shown at `a`, and `a`'s next copies of the leaf
+/// carried the version it logged, live in another leaf, which `b`
+/// refused as lies until it cut `a` off. A copy holding another version
+/// of an event kept here is refused, not as a lie (its sender may have
+/// taken that version first), and counted as an equivocation; nothing
+/// changes, and nobody is cut off however often she does it. (A helper's
+/// review.)
+#[test]
+fn a_leaf_copy_with_another_version_of_a_kept_event_is_refused() {
+    let mut room = Room::with_doc();
+    let mallory = Identity::from_seed(666);
+    let key = (0..)
+        .map(|i| format!("m/{i}"))
+        .find(|k| digest::leaf_of(k) != digest::leaf_of("doc"))
+        .expect("a key of another leaf");
+    let mut events = room.mallory_writes(|e| {
+        e.set(&key, json("1"), NOW).unwrap();
+    });
+    events[0].seal = None;
+    let mut original = events.clone();
+    seal::seal(&mallory, &mut original);
+    room.mallory_sends(&Message::Events(original));
+    room.pump();
+    let doc = room.a.engine().log().iter().find(|e| &*e.key == "doc");
+    let doc = doc.expect("a's write").clone();
+    let mut forged = events;
+    forged[0].key = "doc".into();
+    forged[0].op = Operation::Register(RegisterOp::Write {
+        value: json("\"forged\""),
+        observed: [(doc.id.peer, doc.id.seq)].into_iter().collect(),
+        resolution: false,
+    });
+    forged[0].hlc = cpc_sync::protocol::clock::Timestamp(doc.hlc.0 + 1);
+    seal::seal(&mallory, &mut forged);
+    let before = (room.a.engine().state_json(), room.a.digest());
+    let mut closed = Vec::new();
+    for round in 0..6u64 {
+        let leaf = make_a_ask_for_the_leaf_of(&mut room, "doc");
+        let copy = StateSnapshot {
+            version_vector: room.a.engine().clock().clone(),
+            events: forged.clone(),
+            live: vec![true],
+        };
+        room.mallory_sends(&Message::LeafState {
+            index: leaf,
+            state: copy.encode(),
+        });
+        let refused = refusals(&mut room.a);
+        assert!(
+            matches!(&refused[..], [Refusal::State(SnapshotError::OtherVersion(id))] if *id == forged[0].id),
+            "{refused:?}"
+        );
+        let later = NOW + 10_000 * (round + 1);
+        room.a.tick(later);
+        room.b.tick(later);
+        closed.extend(room.pump());
+    }
+    assert!(closed.is_empty(), "an honest peer was cut off: {closed:?}");
+    assert_eq!((room.a.engine().state_json(), room.a.digest()), before);
+    assert_eq!(room.a.engine().stats().equivocations, 6);
+    assert!(room.a.stats(room.mallory.peer()).is_some(), "no points");
+    room.still_converge(0);
+}
+
 #[test]
 fn a_forged_snapshot_cannot_inflate_an_honest_origins_clock() {
     let mut room = Room::new(EngineConfig::default());

@@ -5,7 +5,8 @@
 //! refuses (every refusal counted in its session with the liar) or takes
 //! a state the writers signed, a part of the host's at most (a sender may
 //! leave values out: README, "Not verified"); it never panics, and it then
-//! syncs with an honest peer to the same state.
+//! syncs with an honest peer to the honest peer's state, which loses
+//! nothing to the lie.
 //!
 //! `CPC_FUZZ_CASES=n` for a longer run; the proptest seed is printed and
 //! `CPC_SEED=n` replays it.
@@ -534,25 +535,11 @@ fn check(lie: Lie, new: Newcomer, honest_folds: bool) -> Result<(), TestCaseErro
     );
     let end = state(&net.nodes[NEW]);
     prop_assert_eq!(&end, &state(&net.nodes[HONEST]));
-    // A value the liar left out (a live mark cleared) is dropped under
-    // the version-vector rule, and Merkle repair carries the loss on to
-    // the honest peer (README, "Not verified"): its state may lose
-    // values, never gain or change one.
-    prop_assert!(
-        is_part_of(&end, &honest_state) && end.contains_key("late"),
-        "the honest peer's state went from {:?} to {:?}",
-        honest_state,
-        end
-    );
-    if std::env::var("CPC_FUZZ_DEBUG").is_ok() && end != honest_state {
-        println!(
-            "lost to the honest peer: {:?}",
-            honest_state
-                .keys()
-                .filter(|k| !end.contains_key(*k))
-                .collect::<Vec<_>>()
-        );
-    }
+    // A value the liar left out (a live mark cleared, a run dropped) is
+    // missing at the newcomer until Merkle repair under equal clocks joins
+    // its leaf with the honest peer's by evidence: the value comes back,
+    // and the honest peer loses nothing (no event supersedes it).
+    prop_assert_eq!(&end, &honest_state, "the honest peer's state changed");
     shows_only_signed(&net.nodes[HONEST], &signed, &writers).map_err(TestCaseError::fail)?;
     let still = LocalWrite::Set {
         key: "still-works".into(),

@@ -1,4 +1,4 @@
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use crate::protocol::text::Text;
 use foldhash::fast::FixedState;
@@ -756,6 +756,26 @@ impl ReconciliationEngine {
         }
     }
 
+    /// In a signed room, that each event of a leaf's copy is the version
+    /// kept here, if one is. A member re-signing one of its own events as
+    /// another (a write of any key, observing what it likes) would have the
+    /// join take it as a dot of ours were it only compared by content, and
+    /// our next copy of the leaf would carry the version we logged, live in
+    /// another leaf: refused by every peer as a lie, ours.
+    fn check_versions(&self, copy: &StateSnapshot, signed: bool) -> Result<(), SnapshotError> {
+        if !signed {
+            return Ok(());
+        }
+        let other = copy.events.iter().find(|e| {
+            self.kept_event(e.id)
+                .is_some_and(|kept| !kept.same_content(e))
+        });
+        match other {
+            Some(e) => Err(SnapshotError::OtherVersion(e.id)),
+            None => Ok(()),
+        }
+    }
+
     /// Verifies and loads a snapshot: joins its state with this engine's (a
     /// fresh engine simply takes it), then applies whatever held events
     /// became ready. Events this engine had beyond the snapshot stay
@@ -949,8 +969,10 @@ impl ReconciliationEngine {
     }
 
     /// Repairs one Merkle leaf from a peer's copy of it (clocks agree, roots
-    /// do not): verified like a snapshot, then joined. A key only one side
-    /// has joins with an empty entity, so both sides end with the same leaf.
+    /// do not): verified like a snapshot, then joined with our own copy by
+    /// evidence ([`Entity::join`]): a value either side holds stays unless
+    /// an event either side sent supersedes it, so a copy that leaves a
+    /// value out deletes nothing, and both sides end with the same leaf.
     /// `Ok(false)`: our clock moved since we asked; the copy is dropped.
     pub fn join_leaf(
         &mut self,
@@ -966,6 +988,7 @@ impl ReconciliationEngine {
             .and_then(|()| self.check_origins(&theirs))
             .and_then(|()| self.check_events(&theirs, trust.now_ms, 0..theirs.events.len()))
             .and_then(|()| self.check_runs_kept(&theirs, true))
+            .and_then(|()| self.check_versions(&theirs, trust.signed))
             .and_then(|()| {
                 // A sealed run is sent whole, so a burst that wrote keys of
                 // several leaves brings events of other leaves; only the
@@ -985,35 +1008,19 @@ impl ReconciliationEngine {
             });
         if let Err(e) = checked {
             self.stats.refused_state += 1;
+            if let SnapshotError::OtherVersion(_) = e {
+                self.stats.equivocations += 1;
+            }
             return Err(e);
         }
-        let clock = self.applied.clone();
         self.observe_times(&theirs);
-        // Entities of the leaf only: the other leaves' events are their
-        // runs' evidence, not state to join.
-        let mut entities = theirs.rebuild(self.config.hash_seed);
-        entities.retain(|(key, _)| digest::leaf_of(key) == leaf);
-        let mine: Vec<Text> = {
-            self.digest();
-            self.digest.leaf(leaf).map(|(k, _)| k.clone()).collect()
-        };
-        // Their keys, a peer's to choose: seeded (the standard library's
-        // hasher has fixed keys in the wasm, which has no entropy source).
-        // A set of `Text`, as the conflicted keys are: one instance of the
-        // hash table's code in the wasm (a key is cloned in place, or by
-        // its reference count).
-        let mut their_keys: HashSet<Text, FixedState> =
-            HashSet::with_hasher(FixedState::with_seed(self.config.hash_seed));
-        their_keys.extend(entities.iter().map(|(k, _)| k.clone()));
-        let missing: Vec<Text> = mine
-            .into_iter()
-            .filter(|k| !their_keys.contains(k))
-            .collect();
-        for key in missing {
-            self.join_entity(key, &Entity::empty(), &clock, &clock);
-        }
-        for (key, entity) in entities {
-            self.join_entity(key, &entity, &clock, &clock);
+        // Our own copy is the other half of the evidence; the join is the
+        // same on both sides, so the two leaves end alike. Entities of the
+        // leaf only: the other leaves' events are their runs' evidence, not
+        // state to join.
+        let ours = self.leaf_state(leaf);
+        for (key, entity) in ours.join_with(&theirs, |key| digest::leaf_of(key) == leaf) {
+            self.set_entity(key, entity);
         }
         self.archive.insert(theirs.events);
         Ok(true)
@@ -1024,6 +1031,27 @@ impl ReconciliationEngine {
     fn observe_times(&mut self, snapshot: &StateSnapshot) {
         if let Some(latest) = snapshot.events.iter().map(|e| e.hlc).max() {
             self.clock.observe(latest);
+        }
+    }
+
+    /// Puts `entity` in the place of `key`'s, if it differs.
+    fn set_entity(&mut self, key: Text, entity: Entity) {
+        let index = match self.entities.find(&key) {
+            Some(index) => {
+                let slot = self.entities.at(index);
+                if slot.entity == entity {
+                    return;
+                }
+                slot.entity = entity;
+                index
+            }
+            None => self
+                .entities
+                .insert_new(Slot::new(key.clone(), entity, None)),
+        };
+        self.books.touch(index, self.entities.at(index));
+        if is_reserved(&key) {
+            self.refresh_room_policy(&key);
         }
     }
 
@@ -1171,6 +1199,72 @@ mod tests {
     /// state our own stored snapshot restores. The log's events of b were
     /// dropped, and with them the evidence of keys still shown. (A
     /// helper's review.)
+    /// Every dot of `leaf`'s keys, sorted.
+    fn leaf_dots(engine: &mut ReconciliationEngine, leaf: u16) -> Vec<EventId> {
+        engine.digest();
+        let mut dots = Vec::new();
+        for (key, _) in engine.digest.leaf(leaf) {
+            if let Some(slot) = engine.entities.get(key) {
+                slot.entity.for_each_dot(|dot| dots.push(dot));
+            }
+        }
+        dots.sort();
+        dots
+    }
+
+    /// Leaf repair joins by evidence. An honest copy changes nothing; a
+    /// copy of the same events with live marks cleared or set at random
+    /// takes no dot from us (none of its events supersedes one we hold);
+    /// and two peers that then swap copies of the leaf end alike, as the
+    /// join is the same from either side. Folded or not (folded, the
+    /// copies hold only the runs the state rests on).
+    #[test]
+    fn a_leaf_joined_by_evidence_keeps_what_we_hold_and_converges() {
+        use crate::protocol::testing::seeds;
+        let name = "a_leaf_joined_by_evidence_keeps_what_we_hold_and_converges";
+        for seed in seeds(name, "CPC_LEAF_JOIN_SEEDS", 40) {
+            let mut rng = Rng::new(seed);
+            let events = workload::rounds(300, 3, 10, 2, seed);
+            let folded = seed % 2 == 1;
+            let engine = || {
+                let mut engine = ReconciliationEngine::new(PeerId(9), EngineConfig::default());
+                for event in events.clone() {
+                    engine.receive(event, 1 << 40).expect("taken");
+                }
+                if folded {
+                    engine.compact(&engine.clock().clone());
+                }
+                engine
+            };
+            let (mut a, mut b) = (engine(), engine());
+            let leaf = digest::leaf_of(&events[rng.below(events.len())].key);
+            let honest = a.leaf_state(leaf);
+            let root = a.digest();
+            assert_eq!(a.join_leaf(leaf, honest.clone(), Trust::OWN), Ok(true));
+            assert_eq!(a.digest(), root, "seed {seed}: an honest copy changed a");
+
+            let mut lie = honest;
+            for (event, live) in lie.events.iter().zip(lie.live.iter_mut()) {
+                if digest::leaf_of(&event.key) == leaf && rng.below(3) == 0 {
+                    *live = !*live;
+                }
+            }
+            let held = leaf_dots(&mut b, leaf);
+            assert_eq!(b.join_leaf(leaf, lie, Trust::OWN), Ok(true));
+            let after = leaf_dots(&mut b, leaf);
+            assert!(
+                held.iter().all(|dot| after.binary_search(dot).is_ok()),
+                "seed {seed}: the lie took dots from b: {held:?} -> {after:?}"
+            );
+
+            let (from_a, from_b) = (a.leaf_state(leaf), b.leaf_state(leaf));
+            assert_eq!(a.join_leaf(leaf, from_b, Trust::OWN), Ok(true));
+            assert_eq!(b.join_leaf(leaf, from_a, Trust::OWN), Ok(true));
+            assert_eq!(a.digest(), b.digest(), "seed {seed}: a and b differ");
+            assert_eq!(a.state(), b.state(), "seed {seed}");
+        }
+    }
+
     #[test]
     fn what_we_show_after_a_load_is_what_we_store() {
         use crate::protocol::seal;

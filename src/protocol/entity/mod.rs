@@ -8,6 +8,7 @@
 //! | delete vs concurrent update | update wins (delete removes observed)  |
 
 mod counter;
+mod join;
 mod or_set;
 mod register;
 
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
 pub use counter::Counter;
+pub use join::Held;
 pub use or_set::OrSet;
 pub use register::{Register, Sibling};
 
