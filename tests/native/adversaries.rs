@@ -1608,6 +1608,21 @@ fn refusals(node: &mut SyncNode) -> Vec<Refusal> {
         .collect()
 }
 
+/// What `node` refused since the last look, asserting it showed the app
+/// no reconciliation message.
+fn refused_unshown(node: &mut SyncNode) -> Vec<Refusal> {
+    let outputs = node.take_outputs();
+    assert!(!outputs
+        .iter()
+        .any(|o| matches!(o, Output::Reconciliation { .. })));
+    (outputs.into_iter())
+        .filter_map(|output| match output {
+            Output::Rejected { refusal, .. } => Some(refusal),
+            _ => None,
+        })
+        .collect()
+}
+
 /// State (a snapshot or a leaf's copy) of Mallory's `count` deletes
 /// under `clock`, encoded: a byte or so an event.
 fn deletes_state(mallory: PeerId, count: u64, clock: VectorClock) -> Vec<u8> {
@@ -1997,6 +2012,107 @@ fn a_transfer_resumed_from_another_source_starts_over() {
     assert!(room.a.engine().clock().descends(&clock));
 }
 
+/// Mallory answers a request of ours with runs we refuse: each is charged
+/// to her, as each refused run of an `Events` message is (a response was
+/// charged its first refusal only). She made herself the resolver: two
+/// writes of hers to a `reconcile` key, the second not observing the
+/// first, are a conflict whose siblings are all hers.
+#[test]
+fn each_refused_run_of_a_reconciliation_response_is_charged() {
+    use cpc_sync::protocol::clock::Timestamp;
+    let mut room = Room::new(EngineConfig::default());
+    room.a
+        .engine_mut()
+        .set_policy("rc/", cpc_sync::protocol::ConflictPolicy::Reconcile);
+    let (a, m) = (room.a.peer(), room.mallory.peer());
+    let mallory = Identity::from_seed(666);
+    let mut events = room.mallory_writes(|e| {
+        e.set("rc/x", json("1"), NOW).unwrap();
+        e.set("rc/x", json("2"), NOW).unwrap();
+        e.set("m/3", json("3"), NOW).unwrap();
+        e.set("m/4", json("4"), NOW).unwrap();
+    });
+    events.iter_mut().for_each(|e| e.seal = None);
+    if let Operation::Register(RegisterOp::Write { observed, .. }) = &mut events[1].op {
+        *observed = VectorClock::new();
+    }
+    let mut conflict = events[..2].to_vec();
+    seal::seal(&mallory, &mut conflict);
+    room.mallory_sends(&Message::Events(conflict));
+    assert_eq!(room.a.engine().resolver("rc/x"), Some(m));
+    room.a.tick(NOW + 1_000);
+    let asked = sent_to(&mut room.a, m);
+    assert!(
+        asked
+            .iter()
+            .any(|msg| matches!(msg, Message::ReconciliationRequest(_))),
+        "a asks her: {asked:?}"
+    );
+    // Two runs of one event each, stamped a year ahead: refused at no cost.
+    let ahead = |event: &P2PEvent| {
+        let mut run = vec![event.clone()];
+        run[0].hlc = Timestamp::new(NOW + 365 * 86_400_000, 0);
+        seal::seal(&mallory, &mut run);
+        run
+    };
+    let before = room.a_rejected_from_mallory();
+    let response = ReconciliationResponse {
+        message_type: ResponseType::ReconciliationResponse,
+        source_peer_id: m,
+        target_peer_id: a,
+        resolution_events: [ahead(&events[2]), ahead(&events[3])].concat(),
+    };
+    room.mallory_sends(&Message::ReconciliationResponse(response));
+    assert_eq!(room.a_rejected_from_mallory(), before + 2);
+    assert_eq!(room.a.engine().clock().get(m), 2);
+    room.still_converge(0);
+}
+
+/// A reconciliation request or response Mallory sends in `b`'s name, or
+/// addressed to another peer, is refused before the app is shown it (the
+/// reconciliation log would have put the exchange in `b`'s name), and
+/// weighs a point: no honest peer sends one.
+#[test]
+fn a_reconciliation_message_in_another_peers_name_is_refused_unshown() {
+    let mut room = Room::with_doc();
+    let (a, b, m) = (room.a.peer(), room.b.peer(), room.mallory.peer());
+    let _ = room.a.take_outputs();
+    let old: Vec<P2PEvent> = room.a.engine().log().iter().cloned().collect();
+    let messages = [
+        Message::ReconciliationRequest(ReconciliationRequest {
+            message_type: Default::default(),
+            source_peer_id: b,
+            target_peer_id: a,
+            key: Some("doc".into()),
+            conflicting_events: old.clone(),
+        }),
+        Message::ReconciliationRequest(ReconciliationRequest {
+            message_type: Default::default(),
+            source_peer_id: m,
+            target_peer_id: b,
+            key: Some("doc".into()),
+            conflicting_events: old.clone(),
+        }),
+        Message::ReconciliationResponse(ReconciliationResponse {
+            message_type: ResponseType::ReconciliationResponse,
+            source_peer_id: b,
+            target_peer_id: a,
+            resolution_events: old,
+        }),
+    ];
+    for message in &messages {
+        room.mallory_sends(message);
+    }
+    let refused = refused_unshown(&mut room.a);
+    let misaddressed = |sender, recipient| Refusal::Misaddressed { sender, recipient };
+    assert_eq!(
+        refused,
+        [misaddressed(b, a), misaddressed(m, b), misaddressed(b, a)]
+    );
+    assert_eq!(room.a_rejected_from_mallory(), 3);
+    room.still_converge(0);
+}
+
 /// A reconciliation response to no request of ours (Mallory's, of the
 /// room's old valid events) is refused before anything is made of it:
 /// no entry in the reconciliation log, whose JSON of a 16 MiB response
@@ -2014,18 +2130,8 @@ fn an_unasked_reconciliation_response_is_refused_before_it_is_shown() {
         resolution_events: old,
     };
     room.mallory_sends(&Message::ReconciliationResponse(response));
-    let outputs = room.a.take_outputs();
-    assert!(!outputs
-        .iter()
-        .any(|o| matches!(o, Output::Reconciliation { .. })));
-    let refused: Vec<&Refusal> = outputs
-        .iter()
-        .filter_map(|o| match o {
-            Output::Rejected { refusal, .. } => Some(refusal),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(refused, vec![&Refusal::UnaskedResponse]);
+    let refused = refused_unshown(&mut room.a);
+    assert_eq!(refused, [Refusal::UnaskedResponse]);
     let standing = room.a.stats(room.mallory.peer()).expect("still connected");
     assert_eq!(standing.rejected, 1);
     room.still_converge(0);

@@ -254,19 +254,20 @@ impl ReconciliationEngine {
     }
 
     /// The requester's side: applies the resolution. Returns how many events
-    /// were applied (0 when they were already known or are held).
+    /// were applied (0 when they were already known or are held), or every
+    /// refusal: whole runs in a signed room, each taken whole or refused
+    /// whole, and each refused one is its sender's to answer for (the rest
+    /// are applied).
     pub fn handle_reconciliation_response(
         &mut self,
         response: &ReconciliationResponse,
         now_ms: u64,
-    ) -> Result<usize, ReceiveError> {
+    ) -> Result<usize, Vec<ReceiveError>> {
         let before = self.stats.applied;
-        // Whole runs in a signed room, each taken whole or refused whole;
-        // the first refusal is the error.
         let taken = self.receive_runs(response.resolution_events.clone(), now_ms);
-        match taken.refused.into_iter().next() {
-            Some(e) => Err(e),
-            None => Ok((self.stats.applied - before) as usize),
+        match taken.refused.is_empty() {
+            true => Ok((self.stats.applied - before) as usize),
+            false => Err(taken.refused),
         }
     }
 

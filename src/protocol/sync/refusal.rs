@@ -57,6 +57,11 @@ pub enum Refusal {
     /// A reconciliation response to no request of ours on this connection.
     #[error("reconciliation response to no request of ours")]
     UnaskedResponse,
+    /// A reconciliation request or response naming another sender than the
+    /// connection's peer, or another recipient than us: shown to the app,
+    /// it would put the exchange in another peer's name.
+    #[error("reconciliation message from {sender} to {recipient}, not from this peer to us")]
+    Misaddressed { sender: PeerId, recipient: PeerId },
     /// A Merkle query or answer for a node our tree does not have (trees
     /// of different shapes, or junk).
     #[error("no Merkle node {index} at depth {depth}")]
@@ -114,6 +119,7 @@ impl Refusal {
             Refusal::Frame(WireError::TooManyEvents { .. }) => 0,
             Refusal::Frame(_)
             | Refusal::SecondHandshake
+            | Refusal::Misaddressed { .. }
             | Refusal::NoLeaf(_)
             | Refusal::OverlayTooLarge(_)
             | Refusal::OverlayFlood(_)

@@ -843,6 +843,9 @@ impl SyncNode {
         mut request: ReconciliationRequest,
         now_ms: u64,
     ) {
+        if let Err(refusal) = self.addressed(from, request.source_peer_id, request.target_peer_id) {
+            return self.refuse(from, refusal);
+        }
         let Some(session) = self.sessions.get_mut(&from) else {
             return;
         };
@@ -921,12 +924,28 @@ impl SyncNode {
         }
     }
 
+    /// That a reconciliation message on `from`'s connection is from `from`
+    /// to us, as it says before it is shown to the app.
+    fn addressed(&self, from: PeerId, source: PeerId, target: PeerId) -> Result<(), Refusal> {
+        match source == from && target == self.peer() {
+            true => Ok(()),
+            false => Err(Refusal::Misaddressed {
+                sender: source,
+                recipient: target,
+            }),
+        }
+    }
+
     pub(super) fn on_response(
         &mut self,
         from: PeerId,
         mut response: ReconciliationResponse,
         now_ms: u64,
     ) {
+        if let Err(refusal) = self.addressed(from, response.source_peer_id, response.target_peer_id)
+        {
+            return self.refuse(from, refusal);
+        }
         let Some(session) = self.sessions.get_mut(&from) else {
             return;
         };
@@ -939,11 +958,13 @@ impl SyncNode {
         self.log_reconciliation(from, false, &response);
         response.resolution_events = self.open_seals(from, response.resolution_events);
         self.open_mark();
-        if let Err(e) = self
+        if let Err(refused) = self
             .engine
             .handle_reconciliation_response(&response, now_ms)
         {
-            self.refuse(from, e.into());
+            for e in refused {
+                self.refuse(from, e.into());
+            }
         }
         self.absorb(Some(from));
     }
