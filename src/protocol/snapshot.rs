@@ -3,8 +3,7 @@
 //!
 //! A snapshot is not a copy of the state taken on trust: it is the sealed
 //! runs still needed to rebuild the state (each entity's first operation per
-//! kind and every dot it holds, and each key's last operation as evidence
-//! of what it superseded), plus, for every entry of the version
+//! kind and every dot it holds), plus, for every entry of the version
 //! vector, the run holding that origin's latest event (its *head*). Checking
 //! a snapshot is checking events: every run's seal verifies, every clock
 //! entry is an event its origin signed, nothing lies beyond the clock. The
@@ -417,15 +416,14 @@ impl StateSnapshot {
     }
 
     /// The entities two replicas of the same keys end with, joined by
-    /// evidence ([`Entity::join`]), with each key's last operation (its
-    /// latest event by `(hlc, dot)`): ours (`self`) and `theirs`, under
-    /// equal clocks, each key `wanted` says is part of it. An event both sent is
+    /// evidence ([`Entity::join`]): ours (`self`) and `theirs`, under equal
+    /// clocks, each key `wanted` says is part of it. An event both sent is
     /// taken once, live if either holds it.
     pub fn join_with(
         &self,
         theirs: &StateSnapshot,
         wanted: impl Fn(&str) -> bool,
-    ) -> Vec<(Text, Entity, EventId)> {
+    ) -> Vec<(Text, Entity)> {
         let mut held: Vec<Held<'_>> = Vec::with_capacity(self.events.len() + theirs.events.len());
         let (mut i, mut j) = (0, 0);
         // Both sorted by id: one merge.
@@ -472,13 +470,7 @@ impl StateSnapshot {
         }
         heap_sort_by(&mut held, |a, b| a.event.key < b.event.key);
         held.chunk_by_mut(|a, b| a.event.key == b.event.key)
-            .map(|group| {
-                let entity = Entity::join(group);
-                // Sorted by `(hlc, dot)` by the join: the last is the key's
-                // last operation.
-                let last = group[group.len() - 1].event;
-                (last.key.clone(), entity, last.id)
-            })
+            .map(|group| (group[0].event.key.clone(), Entity::join(group)))
             .collect()
     }
 }

@@ -219,7 +219,7 @@ mod tests {
     use crate::protocol::event::sample;
 
     fn slot(key: Text) -> Slot {
-        Slot::new(key, Entity::new(&sample(PeerId(1), 1, "1")), Slot::NONE)
+        Slot::new(key, Entity::new(&sample(PeerId(1), 1, "1")), None)
     }
 
     /// Keys past a chunk's worth are found at the index they were given,

@@ -39,7 +39,6 @@ pub use view::{Candidate, Conflict};
 use super::clock::{Hint, HybridClock, PeerId, VectorClock, MAX_CLOCK_ENTRIES};
 use super::digest::MerkleDigest;
 use super::entity::{Entity, EntityState};
-use super::event::EventId;
 use entities::Entities;
 
 /// Knobs of an engine. Randomness comes in here too (`hash_seed`): the core
@@ -187,15 +186,9 @@ struct Slot {
     /// equal to the current one while it waits in [`Books::changed`], so
     /// taking the changes clears every mark at once, with no lookup.
     changed: u32,
-    /// The key's last operation: the last event this engine applied to
-    /// it, or after a load or a leaf's repair the latest by `(hlc, dot)`
-    /// of the key's events it came with ([`Slot::NONE`] where none is
-    /// known). Kept as evidence with the dots and first operations
-    /// (snapshots and leaf copies carry its run, folds keep it): a
-    /// deleted key's delete, a set's last remove, which a leaf's repair
-    /// joined by evidence needs to tell a value deleted from one left
-    /// out. Its origin is the key's writer where no value names one.
-    last: EventId,
+    /// The origin of the last event this engine applied to the key (not
+    /// replicated: unknown after a snapshot load).
+    last_writer: Option<PeerId>,
 }
 
 /// What changed since it was last looked at: kept apart from the entity map
@@ -219,25 +212,14 @@ impl Slot {
     /// A new slot's change mark: no epoch's.
     const UNCHANGED: u32 = u32::MAX;
 
-    /// No last operation known (sequences start at 1).
-    const NONE: EventId = EventId {
-        peer: PeerId(0),
-        seq: 0,
-    };
-
-    fn new(key: Text, entity: Entity, last: EventId) -> Self {
+    fn new(key: Text, entity: Entity, last_writer: Option<PeerId>) -> Self {
         Slot {
             key,
             entity,
             digest_stale: false,
             changed: Slot::UNCHANGED,
-            last,
+            last_writer,
         }
-    }
-
-    /// The key's last operation, if known.
-    fn last(&self) -> Option<EventId> {
-        (self.last.seq > 0).then_some(self.last)
     }
 }
 

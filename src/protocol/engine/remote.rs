@@ -357,13 +357,13 @@ impl ReconciliationEngine {
         if id.peer != self.peer {
             self.unsent.note(id.peer);
         }
-        let (index, new) = self
-            .entities
-            .find_or_insert(&event.key, |key| Slot::new(key, Entity::new(&event), id));
+        let (index, new) = self.entities.find_or_insert(&event.key, |key| {
+            Slot::new(key, Entity::new(&event), Some(id.peer))
+        });
         let slot = self.entities.at(index);
         if !new {
             slot.entity.apply(&event);
-            slot.last = id;
+            slot.last_writer = Some(id.peer);
         }
         self.books.touch(index, slot);
         if super::policy::is_reserved(&event.key) {

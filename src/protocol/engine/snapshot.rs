@@ -198,9 +198,9 @@ impl FreshLoad {
         let from = self.entity_of.len();
         let to = from.saturating_add(budget).min(events.len());
         for (i, event) in events[from..to].iter().enumerate() {
-            let (index, new) = self.entities.find_or_insert(&event.key, |key| {
-                Slot::new(key, Entity::empty(), Slot::NONE)
-            });
+            let (index, new) = self
+                .entities
+                .find_or_insert(&event.key, |key| Slot::new(key, Entity::empty(), None));
             if new {
                 self.sizes.push(0);
                 self.first.push((from + i) as u32);
@@ -242,10 +242,9 @@ impl FreshLoad {
         let to = from.saturating_add(budget).min(self.sizes.len());
         let mut group: Vec<(&P2PEvent, bool)> = Vec::new();
         for index in from..to {
-            let (entity, last) = if self.sizes[index] == 1 {
+            let entity = if self.sizes[index] == 1 {
                 let i = self.first[index] as usize;
-                let entity = Entity::rebuild(&mut [(&events[i], live[i])]);
-                (entity, events[i].id)
+                Entity::rebuild(&mut [(&events[i], live[i])])
             } else {
                 let members = &grouped[starts[index] as usize..starts[index + 1] as usize];
                 group.clear();
@@ -254,13 +253,11 @@ impl FreshLoad {
                         .iter()
                         .map(|&i| (&events[i as usize], live[i as usize])),
                 );
-                let entity = Entity::rebuild(&mut group);
-                (entity, latest(group.iter().map(|(e, _)| *e)))
+                Entity::rebuild(&mut group)
             };
             let index = index as u32;
             let slot = self.entities.at(index);
             slot.entity = entity;
-            slot.last = last;
             // As `Books::touch` marks it.
             slot.digest_stale = true;
             if is_reserved(&slot.key) {
@@ -279,9 +276,8 @@ impl FreshLoad {
 }
 
 /// The events a state rests on, sorted by id, each once: every live dot
-/// (`true`), every kind's first operation, every key's last operation
-/// and, for the whole state, each origin's head (`false` unless also a
-/// live dot). Sorted rather than
+/// (`true`), every kind's first operation and, for the whole state, each
+/// origin's head (`false` unless also a live dot). Sorted rather than
 /// hashed: the runs holding them are then found in one ordered pass.
 pub(super) enum Needed {
     Pairs(Vec<(EventId, bool)>),
@@ -517,7 +513,7 @@ impl ReconciliationEngine {
         for slot in self.entities.values() {
             slot.entity
                 .for_each_dot(|dot| fits &= dense.mark(dot, true).is_some());
-            for id in slot.entity.firsts().chain(slot.last()) {
+            for id in slot.entity.firsts() {
                 dense.mark(id, false)?;
             }
         }
@@ -537,12 +533,7 @@ impl ReconciliationEngine {
         let mut ids = Vec::with_capacity(capacity);
         for slot in slots {
             slot.entity.for_each_dot(|dot| ids.push((dot, true)));
-            ids.extend(
-                slot.entity
-                    .firsts()
-                    .chain(slot.last())
-                    .map(|id| (id, false)),
-            );
+            ids.extend(slot.entity.firsts().map(|id| (id, false)));
         }
         if heads {
             ids.extend(self.heads().map(|id| (id, false)));
@@ -568,12 +559,11 @@ impl ReconciliationEngine {
                     Some(word) => words.push(word),
                     None => fits = false,
                 });
-            for id in slot.entity.firsts().chain(slot.last()) {
+            for id in slot.entity.firsts() {
                 let word = packed.pack(id, false)?;
-                // A key written once rests on one event, its first, its
-                // last operation and its live dot: pushed once, the sort
-                // below has a third of the words.
-                if !words[dots..].iter().any(|&w| w | 1 == word | 1) {
+                // A key written once rests on one event, its first and its
+                // live dot: pushed once, the sort below has half the words.
+                if !words[dots..].contains(&(word | 1)) {
                     words.push(word);
                 }
             }
@@ -600,8 +590,8 @@ impl ReconciliationEngine {
     }
 
     /// What a snapshot of the whole state carries: the runs holding every
-    /// live dot, every kind's first operation, every key's last operation
-    /// and every origin's head, with which events are live.
+    /// live dot, every kind's first operation and every origin's head, with
+    /// which events are live.
     fn whole_evidence(&self) -> (Vec<&P2PEvent>, Vec<bool>) {
         self.evidence(&self.needed_whole(), None)
     }
@@ -905,17 +895,8 @@ impl ReconciliationEngine {
             Some(built.split)
         } else {
             self.observe_times(&snapshot);
-            // Each key's latest event in the snapshot: its last operation,
-            // where later than ours.
-            let mut lasts: HashMap<&str, (Timestamp, EventId), FixedState> =
-                HashMap::with_hasher(FixedState::with_seed(self.config.hash_seed));
-            for e in &snapshot.events {
-                let last = lasts.entry(&e.key).or_insert((e.hlc, e.id));
-                *last = (*last).max((e.hlc, e.id));
-            }
             for (key, entity) in snapshot.rebuild(self.config.hash_seed) {
-                let last = lasts.get(key.as_str()).copied();
-                self.join_entity(key, &entity, &ours, &theirs, last);
+                self.join_entity(key, &entity, &ours, &theirs);
             }
             None
         };
@@ -1038,8 +1019,8 @@ impl ReconciliationEngine {
         // leaf only: the other leaves' events are their runs' evidence, not
         // state to join.
         let ours = self.leaf_state(leaf);
-        for (key, entity, last) in ours.join_with(&theirs, |key| digest::leaf_of(key) == leaf) {
-            self.set_entity(key, entity, last);
+        for (key, entity) in ours.join_with(&theirs, |key| digest::leaf_of(key) == leaf) {
+            self.set_entity(key, entity);
         }
         self.archive.insert(theirs.events);
         Ok(true)
@@ -1053,13 +1034,11 @@ impl ReconciliationEngine {
         }
     }
 
-    /// Puts `entity` in the place of `key`'s, with its `last` operation
-    /// (the latest of the events it was joined from).
-    fn set_entity(&mut self, key: Text, entity: Entity, last: EventId) {
+    /// Puts `entity` in the place of `key`'s, if it differs.
+    fn set_entity(&mut self, key: Text, entity: Entity) {
         let index = match self.entities.find(&key) {
             Some(index) => {
                 let slot = self.entities.at(index);
-                slot.last = last;
                 if slot.entity == entity {
                     return;
                 }
@@ -1068,7 +1047,7 @@ impl ReconciliationEngine {
             }
             None => self
                 .entities
-                .insert_new(Slot::new(key.clone(), entity, last)),
+                .insert_new(Slot::new(key.clone(), entity, None)),
         };
         self.books.touch(index, self.entities.at(index));
         if is_reserved(&key) {
@@ -1076,26 +1055,16 @@ impl ReconciliationEngine {
         }
     }
 
-    /// Joins a snapshot's `entity` for `key` with ours by the version
-    /// vectors; `last`: the latest of the key's events it came with.
     fn join_entity(
         &mut self,
         key: Text,
         entity: &Entity,
         ours: &VectorClock,
         theirs: &VectorClock,
-        last: Option<(Timestamp, EventId)>,
     ) {
         let index = match self.entities.find(&key) {
             Some(index) => {
-                let slot = self.entities.at(index);
-                slot.entity.merge(entity, ours, theirs);
-                let kept = slot.last().and_then(|id| self.kept_event(id));
-                if let Some((hlc, id)) = last {
-                    if kept.is_none_or(|e| (e.hlc, e.id) < (hlc, id)) {
-                        self.entities.at(index).last = id;
-                    }
-                }
+                self.entities.at(index).entity.merge(entity, ours, theirs);
                 index
             }
             None => {
@@ -1104,9 +1073,8 @@ impl ReconciliationEngine {
                 if fresh.is_empty() {
                     return;
                 }
-                let last = last.map_or(Slot::NONE, |(_, id)| id);
                 self.entities
-                    .insert_new(Slot::new(key.clone(), fresh, last))
+                    .insert_new(Slot::new(key.clone(), fresh, None))
             }
         };
         self.books.touch(index, self.entities.at(index));
@@ -1143,14 +1111,6 @@ impl ReconciliationEngine {
         engine.load_snapshot(snapshot, Trust::OWN)?;
         Ok(engine)
     }
-}
-
-/// The latest of `events` by `(hlc, dot)`: a key's last operation.
-fn latest<'a>(events: impl Iterator<Item = &'a P2PEvent>) -> EventId {
-    events
-        .map(|e| (e.hlc, e.id))
-        .max()
-        .map_or(Slot::NONE, |(_, id)| id)
 }
 
 #[cfg(test)]
@@ -1252,46 +1212,9 @@ mod tests {
         dots
     }
 
-    /// A deleted key's delete is its last operation: carried by its leaf's
-    /// copy, kept through a fold, and known again after a restart from
-    /// our own snapshot (the latest of the key's events it holds).
-    #[test]
-    fn a_deleted_keys_delete_is_kept_and_carried_as_evidence() {
-        let mut a = ReconciliationEngine::new(PeerId(1), EngineConfig::default());
-        a.set(
-            "k",
-            crate::protocol::value::JsonValue::parse("1").unwrap(),
-            1_000,
-        )
-        .unwrap();
-        for i in 0..5 {
-            a.set(
-                &format!("other/{i}"),
-                crate::protocol::value::JsonValue::parse("2").unwrap(),
-                1_001,
-            )
-            .unwrap();
-        }
-        let delete = a.delete("k", 1_002).unwrap().expect("a delete").id;
-        let leaf = digest::leaf_of("k");
-        let carries =
-            |e: &mut ReconciliationEngine| e.leaf_state(leaf).events.iter().any(|x| x.id == delete);
-        assert!(carries(&mut a));
-        a.compact(&a.clock().clone());
-        assert!(carries(&mut a), "kept through a fold");
-        let snapshot = StateSnapshot::decode(&a.encode_snapshot()).expect("decodes");
-        let mut restarted =
-            ReconciliationEngine::from_snapshot(PeerId(1), EngineConfig::default(), snapshot)
-                .expect("loads");
-        assert!(carries(&mut restarted), "known again after a restart");
-        restarted.compact(&restarted.clock().clone());
-        assert!(carries(&mut restarted));
-    }
-
     /// Leaf repair joins by evidence. An honest copy changes nothing; a
-    /// copy with live marks cleared or set at random, and old events of
-    /// the leaf's keys added as live, takes no dot from us (none of its
-    /// events supersedes one we hold);
+    /// copy of the same events with live marks cleared or set at random
+    /// takes no dot from us (none of its events supersedes one we hold);
     /// and two peers that then swap copies of the leaf end alike, as the
     /// join is the same from either side. Folded or not (folded, the
     /// copies hold only the runs the state rests on).
@@ -1324,16 +1247,6 @@ mod tests {
             for (event, live) in lie.events.iter().zip(lie.live.iter_mut()) {
                 if digest::leaf_of(&event.key) == leaf && rng.below(3) == 0 {
                     *live = !*live;
-                }
-            }
-            // Old events of the leaf's keys the copy did not carry, marked
-            // live: what a member that kept them can send.
-            for event in &events {
-                let carried = lie.events.iter().any(|e| e.id == event.id);
-                if !carried && digest::leaf_of(&event.key) == leaf && rng.below(2) == 0 {
-                    let at = lie.events.partition_point(|e| e.id < event.id);
-                    lie.events.insert(at, event.clone());
-                    lie.live.insert(at, true);
                 }
             }
             let held = leaf_dots(&mut b, leaf);

@@ -119,7 +119,7 @@ impl ReconciliationEngine {
                 EntityState::Register(r) => r.winner().map(|s| s.dot.peer),
                 _ => None,
             }
-            .or(slot.last().map(|id| id.peer));
+            .or(slot.last_writer);
             out.push_str(",\"writer\":");
             match writer {
                 Some(peer) => {
