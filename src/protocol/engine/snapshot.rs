@@ -1213,11 +1213,14 @@ mod tests {
     }
 
     /// Leaf repair joins by evidence. An honest copy changes nothing; a
-    /// copy of the same events with live marks cleared or set at random
-    /// takes no dot from us (none of its events supersedes one we hold);
-    /// and two peers that then swap copies of the leaf end alike, as the
-    /// join is the same from either side. Folded or not (folded, the
-    /// copies hold only the runs the state rests on).
+    /// copy with live marks cleared or set at random, and old events of
+    /// the leaf's keys added as live, takes no dot from us (none of its
+    /// events supersedes one we hold); and two peers that then swap copies
+    /// of the leaf end alike, as the join is the same from either side.
+    /// Folded or not (folded, the copies hold only the runs the state
+    /// rests on). (Not checked: that no old value comes back. One whose
+    /// superseders neither copy carries does: docs/DECISIONS.md, "A
+    /// leaf's repair joins by evidence".)
     #[test]
     fn a_leaf_joined_by_evidence_keeps_what_we_hold_and_converges() {
         use crate::protocol::testing::seeds;
@@ -1247,6 +1250,16 @@ mod tests {
             for (event, live) in lie.events.iter().zip(lie.live.iter_mut()) {
                 if digest::leaf_of(&event.key) == leaf && rng.below(3) == 0 {
                     *live = !*live;
+                }
+            }
+            // Old events of the leaf's keys the copy did not carry, marked
+            // live: what a member that kept them can send.
+            for event in &events {
+                let carried = lie.events.iter().any(|e| e.id == event.id);
+                if !carried && digest::leaf_of(&event.key) == leaf && rng.below(2) == 0 {
+                    let at = lie.events.partition_point(|e| e.id < event.id);
+                    lie.events.insert(at, event.clone());
+                    lie.live.insert(at, true);
                 }
             }
             let held = leaf_dots(&mut b, leaf);
