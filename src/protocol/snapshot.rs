@@ -19,7 +19,7 @@ use std::ops::Range;
 
 use super::clock::{PeerId, VectorClock};
 use super::codec::{events, varint, CodecError, KeyWords};
-use super::entity::{Entity, Held};
+use super::entity::{Entity, Hands, Held};
 use super::event::{EventId, P2PEvent};
 use super::heap_sort::heap_sort_by;
 use super::key_sort;
@@ -415,14 +415,15 @@ impl StateSnapshot {
         self.live.get(at) == Some(&true)
     }
 
-    /// The entities two replicas of the same keys end with, joined by
-    /// evidence ([`Entity::join`]): ours (`self`) and `theirs`, under equal
-    /// clocks, each key `wanted` says is part of it. An event both sent is
+    /// The entities we end with, our copy (`self`) of the keys `wanted`
+    /// says are part of it joined with `theirs` under equal clocks, by
+    /// evidence and by who applied what itself (`hands`: [`Entity::join`]). An event both sent is
     /// taken once, live if either holds it.
     pub fn join_with(
         &self,
         theirs: &StateSnapshot,
         wanted: impl Fn(&str) -> bool,
+        hands: impl Fn(EventId) -> Hands,
     ) -> Vec<(Text, Entity)> {
         let mut held: Vec<Held<'_>> = Vec::with_capacity(self.events.len() + theirs.events.len());
         let (mut i, mut j) = (0, 0);
@@ -470,7 +471,7 @@ impl StateSnapshot {
         }
         heap_sort_by(&mut held, |a, b| a.event.key < b.event.key);
         held.chunk_by_mut(|a, b| a.event.key == b.event.key)
-            .map(|group| (group[0].event.key.clone(), Entity::join(group)))
+            .map(|group| (group[0].event.key.clone(), Entity::join(group, &hands)))
             .collect()
     }
 }

@@ -271,6 +271,12 @@ pub struct ReconciliationEngine {
     clock: HybridClock,
     /// The version vector: per origin, how many of its events are applied.
     applied: VectorClock,
+    /// Per origin, up to which event this engine knows the state only
+    /// from snapshots it loaded (someone's word, its own storage's too),
+    /// not from applying the events itself: what a Merkle leaf's repair
+    /// defers on ([`Entity::join`]). Above it, an event's dot we lack was
+    /// superseded here, by an event we applied.
+    second_hand: VectorClock,
     /// Origins whose entry of `applied` grew since our last local event:
     /// the next local event's `deps`.
     unsent: unsent::UnsentDeps,
@@ -317,6 +323,7 @@ impl ReconciliationEngine {
             peer,
             clock: HybridClock::new(config.max_clock_skew_ms),
             applied: VectorClock::new(),
+            second_hand: VectorClock::new(),
             unsent: unsent::UnsentDeps::default(),
             applied_hint: Hint::default(),
             moved: None,
@@ -362,6 +369,13 @@ impl ReconciliationEngine {
     /// The version vector of applied events.
     pub fn clock(&self) -> &VectorClock {
         &self.applied
+    }
+
+    /// Per origin, up to which event this engine knows the state only from
+    /// snapshots (see [`join_leaf`](Self::join_leaf)): sent with our copy
+    /// of a Merkle leaf.
+    pub fn second_hand(&self) -> &VectorClock {
+        &self.second_hand
     }
 
     pub fn archive(&self) -> &Archive {

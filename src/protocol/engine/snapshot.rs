@@ -11,7 +11,7 @@ use crate::protocol::clock::Timestamp;
 use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::codec::KeyWords;
 use crate::protocol::digest;
-use crate::protocol::entity::{Entity, EntityState};
+use crate::protocol::entity::{Entity, EntityState, Hands};
 use crate::protocol::event::{EventId, P2PEvent};
 use crate::protocol::hashing;
 use crate::protocol::key_sort;
@@ -877,6 +877,10 @@ impl ReconciliationEngine {
     /// entities, built beside it from the snapshot.
     fn take_checked(&mut self, snapshot: StateSnapshot, built: Option<FreshLoad>) {
         let theirs = snapshot.version_vector.clone();
+        // What the snapshot's clock covers we know from it, not from
+        // applying the events: whatever we held of it before, the join
+        // below may have dropped on its word.
+        self.second_hand.merge(&theirs);
         let ours = self.applied.clone();
         let split = if self.is_fresh() {
             // A fresh engine: the join with nothing is the snapshot itself,
@@ -970,14 +974,17 @@ impl ReconciliationEngine {
 
     /// Repairs one Merkle leaf from a peer's copy of it (clocks agree, roots
     /// do not): verified like a snapshot, then joined with our own copy by
-    /// evidence ([`Entity::join`]): a value either side holds stays unless
-    /// an event either side sent supersedes it, so a copy that leaves a
-    /// value out deletes nothing, and both sides end with the same leaf.
-    /// `Ok(false)`: our clock moved since we asked; the copy is dropped.
+    /// evidence and by who applied what itself ([`Entity::join`]):
+    /// `their_second_hand` is the sender's [`second_hand`](Self::second_hand)
+    /// clock. A copy that leaves out a value we applied ourselves deletes
+    /// nothing, and one that marks live a value we saw superseded brings
+    /// nothing back. `Ok(false)`: our clock moved since we asked; the copy
+    /// is dropped.
     pub fn join_leaf(
         &mut self,
         leaf: u16,
         theirs: StateSnapshot,
+        their_second_hand: &VectorClock,
         trust: Trust,
     ) -> Result<bool, SnapshotError> {
         if theirs.version_vector != self.applied {
@@ -1019,7 +1026,15 @@ impl ReconciliationEngine {
         // leaf only: the other leaves' events are their runs' evidence, not
         // state to join.
         let ours = self.leaf_state(leaf);
-        for (key, entity) in ours.join_with(&theirs, |key| digest::leaf_of(key) == leaf) {
+        let first_hand = |id: EventId| {
+            let by = |second_hand: &VectorClock| id.seq > second_hand.get(id.peer);
+            Hands {
+                ours: by(&self.second_hand),
+                theirs: by(their_second_hand),
+            }
+        };
+        let wanted = |key: &str| digest::leaf_of(key) == leaf;
+        for (key, entity) in ours.join_with(&theirs, wanted, first_hand) {
             self.set_entity(key, entity);
         }
         self.archive.insert(theirs.events);
@@ -1173,7 +1188,10 @@ mod tests {
         let answer = a.leaf_state(leaf);
         assert_eq!(answer.events.len(), 16, "the run whole");
         let state = StateSnapshot::decode(&answer.encode()).expect("decodes");
-        assert_eq!(b.join_leaf(leaf, state, trust), Ok(true));
+        assert_eq!(
+            b.join_leaf(leaf, state, &VectorClock::new(), trust),
+            Ok(true)
+        );
         assert_eq!(b.state(), a.state());
         assert_eq!(b.entities.len(), 16);
 
@@ -1185,7 +1203,7 @@ mod tests {
             .position(|e| digest::leaf_of(&e.key) != leaf)
             .expect("another leaf's event");
         lying.live[other] = true;
-        let refused = b.join_leaf(leaf, lying, trust);
+        let refused = b.join_leaf(leaf, lying, &VectorClock::new(), trust);
         assert!(
             matches!(&refused, Err(SnapshotError::Malformed(m)) if m.contains("not of Merkle leaf")),
             "{refused:?}"
@@ -1193,42 +1211,24 @@ mod tests {
         assert_eq!(b.state(), a.state());
     }
 
-    /// A snapshot raising an origin's entry that leaves out keys that
-    /// origin wrote before (b's writes 1..=10 are in our log; the
-    /// snapshot holds only b's run 11..=12): the state we keep is the
-    /// state our own stored snapshot restores. The log's events of b were
-    /// dropped, and with them the evidence of keys still shown. (A
-    /// helper's review.)
-    /// Every dot of `leaf`'s keys, sorted.
-    fn leaf_dots(engine: &mut ReconciliationEngine, leaf: u16) -> Vec<EventId> {
-        engine.digest();
-        let mut dots = Vec::new();
-        for (key, _) in engine.digest.leaf(leaf) {
-            if let Some(slot) = engine.entities.get(key) {
-                slot.entity.for_each_dot(|dot| dots.push(dot));
-            }
-        }
-        dots.sort();
-        dots
-    }
-
-    /// Leaf repair joins by evidence. An honest copy changes nothing; a
-    /// copy with live marks cleared or set at random, and old events of
-    /// the leaf's keys added as live, takes no dot from us (none of its
-    /// events supersedes one we hold); and two peers that then swap copies
-    /// of the leaf end alike, as the join is the same from either side.
-    /// Folded or not (folded, the copies hold only the runs the state
-    /// rests on). (Not checked: that no old value comes back. One whose
-    /// superseders neither copy carries does: docs/DECISIONS.md, "A
-    /// leaf's repair joins by evidence".)
+    /// Leaf repair by evidence and by who applied what. `a` applied every
+    /// event itself; `b` did too, or has its state from `a`'s snapshot
+    /// (second hand). A liar's copy (live marks cleared or set at random,
+    /// old events of the leaf's keys added as live, claiming to know all
+    /// first hand or nothing) changes nothing at a `b` that applied the
+    /// events itself, not its root; whatever it did to a second-hand `b`,
+    /// `a` and `b` swapping copies end with `a`'s state, which nothing
+    /// moved. Folded or not (folded, copies hold only the runs the state
+    /// rests on).
     #[test]
-    fn a_leaf_joined_by_evidence_keeps_what_we_hold_and_converges() {
+    fn a_leaf_joined_by_who_applied_what_heals_to_the_first_hand_state() {
         use crate::protocol::testing::seeds;
-        let name = "a_leaf_joined_by_evidence_keeps_what_we_hold_and_converges";
-        for seed in seeds(name, "CPC_LEAF_JOIN_SEEDS", 40) {
+        let name = "a_leaf_joined_by_who_applied_what_heals_to_the_first_hand_state";
+        for seed in seeds(name, "CPC_LEAF_JOIN_SEEDS", 60) {
             let mut rng = Rng::new(seed);
             let events = workload::rounds(300, 3, 10, 2, seed);
             let folded = seed % 2 == 1;
+            let second_hand = seed % 4 >= 2;
             let engine = || {
                 let mut engine = ReconciliationEngine::new(PeerId(9), EngineConfig::default());
                 for event in events.clone() {
@@ -1239,11 +1239,28 @@ mod tests {
                 }
                 engine
             };
-            let (mut a, mut b) = (engine(), engine());
+            let mut a = engine();
+            let mut b = match second_hand {
+                false => engine(),
+                true => {
+                    let snapshot = StateSnapshot::decode(&a.encode_snapshot()).expect("decodes");
+                    ReconciliationEngine::from_snapshot(
+                        PeerId(8),
+                        EngineConfig::default(),
+                        snapshot,
+                    )
+                    .expect("loads")
+                }
+            };
+            assert_eq!(b.second_hand().is_empty(), !second_hand);
             let leaf = digest::leaf_of(&events[rng.below(events.len())].key);
             let honest = a.leaf_state(leaf);
-            let root = a.digest();
-            assert_eq!(a.join_leaf(leaf, honest.clone(), Trust::OWN), Ok(true));
+            let (root, state) = (a.digest(), a.state());
+            let none = VectorClock::new();
+            assert_eq!(
+                a.join_leaf(leaf, honest.clone(), &none, Trust::OWN),
+                Ok(true)
+            );
             assert_eq!(a.digest(), root, "seed {seed}: an honest copy changed a");
 
             let mut lie = honest;
@@ -1262,22 +1279,40 @@ mod tests {
                     lie.live.insert(at, true);
                 }
             }
-            let held = leaf_dots(&mut b, leaf);
-            assert_eq!(b.join_leaf(leaf, lie, Trust::OWN), Ok(true));
-            let after = leaf_dots(&mut b, leaf);
-            assert!(
-                held.iter().all(|dot| after.binary_search(dot).is_ok()),
-                "seed {seed}: the lie took dots from b: {held:?} -> {after:?}"
-            );
+            let claim = match rng.below(2) {
+                0 => VectorClock::new(),
+                _ => lie.version_vector.clone(),
+            };
+            let b_root = b.digest();
+            assert_eq!(b.join_leaf(leaf, lie, &claim, Trust::OWN), Ok(true));
+            if !second_hand {
+                assert_eq!(
+                    b.digest(),
+                    b_root,
+                    "seed {seed}: the lie moved a first-hand b"
+                );
+            }
 
             let (from_a, from_b) = (a.leaf_state(leaf), b.leaf_state(leaf));
-            assert_eq!(a.join_leaf(leaf, from_b, Trust::OWN), Ok(true));
-            assert_eq!(b.join_leaf(leaf, from_a, Trust::OWN), Ok(true));
-            assert_eq!(a.digest(), b.digest(), "seed {seed}: a and b differ");
-            assert_eq!(a.state(), b.state(), "seed {seed}");
+            let (a_hand, b_hand) = (a.second_hand().clone(), b.second_hand().clone());
+            assert_eq!(a.join_leaf(leaf, from_b, &b_hand, Trust::OWN), Ok(true));
+            assert_eq!(b.join_leaf(leaf, from_a, &a_hand, Trust::OWN), Ok(true));
+            assert_eq!(a.digest(), root, "seed {seed}: b's copy moved a");
+            assert_eq!(b.digest(), root, "seed {seed}: b did not heal");
+            assert_eq!(
+                (a.state(), b.state()),
+                (state.clone(), state),
+                "seed {seed}"
+            );
         }
     }
 
+    /// A snapshot raising an origin's entry that leaves out keys that
+    /// origin wrote before (b's writes 1..=10 are in our log; the
+    /// snapshot holds only b's run 11..=12): the state we keep is the
+    /// state our own stored snapshot restores. The log's events of b were
+    /// dropped, and with them the evidence of keys still shown. (A
+    /// helper's review.)
     #[test]
     fn what_we_show_after_a_load_is_what_we_store() {
         use crate::protocol::seal;

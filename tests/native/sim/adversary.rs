@@ -190,6 +190,7 @@ impl World {
                 let message = Message::LeafState {
                     index,
                     state: state.encode(),
+                    second_hand: VectorClock::new(),
                 };
                 wire::encode(&message, 6)
             }

@@ -885,7 +885,11 @@ impl SyncNode {
                 children,
             } => self.on_merkle_nodes(from, depth, index, &children),
             Message::LeafQuery { index } => self.on_leaf_query(from, index),
-            Message::LeafState { index, state } => self.on_leaf(from, index, &state, now_ms),
+            Message::LeafState {
+                index,
+                state,
+                second_hand,
+            } => self.on_leaf(from, index, &state, &second_hand, now_ms),
             Message::ReconciliationRequest(request) => self.on_request(from, request, now_ms),
             Message::ReconciliationResponse(response) => self.on_response(from, response, now_ms),
             Message::Overlay(message) => self.on_overlay(from, message),

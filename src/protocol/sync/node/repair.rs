@@ -709,13 +709,28 @@ impl SyncNode {
             // healing when they are written again.
             return;
         }
-        self.send(from, &Message::LeafState { index, state });
+        let second_hand = self.engine.second_hand().clone();
+        self.send(
+            from,
+            &Message::LeafState {
+                index,
+                state,
+                second_hand,
+            },
+        );
     }
 
     /// Joins a peer's copy of a leaf we asked it for, once it verifies.
     /// Unasked copies are refused: state that arrives whole is taken only
     /// in answer to a request of ours.
-    pub(super) fn on_leaf(&mut self, from: PeerId, index: u32, state: &[u8], now_ms: u64) {
+    pub(super) fn on_leaf(
+        &mut self,
+        from: PeerId,
+        index: u32,
+        state: &[u8],
+        second_hand: &VectorClock,
+        now_ms: u64,
+    ) {
         let asked = index < LEAVES as u32
             && (self.sessions.get_mut(&from))
                 .is_some_and(|s| s.asked_leaves.answered(index as u16));
@@ -734,7 +749,9 @@ impl SyncNode {
         // and within it): refused before any is decoded.
         let limit = usize::try_from(self.engine.clock().total()).unwrap_or(usize::MAX);
         let joined = match StateSnapshot::decode_at_most(state, limit) {
-            Ok(state) => self.engine.join_leaf(index as u16, state, trust),
+            Ok(state) => self
+                .engine
+                .join_leaf(index as u16, state, second_hand, trust),
             Err(e) => {
                 self.engine.count_refused_state();
                 Err(e)
