@@ -804,3 +804,40 @@ fn writes_over_the_guess(a: &mut SyncNode) {
         .unwrap();
     assert_eq!(a.engine().holding().len(), 0);
 }
+
+/// What a peer knew second hand (from a snapshot it loaded) is stored with
+/// its snapshots and restored with them: a restart does not make what it
+/// applied itself second hand, which a leaf's repair would then take a
+/// liar's word over. A peer that never loaded one knows it all first hand
+/// after a restart too.
+#[test]
+fn what_a_peer_knew_second_hand_survives_a_restart() {
+    use cpc_sync::protocol::{ReconciliationEngine, StateSnapshot};
+    let mut writer = ReconciliationEngine::new(PeerId(1), EngineConfig::default());
+    for i in 0..5u64 {
+        writer.set(&format!("k{i}"), json("1"), 1_000 + i).unwrap();
+    }
+    let restart = |peer: u64, engine: &ReconciliationEngine| {
+        let bytes = engine.encode_snapshot();
+        let restored = SyncNode::restore(
+            PeerId(peer),
+            EngineConfig::default(),
+            SyncConfig::default(),
+            Some(&bytes),
+            [],
+        );
+        restored.expect("restores").engine().second_hand().clone()
+    };
+    assert!(restart(1, &writer).is_empty());
+
+    let snapshot = StateSnapshot::decode(&writer.encode_snapshot()).expect("decodes");
+    let mut newcomer =
+        ReconciliationEngine::from_snapshot(PeerId(2), EngineConfig::default(), snapshot)
+            .expect("loads");
+    let event = writer.set("k9", json("2"), 1_010).unwrap();
+    newcomer.receive(event, 1_010).expect("applies");
+    newcomer.set("mine", json("3"), 1_011).unwrap();
+    let known = newcomer.second_hand().clone();
+    assert!(known.get(PeerId(1)) == 5 && known.get(PeerId(2)) == 0);
+    assert_eq!(restart(2, &newcomer), known);
+}

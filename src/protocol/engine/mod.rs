@@ -373,9 +373,21 @@ impl ReconciliationEngine {
 
     /// Per origin, up to which event this engine knows the state only from
     /// snapshots (see [`join_leaf`](Self::join_leaf)): sent with our copy
-    /// of a Merkle leaf.
+    /// of a Merkle leaf, and stored with our snapshots.
     pub fn second_hand(&self) -> &VectorClock {
         &self.second_hand
+    }
+
+    /// After a restart from our own stored snapshot (which made all it
+    /// holds second hand), what we knew second hand when we stored it
+    /// ([`StateSnapshot::second_hand_of`]): the rest we had applied
+    /// ourselves. Never above the clock.
+    pub fn restore_second_hand(&mut self, stored: &VectorClock) {
+        let entries = stored
+            .iter()
+            .map(|(peer, seq)| (peer, seq.min(self.second_hand.get(peer))))
+            .collect();
+        self.second_hand = VectorClock::from_entries(entries);
     }
 
     pub fn archive(&self) -> &Archive {

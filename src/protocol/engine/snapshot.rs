@@ -676,7 +676,13 @@ impl ReconciliationEngine {
         // read here: a million events are not read again for them.
         let mut keys = KeyWords::with_capacity(needed.len());
         let (events, flags) = self.evidence(needed, Some(&mut keys));
-        StateSnapshot::encode_parts(&self.applied, &events, &flags, Some(keys))
+        StateSnapshot::encode_parts(
+            &self.applied,
+            &self.second_hand,
+            &events,
+            &flags,
+            Some(keys),
+        )
     }
 
     pub fn snapshot(&self) -> StateSnapshot {

@@ -459,6 +459,9 @@ impl SyncNode {
         let mut engine = ReconciliationEngine::new(peer, engine_config);
         if let Some(bytes) = snapshot {
             engine.load_snapshot(StateSnapshot::decode_shared(bytes)?, Trust::OWN)?;
+            if let Some(second_hand) = StateSnapshot::second_hand_of(bytes)? {
+                engine.restore_second_hand(&second_hand);
+            }
         }
         for event in events {
             // Our own storage: a refusal here means the store was damaged;
