@@ -839,3 +839,51 @@ fn an_unsigned_reconciliation_message_stays_within_what_a_receiver_takes() {
     }
     settle_refusing_nothing(&mut nodes);
 }
+
+/// A leaf's copy carries its sender's second-hand clock, one entry an
+/// origin where the sender loaded a snapshot: a sweep of a room's many
+/// small leaves would have it sent with every answer, past the leaf
+/// budget, which counted the copies alone. The clock is charged with the
+/// copy: a sweep is answered within the budget, counted as sent.
+#[test]
+fn a_sweep_of_leaves_is_answered_within_the_budget_clocks_and_all() {
+    use cpc_sync::protocol::digest;
+    use cpc_sync::protocol::sync::MAX_LEAF_BYTES_PER_INTERVAL;
+    use cpc_sync::protocol::testing::workload;
+    use cpc_sync::protocol::StateSnapshot;
+    // 3,000 origins writing a key each: leaves of a key or so.
+    let mut writer = ReconciliationEngine::new(PeerId(1), EngineConfig::default());
+    for event in workload::one_write_each(3_000, false) {
+        writer.receive(event, 2_000_000).expect("applies");
+    }
+    let snapshot = StateSnapshot::decode(&writer.encode_snapshot()).expect("decodes");
+    let engine = ReconciliationEngine::from_snapshot(PeerId(2), EngineConfig::default(), snapshot)
+        .expect("loads");
+    assert_eq!(engine.second_hand().len(), 3_000);
+    let mut answering = SyncNode::new(engine, SyncConfig::default());
+    let asker = PeerId(3);
+    answering.connect(asker, 2_000_000);
+    let _ = answering.take_outputs();
+    let (mut sent, mut leaves) = (0, 0);
+    for index in 0..digest::LEAVES as u32 {
+        for frame in wire::encode(&Message::LeafQuery { index }, 1) {
+            answering.receive_frame(asker, &frame, 2_000_000);
+        }
+        for output in answering.take_outputs() {
+            if let Output::Send { frame, .. } = output {
+                if let Ok(wire::Decoded::Message(Message::LeafState { .. })) = wire::decode(&frame)
+                {
+                    leaves += 1;
+                }
+                sent += frame.len();
+            }
+        }
+    }
+    println!("a sweep: {leaves} leaves answered in {sent} B");
+    assert!(leaves >= 1);
+    let largest = sent / leaves;
+    assert!(
+        sent <= MAX_LEAF_BYTES_PER_INTERVAL + 2 * largest,
+        "{sent} B sent for {leaves} leaves"
+    );
+}

@@ -10,6 +10,7 @@ use super::{
     MAX_RESENT_BYTES_PER_INTERVAL,
 };
 use crate::protocol::clock::{PeerId, VectorClock};
+use crate::protocol::codec::content;
 use crate::protocol::digest::{FANOUT, LEAF_DEPTH, LEAVES};
 use crate::protocol::engine::Trust;
 use crate::protocol::event::Hash32;
@@ -699,17 +700,23 @@ impl SyncNode {
         // Our writes are sealed first: the copy carries signed runs only.
         self.flush_local();
         let state = self.engine.leaf_state(index as u16).encode();
+        // The second-hand clock goes with it, as large as the room's
+        // origins where we loaded a snapshot: charged and bounded with the
+        // copy, or a sweep of small leaves would send it thousands of times.
+        let second_hand = self.engine.second_hand().clone();
+        let mut clock = Vec::new();
+        content::clock(&mut clock, &second_hand);
+        let size = state.len() + clock.len();
         // Charged whether it goes or not: the encoding was the work.
         if let Some(session) = self.sessions.get_mut(&from) {
-            session.spent.leaf_bytes += state.len();
+            session.spent.leaf_bytes += size;
         }
-        if state.len() > MAX_LEAF_STATE {
+        if size > MAX_LEAF_STATE {
             // A message the asker would refuse (and charge us for) at
             // every ask: the leaf is left unrepaired instead, its keys
             // healing when they are written again.
             return;
         }
-        let second_hand = self.engine.second_hand().clone();
         self.send(
             from,
             &Message::LeafState {
