@@ -19,20 +19,16 @@ use std::ops::Range;
 
 use super::clock::{PeerId, VectorClock};
 use super::codec::{events, varint, CodecError, KeyWords};
-use super::entity::{Entity, Hands, Held};
+use super::entity::{Entity, Held};
 use super::event::{EventId, P2PEvent};
 use super::heap_sort::heap_sort_by;
 use super::key_sort;
 use super::seal::{self, SealError};
 
 const MAGIC: &[u8; 4] = b"CPCS";
-/// 4: the writer's second-hand clock after the live bitmap (what its
-/// own storage restores: [`ReconciliationEngine::second_hand`](super::ReconciliationEngine::second_hand)).
-/// 3: the events as a batch ([`events`]: runs in columns), read too (as
-/// if all were second hand). 2 (postcard) is read only to migrate a page's
-/// storage ([`super::codec::legacy`]).
-const FORMAT: u8 = 4;
-const FORMAT_3: u8 = 3;
+/// 3: the events as a batch ([`events`]: runs in columns). 2 (postcard)
+/// is read only to migrate a page's storage ([`super::codec::legacy`]).
+const FORMAT: u8 = 3;
 
 /// Snapshot bytes that cannot be loaded, or a snapshot that does not
 /// verify.
@@ -137,19 +133,14 @@ impl StateSnapshot {
     /// the live bitmap (its length, then one bit per event), then the
     /// events and the version vector as one batch (with their keys hashed
     /// while they were gathered, if they were: [`KeyWords`]).
-    ///
-    /// `second_hand`: the writer's (see [`second_hand_of`](Self::second_hand_of)),
-    /// after the bitmap: a count, then each entry's peer (as a delta from
-    /// the one before) and sequence.
     pub fn encode_parts(
         version_vector: &VectorClock,
-        second_hand: &VectorClock,
         events: &[&P2PEvent],
         live: &[bool],
         keys: Option<KeyWords>,
     ) -> Vec<u8> {
         let bits = live.len().div_ceil(8);
-        let mut out = Vec::with_capacity(MAGIC.len() + 12 + bits);
+        let mut out = Vec::with_capacity(MAGIC.len() + 11 + bits);
         out.extend_from_slice(MAGIC);
         out.push(FORMAT);
         varint::put(&mut out, bits as u64);
@@ -158,35 +149,13 @@ impl StateSnapshot {
         for (i, _) in live.iter().enumerate().filter(|(_, l)| **l) {
             out[at + i / 8] |= 1 << (i % 8);
         }
-        varint::put(&mut out, second_hand.len() as u64);
-        let mut previous = 0;
-        for (peer, seq) in second_hand.iter() {
-            varint::put(&mut out, peer.0 - previous);
-            varint::put(&mut out, seq);
-            previous = peer.0;
-        }
         events::encode_into(&mut out, events, version_vector, keys);
         out
     }
 
-    /// Encoded with no second-hand clock (a leaf's copy, a test's).
     pub fn encode(&self) -> Vec<u8> {
         let events: Vec<&P2PEvent> = self.events.iter().collect();
-        Self::encode_parts(
-            &self.version_vector,
-            &VectorClock::new(),
-            &events,
-            &self.live,
-            None,
-        )
-    }
-
-    /// The second-hand clock its writer stored with a snapshot: up to where
-    /// it knew the state only from snapshots. For its own storage only (a
-    /// peer's word on itself is for a leaf's repair, sent with the leaf);
-    /// `None` for a snapshot of format 3, which has none.
-    pub fn second_hand_of(bytes: &[u8]) -> Result<Option<VectorClock>, SnapshotError> {
-        Ok(Self::header(bytes)?.second_hand)
+        Self::encode_parts(&self.version_vector, &events, &self.live, None)
     }
 
     /// Decodes a snapshot; any defect is an error, never a panic. Decoding
@@ -219,7 +188,7 @@ impl StateSnapshot {
 
     /// Decodes a snapshot whose batch is read as `read` says.
     fn decode_as(bytes: &[u8], read: events::Read) -> Result<Self, SnapshotError> {
-        let Header { bits, body, .. } = Self::header(bytes)?;
+        let (bits, body) = Self::header(bytes)?;
         Self::assemble(&bytes[bits], events::decode_as(&bytes[body..], read)?)
     }
 
@@ -229,7 +198,7 @@ impl StateSnapshot {
     /// vector counts, is refused ([`SnapshotError::TooManyEvents`]) before
     /// any is decoded.
     pub fn decoding(bytes: Vec<u8>, limit: usize) -> Result<Decoding, SnapshotError> {
-        let Header { bits, body, .. } = Self::header(&bytes)?;
+        let (bits, body) = Self::header(&bytes)?;
         Ok(Decoding {
             bits: bytes[bits].to_vec(),
             batch: events::Resumable::new(bytes, body, Self::read(limit))?,
@@ -246,58 +215,18 @@ impl StateSnapshot {
         }
     }
 
-    /// Where the live bitmap and the batch are in `bytes`, and the
-    /// second-hand clock before the batch.
-    fn header(bytes: &[u8]) -> Result<Header, SnapshotError> {
+    /// Where the live bitmap and the batch are in `bytes`.
+    fn header(bytes: &[u8]) -> Result<(Range<usize>, usize), SnapshotError> {
         let body = bytes.strip_prefix(MAGIC).ok_or(SnapshotError::BadMagic)?;
         let (&format, body) = body.split_first().ok_or(SnapshotError::BadMagic)?;
-        if format != FORMAT && format != FORMAT_3 {
+        if format != FORMAT {
             return Err(SnapshotError::UnsupportedFormat(format));
         }
         let mut reader = varint::Reader::new(body, "live");
         let len = reader.at_most(body.len())?;
         reader.take(len)?;
-        let bits = bytes.len() - reader.remaining() - len..bytes.len() - reader.remaining();
-        let second_hand = match format {
-            FORMAT => {
-                let mut reader = varint::Reader::new(reader.rest(), "second hand");
-                // Each entry at least two bytes: safe to reserve.
-                let count = reader.count(2)?;
-                let mut entries = Vec::with_capacity(count);
-                let mut peer = 0u64;
-                for i in 0..count {
-                    let delta = reader.u64()?;
-                    peer = match peer.checked_add(delta) {
-                        Some(next) if i == 0 || delta > 0 => next,
-                        _ => {
-                            return Err(SnapshotError::Malformed(
-                                "second-hand clock out of order".into(),
-                            ))
-                        }
-                    };
-                    match reader.u64()? {
-                        0 => {
-                            return Err(SnapshotError::Malformed(
-                                "second-hand clock entry of 0".into(),
-                            ))
-                        }
-                        seq => entries.push((PeerId(peer), seq)),
-                    }
-                }
-                let body = bytes.len() - reader.remaining();
-                return Ok(Header {
-                    bits,
-                    second_hand: Some(VectorClock::from_entries(entries)),
-                    body,
-                });
-            }
-            _ => None,
-        };
-        Ok(Header {
-            bits: bits.clone(),
-            second_hand,
-            body: bits.end,
-        })
+        let end = bytes.len() - reader.remaining();
+        Ok((end - len..end, end))
     }
 
     /// The snapshot of a decoded batch and its live bitmap.
@@ -486,15 +415,14 @@ impl StateSnapshot {
         self.live.get(at) == Some(&true)
     }
 
-    /// The entities we end with, our copy (`self`) of the keys `wanted`
-    /// says are part of it joined with `theirs` under equal clocks, by
-    /// evidence and by who applied what itself (`hands`: [`Entity::join`]). An event both sent is
+    /// The entities two replicas of the same keys end with, joined by
+    /// evidence ([`Entity::join`]): ours (`self`) and `theirs`, under equal
+    /// clocks, each key `wanted` says is part of it. An event both sent is
     /// taken once, live if either holds it.
     pub fn join_with(
         &self,
         theirs: &StateSnapshot,
         wanted: impl Fn(&str) -> bool,
-        hands: impl Fn(EventId) -> Hands,
     ) -> Vec<(Text, Entity)> {
         let mut held: Vec<Held<'_>> = Vec::with_capacity(self.events.len() + theirs.events.len());
         let (mut i, mut j) = (0, 0);
@@ -542,17 +470,9 @@ impl StateSnapshot {
         }
         heap_sort_by(&mut held, |a, b| a.event.key < b.event.key);
         held.chunk_by_mut(|a, b| a.event.key == b.event.key)
-            .map(|group| (group[0].event.key.clone(), Entity::join(group, &hands)))
+            .map(|group| (group[0].event.key.clone(), Entity::join(group)))
             .collect()
     }
-}
-
-/// Where a snapshot's parts are: its live bitmap, the batch after the
-/// header, and its writer's second-hand clock (format 4).
-struct Header {
-    bits: Range<usize>,
-    second_hand: Option<VectorClock>,
-    body: usize,
 }
 
 /// A snapshot being decoded a slice at a time
@@ -580,61 +500,6 @@ impl Decoding {
 mod tests {
     use super::*;
     use crate::protocol::{EngineConfig, JsonValue, ReconciliationEngine};
-
-    /// Format 4 carries its writer's second-hand clock; a stored snapshot
-    /// of format 3 (none) still loads, as if all were second hand; a
-    /// second-hand clock out of order, of a zero entry, or cut short is a
-    /// typed error.
-    #[test]
-    fn the_second_hand_clock_round_trips_and_format_3_still_reads() {
-        let mut writer = ReconciliationEngine::new(PeerId(1), EngineConfig::default());
-        for i in 0..10u64 {
-            writer
-                .set(&format!("k{i}"), JsonValue::parse("1").unwrap(), 1_000 + i)
-                .unwrap();
-        }
-        let plain = StateSnapshot::decode(&writer.encode_snapshot()).expect("decodes");
-        // A newcomer's: all it holds is from the writer's snapshot.
-        let newcomer =
-            ReconciliationEngine::from_snapshot(PeerId(2), EngineConfig::default(), plain.clone())
-                .expect("loads");
-        assert_eq!(newcomer.second_hand(), writer.clock());
-        let bytes = newcomer.encode_snapshot();
-        assert_eq!(
-            StateSnapshot::second_hand_of(&bytes),
-            Ok(Some(writer.clock().clone()))
-        );
-        assert_eq!(StateSnapshot::decode(&bytes), Ok(plain.clone()));
-
-        // Format 3: no clock after the bitmap (an empty one is one byte, 0).
-        let four = plain.encode();
-        let bits = 1 + plain.live.len().div_ceil(8);
-        let at = MAGIC.len() + 1 + bits;
-        assert_eq!(four[at], 0, "the empty second-hand clock");
-        let mut three = four.clone();
-        three[MAGIC.len()] = 3;
-        three.remove(at);
-        assert_eq!(StateSnapshot::second_hand_of(&three), Ok(None));
-        assert_eq!(StateSnapshot::decode(&three), Ok(plain));
-
-        let with_clock = |entries: &[u8]| {
-            let mut bytes = four[..at].to_vec();
-            bytes.extend_from_slice(entries);
-            bytes.extend_from_slice(&four[at + 1..]);
-            bytes
-        };
-        for (entries, why) in [
-            (&[2, 5, 1, 0, 3][..], "second-hand clock out of order"),
-            (&[1, 5, 0][..], "second-hand clock entry of 0"),
-        ] {
-            let refused = StateSnapshot::second_hand_of(&with_clock(entries));
-            assert_eq!(refused, Err(SnapshotError::Malformed(why.into())));
-        }
-        assert!(
-            StateSnapshot::decode(&with_clock(&[3, 1])).is_err(),
-            "a count past its entries"
-        );
-    }
 
     /// A snapshot of more events than the reader takes is refused before
     /// any is decoded, whole or a slice at a time; at the bound it decodes.

@@ -591,7 +591,6 @@ fn unasked_leaf_entities_are_refused_and_change_nothing() {
     room.mallory_sends(&Message::LeafState {
         index,
         state: state.encode(),
-        second_hand: VectorClock::new(),
     });
     assert_eq!(room.a_rejected_from_mallory(), 1);
     assert_eq!(room.a.engine().stats().refused_state, 1);
@@ -605,7 +604,7 @@ fn unasked_leaf_entities_are_refused_and_change_nothing() {
     assert!(room
         .a
         .engine_mut()
-        .join_leaf(leaf, state, &VectorClock::new(), trust)
+        .join_leaf(leaf, state, trust)
         .is_ok_and(|joined| !joined));
     let mut equal_clock = StateSnapshot {
         version_vector: room.a.engine().clock().clone(),
@@ -620,13 +619,13 @@ fn unasked_leaf_entities_are_refused_and_change_nothing() {
     assert!(room
         .a
         .engine_mut()
-        .join_leaf(leaf, equal_clock.clone(), &VectorClock::new(), trust)
+        .join_leaf(leaf, equal_clock.clone(), trust)
         .is_err());
     equal_clock.events[0].id.seq = 1;
     assert!(room
         .a
         .engine_mut()
-        .join_leaf(leaf, equal_clock, &VectorClock::new(), trust)
+        .join_leaf(leaf, equal_clock, trust)
         .is_err());
     // Nothing moved: the value, its writer, the clock and the next write's
     // timestamp; the poison spreads nowhere and the peers keep working.
@@ -722,7 +721,6 @@ fn unasked_merkle_nodes_and_an_undecodable_leaf_are_refused_and_counted() {
         room.mallory_sends(&Message::LeafState {
             index: leaf as u32,
             state: junk,
-            second_hand: VectorClock::new(),
         });
     }
     // The first answer was asked for and does not decode; the two after
@@ -775,7 +773,6 @@ fn leaf_copy_of(room: &mut Room, event: EventId) {
     room.mallory_sends(&Message::LeafState {
         index: leaf,
         state: copy.encode(),
-        second_hand: VectorClock::new(),
     });
 }
 
@@ -786,18 +783,17 @@ fn writes_doc(node: &mut SyncNode, value: &str, at: u64) {
 }
 
 /// [`leaf_copy_of`] `event` changes nothing at `a`, where "doc" still
-/// shows `shown` (`None`: deleted): not its state, not its root (a
-/// sibling brought back would not show under LWW), and nothing is
-/// refused (every part of the copy verifies). The peers still converge.
-fn leaf_copy_changes_nothing(room: &mut Room, event: EventId, shown: Option<&str>) {
-    let shown = shown.map(|s| serde_json::json!(s));
+/// shows `shown`: not its state, not its root (a sibling brought back
+/// would not show under LWW), and nothing is refused (every part of the
+/// copy verifies). The peers still converge.
+fn leaf_copy_changes_nothing(room: &mut Room, event: EventId, shown: &str) {
     let before = (room.a.engine().state_json(), room.a.digest());
     leaf_copy_of(room, event);
     assert_eq!(room.a_rejected_from_mallory(), 0);
-    assert_eq!(room.a.engine().get("doc"), shown);
+    assert_eq!(room.a.engine().get("doc"), Some(serde_json::json!(shown)));
     assert_eq!((room.a.engine().state_json(), room.a.digest()), before);
     room.still_converge(0);
-    assert_eq!(room.b.engine().get("doc"), shown);
+    assert_eq!(room.b.engine().get("doc"), Some(serde_json::json!(shown)));
 }
 
 /// A leaf copy is a claim about which values live, and a leaf's repair
@@ -815,7 +811,7 @@ fn a_leaf_copy_that_leaves_a_value_out_does_not_delete_it() {
     let stale = room.a.engine().log().iter().last().expect("doc").id;
     writes_doc(&mut room.a, "newer", NOW + 1);
     room.pump();
-    leaf_copy_changes_nothing(&mut room, stale, Some("newer"));
+    leaf_copy_changes_nothing(&mut room, stale, "newer");
 }
 
 /// A leaf copy cannot bring back a value whose superseding write neither
@@ -833,36 +829,7 @@ fn a_leaf_copy_cannot_bring_back_a_value_its_writer_wrote_over() {
     room.pump();
     writes_doc(&mut room.a, "a's again", NOW + 2);
     room.pump();
-    leaf_copy_changes_nothing(&mut room, first, Some("a's again"));
-}
-
-/// A leaf copy cannot bring back a value a peer saw deleted or
-/// overwritten: `a` wrote "doc", then `b` deleted it (or overwrote it
-/// twice). The key's first write is carried by every copy of its leaf,
-/// and what superseded it by none, so joined by evidence alone Mallory's
-/// copy marking it live brought it back (a value again, or a sibling
-/// hidden under LWW), and repairs spread it (a helper's review). `a`
-/// applied those events itself: it knows the write is dead, whatever a
-/// copy says.
-#[test]
-fn a_leaf_copy_cannot_bring_back_a_value_a_peer_saw_superseded() {
-    let mut room = Room::with_doc();
-    let write = room.a.engine().log().iter().last().expect("doc").id;
-    room.b.write(|e| e.delete("doc", NOW + 1)).unwrap();
-    room.pump();
-    leaf_copy_changes_nothing(&mut room, write, None);
-
-    let mut room = Room::with_doc();
-    writes_doc(&mut room.b, "b's", NOW + 1);
-    room.pump();
-    writes_doc(&mut room.b, "b's again", NOW + 2);
-    room.pump();
-    // Folded too: nothing superseding the write is kept anywhere.
-    for node in [&mut room.a, &mut room.b] {
-        let clock = node.engine().clock().clone();
-        node.engine_mut().compact(&clock);
-    }
-    leaf_copy_changes_nothing(&mut room, write, Some("b's again"));
+    leaf_copy_changes_nothing(&mut room, first, "a's again");
 }
 
 /// Mallory signs a second version of one of her own events (a write of
@@ -915,7 +882,6 @@ fn a_leaf_copy_with_another_version_of_a_kept_event_is_refused() {
         room.mallory_sends(&Message::LeafState {
             index: leaf,
             state: copy.encode(),
-            second_hand: VectorClock::new(),
         });
         let refused = refusals(&mut room.a);
         assert!(
@@ -1794,11 +1760,7 @@ fn a_leaf_of_more_events_than_our_clock_counts_is_refused_before_decoding() {
     let state = deletes_state(room.mallory.peer(), 200_000, clock);
     println!("a leaf of 200,000 events in {} B", state.len());
     let before = room.a.engine().state_json();
-    room.mallory_sends(&Message::LeafState {
-        index: leaf,
-        state,
-        second_hand: VectorClock::new(),
-    });
+    room.mallory_sends(&Message::LeafState { index: leaf, state });
     // a's clock counts the one event it wrote.
     refused_as_too_many(&mut room, 200_000, 1);
     assert_eq!(room.a.engine().state_json(), before);

@@ -13,7 +13,7 @@ use cpc_sync::protocol::sync::wire::{self, Decoded, Message, Reassembler};
 use cpc_sync::protocol::sync::{Output, SyncConfig, SyncNode};
 use cpc_sync::protocol::testing::mutate;
 use cpc_sync::protocol::{
-    EngineConfig, EventId, P2PEvent, PeerId, ReconciliationEngine, StateSnapshot, VectorClock,
+    EngineConfig, EventId, P2PEvent, PeerId, ReconciliationEngine, StateSnapshot,
 };
 use proptest::prelude::*;
 use proptest::test_runner::Config;
@@ -74,7 +74,6 @@ pub(crate) fn sample_frames() -> Vec<Vec<u8>> {
         Message::LeafState {
             index: 7,
             state: a.leaf_state(7).encode(),
-            second_hand: VectorClock::new(),
         },
     ];
     messages.iter().flat_map(|m| wire::encode(m, 1)).collect()

@@ -535,11 +535,10 @@ fn check(lie: Lie, new: Newcomer, honest_folds: bool) -> Result<(), TestCaseErro
     );
     let end = state(&net.nodes[NEW]);
     prop_assert_eq!(&end, &state(&net.nodes[HONEST]));
-    // A value the liar left out (a live mark cleared, a run dropped), or
-    // one it marked live that was superseded, is the newcomer's until
-    // Merkle repair under equal clocks joins its leaves with the honest
-    // peer's: the newcomer knows them second hand and defers to the honest
-    // peer, which applied the events itself and loses or gains nothing.
+    // A value the liar left out (a live mark cleared, a run dropped) is
+    // missing at the newcomer until Merkle repair under equal clocks joins
+    // its leaf with the honest peer's by evidence: the value comes back,
+    // and the honest peer loses nothing (no event supersedes it).
     prop_assert_eq!(&end, &honest_state, "the honest peer's state changed");
     shows_only_signed(&net.nodes[HONEST], &signed, &writers).map_err(TestCaseError::fail)?;
     let still = LocalWrite::Set {

@@ -271,12 +271,6 @@ pub struct ReconciliationEngine {
     clock: HybridClock,
     /// The version vector: per origin, how many of its events are applied.
     applied: VectorClock,
-    /// Per origin, up to which event this engine knows the state only
-    /// from snapshots it loaded (someone's word, its own storage's too),
-    /// not from applying the events itself: what a Merkle leaf's repair
-    /// defers on ([`Entity::join`]). Above it, an event's dot we lack was
-    /// superseded here, by an event we applied.
-    second_hand: VectorClock,
     /// Origins whose entry of `applied` grew since our last local event:
     /// the next local event's `deps`.
     unsent: unsent::UnsentDeps,
@@ -323,7 +317,6 @@ impl ReconciliationEngine {
             peer,
             clock: HybridClock::new(config.max_clock_skew_ms),
             applied: VectorClock::new(),
-            second_hand: VectorClock::new(),
             unsent: unsent::UnsentDeps::default(),
             applied_hint: Hint::default(),
             moved: None,
@@ -369,25 +362,6 @@ impl ReconciliationEngine {
     /// The version vector of applied events.
     pub fn clock(&self) -> &VectorClock {
         &self.applied
-    }
-
-    /// Per origin, up to which event this engine knows the state only from
-    /// snapshots (see [`join_leaf`](Self::join_leaf)): sent with our copy
-    /// of a Merkle leaf, and stored with our snapshots.
-    pub fn second_hand(&self) -> &VectorClock {
-        &self.second_hand
-    }
-
-    /// After a restart from our own stored snapshot (which made all it
-    /// holds second hand), what we knew second hand when we stored it
-    /// ([`StateSnapshot::second_hand_of`]): the rest we had applied
-    /// ourselves. Never above the clock.
-    pub fn restore_second_hand(&mut self, stored: &VectorClock) {
-        let entries = stored
-            .iter()
-            .map(|(peer, seq)| (peer, seq.min(self.second_hand.get(peer))))
-            .collect();
-        self.second_hand = VectorClock::from_entries(entries);
     }
 
     pub fn archive(&self) -> &Archive {

@@ -1005,7 +1005,7 @@ mod tests {
         take(&mut other, [runs[1].clone(), runs[2].clone()].concat());
         let leaf = digest::leaf_of(&runs[2][0].key);
         let answer = other.leaf_state(leaf);
-        let refused = peer.join_leaf(leaf, answer, &VectorClock::new(), SIGNED);
+        let refused = peer.join_leaf(leaf, answer, SIGNED);
         assert!(
             matches!(&refused, Err(SnapshotError::OverlappingRun(_))),
             "{refused:?}"

@@ -5,23 +5,13 @@
 //! out of a snapshot or leaf, or marked a superseded one live. The
 //! version-vector join cannot tell which side was lied to (each has seen
 //! what the other holds alone), and taking the intersection let any member
-//! delete any value room-wide with a leaf copy that left it out; taking
-//! the union let it bring back any value whose superseders the copies do
-//! not carry (a deleted key's first write, which every copy carries).
-//!
-//! Signed events settle what they can: a value either side holds stays
-//! unless an event either side sent supersedes it. The rest is settled by
-//! who knows first hand. A peer that applied an event itself knows
-//! whether its dot lives: it ran the operations. One that has it from a
-//! snapshot has only the sender's word (the live marks are claims). So
-//! each side trusts its own first-hand knowledge, defers to the other's
-//! where its own is second hand, and where neither applied the event
-//! keeps the value (losing one is worse than an old one shown again).
-//! A liar then reaches only what its victim knows second hand, and a
-//! peer that applied the events heals what it was told.
+//! delete any value room-wide with a leaf copy that left it out. So the
+//! join goes by evidence: a value either side holds stays unless a signed
+//! event either side shows supersedes it.
+
 use super::Entity;
 use crate::protocol::clock::PeerId;
-use crate::protocol::event::{EventId, Operation, P2PEvent, SetOp};
+use crate::protocol::event::{Operation, P2PEvent, SetOp};
 use crate::protocol::heap_sort::{heap_sort_by, heap_sort_by_key};
 use crate::protocol::value::JsonValue;
 
@@ -33,27 +23,16 @@ pub struct Held<'a> {
     pub theirs: bool,
 }
 
-/// Which sides applied an event themselves (rather than having its state
-/// from a snapshot).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Hands {
-    pub ours: bool,
-    pub theirs: bool,
-}
-
 impl Entity {
-    /// The entity we end with, from the events of one key either side
-    /// sent (each once; runs bring them, live or not), and `hands`: which
-    /// sides applied an event themselves. Every event is applied in
-    /// `(hlc, dot)` order, as [`rebuild`](Self::rebuild) does: a dot none
-    /// of them supersedes survives. A dot only one side holds must also
-    /// outlive its own origin's later operations on the same state (a
-    /// writer's later write observed what it held: a chain of writers may
-    /// have superseded it through events neither side keeps), and then:
-    /// held by us, it stays if we applied it ourselves or they did not; held
-    /// by them, it is taken unless we applied it ourselves. The other side
-    /// decides alike, so two honest peers end with the same leaf.
-    pub fn join(events: &mut [Held<'_>], hands: impl Fn(EventId) -> Hands) -> Entity {
+    /// The entity both replicas end with, from the events of one key
+    /// either sent (each once; runs bring them, live or not). Every event
+    /// is applied in `(hlc, dot)` order, as [`rebuild`](Self::rebuild)
+    /// does: a dot none of them supersedes survives. A dot only one side
+    /// holds must also outlive its origin's own later operations on the
+    /// same state (a writer's later write observed what it held), since a
+    /// chain of writers may have superseded it through events neither side
+    /// still keeps. Symmetric in the sides, so both converge.
+    pub fn join(events: &mut [Held<'_>]) -> Entity {
         heap_sort_by_key(events, |h| (h.event.hlc, h.event.id));
         let flagged: Vec<(&P2PEvent, bool)> = events
             .iter()
@@ -68,17 +47,7 @@ impl Entity {
             |dot| match by_id.binary_search_by_key(dot, |h| h.event.id) {
                 Ok(at) => {
                     let held = by_id[at];
-                    if held.ours && held.theirs {
-                        return true;
-                    }
-                    if outlived.by_origin(held.event) {
-                        return false;
-                    }
-                    let hands = hands(held.event.id);
-                    match held.ours {
-                        true => hands.ours || !hands.theirs,
-                        false => !hands.ours,
-                    }
+                    (held.ours && held.theirs) || !outlived.by_origin(held.event)
                 }
                 // Not an event of the key's (a counter's dot is its
                 // contribution's event): not flagged, so not applied.

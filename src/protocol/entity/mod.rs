@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
 pub use counter::Counter;
-pub use join::{Hands, Held};
+pub use join::Held;
 pub use or_set::OrSet;
 pub use register::{Register, Sibling};
 

@@ -190,7 +190,6 @@ impl World {
                 let message = Message::LeafState {
                     index,
                     state: state.encode(),
-                    second_hand: VectorClock::new(),
                 };
                 wire::encode(&message, 6)
             }

@@ -328,7 +328,6 @@ fn kinds(heard: &[Message]) -> Vec<Vec<u8>> {
         Message::LeafState {
             index: 7,
             state: e.leaf_state(7).encode(),
-            second_hand: VectorClock::new(),
         },
         Message::Ping { sent_ms: 5 },
         Message::Pong { sent_ms: 5 },

@@ -459,9 +459,6 @@ impl SyncNode {
         let mut engine = ReconciliationEngine::new(peer, engine_config);
         if let Some(bytes) = snapshot {
             engine.load_snapshot(StateSnapshot::decode_shared(bytes)?, Trust::OWN)?;
-            if let Some(second_hand) = StateSnapshot::second_hand_of(bytes)? {
-                engine.restore_second_hand(&second_hand);
-            }
         }
         for event in events {
             // Our own storage: a refusal here means the store was damaged;
@@ -888,11 +885,7 @@ impl SyncNode {
                 children,
             } => self.on_merkle_nodes(from, depth, index, &children),
             Message::LeafQuery { index } => self.on_leaf_query(from, index),
-            Message::LeafState {
-                index,
-                state,
-                second_hand,
-            } => self.on_leaf(from, index, &state, &second_hand, now_ms),
+            Message::LeafState { index, state } => self.on_leaf(from, index, &state, now_ms),
             Message::ReconciliationRequest(request) => self.on_request(from, request, now_ms),
             Message::ReconciliationResponse(response) => self.on_response(from, response, now_ms),
             Message::Overlay(message) => self.on_overlay(from, message),

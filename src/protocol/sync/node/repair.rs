@@ -10,7 +10,6 @@ use super::{
     MAX_RESENT_BYTES_PER_INTERVAL,
 };
 use crate::protocol::clock::{PeerId, VectorClock};
-use crate::protocol::codec::content;
 use crate::protocol::digest::{FANOUT, LEAF_DEPTH, LEAVES};
 use crate::protocol::engine::Trust;
 use crate::protocol::event::Hash32;
@@ -700,44 +699,23 @@ impl SyncNode {
         // Our writes are sealed first: the copy carries signed runs only.
         self.flush_local();
         let state = self.engine.leaf_state(index as u16).encode();
-        // The second-hand clock goes with it, as large as the room's
-        // origins where we loaded a snapshot: charged and bounded with the
-        // copy, or a sweep of small leaves would send it thousands of times.
-        let second_hand = self.engine.second_hand().clone();
-        let mut clock = Vec::new();
-        content::clock(&mut clock, &second_hand);
-        let size = state.len() + clock.len();
         // Charged whether it goes or not: the encoding was the work.
         if let Some(session) = self.sessions.get_mut(&from) {
-            session.spent.leaf_bytes += size;
+            session.spent.leaf_bytes += state.len();
         }
-        if size > MAX_LEAF_STATE {
+        if state.len() > MAX_LEAF_STATE {
             // A message the asker would refuse (and charge us for) at
             // every ask: the leaf is left unrepaired instead, its keys
             // healing when they are written again.
             return;
         }
-        self.send(
-            from,
-            &Message::LeafState {
-                index,
-                state,
-                second_hand,
-            },
-        );
+        self.send(from, &Message::LeafState { index, state });
     }
 
     /// Joins a peer's copy of a leaf we asked it for, once it verifies.
     /// Unasked copies are refused: state that arrives whole is taken only
     /// in answer to a request of ours.
-    pub(super) fn on_leaf(
-        &mut self,
-        from: PeerId,
-        index: u32,
-        state: &[u8],
-        second_hand: &VectorClock,
-        now_ms: u64,
-    ) {
+    pub(super) fn on_leaf(&mut self, from: PeerId, index: u32, state: &[u8], now_ms: u64) {
         let asked = index < LEAVES as u32
             && (self.sessions.get_mut(&from))
                 .is_some_and(|s| s.asked_leaves.answered(index as u16));
@@ -756,9 +734,7 @@ impl SyncNode {
         // and within it): refused before any is decoded.
         let limit = usize::try_from(self.engine.clock().total()).unwrap_or(usize::MAX);
         let joined = match StateSnapshot::decode_at_most(state, limit) {
-            Ok(state) => self
-                .engine
-                .join_leaf(index as u16, state, second_hand, trust),
+            Ok(state) => self.engine.join_leaf(index as u16, state, trust),
             Err(e) => {
                 self.engine.count_refused_state();
                 Err(e)

@@ -78,15 +78,10 @@ pub fn put_message(out: &mut Vec<u8>, message: &Message) {
             w.variant(6);
             w.u64(u64::from(*index));
         }
-        Message::LeafState {
-            index,
-            state,
-            second_hand,
-        } => {
+        Message::LeafState { index, state } => {
             w.variant(7);
             w.u64(u64::from(*index));
             w.slice(state);
-            w.clock(second_hand);
         }
         Message::SnapshotOffer {
             id,
@@ -252,7 +247,6 @@ fn read_message(r: &mut Postcard) -> Message {
         7 => Message::LeafState {
             index: r.u32(),
             state: r.slice().to_vec(),
-            second_hand: r.clock(),
         },
         8 => Message::SnapshotOffer {
             id: hash(r),

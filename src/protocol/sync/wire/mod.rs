@@ -39,10 +39,8 @@ use crate::protocol::room::Proof;
 /// malformed). 7: a handshake's proof names the connection it was made
 /// for (`Proof::channel`; a peer of 6 would fail every handshake as if
 /// the secret were wrong). 8: a reconciliation request names its key (a
-/// peer of 7 would read the key's bytes as the start of its events). 9: a
-/// leaf's copy carries its sender's second-hand clock (a peer of 8 would
-/// join copies by a rule the others do not follow).
-pub const PROTOCOL_VERSION: u8 = 9;
+/// peer of 7 would read the key's bytes as the start of its events).
+pub const PROTOCOL_VERSION: u8 = 8;
 /// The largest frame sent or accepted.
 pub const MAX_FRAME: usize = 64 * 1024;
 /// The largest message reassembled from chunks (a snapshot travels in its
@@ -121,14 +119,11 @@ pub enum Message {
     },
     /// The answer to a `LeafQuery`: the leaf's state as an encoded
     /// [`StateSnapshot`](crate::protocol::StateSnapshot) restricted to its
-    /// keys (the signed events it rests on), verified before it is joined,
-    /// and the sender's second-hand clock: up to where it knows the state
-    /// only from snapshots ([`ReconciliationEngine::join_leaf`](crate::protocol::ReconciliationEngine::join_leaf)).
+    /// keys (the signed events it rests on), verified before it is joined.
     LeafState {
         index: u32,
         #[serde(with = "serde_bytes")]
         state: Vec<u8>,
-        second_hand: VectorClock,
     },
     /// A snapshot this peer can send (the receiver is behind its horizon),
     /// with the version vector it covers; `gzip`, the same bytes gzipped,
