@@ -7,7 +7,11 @@
 //! what the other holds alone), and taking the intersection let any member
 //! delete any value room-wide with a leaf copy that left it out. So the
 //! join goes by evidence: a value either side holds stays unless a signed
-//! event either side shows supersedes it.
+//! event either side shows supersedes it. Its price: a value whose
+//! superseding events neither copy carries comes back (a deleted key's
+//! first write, which every copy carries as the key's first operation).
+//! Losing a value was judged worse; docs/DECISIONS.md ("A leaf's repair
+//! joins by evidence") says what was tried against it and what would do.
 
 use super::Entity;
 use crate::protocol::clock::PeerId;
