@@ -776,6 +776,13 @@ fn leaf_copy_of(room: &mut Room, event: EventId) {
     });
 }
 
+/// [`Room::with_doc`], and the id of `a`'s write of "doc".
+fn room_with_doc_write() -> (Room, EventId) {
+    let room = Room::with_doc();
+    let write = room.a.engine().log().iter().last().expect("doc").id;
+    (room, write)
+}
+
 /// `node` writes the string `value` to "doc".
 fn writes_doc(node: &mut SyncNode, value: &str, at: u64) {
     let value = json(&serde_json::json!(value).to_string());
@@ -807,8 +814,7 @@ fn leaf_copy_changes_nothing(room: &mut Room, event: EventId, shown: &str) {
 /// and the stale write stays superseded by the write that did.
 #[test]
 fn a_leaf_copy_that_leaves_a_value_out_does_not_delete_it() {
-    let mut room = Room::with_doc();
-    let stale = room.a.engine().log().iter().last().expect("doc").id;
+    let (mut room, stale) = room_with_doc_write();
     writes_doc(&mut room.a, "newer", NOW + 1);
     room.pump();
     leaf_copy_changes_nothing(&mut room, stale, "newer");
@@ -823,8 +829,7 @@ fn a_leaf_copy_that_leaves_a_value_out_does_not_delete_it() {
 /// by what it observed, but its writer's later write did.
 #[test]
 fn a_leaf_copy_cannot_bring_back_a_value_its_writer_wrote_over() {
-    let mut room = Room::with_doc();
-    let first = room.a.engine().log().iter().last().expect("doc").id;
+    let (mut room, first) = room_with_doc_write();
     writes_doc(&mut room.b, "b's", NOW + 1);
     room.pump();
     writes_doc(&mut room.a, "a's again", NOW + 2);

@@ -1049,9 +1049,15 @@ impl ReconciliationEngine {
                 .entities
                 .insert_new(Slot::new(key.clone(), entity, None)),
         };
+        self.note_joined(index, &key);
+    }
+
+    /// The books learn of the entity at `index` (`key`'s), changed by a
+    /// join; room state, the room's policies too.
+    fn note_joined(&mut self, index: u32, key: &str) {
         self.books.touch(index, self.entities.at(index));
-        if is_reserved(&key) {
-            self.refresh_room_policy(&key);
+        if is_reserved(key) {
+            self.refresh_room_policy(key);
         }
     }
 
@@ -1077,10 +1083,7 @@ impl ReconciliationEngine {
                     .insert_new(Slot::new(key.clone(), fresh, None))
             }
         };
-        self.books.touch(index, self.entities.at(index));
-        if is_reserved(&key) {
-            self.refresh_room_policy(&key);
-        }
+        self.note_joined(index, &key);
     }
 
     /// Folds the archive and the runs leaving the log (`folded`) down to
@@ -1193,12 +1196,6 @@ mod tests {
         assert_eq!(b.state(), a.state());
     }
 
-    /// A snapshot raising an origin's entry that leaves out keys that
-    /// origin wrote before (b's writes 1..=10 are in our log; the
-    /// snapshot holds only b's run 11..=12): the state we keep is the
-    /// state our own stored snapshot restores. The log's events of b were
-    /// dropped, and with them the evidence of keys still shown. (A
-    /// helper's review.)
     /// Every dot of `leaf`'s keys, sorted.
     fn leaf_dots(engine: &mut ReconciliationEngine, leaf: u16) -> Vec<EventId> {
         engine.digest();
@@ -1278,6 +1275,12 @@ mod tests {
         }
     }
 
+    /// A snapshot raising an origin's entry that leaves out keys that
+    /// origin wrote before (b's writes 1..=10 are in our log; the
+    /// snapshot holds only b's run 11..=12): the state we keep is the
+    /// state our own stored snapshot restores. The log's events of b were
+    /// dropped, and with them the evidence of keys still shown. (A
+    /// helper's review.)
     #[test]
     fn what_we_show_after_a_load_is_what_we_store() {
         use crate::protocol::seal;

@@ -486,32 +486,23 @@ mod tests {
         let total = 1000;
         let mut transfer = incoming(total);
         let chunk = [1u8; 50];
+        // The source's next chunk, at the offset it reached.
+        let next = |transfer: &mut Incoming| {
+            let at = transfer.received();
+            transfer.accept(PeerId(1), Hash32([7; 32]), at, total, &chunk, 0)
+        };
         for _ in 0..4 {
-            assert!(transfer.accept(
-                PeerId(1),
-                Hash32([7; 32]),
-                transfer.received(),
-                total,
-                &chunk,
-                0
-            ));
+            assert!(next(&mut transfer));
         }
         assert!(
             transfer.bytes.capacity() < total as usize,
             "reserved at a fifth"
         );
-        assert!(transfer.accept(PeerId(1), Hash32([7; 32]), 200, total, &chunk, 0));
+        assert!(next(&mut transfer));
         assert!(transfer.bytes.capacity() >= total as usize);
         let at = transfer.bytes.as_ptr();
         while !transfer.is_complete() {
-            assert!(transfer.accept(
-                PeerId(1),
-                Hash32([7; 32]),
-                transfer.received(),
-                total,
-                &chunk,
-                0
-            ));
+            assert!(next(&mut transfer));
         }
         assert_eq!(transfer.bytes.as_ptr(), at, "moved after the reserve");
     }
