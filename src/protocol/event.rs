@@ -154,6 +154,14 @@ impl Operation {
         }
     }
 
+    /// Whether the operation takes something away: it observed a dot (an
+    /// overwrite, a delete, a remove). A counter's delete is not counted:
+    /// a counter's join never drops a contribution, and its cancellations
+    /// are live dots of their own.
+    pub fn supersedes(&self) -> bool {
+        self.observed_clock().is_some_and(|o| !o.is_empty())
+    }
+
     /// What the operation observed, as a clock of dots (every kind but
     /// the counter's, whose delete observes shares).
     pub fn observed_clock(&self) -> Option<&VectorClock> {

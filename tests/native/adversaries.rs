@@ -790,17 +790,18 @@ fn writes_doc(node: &mut SyncNode, value: &str, at: u64) {
 }
 
 /// [`leaf_copy_of`] `event` changes nothing at `a`, where "doc" still
-/// shows `shown`: not its state, not its root (a sibling brought back
-/// would not show under LWW), and nothing is refused (every part of the
-/// copy verifies). The peers still converge.
-fn leaf_copy_changes_nothing(room: &mut Room, event: EventId, shown: &str) {
+/// shows `shown` (`None`: deleted): not its state, not its root (a
+/// sibling brought back would not show under LWW), and nothing is
+/// refused (every part of the copy verifies). The peers still converge.
+fn leaf_copy_changes_nothing(room: &mut Room, event: EventId, shown: Option<&str>) {
+    let shown = shown.map(|s| serde_json::json!(s));
     let before = (room.a.engine().state_json(), room.a.digest());
     leaf_copy_of(room, event);
     assert_eq!(room.a_rejected_from_mallory(), 0);
-    assert_eq!(room.a.engine().get("doc"), Some(serde_json::json!(shown)));
+    assert_eq!(room.a.engine().get("doc"), shown);
     assert_eq!((room.a.engine().state_json(), room.a.digest()), before);
     room.still_converge(0);
-    assert_eq!(room.b.engine().get("doc"), Some(serde_json::json!(shown)));
+    assert_eq!(room.b.engine().get("doc"), shown);
 }
 
 /// A leaf copy is a claim about which values live, and a leaf's repair
@@ -817,7 +818,7 @@ fn a_leaf_copy_that_leaves_a_value_out_does_not_delete_it() {
     let (mut room, stale) = room_with_doc_write();
     writes_doc(&mut room.a, "newer", NOW + 1);
     room.pump();
-    leaf_copy_changes_nothing(&mut room, stale, "newer");
+    leaf_copy_changes_nothing(&mut room, stale, Some("newer"));
 }
 
 /// A leaf copy cannot bring back a value whose superseding write neither
@@ -834,7 +835,112 @@ fn a_leaf_copy_cannot_bring_back_a_value_its_writer_wrote_over() {
     room.pump();
     writes_doc(&mut room.a, "a's again", NOW + 2);
     room.pump();
-    leaf_copy_changes_nothing(&mut room, first, "a's again");
+    leaf_copy_changes_nothing(&mut room, first, Some("a's again"));
+}
+
+/// A copy carries a key's first operation for good, so a deleted key's
+/// first value was one live mark away from coming back: Mallory marked
+/// it live, the join found nothing either copy carried to supersede it,
+/// and honest repairs carried it on. The events that superseded a value
+/// (for each origin, the one that observed the most of it) now travel
+/// with every copy, so both sides hold the delete.
+#[test]
+fn a_leaf_copy_cannot_bring_back_a_deleted_value() {
+    let (mut room, first) = room_with_doc_write();
+    room.b
+        .write(|e| e.delete("doc", NOW + 1).map(|_| None))
+        .unwrap();
+    room.pump();
+    leaf_copy_changes_nothing(&mut room, first, None);
+}
+
+/// The same for a first value another writer overwrote twice: its second
+/// write observed only its first, and neither is what the state rests
+/// on now; the first write, which observed `a`'s, travels with the key.
+#[test]
+fn a_leaf_copy_cannot_bring_back_a_value_another_writer_wrote_over_twice() {
+    let (mut room, first) = room_with_doc_write();
+    writes_doc(&mut room.b, "b's", NOW + 1);
+    room.pump();
+    writes_doc(&mut room.b, "b's again", NOW + 2);
+    room.pump();
+    leaf_copy_changes_nothing(&mut room, first, Some("b's again"));
+}
+
+/// Nothing checks an event's timestamp against what it observed: Mallory
+/// signs a delete of `a`'s "doc" dated before the write it deletes, and
+/// every peer applies it (it observed the write, so the write goes).
+/// Rebuilt in timestamp order, a leaf's join applied her delete first,
+/// where it superseded nothing, and her copy marking the write live
+/// brought "doc" back, though both copies carried the delete. A dot is
+/// superseded by whatever observed it, in any order.
+#[test]
+fn a_delete_dated_before_its_value_still_covers_it_in_a_leaf_join() {
+    let (mut room, first) = room_with_doc_write();
+    let doc = room
+        .a
+        .engine()
+        .kept_event(first)
+        .expect("a's write")
+        .clone();
+    let mallory = Identity::from_seed(666);
+    let mut delete = room.mallory_writes(|e| {
+        e.set("hers", json("1"), NOW).unwrap();
+    });
+    delete.truncate(1);
+    delete[0].key = "doc".into();
+    delete[0].op = Operation::Register(RegisterOp::Delete {
+        observed: [(doc.id.peer, doc.id.seq)].into_iter().collect(),
+    });
+    delete[0].hlc = cpc_sync::protocol::clock::Timestamp(doc.hlc.0 - 1);
+    delete[0].seal = None;
+    seal::seal(&mallory, &mut delete);
+    room.mallory_sends(&Message::Events(delete));
+    room.pump();
+    assert_eq!(room.a.engine().get("doc"), None, "her delete is a delete");
+    assert_eq!(room.b.engine().get("doc"), None);
+    leaf_copy_changes_nothing(&mut room, first, None);
+}
+
+/// Any member is "ahead" of a peer with one write of its own not yet
+/// gossiped, so it may offer that peer a snapshot, which the peer joins
+/// into its state. Joined by the version vectors alone, every dot the
+/// snapshot's clock covered and its state lacked was dropped: Mallory
+/// left `a`'s "doc" out (its run carried, as its origin's head, but not
+/// marked live) and deleted it at `a`, and, offered to every peer, room-
+/// wide. A dot of ours now goes only if an event the snapshot carries
+/// supersedes it; this one is kept, and counted.
+#[test]
+fn a_pushed_snapshot_that_leaves_a_value_out_does_not_delete_it() {
+    let (mut room, write) = room_with_doc_write();
+    let mut snapshot = room.a.engine().snapshot();
+    let mine = room.mallory_writes(|e| {
+        e.set("hers", json("1"), NOW).unwrap();
+    });
+    let mut clock = snapshot.version_vector.clone();
+    clock.set(room.mallory.peer(), mine.len() as u64);
+    for (event, live) in snapshot.events.iter().zip(&mut snapshot.live) {
+        *live &= event.id != write;
+    }
+    snapshot.events.extend(mine);
+    snapshot.live.resize(snapshot.events.len(), true);
+    snapshot.version_vector = clock.clone();
+    let before = room.a.digest();
+    offer_snapshot(&mut room, clock.clone(), snapshot.encode());
+    room.pump();
+    assert_eq!(*room.a.engine().clock(), clock, "the snapshot was taken");
+    assert_eq!(room.a.engine().get("hers"), Some(serde_json::json!(1)));
+    assert_eq!(
+        room.a.engine().get("doc"),
+        Some(serde_json::json!("honest"))
+    );
+    assert_eq!(room.a.engine().stats().kept_unsuperseded, 1);
+    assert_ne!(room.a.digest(), before, "her write joined");
+    room.still_converge(0);
+    assert_eq!(
+        room.b.engine().get("doc"),
+        Some(serde_json::json!("honest"))
+    );
 }
 
 /// Mallory signs a second version of one of her own events (a write of

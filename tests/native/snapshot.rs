@@ -82,6 +82,35 @@ fn loading_joins_states_so_neither_side_loses_writes() {
     assert_converged(&mut [a, b]);
 }
 
+/// A snapshot joined into a state of its own keeps every dot of ours
+/// that no event it carries supersedes (a member could otherwise delete
+/// any value by leaving it out), so it must carry what superseded the
+/// values a peer behind it may still hold, folds or not: a peer back
+/// after a's fold learns of the overwrite, the delete and the removal.
+#[test]
+fn a_lagging_peer_learns_folded_supersessions_from_a_snapshot() {
+    let (mut a, mut b) = (engine(1), engine(2));
+    let old = [
+        a.set("r", json("1"), 1_000).unwrap(),
+        a.set("gone", json("2"), 1_001).unwrap(),
+        a.add("s", json("\"m\""), 1_002).unwrap(),
+    ];
+    deliver(&mut b, &old, 1_003);
+    a.set("r", json("3"), 2_000).unwrap();
+    a.delete("gone", 2_001).unwrap();
+    a.remove("s", json("\"m\""), 2_002).unwrap();
+    let all = a.clock().clone();
+    assert!(a.compact(&all) > 0);
+    assert!(a.log().is_empty(), "every event folded");
+    let snapshot = StateSnapshot::decode(&a.encode_snapshot()).unwrap();
+    b.load_snapshot(snapshot, Trust::OWN).unwrap();
+    assert_eq!(b.get("r"), Some(serde_json::json!(3)));
+    assert_eq!(b.get("gone"), None);
+    assert_eq!(b.get("s"), None, "an empty set shows as nothing");
+    assert_eq!(b.stats().kept_unsuperseded, 0);
+    assert_converged(&mut [a, b]);
+}
+
 #[test]
 fn a_snapshot_is_no_larger_than_its_event_log() {
     let mut a = engine(1);

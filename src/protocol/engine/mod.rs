@@ -4,6 +4,7 @@
 mod archive;
 mod compaction;
 mod entities;
+mod evidence;
 mod holding;
 mod local;
 mod log;
@@ -165,6 +166,9 @@ pub struct EngineStats {
     pub refused_not_ours: u64,
     /// Snapshots and Merkle leaves refused (unverifiable, inflated, forged).
     pub refused_state: u64,
+    /// Dots of ours a snapshot's clock covers and its state left out with
+    /// no event of its to supersede them, kept (`engine/evidence.rs`).
+    pub kept_unsuperseded: u64,
     /// Held runs found waiting, through held events, on themselves: no
     /// order of events applies them (only key holders can seal such
     /// runs). They stay held until a snapshot brings what they name.
@@ -293,6 +297,13 @@ pub struct ReconciliationEngine {
     log: EventLog,
     /// Runs out of the log that the state still rests on.
     archive: Archive,
+    /// The superseders snapshots and leaf copies carry (`evidence.rs`):
+    /// the folded ones', and the log's as of `(stats.applied, log.len())`.
+    dominators: evidence::Dominators,
+    log_dominators: Option<((u64, usize), evidence::Dominators)>,
+    /// How many logged events supersede something: none, and a snapshot
+    /// does not walk the log for them.
+    logged_superseders: usize,
     holding: HoldingQueue,
     /// Tries of held runs together stopped for an event not here, kept
     /// to go on from where they stopped ([`runs::Stalled`]).
@@ -325,6 +336,9 @@ impl ReconciliationEngine {
             entities: Entities::with_seed(config.hash_seed),
             log: EventLog::with_seed(config.hash_seed),
             archive: Archive::default(),
+            dominators: evidence::Dominators::default(),
+            log_dominators: None,
+            logged_superseders: 0,
             stalled: Vec::new(),
             holding: HoldingQueue::new(
                 config.holding_capacity,

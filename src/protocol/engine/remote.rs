@@ -376,6 +376,7 @@ impl ReconciliationEngine {
         if let Some(journal) = &mut self.journal {
             journal.push(super::JournalEntry::Applied(id));
         }
+        self.logged_superseders += usize::from(event.op.supersedes());
         self.log.append(event);
     }
 }

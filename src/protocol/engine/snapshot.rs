@@ -488,11 +488,12 @@ impl ReconciliationEngine {
         &'a self,
         slots: impl Fn() -> I,
         heads: bool,
+        superseders: &[EventId],
     ) -> Needed {
         // Sized by what `slots` says it holds: a leaf's few, not the state's.
-        let capacity = slots().size_hint().0 * 2;
-        self.needed_packed(slots(), heads, capacity)
-            .unwrap_or_else(|| self.needed_pairs(slots(), heads, capacity))
+        let capacity = slots().size_hint().0 * 2 + superseders.len();
+        self.needed_packed(slots(), heads, superseders, capacity)
+            .unwrap_or_else(|| self.needed_pairs(slots(), heads, superseders, capacity))
     }
 
     /// What the whole state rests on, with every origin's head: marked in
@@ -500,14 +501,15 @@ impl ReconciliationEngine {
     /// sort, else as [`needed`](Self::needed).
     fn needed_whole(&self) -> Needed {
         let capacity = self.entities.len() * 2;
-        self.needed_dense(capacity)
-            .unwrap_or_else(|| self.needed(|| self.entities.values(), true))
+        let superseders = self.superseders();
+        self.needed_dense(capacity, &superseders)
+            .unwrap_or_else(|| self.needed(|| self.entities.values(), true, &superseders))
     }
 
     /// [`needed_whole`](Self::needed_whole) in a bitmap; `None` where the
     /// clock's ids are too many for `capacity` words, or an id is outside
     /// the clock.
-    fn needed_dense(&self, capacity: usize) -> Option<Needed> {
+    fn needed_dense(&self, capacity: usize, superseders: &[EventId]) -> Option<Needed> {
         let mut dense = Dense::new(&self.applied, capacity)?;
         let mut fits = true;
         for slot in self.entities.values() {
@@ -517,7 +519,7 @@ impl ReconciliationEngine {
                 dense.mark(id, false)?;
             }
         }
-        for id in self.heads() {
+        for id in self.heads().chain(superseders.iter().copied()) {
             dense.mark(id, false)?;
         }
         fits.then(|| dense.into_needed())
@@ -528,6 +530,7 @@ impl ReconciliationEngine {
         &self,
         slots: impl Iterator<Item = &'a Slot>,
         heads: bool,
+        superseders: &[EventId],
         capacity: usize,
     ) -> Needed {
         let mut ids = Vec::with_capacity(capacity);
@@ -538,6 +541,7 @@ impl ReconciliationEngine {
         if heads {
             ids.extend(self.heads().map(|id| (id, false)));
         }
+        ids.extend(superseders.iter().map(|&id| (id, false)));
         Needed::new(ids)
     }
 
@@ -547,6 +551,7 @@ impl ReconciliationEngine {
         &self,
         slots: impl Iterator<Item = &'a Slot>,
         heads: bool,
+        superseders: &[EventId],
         capacity: usize,
     ) -> Option<Needed> {
         let mut packed = Packed::new(&self.applied)?;
@@ -572,6 +577,9 @@ impl ReconciliationEngine {
             for id in self.heads() {
                 words.push(packed.pack(id, false)?);
             }
+        }
+        for &id in superseders {
+            words.push(packed.pack(id, false)?);
         }
         if !fits {
             return None;
@@ -894,9 +902,26 @@ impl ReconciliationEngine {
             self.take_fresh(built.entities, built.marks);
             Some(built.split)
         } else {
+            // A dot of ours the join drops stays unless the snapshot
+            // shows what superseded it (`evidence.rs`).
             self.observe_times(&snapshot);
+            let mut dropped = Vec::new();
             for (key, entity) in snapshot.rebuild(self.config.hash_seed) {
-                self.join_entity(key, &entity, &ours, &theirs);
+                let Some((index, before)) = self.join_entity(&key, &entity, &ours, &theirs) else {
+                    continue;
+                };
+                let mut after = Vec::new();
+                self.entities
+                    .at(index)
+                    .entity
+                    .for_each_dot(|dot| after.push(dot));
+                let lost = Self::dropped(&before, after);
+                if !lost.is_empty() {
+                    dropped.push((key, lost));
+                }
+            }
+            if !dropped.is_empty() {
+                self.keep_unsuperseded(dropped, &snapshot);
             }
             None
         };
@@ -914,7 +939,10 @@ impl ReconciliationEngine {
                 }
             }
         }
-        self.archive.insert_pieces(skipped.finish());
+        let skipped = skipped.finish();
+        self.note_unlogged(&skipped);
+        self.archive.insert_pieces(skipped);
+        self.note_dominators(&snapshot.events);
         match split {
             Some(split) => self.archive.insert_split(split, snapshot.events),
             None => self.archive.insert(snapshot.events),
@@ -955,12 +983,13 @@ impl ReconciliationEngine {
     /// (no heads: a leaf is only taken under equal clocks).
     pub fn leaf_state(&mut self, leaf: u16) -> StateSnapshot {
         self.digest();
+        let superseders = self.leaf_superseders(leaf);
         let slots = || {
             self.digest
                 .leaf(leaf)
                 .filter_map(|(key, _)| self.entities.get(key))
         };
-        let (events, flags) = self.evidence(&self.needed(slots, false), None);
+        let (events, flags) = self.evidence(&self.needed(slots, false, &superseders), None);
         StateSnapshot {
             version_vector: self.applied.clone(),
             events: events.into_iter().cloned().collect(),
@@ -1022,6 +1051,7 @@ impl ReconciliationEngine {
         for (key, entity) in ours.join_with(&theirs, |key| digest::leaf_of(key) == leaf) {
             self.set_entity(key, entity);
         }
+        self.note_dominators(&theirs.events);
         self.archive.insert(theirs.events);
         Ok(true)
     }
@@ -1054,41 +1084,50 @@ impl ReconciliationEngine {
 
     /// The books learn of the entity at `index` (`key`'s), changed by a
     /// join; room state, the room's policies too.
-    fn note_joined(&mut self, index: u32, key: &str) {
+    pub(super) fn note_joined(&mut self, index: u32, key: &str) {
         self.books.touch(index, self.entities.at(index));
         if is_reserved(key) {
             self.refresh_room_policy(key);
         }
     }
 
+    /// Joins a snapshot's entity for `key` into ours by the version-vector
+    /// rule; where we had one, its place and the dots it held before.
     fn join_entity(
         &mut self,
-        key: Text,
+        key: &Text,
         entity: &Entity,
         ours: &VectorClock,
         theirs: &VectorClock,
-    ) {
-        let index = match self.entities.find(&key) {
+    ) -> Option<(u32, Vec<EventId>)> {
+        let (index, before) = match self.entities.find(key) {
             Some(index) => {
-                self.entities.at(index).entity.merge(entity, ours, theirs);
-                index
+                let mine = &mut self.entities.at(index).entity;
+                let mut before = Vec::new();
+                mine.for_each_dot(|dot| before.push(dot));
+                mine.merge(entity, ours, theirs);
+                (index, Some(before))
             }
             None => {
                 let mut fresh = Entity::empty();
                 fresh.merge(entity, ours, theirs);
                 if fresh.is_empty() {
-                    return;
+                    return None;
                 }
-                self.entities
-                    .insert_new(Slot::new(key.clone(), fresh, None))
+                let index = self
+                    .entities
+                    .insert_new(Slot::new(key.clone(), fresh, None));
+                (index, None)
             }
         };
-        self.note_joined(index, &key);
+        self.note_joined(index, key);
+        before.map(|before| (index, before))
     }
 
     /// Folds the archive and the runs leaving the log (`folded`) down to
     /// what the state rests on, after a compaction; returns what that is.
     pub(super) fn keep_evidence(&mut self, folded: Vec<Vec<P2PEvent>>) -> Needed {
+        self.note_unlogged(&folded);
         let needed = self.needed_whole();
         let wanted = &needed;
         self.archive.insert_pieces(folded);
@@ -1359,18 +1398,25 @@ mod tests {
             for event in workload::rounds(events, 7, keys, 5, seed) {
                 engine.receive(event, 1 << 40).expect("taken");
             }
+            let superseders = engine.superseders();
+            // Overwrites are superseders; first writes are not.
+            assert_eq!(superseders.is_empty(), keys as usize == events);
             for heads in [false, true] {
                 let slots = || engine.entities.values();
-                let packed = engine.needed_packed(slots(), heads, 0).expect("packs");
-                let pairs = engine.needed_pairs(slots(), heads, 0);
+                let packed = engine
+                    .needed_packed(slots(), heads, &superseders, 0)
+                    .expect("packs");
+                let pairs = engine.needed_pairs(slots(), heads, &superseders, 0);
                 assert!(matches!(packed, Needed::Packed { .. }));
                 assert!(packed.to_vec().iter().any(|(_, live)| *live));
                 assert_eq!(packed.to_vec(), pairs.to_vec(), "seed {seed}, {keys} keys");
                 if heads {
-                    let dense = engine.needed_dense(events).expect("a bitmap of the ids");
+                    let dense = engine
+                        .needed_dense(events, &superseders)
+                        .expect("a bitmap of the ids");
                     assert_eq!(dense.to_vec(), pairs.to_vec(), "seed {seed}, {keys} keys");
                     assert!(
-                        engine.needed_dense(0).is_none(),
+                        engine.needed_dense(0, &superseders).is_none(),
                         "no bitmap larger than the words"
                     );
                 }
@@ -1382,7 +1428,7 @@ mod tests {
             engine.receive(event, 1 << 40).expect("taken");
         }
         let slots = || engine.entities.values();
-        let packed = engine.needed_packed(slots(), true, 0).expect("packs");
+        let packed = engine.needed_packed(slots(), true, &[], 0).expect("packs");
         assert!(packed.to_vec().iter().any(|(_, live)| !live));
         // An origin outside the clock does not pack.
         let mut packed = Packed::new(&engine.applied).expect("few origins");

@@ -7,14 +7,15 @@
 //! what the other holds alone), and taking the intersection let any member
 //! delete any value room-wide with a leaf copy that left it out. So the
 //! join goes by evidence: a value either side holds stays unless a signed
-//! event either side shows supersedes it. Its price: a value whose
-//! superseding events neither copy carries comes back (a deleted key's
-//! first write, which every copy carries as the key's first operation).
-//! Losing a value was judged worse; docs/DECISIONS.md ("A leaf's repair
-//! joins by evidence") says what was tried against it and what would do.
+//! event either side shows covers it (observed it, in any order of their
+//! timestamps). Every copy carries, besides the events its live values
+//! rest on, the dominating superseders of its keys (`engine/evidence.rs`),
+//! so a value superseded since this build kept them cannot be marked live
+//! again; docs/DECISIONS.md ("A leaf's repair joins by evidence", "What
+//! superseded a value travels with it") says what was tried.
 
 use super::Entity;
-use crate::protocol::clock::PeerId;
+use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::event::{Operation, P2PEvent, SetOp};
 use crate::protocol::heap_sort::{heap_sort_by, heap_sort_by_key};
 use crate::protocol::value::JsonValue;
@@ -44,6 +45,10 @@ impl Entity {
             .collect();
         let mut surviving = Vec::new();
         Self::apply_in_order(&flagged, None).for_each_dot(|dot| surviving.push(dot));
+        // Covered by any of them, whatever the timestamps say: nothing
+        // checks an event's timestamp against what it observed, and a
+        // delete dated before its value is applied first in that order.
+        let covered = Coverage::new(events.iter().map(|h| h.event));
         let outlived = Outlived::new(events);
         let mut by_id: Vec<&Held<'_>> = events.iter().collect();
         heap_sort_by_key(&mut by_id, |h| h.event.id);
@@ -51,7 +56,8 @@ impl Entity {
             |dot| match by_id.binary_search_by_key(dot, |h| h.event.id) {
                 Ok(at) => {
                     let held = by_id[at];
-                    (held.ours && held.theirs) || !outlived.by_origin(held.event)
+                    !covered.covers(held.event)
+                        && ((held.ours && held.theirs) || !outlived.by_origin(held.event))
                 }
                 // Not an event of the key's (a counter's dot is its
                 // contribution's event): not flagged, so not applied.
@@ -60,6 +66,85 @@ impl Entity {
         );
         heap_sort_by_key(&mut surviving, |&dot| dot);
         Self::apply_in_order(&flagged, Some(&surviving))
+    }
+
+    /// Whether `held`, an event whose dot a replica holds, survives
+    /// `evidence` (another replica's events of its key, live or not): none
+    /// of them covers its dot, nor does its own origin operate later on
+    /// the same state (see [`Outlived::by_origin`]).
+    pub fn outlives(held: &P2PEvent, evidence: &[&P2PEvent]) -> bool {
+        let others = || evidence.iter().copied().filter(|e| e.id != held.id);
+        if Coverage::new(others()).covers(held) {
+            return false;
+        }
+        let all: Vec<Held<'_>> = others()
+            .chain([held])
+            .map(|event| Held {
+                event,
+                ours: false,
+                theirs: true,
+            })
+            .collect();
+        !Outlived::new(&all).by_origin(held)
+    }
+}
+
+/// What a key's events observed, by scope: an event removes the dots of
+/// its register, its set member or its whole set up to its observed
+/// clock's entry for their origin, so a dot is superseded by them if and
+/// only if their joined clock of its scope covers it.
+struct Coverage<'a> {
+    register: VectorClock,
+    set: VectorClock,
+    /// Sorted by member.
+    members: Vec<(&'a JsonValue, &'a VectorClock)>,
+}
+
+impl<'a> Coverage<'a> {
+    fn new(events: impl Iterator<Item = &'a P2PEvent>) -> Self {
+        let mut coverage = Coverage {
+            register: VectorClock::new(),
+            set: VectorClock::new(),
+            members: Vec::new(),
+        };
+        for event in events {
+            match &event.op {
+                Operation::Register(_) => {
+                    if let Some(observed) = event.op.observed_clock() {
+                        coverage.register.merge(observed);
+                    }
+                }
+                Operation::Set(SetOp::Delete { observed }) => coverage.set.merge(observed),
+                Operation::Set(
+                    SetOp::Add { member, observed } | SetOp::Remove { member, observed },
+                ) => {
+                    if !observed.is_empty() {
+                        coverage.members.push((member, observed));
+                    }
+                }
+                Operation::Counter(_) => {}
+            }
+        }
+        heap_sort_by(&mut coverage.members, |a, b| a.0 < b.0);
+        coverage
+    }
+
+    /// Whether these events supersede `event`'s dot (a counter's is
+    /// settled by its origin's latest contribution, not here).
+    fn covers(&self, event: &P2PEvent) -> bool {
+        let (peer, seq) = (event.id.peer, event.id.seq);
+        match &event.op {
+            Operation::Register(_) => self.register.get(peer) >= seq,
+            Operation::Set(SetOp::Add { member, .. }) => {
+                let start = self.members.partition_point(|(m, _)| *m < member);
+                self.set.get(peer) >= seq
+                    || self.members[start..]
+                        .iter()
+                        .take_while(|(m, _)| *m == member)
+                        .any(|(_, observed)| observed.get(peer) >= seq)
+            }
+            _ => false,
+        }
     }
 }
 
