@@ -300,11 +300,6 @@ impl Archive {
         }
     }
 
-    /// Every kept event (a run kept twice, in two segments, twice).
-    pub fn events(&self) -> impl Iterator<Item = &P2PEvent> {
-        self.segments.iter().flat_map(|s| s.pieces.iter().flatten())
-    }
-
     /// The kept run holding `id`.
     pub fn run_of(&self, id: EventId) -> Option<&[P2PEvent]> {
         self.segments.iter().rev().find_map(|s| s.run_of(id))
