@@ -1011,6 +1011,72 @@ fn a_leaf_copy_with_another_version_of_a_kept_event_is_refused() {
     room.still_converge(0);
 }
 
+/// A snapshot now needs an event that covers a value to drop it, and
+/// Mallory has one to give: a second version of one of her own events
+/// (taken by both honest peers as a write of another key), re-signed as
+/// a delete of "doc". Pushed in a snapshot to `a`, which keeps the first
+/// version, it was evidence enough: "doc" gone at `a`, by an event no
+/// other peer would apply. A snapshot holding another version of an
+/// event kept here is refused, as a leaf's copy is, and the
+/// equivocation counted.
+#[test]
+fn a_pushed_snapshot_cannot_delete_with_another_version_of_a_kept_event() {
+    let (mut room, write) = room_with_doc_write();
+    let doc = room
+        .a
+        .engine()
+        .kept_event(write)
+        .expect("a's write")
+        .clone();
+    let mallory = Identity::from_seed(666);
+    let mut events = room.mallory_writes(|e| {
+        e.set("hers", json("1"), NOW).unwrap();
+        e.set("hers/2", json("2"), NOW).unwrap();
+    });
+    for event in &mut events {
+        event.seal = None;
+    }
+    let mut first = events[..1].to_vec();
+    seal::seal(&mallory, &mut first);
+    room.mallory_sends(&Message::Events(first));
+    room.pump();
+    assert_eq!(room.a.engine().get("hers"), Some(serde_json::json!(1)));
+    // Runs of one event each: the same bounds as the version `a` keeps.
+    let mut other = events[..1].to_vec();
+    other[0].key = "doc".into();
+    other[0].op = Operation::Register(RegisterOp::Delete {
+        observed: [(doc.id.peer, doc.id.seq)].into_iter().collect(),
+    });
+    seal::seal(&mallory, &mut other);
+    let mut second = events[1..].to_vec();
+    seal::seal(&mallory, &mut second);
+    other.extend(second);
+    let mut snapshot = room.a.engine().snapshot();
+    let mut clock = snapshot.version_vector.clone();
+    clock.set(room.mallory.peer(), 2);
+    snapshot.events.retain(|e| e.id.peer != room.mallory.peer());
+    snapshot.live.truncate(snapshot.events.len());
+    for (event, live) in snapshot.events.iter().zip(&mut snapshot.live) {
+        *live &= event.id != write;
+    }
+    let at = snapshot.events.partition_point(|e| e.id < other[0].id);
+    snapshot.live.splice(at..at, [false, true]);
+    snapshot.events.splice(at..at, other);
+    snapshot.version_vector = clock.clone();
+    offer_snapshot(&mut room, clock, snapshot.encode());
+    room.pump();
+    assert_eq!(
+        room.a.engine().get("doc"),
+        Some(serde_json::json!("honest"))
+    );
+    assert_eq!(room.a.engine().stats().equivocations, 1);
+    room.still_converge(0);
+    assert_eq!(
+        room.b.engine().get("doc"),
+        Some(serde_json::json!("honest"))
+    );
+}
+
 #[test]
 fn a_forged_snapshot_cannot_inflate_an_honest_origins_clock() {
     let mut room = Room::new(EngineConfig::default());

@@ -764,12 +764,24 @@ impl ReconciliationEngine {
         }
     }
 
-    /// In a signed room, that each event of a leaf's copy is the version
-    /// kept here, if one is. A member re-signing one of its own events as
-    /// another (a write of any key, observing what it likes) would have the
-    /// join take it as a dot of ours were it only compared by content, and
-    /// our next copy of the leaf would carry the version we logged, live in
-    /// another leaf: refused by every peer as a lie, ours.
+    /// A refused snapshot or leaf counted: another version of an event
+    /// kept here as an equivocation too.
+    fn count_refused(&mut self, e: &SnapshotError) {
+        self.stats.refused_state += 1;
+        if let SnapshotError::OtherVersion(_) = e {
+            self.stats.equivocations += 1;
+        }
+    }
+
+    /// In a signed room, that each event of a snapshot or a leaf's copy is
+    /// the version kept here, if one is. A member re-signing one of its own
+    /// events as another (a write of any key, observing what it likes)
+    /// would have a leaf's join take it as a dot of ours were it only
+    /// compared by content, and our next copy of the leaf would carry the
+    /// version we logged, live in another leaf: refused by every peer as a
+    /// lie, ours. And re-signed as a delete of any value, it was the
+    /// evidence a pushed snapshot needs to drop that value here
+    /// (`evidence.rs`), by an event no other peer would apply.
     fn check_versions(&self, copy: &StateSnapshot, signed: bool) -> Result<(), SnapshotError> {
         if !signed {
             return Ok(());
@@ -797,9 +809,15 @@ impl ReconciliationEngine {
         let checked = self
             .check_whole(&snapshot, trust)
             .and_then(|()| self.check_events(&snapshot, trust.now_ms, 0..snapshot.events.len()))
-            .and_then(|()| self.check_runs_kept(&snapshot, false));
+            .and_then(|()| self.check_runs_kept(&snapshot, false))
+            .and_then(|()| {
+                // Signed runs (the sync layer verified their seals): a
+                // fresh engine keeps no version to compare with.
+                let sealed = trust.signed || snapshot.events.iter().any(|e| e.seal.is_some());
+                self.check_versions(&snapshot, sealed && !self.is_fresh())
+            });
         if let Err(e) = checked {
-            self.stats.refused_state += 1;
+            self.count_refused(&e);
             return Err(e);
         }
         self.take_checked(snapshot, None);
@@ -1036,10 +1054,7 @@ impl ReconciliationEngine {
                 }
             });
         if let Err(e) = checked {
-            self.stats.refused_state += 1;
-            if let SnapshotError::OtherVersion(_) = e {
-                self.stats.equivocations += 1;
-            }
+            self.count_refused(&e);
             return Err(e);
         }
         self.observe_times(&theirs);
