@@ -125,6 +125,16 @@ impl Room {
         }
     }
 
+    /// Both honest peers fold everything they applied into their state:
+    /// what superseded a value is kept only as evidence.
+    fn fold_all(&mut self) {
+        for node in [&mut self.a, &mut self.b] {
+            let clock = node.engine().clock().clone();
+            node.engine_mut().compact(&clock);
+            assert!(node.engine().log().is_empty());
+        }
+    }
+
     /// What Mallory's own node would send for her writes: valid, sealed
     /// events of her own origin.
     fn mallory_writes(&mut self, writes: impl FnOnce(&mut ReconciliationEngine)) -> Vec<P2PEvent> {
@@ -789,6 +799,25 @@ fn writes_doc(node: &mut SyncNode, value: &str, at: u64) {
     node.write(|e| e.set("doc", value, at).map(Some)).unwrap();
 }
 
+/// `event`, one of Mallory's (its seal dropped, to be sealed again),
+/// made a delete of "doc" that observed `write`.
+fn as_delete_of_doc(event: &mut P2PEvent, write: EventId) {
+    event.seal = None;
+    event.key = "doc".into();
+    event.op = Operation::Register(RegisterOp::Delete {
+        observed: [(write.peer, write.seq)].into_iter().collect(),
+    });
+}
+
+/// "doc" still shows `a`'s honest write at `a`, and after a round of
+/// writes and gossip at `b` too.
+fn doc_still_honest(room: &mut Room) {
+    let honest = Some(serde_json::json!("honest"));
+    assert_eq!(room.a.engine().get("doc"), honest);
+    room.still_converge(0);
+    assert_eq!(room.b.engine().get("doc"), honest);
+}
+
 /// [`leaf_copy_of`] `event` changes nothing at `a`, where "doc" still
 /// shows `shown` (`None`: deleted): not its state, not its root (a
 /// sibling brought back would not show under LWW), and nothing is
@@ -851,6 +880,7 @@ fn a_leaf_copy_cannot_bring_back_a_deleted_value() {
         .write(|e| e.delete("doc", NOW + 1).map(|_| None))
         .unwrap();
     room.pump();
+    room.fold_all();
     leaf_copy_changes_nothing(&mut room, first, None);
 }
 
@@ -864,6 +894,7 @@ fn a_leaf_copy_cannot_bring_back_a_value_another_writer_wrote_over_twice() {
     room.pump();
     writes_doc(&mut room.b, "b's again", NOW + 2);
     room.pump();
+    room.fold_all();
     leaf_copy_changes_nothing(&mut room, first, Some("b's again"));
 }
 
@@ -888,12 +919,8 @@ fn a_delete_dated_before_its_value_still_covers_it_in_a_leaf_join() {
         e.set("hers", json("1"), NOW).unwrap();
     });
     delete.truncate(1);
-    delete[0].key = "doc".into();
-    delete[0].op = Operation::Register(RegisterOp::Delete {
-        observed: [(doc.id.peer, doc.id.seq)].into_iter().collect(),
-    });
+    as_delete_of_doc(&mut delete[0], first);
     delete[0].hlc = cpc_sync::protocol::clock::Timestamp(doc.hlc.0 - 1);
-    delete[0].seal = None;
     seal::seal(&mallory, &mut delete);
     room.mallory_sends(&Message::Events(delete));
     room.pump();
@@ -1022,12 +1049,6 @@ fn a_leaf_copy_with_another_version_of_a_kept_event_is_refused() {
 #[test]
 fn a_pushed_snapshot_cannot_delete_with_another_version_of_a_kept_event() {
     let (mut room, write) = room_with_doc_write();
-    let doc = room
-        .a
-        .engine()
-        .kept_event(write)
-        .expect("a's write")
-        .clone();
     let mallory = Identity::from_seed(666);
     let mut events = room.mallory_writes(|e| {
         e.set("hers", json("1"), NOW).unwrap();
@@ -1043,10 +1064,7 @@ fn a_pushed_snapshot_cannot_delete_with_another_version_of_a_kept_event() {
     assert_eq!(room.a.engine().get("hers"), Some(serde_json::json!(1)));
     // Runs of one event each: the same bounds as the version `a` keeps.
     let mut other = events[..1].to_vec();
-    other[0].key = "doc".into();
-    other[0].op = Operation::Register(RegisterOp::Delete {
-        observed: [(doc.id.peer, doc.id.seq)].into_iter().collect(),
-    });
+    as_delete_of_doc(&mut other[0], write);
     seal::seal(&mallory, &mut other);
     let mut second = events[1..].to_vec();
     seal::seal(&mallory, &mut second);
@@ -1065,16 +1083,69 @@ fn a_pushed_snapshot_cannot_delete_with_another_version_of_a_kept_event() {
     snapshot.version_vector = clock.clone();
     offer_snapshot(&mut room, clock, snapshot.encode());
     room.pump();
-    assert_eq!(
-        room.a.engine().get("doc"),
-        Some(serde_json::json!("honest"))
-    );
     assert_eq!(room.a.engine().stats().equivocations, 1);
-    room.still_converge(0);
-    assert_eq!(
-        room.b.engine().get("doc"),
-        Some(serde_json::json!("honest"))
+    doc_still_honest(&mut room);
+}
+
+/// An event of Mallory's own that every peer folded away has nothing
+/// left to be compared with: she re-signs it as a delete of "doc" and
+/// pushes `a` a snapshot carrying it (one new write of hers makes her
+/// ahead). Evidence within our clock is not taken: an event we applied
+/// that covered a dot of ours removed it then, so one that covers a dot
+/// we still hold is not the version we applied.
+#[test]
+fn a_pushed_snapshot_cannot_delete_with_a_re_signed_event_every_peer_folded() {
+    let (mut room, write) = room_with_doc_write();
+    let mallory = Identity::from_seed(666);
+    let mut events = room.mallory_writes(|e| {
+        for value in ["1", "2", "3"] {
+            e.set("x", json(value), NOW).unwrap();
+        }
+        e.set("hers", json("4"), NOW).unwrap();
+    });
+    let runs: Vec<Vec<P2PEvent>> = (events.iter_mut())
+        .map(|event| {
+            event.seal = None;
+            let mut run = vec![event.clone()];
+            seal::seal(&mallory, &mut run);
+            run
+        })
+        .collect();
+    room.mallory_sends(&Message::Events(runs[..3].concat()));
+    room.pump();
+    room.fold_all();
+    let folded = events[1].id;
+    assert!(
+        room.a.engine().kept_event(folded).is_none(),
+        "x's second write folded away"
     );
+    let mut forged = vec![events[1].clone()];
+    as_delete_of_doc(&mut forged[0], write);
+    seal::seal(&mallory, &mut forged);
+    let snapshot = room.a.engine().snapshot();
+    let mut pairs: Vec<(P2PEvent, bool)> = (snapshot.events.into_iter())
+        .zip(snapshot.live)
+        .map(|(event, live)| {
+            let live = live && event.id != write;
+            (event, live)
+        })
+        .collect();
+    pairs.push((forged.remove(0), false));
+    pairs.push((runs[3][0].clone(), true));
+    pairs.sort_by_key(|(event, _)| event.id);
+    let mut clock = snapshot.version_vector;
+    clock.set(room.mallory.peer(), 4);
+    let (events, live) = pairs.into_iter().unzip();
+    let snapshot = StateSnapshot {
+        version_vector: clock.clone(),
+        events,
+        live,
+    };
+    offer_snapshot(&mut room, clock.clone(), snapshot.encode());
+    room.pump();
+    assert_eq!(*room.a.engine().clock(), clock, "the snapshot was taken");
+    assert_eq!(room.a.engine().stats().kept_unsuperseded, 1);
+    doc_still_honest(&mut room);
 }
 
 #[test]

@@ -85,30 +85,42 @@ fn loading_joins_states_so_neither_side_loses_writes() {
 /// A snapshot joined into a state of its own keeps every dot of ours
 /// that no event it carries supersedes (a member could otherwise delete
 /// any value by leaving it out), so it must carry what superseded the
-/// values a peer behind it may still hold, folds or not: a peer back
-/// after a's fold learns of the overwrite, the delete and the removal.
+/// values a peer behind it may still hold, folded or not, and after a
+/// restart from what was stored: `c` overwrites, deletes and removes
+/// `a`'s values (another writer: no later write of their own writer's
+/// settles them), `a` takes that, folds it all, restarts from its stored
+/// snapshot and serves `b`, which was away.
 #[test]
 fn a_lagging_peer_learns_folded_supersessions_from_a_snapshot() {
-    let (mut a, mut b) = (engine(1), engine(2));
+    let (mut a, mut b, mut c) = (engine(1), engine(2), engine(3));
     let old = [
         a.set("r", json("1"), 1_000).unwrap(),
         a.set("gone", json("2"), 1_001).unwrap(),
         a.add("s", json("\"m\""), 1_002).unwrap(),
     ];
     deliver(&mut b, &old, 1_003);
-    a.set("r", json("3"), 2_000).unwrap();
-    a.delete("gone", 2_001).unwrap();
-    a.remove("s", json("\"m\""), 2_002).unwrap();
+    deliver(&mut c, &old, 1_003);
+    let newer = [
+        c.set("r", json("3"), 2_000).unwrap(),
+        c.delete("gone", 2_001).unwrap().expect("a delete"),
+        c.remove("s", json("\"m\""), 2_002)
+            .unwrap()
+            .expect("a remove"),
+    ];
+    deliver(&mut a, &newer, 2_003);
     let all = a.clock().clone();
     assert!(a.compact(&all) > 0);
     assert!(a.log().is_empty(), "every event folded");
-    let snapshot = StateSnapshot::decode(&a.encode_snapshot()).unwrap();
-    b.load_snapshot(snapshot, Trust::OWN).unwrap();
+    let stored = StateSnapshot::decode(&a.encode_snapshot()).unwrap();
+    let a =
+        ReconciliationEngine::from_snapshot(PeerId(1), EngineConfig::default(), stored).unwrap();
+    let sent = StateSnapshot::decode(&a.encode_snapshot()).unwrap();
+    b.load_snapshot(sent, Trust::from_peer(3_000)).unwrap();
     assert_eq!(b.get("r"), Some(serde_json::json!(3)));
     assert_eq!(b.get("gone"), None);
     assert_eq!(b.get("s"), None, "an empty set shows as nothing");
     assert_eq!(b.stats().kept_unsuperseded, 0);
-    assert_converged(&mut [a, b]);
+    assert_converged(&mut [a, b, c]);
 }
 
 #[test]

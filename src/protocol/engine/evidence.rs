@@ -35,7 +35,7 @@ use std::collections::HashMap;
 use foldhash::fast::FixedState;
 
 use super::ReconciliationEngine;
-use crate::protocol::clock::PeerId;
+use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::digest;
 use crate::protocol::entity::Entity;
 use crate::protocol::event::{EventId, Operation, P2PEvent, SetOp};
@@ -63,18 +63,21 @@ type Observed = (PeerId, u64, EventId);
 /// once has none.
 #[derive(Debug, Default)]
 pub(super) struct Dominators {
-    /// Per key and scope, per origin its observed clocks name: the most
-    /// of it one observed, and which event that was. A few origins a
-    /// scope (its writers): a list.
-    best: HashMap<(Text, Scope), Vec<Observed>, FixedState>,
-    /// Bumped by every change to `best`.
-    changes: u64,
-    /// `best`'s events by Merkle leaf, as of `changes` (`None`: stale).
-    by_leaf: Option<(u64, Vec<(u16, EventId)>)>,
+    /// Where each key and scope's list is in `scopes`.
+    index: HashMap<(Text, Scope), u32, FixedState>,
+    /// Per key and scope: its Merkle leaf, and per origin its observed
+    /// clocks name (sorted by origin), the most of it one observed and
+    /// which event that was.
+    scopes: Vec<(u16, Vec<Observed>)>,
+    /// The scopes of each Merkle leaf's keys.
+    by_leaf: HashMap<u16, Vec<u32>, FixedState>,
 }
 
 impl Dominators {
-    /// Takes `event` into account, if it superseded anything.
+    /// Takes `event` into account, if it superseded anything: its observed
+    /// clock merged into its scope's list, both sorted by origin, so an
+    /// event observing thousands of origins costs as many steps, not their
+    /// square.
     pub fn note(&mut self, event: &P2PEvent) {
         let Some(observed) = event.op.observed_clock().filter(|o| !o.is_empty()) else {
             return;
@@ -87,58 +90,52 @@ impl Dominators {
             Operation::Set(SetOp::Delete { .. }) => Scope::Set,
             Operation::Counter(_) => return,
         };
-        if self.best.capacity() == 0 {
-            self.best = HashMap::with_hasher(hashing::state());
+        if self.index.capacity() == 0 {
+            self.index = HashMap::with_hasher(hashing::state());
+            self.by_leaf = HashMap::with_hasher(hashing::state());
         }
-        let best = self.best.entry((event.key.clone(), scope)).or_default();
+        let next = self.scopes.len() as u32;
+        let at = *self.index.entry((event.key.clone(), scope)).or_insert(next);
+        if at == next {
+            let leaf = digest::leaf_of(&event.key);
+            self.scopes.push((leaf, Vec::new()));
+            self.by_leaf.entry(leaf).or_default().push(at);
+        }
+        let list = &mut self.scopes[at as usize].1;
+        let old = std::mem::take(list);
+        let mut merged = Vec::with_capacity(old.len().max(observed.len()));
+        let mut old = old.into_iter().peekable();
         for (peer, seq) in observed.iter() {
-            match best.iter_mut().find(|(p, _, _)| *p == peer) {
-                Some(entry) if (seq, event.id) > (entry.1, entry.2) => {
-                    *entry = (peer, seq, event.id);
-                    self.changes += 1;
-                }
-                Some(_) => {}
-                None => {
-                    best.push((peer, seq, event.id));
-                    self.changes += 1;
-                }
+            while let Some(&kept) = old.peek().filter(|kept| kept.0 < peer) {
+                merged.push(kept);
+                old.next();
+            }
+            let ours = (peer, seq, event.id);
+            match old.next_if(|kept| kept.0 == peer) {
+                Some(kept) if (kept.1, kept.2) >= (seq, event.id) => merged.push(kept),
+                _ => merged.push(ours),
             }
         }
+        merged.extend(old);
+        *list = merged;
     }
 
     /// Every dominating superseder, sorted by id, each once.
     pub fn ids(&self) -> Vec<EventId> {
-        let mut ids: Vec<EventId> = (self.best.values().flatten())
-            .map(|&(_, _, id)| id)
+        let mut ids: Vec<EventId> = (self.scopes.iter())
+            .flat_map(|(_, list)| list.iter().map(|&(_, _, id)| id))
             .collect();
         heap_sort_by_key(&mut ids, |&id| id);
         ids.dedup();
         ids
     }
 
-    /// Those of one Merkle leaf's keys: sorted by leaf once for all the
-    /// leaves asked for until the next change (a peer may ask for many
-    /// small leaves in an interval).
-    pub fn of_leaf(&mut self, leaf: u16) -> Vec<EventId> {
-        let changes = self.changes;
-        let (_, by_leaf) = match &mut self.by_leaf {
-            Some(cached) if cached.0 == changes => cached,
-            stale => {
-                let mut by_leaf: Vec<(u16, EventId)> = Vec::new();
-                for ((key, _), best) in &self.best {
-                    let leaf = digest::leaf_of(key);
-                    by_leaf.extend(best.iter().map(|&(_, _, id)| (leaf, id)));
-                }
-                heap_sort_by_key(&mut by_leaf, |&pair| pair);
-                by_leaf.dedup();
-                stale.insert((changes, by_leaf))
-            }
-        };
-        let start = by_leaf.partition_point(|&(l, _)| l < leaf);
-        by_leaf[start..]
+    /// Those of one Merkle leaf's keys, in no order, some twice.
+    pub fn of_leaf(&self, leaf: u16) -> Vec<EventId> {
+        let scopes = self.by_leaf.get(&leaf).map_or(&[][..], Vec::as_slice);
+        scopes
             .iter()
-            .take_while(|&&(l, _)| l == leaf)
-            .map(|&(_, id)| id)
+            .flat_map(|&at| self.scopes[at as usize].1.iter().map(|&(_, _, id)| id))
             .collect()
     }
 }
@@ -153,55 +150,51 @@ impl ReconciliationEngine {
         }
     }
 
-    /// [`note_dominators`](Self::note_dominators) of events leaving the log.
+    /// [`note_dominators`](Self::note_dominators) of events leaving the
+    /// log; the log's own superseders are then found again from what
+    /// stays.
     pub(super) fn note_unlogged(&mut self, pieces: &[Vec<P2PEvent>]) {
         for piece in pieces {
-            let superseding = piece.iter().filter(|e| e.op.supersedes()).count();
-            self.logged_superseders = self.logged_superseders.saturating_sub(superseding);
             self.note_dominators(piece);
         }
+        let log = &self.log;
+        self.logged_superseders.retain(|&id| log.get(id).is_some());
+        self.log_dominators = (0, Dominators::default());
     }
 
     /// The superseders a snapshot of ours carries: the folded ones' and
     /// the log's dominators (each a dominator of its own part, so a few
     /// more than the whole's, never fewer).
     pub(super) fn superseders(&self) -> Vec<EventId> {
-        let mut ids = self.dominators.ids();
-        ids.extend(self.log_dominators().ids());
-        heap_sort_by_key(&mut ids, |&id| id);
-        ids.dedup();
-        ids
-    }
-
-    /// Those of one Merkle leaf's keys; the log's kept between calls while
-    /// nothing is applied or folded.
-    pub(super) fn leaf_superseders(&mut self, leaf: u16) -> Vec<EventId> {
-        let at = (self.stats.applied, self.log.len());
-        if self
-            .log_dominators
-            .as_ref()
-            .is_none_or(|(was, _)| *was != at)
-        {
-            self.log_dominators = Some((at, self.log_dominators()));
-        }
-        let mut ids = self.dominators.of_leaf(leaf);
-        if let Some((_, logged)) = &mut self.log_dominators {
-            ids.extend(logged.of_leaf(leaf));
-        }
-        heap_sort_by_key(&mut ids, |&id| id);
-        ids.dedup();
-        ids
-    }
-
-    /// The dominating superseders among the logged events alone.
-    fn log_dominators(&self) -> Dominators {
         let mut logged = Dominators::default();
-        if self.logged_superseders > 0 {
-            for event in self.log.iter() {
+        for &id in &self.logged_superseders {
+            if let Some(event) = self.log.get(id) {
                 logged.note(event);
             }
         }
-        logged
+        let mut ids = self.dominators.ids();
+        ids.extend(logged.ids());
+        heap_sort_by_key(&mut ids, |&id| id);
+        ids.dedup();
+        ids
+    }
+
+    /// Those of one Merkle leaf's keys. The log's are noted as asked for,
+    /// each superseding event once (a peer may ask for many small leaves
+    /// between events, and each walk of the log was of all of it).
+    pub(super) fn leaf_superseders(&mut self, leaf: u16) -> Vec<EventId> {
+        let (noted, logged) = &mut self.log_dominators;
+        for &id in &self.logged_superseders[*noted..] {
+            if let Some(event) = self.log.get(id) {
+                logged.note(event);
+            }
+        }
+        *noted = self.logged_superseders.len();
+        let mut ids = self.dominators.of_leaf(leaf);
+        ids.extend(logged.of_leaf(leaf));
+        heap_sort_by_key(&mut ids, |&id| id);
+        ids.dedup();
+        ids
     }
 
     /// The dots a key's join with a snapshot dropped: its dots `before`,
@@ -216,19 +209,31 @@ impl ReconciliationEngine {
     }
 
     /// Puts back each dropped dot (`dropped`, by key) that no event of its
-    /// key in `snapshot` covers: the snapshot left it out with nothing to
-    /// show for it. Each is counted
+    /// key in `snapshot` new to us (beyond `ours`, our clock before the
+    /// load) covers: the snapshot left it out with nothing to show for
+    /// it. Each is counted
     /// ([`EngineStats::kept_unsuperseded`](super::EngineStats::kept_unsuperseded)).
+    ///
+    /// Only new events count: one we applied that covered a dot of ours
+    /// removed it then, so a version within our clock that covers a dot we
+    /// still hold is not the one we applied (a member re-signing one of
+    /// its own events every peer has folded away, as a delete of any
+    /// value, had nothing to be compared with). A dot we hold only on
+    /// another snapshot's word is settled by a leaf's repair.
     pub(super) fn keep_unsuperseded(
         &mut self,
         dropped: Vec<(Text, Vec<EventId>)>,
         snapshot: &StateSnapshot,
+        ours: &VectorClock,
     ) {
         let mut theirs: HashMap<&str, Vec<&P2PEvent>, _> = HashMap::with_hasher(hashing::state());
         for (key, _) in &dropped {
             theirs.insert(key.as_str(), Vec::new());
         }
         for event in &snapshot.events {
+            if event.id.seq <= ours.get(event.id.peer) {
+                continue;
+            }
             if let Some(events) = theirs.get_mut(event.key.as_str()) {
                 events.push(event);
             }

@@ -298,12 +298,11 @@ pub struct ReconciliationEngine {
     /// Runs out of the log that the state still rests on.
     archive: Archive,
     /// The superseders snapshots and leaf copies carry (`evidence.rs`):
-    /// the folded ones', and the log's as of `(stats.applied, log.len())`.
+    /// the folded ones', and the log's (the superseding events logged, and
+    /// how many of them a leaf's copy noted so far, with what it found).
     dominators: evidence::Dominators,
-    log_dominators: Option<((u64, usize), evidence::Dominators)>,
-    /// How many logged events supersede something: none, and a snapshot
-    /// does not walk the log for them.
-    logged_superseders: usize,
+    logged_superseders: Vec<super::EventId>,
+    log_dominators: (usize, evidence::Dominators),
     holding: HoldingQueue,
     /// Tries of held runs together stopped for an event not here, kept
     /// to go on from where they stopped ([`runs::Stalled`]).
@@ -337,8 +336,8 @@ impl ReconciliationEngine {
             log: EventLog::with_seed(config.hash_seed),
             archive: Archive::default(),
             dominators: evidence::Dominators::default(),
-            log_dominators: None,
-            logged_superseders: 0,
+            logged_superseders: Vec::new(),
+            log_dominators: (0, evidence::Dominators::default()),
             stalled: Vec::new(),
             holding: HoldingQueue::new(
                 config.holding_capacity,

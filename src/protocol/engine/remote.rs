@@ -376,7 +376,9 @@ impl ReconciliationEngine {
         if let Some(journal) = &mut self.journal {
             journal.push(super::JournalEntry::Applied(id));
         }
-        self.logged_superseders += usize::from(event.op.supersedes());
+        if event.op.supersedes() {
+            self.logged_superseders.push(id);
+        }
         self.log.append(event);
     }
 }

@@ -939,7 +939,7 @@ impl ReconciliationEngine {
                 }
             }
             if !dropped.is_empty() {
-                self.keep_unsuperseded(dropped, &snapshot);
+                self.keep_unsuperseded(dropped, &snapshot, &ours);
             }
             None
         };
