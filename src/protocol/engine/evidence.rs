@@ -31,6 +31,7 @@
 //! value travels with it").
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 
 use foldhash::fast::FixedState;
 
@@ -40,7 +41,7 @@ use crate::protocol::digest;
 use crate::protocol::entity::Entity;
 use crate::protocol::event::{EventId, Operation, P2PEvent, SetOp};
 use crate::protocol::hashing;
-use crate::protocol::heap_sort::heap_sort_by_key;
+use crate::protocol::heap_sort::{heap_sort_by, heap_sort_by_key};
 use crate::protocol::snapshot::StateSnapshot;
 use crate::protocol::text::Text;
 use crate::protocol::value::JsonValue;
@@ -63,14 +64,17 @@ type Observed = (PeerId, u64, EventId);
 /// once has none.
 #[derive(Debug, Default)]
 pub(super) struct Dominators {
-    /// Where each key and scope's list is in `scopes`.
-    index: HashMap<(Text, Scope), u32, FixedState>,
-    /// Per key and scope: its Merkle leaf, and per origin its observed
-    /// clocks name (sorted by origin), the most of it one observed and
-    /// which event that was.
-    scopes: Vec<(u16, Vec<Observed>)>,
-    /// The scopes of each Merkle leaf's keys.
-    by_leaf: HashMap<u16, Vec<u32>, FixedState>,
+    /// Where each key and scope's list is in `scopes`, by a seeded hash
+    /// of the two (the next hash up on a collision): a table of the type
+    /// the engine has already, rather than one more table's code in the
+    /// wasm (a table keyed by the key and scope themselves was 0.6 KB of
+    /// it gzipped).
+    index: HashMap<PeerId, u64, FixedState>,
+    hasher: FixedState,
+    /// Per key and scope: its Merkle leaf, the key and scope, and per
+    /// origin its observed clocks name (sorted by origin), the most of it
+    /// one observed and which event that was.
+    scopes: Vec<(u16, Text, Scope, Vec<Observed>)>,
 }
 
 impl Dominators {
@@ -92,16 +96,30 @@ impl Dominators {
         };
         if self.index.capacity() == 0 {
             self.index = HashMap::with_hasher(hashing::state());
-            self.by_leaf = HashMap::with_hasher(hashing::state());
+            self.hasher = hashing::state();
         }
-        let next = self.scopes.len() as u32;
-        let at = *self.index.entry((event.key.clone(), scope)).or_insert(next);
-        if at == next {
-            let leaf = digest::leaf_of(&event.key);
-            self.scopes.push((leaf, Vec::new()));
-            self.by_leaf.entry(leaf).or_default().push(at);
-        }
-        let list = &mut self.scopes[at as usize].1;
+        let key = event.key.as_str();
+        let mut hash = self.hasher.hash_one((key, &scope));
+        let at = loop {
+            match self.index.get(&PeerId(hash)) {
+                Some(&at)
+                    if self.scopes[at as usize].1.as_str() == key
+                        && self.scopes[at as usize].2 == scope =>
+                {
+                    break at as usize;
+                }
+                Some(_) => hash = hash.wrapping_add(1),
+                None => {
+                    let at = self.scopes.len();
+                    self.index.insert(PeerId(hash), at as u64);
+                    let leaf = digest::leaf_of(key);
+                    self.scopes
+                        .push((leaf, event.key.clone(), scope, Vec::new()));
+                    break at;
+                }
+            }
+        };
+        let list = &mut self.scopes[at].3;
         let old = std::mem::take(list);
         let mut merged = Vec::with_capacity(old.len().max(observed.len()));
         let mut old = old.into_iter().peekable();
@@ -123,19 +141,20 @@ impl Dominators {
     /// Every dominating superseder, sorted by id, each once.
     pub fn ids(&self) -> Vec<EventId> {
         let mut ids: Vec<EventId> = (self.scopes.iter())
-            .flat_map(|(_, list)| list.iter().map(|&(_, _, id)| id))
+            .flat_map(|(_, _, _, list)| list.iter().map(|&(_, _, id)| id))
             .collect();
         heap_sort_by_key(&mut ids, |&id| id);
         ids.dedup();
         ids
     }
 
-    /// Those of one Merkle leaf's keys, in no order, some twice.
+    /// Those of one Merkle leaf's keys, in no order, some twice: a walk
+    /// of every scope's leaf (a map by leaf cost the wasm a hash table's
+    /// code for a lookup that is rare: leaf copies are made after a lie).
     pub fn of_leaf(&self, leaf: u16) -> Vec<EventId> {
-        let scopes = self.by_leaf.get(&leaf).map_or(&[][..], Vec::as_slice);
-        scopes
-            .iter()
-            .flat_map(|&at| self.scopes[at as usize].1.iter().map(|&(_, _, id)| id))
+        (self.scopes.iter())
+            .filter(|(l, _, _, _)| *l == leaf)
+            .flat_map(|(_, _, _, list)| list.iter().map(|&(_, _, id)| id))
             .collect()
     }
 }
@@ -226,20 +245,20 @@ impl ReconciliationEngine {
         snapshot: &StateSnapshot,
         ours: &VectorClock,
     ) {
-        let mut theirs: HashMap<&str, Vec<&P2PEvent>, _> = HashMap::with_hasher(hashing::state());
-        for (key, _) in &dropped {
-            theirs.insert(key.as_str(), Vec::new());
-        }
+        // The snapshot's events of each key, by a search of the keys
+        // (sorted): a few keys, and no hash table's code in the wasm.
+        let mut dropped = dropped;
+        heap_sort_by(&mut dropped, |a, b| a.0 < b.0);
+        let mut theirs: Vec<Vec<&P2PEvent>> = vec![Vec::new(); dropped.len()];
         for event in &snapshot.events {
             if event.id.seq <= ours.get(event.id.peer) {
                 continue;
             }
-            if let Some(events) = theirs.get_mut(event.key.as_str()) {
-                events.push(event);
+            if let Ok(at) = dropped.binary_search_by(|(key, _)| key.as_str().cmp(&event.key)) {
+                theirs[at].push(event);
             }
         }
-        for (key, dots) in &dropped {
-            let evidence = &theirs[key.as_str()];
+        for ((key, dots), evidence) in dropped.iter().zip(&theirs) {
             let kept: Vec<P2PEvent> = dots
                 .iter()
                 .filter_map(|&dot| self.kept_event(dot))
