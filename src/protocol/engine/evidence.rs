@@ -169,16 +169,42 @@ impl ReconciliationEngine {
         }
     }
 
-    /// [`note_dominators`](Self::note_dominators) of events leaving the
-    /// log; the log's own superseders are then found again from what
+    /// [`note_dominators`](Self::note_dominators) of the events that left
+    /// the log (`pieces`, in id order): found by the log's list of its
+    /// superseding events, so a fold of writes that superseded nothing
+    /// reads none of them. The log's dominators are found again from what
     /// stays.
     pub(super) fn note_unlogged(&mut self, pieces: &[Vec<P2PEvent>]) {
-        for piece in pieces {
-            self.note_dominators(piece);
-        }
         let log = &self.log;
-        self.logged_superseders.retain(|&id| log.get(id).is_some());
+        let (stay, mut left): (Vec<EventId>, Vec<EventId>) =
+            (self.logged_superseders.iter()).partition(|&&id| log.get(id).is_some());
+        self.logged_superseders = stay;
         self.log_dominators = (0, Dominators::default());
+        let total: usize = pieces.iter().map(Vec::len).sum();
+        if left.len() * 8 > total {
+            // Mostly superseders: a walk of them all is cheaper than a
+            // sort and a search for each.
+            for piece in pieces {
+                self.note_dominators(piece);
+            }
+            return;
+        }
+        heap_sort_by_key(&mut left, |&id| id);
+        let mut at = 0;
+        for id in left {
+            while pieces
+                .get(at)
+                .is_some_and(|p| p.last().is_none_or(|e| e.id < id))
+            {
+                at += 1;
+            }
+            let Some(piece) = pieces.get(at) else {
+                break;
+            };
+            if let Ok(i) = piece.binary_search_by_key(&id, |e| e.id) {
+                self.dominators.note(&piece[i]);
+            }
+        }
     }
 
     /// The superseders a snapshot of ours carries: the folded ones' and
