@@ -809,6 +809,27 @@ fn as_delete_of_doc(event: &mut P2PEvent, write: EventId) {
     });
 }
 
+/// Another version of Mallory's `event`, a delete of "doc" that observed
+/// `write`, sealed by her as a run of its own.
+fn resigned_as_delete_of_doc(event: &P2PEvent, write: EventId, mallory: &Identity) -> P2PEvent {
+    let mut run = vec![event.clone()];
+    as_delete_of_doc(&mut run[0], write);
+    seal::seal(mallory, &mut run);
+    run.remove(0)
+}
+
+/// Mallory's two writes ("hers", "hers/2"), each sealed as a run of its
+/// own, not sent: her key, the events and the runs.
+fn mallorys_two_writes(room: &mut Room) -> (Identity, Vec<P2PEvent>, Vec<Vec<P2PEvent>>) {
+    let mallory = Identity::from_seed(666);
+    let mut events = room.mallory_writes(|e| {
+        e.set("hers", json("1"), NOW).unwrap();
+        e.set("hers/2", json("2"), NOW).unwrap();
+    });
+    let runs = sealed_one_by_one(&mut events, &mallory);
+    (mallory, events, runs)
+}
+
 /// "doc" still shows `a`'s honest write at `a`, and after a round of
 /// writes and gossip at `b` too.
 fn doc_still_honest(room: &mut Room) {
@@ -980,7 +1001,8 @@ fn a_pushed_snapshot_that_leaves_a_value_out_does_not_delete_it() {
 /// of an event kept here is refused, not as a lie (its sender may have
 /// taken that version first), and counted as an equivocation; nothing
 /// changes, and nobody is cut off however often she does it. (A helper's
-/// review.)
+/// review.) Nor is the leaf asked for again while both sides' copies of
+/// it stay as they were, and the equivocation is counted once.
 #[test]
 fn a_leaf_copy_with_another_version_of_a_kept_event_is_refused() {
     let mut room = Room::with_doc();
@@ -1010,22 +1032,27 @@ fn a_leaf_copy_with_another_version_of_a_kept_event_is_refused() {
     seal::seal(&mallory, &mut forged);
     let before = (room.a.engine().state_json(), room.a.digest());
     let mut closed = Vec::new();
+    let copy = |room: &Room| StateSnapshot {
+        version_vector: room.a.engine().clock().clone(),
+        events: forged.clone(),
+        live: vec![true],
+    };
     for round in 0..6u64 {
-        let leaf = make_a_ask_for_the_leaf_of(&mut room, "doc");
-        let copy = StateSnapshot {
-            version_vector: room.a.engine().clock().clone(),
-            events: forged.clone(),
-            live: vec![true],
-        };
-        room.mallory_sends(&Message::LeafState {
-            index: leaf,
-            state: copy.encode(),
-        });
-        let refused = refusals(&mut room.a);
-        assert!(
-            matches!(&refused[..], [Refusal::State(SnapshotError::OtherVersion(id))] if *id == forged[0].id),
-            "{refused:?}"
-        );
+        // Asked once: with both leaves as they were, not again (each side
+        // would refuse the other's copy every interval, for good).
+        let (leaf, asked) = lead_a_to_the_leaf_of(&mut room, "doc");
+        assert_eq!(asked, round == 0, "round {round}");
+        if asked {
+            room.mallory_sends(&Message::LeafState {
+                index: leaf,
+                state: copy(&room).encode(),
+            });
+            let refused = refusals(&mut room.a);
+            assert!(
+                matches!(&refused[..], [Refusal::State(SnapshotError::OtherVersion(id))] if *id == forged[0].id),
+                "{refused:?}"
+            );
+        }
         let later = NOW + 10_000 * (round + 1);
         room.a.tick(later);
         room.b.tick(later);
@@ -1033,9 +1060,72 @@ fn a_leaf_copy_with_another_version_of_a_kept_event_is_refused() {
     }
     assert!(closed.is_empty(), "an honest peer was cut off: {closed:?}");
     assert_eq!((room.a.engine().state_json(), room.a.digest()), before);
-    assert_eq!(room.a.engine().stats().equivocations, 6);
+    assert_eq!(room.a.engine().stats().equivocations, 1);
     assert!(room.a.stats(room.mallory.peer()).is_some(), "no points");
+    // Once "doc"'s leaf changes here, it is asked for again; the same
+    // equivocation is counted once.
+    writes_doc(&mut room.a, "newer", NOW + 1);
+    room.pump();
+    let leaf = make_a_ask_for_the_leaf_of(&mut room, "doc");
+    room.mallory_sends(&Message::LeafState {
+        index: leaf,
+        state: copy(&room).encode(),
+    });
+    assert!(matches!(
+        &refusals(&mut room.a)[..],
+        [Refusal::State(SnapshotError::OtherVersion(_))]
+    ));
+    assert_eq!(room.a.engine().stats().equivocations, 1);
     room.still_converge(0);
+}
+
+/// Mallory's `events` (their seals dropped), each sealed again as a run
+/// of its own.
+fn sealed_one_by_one(events: &mut [P2PEvent], mallory: &Identity) -> Vec<Vec<P2PEvent>> {
+    (events.iter_mut())
+        .map(|event| {
+            event.seal = None;
+            let mut run = vec![event.clone()];
+            seal::seal(mallory, &mut run);
+            run
+        })
+        .collect()
+}
+
+/// Mallory's push: `a`'s own snapshot with `write` no longer marked live
+/// (its run still there, as its origin's head), Mallory's own events of
+/// `extra` (id order, marked as given, her own previous ones left out)
+/// and her clock entry at `upto`, offered to `a`, then gossip. The
+/// snapshot's clock.
+fn push_snapshot_leaving_out(
+    room: &mut Room,
+    write: EventId,
+    extra: Vec<(P2PEvent, bool)>,
+    upto: u64,
+) -> VectorClock {
+    let mallory = room.mallory.peer();
+    let snapshot = room.a.engine().snapshot();
+    let mut pairs: Vec<(P2PEvent, bool)> = (snapshot.events.into_iter())
+        .zip(snapshot.live)
+        .filter(|(event, _)| event.id.peer != mallory)
+        .map(|(event, live)| {
+            let live = live && event.id != write;
+            (event, live)
+        })
+        .collect();
+    pairs.extend(extra);
+    pairs.sort_by_key(|(event, _)| event.id);
+    let mut clock = snapshot.version_vector;
+    clock.set(mallory, upto);
+    let (events, live) = pairs.into_iter().unzip();
+    let snapshot = StateSnapshot {
+        version_vector: clock.clone(),
+        events,
+        live,
+    };
+    offer_snapshot(room, clock.clone(), snapshot.encode());
+    room.pump();
+    clock
 }
 
 /// A snapshot now needs an event that covers a value to drop it, and
@@ -1049,40 +1139,14 @@ fn a_leaf_copy_with_another_version_of_a_kept_event_is_refused() {
 #[test]
 fn a_pushed_snapshot_cannot_delete_with_another_version_of_a_kept_event() {
     let (mut room, write) = room_with_doc_write();
-    let mallory = Identity::from_seed(666);
-    let mut events = room.mallory_writes(|e| {
-        e.set("hers", json("1"), NOW).unwrap();
-        e.set("hers/2", json("2"), NOW).unwrap();
-    });
-    for event in &mut events {
-        event.seal = None;
-    }
-    let mut first = events[..1].to_vec();
-    seal::seal(&mallory, &mut first);
-    room.mallory_sends(&Message::Events(first));
+    // Runs of one event each: the same bounds as the version `a` keeps.
+    let (mallory, events, runs) = mallorys_two_writes(&mut room);
+    room.mallory_sends(&Message::Events(runs[0].clone()));
     room.pump();
     assert_eq!(room.a.engine().get("hers"), Some(serde_json::json!(1)));
-    // Runs of one event each: the same bounds as the version `a` keeps.
-    let mut other = events[..1].to_vec();
-    as_delete_of_doc(&mut other[0], write);
-    seal::seal(&mallory, &mut other);
-    let mut second = events[1..].to_vec();
-    seal::seal(&mallory, &mut second);
-    other.extend(second);
-    let mut snapshot = room.a.engine().snapshot();
-    let mut clock = snapshot.version_vector.clone();
-    clock.set(room.mallory.peer(), 2);
-    snapshot.events.retain(|e| e.id.peer != room.mallory.peer());
-    snapshot.live.truncate(snapshot.events.len());
-    for (event, live) in snapshot.events.iter().zip(&mut snapshot.live) {
-        *live &= event.id != write;
-    }
-    let at = snapshot.events.partition_point(|e| e.id < other[0].id);
-    snapshot.live.splice(at..at, [false, true]);
-    snapshot.events.splice(at..at, other);
-    snapshot.version_vector = clock.clone();
-    offer_snapshot(&mut room, clock, snapshot.encode());
-    room.pump();
+    let other = resigned_as_delete_of_doc(&events[0], write, &mallory);
+    let extra = vec![(other, false), (runs[1][0].clone(), true)];
+    push_snapshot_leaving_out(&mut room, write, extra, 2);
     assert_eq!(room.a.engine().stats().equivocations, 1);
     doc_still_honest(&mut room);
 }
@@ -1103,14 +1167,7 @@ fn a_pushed_snapshot_cannot_delete_with_a_re_signed_event_every_peer_folded() {
         }
         e.set("hers", json("4"), NOW).unwrap();
     });
-    let runs: Vec<Vec<P2PEvent>> = (events.iter_mut())
-        .map(|event| {
-            event.seal = None;
-            let mut run = vec![event.clone()];
-            seal::seal(&mallory, &mut run);
-            run
-        })
-        .collect();
+    let runs = sealed_one_by_one(&mut events, &mallory);
     room.mallory_sends(&Message::Events(runs[..3].concat()));
     room.pump();
     room.fold_all();
@@ -1119,32 +1176,34 @@ fn a_pushed_snapshot_cannot_delete_with_a_re_signed_event_every_peer_folded() {
         room.a.engine().kept_event(folded).is_none(),
         "x's second write folded away"
     );
-    let mut forged = vec![events[1].clone()];
-    as_delete_of_doc(&mut forged[0], write);
-    seal::seal(&mallory, &mut forged);
-    let snapshot = room.a.engine().snapshot();
-    let mut pairs: Vec<(P2PEvent, bool)> = (snapshot.events.into_iter())
-        .zip(snapshot.live)
-        .map(|(event, live)| {
-            let live = live && event.id != write;
-            (event, live)
-        })
-        .collect();
-    pairs.push((forged.remove(0), false));
-    pairs.push((runs[3][0].clone(), true));
-    pairs.sort_by_key(|(event, _)| event.id);
-    let mut clock = snapshot.version_vector;
-    clock.set(room.mallory.peer(), 4);
-    let (events, live) = pairs.into_iter().unzip();
-    let snapshot = StateSnapshot {
-        version_vector: clock.clone(),
-        events,
-        live,
-    };
-    offer_snapshot(&mut room, clock.clone(), snapshot.encode());
-    room.pump();
+    let forged = resigned_as_delete_of_doc(&events[1], write, &mallory);
+    let extra = vec![(forged, false), (runs[3][0].clone(), true)];
+    let clock = push_snapshot_leaving_out(&mut room, write, extra, 4);
     assert_eq!(*room.a.engine().clock(), clock, "the snapshot was taken");
     assert_eq!(room.a.engine().stats().kept_unsuperseded, 1);
+    // Nor is it kept as evidence: no snapshot or leaf copy of `a`'s
+    // carries it on.
+    let carried = room.a.engine().snapshot().events;
+    assert!(carried.iter().all(|e| e.id != folded), "{carried:?}");
+    doc_still_honest(&mut room);
+}
+
+/// The version `a` holds counts too: Mallory's second event reaches `a`
+/// before her first (held, waiting on it); her snapshot then brings the
+/// first and another version of the second, a delete of "doc". Compared
+/// only with what is logged or archived, it was evidence enough, and the
+/// held version was dropped as a duplicate, uncounted.
+#[test]
+fn a_pushed_snapshot_cannot_delete_with_another_version_of_a_held_event() {
+    let (mut room, write) = room_with_doc_write();
+    let (mallory, events, runs) = mallorys_two_writes(&mut room);
+    room.mallory_sends(&Message::Events(runs[1].clone()));
+    let held = room.a.engine().stats().held;
+    assert_eq!(held, 1, "the second waits on the first");
+    let other = resigned_as_delete_of_doc(&events[1], write, &mallory);
+    let extra = vec![(runs[0][0].clone(), true), (other, false)];
+    push_snapshot_leaving_out(&mut room, write, extra, 2);
+    assert_eq!(room.a.engine().stats().equivocations, 1);
     doc_still_honest(&mut room);
 }
 
@@ -1972,6 +2031,14 @@ fn altered_node(room: &mut Room, leaf: usize, depth: u32) -> Message {
 /// own clock and another root, then at each depth a's own node with the
 /// child on the way to the leaf changed. The leaf's index.
 fn make_a_ask_for_the_leaf_of(room: &mut Room, key: &str) -> u32 {
+    let (leaf, asked) = lead_a_to_the_leaf_of(room, key);
+    assert!(asked, "a asks for the leaf");
+    leaf
+}
+
+/// Mallory's digest and Merkle nodes lead `a` down to the leaf of `key`:
+/// the leaf, and whether `a` asked her for it.
+fn lead_a_to_the_leaf_of(room: &mut Room, key: &str) -> (u32, bool) {
     let mallory = room.mallory.peer();
     let leaf = usize::from(digest::leaf_of(key));
     let _ = room.a.take_outputs();
@@ -1984,14 +2051,10 @@ fn make_a_ask_for_the_leaf_of(room: &mut Room, key: &str) -> u32 {
         let answer = altered_node(room, leaf, depth);
         room.mallory_sends(&answer);
     }
-    let asked = sent_to(&mut room.a, mallory);
-    assert!(
-        asked
-            .iter()
-            .any(|m| matches!(m, Message::LeafQuery { index } if *index as usize == leaf)),
-        "a asks for the leaf: {asked:?}"
-    );
-    leaf as u32
+    let asked = sent_to(&mut room.a, mallory)
+        .iter()
+        .any(|m| matches!(m, Message::LeafQuery { index } if *index as usize == leaf));
+    (leaf as u32, asked)
 }
 
 /// A leaf's copy is a snapshot, and its batch may spell an event in a

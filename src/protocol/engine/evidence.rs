@@ -40,7 +40,6 @@ use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::digest;
 use crate::protocol::entity::Entity;
 use crate::protocol::event::{EventId, Operation, P2PEvent, SetOp};
-use crate::protocol::hashing;
 use crate::protocol::heap_sort::{heap_sort_by, heap_sort_by_key};
 use crate::protocol::snapshot::StateSnapshot;
 use crate::protocol::text::Text;
@@ -62,7 +61,7 @@ type Observed = (PeerId, u64, EventId);
 /// leaf), never forgotten: what folds keep and, with the log's, every
 /// snapshot and leaf copy carries. A state whose keys were each written
 /// once has none.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Dominators {
     /// Where each key and scope's list is in `scopes`, by a seeded hash
     /// of the two (the next hash up on a collision): a table of the type
@@ -78,6 +77,17 @@ pub(super) struct Dominators {
 }
 
 impl Dominators {
+    /// Hashing with the engine's seed
+    /// ([`EngineConfig::hash_seed`](super::EngineConfig::hash_seed)), as
+    /// its other tables keyed by what peers send.
+    pub fn new(seed: u64) -> Self {
+        Dominators {
+            index: HashMap::with_hasher(FixedState::with_seed(seed)),
+            hasher: FixedState::with_seed(seed ^ 0xd0d0),
+            scopes: Vec::new(),
+        }
+    }
+
     /// Takes `event` into account, if it superseded anything: its observed
     /// clock merged into its scope's list, both sorted by origin, so an
     /// event observing thousands of origins costs as many steps, not their
@@ -94,10 +104,6 @@ impl Dominators {
             Operation::Set(SetOp::Delete { .. }) => Scope::Set,
             Operation::Counter(_) => return,
         };
-        if self.index.capacity() == 0 {
-            self.index = HashMap::with_hasher(hashing::state());
-            self.hasher = hashing::state();
-        }
         let key = event.key.as_str();
         let mut hash = self.hasher.hash_one((key, &scope));
         let at = loop {
@@ -160,32 +166,24 @@ impl Dominators {
 }
 
 impl ReconciliationEngine {
-    /// Notes the superseders among events that left the log (a fold) or
-    /// arrived whole (a snapshot, a leaf's copy). Not as each is applied:
-    /// that cost causal apply half as much again on overwrites.
-    pub(super) fn note_dominators(&mut self, events: &[P2PEvent]) {
-        for event in events {
-            self.dominators.note(event);
-        }
-    }
-
-    /// [`note_dominators`](Self::note_dominators) of the events that left
-    /// the log (`pieces`, in id order): found by the log's list of its
-    /// superseding events, so a fold of writes that superseded nothing
-    /// reads none of them. The log's dominators are found again from what
-    /// stays.
+    /// Notes the superseders among the events that left the log (`pieces`,
+    /// in id order; a fold, or a snapshot's skip). Not as each is applied:
+    /// that cost causal apply half as much again on overwrites. Found by
+    /// the log's list of its superseding events, so a fold of writes that
+    /// superseded nothing reads none of them. The log's dominators are
+    /// found again from what stays.
     pub(super) fn note_unlogged(&mut self, pieces: &[Vec<P2PEvent>]) {
         let log = &self.log;
         let (stay, mut left): (Vec<EventId>, Vec<EventId>) =
             (self.logged_superseders.iter()).partition(|&&id| log.get(id).is_some());
         self.logged_superseders = stay;
-        self.log_dominators = (0, Dominators::default());
+        self.log_dominators = (0, Dominators::new(self.config.hash_seed));
         let total: usize = pieces.iter().map(Vec::len).sum();
         if left.len() * 8 > total {
             // Mostly superseders: a walk of them all is cheaper than a
             // sort and a search for each.
-            for piece in pieces {
-                self.note_dominators(piece);
+            for event in pieces.iter().flatten() {
+                self.dominators.note(event);
             }
             return;
         }
@@ -211,7 +209,7 @@ impl ReconciliationEngine {
     /// the log's dominators (each a dominator of its own part, so a few
     /// more than the whole's, never fewer).
     pub(super) fn superseders(&self) -> Vec<EventId> {
-        let mut logged = Dominators::default();
+        let mut logged = Dominators::new(self.config.hash_seed);
         for &id in &self.logged_superseders {
             if let Some(event) = self.log.get(id) {
                 logged.note(event);

@@ -303,6 +303,8 @@ pub struct ReconciliationEngine {
     dominators: evidence::Dominators,
     logged_superseders: Vec<super::EventId>,
     log_dominators: (usize, evidence::Dominators),
+    /// Equivocations found in snapshots and leaves, counted once each.
+    equivocated: Vec<super::EventId>,
     holding: HoldingQueue,
     /// Tries of held runs together stopped for an event not here, kept
     /// to go on from where they stopped ([`runs::Stalled`]).
@@ -335,9 +337,10 @@ impl ReconciliationEngine {
             entities: Entities::with_seed(config.hash_seed),
             log: EventLog::with_seed(config.hash_seed),
             archive: Archive::default(),
-            dominators: evidence::Dominators::default(),
+            dominators: evidence::Dominators::new(config.hash_seed),
             logged_superseders: Vec::new(),
-            log_dominators: (0, evidence::Dominators::default()),
+            log_dominators: (0, evidence::Dominators::new(config.hash_seed)),
+            equivocated: Vec::new(),
             stalled: Vec::new(),
             holding: HoldingQueue::new(
                 config.holding_capacity,

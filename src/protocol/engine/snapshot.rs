@@ -17,6 +17,10 @@ use crate::protocol::hashing;
 use crate::protocol::key_sort;
 use crate::protocol::snapshot::{Checks, SnapshotError, StateSnapshot};
 
+/// Equivocations found in snapshots and leaves that are remembered, so
+/// as to count each once.
+const KEPT_EQUIVOCATIONS: usize = 256;
+
 /// How a snapshot or a leaf is to be checked.
 #[derive(Debug, Clone, Copy)]
 pub struct Trust {
@@ -765,16 +769,31 @@ impl ReconciliationEngine {
     }
 
     /// A refused snapshot or leaf counted: another version of an event
-    /// kept here as an equivocation too.
+    /// kept here as an equivocation too, once an event.
     fn count_refused(&mut self, e: &SnapshotError) {
         self.stats.refused_state += 1;
-        if let SnapshotError::OtherVersion(_) = e {
-            self.stats.equivocations += 1;
+        if let SnapshotError::OtherVersion(id) = e {
+            self.note_equivocation(*id);
         }
     }
 
+    /// Counts an equivocation found in a snapshot or leaf (`id`'s signer
+    /// signed two versions) once: the same two peers meet it at every
+    /// repair until one of them is cut off or the leaf changes. The
+    /// newest [`KEPT_EQUIVOCATIONS`] are remembered.
+    fn note_equivocation(&mut self, id: EventId) {
+        if self.equivocated.contains(&id) {
+            return;
+        }
+        if self.equivocated.len() >= KEPT_EQUIVOCATIONS {
+            self.equivocated.remove(0);
+        }
+        self.equivocated.push(id);
+        self.stats.equivocations += 1;
+    }
+
     /// In a signed room, that each event of a snapshot or a leaf's copy is
-    /// the version kept here, if one is. A member re-signing one of its own
+    /// the version kept (or held) here, if one is. A member re-signing one of its own
     /// events as another (a write of any key, observing what it likes)
     /// would have a leaf's join take it as a dot of ours were it only
     /// compared by content, and our next copy of the leaf would carry the
@@ -787,7 +806,7 @@ impl ReconciliationEngine {
             return Ok(());
         }
         let other = copy.events.iter().find(|e| {
-            self.kept_event(e.id)
+            (self.kept_event(e.id).or_else(|| self.holding.get(e.id)))
                 .is_some_and(|kept| !kept.same_content(e))
         });
         match other {
@@ -960,7 +979,15 @@ impl ReconciliationEngine {
         let skipped = skipped.finish();
         self.note_unlogged(&skipped);
         self.archive.insert_pieces(skipped);
-        self.note_dominators(&snapshot.events);
+        // Only those beyond our clock before the load: one within it
+        // that we never applied (every peer folded it away) may be a
+        // version its signer re-signed, and noted it would ride in every
+        // snapshot and leaf copy of ours for good. Ours are noted already.
+        for event in &snapshot.events {
+            if event.id.seq > ours.get(event.id.peer) {
+                self.dominators.note(event);
+            }
+        }
         match split {
             Some(split) => self.archive.insert_split(split, snapshot.events),
             None => self.archive.insert(snapshot.events),
@@ -1066,7 +1093,10 @@ impl ReconciliationEngine {
         for (key, entity) in ours.join_with(&theirs, |key| digest::leaf_of(key) == leaf) {
             self.set_entity(key, entity);
         }
-        self.note_dominators(&theirs.events);
+        // Not noted: under equal clocks every event of the copy is within
+        // our clock, and one we never applied may be a version its signer
+        // re-signed (docs/DECISIONS.md, "What superseded a value travels
+        // with it").
         self.archive.insert(theirs.events);
         Ok(true)
     }

@@ -172,6 +172,33 @@ impl SnapshotsSent {
     }
 }
 
+/// Merkle leaves, each with our hash of it and a peer's: the newest
+/// [`LeafPairs::KEPT`].
+#[derive(Debug, Default)]
+pub struct LeafPairs(Vec<(u16, Hash32, Hash32)>);
+
+impl LeafPairs {
+    pub const KEPT: usize = 64;
+
+    pub fn note(&mut self, leaf: u16, ours: Hash32, theirs: Hash32) {
+        self.0.retain(|&(l, _, _)| l != leaf);
+        if self.0.len() >= Self::KEPT {
+            self.0.remove(0);
+        }
+        self.0.push((leaf, ours, theirs));
+    }
+
+    pub fn get(&self, leaf: u16) -> Option<(Hash32, Hash32)> {
+        (self.0.iter())
+            .find(|&&(l, _, _)| l == leaf)
+            .map(|&(_, ours, theirs)| (ours, theirs))
+    }
+
+    pub fn contains(&self, leaf: u16, ours: Hash32, theirs: Hash32) -> bool {
+        self.get(leaf) == Some((ours, theirs))
+    }
+}
+
 /// One remote peer's sync session.
 #[derive(Debug, Default)]
 pub struct Session {
@@ -218,6 +245,14 @@ pub struct Session {
     pub grafted_ms: Option<u64>,
     /// Merkle leaves we asked this peer for: only those answers are taken.
     pub asked_leaves: Asked<u16>,
+    /// Leaves we asked it for, with our leaf's hash and its, as they were.
+    pub leaf_pairs: LeafPairs,
+    /// Leaves whose copies from it held another version of an event we
+    /// keep (its signer signed two, and each of us took one), with the two
+    /// hashes then: each side refuses the other's copy, so neither asks
+    /// again while both leaves stay as they were (they asked every
+    /// interval, for good).
+    pub split_leaves: LeafPairs,
     /// Merkle nodes we asked this peer for, by depth and index: only
     /// those answers are taken (an unasked node would make us ask for the
     /// leaves it names).

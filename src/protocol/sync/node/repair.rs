@@ -665,7 +665,12 @@ impl SyncNode {
             if depth as u32 + 1 < LEAF_DEPTH {
                 self.ask_merkle(from, depth + 1, child as u32);
             } else if let Some(session) = self.sessions.get_mut(&from) {
-                session.asked_leaves.ask(child as u16);
+                let leaf = child as u16;
+                if session.split_leaves.contains(leaf, *a, *b) {
+                    continue;
+                }
+                session.asked_leaves.ask(leaf);
+                session.leaf_pairs.note(leaf, *a, *b);
                 self.send(
                     from,
                     &Message::LeafQuery {
@@ -741,6 +746,13 @@ impl SyncNode {
             }
         };
         if let Err(e) = joined {
+            if let SnapshotError::OtherVersion(_) = e {
+                if let Some(session) = self.sessions.get_mut(&from) {
+                    if let Some((ours, theirs)) = session.leaf_pairs.get(index as u16) {
+                        session.split_leaves.note(index as u16, ours, theirs);
+                    }
+                }
+            }
             self.refuse(from, e.into());
         }
     }
