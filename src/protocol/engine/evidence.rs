@@ -275,7 +275,7 @@ impl ReconciliationEngine {
         heap_sort_by(&mut dropped, |a, b| a.0 < b.0);
         let mut theirs: Vec<Vec<&P2PEvent>> = vec![Vec::new(); dropped.len()];
         for event in &snapshot.events {
-            if event.id.seq <= ours.get(event.id.peer) {
+            if event.id.seq <= ours.get(event.id.peer) || self.is_equivocated(event.id) {
                 continue;
             }
             if let Ok(at) = dropped.binary_search_by(|(key, _)| key.as_str().cmp(&event.key)) {

@@ -793,7 +793,7 @@ impl ReconciliationEngine {
     }
 
     /// In a signed room, that each event of a snapshot or a leaf's copy is
-    /// the version kept (or held) here, if one is. A member re-signing one of its own
+    /// the version kept here, if one is. A member re-signing one of its own
     /// events as another (a write of any key, observing what it likes)
     /// would have a leaf's join take it as a dot of ours were it only
     /// compared by content, and our next copy of the leaf would carry the
@@ -806,13 +806,41 @@ impl ReconciliationEngine {
             return Ok(());
         }
         let other = copy.events.iter().find(|e| {
-            (self.kept_event(e.id).or_else(|| self.holding.get(e.id)))
+            self.kept_event(e.id)
                 .is_some_and(|kept| !kept.same_content(e))
         });
         match other {
             Some(e) => Err(SnapshotError::OtherVersion(e.id)),
             None => Ok(()),
         }
+    }
+
+    /// Events of a snapshot of which we hold another version (waiting in
+    /// the holding queue): counted as equivocations, and taken neither as
+    /// evidence against a dot of ours nor as evidence of ours
+    /// (`evidence.rs`). The snapshot is not refused for them: a held event
+    /// stays until applied or passed, and a member that made a peer hold
+    /// one version of its head while every other peer has the other would
+    /// have that peer refuse every snapshot for good. The held version
+    /// goes when the load passes it.
+    fn note_held_versions(&mut self, snapshot: &StateSnapshot) {
+        let held: Vec<EventId> = (snapshot.events.iter())
+            .filter(|e| {
+                self.holding
+                    .get(e.id)
+                    .is_some_and(|held| !held.same_content(e))
+            })
+            .map(|e| e.id)
+            .collect();
+        for id in held {
+            self.note_equivocation(id);
+        }
+    }
+
+    /// Whether `id` is an event found with two versions (of the newest
+    /// [`KEPT_EQUIVOCATIONS`]).
+    pub(super) fn is_equivocated(&self, id: EventId) -> bool {
+        self.equivocated.contains(&id)
     }
 
     /// Verifies and loads a snapshot: joins its state with this engine's (a
@@ -838,6 +866,9 @@ impl ReconciliationEngine {
         if let Err(e) = checked {
             self.count_refused(&e);
             return Err(e);
+        }
+        if !self.holding.is_empty() && snapshot.events.iter().any(|e| e.seal.is_some()) {
+            self.note_held_versions(&snapshot);
         }
         self.take_checked(snapshot, None);
         Ok(())
@@ -984,7 +1015,7 @@ impl ReconciliationEngine {
         // version its signer re-signed, and noted it would ride in every
         // snapshot and leaf copy of ours for good. Ours are noted already.
         for event in &snapshot.events {
-            if event.id.seq > ours.get(event.id.peer) {
+            if event.id.seq > ours.get(event.id.peer) && !self.is_equivocated(event.id) {
                 self.dominators.note(event);
             }
         }

@@ -172,30 +172,38 @@ impl SnapshotsSent {
     }
 }
 
-/// Merkle leaves, each with our hash of it and a peer's: the newest
-/// [`LeafPairs::KEPT`].
+/// Merkle leaves, each with our hash of it and a peer's, and when they
+/// were noted: the newest [`LeafPairs::KEPT`].
 #[derive(Debug, Default)]
-pub struct LeafPairs(Vec<(u16, Hash32, Hash32)>);
+pub struct LeafPairs(Vec<(u16, Hash32, Hash32, u64)>);
 
 impl LeafPairs {
     pub const KEPT: usize = 64;
 
-    pub fn note(&mut self, leaf: u16, ours: Hash32, theirs: Hash32) {
-        self.0.retain(|&(l, _, _)| l != leaf);
+    /// How long a split leaf goes unasked while both hashes stay: what
+    /// made the copy refused may lie outside the leaf (an event kept for
+    /// another), and go.
+    pub const SPLIT_MS: u64 = 5 * 60 * 1000;
+
+    pub fn note(&mut self, leaf: u16, ours: Hash32, theirs: Hash32, now_ms: u64) {
+        self.0.retain(|&(l, ..)| l != leaf);
         if self.0.len() >= Self::KEPT {
             self.0.remove(0);
         }
-        self.0.push((leaf, ours, theirs));
+        self.0.push((leaf, ours, theirs, now_ms));
     }
 
     pub fn get(&self, leaf: u16) -> Option<(Hash32, Hash32)> {
         (self.0.iter())
-            .find(|&&(l, _, _)| l == leaf)
-            .map(|&(_, ours, theirs)| (ours, theirs))
+            .find(|&&(l, ..)| l == leaf)
+            .map(|&(_, ours, theirs, _)| (ours, theirs))
     }
 
-    pub fn contains(&self, leaf: u16, ours: Hash32, theirs: Hash32) -> bool {
-        self.get(leaf) == Some((ours, theirs))
+    /// Whether `leaf` was noted with these hashes within [`Self::SPLIT_MS`].
+    pub fn holds(&self, leaf: u16, ours: Hash32, theirs: Hash32, now_ms: u64) -> bool {
+        self.0.iter().any(|&(l, o, t, at)| {
+            (l, o, t) == (leaf, ours, theirs) && now_ms.saturating_sub(at) < Self::SPLIT_MS
+        })
     }
 }
 
@@ -250,8 +258,8 @@ pub struct Session {
     /// Leaves whose copies from it held another version of an event we
     /// keep (its signer signed two, and each of us took one), with the two
     /// hashes then: each side refuses the other's copy, so neither asks
-    /// again while both leaves stay as they were (they asked every
-    /// interval, for good).
+    /// again while both leaves stay as they were, for a while (they asked
+    /// every interval, for good).
     pub split_leaves: LeafPairs,
     /// Merkle nodes we asked this peer for, by depth and index: only
     /// those answers are taken (an unasked node would make us ask for the

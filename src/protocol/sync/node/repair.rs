@@ -665,12 +665,12 @@ impl SyncNode {
             if depth as u32 + 1 < LEAF_DEPTH {
                 self.ask_merkle(from, depth + 1, child as u32);
             } else if let Some(session) = self.sessions.get_mut(&from) {
-                let leaf = child as u16;
-                if session.split_leaves.contains(leaf, *a, *b) {
+                let (leaf, now_ms) = (child as u16, self.last_input_ms);
+                if session.split_leaves.holds(leaf, *a, *b, now_ms) {
                     continue;
                 }
                 session.asked_leaves.ask(leaf);
-                session.leaf_pairs.note(leaf, *a, *b);
+                session.leaf_pairs.note(leaf, *a, *b, now_ms);
                 self.send(
                     from,
                     &Message::LeafQuery {
@@ -749,7 +749,9 @@ impl SyncNode {
             if let SnapshotError::OtherVersion(_) = e {
                 if let Some(session) = self.sessions.get_mut(&from) {
                     if let Some((ours, theirs)) = session.leaf_pairs.get(index as u16) {
-                        session.split_leaves.note(index as u16, ours, theirs);
+                        session
+                            .split_leaves
+                            .note(index as u16, ours, theirs, now_ms);
                     }
                 }
             }
