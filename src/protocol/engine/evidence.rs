@@ -20,15 +20,19 @@
 //! observed its predecessors). Then:
 //!
 //! - a dot of ours a snapshot's join drops stays unless an event the
-//!   snapshot carries covers it ([`keep_unsuperseded`](ReconciliationEngine::keep_unsuperseded));
+//!   snapshot carries that we had not seen covers it
+//!   ([`keep_unsuperseded`](ReconciliationEngine::keep_unsuperseded));
 //! - a leaf's join keeps a dot only if no event either copy carries
 //!   covers it, whatever their timestamps say (`Entity::join`).
 //!
 //! Coverage, not the order of timestamps: a member's delete dated before
 //! the value it deletes (nothing checks an event's timestamp against what
-//! it observed) still covers it. What is left: supersessions folded away
-//! before this build kept them (docs/DECISIONS.md, "What superseded a
-//! value travels with it").
+//! it observed) still covers it. Only events we had not seen are taken
+//! as evidence from a snapshot, or noted as ours from one, and none from
+//! a leaf's copy: an event within our clock that we never applied may be
+//! a version its signer re-signed after every peer folded the first. What
+//! is left, and what each rule costs: docs/DECISIONS.md, "What superseded
+//! a value travels with it".
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -57,8 +61,8 @@ enum Scope {
 type Observed = (PeerId, u64, EventId);
 
 /// The dominating superseders of every key, scope and origin among the
-/// events [`note`](Dominators::note)d (folded, loaded, or joined from a
-/// leaf), never forgotten: what folds keep and, with the log's, every
+/// events [`note`](Dominators::note)d (folded, or loaded from a snapshot
+/// beyond our clock), never forgotten: what folds keep and, with the log's, every
 /// snapshot and leaf copy carries. A state whose keys were each written
 /// once has none.
 #[derive(Debug)]
