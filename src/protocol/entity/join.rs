@@ -71,7 +71,7 @@ impl Entity {
     /// Whether `held`, an event whose dot a replica holds, survives
     /// `evidence` (another replica's events of its key, live or not): none
     /// of them covers its dot, nor does its own origin operate later on
-    /// the same state (see [`Outlived::by_origin`]).
+    /// the same state (see `Outlived::by_origin`).
     pub fn outlives(held: &P2PEvent, evidence: &[&P2PEvent]) -> bool {
         let others = || evidence.iter().copied().filter(|e| e.id != held.id);
         if Coverage::new(others()).covers(held) {
