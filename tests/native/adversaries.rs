@@ -14,6 +14,7 @@ use cpc_sync::protocol::reconciliation::{
     ReconciliationRequest, ReconciliationResponse, ResponseType,
 };
 use cpc_sync::protocol::seal;
+use cpc_sync::protocol::sync::session::LeafPairs;
 use cpc_sync::protocol::sync::transfer::WINDOW_BYTES;
 use cpc_sync::protocol::sync::wire::{self, Decoded, Message, WireError, MAX_MESSAGE_EVENTS};
 use cpc_sync::protocol::sync::{
@@ -1062,6 +1063,11 @@ fn a_leaf_copy_with_another_version_of_a_kept_event_is_refused() {
     assert_eq!((room.a.engine().state_json(), room.a.digest()), before);
     assert_eq!(room.a.engine().stats().equivocations, 1);
     assert!(room.a.stats(room.mallory.peer()).is_some(), "no points");
+    // Nor for good: what made the copy refused may lie outside the leaf
+    // (an event kept for another), so after a while it is asked again.
+    room.a.tick(NOW + LeafPairs::SPLIT_MS + 60_000);
+    let (_, asked) = lead_a_to_the_leaf_of(&mut room, "doc");
+    assert!(asked, "asked again after a while");
     // Once "doc"'s leaf changes here, it is asked for again; the same
     // equivocation is counted once.
     writes_doc(&mut room.a, "newer", NOW + 1);
