@@ -133,6 +133,14 @@ pub enum SetOp {
     },
 }
 
+/// What an operation removes dots of ([`Operation::observed_scope`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope<'a> {
+    Register,
+    Member(&'a JsonValue),
+    Set,
+}
+
 impl Operation {
     pub fn kind(&self) -> Kind {
         match self {
@@ -159,7 +167,26 @@ impl Operation {
     /// a counter's join never drops a contribution, and its cancellations
     /// are live dots of their own.
     pub fn supersedes(&self) -> bool {
-        self.observed_clock().is_some_and(|o| !o.is_empty())
+        self.observed_scope().is_some_and(|(_, o)| !o.is_empty())
+    }
+
+    /// The dots the operation removes (its key's register, one member of
+    /// its set, or its whole set), and what of them it observed: it removes
+    /// each of the scope's dots up to the clock's entry for its origin.
+    /// `None` for a counter's, whose delete observes shares.
+    pub fn observed_scope(&self) -> Option<(Scope<'_>, &VectorClock)> {
+        match self {
+            Operation::Register(RegisterOp::Write { observed, .. })
+            | Operation::Register(RegisterOp::Delete { observed }) => {
+                Some((Scope::Register, observed))
+            }
+            Operation::Set(SetOp::Add { member, observed })
+            | Operation::Set(SetOp::Remove { member, observed }) => {
+                Some((Scope::Member(member), observed))
+            }
+            Operation::Set(SetOp::Delete { observed }) => Some((Scope::Set, observed)),
+            Operation::Counter(_) => None,
+        }
     }
 
     /// What the operation observed, as a clock of dots (every kind but

@@ -43,18 +43,29 @@ use super::ReconciliationEngine;
 use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::digest;
 use crate::protocol::entity::Entity;
-use crate::protocol::event::{EventId, Operation, P2PEvent, SetOp};
+use crate::protocol::event::{self, EventId, P2PEvent};
 use crate::protocol::heap_sort::{heap_sort_by, heap_sort_by_key};
 use crate::protocol::snapshot::StateSnapshot;
 use crate::protocol::text::Text;
 use crate::protocol::value::JsonValue;
 
-/// What a superseding event removes dots of.
+/// What a superseding event removes dots of ([`event::Scope`], its
+/// member owned: kept for good).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Scope {
     Register,
     Member(JsonValue),
     Set,
+}
+
+impl From<event::Scope<'_>> for Scope {
+    fn from(scope: event::Scope<'_>) -> Self {
+        match scope {
+            event::Scope::Register => Scope::Register,
+            event::Scope::Member(member) => Scope::Member(member.clone()),
+            event::Scope::Set => Scope::Set,
+        }
+    }
 }
 
 /// An origin, the most of it an event observed, and that event.
@@ -97,17 +108,13 @@ impl Dominators {
     /// event observing thousands of origins costs as many steps, not their
     /// square.
     pub fn note(&mut self, event: &P2PEvent) {
-        let Some(observed) = event.op.observed_clock().filter(|o| !o.is_empty()) else {
+        let Some((scope, observed)) = event.op.observed_scope() else {
             return;
         };
-        let scope = match &event.op {
-            Operation::Register(_) => Scope::Register,
-            Operation::Set(SetOp::Add { member, .. } | SetOp::Remove { member, .. }) => {
-                Scope::Member(member.clone())
-            }
-            Operation::Set(SetOp::Delete { .. }) => Scope::Set,
-            Operation::Counter(_) => return,
-        };
+        if observed.is_empty() {
+            return;
+        }
+        let scope = Scope::from(scope);
         let key = event.key.as_str();
         let mut hash = self.hasher.hash_one((key, &scope));
         let at = loop {

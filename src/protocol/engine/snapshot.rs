@@ -853,21 +853,19 @@ impl ReconciliationEngine {
         snapshot: StateSnapshot,
         trust: Trust,
     ) -> Result<(), SnapshotError> {
+        let sealed = trust.signed || snapshot.events.iter().any(|e| e.seal.is_some());
         let checked = self
             .check_whole(&snapshot, trust)
             .and_then(|()| self.check_events(&snapshot, trust.now_ms, 0..snapshot.events.len()))
             .and_then(|()| self.check_runs_kept(&snapshot, false))
-            .and_then(|()| {
-                // Signed runs (the sync layer verified their seals): a
-                // fresh engine keeps no version to compare with.
-                let sealed = trust.signed || snapshot.events.iter().any(|e| e.seal.is_some());
-                self.check_versions(&snapshot, sealed && !self.is_fresh())
-            });
+            // Signed runs (the sync layer verified their seals): a fresh
+            // engine keeps no version to compare with.
+            .and_then(|()| self.check_versions(&snapshot, sealed && !self.is_fresh()));
         if let Err(e) = checked {
             self.count_refused(&e);
             return Err(e);
         }
-        if !self.holding.is_empty() && snapshot.events.iter().any(|e| e.seal.is_some()) {
+        if sealed && !self.holding.is_empty() {
             self.note_held_versions(&snapshot);
         }
         self.take_checked(snapshot, None);
@@ -975,15 +973,7 @@ impl ReconciliationEngine {
             self.observe_times(&snapshot);
             let mut dropped = Vec::new();
             for (key, entity) in snapshot.rebuild(self.config.hash_seed) {
-                let Some((index, before)) = self.join_entity(&key, &entity, &ours, &theirs) else {
-                    continue;
-                };
-                let mut after = Vec::new();
-                self.entities
-                    .at(index)
-                    .entity
-                    .for_each_dot(|dot| after.push(dot));
-                let lost = Self::dropped(&before, after);
+                let lost = self.join_entity(&key, &entity, &ours, &theirs);
                 if !lost.is_empty() {
                     dropped.push((key, lost));
                 }
@@ -1013,7 +1003,9 @@ impl ReconciliationEngine {
         // Only those beyond our clock before the load: one within it
         // that we never applied (every peer folded it away) may be a
         // version its signer re-signed, and noted it would ride in every
-        // snapshot and leaf copy of ours for good. Ours are noted already.
+        // snapshot and leaf copy of ours for good. Those we applied are
+        // noted already (those we took from a leaf's copy are not: see
+        // `join_leaf`).
         for event in &snapshot.events {
             if event.id.seq > ours.get(event.id.peer) && !self.is_equivocated(event.id) {
                 self.dominators.note(event);
@@ -1168,36 +1160,37 @@ impl ReconciliationEngine {
     }
 
     /// Joins a snapshot's entity for `key` into ours by the version-vector
-    /// rule; where we had one, its place and the dots it held before.
+    /// rule: the dots of ours the join dropped.
     fn join_entity(
         &mut self,
         key: &Text,
         entity: &Entity,
         ours: &VectorClock,
         theirs: &VectorClock,
-    ) -> Option<(u32, Vec<EventId>)> {
-        let (index, before) = match self.entities.find(key) {
+    ) -> Vec<EventId> {
+        let (index, dropped) = match self.entities.find(key) {
             Some(index) => {
                 let mine = &mut self.entities.at(index).entity;
-                let mut before = Vec::new();
+                let (mut before, mut after) = (Vec::new(), Vec::new());
                 mine.for_each_dot(|dot| before.push(dot));
                 mine.merge(entity, ours, theirs);
-                (index, Some(before))
+                mine.for_each_dot(|dot| after.push(dot));
+                (index, Self::dropped(&before, after))
             }
             None => {
                 let mut fresh = Entity::empty();
                 fresh.merge(entity, ours, theirs);
                 if fresh.is_empty() {
-                    return None;
+                    return Vec::new();
                 }
                 let index = self
                     .entities
                     .insert_new(Slot::new(key.clone(), fresh, None));
-                (index, None)
+                (index, Vec::new())
             }
         };
         self.note_joined(index, key);
-        before.map(|before| (index, before))
+        dropped
     }
 
     /// Folds the archive and the runs leaving the log (`folded`) down to
@@ -1331,8 +1324,8 @@ mod tests {
     /// of the leaf end alike, as the join is the same from either side.
     /// Folded or not (folded, the copies hold only the runs the state
     /// rests on). (Not checked: that no old value comes back. One whose
-    /// superseders neither copy carries does: docs/DECISIONS.md, "A
-    /// leaf's repair joins by evidence".)
+    /// superseders neither copy carries does: docs/DECISIONS.md, "What
+    /// superseded a value travels with it".)
     #[test]
     fn a_leaf_joined_by_evidence_keeps_what_we_hold_and_converges() {
         use crate::protocol::testing::seeds;

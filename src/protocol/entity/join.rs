@@ -16,7 +16,7 @@
 
 use super::Entity;
 use crate::protocol::clock::{PeerId, VectorClock};
-use crate::protocol::event::{Operation, P2PEvent, SetOp};
+use crate::protocol::event::{Operation, P2PEvent, Scope, SetOp};
 use crate::protocol::heap_sort::{heap_sort_by, heap_sort_by_key};
 use crate::protocol::value::JsonValue;
 
@@ -108,21 +108,13 @@ impl<'a> Coverage<'a> {
             members: Vec::new(),
         };
         for event in events {
-            match &event.op {
-                Operation::Register(_) => {
-                    if let Some(observed) = event.op.observed_clock() {
-                        coverage.register.merge(observed);
-                    }
+            match event.op.observed_scope() {
+                Some((Scope::Register, observed)) => coverage.register.merge(observed),
+                Some((Scope::Set, observed)) => coverage.set.merge(observed),
+                Some((Scope::Member(member), observed)) if !observed.is_empty() => {
+                    coverage.members.push((member, observed))
                 }
-                Operation::Set(SetOp::Delete { observed }) => coverage.set.merge(observed),
-                Operation::Set(
-                    SetOp::Add { member, observed } | SetOp::Remove { member, observed },
-                ) => {
-                    if !observed.is_empty() {
-                        coverage.members.push((member, observed));
-                    }
-                }
-                Operation::Counter(_) => {}
+                _ => {}
             }
         }
         heap_sort_by(&mut coverage.members, |a, b| a.0 < b.0);
