@@ -1,8 +1,13 @@
 //! Identity slots: each open tab of a room holds one Web Lock,
-//! `cpc-sync:<room>:slot:<n>`, for as long as its peer is open. A new tab
-//! takes the lowest free slot, so two open tabs never share an identity,
-//! and a reloaded tab (its lock released on unload) gets its slot back, and
-//! with it the identity and data stored for that slot.
+//! `cpc-sync:<room>:slot:<n>`, for as long as its peer is open, so two
+//! open tabs never share an identity. A tab remembers its slot in its
+//! `sessionStorage` (kept across reloads, one per tab) and asks for that
+//! one first: a reloaded tab (its lock released on unload) gets its slot
+//! back, and with it the identity and data stored for that slot, even when
+//! a lower slot came free meanwhile (taking the lowest, a reloaded tab took
+//! a closed tab's identity and hid its own offline writes). A new tab, or
+//! one whose slot another holds (a duplicated tab copies `sessionStorage`),
+//! takes the lowest free slot.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -29,49 +34,97 @@ impl Drop for Slot {
     }
 }
 
-/// Takes the lowest free slot of `room`; `None` without Web Locks (an old
-/// browser, or a page that is no secure context, such as plain http on an
-/// address other than localhost: Chromium and Firefox alike). Then no slot
-/// can be held: two tabs taking the same one would write as one peer,
-/// reusing its sequence numbers.
+/// Takes this tab's slot of `room` (the one it held before a reload) or
+/// else the lowest free one; `None` without Web Locks (an old browser, or
+/// a page that is no secure context, such as plain http on an address
+/// other than localhost: Chromium and Firefox alike). Then no slot can be
+/// held: two tabs taking the same one would write as one peer, reusing its
+/// sequence numbers.
 pub async fn claim(room: &str) -> Result<Option<Slot>, JsValue> {
-    let navigator = web_sys::window().ok_or("no window")?.navigator();
-    let locks = Reflect::get(&navigator, &"locks".into())?;
+    let window = web_sys::window().ok_or("no window")?;
+    let locks = Reflect::get(&window.navigator(), &"locks".into())?;
     if locks.is_undefined() {
         return Ok(None);
     }
     let request: Function = Reflect::get(&locks, &"request".into())?.dyn_into()?;
-    for index in 0..MAX_SLOTS {
-        let release = Rc::new(RefCell::new(None::<Function>));
-        let mut answer = None::<Function>;
-        let granted = Promise::new(&mut |resolve, _| answer = Some(resolve));
-        let answer = answer.ok_or("promise executor did not run")?;
-        let held = release.clone();
-        let callback = Closure::<dyn FnMut(JsValue) -> JsValue>::new(move |lock: JsValue| {
-            if lock.is_null() {
-                let _ = answer.call1(&JsValue::NULL, &JsValue::FALSE);
-                return JsValue::NULL;
-            }
-            // Holding the lock = keeping this promise pending until release.
-            let hold = Promise::new(&mut |resolve, _| *held.borrow_mut() = Some(resolve));
-            let _ = answer.call1(&JsValue::NULL, &JsValue::TRUE);
-            hold.into()
-        });
-        let options = Object::new();
-        Reflect::set(&options, &"ifAvailable".into(), &JsValue::TRUE)?;
-        let name = JsValue::from_str(&format!("cpc-sync:{room}:slot:{index}"));
-        request.call3(&locks, &name, &options, callback.as_ref().unchecked_ref())?;
-        if JsFuture::from(granted).await?.is_truthy() {
-            let release = release.borrow_mut().take();
-            return Ok(Some(Slot {
-                index,
-                release,
-                _callback: callback,
-            }));
+    let remembered = format!("cpc-sync:{room}:slot");
+    let before = session_item(&window, &remembered)
+        .and_then(|s| s.parse::<u32>().ok())
+        .filter(|&i| i < MAX_SLOTS);
+    let order = before
+        .into_iter()
+        .chain((0..MAX_SLOTS).filter(|&i| Some(i) != before));
+    for index in order {
+        if let Some(slot) = try_slot(&locks, &request, room, index).await? {
+            set_session_item(&window, &remembered, &index.to_string());
+            return Ok(Some(slot));
         }
     }
     Err(JsError::new(&format!(
         "more than {MAX_SLOTS} tabs of room {room:?} are open"
     ))
     .into())
+}
+
+/// Slot `index` of `room`, if no other tab holds it.
+async fn try_slot(
+    locks: &JsValue,
+    request: &Function,
+    room: &str,
+    index: u32,
+) -> Result<Option<Slot>, JsValue> {
+    let release = Rc::new(RefCell::new(None::<Function>));
+    let mut answer = None::<Function>;
+    let granted = Promise::new(&mut |resolve, _| answer = Some(resolve));
+    let answer = answer.ok_or("promise executor did not run")?;
+    let held = release.clone();
+    let callback = Closure::<dyn FnMut(JsValue) -> JsValue>::new(move |lock: JsValue| {
+        if lock.is_null() {
+            let _ = answer.call1(&JsValue::NULL, &JsValue::FALSE);
+            return JsValue::NULL;
+        }
+        // Holding the lock = keeping this promise pending until release.
+        let hold = Promise::new(&mut |resolve, _| *held.borrow_mut() = Some(resolve));
+        let _ = answer.call1(&JsValue::NULL, &JsValue::TRUE);
+        hold.into()
+    });
+    let options = Object::new();
+    Reflect::set(&options, &"ifAvailable".into(), &JsValue::TRUE)?;
+    let name = JsValue::from_str(&format!("cpc-sync:{room}:slot:{index}"));
+    request.call3(locks, &name, &options, callback.as_ref().unchecked_ref())?;
+    if !JsFuture::from(granted).await?.is_truthy() {
+        return Ok(None);
+    }
+    let release = release.borrow_mut().take();
+    Ok(Some(Slot {
+        index,
+        release,
+        _callback: callback,
+    }))
+}
+
+/// The tab's `sessionStorage` item `key`; `None` where there is none or
+/// the page may not read it (storage disabled, a sandboxed frame).
+fn session_item(window: &web_sys::Window, key: &str) -> Option<String> {
+    let storage = Reflect::get(window, &"sessionStorage".into()).ok()?;
+    let get: Function = Reflect::get(&storage, &"getItem".into())
+        .ok()?
+        .dyn_into()
+        .ok()?;
+    get.call1(&storage, &key.into()).ok()?.as_string()
+}
+
+/// Sets it, where the page may (a failure only costs the reload its slot).
+fn set_session_item(window: &web_sys::Window, key: &str, value: &str) {
+    let set = || -> Option<()> {
+        let storage = Reflect::get(window, &"sessionStorage".into()).ok()?;
+        let set: Function = Reflect::get(&storage, &"setItem".into())
+            .ok()?
+            .dyn_into()
+            .ok()?;
+        set.call2(&storage, &key.into(), &value.into())
+            .ok()
+            .map(drop)
+    };
+    let _ = set();
 }

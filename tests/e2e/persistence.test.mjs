@@ -49,6 +49,39 @@ test("a reloaded tab keeps its id and state; two open tabs are two peers", async
   await context.close();
 });
 
+// Tab B holds slot 1 and writes while offline; tab A (slot 0) closes; B
+// reloads. Taking the lowest free slot, B came back as A, with A's state,
+// and its own offline write was hidden until another tab opened slot 1.
+// A tab asks for the slot it held first (kept in its sessionStorage).
+test("a reloaded tab gets its own slot back after a lower one came free", async () => {
+  const context = await env.browser.newContext();
+  const tabs = [];
+  for (let i = 0; i < 2; i++) {
+    const tab = await context.newPage();
+    await tab.goto(env.server.url);
+    await tab.waitForSelector("body[data-ready=true]");
+    tabs.push({ tab, ...(await open(tab, "slots")) });
+  }
+  const [a, b] = tabs;
+  assert.notEqual(a.id, b.id);
+  await b.tab.evaluate(async () => {
+    window.peer.goOffline();
+    await window.peer.set("offline/b", "kept");
+  });
+  await a.tab.close();
+  await b.tab.reload();
+  await b.tab.waitForSelector("body[data-ready=true]");
+  const again = await open(b.tab, "slots");
+  assert.equal(again.id, b.id, "the reloaded tab is the peer it was");
+  assert.equal(again.state["offline/b"], "kept", "its offline write is there");
+  // A new tab takes the slot A left.
+  const fresh = await context.newPage();
+  await fresh.goto(env.server.url);
+  await fresh.waitForSelector("body[data-ready=true]");
+  assert.equal((await open(fresh, "slots")).id, a.id, "a new tab takes the lowest free slot");
+  await context.close();
+});
+
 /** This machine's first non-loopback IPv4 address, if it has one. */
 function lanAddress() {
   const all = Object.values(networkInterfaces()).flat();
