@@ -49,7 +49,24 @@ function header(peer, room, signaling) {
   $("private-room").addEventListener("click", () => location.assign(privateRoomLink()));
   $("signaling").textContent = signaling === "none" ? "this browser's tabs (BroadcastChannel)" : signaling;
   $("peer-id").textContent = peer.id;
-  $("online").addEventListener("change", (e) => (e.target.checked ? peer.goOnline() : peer.goOffline()));
+  // Offline stays offline across a reload of this tab (as its identity slot does).
+  const offline = `cpc-page:${room}:offline`;
+  const online = $("online");
+  const remembered = (value) => {
+    try {
+      if (value === undefined) return sessionStorage.getItem(offline);
+      sessionStorage.setItem(offline, value);
+    } catch {} // storage disabled: forgotten on reload
+  };
+  if (remembered() === "true") {
+    online.checked = false;
+    peer.goOffline();
+  }
+  online.addEventListener("change", (e) => {
+    if (e.target.checked) peer.goOnline();
+    else peer.goOffline();
+    remembered(String(!e.target.checked));
+  });
 }
 
 /**

@@ -30,3 +30,26 @@ test("the server serves the wasm with its content type; /signal wants a WebSocke
   const missing = await fetch(new URL("/no-such-file", env.server.url));
   assert.equal(missing.status, 404);
 });
+
+test("a tab switched offline stays offline across a reload, until switched back", async () => {
+  const context = await env.browser.newContext();
+  const url = new URL("/?room=offline-reload&storage=memory", env.server.url).href;
+  const tabs = [];
+  for (let i = 0; i < 2; i++) {
+    const page = await context.newPage();
+    await page.goto(url);
+    await page.waitForSelector("body[data-ready=true]");
+    tabs.push(page);
+  }
+  const [away, here] = tabs;
+  await away.uncheck("#online");
+  await away.reload();
+  await away.waitForSelector("body[data-ready=true]");
+  assert.equal(await away.isChecked("#online"), false, "the switch shows it offline");
+  await away.evaluate(() => window.cpc.peer.set("while-away", 1));
+  await here.waitForTimeout(3000);
+  assert.equal(await here.evaluate(() => window.cpc.peer.get("while-away")), undefined, "not sent while offline");
+  await away.check("#online");
+  await here.waitForFunction(() => window.cpc.peer.get("while-away") === 1, null, { timeout: 30_000 });
+  await context.close();
+});

@@ -1,6 +1,13 @@
 // The shared state as a live, editable table, and a form for every write.
 import { el, json, short } from "./dom.js";
 
+/** The room's policies for a key prefix: what each does with concurrent writes. */
+const POLICIES = {
+  lww: "last writer wins: concurrent writes settle on the newest",
+  "multi-value": "concurrent writes are all kept and shown as a conflict until one is chosen",
+  reconcile: "one peer's app settles concurrent writes (its reconcile handler), for everyone",
+};
+
 /** Rows shown at most; a filter narrows a large state. */
 const ROWS = 300;
 
@@ -23,6 +30,9 @@ export function stateView(peer, report) {
     const button = (label, action, title) =>
       el("button", { type: "button", title, "data-action": label, on: { click: action } }, label);
     const del = button("delete", () => run("delete", peer.delete(key)), `delete ${key}`);
+    // Enter in the value box does what its first button does (set, add).
+    const onEnter = (action) =>
+      input.addEventListener("keydown", (e) => e.key === "Enter" && (e.preventDefault(), action()));
     if (kind === "counter") {
       return [
         button("+1", () => run("increment", peer.increment(key, 1)), "increment"),
@@ -31,15 +41,19 @@ export function stateView(peer, report) {
       ];
     }
     if (kind === "set") {
+      const add = () => run("add", peer.add(key, parse()));
+      onEnter(add);
       return [
         input,
-        button("add", () => run("add", peer.add(key, parse())), "add the member"),
+        button("add", add, "add the member"),
         button("remove", () => run("remove", peer.remove(key, parse())), "remove the member"),
         del,
       ];
     }
     input.value = JSON.stringify(entry.value);
-    return [input, button("set", () => run("set", peer.set(key, parse())), "write this value"), del];
+    const set = () => run("set", peer.set(key, parse()));
+    onEnter(set);
+    return [input, button("set", set, "write this value"), del];
   }
 
   /** Rows by key, kept across renders so that an input being typed in
@@ -156,7 +170,7 @@ export function stateView(peer, report) {
   const policy = el(
     "select",
     { "aria-label": "policy" },
-    ["lww", "multi-value", "reconcile"].map((p) => el("option", { value: p }, p)),
+    Object.entries(POLICIES).map(([p, title]) => el("option", { value: p, title }, p)),
   );
   const policyForm = el(
     "form",
