@@ -9,13 +9,19 @@ use crate::protocol::json::WriteJson;
 use crate::protocol::text::Text;
 use crate::protocol::{json, JsonValue};
 
-/// A JS value as a canonical JSON value; `undefined`, functions and cycles
-/// are `INVALID_JSON` `TypeError`s.
+/// A JS value as a canonical JSON value, as `JSON.stringify` writes it
+/// (within an object or array, `NaN` is `null`, a `Date` its ISO string, a
+/// `Map` `{}`), with its objects' keys sorted; `undefined`, functions,
+/// cycles and a number JSON cannot hold (`NaN`, `Infinity`, which
+/// `JSON.stringify` writes `null`) are `INVALID_JSON` `TypeError`s.
 pub fn to_json(value: &JsValue) -> Result<JsonValue, PeerError> {
     if let Some(json) = scalar_json(value) {
         return Ok(json);
     }
     let invalid = |why: &str| PeerError::type_error(Code::InvalidJson, why);
+    if value.as_f64().is_some_and(|n| !n.is_finite()) {
+        return Err(invalid("the value must be JSON, not NaN or an infinity"));
+    }
     let text = js_sys::JSON::stringify(value)
         .map_err(|_| invalid("the value cannot be turned into JSON (a cycle, or a BigInt)"))?;
     let text = text

@@ -48,7 +48,7 @@ pub async fn claim(room: &str) -> Result<Option<Slot>, JsValue> {
     }
     let request: Function = Reflect::get(&locks, &"request".into())?.dyn_into()?;
     let remembered = format!("cpc-sync:{room}:slot");
-    let before = session_item(&window, &remembered)
+    let before = session_item(&window, &remembered, None)
         .and_then(|s| s.parse::<u32>().ok())
         .filter(|&i| i < MAX_SLOTS);
     let order = before
@@ -56,7 +56,7 @@ pub async fn claim(room: &str) -> Result<Option<Slot>, JsValue> {
         .chain((0..MAX_SLOTS).filter(|&i| Some(i) != before));
     for index in order {
         if let Some(slot) = try_slot(&locks, &request, room, index).await? {
-            set_session_item(&window, &remembered, &index.to_string());
+            session_item(&window, &remembered, Some(&index.to_string()));
             return Ok(Some(slot));
         }
     }
@@ -103,28 +103,20 @@ async fn try_slot(
     }))
 }
 
-/// The tab's `sessionStorage` item `key`; `None` where there is none or
-/// the page may not read it (storage disabled, a sandboxed frame).
-fn session_item(window: &web_sys::Window, key: &str) -> Option<String> {
+/// The tab's `sessionStorage` item `key`, set to `value` if one is
+/// given; `None` where there is none or the page may not use it (storage
+/// disabled, a sandboxed frame: then a reload only loses its slot).
+fn session_item(window: &web_sys::Window, key: &str, value: Option<&str>) -> Option<String> {
     let storage = Reflect::get(window, &"sessionStorage".into()).ok()?;
-    let get: Function = Reflect::get(&storage, &"getItem".into())
+    let method = if value.is_some() {
+        "setItem"
+    } else {
+        "getItem"
+    };
+    let call: Function = Reflect::get(&storage, &method.into())
         .ok()?
         .dyn_into()
         .ok()?;
-    get.call1(&storage, &key.into()).ok()?.as_string()
-}
-
-/// Sets it, where the page may (a failure only costs the reload its slot).
-fn set_session_item(window: &web_sys::Window, key: &str, value: &str) {
-    let set = || -> Option<()> {
-        let storage = Reflect::get(window, &"sessionStorage".into()).ok()?;
-        let set: Function = Reflect::get(&storage, &"setItem".into())
-            .ok()?
-            .dyn_into()
-            .ok()?;
-        set.call2(&storage, &key.into(), &value.into())
-            .ok()
-            .map(drop)
-    };
-    let _ = set();
+    let value = value.map_or(JsValue::UNDEFINED, JsValue::from_str);
+    call.call2(&storage, &key.into(), &value).ok()?.as_string()
 }

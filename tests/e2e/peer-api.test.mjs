@@ -206,6 +206,7 @@ test("every refusal is an Error subclass with a stable code", async () => {
     await attempt("too many verifyWorkers", () => Peer.open({ room: "r", storage: "memory", verifyWorkers: 9 }));
     await attempt("bad signaling", () => Peer.open({ room: "r", storage: "memory", signaling: "ftp://x" }));
     await attempt("warmUp not a boolean", () => Peer.open({ room: "r", storage: "memory", warmUp: "no" }));
+    await attempt("a misspelt option", () => Peer.open({ room: "r", storage: "memory", signalling: "ws://x" }));
     const peer = await Peer.open({ room: "r", storage: "memory" });
     await peer.set("title", "x");
     await attempt("bad policy", () => peer.setPolicy("doc/", "sometimes"));
@@ -220,6 +221,25 @@ test("every refusal is an Error subclass with a stable code", async () => {
     await attempt("too large", () => peer.set("big", "v".repeat(9 * 1024 * 1024)));
     await attempt("fraction", () => peer.increment("n", 1.5));
     await attempt("not a number", () => peer.increment("n", "1"));
+    // Keys, prefixes and names of another type (a number there trapped the
+    // wasm: "memory access out of bounds"), and listeners that are not
+    // functions; the peer works on after each.
+    await attempt("a number as key", () => peer.set(123, 1));
+    await attempt("an object as key", () => peer.delete({}));
+    await attempt("null as key", () => peer.add(null, 1));
+    await attempt("an array as key", () => peer.increment(["a"], 1));
+    await attempt("get of undefined", () => peer.get(undefined));
+    await attempt("a number as prefix", () => peer.setPolicy(5, "lww"));
+    await attempt("a misspelt event", () => peer.addEventListener("changes", () => {}));
+    await attempt("a listener not a function", () => peer.addEventListener("change", 5));
+    await attempt("a handler not a function", () => peer.onReconcile("first"));
+    await attempt("NaN", () => peer.set("n2", NaN));
+    await attempt("an infinity", () => peer.set("n3", -Infinity));
+    await attempt("still works", async () => {
+      await peer.set("after", 1);
+      if (peer.get("after") !== 1) throw new Error("the peer stopped working");
+      peer.removeEventListener(5, 5); // removes nothing, without a word
+    });
     await peer.close();
     await attempt("closed", () => peer.set("k", 1));
     return out;
@@ -235,6 +255,7 @@ test("every refusal is an Error subclass with a stable code", async () => {
     "too many verifyWorkers": ["RangeError", "INVALID_OPTION"],
     "bad signaling": ["RangeError", "INVALID_OPTION"],
     "warmUp not a boolean": ["TypeError", "INVALID_OPTION"],
+    "a misspelt option": ["TypeError", "INVALID_OPTION"],
     "bad policy": ["RangeError", "INVALID_ARGUMENT"],
     "kind mismatch": ["Error", "KIND_MISMATCH"],
     "not JSON": ["TypeError", "INVALID_JSON"],
@@ -243,6 +264,18 @@ test("every refusal is an Error subclass with a stable code", async () => {
     "too large": ["RangeError", "TOO_LARGE"],
     fraction: ["RangeError", "INVALID_ARGUMENT"],
     "not a number": ["TypeError", "INVALID_ARGUMENT"],
+    "a number as key": ["TypeError", "INVALID_ARGUMENT"],
+    "an object as key": ["TypeError", "INVALID_ARGUMENT"],
+    "null as key": ["TypeError", "INVALID_ARGUMENT"],
+    "an array as key": ["TypeError", "INVALID_ARGUMENT"],
+    "get of undefined": ["TypeError", "INVALID_ARGUMENT"],
+    "a number as prefix": ["TypeError", "INVALID_ARGUMENT"],
+    "a misspelt event": ["TypeError", "INVALID_ARGUMENT"],
+    "a listener not a function": ["TypeError", "INVALID_ARGUMENT"],
+    "a handler not a function": ["TypeError", "INVALID_ARGUMENT"],
+    NaN: ["TypeError", "INVALID_JSON"],
+    "an infinity": ["TypeError", "INVALID_JSON"],
+    "still works": ["none", undefined],
     closed: ["Error", "CLOSED"],
   };
   for (const entry of seen) {

@@ -99,6 +99,11 @@ test("2. a multi-value conflict shows on every peer; resolving it on one clears 
     ),
   );
   assert.ok(keep >= 0, "c's draft is shown");
+  // Each peer tells its app the conflict ended ("conflict" with `resolved`).
+  await onAll(() => {
+    window.resolvedSeen = [];
+    window.cpc.peer.addEventListener("conflict", (e) => window.resolvedSeen.push(...e.resolved));
+  });
   await b.page.click(
     `#conflicts-card article[data-key="doc/intro"] .sibling:nth-child(${keep + 1}) button[data-action="keep"]`,
   );
@@ -107,6 +112,7 @@ test("2. a multi-value conflict shows on every peer; resolving it on one clears 
   }
   const states = await converged(all().map((p) => p.page));
   assert.equal(states[0]["doc/intro"], "draft by c");
+  for (const seen of await onAll(() => window.resolvedSeen)) assert.deepEqual(seen, ["doc/intro"]);
 });
 
 test("3. a reconcile key: the resolver's handler answers and the log shows the exchange", async () => {

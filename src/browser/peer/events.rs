@@ -23,6 +23,13 @@ pub struct Listeners {
     /// in conflict then.
     pub change_parts: Vec<JsValue>,
     pub part_conflicts: Vec<Text>,
+    /// Keys a "conflict" event named as in conflict, sorted: a change that
+    /// leaves one without a conflict is told as `resolved` (the app would
+    /// otherwise show a conflict that ended). Kept while "conflict" is
+    /// heard.
+    pub told_conflicts: Vec<Text>,
+    /// Those of them the parts of a report so far left resolved.
+    pub part_resolved: Vec<Text>,
 }
 
 impl Listeners {
@@ -59,6 +66,34 @@ impl Listeners {
         self.report_ended = false;
         self.change_parts.clear();
         self.part_conflicts.clear();
+        self.part_resolved.clear();
+    }
+
+    /// Those of `keys` (changed) that a "conflict" event named and that
+    /// `in_conflict` no longer says are.
+    pub fn resolved<'a>(
+        &self,
+        keys: impl Iterator<Item = &'a Text>,
+        in_conflict: impl Fn(&str) -> bool,
+    ) -> Vec<Text> {
+        if self.told_conflicts.is_empty() {
+            return Vec::new();
+        }
+        keys.filter(|k| self.told_conflicts.binary_search(k).is_ok() && !in_conflict(k))
+            .cloned()
+            .collect()
+    }
+
+    /// Notes what a "conflict" event told: `named` in conflict (sorted),
+    /// `resolved` no longer.
+    pub fn note_told(&mut self, named: impl Iterator<Item = Text>, resolved: &[Text]) {
+        let told = &mut self.told_conflicts;
+        told.retain(|k| !resolved.contains(k));
+        for key in named {
+            if let Err(at) = told.binary_search(&key) {
+                told.insert(at, key);
+            }
+        }
     }
 }
 

@@ -19,7 +19,7 @@ use crate::browser::transport::TransportEvent;
 use crate::browser::verify::Verifiers;
 use crate::protocol::event::Hash32;
 use crate::protocol::sync::{LinkState, Output};
-use crate::protocol::PeerId;
+use crate::protocol::{PeerId, Text};
 
 /// A connection changed state or a frame arrived.
 pub(super) fn on_transport(inner: &Weak<RefCell<Inner>>, event: TransportEvent) {
@@ -336,7 +336,7 @@ fn wake(inner: &Weak<RefCell<Inner>>) {
 /// writes in one task is one event), and a "conflict" event if any of them
 /// is conflicted. Runs in a microtask, before any awaiting caller resumes.
 fn emit_changes(inner: &Rc<RefCell<Inner>>) {
-    let (keys, conflicts) = {
+    let (keys, conflicts, resolved) = {
         let mut i = inner.borrow_mut();
         let i = &mut *i;
         let listeners = &mut i.listeners;
@@ -350,9 +350,10 @@ fn emit_changes(inner: &Rc<RefCell<Inner>>) {
         let keys = std::mem::take(&mut listeners.changed);
         let ended = std::mem::take(&mut listeners.report_ended);
         let engine = i.node.engine();
+        let resolved = listeners.resolved(keys.iter(), |k| engine.in_conflict(k));
         if ended && listeners.change_parts.is_empty() {
             let conflicts = engine.conflicts_of(keys.iter().map(|k| &**k));
-            (strings(&keys), conflicts)
+            (strings(&keys), conflicts, resolved)
         } else {
             // A report in parts: this part's strings are made now, in this
             // task, and its conflicted keys noted; the event waits for the
@@ -363,21 +364,37 @@ fn emit_changes(inner: &Rc<RefCell<Inner>>) {
             listeners
                 .part_conflicts
                 .extend(keys.into_iter().filter(|k| engine.in_conflict(k)));
+            listeners.part_resolved.extend(resolved);
             if !ended {
                 return;
             }
             let parts = js_sys::Array::from_iter(listeners.change_parts.drain(..));
-            // Those still in conflict, as they are now.
+            // Those still in conflict, as they are now; those resolved by
+            // one part and in conflict again by a later one are not.
             let named = std::mem::take(&mut listeners.part_conflicts);
+            let mut resolved = std::mem::take(&mut listeners.part_resolved);
+            resolved.retain(|k| !engine.in_conflict(k));
             let conflicts = engine.conflicts_of(named.iter().map(|k| &**k));
-            (parts.flat(1).into(), conflicts)
+            (parts.flat(1).into(), conflicts, resolved)
         }
     };
     emit(inner, "change", &event_object("change", &[("keys", keys)]));
-    if !conflicts.is_empty() {
-        let fields = [("conflicts", to_js(&conflicts))];
-        emit(inner, "conflict", &event_object("conflict", &fields));
+    if conflicts.is_empty() && resolved.is_empty() {
+        return;
     }
+    {
+        let mut i = inner.borrow_mut();
+        if !i.listeners.heard("conflict") {
+            return;
+        }
+        let named = conflicts.iter().map(|c| Text::from(c.key.as_str()));
+        i.listeners.note_told(named, &resolved);
+    }
+    let fields = [
+        ("conflicts", to_js(&conflicts)),
+        ("resolved", strings(&resolved)),
+    ];
+    emit(inner, "conflict", &event_object("conflict", &fields));
 }
 
 /// Tells the app a link to `peer` is now in `state` (a `peer` event).

@@ -32,6 +32,7 @@ use super::storage::Storage;
 use super::transport::{SignalCodec, Transport, TransportConfig};
 use super::verify::Verifiers;
 use crate::protocol::sync::{LocalWrite, MeshConfig, PeerReport, SyncNode};
+use crate::protocol::Text;
 
 #[wasm_bindgen(typescript_custom_section)]
 const TYPES: &'static str = r#"
@@ -206,6 +207,28 @@ fn reject(error: PeerError) -> Promise {
     Promise::reject(&error.into())
 }
 
+/// A string argument (a key, a prefix, a policy), or an `INVALID_ARGUMENT`
+/// `TypeError` saying so (`message`, naming the method). Taken as any JS
+/// value: a parameter typed `String` is read by the generated glue without
+/// a check, and a number there trapped the wasm (`memory access out of
+/// bounds`).
+#[inline(never)]
+fn text_arg(value: &JsValue, message: &'static str) -> Result<String, PeerError> {
+    (value.as_string()).ok_or_else(|| PeerError::type_error(Code::InvalidArgument, message))
+}
+
+/// A function argument, or an `INVALID_ARGUMENT` `TypeError`.
+#[inline(never)]
+fn function_arg(value: JsValue, message: &'static str) -> Result<Function, PeerError> {
+    (value.dyn_into::<Function>())
+        .map_err(|_| PeerError::type_error(Code::InvalidArgument, message))
+}
+
+/// The events a peer tells (`addEventListener`).
+const EVENT_KINDS: [&str; 7] = [
+    "change", "peer", "conflict", "message", "snapshot", "presence", "error",
+];
+
 /// A JS value as JSON, or an `INVALID_JSON` `TypeError` naming the method.
 fn json(value: &JsValue, method: &str) -> Result<crate::protocol::JsonValue, PeerError> {
     to_json(value).map_err(|e| PeerError {
@@ -292,21 +315,31 @@ impl Peer {
 
     /// Writes a register. Resolves once the write is durable.
     #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
-    pub fn set(&self, key: String, value: JsValue) -> Promise {
-        self.write(json(&value, "set").map(|value| LocalWrite::Set { key, value }))
+    pub fn set(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] key: JsValue,
+        value: JsValue,
+    ) -> Promise {
+        self.write(
+            text_arg(&key, "set: the key must be a string")
+                .and_then(|key| json(&value, "set").map(|value| LocalWrite::Set { key, value })),
+        )
     }
 
     /// Deletes whatever `key` holds (as far as this peer has seen it).
     #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
-    pub fn delete(&self, key: String) -> Promise {
-        self.write(Ok(LocalWrite::Delete { key }))
+    pub fn delete(&self, #[wasm_bindgen(unchecked_param_type = "string")] key: JsValue) -> Promise {
+        self.write(
+            text_arg(&key, "delete: the key must be a string")
+                .map(|key| LocalWrite::Delete { key }),
+        )
     }
 
     /// Adds `by` (an integer, may be negative) to a counter.
     #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
     pub fn increment(
         &self,
-        key: String,
+        #[wasm_bindgen(unchecked_param_type = "string")] key: JsValue,
         #[wasm_bindgen(unchecked_param_type = "number")] by: JsValue,
     ) -> Promise {
         let by = match by.as_f64() {
@@ -324,25 +357,49 @@ impl Peer {
             }
             Some(by) => Ok(by as i64),
         };
-        self.write(by.map(|by| LocalWrite::Increment { key, by }))
+        let key = text_arg(&key, "increment: the key must be a string");
+        self.write(key.and_then(|key| by.map(|by| LocalWrite::Increment { key, by })))
     }
 
     /// Adds a member to a set.
     #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
-    pub fn add(&self, key: String, member: JsValue) -> Promise {
-        self.write(json(&member, "add").map(|member| LocalWrite::Add { key, member }))
+    pub fn add(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] key: JsValue,
+        member: JsValue,
+    ) -> Promise {
+        self.write(
+            text_arg(&key, "add: the key must be a string")
+                .and_then(|key| json(&member, "add").map(|member| LocalWrite::Add { key, member })),
+        )
     }
 
     /// Removes a member from a set (a concurrent add wins).
     #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
-    pub fn remove(&self, key: String, member: JsValue) -> Promise {
-        self.write(json(&member, "remove").map(|member| LocalWrite::Remove { key, member }))
+    pub fn remove(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] key: JsValue,
+        member: JsValue,
+    ) -> Promise {
+        self.write(
+            text_arg(&key, "remove: the key must be a string").and_then(|key| {
+                json(&member, "remove").map(|member| LocalWrite::Remove { key, member })
+            }),
+        )
     }
 
     /// Writes `value` over every concurrent value of `key`.
     #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
-    pub fn resolve(&self, key: String, value: JsValue) -> Promise {
-        self.write(json(&value, "resolve").map(|value| LocalWrite::Resolve { key, value }))
+    pub fn resolve(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] key: JsValue,
+        value: JsValue,
+    ) -> Promise {
+        self.write(
+            text_arg(&key, "resolve: the key must be a string").and_then(|key| {
+                json(&value, "resolve").map(|value| LocalWrite::Resolve { key, value })
+            }),
+        )
     }
 
     /// Sets the room's policy for keys under `prefix`: how their registers
@@ -353,9 +410,19 @@ impl Peer {
     #[wasm_bindgen(js_name = setPolicy, unchecked_return_type = "Promise<void>")]
     pub fn set_policy(
         &self,
-        prefix: String,
-        #[wasm_bindgen(unchecked_param_type = "ConflictPolicy")] policy: String,
+        #[wasm_bindgen(unchecked_param_type = "string")] prefix: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "ConflictPolicy")] policy: JsValue,
     ) -> Promise {
+        let args = text_arg(&prefix, "setPolicy: the prefix must be a string").and_then(|prefix| {
+            Ok((
+                prefix,
+                text_arg(&policy, "setPolicy: the policy must be a string")?,
+            ))
+        });
+        let (prefix, policy) = match args {
+            Ok(args) => args,
+            Err(e) => return reject(e),
+        };
         match policy.parse() {
             Ok(policy) => self.write(Ok(LocalWrite::Policy { prefix, policy })),
             Err(e) => reject(PeerError::range_error(
@@ -395,11 +462,15 @@ impl Peer {
     }
 
     /// The value of `key`, or `undefined`.
-    pub fn get(&self, key: String) -> JsValue {
-        match self.inner.borrow().node.engine().get_json(&key) {
+    pub fn get(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] key: JsValue,
+    ) -> Result<JsValue, PeerError> {
+        let key = text_arg(&key, "get: the key must be a string")?;
+        Ok(match self.inner.borrow().node.engine().get_json(&key) {
             Some(text) => from_json(&text),
             None => JsValue::UNDEFINED,
-        }
+        })
     }
 
     /// The shared state as plain JSON: `{ key: value, ... }`.
@@ -441,8 +512,9 @@ impl Peer {
         #[wasm_bindgen(
             unchecked_param_type = "(key: string, candidates: Conflict[\"candidates\"]) => any"
         )]
-        handler: Function,
-    ) {
+        handler: JsValue,
+    ) -> Result<(), PeerError> {
+        let handler = function_arg(handler, "onReconcile: the handler must be a function")?;
         self.inner
             .borrow_mut()
             .node
@@ -452,6 +524,7 @@ impl Peer {
                     .ok()?;
                 to_json(&value).ok()
             }));
+        Ok(())
     }
 
     /// Known peers: `[{ id, state, rtt?, rejected, lastError?, bytesIn,
@@ -493,25 +566,55 @@ impl Peer {
         }
     }
 
-    /// Listens to `"change"` (detail: `{ keys }`), `"peer"`, `"conflict"`,
-    /// `"message"`, `"snapshot"` or `"error"`.
+    /// Listens to `"change"` (the event's `keys`), `"peer"`, `"conflict"`,
+    /// `"message"`, `"snapshot"`, `"presence"` or `"error"`. Throws an
+    /// `INVALID_ARGUMENT` `TypeError` for another name (a typo would
+    /// otherwise listen for good to an event that never comes) or a
+    /// listener that is not a function.
     #[wasm_bindgen(js_name = addEventListener)]
     pub fn add_event_listener(
         &self,
-        #[wasm_bindgen(unchecked_param_type = "PeerEventType")] kind: String,
-        #[wasm_bindgen(unchecked_param_type = "(event: PeerEvent) => void")] listener: Function,
-    ) {
-        let mut inner = self.inner.borrow_mut();
+        #[wasm_bindgen(unchecked_param_type = "PeerEventType")] kind: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "(event: PeerEvent) => void")] listener: JsValue,
+    ) -> Result<(), PeerError> {
+        let kind = text_arg(&kind, "addEventListener: the event's name must be a string")?;
+        if !EVENT_KINDS.contains(&kind.as_str()) {
+            return Err(PeerError::type_error(
+                Code::InvalidArgument,
+                format!(
+                    "addEventListener: no event is called \"{kind}\"; a peer tells change, \
+                     peer, conflict, message, snapshot, presence and error"
+                ),
+            ));
+        }
+        let listener = function_arg(
+            listener,
+            "addEventListener: the listener must be a function",
+        )?;
+        let mut guard = self.inner.borrow_mut();
+        let inner = &mut *guard;
+        if kind == "conflict" && !inner.listeners.heard("conflict") {
+            // The conflicts of now, as if told: their end is told too.
+            let conflicts = inner.node.engine().conflicts();
+            let keys = conflicts.iter().map(|c| Text::from(c.key.as_str()));
+            inner.listeners.told_conflicts.clear();
+            inner.listeners.note_told(keys, &[]);
+        }
         inner.listeners.add(kind, listener);
         inner.tell_changes();
+        Ok(())
     }
 
     #[wasm_bindgen(js_name = removeEventListener)]
     pub fn remove_event_listener(
         &self,
-        #[wasm_bindgen(unchecked_param_type = "PeerEventType")] kind: String,
-        #[wasm_bindgen(unchecked_param_type = "(event: PeerEvent) => void")] listener: Function,
+        #[wasm_bindgen(unchecked_param_type = "PeerEventType")] kind: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "(event: PeerEvent) => void")] listener: JsValue,
     ) {
+        // As the DOM's: what was never added is removed without a word.
+        let (Some(kind), Ok(listener)) = (kind.as_string(), listener.dyn_into::<Function>()) else {
+            return;
+        };
         let mut inner = self.inner.borrow_mut();
         inner.listeners.remove(&kind, &listener);
         inner.tell_changes();

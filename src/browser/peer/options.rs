@@ -99,6 +99,20 @@ fn whole(
     }
 }
 
+/// Every option `Peer.open` reads.
+const KNOWN: [&str; 10] = [
+    "room",
+    "secret",
+    "signaling",
+    "storage",
+    "iceServers",
+    "compactAfter",
+    "maxConnections",
+    "connectTimeoutMs",
+    "warmUp",
+    "verifyWorkers",
+];
+
 impl Options {
     pub fn parse(options: &JsValue) -> Result<Options, PeerError> {
         if !options.is_object() {
@@ -106,6 +120,22 @@ impl Options {
                 Code::InvalidOption,
                 "Peer.open takes an options object: { room }",
             ));
+        }
+        // A misspelt option (`signalling`) would otherwise leave its
+        // default in place without a word: tabs only, say, where the app
+        // meant a server.
+        for name in js_sys::Object::keys(options.unchecked_ref::<js_sys::Object>()).iter() {
+            let name = name.as_string().unwrap_or_default();
+            if !KNOWN.contains(&name.as_str()) {
+                return Err(PeerError::type_error(
+                    Code::InvalidOption,
+                    format!(
+                        "Peer.open has no option \"{name}\"; it takes room, secret, signaling, \
+                         storage, iceServers, compactAfter, maxConnections, connectTimeoutMs, \
+                         warmUp and verifyWorkers"
+                    ),
+                ));
+            }
         }
         let room = string(options, "room")?
             .filter(|r| !r.is_empty())
