@@ -57,6 +57,8 @@ step "browser tests (wasm-bindgen-test, headless Firefox)" env -u CHROMEDRIVER \
 # compile the server's dependencies once more, with LTO (two minutes of
 # CI); `npm start` and the full benchmarks build and run the release one.
 step "release build" bash scripts/build.sh --no-server
+step "types (the README's examples against the package's .d.ts, tsc --strict)" \
+  node_modules/.bin/tsc -p tests/types
 export CPC_SIGNAL_BIN="${CARGO_TARGET_DIR:-target}/ci/cpc-signal"
 # Every suite in Chromium, and cross-engine.test.mjs: a Chromium page and a
 # Firefox page in one room.

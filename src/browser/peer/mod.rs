@@ -120,7 +120,6 @@ export interface Conflict {
 /** How registers under a prefix show concurrent writes; `setPolicy` sets it
  * for the whole room (replicated: every peer follows the room's). */
 export type ConflictPolicy = "lww" | "multi-value" | "reconcile";
-export type PeerEventType = "change" | "peer" | "conflict" | "message" | "snapshot" | "presence" | "error";
 /** Who is here (`presence()`), this peer included: what each set with
  * `setPresence`, and when it last refreshed it (this peer's clock, ms). */
 export interface PresenceEntry {
@@ -128,27 +127,37 @@ export interface PresenceEntry {
   value: any;
   lastSeen: number;
 }
-/** What a listener receives: `keys` on "change"; `conflicts` on
- * "conflict"; `peer` and its `state` on "peer"; a reconciliation message in
- * the spec's JSON shape on "message" (a request also names its `key`);
- * `received` of `total` bytes on
- * "snapshot" while a snapshot arrives from `peer` (as sent: gzipped
- * between pages); `presence` (who is
- * here, as `presence()` gives it) on "presence"; `error` (a `PeerError`)
- * on "error", for failures no call of the app's can catch: a commit to
- * IndexedDB, a connection, the signaling server. */
-export interface PeerEvent {
-  type: PeerEventType;
-  keys?: string[];
-  conflicts?: Conflict[];
-  peer?: string;
-  state?: "connecting" | "open" | "closed";
-  outgoing?: boolean;
-  message?: any;
-  received?: number;
-  total?: number;
-  presence?: PresenceEntry[];
-  error?: PeerError;
+/** What a listener of each event receives. */
+export interface PeerEventMap {
+  /** Every key changed since the last "change", each once, in the order
+   * they changed. */
+  change: { type: "change"; keys: string[] };
+  /** Among the changed keys: those left in conflict, with their
+   * candidates, and those whose conflict (told before, or there when the
+   * listener was added) ended. */
+  conflict: { type: "conflict"; conflicts: Conflict[]; resolved: string[] };
+  peer: { type: "peer"; peer: string; state: "connecting" | "open" | "closed" };
+  /** A reconciliation message in the spec's JSON shape (a request also
+   * names its `key`). */
+  message: { type: "message"; peer: string; outgoing: boolean; message: any };
+  /** `received` of `total` bytes of a snapshot arriving from `peer` (as
+   * sent: gzipped between pages). */
+  snapshot: { type: "snapshot"; peer: string; received: number; total: number };
+  /** Who is here, as `presence()` gives it. */
+  presence: { type: "presence"; presence: PresenceEntry[] };
+  /** A failure no call of the app's can catch: a commit to IndexedDB, a
+   * connection (`peer`), the signaling server. */
+  error: { type: "error"; error: PeerError; peer?: string };
+}
+export type PeerEventType = keyof PeerEventMap;
+/** What a listener receives: one of `PeerEventMap`'s, told apart by `type`. */
+export type PeerEvent = PeerEventMap[PeerEventType];
+export interface Peer {
+  /** Listens to one event; the listener receives that event's fields
+   * (`PeerEventMap`). Throws an `INVALID_ARGUMENT` `TypeError` for another
+   * name or a listener that is not a function. */
+  addEventListener<K extends PeerEventType>(type: K, listener: (event: PeerEventMap[K]) => void): void;
+  removeEventListener<K extends PeerEventType>(type: K, listener: (event: PeerEventMap[K]) => void): void;
 }
 "#;
 
@@ -571,7 +580,8 @@ impl Peer {
     /// `INVALID_ARGUMENT` `TypeError` for another name (a typo would
     /// otherwise listen for good to an event that never comes) or a
     /// listener that is not a function.
-    #[wasm_bindgen(js_name = addEventListener)]
+    // Typed per event by the `Peer` interface above (`PeerEventMap`).
+    #[wasm_bindgen(js_name = addEventListener, skip_typescript)]
     pub fn add_event_listener(
         &self,
         #[wasm_bindgen(unchecked_param_type = "PeerEventType")] kind: JsValue,
@@ -605,7 +615,8 @@ impl Peer {
         Ok(())
     }
 
-    #[wasm_bindgen(js_name = removeEventListener)]
+    // Typed per event by the `Peer` interface above (`PeerEventMap`).
+    #[wasm_bindgen(js_name = removeEventListener, skip_typescript)]
     pub fn remove_event_listener(
         &self,
         #[wasm_bindgen(unchecked_param_type = "PeerEventType")] kind: JsValue,
