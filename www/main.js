@@ -140,7 +140,7 @@ async function main() {
     });
     // Who is here: a name (`?name=`, else the peer's short id), shown to
     // the room while the page is open; gone from the others when it hides.
-    const presence = { name: params.get("name") ?? `guest ${peer.id.slice(0, 4)}` };
+    const presence = { name: params.get("name") ?? `guest ${peer.id.slice(0, 8)}` };
     peer.setPresence(presence);
     // Not once the app closed the peer (setPresence then throws).
     const show = (value) => {

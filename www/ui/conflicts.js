@@ -48,7 +48,11 @@ export function conflictsView(peer, report) {
                 "div",
                 { class: "sibling" },
                 el("div", { class: "mono value" }, json(candidate.value)),
-                el("div", { class: "muted mono", title: candidate.peer }, `from ${short(candidate.peer)}`),
+                el(
+                  "div",
+                  { class: "muted mono", title: candidate.peer },
+                  candidate.peer === peer.id ? `from ${short(candidate.peer)} (you)` : `from ${short(candidate.peer)}`,
+                ),
                 el(
                   "button",
                   {
