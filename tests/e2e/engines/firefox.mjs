@@ -159,6 +159,17 @@ class FirefoxPage {
     return this.#page.locator(selector).setTimeout(TIMEOUT).fill(value);
   }
 
+  /** As Playwright's: focus the element, then press `key` there. */
+  async press(selector, key) {
+    await this.#page.locator(selector).setTimeout(TIMEOUT).click();
+    await this.#page.keyboard.press(key);
+  }
+
+  async isChecked(selector) {
+    const element = await this.waitForSelector(selector, { state: "attached" });
+    return element.evaluate((e) => e.checked);
+  }
+
   async selectOption(selector, value) {
     await this.waitForSelector(selector);
     return this.#page.select(selector, value);
