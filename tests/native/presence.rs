@@ -313,6 +313,50 @@ fn a_peer_that_left_is_gone_at_once_and_a_replay_does_not_bring_it_back() {
     );
 }
 
+/// A peer goes offline (every link closes; signaling tells the others it
+/// left, and they hide it) and comes back a moment later: it shows again
+/// as soon as it links, not at its next refresh. Its last update was no
+/// newer than what they had heard, so they took the greeting's copy as a
+/// replay (the page showed it gone for up to ten seconds).
+#[test]
+fn a_peer_back_from_offline_shows_again_as_it_links() {
+    let mut nodes = vec![durable(1), durable(2)];
+    link(&mut nodes, 0, 1);
+    pump(&mut nodes, NOW);
+    let (p0, p1) = (nodes[0].peer(), nodes[1].peer());
+    nodes[0].set_presence("{\"name\":\"a\"}", NOW).unwrap();
+    pump(&mut nodes, NOW);
+    assert_eq!(values(&nodes[1]).len(), 1);
+    nodes[0].disconnect(p1);
+    nodes[1].disconnect(p0);
+    nodes[1].peer_left(p0);
+    assert_eq!(values(&nodes[1]), vec![], "gone when it left");
+    let back = NOW + 1_000;
+    nodes[0].connect(p1, back);
+    nodes[1].connect(p0, back);
+    pump(&mut nodes, back);
+    assert_eq!(
+        values(&nodes[1]),
+        vec![(p0.to_string(), "{\"name\":\"a\"}".into())],
+        "shown again as it linked"
+    );
+    // A link that closes while others stay open sends nothing new.
+    let mut nodes = vec![durable(1), durable(2), durable(3)];
+    link(&mut nodes, 0, 1);
+    link(&mut nodes, 0, 2);
+    nodes[0].set_presence("{\"name\":\"a\"}", NOW).unwrap();
+    pump(&mut nodes, NOW);
+    let (p1, p2) = (nodes[1].peer(), nodes[2].peer());
+    nodes[0].disconnect(p2);
+    nodes[0].take_outputs();
+    nodes[0].connect(p2, back);
+    let presence_to_p1 = nodes[0].take_outputs().iter().any(|o| {
+        matches!(o, Output::Send { to, frame } if *to == p1
+            && matches!(wire::decode(frame), Ok(wire::Decoded::Message(Message::Presence(_)))))
+    });
+    assert!(!presence_to_p1, "no fresh presence for a link among others");
+}
+
 #[test]
 fn a_closed_link_keeps_presence_a_refresh_interval_for_it_to_arrive_another_way() {
     // a - b, a - c, b - c: b loses its link to a but hears a through c

@@ -382,6 +382,13 @@ pub struct SyncNode {
     presence_sent: Option<super::presence::PresenceUpdate>,
     presence_due: Option<u64>,
     presence_changed: bool,
+    /// Every session closed since our presence last went out: the peers
+    /// we meet next may have heard from signaling that we left, and take
+    /// only an update newer than the last they heard, so the next session
+    /// to start sends a fresh one (else we showed again only at the next
+    /// refresh, up to [`PRESENCE_REFRESH_MS`](super::presence::PRESENCE_REFRESH_MS)
+    /// later).
+    presence_unheard: bool,
     /// Origins whose events were announced to us (`IHave`) and have not
     /// come yet (see `relay.rs`).
     awaited: SortedMap<PeerId, relay::Awaited>,
@@ -422,6 +429,7 @@ impl SyncNode {
             presence_sent: None,
             presence_due: None,
             presence_changed: false,
+            presence_unheard: false,
             awaited: SortedMap::new(),
             last_owed: None,
             nonces: 0,
@@ -739,7 +747,7 @@ impl SyncNode {
         }
         self.send_digest(peer);
         self.ping_if_due(peer, now_ms);
-        self.greet_presence(peer);
+        self.greet_presence(peer, now_ms);
     }
 
     /// The connection to `peer` is gone; what was queued on it is lost. A
@@ -747,6 +755,7 @@ impl SyncNode {
     pub fn disconnect(&mut self, peer: PeerId) {
         self.end_session(peer);
         self.unlink_presence(peer);
+        self.presence_unheard |= self.sessions.is_empty();
     }
 
     fn end_session(&mut self, peer: PeerId) {

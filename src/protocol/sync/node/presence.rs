@@ -59,10 +59,17 @@ impl SyncNode {
     }
 
     /// A new session learns who is here: ours and the freshest others.
-    pub(super) fn greet_presence(&mut self, peer: PeerId) {
+    /// Ours is made anew, and sent to every session, when every session
+    /// had closed (see `presence_unheard`).
+    pub(super) fn greet_presence(&mut self, peer: PeerId, now_ms: u64) {
         let mut updates = self.presence.freshest(MAX_PRESENCE_BATCH - 1);
         updates.retain(|u| u.peer != peer);
-        updates.extend(self.presence_sent.clone());
+        if std::mem::take(&mut self.presence_unheard) && self.presence_value.is_some() {
+            self.presence_due = Some(now_ms);
+            self.send_presence_if_due(now_ms);
+        } else {
+            updates.extend(self.presence_sent.clone());
+        }
         if !updates.is_empty() {
             self.send(peer, &Message::Presence(updates));
         }
