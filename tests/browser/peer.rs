@@ -11,7 +11,7 @@ use cpc_sync::protocol::room::{Channel, Handshake, KdfCost, RoomSecret};
 use cpc_sync::protocol::sync::wire::{self, Message};
 use cpc_sync::protocol::sync::{SyncConfig, SyncNode};
 use cpc_sync::protocol::{EngineConfig, Identity, JsonValue, PeerId, ReconciliationEngine};
-use js_sys::{Array, Function, Object, Promise, Reflect};
+use js_sys::{Array, Object, Promise, Reflect};
 use wasm_bindgen::convert::TryFromJsValue;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
@@ -156,7 +156,7 @@ async fn a_megabyte_snapshot_crosses_a_data_channel_in_chunks() {
             })
             .collect();
         // Not awaited one by one: writes of one tick share a commit.
-        let _ = a.set(format!("key{i:04}"), value.clone().into());
+        let _ = a.set(format!("key{i:04}").into(), value.clone().into());
     }
     // The next gossip tick folds the log into a snapshot (a is alone, so
     // every event is stable), leaving nothing to replay event by event.
@@ -178,10 +178,8 @@ async fn a_megabyte_snapshot_crosses_a_data_channel_in_chunks() {
         };
         record.borrow_mut().push((get("received"), get("total")));
     });
-    b.add_event_listener(
-        "snapshot".into(),
-        listener.as_ref().unchecked_ref::<Function>().clone(),
-    );
+    b.add_event_listener("snapshot".into(), listener.as_ref().clone())
+        .expect("a listener of a known event");
     wait_for("the snapshot", 30, || a.digest() == b.digest()).await;
 
     let progress = progress.borrow().clone();
@@ -196,7 +194,10 @@ async fn a_megabyte_snapshot_crosses_a_data_channel_in_chunks() {
         progress.windows(2).all(|w| w[0].0 < w[1].0),
         "progress only grows"
     );
-    assert_eq!(json(b.get("key0999".into())), json(JsValue::from(value)));
+    assert_eq!(
+        json(b.get("key0999".into()).expect("a string key")),
+        json(JsValue::from(value))
+    );
     done(a.close()).await;
     done(b.close()).await;
 }
