@@ -363,3 +363,81 @@ test("Peer.open refuses bad options with a clear error", async () => {
   assert.match(messages[2], /unknown conflict policy/);
   assert.match(messages[3], /the peer is closed/);
 });
+
+// Every method of a peer called with arguments of every kind an app could
+// pass by mistake, a seeded sequence of them: each call returns, or throws
+// or rejects with an Error that has a known `code`; none traps the wasm
+// (a key of the wrong type once did: "memory access out of bounds"); and
+// the peer works on after all of them. `CPC_SEED=n` replays a run.
+test("any argument to any method is a coded error or works, and the peer works on", async () => {
+  const seed = Number(process.env.CPC_SEED ?? Math.floor(Math.random() * 2 ** 31));
+  console.log(`seed ${seed} (CPC_SEED=${seed} replays it)`);
+  const { page, errors } = await openPage(env.browser, env.server.url);
+  await page.waitForSelector("body[data-ready=true]");
+  const result = await page.evaluate(async (seed) => {
+    const { Peer } = window.cpc.module;
+    let state = seed >>> 0 || 1;
+    const next = () => {
+      // xorshift32
+      state ^= state << 13;
+      state ^= state >>> 17;
+      state ^= state << 5;
+      return (state >>> 0) / 2 ** 32;
+    };
+    const pick = (list) => list[Math.floor(next() * list.length)];
+    const cyclic = {};
+    cyclic.self = cyclic;
+    const values = () => [
+      undefined, null, true, 0, -0, 1, -1, 1.5, NaN, Infinity, 2 ** 53, 10n, Symbol("s"),
+      "", "k", "key/1", "\u0000cpc/policy/x", "\ud800", "x".repeat(pick([10, 2000, 100_000])),
+      "change", "conflict", "lww", "multi-value", "reconcile",
+      {}, [], [1, "a"], { a: { b: [1] } }, cyclic, () => 1, new Map([[1, 2]]), new Date(0),
+      new Uint8Array(3), Object.create(null), { toJSON() { throw new Error("boom"); } },
+      new Proxy({}, { get() { throw new Error("trap"); }, ownKeys() { throw new Error("trap"); } }),
+    ];
+    const methods = [
+      "set", "delete", "increment", "add", "remove", "resolve", "setPolicy", "setPresence", "get",
+      "addEventListener", "removeEventListener", "onReconcile", "state", "entries", "clock", "digest",
+      "conflicts", "peers", "presence",
+    ];
+    const codes = new Set([
+      "INVALID_OPTION", "INVALID_ARGUMENT", "INVALID_JSON", "KIND_MISMATCH", "RESERVED_KEY", "CLOSED",
+      "STORAGE", "TRANSPORT", "UNSUPPORTED", "EXHAUSTED", "TOO_LARGE",
+    ]);
+    const bad = [];
+    const check = (what, e) => {
+      if (e instanceof WebAssembly.RuntimeError || !(e instanceof Error) || !codes.has(e.code)) {
+        bad.push(`${what}: ${e instanceof Error ? `${e.constructor.name} ${e.code} ${e.message}` : String(e)}`);
+      }
+    };
+    const peer = await Peer.open({ room: `fuzz-${seed}`, storage: "memory", signaling: "none" });
+    const describe = (v) => {
+      try {
+        return typeof v === "string" ? JSON.stringify(v.slice(0, 20)) : typeof v === "symbol" || typeof v === "bigint" ? typeof v : String(v).slice(0, 20);
+      } catch {
+        return typeof v;
+      }
+    };
+    let calls = 0;
+    for (let i = 0; i < 400; i++) {
+      const method = pick(methods);
+      const args = [pick(values()), pick(values())];
+      const what = `${method}(${args.map(describe).join(", ")})`;
+      calls++;
+      try {
+        const out = peer[method](...args);
+        if (out instanceof Promise) await out.catch((e) => check(what, e));
+      } catch (e) {
+        check(what, e);
+      }
+    }
+    await peer.set("after", { ok: true });
+    const works = JSON.stringify(peer.get("after")) === '{"ok":true}' && typeof peer.digest() === "string";
+    await peer.close();
+    return { bad, works, calls };
+  }, seed);
+  assert.deepEqual(result.bad, [], `seed ${seed}`);
+  assert.ok(result.works, `the peer works on (seed ${seed})`);
+  assert.equal(result.calls, 400);
+  assert.deepEqual(errors, []);
+});
