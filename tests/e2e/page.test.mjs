@@ -46,6 +46,8 @@ test("a tab switched offline stays offline across a reload, until switched back"
   await away.reload();
   await away.waitForSelector("body[data-ready=true]");
   assert.equal(await away.isChecked("#online"), false, "the switch shows it offline");
+  // Offline, it cannot know who else is here.
+  assert.equal(await away.evaluate(() => window.cpc.peer.presence().length), 1, "itself only");
   await away.evaluate(() => window.cpc.peer.set("while-away", 1));
   await here.waitForTimeout(3000);
   assert.equal(await here.evaluate(() => window.cpc.peer.get("while-away")), undefined, "not sent while offline");

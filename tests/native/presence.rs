@@ -357,6 +357,34 @@ fn a_peer_back_from_offline_shows_again_as_it_links() {
     assert!(!presence_to_p1, "no fresh presence for a link among others");
 }
 
+/// A peer the app takes offline forgets who is here at once (it can hear
+/// no one), and shows them again as soon as it links back: their
+/// greetings are news, not replays of a tombstone.
+#[test]
+fn a_peer_taken_offline_forgets_who_is_here_until_it_links_again() {
+    let mut nodes = vec![durable(1), durable(2)];
+    link(&mut nodes, 0, 1);
+    nodes[1].set_presence("{\"name\":\"b\"}", NOW).unwrap();
+    pump(&mut nodes, NOW);
+    assert_eq!(values(&nodes[0]).len(), 1);
+    let (p0, p1) = (nodes[0].peer(), nodes[1].peer());
+    nodes[0].take_presence_changed();
+    nodes[0].forget_presence();
+    assert!(nodes[0].take_presence_changed(), "the app is told");
+    assert_eq!(values(&nodes[0]), vec![], "nobody but itself while offline");
+    nodes[0].disconnect(p1);
+    nodes[1].disconnect(p0);
+    let back = NOW + 1_000;
+    nodes[0].connect(p1, back);
+    nodes[1].connect(p0, back);
+    pump(&mut nodes, back);
+    assert_eq!(
+        values(&nodes[0]),
+        vec![(p1.to_string(), "{\"name\":\"b\"}".into())],
+        "shown again as it linked"
+    );
+}
+
 #[test]
 fn a_closed_link_keeps_presence_a_refresh_interval_for_it_to_arrive_another_way() {
     // a - b, a - c, b - c: b loses its link to a but hears a through c

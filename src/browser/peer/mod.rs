@@ -562,9 +562,14 @@ impl Peer {
     /// Writes go on locally and sync once back.
     #[wasm_bindgen(js_name = goOffline)]
     pub fn go_offline(&self) {
-        if let Some(transport) = &self.inner.borrow().transport {
-            transport.go_offline();
+        {
+            let mut inner = self.inner.borrow_mut();
+            if let Some(transport) = &inner.transport {
+                transport.go_offline();
+            }
+            inner.node.forget_presence();
         }
+        dispatch(&self.inner);
     }
 
     /// Finds the room's peers again and reconnects.

@@ -217,6 +217,14 @@ impl PresenceTable {
         gone
     }
 
+    /// Forgets everyone's presence, tombstones too (this peer went
+    /// offline: what it hears when back is news); whether the app saw any.
+    pub fn clear(&mut self) -> bool {
+        let shown = self.held.values().any(Held::shown);
+        self.held = SortedMap::default();
+        shown
+    }
+
     /// `peer` left the room: its presence goes now (a tombstone stays);
     /// whether the app saw it.
     pub fn hide(&mut self, peer: PeerId) -> bool {

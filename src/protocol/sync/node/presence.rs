@@ -123,6 +123,15 @@ impl SyncNode {
         }
     }
 
+    /// This peer went offline (the app said so): who else is here is
+    /// unknown until it links again, so their presence goes now, with no
+    /// tombstone (their greetings then show them again at once).
+    pub fn forget_presence(&mut self) {
+        if self.presence.clear() {
+            self.presence_changed = true;
+        }
+    }
+
     /// Drops presence not refreshed in time.
     pub(super) fn expire_presence(&mut self, now_ms: u64) {
         if self.presence.expire(now_ms) {
