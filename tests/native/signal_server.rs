@@ -728,3 +728,48 @@ async fn a_rebound_name_is_not_the_servers_own_origin() {
     })
     .await;
 }
+
+/// Two servers on one `DATA_DIR`: the second stops at start with a clear
+/// line, where it started and then failed every room the first held open
+/// ("Database already open"). A server's start-up says where it keeps
+/// rooms and which pages may signal; the folder is this user's only.
+#[test]
+fn a_second_server_on_the_same_data_dir_stops_at_start() {
+    let dir = std::env::temp_dir().join(format!("cpc-two-servers-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let data = dir.to_str().expect("a path");
+    let first = Server::start(&[("KEEP", "on"), ("DATA_DIR", data)]);
+    let second = std::process::Command::new(env!("CARGO_BIN_EXE_cpc-signal"))
+        .env("PORT", "0")
+        .env("HOST", "127.0.0.1")
+        .env("KEEP", "on")
+        .env("DATA_DIR", data)
+        .output()
+        .expect("run cpc-signal");
+    let said = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "the second started: {said}");
+    assert!(
+        said.contains("another cpc-signal keeps its rooms in"),
+        "{said}"
+    );
+    let lines = tokio::runtime::Runtime::new()
+        .expect("a runtime")
+        .block_on(first.stderr_with("pages may signal from"));
+    let started = lines.join("\n");
+    assert!(started.contains("keeping rooms as peer"), "{started}");
+    assert!(
+        started.contains(&*dir.canonicalize().unwrap().to_string_lossy()),
+        "{started}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join("rooms"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700, "rooms/ is this user's only");
+    }
+    drop(first);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -69,15 +69,38 @@ async fn count_request(
     response
 }
 
-fn app(rooms: Arc<signaling::Rooms>, metrics: Arc<Metrics>) -> Router {
+/// The page's folder and the npm package's, and a warning for each that
+/// holds nothing to serve (a binary copied away from its checkout: the
+/// defaults are that checkout's folders).
+fn page_folders() -> (PathBuf, PathBuf) {
+    let (www, pkg) = (folder("CPC_WWW", "www"), folder("CPC_PKG", "pkg"));
+    for (dir, file, var) in [
+        (&www, "index.html", "CPC_WWW"),
+        (&pkg, "cpc_sync.js", "CPC_PKG"),
+    ] {
+        if !dir.join(file).is_file() {
+            eprintln!(
+                "cpc-signal: warning: no {file} in {}: the page will not load (set {var})",
+                dir.display()
+            );
+        }
+    }
+    (www, pkg)
+}
+
+fn app(
+    rooms: Arc<signaling::Rooms>,
+    metrics: Arc<Metrics>,
+    (www, pkg): (PathBuf, PathBuf),
+) -> Router {
     Router::new()
         .route("/.well-known/cpc-signal", get(discovery))
         .route("/signal", get(signaling::upgrade))
         .with_state(rooms)
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics_text).with_state(metrics.clone()))
-        .nest_service("/pkg", ServeDir::new(folder("CPC_PKG", "pkg")))
-        .fallback_service(ServeDir::new(folder("CPC_WWW", "www")))
+        .nest_service("/pkg", ServeDir::new(pkg))
+        .fallback_service(ServeDir::new(www))
         .layer(middleware::from_fn_with_state(metrics, count_request))
 }
 
@@ -189,44 +212,49 @@ async fn main() -> std::process::ExitCode {
     if getrandom::fill(&mut seed).is_ok() {
         cpc_sync::protocol::hashing::seed(u64::from_le_bytes(seed));
     }
-    let port: u16 = match std::env::var("PORT").map(|p| p.parse()) {
+    // Every setting is read and checked before anything is made or bound.
+    let port: u16 = match std::env::var("PORT") {
         Err(_) => 8080,
-        Ok(Ok(port)) => port,
-        Ok(Err(_)) => {
-            eprintln!("cpc-signal: PORT must be a number from 0 to 65535");
-            return std::process::ExitCode::FAILURE;
-        }
+        Ok(p) => match p.trim().parse() {
+            Ok(port) => port,
+            Err(_) => {
+                eprintln!("cpc-signal: PORT must be a number from 0 to 65535, not {p:?}");
+                return std::process::ExitCode::FAILURE;
+            }
+        },
     };
-    let host: IpAddr = match std::env::var("HOST").map(|h| h.parse()) {
+    let host: IpAddr = match std::env::var("HOST") {
         Err(_) => IpAddr::from([127, 0, 0, 1]),
-        Ok(Ok(host)) => host,
-        Ok(Err(_)) => {
-            eprintln!("cpc-signal: HOST must be an IP address, like 0.0.0.0");
-            return std::process::ExitCode::FAILURE;
-        }
+        Ok(h) => match h.trim().parse() {
+            Ok(host) => host,
+            Err(_) => {
+                eprintln!("cpc-signal: HOST must be an IP address, like 0.0.0.0, not {h:?}");
+                return std::process::ExitCode::FAILURE;
+            }
+        },
     };
-    let rooms = match signaling::Config::from_env() {
-        Ok(config) => signaling::Rooms::new(config),
+    let (config, limits, keep_config) = match (|| {
+        Ok::<_, String>((
+            signaling::Config::from_env()?,
+            limits()?,
+            keep::KeepConfig::from_env().map_err(|e| format!("the room peer: {e}"))?,
+        ))
+    })() {
+        Ok(settings) => settings,
         Err(e) => {
             eprintln!("cpc-signal: {e}");
             return std::process::ExitCode::FAILURE;
         }
     };
-    let keep = match keep::KeepConfig::from_env().and_then(|c| c.map(keep::Keep::open).transpose())
-    {
+    let origins = config.origins.to_string();
+    let rooms = signaling::Rooms::new(config);
+    let keep = match keep_config.map(keep::Keep::open).transpose() {
         Ok(keep) => keep.map(Arc::new),
         Err(e) => {
             eprintln!("cpc-signal: the room peer: {e}");
             return std::process::ExitCode::FAILURE;
         }
     };
-    let rooms = Arc::new(match &keep {
-        Some(keep) => {
-            eprintln!("cpc-signal: keeping rooms as peer {}", keep.peer());
-            rooms.with_keep(keep.clone())
-        }
-        None => rooms,
-    });
     let listener = match tokio::net::TcpListener::bind(SocketAddr::from((host, port))).await {
         Ok(l) => l,
         Err(e) => {
@@ -234,13 +262,22 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let limits = match limits() {
-        Ok(limits) => limits,
-        Err(e) => {
-            eprintln!("cpc-signal: {e}");
-            return std::process::ExitCode::FAILURE;
+    let rooms = Arc::new(match &keep {
+        Some(keep) => {
+            eprintln!(
+                "cpc-signal: keeping rooms as peer {} in {}",
+                keep.peer(),
+                keep.folder()
+            );
+            rooms.with_keep(keep.clone())
         }
-    };
+        None => {
+            eprintln!("cpc-signal: not keeping rooms (KEEP=off): signaling only");
+            rooms
+        }
+    });
+    eprintln!("cpc-signal: pages may signal from {origins}");
+    let folders = page_folders();
     raise_open_files(limits.max_connections);
     tokio::spawn(shutdown::on_signal());
     let addr = listener
@@ -278,11 +315,12 @@ async fn main() -> std::process::ExitCode {
     let metrics = Arc::new(metrics);
     serve::serve(
         listener,
-        app(rooms, metrics.clone()),
+        app(rooms, metrics.clone(), folders),
         limits,
         counts,
         metrics,
     )
     .await;
+    eprintln!("cpc-signal: stopped");
     std::process::ExitCode::SUCCESS
 }

@@ -38,10 +38,11 @@ pub fn on_signal() -> impl std::future::Future<Output = ()> {
                 Err(_) => std::future::pending::<()>().await,
             }
         };
-        tokio::select! {
-            _ = wait(term) => {},
-            _ = wait(int) => {},
-        }
+        let name = tokio::select! {
+            _ = wait(term) => "SIGTERM",
+            _ = wait(int) => "SIGINT",
+        };
+        eprintln!("cpc-signal: {name}: closing connections and rooms");
         begin();
     }
 }

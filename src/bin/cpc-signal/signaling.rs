@@ -336,7 +336,8 @@ pub async fn upgrade(
         None => uri.authority().map(|a| a.as_str()), // HTTP/2
     };
     if !rooms.config.origins.allows(origin, host) {
-        let detail = format!("a page of {origin:?} (host {host:?})");
+        let (origin, host) = (origin.unwrap_or("(none)"), host.unwrap_or("(none)"));
+        let detail = format!("a page of {origin:?} (Host {host:?})");
         rooms.counters.refused(Refusal::Origin, &detail);
         let body = "cpc-signal: pages of this origin may not open /signal (see ORIGINS: a \
                     server reached by a name, not an address or localhost, lists its own \

@@ -71,9 +71,15 @@ impl KeepConfig {
             number(var, (of / part).max(1) as u64).map(|n| n as usize)
         };
         Ok(Some(KeepConfig {
-            data_dir: std::env::var_os("DATA_DIR")
-                .map(PathBuf::from)
-                .unwrap_or(default.data_dir),
+            data_dir: match std::env::var_os("DATA_DIR") {
+                None => default.data_dir,
+                Some(dir) if dir.is_empty() => {
+                    return Err(
+                        "DATA_DIR is empty: name a folder, or leave it unset (./data)".into(),
+                    )
+                }
+                Some(dir) => PathBuf::from(dir),
+            },
             max_rooms,
             max_room_bytes: number("KEEP_MAX_ROOM_BYTES", default.max_room_bytes)?,
             max_disk_bytes: number("KEEP_MAX_DISK_BYTES", default.max_disk_bytes)?,

@@ -77,6 +77,13 @@ pub struct Keep {
     disk: Mutex<Disk>,
     next_link: AtomicU64,
     counters: Counters,
+    /// One log line per class of a room's failure per
+    /// [`LOG_EVERY`](crate::limits::LOG_EVERY), as connections' refusals.
+    logs: Mutex<HashMap<&'static str, crate::limits::LogLimit>>,
+    /// `DATA_DIR/lock`, held locked while this server runs: a second
+    /// server on the same folder stops at start rather than failing every
+    /// room the first holds open.
+    _lock: std::fs::File,
 }
 
 /// A page's link to its room's peer; dropping it detaches the page.
@@ -111,6 +118,39 @@ impl Drop for Tunnel {
     }
 }
 
+/// `DATA_DIR/lock`, locked for this process, or why not (another server
+/// holds it).
+fn lock_folder(data_dir: &std::path::Path) -> Result<std::fs::File, String> {
+    let path = data_dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    // The server needs Rust 1.90 (redb) whatever the library's
+    // `rust-version` says (Cargo.toml); `File::try_lock` is 1.89's.
+    #[allow(clippy::incompatible_msrv)]
+    let locked = file.try_lock();
+    match locked {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(format!(
+            "another cpc-signal keeps its rooms in {} (run one server per DATA_DIR)",
+            data_dir.display()
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", path.display())),
+    }
+}
+
+/// Whether this process can make files in `rooms` (a folder made by
+/// another user, say): found at start, not at the first room's write.
+fn can_write(rooms: &std::path::Path) -> Result<(), String> {
+    let probe = rooms.join(".write-check");
+    std::fs::write(&probe, b"")
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(|e| format!("cannot write in {}: {e}", rooms.display()))
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -120,8 +160,16 @@ impl Keep {
     /// it holds.
     pub fn open(config: KeepConfig) -> Result<Keep, String> {
         let rooms = config.data_dir.join("rooms");
-        std::fs::create_dir_all(&rooms)
+        let mut folder = std::fs::DirBuilder::new();
+        folder.recursive(true);
+        // The rooms' files are readable by this user only.
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut folder, 0o700);
+        folder
+            .create(&rooms)
             .map_err(|e| format!("cannot create {}: {e}", rooms.display()))?;
+        let lock = lock_folder(&config.data_dir)?;
+        can_write(&rooms)?;
         let identity = identity::load_or_create(&config.data_dir)?;
         let mut disk = Disk::default();
         let listing = std::fs::read_dir(&rooms)
@@ -140,7 +188,35 @@ impl Keep {
             disk: Mutex::new(disk),
             next_link: AtomicU64::new(1),
             counters: Counters::default(),
+            logs: Mutex::default(),
+            _lock: lock,
         })
+    }
+
+    /// Logs that `room` was `what` (not loaded, unloaded) for `error`:
+    /// at most one line a class per [`LOG_EVERY`](crate::limits::LOG_EVERY),
+    /// saying how many since the last (a burst of pages past a limit wrote
+    /// a line each).
+    pub(crate) fn log(&self, room: &str, what: &str, error: &KeepError) {
+        let due = lock(&self.logs)
+            .entry(error.as_str())
+            .or_default()
+            .note(std::time::Instant::now());
+        if let Some(count) = due {
+            eprintln!(
+                "cpc-signal: keep: room {room:?} {what}: {error}; {count} rooms {what} for this \
+                 reason since the last such line"
+            );
+        }
+    }
+
+    /// Where the rooms are kept (`DATA_DIR`), as the start-up line says it.
+    pub fn folder(&self) -> String {
+        let dir = &self.config.data_dir;
+        std::fs::canonicalize(dir)
+            .unwrap_or_else(|_| dir.clone())
+            .display()
+            .to_string()
     }
 
     /// The room peer's id (the same in every room).

@@ -126,7 +126,7 @@ async fn run(
     let mut room = match opened {
         Ok(room) => room,
         Err(e) => {
-            eprintln!("cpc-signal: keep: room {name:?} not loaded: {e}");
+            keep.log(&name, "not loaded", &e);
             keep.forget(&name, ());
             return refuse_queued(queue, e);
         }
@@ -165,7 +165,7 @@ async fn run(
             }
         }
         if let Err(e) = room.carry_out() {
-            eprintln!("cpc-signal: keep: room {name:?} unloaded: {e}");
+            keep.log(&name, "unloaded", &e);
             keep.counters.refused(&e);
             room.hang_up_all(&e);
             keep.forget(&name, room);

@@ -35,21 +35,7 @@ impl Origins {
             .split(',')
             .map(str::trim)
             .filter(|o| !o.is_empty())
-            .map(|o| {
-                let bare = o.trim_end_matches('/');
-                let rest = bare
-                    .strip_prefix("http://")
-                    .or_else(|| bare.strip_prefix("https://"));
-                match rest {
-                    Some(host) if !host.is_empty() && !host.contains('/') => {
-                        Ok(bare.to_ascii_lowercase())
-                    }
-                    _ => Err(format!(
-                        "ORIGINS: {o:?} is not an origin like https://app.example \
-                         (scheme and host, no path), nor *"
-                    )),
-                }
-            })
+            .map(origin)
             .collect::<Result<Vec<_>, _>>()
             .map(Origins::Listed)
     }
@@ -75,6 +61,47 @@ impl Origins {
             Origins::Any => true,
             Origins::Own => own,
             Origins::Listed(list) => own || list.iter().any(|o| o.eq_ignore_ascii_case(origin)),
+        }
+    }
+}
+
+/// One origin of `ORIGINS` as browsers send it: scheme and host in lower
+/// case, a scheme's default port left out (browsers drop `:443` from an
+/// https origin, so `https://app.example:443` listed as written refused
+/// every page of it).
+fn origin(listed: &str) -> Result<String, String> {
+    let bare = listed.trim_end_matches('/').to_ascii_lowercase();
+    let not_one = |why: &str| {
+        Err(format!(
+            "ORIGINS: {listed:?} is not an origin like https://app.example (scheme and \
+             host, no path){why}; or * for every site"
+        ))
+    };
+    let (scheme, default_port) = if bare.starts_with("https://") {
+        ("https://", ":443")
+    } else if bare.starts_with("http://") {
+        ("http://", ":80")
+    } else {
+        return not_one("");
+    };
+    let host = &bare[scheme.len()..];
+    if host.is_empty() || host.contains('/') {
+        return not_one("");
+    }
+    if host.contains('*') {
+        return not_one(": a pattern matches no page, list each origin");
+    }
+    let host = host.strip_suffix(default_port).unwrap_or(host);
+    Ok(format!("{scheme}{host}"))
+}
+
+impl std::fmt::Display for Origins {
+    /// As the start-up line says it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origins::Own => f.write_str("this server's own (reached by an address or localhost)"),
+            Origins::Any => f.write_str("every site's (ORIGINS=*)"),
+            Origins::Listed(list) => write!(f, "this server's own and {}", list.join(", ")),
         }
     }
 }
@@ -121,6 +148,30 @@ mod tests {
         assert!(!own.allows(Some("http://127.0.0.1:80800"), host));
         assert!(!own.allows(Some("null"), host));
         assert!(!own.allows(Some("http://127.0.0.1:8080"), None));
+    }
+
+    /// Browsers drop a scheme's default port and send scheme and host in
+    /// lower case: a listed origin is taken as they send it; a pattern is
+    /// refused at start, where it matched no page.
+    #[test]
+    fn listed_origins_are_taken_as_browsers_send_them() {
+        let listed = Origins::parse(Some(
+            "HTTPS://App.Example:443, http://b.example:80/, https://c.example:8443",
+        ))
+        .unwrap();
+        assert_eq!(
+            listed,
+            Origins::Listed(vec![
+                "https://app.example".into(),
+                "http://b.example".into(),
+                "https://c.example:8443".into(),
+            ])
+        );
+        assert!(listed.allows(Some("https://app.example"), Some("signal.example")));
+        let pattern = Origins::parse(Some("https://*.app.example")).unwrap_err();
+        assert!(pattern.contains("a pattern matches no page"), "{pattern}");
+        assert!(Origins::parse(Some("ftp://x.example")).is_err());
+        assert!(Origins::parse(Some("https://")).is_err());
     }
 
     #[test]
