@@ -81,7 +81,17 @@ pub(crate) struct Page {
 
 impl Page {
     pub(crate) async fn join(server: &Server, identity: Identity, room: &str) -> Page {
-        let mut ws = server.connect(None).await.expect("connect");
+        Page::join_with(server, identity, room, &[]).await
+    }
+
+    /// Joins over a socket whose upgrade carries `headers`.
+    pub(crate) async fn join_with(
+        server: &Server,
+        identity: Identity,
+        room: &str,
+        headers: &[(&'static str, &str)],
+    ) -> Page {
+        let mut ws = server.connect_with(headers).await.expect("connect");
         let nonce = match next_text(&mut ws).await {
             Some(ServerMessage::Hello { nonce }) => nonce,
             other => panic!("expected a hello, got {other:?}"),
@@ -777,5 +787,53 @@ async fn one_address_loads_and_starts_only_its_share_of_rooms() {
     for reason in ["address_loaded", "address_started"] {
         let refused = format!("cpc_signal_keep_refused_total{{reason=\"{reason}\"}}");
         assert!(server.reading(&refused).await >= 1, "{reason}");
+    }
+}
+
+/// Behind a proxy listed in `TRUSTED_PROXIES`, the room peer's shares
+/// count each client by the last address of its `X-Forwarded-For` (the
+/// one the proxy appended), so two clients of one proxy each start their
+/// room; one client writing another address before it is still itself.
+/// Unlisted, every page is the proxy's address, and the second is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_proxys_clients_each_get_their_share() {
+    for trusted in [true, false] {
+        let data = DataDir::new(if trusted { "proxied" } else { "unproxied" });
+        let proxies = if trusted {
+            "10.9.9.9, 127.0.0.1"
+        } else {
+            "10.9.9.9"
+        };
+        let server = keeping(
+            &data,
+            &[
+                ("KEEP_NEW_ROOMS_PER_ADDRESS", "1"),
+                ("TRUSTED_PROXIES", proxies),
+            ],
+        );
+        let server = &server;
+        let join = |seed, room, forwarded| async move {
+            let headers = [("X-Forwarded-For", forwarded)];
+            Page::join_with(server, Identity::from_seed(seed), room, &headers).await
+        };
+        let mut first = join(101, "p1", "203.0.113.7").await;
+        first.write("a", 10);
+        let me = first.me();
+        assert!(first.run_until(|p| p.acknowledged(me) >= 10).await);
+        // The second client's header starts with the first's address:
+        // only the last entry counts.
+        let mut second = join(102, "p2", "203.0.113.7, 198.51.100.4").await;
+        if trusted {
+            second.write("a", 10);
+            let me = second.me();
+            assert!(second.run_until(|p| p.acknowledged(me) >= 10).await);
+            let stored = server.reading("cpc_signal_keep_rooms_stored").await;
+            assert_eq!(stored, 2, "each client started its room");
+        } else {
+            let reason = second.fill().await;
+            assert!(reason.contains("KEEP_NEW_ROOMS_PER_ADDRESS"), "{reason}");
+            let stored = server.reading("cpc_signal_keep_rooms_stored").await;
+            assert_eq!(stored, 1, "one address: the proxy's");
+        }
     }
 }

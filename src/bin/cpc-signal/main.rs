@@ -185,7 +185,24 @@ fn limits() -> Result<Limits, String> {
             "HEADER_TIMEOUT_MS",
         )? as u64),
         grace: Duration::from_secs(5),
+        trusted_proxies: trusted_proxies()?,
     })
+}
+
+/// `TRUSTED_PROXIES`: addresses, comma-separated.
+fn trusted_proxies() -> Result<Vec<IpAddr>, String> {
+    let Ok(list) = std::env::var("TRUSTED_PROXIES") else {
+        return Ok(Vec::new());
+    };
+    (list.split(','))
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(|a| {
+            a.parse().map_err(|_| {
+                format!("TRUSTED_PROXIES: {a:?} is not an IP address (list the proxies' addresses, comma-separated)")
+            })
+        })
+        .collect()
 }
 
 /// Raises the soft limit on open files to the hard one: the usual 1,024

@@ -39,6 +39,28 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// After the shutdown begins, how long open connections get to finish.
     pub grace: Duration,
+    /// Proxies whose `X-Forwarded-For` names the client (`TRUSTED_PROXIES`):
+    /// a request from one is counted by the room peer's per-address shares
+    /// as its client's, not the proxy's. The connection caps count the
+    /// proxy all the same (they act before any header is read).
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+/// The client of a request that came through a trusted proxy: the last
+/// address of its `X-Forwarded-For`, the one that proxy appended (those
+/// before it are the client's to write, and prove nothing). `None` when
+/// there is none, or it is no address.
+pub fn forwarded_client(headers: &axum::http::HeaderMap) -> Option<IpAddr> {
+    let last = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .next_back()?
+        .to_str()
+        .ok()?
+        .rsplit(',')
+        .next()?
+        .trim();
+    last.parse().ok()
 }
 
 /// Refused connections answered at once (429 or 503) at most; beyond that
@@ -240,11 +262,16 @@ pub async fn serve(
         // Whether a request came: a keep-alive connection left idle past
         // the header timeout is closed the same way, but is no refusal.
         let served = Arc::new(AtomicBool::new(false));
+        let proxied = limits.trusted_proxies.contains(&peer.ip());
         let service = app.clone().map_request({
             let served = served.clone();
             move |mut request: axum::http::Request<_>| {
                 served.store(true, Ordering::Relaxed);
-                request.extensions_mut().insert(ClientAddress(key));
+                let client = proxied
+                    .then(|| forwarded_client(request.headers()))
+                    .flatten()
+                    .map_or(key, address_key);
+                request.extensions_mut().insert(ClientAddress(client));
                 request
             }
         });

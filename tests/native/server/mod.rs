@@ -125,13 +125,19 @@ impl Server {
     }
 
     pub async fn connect(&self, origin: Option<&str>) -> Result<Ws, WsError> {
+        let origin = origin.map(|o| ("Origin", o));
+        self.connect_with(origin.as_slice()).await
+    }
+
+    /// A socket to `/signal` whose upgrade carries `headers`.
+    pub async fn connect_with(&self, headers: &[(&'static str, &str)]) -> Result<Ws, WsError> {
         let mut request = format!("ws://{}/signal", self.addr)
             .into_client_request()
             .expect("request");
-        if let Some(origin) = origin {
+        for (name, value) in headers {
             request
                 .headers_mut()
-                .insert("Origin", origin.parse().expect("origin header"));
+                .append(*name, value.parse().expect("a header value"));
         }
         let (ws, _) = tokio_tungstenite::connect_async(request).await?;
         Ok(ws)
