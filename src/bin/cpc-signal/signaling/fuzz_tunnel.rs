@@ -82,11 +82,13 @@ fn server(data: &DataDir, compact_after: usize) -> (Rooms, Arc<Keep>) {
 }
 
 /// Unloads the room (its pages gone, it idles out) and drops the server:
-/// what a stop does to the store.
+/// what a stop does to the store. Waits for the rooms' tasks to let go of
+/// the room peer too: it holds `DATA_DIR/lock` until the last of them
+/// does, and a server opened on the folder before then is refused.
 async fn stop(rooms: Rooms, keep: Arc<Keep>) {
     drop(rooms);
     let deadline = Instant::now() + BUDGET;
-    while keep.stats().loaded > 0 {
+    while keep.stats().loaded > 0 || Arc::strong_count(&keep) > 1 {
         assert!(Instant::now() < deadline, "the room never unloaded");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
