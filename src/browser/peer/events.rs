@@ -6,6 +6,7 @@ use js_sys::{Function, Object, Reflect};
 use wasm_bindgen::prelude::*;
 
 use crate::browser::error::PeerError;
+use crate::protocol::heap_sort::heap_sort_by;
 use crate::protocol::sorted_map::SortedMap;
 
 /// Listeners by event type, and the keys changed since the last "change".
@@ -84,16 +85,19 @@ impl Listeners {
             .collect()
     }
 
-    /// Notes what a "conflict" event told: `named` in conflict (sorted),
-    /// `resolved` no longer.
+    /// Notes what a "conflict" event told: `named` in conflict, `resolved`
+    /// no longer. Sorted whole, not inserted one by one: a newcomer's
+    /// snapshot may name thousands at once.
     pub fn note_told(&mut self, named: impl Iterator<Item = Text>, resolved: &[Text]) {
         let told = &mut self.told_conflicts;
-        told.retain(|k| !resolved.contains(k));
-        for key in named {
-            if let Err(at) = told.binary_search(&key) {
-                told.insert(at, key);
-            }
+        if !resolved.is_empty() {
+            let mut gone = resolved.to_vec();
+            heap_sort_by(&mut gone, |a, b| a < b);
+            told.retain(|k| gone.binary_search(k).is_err());
         }
+        told.extend(named);
+        heap_sort_by(told, |a, b| a < b);
+        told.dedup();
     }
 }
 
