@@ -54,9 +54,19 @@ fn pump(nodes: &mut [SyncNode], now: u64) -> Vec<Output> {
 }
 
 fn link(nodes: &mut [SyncNode], a: usize, b: usize) {
+    link_at(nodes, a, b, NOW);
+}
+
+fn link_at(nodes: &mut [SyncNode], a: usize, b: usize, now: u64) {
     let (pa, pb) = (nodes[a].peer(), nodes[b].peer());
-    nodes[a].connect(pb, NOW);
-    nodes[b].connect(pa, NOW);
+    nodes[a].connect(pb, now);
+    nodes[b].connect(pa, now);
+}
+
+fn unlink(nodes: &mut [SyncNode], a: usize, b: usize) {
+    let (pa, pb) = (nodes[a].peer(), nodes[b].peer());
+    nodes[a].disconnect(pb);
+    nodes[b].disconnect(pa);
 }
 
 fn values(node: &SyncNode) -> Vec<(String, String)> {
@@ -323,17 +333,15 @@ fn a_peer_back_from_offline_shows_again_as_it_links() {
     let mut nodes = vec![durable(1), durable(2)];
     link(&mut nodes, 0, 1);
     pump(&mut nodes, NOW);
-    let (p0, p1) = (nodes[0].peer(), nodes[1].peer());
+    let p0 = nodes[0].peer();
     nodes[0].set_presence("{\"name\":\"a\"}", NOW).unwrap();
     pump(&mut nodes, NOW);
     assert_eq!(values(&nodes[1]).len(), 1);
-    nodes[0].disconnect(p1);
-    nodes[1].disconnect(p0);
+    unlink(&mut nodes, 0, 1);
     nodes[1].peer_left(p0);
     assert_eq!(values(&nodes[1]), vec![], "gone when it left");
     let back = NOW + 1_000;
-    nodes[0].connect(p1, back);
-    nodes[1].connect(p0, back);
+    link_at(&mut nodes, 0, 1, back);
     pump(&mut nodes, back);
     assert_eq!(
         values(&nodes[1]),
@@ -367,16 +375,14 @@ fn a_peer_taken_offline_forgets_who_is_here_until_it_links_again() {
     nodes[1].set_presence("{\"name\":\"b\"}", NOW).unwrap();
     pump(&mut nodes, NOW);
     assert_eq!(values(&nodes[0]).len(), 1);
-    let (p0, p1) = (nodes[0].peer(), nodes[1].peer());
+    let p1 = nodes[1].peer();
     nodes[0].take_presence_changed();
     nodes[0].forget_presence();
     assert!(nodes[0].take_presence_changed(), "the app is told");
     assert_eq!(values(&nodes[0]), vec![], "nobody but itself while offline");
-    nodes[0].disconnect(p1);
-    nodes[1].disconnect(p0);
+    unlink(&mut nodes, 0, 1);
     let back = NOW + 1_000;
-    nodes[0].connect(p1, back);
-    nodes[1].connect(p0, back);
+    link_at(&mut nodes, 0, 1, back);
     pump(&mut nodes, back);
     assert_eq!(
         values(&nodes[0]),

@@ -189,6 +189,18 @@ fn limits() -> Result<Limits, String> {
     })
 }
 
+/// Signaling's, the connections' and the room peer's settings, or the
+/// first one that is wrong.
+type Settings = (signaling::Config, Limits, Option<keep::KeepConfig>);
+
+fn settings() -> Result<Settings, String> {
+    Ok((
+        signaling::Config::from_env()?,
+        limits()?,
+        keep::KeepConfig::from_env().map_err(|e| format!("the room peer: {e}"))?,
+    ))
+}
+
 /// `TRUSTED_PROXIES`: addresses, comma-separated.
 fn trusted_proxies() -> Result<Vec<IpAddr>, String> {
     let Ok(list) = std::env::var("TRUSTED_PROXIES") else {
@@ -250,13 +262,7 @@ async fn main() -> std::process::ExitCode {
             }
         },
     };
-    let (config, limits, keep_config) = match (|| {
-        Ok::<_, String>((
-            signaling::Config::from_env()?,
-            limits()?,
-            keep::KeepConfig::from_env().map_err(|e| format!("the room peer: {e}"))?,
-        ))
-    })() {
+    let (config, limits, keep_config) = match settings() {
         Ok(settings) => settings,
         Err(e) => {
             eprintln!("cpc-signal: {e}");

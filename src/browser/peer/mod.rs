@@ -422,23 +422,14 @@ impl Peer {
         #[wasm_bindgen(unchecked_param_type = "string")] prefix: JsValue,
         #[wasm_bindgen(unchecked_param_type = "ConflictPolicy")] policy: JsValue,
     ) -> Promise {
-        let args = text_arg(&prefix, "setPolicy: the prefix must be a string").and_then(|prefix| {
-            Ok((
-                prefix,
-                text_arg(&policy, "setPolicy: the policy must be a string")?,
-            ))
-        });
-        let (prefix, policy) = match args {
-            Ok(args) => args,
-            Err(e) => return reject(e),
+        let write = || {
+            let prefix = text_arg(&prefix, "setPolicy: the prefix must be a string")?;
+            let policy = text_arg(&policy, "setPolicy: the policy must be a string")?;
+            let policy = (policy.parse())
+                .map_err(|e| PeerError::range_error(Code::InvalidArgument, format!("{e}")))?;
+            Ok(LocalWrite::Policy { prefix, policy })
         };
-        match policy.parse() {
-            Ok(policy) => self.write(Ok(LocalWrite::Policy { prefix, policy })),
-            Err(e) => reject(PeerError::range_error(
-                Code::InvalidArgument,
-                format!("{e}"),
-            )),
-        }
+        self.write(write())
     }
 
     /// Sets what this peer shows the room about itself while it is here
@@ -587,11 +578,7 @@ impl Peer {
     /// listener that is not a function.
     // Typed per event by the `Peer` interface above (`PeerEventMap`).
     #[wasm_bindgen(js_name = addEventListener, skip_typescript)]
-    pub fn add_event_listener(
-        &self,
-        #[wasm_bindgen(unchecked_param_type = "PeerEventType")] kind: JsValue,
-        #[wasm_bindgen(unchecked_param_type = "(event: PeerEvent) => void")] listener: JsValue,
-    ) -> Result<(), PeerError> {
+    pub fn add_event_listener(&self, kind: JsValue, listener: JsValue) -> Result<(), PeerError> {
         let kind = text_arg(&kind, "addEventListener: the event's name must be a string")?;
         if !EVENT_KINDS.contains(&kind.as_str()) {
             return Err(PeerError::type_error(
@@ -622,11 +609,7 @@ impl Peer {
 
     // Typed per event by the `Peer` interface above (`PeerEventMap`).
     #[wasm_bindgen(js_name = removeEventListener, skip_typescript)]
-    pub fn remove_event_listener(
-        &self,
-        #[wasm_bindgen(unchecked_param_type = "PeerEventType")] kind: JsValue,
-        #[wasm_bindgen(unchecked_param_type = "(event: PeerEvent) => void")] listener: JsValue,
-    ) {
+    pub fn remove_event_listener(&self, kind: JsValue, listener: JsValue) {
         // As the DOM's: what was never added is removed without a word.
         let (Some(kind), Ok(listener)) = (kind.as_string(), listener.dyn_into::<Function>()) else {
             return;
