@@ -483,6 +483,11 @@ pub struct Decoding {
 }
 
 impl Decoding {
+    /// The events the snapshot holds (what its decoding makes room for).
+    pub fn events(&self) -> usize {
+        self.batch.events()
+    }
+
     /// Decodes about `events` more events (whole runs); the snapshot once
     /// all are. After an error it is of no more use.
     pub fn step(&mut self, events: usize) -> Result<Option<StateSnapshot>, SnapshotError> {

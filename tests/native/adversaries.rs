@@ -18,7 +18,7 @@ use cpc_sync::protocol::sync::session::LeafPairs;
 use cpc_sync::protocol::sync::transfer::WINDOW_BYTES;
 use cpc_sync::protocol::sync::wire::{self, Decoded, Message, WireError, MAX_MESSAGE_EVENTS};
 use cpc_sync::protocol::sync::{
-    Output, Refusal, Relay, SyncConfig, SyncNode, MAX_LEAF_BYTES_PER_INTERVAL,
+    IntakeBudget, Output, Refusal, Relay, SyncConfig, SyncNode, MAX_LEAF_BYTES_PER_INTERVAL,
     MAX_MERKLE_ANSWERS_PER_INTERVAL, MAX_REQUESTS_PER_INTERVAL, MAX_RESENT_BYTES_PER_INTERVAL,
     PENALTY_LIMIT,
 };
@@ -30,6 +30,10 @@ use cpc_sync::protocol::{
 const NOW: u64 = 1_700_000_000_000;
 
 fn signed_relaying(seed: u64, config: EngineConfig, relay: Relay) -> SyncNode {
+    signed_with(seed, config, relay, IntakeBudget::default())
+}
+
+fn signed_with(seed: u64, config: EngineConfig, relay: Relay, intake: IntakeBudget) -> SyncNode {
     let identity = Identity::from_seed(seed);
     let engine = ReconciliationEngine::new(identity.peer(), config);
     SyncNode::new(
@@ -37,6 +41,7 @@ fn signed_relaying(seed: u64, config: EngineConfig, relay: Relay) -> SyncNode {
         SyncConfig {
             identity: Some(identity),
             relay,
+            intake,
             ..SyncConfig::default()
         },
     )
@@ -73,8 +78,13 @@ impl Room {
     }
 
     fn relaying(config: EngineConfig, relay: Relay) -> Room {
+        Room::taking_in(config, relay, IntakeBudget::default())
+    }
+
+    /// A room where `a` takes snapshots in within `intake`.
+    fn taking_in(config: EngineConfig, relay: Relay, intake: IntakeBudget) -> Room {
         let mut room = Room {
-            a: signed_relaying(1, config.clone(), relay),
+            a: signed_with(1, config.clone(), relay, intake),
             b: signed_relaying(2, config.clone(), relay),
             mallory: signed_relaying(666, config, relay),
         };
@@ -2026,6 +2036,62 @@ fn a_snapshot_of_more_events_than_its_clock_counts_is_refused_before_decoding() 
     assert!(room.a.snapshot_progress().is_none());
     assert_eq!(room.a.engine().clock().get(mallory), 0);
     room.still_converge(0);
+}
+
+/// A snapshot's events are decoded before its seals can be checked, and a
+/// member's may spell each in a byte: a few KB gzipped made a node hold
+/// up to 512 MiB inflated and 640 MiB decoded. One node, one snapshot at
+/// a time, but the room peer runs every room in one process, and a member
+/// could make each of 125 rooms take one at once (~140 GB). Nodes given
+/// one `IntakeBudget` (the room peer's rooms) hold no more than it
+/// between them: a snapshot that does not fit is refused at no cost
+/// (`IntakeFull`) and taken from a later offer, once the budget is back.
+#[test]
+fn rooms_sharing_an_intake_budget_hold_no_more_of_snapshots_than_it() {
+    const EVENTS: u64 = 200_000;
+    let decoded = EVENTS * std::mem::size_of::<P2PEvent>() as u64;
+    let budget = IntakeBudget::new(decoded + decoded / 2);
+    let mut rooms: Vec<Room> = (0..2)
+        .map(|_| Room::taking_in(EngineConfig::default(), Relay::default(), budget.clone()))
+        .collect();
+    let mallory = rooms[0].mallory.peer();
+    let mut clock = VectorClock::new();
+    clock.set(mallory, EVENTS);
+    let bomb = deletes_state(mallory, EVENTS, clock.clone());
+    println!("{} B of snapshot, {decoded} B decoded", bomb.len());
+    for room in &mut rooms {
+        let _ = room.a.take_outputs();
+        offer_snapshot(room, clock.clone(), bomb.clone());
+    }
+    // The first room decodes it a slice at a time, holding its bytes and
+    // its events; the second has no room for its events.
+    assert!(budget.left() < decoded / 2, "{} left", budget.left());
+    let refused = refusals(&mut rooms[1].a);
+    assert!(
+        matches!(&refused[..], [Refusal::IntakeFull { needed, .. }] if *needed == decoded),
+        "{refused:?}"
+    );
+    assert_eq!(refused[0].points(), 0, "not the sender's fault");
+    assert!(rooms[1].a.snapshot_progress().is_none());
+    // Once the first is through (refused: its events carry no seals),
+    // the budget is whole again, and the second takes a later offer.
+    for at in 1..1_000 {
+        rooms[0].a.tick(NOW + at);
+    }
+    let refused = refusals(&mut rooms[0].a);
+    assert!(
+        matches!(&refused[..], [Refusal::State(_) | Refusal::Seal(_)]),
+        "{refused:?}"
+    );
+    assert_eq!(budget.left(), decoded + decoded / 2);
+    offer_snapshot(&mut rooms[1], clock, bomb);
+    assert!(
+        budget.left() < decoded / 2,
+        "the second room decodes it now"
+    );
+    for room in &mut rooms {
+        room.still_converge(0);
+    }
 }
 
 /// The Merkle node at `depth` on the way to `leaf`, as `a` has it but

@@ -787,6 +787,11 @@ impl Resumable {
         })
     }
 
+    /// The events the batch holds, bounded by [`Read::limit`].
+    pub fn events(&self) -> usize {
+        self.count
+    }
+
     /// Decodes `events` more events, or what is left; returns whether the
     /// batch is decoded (then every column must have been read to its
     /// end). After an error the batch is of no more use.

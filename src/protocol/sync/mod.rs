@@ -1,6 +1,7 @@
 //! Synchronization between engines: the wire format, and (sans-IO) the
 //! per-peer anti-entropy sessions of a [`SyncNode`].
 
+pub mod budget;
 #[cfg(all(
     not(target_arch = "wasm32"),
     any(feature = "server", feature = "testing")
@@ -16,6 +17,7 @@ pub mod transfer;
 pub mod warm;
 pub mod wire;
 
+pub use budget::{IntakeBudget, DEFAULT_INTAKE_BYTES};
 pub use link::{Backoff, LinkAction, LinkConfig, Links, Route, Verdict};
 pub use mesh::{LinkState, Mesh, MeshAction, MeshConfig, OverlayMessage, MAX_SHUFFLE};
 pub use node::{

@@ -52,6 +52,13 @@ pub enum Refusal {
     SnapshotTooLarge { total: u64, limit: u64 },
     #[error("a snapshot offer claiming more of us, or more origins, than can be")]
     ImpossibleOffer,
+    /// A snapshot that does not fit in what is left of
+    /// [`SyncConfig::intake`](super::SyncConfig::intake) now (other
+    /// snapshots hold it): not taken; a later offer is.
+    #[error(
+        "a snapshot needing {needed} bytes while {left} are left for snapshots being taken in"
+    )]
+    IntakeFull { needed: u64, left: u64 },
     #[error("snapshot chunk without an offer")]
     ChunkWithoutOffer,
     /// A reconciliation response to no request of ours on this connection.
@@ -149,6 +156,7 @@ impl Refusal {
             Refusal::Presence(e) => e.points(),
             Refusal::TooManyRequests(_)
             | Refusal::SnapshotTooLarge { .. }
+            | Refusal::IntakeFull { .. }
             | Refusal::ChunkWithoutOffer
             | Refusal::UnaskedResponse
             | Refusal::NoMerkleNode { .. }

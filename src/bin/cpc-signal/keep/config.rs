@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use cpc_sync::protocol::sync::{IntakeBudget, DEFAULT_INTAKE_BYTES};
+
 /// How the room peer keeps rooms (`KEEP`, `DATA_DIR`, `KEEP_*`).
 #[derive(Debug, Clone)]
 pub struct KeepConfig {
@@ -28,6 +30,11 @@ pub struct KeepConfig {
     /// Events in a room's log before it is folded into a snapshot
     /// (`KEEP_COMPACT_AFTER`; the browser's `compactAfter`).
     pub compact_after: usize,
+    /// What snapshots being taken in by every room together may hold of
+    /// memory (`KEEP_INTAKE_BYTES`): each room's node shares this budget,
+    /// where each would otherwise hold up to ~1 GB of a member's
+    /// snapshot at once.
+    pub intake: IntakeBudget,
 }
 
 impl Default for KeepConfig {
@@ -42,6 +49,7 @@ impl Default for KeepConfig {
             loaded_per_address: 125,
             started_per_address: 100,
             compact_after: 50_000,
+            intake: IntakeBudget::default(),
         }
     }
 }
@@ -88,6 +96,7 @@ impl KeepConfig {
             loaded_per_address: share("KEEP_LOADED_PER_ADDRESS", max_loaded, 8)?,
             started_per_address: share("KEEP_NEW_ROOMS_PER_ADDRESS", max_rooms, 100)?,
             compact_after: number("KEEP_COMPACT_AFTER", default.compact_after as u64)? as usize,
+            intake: IntakeBudget::new(number("KEEP_INTAKE_BYTES", DEFAULT_INTAKE_BYTES)?),
         }))
     }
 }

@@ -253,6 +253,7 @@ impl Room {
             // announced and pulled (three crossings of the socket a hop).
             relay: Relay::Flood,
             gzip_snapshots: true,
+            intake: keep.config.intake.clone(),
             ..SyncConfig::default()
         };
         let mut node = SyncNode::restore(

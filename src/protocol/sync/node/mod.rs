@@ -39,6 +39,7 @@ use std::sync::Arc;
 
 use crate::protocol::text::Text;
 
+use super::budget::Reservation;
 use super::refusal::Refusal;
 use super::session::{Session, SessionStats, Spent, Standing};
 use super::transfer::{Decoding, Incoming, Inflating, Loading, Outgoing, Verifying};
@@ -107,6 +108,12 @@ pub struct SyncConfig {
     /// Most events a snapshot from a peer may hold ([`MAX_SNAPSHOT_EVENTS`]
     /// by default); one of more is refused before any is decoded.
     pub max_snapshot_events: usize,
+    /// What a snapshot being taken in may hold of memory (its bytes, what
+    /// they inflate to, its decoded events), shared by the nodes given
+    /// clones of it (the room peer's rooms); a node's own of
+    /// [`DEFAULT_INTAKE_BYTES`](super::DEFAULT_INTAKE_BYTES) by default.
+    /// An offer that does not fit in what is left is not taken now.
+    pub intake: super::IntakeBudget,
     /// Signs this peer's events, and makes the node refuse every event
     /// that is not under a valid seal of its origin (see
     /// [`crate::protocol::seal`]). The engine's peer id must be the
@@ -179,6 +186,7 @@ impl Default for SyncConfig {
             snapshot_chunk: 60 * 1024,
             max_snapshot: 512 * 1024 * 1024,
             max_snapshot_events: MAX_SNAPSHOT_EVENTS,
+            intake: super::IntakeBudget::default(),
             identity: None,
             room: None,
             nonce_seed: [0; 32],
@@ -210,7 +218,9 @@ pub const DIGEST_PAUSE_MS: u64 = 20;
 /// page's wasm memory holds, and the room peer, every room in one process,
 /// aborted. At the bound, 640 MiB. A snapshot is also refused before
 /// decoding when it holds more events than its own version vector counts
-/// (its events are distinct and within it).
+/// (its events are distinct and within it), but that vector is the
+/// sender's claim: what bounds the memory of many nodes' snapshots at
+/// once is their shared [`SyncConfig::intake`].
 pub const MAX_SNAPSHOT_EVENTS: usize = 1 << 22;
 
 /// How often the round-trip time to each peer is measured.
@@ -325,6 +335,10 @@ pub struct SyncNode {
     /// Recent snapshots encoded for transfers (oldest first).
     outgoing: Vec<Outgoing>,
     incoming: Option<Incoming>,
+    /// What the snapshot being taken in holds of
+    /// [`SyncConfig::intake`], from its offer taken until it is loaded or
+    /// dropped (given back at the next tick after).
+    intake_held: Option<Reservation>,
     /// Peers an offer waits for: the snapshot's gzipped form is out with
     /// the edge.
     awaiting_gzip: Vec<PeerId>,
@@ -442,6 +456,7 @@ impl SyncNode {
             next_gossip_ms: 0,
             outgoing: Vec::new(),
             incoming: None,
+            intake_held: None,
             awaiting_gzip: Vec::new(),
             inflating: None,
             decoding: None,
@@ -783,6 +798,7 @@ impl SyncNode {
         // encode of the whole state, to a task of its own.
         self.store_loaded_snapshot();
         self.snapshot_slice(now_ms);
+        self.release_intake();
         self.send_owed();
         self.send_presence_if_due(now_ms);
         if self.graft_due().is_some_and(|due| due <= now_ms) {

@@ -12,7 +12,7 @@ use super::{
 use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::digest::{FANOUT, LEAF_DEPTH, LEAVES};
 use crate::protocol::engine::Trust;
-use crate::protocol::event::Hash32;
+use crate::protocol::event::{Hash32, P2PEvent};
 use crate::protocol::seal::{SealError, SnapshotSeals};
 use crate::protocol::snapshot::{SnapshotError, StateSnapshot};
 use crate::protocol::sync::refusal::Refusal;
@@ -195,6 +195,17 @@ impl SyncNode {
                 return
             }
             _ => {
+                // Its bytes, and what they inflate to: held until it is
+                // loaded or dropped (its decoded events are added once
+                // their count is read).
+                self.incoming = None;
+                self.intake_held = None;
+                let needed = total.saturating_add(inflate_to.unwrap_or(0));
+                let Some(held) = self.config.intake.reserve(needed) else {
+                    let left = self.config.intake.left();
+                    return self.refuse(from, Refusal::IntakeFull { needed, left });
+                };
+                self.intake_held = Some(held);
                 self.incoming = Some(Incoming {
                     from,
                     id,
@@ -255,7 +266,7 @@ impl SyncNode {
         };
         let total = bytes.len();
         let chunk = self.config.snapshot_chunk.max(1);
-        let start = (offset as usize).min(total);
+        let start = usize::try_from(offset).map_or(total, |o| o.min(total));
         let end = (start + WINDOW_BYTES as usize).min(total);
         // What it was sent already goes again within a budget.
         if let Some(session) = self.sessions.get_mut(&from) {
@@ -370,6 +381,16 @@ impl SyncNode {
     fn start_decoding(&mut self, from: PeerId, clock: VectorClock, bytes: Vec<u8>, now_ms: u64) {
         match StateSnapshot::decoding(bytes, self.config.max_snapshot_events) {
             Ok(snapshot) => {
+                let needed = (snapshot.events() * std::mem::size_of::<P2PEvent>()) as u64;
+                if !self
+                    .intake_held
+                    .as_mut()
+                    .is_some_and(|held| held.grow(needed))
+                {
+                    self.intake_held = None;
+                    let left = self.config.intake.left();
+                    return self.refuse(from, Refusal::IntakeFull { needed, left });
+                }
                 self.decoding = Some(Decoding {
                     from,
                     clock,
@@ -381,6 +402,14 @@ impl SyncNode {
                 self.engine.count_refused_state();
                 self.refuse(from, e.into());
             }
+        }
+    }
+
+    /// Gives back what a snapshot held of the intake budget once none is
+    /// being taken in (received, inflated, decoded, verified or loaded).
+    pub(super) fn release_intake(&mut self) {
+        if self.incoming.is_none() && !self.taking_snapshot() {
+            self.intake_held = None;
         }
     }
 
