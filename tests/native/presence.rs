@@ -7,8 +7,8 @@ use crate::common;
 
 use common::signed_node;
 use cpc_sync::protocol::sync::presence::{
-    PresenceError, PresenceUpdate, MAX_PRESENCE_BYTES, MIN_PRESENCE_INTERVAL_MS,
-    PRESENCE_TIMEOUT_MS, PRESENCE_UNLINKED_MS,
+    PresenceError, PresenceUpdate, MAX_PRESENCES, MAX_PRESENCE_BATCH, MAX_PRESENCE_BYTES,
+    MIN_PRESENCE_INTERVAL_MS, PRESENCE_REFRESH_MS, PRESENCE_TIMEOUT_MS, PRESENCE_UNLINKED_MS,
 };
 use cpc_sync::protocol::sync::wire::{self, Message};
 use cpc_sync::protocol::sync::{Output, Persist, Refusal, SyncConfig, SyncNode};
@@ -434,4 +434,86 @@ fn a_closed_link_keeps_presence_a_refresh_interval_for_it_to_arrive_another_way(
         );
     }
     assert!(now < closed + PRESENCE_TIMEOUT_MS);
+}
+
+/// Identities cost nothing to make: a member relaying the presence of
+/// 1,024 of them filled every peer's table, and an honest member's
+/// presence was refused (`Full`) for as long as it refreshed them (a
+/// review's test). A full table now shares relayed presence among the
+/// links it came over: the flooding link's stalest entry makes room for
+/// a peer's own presence and for one relayed by another link; the
+/// flooding link's own new ones are still refused.
+#[test]
+fn made_up_identities_relayed_by_one_link_crowd_out_no_one() {
+    let mut victim = signed_node(1, SyncConfig::default());
+    let (mallory, relay) = (Identity::from_seed(666).peer(), Identity::from_seed(3));
+    let honest = Identity::from_seed(2);
+    let relayed = Identity::from_seed(4);
+    for peer in [mallory, honest.peer(), relay.peer()] {
+        victim.connect(peer, NOW);
+    }
+    let throwaways: Vec<Identity> = (0..MAX_PRESENCES as u64 + 64)
+        .map(|s| Identity::from_seed(10_000 + s))
+        .collect();
+    let send = |victim: &mut SyncNode, via: PeerId, updates: Vec<PresenceUpdate>, now: u64| {
+        for frame in wire::encode(&Message::Presence(updates), 1) {
+            victim.receive_frame(via, &frame, now);
+        }
+        (victim.take_outputs().into_iter())
+            .filter_map(|o| match o {
+                Output::Rejected { refusal, .. } => Some(refusal),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let update =
+        |id: &Identity, stamp: u64| PresenceUpdate::new(id.peer(), stamp, "1".into(), Some(id));
+    let shown = |victim: &SyncNode, id: &Identity| {
+        let id = id.peer().to_string();
+        victim.presence().iter().any(|e| e.id == id)
+    };
+    for round in 0..4u64 {
+        let now = NOW + round * PRESENCE_REFRESH_MS;
+        let mut full = 0;
+        for batch in throwaways.chunks(MAX_PRESENCE_BATCH) {
+            let refused = send(
+                &mut victim,
+                mallory,
+                batch.iter().map(|id| update(id, now)).collect(),
+                now,
+            );
+            assert!(refused
+                .iter()
+                .all(|r| matches!(r, Refusal::Presence(PresenceError::Full))));
+            full += refused.len();
+        }
+        assert!(
+            full >= 64,
+            "round {round}: the flood's own beyond the table are refused"
+        );
+        let refused = send(
+            &mut victim,
+            honest.peer(),
+            vec![update(&honest, now + 1)],
+            now + 1,
+        );
+        assert!(refused.is_empty(), "round {round}: {refused:?}");
+        let refused = send(
+            &mut victim,
+            relay.peer(),
+            vec![update(&relayed, now + 1)],
+            now + 1,
+        );
+        assert!(refused.is_empty(), "round {round}: {refused:?}");
+        victim.tick(now + 2);
+        assert!(
+            shown(&victim, &honest),
+            "round {round}: a peer's own presence shows"
+        );
+        assert!(
+            shown(&victim, &relayed),
+            "round {round}: one relayed by another link shows"
+        );
+        assert!(victim.presence().len() <= MAX_PRESENCES);
+    }
 }

@@ -143,6 +143,8 @@ pub struct PresenceEntry {
 struct Held {
     update: PresenceUpdate,
     seen_ms: u64,
+    /// The link it came over (its own peer's, or a relay's).
+    via: PeerId,
     /// Its peer left the room (signaling said so): not shown, and kept as
     /// a tombstone, so only a newer update of its own shows it again (a
     /// replay, or its last refresh still being relayed, does not).
@@ -172,9 +174,15 @@ pub struct PresenceTable {
 }
 
 impl PresenceTable {
-    /// Takes an update checked by [`PresenceUpdate::check`]: `Ok(true)` if
-    /// it is news (to relay), `Ok(false)` for a duplicate.
-    pub fn take(&mut self, update: PresenceUpdate, now_ms: u64) -> Result<bool, PresenceError> {
+    /// Takes an update checked by [`PresenceUpdate::check`], come over
+    /// our link to `via`: `Ok(true)` if it is news (to relay), `Ok(false)`
+    /// for a duplicate.
+    pub fn take(
+        &mut self,
+        update: PresenceUpdate,
+        via: PeerId,
+        now_ms: u64,
+    ) -> Result<bool, PresenceError> {
         let peer = update.peer;
         if update.stamp > now_ms.saturating_add(PRESENCE_SKEW_MS) {
             return Err(PresenceError::Ahead(peer));
@@ -185,7 +193,7 @@ impl PresenceTable {
             Some(h) if update.stamp < h.update.stamp + MIN_PRESENCE_INTERVAL_MS => {
                 return Err(PresenceError::TooFrequent(peer))
             }
-            None if self.held.len() >= MAX_PRESENCES => return Err(PresenceError::Full),
+            None if self.held.len() >= MAX_PRESENCES => self.make_room(peer, via)?,
             _ => {}
         }
         self.held.insert(
@@ -193,11 +201,45 @@ impl PresenceTable {
             Held {
                 update,
                 seen_ms: now_ms,
+                via,
                 hidden: false,
                 unlinked: false,
             },
         );
         Ok(true)
+    }
+
+    /// Room in a full table for `peer`'s presence come over our link to
+    /// `via`. Identities cost nothing to make, and a member relaying
+    /// updates of a thousand of them kept every presence it had not
+    /// heard out for as long as it refreshed them. Relayed presence is
+    /// shared among the links it came over: the stalest entry of the
+    /// link that brought the most goes, if that is more than `via`
+    /// brought. A peer's own presence, over its own link, is never
+    /// pushed out, and pushes out a relayed one.
+    fn make_room(&mut self, peer: PeerId, via: PeerId) -> Result<(), PresenceError> {
+        // Per link: the entries it relayed, and its stalest.
+        let mut relayed: SortedMap<PeerId, (usize, u64, PeerId)> = SortedMap::new();
+        for (p, h) in self.held.iter().filter(|(p, h)| **p != h.via) {
+            let share = relayed.get_or_insert_with(h.via, || (0, u64::MAX, *p));
+            share.0 += 1;
+            if h.seen_ms < share.1 {
+                (share.1, share.2) = (h.seen_ms, *p);
+            }
+        }
+        let ours = if peer == via {
+            0
+        } else {
+            relayed.get(&via).map_or(0, |s| s.0)
+        };
+        let heaviest = relayed.values().max_by_key(|s| s.0);
+        match heaviest {
+            Some(&(count, _, stalest)) if count > ours + 1 || (count > ours && peer == via) => {
+                self.held.remove(&stalest);
+                Ok(())
+            }
+            _ => Err(PresenceError::Full),
+        }
     }
 
     /// Drops what was not refreshed in time (kept a timeout longer as a

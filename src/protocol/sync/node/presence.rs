@@ -87,7 +87,7 @@ impl SyncNode {
             }
             let taken = update
                 .check(signed)
-                .and_then(|()| self.presence.take(update.clone(), now_ms));
+                .and_then(|()| self.presence.take(update.clone(), from, now_ms));
             match taken {
                 Ok(true) => {
                     self.presence_changed = true;
