@@ -25,6 +25,8 @@ pub enum StoreError {
     Database(#[from] redb::Error),
     #[error("the room's stored events do not decode (the file is damaged): {0}")]
     Damaged(String),
+    #[error("the room's file cannot be made: {0}")]
+    File(#[from] std::io::Error),
 }
 
 fn failed<E: Into<redb::Error>>(e: E) -> StoreError {
@@ -38,6 +40,52 @@ pub struct Stored {
     pub events: Vec<P2PEvent>,
 }
 
+/// Makes the database of `room` at `path`: made and committed under
+/// another name, then renamed, so `path` never holds a database torn
+/// before its first commit (a server killed, or stopped, within the few
+/// ms of a room's first write left one whose header was never written,
+/// and every later open of the room failed: "Not a redb database").
+fn create(path: &Path, room: &str) -> Result<(), StoreError> {
+    let new = path.with_extension("redb.new");
+    // One left by a making interrupted.
+    match std::fs::remove_file(&new) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+        _ => {}
+    }
+    let db = Database::create(&new).map_err(failed)?;
+    let txn = db.begin_write().map_err(failed)?;
+    {
+        let mut meta = txn.open_table(META).map_err(failed)?;
+        meta.insert("room", room.as_bytes()).map_err(failed)?;
+        txn.open_table(EVENTS).map_err(failed)?;
+    }
+    txn.commit().map_err(failed)?;
+    drop(db);
+    std::fs::rename(&new, path)?;
+    // The rename itself made durable.
+    if let Some(folder) = path.parent() {
+        std::fs::File::open(folder)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// A file at `path` torn by an earlier build before its first commit (no
+/// redb header: its first bytes zeros) holds nothing: it is renamed
+/// `*.redb.torn` and the room made anew, where every open of it failed.
+fn set_aside_if_torn(path: &Path) -> Result<(), StoreError> {
+    use std::io::Read;
+    let mut head = [0u8; 16];
+    let read = match std::fs::File::open(path) {
+        Ok(mut file) => file.read(&mut head)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    if head[..read].iter().all(|b| *b == 0) {
+        std::fs::rename(path, path.with_extension("redb.torn"))?;
+    }
+    Ok(())
+}
+
 /// One room's database.
 pub struct Store {
     db: Database,
@@ -48,14 +96,11 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the database at `path` for `room`, and reads it.
     pub fn open(path: &Path, room: &str) -> Result<(Store, Stored), StoreError> {
-        let db = Database::create(path).map_err(failed)?;
-        let txn = db.begin_write().map_err(failed)?;
-        {
-            let mut meta = txn.open_table(META).map_err(failed)?;
-            meta.insert("room", room.as_bytes()).map_err(failed)?;
-            txn.open_table(EVENTS).map_err(failed)?;
+        set_aside_if_torn(path)?;
+        if !path.exists() {
+            create(path, room)?;
         }
-        txn.commit().map_err(failed)?;
+        let db = Database::create(path).map_err(failed)?;
         let read = db.begin_read().map_err(failed)?;
         let meta = read.open_table(META).map_err(failed)?;
         let snapshot = meta
@@ -113,4 +158,71 @@ impl Store {
 
 pub fn file_bytes(path: &Path) -> u64 {
     std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A folder of its own under the temp dir, removed on drop.
+    struct Folder(PathBuf);
+
+    impl Folder {
+        fn new(test: &str) -> Folder {
+            let dir = std::env::temp_dir().join(format!("cpc-store-{test}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("a temp folder");
+            Folder(dir)
+        }
+    }
+
+    impl Drop for Folder {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn snapshot(bytes: &[u8]) -> Persist {
+        Persist::Snapshot(std::sync::Arc::new(bytes.to_vec()))
+    }
+
+    /// A server killed or stopped within the few ms of a room's first
+    /// write left its file with no redb header (zeros where redb writes
+    /// its magic), and every later open of the room failed for good:
+    /// "Not a redb database". Such a file held nothing: it is set aside and
+    /// the room made anew; a room is made under another name and renamed
+    /// once committed, so no file of a room is left torn again.
+    #[test]
+    fn a_room_file_torn_before_its_first_commit_is_set_aside_and_made_anew() {
+        let folder = Folder::new("torn");
+        let path = folder.0.join("room.redb");
+        std::fs::write(&path, vec![0u8; 73_728]).unwrap();
+        let (mut store, stored) = Store::open(&path, "room").expect("made anew");
+        assert!(stored.snapshot.is_none() && stored.events.is_empty());
+        assert!(folder.0.join("room.redb.torn").exists(), "kept aside");
+        store.commit(&[snapshot(b"state")]).unwrap();
+        drop(store);
+        let (_, stored) = Store::open(&path, "room").expect("opens");
+        assert_eq!(stored.snapshot.as_deref(), Some(&b"state"[..]));
+        assert!(!folder.0.join("room.redb.new").exists());
+    }
+
+    /// An interrupted making leaves only the file under the other name,
+    /// which the next open makes again.
+    #[test]
+    fn a_room_made_halfway_is_made_again() {
+        let folder = Folder::new("halfway");
+        let path = folder.0.join("room.redb");
+        std::fs::write(path.with_extension("redb.new"), vec![0u8; 4_096]).unwrap();
+        let (_, stored) = Store::open(&path, "room").expect("made");
+        assert!(stored.snapshot.is_none() && stored.events.is_empty());
+        assert!(!path.with_extension("redb.new").exists());
+        let damaged = folder.0.join("other.redb");
+        std::fs::write(&damaged, b"not zeros, not redb").unwrap();
+        assert!(
+            Store::open(&damaged, "other").is_err(),
+            "a file with bytes in its header is damaged, not set aside"
+        );
+        assert!(damaged.exists());
+    }
 }
