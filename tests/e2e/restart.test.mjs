@@ -33,3 +33,30 @@ test("after cpc-signal restarts, its peers rejoin and a newcomer reaches them", 
     await server.stop();
   }
 });
+
+// A server stopping (SIGTERM: a deploy) closed every socket with a `left`
+// for each of the room's members, and the pages closed their WebRTC links
+// to one another, which need no server: they were cut off from each other
+// until it was back and they had linked again. A stopping server tells no
+// one that anyone left; the links stay, and writes cross them meanwhile.
+test("pages linked over WebRTC stay linked and in sync while cpc-signal is stopped", async () => {
+  const server = await startServer();
+  const [first, second] = await Promise.all([launch(), launch()]);
+  try {
+    const query = `room=deploy-${Math.random().toString(36).slice(2)}&storage=memory`;
+    const a = await openPeerPage(first, server.url, query);
+    const b = await openPeerPage(second, server.url, query);
+    await connected(a.page, b.id);
+    await connected(b.page, a.id);
+    await server.stop();
+    await a.page.evaluate(() => window.cpc.peer.set("during", 1));
+    const [stateA, stateB] = await converged([a.page, b.page], 10_000);
+    assert.deepEqual(stateA, { during: 1 });
+    assert.deepEqual(stateB, stateA);
+    const linked = await a.page.evaluate((id) => window.cpc.peer.peers().some((p) => p.id === id && p.state === "open"), b.id);
+    assert.ok(linked, "the link outlived the server");
+  } finally {
+    await Promise.all([first.close(), second.close()]);
+    await server.stop();
+  }
+});

@@ -14,6 +14,11 @@ pub fn begin() {
     SHUTDOWN.send_replace(true);
 }
 
+/// Whether the shutdown has begun.
+pub fn begun() -> bool {
+    *SHUTDOWN.borrow()
+}
+
 /// Resolves once the shutdown has begun (at once if it already has).
 pub async fn requested() {
     let mut shutdown = SHUTDOWN.subscribe();

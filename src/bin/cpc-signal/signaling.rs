@@ -297,7 +297,7 @@ impl Rooms {
 }
 
 /// Takes `peer` (the socket of `outbox`) out of `room` and tells every
-/// member; returns how many.
+/// member, unless the server is stopping; returns how many it told.
 fn leave(rooms: &mut RoomMap, room: &str, peer: &str, outbox: &Arc<Outbox>) -> usize {
     let Some(members) = rooms.get_mut(room) else {
         return 0;
@@ -306,6 +306,13 @@ fn leave(rooms: &mut RoomMap, room: &str, peer: &str, outbox: &Arc<Outbox>) -> u
         return 0; // replaced by a newer socket of the same peer
     }
     members.remove(peer);
+    if crate::shutdown::begun() {
+        // The server is stopping, not the peer leaving: a `left` would
+        // have its room's pages close their links to it, which need no
+        // server (a deploy cut every page off from the others until the
+        // server was back and they had linked again).
+        return 0;
+    }
     let notice = ServerMessage::Left {
         peer: peer.to_string(),
     }
