@@ -153,6 +153,16 @@ pub struct Persisted {
 /// One peer's database.
 pub struct Storage {
     db: IdbDatabase,
+    name: String,
+    /// The connection was closed under the page: the browser deleted the
+    /// database (the user cleared the site's data, or a response's
+    /// `Clear-Site-Data`). Every later transaction fails.
+    lost: Rc<Cell<bool>>,
+    _on_close: Closure<dyn FnMut()>,
+    /// The identity's secret key as loaded or saved; after a
+    /// [`reopen`](Self::reopen), saved with the first snapshot committed.
+    identity: Cell<Option<[u8; 32]>>,
+    identity_unsaved: Cell<bool>,
     /// Log records of the previous form that did not decode when the
     /// database was migrated on open (reported by the first `load`).
     migration_damaged: std::cell::Cell<usize>,
@@ -208,11 +218,41 @@ impl Storage {
         let db = request(&req, "open").await?;
         req.set_onupgradeneeded(None);
         drop(upgrade);
+        let db: IdbDatabase = db.dyn_into().map_err(&open)?;
+        let lost = Rc::new(Cell::new(false));
+        let on_close = Closure::<dyn FnMut()>::new({
+            let lost = lost.clone();
+            move || lost.set(true)
+        });
+        db.set_onclose(Some(on_close.as_ref().unchecked_ref()));
         let storage = Storage {
-            db: db.dyn_into().map_err(&open)?,
+            db,
+            name: name.to_string(),
+            lost,
+            _on_close: on_close,
+            identity: Cell::new(None),
+            identity_unsaved: Cell::new(false),
             migration_damaged: Cell::new(0),
         };
         storage.migration_damaged.set(damaged.get());
+        Ok(storage)
+    }
+
+    /// Whether the database was deleted under the page (its connection
+    /// closed by the browser): nothing more commits to it.
+    pub fn lost(&self) -> bool {
+        self.lost.get()
+    }
+
+    /// The database made anew, once [`lost`](Self::lost): empty, to be
+    /// given the whole state as a snapshot. The identity's key is saved
+    /// in the transaction of that snapshot, not before: a page closed in
+    /// between would come back as the same identity with none of its
+    /// events, and number its next writes again.
+    pub async fn reopen(&self) -> Result<Storage, StorageError> {
+        let storage = Storage::open(&self.name).await?;
+        storage.identity.set(self.identity.get());
+        storage.identity_unsaved.set(self.identity.get().is_some());
         Ok(storage)
     }
 
@@ -273,17 +313,30 @@ impl Storage {
             .db
             .transaction_with_str_sequence_and_mode(&stores, IdbTransactionMode::Readwrite)
             .map_err(failed(op))?;
+        let identity = match (&snapshot, self.identity.get()) {
+            (Some(_), Some(secret)) if self.identity_unsaved.get() => Some(secret),
+            _ => None,
+        };
         if let Some(bytes) = &snapshot {
             self.store(&tx, LOG, op)?.clear().map_err(failed(op))?;
-            self.store(&tx, SNAPSHOT, op)?
+            let snapshots = self.store(&tx, SNAPSHOT, op)?;
+            snapshots
                 .put_with_key(&Uint8Array::from(bytes.as_slice()), &STATE_KEY.into())
                 .map_err(failed(op))?;
+            if let Some(secret) = identity {
+                snapshots
+                    .put_with_key(&Uint8Array::from(&secret[..]), &IDENTITY_KEY.into())
+                    .map_err(failed(op))?;
+            }
         }
         if let Some(record) = commit.record {
             let bytes = Uint8Array::from(record.as_slice());
             self.store(&tx, LOG, op)?.add(&bytes).map_err(failed(op))?;
         }
         committed(&tx, op).await?;
+        if identity.is_some() {
+            self.identity_unsaved.set(false);
+        }
         Ok(snapshot)
     }
 
@@ -316,11 +369,13 @@ impl Storage {
             op,
         )
         .await?;
+        let identity = identity
+            .dyn_ref::<Uint8Array>()
+            .and_then(|b| <[u8; 32]>::try_from(b.to_vec()).ok());
+        self.identity.set(identity);
         let mut persisted = Persisted {
             damaged: self.migration_damaged.replace(0),
-            identity: identity
-                .dyn_ref::<Uint8Array>()
-                .and_then(|b| <[u8; 32]>::try_from(b.to_vec()).ok()),
+            identity,
             snapshot: match snapshot.dyn_ref::<Uint8Array>().map(Uint8Array::to_vec) {
                 Some(bytes) if compress::is_gzip(&bytes) => {
                     Some(compress::gunzip(&bytes).await.map_err(failed(op))?)
@@ -352,7 +407,9 @@ impl Storage {
         self.store(&tx, SNAPSHOT, op)?
             .put_with_key(&Uint8Array::from(&secret[..]), &IDENTITY_KEY.into())
             .map_err(failed(op))?;
-        committed(&tx, op).await
+        committed(&tx, op).await?;
+        self.identity.set(Some(*secret));
+        Ok(())
     }
 
     /// Puts raw bytes in the log, as a damaged record would be (for tests).

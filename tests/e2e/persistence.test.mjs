@@ -4,7 +4,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { networkInterfaces } from "node:os";
-import { serverAndBrowser, startServer } from "./harness.mjs";
+import { ENGINE, serverAndBrowser, startServer } from "./harness.mjs";
 
 const env = serverAndBrowser();
 
@@ -79,6 +79,42 @@ test("a reloaded tab gets its own slot back after a lower one came free", async 
   await fresh.goto(env.server.url);
   await fresh.waitForSelector("body[data-ready=true]");
   assert.equal((await open(fresh, "slots")).id, a.id, "a new tab takes the lowest free slot");
+  await context.close();
+});
+
+// The browser deletes a page's database under it when the user clears the
+// site's data (or a response says `Clear-Site-Data`): its connection
+// closes, and every later commit failed ("the database connection is
+// closing"). Each write was rejected yet stayed in the state, went to no
+// one (no frame leaves before its write is durable) and was gone after a
+// reload, and an "error" came with every write. The database is made anew
+// and given the whole state with the next write, which resolves.
+test("a tab whose database is deleted under it stores its state again with its next write", async (t) => {
+  if (ENGINE !== "chromium") return t.skip("deletes the database through Chromium's DevTools protocol");
+  const context = await env.browser.newContext();
+  const tab = await context.newPage();
+  await tab.goto(env.server.url);
+  await tab.waitForSelector("body[data-ready=true]");
+  const first = await open(tab, "cleared");
+  await tab.evaluate(async () => {
+    window.errors = [];
+    window.peer.addEventListener("error", (e) => window.errors.push(e.error.message));
+    await window.peer.set("before", 1);
+  });
+  const cdp = await context.newCDPSession(tab);
+  await cdp.send("Storage.clearDataForOrigin", { origin: new URL(env.server.url).origin, storageTypes: "indexeddb" });
+  const errors = await tab.evaluate(async () => {
+    await window.peer.set("after", 2);
+    await window.peer.set("later", 3);
+    return window.errors;
+  });
+  assert.deepEqual(errors, [], "the writes resolve, and no error is told");
+  await tab.reload();
+  await tab.waitForSelector("body[data-ready=true]");
+  const again = await open(tab, "cleared");
+  assert.equal(again.id, first.id, "the identity was stored again with the state");
+  assert.deepEqual(again.state, { after: 2, before: 1, later: 3 });
+  assert.deepEqual(again.clock, { [first.id]: 3 });
   await context.close();
 });
 

@@ -804,3 +804,47 @@ fn writes_over_the_guess(a: &mut SyncNode) {
         .unwrap();
     assert_eq!(a.engine().holding().len(), 0);
 }
+
+/// Storage that lost everything it held (the browser deleted the page's
+/// database) is given the whole state as one snapshot at the next tick,
+/// the writes not yet durable in it; restored from that snapshot alone, a
+/// node has every write and its own clock, so it numbers none again.
+#[test]
+fn storage_that_lost_everything_is_given_the_whole_state_again() {
+    let mut a = durable_node(1);
+    for (i, key) in ["a", "b"].into_iter().enumerate() {
+        a.write(|e| e.set(key, json("1"), 1_000 + i as u64).map(Some))
+            .unwrap();
+        a.tick(1_100 + i as u64);
+        let seen = drain(&mut a);
+        a.persisted(seen.persists.last().expect("a write to store").0);
+    }
+    // A write the lost storage never committed.
+    a.write(|e| e.set("c", json("1"), 1_200).map(Some)).unwrap();
+    a.tick(1_300);
+    let unsaved = drain(&mut a).persists;
+    assert!(matches!(&unsaved[..], [(_, Persist::Events { .. })]));
+    a.storage_lost();
+    assert!(a.next_timer() <= 1_300, "at once");
+    a.tick(1_300);
+    let seen = drain(&mut a).persists;
+    let [(token, Persist::Snapshot(bytes))] = &seen[..] else {
+        panic!("one snapshot to store: {seen:?}");
+    };
+    a.persisted(*token);
+    assert_eq!(a.durable_upto(), 3, "every write durable with it");
+    let restored = SyncNode::restore(
+        a.peer(),
+        EngineConfig::default(),
+        SyncConfig {
+            identity: Some(Identity::from_seed(1)),
+            durable: true,
+            ..SyncConfig::default()
+        },
+        Some(bytes),
+        Vec::new(),
+    )
+    .expect("restores");
+    assert_eq!(restored.engine().state_json(), a.engine().state_json());
+    assert_eq!(restored.engine().clock(), a.engine().clock());
+}

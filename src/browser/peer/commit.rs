@@ -14,6 +14,7 @@ use super::io::{dispatch, emit};
 use super::Inner;
 use crate::browser::error::PeerError;
 use crate::browser::peer::events::error_event;
+use crate::browser::storage::Storage;
 use crate::protocol::sync::Persist;
 
 /// A write promise, settled once its sequence number is durable: the
@@ -175,6 +176,18 @@ pub fn start(inner: &Rc<RefCell<Inner>>) {
                     }
                     dispatch(&inner);
                 }
+                Err(_) if storage.lost() => {
+                    // The database was deleted under the page: made anew
+                    // and given the whole state, these writes with it.
+                    {
+                        let mut i = inner.borrow_mut();
+                        let mut back: Vec<(u64, Persist)> =
+                            tokens.into_iter().zip(writes).collect();
+                        back.append(&mut i.commits.queue);
+                        i.commits.queue = back;
+                    }
+                    return recover(inner, storage).await;
+                }
                 Err(e) => {
                     // Kept, to be tried again with the next commit; what
                     // waited on them is told now.
@@ -199,4 +212,37 @@ pub fn start(inner: &Rc<RefCell<Inner>>) {
         }
         inner.borrow_mut().commits.finish();
     });
+}
+
+/// Makes the database anew after the browser deleted it under the page,
+/// and has the node store its whole state there (a snapshot at its next
+/// wake, which the queued writes then commit with). Commits wait
+/// meanwhile (`running` stays set). If it cannot be made, the writes
+/// waiting are failed as any commit's.
+async fn recover(inner: Rc<RefCell<Inner>>, lost: Rc<Storage>) {
+    web_sys::console::warn_1(
+        &"cpc-sync: this page's IndexedDB database was deleted (the site's data cleared?): \
+          storing the state again"
+            .into(),
+    );
+    match lost.reopen().await {
+        Ok(storage) => {
+            {
+                let mut i = inner.borrow_mut();
+                i.storage = Some(Rc::new(storage));
+                i.node.storage_lost();
+                i.commits.running = false;
+            }
+            dispatch(&inner);
+        }
+        Err(e) => {
+            let error = PeerError::from(e);
+            {
+                let mut i = inner.borrow_mut();
+                i.commits.fail(&error);
+                i.commits.running = false;
+            }
+            emit(&inner, "error", &error_event(error, None));
+        }
+    }
 }

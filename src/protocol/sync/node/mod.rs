@@ -675,6 +675,14 @@ impl SyncNode {
         }
     }
 
+    /// Storage lost everything it held (the browser deleted the database
+    /// under the page: the user cleared the site's data): the whole state
+    /// is stored again, a snapshot at the next tick, and the writes not yet
+    /// durable are durable with it (they are in the state it encodes).
+    pub fn storage_lost(&mut self) {
+        self.snapshot_to_store = self.config.durable;
+    }
+
     /// Replaces what storage holds with a snapshot of the state (encoded
     /// only for a node with storage).
     fn persist_snapshot(&mut self) {
