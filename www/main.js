@@ -85,7 +85,7 @@ function privateRoomLink() {
 }
 
 function transferBar(event) {
-  const done = event.received >= event.total;
+  const done = event.dropped || event.received >= event.total;
   $("transfer").hidden = done;
   $("transfer-peer").textContent = event.peer.slice(0, 8);
   $("transfer-progress").value = event.total ? event.received / event.total : 0;
@@ -152,8 +152,15 @@ async function main() {
     addEventListener("pageshow", (e) => e.persisted && show(presence));
     peer.addEventListener("presence", render);
     peer.addEventListener("snapshot", (e) => {
-      if (e.received === e.total) log.add("snapshot", { from: e.peer, bytes: e.total });
+      if (e.dropped) log.add("snapshot dropped", { from: e.peer, received: e.received, of: e.total });
+      else if (e.received === e.total) log.add("snapshot", { from: e.peer, bytes: e.total });
       transferBar(e);
+    });
+    // What no call could be told of: the signaling server gone, a
+    // connection failed, a commit to IndexedDB.
+    peer.addEventListener("error", (e) => {
+      log.add("error", { code: e.error.code, message: e.error.message, ...(e.peer ? { peer: e.peer } : {}) });
+      notify(`${e.error.code}: ${e.error.message}`);
     });
     // Clocks, digests and round trips change without a change event.
     setInterval(render, 1000);

@@ -3,7 +3,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdir } from "node:fs/promises";
 import path from "node:path";
-import { serverAndBrowser, openPage, crateVersion, SCREENSHOTS } from "./harness.mjs";
+import { serverAndBrowser, openPage, crateVersion, startServer, SCREENSHOTS } from "./harness.mjs";
 
 const env = serverAndBrowser();
 
@@ -54,4 +54,23 @@ test("a tab switched offline stays offline across a reload, until switched back"
   await away.check("#online");
   await here.waitForFunction(() => window.cpc.peer.get("while-away") === 1, null, { timeout: 30_000 });
   await context.close();
+});
+
+// What no call could be told of reaches the app as "error" events; the
+// page listened to none, so a person saw "ready" with the server gone.
+test("the page tells of errors: the signaling server going away", async () => {
+  const server = await startServer();
+  const context = await env.browser.newContext();
+  try {
+    const page = await context.newPage();
+    await page.goto(new URL("/?room=told&storage=memory", server.url).href);
+    await page.waitForSelector("body[data-ready=true]");
+    await server.stop();
+    await page.waitForSelector("#notice:not([hidden])", { timeout: 20_000 });
+    assert.match(await page.textContent("#notice"), /^TRANSPORT: /);
+    assert.match(await page.textContent("#app"), /error/, "and the protocol log has it");
+  } finally {
+    await context.close();
+    await server.stop();
+  }
 });

@@ -231,8 +231,10 @@ fn equal_clocks_with_different_states_are_repaired_by_merkle_descent() {
     assert_eq!(a.engine().state_json(), b.engine().state_json());
 }
 
-#[test]
-fn a_peer_behind_the_horizon_gets_a_snapshot_that_resumes_after_a_disconnect() {
+/// `a`, its log folded into a snapshot of several windows, and `b`,
+/// durable, connected to it and partway through receiving the snapshot:
+/// `(a, b, received, total)`.
+fn partway_through_a_snapshot() -> (SyncNode, SyncNode, u64, u64) {
     let config = SyncConfig {
         compact_after: 10,
         snapshot_chunk: 1024,
@@ -280,6 +282,12 @@ fn a_peer_behind_the_horizon_gets_a_snapshot_that_resumes_after_a_disconnect() {
     }
     let (_, got, all) = b.snapshot_progress().unwrap();
     assert!(got < all);
+    (a, b, got, all)
+}
+
+#[test]
+fn a_peer_behind_the_horizon_gets_a_snapshot_that_resumes_after_a_disconnect() {
+    let (mut a, mut b, got, _) = partway_through_a_snapshot();
     a.disconnect(PeerId(2));
     b.disconnect(PeerId(1));
 
@@ -384,6 +392,31 @@ fn a_peer_of_another_protocol_version_is_closed_with_a_clear_reason() {
             && reason.contains(&format!("speaks {}", wire::PROTOCOL_VERSION)),
         "{reason}"
     );
+}
+
+/// A transfer whose source went quiet is given up after `MAX_STALLS`
+/// asks, and the app is told where it stood (`dropped`): the page's bar of
+/// a snapshot arriving stayed on screen for good when its sender went away.
+#[test]
+fn a_snapshot_transfer_given_up_is_told_as_dropped() {
+    use cpc_sync::protocol::sync::transfer::MAX_STALLS;
+    let (_a, mut b, got, all) = partway_through_a_snapshot();
+    b.take_outputs();
+    let mut told = Vec::new();
+    for i in 1..=(MAX_STALLS as u64 + 2) * 10 {
+        b.tick(2_000 + i * 1_000);
+        told.extend(b.take_outputs().into_iter().filter_map(|o| match o {
+            Output::SnapshotProgress {
+                from,
+                received,
+                total,
+                dropped,
+            } => Some((from, received, total, dropped)),
+            _ => None,
+        }));
+    }
+    assert_eq!(told, [(PeerId(1), got, all, true)]);
+    assert!(b.snapshot_progress().is_none());
 }
 
 #[test]

@@ -105,11 +105,13 @@ pub(super) fn dispatch(inner: &Rc<RefCell<Inner>>) {
                 from,
                 received,
                 total,
+                dropped,
             } => {
                 let fields = [
                     ("peer", JsValue::from(from.to_string())),
                     ("received", JsValue::from(received as f64)),
                     ("total", JsValue::from(total as f64)),
+                    ("dropped", JsValue::from(dropped)),
                 ];
                 emit(inner, "snapshot", &event_object("snapshot", &fields));
             }

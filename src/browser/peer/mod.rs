@@ -141,8 +141,10 @@ export interface PeerEventMap {
    * names its `key`). */
   message: { type: "message"; peer: string; outgoing: boolean; message: any };
   /** `received` of `total` bytes of a snapshot arriving from `peer` (as
-   * sent: gzipped between pages). */
-  snapshot: { type: "snapshot"; peer: string; received: number; total: number };
+   * sent: gzipped between pages); `dropped`: the transfer was given up
+   * where it stood (its source went quiet or away, or the state came
+   * otherwise), and a later offer is taken. */
+  snapshot: { type: "snapshot"; peer: string; received: number; total: number; dropped: boolean };
   /** Who is here, as `presence()` gives it. */
   presence: { type: "presence"; presence: PresenceEntry[] };
   /** A failure no call of the app's can catch: a commit to IndexedDB, a

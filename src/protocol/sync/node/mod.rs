@@ -301,11 +301,14 @@ pub enum Output {
         bytes: Vec<u8>,
         limit: u64,
     },
-    /// A snapshot from `from` is arriving.
+    /// A snapshot from `from` is arriving; `dropped`: its transfer was
+    /// given up where it stood (its source went quiet or away, or what it
+    /// covers came otherwise), and a later offer is taken.
     SnapshotProgress {
         from: PeerId,
         received: u64,
         total: u64,
+        dropped: bool,
     },
     /// Something `peer` sent was refused; counted in its session stats.
     Rejected { peer: PeerId, refusal: Refusal },

@@ -198,7 +198,7 @@ impl SyncNode {
                 // Its bytes, and what they inflate to: held until it is
                 // loaded or dropped (its decoded events are added once
                 // their count is read).
-                self.incoming = None;
+                self.drop_incoming();
                 self.intake_held = None;
                 let needed = total.saturating_add(inflate_to.unwrap_or(0));
                 let Some(held) = self.config.intake.reserve(needed) else {
@@ -310,6 +310,7 @@ impl SyncNode {
             from,
             received,
             total,
+            dropped: false,
         });
         if incoming.wants_next_window() {
             return self.request_next_window(now_ms);
@@ -618,6 +619,18 @@ impl SyncNode {
         }
     }
 
+    /// Gives up the transfer under way, telling the app where it stood.
+    fn drop_incoming(&mut self) {
+        if let Some(dropped) = self.incoming.take() {
+            self.outputs.push(Output::SnapshotProgress {
+                from: dropped.from,
+                received: dropped.received(),
+                total: dropped.total,
+                dropped: true,
+            });
+        }
+    }
+
     /// On the timer: forgets a transfer this peer no longer needs, and asks
     /// a stalled one again.
     pub(super) fn tend_transfer(&mut self, now_ms: u64) {
@@ -627,7 +640,7 @@ impl SyncNode {
             return;
         };
         if self.engine.clock().descends(&incoming.clock) || incoming.stalls >= MAX_STALLS {
-            self.incoming = None;
+            self.drop_incoming();
         } else if incoming.is_stalled(now_ms, patience)
             && self.sessions.contains_key(&incoming.from)
         {
