@@ -23,6 +23,7 @@ export type ErrorCode =
   | "CLOSED"
   | "STORAGE"
   | "TRANSPORT"
+  | "CLOCK_SKEW"
   | "UNSUPPORTED"
   | "EXHAUSTED"
   | "TOO_LARGE";
@@ -51,6 +52,9 @@ pub enum Code {
     Storage,
     /// Signaling or a connection failed (reported as an "error" event).
     Transport,
+    /// A peer's clock is off from this device's by more than the skew a
+    /// peer allows (reported as an "error" event).
+    ClockSkew,
     /// The browser lacks something needed (crypto, IndexedDB, a window).
     Unsupported,
     /// This peer has used up its sequence numbers.
@@ -70,6 +74,7 @@ impl Code {
             Code::Closed => "CLOSED",
             Code::Storage => "STORAGE",
             Code::Transport => "TRANSPORT",
+            Code::ClockSkew => "CLOCK_SKEW",
             Code::Unsupported => "UNSUPPORTED",
             Code::Exhausted => "EXHAUSTED",
             Code::TooLarge => "TOO_LARGE",

@@ -74,3 +74,31 @@ test("the page tells of errors: the signaling server going away", async () => {
     await server.stop();
   }
 });
+
+// A page whose clock is hours off had its writes refused by every peer,
+// or refused theirs, told by nothing but a counter in the peers' table.
+test("the page tells of a peer whose clock is hours off", async () => {
+  const room = `skew-${Math.random().toString(36).slice(2)}`;
+  const url = new URL(`/?room=${room}&storage=memory`, env.server.url).href;
+  const contexts = [await env.browser.newContext(), await env.browser.newContext()];
+  try {
+    // The second page's clock runs two hours ahead.
+    await contexts[1].addInitScript(() => {
+      const now = Date.now;
+      Date.now = () => now() + 7_200_000;
+    });
+    const pages = [];
+    for (const context of contexts) {
+      const page = await context.newPage();
+      await page.goto(url);
+      await page.waitForSelector("body[data-ready=true]");
+      pages.push(page);
+    }
+    for (const page of pages) {
+      await page.waitForSelector("#notice:not([hidden])", { timeout: 30_000 });
+      assert.match(await page.textContent("#notice"), /^CLOCK_SKEW: the clock of peer \w+ is 7\d{3} s (ahead of|behind) this device's/);
+    }
+  } finally {
+    await Promise.all(contexts.map((c) => c.close()));
+  }
+});

@@ -872,3 +872,57 @@ fn an_unsigned_reconciliation_message_stays_within_what_a_receiver_takes() {
     }
     settle_refusing_nothing(&mut nodes);
 }
+
+/// A page whose clock is hours off had every write refused by its peers
+/// (dated ahead) or refused theirs (behind), and nothing said so but a
+/// counter. Each side compares the other's clock by the stamp of its
+/// pings, and is told once a connection when it is off by more than the
+/// skew allowed; clocks a few seconds apart say nothing.
+#[test]
+fn a_peer_whose_clock_is_off_beyond_the_skew_is_told_once() {
+    let node = |id| {
+        SyncNode::new(
+            ReconciliationEngine::new(PeerId(id), EngineConfig::default()),
+            SyncConfig::default(),
+        )
+    };
+    // Its frames to send, and what it told of clocks.
+    let outputs = |node: &mut SyncNode, told: &mut Vec<(PeerId, i64)>| -> Vec<Vec<u8>> {
+        let outputs = node.take_outputs();
+        told.extend(outputs.iter().filter_map(|o| match o {
+            Output::ClockSkew { peer, offset_ms } => Some((*peer, *offset_ms)),
+            _ => None,
+        }));
+        sends(outputs)
+    };
+    for (ahead, told) in [(7_200_000, true), (5_000, false)] {
+        let (mut a, mut b) = (node(1), node(2));
+        let mut seen = (Vec::new(), Vec::new());
+        for round in 0..3 {
+            // b's clock is `ahead` of a's; pings go every 10 s.
+            let now = 1_000_000 + round * 10_000;
+            if round == 0 {
+                a.connect(PeerId(2), now);
+                b.connect(PeerId(1), now + ahead);
+            }
+            a.tick(now);
+            b.tick(now + ahead);
+            for f in outputs(&mut a, &mut seen.0) {
+                b.receive_frame(PeerId(1), &f, now + ahead);
+            }
+            for f in outputs(&mut b, &mut seen.1) {
+                a.receive_frame(PeerId(2), &f, now);
+            }
+            outputs(&mut a, &mut seen.0);
+        }
+        let expected = |peer, offset: i64| {
+            if told {
+                vec![(PeerId(peer), offset)]
+            } else {
+                vec![]
+            }
+        };
+        assert_eq!(seen.0, expected(2, ahead as i64), "a about b");
+        assert_eq!(seen.1, expected(1, -(ahead as i64)), "b about a");
+    }
+}

@@ -115,6 +115,20 @@ pub(super) fn dispatch(inner: &Rc<RefCell<Inner>>) {
                 ];
                 emit(inner, "snapshot", &event_object("snapshot", &fields));
             }
+            Output::ClockSkew { peer, offset_ms } => {
+                let (by, way) = (
+                    offset_ms.unsigned_abs() / 1000,
+                    if offset_ms > 0 { "ahead of" } else { "behind" },
+                );
+                let message = format!(
+                    "the clock of peer {peer} is {by} s {way} this device's, more than the {} s a peer \
+                     allows: each refuses the other's writes dated ahead of its own clock until a \
+                     clock is set right",
+                    inner.borrow().node.engine().config().max_clock_skew_ms / 1000
+                );
+                let error = PeerError::new(Code::ClockSkew, message);
+                emit(inner, "error", &error_event(error, Some(peer.to_string())));
+            }
             Output::Rejected { peer, refusal } => {
                 // Counted per peer by the node (see `peers()`).
                 web_sys::console::warn_1(

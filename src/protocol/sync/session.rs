@@ -222,6 +222,10 @@ pub struct Session {
     pub stats: SessionStats,
     /// When to measure the round trip again.
     pub next_ping_ms: u64,
+    /// Whether the app was told that the peer's clock is off from ours by
+    /// more than the skew allowed ([`Output::ClockSkew`](super::Output::ClockSkew)):
+    /// once, until its pings come within half of it again.
+    pub skew_told: bool,
     /// Points for forged or malformed input; see `PENALTY_LIMIT`.
     pub penalty: u32,
     /// In a room with a secret, the handshake until it succeeds: nothing

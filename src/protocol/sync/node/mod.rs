@@ -310,6 +310,13 @@ pub enum Output {
         total: u64,
         dropped: bool,
     },
+    /// `peer`'s clock is `offset_ms` ahead of ours (behind if negative),
+    /// by the stamp of its ping: beyond the skew a peer allows
+    /// ([`EngineConfig::max_clock_skew_ms`]), so each of the two refuses
+    /// the events of the other dated ahead of its own clock, and they miss
+    /// each other's writes until a clock is set right. Told once a session
+    /// while it lasts.
+    ClockSkew { peer: PeerId, offset_ms: i64 },
     /// Something `peer` sent was refused; counted in its session stats.
     Rejected { peer: PeerId, refusal: Refusal },
     /// A reconciliation message went out or came in, as its spec JSON.
@@ -929,7 +936,10 @@ impl SyncNode {
             Message::Prune => self.on_prune(from),
             Message::IHave(entries) => self.on_ihave(from, entries, now_ms),
             Message::Graft(entries) => self.on_graft(from, entries),
-            Message::Ping { sent_ms } => self.send(from, &Message::Pong { sent_ms }),
+            Message::Ping { sent_ms } => {
+                self.compare_clocks(from, sent_ms, now_ms);
+                self.send(from, &Message::Pong { sent_ms });
+            }
             Message::Pong { sent_ms } => {
                 if let Some(session) = self.sessions.get_mut(&from) {
                     if sent_ms <= now_ms {
@@ -937,6 +947,28 @@ impl SyncNode {
                     }
                 }
             }
+        }
+    }
+
+    /// Compares `peer`'s clock, by the stamp of its ping, with ours: a
+    /// page whose clock is hours off sees its writes refused by every peer
+    /// (dated ahead) or refuses theirs (behind), and nothing said so but a
+    /// counter. Off by more than the skew allowed, the app is told
+    /// ([`Output::ClockSkew`]); the estimate is off by the ping's one-way
+    /// delay, small beside the skew.
+    fn compare_clocks(&mut self, peer: PeerId, sent_ms: u64, now_ms: u64) {
+        let skew = self.engine.config().max_clock_skew_ms;
+        let Some(session) = self.sessions.get_mut(&peer) else {
+            return;
+        };
+        let offset = i128::from(sent_ms) - i128::from(now_ms);
+        let off = offset.unsigned_abs();
+        if off > u128::from(skew) && !session.skew_told {
+            session.skew_told = true;
+            let offset_ms = offset.clamp(i64::MIN.into(), i64::MAX.into()) as i64;
+            self.outputs.push(Output::ClockSkew { peer, offset_ms });
+        } else if off <= u128::from(skew / 2) {
+            session.skew_told = false;
         }
     }
 
