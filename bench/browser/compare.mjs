@@ -6,7 +6,9 @@
 // (comma-separated): many, sync, cpc, gzip, bundle; the others keep the last
 // committed run's figures, with its provenance. CPC_BENCH_WORKLOADS
 // (B3_1,C1_2,run_heavy) and CPC_BENCH_ROWS (row names, "|" between) make
-// a partial run, written aside to target/bench/compare-partial.json.
+// a partial run, written aside to target/bench/compare-partial.json, as
+// is a run of CPC_BENCH_VISIT=returning (each page a returning visit:
+// see VISIT below).
 // CPC_PROFILE=<path prefix> writes a CPU profile of each measurement (see
 // `profiled` below).
 //
@@ -65,9 +67,35 @@ const WORKLOADS = process.env.CPC_BENCH_WORKLOADS?.split(",") ?? ["B3_1", "C1_2"
 /** Rows to run (all when unset), by name, `|` between them (row names hold commas). */
 const ROWS_WANTED = process.env.CPC_BENCH_ROWS?.split("|") ?? null;
 
-/** A fresh browser context and page on the benchmark page; closes it after `use`. */
-async function freshPage(browser, url, use) {
+/**
+ * How each measured page is opened (CPC_BENCH_VISIT): "fresh", a new
+ * browser context with an empty HTTP cache (a first visit: V8 compiles
+ * the wasm's functions with its baseline tier and optimizes the hot ones
+ * as they run); or "returning", a page opened in a context whose first
+ * page ran the same measurement and closed (a returning visitor: the wasm
+ * comes from the HTTP cache with the optimized code V8 cached beside it).
+ */
+const VISIT = process.env.CPC_BENCH_VISIT ?? "fresh";
+if (!["fresh", "returning"].includes(VISIT)) throw new Error(`CPC_BENCH_VISIT: "fresh" or "returning", not ${VISIT}`);
+/** V8 caches a wasm module's optimized code a while after it first tiers up (its `wasm_caching_timeout_ms`, 2 s). */
+const CODE_CACHE_WAIT_MS = 3_000;
+
+/** A page on the benchmark page in a context of its own; closes it after `use`. */
+async function freshPage(browser, url, use, { returning = false } = {}) {
   const context = await browser.newContext();
+  try {
+    if (returning) {
+      await visit(context, url, use);
+      await new Promise((resolve) => setTimeout(resolve, CODE_CACHE_WAIT_MS));
+    }
+    return await visit(context, url, use);
+  } finally {
+    await context.close();
+  }
+}
+
+/** `use` on a new page of `context`, failing on the page's errors; the page is closed after. */
+async function visit(context, url, use) {
   const page = await context.newPage();
   const errors = [];
   page.on("console", (m) => m.type() === "error" && errors.push(m.text()));
@@ -79,7 +107,7 @@ async function freshPage(browser, url, use) {
     if (errors.length) throw new Error(`page errors: ${errors.join("; ")}`);
     return result;
   } finally {
-    await context.close();
+    await page.close();
   }
 }
 
@@ -132,6 +160,7 @@ async function many(browser, url, workload, rows) {
         profiled(page, `${workload}-${row}-${r}`, () =>
           page.evaluate((args) => window.bench.measure(args), { row, url: made.file, warmup: SIZES.warmup }),
         ),
+        { returning: VISIT === "returning" },
       );
       if (m.state !== made.expected) {
         throw new Error(
@@ -201,7 +230,7 @@ function print(results) {
   for (const workload of WORKLOADS) {
     const rows = results.many?.[workload];
     if (!rows) continue;
-    console.log(`\n${workload} (ms: min / median / p90 of ${SIZES.runs} fresh pages)`);
+    console.log(`\n${workload} (ms: min / median / p90 of ${SIZES.runs} ${VISIT === "fresh" ? "fresh pages" : "returning visits"})`);
     for (const [row, r] of Object.entries(rows)) {
       const s = summary(r.ms);
       console.log(
@@ -267,9 +296,9 @@ async function main() {
     cwd: path.join(root, "bench/browser/compare"),
   });
   await mkdir(path.join(dist, "updates"), { recursive: true });
-  const server = await startStaticServer(dist);
+  const server = await startStaticServer(dist, { cache: VISIT === "returning" });
   const browser = await launchBrowser();
-  const results = { meta: meta({ browser: `Chromium ${browser.version()}`, quick: QUICK }), sizes: SIZES };
+  const results = { meta: meta({ browser: `Chromium ${browser.version()}`, quick: QUICK }), sizes: SIZES, visit: VISIT };
   try {
     if (wanted("many")) {
       // Every row, with the library that makes its updates.
@@ -311,9 +340,9 @@ async function main() {
   if (wanted("bundle") && !QUICK) results.bundle = await bundles();
   print(results);
   check(results);
-  if (ROWS_WANTED || process.env.CPC_BENCH_WORKLOADS) {
-    // Some rows or workloads: a partial run goes aside, as the report
-    // renders whole tables only.
+  if (ROWS_WANTED || process.env.CPC_BENCH_WORKLOADS || VISIT !== "fresh") {
+    // Some rows or workloads, or returning visits: a partial run goes
+    // aside, as the report renders whole tables of fresh pages only.
     await writeFile(path.join(out, "compare-partial.json"), JSON.stringify(results, null, 2));
     return;
   }

@@ -77,9 +77,12 @@ const TYPES = {
 /**
  * A plain static server (no signaling) for www/ and pkg/, or for the folder
  * `dir`: pages served by it find each other over BroadcastChannel only.
+ * With `{ cache: true }` its responses may be cached for ten minutes (as a
+ * site's hashed assets are), so a browser's HTTP cache, and V8's cache of
+ * the wasm's optimized code beside it, serve a page's later visits.
  * Resolves to { url, stop }.
  */
-export async function startStaticServer(dir) {
+export async function startStaticServer(dir, { cache = false } = {}) {
   const http = await import("node:http");
   const { readFile } = await import("node:fs/promises");
   const server = http.createServer(async (request, response) => {
@@ -94,7 +97,10 @@ export async function startStaticServer(dir) {
     if (!file.startsWith(base)) return response.writeHead(403).end();
     try {
       const body = await readFile(file);
-      response.writeHead(200, { "content-type": TYPES[path.extname(file)] ?? "application/octet-stream" });
+      response.writeHead(200, {
+        "content-type": TYPES[path.extname(file)] ?? "application/octet-stream",
+        ...(cache ? { "cache-control": "max-age=600" } : {}),
+      });
       response.end(body);
     } catch {
       response.writeHead(404).end();
