@@ -60,3 +60,36 @@ test("pages linked over WebRTC stay linked and in sync while cpc-signal is stopp
     await server.stop();
   }
 });
+
+// A server back from a crash knows no one: the first page to join again
+// was told a room without the others, closed its open links to them and
+// dialed each again as it joined. A page linked with a peer keeps the link.
+test("after cpc-signal comes back, pages linked over WebRTC keep their links", async () => {
+  let server = await startServer();
+  const port = new URL(server.url).port;
+  const [first, second] = await Promise.all([launch(), launch()]);
+  try {
+    const query = `room=rejoin-${Math.random().toString(36).slice(2)}&storage=memory`;
+    const a = await openPeerPage(first, server.url, query);
+    const b = await openPeerPage(second, server.url, query);
+    await connected(a.page, b.id);
+    await connected(b.page, a.id);
+    for (const { page } of [a, b]) {
+      await page.evaluate(() => {
+        window.closes = [];
+        window.cpc.peer.addEventListener("peer", (e) => e.state !== "open" && window.closes.push(e.peer));
+      });
+    }
+    await server.kill();
+    server = await startServer(port);
+    // Both sockets join again (their backoff: a few seconds).
+    await new Promise((r) => setTimeout(r, 8000));
+    await a.page.evaluate(() => window.cpc.peer.set("after", 1));
+    await converged([a.page, b.page], 10_000);
+    assert.deepEqual(await a.page.evaluate(() => window.closes), [], "a kept its link to b");
+    assert.deepEqual(await b.page.evaluate(() => window.closes), [], "b kept its link to a");
+  } finally {
+    await Promise.all([first.close(), second.close()]);
+    await server.stop();
+  }
+});

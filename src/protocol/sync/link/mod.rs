@@ -121,6 +121,11 @@ pub struct Links {
     /// Peers signaling said left the room, for the sync node
     /// ([`take_departed`](Self::take_departed)).
     departed: Vec<PeerId>,
+    /// Peers we are linked with that the server's last list of the room
+    /// lacked (it restarted, and their sockets have not joined again): kept
+    /// while the link lasts, gone when it closes unless the server names
+    /// them meanwhile.
+    unlisted: Vec<PeerId>,
 }
 
 fn parse_peer(text: &str) -> Option<PeerId> {
@@ -144,6 +149,7 @@ impl Links {
             relays: Relays::new(config.relay && config.signaling_server),
             actions: Vec::new(),
             departed: Vec::new(),
+            unlisted: Vec::new(),
             relays_waiting: Vec::new(),
         }
     }
@@ -279,19 +285,28 @@ impl Links {
                 }
                 // The whole room as the server sees it: whoever we knew
                 // there and is missing left while our socket was down. A
-                // sample of a big room says nothing of who is missing.
+                // sample of a big room says nothing of who is missing, nor
+                // does a server just restarted of a peer we are linked
+                // with: its socket has not joined again yet (the first
+                // page back closed its links to every other and dialed
+                // them again as they joined).
                 let present: Vec<PeerId> = peers
                     .iter()
                     .filter_map(|p| parse_peer(p))
                     .filter(|p| *p != self.me)
                     .collect();
-                let gone: Vec<PeerId> = self
+                let missing: Vec<PeerId> = self
                     .routes
                     .on(Route::Server)
                     .filter(|p| !sampled && !present.contains(p))
                     .collect();
-                for peer in gone {
-                    self.left(peer, Route::Server);
+                self.unlisted.retain(|p| !present.contains(p));
+                for peer in missing {
+                    if self.mesh.state(peer) != Some(LinkState::Open) {
+                        self.left(peer, Route::Server);
+                    } else if !self.unlisted.contains(&peer) && self.unlisted.len() < MAX_HELD {
+                        self.unlisted.push(peer);
+                    }
                 }
                 for peer in &present {
                     self.routes.heard(*peer, Route::Server);
@@ -300,6 +315,7 @@ impl Links {
             }
             ServerMessage::Joined { peer } => {
                 let peer = parse_peer(&peer).filter(|p| *p != self.me)?;
+                self.unlisted.retain(|p| *p != peer);
                 self.routes.heard(peer, Route::Server);
                 self.mesh.discovered(peer, false, now_ms);
             }
@@ -464,6 +480,13 @@ impl Links {
         }
         self.epochs.hang_up(peer);
         self.mesh.closed(peer, now_ms, jitter);
+        if let Some(at) = self.unlisted.iter().position(|p| *p == peer) {
+            // Not named by the server since it lost its list: gone from
+            // its side too, unless it joins again.
+            self.unlisted.swap_remove(at);
+            self.left(peer, Route::Server);
+            self.drain_mesh(now_ms);
+        }
         true
     }
 

@@ -270,6 +270,44 @@ fn peers_missing_when_the_socket_rejoins_left_while_it_was_down() {
     assert_eq!(known, [PeerId(3), PeerId(4)]);
 }
 
+/// A server restarted (a deploy, a crash) has heard of no one: the first
+/// page back was told a room without the others, closed its open links to
+/// all of them and dialed each again as it joined. A peer we are linked
+/// with is not gone for being missing from the list; one we are not is.
+#[test]
+fn a_linked_peer_missing_when_the_socket_rejoins_keeps_its_link() {
+    let mut a = links(1, true);
+    let peers = |ids: &[u64]| ServerMessage::Peers {
+        room: "room".into(),
+        peers: ids.iter().map(|i| PeerId(*i).to_string()).collect(),
+        sampled: false,
+    };
+    a.server_message(peers(&[2, 3]), 0);
+    let epochs: Vec<(PeerId, u64)> = (a.take_actions().iter())
+        .filter_map(|x| match x {
+            LinkAction::Dial { peer, epoch } => Some((*peer, *epoch)),
+            _ => None,
+        })
+        .collect();
+    let (linked, epoch) = epochs[0];
+    assert!(a.opened(linked, epoch, 5));
+    a.socket_closed(10, 0.0);
+    a.tick(510, 0.0);
+    a.take_actions();
+    a.socket_opened(600);
+    a.server_message(peers(&[]), 700);
+    let acted = a.take_actions();
+    assert!(!acted.contains(&LinkAction::Hangup(linked)), "{acted:?}");
+    assert_eq!(a.state(linked), Some(LinkState::Open));
+    let dialed = epochs[1].0;
+    assert!(acted.contains(&LinkAction::Hangup(dialed)), "{acted:?}");
+    // Its link closing, unnamed by the server since, it is gone.
+    assert!(a.closed(linked, epoch, 800, 0.0));
+    a.tick(60_000, 0.0);
+    assert!(dials(&a.take_actions()).is_empty(), "no ghost dialed");
+    assert_eq!(a.take_departed(), [dialed, linked]);
+}
+
 #[test]
 fn a_sample_of_a_big_room_says_nothing_of_who_left() {
     let mut a = links(1, true);
