@@ -67,7 +67,12 @@ async fn request(req: &IdbRequest, operation: &'static str) -> Result<JsValue, S
         req.set_onsuccess(Some(&resolve));
         req.set_onerror(Some(&reject));
     });
-    JsFuture::from(done).await.map_err(failed(operation))?;
+    if let Err(event) = JsFuture::from(done).await {
+        // The request's error (a DOMException naming what failed), not
+        // the event that told of it.
+        let error = req.error().ok().flatten().map_or(event, JsValue::from);
+        return Err(failed(operation)(error));
+    }
     req.result().map_err(failed(operation))
 }
 
@@ -166,6 +171,16 @@ pub struct Storage {
     /// Log records of the previous form that did not decode when the
     /// database was migrated on open (reported by the first `load`).
     migration_damaged: std::cell::Cell<usize>,
+}
+
+impl Drop for Storage {
+    /// Closes the connection, its `close` handler first: the handler's
+    /// closure is dropped with this, and a forced close later (the site's
+    /// data cleared) would call it.
+    fn drop(&mut self) {
+        self.db.set_onclose(None);
+        self.db.close();
+    }
 }
 
 impl Storage {

@@ -2068,7 +2068,8 @@ fn rooms_sharing_an_intake_budget_hold_no_more_of_snapshots_than_it() {
     assert!(budget.left() < decoded / 2, "{} left", budget.left());
     let refused = refusals(&mut rooms[1].a);
     assert!(
-        matches!(&refused[..], [Refusal::IntakeFull { needed, .. }] if *needed == decoded),
+        matches!(&refused[..], [Refusal::IntakeFull { needed, .. }]
+            if *needed == bomb.len() as u64 + decoded),
         "{refused:?}"
     );
     assert_eq!(refused[0].points(), 0, "not the sender's fault");
@@ -2092,6 +2093,59 @@ fn rooms_sharing_an_intake_budget_hold_no_more_of_snapshots_than_it() {
     for room in &mut rooms {
         room.still_converge(0);
     }
+}
+
+/// An offer's claims held the budget: one offer of 512 MiB, gzipped to a
+/// byte less, reserved 1 GiB at once, and a member that offered and hung
+/// up (another connection of hers keeping the room loaded) held the room
+/// peer's whole shared budget for good, as its transfer was never given
+/// up without its source (a review's test). What a transfer holds grows
+/// with what arrives; one whose source went quiet, connected or not, is
+/// given up after `MAX_STALLS` patience periods, told as dropped, and
+/// what it held goes back.
+#[test]
+fn an_offer_holds_the_intake_budget_only_as_its_bytes_arrive_and_not_once_its_source_is_gone() {
+    use cpc_sync::protocol::sync::wire::Gzipped;
+    const GIB: u64 = 1 << 30;
+    let budget = IntakeBudget::new(GIB);
+    let mut room = Room::taking_in(EngineConfig::default(), Relay::default(), budget.clone());
+    let mallory = room.mallory.peer();
+    let _ = room.a.take_outputs();
+    let mut clock = VectorClock::new();
+    clock.set(mallory, 1_000_000);
+    let total = 512 * 1024 * 1024;
+    let gz = Hash32([9; 32]);
+    room.mallory_sends(&Message::SnapshotOffer {
+        id: Hash32([8; 32]),
+        total,
+        clock,
+        gzip: Some(Gzipped {
+            id: gz,
+            total: total - 1,
+        }),
+    });
+    assert!(room.a.snapshot_progress().is_some(), "taken");
+    assert_eq!(budget.left(), GIB, "nothing held for a claim");
+    room.mallory_sends(&Message::SnapshotChunk {
+        id: gz,
+        offset: 0,
+        total: total - 1,
+        bytes: vec![0; 16 * 1024],
+    });
+    let held = GIB - budget.left();
+    assert!(held <= 64 * 1024, "what came, as the buffer grows: {held}");
+    room.a.disconnect(mallory);
+    let mut told = Vec::new();
+    for s in 1..=60 {
+        room.a.tick(NOW + s * 1_000);
+        told.extend(room.a.take_outputs().into_iter().filter_map(|o| match o {
+            Output::SnapshotProgress { dropped, .. } => Some(dropped),
+            _ => None,
+        }));
+    }
+    assert_eq!(told, [true], "given up, and told");
+    assert!(room.a.snapshot_progress().is_none());
+    assert_eq!(budget.left(), GIB, "what it held is back");
 }
 
 /// The Merkle node at `depth` on the way to `leaf`, as `a` has it but

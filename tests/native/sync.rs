@@ -926,3 +926,28 @@ fn a_peer_whose_clock_is_off_beyond_the_skew_is_told_once() {
         assert_eq!(seen.1, expected(1, -(ahead as i64)), "b about a");
     }
 }
+
+/// "Once a connection" is once: a peer alternating its pings' stamps
+/// (hours off, then right) had the app told at every other ping (a
+/// review's test: 500 errors for 1,000 pings).
+#[test]
+fn a_peer_alternating_its_ping_stamps_is_told_of_once() {
+    let mut a = SyncNode::new(
+        ReconciliationEngine::new(PeerId(1), EngineConfig::default()),
+        SyncConfig::default(),
+    );
+    let now = 1_700_000_000_000;
+    a.connect(PeerId(666), now);
+    a.take_outputs();
+    let mut told = 0;
+    for i in 0..100u64 {
+        let sent_ms = if i % 2 == 0 { now + 36_000_000 } else { now };
+        for frame in wire::encode(&Message::Ping { sent_ms }, 7) {
+            a.receive_frame(PeerId(666), &frame, now);
+        }
+        told += (a.take_outputs().iter())
+            .filter(|o| matches!(o, Output::ClockSkew { .. }))
+            .count();
+    }
+    assert_eq!(told, 1);
+}

@@ -306,21 +306,22 @@ fn leave(rooms: &mut RoomMap, room: &str, peer: &str, outbox: &Arc<Outbox>) -> u
         return 0; // replaced by a newer socket of the same peer
     }
     members.remove(peer);
-    if crate::shutdown::begun() {
-        // The server is stopping, not the peer leaving: a `left` would
-        // have its room's pages close their links to it, which need no
-        // server (a deploy cut every page off from the others until the
-        // server was back and they had linked again).
-        return 0;
-    }
-    let notice = ServerMessage::Left {
-        peer: peer.to_string(),
-    }
-    .to_text();
-    for out in members.values() {
-        let _ = out.push(notice.clone());
-    }
-    let told = members.len();
+    // When the server is stopping, not the peer leaving, no one is told: a
+    // `left` would have the room's pages close their links to it, which
+    // need no server (a deploy cut every page off from the others until
+    // the server was back and they had linked again).
+    let told = if crate::shutdown::begun() {
+        0
+    } else {
+        let notice = ServerMessage::Left {
+            peer: peer.to_string(),
+        }
+        .to_text();
+        for out in members.values() {
+            let _ = out.push(notice.clone());
+        }
+        members.len()
+    };
     if members.is_empty() {
         rooms.remove(room);
     }

@@ -176,9 +176,13 @@ pub fn start(inner: &Rc<RefCell<Inner>>) {
                     }
                     dispatch(&inner);
                 }
-                Err(_) if storage.lost() => {
-                    // The database was deleted under the page: made anew
-                    // and given the whole state, these writes with it.
+                // IndexedDB aborts the transactions in flight before it
+                // fires the connection's `close`: a task later, a commit
+                // that failed for the database deleted under the page
+                // knows it.
+                Err(_) if storage.lost() || after(0, || storage.lost()).await => {
+                    // Made anew and given the whole state, these writes
+                    // with it.
                     {
                         let mut i = inner.borrow_mut();
                         let mut back: Vec<(u64, Persist)> =
@@ -214,6 +218,33 @@ pub fn start(inner: &Rc<RefCell<Inner>>) {
     });
 }
 
+/// `check()` after `ms` (0: once the browser's pending tasks ran).
+async fn after<T>(ms: i32, check: impl Fn() -> T) -> T {
+    let later = Promise::new(&mut |resolve, _| {
+        if let Some(window) = web_sys::window() {
+            let _ = window.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms);
+        }
+    });
+    let _ = JsFuture::from(later).await;
+    check()
+}
+
+/// Tries to make the database anew: the browser may still be deleting
+/// it (an open meanwhile fails, "the connection was closed"), so again
+/// after 100, 200 and 400 ms.
+async fn reopen(lost: &Storage) -> Result<Storage, crate::browser::storage::StorageError> {
+    let mut wait = 100;
+    loop {
+        match lost.reopen().await {
+            Err(_) if wait <= 400 => {
+                after(wait, || ()).await;
+                wait *= 2;
+            }
+            done => return done,
+        }
+    }
+}
+
 /// Makes the database anew after the browser deleted it under the page,
 /// and has the node store its whole state there (a snapshot at its next
 /// wake, which the queued writes then commit with). Commits wait
@@ -225,12 +256,16 @@ async fn recover(inner: Rc<RefCell<Inner>>, lost: Rc<Storage>) {
           storing the state again"
             .into(),
     );
-    match lost.reopen().await {
+    match reopen(&lost).await {
         Ok(storage) => {
             {
                 let mut i = inner.borrow_mut();
                 i.storage = Some(Rc::new(storage));
+                // The whole state queued now, so the writes waiting are
+                // committed with it, not before it in a database that
+                // holds neither their base nor their identity.
                 i.node.storage_lost();
+                i.node.tick(super::now_ms());
                 i.commits.running = false;
             }
             dispatch(&inner);

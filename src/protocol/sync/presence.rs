@@ -216,15 +216,19 @@ impl PresenceTable {
     /// shared among the links it came over: the stalest entry of the
     /// link that brought the most goes, if that is more than `via`
     /// brought. A peer's own presence, over its own link, is never
-    /// pushed out, and pushes out a relayed one.
+    /// pushed out, and pushes out a relayed one. A tombstone goes only
+    /// from a link with nothing shown: one pushed out would let a replay
+    /// of that peer's last update show it again.
     fn make_room(&mut self, peer: PeerId, via: PeerId) -> Result<(), PresenceError> {
-        // Per link: the entries it relayed, and its stalest.
-        let mut relayed: SortedMap<PeerId, (usize, u64, PeerId)> = SortedMap::new();
+        // Per link: the entries it relayed, and the one to push out
+        // (shown before tombstones, then the stalest).
+        let mut relayed: SortedMap<PeerId, (usize, (bool, u64), PeerId)> = SortedMap::new();
         for (p, h) in self.held.iter().filter(|(p, h)| **p != h.via) {
-            let share = relayed.get_or_insert_with(h.via, || (0, u64::MAX, *p));
+            let share = relayed.get_or_insert_with(h.via, || (0, (true, u64::MAX), *p));
             share.0 += 1;
-            if h.seen_ms < share.1 {
-                (share.1, share.2) = (h.seen_ms, *p);
+            let rank = (!h.shown(), h.seen_ms);
+            if rank < share.1 {
+                (share.1, share.2) = (rank, *p);
             }
         }
         let ours = if peer == via {

@@ -224,7 +224,7 @@ pub struct Session {
     pub next_ping_ms: u64,
     /// Whether the app was told that the peer's clock is off from ours by
     /// more than the skew allowed ([`Output::ClockSkew`](super::Output::ClockSkew)):
-    /// once, until its pings come within half of it again.
+    /// once a session.
     pub skew_told: bool,
     /// Points for forged or malformed input; see `PENALTY_LIMIT`.
     pub penalty: u32,

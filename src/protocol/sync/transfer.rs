@@ -285,6 +285,18 @@ impl Incoming {
         self.bytes.len() as u64
     }
 
+    /// The bytes its buffer takes once `chunk` more are taken (see
+    /// [`accept`](Self::accept): room for the whole once a quarter came,
+    /// growing by doubling before).
+    pub fn would_hold(&self, chunk: usize) -> u64 {
+        let after = (self.bytes.len() as u64).saturating_add(chunk as u64);
+        if after.saturating_mul(4) >= self.total {
+            self.total.max(after)
+        } else {
+            (self.bytes.capacity() as u64).max(after.saturating_mul(2))
+        }
+    }
+
     pub fn is_complete(&self) -> bool {
         self.received() == self.total
     }

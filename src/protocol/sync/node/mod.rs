@@ -962,13 +962,12 @@ impl SyncNode {
             return;
         };
         let offset = i128::from(sent_ms) - i128::from(now_ms);
-        let off = offset.unsigned_abs();
-        if off > u128::from(skew) && !session.skew_told {
+        // Once a session: a peer alternating its stamps must not make an
+        // error of each ping.
+        if offset.unsigned_abs() > u128::from(skew) && !session.skew_told {
             session.skew_told = true;
             let offset_ms = offset.clamp(i64::MIN.into(), i64::MAX.into()) as i64;
             self.outputs.push(Output::ClockSkew { peer, offset_ms });
-        } else if off <= u128::from(skew / 2) {
-            session.skew_told = false;
         }
     }
 

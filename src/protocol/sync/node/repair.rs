@@ -15,6 +15,7 @@ use crate::protocol::engine::Trust;
 use crate::protocol::event::{Hash32, P2PEvent};
 use crate::protocol::seal::{SealError, SnapshotSeals};
 use crate::protocol::snapshot::{SnapshotError, StateSnapshot};
+use crate::protocol::sync::budget::Reservation;
 use crate::protocol::sync::refusal::Refusal;
 use crate::protocol::sync::transfer::{
     Decoding, Incoming, Inflating, Loading, Outgoing, Verifying, GZIP_PATIENCE_MS, KEPT_SNAPSHOTS,
@@ -195,17 +196,13 @@ impl SyncNode {
                 return
             }
             _ => {
-                // Its bytes, and what they inflate to: held until it is
-                // loaded or dropped (its decoded events are added once
-                // their count is read).
+                // What it holds of the intake budget grows with what
+                // arrives (not with what the offer claims: a member's
+                // offer of 1 GB held it all for nothing), then with what
+                // it inflates to and its decoded events; given back once it
+                // is loaded or dropped.
                 self.drop_incoming();
-                self.intake_held = None;
-                let needed = total.saturating_add(inflate_to.unwrap_or(0));
-                let Some(held) = self.config.intake.reserve(needed) else {
-                    let left = self.config.intake.left();
-                    return self.refuse(from, Refusal::IntakeFull { needed, left });
-                };
-                self.intake_held = Some(held);
+                self.intake_held = self.config.intake.reserve(0);
                 self.incoming = Some(Incoming {
                     from,
                     id,
@@ -300,6 +297,14 @@ impl SyncNode {
         let Some(incoming) = &mut self.incoming else {
             return self.refuse(from, Refusal::ChunkWithoutOffer);
         };
+        let holds = incoming.would_hold(bytes.len());
+        if !self.hold_for_intake(holds) {
+            self.drop_incoming();
+            return self.refuse_intake(from, holds);
+        }
+        let Some(incoming) = &mut self.incoming else {
+            return;
+        };
         if !incoming.accept(from, id, offset, total, bytes, now_ms) {
             // A repeated window, or one from an abandoned source or
             // another peer: harmless.
@@ -323,6 +328,10 @@ impl SyncNode {
         };
         match done.inflate_to {
             Some(limit) => {
+                let holds = done.total.saturating_add(limit);
+                if !self.hold_for_intake(holds) {
+                    return self.refuse_intake(from, holds);
+                }
                 self.inflating = Some(Inflating {
                     from,
                     id: done.id,
@@ -382,15 +391,10 @@ impl SyncNode {
     fn start_decoding(&mut self, from: PeerId, clock: VectorClock, bytes: Vec<u8>, now_ms: u64) {
         match StateSnapshot::decoding(bytes, self.config.max_snapshot_events) {
             Ok(snapshot) => {
-                let needed = (snapshot.events() * std::mem::size_of::<P2PEvent>()) as u64;
-                if !self
-                    .intake_held
-                    .as_mut()
-                    .is_some_and(|held| held.grow(needed))
-                {
-                    self.intake_held = None;
-                    let left = self.config.intake.left();
-                    return self.refuse(from, Refusal::IntakeFull { needed, left });
+                let events = (snapshot.events() * std::mem::size_of::<P2PEvent>()) as u64;
+                let holds = self.held_for_intake().saturating_add(events);
+                if !self.hold_for_intake(holds) {
+                    return self.refuse_intake(from, holds);
                 }
                 self.decoding = Some(Decoding {
                     from,
@@ -404,6 +408,31 @@ impl SyncNode {
                 self.refuse(from, e.into());
             }
         }
+    }
+
+    /// What the snapshot being taken in holds of the intake budget.
+    fn held_for_intake(&self) -> u64 {
+        self.intake_held.as_ref().map_or(0, Reservation::bytes)
+    }
+
+    /// Has the snapshot being taken in hold `bytes` of the intake budget
+    /// in all (more than it holds); whether they were left.
+    fn hold_for_intake(&mut self, bytes: u64) -> bool {
+        let more = bytes.saturating_sub(self.held_for_intake());
+        more == 0
+            || self
+                .intake_held
+                .as_mut()
+                .is_some_and(|held| held.grow(more))
+    }
+
+    /// Gives up the snapshot being taken in, which needs `holds` bytes of
+    /// the intake budget in all where less is left: what it held goes back
+    /// at once, and a later offer is taken.
+    fn refuse_intake(&mut self, from: PeerId, holds: u64) {
+        self.intake_held = None;
+        let (needed, left) = (holds, self.config.intake.left());
+        self.refuse(from, Refusal::IntakeFull { needed, left });
     }
 
     /// Gives back what a snapshot held of the intake budget once none is
@@ -641,13 +670,17 @@ impl SyncNode {
         };
         if self.engine.clock().descends(&incoming.clock) || incoming.stalls >= MAX_STALLS {
             self.drop_incoming();
-        } else if incoming.is_stalled(now_ms, patience)
-            && self.sessions.contains_key(&incoming.from)
-        {
+        } else if incoming.is_stalled(now_ms, patience) {
+            // A source gone counts its stalls too: a member that offered
+            // and went kept the transfer, and what it held, for good.
+            let asked = self.sessions.contains_key(&incoming.from);
             if let Some(incoming) = &mut self.incoming {
                 incoming.stalls += 1;
+                incoming.last_progress_ms = now_ms;
             }
-            self.request_window(now_ms);
+            if asked {
+                self.request_window(now_ms);
+            }
         }
     }
 
