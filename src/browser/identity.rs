@@ -19,9 +19,48 @@ use wasm_bindgen_futures::JsFuture;
 /// Slots tried before giving up (that many tabs of one room).
 const MAX_SLOTS: u32 = 64;
 
+thread_local! {
+    /// This page's peers being closed, by room, each with the promise of
+    /// its close: a peer opened in the room meanwhile waits for them and
+    /// takes the slot the tab held, where it took the next free one and,
+    /// with it, another identity and none of the data (an app closing and
+    /// opening again: React's StrictMode, a route change, a hot reload).
+    static CLOSING: RefCell<Vec<(String, Promise)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A peer of `room` in this page is closing; its slot is free once `done`
+/// settles.
+pub fn closing(room: &str, done: Promise) {
+    CLOSING.with_borrow_mut(|closing| {
+        // Kept until a peer of the room opens (a handful: one a close).
+        if closing.len() >= MAX_SLOTS as usize {
+            drop(closing.remove(0));
+        }
+        closing.push((room.to_string(), done));
+    });
+}
+
+/// Waits for this page's peers of `room` being closed; whether there were
+/// any.
+async fn closed(room: &str) -> bool {
+    let waiting: Vec<Promise> = CLOSING.with_borrow_mut(|closing| {
+        let (of_room, rest) = std::mem::take(closing)
+            .into_iter()
+            .partition(|(r, _)| r == room);
+        *closing = rest;
+        of_room.into_iter().map(|(_, done)| done).collect()
+    });
+    for done in &waiting {
+        let _ = JsFuture::from(done.clone()).await;
+    }
+    !waiting.is_empty()
+}
+
 /// A held slot; dropping it releases the lock.
 pub struct Slot {
     pub index: u32,
+    /// The room it is of, as its lock names it.
+    pub room: String,
     release: Option<Function>,
     _callback: Closure<dyn FnMut(JsValue) -> JsValue>,
 }
@@ -51,6 +90,16 @@ pub async fn claim(room: &str) -> Result<Option<Slot>, JsValue> {
     let before = session_item(&window, &remembered, None)
         .and_then(|s| s.parse::<u32>().ok())
         .filter(|&i| i < MAX_SLOTS);
+    if let (true, Some(index)) = (closed(room).await, before) {
+        // The lock the closed peer held is released as its close settles,
+        // and granted to a new request a moment after.
+        for _ in 0..25 {
+            if let Some(slot) = try_slot(&locks, &request, room, index).await? {
+                return Ok(Some(slot));
+            }
+            crate::browser::sleep(20).await;
+        }
+    }
     let order = before
         .into_iter()
         .chain((0..MAX_SLOTS).filter(|&i| Some(i) != before));
@@ -98,6 +147,7 @@ async fn try_slot(
     let release = release.borrow_mut().take();
     Ok(Some(Slot {
         index,
+        room: room.to_string(),
         release,
         _callback: callback,
     }))

@@ -82,6 +82,30 @@ test("a reloaded tab gets its own slot back after a lower one came free", async 
   await context.close();
 });
 
+// An app that closes its peer and opens the room again without awaiting
+// the close (React's StrictMode mounting twice, a route change, a hot
+// reload) got the next free slot: another identity, and none of the
+// writes it had just made durable. A peer opened while one of the same
+// room is closing in this page waits for it and takes its slot.
+test("a room closed and opened again at once in one tab is the same peer with its data", async () => {
+  const context = await env.browser.newContext();
+  const tab = await context.newPage();
+  await tab.goto(env.server.url);
+  await tab.waitForSelector("body[data-ready=true]");
+  const seen = await tab.evaluate(async () => {
+    const { Peer } = window.cpc.module;
+    const first = await Peer.open({ room: "remount" });
+    await first.set("k", "kept");
+    first.close(); // not awaited
+    const second = await Peer.open({ room: "remount" });
+    const seen = { same: second.id === first.id, k: second.get("k") };
+    await second.close();
+    return seen;
+  });
+  assert.deepEqual(seen, { same: true, k: "kept" });
+  await context.close();
+});
+
 // The browser deletes a page's database under it when the user clears the
 // site's data (or a response says `Clear-Site-Data`): its connection
 // closes, and every later commit failed ("the database connection is

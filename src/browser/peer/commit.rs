@@ -14,6 +14,7 @@ use super::io::{dispatch, emit};
 use super::Inner;
 use crate::browser::error::PeerError;
 use crate::browser::peer::events::error_event;
+use crate::browser::sleep;
 use crate::browser::storage::Storage;
 use crate::protocol::sync::Persist;
 
@@ -180,7 +181,12 @@ pub fn start(inner: &Rc<RefCell<Inner>>) {
                 // fires the connection's `close`: a task later, a commit
                 // that failed for the database deleted under the page
                 // knows it.
-                Err(_) if storage.lost() || after(0, || storage.lost()).await => {
+                Err(_)
+                    if storage.lost() || {
+                        sleep(0).await;
+                        storage.lost()
+                    } =>
+                {
                     // Made anew and given the whole state, these writes
                     // with it.
                     {
@@ -218,17 +224,6 @@ pub fn start(inner: &Rc<RefCell<Inner>>) {
     });
 }
 
-/// `check()` after `ms` (0: once the browser's pending tasks ran).
-async fn after<T>(ms: i32, check: impl Fn() -> T) -> T {
-    let later = Promise::new(&mut |resolve, _| {
-        if let Some(window) = web_sys::window() {
-            let _ = window.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms);
-        }
-    });
-    let _ = JsFuture::from(later).await;
-    check()
-}
-
 /// Tries to make the database anew: the browser may still be deleting
 /// it (an open meanwhile fails, "the connection was closed"), so again
 /// after 100, 200 and 400 ms.
@@ -237,7 +232,7 @@ async fn reopen(lost: &Storage) -> Result<Storage, crate::browser::storage::Stor
     loop {
         match lost.reopen().await {
             Err(_) if wait <= 400 => {
-                after(wait, || ()).await;
+                sleep(wait).await;
                 wait *= 2;
             }
             done => return done,

@@ -643,7 +643,13 @@ impl Peer {
             self.inner.borrow_mut().commits.drained()
         };
         let inner = self.inner.clone();
-        future_to_promise(async move {
+        let held = self
+            .inner
+            .borrow()
+            .slot
+            .as_ref()
+            .map(|slot| slot.room.clone());
+        let closed = future_to_promise(async move {
             let saved = JsFuture::from(saved).await;
             let mut inner = inner.borrow_mut();
             inner.closed = true;
@@ -657,7 +663,11 @@ impl Peer {
                 storage.close();
             }
             saved.map(|_| JsValue::UNDEFINED)
-        })
+        });
+        if let Some(room) = held {
+            super::identity::closing(&room, closed.clone());
+        }
+        closed
     }
 }
 
