@@ -256,6 +256,17 @@ fn forged_oversized_flooding_replayed_and_future_presence_is_refused() {
         refused,
         vec![Refusal::Presence(PresenceError::Ahead(mallory.peer()))]
     );
+
+    // Another peer's older update, relayed: what an honest relay passes on
+    // when two paths cross, dropped as a duplicate is, not refused.
+    let bob = Identity::from_seed(8);
+    let of_bob =
+        |stamp, value: &str| PresenceUpdate::new(bob.peer(), stamp, value.into(), Some(&bob));
+    let relayed = vec![of_bob(NOW + 1_000, r#""new""#), of_bob(NOW, r#""old""#)];
+    let (refused, victim, m) = attack(relayed, NOW + 1_000);
+    assert_eq!(refused, vec![]);
+    assert_eq!(victim.stats(m).map(|s| s.rejected), Some(0));
+    assert_eq!(victim.presence()[0].value, r#""new""#);
 }
 
 #[test]

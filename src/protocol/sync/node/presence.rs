@@ -100,6 +100,11 @@ impl SyncNode {
                     }
                 }
                 Ok(false) => {}
+                // An older update than the one held is what an honest
+                // relay passes on when two paths cross: dropped as a
+                // duplicate, not refused (the page showed the room peer
+                // "1 refused" in Firefox).
+                Err(PresenceError::Stale(_)) if update.peer != from => {}
                 Err(e) => self.refuse(from, Refusal::Presence(e)),
             }
         }
