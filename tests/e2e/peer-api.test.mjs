@@ -207,6 +207,11 @@ test("every refusal is an Error subclass with a stable code", async () => {
     await attempt("bad signaling", () => Peer.open({ room: "r", storage: "memory", signaling: "ftp://x" }));
     await attempt("warmUp not a boolean", () => Peer.open({ room: "r", storage: "memory", warmUp: "no" }));
     await attempt("a misspelt option", () => Peer.open({ room: "r", storage: "memory", signalling: "ws://x" }));
+    // Taken before, and every connection failed, told seconds later.
+    await attempt("iceServers a string", () => Peer.open({ room: "r", storage: "memory", iceServers: "stun:x" }));
+    await attempt("iceServers of an http URL", () =>
+      Peer.open({ room: "r", storage: "memory", iceServers: [{ urls: "http://x" }] }),
+    );
     const peer = await Peer.open({ room: "r", storage: "memory" });
     await peer.set("title", "x");
     await attempt("bad policy", () => peer.setPolicy("doc/", "sometimes"));
@@ -256,6 +261,8 @@ test("every refusal is an Error subclass with a stable code", async () => {
     "bad signaling": ["RangeError", "INVALID_OPTION"],
     "warmUp not a boolean": ["TypeError", "INVALID_OPTION"],
     "a misspelt option": ["TypeError", "INVALID_OPTION"],
+    "iceServers a string": ["TypeError", "INVALID_OPTION"],
+    "iceServers of an http URL": ["TypeError", "INVALID_OPTION"],
     "bad policy": ["RangeError", "INVALID_ARGUMENT"],
     "kind mismatch": ["Error", "KIND_MISMATCH"],
     "not JSON": ["TypeError", "INVALID_JSON"],

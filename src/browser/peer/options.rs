@@ -3,6 +3,7 @@
 use js_sys::Reflect;
 use wasm_bindgen::prelude::*;
 
+use crate::browser::convert::describe;
 use crate::browser::error::{Code, PeerError};
 
 /// Where a peer keeps its state.
@@ -183,13 +184,44 @@ impl Options {
             secret,
             signaling: signaling_url(string(options, "signaling")?)?,
             storage,
-            ice_servers: get(options, "iceServers"),
+            ice_servers: ice_servers(get(options, "iceServers"))?,
             compact_after,
             max_connections,
             connect_timeout_ms,
             warm_up,
             verify_workers,
         })
+    }
+}
+
+/// `iceServers` as `RTCPeerConnection` takes them, checked by making one
+/// (closed at once): a string, or a server of a `http:` URL, was taken,
+/// and every connection then failed, told seconds later as `TRANSPORT`
+/// errors. Unchecked where the page has no `RTCPeerConnection` (it links
+/// through the server then).
+fn ice_servers(value: JsValue) -> Result<JsValue, PeerError> {
+    if absent(&value) {
+        return Ok(JsValue::UNDEFINED);
+    }
+    let webrtc = web_sys::window()
+        .is_some_and(|w| Reflect::has(&w, &"RTCPeerConnection".into()).unwrap_or(false));
+    if !webrtc {
+        return Ok(value);
+    }
+    let config = web_sys::RtcConfiguration::new();
+    config.set_ice_servers(&value);
+    match web_sys::RtcPeerConnection::new_with_configuration(&config) {
+        Ok(connection) => {
+            connection.close();
+            Ok(value)
+        }
+        Err(e) => Err(PeerError::type_error(
+            Code::InvalidOption,
+            format!(
+                "iceServers as RTCPeerConnection takes them: {}",
+                describe(&e)
+            ),
+        )),
     }
 }
 

@@ -91,6 +91,9 @@ struct State {
     /// The room's server peer, linked over the signaling socket (its
     /// frames are the socket's binary messages) while the socket lasts.
     keeper: Option<PeerId>,
+    /// Whether the signaling socket of this attempt opened (one closed
+    /// before it did was refused, or found no server).
+    socket_opened: bool,
     /// Relayed links, in a room with a secret and a server (`relay.rs`).
     relay: Option<relay::Relay>,
     sink: Sink,
@@ -138,6 +141,7 @@ impl Transport {
                 tabs: None,
                 server: None,
                 keeper: None,
+                socket_opened: false,
                 relay,
                 sink,
                 dropped: Vec::new(),
@@ -461,15 +465,26 @@ impl State {
     fn on_socket(&mut self, event: SocketEvent, out: &mut Vec<TransportEvent>) {
         let now = now_ms();
         match event {
-            SocketEvent::Open => self.links.socket_opened(now),
+            SocketEvent::Open => {
+                self.socket_opened = true;
+                self.links.socket_opened(now)
+            }
             SocketEvent::Closed => {
                 self.unlink_socket_peers(out);
                 self.links.socket_closed(now, jitter());
                 let url = self.config.signaling.as_deref().unwrap_or_default();
-                out.push(TransportEvent::Failed {
-                    peer: None,
-                    reason: format!("the signaling connection to {url} closed; reconnecting"),
-                });
+                // The browser hides why a WebSocket was refused (a 403 for
+                // an origin not in the server's ORIGINS looks like no
+                // server at all).
+                let reason = if std::mem::take(&mut self.socket_opened) {
+                    format!("the signaling connection to {url} closed; reconnecting")
+                } else {
+                    format!(
+                        "the signaling connection to {url} did not open (no server there, or it \
+                         refused this page: is the page's origin among its ORIGINS?); trying again"
+                    )
+                };
+                out.push(TransportEvent::Failed { peer: None, reason });
             }
             SocketEvent::Frame(bytes) if self.relay.is_some() => self.on_relayed(&bytes, out),
             SocketEvent::Frame(bytes) => {
