@@ -31,7 +31,13 @@ cat > pkg/package.json <<JSON
   "sideEffects": false
 }
 JSON
-[ -f README.md ] && cp README.md pkg/
+# The package's README is the repository's, less what lives only in the
+# repository: the screenshot, and links to files the package lacks.
+if [ -f README.md ]; then
+  sed -e '/^!\[.*\](docs\/[^)]*)$/d' \
+    -e 's/\[\([^]]*\)\](\(docs\/[^)]*\|BENCHMARKS\.md\))/\1 (in the repository)/g' \
+    README.md > pkg/README.md
+fi
 
 raw=$(wc -c < pkg/cpc_sync_bg.wasm)
 gz=$(gzip -9 -c pkg/cpc_sync_bg.wasm | wc -c)
