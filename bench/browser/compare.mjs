@@ -80,8 +80,9 @@ if (!["fresh", "returning"].includes(VISIT)) throw new Error(`CPC_BENCH_VISIT: "
 /** V8 caches a wasm module's optimized code a while after it first tiers up (its `wasm_caching_timeout_ms`, 2 s). */
 const CODE_CACHE_WAIT_MS = 3_000;
 
-/** A page on the benchmark page in a context of its own; closes it after `use`. */
-async function freshPage(browser, url, use, { returning = false } = {}) {
+/** A page on the benchmark page in a context of its own (after a first visit there, with
+ * `returning`); closes it after `use`. */
+async function measuredPage(browser, url, use, { returning = false } = {}) {
   const context = await browser.newContext();
   try {
     if (returning) {
@@ -136,7 +137,7 @@ async function profiled(page, label, measure) {
 async function generate(browser, url, workload, libraries) {
   const made = {};
   for (const library of libraries) {
-    const g = await freshPage(browser, url, (page) =>
+    const g = await measuredPage(browser, url, (page) =>
       page.evaluate((args) => window.bench.generate(args), { library, workload, sizes: SIZES }),
     );
     const file = `updates/${library}-${workload}.bin`;
@@ -156,7 +157,7 @@ async function many(browser, url, workload, rows) {
     const order = names.map((_, i) => names[(i + r) % names.length]);
     for (const row of order) {
       const made = updates[rows[row]];
-      const m = await freshPage(browser, url, (page) =>
+      const m = await measuredPage(browser, url, (page) =>
         profiled(page, `${workload}-${row}-${r}`, () =>
           page.evaluate((args) => window.bench.measure(args), { row, url: made.file, warmup: SIZES.warmup }),
         ),
@@ -302,7 +303,7 @@ async function main() {
   try {
     if (wanted("many")) {
       // Every row, with the library that makes its updates.
-      const all = await freshPage(browser, server.url, (page) => page.evaluate(() => window.bench.rows));
+      const all = await measuredPage(browser, server.url, (page) => page.evaluate(() => window.bench.rows));
       const rows = Object.fromEntries(Object.entries(all).filter(([row]) => !ROWS_WANTED || ROWS_WANTED.includes(row)));
       results.many = {};
       for (const workload of WORKLOADS) results.many[workload] = await many(browser, server.url, workload, rows);
@@ -310,7 +311,7 @@ async function main() {
       // floor under the signed path.
       // On the page's thread; the headline row verifies in `workers`
       // Web Workers, so its floor is this divided by them.
-      const verify = await freshPage(browser, server.url, (page) =>
+      const verify = await measuredPage(browser, server.url, (page) =>
         page.evaluate(() => ({ ...window.bench.batchVerifyCost(5), workers: window.bench.verifyWorkers })),
       );
       results.floor = Object.fromEntries(
@@ -321,17 +322,17 @@ async function main() {
       );
     }
     if (wanted("sync")) {
-      results.sync = await freshPage(browser, server.url, (page) =>
+      results.sync = await measuredPage(browser, server.url, (page) =>
         page.evaluate((args) => window.bench.sync(args), { n: SIZES.sync, diffs: SIZES.diffs, bursts: SIZES.bursts }),
       );
     }
     if (wanted("cpc")) {
-      results.cpc = await freshPage(browser, server.url, (page) => page.evaluate((s) => window.bench.cpcOnly(s), SIZES));
+      results.cpc = await measuredPage(browser, server.url, (page) => page.evaluate((s) => window.bench.cpcOnly(s), SIZES));
     }
     if (wanted("gzip")) {
       // A snapshot of as many entities as the cpc section's.
       const args = [SIZES.snapshot, Math.min(SIZES.runs, 5)];
-      results.gzip = await freshPage(browser, server.url, (page) => page.evaluate((a) => window.bench.gzipCost(...a), args));
+      results.gzip = await measuredPage(browser, server.url, (page) => page.evaluate((a) => window.bench.gzipCost(...a), args));
     }
   } finally {
     await browser.close();

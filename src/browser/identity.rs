@@ -40,8 +40,16 @@ pub fn closing(room: &str, done: Promise) {
     });
 }
 
-/// Waits for this page's peers of `room` being closed; whether there were
-/// any.
+/// Times the slot a closed peer held is asked for again, 20 ms apart.
+const SLOT_RETRIES: u32 = 25;
+
+/// How long an open waits for this page's peers of its room being closed
+/// (a close waits for the commits under way: one stuck must not keep the
+/// open waiting for good; it takes another slot then).
+const CLOSE_WAIT_MS: u32 = 3_000;
+
+/// Waits for this page's peers of `room` being closed, at most
+/// [`CLOSE_WAIT_MS`]; whether there were any.
 async fn closed(room: &str) -> bool {
     let waiting: Vec<Promise> = CLOSING.with_borrow_mut(|closing| {
         let (of_room, rest) = std::mem::take(closing)
@@ -50,9 +58,8 @@ async fn closed(room: &str) -> bool {
         *closing = rest;
         of_room.into_iter().map(|(_, done)| done).collect()
     });
-    for done in &waiting {
-        let _ = JsFuture::from(done.clone()).await;
-    }
+    let all = js_sys::Promise::all_settled(&waiting.iter().collect::<js_sys::Array>());
+    crate::browser::settled_within(&all, CLOSE_WAIT_MS).await;
     !waiting.is_empty()
 }
 
@@ -92,8 +99,9 @@ pub async fn claim(room: &str) -> Result<Option<Slot>, JsValue> {
         .filter(|&i| i < MAX_SLOTS);
     if let (true, Some(index)) = (closed(room).await, before) {
         // The lock the closed peer held is released as its close settles,
-        // and granted to a new request a moment after.
-        for _ in 0..25 {
+        // and granted to a new request a moment after: asked for again
+        // every 20 ms for half a second.
+        for _ in 0..SLOT_RETRIES {
             if let Some(slot) = try_slot(&locks, &request, room, index).await? {
                 return Ok(Some(slot));
             }

@@ -17,14 +17,36 @@ use wasm_bindgen::prelude::*;
 
 pub use peer::Peer;
 
-/// Resolves after `ms` (0: once the browser's pending tasks ran).
-pub(crate) async fn sleep(ms: i32) {
+/// Resolves after `ms` (0: in a new task, once the browser's pending
+/// tasks ran).
+pub(crate) async fn sleep(ms: u32) {
+    let mut timeout = None;
     let later = js_sys::Promise::new(&mut |resolve, _| {
-        if let Some(window) = web_sys::window() {
-            let _ = window.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms);
-        }
+        timeout = Some(gloo::timers::callback::Timeout::new(ms, move || {
+            let _ = resolve.call0(&JsValue::UNDEFINED);
+        }));
     });
     let _ = wasm_bindgen_futures::JsFuture::from(later).await;
+    // Dropped here, after it fired: a timer is never dropped while its
+    // callback runs.
+    drop(timeout);
+}
+
+/// Waits for `promise`, at most `ms`; whether it settled in time.
+pub(crate) async fn settled_within(promise: &js_sys::Promise, ms: u32) -> bool {
+    let late = js_sys::Object::new();
+    let mut timeout = None;
+    let timer = js_sys::Promise::new(&mut |resolve, _| {
+        let late = late.clone();
+        timeout = Some(gloo::timers::callback::Timeout::new(ms, move || {
+            let _ = resolve.call1(&JsValue::UNDEFINED, &late);
+        }));
+    });
+    let first = js_sys::Promise::race(&js_sys::Array::of2(promise, &timer));
+    let first = wasm_bindgen_futures::JsFuture::from(first).await;
+    drop(timeout);
+    // Settled either way: a rejection is as good as a resolution here.
+    !first.is_ok_and(|value| js_sys::Object::is(&value, &late))
 }
 
 /// The engine version compiled into this `.wasm`.

@@ -164,10 +164,11 @@ pub struct Storage {
     /// `Clear-Site-Data`). Every later transaction fails.
     lost: Rc<Cell<bool>>,
     _on_close: Closure<dyn FnMut()>,
-    /// The identity's secret key as loaded or saved; after a
-    /// [`reopen`](Self::reopen), saved with the first snapshot committed.
+    /// The identity's secret key as loaded or saved.
     identity: Cell<Option<[u8; 32]>>,
-    identity_unsaved: Cell<bool>,
+    /// After a [`reopen`](Self::reopen), the identity's key, to be saved
+    /// with the first snapshot committed.
+    identity_to_save: Cell<Option<[u8; 32]>>,
     /// Log records of the previous form that did not decode when the
     /// database was migrated on open (reported by the first `load`).
     migration_damaged: std::cell::Cell<usize>,
@@ -246,7 +247,7 @@ impl Storage {
             lost,
             _on_close: on_close,
             identity: Cell::new(None),
-            identity_unsaved: Cell::new(false),
+            identity_to_save: Cell::new(None),
             migration_damaged: Cell::new(0),
         };
         storage.migration_damaged.set(damaged.get());
@@ -267,7 +268,7 @@ impl Storage {
     pub async fn reopen(&self) -> Result<Storage, StorageError> {
         let storage = Storage::open(&self.name).await?;
         storage.identity.set(self.identity.get());
-        storage.identity_unsaved.set(self.identity.get().is_some());
+        storage.identity_to_save.set(self.identity.get());
         Ok(storage)
     }
 
@@ -328,10 +329,7 @@ impl Storage {
             .db
             .transaction_with_str_sequence_and_mode(&stores, IdbTransactionMode::Readwrite)
             .map_err(failed(op))?;
-        let identity = match (&snapshot, self.identity.get()) {
-            (Some(_), Some(secret)) if self.identity_unsaved.get() => Some(secret),
-            _ => None,
-        };
+        let identity = snapshot.as_ref().and(self.identity_to_save.get());
         if let Some(bytes) = &snapshot {
             self.store(&tx, LOG, op)?.clear().map_err(failed(op))?;
             let snapshots = self.store(&tx, SNAPSHOT, op)?;
@@ -350,7 +348,7 @@ impl Storage {
         }
         committed(&tx, op).await?;
         if identity.is_some() {
-            self.identity_unsaved.set(false);
+            self.identity_to_save.set(None);
         }
         Ok(snapshot)
     }

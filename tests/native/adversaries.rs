@@ -2148,6 +2148,56 @@ fn an_offer_holds_the_intake_budget_only_as_its_bytes_arrive_and_not_once_its_so
     assert_eq!(budget.left(), GIB, "what it held is back");
 }
 
+/// A chunk that does not continue the transfer (another sender, another
+/// snapshot) was sized against the intake budget before it was found not
+/// to belong, and one too large dropped the transfer under way (a
+/// review's test). It is ignored as before, whatever its size.
+#[test]
+fn a_stray_chunk_does_not_cancel_a_transfer_under_way() {
+    let budget = IntakeBudget::new(80 * 1024);
+    let mut room = Room::taking_in(EngineConfig::default(), Relay::default(), budget.clone());
+    let mallory = room.mallory.peer();
+    let _ = room.a.take_outputs();
+    let mut clock = VectorClock::new();
+    clock.set(mallory, 3);
+    let id = Hash32([8; 32]);
+    room.mallory_sends(&Message::SnapshotOffer {
+        id,
+        total: 64 * 1024,
+        clock,
+        gzip: None,
+    });
+    room.mallory_sends(&Message::SnapshotChunk {
+        id,
+        offset: 0,
+        total: 64 * 1024,
+        bytes: vec![0; 1024],
+    });
+    let _ = room.a.take_outputs();
+    let stray = Message::SnapshotChunk {
+        id: Hash32([1; 32]),
+        offset: 0,
+        total: 100 * 1024,
+        bytes: vec![0; 60 * 1024],
+    };
+    let b = room.b.peer();
+    for frame in wire::encode(&stray, 7) {
+        room.a.receive_frame(b, &frame, NOW);
+    }
+    let outputs = room.a.take_outputs();
+    assert!(
+        !outputs.iter().any(|o| matches!(
+            o,
+            Output::SnapshotProgress { dropped: true, .. } | Output::Rejected { .. }
+        )),
+        "{outputs:?}"
+    );
+    assert_eq!(
+        room.a.snapshot_progress().map(|(_, got, _)| got),
+        Some(1024)
+    );
+}
+
 /// The Merkle node at `depth` on the way to `leaf`, as `a` has it but
 /// for the child on the way: what makes `a` ask one level further down.
 fn altered_node(room: &mut Room, leaf: usize, depth: u32) -> Message {

@@ -177,32 +177,18 @@ pub fn start(inner: &Rc<RefCell<Inner>>) {
                     }
                     dispatch(&inner);
                 }
-                // IndexedDB aborts the transactions in flight before it
-                // fires the connection's `close`: a task later, a commit
-                // that failed for the database deleted under the page
-                // knows it.
-                Err(_)
-                    if storage.lost() || {
-                        sleep(0).await;
-                        storage.lost()
-                    } =>
-                {
-                    // Made anew and given the whole state, these writes
-                    // with it.
-                    {
-                        let mut i = inner.borrow_mut();
-                        let mut back: Vec<(u64, Persist)> =
-                            tokens.into_iter().zip(writes).collect();
-                        back.append(&mut i.commits.queue);
-                        i.commits.queue = back;
-                    }
-                    return recover(inner, storage).await;
-                }
                 Err(e) => {
-                    // Kept, to be tried again with the next commit; what
-                    // waited on them is told now.
+                    // IndexedDB aborts the transactions in flight before
+                    // it fires the connection's `close`: a task later, a
+                    // commit failed by the database deleted under the page
+                    // knows it.
+                    if !storage.lost() {
+                        sleep(0).await;
+                    }
+                    let lost = storage.lost();
                     let error = PeerError::from(e);
                     {
+                        // Kept, to be tried again with the next commit.
                         let mut i = inner.borrow_mut();
                         if let Some(stored) = stored(writes.iter()) {
                             // Offers that wait for its gzip go without it.
@@ -212,6 +198,15 @@ pub fn start(inner: &Rc<RefCell<Inner>>) {
                             tokens.into_iter().zip(writes).collect();
                         back.append(&mut i.commits.queue);
                         i.commits.queue = back;
+                    }
+                    if lost {
+                        // Made anew and given the whole state, these
+                        // writes with it.
+                        return recover(inner, storage).await;
+                    }
+                    // What waited on them is told now.
+                    {
+                        let mut i = inner.borrow_mut();
                         i.commits.fail(&error);
                         i.commits.running = false;
                     }

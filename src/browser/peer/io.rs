@@ -122,8 +122,8 @@ pub(super) fn dispatch(inner: &Rc<RefCell<Inner>>) {
                 );
                 let message = format!(
                     "the clock of peer {peer} is {by} s {way} this device's, more than the {} s a peer \
-                     allows: each refuses the other's writes dated ahead of its own clock until a \
-                     clock is set right",
+                     allows: the one behind refuses the writes of the one ahead until a clock is \
+                     set right",
                     inner.borrow().node.engine().config().max_clock_skew_ms / 1000
                 );
                 let error = PeerError::new(Code::ClockSkew, message);

@@ -6,10 +6,7 @@
 use std::cell::RefCell;
 use std::rc::Weak;
 
-use gloo::timers::callback::Timeout;
-use js_sys::Promise;
-use wasm_bindgen::JsValue;
-use wasm_bindgen_futures::{spawn_local, JsFuture};
+use wasm_bindgen_futures::spawn_local;
 
 use super::{now_ms, Inner};
 use crate::browser::compress;
@@ -27,7 +24,7 @@ pub(super) fn start(inner: Weak<RefCell<Inner>>) {
             // (the transport's connection, frames already arriving). The
             // scratch sync is made in the first, not in the task that
             // opened the peer (a fifth of that task, ~15 ms, while cold).
-            next_task().await;
+            crate::browser::sleep(0).await;
             let open = inner.upgrade().is_some_and(|i| !i.borrow().closed);
             if !open {
                 return;
@@ -46,18 +43,4 @@ pub(super) fn start(inner: Weak<RefCell<Inner>>) {
             }
         }
     });
-}
-
-/// Resolves in a new task (a zero timeout).
-async fn next_task() {
-    let mut timeout = None;
-    let promise = Promise::new(&mut |resolve, _| {
-        timeout = Some(Timeout::new(0, move || {
-            let _ = resolve.call0(&JsValue::UNDEFINED);
-        }));
-    });
-    let _ = JsFuture::from(promise).await;
-    // Dropped here, after it fired: a timer is never dropped while its
-    // callback runs.
-    drop(timeout);
 }

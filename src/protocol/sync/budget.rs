@@ -31,6 +31,7 @@ impl Default for IntakeBudget {
 }
 
 impl IntakeBudget {
+    /// A budget of `bytes`, shared by its clones.
     pub fn new(bytes: u64) -> Self {
         IntakeBudget(Arc::new(AtomicU64::new(bytes)))
     }
@@ -76,6 +77,7 @@ impl Reservation {
         taken
     }
 
+    /// What it holds.
     pub fn bytes(&self) -> u64 {
         self.bytes
     }

@@ -195,8 +195,9 @@ pub struct Incoming {
     pub last_progress_ms: u64,
     /// What had arrived at that progress.
     pub progress_mark: u64,
-    /// Windows asked for again since the last progress: a source that
-    /// never answers (gone quiet, or lying) is given up after
+    /// Patience periods without progress since the last progress (each
+    /// asks for the window again while the source is connected): a source
+    /// that never answers (gone quiet, gone, or lying) is given up after
     /// [`MAX_STALLS`].
     pub stalls: u32,
     /// When the bytes are the snapshot gzipped: the length of the snapshot
@@ -253,12 +254,7 @@ impl Incoming {
         chunk: &[u8],
         now_ms: u64,
     ) -> bool {
-        let fits = self.from == from
-            && self.id == id
-            && self.total == total
-            && !chunk.is_empty()
-            && offset == self.bytes.len() as u64
-            && offset + chunk.len() as u64 <= total;
+        let fits = self.fits(from, id, offset, total, chunk.len());
         if fits {
             // Room for the whole snapshot once a quarter of it came: one
             // copy of that quarter, where growing by doubling copies up to
@@ -279,6 +275,16 @@ impl Incoming {
             }
         }
         fits
+    }
+
+    /// Whether a chunk of `len` bytes from `from` continues the transfer.
+    pub fn fits(&self, from: PeerId, id: Hash32, offset: u64, total: u64, len: usize) -> bool {
+        self.from == from
+            && self.id == id
+            && self.total == total
+            && len > 0
+            && offset == self.bytes.len() as u64
+            && offset.saturating_add(len as u64) <= total
     }
 
     pub fn received(&self) -> u64 {

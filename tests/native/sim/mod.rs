@@ -9,7 +9,7 @@ pub mod storage;
 
 use std::collections::BTreeSet;
 
-use cpc_sync::protocol::sync::{Output, Persist, SyncConfig, SyncNode};
+use cpc_sync::protocol::sync::{IntakeBudget, Output, Persist, SyncConfig, SyncNode};
 use cpc_sync::protocol::{
     Candidate, ConflictPolicy, EngineConfig, Identity, JsonValue, P2PEvent, PeerId,
     ReconciliationEngine,
@@ -122,6 +122,8 @@ impl World {
                     .map_or_else(|| PeerId(rng.next_u64() >> 1), Identity::peer);
                 let config = SyncConfig {
                     identity: identity.clone(),
+                    // Each page's own, as in a browser.
+                    intake: IntakeBudget::default(),
                     ..sync.clone()
                 };
                 let mut node =
@@ -191,6 +193,7 @@ impl World {
             ReconciliationEngine::new(id, EngineConfig::default()),
             SyncConfig {
                 identity: Some(identity.clone()),
+                intake: IntakeBudget::default(),
                 ..world.sync.clone()
             },
         );
@@ -531,6 +534,7 @@ impl World {
             self.engine_config.clone(),
             SyncConfig {
                 identity: p.identity.clone(),
+                intake: IntakeBudget::default(),
                 ..self.sync.clone()
             },
             storage.snapshot.as_deref(),

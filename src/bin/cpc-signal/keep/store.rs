@@ -217,12 +217,17 @@ mod tests {
         let (_, stored) = Store::open(&path, "room").expect("made");
         assert!(stored.snapshot.is_none() && stored.events.is_empty());
         assert!(!path.with_extension("redb.new").exists());
+    }
+
+    /// A file with bytes in its header is damaged, not torn: its room
+    /// fails, and the file stays for someone to look at.
+    #[test]
+    fn a_damaged_room_file_is_not_set_aside() {
+        let folder = Folder::new("damaged");
         let damaged = folder.0.join("other.redb");
         std::fs::write(&damaged, b"not zeros, not redb").unwrap();
-        assert!(
-            Store::open(&damaged, "other").is_err(),
-            "a file with bytes in its header is damaged, not set aside"
-        );
+        assert!(Store::open(&damaged, "other").is_err());
         assert!(damaged.exists());
+        assert!(!damaged.with_extension("redb.torn").exists());
     }
 }

@@ -213,6 +213,7 @@ impl Links {
         self.epochs.clear();
         self.relays.clear();
         self.relays_waiting.clear();
+        self.unlisted.clear();
         self.actions.push(LinkAction::Post(TabMessage::Bye {
             from: self.me.to_string(),
         }));
@@ -480,13 +481,21 @@ impl Links {
         }
         self.epochs.hang_up(peer);
         self.mesh.closed(peer, now_ms, jitter);
-        if let Some(at) = self.unlisted.iter().position(|p| *p == peer) {
-            // Not named by the server since it lost its list: gone from
-            // its side too, unless it joins again.
-            self.unlisted.swap_remove(at);
-            self.left(peer, Route::Server);
+        if self.unlisted_gone(peer) {
             self.drain_mesh(now_ms);
         }
+        true
+    }
+
+    /// `peer`'s link ended: if the server has not named it since it lost
+    /// its list, it is gone from the server's side too (unless it joins
+    /// again); whether it was.
+    fn unlisted_gone(&mut self, peer: PeerId) -> bool {
+        let Some(at) = self.unlisted.iter().position(|p| *p == peer) else {
+            return false;
+        };
+        self.unlisted.swap_remove(at);
+        self.left(peer, Route::Server);
         true
     }
 
@@ -500,6 +509,9 @@ impl Links {
             self.epochs.hang_up(peer);
             self.mesh.closed(peer, now_ms, jitter);
             self.actions.push(LinkAction::Hangup(peer));
+            if self.unlisted_gone(peer) {
+                self.drain_mesh(now_ms);
+            }
         }
     }
 
@@ -608,6 +620,7 @@ impl Links {
 
     /// The mesh's decisions, as actions: a dial gets its epoch.
     fn drain_mesh(&mut self, now_ms: u64) {
+        let mut gone = false;
         for action in self.mesh.take_actions() {
             match action {
                 MeshAction::Dial(peer) => {
@@ -621,8 +634,12 @@ impl Links {
                 MeshAction::Hangup(peer) => {
                     self.epochs.hang_up(peer);
                     self.actions.push(LinkAction::Hangup(peer));
+                    gone |= self.unlisted_gone(peer);
                 }
             }
+        }
+        if gone {
+            self.drain_mesh(now_ms);
         }
     }
 }

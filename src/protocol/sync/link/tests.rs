@@ -308,6 +308,38 @@ fn a_linked_peer_missing_when_the_socket_rejoins_keeps_its_link() {
     assert_eq!(a.take_departed(), [dialed, linked]);
 }
 
+/// Hung up rather than closed by itself (the owner, the overlay, a
+/// timeout), an unlisted peer is gone too: it stayed listed as reachable
+/// through the server, and was dialed through it for good (a review's
+/// test: 16 dials in ten minutes).
+#[test]
+fn an_unlisted_peer_hung_up_is_gone_and_not_dialed_again() {
+    let mut a = links(1, true);
+    let peers = |ids: &[u64]| ServerMessage::Peers {
+        room: "room".into(),
+        peers: ids.iter().map(|i| PeerId(*i).to_string()).collect(),
+        sampled: false,
+    };
+    a.server_message(peers(&[2]), 0);
+    let epoch = epoch_of_dial(&a.take_actions());
+    assert!(a.opened(PeerId(2), epoch, 5));
+    a.socket_closed(10, 0.0);
+    a.tick(510, 0.0);
+    a.take_actions();
+    a.socket_opened(600);
+    a.server_message(peers(&[]), 700);
+    a.take_actions();
+    a.hang_up(PeerId(2), 800, 0.0);
+    a.take_actions();
+    let mut dialed = 0;
+    for s in 1..=600 {
+        a.tick(800 + s * 1_000, 0.0);
+        dialed += dials(&a.take_actions()).len();
+    }
+    assert_eq!(dialed, 0, "no ghost dialed");
+    assert_eq!(a.take_departed(), [PeerId(2)]);
+}
+
 #[test]
 fn a_sample_of_a_big_room_says_nothing_of_who_left() {
     let mut a = links(1, true);

@@ -110,9 +110,10 @@ pub struct SyncConfig {
     pub max_snapshot_events: usize,
     /// What a snapshot being taken in may hold of memory (its bytes, what
     /// they inflate to, its decoded events), shared by the nodes given
-    /// clones of it (the room peer's rooms); a node's own of
-    /// [`DEFAULT_INTAKE_BYTES`](super::DEFAULT_INTAKE_BYTES) by default.
-    /// An offer that does not fit in what is left is not taken now.
+    /// clones of it (the room peer's rooms; a cloned `SyncConfig` shares
+    /// it too); one of [`DEFAULT_INTAKE_BYTES`](super::DEFAULT_INTAKE_BYTES)
+    /// by default. A snapshot that does not fit in what is left is not
+    /// taken now.
     pub intake: super::IntakeBudget,
     /// Signs this peer's events, and makes the node refuse every event
     /// that is not under a valid seal of its origin (see
@@ -312,10 +313,9 @@ pub enum Output {
     },
     /// `peer`'s clock is `offset_ms` ahead of ours (behind if negative),
     /// by the stamp of its ping: beyond the skew a peer allows
-    /// ([`EngineConfig::max_clock_skew_ms`]), so each of the two refuses
-    /// the events of the other dated ahead of its own clock, and they miss
-    /// each other's writes until a clock is set right. Told once a session
-    /// while it lasts.
+    /// ([`EngineConfig::max_clock_skew_ms`]), so the one behind refuses
+    /// the writes of the one ahead (dated ahead of its clock) until a clock
+    /// is set right. Told once a session.
     ClockSkew { peer: PeerId, offset_ms: i64 },
     /// Something `peer` sent was refused; counted in its session stats.
     Rejected { peer: PeerId, refusal: Refusal },
@@ -360,8 +360,9 @@ pub struct SyncNode {
     verifying: Option<Verifying>,
     /// A snapshot checked, loaded a slice at a time.
     loading: Option<Loading>,
-    /// A snapshot loaded, its state to be stored at the next timer (or
-    /// with our next writes, which rest on it, if they come first).
+    /// The whole state to be stored at the next timer (or with our next
+    /// writes, which rest on it, if they come first): a snapshot was
+    /// loaded, or storage lost what it held ([`Self::storage_lost`]).
     snapshot_to_store: bool,
     /// Whether the app is told which keys changed ([`Output::Changed`]):
     /// a page with no listener for them is not sent a million keys after

@@ -297,6 +297,11 @@ impl SyncNode {
         let Some(incoming) = &mut self.incoming else {
             return self.refuse(from, Refusal::ChunkWithoutOffer);
         };
+        if !incoming.fits(from, id, offset, total, bytes.len()) {
+            // A repeated window, or one from an abandoned source or
+            // another peer: harmless.
+            return;
+        }
         let holds = incoming.would_hold(bytes.len());
         if !self.hold_for_intake(holds) {
             self.drop_incoming();
@@ -305,11 +310,8 @@ impl SyncNode {
         let Some(incoming) = &mut self.incoming else {
             return;
         };
-        if !incoming.accept(from, id, offset, total, bytes, now_ms) {
-            // A repeated window, or one from an abandoned source or
-            // another peer: harmless.
-            return;
-        }
+        // It fits (above): taken.
+        incoming.accept(from, id, offset, total, bytes, now_ms);
         let received = incoming.received();
         self.outputs.push(Output::SnapshotProgress {
             from,
@@ -391,7 +393,8 @@ impl SyncNode {
     fn start_decoding(&mut self, from: PeerId, clock: VectorClock, bytes: Vec<u8>, now_ms: u64) {
         match StateSnapshot::decoding(bytes, self.config.max_snapshot_events) {
             Ok(snapshot) => {
-                let events = (snapshot.events() * std::mem::size_of::<P2PEvent>()) as u64;
+                let events = (snapshot.events() as u64)
+                    .saturating_mul(std::mem::size_of::<P2PEvent>() as u64);
                 let holds = self.held_for_intake().saturating_add(events);
                 if !self.hold_for_intake(holds) {
                     return self.refuse_intake(from, holds);
@@ -648,7 +651,8 @@ impl SyncNode {
         }
     }
 
-    /// Gives up the transfer under way, telling the app where it stood.
+    /// Gives up the transfer under way, telling the app where it stood;
+    /// what it held of the intake budget goes back at once.
     fn drop_incoming(&mut self) {
         if let Some(dropped) = self.incoming.take() {
             self.outputs.push(Output::SnapshotProgress {
@@ -657,11 +661,14 @@ impl SyncNode {
                 total: dropped.total,
                 dropped: true,
             });
+            self.release_intake();
         }
     }
 
-    /// On the timer: forgets a transfer this peer no longer needs, and asks
-    /// a stalled one again.
+    /// On the timer: forgets a transfer this peer no longer needs, and
+    /// counts a stall of one that made no progress for a patience period
+    /// (asking its source again while it is connected); past
+    /// [`MAX_STALLS`] it is given up.
     pub(super) fn tend_transfer(&mut self, now_ms: u64) {
         self.tend_gzip(now_ms);
         let patience = self.patience_ms();

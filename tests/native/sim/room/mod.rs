@@ -10,7 +10,9 @@ pub mod scenario;
 use std::collections::{HashMap, VecDeque};
 
 use cpc_sync::protocol::sync::wire::{self, Decoded, Message};
-use cpc_sync::protocol::sync::{Mesh, MeshAction, MeshConfig, Output, Relay, SyncConfig, SyncNode};
+use cpc_sync::protocol::sync::{
+    IntakeBudget, Mesh, MeshAction, MeshConfig, Output, Relay, SyncConfig, SyncNode,
+};
 use cpc_sync::protocol::{EngineConfig, EventId, PeerId, ReconciliationEngine};
 
 use crate::common::{json, Rng};
@@ -119,7 +121,13 @@ impl Room {
         self.ids.push(id);
         self.peers.push(Some(RoomPeer {
             id,
-            node: SyncNode::new(engine, self.sync.clone()),
+            node: SyncNode::new(
+                engine,
+                SyncConfig {
+                    intake: IntakeBudget::default(),
+                    ..self.sync.clone()
+                },
+            ),
             mesh,
             joined_ms: self.now,
             node_wake: self.now,
