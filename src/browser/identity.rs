@@ -59,7 +59,7 @@ async fn closed(room: &str) -> bool {
         of_room.into_iter().map(|(_, done)| done).collect()
     });
     let all = js_sys::Promise::all_settled(&waiting.iter().collect::<js_sys::Array>());
-    crate::browser::settled_within(&all, CLOSE_WAIT_MS).await;
+    crate::browser::wait_at_most(&all, CLOSE_WAIT_MS).await;
     !waiting.is_empty()
 }
 

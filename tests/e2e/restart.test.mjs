@@ -34,6 +34,16 @@ test("after cpc-signal restarts, its peers rejoin and a newcomer reaches them", 
   }
 });
 
+/** A page of a fresh room named after `name` in each of two browsers (no
+ * BroadcastChannel between them), linked over WebRTC through `url`. */
+async function linkedPages(browsers, url, name) {
+  const query = `room=${name}-${Math.random().toString(36).slice(2)}&storage=memory`;
+  const [a, b] = [await openPeerPage(browsers[0], url, query), await openPeerPage(browsers[1], url, query)];
+  await connected(a.page, b.id);
+  await connected(b.page, a.id);
+  return [a, b];
+}
+
 // A server stopping (SIGTERM: a deploy) closed every socket with a `left`
 // for each of the room's members, and the pages closed their WebRTC links
 // to one another, which need no server: they were cut off from each other
@@ -43,11 +53,7 @@ test("pages linked over WebRTC stay linked and in sync while cpc-signal is stopp
   const server = await startServer();
   const [first, second] = await Promise.all([launch(), launch()]);
   try {
-    const query = `room=deploy-${Math.random().toString(36).slice(2)}&storage=memory`;
-    const a = await openPeerPage(first, server.url, query);
-    const b = await openPeerPage(second, server.url, query);
-    await connected(a.page, b.id);
-    await connected(b.page, a.id);
+    const [a, b] = await linkedPages([first, second], server.url, "deploy");
     await server.stop();
     await a.page.evaluate(() => window.cpc.peer.set("during", 1));
     const [stateA, stateB] = await converged([a.page, b.page], 10_000);
@@ -69,11 +75,7 @@ test("after cpc-signal comes back, pages linked over WebRTC keep their links", a
   const port = new URL(server.url).port;
   const [first, second] = await Promise.all([launch(), launch()]);
   try {
-    const query = `room=rejoin-${Math.random().toString(36).slice(2)}&storage=memory`;
-    const a = await openPeerPage(first, server.url, query);
-    const b = await openPeerPage(second, server.url, query);
-    await connected(a.page, b.id);
-    await connected(b.page, a.id);
+    const [a, b] = await linkedPages([first, second], server.url, "rejoin");
     for (const { page } of [a, b]) {
       await page.evaluate(() => {
         window.closes = [];

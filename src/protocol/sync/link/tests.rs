@@ -248,21 +248,35 @@ fn a_peer_only_on_the_server_is_signaled_through_it() {
     );
 }
 
+/// The server's list of the room: `ids`, whole or (`sampled`) a sample
+/// of a big room.
+fn room_list(ids: &[u64], sampled: bool) -> ServerMessage {
+    ServerMessage::Peers {
+        room: "room".into(),
+        peers: ids.iter().map(|i| PeerId(*i).to_string()).collect(),
+        sampled,
+    }
+}
+
+/// `a`'s signaling socket drops and opens again; the server's list of
+/// the room is to come.
+fn socket_reopened(a: &mut Links) {
+    a.socket_closed(10, 0.0);
+    a.tick(510, 0.0);
+    a.take_actions();
+    a.socket_opened(600);
+}
+
 #[test]
 fn peers_missing_when_the_socket_rejoins_left_while_it_was_down() {
     let mut a = links(1, true);
-    let peers = |ids: &[u64]| ServerMessage::Peers {
-        room: "room".into(),
-        peers: ids.iter().map(|i| PeerId(*i).to_string()).collect(),
-        sampled: false,
-    };
-    a.server_message(peers(&[2, 3]), 0);
+    a.server_message(room_list(&[2, 3], false), 0);
     a.take_actions();
     a.socket_closed(10, 0.0);
     a.tick(510, 0.0);
     assert_eq!(a.take_actions(), [LinkAction::OpenSocket]);
     a.socket_opened(600);
-    a.server_message(peers(&[3, 4]), 700);
+    a.server_message(room_list(&[3, 4], false), 700);
     let acted = a.take_actions();
     assert!(acted.contains(&LinkAction::Hangup(PeerId(2))));
     assert_eq!(dials(&acted), [PeerId(4)], "3 is already being dialed");
@@ -277,12 +291,7 @@ fn peers_missing_when_the_socket_rejoins_left_while_it_was_down() {
 #[test]
 fn a_linked_peer_missing_when_the_socket_rejoins_keeps_its_link() {
     let mut a = links(1, true);
-    let peers = |ids: &[u64]| ServerMessage::Peers {
-        room: "room".into(),
-        peers: ids.iter().map(|i| PeerId(*i).to_string()).collect(),
-        sampled: false,
-    };
-    a.server_message(peers(&[2, 3]), 0);
+    a.server_message(room_list(&[2, 3], false), 0);
     let epochs: Vec<(PeerId, u64)> = (a.take_actions().iter())
         .filter_map(|x| match x {
             LinkAction::Dial { peer, epoch } => Some((*peer, *epoch)),
@@ -291,11 +300,8 @@ fn a_linked_peer_missing_when_the_socket_rejoins_keeps_its_link() {
         .collect();
     let (linked, epoch) = epochs[0];
     assert!(a.opened(linked, epoch, 5));
-    a.socket_closed(10, 0.0);
-    a.tick(510, 0.0);
-    a.take_actions();
-    a.socket_opened(600);
-    a.server_message(peers(&[]), 700);
+    socket_reopened(&mut a);
+    a.server_message(room_list(&[], false), 700);
     let acted = a.take_actions();
     assert!(!acted.contains(&LinkAction::Hangup(linked)), "{acted:?}");
     assert_eq!(a.state(linked), Some(LinkState::Open));
@@ -315,19 +321,11 @@ fn a_linked_peer_missing_when_the_socket_rejoins_keeps_its_link() {
 #[test]
 fn an_unlisted_peer_hung_up_is_gone_and_not_dialed_again() {
     let mut a = links(1, true);
-    let peers = |ids: &[u64]| ServerMessage::Peers {
-        room: "room".into(),
-        peers: ids.iter().map(|i| PeerId(*i).to_string()).collect(),
-        sampled: false,
-    };
-    a.server_message(peers(&[2]), 0);
+    a.server_message(room_list(&[2], false), 0);
     let epoch = epoch_of_dial(&a.take_actions());
     assert!(a.opened(PeerId(2), epoch, 5));
-    a.socket_closed(10, 0.0);
-    a.tick(510, 0.0);
-    a.take_actions();
-    a.socket_opened(600);
-    a.server_message(peers(&[]), 700);
+    socket_reopened(&mut a);
+    a.server_message(room_list(&[], false), 700);
     a.take_actions();
     a.hang_up(PeerId(2), 800, 0.0);
     a.take_actions();
@@ -343,18 +341,10 @@ fn an_unlisted_peer_hung_up_is_gone_and_not_dialed_again() {
 #[test]
 fn a_sample_of_a_big_room_says_nothing_of_who_left() {
     let mut a = links(1, true);
-    let peers = |ids: &[u64], sampled| ServerMessage::Peers {
-        room: "room".into(),
-        peers: ids.iter().map(|i| PeerId(*i).to_string()).collect(),
-        sampled,
-    };
-    a.server_message(peers(&[2, 3], true), 0);
+    a.server_message(room_list(&[2, 3], true), 0);
     a.take_actions();
-    a.socket_closed(10, 0.0);
-    a.tick(510, 0.0);
-    a.take_actions();
-    a.socket_opened(600);
-    a.server_message(peers(&[3, 4], true), 700);
+    socket_reopened(&mut a);
+    a.server_message(room_list(&[3, 4], true), 700);
     let acted = a.take_actions();
     assert!(!acted.contains(&LinkAction::Hangup(PeerId(2))), "{acted:?}");
     let known: Vec<_> = a.links().map(|(p, _)| p).collect();
