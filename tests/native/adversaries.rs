@@ -101,6 +101,12 @@ impl Room {
     /// whatever they send Mallory is dropped. Returns the peers the
     /// honest ones closed.
     fn pump(&mut self) -> Vec<(PeerId, PeerId)> {
+        self.pump_at(NOW, &mut Vec::new())
+    }
+
+    /// [`Self::pump`] with frames arriving at `now_ms`; what `a` sends
+    /// Mallory goes to `to_mallory`.
+    fn pump_at(&mut self, now_ms: u64, to_mallory: &mut Vec<Message>) -> Vec<(PeerId, PeerId)> {
         let mut closed = Vec::new();
         for _ in 0..100 {
             let mut frames = Vec::new();
@@ -119,9 +125,13 @@ impl Room {
             }
             for (from, to, frame) in frames {
                 if to == self.a.peer() {
-                    self.a.receive_frame(from, &frame, NOW);
+                    self.a.receive_frame(from, &frame, now_ms);
                 } else if to == self.b.peer() {
-                    self.b.receive_frame(from, &frame, NOW);
+                    self.b.receive_frame(from, &frame, now_ms);
+                } else if (from, to) == (self.a.peer(), self.mallory.peer()) {
+                    if let Ok(Decoded::Message(message)) = wire::decode(&frame) {
+                        to_mallory.push(message);
+                    }
                 }
             }
         }
@@ -130,9 +140,14 @@ impl Room {
 
     /// Mallory sends `message` to `a`.
     fn mallory_sends(&mut self, message: &Message) {
+        self.mallory_sends_at(message, NOW);
+    }
+
+    /// Mallory sends `message` to `a`, arriving at `now_ms`.
+    fn mallory_sends_at(&mut self, message: &Message, now_ms: u64) {
         let from = self.mallory.peer();
         for frame in wire::encode(message, 7) {
-            self.a.receive_frame(from, &frame, NOW);
+            self.a.receive_frame(from, &frame, now_ms);
         }
     }
 
@@ -2564,6 +2579,65 @@ fn each_refused_run_of_a_reconciliation_response_is_charged() {
     assert_eq!(room.a_rejected_from_mallory(), before + 2);
     assert_eq!(room.a.engine().clock().get(m), 2);
     room.still_converge(0);
+}
+
+/// Mallory, the resolver of a conflict of her own making, keeps quiet
+/// while `a` asks her again and again, then answers every request at
+/// once, long after: a quiet peer does not bank requests, so the late
+/// answers are refused before the app is shown any (each could be a
+/// 16 MiB response shown as ~100 MB of JSON), and at no cost to her (a
+/// late answer may be honest).
+#[test]
+fn a_resolver_that_keeps_quiet_banks_no_requests_to_answer_later() {
+    use cpc_sync::protocol::sync::session::AwaitedResponses;
+    let mut room = Room::new(EngineConfig::default());
+    room.a
+        .engine_mut()
+        .set_policy("rc/", cpc_sync::protocol::ConflictPolicy::Reconcile);
+    let (a, m) = (room.a.peer(), room.mallory.peer());
+    let mallory = Identity::from_seed(666);
+    let mut events = room.mallory_writes(|e| {
+        e.set("rc/x", json("1"), NOW).unwrap();
+        e.set("rc/x", json("2"), NOW).unwrap();
+    });
+    events.iter_mut().for_each(|e| e.seal = None);
+    if let Operation::Register(RegisterOp::Write { observed, .. }) = &mut events[1].op {
+        *observed = VectorClock::new();
+    }
+    seal::seal(&mallory, &mut events);
+    room.mallory_sends(&Message::Events(events.clone()));
+    room.pump();
+    assert_eq!(room.a.engine().resolver("rc/x"), Some(m));
+    // `a` asks, and asks again each retry, for ten minutes (then settles
+    // the conflict itself).
+    let mut to_mallory = Vec::new();
+    let mut now = NOW;
+    while now < NOW + 600_000 {
+        now += 1_000;
+        room.a.tick(now);
+        room.b.tick(now);
+        room.pump_at(now, &mut to_mallory);
+    }
+    let asked = (to_mallory.iter())
+        .filter(|msg| matches!(msg, Message::ReconciliationRequest(_)))
+        .count();
+    assert!(asked >= 2, "a asked her {asked} times");
+    let response = Message::ReconciliationResponse(ReconciliationResponse {
+        message_type: ResponseType::ReconciliationResponse,
+        source_peer_id: m,
+        target_peer_id: a,
+        resolution_events: events,
+    });
+    let late = now + AwaitedResponses::ANSWERED_WITHIN_MS + 1;
+    let before = room.a_rejected_from_mallory();
+    for _ in 0..asked {
+        room.mallory_sends_at(&response, late);
+    }
+    let refused = refused_unshown(&mut room.a);
+    assert_eq!(refused, vec![Refusal::UnaskedResponse; asked]);
+    assert_eq!(room.a_rejected_from_mallory(), before + asked as u64);
+    // Its gossip round comes after `late`.
+    room.still_converge((late - NOW) / 10_000);
 }
 
 /// A reconciliation request or response Mallory sends in `b`'s name, or

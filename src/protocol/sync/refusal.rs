@@ -61,8 +61,9 @@ pub enum Refusal {
     IntakeFull { needed: u64, left: u64 },
     #[error("snapshot chunk without an offer")]
     ChunkWithoutOffer,
-    /// A reconciliation response to no request of ours on this connection.
-    #[error("reconciliation response to no request of ours")]
+    /// A reconciliation response to no request of ours on this connection
+    /// still awaited (see [`AwaitedResponses`](super::session::AwaitedResponses)).
+    #[error("reconciliation response to no request of ours awaited")]
     UnaskedResponse,
     /// A reconciliation request or response naming another sender than the
     /// connection's peer, or another recipient than us: shown to the app,

@@ -207,6 +207,42 @@ impl LeafPairs {
     }
 }
 
+/// The reconciliation requests sent to one peer that it has not answered,
+/// as the time until which each one's answer is taken. A peer that keeps
+/// quiet does not bank them: an unanswered request lapses after
+/// [`Self::ANSWERED_WITHIN_MS`], and at most [`Self::MAX`] are awaited at
+/// once, so what it can send unasked later is a few recent answers, not
+/// one for every request of the session.
+#[derive(Debug, Default)]
+pub struct AwaitedResponses(std::collections::VecDeque<u64>);
+
+impl AwaitedResponses {
+    /// How long an answer is awaited: a resolver answers within a gossip
+    /// round trip, but a large answer crosses a slow link for a while
+    /// (16 MiB at 2 Mbit/s: about a minute).
+    pub const ANSWERED_WITHIN_MS: u64 = 120_000;
+    /// Requests awaited at once; a new one past it replaces the oldest.
+    pub const MAX: usize = 32;
+
+    /// Notes a request sent at `now_ms`.
+    pub fn asked(&mut self, now_ms: u64) {
+        if self.0.len() == Self::MAX {
+            self.0.pop_front();
+        }
+        self.0
+            .push_back(now_ms.saturating_add(Self::ANSWERED_WITHIN_MS));
+    }
+
+    /// Takes an answer arriving at `now_ms` against the oldest request
+    /// still awaited: whether there was one.
+    pub fn answered(&mut self, now_ms: u64) -> bool {
+        while self.0.front().is_some_and(|&until| until < now_ms) {
+            self.0.pop_front();
+        }
+        self.0.pop_front().is_some()
+    }
+}
+
 /// One remote peer's sync session.
 #[derive(Debug, Default)]
 pub struct Session {
@@ -237,7 +273,7 @@ pub struct Session {
     /// response is taken only against one (a response of old, valid
     /// events is shown to the app as JSON, ~20 bytes a clock entry for a
     /// few on the wire, before its seals are checked).
-    pub awaited_responses: u32,
+    pub awaited_responses: AwaitedResponses,
     /// How far into each snapshot it asked for we sent it: a window below
     /// that is sent again, within
     /// [`MAX_RESENT_BYTES_PER_INTERVAL`](super::MAX_RESENT_BYTES_PER_INTERVAL).
@@ -396,6 +432,22 @@ impl Told {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn awaited_responses_lapse_and_are_bounded() {
+        let mut awaited = AwaitedResponses::default();
+        assert!(!awaited.answered(0), "nothing asked");
+        awaited.asked(0);
+        assert!(awaited.answered(AwaitedResponses::ANSWERED_WITHIN_MS));
+        assert!(!awaited.answered(0), "each request answered once");
+        awaited.asked(0);
+        assert!(!awaited.answered(AwaitedResponses::ANSWERED_WITHIN_MS + 1));
+        for _ in 0..AwaitedResponses::MAX + 10 {
+            awaited.asked(1_000);
+        }
+        let taken = (0..).take_while(|_| awaited.answered(1_000)).count();
+        assert_eq!(taken, AwaitedResponses::MAX);
+    }
 
     const PATIENCE: u64 = 1_000;
 

@@ -828,7 +828,7 @@ impl SyncNode {
                 request.conflicting_events = self.to_send(&request.conflicting_events);
                 self.log_reconciliation(to, true, &request);
                 if let Some(session) = self.sessions.get_mut(&to) {
-                    session.awaited_responses = session.awaited_responses.saturating_add(1);
+                    session.awaited_responses.asked(now_ms);
                 }
                 self.send(to, &Message::ReconciliationRequest(request));
             }
@@ -949,12 +949,12 @@ impl SyncNode {
         let Some(session) = self.sessions.get_mut(&from) else {
             return;
         };
-        if session.awaited_responses == 0 {
+        if !session.awaited_responses.answered(now_ms) {
             // No points: an answer to a request sent on a connection
-            // since replaced comes on the new one.
+            // since replaced comes on the new one, and a late one may be
+            // honest too.
             return self.refuse(from, Refusal::UnaskedResponse);
         }
-        session.awaited_responses -= 1;
         self.log_reconciliation(from, false, &response);
         response.resolution_events = self.open_seals(from, response.resolution_events);
         self.open_mark();
