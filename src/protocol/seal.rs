@@ -12,7 +12,7 @@
 //! the run's bounds and each event's content (its encoding without the
 //! seal), so verifying costs one Ed25519 verification per run plus hashing.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 use std::ops::Range;
 
 use foldhash::fast::FixedState;

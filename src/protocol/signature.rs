@@ -19,8 +19,8 @@
 //! being verified (as `ed25519_dalek` does), so no randomness is passed in
 //! and a sender cannot choose them.
 
+use hashbrown::HashMap;
 use std::cell::RefCell;
-use std::collections::HashMap;
 
 use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
 use curve25519_dalek::scalar::Scalar;

@@ -37,7 +37,7 @@
 //! has one): no run can make the decoder allocate more than the batch's
 //! own size allows.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
 

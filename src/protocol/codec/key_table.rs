@@ -171,13 +171,13 @@ mod tests {
 
     /// What a hash map of keys to first indices says.
     fn expected(keys: &[&str]) -> Vec<Found> {
-        let mut seen = std::collections::HashMap::new();
+        let mut seen = hashbrown::HashMap::with_hasher(crate::protocol::hashing::state());
         keys.iter()
             .map(|k| {
                 let next = seen.len() as u32;
                 match seen.entry(*k) {
-                    std::collections::hash_map::Entry::Occupied(e) => Found::Known(*e.get()),
-                    std::collections::hash_map::Entry::Vacant(e) => {
+                    hashbrown::hash_map::Entry::Occupied(e) => Found::Known(*e.get()),
+                    hashbrown::hash_map::Entry::Vacant(e) => {
                         e.insert(next);
                         Found::New(next)
                     }
@@ -247,7 +247,7 @@ mod tests {
         let mut table = KeyTable::with_hash(keys.len(), |i| keys[i], |_| 7 << 32);
         let found: Vec<Found> = keys.iter().map(|_| table.next()).collect();
         let mut spelled = 0;
-        let mut first = std::collections::HashMap::new();
+        let mut first = hashbrown::HashMap::with_hasher(crate::protocol::hashing::state());
         for (place, (key, found)) in keys.iter().zip(&found).enumerate() {
             let distinct = place % 100;
             match *found {

@@ -34,7 +34,7 @@
 //! is left, and what each rule costs: docs/DECISIONS.md, "What superseded
 //! a value travels with it".
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 use std::hash::BuildHasher;
 
 use foldhash::fast::FixedState;

@@ -1,5 +1,5 @@
-use std::collections::hash_map::Entry;
-use std::collections::{HashMap, HashSet};
+use hashbrown::hash_map::Entry;
+use hashbrown::{HashMap, HashSet};
 
 use foldhash::fast::FixedState;
 
@@ -567,7 +567,7 @@ mod tests {
             .take(200)
             .collect();
         let queue = HoldingQueue::new(1_000, 1_000, (1 << 20, 1 << 20), 0x1234_5678_9abc_def0);
-        let mut counts: HashMap<u64, usize> = HashMap::new();
+        let mut counts: std::collections::HashMap<u64, usize> = Default::default();
         for id in &ground {
             *counts
                 .entry(bucket(queue.events.hasher().hash_one(id)))

@@ -17,7 +17,7 @@ mod unsent;
 mod view;
 
 use crate::protocol::text::Text;
-use std::collections::{HashMap, HashSet};
+use hashbrown::{HashMap, HashSet};
 
 use foldhash::fast::FixedState;
 

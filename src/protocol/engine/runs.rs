@@ -18,7 +18,7 @@
 //! take another run of the signer's over it. So what `receive` would
 //! refuse of a run's events refuses the whole run, before any applies.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 
 use foldhash::fast::FixedState;
 
@@ -1522,7 +1522,7 @@ mod tests {
     /// brought (`base`, per writer). Per writer, how far.
     fn may_apply(
         runs: &[Vec<u64>],
-        named: &HashMap<(usize, u64), Vec<(usize, u64)>>,
+        named: &std::collections::HashMap<(usize, u64), Vec<(usize, u64)>>,
         base: &[u64],
     ) -> Vec<u64> {
         let mut kept: Vec<(usize, u64, u64)> = Vec::new();
@@ -1603,8 +1603,9 @@ mod tests {
                     writers[v].peer()
                 }
             };
-            let mut named: HashMap<(usize, u64), Vec<(usize, u64)>> = HashMap::new();
-            let mut observed = HashMap::new();
+            let mut named: std::collections::HashMap<(usize, u64), Vec<(usize, u64)>> =
+                Default::default();
+            let mut observed = std::collections::HashMap::new();
             for w in 0..count {
                 for seq in 1..=totals[w] {
                     for dot in [false, true] {

@@ -1,5 +1,5 @@
+use hashbrown::{HashMap, HashSet};
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
 
 use foldhash::fast::FixedState;
 use serde::{Deserialize, Serialize};

@@ -1,6 +1,6 @@
 //! Digests, events, relay, reconciliation messages and compaction.
 
-use std::collections::HashSet;
+use hashbrown::HashSet;
 
 use foldhash::fast::FixedState;
 
