@@ -738,6 +738,64 @@ async fn the_disk_limit_cuts_off_a_room_that_would_pass_it_and_keeps_what_was_ac
     assert!(reader.node.engine().clock().get(writer.me()) >= acknowledged);
 }
 
+/// What the rooms in memory hold is bounded by their databases' bytes
+/// together (`KEEP_MAX_LOADED_BYTES`), not only by their number: a
+/// stranger writing a room of millions of tiny keys made the server hold
+/// ~6 times its file in memory, 1.5 GiB for a 258 MB room, and a few such
+/// rooms loaded at once took the host's memory (a helper's review). A
+/// stored room that does not fit is not loaded, a room growing past it is
+/// cut off as at the disk limit, and a room loads once another unloads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rooms_in_memory_are_bounded_in_bytes_not_only_in_number() {
+    let data = DataDir::new("loaded-bytes");
+    one_room_on_disk(&data, "x").await;
+    one_room_on_disk(&data, "y").await;
+    // Each room's bytes once loaded (redb may grow a file as it opens it).
+    let mut probe = keeping(&data, &[]);
+    let _x = Page::join(&probe, Identity::from_seed(90), "x").await;
+    let one_room = probe.reading("cpc_signal_keep_loaded_bytes").await;
+    let _y = Page::join(&probe, Identity::from_seed(90), "y").await;
+    assert_eq!(
+        probe.reading("cpc_signal_keep_loaded_bytes").await,
+        2 * one_room
+    );
+    probe.kill();
+    let max = (one_room * 3 / 2).to_string();
+    let server = keeping(
+        &data,
+        &[
+            ("KEEP_MAX_LOADED_BYTES", &max),
+            ("KEEP_MAX_ROOM_BYTES", &max),
+            ("KEEP_IDLE_MS", "300"),
+        ],
+    );
+    let x = Page::join(&server, Identity::from_seed(91), "x").await;
+    assert!(x.keeper.is_some(), "{:?}", x.unkept);
+    let y = Page::join(&server, Identity::from_seed(92), "y").await;
+    let reason = y
+        .unkept
+        .expect("a stored room past the budget is not loaded");
+    assert!(reason.contains("KEEP_MAX_LOADED_BYTES"), "{reason}");
+    assert_eq!(
+        server.reading("cpc_signal_keep_loaded_bytes").await,
+        one_room
+    );
+    // A new room has no file and loads; its writes are cut off at the budget.
+    let mut z = Page::join(&server, Identity::from_seed(93), "z").await;
+    assert!(z.keeper.is_some(), "{:?}", z.unkept);
+    let reason = z.fill().await;
+    assert!(reason.contains("KEEP_MAX_LOADED_BYTES"), "{reason}");
+    assert!(server.reading("cpc_signal_keep_loaded_bytes").await <= one_room * 3 / 2);
+    // Once the others unload, `y` loads.
+    drop((x, z));
+    while server.reading("cpc_signal_keep_rooms_loaded").await > 0 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(server.reading("cpc_signal_keep_loaded_bytes").await, 0);
+    let y = Page::join(&server, Identity::from_seed(94), "y").await;
+    assert!(y.keeper.is_some(), "{:?}", y.unkept);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rooms_in_memory_are_bounded_and_a_room_that_is_only_joined_takes_no_file() {
     let data = DataDir::new("loaded");

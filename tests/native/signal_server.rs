@@ -729,6 +729,29 @@ async fn a_rebound_name_is_not_the_servers_own_origin() {
     .await;
 }
 
+/// A room allowed more bytes than the rooms in memory together could
+/// never be loaded: such settings stop the server at start.
+#[test]
+fn a_room_limit_past_the_memory_limit_stops_the_server_at_start() {
+    let dir = std::env::temp_dir().join(format!("cpc-loaded-bytes-{}", std::process::id()));
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_cpc-signal"))
+        .env("PORT", "0")
+        .env("HOST", "127.0.0.1")
+        .env("KEEP", "on")
+        .env("DATA_DIR", &dir)
+        .env("KEEP_MAX_ROOM_BYTES", "2000")
+        .env("KEEP_MAX_LOADED_BYTES", "1000")
+        .output()
+        .expect("run cpc-signal");
+    let said = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "it started: {said}");
+    assert!(
+        said.contains("KEEP_MAX_ROOM_BYTES (2000) is more than KEEP_MAX_LOADED_BYTES (1000)"),
+        "{said}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Two servers on one `DATA_DIR`: the second stops at start with a clear
 /// line, where it started and then failed every room the first held open
 /// ("Database already open"). A server's start-up says where it keeps

@@ -16,6 +16,12 @@ pub struct KeepConfig {
     pub max_room_bytes: u64,
     /// Bytes every room's database together may take (`KEEP_MAX_DISK_BYTES`).
     pub max_disk_bytes: u64,
+    /// Bytes the databases of the rooms in memory may take together
+    /// (`KEEP_MAX_LOADED_BYTES`): a loaded room holds up to ~6 times its
+    /// database's bytes in memory (its state and log decoded), so this
+    /// bounds the room peer's memory, where `KEEP_MAX_LOADED` counts rooms
+    /// of any size.
+    pub max_loaded_bytes: u64,
     /// A room with no page is unloaded from memory after this long
     /// (`KEEP_IDLE_MS`).
     pub idle: Duration,
@@ -42,8 +48,9 @@ impl Default for KeepConfig {
         KeepConfig {
             data_dir: PathBuf::from("data"),
             max_rooms: 10_000,
-            max_room_bytes: 1 << 30,
+            max_room_bytes: 256 << 20,
             max_disk_bytes: 16 << 30,
+            max_loaded_bytes: 512 << 20,
             idle: Duration::from_secs(60),
             max_loaded: 1_000,
             loaded_per_address: 125,
@@ -75,6 +82,14 @@ impl KeepConfig {
         let default = KeepConfig::default();
         let max_rooms = number("KEEP_MAX_ROOMS", default.max_rooms as u64)? as usize;
         let max_loaded = number("KEEP_MAX_LOADED", default.max_loaded as u64)? as usize;
+        let max_room_bytes = number("KEEP_MAX_ROOM_BYTES", default.max_room_bytes)?;
+        let max_loaded_bytes = number("KEEP_MAX_LOADED_BYTES", default.max_loaded_bytes)?;
+        if max_room_bytes > max_loaded_bytes {
+            return Err(format!(
+                "KEEP_MAX_ROOM_BYTES ({max_room_bytes}) is more than KEEP_MAX_LOADED_BYTES \
+                 ({max_loaded_bytes}): a room that large could not be loaded"
+            ));
+        }
         let share = |var: &str, of: usize, part: usize| {
             number(var, (of / part).max(1) as u64).map(|n| n as usize)
         };
@@ -89,8 +104,9 @@ impl KeepConfig {
                 Some(dir) => PathBuf::from(dir),
             },
             max_rooms,
-            max_room_bytes: number("KEEP_MAX_ROOM_BYTES", default.max_room_bytes)?,
+            max_room_bytes,
             max_disk_bytes: number("KEEP_MAX_DISK_BYTES", default.max_disk_bytes)?,
+            max_loaded_bytes,
             idle: Duration::from_millis(number("KEEP_IDLE_MS", 60_000)?),
             max_loaded,
             loaded_per_address: share("KEEP_LOADED_PER_ADDRESS", max_loaded, 8)?,
@@ -113,6 +129,8 @@ pub enum KeepError {
     DiskFull { bytes: u64, max: u64 },
     #[error("the server has {max} rooms in memory, the most it keeps loaded (KEEP_MAX_LOADED)")]
     TooManyLoaded { max: usize },
+    #[error("the server's rooms in memory take {bytes} bytes on disk, and it keeps at most {max} loaded (KEEP_MAX_LOADED_BYTES): it keeps no more until rooms are unloaded")]
+    MemoryFull { bytes: u64, max: u64 },
     #[error("this address has {max} rooms loaded on the server, the most one address may (KEEP_LOADED_PER_ADDRESS); a room is unloaded KEEP_IDLE_MS after its last page leaves")]
     AddressLoaded { max: usize },
     #[error("this address started {max} kept rooms within the hour, the most one address may (KEEP_NEW_ROOMS_PER_ADDRESS)")]
@@ -131,6 +149,7 @@ impl KeepError {
             KeepError::RoomTooLarge { .. } => "room_too_large",
             KeepError::DiskFull { .. } => "disk_full",
             KeepError::TooManyLoaded { .. } => "too_many_loaded",
+            KeepError::MemoryFull { .. } => "memory_full",
             KeepError::AddressLoaded { .. } => "address_loaded",
             KeepError::AddressStarted { .. } => "address_started",
             KeepError::Store(_) => "store",

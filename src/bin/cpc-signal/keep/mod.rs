@@ -22,7 +22,7 @@ mod shares;
 mod stats;
 mod store;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -51,17 +51,68 @@ pub fn is_secret(room: &str) -> bool {
     room.starts_with("secret-")
 }
 
-/// The bytes each stored room takes on disk, by file.
+/// The bytes each stored room takes on disk, by file; which rooms are in
+/// memory; and what commits under way have reserved.
 #[derive(Default)]
 struct Disk {
     files: HashMap<String, u64>,
+    /// The files' bytes, with what is reserved.
     total: u64,
+    /// The files of the rooms in memory.
+    loaded: HashSet<String>,
+    /// Their bytes, with what is reserved (every commit is a loaded
+    /// room's).
+    loaded_total: u64,
 }
 
 impl Disk {
     fn set(&mut self, file: &str, bytes: u64) {
         let old = self.files.insert(file.to_string(), bytes).unwrap_or(0);
         self.total = self.total - old + bytes;
+        if self.loaded.contains(file) {
+            self.loaded_total = self.loaded_total - old + bytes;
+        }
+    }
+
+    /// `file`'s room is in memory.
+    fn load(&mut self, file: &str) {
+        if self.loaded.insert(file.to_string()) {
+            self.loaded_total += self.files.get(file).copied().unwrap_or(0);
+        }
+    }
+
+    /// `file`'s room is no longer in memory.
+    fn unload(&mut self, file: &str) {
+        if self.loaded.remove(file) {
+            self.loaded_total -= self.files.get(file).copied().unwrap_or(0);
+        }
+    }
+
+    /// Reserves `adding` bytes for a loaded room's commit, within the
+    /// limits of the disk and of the rooms in memory: checked and counted
+    /// at once, so rooms committing together cannot pass them together.
+    fn reserve(&mut self, adding: u64, config: &KeepConfig) -> Result<(), KeepError> {
+        if self.total + adding > config.max_disk_bytes {
+            return Err(KeepError::DiskFull {
+                bytes: self.total,
+                max: config.max_disk_bytes,
+            });
+        }
+        if self.loaded_total + adding > config.max_loaded_bytes {
+            return Err(KeepError::MemoryFull {
+                bytes: self.loaded_total,
+                max: config.max_loaded_bytes,
+            });
+        }
+        self.total += adding;
+        self.loaded_total += adding;
+        Ok(())
+    }
+
+    /// Gives back what [`reserve`](Self::reserve) took.
+    fn release(&mut self, reserved: u64) {
+        self.total -= reserved;
+        self.loaded_total -= reserved;
     }
 }
 
@@ -229,7 +280,7 @@ impl Keep {
         let loaded = lock(&self.loaded).len() as u64;
         let (stored, bytes) = {
             let disk = lock(&self.disk);
-            (disk.files.len() as u64, disk.total)
+            (disk.files.len() as u64, (disk.total, disk.loaded_total))
         };
         self.counters.snapshot(loaded, stored, bytes)
     }
@@ -304,8 +355,8 @@ impl Keep {
             });
         }
         let file = Keep::file_of(room);
+        let mut disk = lock(&self.disk);
         {
-            let disk = lock(&self.disk);
             let config = &self.config;
             match disk.files.get(&file) {
                 None if disk.files.len() >= config.max_rooms => {
@@ -325,6 +376,12 @@ impl Keep {
                         max: config.max_room_bytes,
                     })
                 }
+                Some(&bytes) if disk.loaded_total + bytes > config.max_loaded_bytes => {
+                    return Err(KeepError::MemoryFull {
+                        bytes: disk.loaded_total,
+                        max: config.max_loaded_bytes,
+                    })
+                }
                 _ => {}
             }
         }
@@ -332,17 +389,21 @@ impl Keep {
         if by.is_some_and(|by| !lock(&self.shares).load(by, share)) {
             return Err(KeepError::AddressLoaded { max: share });
         }
+        disk.load(&file);
+        drop(disk);
         let (to, from) = mpsc::channel(QUEUE);
-        if let Err(e) = room::spawn(self.clone(), room.to_string(), file, by, from) {
-            self.unloaded(by);
+        if let Err(e) = room::spawn(self.clone(), room.to_string(), file.clone(), by, from) {
+            self.unloaded(&file, by);
             return Err(e);
         }
         loaded.insert(room.to_string(), (to.clone(), by));
         Ok(to)
     }
 
-    /// A room loaded for `by` is no longer: its share is free.
-    fn unloaded(&self, by: Option<IpAddr>) {
+    /// The room of `file`, loaded for `by`, is no longer: its share and
+    /// its bytes in memory are free.
+    fn unloaded(&self, file: &str, by: Option<IpAddr>) {
+        lock(&self.disk).unload(file);
         if let Some(by) = by {
             lock(&self.shares).unload(by);
         }
@@ -370,7 +431,7 @@ impl Keep {
             return Err(state);
         }
         if let Some((_, by)) = loaded.remove(room) {
-            self.unloaded(by);
+            self.unloaded(&Keep::file_of(room), by);
         }
         drop(state);
         self.counters.unloads.fetch_add(1, Relaxed);
@@ -383,7 +444,7 @@ impl Keep {
     fn forget<R>(&self, room: &str, state: R) {
         let mut loaded = lock(&self.loaded);
         if let Some((_, by)) = loaded.remove(room) {
-            self.unloaded(by);
+            self.unloaded(&Keep::file_of(room), by);
         }
         drop(state);
     }
@@ -392,11 +453,22 @@ impl Keep {
         lock(&self.disk).set(file, bytes);
     }
 
-    fn stored_rooms(&self) -> usize {
-        lock(&self.disk).files.len()
+    /// See [`Disk::reserve`].
+    fn reserve(&self, adding: u64) -> Result<(), KeepError> {
+        lock(&self.disk).reserve(adding, &self.config)
     }
 
-    fn disk_total(&self) -> u64 {
-        lock(&self.disk).total
+    /// Gives back a reservation, and sets the bytes of `file` after the
+    /// commit (`None`: no database was made).
+    fn settle(&self, reserved: u64, file: &str, bytes: Option<u64>) {
+        let mut disk = lock(&self.disk);
+        disk.release(reserved);
+        if let Some(bytes) = bytes {
+            disk.set(file, bytes);
+        }
+    }
+
+    fn stored_rooms(&self) -> usize {
+        lock(&self.disk).files.len()
     }
 }

@@ -398,27 +398,14 @@ impl Room {
                 max: config.max_room_bytes,
             });
         }
-        let total = self.keep.disk_total();
-        if total + adding > config.max_disk_bytes {
-            return Err(KeepError::DiskFull {
-                bytes: total,
-                max: config.max_disk_bytes,
-            });
+        self.keep.reserve(adding)?;
+        let committed = self.commit_reserved(writes);
+        if let Some(store) = &self.store {
+            self.bytes = store.bytes();
         }
-        let store = match &mut self.store {
-            Some(store) => store,
-            None => {
-                let (stored, max) = (self.keep.stored_rooms(), config.max_rooms);
-                if stored >= max {
-                    return Err(KeepError::TooManyRooms { max });
-                }
-                self.keep.start_room(self.by)?;
-                let path = self.keep.path_of(&self.file);
-                let (store, _) = Store::open(&path, &self.name)?;
-                self.store.insert(store)
-            }
-        };
-        store.commit(writes)?;
+        let made = self.store.as_ref().map(|_| self.bytes);
+        self.keep.settle(adding, &self.file, made);
+        committed?;
         let events: usize = writes
             .iter()
             .map(|w| match w {
@@ -429,9 +416,26 @@ impl Room {
         let counters = &self.keep.counters;
         counters.commits.fetch_add(1, Relaxed);
         counters.events_persisted.fetch_add(events as u64, Relaxed);
-        self.bytes = store.bytes();
-        self.keep.set_bytes(&self.file, self.bytes);
         Ok(())
+    }
+
+    /// Commits `writes`, within a reservation of their bytes; the room's
+    /// database is made at its first write.
+    fn commit_reserved(&mut self, writes: &[Persist]) -> Result<(), KeepError> {
+        let store = match &mut self.store {
+            Some(store) => store,
+            None => {
+                let (stored, max) = (self.keep.stored_rooms(), self.keep.config.max_rooms);
+                if stored >= max {
+                    return Err(KeepError::TooManyRooms { max });
+                }
+                self.keep.start_room(self.by)?;
+                let path = self.keep.path_of(&self.file);
+                let (store, _) = Store::open(&path, &self.name)?;
+                self.store.insert(store)
+            }
+        };
+        Ok(store.commit(writes)?)
     }
 
     fn send(&mut self, to: PeerId, frame: Vec<u8>) {

@@ -6,9 +6,10 @@ use super::KeepError;
 use crate::metrics::{Reading, ReadingKind};
 
 /// Refusal classes, as metric labels.
-pub const REFUSALS: [&str; 8] = [
+pub const REFUSALS: [&str; 9] = [
     "too_many_rooms",
     "too_many_loaded",
+    "memory_full",
     "address_loaded",
     "address_started",
     "room_too_large",
@@ -40,6 +41,7 @@ pub struct KeepStats {
     pub loaded: u64,
     pub stored: u64,
     pub disk_bytes: u64,
+    pub loaded_bytes: u64,
     pub links: u64,
     pub loads: u64,
     pub unloads: u64,
@@ -59,11 +61,13 @@ impl Counters {
         }
     }
 
-    pub fn snapshot(&self, loaded: u64, stored: u64, disk_bytes: u64) -> KeepStats {
+    /// The counters, with the registry's gauges.
+    pub fn snapshot(&self, loaded: u64, stored: u64, disk: (u64, u64)) -> KeepStats {
         KeepStats {
             loaded,
             stored,
-            disk_bytes,
+            disk_bytes: disk.0,
+            loaded_bytes: disk.1,
             links: self.links.load(Relaxed),
             loads: self.loads.load(Relaxed),
             unloads: self.unloads.load(Relaxed),
@@ -110,6 +114,12 @@ pub fn readings(stats: &KeepStats) -> Vec<Reading> {
             "Bytes the kept rooms take on disk",
             gauge,
             stats.disk_bytes,
+        ),
+        reading(
+            "keep_loaded_bytes",
+            "Bytes the databases of the rooms in memory take on disk",
+            gauge,
+            stats.loaded_bytes,
         ),
         reading(
             "keep_links",
