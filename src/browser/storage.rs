@@ -27,7 +27,8 @@ use web_sys::{IdbDatabase, IdbObjectStore, IdbRequest, IdbTransaction, IdbTransa
 
 use crate::browser::compress;
 use crate::browser::convert::describe;
-use crate::protocol::codec::legacy;
+use crate::protocol::codec::{self, legacy};
+use crate::protocol::snapshot;
 use crate::protocol::sync::Persist;
 use crate::protocol::P2PEvent;
 
@@ -42,9 +43,28 @@ const IDENTITY_KEY: &str = "identity";
 /// ([`crate::protocol::codec::events`]). A version 3 database is migrated
 /// on open ([`codec::legacy`]); an older one is cleared, identity included
 /// (a kept identity with a cleared log would reuse its sequence numbers).
-const VERSION: u32 = 4;
+/// Version 5: the same stores and forms as 4, with run-coded columns
+/// (batch format 2) among them. Builds of version 4 read only format 1:
+/// one opening a database a newer build wrote skipped its records as
+/// damaged, showed an empty room with the same identity, and reused its
+/// sequence numbers (a review of upgrades). IndexedDB refuses to open a
+/// database at a version below its own, so a build of an older version
+/// now fails to open, touching nothing. Every change of what is stored
+/// takes a new version.
+const VERSION: u32 = 5;
 /// The oldest version whose data is migrated rather than cleared.
 const MIGRATES_FROM: u32 = 3;
+/// The oldest version whose data is read as it is.
+const READS_FROM: u32 = 4;
+
+// What version 5 stores. A build that stores another form must take a
+// new version (and read or migrate this one): a build that reads only
+// the older form then cannot open the database, where it would skip what
+// it cannot read as damaged and reuse the sequence numbers it held.
+const _: () = assert!(
+    codec::FORMAT == 2 && snapshot::FORMAT == 3 && VERSION == 5,
+    "a stored format changed: raise storage::VERSION, and read or migrate the previous one"
+);
 
 /// Why storage failed; the message names the IndexedDB operation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -219,7 +239,10 @@ impl Storage {
                     }
                     return;
                 }
-                if old < f64::from(VERSION) {
+                if old >= f64::from(READS_FROM) {
+                    return;
+                }
+                if old > 0.0 {
                     // Written by an older version: unreadable now.
                     let _ = db.delete_object_store(LOG);
                     let _ = db.delete_object_store(SNAPSHOT);

@@ -28,7 +28,7 @@ use super::seal::{self, SealError};
 const MAGIC: &[u8; 4] = b"CPCS";
 /// 3: the events as a batch ([`events`]: runs in columns). 2 (postcard)
 /// is read only to migrate a page's storage ([`super::codec::legacy`]).
-const FORMAT: u8 = 3;
+pub const FORMAT: u8 = 3;
 
 /// Snapshot bytes that cannot be loaded, or a snapshot that does not
 /// verify.

@@ -223,13 +223,14 @@ async fn damaged_log_records_are_skipped_and_counted() {
     storage.close();
 }
 
-/// Writes a database as version 3 of the storage wrote it: the stores, a
-/// snapshot, one log record and an identity, in the bytes given.
-async fn write_version_3(name: &str, snapshot: &[u8], record: &[u8], identity: &[u8]) {
+/// Writes a database as `version` of the storage wrote it: the stores, a
+/// snapshot, one log record and an identity, in the bytes given, and a
+/// record that is no batch at all.
+async fn write_version(version: u32, name: &str, snapshot: &[u8], record: &[u8], identity: &[u8]) {
     let write = js_sys::Function::new_with_args(
-        "name, snapshot, record, identity",
+        "version, name, snapshot, record, identity",
         "return new Promise((resolve, reject) => {
-            const open = indexedDB.open(name, 3);
+            const open = indexedDB.open(name, version);
             open.onupgradeneeded = () => {
                 open.result.createObjectStore('log', { autoIncrement: true });
                 open.result.createObjectStore('snapshot');
@@ -248,7 +249,8 @@ async fn write_version_3(name: &str, snapshot: &[u8], record: &[u8], identity: &
         })",
     );
     let bytes = |b: &[u8]| js_sys::Uint8Array::from(b).into();
-    let args = js_sys::Array::of4(
+    let args = js_sys::Array::of5(
+        &version.into(),
         &name.into(),
         &bytes(snapshot),
         &bytes(record),
@@ -288,7 +290,8 @@ async fn a_database_of_the_previous_format_migrates_on_open() {
     seal::seal(&identity, &mut later);
 
     let name = db_name("migrates");
-    write_version_3(
+    write_version(
+        3,
         &name,
         &legacy::encode_snapshot(&snapshot),
         &legacy::encode_record(&later),
@@ -320,6 +323,53 @@ async fn a_database_of_the_previous_format_migrates_on_open() {
     let persisted = again.load().await.expect("loads");
     assert_eq!((persisted.events.len(), persisted.damaged), (1, 0));
     again.close();
+}
+
+/// A database of version 4 (today's forms, run-coded batches among them)
+/// opens as it is; once opened it is version 5, which a build of version
+/// 4 cannot open: such builds read batch format 1 only, and opened a
+/// newer build's database as an empty room with the same identity (a
+/// review of upgrades), where now the browser refuses them the database.
+#[wasm_bindgen_test]
+async fn a_version_4_database_opens_as_it_is_and_is_closed_to_version_4_builds() {
+    use cpc_sync::browser::storage::Storage;
+    use cpc_sync::protocol::{seal, Identity, P2PEvent};
+
+    let identity = Identity::from_seed(12);
+    let mut a = ReconciliationEngine::new(identity.peer(), EngineConfig::default());
+    let mut events: Vec<_> = (0..5)
+        .map(|i| a.increment("n", i + 1, js_sys::Date::now() as u64).unwrap())
+        .collect();
+    seal::seal(&identity, &mut events);
+    let name = db_name("version-4");
+    write_version(
+        4,
+        &name,
+        &a.encode_snapshot(),
+        &P2PEvent::encode_batch(events.iter()),
+        &identity.secret(),
+    )
+    .await;
+    let storage = Storage::open(&name).await.expect("opens");
+    let persisted = storage.load().await.expect("loads");
+    assert_eq!(persisted.identity, Some(identity.secret()));
+    assert_eq!(persisted.events, events);
+    assert!(persisted.snapshot.is_some());
+    storage.close();
+    let opened_as_4 = js_sys::Function::new_with_args(
+        "name",
+        "return new Promise((resolve) => {
+            const open = indexedDB.open(name, 4);
+            open.onsuccess = () => { open.result.close(); resolve('opened'); };
+            open.onerror = () => resolve(open.error.name);
+        })",
+    )
+    .call1(&wasm_bindgen::JsValue::NULL, &name.as_str().into())
+    .expect("runs");
+    let said = wasm_bindgen_futures::JsFuture::from(js_sys::Promise::from(opened_as_4))
+        .await
+        .expect("settles");
+    assert_eq!(said.as_string().as_deref(), Some("VersionError"));
 }
 
 /// Scalars skip `JSON.stringify` and the parse (the write path's fast

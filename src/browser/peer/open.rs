@@ -96,6 +96,16 @@ pub async fn open(options: &Options) -> Result<Opened, PeerError> {
             let name = format!("cpc-sync:{public_room}:slot:{}", slot.index);
             let storage = Storage::open(&name).await?;
             let persisted = storage.load().await?;
+            if persisted.damaged > 0 {
+                web_sys::console::warn_1(
+                    &format!(
+                        "cpc-sync: {} stored log records of room {:?} did not decode and were \
+                         skipped (their events come back from the room's peers)",
+                        persisted.damaged, options.room
+                    )
+                    .into(),
+                );
+            }
             let identity = match &persisted.identity {
                 Some(secret) => Identity::from_secret(secret),
                 None => {
