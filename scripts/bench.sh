@@ -10,6 +10,9 @@ cd "$(dirname "$0")/.."
 node bench/browser/compare.mjs
 if [ "${CPC_BENCH_QUICK:-}" = 1 ]; then
   node bench/report.mjs --dry-run
+  # A room as it ages, Yjs's and Loro's side (cpc-sync's is an example
+  # the native clippy builds).
+  node bench/room-age.mjs list_keys 300
 elif [ -z "${CPC_BENCH_ONLY:-}" ]; then
   node bench/report.mjs
 fi
