@@ -24,6 +24,7 @@ export type ErrorCode =
   | "STORAGE"
   | "TRANSPORT"
   | "CLOCK_SKEW"
+  | "PROTOCOL_VERSION"
   | "UNSUPPORTED"
   | "EXHAUSTED"
   | "TOO_LARGE";
@@ -55,6 +56,9 @@ pub enum Code {
     /// A peer's clock is off from this device's by more than the skew a
     /// peer allows (reported as an "error" event).
     ClockSkew,
+    /// A peer speaks another protocol version: the two do not sync until
+    /// both run the same release (reported as an "error" event).
+    ProtocolVersion,
     /// The browser lacks something needed (crypto, IndexedDB, a window).
     Unsupported,
     /// This peer has used up its sequence numbers.
@@ -75,6 +79,7 @@ impl Code {
             Code::Storage => "STORAGE",
             Code::Transport => "TRANSPORT",
             Code::ClockSkew => "CLOCK_SKEW",
+            Code::ProtocolVersion => "PROTOCOL_VERSION",
             Code::Unsupported => "UNSUPPORTED",
             Code::Exhausted => "EXHAUSTED",
             Code::TooLarge => "TOO_LARGE",

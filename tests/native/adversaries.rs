@@ -338,6 +338,32 @@ fn junk_frames_are_counted_then_the_sender_cut_off() {
     room.still_converge(0);
 }
 
+/// A peer speaking another protocol version (a page not reloaded since a
+/// release) is closed at once, at no cost to it, and the app is told once
+/// which peer that is and what it speaks, however often it comes back.
+#[test]
+fn a_peer_of_another_version_is_closed_and_the_app_told_once() {
+    let mut room = Room::new(EngineConfig::default());
+    let m = room.mallory.peer();
+    let old = wire::PROTOCOL_VERSION - 1;
+    for round in 0..3 {
+        if round > 0 {
+            room.a.connect(m, NOW);
+            let _ = room.a.take_outputs();
+        }
+        room.a.receive_frame(m, &[old, 0, 0], NOW);
+        let outputs = room.a.take_outputs();
+        assert!(outputs
+            .iter()
+            .any(|o| matches!(o, Output::Close { peer, .. } if *peer == m)));
+        let told = (outputs.iter())
+            .filter(|o| matches!(o, Output::OtherVersion { peer, version } if (*peer, *version) == (m, old)))
+            .count();
+        assert_eq!(told, usize::from(round == 0), "round {round}");
+    }
+    room.still_converge(0);
+}
+
 #[test]
 fn giant_clocks_are_refused_or_harmless() {
     let mut room = Room::new(EngineConfig::default());

@@ -129,6 +129,21 @@ pub(super) fn dispatch(inner: &Rc<RefCell<Inner>>) {
                 let error = PeerError::new(Code::ClockSkew, message);
                 emit(inner, "error", &error_event(error, Some(peer.to_string())));
             }
+            Output::OtherVersion { peer, version } => {
+                let ours = crate::protocol::sync::wire::PROTOCOL_VERSION;
+                let newer = if version > ours {
+                    "a newer"
+                } else {
+                    "an older"
+                };
+                let message = format!(
+                    "peer {peer} runs {newer} release of cpc-sync (protocol version {version}; this \
+                     page speaks {ours}): the two do not sync until both run the same one (reload \
+                     the page of the older)"
+                );
+                let error = PeerError::new(Code::ProtocolVersion, message);
+                emit(inner, "error", &error_event(error, Some(peer.to_string())));
+            }
             Output::Rejected { peer, refusal } => {
                 // Counted per peer by the node (see `peers()`).
                 web_sys::console::warn_1(

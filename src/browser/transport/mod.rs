@@ -204,7 +204,8 @@ impl Transport {
         });
     }
 
-    /// Drops the connection to `peer`; it is dialed again later.
+    /// Drops the connection to `peer` for what it sent; it is dialed (and
+    /// answered) again after a wait that grows with each such close.
     pub fn close(&self, peer: PeerId) {
         run_later(&Rc::downgrade(&self.state), |s, out| {
             if s.keeper == Some(peer) {
@@ -212,7 +213,7 @@ impl Transport {
                 s.unkeep(out);
                 return;
             }
-            s.links.hang_up(peer, now_ms(), jitter())
+            s.links.refuse(peer, now_ms(), jitter())
         });
     }
 

@@ -502,12 +502,26 @@ impl Links {
     /// Drop the connection to `peer` (the owner asked, or it is not
     /// reading); dialed again later.
     pub fn hang_up(&mut self, peer: PeerId, now_ms: u64, jitter: f64) {
+        self.end(peer, now_ms, jitter, false);
+    }
+
+    /// Hang up on `peer` for what it sent: as [`hang_up`](Self::hang_up),
+    /// then neither dialed nor answered for a while ([`Mesh::refused`]).
+    pub fn refuse(&mut self, peer: PeerId, now_ms: u64, jitter: f64) {
+        self.end(peer, now_ms, jitter, true);
+    }
+
+    fn end(&mut self, peer: PeerId, now_ms: u64, jitter: f64, refused: bool) {
         if matches!(
             self.mesh.state(peer),
             Some(LinkState::Connecting | LinkState::Open)
         ) {
             self.epochs.hang_up(peer);
-            self.mesh.closed(peer, now_ms, jitter);
+            if refused {
+                self.mesh.refused(peer, now_ms, jitter);
+            } else {
+                self.mesh.closed(peer, now_ms, jitter);
+            }
             self.actions.push(LinkAction::Hangup(peer));
             if self.unlisted_gone(peer) {
                 self.drain_mesh(now_ms);

@@ -103,7 +103,22 @@ struct Link {
     failures: u32,
     /// The smoothed round trip of its last connection, if measured.
     rtt_ms: Option<f64>,
+    /// Its connections we closed for what it sent (another protocol
+    /// version, penalty points): not reset when one opens, since such a
+    /// connection opens, then is refused at once. Forgiven once one
+    /// stays open for [`FORGIVEN_AFTER_MS`].
+    refusals: Backoff,
+    /// Until when its offers are refused too (see [`Mesh::refused`]).
+    refused_until_ms: Option<u64>,
 }
+
+/// The first wait after a connection is closed for what its peer sent;
+/// it doubles per such close up to [`REFUSED_MAX_MS`].
+pub const REFUSED_BASE_MS: u64 = 5_000;
+/// The longest wait after a connection is closed for what its peer sent.
+pub const REFUSED_MAX_MS: u64 = 600_000;
+/// A connection open this long clears its peer's refusals.
+pub const FORGIVEN_AFTER_MS: u64 = 60_000;
 
 impl Link {
     fn closed(now_ms: u64, config: &MeshConfig) -> Link {
@@ -115,6 +130,8 @@ impl Link {
             signaled: false,
             failures: 0,
             rtt_ms: None,
+            refusals: Backoff::new(REFUSED_BASE_MS, REFUSED_MAX_MS),
+            refused_until_ms: None,
         }
     }
 
@@ -261,6 +278,9 @@ impl Mesh {
         let Some(link) = self.link(peer, now_ms) else {
             return false;
         };
+        if link.refused_until_ms.is_some_and(|until| now_ms < until) {
+            return false;
+        }
         if full && !link.active() && (self.full_mesh() || !self.make_room(peer, now_ms)) {
             self.trim_passive();
             return false;
@@ -307,6 +327,10 @@ impl Mesh {
         if link.state == LinkState::Closed {
             return;
         }
+        if link.state == LinkState::Open && now_ms >= link.since_ms + FORGIVEN_AFTER_MS {
+            link.refusals.reset();
+            link.refused_until_ms = None;
+        }
         link.state = LinkState::Closed;
         link.since_ms = now_ms;
         link.failures = link.failures.saturating_add(1);
@@ -317,6 +341,22 @@ impl Mesh {
         link.retry_at_ms = Some(now_ms + link.backoff.fail(stretch));
         if !self.full_mesh() {
             self.fill(now_ms);
+        }
+    }
+
+    /// We closed the connection to `peer` for what it sent (another
+    /// protocol version, too many penalty points): as [`closed`](Self::closed),
+    /// and it is neither dialed nor answered for a wait that doubles with
+    /// each such close (from [`REFUSED_BASE_MS`] to [`REFUSED_MAX_MS`]). A
+    /// peer of another version opened a connection, was refused and
+    /// dialed again about 1.5 times a second, each side's backoff reset
+    /// by each opening (a review of upgrades).
+    pub fn refused(&mut self, peer: PeerId, now_ms: u64, jitter: f64) {
+        self.closed(peer, now_ms, jitter);
+        if let Some(link) = self.links.get_mut(&peer) {
+            let until = now_ms + link.refusals.fail(jitter.clamp(0.0, 1.0) / 2.0);
+            link.retry_at_ms = Some(link.retry_at_ms.map_or(until, |at| at.max(until)));
+            link.refused_until_ms = Some(until);
         }
     }
 

@@ -67,6 +67,49 @@ fn retries_back_off_exponentially_up_to_the_cap() {
     );
 }
 
+/// A peer of another protocol version: each connection opens, then is
+/// refused and closed at once, and the opening used to reset the backoff,
+/// so both sides dialed again about 1.5 times a second for good (a
+/// review of upgrades). Closed for what it sent, a peer is neither dialed
+/// nor answered for a wait that doubles with each such close, and a
+/// connection that stays open a minute forgives it.
+#[test]
+fn a_peer_refused_at_every_opening_is_dialed_and_answered_ever_more_rarely() {
+    let peer = PeerId(9);
+    let mut m = mesh(1);
+    m.discovered(peer, true, 0);
+    m.take_actions();
+    let mut now = 0;
+    let mut waits = Vec::new();
+    for _ in 0..9 {
+        m.opened(peer, now);
+        now += 300;
+        m.refused(peer, now, 0.0);
+        assert!(
+            !m.incoming(peer, now + 1),
+            "its offers are refused meanwhile"
+        );
+        let start = now;
+        loop {
+            now += 100;
+            m.tick(now, 0.0);
+            if dials(&m.take_actions()).contains(&peer) {
+                break;
+            }
+        }
+        waits.push(now - start);
+    }
+    assert_eq!(&waits[..4], &[REFUSED_BASE_MS, 10_000, 20_000, 40_000]);
+    assert_eq!(*waits.last().unwrap(), REFUSED_MAX_MS);
+    // Past the wait its offer is taken; a connection that lasts forgives.
+    assert!(m.incoming(peer, now + 1));
+    m.opened(peer, now + 2);
+    m.closed(peer, now + 2 + FORGIVEN_AFTER_MS, 0.0);
+    m.opened(peer, now + 3 + FORGIVEN_AFTER_MS);
+    m.refused(peer, now + 4 + FORGIVEN_AFTER_MS, 0.0);
+    assert!(m.incoming(peer, now + 5 + FORGIVEN_AFTER_MS + REFUSED_BASE_MS));
+}
+
 #[test]
 fn a_stuck_connection_fails_and_is_retried() {
     let mut m = mesh(1);

@@ -317,6 +317,10 @@ pub enum Output {
     /// the writes of the one ahead (dated ahead of its clock) until a clock
     /// is set right. Told once a session.
     ClockSkew { peer: PeerId, offset_ms: i64 },
+    /// `peer` speaks protocol `version`, not ours: its connection is
+    /// refused and closed (and dialed, and answered, ever more rarely).
+    /// Told once a peer, so the app can say which page to reload.
+    OtherVersion { peer: PeerId, version: u8 },
     /// Something `peer` sent was refused; counted in its session stats.
     Rejected { peer: PeerId, refusal: Refusal },
     /// A reconciliation message went out or came in, as its spec JSON.
@@ -339,6 +343,9 @@ pub struct SyncNode {
     /// Counters of peers not connected now, carried into their next
     /// session (at most [`KEPT_STATS`] peers).
     past_stats: SortedMap<PeerId, SessionStats>,
+    /// Peers found speaking another protocol version, as told
+    /// ([`Output::OtherVersion`]; the latest [`KEPT_STATS`]).
+    other_versions: Vec<PeerId>,
     outputs: Vec<Output>,
     next_message_id: u32,
     next_gossip_ms: u64,
@@ -462,6 +469,7 @@ impl SyncNode {
             config,
             sessions: SortedMap::new(),
             past_stats: SortedMap::new(),
+            other_versions: Vec::new(),
             outputs: Vec::new(),
             next_message_id: 0,
             next_gossip_ms: 0,

@@ -1,8 +1,9 @@
 //! Refusing what a peer sent: counted, reported, and charged in penalty
 //! points toward closing its connection.
 
-use super::{Output, Refusal, SyncNode, PENALTY_LIMIT};
+use super::{Output, Refusal, SyncNode, KEPT_STATS, PENALTY_LIMIT};
 use crate::protocol::clock::PeerId;
+use crate::protocol::sync::wire::WireError;
 
 impl SyncNode {
     /// Counts and reports a refusal of what `peer` sent, and charges its
@@ -22,11 +23,27 @@ impl SyncNode {
         if let Some(stats) = stats {
             stats.refused(&refusal.to_string());
         }
+        if let Refusal::Frame(WireError::Version(version)) = refusal {
+            self.tell_other_version(peer, version);
+        }
         self.outputs.push(Output::Rejected { peer, refusal });
         if let Some(reason) = closes {
             return self.close(peer, reason);
         }
         self.penalize(peer, points);
+    }
+
+    /// Tells the app, once a peer, that `peer` speaks another protocol
+    /// version.
+    fn tell_other_version(&mut self, peer: PeerId, version: u8) {
+        if self.other_versions.contains(&peer) {
+            return;
+        }
+        if self.other_versions.len() >= KEPT_STATS {
+            self.other_versions.remove(0);
+        }
+        self.other_versions.push(peer);
+        self.outputs.push(Output::OtherVersion { peer, version });
     }
 
     /// Adds penalty points to `peer`'s connection; at [`PENALTY_LIMIT`] it
