@@ -729,6 +729,29 @@ async fn a_rebound_name_is_not_the_servers_own_origin() {
     .await;
 }
 
+/// A `DATA_DIR` an earlier build made (its `rooms/` and files readable by
+/// all) is made this user's only when a server starts on it.
+#[cfg(unix)]
+#[test]
+fn an_earlier_builds_rooms_are_made_private_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("cpc-private-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let rooms = dir.join("rooms");
+    std::fs::create_dir_all(&rooms).unwrap();
+    std::fs::set_permissions(&rooms, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let room = rooms.join("0123456789abcdef0123456789abcdef.redb");
+    std::fs::write(&room, b"").unwrap();
+    std::fs::set_permissions(&room, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let server = Server::start(&[("KEEP", "on"), ("DATA_DIR", dir.to_str().unwrap())]);
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&rooms), 0o700);
+    assert_eq!(mode(&room), 0o600);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A room allowed more bytes than the rooms in memory together could
 /// never be loaded: such settings stop the server at start.
 #[test]

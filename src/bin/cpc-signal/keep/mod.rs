@@ -219,6 +219,28 @@ impl Keep {
         folder
             .create(&rooms)
             .map_err(|e| format!("cannot create {}: {e}", rooms.display()))?;
+        // Made so by an earlier build, which left it and its files readable
+        // by all (the mode above applies only to a folder it creates).
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            // A folder another user owns stays as it is, said once.
+            let private = |path: &std::path::Path, mode| {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            };
+            let files = std::fs::read_dir(&rooms).into_iter().flatten().flatten();
+            let made_private = private(&rooms, 0o700).and_then(|()| {
+                files
+                    .filter(|f| f.file_name().to_string_lossy().ends_with(".redb"))
+                    .try_for_each(|f| private(&f.path(), 0o600))
+            });
+            if let Err(e) = made_private {
+                eprintln!(
+                    "cpc-signal: warning: cannot make {} and its rooms readable by this user only: {e}",
+                    rooms.display()
+                );
+            }
+        }
         let lock = lock_folder(&config.data_dir)?;
         can_write(&rooms)?;
         let identity = identity::load_or_create(&config.data_dir)?;

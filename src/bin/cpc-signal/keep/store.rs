@@ -25,6 +25,8 @@ pub enum StoreError {
     Database(#[from] redb::Error),
     #[error("the room's stored events do not decode (the file is damaged): {0}")]
     Damaged(String),
+    #[error("the room's stored events were written by a newer cpc-signal (event batch format {0}; this one reads 1 to {max}): the file is left as it is", max = cpc_sync::protocol::codec::FORMAT)]
+    Newer(u8),
     #[error("the room's file cannot be made: {0}")]
     File(#[from] std::io::Error),
 }
@@ -53,6 +55,9 @@ fn create(path: &Path, room: &str) -> Result<(), StoreError> {
         _ => {}
     }
     let db = Database::create(&new).map_err(failed)?;
+    // The room's data is this user's only, as its folder is.
+    #[cfg(unix)]
+    std::fs::set_permissions(&new, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     let txn = db.begin_write().map_err(failed)?;
     {
         let mut meta = txn.open_table(META).map_err(failed)?;
@@ -113,8 +118,13 @@ impl Store {
         for entry in table.iter().map_err(failed)? {
             let (key, value) = entry.map_err(failed)?;
             next_key = key.value() + 1;
-            let batch = P2PEvent::decode_batch(value.value())
-                .map_err(|e| StoreError::Damaged(e.to_string()))?;
+            let bytes = value.value();
+            let batch = P2PEvent::decode_batch(bytes).map_err(|e| match bytes.first() {
+                Some(&format) if format > cpc_sync::protocol::codec::FORMAT => {
+                    StoreError::Newer(format)
+                }
+                _ => StoreError::Damaged(e.to_string()),
+            })?;
             events.extend(batch);
         }
         drop((meta, table, read));
@@ -256,6 +266,36 @@ mod tests {
         let (_, stored) = Store::open(&path, "room").expect("made");
         assert!(stored.snapshot.is_none() && stored.events.is_empty());
         assert!(!path.with_extension("redb.new").exists());
+    }
+
+    /// Events of a batch format newer than this build's are not damage:
+    /// the room fails saying so, and the file stays as it is.
+    #[test]
+    fn events_a_newer_build_stored_are_named_so_and_left_as_they_are() {
+        let folder = Folder::new("newer");
+        let path = folder.0.join("room.redb");
+        let (mut store, _) = Store::open(&path, "room").expect("made");
+        let newer = vec![cpc_sync::protocol::codec::FORMAT + 1, 0, 0];
+        let record = Persist::Events {
+            record: newer,
+            count: 1,
+        };
+        store.commit(&[record]).unwrap();
+        drop(store);
+        let Err(refused) = Store::open(&path, "room") else {
+            panic!("opened")
+        };
+        assert!(matches!(refused, StoreError::Newer(_)), "{refused}");
+        assert!(
+            refused.to_string().contains("newer cpc-signal"),
+            "{refused}"
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "the room's file is this user's only");
+        }
     }
 
     /// A file with bytes in its header is damaged, not torn: its room
