@@ -99,7 +99,7 @@ async function main() {
     const lookup = signalingUrl();
     await init();
     performance.mark("cpc:wasm-ready");
-    $("version").textContent = `v${cpc.version()}`;
+    $("version").textContent = `v${cpc.version()} · protocol ${cpc.protocolVersion()}`;
     window.cpc = { module: cpc };
     const room = params.get("room") ?? "demo";
     const signaling = await lookup;

@@ -50,3 +50,10 @@ pub(crate) async fn wait_at_most(promise: &js_sys::Promise, ms: u32) {
 pub fn version() -> String {
     crate::VERSION.to_string()
 }
+
+/// The sync protocol version this `.wasm` speaks: a peer of another one
+/// does not sync with it (a `PROTOCOL_VERSION` "error" event tells of it).
+#[wasm_bindgen(js_name = protocolVersion)]
+pub fn protocol_version() -> u8 {
+    crate::protocol::sync::wire::PROTOCOL_VERSION
+}

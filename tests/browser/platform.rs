@@ -7,6 +7,10 @@ use wasm_bindgen_test::*;
 #[wasm_bindgen_test]
 fn version_is_the_crate_version() {
     assert_eq!(cpc_sync::browser::version(), env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        cpc_sync::browser::protocol_version(),
+        cpc_sync::protocol::sync::wire::PROTOCOL_VERSION
+    );
 }
 
 #[wasm_bindgen_test]

@@ -12,7 +12,9 @@ test("the page loads the wasm module and shows the engine version", async () => 
   const { page, errors } = await openPage(env.browser, env.server.url);
   await page.waitForSelector("body[data-ready]");
   assert.equal(await page.getAttribute("body", "data-ready"), "true");
-  assert.equal(await page.textContent("#version"), `v${await crateVersion()}`);
+  const protocol = await page.evaluate(() => window.cpc.module.protocolVersion());
+  assert.ok(Number.isInteger(protocol) && protocol > 0, `${protocol}`);
+  assert.equal(await page.textContent("#version"), `v${await crateVersion()} · protocol ${protocol}`);
   assert.equal(await page.evaluate(() => typeof window.cpc.module.version), "function");
   await mkdir(SCREENSHOTS, { recursive: true });
   await page.screenshot({ path: path.join(SCREENSHOTS, "page.png") });
