@@ -210,7 +210,7 @@ fn trusted_proxies() -> Result<Vec<IpAddr>, String> {
         .map(str::trim)
         .filter(|a| !a.is_empty())
         .map(|a| {
-            a.parse().map_err(|_| {
+            a.parse::<IpAddr>().map(|ip| ip.to_canonical()).map_err(|_| {
                 format!("TRUSTED_PROXIES: {a:?} is not an IP address (list the proxies' addresses, comma-separated)")
             })
         })

@@ -63,6 +63,14 @@ pub fn forwarded_client(headers: &axum::http::HeaderMap) -> Option<IpAddr> {
     last.parse().ok()
 }
 
+/// Whether `ip` is one of the trusted proxies. A dual-stack listener
+/// (`HOST=::`) sees an IPv4 proxy as `::ffff:a.b.c.d`, listed as
+/// `a.b.c.d`: compared as it was, every client behind it shared the
+/// proxy's share.
+pub fn trusted(proxies: &[IpAddr], ip: IpAddr) -> bool {
+    proxies.contains(&ip.to_canonical())
+}
+
 /// Refused connections answered at once (429 or 503) at most; beyond that
 /// a refused connection is closed without a word, so refusing stays cheap.
 const RESPONDERS: usize = 64;
@@ -262,7 +270,7 @@ pub async fn serve(
         // Whether a request came: a keep-alive connection left idle past
         // the header timeout is closed the same way, but is no refusal.
         let served = Arc::new(AtomicBool::new(false));
-        let proxied = limits.trusted_proxies.contains(&peer.ip());
+        let proxied = trusted(&limits.trusted_proxies, peer.ip());
         let service = app.clone().map_request({
             let served = served.clone();
             move |mut request: axum::http::Request<_>| {
@@ -372,6 +380,18 @@ mod tests {
         assert_eq!(counts.addresses(), 0);
         assert!(!counts.take(a, 0));
         assert_eq!(counts.addresses(), 0);
+    }
+
+    #[test]
+    fn a_proxy_reached_over_a_dual_stack_listener_is_trusted() {
+        let proxies: Vec<IpAddr> =
+            vec!["10.0.0.5".parse().unwrap(), "2001:db8::5".parse().unwrap()];
+        for ip in ["10.0.0.5", "::ffff:10.0.0.5", "2001:db8::5"] {
+            assert!(trusted(&proxies, ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["10.0.0.6", "::ffff:10.0.0.6", "2001:db8::6", "::10.0.0.5"] {
+            assert!(!trusted(&proxies, ip.parse().unwrap()), "{ip}");
+        }
     }
 
     #[test]
