@@ -149,6 +149,53 @@ fn a_peer_that_leaves_closes_at_every_peer_linked_to_it() {
     });
 }
 
+/// A room just past `maxConnections` (2 or 3 links, 3 to 7 peers): no
+/// peer holds more links than that, and none stays without one. The
+/// target was `max_connections` itself below 4 links, so tending (at or
+/// under the target, one more random link each shuffle) dialed past the
+/// bound (3 links of 2, every seed of 4 peers), and a full peer, never
+/// above its target, made room for no caller (an upgrade review saw a
+/// page with 2-link peers keep no link for 45 s). A peer may be alone
+/// for a moment (a peer above its target drops its slowest link each
+/// shuffle); not for longer than a few redials. (Whether the room stays
+/// one overlay is another matter: peers of two links at most make paths
+/// and rings, which tending breaks and mends.)
+#[test]
+fn a_room_just_past_max_connections_leaves_no_peer_alone() {
+    const ALONE_AT_MOST_MS: u64 = 15_000;
+    common::for_seeds("small partial views", "CPC_ROOM_SEEDS", 3, |seed| {
+        for max_links in [2, 3] {
+            for peers in max_links + 1..=7 {
+                let mut room = sim::room::Room::with_links(seed, Relay::default(), max_links);
+                for _ in 0..peers {
+                    room.join();
+                    room.run(200, |_| {});
+                }
+                room.run(20_000, |_| {});
+                let mut alone_since: Vec<Option<u64>> = vec![None; peers];
+                for _ in 0..120 {
+                    room.run(500, |_| {});
+                    let degrees = room.degrees();
+                    for (i, since) in alone_since.iter_mut().enumerate() {
+                        *since = (degrees[i] == 0).then(|| since.unwrap_or(room.now));
+                        let alone = since.map_or(0, |t| room.now - t);
+                        assert!(
+                            alone <= ALONE_AT_MOST_MS,
+                            "seed {seed}, {peers} peers of {max_links} links: {i} alone {alone} ms\n{}",
+                            room.describe(i)
+                        );
+                    }
+                    let most = room.max_links();
+                    assert!(
+                        most <= max_links,
+                        "seed {seed}, {peers} peers: {most} links"
+                    );
+                }
+            }
+        }
+    });
+}
+
 /// The same, 100 peers, with the other ways to relay: to every link, and
 /// PlumTree's tree.
 #[test]

@@ -50,10 +50,14 @@ impl OverlayMessage {
 
 impl Mesh {
     /// Links a partial view dials up to (it accepts up to
-    /// `max_connections`).
+    /// `max_connections`): a quarter under it, and one under at least, so
+    /// a full peer is above its target and makes room for a caller, and
+    /// tending's one more link stays within the bound. Equal to it (below
+    /// 4 links), tending dialed past `max_connections` and a full peer
+    /// made room for no one.
     pub(super) fn target(&self) -> usize {
         let max = self.config.max_connections;
-        (max - max / 4).max(1)
+        (max - max / 4).min(max.saturating_sub(1)).max(1)
     }
 
     /// Mixes the caller's jitter into the mesh's entropy.

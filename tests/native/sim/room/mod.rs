@@ -66,6 +66,11 @@ pub struct Room {
 impl Room {
     /// A room of none yet, its peers relaying as `relay` says.
     pub fn new(seed: u64, relay: Relay) -> Self {
+        Room::with_links(seed, relay, MAX_LINKS)
+    }
+
+    /// The same, each peer holding `max_links` links at most.
+    pub fn with_links(seed: u64, relay: Relay, max_links: usize) -> Self {
         Room {
             rng: Rng::new(seed),
             now: 1_700_000_000_000,
@@ -82,7 +87,7 @@ impl Room {
             },
             mesh: MeshConfig {
                 connect_timeout_ms: 5_000,
-                max_connections: MAX_LINKS,
+                max_connections: max_links,
                 ..MeshConfig::default()
             },
         }
@@ -482,6 +487,11 @@ impl Room {
         if woke {
             self.settle(i);
         }
+    }
+
+    /// Open links of each peer, by index (as the network has them).
+    pub fn degrees(&self) -> Vec<usize> {
+        self.net.degrees(self.peers.len())
     }
 
     /// The most links any live peer holds: open or opening as its mesh
