@@ -364,6 +364,78 @@ fn a_peer_of_another_version_is_closed_and_the_app_told_once() {
     room.still_converge(0);
 }
 
+/// Mallory signs each of 120 of her events in two versions, one sealed
+/// run each, and hands one version to `a` and the other to `b`. Each
+/// honest peer relays what it took first to the other, which refuses it
+/// as an equivocation: charged a point a run to the honest relay, the two
+/// cut each other off (a review). Only the origin pays for its own.
+#[test]
+fn equivocations_relayed_by_honest_peers_cut_no_one_off() {
+    for relay in [Relay::Pull, Relay::Flood, Relay::Tree] {
+        let mut room = Room::relaying(EngineConfig::default(), relay);
+        let (to_a, to_b) = two_versions(&mut room, 120);
+        room.mallory_sends(&Message::Events(to_a));
+        let m = room.mallory.peer();
+        for frame in wire::encode(&Message::Events(to_b), 7) {
+            room.b.receive_frame(m, &frame, NOW);
+        }
+        let closed = room.pump();
+        let (a, b) = (room.a.peer(), room.b.peer());
+        assert!(
+            !closed.contains(&(a, b)) && !closed.contains(&(b, a)),
+            "{relay:?}: honest peers cut each other off: {closed:?}"
+        );
+    }
+}
+
+/// The same between a page (pulling) and the room peer (flooding): the
+/// page kept the room peer, where it cut it off.
+#[test]
+fn equivocations_relayed_by_the_room_peer_do_not_cut_it_off() {
+    let mut room = Room {
+        a: signed_relaying(1, EngineConfig::default(), Relay::Pull),
+        b: signed_relaying(2, EngineConfig::default(), Relay::Flood),
+        mallory: signed_relaying(666, EngineConfig::default(), Relay::Pull),
+    };
+    let (a, b, m) = (room.a.peer(), room.b.peer(), room.mallory.peer());
+    for (from, to) in [(a, b), (b, a), (a, m), (b, m)] {
+        let node = if from == a { &mut room.a } else { &mut room.b };
+        node.connect(to, NOW);
+    }
+    room.pump();
+    let (to_a, to_b) = two_versions(&mut room, 120);
+    room.mallory_sends(&Message::Events(to_a));
+    for frame in wire::encode(&Message::Events(to_b), 7) {
+        room.b.receive_frame(m, &frame, NOW);
+    }
+    let closed = room.pump();
+    assert!(
+        !closed.contains(&(a, b)),
+        "the page cut the room peer off: {closed:?}"
+    );
+}
+
+/// `count` of Mallory's events, each sealed alone in two versions (a
+/// write of 1 and a write of 2 of the same dot): one for each honest peer.
+fn two_versions(room: &mut Room, count: usize) -> (Vec<P2PEvent>, Vec<P2PEvent>) {
+    let mallory = Identity::from_seed(666);
+    let (mut to_a, mut to_b) = (Vec::new(), Vec::new());
+    for event in mallorys_unsealed(room, count) {
+        let mut other = event.clone();
+        other.op = Operation::Register(RegisterOp::Write {
+            value: json("2"),
+            observed: VectorClock::new(),
+            resolution: false,
+        });
+        for (version, to) in [(event, &mut to_a), (other, &mut to_b)] {
+            let mut run = vec![version];
+            seal::seal(&mallory, &mut run);
+            to.extend(run);
+        }
+    }
+    (to_a, to_b)
+}
+
 #[test]
 fn giant_clocks_are_refused_or_harmless() {
     let mut room = Room::new(EngineConfig::default());

@@ -169,6 +169,18 @@ impl Refusal {
         }
     }
 
+    /// What the refusal costs `sender`: [`points`](Self::points), but an
+    /// equivocation of another origin than the sender's costs nothing. Its
+    /// sender relayed the version it took first, as an honest peer does;
+    /// charged a point a run, two honest peers each handed one version by
+    /// a member signing her events twice cut each other off (a review).
+    pub fn points_from(&self, sender: PeerId) -> u32 {
+        match self {
+            Refusal::Event(ReceiveError::Equivocation { id }) if id.peer != sender => 0,
+            _ => self.points(),
+        }
+    }
+
     /// Whether the connection closes at once (a failed handshake, a frame
     /// too large to read, a peer speaking another protocol version).
     pub fn closes(&self) -> bool {
@@ -199,9 +211,12 @@ mod tests {
             Refusal::State(SnapshotError::Unasked).points(),
             UNSEALED_POINTS
         );
+        let equivocation = Refusal::Event(ReceiveError::Equivocation { id });
+        assert_eq!(equivocation.points_from(id.peer), 1, "its origin's");
         assert_eq!(
-            Refusal::Event(ReceiveError::Equivocation { id }).points(),
-            1
+            equivocation.points_from(PeerId(id.peer.0 + 1)),
+            0,
+            "relayed"
         );
         let full = ReceiveError::HoldingQueueFull { id, capacity: 10 };
         assert_eq!(

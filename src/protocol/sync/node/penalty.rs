@@ -10,7 +10,7 @@ impl SyncNode {
     /// points; the connection closes at [`PENALTY_LIMIT`], or at once for a
     /// refusal that [`closes`](Refusal::closes) it.
     pub(super) fn refuse(&mut self, peer: PeerId, refusal: Refusal) {
-        let points = refusal.points();
+        let points = refusal.points_from(peer);
         let closes = refusal.closes().then(|| refusal.to_string());
         // A peer whose session ended may still be refused: the frames of
         // its held for verification with others are refused when their
