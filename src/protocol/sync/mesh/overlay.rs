@@ -222,7 +222,8 @@ impl Mesh {
     /// (see the module documentation).
     pub(super) fn tend(&mut self, now_ms: u64) {
         self.make_room(self.me, now_ms);
-        if self.active() <= self.target() {
+        // At one link of one (`max_connections` 1), the target is the bound.
+        if self.active() <= self.target() && self.active() < self.config.max_connections {
             let due = |l: &Link| {
                 l.state == LinkState::Closed && l.retry_at_ms.is_none_or(|t| now_ms >= t)
             };
