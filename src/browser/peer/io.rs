@@ -136,10 +136,22 @@ pub(super) fn dispatch(inner: &Rc<RefCell<Inner>>) {
                 } else {
                     "an older"
                 };
+                let server =
+                    (inner.borrow().transport.as_ref()).is_some_and(|t| t.keeper() == Some(peer));
+                let remedy = match (server, version > ours) {
+                    (true, true) => "reload this page",
+                    (true, false) => "the server is to be updated",
+                    (false, _) => "reload the page of the older",
+                };
+                let who = if server {
+                    "the server's room peer"
+                } else {
+                    "peer"
+                };
                 let message = format!(
-                    "peer {peer} runs {newer} release of cpc-sync (protocol version {version}; this \
-                     page speaks {ours}): the two do not sync until both run the same one (reload \
-                     the page of the older)"
+                    "{who} {peer} runs {newer} release of cpc-sync (protocol version {version}; \
+                     this page speaks {ours}): the two do not sync until both run the same one \
+                     ({remedy})"
                 );
                 let error = PeerError::new(Code::ProtocolVersion, message);
                 emit(inner, "error", &error_event(error, Some(peer.to_string())));

@@ -239,6 +239,7 @@ impl Links {
                 let peer = parse_peer(&from).filter(|p| *p != me)?;
                 // It joined after us: it calls us, we tell it we are here.
                 self.routes.heard(peer, Route::Tabs);
+                self.mesh.rejoined(peer);
                 self.mesh.discovered(peer, false, now_ms);
                 self.actions.push(LinkAction::Post(TabMessage::Here {
                     from: me.to_string(),
@@ -318,6 +319,7 @@ impl Links {
                 let peer = parse_peer(&peer).filter(|p| *p != self.me)?;
                 self.unlisted.retain(|p| *p != peer);
                 self.routes.heard(peer, Route::Server);
+                self.mesh.rejoined(peer);
                 self.mesh.discovered(peer, false, now_ms);
             }
             ServerMessage::Left { peer } => {

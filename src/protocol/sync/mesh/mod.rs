@@ -247,6 +247,10 @@ impl Mesh {
         let Some(link) = self.links.get_mut(&peer) else {
             return;
         };
+        if link.refused_until_ms.is_some_and(|until| now_ms < until) {
+            // Closed for what it sent: its wait stands (see `refused`).
+            return;
+        }
         if dial {
             link.connecting(now_ms);
             self.actions.push(MeshAction::Dial(peer));
@@ -256,12 +260,16 @@ impl Mesh {
         }
     }
 
-    /// Dial `peer` now, whatever the state of its connection.
+    /// Dial `peer` now, whatever the state of its connection, unless it
+    /// was closed for what it sent and its wait stands.
     pub fn redial(&mut self, peer: PeerId, now_ms: u64) {
         self.now_ms = self.now_ms.max(now_ms);
         let Some(link) = self.link(peer, now_ms) else {
             return;
         };
+        if link.refused_until_ms.is_some_and(|until| now_ms < until) {
+            return;
+        }
         link.connecting(now_ms);
         self.actions.push(MeshAction::Dial(peer));
     }
@@ -347,7 +355,8 @@ impl Mesh {
     /// We closed the connection to `peer` for what it sent (another
     /// protocol version, too many penalty points): as [`closed`](Self::closed),
     /// and it is neither dialed nor answered for a wait that doubles with
-    /// each such close (from [`REFUSED_BASE_MS`] to [`REFUSED_MAX_MS`]). A
+    /// each such close (from [`REFUSED_BASE_MS`] to [`REFUSED_MAX_MS`],
+    /// each up to half again, at random, so peers do not retry in step). A
     /// peer of another version opened a connection, was refused and
     /// dialed again about 1.5 times a second, each side's backoff reset
     /// by each opening (a review of upgrades).
@@ -357,6 +366,16 @@ impl Mesh {
             let until = now_ms + link.refusals.fail(jitter.clamp(0.0, 1.0) / 2.0);
             link.retry_at_ms = Some(link.retry_at_ms.map_or(until, |at| at.max(until)));
             link.refused_until_ms = Some(until);
+        }
+    }
+
+    /// `peer` joined the room anew (a reload, most likely, perhaps of a
+    /// page of another release than the one refused): what it sent before
+    /// is forgiven.
+    pub fn rejoined(&mut self, peer: PeerId) {
+        if let Some(link) = self.links.get_mut(&peer) {
+            link.refusals.reset();
+            link.refused_until_ms = None;
         }
     }
 

@@ -108,6 +108,17 @@ fn a_peer_refused_at_every_opening_is_dialed_and_answered_ever_more_rarely() {
     m.opened(peer, now + 3 + FORGIVEN_AFTER_MS);
     m.refused(peer, now + 4 + FORGIVEN_AFTER_MS, 0.0);
     assert!(m.incoming(peer, now + 5 + FORGIVEN_AFTER_MS + REFUSED_BASE_MS));
+    // Within its wait it is not dialed when found again, nor redialed;
+    // joined anew (a reload), it is forgiven.
+    let later = now + 10 * FORGIVEN_AFTER_MS;
+    m.opened(peer, later);
+    m.refused(peer, later + 1, 0.0);
+    m.take_actions();
+    m.discovered(peer, true, later + 2);
+    m.redial(peer, later + 2);
+    assert!(dials(&m.take_actions()).is_empty());
+    m.rejoined(peer);
+    assert!(m.incoming(peer, later + 3));
 }
 
 #[test]
