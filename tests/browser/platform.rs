@@ -358,7 +358,8 @@ async fn a_version_4_database_opens_as_it_is_and_is_closed_to_version_4_builds()
     let persisted = storage.load().await.expect("loads");
     assert_eq!(persisted.identity, Some(identity.secret()));
     assert_eq!(persisted.events, events);
-    assert!(persisted.snapshot.is_some());
+    assert_eq!(persisted.damaged, 1, "the record that is no batch");
+    assert_eq!(persisted.snapshot, Some(a.encode_snapshot()));
     storage.close();
     let opened_as_4 = js_sys::Function::new_with_args(
         "name",

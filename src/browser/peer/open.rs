@@ -100,7 +100,8 @@ pub async fn open(options: &Options) -> Result<Opened, PeerError> {
                 web_sys::console::warn_1(
                     &format!(
                         "cpc-sync: {} stored log records of room {:?} did not decode and were \
-                         skipped (their events come back from the room's peers)",
+                         skipped: other peers' events among them come back from the room, but \
+                         this peer's own do not, and its next writes may reuse their numbers",
                         persisted.damaged, options.room
                     )
                     .into(),

@@ -224,7 +224,7 @@ impl Keep {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            // A folder another user owns stays as it is, said once.
+            // A folder another user owns stays as it is, said at each start.
             let private = |path: &std::path::Path, mode| {
                 std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
             };

@@ -25,7 +25,9 @@ pub enum StoreError {
     Database(#[from] redb::Error),
     #[error("the room's stored events do not decode (the file is damaged): {0}")]
     Damaged(String),
-    #[error("the room's stored events were written by a newer cpc-signal (event batch format {0}; this one reads 1 to {max}): the file is left as it is", max = cpc_sync::protocol::codec::FORMAT)]
+    /// A record whose format byte names a format this build does not
+    /// read: most likely a newer build's (or damage that hit that byte).
+    #[error("the room's stored events are of event batch format {0}, which this build does not read (it reads 1 to {max}): written by a newer cpc-signal, or damaged; the file is left as it is", max = cpc_sync::protocol::codec::FORMAT)]
     Newer(u8),
     #[error("the room's file cannot be made: {0}")]
     File(#[from] std::io::Error),
