@@ -15,8 +15,24 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 /// Batches of events, by append order.
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
-/// `snapshot`: the latest fold of the log; `room`: the room's name.
+/// `snapshot`: the latest fold of the log ([`CHUNKED`] and the number of
+/// its pieces in [`SNAPSHOT`], or, as earlier builds wrote it, whole);
+/// `room`: the room's name.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// The snapshot's pieces, in order.
+const SNAPSHOT: TableDefinition<u32, &[u8]> = TableDefinition::new("snapshot");
+/// Bytes of a snapshot's piece at most. redb gives each value a region of
+/// a power of two pages: a snapshot of 32 MiB held as one value kept a
+/// 128 MiB file however often it was compacted, and one of 64 MiB passed
+/// `KEEP_MAX_ROOM_BYTES` by itself (a review). Pieces a page under 1 MiB
+/// (room for redb's header of a value) keep the file near what it holds:
+/// 34.6 MB for a snapshot of 33.5 MB, where pieces of 1 MiB exactly took
+/// 69.2 MB.
+const PIECE: usize = (1 << 20) - (4 << 10);
+/// What `meta["snapshot"]` starts with when the snapshot is in pieces; an
+/// earlier build reads it as a snapshot with bad magic bytes and loads
+/// nothing of the room, where it would have taken the room for empty.
+const CHUNKED: &[u8; 4] = b"CPCP";
 
 /// What a store could not do.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +109,21 @@ fn set_aside_if_torn(path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The snapshot's `count` pieces (the marker's little-endian `u32`).
+fn read_pieces(read: &redb::ReadTransaction, count: &[u8]) -> Result<Vec<u8>, StoreError> {
+    let count = <[u8; 4]>::try_from(count)
+        .map(u32::from_le_bytes)
+        .map_err(|_| StoreError::Damaged("the snapshot's marker is cut short".into()))?;
+    let table = read.open_table(SNAPSHOT).map_err(failed)?;
+    let mut snapshot = Vec::new();
+    for index in 0..count {
+        let piece = (table.get(index).map_err(failed)?)
+            .ok_or_else(|| StoreError::Damaged(format!("the snapshot lacks its piece {index}")))?;
+        snapshot.extend_from_slice(piece.value());
+    }
+    Ok(snapshot)
+}
+
 /// One room's database.
 pub struct Store {
     db: Database,
@@ -110,10 +141,13 @@ impl Store {
         let db = Database::create(path).map_err(failed)?;
         let read = db.begin_read().map_err(failed)?;
         let meta = read.open_table(META).map_err(failed)?;
-        let snapshot = meta
-            .get("snapshot")
-            .map_err(failed)?
-            .map(|v| v.value().to_vec());
+        let snapshot = match meta.get("snapshot").map_err(failed)? {
+            None => None,
+            Some(value) => match value.value().strip_prefix(CHUNKED) {
+                None => Some(value.value().to_vec()),
+                Some(count) => Some(read_pieces(&read, count)?),
+            },
+        };
         let table = read.open_table(EVENTS).map_err(failed)?;
         let mut events = Vec::new();
         let mut next_key = 0;
@@ -150,7 +184,15 @@ impl Store {
             if let Some(bytes) = commit.snapshot {
                 // It covers every event persisted so far.
                 events.retain(|_, _| false).map_err(failed)?;
-                meta.insert("snapshot", bytes).map_err(failed)?;
+                let mut pieces = txn.open_table(SNAPSHOT).map_err(failed)?;
+                pieces.retain(|_, _| false).map_err(failed)?;
+                let mut count = 0u32;
+                for piece in bytes.chunks(PIECE) {
+                    pieces.insert(count, piece).map_err(failed)?;
+                    count += 1;
+                }
+                let marker = [&CHUNKED[..], &count.to_le_bytes()].concat();
+                meta.insert("snapshot", marker.as_slice()).map_err(failed)?;
             }
             if let Some(record) = &commit.record {
                 events.insert(next_key, record.as_slice()).map_err(failed)?;
@@ -268,6 +310,64 @@ mod tests {
         let (_, stored) = Store::open(&path, "room").expect("made");
         assert!(stored.snapshot.is_none() && stored.events.is_empty());
         assert!(!path.with_extension("redb.new").exists());
+    }
+
+    /// A snapshot of 32 MiB (in pieces) keeps a file about its size once
+    /// folded: held as one value, 128 MiB; and a fold of a log of small
+    /// records into a 16 MiB snapshot shrinks the file, where it grew it
+    /// from 71 to 100 MB (a review's cases).
+    #[test]
+    fn a_big_snapshot_keeps_a_file_about_its_size() {
+        let folder = Folder::new("big");
+        let path = folder.0.join("room.redb");
+        let (mut store, _) = Store::open(&path, "room").expect("made");
+        let live = 32usize << 20;
+        for round in 0..3u8 {
+            let record = vec![round; 1000];
+            store
+                .commit(&[Persist::Events { record, count: 1 }])
+                .unwrap();
+            store.commit(&[snapshot(&vec![round; live])]).unwrap();
+        }
+        let bytes = store.bytes();
+        assert!(bytes < live as u64 * 5 / 4, "{bytes} bytes for {live} live");
+        drop(store);
+        let (_, stored) = Store::open(&path, "room").expect("opens");
+        assert_eq!(stored.snapshot, Some(vec![2u8; live]));
+
+        let path = folder.0.join("log.redb");
+        let (mut store, _) = Store::open(&path, "log").expect("made");
+        for i in 0..4000usize {
+            let batch: Vec<Persist> = (0..50)
+                .map(|j| Persist::Events {
+                    record: vec![((i + j) % 251) as u8; 200],
+                    count: 1,
+                })
+                .collect();
+            store.commit(&batch).unwrap();
+        }
+        let grown = store.bytes();
+        store.commit(&[snapshot(&vec![3u8; 16 << 20])]).unwrap();
+        let folded = store.bytes();
+        assert!(folded < grown / 2, "the fold: {grown} -> {folded}");
+    }
+
+    /// A snapshot an earlier build stored whole is read as it is.
+    #[test]
+    fn a_snapshot_stored_whole_is_read() {
+        let folder = Folder::new("whole");
+        let path = folder.0.join("room.redb");
+        drop(Store::open(&path, "room").expect("made"));
+        let db = Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert("snapshot", &b"CPCS whole"[..])
+            .unwrap();
+        txn.commit().unwrap();
+        drop(db);
+        let (_, stored) = Store::open(&path, "room").expect("opens");
+        assert_eq!(stored.snapshot.as_deref(), Some(&b"CPCS whole"[..]));
     }
 
     /// Events of a batch format newer than this build's are not damage:
