@@ -765,6 +765,7 @@ async fn the_rooms_in_memory_are_bounded_in_bytes_not_only_in_number() {
         &data,
         &[
             ("KEEP_MAX_LOADED_BYTES", &max),
+            ("KEEP_LOADED_BYTES_PER_ADDRESS", &max),
             ("KEEP_MAX_ROOM_BYTES", &max),
             ("KEEP_IDLE_MS", "300"),
         ],
@@ -794,6 +795,44 @@ async fn the_rooms_in_memory_are_bounded_in_bytes_not_only_in_number() {
     assert_eq!(server.reading("cpc_signal_keep_loaded_bytes").await, 0);
     let y = Page::join(&server, Identity::from_seed(94), "y").await;
     assert!(y.keeper.is_some(), "{:?}", y.unkept);
+}
+
+/// One address has a share of the bytes in memory: a stranger had filled
+/// the whole budget from one address by joining two stored rooms (after
+/// writing them once), and cut off every room whose next commit did not
+/// fit (a review). Its share full, it is refused, and other addresses
+/// still load theirs. (Addresses as a trusted proxy names them.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_takes_its_share_of_the_bytes_in_memory_not_all() {
+    let data = DataDir::new("loaded-share");
+    for room in ["x", "y", "w"] {
+        one_room_on_disk(&data, room).await;
+    }
+    let mut probe = keeping(&data, &[]);
+    let _x = Page::join(&probe, Identity::from_seed(90), "x").await;
+    let one_room = probe.reading("cpc_signal_keep_loaded_bytes").await;
+    probe.kill();
+    let (share, max) = ((one_room * 3 / 2).to_string(), (one_room * 4).to_string());
+    let server = keeping(
+        &data,
+        &[
+            ("KEEP_MAX_LOADED_BYTES", &max),
+            ("KEEP_LOADED_BYTES_PER_ADDRESS", &share),
+            ("TRUSTED_PROXIES", "127.0.0.1"),
+        ],
+    );
+    let server = &server;
+    let join = |seed, room, address| async move {
+        let headers = [("X-Forwarded-For", address)];
+        Page::join_with(server, Identity::from_seed(seed), room, &headers).await
+    };
+    let x = join(91, "x", "203.0.113.7").await;
+    assert!(x.keeper.is_some(), "{:?}", x.unkept);
+    let y = join(92, "y", "203.0.113.7").await;
+    let reason = y.unkept.expect("past its share");
+    assert!(reason.contains("KEEP_LOADED_BYTES_PER_ADDRESS"), "{reason}");
+    let w = join(93, "w", "198.51.100.4").await;
+    assert!(w.keeper.is_some(), "another address: {:?}", w.unkept);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

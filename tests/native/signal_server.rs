@@ -752,8 +752,8 @@ fn an_earlier_builds_rooms_are_made_private_at_start() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A room allowed more bytes than the rooms in memory together could
-/// never be loaded: such settings stop the server at start.
+/// A room allowed more bytes than one address's share of the rooms in
+/// memory could never be loaded: such settings stop the server at start.
 #[test]
 fn a_room_limit_past_the_memory_limit_stops_the_server_at_start() {
     let dir = std::env::temp_dir().join(format!("cpc-loaded-bytes-{}", std::process::id()));
@@ -769,7 +769,9 @@ fn a_room_limit_past_the_memory_limit_stops_the_server_at_start() {
     let said = String::from_utf8_lossy(&run.stderr);
     assert!(!run.status.success(), "it started: {said}");
     assert!(
-        said.contains("KEEP_MAX_ROOM_BYTES (2000) is more than KEEP_MAX_LOADED_BYTES (1000)"),
+        said.contains(
+            "KEEP_MAX_ROOM_BYTES (2000) is more than KEEP_LOADED_BYTES_PER_ADDRESS (125)"
+        ),
         "{said}"
     );
     let _ = std::fs::remove_dir_all(&dir);

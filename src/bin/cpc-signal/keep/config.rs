@@ -22,6 +22,9 @@ pub struct KeepConfig {
     /// bounds the room peer's memory, where `KEEP_MAX_LOADED` counts rooms
     /// of any size.
     pub max_loaded_bytes: u64,
+    /// Of those, what the rooms loaded for one client address may take
+    /// (`KEEP_LOADED_BYTES_PER_ADDRESS`; an eighth of `max_loaded_bytes`).
+    pub loaded_bytes_per_address: u64,
     /// A room with no page is unloaded from memory after this long
     /// (`KEEP_IDLE_MS`).
     pub idle: Duration,
@@ -48,9 +51,10 @@ impl Default for KeepConfig {
         KeepConfig {
             data_dir: PathBuf::from("data"),
             max_rooms: 10_000,
-            max_room_bytes: 256 << 20,
+            max_room_bytes: 64 << 20,
             max_disk_bytes: 16 << 30,
             max_loaded_bytes: 512 << 20,
+            loaded_bytes_per_address: 64 << 20,
             idle: Duration::from_secs(60),
             max_loaded: 1_000,
             loaded_per_address: 125,
@@ -82,13 +86,31 @@ impl KeepConfig {
         let default = KeepConfig::default();
         let max_rooms = number("KEEP_MAX_ROOMS", default.max_rooms as u64)? as usize;
         let max_loaded = number("KEEP_MAX_LOADED", default.max_loaded as u64)? as usize;
-        let max_room_bytes = number("KEEP_MAX_ROOM_BYTES", default.max_room_bytes)?;
         let max_loaded_bytes = number("KEEP_MAX_LOADED_BYTES", default.max_loaded_bytes)?;
-        if max_room_bytes > max_loaded_bytes {
-            return Err(format!(
-                "KEEP_MAX_ROOM_BYTES ({max_room_bytes}) is more than KEEP_MAX_LOADED_BYTES \
-                 ({max_loaded_bytes}): a room that large could not be loaded"
-            ));
+        let loaded_bytes_per_address = number(
+            "KEEP_LOADED_BYTES_PER_ADDRESS",
+            (max_loaded_bytes / 8).max(1),
+        )?;
+        let max_room_bytes = number("KEEP_MAX_ROOM_BYTES", loaded_bytes_per_address)?;
+        for (name, bound, of, bytes) in [
+            (
+                "KEEP_LOADED_BYTES_PER_ADDRESS",
+                loaded_bytes_per_address,
+                "KEEP_MAX_LOADED_BYTES",
+                max_loaded_bytes,
+            ),
+            (
+                "KEEP_MAX_ROOM_BYTES",
+                max_room_bytes,
+                "KEEP_LOADED_BYTES_PER_ADDRESS",
+                loaded_bytes_per_address,
+            ),
+        ] {
+            if bound > bytes {
+                return Err(format!(
+                    "{name} ({bound}) is more than {of} ({bytes}): a room that large could not be loaded"
+                ));
+            }
         }
         let share = |var: &str, of: usize, part: usize| {
             number(var, (of / part).max(1) as u64).map(|n| n as usize)
@@ -107,6 +129,7 @@ impl KeepConfig {
             max_room_bytes,
             max_disk_bytes: number("KEEP_MAX_DISK_BYTES", default.max_disk_bytes)?,
             max_loaded_bytes,
+            loaded_bytes_per_address,
             idle: Duration::from_millis(number("KEEP_IDLE_MS", 60_000)?),
             max_loaded,
             loaded_per_address: share("KEEP_LOADED_PER_ADDRESS", max_loaded, 8)?,
@@ -131,6 +154,8 @@ pub enum KeepError {
     TooManyLoaded { max: usize },
     #[error("the server's rooms in memory take {bytes} bytes on disk, and it keeps at most {max} loaded (KEEP_MAX_LOADED_BYTES): it keeps no more until rooms are unloaded")]
     MemoryFull { bytes: u64, max: u64 },
+    #[error("the rooms loaded on the server for this address take {max} bytes on disk, the most one address may (KEEP_LOADED_BYTES_PER_ADDRESS); a room is unloaded KEEP_IDLE_MS after its last page leaves")]
+    AddressMemory { max: u64 },
     #[error("this address has {max} rooms loaded on the server, the most one address may (KEEP_LOADED_PER_ADDRESS); a room is unloaded KEEP_IDLE_MS after its last page leaves")]
     AddressLoaded { max: usize },
     #[error("this address started {max} kept rooms within the hour, the most one address may (KEEP_NEW_ROOMS_PER_ADDRESS)")]
@@ -150,6 +175,7 @@ impl KeepError {
             KeepError::DiskFull { .. } => "disk_full",
             KeepError::TooManyLoaded { .. } => "too_many_loaded",
             KeepError::MemoryFull { .. } => "memory_full",
+            KeepError::AddressMemory { .. } => "address_memory",
             KeepError::AddressLoaded { .. } => "address_loaded",
             KeepError::AddressStarted { .. } => "address_started",
             KeepError::Store(_) => "store",

@@ -16,13 +16,14 @@
 //! disk on the next join.
 
 mod config;
+mod disk;
 mod identity;
 mod room;
 mod shares;
 mod stats;
 mod store;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -33,6 +34,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::serve::ClientAddress;
 pub use config::{KeepConfig, KeepError};
+use disk::Disk;
 use room::Command;
 use shares::Shares;
 use stats::Counters;
@@ -49,71 +51,6 @@ const ATTACH_TRIES: usize = 3;
 /// `cpc_sync::protocol::room`): such rooms are never kept.
 pub fn is_secret(room: &str) -> bool {
     room.starts_with("secret-")
-}
-
-/// The bytes each stored room takes on disk, by file; which rooms are in
-/// memory; and what commits under way have reserved.
-#[derive(Default)]
-struct Disk {
-    files: HashMap<String, u64>,
-    /// The files' bytes, with what is reserved.
-    total: u64,
-    /// The files of the rooms in memory.
-    loaded: HashSet<String>,
-    /// Their bytes, with what is reserved (every commit is a loaded
-    /// room's).
-    loaded_total: u64,
-}
-
-impl Disk {
-    fn set(&mut self, file: &str, bytes: u64) {
-        let old = self.files.insert(file.to_string(), bytes).unwrap_or(0);
-        self.total = self.total - old + bytes;
-        if self.loaded.contains(file) {
-            self.loaded_total = self.loaded_total - old + bytes;
-        }
-    }
-
-    /// `file`'s room is in memory.
-    fn load(&mut self, file: &str) {
-        if self.loaded.insert(file.to_string()) {
-            self.loaded_total += self.files.get(file).copied().unwrap_or(0);
-        }
-    }
-
-    /// `file`'s room is no longer in memory.
-    fn unload(&mut self, file: &str) {
-        if self.loaded.remove(file) {
-            self.loaded_total -= self.files.get(file).copied().unwrap_or(0);
-        }
-    }
-
-    /// Reserves `adding` bytes for a loaded room's commit, within the
-    /// limits of the disk and of the rooms in memory: checked and counted
-    /// at once, so rooms committing together cannot pass them together.
-    fn reserve(&mut self, adding: u64, config: &KeepConfig) -> Result<(), KeepError> {
-        if self.total + adding > config.max_disk_bytes {
-            return Err(KeepError::DiskFull {
-                bytes: self.total,
-                max: config.max_disk_bytes,
-            });
-        }
-        if self.loaded_total + adding > config.max_loaded_bytes {
-            return Err(KeepError::MemoryFull {
-                bytes: self.loaded_total,
-                max: config.max_loaded_bytes,
-            });
-        }
-        self.total += adding;
-        self.loaded_total += adding;
-        Ok(())
-    }
-
-    /// Gives back what [`reserve`](Self::reserve) took.
-    fn release(&mut self, reserved: u64) {
-        self.total -= reserved;
-        self.loaded_total -= reserved;
-    }
 }
 
 /// A loaded room's queue, and the address it was loaded for.
@@ -302,7 +239,7 @@ impl Keep {
         let loaded = lock(&self.loaded).len() as u64;
         let (stored, bytes) = {
             let disk = lock(&self.disk);
-            (disk.files.len() as u64, (disk.total, disk.loaded_total))
+            (disk.stored() as u64, (disk.total(), disk.loaded_total()))
         };
         self.counters.snapshot(loaded, stored, bytes)
     }
@@ -380,38 +317,33 @@ impl Keep {
         let mut disk = lock(&self.disk);
         {
             let config = &self.config;
-            match disk.files.get(&file) {
-                None if disk.files.len() >= config.max_rooms => {
+            match disk.is_stored(&file) {
+                None if disk.stored() >= config.max_rooms => {
                     return Err(KeepError::TooManyRooms {
                         max: config.max_rooms,
                     })
                 }
-                None if disk.total >= config.max_disk_bytes => {
+                None if disk.total() >= config.max_disk_bytes => {
                     return Err(KeepError::DiskFull {
-                        bytes: disk.total,
+                        bytes: disk.total(),
                         max: config.max_disk_bytes,
                     })
                 }
-                Some(&bytes) if bytes >= config.max_room_bytes => {
+                Some(bytes) if bytes >= config.max_room_bytes => {
                     return Err(KeepError::RoomTooLarge {
                         bytes,
                         max: config.max_room_bytes,
                     })
                 }
-                Some(&bytes) if disk.loaded_total + bytes > config.max_loaded_bytes => {
-                    return Err(KeepError::MemoryFull {
-                        bytes: disk.loaded_total,
-                        max: config.max_loaded_bytes,
-                    })
-                }
                 _ => {}
             }
+            disk.fits(&file, by, config)?;
         }
         let share = self.config.loaded_per_address;
         if by.is_some_and(|by| !lock(&self.shares).load(by, share)) {
             return Err(KeepError::AddressLoaded { max: share });
         }
-        disk.load(&file);
+        disk.load(&file, by);
         drop(disk);
         let (to, from) = mpsc::channel(QUEUE);
         if let Err(e) = room::spawn(self.clone(), room.to_string(), file.clone(), by, from) {
@@ -476,21 +408,21 @@ impl Keep {
     }
 
     /// See [`Disk::reserve`].
-    fn reserve(&self, adding: u64) -> Result<(), KeepError> {
-        lock(&self.disk).reserve(adding, &self.config)
+    fn reserve(&self, file: &str, adding: u64) -> Result<(), KeepError> {
+        lock(&self.disk).reserve(file, adding, &self.config)
     }
 
     /// Gives back a reservation, and sets the bytes of `file` after the
     /// commit (`None`: no database was made).
     fn settle(&self, reserved: u64, file: &str, bytes: Option<u64>) {
         let mut disk = lock(&self.disk);
-        disk.release(reserved);
+        disk.release(file, reserved);
         if let Some(bytes) = bytes {
             disk.set(file, bytes);
         }
     }
 
     fn stored_rooms(&self) -> usize {
-        lock(&self.disk).files.len()
+        lock(&self.disk).stored()
     }
 }

@@ -398,7 +398,7 @@ impl Room {
                 max: config.max_room_bytes,
             });
         }
-        self.keep.reserve(adding)?;
+        self.keep.reserve(&self.file, adding)?;
         let committed = self.commit_reserved(writes);
         if let Some(store) = &self.store {
             self.bytes = store.bytes();

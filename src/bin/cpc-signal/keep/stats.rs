@@ -6,10 +6,11 @@ use super::KeepError;
 use crate::metrics::{Reading, ReadingKind};
 
 /// Refusal classes, as metric labels.
-pub const REFUSALS: [&str; 9] = [
+pub const REFUSALS: [&str; 10] = [
     "too_many_rooms",
     "too_many_loaded",
     "memory_full",
+    "address_memory",
     "address_loaded",
     "address_started",
     "room_too_large",
