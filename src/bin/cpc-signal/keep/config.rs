@@ -51,10 +51,10 @@ impl Default for KeepConfig {
         KeepConfig {
             data_dir: PathBuf::from("data"),
             max_rooms: 10_000,
-            max_room_bytes: 64 << 20,
+            max_room_bytes: 256 << 20,
             max_disk_bytes: 16 << 30,
-            max_loaded_bytes: 512 << 20,
-            loaded_bytes_per_address: 64 << 20,
+            max_loaded_bytes: 2 << 30,
+            loaded_bytes_per_address: 256 << 20,
             idle: Duration::from_secs(60),
             max_loaded: 1_000,
             loaded_per_address: 125,
