@@ -934,3 +934,106 @@ async fn a_trusted_proxys_clients_each_get_their_share() {
         }
     }
 }
+
+/// A stranger that loads an honest room first (a bare join, its share
+/// near full) does not make the room's writes its own: when a room's
+/// growth was charged to the address that loaded it, the honest writer
+/// was cut off with `AddressMemory` (a review).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_loading_a_room_first_does_not_cut_off_its_writers() {
+    let data = DataDir::new("loader");
+    for room in ["x", "f"] {
+        one_room_on_disk(&data, room).await;
+    }
+    let mut probe = keeping(&data, &[]);
+    let _x = Page::join(&probe, Identity::from_seed(90), "x").await;
+    let one_room = probe.reading("cpc_signal_keep_loaded_bytes").await;
+    probe.kill();
+    let (share, max) = ((one_room * 2).to_string(), (one_room * 16).to_string());
+    let server = keeping(
+        &data,
+        &[
+            ("KEEP_MAX_LOADED_BYTES", &max),
+            ("KEEP_LOADED_BYTES_PER_ADDRESS", &share),
+            ("KEEP_MAX_ROOM_BYTES", &share),
+            ("TRUSTED_PROXIES", "127.0.0.1"),
+        ],
+    );
+    let server = &server;
+    let join = |seed, room, address| async move {
+        let headers = [("X-Forwarded-For", address)];
+        Page::join_with(server, Identity::from_seed(seed), room, &headers).await
+    };
+    // The stranger: bare joins of its filler and of the honest room.
+    let f = join(91, "f", "203.0.113.66").await;
+    assert!(f.keeper.is_some(), "{:?}", f.unkept);
+    let sx = join(92, "x", "203.0.113.66").await;
+    assert!(sx.keeper.is_some(), "{:?}", sx.unkept);
+    // An honest page of another address writes ten events in `x`.
+    let mut honest = join(93, "x", "198.51.100.4").await;
+    assert!(honest.keeper.is_some(), "{:?}", honest.unkept);
+    honest.write("mine", 10);
+    let me = honest.me();
+    honest
+        .run_until(|p| p.unkept.is_some() || p.acknowledged(me) >= 10)
+        .await;
+    assert!(
+        honest.unkept.is_none(),
+        "the honest writer was cut off by the stranger's share: {:?}",
+        honest.unkept
+    );
+}
+
+/// A stranger's writes in a room another address loaded do not use up
+/// that address's share: charged to it, one address filled others'
+/// shares while its own stayed empty (a review). They count against the
+/// budget of the rooms in memory alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strangers_writes_are_not_charged_to_the_room_s_loader() {
+    let data = DataDir::new("writer");
+    one_room_on_disk(&data, "y").await;
+    let mut probe = keeping(&data, &[]);
+    let _y = Page::join(&probe, Identity::from_seed(90), "y").await;
+    let one_room = probe.reading("cpc_signal_keep_loaded_bytes").await;
+    probe.kill();
+    let (share, max) = ((one_room * 3).to_string(), (one_room * 16).to_string());
+    let server = keeping(
+        &data,
+        &[
+            ("KEEP_MAX_LOADED_BYTES", &max),
+            ("KEEP_LOADED_BYTES_PER_ADDRESS", &share),
+            ("KEEP_MAX_ROOM_BYTES", &share),
+            ("TRUSTED_PROXIES", "127.0.0.1"),
+        ],
+    );
+    let server = &server;
+    let join = |seed, room, address| async move {
+        let headers = [("X-Forwarded-For", address)];
+        Page::join_with(server, Identity::from_seed(seed), room, &headers).await
+    };
+    // An honest address opens a new public room `p`.
+    let honest = join(91, "p", "198.51.100.4").await;
+    assert!(honest.keeper.is_some(), "{:?}", honest.unkept);
+    // The stranger writes it full.
+    let mut stranger = join(92, "p", "203.0.113.66").await;
+    let me = stranger.me();
+    let mut round = 0;
+    while server.reading("cpc_signal_keep_loaded_bytes").await < one_room * 5 / 2 {
+        stranger.write_padded(&format!("s{round}"), 20, 400);
+        round += 1;
+        let written = stranger.node.engine().clock().get(me);
+        assert!(
+            stranger
+                .run_until(|p| p.unkept.is_some() || p.acknowledged(me) >= written)
+                .await
+        );
+        assert!(stranger.unkept.is_none(), "{:?}", stranger.unkept);
+    }
+    // The honest address still loads its own stored room `y`.
+    let hy = join(93, "y", "198.51.100.4").await;
+    assert!(
+        hy.keeper.is_some(),
+        "the honest address was locked out by the stranger's writes: {:?}",
+        hy.unkept
+    );
+}

@@ -51,10 +51,10 @@ impl Default for KeepConfig {
         KeepConfig {
             data_dir: PathBuf::from("data"),
             max_rooms: 10_000,
-            max_room_bytes: 256 << 20,
+            max_room_bytes: 128 << 20,
             max_disk_bytes: 16 << 30,
-            max_loaded_bytes: 2 << 30,
-            loaded_bytes_per_address: 256 << 20,
+            max_loaded_bytes: 1 << 30,
+            loaded_bytes_per_address: 128 << 20,
             idle: Duration::from_secs(60),
             max_loaded: 1_000,
             loaded_per_address: 125,
@@ -154,8 +154,8 @@ pub enum KeepError {
     TooManyLoaded { max: usize },
     #[error("the server's rooms in memory take {bytes} bytes on disk, and it keeps at most {max} loaded (KEEP_MAX_LOADED_BYTES): it keeps no more until rooms are unloaded")]
     MemoryFull { bytes: u64, max: u64 },
-    #[error("the rooms loaded on the server for this address take {max} bytes on disk, the most one address may (KEEP_LOADED_BYTES_PER_ADDRESS); a room is unloaded KEEP_IDLE_MS after its last page leaves")]
-    AddressMemory { max: u64 },
+    #[error("the rooms loaded on the server for this address took {bytes} bytes on disk as they loaded, and this one would take it past {max}, the most one address may (KEEP_LOADED_BYTES_PER_ADDRESS); a room is unloaded KEEP_IDLE_MS after its last page leaves")]
+    AddressMemory { bytes: u64, max: u64 },
     #[error("this address has {max} rooms loaded on the server, the most one address may (KEEP_LOADED_PER_ADDRESS); a room is unloaded KEEP_IDLE_MS after its last page leaves")]
     AddressLoaded { max: usize },
     #[error("this address started {max} kept rooms within the hour, the most one address may (KEEP_NEW_ROOMS_PER_ADDRESS)")]

@@ -2,11 +2,16 @@
 //! of it: the room peer's bounds on both are kept here, in file bytes
 //! (a loaded room holds up to ~6 times its file in memory).
 //!
-//! The bytes of a room in memory are charged to the address it was loaded
-//! for, as its loaded slot is (`shares.rs`), and its commits' growth with
-//! them: one address may have `KEEP_LOADED_BYTES_PER_ADDRESS` of them at
-//! most (an eighth of `KEEP_MAX_LOADED_BYTES`), so filling the budget
-//! takes eight. Sans-IO: the caller measures the files.
+//! The bytes a room takes when it is loaded are charged to the address it
+//! was loaded for, as its loaded slot is (`shares.rs`): one address may
+//! have `KEEP_LOADED_BYTES_PER_ADDRESS` of them at most (an eighth of
+//! `KEEP_MAX_LOADED_BYTES`), so holding stored rooms loaded with bare joins
+//! until the budget is full takes eight addresses. What a room grows by
+//! while loaded counts against the budget alone: writes come from any of
+//! its pages, and charged to the address that loaded it, a stranger who
+//! loaded an honest room first could cut its writers off, and a stranger
+//! writing into rooms others loaded used up their shares (a review).
+//! Sans-IO: the caller measures the files.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -19,13 +24,13 @@ pub struct Disk {
     files: HashMap<String, u64>,
     /// The files' bytes, with what is reserved.
     total: u64,
-    /// The files of the rooms in memory, and the address each was loaded
-    /// for.
-    loaded: HashMap<String, Option<IpAddr>>,
+    /// The files of the rooms in memory, the address each was loaded for,
+    /// and what it was charged then.
+    loaded: HashMap<String, (Option<IpAddr>, u64)>,
     /// Their bytes, with what is reserved (every commit is a loaded
     /// room's).
     loaded_total: u64,
-    /// The same, by the address they are charged to.
+    /// What the rooms were charged as they were loaded, by address.
     by_address: HashMap<IpAddr, u64>,
 }
 
@@ -49,17 +54,8 @@ impl Disk {
     /// Adds `delta` bytes (less, if negative) to what the room of `file`
     /// holds in memory, when it is loaded.
     fn charge(&mut self, file: &str, delta: i128) {
-        let Some(by) = self.loaded.get(file) else {
-            return;
-        };
-        let add = |n: &mut u64| *n = (i128::from(*n) + delta).max(0) as u64;
-        add(&mut self.loaded_total);
-        if let Some(by) = by {
-            let share = self.by_address.entry(*by).or_default();
-            add(share);
-            if *share == 0 {
-                self.by_address.remove(by);
-            }
+        if self.loaded.contains_key(file) {
+            self.loaded_total = (i128::from(self.loaded_total) + delta).max(0) as u64;
         }
     }
 
@@ -79,25 +75,25 @@ impl Disk {
         config: &KeepConfig,
     ) -> Result<(), KeepError> {
         let bytes = self.files.get(file).copied().unwrap_or(0);
-        self.within(bytes, by, config)
+        self.within_budget(bytes, config)?;
+        let Some(by) = by else {
+            return Ok(());
+        };
+        let share = self.by_address.get(&by).copied().unwrap_or(0);
+        if share + bytes > config.loaded_bytes_per_address {
+            return Err(KeepError::AddressMemory {
+                bytes: share,
+                max: config.loaded_bytes_per_address,
+            });
+        }
+        Ok(())
     }
 
-    fn within(
-        &self,
-        adding: u64,
-        by: Option<IpAddr>,
-        config: &KeepConfig,
-    ) -> Result<(), KeepError> {
+    fn within_budget(&self, adding: u64, config: &KeepConfig) -> Result<(), KeepError> {
         if self.loaded_total + adding > config.max_loaded_bytes {
             return Err(KeepError::MemoryFull {
                 bytes: self.loaded_total,
                 max: config.max_loaded_bytes,
-            });
-        }
-        let share = by.map_or(0, |by| self.by_address.get(&by).copied().unwrap_or(0));
-        if by.is_some() && share + adding > config.loaded_bytes_per_address {
-            return Err(KeepError::AddressMemory {
-                max: config.loaded_bytes_per_address,
             });
         }
         Ok(())
@@ -105,9 +101,14 @@ impl Disk {
 
     /// The room of `file` is in memory, loaded for `by`.
     pub fn load(&mut self, file: &str, by: Option<IpAddr>) {
-        if self.loaded.insert(file.to_string(), by).is_none() {
-            let bytes = self.files.get(file).copied().unwrap_or(0);
-            self.charge(file, i128::from(bytes));
+        if self.loaded.contains_key(file) {
+            return;
+        }
+        let bytes = self.files.get(file).copied().unwrap_or(0);
+        self.loaded.insert(file.to_string(), (by, bytes));
+        self.charge(file, i128::from(bytes));
+        if let Some(by) = by {
+            *self.by_address.entry(by).or_default() += bytes;
         }
     }
 
@@ -115,14 +116,23 @@ impl Disk {
     pub fn unload(&mut self, file: &str) {
         let bytes = self.files.get(file).copied().unwrap_or(0);
         self.charge(file, -i128::from(bytes));
-        self.loaded.remove(file);
+        let Some((by, charged)) = self.loaded.remove(file) else {
+            return;
+        };
+        if let Some(by) = by {
+            let share = self.by_address.entry(by).or_default();
+            *share = share.saturating_sub(charged);
+            if *share == 0 {
+                self.by_address.remove(&by);
+            }
+        }
     }
 
     /// Reserves `adding` bytes for a commit of the loaded room of `file`,
-    /// within the disk's limit, the budget of the rooms in memory, and the
-    /// share of the address the room is charged to: checked and counted at
-    /// once, so rooms committing together pass them by at most a commit's
-    /// growth of the file beyond its records (redb's pages).
+    /// within the disk's limit and the budget of the rooms in memory:
+    /// checked and counted at once, so rooms committing together pass them
+    /// by at most a commit's growth of the file beyond its records (redb's
+    /// pages).
     pub fn reserve(
         &mut self,
         file: &str,
@@ -135,8 +145,7 @@ impl Disk {
                 max: config.max_disk_bytes,
             });
         }
-        let by = self.loaded.get(file).copied().flatten();
-        self.within(adding, by, config)?;
+        self.within_budget(adding, config)?;
         self.total += adding;
         self.charge(file, i128::from(adding));
         Ok(())
@@ -162,8 +171,9 @@ mod tests {
         }
     }
 
-    /// Each address has its share of the bytes in memory, loads and
-    /// commits alike, and what is unloaded or released comes back.
+    /// Each address has its share of the bytes rooms take as they load;
+    /// their growth counts against the budget alone; what is unloaded or
+    /// released comes back.
     #[test]
     fn the_bytes_in_memory_are_shared_by_address_and_given_back() {
         let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
@@ -175,17 +185,21 @@ mod tests {
         disk.load("x", Some(a));
         assert_eq!(
             disk.fits("y", Some(a), &config),
-            Err(KeepError::AddressMemory { max: 100 })
+            Err(KeepError::AddressMemory {
+                bytes: 80,
+                max: 100
+            })
         );
         assert!(disk.fits("y", Some(b), &config).is_ok());
         disk.load("y", Some(b));
         assert_eq!(disk.loaded_total(), 160);
-        // A commit of `x` is charged to `a`: 20 more fit, 21 do not.
-        assert!(disk.reserve("x", 21, &config).is_err());
-        disk.reserve("x", 20, &config).unwrap();
-        disk.release("x", 20);
+        // `x` grows past `a`'s share: the budget's alone.
+        disk.reserve("x", 500, &config).unwrap();
+        assert!(disk.reserve("x", 141, &config).is_err(), "past the budget");
+        disk.release("x", 500);
         disk.set("x", 95);
         assert_eq!(disk.loaded_total(), 175);
+        assert_eq!(disk.by_address.get(&a), Some(&80), "charged as it loaded");
         disk.unload("x");
         disk.unload("y");
         assert_eq!((disk.loaded_total(), disk.total()), (0, 175));

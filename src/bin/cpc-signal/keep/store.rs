@@ -331,9 +331,13 @@ mod tests {
         }
         let bytes = store.bytes();
         assert!(bytes < live as u64 * 5 / 4, "{bytes} bytes for {live} live");
+        // A smaller snapshot leaves none of the larger one's pieces.
+        store.commit(&[snapshot(&[7u8; 1 << 20])]).unwrap();
+        let bytes = store.bytes();
+        assert!(bytes < 4 << 20, "{bytes} bytes for 1 MiB live");
         drop(store);
         let (_, stored) = Store::open(&path, "room").expect("opens");
-        assert_eq!(stored.snapshot, Some(vec![2u8; live]));
+        assert_eq!(stored.snapshot, Some(vec![7u8; 1 << 20]));
 
         let path = folder.0.join("log.redb");
         let (mut store, _) = Store::open(&path, "log").expect("made");

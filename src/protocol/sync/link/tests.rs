@@ -835,3 +835,28 @@ fn a_relayed_link_offered_by_a_peer_is_taken_where_the_relay_is_enabled() {
     no_server.go_online();
     assert_eq!(no_server.relay_offered(PeerId(3), 5), None);
 }
+
+/// A peer closed for what it sent is refused for a while; joining the room
+/// anew (a reload: the server's `joined`, or a tab's hello) forgives it.
+#[test]
+fn a_refused_peer_that_joins_again_is_forgiven() {
+    let mut a = links(1, true);
+    let peer = PeerId(5);
+    let joined = || ServerMessage::Joined {
+        peer: peer.to_string(),
+    };
+    for rejoin in [true, false] {
+        a.server_message(joined(), 0);
+        a.mesh.incoming(peer, 1);
+        a.mesh.opened(peer, 2);
+        a.refuse(peer, 3, 0.0);
+        assert!(!a.mesh.incoming(peer, 4), "refused meanwhile");
+        if rejoin {
+            a.server_message(joined(), 5);
+        } else {
+            a.tab_message(hello(5), 5);
+        }
+        assert!(a.mesh.incoming(peer, 6), "forgiven (server: {rejoin})");
+        a.take_actions();
+    }
+}
