@@ -797,6 +797,41 @@ async fn the_rooms_in_memory_are_bounded_in_bytes_not_only_in_number() {
     assert!(y.keeper.is_some(), "{:?}", y.unkept);
 }
 
+/// `rooms` written on disk in `data`, and the bytes one of them takes
+/// once loaded (redb may grow a file as it opens it).
+async fn rooms_on_disk(data: &DataDir, rooms: &[&str]) -> u64 {
+    for room in rooms {
+        one_room_on_disk(data, room).await;
+    }
+    let mut probe = keeping(data, &[]);
+    let _page = Page::join(&probe, Identity::from_seed(90), rooms[0]).await;
+    let bytes = probe.reading("cpc_signal_keep_loaded_bytes").await;
+    probe.kill();
+    bytes
+}
+
+/// A server on `data` keeping `max` bytes of rooms in memory, `share` of
+/// them (and a room's at most) an address's, behind a trusted proxy at
+/// 127.0.0.1 (pages name their address in `X-Forwarded-For`).
+fn behind_a_proxy(data: &DataDir, share: u64, max: u64) -> Server {
+    let (share, max) = (share.to_string(), max.to_string());
+    keeping(
+        data,
+        &[
+            ("KEEP_MAX_LOADED_BYTES", &max),
+            ("KEEP_LOADED_BYTES_PER_ADDRESS", &share),
+            ("KEEP_MAX_ROOM_BYTES", &share),
+            ("TRUSTED_PROXIES", "127.0.0.1"),
+        ],
+    )
+}
+
+/// A page of `room` joining from `address` through the proxy.
+async fn join_from(server: &Server, seed: u64, room: &str, address: &str) -> Page {
+    let headers = [("X-Forwarded-For", address)];
+    Page::join_with(server, Identity::from_seed(seed), room, &headers).await
+}
+
 /// One address has a share of the bytes in memory: a stranger had filled
 /// the whole budget from one address by joining two stored rooms (after
 /// writing them once), and cut off every room whose next commit did not
@@ -805,33 +840,14 @@ async fn the_rooms_in_memory_are_bounded_in_bytes_not_only_in_number() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_address_takes_its_share_of_the_bytes_in_memory_not_all() {
     let data = DataDir::new("loaded-share");
-    for room in ["x", "y", "w"] {
-        one_room_on_disk(&data, room).await;
-    }
-    let mut probe = keeping(&data, &[]);
-    let _x = Page::join(&probe, Identity::from_seed(90), "x").await;
-    let one_room = probe.reading("cpc_signal_keep_loaded_bytes").await;
-    probe.kill();
-    let (share, max) = ((one_room * 3 / 2).to_string(), (one_room * 4).to_string());
-    let server = keeping(
-        &data,
-        &[
-            ("KEEP_MAX_LOADED_BYTES", &max),
-            ("KEEP_LOADED_BYTES_PER_ADDRESS", &share),
-            ("TRUSTED_PROXIES", "127.0.0.1"),
-        ],
-    );
-    let server = &server;
-    let join = |seed, room, address| async move {
-        let headers = [("X-Forwarded-For", address)];
-        Page::join_with(server, Identity::from_seed(seed), room, &headers).await
-    };
-    let x = join(91, "x", "203.0.113.7").await;
+    let one_room = rooms_on_disk(&data, &["x", "y", "w"]).await;
+    let server = behind_a_proxy(&data, one_room * 3 / 2, one_room * 4);
+    let x = join_from(&server, 91, "x", "203.0.113.7").await;
     assert!(x.keeper.is_some(), "{:?}", x.unkept);
-    let y = join(92, "y", "203.0.113.7").await;
+    let y = join_from(&server, 92, "y", "203.0.113.7").await;
     let reason = y.unkept.expect("past its share");
     assert!(reason.contains("KEEP_LOADED_BYTES_PER_ADDRESS"), "{reason}");
-    let w = join(93, "w", "198.51.100.4").await;
+    let w = join_from(&server, 93, "w", "198.51.100.4").await;
     assert!(w.keeper.is_some(), "another address: {:?}", w.unkept);
 }
 
@@ -942,28 +958,10 @@ async fn a_trusted_proxys_clients_each_get_their_share() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stranger_loading_a_room_first_does_not_cut_off_its_writers() {
     let data = DataDir::new("loader");
-    for room in ["x", "f"] {
-        one_room_on_disk(&data, room).await;
-    }
-    let mut probe = keeping(&data, &[]);
-    let _x = Page::join(&probe, Identity::from_seed(90), "x").await;
-    let one_room = probe.reading("cpc_signal_keep_loaded_bytes").await;
-    probe.kill();
-    let (share, max) = ((one_room * 2).to_string(), (one_room * 16).to_string());
-    let server = keeping(
-        &data,
-        &[
-            ("KEEP_MAX_LOADED_BYTES", &max),
-            ("KEEP_LOADED_BYTES_PER_ADDRESS", &share),
-            ("KEEP_MAX_ROOM_BYTES", &share),
-            ("TRUSTED_PROXIES", "127.0.0.1"),
-        ],
-    );
+    let one_room = rooms_on_disk(&data, &["x", "f"]).await;
+    let server = behind_a_proxy(&data, one_room * 2, one_room * 16);
     let server = &server;
-    let join = |seed, room, address| async move {
-        let headers = [("X-Forwarded-For", address)];
-        Page::join_with(server, Identity::from_seed(seed), room, &headers).await
-    };
+    let join = |seed, room, address| join_from(server, seed, room, address);
     // The stranger: bare joins of its filler and of the honest room.
     let f = join(91, "f", "203.0.113.66").await;
     assert!(f.keeper.is_some(), "{:?}", f.unkept);
@@ -991,26 +989,10 @@ async fn a_stranger_loading_a_room_first_does_not_cut_off_its_writers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_strangers_writes_are_not_charged_to_the_room_s_loader() {
     let data = DataDir::new("writer");
-    one_room_on_disk(&data, "y").await;
-    let mut probe = keeping(&data, &[]);
-    let _y = Page::join(&probe, Identity::from_seed(90), "y").await;
-    let one_room = probe.reading("cpc_signal_keep_loaded_bytes").await;
-    probe.kill();
-    let (share, max) = ((one_room * 3).to_string(), (one_room * 16).to_string());
-    let server = keeping(
-        &data,
-        &[
-            ("KEEP_MAX_LOADED_BYTES", &max),
-            ("KEEP_LOADED_BYTES_PER_ADDRESS", &share),
-            ("KEEP_MAX_ROOM_BYTES", &share),
-            ("TRUSTED_PROXIES", "127.0.0.1"),
-        ],
-    );
+    let one_room = rooms_on_disk(&data, &["y"]).await;
+    let server = behind_a_proxy(&data, one_room * 3, one_room * 16);
     let server = &server;
-    let join = |seed, room, address| async move {
-        let headers = [("X-Forwarded-For", address)];
-        Page::join_with(server, Identity::from_seed(seed), room, &headers).await
-    };
+    let join = |seed, room, address| join_from(server, seed, room, address);
     // An honest address opens a new public room `p`.
     let honest = join(91, "p", "198.51.100.4").await;
     assert!(honest.keeper.is_some(), "{:?}", honest.unkept);
