@@ -11,6 +11,7 @@
 import * as Y from "yjs";
 import { LoroDoc } from "loro-crdt";
 import { gzipSync } from "node:zlib";
+import assert from "node:assert/strict";
 
 const [workload = "overwrite", n = "10000"] = process.argv.slice(2);
 const writes = Number(n);
@@ -29,7 +30,9 @@ function next() {
 }
 
 // A device of each library: a burst applied as one transaction, what it
-// sends another, what it stores, and a load of what another stored.
+// sends another, what it stores, a load of what another stored, and its
+// state (checked against what the writes should leave, as
+// `examples/room_age.rs` checks cpc-sync's).
 function yjsDevice() {
   const doc = new Y.Doc();
   return {
@@ -47,6 +50,7 @@ function yjsDevice() {
     load(bytes) {
       Y.applyUpdateV2(doc, bytes);
     },
+    state: () => doc.getMap("room").toJSON(),
   };
 }
 
@@ -66,12 +70,14 @@ function loroDevice() {
     load(bytes) {
       doc.import(bytes);
     },
+    state: () => doc.getMap("room").toJSON(),
   };
 }
 
 function run(make) {
   state = 42n;
   const devices = [make(), make(), make()];
+  const expected = new Map();
   let next_ = 0, oldest = 0, at = 2 ** 40, written = 0;
   while (written < writes) {
     const d = Number(next() % BigInt(devices.length));
@@ -96,6 +102,7 @@ function run(make) {
       written++;
     }
     devices[d].apply(ops);
+    for (const [key, value] of ops) value === undefined ? expected.delete(key) : expected.set(key, value);
     for (const other of devices) if (other !== devices[d]) devices[d].sendTo(other);
     if (workload === "origin_churn" && written >= 1000 && written % 1000 < burst) {
       const fresh = make();
@@ -104,17 +111,22 @@ function run(make) {
       devices.push(fresh);
     }
   }
+  const sorted = (state) => Object.fromEntries([...Object.entries(state)].sort());
+  const want = sorted(Object.fromEntries(expected));
+  for (const device of devices) assert.deepStrictEqual(sorted(device.state()), want);
   const stored = devices[0].stored();
   const started = performance.now();
-  make().load(stored);
+  const loaded = make();
+  loaded.load(stored);
   const loadMs = performance.now() - started;
+  assert.deepStrictEqual(sorted(loaded.state()), want);
   return { raw: stored.length, gzipped: gzipSync(stored, { level: 9 }).length, loadMs };
 }
 
 for (const [name, make] of [["yjs", yjsDevice], ["loro", loroDevice]]) {
   const { raw, gzipped, loadMs } = run(make);
   console.log(
-    `${name}: ${workload}, ${writes} writes, 3 devices: stored ${raw} B, ${gzipped} B gzipped; ` +
+    `${name}: ${workload}, ${writes} writes, 3 devices (state checked): stored ${raw} B, ${gzipped} B gzipped; ` +
       `loaded in ${loadMs.toFixed(1)} ms`,
   );
 }

@@ -99,11 +99,14 @@ fn json(text: &str) -> JsonValue {
     JsonValue::parse(text).expect("JSON")
 }
 
-/// The list workloads' state: the next item, and the oldest live one.
+/// What the writes made: the list workloads' next item and oldest live
+/// one, and each overwritten key's last write time. The room's state is
+/// checked against it at the end.
 #[derive(Default)]
 struct List {
     next: u64,
     oldest: u64,
+    last: std::collections::BTreeMap<u64, u64>,
 }
 
 impl List {
@@ -111,6 +114,46 @@ impl List {
     fn adds(&self, rng: &mut Rng) -> bool {
         self.next - self.oldest < LIVE_ITEMS || rng.next_u64() % 2 == 0
     }
+
+    /// The state the writes of `workload` should leave, as `state_json`
+    /// gives it (a set's members sorted).
+    fn state(&self, workload: &str) -> serde_json::Value {
+        let live = self.oldest..self.next;
+        let state: serde_json::Map<String, serde_json::Value> = match workload {
+            "list_keys" => live
+                .map(|n| {
+                    let item = serde_json::json!({"done": false, "text": format!("buy milk {n}")});
+                    (format!("item/{n}"), item)
+                })
+                .collect(),
+            "set_unique" if live.is_empty() => serde_json::Map::new(),
+            "set_unique" => {
+                let mut members: Vec<String> = live.map(|n| format!("buy milk {n}")).collect();
+                members.sort();
+                [("list".to_string(), serde_json::json!(members))]
+                    .into_iter()
+                    .collect()
+            }
+            _ => (self.last.iter())
+                .map(|(key, at)| {
+                    let value = serde_json::json!({"text": "some value of a setting", "v": at});
+                    (format!("key{key}"), value)
+                })
+                .collect(),
+        };
+        serde_json::Value::Object(state)
+    }
+}
+
+/// `engine`'s state, a set's members sorted.
+fn shown(engine: &ReconciliationEngine) -> serde_json::Value {
+    let mut state: serde_json::Value = serde_json::from_str(&engine.state_json()).expect("JSON");
+    for value in state.as_object_mut().expect("an object").values_mut() {
+        if let Some(members) = value.as_array_mut() {
+            members.sort_by_key(|m| m.to_string());
+        }
+    }
+    state
 }
 
 /// One write of `workload` on `engine`.
@@ -126,6 +169,7 @@ fn write(
             let key = rng.next_u64() % KEYS;
             let value = format!(r#"{{"v":{at},"text":"some value of a setting"}}"#);
             engine.set(&format!("key{key}"), json(&value), at).unwrap();
+            list.last.insert(key, at);
         }
         "list_keys" if list.adds(rng) => {
             let value = format!(r#"{{"text":"buy milk {}","done":false}}"#, list.next);
@@ -210,6 +254,12 @@ fn main() {
     let mut first = devices.remove(0);
     let snapshot =
         (first.engine.compact_encoded(&all)).unwrap_or_else(|| first.engine.encode_snapshot());
+    let expected = list.state(workload);
+    assert_eq!(
+        shown(&first.engine),
+        expected,
+        "the room holds what was written"
+    );
     let origins = first.engine.clock().iter().count();
     let state = first.engine.state_json().len();
     let events = StateSnapshot::decode(&snapshot).unwrap().events.len();
@@ -221,12 +271,12 @@ fn main() {
     let decoded = StateSnapshot::decode(&snapshot).unwrap();
     let cold = ReconciliationEngine::from_snapshot(peer, EngineConfig::default(), decoded).unwrap();
     let cold_ms = started.elapsed().as_secs_f64() * 1e3;
-    std::hint::black_box(cold);
+    assert_eq!(shown(&cold), expected, "a cold start holds it too");
     let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     gzip.write_all(&snapshot).unwrap();
     let gzipped = gzip.finish().unwrap().len();
     println!(
-        "{workload}, {writes} writes, {count} devices: the state's JSON {state} B; snapshot {} B, \
+        "{workload}, {writes} writes, {count} devices (state checked): the state's JSON {state} B; snapshot {} B, \
          {gzipped} B gzipped, {events} events; {origins} origins; the engine's heap {} KB; \
          cold start {cold_ms:.1} ms ({simulated:.1} s to simulate)",
         snapshot.len(),

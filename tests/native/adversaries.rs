@@ -2623,6 +2623,29 @@ fn a_transfer_resumed_from_another_source_starts_over() {
     assert!(room.a.engine().clock().descends(&clock));
 }
 
+/// A room where `a` reconciles "rc/" keys, and Mallory's events, unsealed,
+/// that make her the resolver of "rc/x": two writes of hers, the second
+/// not observing the first (a conflict whose siblings are all hers), then
+/// a write of "1" to each of `more`.
+fn mallory_resolving(more: &[&str]) -> (Room, Vec<P2PEvent>) {
+    let mut room = Room::new(EngineConfig::default());
+    room.a
+        .engine_mut()
+        .set_policy("rc/", cpc_sync::protocol::ConflictPolicy::Reconcile);
+    let mut events = room.mallory_writes(|e| {
+        e.set("rc/x", json("1"), NOW).unwrap();
+        e.set("rc/x", json("2"), NOW).unwrap();
+        for key in more {
+            e.set(key, json("1"), NOW).unwrap();
+        }
+    });
+    events.iter_mut().for_each(|e| e.seal = None);
+    if let Operation::Register(RegisterOp::Write { observed, .. }) = &mut events[1].op {
+        *observed = VectorClock::new();
+    }
+    (room, events)
+}
+
 /// Mallory answers a request of ours with runs we refuse: each is charged
 /// to her, as each refused run of an `Events` message is (a response was
 /// charged its first refusal only). She made herself the resolver: two
@@ -2631,22 +2654,9 @@ fn a_transfer_resumed_from_another_source_starts_over() {
 #[test]
 fn each_refused_run_of_a_reconciliation_response_is_charged() {
     use cpc_sync::protocol::clock::Timestamp;
-    let mut room = Room::new(EngineConfig::default());
-    room.a
-        .engine_mut()
-        .set_policy("rc/", cpc_sync::protocol::ConflictPolicy::Reconcile);
+    let (mut room, events) = mallory_resolving(&["m/3", "m/4"]);
     let (a, m) = (room.a.peer(), room.mallory.peer());
     let mallory = Identity::from_seed(666);
-    let mut events = room.mallory_writes(|e| {
-        e.set("rc/x", json("1"), NOW).unwrap();
-        e.set("rc/x", json("2"), NOW).unwrap();
-        e.set("m/3", json("3"), NOW).unwrap();
-        e.set("m/4", json("4"), NOW).unwrap();
-    });
-    events.iter_mut().for_each(|e| e.seal = None);
-    if let Operation::Register(RegisterOp::Write { observed, .. }) = &mut events[1].op {
-        *observed = VectorClock::new();
-    }
     let mut conflict = events[..2].to_vec();
     seal::seal(&mallory, &mut conflict);
     room.mallory_sends(&Message::Events(conflict));
@@ -2688,21 +2698,9 @@ fn each_refused_run_of_a_reconciliation_response_is_charged() {
 #[test]
 fn a_resolver_that_keeps_quiet_banks_no_requests_to_answer_later() {
     use cpc_sync::protocol::sync::session::AwaitedResponses;
-    let mut room = Room::new(EngineConfig::default());
-    room.a
-        .engine_mut()
-        .set_policy("rc/", cpc_sync::protocol::ConflictPolicy::Reconcile);
+    let (mut room, mut events) = mallory_resolving(&[]);
     let (a, m) = (room.a.peer(), room.mallory.peer());
-    let mallory = Identity::from_seed(666);
-    let mut events = room.mallory_writes(|e| {
-        e.set("rc/x", json("1"), NOW).unwrap();
-        e.set("rc/x", json("2"), NOW).unwrap();
-    });
-    events.iter_mut().for_each(|e| e.seal = None);
-    if let Operation::Register(RegisterOp::Write { observed, .. }) = &mut events[1].op {
-        *observed = VectorClock::new();
-    }
-    seal::seal(&mallory, &mut events);
+    seal::seal(&Identity::from_seed(666), &mut events);
     room.mallory_sends(&Message::Events(events.clone()));
     room.pump();
     assert_eq!(room.a.engine().resolver("rc/x"), Some(m));
