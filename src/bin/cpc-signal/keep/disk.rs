@@ -74,7 +74,7 @@ impl Disk {
         by: Option<IpAddr>,
         config: &KeepConfig,
     ) -> Result<(), KeepError> {
-        let bytes = self.files.get(file).copied().unwrap_or(0);
+        let bytes = self.is_stored(file).unwrap_or(0);
         self.within_budget(bytes, config)?;
         let Some(by) = by else {
             return Ok(());
@@ -104,7 +104,7 @@ impl Disk {
         if self.loaded.contains_key(file) {
             return;
         }
-        let bytes = self.files.get(file).copied().unwrap_or(0);
+        let bytes = self.is_stored(file).unwrap_or(0);
         self.loaded.insert(file.to_string(), (by, bytes));
         self.charge(file, i128::from(bytes));
         if let Some(by) = by {
@@ -114,7 +114,7 @@ impl Disk {
 
     /// The room of `file` is no longer in memory.
     pub fn unload(&mut self, file: &str) {
-        let bytes = self.files.get(file).copied().unwrap_or(0);
+        let bytes = self.is_stored(file).unwrap_or(0);
         self.charge(file, -i128::from(bytes));
         let Some((by, charged)) = self.loaded.remove(file) else {
             return;

@@ -15,7 +15,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use cpc_sync::protocol::event::Hash32;
 use cpc_sync::protocol::signal::ServerMessage;
 use cpc_sync::protocol::sync::gzip::{gunzip_at_most, gzip};
-use cpc_sync::protocol::sync::{Output, Persist, Relay, SyncConfig, SyncNode, VERIFY_WINDOW_MS};
+use cpc_sync::protocol::sync::{
+    Commit, Output, Persist, Relay, SyncConfig, SyncNode, VERIFY_WINDOW_MS,
+};
 use cpc_sync::protocol::{EngineConfig, PeerId};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -404,7 +406,7 @@ impl Room {
             });
         }
         self.keep.reserve(&self.file, adding)?;
-        let committed = self.commit_reserved(writes);
+        let committed = self.commit_reserved(&commit);
         if let Some(store) = &self.store {
             self.bytes = store.bytes();
         }
@@ -426,7 +428,7 @@ impl Room {
 
     /// Commits `writes`, within a reservation of their bytes; the room's
     /// database is made at its first write.
-    fn commit_reserved(&mut self, writes: &[Persist]) -> Result<(), KeepError> {
+    fn commit_reserved(&mut self, commit: &Commit) -> Result<(), KeepError> {
         let store = match &mut self.store {
             Some(store) => store,
             None => {
@@ -440,7 +442,7 @@ impl Room {
                 self.store.insert(store)
             }
         };
-        Ok(store.commit(writes)?)
+        Ok(store.write(commit)?)
     }
 
     fn send(&mut self, to: PeerId, frame: Vec<u8>) {

@@ -1,5 +1,6 @@
 //! A kept room on disk: one redb database per room, holding what the
-//! room's `SyncNode` asks to persist ([`Persist`]): batches of events
+//! room's `SyncNode` asks to persist
+//! ([`Persist`](cpc_sync::protocol::sync::Persist)): batches of events
 //! appended in order, and the snapshot that replaces them when the log is
 //! folded. One write transaction carries every write of one drain of the
 //! node's outputs, and is committed (fsync'd) before anything those
@@ -9,6 +10,8 @@
 
 use std::path::{Path, PathBuf};
 
+use cpc_sync::protocol::sync::Commit;
+#[cfg(test)]
 use cpc_sync::protocol::sync::Persist;
 use cpc_sync::protocol::P2PEvent;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -174,8 +177,15 @@ impl Store {
 
     /// Makes `writes` durable, in order, in one transaction: `Ok` once it
     /// is committed to disk.
+    #[cfg(test)]
     pub fn commit(&mut self, writes: &[Persist]) -> Result<(), StoreError> {
-        let commit = Persist::commit(writes);
+        self.write(&Persist::commit(writes))
+    }
+
+    /// Makes one commit's writes
+    /// ([`Persist::commit`](cpc_sync::protocol::sync::Persist::commit))
+    /// durable in one transaction: `Ok` once it is committed to disk.
+    pub fn write(&mut self, commit: &Commit) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(failed)?;
         let mut next_key = self.next_key;
         {

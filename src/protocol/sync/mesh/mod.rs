@@ -144,6 +144,12 @@ impl Link {
     fn active(&self) -> bool {
         self.state != LinkState::Closed
     }
+
+    /// Whether its wait after a close for what it sent stands at `now_ms`
+    /// (see [`Mesh::refused`]).
+    fn refused_at(&self, now_ms: u64) -> bool {
+        self.refused_until_ms.is_some_and(|until| now_ms < until)
+    }
 }
 
 /// The peers this peer knows of, and its connections.
@@ -247,7 +253,7 @@ impl Mesh {
         let Some(link) = self.links.get_mut(&peer) else {
             return;
         };
-        if link.refused_until_ms.is_some_and(|until| now_ms < until) {
+        if link.refused_at(now_ms) {
             // Closed for what it sent: its wait stands (see `refused`).
             return;
         }
@@ -267,7 +273,7 @@ impl Mesh {
         let Some(link) = self.link(peer, now_ms) else {
             return;
         };
-        if link.refused_until_ms.is_some_and(|until| now_ms < until) {
+        if link.refused_at(now_ms) {
             return;
         }
         link.connecting(now_ms);
@@ -286,7 +292,7 @@ impl Mesh {
         let Some(link) = self.link(peer, now_ms) else {
             return false;
         };
-        if link.refused_until_ms.is_some_and(|until| now_ms < until) {
+        if link.refused_at(now_ms) {
             return false;
         }
         if full && !link.active() && (self.full_mesh() || !self.make_room(peer, now_ms)) {
