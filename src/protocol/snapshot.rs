@@ -50,6 +50,12 @@ pub enum SnapshotError {
     RaisesOwnClock { claimed: u64, ours: u64 },
     #[error("snapshot has {count} origins; this room allows {limit}")]
     TooManyOrigins { count: usize, limit: usize },
+    /// The snapshot's origins joined with ours pass the bound, where the
+    /// snapshot's alone do not. Not a lie: an honest sender holds its own
+    /// origins, and a flood of throwaway origins split between two peers
+    /// leaves each with ones the other lacks.
+    #[error("snapshot's origins joined with ours make {count}; this room allows {limit}")]
+    TooManyOriginsJoined { count: usize, limit: usize },
     #[error("snapshot event {0} is timestamped too far ahead of our clock")]
     ClockSkew(EventId),
     #[error("state arrived that we did not ask for")]
@@ -98,6 +104,7 @@ impl SnapshotError {
                 | SnapshotError::OverlappingRun(_)
                 | SnapshotError::OtherVersion(_)
                 | SnapshotError::TooManyEvents { .. }
+                | SnapshotError::TooManyOriginsJoined { .. }
         )
     }
 }

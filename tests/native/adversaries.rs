@@ -2804,3 +2804,78 @@ fn an_unasked_reconciliation_response_is_refused_before_it_is_shown() {
     assert_eq!(standing.rejected, 1);
     room.still_converge(0);
 }
+
+/// Mallory fills the origin bound of two honest peers with two sets of
+/// throwaway identities (one sealed event each), a set to each peer: each
+/// takes its own and refuses the other's relayed at no cost. Once `b`
+/// folds while `a` is away, `b`'s snapshot is its whole honest state, yet
+/// joined with `a`'s origins it passes the bound. That was refused as a
+/// lie (25 points) at every offer, and `a` cut `b` off (a review). Over
+/// the bound joined with ours is now no lie; over it alone still is.
+#[test]
+fn split_origin_floods_do_not_make_an_honest_snapshot_a_lie() {
+    use common::net::{honest, Net};
+    let limit = 8;
+    let config = EngineConfig {
+        max_origins: limit,
+        ..EngineConfig::default()
+    };
+    let nodes = [1, 2, 661, 662].map(|seed| signed_relaying(seed, config.clone(), Relay::Pull));
+    let mut net = Net::new(nodes.into(), NOW);
+    let (a, b, m1, m2) = (0, 1, 2, 3);
+    net.link(a, b);
+    net.link(a, m1);
+    net.link(b, m2);
+    for (node, key) in [(a, "doc/a"), (b, "doc/b")] {
+        net.nodes[node]
+            .write(|e| e.set(key, json("1"), NOW).map(Some))
+            .unwrap();
+    }
+    net.run(2_000, 100, &mut honest);
+    assert_eq!(net.nodes[a].engine().clock(), net.nodes[b].engine().clock());
+    // A set of 4 throwaway origins to each honest peer (beside its 2
+    // writers); relayed, each takes 2 of the other's and is full.
+    for (node, from, seeds) in [(a, m1, 10_000), (b, m2, 20_000)] {
+        let events: Vec<P2PEvent> = (0..4).map(|i| throwaway(seeds + i)).collect();
+        let from = net.nodes[from].peer();
+        for frame in wire::encode(&Message::Events(events), 1) {
+            let now = net.now;
+            net.nodes[node].receive_frame(from, &frame, now);
+        }
+    }
+    net.run(2_000, 100, &mut honest);
+    // `a` goes away; `b` folds what it has.
+    net.unlink(a, b);
+    net.unlink(b, m2);
+    net.nodes[b].fold();
+    assert!(net.nodes[b].engine().log().is_empty());
+    net.run(1_000, 100, &mut honest);
+    let before = net.seen[a].rejected.len();
+    net.link(a, b);
+    net.run(120_000, 500, &mut honest);
+    let pb = net.nodes[b].peer();
+    let refused: Vec<&Refusal> = net.seen[a].rejected[before..]
+        .iter()
+        .filter(|(p, _)| *p == pb)
+        .map(|(_, r)| r)
+        .collect();
+    assert!(
+        refused.iter().any(|r| matches!(
+            r,
+            Refusal::State(SnapshotError::TooManyOriginsJoined { limit: 8, .. })
+        )),
+        "the snapshot was not offered past the bound: {refused:?}"
+    );
+    let charged: u32 = refused.iter().map(|r| r.points_from(pb)).sum();
+    assert_eq!(charged, 0, "honest b charged for its snapshot: {refused:?}");
+    assert!(net.linked(a, b), "a cut b off: {:?}", net.seen[a].closed);
+}
+
+/// One sealed event of a throwaway identity (free to make).
+fn throwaway(seed: u64) -> P2PEvent {
+    let identity = Identity::from_seed(seed);
+    let mut engine = ReconciliationEngine::new(identity.peer(), EngineConfig::default());
+    let mut run = vec![engine.set("spam", json("1"), NOW).unwrap()];
+    seal::seal(&identity, &mut run);
+    run.remove(0)
+}

@@ -8,7 +8,8 @@ use crate::common;
 use common::signed_node;
 use cpc_sync::protocol::sync::presence::{
     PresenceError, PresenceUpdate, MAX_PRESENCES, MAX_PRESENCE_BATCH, MAX_PRESENCE_BYTES,
-    MIN_PRESENCE_INTERVAL_MS, PRESENCE_REFRESH_MS, PRESENCE_TIMEOUT_MS, PRESENCE_UNLINKED_MS,
+    MIN_PRESENCE_INTERVAL_MS, PRESENCE_MAX_AGE_MS, PRESENCE_REFRESH_MS, PRESENCE_SKEW_MS,
+    PRESENCE_TIMEOUT_MS, PRESENCE_UNLINKED_MS,
 };
 use cpc_sync::protocol::sync::wire::{self, Message};
 use cpc_sync::protocol::sync::{Output, Persist, Refusal, SyncConfig, SyncNode};
@@ -331,6 +332,80 @@ fn a_peer_that_left_is_gone_at_once_and_a_replay_does_not_bring_it_back() {
     assert_eq!(
         values(&nodes[1]),
         vec![(gone.to_string(), "{\"name\":\"a2\"}".into())]
+    );
+}
+
+/// A departed peer's last update, kept by a member and replayed long
+/// after, once its tombstone would have timed out: it showed the peer
+/// again at every honest peer, each relaying it on, for good (a review).
+/// An update stamped more than [`PRESENCE_MAX_AGE_MS`] ago is refused,
+/// and a tombstone is kept until its stamp is that old.
+#[test]
+fn a_departed_peers_presence_replayed_later_does_not_show_it_again() {
+    let mut nodes = vec![durable(1), durable(2), durable(3)];
+    link(&mut nodes, 0, 1);
+    link(&mut nodes, 1, 2);
+    pump(&mut nodes, NOW);
+    let (p0, p2) = (nodes[0].peer(), nodes[2].peer());
+    nodes[0].set_presence("{\"name\":\"alice\"}", NOW).unwrap();
+    let mut last = None;
+    for output in nodes[0].take_outputs() {
+        if let Output::Send { frame, .. } = output {
+            nodes[1].receive_frame(p0, &frame, NOW);
+            last = Some(frame);
+        }
+    }
+    let last = last.expect("alice's presence went out");
+    pump(&mut nodes, NOW);
+    assert_eq!(values(&nodes[2]).len(), 1);
+    unlink(&mut nodes, 0, 1);
+    nodes[1].peer_left(p0);
+    nodes[2].peer_left(p0);
+    // Replayed by a member (node 2's link) at times past the tombstone's
+    // old timeout, up to hours later.
+    for later in [
+        PRESENCE_TIMEOUT_MS + 1,
+        PRESENCE_MAX_AGE_MS - 1,
+        PRESENCE_MAX_AGE_MS + 1,
+        3_600_000,
+    ] {
+        let now = NOW + later;
+        nodes[1].tick(now);
+        nodes[2].tick(now);
+        pump(&mut nodes, now);
+        nodes[1].receive_frame(p2, &last, now);
+        pump(&mut nodes, now);
+        assert_eq!(values(&nodes[1]), vec![], "shown again {later} ms later");
+        assert_eq!(values(&nodes[2]), vec![], "relayed on {later} ms later");
+    }
+    assert_eq!(
+        nodes[1].stats(p2).map(|s| s.rejected),
+        Some(0),
+        "an old update relayed is dropped, not refused"
+    );
+}
+
+/// The bound below is no harder on an honest peer than the one above: a
+/// peer whose clock runs a minute behind ours still shows.
+#[test]
+fn a_peer_whose_clock_runs_behind_still_shows() {
+    let mut nodes = vec![durable(1), durable(2)];
+    link(&mut nodes, 0, 1);
+    pump(&mut nodes, NOW);
+    let behind = NOW - PRESENCE_SKEW_MS;
+    nodes[0].set_presence("{\"name\":\"a\"}", behind).unwrap();
+    pump(&mut nodes, NOW);
+    assert_eq!(values(&nodes[1]).len(), 1);
+    let old = PresenceUpdate::new(
+        nodes[0].peer(),
+        NOW - PRESENCE_MAX_AGE_MS - 1,
+        "{}".into(),
+        None,
+    );
+    let mut table = cpc_sync::protocol::sync::presence::PresenceTable::default();
+    assert_eq!(
+        table.take(old, nodes[0].peer(), NOW),
+        Err(PresenceError::Old(nodes[0].peer()))
     );
 }
 

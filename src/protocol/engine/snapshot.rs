@@ -715,7 +715,9 @@ impl ReconciliationEngine {
         }
     }
 
-    /// The bound on origins, once the snapshot's are joined with ours.
+    /// The bound on origins, once the snapshot's are joined with ours (a
+    /// snapshot over it alone was refused as a lie by
+    /// [`StateSnapshot::verify_whole`]).
     fn check_origins(&self, snapshot: &StateSnapshot) -> Result<(), SnapshotError> {
         let new = snapshot
             .version_vector
@@ -724,7 +726,7 @@ impl ReconciliationEngine {
             .count();
         let count = self.applied.len() + new;
         if count > self.max_origins() {
-            return Err(SnapshotError::TooManyOrigins {
+            return Err(SnapshotError::TooManyOriginsJoined {
                 count,
                 limit: self.max_origins(),
             });

@@ -23,6 +23,10 @@ pub const PRESENCE_REFRESH_MS: u64 = 10_000;
 pub const MIN_PRESENCE_INTERVAL_MS: u64 = 100;
 /// A stamp this far ahead of our clock is refused.
 pub const PRESENCE_SKEW_MS: u64 = 60_000;
+/// A stamp this far behind our clock is refused: an update that old was
+/// gone [`PRESENCE_TIMEOUT_MS`] after it was made, even from a peer whose
+/// clock runs [`PRESENCE_SKEW_MS`] behind ours, so it can only be a replay.
+pub const PRESENCE_MAX_AGE_MS: u64 = PRESENCE_TIMEOUT_MS + PRESENCE_SKEW_MS;
 /// Peers whose presence is held, at most (a room's `MAX_ROOM`).
 pub const MAX_PRESENCES: usize = 1024;
 /// Updates in one message, at most.
@@ -56,6 +60,8 @@ pub enum PresenceError {
     Stale(PeerId),
     #[error("presence of {0} stamped more than {PRESENCE_SKEW_MS} ms ahead")]
     Ahead(PeerId),
+    #[error("presence of {0} stamped more than {PRESENCE_MAX_AGE_MS} ms ago")]
+    Old(PeerId),
     #[error("presence of more than {MAX_PRESENCES} peers")]
     Full,
     #[error("more than {MAX_PRESENCE_BATCH} presence updates in one message")]
@@ -187,6 +193,11 @@ impl PresenceTable {
         if update.stamp > now_ms.saturating_add(PRESENCE_SKEW_MS) {
             return Err(PresenceError::Ahead(peer));
         }
+        // Without a bound below, a peer's last update, replayed once its
+        // tombstone timed out, showed it again long after it left.
+        if update.stamp.saturating_add(PRESENCE_MAX_AGE_MS) < now_ms {
+            return Err(PresenceError::Old(peer));
+        }
         match self.held.get(&peer) {
             Some(h) if h.update.stamp == update.stamp => return Ok(false),
             Some(h) if h.update.stamp > update.stamp => return Err(PresenceError::Stale(peer)),
@@ -246,9 +257,10 @@ impl PresenceTable {
         }
     }
 
-    /// Drops what was not refreshed in time (kept a timeout longer as a
-    /// tombstone once left or hidden, so a replay stays stale); whether
-    /// anything the app sees went.
+    /// Drops what was not refreshed in time; whether anything the app sees
+    /// went. A tombstone (left or hidden) is kept at least until its stamp
+    /// is too old to be taken ([`PRESENCE_MAX_AGE_MS`]), so a replay of it
+    /// stays stale.
     pub fn expire(&mut self, now_ms: u64) -> bool {
         let mut gone = false;
         self.held.retain(|_, h| {
@@ -256,7 +268,8 @@ impl PresenceTable {
                 let by = (now_ms + PRESENCE_UNLINKED_MS).saturating_sub(PRESENCE_TIMEOUT_MS);
                 h.seen_ms = h.seen_ms.min(by);
             }
-            let keep = now_ms < h.seen_ms + PRESENCE_TIMEOUT_MS;
+            let keep = now_ms < h.seen_ms + PRESENCE_TIMEOUT_MS
+                || (!h.shown() && now_ms <= h.update.stamp.saturating_add(PRESENCE_MAX_AGE_MS));
             gone |= !keep && h.shown();
             keep
         });

@@ -104,7 +104,9 @@ impl SyncNode {
                 // relay passes on when two paths cross: dropped as a
                 // duplicate, not refused (the page showed the room peer
                 // "1 refused" in Firefox).
-                Err(PresenceError::Stale(_)) if update.peer != from => {}
+                // So is one too old by our clock: its origin's clock may
+                // run behind.
+                Err(PresenceError::Stale(_) | PresenceError::Old(_)) if update.peer != from => {}
                 Err(e) => self.refuse(from, Refusal::Presence(e)),
             }
         }
