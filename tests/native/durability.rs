@@ -10,11 +10,14 @@ use cpc_sync::protocol::sync::{Output, Persist, SyncConfig, SyncNode};
 use cpc_sync::protocol::{EngineConfig, Identity, P2PEvent, PeerId};
 
 fn durable_node(seed: u64) -> SyncNode {
-    let config = SyncConfig {
+    common::signed_node(seed, durable())
+}
+
+fn durable() -> SyncConfig {
+    SyncConfig {
         durable: true,
         ..SyncConfig::default()
-    };
-    common::signed_node(seed, config)
+    }
 }
 
 /// What a node asked for and what it sent, in order.
@@ -234,6 +237,7 @@ fn the_log_folds_when_writes_pause_or_it_grows_too_long() {
     let config = SyncConfig {
         durable: true,
         compact_after: 10,
+        keep_unacked: 0,
         ..SyncConfig::default()
     };
     let mut node = common::signed_node(7, config);
@@ -387,7 +391,7 @@ fn others_events_waiting_through_many_frames_go_once_each() {
 /// of the fold; what came after it reaches the newcomer from the log.
 #[test]
 fn a_newcomer_is_offered_the_snapshot_the_last_fold_stored() {
-    let mut host = durable_node(1);
+    let mut host = common::signed_node(1, common::folds_all(durable()));
     for i in 0..20 {
         host.write(|e| e.set(&format!("k{i}"), json("1"), 1_000).map(Some))
             .unwrap();
@@ -427,6 +431,11 @@ fn a_newcomer_is_offered_the_snapshot_the_last_fold_stored() {
             }
             new.receive_frame(host.peer(), frame, 2_000);
         }
+        // Once it loaded, its timer stores the snapshot, and then tells
+        // its clock.
+        if !new.engine().clock().is_empty() {
+            new.tick(2_000);
+        }
         if step(&mut new, &mut host, 2_000) && seen.sends.is_empty() {
             break;
         }
@@ -449,7 +458,7 @@ fn a_newcomer_is_offered_the_snapshot_the_last_fold_stored() {
 /// for after the fold is served from it, by its id.
 #[test]
 fn a_transfer_under_way_outlives_the_next_fold() {
-    let mut host = durable_node(1);
+    let mut host = common::signed_node(1, common::folds_all(durable()));
     let write = |host: &mut SyncNode, from: usize, now: u64| {
         for i in from..from + 20 {
             host.write(|e| e.set(&format!("k{i}"), json("1"), now).map(Some))
@@ -847,4 +856,198 @@ fn storage_that_lost_everything_is_given_the_whole_state_again() {
     .expect("restores");
     assert_eq!(restored.engine().state_json(), a.engine().state_json());
     assert_eq!(restored.engine().clock(), a.engine().clock());
+}
+
+/// What the room peer acknowledged is on its disk: its edge commits each
+/// drain's writes, then sends its frames.
+mod acknowledged {
+    use crate::common::{self, json, signed_node};
+    use cpc_sync::protocol::seal::verify_packed;
+    use cpc_sync::protocol::sync::gzip::{gunzip_at_most, gzip};
+    use cpc_sync::protocol::sync::wire::{decode, Decoded, Message};
+    use cpc_sync::protocol::sync::{Output, Persist, SyncConfig, SyncNode};
+    use cpc_sync::protocol::{EngineConfig, P2PEvent, PeerId, VectorClock};
+
+    /// A room peer's disk: what its commits left (a snapshot, then records).
+    #[derive(Default)]
+    struct Disk {
+        snapshot: Option<Vec<u8>>,
+        records: Vec<P2PEvent>,
+    }
+
+    impl Disk {
+        fn commit(&mut self, writes: &[Persist]) {
+            let c = Persist::commit(writes);
+            if let Some(s) = c.snapshot {
+                self.snapshot = Some(s.to_vec());
+                self.records.clear();
+            }
+            if let Some(r) = c.record {
+                self.records.extend(P2PEvent::decode_batch(&r).unwrap());
+            }
+        }
+
+        /// The clock a restart (after `kill -9`) comes back with.
+        fn clock(&self, peer: PeerId, config: &SyncConfig) -> VectorClock {
+            SyncNode::restore(
+                peer,
+                EngineConfig::default(),
+                config.clone(),
+                self.snapshot.as_deref(),
+                self.records.clone(),
+            )
+            .unwrap()
+            .engine()
+            .clock()
+            .clone()
+        }
+    }
+
+    /// The page's edge: everything done at once, frames returned.
+    fn page_outputs(node: &mut SyncNode, now: u64) -> Vec<(PeerId, Vec<u8>)> {
+        let mut frames = Vec::new();
+        for _ in 0..20 {
+            let outputs = node.take_outputs();
+            if outputs.is_empty() {
+                break;
+            }
+            for o in outputs {
+                match o {
+                    Output::Send { to, frame } => frames.push((to, frame)),
+                    Output::Persist { token, .. } => node.persisted(token),
+                    Output::Verify { batch, seals } => {
+                        node.verified(batch, &verify_packed(&seals), now)
+                    }
+                    Output::GzipSnapshot { bytes } => node.snapshot_gzipped(&bytes, gzip(&bytes)),
+                    Output::GunzipSnapshot { id, bytes, limit } => {
+                        node.snapshot_gunzipped(id, gunzip_at_most(&bytes, limit), now)
+                    }
+                    _ => {}
+                }
+            }
+        }
+        frames
+    }
+
+    /// The room peer's edge, as `keep/room.rs` `carry_out`: each drain's
+    /// persists committed, then its frames sent. Every digest it sends is
+    /// checked against what a restart from its disk would claim.
+    fn keep_outputs(
+        node: &mut SyncNode,
+        disk: &mut Disk,
+        config: &SyncConfig,
+        now: u64,
+        unbacked: &mut Vec<String>,
+    ) -> Vec<(PeerId, Vec<u8>)> {
+        let mut frames = Vec::new();
+        loop {
+            let outputs = node.take_outputs();
+            if outputs.is_empty() {
+                return frames;
+            }
+            let mut writes = Vec::new();
+            let mut last = None;
+            let mut rest = Vec::new();
+            for o in outputs {
+                match o {
+                    Output::Persist { token, write } => {
+                        writes.push(write);
+                        last = Some(token);
+                    }
+                    other => rest.push(other),
+                }
+            }
+            if let Some(t) = last {
+                disk.commit(&writes);
+                node.persisted(t);
+            }
+            for o in rest {
+                match o {
+                    Output::Send { to, frame } => {
+                        if let Ok(Decoded::Message(Message::Digest { clock, .. })) = decode(&frame)
+                        {
+                            let on_disk = disk.clock(node.peer(), config);
+                            if !on_disk.descends(&clock) {
+                                unbacked.push(format!(
+                                    "digest sent with clock {clock:?}, disk restores {on_disk:?}"
+                                ));
+                            }
+                        }
+                        frames.push((to, frame));
+                    }
+                    Output::Verify { batch, seals } => {
+                        node.verified(batch, &verify_packed(&seals), now)
+                    }
+                    Output::GzipSnapshot { bytes } => node.snapshot_gzipped(&bytes, gzip(&bytes)),
+                    Output::GunzipSnapshot { id, bytes, limit } => {
+                        node.snapshot_gunzipped(id, gunzip_at_most(&bytes, limit), now)
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// A page whose log is folded opens against a room peer that lacks its
+    /// events (a new room file, or one behind its horizon): the room peer
+    /// takes its snapshot, and told its clock at once, while the snapshot
+    /// waited for its next timer to be stored (a review). README: "An
+    /// event is committed (fsync'd) before the room peer relays it or
+    /// sends anything that covers it, so what it acknowledged survives a
+    /// kill -9".
+    #[test]
+    fn a_room_peer_acknowledges_a_loaded_snapshot_only_once_it_is_on_disk() {
+        let now0 = 1_700_000_000_000u64;
+        let page_config = common::folds_all(SyncConfig {
+            durable: true,
+            ..SyncConfig::default()
+        });
+        let keep_config = SyncConfig {
+            durable: true,
+            snapshot_slice: None,
+            ..SyncConfig::default()
+        };
+        let mut page = signed_node(1, page_config);
+        let mut keep = signed_node(2, keep_config.clone());
+        let mut now = now0;
+        for i in 0..30 {
+            page.write(|e| e.set(&format!("k{i}"), json("1"), now).map(Some))
+                .unwrap();
+        }
+        page_outputs(&mut page, now);
+        page.fold();
+        page_outputs(&mut page, now);
+        assert!(page.engine().log().is_empty(), "the page folded");
+        let (pid, kid) = (page.peer(), keep.peer());
+        let mut disk = Disk::default();
+        let mut unbacked = Vec::new();
+        page.connect(kid, now);
+        keep.connect(pid, now);
+        for _ in 0..400 {
+            now += 5;
+            for (to, f) in page_outputs(&mut page, now) {
+                assert_eq!(to, kid);
+                keep.receive_frame(pid, &f, now);
+            }
+            for (to, f) in keep_outputs(&mut keep, &mut disk, &keep_config, now, &mut unbacked) {
+                assert_eq!(to, pid);
+                page.receive_frame(kid, &f, now);
+            }
+            if !unbacked.is_empty() {
+                break;
+            }
+            if page.next_timer() <= now {
+                page.tick(now);
+            }
+            if keep.next_timer() <= now {
+                keep.tick(now);
+            }
+        }
+        assert_eq!(keep.engine().clock(), page.engine().clock(), "taken");
+        assert!(
+            unbacked.is_empty(),
+            "the room peer sent what a kill -9 now loses:\n{}",
+            unbacked.join("\n")
+        );
+    }
 }

@@ -19,6 +19,7 @@ fn node(id: u64, gzip_snapshots: bool, durable: bool) -> SyncNode {
         ReconciliationEngine::new(PeerId(id), EngineConfig::default()),
         SyncConfig {
             compact_after: 10,
+            keep_unacked: 0,
             gzip_snapshots,
             durable,
             ..SyncConfig::default()

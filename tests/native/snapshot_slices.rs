@@ -220,10 +220,11 @@ fn folded_host(keys: usize, signed: bool) -> SyncNode {
 
 /// [`folded_host`] as peer `id`.
 fn folded_host_as(id: u64, keys: usize, signed: bool) -> SyncNode {
+    let config = common::folds_all(SyncConfig::default());
     let mut host = if signed {
-        signed_node(id, SyncConfig::default())
+        signed_node(id, config)
     } else {
-        SyncNode::new(engine(id), SyncConfig::default())
+        SyncNode::new(engine(id), config)
     };
     for i in 0..keys {
         let write = LocalWrite::Set {

@@ -25,7 +25,7 @@ const RUN: usize = SNAPSHOT_SLICE / SNAPSHOT_SEALS_PER_BATCH;
 /// A host that wrote `RUNS` runs of `RUN` keys and folded its log: a
 /// newcomer gets a snapshot.
 fn host() -> SyncNode {
-    let mut host = signed_node(1, SyncConfig::default());
+    let mut host = signed_node(1, common::folds_all(SyncConfig::default()));
     for i in 0..RUNS * RUN {
         let write = LocalWrite::Set {
             key: format!("key{i}"),
@@ -524,7 +524,7 @@ type Small = (Vec<u8>, HashSet<EventId>, cpc_sync::protocol::VectorClock);
 fn small_snapshot() -> &'static Small {
     static SNAPSHOT: std::sync::OnceLock<Small> = std::sync::OnceLock::new();
     SNAPSHOT.get_or_init(|| {
-        let mut host = signed_node(1, SyncConfig::default());
+        let mut host = signed_node(1, common::folds_all(SyncConfig::default()));
         for i in 0..40u64 {
             let key = format!("k{}", i % 7);
             let write = match i % 5 {

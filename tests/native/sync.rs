@@ -237,6 +237,7 @@ fn equal_clocks_with_different_states_are_repaired_by_merkle_descent() {
 fn partway_through_a_snapshot() -> (SyncNode, SyncNode, u64, u64) {
     let config = SyncConfig {
         compact_after: 10,
+        keep_unacked: 0,
         snapshot_chunk: 1024,
         ..SyncConfig::default()
     };
@@ -513,6 +514,7 @@ fn room_policies_cross_in_snapshot_transfers_and_restores() {
     use cpc_sync::protocol::ConflictPolicy;
     let config = SyncConfig {
         compact_after: 10,
+        keep_unacked: 0,
         ..SyncConfig::default()
     };
     let mut a = SyncNode::new(
@@ -950,4 +952,87 @@ fn a_peer_alternating_its_ping_stamps_is_told_of_once() {
             .count();
     }
     assert_eq!(told, 1);
+}
+
+/// A page that wrote offline and closed (a fold, alone: its whole log)
+/// sent the room peer its whole state as a snapshot when it was back, and
+/// the room peer, now past those events' fold, sent it on as a snapshot
+/// too: 343 KB for one edit of a room of 5,000 keys (a review). A fold
+/// keeps our own events no peer said it had, so the edit travels as an
+/// event.
+#[test]
+fn an_edit_made_offline_and_folded_on_close_travels_as_an_event() {
+    use common::net::{honest, Net};
+    use common::signed_node;
+    use std::cell::RefCell;
+    let config = SyncConfig {
+        durable: true,
+        ..SyncConfig::default()
+    };
+    let now = 1_700_000_000_000u64;
+    let nodes = [1, 2, 3].map(|seed| signed_node(seed, config.clone()));
+    let mut net = Net::new(nodes.into(), now);
+    let (a, k, q) = (0, 1, 2);
+    for i in 0..5_000 {
+        let key = format!("item/{i}");
+        net.nodes[a]
+            .write(|e| e.set(&key, json("\"a row's value\""), now).map(Some))
+            .unwrap();
+    }
+    net.link(a, k);
+    net.link(k, q);
+    net.run(5_000, 10, &mut honest);
+    assert_eq!(net.nodes[q].engine().clock(), net.nodes[a].engine().clock());
+    net.unlink(a, k);
+    let t = net.now;
+    net.nodes[a]
+        .write(|e| e.set("item/7", json("\"edited offline\""), t).map(Some))
+        .unwrap();
+    net.run(100, 10, &mut honest);
+    net.nodes[a].fold();
+    assert_eq!(
+        net.nodes[a].engine().log().len(),
+        1,
+        "the unsent edit stays"
+    );
+    let moved = RefCell::new((0, 0));
+    let mut count = |_: PeerId, _: PeerId, frame: Vec<u8>| {
+        let mut moved = moved.borrow_mut();
+        moved.0 += frame.len();
+        if let Ok(wire::Decoded::Message(Message::SnapshotOffer { .. })) = wire::decode(&frame) {
+            moved.1 += 1;
+        }
+        vec![frame]
+    };
+    net.link(a, k);
+    net.run(10_000, 10, &mut count);
+    assert_eq!(
+        net.nodes[q].engine().get("item/7"),
+        Some(serde_json::json!("edited offline"))
+    );
+    let (bytes, offers) = *moved.borrow();
+    assert_eq!(offers, 0, "{bytes} bytes moved for one edit");
+    assert!(bytes < 10_000, "{bytes} bytes moved for one edit");
+    // Once a peer has it, a fold takes it.
+    net.nodes[a].fold();
+    assert!(net.nodes[a].engine().log().is_empty());
+}
+
+/// A page that never meets a peer still folds its own writes, keeping
+/// the last `keep_unacked` of them.
+#[test]
+fn a_page_alone_still_folds_its_own_writes() {
+    let config = SyncConfig {
+        durable: true,
+        keep_unacked: 50,
+        ..SyncConfig::default()
+    };
+    let mut page = common::signed_node(1, config);
+    for i in 0..300 {
+        page.write(|e| e.set(&format!("k{}", i % 7), json("1"), 1_000).map(Some))
+            .unwrap();
+        page.take_outputs();
+    }
+    page.fold();
+    assert_eq!(page.engine().log().len(), 50);
 }

@@ -13,6 +13,16 @@ use cpc_sync::protocol::sync::{SyncConfig, SyncNode};
 pub use cpc_sync::protocol::testing::Rng;
 use cpc_sync::protocol::Identity;
 
+/// `config` whose folds take every stable event, our own that no peer
+/// said it had among them (`keep_unacked: 0`): a host that wrote alone
+/// and folded, so that a newcomer is offered a snapshot.
+pub fn folds_all(config: SyncConfig) -> SyncConfig {
+    SyncConfig {
+        keep_unacked: 0,
+        ..config
+    }
+}
+
 /// A node that signs as the identity of `seed`, configured by `config`
 /// otherwise.
 pub fn signed_node(seed: u64, config: SyncConfig) -> SyncNode {

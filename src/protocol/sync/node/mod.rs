@@ -101,6 +101,11 @@ pub struct SyncConfig {
     /// Log length that triggers compaction, at the first gossip tick with
     /// no new events (at once past [`FORCED_FOLD`] times it).
     pub compact_after: usize,
+    /// Our own events no peer said it had that a fold leaves in the log,
+    /// at most (the latest; 25,000 by default, and never more than half of
+    /// `compact_after`): they travel as events when we meet a peer again, not in
+    /// a snapshot of the whole state ([`SyncNode::fold`]).
+    pub keep_unacked: usize,
     /// Snapshot bytes per chunk (a chunk message fits one frame).
     pub snapshot_chunk: usize,
     /// Largest snapshot accepted from a peer.
@@ -181,6 +186,7 @@ impl Default for SyncConfig {
         SyncConfig {
             gossip_interval_ms: 1_000,
             compact_after: 50_000,
+            keep_unacked: 25_000,
             verify_window_ms: None,
             offload_seals: false,
             snapshot_slice: Some(super::transfer::SNAPSHOT_SLICE),
@@ -371,6 +377,11 @@ pub struct SyncNode {
     /// writes, which rest on it, if they come first): a snapshot was
     /// loaded, or storage lost what it held ([`Self::storage_lost`]).
     snapshot_to_store: bool,
+    /// A snapshot loaded waits to be stored: the digests that tell peers
+    /// our clock went past it wait too, sent once its write is asked for
+    /// (so held behind it): the room peer acknowledged a snapshot's
+    /// events before they were on its disk (a review).
+    digest_when_stored: bool,
     /// Whether the app is told which keys changed ([`Output::Changed`]):
     /// a page with no listener for them is not sent a million keys after
     /// a snapshot.
@@ -390,6 +401,10 @@ pub struct SyncNode {
     /// Events applied as of the last gossip tick (the node is quiet when
     /// none were applied since).
     applied_at_tick: u64,
+    /// Our own events some peer of an ended session said it had (its
+    /// clock's entry for us): a fold keeps ours past what any peer had
+    /// ([`stable_clock`](Self::stable_clock)).
+    own_acked: u64,
     /// Frames whose seals wait to be verified together (with
     /// [`SyncConfig::verify_window_ms`]), with their senders; how many
     /// seals they hold, and when the first came.
@@ -447,6 +462,7 @@ impl SyncNode {
             durability,
             last_input_ms: 0,
             applied_at_tick: 0,
+            own_acked: 0,
             unverified: Vec::new(),
             unverified_seals: 0,
             unverified_held: Default::default(),
@@ -482,6 +498,7 @@ impl SyncNode {
             verifying: None,
             loading: None,
             snapshot_to_store: false,
+            digest_when_stored: false,
             changes_wanted: true,
             changes_reported: 0,
             report_ended: false,
@@ -678,6 +695,7 @@ impl SyncNode {
                 self.persist(write, Some(upto));
             }
             self.carry_out(spread);
+            self.digest_if_stored();
         }
     }
 
@@ -691,6 +709,18 @@ impl SyncNode {
         self.flush_local();
         if std::mem::take(&mut self.snapshot_to_store) {
             self.persist_snapshot();
+        }
+        self.digest_if_stored();
+    }
+
+    /// Sends the digests a loaded snapshot's store was waited for, once
+    /// its write is asked for.
+    fn digest_if_stored(&mut self) {
+        if !self.snapshot_to_store && std::mem::take(&mut self.digest_when_stored) {
+            let peers: Vec<PeerId> = self.sessions.keys().copied().collect();
+            for peer in peers {
+                self.send_digest(peer);
+            }
         }
     }
 
@@ -803,6 +833,8 @@ impl SyncNode {
     fn end_session(&mut self, peer: PeerId) {
         self.drop_held(peer);
         if let Some(session) = self.sessions.remove(&peer) {
+            let me = self.peer();
+            self.own_acked = self.own_acked.max(session.their_clock.get(me));
             if self.past_stats.len() >= KEPT_STATS {
                 self.past_stats.pop_first();
             }
@@ -1048,13 +1080,35 @@ impl SyncNode {
     }
 
     /// The version vectors of the connected, synced peers and ours: what
-    /// everyone known has.
+    /// everyone known has. Of our own events, no more than some peer said
+    /// it had, in this session or an ended one, unless they are more than
+    /// [`SyncConfig::keep_unacked`]: a page that wrote offline and closed (a
+    /// fold) folded its unsent writes with the rest, so the peers it met
+    /// again got its whole state as a snapshot, and passed that on, for
+    /// one edit (a review). Kept in the log, they travel as events. A page
+    /// that never meets a peer still folds, that many behind. A
+    /// peer may claim ours to make us fold them: they then travel in
+    /// snapshots, as everyone's did.
     fn stable_clock(&self) -> VectorClock {
         let clocks = self
             .sessions
             .values()
             .filter(|s| s.synced)
             .map(|s| &s.their_clock);
-        VectorClock::meet(clocks.chain(std::iter::once(self.engine.clock())))
+        let mut stable = VectorClock::meet(clocks.chain(std::iter::once(self.engine.clock())));
+        let me = self.peer();
+        // Never past half the fold threshold: a fold then always leaves a
+        // log the next fold is a threshold away from.
+        let kept = self.config.keep_unacked.min(self.config.compact_after / 2) as u64;
+        let acked = self
+            .sessions
+            .values()
+            .map(|s| s.their_clock.get(me))
+            .fold(self.own_acked, u64::max)
+            .max(stable.get(me).saturating_sub(kept));
+        if stable.get(me) > acked {
+            stable.set(me, acked);
+        }
+        stable
     }
 }

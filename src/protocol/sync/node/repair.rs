@@ -641,11 +641,11 @@ impl SyncNode {
     fn loaded(&mut self, from: PeerId, loaded: Result<(), SnapshotError>) {
         match loaded {
             Ok(()) => {
+                // A durable node tells its clock once the state is asked
+                // to be stored, and the digests wait for that write.
                 self.snapshot_to_store = self.config.durable;
-                let peers: Vec<PeerId> = self.sessions.keys().copied().collect();
-                for peer in peers {
-                    self.send_digest(peer);
-                }
+                self.digest_when_stored = true;
+                self.digest_if_stored();
             }
             Err(e) => self.refuse(from, e.into()),
         }
