@@ -27,7 +27,8 @@ export type ErrorCode =
   | "PROTOCOL_VERSION"
   | "UNSUPPORTED"
   | "EXHAUSTED"
-  | "TOO_LARGE";
+  | "TOO_LARGE"
+  | "REENTRANT";
 /** An error of cpc-sync: `Error`, `TypeError` or `RangeError`, with a code. */
 export interface PeerError extends Error {
   code: ErrorCode;
@@ -65,6 +66,9 @@ pub enum Code {
     Exhausted,
     /// A write too large to travel to other peers.
     TooLarge,
+    /// A method of the peer called from inside its `onReconcile` handler,
+    /// which runs while the peer is at work.
+    Reentrant,
 }
 
 impl Code {
@@ -83,6 +87,7 @@ impl Code {
             Code::Unsupported => "UNSUPPORTED",
             Code::Exhausted => "EXHAUSTED",
             Code::TooLarge => "TOO_LARGE",
+            Code::Reentrant => "REENTRANT",
         }
     }
 }
@@ -132,6 +137,15 @@ impl PeerError {
 
     pub fn closed() -> Self {
         PeerError::new(Code::Closed, "the peer is closed")
+    }
+
+    /// A method called from inside the `onReconcile` handler.
+    pub fn reentrant() -> Self {
+        PeerError::new(
+            Code::Reentrant,
+            "the peer's methods cannot be called from inside its onReconcile handler: \
+             read what the handler needs before, or from its candidates",
+        )
     }
 
     pub fn unsupported(what: &str) -> Self {

@@ -65,7 +65,7 @@ fn json(value: JsValue) -> String {
 
 /// `peers()` entries as (id, state, rejected).
 fn links(peer: &Peer) -> Vec<(String, String, f64)> {
-    Array::from(&peer.peers())
+    Array::from(&peer.peers().unwrap())
         .iter()
         .map(|p| {
             let get = |name: &str| Reflect::get(&p, &name.into()).unwrap();
@@ -91,7 +91,7 @@ async fn two_peers_in_one_page_converge_over_webrtc() {
     let a = open(memory()).await;
     let b = open(memory()).await;
     wait_for("the data channel", 20, || {
-        is_open_to(&a, &b.id()) && is_open_to(&b, &a.id())
+        is_open_to(&a, &b.id().unwrap()) && is_open_to(&b, &a.id().unwrap())
     })
     .await;
 
@@ -101,32 +101,32 @@ async fn two_peers_in_one_page_converge_over_webrtc() {
     done(b.add("tags".into(), "x".into())).await;
     wait_for("convergence", 10, || a.digest() == b.digest()).await;
     assert_eq!(
-        json(a.state()),
+        json(a.state().unwrap()),
         r#"{"count":5,"tags":["x"],"title":"from a"}"#
     );
-    assert_eq!(json(a.state()), json(b.state()));
-    assert_eq!(json(a.clock()), json(b.clock()));
+    assert_eq!(json(a.state().unwrap()), json(b.state().unwrap()));
+    assert_eq!(json(a.clock().unwrap()), json(b.clock().unwrap()));
 
     wait_for("a round-trip time", 10, || {
-        Array::from(&a.peers())
+        Array::from(&a.peers().unwrap())
             .iter()
             .any(|p| Reflect::get(&p, &"rtt".into()).unwrap().as_f64().is_some())
     })
     .await;
 
     // Offline: the connection goes, writes go on; online: they sync.
-    a.go_offline();
-    wait_for("the link to drop", 10, || !is_open_to(&b, &a.id())).await;
+    a.go_offline().unwrap();
+    wait_for("the link to drop", 10, || !is_open_to(&b, &a.id().unwrap())).await;
     done(a.set("title".into(), "offline write".into())).await;
     done(b.increment("count".into(), 10.0.into())).await;
-    a.go_online();
-    wait_for("reconnection", 20, || is_open_to(&a, &b.id())).await;
+    a.go_online().unwrap();
+    wait_for("reconnection", 20, || is_open_to(&a, &b.id().unwrap())).await;
     wait_for("convergence after going online", 10, || {
         a.digest() == b.digest()
     })
     .await;
     assert_eq!(
-        json(b.state()),
+        json(b.state().unwrap()),
         r#"{"count":15,"tags":["x"],"title":"offline write"}"#
     );
     done(a.close()).await;
@@ -472,7 +472,7 @@ async fn bad_frames_are_counted_and_an_oversized_one_closes_the_connection() {
         ("storage", "memory".into()),
     ]))
     .await;
-    let me: PeerId = peer.id().parse().unwrap();
+    let me: PeerId = peer.id().unwrap().parse().unwrap();
     let (hostile, hostile_id) = raw(&room, 0x0bad);
     wait_for("the hostile link", 20, || {
         hostile.open.borrow().contains(&me)
@@ -525,7 +525,7 @@ async fn bad_frames_are_counted_and_an_oversized_one_closes_the_connection() {
             .any(|(id, _, rejected)| *id == hostile_hex && *rejected >= 5.0)
     })
     .await;
-    assert_eq!(json(peer.state()), "{}", "nothing forged got in");
+    assert_eq!(json(peer.state().unwrap()), "{}", "nothing forged got in");
     // Still connected, still working.
     assert!(is_open_to(&peer, &hostile_hex));
     done(peer.set("k".into(), 1.into())).await;
@@ -535,7 +535,7 @@ async fn bad_frames_are_counted_and_an_oversized_one_closes_the_connection() {
         !is_open_to(&peer, &hostile_hex)
     })
     .await;
-    let last_error = Array::from(&peer.peers())
+    let last_error = Array::from(&peer.peers().unwrap())
         .iter()
         .find(|p| {
             Reflect::get(p, &"id".into())
@@ -547,7 +547,11 @@ async fn bad_frames_are_counted_and_an_oversized_one_closes_the_connection() {
         .and_then(|p| Reflect::get(&p, &"lastError".into()).unwrap().as_string())
         .expect("the reason is shown");
     assert!(last_error.contains("exceeds"), "{last_error}");
-    assert_eq!(json(peer.state()), r#"{"k":1}"#, "the peer keeps its state");
+    assert_eq!(
+        json(peer.state().unwrap()),
+        r#"{"k":1}"#,
+        "the peer keeps its state"
+    );
     done(peer.close()).await;
 }
 
@@ -586,8 +590,11 @@ async fn the_warm_up_leaves_no_trace_in_the_peer() {
     done(peer.set("k".into(), 1.into())).await;
     // Its ~4,000 scratch events run in tasks of a few ms meanwhile.
     sleep(1_000).await;
-    assert_eq!(json(peer.state()), r#"{"k":1}"#);
-    assert_eq!(json(peer.clock()), format!(r#"{{"{}":1}}"#, peer.id()));
+    assert_eq!(json(peer.state().unwrap()), r#"{"k":1}"#);
+    assert_eq!(
+        json(peer.clock().unwrap()),
+        format!(r#"{{"{}":1}}"#, peer.id().unwrap())
+    );
     assert!(links(&peer).is_empty(), "the scratch nodes are no peers");
     done(peer.close()).await;
 
@@ -598,6 +605,6 @@ async fn the_warm_up_leaves_no_trace_in_the_peer() {
     ]))
     .await;
     done(cold.set("k".into(), 2.into())).await;
-    assert_eq!(json(cold.state()), r#"{"k":2}"#);
+    assert_eq!(json(cold.state().unwrap()), r#"{"k":2}"#);
     done(cold.close()).await;
 }

@@ -175,6 +175,61 @@ test("a newcomer's large snapshot: one change event, and every conflict in it na
   await context.close();
 });
 
+test("an onReconcile handler that calls the peer gets REENTRANT, and the peer works on", { timeout: 60_000 }, async () => {
+  const room = `reenter-${Math.random().toString(36).slice(2)}`;
+  const context = await env.browser.newContext();
+  const open = async () => {
+    const { page, errors } = await openPage(context, `${env.server.url}?signaling=none&storage=memory`);
+    await page.waitForSelector("body[data-ready=true]");
+    await page.evaluate(async (room) => {
+      window.p = await window.cpc.module.Peer.open({ room, storage: "memory", signaling: "none" });
+      window.inside = [];
+      // Reading another key inside the handler, as a merge might: the
+      // peer is at work, so it is refused (it was a wasm panic that left
+      // the peer unusable); a promise is not an answer.
+      window.p.onReconcile((key, candidates) => {
+        try {
+          window.p.get("meta/sep");
+          window.inside.push("read");
+        } catch (e) {
+          window.inside.push(e.code);
+        }
+        if (key === "rec/async") return Promise.resolve("later");
+        return candidates.map((c) => c.value).sort().join(" + ");
+      });
+    }, room);
+    return { page, errors, id: await page.evaluate(() => window.p.id) };
+  };
+  const [a, b] = [await open(), await open()];
+  await a.page.waitForFunction((id) => window.p.peers().some((p) => p.id === id && p.state === "open"), b.id, {
+    timeout: 30_000,
+  });
+  await Promise.all([a, b].map((p) => p.page.evaluate(() => window.p.setPolicy("rec/", "reconcile"))));
+  await Promise.all([a, b].map((p) => p.page.evaluate(() => window.p.goOffline())));
+  for (const p of [a, b]) {
+    await p.page.evaluate((id) => Promise.all([window.p.set("rec/x", id), window.p.set("rec/async", id)]), p.id);
+  }
+  await Promise.all([a, b].map((p) => p.page.evaluate(() => window.p.goOnline())));
+  const merged = [a.id, b.id].sort().join(" + ");
+  for (const p of [a, b]) {
+    await p.page.waitForFunction((v) => window.p.get("rec/x") === v, merged, { timeout: 30_000 });
+    // The promise's answer was not taken: Last-Write-Wins, no conflict left.
+    await p.page.waitForFunction(() => window.p.conflicts().length === 0, null, { timeout: 30_000 });
+    assert.ok([a.id, b.id].includes(await p.page.evaluate(() => window.p.get("rec/async"))));
+  }
+  const inside = (await Promise.all([a, b].map((p) => p.page.evaluate(() => window.inside)))).flat();
+  assert.ok(inside.length > 0 && inside.every((code) => code === "REENTRANT"), `inside the handler: ${inside}`);
+  // The promise is named where an app's mistakes are looked for.
+  const told = [...a.errors, ...b.errors];
+  assert.ok(told.some((e) => e.includes("onReconcile handler returned a promise")), told.join("\n"));
+  for (const p of [a, b]) {
+    await p.page.evaluate(() => window.p.set("after", 1));
+    assert.equal(await p.page.evaluate(() => window.p.get("after")), 1);
+    await p.page.evaluate(() => window.p.close());
+  }
+  await context.close();
+});
+
 test("every refusal is an Error subclass with a stable code", async () => {
   const { page } = await openPage(env.browser, env.server.url);
   await page.waitForSelector("body[data-ready=true]");
@@ -235,6 +290,9 @@ test("every refusal is an Error subclass with a stable code", async () => {
     await attempt("an array as key", () => peer.increment(["a"], 1));
     await attempt("get of undefined", () => peer.get(undefined));
     await attempt("a number as prefix", () => peer.setPolicy(5, "lww"));
+    // Half an emoji: it came out as U+FFFD, and two keys were one.
+    await attempt("a lone surrogate in a key", () => peer.set("note/\uD83D", 1));
+    await attempt("a lone surrogate in get", () => peer.get("\uDE00"));
     await attempt("a misspelt event", () => peer.addEventListener("changes", () => {}));
     await attempt("a listener not a function", () => peer.addEventListener("change", 5));
     await attempt("a handler not a function", () => peer.onReconcile("first"));
@@ -272,6 +330,8 @@ test("every refusal is an Error subclass with a stable code", async () => {
     fraction: ["RangeError", "INVALID_ARGUMENT"],
     "not a number": ["TypeError", "INVALID_ARGUMENT"],
     "a number as key": ["TypeError", "INVALID_ARGUMENT"],
+    "a lone surrogate in a key": ["TypeError", "INVALID_ARGUMENT"],
+    "a lone surrogate in get": ["TypeError", "INVALID_ARGUMENT"],
     "an object as key": ["TypeError", "INVALID_ARGUMENT"],
     "null as key": ["TypeError", "INVALID_ARGUMENT"],
     "an array as key": ["TypeError", "INVALID_ARGUMENT"],

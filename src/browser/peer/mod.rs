@@ -225,7 +225,18 @@ fn reject(error: PeerError) -> Promise {
 /// bounds`).
 #[inline(never)]
 fn text_arg(value: &JsValue, message: &'static str) -> Result<String, PeerError> {
-    (value.as_string()).ok_or_else(|| PeerError::type_error(Code::InvalidArgument, message))
+    let text =
+        (value.as_string()).ok_or_else(|| PeerError::type_error(Code::InvalidArgument, message))?;
+    // A lone surrogate (half of an emoji cut by `slice`) comes out as
+    // U+FFFD: two keys would be one (a review).
+    if text.contains('\u{FFFD}') && !value.unchecked_ref::<js_sys::JsString>().is_valid_utf16() {
+        let method = message.split(':').next().unwrap_or(message);
+        return Err(PeerError::type_error(
+            Code::InvalidArgument,
+            format!("{method}: the string holds a lone surrogate (half of a character)"),
+        ));
+    }
+    Ok(text)
 }
 
 /// A function argument, or an `INVALID_ARGUMENT` `TypeError`.
@@ -314,14 +325,14 @@ impl Peer {
 
     /// This peer's id (16 hex digits).
     #[wasm_bindgen(getter)]
-    pub fn id(&self) -> String {
-        self.inner.borrow().node.peer().to_string()
+    pub fn id(&self) -> Result<String, PeerError> {
+        Ok(self.inner()?.node.peer().to_string())
     }
 
     /// The room this peer is in.
     #[wasm_bindgen(getter)]
-    pub fn room(&self) -> String {
-        self.inner.borrow().room.clone()
+    pub fn room(&self) -> Result<String, PeerError> {
+        Ok(self.inner()?.room.clone())
     }
 
     /// Writes a register. Resolves once the write is durable.
@@ -444,7 +455,7 @@ impl Peer {
     pub fn set_presence(&self, value: JsValue) -> Result<(), PeerError> {
         let value = json(&value, "setPresence")?;
         {
-            let mut i = self.inner.borrow_mut();
+            let mut i = self.inner_mut()?;
             if i.closed {
                 return Err(PeerError::closed());
             }
@@ -459,8 +470,8 @@ impl Peer {
     /// Who is here: `[{ id, value, lastSeen }]`, this peer included once
     /// it has set a presence.
     #[wasm_bindgen(unchecked_return_type = "PresenceEntry[]")]
-    pub fn presence(&self) -> JsValue {
-        presence_list(&self.inner.borrow().node)
+    pub fn presence(&self) -> Result<JsValue, PeerError> {
+        Ok(presence_list(&self.inner()?.node))
     }
 
     /// The value of `key`, or `undefined`.
@@ -469,7 +480,7 @@ impl Peer {
         #[wasm_bindgen(unchecked_param_type = "string")] key: JsValue,
     ) -> Result<JsValue, PeerError> {
         let key = text_arg(&key, "get: the key must be a string")?;
-        Ok(match self.inner.borrow().node.engine().get_json(&key) {
+        Ok(match self.inner()?.node.engine().get_json(&key) {
             Some(text) => from_json(&text),
             None => JsValue::UNDEFINED,
         })
@@ -477,37 +488,39 @@ impl Peer {
 
     /// The shared state as plain JSON: `{ key: value, ... }`.
     #[wasm_bindgen(unchecked_return_type = "Record<string, any>")]
-    pub fn state(&self) -> JsValue {
-        from_json(&self.inner.borrow().node.engine().state_json())
+    pub fn state(&self) -> Result<JsValue, PeerError> {
+        Ok(from_json(&self.inner()?.node.engine().state_json()))
     }
 
     /// The state as a table shows it: `[{ key, kind, value, writer,
     /// conflicted }]`, by key.
     #[wasm_bindgen(unchecked_return_type = "Entry[]")]
-    pub fn entries(&self) -> JsValue {
-        from_json(&self.inner.borrow().node.engine().entries_json())
+    pub fn entries(&self) -> Result<JsValue, PeerError> {
+        Ok(from_json(&self.inner()?.node.engine().entries_json()))
     }
 
     /// This peer's version vector: `{ peerId: counter, ... }`.
     #[wasm_bindgen(unchecked_return_type = "Record<string, number>")]
-    pub fn clock(&self) -> JsValue {
-        to_js(self.inner.borrow().node.engine().clock())
+    pub fn clock(&self) -> Result<JsValue, PeerError> {
+        Ok(to_js(self.inner()?.node.engine().clock()))
     }
 
     /// The Merkle root of the state, as hex.
-    pub fn digest(&self) -> String {
-        self.inner.borrow_mut().node.digest().to_string()
+    pub fn digest(&self) -> Result<String, PeerError> {
+        Ok(self.inner_mut()?.node.digest().to_string())
     }
 
     /// Keys with concurrent values on `multi-value` and `reconcile` policies.
     #[wasm_bindgen(unchecked_return_type = "Conflict[]")]
-    pub fn conflicts(&self) -> JsValue {
-        to_js(&self.inner.borrow().node.engine().conflicts())
+    pub fn conflicts(&self) -> Result<JsValue, PeerError> {
+        Ok(to_js(&self.inner()?.node.engine().conflicts()))
     }
 
     /// The app's reconcile handler: `(key, candidates) => value`. It runs on
-    /// the resolver peer; returning `undefined` (or throwing) picks the
-    /// Last-Write-Wins value.
+    /// the resolver peer, while the peer is at work: it answers at once
+    /// (a promise is no answer), and the peer's methods called from it
+    /// throw `REENTRANT`. Returning `undefined` (or throwing, a promise,
+    /// what is not JSON) picks the Last-Write-Wins value.
     #[wasm_bindgen(js_name = onReconcile)]
     pub fn on_reconcile(
         &self,
@@ -517,14 +530,12 @@ impl Peer {
         handler: JsValue,
     ) -> Result<(), PeerError> {
         let handler = function_arg(handler, "onReconcile: the handler must be a function")?;
-        self.inner
-            .borrow_mut()
+        self.inner_mut()?
             .node
             .set_reconcile_handler(Box::new(move |key, candidates| {
-                let value = handler
-                    .call2(&JsValue::NULL, &JsValue::from_str(key), &to_js(candidates))
-                    .ok()?;
-                to_json(&value).ok()
+                let answered =
+                    handler.call2(&JsValue::NULL, &JsValue::from_str(key), &to_js(candidates));
+                reconciled(key, answered)
             }));
         Ok(())
     }
@@ -532,11 +543,11 @@ impl Peer {
     /// Known peers: `[{ id, state, rtt?, rejected, lastError?, bytesIn,
     /// bytesOut, buffered, clock?, digest?, standing?, server?, relayed? }]`.
     #[wasm_bindgen(unchecked_return_type = "PeerInfo[]")]
-    pub fn peers(&self) -> JsValue {
-        let mut guard = self.inner.borrow_mut();
+    pub fn peers(&self) -> Result<JsValue, PeerError> {
+        let mut guard = self.inner_mut()?;
         let inner = &mut *guard;
         let Some(transport) = &inner.transport else {
-            return js_sys::Array::new().into();
+            return Ok(js_sys::Array::new().into());
         };
         let keeper = transport.keeper();
         let reports: Vec<PeerReport> = transport
@@ -548,29 +559,31 @@ impl Peer {
                 ..inner.node.report(peer, state, buffered as u64)
             })
             .collect();
-        to_js(&reports)
+        Ok(to_js(&reports))
     }
 
     /// Drops every connection and stops finding peers, until `goOnline()`.
     /// Writes go on locally and sync once back.
     #[wasm_bindgen(js_name = goOffline)]
-    pub fn go_offline(&self) {
+    pub fn go_offline(&self) -> Result<(), PeerError> {
         {
-            let mut inner = self.inner.borrow_mut();
+            let mut inner = self.inner_mut()?;
             if let Some(transport) = &inner.transport {
                 transport.go_offline();
             }
             inner.node.forget_presence();
         }
         dispatch(&self.inner);
+        Ok(())
     }
 
     /// Finds the room's peers again and reconnects.
     #[wasm_bindgen(js_name = goOnline)]
-    pub fn go_online(&self) {
-        if let Some(transport) = &self.inner.borrow().transport {
+    pub fn go_online(&self) -> Result<(), PeerError> {
+        if let Some(transport) = &self.inner()?.transport {
             transport.go_online();
         }
+        Ok(())
     }
 
     /// Listens to `"change"` (the event's `keys`), `"peer"`, `"conflict"`,
@@ -595,7 +608,7 @@ impl Peer {
             listener,
             "addEventListener: the listener must be a function",
         )?;
-        let mut guard = self.inner.borrow_mut();
+        let mut guard = self.inner_mut()?;
         let inner = &mut *guard;
         if kind == "conflict" && !inner.listeners.heard("conflict") {
             // The conflicts of now, as if told: their end is told too.
@@ -611,14 +624,15 @@ impl Peer {
 
     // Typed per event by the `Peer` interface above (`PeerEventMap`).
     #[wasm_bindgen(js_name = removeEventListener, skip_typescript)]
-    pub fn remove_event_listener(&self, kind: JsValue, listener: JsValue) {
+    pub fn remove_event_listener(&self, kind: JsValue, listener: JsValue) -> Result<(), PeerError> {
         // As the DOM's: what was never added is removed without a word.
         let (Some(kind), Ok(listener)) = (kind.as_string(), listener.dyn_into::<Function>()) else {
-            return;
+            return Ok(());
         };
-        let mut inner = self.inner.borrow_mut();
+        let mut inner = self.inner_mut()?;
         inner.listeners.remove(&kind, &listener);
         inner.tell_changes();
+        Ok(())
     }
 
     /// Closes the peer: folds its log into a snapshot (so the next start is
@@ -628,9 +642,9 @@ impl Peer {
     #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
     pub fn close(&self) -> Promise {
         let saved = {
-            let closing = {
-                let i = self.inner.borrow();
-                !i.closed && i.storage.is_some()
+            let closing = match self.inner() {
+                Ok(i) => !i.closed && i.storage.is_some(),
+                Err(e) => return reject(e),
             };
             if !self.inner.borrow().closed {
                 // The others drop our presence now, not after its timeout.
@@ -671,6 +685,34 @@ impl Peer {
     }
 }
 
+/// The value an `onReconcile` handler `answered` for `key`: `None` (the
+/// Last-Write-Wins value) for `undefined`, a throw, a promise (the answer
+/// is needed now) or what is not JSON, each but `undefined` named in the
+/// console, where an app's mistake is looked for.
+fn reconciled(key: &str, answered: Result<JsValue, JsValue>) -> Option<crate::protocol::JsonValue> {
+    let why = match answered {
+        Ok(value) if value.is_undefined() => return None,
+        Ok(value) if value.has_type::<Promise>() || is_thenable(&value) => {
+            "returned a promise; it must return the value itself".to_string()
+        }
+        Ok(value) => match to_json(&value) {
+            Ok(json) => return Some(json),
+            Err(e) => format!("returned what is not JSON: {}", e.message),
+        },
+        Err(e) => format!("threw {}", crate::browser::convert::describe(&e)),
+    };
+    web_sys::console::error_1(
+        &format!("cpc-sync: the onReconcile handler {why} (key {key:?}); the Last-Write-Wins value is kept").into(),
+    );
+    None
+}
+
+/// Whether `value` has a `then` method.
+fn is_thenable(value: &JsValue) -> bool {
+    value.is_object()
+        && js_sys::Reflect::get(value, &"then".into()).is_ok_and(|then| then.is_function())
+}
+
 /// `[{ id, value, lastSeen }]`, values parsed.
 pub(super) fn presence_list(node: &crate::protocol::sync::SyncNode) -> JsValue {
     node.presence()
@@ -687,6 +729,19 @@ pub(super) fn presence_list(node: &crate::protocol::sync::SyncNode) -> JsValue {
 }
 
 impl Peer {
+    /// The peer's state, unless the peer is at work: its `onReconcile`
+    /// handler runs inside it, and a method of the peer called from there
+    /// would find it borrowed (a panic, which left the peer unusable).
+    fn inner(&self) -> Result<std::cell::Ref<'_, Inner>, PeerError> {
+        self.inner.try_borrow().map_err(|_| PeerError::reentrant())
+    }
+
+    fn inner_mut(&self) -> Result<std::cell::RefMut<'_, Inner>, PeerError> {
+        self.inner
+            .try_borrow_mut()
+            .map_err(|_| PeerError::reentrant())
+    }
+
     /// Makes a local write and returns its promise: resolved once the write
     /// is durable (at once in memory), rejected with a `PeerError`.
     fn write(&self, write: Result<LocalWrite, PeerError>) -> Promise {
@@ -694,8 +749,10 @@ impl Peer {
             Ok(write) => write,
             Err(e) => return reject(e),
         };
-        if self.inner.borrow().closed {
-            return reject(PeerError::closed());
+        match self.inner() {
+            Err(e) => return reject(e),
+            Ok(i) if i.closed => return reject(PeerError::closed()),
+            Ok(_) => {}
         }
         let (made, first) = {
             let mut i = self.inner.borrow_mut();
