@@ -97,3 +97,10 @@ pub fn describe(e: &JsValue) -> String {
         .or_else(|| js_sys::JSON::stringify(e).ok()?.as_string())
         .unwrap_or_else(|| "a value that is not an Error".to_string())
 }
+
+/// Whether `value`, a JS string read as `text`, is well-formed UTF-16: a
+/// lone surrogate (half of an emoji cut by `slice`) is read as U+FFFD, so
+/// two strings would be one.
+pub fn well_formed(value: &JsValue, text: &str) -> bool {
+    !text.contains('\u{FFFD}') || value.unchecked_ref::<js_sys::JsString>().is_valid_utf16()
+}

@@ -174,6 +174,9 @@ impl From<WriteError> for PeerError {
             WriteError::ReservedKey { .. } => PeerError::range_error(Code::ReservedKey, message),
             WriteError::SequenceExhausted => PeerError::new(Code::Exhausted, message),
             WriteError::TooLarge { .. } => PeerError::range_error(Code::TooLarge, message),
+            WriteError::CounterOverflow { .. } => {
+                PeerError::range_error(Code::InvalidArgument, message)
+            }
         }
     }
 }

@@ -26,6 +26,10 @@ pub enum WriteError {
          it could not travel to other peers; split the value over several keys"
     )]
     TooLarge { bytes: usize, limit: usize },
+    /// This peer's running total on a counter would pass the range of a
+    /// 64-bit integer (it wrapped around and changed sign).
+    #[error("increment of {key:?} by {by}: this peer's total on it would pass ±2^63")]
+    CounterOverflow { key: String, by: i64 },
 }
 
 /// Why an event or a message from another peer (or from our own storage)

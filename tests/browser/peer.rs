@@ -158,8 +158,17 @@ async fn a_megabyte_snapshot_crosses_a_data_channel_in_chunks() {
         // Not awaited one by one: writes of one tick share a commit.
         let _ = a.set(format!("key{i:04}").into(), value.clone().into());
     }
-    // The next gossip tick folds the log into a snapshot (a is alone, so
-    // every event is stable), leaving nothing to replay event by event.
+    // A peer takes them and goes: the next gossip tick folds the log into
+    // a snapshot (every event is stable, and a peer had a's own), leaving
+    // nothing to replay event by event. (Alone, a keeps its own latest
+    // writes no peer has in its log, to send them as events.)
+    let c = open(options(&[
+        ("room", room.clone().into()),
+        ("storage", "memory".into()),
+    ]))
+    .await;
+    wait_for("a second peer's sync", 30, || a.digest() == c.digest()).await;
+    done(c.close()).await;
     sleep(1500).await;
 
     let b = open(options(&[

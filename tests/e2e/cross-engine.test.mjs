@@ -71,9 +71,9 @@ test("a page of each engine in a secret room: writes both ways, a conflict shown
   for (const p of pages) await p.page.close();
 });
 
-// A peer alone in a room folds its log into a snapshot (past 4 x
-// compactAfter events, at its next tick); a newcomer behind that gets the
-// snapshot, in 60 KiB chunks, not the log.
+// A peer folds its log into a snapshot (past 4 x compactAfter events, at
+// its next tick); a newcomer behind that gets the snapshot, in 60 KiB
+// chunks, not the log.
 for (const [from, to] of [[0, 1], [1, 0]]) {
   test(`a snapshot crosses from ${ENGINES[from]} to ${ENGINES[to]}`, async () => {
     const options = { room: room("snapshot"), signaling: new URL("/signal", server.url).href.replace(/^http/, "ws") };
@@ -88,13 +88,19 @@ for (const [from, to] of [[0, 1], [1, 0]]) {
       return { page, errors, id: await page.evaluate(() => window.p.id) };
     };
     const sender = await open(browsers[from]);
-    await sender.page.evaluate(async () => {
+    await sender.page.evaluate(async (options) => {
+      // A peer takes the writes as they come and goes, so that the fold
+      // takes them all (alone, a peer keeps its latest own writes, which
+      // no peer has, in its log).
+      const witness = await window.cpc.module.Peer.open({ ...options, storage: "memory" });
       const writes = [];
       // Random text: a snapshot of it does not gzip below a few chunks.
       const text = () => [...crypto.getRandomValues(new Uint8Array(300))].map((b) => b.toString(16)).join("");
       for (let i = 0; i < 1000; i++) writes.push(window.p.set(`k${i}`, text()));
       await Promise.all(writes);
-    });
+      while (witness.digest() !== window.p.digest()) await new Promise((r) => setTimeout(r, 20));
+      await witness.close();
+    }, options);
     // Two ticks: the fold, then quiet.
     await sender.page.waitForTimeout(2500);
     const receiver = await open(browsers[to]);

@@ -1,6 +1,7 @@
 // The Peer API as an app calls it, in the page, in the run's engine (Chromium or Firefox).
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import net from "node:net";
 import { serverAndBrowser, openPage } from "./harness.mjs";
 
 const env = serverAndBrowser();
@@ -262,6 +263,7 @@ test("every refusal is an Error subclass with a stable code", async () => {
     await attempt("bad signaling", () => Peer.open({ room: "r", storage: "memory", signaling: "ftp://x" }));
     await attempt("warmUp not a boolean", () => Peer.open({ room: "r", storage: "memory", warmUp: "no" }));
     await attempt("a misspelt option", () => Peer.open({ room: "r", storage: "memory", signalling: "ws://x" }));
+    await attempt("a lone surrogate in the room", () => Peer.open({ room: "r\uD800", storage: "memory" }));
     // Taken before, and every connection failed, told seconds later.
     await attempt("iceServers a string", () => Peer.open({ room: "r", storage: "memory", iceServers: "stun:x" }));
     await attempt("iceServers of an http URL", () =>
@@ -319,6 +321,7 @@ test("every refusal is an Error subclass with a stable code", async () => {
     "bad signaling": ["RangeError", "INVALID_OPTION"],
     "warmUp not a boolean": ["TypeError", "INVALID_OPTION"],
     "a misspelt option": ["TypeError", "INVALID_OPTION"],
+    "a lone surrogate in the room": ["TypeError", "INVALID_OPTION"],
     "iceServers a string": ["TypeError", "INVALID_OPTION"],
     "iceServers of an http URL": ["TypeError", "INVALID_OPTION"],
     "bad policy": ["RangeError", "INVALID_ARGUMENT"],
@@ -374,6 +377,33 @@ test("an unreachable signaling server reaches the app as an 'error' event (TRANS
   assert.ok(seen.isError);
   assert.equal(seen.code, "TRANSPORT");
   assert.match(seen.message, /signaling/);
+});
+
+test("a signaling server that takes the connection and never answers is given up and told (TRANSPORT)", { timeout: 60_000 }, async () => {
+  // Accepts TCP and says nothing: a stuck proxy, a firewall that drops.
+  const silent = net.createServer(() => {});
+  await new Promise((resolve) => silent.listen(0, "127.0.0.1", resolve));
+  const url = `ws://127.0.0.1:${silent.address().port}/signal`;
+  const { page } = await openPage(env.browser, env.server.url);
+  await page.waitForSelector("body[data-ready=true]");
+  const seen = await page.evaluate(async (url) => {
+    const { Peer } = window.cpc.module;
+    const started = performance.now();
+    const peer = await Peer.open({ room: "silent", storage: "memory", signaling: url });
+    const messages = [];
+    await new Promise((resolve) =>
+      peer.addEventListener("error", (e) => {
+        messages.push(e.error.code + " " + e.error.message);
+        if (messages.length === 2) resolve();
+      }),
+    );
+    await peer.close();
+    return { messages, seconds: (performance.now() - started) / 1000 };
+  }, url);
+  silent.close();
+  // Given up at 10 s, tried again half a second later, given up again.
+  for (const message of seen.messages) assert.match(message, /^TRANSPORT .*did not answer in 10 s; trying again/);
+  assert.ok(seen.seconds < 40, `${seen.seconds} s`);
 });
 
 test("a write to IndexedDB resolves once committed, and survives a reopen", async () => {

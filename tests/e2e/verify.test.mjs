@@ -65,20 +65,29 @@ async function page(context, workers = "counted") {
 
 /** A writer with `bursts` sealed runs (one per task) of `per` writes in
  * `room`; `options` for its `Peer.open`, and `settle` ms to wait after. */
-async function writer(context, room, { bursts = BURSTS, per = PER_BURST, options = {}, settle = 0 } = {}) {
+async function writer(context, room, { bursts = BURSTS, per = PER_BURST, options = {}, settle = 0, folded = false } = {}) {
   const { tab } = await page(context);
   const clock = await tab.evaluate(
-    async ({ room, bursts, per, options, settle }) => {
-      window.peer = await window.cpc.module.Peer.open({ room, storage: "memory", ...options });
+    async ({ room, bursts, per, options, settle, folded }) => {
+      const open = () => window.cpc.module.Peer.open({ room, storage: "memory", ...options });
+      window.peer = await open();
+      // `folded`: a peer takes the writes as they come and goes, so that
+      // the writer's folds take them all (alone, it would keep its latest
+      // own writes, which no peer has, in its log, to send as events).
+      const witness = folded ? await open() : null;
       for (let b = 0; b < bursts; b++) {
         const writes = [];
         for (let k = 0; k < per; k++) writes.push(window.peer.set(`k${b}-${k}`, b * per + k));
         await Promise.all(writes);
       }
+      if (witness) {
+        while (witness.digest() !== window.peer.digest()) await new Promise((r) => setTimeout(r, 20));
+        await witness.close();
+      }
       await new Promise((r) => setTimeout(r, settle));
       return window.peer.clock();
     },
-    { room, bursts, per, options, settle },
+    { room, bursts, per, options, settle, folded },
   );
   return { tab, clock };
 }
@@ -166,6 +175,7 @@ for (const [name, workers, posted] of [
       per: 1,
       options: { compactAfter: 100 },
       settle: 2_500,
+      folded: true,
     });
     const { tab, warnings, errors } = await page(context, workers);
     const got = await newcomer(tab, room, { verifyWorkers: 2 }, clock);

@@ -988,6 +988,80 @@ mod acknowledged {
         }
     }
 
+    /// A page that wrote `keys` keys and folded its log (every event).
+    fn folded_page(keys: usize, now: u64) -> SyncNode {
+        let mut page = signed_node(
+            1,
+            common::folds_all(SyncConfig {
+                durable: true,
+                ..SyncConfig::default()
+            }),
+        );
+        for i in 0..keys {
+            page.write(|e| e.set(&format!("k{i}"), json("1"), now).map(Some))
+                .unwrap();
+        }
+        page_outputs(&mut page, now);
+        page.fold();
+        page_outputs(&mut page, now);
+        page
+    }
+
+    /// The room peer's configuration, loading snapshots in `slices` or not.
+    fn room_peer(slices: bool) -> SyncConfig {
+        SyncConfig {
+            durable: true,
+            snapshot_slice: if slices {
+                SyncConfig::default().snapshot_slice
+            } else {
+                None
+            },
+            ..SyncConfig::default()
+        }
+    }
+
+    /// Carries frames between `page` and the room peer `keep` (its edge
+    /// as `keep_outputs`: each drain committed, then sent) for `steps` of
+    /// 5 ms, the room peer's timer firing every `keep_every` steps and
+    /// `between` run on it after the page's frames came; what it sent that
+    /// a `kill -9` would lose.
+    fn run(
+        page: &mut SyncNode,
+        keep: &mut SyncNode,
+        config: &SyncConfig,
+        (steps, keep_every): (u32, u32),
+        mut between: impl FnMut(&mut SyncNode, u64),
+    ) -> Vec<String> {
+        let mut now = 1_700_000_000_000u64;
+        let (pid, kid) = (page.peer(), keep.peer());
+        let mut disk = Disk::default();
+        let mut unbacked = Vec::new();
+        page.connect(kid, now);
+        keep.connect(pid, now);
+        for step in 0..steps {
+            now += 5;
+            for (_, f) in page_outputs(page, now) {
+                keep.receive_frame(pid, &f, now);
+            }
+            between(keep, now);
+            for (to, f) in keep_outputs(keep, &mut disk, config, now, &mut unbacked) {
+                if to == pid {
+                    page.receive_frame(kid, &f, now);
+                }
+            }
+            if !unbacked.is_empty() {
+                break;
+            }
+            if page.next_timer() <= now {
+                page.tick(now);
+            }
+            if step % keep_every == 0 && keep.next_timer() <= now {
+                keep.tick(now);
+            }
+        }
+        unbacked
+    }
+
     /// A page whose log is folded opens against a room peer that lacks its
     /// events (a new room file, or one behind its horizon): the room peer
     /// takes its snapshot, and told its clock at once, while the snapshot
@@ -997,56 +1071,57 @@ mod acknowledged {
     /// kill -9".
     #[test]
     fn a_room_peer_acknowledges_a_loaded_snapshot_only_once_it_is_on_disk() {
-        let now0 = 1_700_000_000_000u64;
-        let page_config = common::folds_all(SyncConfig {
-            durable: true,
-            ..SyncConfig::default()
-        });
-        let keep_config = SyncConfig {
-            durable: true,
-            snapshot_slice: None,
-            ..SyncConfig::default()
-        };
-        let mut page = signed_node(1, page_config);
-        let mut keep = signed_node(2, keep_config.clone());
-        let mut now = now0;
-        for i in 0..30 {
-            page.write(|e| e.set(&format!("k{i}"), json("1"), now).map(Some))
-                .unwrap();
-        }
-        page_outputs(&mut page, now);
-        page.fold();
-        page_outputs(&mut page, now);
+        let config = room_peer(false);
+        let mut page = folded_page(30, 1_700_000_000_000);
         assert!(page.engine().log().is_empty(), "the page folded");
-        let (pid, kid) = (page.peer(), keep.peer());
-        let mut disk = Disk::default();
-        let mut unbacked = Vec::new();
-        page.connect(kid, now);
-        keep.connect(pid, now);
-        for _ in 0..400 {
-            now += 5;
-            for (to, f) in page_outputs(&mut page, now) {
-                assert_eq!(to, kid);
-                keep.receive_frame(pid, &f, now);
-            }
-            for (to, f) in keep_outputs(&mut keep, &mut disk, &keep_config, now, &mut unbacked) {
-                assert_eq!(to, pid);
-                page.receive_frame(kid, &f, now);
-            }
-            if !unbacked.is_empty() {
-                break;
-            }
-            if page.next_timer() <= now {
-                page.tick(now);
-            }
-            if keep.next_timer() <= now {
-                keep.tick(now);
-            }
-        }
+        let mut keep = signed_node(2, config.clone());
+        let unbacked = run(&mut page, &mut keep, &config, (400, 1), |_, _| {});
         assert_eq!(keep.engine().clock(), page.engine().clock(), "taken");
         assert!(
             unbacked.is_empty(),
-            "the room peer sent what a kill -9 now loses:\n{}",
+            "a kill -9 now loses:\n{}",
+            unbacked.join("\n")
+        );
+    }
+
+    /// The same when the slice that finishes the load runs in a tick whose
+    /// gossip round is due: the round told every peer the raised clock,
+    /// and the store waited for the next wake (a second review). The room
+    /// peer's timer fires once a second.
+    #[test]
+    fn a_load_finished_in_a_gossip_tick_is_not_acknowledged_before_its_store() {
+        let config = room_peer(true);
+        let mut page = folded_page(40_000, 1_700_000_000_000);
+        let mut keep = signed_node(2, config.clone());
+        let unbacked = run(&mut page, &mut keep, &config, (4000, 200), |_, _| {});
+        assert_eq!(keep.engine().clock(), page.engine().clock(), "taken");
+        assert!(
+            unbacked.is_empty(),
+            "a kill -9 now loses:\n{}",
+            unbacked.join("\n")
+        );
+    }
+
+    /// And a peer that connects between the load and the store: its
+    /// session's first digest told it the raised clock (a second review).
+    #[test]
+    fn a_peer_connecting_before_the_store_is_not_told_the_loaded_clock() {
+        let config = room_peer(false);
+        let mut page = folded_page(30, 1_700_000_000_000);
+        let mut keep = signed_node(2, config.clone());
+        let other = signed_node(3, SyncConfig::default()).peer();
+        let mut joined = false;
+        let unbacked = run(&mut page, &mut keep, &config, (400, 1), |keep, now| {
+            // In the drain where the load ended.
+            if !joined && !keep.engine().clock().is_empty() {
+                joined = true;
+                keep.connect(other, now);
+            }
+        });
+        assert!(joined);
+        assert!(
+            unbacked.is_empty(),
+            "a kill -9 now loses:\n{}",
             unbacked.join("\n")
         );
     }

@@ -91,6 +91,32 @@ fn counter_counts_every_increment_once() {
     assert_converged(&mut peers);
 }
 
+/// A counter past the range of a 64-bit integer wrapped around and
+/// changed sign, the same wrong total at every peer (a review): this
+/// peer's own total is refused past it, and the room's stops at it.
+#[test]
+fn a_counter_stops_at_the_range_of_a_64_bit_integer() {
+    let mut peers: Vec<ReconciliationEngine> = (1..=2).map(engine).collect();
+    let mut events = vec![peers[0].increment("n", i64::MAX - 1, 1_000).unwrap()];
+    assert!(matches!(
+        peers[0].increment("n", 2, 1_001),
+        Err(WriteError::CounterOverflow { by: 2, .. })
+    ));
+    events.push(peers[0].increment("n", 1, 1_002).unwrap());
+    events.push(peers[1].increment("n", 5, 1_000).unwrap());
+    for p in peers.iter_mut() {
+        for e in &events {
+            p.receive(e.clone(), 2_000).unwrap();
+        }
+    }
+    assert_eq!(peers[0].get("n"), Some(j!(i64::MAX)));
+    assert_converged(&mut peers);
+    events.push(peers[1].increment("n", i64::MIN, 3_000).unwrap());
+    peers[0].receive(events[3].clone(), 3_000).unwrap();
+    assert_eq!(peers[0].get("n"), Some(j!(4)), "back in range, exact");
+    assert_converged(&mut peers);
+}
+
 #[test]
 fn set_add_wins_over_concurrent_remove() {
     let (mut a, mut b) = (engine(1), engine(2));

@@ -1019,20 +1019,77 @@ fn an_edit_made_offline_and_folded_on_close_travels_as_an_event() {
 }
 
 /// A page that never meets a peer still folds its own writes, keeping
-/// the last `keep_unacked` of them.
+/// the last `keep_unacked` of them, and never more than half of
+/// `compact_after` (a page alone with a small `compactAfter` folds too).
 #[test]
 fn a_page_alone_still_folds_its_own_writes() {
+    for config in [
+        SyncConfig {
+            keep_unacked: 50,
+            ..SyncConfig::default()
+        },
+        SyncConfig {
+            compact_after: 100,
+            ..SyncConfig::default()
+        },
+    ] {
+        let mut page = common::signed_node(
+            1,
+            SyncConfig {
+                durable: true,
+                ..config
+            },
+        );
+        for i in 0..300 {
+            page.write(|e| e.set(&format!("k{}", i % 7), json("1"), 1_000).map(Some))
+                .unwrap();
+            page.take_outputs();
+        }
+        page.fold();
+        assert_eq!(page.engine().log().len(), 50);
+    }
+}
+
+/// A peer's digest claiming more of our events than we made was taken as
+/// said, and remembered past its session: every write we made later, no
+/// peer having it, was folded too (a second review). A claim is held to
+/// what we made.
+#[test]
+fn a_claim_of_our_writes_to_come_does_not_fold_them() {
+    use common::signed_node;
     let config = SyncConfig {
         durable: true,
-        keep_unacked: 50,
         ..SyncConfig::default()
     };
-    let mut page = common::signed_node(1, config);
-    for i in 0..300 {
-        page.write(|e| e.set(&format!("k{}", i % 7), json("1"), 1_000).map(Some))
-            .unwrap();
-        page.take_outputs();
+    let now = 1_700_000_000_000u64;
+    let mut a = signed_node(1, config.clone());
+    let mallory = signed_node(666, config);
+    let (pa, pm) = (a.peer(), mallory.peer());
+    a.connect(pm, now);
+    a.take_outputs();
+    let mut claim = cpc_sync::protocol::VectorClock::default();
+    claim.set(pa, 1_000_000);
+    for frame in wire::encode(
+        &Message::Digest {
+            clock: claim,
+            root: cpc_sync::protocol::Hash32::ZERO,
+        },
+        1,
+    ) {
+        a.receive_frame(pm, &frame, now);
     }
-    page.fold();
-    assert_eq!(page.engine().log().len(), 50);
+    a.take_outputs();
+    a.disconnect(pm);
+    // Offline, later: ten writes no one ever saw.
+    for i in 0..10 {
+        a.write(|e| e.set(&format!("k{i}"), json("1"), now + 1_000).map(Some))
+            .unwrap();
+        a.take_outputs();
+    }
+    a.fold();
+    assert_eq!(
+        a.engine().log().len(),
+        10,
+        "writes no peer had were folded on a claim made before they existed"
+    );
 }

@@ -34,10 +34,12 @@ pub struct Listeners {
 }
 
 impl Listeners {
+    /// As the DOM's: a listener added twice for one event is called once.
     pub fn add(&mut self, kind: String, listener: Function) {
-        self.by_kind
-            .get_or_insert_with(kind, Vec::new)
-            .push(listener);
+        let list = self.by_kind.get_or_insert_with(kind, Vec::new);
+        if !list.contains(&listener) {
+            list.push(listener);
+        }
     }
 
     pub fn remove(&mut self, kind: &str, listener: &Function) {

@@ -452,6 +452,21 @@ fn emit_link(inner: &Rc<RefCell<Inner>>, peer: PeerId, state: LinkState) {
 pub(super) fn emit(inner: &Rc<RefCell<Inner>>, kind: &str, detail: &JsValue) {
     let listeners = inner.borrow().listeners.of(kind);
     for listener in listeners {
-        let _ = listener.call1(&JsValue::NULL, detail);
+        if let Err(e) = listener.call1(&JsValue::NULL, detail) {
+            report_error(&e);
+        }
+    }
+}
+
+/// A listener's exception, reported as the DOM reports one of its event
+/// listeners' (`reportError`: the console and the global `error` event),
+/// the other listeners called all the same; it vanished without a word.
+fn report_error(e: &JsValue) {
+    let global = js_sys::global();
+    match js_sys::Reflect::get(&global, &"reportError".into()) {
+        Ok(report) if report.is_function() => {
+            let _ = report.unchecked_ref::<js_sys::Function>().call1(&global, e);
+        }
+        _ => web_sys::console::error_2(&"cpc-sync: a listener threw".into(), e),
     }
 }

@@ -229,7 +229,7 @@ fn text_arg(value: &JsValue, message: &'static str) -> Result<String, PeerError>
         (value.as_string()).ok_or_else(|| PeerError::type_error(Code::InvalidArgument, message))?;
     // A lone surrogate (half of an emoji cut by `slice`) comes out as
     // U+FFFD: two keys would be one (a review).
-    if text.contains('\u{FFFD}') && !value.unchecked_ref::<js_sys::JsString>().is_valid_utf16() {
+    if !crate::browser::convert::well_formed(value, &text) {
         let method = message.split(':').next().unwrap_or(message);
         return Err(PeerError::type_error(
             Code::InvalidArgument,

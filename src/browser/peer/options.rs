@@ -66,9 +66,18 @@ fn string(options: &JsValue, name: &str) -> Result<Option<String>, PeerError> {
     if absent(&value) {
         return Ok(None);
     }
-    value.as_string().map(Some).ok_or_else(|| {
+    let text = value.as_string().ok_or_else(|| {
         PeerError::type_error(Code::InvalidOption, format!("option {name} takes a string"))
-    })
+    })?;
+    // As for keys: a lone surrogate comes out as U+FFFD, and two rooms (or
+    // secrets) would be one.
+    if !crate::browser::convert::well_formed(&value, &text) {
+        return Err(PeerError::type_error(
+            Code::InvalidOption,
+            format!("option {name} holds a lone surrogate (half of a character)"),
+        ));
+    }
+    Ok(Some(text))
 }
 
 /// An optional whole-number option from 1 to `max`.

@@ -158,7 +158,7 @@ impl Transport {
             });
             let weak = Rc::downgrade(&state);
             let show = EventListener::new(&window, "pageshow", move |_| {
-                run(&weak, |s, _| s.links.page_shown())
+                run(&weak, |s, _| s.links.page_shown(now_ms()))
             });
             state.borrow_mut().page = vec![hide, show];
         }
@@ -234,7 +234,9 @@ impl Transport {
 
     /// Joins signaling again; peers are found and dialed.
     pub fn go_online(&self) {
-        run_later(&Rc::downgrade(&self.state), |s, _| s.links.go_online());
+        run_later(&Rc::downgrade(&self.state), |s, _| {
+            s.links.go_online(now_ms())
+        });
     }
 
     /// An overlay message a linked peer sent (the sync node took it off
@@ -453,6 +455,16 @@ impl State {
             LinkAction::CloseSocket => {
                 self.unlink_socket_peers(out);
                 self.server = None;
+            }
+            LinkAction::SocketTimedOut { after_ms } => {
+                self.unlink_socket_peers(out);
+                self.server = None;
+                let url = self.config.signaling.as_deref().unwrap_or_default();
+                let reason = format!(
+                    "the signaling server at {url} did not answer in {} s; trying again",
+                    after_ms / 1000
+                );
+                out.push(TransportEvent::Failed { peer: None, reason });
             }
         }
     }

@@ -174,9 +174,13 @@ impl ReconciliationEngine {
 
     fn increment_by(&self, key: &str, by: i64) -> Result<Operation, WriteError> {
         let sum = match self.shown(key, Kind::Counter)? {
-            Some(EntityState::Counter(c)) => c.contribution(self.peer).wrapping_add(by),
-            _ => by,
+            Some(EntityState::Counter(c)) => c.contribution(self.peer).checked_add(by),
+            _ => Some(by),
         };
+        let sum = sum.ok_or_else(|| WriteError::CounterOverflow {
+            key: key.to_string(),
+            by,
+        })?;
         Ok(Operation::Counter(CounterOp::Increment { by, sum }))
     }
 

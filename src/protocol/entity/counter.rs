@@ -74,16 +74,14 @@ impl Counter {
         }
     }
 
+    /// The total, held at the range of a 64-bit integer: summed in 128
+    /// bits, so totals past it stop there rather than wrap around and
+    /// change sign (each origin's own total is bounded by its increments,
+    /// [`WriteError::CounterOverflow`](crate::protocol::WriteError)).
     pub fn value(&self) -> i64 {
-        let total = self
-            .contributions
-            .values()
-            .fold(0i64, |a, c| a.wrapping_add(c.1));
-        let gone = self
-            .cancelled
-            .values()
-            .fold(0i64, |a, c| a.wrapping_add(c.1));
-        total.wrapping_sub(gone)
+        let total: i128 = self.contributions.values().map(|c| i128::from(c.1)).sum();
+        let gone: i128 = self.cancelled.values().map(|c| i128::from(c.1)).sum();
+        (total - gone).clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
     }
 
     /// Present while some contribution is not cancelled.

@@ -153,7 +153,7 @@ impl<'a> Reader<'a> {
             b'[' | b'{' => {
                 let depth = depth - 1;
                 if depth == 0 {
-                    return self.fail("recursion limit exceeded");
+                    return self.fail("nested more than 127 arrays or objects deep");
                 }
                 self.i += 1;
                 if peek == b'[' {

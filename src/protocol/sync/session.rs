@@ -311,6 +311,9 @@ pub struct Session {
     /// The caller's link to it holds a backlog of frames: what it is
     /// owed waits ([`SyncNode::set_backlogged`](super::SyncNode::set_backlogged)).
     pub backlogged: bool,
+    /// The last snapshot it offered that our origins joined with its
+    /// would pass the bound: not taken, and told once.
+    pub offer_past_origins: Option<Hash32>,
 }
 
 /// Origins a session notes in what its peer has, at most: as many as a

@@ -95,6 +95,11 @@ pub enum LinkAction {
     /// Send on the WebSocket (dropped if it is not open).
     Send(ClientMessage),
     CloseSocket,
+    /// The WebSocket did not open in `after_ms`: drop it and tell the app
+    /// (a reconnect is due later).
+    SocketTimedOut {
+        after_ms: u64,
+    },
 }
 
 /// The connection policy: see the module documentation.
@@ -160,10 +165,10 @@ impl Links {
 
     /// Joins signaling: opens the routes, announces this tab (at once, or
     /// when the page shows again).
-    pub fn go_online(&mut self) {
+    pub fn go_online(&mut self, now_ms: u64) {
         self.wanted = true;
         if !self.hidden {
-            self.join();
+            self.join(now_ms);
         }
     }
 
@@ -182,14 +187,14 @@ impl Links {
     }
 
     /// The page shows again (`pageshow`, back from the cache).
-    pub fn page_shown(&mut self) {
+    pub fn page_shown(&mut self, now_ms: u64) {
         self.hidden = false;
         if self.wanted {
-            self.join();
+            self.join(now_ms);
         }
     }
 
-    fn join(&mut self) {
+    fn join(&mut self, now_ms: u64) {
         if std::mem::replace(&mut self.online, true) {
             return;
         }
@@ -198,7 +203,7 @@ impl Links {
             from: self.me.to_string(),
         }));
         if let Some(socket) = &mut self.socket {
-            socket.opening();
+            socket.opening(now_ms);
             self.actions.push(LinkAction::OpenSocket);
         }
     }
@@ -543,9 +548,14 @@ impl Links {
     pub fn tick(&mut self, now_ms: u64, jitter: f64) {
         self.mesh.tick(now_ms, jitter);
         self.drain_mesh(now_ms);
-        match self.socket.as_mut().and_then(|s| s.tick(now_ms)) {
+        let Some(socket) = self.socket.as_mut() else {
+            return;
+        };
+        let after_ms = socket.open_timeout_ms();
+        match socket.tick(now_ms, jitter) {
             Some(SocketDue::Reconnect) => self.actions.push(LinkAction::OpenSocket),
             Some(SocketDue::Ping) => self.actions.push(LinkAction::Send(ClientMessage::Ping)),
+            Some(SocketDue::GiveUp) => self.actions.push(LinkAction::SocketTimedOut { after_ms }),
             None => {}
         }
     }

@@ -13,6 +13,11 @@ pub struct SocketConfig {
     /// `backoff_max_ms`.
     pub backoff_base_ms: u64,
     pub backoff_max_ms: u64,
+    /// A socket not open this long after it was opened is given up and
+    /// tried again: a server (or a proxy, a firewall) that takes the
+    /// connection and never answers kept it opening for minutes, and the
+    /// app heard nothing.
+    pub open_timeout_ms: u64,
 }
 
 impl Default for SocketConfig {
@@ -21,6 +26,7 @@ impl Default for SocketConfig {
             ping_ms: 20_000,
             backoff_base_ms: 500,
             backoff_max_ms: 30_000,
+            open_timeout_ms: 10_000,
         }
     }
 }
@@ -31,7 +37,9 @@ enum Phase {
     Down {
         retry_at_ms: Option<u64>,
     },
-    Opening,
+    Opening {
+        give_up_at_ms: u64,
+    },
     Open {
         ping_at_ms: u64,
     },
@@ -44,6 +52,8 @@ pub enum SocketDue {
     Reconnect,
     /// Send a keepalive.
     Ping,
+    /// The socket did not open in time: drop it (a reconnect is due later).
+    GiveUp,
 }
 
 #[derive(Debug)]
@@ -67,8 +77,10 @@ impl Socket {
     }
 
     /// A socket is being opened.
-    pub fn opening(&mut self) {
-        self.phase = Phase::Opening;
+    pub fn opening(&mut self, now_ms: u64) {
+        self.phase = Phase::Opening {
+            give_up_at_ms: now_ms + self.config.open_timeout_ms,
+        };
         self.joined = false;
     }
 
@@ -112,18 +124,28 @@ impl Socket {
         self.phase = Phase::Down { retry_at_ms: None };
     }
 
+    /// How long an opening socket is given.
+    pub fn open_timeout_ms(&self) -> u64 {
+        self.config.open_timeout_ms
+    }
+
     pub fn is_open(&self) -> bool {
         matches!(self.phase, Phase::Open { .. })
     }
 
     /// What is due at `now_ms`, if anything.
-    pub fn tick(&mut self, now_ms: u64) -> Option<SocketDue> {
+    /// `jitter` in `[0, 1)`, as for [`closed`](Self::closed).
+    pub fn tick(&mut self, now_ms: u64, jitter: f64) -> Option<SocketDue> {
         match self.phase {
             Phase::Down {
                 retry_at_ms: Some(at),
             } if now_ms >= at => {
-                self.phase = Phase::Opening;
+                self.opening(now_ms);
                 Some(SocketDue::Reconnect)
+            }
+            Phase::Opening { give_up_at_ms } if now_ms >= give_up_at_ms => {
+                self.closed(now_ms, jitter);
+                Some(SocketDue::GiveUp)
             }
             Phase::Open { ping_at_ms } if now_ms >= ping_at_ms => {
                 self.phase = Phase::Open {
@@ -138,7 +160,7 @@ impl Socket {
     pub fn next_wake(&self) -> Option<u64> {
         match self.phase {
             Phase::Down { retry_at_ms } => retry_at_ms,
-            Phase::Opening => None,
+            Phase::Opening { give_up_at_ms } => Some(give_up_at_ms),
             Phase::Open { ping_at_ms } => Some(ping_at_ms),
         }
     }
@@ -151,13 +173,13 @@ mod tests {
     /// Advances to the socket's next wake and returns what fell due.
     fn wake(s: &mut Socket) -> (u64, Option<SocketDue>) {
         let at = s.next_wake().expect("a wake");
-        (at, s.tick(at))
+        (at, s.tick(at, 0.0))
     }
 
     #[test]
     fn reconnects_back_off_doubling_up_to_the_cap_and_reset_once_joined() {
         let mut s = Socket::new(SocketConfig::default());
-        s.opening();
+        s.opening(0);
         let mut now = 0;
         let mut delays = Vec::new();
         for _ in 0..9 {
@@ -182,8 +204,8 @@ mod tests {
     fn jitter_spreads_reconnects_by_up_to_half() {
         let mut a = Socket::new(SocketConfig::default());
         let mut b = Socket::new(SocketConfig::default());
-        a.opening();
-        b.opening();
+        a.opening(0);
+        b.opening(0);
         a.closed(0, 0.0);
         b.closed(0, 0.99);
         assert_eq!(a.next_wake(), Some(500));
@@ -194,16 +216,31 @@ mod tests {
     fn an_open_socket_pings_and_a_stopped_one_sleeps() {
         let mut s = Socket::new(SocketConfig::default());
         assert_eq!(s.next_wake(), None, "nothing before it is wanted");
-        s.opening();
-        assert_eq!(s.next_wake(), None, "the browser reports open or close");
+        s.opening(0);
+        assert_eq!(s.next_wake(), Some(10_000), "given up if it does not open");
         s.opened(1000);
         assert!(s.is_open());
-        assert_eq!(s.tick(20_999), None);
+        assert_eq!(s.tick(20_999, 0.0), None);
         assert_eq!(wake(&mut s), (21_000, Some(SocketDue::Ping)));
         assert_eq!(wake(&mut s), (41_000, Some(SocketDue::Ping)));
         s.stop();
         s.closed(50_000, 0.0);
         assert_eq!(s.next_wake(), None, "closed by us: no reconnect");
-        assert_eq!(s.tick(1_000_000), None);
+        assert_eq!(s.tick(1_000_000, 0.0), None);
+    }
+
+    /// A server that takes the connection and never answers: the socket
+    /// is given up after the timeout and tried again, backing off.
+    #[test]
+    fn a_socket_that_does_not_open_is_given_up_and_tried_again() {
+        let mut s = Socket::new(SocketConfig::default());
+        s.opening(0);
+        assert_eq!(s.tick(9_999, 0.0), None);
+        assert_eq!(wake(&mut s), (10_000, Some(SocketDue::GiveUp)));
+        assert_eq!(wake(&mut s), (10_500, Some(SocketDue::Reconnect)));
+        assert_eq!(wake(&mut s), (20_500, Some(SocketDue::GiveUp)));
+        assert_eq!(wake(&mut s), (21_500, Some(SocketDue::Reconnect)));
+        s.opened(22_000);
+        assert_eq!(s.tick(40_000, 0.0), None, "open: nothing to give up");
     }
 }

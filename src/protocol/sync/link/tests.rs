@@ -15,7 +15,7 @@ fn links(me: u64, server: bool) -> Links {
         ..LinkConfig::new("room", server)
     };
     let mut l = Links::new(PeerId(me), config);
-    l.go_online();
+    l.go_online(0);
     l
 }
 
@@ -474,7 +474,7 @@ fn going_offline_hangs_up_says_goodbye_and_ignores_what_follows() {
     );
     assert!(a.take_actions().is_empty());
     assert_eq!(a.next_wake(), None, "no reconnect while offline");
-    a.go_online();
+    a.go_online(0);
     assert_eq!(
         a.take_actions(),
         [
@@ -595,9 +595,9 @@ fn a_hidden_page_says_goodbye_and_rejoins_when_shown_if_still_wanted() {
         from: PeerId(1).to_string(),
     })));
     assert!(acted.contains(&LinkAction::CloseSocket));
-    a.go_online();
+    a.go_online(0);
     assert!(a.take_actions().is_empty(), "not while hidden");
-    a.page_shown();
+    a.page_shown(0);
     assert_eq!(
         a.take_actions(),
         [
@@ -610,7 +610,7 @@ fn a_hidden_page_says_goodbye_and_rejoins_when_shown_if_still_wanted() {
     a.go_offline(1);
     a.take_actions();
     a.page_hidden(2);
-    a.page_shown();
+    a.page_shown(0);
     assert!(a.take_actions().is_empty());
     assert!(!a.is_online());
 }
@@ -682,7 +682,7 @@ fn secret_room_page(relay: bool) -> (Links, Vec<LinkAction>) {
         ..LinkConfig::new("secret-00", true)
     };
     let mut l = Links::new(PeerId(1), config);
-    l.go_online();
+    l.go_online(0);
     l.socket_opened(0);
     l.server_message(
         ServerMessage::Hello {
@@ -832,7 +832,7 @@ fn a_relayed_link_offered_by_a_peer_is_taken_where_the_relay_is_enabled() {
             ..LinkConfig::new("secret-00", false)
         },
     );
-    no_server.go_online();
+    no_server.go_online(0);
     assert_eq!(no_server.relay_offered(PeerId(3), 5), None);
 }
 

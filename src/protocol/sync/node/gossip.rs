@@ -334,6 +334,12 @@ impl SyncNode {
     /// at once would stall the peer; [`SyncNode::refresh_digest`] catches
     /// up in slices.
     pub(super) fn send_digest(&mut self, to: PeerId) {
+        if self.digest_when_stored {
+            // A loaded snapshot waits to be stored: every peer is told
+            // once it is (a gossip round or a new session in between
+            // told its clock before, a review found).
+            return;
+        }
         let clock = self.engine.clock().clone();
         let root = self
             .engine
@@ -346,8 +352,15 @@ impl SyncNode {
     /// snapshot offer when it is behind our compaction horizon. Equal clocks
     /// with different roots start a Merkle descent.
     pub(super) fn on_digest(&mut self, from: PeerId, clock: VectorClock, root: Hash32) {
+        let me = self.peer();
+        let ours = self.engine.clock().get(me);
         if let Some(session) = self.sessions.get_mut(&from) {
             session.their_clock = clock.clone();
+            // No more of ours than we made: a claim of our writes to come
+            // would have them folded before any peer had them (a review).
+            if clock.get(me) > ours {
+                session.their_clock.set(me, ours);
+            }
             session.their_root = Some(root);
             session.synced = true;
         }

@@ -169,6 +169,27 @@ impl SyncNode {
         if self.engine.clock().descends(&clock) {
             return;
         }
+        // Joined with ours, its origins would pass the bound: refused once
+        // in, at no cost to an honest sender (two peers each filled with
+        // a member's throwaway origins the other lacks), and downloaded
+        // again at every offer (a review counted 601 in 10 minutes). Not
+        // taken, and told once an offer.
+        let ours = self.engine.clock();
+        let joined = ours.len() + clock.iter().filter(|(p, _)| ours.get(*p) == 0).count();
+        let limit = self.engine.max_origins();
+        if joined > limit {
+            let session = self.sessions.get_mut(&from);
+            let told = session.is_some_and(|s| s.offer_past_origins.replace(id) == Some(id));
+            if !told {
+                self.engine.count_refused_state();
+                let refused = SnapshotError::TooManyOriginsJoined {
+                    count: joined,
+                    limit,
+                };
+                self.refuse(from, refused.into());
+            }
+            return;
+        }
         if self.taking_snapshot() {
             // A whole snapshot is being decoded, verified or loaded: it is
             // loaded, or refused, before another is taken.
