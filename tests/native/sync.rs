@@ -1093,3 +1093,88 @@ fn a_claim_of_our_writes_to_come_does_not_fold_them() {
         "writes no peer had were folded on a claim made before they existed"
     );
 }
+
+/// A write made while this device's clock was a month ahead dates every
+/// later write after it: once the clock is set right, peers refuse them
+/// until real time reaches that date, and the pings no longer tell (a
+/// review). The node tells the app so, once, until real time catches up.
+#[test]
+fn writes_dated_ahead_of_a_clock_set_right_are_told() {
+    const DAY: u64 = 86_400_000;
+    let now = 1_700_000_000_000u64;
+    let mut page = common::signed_node(1, SyncConfig::default());
+    let me = page.peer();
+    let told = |page: &mut SyncNode, at: u64| {
+        page.tick(at);
+        let outputs = page.take_outputs();
+        let skews: Vec<i64> = outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::ClockSkew { peer, offset_ms } if *peer == me => Some(*offset_ms),
+                _ => None,
+            })
+            .collect();
+        skews
+    };
+    page.write(|e| e.set("title", json("\"draft\""), now + 30 * DAY).map(Some))
+        .unwrap();
+    page.take_outputs();
+    // The clock is set right: a day later, then every few seconds.
+    let at = now + DAY;
+    assert_eq!(told(&mut page, at), vec![(29 * DAY) as i64]);
+    assert!(told(&mut page, at + 5_000).is_empty(), "once");
+    page.write(|e| e.set("title", json("\"later\""), at + 6_000).map(Some))
+        .unwrap();
+    assert!(told(&mut page, at + 10_000).is_empty(), "still once");
+    // Real time reaches the dates: nothing more to tell, and a later
+    // error is told anew.
+    assert!(told(&mut page, now + 31 * DAY).is_empty());
+    page.write(|e| e.set("title", json("\"ahead\""), now + 40 * DAY).map(Some))
+        .unwrap();
+    assert_eq!(told(&mut page, now + 32 * DAY).len(), 1);
+}
+
+/// The same claim made with an events frame, in a room without
+/// signatures: an event of our own origin far ahead is refused by the
+/// engine, but its number was learnt into the session's clock first, and
+/// then `own_acked` at the session's end (a third review).
+#[test]
+fn an_event_of_our_origin_from_afar_does_not_fold_our_writes_to_come() {
+    use cpc_sync::protocol::EventId;
+    let now = 1_700_000_000_000u64;
+    let engine = ReconciliationEngine::new(PeerId(1), EngineConfig::default());
+    let mut a = SyncNode::new(
+        engine,
+        SyncConfig {
+            durable: true,
+            ..SyncConfig::default()
+        },
+    );
+    let (pa, pm) = (a.peer(), PeerId(666));
+    a.connect(pm, now);
+    a.take_outputs();
+    let forged = common::register_write(EventId::new(pa, 1_000_000), "x", "1", now);
+    for frame in wire::encode(&Message::Events(vec![forged]), 1) {
+        a.receive_frame(pm, &frame, now);
+    }
+    a.take_outputs();
+    assert!(
+        a.remote_view(pm)
+            .is_none_or(|(c, _)| c.get(pa) <= a.engine().clock().get(pa)),
+        "the session notes {:?} of ours, we made {}",
+        a.remote_view(pm).map(|(c, _)| c.get(pa)),
+        a.engine().clock().get(pa)
+    );
+    a.disconnect(pm);
+    for i in 0..10 {
+        a.write(|e| e.set(&format!("k{i}"), json("1"), now + 1_000).map(Some))
+            .unwrap();
+        a.take_outputs();
+    }
+    a.fold();
+    assert_eq!(
+        a.engine().log().len(),
+        10,
+        "writes no peer had were folded on an event claimed of our origin"
+    );
+}

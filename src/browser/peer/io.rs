@@ -115,6 +115,15 @@ pub(super) fn dispatch(inner: &Rc<RefCell<Inner>>) {
                 ];
                 emit(inner, "snapshot", &event_object("snapshot", &fields));
             }
+            Output::ClockSkew { peer, offset_ms } if peer == inner.borrow().node.peer() => {
+                let message = format!(
+                    "this device's writes are dated {} s ahead of its clock (it was ahead when \
+                     they were made): peers refuse them until real time reaches their dates",
+                    offset_ms.unsigned_abs() / 1000
+                );
+                let error = PeerError::new(Code::ClockSkew, message);
+                emit(inner, "error", &error_event(error, Some(peer.to_string())));
+            }
             Output::ClockSkew { peer, offset_ms } => {
                 let (by, way) = (
                     offset_ms.unsigned_abs() / 1000,

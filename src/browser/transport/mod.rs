@@ -439,6 +439,9 @@ impl State {
                 self.server = match Server::open(&url, report) {
                     Ok(server) => Some(server),
                     Err(e) => {
+                        // As a socket that closed: tried again later, not
+                        // given up as one that did not answer.
+                        self.links.socket_closed(now_ms(), jitter());
                         out.push(TransportEvent::Failed {
                             peer: None,
                             reason: format!("cannot open signaling {url:?}: {}", describe(&e)),

@@ -366,6 +366,15 @@ impl ReconciliationEngine {
         self.peer
     }
 
+    /// How far the stamp of our last write is ahead of `now_ms`, when that
+    /// is past the skew a peer allows: our writes are dated ahead, and
+    /// peers refuse them until real time reaches their dates, however the
+    /// clock is set now (the hybrid clock dates each write after the last).
+    pub fn stamps_ahead(&self, now_ms: u64) -> Option<u64> {
+        let last = self.clock.last().millis();
+        (last > now_ms.saturating_add(self.config.max_clock_skew_ms)).then(|| last - now_ms)
+    }
+
     pub fn config(&self) -> &EngineConfig {
         &self.config
     }

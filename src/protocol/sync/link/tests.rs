@@ -860,3 +860,62 @@ fn a_refused_peer_that_joins_again_is_forgiven() {
         a.take_actions();
     }
 }
+
+/// Going offline, or the page hidden, while the socket is opening leaves
+/// no give-up timer, and nothing is told after.
+#[test]
+fn offline_or_hidden_while_opening_leaves_no_give_up() {
+    for hide in [false, true] {
+        let mut a = links(1, true);
+        a.take_actions();
+        assert_eq!(a.next_wake(), Some(10_000));
+        if hide {
+            a.page_hidden(5_000);
+        } else {
+            a.go_offline(5_000);
+        }
+        a.take_actions();
+        assert_eq!(a.next_wake(), None, "hide {hide}");
+        a.tick(20_000, 0.0);
+        assert!(
+            !a.take_actions()
+                .iter()
+                .any(|x| matches!(x, LinkAction::SocketTimedOut { .. })),
+            "hide {hide}"
+        );
+    }
+}
+
+/// A server reached over a slow path (a handshake that takes 12 s:
+/// satellite, a congested mobile link, a slow TLS proxy) was given up at
+/// 10 s at every try, for good (a review): the time given doubles with
+/// each give-up in a row.
+#[test]
+fn a_socket_that_needs_twelve_seconds_to_open_opens_in_the_end() {
+    let mut a = links(1, true);
+    a.take_actions();
+    let mut opening_since = Some(0u64);
+    let mut opened = false;
+    let mut now = 0u64;
+    while now < 600_000 {
+        let Some(at) = a.next_wake() else { break };
+        // The browser's `open` event, 12 s after the socket was made.
+        if let Some(since) = opening_since {
+            if since + 12_000 <= at {
+                a.socket_opened(since + 12_000);
+                opened = true;
+                break;
+            }
+        }
+        now = at;
+        a.tick(now, 0.0);
+        for action in a.take_actions() {
+            match action {
+                LinkAction::OpenSocket => opening_since = Some(now),
+                LinkAction::SocketTimedOut { .. } => opening_since = None,
+                _ => {}
+            }
+        }
+    }
+    assert!(opened, "never opened in 10 minutes");
+}

@@ -651,14 +651,19 @@ impl SyncNode {
     ) {
         let sent = sent.filter(|batch| batch.count == events.len());
         self.open_mark();
+        let me = self.peer();
+        let ours = self.engine.clock().get(me);
         if let Some(session) = self.sessions.get_mut(&from) {
             session.stats.events_in += events.len() as u64;
             // An origin's events come in order: its last of a stretch is
             // what the sender has of it. The origins are the sender's to
             // choose (a throwaway key's each): a session notes so many.
+            // Of ours, no more than we made (see `on_digest`).
             for stretch in events.chunk_by(|a, b| a.id.peer == b.id.peer) {
+                let origin = stretch[0].id.peer;
                 let seq = stretch.iter().map(|e| e.id.seq).max().unwrap_or(0);
-                session.learn(stretch[0].id.peer, seq);
+                let seq = if origin == me { seq.min(ours) } else { seq };
+                session.learn(origin, seq);
             }
         }
         let received = events.len();

@@ -321,7 +321,10 @@ pub enum Output {
     /// by the stamp of its ping: beyond the skew a peer allows
     /// ([`EngineConfig::max_clock_skew_ms`]), so the one behind refuses
     /// the writes of the one ahead (dated ahead of its clock) until a clock
-    /// is set right. Told once a session.
+    /// is set right. Told once a session. With our own id: our writes are
+    /// dated `offset_ms` ahead of our clock now (it was ahead when we
+    /// wrote, and set right since), and peers refuse them until real time
+    /// reaches their dates; told once until it does.
     ClockSkew { peer: PeerId, offset_ms: i64 },
     /// `peer` speaks protocol `version`, not ours: its connection is
     /// refused and closed (and dialed, and answered, ever more rarely).
@@ -401,6 +404,9 @@ pub struct SyncNode {
     /// Events applied as of the last gossip tick (the node is quiet when
     /// none were applied since).
     applied_at_tick: u64,
+    /// Whether the app was told our writes are dated ahead
+    /// ([`Output::ClockSkew`] with our own id).
+    ahead_told: bool,
     /// Our own events some peer of an ended session said it had (its
     /// clock's entry for us): a fold keeps ours past what any peer had
     /// ([`stable_clock`](Self::stable_clock)).
@@ -463,6 +469,7 @@ impl SyncNode {
             last_input_ms: 0,
             applied_at_tick: 0,
             own_acked: 0,
+            ahead_told: false,
             unverified: Vec::new(),
             unverified_seals: 0,
             unverified_held: Default::default(),
@@ -833,8 +840,11 @@ impl SyncNode {
     fn end_session(&mut self, peer: PeerId) {
         self.drop_held(peer);
         if let Some(session) = self.sessions.remove(&peer) {
+            // Held to what we made by then, whatever the path it was
+            // learnt by (a digest's claim, an events frame's).
             let me = self.peer();
-            self.own_acked = self.own_acked.max(session.their_clock.get(me));
+            let made = self.engine.clock().get(me);
+            self.own_acked = (self.own_acked).max(session.their_clock.get(me).min(made));
             if self.past_stats.len() >= KEPT_STATS {
                 self.past_stats.pop_first();
             }
@@ -870,6 +880,7 @@ impl SyncNode {
             return;
         }
         self.next_gossip_ms = now_ms + self.config.gossip_interval_ms;
+        self.tell_stamps_ahead(now_ms);
         for session in self.sessions.values_mut() {
             session.spent = Spent::default();
             let patience_ms = session.patience_ms(self.config.gossip_interval_ms);
@@ -988,6 +999,23 @@ impl SyncNode {
                     }
                 }
             }
+        }
+    }
+
+    /// Tells the app once, until real time catches up, that our writes are
+    /// dated ahead: the ping comparison no longer says so once the clock
+    /// is set right, and the writes went nowhere for the length of its
+    /// error, without a word (a review).
+    fn tell_stamps_ahead(&mut self, now_ms: u64) {
+        match self.engine.stamps_ahead(now_ms) {
+            Some(ahead) if !self.ahead_told => {
+                self.ahead_told = true;
+                let peer = self.peer();
+                let offset_ms = i64::try_from(ahead).unwrap_or(i64::MAX);
+                self.outputs.push(Output::ClockSkew { peer, offset_ms });
+            }
+            Some(_) => {}
+            None => self.ahead_told = false,
         }
     }
 
