@@ -401,11 +401,9 @@ test("a signaling server that takes the connection and never answers is given up
     return { messages, seconds: (performance.now() - started) / 1000 };
   }, url);
   silent.close();
-  // Given up at 10 s, tried again half a second later and given twice as
-  // long, given up again.
-  assert.match(seen.messages[0], /^TRANSPORT .*did not answer in 10 s; trying again/);
-  assert.match(seen.messages[1], /^TRANSPORT .*did not answer in 20 s; trying again/);
-  assert.ok(seen.seconds < 45, `${seen.seconds} s`);
+  // Given up at 10 s, tried again half a second later, given up again.
+  for (const message of seen.messages) assert.match(message, /^TRANSPORT .*did not answer in 10 s; trying again/);
+  assert.ok(seen.seconds < 40, `${seen.seconds} s`);
 });
 
 test("a write to IndexedDB resolves once committed, and survives a reopen", async () => {

@@ -1178,3 +1178,38 @@ fn an_event_of_our_origin_from_afar_does_not_fold_our_writes_to_come() {
         "writes no peer had were folded on an event claimed of our origin"
     );
 }
+
+/// What is compared is the stamp of our own last write, not the hybrid
+/// clock's last, which others' stamps move too: a node that never wrote
+/// took a peer's write dated 59 s ahead (within the skew), its clock was
+/// stepped back 2 s (NTP), and it was told its writes were dated 61 s
+/// ahead (a review).
+#[test]
+fn a_node_that_never_wrote_is_not_told_its_writes_are_dated_ahead() {
+    use cpc_sync::protocol::EventId;
+    let now = 1_700_000_000_000u64;
+    let mut reader = node(1);
+    let me = reader.peer();
+    let writer = PeerId(2);
+    reader.connect(writer, now);
+    reader.take_outputs();
+    let ahead = common::register_write(EventId::new(writer, 1), "x", "1", now + 59_000);
+    for frame in wire::encode(&Message::Events(vec![ahead]), 1) {
+        reader.receive_frame(writer, &frame, now);
+    }
+    reader.take_outputs();
+    assert_eq!(reader.engine().clock().get(writer), 1, "accepted");
+    assert_eq!(reader.engine().clock().get(me), 0, "no writes of ours");
+    let mut told = Vec::new();
+    for at in [now - 2_000, now + 8_000] {
+        reader.tick(at);
+        told.extend(reader.take_outputs().into_iter().filter_map(|o| match o {
+            Output::ClockSkew { peer, offset_ms } if peer == me => Some(offset_ms),
+            _ => None,
+        }));
+    }
+    assert!(
+        told.is_empty(),
+        "told its (no) writes are dated {told:?} ms ahead"
+    );
+}

@@ -94,6 +94,10 @@ struct State {
     /// Whether the signaling socket of this attempt opened (one closed
     /// before it did was refused, or found no server).
     socket_opened: bool,
+    /// The socket was given up, not open in time: kept until the next is
+    /// made, in case it opens after all (a slow path), and its close is
+    /// no news (the links wait to try again already).
+    socket_given_up: bool,
     /// Relayed links, in a room with a secret and a server (`relay.rs`).
     relay: Option<relay::Relay>,
     sink: Sink,
@@ -142,6 +146,7 @@ impl Transport {
                 server: None,
                 keeper: None,
                 socket_opened: false,
+                socket_given_up: false,
                 relay,
                 sink,
                 dropped: Vec::new(),
@@ -434,8 +439,9 @@ impl State {
                 };
                 let weak = self.weak.clone();
                 let report = Rc::new(move |e| run(&weak, |s, out| s.on_socket(e, out)));
-                // Replaces the old socket, closed by now.
+                // Replaces the old socket, closed by now (or given up).
                 self.unlink_socket_peers(out);
+                self.socket_given_up = false;
                 self.server = match Server::open(&url, report) {
                     Ok(server) => Some(server),
                     Err(e) => {
@@ -457,11 +463,11 @@ impl State {
             }
             LinkAction::CloseSocket => {
                 self.unlink_socket_peers(out);
+                self.socket_given_up = false;
                 self.server = None;
             }
             LinkAction::SocketTimedOut { after_ms } => {
-                self.unlink_socket_peers(out);
-                self.server = None;
+                self.socket_given_up = true;
                 let url = self.config.signaling.as_deref().unwrap_or_default();
                 let reason = format!(
                     "the signaling server at {url} did not answer in {} s; trying again",
@@ -482,8 +488,12 @@ impl State {
         let now = now_ms();
         match event {
             SocketEvent::Open => {
+                self.socket_given_up = false;
                 self.socket_opened = true;
                 self.links.socket_opened(now)
+            }
+            SocketEvent::Closed if std::mem::take(&mut self.socket_given_up) => {
+                self.server = None;
             }
             SocketEvent::Closed => {
                 self.unlink_socket_peers(out);

@@ -273,6 +273,11 @@ pub struct ReconciliationEngine {
     peer: PeerId,
     config: EngineConfig,
     clock: HybridClock,
+    /// The latest stamp of our own events applied (written here, or
+    /// replayed from storage): what [`stamps_ahead`](Self::stamps_ahead)
+    /// compares with the time. Not the hybrid clock's last, which others'
+    /// stamps move too.
+    own_stamp: u64,
     /// The version vector: per origin, how many of its events are applied.
     applied: VectorClock,
     /// Origins whose entry of `applied` grew since our last local event:
@@ -328,6 +333,7 @@ impl ReconciliationEngine {
         ReconciliationEngine {
             peer,
             clock: HybridClock::new(config.max_clock_skew_ms),
+            own_stamp: 0,
             applied: VectorClock::new(),
             unsent: unsent::UnsentDeps::default(),
             applied_hint: Hint::default(),
@@ -370,8 +376,9 @@ impl ReconciliationEngine {
     /// is past the skew a peer allows: our writes are dated ahead, and
     /// peers refuse them until real time reaches their dates, however the
     /// clock is set now (the hybrid clock dates each write after the last).
+    /// Of writes folded into a snapshot before a restart, told at the next.
     pub fn stamps_ahead(&self, now_ms: u64) -> Option<u64> {
-        let last = self.clock.last().millis();
+        let last = self.own_stamp;
         (last > now_ms.saturating_add(self.config.max_clock_skew_ms)).then(|| last - now_ms)
     }
 

@@ -346,6 +346,9 @@ impl ReconciliationEngine {
         // the one before (no search of the version vector for it).
         debug_assert_eq!(self.applied.get(id.peer), id.seq - 1);
         self.clock.observe(event.hlc);
+        if id.peer == self.peer {
+            self.own_stamp = self.own_stamp.max(event.hlc.millis());
+        }
         if let Some(moved) = &mut self.moved {
             moved.note(id);
         }

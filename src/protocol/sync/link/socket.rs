@@ -16,10 +16,11 @@ pub struct SocketConfig {
     /// A socket not open this long after it was opened is given up and
     /// tried again: a server (or a proxy, a firewall) that takes the
     /// connection and never answers kept it opening for minutes, and the
-    /// app heard nothing. It doubles with each give-up in a row, up to
-    /// `open_timeout_max_ms`, so a server behind a slow path still opens.
+    /// app heard nothing. The socket given up is kept until the next is
+    /// made (its timeout and the backoff's delay: as the delay grows, a
+    /// server behind a slow path still opens), and the next is made as
+    /// soon as ever after an outage.
     pub open_timeout_ms: u64,
-    pub open_timeout_max_ms: u64,
 }
 
 impl Default for SocketConfig {
@@ -29,7 +30,6 @@ impl Default for SocketConfig {
             backoff_base_ms: 500,
             backoff_max_ms: 30_000,
             open_timeout_ms: 10_000,
-            open_timeout_max_ms: 80_000,
         }
     }
 }
@@ -66,8 +66,6 @@ pub struct Socket {
     backoff: Backoff,
     /// The server answered this socket's join: it relays for us now.
     joined: bool,
-    /// Sockets given up in a row, not open in time.
-    given_up: u32,
 }
 
 impl Socket {
@@ -78,14 +76,13 @@ impl Socket {
             phase: Phase::Down { retry_at_ms: None },
             backoff,
             joined: false,
-            given_up: 0,
         }
     }
 
     /// A socket is being opened.
     pub fn opening(&mut self, now_ms: u64) {
         self.phase = Phase::Opening {
-            give_up_at_ms: now_ms + self.open_timeout_ms(),
+            give_up_at_ms: now_ms + self.config.open_timeout_ms,
         };
         self.joined = false;
     }
@@ -103,7 +100,6 @@ impl Socket {
     /// and drops at once must not be hammered.)
     pub fn joined(&mut self) {
         self.backoff.reset();
-        self.given_up = 0;
         self.joined = self.is_open();
     }
 
@@ -131,14 +127,9 @@ impl Socket {
         self.phase = Phase::Down { retry_at_ms: None };
     }
 
-    /// How long an opening socket is given now.
+    /// How long an opening socket is given.
     pub fn open_timeout_ms(&self) -> u64 {
-        let doubled = self.config.open_timeout_ms << self.given_up.min(16);
-        doubled.min(
-            self.config
-                .open_timeout_max_ms
-                .max(self.config.open_timeout_ms),
-        )
+        self.config.open_timeout_ms
     }
 
     pub fn is_open(&self) -> bool {
@@ -156,7 +147,6 @@ impl Socket {
                 Some(SocketDue::Reconnect)
             }
             Phase::Opening { give_up_at_ms } if now_ms >= give_up_at_ms => {
-                self.given_up = self.given_up.saturating_add(1);
                 self.closed(now_ms, jitter);
                 Some(SocketDue::GiveUp)
             }
@@ -251,18 +241,11 @@ mod tests {
         assert_eq!(s.tick(9_999, 0.0), None);
         assert_eq!(wake(&mut s), (10_000, Some(SocketDue::GiveUp)));
         assert_eq!(wake(&mut s), (10_500, Some(SocketDue::Reconnect)));
-        // Each try in a row is given twice as long (a slow path opens).
-        assert_eq!(wake(&mut s), (30_500, Some(SocketDue::GiveUp)));
-        assert_eq!(wake(&mut s), (31_500, Some(SocketDue::Reconnect)));
-        assert_eq!(wake(&mut s), (71_500, Some(SocketDue::GiveUp)));
-        s.opening(80_000);
-        s.opened(82_000);
-        assert_eq!(
-            s.tick(200_000, 0.0),
-            Some(SocketDue::Ping),
-            "open: nothing to give up"
-        );
-        s.joined();
-        assert_eq!(s.open_timeout_ms(), 10_000, "joined: back to the first");
+        assert_eq!(wake(&mut s), (20_500, Some(SocketDue::GiveUp)));
+        assert_eq!(wake(&mut s), (21_500, Some(SocketDue::Reconnect)));
+        // The socket given up opens late, before the next is made.
+        assert_eq!(wake(&mut s), (31_500, Some(SocketDue::GiveUp)));
+        s.opened(32_000);
+        assert_eq!(s.next_wake(), Some(52_000), "open: its ping, no retry");
     }
 }
