@@ -439,9 +439,12 @@ impl State {
                 };
                 let weak = self.weak.clone();
                 let report = Rc::new(move |e| run(&weak, |s, out| s.on_socket(e, out)));
-                // Replaces the old socket, closed by now (or given up).
+                // Replaces the old socket, closed by now (or given up),
+                // dropped before the new one is made.
                 self.unlink_socket_peers(out);
                 self.socket_given_up = false;
+                self.socket_opened = false;
+                self.server = None;
                 self.server = match Server::open(&url, report) {
                     Ok(server) => Some(server),
                     Err(e) => {

@@ -342,9 +342,14 @@ impl ReconciliationEngine {
         if !self.holding.is_empty() {
             self.keep_marking();
         }
+        // Our write is dated ahead by our clock only as far as the time we
+        // read: a stamp past it was borrowed from a peer's, taken within
+        // the skew (a step of our clock back then told a false alarm).
+        let own_stamp = self.own_stamp.max(event.hlc.millis().min(now_ms));
         if self.apply_and_release(event) > 1 {
             self.released = true;
         }
+        self.own_stamp = own_stamp;
         Ok(kept)
     }
 }

@@ -988,3 +988,24 @@ fn a_socket_made_after_an_outage_ends_opens_soon() {
         worst.0 / 1000
     );
 }
+
+/// A socket given up that opens late (kept until the next is made)
+/// cancels the retry; dropped before the join, the backoff goes on.
+#[test]
+fn a_socket_given_up_that_opens_late_cancels_the_retry() {
+    let mut a = links(1, true);
+    a.take_actions();
+    a.tick(10_000, 0.0);
+    assert!(a
+        .take_actions()
+        .iter()
+        .any(|x| matches!(x, LinkAction::SocketTimedOut { .. })));
+    assert_eq!(a.next_wake(), Some(10_500));
+    a.socket_opened(10_200);
+    assert_eq!(a.next_wake(), Some(30_200));
+    a.tick(10_500, 0.0);
+    assert!(a.take_actions().is_empty());
+    // Dropped before the join: backoff continues (1 s, not 0.5 s).
+    a.socket_closed(11_000, 0.0);
+    assert_eq!(a.next_wake(), Some(12_000));
+}
