@@ -861,9 +861,8 @@ fn storage_that_lost_everything_is_given_the_whole_state_again() {
 /// What the room peer acknowledged is on its disk: its edge commits each
 /// drain's writes, then sends its frames.
 mod acknowledged {
+    use crate::common::net::edge_work;
     use crate::common::{self, json, signed_node};
-    use cpc_sync::protocol::seal::verify_packed;
-    use cpc_sync::protocol::sync::gzip::{gunzip_at_most, gzip};
     use cpc_sync::protocol::sync::wire::{decode, Decoded, Message};
     use cpc_sync::protocol::sync::{Output, Persist, SyncConfig, SyncNode};
     use cpc_sync::protocol::{EngineConfig, P2PEvent, PeerId, VectorClock};
@@ -912,16 +911,9 @@ mod acknowledged {
                 break;
             }
             for o in outputs {
-                match o {
-                    Output::Send { to, frame } => frames.push((to, frame)),
-                    Output::Persist { token, .. } => node.persisted(token),
-                    Output::Verify { batch, seals } => {
-                        node.verified(batch, &verify_packed(&seals), now)
-                    }
-                    Output::GzipSnapshot { bytes } => node.snapshot_gzipped(&bytes, gzip(&bytes)),
-                    Output::GunzipSnapshot { id, bytes, limit } => {
-                        node.snapshot_gunzipped(id, gunzip_at_most(&bytes, limit), now)
-                    }
+                match edge_work(node, o, now) {
+                    Some(Output::Send { to, frame }) => frames.push((to, frame)),
+                    Some(Output::Persist { token, .. }) => node.persisted(token),
                     _ => {}
                 }
             }
@@ -962,27 +954,16 @@ mod acknowledged {
                 node.persisted(t);
             }
             for o in rest {
-                match o {
-                    Output::Send { to, frame } => {
-                        if let Ok(Decoded::Message(Message::Digest { clock, .. })) = decode(&frame)
-                        {
-                            let on_disk = disk.clock(node.peer(), config);
-                            if !on_disk.descends(&clock) {
-                                unbacked.push(format!(
-                                    "digest sent with clock {clock:?}, disk restores {on_disk:?}"
-                                ));
-                            }
+                if let Some(Output::Send { to, frame }) = edge_work(node, o, now) {
+                    if let Ok(Decoded::Message(Message::Digest { clock, .. })) = decode(&frame) {
+                        let on_disk = disk.clock(node.peer(), config);
+                        if !on_disk.descends(&clock) {
+                            unbacked.push(format!(
+                                "digest sent with clock {clock:?}, disk restores {on_disk:?}"
+                            ));
                         }
-                        frames.push((to, frame));
                     }
-                    Output::Verify { batch, seals } => {
-                        node.verified(batch, &verify_packed(&seals), now)
-                    }
-                    Output::GzipSnapshot { bytes } => node.snapshot_gzipped(&bytes, gzip(&bytes)),
-                    Output::GunzipSnapshot { id, bytes, limit } => {
-                        node.snapshot_gunzipped(id, gunzip_at_most(&bytes, limit), now)
-                    }
-                    _ => {}
+                    frames.push((to, frame));
                 }
             }
         }

@@ -1080,18 +1080,22 @@ fn a_claim_of_our_writes_to_come_does_not_fold_them() {
     }
     a.take_outputs();
     a.disconnect(pm);
-    // Offline, later: ten writes no one ever saw.
+    assert_eq!(
+        ten_offline_writes_folded(&mut a, now),
+        10,
+        "writes no peer had were folded on a claim made before they existed"
+    );
+}
+
+/// Ten writes no one saw, then a fold: how many events stay in the log.
+fn ten_offline_writes_folded(a: &mut SyncNode, now: u64) -> usize {
     for i in 0..10 {
         a.write(|e| e.set(&format!("k{i}"), json("1"), now + 1_000).map(Some))
             .unwrap();
         a.take_outputs();
     }
     a.fold();
-    assert_eq!(
-        a.engine().log().len(),
-        10,
-        "writes no peer had were folded on a claim made before they existed"
-    );
+    a.engine().log().len()
 }
 
 /// A write made while this device's clock was a month ahead dates every
@@ -1166,14 +1170,8 @@ fn an_event_of_our_origin_from_afar_does_not_fold_our_writes_to_come() {
         a.engine().clock().get(pa)
     );
     a.disconnect(pm);
-    for i in 0..10 {
-        a.write(|e| e.set(&format!("k{i}"), json("1"), now + 1_000).map(Some))
-            .unwrap();
-        a.take_outputs();
-    }
-    a.fold();
     assert_eq!(
-        a.engine().log().len(),
+        ten_offline_writes_folded(&mut a, now),
         10,
         "writes no peer had were folded on an event claimed of our origin"
     );

@@ -719,12 +719,7 @@ impl ReconciliationEngine {
     /// snapshot over it alone was refused as a lie by
     /// [`StateSnapshot::verify_whole`]).
     fn check_origins(&self, snapshot: &StateSnapshot) -> Result<(), SnapshotError> {
-        let new = snapshot
-            .version_vector
-            .iter()
-            .filter(|(p, _)| self.applied.get(*p) == 0)
-            .count();
-        let count = self.applied.len() + new;
+        let count = self.origins_joined(&snapshot.version_vector);
         if count > self.max_origins() {
             return Err(SnapshotError::TooManyOriginsJoined {
                 count,
@@ -732,6 +727,14 @@ impl ReconciliationEngine {
             });
         }
         Ok(())
+    }
+
+    /// How many origins our version vector joined with `clock` names: a
+    /// snapshot of that clock passes the bound on origins past
+    /// [`max_origins`](Self::max_origins) (checked at its offer too).
+    pub fn origins_joined(&self, clock: &VectorClock) -> usize {
+        let new = clock.iter().filter(|(p, _)| self.applied.get(*p) == 0);
+        self.applied.len() + new.count()
     }
 
     /// What is checked of each event in `range`: its form and clocks

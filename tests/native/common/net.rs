@@ -10,6 +10,20 @@ use cpc_sync::protocol::sync::{Output, Refusal, SyncNode};
 use cpc_sync::protocol::PeerId;
 use std::collections::BTreeSet;
 
+/// Does what `node` asks of its edge (seals verified, snapshots gzipped
+/// and inflated) and hands it the results; every other output back.
+pub fn edge_work(node: &mut SyncNode, output: Output, now: u64) -> Option<Output> {
+    match output {
+        Output::Verify { batch, seals } => node.verified(batch, &verify_packed(&seals), now),
+        Output::GzipSnapshot { bytes } => node.snapshot_gzipped(&bytes, gzip(&bytes)),
+        Output::GunzipSnapshot { id, bytes, limit } => {
+            node.snapshot_gunzipped(id, gunzip_at_most(&bytes, limit), now)
+        }
+        other => return Some(other),
+    }
+    None
+}
+
 /// What a node did, as seen by its edge.
 #[derive(Debug, Default)]
 pub struct Seen {
@@ -122,16 +136,12 @@ impl Net {
             }
             let node = &mut self.nodes[i];
             for output in outputs {
+                let Some(output) = edge_work(node, output, now) else {
+                    continue;
+                };
                 match output {
                     Output::Send { to, frame } => frames.push((from, to, frame)),
                     Output::Persist { token, .. } => node.persisted(token),
-                    Output::Verify { batch, seals } => {
-                        node.verified(batch, &verify_packed(&seals), now)
-                    }
-                    Output::GzipSnapshot { bytes } => node.snapshot_gzipped(&bytes, gzip(&bytes)),
-                    Output::GunzipSnapshot { id, bytes, limit } => {
-                        node.snapshot_gunzipped(id, gunzip_at_most(&bytes, limit), now)
-                    }
                     Output::Rejected { peer, refusal } => {
                         self.seen[i].rejected.push((peer, refusal))
                     }

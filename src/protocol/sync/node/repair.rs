@@ -174,8 +174,7 @@ impl SyncNode {
         // a member's throwaway origins the other lacks), and downloaded
         // again at every offer (a review counted 601 in 10 minutes). Not
         // taken, and told once an offer.
-        let ours = self.engine.clock();
-        let joined = ours.len() + clock.iter().filter(|(p, _)| ours.get(*p) == 0).count();
+        let joined = self.engine.origins_joined(&clock);
         let limit = self.engine.max_origins();
         if joined > limit {
             let session = self.sessions.get_mut(&from);
