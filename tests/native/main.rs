@@ -24,6 +24,7 @@ mod fuzz_snapshot;
 mod handshake;
 mod json_compat;
 mod matrix;
+mod member_costs;
 mod multi_peer;
 mod overlay;
 mod policy;

@@ -590,6 +590,14 @@ impl VectorClock {
         self.iter().fold(0, |total, (_, v)| total.saturating_add(v))
     }
 
+    /// How many events this clock covers that `other` does not: the sum
+    /// of `self[p] - other[p]` where that is positive (saturating).
+    pub fn count_beyond(&self, other: &VectorClock) -> u64 {
+        self.iter().fold(0, |n, (peer, value)| {
+            n.saturating_add(value.saturating_sub(other.get(peer)))
+        })
+    }
+
     /// Pointwise minimum over `clocks`: what every one of them has seen.
     pub fn meet<'a>(mut clocks: impl Iterator<Item = &'a VectorClock>) -> VectorClock {
         let Some(first) = clocks.next() else {

@@ -1117,13 +1117,21 @@ impl SyncNode {
     /// that never meets a peer still folds, that many behind. A
     /// peer may claim ours to make us fold them: they then travel in
     /// snapshots, as everyone's did.
+    ///
+    /// A peer that lacks [`SyncConfig::compact_after`] or more of our
+    /// events holds nothing back: it gets a snapshot, as a peer back from
+    /// long offline does. A member's digest of an empty clock, once a
+    /// round, held back every fold, forced ones too: the log and a room
+    /// peer's file grew without bound (a review).
     fn stable_clock(&self) -> VectorClock {
+        let ours = self.engine.clock();
+        let lag = self.config.compact_after as u64;
         let clocks = self
             .sessions
             .values()
-            .filter(|s| s.synced)
+            .filter(|s| s.synced && ours.count_beyond(&s.their_clock) < lag)
             .map(|s| &s.their_clock);
-        let mut stable = VectorClock::meet(clocks.chain(std::iter::once(self.engine.clock())));
+        let mut stable = VectorClock::meet(clocks.chain(std::iter::once(ours)));
         let me = self.peer();
         // Never past half the fold threshold: a fold then always leaves a
         // log the next fold is a threshold away from.

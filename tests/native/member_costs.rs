@@ -1,0 +1,130 @@
+//! What one member with a valid key can make an honest peer spend:
+//! memory and storage it cannot fold, bytes it sends, signatures it
+//! checks. Each attack is a review's, written as it was found.
+
+use crate::common::{self, json};
+use cpc_sync::protocol::sync::wire::{self, Decoded, Message};
+use cpc_sync::protocol::sync::{Output, SyncConfig, SyncNode};
+use cpc_sync::protocol::{Hash32, PeerId, VectorClock};
+
+const NOW: u64 = 1_700_000_000_000;
+
+/// Carries frames between `nodes` until quiet; frames to anyone else are
+/// kept in `to_others`.
+fn pump(nodes: &mut [&mut SyncNode], now: u64, to_others: &mut Vec<(PeerId, Vec<u8>)>) {
+    for _ in 0..200 {
+        let mut frames = Vec::new();
+        for node in nodes.iter_mut() {
+            let from = node.peer();
+            for output in node.take_outputs() {
+                if let Output::Send { to, frame } = output {
+                    frames.push((from, to, frame));
+                }
+            }
+        }
+        if frames.is_empty() {
+            return;
+        }
+        for (from, to, frame) in frames {
+            match nodes.iter_mut().find(|n| n.peer() == to) {
+                Some(node) => node.receive_frame(from, &frame, now),
+                None => to_others.push((to, frame)),
+            }
+        }
+    }
+    panic!("the nodes did not go quiet");
+}
+
+fn events_in(frames: &[(PeerId, Vec<u8>)]) -> usize {
+    frames
+        .iter()
+        .filter_map(|(_, f)| match wire::decode(f) {
+            Ok(Decoded::Message(Message::Events(e))) => Some(e.len()),
+            _ => None,
+        })
+        .sum()
+}
+
+/// Mallory, linked to `a`: "I have nothing" (~40 bytes).
+fn empty_digest(a: &mut SyncNode, mallory: PeerId, now: u64) {
+    let digest = Message::Digest {
+        clock: VectorClock::new(),
+        root: Hash32::ZERO,
+    };
+    for frame in wire::encode(&digest, 1) {
+        a.receive_frame(mallory, &frame, now);
+    }
+}
+
+/// `seconds` of an honest writer `b` writing 50 keys a second to `a`
+/// (folding at 500 events); with `mallory`, a member linked to `a` who
+/// says she has nothing right after each of `a`'s gossip rounds and
+/// again just before the next. `a`'s log at the end, and what `a` sent
+/// her: events, bytes.
+fn fold_beside_empty_digests(seconds: u64, mallory: bool) -> (usize, usize, usize) {
+    let config = SyncConfig {
+        compact_after: 500,
+        keep_unacked: 0,
+        ..SyncConfig::default()
+    };
+    let mut a = common::signed_node(1, config.clone());
+    let mut b = common::signed_node(2, config.clone());
+    let m = common::signed_node(666, config).peer();
+    let (ia, ib) = (a.peer(), b.peer());
+    a.connect(ib, NOW);
+    b.connect(ia, NOW);
+    if mallory {
+        a.connect(m, NOW);
+    }
+    let mut to_mallory = Vec::new();
+    for second in 0..seconds {
+        let now = NOW + second * 1_000;
+        a.tick(now);
+        b.tick(now);
+        if mallory {
+            empty_digest(&mut a, m, now);
+        }
+        pump(&mut [&mut a, &mut b], now, &mut to_mallory);
+        b.write(|e| {
+            for k in 0..50 {
+                e.set(&format!("k{second}/{k}"), json("1"), now)?;
+            }
+            Ok(None)
+        })
+        .unwrap();
+        pump(&mut [&mut a, &mut b], now, &mut to_mallory);
+        if mallory {
+            empty_digest(&mut a, m, now + 900);
+            pump(&mut [&mut a, &mut b], now + 900, &mut to_mallory);
+        }
+    }
+    let events = events_in(&to_mallory);
+    let bytes = to_mallory.iter().map(|(_, f)| f.len()).sum();
+    let log = a.engine().log().len();
+    println!(
+        "mallory={mallory}: a's log {log} events, b's {}; a sent Mallory {events} events \
+         ({bytes} B)",
+        b.engine().log().len()
+    );
+    (log, events, bytes)
+}
+
+/// A member's digest of an empty clock, twice a gossip round, held back
+/// every fold of the peer it went to (the stable clock was the meet of
+/// every synced session's, forced folds too): the log grew without
+/// bound, at the room peer until its file passed `KEEP_MAX_ROOM_BYTES`
+/// and the room was cut off, and every round the whole log went to her
+/// again. A peer that lacks a fold's worth of our events now holds
+/// nothing back.
+#[test]
+fn an_empty_digest_holds_back_no_fold() {
+    let (honest, _, _) = fold_beside_empty_digests(120, false);
+    let (attacked, _, _) = fold_beside_empty_digests(120, true);
+    // A log folds at 4 times `compact_after` at the latest (events keep
+    // coming, so no fold waits for a quiet round).
+    assert!(honest <= 4 * 500, "without Mallory the log folds: {honest}");
+    assert!(
+        attacked <= 4 * 500,
+        "Mallory's empty digests held back the folds: {attacked} events"
+    );
+}
