@@ -509,8 +509,9 @@ impl State {
                     format!("the signaling connection to {url} closed; reconnecting")
                 } else {
                     format!(
-                        "the signaling connection to {url} did not open (no server there, or it \
-                         refused this page: is the page's origin among its ORIGINS?); trying again"
+                        "the signaling connection to {url} did not open (no server there, not \
+                         its path: cpc-signal's is /signal, or it refused this page: is the page's \
+                         origin among its ORIGINS?); trying again"
                     )
                 };
                 out.push(TransportEvent::Failed { peer: None, reason });
