@@ -128,3 +128,32 @@ fn an_empty_digest_holds_back_no_fold() {
         "Mallory's empty digests held back the folds: {attacked} events"
     );
 }
+
+/// A `Pong` nobody asked for was a round-trip sample: Mallory made her
+/// link the nearest there is (0 ms) whatever her distance, and a peer
+/// keeping its nearest links (the overlay of a big room) hung up honest
+/// ones for hers. Only the echo of our ping, once, is a sample now.
+#[test]
+fn only_the_echo_of_our_ping_is_a_round_trip() {
+    let mut a = common::signed_node(1, SyncConfig::default());
+    let m = common::signed_node(666, SyncConfig::default()).peer();
+    a.connect(m, NOW);
+    let _ = a.take_outputs();
+    let pong = |a: &mut SyncNode, sent_ms: u64, now: u64| {
+        for frame in wire::encode(&Message::Pong { sent_ms }, 1) {
+            a.receive_frame(m, &frame, now);
+        }
+    };
+    // Her real round trip: 400 ms (she answers a's ping on connect late).
+    pong(&mut a, NOW, NOW + 400);
+    let rtt = |a: &SyncNode| a.stats(m).unwrap().rtt_ms;
+    assert_eq!(rtt(&a), Some(400.0));
+    // The same echo again, and pongs of her own stamps, each stamped with
+    // the moment it arrives.
+    pong(&mut a, NOW, NOW + 450);
+    for i in 0..40u64 {
+        let now = NOW + 500 + i;
+        pong(&mut a, now, now);
+    }
+    assert_eq!(rtt(&a), Some(400.0), "forged pongs moved the round trip");
+}

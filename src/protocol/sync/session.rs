@@ -258,6 +258,11 @@ pub struct Session {
     pub stats: SessionStats,
     /// When to measure the round trip again.
     pub next_ping_ms: u64,
+    /// The stamp of our ping not answered yet: only its echo is a round
+    /// trip. A member's pongs of her own stamps made her link the nearest
+    /// (0 ms) whatever her distance, to be kept over honest ones (a
+    /// review).
+    pub ping_out: Option<u64>,
     /// Whether the app was told that the peer's clock is off from ours by
     /// more than the skew allowed ([`Output::ClockSkew`](super::Output::ClockSkew)):
     /// once a session.

@@ -994,7 +994,8 @@ impl SyncNode {
             }
             Message::Pong { sent_ms } => {
                 if let Some(session) = self.sessions.get_mut(&from) {
-                    if sent_ms <= now_ms {
+                    if session.ping_out == Some(sent_ms) && sent_ms <= now_ms {
+                        session.ping_out = None;
                         session.stats.sample_rtt((now_ms - sent_ms) as f64);
                     }
                 }
@@ -1051,6 +1052,7 @@ impl SyncNode {
             return;
         }
         session.next_ping_ms = now_ms + PING_INTERVAL_MS;
+        session.ping_out = Some(now_ms);
         self.send(peer, &Message::Ping { sent_ms: now_ms });
     }
 
