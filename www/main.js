@@ -14,6 +14,10 @@ import { logView } from "./ui/log.js";
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const secret = new URLSearchParams(location.hash.slice(1)).get("secret") || undefined;
+// The page is of one room: a link pasted into this tab that differs only in
+// its fragment (another secret, or none) does not reload it, and the tab
+// stayed in the room it had, writing there.
+addEventListener("hashchange", () => location.reload());
 
 /** The signaling URL: `?signaling=`, else this server's if it is cpc-signal. */
 async function signalingUrl() {
@@ -36,7 +40,18 @@ function notify(text) {
   notify.timer = setTimeout(() => (notice.hidden = true), 6000);
 }
 
-function header(peer, room, signaling) {
+/** What this tab's settings of a room are stored under: its name, and a
+ * hash of its secret (a room with a secret is another room). */
+async function roomKey(room) {
+  if (!secret) return room;
+  // `crypto.subtle` is there in secure contexts only (https, localhost).
+  if (!crypto.subtle) return `${room}#secret`;
+  const hash = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(secret));
+  const hex = [...new Uint8Array(hash, 0, 8)].map((b) => b.toString(16).padStart(2, "0")).join("");
+  return `${room}#${hex}`;
+}
+
+function header(peer, room, settingsKey, signaling) {
   $("room").textContent = secret ? `${room} (secret)` : room;
   const link = new URL(location.pathname, location.href);
   link.searchParams.set("room", room);
@@ -50,7 +65,7 @@ function header(peer, room, signaling) {
   $("signaling").textContent = signaling === "none" ? "this browser's tabs (BroadcastChannel)" : signaling;
   $("peer-id").textContent = peer.id;
   // Offline stays offline across a reload of this tab (as its identity slot does).
-  const offline = `cpc-page:${room}:offline`;
+  const offline = `cpc-page:${settingsKey}:offline`;
   const online = $("online");
   const remembered = (value) => {
     try {
@@ -101,7 +116,7 @@ async function main() {
     performance.mark("cpc:wasm-ready");
     $("version").textContent = `v${cpc.version()} · protocol ${cpc.protocolVersion()}`;
     window.cpc = { module: cpc };
-    const room = params.get("room") ?? "demo";
+    const room = params.get("room") || "demo";
     const signaling = await lookup;
     const storage = params.get("storage") ?? "indexeddb";
     performance.mark("cpc:open");
@@ -110,7 +125,7 @@ async function main() {
     performance.measure("cpc:Peer.open", "cpc:open");
     performance.mark("cpc:peer-ready");
     window.cpc.peer = peer;
-    header(peer, room, signaling);
+    header(peer, room, await roomKey(room), signaling);
 
     const views = [stateView(peer, notify), peersView(peer), conflictsView(peer, notify)];
     const log = logView();

@@ -125,6 +125,10 @@ pub(crate) fn unhex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// How the id of a room with a secret starts (an opaque id follows):
+/// a room without one is not named so.
+pub const SECRET_ROOM_PREFIX: &str = "secret-";
+
 impl RoomSecret {
     /// The keys of `room` with `secret`, at the default KDF cost.
     pub fn new(room: &str, secret: &str) -> Self {
@@ -135,7 +139,7 @@ impl RoomSecret {
         let key = room_key(room, secret, cost);
         let id = derive("cpc-sync 2026 room id", &key);
         RoomSecret {
-            room_id: format!("secret-{}", hex(&id[..16])),
+            room_id: format!("{SECRET_ROOM_PREFIX}{}", hex(&id[..16])),
             signal: derive("cpc-sync 2026 signal key", &key),
             handshake: derive("cpc-sync 2026 handshake key", &key),
             relay: derive("cpc-sync 2026 relay key", &key),

@@ -58,6 +58,23 @@ test("a tab switched offline stays offline across a reload, until switched back"
   await context.close();
 });
 
+// A pasted link that differs in its fragment only did not reload the page:
+// the tab showed the secret link and wrote to the public room.
+test("a room's secret pasted into the tab opens that room, with a switch of its own", async () => {
+  const page = await env.browser.newPage();
+  await page.goto(new URL("/?room=&storage=memory", env.server.url).href);
+  await page.waitForSelector("body[data-ready=true]");
+  assert.equal(await page.textContent("#room"), "demo", "an empty room is the default one");
+  await page.goto(new URL("/?room=pasted&storage=memory", env.server.url).href);
+  await page.waitForSelector("body[data-ready=true]");
+  await page.uncheck("#online");
+  await page.evaluate(() => (location.hash = "secret=a-pasted-secret"));
+  await page.waitForFunction(() => document.querySelector("#room")?.textContent === "pasted (secret)");
+  await page.waitForSelector("body[data-ready=true]");
+  assert.equal(await page.isChecked("#online"), true, "the public room's switch is its own");
+  await page.close();
+});
+
 // What no call could be told of reaches the app as "error" events; the
 // page listened to none, so a person saw "ready" with the server gone.
 test("the page tells of errors: the signaling server going away", async () => {

@@ -264,6 +264,8 @@ test("every refusal is an Error subclass with a stable code", async () => {
     await attempt("warmUp not a boolean", () => Peer.open({ room: "r", storage: "memory", warmUp: "no" }));
     await attempt("a misspelt option", () => Peer.open({ room: "r", storage: "memory", signalling: "ws://x" }));
     await attempt("a lone surrogate in the room", () => Peer.open({ room: "r\uD800", storage: "memory" }));
+    // The ids of rooms with a secret: the room peer never kept such a room.
+    await attempt("a secret room's prefix", () => Peer.open({ room: "secret-santa", storage: "memory" }));
     // Taken before, and every connection failed, told seconds later.
     await attempt("iceServers a string", () => Peer.open({ room: "r", storage: "memory", iceServers: "stun:x" }));
     await attempt("iceServers of an http URL", () =>
@@ -322,6 +324,7 @@ test("every refusal is an Error subclass with a stable code", async () => {
     "warmUp not a boolean": ["TypeError", "INVALID_OPTION"],
     "a misspelt option": ["TypeError", "INVALID_OPTION"],
     "a lone surrogate in the room": ["TypeError", "INVALID_OPTION"],
+    "a secret room's prefix": ["RangeError", "INVALID_OPTION"],
     "iceServers a string": ["TypeError", "INVALID_OPTION"],
     "iceServers of an http URL": ["TypeError", "INVALID_OPTION"],
     "bad policy": ["RangeError", "INVALID_ARGUMENT"],

@@ -106,6 +106,32 @@ test("a room closed and opened again at once in one tab is the same peer with it
   await context.close();
 });
 
+// A write made while close() ran was taken, never settled, and lost: an app
+// awaiting it (a component unmounting) hung.
+test("a write while close() runs is refused at once; what came before is kept", async () => {
+  const context = await env.browser.newContext();
+  const tab = await context.newPage();
+  await tab.goto(env.server.url);
+  await tab.waitForSelector("body[data-ready=true]");
+  const seen = await tab.evaluate(async () => {
+    const { Peer } = window.cpc.module;
+    const first = await Peer.open({ room: "closing-write" });
+    const before = first.set("a", 1); // still committing
+    const closed = first.close();
+    const during = await first.set("b", 2).then(
+      () => "resolved",
+      (e) => e.code,
+    );
+    await Promise.all([before, closed]);
+    const second = await Peer.open({ room: "closing-write" });
+    const state = second.state();
+    await second.close();
+    return { during, state };
+  });
+  assert.deepEqual(seen, { during: "CLOSED", state: { a: 1 } });
+  await context.close();
+});
+
 // The browser deletes a page's database under it when the user clears the
 // site's data (or a response says `Clear-Site-Data`): its connection
 // closes, and every later commit failed ("the database connection is

@@ -158,6 +158,10 @@ pub fn start(inner: &Rc<RefCell<Inner>>) {
                 (i.storage.clone(), i.commits.take())
             };
             let (Some(storage), Some(&(last, _))) = (storage, batch.last()) else {
+                if !batch.is_empty() {
+                    // Closed with writes waiting: not stored, and told so.
+                    inner.borrow_mut().commits.fail(&PeerError::closed());
+                }
                 break;
             };
             let (tokens, writes): (Vec<u64>, Vec<Persist>) = batch.into_iter().unzip();

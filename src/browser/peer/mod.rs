@@ -190,6 +190,8 @@ struct Inner {
     verifiers: Option<Verifiers>,
     verify_workers: usize,
     closed: bool,
+    /// `close()` was called: its last commit is on its way.
+    closing: bool,
 }
 
 impl Inner {
@@ -290,6 +292,7 @@ impl Peer {
             verifiers: None,
             verify_workers: options.verify_workers,
             closed: false,
+            closing: false,
         }));
         // No listener yet: no keys listed until one comes.
         inner.borrow_mut().tell_changes();
@@ -456,7 +459,7 @@ impl Peer {
         let value = json(&value, "setPresence")?;
         {
             let mut i = self.inner_mut()?;
-            if i.closed {
+            if i.closed || i.closing {
                 return Err(PeerError::closed());
             }
             i.node.set_presence(value.as_str(), now_ms()).map_err(|e| {
@@ -654,7 +657,11 @@ impl Peer {
                 self.inner.borrow_mut().node.fold();
             }
             dispatch(&self.inner);
-            self.inner.borrow_mut().commits.drained()
+            let mut inner = self.inner.borrow_mut();
+            // A write from here on is refused (`CLOSED`): it was taken, and
+            // never settled nor stored (a review).
+            inner.closing = true;
+            inner.commits.drained()
         };
         let inner = self.inner.clone();
         let held = self
@@ -751,7 +758,7 @@ impl Peer {
         };
         match self.inner() {
             Err(e) => return reject(e),
-            Ok(i) if i.closed => return reject(PeerError::closed()),
+            Ok(i) if i.closed || i.closing => return reject(PeerError::closed()),
             Ok(_) => {}
         }
         let (made, first) = {

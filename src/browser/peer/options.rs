@@ -5,6 +5,7 @@ use wasm_bindgen::prelude::*;
 
 use crate::browser::convert::describe;
 use crate::browser::error::{Code, PeerError};
+use crate::protocol::room::SECRET_ROOM_PREFIX;
 
 /// Where a peer keeps its state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,6 +162,19 @@ impl Options {
             }
             s => s,
         };
+        // A room with a secret goes by `secret-` and an opaque id outside
+        // its peers: a room without one named so was never kept by the
+        // room peer (it takes it for secret), and could share a secret
+        // room's storage in this browser (a review).
+        if secret.is_none() && room.starts_with(SECRET_ROOM_PREFIX) {
+            return Err(PeerError::range_error(
+                Code::InvalidOption,
+                format!(
+                    "room names starting with {SECRET_ROOM_PREFIX:?} are the ids of rooms with \
+                     a secret: pass the room's secret, or choose another name"
+                ),
+            ));
+        }
         let storage = match string(options, "storage")?.as_deref() {
             None | Some("indexeddb") => StorageKind::IndexedDb,
             Some("memory") => StorageKind::Memory,

@@ -50,7 +50,7 @@ const ATTACH_TRIES: usize = 3;
 /// Whether a room name is a room with a secret (see
 /// `cpc_sync::protocol::room`): such rooms are never kept.
 pub fn is_secret(room: &str) -> bool {
-    room.starts_with("secret-")
+    room.starts_with(cpc_sync::protocol::room::SECRET_ROOM_PREFIX)
 }
 
 /// A loaded room's queue, and the address it was loaded for.
