@@ -10,6 +10,7 @@ mod common;
 mod sim;
 
 mod adversaries;
+mod alike;
 mod answer_slices;
 mod batch_verification;
 mod circles;

@@ -746,7 +746,9 @@ impl ReconciliationEngine {
             return true;
         }
         held && self.holding.holds_origin(origin)
-            && (first..=last.seq).any(|seq| self.holding.get(at(seq)).is_some_and(other))
+            // Only events past what is applied are ever held.
+            && (first.max(applied.saturating_add(1))..=last.seq)
+                .any(|seq| self.holding.get(at(seq)).is_some_and(other))
     }
 
     /// The last event of the first run of `events` (whole sealed runs,

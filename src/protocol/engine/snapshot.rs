@@ -933,6 +933,12 @@ impl ReconciliationEngine {
                     self.stats.refused_state += 1;
                     return Err(e);
                 }
+                // As `load_snapshot` does: held versions of its events.
+                let sealed =
+                    load.trust.signed || load.snapshot.events.iter().any(|e| e.seal.is_some());
+                if sealed && !self.holding.is_empty() {
+                    self.note_held_versions(&load.snapshot);
+                }
                 self.take_checked(load.snapshot, Some(built));
                 Ok(())
             }
