@@ -157,3 +157,61 @@ fn only_the_echo_of_our_ping_is_a_round_trip() {
     }
     assert_eq!(rtt(&a), Some(400.0), "forged pongs moved the round trip");
 }
+
+/// A `LeafQuery` was answered with the first leaf of each gossip interval
+/// whatever its size, and a leaf's copy carries the whole signed runs its
+/// values rest on. Mallory wrote one burst of 1,000 values of 14 KB (one
+/// run, 14 MB: a write any member may make), then asked each second for a
+/// leaf: 10 bytes that cost the victim 14 MB on its link, every second.
+/// What a leaf went past the budget by is now paid off in the intervals
+/// after it.
+#[test]
+fn a_leaf_query_a_second_gets_the_leaf_budget_on_average() {
+    let mut a = common::signed_node(1, SyncConfig::default());
+    let mut m = common::signed_node(666, SyncConfig::default());
+    let (ia, im) = (a.peer(), m.peer());
+    a.connect(im, NOW);
+    m.connect(ia, NOW);
+    let pad = "x".repeat(14_000);
+    m.write(|e| {
+        for k in 0..1_000 {
+            e.set(&format!("big/{k}"), json(&format!("\"{pad}\"")), NOW)?;
+        }
+        Ok(None)
+    })
+    .unwrap();
+    pump(&mut [&mut a, &mut m], NOW, &mut Vec::new());
+    a.verify_received(NOW);
+    assert_eq!(a.engine().clock().get(im), 1_000, "a took Mallory's run");
+    let _ = a.take_outputs();
+    let (mut sent, mut asked) = (0, 0);
+    let seconds = 10;
+    for second in 0..seconds {
+        let now = NOW + 10_000 + second * 1_000;
+        a.tick(now);
+        let _ = a.take_outputs();
+        // A leaf holding one of her keys (another one each second).
+        let key = format!("big/{}", second * 97);
+        let query = Message::LeafQuery {
+            index: u32::from(cpc_sync::protocol::digest::leaf_of(&key)),
+        };
+        for frame in wire::encode(&query, 1) {
+            asked += frame.len();
+            a.receive_frame(im, &frame, now);
+        }
+        for output in a.take_outputs() {
+            if let Output::Send { to, frame } = output {
+                if to == im {
+                    sent += frame.len();
+                }
+            }
+        }
+    }
+    println!("{seconds} leaf queries ({asked} B, one a second): a sent {sent} B");
+    // The first leaf goes whole (an honest repair of it must be possible),
+    // and pays for the next 13 intervals (1 MiB each); 140 MB went before.
+    assert!(
+        sent < 20_000_000,
+        "a sent {sent} B for {asked} B of queries"
+    );
+}

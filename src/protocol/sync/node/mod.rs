@@ -254,7 +254,8 @@ pub const MAX_REQUESTS_PER_INTERVAL: u32 = 64;
 pub const MAX_MERKLE_ANSWERS_PER_INTERVAL: u32 = 2 * 273;
 
 /// Bytes of Merkle leaves answered per peer per gossip interval, past the
-/// first leaf (which goes whatever its size). A leaf's copy carries every
+/// first leaf (which goes whatever its size, and what it went past the
+/// budget by is paid off in the intervals after it). A leaf's copy carries every
 /// sealed run resting on its keys, whole: a burst that wrote keys all over
 /// the tree is in nearly every leaf, so a sweep of the 4,096 leaves (37 KB
 /// of queries) was answered with ~1,100 times its size. An honest peer
@@ -882,7 +883,17 @@ impl SyncNode {
         self.next_gossip_ms = now_ms + self.config.gossip_interval_ms;
         self.tell_stamps_ahead(now_ms);
         for session in self.sessions.values_mut() {
-            session.spent = Spent::default();
+            // Leaf bytes are a debt paid off at the budget an interval: a
+            // leaf of 14 MB (one burst's run) went whole every interval,
+            // for a query of 10 bytes (a review).
+            let leaf_bytes = session
+                .spent
+                .leaf_bytes
+                .saturating_sub(MAX_LEAF_BYTES_PER_INTERVAL);
+            session.spent = Spent {
+                leaf_bytes,
+                ..Spent::default()
+            };
             let patience_ms = session.patience_ms(self.config.gossip_interval_ms);
             session.told.expire(now_ms, patience_ms);
         }

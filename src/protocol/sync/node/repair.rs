@@ -806,11 +806,18 @@ impl SyncNode {
         // Our writes are sealed first: the copy carries signed runs only.
         self.flush_local();
         let state = self.engine.leaf_state(index as u16).encode();
-        // Charged whether it goes or not: the encoding was the work.
+        // Charged whether it goes or not (the encoding was the work); what
+        // goes past the budget is paid off in the intervals after it
+        // (see `tick`), what does not go, in this one.
+        let unsent = state.len() > MAX_LEAF_STATE;
         if let Some(session) = self.sessions.get_mut(&from) {
-            session.spent.leaf_bytes += state.len();
+            session.spent.leaf_bytes += if unsent {
+                state.len().min(MAX_LEAF_BYTES_PER_INTERVAL)
+            } else {
+                state.len()
+            };
         }
-        if state.len() > MAX_LEAF_STATE {
+        if unsent {
             // A message the asker would refuse (and charge us for) at
             // every ask: the leaf is left unrepaired instead, its keys
             // healing when they are written again.
