@@ -391,6 +391,36 @@ impl Opened {
         self.events.iter().map(P2PEvent::held_size).sum()
     }
 
+    /// Drops the runs `known` says are held already as they are (their
+    /// seals were verified when they first came): the id of each one's
+    /// last event, and its length.
+    pub fn forget_known(
+        &mut self,
+        mut known: impl FnMut(&[P2PEvent]) -> bool,
+    ) -> Vec<(EventId, usize)> {
+        let mut forgotten = Vec::new();
+        let mut runs = Vec::with_capacity(self.runs.len());
+        let mut pending = Vec::with_capacity(self.pending.len());
+        for (run, seal) in self.runs.drain(..).zip(self.pending.drain(..)) {
+            if known(&self.events[run.clone()]) {
+                forgotten.push((self.events[run.end - 1].id, run.len()));
+            } else {
+                runs.push(run);
+                pending.push(seal);
+            }
+        }
+        if !forgotten.is_empty() {
+            keep_ranges(&mut self.events, &runs);
+            let mut at = 0;
+            for run in &mut runs {
+                *run = at..at + run.len();
+                at = run.end;
+            }
+        }
+        (self.runs, self.pending) = (runs, pending);
+        forgotten
+    }
+
     /// The events of the runs whose seal is not `forged` (asked once per
     /// seal, in order), and the errors of the others after the form's.
     fn settle(self, mut forged: impl FnMut() -> bool) -> (Vec<P2PEvent>, Vec<SealError>) {

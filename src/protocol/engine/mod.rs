@@ -408,6 +408,22 @@ impl ReconciliationEngine {
         &self.log
     }
 
+    /// Whether `run` (a sealed run as received) is one we hold as it is,
+    /// in the log or the archive: a duplicate, whose seal was verified
+    /// when it first came. Counted as a duplicate.
+    pub fn knows_run(&mut self, run: &[super::P2PEvent]) -> bool {
+        let Some(first) = run.first() else {
+            return false;
+        };
+        let known = (self.log.run_of(first.id))
+            .or_else(|| self.archive.run_of(first.id))
+            .is_some_and(|held| held == run);
+        if known {
+            self.stats.duplicates += run.len() as u64;
+        }
+        known
+    }
+
     pub fn stats(&self) -> &EngineStats {
         &self.stats
     }
