@@ -115,17 +115,25 @@ fn fold_beside_empty_digests(seconds: u64, mallory: bool) -> (usize, usize, usiz
 /// bound, at the room peer until its file passed `KEEP_MAX_ROOM_BYTES`
 /// and the room was cut off, and every round the whole log went to her
 /// again. A peer that lacks a fold's worth of our events now holds
-/// nothing back.
+/// nothing back, and a peer asking again for what was told it waits
+/// twice as long each time.
 #[test]
 fn an_empty_digest_holds_back_no_fold() {
     let (honest, _, _) = fold_beside_empty_digests(120, false);
-    let (attacked, _, _) = fold_beside_empty_digests(120, true);
+    let (attacked, events, _) = fold_beside_empty_digests(120, true);
     // A log folds at 4 times `compact_after` at the latest (events keep
     // coming, so no fold waits for a quiet round).
     assert!(honest <= 4 * 500, "without Mallory the log folds: {honest}");
     assert!(
         attacked <= 4 * 500,
         "Mallory's empty digests held back the folds: {attacked} events"
+    );
+    // Each digest asking again for what was told her doubles the wait
+    // before it is sent again: 39,000 events went before, 357,000 before
+    // the folds.
+    assert!(
+        events < 10_000,
+        "a sent her {events} events for her digests"
     );
 }
 
@@ -250,7 +258,7 @@ fn replayed_runs_are_not_verified_again() {
     }
     let frames = wire::encode(&Message::Events(runs), 1);
     // Every seal handed out is verified (a verdict of 1); how many were.
-    let mut deliver = |a: &mut SyncNode, now: u64| {
+    let deliver = |a: &mut SyncNode, now: u64| {
         for f in &frames {
             a.receive_frame(im, f, now);
         }

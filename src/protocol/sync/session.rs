@@ -250,6 +250,11 @@ pub struct Session {
     /// sent us and what we sent it since. Events it covers are not relayed
     /// to it again.
     pub their_clock: VectorClock,
+    /// Of our origins, what its digests said it had, joined: an honest
+    /// peer's clock only grows, so one that said so once is not sent it
+    /// again whatever it says later (a member alternating digests that
+    /// claim all and nothing had the resend's back-off reset each time).
+    pub acked: VectorClock,
     /// Whether a digest from the peer has arrived on this connection.
     pub synced: bool,
     /// The Merkle root of its last digest.
@@ -343,10 +348,22 @@ impl Session {
     }
 
     /// How long what was told the peer is taken as on its way (see
-    /// [`Told`]): a gossip interval and a round trip.
+    /// [`Told`]): a gossip interval and a round trip, doubled for each
+    /// time in a row it asked again for what was told it.
     pub fn patience_ms(&self, gossip_interval_ms: u64) -> u64 {
         let rtt = self.stats.rtt_ms.map_or(0, |rtt| rtt.max(0.0) as u64);
-        gossip_interval_ms.saturating_add(rtt)
+        gossip_interval_ms.saturating_add(rtt) << self.told.backoff
+    }
+
+    /// Joins a digest's `clock` into [`acked`](Self::acked), of origins in
+    /// `ours` and no further than it (a digest may name any origin).
+    pub fn ack(&mut self, clock: &VectorClock, ours: &VectorClock) {
+        for (origin, seq) in clock.iter() {
+            let seq = seq.min(ours.get(origin));
+            if seq > self.acked.get(origin) {
+                self.acked.set(origin, seq);
+            }
+        }
     }
 }
 
@@ -376,12 +393,43 @@ pub struct Told {
     backlogged: bool,
     /// When it last drained one.
     drained_ms: u64,
+    /// Per origin, the last sequence number told in the session.
+    ever: VectorClock,
+    /// Doublings of the patience ([`Session::patience_ms`]): each digest
+    /// asking again for what was told doubles it, up to [`MAX_BACKOFF`],
+    /// and one showing all that was told before the last such digest
+    /// resets it. A member whose digests said she had nothing, twice a
+    /// gossip interval, was sent the whole log every interval: ~450 times
+    /// the bytes of her digests (a review).
+    backoff: u32,
+    /// `ever` when a digest last asked again.
+    asked_again: VectorClock,
 }
+
+/// Doublings of the patience at most: 32 gossip intervals and round trips.
+pub const MAX_BACKOFF: u32 = 5;
 
 impl Told {
     pub fn observe(&mut self, origin: PeerId, seq: u64, now_ms: u64) {
         self.seqs.observe(origin, seq);
         self.times.observe(origin, now_ms);
+        self.ever.observe(origin, seq);
+    }
+
+    /// A digest of the peer's, `acked` all it said it had: whether it asks
+    /// again for what was told it and is no longer on its way (lost, or
+    /// never taken).
+    pub fn heard(&mut self, acked: &VectorClock, now_ms: u64, patience_ms: u64) {
+        let again = self.ever.iter().any(|(origin, seq)| {
+            let has = acked.get(origin);
+            has < seq && self.on_its_way(origin, now_ms, patience_ms) <= has
+        });
+        if again {
+            self.backoff = (self.backoff + 1).min(MAX_BACKOFF);
+            self.asked_again = self.ever.clone();
+        } else if self.backoff > 0 && acked.descends(&self.asked_again) {
+            self.backoff = 0;
+        }
     }
 
     /// Announced, not sent: pulled if it is lacking.

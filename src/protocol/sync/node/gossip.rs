@@ -379,14 +379,16 @@ impl SyncNode {
             // What we sent it lately (pushed, or answered) is on its
             // way, and what we announced it it pulls (see `relay.rs`); a
             // digest after that asks again for what did not come
-            // (`Told`).
+            // (`Told`), and what it said it had once it is not sent.
             let flood = self.config.relay == Relay::Flood;
             let (now_ms, patience_ms) = (
                 self.last_input_ms,
                 session.patience_ms(self.config.gossip_interval_ms),
             );
+            session.ack(&clock, ours);
+            session.told.heard(&session.acked, now_ms, patience_ms);
             let told = &session.told;
-            session.owed.answer(ours, &clock, |origin| {
+            session.owed.answer(ours, &session.acked, |origin| {
                 told.on_its_way(origin, now_ms, patience_ms)
             });
             if flood && !session.owed.is_empty() {
