@@ -111,3 +111,58 @@ fn a_shuffle_flood_is_refused_past_the_rate_then_cut_off() {
         3 * MAX_OVERLAY_PER_INTERVAL as usize
     );
 }
+
+/// A member with throwaway identities calling a full peer one by one
+/// (HyParView's forced join) hung up its links one by one, the slowest
+/// first, until every link was hers; calling again after each honest
+/// peer's call, she kept them. The links open longest are never hung up
+/// for a caller: hers are young however often she calls.
+#[test]
+fn throwaway_callers_cannot_take_the_oldest_links() {
+    use cpc_sync::protocol::sync::{LinkState, Mesh, MeshConfig, PROTECTED_LINKS};
+    let mut v = Mesh::new(PeerId(1), MeshConfig::default());
+    let honest = peers(40);
+    let sybils: Vec<PeerId> = (900..908).map(PeerId).collect();
+    let mut now = NOW;
+    v.discovered_all(&honest, true, now);
+    let mut answer = |v: &mut Mesh, now: u64| {
+        for action in v.take_actions() {
+            if let cpc_sync::protocol::sync::MeshAction::Dial(p) = action {
+                v.opened(p, now);
+                v.rtt(p, 50.0);
+            }
+        }
+    };
+    answer(&mut v, now);
+    for p in &honest[30..32] {
+        now += 10;
+        assert!(v.incoming(*p, now));
+        v.opened(*p, now);
+        v.rtt(*p, 50.0);
+    }
+    let honest_open = |v: &Mesh| {
+        (honest.iter())
+            .filter(|p| v.state(**p) == Some(LinkState::Open))
+            .count()
+    };
+    assert_eq!(honest_open(&v), v.active(), "every link honest");
+    // Ten minutes of calls: every sybil hung up calls again at once, each
+    // near (1 ms); the honest peers are tended as usual.
+    for second in 0..600u64 {
+        now += 1_000;
+        for s in &sybils {
+            if v.state(*s) != Some(LinkState::Open) && v.incoming(*s, now) {
+                v.opened(*s, now);
+                v.rtt(*s, 1.0);
+            }
+        }
+        v.tick(now, (second % 7) as f64 / 7.0);
+        answer(&mut v, now);
+        assert!(
+            honest_open(&v) >= PROTECTED_LINKS,
+            "at {second} s: {} honest links of {}",
+            honest_open(&v),
+            v.active()
+        );
+    }
+}

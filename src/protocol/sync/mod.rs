@@ -19,7 +19,9 @@ pub mod wire;
 
 pub use budget::{IntakeBudget, DEFAULT_INTAKE_BYTES};
 pub use link::{Backoff, LinkAction, LinkConfig, Links, Route, Verdict};
-pub use mesh::{LinkState, Mesh, MeshAction, MeshConfig, OverlayMessage, MAX_SHUFFLE};
+pub use mesh::{
+    LinkState, Mesh, MeshAction, MeshConfig, OverlayMessage, MAX_SHUFFLE, PROTECTED_LINKS,
+};
 pub use node::{
     BoxedHandler, Commit, Held, LocalWrite, Output, PeerReport, Persist, Relay, SyncConfig,
     SyncNode, ANSWER_SLICE, ANSWER_SLICE_BYTES, CHANGES_AT_ONCE, DIGEST_PAUSE_MS, EAGER_KEPT,

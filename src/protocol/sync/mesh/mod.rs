@@ -20,7 +20,7 @@
 
 mod overlay;
 
-pub use overlay::{OverlayMessage, MAX_SHUFFLE};
+pub use overlay::{OverlayMessage, MAX_SHUFFLE, PROTECTED_LINKS};
 
 use crate::protocol::sorted_map::SortedMap;
 

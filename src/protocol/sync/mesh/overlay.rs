@@ -9,7 +9,8 @@
 //!   that is called while full drops a link for the caller (HyParView's
 //!   forced join, where the room outgrew a full mesh); the peer that lost
 //!   it is still at or above the target unless it was at it, so chains of
-//!   evictions stay short.
+//!   evictions stay short. The [`PROTECTED_LINKS`] links open longest are
+//!   never dropped so: callers cannot take over all of a peer's links.
 //! - A link that drops is replaced from the passive view (random), each
 //!   peer once in its backoff.
 //! - Every shuffle interval a random linked peer is sent a sample of what
@@ -26,6 +27,12 @@ use serde::{Deserialize, Serialize};
 
 use super::{Link, LinkState, Mesh, MeshAction};
 use crate::protocol::clock::PeerId;
+
+/// Open links a forced join or tending never hangs up: those open
+/// longest. A member's throwaway identities calling a full peer one by one
+/// hung up its links one by one, the slowest first, until all were hers;
+/// she cannot make an old link young.
+pub const PROTECTED_LINKS: usize = 2;
 
 /// Peers named in one shuffle or reply, at most; more is refused.
 pub const MAX_SHUFFLE: usize = 16;
@@ -189,18 +196,24 @@ impl Mesh {
         }
     }
 
-    /// Above the target, hangs up the slowest open link but `keep`'s;
-    /// whether one went.
+    /// Above the target, hangs up the slowest open link but `keep`'s and
+    /// the [`PROTECTED_LINKS`] open longest; whether one went.
     pub(super) fn make_room(&mut self, keep: PeerId, now_ms: u64) -> bool {
-        let open: Vec<(PeerId, Option<f64>)> = self
+        let mut open: Vec<(PeerId, Option<f64>, u64)> = self
             .links
             .iter()
             .filter(|(p, l)| l.state == LinkState::Open && **p != keep)
-            .map(|(p, l)| (*p, l.rtt_ms))
+            .map(|(p, l)| (*p, l.rtt_ms, l.since_ms))
             .collect();
         if open.len() <= self.target() {
             return false;
         }
+        open.sort_unstable_by_key(|&(p, _, since_ms)| (since_ms, p));
+        let open: Vec<(PeerId, Option<f64>)> = open
+            .into_iter()
+            .skip(PROTECTED_LINKS)
+            .map(|(p, rtt, _)| (p, rtt))
+            .collect();
         // Unmeasured links count as near: the slowest measured goes, or a
         // random one when none is measured (an edge that does not report
         // round trips must still make room for newcomers).
