@@ -412,9 +412,13 @@ impl ReconciliationEngine {
     /// in the log or the archive: a duplicate, whose seal was verified
     /// when it first came. Counted as a duplicate.
     pub fn knows_run(&mut self, run: &[super::P2PEvent]) -> bool {
-        let Some(first) = run.first() else {
+        let (Some(first), Some(last)) = (run.first(), run.last()) else {
             return false;
         };
+        // New events, the usual case, at the cost of a clock look-up.
+        if last.id.seq > self.applied.get(last.id.peer) {
+            return false;
+        }
         let known = (self.log.run_of(first.id))
             .or_else(|| self.archive.run_of(first.id))
             .is_some_and(|held| held == run);
