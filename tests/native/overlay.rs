@@ -125,7 +125,7 @@ fn throwaway_callers_cannot_take_the_oldest_links() {
     let sybils: Vec<PeerId> = (900..908).map(PeerId).collect();
     let mut now = NOW;
     v.discovered_all(&honest, true, now);
-    let mut answer = |v: &mut Mesh, now: u64| {
+    let answer = |v: &mut Mesh, now: u64| {
         for action in v.take_actions() {
             if let cpc_sync::protocol::sync::MeshAction::Dial(p) = action {
                 v.opened(p, now);
