@@ -224,6 +224,59 @@ fn a_leaf_query_a_second_gets_the_leaf_budget_on_average() {
     );
 }
 
+/// A link of round trip `rtt_ms` (half each way), or one whose peer never
+/// answers (`None`): what `a` knows of its round trip after `secs`.
+fn measured_rtt(rtt_ms: Option<u64>, secs: u64) -> Option<f64> {
+    let mut a = common::signed_node(1, SyncConfig::default());
+    let mut b = common::signed_node(2, SyncConfig::default());
+    let (ia, ib) = (a.peer(), b.peer());
+    a.connect(ib, NOW);
+    b.connect(ia, NOW);
+    let mut in_flight: Vec<(u64, PeerId, Vec<u8>)> = Vec::new();
+    for t in (0..=secs * 1_000).step_by(100) {
+        let now = NOW + t;
+        a.tick(now);
+        b.tick(now);
+        for (node, from) in [(&mut a, ia), (&mut b, ib)] {
+            for output in node.take_outputs() {
+                if let (Output::Send { frame, .. }, Some(rtt)) = (output, rtt_ms) {
+                    in_flight.push((now + rtt / 2, from, frame));
+                }
+            }
+        }
+        let (due, later) = in_flight.drain(..).partition(|f| f.0 <= now);
+        in_flight = later;
+        for (_, from, frame) in due {
+            let to = if from == ia { &mut b } else { &mut a };
+            to.receive_frame(from, &frame, now);
+        }
+    }
+    a.stats(ib).unwrap().rtt_ms
+}
+
+/// Only the echo of our outstanding ping is a sample, and a new ping
+/// every 10 s replaced it: a link slower than that (a ping behind a long
+/// backlog) was never measured, and one whose peer never answered was
+/// taken as near. A ping now waits for its pong, and one still waiting
+/// at the next interval counts as a round trip that long at least.
+#[test]
+fn slow_and_silent_links_are_measured_slow() {
+    for rtt in [200, 12_000, 30_000] {
+        let measured = measured_rtt(Some(rtt), 120).expect("measured");
+        println!("a round trip of {rtt} ms measured as {measured:.0} ms");
+        // Smoothed, with the lower bounds among its samples.
+        assert!(
+            measured >= rtt as f64 * 0.5,
+            "a round trip of {rtt} ms measured as {measured:.0} ms"
+        );
+    }
+    let silent = measured_rtt(None, 60).unwrap_or(0.0);
+    assert!(
+        silent >= 10_000.0,
+        "a peer that never answers: {silent:.0} ms"
+    );
+}
+
 /// Runs a peer held already were verified again each time they came (a
 /// duplicate costs no points: honest gossip sends them). Mallory signed
 /// 500 one-event runs once, then only replayed the frame: each replay cost

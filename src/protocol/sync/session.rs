@@ -352,7 +352,9 @@ impl Session {
     /// time in a row it asked again for what was told it.
     pub fn patience_ms(&self, gossip_interval_ms: u64) -> u64 {
         let rtt = self.stats.rtt_ms.map_or(0, |rtt| rtt.max(0.0) as u64);
-        gossip_interval_ms.saturating_add(rtt) << self.told.backoff
+        gossip_interval_ms
+            .saturating_add(rtt)
+            .saturating_mul(1 << self.told.backoff)
     }
 
     /// Joins a digest's `clock` into [`acked`](Self::acked), of origins in

@@ -29,7 +29,8 @@ use super::{Link, LinkState, Mesh, MeshAction};
 use crate::protocol::clock::PeerId;
 
 /// Open links a forced join or tending never hangs up: those open
-/// longest. A member's throwaway identities calling a full peer one by one
+/// longest, at most half the target (a peer of two links must still make
+/// room for a newcomer). A member's throwaway identities calling a full peer one by one
 /// hung up its links one by one, the slowest first, until all were hers;
 /// she cannot make an old link young.
 pub const PROTECTED_LINKS: usize = 2;
@@ -209,9 +210,10 @@ impl Mesh {
             return false;
         }
         open.sort_unstable_by_key(|&(p, _, since_ms)| (since_ms, p));
+        let protected = PROTECTED_LINKS.min(self.target() / 2);
         let open: Vec<(PeerId, Option<f64>)> = open
             .into_iter()
-            .skip(PROTECTED_LINKS)
+            .skip(protected)
             .map(|(p, rtt, _)| (p, rtt))
             .collect();
         // Unmeasured links count as near: the slowest measured goes, or a

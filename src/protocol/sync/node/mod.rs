@@ -232,6 +232,10 @@ pub const MAX_SNAPSHOT_EVENTS: usize = 1 << 22;
 
 /// How often the round-trip time to each peer is measured.
 pub const PING_INTERVAL_MS: u64 = 10_000;
+/// How long a ping waits for its pong before another is sent (links are
+/// reliable: a pong this late is a link this slow, or a peer that does
+/// not answer).
+pub const PING_GIVEN_UP_MS: u64 = 60_000;
 
 /// How many disconnected peers' counters are kept.
 pub const KEPT_STATS: usize = 1024;
@@ -1055,14 +1059,28 @@ impl SyncNode {
     /// Measures the round trip to `peer` on connect and every
     /// [`PING_INTERVAL_MS`] (not every digest: the digest alone is the
     /// steady-state cost of anti-entropy).
+    ///
+    /// Only the echo of our ping is a sample, so a ping is not replaced
+    /// while it waits for its pong: one unanswered at the next interval
+    /// counts as a round trip that long at least (a link slower than the
+    /// interval is measured, and one that never answers is slow), and is
+    /// given up after [`PING_GIVEN_UP_MS`].
     fn ping_if_due(&mut self, peer: PeerId, now_ms: u64) {
         let Some(session) = self.sessions.get_mut(&peer) else {
             return;
         };
-        if now_ms < session.next_ping_ms {
+        // Not before the handshake: the ping would not leave.
+        if now_ms < session.next_ping_ms || session.handshake.is_some() {
             return;
         }
         session.next_ping_ms = now_ms + PING_INTERVAL_MS;
+        if let Some(sent_ms) = session.ping_out {
+            let waited = now_ms.saturating_sub(sent_ms);
+            session.stats.sample_rtt(waited as f64);
+            if waited < PING_GIVEN_UP_MS {
+                return;
+            }
+        }
         session.ping_out = Some(now_ms);
         self.send(peer, &Message::Ping { sent_ms: now_ms });
     }
