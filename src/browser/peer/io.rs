@@ -37,11 +37,6 @@ pub(super) fn on_transport(inner: &Weak<RefCell<Inner>>, event: TransportEvent) 
             inner.borrow_mut().node.disconnect(peer);
             emit_link(&inner, peer, state);
         }
-        // A closing peer takes nothing more in: in a busy room what came
-        // kept its commit queue from draining, and `close()` from
-        // settling (a review). Nothing is lost: the senders' next sessions
-        // with it bring what it lacks.
-        TransportEvent::Frame(..) if inner.borrow().closing => return,
         TransportEvent::Frame(peer, bytes) => {
             inner.borrow_mut().node.receive_frame(peer, &bytes, now)
         }
