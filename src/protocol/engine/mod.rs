@@ -408,11 +408,9 @@ impl ReconciliationEngine {
         &self.log
     }
 
-    /// Whether `run` (a sealed run as received) is one we hold, in the log
-    /// or the archive: the same events and seal, verified when it first
-    /// came. Counted as a duplicate. Its events are not compared: under
-    /// the same seal they are ours, or altered and would not verify; not
-    /// applied either way (the alteration goes without its penalty).
+    /// Whether `run` (a sealed run as received) is one we hold as it is,
+    /// in the log or the archive: a duplicate, whose seal was verified
+    /// when it first came. Counted as a duplicate.
     pub fn knows_run(&mut self, run: &[super::P2PEvent]) -> bool {
         let (Some(first), Some(last)) = (run.first(), run.last()) else {
             return false;
@@ -423,11 +421,7 @@ impl ReconciliationEngine {
         }
         let known = (self.log.run_of(first.id))
             .or_else(|| self.archive.run_of(first.id))
-            .is_some_and(|held| {
-                held.len() == run.len()
-                    && held.first().map(|e| e.id) == Some(first.id)
-                    && held.last().map(|e| &e.seal) == Some(&last.seal)
-            });
+            .is_some_and(|held| held == run);
         if known {
             self.stats.duplicates += run.len() as u64;
         }
