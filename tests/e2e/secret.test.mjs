@@ -40,7 +40,7 @@ function signJoin(nonce, room) {
 
 test("only pages with the room's secret join it and read it", async () => {
   await env.ready;
-  const room = `secret-${Math.random().toString(36).slice(2)}`;
+  const room = `hidden-${Math.random().toString(36).slice(2)}`;
   const secret = "k8Qv2-long-random-secret-3fZ";
   const open = async (hash) => {
     const context = await env.browser.newContext();
