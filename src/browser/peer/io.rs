@@ -375,7 +375,7 @@ fn wake(inner: &Weak<RefCell<Inner>>) {
         // sync layer measures (a few sessions: cheap at every wake).
         if let Some(transport) = &i.transport {
             for (peer, stats) in i.node.sessions() {
-                if let Some(rtt) = stats.rtt_ms {
+                if let Some(rtt) = stats.rtt() {
                     transport.rtt(peer, rtt);
                 }
             }

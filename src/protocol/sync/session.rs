@@ -21,8 +21,14 @@ pub struct SessionStats {
     /// Frames or events from this peer that were refused.
     pub rejected: u64,
     pub last_error: Option<String>,
-    /// Smoothed round-trip time of the sync messages (RFC 6298's SRTT).
+    /// Smoothed round-trip time of the sync messages (RFC 6298's SRTT),
+    /// of answered pings only.
     pub rtt_ms: Option<f64>,
+    /// How long our ping has waited for its pong, once that is a ping
+    /// interval or more: the round trip is that long at least
+    /// ([`rtt`](Self::rtt)). Not smoothed in: a stall or a dropped network
+    /// would have outlived itself in the estimate (a review).
+    pub waited_ms: Option<f64>,
 }
 
 /// Bytes of a refusal's text a session keeps as its last error, at most:
@@ -43,6 +49,15 @@ impl SessionStats {
             kept.push('…');
         }
         self.last_error = Some(kept);
+    }
+
+    /// The round trip as known now: the smoothed estimate, or the wait of
+    /// a ping still out if that is longer.
+    pub fn rtt(&self) -> Option<f64> {
+        match (self.rtt_ms, self.waited_ms) {
+            (Some(rtt), Some(waited)) => Some(rtt.max(waited)),
+            (rtt, waited) => rtt.or(waited),
+        }
     }
 
     /// Folds one round-trip sample into the smoothed estimate.
@@ -351,7 +366,7 @@ impl Session {
     /// [`Told`]): a gossip interval and a round trip, doubled for each
     /// time in a row it asked again for what was told it.
     pub fn patience_ms(&self, gossip_interval_ms: u64) -> u64 {
-        let rtt = self.stats.rtt_ms.map_or(0, |rtt| rtt.max(0.0) as u64);
+        let rtt = self.stats.rtt().map_or(0, |rtt| rtt.max(0.0) as u64);
         gossip_interval_ms
             .saturating_add(rtt)
             .saturating_mul(1 << self.told.backoff)

@@ -66,7 +66,7 @@ impl SyncNode {
         PeerReport {
             id: peer.to_string(),
             state: state.as_str(),
-            rtt: stats.rtt_ms,
+            rtt: stats.rtt(),
             rejected: stats.rejected,
             last_error: stats.last_error,
             bytes_in: stats.bytes_in,

@@ -853,7 +853,11 @@ impl SyncNode {
             if self.past_stats.len() >= KEPT_STATS {
                 self.past_stats.pop_first();
             }
-            self.past_stats.insert(peer, session.stats);
+            // A ping still out ends with the session: its wait is not
+            // the next one's round trip.
+            let mut stats = session.stats;
+            stats.waited_ms = None;
+            self.past_stats.insert(peer, stats);
         }
     }
 
@@ -1011,6 +1015,7 @@ impl SyncNode {
                 if let Some(session) = self.sessions.get_mut(&from) {
                     if session.ping_out == Some(sent_ms) && sent_ms <= now_ms {
                         session.ping_out = None;
+                        session.stats.waited_ms = None;
                         session.stats.sample_rtt((now_ms - sent_ms) as f64);
                     }
                 }
@@ -1062,9 +1067,10 @@ impl SyncNode {
     ///
     /// Only the echo of our ping is a sample, so a ping is not replaced
     /// while it waits for its pong: one unanswered at the next interval
-    /// counts as a round trip that long at least (a link slower than the
-    /// interval is measured, and one that never answers is slow), and is
-    /// given up after [`PING_GIVEN_UP_MS`].
+    /// makes the round trip that long at least while it waits
+    /// ([`SessionStats::waited_ms`]: a link slower than the interval is
+    /// measured, and one that never answers is slow), and is given up
+    /// after [`PING_GIVEN_UP_MS`].
     fn ping_if_due(&mut self, peer: PeerId, now_ms: u64) {
         let Some(session) = self.sessions.get_mut(&peer) else {
             return;
@@ -1076,7 +1082,7 @@ impl SyncNode {
         session.next_ping_ms = now_ms + PING_INTERVAL_MS;
         if let Some(sent_ms) = session.ping_out {
             let waited = now_ms.saturating_sub(sent_ms);
-            session.stats.sample_rtt(waited as f64);
+            session.stats.waited_ms = Some(waited as f64);
             if waited < PING_GIVEN_UP_MS {
                 return;
             }

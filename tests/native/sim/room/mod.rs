@@ -476,7 +476,7 @@ impl Room {
             let rtts: Vec<(PeerId, f64)> = p
                 .node
                 .sessions()
-                .filter_map(|(q, s)| s.rtt_ms.map(|r| (q, r)))
+                .filter_map(|(q, s)| s.rtt().map(|r| (q, r)))
                 .collect();
             for (q, rtt) in rtts {
                 p.mesh.rtt(q, rtt);
