@@ -410,12 +410,7 @@ impl Opened {
             }
         }
         if !forgotten.is_empty() {
-            keep_ranges(&mut self.events, &runs);
-            let mut at = 0;
-            for run in &mut runs {
-                *run = at..at + run.len();
-                at = run.end;
-            }
+            keep_runs(&mut self.events, &mut runs);
         }
         (self.runs, self.pending) = (runs, pending);
         forgotten
@@ -459,6 +454,17 @@ fn keep_ranges(events: &mut Vec<P2PEvent>, ranges: &[Range<usize>]) {
     });
 }
 
+/// Keeps the events of `runs` (ranges of `events`, in order, disjoint),
+/// and makes the ranges those of the events kept.
+fn keep_runs(events: &mut Vec<P2PEvent>, runs: &mut [Range<usize>]) {
+    keep_ranges(events, runs);
+    let mut at = 0;
+    for run in runs {
+        *run = at..at + run.len();
+        at = run.end;
+    }
+}
+
 /// Splits a received batch into whole runs whose form checks, to verify,
 /// and the errors of those that do not (a refused run's events are all
 /// dropped). Events of one origin must come in sequence order, each run
@@ -473,12 +479,7 @@ pub fn check_runs(mut events: Vec<P2PEvent>) -> Opened {
     };
     // Refused events go now, not when the batch settles: what waits for
     // verification is bounded by the runs' events, which are counted.
-    keep_ranges(&mut events, &out.runs);
-    let mut at = 0;
-    for run in &mut out.runs {
-        *run = at..at + run.len();
-        at = run.end;
-    }
+    keep_runs(&mut events, &mut out.runs);
     out.events = events;
     out
 }

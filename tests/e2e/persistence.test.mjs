@@ -9,6 +9,14 @@ import { ENGINE, serverAndBrowser, startServer } from "./harness.mjs";
 const env = serverAndBrowser();
 
 
+/** A new tab of `context` on the page, its wasm ready. */
+async function readyTab(context) {
+  const tab = await context.newPage();
+  await tab.goto(env.server.url);
+  await tab.waitForSelector("body[data-ready=true]");
+  return tab;
+}
+
 const open = (page, room) =>
   page.evaluate(async (room) => {
     window.peer = await window.cpc.module.Peer.open({ room });
@@ -17,9 +25,7 @@ const open = (page, room) =>
 
 test("a reloaded tab keeps its id and state; two open tabs are two peers", async () => {
   const context = await env.browser.newContext();
-  const tab = await context.newPage();
-  await tab.goto(env.server.url);
-  await tab.waitForSelector("body[data-ready=true]");
+  const tab = await readyTab(context);
   const first = await open(tab, "persist");
   assert.deepEqual(first.state, {});
   await tab.evaluate(async () => {
@@ -57,9 +63,7 @@ test("a reloaded tab gets its own slot back after a lower one came free", async 
   const context = await env.browser.newContext();
   const tabs = [];
   for (let i = 0; i < 2; i++) {
-    const tab = await context.newPage();
-    await tab.goto(env.server.url);
-    await tab.waitForSelector("body[data-ready=true]");
+    const tab = await readyTab(context);
     tabs.push({ tab, ...(await open(tab, "slots")) });
   }
   const [a, b] = tabs;
@@ -89,9 +93,7 @@ test("a reloaded tab gets its own slot back after a lower one came free", async 
 // room is closing in this page waits for it and takes its slot.
 test("a room closed and opened again at once in one tab is the same peer with its data", async () => {
   const context = await env.browser.newContext();
-  const tab = await context.newPage();
-  await tab.goto(env.server.url);
-  await tab.waitForSelector("body[data-ready=true]");
+  const tab = await readyTab(context);
   const seen = await tab.evaluate(async () => {
     const { Peer } = window.cpc.module;
     const first = await Peer.open({ room: "remount" });
@@ -110,9 +112,7 @@ test("a room closed and opened again at once in one tab is the same peer with it
 // awaiting it (a component unmounting) hung.
 test("a write while close() runs is refused at once; what came before is kept", async () => {
   const context = await env.browser.newContext();
-  const tab = await context.newPage();
-  await tab.goto(env.server.url);
-  await tab.waitForSelector("body[data-ready=true]");
+  const tab = await readyTab(context);
   const seen = await tab.evaluate(async () => {
     const { Peer } = window.cpc.module;
     const first = await Peer.open({ room: "closing-write" });
@@ -142,9 +142,7 @@ test("a write while close() runs is refused at once; what came before is kept", 
 test("a tab whose database is deleted under it stores its state again with its next write", async (t) => {
   if (ENGINE !== "chromium") return t.skip("deletes the database through Chromium's DevTools protocol");
   const context = await env.browser.newContext();
-  const tab = await context.newPage();
-  await tab.goto(env.server.url);
-  await tab.waitForSelector("body[data-ready=true]");
+  const tab = await readyTab(context);
   const first = await open(tab, "cleared");
   await tab.evaluate(async () => {
     window.errors = [];

@@ -104,64 +104,14 @@ fn forged_seals_in_an_unsigned_leaf_cost_no_quadratic_walk() {
 }
 
 mod round_trips {
-    use crate::common::{self, engine, json, Rng};
+    use crate::common::{self, engine, Rng};
+    use crate::properties::{history_on, steps_up_to, Family, Step};
     use cpc_sync::protocol::{P2PEvent, ReconciliationEngine, StateSnapshot, Trust, VectorClock};
     use proptest::prelude::*;
-    use proptest::test_runner::{Config, RngSeed};
 
-    type Step = (usize, u8, u8, i16, bool);
-
-    /// As `properties::history`, mixed kinds, over `peers` engines.
     fn history(steps: &[Step]) -> Vec<P2PEvent> {
         let mut peers: Vec<ReconciliationEngine> = (1..=3).map(engine).collect();
-        let mut events: Vec<P2PEvent> = Vec::new();
-        for (t, &(p, op, key, value, sync)) in steps.iter().enumerate() {
-            let now = 1_000 + t as u64;
-            let key = format!("k{}", key % 3);
-            let v = json(&value.to_string());
-            let peer = &mut peers[p % 3];
-            let made = match op % 7 {
-                0 => peer.set(&key, v, now).map(Some),
-                1 | 3 | 6 => peer.delete(&key, now),
-                2 => peer.increment(&key, value as i64, now).map(Some),
-                4 => peer
-                    .add(&key, json(&(value % 4).to_string()), now)
-                    .map(Some),
-                _ => peer.remove(&key, json(&(value % 4).to_string()), now),
-            };
-            if let Ok(Some(event)) = made {
-                events.push(event);
-            }
-            if sync {
-                for e in &events {
-                    let _ = peer.receive(e.clone(), now);
-                }
-            }
-        }
-        events
-    }
-
-    fn config() -> Config {
-        let seed = common::seed("alike round trips");
-        Config {
-            cases: 512,
-            rng_seed: RngSeed::Fixed(seed),
-            failure_persistence: None,
-            ..Config::default()
-        }
-    }
-
-    fn steps() -> impl Strategy<Value = Vec<Step>> {
-        prop::collection::vec(
-            (
-                0..3usize,
-                any::<u8>(),
-                any::<u8>(),
-                -50i16..50,
-                prop::bool::weighted(0.3),
-            ),
-            1..200,
-        )
+        history_on(&mut peers, Family::Mixed, steps)
     }
 
     const NOW: u64 = u64::MAX / 2;
@@ -178,7 +128,7 @@ mod round_trips {
     }
 
     proptest! {
-        #![proptest_config(config())]
+        #![proptest_config(common::fuzz_config("alike round trips", 512))]
 
         /// Events applied in any order with folds and restarts from our own
         /// snapshot between them end where the events applied alone end;
@@ -186,7 +136,7 @@ mod round_trips {
         /// rest as events ends there too.
         #[test]
         fn folds_restarts_and_midway_snapshots_end_alike(
-            steps in steps(),
+            steps in steps_up_to(200),
             seed in any::<u64>(),
         ) {
             let events = history(&steps);
@@ -250,15 +200,13 @@ mod round_trips {
 }
 
 mod signed_round_trips {
-    use crate::common::{self, json, Rng};
+    use crate::common::{self, Rng};
+    use crate::properties::{history_on, steps_up_to, Family, Step};
     use cpc_sync::protocol::seal;
     use cpc_sync::protocol::{
         EngineConfig, Identity, P2PEvent, ReconciliationEngine, StateSnapshot, Trust, VectorClock,
     };
     use proptest::prelude::*;
-    use proptest::test_runner::{Config, RngSeed};
-
-    type Step = (usize, u8, u8, i16, bool);
 
     fn identities() -> Vec<Identity> {
         (1..=3).map(Identity::from_seed).collect()
@@ -278,31 +226,7 @@ mod signed_round_trips {
     /// Every peer's events, in creation order.
     fn history(ids: &[Identity], steps: &[Step]) -> Vec<P2PEvent> {
         let mut peers: Vec<ReconciliationEngine> = ids.iter().map(engine_of).collect();
-        let mut events: Vec<P2PEvent> = Vec::new();
-        for (t, &(p, op, key, value, sync)) in steps.iter().enumerate() {
-            let now = 1_000 + t as u64;
-            let key = format!("k{}", key % 3);
-            let v = json(&value.to_string());
-            let peer = &mut peers[p % 3];
-            let made = match op % 7 {
-                0 => peer.set(&key, v, now).map(Some),
-                1 | 3 | 6 => peer.delete(&key, now),
-                2 => peer.increment(&key, value as i64, now).map(Some),
-                4 => peer
-                    .add(&key, json(&(value % 4).to_string()), now)
-                    .map(Some),
-                _ => peer.remove(&key, json(&(value % 4).to_string()), now),
-            };
-            if let Ok(Some(event)) = made {
-                events.push(event);
-            }
-            if sync {
-                for e in &events {
-                    let _ = peer.receive(e.clone(), now);
-                }
-            }
-        }
-        events
+        history_on(&mut peers, Family::Mixed, steps)
     }
 
     /// Each peer's events cut into runs of 1 to 4 and sealed.
@@ -324,29 +248,6 @@ mod signed_round_trips {
             }
         }
         out
-    }
-
-    fn config() -> Config {
-        let seed = common::seed("alike signed round trips");
-        Config {
-            cases: 512,
-            rng_seed: RngSeed::Fixed(seed),
-            failure_persistence: None,
-            ..Config::default()
-        }
-    }
-
-    fn steps() -> impl Strategy<Value = Vec<Step>> {
-        prop::collection::vec(
-            (
-                0..3usize,
-                any::<u8>(),
-                any::<u8>(),
-                -50i16..50,
-                prop::bool::weighted(0.3),
-            ),
-            1..200,
-        )
     }
 
     const NOW: u64 = u64::MAX / 2;
@@ -372,11 +273,11 @@ mod signed_round_trips {
     }
 
     proptest! {
-        #![proptest_config(config())]
+        #![proptest_config(common::fuzz_config("alike signed round trips", 512))]
 
         #[test]
         fn signed_runs_in_any_order_with_folds_restarts_and_snapshots_end_alike(
-            steps in steps(),
+            steps in steps_up_to(200),
             seed in any::<u64>(),
         ) {
             let ids = identities();

@@ -35,6 +35,16 @@ fn pump(nodes: &mut [&mut SyncNode], now: u64, to_others: &mut Vec<(PeerId, Vec<
     panic!("the nodes did not go quiet");
 }
 
+/// Node 1 with `config`, linked at `NOW` to node `seed` with `its_config`.
+fn linked(config: SyncConfig, seed: u64, its_config: SyncConfig) -> (SyncNode, SyncNode) {
+    let mut a = common::signed_node(1, config);
+    let mut b = common::signed_node(seed, its_config);
+    let (ia, ib) = (a.peer(), b.peer());
+    a.connect(ib, NOW);
+    b.connect(ia, NOW);
+    (a, b)
+}
+
 fn events_in(frames: &[(PeerId, Vec<u8>)]) -> usize {
     frames
         .iter()
@@ -67,12 +77,8 @@ fn fold_beside_empty_digests(seconds: u64, mallory: bool) -> (usize, usize, usiz
         keep_unacked: 0,
         ..SyncConfig::default()
     };
-    let mut a = common::signed_node(1, config.clone());
-    let mut b = common::signed_node(2, config.clone());
+    let (mut a, mut b) = linked(config.clone(), 2, config.clone());
     let m = common::signed_node(666, config).peer();
-    let (ia, ib) = (a.peer(), b.peer());
-    a.connect(ib, NOW);
-    b.connect(ia, NOW);
     if mallory {
         a.connect(m, NOW);
     }
@@ -175,11 +181,8 @@ fn only_the_echo_of_our_ping_is_a_round_trip() {
 /// after it.
 #[test]
 fn a_leaf_query_a_second_gets_the_leaf_budget_on_average() {
-    let mut a = common::signed_node(1, SyncConfig::default());
-    let mut m = common::signed_node(666, SyncConfig::default());
-    let (ia, im) = (a.peer(), m.peer());
-    a.connect(im, NOW);
-    m.connect(ia, NOW);
+    let (mut a, mut m) = linked(SyncConfig::default(), 666, SyncConfig::default());
+    let im = m.peer();
     let pad = "x".repeat(14_000);
     m.write(|e| {
         for k in 0..1_000 {
@@ -227,11 +230,8 @@ fn a_leaf_query_a_second_gets_the_leaf_budget_on_average() {
 /// A link of round trip `rtt_ms` (half each way), or one whose peer never
 /// answers (`None`): what `a` knows of its round trip after `secs`.
 fn measured_rtt(rtt_ms: Option<u64>, secs: u64) -> Option<f64> {
-    let mut a = common::signed_node(1, SyncConfig::default());
-    let mut b = common::signed_node(2, SyncConfig::default());
+    let (mut a, mut b) = linked(SyncConfig::default(), 2, SyncConfig::default());
     let (ia, ib) = (a.peer(), b.peer());
-    a.connect(ib, NOW);
-    b.connect(ia, NOW);
     let mut in_flight: Vec<(u64, PeerId, Vec<u8>)> = Vec::new();
     for t in (0..=secs * 1_000).step_by(100) {
         let now = NOW + t;
@@ -282,11 +282,8 @@ fn slow_and_silent_links_are_measured_slow() {
 /// with the peer's counters), hung up first by a peer keeping near links.
 #[test]
 fn a_link_back_after_its_network_went_away_is_near() {
-    let mut a = common::signed_node(1, SyncConfig::default());
-    let mut b = common::signed_node(2, SyncConfig::default());
+    let (mut a, mut b) = linked(SyncConfig::default(), 2, SyncConfig::default());
     let (ia, ib) = (a.peer(), b.peer());
-    a.connect(ib, NOW);
-    b.connect(ia, NOW);
     for t in (0..45_000).step_by(50) {
         let now = NOW + t;
         a.tick(now);
@@ -331,11 +328,8 @@ fn replayed_runs_are_not_verified_again() {
         offload_seals: true,
         ..SyncConfig::default()
     };
-    let mut a = common::signed_node(1, config);
-    let mut m = common::signed_node(666, SyncConfig::default());
-    let (ia, im) = (a.peer(), m.peer());
-    a.connect(im, NOW);
-    m.connect(ia, NOW);
+    let (mut a, mut m) = linked(config, 666, SyncConfig::default());
+    let im = m.peer();
     let _ = (a.take_outputs(), m.take_outputs());
     let mut runs = Vec::new();
     for k in 0..500 {

@@ -17,19 +17,29 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed};
 
 #[derive(Debug, Clone, Copy)]
-enum Family {
+pub(crate) enum Family {
     Register,
     Counter,
     Set,
     Mixed,
 }
 
-type Step = (usize, u8, u8, i16, bool);
+/// One step of a history: peer, op, key, value, sync-after.
+pub(crate) type Step = (usize, u8, u8, i16, bool);
 
-/// Runs `steps` on three engines (peer, op, key, value, sync-after) and
-/// returns every event made, in creation order.
+/// Runs `steps` on three engines and returns every event made, in
+/// creation order.
 fn history(family: Family, steps: &[Step]) -> Vec<P2PEvent> {
-    let mut peers: Vec<ReconciliationEngine> = (1..=3).map(engine).collect();
+    history_on(&mut (1..=3).map(engine).collect::<Vec<_>>(), family, steps)
+}
+
+/// [`history`] on `peers` (three or more; a step's peer is taken modulo
+/// three).
+pub(crate) fn history_on(
+    peers: &mut [ReconciliationEngine],
+    family: Family,
+    steps: &[Step],
+) -> Vec<P2PEvent> {
     let mut events: Vec<P2PEvent> = Vec::new();
     for (t, &(p, op, key, value, sync)) in steps.iter().enumerate() {
         let now = 1_000 + t as u64;
@@ -95,6 +105,11 @@ fn config() -> Config {
 }
 
 fn steps() -> impl Strategy<Value = Vec<Step>> {
+    steps_up_to(40)
+}
+
+/// Histories of 1 to `most - 1` steps.
+pub(crate) fn steps_up_to(most: usize) -> impl Strategy<Value = Vec<Step>> {
     prop::collection::vec(
         (
             0..3usize,
@@ -103,7 +118,7 @@ fn steps() -> impl Strategy<Value = Vec<Step>> {
             -50i16..50,
             prop::bool::weighted(0.3),
         ),
-        1..40,
+        1..most,
     )
 }
 

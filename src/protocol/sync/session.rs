@@ -127,6 +127,21 @@ pub struct Spent {
     pub prunes: u32,
 }
 
+impl Spent {
+    /// A new gossip interval: every budget afresh, but leaf bytes, a debt
+    /// paid off at the budget an interval. A leaf of 14 MB (one burst's
+    /// run) went whole every interval, for a query of 10 bytes (a review).
+    pub fn next_interval(&mut self) {
+        let leaf_bytes = self
+            .leaf_bytes
+            .saturating_sub(super::MAX_LEAF_BYTES_PER_INTERVAL);
+        *self = Spent {
+            leaf_bytes,
+            ..Spent::default()
+        };
+    }
+}
+
 /// What we asked a peer for, with how many answers are due (a slow
 /// answer may be asked for again): an answer is taken only while one is.
 /// At most as many keys as there are things to ask for (a Merkle tree's

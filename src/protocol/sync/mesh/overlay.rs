@@ -217,17 +217,15 @@ impl Mesh {
                 open.swap_remove(i);
             }
         }
-        let open: Vec<(PeerId, Option<f64>)> =
-            open.into_iter().map(|(p, rtt, _)| (p, rtt)).collect();
         // Unmeasured links count as near: the slowest measured goes, or a
         // random one when none is measured (an edge that does not report
         // round trips must still make room for newcomers).
         let slowest = open
             .iter()
-            .filter_map(|(p, rtt)| rtt.map(|r| (*p, r)))
+            .filter_map(|(p, rtt, _)| rtt.map(|r| (*p, r)))
             .max_by(|a, b| a.1.total_cmp(&b.1))
             .map(|(p, _)| p)
-            .or_else(|| open.get(self.below(open.len())).map(|(p, _)| *p));
+            .or_else(|| open.get(self.below(open.len())).map(|(p, _, _)| *p));
         let Some(peer) = slowest else {
             return false;
         };

@@ -647,10 +647,10 @@ impl SyncNode {
 
     /// Drops from `opened` (events as gossip brings them, not a request's
     /// siblings, which must be there) the runs we hold already as they
-    /// came, before their seals are verified: a member replaying one frame of 500 runs
-    /// she signed once had each verified again, 14 µs a run natively, at
-    /// no cost to her (a review). `from` has them, and a push of nothing
-    /// new is PlumTree's prune, as ever.
+    /// came, before their seals are verified: a member replaying one
+    /// frame of 500 runs she signed once had each verified again, 14 µs
+    /// a run natively, at no cost to her (a review). `from` has them, and
+    /// a push of nothing new is PlumTree's prune, as ever.
     fn forget_known(&mut self, from: PeerId, opened: &mut seal::Opened) {
         let engine = &mut self.engine;
         let known = opened.forget_known(|run| engine.knows_run(run));
@@ -658,21 +658,29 @@ impl SyncNode {
             return;
         }
         let count = known.iter().map(|&(_, len)| len).sum();
-        let me = self.peer();
-        let ours = self.engine.clock().get(me);
-        if let Some(session) = self.sessions.get_mut(&from) {
-            session.stats.events_in += count as u64;
-            for (last, _) in known {
-                let seq = if last.peer == me {
-                    last.seq.min(ours)
-                } else {
-                    last.seq
-                };
-                session.learn(last.peer, seq);
-            }
-        }
+        self.sent_us(
+            from,
+            count,
+            known.iter().map(|(last, _)| (last.peer, last.seq)),
+        );
         if opened.events() == 0 {
             self.prune_or_keep(from, count, count);
+        }
+    }
+
+    /// Counts `count` events `from` sent us, and notes that it has each
+    /// origin's events up to the sequence number `has` gives. The origins
+    /// are the sender's to choose (a throwaway key's each): a session
+    /// notes so many. Of ours, no more than we made (see `on_digest`).
+    fn sent_us(&mut self, from: PeerId, count: usize, has: impl Iterator<Item = (PeerId, u64)>) {
+        let me = self.peer();
+        let ours = self.engine.clock().get(me);
+        let Some(session) = self.sessions.get_mut(&from) else {
+            return;
+        };
+        session.stats.events_in += count as u64;
+        for (origin, seq) in has {
+            session.learn(origin, if origin == me { seq.min(ours) } else { seq });
         }
     }
 
@@ -697,21 +705,15 @@ impl SyncNode {
     ) {
         let sent = sent.filter(|batch| batch.count == events.len());
         self.open_mark();
-        let me = self.peer();
-        let ours = self.engine.clock().get(me);
-        if let Some(session) = self.sessions.get_mut(&from) {
-            session.stats.events_in += events.len() as u64;
-            // An origin's events come in order: its last of a stretch is
-            // what the sender has of it. The origins are the sender's to
-            // choose (a throwaway key's each): a session notes so many.
-            // Of ours, no more than we made (see `on_digest`).
-            for stretch in events.chunk_by(|a, b| a.id.peer == b.id.peer) {
-                let origin = stretch[0].id.peer;
+        // An origin's events come in order: its last of a stretch is what
+        // the sender has of it.
+        let has = events
+            .chunk_by(|a, b| a.id.peer == b.id.peer)
+            .map(|stretch| {
                 let seq = stretch.iter().map(|e| e.id.seq).max().unwrap_or(0);
-                let seq = if origin == me { seq.min(ours) } else { seq };
-                session.learn(origin, seq);
-            }
-        }
+                (stretch[0].id.peer, seq)
+            });
+        self.sent_us(from, events.len(), has);
         let received = events.len();
         let taken = self.engine.receive_runs(events, now_ms);
         for error in taken.refused {

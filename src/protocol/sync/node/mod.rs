@@ -41,7 +41,7 @@ use crate::protocol::text::Text;
 
 use super::budget::Reservation;
 use super::refusal::Refusal;
-use super::session::{Session, SessionStats, Spent, Standing};
+use super::session::{Session, SessionStats, Standing};
 use super::transfer::{Decoding, Incoming, Inflating, Loading, Outgoing, Verifying};
 use super::wire::{self, Decoded, Message};
 use crate::protocol::blake3;
@@ -891,17 +891,7 @@ impl SyncNode {
         self.next_gossip_ms = now_ms + self.config.gossip_interval_ms;
         self.tell_stamps_ahead(now_ms);
         for session in self.sessions.values_mut() {
-            // Leaf bytes are a debt paid off at the budget an interval: a
-            // leaf of 14 MB (one burst's run) went whole every interval,
-            // for a query of 10 bytes (a review).
-            let leaf_bytes = session
-                .spent
-                .leaf_bytes
-                .saturating_sub(MAX_LEAF_BYTES_PER_INTERVAL);
-            session.spent = Spent {
-                leaf_bytes,
-                ..Spent::default()
-            };
+            session.spent.next_interval();
             let patience_ms = session.patience_ms(self.config.gossip_interval_ms);
             session.told.expire(now_ms, patience_ms);
         }
