@@ -15,6 +15,7 @@ mod answer_slices;
 mod batch_verification;
 mod circles;
 mod codec;
+mod continuous_writer;
 mod durability;
 mod forward;
 mod fuzz;

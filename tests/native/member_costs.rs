@@ -71,9 +71,13 @@ fn empty_digest(a: &mut SyncNode, mallory: PeerId, now: u64) {
 /// says she has nothing right after each of `a`'s gossip rounds and
 /// again just before the next. `a`'s log at the end, and what `a` sent
 /// her: events, bytes.
-fn fold_beside_empty_digests(seconds: u64, mallory: bool) -> (usize, usize, usize) {
+fn fold_beside_empty_digests(
+    seconds: u64,
+    mallory: bool,
+    compact_after: usize,
+) -> (usize, usize, usize) {
     let config = SyncConfig {
-        compact_after: 500,
+        compact_after,
         keep_unacked: 0,
         ..SyncConfig::default()
     };
@@ -125,8 +129,8 @@ fn fold_beside_empty_digests(seconds: u64, mallory: bool) -> (usize, usize, usiz
 /// twice as long each time.
 #[test]
 fn an_empty_digest_holds_back_no_fold() {
-    let (honest, _, _) = fold_beside_empty_digests(120, false);
-    let (attacked, events, _) = fold_beside_empty_digests(120, true);
+    let (honest, _, _) = fold_beside_empty_digests(120, false, 500);
+    let (attacked, events, _) = fold_beside_empty_digests(120, true, 500);
     // A log folds at 4 times `compact_after` at the latest (events keep
     // coming, so no fold waits for a quiet round).
     assert!(honest <= 4 * 500, "without Mallory the log folds: {honest}");
@@ -139,6 +143,25 @@ fn an_empty_digest_holds_back_no_fold() {
     // the folds.
     assert!(
         events < 10_000,
+        "a sent her {events} events for her digests"
+    );
+}
+
+/// The same digests where no fold is near (she lacks less than
+/// `compact_after`, so she is owed events, not a snapshot), for longer
+/// than the longest patience: a resend of what she says she lacks is
+/// given its patience again, however long she has said so, so the
+/// back-off holds (a review of the fix for a writer that never stops:
+/// what was told counts as on its way only while her digests show it
+/// arriving, and hers never do).
+#[test]
+fn empty_digests_beside_a_writer_that_never_stops_back_off() {
+    let (_, events, _) = fold_beside_empty_digests(600, true, 100_000);
+    // 30,000 events written, ~52,000 sent her: a resend once the longest
+    // patience (32 rounds) has passed. With the wait counted from the
+    // first send only, 702,000.
+    assert!(
+        events < 150_000,
         "a sent her {events} events for her digests"
     );
 }

@@ -436,13 +436,33 @@ pub struct Told {
     backoff: u32,
     /// `ever` when a digest last asked again.
     asked_again: VectorClock,
+    /// Per origin, what the peer's digests said it had, last heard.
+    heard: VectorClock,
+    /// Per origin, since when what was told past [`heard`](Self::heard)
+    /// has gone without its digests showing any more of it: the push it
+    /// lacks first was lost (or crossed its first digest) once that is a
+    /// patience old, however recent the last push. One send time per
+    /// origin, refreshed by every push, hid a gap for as long as its
+    /// writer kept writing (a review: a lost push, or a newcomer's whole
+    /// history, never sent while a write came every 500 ms).
+    since: VectorClock,
 }
 
 /// Doublings of the patience at most: 32 gossip intervals and round trips.
 pub const MAX_BACKOFF: u32 = 5;
 
 impl Told {
-    pub fn observe(&mut self, origin: PeerId, seq: u64, now_ms: u64) {
+    /// Events `first..=seq` of `origin` were sent at `now_ms`.
+    pub fn observe(&mut self, origin: PeerId, first: u64, seq: u64, now_ms: u64) {
+        let has = self.heard.get(origin);
+        if self.seqs.get(origin) <= has || first <= has + 1 {
+            // Nothing was on its way past what it has, or this sends
+            // what it lacks first (again): its wait starts now. Without
+            // the second, a member whose digests say she has nothing
+            // was sent the whole log at each of them once the first
+            // send was a patience old (a review of this fix).
+            self.since.set(origin, now_ms);
+        }
         self.seqs.observe(origin, seq);
         self.times.observe(origin, now_ms);
         self.ever.observe(origin, seq);
@@ -452,6 +472,13 @@ impl Told {
     /// again for what was told it and is no longer on its way (lost, or
     /// never taken).
     pub fn heard(&mut self, acked: &VectorClock, now_ms: u64, patience_ms: u64) {
+        for (origin, _) in self.ever.iter() {
+            let has = acked.get(origin);
+            if has > self.heard.get(origin) {
+                self.heard.set(origin, has);
+                self.since.set(origin, now_ms);
+            }
+        }
         let again = self.ever.iter().any(|(origin, seq)| {
             let has = acked.get(origin);
             has < seq && self.on_its_way(origin, now_ms, patience_ms) <= has
@@ -479,7 +506,9 @@ impl Told {
     /// The last sequence number of `origin` still on its way at `now_ms`
     /// (0 for none).
     pub fn on_its_way(&self, origin: PeerId, now_ms: u64, patience_ms: u64) -> u64 {
-        let sent = if self.waiting(self.times.get(origin), now_ms, patience_ms) {
+        let sent = if self.waiting(self.times.get(origin), now_ms, patience_ms)
+            && self.waiting(self.since.get(origin), now_ms, patience_ms)
+        {
             self.seqs.get(origin)
         } else {
             0
@@ -546,8 +575,8 @@ mod tests {
     fn what_was_told_is_on_its_way_for_a_patience_after_the_link_drains() {
         let (a, b) = (PeerId(1), PeerId(2));
         let mut told = Told::default();
-        told.observe(a, 10, 5_000);
-        told.observe(a, 7, 5_100);
+        told.observe(a, 1, 10, 5_000);
+        told.observe(a, 1, 7, 5_100);
         assert_eq!(told.on_its_way(a, 5_500, PATIENCE), 10);
         assert_eq!(told.on_its_way(b, 5_500, PATIENCE), 0);
         assert_eq!(told.on_its_way(a, 6_100, PATIENCE), 0, "past patience");
@@ -560,7 +589,7 @@ mod tests {
         assert_eq!(told.on_its_way(a, 60_900, PATIENCE), 10);
         told.expire(60_900, PATIENCE);
         assert_eq!(told.on_its_way(a, 60_900, PATIENCE), 10, "kept");
-        told.observe(b, 3, 60_950);
+        told.observe(b, 1, 3, 60_950);
         told.expire(61_000, PATIENCE);
         assert_eq!(told.on_its_way(a, 61_000, PATIENCE), 0);
         assert_eq!(told.on_its_way(b, 61_000, PATIENCE), 3);

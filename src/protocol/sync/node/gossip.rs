@@ -831,19 +831,21 @@ impl SyncNode {
         };
         session.stats.events_out += ids.len() as u64;
         let told = session.handshake.is_none();
-        let mut observe = |id: EventId| {
+        let mut observe = |(id, first): (EventId, u64)| {
             session.their_clock.observe(id.peer, id.seq);
             if told {
-                session.told.observe(id.peer, id.seq, now_ms);
+                session.told.observe(id.peer, first, id.seq, now_ms);
             }
         };
         // The clocks keep the highest of each origin, and an origin's
-        // events come in stretches (its runs): one look-up a stretch.
-        let mut stretch: Option<EventId> = None;
+        // events come in stretches (its runs): one look-up a stretch,
+        // which also names the lowest it sent.
+        let mut stretch: Option<(EventId, u64)> = None;
         for id in ids {
-            if let Some(s) = stretch.as_mut().filter(|s| s.peer == id.peer) {
+            if let Some((s, first)) = stretch.as_mut().filter(|(s, _)| s.peer == id.peer) {
                 s.seq = s.seq.max(id.seq);
-            } else if let Some(done) = stretch.replace(id) {
+                *first = (*first).min(id.seq);
+            } else if let Some(done) = stretch.replace((id, id.seq)) {
                 observe(done);
             }
         }
