@@ -19,7 +19,7 @@ use cpc_sync::protocol::sync::wire::{self, Decoded, Message as WireMessage, PROT
 use cpc_sync::protocol::sync::{LocalWrite, Output, SyncConfig, SyncNode};
 use cpc_sync::protocol::testing::Rng;
 use cpc_sync::protocol::{
-    EngineConfig, Identity, JsonValue, PeerId, ReconciliationEngine, VectorClock,
+    EngineConfig, Identity, JsonValue, P2PEvent, PeerId, ReconciliationEngine, VectorClock,
 };
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
@@ -1017,5 +1017,242 @@ async fn a_strangers_writes_are_not_charged_to_the_room_s_loader() {
         hy.keeper.is_some(),
         "the honest address was locked out by the stranger's writes: {:?}",
         hy.unkept
+    );
+}
+
+// ---- rev-keep: attacks on the room peer ----
+
+/// `runs` runs of `run` events written by `identity` (one seal a run),
+/// as whole `Events` frames, one a run.
+fn frames_of_runs(identity: Identity, runs: usize, run: usize, prefix: &str) -> Vec<Vec<u8>> {
+    let peer = identity.peer();
+    let engine = ReconciliationEngine::new(peer, EngineConfig::default());
+    let config = SyncConfig {
+        identity: Some(identity),
+        ..SyncConfig::default()
+    };
+    let mut node = SyncNode::new(engine, config);
+    for r in 0..runs {
+        for i in 0..run {
+            let key = format!("{prefix}/{r}/{i}");
+            let value = JsonValue::parse(&format!("{{\"n\":{i}}}")).expect("json");
+            node.apply(LocalWrite::Set { key, value }, now_ms())
+                .expect("write");
+        }
+        let _ = node.take_outputs(); // seals the burst as one run
+    }
+    let total = (runs * run) as u64;
+    let logged: Vec<P2PEvent> = node
+        .engine()
+        .logged(&[(peer, 0, total)])
+        .into_iter()
+        .cloned()
+        .collect();
+    assert_eq!(logged.len() as u64, total);
+    logged
+        .chunks(run)
+        .flat_map(|chunk| wire::encode(&WireMessage::Events(chunk.to_vec()), 0))
+        .collect()
+}
+
+/// A member relays another member's signed runs to the room peer in an
+/// order of its choosing (a run, then the run before it, then the rest;
+/// behind a frame that keeps the room's thread busy, so they are taken
+/// in one drain). The room peer takes and acknowledges every event; its
+/// store records the runs applied whole ahead of the two it applied from
+/// its holding queue, and when the room is next loaded, replay holds
+/// those ahead of their predecessors until the per-origin holding bound
+/// (25,000) refuses the rest: the room peer forgets thousands of
+/// events it acknowledged, and a newcomer never gets them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_relayed_out_of_order_are_all_kept_when_the_room_loads_again() {
+    let data = DataDir::new("reorder");
+    let server = keeping(&data, &[("KEEP_IDLE_MS", "200")]);
+    let honest = Identity::from_seed(301);
+    let h = honest.peer();
+    let runs = 40;
+    let frames = frames_of_runs(honest, runs, 1000, "h");
+    assert_eq!(frames.len(), runs, "one frame a run");
+    // The relay's own burst keeps the room's thread busy meanwhile.
+    let busy = busy_frames(Identity::from_seed(303));
+    let mut relay = Page::join(&server, Identity::from_seed(302), "reorder").await;
+    assert!(relay.keeper.is_some(), "{:?}", relay.unkept);
+    let mut order: Vec<&Vec<u8>> = busy.iter().collect();
+    order.push(&frames[1]);
+    order.push(&frames[0]);
+    order.extend(frames[2..].iter());
+    for frame in order {
+        relay
+            .ws
+            .send(Message::Binary(frame.clone().into()))
+            .await
+            .expect("send");
+    }
+    let total = (runs * 1000) as u64;
+    assert!(
+        relay.run_until(|p| p.acknowledged(h) >= total).await,
+        "the room peer never acknowledged the relayed runs: {}",
+        relay.acknowledged(h)
+    );
+    println!("acknowledged {} of {h}", relay.acknowledged(h));
+    drop(relay);
+    let deadline = Instant::now() + BUDGET;
+    while server.reading("cpc_signal_keep_unloads_total").await < 1 {
+        assert!(Instant::now() < deadline, "never unloaded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut reader = Page::join(&server, Identity::from_seed(304), "reorder").await;
+    assert!(reader.catch_up().await, "the reader did not catch up");
+    let kept = reader.node.engine().clock().get(h);
+    assert_eq!(
+        kept, total,
+        "the room peer acknowledged {total} events of {h}, and after a reload serves {kept}"
+    );
+}
+
+/// The same order through a page's own storage (`SyncNode::restore`, as
+/// the browser's IndexedDB restores it): a page that took a member's
+/// relayed runs out of order and then wrote reloads without the runs
+/// past the holding bound, and without its own write that rests on them,
+/// whose sequence number it then makes again: an equivocation every peer
+/// that took the first write refuses.
+#[test]
+fn a_page_restored_from_its_store_keeps_what_it_stored_and_its_own_write() {
+    use cpc_sync::protocol::sync::Persist;
+    let honest = Identity::from_seed(311);
+    let h = honest.peer();
+    let frames = frames_of_runs(honest, 40, 1000, "h");
+    let relay = Identity::from_seed(312).peer();
+    let me = Identity::from_seed(313);
+    let engine = ReconciliationEngine::new(me.peer(), EngineConfig::default());
+    let config = SyncConfig {
+        identity: Some(me.clone()),
+        durable: true,
+        ..SyncConfig::default()
+    };
+    let mut page = SyncNode::new(engine, config.clone());
+    page.connect(relay, now_ms());
+    let mut store: Vec<Persist> = Vec::new();
+    let drain = |page: &mut SyncNode, store: &mut Vec<Persist>| {
+        for output in page.take_outputs() {
+            if let Output::Persist { token, write } = output {
+                store.push(write);
+                page.persisted(token);
+            }
+        }
+    };
+    drain(&mut page, &mut store);
+    let mut order: Vec<&Vec<u8>> = vec![&frames[1], &frames[0]];
+    order.extend(frames[2..].iter());
+    for frame in order {
+        page.receive_frame(relay, frame, now_ms());
+    }
+    drain(&mut page, &mut store);
+    assert_eq!(page.engine().clock().get(h), 40_000);
+    page.apply(
+        LocalWrite::Set {
+            key: "mine".into(),
+            value: JsonValue::parse("1").unwrap(),
+        },
+        now_ms(),
+    )
+    .unwrap();
+    drain(&mut page, &mut store);
+    assert_eq!(page.durable_upto(), 1, "the page's write is durable");
+    // Reload: what storage holds, read back as a store reads it.
+    let commit = Persist::commit(&store);
+    assert!(commit.snapshot.is_none());
+    let events = P2PEvent::decode_batch(&commit.record.unwrap()).unwrap();
+    let engine = ReconciliationEngine::new(me.peer(), EngineConfig::default());
+    let restored = SyncNode::restore(me.peer(), engine.config().clone(), config, None, events)
+        .expect("restores");
+    let (theirs, mine) = (
+        restored.engine().clock().get(h),
+        restored.engine().clock().get(me.peer()),
+    );
+    assert_eq!(
+        (theirs, mine),
+        (40_000, 1),
+        "stored 40000 of the member's events and our write 1; restored {theirs} and {mine}"
+    );
+}
+
+/// A busy frame: 1,000 one-event runs of `identity`'s, 1,000 seals for
+/// the room peer to verify in one go (its thread busy meanwhile, so the
+/// frames sent behind it are taken in one drain).
+fn busy_frames(identity: Identity) -> Vec<Vec<u8>> {
+    let peer = identity.peer();
+    let engine = ReconciliationEngine::new(peer, EngineConfig::default());
+    let config = SyncConfig {
+        identity: Some(identity),
+        ..SyncConfig::default()
+    };
+    let mut node = SyncNode::new(engine, config);
+    for i in 0..1000 {
+        let value = JsonValue::parse("1").expect("json");
+        node.apply(
+            LocalWrite::Set {
+                key: format!("b/{i}"),
+                value,
+            },
+            now_ms(),
+        )
+        .expect("write");
+        let _ = node.take_outputs();
+    }
+    let events: Vec<P2PEvent> = node
+        .engine()
+        .logged(&[(peer, 0, 1000)])
+        .into_iter()
+        .cloned()
+        .collect();
+    wire::encode(&WireMessage::Events(events), 0)
+}
+
+/// The stranger needs nobody's events but its own: it sends its own runs
+/// out of order (as above), an honest member then catches up from the
+/// room peer and writes, and leaves. When the room loads again, the
+/// stranger's later events are refused at replay, and the honest write,
+/// which rests on them, is held for good: the room peer acknowledged it,
+/// and a newcomer never gets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strangers_own_runs_out_of_order_do_not_make_the_room_peer_forget_an_honest_write() {
+    let data = DataDir::new("reorder-own");
+    let server = keeping(&data, &[("KEEP_IDLE_MS", "200")]);
+    let stranger = Identity::from_seed(321);
+    let s = stranger.peer();
+    let frames = frames_of_runs(stranger.clone(), 40, 1000, "s");
+    let busy = busy_frames(Identity::from_seed(323));
+    let mut attacker = Page::join(&server, stranger, "reorder-own").await;
+    assert!(attacker.keeper.is_some(), "{:?}", attacker.unkept);
+    let mut order: Vec<&Vec<u8>> = busy.iter().collect();
+    order.push(&frames[1]);
+    order.push(&frames[0]);
+    order.extend(frames[2..].iter());
+    for frame in order {
+        let message = Message::Binary(frame.clone().into());
+        attacker.ws.send(message).await.expect("send");
+    }
+    assert!(attacker.run_until(|p| p.acknowledged(s) >= 40_000).await);
+    drop(attacker);
+    // An honest member catches up, writes ten keys, is acknowledged, leaves.
+    let mut honest = Page::join(&server, Identity::from_seed(324), "reorder-own").await;
+    assert!(honest.catch_up().await);
+    assert_eq!(honest.node.engine().clock().get(s), 40_000);
+    honest.write("mine", 10);
+    let me = honest.me();
+    assert!(honest.run_until(|p| p.acknowledged(me) >= 10).await);
+    drop(honest);
+    let deadline = Instant::now() + BUDGET;
+    while server.reading("cpc_signal_keep_unloads_total").await < 1 {
+        assert!(Instant::now() < deadline, "never unloaded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut reader = Page::join(&server, Identity::from_seed(325), "reorder-own").await;
+    assert!(reader.catch_up().await, "the reader did not catch up");
+    let kept = reader.node.engine().clock().get(me);
+    assert_eq!(
+        kept, 10,
+        "the room peer acknowledged the honest member's 10 writes, and after a reload serves {kept}"
     );
 }

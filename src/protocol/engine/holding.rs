@@ -173,11 +173,30 @@ impl HoldingQueue {
             runs: HashMap::with_hasher(state()),
             needs: HashMap::with_hasher(state()),
             retry: HashMap::with_hasher(state()),
-            capacity,
-            origin_capacity: Share::clamp(origin_capacity),
-            byte_capacity,
-            origin_byte_capacity: Share::clamp(origin_byte_capacity),
+            capacity: 0,
+            origin_capacity: 0,
+            byte_capacity: 0,
+            origin_byte_capacity: 0,
         }
+        .bounded(
+            capacity,
+            origin_capacity,
+            (byte_capacity, origin_byte_capacity),
+        )
+    }
+
+    /// With these bounds from now on (what it holds stays held).
+    pub fn bounded(
+        mut self,
+        capacity: usize,
+        origin_capacity: usize,
+        (byte_capacity, origin_byte_capacity): (usize, usize),
+    ) -> Self {
+        self.capacity = capacity;
+        self.origin_capacity = Share::clamp(origin_capacity);
+        self.byte_capacity = byte_capacity;
+        self.origin_byte_capacity = Share::clamp(origin_byte_capacity);
+        self
     }
 
     pub fn len(&self) -> usize {

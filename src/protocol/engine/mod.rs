@@ -386,6 +386,39 @@ impl ReconciliationEngine {
         &self.config
     }
 
+    /// An engine to replay our own storage into: without the bounds on
+    /// what waits for its dependencies and how far ahead it may depend,
+    /// which hold against peers. Stored records need not be in causal
+    /// order (a batch applied whole is
+    /// recorded ahead of events its arrival released from the holding
+    /// queue), and an event refused there was dropped: a room peer
+    /// forgot 13,000 of 40,000 events it had acknowledged, a page its
+    /// own sent write, whose sequence number it then made again (a
+    /// review). [`bounded`](Self::bounded) once replayed.
+    pub fn replaying(peer: PeerId, config: &EngineConfig) -> Self {
+        let unbounded = EngineConfig {
+            holding_capacity: usize::MAX,
+            holding_per_origin: usize::MAX,
+            holding_bytes: usize::MAX,
+            holding_bytes_per_origin: usize::MAX,
+            max_dependency_gap: u64::MAX,
+            ..config.clone()
+        };
+        ReconciliationEngine::new(peer, unbounded)
+    }
+
+    /// With `config`'s bounds from now on (of the same room: its hash
+    /// seed and origins as before); what waits stays.
+    pub fn bounded(mut self, config: EngineConfig) -> Self {
+        self.holding = self.holding.bounded(
+            config.holding_capacity,
+            config.holding_per_origin,
+            (config.holding_bytes, config.holding_bytes_per_origin),
+        );
+        self.config = config;
+        self
+    }
+
     /// The bound on distinct origins, never above the decode bound.
     pub fn max_origins(&self) -> usize {
         self.config.max_origins.min(MAX_CLOCK_ENTRIES)

@@ -527,15 +527,17 @@ impl SyncNode {
         snapshot: Option<&[u8]>,
         events: impl IntoIterator<Item = P2PEvent>,
     ) -> Result<Self, SnapshotError> {
-        let mut engine = ReconciliationEngine::new(peer, engine_config);
+        // Our own storage, in whatever order it was recorded.
+        let mut engine = ReconciliationEngine::replaying(peer, &engine_config);
         if let Some(bytes) = snapshot {
             engine.load_snapshot(StateSnapshot::decode_shared(bytes)?, Trust::OWN)?;
         }
         for event in events {
-            // Our own storage: a refusal here means the store was damaged;
-            // the event is skipped and anti-entropy fetches it again.
+            // A refusal here means the store was damaged: the event is
+            // skipped and anti-entropy fetches it again.
             let _ = engine.replay(event);
         }
+        let mut engine = engine.bounded(engine_config);
         engine.clear_changes();
         Ok(SyncNode::new(engine, config))
     }
