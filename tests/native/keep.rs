@@ -1256,3 +1256,45 @@ async fn a_strangers_own_runs_out_of_order_do_not_make_the_room_peer_forget_an_h
         "the room peer acknowledged the honest member's 10 writes, and after a reload serves {kept}"
     );
 }
+
+/// A stranger whose hourly share of new rooms is spent loads a room that
+/// is not stored yet (a bare join, before its owners' first write): the
+/// room's first write is then charged to the stranger's address, refused
+/// (`KEEP_NEW_ROOMS_PER_ADDRESS`), and the honest writers are cut off,
+/// though their own address started nothing. (The same class as
+/// `a_stranger_loading_a_room_first_does_not_cut_off_its_writers`, fixed
+/// for memory, open for new rooms.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_loading_a_new_room_first_does_not_cut_off_its_first_writer() {
+    let data = DataDir::new("starter");
+    let server = keeping(
+        &data,
+        &[
+            ("KEEP_NEW_ROOMS_PER_ADDRESS", "1"),
+            ("TRUSTED_PROXIES", "127.0.0.1"),
+        ],
+    );
+    let server = &server;
+    let join = |seed, room, address| join_from(server, seed, room, address);
+    // The stranger spends its share on a room of its own...
+    let mut spent = join(401, "spent", "203.0.113.66").await;
+    spent.write("s", 1);
+    let me = spent.me();
+    assert!(spent.run_until(|p| p.acknowledged(me) >= 1).await);
+    // ...then loads the honest room before anyone writes in it.
+    let squatter = join(402, "fresh", "203.0.113.66").await;
+    assert!(squatter.keeper.is_some(), "{:?}", squatter.unkept);
+    // An honest page of another address, which started nothing, writes.
+    let mut honest = join(403, "fresh", "198.51.100.4").await;
+    assert!(honest.keeper.is_some(), "{:?}", honest.unkept);
+    honest.write("mine", 10);
+    let me = honest.me();
+    honest
+        .run_until(|p| p.unkept.is_some() || p.acknowledged(me) >= 10)
+        .await;
+    assert!(
+        honest.unkept.is_none(),
+        "the honest writer was cut off by the stranger's spent share: {:?}",
+        honest.unkept
+    );
+}

@@ -278,6 +278,7 @@ impl Keep {
                 page,
                 link,
                 outbox: outbox.clone(),
+                address: by,
                 reply,
             };
             if to.send(attach).await.is_err() {

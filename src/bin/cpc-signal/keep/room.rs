@@ -35,6 +35,8 @@ pub enum Command {
         page: PeerId,
         link: u64,
         outbox: Arc<Outbox>,
+        /// The address the page's socket comes from.
+        address: Option<IpAddr>,
         reply: oneshot::Sender<Result<(), KeepError>>,
     },
     Frame {
@@ -87,6 +89,9 @@ struct Room {
     by: Option<IpAddr>,
     bytes: u64,
     pages: HashMap<PeerId, (u64, Arc<Outbox>)>,
+    /// The address each linked page comes from: a new stored room is
+    /// started on one of them when its loader's share is spent.
+    addresses: HashMap<PeerId, Option<IpAddr>>,
     /// Pages whose socket holds [`FRAME_HIGH_WATER`] of frames: what they
     /// are owed waits in the log until it drains.
     backlogged: Vec<PeerId>,
@@ -281,6 +286,7 @@ impl Room {
             by,
             bytes,
             pages: HashMap::new(),
+            addresses: HashMap::new(),
             backlogged: Vec::new(),
             gzip_done,
         })
@@ -293,6 +299,7 @@ impl Room {
                 page,
                 link,
                 outbox,
+                address,
                 reply,
             } => {
                 if self.pages.remove(&page).is_some() {
@@ -309,6 +316,7 @@ impl Room {
                 // Before any frame of the link, on the same socket.
                 let _ = outbox.push(hello.to_text());
                 self.pages.insert(page, (link, outbox));
+                self.addresses.insert(page, address);
                 self.node.connect(page, now);
                 let _ = reply.send(Ok(()));
             }
@@ -321,6 +329,7 @@ impl Room {
             Command::Detach { page, link } => {
                 if self.pages.get(&page).is_some_and(|(l, _)| *l == link) {
                     self.pages.remove(&page);
+                    self.addresses.remove(&page);
                     self.backlogged.retain(|&p| p != page);
                     self.keep.counters.links.fetch_sub(1, Relaxed);
                     self.node.disconnect(page);
@@ -436,7 +445,16 @@ impl Room {
                 if stored >= max {
                     return Err(KeepError::TooManyRooms { max });
                 }
-                self.keep.start_room(self.by)?;
+                // The loader's address first, then any linked page's: a
+                // stranger whose share is spent, loading a room before its
+                // owners' first write, does not cut them off (a review).
+                let mut tried = std::iter::once(self.by)
+                    .chain(self.addresses.values().copied())
+                    .map(|by| self.keep.start_room(by));
+                let first = tried.next().expect("the loader's address");
+                if first.is_err() && !tried.any(|started| started.is_ok()) {
+                    return first;
+                }
                 let path = self.keep.path_of(&self.file);
                 let (store, _) = Store::open(&path, &self.name)?;
                 self.store.insert(store)
@@ -494,6 +512,7 @@ impl Room {
     /// Unlinks `page`, telling it why.
     fn hang_up(&mut self, page: PeerId, why: &KeepError) {
         self.backlogged.retain(|&p| p != page);
+        self.addresses.remove(&page);
         if let Some((_, outbox)) = self.pages.remove(&page) {
             self.keep.counters.links.fetch_sub(1, Relaxed);
             let reason = why.to_string();
