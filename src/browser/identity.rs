@@ -26,6 +26,36 @@ thread_local! {
     /// with it, another identity and none of the data (an app closing and
     /// opening again: React's StrictMode, a route change, a hot reload).
     static CLOSING: RefCell<Vec<(String, Promise)>> = const { RefCell::new(Vec::new()) };
+    /// This page's `Peer.open` calls, by the room they name, each with its
+    /// promise: a later open of the room waits for them (and for the app
+    /// to close what they opened: React's StrictMode closes the first
+    /// peer once its open resolves, and mounts again at once).
+    static OPENING: RefCell<Vec<(String, Promise)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The opens of `room` under way in this page, before this one (`done`).
+pub fn opening(room: &str, done: &Promise) -> Vec<Promise> {
+    OPENING.with_borrow_mut(|opening| {
+        if opening.len() >= MAX_SLOTS as usize {
+            drop(opening.remove(0));
+        }
+        let earlier = (opening.iter())
+            .filter(|(r, _)| r == room)
+            .map(|(_, p)| p.clone())
+            .collect();
+        opening.push((room.to_string(), done.clone()));
+        earlier
+    })
+}
+
+/// Waits for `earlier` opens of the room to settle (at most 10 s: one
+/// stuck must not keep this open waiting for good).
+pub async fn after(earlier: Vec<Promise>) {
+    if earlier.is_empty() {
+        return;
+    }
+    let all = js_sys::Promise::all_settled(&earlier.iter().collect::<js_sys::Array>());
+    crate::browser::wait_at_most(&all, 10_000).await;
 }
 
 /// A peer of `room` in this page is closing; its slot is free once `done`

@@ -108,6 +108,45 @@ test("a room closed and opened again at once in one tab is the same peer with it
   await context.close();
 });
 
+// StrictMode as an effect writes it: a peer whose open has not resolved
+// cannot be closed yet, so it is closed once it opens, and the second
+// mount opens again in the same task. That second open took the next
+// identity slot while the first held the tab's, and the tab remembered
+// it: each reload went back and forth between two peers, every other one
+// showing an empty state (a review).
+test("StrictMode's open, close once open, open again keeps the tab's peer and its data over reloads", async () => {
+  const context = await env.browser.newContext();
+  const tab = await readyTab(context);
+  const first = await tab.evaluate(async () => {
+    const p = await window.cpc.module.Peer.open({ room: "strict" });
+    await p.set("k", "kept");
+    await p.close();
+    return p.id;
+  });
+  const visits = [];
+  for (let visit = 0; visit < 2; visit++) {
+    await tab.reload();
+    await tab.waitForSelector("body[data-ready=true]");
+    visits.push(
+      await tab.evaluate(async () => {
+        const { Peer } = window.cpc.module;
+        let opening = Peer.open({ room: "strict" }); // mount
+        opening.then((p) => p.close()); // StrictMode's unmount
+        opening = Peer.open({ room: "strict" }); // mount again
+        const p = await opening;
+        const seen = { id: p.id, k: p.get("k") ?? null };
+        await p.close();
+        return seen;
+      }),
+    );
+  }
+  assert.deepEqual(visits, [
+    { id: first, k: "kept" },
+    { id: first, k: "kept" },
+  ]);
+  await context.close();
+});
+
 // A write made while close() ran was taken, never settled, and lost: an app
 // awaiting it (a component unmounting) hung.
 test("a write while close() runs is refused at once; what came before is kept", async () => {

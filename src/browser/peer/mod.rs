@@ -266,12 +266,31 @@ impl Peer {
     /// Opens a peer of `options.room`.
     #[wasm_bindgen(unchecked_return_type = "Promise<Peer>")]
     pub fn open(#[wasm_bindgen(unchecked_param_type = "PeerOptions")] options: JsValue) -> Promise {
-        future_to_promise(async move {
+        // An open waits for this page's earlier opens of the room to
+        // settle, and so for the app to close what they opened: React's
+        // StrictMode closes a peer once its open resolves
+        // (`opening.then((p) => p.close())`) and opens again at once, and
+        // that second open took another identity slot, which the tab then
+        // remembered, so reloads went back and forth between two peers
+        // and their stored states (a review). The first poll comes in a
+        // microtask, after the app's `then`, and after `earlier` is set.
+        let room = js_sys::Reflect::get(&options, &"room".into())
+            .ok()
+            .and_then(|r| r.as_string());
+        let earlier = std::rc::Rc::new(RefCell::new(Vec::new()));
+        let wait = earlier.clone();
+        let promise = future_to_promise(async move {
+            let earlier = std::mem::take(&mut *wait.borrow_mut());
+            super::identity::after(earlier).await;
             Peer::create(&options)
                 .await
                 .map(JsValue::from)
                 .map_err(JsValue::from)
-        })
+        });
+        if let Some(room) = room {
+            *earlier.borrow_mut() = super::identity::opening(&room, &promise);
+        }
+        promise
     }
 
     async fn create(options: &JsValue) -> Result<Peer, PeerError> {
