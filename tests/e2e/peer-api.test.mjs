@@ -266,6 +266,15 @@ test("every refusal is an Error subclass with a stable code", async () => {
     await attempt("a lone surrogate in the room", () => Peer.open({ room: "r\uD800", storage: "memory" }));
     // The ids of rooms with a secret: the room peer never kept such a room.
     await attempt("a secret room's prefix", () => Peer.open({ room: "secret-santa", storage: "memory" }));
+    // Names the signaling server refuses (over 128 bytes: here 129 in 45
+    // characters) opened, synced between this browser's tabs and met no
+    // one else; 128 bytes, and a secret room of any name, open.
+    const long = "ノート/" + "議事録".repeat(13) + "ab";
+    await attempt("a room of 129 bytes", () => Peer.open({ room: long, storage: "memory" }));
+    await attempt("a room of 128 bytes", async () => (await Peer.open({ room: long.slice(0, -1), storage: "memory" })).close());
+    await attempt("a secret room of 129 bytes", async () =>
+      (await Peer.open({ room: long, secret: "s3cret", storage: "memory" })).close(),
+    );
     // Taken before, and every connection failed, told seconds later.
     await attempt("iceServers a string", () => Peer.open({ room: "r", storage: "memory", iceServers: "stun:x" }));
     await attempt("iceServers of an http URL", () =>
@@ -325,6 +334,9 @@ test("every refusal is an Error subclass with a stable code", async () => {
     "a misspelt option": ["TypeError", "INVALID_OPTION"],
     "a lone surrogate in the room": ["TypeError", "INVALID_OPTION"],
     "a secret room's prefix": ["RangeError", "INVALID_OPTION"],
+    "a room of 129 bytes": ["RangeError", "INVALID_OPTION"],
+    "a room of 128 bytes": ["none", undefined],
+    "a secret room of 129 bytes": ["none", undefined],
     "iceServers a string": ["TypeError", "INVALID_OPTION"],
     "iceServers of an http URL": ["TypeError", "INVALID_OPTION"],
     "bad policy": ["RangeError", "INVALID_ARGUMENT"],

@@ -6,6 +6,7 @@ use wasm_bindgen::prelude::*;
 use crate::browser::convert::describe;
 use crate::browser::error::{Code, PeerError};
 use crate::protocol::room::SECRET_ROOM_PREFIX;
+use crate::protocol::signal::MAX_NAME;
 
 /// Where a peer keeps its state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,6 +176,20 @@ impl Options {
                 ),
             ));
         }
+        // The signaling server refuses longer names: such a room synced
+        // between this browser's tabs and met no one else, with one
+        // `TRANSPORT` error to tell (a review). A secret room goes by
+        // an id of fixed length.
+        if secret.is_none() && room.len() > MAX_NAME {
+            return Err(PeerError::range_error(
+                Code::InvalidOption,
+                format!(
+                    "a room's name takes at most {MAX_NAME} bytes of UTF-8 (this one {}); a \
+                     room with a secret may have a longer one",
+                    room.len()
+                ),
+            ));
+        }
         let storage = match string(options, "storage")?.as_deref() {
             None | Some("indexeddb") => StorageKind::IndexedDb,
             Some("memory") => StorageKind::Memory,
@@ -262,34 +277,42 @@ fn default_verify_workers() -> usize {
 }
 
 /// The WebSocket URL of a `signaling` option: `ws:`/`wss:` as is, `http:`/
-/// `https:` switched over, a path resolved against this page; `None` for
-/// absent or `"none"`.
+/// `https:` switched over (`http:` to `wss:` from a page on https), a
+/// path resolved against this page; `None` for absent or `"none"`.
 fn signaling_url(option: Option<String>) -> Result<Option<String>, PeerError> {
     let Some(url) = option.filter(|u| !u.is_empty() && u != "none") else {
         return Ok(None);
     };
-    if url.starts_with("ws://") || url.starts_with("wss://") {
-        return Ok(Some(url));
+    let refused = || {
+        PeerError::range_error(
+            Code::InvalidOption,
+            format!(
+                "signaling must be a ws:, wss:, http: or https: URL, a path, or \"none\"; got \
+                 {url:?}"
+            ),
+        )
+    };
+    if !url.starts_with('/') && !url.contains("://") {
+        return Err(refused());
     }
-    if let Some(rest) = url.strip_prefix("http://") {
-        return Ok(Some(format!("ws://{rest}")));
+    // Resolved as the page's links are: a path, or `//host/path`, on the
+    // page's host, and a scheme in any case. An `http:` URL from a page
+    // on https goes as `wss:`, as the README says (it went as `ws:`,
+    // which the browser refuses there; a review).
+    let location = web_sys::window()
+        .ok_or_else(|| PeerError::unsupported("window"))?
+        .location();
+    let base = location.href().unwrap_or_default();
+    let resolved = web_sys::Url::new_with_base(&url, &base).map_err(|_| refused())?;
+    let secure = location.protocol().is_ok_and(|p| p == "https:");
+    let scheme = match resolved.protocol().as_str() {
+        "ws:" | "wss:" => None,
+        "http:" if !secure => Some("ws:"),
+        "http:" | "https:" => Some("wss:"),
+        _ => return Err(refused()),
+    };
+    if let Some(scheme) = scheme {
+        resolved.set_protocol(scheme);
     }
-    if let Some(rest) = url.strip_prefix("https://") {
-        return Ok(Some(format!("wss://{rest}")));
-    }
-    if url.starts_with('/') {
-        let location = web_sys::window()
-            .ok_or_else(|| PeerError::unsupported("window"))?
-            .location();
-        let secure = location.protocol().is_ok_and(|p| p == "https:");
-        let scheme = if secure { "wss" } else { "ws" };
-        let host = location.host().unwrap_or_default();
-        return Ok(Some(format!("{scheme}://{host}{url}")));
-    }
-    Err(PeerError::range_error(
-        Code::InvalidOption,
-        format!(
-            "signaling must be a ws:, wss:, http: or https: URL, a path, or \"none\"; got {url:?}"
-        ),
-    ))
+    Ok(Some(resolved.href()))
 }
