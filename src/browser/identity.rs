@@ -26,36 +26,34 @@ thread_local! {
     /// with it, another identity and none of the data (an app closing and
     /// opening again: React's StrictMode, a route change, a hot reload).
     static CLOSING: RefCell<Vec<(String, Promise)>> = const { RefCell::new(Vec::new()) };
-    /// This page's `Peer.open` calls, by the room they name, each with its
-    /// promise: a later open of the room waits for them (and for the app
-    /// to close what they opened: React's StrictMode closes the first
+    /// The latest `Peer.open` of each room in this page, by its promise:
+    /// the next open of the room waits for it to settle, and so for the
+    /// app to close what it opened (React's StrictMode closes the first
     /// peer once its open resolves, and mounts again at once).
     static OPENING: RefCell<Vec<(String, Promise)>> = const { RefCell::new(Vec::new()) };
 }
 
-/// The opens of `room` under way in this page, before this one (`done`).
-pub fn opening(room: &str, done: &Promise) -> Vec<Promise> {
+/// Notes `done` as the latest open of `room` in this page; the one
+/// before it, if any.
+pub fn opening(room: &str, done: &Promise) -> Option<Promise> {
     OPENING.with_borrow_mut(|opening| {
+        if let Some((_, latest)) = opening.iter_mut().find(|(r, _)| r == room) {
+            return Some(std::mem::replace(latest, done.clone()));
+        }
         if opening.len() >= MAX_SLOTS as usize {
             drop(opening.remove(0));
         }
-        let earlier = (opening.iter())
-            .filter(|(r, _)| r == room)
-            .map(|(_, p)| p.clone())
-            .collect();
         opening.push((room.to_string(), done.clone()));
-        earlier
+        None
     })
 }
 
-/// Waits for `earlier` opens of the room to settle (at most 10 s: one
+/// Waits for the `earlier` open of the room to settle (at most 10 s: one
 /// stuck must not keep this open waiting for good).
-pub async fn after(earlier: Vec<Promise>) {
-    if earlier.is_empty() {
-        return;
+pub async fn after(earlier: Option<Promise>) {
+    if let Some(earlier) = earlier {
+        crate::browser::wait_at_most(&earlier, 10_000).await;
     }
-    let all = js_sys::Promise::all_settled(&earlier.iter().collect::<js_sys::Array>());
-    crate::browser::wait_at_most(&all, 10_000).await;
 }
 
 /// A peer of `room` in this page is closing; its slot is free once `done`

@@ -277,7 +277,7 @@ impl Peer {
         let room = js_sys::Reflect::get(&options, &"room".into())
             .ok()
             .and_then(|r| r.as_string());
-        let earlier = std::rc::Rc::new(RefCell::new(Vec::new()));
+        let earlier = std::rc::Rc::new(RefCell::new(None));
         let wait = earlier.clone();
         let promise = future_to_promise(async move {
             let earlier = std::mem::take(&mut *wait.borrow_mut());
