@@ -578,7 +578,7 @@ fn a_batch_applied_whole_is_stored_as_it_came() {
         .iter()
         .flat_map(|r| P2PEvent::decode_batch(r).unwrap())
         .collect();
-    let restored = SyncNode::restore(
+    let mut restored = SyncNode::restore(
         PeerId(77),
         EngineConfig::default(),
         SyncConfig::default(),
@@ -704,7 +704,7 @@ fn a_released_run_is_stored_when_a_whole_batch_lands_before_the_flush() {
         identity: Some(Identity::from_seed(1)),
         ..SyncConfig::default()
     };
-    let restored = SyncNode::restore(
+    let mut restored = SyncNode::restore(
         a.peer(),
         EngineConfig::default(),
         config,
@@ -842,7 +842,7 @@ fn storage_that_lost_everything_is_given_the_whole_state_again() {
     };
     a.persisted(*token);
     assert_eq!(a.durable_upto(), 3, "every write durable with it");
-    let restored = SyncNode::restore(
+    let mut restored = SyncNode::restore(
         a.peer(),
         EngineConfig::default(),
         SyncConfig {
@@ -1106,4 +1106,189 @@ mod acknowledged {
             unbacked.join("\n")
         );
     }
+}
+
+/// A record of others' events holds the batches that applied whole first
+/// (as they came), then the other events by origin: not in causal order.
+/// Restored, an event whose dependency comes later in the record is held,
+/// and the holding queue's caps (25,000 events or 16 MB an origin) refuse
+/// the rest, which are skipped. A write of ours that rests on
+/// them is then held too, our clock restores short of it, and the next
+/// write reuses its sequence number: an equivocation at every peer that
+/// had the first.
+///
+/// Here: Y writes a value too large for one frame (it travels in chunks,
+/// so it is stored by range), X sees it and writes 30,000 events (whole
+/// frames, stored as they came), all reaching N before its previous
+/// record of others' events committed; N writes on top, and dies.
+#[test]
+fn a_restore_never_loses_our_writes_to_the_order_of_a_record() {
+    let now = 1_000;
+    // X's id sorts before Y's.
+    let (mut x, mut y) = {
+        let (a, b) = (
+            common::signed_node(21, SyncConfig::default()),
+            common::signed_node(22, SyncConfig::default()),
+        );
+        if a.peer() < b.peer() {
+            (a, b)
+        } else {
+            (b, a)
+        }
+    };
+    let mut n = common::signed_node(23, durable());
+    let n_seed_peer = n.peer();
+    x.connect(y.peer(), now);
+    y.connect(x.peer(), now);
+    fn pass(from: &mut SyncNode, to: &mut SyncNode, now: u64) -> bool {
+        let mut quiet = true;
+        for output in from.take_outputs() {
+            if let Output::Send { frame, .. } = output {
+                quiet = false;
+                to.receive_frame(from.peer(), &frame, now);
+            }
+        }
+        quiet
+    }
+    let memory = |a: &mut SyncNode, b: &mut SyncNode| {
+        for _ in 0..100 {
+            if pass(a, b, now) & pass(b, a, now) {
+                return;
+            }
+        }
+        panic!("no end");
+    };
+    memory(&mut x, &mut y);
+    let big = format!("\"{}\"", "y".repeat(100_000));
+    y.write(|e| e.set("big", json(&big), now).map(Some))
+        .unwrap();
+    memory(&mut x, &mut y);
+    for i in 0..30_000 {
+        x.write(|e| e.set(&format!("x{i}"), json("1"), now).map(Some))
+            .unwrap();
+        if i % 1000 == 999 {
+            x.take_outputs();
+        }
+    }
+    x.take_outputs();
+
+    // N meets X; its commits are slow: nothing is acknowledged until the
+    // end, and a record of others' events (Z's) is committing already.
+    let mut stored: Vec<(u64, Persist)> = Vec::new();
+    let mut z = common::signed_node(24, SyncConfig::default());
+    z.write(|e| e.set("z", json("1"), now).map(Some)).unwrap();
+    n.connect(z.peer(), now);
+    z.connect(n.peer(), now);
+    for round in 0..20 {
+        n.tick(now + round * 500);
+        z.tick(now + round * 500);
+        for output in n.take_outputs() {
+            match output {
+                Output::Send { frame, .. } => z.receive_frame(n.peer(), &frame, now),
+                Output::Persist { token, write } => stored.push((token, write)),
+                _ => {}
+            }
+        }
+        pass(&mut z, &mut n, now);
+    }
+    assert_eq!(n.engine().clock().get(z.peer()), 1, "N has Z's write");
+    assert_eq!(stored.len(), 1, "in a record not yet committed");
+    n.connect(x.peer(), now);
+    x.connect(n.peer(), now);
+    for round in 0..2_000 {
+        let mut quiet = true;
+        let at = now + round * 500;
+        n.tick(at);
+        x.tick(at);
+        for output in n.take_outputs() {
+            match output {
+                Output::Send { frame, .. } => {
+                    quiet = false;
+                    x.receive_frame(n.peer(), &frame, at);
+                }
+                Output::Persist { token, write } => stored.push((token, write)),
+                _ => {}
+            }
+        }
+        for output in x.take_outputs() {
+            if let Output::Send { to, frame } = output {
+                if to == n.peer() {
+                    quiet = false;
+                    n.receive_frame(x.peer(), &frame, at);
+                }
+            }
+        }
+        if quiet && n.engine().clock().get(x.peer()) == 30_000 {
+            break;
+        }
+    }
+    assert_eq!(n.engine().clock().get(x.peer()), 30_000, "N has X's writes");
+    assert_eq!(n.engine().clock().get(y.peer()), 1, "and Y's");
+    n.write(|e| e.set("mine", json("1"), now).map(Some))
+        .unwrap();
+    for output in n.take_outputs() {
+        if let Output::Persist { token, write } = output {
+            stored.push((token, write));
+        }
+    }
+    // Storage commits it all, and our write leaves for X; then the tab
+    // dies (or is reloaded).
+    let last = stored.last().map(|(t, _)| *t).expect("persists");
+    n.persisted(last);
+    for output in n.take_outputs() {
+        if let Output::Send { to, frame } = output {
+            if to == x.peer() {
+                x.receive_frame(n.peer(), &frame, now + 20_000);
+            }
+        }
+    }
+    assert_eq!(x.engine().clock().get(n_seed_peer), 1, "X has our write");
+    let commit: Vec<Persist> = stored.iter().map(|(_, w)| w.clone()).collect();
+    let commit = Persist::commit(&commit);
+    // The records joined: batches back to back, as storage reads them.
+    let events = P2PEvent::decode_batch(&commit.record.expect("a record")).expect("decodes");
+    let mut restored = SyncNode::restore(
+        n_seed_peer,
+        EngineConfig::default(),
+        SyncConfig {
+            identity: Some(Identity::from_seed(23)),
+            durable: true,
+            ..SyncConfig::default()
+        },
+        commit.snapshot,
+        events,
+    )
+    .expect("restores");
+    let restored_x = restored.engine().clock().get(x.peer());
+    let restored_ours = restored.engine().clock().get(n_seed_peer);
+    // The reloaded tab writes again and meets X.
+    restored
+        .write(|e| e.set("again", json("2"), now + 30_000).map(Some))
+        .unwrap();
+    x.disconnect(n_seed_peer);
+    x.connect(n_seed_peer, now + 30_000);
+    restored.connect(x.peer(), now + 30_000);
+    for round in 0..40 {
+        let at = now + 30_000 + round * 500;
+        restored.tick(at);
+        x.tick(at);
+        for output in restored.take_outputs() {
+            match output {
+                Output::Send { frame, .. } => x.receive_frame(n_seed_peer, &frame, at),
+                Output::Persist { token, .. } => restored.persisted(token),
+                _ => {}
+            }
+        }
+        pass(&mut x, &mut restored, at);
+    }
+    eprintln!(
+        "X has the reloaded tab's write: {:?}; the reloaded tab has it: {:?}",
+        x.engine().get("again"),
+        restored.engine().get("again")
+    );
+    assert_eq!(
+        x.engine().stats().equivocations,
+        0,
+        "X saw two events under one of our numbers: restored, ours were {restored_ours} of 1 and X's {restored_x} of 30000",
+    );
 }
