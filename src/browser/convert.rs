@@ -91,7 +91,12 @@ pub fn to_js(value: &(impl WriteJson + ?Sized)) -> JsValue {
 /// `debugString` into the JS glue for this one fallback.)
 pub fn describe(e: &JsValue) -> String {
     e.dyn_ref::<js_sys::Error>()
-        .map(|e| String::from(e.message()))
+        // A DOMException is an Error; some have no message
+        // (Chromium's QuotaExceededError from IndexedDB): its name then.
+        .map(|e| match String::from(e.message()) {
+            m if m.is_empty() => String::from(e.name()),
+            m => m,
+        })
         .or_else(|| e.dyn_ref::<web_sys::DomException>().map(|e| e.message()))
         .or_else(|| e.as_string())
         .or_else(|| js_sys::JSON::stringify(e).ok()?.as_string())

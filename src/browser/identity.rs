@@ -98,6 +98,7 @@ pub struct Slot {
     pub room: String,
     release: Option<Function>,
     _callback: Closure<dyn FnMut(JsValue) -> JsValue>,
+    _refused: Closure<dyn FnMut(JsValue)>,
 }
 
 impl Drop for Slot {
@@ -140,7 +141,21 @@ pub async fn claim(room: &str) -> Result<Option<Slot>, JsValue> {
         .into_iter()
         .chain((0..MAX_SLOTS).filter(|&i| Some(i) != before));
     for index in order {
-        if let Some(slot) = try_slot(&locks, &request, room, index).await? {
+        let tried = match try_slot(&locks, &request, room, index).await {
+            // Locks refused to this page (an opaque origin, storage
+            // blocked): no slot can be held, as without Web Locks.
+            Err(e)
+                if Reflect::get(&e, &"name".into())
+                    .ok()
+                    .and_then(|n| n.as_string())
+                    .as_deref()
+                    == Some("SecurityError") =>
+            {
+                return Ok(None)
+            }
+            tried => tried?,
+        };
+        if let Some(slot) = tried {
             session_item(&window, &remembered, Some(&index.to_string()));
             return Ok(Some(slot));
         }
@@ -159,9 +174,9 @@ async fn try_slot(
     index: u32,
 ) -> Result<Option<Slot>, JsValue> {
     let release = Rc::new(RefCell::new(None::<Function>));
-    let mut answer = None::<Function>;
-    let granted = Promise::new(&mut |resolve, _| answer = Some(resolve));
-    let answer = answer.ok_or("promise executor did not run")?;
+    let mut answer = None::<(Function, Function)>;
+    let granted = Promise::new(&mut |resolve, reject| answer = Some((resolve, reject)));
+    let (answer, refuse) = answer.ok_or("promise executor did not run")?;
     let held = release.clone();
     let callback = Closure::<dyn FnMut(JsValue) -> JsValue>::new(move |lock: JsValue| {
         if lock.is_null() {
@@ -176,7 +191,15 @@ async fn try_slot(
     let options = Object::new();
     Reflect::set(&options, &"ifAvailable".into(), &JsValue::TRUE)?;
     let name = JsValue::from_str(&format!("cpc-sync:{room}:slot:{index}"));
-    request.call3(locks, &name, &options, callback.as_ref().unchecked_ref())?;
+    let requested: Promise = request
+        .call3(locks, &name, &options, callback.as_ref().unchecked_ref())?
+        .dyn_into()?;
+    // A request the page may not make (an opaque origin, storage blocked)
+    // never calls back: its promise rejects (a SecurityError).
+    let refused = Closure::<dyn FnMut(JsValue)>::new(move |e: JsValue| {
+        let _ = refuse.call1(&JsValue::NULL, &e);
+    });
+    let _ = requested.catch(&refused);
     if !JsFuture::from(granted).await?.is_truthy() {
         return Ok(None);
     }
@@ -186,6 +209,7 @@ async fn try_slot(
         room: room.to_string(),
         release,
         _callback: callback,
+        _refused: refused,
     }))
 }
 

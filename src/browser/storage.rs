@@ -108,10 +108,13 @@ async fn committed(tx: &IdbTransaction, operation: &'static str) -> Result<(), S
         tx.set_onerror(Some(&reject));
         tx.set_onabort(Some(&reject));
     });
-    JsFuture::from(done)
-        .await
-        .map(|_| ())
-        .map_err(failed(operation))
+    if let Err(event) = JsFuture::from(done).await {
+        // The transaction's error (a QuotaExceededError, say), not the
+        // event that told of it (`{"isTrusted":true}`).
+        let error = tx.error().map_or(event, JsValue::from);
+        return Err(failed(operation)(error));
+    }
+    Ok(())
 }
 
 /// Rewrites a version 3 database's snapshot and log in today's forms
@@ -319,7 +322,11 @@ impl Storage {
     /// Replaces everything persisted by `snapshot` (which covers the log).
     pub async fn write_snapshot(&self, snapshot: &[u8]) -> Result<(), StorageError> {
         let op = "snapshot write";
-        let snapshot = compress::gzip(snapshot).await.map_err(failed(op))?;
+        let snapshot = if compress::available() {
+            compress::gzip(snapshot).await.map_err(failed(op))?
+        } else {
+            snapshot.to_vec()
+        };
         let stores = Array::of2(&LOG.into(), &SNAPSHOT.into());
         let tx = self
             .db
@@ -343,8 +350,12 @@ impl Storage {
         let commit = Persist::commit(writes);
         // Compressed before the transaction opens: it must not wait on
         // anything but its own requests.
+        // A browser without `CompressionStream` (Firefox 89-112 run the
+        // wasm) stores it raw, as a migration does: its magic bytes tell.
+        let gzip = compress::available();
         let snapshot = match commit.snapshot {
-            Some(bytes) => Some(compress::gzip(bytes).await.map_err(failed(op))?),
+            Some(bytes) if gzip => Some(compress::gzip(bytes).await.map_err(failed(op))?),
+            Some(bytes) => Some(bytes.to_vec()),
             None => None,
         };
         let stores = Array::of2(&LOG.into(), &SNAPSHOT.into());
@@ -373,7 +384,7 @@ impl Storage {
         if identity.is_some() {
             self.identity_to_save.set(None);
         }
-        Ok(snapshot)
+        Ok(snapshot.filter(|_| gzip))
     }
 
     /// Reads the snapshot and the log after it.
