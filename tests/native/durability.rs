@@ -578,7 +578,7 @@ fn a_batch_applied_whole_is_stored_as_it_came() {
         .iter()
         .flat_map(|r| P2PEvent::decode_batch(r).unwrap())
         .collect();
-    let mut restored = SyncNode::restore(
+    let restored = SyncNode::restore(
         PeerId(77),
         EngineConfig::default(),
         SyncConfig::default(),
@@ -704,7 +704,7 @@ fn a_released_run_is_stored_when_a_whole_batch_lands_before_the_flush() {
         identity: Some(Identity::from_seed(1)),
         ..SyncConfig::default()
     };
-    let mut restored = SyncNode::restore(
+    let restored = SyncNode::restore(
         a.peer(),
         EngineConfig::default(),
         config,
@@ -842,7 +842,7 @@ fn storage_that_lost_everything_is_given_the_whole_state_again() {
     };
     a.persisted(*token);
     assert_eq!(a.durable_upto(), 3, "every write durable with it");
-    let mut restored = SyncNode::restore(
+    let restored = SyncNode::restore(
         a.peer(),
         EngineConfig::default(),
         SyncConfig {
