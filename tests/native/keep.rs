@@ -1298,3 +1298,63 @@ async fn a_stranger_loading_a_new_room_first_does_not_cut_off_its_first_writer()
         honest.unkept
     );
 }
+
+/// `KEEP_MAX_LOADED_BYTES` counts a loaded room at its file's bytes, on
+/// the word that a room holds up to ~6 times its file in memory. A
+/// stranger's log of one key set and deleted in turn (a few bytes an
+/// event on disk, each kept decoded in memory until a fold at 50,000)
+/// held ~20 times its file: eight addresses holding their share of such
+/// rooms loaded took ~3.5 times the memory the README's sizing promises
+/// (a review). The room peer now folds a log heavier than that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loaded_room_holds_about_its_budgeted_bytes_in_memory() {
+    let data = DataDir::new("ratio");
+    let mut server = keeping(&data, &[]);
+    let rooms = 4;
+    for room in 0..rooms {
+        let name = format!("ratio{room}");
+        let mut writer = Page::join(&server, Identity::from_seed(331), &name).await;
+        let me = writer.me();
+        for run in 0..49u64 {
+            for i in 0..1000u64 {
+                let n = run * 1000 + i;
+                // One key set and deleted in turn: a few bytes an event
+                // in the store's columns.
+                let write = match n % 2 {
+                    0 => LocalWrite::Set {
+                        key: "k".into(),
+                        value: JsonValue::parse("1").unwrap(),
+                    },
+                    _ => LocalWrite::Delete { key: "k".into() },
+                };
+                writer.node.apply(write, now_ms()).unwrap();
+            }
+            writer.flush().await;
+        }
+        let written = writer.node.engine().clock().get(me);
+        assert!(writer.run_until(|p| p.acknowledged(me) >= written).await);
+    }
+    server.kill();
+    let server = keeping(&data, &[]);
+    let before = server.rss_kib();
+    let mut pages = Vec::new();
+    for room in 0..rooms {
+        let page = Page::join(
+            &server,
+            Identity::from_seed(340 + room),
+            &format!("ratio{room}"),
+        )
+        .await;
+        assert!(page.keeper.is_some());
+        pages.push(page);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = server.rss_kib();
+    let loaded = server.reading("cpc_signal_keep_loaded_bytes").await;
+    let held = (after.saturating_sub(before)) * 1024;
+    println!("{rooms} rooms: {loaded} bytes budgeted, {held} bytes more resident");
+    assert!(
+        held <= 6 * loaded + (8 << 20),
+        "{rooms} loaded rooms are budgeted at {loaded} bytes and hold {held} bytes more in memory"
+    );
+}
