@@ -77,11 +77,37 @@ export interface PeerOptions {
    * verifies on its own thread. */
   verifyWorkers?: number;
 }
+/** A value of the shared state: JSON, as it was written (a set's value is
+ * the array of its members). */
+export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
+/** A version vector: each origin's id and how many of its events. */
+export type Clock = Record<string, number>;
+/** What an event does, tagged by its entity's kind and then its action. */
+export type OperationJson =
+  | { register: { write: { value: JsonValue; observed: Clock; resolution: boolean } } | { delete: { observed: Clock } } }
+  | { counter: { increment: { by: number; sum: number } } | { delete: { observed: { peer: string; seq: number; sum: number }[] } } }
+  | { set: { add: { member: JsonValue; observed: Clock } } | { remove: { member: JsonValue; observed: Clock } } | { delete: { observed: Clock } } };
+/** An event in the spec's JSON shape, as reconciliation messages carry it. */
+export interface EventJson {
+  id: { peer: string; seq: number };
+  key: string;
+  op: OperationJson;
+  /** The entries of the origin's version vector that grew since its previous event. */
+  deps: Clock;
+  /** Its hybrid logical timestamp. */
+  hlc: number;
+  /** On the last event of a signed run: its first sequence number, the origin's public key and the signature, as bytes. */
+  seal: { first: number; key: number[]; signature: number[] } | null;
+}
+/** A reconciliation message, in the spec's JSON shape. */
+export type ReconciliationMessage =
+  | { type: "RECONCILIATION_REQUEST"; source_peer_id: string; target_peer_id: string; key: string; conflicting_events: EventJson[] }
+  | { type: "RECONCILIATION_RESPONSE"; source_peer_id: string; target_peer_id: string; resolution_events: EventJson[] };
 /** A key of the state, as a table shows it. */
 export interface Entry {
   key: string;
   kind: "register" | "counter" | "set";
-  value: any;
+  value: JsonValue;
   /** The winning write's origin (registers), else the last origin applied. */
   writer: string | null;
   /** Concurrent values wait to be resolved (multi-value, reconcile). */
@@ -115,7 +141,7 @@ export interface PeerInfo {
 /** A conflicted key and its concurrent values. */
 export interface Conflict {
   key: string;
-  candidates: { value: any; peer: string }[];
+  candidates: { value: JsonValue; peer: string }[];
 }
 /** How registers under a prefix show concurrent writes; `setPolicy` sets it
  * for the whole room (replicated: every peer follows the room's). */
@@ -124,7 +150,7 @@ export type ConflictPolicy = "lww" | "multi-value" | "reconcile";
  * `setPresence`, and when it last refreshed it (this peer's clock, ms). */
 export interface PresenceEntry {
   id: string;
-  value: any;
+  value: JsonValue;
   lastSeen: number;
 }
 /** What a listener of each event receives. */
@@ -137,9 +163,8 @@ export interface PeerEventMap {
    * listener was added) ended. */
   conflict: { type: "conflict"; conflicts: Conflict[]; resolved: string[] };
   peer: { type: "peer"; peer: string; state: "connecting" | "open" | "closed" };
-  /** A reconciliation message in the spec's JSON shape (a request also
-   * names its `key`). */
-  message: { type: "message"; peer: string; outgoing: boolean; message: any };
+  /** A reconciliation message sent or received, in the spec's JSON shape. */
+  message: { type: "message"; peer: string; outgoing: boolean; message: ReconciliationMessage };
   /** `received` of `total` bytes of a snapshot arriving from `peer` (as
    * sent: gzipped between pages); `dropped`: the transfer was given up
    * where it stood (its source went quiet or away, or the state came
@@ -497,6 +522,7 @@ impl Peer {
     }
 
     /// The value of `key`, or `undefined`.
+    #[wasm_bindgen(unchecked_return_type = "JsonValue | undefined")]
     pub fn get(
         &self,
         #[wasm_bindgen(unchecked_param_type = "string")] key: JsValue,
@@ -509,7 +535,7 @@ impl Peer {
     }
 
     /// The shared state as plain JSON: `{ key: value, ... }`.
-    #[wasm_bindgen(unchecked_return_type = "Record<string, any>")]
+    #[wasm_bindgen(unchecked_return_type = "Record<string, JsonValue>")]
     pub fn state(&self) -> Result<JsValue, PeerError> {
         Ok(from_json(&self.inner()?.node.engine().state_json()))
     }
@@ -547,7 +573,7 @@ impl Peer {
     pub fn on_reconcile(
         &self,
         #[wasm_bindgen(
-            unchecked_param_type = "(key: string, candidates: Conflict[\"candidates\"]) => any"
+            unchecked_param_type = "(key: string, candidates: Conflict[\"candidates\"]) => unknown"
         )]
         handler: JsValue,
     ) -> Result<(), PeerError> {
