@@ -67,9 +67,10 @@ onmessage = async ({ data }) => {
 "#;
 
 /// Verifies packed seals: one verdict a seal, 1 when it verifies. What a
-/// verifier worker calls; not part of the package's API.
+/// verifier worker calls; not part of the package's API (nor of its
+/// `.d.ts`).
 #[doc(hidden)]
-#[wasm_bindgen(js_name = __cpc_verify_seals)]
+#[wasm_bindgen(js_name = __cpc_verify_seals, skip_typescript)]
 pub fn verify_seals(seals: &[u8]) -> Vec<u8> {
     seal::verify_packed(seals)
 }
