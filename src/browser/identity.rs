@@ -49,11 +49,29 @@ pub fn opening(room: &str, done: &Promise) -> Option<Promise> {
 }
 
 /// Waits for the `earlier` open of the room to settle (at most 10 s: one
-/// stuck must not keep this open waiting for good).
+/// stuck must not keep this open waiting for good), and then for a task:
+/// the app's reactions to it (a close, however many `then`s and `await`s
+/// away) run in microtasks, all before the next task (a message to a
+/// channel: a timeout's is throttled in a background tab).
 pub async fn after(earlier: Option<Promise>) {
     if let Some(earlier) = earlier {
         crate::browser::wait_at_most(&earlier, 10_000).await;
+        let _ = crate::browser::compress::next_task().await;
     }
+}
+
+/// The open `done` of `room` settled: if it is still the room's latest,
+/// the list keeps a settled promise in its place, not the one resolved to
+/// its peer (which it kept alive, state and all, after the app closed it
+/// and let it go).
+pub fn settled(room: &str, done: &Promise) {
+    OPENING.with_borrow_mut(|opening| {
+        if let Some((_, latest)) = opening.iter_mut().find(|(r, _)| r == room) {
+            if AsRef::<JsValue>::as_ref(latest) == AsRef::<JsValue>::as_ref(done) {
+                *latest = Promise::resolve(&JsValue::UNDEFINED);
+            }
+        }
+    });
 }
 
 /// A peer of `room` in this page is closing; its slot is free once `done`

@@ -94,7 +94,7 @@ async fn write_slices(writer: &WritableStreamDefaultWriter, bytes: &[u8]) -> Res
 
 /// Resolves in a task of its own: a message to a channel of its own (a
 /// timeout would be clamped to 4 ms when nested).
-async fn next_task() -> Result<(), JsValue> {
+pub(crate) async fn next_task() -> Result<(), JsValue> {
     let channel = MessageChannel::new()?;
     let port = channel.port1();
     let arrived = Promise::new(&mut |resolve, _| port.set_onmessage(Some(&resolve)));

@@ -304,16 +304,24 @@ impl Peer {
             .and_then(|r| r.as_string());
         let earlier = std::rc::Rc::new(RefCell::new(None));
         let wait = earlier.clone();
+        let own = std::rc::Rc::new(RefCell::new(None::<Promise>));
+        let mine = own.clone();
+        let of_room = room.clone();
         let promise = future_to_promise(async move {
             let earlier = std::mem::take(&mut *wait.borrow_mut());
             super::identity::after(earlier).await;
-            Peer::create(&options)
+            let created = Peer::create(&options)
                 .await
                 .map(JsValue::from)
-                .map_err(JsValue::from)
+                .map_err(JsValue::from);
+            if let (Some(room), Some(mine)) = (of_room, mine.borrow_mut().take()) {
+                super::identity::settled(&room, &mine);
+            }
+            created
         });
         if let Some(room) = room {
             *earlier.borrow_mut() = super::identity::opening(&room, &promise);
+            *own.borrow_mut() = Some(promise.clone());
         }
         promise
     }
