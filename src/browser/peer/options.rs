@@ -276,9 +276,10 @@ fn default_verify_workers() -> usize {
     (cores as usize).clamp(1, DEFAULT_VERIFY_WORKERS)
 }
 
-/// The WebSocket URL of a `signaling` option: `ws:`/`wss:` as is, `http:`/
-/// `https:` switched over (`http:` to `wss:` from a page on https), a
-/// path resolved against this page; `None` for absent or `"none"`.
+/// The WebSocket URL of a `signaling` option: `wss:` as is, `ws:`, `http:`/
+/// `https:` switched over (`http:` and `ws:` to `wss:` from a page on
+/// https, but for a loopback host), a path resolved against this page,
+/// without a fragment; `None` for absent or `"none"`.
 fn signaling_url(option: Option<String>) -> Result<Option<String>, PeerError> {
     let Some(url) = option.filter(|u| !u.is_empty() && u != "none") else {
         return Ok(None);
@@ -306,15 +307,30 @@ fn signaling_url(option: Option<String>) -> Result<Option<String>, PeerError> {
         .location();
     let base = location.href().unwrap_or_default();
     let resolved = web_sys::Url::new_with_base(&url, &base).map_err(|_| refused())?;
-    let secure = location.protocol().is_ok_and(|p| p == "https:");
+    // A page on https may open `ws:` to a loopback host only (which is
+    // as secure as the page: a local cpc-signal in development); `ws:` or
+    // `http:` to any other host goes as `wss:`, as the browser refuses it.
+    let plain_ok =
+        location.protocol().is_ok_and(|p| p != "https:") || loopback(&resolved.hostname());
     let scheme = match resolved.protocol().as_str() {
-        "ws:" | "wss:" => None,
-        "http:" if !secure => Some("ws:"),
-        "http:" | "https:" => Some("wss:"),
+        "wss:" => None,
+        "ws:" | "http:" if plain_ok => Some("ws:"),
+        "ws:" | "http:" | "https:" => Some("wss:"),
         _ => return Err(refused()),
     };
     if let Some(scheme) = scheme {
         resolved.set_protocol(scheme);
     }
+    // No browser opens a WebSocket URL with a fragment (it throws).
+    resolved.set_hash("");
     Ok(Some(resolved.href()))
+}
+
+/// Whether a URL's (parsed, so canonical) host is this device's own:
+/// `localhost`, `*.localhost`, `127.x.y.z` or `[::1]`.
+fn loopback(host: &str) -> bool {
+    host == "localhost"
+        || host.ends_with(".localhost")
+        || host == "[::1]"
+        || (host.starts_with("127.") && host.bytes().all(|b| b.is_ascii_digit() || b == b'.'))
 }
