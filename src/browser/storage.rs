@@ -203,6 +203,7 @@ impl Drop for Storage {
     /// data cleared) would call it.
     fn drop(&mut self) {
         self.db.set_onclose(None);
+        self.db.set_onversionchange(None);
         self.db.close();
     }
 }
@@ -257,16 +258,38 @@ impl Storage {
             },
         );
         req.set_onupgradeneeded(Some(upgrade.as_ref().unchecked_ref()));
+        // A tab of an older build holding the database open at its version
+        // blocks the upgrade until it closes: said, not waited on in silence.
+        let blocked = Closure::<dyn FnMut()>::new(|| {
+            web_sys::console::warn_1(
+                &"cpc-sync: another tab of this site holds this room's database open at an \
+                  older version; this peer opens once that tab is closed or reloaded"
+                    .into(),
+            )
+        });
+        req.set_onblocked(Some(blocked.as_ref().unchecked_ref()));
         let db = request(&req, "open").await?;
         req.set_onupgradeneeded(None);
-        drop(upgrade);
+        req.set_onblocked(None);
+        drop((upgrade, blocked));
         let db: IdbDatabase = db.dyn_into().map_err(&open)?;
         let lost = Rc::new(Cell::new(false));
         let on_close = Closure::<dyn FnMut()>::new({
-            let lost = lost.clone();
-            move || lost.set(true)
+            let (lost, db) = (lost.clone(), db.clone());
+            move || {
+                // Closed by the browser (the site's data cleared), or asked
+                // to close: a newer build's tab upgrading the database, or
+                // another tab deleting it, would wait on this connection
+                // for as long as this tab lives (a review). Either way
+                // nothing more commits here: the next commit makes the
+                // database anew, as after a deletion, or fails with the
+                // newer version's error.
+                db.close();
+                lost.set(true);
+            }
         });
         db.set_onclose(Some(on_close.as_ref().unchecked_ref()));
+        db.set_onversionchange(Some(on_close.as_ref().unchecked_ref()));
         let storage = Storage {
             db,
             name: name.to_string(),
@@ -281,7 +304,8 @@ impl Storage {
     }
 
     /// Whether the database was deleted under the page (its connection
-    /// closed by the browser): nothing more commits to it.
+    /// closed by the browser), or another tab asked for it (to upgrade or
+    /// delete it): nothing more commits to it.
     pub fn lost(&self) -> bool {
         self.lost.get()
     }

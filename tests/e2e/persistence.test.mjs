@@ -205,6 +205,40 @@ test("a tab whose database is deleted under it stores its state again with its n
   await context.close();
 });
 
+// A tab of a newer build opening the room's database at a higher version
+// waited for this tab's connection, which nothing closed: its Peer.open
+// hung for as long as this tab lived, in silence (a review). This tab now
+// lets the database go when asked, and its next write says why it cannot
+// be stored (the database is of a version it does not know).
+test("a newer build's tab upgrading the database is not blocked by this tab, whose next write says so", async () => {
+  const context = await env.browser.newContext();
+  const tab = await readyTab(context);
+  await open(tab, "upgraded");
+  await tab.evaluate(() => window.peer.set("before", 1));
+  const other = await readyTab(context);
+  const upgraded = await other.evaluate(async () => {
+    const db = (await indexedDB.databases()).find((d) => d.name.includes(":upgraded:"));
+    return new Promise((resolve) => {
+      const req = indexedDB.open(db.name, db.version + 1);
+      req.onblocked = () => resolve("blocked");
+      req.onsuccess = () => {
+        req.result.close();
+        resolve("upgraded");
+      };
+      req.onerror = () => resolve(String(req.error));
+    });
+  });
+  assert.equal(upgraded, "upgraded");
+  const write = await tab.evaluate(() =>
+    window.peer.set("after", 2).then(
+      () => "resolved",
+      (e) => `${e.code}: ${e.message}`,
+    ),
+  );
+  assert.match(write, /^STORAGE: .*version/i);
+  await context.close();
+});
+
 /** This machine's first non-loopback IPv4 address, if it has one. */
 function lanAddress() {
   const all = Object.values(networkInterfaces()).flat();
