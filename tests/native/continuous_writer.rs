@@ -9,9 +9,10 @@
 
 use std::cell::Cell;
 
+use crate::common::slow_link::SlowLink;
 use crate::common::{self, json, net::Net, Rng};
-use cpc_sync::protocol::sync::wire::{self, Message};
-use cpc_sync::protocol::sync::{Relay, SyncConfig, SyncNode};
+use cpc_sync::protocol::sync::wire::{self, Decoded, Message};
+use cpc_sync::protocol::sync::{Output, Relay, SyncConfig, SyncNode};
 use cpc_sync::protocol::{EngineConfig, PeerId, ReconciliationEngine};
 
 const START: u64 = 1_700_000_000_000;
@@ -298,4 +299,173 @@ fn a_relayed_frame_lost_while_its_writer_keeps_writing_comes_again() {
             "seed {seed}: not healed within {HEAL_INTERVALS} intervals while writing: {failed:?}"
         );
     });
+}
+
+struct Run {
+    /// ms from the connect until the newcomer had the writer's history.
+    caught_up_ms: Option<u64>,
+    /// Events the newcomer received, and of them already received.
+    received: usize,
+    duplicates: usize,
+}
+
+/// A writer holding `history` writes of its own (`value_bytes` each)
+/// and a newcomer over a link of `bytes_per_ms`, `latency_ms` to the
+/// host; the writer writes once every `every_ms` (0: never) from the
+/// connect on, for `for_ms` at most. With `room_peer` the host is a
+/// flooding room peer beside the writer (an instant link between them),
+/// otherwise the writer itself.
+fn newcomer_beside_a_writer(
+    history: usize,
+    value_bytes: usize,
+    bytes_per_ms: usize,
+    latency_ms: u64,
+    every_ms: u64,
+    for_ms: u64,
+    room_peer: bool,
+) -> Run {
+    let value = format!("\"{}\"", "v".repeat(value_bytes));
+    let mut writer = node(1, Relay::default());
+    for i in 0..history {
+        writer
+            .write(|e| e.set(&format!("k{i}"), json(&value), START).map(Some))
+            .unwrap();
+        writer.take_outputs();
+    }
+    writer.tick(START);
+    writer.take_outputs();
+    let w = writer.peer();
+    let history = writer.engine().clock().get(w);
+    let mut host = node(3, Relay::Flood);
+    if room_peer {
+        for e in writer.engine().log().iter().cloned().collect::<Vec<_>>() {
+            host.engine_mut().receive(e, START).unwrap();
+        }
+        host.connect(w, START);
+        writer.connect(host.peer(), START);
+    }
+    let mut new = node(2, Relay::default());
+    {
+        let host = if room_peer { &mut host } else { &mut writer };
+        host.connect(new.peer(), START);
+        new.connect(host.peer(), START);
+    }
+    let mut down = SlowLink::new(bytes_per_ms, latency_ms);
+    let mut up = SlowLink::new(bytes_per_ms, latency_ms);
+    let mut seen = std::collections::HashSet::new();
+    let (mut received, mut duplicates) = (0, 0);
+    let mut now = START;
+    let mut next_write = START;
+    let mut n = 0u64;
+    let mut caught_up_ms = None;
+    let new_id = new.peer();
+    while now < START + for_ms {
+        if every_ms > 0 && now >= next_write {
+            n += 1;
+            let key = format!("w/{}", n % 16);
+            writer
+                .write(|e| e.set(&key, json(&n.to_string()), now).map(Some))
+                .unwrap();
+            next_write += every_ms;
+        }
+        // The writer and the room peer: frames between them arrive at
+        // once.
+        let mut instant: Vec<(PeerId, PeerId, Vec<u8>)> = Vec::new();
+        let mut nodes = if room_peer {
+            vec![&mut writer, &mut host, &mut new]
+        } else {
+            vec![&mut writer, &mut new]
+        };
+        for node in nodes.iter_mut() {
+            if node.next_timer() <= now {
+                node.tick(now);
+            }
+            let from = node.peer();
+            for output in node.take_outputs() {
+                if let Output::Send { to, frame } = output {
+                    if to == new_id {
+                        down.push(frame);
+                    } else if from == new_id {
+                        up.push(frame);
+                    } else {
+                        instant.push((from, to, frame));
+                    }
+                }
+            }
+        }
+        for (from, to, frame) in instant {
+            if let Some(n) = nodes.iter_mut().find(|n| n.peer() == to) {
+                n.receive_frame(from, &frame, now);
+            }
+        }
+        let host = if room_peer { &mut host } else { &mut writer };
+        if let Some(backlogged) = down.step(now) {
+            host.set_backlogged(new_id, backlogged);
+        }
+        up.step(now);
+        for frame in down.arrived(now) {
+            if let Ok(Decoded::Message(Message::Events(events))) = wire::decode(&frame) {
+                received += events.len();
+                for e in &events {
+                    if !seen.insert(e.id) {
+                        duplicates += 1;
+                    }
+                }
+            }
+            new.receive_frame(host.peer(), &frame, now);
+        }
+        for frame in up.arrived(now) {
+            host.receive_frame(new_id, &frame, now);
+        }
+        now += 1;
+        if new.engine().clock().get(w) >= history {
+            caught_up_ms = Some(now - START);
+            break;
+        }
+    }
+    Run {
+        caught_up_ms,
+        received,
+        duplicates,
+    }
+}
+
+/// A newcomer's history longer than one answer slice (1 MB: 20,000
+/// writes of 500 bytes is ten), its writer writing every 200 ms, over a
+/// link of 1 MB/s and 40 ms that paces the answer by its backlog: from
+/// the writer itself, and through the room's flooding server peer.
+/// Without the writes it comes in ~10 s. With them, each digest of the
+/// newcomer that shows a slice arriving makes the writer's last push "on
+/// its way" again (`Told::since` refreshed by the progress), and the
+/// answer's next slices, recomputed from what is on its way
+/// (`Owed::answer`), start past that push: the rest of the history is
+/// dropped from what is owed, asked for again only a patience after the
+/// progress stops, and each such ask doubles the patience (51 s, and
+/// 253 s for 40,000 writes, against 21 s).
+#[test]
+fn a_history_of_several_slices_comes_while_its_writer_writes() {
+    let mut failed = Vec::new();
+    for room_peer in [false, true] {
+        let quiet = newcomer_beside_a_writer(20_000, 500, 1_000, 40, 0, 300_000, room_peer);
+        let busy = newcomer_beside_a_writer(20_000, 500, 1_000, 40, 200, 300_000, room_peer);
+        println!(
+            "through the room peer {room_peer}: quiet, caught up after {:?} ms, {} events \
+             received ({} twice); writing every 200 ms: after {:?} ms, {} received ({} twice)",
+            quiet.caught_up_ms,
+            quiet.received,
+            quiet.duplicates,
+            busy.caught_up_ms,
+            busy.received,
+            busy.duplicates
+        );
+        let quiet_ms = quiet.caught_up_ms.expect("the quiet newcomer catches up");
+        if busy.caught_up_ms.is_none_or(|t| t > quiet_ms + 5_000) {
+            failed.push((room_peer, quiet_ms, busy.caught_up_ms));
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "the newcomer had the history much later while its writer wrote \
+         (room peer, ms quiet, ms busy): {failed:?}"
+    );
 }

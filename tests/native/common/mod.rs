@@ -1,6 +1,7 @@
 //! Helpers shared by the native integration tests.
 
 pub mod net;
+pub mod slow_link;
 pub mod strategies;
 
 use cpc_sync::protocol::event::RegisterOp;

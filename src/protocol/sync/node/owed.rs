@@ -96,13 +96,13 @@ impl Owed {
     ) {
         let before = std::mem::take(&mut self.ranges);
         for (origin, have) in ours.iter() {
-            let after = theirs.get(origin).max(skip(origin));
-            if have <= after {
-                continue;
-            }
-            let after = before
-                .get(&origin)
-                .map_or(after, |&(sent, _)| after.max(sent));
+            // An answer still going out goes on from where it is: what
+            // was told past it (a fresh push) is no sign the rest is on
+            // its way.
+            let after = match before.get(&origin) {
+                Some(&(sent, _)) => theirs.get(origin).max(sent),
+                None => theirs.get(origin).max(skip(origin)),
+            };
             if have > after {
                 self.ranges.insert(origin, (after, have));
             }
