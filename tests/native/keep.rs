@@ -1358,3 +1358,37 @@ async fn a_loaded_room_holds_about_its_budgeted_bytes_in_memory() {
         "{rooms} loaded rooms are budgeted at {loaded} bytes and hold {held} bytes more in memory"
     );
 }
+
+/// `events_persisted` counts every event the room peer made durable, a
+/// fold amid a stream of writes too: the log folded for its weight
+/// stored a snapshot in place of the records of the events that waited
+/// for one, and the count stayed short of the writes for good (the
+/// browser peer's benchmark, polling it, waited forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_stored_is_counted_when_the_log_folds_amid_writes() {
+    let data = DataDir::new("counted");
+    let server = keeping(&data, &[]);
+    let mut writer = Page::join(&server, Identity::from_seed(351), "counted").await;
+    let me = writer.me();
+    for run in 0..8u64 {
+        for i in 0..1000u64 {
+            let value = JsonValue::parse(&(run * 1000 + i).to_string()).unwrap();
+            let key = format!("k{}", i % 10);
+            writer
+                .node
+                .apply(LocalWrite::Set { key, value }, now_ms())
+                .unwrap();
+        }
+        writer.flush().await;
+    }
+    assert!(writer.run_until(|p| p.acknowledged(me) >= 8000).await);
+    let deadline = Instant::now() + BUDGET;
+    let mut counted = 0;
+    while counted < 8000 && Instant::now() < deadline {
+        counted = server
+            .reading("cpc_signal_keep_events_persisted_total")
+            .await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(counted, 8000, "events persisted, by the server's metrics");
+}

@@ -1116,6 +1116,11 @@ impl SyncNode {
         // unsent writes leave (sealed) before the log they are in folds.
         self.verify_received(self.last_input_ms);
         self.flush_local();
+        // Others' events waiting for a record go in one first: the
+        // snapshot supersedes it, but storage counts the events it made
+        // durable by records (the room peer's `events_persisted`, which
+        // a fold amid a stream left short for good).
+        self.persist_others(true);
         self.store_loaded_snapshot();
         if self.engine.log().is_empty() {
             return;
