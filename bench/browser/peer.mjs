@@ -647,8 +647,12 @@ async function keep(browser) {
     });
     await w.page.evaluate(writeBatches, { prefix: "key", count: entities, kind: "entity" });
     const target = await w.page.evaluate(() => window.cpc.peer.clock());
-    // Polled, not timed: until the server's database holds every write.
-    while ((await reading(server, "cpc_signal_keep_events_persisted_total")) < entities) {
+    // Polled, not timed: until the server's database holds every write
+    // (told, not waited on for good, if it never does).
+    const deadline = Date.now() + 120_000;
+    let persisted = 0;
+    while ((persisted = await reading(server, "cpc_signal_keep_events_persisted_total")) < entities) {
+      if (Date.now() > deadline) throw new Error(`the room peer stored ${persisted} of ${entities} writes in 2 minutes`);
       await new Promise((r) => setTimeout(r, 100));
     }
     await writer.close();
