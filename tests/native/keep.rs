@@ -1392,3 +1392,162 @@ async fn every_event_stored_is_counted_when_the_log_folds_amid_writes() {
     }
     assert_eq!(counted, 8000, "events persisted, by the server's metrics");
 }
+
+// ---- rev-fold: the room peer's fold for weight, against a member ----
+
+/// `rooms` rooms, each written 49,000 tiny events (one key set and
+/// deleted in turn) by one page; with `stale`, the page follows each
+/// burst with a digest that says it has nothing (a member's digest is
+/// taken as what it has). Returns (bytes budgeted, bytes more resident)
+/// while the writers are still linked, and the rooms' bytes on disk.
+async fn tiny_writes_held(stale: bool, rooms: u64) -> (u64, u64, u64) {
+    use cpc_sync::protocol::event::Hash32;
+    let data = DataDir::new(if stale {
+        "stale-digest"
+    } else {
+        "honest-digest"
+    });
+    let server = keeping(&data, &[]);
+    let before = server.rss_kib();
+    let mut writers = Vec::new();
+    for room in 0..rooms {
+        let name = format!("stale{room}");
+        let mut writer = Page::join(&server, Identity::from_seed(351 + room), &name).await;
+        assert!(writer.keeper.is_some(), "{:?}", writer.unkept);
+        for run in 0..49u64 {
+            for i in 0..1000u64 {
+                let write = match (run * 1000 + i) % 2 {
+                    0 => LocalWrite::Set {
+                        key: "k".into(),
+                        value: JsonValue::parse("1").unwrap(),
+                    },
+                    _ => LocalWrite::Delete { key: "k".into() },
+                };
+                writer.node.apply(write, now_ms()).unwrap();
+            }
+            writer.flush().await;
+            if stale {
+                let digest = WireMessage::Digest {
+                    clock: VectorClock::new(),
+                    root: Hash32::ZERO,
+                };
+                for frame in wire::encode(&digest, 0) {
+                    writer.ws.send(Message::Binary(frame.into())).await.unwrap();
+                }
+            }
+        }
+        writers.push(writer);
+    }
+    let want = rooms * 49_000;
+    let deadline = Instant::now() + BUDGET;
+    while server
+        .reading("cpc_signal_keep_events_persisted_total")
+        .await
+        < want
+    {
+        assert!(Instant::now() < deadline, "never persisted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The writers read (and drop) what they are sent from now on, so
+    // nothing waits in the server's outboxes; a member keeps sending its
+    // digest of nothing, as it would at each gossip.
+    let mut sinks = Vec::new();
+    for writer in writers {
+        let (sink, mut stream) = writer.ws.split();
+        tokio::spawn(async move { while stream.next().await.is_some() {} });
+        sinks.push(sink);
+    }
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if stale {
+            for sink in &mut sinks {
+                let digest = WireMessage::Digest {
+                    clock: VectorClock::new(),
+                    root: Hash32::ZERO,
+                };
+                for frame in wire::encode(&digest, 0) {
+                    let _ = sink.send(Message::Binary(frame.into())).await;
+                }
+            }
+        }
+    }
+    let after = server.rss_kib();
+    let loaded = server.reading("cpc_signal_keep_loaded_bytes").await;
+    let disk = server.reading("cpc_signal_keep_disk_bytes").await;
+    let held = after.saturating_sub(before) * 1024;
+    println!(
+        "stale digests {stale}: {rooms} rooms, {loaded} bytes budgeted, {disk} on disk, \
+         {held} bytes more resident"
+    );
+    drop(sinks);
+    (loaded, held, disk)
+}
+
+/// The fold for weight (`fold_if_heavy`) keeps what a linked page's
+/// digest says it lacks (`stable_clock`, any synced page within
+/// `KEEP_COMPACT_AFTER`): a member who writes tiny events and says after
+/// each burst that it has nothing keeps the log unfolded for as long as
+/// it stays linked, and the rooms hold what they held before the fold
+/// for weight (a review: 12-35 MB for 4 rooms, against 7-11 MB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_saying_it_lacks_its_own_writes_does_not_keep_a_heavy_log_unfolded() {
+    let (_, honest_held, honest_disk) = tiny_writes_held(false, 4).await;
+    let (loaded, held, disk) = tiny_writes_held(true, 4).await;
+    // A fold leaves a file of the snapshot: the log of 49,000 records
+    // left in it says the log was never folded, in memory either.
+    assert!(
+        disk <= 2 * honest_disk,
+        "the rooms' files: {disk} bytes while their writer says it lacks its writes, \
+         {honest_disk} otherwise: their logs were never folded"
+    );
+    println!(
+        "4 rooms are budgeted at {loaded} bytes and hold {held} bytes more in memory while \
+         their writer says it lacks its writes ({honest_held} otherwise)"
+    );
+}
+
+/// `events_persisted` counts each event once, whatever folds (for the
+/// weight of the log, or at `KEEP_COMPACT_AFTER`) store it in a snapshot
+/// amid the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_persisted_counts_each_event_once_amid_folds() {
+    let data = DataDir::new("count-once");
+    let server = keeping(&data, &[("KEEP_COMPACT_AFTER", "1000")]);
+    let mut writers = Vec::new();
+    for w in 0..2u64 {
+        let page = Page::join(&server, Identity::from_seed(371 + w), "count").await;
+        writers.push(page);
+    }
+    let mut written = 0u64;
+    for run in 0..30u64 {
+        for (w, writer) in writers.iter_mut().enumerate() {
+            for i in 0..700u64 {
+                let write = match (run * 700 + i) % 2 {
+                    0 => LocalWrite::Set {
+                        key: format!("k{w}"),
+                        value: JsonValue::parse("1").unwrap(),
+                    },
+                    _ => LocalWrite::Delete {
+                        key: format!("k{w}"),
+                    },
+                };
+                writer.node.apply(write, now_ms()).unwrap();
+                written += 1;
+            }
+            writer.flush().await;
+        }
+    }
+    for writer in &mut writers {
+        let me = writer.me();
+        let mine = writer.node.engine().clock().get(me);
+        assert!(writer.run_until(|p| p.acknowledged(me) >= mine).await);
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let persisted = server
+        .reading("cpc_signal_keep_events_persisted_total")
+        .await;
+    assert_eq!(
+        persisted, written,
+        "events persisted, counted: {persisted} of {written} written"
+    );
+}

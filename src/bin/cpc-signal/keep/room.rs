@@ -320,10 +320,14 @@ impl Room {
     fn fold_if_heavy(&mut self) {
         let logged = self.node.engine().log().len();
         let weight = logged as u64 * LOGGED_EVENT_BYTES;
-        if logged < self.refold_at || weight <= MEMORY_PER_FILE_BYTE * self.bytes.max(FILE_FLOOR) {
+        let budget = MEMORY_PER_FILE_BYTE * self.bytes.max(FILE_FLOOR);
+        if logged < self.refold_at || weight <= budget {
             return;
         }
-        self.node.fold();
+        // A page lacking more than half the log's budget gets a snapshot:
+        // its digest of what it lacks does not keep the log heavy.
+        let lag = budget / LOGGED_EVENT_BYTES / 2;
+        self.node.fold_lagging(lag as usize);
         self.refold_at = self.node.engine().log().len().saturating_mul(2);
     }
 

@@ -1112,6 +1112,14 @@ impl SyncNode {
     /// short the log (on close, so the next start reads one snapshot
     /// instead of replaying a log).
     pub fn fold(&mut self) {
+        self.fold_lagging(self.config.compact_after);
+    }
+
+    /// As [`fold`](Self::fold), holding back for a peer only what one
+    /// that lacks fewer than `lag` events lacks: one that lacks more gets
+    /// a snapshot (a fold for the log's weight, which a member's digest
+    /// of nothing held back for good).
+    pub fn fold_lagging(&mut self, lag: usize) {
         // Received events waiting for verification go in first, and our
         // unsent writes leave (sealed) before the log they are in folds.
         self.verify_received(self.last_input_ms);
@@ -1125,7 +1133,7 @@ impl SyncNode {
         if self.engine.log().is_empty() {
             return;
         }
-        let stable = self.stable_clock();
+        let stable = self.stable_clock(lag.min(self.config.compact_after));
         if !self.config.durable {
             self.engine.compact(&stable);
         } else if let Some(bytes) = self.engine.compact_encoded(&stable) {

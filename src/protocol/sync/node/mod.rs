@@ -1147,14 +1147,14 @@ impl SyncNode {
     /// peer may claim ours to make us fold them: they then travel in
     /// snapshots, as everyone's did.
     ///
-    /// A peer that lacks [`SyncConfig::compact_after`] or more of our
-    /// events holds nothing back: it gets a snapshot, as a peer back from
-    /// long offline does. A member's digest of an empty clock, once a
-    /// round, held back every fold, forced ones too: the log and a room
-    /// peer's file grew without bound (a review).
-    fn stable_clock(&self) -> VectorClock {
+    /// A peer that lacks `lag` or more of our events (at most
+    /// [`SyncConfig::compact_after`]) holds nothing back: it gets a
+    /// snapshot, as a peer back from long offline does. A member's digest
+    /// of an empty clock, once a round, held back every fold, forced ones
+    /// too: the log and a room peer's file grew without bound (a review).
+    pub(super) fn stable_clock(&self, lag: usize) -> VectorClock {
         let ours = self.engine.clock();
-        let lag = self.config.compact_after as u64;
+        let lag = lag as u64;
         let clocks = self
             .sessions
             .values()
