@@ -26,10 +26,10 @@ thread_local! {
     /// with it, another identity and none of the data (an app closing and
     /// opening again: React's StrictMode, a route change, a hot reload).
     static CLOSING: RefCell<Vec<(String, Promise)>> = const { RefCell::new(Vec::new()) };
-    /// The latest `Peer.open` of each room in this page, by its promise:
-    /// the next open of the room waits for it to settle, and so for the
-    /// app to close what it opened (React's StrictMode closes the first
-    /// peer once its open resolves, and mounts again at once).
+    /// The latest `Peer.open` of each room in this page, by a promise
+    /// settled as it ends: the next open of the room waits for it, and
+    /// so for the app to close what it opened (React's StrictMode closes
+    /// the first peer once its open resolves, and mounts again at once).
     static OPENING: RefCell<Vec<(String, Promise)>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -58,20 +58,6 @@ pub async fn after(earlier: Option<Promise>) {
         crate::browser::wait_at_most(&earlier, 10_000).await;
         let _ = crate::browser::compress::next_task().await;
     }
-}
-
-/// The open `done` of `room` settled: if it is still the room's latest,
-/// the list keeps a settled promise in its place, not the one resolved to
-/// its peer (which it kept alive, state and all, after the app closed it
-/// and let it go).
-pub fn settled(room: &str, done: &Promise) {
-    OPENING.with_borrow_mut(|opening| {
-        if let Some((_, latest)) = opening.iter_mut().find(|(r, _)| r == room) {
-            if AsRef::<JsValue>::as_ref(latest) == AsRef::<JsValue>::as_ref(done) {
-                *latest = Promise::resolve(&JsValue::UNDEFINED);
-            }
-        }
-    });
 }
 
 /// A peer of `room` in this page is closing; its slot is free once `done`

@@ -297,33 +297,29 @@ impl Peer {
         // (`opening.then((p) => p.close())`) and opens again at once, and
         // that second open took another identity slot, which the tab then
         // remembered, so reloads went back and forth between two peers
-        // and their stored states (a review). The first poll comes in a
-        // microtask, after the app's `then`, and after `earlier` is set.
+        // and their stored states (a review). What the next open waits
+        // for is a promise of its own, settled as this open ends and
+        // resolved to nothing: the page's list of opens keeps no peer
+        // alive once the app lets it go.
         let room = js_sys::Reflect::get(&options, &"room".into())
             .ok()
             .and_then(|r| r.as_string());
-        let earlier = std::rc::Rc::new(RefCell::new(None));
-        let wait = earlier.clone();
-        let own = std::rc::Rc::new(RefCell::new(None::<Promise>));
-        let mine = own.clone();
-        let of_room = room.clone();
-        let promise = future_to_promise(async move {
-            let earlier = std::mem::take(&mut *wait.borrow_mut());
+        let mut settle = None;
+        let done = Promise::new(&mut |resolve, _| settle = Some(resolve));
+        let earlier = room
+            .as_deref()
+            .and_then(|room| super::identity::opening(room, &done));
+        future_to_promise(async move {
             super::identity::after(earlier).await;
             let created = Peer::create(&options)
                 .await
                 .map(JsValue::from)
                 .map_err(JsValue::from);
-            if let (Some(room), Some(mine)) = (of_room, mine.borrow_mut().take()) {
-                super::identity::settled(&room, &mine);
+            if let Some(settle) = settle {
+                let _ = settle.call0(&JsValue::UNDEFINED);
             }
             created
-        });
-        if let Some(room) = room {
-            *earlier.borrow_mut() = super::identity::opening(&room, &promise);
-            *own.borrow_mut() = Some(promise.clone());
-        }
-        promise
+        })
     }
 
     async fn create(options: &JsValue) -> Result<Peer, PeerError> {
