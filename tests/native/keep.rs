@@ -970,16 +970,7 @@ async fn a_stranger_loading_a_room_first_does_not_cut_off_its_writers() {
     // An honest page of another address writes ten events in `x`.
     let mut honest = join(93, "x", "198.51.100.4").await;
     assert!(honest.keeper.is_some(), "{:?}", honest.unkept);
-    honest.write("mine", 10);
-    let me = honest.me();
-    honest
-        .run_until(|p| p.unkept.is_some() || p.acknowledged(me) >= 10)
-        .await;
-    assert!(
-        honest.unkept.is_none(),
-        "the honest writer was cut off by the stranger's share: {:?}",
-        honest.unkept
-    );
+    writes_uncut(&mut honest, "the stranger's share").await;
 }
 
 /// A stranger's writes in a room another address loaded do not use up
@@ -1025,6 +1016,14 @@ async fn a_strangers_writes_are_not_charged_to_the_room_s_loader() {
 /// `runs` runs of `run` events written by `identity` (one seal a run),
 /// as whole `Events` frames, one a run.
 fn frames_of_runs(identity: Identity, runs: usize, run: usize, prefix: &str) -> Vec<Vec<u8>> {
+    signed_runs(identity, runs, run, prefix)
+        .chunks(run)
+        .flat_map(|chunk| wire::encode(&WireMessage::Events(chunk.to_vec()), 0))
+        .collect()
+}
+
+/// `runs` runs of `run` events written by `identity`, one seal a run.
+fn signed_runs(identity: Identity, runs: usize, run: usize, prefix: &str) -> Vec<P2PEvent> {
     let peer = identity.peer();
     let engine = ReconciliationEngine::new(peer, EngineConfig::default());
     let config = SyncConfig {
@@ -1050,9 +1049,6 @@ fn frames_of_runs(identity: Identity, runs: usize, run: usize, prefix: &str) -> 
         .collect();
     assert_eq!(logged.len() as u64, total);
     logged
-        .chunks(run)
-        .flat_map(|chunk| wire::encode(&WireMessage::Events(chunk.to_vec()), 0))
-        .collect()
 }
 
 /// A member relays another member's signed runs to the room peer in an
@@ -1181,32 +1177,7 @@ fn a_page_restored_from_its_store_keeps_what_it_stored_and_its_own_write() {
 /// the room peer to verify in one go (its thread busy meanwhile, so the
 /// frames sent behind it are taken in one drain).
 fn busy_frames(identity: Identity) -> Vec<Vec<u8>> {
-    let peer = identity.peer();
-    let engine = ReconciliationEngine::new(peer, EngineConfig::default());
-    let config = SyncConfig {
-        identity: Some(identity),
-        ..SyncConfig::default()
-    };
-    let mut node = SyncNode::new(engine, config);
-    for i in 0..1000 {
-        let value = JsonValue::parse("1").expect("json");
-        node.apply(
-            LocalWrite::Set {
-                key: format!("b/{i}"),
-                value,
-            },
-            now_ms(),
-        )
-        .expect("write");
-        let _ = node.take_outputs();
-    }
-    let events: Vec<P2PEvent> = node
-        .engine()
-        .logged(&[(peer, 0, 1000)])
-        .into_iter()
-        .cloned()
-        .collect();
-    wire::encode(&WireMessage::Events(events), 0)
+    wire::encode(&WireMessage::Events(signed_runs(identity, 1000, 1, "b")), 0)
 }
 
 /// The stranger needs nobody's events but its own: it sends its own runs
@@ -1287,16 +1258,7 @@ async fn a_stranger_loading_a_new_room_first_does_not_cut_off_its_first_writer()
     // An honest page of another address, which started nothing, writes.
     let mut honest = join(403, "fresh", "198.51.100.4").await;
     assert!(honest.keeper.is_some(), "{:?}", honest.unkept);
-    honest.write("mine", 10);
-    let me = honest.me();
-    honest
-        .run_until(|p| p.unkept.is_some() || p.acknowledged(me) >= 10)
-        .await;
-    assert!(
-        honest.unkept.is_none(),
-        "the honest writer was cut off by the stranger's spent share: {:?}",
-        honest.unkept
-    );
+    writes_uncut(&mut honest, "the stranger's spent share").await;
 }
 
 /// `KEEP_MAX_LOADED_BYTES` counts a loaded room at its file's bytes, on
@@ -1320,13 +1282,7 @@ async fn a_loaded_room_holds_about_its_budgeted_bytes_in_memory() {
                 let n = run * 1000 + i;
                 // One key set and deleted in turn: a few bytes an event
                 // in the store's columns.
-                let write = match n % 2 {
-                    0 => LocalWrite::Set {
-                        key: "k".into(),
-                        value: JsonValue::parse("1").unwrap(),
-                    },
-                    _ => LocalWrite::Delete { key: "k".into() },
-                };
+                let write = set_or_delete("k", n);
                 writer.node.apply(write, now_ms()).unwrap();
             }
             writer.flush().await;
@@ -1416,13 +1372,7 @@ async fn tiny_writes_held(stale: bool, rooms: u64) -> (u64, u64, u64) {
         assert!(writer.keeper.is_some(), "{:?}", writer.unkept);
         for run in 0..49u64 {
             for i in 0..1000u64 {
-                let write = match (run * 1000 + i) % 2 {
-                    0 => LocalWrite::Set {
-                        key: "k".into(),
-                        value: JsonValue::parse("1").unwrap(),
-                    },
-                    _ => LocalWrite::Delete { key: "k".into() },
-                };
+                let write = set_or_delete("k", run * 1000 + i);
                 writer.node.apply(write, now_ms()).unwrap();
             }
             writer.flush().await;
@@ -1522,15 +1472,7 @@ async fn events_persisted_counts_each_event_once_amid_folds() {
     for run in 0..30u64 {
         for (w, writer) in writers.iter_mut().enumerate() {
             for i in 0..700u64 {
-                let write = match (run * 700 + i) % 2 {
-                    0 => LocalWrite::Set {
-                        key: format!("k{w}"),
-                        value: JsonValue::parse("1").unwrap(),
-                    },
-                    _ => LocalWrite::Delete {
-                        key: format!("k{w}"),
-                    },
-                };
+                let write = set_or_delete(&format!("k{w}"), run * 700 + i);
                 writer.node.apply(write, now_ms()).unwrap();
                 written += 1;
             }
@@ -1549,5 +1491,32 @@ async fn events_persisted_counts_each_event_once_amid_folds() {
     assert_eq!(
         persisted, written,
         "events persisted, counted: {persisted} of {written} written"
+    );
+}
+
+/// A tiny write: `key` set when `n` is even, deleted when odd (a few
+/// bytes an event in the store's columns).
+fn set_or_delete(key: &str, n: u64) -> LocalWrite {
+    let key = key.to_string();
+    match n % 2 {
+        0 => LocalWrite::Set {
+            key,
+            value: JsonValue::parse("1").unwrap(),
+        },
+        _ => LocalWrite::Delete { key },
+    }
+}
+
+/// `honest` writes ten events: not cut off (`why` says by what it was).
+async fn writes_uncut(honest: &mut Page, why: &str) {
+    honest.write("mine", 10);
+    let me = honest.me();
+    honest
+        .run_until(|p| p.unkept.is_some() || p.acknowledged(me) >= 10)
+        .await;
+    assert!(
+        honest.unkept.is_none(),
+        "the honest writer was cut off by {why}: {:?}",
+        honest.unkept
     );
 }
