@@ -72,12 +72,32 @@ const _: () = assert!(
 pub struct StorageError {
     pub operation: &'static str,
     pub detail: String,
+    /// The browser refuses this page IndexedDB altogether (none at all, a
+    /// sandboxed or opaque origin, storage blocked): nothing is stored
+    /// here, so nothing stored is hidden by going on in memory.
+    pub refused: bool,
 }
 
 fn failed(operation: &'static str) -> impl Fn(JsValue) -> StorageError {
     move |e| StorageError {
         operation,
         detail: describe(&e),
+        refused: false,
+    }
+}
+
+/// [`failed`], marked refused where the browser will not let this page
+/// use IndexedDB at all: a `SecurityError` (an opaque origin, storage
+/// blocked by the user) or an `InvalidStateError` from opening (older
+/// Firefox's private windows), or no factory to ask.
+fn refused_or_failed(e: JsValue) -> StorageError {
+    let name = e
+        .dyn_ref::<js_sys::Error>()
+        .map(|e| String::from(e.name()))
+        .unwrap_or_default();
+    StorageError {
+        refused: name == "SecurityError" || name == "InvalidStateError",
+        ..failed("open")(e)
     }
 }
 
@@ -215,9 +235,14 @@ impl Storage {
         let factory = web_sys::window()
             .ok_or_else(|| open(JsValue::from_str("no window")))?
             .indexed_db()
-            .map_err(&open)?
-            .ok_or_else(|| open(JsValue::from_str("IndexedDB is not available")))?;
-        let req = factory.open_with_u32(name, VERSION).map_err(&open)?;
+            .map_err(refused_or_failed)?
+            .ok_or_else(|| StorageError {
+                refused: true,
+                ..open(JsValue::from_str("IndexedDB is not available"))
+            })?;
+        let req = factory
+            .open_with_u32(name, VERSION)
+            .map_err(refused_or_failed)?;
         let damaged = Rc::new(Cell::new(0));
         let counted = damaged.clone();
         // Creates the stores on first open; owned here, dropped after.
@@ -268,7 +293,17 @@ impl Storage {
             )
         });
         req.set_onblocked(Some(blocked.as_ref().unchecked_ref()));
-        let db = request(&req, "open").await?;
+        let db = match request(&req, "open").await {
+            Ok(db) => db,
+            // (Older Firefox's private windows fail the request itself.)
+            Err(e) => {
+                let error = req.error().ok().flatten().map(JsValue::from);
+                return Err(StorageError {
+                    refused: error.is_some_and(|error| refused_or_failed(error).refused),
+                    ..e
+                });
+            }
+        };
         req.set_onupgradeneeded(None);
         req.set_onblocked(None);
         drop((upgrade, blocked));

@@ -124,6 +124,62 @@ test("Peer.open settles where Web Locks refuse the page (an opaque origin)", asy
   }
 });
 
+// A page the browser refuses IndexedDB (storage blocked for the site, an
+// embed's partitioned or opaque origin, an older Firefox's private
+// window) while Web Locks work: Peer.open rejected with STORAGE, and the
+// app had no peer at all. Such a page holds nothing stored, so it opens
+// in memory as a page without Web Locks does, and says so in the console.
+for (const [how, refuse] of [
+  ["throws a SecurityError", () => {
+    Object.defineProperty(window, "indexedDB", {
+      configurable: true,
+      get() {
+        throw new DOMException("The user denied permission to access the database.", "SecurityError");
+      },
+    });
+  }],
+  ["is missing", () => {
+    Object.defineProperty(window, "indexedDB", { configurable: true, value: undefined });
+  }],
+  ["fails its open with an InvalidStateError", () => {
+    const open = IDBFactory.prototype.open;
+    IDBFactory.prototype.open = function (...args) {
+      const req = open.apply(this, args);
+      const fail = new DOMException("A mutation operation was attempted on a database that did not allow mutations.", "InvalidStateError");
+      Object.defineProperty(req, "error", { get: () => fail });
+      req.addEventListener("success", (e) => {
+        e.stopImmediatePropagation();
+        e.target.result.close();
+        req.onerror?.(new Event("error"));
+      }, { capture: true, once: true });
+      return req;
+    };
+  }],
+]) {
+  test(`where the page's indexedDB ${how}, Peer.open opens in memory`, async () => {
+    const context = await browser.newContext();
+    await context.addInitScript(refuse);
+    const tab = await moduleTab(context);
+    const warnings = [];
+    tab.on("console", (m) => m.type() === "warning" && warnings.push(m.text()));
+    const seen = await tab.evaluate(async () => {
+      const room = `noidb-${Math.random().toString(36).slice(2)}`;
+      try {
+        const peer = await window.cpc.module.Peer.open({ room, signaling: "none" });
+        await peer.set("k", 1);
+        const state = peer.state();
+        await peer.close();
+        return { state };
+      } catch (e) {
+        return { rejected: `${e.code}: ${e.message}` };
+      }
+    });
+    assert.deepEqual(seen, { state: { k: 1 } });
+    assert.ok(warnings.some((w) => w.includes("may not use IndexedDB")), `a warning: ${warnings}`);
+    await context.close();
+  });
+}
+
 /** Crashes `tab`'s renderer (as an out-of-memory kill would). */
 async function crash(context, tab) {
   const cdp = await context.newCDPSession(tab);

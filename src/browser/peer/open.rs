@@ -84,7 +84,30 @@ pub async fn open(options: &Options) -> Result<Opened, PeerError> {
                 .into(),
         );
     }
-    let (node, storage, slot, identity) = match slot {
+    let stored = match slot {
+        None => None,
+        Some(slot) => {
+            let name = format!("cpc-sync:{public_room}:slot:{}", slot.index);
+            match Storage::open(&name).await {
+                Ok(storage) => Some((slot, storage)),
+                // No IndexedDB for this page at all: it holds nothing
+                // stored, so it goes on in memory as without Web Locks
+                // (the slot let go), where `STORAGE` left the app nothing.
+                Err(e) if e.refused => {
+                    web_sys::console::warn_1(
+                        &format!(
+                            "cpc-sync: this page may not use IndexedDB ({e}), so this tab \
+                             keeps its state in memory only"
+                        )
+                        .into(),
+                    );
+                    None
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    let (node, storage, slot, identity) = match stored {
         None => {
             let identity = Identity::from_secret(&random()?);
             let engine = ReconciliationEngine::new(identity.peer(), config);
@@ -92,9 +115,7 @@ pub async fn open(options: &Options) -> Result<Opened, PeerError> {
             sync.durable = false;
             (SyncNode::new(engine, sync), None, None, identity)
         }
-        Some(slot) => {
-            let name = format!("cpc-sync:{public_room}:slot:{}", slot.index);
-            let storage = Storage::open(&name).await?;
+        Some((slot, storage)) => {
             let persisted = storage.load().await?;
             if persisted.damaged > 0 {
                 web_sys::console::warn_1(
