@@ -143,6 +143,17 @@ export async function openPeerPage(browserOrContext, url, query) {
   return { page, errors, id: await page.evaluate(() => window.cpc.peer.id) };
 }
 
+/** A tab of `context` with the wasm module loaded from the static site at
+ * `siteUrl` (`window.cpc.module`), its own page's peer alone in memory:
+ * for tests that drive the JS API themselves. */
+export async function moduleTab(context, siteUrl) {
+  const tab = await context.newPage();
+  tab.on("console", (m) => process.env.VERBOSE && console.log("  [page]", m.type(), m.text()));
+  await tab.goto(`${siteUrl}?room=page-${Math.random().toString(36).slice(2)}&storage=memory&signaling=none`);
+  await tab.waitForFunction(() => window.cpc?.module);
+  return tab;
+}
+
 /** Waits until `page`'s peer has an open connection to peer `id`. */
 export async function connected(page, id, timeout = 30_000) {
   await page.waitForFunction(

@@ -3,7 +3,7 @@
 // StrictMode), and let go of once closed.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { launch, launchBrowser, startStaticServer } from "./harness.mjs";
+import { launch, launchBrowser, startStaticServer, moduleTab as openModuleTab } from "./harness.mjs";
 
 let site;
 let browser;
@@ -16,12 +16,8 @@ after(async () => {
   await site?.stop();
 });
 
-async function moduleTab(context) {
-  const tab = await context.newPage();
-  await tab.goto(`${site.url}?room=page-${Math.random().toString(36).slice(2)}&storage=memory&signaling=none`);
-  await tab.waitForFunction(() => window.cpc?.module);
-  return tab;
-}
+/** A tab with the wasm loaded (the page's own peer in memory, alone). */
+const moduleTab = (context) => openModuleTab(context, site.url);
 
 // StrictMode's mount, unmount, mount, as an app with a small wrapper
 // writes it: an async helper returning Peer.open's promise, a `then` that

@@ -5,7 +5,7 @@
 // Chromium only (it crashes pages through CDP).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { launch, startStaticServer } from "./harness.mjs";
+import { launch, startStaticServer, moduleTab as openModuleTab } from "./harness.mjs";
 
 let site;
 let browser;
@@ -19,13 +19,7 @@ after(async () => {
 });
 
 /** A tab with the wasm loaded (the page's own peer in memory, alone). */
-async function moduleTab(context) {
-  const tab = await context.newPage();
-  tab.on("console", (m) => process.env.VERBOSE && console.log("  [page]", m.type(), m.text()));
-  await tab.goto(`${site.url}?room=page-${Math.random().toString(36).slice(2)}&storage=memory&signaling=none`);
-  await tab.waitForFunction(() => window.cpc?.module);
-  return tab;
-}
+const moduleTab = (context) => openModuleTab(context, site.url);
 
 // Firefox 89-112 (ESR 102 among them) run the wasm (128-bit SIMD since 89)
 // but have no CompressionStream (since 113); Peer.open took notice

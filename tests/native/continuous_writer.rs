@@ -85,6 +85,37 @@ fn write_while(
     None
 }
 
+/// Node `w` writes every `every_ms` for up to `for_ms` while the first
+/// events frame node `sender` sends at `lose_at` or later is lost: when it
+/// was lost (ms, the net's clock), what `sender` then held of `w`'s, and
+/// how long after the start node `r` took to hold that (healed).
+fn lose_a_push(
+    net: &mut Net,
+    (w, sender, r): (usize, usize, usize),
+    every_ms: u64,
+    for_ms: u64,
+    lose_at: u64,
+) -> (u64, u64, Option<u64>) {
+    let from = net.nodes[sender].peer();
+    let (lost, clock) = (Cell::new(None::<u64>), Cell::new(net.now));
+    let mut tamper = |by: PeerId, _: PeerId, frame: Vec<u8>| {
+        if by == from && lost.get().is_none() && clock.get() >= lose_at && is_events(&frame) {
+            lost.set(Some(clock.get()));
+            return vec![];
+        }
+        vec![frame]
+    };
+    let mut lost_seq = 0;
+    let healed = write_while(net, w, every_ms, for_ms, &mut tamper, &mut |net| {
+        clock.set(net.now);
+        if lost.get().is_some() && lost_seq == 0 {
+            lost_seq = has(net, sender, w);
+        }
+        lost_seq != 0 && has(net, r, w) >= lost_seq
+    });
+    (lost.get().expect("a push was lost"), lost_seq, healed)
+}
+
 /// Two peers, one writing every `every_ms` (under a gossip interval and a
 /// round trip): one push of its is lost. The peer holds every later push
 /// (each rests on the lost one) and shows none of them until the gap is
@@ -110,27 +141,9 @@ fn lost_push_while_writing(seed: u64) {
     net.link(0, 1);
     net.run(2_000, STEP_MS, &mut common::net::honest);
     let (w, r) = (0, 1);
-    let writer = net.nodes[w].peer();
-    let lose_at = net.now + lose_after_ms;
-    let lost = Cell::new(None::<u64>);
-    let clock = Cell::new(net.now);
-    let mut tamper = |from: PeerId, _to: PeerId, frame: Vec<u8>| {
-        if from == writer && lost.get().is_none() && clock.get() >= lose_at && is_events(&frame) {
-            lost.set(Some(clock.get()));
-            return vec![];
-        }
-        vec![frame]
-    };
     // The writer writes for two minutes.
-    let mut lost_seq = 0;
-    let healed = write_while(&mut net, w, every_ms, 120_000, &mut tamper, &mut |net| {
-        clock.set(net.now);
-        if lost.get().is_some() && lost_seq == 0 {
-            lost_seq = has(net, w, w);
-        }
-        lost_seq != 0 && has(net, r, w) >= lost_seq
-    });
-    let lost_at = lost.get().expect("a push was lost");
+    let lose_at = net.now + lose_after_ms;
+    let (lost_at, lost_seq, healed) = lose_a_push(&mut net, (w, w, r), every_ms, 120_000, lose_at);
     let wrote_until = has(&net, w, w);
     let (has_then, holding_then) = (has(&net, r, w), net.nodes[r].engine().holding().len());
     // The writer stops: how long the gap then takes.
@@ -265,29 +278,9 @@ fn a_relayed_frame_lost_while_its_writer_keeps_writing_comes_again() {
             net.link(w, s);
             net.link(s, r);
             net.run(2_000, STEP_MS, &mut common::net::honest);
-            let relayer = net.nodes[s].peer();
             let lose_at = net.now + 1_000 + 10 * rng.below(200) as u64;
-            let (lost, clock) = (Cell::new(None::<u64>), Cell::new(net.now));
-            let mut tamper = |from: PeerId, _: PeerId, frame: Vec<u8>| {
-                if from == relayer
-                    && lost.get().is_none()
-                    && clock.get() >= lose_at
-                    && is_events(&frame)
-                {
-                    lost.set(Some(clock.get()));
-                    return vec![];
-                }
-                vec![frame]
-            };
-            let mut lost_seq = 0;
-            let healed = write_while(&mut net, w, every_ms, 30_000, &mut tamper, &mut |net| {
-                clock.set(net.now);
-                if lost.get().is_some() && lost_seq == 0 {
-                    lost_seq = has(net, s, w);
-                }
-                lost_seq != 0 && has(net, r, w) >= lost_seq
-            });
-            let lost_at = lost.get().expect("a frame was lost") - START - 2_000;
+            let (lost_at, _, healed) = lose_a_push(&mut net, (w, s, r), every_ms, 30_000, lose_at);
+            let lost_at = lost_at - START - 2_000;
             let took = healed.map(|t| t - lost_at);
             println!("seed {seed} {relay:?}: every {every_ms} ms, lost at +{lost_at}: healed after {took:?} ms");
             if !in_time(took) {
