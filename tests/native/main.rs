@@ -14,6 +14,7 @@ mod alike;
 mod answer_slices;
 mod batch_verification;
 mod circles;
+mod clock_set_back;
 mod codec;
 mod continuous_writer;
 mod durability;

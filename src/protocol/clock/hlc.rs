@@ -80,9 +80,13 @@ impl HybridClock {
             Timestamp::new(wall, 0)
         } else if self.last.logical() < u16::MAX {
             Timestamp(self.last.0 + 1)
-        } else {
+        } else if self.last.millis() < MAX_MILLIS {
             // Logical counter exhausted within one millisecond: borrow the next one.
             Timestamp::new(self.last.millis() + 1, 0)
+        } else {
+            // The top of the range (a clock past the year 10889): it stays
+            // there, where borrowing wrapped back to `(MAX, 0)`.
+            self.last
         };
         self.last = next;
         next

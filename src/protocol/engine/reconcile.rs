@@ -80,8 +80,10 @@ impl ReconciliationEngine {
             .filter(
                 |key| match (self.requested.get(*key), self.conflicted_register(key)) {
                     (Some(asked), Ok(r)) => {
+                        // (Asked later than now: by a clock since set back.)
                         asked.siblings != r.observed()
                             || now_ms >= asked.at.saturating_add(RECONCILIATION_RETRY_MS)
+                            || asked.at > now_ms
                     }
                     _ => true,
                 },

@@ -264,6 +264,8 @@ impl PresenceTable {
     pub fn expire(&mut self, now_ms: u64) -> bool {
         let mut gone = false;
         self.held.retain(|_, h| {
+            // Seen later than now: by a clock since set back.
+            h.seen_ms = h.seen_ms.min(now_ms);
             if std::mem::take(&mut h.unlinked) {
                 let by = (now_ms + PRESENCE_UNLINKED_MS).saturating_sub(PRESENCE_TIMEOUT_MS);
                 h.seen_ms = h.seen_ms.min(by);

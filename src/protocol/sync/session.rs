@@ -232,7 +232,7 @@ impl LeafPairs {
     /// Whether `leaf` was noted with these hashes within [`Self::SPLIT_MS`].
     pub fn holds(&self, leaf: u16, ours: Hash32, theirs: Hash32, now_ms: u64) -> bool {
         self.0.iter().any(|&(l, o, t, at)| {
-            (l, o, t) == (leaf, ours, theirs) && now_ms.saturating_sub(at) < Self::SPLIT_MS
+            (l, o, t) == (leaf, ours, theirs) && now_ms.abs_diff(at) < Self::SPLIT_MS
         })
     }
 }

@@ -151,7 +151,8 @@ impl Outgoing {
     /// Whether the edge has kept offers waiting for its gzipped form
     /// longer than [`GZIP_PATIENCE_MS`].
     pub fn gzip_overdue(&self, now_ms: u64) -> bool {
-        matches!(self.gzip, Gzip::Asked { since_ms } if now_ms.saturating_sub(since_ms) > GZIP_PATIENCE_MS)
+        // (`abs_diff`: a time ahead of now was read off a clock since set back.)
+        matches!(self.gzip, Gzip::Asked { since_ms } if now_ms.abs_diff(since_ms) > GZIP_PATIENCE_MS)
     }
 
     /// Takes the edge's answer: the gzipped form, if smaller than the
@@ -317,7 +318,9 @@ impl Incoming {
     }
 
     pub fn is_stalled(&self, now_ms: u64, patience_ms: u64) -> bool {
-        now_ms.saturating_sub(self.last_progress_ms) > patience_ms
+        // (`abs_diff`: progress ahead of now was read off a clock since
+        // set back, and would never stall.)
+        now_ms.abs_diff(self.last_progress_ms) > patience_ms
     }
 }
 

@@ -139,6 +139,17 @@ impl Socket {
     /// What is due at `now_ms`, if anything.
     /// `jitter` in `[0, 1)`, as for [`closed`](Self::closed).
     pub fn tick(&mut self, now_ms: u64, jitter: f64) -> Option<SocketDue> {
+        // A time due further off than its longest wait was set by a wall
+        // clock since set back: due now (else the socket neither pinged
+        // nor reconnected until real time reached the old reading).
+        let (due, longest) = match &mut self.phase {
+            Phase::Down { retry_at_ms } => (retry_at_ms.as_mut(), self.config.backoff_max_ms * 2),
+            Phase::Opening { give_up_at_ms } => (Some(give_up_at_ms), self.config.open_timeout_ms),
+            Phase::Open { ping_at_ms } => (Some(ping_at_ms), self.config.ping_ms),
+        };
+        if let Some(at) = due.filter(|at| **at > now_ms.saturating_add(longest)) {
+            *at = now_ms;
+        }
         match self.phase {
             Phase::Down {
                 retry_at_ms: Some(at),
@@ -247,5 +258,24 @@ mod tests {
         assert_eq!(wake(&mut s), (31_500, Some(SocketDue::GiveUp)));
         s.opened(32_000);
         assert_eq!(s.next_wake(), Some(52_000), "open: its ping, no retry");
+    }
+
+    /// The device's clock set back a month while the socket waited to
+    /// reconnect, and while it was open: the retry and the keepalive fall
+    /// due within their own delays, where they waited for real time to
+    /// reach the old reading (a review).
+    #[test]
+    fn a_clock_set_back_keeps_the_reconnects_and_pings() {
+        const MONTH: u64 = 30 * 86_400_000;
+        let mut s = Socket::new(SocketConfig::default());
+        s.opening(MONTH);
+        s.closed(MONTH, 0.0);
+        assert_eq!(s.tick(1_000, 0.0), Some(SocketDue::Reconnect));
+        s.opened(2_000);
+        let mut t = Socket::new(SocketConfig::default());
+        t.opening(MONTH);
+        t.opened(MONTH);
+        assert_eq!(t.tick(1_000, 0.0), Some(SocketDue::Ping));
+        assert_eq!(t.next_wake(), Some(1_000 + SocketConfig::default().ping_ms));
     }
 }

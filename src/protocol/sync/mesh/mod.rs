@@ -87,6 +87,10 @@ pub enum MeshAction {
     Hangup(PeerId),
 }
 
+/// A step back of the wall clock taken as set back (not a jitter of
+/// the inputs' order): timers kept are moved back with it.
+pub const CLOCK_STEP_MS: u64 = 1_000;
+
 #[derive(Debug, Clone)]
 struct Link {
     state: LinkState,
@@ -224,7 +228,7 @@ impl Mesh {
     /// signaling sends it): whether the room is a full mesh is decided with
     /// all of them known.
     pub fn discovered_all(&mut self, peers: &[PeerId], dial: bool, now_ms: u64) {
-        self.now_ms = self.now_ms.max(now_ms);
+        self.advance(now_ms);
         for peer in peers {
             if let Some(link) = self.link(*peer, now_ms) {
                 link.signaled = true;
@@ -269,7 +273,7 @@ impl Mesh {
     /// Dial `peer` now, whatever the state of its connection, unless it
     /// was closed for what it sent and its wait stands.
     pub fn redial(&mut self, peer: PeerId, now_ms: u64) {
-        self.now_ms = self.now_ms.max(now_ms);
+        self.advance(now_ms);
         let Some(link) = self.link(peer, now_ms) else {
             return;
         };
@@ -287,7 +291,7 @@ impl Mesh {
     /// would otherwise keep every newcomer out); otherwise it is refused
     /// (`false`, the peer kept in the passive view).
     pub fn incoming(&mut self, peer: PeerId, now_ms: u64) -> bool {
-        self.now_ms = self.now_ms.max(now_ms);
+        self.advance(now_ms);
         let full = self.active() >= self.config.max_connections;
         let Some(link) = self.link(peer, now_ms) else {
             return false;
@@ -307,7 +311,7 @@ impl Mesh {
 
     /// The data channel to `peer` opened.
     pub fn opened(&mut self, peer: PeerId, now_ms: u64) {
-        self.now_ms = self.now_ms.max(now_ms);
+        self.advance(now_ms);
         if let Some(link) = self.links.get_mut(&peer) {
             link.state = LinkState::Open;
             link.backoff.reset();
@@ -332,7 +336,7 @@ impl Mesh {
     /// spreads the retries of many peers apart. In a partial view, another
     /// passive peer takes its place.
     pub fn closed(&mut self, peer: PeerId, now_ms: u64, jitter: f64) {
-        self.now_ms = self.now_ms.max(now_ms);
+        self.advance(now_ms);
         self.stir(jitter);
         let higher = self.me > peer;
         let Some(link) = self.links.get_mut(&peer) else {
@@ -411,7 +415,7 @@ impl Mesh {
     /// Timer: connections that took too long fail; retries that are due
     /// dial (a partial view: links are repaired, shuffles sent).
     pub fn tick(&mut self, now_ms: u64, jitter: f64) {
-        self.now_ms = self.now_ms.max(now_ms);
+        self.advance(now_ms);
         self.stir(jitter);
         let stuck: Vec<PeerId> = self
             .links
@@ -440,6 +444,27 @@ impl Mesh {
                 link.connecting(now_ms);
                 self.actions.push(MeshAction::Dial(*peer));
             }
+        }
+    }
+
+    /// Takes an input's time as the latest. Where the wall clock went
+    /// back (set right, NTP stepping it) by more than a second, every
+    /// time kept is moved back with it, so the links' timeouts and
+    /// retries and the next shuffle keep their delays (they waited for
+    /// real time to reach the old reading: a review).
+    fn advance(&mut self, now_ms: u64) {
+        let back = self.now_ms.saturating_sub(now_ms);
+        if back <= CLOCK_STEP_MS {
+            self.now_ms = self.now_ms.max(now_ms);
+            return;
+        }
+        let shift = |t: &mut u64| *t = t.saturating_sub(back);
+        self.now_ms = now_ms;
+        self.next_shuffle_ms.as_mut().map(shift);
+        for link in self.links.values_mut() {
+            shift(&mut link.since_ms);
+            link.retry_at_ms.as_mut().map(shift);
+            link.refused_until_ms.as_mut().map(shift);
         }
     }
 

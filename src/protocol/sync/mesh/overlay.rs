@@ -163,7 +163,7 @@ impl Mesh {
     /// sync node): what it names joins the passive view; a shuffle is
     /// answered.
     pub fn receive(&mut self, from: PeerId, message: OverlayMessage, now_ms: u64) {
-        self.now_ms = self.now_ms.max(now_ms);
+        self.advance(now_ms);
         if let OverlayMessage::Shuffle(_) = &message {
             let mut except = message.peers().to_vec();
             except.push(from);

@@ -334,3 +334,25 @@ fn a_full_mesh_that_outgrows_itself_makes_room_for_a_caller() {
     small.incoming(PeerId(501), 1);
     assert!(!small.incoming(PeerId(502), 2));
 }
+
+/// The device's clock set back a month (set right by its user, stepped
+/// by NTP) while a connection was stuck: its timeout and the retry after
+/// it kept their delays, where they waited for real time to reach the
+/// old reading (a review).
+#[test]
+fn a_clock_set_back_keeps_the_timeouts_and_retries() {
+    const MONTH: u64 = 30 * 86_400_000;
+    let mut newcomer = mesh(2);
+    newcomer.discovered(PeerId(1), true, MONTH);
+    assert_eq!(newcomer.take_actions(), vec![MeshAction::Dial(PeerId(1))]);
+    // Set back: still stuck 1 s later by the new reading, failed and
+    // redialed within a minute of it.
+    newcomer.tick(1_000, 0.0);
+    assert!(newcomer.take_actions().is_empty(), "not yet timed out");
+    let dialed = (2..=60).any(|s| {
+        newcomer.tick(s * 1_000, 0.0);
+        dials(&newcomer.take_actions()) == [PeerId(1)]
+    });
+    assert!(dialed, "redialed within a minute of the clock set back");
+    assert!(newcomer.next_wake().is_some_and(|t| t < MONTH));
+}

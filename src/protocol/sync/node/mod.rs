@@ -866,6 +866,7 @@ impl SyncNode {
     /// Timer: hash a slice of the changed entities; at the gossip interval,
     /// gossip digests, run reconciliation, compact.
     pub fn tick(&mut self, now_ms: u64) {
+        self.clock_set_back(now_ms);
         // The digest catches up in a pause of input, not at every wake (a
         // verification window's, for one).
         let paused = now_ms >= self.last_input_ms.saturating_add(DIGEST_PAUSE_MS);
@@ -1012,6 +1013,30 @@ impl SyncNode {
                     }
                 }
             }
+        }
+    }
+
+    /// The wall clock went back (set right, NTP) past what the timers were
+    /// scheduled by: every schedule and stamp read off the old reading is
+    /// brought to `now_ms` (else nothing runs, and nothing told is resent,
+    /// until real time reaches the old reading: a review).
+    fn clock_set_back(&mut self, now_ms: u64) {
+        let slack = now_ms.saturating_add(self.config.gossip_interval_ms.max(PING_INTERVAL_MS));
+        if self.next_gossip_ms <= slack && self.last_input_ms <= slack {
+            return;
+        }
+        self.next_gossip_ms = now_ms;
+        self.last_input_ms = now_ms;
+        if let Some(due) = &mut self.presence_due {
+            *due = (*due).min(now_ms);
+        }
+        for session in self.sessions.values_mut() {
+            session.next_ping_ms = session.next_ping_ms.min(now_ms);
+            if session.ping_out.is_some_and(|sent| sent > now_ms) {
+                session.ping_out = None;
+            }
+            // What was told by the old reading is taken as lost.
+            session.told.expire(u64::MAX, 0);
         }
     }
 
