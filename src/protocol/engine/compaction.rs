@@ -120,6 +120,32 @@ impl ReconciliationEngine {
         Some(self.encode_needed(&needed))
     }
 
+    /// Puts back into the log the events a fold left there and storage
+    /// kept after the snapshot covering them (`events`, from our own
+    /// storage, within our clock): a restore from that snapshot restarted
+    /// every origin's log after its clock, so a peer lacking them (our
+    /// writes made offline, which a fold keeps for the peers to come)
+    /// was sent the whole state as a snapshot rather than them. Those
+    /// that do not end at our clock, in whole runs, stay out.
+    pub fn restore_log_tail(&mut self, events: Vec<P2PEvent>) {
+        let mut by_origin: Vec<(PeerId, Vec<P2PEvent>)> = Vec::new();
+        for event in events {
+            if event.id.seq > self.applied.get(event.id.peer) {
+                continue;
+            }
+            match by_origin.iter_mut().find(|(p, _)| *p == event.id.peer) {
+                Some((_, list)) => list.push(event),
+                None => by_origin.push((event.id.peer, vec![event])),
+            }
+        }
+        for (peer, mut list) in by_origin {
+            list.sort_by_key(|e| e.id.seq);
+            list.dedup_by_key(|e| e.id.seq);
+            let upto = self.applied.get(peer);
+            self.log.restore_tail(peer, upto, list);
+        }
+    }
+
     /// Folds what `stable` covers out of the log into the archive: how
     /// many events, and what the state rests on.
     fn fold_log(&mut self, stable: &VectorClock) -> Option<(usize, Needed)> {

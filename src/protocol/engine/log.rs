@@ -468,6 +468,40 @@ impl EventLog {
         self.origins.clear();
         self.len = 0;
     }
+
+    /// Puts back `events` of `peer` (consecutive, ending at `upto`) in
+    /// front of an origin whose log restarted after `upto` and holds
+    /// nothing since: the tail a fold kept, stored after the snapshot that
+    /// also covers it. Whether they were put back (a sealed run that began
+    /// before them is not: it could not be sent whole).
+    pub(super) fn restore_tail(&mut self, peer: PeerId, upto: u64, events: Vec<P2PEvent>) -> bool {
+        let Some(first) = events.first().map(|e| e.id.seq) else {
+            return false;
+        };
+        let contiguous = events
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.id.peer == peer && e.id.seq == first + i as u64);
+        let whole = events
+            .iter()
+            .all(|e| e.seal.as_ref().is_none_or(|s| s.first >= first));
+        let ends = first + events.len() as u64 - 1 == upto;
+        let empty_after = self
+            .origins
+            .get(&peer)
+            .is_none_or(|log| log.len() == 0 && log.first_seq() == upto + 1);
+        if !(contiguous && whole && ends && empty_after) {
+            return false;
+        }
+        let mut log = OriginLog::starting_at(first, events.len());
+        for event in events {
+            log.sealed |= event.seal.is_some();
+            log.push(event);
+            self.len += 1;
+        }
+        self.origins.insert(peer, log);
+        true
+    }
 }
 
 /// [`EventLog::cursor`].

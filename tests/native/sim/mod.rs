@@ -69,6 +69,8 @@ pub struct World {
     partition_until: u64,
     acked: Acknowledged,
     witness: Witness,
+    /// Peers kept off every link (a long-offline peer), by index.
+    pub offline: BTreeSet<usize>,
 }
 
 fn handler(_key: &str, candidates: &[Candidate]) -> Option<JsonValue> {
@@ -95,6 +97,20 @@ impl World {
     }
 
     fn build(seed: u64, always_signed: bool, engine_config: EngineConfig) -> Self {
+        World::build_with(seed, always_signed, engine_config, |_| {})
+    }
+
+    /// A world whose sync config `tune` adjusts before the nodes are made.
+    pub fn tuned(seed: u64, tune: impl FnOnce(&mut SyncConfig)) -> Self {
+        World::build_with(seed, false, EngineConfig::default(), tune)
+    }
+
+    fn build_with(
+        seed: u64,
+        always_signed: bool,
+        engine_config: EngineConfig,
+        tune: impl FnOnce(&mut SyncConfig),
+    ) -> Self {
         let mut rng = Rng::new(seed);
         let n = 3 + rng.below(6);
         let signed = rng.chance(0.5) || always_signed;
@@ -114,6 +130,8 @@ impl World {
             durable: true,
             ..SyncConfig::default()
         };
+        let mut sync = sync;
+        tune(&mut sync);
         let peers = (0..n)
             .map(|_| {
                 let identity = signed.then(|| Identity::from_seed(rng.next_u64()));
@@ -174,6 +192,7 @@ impl World {
             partition_until: 0,
             acked: Acknowledged::default(),
             witness: Witness::default(),
+            offline: BTreeSet::new(),
         };
         world.connect_all();
         world
@@ -231,7 +250,12 @@ impl World {
         let pairs: Vec<(usize, usize)> = self.topology.iter().copied().collect();
         for (a, b) in pairs {
             let (pa, pb) = (self.peers[a].id, self.peers[b].id);
-            if self.alive(a) && self.alive(b) && !self.net.is_up(pa, pb) && !self.partitioned(a, b)
+            if self.alive(a)
+                && self.alive(b)
+                && !self.net.is_up(pa, pb)
+                && !self.partitioned(a, b)
+                && !self.offline.contains(&a)
+                && !self.offline.contains(&b)
             {
                 self.net.open(pa, pb);
                 let now = self.now;
@@ -245,7 +269,7 @@ impl World {
         self.now < self.partition_until && (a % 2) != (b % 2)
     }
 
-    fn cut(&mut self, a: usize, b: usize) {
+    pub fn cut(&mut self, a: usize, b: usize) {
         let (pa, pb) = (self.peers[a].id, self.peers[b].id);
         if self.net.is_up(pa, pb) {
             self.net.close(pa, pb);
@@ -259,7 +283,7 @@ impl World {
     }
 
     /// Runs `f` on peer `i`'s node, then carries out its outputs in order.
-    fn with_node(&mut self, i: usize, f: impl FnOnce(&mut SyncNode)) {
+    pub fn with_node(&mut self, i: usize, f: impl FnOnce(&mut SyncNode)) {
         let Some(node) = &mut self.peers[i].node else {
             return;
         };
@@ -349,7 +373,7 @@ impl World {
         }
     }
 
-    fn local_op(&mut self, i: usize) {
+    pub fn local_op(&mut self, i: usize) {
         let now = self.now;
         let n = self.rng.below(3);
         let roll = if self.rng.chance(0.02) {
@@ -514,7 +538,7 @@ impl World {
         }
     }
 
-    fn crash(&mut self, i: usize) {
+    pub fn crash(&mut self, i: usize) {
         let pairs: Vec<usize> = (0..self.peers.len()).filter(|&j| j != i).collect();
         for j in pairs {
             self.cut(i, j);
@@ -526,7 +550,7 @@ impl World {
         self.peers[i].restart_at = self.now + 100 + self.rng.below(1500) as u64;
     }
 
-    fn restart(&mut self, i: usize) {
+    pub fn restart(&mut self, i: usize) {
         let p = &self.peers[i];
         let storage = p.disk.stored.clone();
         let mut node = SyncNode::restore(
@@ -577,7 +601,7 @@ impl World {
     }
 
     /// One 10 ms step.
-    fn step(&mut self, faulty: bool, writes: bool) {
+    pub fn step(&mut self, faulty: bool, writes: bool) {
         self.now += 10;
         for i in 0..self.peers.len() {
             if !self.alive(i)
@@ -697,7 +721,7 @@ impl World {
         engine.holding().iter().all(|e| Some(e.id.peer) == bomber)
     }
 
-    fn converged(&mut self) -> bool {
+    pub fn converged(&mut self) -> bool {
         let mut digests = BTreeSet::new();
         let hostile = self.hostile_id();
         for i in 0..self.peers.len() {

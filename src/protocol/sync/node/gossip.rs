@@ -5,7 +5,7 @@ use hashbrown::HashSet;
 use foldhash::fast::FixedState;
 
 use super::batch::Batch;
-use super::{Output, Relay, SyncConfig, SyncNode, MAX_REQUESTS_PER_INTERVAL};
+use super::{Output, Persist, Relay, SyncConfig, SyncNode, MAX_REQUESTS_PER_INTERVAL};
 use crate::protocol::clock::{PeerId, VectorClock};
 use crate::protocol::engine::ReconcileStep;
 use crate::protocol::error::ReceiveError;
@@ -1139,6 +1139,14 @@ impl SyncNode {
         } else if let Some(bytes) = self.engine.compact_encoded(&stable) {
             let write = self.snapshot_write(bytes);
             self.persist(write, None);
+            // What the fold left in the log (our writes no peer has, what
+            // a lagging peer lacks) is stored again after the snapshot,
+            // which replaces every record: a restore puts it back in the
+            // log, so it still travels as events.
+            let tail: Vec<&P2PEvent> = self.engine.log().iter().collect();
+            if !tail.is_empty() {
+                self.persist(Persist::events(&tail), None);
+            }
         }
     }
 }

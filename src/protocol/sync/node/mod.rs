@@ -532,7 +532,14 @@ impl SyncNode {
         if let Some(bytes) = snapshot {
             engine.load_snapshot(StateSnapshot::decode_shared(bytes)?, Trust::OWN)?;
         }
-        for event in events {
+        // Events within the snapshot: the tail its fold left in the log,
+        // put back before the events after it are replayed onto it.
+        let covered = engine.clock().clone();
+        let (tail, after): (Vec<P2PEvent>, Vec<P2PEvent>) = events
+            .into_iter()
+            .partition(|e| e.id.seq <= covered.get(e.id.peer));
+        engine.restore_log_tail(tail);
+        for event in after {
             // A refusal here means the store was damaged: the event is
             // skipped and anti-entropy fetches it again.
             let _ = engine.replay(event);
