@@ -33,6 +33,7 @@ mod multi_peer;
 mod offline_fold;
 mod offline_reopen;
 mod overlay;
+mod overlay_attacks;
 mod policy;
 mod presence;
 mod properties;

@@ -211,7 +211,6 @@ impl Mesh {
     pub fn full_mesh(&self) -> bool {
         self.links.len() <= self.config.max_connections
     }
-
     /// Links open or opening.
     pub fn active(&self) -> usize {
         self.links.values().filter(|l| l.active()).count()

@@ -113,7 +113,12 @@ impl Mesh {
             let due = |l: &Link| {
                 l.state == LinkState::Closed && l.retry_at_ms.is_none_or(|t| now_ms >= t)
             };
-            match self.pick(due) {
+            // Peers signaling named first: a shuffle may name anyone
+            // (ids nobody owns, a member's throwaway identities), and
+            // repair dialing what one linked member named is how she
+            // takes every link (a review).
+            let signaled = self.pick(|l| due(l) && l.signaled);
+            match signaled.or_else(|| self.pick(due)) {
                 Some(peer) => self.dial(peer, now_ms),
                 None => return,
             }
@@ -188,7 +193,18 @@ impl Mesh {
     pub(super) fn trim_passive(&mut self) {
         let passive = |l: &Link| l.state == LinkState::Closed;
         while self.links.values().filter(|l| passive(l)).count() > self.config.passive_max {
-            let (Some(a), Some(b)) = (self.pick(passive), self.pick(passive)) else {
+            // Only a shuffle named it: such peers go first, all of them
+            // before one signaling named (a member's shuffles of ids
+            // nobody owns pushed every member signaling named out: a
+            // review).
+            let unsignaled = |l: &Link| passive(l) && !l.signaled;
+            let named = self.links.values().any(unsignaled);
+            let (a, b) = if named {
+                (self.pick(unsignaled), self.pick(unsignaled))
+            } else {
+                (self.pick(passive), self.pick(passive))
+            };
+            let (Some(a), Some(b)) = (a, b) else {
                 return;
             };
             let failures = |p: PeerId| self.links.get(&p).map_or(0, |l| l.failures);

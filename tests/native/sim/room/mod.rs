@@ -61,6 +61,14 @@ pub struct Room {
     pub bytes_by_kind: Option<std::collections::BTreeMap<&'static str, u64>>,
     sync: SyncConfig,
     mesh: MeshConfig,
+    /// Review (rv-overlay): frames between these peers (either way) are
+    /// dropped unless they are pings or shuffles: a member that keeps a
+    /// link alive and relays nothing over it.
+    pub withheld: std::collections::HashSet<(usize, usize)>,
+    /// Review (rv-overlay): as `cpc-signal` does, the members a newcomer is
+    /// named are told of it (`Joined`), and every member of one that
+    /// leaves (`Left`).
+    pub signal_joins: bool,
 }
 
 impl Room {
@@ -81,6 +89,8 @@ impl Room {
             tracked: None,
             bytes_sent: 0,
             bytes_by_kind: None,
+            withheld: Default::default(),
+            signal_joins: false,
             sync: SyncConfig {
                 relay,
                 ..SyncConfig::default()
@@ -139,6 +149,15 @@ impl Room {
             mesh_wake: None,
         }));
         self.settle(i);
+        if self.signal_joins {
+            let now = self.now;
+            for j in sample {
+                if let Some(p) = self.peers[j].as_mut() {
+                    p.mesh.discovered(id, false, now);
+                }
+                self.settle(j);
+            }
+        }
         i
     }
 
@@ -153,6 +172,15 @@ impl Room {
             .collect();
         for j in linked {
             self.drop_conn(i, j);
+        }
+        if self.signal_joins {
+            let id = self.id(i);
+            for j in 0..self.peers.len() {
+                if let Some(p) = self.peers[j].as_mut() {
+                    p.mesh.left(id);
+                }
+                self.settle(j);
+            }
         }
     }
 
@@ -259,10 +287,19 @@ impl Room {
         }
     }
 
+    /// Carries out what peer `i` asked for (for an attacker driven by
+    /// hand).
+    pub fn settle_peer(&mut self, i: usize) {
+        self.settle(i);
+    }
+
     fn send(&mut self, from: usize, to: PeerId, frame: Vec<u8>) {
         let Some(to) = self.index(to) else {
             return;
         };
+        if self.withheld.contains(&(from, to)) && !matches!(kind(&frame), "ping" | "shuffle") {
+            return;
+        }
         let Some(conn) = self.net.conns.get(&pair(from, to)).filter(|c| c.open) else {
             return;
         };
