@@ -4,12 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 server=1
+target="${CARGO_TARGET_DIR:-target}"
 [ "${1:-}" = --no-server ] && server=0
 
 cargo build --release --target wasm32-unknown-unknown --lib
 rm -rf pkg
 wasm-bindgen --target web --out-dir pkg --out-name cpc_sync \
-  target/wasm32-unknown-unknown/release/cpc_sync.wasm
+  "$target/wasm32-unknown-unknown/release/cpc_sync.wasm"
 bash scripts/wasm-opt.sh pkg/cpc_sync_bg.wasm
 
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)

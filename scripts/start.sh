@@ -5,4 +5,4 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh build
 bash scripts/build.sh
 echo "start: open http://127.0.0.1:${PORT:-8080}/ (Ctrl-C stops the server)"
-exec target/release/cpc-signal
+exec "${CARGO_TARGET_DIR:-target}/release/cpc-signal"

@@ -27,7 +27,17 @@ pub fn to_json(value: &JsValue) -> Result<JsonValue, PeerError> {
     let text = text
         .as_string()
         .ok_or_else(|| invalid("the value must be JSON, not undefined or a function"))?;
-    JsonValue::parse(&text).map_err(|e| invalid(&e.to_string()))
+    JsonValue::parse(&text).map_err(|e| {
+        let e = e.to_string();
+        // JSON.stringify escapes nothing as \uXXXX but control characters
+        // and lone surrogates: a hex escape the parse refuses is the latter.
+        // (Bytes, not `str::contains`: its searcher is 2 KB of wasm.)
+        if e.as_bytes().windows(10).any(|w| w == b"hex escape") {
+            invalid("the value holds a string with a lone surrogate (half of a character)")
+        } else {
+            invalid(&e)
+        }
+    })
 }
 
 /// The canonical JSON of a safe integer, a boolean, null or a well-formed

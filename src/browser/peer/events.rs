@@ -48,6 +48,13 @@ impl Listeners {
         }
     }
 
+    /// Whether `listener` still listens to `kind`: one removed while an
+    /// event is dispatched (by a listener called before it, or by
+    /// `close()`) is not called for it, as in the DOM.
+    pub fn listens(&self, kind: &str, listener: &Function) -> bool {
+        self.by_kind.get(kind).is_some_and(|l| l.contains(listener))
+    }
+
     pub fn heard(&self, kind: &str) -> bool {
         self.by_kind.get(kind).is_some_and(|l| !l.is_empty())
     }

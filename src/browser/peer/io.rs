@@ -461,6 +461,9 @@ fn emit_link(inner: &Rc<RefCell<Inner>>, peer: PeerId, state: LinkState) {
 pub(super) fn emit(inner: &Rc<RefCell<Inner>>, kind: &str, detail: &JsValue) {
     let listeners = inner.borrow().listeners.of(kind);
     for listener in listeners {
+        if !inner.borrow().listeners.listens(kind, &listener) {
+            continue;
+        }
         if let Err(e) = listener.call1(&JsValue::NULL, detail) {
             report_error(&e);
         }

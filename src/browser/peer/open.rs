@@ -52,6 +52,8 @@ pub async fn open(options: &Options) -> Result<Opened, PeerError> {
     // The core's tables keyed by what peers send hash with seeds of this
     // page's (see `protocol::hashing`).
     hashing::seed(u64::from_le_bytes(random()?));
+    // Values' numbers read by the browser's correctly rounded parse.
+    crate::protocol::json::read_floats_with(js_sys::Number::parse_float);
     let config = EngineConfig {
         hash_seed: u64::from_le_bytes(random()?),
         ..EngineConfig::default()

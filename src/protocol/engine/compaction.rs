@@ -127,22 +127,21 @@ impl ReconciliationEngine {
     /// writes made offline, which a fold keeps for the peers to come)
     /// was sent the whole state as a snapshot rather than them. Those
     /// that do not end at our clock, in whole runs, stay out.
-    pub fn restore_log_tail(&mut self, events: Vec<P2PEvent>) {
-        let mut by_origin: Vec<(PeerId, Vec<P2PEvent>)> = Vec::new();
-        for event in events {
-            if event.id.seq > self.applied.get(event.id.peer) {
-                continue;
+    pub fn restore_log_tail(&mut self, mut events: Vec<P2PEvent>) {
+        events.retain(|e| e.id.seq <= self.applied.get(e.id.peer));
+        // By origin, then sequence (the crate's sort: the standard
+        // library's stable sort is 3 KB of wasm).
+        key_sort::sort_by_key(&mut events, |e| key_sort::id_key(e.id));
+        events.dedup_by_key(|e| e.id);
+        let mut events = events.into_iter().peekable();
+        while let Some(first) = events.next() {
+            let peer = first.id.peer;
+            let mut run = vec![first];
+            while let Some(next) = events.next_if(|e| e.id.peer == peer) {
+                run.push(next);
             }
-            match by_origin.iter_mut().find(|(p, _)| *p == event.id.peer) {
-                Some((_, list)) => list.push(event),
-                None => by_origin.push((event.id.peer, vec![event])),
-            }
-        }
-        for (peer, mut list) in by_origin {
-            list.sort_by_key(|e| e.id.seq);
-            list.dedup_by_key(|e| e.id.seq);
             let upto = self.applied.get(peer);
-            self.log.restore_tail(peer, upto, list);
+            self.log.restore_tail(peer, upto, run);
         }
     }
 

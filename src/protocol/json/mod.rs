@@ -17,6 +17,7 @@ use std::fmt;
 mod read;
 mod write;
 
+pub use read::read_floats_with;
 use read::Reader;
 pub use write::WriteJson;
 

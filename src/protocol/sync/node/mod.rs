@@ -1080,7 +1080,7 @@ impl SyncNode {
         // error of each ping.
         if offset.unsigned_abs() > u128::from(skew) && !session.skew_told {
             session.skew_told = true;
-            let offset_ms = offset.clamp(i64::MIN.into(), i64::MAX.into()) as i64;
+            let offset_ms = offset.max(i64::MIN.into()).min(i64::MAX.into()) as i64;
             self.outputs.push(Output::ClockSkew { peer, offset_ms });
         }
     }
