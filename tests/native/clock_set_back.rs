@@ -144,3 +144,253 @@ fn after_clocks_are_set_right_a_lost_write_is_still_repaired() {
         net.nodes[1].engine().get("k").is_some()
     );
 }
+
+/// Review of eb81c53 (rv-fixes-a): the link to the peer held a backlog
+/// once while the clock read a month ahead, and drained it. `Told` keeps
+/// when it drained (`drained_ms`), by the old reading, and takes anything
+/// sent within a patience of it as on its way. `clock_set_back` forgets
+/// what was told (`told.expire(u64::MAX, 0)`) but not `drained_ms`: every
+/// push after the set-back counts as on its way for a month, and a lost
+/// one is never sent again (the peer's digests asking for it are
+/// answered with nothing). Same as the test above, with one backlog.
+#[test]
+fn after_a_set_back_a_lost_write_is_repaired_though_the_link_once_drained_a_backlog() {
+    use common::net::Net;
+    use cpc_sync::protocol::sync::SyncConfig;
+    const DAY: u64 = 86_400_000;
+    let now = 1_700_000_000_000u64;
+    let nodes = vec![
+        common::signed_node(1, SyncConfig::default()),
+        common::signed_node(2, SyncConfig::default()),
+    ];
+    let b = nodes[1].peer();
+    let mut net = Net::new(nodes, now + 30 * DAY);
+    net.link(0, 1);
+    let mut honest = |_: PeerId, _: PeerId, f: Vec<u8>| vec![f];
+    net.run(2_000, 100, &mut honest);
+    // The data channel to b filled its buffer once, and drained it.
+    net.nodes[0].set_backlogged(b, true);
+    net.run(500, 100, &mut honest);
+    net.nodes[0].set_backlogged(b, false);
+    net.run(2_500, 100, &mut honest);
+    // Set right; the pages tick on for two seconds, then a writes.
+    net.now = now;
+    for _ in 0..2 {
+        net.run(1_000, 100, &mut honest);
+        let at = net.now;
+        for n in &mut net.nodes {
+            n.tick(at);
+        }
+    }
+    let at = net.now;
+    net.nodes[0]
+        .write(|e| e.set("k", json("\"v\""), at).map(Some))
+        .unwrap();
+    let a = net.nodes[0].peer();
+    let mut dropped = false;
+    let mut lossy = |from: PeerId, _: PeerId, f: Vec<u8>| {
+        if !dropped && from == a {
+            dropped = true;
+            return vec![];
+        }
+        vec![f]
+    };
+    for _ in 0..60 {
+        net.run(1_000, 100, &mut lossy);
+        let at = net.now;
+        for n in &mut net.nodes {
+            n.tick(at);
+        }
+    }
+    assert!(
+        net.nodes[1].engine().get("k").is_some(),
+        "a minute after the clock was set right, b still lacks the lost write"
+    );
+}
+
+/// Control for the test above (passes): the same backlog with the clock
+/// left alone; the lost write is repaired within the minute.
+#[test]
+fn control_a_drained_backlog_with_the_clock_left_alone() {
+    use common::net::Net;
+    use cpc_sync::protocol::sync::SyncConfig;
+    let now = 1_700_000_000_000u64;
+    let nodes = vec![
+        common::signed_node(1, SyncConfig::default()),
+        common::signed_node(2, SyncConfig::default()),
+    ];
+    let b = nodes[1].peer();
+    let mut net = Net::new(nodes, now);
+    net.link(0, 1);
+    let mut honest = |_: PeerId, _: PeerId, f: Vec<u8>| vec![f];
+    net.run(2_000, 100, &mut honest);
+    net.nodes[0].set_backlogged(b, true);
+    net.run(500, 100, &mut honest);
+    net.nodes[0].set_backlogged(b, false);
+    net.run(2_500, 100, &mut honest);
+    let at = net.now;
+    net.nodes[0]
+        .write(|e| e.set("k", json("\"v\""), at).map(Some))
+        .unwrap();
+    let a = net.nodes[0].peer();
+    let mut dropped = false;
+    let mut lossy = |from: PeerId, _: PeerId, f: Vec<u8>| {
+        if !dropped && from == a {
+            dropped = true;
+            return vec![];
+        }
+        vec![f]
+    };
+    for _ in 0..60 {
+        net.run(1_000, 100, &mut lossy);
+        let at = net.now;
+        for n in &mut net.nodes {
+            n.tick(at);
+        }
+    }
+    assert!(net.nodes[1].engine().get("k").is_some());
+}
+
+/// Review of eb81c53 (rv-fixes-a): the set-back is noticed only in
+/// `tick`, and until then `next_timer` stays at the old reading (the next
+/// gossip, and `last_input_ms`, which other inputs only raise). The
+/// room's server peer (src/bin/cpc-signal/keep/room.rs, `run`) sleeps
+/// `next_timer() - now_ms()`, recomputed at every command: a room whose
+/// pages send anything more often than its gossip interval (pings,
+/// digests, every second) never ticks again once the server's clock is
+/// stepped back: no digest, ping, presence expiry, compaction or owed
+/// slice of its own for a month. This drives a node as that loop does.
+#[test]
+fn a_node_driven_as_the_room_peer_is_ticks_after_its_clock_is_set_back() {
+    use cpc_sync::protocol::sync::{Output, SyncConfig};
+    const DAY: u64 = 86_400_000;
+    let now = 1_700_000_000_000u64;
+    let mut room = common::signed_node(1, SyncConfig::default());
+    let mut page = common::signed_node(2, SyncConfig::default());
+    let (r, p) = (room.peer(), page.peer());
+    let ahead = now + 30 * DAY;
+    room.connect(p, ahead);
+    page.connect(r, ahead);
+    room.tick(ahead);
+    room.take_outputs();
+    page.take_outputs();
+    // The server's clock is stepped back; the page's is right. The page
+    // ticks every second and its frames are commands to the room's loop.
+    let mut at = now;
+    let mut room_ticks = 0;
+    let mut room_frames = 0;
+    let end = now + 60_000;
+    while at < end {
+        // The room's loop: sleep `next_timer - now`, or take a command.
+        let wake = room.next_timer().saturating_sub(at);
+        let command_in = 500;
+        if wake <= command_in {
+            at += wake;
+            room.tick(at);
+            room_ticks += 1;
+        } else {
+            at += command_in;
+            page.tick(at);
+            for o in page.take_outputs() {
+                if let Output::Send { to, frame, .. } = o {
+                    if to == r {
+                        room.receive_frame(p, &frame, at);
+                    }
+                }
+            }
+        }
+        for o in room.take_outputs() {
+            if let Output::Send { to, .. } = o {
+                if to == p {
+                    room_frames += 1;
+                }
+            }
+        }
+        let _ = room_frames;
+    }
+    assert!(
+        room_ticks > 0,
+        "a minute after the server's clock was set back the room never ticked \
+         (next_timer {} ms ahead)",
+        room.next_timer().saturating_sub(at)
+    );
+}
+
+/// How long, in ms, a write of `c`'s takes to reach `a` over `b` (Pull
+/// relay: `b` announces it, `a` grafts it) after `a` and `b` ran a while
+/// at `before` (`a` grafting from `b` a write of `d`'s) and then at
+/// `after` (the clock set back when they differ). `c` links to `b` at
+/// `after`: its writes are dated by `after`.
+fn relayed_write_ms(before: u64, after: u64) -> u64 {
+    use common::net::Net;
+    use cpc_sync::protocol::sync::SyncConfig;
+    let nodes = vec![
+        common::signed_node(1, SyncConfig::default()),
+        common::signed_node(2, SyncConfig::default()),
+        common::signed_node(3, SyncConfig::default()),
+        common::signed_node(4, SyncConfig::default()),
+    ];
+    let mut net = Net::new(nodes, before);
+    net.link(0, 1);
+    net.link(1, 3);
+    let mut honest = |_: PeerId, _: PeerId, f: Vec<u8>| vec![f];
+    let tick = |net: &mut Net| {
+        let at = net.now;
+        for n in &mut net.nodes {
+            n.tick(at);
+        }
+    };
+    // d writes; a pulls it from b (a graft, by the reading `before`).
+    net.run(2_000, 100, &mut honest);
+    let at = net.now;
+    net.nodes[3]
+        .write(|e| e.set("k0", json("1"), at).map(Some))
+        .unwrap();
+    for _ in 0..3 {
+        net.run(1_000, 10, &mut honest);
+        tick(&mut net);
+    }
+    assert!(net.nodes[0].engine().get("k0").is_some());
+    net.unlink(1, 3);
+    net.now = after;
+    net.link(1, 2);
+    for _ in 0..3 {
+        net.run(1_000, 100, &mut honest);
+        tick(&mut net);
+    }
+    // Just after a gossip tick, c writes.
+    let start = net.now;
+    net.nodes[2]
+        .write(|e| e.set("k1", json("2"), start).map(Some))
+        .unwrap();
+    while net.nodes[0].engine().get("k1").is_none() && net.now < start + 60_000 {
+        net.run(10, 10, &mut honest);
+        if (net.now - start) % 1_000 == 0 {
+            tick(&mut net);
+        }
+    }
+    assert!(net.nodes[1].engine().get("k1").is_some(), "b has c's write");
+    net.now - start
+}
+
+/// Review of eb81c53 (rv-fixes-a): with the default relay (Pull), a
+/// write relayed by `b` is pulled by `a` (a graft) at once; but `a`
+/// waits [`GRAFT_BATCH_MS`] after its last graft from `b`, and that is
+/// kept as `Session::grafted_ms`, by the old reading: after a set-back
+/// every announcement waits for real time to reach it (a month), and
+/// `a` gets relayed writes only when a digest asks for them (a gossip
+/// interval: 1,000 ms against 10), not within the pull's few ms.
+#[test]
+fn after_a_set_back_relayed_writes_are_pulled_at_once() {
+    const DAY: u64 = 86_400_000;
+    let now = 1_700_000_000_000u64;
+    let control = relayed_write_ms(now, now + 3_000);
+    let set_back = relayed_write_ms(now + 30 * DAY, now);
+    println!(
+        "relayed write: {control} ms with the clock left alone, {set_back} ms after a set-back"
+    );
+    assert!(
+        set_back <= control + 50,
+        "relayed write: {control} ms with the clock left alone, {set_back} ms after a set-back"
+    );
+}

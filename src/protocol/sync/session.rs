@@ -541,6 +541,19 @@ impl Told {
         (self.seqs, self.times) = (seqs, times);
     }
 
+    /// The wall clock went back to `now_ms`: what was told is taken as
+    /// lost, and every time kept by the old reading is brought to now
+    /// (`drained_ms` ahead kept all told since on its way until real
+    /// time reached it).
+    pub fn clock_set_back(&mut self, now_ms: u64) {
+        self.seqs = VectorClock::new();
+        self.times = VectorClock::new();
+        self.announced = VectorClock::new();
+        self.drained_ms = self.drained_ms.min(now_ms);
+        let since: VectorClock = self.since.iter().map(|(o, t)| (o, t.min(now_ms))).collect();
+        self.since = since;
+    }
+
     fn waiting(&self, at_ms: u64, now_ms: u64, patience_ms: u64) -> bool {
         self.backlogged || now_ms < at_ms.max(self.drained_ms).saturating_add(patience_ms)
     }

@@ -923,6 +923,7 @@ impl SyncNode {
     /// A frame arrived from `from`. Bad frames are refused, counted and
     /// reported; an oversized one also closes the connection.
     pub fn receive_frame(&mut self, from: PeerId, frame: &[u8], now_ms: u64) {
+        self.clock_set_back(now_ms);
         self.last_input_ms = self.last_input_ms.max(now_ms);
         let Some(session) = self.sessions.get_mut(&from) else {
             return;
@@ -1043,7 +1044,11 @@ impl SyncNode {
                 session.ping_out = None;
             }
             // What was told by the old reading is taken as lost.
-            session.told.expire(u64::MAX, 0);
+            session.told.clock_set_back(now_ms);
+            session.grafted_ms = session.grafted_ms.map(|t| t.min(now_ms));
+        }
+        for awaited in self.awaited.values_mut() {
+            awaited.clock_set_back(now_ms);
         }
     }
 

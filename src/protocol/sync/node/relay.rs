@@ -86,6 +86,14 @@ pub(super) struct Awaited {
     due_ms: u64,
 }
 
+impl Awaited {
+    /// The wall clock went back to `now_ms`: a graft due later by the old
+    /// reading is due now.
+    pub(super) fn clock_set_back(&mut self, now_ms: u64) {
+        self.due_ms = self.due_ms.min(now_ms);
+    }
+}
+
 impl SyncNode {
     /// Announces `events` to a lazy link: per origin, the last sequence
     /// number, [`MAX_ANNOUNCED`] origins a message.
