@@ -435,10 +435,11 @@ test("a write to IndexedDB resolves once committed, and survives a reopen", asyn
     await peer.close();
     peer = await Peer.open({ room, signaling: "none" });
     const state = peer.state();
+    const storage = [peer.storage, (await Peer.open({ room: `${room}-m`, storage: "memory", signaling: "none" })).storage];
     await peer.close();
-    return state;
+    return { state, storage };
   });
-  assert.deepEqual(result, { last: "written", n: 50 });
+  assert.deepEqual(result, { state: { last: "written", n: 50 }, storage: ["indexeddb", "memory"] });
 });
 
 test("Peer.open refuses bad options with a clear error", async () => {

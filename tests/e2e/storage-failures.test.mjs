@@ -162,13 +162,14 @@ for (const [how, refuse] of [
         const peer = await window.cpc.module.Peer.open({ room, signaling: "none" });
         await peer.set("k", 1);
         const state = peer.state();
+        const storage = peer.storage;
         await peer.close();
-        return { state };
+        return { state, storage };
       } catch (e) {
         return { rejected: `${e.code}: ${e.message}` };
       }
     });
-    assert.deepEqual(seen, { state: { k: 1 } });
+    assert.deepEqual(seen, { state: { k: 1 }, storage: "memory" });
     assert.ok(warnings.some((w) => w.includes("may not use IndexedDB")), `a warning: ${warnings}`);
     await context.close();
   });

@@ -1520,3 +1520,57 @@ async fn writes_uncut(honest: &mut Page, why: &str) {
         honest.unkept
     );
 }
+
+/// A fold that keeps events a linked page lacks stores them again after
+/// its snapshot, and the room peer counted that record's events in
+/// `events_persisted` again: the count passed the events written, where
+/// it counts each event once, whatever folds
+/// (`events_persisted_counts_each_event_once_amid_folds`; a review). Here a member
+/// says (its digest) it has the first 600 of the writer's 1,200 events:
+/// the fold at `KEEP_COMPACT_AFTER` = 1,000 keeps the other 600 for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_kept_for_a_lagging_page_are_not_counted_again_at_a_fold() {
+    use cpc_sync::protocol::event::Hash32;
+    let data = DataDir::new("rvb-tail-count");
+    let server = keeping(&data, &[("KEEP_COMPACT_AFTER", "1000")]);
+    let mut writer = Page::join(&server, Identity::from_seed(391), "rvb").await;
+    let mut lagging = Page::join(&server, Identity::from_seed(392), "rvb").await;
+    let me = writer.me();
+    assert!(lagging.catch_up().await);
+    writer.write("r0", 600);
+    assert!(writer.run_until(|p| p.acknowledged(me) >= 600).await);
+    assert!(lagging.catch_up().await);
+    // From here on the lagging page reads nothing (a slow one).
+    writer.write("r1", 600);
+    assert!(writer.run_until(|p| p.acknowledged(me) >= 1200).await);
+    // It says it has 600 of the writer's (as one behind would, at each gossip).
+    let mut said = VectorClock::new();
+    said.set(me, 600);
+    let deadline = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < deadline {
+        let digest = WireMessage::Digest {
+            clock: said.clone(),
+            root: Hash32::ZERO,
+        };
+        for frame in wire::encode(&digest, 0) {
+            lagging
+                .ws
+                .send(Message::Binary(frame.into()))
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let persisted = server
+        .reading("cpc_signal_keep_events_persisted_total")
+        .await;
+    let commits = server.reading("cpc_signal_keep_commits_total").await;
+    let disk = server.reading("cpc_signal_keep_disk_bytes").await;
+    println!(
+        "events persisted {persisted} of 1200 written; {commits} commits; {disk} bytes on disk"
+    );
+    assert_eq!(
+        persisted, 1200,
+        "events persisted, counted: {persisted} of 1200 written"
+    );
+}

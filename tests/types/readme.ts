@@ -38,6 +38,8 @@ await peer.delete("title");
 peer.get("likes");
 peer.state();
 peer.clock();
+const kept: "indexeddb" | "memory" = peer.storage;
+void kept;
 peer.digest();
 peer.conflicts();
 await peer.resolve("doc/x", "merged");

@@ -192,6 +192,8 @@ struct Inner {
     node: SyncNode,
     room: String,
     listeners: Listeners,
+    /// Whether its state is kept in IndexedDB (`storage` is taken at close).
+    durable: bool,
     /// `None` with memory storage.
     storage: Option<Rc<Storage>>,
     commits: Commits,
@@ -329,6 +331,7 @@ impl Peer {
             node: opened.node,
             room: options.room,
             listeners: Listeners::default(),
+            durable: opened.storage.is_some(),
             storage: opened.storage,
             commits: Commits::default(),
             burst_ms: None,
@@ -384,6 +387,15 @@ impl Peer {
     #[wasm_bindgen(getter)]
     pub fn room(&self) -> Result<String, PeerError> {
         Ok(self.inner()?.room.clone())
+    }
+
+    /// Where this peer keeps its state: `"indexeddb"`, or `"memory"`
+    /// (asked for, or where the browser refused Web Locks or IndexedDB,
+    /// which only the console says otherwise).
+    #[wasm_bindgen(getter, unchecked_return_type = "\"indexeddb\" | \"memory\"")]
+    pub fn storage(&self) -> Result<String, PeerError> {
+        let durable = self.inner()?.durable;
+        Ok(if durable { "indexeddb" } else { "memory" }.to_string())
     }
 
     /// Writes a register. Resolves once the write is durable.

@@ -493,7 +493,10 @@ impl EventLog {
         if !(contiguous && whole && ends && empty_after) {
             return false;
         }
-        let mut log = OriginLog::starting_at(first, events.len());
+        // A chunk's room at most: `push` hands a filled chunk on as it
+        // is, room and all (a review: a 25,000-event tail held room for
+        // twice that).
+        let mut log = OriginLog::starting_at(first, events.len().min(CHUNK));
         for event in events {
             log.sealed |= event.seal.is_some();
             log.push(event);
@@ -547,6 +550,41 @@ mod tests {
             log.append(event.clone());
         }
         log
+    }
+
+    /// A restored fold tail takes the room its events need, as the same
+    /// events appended do (a review). `restore_tail` made its first chunk
+    /// with room for the whole tail (`starting_at(first, events.len())`),
+    /// and `push` hands that vector to `full` once it holds `CHUNK`
+    /// events: a tail of 25,000 events (a fold's `keep_unacked`) kept room
+    /// for ~24,000 more events than it holds, for as long as that chunk is
+    /// logged (and in the archive once it is folded whole).
+    #[test]
+    fn a_restored_tail_holds_no_more_room_than_its_events_appended() {
+        let events: Vec<P2PEvent> = workload::rounds(25_000, 1, 100, 8, 5);
+        let peer = events[0].id.peer;
+        let upto = events.last().unwrap().id.seq;
+        let capacity = |log: &EventLog| -> usize {
+            let o = &log.origins[&peer];
+            o.full.iter().map(|(_, c)| c.capacity()).sum::<usize>() + o.tail.capacity()
+        };
+        let appended = logged(&events);
+        let mut restored = EventLog::with_seed(7);
+        assert!(restored.restore_tail(peer, upto, events.clone()));
+        assert_eq!(restored.len(), appended.len());
+        println!(
+            "room for events: appended {}, restored {} ({} B an event)",
+            capacity(&appended),
+            capacity(&restored),
+            std::mem::size_of::<P2PEvent>()
+        );
+        assert!(
+            capacity(&restored) <= capacity(&appended) + CHUNK,
+            "a restored tail of {} events keeps room for {} (appended: {})",
+            events.len(),
+            capacity(&restored),
+            capacity(&appended)
+        );
     }
 
     /// A writer of one event costs the log one event's room, not the

@@ -38,6 +38,9 @@ pub enum Persist {
     /// the engine keeps them, so storage writes bytes; a batch received
     /// and applied whole is written as it came, and our writes as the
     /// batch of the frame made for the peers, when there is one.
+    /// `count` is the events this record stores for the first time
+    /// (what the room peer's `events_persisted` adds up): 0 for the log a
+    /// fold kept, stored again after its snapshot.
     Events { record: Vec<u8>, count: usize },
     /// Replace everything stored with this snapshot: it covers every event
     /// persisted so far. Shared with the snapshot the node offers next.

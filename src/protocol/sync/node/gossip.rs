@@ -1145,7 +1145,9 @@ impl SyncNode {
             // log, so it still travels as events.
             let tail: Vec<&P2PEvent> = self.engine.log().iter().collect();
             if !tail.is_empty() {
-                self.persist(Persist::events(&tail), None);
+                // Stored before, so not counted again (a review).
+                let record = P2PEvent::encode_batch(tail.iter().copied());
+                self.persist(Persist::Events { record, count: 0 }, None);
             }
         }
     }
