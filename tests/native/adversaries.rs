@@ -1188,8 +1188,9 @@ fn a_leaf_copy_with_another_version_of_a_kept_event_is_refused() {
     assert!(room.a.stats(room.mallory.peer()).is_some(), "no points");
     // Nor for good: what made the copy refused may lie outside the leaf
     // (an event kept for another), so after a while it is asked again.
-    room.a.tick(NOW + LeafPairs::SPLIT_MS + 60_000);
-    let (_, asked) = lead_a_to_the_leaf_of(&mut room, "doc");
+    let after_a_while = NOW + LeafPairs::SPLIT_MS + 60_000;
+    room.a.tick(after_a_while);
+    let (_, asked) = lead_a_to_the_leaf_of_at(&mut room, "doc", after_a_while);
     assert!(asked, "asked again after a while");
     // Once "doc"'s leaf changes here, it is asked for again; the same
     // equivocation is counted once.
@@ -2339,17 +2340,27 @@ fn make_a_ask_for_the_leaf_of(room: &mut Room, key: &str) -> u32 {
 /// Mallory's digest and Merkle nodes lead `a` down to the leaf of `key`:
 /// the leaf, and whether `a` asked her for it.
 fn lead_a_to_the_leaf_of(room: &mut Room, key: &str) -> (u32, bool) {
+    lead_a_to_the_leaf_of_at(room, key, NOW)
+}
+
+/// [`lead_a_to_the_leaf_of`], Mallory's frames arriving at `now_ms` (a
+/// frame dated before `a`'s last tick is a clock set back, which brings
+/// `a`'s times back with it).
+fn lead_a_to_the_leaf_of_at(room: &mut Room, key: &str, now_ms: u64) -> (u32, bool) {
     let mallory = room.mallory.peer();
     let leaf = usize::from(digest::leaf_of(key));
     let _ = room.a.take_outputs();
     let clock = room.a.engine().clock().clone();
-    room.mallory_sends(&Message::Digest {
-        clock,
-        root: Hash32([9; 32]),
-    });
+    room.mallory_sends_at(
+        &Message::Digest {
+            clock,
+            root: Hash32([9; 32]),
+        },
+        now_ms,
+    );
     for depth in 0..digest::LEAF_DEPTH {
         let answer = altered_node(room, leaf, depth);
-        room.mallory_sends(&answer);
+        room.mallory_sends_at(&answer, now_ms);
     }
     let asked = sent_to(&mut room.a, mallory)
         .iter()
