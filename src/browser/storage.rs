@@ -91,14 +91,21 @@ fn failed(operation: &'static str) -> impl Fn(JsValue) -> StorageError {
 /// blocked by the user) or an `InvalidStateError` from opening (older
 /// Firefox's private windows), or no factory to ask.
 fn refused_or_failed(e: JsValue) -> StorageError {
-    let name = e
-        .dyn_ref::<js_sys::Error>()
-        .map(|e| String::from(e.name()))
-        .unwrap_or_default();
     StorageError {
-        refused: name == "SecurityError" || name == "InvalidStateError",
+        refused: refuses(&e),
         ..failed("open")(e)
     }
+}
+
+/// Whether `e` is the browser refusing this page IndexedDB
+/// ([`refused_or_failed`]).
+fn refuses(e: &JsValue) -> bool {
+    e.dyn_ref::<js_sys::Error>().is_some_and(|e| {
+        matches!(
+            String::from(e.name()).as_str(),
+            "SecurityError" | "InvalidStateError"
+        )
+    })
 }
 
 /// Waits for a request's `success` (or fails on its `error`).
@@ -299,7 +306,7 @@ impl Storage {
             Err(e) => {
                 let error = req.error().ok().flatten().map(JsValue::from);
                 return Err(StorageError {
-                    refused: error.is_some_and(|error| refused_or_failed(error).refused),
+                    refused: error.is_some_and(|error| refuses(&error)),
                     ..e
                 });
             }

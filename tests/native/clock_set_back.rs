@@ -8,6 +8,9 @@ use crate::common;
 use common::json;
 use cpc_sync::protocol::{HybridClock, PeerId, Timestamp};
 
+const NOW: u64 = 1_700_000_000_000;
+const DAY: u64 = 86_400_000;
+
 /// The hybrid clock's timestamps never go back: at the top of its
 /// 48-bit range the logical counter's borrow of the next millisecond was
 /// clamped, and the next tick went back to `(MAX, 0)`. A device whose
@@ -33,8 +36,7 @@ fn the_hybrid_clock_never_goes_back_at_the_top_of_its_range() {
 #[test]
 fn a_clock_set_right_keeps_every_timer_running() {
     use cpc_sync::protocol::sync::{Output, SyncConfig};
-    const DAY: u64 = 86_400_000;
-    let now = 1_700_000_000_000u64;
+    let now = NOW;
     let mut page = common::signed_node(1, SyncConfig::default());
     let me = page.peer();
     let other = PeerId(42);
@@ -72,7 +74,7 @@ fn a_clock_set_right_keeps_every_timer_running() {
 #[test]
 fn control_a_clock_left_alone_keeps_its_timers() {
     use cpc_sync::protocol::sync::{Output, SyncConfig};
-    let now = 1_700_000_000_000u64;
+    let now = NOW;
     let mut page = common::signed_node(1, SyncConfig::default());
     let other = PeerId(42);
     page.connect(other, now);
@@ -92,6 +94,53 @@ fn control_a_clock_left_alone_keeps_its_timers() {
     assert!(frames_to_other > 0);
 }
 
+/// Two signed pages linked, their clocks at `at`.
+fn two_pages(at: u64) -> common::net::Net {
+    use cpc_sync::protocol::sync::SyncConfig;
+    let nodes = vec![
+        common::signed_node(1, SyncConfig::default()),
+        common::signed_node(2, SyncConfig::default()),
+    ];
+    let mut net = common::net::Net::new(nodes, at);
+    net.link(0, 1);
+    net
+}
+
+/// Runs `net` for `seconds`, every node ticking once a second: as the
+/// browser's `arm_timer` does, the page's pending timeout (armed ~1 s
+/// ahead, relative, before the clock was set) wakes it.
+fn every_second(net: &mut common::net::Net, seconds: u32, tamper: &mut common::net::Tamper<'_>) {
+    for _ in 0..seconds {
+        net.run(1_000, 100, tamper);
+        let at = net.now;
+        for n in &mut net.nodes {
+            n.tick(at);
+        }
+    }
+}
+
+/// Page 0 writes `k`, its first frame after is lost, and the pages run a
+/// minute: the frames that crossed, and whether page 1 then has `k`
+/// (anti-entropy should bring it).
+fn a_write_lost_on_the_way(net: &mut common::net::Net) -> (u32, bool) {
+    let at = net.now;
+    net.nodes[0]
+        .write(|e| e.set("k", json("\"v\""), at).map(Some))
+        .unwrap();
+    let a = net.nodes[0].peer();
+    let (mut dropped, mut frames) = (false, 0);
+    let mut lossy = |from: PeerId, _: PeerId, f: Vec<u8>| {
+        frames += 1;
+        if !dropped && from == a {
+            dropped = true;
+            return vec![];
+        }
+        vec![f]
+    };
+    every_second(net, 60, &mut lossy);
+    (frames, net.nodes[1].engine().get("k").is_some())
+}
+
 /// The same over a link: two signed pages, their clocks a month ahead,
 /// both set right. Nothing but the write's own push crossed the link for
 /// the next minute (no ping, no digest), so the write, lost on the way,
@@ -99,172 +148,72 @@ fn control_a_clock_left_alone_keeps_its_timers() {
 /// next timer, a month ahead, capped at 2^31 ms: ~25 days of silence).
 #[test]
 fn after_clocks_are_set_right_a_lost_write_is_still_repaired() {
-    use common::net::Net;
-    use cpc_sync::protocol::sync::SyncConfig;
-    const DAY: u64 = 86_400_000;
-    let now = 1_700_000_000_000u64;
-    let nodes = vec![
-        common::signed_node(1, SyncConfig::default()),
-        common::signed_node(2, SyncConfig::default()),
-    ];
-    let mut net = Net::new(nodes, now + 30 * DAY);
-    net.link(0, 1);
-    let mut honest = |_: PeerId, _: PeerId, f: Vec<u8>| vec![f];
-    net.run(5_000, 100, &mut honest);
-    // Set right.
-    net.now = now;
-    // a's write is lost on the way (one frame dropped); anti-entropy
-    // should bring it within the minute.
-    net.nodes[0]
-        .write(|e| e.set("k", json("\"v\""), now).map(Some))
-        .unwrap();
-    let mut dropped = false;
-    let mut frames = 0;
-    let mut lossy = |_: PeerId, _: PeerId, f: Vec<u8>| {
-        frames += 1;
-        if !dropped {
-            dropped = true;
-            return vec![];
-        }
-        vec![f]
-    };
-    // The page's pending timeout (armed ~1 s ahead, relative, before
-    // the clock was set) wakes it every second: as the browser's
-    // `arm_timer` does, each node ticks at least once a second.
-    for _ in 0..60 {
-        net.run(1_000, 100, &mut lossy);
-        let at = net.now;
-        for n in &mut net.nodes {
-            n.tick(at);
-        }
-    }
+    let mut net = two_pages(NOW + 30 * DAY);
+    net.run(5_000, 100, &mut common::net::honest);
+    net.now = NOW;
+    let (frames, has) = a_write_lost_on_the_way(&mut net);
     assert!(
-        frames > 1 && net.nodes[1].engine().get("k").is_some(),
-        "a minute after the clocks were set right: {frames} frames crossed, b has k: {}",
-        net.nodes[1].engine().get("k").is_some()
+        frames > 1 && has,
+        "a minute after the clocks were set right: {frames} frames crossed, b has k: {has}"
     );
 }
 
-/// Review of eb81c53 (rv-fixes-a): the link to the peer held a backlog
-/// once while the clock read a month ahead, and drained it. `Told` keeps
-/// when it drained (`drained_ms`), by the old reading, and takes anything
-/// sent within a patience of it as on its way. `clock_set_back` forgets
-/// what was told (`told.expire(u64::MAX, 0)`) but not `drained_ms`: every
-/// push after the set-back counts as on its way for a month, and a lost
-/// one is never sent again (the peer's digests asking for it are
-/// answered with nothing). Same as the test above, with one backlog.
-#[test]
-fn after_a_set_back_a_lost_write_is_repaired_though_the_link_once_drained_a_backlog() {
-    use common::net::Net;
-    use cpc_sync::protocol::sync::SyncConfig;
-    const DAY: u64 = 86_400_000;
-    let now = 1_700_000_000_000u64;
-    let nodes = vec![
-        common::signed_node(1, SyncConfig::default()),
-        common::signed_node(2, SyncConfig::default()),
-    ];
-    let b = nodes[1].peer();
-    let mut net = Net::new(nodes, now + 30 * DAY);
-    net.link(0, 1);
-    let mut honest = |_: PeerId, _: PeerId, f: Vec<u8>| vec![f];
-    net.run(2_000, 100, &mut honest);
+/// Two pages whose link held a backlog once, at `at`, and drained it.
+fn a_drained_backlog(at: u64) -> common::net::Net {
+    let mut net = two_pages(at);
+    let b = net.nodes[1].peer();
+    let honest = &mut common::net::honest;
+    net.run(2_000, 100, honest);
     // The data channel to b filled its buffer once, and drained it.
     net.nodes[0].set_backlogged(b, true);
-    net.run(500, 100, &mut honest);
+    net.run(500, 100, honest);
     net.nodes[0].set_backlogged(b, false);
-    net.run(2_500, 100, &mut honest);
+    net.run(2_500, 100, honest);
+    net
+}
+
+/// The link held a backlog once while the clock read a month ahead, and
+/// drained it. `Told` keeps when it drained (`drained_ms`), by the old
+/// reading, and takes anything sent within a patience of it as on its
+/// way. The set-back forgot what was told but not `drained_ms`: every
+/// push after it counted as on its way for a month, and a lost one was
+/// never sent again (the peer's digests asking for it were answered with
+/// nothing; a review of the fix).
+#[test]
+fn after_a_set_back_a_lost_write_is_repaired_though_the_link_once_drained_a_backlog() {
+    let mut net = a_drained_backlog(NOW + 30 * DAY);
     // Set right; the pages tick on for two seconds, then a writes.
-    net.now = now;
-    for _ in 0..2 {
-        net.run(1_000, 100, &mut honest);
-        let at = net.now;
-        for n in &mut net.nodes {
-            n.tick(at);
-        }
-    }
-    let at = net.now;
-    net.nodes[0]
-        .write(|e| e.set("k", json("\"v\""), at).map(Some))
-        .unwrap();
-    let a = net.nodes[0].peer();
-    let mut dropped = false;
-    let mut lossy = |from: PeerId, _: PeerId, f: Vec<u8>| {
-        if !dropped && from == a {
-            dropped = true;
-            return vec![];
-        }
-        vec![f]
-    };
-    for _ in 0..60 {
-        net.run(1_000, 100, &mut lossy);
-        let at = net.now;
-        for n in &mut net.nodes {
-            n.tick(at);
-        }
-    }
+    net.now = NOW;
+    every_second(&mut net, 2, &mut common::net::honest);
+    let (_, has) = a_write_lost_on_the_way(&mut net);
     assert!(
-        net.nodes[1].engine().get("k").is_some(),
+        has,
         "a minute after the clock was set right, b still lacks the lost write"
     );
 }
 
-/// Control for the test above (passes): the same backlog with the clock
-/// left alone; the lost write is repaired within the minute.
+/// Control for the test above: the same backlog with the clock left
+/// alone; the lost write is repaired within the minute.
 #[test]
 fn control_a_drained_backlog_with_the_clock_left_alone() {
-    use common::net::Net;
-    use cpc_sync::protocol::sync::SyncConfig;
-    let now = 1_700_000_000_000u64;
-    let nodes = vec![
-        common::signed_node(1, SyncConfig::default()),
-        common::signed_node(2, SyncConfig::default()),
-    ];
-    let b = nodes[1].peer();
-    let mut net = Net::new(nodes, now);
-    net.link(0, 1);
-    let mut honest = |_: PeerId, _: PeerId, f: Vec<u8>| vec![f];
-    net.run(2_000, 100, &mut honest);
-    net.nodes[0].set_backlogged(b, true);
-    net.run(500, 100, &mut honest);
-    net.nodes[0].set_backlogged(b, false);
-    net.run(2_500, 100, &mut honest);
-    let at = net.now;
-    net.nodes[0]
-        .write(|e| e.set("k", json("\"v\""), at).map(Some))
-        .unwrap();
-    let a = net.nodes[0].peer();
-    let mut dropped = false;
-    let mut lossy = |from: PeerId, _: PeerId, f: Vec<u8>| {
-        if !dropped && from == a {
-            dropped = true;
-            return vec![];
-        }
-        vec![f]
-    };
-    for _ in 0..60 {
-        net.run(1_000, 100, &mut lossy);
-        let at = net.now;
-        for n in &mut net.nodes {
-            n.tick(at);
-        }
-    }
-    assert!(net.nodes[1].engine().get("k").is_some());
+    let mut net = a_drained_backlog(NOW);
+    let (_, has) = a_write_lost_on_the_way(&mut net);
+    assert!(has);
 }
 
-/// Review of eb81c53 (rv-fixes-a): the set-back is noticed only in
-/// `tick`, and until then `next_timer` stays at the old reading (the next
+/// The set-back was noticed only in `tick`, and until then `next_timer` stays at the old reading (the next
 /// gossip, and `last_input_ms`, which other inputs only raise). The
 /// room's server peer (src/bin/cpc-signal/keep/room.rs, `run`) sleeps
 /// `next_timer() - now_ms()`, recomputed at every command: a room whose
 /// pages send anything more often than its gossip interval (pings,
 /// digests, every second) never ticks again once the server's clock is
 /// stepped back: no digest, ping, presence expiry, compaction or owed
-/// slice of its own for a month. This drives a node as that loop does.
+/// slice of its own for a month (a review of the fix). This drives a node
+/// as that loop does.
 #[test]
 fn a_node_driven_as_the_room_peer_is_ticks_after_its_clock_is_set_back() {
     use cpc_sync::protocol::sync::{Output, SyncConfig};
-    const DAY: u64 = 86_400_000;
-    let now = 1_700_000_000_000u64;
+    let now = NOW;
     let mut room = common::signed_node(1, SyncConfig::default());
     let mut page = common::signed_node(2, SyncConfig::default());
     let (r, p) = (room.peer(), page.peer());
@@ -278,7 +227,6 @@ fn a_node_driven_as_the_room_peer_is_ticks_after_its_clock_is_set_back() {
     // ticks every second and its frames are commands to the room's loop.
     let mut at = now;
     let mut room_ticks = 0;
-    let mut room_frames = 0;
     let end = now + 60_000;
     while at < end {
         // The room's loop: sleep `next_timer - now`, or take a command.
@@ -299,14 +247,7 @@ fn a_node_driven_as_the_room_peer_is_ticks_after_its_clock_is_set_back() {
                 }
             }
         }
-        for o in room.take_outputs() {
-            if let Output::Send { to, .. } = o {
-                if to == p {
-                    room_frames += 1;
-                }
-            }
-        }
-        let _ = room_frames;
+        room.take_outputs();
     }
     assert!(
         room_ticks > 0,
@@ -373,17 +314,17 @@ fn relayed_write_ms(before: u64, after: u64) -> u64 {
     net.now - start
 }
 
-/// Review of eb81c53 (rv-fixes-a): with the default relay (Pull), a
+/// With the default relay (Pull), a
 /// write relayed by `b` is pulled by `a` (a graft) at once; but `a`
 /// waits [`GRAFT_BATCH_MS`] after its last graft from `b`, and that is
 /// kept as `Session::grafted_ms`, by the old reading: after a set-back
 /// every announcement waits for real time to reach it (a month), and
 /// `a` gets relayed writes only when a digest asks for them (a gossip
-/// interval: 1,000 ms against 10), not within the pull's few ms.
+/// interval: 1,000 ms against 10), not within the pull's few ms (a
+/// review of the fix).
 #[test]
 fn after_a_set_back_relayed_writes_are_pulled_at_once() {
-    const DAY: u64 = 86_400_000;
-    let now = 1_700_000_000_000u64;
+    let now = NOW;
     let control = relayed_write_ms(now, now + 3_000);
     let set_back = relayed_write_ms(now + 30 * DAY, now);
     println!(

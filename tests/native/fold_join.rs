@@ -17,6 +17,17 @@ use cpc_sync::protocol::{
 
 const NOW: u64 = 1_700_000_000_000;
 
+/// Engine `i` to read and engine `j` to change (`i != j`).
+fn pair<T>(engines: &mut [T], i: usize, j: usize) -> (&T, &mut T) {
+    if i < j {
+        let (l, r) = engines.split_at_mut(j);
+        (&l[i], &mut r[0])
+    } else {
+        let (l, r) = engines.split_at_mut(i);
+        (&r[0], &mut l[j])
+    }
+}
+
 fn json(s: &str) -> JsonValue {
     JsonValue::parse(s).expect("json")
 }
@@ -118,13 +129,7 @@ fn run_seed(seed: u64) {
             _ => {
                 let j = rng.below(n);
                 if j != i {
-                    let (a, b) = if i < j {
-                        let (l, r) = engines.split_at_mut(j);
-                        (&l[i], &mut r[0])
-                    } else {
-                        let (l, r) = engines.split_at_mut(i);
-                        (&r[0], &mut l[j])
-                    };
+                    let (a, b) = pair(&mut engines, i, j);
                     push_snapshot(a, b, now);
                 }
             }
@@ -137,13 +142,7 @@ fn run_seed(seed: u64) {
                 if i == j {
                     continue;
                 }
-                let (a, b) = if i < j {
-                    let (l, r) = engines.split_at_mut(j);
-                    (&l[i], &mut r[0])
-                } else {
-                    let (l, r) = engines.split_at_mut(i);
-                    (&r[0], &mut l[j])
-                };
+                let (a, b) = pair(&mut engines, i, j);
                 sync_pair(a, b, now);
             }
         }

@@ -9,6 +9,17 @@ use crate::sim::{Faults, World};
 
 const MAX_ROUNDS: u64 = 60;
 
+/// The world heals within [`MAX_ROUNDS`] gossip rounds and holds every
+/// acknowledged write.
+fn heal_and_check(world: &mut World, seed: u64) {
+    if world.heal(MAX_ROUNDS).is_none() {
+        panic!(
+            "seed {seed}: not converged within {MAX_ROUNDS} gossip rounds\n{}",
+            world.diagnose()
+        );
+    }
+    world.check();
+}
 fn quiet() -> Faults {
     Faults {
         drop: 0.0,
@@ -114,13 +125,7 @@ pub fn run_faulty_seed(seed: u64, compact_after: usize, offline_ms: u64) {
     }
     world.offline.clear();
     world.run_faulty(1_000);
-    if world.heal(MAX_ROUNDS).is_none() {
-        panic!(
-            "seed {seed}: not converged within {MAX_ROUNDS} gossip rounds\n{}",
-            world.diagnose()
-        );
-    }
-    world.check();
+    heal_and_check(&mut world, seed);
 }
 
 #[test]
@@ -180,13 +185,7 @@ pub fn run_lagging_seed(seed: u64) {
         world.step(true, true);
         fold_some(&mut world);
     }
-    if world.heal(MAX_ROUNDS).is_none() {
-        panic!(
-            "seed {seed}: not converged within {MAX_ROUNDS} gossip rounds\n{}",
-            world.diagnose()
-        );
-    }
-    world.check();
+    heal_and_check(&mut world, seed);
 }
 
 #[test]
